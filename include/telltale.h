@@ -1,0 +1,337 @@
+/*
+ * telltale.h - the public API of libtelltale, the client that an agent embeds to stream its
+ * logs, metrics, execution path and token confidence to a telltale collector.
+ *
+ * This is the only installed header. Every handle is opaque; every name starts with tt_ or TT_.
+ * The rules that hold for every function, unless its comment says otherwise:
+ *
+ * - Errors: functions return int, 0 on success and a negative TT_E* code on failure; the codes
+ *   equal -errno where the meaning matches. tt_strerror() names them.
+ * - Ownership: arguments are borrowed for the duration of the call; the library copies what it
+ *   keeps. Memory the library returns is released with tt_free(). Release functions accept NULL.
+ * - Threads: a tt_client may be used from any number of threads at once. Event calls (tt_log,
+ *   tt_metric, tt_step_begin, tt_step_end, tt_response_token...) never block, never allocate,
+ *   never make a system call and never log after a thread's first event; when the thread's ring
+ *   is full the event is dropped and counted (tt_stats_get). tt_close must not race with other
+ *   calls on the same client.
+ * - Signals: the library installs no signal handler and blocks signals in its worker thread.
+ * - Fork: after fork() the child's client starts afresh (new instance id, empty rings, its own
+ *   worker started at its first event); it never sends or spools the parent's events.
+ *
+ * docs/api.md is the reference; each declaration below also states the version it appeared in.
+ */
+#ifndef TELLTALE_H
+#define TELLTALE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TT_BUILDING_LIBRARY) && defined(__GNUC__)
+#define TT_API __attribute__((visibility("default")))
+#else
+#define TT_API
+#endif
+
+#define TT_VERSION_MAJOR 0
+#define TT_VERSION_MINOR 1
+#define TT_VERSION_PATCH 0
+#define TT_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors (since 0.1)
+ */
+enum {
+    TT_OK = 0,
+    TT_EPERM = -1,         /* operation not permitted (e.g. spool directory owned by another user) */
+    TT_ENOENT = -2,        /* no such file or directory */
+    TT_EIO = -5,           /* input/output error */
+    TT_E2BIG = -7,         /* event larger than max_event_bytes: dropped, counted as too_large */
+    TT_EAGAIN = -11,       /* try again */
+    TT_ENOMEM = -12,       /* out of memory */
+    TT_EACCES = -13,       /* permission denied */
+    TT_EEXIST = -17,       /* already exists */
+    TT_EINVAL = -22,       /* invalid argument */
+    TT_ENOSPC = -28,       /* no space left on device */
+    TT_ENOBUFS = -105,     /* the thread's ring is full: event dropped, counted as buffer_full */
+    TT_EPROTO = -71,       /* protocol error */
+    TT_ESHUTDOWN = -108,   /* the client is closing or closed: event dropped, counted as closed */
+    TT_ETIMEDOUT = -110,   /* deadline expired */
+    TT_ECONNREFUSED = -111 /* connection refused */
+};
+
+/* A static, human-readable description of an error code; never NULL. Thread-safe. Since 0.1. */
+TT_API const char *tt_strerror(int err);
+
+/* The library version as "MAJOR.MINOR.PATCH"; static storage. Since 0.1. */
+TT_API const char *tt_version(void);
+
+/* Release memory that the library returned to the caller. Accepts NULL. Since 0.1. */
+TT_API void tt_free(void *p);
+
+/* ---------------------------------------------------------------------------------------------
+ * Configuration (since 0.1)
+ *
+ * A tt_config is a set of string key/value settings with defaults. Keys (docs/api.md lists
+ * them all with their defaults and limits):
+ *   endpoint            "unix:PATH" or "tcp://HOST:PORT"   default tcp://127.0.0.1:7370
+ *   agent               agent name                         default the program name
+ *   token               ingest token (sent at connect)     default none
+ *   ring_bytes          per-thread ring size, power of 2   default 1048576 (1 MiB)
+ *   max_threads         rings at most (one per thread)     default 256
+ *   max_event_bytes     largest single event               default 65536
+ *   batch_bytes         flush a batch at this raw size     default 262144
+ *   flush_interval_ms   flush a batch at this age          default 5 (at most 10 recommended)
+ *   window_bytes        sent-but-unacked budget            default 16777216
+ *   ack_timeout_ms      half-open detection                default 5000
+ *   backoff_min_ms / backoff_max_ms  reconnect backoff     default 50 / 5000
+ *   spool_dir           disk spool directory (off if unset)
+ *   spool_max_bytes     spool cap                          default 1073741824
+ *   spool_policy        "drop_newest" or "drop_oldest"     default drop_oldest
+ *   compression_level   zstd level, 0 = no compression     default 1
+ *
+ * The environment overrides nothing by itself; tt_config_from_env() reads TELLTALE_<KEY>
+ * (upper case) for every key, for programs that want that.
+ */
+typedef struct tt_config tt_config;
+
+/* Create a configuration holding the defaults. *out is NULL on failure. Since 0.1. */
+TT_API int tt_config_new(tt_config **out);
+
+/* Set one key. Returns TT_EINVAL for an unknown key or a value out of range, and leaves the
+ * configuration unchanged; tt_config_error() then says why. Since 0.1. */
+TT_API int tt_config_set(tt_config *cfg, const char *key, const char *value);
+
+/* Apply TELLTALE_<KEY> environment variables. Returns the first error, as tt_config_set. */
+TT_API int tt_config_from_env(tt_config *cfg);
+
+/* The current value of a key as a string (borrowed, valid until the next set or free), or NULL
+ * for an unknown key. Since 0.1. */
+TT_API const char *tt_config_get(const tt_config *cfg, const char *key);
+
+/* The reason of the last failed set on this configuration, or "" if none. Since 0.1. */
+TT_API const char *tt_config_error(const tt_config *cfg);
+
+/* Release a configuration. Accepts NULL. Since 0.1. */
+TT_API void tt_config_free(tt_config *cfg);
+
+/* ---------------------------------------------------------------------------------------------
+ * Client lifecycle (since 0.1)
+ */
+typedef struct tt_client tt_client;
+
+/* Open a client with cfg (copied; NULL means all defaults). Starts the worker thread; the
+ * connection is made in the background, so an unreachable collector is not an error here.
+ * Errors: TT_EINVAL (bad configuration), TT_ENOMEM, TT_EPERM / TT_EACCES (spool directory),
+ * or another negative errno. *out is NULL on failure. Since 0.1. */
+TT_API int tt_open(tt_client **out, const tt_config *cfg);
+
+/* Flush and close within one deadline of timeout_ms milliseconds, whatever the network does:
+ * what is still unsent then goes to the spool (if configured) or is counted as dropped
+ * (shutdown). Returns 0 if everything emitted was acknowledged, TT_ETIMEDOUT if the deadline
+ * expired first (the client is closed all the same), and frees the client. Accepts NULL.
+ * Since 0.1. */
+TT_API int tt_close(tt_client *c, uint32_t timeout_ms);
+
+/* Ask the worker to send what is buffered now and wait up to timeout_ms for the collector's
+ * acknowledgement of every event emitted before the call. Returns 0 or TT_ETIMEDOUT. Blocks
+ * the caller (it is not an event call). Since 0.1. */
+TT_API int tt_flush(tt_client *c, uint32_t timeout_ms);
+
+/* ---------------------------------------------------------------------------------------------
+ * Attributes (since 0.1): key/value pairs attached to an event, copied into the event.
+ */
+typedef enum tt_attr_type {
+    TT_ATTR_STR = 1,
+    TT_ATTR_INT = 2,
+    TT_ATTR_DOUBLE = 3,
+    TT_ATTR_BOOL = 4
+} tt_attr_type;
+
+typedef struct tt_attr {
+    const char *key;
+    tt_attr_type type;
+    union {
+        const char *s;
+        int64_t i;
+        double d;
+        int b;
+    } v;
+} tt_attr;
+
+#ifndef __cplusplus
+#define TT_STR(k, x) ((tt_attr){.key = (k), .type = TT_ATTR_STR, .v.s = (x)})
+#define TT_INT(k, x) ((tt_attr){.key = (k), .type = TT_ATTR_INT, .v.i = (x)})
+#define TT_DOUBLE(k, x) ((tt_attr){.key = (k), .type = TT_ATTR_DOUBLE, .v.d = (x)})
+#define TT_BOOL(k, x) ((tt_attr){.key = (k), .type = TT_ATTR_BOOL, .v.b = (x)})
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Events (since 0.1). Every event call is non-blocking and returns 0 when the event is in the
+ * ring, TT_ENOBUFS when the ring was full, TT_E2BIG when the event exceeds max_event_bytes,
+ * TT_ESHUTDOWN after tt_close began, TT_EINVAL for a NULL client or bad arguments. A dropped
+ * event is counted by cause. session may be NULL (no session). Strings are UTF-8.
+ */
+typedef enum tt_severity {
+    TT_TRACE = 1,
+    TT_DEBUG = 5,
+    TT_INFO = 9,
+    TT_WARN = 13,
+    TT_ERROR = 17,
+    TT_FATAL = 21
+} tt_severity;
+
+/* A log record. Since 0.1. */
+TT_API int tt_log(tt_client *c, const char *session, tt_severity severity, const char *message,
+                  const tt_attr *attrs, size_t nattrs);
+
+typedef enum tt_metric_kind {
+    TT_COUNTER = 1,  /* a delta to add */
+    TT_GAUGE = 2,    /* a current value */
+    TT_HISTOGRAM = 3 /* one sample of a distribution */
+} tt_metric_kind;
+
+/* A metric sample. unit may be NULL ("1"). Since 0.1. */
+TT_API int tt_metric(tt_client *c, const char *session, tt_metric_kind kind, const char *name,
+                     double value, const char *unit, const tt_attr *attrs, size_t nattrs);
+
+/* ---------------------------------------------------------------------------------------------
+ * Execution path (since 0.1): steps of reasoning, tool calls and API calls. A tt_step lives in
+ * the caller's storage between begin and end; the library measures the latency between them.
+ * Steps nest through the parent argument (NULL for a root step).
+ */
+typedef enum tt_step_kind {
+    TT_STEP_REASONING = 1, /* a reasoning or planning step */
+    TT_STEP_TOOL = 2,      /* a tool call (execute_tool) */
+    TT_STEP_API = 3,       /* a call to an external API */
+    TT_STEP_LLM = 4,       /* a model call (chat / completion) */
+    TT_STEP_AGENT = 5,     /* an agent invocation (invoke_agent) */
+    TT_STEP_RETRIEVAL = 6, /* a retrieval or database query */
+    TT_STEP_OTHER = 7
+} tt_step_kind;
+
+typedef enum tt_status {
+    TT_STATUS_OK = 0,
+    TT_STATUS_ERROR = 1,
+    TT_STATUS_TIMEOUT = 2,
+    TT_STATUS_CANCELLED = 3
+} tt_status;
+
+typedef struct tt_step {
+    uint64_t id;     /* non-zero once begun; unique within the client instance */
+    uint64_t parent; /* the parent's id or 0 */
+    uint64_t start;  /* private: start tick */
+} tt_step;
+
+/* Begin a step: kind, name (the tool or step name) and query (the tool's query or arguments,
+ * may be NULL). Fills *step even when the event is dropped, so the matching tt_step_end works.
+ * Since 0.1. */
+TT_API int tt_step_begin(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
+                         const char *session, const char *name, const char *query);
+
+/* End a step with its status, the size of its result in bytes (or -1 if unknown) and an
+ * optional error text. The latency is measured from tt_step_begin. Since 0.1. */
+TT_API int tt_step_end(tt_client *c, const tt_step *step, tt_status status, int64_t result_bytes,
+                       const char *error);
+
+/* ---------------------------------------------------------------------------------------------
+ * Statistics (since 0.1). At quiescence (nothing emitted, everything settled):
+ *   emitted = acked + possibly_delivered + buffered + sum(dropped)
+ * where buffered counts events still held by the library (rings, batch, unacked window, spool).
+ */
+typedef enum tt_drop_cause {
+    TT_DROP_BUFFER_FULL = 0, /* the thread's ring was full */
+    TT_DROP_SPOOL_FULL = 1,  /* the spool was at its cap (per spool_policy) */
+    TT_DROP_SPOOL_ERROR = 2, /* the spool could not be written */
+    TT_DROP_SPOOL_CORRUPT = 3, /* a spool record failed its check when read back */
+    TT_DROP_TOO_LARGE = 4,   /* the event exceeded max_event_bytes */
+    TT_DROP_SHUTDOWN = 5,    /* unsent at the close deadline without a spool */
+    TT_DROP_OOM = 6,         /* memory could not be obtained */
+    TT_DROP_CLOSED = 7,      /* emitted after tt_close began */
+    TT_DROP_REJECTED = 8,    /* the collector permanently rejected the batch */
+    TT_DROP_NO_RING = 9,     /* more threads than max_threads */
+    TT_DROP__COUNT = 10
+} tt_drop_cause;
+
+typedef struct tt_stats {
+    uint64_t emitted;            /* event calls made (accepted or dropped) */
+    uint64_t sent;               /* events written to a connection at least once */
+    uint64_t acked;              /* events the collector acknowledged as stored */
+    uint64_t possibly_delivered; /* sent, never acknowledged, given up on */
+    uint64_t buffered;           /* held by the library now */
+    uint64_t spooled;            /* held in the spool now (part of buffered) */
+    uint64_t dropped[TT_DROP__COUNT];
+    uint64_t dropped_total;
+    uint64_t frames_sent;
+    uint64_t bytes_sent;    /* framed, compressed bytes written */
+    uint64_t reconnects;    /* connections made after the first */
+    uint64_t connected;     /* 1 while a connection is up */
+} tt_stats;
+
+/* Snapshot the counters into *out; size is sizeof(tt_stats) as compiled by the caller (fields
+ * the library does not know are zeroed). Exact at quiescence, approximate while threads emit.
+ * Since 0.1. */
+TT_API int tt_stats_get(tt_client *c, tt_stats *out, size_t size);
+
+/* The name of a drop cause ("buffer_full", ...) or "unknown". Since 0.1. */
+TT_API const char *tt_drop_cause_name(int cause);
+
+/* The client instance id, 16 bytes, new at every tt_open and in a child after fork. */
+TT_API int tt_instance_id(tt_client *c, uint8_t out[16]);
+
+/* ---------------------------------------------------------------------------------------------
+ * Token statistics from one logits row (since 0.1). No allocation, no system call.
+ */
+typedef enum tt_dtype {
+    TT_DTYPE_F32 = 1,
+    TT_DTYPE_F16 = 2,  /* IEEE binary16 */
+    TT_DTYPE_BF16 = 3  /* bfloat16 (the upper half of a float32) */
+} tt_dtype;
+
+#define TT_TOPK_MAX 32
+
+/* Flags in tt_token_stats.flags. */
+#define TT_STATS_NAN 0x1u       /* the row held NaN entries; they were treated as -inf */
+#define TT_STATS_ESTIMATED 0x2u /* entropy and margin are estimates (from top-k log-probs) */
+#define TT_STATS_DEGENERATE 0x4u /* every entry was -inf or NaN: no distribution */
+#define TT_STATS_CHOSEN_INVALID 0x8u /* chosen id out of range or its logit was -inf/NaN */
+
+typedef struct tt_token_stats {
+    int32_t chosen;   /* the chosen token id */
+    int32_t rank;     /* tokens with a strictly higher logit than the chosen one (0 = argmax) */
+    float logprob;    /* natural log of p(chosen) */
+    float prob;       /* p(chosen) */
+    float entropy;    /* Shannon entropy of the distribution, in nats */
+    float margin;     /* p(top-1) - p(top-2) */
+    uint32_t nan_count; /* NaN entries seen in the row */
+    uint32_t flags;     /* TT_STATS_* */
+    uint32_t k;         /* number of valid entries in topk_ids / topk_probs */
+    int32_t topk_ids[TT_TOPK_MAX];  /* highest probability first; ties by lower id */
+    float topk_probs[TT_TOPK_MAX];
+} tt_token_stats;
+
+/* Compute the statistics of one row of n logits of type dtype, read with a stride of stride
+ * elements (1 for a contiguous row) without copying it; chosen is the sampled token id; k
+ * (0..TT_TOPK_MAX) is how many top entries to report. Returns 0, or TT_EINVAL (NULL pointer,
+ * n == 0, bad dtype, k too large). NaN entries are counted and treated as -inf; they never
+ * reach the outputs. Thread-safe. Since 0.1. */
+TT_API int tt_token_stats_compute(const void *logits, size_t n, size_t stride, tt_dtype dtype,
+                                  int32_t chosen, uint32_t k, tt_token_stats *out);
+
+/* Derive what can be derived from a hosted model's answer: the chosen token's log-prob and the
+ * top-k alternatives (ids may be NULL when only text is known). prob and logprob are exact;
+ * entropy and margin are estimates over the top-k mass with the remainder as one bucket
+ * (flag TT_STATS_ESTIMATED); rank is exact when the chosen token is in the top-k, else k.
+ * Since 0.1. */
+TT_API int tt_token_stats_from_logprobs(int32_t chosen, float chosen_logprob,
+                                        const int32_t *top_ids, const float *top_logprobs,
+                                        size_t k, tt_token_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TELLTALE_H */

@@ -1,0 +1,279 @@
+/*
+ * config.c - tt_config: string keys with typed values, defaults and limits. One table
+ * describes every key, so tt_config_set, tt_config_get, the environment and docs/api.md agree.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/client.h"
+
+enum opt_type { OPT_U64, OPT_I64, OPT_STR, OPT_ENDPOINT, OPT_POLICY };
+
+struct opt {
+    const char *key;
+    enum opt_type type;
+    size_t offset;
+    size_t size; /* for strings: the field's capacity */
+    int64_t min;
+    int64_t max;
+};
+
+#define U64(k, field, lo, hi) {k, OPT_U64, offsetof(tt__cfg, field), 0, lo, hi}
+#define STR(k, field) {k, OPT_STR, offsetof(tt__cfg, field), sizeof(((tt__cfg *)0)->field), 0, 0}
+
+static const struct opt opts[] = {
+    {"endpoint", OPT_ENDPOINT, offsetof(tt__cfg, endpoint), sizeof(((tt__cfg *)0)->endpoint), 0, 0},
+    STR("agent", agent),
+    STR("token", token),
+    STR("spool_dir", spool_dir),
+    U64("ring_bytes", ring_bytes, 4096, 1 << 30),
+    U64("max_threads", max_threads, 1, 65536),
+    U64("max_event_bytes", max_event_bytes, 256, 1 << 20),
+    U64("batch_bytes", batch_bytes, 1024, 8 << 20),
+    U64("flush_interval_ms", flush_interval_ms, 1, 60000),
+    U64("window_bytes", window_bytes, 65536, (int64_t)1 << 34),
+    U64("ack_timeout_ms", ack_timeout_ms, 10, 3600000),
+    U64("backoff_min_ms", backoff_min_ms, 1, 3600000),
+    U64("backoff_max_ms", backoff_max_ms, 1, 3600000),
+    U64("spool_max_bytes", spool_max_bytes, 65536, (int64_t)1 << 40),
+    {"spool_policy", OPT_POLICY, offsetof(tt__cfg, spool_policy), 0, 0, 0},
+    {"compression_level", OPT_I64, offsetof(tt__cfg, compression_level), 0, -7, 19},
+    U64("stats_interval_ms", stats_interval_ms, 10, 3600000),
+};
+
+void tt__cfg_defaults(tt__cfg *v)
+{
+    memset(v, 0, sizeof *v);
+    snprintf(v->endpoint, sizeof v->endpoint, "tcp://127.0.0.1:7370");
+    const char *prog = program_invocation_short_name;
+    snprintf(v->agent, sizeof v->agent, "%s", prog && *prog ? prog : "agent");
+    v->ring_bytes = 1u << 20;
+    v->max_threads = 256;
+    v->max_event_bytes = 65536;
+    v->batch_bytes = 256u << 10;
+    v->flush_interval_ms = 5;
+    v->window_bytes = 16u << 20;
+    v->ack_timeout_ms = 5000;
+    v->backoff_min_ms = 50;
+    v->backoff_max_ms = 5000;
+    v->spool_max_bytes = 1u << 30;
+    v->spool_policy = TT_SPOOL_DROP_OLDEST;
+    v->compression_level = 1;
+    v->stats_interval_ms = 1000;
+}
+
+static int is_pow2(uint64_t x)
+{
+    return x && !(x & (x - 1));
+}
+
+int tt__cfg_validate(const tt__cfg *v, char *err, size_t errlen)
+{
+    if (!is_pow2(v->ring_bytes)) {
+        snprintf(err, errlen, "ring_bytes must be a power of two, not %llu",
+                 (unsigned long long)v->ring_bytes);
+        return -EINVAL;
+    }
+    if (v->ring_bytes < 4 * (v->max_event_bytes + 64)) {
+        snprintf(err, errlen, "ring_bytes (%llu) must hold 4 events of max_event_bytes (%llu)",
+                 (unsigned long long)v->ring_bytes, (unsigned long long)v->max_event_bytes);
+        return -EINVAL;
+    }
+    if (v->backoff_min_ms > v->backoff_max_ms) {
+        snprintf(err, errlen, "backoff_min_ms above backoff_max_ms");
+        return -EINVAL;
+    }
+    if (v->agent[0] == 0) {
+        snprintf(err, errlen, "agent must not be empty");
+        return -EINVAL;
+    }
+    tt__endpoint ep;
+    return tt__endpoint_parse(v->endpoint, &ep, err, errlen);
+}
+
+static const struct opt *find_opt(const char *key)
+{
+    for (size_t i = 0; i < TT_ARRAY_LEN(opts); i++) {
+        if (strcmp(opts[i].key, key) == 0) {
+            return &opts[i];
+        }
+    }
+    return NULL;
+}
+
+static int parse_int(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s) {
+        return -1;
+    }
+    /* Accept the suffixes k, M, G (powers of 1024) for sizes. */
+    int64_t mul = 1;
+    if (*end == 'k' || *end == 'K') {
+        mul = 1024;
+        end++;
+    } else if (*end == 'M') {
+        mul = 1024 * 1024;
+        end++;
+    } else if (*end == 'G') {
+        mul = 1024 * 1024 * 1024;
+        end++;
+    }
+    if (*end != 0 || (v && (v * mul) / mul != v)) {
+        return -1;
+    }
+    *out = v * mul;
+    return 0;
+}
+
+static int set_value(tt_config *cfg, const struct opt *o, const char *value)
+{
+    char *field = (char *)&cfg->v + o->offset;
+    int64_t n;
+    switch (o->type) {
+    case OPT_STR:
+    case OPT_ENDPOINT:
+        if (strlen(value) >= o->size) {
+            snprintf(cfg->error, sizeof cfg->error, "%s: value longer than %zu bytes", o->key,
+                     o->size - 1);
+            return -EINVAL;
+        }
+        if (o->type == OPT_ENDPOINT) {
+            tt__endpoint ep;
+            char why[200];
+            if (tt__endpoint_parse(value, &ep, why, sizeof why) != 0) {
+                snprintf(cfg->error, sizeof cfg->error, "endpoint: %s", why);
+                return -EINVAL;
+            }
+        }
+        memcpy(field, value, strlen(value) + 1);
+        return 0;
+    case OPT_POLICY:
+        if (strcmp(value, "drop_oldest") == 0) {
+            cfg->v.spool_policy = TT_SPOOL_DROP_OLDEST;
+        } else if (strcmp(value, "drop_newest") == 0) {
+            cfg->v.spool_policy = TT_SPOOL_DROP_NEWEST;
+        } else {
+            snprintf(cfg->error, sizeof cfg->error,
+                     "spool_policy: \"%s\" is neither drop_oldest nor drop_newest", value);
+            return -EINVAL;
+        }
+        return 0;
+    case OPT_U64:
+    case OPT_I64:
+        if (parse_int(value, &n) != 0 || n < o->min || n > o->max) {
+            snprintf(cfg->error, sizeof cfg->error, "%s: \"%s\" is not an integer in [%lld, %lld]",
+                     o->key, value, (long long)o->min, (long long)o->max);
+            return -EINVAL;
+        }
+        if (o->type == OPT_U64) {
+            uint64_t u = (uint64_t)n;
+            memcpy(field, &u, sizeof u);
+        } else {
+            memcpy(field, &n, sizeof n);
+        }
+        return 0;
+    }
+    return -EINVAL;
+}
+
+TT_API int tt_config_new(tt_config **out)
+{
+    if (!out) {
+        return TT_EINVAL;
+    }
+    *out = calloc(1, sizeof **out);
+    if (!*out) {
+        return TT_ENOMEM;
+    }
+    tt__cfg_defaults(&(*out)->v);
+    return 0;
+}
+
+TT_API int tt_config_set(tt_config *cfg, const char *key, const char *value)
+{
+    if (!cfg || !key || !value) {
+        return TT_EINVAL;
+    }
+    const struct opt *o = find_opt(key);
+    if (!o) {
+        snprintf(cfg->error, sizeof cfg->error, "unknown key \"%.200s\"", key);
+        return TT_EINVAL;
+    }
+    tt__cfg saved = cfg->v;
+    int rc = set_value(cfg, o, value);
+    if (rc) {
+        cfg->v = saved;
+        return rc;
+    }
+    cfg->error[0] = 0;
+    return 0;
+}
+
+TT_API int tt_config_from_env(tt_config *cfg)
+{
+    if (!cfg) {
+        return TT_EINVAL;
+    }
+    for (size_t i = 0; i < TT_ARRAY_LEN(opts); i++) {
+        char name[64] = "TELLTALE_";
+        size_t n = strlen(name);
+        for (const char *k = opts[i].key; *k && n < sizeof name - 1; k++) {
+            name[n++] = (char)(*k >= 'a' && *k <= 'z' ? *k - 32 : *k);
+        }
+        name[n] = 0;
+        const char *v = getenv(name);
+        if (v) {
+            int rc = tt_config_set(cfg, opts[i].key, v);
+            if (rc) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+TT_API const char *tt_config_get(const tt_config *cfg, const char *key)
+{
+    if (!cfg || !key) {
+        return NULL;
+    }
+    const struct opt *o = find_opt(key);
+    if (!o) {
+        return NULL;
+    }
+    tt_config *m = (tt_config *)cfg; /* the formatting buffer is scratch space */
+    const char *field = (const char *)&cfg->v + o->offset;
+    uint64_t u;
+    int64_t i;
+    switch (o->type) {
+    case OPT_STR:
+    case OPT_ENDPOINT:
+        return field;
+    case OPT_POLICY:
+        return cfg->v.spool_policy == TT_SPOOL_DROP_NEWEST ? "drop_newest" : "drop_oldest";
+    case OPT_U64:
+        memcpy(&u, field, sizeof u);
+        snprintf(m->strval, sizeof m->strval, "%llu", (unsigned long long)u);
+        return m->strval;
+    case OPT_I64:
+        memcpy(&i, field, sizeof i);
+        snprintf(m->strval, sizeof m->strval, "%lld", (long long)i);
+        return m->strval;
+    }
+    return NULL;
+}
+
+TT_API const char *tt_config_error(const tt_config *cfg)
+{
+    return cfg ? cfg->error : "";
+}
+
+TT_API void tt_config_free(tt_config *cfg)
+{
+    free(cfg);
+}

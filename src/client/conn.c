@@ -1,0 +1,476 @@
+/*
+ * conn.c - the worker's connection to the collector: non-blocking connect over a Unix socket
+ * or TCP, the hello exchange, writing frames with writev, and reading acknowledgements,
+ * rejections and control orders. Reconnects back off exponentially with jitter on the
+ * monotonic clock; a connection that stops acknowledging for ack_timeout_ms is dropped
+ * (half-open detection at the application level, not TCP keepalive).
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client/worker.h"
+
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+#define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
+#define ADD(x, v) ST(x, LD(x) + (v))
+#define MS 1000000u
+#define IOV_BATCH 64
+
+static uint64_t rnd(tt__worker *w)
+{
+    /* xorshift64*: jitter only, no need for more. */
+    w->rng ^= w->rng >> 12;
+    w->rng ^= w->rng << 25;
+    w->rng ^= w->rng >> 27;
+    return w->rng * 0x2545F4914F6CDD1Dull;
+}
+
+void tt__conn_init(tt__worker *w)
+{
+    tt_client *c = w->c;
+    w->state = TT_CONN_IDLE;
+    w->fd = -1;
+    w->next_attempt_ns = 0;
+    w->backoff_ms = c->cfg.backoff_min_ms;
+    memcpy(&w->rng, c->instance, sizeof w->rng);
+    w->rng |= 1;
+}
+
+static void schedule_retry(tt__worker *w, uint64_t now)
+{
+    uint64_t b = w->backoff_ms;
+    /* Jitter: somewhere in [b/2, b], so that many agents do not reconnect in step. */
+    uint64_t delay = b / 2 + rnd(w) % (b / 2 + 1);
+    w->next_attempt_ns = now + delay * MS;
+    w->backoff_ms = TT_MIN(b * 2, w->c->cfg.backoff_max_ms);
+}
+
+void tt__conn_drop(tt__worker *w, uint64_t now)
+{
+    if (w->fd >= 0) {
+        close(w->fd);
+        w->fd = -1;
+    }
+    if (w->state == TT_CONN_READY) {
+        ST(w->c->ws.connected, 0);
+    }
+    w->state = TT_CONN_IDLE;
+    schedule_retry(w, now);
+    /* Every unacked frame goes again, renumbered, on the next connection. */
+    for (tt__frame_out *f = w->window.head; f; f = f->next) {
+        f->frame_no = 0;
+    }
+    w->send_next = NULL;
+    w->send_off = 0;
+    tt__buf_reset(&w->rbuf);
+    tt__buf_reset(&w->wbuf);
+    w->wbuf_off = 0;
+}
+
+static int make_hello(tt__worker *w)
+{
+    tt_client *c = w->c;
+    tt__hello h;
+    memset(&h, 0, sizeof h);
+    h.protocol = TT_PROTOCOL_VERSION;
+    memcpy(h.instance, c->instance, 16);
+    snprintf(h.agent, sizeof h.agent, "%s", c->cfg.agent);
+    snprintf(h.token, sizeof h.token, "%s", c->cfg.token);
+    h.pid = (uint32_t)getpid();
+    gethostname(h.host, sizeof h.host - 1);
+    snprintf(h.library, sizeof h.library, "libtelltale/%s", TT_VERSION_STRING);
+    h.start_unix_ns = c->start_unix_ns;
+    tt__buf payload;
+    tt__buf_init(&payload, 4096);
+    int rc = tt__hello_encode(&h, &payload);
+    tt__buf_reset(&w->wbuf);
+    if (rc == 0) {
+        rc = tt__frame_append(&w->wbuf, TT_FT_HELLO, payload.data, payload.len);
+    }
+    tt__buf_fini(&payload);
+    w->wbuf_off = 0;
+    return rc;
+}
+
+static void on_connected(tt__worker *w, uint64_t now)
+{
+    if (!w->c->ep.is_unix) {
+        int one = 1;
+        setsockopt(w->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (make_hello(w) != 0) {
+        tt__conn_drop(w, now);
+        return;
+    }
+    w->state = TT_CONN_HELLO;
+    w->attempt_started_ns = now;
+}
+
+static int open_socket(tt__worker *w, struct sockaddr_storage *sa, socklen_t *salen)
+{
+    const tt__endpoint *ep = &w->c->ep;
+    if (ep->is_unix) {
+        struct sockaddr_un *un = (struct sockaddr_un *)sa;
+        memset(un, 0, sizeof *un);
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, ep->path, strlen(ep->path) + 1);
+        *salen = (socklen_t)sizeof *un;
+        return socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    }
+    /* Numeric addresses resolve without any lookup; a host name is resolved here, in the
+     * worker, never on an event call. */
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    if (getaddrinfo(ep->host, ep->port, &hints, &res) != 0 || !res) {
+        return -1;
+    }
+    memcpy(sa, res->ai_addr, res->ai_addrlen);
+    *salen = res->ai_addrlen;
+    int family = res->ai_family;
+    freeaddrinfo(res);
+    return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+
+static void start_connect(tt__worker *w, uint64_t now)
+{
+    struct sockaddr_storage sa;
+    socklen_t salen = 0;
+    w->attempt_started_ns = now;
+    w->fd = open_socket(w, &sa, &salen);
+    if (w->fd < 0) {
+        tt__conn_drop(w, now);
+        return;
+    }
+    if (connect(w->fd, (struct sockaddr *)&sa, salen) == 0) {
+        on_connected(w, now);
+    } else if (errno == EINPROGRESS || errno == EAGAIN) {
+        w->state = TT_CONN_CONNECTING;
+    } else {
+        tt__conn_drop(w, now);
+    }
+}
+
+static int connect_finished(tt__worker *w)
+{
+    struct pollfd p = {w->fd, POLLOUT, 0};
+    if (poll(&p, 1, 0) <= 0) {
+        return 0;
+    }
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        return -1;
+    }
+    return 1;
+}
+
+void tt__conn_step(tt__worker *w, uint64_t now)
+{
+    uint64_t timeout = w->c->cfg.ack_timeout_ms * MS;
+    switch (w->state) {
+    case TT_CONN_IDLE:
+        /* While closing with a spool, frames go to disk instead of a new connection. */
+        if (now >= w->next_attempt_ns && !(w->closing && w->c->spool)) {
+            start_connect(w, now);
+        }
+        break;
+    case TT_CONN_CONNECTING: {
+        int done = connect_finished(w);
+        if (done > 0) {
+            on_connected(w, now);
+        } else if (done < 0 || now - w->attempt_started_ns > timeout) {
+            tt__conn_drop(w, now);
+        }
+        break;
+    }
+    case TT_CONN_HELLO:
+        if (now - w->attempt_started_ns > timeout) {
+            tt__conn_drop(w, now);
+        }
+        break;
+    case TT_CONN_READY:
+        /* Unacked frames and no progress for ack_timeout: the connection is half-open. */
+        if (w->window.head && w->window.head->frame_no && now - w->last_progress_ns > timeout) {
+            tt__conn_drop(w, now);
+        }
+        break;
+    }
+}
+
+static void frame_written(tt__worker *w, tt__frame_out *f, uint64_t now)
+{
+    tt__wstats *ws = &w->c->ws;
+    if (w->window.head == f || !w->window.head->frame_no) {
+        w->last_progress_ns = now;
+    }
+    f->frame_no = w->next_frame_no++;
+    if (!f->ever_sent) {
+        f->ever_sent = 1;
+        ADD(ws->sent, f->n_events);
+    }
+    ADD(ws->frames_sent, 1);
+    ADD(ws->bytes_sent, f->len);
+}
+
+static int write_hello(tt__worker *w, uint64_t now)
+{
+    while (w->wbuf_off < w->wbuf.len) {
+        ssize_t n = send(w->fd, w->wbuf.data + w->wbuf_off, w->wbuf.len - w->wbuf_off,
+                         MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN) {
+                tt__conn_drop(w, now);
+            }
+            return -1;
+        }
+        w->wbuf_off += (size_t)n;
+    }
+    return 0;
+}
+
+void tt__conn_send(tt__worker *w, uint64_t now)
+{
+    if (w->fd < 0 || w->state < TT_CONN_HELLO) {
+        return;
+    }
+    if (write_hello(w, now) != 0 || w->state != TT_CONN_READY) {
+        return;
+    }
+    while (w->send_next) {
+        struct iovec iov[IOV_BATCH];
+        int n = 0;
+        for (tt__frame_out *f = w->send_next; f && n < IOV_BATCH; f = f->next, n++) {
+            size_t off = n == 0 ? w->send_off : 0;
+            iov[n].iov_base = f->data + off;
+            iov[n].iov_len = f->len - off;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t k = sendmsg(w->fd, &msg, MSG_NOSIGNAL);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN) {
+                tt__conn_drop(w, now);
+            }
+            return;
+        }
+        size_t left = (size_t)k;
+        while (w->send_next && left >= w->send_next->len - w->send_off) {
+            left -= w->send_next->len - w->send_off;
+            frame_written(w, w->send_next, now);
+            w->send_next = w->send_next->next;
+            w->send_off = 0;
+        }
+        w->send_off += left;
+    }
+}
+
+static void handle_ack(tt__worker *w, uint64_t frame_no, uint64_t now)
+{
+    tt__frame_out *f;
+    int any = 0;
+    while ((f = w->window.head) && f->frame_no && f->frame_no <= frame_no) {
+        tt__fq_pop(&w->window);
+        tt__worker_frame_acked(w, f);
+        any = 1;
+    }
+    if (any) {
+        w->last_progress_ns = now;
+        ST(w->c->ws.in_window, w->window.n_events);
+    }
+}
+
+static void handle_reject(tt__worker *w, const tt__reject *rj, uint64_t now)
+{
+    if (!rj->permanent) {
+        /* The collector could not store it now (storage error, overload): try again later. */
+        tt__conn_drop(w, now);
+        return;
+    }
+    tt__frame_out *prev = NULL;
+    for (tt__frame_out *f = w->window.head; f; prev = f, f = f->next) {
+        if (f->frame_no != rj->frame_no) {
+            continue;
+        }
+        if (prev) {
+            prev->next = f->next;
+        } else {
+            w->window.head = f->next;
+        }
+        if (w->window.tail == f) {
+            w->window.tail = prev;
+        }
+        w->window.n_frames--;
+        w->window.n_events -= f->n_events;
+        w->window.bytes -= f->len;
+        tt__worker_frame_rejected(w, f);
+        ST(w->c->ws.in_window, w->window.n_events);
+        return;
+    }
+}
+
+static void handle_reply(tt__worker *w, const uint8_t *p, size_t n, uint64_t now)
+{
+    tt__hello_reply r;
+    if (w->state != TT_CONN_HELLO || tt__hello_reply_decode(p, n, &r) != 0 || r.error[0]) {
+        /* A refused hello (bad token, say) is retried at the slowest pace. */
+        w->backoff_ms = w->c->cfg.backoff_max_ms;
+        tt__conn_drop(w, now);
+        return;
+    }
+    w->state = TT_CONN_READY;
+    w->max_frame = r.max_frame_bytes;
+    w->backoff_ms = w->c->cfg.backoff_min_ms;
+    if (w->ever_connected) {
+        ADD(w->c->ws.reconnects, 1);
+    }
+    w->ever_connected = 1;
+    ST(w->c->ws.connected, 1);
+    w->send_next = w->window.head;
+    w->send_off = 0;
+    w->next_frame_no = 1;
+    w->last_progress_ns = now;
+}
+
+/* Returns 0 to go on, -1 if the connection was dropped. */
+static int handle_frame(tt__worker *w, const tt__frame *f, uint64_t now)
+{
+    uint64_t frame_no;
+    tt__reject rj;
+    if (f->flags & TT_FF_ZSTD) {
+        tt__conn_drop(w, now);
+        return -1;
+    }
+    switch (f->type) {
+    case TT_FT_HELLO_REPLY:
+        handle_reply(w, f->payload, f->payload_len, now);
+        break;
+    case TT_FT_ACK:
+        if (tt__ack_decode(f->payload, f->payload_len, &frame_no) == 0) {
+            handle_ack(w, frame_no, now);
+        }
+        break;
+    case TT_FT_REJECT:
+        if (tt__reject_decode(f->payload, f->payload_len, &rj) == 0) {
+            handle_reject(w, &rj, now);
+        }
+        break;
+    case TT_FT_CONTROL:
+        tt__control_handle(w->c, f->payload, f->payload_len);
+        break;
+    default:
+        tt__conn_drop(w, now);
+        return -1;
+    }
+    return w->fd >= 0 ? 0 : -1;
+}
+
+static int parse_incoming(tt__worker *w, uint64_t now)
+{
+    size_t off = 0;
+    while (off < w->rbuf.len) {
+        tt__frame f;
+        size_t need;
+        int rc = tt__frame_parse(w->rbuf.data + off, w->rbuf.len - off, 1u << 20, &f, &need);
+        if (rc == TT_FRAME_NEED_MORE) {
+            break;
+        }
+        if (rc != TT_FRAME_OK) {
+            /* The collector's replies are checked like any input: garbage ends the link. */
+            tt__conn_drop(w, now);
+            return -1;
+        }
+        if (handle_frame(w, &f, now) != 0) {
+            return -1;
+        }
+        off += f.frame_len;
+    }
+    if (off) {
+        memmove(w->rbuf.data, w->rbuf.data + off, w->rbuf.len - off);
+        w->rbuf.len -= off;
+    }
+    return 0;
+}
+
+void tt__conn_recv(tt__worker *w, uint64_t now)
+{
+    if (w->fd < 0 || w->state == TT_CONN_CONNECTING) {
+        return;
+    }
+    for (;;) {
+        if (tt__buf_reserve(&w->rbuf, 16384) != 0) {
+            tt__conn_drop(w, now);
+            return;
+        }
+        ssize_t n = recv(w->fd, w->rbuf.data + w->rbuf.len, w->rbuf.cap - w->rbuf.len, 0);
+        if (n == 0) {
+            tt__conn_drop(w, now);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN) {
+                tt__conn_drop(w, now);
+            }
+            return;
+        }
+        w->rbuf.len += (size_t)n;
+        if (parse_incoming(w, now) != 0) {
+            return;
+        }
+    }
+}
+
+short tt__conn_events(const tt__worker *w)
+{
+    switch (w->state) {
+    case TT_CONN_CONNECTING:
+        return POLLOUT;
+    case TT_CONN_HELLO:
+        return (short)(POLLIN | (w->wbuf_off < w->wbuf.len ? POLLOUT : 0));
+    case TT_CONN_READY:
+        return (short)(POLLIN | (w->send_next ? POLLOUT : 0));
+    default:
+        return 0;
+    }
+}
+
+int64_t tt__conn_timeout_ns(const tt__worker *w, uint64_t now)
+{
+    uint64_t timeout = w->c->cfg.ack_timeout_ms * MS, due;
+    switch (w->state) {
+    case TT_CONN_IDLE:
+        due = w->next_attempt_ns;
+        break;
+    case TT_CONN_CONNECTING:
+    case TT_CONN_HELLO:
+        due = w->attempt_started_ns + timeout;
+        break;
+    case TT_CONN_READY:
+        if (!w->window.head || !w->window.head->frame_no) {
+            return -1;
+        }
+        due = w->last_progress_ns + timeout;
+        break;
+    default:
+        return -1;
+    }
+    return due > now ? (int64_t)(due - now) : 0;
+}

@@ -1,0 +1,266 @@
+/*
+ * encode.c - the worker's encoder: ring records in, protobuf Event messages out
+ * (proto/telltale.proto). Nested messages are written with a 3-byte hole for their length,
+ * closed up once the length is known; events are far below the 2 MiB a 3-byte varint holds,
+ * since max_event_bytes is at most 1 MiB.
+ */
+#include "client/encode.h"
+
+#include <string.h>
+
+#include "common/pb.h"
+
+typedef struct pw {
+    uint8_t *base;
+    size_t pos;
+} pw;
+
+/* A cursor over a ring record's payload (written by emit.c in host byte order). */
+typedef struct rr {
+    const uint8_t *p;
+} rr;
+
+static uint32_t rr_u32(rr *r)
+{
+    uint32_t v;
+    memcpy(&v, r->p, 4);
+    r->p += 4;
+    return v;
+}
+
+static uint64_t rr_u64(rr *r)
+{
+    uint64_t v;
+    memcpy(&v, r->p, 8);
+    r->p += 8;
+    return v;
+}
+
+static const uint8_t *rr_str(rr *r, uint32_t *n)
+{
+    *n = rr_u32(r);
+    const uint8_t *s = r->p;
+    r->p += *n;
+    return s;
+}
+
+static size_t lp_begin(pw *w, uint32_t field)
+{
+    uint8_t *p = tt__pb_put_tag(w->base + w->pos, field, TT_PB_LEN);
+    size_t mark = (size_t)(p - w->base);
+    w->pos = mark + 3;
+    return mark;
+}
+
+static void lp_end(pw *w, size_t mark)
+{
+    size_t n = w->pos - mark - 3;
+    size_t vs = tt__pb_varint_size(n);
+    if (vs < 3) {
+        memmove(w->base + mark + vs, w->base + mark + 3, n);
+    }
+    tt__pb_put_varint(w->base + mark, n);
+    w->pos = mark + vs + n;
+}
+
+static void put_uint(pw *w, uint32_t field, uint64_t v)
+{
+    w->pos = (size_t)(tt__pb_put_uint(w->base + w->pos, field, v) - w->base);
+}
+
+static void put_sint(pw *w, uint32_t field, int64_t v)
+{
+    w->pos = (size_t)(tt__pb_put_sint(w->base + w->pos, field, v) - w->base);
+}
+
+static void put_fixed64(pw *w, uint32_t field, uint64_t v)
+{
+    w->pos = (size_t)(tt__pb_put_fixed64(w->base + w->pos, field, v) - w->base);
+}
+
+static void put_double(pw *w, uint32_t field, double v)
+{
+    w->pos = (size_t)(tt__pb_put_double(w->base + w->pos, field, v) - w->base);
+}
+
+/* Strings are omitted when empty, as proto3 does. */
+static void put_str(pw *w, uint32_t field, const uint8_t *s, uint32_t n)
+{
+    if (n) {
+        w->pos = (size_t)(tt__pb_put_bytes(w->base + w->pos, field, s, n) - w->base);
+    }
+}
+
+static void put_raw(pw *w, const uint8_t *s, size_t n)
+{
+    memcpy(w->base + w->pos, s, n);
+    w->pos += n;
+}
+
+static void encode_attrs(pw *w, rr *r, uint32_t field)
+{
+    uint32_t n = rr_u32(r);
+    for (uint32_t i = 0; i < n; i++) {
+        size_t m = lp_begin(w, field);
+        uint32_t kl, sl;
+        const uint8_t *k = rr_str(r, &kl);
+        put_str(w, 1, k, kl);
+        uint8_t type = *r->p++;
+        double d;
+        switch (type) {
+        case TT_ATTR_STR: {
+            const uint8_t *s = rr_str(r, &sl);
+            /* An empty string value still has to say it is a string. */
+            w->pos = (size_t)(tt__pb_put_bytes(w->base + w->pos, 2, s, sl) - w->base);
+            break;
+        }
+        case TT_ATTR_INT:
+            put_sint(w, 3, (int64_t)rr_u64(r));
+            break;
+        case TT_ATTR_DOUBLE:
+            memcpy(&d, r->p, 8);
+            r->p += 8;
+            put_double(w, 4, d);
+            break;
+        case TT_ATTR_BOOL:
+            put_uint(w, 5, *r->p++ ? 1 : 0);
+            break;
+        }
+        lp_end(w, m);
+    }
+}
+
+static void encode_log(pw *w, const tt__rec_hdr *h, rr *r)
+{
+    uint32_t ls, lm;
+    const uint8_t *session = rr_str(r, &ls);
+    put_str(w, 2, session, ls);
+    size_t m = lp_begin(w, 3);
+    put_uint(w, 1, h->aux);
+    const uint8_t *msg = rr_str(r, &lm);
+    put_str(w, 2, msg, lm);
+    encode_attrs(w, r, 3);
+    lp_end(w, m);
+}
+
+static void encode_metric(pw *w, const tt__rec_hdr *h, rr *r)
+{
+    double value;
+    memcpy(&value, r->p, 8);
+    r->p += 8;
+    uint32_t ls, ln, lu;
+    const uint8_t *session = rr_str(r, &ls);
+    put_str(w, 2, session, ls);
+    size_t m = lp_begin(w, 4);
+    put_uint(w, 1, h->aux);
+    const uint8_t *name = rr_str(r, &ln);
+    put_str(w, 2, name, ln);
+    put_double(w, 3, value);
+    const uint8_t *unit = rr_str(r, &lu);
+    put_str(w, 4, unit, lu);
+    encode_attrs(w, r, 5);
+    lp_end(w, m);
+}
+
+static void encode_step_begin(pw *w, const tt__rec_hdr *h, rr *r)
+{
+    uint64_t id = rr_u64(r), parent = rr_u64(r);
+    uint32_t ls, ln, lq;
+    const uint8_t *session = rr_str(r, &ls);
+    put_str(w, 2, session, ls);
+    size_t m = lp_begin(w, 5);
+    put_fixed64(w, 1, id);
+    if (parent) {
+        put_fixed64(w, 2, parent);
+    }
+    put_uint(w, 3, h->aux);
+    const uint8_t *name = rr_str(r, &ln);
+    put_str(w, 4, name, ln);
+    const uint8_t *query = rr_str(r, &lq);
+    put_str(w, 5, query, lq);
+    lp_end(w, m);
+}
+
+static void encode_step_end(pw *w, const tt__rec_hdr *h, rr *r, const tt__clock_cal *cal)
+{
+    uint64_t id = rr_u64(r), start = rr_u64(r);
+    int64_t result = (int64_t)rr_u64(r);
+    uint32_t le;
+    const uint8_t *err = rr_str(r, &le);
+    size_t m = lp_begin(w, 6);
+    put_fixed64(w, 1, id);
+    if (h->aux) {
+        put_uint(w, 2, h->aux);
+    }
+    put_uint(w, 3, h->ticks > start ? tt__clock_dur(cal, h->ticks - start) : 0);
+    put_sint(w, 4, result);
+    put_str(w, 5, err, le);
+    lp_end(w, m);
+}
+
+void tt__encode_record(tt__buf *b, const tt__rec_hdr *h, uint64_t time, uint64_t base,
+                       const tt__clock_cal *cal)
+{
+    pw w = {b->data, b->len};
+    rr r = {(const uint8_t *)h + TT_REC_HDR};
+    size_t m = lp_begin(&w, 4);
+    put_sint(&w, 1, (int64_t)(time - base));
+    switch (h->kind) {
+    case TT_REC_LOG:
+        encode_log(&w, h, &r);
+        break;
+    case TT_REC_METRIC:
+        encode_metric(&w, h, &r);
+        break;
+    case TT_REC_STEP_BEGIN:
+        encode_step_begin(&w, h, &r);
+        break;
+    case TT_REC_STEP_END:
+        encode_step_end(&w, h, &r, cal);
+        break;
+    case TT_REC_ENCODED: {
+        uint32_t n = rr_u32(&r);
+        put_raw(&w, r.p, n);
+        break;
+    }
+    default:
+        break;
+    }
+    lp_end(&w, m);
+    b->len = w.pos;
+}
+
+size_t tt__encode_batch_header(uint8_t *buf, size_t end, const uint8_t instance[16],
+                               uint64_t first_seq, uint64_t base_unix_ns)
+{
+    uint8_t tmp[TT_BATCH_HDR_MAX];
+    uint8_t *p = tt__pb_put_bytes(tmp, 1, instance, 16);
+    p = tt__pb_put_uint(p, 2, first_seq);
+    p = tt__pb_put_fixed64(p, 3, base_unix_ns);
+    size_t n = (size_t)(p - tmp);
+    memcpy(buf + end - n, tmp, n);
+    return end - n;
+}
+
+int tt__encode_stats(tt__buf *b, const tt_stats *s)
+{
+    int rc = tt__buf_reserve(b, 16 + 11 * 6 + TT_DROP__COUNT * 10);
+    if (rc) {
+        return rc;
+    }
+    pw w = {b->data, b->len};
+    size_t m = lp_begin(&w, 5);
+    put_uint(&w, 1, s->emitted);
+    put_uint(&w, 2, s->acked);
+    put_uint(&w, 3, s->possibly_delivered);
+    size_t d = lp_begin(&w, 4);
+    for (int i = 0; i < TT_DROP__COUNT; i++) {
+        w.pos = (size_t)(tt__pb_put_varint(w.base + w.pos, s->dropped[i]) - w.base);
+    }
+    lp_end(&w, d);
+    put_uint(&w, 5, s->buffered);
+    put_uint(&w, 6, s->spooled);
+    lp_end(&w, m);
+    b->len = w.pos;
+    return 0;
+}

@@ -1,0 +1,29 @@
+/*
+ * encode.h - turning ring records into protobuf Event messages inside a Batch (worker side).
+ */
+#ifndef TT_CLIENT_ENCODE_H
+#define TT_CLIENT_ENCODE_H
+
+#include "client/client.h"
+
+/* The most bytes tt__encode_record can append for a record of rec_len bytes. */
+static inline size_t tt__encode_bound(uint32_t rec_len)
+{
+    return (size_t)rec_len * 2 + 256;
+}
+
+/* Append record h as one Batch.events entry to b, which has tt__encode_bound(h->len) bytes of
+ * room. time is the event's Unix time in ns and base the batch's base time. */
+void tt__encode_record(tt__buf *b, const tt__rec_hdr *h, uint64_t time, uint64_t base,
+                       const tt__clock_cal *cal);
+
+/* Batch header fields (instance, first_seq, base time) written so they end exactly at
+ * b->data + end; returns where they start. end must leave TT_BATCH_HDR_MAX bytes before it. */
+#define TT_BATCH_HDR_MAX 48
+size_t tt__encode_batch_header(uint8_t *buf, size_t end, const uint8_t instance[16],
+                               uint64_t first_seq, uint64_t base_unix_ns);
+
+/* Append the ClientStats field (Batch field 5). */
+int tt__encode_stats(tt__buf *b, const tt_stats *s);
+
+#endif

@@ -1,0 +1,82 @@
+/*
+ * worker.h - the private state of a client's worker thread (worker.c, conn.c). Everything
+ * here is owned by the worker thread alone; other threads see it only through the atomic
+ * counters of tt__wstats.
+ */
+#ifndef TT_CLIENT_WORKER_H
+#define TT_CLIENT_WORKER_H
+
+#include <zstd.h>
+
+#include "client/client.h"
+
+typedef struct tt__worker {
+    tt_client *c;
+    tt__clock_cal cal;
+    uint64_t next_seq;         /* the next sequence number to give an event; from 1 */
+
+    /* the batch being built: TT_BATCH_HDR_MAX bytes of headroom, then Batch.events entries */
+    tt__buf batch;
+    uint32_t batch_n;
+    uint64_t batch_first_seq;
+    uint64_t batch_base;       /* Unix ns of the batch's first event */
+    uint64_t batch_open_ns;    /* monotonic ns when the first event went in */
+    ZSTD_CCtx *zc;
+    tt__ring *resume;          /* ring to drain first next time, for fairness */
+
+    /* frames not yet acknowledged, oldest first; send_next is the first not yet written on
+     * the current connection (NULL if all are) */
+    tt__fq window;
+    tt__frame_out *send_next;
+    size_t send_off;
+    uint64_t next_frame_no;
+    uint64_t last_progress_ns; /* last ack, or when the oldest unacked frame was sent */
+
+    /* connection */
+    int fd;
+    int state;                 /* enum tt__conn_state */
+    uint64_t next_attempt_ns;
+    uint64_t backoff_ms;
+    uint64_t attempt_started_ns;
+    int ever_connected;
+    tt__buf rbuf;              /* bytes read, not yet parsed */
+    tt__buf wbuf;              /* the hello frame, until written */
+    size_t wbuf_off;
+    uint64_t max_frame;        /* from the hello reply */
+    uint64_t rng;
+
+    /* timing */
+    uint64_t last_frame_ns;    /* last batch sealed (for heartbeats) */
+    uint64_t last_cal_ns;
+    uint64_t drained_last;     /* bytes drained in the last cycle: sets the next sleep */
+    uint64_t replay_tokens;    /* spool replay budget (bytes), refilled over time */
+    uint64_t replay_refill_ns;
+
+    /* requests from other threads, copied under ctl_lock */
+    uint64_t flush_ticket;     /* highest flush request seen */
+    uint64_t flush_seq;        /* flush done when every event up to this seq is settled */
+    int flush_pending;         /* 0 none, 1 requested, 2 target set */
+    int closing;
+    uint64_t deadline_ns;
+} tt__worker;
+
+/* conn.c */
+void tt__conn_init(tt__worker *w);
+/* Advance the connection: start a connect when due, finish one in progress. */
+void tt__conn_step(tt__worker *w, uint64_t now);
+/* Write what is pending (hello, then frames) without blocking. */
+void tt__conn_send(tt__worker *w, uint64_t now);
+/* Read and handle what the collector sent (replies, acks, rejects, control). */
+void tt__conn_recv(tt__worker *w, uint64_t now);
+/* Drop the connection; unacked frames will be written again on the next one. */
+void tt__conn_drop(tt__worker *w, uint64_t now);
+/* poll() events wanted on w->fd, 0 if none. */
+short tt__conn_events(const tt__worker *w);
+/* Milliseconds until the connection needs attention without any I/O, or -1. */
+int64_t tt__conn_timeout_ns(const tt__worker *w, uint64_t now);
+
+/* worker.c: frames settled by an ack, a reject or shutdown */
+void tt__worker_frame_acked(tt__worker *w, tt__frame_out *f);
+void tt__worker_frame_rejected(tt__worker *w, tt__frame_out *f);
+
+#endif

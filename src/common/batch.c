@@ -1,0 +1,398 @@
+/*
+ * batch.c - the Batch decoder. tt__batch_parse walks the whole payload once and checks every
+ * field it knows: wire types, lengths, counts against limits, a body on every event. Unknown
+ * fields are skipped (a newer client may add some). Nothing is allocated.
+ */
+#include "common/batch.h"
+
+#include <string.h>
+
+#include "telltale.h"
+
+static const char *const kind_names[TT_EV__MAX + 1] = {
+    [TT_EV_LOG] = "log",
+    [TT_EV_METRIC] = "metric",
+    [TT_EV_STEP_BEGIN] = "step_begin",
+    [TT_EV_STEP_END] = "step_end",
+    [TT_EV_TOKENS] = "tokens",
+    [TT_EV_RESPONSE_BEGIN] = "response_begin",
+    [TT_EV_RESPONSE_END] = "response_end",
+    [TT_EV_TENSOR] = "tensor",
+    [TT_EV_GUARD] = "guard",
+};
+
+const char *tt__ev_kind_name(int kind)
+{
+    if (kind < TT_EV_LOG || kind > TT_EV__MAX) {
+        return NULL;
+    }
+    return kind_names[kind];
+}
+
+uint32_t tt__ev_kind_mask(const char *name)
+{
+    if (strcmp(name, "step") == 0) {
+        return (1u << TT_EV_STEP_BEGIN) | (1u << TT_EV_STEP_END);
+    }
+    if (strcmp(name, "response") == 0) {
+        return (1u << TT_EV_RESPONSE_BEGIN) | (1u << TT_EV_RESPONSE_END);
+    }
+    for (int k = TT_EV_LOG; k <= TT_EV__MAX; k++) {
+        if (strcmp(name, kind_names[k]) == 0) {
+            return 1u << k;
+        }
+    }
+    return 0;
+}
+
+/* Check that body is a well-formed message, counting attributes under attr_field. */
+static int check_message(tt__bstr body, uint32_t attr_field, uint32_t max_attrs)
+{
+    tt__pb_reader r;
+    tt__pb_reader_init(&r, body.p, body.n);
+    uint32_t field, wt, attrs = 0;
+    while (tt__pb_next(&r, &field, &wt) == 1) {
+        if (field == attr_field && wt == TT_PB_LEN) {
+            size_t n;
+            const uint8_t *p = tt__pb_bytes(&r, &n);
+            /* An attribute is itself a message: key and one value. */
+            tt__pb_reader ar;
+            tt__pb_reader_init(&ar, p, n);
+            uint32_t af, awt;
+            while (tt__pb_next(&ar, &af, &awt) == 1) {
+                tt__pb_skip(&ar, awt);
+            }
+            if (ar.err || ++attrs > max_attrs) {
+                return -1;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return r.err ? -1 : 0;
+}
+
+static int check_body(int kind, tt__bstr body, const tt__batch_limits *lim)
+{
+    switch (kind) {
+    case TT_EV_LOG:
+        return check_message(body, 3, lim->max_attrs);
+    case TT_EV_METRIC:
+        return check_message(body, 5, lim->max_attrs);
+    case TT_EV_RESPONSE_BEGIN:
+        return check_message(body, 3, lim->max_attrs);
+    default:
+        return check_message(body, 0, lim->max_attrs);
+    }
+}
+
+/* Decode one Event message; returns 0 or -1. */
+static int event_decode(const uint8_t *p, size_t n, int64_t *delta, tt__event *ev)
+{
+    tt__pb_reader r;
+    tt__pb_reader_init(&r, p, n);
+    uint32_t field, wt;
+    memset(ev, 0, sizeof *ev);
+    *delta = 0;
+    while (tt__pb_next(&r, &field, &wt) == 1) {
+        if (field == 1 && wt == TT_PB_VARINT) {
+            *delta = tt__pb_unzigzag(tt__pb_varint(&r));
+        } else if (field == 2 && wt == TT_PB_LEN) {
+            ev->session.p = tt__pb_bytes(&r, &ev->session.n);
+        } else if (field >= TT_EV_LOG && field <= TT_EV__MAX && wt == TT_PB_LEN) {
+            if (ev->kind) {
+                return -1; /* a oneof holds one body */
+            }
+            ev->kind = (int)field;
+            ev->body.p = tt__pb_bytes(&r, &ev->body.n);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return (r.err || ev->kind == 0) ? -1 : 0;
+}
+
+static int stats_decode(tt__bstr s, tt__client_stats *st)
+{
+    tt__pb_reader r;
+    tt__pb_reader_init(&r, s.p, s.n);
+    uint32_t field, wt;
+    memset(st, 0, sizeof *st);
+    while (tt__pb_next(&r, &field, &wt) == 1) {
+        if (field == 4 && wt == TT_PB_LEN) {
+            size_t n;
+            const uint8_t *p = tt__pb_bytes(&r, &n);
+            tt__pb_reader d;
+            tt__pb_reader_init(&d, p, n);
+            while (d.p < d.end && !d.err) {
+                uint64_t v = tt__pb_varint(&d);
+                if (st->n_dropped < TT_DROP_SLOTS) {
+                    st->dropped[st->n_dropped++] = v;
+                }
+            }
+            if (d.err) {
+                return -1;
+            }
+        } else if (wt == TT_PB_VARINT && field >= 1 && field <= 6) {
+            uint64_t v = tt__pb_varint(&r);
+            uint64_t *dst[] = {NULL, &st->emitted, &st->acked, &st->possibly_delivered, NULL,
+                               &st->buffered, &st->spooled};
+            if (dst[field]) {
+                *dst[field] = v;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return r.err ? -1 : 0;
+}
+
+static int header_field(tt__batch *b, tt__pb_reader *r, uint32_t field, uint32_t wt,
+                        int *have_instance, const char **why)
+{
+    size_t n;
+    const uint8_t *p;
+    if (field == 1 && wt == TT_PB_LEN) {
+        p = tt__pb_bytes(r, &n);
+        if (n != 16) {
+            *why = "instance is not 16 bytes";
+            return -1;
+        }
+        memcpy(b->instance, p, 16);
+        *have_instance = 1;
+    } else if (field == 2 && wt == TT_PB_VARINT) {
+        b->first_seq = tt__pb_varint(r);
+    } else if (field == 3 && wt == TT_PB_I64) {
+        b->base_time = tt__pb_fixed64(r);
+    } else if (field == 5 && wt == TT_PB_LEN) {
+        p = tt__pb_bytes(r, &n);
+        if (stats_decode((tt__bstr){p, n}, &b->stats) != 0) {
+            *why = "bad client stats";
+            return -1;
+        }
+        b->has_stats = 1;
+    } else {
+        tt__pb_skip(r, wt);
+    }
+    return 0;
+}
+
+int tt__batch_parse(tt__batch *b, const uint8_t *payload, size_t n, const tt__batch_limits *lim,
+                    const char **why)
+{
+    memset(b, 0, sizeof *b);
+    b->data = payload;
+    b->len = n;
+    *why = "malformed protobuf";
+    tt__pb_reader r;
+    tt__pb_reader_init(&r, payload, n);
+    uint32_t field, wt;
+    int have_instance = 0;
+    /* Event times are checked after the header, since the base may come after the events. */
+    int64_t dmin = INT64_MAX, dmax = INT64_MIN;
+    while (tt__pb_next(&r, &field, &wt) == 1) {
+        if (field != 4 || wt != TT_PB_LEN) {
+            if (header_field(b, &r, field, wt, &have_instance, why) != 0) {
+                return -1;
+            }
+            continue;
+        }
+        size_t len;
+        const uint8_t *p = tt__pb_bytes(&r, &len);
+        tt__event ev;
+        int64_t delta;
+        if (r.err || event_decode(p, len, &delta, &ev) != 0) {
+            *why = "malformed event";
+            return -1;
+        }
+        if (check_body(ev.kind, ev.body, lim) != 0) {
+            *why = "malformed event body or too many attributes";
+            return -1;
+        }
+        if (++b->n_events > lim->max_events) {
+            *why = "too many events in one batch";
+            return -1;
+        }
+        b->kinds |= 1u << ev.kind;
+        dmin = delta < dmin ? delta : dmin;
+        dmax = delta > dmax ? delta : dmax;
+    }
+    if (r.err) {
+        return -1;
+    }
+    if (!have_instance) {
+        *why = "batch without instance";
+        return -1;
+    }
+    if (b->n_events && b->first_seq == 0) {
+        *why = "sequence numbers start at 1";
+        return -1;
+    }
+    if (b->n_events && b->first_seq > UINT64_MAX - b->n_events) {
+        *why = "sequence overflow";
+        return -1;
+    }
+    if (b->n_events) {
+        /* Times wrap rather than trap: a garbage delta makes a garbage time, not a crash. */
+        b->t_min = (int64_t)(b->base_time + (uint64_t)dmin);
+        b->t_max = (int64_t)(b->base_time + (uint64_t)dmax);
+    }
+    tt__pb_reader_init(&b->it, payload, n);
+    b->next_seq = b->first_seq;
+    return 0;
+}
+
+int tt__batch_next(tt__batch *b, tt__event *ev)
+{
+    uint32_t field, wt;
+    while (tt__pb_next(&b->it, &field, &wt) == 1) {
+        if (field != 4 || wt != TT_PB_LEN) {
+            tt__pb_skip(&b->it, wt);
+            continue;
+        }
+        size_t len;
+        const uint8_t *p = tt__pb_bytes(&b->it, &len);
+        int64_t delta;
+        if (event_decode(p, len, &delta, ev) != 0) {
+            return 0;
+        }
+        ev->time = (int64_t)(b->base_time + (uint64_t)delta);
+        ev->seq = b->next_seq++;
+        return 1;
+    }
+    return 0;
+}
+
+void tt__attr_iter_init(tt__attr_iter *it, tt__bstr body, uint32_t field)
+{
+    tt__pb_reader_init(&it->r, body.p, body.n);
+    it->field = field;
+}
+
+static void attr_decode(const uint8_t *p, size_t n, tt__attr_val *a)
+{
+    tt__pb_reader r;
+    tt__pb_reader_init(&r, p, n);
+    uint32_t field, wt;
+    memset(a, 0, sizeof *a);
+    while (tt__pb_next(&r, &field, &wt) == 1) {
+        if (field == 1 && wt == TT_PB_LEN) {
+            a->key.p = tt__pb_bytes(&r, &a->key.n);
+        } else if (field == 2 && wt == TT_PB_LEN) {
+            a->type = TT_ATTR_STR;
+            a->s.p = tt__pb_bytes(&r, &a->s.n);
+        } else if (field == 3 && wt == TT_PB_VARINT) {
+            a->type = TT_ATTR_INT;
+            a->i = tt__pb_unzigzag(tt__pb_varint(&r));
+        } else if (field == 4 && wt == TT_PB_I64) {
+            a->type = TT_ATTR_DOUBLE;
+            a->d = tt__pb_double(&r);
+        } else if (field == 5 && wt == TT_PB_VARINT) {
+            a->type = TT_ATTR_BOOL;
+            a->b = tt__pb_varint(&r) != 0;
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+}
+
+int tt__attr_next(tt__attr_iter *it, tt__attr_val *a)
+{
+    uint32_t field, wt;
+    while (tt__pb_next(&it->r, &field, &wt) == 1) {
+        if (field == it->field && wt == TT_PB_LEN) {
+            size_t n;
+            const uint8_t *p = tt__pb_bytes(&it->r, &n);
+            attr_decode(p, n, a);
+            return 1;
+        }
+        tt__pb_skip(&it->r, wt);
+    }
+    return 0;
+}
+
+#define DECODE_LOOP(body)                                                                        \
+    tt__pb_reader r;                                                                             \
+    tt__pb_reader_init(&r, (body).p, (body).n);                                                  \
+    uint32_t field, wt;                                                                          \
+    while (tt__pb_next(&r, &field, &wt) == 1)
+
+int tt__ev_log_decode(tt__bstr body, tt__ev_log *out)
+{
+    memset(out, 0, sizeof *out);
+    DECODE_LOOP(body)
+    {
+        if (field == 1 && wt == TT_PB_VARINT) {
+            out->severity = (uint32_t)tt__pb_varint(&r);
+        } else if (field == 2 && wt == TT_PB_LEN) {
+            out->message.p = tt__pb_bytes(&r, &out->message.n);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return r.err ? -1 : 0;
+}
+
+int tt__ev_metric_decode(tt__bstr body, tt__ev_metric *out)
+{
+    memset(out, 0, sizeof *out);
+    DECODE_LOOP(body)
+    {
+        if (field == 1 && wt == TT_PB_VARINT) {
+            out->kind = (uint32_t)tt__pb_varint(&r);
+        } else if (field == 2 && wt == TT_PB_LEN) {
+            out->name.p = tt__pb_bytes(&r, &out->name.n);
+        } else if (field == 3 && wt == TT_PB_I64) {
+            out->value = tt__pb_double(&r);
+        } else if (field == 4 && wt == TT_PB_LEN) {
+            out->unit.p = tt__pb_bytes(&r, &out->unit.n);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return r.err ? -1 : 0;
+}
+
+int tt__ev_step_begin_decode(tt__bstr body, tt__ev_step_begin *out)
+{
+    memset(out, 0, sizeof *out);
+    DECODE_LOOP(body)
+    {
+        if (field == 1 && wt == TT_PB_I64) {
+            out->step_id = tt__pb_fixed64(&r);
+        } else if (field == 2 && wt == TT_PB_I64) {
+            out->parent_id = tt__pb_fixed64(&r);
+        } else if (field == 3 && wt == TT_PB_VARINT) {
+            out->kind = (uint32_t)tt__pb_varint(&r);
+        } else if (field == 4 && wt == TT_PB_LEN) {
+            out->name.p = tt__pb_bytes(&r, &out->name.n);
+        } else if (field == 5 && wt == TT_PB_LEN) {
+            out->query.p = tt__pb_bytes(&r, &out->query.n);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return r.err ? -1 : 0;
+}
+
+int tt__ev_step_end_decode(tt__bstr body, tt__ev_step_end *out)
+{
+    memset(out, 0, sizeof *out);
+    DECODE_LOOP(body)
+    {
+        if (field == 1 && wt == TT_PB_I64) {
+            out->step_id = tt__pb_fixed64(&r);
+        } else if (field == 2 && wt == TT_PB_VARINT) {
+            out->status = (uint32_t)tt__pb_varint(&r);
+        } else if (field == 3 && wt == TT_PB_VARINT) {
+            out->duration_ns = tt__pb_varint(&r);
+        } else if (field == 4 && wt == TT_PB_VARINT) {
+            out->result_bytes = tt__pb_unzigzag(tt__pb_varint(&r));
+        } else if (field == 5 && wt == TT_PB_LEN) {
+            out->error.p = tt__pb_bytes(&r, &out->error.n);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return r.err ? -1 : 0;
+}

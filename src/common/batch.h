@@ -1,0 +1,140 @@
+/*
+ * batch.h - decoding a Batch payload (proto/telltale.proto) without allocating: a validating
+ * pass that checks every event and summarises the batch, then an iterator over the events and
+ * per-kind decoders. All strings point into the payload and are not NUL-terminated.
+ */
+#ifndef TT_COMMON_BATCH_H
+#define TT_COMMON_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/pb.h"
+
+/* Event kinds are the field numbers of Event.body. */
+enum tt__ev_kind {
+    TT_EV_LOG = 3,
+    TT_EV_METRIC = 4,
+    TT_EV_STEP_BEGIN = 5,
+    TT_EV_STEP_END = 6,
+    TT_EV_TOKENS = 7,
+    TT_EV_RESPONSE_BEGIN = 8,
+    TT_EV_RESPONSE_END = 9,
+    TT_EV_TENSOR = 10,
+    TT_EV_GUARD = 11,
+    TT_EV__MAX = 11
+};
+
+/* "log", "metric", "step_begin", ...; NULL for an unknown kind. */
+const char *tt__ev_kind_name(int kind);
+/* A filter name to a bit mask of kinds (1 << kind): a kind's name, or "step" for both step
+ * kinds, "response" for both response kinds. 0 if unknown. */
+uint32_t tt__ev_kind_mask(const char *name);
+
+typedef struct tt__bstr {
+    const uint8_t *p;
+    size_t n;
+} tt__bstr;
+
+#define TT_DROP_SLOTS 16
+
+typedef struct tt__client_stats {
+    uint64_t emitted;
+    uint64_t acked;
+    uint64_t possibly_delivered;
+    uint64_t dropped[TT_DROP_SLOTS];
+    uint32_t n_dropped;
+    uint64_t buffered;
+    uint64_t spooled;
+} tt__client_stats;
+
+typedef struct tt__batch {
+    uint8_t instance[16];
+    uint64_t first_seq;
+    uint64_t base_time;
+    uint32_t n_events;
+    uint32_t kinds;         /* bit mask of the kinds present */
+    int64_t t_min;          /* event times, Unix ns (0 if no events) */
+    int64_t t_max;
+    int has_stats;
+    tt__client_stats stats;
+    /* iteration */
+    const uint8_t *data;
+    size_t len;
+    tt__pb_reader it;
+    uint64_t next_seq;
+} tt__batch;
+
+typedef struct tt__batch_limits {
+    uint32_t max_events;      /* events per batch */
+    uint32_t max_attrs;       /* attributes per event */
+} tt__batch_limits;
+
+/* Validate payload as a Batch and summarise it. Returns 0, or -1 with a static reason in *why.
+ * After success every event decodes without error. */
+int tt__batch_parse(tt__batch *b, const uint8_t *payload, size_t n, const tt__batch_limits *lim,
+                    const char **why);
+
+typedef struct tt__event {
+    uint64_t seq;
+    int64_t time;        /* Unix ns */
+    tt__bstr session;
+    int kind;
+    tt__bstr body;       /* the kind's message */
+} tt__event;
+
+/* The next event: 1, or 0 at the end. Only after tt__batch_parse succeeded. */
+int tt__batch_next(tt__batch *b, tt__event *ev);
+
+typedef struct tt__attr_val {
+    tt__bstr key;
+    int type;            /* TT_ATTR_STR, _INT, _DOUBLE, _BOOL (telltale.h), 0 if none */
+    tt__bstr s;
+    int64_t i;
+    double d;
+    int b;
+} tt__attr_val;
+
+typedef struct tt__attr_iter {
+    tt__pb_reader r;
+    uint32_t field;
+} tt__attr_iter;
+
+/* Iterate the attributes stored under field in a message body. */
+void tt__attr_iter_init(tt__attr_iter *it, tt__bstr body, uint32_t field);
+int tt__attr_next(tt__attr_iter *it, tt__attr_val *a);
+
+typedef struct tt__ev_log {
+    uint32_t severity;
+    tt__bstr message;
+} tt__ev_log;
+
+typedef struct tt__ev_metric {
+    uint32_t kind;
+    tt__bstr name;
+    double value;
+    tt__bstr unit;
+} tt__ev_metric;
+
+typedef struct tt__ev_step_begin {
+    uint64_t step_id;
+    uint64_t parent_id;
+    uint32_t kind;
+    tt__bstr name;
+    tt__bstr query;
+} tt__ev_step_begin;
+
+typedef struct tt__ev_step_end {
+    uint64_t step_id;
+    uint32_t status;
+    uint64_t duration_ns;
+    int64_t result_bytes;
+    tt__bstr error;
+} tt__ev_step_end;
+
+int tt__ev_log_decode(tt__bstr body, tt__ev_log *out);
+int tt__ev_metric_decode(tt__bstr body, tt__ev_metric *out);
+int tt__ev_step_begin_decode(tt__bstr body, tt__ev_step_begin *out);
+int tt__ev_step_end_decode(tt__bstr body, tt__ev_step_end *out);
+
+#endif
