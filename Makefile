@@ -71,7 +71,7 @@ PC := $(BUILD)/telltale.pc
 RUNNER := $(BUILD)/tests/runner
 
 # --- main targets -------------------------------------------------------------------------
-.PHONY: all lib test run bench install uninstall clean fuzz fuzz-run soak help deps lint
+.PHONY: all lib test run bench bench-build install uninstall clean fuzz fuzz-run soak help deps lint
 
 all: $(LIB_A) $(LIB_SO) $(BIN) $(PC)
 
@@ -173,4 +173,13 @@ clean:
 	rm -rf build
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
--include mk/*.mk
+
+# Fragments of other parts (benchmarks, fuzzers, web assets, python), sorted by name.
+include $(sort $(wildcard mk/*.mk))
+
+# --- benchmarks (after the fragments, which fill BENCH_BINS and BENCH_CMDS) ----------------
+bench-build: all $(BENCH_BINS)
+
+bench: bench-build | $(DEPS_BENCH)
+	BUILD=$(BUILD) TT_BIN=$(abspath $(BIN)) scripts/bench-run $(if $(BENCH),--only $(BENCH)) \
+		-- $(BENCH_CMDS)

@@ -1,7 +1,7 @@
 # Benchmarks: programs, not timed tests. Each bench/<name>.c builds to $(BUILD)/bench/<name>
 # and prints JSON lines {"bench":..,"metric":..,"value":..,"unit":..,"baseline":..,"ratio":..}
 # with its baselines measured in the same run. A bench registers the command that runs it by
-# adding to BENCH_CMDS in its own mk/bench-<name>.mk; `make bench` runs them all and writes
+# adding to BENCH_BINS and BENCH_CMDS in its own mk/bench-<name>.mk; `make bench` runs them all and writes
 # docs/benchmarks.md. BENCH=name runs only the commands whose text contains name.
 
 BENCH_DIR := $(BUILD)/bench
@@ -12,8 +12,3 @@ $(BENCH_DIR)/%: bench/%.c $(LIB_A) $(COLLECTOR_OBJ) | $(DEPS_BENCH)
 	@mkdir -p $(@D)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $(COLLECTOR_OBJ) $(LIB_A) $(BENCH_LDLIBS)
 
-.PHONY: bench bench-build
-bench-build: all $(BENCH_BINS)
-
-bench: bench-build | $(DEPS_BENCH)
-	BUILD=$(BUILD) TT_BIN=$(abspath $(BIN)) scripts/bench-run $(if $(BENCH),--only $(BENCH)) -- $(BENCH_CMDS)
