@@ -1,0 +1,156 @@
+/*
+ * emit.c - per-call latency of telltale's event calls, one contender of the emit benchmark
+ * (scripts/bench-emit runs it beside spdlog and LTTng-UST and prints the ratios).
+ *
+ *   emit --mode log|metric|empty|rdtsc [--endpoint E] [--ring-bytes N] [harness options]
+ *
+ * log     tt_log(c, NULL, TT_INFO, "example", {TT_INT a, TT_INT b, TT_DOUBLE x}, 3)
+ * metric  tt_metric(c, NULL, TT_GAUGE, "example", x, NULL, {TT_INT a, TT_INT b}, 2)
+ * empty   nothing between the timing brackets: the cost of the measurement itself
+ * rdtsc   one bare rdtsc between the brackets: the cost of the hot path's timestamp
+ *
+ * Built twice: $(BENCH_DIR)/emit, and $(BENCH_DIR)/emit_nots, whose library objects stamp
+ * events with a constant instead of reading the TSC (bench/emit_nots.h), so that the emit cost
+ * without its timestamp is measured rather than estimated. The harness options and the method
+ * are in bench/emit_harness.h; the output is one JSON line with the client's counters added.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "telltale.h"
+
+#include "emit_harness.h"
+
+#ifdef EMIT_NOTS
+/* Read by the no-timestamp build of src/client/emit.c instead of the TSC. */
+uint64_t tt__bench_fixed_ticks;
+#define SUFFIX "_nots"
+#else
+#define SUFFIX ""
+#endif
+
+static inline int call_log(void *ctx, int64_t a, int64_t b, double x)
+{
+    tt_attr attrs[3] = {TT_INT("a", a), TT_INT("b", b), TT_DOUBLE("x", x)};
+    return tt_log((tt_client *)ctx, NULL, TT_INFO, "example", attrs, 3);
+}
+
+static inline int call_metric(void *ctx, int64_t a, int64_t b, double x)
+{
+    tt_attr attrs[2] = {TT_INT("a", a), TT_INT("b", b)};
+    return tt_metric((tt_client *)ctx, NULL, TT_GAUGE, "example", x, NULL, attrs, 2);
+}
+
+static inline void call_empty(void *ctx, int64_t a, int64_t b, double x)
+{
+    (void)ctx;
+    (void)a;
+    (void)b;
+    (void)x;
+    __asm__ __volatile__("" ::: "memory");
+}
+
+static inline void call_rdtsc(void *ctx, int64_t a, int64_t b, double x)
+{
+    (void)ctx;
+    (void)a;
+    (void)b;
+    (void)x;
+    uint64_t t = __rdtsc();
+    __asm__ __volatile__("" ::"r"(t) : "memory");
+}
+
+EH_DEFINE_LOOP(loop_log, call_log)
+EH_DEFINE_LOOP(loop_metric, call_metric)
+EH_DEFINE_LOOP(loop_empty, call_empty)
+EH_DEFINE_LOOP(loop_rdtsc, call_rdtsc)
+
+static int set(tt_config *cfg, const char *k, const char *v)
+{
+    int rc = tt_config_set(cfg, k, v);
+    if (rc != 0) {
+        fprintf(stderr, "emit: %s=%s: %s\n", k, v, tt_config_error(cfg));
+    }
+    return rc;
+}
+
+/* The client's counters after a flush, as JSON fields appended to the result line. */
+static void client_extra(void *ctx, char *out, size_t n)
+{
+    tt_client *c = (tt_client *)ctx;
+    int frc = tt_flush(c, 10000);
+    tt_stats s;
+    tt_stats_get(c, &s, sizeof s);
+    snprintf(out, n,
+             ",\"flush\":\"%s\",\"emitted\":%" PRIu64 ",\"acked\":%" PRIu64
+             ",\"dropped\":%" PRIu64 ",\"dropped_buffer_full\":%" PRIu64
+             ",\"frames_sent\":%" PRIu64 ",\"connected\":%" PRIu64,
+             frc == 0 ? "ok" : tt_strerror(frc), s.emitted, s.acked, s.dropped_total,
+             s.dropped[TT_DROP_BUFFER_FULL], s.frames_sent, s.connected);
+}
+
+int main(int argc, char **argv)
+{
+    eh_opts o;
+    eh_defaults(&o);
+    const char *mode = "log", *endpoint = NULL, *ring = NULL;
+    for (int i = 1; i < argc; i += 2) {
+        int r = i + 1 < argc ? eh_option(&o, argv[i], argv[i + 1]) : 0;
+        if (r < 0) {
+            return 2;
+        } else if (r > 0) {
+            continue;
+        } else if (i + 1 < argc && strcmp(argv[i], "--mode") == 0) {
+            mode = argv[i + 1];
+        } else if (i + 1 < argc && strcmp(argv[i], "--endpoint") == 0) {
+            endpoint = argv[i + 1];
+        } else if (i + 1 < argc && strcmp(argv[i], "--ring-bytes") == 0) {
+            ring = argv[i + 1];
+        } else {
+            fprintf(stderr, "usage: emit --mode log|metric|empty|rdtsc [--endpoint E] "
+                            "[--ring-bytes N] " EH_USAGE "\n");
+            return 2;
+        }
+    }
+#ifdef EMIT_NOTS
+    tt__bench_fixed_ticks = __rdtsc();
+#endif
+    void *(*body)(void *);
+    static char name[64];
+    snprintf(name, sizeof name, "tt_%s%s", mode, SUFFIX);
+    o.contender = name;
+    if (strcmp(mode, "empty") == 0 || strcmp(mode, "rdtsc") == 0) {
+        o.contender = mode;
+        return eh_run(&o, strcmp(mode, "empty") == 0 ? loop_empty : loop_rdtsc, NULL, NULL)
+                   ? 1
+                   : 0;
+    } else if (strcmp(mode, "log") == 0) {
+        body = loop_log;
+    } else if (strcmp(mode, "metric") == 0) {
+        body = loop_metric;
+    } else {
+        fprintf(stderr, "emit: unknown mode %s\n", mode);
+        return 2;
+    }
+    tt_config *cfg = NULL;
+    tt_client *c = NULL;
+    if (tt_config_new(&cfg) != 0 || set(cfg, "agent", "bench-emit") != 0 ||
+        (endpoint && set(cfg, "endpoint", endpoint) != 0) ||
+        (ring && set(cfg, "ring_bytes", ring) != 0)) {
+        return 1;
+    }
+    int rc = tt_open(&c, cfg);
+    tt_config_free(cfg);
+    if (rc != 0) {
+        fprintf(stderr, "emit: tt_open: %s\n", tt_strerror(rc));
+        return 1;
+    }
+    /* Wait for the collector before measuring, so the first bursts are not sent into a
+     * connection that is still being made; without one, go on after the wait. */
+    tt_flush(c, 3000);
+    rc = eh_run(&o, body, c, client_extra);
+    tt_close(c, 5000);
+    return rc ? 1 : 0;
+}
