@@ -1,5 +1,7 @@
 # The emit benchmark: per-call latency of tt_log / tt_metric beside spdlog's async logger and
-# an LTTng-UST tracepoint (bench/emit*.{c,cpp,h}, run by scripts/bench-emit).
+# an LTTng-UST tracepoint (bench/emit*.{c,cpp,h}, run by scripts/bench-emit), and the driver of
+# the hot-path syscall test (tests/drivers/hot_path_syscalls.c, used by
+# tests/integration/test_hot_path_syscalls.c through $TT_BUILD).
 
 EMIT_BENCH_BINS := $(BENCH_DIR)/emit $(BENCH_DIR)/emit_nots $(BENCH_DIR)/emit_spdlog \
 	$(BENCH_DIR)/emit_lttng
@@ -38,3 +40,15 @@ $(BENCH_DIR)/emit_lttng: bench/emit_lttng.c bench/emit_lttng_tp.c bench/emit_ltt
 		bench/emit_lttng.c $(BENCH_DIR)/obj/emit_lttng_tp.o -llttng-ust -ldl
 
 -include $(wildcard $(BENCH_DIR)/obj/*.d)
+
+# --- the hot-path syscall test's driver ---------------------------------------------------
+HOT_PATH_DRIVER := $(BUILD)/tests/hot_path_syscalls
+
+$(HOT_PATH_DRIVER): tests/drivers/hot_path_syscalls.c $(LIB_A) | $(DEPS_BUILD)
+	@mkdir -p $(@D)
+	$(CC) -std=c11 $(OPT) -g -D_GNU_SOURCE -Iinclude -pthread $(WARN) $(SANFLAGS) -o $@ $< \
+		$(LIB_A) $(LDFLAGS_ALL) $(LIB_LDLIBS)
+
+# `make test` builds the driver before it runs the tests (order-only: the runner is not relinked
+# when the driver changes).
+$(RUNNER): | $(HOT_PATH_DRIVER)
