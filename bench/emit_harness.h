@@ -33,6 +33,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,7 @@ typedef struct eh_opts {
     int burst_len; /* calls per burst */
     int pause_us;  /* sleep after each burst */
     int warmup;    /* untimed calls per thread before the measurement */
+    int cpu;       /* pin the producer threads to this CPU, or -1 (the default: no pinning) */
     uint64_t seed;
 } eh_opts;
 
@@ -110,6 +112,19 @@ static inline uint64_t eh_rand(uint64_t *s)
     return x;
 }
 
+/* Pins the calling thread to one CPU (cpu >= 0), for experiments on thread placement. */
+static inline void eh_pin(int cpu)
+{
+    if (cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0) {
+            fprintf(stderr, "cannot pin to CPU %d\n", cpu);
+        }
+    }
+}
+
 /* Draws the arguments of the next burst: two integers of agent-like magnitude and a double. */
 static inline void eh_draw(eh_thread *t, uint64_t *rng)
 {
@@ -131,6 +146,7 @@ static inline void eh_draw(eh_thread *t, uint64_t *rng)
         const int64_t *A = t->arg_a, *B = t->arg_b;                                              \
         const double *X = t->arg_x;                                                              \
         uint64_t rng = o->seed + 0x9e3779b97f4a7c15ull * (uint64_t)(t->index + 1);               \
+        eh_pin(o->cpu);                                                                          \
         for (int w = 0; w < o->warmup; w += len) {                                               \
             eh_draw(t, &rng);                                                                    \
             for (int k = 0; k < len; k++) {                                                      \
@@ -200,6 +216,7 @@ static inline void eh_defaults(eh_opts *o)
     o->burst_len = 20;
     o->pause_us = 2000;
     o->warmup = 20000;
+    o->cpu = -1;
     o->seed = 20240601;
 }
 
@@ -218,6 +235,8 @@ static inline int eh_option(eh_opts *o, const char *k, const char *v)
         bad = eh_parse_int(v, 0, 1000000, &o->pause_us);
     } else if (strcmp(k, "--warmup") == 0) {
         bad = eh_parse_int(v, 0, 100000000, &o->warmup);
+    } else if (strcmp(k, "--cpu") == 0) {
+        bad = eh_parse_int(v, -1, 4095, &o->cpu);
     } else if (strcmp(k, "--seed") == 0) {
         o->seed = strtoull(v, NULL, 10) | 1;
     } else {
@@ -231,7 +250,8 @@ static inline int eh_option(eh_opts *o, const char *k, const char *v)
 }
 
 #define EH_USAGE                                                                                 \
-    "[--threads N] [--bursts N] [--burst-len N] [--pause-us N] [--warmup N] [--seed N]"
+    "[--threads N] [--bursts N] [--burst-len N] [--pause-us N] [--warmup N] [--cpu N] " \
+    "[--seed N]"
 
 typedef void (*eh_after_fn)(void *ctx, char *extra, size_t n);
 
