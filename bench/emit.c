@@ -2,7 +2,8 @@
  * emit.c - per-call latency of telltale's event calls, one contender of the emit benchmark
  * (scripts/bench-emit runs it beside spdlog and LTTng-UST and prints the ratios).
  *
- *   emit --mode log|metric|empty|rdtsc [--endpoint E] [--ring-bytes N] [harness options]
+ *   emit --mode log|metric|empty|rdtsc [--endpoint E] [--ring-bytes N] [--wait-connect MS]
+ *        [harness options]
  *
  * log     tt_log(c, NULL, TT_INFO, "example", {TT_INT a, TT_INT b, TT_DOUBLE x}, 3)
  * metric  tt_metric(c, NULL, TT_GAUGE, "example", x, NULL, {TT_INT a, TT_INT b}, 2)
@@ -13,6 +14,8 @@
  * events with a constant instead of reading the TSC (bench/emit_nots.h), so that the emit cost
  * without its timestamp is measured rather than estimated. The harness options and the method
  * are in bench/emit_harness.h; the output is one JSON line with the client's counters added.
+ * Before measuring, the program waits up to --wait-connect ms (default 5000) for the worker's
+ * connection to the collector; after, it flushes (when connected) before reading the counters.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -76,12 +79,14 @@ static int set(tt_config *cfg, const char *k, const char *v)
     return rc;
 }
 
-/* The client's counters after a flush, as JSON fields appended to the result line. */
+/* The client's counters once everything is acknowledged (with a collector), as JSON fields
+ * appended to the result line. */
 static void client_extra(void *ctx, char *out, size_t n)
 {
     tt_client *c = (tt_client *)ctx;
-    int frc = tt_flush(c, 10000);
     tt_stats s;
+    tt_stats_get(c, &s, sizeof s);
+    int frc = s.connected ? tt_flush(c, 10000) : TT_ECONNREFUSED;
     tt_stats_get(c, &s, sizeof s);
     snprintf(out, n,
              ",\"flush\":\"%s\",\"emitted\":%" PRIu64 ",\"acked\":%" PRIu64
@@ -91,11 +96,27 @@ static void client_extra(void *ctx, char *out, size_t n)
              s.dropped[TT_DROP_BUFFER_FULL], s.frames_sent, s.connected);
 }
 
+/* Waits up to timeout_ms for the worker's connection, so that the measurement does not start
+ * while it is being made. Returns 1 when connected. */
+static int wait_connected(tt_client *c, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+        tt_stats s;
+        tt_stats_get(c, &s, sizeof s);
+        if (s.connected) {
+            return 1;
+        }
+        eh_sleep_us(10000);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     eh_opts o;
     eh_defaults(&o);
     const char *mode = "log", *endpoint = NULL, *ring = NULL;
+    int wait_ms = 5000;
     for (int i = 1; i < argc; i += 2) {
         int r = i + 1 < argc ? eh_option(&o, argv[i], argv[i + 1]) : 0;
         if (r < 0) {
@@ -108,9 +129,12 @@ int main(int argc, char **argv)
             endpoint = argv[i + 1];
         } else if (i + 1 < argc && strcmp(argv[i], "--ring-bytes") == 0) {
             ring = argv[i + 1];
+        } else if (i + 1 < argc && strcmp(argv[i], "--wait-connect") == 0 &&
+                   eh_parse_int(argv[i + 1], 0, 600000, &wait_ms) == 0) {
+            continue;
         } else {
             fprintf(stderr, "usage: emit --mode log|metric|empty|rdtsc [--endpoint E] "
-                            "[--ring-bytes N] " EH_USAGE "\n");
+                            "[--ring-bytes N] [--wait-connect MS] " EH_USAGE "\n");
             return 2;
         }
     }
@@ -147,9 +171,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "emit: tt_open: %s\n", tt_strerror(rc));
         return 1;
     }
-    /* Wait for the collector before measuring, so the first bursts are not sent into a
-     * connection that is still being made; without one, go on after the wait. */
-    tt_flush(c, 3000);
+    if (wait_ms > 0 && !wait_connected(c, wait_ms)) {
+        fprintf(stderr, "emit: not connected after %d ms; measuring anyway\n", wait_ms);
+    }
     rc = eh_run(&o, body, c, client_extra);
     tt_close(c, 5000);
     return rc ? 1 : 0;
