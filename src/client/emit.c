@@ -176,7 +176,9 @@ static inline uint8_t *put_u64(uint8_t *p, uint64_t v)
 static inline uint8_t *put_str(uint8_t *p, const char *s, uint32_t n)
 {
     p = put_u32(p, n);
-    memcpy(p, s, n);
+    if (n) {
+        memcpy(p, s, n);
+    }
     return p + n;
 }
 

@@ -214,6 +214,7 @@ int tt__batch_parse(tt__batch *b, const uint8_t *payload, size_t n, const tt__ba
             return -1;
         }
         b->kinds |= 1u << ev.kind;
+        b->has_session |= ev.session.n > 0;
         dmin = delta < dmin ? delta : dmin;
         dmax = delta > dmax ? delta : dmax;
     }

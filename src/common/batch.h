@@ -57,6 +57,7 @@ typedef struct tt__batch {
     int64_t t_min;          /* event times, Unix ns (0 if no events) */
     int64_t t_max;
     int has_stats;
+    int has_session;        /* some event names a session */
     tt__client_stats stats;
     /* iteration */
     const uint8_t *data;
