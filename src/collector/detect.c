@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct detect_ops *const all_detectors[] = {&detect_cusum, &detect_ph};
+static const struct detect_ops *const all_detectors[] = {&detect_cusum, &detect_ph, &detect_adwin};
 
 const struct detect_ops *detect_find(const char *name)
 {
