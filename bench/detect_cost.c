@@ -145,8 +145,8 @@ static void bench_cost(void)
         char metric[64], note[128];
         snprintf(metric, sizeof metric, "%s_update_ns", ops[k]->name);
         if (k == 2) {
-            snprintf(note, sizeof note, "%s; defaults, window of %llu samples at the end",
-                     goal[k], (unsigned long long)width);
+            snprintf(note, sizeof note, "%s; defaults, window of %llu samples at the end", goal[k],
+                     (unsigned long long)width);
         } else {
             snprintf(note, sizeof note, "%s; defaults, called through the ops table", goal[k]);
         }
@@ -280,10 +280,10 @@ static void emit_quality(const struct config *c, double sigma, double shift,
     printf("{\"bench\":\"detect-quality\",\"metric\":\"%s_sigma%g_shift%g_mtd\",\"value\":%.2f,"
            "\"unit\":\"samples\",\"baseline\":null,\"ratio\":null,\"mdr\":%.4f,\"mtfa\":%.1f,"
            "\"mtr\":%.2f,\"note\":\"MDR %.1f %%, MTFA %s%.0f, MTR %s%.1f\"}\n",
-           c->label, sigma, shift, q->mtd, q->mdr, q->mtfa, mtr, 100.0 * q->mdr, bound,
-           q->mtfa, bound, mtr);
-    fprintf(stderr, "| %s | %g | %g | %.1f | %.1f %% | %s%.0f | %s%.1f |\n", c->label, sigma,
-            shift, q->mtd, 100.0 * q->mdr, bound, q->mtfa, bound, mtr);
+           c->label, sigma, shift, q->mtd, q->mdr, q->mtfa, mtr, 100.0 * q->mdr, bound, q->mtfa,
+           bound, mtr);
+    fprintf(stderr, "| %s | %g | %g | %.1f | %.1f %% | %s%.0f | %s%.1f |\n", c->label, sigma, shift,
+            q->mtd, 100.0 * q->mdr, bound, q->mtfa, bound, mtr);
 }
 
 static void bench_quality(void)

@@ -46,15 +46,15 @@ struct adwin_bucket {
 
 struct adwin {
     struct adwin_params p;
-    double width;      /* samples in the window (a double, as every formula uses it) */
-    double total;      /* their sum */
-    double variance;   /* their sum of squared deviations from the window's mean */
-    double last_ratio; /* largest |mean difference| / bound over the cuts of the last test */
-    uint64_t tick;     /* samples since the last reset, for the clock */
-    uint32_t rows;     /* rows in use */
-    uint32_t max_rows; /* rows the storage holds */
-    uint32_t slots;    /* max_buckets + 1: room for the bucket that triggers a merge */
-    int fired;         /* 1 after an alarm: start afresh at the next update */
+    double width;       /* samples in the window (a double, as every formula uses it) */
+    double total;       /* their sum */
+    double variance;    /* their sum of squared deviations from the window's mean */
+    double last_ratio;  /* largest |mean difference| / bound over the cuts of the last test */
+    uint32_t countdown; /* samples until the next test (a modulo per sample costs more) */
+    uint32_t rows;      /* rows in use */
+    uint32_t max_rows;  /* rows the storage holds */
+    uint32_t slots;     /* max_buckets + 1: room for the bucket that triggers a merge */
+    int fired;          /* 1 after an alarm: start afresh at the next update */
     uint8_t count[ADWIN_MAX_ROWS]; /* buckets in each row */
     struct adwin_bucket b[];       /* row r at b[r * slots], oldest first */
 };
@@ -75,8 +75,7 @@ static int adwin_check(const union detect_params *u)
 {
     const struct adwin_params *p = &u->adwin;
     int ok = p->delta > 0 && p->delta < 1 && p->clock >= 1 && p->max_buckets >= 1 &&
-             p->max_buckets <= ADWIN_MAX_BUCKETS && p->min_window_length >= 1 &&
-             p->max_window >= 1;
+             p->max_buckets <= ADWIN_MAX_BUCKETS && p->min_window_length >= 1 && p->max_window >= 1;
     return ok ? 0 : -EINVAL;
 }
 
@@ -137,7 +136,7 @@ static void adwin_restart(struct adwin *a)
     a->total = 0.0;
     a->variance = 0.0;
     a->last_ratio = 0.0;
-    a->tick = 0;
+    a->countdown = a->p.clock;
     a->rows = 0;
     a->fired = 0;
     memset(a->count, 0, sizeof a->count);
@@ -280,8 +279,11 @@ static int adwin_update(void *state, double x)
         adwin_restart(a);
     }
     adwin_insert(a, x);
-    a->tick++;
-    if (a->tick % a->p.clock != 0 || a->width <= (double)a->p.grace_period) {
+    if (--a->countdown != 0) {
+        return 0;
+    }
+    a->countdown = a->p.clock;
+    if (a->width <= (double)a->p.grace_period) {
         return 0;
     }
     a->fired = adwin_test(a);

@@ -54,8 +54,8 @@ static int cusum_check(const union detect_params *u)
     const struct cusum_params *p = &u->cusum;
     int ok = isfinite(p->k) && p->k >= 0 && isfinite(p->h) && p->h > 0 &&
              (isnan(p->mean) || isfinite(p->mean)) &&
-             (isnan(p->sigma) || (isfinite(p->sigma) && p->sigma > 0)) &&
-             isfinite(p->sigma_min) && p->sigma_min > 0 && p->warmup >= 2 &&
+             (isnan(p->sigma) || (isfinite(p->sigma) && p->sigma > 0)) && isfinite(p->sigma_min) &&
+             p->sigma_min > 0 && p->warmup >= 2 &&
              (p->mode == DETECT_BOTH || p->mode == DETECT_UP || p->mode == DETECT_DOWN);
     return ok ? 0 : -EINVAL;
 }

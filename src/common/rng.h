@@ -16,9 +16,9 @@
 #include <stdint.h>
 
 typedef struct tt__rng {
-    uint64_t s[4];   /* xoshiro256** state; never all zero once seeded */
-    double spare;    /* the second deviate of the last Box-Muller pair */
-    int have_spare;  /* 1 when spare has not been handed out yet */
+    uint64_t s[4];  /* xoshiro256** state; never all zero once seeded */
+    double spare;   /* the second deviate of the last Box-Muller pair */
+    int have_spare; /* 1 when spare has not been handed out yet */
 } tt__rng;
 
 static inline uint64_t tt__rng_rotl(uint64_t x, int k)

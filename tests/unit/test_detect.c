@@ -202,7 +202,8 @@ TEST(cusum_warmup_with_constant_stream_uses_sigma_floor)
     struct detect_reading rd;
     CHECK_EQ(detect_update(d, 1.0), 0);
     d->ops->read(d->state, &rd);
-    CHECK(rd.stat == 0.0); /* no NaN from a zero sigma */
+    /* A zero sigma from the warm-up would make the score NaN; the floor keeps it at 0. */
+    CHECK(rd.stat == 0.0);
     CHECK_EQ(detect_update(d, 1.04), 0); /* 4 sigma - k: 3.5 */
     CHECK_EQ(detect_update(d, 1.04), 1); /* 7 > 5 */
     detect_free(d);
