@@ -22,8 +22,9 @@
  * - width = sum over rows r of count[r] * 2^r; total and variance describe exactly those samples.
  * - count[r] <= max_buckets after every update; only row rows-1 can be the oldest data.
  * - rows <= max_rows, fixed at init from max_window: when the last row would overflow, its
- *   oldest bucket is dropped instead, so width <= max_buckets * (2^max_rows - 1) and the state
- *   never grows. Memory: max_rows * (max_buckets + 1) * 16 bytes (about 2.9 KB by default).
+ *   oldest bucket is dropped instead (and the sums recomputed from the buckets), so width <=
+ *   max_buckets * (2^max_rows - 1) and the state never grows. Memory: a 152-byte header plus
+ *   max_rows * (max_buckets + 1) * 16 bytes (3032 bytes by default).
  * - Time: an insert is amortised O(1) (a merge cascade touches O(max_rows) rows at worst); a
  *   test visits at most max_buckets * rows cuts and runs every `clock` samples, so the amortised
  *   cost per sample is O(max_buckets * log2(width) / clock).
@@ -168,22 +169,37 @@ static void adwin_shift(struct adwin *a, uint32_t r, uint32_t n)
     memmove(row, row + n, a->count[r] * sizeof *row);
 }
 
-/* Drop the oldest bucket of the window (row rows-1, slot 0), keeping width, total and
- * variance exact: the inverse of the merge formula. */
+/* Recompute width, total and variance from the buckets, oldest first, combining groups with
+ * the pairwise formula (Chan, Golub and LeVeque). Subtracting a dropped bucket instead would let
+ * rounding errors build up over a long stream, and could even leave a negative variance. */
+static void adwin_recount(struct adwin *a)
+{
+    double n = 0.0, total = 0.0, var = 0.0;
+    for (uint32_t r = a->rows; r-- > 0;) {
+        const struct adwin_bucket *row = adwin_row(a, r);
+        double size = ldexp(1.0, (int)r);
+        for (uint32_t k = 0; k < a->count[r]; k++) {
+            double d = n > 0.0 ? total / n - row[k].total / size : 0.0;
+            var += row[k].var + n * size * d * d / (n + size);
+            n += size;
+            total += row[k].total;
+        }
+    }
+    a->width = n;
+    a->total = total;
+    a->variance = var;
+}
+
+/* Drop the oldest bucket of the window (row rows-1, slot 0). This happens once per
+ * 2^(rows-1) samples at most, so the O(rows * max_buckets) recount is cheap. */
 static void adwin_drop_oldest(struct adwin *a)
 {
     uint32_t r = a->rows - 1;
-    const struct adwin_bucket *old = adwin_row(a, r);
-    double n = ldexp(1.0, (int)r);
-    double mu = old->total / n;
-    a->width -= n;
-    a->total -= old->total;
-    double mu_window = a->total / a->width;
-    a->variance -= old->var + n * a->width * (mu - mu_window) * (mu - mu_window) / (n + a->width);
     adwin_shift(a, r, 1);
     if (a->count[r] == 0) {
         a->rows--;
     }
+    adwin_recount(a);
 }
 
 /* Merge the two oldest buckets of every row that overflowed into one bucket of the next row;

@@ -486,6 +486,28 @@ TEST(adwin_window_stays_within_max_window_and_keeps_exact_sums)
     detect_free(d);
 }
 
+/* A bounded window drops its oldest bucket every 2^(rows-1) samples; after 10^6 samples of
+ * that its sums must still be sound enough to see a 1-sigma shift promptly. */
+TEST(adwin_with_bounded_window_still_detects_after_a_long_stream)
+{
+    struct detector *d = make("adwin", "max_window=1000");
+    tt__rng r;
+    tt__rng_seed(&r, 21);
+    int false_alarms = 0;
+    for (int i = 0; i < 1000000; i++) {
+        false_alarms += detect_update(d, 0.5 * tt__rng_gauss(&r));
+    }
+    int delay = 0;
+    while (detect_update(d, 0.5 + 0.5 * tt__rng_gauss(&r)) != 1) {
+        delay++;
+        CHECK(delay < 500);
+    }
+    printf("adwin max_window=1000: %d false alarms in 10^6, shift seen after %d\n", false_alarms,
+           delay);
+    CHECK(false_alarms <= 0.002 * 1000000 / 32);
+    detect_free(d);
+}
+
 TEST(adwin_size_is_logarithmic_in_max_window)
 {
     union detect_params p;
