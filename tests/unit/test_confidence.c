@@ -324,6 +324,22 @@ TEST(stats_tiny_entropy_keeps_relative_precision)
     }
 }
 
+TEST(stats_two_entry_rows_check_the_exp_at_every_gap)
+{
+    /* H of {0, -g} is log(1 + e^-g) + g e^-g / (1 + e^-g): its relative error is that of e^-g,
+     * so this sweep checks the vector exp point by point, down to where it flushes to 0. */
+    char what[64];
+
+    for (int i = 0; i <= 20000; i++) {
+        float x[2] = {0.0f, -(float)i * 0.0045f};
+        snprintf(what, sizeof what, "gap %g", -x[1]);
+        check_row(x, 2, 1, 2, what);
+        x[0] = x[1];
+        x[1] = 0.0f;
+        check_row(x, 2, 0, 2, what);
+    }
+}
+
 TEST(stats_bf16_and_f16_rows_match_reference_on_their_values)
 {
     size_t n = 128256;
