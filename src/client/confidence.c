@@ -28,6 +28,10 @@
 
 /* --- portable kernels ---------------------------------------------------------------------- */
 
+/* The fast kernel sums into 8 float lanes (two vectors), the careful one into 4: flushing to
+ * double every 256 and 128 entries keeps each lane at 32 terms. */
+#define PORT_FLUSH 256
+
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
 typedef uint32_t v4u __attribute__((vector_size(16)));
@@ -123,16 +127,19 @@ static void port_sums(const float *x, size_t n, float m, float xc, const char *p
     size_t pf_step = pf ? (pf_len * 8 + n - 1) / n : 0;
     double sd = 0, td = 0;
     v4i above = {0, 0, 0, 0};
+    v4f mx0 = splat(-INFINITY), mx1 = mx0;
 
-    for (size_t i = 0; i < n; i += TT__CONF_FLUSH) {
+    for (size_t i = 0; i < n; i += PORT_FLUSH) {
         v4f s0 = splat(0), s1 = s0, t0 = s0, t1 = s0;
-        size_t end = i + TT__CONF_FLUSH < n ? i + TT__CONF_FLUSH : n;
+        size_t end = i + PORT_FLUSH < n ? i + PORT_FLUSH : n;
         for (size_t j = i; j < end; j += 8) {
             size_t pf_off = (j / 8) * pf_step;
             if (pf_off < pf_len) {
                 __builtin_prefetch(pf + pf_off);
             }
             v4f x0 = ld4(x + j), x1 = ld4(x + j + 4);
+            mx0 = blend(x0 > mx0, x0, mx0);
+            mx1 = blend(x1 > mx1, x1, mx1);
             v4f d0 = clamp_floor(x0 - vm), d1 = clamp_floor(x1 - vm);
             v4f e0 = exp4(d0), e1 = exp4(d1);
             s0 += e0;
@@ -145,7 +152,12 @@ static void port_sums(const float *x, size_t n, float m, float xc, const char *p
         sd += wide4(s0) + wide4(s1);
         td += wide4(t0) + wide4(t1);
     }
-    *out = (tt__conf_sums){.sum = sd, .dot = td, .above = count4(above)};
+    mx0 = blend(mx1 > mx0, mx1, mx0);
+    float mx = mx0[0];
+    for (int l = 1; l < 4; l++) {
+        mx = mx0[l] > mx ? mx0[l] : mx;
+    }
+    *out = (tt__conf_sums){.sum = sd, .dot = td, .max = mx, .above = count4(above)};
 }
 
 static void port_sums_careful(const float *x, size_t n, float m, float xc, tt__conf_sums *out)
@@ -154,9 +166,9 @@ static void port_sums_careful(const float *x, size_t n, float m, float xc, tt__c
     double sd = 0, td = 0;
     v4i above = {0, 0, 0, 0}, ties = above, nans = above;
 
-    for (size_t i = 0; i < n; i += TT__CONF_FLUSH) {
+    for (size_t i = 0; i < n; i += PORT_FLUSH / 2) {
         v4f s = splat(0), t = s;
-        size_t end = i + TT__CONF_FLUSH < n ? i + TT__CONF_FLUSH : n;
+        size_t end = i + PORT_FLUSH / 2 < n ? i + PORT_FLUSH / 2 : n;
         for (size_t j = i; j < end; j += 4) {
             v4f v = ld4(x + j);
             v4i nan = v != v;
@@ -175,6 +187,7 @@ static void port_sums_careful(const float *x, size_t n, float m, float xc, tt__c
     }
     *out = (tt__conf_sums){.sum = sd,
                            .dot = td,
+                           .max = m,
                            .ties = count4(ties),
                            .above = count4(above),
                            .nans = count4(nans)};
@@ -364,16 +377,21 @@ static const float *block_fetch(const conf_row *r, const tt__conf_kernels *k, si
     return stage;
 }
 
-/* The bytes of the block after [off, off+len), for the sums kernel to prefetch. */
-static const char *block_next(const conf_row *r, size_t off, size_t len, size_t *bytes)
+/* Blocks are prefetched this many blocks ahead: one block of compute (about 0.3 us) is too
+ * short to hide the memory latency and bandwidth of the next one; two are enough (measured). */
+#define PREFETCH_AHEAD 2
+
+/* The bytes of the block PREFETCH_AHEAD blocks after the one at off, for the sums kernel to
+ * prefetch; NULL if none or the row is strided. */
+static const char *block_ahead(const conf_row *r, size_t off, size_t *bytes)
 {
-    size_t next = off + len, nlen = TT_MIN(r->n - next, (size_t)TT__CONF_BLOCK);
+    size_t next = off + PREFETCH_AHEAD * (size_t)TT__CONF_BLOCK;
 
     *bytes = 0;
     if (next >= r->n || r->stride != 1) {
         return NULL;
     }
-    *bytes = nlen * r->esize;
+    *bytes = TT_MIN(r->n - next, (size_t)TT__CONF_BLOCK) * r->esize;
     return (const char *)r->base + next * r->esize;
 }
 
@@ -464,41 +482,42 @@ static void topk_sort(topk *h)
 
 /* If at least `want` of the partial maxima exceed t, the want-th largest of them is a lower
  * bound of the block's want-th largest entry (they are maxima of disjoint subsets), so entries
- * below it cannot enter the top-k. That keeps the scan short on rising rows. */
+ * below it cannot enter the top-k. That keeps the scan short on rising rows. The best `want`
+ * maxima are kept sorted in top[]; most lanes fail the first comparison. */
 static int lanes_bound(const float *lanes, size_t nl, float t, uint32_t want, float *lb)
 {
-    float a[TT__CONF_LANES_MAX];
-    size_t m = 0;
+    float top[TT_TOPK_MAX];
+    uint32_t m = 0;
 
     for (size_t i = 0; i < nl; i++) {
-        if (lanes[i] > t) {
-            a[m++] = lanes[i];
+        float v = lanes[i];
+        if (!(v > t) || (m == want && !(v > top[want - 1]))) {
+            continue;
         }
+        uint32_t j = m < want ? m++ : want - 1;
+        for (; j > 0 && top[j - 1] < v; j--) {
+            top[j] = top[j - 1];
+        }
+        top[j] = v;
     }
     if (m < want) {
         return 0;
     }
-    for (size_t i = 1; i < m; i++) {
-        float v = a[i];
-        size_t j = i;
-        for (; j > 0 && a[j - 1] < v; j--) {
-            a[j] = a[j - 1];
-        }
-        a[j] = v;
-    }
-    *lb = a[want - 1];
+    *lb = top[want - 1];
     return 1;
 }
 
 static void topk_scan(topk *h, const tt__conf_kernels *k, const float *x, size_t n, size_t off,
-                      float mb, const float *lanes, size_t nl)
+                      float mb)
 {
-    float t = topk_floor(h), lb;
+    float lanes[TT__CONF_LANES_MAX], t = topk_floor(h), lb;
+    size_t nl;
     int strict = 1;
 
     if (!(mb > t)) {
         return;
     }
+    k->max(x, n, lanes, &nl);
     if (lanes_bound(lanes, nl, t, h->want, &lb)) {
         t = lb;
         strict = 0;
@@ -554,10 +573,11 @@ static void acc_top(conf_acc *a, float mb, const tt__conf_sums *s)
     a->nans += s->nans;
 }
 
-/* A block below the running maximum: its total and dot, scaled into the running frame. */
-static void acc_below(conf_acc *a, float mb, double total, const tt__conf_sums *s)
+/* A block whose entries stay below the running maximum: total and dot were taken relative to
+ * ref (the running maximum itself, or the block's maximum), scaled into the running frame. */
+static void acc_below(conf_acc *a, float ref, double total, const tt__conf_sums *s)
 {
-    double dm = (double)mb - (double)a->m, w = exp(dm), tw = total * w;
+    double dm = (double)ref - (double)a->m, w = exp(dm), tw = total * w;
 
     a->sum += tw;
     a->dot += s->dot * w + dm * tw;
@@ -565,24 +585,53 @@ static void acc_below(conf_acc *a, float mb, double total, const tt__conf_sums *
     a->nans += s->nans;
 }
 
-static void block_sums(const tt__conf_kernels *k, conf_acc *a, const float *x, size_t n, float mb,
-                       float xc, const char *pf, size_t pf_len)
+/* The careful kernel on a block with maximum mb: NaN counted, ties with mb kept apart. */
+static void block_careful(const tt__conf_kernels *k, conf_acc *a, const float *x, size_t n,
+                          float mb, float xc)
 {
     tt__conf_sums s;
 
+    k->sums_careful(x, n, mb, xc, &s);
     if (mb >= a->m) {
-        k->sums_careful(x, n, mb, xc, &s);
         acc_top(a, mb, &s);
-        return;
-    }
-    k->sums(x, n, mb, xc, pf, pf_len, &s);
-    if (isnan(s.sum) || isnan(s.dot)) {
-        /* Only a NaN entry makes a NaN here: redo the block counting them. */
-        k->sums_careful(x, n, mb, xc, &s);
+    } else {
         acc_below(a, mb, (double)s.ties + s.sum, &s);
-        return;
     }
-    acc_below(a, mb, s.sum, &s);
+}
+
+/*
+ * One block: the fast kernel relative to the running maximum, which also finds the block's
+ * maximum mb. A block that reaches the running maximum (or sees the first finite entry) is
+ * summed again by the careful kernel, from L1; so is a block whose sums came out NaN, which
+ * only a NaN entry causes. Returns mb, or +inf to give the row to compute_inf().
+ */
+static float block_sums(const tt__conf_kernels *k, conf_acc *a, const float *x, size_t n,
+                        float xc, const char *pf, size_t pf_len)
+{
+    tt__conf_sums s;
+    float mb;
+
+    if (a->m == -INFINITY) {
+        size_t nl;
+        float lanes[TT__CONF_LANES_MAX];
+        mb = k->max(x, n, lanes, &nl);
+    } else {
+        k->sums(x, n, a->m, xc, pf, pf_len, &s);
+        mb = s.max;
+        if (mb < a->m && !isnan(s.sum) && !isnan(s.dot)) {
+            acc_below(a, a->m, s.sum, &s);
+            return mb;
+        }
+    }
+    if (mb == INFINITY) {
+        return mb;
+    }
+    if (mb == -INFINITY) {
+        a->nans += k->count_nan(x, n);
+        return mb;
+    }
+    block_careful(k, a, x, n, mb, xc);
+    return mb;
 }
 
 /* --- results ------------------------------------------------------------------------------- */
@@ -684,7 +733,6 @@ static void compute_row(const tt__conf_kernels *kern, const conf_row *r, int32_t
                         uint32_t k, tt_token_stats *out)
 {
     float stage[TT__CONF_BLOCK] __attribute__((aligned(64)));
-    float lanes[TT__CONF_LANES_MAX];
     conf_acc a = {.m = -INFINITY};
     topk h = {.want = TT_MAX(k, 2u)};
     int chosen_ok = chosen >= 0 && (size_t)chosen < r->n;
@@ -692,20 +740,15 @@ static void compute_row(const tt__conf_kernels *kern, const conf_row *r, int32_t
 
     xc = isnan(xc) ? -INFINITY : xc;
     for (size_t off = 0; off < r->n; off += TT__CONF_BLOCK) {
-        size_t len = TT_MIN(r->n - off, (size_t)TT__CONF_BLOCK), n, nl, pf_len;
+        size_t len = TT_MIN(r->n - off, (size_t)TT__CONF_BLOCK), n, pf_len;
         const float *x = block_fetch(r, kern, off, len, stage, &n);
-        float mb = kern->max(x, n, lanes, &nl);
+        const char *pf = block_ahead(r, off, &pf_len);
+        float mb = block_sums(kern, &a, x, n, xc, pf, pf_len);
         if (mb == INFINITY) {
             compute_inf(r, chosen_ok, xc, k, out);
             return;
         }
-        if (mb == -INFINITY) {
-            a.nans += kern->count_nan(x, n);
-            continue;
-        }
-        topk_scan(&h, kern, x, n, off, mb, lanes, nl);
-        const char *pf = block_next(r, off, len, &pf_len);
-        block_sums(kern, &a, x, n, mb, xc, pf, pf_len);
+        topk_scan(&h, kern, x, n, off, mb);
     }
     finish(&a, &h, chosen_ok, xc, k, out);
 }

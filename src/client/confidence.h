@@ -3,11 +3,13 @@
  * confidence.c drives (portable C, AVX2, AVX-512), the constants of the vectorised exp that
  * every path shares, and the hooks that let the tests and the benchmark run a chosen path.
  *
- * The driver (confidence.c) cuts a row into blocks of TT__CONF_BLOCK entries. For each block a
- * max kernel reads it once from memory (pass A) and the sums kernel reads it again from L1
- * (pass B), so the row crosses the memory bus once. Kernels only ever see contiguous fp32 blocks
- * whose length is a multiple of TT__CONF_PAD: the driver widens bf16/fp16, gathers strided
- * rows and pads the last block with -inf, which every kernel ignores by construction.
+ * The driver (confidence.c) cuts a row into blocks of TT__CONF_BLOCK entries (8 KiB of fp32,
+ * which stays in L1). The fast sums kernel reads a block once, relative to the running maximum
+ * of the blocks before it, and reports the block's own maximum as well; the rare block that
+ * reaches the running maximum is summed again from L1 by the careful kernel. Kernels only ever
+ * see contiguous fp32 blocks whose length is a multiple of TT__CONF_PAD: the driver widens
+ * bf16/fp16, gathers strided rows and pads the last block with -inf, which every kernel ignores
+ * by construction.
  */
 #ifndef TT_CLIENT_CONFIDENCE_H
 #define TT_CLIENT_CONFIDENCE_H
@@ -33,9 +35,9 @@ enum tt__conf_path {
 #define TT__CONF_LANES_MAX 64
 /* next_hit reports hits at this granularity. */
 #define TT__CONF_CHUNK 16
-/* The sums kernels move their float partial sums into doubles every this many entries, so a
- * float accumulator lane never adds more than 32 terms (relative error below 32 ulp). */
-#define TT__CONF_FLUSH 256
+/* Every sums kernel moves its float partial sums into doubles often enough that no float
+ * accumulator lane adds more than 32 terms (relative error below 32 ulp); each kernel file sets
+ * its own interval from its lane count. */
 
 /*
  * The exp used by every path, for d = x - max in [TT__EXP_FLOOR, 0]:
@@ -59,10 +61,11 @@ enum tt__conf_path {
 #define TT__EXP_C4 0.041898373514413834f
 #define TT__EXP_C5 0.008290211670100689f
 
-/* What a sums kernel reports for one block, relative to the block maximum m. */
+/* What a sums kernel reports for one block, relative to the reference m it was given. */
 typedef struct tt__conf_sums {
     double sum;     /* fast: sum of e^(x-m) over all entries; careful: over entries below m */
     double dot;     /* sum of e^(x-m) * (x-m) (entries equal to m add 0) */
+    float max;      /* fast: the block's largest non-NaN entry (-inf if none) */
     uint32_t ties;  /* careful only: entries equal to m */
     uint32_t above; /* entries with x > the chosen logit */
     uint32_t nans;  /* careful only: NaN entries (treated as -inf) */
@@ -70,17 +73,20 @@ typedef struct tt__conf_sums {
 
 /*
  * One path's kernels. x is a contiguous fp32 block, n a multiple of TT__CONF_PAD.
- * max:          pass A. The largest non-NaN entry (-inf if none); lanes[0..*nlanes) receive the
- *               maxima of disjoint subsets of the block (for the top-k lower bound).
+ * max:          the largest non-NaN entry (-inf if none); lanes[0..*nlanes) receive the maxima
+ *               of disjoint subsets of the block (for the top-k lower bound).
  * widen:        bf16 or fp16 to fp32, any n, src possibly unaligned for 2-byte loads.
- * sums:         pass B, fast: assumes no NaN (a NaN shows as a NaN sum or dot).
- * sums_careful: pass B counting NaN entries as -inf and ties with m apart from the sum, so the
- *               sum of the small terms keeps its relative precision (tiny entropies).
+ * sums:         fast, relative to m >= every entry that matters (the running maximum); also
+ *               finds the block maximum. Assumes no NaN: a NaN shows as a NaN sum or dot. Its
+ *               figures are meaningless when the block maximum exceeds m (the driver redoes it).
+ * sums_careful: relative to the block maximum m, counting NaN entries as -inf and ties with m
+ *               apart from the sum, so the small terms keep their relative precision.
  * count_nan:    NaN entries of a block that holds no finite entry.
  * next_hit:     the first index i >= pos, a multiple of TT__CONF_CHUNK, such that one of
  *               x[i..i+CHUNK) is > t (strict) or >= t (not strict); n if none. pos is a
  *               multiple of TT__CONF_CHUNK.
- * pf/pf_len:    the next block's bytes, prefetched during pass B (pf may be NULL).
+ * pf/pf_len:    bytes of a block further on, prefetched while this one is computed (pf may be
+ *               NULL).
  */
 typedef struct tt__conf_kernels {
     const char *name;

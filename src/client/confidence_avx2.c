@@ -15,6 +15,10 @@
 
 #define TT__AVX2 __attribute__((target("avx2,fma,f16c")))
 
+/* The fast kernel sums into 16 float lanes (two vectors), the careful one into 8: flushing to
+ * double every 512 and 256 entries keeps each lane at 32 terms. */
+#define FLUSH_FAST 512
+
 TT__AVX2 static inline __m256 exp8(__m256 d)
 {
     const __m256 magic = _mm256_set1_ps(TT__EXP_MAGIC);
@@ -101,8 +105,11 @@ TT__AVX2 static void widen8(const void *src, size_t n, tt_dtype dtype, float *ds
     }
 }
 
-/* Pass B, fast: two vectors per step, float partial sums moved into doubles every
- * TT__CONF_FLUSH entries, one line of the next block prefetched per step. */
+/*
+ * The fast kernel: two vectors per step, float partial sums moved into doubles every
+ * FLUSH_FAST entries. max(floor, d) keeps a NaN d (the second operand wins) and
+ * max(v, mx) skips a NaN v. One line of a block further on is prefetched per step.
+ */
 TT__AVX2 static void sums8(const float *x, size_t n, float m, float xc, const char *pf,
                            size_t pf_len, tt__conf_sums *out)
 {
@@ -110,18 +117,21 @@ TT__AVX2 static void sums8(const float *x, size_t n, float m, float xc, const ch
     const __m256 floor = _mm256_set1_ps(TT__EXP_FLOOR);
     __m256d sd = _mm256_setzero_pd(), td = _mm256_setzero_pd();
     __m256i above = _mm256_setzero_si256();
+    __m256 mx0 = _mm256_set1_ps(-INFINITY), mx1 = mx0;
     size_t pf_step = pf ? (pf_len * 16 + n - 1) / n : 0;
+    float lanes[16];
 
-    for (size_t i = 0; i < n; i += TT__CONF_FLUSH) {
+    for (size_t i = 0; i < n; i += FLUSH_FAST) {
         __m256 s0 = _mm256_setzero_ps(), s1 = s0, t0 = s0, t1 = s0;
-        size_t end = i + TT__CONF_FLUSH < n ? i + TT__CONF_FLUSH : n;
+        size_t end = i + FLUSH_FAST < n ? i + FLUSH_FAST : n;
         for (size_t j = i; j < end; j += 16) {
             size_t pf_off = (j / 16) * pf_step;
             if (pf_off < pf_len) {
                 _mm_prefetch(pf + pf_off, _MM_HINT_T0);
             }
             __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
-            /* max(floor, d) keeps a NaN d (the second operand wins). */
+            mx0 = _mm256_max_ps(x0, mx0);
+            mx1 = _mm256_max_ps(x1, mx1);
             __m256 d0 = _mm256_max_ps(floor, _mm256_sub_ps(x0, vm));
             __m256 d1 = _mm256_max_ps(floor, _mm256_sub_ps(x1, vm));
             __m256 e0 = exp8(d0), e1 = exp8(d1);
@@ -137,6 +147,12 @@ TT__AVX2 static void sums8(const float *x, size_t n, float m, float xc, const ch
         sd = add_wide(sd, _mm256_add_ps(s0, s1));
         td = add_wide(td, _mm256_add_ps(t0, t1));
     }
+    _mm256_storeu_ps(lanes, mx0);
+    _mm256_storeu_ps(lanes + 8, mx1);
+    out->max = -INFINITY;
+    for (int i = 0; i < 16; i++) {
+        out->max = lanes[i] > out->max ? lanes[i] : out->max;
+    }
     out->sum = hsum_pd(sd);
     out->dot = hsum_pd(td);
     out->above = hsum_epi32(above);
@@ -144,7 +160,7 @@ TT__AVX2 static void sums8(const float *x, size_t n, float m, float xc, const ch
     out->nans = 0;
 }
 
-/* Pass B, careful: NaN entries become -inf and are counted; entries equal to m are counted
+/* The careful kernel: NaN entries become -inf and are counted; entries equal to m are counted
  * apart, so the sum holds only the small terms. */
 TT__AVX2 static void sums8_careful(const float *x, size_t n, float m, float xc,
                                    tt__conf_sums *out)
@@ -154,9 +170,9 @@ TT__AVX2 static void sums8_careful(const float *x, size_t n, float m, float xc,
     __m256d sd = _mm256_setzero_pd(), td = _mm256_setzero_pd();
     __m256i above = _mm256_setzero_si256(), ties = above, nans = above;
 
-    for (size_t i = 0; i < n; i += TT__CONF_FLUSH) {
+    for (size_t i = 0; i < n; i += FLUSH_FAST / 2) {
         __m256 s = _mm256_setzero_ps(), t = s;
-        size_t end = i + TT__CONF_FLUSH < n ? i + TT__CONF_FLUSH : n;
+        size_t end = i + FLUSH_FAST / 2 < n ? i + FLUSH_FAST / 2 : n;
         for (size_t j = i; j < end; j += 8) {
             __m256 v = _mm256_loadu_ps(x + j);
             __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
@@ -177,6 +193,7 @@ TT__AVX2 static void sums8_careful(const float *x, size_t n, float m, float xc,
     out->sum = hsum_pd(sd);
     out->dot = hsum_pd(td);
     out->above = hsum_epi32(above);
+    out->max = m;
     out->ties = hsum_epi32(ties);
     out->nans = hsum_epi32(nans);
 }

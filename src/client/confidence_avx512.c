@@ -16,6 +16,10 @@
 
 #define TT__AVX512 __attribute__((target("avx512f")))
 
+/* The fast kernel sums into 32 float lanes (two vectors), the careful one into 16: flushing to
+ * double every 1024 and 512 entries keeps each lane at 32 terms. */
+#define FLUSH_FAST 1024
+
 TT__AVX512 static inline __m512 exp16(__m512 d)
 {
     const __m512 magic = _mm512_set1_ps(TT__EXP_MAGIC);
@@ -87,10 +91,22 @@ TT__AVX512 static void widen16(const void *src, size_t n, tt_dtype dtype, float 
     }
 }
 
+/* One step of the fast kernel: 16 entries into the sums, the block maximum and the rank. */
+#define SUMS16_STEP(v, s, t)                                                                     \
+    do {                                                                                         \
+        __m512 d_ = _mm512_max_ps(floor, _mm512_sub_ps(v, vm));                                  \
+        __m512 e_ = exp16(d_);                                                                   \
+        s = _mm512_add_ps(s, e_);                                                                \
+        t = _mm512_fmadd_ps(e_, d_, t);                                                          \
+        above = _mm512_mask_sub_epi32(above, _mm512_cmp_ps_mask(v, vxc, _CMP_GT_OQ), above,      \
+                                      minus1);                                                   \
+    } while (0)
+
 /*
- * Pass B, fast: two vectors per step, float partial sums moved into doubles every
- * TT__CONF_FLUSH entries. One line of the next block is prefetched per vector, so the next
- * pass A finds it in cache while this block is being computed.
+ * The fast kernel: four vectors per step, float partial sums moved into doubles every
+ * FLUSH_FAST entries. max(floor, d) keeps a NaN d (the second operand wins) and
+ * max(v, mx) skips a NaN v. Four lines of a block further on are prefetched per step, so the
+ * memory works while this block is computed.
  */
 TT__AVX512 static void sums16(const float *x, size_t n, float m, float xc, const char *pf,
                               size_t pf_len, tt__conf_sums *out)
@@ -100,42 +116,40 @@ TT__AVX512 static void sums16(const float *x, size_t n, float m, float xc, const
     const __m512i minus1 = _mm512_set1_epi32(-1);
     __m512d sd = _mm512_setzero_pd(), td = _mm512_setzero_pd();
     __m512i above = _mm512_setzero_si512();
-    size_t pf_step = pf ? (pf_len * 32 + n - 1) / n : 0;
+    __m512 mx0 = _mm512_set1_ps(-INFINITY), mx1 = mx0;
+    size_t pf_step = pf ? (pf_len * 64 + n - 1) / n : 0;
 
-    for (size_t i = 0; i < n; i += TT__CONF_FLUSH) {
+    for (size_t i = 0; i < n; i += FLUSH_FAST) {
         __m512 s0 = _mm512_setzero_ps(), s1 = s0, t0 = s0, t1 = s0;
-        size_t end = i + TT__CONF_FLUSH < n ? i + TT__CONF_FLUSH : n;
-        for (size_t j = i; j < end; j += 32) {
-            size_t pf_off = (j / 32) * pf_step;
-            if (pf_off < pf_len) {
-                _mm_prefetch(pf + pf_off, _MM_HINT_T0);
-                _mm_prefetch(pf + pf_off + 64, _MM_HINT_T0);
+        size_t end = i + FLUSH_FAST < n ? i + FLUSH_FAST : n;
+        for (size_t j = i; j < end; j += 64) {
+            size_t pf_off = (j / 64) * pf_step;
+            for (size_t l = 0; l < pf_step && pf_off + l < pf_len; l += 64) {
+                _mm_prefetch(pf + pf_off + l, _MM_HINT_T0);
             }
             __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
-            /* max(floor, d) keeps a NaN d (the second operand wins). */
-            __m512 d0 = _mm512_max_ps(floor, _mm512_sub_ps(x0, vm));
-            __m512 d1 = _mm512_max_ps(floor, _mm512_sub_ps(x1, vm));
-            __m512 e0 = exp16(d0), e1 = exp16(d1);
-            s0 = _mm512_add_ps(s0, e0);
-            s1 = _mm512_add_ps(s1, e1);
-            t0 = _mm512_fmadd_ps(e0, d0, t0);
-            t1 = _mm512_fmadd_ps(e1, d1, t1);
-            above = _mm512_mask_sub_epi32(above, _mm512_cmp_ps_mask(x0, vxc, _CMP_GT_OQ), above,
-                                          minus1);
-            above = _mm512_mask_sub_epi32(above, _mm512_cmp_ps_mask(x1, vxc, _CMP_GT_OQ), above,
-                                          minus1);
+            __m512 x2 = _mm512_loadu_ps(x + j + 32), x3 = _mm512_loadu_ps(x + j + 48);
+            mx0 = _mm512_max_ps(x0, mx0);
+            mx1 = _mm512_max_ps(x1, mx1);
+            mx0 = _mm512_max_ps(x2, mx0);
+            mx1 = _mm512_max_ps(x3, mx1);
+            SUMS16_STEP(x0, s0, t0);
+            SUMS16_STEP(x1, s1, t1);
+            SUMS16_STEP(x2, s0, t0);
+            SUMS16_STEP(x3, s1, t1);
         }
         sd = add_wide(sd, _mm512_add_ps(s0, s1));
         td = add_wide(td, _mm512_add_ps(t0, t1));
     }
     out->sum = _mm512_reduce_add_pd(sd);
     out->dot = _mm512_reduce_add_pd(td);
+    out->max = _mm512_reduce_max_ps(_mm512_max_ps(mx0, mx1));
     out->above = sum_counts(above);
     out->ties = 0;
     out->nans = 0;
 }
 
-/* Pass B, careful: NaN entries become -inf and are counted; entries equal to m are counted
+/* The careful kernel: NaN entries become -inf and are counted; entries equal to m are counted
  * apart, so the sum holds only the small terms. */
 TT__AVX512 static void sums16_careful(const float *x, size_t n, float m, float xc,
                                       tt__conf_sums *out)
@@ -146,9 +160,9 @@ TT__AVX512 static void sums16_careful(const float *x, size_t n, float m, float x
     __m512d sd = _mm512_setzero_pd(), td = _mm512_setzero_pd();
     __m512i above = _mm512_setzero_si512(), ties = above, nans = above;
 
-    for (size_t i = 0; i < n; i += TT__CONF_FLUSH) {
+    for (size_t i = 0; i < n; i += FLUSH_FAST / 2) {
         __m512 s = _mm512_setzero_ps(), t = s;
-        size_t end = i + TT__CONF_FLUSH < n ? i + TT__CONF_FLUSH : n;
+        size_t end = i + FLUSH_FAST / 2 < n ? i + FLUSH_FAST / 2 : n;
         for (size_t j = i; j < end; j += 16) {
             __m512 v = _mm512_loadu_ps(x + j);
             __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
@@ -169,6 +183,7 @@ TT__AVX512 static void sums16_careful(const float *x, size_t n, float m, float x
     out->sum = _mm512_reduce_add_pd(sd);
     out->dot = _mm512_reduce_add_pd(td);
     out->above = sum_counts(above);
+    out->max = m;
     out->ties = sum_counts(ties);
     out->nans = sum_counts(nans);
 }
