@@ -542,6 +542,11 @@ TEST(stats_pos_inf_entries_share_the_mass)
         CHECK(s.rank >= 2);
         x[8999] = 0.0f;
     }
+    /* +inf in the first block, which takes the two-pass route. */
+    x[4000] = 1.0f;
+    x[5] = INFINITY;
+    CHECK_OK(tt_token_stats_compute(x, n, 1, TT_DTYPE_F32, 5, 3, &s));
+    CHECK(s.flags == (TT_STATS_INF | TT_STATS_NAN) && s.prob == 1.0f && s.topk_ids[0] == 5);
     free(x);
 }
 
@@ -618,6 +623,13 @@ TEST(stats_row_without_finite_entries_is_degenerate)
     CHECK(s.flags == (TT_STATS_DEGENERATE | TT_STATS_NAN | TT_STATS_CHOSEN_INVALID));
     CHECK(s.nan_count == 1000 && s.k == 0 && s.entropy == 0.0f && s.margin == 0.0f);
     CHECK(s.prob == 0.0f && s.logprob == -INFINITY && s.rank == 0);
+    /* Finite entries only after two blocks without any: the first finite block starts the
+     * running maximum. */
+    x[4500] = 1.0f;
+    x[4999] = 2.0f;
+    check_row(x, n, 4500, 5, "finite after two empty blocks");
+    CHECK_OK(tt_token_stats_compute(x, n, 1, TT_DTYPE_F32, 4500, 5, &s));
+    CHECK(s.flags == TT_STATS_NAN && s.k == 2 && s.rank == 1 && s.nan_count == 999);
     free(x);
 }
 
