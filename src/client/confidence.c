@@ -152,12 +152,17 @@ static void port_sums(const float *x, size_t n, float m, float xc, const char *p
         sd += wide4(s0) + wide4(s1);
         td += wide4(t0) + wide4(t1);
     }
-    mx0 = blend(mx1 > mx0, mx1, mx0);
-    float mx = mx0[0];
-    for (int l = 1; l < 4; l++) {
-        mx = mx0[l] > mx ? mx0[l] : mx;
+    out->sum = sd;
+    out->dot = td;
+    out->above = count4(above);
+    out->ties = out->nans = 0;
+    memcpy(out->lanes, &mx0, sizeof mx0);
+    memcpy(out->lanes + 4, &mx1, sizeof mx1);
+    out->nlanes = 8;
+    out->max = -INFINITY;
+    for (int l = 0; l < 8; l++) {
+        out->max = out->lanes[l] > out->max ? out->lanes[l] : out->max;
     }
-    *out = (tt__conf_sums){.sum = sd, .dot = td, .max = mx, .above = count4(above)};
 }
 
 static void port_sums_careful(const float *x, size_t n, float m, float xc, tt__conf_sums *out)
@@ -185,12 +190,13 @@ static void port_sums_careful(const float *x, size_t n, float m, float xc, tt__c
         sd += wide4(s);
         td += wide4(t);
     }
-    *out = (tt__conf_sums){.sum = sd,
-                           .dot = td,
-                           .max = m,
-                           .ties = count4(ties),
-                           .above = count4(above),
-                           .nans = count4(nans)};
+    out->sum = sd;
+    out->dot = td;
+    out->max = m;
+    out->nlanes = 0;
+    out->ties = count4(ties);
+    out->above = count4(above);
+    out->nans = count4(nans);
 }
 
 static size_t port_count_nan(const float *x, size_t n)
@@ -508,16 +514,18 @@ static int lanes_bound(const float *lanes, size_t nl, float t, uint32_t want, fl
 }
 
 static void topk_scan(topk *h, const tt__conf_kernels *k, const float *x, size_t n, size_t off,
-                      float mb)
+                      float mb, const float *lanes, size_t nl)
 {
-    float lanes[TT__CONF_LANES_MAX], t = topk_floor(h), lb;
-    size_t nl;
+    float own[TT__CONF_LANES_MAX], t = topk_floor(h), lb;
     int strict = 1;
 
     if (!(mb > t)) {
         return;
     }
-    k->max(x, n, lanes, &nl);
+    if (nl < h->want) {
+        k->max(x, n, own, &nl);
+        lanes = own;
+    }
     if (lanes_bound(lanes, nl, t, h->want, &lb)) {
         t = lb;
         strict = 0;
@@ -601,25 +609,25 @@ static void block_careful(const tt__conf_kernels *k, conf_acc *a, const float *x
 
 /*
  * One block: the fast kernel relative to the running maximum, which also finds the block's
- * maximum mb. A block that reaches the running maximum (or sees the first finite entry) is
- * summed again by the careful kernel, from L1; so is a block whose sums came out NaN, which
- * only a NaN entry causes. Returns mb, or +inf to give the row to compute_inf().
+ * maximum mb and partial maxima (s->lanes, for the top-k scan). A block that reaches the running
+ * maximum (or sees the first finite entry) is summed again by the careful kernel, from L1; so is
+ * a block whose sums came out NaN, which only a NaN entry causes. Returns mb, or +inf to give the
+ * row to compute_inf().
  */
 static float block_sums(const tt__conf_kernels *k, conf_acc *a, const float *x, size_t n,
-                        float xc, const char *pf, size_t pf_len)
+                        float xc, const char *pf, size_t pf_len, tt__conf_sums *s)
 {
-    tt__conf_sums s;
     float mb;
 
     if (a->m == -INFINITY) {
         size_t nl;
-        float lanes[TT__CONF_LANES_MAX];
-        mb = k->max(x, n, lanes, &nl);
+        mb = k->max(x, n, s->lanes, &nl);
+        s->nlanes = (uint32_t)nl;
     } else {
-        k->sums(x, n, a->m, xc, pf, pf_len, &s);
-        mb = s.max;
-        if (mb < a->m && !isnan(s.sum) && !isnan(s.dot)) {
-            acc_below(a, a->m, s.sum, &s);
+        k->sums(x, n, a->m, xc, pf, pf_len, s);
+        mb = s->max;
+        if (mb < a->m && !isnan(s->sum) && !isnan(s->dot)) {
+            acc_below(a, a->m, s->sum, s);
             return mb;
         }
     }
@@ -733,6 +741,7 @@ static void compute_row(const tt__conf_kernels *kern, const conf_row *r, int32_t
                         uint32_t k, tt_token_stats *out)
 {
     float stage[TT__CONF_BLOCK] __attribute__((aligned(64)));
+    tt__conf_sums s;
     conf_acc a = {.m = -INFINITY};
     topk h = {.want = TT_MAX(k, 2u)};
     int chosen_ok = chosen >= 0 && (size_t)chosen < r->n;
@@ -743,12 +752,12 @@ static void compute_row(const tt__conf_kernels *kern, const conf_row *r, int32_t
         size_t len = TT_MIN(r->n - off, (size_t)TT__CONF_BLOCK), n, pf_len;
         const float *x = block_fetch(r, kern, off, len, stage, &n);
         const char *pf = block_ahead(r, off, &pf_len);
-        float mb = block_sums(kern, &a, x, n, xc, pf, pf_len);
+        float mb = block_sums(kern, &a, x, n, xc, pf, pf_len, &s);
         if (mb == INFINITY) {
             compute_inf(r, chosen_ok, xc, k, out);
             return;
         }
-        topk_scan(&h, kern, x, n, off, mb);
+        topk_scan(&h, kern, x, n, off, mb, s.lanes, s.nlanes);
     }
     finish(&a, &h, chosen_ok, xc, k, out);
 }

@@ -66,6 +66,8 @@ typedef struct tt__conf_sums {
     double sum;     /* fast: sum of e^(x-m) over all entries; careful: over entries below m */
     double dot;     /* sum of e^(x-m) * (x-m) (entries equal to m add 0) */
     float max;      /* fast: the block's largest non-NaN entry (-inf if none) */
+    uint32_t nlanes; /* fast: how many partial maxima lanes[] holds (0 for careful) */
+    float lanes[TT__CONF_LANES_MAX]; /* maxima of disjoint subsets, as from the max kernel */
     uint32_t ties;  /* careful only: entries equal to m */
     uint32_t above; /* entries with x > the chosen logit */
     uint32_t nans;  /* careful only: NaN entries (treated as -inf) */
@@ -77,7 +79,7 @@ typedef struct tt__conf_sums {
  *               of disjoint subsets of the block (for the top-k lower bound).
  * widen:        bf16 or fp16 to fp32, any n, src possibly unaligned for 2-byte loads.
  * sums:         fast, relative to m >= every entry that matters (the running maximum); also
- *               finds the block maximum. Assumes no NaN: a NaN shows as a NaN sum or dot. Its
+ *               finds the block maximum and partial maxima like the max kernel. Assumes no NaN: a NaN shows as a NaN sum or dot. Its
  *               figures are meaningless when the block maximum exceeds m (the driver redoes it).
  * sums_careful: relative to the block maximum m, counting NaN entries as -inf and ties with m
  *               apart from the sum, so the small terms keep their relative precision.

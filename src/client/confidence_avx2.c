@@ -119,7 +119,6 @@ TT__AVX2 static void sums8(const float *x, size_t n, float m, float xc, const ch
     __m256i above = _mm256_setzero_si256();
     __m256 mx0 = _mm256_set1_ps(-INFINITY), mx1 = mx0;
     size_t pf_step = pf ? (pf_len * 16 + n - 1) / n : 0;
-    float lanes[16];
 
     for (size_t i = 0; i < n; i += FLUSH_FAST) {
         __m256 s0 = _mm256_setzero_ps(), s1 = s0, t0 = s0, t1 = s0;
@@ -147,11 +146,12 @@ TT__AVX2 static void sums8(const float *x, size_t n, float m, float xc, const ch
         sd = add_wide(sd, _mm256_add_ps(s0, s1));
         td = add_wide(td, _mm256_add_ps(t0, t1));
     }
-    _mm256_storeu_ps(lanes, mx0);
-    _mm256_storeu_ps(lanes + 8, mx1);
+    _mm256_storeu_ps(out->lanes, mx0);
+    _mm256_storeu_ps(out->lanes + 8, mx1);
+    out->nlanes = 16;
     out->max = -INFINITY;
     for (int i = 0; i < 16; i++) {
-        out->max = lanes[i] > out->max ? lanes[i] : out->max;
+        out->max = out->lanes[i] > out->max ? out->lanes[i] : out->max;
     }
     out->sum = hsum_pd(sd);
     out->dot = hsum_pd(td);
@@ -194,6 +194,7 @@ TT__AVX2 static void sums8_careful(const float *x, size_t n, float m, float xc,
     out->dot = hsum_pd(td);
     out->above = hsum_epi32(above);
     out->max = m;
+    out->nlanes = 0;
     out->ties = hsum_epi32(ties);
     out->nans = hsum_epi32(nans);
 }

@@ -144,6 +144,9 @@ TT__AVX512 static void sums16(const float *x, size_t n, float m, float xc, const
     out->sum = _mm512_reduce_add_pd(sd);
     out->dot = _mm512_reduce_add_pd(td);
     out->max = _mm512_reduce_max_ps(_mm512_max_ps(mx0, mx1));
+    _mm512_storeu_ps(out->lanes, mx0);
+    _mm512_storeu_ps(out->lanes + 16, mx1);
+    out->nlanes = 32;
     out->above = sum_counts(above);
     out->ties = 0;
     out->nans = 0;
@@ -184,6 +187,7 @@ TT__AVX512 static void sums16_careful(const float *x, size_t n, float m, float x
     out->dot = _mm512_reduce_add_pd(td);
     out->above = sum_counts(above);
     out->max = m;
+    out->nlanes = 0;
     out->ties = sum_counts(ties);
     out->nans = sum_counts(nans);
 }
