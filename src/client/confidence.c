@@ -609,10 +609,12 @@ static void block_careful(const tt__conf_kernels *k, conf_acc *a, const float *x
 
 /*
  * One block: the fast kernel relative to the running maximum, which also finds the block's
- * maximum mb and partial maxima (s->lanes, for the top-k scan). A block that reaches the running
- * maximum (or sees the first finite entry) is summed again by the careful kernel, from L1; so is
- * a block whose sums came out NaN, which only a NaN entry causes. Returns mb, or +inf to give the
- * row to compute_inf().
+ * maximum mb and partial maxima (s->lanes, for the top-k scan). A block that raises the running
+ * maximum (or holds the first finite entry) is summed again by the careful kernel, from L1; so
+ * is a block whose sums came out NaN, which only a NaN entry causes. A block that merely ties
+ * the maximum keeps its fast sums: the entropy is then at least that of two equal tokens, far
+ * from the tiny values that need the ties kept apart. Returns mb, or +inf to give the row to
+ * compute_inf().
  */
 static float block_sums(const tt__conf_kernels *k, conf_acc *a, const float *x, size_t n,
                         float xc, const char *pf, size_t pf_len, tt__conf_sums *s)
@@ -626,7 +628,7 @@ static float block_sums(const tt__conf_kernels *k, conf_acc *a, const float *x, 
     } else {
         k->sums(x, n, a->m, xc, pf, pf_len, s);
         mb = s->max;
-        if (mb < a->m && !isnan(s->sum) && !isnan(s->dot)) {
+        if (mb <= a->m && !isnan(s->sum) && !isnan(s->dot)) {
             acc_below(a, a->m, s->sum, s);
             return mb;
         }

@@ -655,6 +655,29 @@ TEST(stats_topk_is_right_on_rising_falling_and_shuffled_rows)
     free(x);
 }
 
+TEST(stats_topk_is_right_when_the_largest_entries_cluster_in_some_lanes)
+{
+    /* The top-k lower bound comes from partial maxima over lanes of the kernels; rows whose large
+     * entries all sit in some lanes (every period/2 out of period) catch a bound taken from the
+     * wrong lanes. One later block jumps up, so that it holds the whole top-k and its bound
+     * decides. */
+    static const size_t periods[] = {8, 16, 32, 64, 128};
+    size_t n = 20000;
+    char what[64];
+
+    for (size_t p = 0; p < TT_ARRAY_LEN(periods); p++) {
+        float *x = row_new(n, NORMAL, 1300 + p);
+        for (size_t i = 0; i < n; i++) {
+            x[i] = 0.1f * x[i] + ((i % periods[p]) < periods[p] / 2 ? 10.0f : 0.0f) +
+                   (i >= 10240 && i < 12288 ? 30.0f : 0.0f);
+        }
+        snprintf(what, sizeof what, "period %zu", periods[p]);
+        check_row(x, n, 11, 32, what);
+        check_row(x, n, 11, 7, what);
+        free(x);
+    }
+}
+
 TEST(stats_reject_bad_arguments)
 {
     float x[4] = {1, 2, 3, 4};
