@@ -26,6 +26,10 @@
 #include "client/confidence.h"
 #include "common/compat.h"
 
+#ifdef TT__CONF_X86
+#include <cpuid.h>
+#endif
+
 /* --- portable kernels ---------------------------------------------------------------------- */
 
 /* The fast kernel sums into 8 float lanes (two vectors), the careful one into 4: flushing to
@@ -251,6 +255,17 @@ const char *tt__conf_path_name(int path)
     return path >= 0 && path < TT__CONF_NPATHS ? path_names[path] : "?";
 }
 
+#ifdef TT__CONF_X86
+/* F16C through CPUID: clang's __builtin_cpu_supports does not know it. The OS saves the AVX
+ * state if "avx2" passed, which checks XCR0. */
+static int has_f16c(void)
+{
+    unsigned a, b, c, d;
+
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 int tt__conf_path_supported(int path)
 {
     switch (path) {
@@ -259,8 +274,7 @@ int tt__conf_path_supported(int path)
 #ifdef TT__CONF_X86
     case TT__CONF_AVX2:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case TT__CONF_AVX512:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f");
