@@ -214,7 +214,8 @@ static size_t port_count_nan(const float *x, size_t n)
     return count4(c);
 }
 
-static size_t port_next_hit(const float *x, size_t pos, size_t n, float t, int strict)
+static size_t port_next_hit(const float *x, size_t pos, size_t n, float t, int strict,
+                            uint32_t *hits)
 {
     const v4f vt = splat(t);
 
@@ -225,9 +226,14 @@ static size_t port_next_hit(const float *x, size_t pos, size_t n, float t, int s
         uint64_t w[2];
         memcpy(w, &hit, sizeof w);
         if (w[0] | w[1]) {
+            *hits = 0;
+            for (uint32_t j = 0; j < 16; j++) {
+                *hits |= (uint32_t)(x[pos + j] > t || (!strict && x[pos + j] == t)) << j;
+            }
             return pos;
         }
     }
+    *hits = 0;
     return n;
 }
 
@@ -502,13 +508,20 @@ static void topk_sort(topk *h)
 
 /* If at least `want` of the partial maxima exceed t, the want-th largest of them is a lower
  * bound of the block's want-th largest entry (they are maxima of disjoint subsets), so entries
- * below it cannot enter the top-k. That keeps the scan short on rising rows. The best `want`
- * maxima are kept sorted in top[]; most lanes fail the first comparison. */
+ * below it cannot enter the top-k. That keeps the scan short on rising rows. Counting first
+ * makes the usual answer (too few) cheap; then the best `want` maxima are kept sorted in top[]. */
 static int lanes_bound(const float *lanes, size_t nl, float t, uint32_t want, float *lb)
 {
     float top[TT_TOPK_MAX];
     uint32_t m = 0;
 
+    for (size_t i = 0; i < nl; i++) {
+        m += lanes[i] > t;
+    }
+    if (m < want) {
+        return 0;
+    }
+    m = 0;
     for (size_t i = 0; i < nl; i++) {
         float v = lanes[i];
         if (!(v > t) || (m == want && !(v > top[want - 1]))) {
@@ -519,9 +532,6 @@ static int lanes_bound(const float *lanes, size_t nl, float t, uint32_t want, fl
             top[j] = top[j - 1];
         }
         top[j] = v;
-    }
-    if (m < want) {
-        return 0;
     }
     *lb = top[want - 1];
     return 1;
@@ -544,12 +554,12 @@ static void topk_scan(topk *h, const tt__conf_kernels *k, const float *x, size_t
         t = lb;
         strict = 0;
     }
-    for (size_t pos = k->next_hit(x, 0, n, t, strict); pos < n;
-         pos = k->next_hit(x, pos + TT__CONF_CHUNK, n, t, strict)) {
-        for (size_t j = pos; j < pos + TT__CONF_CHUNK; j++) {
-            if (x[j] > t || (!strict && x[j] == t)) {
-                topk_offer(h, x[j], (int32_t)(off + j));
-            }
+    uint32_t hits;
+    for (size_t pos = k->next_hit(x, 0, n, t, strict, &hits); pos < n;
+         pos = k->next_hit(x, pos + TT__CONF_CHUNK, n, t, strict, &hits)) {
+        for (; hits; hits &= hits - 1) {
+            size_t j = pos + (size_t)__builtin_ctz(hits);
+            topk_offer(h, x[j], (int32_t)(off + j));
         }
         if (h->n == h->want && h->v[0] >= t) {
             t = h->v[0];

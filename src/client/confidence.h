@@ -85,8 +85,8 @@ typedef struct tt__conf_sums {
  *               apart from the sum, so the small terms keep their relative precision.
  * count_nan:    NaN entries of a block that holds no finite entry.
  * next_hit:     the first index i >= pos, a multiple of TT__CONF_CHUNK, such that one of
- *               x[i..i+CHUNK) is > t (strict) or >= t (not strict); n if none. pos is a
- *               multiple of TT__CONF_CHUNK.
+ *               x[i..i+CHUNK) is > t (strict) or >= t (not strict), with *hits the bit mask of
+ *               those entries; n if none. pos is a multiple of TT__CONF_CHUNK.
  * pf/pf_len:    bytes of a block further on, prefetched while this one is computed (pf may be
  *               NULL).
  */
@@ -98,7 +98,7 @@ typedef struct tt__conf_kernels {
                  tt__conf_sums *out);
     void (*sums_careful)(const float *x, size_t n, float m, float xc, tt__conf_sums *out);
     size_t (*count_nan)(const float *x, size_t n);
-    size_t (*next_hit)(const float *x, size_t pos, size_t n, float t, int strict);
+    size_t (*next_hit)(const float *x, size_t pos, size_t n, float t, int strict, uint32_t *hits);
 } tt__conf_kernels;
 
 #if defined(__x86_64__) || defined(__i386__)

@@ -210,20 +210,23 @@ TT__AVX2 static size_t count_nan8(const float *x, size_t n)
     return hsum_epi32(c);
 }
 
-TT__AVX2 static size_t next_hit8(const float *x, size_t pos, size_t n, float t, int strict)
+TT__AVX2 static size_t next_hit8(const float *x, size_t pos, size_t n, float t, int strict,
+                                 uint32_t *hits)
 {
     const __m256 vt = _mm256_set1_ps(t);
 
     for (; pos < n; pos += 16) {
         __m256 a = _mm256_loadu_ps(x + pos), b = _mm256_loadu_ps(x + pos + 8);
-        __m256 hit = strict ? _mm256_or_ps(_mm256_cmp_ps(a, vt, _CMP_GT_OQ),
-                                           _mm256_cmp_ps(b, vt, _CMP_GT_OQ))
-                            : _mm256_or_ps(_mm256_cmp_ps(a, vt, _CMP_GE_OQ),
-                                           _mm256_cmp_ps(b, vt, _CMP_GE_OQ));
-        if (_mm256_movemask_ps(hit)) {
+        int m = strict ? _mm256_movemask_ps(_mm256_cmp_ps(a, vt, _CMP_GT_OQ)) |
+                             _mm256_movemask_ps(_mm256_cmp_ps(b, vt, _CMP_GT_OQ)) << 8
+                       : _mm256_movemask_ps(_mm256_cmp_ps(a, vt, _CMP_GE_OQ)) |
+                             _mm256_movemask_ps(_mm256_cmp_ps(b, vt, _CMP_GE_OQ)) << 8;
+        if (m) {
+            *hits = (uint32_t)m;
             return pos;
         }
     }
+    *hits = 0;
     return n;
 }
 

@@ -204,23 +204,20 @@ TT__AVX512 static size_t count_nan16(const float *x, size_t n)
     return sum_counts(c);
 }
 
-TT__AVX512 static size_t next_hit16(const float *x, size_t pos, size_t n, float t, int strict)
+TT__AVX512 static size_t next_hit16(const float *x, size_t pos, size_t n, float t, int strict,
+                                    uint32_t *hits)
 {
     const __m512 vt = _mm512_set1_ps(t);
 
-    if (strict) {
-        for (; pos < n; pos += 16) {
-            if (_mm512_cmp_ps_mask(_mm512_loadu_ps(x + pos), vt, _CMP_GT_OQ)) {
-                return pos;
-            }
-        }
-    } else {
-        for (; pos < n; pos += 16) {
-            if (_mm512_cmp_ps_mask(_mm512_loadu_ps(x + pos), vt, _CMP_GE_OQ)) {
-                return pos;
-            }
+    for (; pos < n; pos += 16) {
+        __mmask16 m = strict ? _mm512_cmp_ps_mask(_mm512_loadu_ps(x + pos), vt, _CMP_GT_OQ)
+                             : _mm512_cmp_ps_mask(_mm512_loadu_ps(x + pos), vt, _CMP_GE_OQ);
+        if (m) {
+            *hits = m;
+            return pos;
         }
     }
+    *hits = 0;
     return n;
 }
 
