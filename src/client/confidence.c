@@ -537,6 +537,9 @@ static int lanes_bound(const float *lanes, size_t nl, float t, uint32_t want, fl
     return 1;
 }
 
+/* Offer the block's entries that can enter the top-k: nothing if its maximum mb cannot, else
+ * the hits of the 16-entry chunks that next_hit finds, with the threshold rising as the heap
+ * fills. lanes[0..nl) are partial maxima of the block, recomputed if there are too few. */
 static void topk_scan(topk *h, const tt__conf_kernels *k, const float *x, size_t n, size_t off,
                       float mb, const float *lanes, size_t nl)
 {
