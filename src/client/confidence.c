@@ -272,22 +272,36 @@ static int has_f16c(void)
 }
 #endif
 
+/* Which paths this CPU runs, probed once: CPUID traps to the hypervisor in a virtual machine
+ * (microseconds), far too slow for every call. */
+static int probe_paths(void)
+{
+    int mask = 1 << TT__CONF_PORTABLE;
+
+#ifdef TT__CONF_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c()) {
+        mask |= 1 << TT__CONF_AVX2;
+    }
+    if (__builtin_cpu_supports("avx512f")) {
+        mask |= 1 << TT__CONF_AVX512;
+    }
+#endif
+    return mask;
+}
+
+/* Like active_path: every thread probes the same answer, so relaxed order is enough. */
+static _Atomic int supported_paths = -1;
+
 int tt__conf_path_supported(int path)
 {
-    switch (path) {
-    case TT__CONF_PORTABLE:
-        return 1;
-#ifdef TT__CONF_X86
-    case TT__CONF_AVX2:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
-    case TT__CONF_AVX512:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f");
-#endif
-    default:
-        return 0;
+    int mask = atomic_load_explicit(&supported_paths, memory_order_relaxed);
+
+    if (mask < 0) {
+        mask = probe_paths();
+        atomic_store_explicit(&supported_paths, mask, memory_order_relaxed);
     }
+    return path >= 0 && path < TT__CONF_NPATHS && (mask >> path & 1);
 }
 
 int tt__conf_path_active(void)
