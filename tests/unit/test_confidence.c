@@ -276,6 +276,15 @@ TEST(stats_match_double_reference_256k)
     random_rows(262144, 5);
 }
 
+TEST(stats_match_double_reference_beyond_256k)
+{
+    size_t n = ((size_t)1 << 20) + 3;
+    float *x = row_new(n, LLM, 6);
+
+    check_row(x, n, (int32_t)(n - 2), 32, "llm n=2^20+3");
+    free(x);
+}
+
 TEST(stats_match_reference_for_every_length_up_to_300)
 {
     char what[64];
