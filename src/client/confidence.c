@@ -2,12 +2,13 @@
  * confidence.c - token statistics from one logits row (tt_token_stats_compute) or from a hosted
  * model's log-probs (tt_token_stats_from_logprobs).
  *
- * The row is cut into blocks of TT__CONF_BLOCK entries. Per block, pass A (the max kernel) reads
- * it from memory and pass B (the sums kernel) reads it again from L1, computing with the block
- * maximum m_b the sum of e^(x-m_b), the sum of e^(x-m_b)*(x-m_b) and the rank of the chosen
- * token. The blocks are merged in double precision with an online normaliser (Milakov and
- * Gimelshein 2018) at block granularity, so the row crosses the memory bus once, and a block
- * whose maximum cannot reach the current top-k never gets a top-k scan. The entropy then is
+ * The row is cut into blocks of TT__CONF_BLOCK entries. The fast kernel reads each block once,
+ * relative to the running maximum M of the blocks before it: the sum of e^(x-M), the sum of
+ * e^(x-M)*(x-M), the rank of the chosen token and the block's own maximum. A block that raises
+ * the maximum is summed again from L1 by the careful kernel, relative to its own maximum, and the
+ * running sums are rescaled in double precision: an online normaliser (Milakov and Gimelshein
+ * 2018) at block granularity, so the row crosses the memory bus once. A block whose maximum
+ * cannot reach the current top-k never gets a top-k scan. The entropy then is
  *     H = log S - D / S,  with S = sum e^(x-M) >= 1 and D = sum e^(x-M)(x-M) <= 0,
  * a sum of two non-negative terms, so there is no cancellation. To keep tiny entropies accurate
  * (S = 1 + s with s << 1), entries equal to the running maximum are counted apart from the
@@ -731,7 +732,7 @@ static void finish(const conf_acc *a, topk *h, int chosen_ok, float xc, uint32_t
         return;
     }
     double s = (double)a->ties + a->sum;
-    double log_s = log1p((double)(a->ties - 1) + a->sum);
+    double log_s = log1p(((double)a->ties - 1.0) + a->sum);
     out->entropy = (float)(log_s - a->dot / s);
     if (chosen_ok && xc > -INFINITY) {
         double lp = ((double)xc - (double)a->m) - log_s;
