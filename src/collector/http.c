@@ -150,11 +150,76 @@ int http_parse_time(const char *s, int64_t *out)
     return 0;
 }
 
-static enum MHD_Result dispatch(const struct http_req *r)
+const char *http_path_param(const struct http_req *r, const char *name)
+{
+    for (int i = 0; i < r->n_path; i++) {
+        if (strcmp(r->path_names[i], name) == 0) {
+            return r->path_values[i];
+        }
+    }
+    return NULL;
+}
+
+/* Copy one path segment (libmicrohttpd has already percent-decoded the path); -1 if too long
+ * or holding control characters. */
+static int segment_copy(const char *s, size_t n, char *out, size_t cap)
+{
+    if (n >= cap) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+            return -1;
+        }
+    }
+    memcpy(out, s, n);
+    out[n] = 0;
+    return 0;
+}
+
+/* Match url against a route path with {name} segments; fills r's path parameters.
+ * Returns 1 on a match, 0 if not, -1 if it matched but a segment was malformed. */
+static int route_match(const char *pattern, const char *url, struct http_req *r)
+{
+    r->n_path = 0;
+    while (*pattern && *url) {
+        if (*pattern != '/' || *url != '/') {
+            return 0;
+        }
+        pattern++;
+        url++;
+        const char *pe = strchr(pattern, '/'), *ue = strchr(url, '/');
+        size_t pn = pe ? (size_t)(pe - pattern) : strlen(pattern);
+        size_t un = ue ? (size_t)(ue - url) : strlen(url);
+        if (pn > 2 && pattern[0] == '{' && pattern[pn - 1] == '}') {
+            if (un == 0 || r->n_path == 4) {
+                return 0;
+            }
+            static __thread char names[4][64];
+            snprintf(names[r->n_path], sizeof names[0], "%.*s", (int)(pn - 2), pattern + 1);
+            r->path_names[r->n_path] = names[r->n_path];
+            if (segment_copy(url, un, r->path_values[r->n_path], sizeof r->path_values[0])) {
+                return -1;
+            }
+            r->n_path++;
+        } else if (pn != un || memcmp(pattern, url, pn) != 0) {
+            return 0;
+        }
+        pattern += pn;
+        url += un;
+    }
+    return *pattern == 0 && *url == 0;
+}
+
+static enum MHD_Result dispatch(struct http_req *r)
 {
     int path_known = 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (strcmp(routes[i].path, r->url) != 0) {
+        int m = route_match(routes[i].path, r->url, r);
+        if (m < 0) {
+            return http_error(r, MHD_HTTP_BAD_REQUEST, "malformed path segment in %s", r->url);
+        }
+        if (m == 0) {
             continue;
         }
         path_known = 1;
@@ -192,7 +257,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         *upload_size = 0;
         return MHD_YES;
     }
-    struct http_req r = {conn, method, url, &h->ctx, &st->body};
+    struct http_req r;
+    memset(&r, 0, sizeof r);
+    r.conn = conn;
+    r.method = method;
+    r.url = url;
+    r.ctx = &h->ctx;
+    r.body = &st->body;
     if (st->too_big) {
         return http_error(&r, MHD_HTTP_CONTENT_TOO_LARGE, "request body above %u bytes",
                           HTTP_BODY_MAX);

@@ -37,7 +37,14 @@ struct http_req {
     const char *url;
     const struct http_ctx *ctx;
     const tt__buf *body;    /* POST body, at most HTTP_BODY_MAX bytes */
+    /* Path parameters: a route "/api/v1/sessions/{id}" matched "/api/v1/sessions/abc". */
+    int n_path;
+    const char *path_names[4];
+    char path_values[4][256];
 };
+
+/* The value of a {name} segment of the route's path, URL-decoded, or NULL. */
+const char *http_path_param(const struct http_req *r, const char *name);
 
 #define HTTP_BODY_MAX (64u << 10)
 #define HTTP_PARAM_MAX 1024
