@@ -298,6 +298,7 @@ typedef enum tt_dtype {
 #define TT_STATS_ESTIMATED 0x2u /* entropy and margin are estimates (from top-k log-probs) */
 #define TT_STATS_DEGENERATE 0x4u /* every entry was -inf or NaN: no distribution */
 #define TT_STATS_CHOSEN_INVALID 0x8u /* chosen id out of range or its logit was -inf/NaN */
+#define TT_STATS_INF 0x10u /* the row held +inf entries; they share the mass equally (since 0.1) */
 
 typedef struct tt_token_stats {
     int32_t chosen;   /* the chosen token id */
@@ -316,16 +317,18 @@ typedef struct tt_token_stats {
 /* Compute the statistics of one row of n logits of type dtype, read with a stride of stride
  * elements (1 for a contiguous row) without copying it; chosen is the sampled token id; k
  * (0..TT_TOPK_MAX) is how many top entries to report. Returns 0, or TT_EINVAL (NULL pointer,
- * n == 0, bad dtype, k too large). NaN entries are counted and treated as -inf; they never
- * reach the outputs. Thread-safe. Since 0.1. */
+ * n == 0 or n > INT32_MAX, bad dtype, k too large, a stride past the address space). NaN entries
+ * are counted and treated as -inf; they never reach the outputs. Thread-safe. Since 0.1. */
 TT_API int tt_token_stats_compute(const void *logits, size_t n, size_t stride, tt_dtype dtype,
                                   int32_t chosen, uint32_t k, tt_token_stats *out);
 
 /* Derive what can be derived from a hosted model's answer: the chosen token's log-prob and the
  * top-k alternatives (ids may be NULL when only text is known). prob and logprob are exact;
- * entropy and margin are estimates over the top-k mass with the remainder as one bucket
- * (flag TT_STATS_ESTIMATED); rank is exact when the chosen token is in the top-k, else k.
- * Since 0.1. */
+ * entropy and margin are estimates (flag TT_STATS_ESTIMATED): those of the least-entropy
+ * distribution that fits the answer, the remainder (1 - the known mass) split into pieces no
+ * larger than the least likely alternative, or one bucket without alternatives: a lower bound.
+ * rank is exact when the chosen token is in the top-k, else k. docs/confidence.md lists what is
+ * rejected (TT_EINVAL) and what is flagged. Since 0.1. */
 TT_API int tt_token_stats_from_logprobs(int32_t chosen, float chosen_logprob,
                                         const int32_t *top_ids, const float *top_logprobs,
                                         size_t k, tt_token_stats *out);

@@ -227,6 +227,7 @@ static uint64_t drain_ring(tt__worker *w, tt__ring *r, int *full, uint64_t now)
         tail += h->len;
     }
     if (n) {
+        w->drained_total += n;
         ADD(r->drained, n);
         ST(w->c->ws.in_batch, w->batch_n);
     }
@@ -338,7 +339,8 @@ static void read_requests(tt__worker *w)
     while (read(c->wake_fd, &v, sizeof v) > 0) {
     }
     pthread_mutex_lock(&c->ctl_lock);
-    if (c->flush_req > w->flush_ticket) {
+    int new_flush = c->flush_req > w->flush_ticket;
+    if (new_flush) {
         /* A newer request re-arms the flush with a later target. */
         w->flush_ticket = c->flush_req;
         w->flush_pending = 1;
@@ -348,6 +350,17 @@ static void read_requests(tt__worker *w)
         w->deadline_ns = c->close_deadline_ns;
     }
     pthread_mutex_unlock(&c->ctl_lock);
+    if (new_flush) {
+        /* Events committed before the request: the target is set once they are all drained
+         * (the window may hold the worker back from draining them at once). */
+        uint64_t committed = 0;
+        pthread_mutex_lock(&c->reg_lock);
+        for (tt__ring *r = c->rings; r; r = r->next) {
+            committed += LD(r->committed) - LD(r->drained);
+        }
+        pthread_mutex_unlock(&c->reg_lock);
+        w->flush_need = w->drained_total + committed;
+    }
 }
 
 /* Everything up to seq is settled when no frame in the window or the batch holds it. */
@@ -369,14 +382,14 @@ static void flush_progress(tt__worker *w, uint64_t now)
     if (!w->flush_pending) {
         return;
     }
-    if (w->flush_pending == 1) {
+    if (w->flush_pending == 1 && w->drained_total >= w->flush_need) {
         /* First look since the request: everything emitted before it has been drained by the
          * drain_all that preceded this call; seal it now. */
         w->flush_seq = w->next_seq - 1;
         w->flush_pending = 2;
         seal(w, 0, now);
     }
-    if (settled_through(w, w->flush_seq)) {
+    if (w->flush_pending == 2 && settled_through(w, w->flush_seq)) {
         tt_client *c = w->c;
         pthread_mutex_lock(&c->ctl_lock);
         c->flush_done = w->flush_ticket;

@@ -55,6 +55,8 @@ typedef struct tt__worker {
     /* requests from other threads, copied under ctl_lock */
     uint64_t flush_ticket;     /* highest flush request seen */
     uint64_t flush_seq;        /* flush done when every event up to this seq is settled */
+    uint64_t flush_need;       /* events the rings must have yielded before the target is set */
+    uint64_t drained_total;    /* events taken from rings since the worker started */
     int flush_pending;         /* 0 none, 1 requested, 2 target set */
     int closing;
     uint64_t deadline_ns;

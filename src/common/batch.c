@@ -214,6 +214,7 @@ int tt__batch_parse(tt__batch *b, const uint8_t *payload, size_t n, const tt__ba
             return -1;
         }
         b->kinds |= 1u << ev.kind;
+        b->has_session |= ev.session.n > 0;
         dmin = delta < dmin ? delta : dmin;
         dmax = delta > dmax ? delta : dmax;
     }
@@ -390,6 +391,79 @@ int tt__ev_step_end_decode(tt__bstr body, tt__ev_step_end *out)
             out->result_bytes = tt__pb_unzigzag(tt__pb_varint(&r));
         } else if (field == 5 && wt == TT_PB_LEN) {
             out->error.p = tt__pb_bytes(&r, &out->error.n);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return r.err ? -1 : 0;
+}
+
+int tt__ev_response_begin_decode(tt__bstr body, tt__ev_response_begin *out)
+{
+    memset(out, 0, sizeof *out);
+    DECODE_LOOP(body)
+    {
+        if (field == 1 && wt == TT_PB_I64) {
+            out->response_id = tt__pb_fixed64(&r);
+        } else if (field == 2 && wt == TT_PB_LEN) {
+            out->model.p = tt__pb_bytes(&r, &out->model.n);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return r.err ? -1 : 0;
+}
+
+int tt__ev_response_end_decode(tt__bstr body, tt__ev_response_end *out)
+{
+    memset(out, 0, sizeof *out);
+    DECODE_LOOP(body)
+    {
+        if (field == 1 && wt == TT_PB_I64) {
+            out->response_id = tt__pb_fixed64(&r);
+        } else if (wt == TT_PB_I32 && field >= 3 && field <= 8) {
+            float v = tt__pb_float(&r);
+            float *dst[] = {&out->mean_logprob, &out->min_logprob, &out->perplexity,
+                            &out->mean_entropy, &out->low_confidence_share,
+                            &out->min_window_confidence};
+            *dst[field - 3] = v;
+        } else if (wt == TT_PB_VARINT && (field == 2 || field == 9 || field == 11 || field == 12)) {
+            uint64_t v = tt__pb_varint(&r);
+            if (field == 2) {
+                out->tokens = (uint32_t)v;
+            } else if (field == 9) {
+                out->verdict = (uint32_t)v;
+            } else if (field == 11) {
+                out->duration_ns = v;
+            } else {
+                out->estimated = (uint32_t)v;
+            }
+        } else if (field == 10 && wt == TT_PB_LEN) {
+            out->reason.p = tt__pb_bytes(&r, &out->reason.n);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return r.err ? -1 : 0;
+}
+
+int tt__ev_guard_decode(tt__bstr body, tt__ev_guard *out)
+{
+    memset(out, 0, sizeof *out);
+    DECODE_LOOP(body)
+    {
+        if (field == 1 && wt == TT_PB_I64) {
+            out->response_id = tt__pb_fixed64(&r);
+        } else if (field == 2 && wt == TT_PB_VARINT) {
+            out->token_index = (uint32_t)tt__pb_varint(&r);
+        } else if (field == 3 && wt == TT_PB_VARINT) {
+            out->verdict = (uint32_t)tt__pb_varint(&r);
+        } else if (field == 4 && wt == TT_PB_LEN) {
+            out->reason.p = tt__pb_bytes(&r, &out->reason.n);
+        } else if (field == 5 && wt == TT_PB_I32) {
+            out->value = tt__pb_float(&r);
+        } else if (field == 6 && wt == TT_PB_I32) {
+            out->threshold = tt__pb_float(&r);
         } else {
             tt__pb_skip(&r, wt);
         }

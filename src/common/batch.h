@@ -57,6 +57,7 @@ typedef struct tt__batch {
     int64_t t_min;          /* event times, Unix ns (0 if no events) */
     int64_t t_max;
     int has_stats;
+    int has_session;        /* some event names a session */
     tt__client_stats stats;
     /* iteration */
     const uint8_t *data;
@@ -131,6 +132,39 @@ typedef struct tt__ev_step_end {
     int64_t result_bytes;
     tt__bstr error;
 } tt__ev_step_end;
+
+typedef struct tt__ev_response_begin {
+    uint64_t response_id;
+    tt__bstr model;
+} tt__ev_response_begin; /* params: tt__attr_iter on field 3 */
+
+typedef struct tt__ev_response_end {
+    uint64_t response_id;
+    uint32_t tokens;
+    float mean_logprob;
+    float min_logprob;
+    float perplexity;
+    float mean_entropy;
+    float low_confidence_share;
+    float min_window_confidence;
+    uint32_t verdict; /* 0 pass, 1 flag, 2 halt */
+    tt__bstr reason;
+    uint64_t duration_ns;
+    uint32_t estimated;
+} tt__ev_response_end;
+
+typedef struct tt__ev_guard {
+    uint64_t response_id;
+    uint32_t token_index;
+    uint32_t verdict;
+    tt__bstr reason;
+    float value;
+    float threshold;
+} tt__ev_guard;
+
+int tt__ev_response_begin_decode(tt__bstr body, tt__ev_response_begin *out);
+int tt__ev_response_end_decode(tt__bstr body, tt__ev_response_end *out);
+int tt__ev_guard_decode(tt__bstr body, tt__ev_guard *out);
 
 int tt__ev_log_decode(tt__bstr body, tt__ev_log *out);
 int tt__ev_metric_decode(tt__bstr body, tt__ev_metric *out);

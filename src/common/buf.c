@@ -25,6 +25,9 @@ int tt__buf_reserve(tt__buf *b, size_t extra)
         return 0;
     }
     size_t cap = b->cap ? b->cap : 256;
+    if (cap > b->max) {
+        cap = b->max;
+    }
     while (cap < need) {
         cap = cap > b->max / 2 ? b->max : cap * 2;
     }

@@ -115,8 +115,9 @@ typedef struct tt__pb_reader {
 
 static inline void tt__pb_reader_init(tt__pb_reader *r, const void *data, size_t n)
 {
-    r->p = data;
-    r->end = (const uint8_t *)data + n;
+    static const uint8_t empty[1];
+    r->p = data ? (const uint8_t *)data : empty; /* NULL + 0 is undefined; an empty input is not */
+    r->end = r->p + (data ? n : 0);
     r->err = 0;
 }
 

@@ -137,7 +137,9 @@ static void copy_str(char *dst, size_t cap, const uint8_t *p, size_t n)
     if (n >= cap) {
         n = cap - 1;
     }
-    memcpy(dst, p, n);
+    if (n) {
+        memcpy(dst, p, n);
+    }
     dst[n] = 0;
 }
 

@@ -1,0 +1,37 @@
+# Fuzzers (libFuzzer, clang): tests/fuzz/fuzz_<name>.c, each with a committed corpus in
+# tests/fuzz/corpus/<name>/. `make fuzz` builds them; `make fuzz-run FUZZ_SECONDS=N` runs each
+# for N seconds over its corpus (CI runs a short pass); `make fuzz-seeds` rewrites the seeds
+# made by the library's own encoders.
+
+FUZZ_DIR := build/fuzz
+FUZZ_CC := clang
+FUZZ_FLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all
+FUZZ_SRC := $(COMMON_SRC) src/collector/render.c src/collector/render_extra.c
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_NAMES))
+FUZZ_SECONDS ?= 60
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard src/*/*.h include/*.h) | $(DEPS_FUZZ)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) -lzstd -lm -pthread
+
+fuzz: $(FUZZ_BINS)
+
+fuzz-run: $(FUZZ_BINS)
+	@for n in $(FUZZ_NAMES); do \
+		mkdir -p build/fuzz/new-$$n; \
+		echo "fuzz_$$n: $(FUZZ_SECONDS) s over tests/fuzz/corpus/$$n"; \
+		$(FUZZ_DIR)/fuzz_$$n -artifact_prefix=build/fuzz/ -max_total_time=$(FUZZ_SECONDS) -timeout=2 -rss_limit_mb=1024 \
+			-max_len=65536 -print_final_stats=1 build/fuzz/new-$$n tests/fuzz/corpus/$$n \
+			2>&1 | tail -n 12 || exit 1; \
+	done
+
+$(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.c $(LIB_A)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -o $@ $< $(LIB_A) -lzstd -lm -pthread
+
+fuzz-seeds: $(FUZZ_DIR)/make_seeds
+	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus/frame
+
+.PHONY: fuzz fuzz-run fuzz-seeds

@@ -1,0 +1,348 @@
+/*
+ * cmd_emit.c - `telltale emit`: events as JSON lines on stdin, sent through libtelltale, so
+ * shell scripts and programs in any language can use the stream. A bad line is reported with
+ * its number and skipped; every good line is still delivered.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "telltale.h"
+
+#define LINE_MAX_BYTES (1u << 20)
+#define MAX_ATTRS 64
+
+static const char usage[] =
+    "usage: telltale emit --endpoint ENDPOINT --agent NAME [options] < events.jsonl\n"
+    "\n"
+    "Read one event per line as JSON and stream it to a collector:\n"
+    "  {\"kind\":\"log\",\"severity\":\"info\",\"message\":\"...\"}\n"
+    "  {\"kind\":\"metric\",\"name\":\"latency\",\"value\":1.5,\"unit\":\"ms\",\"metric_kind\":\"gauge\"}\n"
+    "Both take optional \"session\":\"...\" and \"attrs\":{\"key\":value,...} (string, integer,\n"
+    "number or boolean values). severity: trace, debug, info (default), warn, error, fatal.\n"
+    "metric_kind: counter, gauge (default) or histogram.\n"
+    "\n"
+    "  --endpoint ENDPOINT  unix:PATH or tcp://HOST:PORT (default $TELLTALE_ENDPOINT or\n"
+    "                       tcp://127.0.0.1:7370)\n"
+    "  --agent NAME         the agent name (default $TELLTALE_AGENT or \"emit\")\n"
+    "  --token TOKEN        ingest token (default $TELLTALE_TOKEN)\n"
+    "  --timeout-ms MS      wait this long at the end for acknowledgements (default 10000)\n"
+    "  --help               this text\n"
+    "\n"
+    "Exit status: 0 every line was stored; 1 some lines were bad (each named on stderr,\n"
+    "the good ones were still sent); 2 usage error; 3 not everything was acknowledged\n"
+    "before the timeout (the collector is unreachable or slow).\n";
+
+struct emit_opts {
+    const char *endpoint;
+    const char *agent;
+    const char *token;
+    long timeout_ms;
+};
+
+static int severity_of(const char *s)
+{
+    static const struct {
+        const char *n;
+        int v;
+    } t[] = {{"trace", TT_TRACE}, {"debug", TT_DEBUG}, {"info", TT_INFO},    {"warn", TT_WARN},
+             {"warning", TT_WARN}, {"error", TT_ERROR}, {"fatal", TT_FATAL}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        if (!strcmp(s, t[i].n)) {
+            return t[i].v;
+        }
+    }
+    return 0;
+}
+
+/* Converts "attrs" into tt_attr entries pointing into the JSON object. */
+static const char *get_attrs(json_t *obj, tt_attr *out, size_t *n)
+{
+    *n = 0;
+    json_t *a = json_object_get(obj, "attrs");
+    if (!a) {
+        return NULL;
+    }
+    if (!json_is_object(a)) {
+        return "\"attrs\" must be an object";
+    }
+    if (json_object_size(a) > MAX_ATTRS) {
+        return "more than 64 attributes";
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(a, key, v)
+    {
+        tt_attr *t = &out[(*n)++];
+        t->key = key;
+        if (json_is_string(v)) {
+            t->type = TT_ATTR_STR;
+            t->v.s = json_string_value(v);
+        } else if (json_is_integer(v)) {
+            t->type = TT_ATTR_INT;
+            t->v.i = json_integer_value(v);
+        } else if (json_is_real(v)) {
+            t->type = TT_ATTR_DOUBLE;
+            t->v.d = json_real_value(v);
+        } else if (json_is_boolean(v)) {
+            t->type = TT_ATTR_BOOL;
+            t->v.b = json_is_true(v);
+        } else {
+            return "attribute values must be strings, numbers or booleans";
+        }
+    }
+    return NULL;
+}
+
+static const char *opt_string(json_t *obj, const char *key, const char **out)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (!v || json_is_null(v)) {
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        static __thread char msg[96];
+        snprintf(msg, sizeof msg, "\"%s\" must be a string", key);
+        return msg;
+    }
+    *out = json_string_value(v);
+    return NULL;
+}
+
+/* Retry a full ring: emit may wait, an agent's hot path never does. */
+#define RETRY_FULL(call)                                                                         \
+    ({                                                                                           \
+        int rc_;                                                                                 \
+        int tries_ = 0;                                                                          \
+        while ((rc_ = (call)) == TT_ENOBUFS && tries_++ < 5000) {                                \
+            struct timespec ts_ = {0, 1000000};                                                  \
+            nanosleep(&ts_, NULL);                                                               \
+        }                                                                                        \
+        rc_;                                                                                     \
+    })
+
+static const char *emit_log(tt_client *c, json_t *o, const char *session, tt_attr *attrs, size_t na)
+{
+    const char *msg, *sev, *err;
+    if ((err = opt_string(o, "message", &msg)) || (err = opt_string(o, "severity", &sev))) {
+        return err;
+    }
+    if (!msg) {
+        return "a log needs \"message\"";
+    }
+    int severity = sev ? severity_of(sev) : TT_INFO;
+    if (!severity) {
+        return "\"severity\" must be trace, debug, info, warn, error or fatal";
+    }
+    int rc = RETRY_FULL(tt_log(c, session, (tt_severity)severity, msg, attrs, na));
+    return rc ? tt_strerror(rc) : NULL;
+}
+
+static const char *emit_metric(tt_client *c, json_t *o, const char *session, tt_attr *attrs,
+                               size_t na)
+{
+    const char *name, *unit, *mk, *err;
+    if ((err = opt_string(o, "name", &name)) || (err = opt_string(o, "unit", &unit)) ||
+        (err = opt_string(o, "metric_kind", &mk))) {
+        return err;
+    }
+    json_t *v = json_object_get(o, "value");
+    if (!name || !v || !json_is_number(v)) {
+        return "a metric needs \"name\" and a numeric \"value\"";
+    }
+    tt_metric_kind kind = TT_GAUGE;
+    if (mk) {
+        kind = !strcmp(mk, "counter") ? TT_COUNTER : !strcmp(mk, "gauge") ? TT_GAUGE
+               : !strcmp(mk, "histogram") ? TT_HISTOGRAM : 0;
+        if (!kind) {
+            return "\"metric_kind\" must be counter, gauge or histogram";
+        }
+    }
+    int rc = RETRY_FULL(tt_metric(c, session, kind, name, json_number_value(v), unit, attrs, na));
+    return rc ? tt_strerror(rc) : NULL;
+}
+
+static const char *emit_line(tt_client *c, const char *line, size_t len)
+{
+    static __thread char msg[300];
+    json_error_t jerr;
+    json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!o) {
+        snprintf(msg, sizeof msg, "not JSON: %s (column %d)", jerr.text, jerr.column);
+        return msg;
+    }
+    const char *kind, *session, *err = NULL;
+    tt_attr attrs[MAX_ATTRS];
+    size_t na = 0;
+    if (!json_is_object(o)) {
+        err = "each line must be a JSON object";
+    } else if (!(err = opt_string(o, "kind", &kind)) && !(err = opt_string(o, "session", &session)) &&
+               !(err = get_attrs(o, attrs, &na))) {
+        if (!kind) {
+            err = "missing \"kind\" (log or metric)";
+        } else if (!strcmp(kind, "log")) {
+            err = emit_log(c, o, session, attrs, na);
+        } else if (!strcmp(kind, "metric")) {
+            err = emit_metric(c, o, session, attrs, na);
+        } else {
+            snprintf(msg, sizeof msg, "unknown kind \"%.60s\" (expected log or metric)", kind);
+            err = msg;
+        }
+    }
+    if (err && err != msg) {
+        snprintf(msg, sizeof msg, "%s", err);
+        err = msg;
+    }
+    json_decref(o);
+    return err;
+}
+
+static int parse_opts(int argc, char **argv, struct emit_opts *o)
+{
+    static const struct option longopts[] = {{"endpoint", required_argument, NULL, 'e'},
+                                              {"agent", required_argument, NULL, 'a'},
+                                              {"token", required_argument, NULL, 't'},
+                                              {"timeout-ms", required_argument, NULL, 'T'},
+                                              {"help", no_argument, NULL, 'h'},
+                                              {NULL, 0, NULL, 0}};
+    o->endpoint = getenv("TELLTALE_ENDPOINT");
+    o->agent = getenv("TELLTALE_AGENT");
+    o->token = getenv("TELLTALE_TOKEN");
+    o->timeout_ms = 10000;
+    int opt;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        char *end;
+        switch (opt) {
+        case 'e':
+            o->endpoint = optarg;
+            break;
+        case 'a':
+            o->agent = optarg;
+            break;
+        case 't':
+            o->token = optarg;
+            break;
+        case 'T':
+            o->timeout_ms = strtol(optarg, &end, 10);
+            if (*end || o->timeout_ms < 0 || o->timeout_ms > 3600000) {
+                fprintf(stderr, "telltale emit: --timeout-ms: not a duration: %s\n", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return -1;
+        default:
+            fprintf(stderr, "telltale emit: unknown option or missing value: %s\n%s",
+                    argv[optind - 1], usage);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "telltale emit: unexpected argument: %s\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int open_client(const struct emit_opts *o, tt_client **c)
+{
+    tt_config *cfg;
+    if (tt_config_new(&cfg) != 0) {
+        return EXIT_FAIL;
+    }
+    const char *keys[] = {"endpoint", "agent", "token"};
+    const char *vals[] = {o->endpoint, o->agent ? o->agent : "emit", o->token};
+    for (int i = 0; i < 3; i++) {
+        if (vals[i] && tt_config_set(cfg, keys[i], vals[i]) != 0) {
+            fprintf(stderr, "telltale emit: %s\n", tt_config_error(cfg));
+            tt_config_free(cfg);
+            return EXIT_USAGE;
+        }
+    }
+    int rc = tt_open(c, cfg);
+    tt_config_free(cfg);
+    if (rc) {
+        fprintf(stderr, "telltale emit: %s\n", tt_strerror(rc));
+        return EXIT_FAIL;
+    }
+    return 0;
+}
+
+/* Read one line of at most LINE_MAX_BYTES; longer lines are consumed and reported. Returns
+ * the length, -1 at end of input, -2 for a line that was too long. */
+static long read_line(FILE *in, char *buf)
+{
+    size_t n = 0;
+    int c, too_long = 0;
+    while ((c = getc(in)) != EOF && c != '\n') {
+        if (n < LINE_MAX_BYTES) {
+            buf[n++] = (char)c;
+        } else {
+            too_long = 1;
+        }
+    }
+    if (c == EOF && n == 0 && !too_long) {
+        return -1;
+    }
+    return too_long ? -2 : (long)n;
+}
+
+int cmd_emit(int argc, char **argv)
+{
+    struct emit_opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc) {
+        return rc < 0 ? EXIT_OK : rc;
+    }
+    tt_client *c;
+    if ((rc = open_client(&o, &c)) != 0) {
+        return rc;
+    }
+    char *buf = malloc(LINE_MAX_BYTES + 1);
+    if (!buf) {
+        tt_close(c, 0);
+        return EXIT_FAIL;
+    }
+    long lineno = 0, bad = 0, sent = 0, n;
+    while ((n = read_line(stdin, buf)) != -1) {
+        lineno++;
+        if (n == -2) {
+            fprintf(stderr, "telltale emit: line %ld: longer than %u bytes, skipped\n", lineno,
+                    LINE_MAX_BYTES);
+            bad++;
+            continue;
+        }
+        if (n == 0) {
+            continue;
+        }
+        const char *err = emit_line(c, buf, (size_t)n);
+        if (err) {
+            fprintf(stderr, "telltale emit: line %ld: %s\n", lineno, err);
+            bad++;
+        } else {
+            sent++;
+        }
+    }
+    free(buf);
+    int flushed = tt_flush(c, (uint32_t)o.timeout_ms);
+    tt_stats s;
+    tt_stats_get(c, &s, sizeof s);
+    tt_close(c, 1000);
+    if (flushed != 0 || s.acked < (uint64_t)sent) {
+        fprintf(stderr, "telltale emit: %llu of %ld events acknowledged before the timeout\n",
+                (unsigned long long)s.acked, sent);
+        return EXIT_UNREACHABLE;
+    }
+    if (bad) {
+        fprintf(stderr, "telltale emit: %ld bad lines skipped, %ld events stored\n", bad, sent);
+        return EXIT_FAIL;
+    }
+    return EXIT_OK;
+}

@@ -1,0 +1,127 @@
+/*
+ * cmd_query.c - `telltale query`: stored events as JSON lines, or their count, through the
+ * collector's HTTP API.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const char usage[] =
+    "usage: telltale query [options]\n"
+    "\n"
+    "Print stored events as JSON lines (one object per event, docs/http-api.md), oldest\n"
+    "first, or just their number with --count.\n"
+    "\n"
+    "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or 127.0.0.1:7371)\n"
+    "  --token TOKEN        operator token (default $TELLTALE_TOKEN)\n"
+    "  --agent NAME         only this agent\n"
+    "  --session ID         only this session\n"
+    "  --kind K[,K...]      log, metric, step, step_begin, step_end, tokens, response, ...\n"
+    "  --min-severity S     logs at or above S (trace, debug, info, warn, error, fatal)\n"
+    "  --since T --until T  time range: Unix ns or RFC 3339 UTC (2026-11-24T10:00:00Z)\n"
+    "  --limit N            at most N events (default: all)\n"
+    "  --count              print the number of matching events only\n"
+    "  --help               this text\n"
+    "\n"
+    "Exit status: 0 success; 1 the collector answered with an error (printed); 2 usage\n"
+    "error; 3 the collector could not be reached.\n";
+
+static int print_sink(void *ctx, const char *data, size_t n)
+{
+    (void)ctx;
+    return fwrite(data, 1, n, stdout) == n ? 0 : -1;
+}
+
+struct collect {
+    char buf[4096];
+    size_t len;
+};
+
+static int collect_sink(void *ctx, const char *data, size_t n)
+{
+    struct collect *c = ctx;
+    if (c->len + n >= sizeof c->buf) {
+        n = sizeof c->buf - 1 - c->len;
+    }
+    memcpy(c->buf + c->len, data, n);
+    c->len += n;
+    c->buf[c->len] = 0;
+    return 0;
+}
+
+int cmd_query(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"http", required_argument, NULL, 'H'},  {"token", required_argument, NULL, 't'},
+        {"agent", required_argument, NULL, 'a'}, {"session", required_argument, NULL, 's'},
+        {"kind", required_argument, NULL, 'k'},  {"min-severity", required_argument, NULL, 'm'},
+        {"since", required_argument, NULL, 'S'}, {"until", required_argument, NULL, 'U'},
+        {"limit", required_argument, NULL, 'l'}, {"count", no_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
+    static const char *const params[] = {"", "", "agent", "session", "kind", "min_severity",
+                                         "since", "until", "limit"};
+    const char *http = cli_http_default(), *token = cli_token_default();
+    char qs[8192] = "";
+    int count = 0, opt, idx = 0;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
+        if (opt == 'H') {
+            http = optarg;
+        } else if (opt == 't') {
+            token = optarg;
+        } else if (opt == 'c') {
+            count = 1;
+        } else if (opt == 'h') {
+            fputs(usage, stdout);
+            return EXIT_OK;
+        } else if (opt == '?' || opt == ':') {
+            fprintf(stderr, "telltale query: unknown option or missing value: %s\n%s",
+                    argv[optind - 1], usage);
+            return EXIT_USAGE;
+        } else if (cli_qs_add(qs, sizeof qs, params[idx], optarg) != 0) {
+            fprintf(stderr, "telltale query: options too long\n");
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "telltale query: unexpected argument: %s\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (count && strstr(qs, "limit=")) {
+        fprintf(stderr, "telltale query: --count and --limit do not go together\n");
+        return EXIT_USAGE;
+    }
+    char err[512];
+    struct collect body = {.len = 0};
+    long status;
+    if (count) {
+        status = cli_http_get(http, "/api/v1/events/count", qs, token, 600, collect_sink, &body,
+                              err, sizeof err);
+    } else {
+        cli_qs_add(qs, sizeof qs, "format", "ndjson");
+        /* Errors come back as one JSON object; events stream straight to stdout. */
+        status = cli_http_get(http, "/api/v1/events", qs, token, 0, print_sink, NULL, err,
+                              sizeof err);
+    }
+    if (status < 0) {
+        fprintf(stderr, "telltale query: %s\n", err);
+        return EXIT_UNREACHABLE;
+    }
+    if (status != 200) {
+        cli_sanitize(body.buf);
+        fprintf(stderr, "telltale query: HTTP %ld %s\n", status, body.buf);
+        return EXIT_FAIL;
+    }
+    if (count) {
+        const char *p = strstr(body.buf, "\"count\":");
+        if (!p) {
+            fprintf(stderr, "telltale query: unexpected answer\n");
+            return EXIT_FAIL;
+        }
+        printf("%lld\n", strtoll(p + 8, NULL, 10));
+    }
+    return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
+}

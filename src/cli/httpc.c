@@ -1,0 +1,108 @@
+/*
+ * httpc.c - the CLI's HTTP client, on libcurl, plus helpers every subcommand uses.
+ */
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+const char *cli_http_default(void)
+{
+    const char *e = getenv("TELLTALE_HTTP");
+    return e && *e ? e : "127.0.0.1:7371";
+}
+
+const char *cli_token_default(void)
+{
+    const char *e = getenv("TELLTALE_TOKEN");
+    return e && *e ? e : NULL;
+}
+
+int cli_qs_add(char *qs, size_t cap, const char *name, const char *value)
+{
+    if (!value) {
+        return 0;
+    }
+    char *enc = curl_easy_escape(NULL, value, 0);
+    if (!enc) {
+        return -1;
+    }
+    size_t len = strlen(qs);
+    int n = snprintf(qs + len, cap - len, "%s%s=%s", len ? "&" : "", name, enc);
+    curl_free(enc);
+    return n < 0 || (size_t)n >= cap - len ? -1 : 0;
+}
+
+struct sink_ctx {
+    cli_sink sink;
+    void *ctx;
+};
+
+static size_t on_data(char *p, size_t size, size_t nmemb, void *cls)
+{
+    struct sink_ctx *s = cls;
+    size_t n = size * nmemb;
+    return s->sink(s->ctx, p, n) == 0 ? n : 0;
+}
+
+long cli_http_get(const char *hostport, const char *path, const char *qs, const char *token,
+                  long timeout_s, cli_sink sink, void *ctx, char *err, size_t errlen)
+{
+    static int inited;
+    if (!inited) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        inited = 1;
+    }
+    char url[4096];
+    if ((size_t)snprintf(url, sizeof url, "http://%s%s%s%s", hostport, path, qs && *qs ? "?" : "",
+                         qs ? qs : "") >= sizeof url) {
+        snprintf(err, errlen, "request too long");
+        return -1;
+    }
+    CURL *h = curl_easy_init();
+    if (!h) {
+        snprintf(err, errlen, "cannot start libcurl");
+        return -1;
+    }
+    struct sink_ctx s = {sink, ctx};
+    struct curl_slist *hdrs = NULL;
+    char auth[600];
+    if (token) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        hdrs = curl_slist_append(hdrs, auth);
+    }
+    char ebuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+    CURLcode rc = curl_easy_perform(h);
+    long status = -1;
+    if (rc == CURLE_OK || rc == CURLE_WRITE_ERROR) {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    } else {
+        snprintf(err, errlen, "http://%s: %s", hostport, ebuf[0] ? ebuf : curl_easy_strerror(rc));
+    }
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    return status;
+}
+
+void cli_sanitize(char *s)
+{
+    for (unsigned char *p = (unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            *p = '?';
+        } else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+            /* C1 controls in UTF-8 (U+0080..U+009F): U+009B is a CSI on some terminals. */
+            p[0] = p[1] = '?';
+        }
+    }
+}

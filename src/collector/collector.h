@@ -1,0 +1,129 @@
+/*
+ * collector.h - what the parts of `telltale serve` share: its options, its counters, and the
+ * item that carries one batch from ingest through the store to the live fan-out.
+ *
+ * Threads:
+ *   ingest (the main thread)  epoll over listeners and agent connections: frames in, acks out
+ *   store                     the only SQLite writer: dedup, insert, commit, then hands items back
+ *   http (libmicrohttpd)      queries on read-only connections, live-stream subscribers
+ * The counters are atomics, written by whichever thread sees the event, read by /metrics.
+ */
+#ifndef TT_COLLECTOR_COLLECTOR_H
+#define TT_COLLECTOR_COLLECTOR_H
+
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "common/batch.h"
+#include "common/wire.h"
+
+#define COLLECTOR_MAX_LISTEN 8
+
+enum sync_level { SYNC_OFF = 0, SYNC_NORMAL = 1, SYNC_FULL = 2 };
+
+struct collector_opts {
+    char data_dir[PATH_MAX];
+    tt__endpoint listen[COLLECTOR_MAX_LISTEN];
+    int n_listen;
+    char http[300];           /* HOST:PORT, empty for none */
+    int sync_level;
+    uint64_t max_frame;       /* largest frame body accepted */
+    uint64_t max_raw;         /* largest decompressed payload */
+    uint64_t max_conns;
+    uint64_t queue_bytes;     /* frames waiting for the store: above this, ingest stops reading */
+    uint32_t max_events;      /* events per batch */
+    uint32_t max_attrs;       /* attributes per event */
+    uint64_t hello_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint64_t grace_ms;        /* SIGTERM: drain, commit and ack within this */
+    char ready_file[PATH_MAX];
+    int verbose;
+};
+
+/* Why input was refused; each has a counter and a name in /metrics. */
+enum reject_reason {
+    REJ_FRAME_TOO_LARGE,
+    REJ_BAD_CRC,
+    REJ_BAD_HEADER,
+    REJ_RAW_TOO_LARGE,
+    REJ_BAD_COMPRESSION,
+    REJ_BAD_PAYLOAD,
+    REJ_TRUNCATED,
+    REJ_NO_HELLO,
+    REJ_BAD_HELLO,
+    REJ_PROTOCOL,
+    REJ_AUTH,
+    REJ_TOO_MANY_CONNS,
+    REJ_SEQ_OVERLAP,
+    REJ_HELLO_TIMEOUT,
+    REJ_IDLE_TIMEOUT,
+    REJ_STORE_ERROR,
+    REJ__COUNT
+};
+
+const char *reject_name(int reason);
+
+struct collector_stats {
+    _Atomic uint64_t frames;        /* batch frames received and valid */
+    _Atomic uint64_t events;        /* events stored (after dedup) */
+    _Atomic uint64_t bytes;         /* bytes read from agents */
+    _Atomic uint64_t dedup_frames;  /* frames already stored, acked again */
+    _Atomic uint64_t dedup_events;
+    _Atomic uint64_t conns_open;
+    _Atomic uint64_t conns_total;
+    _Atomic uint64_t commits;
+    _Atomic uint64_t commit_ns_total;
+    _Atomic uint64_t commit_ns_max;
+    _Atomic uint64_t store_errors;
+    _Atomic uint64_t rejected[REJ__COUNT];
+};
+
+extern struct collector_stats cstats;
+
+static inline void cstat_add(_Atomic uint64_t *c, uint64_t v)
+{
+    atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+/* The identity an agent connection established with its hello. */
+struct agent_ident {
+    char agent[256];
+    uint8_t instance[16];
+    uint32_t pid;
+    char host[256];
+    char library[64];
+    uint64_t start_unix_ns;
+};
+
+enum store_result {
+    STORE_PENDING = 0,
+    STORE_OK = 1,       /* committed */
+    STORE_DUP = 2,      /* every event was already stored: ack again */
+    STORE_REJECT = 3,   /* never storable (overlapping seq range): reject permanently */
+    STORE_RETRY = 4     /* storage failed: reject for now, the agent resends later */
+};
+
+/*
+ * One batch on its way: filled by ingest, committed by the store, published to live
+ * subscribers, then acknowledged and freed by ingest.
+ */
+struct store_item {
+    struct store_item *next;
+    uint64_t conn_id;
+    int conn_fd;
+    uint64_t frame_no;
+    uint64_t received_ns;    /* Unix ns */
+    struct agent_ident ident;
+    tt__batch batch;         /* summary and iterator; points into raw */
+    uint8_t *raw;            /* the decompressed Batch payload (owned) */
+    size_t raw_len;
+    uint8_t *blob;           /* what is stored: the compressed payload (owned), or NULL to store raw */
+    size_t blob_len;
+    int result;              /* enum store_result, set by the store */
+    const char *reason;      /* static text when rejected */
+};
+
+void store_item_free(struct store_item *it);
+
+#endif

@@ -1,0 +1,310 @@
+/*
+ * serve.c - `telltale serve`: options, then the collector's parts started in order (store,
+ * fan-out, listeners, store writer, HTTP), the ready file, the loop, and an orderly stop.
+ */
+#include "collector/serve.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "collector/http.h"
+#include "collector/hub.h"
+#include "collector/ingest.h"
+#include "collector/log.h"
+#include "collector/store.h"
+#include "common/json.h"
+
+#define DEFAULT_TCP "tcp://127.0.0.1:7370"
+#define DEFAULT_HTTP "127.0.0.1:7371"
+
+static const char usage[] =
+    "usage: telltale serve [options]\n"
+    "\n"
+    "Run the collector: accept agents' streams, store them in SQLite under the data\n"
+    "directory, acknowledge each batch after it is committed, and serve the HTTP API.\n"
+    "\n"
+    "  --data DIR            data directory (default $TELLTALE_DATA or ./telltale-data)\n"
+    "  --listen ENDPOINT     unix:PATH or tcp://HOST:PORT; repeatable (default\n"
+    "                        unix:DIR/telltale.sock and " DEFAULT_TCP ")\n"
+    "  --http HOST:PORT      HTTP API and live stream (default " DEFAULT_HTTP "; port 0 picks one)\n"
+    "  --no-http             no HTTP API\n"
+    "  --sync LEVEL          full (default), normal or off: what an ack survives\n"
+    "                        (docs/operations.md)\n"
+    "  --max-frame BYTES     largest frame accepted (default 16777216)\n"
+    "  --max-connections N   agent connections at most (default 4096)\n"
+    "  --grace-ms MS         on SIGTERM, drain, commit and ack within this (default 5000)\n"
+    "  --ready-file FILE     write the bound endpoints there as JSON once accepting\n"
+    "  --verbose             log each refused connection\n"
+    "  --help                this text\n"
+    "\n"
+    "Exit status: 0 after SIGTERM or SIGINT and a complete drain, 1 on a startup error\n"
+    "(bad option, port in use, unusable data directory), 2 on a usage error.\n";
+
+static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void opts_defaults(struct collector_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    const char *env = getenv("TELLTALE_DATA");
+    snprintf(o->data_dir, sizeof o->data_dir, "%s", env && *env ? env : "telltale-data");
+    snprintf(o->http, sizeof o->http, "%s", DEFAULT_HTTP);
+    o->sync_level = SYNC_FULL;
+    o->max_frame = TT_FRAME_DEFAULT_MAX;
+    o->max_raw = TT_FRAME_RAW_MAX;
+    o->max_conns = 4096;
+    o->queue_bytes = 256u << 20;
+    o->max_events = 1u << 20;
+    o->max_attrs = 256;
+    o->hello_timeout_ms = 10000;
+    o->idle_timeout_ms = 300000;
+    o->grace_ms = 5000;
+}
+
+static int add_listen(struct collector_opts *o, const char *s)
+{
+    char err[256];
+    if (o->n_listen == COLLECTOR_MAX_LISTEN) {
+        fprintf(stderr, "telltale serve: at most %d --listen\n", COLLECTOR_MAX_LISTEN);
+        return -1;
+    }
+    if (tt__endpoint_parse(s, &o->listen[o->n_listen], err, sizeof err) != 0) {
+        fprintf(stderr, "telltale serve: --listen %s\n", err);
+        return -1;
+    }
+    o->n_listen++;
+    return 0;
+}
+
+/* Returns 0 to run, 1 for --help, 2 on a usage error. */
+static int parse_args(int argc, char **argv, struct collector_opts *o)
+{
+    static const struct option longopts[] = {
+        {"data", required_argument, NULL, 'd'},   {"listen", required_argument, NULL, 'l'},
+        {"http", required_argument, NULL, 'H'},   {"no-http", no_argument, NULL, 'N'},
+        {"sync", required_argument, NULL, 's'},   {"max-frame", required_argument, NULL, 'f'},
+        {"max-connections", required_argument, NULL, 'c'},
+        {"grace-ms", required_argument, NULL, 'g'},
+        {"ready-file", required_argument, NULL, 'r'}, {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    int opt, idx = 0;
+    opterr = 0;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
+        int bad = 0;
+        switch (opt) {
+        case 'd':
+            bad = strlen(optarg) >= sizeof o->data_dir;
+            snprintf(o->data_dir, sizeof o->data_dir, "%s", optarg);
+            break;
+        case 'l':
+            bad = add_listen(o, optarg) != 0;
+            break;
+        case 'H':
+            bad = strlen(optarg) >= sizeof o->http;
+            snprintf(o->http, sizeof o->http, "%s", optarg);
+            break;
+        case 'N':
+            o->http[0] = 0;
+            break;
+        case 's':
+            o->sync_level = !strcmp(optarg, "full")     ? SYNC_FULL
+                            : !strcmp(optarg, "normal") ? SYNC_NORMAL
+                            : !strcmp(optarg, "off")    ? SYNC_OFF
+                                                        : -1;
+            bad = o->sync_level < 0;
+            break;
+        case 'f':
+            bad = parse_u64(optarg, 4096, 1u << 30, &o->max_frame) != 0;
+            break;
+        case 'c':
+            bad = parse_u64(optarg, 1, 1u << 20, &o->max_conns) != 0;
+            break;
+        case 'g':
+            bad = parse_u64(optarg, 0, 600000, &o->grace_ms) != 0;
+            break;
+        case 'r':
+            bad = strlen(optarg) >= sizeof o->ready_file;
+            snprintf(o->ready_file, sizeof o->ready_file, "%s", optarg);
+            break;
+        case 'v':
+            o->verbose = 1;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return 1;
+        default:
+            fprintf(stderr, "telltale serve: unknown option or missing value: %s\n",
+                    argv[optind - 1]);
+            return 2;
+        }
+        if (bad) {
+            fprintf(stderr, "telltale serve: bad value for --%s: \"%s\" (see --help)\n",
+                    longopts[idx].name, optarg);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "telltale serve: unexpected argument: %s\n", argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+static int add_default_listeners(struct collector_opts *o)
+{
+    if (o->n_listen) {
+        return 0;
+    }
+    char sock[PATH_MAX + 32];
+    if (strlen(o->data_dir) + 20 >= sizeof sock) {
+        return -1;
+    }
+    snprintf(sock, sizeof sock, "unix:%s/telltale.sock", o->data_dir);
+    if (strlen(sock) - 5 >= sizeof o->listen[0].path) {
+        fprintf(stderr, "telltale serve: the data directory path is too long for a Unix socket "
+                        "under it; give --listen explicitly\n");
+        return -1;
+    }
+    return add_listen(o, sock) || add_listen(o, DEFAULT_TCP) ? -1 : 0;
+}
+
+static int write_ready(const struct collector_opts *o, const char *http_bound)
+{
+    tt__buf b;
+    tt__buf_init(&b, 1u << 16);
+    tt__json j;
+    tt__json_init(&j, &b);
+    tt__json_obj_begin(&j);
+    tt__json_kv_i64(&j, "pid", getpid());
+    tt__json_kv_cstr(&j, "data", o->data_dir);
+    tt__json_key(&j, "listen");
+    tt__json_arr_begin(&j);
+    for (int i = 0; i < o->n_listen; i++) {
+        char ep[400];
+        tt__endpoint_format(&o->listen[i], ep, sizeof ep);
+        tt__json_cstr(&j, ep);
+    }
+    tt__json_arr_end(&j);
+    tt__json_kv_cstr(&j, "http", http_bound);
+    tt__json_kv_cstr(&j, "sync", store_sync_name(o->sync_level));
+    tt__json_obj_end(&j);
+    tt__json_raw(&j, "\n", 1);
+    char tmp[PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", o->ready_file);
+    FILE *f = fopen(tmp, "w");
+    int ok = f && fwrite(b.data, 1, b.len, f) == b.len;
+    ok = f && fclose(f) == 0 && ok;
+    ok = ok && rename(tmp, o->ready_file) == 0;
+    tt__buf_fini(&b);
+    return ok ? 0 : -1;
+}
+
+struct running {
+    struct store *store;
+    struct hub *hub;
+    struct ingest *ingest;
+    struct http *http;
+};
+
+static void stop_all(struct running *r)
+{
+    if (r->hub) {
+        hub_shutdown(r->hub);
+    }
+    http_stop(r->http);
+    store_close(r->store);
+    ingest_close(r->ingest);
+    hub_free(r->hub);
+}
+
+static int start_all(struct collector_opts *o, struct running *r, char *http_bound, size_t hblen)
+{
+    char err[512];
+    if (store_open(&r->store, o->data_dir, o->sync_level, err, sizeof err) != 0) {
+        fprintf(stderr, "telltale serve: %s\n", err);
+        return -1;
+    }
+    log_info("store %s, sync=%s: %s", store_path(r->store), store_sync_name(o->sync_level),
+             store_sync_promise(o->sync_level));
+    r->hub = hub_new(64, 4u << 20);
+    if (!r->hub || ingest_open(&r->ingest, o, r->store, r->hub, NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "telltale serve: %s\n", r->hub ? err : "out of memory");
+        return -1;
+    }
+    if (store_start(r->store) != 0) {
+        fprintf(stderr, "telltale serve: cannot start the store thread\n");
+        return -1;
+    }
+    if (o->http[0]) {
+        struct http_ctx ctx;
+        memset(&ctx, 0, sizeof ctx);
+        snprintf(ctx.db_path, sizeof ctx.db_path, "%s", store_path(r->store));
+        ctx.hub = r->hub;
+        ctx.ingest = r->ingest;
+        if (http_start(&r->http, o->http, &ctx, http_bound, hblen, err, sizeof err) != 0) {
+            fprintf(stderr, "telltale serve: %s\n", err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int serve_main(int argc, char **argv)
+{
+    struct collector_opts o;
+    opts_defaults(&o);
+    int rc = parse_args(argc, argv, &o);
+    if (rc) {
+        return rc == 1 ? 0 : 2;
+    }
+    if (add_default_listeners(&o) != 0) {
+        return 2;
+    }
+    log_verbose = o.verbose;
+    /* Signals arrive through the loop's signalfd: block them in every thread. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct running r;
+    memset(&r, 0, sizeof r);
+    char http_bound[300] = "";
+    if (start_all(&o, &r, http_bound, sizeof http_bound) != 0) {
+        stop_all(&r);
+        return 1;
+    }
+    for (int i = 0; i < o.n_listen; i++) {
+        char ep[400];
+        tt__endpoint_format(&o.listen[i], ep, sizeof ep);
+        log_info("listening on %s", ep);
+    }
+    if (http_bound[0]) {
+        log_info("HTTP API on http://%s/", http_bound);
+    }
+    if (o.ready_file[0] && write_ready(&o, http_bound) != 0) {
+        fprintf(stderr, "telltale serve: cannot write %s: %s\n", o.ready_file, strerror(errno));
+        stop_all(&r);
+        return 1;
+    }
+    ingest_run(r.ingest);
+    stop_all(&r);
+    log_info("stopped");
+    return 0;
+}

@@ -1,0 +1,342 @@
+/*
+ * serve.c - the test helpers of serve.h.
+ */
+#include "serve.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "common/batch.h"
+#include "test.h"
+
+double tt_test_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static const char *bin(void)
+{
+    const char *b = getenv("TT_BIN");
+    return b ? b : "build/telltale";
+}
+
+/* A free TCP port on 127.0.0.1 (bound and released; good enough for tests). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static char *extra_args[32];
+static int n_extra;
+
+static void spawn(struct tt_test_serve *s)
+{
+    char ready[800];
+    snprintf(ready, sizeof ready, "%s/ready.json", s->dir);
+    unlink(ready);
+    const char *argv[64];
+    int n = 0;
+    char listen_tcp[320];
+    snprintf(listen_tcp, sizeof listen_tcp, "%s", s->tcp);
+    argv[n++] = bin();
+    argv[n++] = "serve";
+    argv[n++] = "--data";
+    argv[n++] = s->dir;
+    argv[n++] = "--listen";
+    argv[n++] = s->endpoint;
+    argv[n++] = "--listen";
+    argv[n++] = listen_tcp;
+    argv[n++] = "--http";
+    argv[n++] = s->http;
+    argv[n++] = "--ready-file";
+    argv[n++] = ready;
+    for (int i = 0; i < n_extra; i++) {
+        argv[n++] = extra_args[i];
+    }
+    argv[n] = NULL;
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+        }
+        execv(argv[0], (char **)argv);
+        _exit(127);
+    }
+    s->pid = pid;
+    for (int i = 0; i < 1000; i++) {
+        if (access(ready, F_OK) == 0) {
+            return;
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            s->pid = 0;
+            tt_test_fail(__FILE__, __LINE__, "telltale serve exited at startup (see %s)", s->log);
+        }
+        usleep(10000);
+    }
+    tt_test_fail(__FILE__, __LINE__, "telltale serve not ready after 10 s (see %s)", s->log);
+}
+
+void tt_test_serve_start(struct tt_test_serve *s, const char *name, ...)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "%s/%s", tt_test_tmpdir(), name);
+    mkdir(s->dir, 0700);
+    snprintf(s->sock, sizeof s->sock, "%s/s.sock", s->dir);
+    snprintf(s->endpoint, sizeof s->endpoint, "unix:%s", s->sock);
+    snprintf(s->tcp, sizeof s->tcp, "tcp://127.0.0.1:%d", free_port());
+    snprintf(s->http, sizeof s->http, "127.0.0.1:%d", free_port());
+    snprintf(s->db, sizeof s->db, "%s/telltale.db", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/serve-%s.log", tt_test_outdir(), name);
+    va_list ap;
+    va_start(ap, name);
+    n_extra = 0;
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && n_extra < 31) {
+        extra_args[n_extra++] = strdup(a);
+    }
+    va_end(ap);
+    spawn(s);
+}
+
+void tt_test_serve_restart(struct tt_test_serve *s)
+{
+    spawn(s);
+}
+
+void tt_test_serve_stop(struct tt_test_serve *s)
+{
+    if (!s->pid) {
+        return;
+    }
+    kill(s->pid, SIGCONT);
+    CHECK(kill(s->pid, SIGTERM) == 0);
+    int st = 0;
+    double t0 = tt_test_now_ms();
+    while (waitpid(s->pid, &st, WNOHANG) != s->pid) {
+        if (tt_test_now_ms() - t0 > 15000) {
+            kill(s->pid, SIGKILL);
+            tt_test_fail(__FILE__, __LINE__, "telltale serve did not stop within 15 s");
+        }
+        usleep(5000);
+    }
+    s->pid = 0;
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "telltale serve exit status %d", st);
+}
+
+void tt_test_serve_kill(struct tt_test_serve *s)
+{
+    if (s->pid) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        s->pid = 0;
+    }
+}
+
+struct body {
+    char *p;
+    size_t n;
+};
+
+static size_t on_body(char *p, size_t size, size_t nmemb, void *cls)
+{
+    struct body *b = cls;
+    size_t n = size * nmemb;
+    char *q = realloc(b->p, b->n + n + 1);
+    if (!q) {
+        return 0;
+    }
+    memcpy(q + b->n, p, n);
+    b->p = q;
+    b->n += n;
+    b->p[b->n] = 0;
+    return n;
+}
+
+long tt_test_http(const char *http, const char *method, const char *path, const char *req_body,
+                  char **out)
+{
+    CURL *h = curl_easy_init();
+    char url[4096];
+    snprintf(url, sizeof url, "http://%s%s", http, path);
+    struct body b = {NULL, 0};
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    if (req_body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, req_body);
+    }
+    const char *tok = getenv("TT_TEST_TOKEN");
+    struct curl_slist *hdrs = NULL;
+    char auth[600];
+    if (tok) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
+        hdrs = curl_slist_append(hdrs, auth);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    }
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    long status = -1;
+    if (curl_easy_perform(h) == CURLE_OK) {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    }
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    if (out) {
+        *out = b.p ? b.p : strdup("");
+    } else {
+        free(b.p);
+    }
+    return status;
+}
+
+tt_client *tt_test_client(const char *endpoint, const char *agent, ...)
+{
+    tt_config *cfg;
+    CHECK_OK(tt_config_new(&cfg));
+    CHECK_OK(tt_config_set(cfg, "endpoint", endpoint));
+    CHECK_OK(tt_config_set(cfg, "agent", agent));
+    va_list ap;
+    va_start(ap, agent);
+    const char *kv;
+    while ((kv = va_arg(ap, const char *))) {
+        char key[128];
+        const char *eq = strchr(kv, '=');
+        CHECK(eq && (size_t)(eq - kv) < sizeof key);
+        memcpy(key, kv, (size_t)(eq - kv));
+        key[eq - kv] = 0;
+        CHECK_MSG(tt_config_set(cfg, key, eq + 1) == 0, "config %s: %s", kv, tt_config_error(cfg));
+    }
+    va_end(ap);
+    tt_client *c;
+    CHECK_OK(tt_open(&c, cfg));
+    tt_config_free(cfg);
+    return c;
+}
+
+struct range {
+    uint64_t first, n;
+};
+
+static int cmp_range(const void *a, const void *b)
+{
+    const struct range *x = a, *y = b;
+    return x->first < y->first ? -1 : x->first > y->first;
+}
+
+static uint64_t decode_frame(sqlite3_stmt *st)
+{
+    int codec = sqlite3_column_int(st, 2);
+    size_t raw_len = (size_t)sqlite3_column_int64(st, 3);
+    const void *data = sqlite3_column_blob(st, 4);
+    size_t len = (size_t)sqlite3_column_bytes(st, 4);
+    uint8_t *raw = malloc(raw_len + 1);
+    CHECK(raw);
+    if (codec == 1) {
+        CHECK(ZSTD_decompress(raw, raw_len, data, len) == raw_len);
+    } else {
+        CHECK(len == raw_len);
+        memcpy(raw, data, len);
+    }
+    tt__batch b;
+    tt__batch_limits lim = {UINT32_MAX, UINT32_MAX};
+    const char *why;
+    CHECK_MSG(tt__batch_parse(&b, raw, raw_len, &lim, &why) == 0, "stored batch: %s", why);
+    CHECK_EQ_U64(b.first_seq, (uint64_t)sqlite3_column_int64(st, 0));
+    tt__event ev;
+    uint64_t n = 0;
+    while (tt__batch_next(&b, &ev)) {
+        n++;
+    }
+    free(raw);
+    return n;
+}
+
+void tt_test_check_store(const char *db, const uint8_t instance[16], struct tt_store_check *out)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3 *h;
+    CHECK(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    sqlite3_busy_timeout(h, 10000);
+    sqlite3_stmt *st;
+    CHECK(sqlite3_prepare_v2(h,
+                             "SELECT f.first_seq, f.n, f.codec, f.raw_len, f.data FROM frames f "
+                             "JOIN instances i ON i.id = f.instance_id WHERE i.uuid = ?1",
+                             -1, &st, NULL) == SQLITE_OK);
+    sqlite3_bind_blob(st, 1, instance, 16, SQLITE_STATIC);
+    size_t cap = 1024, n = 0;
+    struct range *r = malloc(cap * sizeof *r);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) {
+            cap *= 2;
+            r = realloc(r, cap * sizeof *r);
+        }
+        r[n].first = (uint64_t)sqlite3_column_int64(st, 0);
+        r[n].n = (uint64_t)sqlite3_column_int64(st, 1);
+        out->decoded += decode_frame(st);
+        out->events += r[n].n;
+        n++;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    out->frames = n;
+    qsort(r, n, sizeof *r, cmp_range);
+    uint64_t next = 1;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t last = r[i].first + r[i].n - 1;
+        if (r[i].first < next) {
+            uint64_t dup_end = last < next - 1 ? last : next - 1;
+            out->overlaps += dup_end - r[i].first + 1;
+        } else {
+            out->gaps += r[i].first - next;
+        }
+        if (last + 1 > next) {
+            next = last + 1;
+        }
+    }
+    out->max_seq = next - 1;
+    free(r);
+}
+
+void tt_test_check_conservation(const tt_stats *st, const struct tt_store_check *sc)
+{
+    uint64_t rhs = st->acked + st->possibly_delivered + st->buffered + st->dropped_total;
+    CHECK_MSG(st->emitted == rhs,
+              "conservation: emitted %llu != acked %llu + possibly %llu + buffered %llu + "
+              "dropped %llu",
+              (unsigned long long)st->emitted, (unsigned long long)st->acked,
+              (unsigned long long)st->possibly_delivered, (unsigned long long)st->buffered,
+              (unsigned long long)st->dropped_total);
+    CHECK_MSG(sc->overlaps == 0, "%llu events stored twice", (unsigned long long)sc->overlaps);
+    CHECK_EQ_U64(sc->decoded, sc->events);
+    CHECK_MSG(st->acked <= sc->events, "acked %llu but only %llu stored",
+              (unsigned long long)st->acked, (unsigned long long)sc->events);
+    CHECK_MSG(sc->events <= st->acked + st->possibly_delivered + st->buffered,
+              "stored %llu more than acked+possibly+buffered", (unsigned long long)sc->events);
+}

@@ -1,0 +1,65 @@
+/*
+ * serve.h - test helpers around a real `telltale serve`: start one on private endpoints in the
+ * test's temporary directory, talk to its HTTP API, read its store, stop it.
+ */
+#ifndef TT_TEST_SERVE_H
+#define TT_TEST_SERVE_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "telltale.h"
+
+struct tt_test_serve {
+    pid_t pid;
+    char dir[512];        /* data directory */
+    char sock[600];       /* unix socket path */
+    char endpoint[700];   /* "unix:..." */
+    char tcp[300];        /* "tcp://127.0.0.1:PORT" when started with tcp */
+    char http[300];       /* "127.0.0.1:PORT" */
+    char db[700];         /* the SQLite file */
+    char log[700];        /* its stderr */
+};
+
+/* Start a collector in TT_TEST_TMP/NAME with unix + tcp listeners on free ports and HTTP on a
+ * free port; extra arguments may follow (NULL-terminated). Fails the test if it cannot. */
+void tt_test_serve_start(struct tt_test_serve *s, const char *name, ...);
+
+/* SIGTERM and wait for the exit status (fails the test if not 0 within 15 s). */
+void tt_test_serve_stop(struct tt_test_serve *s);
+
+/* SIGKILL and reap. */
+void tt_test_serve_kill(struct tt_test_serve *s);
+
+/* Restart a stopped or killed collector on the same directory and endpoints. */
+void tt_test_serve_restart(struct tt_test_serve *s);
+
+/* GET http://HTTP/PATH; returns the status and a malloc'd body in *body (may be NULL). */
+long tt_test_http(const char *http, const char *method, const char *path, const char *req_body,
+                  char **body);
+
+/* A client on endpoint with agent name and extra key=value settings (NULL-terminated). */
+tt_client *tt_test_client(const char *endpoint, const char *agent, ...);
+
+/* What the store holds for one instance, checked frame by frame. */
+struct tt_store_check {
+    uint64_t frames;
+    uint64_t events;        /* events stored for the instance */
+    uint64_t max_seq;
+    uint64_t overlaps;      /* seq numbers stored more than once (must be 0) */
+    uint64_t gaps;          /* seq numbers in [1, max_seq] never stored */
+    uint64_t decoded;       /* events actually decoded from the frames */
+};
+
+/* Read db (a SQLite file) and check instance's frames: ranges, overlaps, decodability. */
+void tt_test_check_store(const char *db, const uint8_t instance[16], struct tt_store_check *out);
+
+/* The conservation law of docs/design.md at quiescence, with the store's view: fails the test
+ * unless emitted = acked + possibly_delivered + buffered + dropped, acked <= stored, and no
+ * (instance, seq) is stored twice. */
+void tt_test_check_conservation(const tt_stats *st, const struct tt_store_check *sc);
+
+/* Monotonic milliseconds. */
+double tt_test_now_ms(void);
+
+#endif
