@@ -370,11 +370,12 @@ static int settled_through(const tt__worker *w, uint64_t seq)
         return 0;
     }
     for (const tt__frame_out *f = w->window.head; f; f = f->next) {
-        if (f->n_events && !f->from_spool && f->first_seq <= seq) {
+        if (f->n_events && !f->spool_foreign && f->first_seq <= seq) {
             return 0;
         }
     }
-    return 1;
+    /* Events of this process waiting in the spool are not settled either. */
+    return !w->c->spool || tt__spool_events(w->c->spool) == 0;
 }
 
 static void flush_progress(tt__worker *w, uint64_t now)
@@ -437,12 +438,23 @@ static int settle_at_close(tt__worker *w)
         }
         all_acked = 0;
         if (f->from_spool) {
-            /* Still in the spool: the next process replays it. */
-        } else if (c->spool && tt__spool_append(c->spool, f) == 0) {
-            /* Spooled: counted by the spool. */
-        } else if (!c->spool && f->ever_sent) {
+            /* Still in the spool: the next process replays it (tt__spool_rewind below). */
+        } else if (c->spool) {
+            uint64_t before[TT_DROP__COUNT];
+            for (int i = 0; i < TT_DROP__COUNT; i++) {
+                before[i] = LD(ws->dropped[i]);
+            }
+            if (tt__spool_append(c->spool, f) != 0 && f->ever_sent) {
+                /* The spool counted a drop, but these events may have been stored: they are
+                 * possibly delivered, not dropped. */
+                for (int i = 0; i < TT_DROP__COUNT; i++) {
+                    ST(ws->dropped[i], before[i]);
+                }
+                ADD(ws->possibly_delivered, f->n_events);
+            }
+        } else if (f->ever_sent) {
             ADD(ws->possibly_delivered, f->n_events);
-        } else if (!c->spool) {
+        } else {
             ADD(ws->dropped[TT_DROP_SHUTDOWN], f->n_events);
         }
         tt__frame_out_free(f);
@@ -450,6 +462,7 @@ static int settle_at_close(tt__worker *w)
     w->send_next = NULL;
     window_changed(w);
     if (c->spool) {
+        tt__spool_rewind(c->spool);
         tt__spool_sync(c->spool);
         if (tt__spool_events(c->spool)) {
             all_acked = 0;
@@ -521,6 +534,7 @@ static void wait_io(tt__worker *w, uint64_t ns)
 static void housekeeping(tt__worker *w, uint64_t now)
 {
     tt_client *c = w->c;
+    tt__spool_tick(c->spool, now);
     if (now - w->last_cal_ns >= 1000000000u) {
         tt__clock_cal_update(&w->cal);
         w->last_cal_ns = now;
