@@ -234,7 +234,12 @@ static int open_private_dir(int at, const char *path, int *out)
     }
     int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
-        return errno == ELOOP ? TT_EPERM : -errno;
+        int e = errno;
+        struct stat ls;
+        if (e == ELOOP || (fstatat(at, path, &ls, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(ls.st_mode))) {
+            return TT_EPERM; /* a symlink: refused, never followed */
+        }
+        return -e;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {

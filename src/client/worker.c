@@ -348,6 +348,7 @@ static void read_requests(tt__worker *w)
     if (c->close_deadline_ns && !w->closing) {
         w->closing = 1;
         w->deadline_ns = c->close_deadline_ns;
+        w->close_attempts = w->attempts;
     }
     pthread_mutex_unlock(&c->ctl_lock);
     if (new_flush) {
@@ -480,8 +481,9 @@ static int close_done(tt__worker *w, uint64_t now)
     if (w->batch_n == 0 && w->window.n_events == 0) {
         return 1;
     }
-    /* With a spool and no connection, the spool is where the frames are going anyway. */
-    return w->c->spool && w->state != TT_CONN_READY;
+    /* With a spool, once the attempt made while closing has failed, the spool is where the
+     * frames are going anyway. */
+    return w->c->spool && w->state == TT_CONN_IDLE && w->attempts > w->close_attempts;
 }
 
 /* --- the loop ------------------------------------------------------------------------------ */
