@@ -212,6 +212,7 @@ static void spool_cap(const char *policy)
     char capkv[64];
     snprintf(capkv, sizeof capkv, "spool_max_bytes=%llu", (unsigned long long)cap);
     tt_client *c = tt_test_client(s.endpoint, "capped", spool, capkv, pol, "window_bytes=65536",
+                                  "batch_bytes=16384",
                                   "compression_level=0", "backoff_max_ms=200", NULL);
     uint8_t inst[16];
     tt_instance_id(c, inst);
@@ -239,6 +240,10 @@ static void spool_cap(const char *policy)
     CHECK_EQ_U64(sc.events + st.dropped[TT_DROP_SPOOL_FULL], n - refused);
     CHECK_EQ_U64(sc.events, st.acked);
     CHECK_EQ_U64(st.acked + st.dropped_total, n);
+    fprintf(stderr, "S3 %s: %llu events, %llu stored, spool_full %llu, buffer_full %llu, peak "
+            "%llu of %llu bytes\n", policy, (unsigned long long)n,
+            (unsigned long long)sc.events, (unsigned long long)st.dropped[TT_DROP_SPOOL_FULL],
+            (unsigned long long)refused, (unsigned long long)peak, (unsigned long long)cap);
     if (!strcmp(policy, "drop_oldest")) {
         /* The newest events survive: the last sequence number is stored. */
         CHECK_EQ_U64(sc.max_seq, n - refused);
