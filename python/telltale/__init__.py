@@ -516,6 +516,9 @@ class Client:
             raise RuntimeError("telltale: the library has no guard API")
         p = policy._to_c()
         rc = _lib.guard_policy_set(self._h, ctypes.byref(p))
+        if rc == _lib.EINVAL:
+            raise ValueError("telltale: invalid guard policy %r (thresholds in [0, 1], window "
+                             "1..4096, action FLAG or HALT)" % (policy,))
         if rc:
             raise Error(rc, "guard_policy")
 
@@ -649,11 +652,11 @@ class Response:
         if v > self.verdict:
             self.verdict = v
         if v is Verdict.HALT and self.raise_on_halt:
-            raise Halted(self._reason(), self)
+            # A halted response is over: end it now, so that the summary (with the guard's or
+            # the operator's reason) is recorded and available as exc.response.summary.
+            summary = self.end()
+            raise Halted(summary.reason if summary else "halted", self)
         return v
-
-    def _reason(self):
-        return "halt at token %d (p=%.4g)" % (self.tokens - 1, self._ts.prob)
 
     def token(self, logits, chosen):
         """Add the token `chosen` sampled from one row of logits: a 1-D numpy array of float32,
@@ -661,7 +664,7 @@ class Response:
         pointer and stride (no copy). Returns the Verdict (raises Halted on HALT if asked)."""
         r = self._r
         if r is None:
-            raise RuntimeError("telltale: response not begun (use it in a `with` block)")
+            raise RuntimeError("telltale: response not open (use it in a `with` block; it ends there or at a raised Halted)")
         ptr, n, stride, dt = _row(logits)
         return self._after(_lib.response_token(r, ptr, n, stride, dt, chosen, self._vref,
                                                self._tsref))
@@ -672,7 +675,7 @@ class Response:
         are used, the highest). Returns the Verdict."""
         r = self._r
         if r is None:
-            raise RuntimeError("telltale: response not begun (use it in a `with` block)")
+            raise RuntimeError("telltale: response not open (use it in a `with` block; it ends there or at a raised Halted)")
         ids_p = lps_p = None
         k = 0
         if top_logprobs:
