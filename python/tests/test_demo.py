@@ -46,3 +46,20 @@ def test_demo_agent_drift_fails_the_tool_and_lowers_confidence(collector):
     calm, drift = mean_conf("demo-calm"), mean_conf("demo-drift")
     assert drift < calm / 3, (calm, drift)
     assert all(a["attrs"]["verdict"] == "FLAG" for a in _answers(collector, "demo-drift"))
+
+
+def test_c_example_agent_streams_steps_and_responses(collector):
+    exe = os.path.join(os.environ.get("TT_BUILD") or os.path.join(ROOT, "build"), "examples",
+                       "agent")
+    r = subprocess.run([exe, "--endpoint", collector.endpoint, "--agent", "c-demo", "--turns",
+                        "2"], capture_output=True, text=True, timeout=60 * MULT)
+    assert r.returncode == 0, r.stderr
+    names = [e["name"] for e in collector.events(agent="c-demo", kind="step_begin")]
+    assert names.count("sql") == 2 and names.count("generate") == 2
+    assert len(collector.events(agent="c-demo", kind="response_end")) == 2
+    r = subprocess.run([exe, "--endpoint", collector.endpoint, "--agent", "c-drift", "--turns",
+                        "1", "--drift"], capture_output=True, text=True, timeout=60 * MULT)
+    assert r.returncode == 0, r.stderr
+    errors = [e for e in collector.events(agent="c-drift", kind="step_end")
+              if e["status"] == "error"]
+    assert len(errors) == 1 and "no such table" in errors[0]["error"]
