@@ -32,6 +32,13 @@ static void preload_sanitizer(void)
     path[strcspn(path, "\n")] = 0;
     CHECK_MSG(path[0] == '/', "no sanitizer runtime %s: %s", rt, path);
     setenv("LD_PRELOAD", path, 1);
+    if (strstr(san, "thread")) {
+        /* The library starts its worker in a forked child: allowed (the fork test). */
+        char opts[1024];
+        const char *prev = getenv("TSAN_OPTIONS");
+        snprintf(opts, sizeof opts, "%s%sdie_after_fork=0", prev ? prev : "", prev ? ":" : "");
+        setenv("TSAN_OPTIONS", opts, 1);
+    }
     if (strstr(san, "address")) {
         setenv("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1:verify_asan_link_order=0", 1);
     }
