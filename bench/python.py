@@ -5,7 +5,7 @@ logging.handlers.QueueHandler measured in the same run.
     bench/python.py [--quick]
 
 Starts a real collector (TT_BIN, default build/telltale) on a private unix socket, opens a
-client (TELLTALE_LIBRARY, default build/libtelltale.so) and times, in batches of N calls, with
+client (TELLTALE_LIBRARY, default libtelltale.so next to TT_BIN) and times, in batches of N calls, with
 the medians of the per-call time over the batches:
   log          client.log("message")                           vs QueueHandler logger.info("message")
   log_attrs    client.log("message", user=..., n=...)           vs logger.info with extra={...}
@@ -30,7 +30,10 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault("TELLTALE_LIBRARY", os.path.join(ROOT, "build", "libtelltale.so"))
+# The library next to the binary that `make bench` names (TT_BIN), else the default build tree.
+_bin_dir = os.path.dirname(os.environ["TT_BIN"]) if os.environ.get("TT_BIN") else \
+    os.path.join(ROOT, "build")
+os.environ.setdefault("TELLTALE_LIBRARY", os.path.join(_bin_dir, "libtelltale.so"))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 import telltale  # noqa: E402
 
