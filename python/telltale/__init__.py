@@ -22,7 +22,6 @@ import enum
 import os
 import sys
 import threading
-import weakref
 
 from . import _lib
 
@@ -290,7 +289,9 @@ def _row(a):
 
 # --- clients -------------------------------------------------------------------------------------
 
-_clients = weakref.WeakSet()
+# Every open client, held strongly: a client dropped without close() is still closed (within its
+# deadline) at the interpreter's exit instead of losing what it buffered.
+_clients = set()
 _clients_lock = threading.Lock()
 
 
