@@ -359,6 +359,14 @@ TEST(response_routes_answer_bad_input_with_json_errors)
          "{\"reason\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
          400},
         {"POST", "/api/v1/sessions/known/halt?x=1", NULL, 400},
+        {"POST", "/api/v1/agents/bad/guard-policy", NULL, 400},
+        {"POST", "/api/v1/agents/bad/guard-policy", "[1]", 400},
+        {"POST", "/api/v1/agents/bad/guard-policy", "{\"token_min_prob\": 2}", 400},
+        {"POST", "/api/v1/agents/bad/guard-policy", "{\"window\": 0}", 400},
+        {"POST", "/api/v1/agents/bad/guard-policy", "{\"window\": 2.5}", 400},
+        {"POST", "/api/v1/agents/bad/guard-policy", "{\"action\": \"stop\"}", 400},
+        {"POST", "/api/v1/agents/bad/guard-policy", "{\"colour\": 1}", 400},
+        {"GET", "/api/v1/agents/bad/guard-policy", NULL, 405},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *body = NULL;
@@ -374,6 +382,44 @@ TEST(response_routes_answer_bad_input_with_json_errors)
     CHECK_EQ(tt_test_http(s.http, "POST", "/api/v1/sessions/known/halt", NULL, &body), 202);
     CHECK_MSG(strstr(body, "\"reason\":\"no reason given\"") && strstr(body, "\"connections\":1}"),
               "%s", body);
+    free(body);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
+}
+
+TEST(guard_policy_pushed_by_the_collector_reaches_the_agent)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "policy", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "pushed", NULL);
+    tt_log(c, NULL, TT_INFO, "connected", NULL, 0);
+    CHECK_OK(tt_flush(c, 20000));
+    char *body = NULL;
+    long st = tt_test_http(s.http, "POST", "/api/v1/agents/pushed/guard-policy",
+                           "{\"token_min_prob\": 0.25, \"window\": 8, \"action\": \"flag\"}",
+                           &body);
+    CHECK_MSG(st == 202 && strstr(body, "\"connections\":1}"), "%ld %s", st, body);
+    free(body);
+    tt_guard_policy pol = {0};
+    double t0 = tt_test_now_ms();
+    while (tt_test_now_ms() - t0 < 5000 * mult()) {
+        CHECK_OK(tt_guard_policy_get(c, &pol));
+        if (pol.token_min_prob == 0.25f) {
+            break;
+        }
+        usleep(1000);
+    }
+    CHECK(pol.token_min_prob == 0.25f && pol.window == 8 && pol.action == TT_FLAG &&
+          pol.window_min_confidence == 0.0f);
+    tt_response *r;
+    tt_verdict v;
+    CHECK_OK(tt_response_begin(c, &r, "p", "m", NULL, 0));
+    CHECK_OK(tt_response_token_logprobs(r, 1, logf(0.2f), NULL, NULL, 0, &v, NULL));
+    CHECK_EQ(v, TT_FLAG);
+    CHECK_OK(tt_response_end(r, NULL));
+    /* an agent that is not connected: accepted, zero connections */
+    CHECK_EQ(tt_test_http(s.http, "POST", "/api/v1/agents/nobody/guard-policy", "{}", &body), 202);
+    CHECK_MSG(strstr(body, "\"connections\":0}"), "%s", body);
     free(body);
     tt_close(c, 5000);
     tt_test_serve_stop(&s);
