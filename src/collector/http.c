@@ -33,6 +33,8 @@ static const struct route routes[] = {
     {"GET", "/api/v1/stream", api_stream},
     {"GET", "/api/v1/agents", api_agents},
     {"GET", "/api/v1/status", api_status},
+    {"GET", "/", api_index},
+    {"GET", "/assets/{name}", api_asset},
 };
 
 /* Per-request state while a body arrives. */
