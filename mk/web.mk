@@ -31,3 +31,13 @@ assets: $(EMBED_ASSETS) $(WEB_MODULES)
 
 # `make test` needs the generator (to check the committed file) and both npm trees.
 $(RUNNER): | $(EMBED_ASSETS) $(WEB_MODULES) $(BROWSER_MODULES)
+
+# The agent of the browser test.
+DASHBOARD_FEEDER := $(BUILD)/tests/dashboard_feeder
+
+$(DASHBOARD_FEEDER): tests/drivers/dashboard_feeder.c $(LIB_A) | $(DEPS_BUILD)
+	@mkdir -p $(@D)
+	$(CC) -std=c11 $(OPT) -g -D_GNU_SOURCE -Iinclude -pthread $(WARN) $(SANFLAGS) -o $@ $< \
+		$(LIB_A) $(LDFLAGS_ALL) $(LIB_LDLIBS)
+
+$(RUNNER): | $(DASHBOARD_FEEDER)

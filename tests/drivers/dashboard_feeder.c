@@ -1,0 +1,92 @@
+/*
+ * dashboard_feeder.c - the agent of the dashboard's browser test (tests/browser): a small
+ * agent on the public API that streams, in sessions "feed-1".."feed-3", a reasoning step with a
+ * tool call under it (with its query), logs and a latency metric, plus hostile strings: a log
+ * whose message is <script>alert(1)</script> and a tool query with HTML and ANSI codes, in
+ * session "feed-hostile".
+ *
+ *   dashboard_feeder ENDPOINT AGENT SECONDS
+ *
+ * Prints "halted SESSION" and exits 0 when the collector halts one of its sessions, or exits
+ * 0 after SECONDS. Exit status 1: it could not connect.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "telltale.h"
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void hostile(tt_client *c)
+{
+    const char *s = "feed-hostile";
+    tt_log(c, s, TT_WARN, "<script>alert(1)</script>", NULL, 0);
+    tt_step plan, tool;
+    tt_step_begin(c, &plan, NULL, TT_STEP_REASONING, s, "plan", "pick a tool");
+    tt_step_begin(c, &tool, &plan, TT_STEP_TOOL, s, "<b>html_tool</b>",
+                  "<img src=x onerror=alert(2)>\x1b[31mRED\x1b[0m SELECT 1");
+    sleep_ms(2);
+    tt_step_end(c, &tool, TT_STATUS_OK, 12, NULL);
+    tt_step_end(c, &plan, TT_STATUS_OK, 0, NULL);
+}
+
+static void turn(tt_client *c, const char *session, long n)
+{
+    static const char *const tools[] = {"sql", "search", "calculator"};
+    static const char *const queries[] = {"SELECT name FROM products WHERE stock > 0 LIMIT 5",
+                                          "weather in Lyon tomorrow", "17 * 23 + 4"};
+    int k = (int)(n % 3);
+    tt_step plan, tool;
+    tt_step_begin(c, &plan, NULL, TT_STEP_REASONING, session, "plan", "decide which tool to use");
+    tt_step_begin(c, &tool, &plan, TT_STEP_TOOL, session, tools[k], queries[k]);
+    sleep_ms(1 + n % 5);
+    int failed = n % 17 == 0;
+    tt_step_end(c, &tool, failed ? TT_STATUS_ERROR : TT_STATUS_OK, failed ? -1 : 100,
+                failed ? "tool timed out" : NULL);
+    tt_step_end(c, &plan, TT_STATUS_OK, 0, NULL);
+    tt_attr a[] = {TT_STR("tool", tools[k]), TT_INT("turn", n)};
+    tt_log(c, session, TT_INFO, "tool call done", a, 2);
+    tt_metric(c, session, TT_HISTOGRAM, "tool.latency", 1.0 + (double)(n % 5), "ms", a, 1);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: dashboard_feeder ENDPOINT AGENT SECONDS\n");
+        return 2;
+    }
+    tt_config *cfg;
+    tt_client *c;
+    if (tt_config_new(&cfg) || tt_config_set(cfg, "endpoint", argv[1]) ||
+        tt_config_set(cfg, "agent", argv[2]) || tt_open(&c, cfg)) {
+        fprintf(stderr, "dashboard_feeder: cannot open a client on %s\n", argv[1]);
+        return 1;
+    }
+    tt_config_free(cfg);
+    double end = now_s() + strtod(argv[3], NULL);
+    hostile(c);
+    for (long n = 1; now_s() < end; n++) {
+        char session[32];
+        snprintf(session, sizeof session, "feed-%ld", 1 + n % 3);
+        turn(c, session, n);
+        if (n % 50 == 0) {
+            hostile(c);
+        }
+        sleep_ms(20);
+    }
+    tt_close(c, 5000);
+    return 0;
+}
