@@ -199,6 +199,33 @@ async function run() {
     await shot('session');
   });
 
+  const haveResponses = await routeExists('GET', '/api/v1/responses');
+  if (haveResponses) {
+    await check('a response shows its tokens shaded by confidence, with details on hover', async () => {
+      await waitFor('shaded tokens', async () => (await page.locator('#responses .tok').count()) >= 24);
+      const shades = await page.locator('#responses .tok').evaluateAll((els) =>
+        els.map((e) => ({p: Number(e.dataset.p), bg: getComputedStyle(e).backgroundColor})));
+      const unsure = shades.filter((x) => x.p < 0.5);
+      const sure = shades.filter((x) => x.p > 0.9);
+      assert(unsure.length > 0 && sure.length > 0, 'both sure and unsure tokens');
+      const alpha = (bg) => Number((/rgba\([^)]*,\s*([0-9.]+)\)/.exec(bg) || [0, 0])[1]);
+      assert(alpha(unsure[0].bg) > alpha(sure[0].bg) + 0.3,
+        `an unsure token is shaded darker (${unsure[0].bg} vs ${sure[0].bg})`);
+      const verdict = await page.locator('#responses .verdict').first().textContent();
+      assert(verdict === 'flag', `verdict ${verdict}`);
+      const reason = await page.locator('#responses .reason').first().textContent();
+      assert(/p=.*< 0\.2/.test(reason), `reason "${reason}"`);
+      const i = shades.findIndex((x) => x.p < 0.5);
+      await page.locator('#responses .response').first().locator('.tok').nth(i).hover();
+      await waitFor('the token tooltip', () => page.locator('#tip').isVisible());
+      const tip = await page.textContent('#tip');
+      assert(/log-prob = -/.test(tip) && /entropy = /.test(tip) && /top-k/.test(tip), `tooltip "${tip}"`);
+      await shot('response-tokens');
+    });
+  } else {
+    log('note: /api/v1/responses is not in this collector; token shading not checked');
+  }
+
   await check('a tool query with HTML and ANSI codes renders as text without the codes', async () => {
     await page.goto(`http://${httpAddr}/#/session/feed-hostile`);
     await waitFor('the hostile tool step', () => page.locator('#tree .step-tool .query').count());
@@ -242,6 +269,28 @@ async function run() {
     await waitFor('events after the restart', async () => (await num('#total-events')) > before + 5, T(20000));
     assert(!(await page.locator('#banner').isVisible()), 'the banner is gone');
   });
+
+  if (await routeExists('POST', '/api/v1/sessions/feed-2/halt')) {
+    await check('the halt button stops the agent', async () => {
+      await page.goto(`http://${httpAddr}/#/session/feed-2`);
+      await waitFor('the session page', () => page.locator('#tree .step').count());
+      await page.click('#halt');
+      await waitFor('the halt confirmation', async () => /Halt sent|Halted/.test(await page.textContent('#halt-msg')));
+      await waitFor('the agent to stop', () => feeder.exitCode !== null, T(15000));
+      assert(feeder.exitCode === 0 && /halted feed-2/.test(feeder.out), `feeder said "${feeder.out}"`);
+      await waitFor('the session marked halted', () => page.locator('#halt-msg.status-halted').count());
+      const stopped = await http('/api/v1/events/count?agent=browser-agent');
+      await sleep(T(1000));
+      const later = await http('/api/v1/events/count?agent=browser-agent');
+      assert(later.body.count === stopped.body.count, 'no event after the halt');
+      await page.goto(`http://${httpAddr}/#/`);
+      await waitFor('the agent shown halted', () =>
+        page.locator('tr.agent-row[data-agent="browser-agent"] .status-halted').count());
+      await shot('halted');
+    });
+  } else {
+    log('note: the halt route is not in this collector; halt not checked');
+  }
 
   await check('the page made no request off the collector and raised no error', async () => {
     assert(foreign.length === 0, `requests elsewhere: ${foreign.join(', ')}`);

@@ -3,11 +3,14 @@
  * agent on the public API that streams, in sessions "feed-1".."feed-3", a reasoning step with a
  * tool call under it (with its query), logs and a latency metric, plus hostile strings: a log
  * whose message is <script>alert(1)</script> and a tool query with HTML and ANSI codes, in
- * session "feed-hostile".
+ * session "feed-hostile". Each turn also streams a response of 24 tokens from logits rows
+ * (some tokens unsure, so that the shading varies), with a guard that flags a token whose
+ * p(chosen) is below 0.2.
  *
  *   dashboard_feeder ENDPOINT AGENT SECONDS
  *
- * Prints "halted SESSION" and exits 0 when the collector halts one of its sessions, or exits
+ * Prints "halted SESSION" and exits 0 when the collector halts one of its sessions (the
+ * agent stops: nothing more is sent), or exits
  * 0 after SECONDS. Exit status 1: it could not connect.
  */
 #include <stdio.h>
@@ -43,6 +46,36 @@ static void hostile(tt_client *c)
     tt_step_end(c, &plan, TT_STATUS_OK, 0, NULL);
 }
 
+#define VOCAB 64
+#define TOKENS 24
+
+/* A response: returns 1 if the collector halted the session (TT_HALT). */
+static int respond(tt_client *c, const char *session, long n)
+{
+    tt_response *r;
+    tt_attr params[] = {TT_DOUBLE("temperature", 0.7)};
+    if (tt_response_begin(c, &r, session, "feeder-model", params, 1) != 0) {
+        return 0;
+    }
+    float row[VOCAB];
+    int halted = 0;
+    for (int t = 0; t < TOKENS && !halted; t++) {
+        /* A peaked row most of the time, a flat one every seventh token. */
+        int32_t chosen = (int32_t)((n * 7 + t * 13) % VOCAB);
+        float peak = (t + n) % 7 == 0 ? 0.3f : 2.0f + (float)((t * 5 + n) % 6);
+        for (int v = 0; v < VOCAB; v++) {
+            row[v] = (float)((v * 31 + t) % 11) * 0.05f;
+        }
+        row[chosen] += peak;
+        tt_verdict verdict = TT_PASS;
+        tt_response_token(r, row, VOCAB, 1, TT_DTYPE_F32, chosen, &verdict, NULL);
+        halted = verdict == TT_HALT;
+    }
+    tt_response_summary sum;
+    tt_response_end(r, &sum);
+    return halted || sum.verdict == TT_HALT;
+}
+
 static void turn(tt_client *c, const char *session, long n)
 {
     static const char *const tools[] = {"sql", "search", "calculator"};
@@ -71,7 +104,8 @@ int main(int argc, char **argv)
     tt_config *cfg;
     tt_client *c;
     if (tt_config_new(&cfg) || tt_config_set(cfg, "endpoint", argv[1]) ||
-        tt_config_set(cfg, "agent", argv[2]) || tt_open(&c, cfg)) {
+            tt_config_set(cfg, "agent", argv[2]) || tt_config_set(cfg, "guard.token_min_prob", "0.2") ||
+        tt_config_set(cfg, "guard.action", "flag") || tt_open(&c, cfg)) {
         fprintf(stderr, "dashboard_feeder: cannot open a client on %s\n", argv[1]);
         return 1;
     }
@@ -82,7 +116,13 @@ int main(int argc, char **argv)
         char session[32];
         snprintf(session, sizeof session, "feed-%ld", 1 + n % 3);
         turn(c, session, n);
-        if (n % 50 == 0) {
+        if (respond(c, session, n)) {
+            tt_log(c, session, TT_WARN, "halted by the operator: stopping", NULL, 0);
+            printf("halted %s\n", session);
+            fflush(stdout);
+            break;
+        }
+        if (n % 10 == 0) {
             hostile(c);
         }
         sleep_ms(20);

@@ -36,7 +36,7 @@ export function agent(name) {
       lat: [], // [tSec, latency ms]
       alertTimes: [], // tSec
       lastAlert: null,
-      halted: false,
+      haltedMs: 0, // when a halt verdict arrived (0: none since the last response began)
       info: null, // from /api/v1/agents
       received: 0,
     };
@@ -45,8 +45,13 @@ export function agent(name) {
   return a;
 }
 
+// halted: the agent's last decision was a halt and it has sent nothing for HALT_QUIET_MS since
+// (it stopped); live: an event in the last SILENT_MS; silent otherwise.
+const HALT_QUIET_MS = 2000;
+
 export function agentStatus(a) {
-  if (a.halted || (a.info && (a.info.halted || a.info.status === 'halted'))) return 'halted';
+  if (a.info && (a.info.halted || a.info.status === 'halted')) return 'halted';
+  if (a.haltedMs && Date.now() - a.lastMs > HALT_QUIET_MS) return 'halted';
   const last = Math.max(a.lastMs, a.info ? Number(a.info.last_seen_unix_ns || 0) / 1e6 : 0);
   return Date.now() - last < SILENT_MS ? 'live' : 'silent';
 }
@@ -153,6 +158,7 @@ function apply(batch) {
     if (a.buckets.size > 20) {
       for (const k of a.buckets.keys()) if (k < nowSec - 10) a.buckets.delete(k);
     }
+    if (m.kind === 'response_begin') a.haltedMs = 0; // generating again
     if (m.session) {
       const s = session(m.session, name);
       s.lastMs = t;
@@ -160,6 +166,7 @@ function apply(batch) {
       if (m.kind === 'guard' && isHaltVerdict(m)) {
         s.halted = true;
         s.haltReason = clean(m.reason || 'halt');
+        a.haltedMs = Date.now();
       }
     }
     const c = confidenceOf(m);

@@ -297,11 +297,15 @@ function sessionView(root, id) {
     haltBtn.disabled = true;
     haltMsg.textContent = 'halting…';
     try {
-      const j = await api(`/api/v1/sessions/${encodeURIComponent(id)}/halt`, {method: 'POST'});
+      const j = await api(`/api/v1/sessions/${encodeURIComponent(id)}/halt`,
+        {method: 'POST', body: {reason: 'operator halt from the dashboard'}});
       if (j.unavailable) {
         haltMsg.textContent = 'Halt is not available on this collector.';
       } else {
-        haltMsg.textContent = 'Halt sent: the agent stops at its next token.';
+        const n = Array.isArray(j.agents) ?
+          j.agents.reduce((x, a) => x + Number(a.connections || 0), 0) : undefined;
+        haltMsg.textContent = 'Halt sent' + (n === undefined ? '' : ` to ${n} agent connection(s)`) +
+          ': the agent stops at its next token.';
         const s = state.sessions.get(id);
         if (s) s.haltRequested = true;
       }
@@ -347,8 +351,14 @@ function sessionView(root, id) {
           responses = Array.isArray(r.responses) ? r.responses : [];
         }
       }
-      const ids = responses.map((x) => String(typeof x === 'object' && x ? x.id ?? x.response_id : x))
-        .filter((x) => x && x !== 'undefined').slice(-5);
+      let items = responses.map((x) => (typeof x === 'object' && x ? x : {id: x}));
+      if (items.length && items.every((x) => x.begin_unix_ns !== undefined)) {
+        items.sort((a, b) => Number(b.begin_unix_ns) - Number(a.begin_unix_ns));
+      } else {
+        items = items.reverse(); // ids alone: oldest first
+      }
+      const ids = items.map((x) => String(x.id ?? x.response_id)).filter((x) => x && x !== 'undefined')
+        .slice(0, 5);
       const key = ids.join(',');
       if (key !== respShown) {
         respShown = key;
@@ -404,7 +414,8 @@ export function normalizeResponse(j) {
       top: normTop(pick(x, ['top', 'top_k', 'topk', 'alternatives']), pick(x, ['top_logprobs'])),
     }));
   } else {
-    const src = (t && typeof t === 'object' && !Array.isArray(t)) ? t : j;
+    const src = (j.token_data && typeof j.token_data === 'object') ? j.token_data :
+      (t && typeof t === 'object' && !Array.isArray(t)) ? t : j;
     const ids = pick(src, ['ids', 'token_ids', 'chosen']) || (Array.isArray(t) ? t : []);
     const texts = pick(src, ['text', 'texts', 'token_text', 'pieces']) || [];
     const lps = pick(src, ['logprob', 'logprobs', 'chosen_logprob', 'chosen_logprobs']) || [];
@@ -412,10 +423,12 @@ export function normalizeResponse(j) {
     const ps = pick(src, ['p', 'probs', 'p_chosen']) || [];
     const tids = pick(src, ['top_ids', 'topk_ids']) || [];
     const tlps = pick(src, ['top_logprobs', 'topk_logprobs']) || [];
+    const tps = pick(src, ['topk_probs', 'top_probs']) || [];
     const n = Math.max(ids.length || 0, lps.length || 0, texts.length || 0);
     for (let i = 0; i < n; i++) {
       tokens.push({text: texts[i], id: ids[i], logprob: Number(lps[i]), p: Number(ps[i]),
-        entropy: Number(ents[i]), top: normTop(tids[i], tlps[i])});
+        entropy: Number(ents[i]),
+        top: normTop(tids[i], tlps[i] ?? (Array.isArray(tps[i]) ? tps[i].map((x) => Math.log(x)) : undefined))});
     }
   }
   for (const k of tokens) {
