@@ -11,7 +11,7 @@
 // stderr, with failure.png).
 
 import {spawn} from 'node:child_process';
-import {mkdirSync, readFileSync, existsSync, rmSync} from 'node:fs';
+import {mkdirSync, readFileSync, existsSync, rmSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {chromium} from 'playwright-core';
 
@@ -75,7 +75,7 @@ async function startServe(extra = []) {
   rmSync(ready, {force: true});
   mkdirSync(dataDir, {recursive: true});
   const args = ['serve', '--data', dataDir, '--listen', `unix:${sock}`, '--http', httpAddr,
-    '--ready-file', ready, ...extra];
+    '--ready-file', ready, '--operator-token-file', tokenFile, ...extra];
   serve = spawn(BIN, args, {stdio: ['ignore', 'inherit', 'inherit']});
   children.push(serve);
   const info = await waitFor('the collector to be ready', () =>
@@ -102,8 +102,13 @@ function startFeeder(agent, seconds) {
   return p;
 }
 
+const TOKEN = 'browser-test-operator-token';
+const tokenFile = join(TMP, 'operator.token');
+writeFileSync(tokenFile, `${TOKEN}\n`, {mode: 0o600});
+
 async function http(path, opts = {}) {
-  const res = await fetch(`http://${httpAddr}${path}`, opts);
+  const headers = Object.assign({Authorization: `Bearer ${TOKEN}`}, opts.headers || {});
+  const res = await fetch(`http://${httpAddr}${path}`, Object.assign({}, opts, {headers}));
   let body = null;
   try {
     body = await res.json();
@@ -168,6 +173,17 @@ async function run() {
     assert(CONTENT_CSP.test(h['content-security-policy'] || ''), 'CSP header');
     assert(!/unsafe-inline|unsafe-eval/.test(h['content-security-policy']), 'no unsafe CSP');
     assert(h['x-content-type-options'] === 'nosniff', 'nosniff');
+  });
+
+  await check('the page asks for the operator token once and keeps it for the tab', async () => {
+    const unauth = await fetch(`http://${httpAddr}/api/v1/agents`);
+    assert(unauth.status === 401, `/api/v1/agents without a token: ${unauth.status}`);
+    await waitFor('the token dialog', () => page.locator('#token-dialog[open]').count());
+    await page.fill('#token-input', TOKEN);
+    await page.click('#token-ok');
+    await waitFor('the dialog closed', async () => (await page.locator('#token-dialog[open]').count()) === 0);
+    const kept = await page.evaluate(() => sessionStorage.getItem('telltale.operator_token'));
+    assert(kept === TOKEN, 'the token is in sessionStorage');
   });
 
   await check('live updates arrive on the overview', async () => {
@@ -247,10 +263,17 @@ async function run() {
   });
 
   if (await routeExists('GET', '/api/v1/alerts')) {
-    await check('the alerts feed loads', async () => {
+    await check('the alerts feed shows an alert and acknowledges it', async () => {
       await page.goto(`http://${httpAddr}/#/alerts`);
-      await waitFor('the alerts table', () => page.locator('table.alerts').count());
+      await waitFor('an open alert', () => page.locator('table.alerts tr.open button.ack').count(), T(30000));
       await shot('alerts');
+      const before = await page.locator('table.alerts tr.acked').count();
+      await page.locator('table.alerts tr.open button.ack').first().click();
+      await waitFor('the alert acknowledged', async () =>
+        (await page.locator('table.alerts tr.acked').count()) > before);
+      const listed = await http('/api/v1/alerts');
+      const alerts = listed.body.alerts || [];
+      assert(alerts.some((a) => a.state === 'acked'), 'the collector has the alert acknowledged');
     });
   } else {
     log('note: /api/v1/alerts is not in this collector; the alerts view says so');

@@ -101,10 +101,11 @@ export function alertFrom(m) {
     id: String(id),
     agent: m.agent || '',
     session: m.session || '',
-    kind: m.detector || m.rule || m.alert_kind || m.type || 'alert',
+    kind: [m.detector || m.rule || m.alert_kind, m.type].filter(Boolean).join(' ') || 'alert',
+    severity: m.severity || '',
     message: m.message || m.reason || m.summary || m.metric || '',
     timeMs: isFinite(timeMs) ? timeMs : Date.now(),
-    acked: !!(m.acked || m.acknowledged || m.ack_time || m.acked_at),
+    acked: !!(m.state === 'acked' || m.acked || m.acknowledged || m.acked_unix_ns),
     raw: m,
   };
 }

@@ -66,7 +66,9 @@ export class LiveStream {
         });
         if (res.status === 401) {
           this.onState({state: 'auth'});
-          await askToken('The live stream needs the operator token.');
+          if (!(await askToken('The live stream needs the operator token.'))) {
+            await new Promise((r) => setTimeout(r, 2000));
+          }
           continue;
         }
         if (!res.ok || !res.body) {

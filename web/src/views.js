@@ -217,7 +217,8 @@ function buildTree(steps) {
         name: s.name ?? '',
         query: s.query ?? '',
         status: s.status ?? (s.end_unix_ns || s.duration_ns !== undefined ? 'ok' : 'running'),
-        ms: s.duration_ns !== undefined ? Number(s.duration_ns) / 1e6 :
+        ms: s.latency_ns !== undefined && s.latency_ns !== null ? Number(s.latency_ns) / 1e6 :
+          s.duration_ns !== undefined ? Number(s.duration_ns) / 1e6 :
           s.latency_ms !== undefined ? Number(s.latency_ms) : s.duration_ms !== undefined ?
             Number(s.duration_ms) : undefined,
         error: s.error ?? '',
@@ -327,6 +328,9 @@ function sessionView(root, id) {
       } else {
         treeNote.textContent = '';
         roots = buildTree(Array.isArray(j.steps) ? j.steps : []);
+        if (Number(j.steps_not_shown) > 0) {
+          treeNote.textContent = `${j.steps_not_shown} of ${j.steps_total} steps not shown by the collector.`;
+        }
         info.textContent = [j.agent ? `agent ${clean(j.agent)}` : '',
           j.status ? `status ${clean(j.status)}` : ''].filter(Boolean).join(' · ');
         if (Array.isArray(j.responses)) responses = j.responses;
