@@ -196,6 +196,40 @@ async function run() {
     await shot('overview');
   });
 
+  await check('a burst of 20,000 events reaches the page without freezing it', async () => {
+    await page.evaluate(() => {
+      const g = {max: 0, last: performance.now(), run: true};
+      window.__frames = g;
+      const f = () => {
+        const n = performance.now();
+        g.max = Math.max(g.max, n - g.last);
+        g.last = n;
+        if (g.run) requestAnimationFrame(f);
+      };
+      requestAnimationFrame(f);
+    });
+    const N = 20000;
+    const before = await num('#total-events');
+    const t0 = Date.now();
+    const emit = spawn(BIN, ['emit', '--endpoint', `unix:${sock}`, '--agent', 'burst-agent'],
+      {stdio: ['pipe', 'ignore', 'inherit']});
+    children.push(emit);
+    const lines = [];
+    for (let i = 0; i < N; i++) lines.push(JSON.stringify({kind: 'log', session: 'burst', message: `burst ${i}`}));
+    emit.stdin.end(lines.join('\n') + '\n');
+    await waitFor('every burst event on the page', async () => (await num('#total-events')) >= before + N, T(60000));
+    const secs = (Date.now() - t0) / 1000;
+    const gap = await page.evaluate(() => {
+      window.__frames.run = false;
+      return window.__frames.max;
+    });
+    log(`burst: ${N} events shown in ${secs.toFixed(2)} s (${(N / secs).toFixed(0)} events/s), ` +
+      `longest gap between frames ${gap.toFixed(0)} ms`);
+    assert(gap < T(1000), `the page froze for ${gap.toFixed(0)} ms`);
+    const rendered = await page.locator('.feed tbody tr').count();
+    assert(rendered <= 40, `${rendered} feed rows: the feed is bounded`);
+  });
+
   await check('a hostile log message renders as text', async () => {
     await waitFor('the hostile log in the feed', async () =>
       (await page.locator('.feed').innerText()).includes('<script>alert(1)</script>'));

@@ -10,6 +10,7 @@ import {LiveChart, sparkline} from './charts.js';
 import {clean, clear, el, eventMs, fmtAgo, fmtMs, fmtNum, fmtTime, link} from './util.js';
 
 export function mount(r, root) {
+  hideTip();
   clear(root);
   const [name, arg] = r;
   if (name === 'agent' && arg !== undefined) return agentView(root, arg);
@@ -460,7 +461,7 @@ function normTop(top, lps) {
 
 function tokenLabel(t) {
   if (t.text !== undefined && t.text !== null) return clean(t.text);
-  if (t.id !== undefined) return `#${t.id} `;
+  if (t.id !== undefined) return `#${t.id}`;
   return '?';
 }
 
@@ -472,14 +473,14 @@ function showTip(target, t, guard) {
     document.body.append(tip);
   }
   const rows = [
-    el('div', null, el('b', null, JSON.stringify(tokenLabel(t)))),
+    el('div', null, el('b', null, t.text !== undefined ? JSON.stringify(tokenLabel(t)) : tokenLabel(t))),
     el('div', null, `p = ${fmtNum(t.p, 4)}   log-prob = ${fmtNum(t.logprob, 4)}`),
     el('div', null, `entropy = ${fmtNum(t.entropy, 3)} nats`),
   ];
   if (t.top.length) {
     rows.push(el('div', {class: 'muted'}, 'top-k:'));
     rows.push(el('ol', {class: 'topk'}, t.top.slice(0, 10).map((x) =>
-      el('li', null, `${JSON.stringify(tokenLabel(x))}  p=${fmtNum(Math.exp(x.logprob), 4)}`))));
+      el('li', null, `${x.text !== undefined ? JSON.stringify(tokenLabel(x)) : tokenLabel(x)}  p=${fmtNum(Math.exp(x.logprob), 4)}`))));
   }
   if (guard) rows.push(el('div', {class: 'err'}, `guard: ${clean(guard.verdict)} – ${clean(guard.reason)}`));
   clear(tip).append(...rows);
@@ -529,7 +530,8 @@ async function renderResponse(box, rid, compact) {
   const out = el('div', {class: 'tokens'});
   tokens.forEach((t, i) => {
     const p = isFinite(t.p) ? Math.max(0, Math.min(1, t.p)) : 1;
-    const span = el('span', {class: 'tok', dataset: {p: p.toFixed(4), i: String(i)}}, tokenLabel(t));
+    const span = el('span', {class: t.text === undefined ? 'tok tok-id' : 'tok',
+      dataset: {p: p.toFixed(4), i: String(i)}}, tokenLabel(t));
     span.style.backgroundColor = `rgba(220, 38, 38, ${((1 - p) * 0.85).toFixed(3)})`;
     const g = byIndex.get(i);
     if (g) span.classList.add('tok-guard');
