@@ -3,7 +3,7 @@
 // redrawn at most every RENDER_MS, so a burst of 1,000 events/s costs a few cheap state
 // updates per event and four renders a second.
 
-import {api} from './api.js';
+import {api, setToken} from './api.js';
 import {LiveStream} from './stream.js';
 import {clean, eventMs, route} from './util.js';
 import * as views from './views.js';
@@ -279,7 +279,7 @@ function main() {
     render();
   });
   document.getElementById('token-clear').addEventListener('click', () => {
-    sessionStorage.removeItem('telltale.operator_token');
+    setToken('');
     if (state.stream) state.stream.restart();
   });
   state.stream = new LiveStream(apply, onConn);

@@ -373,6 +373,7 @@ function sessionView(root, id) {
           parts.push(box);
           renderResponse(box, rid, true);
         }
+        hideTip();
         clear(resps).append(...parts);
         if (!ids.length && !respNote.textContent) respNote.textContent = 'no response yet';
         else if (ids.length) respNote.textContent = '';
