@@ -3,7 +3,8 @@
  * agent on the public API that streams, in sessions "feed-1".."feed-3", a reasoning step with a
  * tool call under it (with its query), logs and a latency metric, plus hostile strings: a log
  * whose message is <script>alert(1)</script> and a tool query with HTML and ANSI codes, in
- * session "feed-hostile". Each turn also streams a response of 24 tokens from logits rows
+ * session "feed-hostile", with a response of uniform rows (confidence 1/64) there that the
+ * collector's low_confidence detector turns into an alert. Each turn also streams a response of 24 tokens from logits rows
  * (some tokens unsure, so that the shading varies), with a guard that flags a token whose
  * p(chosen) is below 0.2.
  *
@@ -33,24 +34,12 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static void hostile(tt_client *c)
-{
-    const char *s = "feed-hostile";
-    tt_log(c, s, TT_WARN, "<script>alert(1)</script>", NULL, 0);
-    tt_step plan, tool;
-    tt_step_begin(c, &plan, NULL, TT_STEP_REASONING, s, "plan", "pick a tool");
-    tt_step_begin(c, &tool, &plan, TT_STEP_TOOL, s, "<b>html_tool</b>",
-                  "<img src=x onerror=alert(2)>\x1b[31mRED\x1b[0m SELECT 1");
-    sleep_ms(2);
-    tt_step_end(c, &tool, TT_STATUS_OK, 12, NULL);
-    tt_step_end(c, &plan, TT_STATUS_OK, 0, NULL);
-}
-
 #define VOCAB 64
 #define TOKENS 24
 
-/* A response: returns 1 if the collector halted the session (TT_HALT). */
-static int respond(tt_client *c, const char *session, long n)
+/* A response (flat: every row uniform, p = 1/VOCAB, which the collector's low_confidence
+ * detector reports as an alert): returns 1 if the collector halted the session (TT_HALT). */
+static int respond(tt_client *c, const char *session, long n, int flat)
 {
     tt_response *r;
     tt_attr params[] = {TT_DOUBLE("temperature", 0.7)};
@@ -67,6 +56,11 @@ static int respond(tt_client *c, const char *session, long n)
             row[v] = (float)((v * 31 + t) % 11) * 0.05f;
         }
         row[chosen] += peak;
+        if (flat) {
+            for (int v = 0; v < VOCAB; v++) {
+                row[v] = 0;
+            }
+        }
         tt_verdict verdict = TT_PASS;
         tt_response_token(r, row, VOCAB, 1, TT_DTYPE_F32, chosen, &verdict, NULL);
         halted = verdict == TT_HALT;
@@ -74,6 +68,20 @@ static int respond(tt_client *c, const char *session, long n)
     tt_response_summary sum;
     tt_response_end(r, &sum);
     return halted || sum.verdict == TT_HALT;
+}
+
+static void hostile(tt_client *c)
+{
+    const char *s = "feed-hostile";
+    tt_log(c, s, TT_WARN, "<script>alert(1)</script>", NULL, 0);
+    tt_step plan, tool;
+    tt_step_begin(c, &plan, NULL, TT_STEP_REASONING, s, "plan", "pick a tool");
+    tt_step_begin(c, &tool, &plan, TT_STEP_TOOL, s, "<b>html_tool</b>",
+                  "<img src=x onerror=alert(2)>\x1b[31mRED\x1b[0m SELECT 1");
+    sleep_ms(2);
+    tt_step_end(c, &tool, TT_STATUS_OK, 12, NULL);
+    tt_step_end(c, &plan, TT_STATUS_OK, 0, NULL);
+    respond(c, s, 0, 1);
 }
 
 static void turn(tt_client *c, const char *session, long n)
@@ -116,7 +124,7 @@ int main(int argc, char **argv)
         char session[32];
         snprintf(session, sizeof session, "feed-%ld", 1 + n % 3);
         turn(c, session, n);
-        if (respond(c, session, n)) {
+        if (respond(c, session, n, 0)) {
             tt_log(c, session, TT_WARN, "halted by the operator: stopping", NULL, 0);
             printf("halted %s\n", session);
             fflush(stdout);
