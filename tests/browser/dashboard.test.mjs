@@ -84,10 +84,11 @@ async function startServe(extra = []) {
   return info;
 }
 
+// SIGTERM; resolves to the exit status (0 for a clean stop; a sanitizer report makes it not 0).
 function stopServe() {
   return new Promise((resolve) => {
-    if (!serve || serve.exitCode !== null) return resolve();
-    serve.once('exit', resolve);
+    if (!serve || serve.exitCode !== null) return resolve(serve ? serve.exitCode : 0);
+    serve.once('exit', (code, sig) => resolve(sig ? 128 : code));
     serve.kill('SIGTERM');
   });
 }
@@ -316,7 +317,8 @@ async function run() {
   await check('the page reconnects by itself after a collector restart', async () => {
     await page.goto(`http://${httpAddr}/#/`);
     await waitFor('live', async () => (await page.textContent('#conn')) === 'live');
-    await stopServe();
+    const code = await stopServe();
+    assert(code === 0, `the collector exited with status ${code}`);
     await waitFor('the unreachable banner', async () => page.locator('#banner').isVisible() &&
       /unreachable/.test(await page.textContent('#banner')));
     await shot('unreachable');
@@ -356,6 +358,10 @@ async function run() {
   });
 
   feeder.kill('SIGTERM');
+  await check('the collector stops cleanly', async () => {
+    const code = await stopServe();
+    assert(code === 0, `the collector exited with status ${code}`);
+  });
 }
 
 let status = 0;
