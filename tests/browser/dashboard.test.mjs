@@ -309,6 +309,12 @@ async function run() {
       const listed = await http('/api/v1/alerts');
       const alerts = listed.body.alerts || [];
       assert(alerts.some((a) => a.state === 'acked'), 'the collector has the alert acknowledged');
+      const agentOf = alerts.find((a) => a.agent === 'browser-agent');
+      if (agentOf) {
+        await page.goto(`http://${httpAddr}/#/agent/browser-agent`);
+        await waitFor('an alert marker on the confidence chart', async () =>
+          Number(await page.locator('.chart .uplot').first().getAttribute('data-markers')) > 0);
+      }
     });
   } else {
     log('note: /api/v1/alerts is not in this collector; the alerts view says so');
