@@ -645,6 +645,7 @@ static void client_free(tt_client *c)
         close(c->wake_fd);
     }
     tt__spool_close(c->spool);
+    tt__guard_fini(c);
     pthread_key_delete(c->key);
     pthread_mutex_destroy(&c->reg_lock);
     pthread_mutex_destroy(&c->ctl_lock);
@@ -682,8 +683,10 @@ TT_API int tt_open(tt_client **out, const tt_config *cfg)
     pthread_mutex_init(&c->reg_lock, NULL);
     pthread_mutex_init(&c->ctl_lock, NULL);
     cond_init_mono(&c->ctl_cond);
+    tt__guard_init(c);
     int rc = pthread_key_create(&c->key, ring_thread_exit);
     if (rc) {
+        tt__guard_fini(c);
         pthread_mutex_destroy(&c->reg_lock);
         pthread_mutex_destroy(&c->ctl_lock);
         pthread_cond_destroy(&c->ctl_cond);

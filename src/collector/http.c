@@ -40,6 +40,9 @@ static const struct route routes[] = {
     {"GET", "/api/v1/alerts", api_alerts},
     {"POST", "/api/v1/alerts/{id}/ack", api_alert_ack},
     {"GET", "/metrics", api_metrics},
+    {"GET", "/api/v1/responses", api_responses},
+    {"GET", "/api/v1/responses/{id}", api_response_get},
+    {"POST", "/api/v1/sessions/{id}/halt", api_session_halt},
 };
 
 /* Per-request state while a body arrives. */

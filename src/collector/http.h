@@ -87,5 +87,8 @@ enum MHD_Result api_metrics(const struct http_req *r);
 /* A positive integer parameter in [lo, hi], or def when absent: 0, or -1 if malformed. */
 int http_param_u64(const struct http_req *r, const char *name, uint64_t lo, uint64_t hi,
                    uint64_t def, uint64_t *out);
+enum MHD_Result api_responses(const struct http_req *r);
+enum MHD_Result api_response_get(const struct http_req *r);
+enum MHD_Result api_session_halt(const struct http_req *r);
 
 #endif
