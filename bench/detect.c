@@ -28,8 +28,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "client/client.h"
-#include "common/pb.h"
 #include "telltale.h"
 
 #define TRIALS 7
@@ -57,24 +55,19 @@ static double gauss(uint64_t *s)
     return sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
 }
 
-/* A ResponseEnd event whose confidence is exp(mean_logprob) = c. */
+/* A model response through the public API (begin, one token, end) whose confidence,
+ * exp(mean log-prob), is conf. */
 static int emit_response(tt_client *c, uint64_t id, double conf)
 {
-    uint8_t body[64], *p = body;
-    p = tt__pb_put_fixed64(p, 1, id);
-    p = tt__pb_put_uint(p, 2, 20);
-    p = tt__pb_put_float(p, 3, (float)log(conf));
-    size_t bn = (size_t)(p - body), total = tt__pb_len_field_size(bn);
-    tt__ring *r;
-    uint64_t head;
-    int rc = 0;
-    uint8_t *w = tt__emit_encoded_begin(c, total, &r, &head, &rc);
-    if (!w) {
-        return rc ? rc : -1;
+    (void)id;
+    tt_response *r;
+    int rc = tt_response_begin(c, &r, NULL, "sim-model", NULL, 0);
+    if (rc != 0) {
+        return rc;
     }
-    tt__pb_put_bytes(w, 9, body, bn);
-    tt__emit_encoded_commit(r, w, head);
-    return 0;
+    rc = tt_response_token_logprobs(r, 1, (float)log(conf), NULL, NULL, 0, NULL, NULL);
+    int rc2 = tt_response_end(r, NULL);
+    return rc ? rc : rc2;
 }
 
 /* --- the live stream, read on its own thread -------------------------------------------- */

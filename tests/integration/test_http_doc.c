@@ -31,6 +31,8 @@ static char *read_doc(void)
     return buf;
 }
 
+static char response_id[17];
+
 static void demo_data(const struct tt_test_serve *s)
 {
     tt_client *c = tt_test_client(s->endpoint, "demo-agent", NULL);
@@ -39,7 +41,7 @@ static void demo_data(const struct tt_test_serve *s)
     CHECK_OK(tt_step_begin(c, &tool, &plan, TT_STEP_TOOL, "demo-session", "search", "q"));
     CHECK_OK(tt_step_end(c, &tool, TT_STATUS_OK, 10, NULL));
     CHECK_OK(tt_step_end(c, &plan, TT_STATUS_OK, 10, NULL));
-    CHECK_OK(tt_test_emit_response(c, "demo-session", 7, 0.9));
+    CHECK_OK(tt_test_emit_response(c, "demo-session", 0.9));
     for (int i = 0; i < 3; i++) {
         tt_step st;
         CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_TOOL, "demo-session", "search", "again"));
@@ -60,14 +62,28 @@ static void demo_data(const struct tt_test_serve *s)
     CHECK_MSG(0, "alert 1 never stored");
 }
 
+/* The id of the session's response, for the examples that take one. */
+static void find_response(const struct tt_test_serve *s)
+{
+    char *body;
+    CHECK_EQ(tt_test_http_auth(s->http, "GET", "/api/v1/sessions/demo-session", TOKEN, &body),
+             200);
+    const char *r = strstr(body, "\"responses\":[\"");
+    CHECK_MSG(r != NULL, "no response in %s", body);
+    memcpy(response_id, r + 14, 16);
+    response_id[16] = 0;
+    free(body);
+}
+
 /* Run one example; returns the HTTP status it got and its body in *out. */
 static long run_example(const char *cmd, const char *http, char **out)
 {
     char bodyf[600], full[8192], status[32] = "";
     snprintf(bodyf, sizeof bodyf, "%s/example-body", tt_test_tmpdir());
     snprintf(full, sizeof full,
-             "TELLTALE_HTTP='%s' TOKEN='%s'; export TELLTALE_HTTP TOKEN; %s -o '%s' -w '%%{http_code}'",
-             http, TOKEN, cmd, bodyf);
+             "TELLTALE_HTTP='%s' TOKEN='%s' RESPONSE_ID='%s'; export TELLTALE_HTTP TOKEN "
+             "RESPONSE_ID; %s -o '%s' -w '%%{http_code}'",
+             http, TOKEN, response_id, cmd, bodyf);
     FILE *p = popen(full, "r");
     CHECK(p != NULL);
     size_t n = fread(status, 1, sizeof status - 1, p);
@@ -93,12 +109,14 @@ TEST(http_doc_examples_run_against_a_real_collector)
     struct tt_test_serve s;
     tt_test_serve_start(&s, "doc", "--operator-token-file", tok, "--config", cfg, NULL);
     demo_data(&s);
+    find_response(&s);
     char *doc = read_doc();
     int examples = 0;
     const char *routes[] = {"/healthz", "/api/v1/status", "/api/v1/agents\"", "/api/v1/agents/",
                             "/api/v1/sessions?", "/api/v1/sessions/", "/api/v1/events?",
                             "/api/v1/events/count", "/api/v1/stream", "/api/v1/alerts?",
-                            "/ack", "/metrics"};
+                            "/ack", "/metrics", "/api/v1/responses?", "/api/v1/responses/",
+                            "/halt"};
     int seen[sizeof routes / sizeof routes[0]] = {0};
     for (char *p = strstr(doc, "```sh\n"); p; p = strstr(p, "```sh\n")) {
         p += 6;
@@ -126,7 +144,7 @@ TEST(http_doc_examples_run_against_a_real_collector)
         if (!strstr(cmd, "/metrics") && !strstr(cmd, "/stream")) {
             CHECK_MSG(body[0] == '{', "%s: not JSON: %.200s", cmd, body);
         }
-        if (expect == 200) {
+        if (expect == 200 || expect == 202) {
             for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
                 seen[i] |= strstr(cmd, routes[i]) != NULL;
             }

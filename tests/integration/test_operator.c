@@ -42,8 +42,8 @@ static void demo_agent_q(const struct tt_test_serve *s, const char *agent, const
     CHECK_OK(tt_step_end(c, &fetch, TT_STATUS_TIMEOUT, -1, "timed out after 5 s"));
     CHECK_OK(tt_step_end(c, &plan, TT_STATUS_OK, 100, NULL));
     CHECK_OK(tt_step_begin(c, &lookup, NULL, TT_STEP_RETRIEVAL, "demo-session", "lookup", "k"));
-    CHECK_OK(tt_test_emit_response(c, "demo-session", 0x1122334455667788ull, 0.9));
-    CHECK_OK(tt_test_emit_response(c, "demo-session", 2, 0.85));
+    CHECK_OK(tt_test_emit_response(c, "demo-session", 0.9));
+    CHECK_OK(tt_test_emit_response(c, "demo-session", 0.85));
     for (int i = 0; i < 3; i++) {
         tt_step st;
         CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_TOOL, "loop-session", "search", loop_query));
@@ -210,7 +210,11 @@ TEST(operator_session_shows_execution_path_as_tree)
     const char *children = strstr(plan, "\"children\":[");
     CHECK(children && children < search);
     CHECK(strstr(body, "\"steps_total\":4,\"steps_not_shown\":0") != NULL);
-    CHECK(strstr(body, "\"responses\":[") != NULL);
+    /* The session's two responses, as 16-hex-digit ids. */
+    const char *resp = strstr(body, "\"responses\":[\"");
+    CHECK_MSG(resp != NULL, "%s", body);
+    CHECK_MSG(resp[14 + 16] == '"' && resp[14 + 17] == ',' && resp[14 + 18] == '"', "%s", resp);
+    CHECK(resp[14 + 36] == ']');
     free(body);
     CHECK_EQ(tt_test_http_auth(s.http, "GET", "/api/v1/agents/demo-agent", TOKEN, &body), 200);
     CHECK(strstr(body, "\"name\":\"demo-agent\"") != NULL);

@@ -16,8 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "client/client.h"
-#include "common/pb.h"
 #include "serve.h"
 #include "test.h"
 
@@ -93,32 +91,18 @@ long tt_test_http_auth(const char *http, const char *method, const char *path, c
     return status;
 }
 
-int tt_test_emit_response(tt_client *c, const char *session, uint64_t response_id,
-                          double confidence)
+int tt_test_emit_response(tt_client *c, const char *session, double confidence)
 {
-    uint8_t body[128], *p = body;
-    p = tt__pb_put_fixed64(p, 1, response_id);
-    p = tt__pb_put_uint(p, 2, 20);
-    p = tt__pb_put_float(p, 3, (float)log(confidence));
-    p = tt__pb_put_float(p, 4, (float)log(confidence) - 1);
-    size_t bn = (size_t)(p - body);
-    size_t sn = session ? strlen(session) : 0;
-    size_t total = (sn ? tt__pb_len_field_size(sn) : 0) + tt__pb_len_field_size(bn);
-    tt__ring *r;
-    uint64_t head;
-    int rc = 0;
-    uint8_t *w = tt__emit_encoded_begin(c, total, &r, &head, &rc);
-    if (!w) {
-        return rc ? rc : -1;
+    /* One token whose log-prob is log(confidence): the summary's mean log-prob is exactly
+     * that, so the response's confidence exp(mean) is `confidence`. */
+    tt_response *r;
+    int rc = tt_response_begin(c, &r, session, "sim-model", NULL, 0);
+    if (rc != 0) {
+        return rc;
     }
-    uint8_t *start = w;
-    if (sn) {
-        w = tt__pb_put_bytes(w, 2, session, sn);
-    }
-    w = tt__pb_put_bytes(w, 9, body, bn);
-    CHECK((size_t)(w - start) == total);
-    tt__emit_encoded_commit(r, start, head);
-    return 0;
+    rc = tt_response_token_logprobs(r, 1, (float)log(confidence), NULL, NULL, 0, NULL, NULL);
+    int rc2 = tt_response_end(r, NULL);
+    return rc ? rc : rc2;
 }
 
 /* --- live stream reader --------------------------------------------------------------- */

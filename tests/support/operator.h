@@ -1,7 +1,7 @@
 /*
  * operator.h - test helpers for the operator's view: HTTP with a token, a live-stream reader
- * on its own thread, a local webhook receiver, and a response-end event with a chosen
- * confidence (what a model's response summary carries).
+ * on its own thread, a local webhook receiver, and a model response with a chosen
+ * confidence.
  */
 #ifndef TT_TEST_OPERATOR_H
 #define TT_TEST_OPERATOR_H
@@ -14,9 +14,9 @@
 long tt_test_http_auth(const char *http, const char *method, const char *path, const char *token,
                        char **body);
 
-/* Emit a ResponseEnd event whose confidence exp(mean_logprob) is `confidence`. 0 or TT_E*. */
-int tt_test_emit_response(tt_client *c, const char *session, uint64_t response_id,
-                          double confidence);
+/* A model response through the public API (begin, one token, end) whose confidence,
+ * exp(mean log-prob), is `confidence`. 0 or TT_E*. */
+int tt_test_emit_response(tt_client *c, const char *session, double confidence);
 
 /* A reader of GET /api/v1/stream (with path's query) collecting every "data:" line. */
 struct tt_test_sse;
