@@ -57,7 +57,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *cls)
 long tt_test_http_auth(const char *http, const char *method, const char *path, const char *token,
                        char **body)
 {
-    char url[70000];
+    static __thread char url[500000];
     snprintf(url, sizeof url, "http://%s%s", http, path);
     CURL *h = curl_easy_init();
     struct body b = {calloc(1, 1), 0};
