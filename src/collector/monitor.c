@@ -305,7 +305,11 @@ void monitor_on_commit(void *ctx, const struct store_item *it)
         pthread_mutex_unlock(&m->lock);
         return;
     }
-    a->last_seen_ns = (int64_t)it->received_ns;
+    /* A batch of only the library's statistics is a heartbeat, not an event: it does not end
+     * a silence. */
+    if (it->batch.n_events) {
+        a->last_seen_ns = (int64_t)it->received_ns;
+    }
     a->events += it->batch.n_events;
     bucket(a, sec)->events += it->batch.n_events;
     track_loss(m, a, &it->batch);

@@ -315,8 +315,8 @@ static int loop_feed(const struct unit *u, void *state, const struct mon_signal 
     a->value = l->count;
     a->threshold = u->cfg.loop.repeats;
     snprintf(a->message, sizeof a->message,
-             "looping: tool \"%s\" called %u times in a row with the same arguments \"%s\"", name,
-             l->count, query);
+             "tool \"%s\" with arguments \"%s\" called %u times in a row", name, query,
+             l->count);
     return 1;
 }
 
