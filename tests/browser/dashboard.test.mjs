@@ -183,8 +183,10 @@ async function run() {
     await page.fill('#token-input', TOKEN);
     await page.click('#token-ok');
     await waitFor('the dialog closed', async () => (await page.locator('#token-dialog[open]').count()) === 0);
-    const kept = await page.evaluate(() => sessionStorage.getItem('telltale.operator_token'));
-    assert(kept === TOKEN, 'the token is in sessionStorage');
+    // The dialog's close event (which stores the token) is a task queued after the dialog
+    // closes, so the storage is awaited, not read at once.
+    await waitFor('the token in sessionStorage', async () =>
+      (await page.evaluate(() => sessionStorage.getItem('telltale.operator_token'))) === TOKEN);
   });
 
   await check('live updates arrive on the overview', async () => {
