@@ -274,7 +274,7 @@ TEST_T(delivery_s4_spool_write_and_fsync_failures_are_counted_and_recovered, 120
     struct tt_test_serve s;
     tt_test_serve_start(&s, "s4", NULL);
     tt_test_serve_stop(&s);
-    setenv("TT_SPOOL_FAULT", "write:5:20,fsync:1:3", 1);
+    setenv("TT_SPOOL_FAULT", "write:5:1,fsync:1:1", 1);
     char spool[700];
     snprintf(spool, sizeof spool, "spool_dir=%s/spool", tt_test_tmpdir());
     tt_client *c = tt_test_client(s.endpoint, "faulty", spool, "window_bytes=65536",
@@ -292,8 +292,9 @@ TEST_T(delivery_s4_spool_write_and_fsync_failures_are_counted_and_recovered, 120
     tt_stats mid;
     CHECK_OK(tt_stats_get(c, &mid, sizeof mid));
     CHECK_MSG(mid.dropped[TT_DROP_SPOOL_ERROR] > 0, "no write failure was counted");
-    /* After the retry interval the spool takes frames again, without a restart. */
-    usleep(1300000);
+    /* After the retry interval (1 s after the last failure: a write, or the failing sync of the
+     * once-a-second tick) the spool takes frames again, without a restart. */
+    usleep(2500000);
     for (int i = 0; i < 20; i++) {
         refused += emit_n(c, 1000, n);
         n += 1000;
