@@ -348,7 +348,9 @@ static inline int bu_client_open(tt_client **out, const char *endpoint, const ch
             fprintf(stderr, "bench: %s=%s: %s\n", extra[i], extra[i + 1], tt_config_error(cfg));
         }
     }
-    rc = rc ? rc : tt_open(out, cfg);
+    if (rc == 0 && (rc = tt_open(out, cfg)) != 0) {
+        fprintf(stderr, "bench: tt_open: %s\n", tt_strerror(rc));
+    }
     tt_config_free(cfg);
     return rc;
 }

@@ -126,6 +126,10 @@ static tt__frame_out *make_frame(tt__worker *w, const uint8_t *raw, size_t rawle
                                      raw, rawlen, (int)w->c->cfg.compression_level);
         if (!ZSTD_isError(n) && n < rawlen) {
             f->len = tt__frame_finish(f->data, TT_FT_BATCH, TT_FF_ZSTD, (uint32_t)rawlen, n);
+            /* The window counts f->len bytes; give back the rest of the compressBound()-sized
+             * buffer, or a window of small frames holds several times its budget in pages. */
+            uint8_t *shrunk = realloc(f->data, f->len);
+            f->data = shrunk ? shrunk : f->data;
             return f;
         }
     }
