@@ -59,6 +59,7 @@ struct cfg_result {
     double rate[MAX_RUNS];
     double wire[MAX_RUNS];
     double cpu[MAX_RUNS];
+    double ccpu[MAX_RUNS]; /* this process: emitters and workers */
     double drops[MAX_RUNS];
     double frame_bytes[MAX_RUNS];
     double ev_per_frame[MAX_RUNS];
@@ -146,7 +147,7 @@ static int one_run(const struct opts *o, const struct bu_collector *col, const c
     }
     tt_stats s0, s1;
     stats_sum(c, n, &s0);
-    uint64_t cpu0 = bu_proc_cpu_ns(col->pid);
+    uint64_t cpu0 = bu_proc_cpu_ns(col->pid), ccpu0 = bu_proc_cpu_ns(getpid());
     uint64_t t0 = bu_now_ns();
     for (int i = 0; i < n; i++) {
         em[i] = (struct emitter){.c = c[i], .stop = &stop};
@@ -166,7 +167,7 @@ static int one_run(const struct opts *o, const struct bu_collector *col, const c
         }
     }
     uint64_t t1 = bu_now_ns();
-    uint64_t cpu1 = bu_proc_cpu_ns(col->pid);
+    uint64_t cpu1 = bu_proc_cpu_ns(col->pid), ccpu1 = bu_proc_cpu_ns(getpid());
     stats_sum(c, n, &s1);
     uint64_t acked = s1.acked - s0.acked;
     int r = res->runs;
@@ -174,6 +175,7 @@ static int one_run(const struct opts *o, const struct bu_collector *col, const c
         res->rate[r] = (double)acked / ((double)(t1 - t0) / 1e9);
         res->wire[r] = (double)(s1.bytes_sent - s0.bytes_sent) / (double)acked;
         res->cpu[r] = (double)(cpu1 - cpu0) / (double)acked;
+        res->ccpu[r] = (double)(ccpu1 - ccpu0) / (double)acked;
         res->drops[r] = (double)(s1.dropped_total - s0.dropped_total);
         uint64_t frames = s1.frames_sent - s0.frames_sent;
         res->frame_bytes[r] = frames ? (double)(s1.bytes_sent - s0.bytes_sent) / (double)frames : 0;
@@ -474,6 +476,9 @@ static void report_config(const struct opts *o, const char *tr, int n, struct cf
     bu_result("pipeline", m, res->at_rest, "B", NULL, 0, "SQLite file (+WAL) / events stored");
     snprintf(m, sizeof m, "%s_%d_collector_cpu_per_event", tr, n);
     bu_result("pipeline", m, cpu, "ns", NULL, 0, "user+system of telltale serve / events acked");
+    snprintf(m, sizeof m, "%s_%d_client_cpu_per_event", tr, n);
+    bu_result("pipeline", m, bu_median(res->ccpu, (size_t)res->runs), "ns", NULL, 0,
+              "user+system of the agents' process (emitting threads and workers) / events acked");
 }
 
 int main(int argc, char **argv)

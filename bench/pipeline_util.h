@@ -194,10 +194,21 @@ struct bu_collector {
     char db[400];        /* the SQLite file */
 };
 
+/* $TT_BIN, else the telltale binary of the same build ($BUILD/bench/x -> $BUILD/telltale). */
 static inline const char *bu_tt_bin(void)
 {
+    static char path[4096];
     const char *b = getenv("TT_BIN");
-    return b && *b ? b : "build/telltale";
+    if (b && *b) {
+        return b;
+    }
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 32);
+    char *slash = n > 0 ? (path[n] = 0, strrchr(path, '/')) : NULL;
+    if (slash) {
+        snprintf(slash, (size_t)(path + sizeof path - slash), "/../telltale");
+        return path;
+    }
+    return "build/telltale";
 }
 
 /* Reads the ready file once it parses; 1 when it did. */

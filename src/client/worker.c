@@ -516,6 +516,7 @@ static void wait_io(tt__worker *w, uint64_t ns)
             tt__conn_recv(w, now);
         }
         if (w->fd >= 0 && (p[1].revents & POLLOUT)) {
+            w->send_blocked = 0;
             tt__conn_step(w, now);
             tt__conn_send(w, now);
         }

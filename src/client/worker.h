@@ -29,6 +29,7 @@ typedef struct tt__worker {
     tt__fq window;
     tt__frame_out *send_next;
     size_t send_off;
+    int send_blocked;          /* the last write met a full socket: wait for POLLOUT */
     uint64_t next_frame_no;
     uint64_t last_progress_ns; /* last ack, or when the oldest unacked frame was sent */
 
