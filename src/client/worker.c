@@ -486,7 +486,10 @@ static uint64_t sleep_ns(tt__worker *w, uint64_t now)
     } else if (w->drained_last > 0) {
         t = TT_MIN(flush, 1000000u);
     }
-    if (w->batch_n) {
+    /* A batch past its age that cannot be sealed (the window is full and there is no spool)
+     * waits for an ack, which wakes the poll: counting its due time here would make the
+     * timeout 0 and the worker spin until then. */
+    if (w->batch_n && (window_has_room(w) || w->c->spool)) {
         uint64_t due = w->batch_open_ns + flush;
         t = TT_MIN(t, due > now ? due - now : 0);
     }
