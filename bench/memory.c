@@ -166,7 +166,7 @@ out:
     return rc;
 }
 
-static void report_outage(const struct opts *o, int with_spool)
+static int report_outage(const struct opts *o, int with_spool)
 {
     double g[MAX_RUNS], d[MAX_RUNS], pk[MAX_RUNS];
     int n = 0, spool_ok = 1;
@@ -181,7 +181,7 @@ static void report_outage(const struct opts *o, int with_spool)
     }
     if (n == 0) {
         fprintf(stderr, "memory: every outage run failed\n");
-        return;
+        return -1;
     }
     const char *tag = with_spool ? "spool" : "nospool";
     double budget_kib = (RING_BYTES + WINDOW_BYTES + 2.0 * BATCH_BYTES) / 1024.0;
@@ -200,6 +200,7 @@ static void report_outage(const struct opts *o, int with_spool)
               "RSS at the end of the outage minus RSS at its middle (0 = flat)");
     snprintf(m, sizeof m, "client_outage_%s_rss_peak", tag);
     bu_result("memory", m, bu_median(pk, (size_t)n), "KiB", NULL, 0, "the whole bench process");
+    return 0;
 }
 
 /* --- the collector with many agents --------------------------------------------------------- */
@@ -251,7 +252,7 @@ static int many_agents_run(const struct opts *o, double *idle, double *rss, doub
     return rc;
 }
 
-static void report_many(const struct opts *o)
+static int report_many(const struct opts *o)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
@@ -267,7 +268,7 @@ static void report_many(const struct opts *o)
         }
     }
     if (n == 0) {
-        return;
+        return -1;
     }
     double i0 = bu_median(idle, (size_t)n), r1 = bu_median(rss, (size_t)n);
     double h1 = bu_median(hwm, (size_t)n);
@@ -281,6 +282,7 @@ static void report_many(const struct opts *o)
     bu_result("memory", m, h1, "KiB", "goal_256MiB", h1 / (256.0 * 1024), "peak RSS (VmHWM)");
     snprintf(m, sizeof m, "collector_per_agent");
     bu_result("memory", m, (r1 - i0) / o->agents, "KiB", NULL, 0, "(RSS - idle RSS) / agents");
+    return 0;
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -328,8 +330,8 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     /* The outage runs fork: they come first, while this process has no thread. */
-    report_outage(&o, 0);
-    report_outage(&o, 1);
-    report_many(&o);
-    return 0;
+    int rc = report_outage(&o, 0);
+    rc |= report_outage(&o, 1);
+    rc |= report_many(&o);
+    return rc ? 1 : 0;
 }
