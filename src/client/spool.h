@@ -44,4 +44,7 @@ void tt__spool_rewind(struct tt_spool *s);
 uint64_t tt__spool_events(const struct tt_spool *s);
 uint64_t tt__spool_bytes(const struct tt_spool *s);
 
+/* Housekeeping from the worker loop: sync written segments at least once a second. */
+void tt__spool_tick(struct tt_spool *s, uint64_t now);
+
 #endif

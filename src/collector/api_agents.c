@@ -52,6 +52,10 @@ enum MHD_Result api_agents(const struct http_req *r)
         tt__json_kv_i64(&j, "last_seen_unix_ns", sqlite3_column_int64(st, 2));
         tt__json_kv_i64(&j, "instances", sqlite3_column_int64(st, 3));
         tt__json_kv_i64(&j, "events_stored", sqlite3_column_int64(st, 4));
+        /* Proven loss: sequence numbers below the highest stored that were never stored (lost,
+         * or still on their way from a spool). Reported loss: the agents' dropped_total. */
+        tt__json_kv_i64(&j, "loss_gaps", sqlite3_column_int64(st, 5));
+        tt__json_kv_i64(&j, "loss_reported", sqlite3_column_int64(st, 7));
         tt__json_key(&j, "loss");
         tt__json_obj_begin(&j);
         tt__json_kv_i64(&j, "proven", sqlite3_column_int64(st, 5));
