@@ -39,6 +39,8 @@ struct outage_result {
     double growth_kib; /* peak RSS during the outage - RSS just before it */
     double drift_kib;  /* RSS at the end - RSS at the middle of the outage */
     double peak_kib;
+    double spooled; /* events in the spool at the end of the outage */
+    double dropped; /* events dropped by then */
     int spool_ok;
 };
 
@@ -108,10 +110,13 @@ static int outage_child(const char *endpoint, const char *spool_dir, long rate, 
                 (unsigned long long)st.dropped_total, (unsigned long long)st.sent,
                 (unsigned long long)st.frames_sent);
     }
-    char line[160];
-    int n = snprintf(line, sizeof line, "%llu %llu %llu %llu %d\n", (unsigned long long)before,
-                     (unsigned long long)peak, (unsigned long long)mid, (unsigned long long)end,
-                     spool_ok);
+    tt_stats fin;
+    tt_stats_get(c, &fin, sizeof fin);
+    char line[200];
+    int n = snprintf(line, sizeof line, "%llu %llu %llu %llu %d %llu %llu\n",
+                     (unsigned long long)before, (unsigned long long)peak,
+                     (unsigned long long)mid, (unsigned long long)end, spool_ok,
+                     (unsigned long long)fin.spooled, (unsigned long long)fin.dropped_total);
     ssize_t w = write(fd, line, (size_t)n);
     (void)w;
     _exit(0); /* the collector is gone: no close deadline to wait out */
@@ -142,15 +147,17 @@ static int outage_run(const struct opts *o, int with_spool, struct outage_result
     p[1] = -1;
     bu_sleep_ns((uint64_t)(o->outage_s / 0.75 / 4 * 1e9));
     bu_collector_stop(&col, 1);
-    char line[160] = "";
+    char line[200] = "";
     ssize_t n = read(p[0], line, sizeof line - 1);
     int st = 0;
     waitpid(child, &st, 0);
-    unsigned long long before, peak, mid, end;
+    unsigned long long before, peak, mid, end, spooled, dropped;
     if (n > 0) {
         line[n] = 0;
-        if (sscanf(line, "%llu %llu %llu %llu %d", &before, &peak, &mid, &end, &res->spool_ok) ==
-            5) {
+        if (sscanf(line, "%llu %llu %llu %llu %d %llu %llu", &before, &peak, &mid, &end,
+                   &res->spool_ok, &spooled, &dropped) == 7) {
+            res->spooled = (double)spooled;
+            res->dropped = (double)dropped;
             res->growth_kib = (double)peak - (double)before;
             res->drift_kib = (double)end - (double)mid;
             res->peak_kib = (double)peak;
@@ -168,13 +175,15 @@ out:
 
 static int report_outage(const struct opts *o, int with_spool)
 {
-    double g[MAX_RUNS], d[MAX_RUNS], pk[MAX_RUNS];
+    double g[MAX_RUNS], d[MAX_RUNS], pk[MAX_RUNS], sp[MAX_RUNS], dr[MAX_RUNS];
     int n = 0, spool_ok = 1;
     for (int r = 0; r < o->runs; r++) {
         struct outage_result res;
         if (outage_run(o, with_spool, &res) == 0) {
             g[n] = res.growth_kib;
             d[n] = res.drift_kib;
+            sp[n] = res.spooled;
+            dr[n] = res.dropped;
             pk[n++] = res.peak_kib;
             spool_ok = res.spool_ok;
         }
@@ -200,6 +209,12 @@ static int report_outage(const struct opts *o, int with_spool)
               "RSS at the end of the outage minus RSS at its middle (0 = flat)");
     snprintf(m, sizeof m, "client_outage_%s_rss_peak", tag);
     bu_result("memory", m, bu_median(pk, (size_t)n), "KiB", NULL, 0, "the whole bench process");
+    snprintf(m, sizeof m, "client_outage_%s_events_spooled", tag);
+    bu_result("memory", m, bu_median(sp, (size_t)n), "events", NULL, 0,
+              "held in the spool at the end of the outage");
+    snprintf(m, sizeof m, "client_outage_%s_events_dropped", tag);
+    bu_result("memory", m, bu_median(dr, (size_t)n), "events", NULL, 0,
+              "dropped by the end of the outage (ring full without a spool, or spool cap)");
     return 0;
 }
 

@@ -4,7 +4,7 @@
  * real `telltale serve` child that stores in SQLite and acknowledges after commit.
  *
  *   pipeline [--smoke] [--runs N] [--seconds S] [--agents 1,4,16,256] [--sync full|normal|off]
- *            [--transports unix,tcp] [--spool]
+ *            [--transports unix,tcp] [--no-spool]
  *
  * Per transport and agent count, each run emits for S seconds, then flushes every client (wait
  * for every ack); the rate is the events acknowledged divided by the time from the first emit
@@ -19,7 +19,8 @@
  * raw batched SQLite insert of equivalent rows (the collector's frames table and indexes, WAL,
  * same sync level, one transaction per group of rows).
  *
- * --spool sets spool_dir on every client; the run notes whether a spool was in use.
+ * Every client has a disk spool (spool_dir in the run's directory) unless --no-spool; each
+ * result line notes whether a spool was in use (a build without one measures without).
  */
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -409,7 +410,8 @@ static int parse_agents(struct opts *o, const char *s)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    *o = (struct opts){.runs = 3, .seconds = 1.0, .sync = "full", .unix_on = 1, .tcp_on = 1};
+    *o = (struct opts){
+        .runs = 3, .seconds = 1.0, .sync = "full", .unix_on = 1, .tcp_on = 1, .spool = 1};
     parse_agents(o, "1,4,16,256");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -420,6 +422,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
             parse_agents(o, "1,2");
         } else if (strcmp(a, "--spool") == 0) {
             o->spool = 1;
+        } else if (strcmp(a, "--no-spool") == 0) {
+            o->spool = 0;
         } else if (v && strcmp(a, "--runs") == 0) {
             o->runs = (int)strtol(v, NULL, 10);
             i++;
@@ -486,7 +490,7 @@ int main(int argc, char **argv)
     struct opts o;
     if (parse_args(argc, argv, &o) != 0) {
         fprintf(stderr, "usage: pipeline [--smoke] [--runs N] [--seconds S] [--agents 1,4,..] "
-                        "[--sync full|normal|off] [--transports unix,tcp] [--spool]\n");
+                        "[--sync full|normal|off] [--transports unix,tcp] [--no-spool]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
