@@ -272,6 +272,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    bu_mark_start();
     char dir[256];
     struct bu_collector col;
     if (bu_tmpdir(dir, sizeof dir, "latency") != 0 ||

@@ -344,6 +344,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    bu_mark_start();
     /* The outage runs fork: they come first, while this process has no thread. */
     int rc = report_outage(&o, 0);
     rc |= report_outage(&o, 1);

@@ -132,8 +132,8 @@ static int one_run(const struct opts *o, const struct bu_collector *col, const c
     for (int i = 0; i < n; i++) {
         char agent[64];
         snprintf(agent, sizeof agent, "bench-agent-%03d", i);
-        const char *extra[] = {"ring_bytes", ring_for(n), spool_dir ? "spool_dir" : NULL,
-                               spool_dir, NULL};
+        const char *extra[] = {"ring_bytes", ring_for(n), "max_event_bytes", "8192",
+                               spool_dir ? "spool_dir" : NULL, spool_dir, NULL};
         rc = bu_client_open(&c[i], endpoint, agent, extra);
         if (rc != 0) {
             fprintf(stderr, "pipeline: tt_open: %s\n", tt_strerror(rc));
@@ -494,6 +494,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    bu_mark_start();
     /* 256 agents need 256 sockets and the collector's; raise the soft limit within the hard. */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {

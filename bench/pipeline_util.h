@@ -55,6 +55,15 @@ static inline double bu_load1(void)
     return l;
 }
 
+/* The load before the benchmark began (bu_mark_start), beside the one when a line is printed:
+ * the second includes the benchmark's own threads. */
+static double bu_start_load = -1;
+
+static inline void bu_mark_start(void)
+{
+    bu_start_load = bu_load1();
+}
+
 /* User + system CPU time of a process in nanoseconds (from /proc/PID/stat), or 0. */
 static inline uint64_t bu_proc_cpu_ns(pid_t pid)
 {
@@ -147,8 +156,10 @@ static inline void bu_result(const char *bench, const char *metric, double value
     json_object_set_new(o, "baseline", baseline ? json_string(baseline) : json_null());
     json_object_set_new(o, "ratio", baseline ? json_real(ratio) : json_null());
     char nb[512];
-    snprintf(nb, sizeof nb, "%s%sload %.2f", note ? note : "", note ? "; " : "", bu_load1());
+    snprintf(nb, sizeof nb, "%s%sload %.2f before, %.2f after", note ? note : "",
+             note ? "; " : "", bu_start_load, bu_load1());
     json_object_set_new(o, "note", json_string(nb));
+    json_object_set_new(o, "load1_before", json_real(bu_start_load));
     json_object_set_new(o, "load1", json_real(bu_load1()));
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
     if (s) {

@@ -222,7 +222,10 @@ static uint64_t drain_ring(tt__worker *w, tt__ring *r, int *full, uint64_t now)
         if (w->batch_n == 0) {
             w->batch_first_seq = w->next_seq;
             w->batch_base = t;
-            w->batch_open_ns = now;
+            /* The batch's age counts from the previous pass, not from now: its first event
+             * may have waited in the ring since then, and flush_interval_ms bounds the time
+             * from the emit call to the send, not from the drain. */
+            w->batch_open_ns = w->prev_drain_ns && w->prev_drain_ns < now ? w->prev_drain_ns : now;
         }
         tt__encode_record(&w->batch, h, t, w->batch_base, &w->cal);
         w->batch_n++;
@@ -569,6 +572,7 @@ static void *worker_main(void *arg)
     for (;;) {
         now = tt__mono_ns();
         w->drained_last = drain_all(w, now);
+        w->prev_drain_ns = now;
         housekeeping(w, now);
         flush_progress(w, now);
         tt__conn_step(w, now);

@@ -20,7 +20,9 @@ typedef struct tt__worker {
     uint32_t batch_n;
     uint64_t batch_first_seq;
     uint64_t batch_base;       /* Unix ns of the batch's first event */
-    uint64_t batch_open_ns;    /* monotonic ns when the first event went in */
+    uint64_t batch_open_ns;    /* monotonic ns when the first event went in, or earlier: the
+                                * previous drain pass, after which that event was emitted */
+    uint64_t prev_drain_ns;    /* monotonic ns of the previous drain pass */
     ZSTD_CCtx *zc;
     tt__ring *resume;          /* ring to drain first next time, for fairness */
 
