@@ -92,9 +92,13 @@ TT_API void tt_free(void *p);
  *   spool_max_bytes     spool cap                          default 1073741824
  *   spool_policy        "drop_newest" or "drop_oldest"     default drop_oldest
  *   compression_level   zstd level, 0 = no compression     default 1
+ *   guard.token_min_prob, guard.window_min_confidence, guard.window,
+ *   guard.response_min_confidence, guard.action        the guard policy (default off)
+ *   response.topk, response.topk_encoding, response.chunk_tokens,
+ *   response.low_confidence_prob, response.sample_budget_bytes, response.sample_every
  *
  * The environment overrides nothing by itself; tt_config_from_env() reads TELLTALE_<KEY>
- * (upper case) for every key, for programs that want that.
+ * (upper case, '.' as '_') for every key, for programs that want that.
  */
 typedef struct tt_config tt_config;
 
@@ -340,6 +344,66 @@ TT_API int tt_token_stats_compute(const void *logits, size_t n, size_t stride, t
 TT_API int tt_token_stats_from_logprobs(int32_t chosen, float chosen_logprob,
                                         const int32_t *top_ids, const float *top_logprobs,
                                         size_t k, tt_token_stats *out);
+
+
+/* ---------------------------------------------------------------------------------------------
+ * Responses and the guard (since 0.1). A response is one model answer, token by token: each
+ * token's statistics go into packed per-response arrays that travel in chunks (never one event
+ * per token); the end emits a summary. The guard is a local, synchronous policy over the token,
+ * a sliding window and the whole response: every token call and the end return PASS, FLAG or
+ * HALT, and every FLAG and HALT is recorded in the stream with its reason. docs/confidence.md
+ * describes the statistics and the guard; config keys guard.* and response.* set them.
+ *
+ * A tt_response belongs to one thread at a time. tt_response_token and
+ * tt_response_token_logprobs neither allocate nor make a system call; tt_response_begin
+ * allocates the handle and tt_response_end frees it.
+ */
+typedef struct tt_response tt_response;          /* opaque, one per response */
+typedef enum tt_verdict { TT_PASS = 0, TT_FLAG = 1, TT_HALT = 2 } tt_verdict;
+
+typedef struct tt_guard_policy {
+    float token_min_prob;          /* a token with p(chosen) below this trips (0 = off) */
+    float window_min_confidence;   /* mean p(chosen) over the last `window` tokens below this trips */
+    uint32_t window;               /* sliding window length in tokens (e.g. 16) */
+    float response_min_confidence; /* at the end: exp(mean log-prob) below this trips */
+    uint32_t action;               /* what a trip returns: TT_FLAG or TT_HALT */
+} tt_guard_policy;
+
+typedef struct tt_response_summary {
+    uint32_t tokens;
+    float mean_logprob, min_logprob, perplexity, mean_entropy;
+    float low_confidence_share, min_window_confidence;
+    tt_verdict verdict;            /* the worst verdict of the response */
+    uint32_t estimated;            /* 1 if any token came from provider log-probs */
+    char reason[128];              /* why, for FLAG/HALT ("operator halt", "token p=0.02 < 0.05", ...) */
+} tt_response_summary;
+
+/* Begin a response in a session (NULL: none) of a model, with its sampling parameters. Emits
+ * a response_begin event. The guard policy in force now applies to the whole response. Errors:
+ * TT_EINVAL (NULL client or out, a string longer than 255 bytes), TT_ENOMEM, TT_ESHUTDOWN.
+ * *out is NULL on failure. Since 0.1. */
+TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *session,
+                             const char *model, const tt_attr *params, size_t n_params);
+/* Add a token from one logits row (pointer + length + stride + dtype, read without a copy). Both
+ * outputs may be NULL. An operator halt of the session (or of the agent) shows as TT_HALT.
+ * Returns 0, or TT_EINVAL (NULL response, or a row tt_token_stats_compute refuses: the token is
+ * then not counted). Since 0.1. */
+TT_API int tt_response_token(tt_response *r, const void *logits, size_t n, size_t stride,
+                             tt_dtype dtype, int32_t chosen, tt_verdict *verdict,
+                             tt_token_stats *stats);
+/* Add a token from a hosted model's log-probs (top_ids may be NULL). Returns as
+ * tt_response_token (TT_EINVAL for what tt_token_stats_from_logprobs refuses). Since 0.1. */
+TT_API int tt_response_token_logprobs(tt_response *r, int32_t chosen, float chosen_logprob,
+                                      const int32_t *top_ids, const float *top_logprobs, size_t k,
+                                      tt_verdict *verdict, tt_token_stats *stats);
+/* End the response: emits the summary record and frees r. summary may be NULL. Returns 0 or
+ * TT_EINVAL (NULL r). Since 0.1. */
+TT_API int tt_response_end(tt_response *r, tt_response_summary *summary);
+/* The guard policy of the client (also settable with config keys guard.*; the collector can
+ * push one over the ack channel). set returns TT_EINVAL for a threshold outside [0, 1], a
+ * window outside 1..4096 or an action other than TT_FLAG / TT_HALT. Since 0.1. */
+TT_API int tt_guard_policy_set(tt_client *c, const tt_guard_policy *p);
+TT_API int tt_guard_policy_get(tt_client *c, tt_guard_policy *out);
 
 #ifdef __cplusplus
 }

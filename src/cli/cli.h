@@ -20,6 +20,7 @@ int cmd_emit(int argc, char **argv);
 int cmd_tail(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_halt(int argc, char **argv);
 
 /* The collector's HTTP address: --http, else $TELLTALE_HTTP, else 127.0.0.1:7371. */
 const char *cli_http_default(void);
@@ -36,6 +37,10 @@ int cli_qs_add(char *qs, size_t cap, const char *name, const char *value);
 typedef int (*cli_sink)(void *ctx, const char *data, size_t n);
 long cli_http_get(const char *hostport, const char *path, const char *qs, const char *token,
                   long timeout_s, cli_sink sink, void *ctx, char *err, size_t errlen);
+
+/* POST body (JSON) to http://HOST:PORT/PATH; as cli_http_get otherwise. */
+long cli_http_post(const char *hostport, const char *path, const char *token, const char *body,
+                   long timeout_s, cli_sink sink, void *ctx, char *err, size_t errlen);
 
 /* Replace control characters (ANSI escapes included) before text reaches a terminal. */
 void cli_sanitize(char *s);

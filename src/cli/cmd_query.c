@@ -24,6 +24,10 @@ static const char usage[] =
     "  --since T --until T  time range: Unix ns or RFC 3339 UTC (2026-11-24T10:00:00Z)\n"
     "  --limit N            at most N events (default: all)\n"
     "  --count              print the number of matching events only\n"
+    "  --responses          print stored responses (summary, verdict) instead of events, as one\n"
+    "                       JSON object; --agent, --session and --limit filter them\n"
+    "  --response ID        print one response: summary, per-token arrays, top-k, guard\n"
+    "                       decisions (ID: 16 hex digits, as in the \"response_id\" of events)\n"
     "  --help               this text\n"
     "\n"
     "Exit status: 0 success; 1 the collector answered with an error (printed); 2 usage\n"
@@ -60,12 +64,14 @@ int cmd_query(int argc, char **argv)
         {"kind", required_argument, NULL, 'k'},  {"min-severity", required_argument, NULL, 'm'},
         {"since", required_argument, NULL, 'S'}, {"until", required_argument, NULL, 'U'},
         {"limit", required_argument, NULL, 'l'}, {"count", no_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
+        {"help", no_argument, NULL, 'h'},        {"responses", no_argument, NULL, 'L'},
+        {"response", required_argument, NULL, 'R'}, {NULL, 0, NULL, 0}};
     static const char *const params[] = {"", "", "agent", "session", "kind", "min_severity",
                                          "since", "until", "limit"};
     const char *http = cli_http_default(), *token = cli_token_default();
     char qs[8192] = "";
-    int count = 0, opt, idx = 0;
+    int count = 0, responses = 0, opt, idx = 0;
+    const char *response = NULL;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
         if (opt == 'H') {
@@ -74,6 +80,10 @@ int cmd_query(int argc, char **argv)
             token = optarg;
         } else if (opt == 'c') {
             count = 1;
+        } else if (opt == 'L') {
+            responses = 1;
+        } else if (opt == 'R') {
+            response = optarg;
         } else if (opt == 'h') {
             fputs(usage, stdout);
             return EXIT_OK;
@@ -97,6 +107,29 @@ int cmd_query(int argc, char **argv)
     char err[512];
     struct collect body = {.len = 0};
     long status;
+    if (response || responses) {
+        if (count || (response && (responses || qs[0]))) {
+            fprintf(stderr, "telltale query: --response takes no filter; --responses no --count\n");
+            return EXIT_USAGE;
+        }
+        char path[300];
+        if (response && (strlen(response) != 16 || strspn(response, "0123456789abcdefABCDEF") != 16)) {
+            fprintf(stderr, "telltale query: a response ID is 16 hexadecimal digits\n");
+            return EXIT_USAGE;
+        }
+        snprintf(path, sizeof path, "/api/v1/responses%s%s", response ? "/" : "",
+                 response ? response : "");
+        status = cli_http_get(http, path, qs, token, 600, print_sink, NULL, err, sizeof err);
+        if (status < 0) {
+            fprintf(stderr, "telltale query: %s\n", err);
+            return EXIT_UNREACHABLE;
+        }
+        putchar('\n');
+        if (status != 200) {
+            fprintf(stderr, "telltale query: HTTP %ld (the error is printed above)\n", status);
+        }
+        return status == 200 && fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
+    }
     if (count) {
         status = cli_http_get(http, "/api/v1/events/count", qs, token, 600, collect_sink, &body,
                               err, sizeof err);

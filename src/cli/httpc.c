@@ -47,8 +47,9 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *cls)
     return s->sink(s->ctx, p, n) == 0 ? n : 0;
 }
 
-long cli_http_get(const char *hostport, const char *path, const char *qs, const char *token,
-                  long timeout_s, cli_sink sink, void *ctx, char *err, size_t errlen)
+static long request(const char *hostport, const char *path, const char *qs, const char *token,
+                    const char *post_body, long timeout_s, cli_sink sink, void *ctx, char *err,
+                    size_t errlen)
 {
     static int inited;
     if (!inited) {
@@ -83,6 +84,11 @@ long cli_http_get(const char *hostport, const char *path, const char *qs, const 
     curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+    if (post_body) {
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, post_body);
+    }
     CURLcode rc = curl_easy_perform(h);
     long status = -1;
     if (rc == CURLE_OK || rc == CURLE_WRITE_ERROR) {
@@ -93,6 +99,19 @@ long cli_http_get(const char *hostport, const char *path, const char *qs, const 
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(h);
     return status;
+}
+
+long cli_http_get(const char *hostport, const char *path, const char *qs, const char *token,
+                  long timeout_s, cli_sink sink, void *ctx, char *err, size_t errlen)
+{
+    return request(hostport, path, qs, token, NULL, timeout_s, sink, ctx, err, errlen);
+}
+
+long cli_http_post(const char *hostport, const char *path, const char *token, const char *body,
+                   long timeout_s, cli_sink sink, void *ctx, char *err, size_t errlen)
+{
+    return request(hostport, path, NULL, token, body ? body : "", timeout_s, sink, ctx, err,
+                   errlen);
 }
 
 void cli_sanitize(char *s)

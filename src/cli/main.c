@@ -16,6 +16,7 @@ static const char usage[] =
     "  tail      follow new events live\n"
     "  query     print stored events as JSON lines, or count them\n"
     "  demo      run a synthetic agent that streams into a collector\n"
+    "  halt      halt a session: its agent sees TT_HALT at its next token\n"
     "  version   print the version\n"
     "\n"
     "Run 'telltale COMMAND --help' for a command's options and exit statuses.\n";
@@ -27,7 +28,7 @@ struct verb {
 
 static const struct verb verbs[] = {
     {"serve", cmd_serve}, {"emit", cmd_emit}, {"tail", cmd_tail},
-    {"query", cmd_query}, {"demo", cmd_demo},
+    {"query", cmd_query}, {"demo", cmd_demo}, {"halt", cmd_halt},
 };
 
 int main(int argc, char **argv)

@@ -46,6 +46,18 @@ typedef struct tt__cfg {
     uint64_t spool_policy;
     int64_t compression_level;
     uint64_t stats_interval_ms;
+    /* the guard and responses (guard.c, response.c) */
+    float guard_token_min_prob;
+    float guard_window_min_confidence;
+    float guard_response_min_confidence;
+    uint64_t guard_window;
+    uint64_t guard_action;          /* TT_FLAG or TT_HALT */
+    uint64_t response_topk;         /* 0..TT_TOPK_MAX */
+    uint64_t response_topk_encoding; /* TT_ENC_F16 or TT_ENC_U8LOG */
+    uint64_t response_chunk_tokens;
+    float response_low_prob;
+    uint64_t response_sample_budget;
+    uint64_t response_sample_every;
 } tt__cfg;
 
 struct tt_config {
@@ -175,6 +187,36 @@ typedef struct tt__wstats {
 
 struct tt_spool;
 
+/* Encodings of quantized values (Tokens.topk_encoding, Tensor.encoding; docs/wire-format.md). */
+enum { TT_ENC_F16 = 1, TT_ENC_U8LOG = 2 };
+
+/*
+ * The guard's shared state (guard.c): the policy and the operator's halt orders. Orders arrive
+ * on the worker thread (control.c) and are seen by producers at their next token: a producer
+ * compares gen (one acquire load) with the value it saw last and takes the lock only when it
+ * changed.
+ */
+#define TT_HALT_SESSIONS 64
+typedef struct tt__guard {
+    pthread_mutex_t lock;
+    tt_guard_policy policy;            /* guarded by lock */
+    _Atomic uint64_t gen;              /* bumped (release) after every halt order */
+    uint64_t halt_all_gen;             /* guarded by lock: responses begun before it are halted */
+    char halt_all_reason[112];         /* guarded by lock */
+    struct {
+        char session[256];
+        char reason[112];
+    } halted[TT_HALT_SESSIONS];        /* guarded by lock; a ring of the latest session halts */
+    uint32_t n_halted;                 /* guarded by lock */
+    uint32_t next_halted;              /* guarded by lock */
+} tt__guard;
+
+void tt__guard_init(tt_client *c);
+void tt__guard_fini(tt_client *c);
+/* Apply a halt order (session NULL or empty: every response open now). Thread-safe. */
+void tt__guard_halt(tt_client *c, const char *session, size_t session_len, const char *reason,
+                    size_t reason_len);
+
 struct tt_client {
     /* read-mostly line, checked by every event call */
     _Alignas(TT_CACHELINE) uint64_t uid; /* unique per client and per fork generation */
@@ -212,6 +254,8 @@ struct tt_client {
     tt__wstats ws;
     struct tt__worker *w;        /* the worker's private state */
     struct tt_spool *spool;      /* worker-owned */
+
+    tt__guard guard;             /* the guard policy and halt orders (guard.c) */
 
     int fork_pending;            /* set in a forked child, cleared by its first event */
     struct tt_client *all_next;  /* guarded by the global client list lock */

@@ -9,7 +9,8 @@
 
 #include "client/client.h"
 
-enum opt_type { OPT_U64, OPT_I64, OPT_STR, OPT_ENDPOINT, OPT_POLICY };
+enum opt_type { OPT_U64, OPT_I64, OPT_STR, OPT_ENDPOINT, OPT_POLICY, OPT_PROB, OPT_ACTION,
+                OPT_ENCODING };
 
 struct opt {
     const char *key;
@@ -41,6 +42,19 @@ static const struct opt opts[] = {
     {"spool_policy", OPT_POLICY, offsetof(tt__cfg, spool_policy), 0, 0, 0},
     {"compression_level", OPT_I64, offsetof(tt__cfg, compression_level), 0, -7, 19},
     U64("stats_interval_ms", stats_interval_ms, 10, 3600000),
+    {"guard.token_min_prob", OPT_PROB, offsetof(tt__cfg, guard_token_min_prob), 0, 0, 0},
+    {"guard.window_min_confidence", OPT_PROB, offsetof(tt__cfg, guard_window_min_confidence), 0,
+     0, 0},
+    U64("guard.window", guard_window, 1, 4096),
+    {"guard.response_min_confidence", OPT_PROB, offsetof(tt__cfg, guard_response_min_confidence),
+     0, 0, 0},
+    {"guard.action", OPT_ACTION, offsetof(tt__cfg, guard_action), 0, 0, 0},
+    U64("response.topk", response_topk, 0, TT_TOPK_MAX),
+    {"response.topk_encoding", OPT_ENCODING, offsetof(tt__cfg, response_topk_encoding), 0, 0, 0},
+    U64("response.chunk_tokens", response_chunk_tokens, 1, 1024),
+    {"response.low_confidence_prob", OPT_PROB, offsetof(tt__cfg, response_low_prob), 0, 0, 0},
+    U64("response.sample_budget_bytes", response_sample_budget, 0, (int64_t)1 << 30),
+    U64("response.sample_every", response_sample_every, 1, 1000000),
 };
 
 void tt__cfg_defaults(tt__cfg *v)
@@ -62,6 +76,13 @@ void tt__cfg_defaults(tt__cfg *v)
     v->spool_policy = TT_SPOOL_DROP_OLDEST;
     v->compression_level = 1;
     v->stats_interval_ms = 1000;
+    v->guard_window = 16;
+    v->guard_action = TT_HALT;
+    v->response_topk = 5;
+    v->response_topk_encoding = TT_ENC_F16;
+    v->response_chunk_tokens = 64;
+    v->response_low_prob = 0.1f;
+    v->response_sample_every = 64;
 }
 
 static int is_pow2(uint64_t x)
@@ -163,6 +184,36 @@ static int set_value(tt_config *cfg, const struct opt *o, const char *value)
             return -EINVAL;
         }
         return 0;
+    case OPT_PROB: {
+        char *end;
+        errno = 0;
+        double d = strtod(value, &end);
+        if (errno || end == value || *end || !(d >= 0.0 && d <= 1.0)) {
+            snprintf(cfg->error, sizeof cfg->error, "%s: \"%s\" is not a number in [0, 1]", o->key,
+                     value);
+            return -EINVAL;
+        }
+        float f = (float)d;
+        memcpy(field, &f, sizeof f);
+        return 0;
+    }
+    case OPT_ACTION:
+    case OPT_ENCODING: {
+        const char *a = o->type == OPT_ACTION ? "flag" : "fp16";
+        const char *b = o->type == OPT_ACTION ? "halt" : "uint8";
+        uint64_t u;
+        if (strcmp(value, a) == 0) {
+            u = o->type == OPT_ACTION ? TT_FLAG : TT_ENC_F16;
+        } else if (strcmp(value, b) == 0) {
+            u = o->type == OPT_ACTION ? TT_HALT : TT_ENC_U8LOG;
+        } else {
+            snprintf(cfg->error, sizeof cfg->error, "%s: \"%s\" is neither %s nor %s", o->key,
+                     value, a, b);
+            return -EINVAL;
+        }
+        memcpy(field, &u, sizeof u);
+        return 0;
+    }
     case OPT_U64:
     case OPT_I64:
         if (parse_int(value, &n) != 0 || n < o->min || n > o->max) {
@@ -223,7 +274,7 @@ TT_API int tt_config_from_env(tt_config *cfg)
         char name[64] = "TELLTALE_";
         size_t n = strlen(name);
         for (const char *k = opts[i].key; *k && n < sizeof name - 1; k++) {
-            name[n++] = (char)(*k >= 'a' && *k <= 'z' ? *k - 32 : *k);
+            name[n++] = (char)(*k >= 'a' && *k <= 'z' ? *k - 32 : *k == '.' ? '_' : *k);
         }
         name[n] = 0;
         const char *v = getenv(name);
@@ -256,6 +307,16 @@ TT_API const char *tt_config_get(const tt_config *cfg, const char *key)
         return field;
     case OPT_POLICY:
         return cfg->v.spool_policy == TT_SPOOL_DROP_NEWEST ? "drop_newest" : "drop_oldest";
+    case OPT_PROB: {
+        float f;
+        memcpy(&f, field, sizeof f);
+        snprintf(m->strval, sizeof m->strval, "%.9g", (double)f);
+        return m->strval;
+    }
+    case OPT_ACTION:
+        return cfg->v.guard_action == TT_FLAG ? "flag" : "halt";
+    case OPT_ENCODING:
+        return cfg->v.response_topk_encoding == TT_ENC_U8LOG ? "uint8" : "fp16";
     case OPT_U64:
         memcpy(&u, field, sizeof u);
         snprintf(m->strval, sizeof m->strval, "%llu", (unsigned long long)u);

@@ -531,12 +531,14 @@ static void atfork_prepare(void)
     for (tt_client *c = all_clients; c; c = c->all_next) {
         pthread_mutex_lock(&c->reg_lock);
         pthread_mutex_lock(&c->ctl_lock);
+        pthread_mutex_lock(&c->guard.lock); /* the guard's state is whole in the child */
     }
 }
 
 static void atfork_parent(void)
 {
     for (tt_client *c = all_clients; c; c = c->all_next) {
+        pthread_mutex_unlock(&c->guard.lock);
         pthread_mutex_unlock(&c->ctl_lock);
         pthread_mutex_unlock(&c->reg_lock);
     }
@@ -549,6 +551,7 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     for (tt_client *c = all_clients; c; c = c->all_next) {
+        pthread_mutex_unlock(&c->guard.lock);
         pthread_mutex_unlock(&c->ctl_lock);
         pthread_mutex_unlock(&c->reg_lock);
         c->fork_pending = 1;
@@ -646,6 +649,7 @@ static void client_free(tt_client *c)
         close(c->wake_fd);
     }
     tt__spool_close(c->spool);
+    tt__guard_fini(c);
     pthread_key_delete(c->key);
     pthread_mutex_destroy(&c->reg_lock);
     pthread_mutex_destroy(&c->ctl_lock);
@@ -683,8 +687,10 @@ TT_API int tt_open(tt_client **out, const tt_config *cfg)
     pthread_mutex_init(&c->reg_lock, NULL);
     pthread_mutex_init(&c->ctl_lock, NULL);
     cond_init_mono(&c->ctl_cond);
+    tt__guard_init(c);
     int rc = pthread_key_create(&c->key, ring_thread_exit);
     if (rc) {
+        tt__guard_fini(c);
         pthread_mutex_destroy(&c->reg_lock);
         pthread_mutex_destroy(&c->ctl_lock);
         pthread_cond_destroy(&c->ctl_cond);

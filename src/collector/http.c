@@ -33,6 +33,10 @@ static const struct route routes[] = {
     {"GET", "/api/v1/stream", api_stream},
     {"GET", "/api/v1/agents", api_agents},
     {"GET", "/api/v1/status", api_status},
+    {"GET", "/api/v1/responses", api_responses},
+    {"GET", "/api/v1/responses/{id}", api_response_get},
+    {"POST", "/api/v1/sessions/{id}/halt", api_session_halt},
+    {"POST", "/api/v1/agents/{agent}/guard-policy", api_agent_guard_policy},
 };
 
 /* Per-request state while a body arrives. */

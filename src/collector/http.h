@@ -71,5 +71,9 @@ enum MHD_Result api_stream(const struct http_req *r);
 enum MHD_Result api_agents(const struct http_req *r);
 enum MHD_Result api_health(const struct http_req *r);
 enum MHD_Result api_status(const struct http_req *r);
+enum MHD_Result api_responses(const struct http_req *r);
+enum MHD_Result api_response_get(const struct http_req *r);
+enum MHD_Result api_session_halt(const struct http_req *r);
+enum MHD_Result api_agent_guard_policy(const struct http_req *r);
 
 #endif

@@ -52,8 +52,15 @@
 #define TAG_CONTROL 5
 
 /* A control order from another thread (operator halt, guard policy), sent by the loop. */
+struct ctl_wait {
+    int done;       /* guarded by ctl_lock */
+    int abandoned;  /* the poster stopped waiting: whoever finishes frees it */
+    int count;      /* connections the order was queued on, -1 if never sent */
+};
+
 struct ctl_msg {
     struct ctl_msg *next;
+    struct ctl_wait *wait; /* NULL: nobody waits */
     char agent[256]; /* empty: every agent */
     size_t n;
     uint8_t payload[];
@@ -98,7 +105,8 @@ struct ingest {
     uint64_t drop_acks;      /* test hook: commits whose ack is replaced by a disconnect */
     ZSTD_DCtx *dctx;
     tt__buf scratch;
-    pthread_mutex_t ctl_lock; /* guards ctl_head */
+    pthread_mutex_t ctl_lock; /* guards ctl_head and the ctl_wait of posted orders */
+    pthread_cond_t ctl_cond;  /* an order with a waiter was sent */
     struct ctl_msg *ctl_head;
     int ctl_fd;
 };
@@ -717,6 +725,11 @@ int ingest_open(struct ingest **out, struct collector_opts *o, struct store *sto
     g->drop_acks = da ? strtoull(da, NULL, 10) : 0;
     g->sigfd = -1;
     pthread_mutex_init(&g->ctl_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g->ctl_cond, &ca);
+    pthread_condattr_destroy(&ca);
     g->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     g->conns_cap = o->max_conns + 64 + 1024;
     g->conns = calloc(g->conns_cap, sizeof *g->conns);
@@ -789,6 +802,23 @@ static int drained(struct ingest *g)
     return 1;
 }
 
+/* Tell the poster of m (if it waits) how many connections got it. */
+static void ctl_finish(struct ingest *g, struct ctl_msg *m, int count)
+{
+    if (!m->wait) {
+        return;
+    }
+    pthread_mutex_lock(&g->ctl_lock);
+    if (m->wait->abandoned) {
+        free(m->wait);
+    } else {
+        m->wait->done = 1;
+        m->wait->count = count;
+        pthread_cond_broadcast(&g->ctl_cond);
+    }
+    pthread_mutex_unlock(&g->ctl_lock);
+}
+
 static void send_controls(struct ingest *g)
 {
     uint64_t v;
@@ -801,12 +831,15 @@ static void send_controls(struct ingest *g)
     while (m) {
         struct ctl_msg *next = m->next;
         tt__buf p = {m->payload, m->n, m->n, m->n};
+        int count = 0;
         for (size_t fd = 0; fd < g->conns_cap; fd++) {
             struct conn *c = g->conns[fd];
             if (c && c->ready && !c->closing && (!m->agent[0] || !strcmp(c->ident.agent, m->agent))) {
                 conn_send(g, c, TT_FT_CONTROL, &p);
+                count++;
             }
         }
+        ctl_finish(g, m, count);
         free(m);
         m = next;
     }
@@ -898,9 +931,11 @@ void ingest_close(struct ingest *g)
     while (g->ctl_head) {
         struct ctl_msg *m = g->ctl_head;
         g->ctl_head = m->next;
+        ctl_finish(g, m, -1);
         free(m);
     }
     pthread_mutex_destroy(&g->ctl_lock);
+    pthread_cond_destroy(&g->ctl_cond);
     if (g->ep >= 0) {
         close(g->ep);
     }
@@ -910,7 +945,8 @@ void ingest_close(struct ingest *g)
     free(g);
 }
 
-int ingest_post_control(struct ingest *g, const char *agent, const uint8_t *payload, size_t n)
+static int post(struct ingest *g, const char *agent, const uint8_t *payload, size_t n,
+                struct ctl_wait *wait)
 {
     if (n > 65536) {
         return -EINVAL;
@@ -920,6 +956,7 @@ int ingest_post_control(struct ingest *g, const char *agent, const uint8_t *payl
         return -ENOMEM;
     }
     snprintf(m->agent, sizeof m->agent, "%s", agent ? agent : "");
+    m->wait = wait;
     m->n = n;
     memcpy(m->payload, payload, n);
     pthread_mutex_lock(&g->ctl_lock);
@@ -930,4 +967,46 @@ int ingest_post_control(struct ingest *g, const char *agent, const uint8_t *payl
     ssize_t w = write(g->ctl_fd, &one, sizeof one);
     (void)w;
     return 0;
+}
+
+int ingest_post_control(struct ingest *g, const char *agent, const uint8_t *payload, size_t n)
+{
+    return post(g, agent, payload, n, NULL);
+}
+
+int ingest_post_control_wait(struct ingest *g, const char *agent, const uint8_t *payload, size_t n,
+                             unsigned timeout_ms)
+{
+    struct ctl_wait *w = calloc(1, sizeof *w);
+    if (!w) {
+        return -ENOMEM;
+    }
+    int rc = post(g, agent, payload, n, w);
+    if (rc) {
+        free(w);
+        return rc;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&g->ctl_lock);
+    while (!w->done) {
+        if (pthread_cond_timedwait(&g->ctl_cond, &g->ctl_lock, &dl) == ETIMEDOUT) {
+            break;
+        }
+    }
+    if (w->done) {
+        rc = w->count < 0 ? -ESHUTDOWN : w->count;
+        free(w);
+    } else {
+        w->abandoned = 1; /* the loop frees it when it gets there */
+        rc = -ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&g->ctl_lock);
+    return rc;
 }

@@ -37,4 +37,10 @@ void ingest_close(struct ingest *g);
 /* Queue a Control frame payload for the connections of agent (NULL: all). Thread-safe. */
 int ingest_post_control(struct ingest *g, const char *agent, const uint8_t *payload, size_t n);
 
+/* The same, then wait up to timeout_ms until the loop has queued it: returns how many
+ * connections it was queued on, -ETIMEDOUT, -ESHUTDOWN (the loop closed first) or another
+ * negative errno. Thread-safe; not on the ingest thread (it would wait for itself). */
+int ingest_post_control_wait(struct ingest *g, const char *agent, const uint8_t *payload, size_t n,
+                             unsigned timeout_ms);
+
 #endif

@@ -81,7 +81,7 @@ void render_time(int64_t unix_ns, char *out, size_t n)
     snprintf(out, n, "%s.%09ldZ", base, frac);
 }
 
-static void render_attrs(tt__json *j, tt__bstr body, uint32_t field, const char *key)
+void render_attrs(tt__json *j, tt__bstr body, uint32_t field, const char *key)
 {
     tt__attr_iter it;
     tt__attr_val a;

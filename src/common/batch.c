@@ -470,3 +470,75 @@ int tt__ev_guard_decode(tt__bstr body, tt__ev_guard *out)
     }
     return r.err ? -1 : 0;
 }
+
+int tt__ev_tokens_decode(tt__bstr body, tt__ev_tokens *out)
+{
+    memset(out, 0, sizeof *out);
+    DECODE_LOOP(body)
+    {
+        tt__bstr *packed[] = {NULL,           NULL,         NULL,
+                              &out->token_ids, &out->logprobs, &out->entropies,
+                              &out->margins,   &out->ranks,    &out->latency_us,
+                              &out->flags,     NULL,           &out->topk_ids,
+                              &out->topk_values};
+        if (field == 1 && wt == TT_PB_I64) {
+            out->response_id = tt__pb_fixed64(&r);
+        } else if (field == 2 && wt == TT_PB_VARINT) {
+            out->first_index = (uint32_t)tt__pb_varint(&r);
+        } else if (field == 10 && wt == TT_PB_VARINT) {
+            out->topk = (uint32_t)tt__pb_varint(&r);
+        } else if (field == 13 && wt == TT_PB_VARINT) {
+            out->topk_encoding = (uint32_t)tt__pb_varint(&r);
+        } else if (field >= 3 && field <= 12 && field != 10 && wt == TT_PB_LEN) {
+            packed[field]->p = tt__pb_bytes(&r, &packed[field]->n);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (r.err || out->logprobs.n % 4 || out->entropies.n % 4 || out->margins.n % 4) {
+        return -1;
+    }
+    tt__bstr v[] = {out->token_ids, out->ranks, out->latency_us, out->flags, out->topk_ids};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        if (tt__packed_varint_count(v[i]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int tt__ev_tensor_decode(tt__bstr body, tt__ev_tensor *out)
+{
+    memset(out, 0, sizeof *out);
+    DECODE_LOOP(body)
+    {
+        if (field == 1 && wt == TT_PB_I64) {
+            out->response_id = tt__pb_fixed64(&r);
+        } else if (wt == TT_PB_VARINT && (field == 2 || field == 3 || field == 4 || field == 8)) {
+            uint32_t v = (uint32_t)tt__pb_varint(&r);
+            *(field == 2 ? &out->token_index
+                         : field == 3 ? &out->encoding : field == 4 ? &out->length : &out->first) = v;
+        } else if (field == 5 && wt == TT_PB_LEN) {
+            out->values.p = tt__pb_bytes(&r, &out->values.n);
+        } else if (field == 6 && wt == TT_PB_I32) {
+            out->scale = tt__pb_float(&r);
+        } else if (field == 7 && wt == TT_PB_I32) {
+            out->offset = tt__pb_float(&r);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return r.err ? -1 : 0;
+}
+
+long tt__packed_varint_count(tt__bstr b)
+{
+    tt__pb_reader r;
+    tt__pb_reader_init(&r, b.p, b.n);
+    long n = 0;
+    while (r.p < r.end && !r.err) {
+        tt__pb_varint(&r);
+        n++;
+    }
+    return r.err ? -1 : n;
+}

@@ -162,6 +162,42 @@ typedef struct tt__ev_guard {
     float threshold;
 } tt__ev_guard;
 
+/* Tokens: the packed arrays stay encoded (bstr over their bytes); read them with the packed
+ * iterators below. Values in topk_values are per topk_encoding (docs/wire-format.md). */
+typedef struct tt__ev_tokens {
+    uint64_t response_id;
+    uint32_t first_index;
+    tt__bstr token_ids, logprobs, entropies, margins, ranks, latency_us, flags;
+    uint32_t topk;
+    tt__bstr topk_ids, topk_values;
+    uint32_t topk_encoding;
+} tt__ev_tokens;
+
+typedef struct tt__ev_tensor {
+    uint64_t response_id;
+    uint32_t token_index;
+    uint32_t encoding;
+    uint32_t length;     /* entries in the whole row */
+    uint32_t first;      /* index in the row of values[0] */
+    tt__bstr values;
+    float scale;
+    float offset;
+} tt__ev_tensor;
+
+int tt__ev_tokens_decode(tt__bstr body, tt__ev_tokens *out);
+int tt__ev_tensor_decode(tt__bstr body, tt__ev_tensor *out);
+
+/* Packed repeated fields: the number of varints (or -1 if malformed), and the i-th float. */
+long tt__packed_varint_count(tt__bstr b);
+static inline float tt__packed_float(tt__bstr b, size_t i)
+{
+    uint32_t u = (uint32_t)b.p[4 * i] | (uint32_t)b.p[4 * i + 1] << 8 |
+                 (uint32_t)b.p[4 * i + 2] << 16 | (uint32_t)b.p[4 * i + 3] << 24;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 int tt__ev_response_begin_decode(tt__bstr body, tt__ev_response_begin *out);
 int tt__ev_response_end_decode(tt__bstr body, tt__ev_response_end *out);
 int tt__ev_guard_decode(tt__bstr body, tt__ev_guard *out);

@@ -1,0 +1,760 @@
+"""telltale: stream an agent's logs, metrics, steps and token confidence to a telltale collector.
+
+A thin layer over libtelltale (ctypes, no compiled extension):
+
+    import telltale
+
+    with telltale.Client("unix:/tmp/telltale.sock", agent="my-agent") as tt:
+        tt.log("starting", query="weather in Oslo")
+        with tt.step("tool", name="search", query="weather in Oslo") as s:
+            s.result_bytes = len(do_search())
+        with tt.response(session="s1", model="gpt-x") as r:
+            verdict = r.token(logits_row, chosen_id)   # numpy float32/float16/bf16 row
+
+Event calls never block and never raise for a dropped event: they return 0 or the negative
+error code of the C library (counted in stats()). docs/python.md is the reference.
+"""
+
+import atexit
+import contextvars
+import ctypes
+import enum
+import os
+import sys
+import threading
+
+from . import _lib
+
+__all__ = ["Client", "Step", "Response", "Verdict", "Halted", "Error", "GuardPolicy",
+           "Summary", "TokenStats", "Stats", "library_path", "library_version"]
+__version__ = "0.1.0"
+
+library_path = _lib.path
+
+
+def library_version():
+    """The version of the loaded libtelltale, as "MAJOR.MINOR.PATCH"."""
+    return _lib.version().decode()
+
+
+class Error(Exception):
+    """A call to libtelltale failed; .code is the negative TT_E* code."""
+
+    def __init__(self, code, what=""):
+        self.code = code
+        msg = _lib.strerror(code).decode()
+        super().__init__("%s: %s" % (what, msg) if what else msg)
+
+
+class Verdict(enum.IntEnum):
+    """What the guard says about a token or a response."""
+    PASS = 0
+    FLAG = 1
+    HALT = 2
+
+
+_VERDICTS = (Verdict.PASS, Verdict.FLAG, Verdict.HALT)
+
+
+class Halted(Exception):
+    """Raised by Response.token / token_logprobs when the verdict is HALT and the client or the
+    response was created with raise_on_halt=True. .reason says why (a guard rule or an operator
+    halt); .response is the response (ended when its `with` block exits)."""
+
+    def __init__(self, reason, response=None):
+        super().__init__(reason or "halted")
+        self.reason = reason
+        self.response = response
+
+
+_SEVERITY = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17,
+             "fatal": 21, "critical": 21}
+_METRIC = {"counter": 1, "gauge": 2, "histogram": 3}
+_STEP = {"reasoning": 1, "tool": 2, "api": 3, "llm": 4, "agent": 5, "retrieval": 6, "other": 7}
+_STATUS_OK, _STATUS_ERROR, _STATUS_TIMEOUT, _STATUS_CANCELLED = 0, 1, 2, 3
+_DTYPE_F32, _DTYPE_F16, _DTYPE_BF16 = 1, 2, 3
+_ERROR_MAX = 512
+
+
+def _enc(s):
+    return None if s is None else (s if isinstance(s, bytes) else str(s).encode())
+
+
+def _attrs(kv):
+    """A ctypes array of tt_attr for a dict, plus the objects that must outlive the call."""
+    n = len(kv)
+    arr = (_lib.Attr * n)()
+    keep = []
+    for i, (k, v) in enumerate(kv.items()):
+        a = arr[i]
+        kb = k.encode()
+        keep.append(kb)
+        a.key = kb
+        if isinstance(v, bool):
+            a.type = _lib.ATTR_BOOL
+            a.v.b = 1 if v else 0
+        elif isinstance(v, int) and -(1 << 63) <= v < (1 << 63):
+            a.type = _lib.ATTR_INT
+            a.v.i = v
+        elif isinstance(v, float):
+            a.type = _lib.ATTR_DOUBLE
+            a.v.d = v
+        else:
+            vb = _enc(v)
+            keep.append(vb)
+            a.type = _lib.ATTR_STR
+            a.v.s = vb
+    return arr, n, keep
+
+
+def _level(level):
+    if isinstance(level, int):
+        return level
+    try:
+        return _SEVERITY[level.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError("telltale: unknown severity %r (trace, debug, info, warn, error, "
+                         "fatal)" % (level,)) from None
+
+
+class Stats:
+    """A snapshot of the client's counters (see tt_stats in telltale.h). At quiescence:
+    emitted == acked + possibly_delivered + buffered + dropped_total."""
+
+    __slots__ = ("emitted", "sent", "acked", "possibly_delivered", "buffered", "spooled",
+                 "dropped", "dropped_total", "frames_sent", "bytes_sent", "reconnects",
+                 "connected")
+
+    def __init__(self, s):
+        for f in self.__slots__:
+            if f == "dropped":
+                self.dropped = {_lib.drop_cause_name(i).decode(): s.dropped[i]
+                                for i in range(_lib.DROP_COUNT)}
+            elif f == "connected":
+                self.connected = bool(s.connected)
+            else:
+                setattr(self, f, getattr(s, f))
+
+    def as_dict(self):
+        return {f: getattr(self, f) for f in self.__slots__}
+
+    def __repr__(self):
+        return "Stats(%s)" % ", ".join("%s=%r" % (f, getattr(self, f)) for f in self.__slots__)
+
+
+class TokenStats:
+    """Statistics of one token: prob and logprob of the chosen token, its rank, the entropy of
+    the distribution (nats), the top-1/top-2 margin, and the top-k (ids, probs)."""
+
+    __slots__ = ("chosen", "rank", "logprob", "prob", "entropy", "margin", "flags", "topk")
+
+    def __init__(self, s):
+        self.chosen = s.chosen
+        self.rank = s.rank
+        self.logprob = s.logprob
+        self.prob = s.prob
+        self.entropy = s.entropy
+        self.margin = s.margin
+        self.flags = s.flags
+        k = min(s.k, _lib.TOPK_MAX)
+        self.topk = [(s.topk_ids[i], s.topk_probs[i]) for i in range(k)]
+
+    def __repr__(self):
+        return ("TokenStats(chosen=%d, prob=%.4g, rank=%d, entropy=%.4g, margin=%.4g)"
+                % (self.chosen, self.prob, self.rank, self.entropy, self.margin))
+
+
+class Summary:
+    """The summary of an ended response (tt_response_summary)."""
+
+    __slots__ = ("tokens", "mean_logprob", "min_logprob", "perplexity", "mean_entropy",
+                 "low_confidence_share", "min_window_confidence", "verdict", "estimated",
+                 "reason")
+
+    def __init__(self, s):
+        self.tokens = s.tokens
+        self.mean_logprob = s.mean_logprob
+        self.min_logprob = s.min_logprob
+        self.perplexity = s.perplexity
+        self.mean_entropy = s.mean_entropy
+        self.low_confidence_share = s.low_confidence_share
+        self.min_window_confidence = s.min_window_confidence
+        self.verdict = _VERDICTS[s.verdict] if 0 <= s.verdict <= 2 else s.verdict
+        self.estimated = bool(s.estimated)
+        self.reason = s.reason.decode(errors="replace")
+
+    @property
+    def confidence(self):
+        """exp(mean log-prob): the geometric mean of p(chosen) over the response."""
+        import math
+        return math.exp(self.mean_logprob) if self.tokens else 0.0
+
+    def __repr__(self):
+        return "Summary(%s)" % ", ".join("%s=%r" % (f, getattr(self, f)) for f in self.__slots__)
+
+
+class GuardPolicy:
+    """The guard's thresholds (tt_guard_policy). 0 turns a rule off; action is Verdict.FLAG or
+    Verdict.HALT: what a trip returns."""
+
+    __slots__ = ("token_min_prob", "window_min_confidence", "window", "response_min_confidence",
+                 "action")
+
+    def __init__(self, token_min_prob=0.0, window_min_confidence=0.0, window=16,
+                 response_min_confidence=0.0, action=Verdict.FLAG):
+        self.token_min_prob = token_min_prob
+        self.window_min_confidence = window_min_confidence
+        self.window = window
+        self.response_min_confidence = response_min_confidence
+        self.action = Verdict(action)
+
+    def _to_c(self):
+        return _lib.GuardPolicy(self.token_min_prob, self.window_min_confidence, self.window,
+                                self.response_min_confidence, int(self.action))
+
+    @classmethod
+    def _from_c(cls, p):
+        return cls(p.token_min_prob, p.window_min_confidence, p.window,
+                   p.response_min_confidence, p.action)
+
+    def __repr__(self):
+        return "GuardPolicy(%s)" % ", ".join("%s=%r" % (f, getattr(self, f))
+                                             for f in self.__slots__)
+
+
+# --- numpy rows, read in place ------------------------------------------------------------------
+
+_ROW_DTYPES = {}
+_ndarray = None
+
+
+def _numpy_setup():
+    global _ndarray
+    try:
+        import numpy as np
+    except ImportError:  # numpy is optional: rows then come through __array_interface__
+        return
+    _ndarray = np.ndarray
+    _ROW_DTYPES[np.dtype(np.float32)] = (_DTYPE_F32, 4)
+    _ROW_DTYPES[np.dtype(np.float16)] = (_DTYPE_F16, 2)
+    _ROW_DTYPES[np.dtype(np.uint16)] = (_DTYPE_BF16, 2)  # bfloat16 bits, as uint16
+    try:  # the bfloat16 dtype of ml_dtypes (JAX, ...) when it is installed
+        import ml_dtypes
+        _ROW_DTYPES[np.dtype(ml_dtypes.bfloat16)] = (_DTYPE_BF16, 2)
+    except ImportError:
+        pass
+
+
+_numpy_setup()
+_TYPESTR = {"<f4": (_DTYPE_F32, 4), "<f2": (_DTYPE_F16, 2), "<u2": (_DTYPE_BF16, 2)}
+
+
+def _row(a):
+    """(pointer, n, stride in elements, dtype code) of a 1-D row, without copying it."""
+    if type(a) is _ndarray:
+        dt = _ROW_DTYPES.get(a.dtype)
+        if dt is None:
+            raise TypeError("telltale: logits must be float32, float16 or bfloat16 (as uint16), "
+                            "got %s" % a.dtype)
+        if a.ndim != 1:
+            raise ValueError("telltale: logits must be one row (1-D), got shape %s" % (a.shape,))
+        n = a.shape[0]
+        st = a.strides[0]
+        ptr = a.ctypes.data
+    else:
+        ai = getattr(a, "__array_interface__", None)
+        if ai is None:
+            raise TypeError("telltale: logits must be a numpy array (or expose "
+                            "__array_interface__), got %s" % type(a).__name__)
+        dt = _TYPESTR.get(ai["typestr"].replace("=", "<"))
+        if dt is None or sys.byteorder != "little":
+            raise TypeError("telltale: logits must be float32, float16 or bfloat16 (as uint16), "
+                            "got %s" % ai["typestr"])
+        if len(ai["shape"]) != 1:
+            raise ValueError("telltale: logits must be one row (1-D), got shape %s"
+                             % (ai["shape"],))
+        n = ai["shape"][0]
+        st = ai["strides"][0] if ai.get("strides") else dt[1]
+        ptr = ai["data"][0]
+    if n == 0:
+        raise ValueError("telltale: empty logits row")
+    size = dt[1]
+    if n == 1:
+        st = size
+    if st <= 0 or st % size:
+        raise ValueError("telltale: logits stride %d bytes is not a positive multiple of the "
+                         "element size %d" % (st, size))
+    return ptr, n, st // size, dt[0]
+
+
+# --- clients -------------------------------------------------------------------------------------
+
+# Every open client, held strongly: a client dropped without close() is still closed (within its
+# deadline) at the interpreter's exit instead of losing what it buffered.
+_clients = set()
+_clients_lock = threading.Lock()
+
+
+def _default_agent():
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if name.endswith(".py"):
+        name = name[:-3]
+    return name if name and name != "-c" else "python"
+
+
+class Client:
+    """A connection to a telltale collector (tt_client).
+
+    Client(endpoint, agent=..., **settings): endpoint "unix:PATH" or "tcp://HOST:PORT" (default
+    $TELLTALE_ENDPOINT, else the library's default tcp://127.0.0.1:7370); agent the agent's name
+    (default $TELLTALE_AGENT, else the script name); settings are the library's configuration
+    keys (ring_bytes=..., flush_interval_ms=..., spool_dir=..., token=...; dotted keys such as
+    "guard.token_min_prob" through **{...}). Keyword-only options:
+
+      session        the default session of every event (None: no session)
+      close_timeout  seconds that close() (and the exit of the interpreter) waits at most
+      raise_on_halt  responses raise Halted on a HALT verdict (default: return it)
+      guard          a GuardPolicy to set after opening
+
+    The connection is made in the background: an unreachable collector is not an error here.
+    The client closes at the end of a `with` block, on close(), or when the interpreter exits.
+    """
+
+    def __init__(self, endpoint=None, agent=None, *, session=None, close_timeout=5.0,
+                 raise_on_halt=False, guard=None, **settings):
+        self._h = None
+        self._lock = threading.Lock()
+        if endpoint is None:
+            endpoint = os.environ.get("TELLTALE_ENDPOINT")
+        if agent is None:
+            agent = os.environ.get("TELLTALE_AGENT") or _default_agent()
+        cfg = ctypes.c_void_p()
+        rc = _lib.config_new(ctypes.byref(cfg))
+        if rc:
+            raise Error(rc, "config")
+        try:
+            items = [("agent", agent)]
+            if endpoint is not None:
+                items.append(("endpoint", endpoint))
+            items += list(settings.items())
+            for k, v in items:
+                if isinstance(v, bool):
+                    v = "1" if v else "0"
+                rc = _lib.config_set(cfg, _enc(k), _enc(v))
+                if rc:
+                    why = _lib.config_error(cfg).decode(errors="replace")
+                    raise ValueError("telltale: setting %s=%r: %s" % (k, v, why or "invalid"))
+            h = ctypes.c_void_p()
+            rc = _lib.open_(ctypes.byref(h), cfg)
+            if rc == _lib.EINVAL:
+                raise ValueError("telltale: the settings do not fit together (ring_bytes must "
+                                 "be a power of two holding 4 events of max_event_bytes, "
+                                 "backoff_min_ms <= backoff_max_ms, a valid endpoint)")
+            if rc:
+                raise Error(rc, "open")
+        finally:
+            _lib.config_free(cfg)
+        self._h = h.value
+        self.agent = agent
+        self.endpoint = endpoint
+        self.session = session
+        self._session_b = _enc(session)
+        self.close_timeout = close_timeout
+        self.raise_on_halt = raise_on_halt
+        self._current = contextvars.ContextVar("telltale_step_%x" % id(self), default=None)
+        self._pid = os.getpid()
+        self._close_rc = None
+        with _clients_lock:
+            _clients.add(self)
+        if guard is not None:
+            self.guard_policy = guard
+
+    # -- lifecycle --
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
+        return False
+
+    @property
+    def closed(self):
+        return self._h is None
+
+    def close(self, timeout=None):
+        """Flush and close within timeout seconds (default close_timeout), whatever the network
+        does. Returns True if everything emitted was acknowledged, False if the deadline expired
+        first (the rest is spooled or counted as dropped). Idempotent. Must not race with event
+        calls of other threads on this client (as tt_close in C)."""
+        with self._lock:
+            h, self._h = self._h, None
+        if h is None:
+            return self._close_rc == 0
+        if timeout is None:
+            timeout = self.close_timeout
+        ms = max(0, min(int(timeout * 1000), 0xFFFFFFFF))
+        self._close_rc = _lib.close(h, ms)  # releases the GIL while it waits
+        with _clients_lock:
+            _clients.discard(self)
+        return self._close_rc == 0
+
+    async def aclose(self, timeout=None):
+        """close() in a worker thread, so that the event loop keeps running meanwhile."""
+        import asyncio
+        return await asyncio.get_running_loop().run_in_executor(None, self.close, timeout)
+
+    def flush(self, timeout=5.0):
+        """Send what is buffered and wait up to timeout seconds for the acknowledgement of every
+        event emitted before the call. Returns True if all were acknowledged. Blocks (the GIL is
+        released meanwhile); use aflush() in asyncio code."""
+        h = self._h
+        if h is None:
+            return False
+        return _lib.flush(h, max(0, min(int(timeout * 1000), 0xFFFFFFFF))) == 0
+
+    async def aflush(self, timeout=5.0):
+        import asyncio
+        return await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
+
+    # -- events --
+
+    def log(self, message, level="info", *, session=None, **attrs):
+        """A log record with optional attributes (str, int, float or bool values). Returns 0, or a
+        negative code if the event was dropped (counted in stats())."""
+        sev = _SEVERITY.get(level) if type(level) is str else None
+        if sev is None:
+            sev = _level(level)
+        s = self._session_b if session is None else _enc(session)
+        if attrs:
+            arr, n, keep = _attrs(attrs)
+            return _lib.log(self._h, s, sev, message.encode(), arr, n)
+        return _lib.log(self._h, s, sev, message.encode(), None, 0)
+
+    def metric(self, name, value, kind="gauge", *, unit=None, session=None, **attrs):
+        """A metric sample: kind "gauge" (a current value), "counter" (a delta) or "histogram"
+        (one sample). Returns 0 or a negative code, as log()."""
+        k = _METRIC.get(kind) if type(kind) is str else kind
+        if k is None:
+            raise ValueError("telltale: unknown metric kind %r (counter, gauge, histogram)"
+                             % (kind,))
+        s = self._session_b if session is None else _enc(session)
+        u = None if unit is None else unit.encode()
+        if attrs:
+            arr, n, keep = _attrs(attrs)
+            return _lib.metric(self._h, s, k, name.encode(), float(value), u, arr, n)
+        return _lib.metric(self._h, s, k, name.encode(), float(value), u, None, 0)
+
+    def step(self, kind="other", name=None, query=None, *, session=None):
+        """A step of the execution path, used as `with` or `async with`: the latency between
+        entering and leaving is measured; an exception in the block marks it failed (and is not
+        swallowed). Steps nest: a step begun inside another one's block is its child, also
+        across `await` and in tasks created inside the block (contextvars). kind: "reasoning",
+        "tool", "api", "llm", "agent", "retrieval" or "other"."""
+        return Step(self, kind, name, query, session)
+
+    @property
+    def current_step(self):
+        """The innermost open step of this context, or None."""
+        return self._current.get()
+
+    def response(self, session=None, model=None, *, raise_on_halt=None, **params):
+        """A model response whose tokens are checked by the guard, used as `with`:
+        r.token(logits_row, chosen) or r.token_logprobs(chosen_logprob, top_logprobs) per token;
+        the summary is emitted when the block exits (r.summary). params are the sampling
+        parameters (temperature=0.7, top_p=...), recorded with the response."""
+        if not _lib.HAVE_RESPONSES:
+            raise RuntimeError("telltale: %s has no response API (tt_response_begin); it is "
+                               "older than this package" % _lib.path)
+        return Response(self, session, model,
+                        self.raise_on_halt if raise_on_halt is None else raise_on_halt, params)
+
+    # -- state --
+
+    def stats(self):
+        """A Stats snapshot of the counters (exact at quiescence)."""
+        h = self._h
+        if h is None:
+            raise Error(_lib.ESHUTDOWN, "stats")
+        s = _lib.Stats()
+        rc = _lib.stats_get(h, ctypes.byref(s), ctypes.sizeof(s))
+        if rc:
+            raise Error(rc, "stats")
+        return Stats(s)
+
+    @property
+    def instance_id(self):
+        """The client instance id as 32 hex digits (new in a forked child)."""
+        h = self._h
+        if h is None:
+            raise Error(_lib.ESHUTDOWN, "instance_id")
+        buf = ctypes.create_string_buffer(16)
+        rc = _lib.instance_id(h, buf)
+        if rc:
+            raise Error(rc, "instance_id")
+        return buf.raw.hex()
+
+    @property
+    def guard_policy(self):
+        if _lib.guard_policy_get is None:
+            raise RuntimeError("telltale: the library has no guard API")
+        p = _lib.GuardPolicy()
+        rc = _lib.guard_policy_get(self._h, ctypes.byref(p))
+        if rc:
+            raise Error(rc, "guard_policy")
+        return GuardPolicy._from_c(p)
+
+    @guard_policy.setter
+    def guard_policy(self, policy):
+        if _lib.guard_policy_set is None:
+            raise RuntimeError("telltale: the library has no guard API")
+        p = policy._to_c()
+        rc = _lib.guard_policy_set(self._h, ctypes.byref(p))
+        if rc == _lib.EINVAL:
+            raise ValueError("telltale: invalid guard policy %r (thresholds in [0, 1], window "
+                             "1..4096, action FLAG or HALT)" % (policy,))
+        if rc:
+            raise Error(rc, "guard_policy")
+
+    def __repr__(self):
+        return "<telltale.Client agent=%r endpoint=%r%s>" % (
+            self.agent, self.endpoint, " closed" if self._h is None else "")
+
+
+class Step:
+    """An open step (see Client.step). Attributes: id (non-zero once begun), parent (the parent
+    Step or None), result_bytes (set it to record the result's size). fail(error) marks the step
+    failed without raising."""
+
+    __slots__ = ("_c", "_st", "kind", "name", "query", "session", "parent", "result_bytes",
+                 "_status", "_error", "_token", "__weakref__")
+
+    def __init__(self, client, kind, name, query, session):
+        k = _STEP.get(kind) if type(kind) is str else kind
+        if k is None:
+            raise ValueError("telltale: unknown step kind %r (%s)" % (kind, ", ".join(_STEP)))
+        self._c = client
+        self._st = _lib.Step()
+        self.kind = k
+        self.name = name if name is not None else (kind if type(kind) is str else "step")
+        self.query = query
+        self.session = session
+        self.parent = None
+        self.result_bytes = -1
+        self._status = _STATUS_OK
+        self._error = None
+        self._token = None
+
+    @property
+    def id(self):
+        return self._st.id
+
+    def fail(self, error="failed", status="error"):
+        """Mark the step failed (status "error", "timeout" or "cancelled") with an error text."""
+        self._status = {"error": _STATUS_ERROR, "timeout": _STATUS_TIMEOUT,
+                        "cancelled": _STATUS_CANCELLED}.get(status, _STATUS_ERROR)
+        self._error = str(error)
+
+    def __enter__(self):
+        c = self._c
+        parent = c._current.get()
+        self.parent = parent
+        session = self.session
+        if session is None:
+            session = parent.session if parent is not None else c.session
+            self.session = session
+        _lib.step_begin(c._h, self._st, parent._st if parent is not None else None, self.kind,
+                        _enc(session), _enc(self.name), _enc(self.query))
+        self._token = c._current.set(self)
+        return self
+
+    def __exit__(self, et, ev, tb):
+        c = self._c
+        status, error = self._status, self._error
+        if et is not None:
+            if issubclass(et, (TimeoutError,)):
+                status = _STATUS_TIMEOUT
+            elif et.__name__ == "CancelledError" or issubclass(et, (KeyboardInterrupt,)):
+                status = _STATUS_CANCELLED
+            else:
+                status = _STATUS_ERROR
+            error = ("%s: %s" % (et.__name__, ev) if str(ev) else et.__name__)
+        if error is not None and len(error) > _ERROR_MAX:
+            error = error[:_ERROR_MAX]
+        _lib.step_end(c._h, self._st, status, self.result_bytes,
+                      None if error is None else error.encode(errors="replace"))
+        try:
+            c._current.reset(self._token)
+        except ValueError:  # left in another context than entered: restore the parent
+            c._current.set(self.parent)
+        return False
+
+    async def __aenter__(self):
+        return self.__enter__()
+
+    async def __aexit__(self, et, ev, tb):
+        return self.__exit__(et, ev, tb)
+
+    def __repr__(self):
+        return "<telltale.Step %s %r id=%d>" % (self.kind, self.name, self._st.id)
+
+
+class Response:
+    """An open response (see Client.response)."""
+
+    __slots__ = ("_c", "_r", "session", "model", "raise_on_halt", "params", "summary",
+                 "_verdict", "_vref", "_ts", "_tsref", "_ended", "verdict", "tokens")
+
+    def __init__(self, client, session, model, raise_on_halt, params):
+        self._c = client
+        self._r = None
+        self.session = session if session is not None else client.session
+        self.model = model
+        self.raise_on_halt = raise_on_halt
+        self.params = params
+        self.summary = None
+        self._verdict = ctypes.c_int(0)
+        self._vref = ctypes.byref(self._verdict)
+        self._ts = _lib.TokenStats()
+        self._tsref = ctypes.byref(self._ts)
+        self._ended = False
+        self.verdict = Verdict.PASS  # the worst verdict so far
+        self.tokens = 0
+
+    def __enter__(self):
+        h = self._c._h
+        if h is None:
+            raise Error(_lib.ESHUTDOWN, "response")
+        r = ctypes.c_void_p()
+        if self.params:
+            arr, n, keep = _attrs(self.params)
+        else:
+            arr, n = None, 0
+        rc = _lib.response_begin(h, ctypes.byref(r), _enc(self.session), _enc(self.model), arr, n)
+        if rc or not r.value:
+            raise Error(rc or _lib.EINVAL, "response")
+        self._r = r.value
+        return self
+
+    def _after(self, rc):
+        if rc:
+            if rc == _lib.EINVAL:
+                raise ValueError("telltale: token rejected: %s" % _lib.strerror(rc).decode())
+            return Verdict.PASS  # dropped (ring full, closing): counted in stats()
+        self.tokens += 1
+        v = _VERDICTS[self._verdict.value]
+        if v > self.verdict:
+            self.verdict = v
+        if v is Verdict.HALT and self.raise_on_halt:
+            # A halted response is over: end it now, so that the summary (with the guard's or
+            # the operator's reason) is recorded and available as exc.response.summary.
+            summary = self.end()
+            raise Halted(summary.reason if summary else "halted", self)
+        return v
+
+    def token(self, logits, chosen):
+        """Add the token `chosen` sampled from one row of logits: a 1-D numpy array of float32,
+        float16 or bfloat16 (as uint16, or ml_dtypes.bfloat16), read in place through its
+        pointer and stride (no copy). Returns the Verdict (raises Halted on HALT if asked)."""
+        r = self._r
+        if r is None:
+            raise RuntimeError("telltale: response not open (use it in a `with` block; it ends there or at a raised Halted)")
+        ptr, n, stride, dt = _row(logits)
+        return self._after(_lib.response_token(r, ptr, n, stride, dt, chosen, self._vref,
+                                               self._tsref))
+
+    def token_logprobs(self, chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None):
+        """Add a token from a hosted model's log-probs: chosen_logprob of the sampled token and
+        the top alternatives' log-probs (a sequence, or a dict {token_id: logprob}; at most 32
+        are used, the highest). Returns the Verdict."""
+        r = self._r
+        if r is None:
+            raise RuntimeError("telltale: response not open (use it in a `with` block; it ends there or at a raised Halted)")
+        ids_p = lps_p = None
+        k = 0
+        if top_logprobs:
+            if isinstance(top_logprobs, dict):
+                items = sorted(top_logprobs.items(), key=lambda kv: -kv[1])[:_lib.TOPK_MAX]
+                ids = [i for i, _ in items]
+                lps = [lp for _, lp in items]
+            else:
+                lps = list(top_logprobs)
+                ids = list(top_ids) if top_ids is not None else None
+                if ids is not None and len(ids) != len(lps):
+                    raise ValueError("telltale: top_ids and top_logprobs differ in length")
+                if len(lps) > _lib.TOPK_MAX:
+                    order = sorted(range(len(lps)), key=lambda i: -lps[i])[:_lib.TOPK_MAX]
+                    lps = [lps[i] for i in order]
+                    ids = [ids[i] for i in order] if ids is not None else None
+            k = len(lps)
+            lps_p = (ctypes.c_float * k)(*lps)
+            if ids is not None:
+                ids_p = (ctypes.c_int32 * k)(*ids)
+        return self._after(_lib.response_token_logprobs(r, chosen, float(chosen_logprob), ids_p,
+                                                        lps_p, k, self._vref, self._tsref))
+
+    @property
+    def last(self):
+        """TokenStats of the last token added."""
+        return TokenStats(self._ts)
+
+    def end(self):
+        """End the response (the `with` block does it): emits the summary, returns it."""
+        r, self._r = self._r, None
+        if r is None:
+            return self.summary
+        s = _lib.ResponseSummary()
+        rc = _lib.response_end(r, ctypes.byref(s))
+        self._ended = True
+        if rc == 0:
+            self.summary = Summary(s)
+            if self.summary.verdict > self.verdict:
+                self.verdict = self.summary.verdict
+        return self.summary
+
+    def __exit__(self, et, ev, tb):
+        self.end()
+        return False
+
+    async def __aenter__(self):
+        return self.__enter__()
+
+    async def __aexit__(self, et, ev, tb):
+        return self.__exit__(et, ev, tb)
+
+
+# --- process hooks ------------------------------------------------------------------------------
+
+def _close_all():
+    """At interpreter exit: close every open client within its own deadline."""
+    with _clients_lock:
+        clients = list(_clients)
+    for c in clients:
+        try:
+            c.close()
+        except Exception:  # never stop the interpreter's exit
+            pass
+
+
+def _after_fork_child():
+    # The C library resets each client in the child (new instance, empty rings, its own worker
+    # at the first event). Python's side: locks held by a thread of the parent that does not
+    # exist here would never be released, so they are new in the child.
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    pid = os.getpid()
+    for c in list(_clients):
+        c._lock = threading.Lock()
+        c._pid = pid
+
+
+atexit.register(_close_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_child)

@@ -1,0 +1,65 @@
+"""The demo agent of `make run` (python/telltale_demo): a real model in a real agent loop."""
+
+import os
+import subprocess
+import sys
+
+from conftest import LIB, MULT, ROOT
+
+
+def _run(collector, *args):
+    env = dict(os.environ, TELLTALE_LIBRARY=LIB, PYTHONPATH=os.path.join(ROOT, "python"))
+    r = subprocess.run([sys.executable, "-m", "telltale_demo", "--endpoint", collector.endpoint,
+                        "--rate", "100"] + list(args), env=env, capture_output=True, text=True,
+                       timeout=60 * MULT)
+    assert r.returncode == 0, r.stderr
+    return r.stderr
+
+
+def _answers(collector, agent):
+    return [e for e in collector.events(agent=agent, kind="log") if e["message"] == "answer"]
+
+
+def test_demo_agent_runs_tools_and_streams_token_confidence(collector):
+    _run(collector, "--agent", "demo-ok", "--turns", "4")
+    steps = collector.events(agent="demo-ok", kind="step_begin")
+    names = {e["name"] for e in steps}
+    assert {"turn", "plan", "sql", "read_file", "calculator", "generate"} <= names
+    ends = collector.events(agent="demo-ok", kind="step_end")
+    assert ends and all(e["status"] == "ok" for e in ends)
+    answers = _answers(collector, "demo-ok")
+    assert len(answers) == 4
+    assert all(a["attrs"]["tokens"] > 0 and 0 < a["attrs"]["confidence"] <= 1 for a in answers)
+    assert len(collector.events(agent="demo-ok", kind="response_end")) == 4
+
+
+def test_demo_agent_drift_fails_the_tool_and_lowers_confidence(collector):
+    _run(collector, "--agent", "demo-calm", "--turns", "6", "--seed", "3")
+    _run(collector, "--agent", "demo-drift", "--turns", "6", "--seed", "3", "--drift")
+    failed = [e for e in collector.events(agent="demo-drift", kind="step_end")
+              if e["status"] == "error"]
+    assert failed and any("no such table" in e.get("error", "") for e in failed)
+
+    def mean_conf(agent):
+        a = _answers(collector, agent)
+        return sum(x["attrs"]["confidence"] for x in a) / len(a)
+    calm, drift = mean_conf("demo-calm"), mean_conf("demo-drift")
+    assert drift < calm / 3, (calm, drift)
+    assert all(a["attrs"]["verdict"] == "FLAG" for a in _answers(collector, "demo-drift"))
+
+
+def test_c_example_agent_streams_steps_and_responses(collector):
+    exe = os.path.join(os.environ.get("TT_BUILD") or os.path.join(ROOT, "build"), "examples",
+                       "agent")
+    r = subprocess.run([exe, "--endpoint", collector.endpoint, "--agent", "c-demo", "--turns",
+                        "2"], capture_output=True, text=True, timeout=60 * MULT)
+    assert r.returncode == 0, r.stderr
+    names = [e["name"] for e in collector.events(agent="c-demo", kind="step_begin")]
+    assert names.count("sql") == 2 and names.count("generate") == 2
+    assert len(collector.events(agent="c-demo", kind="response_end")) == 2
+    r = subprocess.run([exe, "--endpoint", collector.endpoint, "--agent", "c-drift", "--turns",
+                        "1", "--drift"], capture_output=True, text=True, timeout=60 * MULT)
+    assert r.returncode == 0, r.stderr
+    errors = [e for e in collector.events(agent="c-drift", kind="step_end")
+              if e["status"] == "error"]
+    assert len(errors) == 1 and "no such table" in errors[0]["error"]

@@ -1,0 +1,756 @@
+/*
+ * response.c - responses token by token: per-token statistics into packed arrays, a Tokens
+ * event every chunk_tokens tokens and at the end, the guard's decision on every token, the
+ * summary at the end, and optional sampling of full rows under a byte budget.
+ *
+ * Allocation happens in tt_response_begin only: the handle holds the packed arrays of one
+ * chunk and the sliding window. A token call computes the statistics (confidence.c), appends
+ * them, applies the guard and, when the chunk is full, encodes it straight into the thread's
+ * ring (TT_REC_ENCODED), so the token path neither allocates nor makes a system call (the
+ * clock is read through the vDSO). Sums are kept in double so the summary matches a
+ * double-precision reference to float rounding.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/client.h"
+#include "common/half.h"
+#include "common/pb.h"
+
+/* Flags per token beyond TT_STATS_* (docs/wire-format.md). */
+#define TT_TOK_GUARD_FLAG 0x100u
+#define TT_TOK_GUARD_HALT 0x200u
+#define TT_TOK_OPERATOR_HALT 0x400u
+
+/* Guard events recorded per response at most; later trips are counted in the summary reason. */
+#define GUARD_EVENTS_MAX 256
+
+/* Bytes a token may take in a Tokens message: id, rank, latency, flags as varints (5 each), three
+ * floats, and k top entries (a varint id and at most 2 value bytes). */
+#define TOKEN_BYTES(k) (5u * 4u + 12u + 7u * (k))
+#define MSG_SLACK 256u
+
+struct tt_response {
+    tt_client *c;
+    uint64_t id;
+    char session[256];
+    size_t session_len;
+    tt_guard_policy pol;
+    float low_prob;
+    uint32_t k, enc, cap;        /* top-k per token, its encoding, tokens per chunk */
+    /* the chunk being filled */
+    uint32_t n_chunk, first_index;
+    int32_t *ids;
+    float *lp, *ent, *margin;
+    uint32_t *rank, *flags;
+    uint64_t *ticks;
+    int32_t *tk_ids;             /* cap * k */
+    float *tk_lp;                /* cap * k: log-probabilities of the top entries */
+    uint64_t prev_tick;          /* the previous token's tick (begin's for the first) */
+    uint64_t begin_tick, begin_mono;
+    /* running statistics */
+    uint32_t n;
+    double sum_lp, sum_ent, min_lp;
+    uint32_t low;
+    float *win;                  /* the last pol.window probabilities */
+    double win_sum, min_win;
+    int have_window;
+    int estimated;
+    /* the guard */
+    tt_verdict verdict;
+    char reason[128];
+    int halted;
+    uint64_t seen_gen, begin_gen;
+    uint32_t guard_events, guard_suppressed;
+    /* row sampling */
+    uint64_t sample_left, sample_every;
+};
+
+/* --- encoding --------------------------------------------------------------------------------- */
+
+static size_t vsz(uint64_t v)
+{
+    return tt__pb_varint_size(v);
+}
+
+static size_t len_field(size_t n)
+{
+    return 1 + vsz(n) + n; /* every field number here is below 16 */
+}
+
+/* Reserve an event of kind (the Event field number) whose body is body_len bytes; returns where
+ * to write the body, or NULL (the drop is counted by the ring). */
+static uint8_t *ev_begin(tt_response *r, uint32_t kind, size_t body_len, tt__ring **ring,
+                         uint64_t *nh)
+{
+    size_t payload = (r->session_len ? len_field(r->session_len) : 0) + len_field(body_len);
+    int rc;
+    uint8_t *p = tt__emit_encoded_begin(r->c, payload, ring, nh, &rc);
+    if (!p) {
+        return NULL;
+    }
+    if (r->session_len) {
+        p = tt__pb_put_bytes(p, 2, r->session, r->session_len);
+    }
+    p = tt__pb_put_tag(p, kind, TT_PB_LEN);
+    return tt__pb_put_varint(p, body_len);
+}
+
+static size_t packed_sint_size(const int32_t *v, size_t n)
+{
+    size_t s = 0;
+    for (size_t i = 0; i < n; i++) {
+        s += vsz(tt__pb_zigzag(v[i]));
+    }
+    return s;
+}
+
+static size_t packed_uint_size(const uint32_t *v, size_t n)
+{
+    size_t s = 0;
+    for (size_t i = 0; i < n; i++) {
+        s += vsz(v[i]);
+    }
+    return s;
+}
+
+static uint8_t *put_packed_sint(uint8_t *p, uint32_t field, const int32_t *v, size_t n, size_t sz)
+{
+    p = tt__pb_put_tag(p, field, TT_PB_LEN);
+    p = tt__pb_put_varint(p, sz);
+    for (size_t i = 0; i < n; i++) {
+        p = tt__pb_put_varint(p, tt__pb_zigzag(v[i]));
+    }
+    return p;
+}
+
+static uint8_t *put_packed_uint(uint8_t *p, uint32_t field, const uint32_t *v, size_t n, size_t sz)
+{
+    p = tt__pb_put_tag(p, field, TT_PB_LEN);
+    p = tt__pb_put_varint(p, sz);
+    for (size_t i = 0; i < n; i++) {
+        p = tt__pb_put_varint(p, v[i]);
+    }
+    return p;
+}
+
+static uint8_t *put_packed_float(uint8_t *p, uint32_t field, const float *v, size_t n)
+{
+    p = tt__pb_put_tag(p, field, TT_PB_LEN);
+    p = tt__pb_put_varint(p, 4 * n);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        p[0] = (uint8_t)u;
+        p[1] = (uint8_t)(u >> 8);
+        p[2] = (uint8_t)(u >> 16);
+        p[3] = (uint8_t)(u >> 24);
+        p += 4;
+    }
+    return p;
+}
+
+/* Ticks to microseconds, with the rate measured since the response began (vDSO clock). */
+static double us_per_tick(const tt_response *r, uint64_t now_tick)
+{
+    if (!tt__clock_tsc) {
+        return 1e-3;
+    }
+    uint64_t mono = tt__mono_ns();
+    if (now_tick <= r->begin_tick || mono <= r->begin_mono) {
+        return 1e-3 / 3.0; /* no interval measured yet: assume a 3 GHz counter */
+    }
+    return (double)(mono - r->begin_mono) * 1e-3 / (double)(now_tick - r->begin_tick);
+}
+
+/* Encode and emit the chunk being filled as a Tokens event, then empty it. */
+static void flush_chunk(tt_response *r)
+{
+    uint32_t n = r->n_chunk;
+    if (n == 0) {
+        return;
+    }
+    double upt = us_per_tick(r, r->ticks[n - 1]);
+    uint32_t lat[1024];
+    uint64_t prev = r->prev_tick;
+    for (uint32_t i = 0; i < n; i++) {
+        double us = (double)(r->ticks[i] - prev) * upt;
+        lat[i] = us >= 4294967295.0 ? UINT32_MAX : (uint32_t)(us + 0.5);
+        prev = r->ticks[i];
+    }
+    size_t nk = (size_t)n * r->k;
+    size_t s_ids = packed_sint_size(r->ids, n);
+    size_t s_rank = packed_uint_size(r->rank, n);
+    size_t s_lat = packed_uint_size(lat, n);
+    size_t s_flags = packed_uint_size(r->flags, n);
+    size_t s_tk = packed_sint_size(r->tk_ids, nk);
+    size_t vbytes = r->enc == TT_ENC_F16 ? 2 * nk : nk;
+    size_t body = 9 + 1 + vsz(r->first_index) + len_field(s_ids) + 3 * len_field(4 * (size_t)n) +
+                  len_field(s_rank) + len_field(s_lat) + len_field(s_flags);
+    if (r->k) {
+        body += 1 + vsz(r->k) + len_field(s_tk) + len_field(vbytes) + 2;
+    }
+    tt__ring *ring;
+    uint64_t nh;
+    uint8_t *p = ev_begin(r, 7, body, &ring, &nh);
+    if (p) {
+        uint8_t *start = p;
+        p = tt__pb_put_fixed64(p, 1, r->id);
+        p = tt__pb_put_uint(p, 2, r->first_index);
+        p = put_packed_sint(p, 3, r->ids, n, s_ids);
+        p = put_packed_float(p, 4, r->lp, n);
+        p = put_packed_float(p, 5, r->ent, n);
+        p = put_packed_float(p, 6, r->margin, n);
+        p = put_packed_uint(p, 7, r->rank, n, s_rank);
+        p = put_packed_uint(p, 8, lat, n, s_lat);
+        p = put_packed_uint(p, 9, r->flags, n, s_flags);
+        if (r->k) {
+            p = tt__pb_put_uint(p, 10, r->k);
+            p = put_packed_sint(p, 11, r->tk_ids, nk, s_tk);
+            p = tt__pb_put_tag(p, 12, TT_PB_LEN);
+            p = tt__pb_put_varint(p, vbytes);
+            for (size_t i = 0; i < nk; i++) {
+                if (r->enc == TT_ENC_F16) {
+                    uint16_t h = tt__f32_to_f16(expf(r->tk_lp[i]));
+                    p[0] = (uint8_t)h;
+                    p[1] = (uint8_t)(h >> 8);
+                    p += 2;
+                } else {
+                    *p++ = tt__u8log_encode(r->tk_lp[i]);
+                }
+            }
+            p = tt__pb_put_uint(p, 13, r->enc);
+        }
+        (void)start; /* p - start == body: the sizes above are exact */
+        tt__emit_encoded_commit(ring, p, nh);
+    }
+    r->prev_tick = r->ticks[n - 1];
+    r->first_index += n;
+    r->n_chunk = 0;
+}
+
+static void emit_guard(tt_response *r, uint32_t index, tt_verdict v, const char *reason,
+                       float value, float threshold)
+{
+    if (r->guard_events >= GUARD_EVENTS_MAX) {
+        r->guard_suppressed++;
+        return;
+    }
+    r->guard_events++;
+    size_t rl = strlen(reason);
+    size_t body = 9 + 1 + vsz(index) + 2 + len_field(rl) + 5 + 5;
+    tt__ring *ring;
+    uint64_t nh;
+    uint8_t *p = ev_begin(r, 11, body, &ring, &nh);
+    if (!p) {
+        return;
+    }
+    p = tt__pb_put_fixed64(p, 1, r->id);
+    p = tt__pb_put_uint(p, 2, index);
+    p = tt__pb_put_uint(p, 3, (uint64_t)v);
+    p = tt__pb_put_bytes(p, 4, reason, rl);
+    p = tt__pb_put_float(p, 5, value);
+    p = tt__pb_put_float(p, 6, threshold);
+    tt__emit_encoded_commit(ring, p, nh);
+}
+
+/* Record a decision: the token's (or the end's) verdict, the response's worst, the event. */
+static void decide(tt_response *r, uint32_t index, tt_verdict v, const char *reason, float value,
+                   float threshold, tt_verdict *tok)
+{
+    if (v > *tok) {
+        *tok = v;
+    }
+    if (v > r->verdict) {
+        r->verdict = v;
+        snprintf(r->reason, sizeof r->reason, "%s", reason);
+    }
+    if (v == TT_HALT) {
+        r->halted = 1;
+    }
+    emit_guard(r, index, v, reason, value, threshold);
+}
+
+/* An operator halt that reached this response since its last token: 1 with reason filled. */
+static int operator_halt(tt_response *r, char *reason, size_t cap)
+{
+    tt__guard *g = &r->c->guard;
+    /* Pairs with the release store in tt__guard_halt. */
+    uint64_t gen = atomic_load_explicit(&g->gen, memory_order_acquire);
+    if (TT_LIKELY(gen == r->seen_gen)) {
+        return 0;
+    }
+    r->seen_gen = gen;
+    int hit = 0;
+    pthread_mutex_lock(&g->lock);
+    if (g->halt_all_gen > r->begin_gen) {
+        snprintf(reason, cap, "operator halt: %s", g->halt_all_reason);
+        hit = 1;
+    }
+    for (uint32_t i = 0; !hit && r->session_len && i < g->n_halted; i++) {
+        if (strlen(g->halted[i].session) == r->session_len &&
+            memcmp(g->halted[i].session, r->session, r->session_len) == 0) {
+            snprintf(reason, cap, "operator halt: %s", g->halted[i].reason);
+            hit = 1;
+        }
+    }
+    pthread_mutex_unlock(&g->lock);
+    return hit;
+}
+
+/* --- row sampling ---------------------------------------------------------------------------- */
+
+static float row_at(const void *row, size_t i, size_t stride, tt_dtype dtype)
+{
+    size_t j = i * stride;
+    if (dtype == TT_DTYPE_F32) {
+        return ((const float *)row)[j];
+    }
+    uint16_t h;
+    memcpy(&h, (const uint8_t *)row + 2 * j, 2);
+    if (dtype == TT_DTYPE_F16) {
+        return tt__f16_to_f32(h);
+    }
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Emit the row's log-probabilities as Tensor events (slices that fit an event). */
+static void sample_row(tt_response *r, uint32_t index, const void *row, size_t n, size_t stride,
+                       tt_dtype dtype)
+{
+    size_t bpe = r->enc == TT_ENC_F16 ? 2 : 1;
+    if (n * bpe > r->sample_left) {
+        return;
+    }
+    float mx = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        float x = row_at(row, i, stride, dtype);
+        if (x > mx) {
+            mx = x; /* NaN compares false */
+        }
+    }
+    if (!isfinite(mx)) {
+        return; /* no distribution, or +inf entries: nothing meaningful to sample */
+    }
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        float x = row_at(row, i, stride, dtype);
+        if (x == x) {
+            sum += exp((double)x - (double)mx);
+        }
+    }
+    double lse = (double)mx + log(sum);
+    r->sample_left -= n * bpe;
+    size_t max_slice = (r->c->max_record > 1024 ? r->c->max_record - 512 - r->session_len : 256) / bpe;
+    for (size_t first = 0; first < n; first += max_slice) {
+        size_t len = n - first < max_slice ? n - first : max_slice;
+        size_t body = 9 + 1 + vsz(index) + 2 + 1 + vsz(n) + len_field(len * bpe) + 5 + 5 + 1 +
+                      vsz(first);
+        tt__ring *ring;
+        uint64_t nh;
+        uint8_t *p = ev_begin(r, 10, body, &ring, &nh);
+        if (!p) {
+            return;
+        }
+        p = tt__pb_put_fixed64(p, 1, r->id);
+        p = tt__pb_put_uint(p, 2, index);
+        p = tt__pb_put_uint(p, 3, r->enc);
+        p = tt__pb_put_uint(p, 4, n);
+        p = tt__pb_put_tag(p, 5, TT_PB_LEN);
+        p = tt__pb_put_varint(p, len * bpe);
+        for (size_t i = first; i < first + len; i++) {
+            float x = row_at(row, i, stride, dtype);
+            float lp = x == x ? (float)((double)x - lse) : -INFINITY;
+            if (bpe == 2) {
+                uint16_t h = tt__f32_to_f16(lp);
+                p[0] = (uint8_t)h;
+                p[1] = (uint8_t)(h >> 8);
+                p += 2;
+            } else {
+                *p++ = tt__u8log_encode(lp);
+            }
+        }
+        p = tt__pb_put_float(p, 6, bpe == 2 ? 1.0f : TT_U8LOG_STEP);
+        p = tt__pb_put_float(p, 7, 0.0f);
+        p = tt__pb_put_uint(p, 8, first);
+        tt__emit_encoded_commit(ring, p, nh);
+    }
+}
+
+/* --- the token path ---------------------------------------------------------------------------- */
+
+static tt_verdict add_token(tt_response *r, const tt_token_stats *st)
+{
+    uint64_t now = tt__ticks();
+    uint32_t index = r->n;
+    uint32_t i = r->n_chunk;
+    tt_verdict v = TT_PASS;
+    char why[128];
+    double p = st->prob, lp = st->logprob;
+
+    r->n++;
+    r->sum_lp += lp;
+    r->sum_ent += st->entropy;
+    r->min_lp = lp < r->min_lp ? lp : r->min_lp;
+    r->low += p < r->low_prob;
+    if (st->flags & TT_STATS_ESTIMATED) {
+        r->estimated = 1;
+    }
+    uint32_t w = r->pol.window;
+    double wconf = 0.0;
+    uint32_t slot = index % w;
+    if (index >= w) {
+        r->win_sum -= r->win[slot];
+    }
+    r->win[slot] = (float)p;
+    r->win_sum += (float)p;
+    if (r->n >= w) {
+        wconf = r->win_sum / w;
+        if (!r->have_window || wconf < r->min_win) {
+            r->min_win = wconf;
+        }
+        r->have_window = 1;
+    }
+
+    uint32_t tflags = st->flags;
+    if (operator_halt(r, why, sizeof why)) {
+        if (!r->halted || r->verdict != TT_HALT || strncmp(r->reason, "operator", 8) != 0) {
+            /* The order overrides whatever the response's verdict was. */
+            r->verdict = TT_HALT;
+            snprintf(r->reason, sizeof r->reason, "%s", why);
+            r->halted = 1;
+            emit_guard(r, index, TT_HALT, why, 0.0f, 0.0f);
+        }
+        tflags |= TT_TOK_OPERATOR_HALT;
+        v = TT_HALT;
+    } else if (r->halted) {
+        v = TT_HALT; /* a halted response stays halted; no new decision is recorded */
+    } else {
+        tt_verdict act = (tt_verdict)r->pol.action;
+        if (r->pol.token_min_prob > 0.0f && p < r->pol.token_min_prob) {
+            snprintf(why, sizeof why, "token p=%.3g < %.3g", p, (double)r->pol.token_min_prob);
+            decide(r, index, act, why, (float)p, r->pol.token_min_prob, &v);
+        }
+        if (!r->halted && r->pol.window_min_confidence > 0.0f && r->n >= w &&
+            wconf < r->pol.window_min_confidence) {
+            snprintf(why, sizeof why, "window mean p=%.3g < %.3g over %u tokens", wconf,
+                     (double)r->pol.window_min_confidence, w);
+            decide(r, index, act, why, (float)wconf, r->pol.window_min_confidence, &v);
+        }
+    }
+    if (v == TT_FLAG) {
+        tflags |= TT_TOK_GUARD_FLAG;
+    } else if (v == TT_HALT) {
+        tflags |= TT_TOK_GUARD_HALT;
+    }
+
+    r->ids[i] = st->chosen;
+    r->lp[i] = st->logprob;
+    r->ent[i] = st->entropy;
+    r->margin[i] = st->margin;
+    r->rank[i] = st->rank < 0 ? 0 : (uint32_t)st->rank;
+    r->flags[i] = tflags;
+    r->ticks[i] = now;
+    for (uint32_t j = 0; j < r->k; j++) {
+        size_t at = (size_t)i * r->k + j;
+        if (j < st->k) { /* the row may have fewer entries than k */
+            r->tk_ids[at] = st->topk_ids[j];
+            r->tk_lp[at] = st->topk_probs[j] > 0.0f ? logf(st->topk_probs[j]) : -INFINITY;
+        } else {
+            r->tk_ids[at] = -1;
+            r->tk_lp[at] = -INFINITY;
+        }
+    }
+    if (++r->n_chunk == r->cap) {
+        flush_chunk(r);
+    }
+    return v;
+}
+
+TT_API int tt_response_token(tt_response *r, const void *logits, size_t n, size_t stride,
+                             tt_dtype dtype, int32_t chosen, tt_verdict *verdict,
+                             tt_token_stats *stats)
+{
+    if (!r) {
+        return TT_EINVAL;
+    }
+    tt_token_stats st;
+    int rc = tt_token_stats_compute(logits, n, stride, dtype, chosen, r->k, &st);
+    if (rc) {
+        return rc;
+    }
+    uint32_t index = r->n;
+    tt_verdict v = add_token(r, &st);
+    if (r->sample_left && index % r->sample_every == 0) {
+        sample_row(r, index, logits, n, stride ? stride : 1, dtype);
+    }
+    if (verdict) {
+        *verdict = v;
+    }
+    if (stats) {
+        *stats = st;
+    }
+    return 0;
+}
+
+TT_API int tt_response_token_logprobs(tt_response *r, int32_t chosen, float chosen_logprob,
+                                      const int32_t *top_ids, const float *top_logprobs, size_t k,
+                                      tt_verdict *verdict, tt_token_stats *stats)
+{
+    if (!r) {
+        return TT_EINVAL;
+    }
+    tt_token_stats st;
+    int rc = tt_token_stats_from_logprobs(chosen, chosen_logprob, top_ids, top_logprobs, k, &st);
+    if (rc) {
+        return rc;
+    }
+    tt_verdict v = add_token(r, &st);
+    if (verdict) {
+        *verdict = v;
+    }
+    if (stats) {
+        *stats = st;
+    }
+    return 0;
+}
+
+/* --- begin and end ------------------------------------------------------------------------------ */
+
+static size_t attr_size(const tt_attr *a)
+{
+    size_t kl = strlen(a->key), inner = len_field(kl);
+    switch (a->type) {
+    case TT_ATTR_STR:
+        inner += len_field(a->v.s ? strlen(a->v.s) : 0);
+        break;
+    case TT_ATTR_INT:
+        inner += 1 + vsz(tt__pb_zigzag(a->v.i));
+        break;
+    case TT_ATTR_DOUBLE:
+        inner += 9;
+        break;
+    case TT_ATTR_BOOL:
+        inner += 2;
+        break;
+    }
+    return inner;
+}
+
+static uint8_t *put_attr(uint8_t *p, const tt_attr *a)
+{
+    p = tt__pb_put_tag(p, 3, TT_PB_LEN);
+    p = tt__pb_put_varint(p, attr_size(a));
+    p = tt__pb_put_bytes(p, 1, a->key, strlen(a->key));
+    switch (a->type) {
+    case TT_ATTR_STR:
+        return tt__pb_put_bytes(p, 2, a->v.s ? a->v.s : "", a->v.s ? strlen(a->v.s) : 0);
+    case TT_ATTR_INT:
+        return tt__pb_put_sint(p, 3, a->v.i);
+    case TT_ATTR_DOUBLE:
+        return tt__pb_put_double(p, 4, a->v.d);
+    case TT_ATTR_BOOL:
+        return tt__pb_put_uint(p, 5, a->v.b != 0);
+    }
+    return p;
+}
+
+static void response_free(tt_response *r)
+{
+    if (!r) {
+        return;
+    }
+    free(r->ids);
+    free(r->lp);
+    free(r->ent);
+    free(r->margin);
+    free(r->rank);
+    free(r->flags);
+    free(r->ticks);
+    free(r->tk_ids);
+    free(r->tk_lp);
+    free(r->win);
+    free(r);
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static _Atomic uint64_t response_counter;
+
+TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *session,
+                             const char *model, const tt_attr *params, size_t n_params)
+{
+    if (out) {
+        *out = NULL;
+    }
+    if (!c || !out || (n_params && !params) || n_params > 64) {
+        return TT_EINVAL;
+    }
+    size_t slen = session ? strlen(session) : 0, mlen = model ? strlen(model) : 0;
+    if (slen > 255 || mlen > 255) {
+        return TT_EINVAL;
+    }
+    for (size_t i = 0; i < n_params; i++) {
+        if (!params[i].key || params[i].type < TT_ATTR_STR || params[i].type > TT_ATTR_BOOL ||
+            strlen(params[i].key) > 255 ||
+            (params[i].type == TT_ATTR_STR && params[i].v.s && strlen(params[i].v.s) > 4096)) {
+            return TT_EINVAL;
+        }
+    }
+    if (atomic_load_explicit(&c->closing, memory_order_acquire)) {
+        return TT_ESHUTDOWN;
+    }
+    tt_response *r = calloc(1, sizeof *r);
+    if (!r) {
+        return TT_ENOMEM;
+    }
+    r->c = c;
+    memcpy(r->session, session ? session : "", slen + 1);
+    r->session_len = slen;
+    pthread_mutex_lock(&c->guard.lock);
+    r->pol = c->guard.policy;
+    r->begin_gen = atomic_load_explicit(&c->guard.gen, memory_order_relaxed);
+    pthread_mutex_unlock(&c->guard.lock);
+    r->seen_gen = 0; /* the first token looks the session up (sticky session halts) */
+    r->low_prob = c->cfg.response_low_prob;
+    r->k = (uint32_t)c->cfg.response_topk;
+    r->enc = (uint32_t)c->cfg.response_topk_encoding;
+    r->sample_left = c->cfg.response_sample_budget;
+    r->sample_every = c->cfg.response_sample_every;
+    /* A chunk must fit one event. */
+    size_t room = c->max_record > MSG_SLACK + slen ? c->max_record - MSG_SLACK - slen : 0;
+    size_t cap = room / TOKEN_BYTES(r->k);
+    if (cap > c->cfg.response_chunk_tokens) {
+        cap = c->cfg.response_chunk_tokens;
+    }
+    r->cap = cap ? (uint32_t)cap : 1;
+    size_t nk = (size_t)r->cap * (r->k ? r->k : 1);
+    r->ids = malloc(r->cap * sizeof *r->ids);
+    r->lp = malloc(r->cap * sizeof *r->lp);
+    r->ent = malloc(r->cap * sizeof *r->ent);
+    r->margin = malloc(r->cap * sizeof *r->margin);
+    r->rank = malloc(r->cap * sizeof *r->rank);
+    r->flags = malloc(r->cap * sizeof *r->flags);
+    r->ticks = malloc(r->cap * sizeof *r->ticks);
+    r->tk_ids = malloc(nk * sizeof *r->tk_ids);
+    r->tk_lp = malloc(nk * sizeof *r->tk_lp);
+    r->win = calloc(r->pol.window, sizeof *r->win);
+    if (!r->ids || !r->lp || !r->ent || !r->margin || !r->rank || !r->flags || !r->ticks ||
+        !r->tk_ids || !r->tk_lp || !r->win) {
+        response_free(r);
+        return TT_ENOMEM;
+    }
+    r->min_lp = INFINITY;
+    uint8_t seed[8];
+    memcpy(seed, c->instance, 8);
+    uint64_t s;
+    memcpy(&s, seed, 8);
+    r->id = mix64(s ^ mix64(atomic_fetch_add(&response_counter, 1) + 1));
+    if (r->id == 0) {
+        r->id = 1;
+    }
+    r->begin_tick = r->prev_tick = tt__ticks();
+    r->begin_mono = tt__mono_ns();
+
+    /* response_begin: id, model, params */
+    size_t body = 9 + (mlen ? len_field(mlen) : 0);
+    for (size_t i = 0; i < n_params; i++) {
+        body += len_field(attr_size(&params[i]));
+    }
+    tt__ring *ring;
+    uint64_t nh;
+    uint8_t *p = ev_begin(r, 8, body, &ring, &nh);
+    if (p) {
+        p = tt__pb_put_fixed64(p, 1, r->id);
+        if (mlen) {
+            p = tt__pb_put_bytes(p, 2, model, mlen);
+        }
+        for (size_t i = 0; i < n_params; i++) {
+            p = put_attr(p, &params[i]);
+        }
+        tt__emit_encoded_commit(ring, p, nh);
+    }
+    *out = r;
+    return 0;
+}
+
+TT_API int tt_response_end(tt_response *r, tt_response_summary *summary)
+{
+    if (!r) {
+        return TT_EINVAL;
+    }
+    flush_chunk(r);
+    tt_response_summary s;
+    memset(&s, 0, sizeof s);
+    s.tokens = r->n;
+    tt_verdict endv = TT_PASS;
+    if (r->n) {
+        double mean = r->sum_lp / r->n;
+        s.mean_logprob = (float)mean;
+        s.min_logprob = (float)r->min_lp;
+        s.perplexity = (float)exp(-mean);
+        s.mean_entropy = (float)(r->sum_ent / r->n);
+        s.low_confidence_share = (float)((double)r->low / r->n);
+        /* Fewer tokens than the window: the window is the whole response. */
+        s.min_window_confidence =
+            (float)(r->have_window ? r->min_win : r->win_sum / (double)r->n);
+        double conf = exp(mean);
+        if (!r->halted && r->pol.response_min_confidence > 0.0f &&
+            conf < r->pol.response_min_confidence) {
+            char why[128];
+            snprintf(why, sizeof why, "response confidence %.3g < %.3g", conf,
+                     (double)r->pol.response_min_confidence);
+            decide(r, r->n, (tt_verdict)r->pol.action, why, (float)conf,
+                   r->pol.response_min_confidence, &endv);
+        }
+    }
+    s.verdict = r->verdict;
+    s.estimated = (uint32_t)r->estimated;
+    if (r->guard_suppressed) {
+        snprintf(s.reason, sizeof s.reason, "%.80s (+%u guard events not recorded)", r->reason,
+                 r->guard_suppressed);
+    } else {
+        snprintf(s.reason, sizeof s.reason, "%s", r->reason);
+    }
+    uint64_t now = tt__ticks();
+    double dur_ns = (double)(now - r->begin_tick) * us_per_tick(r, now) * 1e3;
+    size_t rl = strlen(s.reason);
+    size_t body = 9 + 1 + vsz(s.tokens) + 6 * 5 + 1 + vsz(s.verdict) + (rl ? len_field(rl) : 0) +
+                  1 + vsz((uint64_t)dur_ns) + 1 + vsz(s.estimated);
+    tt__ring *ring;
+    uint64_t nh;
+    uint8_t *p = ev_begin(r, 9, body, &ring, &nh);
+    if (p) {
+        p = tt__pb_put_fixed64(p, 1, r->id);
+        p = tt__pb_put_uint(p, 2, s.tokens);
+        p = tt__pb_put_float(p, 3, s.mean_logprob);
+        p = tt__pb_put_float(p, 4, s.min_logprob);
+        p = tt__pb_put_float(p, 5, s.perplexity);
+        p = tt__pb_put_float(p, 6, s.mean_entropy);
+        p = tt__pb_put_float(p, 7, s.low_confidence_share);
+        p = tt__pb_put_float(p, 8, s.min_window_confidence);
+        p = tt__pb_put_uint(p, 9, s.verdict);
+        if (rl) {
+            p = tt__pb_put_bytes(p, 10, s.reason, rl);
+        }
+        p = tt__pb_put_uint(p, 11, (uint64_t)dur_ns);
+        p = tt__pb_put_uint(p, 12, s.estimated);
+        tt__emit_encoded_commit(ring, p, nh);
+    }
+    if (summary) {
+        *summary = s;
+    }
+    response_free(r);
+    return 0;
+}
