@@ -9,8 +9,11 @@
 #ifndef TT_BENCH_PIPELINE_UTIL_H
 #define TT_BENCH_PIPELINE_UTIL_H
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <ftw.h>
 #include <jansson.h>
 #include <signal.h>
@@ -351,6 +354,49 @@ static inline uint64_t bu_store_bytes(const struct bu_collector *c)
         n += (uint64_t)st.st_size;
     }
     return n;
+}
+
+/* GET path from http ("HOST:PORT", IPv4) with HTTP/1.0; the body (after the headers) into
+ * out, NUL-terminated. Returns the body length or -1. */
+static inline int bu_http_get(const char *http, const char *path, char *out, size_t n)
+{
+    char host[128];
+    snprintf(host, sizeof host, "%s", http);
+    char *colon = strrchr(host, ':');
+    if (!colon || n < 2) {
+        return -1;
+    }
+    *colon = 0;
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_port = htons((uint16_t)strtoul(colon + 1, NULL, 10));
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    char req[512];
+    int rl = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    size_t len = 0;
+    if (write(fd, req, (size_t)rl) == rl) {
+        ssize_t k;
+        while (len < n - 1 && (k = read(fd, out + len, n - 1 - len)) > 0) {
+            len += (size_t)k;
+        }
+    }
+    close(fd);
+    out[len] = 0;
+    char *body = strstr(out, "\r\n\r\n");
+    if (!body) {
+        return -1;
+    }
+    size_t bl = len - (size_t)(body + 4 - out);
+    memmove(out, body + 4, bl + 1);
+    return (int)bl;
 }
 
 /* --- clients ------------------------------------------------------------------------------- */
