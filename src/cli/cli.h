@@ -20,6 +20,7 @@ int cmd_emit(int argc, char **argv);
 int cmd_tail(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_top(int argc, char **argv);
 int cmd_halt(int argc, char **argv);
 
 /* The collector's HTTP address: --http, else $TELLTALE_HTTP, else 127.0.0.1:7371. */

@@ -9,7 +9,8 @@
  *   u32 magic     TTR1 (live) or TTA1 (acknowledged: never replayed again)
  *   u32 len       frame bytes that follow the record header
  *   u32 n_events
- *   u32 dcrc      CRC-32C of the frame bytes
+ *   u32 dcrc      CRC-32C of the frame's body: the frame's own checksum (its prefix bytes 4..7),
+ *                 copied, not computed again; checked on read with the frame's length
  *   u64 first_seq
  *   u32 reserved  0
  *   u32 hcrc      CRC-32C of bytes 4..28 of the record header
@@ -69,6 +70,7 @@ struct seg {
     uint64_t events;    /* own: events appended */
     uint64_t settled;   /* own: events handed out or counted lost */
     uint32_t inflight;
+    int dirty;          /* written since its last fdatasync */
     struct seg *next;
 };
 
@@ -190,6 +192,20 @@ static int parse_name(const char *name, uint64_t *no, uint8_t inst[16])
         *no = (*no << 8) | b[i];
     }
     return 0;
+}
+
+/* The checksum a frame carries for its body (wire.h: u32 length, u32 CRC-32C, body). */
+static uint32_t frame_crc(const uint8_t *frame, size_t len)
+{
+    return len >= 8 ? get32(frame + 4) : 0;
+}
+
+/* A frame read back is intact if its length field and its body's checksum agree with the
+ * record header. */
+static int frame_ok(const uint8_t *frame, size_t len, uint32_t dcrc)
+{
+    return len >= 8 && get32(frame) == len - 8 && get32(frame + 4) == dcrc &&
+           tt__crc32c(0, frame + 8, len - 8) == dcrc;
 }
 
 static uint32_t hdr_crc(const uint8_t *h)
@@ -357,6 +373,7 @@ int tt__spool_open(struct tt_spool **out, const char *dir, uint64_t max_bytes, i
         return rc;
     }
     scan_leftovers(s);
+    s->synced_ns = tt__mono_ns();
     *out = s;
     return 0;
 }
@@ -515,8 +532,12 @@ int tt__spool_append(struct tt_spool *s, const tt__frame_out *f)
         }
     }
     if (need_new) {
-        int rc = s->active && s->dirty ? tt__spool_sync(s) : 0;
-        rc = rc ? rc : new_segment(s);
+        if (s->active && s->active->dirty) {
+            /* Start the cut segment's writeback now; the next sync (within a second, or at
+             * close) waits for it. */
+            sync_file_range(s->active->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        }
+        int rc = new_segment(s);
         if (rc != 0) {
             ADD(s->ws->dropped[TT_DROP_SPOOL_ERROR], f->n_events);
             s->retry_at = now + RETRY_NS;
@@ -528,7 +549,7 @@ int tt__spool_append(struct tt_spool *s, const tt__frame_out *f)
     put32(h, REC_LIVE);
     put32(h + 4, (uint32_t)f->len);
     put32(h + 8, f->n_events);
-    put32(h + 12, tt__crc32c(0, f->data, f->len));
+    put32(h + 12, frame_crc(f->data, f->len));
     put64(h + 16, f->first_seq);
     put32(h + 28, hdr_crc(h));
     struct iovec iov[2] = {{h, REC_HDR}, {f->data, f->len}};
@@ -559,9 +580,8 @@ int tt__spool_append(struct tt_spool *s, const tt__frame_out *f)
     g->events += f->n_events;
     s->bytes += rec;
     ADD(s->ws->in_spool, f->n_events);
-    if (!s->dirty) {
-        s->dirty = 1;
-    }
+    s->dirty = 1;
+    g->dirty = 1;
     if (now - s->synced_ns >= SYNC_NS) {
         tt__spool_sync(s);
     }
@@ -570,23 +590,30 @@ int tt__spool_append(struct tt_spool *s, const tt__frame_out *f)
 
 int tt__spool_sync(struct tt_spool *s)
 {
-    if (!s || !s->dirty || !s->active) {
+    if (!s || !s->dirty) {
         return 0;
     }
     s->synced_ns = now_ns();
-    int rc = fault_hit(&s->ff) ? (errno = EIO, -1) : fdatasync(s->active->fd);
-    if (rc != 0) {
-        /* What was written may not be on disk: start a new segment after a pause, and let
-         * appends in the meantime be counted as spool_error. The records written are still
-         * readable by this process. */
-        int e = errno;
-        s->retry_at = s->synced_ns + RETRY_NS;
-        s->active = NULL;
-        s->dirty = 0;
-        return -e;
-    }
     s->dirty = 0;
-    return 0;
+    int result = 0;
+    for (struct seg *g = s->segs; g; g = g->next) {
+        if (!g->dirty) {
+            continue;
+        }
+        g->dirty = 0;
+        int rc = fault_hit(&s->ff) ? (errno = EIO, -1) : fdatasync(g->fd);
+        if (rc != 0) {
+            /* What was written may not be on disk: start a new segment after a pause, and let
+             * appends in the meantime be counted as spool_error. The records written are
+             * still readable by this process. */
+            result = -errno;
+            s->retry_at = s->synced_ns + RETRY_NS;
+            if (g == s->active) {
+                s->active = NULL;
+            }
+        }
+    }
+    return result;
 }
 
 /* --- reading ------------------------------------------------------------------------------- */
@@ -698,7 +725,7 @@ tt__frame_out *tt__spool_next(struct tt_spool *s)
                 return NULL; /* try again later */
             }
             if (pread(g->fd, data, len, (off_t)(off + REC_HDR)) != (ssize_t)len ||
-                tt__crc32c(0, data, len) != get32(h + 12)) {
+                !frame_ok(data, len, get32(h + 12))) {
                 free(f);
                 free(i);
                 free(data);

@@ -596,6 +596,7 @@ static void commit_group(struct store *s, struct store_item *head)
         uint64_t dt = tt__mono_ns() - t0;
         cstat_add(&cstats.commits, 1);
         cstat_add(&cstats.commit_ns_total, dt);
+        cstat_commit_observe(dt);
         uint64_t mx = atomic_load_explicit(&cstats.commit_ns_max, memory_order_relaxed);
         if (dt > mx) {
             atomic_store_explicit(&cstats.commit_ns_max, dt, memory_order_relaxed);
