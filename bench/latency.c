@@ -48,22 +48,8 @@ struct sub {
 
 static int sub_connect(const char *http)
 {
-    char host[128];
-    snprintf(host, sizeof host, "%s", http);
-    char *colon = strrchr(host, ':');
-    if (!colon) {
-        return -1;
-    }
-    *colon = 0;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
-        return -1;
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        if (fd >= 0) {
-            close(fd);
-        }
+    int fd = bu_tcp_connect(http);
+    if (fd < 0) {
         return -1;
     }
     static const char req[] = "GET /api/v1/stream?agent=bench-latency HTTP/1.0\r\n"

@@ -356,14 +356,13 @@ static inline uint64_t bu_store_bytes(const struct bu_collector *c)
     return n;
 }
 
-/* GET path from http ("HOST:PORT", IPv4) with HTTP/1.0; the body (after the headers) into
- * out, NUL-terminated. Returns the body length or -1. */
-static inline int bu_http_get(const char *http, const char *path, char *out, size_t n)
+/* A TCP connection to "HOST:PORT" (IPv4 literal); the fd or -1. */
+static inline int bu_tcp_connect(const char *hostport)
 {
     char host[128];
-    snprintf(host, sizeof host, "%s", http);
+    snprintf(host, sizeof host, "%s", hostport);
     char *colon = strrchr(host, ':');
-    if (!colon || n < 2) {
+    if (!colon) {
         return -1;
     }
     *colon = 0;
@@ -377,6 +376,17 @@ static inline int bu_http_get(const char *http, const char *path, char *out, siz
         if (fd >= 0) {
             close(fd);
         }
+        return -1;
+    }
+    return fd;
+}
+
+/* GET path from http ("HOST:PORT", IPv4) with HTTP/1.0; the body (after the headers) into
+ * out, NUL-terminated. Returns the body length or -1. */
+static inline int bu_http_get(const char *http, const char *path, char *out, size_t n)
+{
+    int fd = n >= 2 ? bu_tcp_connect(http) : -1;
+    if (fd < 0) {
         return -1;
     }
     char req[512];

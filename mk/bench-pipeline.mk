@@ -13,7 +13,7 @@ BENCH_CMDS += $(BENCH_DIR)/pipeline $(BENCH_DIR)/latency $(BENCH_DIR)/memory
 
 $(PIPELINE_BENCH_BINS): $(BENCH_DIR)/%: bench/%.c bench/pipeline_util.h $(LIB_A) | $(DEPS_BUILD)
 	@mkdir -p $(@D)
-	$(CC) $(BENCH_CFLAGS) $(SANFLAGS) -o $@ $< $(LIB_A) $(BIN_LDLIBS) -lm
+	$(CC) $(BENCH_CFLAGS) $(SANFLAGS) -o $@ $< $(LIB_A) $(BIN_LDLIBS)
 
 # The smoke test runs them: build them with the tests.
 test: $(PIPELINE_BENCH_BINS)
