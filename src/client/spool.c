@@ -384,7 +384,7 @@ void tt__spool_close(struct tt_spool *s)
         return;
     }
     tt__spool_rewind(s);
-    tt__spool_sync(s);
+    tt__spool_writeback(s);
     while (s->segs) {
         struct seg *g = s->segs;
         /* An own segment with nothing left to replay goes; the rest waits for the next run. */
@@ -614,6 +614,15 @@ int tt__spool_sync(struct tt_spool *s)
         }
     }
     return result;
+}
+
+void tt__spool_writeback(struct tt_spool *s)
+{
+    for (struct seg *g = s ? s->segs : NULL; g; g = g->next) {
+        if (g->dirty) {
+            sync_file_range(g->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        }
+    }
 }
 
 /* --- reading ------------------------------------------------------------------------------- */

@@ -189,7 +189,8 @@ TEST(delivery_spool_refuses_a_symlink_or_a_shared_directory)
     CHECK_OK(tt_config_set(cfg, "spool_dir", shared));
     CHECK_EQ(tt_open(&c, cfg), TT_EPERM);
     /* A private directory works, and its agent directory is created 0700. */
-    CHECK_OK(tt_config_set(cfg, "spool_dir", real));
+    CHECK_OK(tt_config_set(cfg, "spool.dir", real)); /* the dotted alias of spool_dir */
+    CHECK_STR(tt_config_get(cfg, "spool_dir"), real);
     CHECK_OK(tt_config_set(cfg, "agent", "a/../b"));
     CHECK_OK(tt_open(&c, cfg));
     char agent_dir[800];
