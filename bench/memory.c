@@ -15,6 +15,8 @@
  * and connection, each sending a few events and flushing; the collector's VmRSS and VmHWM
  * then, against its RSS with no agent (the baseline) and the 256 MiB goal. RLIMIT_NOFILE is
  * raised within the hard limit first (the collector inherits it).
+ *
+ * TT_BENCH_DEBUG=1 makes the outage child print its client's counters to stderr.
  */
 #include <pthread.h>
 #include <sys/resource.h>
