@@ -46,4 +46,12 @@ long cli_http_post(const char *hostport, const char *path, const char *token, co
 /* Replace control characters (ANSI escapes included) before text reaches a terminal. */
 void cli_sanitize(char *s);
 
+/* A sink for the http helpers that keeps the first bytes of a response (an error's JSON body),
+ * NUL-terminated, and drops the rest. */
+struct cli_collect {
+    char buf[8192];
+    size_t len;
+};
+int cli_collect_sink(void *ctx, const char *data, size_t n);
+
 #endif
