@@ -33,9 +33,10 @@
 
 /* --- portable kernels ---------------------------------------------------------------------- */
 
-/* The fast kernel sums into 8 float lanes (two vectors), the careful one into 4: flushing to
- * double every 256 and 128 entries keeps each lane at 32 terms. */
+/* The fast kernel sums into 16 float lanes (four vectors), the careful one into 4: flushing to
+ * double every 512 and 128 entries keeps each lane at 32 terms. */
 #define PORT_FLUSH 256
+#define PORT_FLUSH_CAREFUL 128
 
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
@@ -57,7 +58,7 @@ static inline v4f splat(float f)
 /* mask ? a : b, lane by lane (mask lanes are 0 or -1). */
 static inline v4f blend(v4i mask, v4f a, v4f b)
 {
-    return (v4f)(((v4i)a & mask) | ((v4i)b & ~mask));
+    return (v4f)((v4i)b ^ (((v4i)a ^ (v4i)b) & mask));
 }
 
 static inline double wide4(v4f v)
@@ -70,18 +71,34 @@ static inline uint32_t count4(v4i c)
     return (uint32_t)c[0] + (uint32_t)c[1] + (uint32_t)c[2] + (uint32_t)c[3];
 }
 
-/* The exp of confidence.h without FMA: the reduction uses the two-part ln 2 so that n * LN2_HI
- * and d - n * LN2_HI are exact. */
+/* The polynomial of confidence.h, which approximates e^r on [-ln2/2, ln2/2], rewritten for 2^f
+ * on [-1/2, 1/2] (r = f ln 2): coefficient k times (ln 2)^k, folded at compile time. */
+#define P2_LN2 0.693147180559945309
+#define P2_C1 ((float)((double)TT__EXP_C1 * P2_LN2))
+#define P2_C2 ((float)((double)TT__EXP_C2 * P2_LN2 * P2_LN2))
+#define P2_C3 ((float)((double)TT__EXP_C3 * P2_LN2 * P2_LN2 * P2_LN2))
+#define P2_C4 ((float)((double)TT__EXP_C4 * P2_LN2 * P2_LN2 * P2_LN2 * P2_LN2))
+#define P2_C5 ((float)((double)TT__EXP_C5 * P2_LN2 * P2_LN2 * P2_LN2 * P2_LN2 * P2_LN2))
+
+/*
+ * The exp of confidence.h without FMA, for d in [TT__EXP_FLOOR, 0] (or NaN), in base 2: y =
+ * d log2(e), n = round(y) by the magic-number addition, f = y - n exactly (|f| <= 1/2), 2^f by
+ * the polynomial above and 2^n from the low bits of t. This needs no two-part ln 2: the only
+ * rounding beyond the FMA paths' is that of y, at most 2^-24 |y| <= 7.6e-6 in the exponent,
+ * i.e. 5.3e-6 relative for the smallest terms (d near -88) and 1e-7 at d = -1; the subtraction
+ * x - m before it already rounds by as much (docs/confidence.md).
+ */
 static inline v4f exp4(v4f d)
 {
-    v4f t = d * splat(TT__EXP_LOG2E) + splat(TT__EXP_MAGIC);
-    v4f n = t - splat(TT__EXP_MAGIC);
-    v4f r = (d - n * splat(TT__EXP_LN2_HI)) - n * splat(TT__EXP_LN2_LO);
-    v4f p = splat(TT__EXP_C5) * r + splat(TT__EXP_C4);
-    p = p * r + splat(TT__EXP_C3);
-    p = p * r + splat(TT__EXP_C2);
-    p = p * r + splat(TT__EXP_C1);
-    p = p * r + splat(1.0f);
+    v4f y = d * splat(TT__EXP_LOG2E);
+    v4f t = y + splat(TT__EXP_MAGIC);
+    v4f f = y - (t - splat(TT__EXP_MAGIC));
+    /* Estrin's scheme: half the latency of Horner's for two more operations. */
+    v4f f2 = f * f;
+    v4f lo = splat(P2_C1) * f + splat(1.0f);
+    v4f mid = splat(P2_C3) * f + splat(P2_C2);
+    v4f hi = splat(P2_C5) * f + splat(P2_C4);
+    v4f p = (lo + f2 * mid) + (f2 * f2) * hi;
     return p * (v4f)((v4u)t << 23);
 }
 
@@ -125,48 +142,111 @@ static void port_widen(const void *src, size_t n, tt_dtype dtype, float *dst)
     }
 }
 
-static void port_sums(const float *x, size_t n, float m, float xc, const char *pf, size_t pf_len,
-                      tt__conf_sums *out)
+/*
+ * The fast kernel works on two vectors at a time and applies each step of the exp to both
+ * before the next, so that the instruction stream interleaves two independent chains (the
+ * compiler keeps the source order; x86 GCC does not reschedule before register allocation).
+ * Wider GNU C vector types would do the same, but GCC lowers their comparisons to scalar code.
+ */
+#define PORT_K 2
+#define PORT_EACH _Pragma("GCC unroll 8") for (int k = 0; k < PORT_K; k++)
+
+/* The fast kernel's exp skips the floor for d >= PORT_FAST_FLOOR (the caller checks): then
+ * n >= -125 and 2^n is applied by adding n to the exponent field of the polynomial's value,
+ * an integer addition in place of a float multiplication. */
+#define PORT_FAST_FLOOR (-86.0f)
+#define PORT_MAGIC_N 12582912.0f /* 1.5 * 2^23: the low bits of y + magic hold n */
+
+/*
+ * exp4 on PORT_K vectors, polynomial by Estrin's scheme (half the dependent steps of Horner's
+ * for two more operations). fast: d in [PORT_FAST_FLOOR, 0] or NaN; otherwise d in
+ * [TT__EXP_FLOOR, 0] or NaN, as for exp4.
+ */
+static inline __attribute__((always_inline)) void expk(const v4f *d, v4f *e, int fast)
+{
+    const float magic = fast ? PORT_MAGIC_N : TT__EXP_MAGIC;
+    v4f y[PORT_K], t[PORT_K], f[PORT_K], p[PORT_K], f2[PORT_K], mid[PORT_K], hi[PORT_K];
+
+    PORT_EACH y[k] = d[k] * splat(TT__EXP_LOG2E);
+    PORT_EACH t[k] = y[k] + splat(magic);
+    PORT_EACH f[k] = y[k] - (t[k] - splat(magic));
+    PORT_EACH f2[k] = f[k] * f[k];
+    PORT_EACH p[k] = splat(P2_C1) * f[k] + splat(1.0f);
+    PORT_EACH mid[k] = splat(P2_C3) * f[k] + splat(P2_C2);
+    PORT_EACH hi[k] = splat(P2_C5) * f[k] + splat(P2_C4);
+    PORT_EACH p[k] += f2[k] * mid[k];
+    PORT_EACH f2[k] *= f2[k];
+    PORT_EACH p[k] += f2[k] * hi[k];
+    if (fast) {
+        PORT_EACH e[k] = (v4f)((v4u)p[k] + ((v4u)t[k] << 23));
+    } else {
+        PORT_EACH e[k] = p[k] * (v4f)((v4u)t[k] << 23);
+    }
+}
+
+/*
+ * One block of the fast kernel. With clamp = 0 no floor is applied, which saves a blend per
+ * vector and lets expk take its fast form: the vectors with an entry more than 86 below m (whose
+ * e is then meaningless) are only recorded, and the function returns 1 so that the caller runs
+ * the block again with clamp = 1, the floor applied as in the other paths. -inf entries (masked
+ * tokens, the padding of the last block) take that second run.
+ */
+static inline __attribute__((always_inline)) int port_sums_run(const float *x, size_t n, float m,
+                                                               float xc, const char *pf,
+                                                               size_t pf_len, tt__conf_sums *out,
+                                                               int clamp)
 {
     const v4f vm = splat(m), vxc = splat(xc);
-    size_t pf_step = pf ? (pf_len * 8 + n - 1) / n : 0;
+    size_t pf_step = pf ? (pf_len * 4 * PORT_K + n - 1) / n : 0;
     double sd = 0, td = 0;
-    v4i above = {0, 0, 0, 0};
-    v4f mx0 = splat(-INFINITY), mx1 = mx0;
+    v4i above = {0, 0, 0, 0}, low = above;
+    v4f mx[PORT_K];
 
+    PORT_EACH mx[k] = splat(-INFINITY);
     for (size_t i = 0; i < n; i += PORT_FLUSH) {
-        v4f s0 = splat(0), s1 = s0, t0 = s0, t1 = s0;
+        v4f s[PORT_K], t[PORT_K];
         size_t end = i + PORT_FLUSH < n ? i + PORT_FLUSH : n;
-        for (size_t j = i; j < end; j += 8) {
-            size_t pf_off = (j / 8) * pf_step;
+        PORT_EACH s[k] = t[k] = splat(0);
+        for (size_t j = i; j < end; j += 4 * PORT_K) {
+            size_t pf_off = (j / (4 * PORT_K)) * pf_step;
+            v4f v[PORT_K], d[PORT_K], e[PORT_K];
             if (pf_off < pf_len) {
                 __builtin_prefetch(pf + pf_off);
             }
-            v4f x0 = ld4(x + j), x1 = ld4(x + j + 4);
-            mx0 = blend(x0 > mx0, x0, mx0);
-            mx1 = blend(x1 > mx1, x1, mx1);
-            v4f d0 = clamp_floor(x0 - vm), d1 = clamp_floor(x1 - vm);
-            v4f e0 = exp4(d0), e1 = exp4(d1);
-            s0 += e0;
-            s1 += e1;
-            t0 += e0 * d0;
-            t1 += e1 * d1;
-            above -= x0 > vxc;
-            above -= x1 > vxc;
+            PORT_EACH v[k] = ld4(x + j + 4 * k);
+            PORT_EACH mx[k] = blend(v[k] > mx[k], v[k], mx[k]);
+            PORT_EACH above -= v[k] > vxc;
+            PORT_EACH d[k] = v[k] - vm;
+            if (clamp) {
+                PORT_EACH d[k] = clamp_floor(d[k]);
+            } else {
+                PORT_EACH low |= d[k] < splat(PORT_FAST_FLOOR);
+            }
+            expk(d, e, !clamp);
+            PORT_EACH s[k] += e[k];
+            PORT_EACH t[k] += e[k] * d[k];
         }
-        sd += wide4(s0) + wide4(s1);
-        td += wide4(t0) + wide4(t1);
+        PORT_EACH sd += wide4(s[k]);
+        PORT_EACH td += wide4(t[k]);
     }
     out->sum = sd;
     out->dot = td;
     out->above = count4(above);
     out->ties = out->nans = 0;
-    memcpy(out->lanes, &mx0, sizeof mx0);
-    memcpy(out->lanes + 4, &mx1, sizeof mx1);
-    out->nlanes = 8;
+    memcpy(out->lanes, mx, sizeof mx);
+    out->nlanes = 4 * PORT_K;
     out->max = -INFINITY;
-    for (int l = 0; l < 8; l++) {
+    for (int l = 0; l < 4 * PORT_K; l++) {
         out->max = out->lanes[l] > out->max ? out->lanes[l] : out->max;
+    }
+    return (low[0] | low[1] | low[2] | low[3]) != 0;
+}
+
+static void port_sums(const float *x, size_t n, float m, float xc, const char *pf, size_t pf_len,
+                      tt__conf_sums *out)
+{
+    if (port_sums_run(x, n, m, xc, pf, pf_len, out, 0)) {
+        port_sums_run(x, n, m, xc, NULL, 0, out, 1);
     }
 }
 
@@ -176,9 +256,9 @@ static void port_sums_careful(const float *x, size_t n, float m, float xc, tt__c
     double sd = 0, td = 0;
     v4i above = {0, 0, 0, 0}, ties = above, nans = above;
 
-    for (size_t i = 0; i < n; i += PORT_FLUSH / 2) {
+    for (size_t i = 0; i < n; i += PORT_FLUSH_CAREFUL) {
         v4f s = splat(0), t = s;
-        size_t end = i + PORT_FLUSH / 2 < n ? i + PORT_FLUSH / 2 : n;
+        size_t end = i + PORT_FLUSH_CAREFUL < n ? i + PORT_FLUSH_CAREFUL : n;
         for (size_t j = i; j < end; j += 4) {
             v4f v = ld4(x + j);
             v4i nan = v != v;
