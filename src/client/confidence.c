@@ -131,14 +131,56 @@ static float port_max(const float *x, size_t n, float *lanes, size_t *nlanes)
     return best;
 }
 
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector) && defined(__BYTE_ORDER__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define PORT_WIDEN_VECTOR 1
+#endif
+#endif
+
+#ifdef PORT_WIDEN_VECTOR
+typedef uint16_t v8h __attribute__((vector_size(16)));
+
+/* bf16 to fp32, eight at a time: each bf16 becomes the upper half of a 32-bit lane by
+ * interleaving it with zeros (little-endian lanes; punpcklwd/punpckhwd on x86, zip on arm64).
+ * Returns how many entries it converted. */
+static size_t widen_bf16_vec(const unsigned char *s, size_t n, float *dst)
+{
+    const v8h z = {0};
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        v8h h;
+        memcpy(&h, s + 2 * i, sizeof h);
+        v8h lo = __builtin_shufflevector(z, h, 0, 8, 1, 9, 2, 10, 3, 11);
+        v8h hi = __builtin_shufflevector(z, h, 4, 12, 5, 13, 6, 14, 7, 15);
+        memcpy(dst + i, &lo, sizeof lo);
+        memcpy(dst + i + 4, &hi, sizeof hi);
+    }
+    return i;
+}
+#endif
+
 static void port_widen(const void *src, size_t n, tt_dtype dtype, float *dst)
 {
     const unsigned char *s = src;
+    size_t i = 0;
 
-    for (size_t i = 0; i < n; i++) {
+    if (dtype == TT_DTYPE_BF16) {
+#ifdef PORT_WIDEN_VECTOR
+        i = widen_bf16_vec(s, n, dst);
+#endif
+        for (; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, sizeof h);
+            dst[i] = tt__conf_bf16_to_f32(h);
+        }
+        return;
+    }
+    for (; i < n; i++) {
         uint16_t h;
         memcpy(&h, s + 2 * i, sizeof h);
-        dst[i] = dtype == TT_DTYPE_BF16 ? tt__conf_bf16_to_f32(h) : tt__conf_f16_to_f32(h);
+        dst[i] = tt__conf_f16_to_f32(h);
     }
 }
 
