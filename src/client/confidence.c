@@ -33,8 +33,8 @@
 
 /* --- portable kernels ---------------------------------------------------------------------- */
 
-/* The fast kernel sums into 16 float lanes (four vectors), the careful one into 4: flushing to
- * double every 512 and 128 entries keeps each lane at 32 terms. */
+/* The fast kernel sums into 8 float lanes (two vectors), the careful one into 4: flushing to
+ * double every 256 and 128 entries keeps each lane at 32 terms. */
 #define PORT_FLUSH 256
 #define PORT_FLUSH_CAREFUL 128
 
@@ -59,6 +59,18 @@ static inline v4f splat(float f)
 static inline v4f blend(v4i mask, v4f a, v4f b)
 {
     return (v4f)((v4i)b ^ (((v4i)a ^ (v4i)b) & mask));
+}
+
+/* a > b ? a : b lane by lane, so b where a is NaN: written per lane, which compilers turn
+ * into one instruction that has exactly these semantics (maxps on x86) where there is one. */
+static inline v4f vmax(v4f a, v4f b)
+{
+    v4f r;
+
+    for (int l = 0; l < 4; l++) {
+        r[l] = a[l] > b[l] ? a[l] : b[l];
+    }
+    return r;
 }
 
 static inline double wide4(v4f v)
@@ -105,7 +117,7 @@ static inline v4f exp4(v4f d)
 /* d clamped at the floor; a NaN d fails the comparison and stays NaN. */
 static inline v4f clamp_floor(v4f d)
 {
-    return blend(d < splat(TT__EXP_FLOOR), splat(TT__EXP_FLOOR), d);
+    return vmax(splat(TT__EXP_FLOOR), d);
 }
 
 static float port_max(const float *x, size_t n, float *lanes, size_t *nlanes)
@@ -120,7 +132,7 @@ static float port_max(const float *x, size_t n, float *lanes, size_t *nlanes)
     for (size_t i = 0; i < n; i += 32) {
         for (int a = 0; a < 8; a++) {
             v4f v = ld4(x + i + 4 * a);
-            m[a] = blend(v > m[a], v, m[a]);
+            m[a] = vmax(v, m[a]);
         }
     }
     memcpy(lanes, m, sizeof m);
@@ -194,8 +206,10 @@ static void port_widen(const void *src, size_t n, tt_dtype dtype, float *dst)
 #define PORT_EACH _Pragma("GCC unroll 8") for (int k = 0; k < PORT_K; k++)
 
 /* The fast kernel's exp skips the floor for d >= PORT_FAST_FLOOR (the caller checks): then
- * n >= -125 and 2^n is applied by adding n to the exponent field of the polynomial's value,
- * an integer addition in place of a float multiplication. */
+ * n >= -124, and 2^n is applied by adding n to the exponent field of the polynomial's value
+ * (in [2^-1/2, 2^1/2], so the result stays normal): an integer addition in place of a float
+ * multiplication. A NaN d may come out of that addition as a number, but e * d is NaN, so the
+ * dot still reports it. */
 #define PORT_FAST_FLOOR (-86.0f)
 #define PORT_MAGIC_N 12582912.0f /* 1.5 * 2^23: the low bits of y + magic hold n */
 
@@ -227,11 +241,11 @@ static inline __attribute__((always_inline)) void expk(const v4f *d, v4f *e, int
 }
 
 /*
- * One block of the fast kernel. With clamp = 0 no floor is applied, which saves a blend per
- * vector and lets expk take its fast form: the vectors with an entry more than 86 below m (whose
- * e is then meaningless) are only recorded, and the function returns 1 so that the caller runs
- * the block again with clamp = 1, the floor applied as in the other paths. -inf entries (masked
- * tokens, the padding of the last block) take that second run.
+ * One block of the fast kernel. With clamp = 0 no floor is applied, which keeps the floor off
+ * the dependency chain and lets expk take its fast form: an entry more than 86 below m (whose e
+ * is then meaningless) is only recorded, and the function returns 1 so that the caller runs the
+ * block again with clamp = 1, the floor applied as in the other paths. Blocks holding -inf
+ * entries (masked tokens, the padding of the last block) take that second run, from L1.
  */
 static inline __attribute__((always_inline)) int port_sums_run(const float *x, size_t n, float m,
                                                                float xc, const char *pf,
@@ -256,7 +270,7 @@ static inline __attribute__((always_inline)) int port_sums_run(const float *x, s
                 __builtin_prefetch(pf + pf_off);
             }
             PORT_EACH v[k] = ld4(x + j + 4 * k);
-            PORT_EACH mx[k] = blend(v[k] > mx[k], v[k], mx[k]);
+            PORT_EACH mx[k] = vmax(v[k], mx[k]);
             PORT_EACH above -= v[k] > vxc;
             PORT_EACH d[k] = v[k] - vm;
             if (clamp) {
