@@ -33,10 +33,9 @@
 
 /* --- portable kernels ---------------------------------------------------------------------- */
 
-/* The fast kernel sums into 8 float lanes (two vectors), the careful one into 4: flushing to
- * double every 256 and 128 entries keeps each lane at 32 terms. */
+/* Both sums kernels sum into 8 float lanes (two vectors): flushing to double every 256 entries
+ * keeps each lane at 32 terms. */
 #define PORT_FLUSH 256
-#define PORT_FLUSH_CAREFUL 128
 
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
@@ -53,12 +52,6 @@ static inline v4f ld4(const float *p)
 static inline v4f splat(float f)
 {
     return (v4f){f, f, f, f};
-}
-
-/* mask ? a : b, lane by lane (mask lanes are 0 or -1). */
-static inline v4f blend(v4i mask, v4f a, v4f b)
-{
-    return (v4f)((v4i)b ^ (((v4i)a ^ (v4i)b) & mask));
 }
 
 /* a > b ? a : b lane by lane, so b where a is NaN: written per lane, which compilers turn
@@ -91,28 +84,6 @@ static inline uint32_t count4(v4i c)
 #define P2_C3 ((float)((double)TT__EXP_C3 * P2_LN2 * P2_LN2 * P2_LN2))
 #define P2_C4 ((float)((double)TT__EXP_C4 * P2_LN2 * P2_LN2 * P2_LN2 * P2_LN2))
 #define P2_C5 ((float)((double)TT__EXP_C5 * P2_LN2 * P2_LN2 * P2_LN2 * P2_LN2 * P2_LN2))
-
-/*
- * The exp of confidence.h without FMA, for d in [TT__EXP_FLOOR, 0] (or NaN), in base 2: y =
- * d log2(e), n = round(y) by the magic-number addition, f = y - n exactly (|f| <= 1/2), 2^f by
- * the polynomial above and 2^n from the low bits of t. This needs no two-part ln 2: the only
- * rounding beyond the FMA paths' is that of y, at most 2^-24 |y| <= 7.6e-6 in the exponent,
- * i.e. 5.3e-6 relative for the smallest terms (d near -88) and 1e-7 at d = -1; the subtraction
- * x - m before it already rounds by as much (docs/confidence.md).
- */
-static inline v4f exp4(v4f d)
-{
-    v4f y = d * splat(TT__EXP_LOG2E);
-    v4f t = y + splat(TT__EXP_MAGIC);
-    v4f f = y - (t - splat(TT__EXP_MAGIC));
-    /* Estrin's scheme: half the latency of Horner's for two more operations. */
-    v4f f2 = f * f;
-    v4f lo = splat(P2_C1) * f + splat(1.0f);
-    v4f mid = splat(P2_C3) * f + splat(P2_C2);
-    v4f hi = splat(P2_C5) * f + splat(P2_C4);
-    v4f p = (lo + f2 * mid) + (f2 * f2) * hi;
-    return p * (v4f)((v4u)t << 23);
-}
 
 /* d clamped at the floor; a NaN d fails the comparison and stays NaN. */
 static inline v4f clamp_floor(v4f d)
@@ -214,9 +185,14 @@ static void port_widen(const void *src, size_t n, tt_dtype dtype, float *dst)
 #define PORT_MAGIC_N 12582912.0f /* 1.5 * 2^23: the low bits of y + magic hold n */
 
 /*
- * exp4 on PORT_K vectors, polynomial by Estrin's scheme (half the dependent steps of Horner's
- * for two more operations). fast: d in [PORT_FAST_FLOOR, 0] or NaN; otherwise d in
- * [TT__EXP_FLOOR, 0] or NaN, as for exp4.
+ * The exp of confidence.h without FMA, on PORT_K vectors, in base 2: y = d log2(e), n = round(y)
+ * by the magic-number addition, f = y - n exactly (|f| <= 1/2), 2^f by the polynomial above
+ * (Estrin's scheme: half the dependent steps of Horner's for two more operations) and 2^n from
+ * the low bits of t. This needs no two-part ln 2: the only rounding beyond the FMA paths' is
+ * that of y, at most half an ulp of y in the exponent (2.6e-6 relative for |d| >= 44, 6e-7
+ * within 20 nats); the subtraction x - m before it already rounds by as much
+ * (docs/confidence.md). fast: d in [PORT_FAST_FLOOR, 0] or NaN; otherwise d in
+ * [TT__EXP_FLOOR, 0] or NaN, where n = -127 gives e = +0 as in the other paths.
  */
 static inline __attribute__((always_inline)) void expk(const v4f *d, v4f *e, int fast)
 {
@@ -306,30 +282,34 @@ static void port_sums(const float *x, size_t n, float m, float xc, const char *p
     }
 }
 
+/* The careful kernel, two vectors at a time like the fast one, always with the floor. vmax(v,
+ * -inf) turns a NaN entry into -inf. */
 static void port_sums_careful(const float *x, size_t n, float m, float xc, tt__conf_sums *out)
 {
     const v4f vm = splat(m), vxc = splat(xc);
     double sd = 0, td = 0;
     v4i above = {0, 0, 0, 0}, ties = above, nans = above;
 
-    for (size_t i = 0; i < n; i += PORT_FLUSH_CAREFUL) {
-        v4f s = splat(0), t = s;
-        size_t end = i + PORT_FLUSH_CAREFUL < n ? i + PORT_FLUSH_CAREFUL : n;
-        for (size_t j = i; j < end; j += 4) {
-            v4f v = ld4(x + j);
-            v4i nan = v != v;
-            nans -= nan;
-            v = blend(nan, splat(-INFINITY), v);
-            v4i tie = v == vm;
-            ties -= tie;
-            v4f d = clamp_floor(v - vm);
-            v4f e = exp4(d);
-            s += blend(tie, splat(0), e);
-            t += e * d;
-            above -= v > vxc;
+    for (size_t i = 0; i < n; i += PORT_FLUSH) {
+        v4f s[PORT_K], t[PORT_K];
+        size_t end = i + PORT_FLUSH < n ? i + PORT_FLUSH : n;
+        PORT_EACH s[k] = t[k] = splat(0);
+        for (size_t j = i; j < end; j += 4 * PORT_K) {
+            v4f v[PORT_K], d[PORT_K], e[PORT_K];
+            v4i tie[PORT_K];
+            PORT_EACH v[k] = ld4(x + j + 4 * k);
+            PORT_EACH nans -= v[k] != v[k];
+            PORT_EACH v[k] = vmax(v[k], splat(-INFINITY));
+            PORT_EACH tie[k] = v[k] == vm;
+            PORT_EACH ties -= tie[k];
+            PORT_EACH above -= v[k] > vxc;
+            PORT_EACH d[k] = clamp_floor(v[k] - vm);
+            expk(d, e, 0);
+            PORT_EACH s[k] += (v4f)((v4i)e[k] & ~tie[k]);
+            PORT_EACH t[k] += e[k] * d[k];
         }
-        sd += wide4(s);
-        td += wide4(t);
+        PORT_EACH sd += wide4(s[k]);
+        PORT_EACH td += wide4(t[k]);
     }
     out->sum = sd;
     out->dot = td;
