@@ -66,6 +66,17 @@ static inline v4f vmax(v4f a, v4f b)
     return r;
 }
 
+/* a < b ? a : b lane by lane (minps on x86). */
+static inline v4f vmin(v4f a, v4f b)
+{
+    v4f r;
+
+    for (int l = 0; l < 4; l++) {
+        r[l] = a[l] < b[l] ? a[l] : b[l];
+    }
+    return r;
+}
+
 static inline double wide4(v4f v)
 {
     return ((double)v[0] + (double)v[1]) + ((double)v[2] + (double)v[3]);
@@ -219,8 +230,8 @@ static inline __attribute__((always_inline)) void expk(const v4f *d, v4f *e, int
 /*
  * One block of the fast kernel. With clamp = 0 no floor is applied, which keeps the floor off
  * the dependency chain and lets expk take its fast form: an entry more than 86 below m (whose e
- * is then meaningless) is only recorded, and the function returns 1 so that the caller runs the
- * block again with clamp = 1, the floor applied as in the other paths. Blocks holding -inf
+ * is then meaningless) only shows in the running minimum of d, and the function returns 1 so
+ * that the caller runs the block again with clamp = 1, the floor applied as in the other paths. Blocks holding -inf
  * entries (masked tokens, the padding of the last block) take that second run, from L1.
  */
 static inline __attribute__((always_inline)) int port_sums_run(const float *x, size_t n, float m,
@@ -231,10 +242,12 @@ static inline __attribute__((always_inline)) int port_sums_run(const float *x, s
     const v4f vm = splat(m), vxc = splat(xc);
     size_t pf_step = pf ? (pf_len * 4 * PORT_K + n - 1) / n : 0;
     double sd = 0, td = 0;
-    v4i above = {0, 0, 0, 0}, low = above;
-    v4f mx[PORT_K];
+    v4i above = {0, 0, 0, 0};
+    v4f mx[PORT_K], mn[PORT_K];
+    int low = 0;
 
     PORT_EACH mx[k] = splat(-INFINITY);
+    PORT_EACH mn[k] = splat(0);
     for (size_t i = 0; i < n; i += PORT_FLUSH) {
         v4f s[PORT_K], t[PORT_K];
         size_t end = i + PORT_FLUSH < n ? i + PORT_FLUSH : n;
@@ -252,7 +265,7 @@ static inline __attribute__((always_inline)) int port_sums_run(const float *x, s
             if (clamp) {
                 PORT_EACH d[k] = clamp_floor(d[k]);
             } else {
-                PORT_EACH low |= d[k] < splat(PORT_FAST_FLOOR);
+                PORT_EACH mn[k] = vmin(d[k], mn[k]);
             }
             expk(d, e, !clamp);
             PORT_EACH s[k] += e[k];
@@ -271,7 +284,10 @@ static inline __attribute__((always_inline)) int port_sums_run(const float *x, s
     for (int l = 0; l < 4 * PORT_K; l++) {
         out->max = out->lanes[l] > out->max ? out->lanes[l] : out->max;
     }
-    return (low[0] | low[1] | low[2] | low[3]) != 0;
+    for (int l = 0; l < 4; l++) {
+        PORT_EACH low |= mn[k][l] < PORT_FAST_FLOOR;
+    }
+    return low;
 }
 
 static void port_sums(const float *x, size_t n, float m, float xc, const char *pf, size_t pf_len,
