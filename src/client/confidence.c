@@ -198,11 +198,11 @@ static void port_widen(const void *src, size_t n, tt_dtype dtype, float *dst)
 /*
  * The exp of confidence.h without FMA, on PORT_K vectors, in base 2: y = d log2(e), n = round(y)
  * by the magic-number addition, f = y - n exactly (|f| <= 1/2), 2^f by the polynomial above
- * (Estrin's scheme: half the dependent steps of Horner's for two more operations) and 2^n from
- * the low bits of t. This needs no two-part ln 2: the only rounding beyond the FMA paths' is
- * that of y, at most half an ulp of y in the exponent (2.6e-6 relative for |d| >= 44, 6e-7
- * within 20 nats); the subtraction x - m before it already rounds by as much
- * (docs/confidence.md). fast: d in [PORT_FAST_FLOOR, 0] or NaN; otherwise d in
+ * (coefficients paired, the pairs combined by Horner's rule in f^2: 6 dependent steps instead
+ * of Horner's 10, for one more operation) and 2^n from the low bits of t. This needs no
+ * two-part ln 2: the only rounding beyond the FMA paths' is that of y, at most half an ulp of y
+ * in the exponent (2.6e-6 relative for |d| >= 44, 6e-7 within 20 nats); the subtraction x - m
+ * before it already rounds by as much (docs/confidence.md). fast: d in [PORT_FAST_FLOOR, 0] or NaN; otherwise d in
  * [TT__EXP_FLOOR, 0] or NaN, where n = -127 gives e = +0 as in the other paths.
  */
 static inline __attribute__((always_inline)) void expk(const v4f *d, v4f *e, int fast)
@@ -217,9 +217,8 @@ static inline __attribute__((always_inline)) void expk(const v4f *d, v4f *e, int
     PORT_EACH p[k] = splat(P2_C1) * f[k] + splat(1.0f);
     PORT_EACH mid[k] = splat(P2_C3) * f[k] + splat(P2_C2);
     PORT_EACH hi[k] = splat(P2_C5) * f[k] + splat(P2_C4);
+    PORT_EACH mid[k] += f2[k] * hi[k];
     PORT_EACH p[k] += f2[k] * mid[k];
-    PORT_EACH f2[k] *= f2[k];
-    PORT_EACH p[k] += f2[k] * hi[k];
     if (fast) {
         PORT_EACH e[k] = (v4f)((v4u)p[k] + ((v4u)t[k] << 23));
     } else {
