@@ -339,6 +339,23 @@ rec_begin(tt_client *c, tt__ring **rp, uint64_t *nh, uint16_t kind, uint16_t aux
 
 #define PAGE_SIZE_MIN 4096u
 
+/*
+ * How far ahead of the head the writer takes ring lines for writing. A line of the ring is
+ * last touched by the worker, which read it a lap ago, so the producer's first store to it
+ * waits for the line to come back (from memory or from the worker's cache); stores queue up
+ * behind it. Taking the lines about 25 events ahead (with prefetchw, which asks for them in a
+ * writable state; 0F 0D is a hint, a NOP on CPUs without it) lets the next events, or the
+ * next burst of them after a pause, find their lines ready. Two lines per event: a record of
+ * 80 bytes crosses more than one line. Measured on bench/emit: calls 2..20 of a burst went
+ * from about 20.5 to 16-18 ns per call; 4 KiB ahead was no better than none.
+ */
+#define PREFETCH_AHEAD 2048u
+
+static inline __attribute__((always_inline)) void prefetch_w(const uint8_t *p)
+{
+    __asm__ volatile("prefetchw %0" ::"m"(*(const uint8_t *)p));
+}
+
 /* Writes s (NULL: empty) as a 4-byte length and its bytes at p, never past end, and wants 16
  * bytes of room after the length even for a short string. Returns the byte after the string,
  * or NULL when it does not fit before end. */
@@ -455,6 +472,8 @@ wr_begin(tt_client *c, uint8_t **base, const uint8_t **end, uint64_t *head)
     *head = h;
     *base = r->data + off;
     *end = *base + room;
+    prefetch_w(r->data + ((off + PREFETCH_AHEAD) & r->mask));
+    prefetch_w(r->data + ((off + PREFETCH_AHEAD + TT_CACHELINE) & r->mask));
     return r;
 }
 
