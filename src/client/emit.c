@@ -2,10 +2,12 @@
  * emit.c - the hot path: tt_log, tt_metric, tt_step_begin/end, and the client's lifecycle.
  *
  * An event call finds the calling thread's ring through a one-entry thread-local cache,
- * measures its strings, reserves a record in place, writes the fields, stamps it with the
- * cheap clock and publishes it with one release store. No lock, no system call, no allocation:
- * the first event of a thread is the exception (it creates the thread's ring). A full ring
- * drops the event and counts it.
+ * writes its fields in place in one pass (measuring the strings as it copies them), stamps the
+ * record with the cheap clock and its length, and publishes it with one release store. When the
+ * one pass runs out of room (ring nearly full, wrap point, thread without a ring yet), the exact
+ * path sizes the event first and reserves it, so a full ring drops the event and counts it
+ * exactly. No lock, no system call, no allocation: the first event of a thread is the exception
+ * (it creates the thread's ring).
  */
 #include <errno.h>
 #include <stdio.h>
