@@ -149,6 +149,7 @@ TEST_T(alerts_looping_agent_raises_loop_alert_and_varied_agent_none, 60)
     struct tt_test_serve s;
     tt_test_serve_start(&s, "loop", "--config", cfg, NULL);
     struct tt_test_sse *sse = tt_test_sse_open(s.http, NULL, NULL);
+    struct tt_test_sse *only = tt_test_sse_open(s.http, "kind=alert", NULL);
     tt_client *varied = tt_test_client(s.endpoint, "varied", NULL);
     tt_client *looper = tt_test_client(s.endpoint, "looper", NULL);
     for (int i = 0; i < 20; i++) {
@@ -170,6 +171,13 @@ TEST_T(alerts_looping_agent_raises_loop_alert_and_varied_agent_none, 60)
     CHECK(strstr(alert, "\"agent\":\"looper\"") != NULL);
     CHECK(strstr(alert, "weather paris") != NULL);
     CHECK_EQ(tt_test_sse_count(sse, "\"kind\":\"alert\""), 1);
+    /* kind=alert: the alert and nothing else. */
+    int from2 = 0;
+    char *again = tt_test_sse_wait(only, "\"type\":\"loop\"", &from2, 5000 * tt_test_mult());
+    CHECK(again != NULL);
+    free(again);
+    CHECK_EQ(tt_test_sse_count(only, "\"kind\""), 1);
+    tt_test_sse_close(only);
     free(alert);
     tt_close(varied, 5000);
     tt_close(looper, 5000);

@@ -165,6 +165,8 @@ TEST(operator_bad_requests_get_json_errors_and_change_nothing)
         {"POST", "/api/v1/alerts/1/ack", NULL, 401},
         {"POST", "/api/v1/alerts/1/ack", "wrong", 401},
         {"GET", "/metrics?x=1", TOKEN, 400},
+        {"GET", "/api/v1/events?kind=alert", TOKEN, 400},
+        {"GET", "/api/v1/stream?kind=nonsense", TOKEN, 400},
         {"GET", huge, TOKEN, 400},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
