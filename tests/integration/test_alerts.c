@@ -4,10 +4,13 @@
  * once first, so the retry is exercised); a silent agent and a looping agent raise theirs; a
  * steady agent raises none; and ingest tokens decide an agent's identity.
  */
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "operator.h"
@@ -216,4 +219,68 @@ TEST_T(alerts_ingest_token_decides_identity_and_refuses_unknown_tokens, 60)
     tt_close(bad, 100);
     tt_close(none, 100);
     tt_test_serve_stop(&s);
+}
+
+TEST_T(alerts_hanging_webhook_never_delays_the_stream_and_is_counted_failed, 60)
+{
+    /* A listener that never accepts: connections complete in the kernel, requests are never
+     * answered, so every attempt runs into its timeout. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(listen(fd, 64) == 0);
+    CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    char cfg[512], text[1024];
+    snprintf(cfg, sizeof cfg, "%s/hang.conf", tt_test_tmpdir());
+    snprintf(text, sizeof text,
+             "[detector.looping]\ntype = loop\nrepeats = 3\n"
+             "[webhook.slow]\nurl = http://127.0.0.1:%d/hook\ntimeout_ms = 300\nretries = 1\n"
+             "backoff_ms = 50\n",
+             ntohs(a.sin_port));
+    tt_test_write_file(cfg, text);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "hang", "--config", cfg, NULL);
+    struct tt_test_sse *sse = tt_test_sse_open(s.http, "kind=alert", NULL);
+    tt_client *c[3];
+    double t0 = tt_test_now_ms();
+    for (int k = 0; k < 3; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "looper-%d", k);
+        c[k] = tt_test_client(s.endpoint, name, NULL);
+        for (int i = 0; i < 3; i++) {
+            call_tool(c[k], "search", "same");
+        }
+        CHECK_OK(tt_flush(c[k], 10000));
+    }
+    /* All three alerts stream at once, though each webhook delivery takes 650 ms to fail. */
+    int from = 0;
+    for (int k = 0; k < 3; k++) {
+        char *al = tt_test_sse_wait(sse, "\"type\":\"loop\"", &from, 5000 * tt_test_mult());
+        CHECK_MSG(al != NULL, "alert %d missing", k);
+        free(al);
+    }
+    double dt = tt_test_now_ms() - t0;
+    CHECK_MSG(dt < 1500 * tt_test_mult(), "three alerts took %.0f ms to stream", dt);
+    /* Ingest goes on meanwhile. */
+    CHECK_OK(tt_log(c[0], NULL, TT_INFO, "still stored", NULL, 0));
+    CHECK_OK(tt_flush(c[0], 2000));
+    char *body = NULL;
+    int failed = 0;
+    for (int i = 0; i < 200 && !failed; i++) {
+        free(body);
+        CHECK_EQ(tt_test_http(s.http, "GET", "/metrics", NULL, &body), 200);
+        failed = strstr(body, "telltale_webhook_deliveries_total{result=\"failed\"} 3") != NULL;
+        usleep(50000);
+    }
+    CHECK_MSG(failed, "webhook failures not counted: %s", body);
+    CHECK(strstr(body, "telltale_webhook_retries_total 3") != NULL);
+    free(body);
+    for (int k = 0; k < 3; k++) {
+        tt_close(c[k], 5000);
+    }
+    tt_test_sse_close(sse);
+    tt_test_serve_stop(&s);
+    close(fd);
 }
