@@ -16,6 +16,8 @@
 
 #define TOKEN "op-token-0123456789"
 
+static int run(const char *cmd, char **out);
+
 static void start_with_token(struct tt_test_serve *s, const char *name, const char *config)
 {
     char tok[512];
@@ -108,6 +110,43 @@ TEST(operator_token_guards_api_and_metrics_with_json_401)
     CHECK_EQ(tt_test_http_auth(s.http, "POST", "/api/v1/alerts/1/ack", NULL, &body), 401);
     free(body);
     tt_test_serve_stop(&s);
+}
+
+TEST(operator_token_from_environment_and_bad_token_or_config_files_stop_startup)
+{
+    /* Each test runs in its own process: the environment is ours to change. */
+    setenv("TELLTALE_OPERATOR_TOKEN", "env-token-7", 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "envtoken", NULL);
+    char *body;
+    CHECK_EQ(tt_test_http_auth(s.http, "GET", "/api/v1/status", NULL, &body), 401);
+    free(body);
+    CHECK_EQ(tt_test_http_auth(s.http, "GET", "/api/v1/status", "env-token-7", &body), 200);
+    free(body);
+    tt_test_serve_stop(&s);
+    unsetenv("TELLTALE_OPERATOR_TOKEN");
+    /* A token file holding a token with a space: refused at startup, exit status 1. */
+    char tok[512], cmd[2048], *out;
+    snprintf(tok, sizeof tok, "%s/bad.token", tt_test_tmpdir());
+    tt_test_write_file(tok, "two words\n");
+    snprintf(cmd, sizeof cmd, "'%s' serve --data '%s/badtok' --listen unix:'%s/badtok.sock' "
+             "--http 127.0.0.1:0 --operator-token-file '%s' 2>&1",
+             getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", tt_test_tmpdir(),
+             tt_test_tmpdir(), tok);
+    CHECK_EQ(run(cmd, &out), 1);
+    CHECK_MSG(strstr(out, "operator token") != NULL, "%s", out);
+    free(out);
+    /* So does a bad alerting configuration, naming its line. */
+    char conf[512];
+    snprintf(conf, sizeof conf, "%s/bad.conf", tt_test_tmpdir());
+    tt_test_write_file(conf, "[detector.x]\ntype = loop\nrepeats = many\n");
+    snprintf(cmd, sizeof cmd, "'%s' serve --data '%s/badconf' --listen unix:'%s/badconf.sock' "
+             "--http 127.0.0.1:0 --config '%s' 2>&1",
+             getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", tt_test_tmpdir(),
+             tt_test_tmpdir(), conf);
+    CHECK_EQ(run(cmd, &out), 1);
+    CHECK_MSG(strstr(out, "bad.conf:3: bad value for repeats") != NULL, "%s", out);
+    free(out);
 }
 
 /* What a bad request must not change: stored frames and events, alerts and their states. */
