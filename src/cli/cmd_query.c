@@ -125,6 +125,9 @@ int cmd_query(int argc, char **argv)
             return EXIT_UNREACHABLE;
         }
         putchar('\n');
+        if (status != 200) {
+            fprintf(stderr, "telltale query: HTTP %ld (the error is printed above)\n", status);
+        }
         return status == 200 && fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
     }
     if (count) {

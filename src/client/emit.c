@@ -530,12 +530,14 @@ static void atfork_prepare(void)
     for (tt_client *c = all_clients; c; c = c->all_next) {
         pthread_mutex_lock(&c->reg_lock);
         pthread_mutex_lock(&c->ctl_lock);
+        pthread_mutex_lock(&c->guard.lock); /* the guard's state is whole in the child */
     }
 }
 
 static void atfork_parent(void)
 {
     for (tt_client *c = all_clients; c; c = c->all_next) {
+        pthread_mutex_unlock(&c->guard.lock);
         pthread_mutex_unlock(&c->ctl_lock);
         pthread_mutex_unlock(&c->reg_lock);
     }
@@ -548,6 +550,7 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     for (tt_client *c = all_clients; c; c = c->all_next) {
+        pthread_mutex_unlock(&c->guard.lock);
         pthread_mutex_unlock(&c->ctl_lock);
         pthread_mutex_unlock(&c->reg_lock);
         c->fork_pending = 1;

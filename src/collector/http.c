@@ -43,6 +43,9 @@ static const struct route routes[] = {
     {"GET", "/api/v1/responses", api_responses},
     {"GET", "/api/v1/responses/{id}", api_response_get},
     {"POST", "/api/v1/sessions/{id}/halt", api_session_halt},
+    {"POST", "/api/v1/agents/{agent}/guard-policy", api_agent_guard_policy},
+    {"GET", "/", api_index},
+    {"GET", "/assets/{name}", api_asset},
 };
 
 /* Per-request state while a body arrives. */

@@ -52,9 +52,10 @@ void tt_test_pytest(const char *file, const char *function)
     const char *src = getenv("TT_SRCDIR");
     CHECK_MSG(src != NULL, "TT_SRCDIR is not set (run through make test)");
     CHECK_MSG(access(PYTHON, X_OK) == 0, "%s is missing: scripts/install-deps test", PYTHON);
-    char node[1024], basetemp[1024];
+    char node[1024], basetemp[1024], junit[1200];
     snprintf(node, sizeof node, "%s::%s", file, function);
     snprintf(basetemp, sizeof basetemp, "--basetemp=%s/pytest", tt_test_tmpdir());
+    snprintf(junit, sizeof junit, "--junit-xml=%s/junit.xml", tt_test_tmpdir());
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
@@ -67,7 +68,7 @@ void tt_test_pytest(const char *file, const char *function)
         unsetenv("PYTHONPATH");
         preload_sanitizer();
         execl(PYTHON, PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", basetemp,
-              node, (char *)NULL);
+              junit, node, (char *)NULL);
         _exit(127);
     }
     int status = 0;
@@ -78,4 +79,15 @@ void tt_test_pytest(const char *file, const char *function)
               "pytest %s: %s %d (5: not collected, 127: no python)", node,
               WIFEXITED(status) ? "exit" : "signal",
               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    /* A pytest.skip() (a sanitizer that cannot run the test) is a skip here too, never a pass. */
+    char path[1300], buf[65536];
+    snprintf(path, sizeof path, "%s/junit.xml", tt_test_tmpdir());
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f != NULL, "pytest wrote no report at %s", path);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    if (strstr(buf, "<skipped")) {
+        SKIP("pytest skipped %s (reason in the output above)", node);
+    }
 }

@@ -135,7 +135,7 @@ static void child_run(const struct test *t, const char *logpath)
     _exit(0);
 }
 
-/* Returns 1 if the test passed. */
+/* Returns 1 if the test passed, 0 if it failed, -1 if it does not apply to this build. */
 static int run_one(const struct test *t, const char *outroot, double mult)
 {
     snprintf(outdir, sizeof outdir, "%s/%s", outroot, t->name);
@@ -186,6 +186,12 @@ static int run_one(const struct test *t, const char *outroot, double mult)
     double dt = now_s() - t0;
     nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     int ok = !timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == TT_TEST_SKIP_EXIT) {
+        printf("SKIP  %-58s %7.2fs\n", t->name, dt);
+        print_log_tail(logpath);
+        fflush(stdout);
+        return -1;
+    }
     if (ok) {
         printf("ok    %-58s %7.2fs\n", t->name, dt);
     } else {
@@ -244,7 +250,7 @@ int main(int argc, char **argv)
             mult = 1.0;
         }
     }
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, skipped = 0;
     for (int i = 0; i < ntests; i++) {
         if (!selected(&tests[i], npat, pat)) {
             continue;
@@ -253,7 +259,10 @@ int main(int argc, char **argv)
             printf("%s\t%s\n", tests[i].name, tests[i].file);
             continue;
         }
-        if (run_one(&tests[i], outroot, mult)) {
+        int r = run_one(&tests[i], outroot, mult);
+        if (r < 0) {
+            skipped++;
+        } else if (r) {
             passed++;
         } else {
             failed++;
@@ -262,6 +271,9 @@ int main(int argc, char **argv)
     free(pat);
     if (list) {
         return 0;
+    }
+    if (skipped) {
+        printf("%d skipped: not applicable to this build (see SKIP lines above)\n", skipped);
     }
     printf("%d passed, %d failed\n", passed, failed);
     return (failed == 0 && passed > 0) ? 0 : 1;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef void (*tt_test_fn)(void);
 
@@ -40,6 +41,19 @@ const char *tt_test_tmpdir(void);
     static void name(void)
 
 #define TEST(name) TEST_T(name, TT_TEST_TIMEOUT)
+
+/* A test that does not apply to this build (a sanitizer that cannot run it) ends with
+ * TT_TEST_SKIP_EXIT after saying why; the runner lists it as SKIP, apart from passed and
+ * failed, so a skip never counts as a pass. */
+#define TT_TEST_SKIP_EXIT 77
+#define SKIP(...)                                                                                \
+    do {                                                                                         \
+        printf("skipped: ");                                                                     \
+        printf(__VA_ARGS__);                                                                     \
+        printf("\n");                                                                            \
+        fflush(stdout);                                                                          \
+        _exit(TT_TEST_SKIP_EXIT);                                                                \
+    } while (0)
 
 #define CHECK(cond)                                                                              \
     do {                                                                                         \
