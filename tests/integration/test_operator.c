@@ -275,6 +275,12 @@ TEST(operator_session_shows_execution_path_as_tree)
     const char *conf = strstr(body, "\"confidence_last\":");
     CHECK(conf != NULL);
     CHECK_NEAR(strtod(conf + 18, NULL), 0.85, 1e-6);
+    /* The default drift detectors show how far each is from an alert. */
+    const char *det = strstr(body, "\"detector\":\"confidence_drift\"");
+    CHECK_MSG(det != NULL, "%s", body);
+    CHECK(strstr(det, "\"threshold\":12,") != NULL);
+    CHECK(strstr(det, "\"samples\":2}") != NULL);
+    CHECK(strstr(body, "\"detector\":\"latency_drift\"") != NULL);
     free(body);
     tt_test_serve_stop(&s);
 }
