@@ -348,7 +348,9 @@ TEST(operator_top_once_prints_agents_and_alerts_without_control_sequences)
     snprintf(cmd, sizeof cmd, "NO_COLOR=1 '%s' top --once --http %s --token %s --width 160",
              getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", s.http, TOKEN);
     CHECK_EQ(run(cmd, &out), 0);
-    CHECK_MSG(strstr(out, "AGENT") && strstr(out, "CONF") && strstr(out, "ALERTS"), "%s", out);
+    CHECK_MSG(strstr(out, "AGENT") && strstr(out, "CONF") && strstr(out, "ALERTS") &&
+                  strstr(out, "DRIFT"),
+              "%s", out);
     CHECK(strstr(out, "demo-agent") != NULL);
     CHECK_MSG(strstr(out, "evil?]0;pwned??[31m") != NULL, "%s", out);
     CHECK(strstr(out, "OPEN ALERTS") != NULL);
@@ -361,6 +363,7 @@ TEST(operator_top_once_prints_agents_and_alerts_without_control_sequences)
              getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", s.http, TOKEN);
     CHECK_EQ(run(cmd, &out), 0);
     CHECK(strstr(out, "RESP/S") == NULL);
+    CHECK(strstr(out, "DRIFT") == NULL);
     for (char *line = out; *line;) {
         char *nl = strchr(line, '\n');
         size_t len = nl ? (size_t)(nl - line) : strlen(line);
