@@ -25,7 +25,7 @@ static const char usage[] =
     "\n"
     "A live view of the agents a collector sees: events and responses per second, mean\n"
     "response confidence over 10 s, events lost, open alerts, and DRIFT: how near the\n"
-    "agent's nearest drift detector is to alerting (100%% alerts). Below 60 columns\n"
+    "agent's nearest drift detector is to alerting (100% alerts). Below 60 columns\n"
     "RESP/S and DRIFT are left out.\n"
     "\n"
     "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or 127.0.0.1:7371)\n"
