@@ -1,8 +1,9 @@
 /*
  * test_alerts.c - the detectors against a real `telltale serve`: a 1-sigma fall of an agent's
  * response confidence raises a drift alert on the live stream and at a webhook (which fails
- * once first, so the retry is exercised); a silent agent and a looping agent raise theirs; a
- * steady agent raises none; and ingest tokens decide an agent's identity.
+ * once first, so the retry is exercised); a silent agent, a looping agent and failing tool
+ * calls raise theirs; a steady agent raises none; a hanging webhook delays nothing; and ingest
+ * tokens decide an agent's identity.
  */
 #include <arpa/inet.h>
 #include <math.h>
@@ -283,4 +284,42 @@ TEST_T(alerts_hanging_webhook_never_delays_the_stream_and_is_counted_failed, 60)
     tt_test_sse_close(sse);
     tt_test_serve_stop(&s);
     close(fd);
+}
+
+TEST_T(alerts_failing_tool_calls_raise_error_rate_alert, 60)
+{
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "%s/errors.conf", tt_test_tmpdir());
+    tt_test_write_file(cfg, "[detector.tool_errors]\ntype = error_rate\nwindow = 10\n"
+                            "min_calls = 5\nmax_rate = 0.5\nseverity = critical\n");
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "errors", "--config", cfg, NULL);
+    struct tt_test_sse *sse = tt_test_sse_open(s.http, "kind=alert", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "flaky", NULL);
+    /* Half failing: at the rate, not above it. */
+    for (int i = 0; i < 10; i++) {
+        tt_step st;
+        CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_TOOL, "e", "fetch", i % 2 ? "a" : "b"));
+        CHECK_OK(tt_step_end(c, &st, i % 2 ? TT_STATUS_ERROR : TT_STATUS_OK, 0, NULL));
+    }
+    CHECK_OK(tt_flush(c, 10000));
+    int from = 0;
+    char *none = tt_test_sse_wait(sse, "\"kind\":\"alert\"", &from, 300);
+    CHECK_MSG(none == NULL, "alert at a 50 %% failure rate: %s", none ? none : "");
+    /* Three failures more: the window's 10 calls now hold 6 or 7 failures, above half. */
+    for (int i = 0; i < 3; i++) {
+        tt_step st;
+        CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_TOOL, "e", "fetch", "c"));
+        CHECK_OK(tt_step_end(c, &st, TT_STATUS_TIMEOUT, 0, "timed out"));
+    }
+    CHECK_OK(tt_flush(c, 10000));
+    char *alert = tt_test_sse_wait(sse, "\"type\":\"error_rate\"", &from, 10000 * tt_test_mult());
+    CHECK_MSG(alert != NULL, "no error-rate alert");
+    CHECK(strstr(alert, "\"agent\":\"flaky\"") != NULL);
+    CHECK(strstr(alert, "\"severity\":\"critical\"") != NULL);
+    CHECK(strstr(alert, "of the last 10 tool calls failed") != NULL);
+    free(alert);
+    tt_close(c, 5000);
+    tt_test_sse_close(sse);
+    tt_test_serve_stop(&s);
 }
