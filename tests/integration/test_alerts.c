@@ -2,7 +2,7 @@
  * test_alerts.c - the detectors against a real `telltale serve`: a 1-sigma fall of an agent's
  * response confidence raises a drift alert on the live stream and at a webhook (which fails
  * once first, so the retry is exercised); a silent agent, a looping agent and failing tool
- * calls raise theirs; a steady agent raises none; a hanging webhook delays nothing; and ingest
+ * calls raise theirs, so does a hole in the sequence numbers; a steady agent raises none; a hanging webhook delays nothing; and ingest
  * tokens decide an agent's identity.
  */
 #include <arpa/inet.h>
@@ -12,8 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include "common/pb.h"
+#include "common/wire.h"
 #include "operator.h"
 #include "serve.h"
 #include "test.h"
@@ -320,6 +323,102 @@ TEST_T(alerts_failing_tool_calls_raise_error_rate_alert, 60)
     CHECK(strstr(alert, "of the last 10 tool calls failed") != NULL);
     free(alert);
     tt_close(c, 5000);
+    tt_test_sse_close(sse);
+    tt_test_serve_stop(&s);
+}
+
+/* One Batch payload: instance, first_seq, one log event. */
+static void batch_payload(tt__buf *out, const uint8_t inst[16], uint64_t first_seq)
+{
+    uint8_t log[16], ev[32], buf[128], *p;
+    p = tt__pb_put_uint(log, 1, 9);
+    p = tt__pb_put_bytes(p, 2, "x", 1);
+    size_t ln = (size_t)(p - log);
+    p = tt__pb_put_sint(ev, 1, 0);
+    p = tt__pb_put_bytes(p, 3, log, ln);
+    size_t en = (size_t)(p - ev);
+    p = tt__pb_put_bytes(buf, 1, inst, 16);
+    p = tt__pb_put_uint(p, 2, first_seq);
+    p = tt__pb_put_fixed64(p, 3, 1700000000000000000ull);
+    p = tt__pb_put_bytes(p, 4, ev, en);
+    tt__buf_reset(out);
+    tt__buf_append(out, buf, (size_t)(p - buf));
+}
+
+/* Read frames until one of type want arrives (fails the test on close or timeout). */
+static void read_frame(int fd, uint8_t want)
+{
+    uint8_t buf[4096];
+    size_t n = 0;
+    for (;;) {
+        tt__frame f;
+        size_t need;
+        int rc = tt__frame_parse(buf, n, sizeof buf, &f, &need);
+        if (rc == TT_FRAME_OK) {
+            CHECK_MSG(f.type == want, "frame type %u, expected %u", f.type, want);
+            return;
+        }
+        CHECK(rc == TT_FRAME_NEED_MORE);
+        ssize_t k = read(fd, buf + n, sizeof buf - n);
+        CHECK_MSG(k > 0, "the collector closed the connection");
+        n += (size_t)k;
+    }
+}
+
+TEST_T(alerts_sequence_gap_raises_loss_alert, 60)
+{
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "%s/gap.conf", tt_test_tmpdir());
+    tt_test_write_file(cfg, "[detector.loss]\ntype = gap\nmin_events = 5\n");
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "gap", "--config", cfg, NULL);
+    struct tt_test_sse *sse = tt_test_sse_open(s.http, "kind=alert", NULL);
+    /* A hand-made agent: hello, then batches with seq 1, 2, then 4 (a gap of 1, below the
+     * limit), then 12 (a gap of 7). */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    CHECK(strlen(s.sock) < sizeof un.sun_path);
+    memcpy(un.sun_path, s.sock, strlen(s.sock) + 1);
+    CHECK(connect(fd, (struct sockaddr *)&un, sizeof un) == 0);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    tt__hello h;
+    memset(&h, 0, sizeof h);
+    h.protocol = TT_PROTOCOL_VERSION;
+    memcpy(h.instance, "gap-instance-123", 16);
+    snprintf(h.agent, sizeof h.agent, "gappy");
+    snprintf(h.library, sizeof h.library, "test");
+    tt__buf payload, frame;
+    tt__buf_init(&payload, 1 << 16);
+    tt__buf_init(&frame, 1 << 16);
+    CHECK_OK(tt__hello_encode(&h, &payload));
+    CHECK_OK(tt__frame_append(&frame, TT_FT_HELLO, payload.data, payload.len));
+    CHECK(write(fd, frame.data, frame.len) == (ssize_t)frame.len);
+    read_frame(fd, TT_FT_HELLO_REPLY);
+    static const uint64_t seqs[] = {1, 2, 4, 12};
+    for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+        batch_payload(&payload, h.instance, seqs[i]);
+        tt__buf_reset(&frame);
+        CHECK_OK(tt__frame_append(&frame, TT_FT_BATCH, payload.data, payload.len));
+        CHECK(write(fd, frame.data, frame.len) == (ssize_t)frame.len);
+        read_frame(fd, TT_FT_ACK);
+    }
+    int from = 0;
+    char *alert = tt_test_sse_wait(sse, "\"type\":\"gap\"", &from, 10000 * tt_test_mult());
+    CHECK_MSG(alert != NULL, "no loss alert");
+    CHECK(strstr(alert, "\"agent\":\"gappy\"") != NULL);
+    CHECK_MSG(strstr(alert, "7 events never received (seq 5..11)") != NULL, "%s", alert);
+    usleep(200000);
+    CHECK_EQ(tt_test_sse_count(sse, "\"type\":\"gap\""), 1); /* the gap of 1 stayed quiet */
+    char *body;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/metrics", NULL, &body), 200);
+    CHECK(strstr(body, "telltale_agent_loss_events_total{agent=\"gappy\",source=\"gap\"} 8") !=
+          NULL);
+    free(body);
+    free(alert);
+    close(fd);
+    tt__buf_fini(&payload);
+    tt__buf_fini(&frame);
     tt_test_sse_close(sse);
     tt_test_serve_stop(&s);
 }
