@@ -147,6 +147,7 @@ static void start_connect(tt__worker *w, uint64_t now)
     struct sockaddr_storage sa;
     socklen_t salen = 0;
     w->attempt_started_ns = now;
+    w->attempts++;
     w->fd = open_socket(w, &sa, &salen);
     if (w->fd < 0) {
         tt__conn_drop(w, now);
@@ -180,8 +181,13 @@ void tt__conn_step(tt__worker *w, uint64_t now)
     uint64_t timeout = w->c->cfg.ack_timeout_ms * MS;
     switch (w->state) {
     case TT_CONN_IDLE:
-        /* While closing with a spool, frames go to disk instead of a new connection. */
-        if (now >= w->next_attempt_ns && !(w->closing && w->c->spool)) {
+        /* While closing with a spool, one attempt is made at once (a worker that never had
+         * the time to connect, in a forked child say); after it fails, frames go to disk. */
+        if (w->closing && w->c->spool) {
+            if (w->attempts == w->close_attempts) {
+                start_connect(w, now);
+            }
+        } else if (now >= w->next_attempt_ns) {
             start_connect(w, now);
         }
         break;
@@ -457,7 +463,7 @@ int64_t tt__conn_timeout_ns(const tt__worker *w, uint64_t now)
     uint64_t timeout = w->c->cfg.ack_timeout_ms * MS, due;
     switch (w->state) {
     case TT_CONN_IDLE:
-        due = w->next_attempt_ns;
+        due = w->closing && w->c->spool ? now : w->next_attempt_ns;
         break;
     case TT_CONN_CONNECTING:
     case TT_CONN_HELLO:

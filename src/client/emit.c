@@ -493,6 +493,7 @@ TT_API int tt_stats_get(tt_client *c, tt_stats *out, size_t size)
     s.bytes_sent = LD(w->bytes_sent);
     s.reconnects = LD(w->reconnects);
     s.connected = LD(w->connected);
+    s.inherited = LD(w->inherited);
     memset(out, 0, size);
     memcpy(out, &s, size < sizeof s ? size : sizeof s);
     return 0;
@@ -736,7 +737,7 @@ static void unregister(tt_client *c)
     pthread_mutex_unlock(&all_lock);
 }
 
-TT_API int tt_close(tt_client *c, uint32_t timeout_ms)
+static int close_impl(tt_client *c, uint32_t timeout_ms, tt_stats *out, size_t size)
 {
     if (!c) {
         return 0;
@@ -766,8 +767,21 @@ TT_API int tt_close(tt_client *c, uint32_t timeout_ms)
     }
     tt__worker_free(c);
     unregister(c);
+    if (out && size) {
+        tt_stats_get(c, out, size);
+    }
     client_free(c);
     return result;
+}
+
+TT_API int tt_close(tt_client *c, uint32_t timeout_ms)
+{
+    return close_impl(c, timeout_ms, NULL, 0);
+}
+
+TT_API int tt_close_stats(tt_client *c, uint32_t timeout_ms, tt_stats *out, size_t size)
+{
+    return close_impl(c, timeout_ms, out, size);
 }
 
 TT_API int tt_flush(tt_client *c, uint32_t timeout_ms)

@@ -348,6 +348,7 @@ static void read_requests(tt__worker *w)
     if (c->close_deadline_ns && !w->closing) {
         w->closing = 1;
         w->deadline_ns = c->close_deadline_ns;
+        w->close_attempts = w->attempts;
     }
     pthread_mutex_unlock(&c->ctl_lock);
     if (new_flush) {
@@ -370,11 +371,12 @@ static int settled_through(const tt__worker *w, uint64_t seq)
         return 0;
     }
     for (const tt__frame_out *f = w->window.head; f; f = f->next) {
-        if (f->n_events && !f->from_spool && f->first_seq <= seq) {
+        if (f->n_events && !f->spool_foreign && f->first_seq <= seq) {
             return 0;
         }
     }
-    return 1;
+    /* Events of this process waiting in the spool are not settled either. */
+    return !w->c->spool || tt__spool_events(w->c->spool) == 0;
 }
 
 static void flush_progress(tt__worker *w, uint64_t now)
@@ -437,12 +439,23 @@ static int settle_at_close(tt__worker *w)
         }
         all_acked = 0;
         if (f->from_spool) {
-            /* Still in the spool: the next process replays it. */
-        } else if (c->spool && tt__spool_append(c->spool, f) == 0) {
-            /* Spooled: counted by the spool. */
-        } else if (!c->spool && f->ever_sent) {
+            /* Still in the spool: the next process replays it (tt__spool_rewind below). */
+        } else if (c->spool) {
+            uint64_t before[TT_DROP__COUNT];
+            for (int i = 0; i < TT_DROP__COUNT; i++) {
+                before[i] = LD(ws->dropped[i]);
+            }
+            if (tt__spool_append(c->spool, f) != 0 && f->ever_sent) {
+                /* The spool counted a drop, but these events may have been stored: they are
+                 * possibly delivered, not dropped. */
+                for (int i = 0; i < TT_DROP__COUNT; i++) {
+                    ST(ws->dropped[i], before[i]);
+                }
+                ADD(ws->possibly_delivered, f->n_events);
+            }
+        } else if (f->ever_sent) {
             ADD(ws->possibly_delivered, f->n_events);
-        } else if (!c->spool) {
+        } else {
             ADD(ws->dropped[TT_DROP_SHUTDOWN], f->n_events);
         }
         tt__frame_out_free(f);
@@ -450,7 +463,14 @@ static int settle_at_close(tt__worker *w)
     w->send_next = NULL;
     window_changed(w);
     if (c->spool) {
-        tt__spool_sync(c->spool);
+        tt__spool_rewind(c->spool);
+        /* Wait for the disk only with time to spare: the deadline is the promise. A process
+         * crash after close loses nothing either way (the page cache survives it). */
+        if (tt__mono_ns() + 100000000u < w->deadline_ns) {
+            tt__spool_sync(c->spool);
+        } else {
+            tt__spool_writeback(c->spool);
+        }
         if (tt__spool_events(c->spool)) {
             all_acked = 0;
         }
@@ -467,8 +487,9 @@ static int close_done(tt__worker *w, uint64_t now)
     if (w->batch_n == 0 && w->window.n_events == 0) {
         return 1;
     }
-    /* With a spool and no connection, the spool is where the frames are going anyway. */
-    return w->c->spool && w->state != TT_CONN_READY;
+    /* With a spool, once the attempt made while closing has failed, the spool is where the
+     * frames are going anyway. */
+    return w->c->spool && w->state == TT_CONN_IDLE && w->attempts > w->close_attempts;
 }
 
 /* --- the loop ------------------------------------------------------------------------------ */
@@ -521,6 +542,7 @@ static void wait_io(tt__worker *w, uint64_t ns)
 static void housekeeping(tt__worker *w, uint64_t now)
 {
     tt_client *c = w->c;
+    tt__spool_tick(c->spool, now);
     if (now - w->last_cal_ns >= 1000000000u) {
         tt__clock_cal_update(&w->cal);
         w->last_cal_ns = now;

@@ -39,6 +39,8 @@ typedef struct tt__worker {
     uint64_t backoff_ms;
     uint64_t attempt_started_ns;
     int ever_connected;
+    uint64_t attempts;         /* connection attempts started */
+    uint64_t close_attempts;   /* attempts when close began: one more is made while closing */
     tt__buf rbuf;              /* bytes read, not yet parsed */
     tt__buf wbuf;              /* the hello frame, until written */
     size_t wbuf_off;

@@ -92,6 +92,11 @@ static void agent_json(tt__json *j, sqlite3 *db, sqlite3_stmt *st, const struct 
     tt__json_kv_i64(j, "instances", sqlite3_column_int64(st, 3));
     tt__json_kv_i64(j, "events_stored", sqlite3_column_int64(st, 4));
     tt__json_kv_i64(j, "sessions", sqlite3_column_int64(st, 9));
+    /* Proven loss, from the store: sequence numbers below the highest stored that were never
+     * stored (lost, or still on their way from a spool). Reported loss: the sum of the agent's
+     * instances' dropped_total as last reported in band. */
+    tt__json_kv_i64(j, "loss_gaps", sqlite3_column_int64(st, 5));
+    tt__json_kv_i64(j, "loss_reported", sqlite3_column_int64(st, 7));
     tt__json_key(j, "loss");
     tt__json_obj_begin(j);
     tt__json_kv_i64(j, "proven", sqlite3_column_int64(st, 5));

@@ -140,6 +140,7 @@ struct store_item {
     size_t raw_len;
     uint8_t *blob;           /* what is stored: the compressed payload (owned), or NULL to store raw */
     size_t blob_len;
+    int replayed;            /* the batch names an instance other than the connection's */
     int result;              /* enum store_result, set by the store */
     const char *reason;      /* static text when rejected */
 };

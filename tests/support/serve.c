@@ -327,10 +327,11 @@ void tt_test_check_store(const char *db, const uint8_t instance[16], struct tt_s
 void tt_test_check_conservation(const tt_stats *st, const struct tt_store_check *sc)
 {
     uint64_t rhs = st->acked + st->possibly_delivered + st->buffered + st->dropped_total;
-    CHECK_MSG(st->emitted == rhs,
-              "conservation: emitted %llu != acked %llu + possibly %llu + buffered %llu + "
-              "dropped %llu",
-              (unsigned long long)st->emitted, (unsigned long long)st->acked,
+    CHECK_MSG(st->emitted + st->inherited == rhs,
+              "conservation: emitted %llu + inherited %llu != acked %llu + possibly %llu + "
+              "buffered %llu + dropped %llu",
+              (unsigned long long)st->emitted, (unsigned long long)st->inherited,
+              (unsigned long long)st->acked,
               (unsigned long long)st->possibly_delivered, (unsigned long long)st->buffered,
               (unsigned long long)st->dropped_total);
     CHECK_MSG(sc->overlaps == 0, "%llu events stored twice", (unsigned long long)sc->overlaps);
