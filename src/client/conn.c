@@ -71,6 +71,7 @@ void tt__conn_drop(tt__worker *w, uint64_t now)
     }
     w->send_next = NULL;
     w->send_off = 0;
+    w->send_blocked = 0;
     tt__buf_reset(&w->rbuf);
     tt__buf_reset(&w->wbuf);
     w->wbuf_off = 0;
@@ -256,6 +257,12 @@ void tt__conn_send(tt__worker *w, uint64_t now)
     if (write_hello(w, now) != 0 || w->state != TT_CONN_READY) {
         return;
     }
+    /* A full socket stays full until poll says otherwise: trying again before that costs a
+     * sendmsg (and the copy of its iovecs) per loop turn, which under backpressure was most
+     * of the worker's time. */
+    if (w->send_blocked) {
+        return;
+    }
     while (w->send_next) {
         struct iovec iov[IOV_BATCH];
         int n = 0;
@@ -272,6 +279,8 @@ void tt__conn_send(tt__worker *w, uint64_t now)
             }
             if (errno != EAGAIN) {
                 tt__conn_drop(w, now);
+            } else {
+                w->send_blocked = 1;
             }
             return;
         }
@@ -349,6 +358,7 @@ static void handle_reply(tt__worker *w, const uint8_t *p, size_t n, uint64_t now
     ST(w->c->ws.connected, 1);
     w->send_next = w->window.head;
     w->send_off = 0;
+    w->send_blocked = 0;
     w->next_frame_no = 1;
     w->last_progress_ns = now;
 }

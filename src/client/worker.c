@@ -126,6 +126,10 @@ static tt__frame_out *make_frame(tt__worker *w, const uint8_t *raw, size_t rawle
                                      raw, rawlen, (int)w->c->cfg.compression_level);
         if (!ZSTD_isError(n) && n < rawlen) {
             f->len = tt__frame_finish(f->data, TT_FT_BATCH, TT_FF_ZSTD, (uint32_t)rawlen, n);
+            /* The window counts f->len bytes; give back the rest of the compressBound()-sized
+             * buffer, or a window of small frames holds several times its budget in pages. */
+            uint8_t *shrunk = realloc(f->data, f->len);
+            f->data = shrunk ? shrunk : f->data;
             return f;
         }
     }
@@ -218,7 +222,10 @@ static uint64_t drain_ring(tt__worker *w, tt__ring *r, int *full, uint64_t now)
         if (w->batch_n == 0) {
             w->batch_first_seq = w->next_seq;
             w->batch_base = t;
-            w->batch_open_ns = now;
+            /* The batch's age counts from the previous pass, not from now: its first event
+             * may have waited in the ring since then, and flush_interval_ms bounds the time
+             * from the emit call to the send, not from the drain. */
+            w->batch_open_ns = w->prev_drain_ns && w->prev_drain_ns < now ? w->prev_drain_ns : now;
         }
         tt__encode_record(&w->batch, h, t, w->batch_base, &w->cal);
         w->batch_n++;
@@ -503,7 +510,10 @@ static uint64_t sleep_ns(tt__worker *w, uint64_t now)
     } else if (w->drained_last > 0) {
         t = TT_MIN(flush, 1000000u);
     }
-    if (w->batch_n) {
+    /* A batch past its age that cannot be sealed (the window is full and there is no spool)
+     * waits for an ack, which wakes the poll: counting its due time here would make the
+     * timeout 0 and the worker spin until then. */
+    if (w->batch_n && (window_has_room(w) || w->c->spool)) {
         uint64_t due = w->batch_open_ns + flush;
         t = TT_MIN(t, due > now ? due - now : 0);
     }
@@ -533,6 +543,7 @@ static void wait_io(tt__worker *w, uint64_t ns)
             tt__conn_recv(w, now);
         }
         if (w->fd >= 0 && (p[1].revents & POLLOUT)) {
+            w->send_blocked = 0;
             tt__conn_step(w, now);
             tt__conn_send(w, now);
         }
@@ -567,6 +578,7 @@ static void *worker_main(void *arg)
     for (;;) {
         now = tt__mono_ns();
         w->drained_last = drain_all(w, now);
+        w->prev_drain_ns = now;
         housekeeping(w, now);
         flush_progress(w, now);
         tt__conn_step(w, now);
