@@ -471,6 +471,14 @@ int monitor_agent(struct monitor *m, const char *agent, struct mon_agent_view *o
     out->loss_gaps = a->loss_gaps;
     out->loss_reported = a->loss_reported;
     out->alerts = a->alerts;
+    for (int i = 0; i < m->cfg.n_units; i++) {
+        const struct unit *u = &m->cfg.units[i];
+        if (u->ops->read &&
+            u->ops->read(u, (const char *)a->ustate + u->state_off,
+                         &out->readings[out->n_readings].r) == 0) {
+            out->readings[out->n_readings++].detector = u->name;
+        }
+    }
     pthread_mutex_unlock(&m->lock);
     return 0;
 }
