@@ -273,12 +273,20 @@ typedef struct tt_stats {
     uint64_t bytes_sent;    /* framed, compressed bytes written */
     uint64_t reconnects;    /* connections made after the first */
     uint64_t connected;     /* 1 while a connection is up */
+    /* Events of earlier processes of the same agent found in the spool and taken over (since
+     * 0.1): they settle into acked or dropped like this process's own. At quiescence,
+     * emitted + inherited = acked + possibly_delivered + buffered + dropped_total. */
+    uint64_t inherited;
 } tt_stats;
 
 /* Snapshot the counters into *out; size is sizeof(tt_stats) as compiled by the caller (fields
  * the library does not know are zeroed). Exact at quiescence, approximate while threads emit.
  * Since 0.1. */
 TT_API int tt_stats_get(tt_client *c, tt_stats *out, size_t size);
+
+/* tt_close, and the final counters in *out (size as for tt_stats_get; out may be NULL): what
+ * was acknowledged, spooled for the next process, or dropped by the shutdown. Since 0.1. */
+TT_API int tt_close_stats(tt_client *c, uint32_t timeout_ms, tt_stats *out, size_t size);
 
 /* The name of a drop cause ("buffer_full", ...) or "unknown". Since 0.1. */
 TT_API const char *tt_drop_cause_name(int cause);

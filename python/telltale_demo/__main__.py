@@ -203,6 +203,9 @@ def main(argv=None):
     ap.add_argument("--duration", type=float, default=None, metavar="S")
     ap.add_argument("--turns", type=int, default=None, help="stop after N turns")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--spool-dir", default=None, metavar="DIR",
+                    help="spool to DIR while the collector is away (make run sets it)")
+    ap.add_argument("--spool-max-bytes", default="64M", metavar="N")
     args = ap.parse_args(argv)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -210,7 +213,10 @@ def main(argv=None):
     # about 0.05-0.15 in normal operation, and falls to about 0.001-0.01 while drifting.
     policy = telltale.GuardPolicy(token_min_prob=0.00001, window_min_confidence=0.008, window=8,
                                   response_min_confidence=0.015, action=telltale.Verdict.FLAG)
-    with telltale.Client(args.endpoint, agent=args.agent, guard=policy, close_timeout=3.0) as tt:
+    spool = {"spool_dir": args.spool_dir, "spool_max_bytes": args.spool_max_bytes} \
+        if args.spool_dir else {}
+    with telltale.Client(args.endpoint, agent=args.agent, guard=policy, close_timeout=3.0,
+                         **spool) as tt:
         agent = Agent(tt, args)
         print("demo agent: %d-word bigram model from %s/GPL-3; streaming to %s"
               % (len(agent.model), CORPORA, args.endpoint or "the default endpoint"),

@@ -20,6 +20,7 @@ int cmd_emit(int argc, char **argv);
 int cmd_tail(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_top(int argc, char **argv);
 int cmd_halt(int argc, char **argv);
 
 /* The collector's HTTP address: --http, else $TELLTALE_HTTP, else 127.0.0.1:7371. */
@@ -44,5 +45,13 @@ long cli_http_post(const char *hostport, const char *path, const char *token, co
 
 /* Replace control characters (ANSI escapes included) before text reaches a terminal. */
 void cli_sanitize(char *s);
+
+/* A sink for the http helpers that keeps the first bytes of a response (an error's JSON body),
+ * NUL-terminated, and drops the rest. */
+struct cli_collect {
+    char buf[8192];
+    size_t len;
+};
+int cli_collect_sink(void *ctx, const char *data, size_t n);
 
 #endif

@@ -29,23 +29,6 @@ static const char usage[] =
     "error (unknown session, bad reason) or no agent of the session is connected; 2 usage\n"
     "error; 3 the collector could not be reached.\n";
 
-struct collect {
-    char buf[8192];
-    size_t len;
-};
-
-static int collect_sink(void *ctx, const char *data, size_t n)
-{
-    struct collect *c = ctx;
-    if (c->len + n >= sizeof c->buf) {
-        n = sizeof c->buf - 1 - c->len;
-    }
-    memcpy(c->buf + c->len, data, n);
-    c->len += n;
-    c->buf[c->len] = 0;
-    return 0;
-}
-
 int cmd_halt(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -105,8 +88,8 @@ int cmd_halt(int argc, char **argv)
     }
     tt__buf_append(&b, "", 1);
     char err[512];
-    struct collect out = {.len = 0};
-    long status = cli_http_post(http, path, token, (const char *)b.data, 30, collect_sink, &out,
+    struct cli_collect out = {.len = 0};
+    long status = cli_http_post(http, path, token, (const char *)b.data, 30, cli_collect_sink, &out,
                                 err, sizeof err);
     tt__buf_fini(&b);
     if (status < 0) {

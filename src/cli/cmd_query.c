@@ -39,23 +39,6 @@ static int print_sink(void *ctx, const char *data, size_t n)
     return fwrite(data, 1, n, stdout) == n ? 0 : -1;
 }
 
-struct collect {
-    char buf[4096];
-    size_t len;
-};
-
-static int collect_sink(void *ctx, const char *data, size_t n)
-{
-    struct collect *c = ctx;
-    if (c->len + n >= sizeof c->buf) {
-        n = sizeof c->buf - 1 - c->len;
-    }
-    memcpy(c->buf + c->len, data, n);
-    c->len += n;
-    c->buf[c->len] = 0;
-    return 0;
-}
-
 int cmd_query(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -105,7 +88,7 @@ int cmd_query(int argc, char **argv)
         return EXIT_USAGE;
     }
     char err[512];
-    struct collect body = {.len = 0};
+    struct cli_collect body = {.len = 0};
     long status;
     if (response || responses) {
         if (count || (response && (responses || qs[0]))) {
@@ -125,10 +108,13 @@ int cmd_query(int argc, char **argv)
             return EXIT_UNREACHABLE;
         }
         putchar('\n');
+        if (status != 200) {
+            fprintf(stderr, "telltale query: HTTP %ld (the error is printed above)\n", status);
+        }
         return status == 200 && fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
     }
     if (count) {
-        status = cli_http_get(http, "/api/v1/events/count", qs, token, 600, collect_sink, &body,
+        status = cli_http_get(http, "/api/v1/events/count", qs, token, 600, cli_collect_sink, &body,
                               err, sizeof err);
     } else {
         cli_qs_add(qs, sizeof qs, "format", "ndjson");

@@ -125,3 +125,15 @@ void cli_sanitize(char *s)
         }
     }
 }
+
+int cli_collect_sink(void *ctx, const char *data, size_t n)
+{
+    struct cli_collect *c = ctx;
+    if (c->len + n >= sizeof c->buf) {
+        n = sizeof c->buf - 1 - c->len;
+    }
+    memcpy(c->buf + c->len, data, n);
+    c->len += n;
+    c->buf[c->len] = 0;
+    return 0;
+}

@@ -15,6 +15,7 @@ static const char usage[] =
     "  emit      send events given as JSON lines on stdin\n"
     "  tail      follow new events live\n"
     "  query     print stored events as JSON lines, or count them\n"
+    "  top       a live view of the agents: rates, confidence, loss, alerts\n"
     "  demo      run a synthetic agent that streams into a collector\n"
     "  halt      halt a session: its agent sees TT_HALT at its next token\n"
     "  version   print the version\n"
@@ -28,7 +29,7 @@ struct verb {
 
 static const struct verb verbs[] = {
     {"serve", cmd_serve}, {"emit", cmd_emit}, {"tail", cmd_tail},
-    {"query", cmd_query}, {"demo", cmd_demo}, {"halt", cmd_halt},
+    {"query", cmd_query}, {"demo", cmd_demo}, {"top", cmd_top}, {"halt", cmd_halt},
 };
 
 int main(int argc, char **argv)

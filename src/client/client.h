@@ -138,6 +138,7 @@ typedef struct tt__frame_out {
     int ever_sent;        /* written to some connection at least once */
     int from_spool;       /* read back from the spool: delete its record on ack */
     uint64_t spool_id;    /* identity of the spool record, when from_spool */
+    int spool_foreign;    /* from_spool, written by an earlier process (another instance) */
     struct tt__frame_out *next;
 } tt__frame_out;
 
@@ -172,6 +173,7 @@ typedef struct tt__wstats {
     _Atomic uint64_t in_batch;
     _Atomic uint64_t in_window;
     _Atomic uint64_t in_spool;
+    _Atomic uint64_t inherited; /* events of earlier processes found in the spool */
     _Atomic uint64_t frames_sent;
     _Atomic uint64_t bytes_sent;
     _Atomic uint64_t reconnects;

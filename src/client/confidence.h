@@ -14,6 +14,7 @@
 #ifndef TT_CLIENT_CONFIDENCE_H
 #define TT_CLIENT_CONFIDENCE_H
 
+#include "common/half.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -107,27 +108,8 @@ extern const tt__conf_kernels tt__conf_avx2;
 extern const tt__conf_kernels tt__conf_avx512;
 #endif
 
-/* IEEE binary16 to float, exactly (subnormals, infinities and NaN included). */
-static inline float tt__conf_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t man = h & 0x3ffu;
-    uint32_t bits;
-    float f;
-
-    if (exp == 0x1fu) {
-        bits = sign | 0x7f800000u | (man << 13);
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112u) << 23) | (man << 13);
-    } else {
-        /* Zero or subnormal: man * 2^-24, exact in float. */
-        f = (float)man * 0x1p-24f;
-        return sign ? -f : f;
-    }
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
+/* IEEE binary16 to float, exactly (subnormals, infinities and NaN included): common/half.h. */
+#define tt__conf_f16_to_f32 tt__f16_to_f32
 
 /* bfloat16 to float: the upper half of a float32. */
 static inline float tt__conf_bf16_to_f32(uint16_t h)

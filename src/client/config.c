@@ -40,6 +40,10 @@ static const struct opt opts[] = {
     U64("backoff_max_ms", backoff_max_ms, 1, 3600000),
     U64("spool_max_bytes", spool_max_bytes, 65536, (int64_t)1 << 40),
     {"spool_policy", OPT_POLICY, offsetof(tt__cfg, spool_policy), 0, 0, 0},
+    /* the same three under dotted names, like guard.* and response.* */
+    STR("spool.dir", spool_dir),
+    U64("spool.max_bytes", spool_max_bytes, 65536, (int64_t)1 << 40),
+    {"spool.policy", OPT_POLICY, offsetof(tt__cfg, spool_policy), 0, 0, 0},
     {"compression_level", OPT_I64, offsetof(tt__cfg, compression_level), 0, -7, 19},
     U64("stats_interval_ms", stats_interval_ms, 10, 3600000),
     {"guard.token_min_prob", OPT_PROB, offsetof(tt__cfg, guard_token_min_prob), 0, 0, 0},

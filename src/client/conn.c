@@ -71,6 +71,7 @@ void tt__conn_drop(tt__worker *w, uint64_t now)
     }
     w->send_next = NULL;
     w->send_off = 0;
+    w->send_blocked = 0;
     tt__buf_reset(&w->rbuf);
     tt__buf_reset(&w->wbuf);
     w->wbuf_off = 0;
@@ -147,6 +148,7 @@ static void start_connect(tt__worker *w, uint64_t now)
     struct sockaddr_storage sa;
     socklen_t salen = 0;
     w->attempt_started_ns = now;
+    w->attempts++;
     w->fd = open_socket(w, &sa, &salen);
     if (w->fd < 0) {
         tt__conn_drop(w, now);
@@ -180,8 +182,13 @@ void tt__conn_step(tt__worker *w, uint64_t now)
     uint64_t timeout = w->c->cfg.ack_timeout_ms * MS;
     switch (w->state) {
     case TT_CONN_IDLE:
-        /* While closing with a spool, frames go to disk instead of a new connection. */
-        if (now >= w->next_attempt_ns && !(w->closing && w->c->spool)) {
+        /* While closing with a spool, one attempt is made at once (a worker that never had
+         * the time to connect, in a forked child say); after it fails, frames go to disk. */
+        if (w->closing && w->c->spool) {
+            if (w->attempts == w->close_attempts) {
+                start_connect(w, now);
+            }
+        } else if (now >= w->next_attempt_ns) {
             start_connect(w, now);
         }
         break;
@@ -250,6 +257,12 @@ void tt__conn_send(tt__worker *w, uint64_t now)
     if (write_hello(w, now) != 0 || w->state != TT_CONN_READY) {
         return;
     }
+    /* A full socket stays full until poll says otherwise: trying again before that costs a
+     * sendmsg (and the copy of its iovecs) per loop turn, which under backpressure was most
+     * of the worker's time. */
+    if (w->send_blocked) {
+        return;
+    }
     while (w->send_next) {
         struct iovec iov[IOV_BATCH];
         int n = 0;
@@ -266,6 +279,8 @@ void tt__conn_send(tt__worker *w, uint64_t now)
             }
             if (errno != EAGAIN) {
                 tt__conn_drop(w, now);
+            } else {
+                w->send_blocked = 1;
             }
             return;
         }
@@ -343,6 +358,7 @@ static void handle_reply(tt__worker *w, const uint8_t *p, size_t n, uint64_t now
     ST(w->c->ws.connected, 1);
     w->send_next = w->window.head;
     w->send_off = 0;
+    w->send_blocked = 0;
     w->next_frame_no = 1;
     w->last_progress_ns = now;
 }
@@ -457,7 +473,7 @@ int64_t tt__conn_timeout_ns(const tt__worker *w, uint64_t now)
     uint64_t timeout = w->c->cfg.ack_timeout_ms * MS, due;
     switch (w->state) {
     case TT_CONN_IDLE:
-        due = w->next_attempt_ns;
+        due = w->closing && w->c->spool ? now : w->next_attempt_ns;
         break;
     case TT_CONN_CONNECTING:
     case TT_CONN_HELLO:

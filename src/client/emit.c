@@ -740,6 +740,7 @@ TT_API int tt_stats_get(tt_client *c, tt_stats *out, size_t size)
     s.bytes_sent = LD(w->bytes_sent);
     s.reconnects = LD(w->reconnects);
     s.connected = LD(w->connected);
+    s.inherited = LD(w->inherited);
     memset(out, 0, size);
     memcpy(out, &s, size < sizeof s ? size : sizeof s);
     return 0;
@@ -777,12 +778,14 @@ static void atfork_prepare(void)
     for (tt_client *c = all_clients; c; c = c->all_next) {
         pthread_mutex_lock(&c->reg_lock);
         pthread_mutex_lock(&c->ctl_lock);
+        pthread_mutex_lock(&c->guard.lock); /* the guard's state is whole in the child */
     }
 }
 
 static void atfork_parent(void)
 {
     for (tt_client *c = all_clients; c; c = c->all_next) {
+        pthread_mutex_unlock(&c->guard.lock);
         pthread_mutex_unlock(&c->ctl_lock);
         pthread_mutex_unlock(&c->reg_lock);
     }
@@ -795,6 +798,7 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     for (tt_client *c = all_clients; c; c = c->all_next) {
+        pthread_mutex_unlock(&c->guard.lock);
         pthread_mutex_unlock(&c->ctl_lock);
         pthread_mutex_unlock(&c->reg_lock);
         c->fork_pending = 1;
@@ -980,7 +984,7 @@ static void unregister(tt_client *c)
     pthread_mutex_unlock(&all_lock);
 }
 
-TT_API int tt_close(tt_client *c, uint32_t timeout_ms)
+static int close_impl(tt_client *c, uint32_t timeout_ms, tt_stats *out, size_t size)
 {
     if (!c) {
         return 0;
@@ -1010,8 +1014,21 @@ TT_API int tt_close(tt_client *c, uint32_t timeout_ms)
     }
     tt__worker_free(c);
     unregister(c);
+    if (out && size) {
+        tt_stats_get(c, out, size);
+    }
     client_free(c);
     return result;
+}
+
+TT_API int tt_close(tt_client *c, uint32_t timeout_ms)
+{
+    return close_impl(c, timeout_ms, NULL, 0);
+}
+
+TT_API int tt_close_stats(tt_client *c, uint32_t timeout_ms, tt_stats *out, size_t size)
+{
+    return close_impl(c, timeout_ms, out, size);
 }
 
 TT_API int tt_flush(tt_client *c, uint32_t timeout_ms)

@@ -63,6 +63,8 @@ struct tt_response {
     char reason[128];
     int halted;
     uint64_t seen_gen, begin_gen;
+    int begin_halt;              /* the session was halted before the response began */
+    char begin_halt_reason[128];
     uint32_t guard_events, guard_suppressed;
     /* row sampling */
     uint64_t sample_left, sample_every;
@@ -273,9 +275,34 @@ static void decide(tt_response *r, uint32_t index, tt_verdict v, const char *rea
     emit_guard(r, index, v, reason, value, threshold);
 }
 
-/* An operator halt that reached this response since its last token: 1 with reason filled. */
+/* Whether an order in the guard's tables halts r: a halt of every response begun before it,
+ * or a (sticky) halt of r's session. g->lock held. */
+static int halt_lookup_locked(const tt__guard *g, const tt_response *r, char *reason, size_t cap)
+{
+    if (g->halt_all_gen > r->begin_gen) {
+        snprintf(reason, cap, "operator halt: %s", g->halt_all_reason);
+        return 1;
+    }
+    for (uint32_t i = 0; r->session_len && i < g->n_halted; i++) {
+        if (strlen(g->halted[i].session) == r->session_len &&
+            memcmp(g->halted[i].session, r->session, r->session_len) == 0) {
+            snprintf(reason, cap, "operator halt: %s", g->halted[i].reason);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* An operator halt that reached this response since its last token: 1 with reason filled. The
+ * lock is taken only when an order arrived since (gen moved), never on an ordinary token: the
+ * session's own sticky halt was looked up once, at tt_response_begin. */
 static int operator_halt(tt_response *r, char *reason, size_t cap)
 {
+    if (TT_UNLIKELY(r->begin_halt)) {
+        r->begin_halt = 0;
+        snprintf(reason, cap, "%s", r->begin_halt_reason);
+        return 1;
+    }
     tt__guard *g = &r->c->guard;
     /* Pairs with the release store in tt__guard_halt. */
     uint64_t gen = atomic_load_explicit(&g->gen, memory_order_acquire);
@@ -283,19 +310,8 @@ static int operator_halt(tt_response *r, char *reason, size_t cap)
         return 0;
     }
     r->seen_gen = gen;
-    int hit = 0;
     pthread_mutex_lock(&g->lock);
-    if (g->halt_all_gen > r->begin_gen) {
-        snprintf(reason, cap, "operator halt: %s", g->halt_all_reason);
-        hit = 1;
-    }
-    for (uint32_t i = 0; !hit && r->session_len && i < g->n_halted; i++) {
-        if (strlen(g->halted[i].session) == r->session_len &&
-            memcmp(g->halted[i].session, r->session, r->session_len) == 0) {
-            snprintf(reason, cap, "operator halt: %s", g->halted[i].reason);
-            hit = 1;
-        }
-    }
+    int hit = halt_lookup_locked(g, r, reason, cap);
     pthread_mutex_unlock(&g->lock);
     return hit;
 }
@@ -621,8 +637,12 @@ TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *sessio
     pthread_mutex_lock(&c->guard.lock);
     r->pol = c->guard.policy;
     r->begin_gen = atomic_load_explicit(&c->guard.gen, memory_order_relaxed);
+    r->seen_gen = r->begin_gen;
+    /* A session halted earlier stays halted (sticky): looked up here, once, so that no token
+     * takes the lock unless a new order arrives. */
+    r->begin_halt = halt_lookup_locked(&c->guard, r, r->begin_halt_reason,
+                                       sizeof r->begin_halt_reason);
     pthread_mutex_unlock(&c->guard.lock);
-    r->seen_gen = 0; /* the first token looks the session up (sticky session halts) */
     r->low_prob = c->cfg.response_low_prob;
     r->k = (uint32_t)c->cfg.response_topk;
     r->enc = (uint32_t)c->cfg.response_topk_encoding;

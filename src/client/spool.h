@@ -30,6 +30,9 @@ int tt__spool_append(struct tt_spool *s, const tt__frame_out *f);
 /* Make sure appended frames are on disk (fdatasync). */
 int tt__spool_sync(struct tt_spool *s);
 
+/* Start writing appended frames to disk without waiting (for close, which has a deadline). */
+void tt__spool_writeback(struct tt_spool *s);
+
 /* The next frame to replay, or NULL. The frame is owned by the caller, with from_spool and
  * spool_id set; the spool remembers it as in flight until acked or rewound. */
 tt__frame_out *tt__spool_next(struct tt_spool *s);
@@ -43,5 +46,8 @@ void tt__spool_rewind(struct tt_spool *s);
 /* Events and bytes stored and not yet acknowledged. */
 uint64_t tt__spool_events(const struct tt_spool *s);
 uint64_t tt__spool_bytes(const struct tt_spool *s);
+
+/* Housekeeping from the worker loop: sync written segments at least once a second. */
+void tt__spool_tick(struct tt_spool *s, uint64_t now);
 
 #endif

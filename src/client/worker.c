@@ -126,6 +126,10 @@ static tt__frame_out *make_frame(tt__worker *w, const uint8_t *raw, size_t rawle
                                      raw, rawlen, (int)w->c->cfg.compression_level);
         if (!ZSTD_isError(n) && n < rawlen) {
             f->len = tt__frame_finish(f->data, TT_FT_BATCH, TT_FF_ZSTD, (uint32_t)rawlen, n);
+            /* The window counts f->len bytes; give back the rest of the compressBound()-sized
+             * buffer, or a window of small frames holds several times its budget in pages. */
+            uint8_t *shrunk = realloc(f->data, f->len);
+            f->data = shrunk ? shrunk : f->data;
             return f;
         }
     }
@@ -218,7 +222,10 @@ static uint64_t drain_ring(tt__worker *w, tt__ring *r, int *full, uint64_t now)
         if (w->batch_n == 0) {
             w->batch_first_seq = w->next_seq;
             w->batch_base = t;
-            w->batch_open_ns = now;
+            /* The batch's age counts from the previous pass, not from now: its first event
+             * may have waited in the ring since then, and flush_interval_ms bounds the time
+             * from the emit call to the send, not from the drain. */
+            w->batch_open_ns = w->prev_drain_ns && w->prev_drain_ns < now ? w->prev_drain_ns : now;
         }
         tt__encode_record(&w->batch, h, t, w->batch_base, &w->cal);
         w->batch_n++;
@@ -348,6 +355,7 @@ static void read_requests(tt__worker *w)
     if (c->close_deadline_ns && !w->closing) {
         w->closing = 1;
         w->deadline_ns = c->close_deadline_ns;
+        w->close_attempts = w->attempts;
     }
     pthread_mutex_unlock(&c->ctl_lock);
     if (new_flush) {
@@ -370,11 +378,12 @@ static int settled_through(const tt__worker *w, uint64_t seq)
         return 0;
     }
     for (const tt__frame_out *f = w->window.head; f; f = f->next) {
-        if (f->n_events && !f->from_spool && f->first_seq <= seq) {
+        if (f->n_events && !f->spool_foreign && f->first_seq <= seq) {
             return 0;
         }
     }
-    return 1;
+    /* Events of this process waiting in the spool are not settled either. */
+    return !w->c->spool || tt__spool_events(w->c->spool) == 0;
 }
 
 static void flush_progress(tt__worker *w, uint64_t now)
@@ -437,12 +446,23 @@ static int settle_at_close(tt__worker *w)
         }
         all_acked = 0;
         if (f->from_spool) {
-            /* Still in the spool: the next process replays it. */
-        } else if (c->spool && tt__spool_append(c->spool, f) == 0) {
-            /* Spooled: counted by the spool. */
-        } else if (!c->spool && f->ever_sent) {
+            /* Still in the spool: the next process replays it (tt__spool_rewind below). */
+        } else if (c->spool) {
+            uint64_t before[TT_DROP__COUNT];
+            for (int i = 0; i < TT_DROP__COUNT; i++) {
+                before[i] = LD(ws->dropped[i]);
+            }
+            if (tt__spool_append(c->spool, f) != 0 && f->ever_sent) {
+                /* The spool counted a drop, but these events may have been stored: they are
+                 * possibly delivered, not dropped. */
+                for (int i = 0; i < TT_DROP__COUNT; i++) {
+                    ST(ws->dropped[i], before[i]);
+                }
+                ADD(ws->possibly_delivered, f->n_events);
+            }
+        } else if (f->ever_sent) {
             ADD(ws->possibly_delivered, f->n_events);
-        } else if (!c->spool) {
+        } else {
             ADD(ws->dropped[TT_DROP_SHUTDOWN], f->n_events);
         }
         tt__frame_out_free(f);
@@ -450,7 +470,14 @@ static int settle_at_close(tt__worker *w)
     w->send_next = NULL;
     window_changed(w);
     if (c->spool) {
-        tt__spool_sync(c->spool);
+        tt__spool_rewind(c->spool);
+        /* Wait for the disk only with time to spare: the deadline is the promise. A process
+         * crash after close loses nothing either way (the page cache survives it). */
+        if (tt__mono_ns() + 100000000u < w->deadline_ns) {
+            tt__spool_sync(c->spool);
+        } else {
+            tt__spool_writeback(c->spool);
+        }
         if (tt__spool_events(c->spool)) {
             all_acked = 0;
         }
@@ -467,8 +494,9 @@ static int close_done(tt__worker *w, uint64_t now)
     if (w->batch_n == 0 && w->window.n_events == 0) {
         return 1;
     }
-    /* With a spool and no connection, the spool is where the frames are going anyway. */
-    return w->c->spool && w->state != TT_CONN_READY;
+    /* With a spool, once the attempt made while closing has failed, the spool is where the
+     * frames are going anyway. */
+    return w->c->spool && w->state == TT_CONN_IDLE && w->attempts > w->close_attempts;
 }
 
 /* --- the loop ------------------------------------------------------------------------------ */
@@ -482,7 +510,10 @@ static uint64_t sleep_ns(tt__worker *w, uint64_t now)
     } else if (w->drained_last > 0) {
         t = TT_MIN(flush, 1000000u);
     }
-    if (w->batch_n) {
+    /* A batch past its age that cannot be sealed (the window is full and there is no spool)
+     * waits for an ack, which wakes the poll: counting its due time here would make the
+     * timeout 0 and the worker spin until then. */
+    if (w->batch_n && (window_has_room(w) || w->c->spool)) {
         uint64_t due = w->batch_open_ns + flush;
         t = TT_MIN(t, due > now ? due - now : 0);
     }
@@ -512,6 +543,7 @@ static void wait_io(tt__worker *w, uint64_t ns)
             tt__conn_recv(w, now);
         }
         if (w->fd >= 0 && (p[1].revents & POLLOUT)) {
+            w->send_blocked = 0;
             tt__conn_step(w, now);
             tt__conn_send(w, now);
         }
@@ -521,6 +553,7 @@ static void wait_io(tt__worker *w, uint64_t ns)
 static void housekeeping(tt__worker *w, uint64_t now)
 {
     tt_client *c = w->c;
+    tt__spool_tick(c->spool, now);
     if (now - w->last_cal_ns >= 1000000000u) {
         tt__clock_cal_update(&w->cal);
         w->last_cal_ns = now;
@@ -545,6 +578,7 @@ static void *worker_main(void *arg)
     for (;;) {
         now = tt__mono_ns();
         w->drained_last = drain_all(w, now);
+        w->prev_drain_ns = now;
         housekeeping(w, now);
         flush_progress(w, now);
         tt__conn_step(w, now);

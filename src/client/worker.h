@@ -20,7 +20,9 @@ typedef struct tt__worker {
     uint32_t batch_n;
     uint64_t batch_first_seq;
     uint64_t batch_base;       /* Unix ns of the batch's first event */
-    uint64_t batch_open_ns;    /* monotonic ns when the first event went in */
+    uint64_t batch_open_ns;    /* monotonic ns when the first event went in, or earlier: the
+                                * previous drain pass, after which that event was emitted */
+    uint64_t prev_drain_ns;    /* monotonic ns of the previous drain pass */
     ZSTD_CCtx *zc;
     tt__ring *resume;          /* ring to drain first next time, for fairness */
 
@@ -29,6 +31,7 @@ typedef struct tt__worker {
     tt__fq window;
     tt__frame_out *send_next;
     size_t send_off;
+    int send_blocked;          /* the last write met a full socket: wait for POLLOUT */
     uint64_t next_frame_no;
     uint64_t last_progress_ns; /* last ack, or when the oldest unacked frame was sent */
 
@@ -39,6 +42,8 @@ typedef struct tt__worker {
     uint64_t backoff_ms;
     uint64_t attempt_started_ns;
     int ever_connected;
+    uint64_t attempts;         /* connection attempts started */
+    uint64_t close_attempts;   /* attempts when close began: one more is made while closing */
     tt__buf rbuf;              /* bytes read, not yet parsed */
     tt__buf wbuf;              /* the hello frame, until written */
     size_t wbuf_off;

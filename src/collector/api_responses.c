@@ -3,9 +3,11 @@
  *   GET  /api/v1/responses?session=&agent=&limit=   summaries, newest first
  *   GET  /api/v1/responses/{id}                      summary, per-token arrays, top-k, guard
  *   POST /api/v1/sessions/{id}/halt                   Control{Halt} to the agents of the session
+ *   POST /api/v1/agents/{agent}/guard-policy          Control{GuardPolicy} to an agent
  * They read the derived tables of derive.c; docs/api.md documents the shapes.
  */
 #include <errno.h>
+#include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,7 +317,7 @@ static int hexval(char c)
 
 /* A JSON string at p (after its opening quote) into out (UTF-8, NUL-terminated); returns the
  * position after the closing quote or NULL. Rejects what is longer than cap - 1 bytes. */
-static const char *json_string(const char *p, const char *end, char *out, size_t cap, size_t *len)
+static const char *parse_string(const char *p, const char *end, char *out, size_t cap, size_t *len)
 {
     size_t n = 0;
     while (p < end && *p != '"') {
@@ -400,7 +402,7 @@ static int parse_halt_body(const tt__buf *body, char *reason, size_t cap, const 
     }
     char key[16];
     size_t kl, rl;
-    if (p >= end || *p++ != '"' || !(p = json_string(p, end, key, sizeof key, &kl)) ||
+    if (p >= end || *p++ != '"' || !(p = parse_string(p, end, key, sizeof key, &kl)) ||
         strcmp(key, "reason") != 0) {
         *why = "the body may only hold \"reason\"";
         return -1;
@@ -414,7 +416,7 @@ static int parse_halt_body(const tt__buf *body, char *reason, size_t cap, const 
         *why = "reason must be a string";
         return -1;
     }
-    if (!(p = json_string(p, end, reason, cap, &rl))) {
+    if (!(p = parse_string(p, end, reason, cap, &rl))) {
         *why = "reason must be a valid JSON string of at most 100 bytes";
         return -1;
     }
@@ -498,5 +500,110 @@ enum MHD_Result api_session_halt(const struct http_req *r)
         tt__buf_fini(&b);
         return http_error(r, MHD_HTTP_NOT_FOUND, "no session %s", session);
     }
+    return reply(r, MHD_HTTP_ACCEPTED, &b, &j);
+}
+
+/* --- guard policy ------------------------------------------------------------------------------ */
+
+/* A number in [lo, hi] from obj[key] (absent: def); -1 if present and not such a number. */
+static int num_field(json_t *obj, const char *key, double lo, double hi, double def, double *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_number(v)) {
+        return -1;
+    }
+    double d = json_number_value(v);
+    if (!(d >= lo && d <= hi)) {
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+enum MHD_Result api_agent_guard_policy(const struct http_req *r)
+{
+    static const char *const allowed[] = {NULL};
+    const char *bad = http_params_check(r, allowed);
+    if (bad) {
+        return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
+    }
+    const char *agent = http_path_param(r, "agent");
+    if (!agent || !*agent || strlen(agent) > 255) {
+        return http_error(r, MHD_HTTP_BAD_REQUEST, "an agent name is 1 to 255 bytes");
+    }
+    json_error_t jerr;
+    json_t *o = r->body && r->body->len
+                    ? json_loadb((const char *)r->body->data, r->body->len, 0, &jerr)
+                    : NULL;
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return http_error(r, MHD_HTTP_BAD_REQUEST,
+                          "the body must be a JSON object with the policy's fields");
+    }
+    static const char *const known[] = {"token_min_prob", "window_min_confidence", "window",
+                                        "response_min_confidence", "action"};
+    const char *key;
+    json_t *val;
+    json_object_foreach(o, key, val)
+    {
+        size_t i = 0;
+        while (i < 5 && strcmp(key, known[i]) != 0) {
+            i++;
+        }
+        if (i == 5) {
+            json_decref(o);
+            return http_error(r, MHD_HTTP_BAD_REQUEST, "unknown policy field");
+        }
+    }
+    double tp, wc, w, rc;
+    json_t *act = json_object_get(o, "action");
+    uint32_t action = 2;
+    if (act && json_is_string(act) && strcmp(json_string_value(act), "flag") == 0) {
+        action = 1;
+    } else if (act && !(json_is_string(act) && strcmp(json_string_value(act), "halt") == 0)) {
+        json_decref(o);
+        return http_error(r, MHD_HTTP_BAD_REQUEST, "action is \"flag\" or \"halt\"");
+    }
+    if (num_field(o, "token_min_prob", 0, 1, 0, &tp) || num_field(o, "window_min_confidence", 0, 1, 0, &wc) ||
+        num_field(o, "window", 1, 4096, 16, &w) || w != (double)(uint32_t)w ||
+        num_field(o, "response_min_confidence", 0, 1, 0, &rc)) {
+        json_decref(o);
+        return http_error(r, MHD_HTTP_BAD_REQUEST,
+                          "thresholds are numbers in [0, 1], window an integer in [1, 4096]");
+    }
+    json_decref(o);
+    if (!r->ctx->ingest) {
+        return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "no ingest loop to send the order");
+    }
+    /* Control { policy = 2: GuardPolicy { 1..5 } } */
+    uint8_t inner[64], payload[80];
+    uint8_t *q = tt__pb_put_float(inner, 1, (float)tp);
+    q = tt__pb_put_float(q, 2, (float)wc);
+    q = tt__pb_put_uint(q, 3, (uint32_t)w);
+    q = tt__pb_put_float(q, 4, (float)rc);
+    q = tt__pb_put_uint(q, 5, action);
+    uint8_t *p = tt__pb_put_bytes(payload, 2, inner, (size_t)(q - inner));
+    int n = ingest_post_control_wait(r->ctx->ingest, agent, payload, (size_t)(p - payload),
+                                     HALT_WAIT_MS);
+    tt__buf b;
+    tt__buf_init(&b, 4096);
+    tt__json j;
+    tt__json_init(&j, &b);
+    tt__json_obj_begin(&j);
+    tt__json_kv_cstr(&j, "agent", agent);
+    tt__json_key(&j, "policy");
+    tt__json_obj_begin(&j);
+    tt__json_kv_f64(&j, "token_min_prob", (double)(float)tp);
+    tt__json_kv_f64(&j, "window_min_confidence", (double)(float)wc);
+    tt__json_kv_u64(&j, "window", (uint64_t)w);
+    tt__json_kv_f64(&j, "response_min_confidence", (double)(float)rc);
+    tt__json_kv_cstr(&j, "action", action == 1 ? "flag" : "halt");
+    tt__json_obj_end(&j);
+    tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
+    tt__json_obj_end(&j);
     return reply(r, MHD_HTTP_ACCEPTED, &b, &j);
 }

@@ -39,6 +39,9 @@ struct collector_opts {
     uint64_t grace_ms;        /* SIGTERM: drain, commit and ack within this */
     char ready_file[PATH_MAX];
     int verbose;
+    char operator_token_file[PATH_MAX]; /* empty: $TELLTALE_OPERATOR_TOKEN, or no token */
+    char ingest_tokens[PATH_MAX];       /* empty: identity from the hello */
+    char config[PATH_MAX];              /* alerting configuration; empty: the defaults */
 };
 
 /* Why input was refused; each has a counter and a name in /metrics. */
@@ -64,6 +67,11 @@ enum reject_reason {
 
 const char *reject_name(int reason);
 
+/* Upper bounds of the store commit latency histogram in /metrics, in microseconds. */
+#define COMMIT_HIST_BUCKETS 12
+#define COMMIT_HIST_BOUNDS_US                                                                   \
+    {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000}
+
 struct collector_stats {
     _Atomic uint64_t frames;        /* batch frames received and valid */
     _Atomic uint64_t events;        /* events stored (after dedup) */
@@ -77,6 +85,7 @@ struct collector_stats {
     _Atomic uint64_t commit_ns_max;
     _Atomic uint64_t store_errors;
     _Atomic uint64_t rejected[REJ__COUNT];
+    _Atomic uint64_t commit_hist[COMMIT_HIST_BUCKETS + 1]; /* by COMMIT_HIST_BOUNDS_US, +Inf */
 };
 
 extern struct collector_stats cstats;
@@ -84,6 +93,17 @@ extern struct collector_stats cstats;
 static inline void cstat_add(_Atomic uint64_t *c, uint64_t v)
 {
     atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+/* Count one store commit of dt nanoseconds in the latency histogram (store thread). */
+static inline void cstat_commit_observe(uint64_t dt_ns)
+{
+    static const uint64_t bounds[COMMIT_HIST_BUCKETS] = COMMIT_HIST_BOUNDS_US;
+    int i = 0;
+    while (i < COMMIT_HIST_BUCKETS && dt_ns > bounds[i] * 1000) {
+        i++;
+    }
+    cstat_add(&cstats.commit_hist[i], 1);
 }
 
 /* The identity an agent connection established with its hello. */
@@ -120,6 +140,7 @@ struct store_item {
     size_t raw_len;
     uint8_t *blob;           /* what is stored: the compressed payload (owned), or NULL to store raw */
     size_t blob_len;
+    int replayed;            /* the batch names an instance other than the connection's */
     int result;              /* enum store_result, set by the store */
     const char *reason;      /* static text when rejected */
 };

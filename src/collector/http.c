@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "collector/auth.h"
 #include "common/json.h"
 
 struct http {
@@ -33,9 +34,18 @@ static const struct route routes[] = {
     {"GET", "/api/v1/stream", api_stream},
     {"GET", "/api/v1/agents", api_agents},
     {"GET", "/api/v1/status", api_status},
+    {"GET", "/api/v1/agents/{agent}", api_agent},
+    {"GET", "/api/v1/sessions", api_sessions},
+    {"GET", "/api/v1/sessions/{id}", api_session},
+    {"GET", "/api/v1/alerts", api_alerts},
+    {"POST", "/api/v1/alerts/{id}/ack", api_alert_ack},
+    {"GET", "/metrics", api_metrics},
     {"GET", "/api/v1/responses", api_responses},
     {"GET", "/api/v1/responses/{id}", api_response_get},
     {"POST", "/api/v1/sessions/{id}/halt", api_session_halt},
+    {"POST", "/api/v1/agents/{agent}/guard-policy", api_agent_guard_policy},
+    {"GET", "/", api_index},
+    {"GET", "/assets/{name}", api_asset},
 };
 
 /* Per-request state while a body arrives. */
@@ -214,8 +224,70 @@ static int route_match(const char *pattern, const char *url, struct http_req *r)
     return *pattern == 0 && *url == 0;
 }
 
+/* The API and the metrics need the operator token when one is configured; /healthz and the
+ * dashboard's static files do not (they hold no telemetry). Checked before routing, so an
+ * unauthenticated peer learns nothing about which routes exist. */
+static int needs_token(const char *url)
+{
+    return strncmp(url, "/api/", 5) == 0 || strcmp(url, "/metrics") == 0 ||
+           strncmp(url, "/metrics/", 9) == 0;
+}
+
+static enum MHD_Result refuse(struct http_req *r)
+{
+    const char *msg = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization")
+                          ? "wrong operator token"
+                          : "this collector requires an operator token (Authorization: Bearer)";
+    tt__buf b;
+    tt__buf_init(&b, 4096);
+    tt__json j;
+    tt__json_init(&j, &b);
+    tt__json_obj_begin(&j);
+    tt__json_kv_cstr(&j, "error", msg);
+    tt__json_kv_u64(&j, "status", MHD_HTTP_UNAUTHORIZED);
+    tt__json_obj_end(&j);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
+    tt__buf_fini(&b);
+    if (!resp) {
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"telltale\"");
+    add_common_headers(resp);
+    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_UNAUTHORIZED, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+int http_param_u64(const struct http_req *r, const char *name, uint64_t lo, uint64_t hi,
+                   uint64_t def, uint64_t *out)
+{
+    const char *v = http_param(r, name);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    if (*v < '0' || *v > '9') {
+        return -1;
+    }
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end || x < lo || x > hi) {
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
 static enum MHD_Result dispatch(struct http_req *r)
 {
+    if (needs_token(r->url) &&
+        !auth_operator_ok(r->ctx->auth,
+                          MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization"))) {
+        return refuse(r);
+    }
     int path_known = 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         int m = route_match(routes[i].path, r->url, r);

@@ -15,11 +15,17 @@
 
 struct hub;
 struct ingest;
+struct auth;
+struct monitor;
+struct alerts;
 
 struct http_ctx {
     char db_path[PATH_MAX];
     struct hub *hub;
     struct ingest *ingest;
+    const struct auth *auth;  /* operator token for /api/ and /metrics (NULL: none) */
+    struct monitor *monitor;  /* live per-agent figures (NULL: none) */
+    struct alerts *alerts;    /* alert counters (NULL: none) */
     void *app;              /* the rest of the collector, for routes that need it */
 };
 
@@ -71,8 +77,22 @@ enum MHD_Result api_stream(const struct http_req *r);
 enum MHD_Result api_agents(const struct http_req *r);
 enum MHD_Result api_health(const struct http_req *r);
 enum MHD_Result api_status(const struct http_req *r);
+enum MHD_Result api_agent(const struct http_req *r);
+enum MHD_Result api_sessions(const struct http_req *r);
+enum MHD_Result api_session(const struct http_req *r);
+enum MHD_Result api_alerts(const struct http_req *r);
+enum MHD_Result api_alert_ack(const struct http_req *r);
+enum MHD_Result api_metrics(const struct http_req *r);
+
+/* A positive integer parameter in [lo, hi], or def when absent: 0, or -1 if malformed. */
+int http_param_u64(const struct http_req *r, const char *name, uint64_t lo, uint64_t hi,
+                   uint64_t def, uint64_t *out);
 enum MHD_Result api_responses(const struct http_req *r);
 enum MHD_Result api_response_get(const struct http_req *r);
 enum MHD_Result api_session_halt(const struct http_req *r);
+enum MHD_Result api_agent_guard_policy(const struct http_req *r);
+/* The dashboard (api_assets.c): GET / and GET /assets/{name}. */
+enum MHD_Result api_index(const struct http_req *r);
+enum MHD_Result api_asset(const struct http_req *r);
 
 #endif

@@ -12,8 +12,10 @@
  *   committed (or as duplicates of committed ones).
  * - When the store falls behind (queue_bytes), no connection is read until it catches up:
  *   memory stays bounded and agents see backpressure, never a silent drop.
- * - A connection's identity (agent, instance) is fixed by its hello; a batch naming another
- *   instance is rejected.
+ * - A connection's identity (agent, instance) is fixed by its hello. A batch naming another
+ *   instance is one the agent's spool kept from an earlier process of the same agent: it is
+ *   stored under its own instance (the store refuses it if that instance belongs to another
+ *   agent), never under the connection's.
  */
 #include "collector/ingest.h"
 
@@ -100,6 +102,7 @@ struct ingest {
     uint64_t next_id;
     int paused;              /* not reading: the store is behind */
     int draining;            /* SIGTERM received */
+    uint64_t drop_acks;      /* test hook: commits whose ack is replaced by a disconnect */
     ZSTD_DCtx *dctx;
     tt__buf scratch;
     pthread_mutex_t ctl_lock; /* guards ctl_head and the ctl_wait of posted orders */
@@ -457,13 +460,19 @@ static int on_batch(struct ingest *g, struct conn *c, const tt__frame *f)
     it->frame_no = frame_no;
     tt__batch_limits lim = {g->o->max_events, g->o->max_attrs};
     const char *why = NULL;
-    if (tt__batch_parse(&it->batch, it->raw, it->raw_len, &lim, &why) != 0 ||
-        memcmp(it->batch.instance, c->ident.instance, 16) != 0) {
+    if (tt__batch_parse(&it->batch, it->raw, it->raw_len, &lim, &why) != 0) {
         /* The framing is intact: refuse this batch alone and keep the connection. */
         cstat_add(&cstats.rejected[REJ_BAD_PAYLOAD], 1);
-        send_reject(g, c, frame_no, 1, why ? why : "batch names another instance");
+        send_reject(g, c, frame_no, 1, why ? why : "bad batch");
         store_item_free(it);
         return g->conns[c->fd] == c ? 0 : -1;
+    }
+    if (memcmp(it->batch.instance, c->ident.instance, 16) != 0) {
+        /* Replayed from the spool of an earlier process of this agent. */
+        memcpy(it->ident.instance, it->batch.instance, 16);
+        it->ident.pid = 0;
+        it->ident.start_unix_ns = 0;
+        it->replayed = 1;
     }
     cstat_add(&cstats.frames, 1);
     c->pending++;
@@ -645,6 +654,14 @@ static void on_store_done(struct ingest *g)
             send_ack(g, last);
         }
         complete_one(g, c, it);
+        if (c && g->drop_acks && it->result == STORE_OK && g->conns[c->fd] == c) {
+            /* Test hook (TELLTALE_TEST_DROP_ACKS): committed, then the link breaks before the
+             * ack leaves, so the agent cannot know; its resend must be stored only once. */
+            g->drop_acks--;
+            c->ack_pending = 0;
+            conn_free(g, c);
+            c = NULL;
+        }
         last = c && g->conns[c->fd] == c ? c : NULL;
         store_item_free(it);
     }
@@ -702,6 +719,10 @@ int ingest_open(struct ingest **out, struct collector_opts *o, struct store *sto
     if (hooks) {
         g->hooks = *hooks;
     }
+    /* For tests only (docs/operations.md): drop the connection instead of acking the first N
+     * committed batches. */
+    const char *da = getenv("TELLTALE_TEST_DROP_ACKS");
+    g->drop_acks = da ? strtoull(da, NULL, 10) : 0;
     g->sigfd = -1;
     pthread_mutex_init(&g->ctl_lock, NULL);
     pthread_condattr_t ca;

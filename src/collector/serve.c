@@ -12,7 +12,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
+#include "collector/alerts.h"
+#include "collector/auth.h"
 #include "collector/http.h"
+#include "collector/monitor.h"
 #include "collector/hub.h"
 #include "collector/ingest.h"
 #include "collector/log.h"
@@ -39,6 +44,14 @@ static const char usage[] =
     "  --max-connections N   agent connections at most (default 4096)\n"
     "  --grace-ms MS         on SIGTERM, drain, commit and ack within this (default 5000)\n"
     "  --ready-file FILE     write the bound endpoints there as JSON once accepting\n"
+    "  --operator-token-file FILE\n"
+    "                        require this token (first line of FILE) as\n"
+    "                        'Authorization: Bearer TOKEN' on /api/* and /metrics\n"
+    "                        (default $TELLTALE_OPERATOR_TOKEN; unset: no token)\n"
+    "  --ingest-tokens FILE  lines 'AGENT TOKEN': an agent must present a token, and\n"
+    "                        its name is the token's, whatever its hello says\n"
+    "  --config FILE         detectors and webhooks (docs/detectors.md); default: the\n"
+    "                        built-in detectors, no webhooks\n"
     "  --verbose             log each refused connection\n"
     "  --help                this text\n"
     "\n"
@@ -100,6 +113,9 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
         {"max-connections", required_argument, NULL, 'c'},
         {"grace-ms", required_argument, NULL, 'g'},
         {"ready-file", required_argument, NULL, 'r'}, {"verbose", no_argument, NULL, 'v'},
+        {"operator-token-file", required_argument, NULL, 'O'},
+        {"ingest-tokens", required_argument, NULL, 'I'},
+        {"config", required_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     int opt, idx = 0;
     opterr = 0;
@@ -143,6 +159,18 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
             break;
         case 'v':
             o->verbose = 1;
+            break;
+        case 'O':
+            bad = strlen(optarg) >= sizeof o->operator_token_file;
+            snprintf(o->operator_token_file, sizeof o->operator_token_file, "%s", optarg);
+            break;
+        case 'I':
+            bad = strlen(optarg) >= sizeof o->ingest_tokens;
+            snprintf(o->ingest_tokens, sizeof o->ingest_tokens, "%s", optarg);
+            break;
+        case 'C':
+            bad = strlen(optarg) >= sizeof o->config;
+            snprintf(o->config, sizeof o->config, "%s", optarg);
             break;
         case 'h':
             fputs(usage, stdout);
@@ -219,6 +247,9 @@ struct running {
     struct hub *hub;
     struct ingest *ingest;
     struct http *http;
+    struct auth *auth;
+    struct alerts *alerts;
+    struct monitor *monitor;
 };
 
 static void stop_all(struct running *r)
@@ -229,7 +260,56 @@ static void stop_all(struct running *r)
     http_stop(r->http);
     store_close(r->store);
     ingest_close(r->ingest);
+    monitor_close(r->monitor); /* no more alerts raised */
+    alerts_close(r->alerts);   /* stores, streams and posts what was raised */
     hub_free(r->hub);
+    auth_free(r->auth);
+}
+
+/* The ingest hooks: the ingest tokens decide identity, the monitor watches commits. */
+static int hook_authorize(void *ctx, const tt__hello *h, char *agent, char *err, size_t errlen)
+{
+    const struct running *r = ctx;
+    return auth_authorize(r->auth, h, agent, err, errlen);
+}
+
+static void hook_commit(void *ctx, const struct store_item *it)
+{
+    const struct running *r = ctx;
+    monitor_on_commit(r->monitor, it);
+}
+
+/* Tokens and the alerting configuration, before anything listens. */
+static int start_operator(struct collector_opts *o, struct running *r, char *err, size_t errlen)
+{
+    r->auth = auth_new();
+    if (!r->auth) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    const char *env = getenv("TELLTALE_OPERATOR_TOKEN");
+    if (o->operator_token_file[0]
+            ? auth_set_operator(r->auth, o->operator_token_file, 1, err, errlen) != 0
+            : env && *env && auth_set_operator(r->auth, env, 0, err, errlen) != 0) {
+        return -1;
+    }
+    if (o->ingest_tokens[0] && auth_load_ingest(r->auth, o->ingest_tokens, err, errlen) != 0) {
+        return -1;
+    }
+    static struct mon_config cfg; /* large; read once at startup */
+    if (o->config[0] ? mon_config_load(&cfg, o->config, err, errlen) != 0
+                     : mon_config_defaults(&cfg) != 0) {
+        return -1;
+    }
+    if (alerts_open(&r->alerts, store_path(r->store), r->hub, cfg.hooks, cfg.n_hooks, err,
+                    errlen) != 0 ||
+        monitor_open(&r->monitor, &cfg, r->alerts, err, errlen) != 0) {
+        return -1;
+    }
+    log_info("%d detectors, %d webhooks%s%s", cfg.n_units, cfg.n_hooks,
+             auth_operator_required(r->auth) ? ", operator token required" : "",
+             o->ingest_tokens[0] ? ", ingest tokens required" : "");
+    return 0;
 }
 
 static int start_all(struct collector_opts *o, struct running *r, char *http_bound, size_t hblen)
@@ -242,8 +322,17 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
     log_info("store %s, sync=%s: %s", store_path(r->store), store_sync_name(o->sync_level),
              store_sync_promise(o->sync_level));
     r->hub = hub_new(64, 4u << 20);
-    if (!r->hub || ingest_open(&r->ingest, o, r->store, r->hub, NULL, err, sizeof err) != 0) {
-        fprintf(stderr, "telltale serve: %s\n", r->hub ? err : "out of memory");
+    if (!r->hub) {
+        fprintf(stderr, "telltale serve: out of memory\n");
+        return -1;
+    }
+    if (start_operator(o, r, err, sizeof err) != 0) {
+        fprintf(stderr, "telltale serve: %s\n", err);
+        return -1;
+    }
+    struct ingest_hooks hooks = {r, hook_authorize, NULL, hook_commit};
+    if (ingest_open(&r->ingest, o, r->store, r->hub, &hooks, err, sizeof err) != 0) {
+        fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
     }
     if (store_start(r->store) != 0) {
@@ -256,6 +345,9 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         snprintf(ctx.db_path, sizeof ctx.db_path, "%s", store_path(r->store));
         ctx.hub = r->hub;
         ctx.ingest = r->ingest;
+        ctx.auth = r->auth;
+        ctx.monitor = r->monitor;
+        ctx.alerts = r->alerts;
         if (http_start(&r->http, o->http, &ctx, http_bound, hblen, err, sizeof err) != 0) {
             fprintf(stderr, "telltale serve: %s\n", err);
             return -1;
@@ -283,6 +375,7 @@ int serve_main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: webhooks use libcurl */
     struct running r;
     memset(&r, 0, sizeof r);
     char http_bound[300] = "";

@@ -522,6 +522,12 @@ static int store_one(struct store *s, struct store_item *it, int64_t now)
         return SQLITE_ERROR;
     }
     const tt__batch *b = &it->batch;
+    if (it->replayed && e->agent_id != agent_id(s, it->ident.agent, now)) {
+        /* A spool replay may only name instances of the agent that sends it. */
+        it->result = STORE_REJECT;
+        it->reason = "batch names an instance of another agent";
+        return 0;
+    }
     uint64_t stored = 0;
     if (b->n_events == 0) {
         it->result = STORE_OK; /* a heartbeat: counters only */
@@ -590,6 +596,7 @@ static void commit_group(struct store *s, struct store_item *head)
         uint64_t dt = tt__mono_ns() - t0;
         cstat_add(&cstats.commits, 1);
         cstat_add(&cstats.commit_ns_total, dt);
+        cstat_commit_observe(dt);
         uint64_t mx = atomic_load_explicit(&cstats.commit_ns_max, memory_order_relaxed);
         if (dt > mx) {
             atomic_store_explicit(&cstats.commit_ns_max, dt, memory_order_relaxed);

@@ -177,9 +177,39 @@ static int header_field(tt__batch *b, tt__pb_reader *r, uint32_t field, uint32_t
     return 0;
 }
 
+/* Count an event in its session's summary (times as deltas until the base is known). The
+ * last match is tried first: consecutive events usually share their session. */
+static void session_add(tt__batch *b, tt__bstr name, int64_t delta, uint32_t *last)
+{
+    tt__batch_session *s = b->n_sessions ? &b->sessions[*last] : NULL;
+    if (!s || s->name.n != name.n || memcmp(s->name.p, name.p, name.n) != 0) {
+        s = NULL;
+        for (uint32_t i = 0; i < b->n_sessions && !s; i++) {
+            tt__batch_session *c = &b->sessions[i];
+            if (c->name.n == name.n && memcmp(c->name.p, name.p, name.n) == 0) {
+                s = c;
+                *last = i;
+            }
+        }
+    }
+    if (!s) {
+        if (b->n_sessions == TT_BATCH_SESSIONS) {
+            b->sessions_overflow = 1;
+            return;
+        }
+        *last = b->n_sessions;
+        s = &b->sessions[b->n_sessions++];
+        *s = (tt__batch_session){name, delta, delta, 0};
+    }
+    s->t_min = delta < s->t_min ? delta : s->t_min;
+    s->t_max = delta > s->t_max ? delta : s->t_max;
+    s->events++;
+}
+
 int tt__batch_parse(tt__batch *b, const uint8_t *payload, size_t n, const tt__batch_limits *lim,
                     const char **why)
 {
+    uint32_t last_session = 0;
     memset(b, 0, sizeof *b);
     b->data = payload;
     b->len = n;
@@ -215,6 +245,9 @@ int tt__batch_parse(tt__batch *b, const uint8_t *payload, size_t n, const tt__ba
         }
         b->kinds |= 1u << ev.kind;
         b->has_session |= ev.session.n > 0;
+        if (ev.session.n && !b->sessions_overflow) {
+            session_add(b, ev.session, delta, &last_session);
+        }
         dmin = delta < dmin ? delta : dmin;
         dmax = delta > dmax ? delta : dmax;
     }
@@ -237,6 +270,11 @@ int tt__batch_parse(tt__batch *b, const uint8_t *payload, size_t n, const tt__ba
         /* Times wrap rather than trap: a garbage delta makes a garbage time, not a crash. */
         b->t_min = (int64_t)(b->base_time + (uint64_t)dmin);
         b->t_max = (int64_t)(b->base_time + (uint64_t)dmax);
+    }
+    for (uint32_t i = 0; i < b->n_sessions; i++) {
+        tt__batch_session *ss = &b->sessions[i];
+        ss->t_min = (int64_t)(b->base_time + (uint64_t)ss->t_min);
+        ss->t_max = (int64_t)(b->base_time + (uint64_t)ss->t_max);
     }
     tt__pb_reader_init(&b->it, payload, n);
     b->next_seq = b->first_seq;

@@ -48,6 +48,16 @@ typedef struct tt__client_stats {
     uint64_t spooled;
 } tt__client_stats;
 
+/* Distinct sessions summarised per batch by tt__batch_parse; a batch with more sets
+ * sessions_overflow and its readers walk the events instead. */
+#define TT_BATCH_SESSIONS 8
+
+typedef struct tt__batch_session {
+    tt__bstr name;          /* points into the payload */
+    int64_t t_min, t_max;   /* event times, Unix ns */
+    uint32_t events;
+} tt__batch_session;
+
 typedef struct tt__batch {
     uint8_t instance[16];
     uint64_t first_seq;
@@ -58,6 +68,11 @@ typedef struct tt__batch {
     int64_t t_max;
     int has_stats;
     int has_session;        /* some event names a session */
+    /* The sessions named and their events, so that the store need not decode the events
+     * again for them (unless sessions_overflow). */
+    tt__batch_session sessions[TT_BATCH_SESSIONS];
+    uint32_t n_sessions;
+    int sessions_overflow;
     tt__client_stats stats;
     /* iteration */
     const uint8_t *data;

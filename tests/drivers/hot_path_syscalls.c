@@ -4,6 +4,7 @@
  * so that the test can check, in each thread's own trace, that nothing was called between them.
  *
  *   hot_path_syscalls [--endpoint E] [--threads N] [--events TOTAL] [--inject-syscall EVERY]
+ *                     [--tokens 1]
  *
  * Each producer thread makes its first event before the start marker (the first event of a
  * thread creates its ring: that one may allocate), then marks the start with
@@ -11,7 +12,10 @@
  * mix of tt_log with attributes, tt_metric and tt_step_begin/end, marks the end with
  * write(-1, "tt-hot-path-end", 15) and exits. Both markers fail with EBADF and have no other
  * effect. --inject-syscall makes a getppid() every EVERY events of the loop, so the test can
- * show that its check catches a system call.
+ * show that its check catches a system call. --tokens 1 makes the loop add tokens to one
+ * response per thread instead (tt_response_token over a 1024-entry logits row, the guard's
+ * token rule on, so chunks and guard events are emitted); the response begins before the start
+ * marker and ends after the end marker.
  *
  * Prints one JSON line with the client's counters once the producers are done.
  */
@@ -32,7 +36,10 @@ typedef struct producer {
     uint64_t events;
     uint64_t inject_every;
     uint64_t refused; /* calls that returned an error (ring full, ...) */
+    int tokens;       /* response tokens instead of the event mix */
 } producer;
+
+#define ROW 1024
 
 static void mark(const char *what)
 {
@@ -68,10 +75,25 @@ static void *producer_main(void *arg)
     producer *p = arg;
     /* The thread's first event creates its ring, outside the measured loop. */
     tt_log(p->c, NULL, TT_DEBUG, "producer start", NULL, 0);
+    tt_response *r = NULL;
+    static __thread float row[ROW];
+    if (p->tokens && tt_response_begin(p->c, &r, "session-1", "model", NULL, 0) != 0) {
+        return NULL;
+    }
+    for (int i = 0; i < ROW; i++) {
+        row[i] = (float)((i * 7919) % 1000) / 100.0f;
+    }
     mark(MARK_BEGIN);
     uint64_t refused = 0;
     for (uint64_t i = 0; i < p->events; i++) {
-        if (emit_one(p->c, i) != 0) {
+        if (r) {
+            tt_verdict v;
+            row[i % ROW] += 0.5f;
+            if (tt_response_token(r, row, ROW, 1, TT_DTYPE_F32, (int32_t)((i * 31) % ROW), &v,
+                                  NULL) != 0) {
+                refused++;
+            }
+        } else if (emit_one(p->c, i) != 0) {
             refused++;
         }
         if (p->inject_every && i % p->inject_every == p->inject_every - 1) {
@@ -79,8 +101,16 @@ static void *producer_main(void *arg)
         }
     }
     mark(MARK_END);
+    if (r) {
+        tt_response_end(r, NULL);
+    }
     p->refused = refused;
     return NULL;
+}
+
+static int atoi_safe(const char *s)
+{
+    return (int)strtol(s, NULL, 10);
 }
 
 static int usage(void)
@@ -95,6 +125,7 @@ int main(int argc, char **argv)
     const char *endpoint = NULL;
     long threads = 4;
     uint64_t total = 10000000, inject = 0;
+    int tokens = 0;
     for (int i = 1; i < argc; i += 2) {
         if (i + 1 >= argc) {
             return usage();
@@ -105,6 +136,8 @@ int main(int argc, char **argv)
             threads = strtol(argv[i + 1], NULL, 10);
         } else if (strcmp(argv[i], "--events") == 0) {
             total = strtoull(argv[i + 1], NULL, 10);
+        } else if (strcmp(argv[i], "--tokens") == 0) {
+            tokens = atoi_safe(argv[i + 1]);
         } else if (strcmp(argv[i], "--inject-syscall") == 0) {
             inject = strtoull(argv[i + 1], NULL, 10);
         } else {
@@ -123,6 +156,12 @@ int main(int argc, char **argv)
     if (rc == 0 && endpoint) {
         rc = tt_config_set(cfg, "endpoint", endpoint);
     }
+    if (rc == 0 && tokens) {
+        rc = tt_config_set(cfg, "guard.token_min_prob", "0.01");
+    }
+    if (rc == 0 && tokens) {
+        rc = tt_config_set(cfg, "guard.action", "flag");
+    }
     if (rc == 0) {
         rc = tt_open(&c, cfg);
     }
@@ -135,7 +174,7 @@ int main(int argc, char **argv)
     pthread_t tid[64];
     for (long i = 0; i < threads; i++) {
         p[i] = (producer){c, total / (uint64_t)threads + (i < (long)(total % (uint64_t)threads)),
-                          inject, 0};
+                          inject, 0, tokens};
         if (pthread_create(&tid[i], NULL, producer_main, &p[i]) != 0) {
             fprintf(stderr, "hot_path_syscalls: pthread_create failed\n");
             return 1;

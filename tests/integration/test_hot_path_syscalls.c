@@ -71,8 +71,8 @@ static void collector_stop(pid_t pid)
 
 /* Runs the driver under strace -ff with the trace files at prefix.<tid>; the driver's JSON
  * line goes to out. Returns strace's exit status. */
-static int run_traced(const char *prefix, const char *endpoint, const char *inject, char *out,
-                      size_t n)
+static int run_traced_args(const char *prefix, const char *endpoint, const char *inject,
+                           const char *extra, char *out, size_t n)
 {
     const char *build = getenv("TT_BUILD");
     CHECK_MSG(build, "TT_BUILD is not set (make test sets it)");
@@ -85,10 +85,10 @@ static int run_traced(const char *prefix, const char *endpoint, const char *inje
      * leak checking (the rest of the suite keeps it). */
     snprintf(cmd, sizeof cmd,
              "ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 "
-             "strace -ff -qq -s 64 -o '%s' '%s' --threads %d --events " EVENTS
+             "strace -ff -qq -s 64 -o '%s' '%s' --threads %d %s"
              " --endpoint '%s'%s%s",
-             prefix, driver, PRODUCERS, endpoint, inject ? " --inject-syscall " : "",
-             inject ? inject : "");
+             prefix, driver, PRODUCERS, extra ? extra : "--events " EVENTS, endpoint,
+             inject ? " --inject-syscall " : "", inject ? inject : "");
     printf("running: %s\n", cmd);
     FILE *p = popen(cmd, "r");
     CHECK(p);
@@ -102,6 +102,12 @@ static int run_traced(const char *prefix, const char *endpoint, const char *inje
     int status = pclose(p);
     printf("driver: %s", out);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int run_traced(const char *prefix, const char *endpoint, const char *inject, char *out,
+                      size_t n)
+{
+    return run_traced_args(prefix, endpoint, inject, NULL, out, n);
 }
 
 /* --- reading the traces ---------------------------------------------------------------- */
@@ -236,4 +242,28 @@ TEST_T(hot_path_syscall_check_catches_an_injected_syscall, 180)
     trace_check tc = check_traces(tmp, "trace");
     CHECK_EQ(tc.producers, PRODUCERS);
     CHECK_EQ(tc.calls_between, PRODUCERS * (10000000 / PRODUCERS / 500000));
+}
+
+/* Response tokens (statistics, packed chunks, guard decisions with their reasons) make no
+ * system call either. */
+TEST_T(hot_path_response_tokens_make_no_syscall, 180)
+{
+    const char *tmp = tt_test_tmpdir();
+    char endpoint[4200], prefix[4200], out[1024];
+    pid_t coll = collector_start(tmp, endpoint, sizeof endpoint);
+    if (coll <= 0) {
+        snprintf(endpoint, sizeof endpoint, "unix:%s/nobody-listens.sock", tmp);
+    }
+    snprintf(prefix, sizeof prefix, "%s/trace", tmp);
+    int rc = run_traced_args(prefix, endpoint, NULL, "--events 400000 --tokens 1", out, sizeof out);
+    collector_stop(coll);
+    CHECK_EQ(rc, 0);
+    CHECK_EQ_U64(json_u64(out, "loop_events"), 400000u);
+    CHECK_EQ_U64(json_u64(out, "refused"), 0);
+    /* chunks of 64 tokens and guard events were emitted (the begin and first event besides) */
+    CHECK(json_u64(out, "emitted") > 400000u / 64);
+    trace_check tc = check_traces(tmp, "trace");
+    CHECK_EQ(tc.producers, PRODUCERS);
+    CHECK_EQ(tc.bad_markers, 0);
+    CHECK_EQ(tc.calls_between, 0);
 }

@@ -14,6 +14,9 @@
 
 #define PYTHON "/usr/bin/python3"
 
+/* Called by the generated registrations ($(BUILD)/gen/python_tests.c). */
+void tt_test_pytest(const char *file, const char *function);
+
 static void preload_sanitizer(void)
 {
     const char *san = getenv("TT_SANITIZE");

@@ -55,11 +55,20 @@ struct tt_store_check {
 void tt_test_check_store(const char *db, const uint8_t instance[16], struct tt_store_check *out);
 
 /* The conservation law of docs/design.md at quiescence, with the store's view: fails the test
- * unless emitted = acked + possibly_delivered + buffered + dropped, acked <= stored, and no
- * (instance, seq) is stored twice. */
+ * unless emitted + inherited = acked + possibly_delivered + buffered + dropped, acked <= stored,
+ * and no (instance, seq) is stored twice. With events inherited from an earlier process's
+ * spool, sc must cover those instances too (or pass the sum of their checks). */
 void tt_test_check_conservation(const tt_stats *st, const struct tt_store_check *sc);
 
 /* Monotonic milliseconds. */
 double tt_test_now_ms(void);
+
+/* A libcurl write callback that gathers a response body, NUL-terminated, into a
+ * struct tt_test_body (p from malloc, freed by the caller). */
+struct tt_test_body {
+    char *p;
+    size_t n;
+};
+size_t tt_test_curl_body(char *p, size_t size, size_t nmemb, void *cls);
 
 #endif

@@ -1,0 +1,117 @@
+/*
+ * test_make_run.c - `make run` as a new user meets it: scripts/run-demo (what `make run` runs)
+ * starts the collector and the demo agent, and within 60 s the dashboard URL it prints shows
+ * the demo agent live in a real browser (tests/browser/make-run.test.mjs). The run's data go to
+ * the test's directory and its ports are free ones, so it never meets a `make run` of the user.
+ *
+ * In sanitizer builds the demo agent is the C one (`telltale demo`): the Python agent would
+ * load an instrumented library into an uninstrumented interpreter (the py_ tests preload the
+ * runtime for that; this test checks the run script and the page, not the agent).
+ */
+#include "test.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+
+/* A TCP port on 127.0.0.1 that nothing listens on now. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    socklen_t n = sizeof a;
+    CHECK(getsockname(fd, (struct sockaddr *)&a, &n) == 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static const char *env_or(const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : dflt;
+}
+
+static double now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0;
+}
+
+TEST_T(make_run_shows_the_demo_agent_live_on_the_dashboard, 180)
+{
+    const char *src = env_or("TT_SRCDIR", ".");
+    const char *build = env_or("TT_BUILD", "build");
+    const char *san = getenv("TT_SANITIZE");
+    CHECK_MSG(access("/usr/bin/chromium", X_OK) == 0,
+              "/usr/bin/chromium is missing: scripts/install-deps test");
+    char http[64], tcp[64], dir[4096], script[4096], runner[4096], started[64];
+    snprintf(http, sizeof http, "127.0.0.1:%d", free_port());
+    snprintf(tcp, sizeof tcp, "127.0.0.1:%d", free_port());
+    snprintf(dir, sizeof dir, "%s/run-data", tt_test_tmpdir());
+    snprintf(runner, sizeof runner, "%s/scripts/run-demo", src);
+    snprintf(script, sizeof script, "%s/tests/browser/make-run.test.mjs", src);
+    snprintf(started, sizeof started, "%.0f", now_ms());
+
+    pid_t run = fork();
+    CHECK(run >= 0);
+    if (run == 0) {
+        setpgid(0, 0); /* a process group of its own, like a shell job */
+        if (chdir(src) != 0) {
+            _exit(126);
+        }
+        setenv("BUILD", build, 1);
+        setenv("RUN_DIR", dir, 1);
+        setenv("RUN_SECONDS", "150", 1);
+        setenv("RUN_DRIFT_AFTER", "never", 1);
+        setenv("TELLTALE_RUN_HTTP", http, 1);
+        setenv("TELLTALE_RUN_TCP", tcp, 1);
+        if (san && *san) {
+            setenv("RUN_AGENT", "c", 1);
+        }
+        execl("/bin/bash", "bash", runner, (char *)NULL);
+        _exit(127);
+    }
+    printf("scripts/run-demo pid %d, dashboard http://%s/, data in %s\n", (int)run, http, dir);
+    fflush(stdout);
+
+    pid_t node = fork();
+    CHECK(node >= 0);
+    if (node == 0) {
+        setenv("TT_RUN_HTTP", http, 1);
+        setenv("TT_RUN_STARTED_MS", started, 1);
+        setenv("TT_RUN_WITHIN_S", "60", 1);
+        setenv("TT_TEST_OUT", tt_test_outdir(), 1);
+        execlp("node", "node", script, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    while (waitpid(node, &st, 0) < 0) {
+    }
+    int node_ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+
+    /* Ctrl-C as the user would: SIGINT to the job's process group; the script stops the agent
+     * and the collector. */
+    kill(-run, SIGINT);
+    int rst = 0;
+    int waited = 0;
+    while (waitpid(run, &rst, WNOHANG) == 0 && waited < 300) {
+        usleep(100000);
+        waited++;
+    }
+    if (waited >= 300) {
+        kill(run, SIGKILL);
+        waitpid(run, &rst, 0);
+    }
+    char cmd[8400];
+    snprintf(cmd, sizeof cmd, "tail -n 5 '%s/serve.log' '%s/agent.log'", dir, dir);
+    CHECK(system(cmd) >= 0);
+    CHECK_MSG(node_ok, "the dashboard did not show the demo agent live within 60 s (%s)",
+              tt_test_outdir());
+    CHECK_MSG(waited < 300, "scripts/run-demo did not stop within 30 s of Ctrl-C");
+}

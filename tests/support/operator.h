@@ -1,0 +1,46 @@
+/*
+ * operator.h - test helpers for the operator's view: HTTP with a token, a live-stream reader
+ * on its own thread, a local webhook receiver, and a model response with a chosen
+ * confidence.
+ */
+#ifndef TT_TEST_OPERATOR_H
+#define TT_TEST_OPERATOR_H
+
+#include <stdint.h>
+
+#include "telltale.h"
+
+/* Like tt_test_http, with "Authorization: Bearer token" when token is not NULL. */
+long tt_test_http_auth(const char *http, const char *method, const char *path, const char *token,
+                       char **body);
+
+/* A model response through the public API (begin, one token, end) whose confidence,
+ * exp(mean log-prob), is `confidence`. 0 or TT_E*. */
+int tt_test_emit_response(tt_client *c, const char *session, double confidence);
+
+/* A reader of GET /api/v1/stream (with path's query) collecting every "data:" line. */
+struct tt_test_sse;
+struct tt_test_sse *tt_test_sse_open(const char *http, const char *query, const char *token);
+/* Wait for a data line containing needle, from line index *from on; returns a malloc'd copy
+ * (and *from past it) or NULL on timeout. */
+char *tt_test_sse_wait(struct tt_test_sse *s, const char *needle, int *from, double timeout_ms);
+/* Lines received so far that contain needle. */
+int tt_test_sse_count(struct tt_test_sse *s, const char *needle);
+void tt_test_sse_close(struct tt_test_sse *s);
+
+/* A webhook receiver on 127.0.0.1: answers 500 to the first fail_first requests, 200 after. */
+struct tt_test_hook;
+struct tt_test_hook *tt_test_hook_start(int fail_first);
+int tt_test_hook_port(const struct tt_test_hook *h);
+/* Wait for a request whose body contains needle; returns a malloc'd body or NULL. */
+char *tt_test_hook_wait(struct tt_test_hook *h, const char *needle, double timeout_ms);
+int tt_test_hook_requests(struct tt_test_hook *h);
+void tt_test_hook_stop(struct tt_test_hook *h);
+
+/* Write text to path (fails the test if it cannot). */
+void tt_test_write_file(const char *path, const char *text);
+
+/* The timeout multiplier for slow (sanitizer) builds, >= 1. */
+double tt_test_mult(void);
+
+#endif
