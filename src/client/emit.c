@@ -324,9 +324,11 @@ rec_begin(tt_client *c, tt__ring **rp, uint64_t *nh, uint16_t kind, uint16_t aux
  * field or lie beyond the record (in free ring space, never past the writer's limit). The load
  * reads up to 15 bytes after the terminator, but never across a page boundary (a chunk that
  * would is copied a byte at a time), so it cannot fault. Sanitizer builds, which would
- * rightly flag those bytes, copy a byte at a time.
+ * rightly flag those bytes, copy a byte at a time, and so do CPUs other than x86-64. Valgrind's
+ * memcheck accepts the partial loads (tests/integration/test_valgrind.c).
  */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(TT_NO_OVERREAD)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(TT_NO_OVERREAD) ||  \
+    !defined(__x86_64__)
 #define TT_OVERREAD 0
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                       \
@@ -355,7 +357,11 @@ rec_begin(tt_client *c, tt__ring **rp, uint64_t *nh, uint16_t kind, uint16_t aux
 
 static inline __attribute__((always_inline)) void prefetch_w(const uint8_t *p)
 {
+#if defined(__x86_64__)
     __asm__ volatile("prefetchw %0" ::"m"(*(const uint8_t *)p));
+#else
+    __builtin_prefetch(p, 1, 3);
+#endif
 }
 
 /* Writes s (NULL: empty) as a 4-byte length and its bytes at p, never past end, and wants 16
