@@ -2,8 +2,8 @@
  * emit.c - per-call latency of telltale's event calls, one contender of the emit benchmark
  * (scripts/bench-emit runs it beside spdlog and LTTng-UST and prints the ratios).
  *
- *   emit --mode log|metric|empty|rdtsc [--endpoint E] [--ring-bytes N] [--wait-connect MS]
- *        [harness options]
+ *   emit --mode log|metric|empty|rdtsc [--endpoint E] [--ring-bytes N] [--max-event-bytes N]
+ *        [--wait-connect MS] [harness options]
  *
  * log     tt_log(c, NULL, TT_INFO, "example", {TT_INT a, TT_INT b, TT_DOUBLE x}, 3)
  * metric  tt_metric(c, NULL, TT_GAUGE, "example", x, NULL, {TT_INT a, TT_INT b}, 2)
@@ -115,7 +115,7 @@ int main(int argc, char **argv)
 {
     eh_opts o;
     eh_defaults(&o);
-    const char *mode = "log", *endpoint = NULL, *ring = NULL;
+    const char *mode = "log", *endpoint = NULL, *ring = NULL, *max_event = NULL;
     int wait_ms = 5000;
     for (int i = 1; i < argc; i += 2) {
         int r = i + 1 < argc ? eh_option(&o, argv[i], argv[i + 1]) : 0;
@@ -129,12 +129,14 @@ int main(int argc, char **argv)
             endpoint = argv[i + 1];
         } else if (i + 1 < argc && strcmp(argv[i], "--ring-bytes") == 0) {
             ring = argv[i + 1];
+        } else if (i + 1 < argc && strcmp(argv[i], "--max-event-bytes") == 0) {
+            max_event = argv[i + 1];
         } else if (i + 1 < argc && strcmp(argv[i], "--wait-connect") == 0 &&
                    eh_parse_int(argv[i + 1], 0, 600000, &wait_ms) == 0) {
             continue;
         } else {
             fprintf(stderr, "usage: emit --mode log|metric|empty|rdtsc [--endpoint E] "
-                            "[--ring-bytes N] [--wait-connect MS] " EH_USAGE "\n");
+                            "[--ring-bytes N] [--max-event-bytes N] [--wait-connect MS] " EH_USAGE "\n");
             return 2;
         }
     }
@@ -162,6 +164,7 @@ int main(int argc, char **argv)
     tt_client *c = NULL;
     if (tt_config_new(&cfg) != 0 || set(cfg, "agent", "bench-emit") != 0 ||
         (endpoint && set(cfg, "endpoint", endpoint) != 0) ||
+        (max_event && set(cfg, "max_event_bytes", max_event) != 0) ||
         (ring && set(cfg, "ring_bytes", ring) != 0)) {
         return 1;
     }

@@ -52,3 +52,13 @@ $(HOT_PATH_DRIVER): tests/drivers/hot_path_syscalls.c $(LIB_A) | $(DEPS_BUILD)
 # `make test` builds the driver before it runs the tests (order-only: the runner is not relinked
 # when the driver changes).
 $(RUNNER): | $(HOT_PATH_DRIVER)
+
+# --- the Valgrind test's driver (tests/integration/test_valgrind.c) -------------------------
+VALGRIND_DRIVER := $(BUILD)/tests/valgrind_emit
+
+$(VALGRIND_DRIVER): tests/drivers/valgrind_emit.c $(LIB_A) | $(DEPS_BUILD)
+	@mkdir -p $(@D)
+	$(CC) -std=c11 $(OPT) -g -D_GNU_SOURCE -Iinclude -pthread $(WARN) $(SANFLAGS) -o $@ $< \
+		$(LIB_A) $(LDFLAGS_ALL) $(LIB_LDLIBS)
+
+$(RUNNER): | $(VALGRIND_DRIVER)

@@ -1,7 +1,8 @@
 /*
  * cmd_top.c - `telltale top`: a terminal view of the live agents, refreshed every second from
  * the collector's HTTP API (GET /api/v1/agents and GET /api/v1/alerts?state=open): events and
- * responses per second, confidence, loss, open alerts, and the newest open alerts. Agent names
+ * responses per second, confidence, loss, open alerts, how near the nearest drift detector is
+ * to its threshold, and the newest open alerts. Agent names
  * and alert messages come from telemetry, so control characters are replaced before printing.
  * NO_COLOR (or output that is not a terminal) turns colour off; the columns shrink to the
  * terminal's width.
@@ -22,7 +23,10 @@
 static const char usage[] =
     "usage: telltale top [options]\n"
     "\n"
-    "A live view of the agents a collector sees: rates, confidence, loss, open alerts.\n"
+    "A live view of the agents a collector sees: events and responses per second, mean\n"
+    "response confidence over 10 s, events lost, open alerts, and DRIFT: how near the\n"
+    "agent's nearest drift detector is to alerting (100% alerts). Below 60 columns\n"
+    "RESP/S and DRIFT are left out.\n"
     "\n"
     "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or 127.0.0.1:7371)\n"
     "  --token TOKEN        operator token (default $TELLTALE_TOKEN)\n"
@@ -141,6 +145,24 @@ static void agent_row(const struct top *t, json_t *a, int name_w, int wide)
     put(line, sizeof line, (size_t)t->width, cell);
     snprintf(cell, sizeof cell, " %6lld", (long long)open);
     put(line, sizeof line, (size_t)t->width, cell);
+    if (wide) {
+        /* The drift detector nearest its threshold, as a percentage of it. */
+        json_t *dets = json_is_object(live) ? json_object_get(live, "detectors") : NULL;
+        double fill = NAN;
+        size_t k;
+        json_t *d;
+        json_array_foreach(dets, k, d)
+        {
+            double f = num(d, "stat") / num(d, "threshold");
+            fill = isnan(fill) || f > fill ? f : fill;
+        }
+        if (isnan(fill)) {
+            snprintf(cell, sizeof cell, " %6s", "-");
+        } else {
+            snprintf(cell, sizeof cell, " %5.0f%%", fill * 100 > 999 ? 999 : fill * 100);
+        }
+        put(line, sizeof line, (size_t)t->width, cell);
+    }
     const char *on = t->color && open > 0 ? "\x1b[31m" : t->color && conf < 0.5 ? "\x1b[33m" : "";
     printf("%s%s%s\n", on, line, *on ? "\x1b[0m" : "");
 }
@@ -184,8 +206,8 @@ static void header(const struct top *t, size_t agents, size_t alerts, int name_w
     put(line, sizeof line, (size_t)t->width, head);
     printf("%s%s%s\n", t->color ? "\x1b[1m" : "", line, t->color ? "\x1b[0m" : "");
     line[0] = 0;
-    snprintf(head, sizeof head, "%-*s %8s%s %6s %7s %6s", name_w, "AGENT", "EV/S",
-             wide ? "  RESP/S" : "", "CONF", "LOSS", "ALERTS");
+    snprintf(head, sizeof head, "%-*s %8s%s %6s %7s %6s%s", name_w, "AGENT", "EV/S",
+             wide ? "  RESP/S" : "", "CONF", "LOSS", "ALERTS", wide ? "  DRIFT" : "");
     put(line, sizeof line, (size_t)t->width, head);
     printf("%s\n", line);
 }
@@ -208,7 +230,7 @@ static int draw(const struct top *t)
     json_t *list = json_object_get(agents, "agents"), *al = json_object_get(alerts, "alerts");
     int wide = t->width >= 60;
     /* Numbers take 8+1+8+1+... columns; the name gets what is left, 8 to 32. */
-    int name_w = t->width - (wide ? 8 : 0) - 9 - 7 - 8 - 7;
+    int name_w = t->width - (wide ? 8 + 7 : 0) - 9 - 7 - 8 - 7;
     name_w = name_w < 8 ? 8 : name_w > 32 ? 32 : name_w;
     header(t, json_array_size(list), json_array_size(al), name_w, wide);
     size_t i;

@@ -12,7 +12,7 @@
 #include "collector/monitor.h"
 #include "common/json.h"
 
-#define ALERTS_QUEUE_MAX 4096
+#define ALERTS_QUEUE_MAX 1024
 #define WEBHOOK_QUEUE_MAX 1024
 
 extern const char alerts_schema[];

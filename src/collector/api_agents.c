@@ -65,6 +65,20 @@ static void live_json(tt__json *j, struct monitor *m, const char *agent)
     tt__json_kv_u64(j, "loss_gaps", v.loss_gaps);
     tt__json_kv_u64(j, "loss_reported", v.loss_reported);
     tt__json_kv_u64(j, "alerts_raised", v.alerts);
+    /* Each drift detector's statistic against its threshold: stat / threshold is how close
+     * the agent is to an alert. */
+    tt__json_key(j, "detectors");
+    tt__json_arr_begin(j);
+    for (int i = 0; i < v.n_readings; i++) {
+        tt__json_obj_begin(j);
+        tt__json_kv_cstr(j, "detector", v.readings[i].detector);
+        tt__json_kv_f64(j, "stat", v.readings[i].r.stat);
+        tt__json_kv_f64(j, "threshold", v.readings[i].r.threshold);
+        tt__json_kv_f64(j, "level", v.readings[i].r.level);
+        tt__json_kv_u64(j, "samples", v.readings[i].r.n);
+        tt__json_obj_end(j);
+    }
+    tt__json_arr_end(j);
     tt__json_obj_end(j);
 }
 

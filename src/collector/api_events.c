@@ -33,7 +33,8 @@ static int parse_kinds(const char *s, uint32_t *mask)
         }
         memcpy(tok, s, n);
         tok[n] = 0;
-        uint32_t m = tt__ev_kind_mask(tok);
+        /* "alert" selects the detectors' alerts; only the live stream carries them. */
+        uint32_t m = strcmp(tok, "alert") == 0 ? HUB_KIND_ALERT : tt__ev_kind_mask(tok);
         if (!m) {
             return -1;
         }
@@ -95,6 +96,9 @@ static const char *parse_filter(const struct http_req *r, struct query_filter *f
     if ((v = http_param(r, "kind")) && parse_kinds(v, &f->kinds) != 0) {
         snprintf(msg, sizeof msg, "kind: \"%.100s\" is not a list of event kinds", v);
         return msg;
+    }
+    if ((f->kinds & HUB_KIND_ALERT) && strcmp(r->url, "/api/v1/stream") != 0) {
+        return "kind: alert is a live-stream kind; stored alerts are at /api/v1/alerts";
     }
     if ((v = http_param(r, "min_severity")) && parse_severity(v, &f->min_severity) != 0) {
         return "min_severity: expected trace, debug, info, warn, error, fatal or 1-24";

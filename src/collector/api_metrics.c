@@ -16,22 +16,9 @@
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-static void out(tt__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out(tt__buf *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0) {
-        tt__buf_append(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-    }
-}
-
 static void one(tt__buf *b, const char *name, const char *type, const char *help, uint64_t v)
 {
-    out(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
+    tt__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
         (unsigned long long)v);
 }
 
@@ -39,18 +26,18 @@ static void commit_histogram(tt__buf *b)
 {
     static const uint64_t bounds[COMMIT_HIST_BUCKETS] = COMMIT_HIST_BOUNDS_US;
     const char *n = "telltale_store_commit_seconds";
-    out(b, "# HELP %s Store commit latency (one group commit).\n# TYPE %s histogram\n", n, n);
+    tt__buf_printf(b, "# HELP %s Store commit latency (one group commit).\n# TYPE %s histogram\n", n, n);
     uint64_t cum = 0;
     for (int i = 0; i <= COMMIT_HIST_BUCKETS; i++) {
         cum += LD(cstats.commit_hist[i]);
         if (i < COMMIT_HIST_BUCKETS) {
-            out(b, "%s_bucket{le=\"%g\"} %llu\n", n, (double)bounds[i] / 1e6,
+            tt__buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", n, (double)bounds[i] / 1e6,
                 (unsigned long long)cum);
         } else {
-            out(b, "%s_bucket{le=\"+Inf\"} %llu\n", n, (unsigned long long)cum);
+            tt__buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", n, (unsigned long long)cum);
         }
     }
-    out(b, "%s_sum %.9f\n%s_count %llu\n", n, (double)LD(cstats.commit_ns_total) / 1e9, n,
+    tt__buf_printf(b, "%s_sum %.9f\n%s_count %llu\n", n, (double)LD(cstats.commit_ns_total) / 1e9, n,
         (unsigned long long)cum);
 }
 
@@ -71,10 +58,10 @@ static void health(tt__buf *b, const struct http_req *r)
     one(b, "telltale_store_errors_total", "counter", "Store commits that failed.",
         LD(cstats.store_errors));
     commit_histogram(b);
-    out(b, "# HELP telltale_rejected_total Input refused, by reason.\n"
+    tt__buf_printf(b, "# HELP telltale_rejected_total Input refused, by reason.\n"
            "# TYPE telltale_rejected_total counter\n");
     for (int i = 0; i < REJ__COUNT; i++) {
-        out(b, "telltale_rejected_total{reason=\"%s\"} %llu\n", reject_name(i),
+        tt__buf_printf(b, "telltale_rejected_total{reason=\"%s\"} %llu\n", reject_name(i),
             (unsigned long long)LD(cstats.rejected[i]));
     }
     struct hub_counters hc;
@@ -90,7 +77,7 @@ static void health(tt__buf *b, const struct http_req *r)
     one(b, "telltale_alerts_raised_total", "counter", "Alerts raised by the detectors.", ac.raised);
     one(b, "telltale_alerts_dropped_total", "counter", "Alerts lost (queue full, store error).",
         ac.dropped);
-    out(b, "# HELP telltale_webhook_deliveries_total Webhook deliveries by result.\n"
+    tt__buf_printf(b, "# HELP telltale_webhook_deliveries_total Webhook deliveries by result.\n"
            "# TYPE telltale_webhook_deliveries_total counter\n"
            "telltale_webhook_deliveries_total{result=\"sent\"} %llu\n"
            "telltale_webhook_deliveries_total{result=\"failed\"} %llu\n"

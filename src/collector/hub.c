@@ -154,7 +154,11 @@ void hub_publish_json(struct hub *h, const char *type, const char *agent, const 
     tt__buf_append(&out, json, n);
     int rc = tt__buf_append(&out, "\n\n", 2);
     pthread_mutex_lock(&h->lock);
+    uint32_t bit = strcmp(type, "alert") == 0 ? HUB_KIND_ALERT : 0;
     for (struct hub_sub *s = h->subs; s && rc == 0; s = s->next) {
+        if (s->f.kinds && !(s->f.kinds & bit)) {
+            continue; /* a kind filter that does not name this message's kind */
+        }
         if (!s->f.agent[0] || (agent && strcmp(s->f.agent, agent) == 0)) {
             sub_append(h, s, (const char *)out.data, out.len);
         }

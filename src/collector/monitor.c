@@ -471,6 +471,14 @@ int monitor_agent(struct monitor *m, const char *agent, struct mon_agent_view *o
     out->loss_gaps = a->loss_gaps;
     out->loss_reported = a->loss_reported;
     out->alerts = a->alerts;
+    for (int i = 0; i < m->cfg.n_units; i++) {
+        const struct unit *u = &m->cfg.units[i];
+        if (u->ops->read &&
+            u->ops->read(u, (const char *)a->ustate + u->state_off,
+                         &out->readings[out->n_readings].r) == 0) {
+            out->readings[out->n_readings++].detector = u->name;
+        }
+    }
     pthread_mutex_unlock(&m->lock);
     return 0;
 }
@@ -490,31 +498,18 @@ static void label(tt__buf *b, const char *s)
     }
 }
 
-static void printf_buf(tt__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void printf_buf(tt__buf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0) {
-        tt__buf_append(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-    }
-}
-
 static void series(tt__buf *b, const char *metric, const struct mon_agent *a, const char *extra,
                    const char *value)
 {
-    printf_buf(b, "%s{agent=\"", metric);
+    tt__buf_printf(b, "%s{agent=\"", metric);
     label(b, a->name);
-    printf_buf(b, "\"%s} %s\n", extra ? extra : "", value);
+    tt__buf_printf(b, "\"%s} %s\n", extra ? extra : "", value);
 }
 
 static void counter(tt__buf *b, struct monitor *m, const char *name, const char *help,
                     size_t field_off)
 {
-    printf_buf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    tt__buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
     for (size_t i = 0; i < m->n_agents; i++) {
         char v[32];
         snprintf(v, sizeof v, "%llu",
@@ -526,7 +521,7 @@ static void counter(tt__buf *b, struct monitor *m, const char *name, const char 
 static void histogram(tt__buf *b, struct monitor *m, const char *name, const char *help,
                       int conf)
 {
-    printf_buf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    tt__buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     const double *bounds = conf ? conf_bounds : lat_bounds;
     size_t nb = conf ? CONF_B : LAT_B;
     char metric[128], extra[64], v[64];
@@ -568,7 +563,7 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
             offsetof(struct mon_agent, tool_calls));
     counter(b, m, "telltale_agent_tool_errors_total", "Tool calls that ended in failure.",
             offsetof(struct mon_agent, tool_errors));
-    printf_buf(b, "# HELP telltale_agent_loss_events_total Events lost per agent: sequence gaps "
+    tt__buf_printf(b, "# HELP telltale_agent_loss_events_total Events lost per agent: sequence gaps "
                   "seen by the collector, drops reported by the library.\n"
                   "# TYPE telltale_agent_loss_events_total counter\n");
     for (size_t i = 0; i < m->n_agents; i++) {
@@ -578,7 +573,7 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
         snprintf(v, sizeof v, "%llu", (unsigned long long)m->agents[i]->loss_reported);
         series(b, "telltale_agent_loss_events_total", m->agents[i], ",source=\"reported\"", v);
     }
-    printf_buf(b, "# HELP telltale_agent_last_seen_seconds Unix time of the agent's last batch.\n"
+    tt__buf_printf(b, "# HELP telltale_agent_last_seen_seconds Unix time of the agent's last batch.\n"
                   "# TYPE telltale_agent_last_seen_seconds gauge\n");
     for (size_t i = 0; i < m->n_agents; i++) {
         char v[32];
@@ -587,7 +582,7 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
     }
     histogram(b, m, "telltale_agent_confidence", "Response confidence, exp(mean log-prob).", 1);
     histogram(b, m, "telltale_agent_tool_latency_seconds", "Tool call latency.", 0);
-    printf_buf(b, "# HELP telltale_agent_alerts_total Alerts raised per agent and detector.\n"
+    tt__buf_printf(b, "# HELP telltale_agent_alerts_total Alerts raised per agent and detector.\n"
                   "# TYPE telltale_agent_alerts_total counter\n");
     for (size_t i = 0; i < m->n_agents; i++) {
         for (int u = 0; u < m->cfg.n_units; u++) {
@@ -597,7 +592,7 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
             series(b, "telltale_agent_alerts_total", m->agents[i], extra, v);
         }
     }
-    printf_buf(b, "# HELP telltale_agents_untracked_total Agents beyond the monitor's table.\n"
+    tt__buf_printf(b, "# HELP telltale_agents_untracked_total Agents beyond the monitor's table.\n"
                   "# TYPE telltale_agents_untracked_total counter\n"
                   "telltale_agents_untracked_total %llu\n", (unsigned long long)m->untracked);
     pthread_mutex_unlock(&m->lock);

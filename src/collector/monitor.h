@@ -77,6 +77,9 @@ struct unit_ops {
      * agent's last batch arrived (Unix ns). 1 and *a filled to raise. */
     int (*tick)(const struct unit *u, void *state, int64_t now_ns, int64_t last_seen_ns,
                 struct alert *a);
+    /* The unit's statistic for display (NULL if it has none): 0 and *out filled, or -1 while
+     * it has seen nothing. */
+    int (*read)(const struct unit *u, const void *state, struct detect_reading *out);
 };
 
 enum drift_signal { DRIFT_CONFIDENCE = 0, DRIFT_TOOL_LATENCY = 1 };
@@ -170,6 +173,11 @@ struct mon_agent_view {
     uint64_t loss_gaps;        /* events missing from sequence gaps seen since start */
     uint64_t loss_reported;    /* drops the agent's library reported */
     uint64_t alerts;           /* raised since the collector started */
+    int n_readings;            /* units with a statistic to show (drift) */
+    struct {
+        const char *detector;  /* the unit's name (static for the monitor's life) */
+        struct detect_reading r;
+    } readings[MON_UNITS_MAX];
 };
 
 /* 0 and *out filled, or -1 if the monitor has not seen the agent since it started. */

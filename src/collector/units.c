@@ -73,7 +73,7 @@ static int threshold_feed(const struct unit *u, void *state, const struct mon_si
 }
 
 static const struct unit_ops unit_threshold = {
-    "threshold", 10000, threshold_set, threshold_ready, threshold_feed, NULL};
+    "threshold", 10000, threshold_set, threshold_ready, threshold_feed, NULL, NULL};
 
 /* --- drift: a change detector over one signal after a warm-up --------------------------- */
 
@@ -186,7 +186,18 @@ static int drift_feed(const struct unit *u, void *state, const struct mon_signal
     return 1;
 }
 
-static const struct unit_ops unit_drift = {"drift", 0, drift_set, drift_ready, drift_feed, NULL};
+static int drift_read(const struct unit *u, const void *state, struct detect_reading *out)
+{
+    const struct drift_state *d = state;
+    if (!d->inited) {
+        return -1;
+    }
+    u->cfg.drift.algo->read(d->det, out);
+    return 0;
+}
+
+static const struct unit_ops unit_drift = {"drift",    0,    drift_set, drift_ready,
+                                           drift_feed, NULL, drift_read};
 
 /* --- error_rate: the share of failed tool calls among the last `window` ------------------ */
 
@@ -257,8 +268,8 @@ static int err_feed(const struct unit *u, void *state, const struct mon_signal *
     return 1;
 }
 
-static const struct unit_ops unit_error_rate = {"error_rate", 0, err_set, err_ready, err_feed,
-                                                NULL};
+static const struct unit_ops unit_error_rate = {"error_rate", 0,    err_set, err_ready,
+                                                err_feed,     NULL, NULL};
 
 /* --- loop: the same tool with the same arguments N times in a row ------------------------- */
 
@@ -320,7 +331,7 @@ static int loop_feed(const struct unit *u, void *state, const struct mon_signal 
     return 1;
 }
 
-static const struct unit_ops unit_loop = {"loop", 0, loop_set, loop_ready, loop_feed, NULL};
+static const struct unit_ops unit_loop = {"loop", 0, loop_set, loop_ready, loop_feed, NULL, NULL};
 
 /* --- silence: no batch from an agent for N seconds ---------------------------------------- */
 
@@ -373,8 +384,8 @@ static int silence_tick(const struct unit *u, void *state, int64_t now_ns, int64
     return 1;
 }
 
-static const struct unit_ops unit_silence = {"silence",   0, silence_set, silence_ready,
-                                             silence_feed, silence_tick};
+static const struct unit_ops unit_silence = {"silence",    0,           silence_set, silence_ready,
+                                             silence_feed, silence_tick, NULL};
 
 /* --- gap: sequence numbers never received ------------------------------------------------- */
 
@@ -414,7 +425,7 @@ static int gap_feed(const struct unit *u, void *state, const struct mon_signal *
     return 1;
 }
 
-static const struct unit_ops unit_gap = {"gap", 0, gap_set, gap_ready, gap_feed, NULL};
+static const struct unit_ops unit_gap = {"gap", 0, gap_set, gap_ready, gap_feed, NULL, NULL};
 
 const struct unit_ops *unit_find(const char *type)
 {

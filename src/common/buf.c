@@ -1,6 +1,8 @@
 /*
  * buf.c - bounded growable buffers. Growth doubles the capacity, capped at the maximum.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include "common/buf.h"
 
 #include <errno.h>
@@ -76,4 +78,17 @@ void tt__buf_fini(tt__buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+}
+
+int tt__buf_printf(tt__buf *b, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n <= 0) {
+        return 0;
+    }
+    return tt__buf_append(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }

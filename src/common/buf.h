@@ -32,6 +32,10 @@ static inline void tt__buf_reset(tt__buf *b)
 /* Give back memory above keep bytes (after a burst). */
 void tt__buf_shrink(tt__buf *b, size_t keep);
 
+/* Append printf-style text of at most 1023 bytes (longer output is cut there). Returns 0, or -1
+ * when the buffer is at its limit. */
+int tt__buf_printf(tt__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 void tt__buf_fini(tt__buf *b);
 
 #endif

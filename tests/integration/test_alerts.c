@@ -1,15 +1,22 @@
 /*
  * test_alerts.c - the detectors against a real `telltale serve`: a 1-sigma fall of an agent's
  * response confidence raises a drift alert on the live stream and at a webhook (which fails
- * once first, so the retry is exercised); a silent agent and a looping agent raise theirs; a
- * steady agent raises none; and ingest tokens decide an agent's identity.
+ * once first, so the retry is exercised); a silent agent, a looping agent and failing tool
+ * calls raise theirs, so does a hole in the sequence numbers; a steady agent raises none; a hanging webhook delays nothing; and ingest
+ * tokens decide an agent's identity.
  */
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include "common/pb.h"
+#include "common/wire.h"
 #include "operator.h"
 #include "serve.h"
 #include "test.h"
@@ -149,6 +156,7 @@ TEST_T(alerts_looping_agent_raises_loop_alert_and_varied_agent_none, 60)
     struct tt_test_serve s;
     tt_test_serve_start(&s, "loop", "--config", cfg, NULL);
     struct tt_test_sse *sse = tt_test_sse_open(s.http, NULL, NULL);
+    struct tt_test_sse *only = tt_test_sse_open(s.http, "kind=alert", NULL);
     tt_client *varied = tt_test_client(s.endpoint, "varied", NULL);
     tt_client *looper = tt_test_client(s.endpoint, "looper", NULL);
     for (int i = 0; i < 20; i++) {
@@ -170,6 +178,13 @@ TEST_T(alerts_looping_agent_raises_loop_alert_and_varied_agent_none, 60)
     CHECK(strstr(alert, "\"agent\":\"looper\"") != NULL);
     CHECK(strstr(alert, "weather paris") != NULL);
     CHECK_EQ(tt_test_sse_count(sse, "\"kind\":\"alert\""), 1);
+    /* kind=alert: the alert and nothing else. */
+    int from2 = 0;
+    char *again = tt_test_sse_wait(only, "\"type\":\"loop\"", &from2, 5000 * tt_test_mult());
+    CHECK(again != NULL);
+    free(again);
+    CHECK_EQ(tt_test_sse_count(only, "\"kind\""), 1);
+    tt_test_sse_close(only);
     free(alert);
     tt_close(varied, 5000);
     tt_close(looper, 5000);
@@ -207,5 +222,203 @@ TEST_T(alerts_ingest_token_decides_identity_and_refuses_unknown_tokens, 60)
     tt_close(c, 5000);
     tt_close(bad, 100);
     tt_close(none, 100);
+    tt_test_serve_stop(&s);
+}
+
+TEST_T(alerts_hanging_webhook_never_delays_the_stream_and_is_counted_failed, 60)
+{
+    /* A listener that never accepts: connections complete in the kernel, requests are never
+     * answered, so every attempt runs into its timeout. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(listen(fd, 64) == 0);
+    CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    char cfg[512], text[1024];
+    snprintf(cfg, sizeof cfg, "%s/hang.conf", tt_test_tmpdir());
+    snprintf(text, sizeof text,
+             "[detector.looping]\ntype = loop\nrepeats = 3\n"
+             "[webhook.slow]\nurl = http://127.0.0.1:%d/hook\ntimeout_ms = 300\nretries = 1\n"
+             "backoff_ms = 50\n",
+             ntohs(a.sin_port));
+    tt_test_write_file(cfg, text);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "hang", "--config", cfg, NULL);
+    struct tt_test_sse *sse = tt_test_sse_open(s.http, "kind=alert", NULL);
+    tt_client *c[3];
+    double t0 = tt_test_now_ms();
+    for (int k = 0; k < 3; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "looper-%d", k);
+        c[k] = tt_test_client(s.endpoint, name, NULL);
+        for (int i = 0; i < 3; i++) {
+            call_tool(c[k], "search", "same");
+        }
+        CHECK_OK(tt_flush(c[k], 10000));
+    }
+    /* All three alerts stream at once, though each webhook delivery takes 650 ms to fail. */
+    int from = 0;
+    for (int k = 0; k < 3; k++) {
+        char *al = tt_test_sse_wait(sse, "\"type\":\"loop\"", &from, 5000 * tt_test_mult());
+        CHECK_MSG(al != NULL, "alert %d missing", k);
+        free(al);
+    }
+    double dt = tt_test_now_ms() - t0;
+    CHECK_MSG(dt < 1500 * tt_test_mult(), "three alerts took %.0f ms to stream", dt);
+    /* Ingest goes on meanwhile. */
+    CHECK_OK(tt_log(c[0], NULL, TT_INFO, "still stored", NULL, 0));
+    CHECK_OK(tt_flush(c[0], 2000));
+    char *body = NULL;
+    int failed = 0;
+    for (int i = 0; i < 200 && !failed; i++) {
+        free(body);
+        CHECK_EQ(tt_test_http(s.http, "GET", "/metrics", NULL, &body), 200);
+        failed = strstr(body, "telltale_webhook_deliveries_total{result=\"failed\"} 3") != NULL;
+        usleep(50000);
+    }
+    CHECK_MSG(failed, "webhook failures not counted: %s", body);
+    CHECK(strstr(body, "telltale_webhook_retries_total 3") != NULL);
+    free(body);
+    for (int k = 0; k < 3; k++) {
+        tt_close(c[k], 5000);
+    }
+    tt_test_sse_close(sse);
+    tt_test_serve_stop(&s);
+    close(fd);
+}
+
+TEST_T(alerts_failing_tool_calls_raise_error_rate_alert, 60)
+{
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "%s/errors.conf", tt_test_tmpdir());
+    tt_test_write_file(cfg, "[detector.tool_errors]\ntype = error_rate\nwindow = 10\n"
+                            "min_calls = 5\nmax_rate = 0.5\nseverity = critical\n");
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "errors", "--config", cfg, NULL);
+    struct tt_test_sse *sse = tt_test_sse_open(s.http, "kind=alert", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "flaky", NULL);
+    /* Half failing: at the rate, not above it. */
+    for (int i = 0; i < 10; i++) {
+        tt_step st;
+        CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_TOOL, "e", "fetch", i % 2 ? "a" : "b"));
+        CHECK_OK(tt_step_end(c, &st, i % 2 ? TT_STATUS_ERROR : TT_STATUS_OK, 0, NULL));
+    }
+    CHECK_OK(tt_flush(c, 10000));
+    int from = 0;
+    char *none = tt_test_sse_wait(sse, "\"kind\":\"alert\"", &from, 300);
+    CHECK_MSG(none == NULL, "alert at a 50 %% failure rate: %s", none ? none : "");
+    /* Three failures more: the window's 10 calls now hold 6 or 7 failures, above half. */
+    for (int i = 0; i < 3; i++) {
+        tt_step st;
+        CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_TOOL, "e", "fetch", "c"));
+        CHECK_OK(tt_step_end(c, &st, TT_STATUS_TIMEOUT, 0, "timed out"));
+    }
+    CHECK_OK(tt_flush(c, 10000));
+    char *alert = tt_test_sse_wait(sse, "\"type\":\"error_rate\"", &from, 10000 * tt_test_mult());
+    CHECK_MSG(alert != NULL, "no error-rate alert");
+    CHECK(strstr(alert, "\"agent\":\"flaky\"") != NULL);
+    CHECK(strstr(alert, "\"severity\":\"critical\"") != NULL);
+    CHECK(strstr(alert, "of the last 10 tool calls failed") != NULL);
+    free(alert);
+    tt_close(c, 5000);
+    tt_test_sse_close(sse);
+    tt_test_serve_stop(&s);
+}
+
+/* One Batch payload: instance, first_seq, one log event. */
+static void batch_payload(tt__buf *out, const uint8_t inst[16], uint64_t first_seq)
+{
+    uint8_t log[16], ev[32], buf[128], *p;
+    p = tt__pb_put_uint(log, 1, 9);
+    p = tt__pb_put_bytes(p, 2, "x", 1);
+    size_t ln = (size_t)(p - log);
+    p = tt__pb_put_sint(ev, 1, 0);
+    p = tt__pb_put_bytes(p, 3, log, ln);
+    size_t en = (size_t)(p - ev);
+    p = tt__pb_put_bytes(buf, 1, inst, 16);
+    p = tt__pb_put_uint(p, 2, first_seq);
+    p = tt__pb_put_fixed64(p, 3, 1700000000000000000ull);
+    p = tt__pb_put_bytes(p, 4, ev, en);
+    tt__buf_reset(out);
+    tt__buf_append(out, buf, (size_t)(p - buf));
+}
+
+/* Read frames until one of type want arrives (fails the test on close or timeout). */
+static void read_frame(int fd, uint8_t want)
+{
+    uint8_t buf[4096];
+    size_t n = 0;
+    for (;;) {
+        tt__frame f;
+        size_t need;
+        int rc = tt__frame_parse(buf, n, sizeof buf, &f, &need);
+        if (rc == TT_FRAME_OK) {
+            CHECK_MSG(f.type == want, "frame type %u, expected %u", f.type, want);
+            return;
+        }
+        CHECK(rc == TT_FRAME_NEED_MORE);
+        ssize_t k = read(fd, buf + n, sizeof buf - n);
+        CHECK_MSG(k > 0, "the collector closed the connection");
+        n += (size_t)k;
+    }
+}
+
+TEST_T(alerts_sequence_gap_raises_loss_alert, 60)
+{
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "%s/gap.conf", tt_test_tmpdir());
+    tt_test_write_file(cfg, "[detector.loss]\ntype = gap\nmin_events = 5\n");
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "gap", "--config", cfg, NULL);
+    struct tt_test_sse *sse = tt_test_sse_open(s.http, "kind=alert", NULL);
+    /* A hand-made agent: hello, then batches with seq 1, 2, then 4 (a gap of 1, below the
+     * limit), then 12 (a gap of 7). */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    CHECK(strlen(s.sock) < sizeof un.sun_path);
+    memcpy(un.sun_path, s.sock, strlen(s.sock) + 1);
+    CHECK(connect(fd, (struct sockaddr *)&un, sizeof un) == 0);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    tt__hello h;
+    memset(&h, 0, sizeof h);
+    h.protocol = TT_PROTOCOL_VERSION;
+    memcpy(h.instance, "gap-instance-123", 16);
+    snprintf(h.agent, sizeof h.agent, "gappy");
+    snprintf(h.library, sizeof h.library, "test");
+    tt__buf payload, frame;
+    tt__buf_init(&payload, 1 << 16);
+    tt__buf_init(&frame, 1 << 16);
+    CHECK_OK(tt__hello_encode(&h, &payload));
+    CHECK_OK(tt__frame_append(&frame, TT_FT_HELLO, payload.data, payload.len));
+    CHECK(write(fd, frame.data, frame.len) == (ssize_t)frame.len);
+    read_frame(fd, TT_FT_HELLO_REPLY);
+    static const uint64_t seqs[] = {1, 2, 4, 12};
+    for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+        batch_payload(&payload, h.instance, seqs[i]);
+        tt__buf_reset(&frame);
+        CHECK_OK(tt__frame_append(&frame, TT_FT_BATCH, payload.data, payload.len));
+        CHECK(write(fd, frame.data, frame.len) == (ssize_t)frame.len);
+        read_frame(fd, TT_FT_ACK);
+    }
+    int from = 0;
+    char *alert = tt_test_sse_wait(sse, "\"type\":\"gap\"", &from, 10000 * tt_test_mult());
+    CHECK_MSG(alert != NULL, "no loss alert");
+    CHECK(strstr(alert, "\"agent\":\"gappy\"") != NULL);
+    CHECK_MSG(strstr(alert, "7 events never received (seq 5..11)") != NULL, "%s", alert);
+    usleep(200000);
+    CHECK_EQ(tt_test_sse_count(sse, "\"type\":\"gap\""), 1); /* the gap of 1 stayed quiet */
+    char *body;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/metrics", NULL, &body), 200);
+    CHECK(strstr(body, "telltale_agent_loss_events_total{agent=\"gappy\",source=\"gap\"} 8") !=
+          NULL);
+    free(body);
+    free(alert);
+    close(fd);
+    tt__buf_fini(&payload);
+    tt__buf_fini(&frame);
+    tt_test_sse_close(sse);
     tt_test_serve_stop(&s);
 }

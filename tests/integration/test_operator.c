@@ -16,6 +16,8 @@
 
 #define TOKEN "op-token-0123456789"
 
+static int run(const char *cmd, char **out);
+
 static void start_with_token(struct tt_test_serve *s, const char *name, const char *config)
 {
     char tok[512];
@@ -110,6 +112,43 @@ TEST(operator_token_guards_api_and_metrics_with_json_401)
     tt_test_serve_stop(&s);
 }
 
+TEST(operator_token_from_environment_and_bad_token_or_config_files_stop_startup)
+{
+    /* Each test runs in its own process: the environment is ours to change. */
+    setenv("TELLTALE_OPERATOR_TOKEN", "env-token-7", 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "envtoken", NULL);
+    char *body;
+    CHECK_EQ(tt_test_http_auth(s.http, "GET", "/api/v1/status", NULL, &body), 401);
+    free(body);
+    CHECK_EQ(tt_test_http_auth(s.http, "GET", "/api/v1/status", "env-token-7", &body), 200);
+    free(body);
+    tt_test_serve_stop(&s);
+    unsetenv("TELLTALE_OPERATOR_TOKEN");
+    /* A token file holding a token with a space: refused at startup, exit status 1. */
+    char tok[512], cmd[2048], *out;
+    snprintf(tok, sizeof tok, "%s/bad.token", tt_test_tmpdir());
+    tt_test_write_file(tok, "two words\n");
+    snprintf(cmd, sizeof cmd, "'%s' serve --data '%s/badtok' --listen unix:'%s/badtok.sock' "
+             "--http 127.0.0.1:0 --operator-token-file '%s' 2>&1",
+             getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", tt_test_tmpdir(),
+             tt_test_tmpdir(), tok);
+    CHECK_EQ(run(cmd, &out), 1);
+    CHECK_MSG(strstr(out, "operator token") != NULL, "%s", out);
+    free(out);
+    /* So does a bad alerting configuration, naming its line. */
+    char conf[512];
+    snprintf(conf, sizeof conf, "%s/bad.conf", tt_test_tmpdir());
+    tt_test_write_file(conf, "[detector.x]\ntype = loop\nrepeats = many\n");
+    snprintf(cmd, sizeof cmd, "'%s' serve --data '%s/badconf' --listen unix:'%s/badconf.sock' "
+             "--http 127.0.0.1:0 --config '%s' 2>&1",
+             getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", tt_test_tmpdir(),
+             tt_test_tmpdir(), conf);
+    CHECK_EQ(run(cmd, &out), 1);
+    CHECK_MSG(strstr(out, "bad.conf:3: bad value for repeats") != NULL, "%s", out);
+    free(out);
+}
+
 /* What a bad request must not change: stored frames and events, alerts and their states. */
 static void snapshot(const char *db, char *out, size_t n)
 {
@@ -165,6 +204,8 @@ TEST(operator_bad_requests_get_json_errors_and_change_nothing)
         {"POST", "/api/v1/alerts/1/ack", NULL, 401},
         {"POST", "/api/v1/alerts/1/ack", "wrong", 401},
         {"GET", "/metrics?x=1", TOKEN, 400},
+        {"GET", "/api/v1/events?kind=alert", TOKEN, 400},
+        {"GET", "/api/v1/stream?kind=nonsense", TOKEN, 400},
         {"GET", huge, TOKEN, 400},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -234,6 +275,12 @@ TEST(operator_session_shows_execution_path_as_tree)
     const char *conf = strstr(body, "\"confidence_last\":");
     CHECK(conf != NULL);
     CHECK_NEAR(strtod(conf + 18, NULL), 0.85, 1e-6);
+    /* The default drift detectors show how far each is from an alert. */
+    const char *det = strstr(body, "\"detector\":\"confidence_drift\"");
+    CHECK_MSG(det != NULL, "%s", body);
+    CHECK(strstr(det, "\"threshold\":12,") != NULL);
+    CHECK(strstr(det, "\"samples\":2}") != NULL);
+    CHECK(strstr(body, "\"detector\":\"latency_drift\"") != NULL);
     free(body);
     tt_test_serve_stop(&s);
 }
@@ -301,7 +348,9 @@ TEST(operator_top_once_prints_agents_and_alerts_without_control_sequences)
     snprintf(cmd, sizeof cmd, "NO_COLOR=1 '%s' top --once --http %s --token %s --width 160",
              getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", s.http, TOKEN);
     CHECK_EQ(run(cmd, &out), 0);
-    CHECK_MSG(strstr(out, "AGENT") && strstr(out, "CONF") && strstr(out, "ALERTS"), "%s", out);
+    CHECK_MSG(strstr(out, "AGENT") && strstr(out, "CONF") && strstr(out, "ALERTS") &&
+                  strstr(out, "DRIFT"),
+              "%s", out);
     CHECK(strstr(out, "demo-agent") != NULL);
     CHECK_MSG(strstr(out, "evil?]0;pwned??[31m") != NULL, "%s", out);
     CHECK(strstr(out, "OPEN ALERTS") != NULL);
@@ -314,6 +363,7 @@ TEST(operator_top_once_prints_agents_and_alerts_without_control_sequences)
              getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", s.http, TOKEN);
     CHECK_EQ(run(cmd, &out), 0);
     CHECK(strstr(out, "RESP/S") == NULL);
+    CHECK(strstr(out, "DRIFT") == NULL);
     for (char *line = out; *line;) {
         char *nl = strchr(line, '\n');
         size_t len = nl ? (size_t)(nl - line) : strlen(line);

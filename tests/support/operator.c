@@ -34,25 +34,6 @@ void tt_test_write_file(const char *path, const char *text)
     fclose(f);
 }
 
-struct body {
-    char *p;
-    size_t n;
-};
-
-static size_t on_body(char *p, size_t size, size_t nmemb, void *cls)
-{
-    struct body *b = cls;
-    size_t n = size * nmemb;
-    char *q = realloc(b->p, b->n + n + 1);
-    if (!q) {
-        return 0;
-    }
-    memcpy(q + b->n, p, n);
-    b->n += n;
-    q[b->n] = 0;
-    b->p = q;
-    return n;
-}
 
 long tt_test_http_auth(const char *http, const char *method, const char *path, const char *token,
                        char **body)
@@ -60,7 +41,7 @@ long tt_test_http_auth(const char *http, const char *method, const char *path, c
     static __thread char url[500000];
     snprintf(url, sizeof url, "http://%s%s", http, path);
     CURL *h = curl_easy_init();
-    struct body b = {calloc(1, 1), 0};
+    struct tt_test_body b = {calloc(1, 1), 0};
     struct curl_slist *hdrs = NULL;
     char auth[600];
     if (token) {
@@ -73,7 +54,7 @@ long tt_test_http_auth(const char *http, const char *method, const char *path, c
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
     }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tt_test_curl_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

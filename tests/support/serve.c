@@ -159,14 +159,9 @@ void tt_test_serve_kill(struct tt_test_serve *s)
     }
 }
 
-struct body {
-    char *p;
-    size_t n;
-};
-
-static size_t on_body(char *p, size_t size, size_t nmemb, void *cls)
+size_t tt_test_curl_body(char *p, size_t size, size_t nmemb, void *cls)
 {
-    struct body *b = cls;
+    struct tt_test_body *b = cls;
     size_t n = size * nmemb;
     char *q = realloc(b->p, b->n + n + 1);
     if (!q) {
@@ -185,7 +180,7 @@ long tt_test_http(const char *http, const char *method, const char *path, const 
     CURL *h = curl_easy_init();
     char url[4096];
     snprintf(url, sizeof url, "http://%s%s", http, path);
-    struct body b = {NULL, 0};
+    struct tt_test_body b = {NULL, 0};
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     if (req_body) {
@@ -199,7 +194,7 @@ long tt_test_http(const char *http, const char *method, const char *path, const 
         hdrs = curl_slist_append(hdrs, auth);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     }
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tt_test_curl_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
     long status = -1;

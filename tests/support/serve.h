@@ -63,4 +63,12 @@ void tt_test_check_conservation(const tt_stats *st, const struct tt_store_check 
 /* Monotonic milliseconds. */
 double tt_test_now_ms(void);
 
+/* A libcurl write callback that gathers a response body, NUL-terminated, into a
+ * struct tt_test_body (p from malloc, freed by the caller). */
+struct tt_test_body {
+    char *p;
+    size_t n;
+};
+size_t tt_test_curl_body(char *p, size_t size, size_t nmemb, void *cls);
+
 #endif
