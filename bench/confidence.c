@@ -334,8 +334,9 @@ static void numpy_run(void)
         while (fgets(line, sizeof line, f)) {
             size_t vocab;
             double hot, cold;
-            if (sscanf(line, "{\"vocab\": %zu, \"dtype\": \"%15[a-z0-9]\", \"hot_us\": %lf, "
-                             "\"cold_us\": %lf}",
+            if (sscanf(line,
+                       "{\"vocab\": %zu, \"dtype\": \"%15[a-z0-9]\", \"hot_us\": %lf, "
+                       "\"cold_us\": %lf}",
                        &vocab, dt, &hot, &cold) == 4 &&
                 vocab == vocabs[v]) {
                 numpy_figs[v][strcmp(dt, "bf16") == 0] = (numpy_fig){hot, cold};
@@ -401,8 +402,8 @@ static void emit_figs(size_t v, int bf16, const figs *f)
         }
     }
     for (int t = 0; best >= 0 && t < 2; t++) {
-        snprintf(m, sizeof m, "%s_%s_%s_%s_vs_numpy", vocab_names[v], dt,
-                 tt__conf_path_name(best), temp_names[t]);
+        snprintf(m, sizeof m, "%s_%s_%s_%s_vs_numpy", vocab_names[v], dt, tt__conf_path_name(best),
+                 temp_names[t]);
         snprintf(b, sizeof b, "numpy_%s", temp_names[t]);
         emit(m, f->ours[best][t], b, npv[t], "best path vs lean numpy (goal ratio <= 0.2)");
         snprintf(m, sizeof m, "%s_%s_%s_%s_vs_threepass", vocab_names[v], dt,
@@ -412,8 +413,7 @@ static void emit_figs(size_t v, int bf16, const figs *f)
         snprintf(m, sizeof m, "%s_%s_%s_%s_vs_threepass_vec", vocab_names[v], dt,
                  tt__conf_path_name(best), temp_names[t]);
         snprintf(b, sizeof b, "threepass_vec_%s", temp_names[t]);
-        emit(m, f->ours[best][t], b, f->three_vec[t],
-             "best path vs libmvec 3-pass (goal <= 0.25)");
+        emit(m, f->ours[best][t], b, f->three_vec[t], "best path vs libmvec 3-pass (goal <= 0.25)");
         if (bestvec > 0) {
             snprintf(m, sizeof m, "%s_%s_portable_%s_vs_%s", vocab_names[v], dt, temp_names[t],
                      tt__conf_path_name(bestvec));

@@ -23,34 +23,34 @@ static inline float widen(uint16_t h)
 
 /* LOAD(i) reads entry i as a float. Returns the entropy; the log-prob and margin are folded in
  * so that the compiler cannot drop their work. */
-#define THREEPASS_BODY(LOAD)                                                                     \
-    float m = -INFINITY, m2 = -INFINITY;                                                         \
-    double s = 0, h = 0;                                                                         \
-    for (size_t i = 0; i < n; i++) {                                                             \
-        m = LOAD(i) > m ? LOAD(i) : m;                                                           \
-    }                                                                                            \
-    for (size_t i = 0; i < n; i++) {                                                             \
-        s += expf(LOAD(i) - m);                                                                  \
-    }                                                                                            \
-    float log_s = logf((float)s), inv_s = (float)(1.0 / s);                                      \
-    for (size_t i = 0; i < n; i++) {                                                             \
-        float d = LOAD(i) - m;                                                                   \
-        h -= expf(d) * inv_s * (d - log_s);                                                      \
-        m2 = fmaxf(LOAD(i) < m ? LOAD(i) : -INFINITY, m2);                                        \
-    }                                                                                            \
+#define THREEPASS_BODY(LOAD)                                                                       \
+    float m = -INFINITY, m2 = -INFINITY;                                                           \
+    double s = 0, h = 0;                                                                           \
+    for (size_t i = 0; i < n; i++) {                                                               \
+        m = LOAD(i) > m ? LOAD(i) : m;                                                             \
+    }                                                                                              \
+    for (size_t i = 0; i < n; i++) {                                                               \
+        s += expf(LOAD(i) - m);                                                                    \
+    }                                                                                              \
+    float log_s = logf((float)s), inv_s = (float)(1.0 / s);                                        \
+    for (size_t i = 0; i < n; i++) {                                                               \
+        float d = LOAD(i) - m;                                                                     \
+        h -= expf(d) * inv_s * (d - log_s);                                                        \
+        m2 = fmaxf(LOAD(i) < m ? LOAD(i) : -INFINITY, m2);                                         \
+    }                                                                                              \
     return h + 1e-30 * ((LOAD(chosen) - m - log_s) + (1.0f - expf(m2 - m)) * inv_s)
 
 #define LOAD_F32(i) (x32[(i)])
 #define LOAD_BF16(i) (widen(x16[(i)]))
 
-#define THREEPASS_FN(name, attr)                                                                 \
-    attr static double name##_f32(const float *x32, size_t n, int32_t chosen)                    \
-    {                                                                                            \
-        THREEPASS_BODY(LOAD_F32);                                                                \
-    }                                                                                            \
-    attr static double name##_bf16(const uint16_t *x16, size_t n, int32_t chosen)                \
-    {                                                                                            \
-        THREEPASS_BODY(LOAD_BF16);                                                               \
+#define THREEPASS_FN(name, attr)                                                                   \
+    attr static double name##_f32(const float *x32, size_t n, int32_t chosen)                      \
+    {                                                                                              \
+        THREEPASS_BODY(LOAD_F32);                                                                  \
+    }                                                                                              \
+    attr static double name##_bf16(const uint16_t *x16, size_t n, int32_t chosen)                  \
+    {                                                                                              \
+        THREEPASS_BODY(LOAD_BF16);                                                                 \
     }
 
 THREEPASS_FN(plain, )

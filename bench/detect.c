@@ -75,7 +75,7 @@ static int emit_response(tt_client *c, uint64_t id, double conf)
 #define WATCH_MAX 64
 
 struct watch {
-    char needle[128];      /* the agent, as it appears in a JSON line */
+    char needle[128];        /* the agent, as it appears in a JSON line */
     _Atomic double alert_ms; /* first alert for it (0: none) */
     _Atomic int alerts;
     _Atomic double log_ms; /* first "probe" log line for it */

@@ -89,9 +89,9 @@ static void client_extra(void *ctx, char *out, size_t n)
     int frc = s.connected ? tt_flush(c, 10000) : TT_ECONNREFUSED;
     tt_stats_get(c, &s, sizeof s);
     snprintf(out, n,
-             ",\"flush\":\"%s\",\"emitted\":%" PRIu64 ",\"acked\":%" PRIu64
-             ",\"dropped\":%" PRIu64 ",\"dropped_buffer_full\":%" PRIu64
-             ",\"frames_sent\":%" PRIu64 ",\"connected\":%" PRIu64,
+             ",\"flush\":\"%s\",\"emitted\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"dropped\":%" PRIu64
+             ",\"dropped_buffer_full\":%" PRIu64 ",\"frames_sent\":%" PRIu64
+             ",\"connected\":%" PRIu64,
              frc == 0 ? "ok" : tt_strerror(frc), s.emitted, s.acked, s.dropped_total,
              s.dropped[TT_DROP_BUFFER_FULL], s.frames_sent, s.connected);
 }
@@ -135,8 +135,9 @@ int main(int argc, char **argv)
                    eh_parse_int(argv[i + 1], 0, 600000, &wait_ms) == 0) {
             continue;
         } else {
-            fprintf(stderr, "usage: emit --mode log|metric|empty|rdtsc [--endpoint E] "
-                            "[--ring-bytes N] [--max-event-bytes N] [--wait-connect MS] " EH_USAGE "\n");
+            fprintf(stderr,
+                    "usage: emit --mode log|metric|empty|rdtsc [--endpoint E] "
+                    "[--ring-bytes N] [--max-event-bytes N] [--wait-connect MS] " EH_USAGE "\n");
             return 2;
         }
     }
@@ -149,9 +150,7 @@ int main(int argc, char **argv)
     o.contender = name;
     if (strcmp(mode, "empty") == 0 || strcmp(mode, "rdtsc") == 0) {
         o.contender = mode;
-        return eh_run(&o, strcmp(mode, "empty") == 0 ? loop_empty : loop_rdtsc, NULL, NULL)
-                   ? 1
-                   : 0;
+        return eh_run(&o, strcmp(mode, "empty") == 0 ? loop_empty : loop_rdtsc, NULL, NULL) ? 1 : 0;
     } else if (strcmp(mode, "log") == 0) {
         body = loop_log;
     } else if (strcmp(mode, "metric") == 0) {

@@ -56,7 +56,7 @@ typedef struct eh_thread {
     const eh_opts *o;
     void *ctx; /* the contender's state (client, logger) */
     int index;
-    uint32_t *lat;   /* ticks per call, in the per-call bursts */
+    uint32_t *lat; /* ticks per call, in the per-call bursts */
     size_t n;
     uint32_t *burst; /* ticks per whole burst, in the other bursts */
     size_t nb;
@@ -137,45 +137,45 @@ static inline void eh_draw(eh_thread *t, uint64_t *rng)
 }
 
 /* Defines static void *name(void *eh_thread_ptr), the body of one producer thread. */
-#define EH_DEFINE_LOOP(name, CALL)                                                               \
-    static void *name(void *arg)                                                                 \
-    {                                                                                            \
-        eh_thread *t = (eh_thread *)arg;                                                         \
-        const eh_opts *o = t->o;                                                                 \
-        const int len = o->burst_len;                                                            \
-        const int64_t *A = t->arg_a, *B = t->arg_b;                                              \
-        const double *X = t->arg_x;                                                              \
-        uint64_t rng = o->seed + 0x9e3779b97f4a7c15ull * (uint64_t)(t->index + 1);               \
-        eh_pin(o->cpu);                                                                          \
-        for (int w = 0; w < o->warmup; w += len) {                                               \
-            eh_draw(t, &rng);                                                                    \
-            for (int k = 0; k < len; k++) {                                                      \
-                CALL(t->ctx, A[k], B[k], X[k]);                                                  \
-            }                                                                                    \
-            eh_sleep_us(100);                                                                    \
-        }                                                                                        \
-        pthread_barrier_wait(t->start);                                                          \
-        for (int burst = 0; burst < o->bursts; burst++) {                                        \
-            eh_draw(t, &rng);                                                                    \
-            if (burst % 2 == 0) {                                                                \
-                for (int k = 0; k < len; k++) {                                                  \
-                    uint64_t s_ = eh_tick_begin();                                               \
-                    CALL(t->ctx, A[k], B[k], X[k]);                                              \
-                    uint64_t e_ = eh_tick_end();                                                 \
-                    t->lat[t->n++] = eh_clamp32(e_ - s_);                                        \
-                }                                                                                \
-            } else {                                                                             \
-                CALL(t->ctx, A[0], B[0], X[0]);                                                  \
-                uint64_t s_ = eh_tick_begin();                                                   \
-                for (int k = 1; k < len; k++) {                                                  \
-                    CALL(t->ctx, A[k], B[k], X[k]);                                              \
-                }                                                                                \
-                uint64_t e_ = eh_tick_end();                                                     \
-                t->burst[t->nb++] = eh_clamp32(e_ - s_);                                         \
-            }                                                                                    \
-            eh_sleep_us(o->pause_us);                                                            \
-        }                                                                                        \
-        return NULL;                                                                             \
+#define EH_DEFINE_LOOP(name, CALL)                                                                 \
+    static void *name(void *arg)                                                                   \
+    {                                                                                              \
+        eh_thread *t = (eh_thread *)arg;                                                           \
+        const eh_opts *o = t->o;                                                                   \
+        const int len = o->burst_len;                                                              \
+        const int64_t *A = t->arg_a, *B = t->arg_b;                                                \
+        const double *X = t->arg_x;                                                                \
+        uint64_t rng = o->seed + 0x9e3779b97f4a7c15ull * (uint64_t)(t->index + 1);                 \
+        eh_pin(o->cpu);                                                                            \
+        for (int w = 0; w < o->warmup; w += len) {                                                 \
+            eh_draw(t, &rng);                                                                      \
+            for (int k = 0; k < len; k++) {                                                        \
+                CALL(t->ctx, A[k], B[k], X[k]);                                                    \
+            }                                                                                      \
+            eh_sleep_us(100);                                                                      \
+        }                                                                                          \
+        pthread_barrier_wait(t->start);                                                            \
+        for (int burst = 0; burst < o->bursts; burst++) {                                          \
+            eh_draw(t, &rng);                                                                      \
+            if (burst % 2 == 0) {                                                                  \
+                for (int k = 0; k < len; k++) {                                                    \
+                    uint64_t s_ = eh_tick_begin();                                                 \
+                    CALL(t->ctx, A[k], B[k], X[k]);                                                \
+                    uint64_t e_ = eh_tick_end();                                                   \
+                    t->lat[t->n++] = eh_clamp32(e_ - s_);                                          \
+                }                                                                                  \
+            } else {                                                                               \
+                CALL(t->ctx, A[0], B[0], X[0]);                                                    \
+                uint64_t s_ = eh_tick_begin();                                                     \
+                for (int k = 1; k < len; k++) {                                                    \
+                    CALL(t->ctx, A[k], B[k], X[k]);                                                \
+                }                                                                                  \
+                uint64_t e_ = eh_tick_end();                                                       \
+                t->burst[t->nb++] = eh_clamp32(e_ - s_);                                           \
+            }                                                                                      \
+            eh_sleep_us(o->pause_us);                                                              \
+        }                                                                                          \
+        return NULL;                                                                               \
     }
 
 static int eh_cmp_u32(const void *pa, const void *pb)
@@ -249,8 +249,8 @@ static inline int eh_option(eh_opts *o, const char *k, const char *v)
     return 1;
 }
 
-#define EH_USAGE                                                                                 \
-    "[--threads N] [--bursts N] [--burst-len N] [--pause-us N] [--warmup N] [--cpu N] " \
+#define EH_USAGE                                                                                   \
+    "[--threads N] [--bursts N] [--burst-len N] [--pause-us N] [--warmup N] [--cpu N] "            \
     "[--seed N]"
 
 typedef void (*eh_after_fn)(void *ctx, char *extra, size_t n);
@@ -295,8 +295,8 @@ typedef struct eh_result {
     double burst_p50, burst_mean; /* per-call cost of calls 2..len of the bursts timed whole */
 } eh_result;
 
-static inline void eh_summarize(eh_thread *th, int nt, uint32_t *all, uint32_t *first,
-                                double npt, eh_result *r)
+static inline void eh_summarize(eh_thread *th, int nt, uint32_t *all, uint32_t *first, double npt,
+                                eh_result *r)
 {
     const int len = th[0].o->burst_len;
     size_t n = 0, nf = 0;

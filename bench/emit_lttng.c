@@ -46,8 +46,10 @@ int main(int argc, char **argv)
     int waited = 0;
     while (!lttng_ust_tracepoint_enabled(telltale_bench, example)) {
         if (waited >= wait_ms) {
-            fprintf(stderr, "emit_lttng: telltale_bench:example is not enabled after %d ms: "
-                            "no recording session\n", wait_ms);
+            fprintf(stderr,
+                    "emit_lttng: telltale_bench:example is not enabled after %d ms: "
+                    "no recording session\n",
+                    wait_ms);
             return 1;
         }
         eh_sleep_us(10000);

@@ -39,10 +39,10 @@ struct sub {
     pthread_t th;
     int fd;
     atomic_int stop;
-    uint64_t t_warm;      /* emit times before this are warm-up */
-    double *lat;          /* microseconds */
+    uint64_t t_warm; /* emit times before this are warm-up */
+    double *lat;     /* microseconds */
     size_t n, cap;
-    uint64_t seen;        /* every event that arrived */
+    uint64_t seen; /* every event that arrived */
     atomic_uint_least64_t seen_pub;
 };
 
@@ -202,8 +202,13 @@ static int one_run(const struct opts *o, const struct bu_collector *col, long ra
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    *o = (struct opts){.runs = 3, .seconds = 1.5, .rates = {10000, 100000}, .n_rates = 2,
-                       .sync = "full", .flush_ms = "5", .transport = "unix"};
+    *o = (struct opts){.runs = 3,
+                       .seconds = 1.5,
+                       .rates = {10000, 100000},
+                       .n_rates = 2,
+                       .sync = "full",
+                       .flush_ms = "5",
+                       .transport = "unix"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--smoke") == 0) {

@@ -55,9 +55,19 @@ static int outage_child(const char *endpoint, const char *spool_dir, long rate, 
     snprintf(ring, sizeof ring, "%u", RING_BYTES);
     snprintf(window, sizeof window, "%u", WINDOW_BYTES);
     snprintf(batch, sizeof batch, "%u", BATCH_BYTES);
-    const char *extra[] = {"ring_bytes", ring, "window_bytes", window, "batch_bytes", batch,
-                           "backoff_max_ms", "200", spool_dir ? "spool_dir" : NULL, spool_dir,
-                           "spool_max_bytes", SPOOL_MAX, NULL};
+    const char *extra[] = {"ring_bytes",
+                           ring,
+                           "window_bytes",
+                           window,
+                           "batch_bytes",
+                           batch,
+                           "backoff_max_ms",
+                           "200",
+                           spool_dir ? "spool_dir" : NULL,
+                           spool_dir,
+                           "spool_max_bytes",
+                           SPOOL_MAX,
+                           NULL};
     tt_client *c = NULL;
     int spool_ok = 1;
     if (bu_client_open(&c, endpoint, "bench-memory", extra) != 0) {
@@ -116,9 +126,9 @@ static int outage_child(const char *endpoint, const char *spool_dir, long rate, 
     tt_stats_get(c, &fin, sizeof fin);
     char line[200];
     int n = snprintf(line, sizeof line, "%llu %llu %llu %llu %d %llu %llu\n",
-                     (unsigned long long)before, (unsigned long long)peak,
-                     (unsigned long long)mid, (unsigned long long)end, spool_ok,
-                     (unsigned long long)fin.spooled, (unsigned long long)fin.dropped_total);
+                     (unsigned long long)before, (unsigned long long)peak, (unsigned long long)mid,
+                     (unsigned long long)end, spool_ok, (unsigned long long)fin.spooled,
+                     (unsigned long long)fin.dropped_total);
     ssize_t w = write(fd, line, (size_t)n);
     (void)w;
     _exit(0); /* the collector is gone: no close deadline to wait out */
@@ -201,7 +211,9 @@ static int report_outage(const struct opts *o, int with_spool)
              "%.1f s outage at %ld ev/s, ring 1 MiB + window 4 MiB + 2 batches of 256 KiB = "
              "budget; spool %s; median of %d",
              o->outage_s, o->rate,
-             !with_spool ? "off" : spool_ok ? "on (64 MiB cap)" : "requested but unavailable",
+             !with_spool ? "off"
+             : spool_ok  ? "on (64 MiB cap)"
+                         : "requested but unavailable",
              n);
     snprintf(m, sizeof m, "client_outage_%s_rss_growth", tag);
     bu_result("memory", m, bu_median(g, (size_t)n), "KiB", "configured_budget",
@@ -235,7 +247,7 @@ static int many_agents_run(const struct opts *o, double *idle, double *rss, doub
     tt_client **c = calloc((size_t)o->agents, sizeof *c);
     int opened = 0, rc = c ? 0 : -1;
     const char *extra[] = {"ring_bytes", "16384", "max_event_bytes", "1024", "window_bytes",
-                           "65536", NULL};
+                           "65536",      NULL};
     for (int i = 0; rc == 0 && i < o->agents; i++) {
         char agent[64];
         snprintf(agent, sizeof agent, "bench-many-%04d", i);
@@ -257,8 +269,8 @@ static int many_agents_run(const struct opts *o, double *idle, double *rss, doub
         *rss = (double)bu_proc_status_kib(col.pid, "VmRSS");
         *hwm = (double)bu_proc_status_kib(col.pid, "VmHWM");
     } else {
-        fprintf(stderr, "memory: %d agents: opened %d, not all connected or flushed\n",
-                o->agents, opened);
+        fprintf(stderr, "memory: %d agents: opened %d, not all connected or flushed\n", o->agents,
+                opened);
     }
     for (int i = 0; i < opened; i++) {
         tt_close(c[i], 5000);

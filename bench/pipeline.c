@@ -76,10 +76,10 @@ struct cfg_result {
  * counter and a measured latency, so the compressor sees neither noise nor one repeated line. */
 static const char *const tools[8] = {"web_search", "read_file", "write_file", "run_tests",
                                      "grep",       "http_get",  "sql_query",  "summarize"};
-static const char *const messages[8] = {
-    "tool call finished",   "tool call started",        "retrying after rate limit",
-    "cache miss",           "parsed 3 results",         "plan updated: 2 steps left",
-    "model call finished",  "validation passed"};
+static const char *const messages[8] = {"tool call finished",        "tool call started",
+                                        "retrying after rate limit", "cache miss",
+                                        "parsed 3 results",          "plan updated: 2 steps left",
+                                        "model call finished",       "validation passed"};
 
 static void *emit_main(void *arg)
 {
@@ -134,8 +134,9 @@ static int one_run(const struct opts *o, const struct bu_collector *col, const c
     for (int i = 0; i < n; i++) {
         char agent[64];
         snprintf(agent, sizeof agent, "bench-agent-%03d", i);
-        const char *extra[] = {"ring_bytes", ring_for(n), "max_event_bytes", "8192",
-                               spool_dir ? "spool_dir" : NULL, spool_dir, NULL};
+        const char *extra[] = {
+            "ring_bytes", ring_for(n), "max_event_bytes", "8192", spool_dir ? "spool_dir" : NULL,
+            spool_dir,    NULL};
         rc = bu_client_open(&c[i], endpoint, agent, extra);
         if (rc != 0) {
             fprintf(stderr, "pipeline: tt_open: %s\n", tt_strerror(rc));
@@ -357,7 +358,9 @@ static double raw_sqlite_rate(const char *sync, size_t blob_len, int group, doub
     double rate = 0;
     uint8_t *blob = calloc(1, blob_len ? blob_len : 1);
     snprintf(pragma, sizeof pragma, "PRAGMA synchronous=%s;",
-             strcmp(sync, "full") == 0 ? "FULL" : strcmp(sync, "normal") == 0 ? "NORMAL" : "OFF");
+             strcmp(sync, "full") == 0     ? "FULL"
+             : strcmp(sync, "normal") == 0 ? "NORMAL"
+                                           : "OFF");
     if (!blob || sqlite3_open(path, &db) != SQLITE_OK ||
         sqlite3_exec(db, frames_schema, NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
@@ -485,9 +488,9 @@ static void report_config(const struct opts *o, const char *tr, int n, struct cf
     bu_result("pipeline", m, rate, "events/s", base_sock, sock_ev > 0 ? rate / sock_ev : 0, note);
     snprintf(m, sizeof m, "%s_%d_vs_sqlite_raw", tr, n);
     double sql_ev = sql_rows * epf;
-    bu_result("pipeline", m, rate, "events/s", "sqlite_raw_insert",
-              sql_ev > 0 ? rate / sql_ev : 0, "the same rate against a raw batched insert of "
-                                              "equivalent rows at the same events per row");
+    bu_result("pipeline", m, rate, "events/s", "sqlite_raw_insert", sql_ev > 0 ? rate / sql_ev : 0,
+              "the same rate against a raw batched insert of "
+              "equivalent rows at the same events per row");
     snprintf(m, sizeof m, "%s_%d_wire_bytes_per_event", tr, n);
     bu_result("pipeline", m, wire, "B", NULL, 0, "framed, compressed (tt_stats bytes_sent/acked)");
     snprintf(m, sizeof m, "%s_%d_rest_bytes_per_event", tr, n);

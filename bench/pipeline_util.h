@@ -159,8 +159,8 @@ static inline void bu_result(const char *bench, const char *metric, double value
     json_object_set_new(o, "baseline", baseline ? json_string(baseline) : json_null());
     json_object_set_new(o, "ratio", baseline ? json_real(ratio) : json_null());
     char nb[512];
-    snprintf(nb, sizeof nb, "%s%sload %.2f before, %.2f after", note ? note : "",
-             note ? "; " : "", bu_start_load, bu_load1());
+    snprintf(nb, sizeof nb, "%s%sload %.2f before, %.2f after", note ? note : "", note ? "; " : "",
+             bu_start_load, bu_load1());
     json_object_set_new(o, "note", json_string(nb));
     json_object_set_new(o, "load1_before", json_real(bu_start_load));
     json_object_set_new(o, "load1", json_real(bu_load1()));
@@ -201,11 +201,11 @@ static inline int bu_tmpdir(char *out, size_t n, const char *name)
 
 struct bu_collector {
     pid_t pid;
-    char dir[320];       /* its data directory */
-    char unix_ep[400];   /* "unix:DIR/s.sock" */
-    char tcp_ep[128];    /* "tcp://127.0.0.1:PORT" (bound port) */
-    char http[128];      /* "127.0.0.1:PORT" or "" */
-    char db[400];        /* the SQLite file */
+    char dir[320];     /* its data directory */
+    char unix_ep[400]; /* "unix:DIR/s.sock" */
+    char tcp_ep[128];  /* "tcp://127.0.0.1:PORT" (bound port) */
+    char http[128];    /* "127.0.0.1:PORT" or "" */
+    char db[400];      /* the SQLite file */
 };
 
 /* $TT_BIN, else the telltale binary of the same build ($BUILD/bench/x -> $BUILD/telltale). */

@@ -162,13 +162,15 @@ int main(int argc, char **argv)
         tt__spool_close(s);
     }
     char note_w[256], note_r[256];
-    snprintf(note_w, sizeof note_w, "appends + fdatasync vs write(2) + fdatasync of the same "
+    snprintf(note_w, sizeof note_w,
+             "appends + fdatasync vs write(2) + fdatasync of the same "
              "bytes, same directory; median of %d runs, %llu MiB in 64 KiB frames (goal >= 0.8)",
              RUNS, (unsigned long long)(TOTAL >> 20));
-    snprintf(note_r, sizeof note_r, "read, check and ack every record vs read(2), page cache; "
-             "median of %d runs (the worker replays at most 32 MiB/s)", RUNS);
-    emit("write_throughput", median(w_spool, RUNS), "raw_write", median(w_raw, RUNS),
-         note_w);
+    snprintf(note_r, sizeof note_r,
+             "read, check and ack every record vs read(2), page cache; "
+             "median of %d runs (the worker replays at most 32 MiB/s)",
+             RUNS);
+    emit("write_throughput", median(w_spool, RUNS), "raw_write", median(w_raw, RUNS), note_w);
     emit("replay_throughput", median(r_spool, RUNS), "raw_read", median(r_raw, RUNS), note_r);
     free(payload);
     tt__buf_fini(&fb);

@@ -121,8 +121,10 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--drift") == 0) {
             drift = 1;
         } else {
-            fprintf(stderr, "usage: %s [--endpoint E] [--agent NAME] [--turns N] [--drift] "
-                            "[--corpus FILE]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--endpoint E] [--agent NAME] [--turns N] [--drift] "
+                    "[--corpus FILE]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -132,9 +134,11 @@ int main(int argc, char **argv)
     }
     sqlite3 *db = NULL;
     if (sqlite3_open(":memory:", &db) != SQLITE_OK ||
-        sqlite3_exec(db, "CREATE TABLE licenses(name TEXT, words INT);"
-                         "INSERT INTO licenses VALUES ('GPL-3', 5644), ('Apache-2.0', 1581),"
-                         "('Artistic', 970);", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(db,
+                     "CREATE TABLE licenses(name TEXT, words INT);"
+                     "INSERT INTO licenses VALUES ('GPL-3', 5644), ('Apache-2.0', 1581),"
+                     "('Artistic', 970);",
+                     NULL, NULL, NULL) != SQLITE_OK) {
         fprintf(stderr, "sqlite: %s\n", sqlite3_errmsg(db));
         return 1;
     }
@@ -147,8 +151,11 @@ int main(int argc, char **argv)
         return 1;
     }
     tt_config_free(cfg);
-    tt_guard_policy policy = {.token_min_prob = 0.0005f, .window_min_confidence = 0.02f,
-                              .window = 16, .response_min_confidence = 0.03f, .action = TT_FLAG};
+    tt_guard_policy policy = {.token_min_prob = 0.0005f,
+                              .window_min_confidence = 0.02f,
+                              .window = 16,
+                              .response_min_confidence = 0.03f,
+                              .action = TT_FLAG};
     tt_guard_policy_set(c, &policy);
 
     unsigned seed = 1;
@@ -219,8 +226,8 @@ int main(int argc, char **argv)
             tt_attr a[] = {TT_STR("text", answer), TT_DOUBLE("confidence", exp(s.mean_logprob)),
                            TT_INT("verdict", s.verdict)};
             tt_log(c, session, TT_INFO, "answer", a, 3);
-            printf("turn %ld: confidence %.3f, verdict %d: %s\n", t, exp(s.mean_logprob),
-                   s.verdict, answer);
+            printf("turn %ld: confidence %.3f, verdict %d: %s\n", t, exp(s.mean_logprob), s.verdict,
+                   answer);
         }
         tt_step_end(c, &llm, TT_STATUS_OK, (int64_t)len, NULL);
         tt_step_end(c, &turn, TT_STATUS_OK, -1, NULL);

@@ -46,20 +46,20 @@ extern "C" {
  */
 enum {
     TT_OK = 0,
-    TT_EPERM = -1,         /* operation not permitted (e.g. spool directory owned by another user) */
-    TT_ENOENT = -2,        /* no such file or directory */
-    TT_EIO = -5,           /* input/output error */
-    TT_E2BIG = -7,         /* event larger than max_event_bytes: dropped, counted as too_large */
-    TT_EAGAIN = -11,       /* try again */
-    TT_ENOMEM = -12,       /* out of memory */
-    TT_EACCES = -13,       /* permission denied */
-    TT_EEXIST = -17,       /* already exists */
-    TT_EINVAL = -22,       /* invalid argument */
-    TT_ENOSPC = -28,       /* no space left on device */
-    TT_ENOBUFS = -105,     /* the thread's ring is full: event dropped, counted as buffer_full */
-    TT_EPROTO = -71,       /* protocol error */
-    TT_ESHUTDOWN = -108,   /* the client is closing or closed: event dropped, counted as closed */
-    TT_ETIMEDOUT = -110,   /* deadline expired */
+    TT_EPERM = -1,       /* operation not permitted (e.g. spool directory owned by another user) */
+    TT_ENOENT = -2,      /* no such file or directory */
+    TT_EIO = -5,         /* input/output error */
+    TT_E2BIG = -7,       /* event larger than max_event_bytes: dropped, counted as too_large */
+    TT_EAGAIN = -11,     /* try again */
+    TT_ENOMEM = -12,     /* out of memory */
+    TT_EACCES = -13,     /* permission denied */
+    TT_EEXIST = -17,     /* already exists */
+    TT_EINVAL = -22,     /* invalid argument */
+    TT_ENOSPC = -28,     /* no space left on device */
+    TT_ENOBUFS = -105,   /* the thread's ring is full: event dropped, counted as buffer_full */
+    TT_EPROTO = -71,     /* protocol error */
+    TT_ESHUTDOWN = -108, /* the client is closing or closed: event dropped, counted as closed */
+    TT_ETIMEDOUT = -110, /* deadline expired */
     TT_ECONNREFUSED = -111 /* connection refused */
 };
 
@@ -247,16 +247,16 @@ TT_API int tt_step_end(tt_client *c, const tt_step *step, tt_status status, int6
  * where buffered counts events still held by the library (rings, batch, unacked window, spool).
  */
 typedef enum tt_drop_cause {
-    TT_DROP_BUFFER_FULL = 0, /* the thread's ring was full */
-    TT_DROP_SPOOL_FULL = 1,  /* the spool was at its cap (per spool_policy) */
-    TT_DROP_SPOOL_ERROR = 2, /* the spool could not be written */
+    TT_DROP_BUFFER_FULL = 0,   /* the thread's ring was full */
+    TT_DROP_SPOOL_FULL = 1,    /* the spool was at its cap (per spool_policy) */
+    TT_DROP_SPOOL_ERROR = 2,   /* the spool could not be written */
     TT_DROP_SPOOL_CORRUPT = 3, /* a spool record failed its check when read back */
-    TT_DROP_TOO_LARGE = 4,   /* the event exceeded max_event_bytes */
-    TT_DROP_SHUTDOWN = 5,    /* unsent at the close deadline without a spool */
-    TT_DROP_OOM = 6,         /* memory could not be obtained */
-    TT_DROP_CLOSED = 7,      /* emitted after tt_close began */
-    TT_DROP_REJECTED = 8,    /* the collector permanently rejected the batch */
-    TT_DROP_NO_RING = 9,     /* more threads than max_threads */
+    TT_DROP_TOO_LARGE = 4,     /* the event exceeded max_event_bytes */
+    TT_DROP_SHUTDOWN = 5,      /* unsent at the close deadline without a spool */
+    TT_DROP_OOM = 6,           /* memory could not be obtained */
+    TT_DROP_CLOSED = 7,        /* emitted after tt_close began */
+    TT_DROP_REJECTED = 8,      /* the collector permanently rejected the batch */
+    TT_DROP_NO_RING = 9,       /* more threads than max_threads */
     TT_DROP__COUNT = 10
 } tt_drop_cause;
 
@@ -270,9 +270,9 @@ typedef struct tt_stats {
     uint64_t dropped[TT_DROP__COUNT];
     uint64_t dropped_total;
     uint64_t frames_sent;
-    uint64_t bytes_sent;    /* framed, compressed bytes written */
-    uint64_t reconnects;    /* connections made after the first */
-    uint64_t connected;     /* 1 while a connection is up */
+    uint64_t bytes_sent; /* framed, compressed bytes written */
+    uint64_t reconnects; /* connections made after the first */
+    uint64_t connected;  /* 1 while a connection is up */
     /* Events of earlier processes of the same agent found in the spool and taken over (since
      * 0.1): they settle into acked or dropped like this process's own. At quiescence,
      * emitted + inherited = acked + possibly_delivered + buffered + dropped_total. */
@@ -299,30 +299,30 @@ TT_API int tt_instance_id(tt_client *c, uint8_t out[16]);
  */
 typedef enum tt_dtype {
     TT_DTYPE_F32 = 1,
-    TT_DTYPE_F16 = 2,  /* IEEE binary16 */
-    TT_DTYPE_BF16 = 3  /* bfloat16 (the upper half of a float32) */
+    TT_DTYPE_F16 = 2, /* IEEE binary16 */
+    TT_DTYPE_BF16 = 3 /* bfloat16 (the upper half of a float32) */
 } tt_dtype;
 
 #define TT_TOPK_MAX 32
 
 /* Flags in tt_token_stats.flags. */
-#define TT_STATS_NAN 0x1u       /* the row held NaN entries; they were treated as -inf */
-#define TT_STATS_ESTIMATED 0x2u /* entropy and margin are estimates (from top-k log-probs) */
-#define TT_STATS_DEGENERATE 0x4u /* every entry was -inf or NaN: no distribution */
+#define TT_STATS_NAN 0x1u            /* the row held NaN entries; they were treated as -inf */
+#define TT_STATS_ESTIMATED 0x2u      /* entropy and margin are estimates (from top-k log-probs) */
+#define TT_STATS_DEGENERATE 0x4u     /* every entry was -inf or NaN: no distribution */
 #define TT_STATS_CHOSEN_INVALID 0x8u /* chosen id out of range or its logit was -inf/NaN */
 #define TT_STATS_INF 0x10u /* the row held +inf entries; they share the mass equally (since 0.1) */
 
 typedef struct tt_token_stats {
-    int32_t chosen;   /* the chosen token id */
-    int32_t rank;     /* tokens with a strictly higher logit than the chosen one (0 = argmax) */
-    float logprob;    /* natural log of p(chosen) */
-    float prob;       /* p(chosen) */
-    float entropy;    /* Shannon entropy of the distribution, in nats */
-    float margin;     /* p(top-1) - p(top-2) */
+    int32_t chosen;     /* the chosen token id */
+    int32_t rank;       /* tokens with a strictly higher logit than the chosen one (0 = argmax) */
+    float logprob;      /* natural log of p(chosen) */
+    float prob;         /* p(chosen) */
+    float entropy;      /* Shannon entropy of the distribution, in nats */
+    float margin;       /* p(top-1) - p(top-2) */
     uint32_t nan_count; /* NaN entries seen in the row */
     uint32_t flags;     /* TT_STATS_* */
     uint32_t k;         /* number of valid entries in topk_ids / topk_probs */
-    int32_t topk_ids[TT_TOPK_MAX];  /* highest probability first; ties by lower id */
+    int32_t topk_ids[TT_TOPK_MAX]; /* highest probability first; ties by lower id */
     float topk_probs[TT_TOPK_MAX];
 } tt_token_stats;
 
@@ -342,9 +342,8 @@ TT_API int tt_token_stats_compute(const void *logits, size_t n, size_t stride, t
  * rank is exact when the chosen token is in the top-k, else k. docs/confidence.md lists what is
  * rejected (TT_EINVAL) and what is flagged. Since 0.1. */
 TT_API int tt_token_stats_from_logprobs(int32_t chosen, float chosen_logprob,
-                                        const int32_t *top_ids, const float *top_logprobs,
-                                        size_t k, tt_token_stats *out);
-
+                                        const int32_t *top_ids, const float *top_logprobs, size_t k,
+                                        tt_token_stats *out);
 
 /* ---------------------------------------------------------------------------------------------
  * Responses and the guard (since 0.1). A response is one model answer, token by token: each
@@ -358,13 +357,13 @@ TT_API int tt_token_stats_from_logprobs(int32_t chosen, float chosen_logprob,
  * tt_response_token_logprobs neither allocate nor make a system call; tt_response_begin
  * allocates the handle and tt_response_end frees it.
  */
-typedef struct tt_response tt_response;          /* opaque, one per response */
+typedef struct tt_response tt_response; /* opaque, one per response */
 typedef enum tt_verdict { TT_PASS = 0, TT_FLAG = 1, TT_HALT = 2 } tt_verdict;
 
 typedef struct tt_guard_policy {
-    float token_min_prob;          /* a token with p(chosen) below this trips (0 = off) */
-    float window_min_confidence;   /* mean p(chosen) over the last `window` tokens below this trips */
-    uint32_t window;               /* sliding window length in tokens (e.g. 16) */
+    float token_min_prob;        /* a token with p(chosen) below this trips (0 = off) */
+    float window_min_confidence; /* mean p(chosen) over the last `window` tokens below this trips */
+    uint32_t window;             /* sliding window length in tokens (e.g. 16) */
     float response_min_confidence; /* at the end: exp(mean log-prob) below this trips */
     uint32_t action;               /* what a trip returns: TT_FLAG or TT_HALT */
 } tt_guard_policy;
@@ -373,9 +372,9 @@ typedef struct tt_response_summary {
     uint32_t tokens;
     float mean_logprob, min_logprob, perplexity, mean_entropy;
     float low_confidence_share, min_window_confidence;
-    tt_verdict verdict;            /* the worst verdict of the response */
-    uint32_t estimated;            /* 1 if any token came from provider log-probs */
-    char reason[128];              /* why, for FLAG/HALT ("operator halt", "token p=0.02 < 0.05", ...) */
+    tt_verdict verdict; /* the worst verdict of the response */
+    uint32_t estimated; /* 1 if any token came from provider log-probs */
+    char reason[128];   /* why, for FLAG/HALT ("operator halt", "token p=0.02 < 0.05", ...) */
 } tt_response_summary;
 
 /* Begin a response in a session (NULL: none) of a model, with its sampling parameters. Emits

@@ -104,8 +104,10 @@ static int read_manifest(const char *manifest, struct entry *e, int *n)
         }
         if (sscanf(line, "%255s %1023s", name, rel) != 2 || !name_ok(name) ||
             strlen(name) >= MAX_NAME || !content_type(name) || *n == MAX_ASSETS) {
-            fprintf(stderr, "embed_assets: %s:%d: expected \"NAME PATH\" with a known extension"
-                    " (at most %d entries)\n", manifest, lineno, MAX_ASSETS);
+            fprintf(stderr,
+                    "embed_assets: %s:%d: expected \"NAME PATH\" with a known extension"
+                    " (at most %d entries)\n",
+                    manifest, lineno, MAX_ASSETS);
             rc = -1;
             break;
         }

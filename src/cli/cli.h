@@ -10,8 +10,8 @@
 /* Exit statuses shared by every subcommand (each documents its own meanings in --help). */
 enum {
     EXIT_OK = 0,
-    EXIT_FAIL = 1,    /* the command ran and something failed (bad input line, HTTP error) */
-    EXIT_USAGE = 2,   /* bad options */
+    EXIT_FAIL = 1,       /* the command ran and something failed (bad input line, HTTP error) */
+    EXIT_USAGE = 2,      /* bad options */
     EXIT_UNREACHABLE = 3 /* the collector could not be reached or did not acknowledge in time */
 };
 

@@ -69,8 +69,8 @@ static void turn(tt_client *c, const char *session, long n)
     uint64_t lat = 1000000 + rnd() % 9000000;
     sleep_ns(lat / 4);
     int failed = rnd() % 20 == 0;
-    tt_step_end(c, &tool, failed ? TT_STATUS_ERROR : TT_STATUS_OK, failed ? -1 : 64 + (int64_t)(rnd() % 4096),
-                failed ? "tool timed out" : NULL);
+    tt_step_end(c, &tool, failed ? TT_STATUS_ERROR : TT_STATUS_OK,
+                failed ? -1 : 64 + (int64_t)(rnd() % 4096), failed ? "tool timed out" : NULL);
     tt_attr attrs[] = {TT_STR("tool", tools[k]), TT_INT("turn", n)};
     tt_log(c, session, failed ? TT_WARN : TT_INFO, failed ? "tool call failed" : "tool call done",
            attrs, 2);
@@ -80,11 +80,13 @@ static void turn(tt_client *c, const char *session, long n)
 
 int cmd_demo(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"endpoint", required_argument, NULL, 'e'}, {"agent", required_argument, NULL, 'a'},
-        {"rate", required_argument, NULL, 'r'},     {"duration", required_argument, NULL, 'd'},
-        {"spool-dir", required_argument, NULL, 's'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"endpoint", required_argument, NULL, 'e'},
+                                             {"agent", required_argument, NULL, 'a'},
+                                             {"rate", required_argument, NULL, 'r'},
+                                             {"duration", required_argument, NULL, 'd'},
+                                             {"spool-dir", required_argument, NULL, 's'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     tt_config *cfg;
     if (tt_config_new(&cfg) != 0) {
         return EXIT_FAIL;
@@ -145,7 +147,8 @@ int cmd_demo(int argc, char **argv)
         sleep_ns((uint64_t)(1e9 / rate));
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (duration > 0 && (double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9 >= duration) {
+        if (duration > 0 &&
+            (double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9 >= duration) {
             break;
         }
     }

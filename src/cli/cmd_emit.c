@@ -21,7 +21,9 @@ static const char usage[] =
     "\n"
     "Read one event per line as JSON and stream it to a collector:\n"
     "  {\"kind\":\"log\",\"severity\":\"info\",\"message\":\"...\"}\n"
-    "  {\"kind\":\"metric\",\"name\":\"latency\",\"value\":1.5,\"unit\":\"ms\",\"metric_kind\":\"gauge\"}\n"
+    "  "
+    "{\"kind\":\"metric\",\"name\":\"latency\",\"value\":1.5,\"unit\":\"ms\",\"metric_kind\":"
+    "\"gauge\"}\n"
     "Both take optional \"session\":\"...\" and \"attrs\":{\"key\":value,...} (string, integer,\n"
     "number or boolean values). severity: trace, debug, info (default), warn, error, fatal.\n"
     "metric_kind: counter, gauge (default) or histogram.\n"
@@ -49,7 +51,7 @@ static int severity_of(const char *s)
     static const struct {
         const char *n;
         int v;
-    } t[] = {{"trace", TT_TRACE}, {"debug", TT_DEBUG}, {"info", TT_INFO},    {"warn", TT_WARN},
+    } t[] = {{"trace", TT_TRACE},  {"debug", TT_DEBUG}, {"info", TT_INFO},  {"warn", TT_WARN},
              {"warning", TT_WARN}, {"error", TT_ERROR}, {"fatal", TT_FATAL}};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         if (!strcmp(s, t[i].n)) {
@@ -115,15 +117,15 @@ static const char *opt_string(json_t *obj, const char *key, const char **out)
 }
 
 /* Retry a full ring: emit may wait, an agent's hot path never does. */
-#define RETRY_FULL(call)                                                                         \
-    ({                                                                                           \
-        int rc_;                                                                                 \
-        int tries_ = 0;                                                                          \
-        while ((rc_ = (call)) == TT_ENOBUFS && tries_++ < 5000) {                                \
-            struct timespec ts_ = {0, 1000000};                                                  \
-            nanosleep(&ts_, NULL);                                                               \
-        }                                                                                        \
-        rc_;                                                                                     \
+#define RETRY_FULL(call)                                                                           \
+    ({                                                                                             \
+        int rc_;                                                                                   \
+        int tries_ = 0;                                                                            \
+        while ((rc_ = (call)) == TT_ENOBUFS && tries_++ < 5000) {                                  \
+            struct timespec ts_ = {0, 1000000};                                                    \
+            nanosleep(&ts_, NULL);                                                                 \
+        }                                                                                          \
+        rc_;                                                                                       \
     })
 
 static const char *emit_log(tt_client *c, json_t *o, const char *session, tt_attr *attrs, size_t na)
@@ -157,8 +159,10 @@ static const char *emit_metric(tt_client *c, json_t *o, const char *session, tt_
     }
     tt_metric_kind kind = TT_GAUGE;
     if (mk) {
-        kind = !strcmp(mk, "counter") ? TT_COUNTER : !strcmp(mk, "gauge") ? TT_GAUGE
-               : !strcmp(mk, "histogram") ? TT_HISTOGRAM : 0;
+        kind = !strcmp(mk, "counter")     ? TT_COUNTER
+               : !strcmp(mk, "gauge")     ? TT_GAUGE
+               : !strcmp(mk, "histogram") ? TT_HISTOGRAM
+                                          : 0;
         if (!kind) {
             return "\"metric_kind\" must be counter, gauge or histogram";
         }
@@ -181,8 +185,8 @@ static const char *emit_line(tt_client *c, const char *line, size_t len)
     size_t na = 0;
     if (!json_is_object(o)) {
         err = "each line must be a JSON object";
-    } else if (!(err = opt_string(o, "kind", &kind)) && !(err = opt_string(o, "session", &session)) &&
-               !(err = get_attrs(o, attrs, &na))) {
+    } else if (!(err = opt_string(o, "kind", &kind)) &&
+               !(err = opt_string(o, "session", &session)) && !(err = get_attrs(o, attrs, &na))) {
         if (!kind) {
             err = "missing \"kind\" (log or metric)";
         } else if (!strcmp(kind, "log")) {
@@ -204,12 +208,10 @@ static const char *emit_line(tt_client *c, const char *line, size_t len)
 
 static int parse_opts(int argc, char **argv, struct emit_opts *o)
 {
-    static const struct option longopts[] = {{"endpoint", required_argument, NULL, 'e'},
-                                              {"agent", required_argument, NULL, 'a'},
-                                              {"token", required_argument, NULL, 't'},
-                                              {"timeout-ms", required_argument, NULL, 'T'},
-                                              {"help", no_argument, NULL, 'h'},
-                                              {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"endpoint", required_argument, NULL, 'e'}, {"agent", required_argument, NULL, 'a'},
+        {"token", required_argument, NULL, 't'},    {"timeout-ms", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     o->endpoint = getenv("TELLTALE_ENDPOINT");
     o->agent = getenv("TELLTALE_AGENT");
     o->token = getenv("TELLTALE_TOKEN");

@@ -42,15 +42,15 @@ static int print_sink(void *ctx, const char *data, size_t n)
 int cmd_query(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"http", required_argument, NULL, 'H'},  {"token", required_argument, NULL, 't'},
-        {"agent", required_argument, NULL, 'a'}, {"session", required_argument, NULL, 's'},
-        {"kind", required_argument, NULL, 'k'},  {"min-severity", required_argument, NULL, 'm'},
-        {"since", required_argument, NULL, 'S'}, {"until", required_argument, NULL, 'U'},
-        {"limit", required_argument, NULL, 'l'}, {"count", no_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},        {"responses", no_argument, NULL, 'L'},
+        {"http", required_argument, NULL, 'H'},     {"token", required_argument, NULL, 't'},
+        {"agent", required_argument, NULL, 'a'},    {"session", required_argument, NULL, 's'},
+        {"kind", required_argument, NULL, 'k'},     {"min-severity", required_argument, NULL, 'm'},
+        {"since", required_argument, NULL, 'S'},    {"until", required_argument, NULL, 'U'},
+        {"limit", required_argument, NULL, 'l'},    {"count", no_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},           {"responses", no_argument, NULL, 'L'},
         {"response", required_argument, NULL, 'R'}, {NULL, 0, NULL, 0}};
-    static const char *const params[] = {"", "", "agent", "session", "kind", "min_severity",
-                                         "since", "until", "limit"};
+    static const char *const params[] = {
+        "", "", "agent", "session", "kind", "min_severity", "since", "until", "limit"};
     const char *http = cli_http_default(), *token = cli_token_default();
     char qs[8192] = "";
     int count = 0, responses = 0, opt, idx = 0;
@@ -96,7 +96,8 @@ int cmd_query(int argc, char **argv)
             return EXIT_USAGE;
         }
         char path[300];
-        if (response && (strlen(response) != 16 || strspn(response, "0123456789abcdefABCDEF") != 16)) {
+        if (response &&
+            (strlen(response) != 16 || strspn(response, "0123456789abcdefABCDEF") != 16)) {
             fprintf(stderr, "telltale query: a response ID is 16 hexadecimal digits\n");
             return EXIT_USAGE;
         }
@@ -119,8 +120,8 @@ int cmd_query(int argc, char **argv)
     } else {
         cli_qs_add(qs, sizeof qs, "format", "ndjson");
         /* Errors come back as one JSON object; events stream straight to stdout. */
-        status = cli_http_get(http, "/api/v1/events", qs, token, 0, print_sink, NULL, err,
-                              sizeof err);
+        status =
+            cli_http_get(http, "/api/v1/events", qs, token, 0, print_sink, NULL, err, sizeof err);
     }
     if (status < 0) {
         fprintf(stderr, "telltale query: %s\n", err);

@@ -47,8 +47,8 @@ static void print_human(struct tail_state *t, const char *data)
     if (!o) {
         return;
     }
-    const char *fields[] = {"time", "agent", "kind", "session", "severity", "name", "message",
-                            "query", "status"};
+    const char *fields[] = {"time", "agent",   "kind",  "session", "severity",
+                            "name", "message", "query", "status"};
     char out[4096] = "";
     size_t off = 0;
     for (size_t i = 0; i < sizeof fields / sizeof fields[0] && off < sizeof out; i++) {
@@ -164,8 +164,8 @@ int cmd_tail(int argc, char **argv)
         char err[512];
         t->errbody[0] = 0;
         t->len = 0;
-        long status = cli_http_get(http, "/api/v1/stream", qs, token, 0, tail_sink, t, err,
-                                   sizeof err);
+        long status =
+            cli_http_get(http, "/api/v1/stream", qs, token, 0, tail_sink, t, err, sizeof err);
         if (t->remaining == 0) {
             break;
         }

@@ -218,9 +218,9 @@ static int draw(const struct top *t)
     char err[512] = "";
     long st1, st2;
     json_t *agents = get_json(t, "/api/v1/agents", NULL, &st1, err, sizeof err);
-    json_t *alerts = agents ? get_json(t, "/api/v1/alerts", "state=open&limit=100", &st2, err,
-                                       sizeof err)
-                            : NULL;
+    json_t *alerts =
+        agents ? get_json(t, "/api/v1/alerts", "state=open&limit=100", &st2, err, sizeof err)
+               : NULL;
     if (!agents || !alerts) {
         fprintf(stderr, "telltale top: %s\n", err[0] ? err : "unreadable answer");
         json_decref(agents);
@@ -269,11 +269,13 @@ static int terminal_width(void)
 
 int cmd_top(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"http", required_argument, NULL, 'H'},  {"token", required_argument, NULL, 't'},
-        {"once", no_argument, NULL, '1'},        {"interval-ms", required_argument, NULL, 'i'},
-        {"width", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"http", required_argument, NULL, 'H'},
+                                             {"token", required_argument, NULL, 't'},
+                                             {"once", no_argument, NULL, '1'},
+                                             {"interval-ms", required_argument, NULL, 'i'},
+                                             {"width", required_argument, NULL, 'w'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     struct top t = {cli_http_default(), cli_token_default(), 0, 0};
     int once = 0, opt;
     long interval = 1000, width = 0;
@@ -282,9 +284,15 @@ int cmd_top(int argc, char **argv)
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'H': t.http = optarg; break;
-        case 't': t.token = optarg; break;
-        case '1': once = 1; break;
+        case 'H':
+            t.http = optarg;
+            break;
+        case 't':
+            t.token = optarg;
+            break;
+        case '1':
+            once = 1;
+            break;
         case 'i':
             interval = strtol(optarg, &end, 10);
             if (*end || interval < 100 || interval > 3600000) {
@@ -299,7 +307,9 @@ int cmd_top(int argc, char **argv)
                 return EXIT_USAGE;
             }
             break;
-        case 'h': fputs(usage, stdout); return EXIT_OK;
+        case 'h':
+            fputs(usage, stdout);
+            return EXIT_OK;
         default:
             fprintf(stderr, "telltale top: unknown option or missing value: %s\n",
                     argv[optind - 1]);

@@ -28,8 +28,8 @@ struct verb {
 };
 
 static const struct verb verbs[] = {
-    {"serve", cmd_serve}, {"emit", cmd_emit}, {"tail", cmd_tail},
-    {"query", cmd_query}, {"demo", cmd_demo}, {"top", cmd_top}, {"halt", cmd_halt},
+    {"serve", cmd_serve}, {"emit", cmd_emit}, {"tail", cmd_tail}, {"query", cmd_query},
+    {"demo", cmd_demo},   {"top", cmd_top},   {"halt", cmd_halt},
 };
 
 int main(int argc, char **argv)

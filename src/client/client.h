@@ -51,8 +51,8 @@ typedef struct tt__cfg {
     float guard_window_min_confidence;
     float guard_response_min_confidence;
     uint64_t guard_window;
-    uint64_t guard_action;          /* TT_FLAG or TT_HALT */
-    uint64_t response_topk;         /* 0..TT_TOPK_MAX */
+    uint64_t guard_action;           /* TT_FLAG or TT_HALT */
+    uint64_t response_topk;          /* 0..TT_TOPK_MAX */
     uint64_t response_topk_encoding; /* TT_ENC_F16 or TT_ENC_U8LOG */
     uint64_t response_chunk_tokens;
     float response_low_prob;
@@ -62,7 +62,7 @@ typedef struct tt__cfg {
 
 struct tt_config {
     tt__cfg v;
-    char strval[64];  /* tt_config_get's formatting buffer */
+    char strval[64]; /* tt_config_get's formatting buffer */
     char error[256];
 };
 
@@ -74,16 +74,16 @@ int tt__cfg_validate(const tt__cfg *v, char *err, size_t errlen);
 
 /* Record kinds in a ring. Records are 8-byte aligned: a 16-byte header, then the payload. */
 enum tt__rec_kind {
-    TT_REC_PAD = 0,        /* filler up to the end of the ring */
+    TT_REC_PAD = 0, /* filler up to the end of the ring */
     TT_REC_LOG = 1,
     TT_REC_METRIC = 2,
     TT_REC_STEP_BEGIN = 3,
     TT_REC_STEP_END = 4,
-    TT_REC_ENCODED = 5     /* payload is Event fields 2.. already in protobuf (session + body) */
+    TT_REC_ENCODED = 5 /* payload is Event fields 2.. already in protobuf (session + body) */
 };
 
 typedef struct tt__rec_hdr {
-    uint32_t len;  /* whole record, header included, multiple of 8 */
+    uint32_t len; /* whole record, header included, multiple of 8 */
     uint16_t kind;
     uint16_t aux;
     uint64_t ticks;
@@ -116,29 +116,29 @@ typedef struct tt__ring {
     uint64_t step_seq;              /* step ids made on this ring */
     /* worker's cache line */
     _Alignas(TT_CACHELINE) _Atomic uint64_t tail;
-    _Atomic uint64_t drained;       /* events taken out by the worker */
+    _Atomic uint64_t drained; /* events taken out by the worker */
     /* set at creation, then read-only (next and orphaned excepted) */
     _Alignas(TT_CACHELINE) uint8_t *data;
     uint64_t size;
     uint64_t mask;
     uint64_t max_record;
     uint32_t id;
-    _Atomic int orphaned;           /* release by the thread-exit destructor, acquire by worker */
-    struct tt__ring *next;          /* guarded by reg_lock */
+    _Atomic int orphaned;  /* release by the thread-exit destructor, acquire by worker */
+    struct tt__ring *next; /* guarded by reg_lock */
 } tt__ring;
 
 /* --- frames in flight ---------------------------------------------------------------------- */
 
 typedef struct tt__frame_out {
-    uint8_t *data;        /* the whole frame: prefix, body header, payload */
+    uint8_t *data; /* the whole frame: prefix, body header, payload */
     size_t len;
-    uint64_t first_seq;   /* 0 for an empty (heartbeat) batch */
+    uint64_t first_seq; /* 0 for an empty (heartbeat) batch */
     uint32_t n_events;
-    uint64_t frame_no;    /* number on the current connection, 0 if not sent on it */
-    int ever_sent;        /* written to some connection at least once */
-    int from_spool;       /* read back from the spool: delete its record on ack */
-    uint64_t spool_id;    /* identity of the spool record, when from_spool */
-    int spool_foreign;    /* from_spool, written by an earlier process (another instance) */
+    uint64_t frame_no; /* number on the current connection, 0 if not sent on it */
+    int ever_sent;     /* written to some connection at least once */
+    int from_spool;    /* read back from the spool: delete its record on ack */
+    uint64_t spool_id; /* identity of the spool record, when from_spool */
+    int spool_foreign; /* from_spool, written by an earlier process (another instance) */
     struct tt__frame_out *next;
 } tt__frame_out;
 
@@ -199,16 +199,16 @@ enum { TT_ENC_F16 = 1, TT_ENC_U8LOG = 2 };
 #define TT_HALT_SESSIONS 64
 typedef struct tt__guard {
     pthread_mutex_t lock;
-    tt_guard_policy policy;            /* guarded by lock */
-    _Atomic uint64_t gen;              /* bumped (release) after every halt order */
-    uint64_t halt_all_gen;             /* guarded by lock: responses begun before it are halted */
-    char halt_all_reason[112];         /* guarded by lock */
+    tt_guard_policy policy;    /* guarded by lock */
+    _Atomic uint64_t gen;      /* bumped (release) after every halt order */
+    uint64_t halt_all_gen;     /* guarded by lock: responses begun before it are halted */
+    char halt_all_reason[112]; /* guarded by lock */
     struct {
         char session[256];
         char reason[112];
-    } halted[TT_HALT_SESSIONS];        /* guarded by lock; a ring of the latest session halts */
-    uint32_t n_halted;                 /* guarded by lock */
-    uint32_t next_halted;              /* guarded by lock */
+    } halted[TT_HALT_SESSIONS]; /* guarded by lock; a ring of the latest session halts */
+    uint32_t n_halted;          /* guarded by lock */
+    uint32_t next_halted;       /* guarded by lock */
 } tt__guard;
 
 void tt__guard_init(tt_client *c);
@@ -220,9 +220,9 @@ void tt__guard_halt(tt_client *c, const char *session, size_t session_len, const
 struct tt_client {
     /* read-mostly line, checked by every event call */
     _Alignas(TT_CACHELINE) uint64_t uid; /* unique per client and per fork generation */
-    _Atomic int closing;                  /* release by tt_close, acquire on the hot path */
+    _Atomic int closing;                 /* release by tt_close, acquire on the hot path */
     uint64_t max_record;
-    pthread_key_t key;                    /* this client's ring of the calling thread */
+    pthread_key_t key; /* this client's ring of the calling thread */
 
     /* events refused before a ring was involved */
     _Alignas(TT_CACHELINE) _Atomic uint64_t dropped_closed;
@@ -235,30 +235,30 @@ struct tt_client {
     uint64_t start_unix_ns;
 
     pthread_mutex_t reg_lock;
-    tt__ring *rings;             /* guarded by reg_lock */
-    uint32_t n_rings;            /* guarded by reg_lock */
-    uint32_t next_ring_id;       /* guarded by reg_lock */
+    tt__ring *rings;       /* guarded by reg_lock */
+    uint32_t n_rings;      /* guarded by reg_lock */
+    uint32_t next_ring_id; /* guarded by reg_lock */
 
     pthread_t worker;
-    int worker_started;          /* guarded by reg_lock (lazily restarted after fork) */
-    int wake_fd;                 /* eventfd: close and flush requests; never used per event */
+    int worker_started; /* guarded by reg_lock (lazily restarted after fork) */
+    int wake_fd;        /* eventfd: close and flush requests; never used per event */
 
     pthread_mutex_t ctl_lock;
     pthread_cond_t ctl_cond;
-    uint64_t flush_req;          /* guarded by ctl_lock */
-    uint64_t flush_done;         /* guarded by ctl_lock */
-    uint64_t close_deadline_ns;  /* guarded by ctl_lock; set once by tt_close */
-    int worker_exited;           /* guarded by ctl_lock */
-    int close_result;            /* guarded by ctl_lock */
+    uint64_t flush_req;         /* guarded by ctl_lock */
+    uint64_t flush_done;        /* guarded by ctl_lock */
+    uint64_t close_deadline_ns; /* guarded by ctl_lock; set once by tt_close */
+    int worker_exited;          /* guarded by ctl_lock */
+    int close_result;           /* guarded by ctl_lock */
 
     tt__wstats ws;
-    struct tt__worker *w;        /* the worker's private state */
-    struct tt_spool *spool;      /* worker-owned */
+    struct tt__worker *w;   /* the worker's private state */
+    struct tt_spool *spool; /* worker-owned */
 
-    tt__guard guard;             /* the guard policy and halt orders (guard.c) */
+    tt__guard guard; /* the guard policy and halt orders (guard.c) */
 
-    int fork_pending;            /* set in a forked child, cleared by its first event */
-    struct tt_client *all_next;  /* guarded by the global client list lock */
+    int fork_pending;           /* set in a forked child, cleared by its first event */
+    struct tt_client *all_next; /* guarded by the global client list lock */
 };
 
 /* Hot-path internals (emit.c). Returns the calling thread's ring, creating it on first use;

@@ -126,7 +126,7 @@ static float port_max(const float *x, size_t n, float *lanes, size_t *nlanes)
 }
 
 #if defined(__has_builtin)
-#if __has_builtin(__builtin_shufflevector) && defined(__BYTE_ORDER__) && \
+#if __has_builtin(__builtin_shufflevector) && defined(__BYTE_ORDER__) &&                           \
     __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define PORT_WIDEN_VECTOR 1
 #endif
@@ -789,8 +789,8 @@ static void block_careful(const tt__conf_kernels *k, conf_acc *a, const float *x
  * from the tiny values that need the ties kept apart. Returns mb, or +inf to give the row to
  * compute_inf().
  */
-static float block_sums(const tt__conf_kernels *k, conf_acc *a, const float *x, size_t n,
-                        float xc, const char *pf, size_t pf_len, tt__conf_sums *s)
+static float block_sums(const tt__conf_kernels *k, conf_acc *a, const float *x, size_t n, float xc,
+                        const char *pf, size_t pf_len, tt__conf_sums *s)
 {
     float mb;
 
@@ -875,8 +875,7 @@ static void finish(const conf_acc *a, topk *h, int chosen_ok, float xc, uint32_t
 
 /* A row holding +inf: the limit of the softmax as those logits grow together, i.e. the +inf
  * entries share the mass equally and every other entry gets 0. Rare, so plain scalar code. */
-static void compute_inf(const conf_row *r, int chosen_ok, float xc, uint32_t k,
-                        tt_token_stats *out)
+static void compute_inf(const conf_row *r, int chosen_ok, float xc, uint32_t k, tt_token_stats *out)
 {
     topk h = {.want = TT_MAX(k, 2u)};
     uint64_t ninf = 0, nans = 0, above = 0;
@@ -912,8 +911,8 @@ static void compute_inf(const conf_row *r, int chosen_ok, float xc, uint32_t k,
     }
 }
 
-static void compute_row(const tt__conf_kernels *kern, const conf_row *r, int32_t chosen,
-                        uint32_t k, tt_token_stats *out)
+static void compute_row(const tt__conf_kernels *kern, const conf_row *r, int32_t chosen, uint32_t k,
+                        tt_token_stats *out)
 {
     float stage[TT__CONF_BLOCK] __attribute__((aligned(64)));
     tt__conf_sums s;
@@ -961,8 +960,8 @@ int tt__token_stats_compute_path(int path, const void *logits, size_t n, size_t 
 TT_API int tt_token_stats_compute(const void *logits, size_t n, size_t stride, tt_dtype dtype,
                                   int32_t chosen, uint32_t k, tt_token_stats *out)
 {
-    return tt__token_stats_compute_path(tt__conf_path_active(), logits, n, stride, dtype, chosen,
-                                        k, out);
+    return tt__token_stats_compute_path(tt__conf_path_active(), logits, n, stride, dtype, chosen, k,
+                                        out);
 }
 
 /* --- hosted-model log-probs ---------------------------------------------------------------- */
@@ -1071,8 +1070,8 @@ static double lp_min_entropy(const double *p, size_t np, double r, double cap, d
 }
 
 TT_API int tt_token_stats_from_logprobs(int32_t chosen, float chosen_logprob,
-                                        const int32_t *top_ids, const float *top_logprobs,
-                                        size_t k, tt_token_stats *out)
+                                        const int32_t *top_ids, const float *top_logprobs, size_t k,
+                                        tt_token_stats *out)
 {
     lp_ent e[TT_TOPK_MAX];
     double p[TT_TOPK_MAX + 1], mass = 0, top[2];
@@ -1092,8 +1091,9 @@ TT_API int tt_token_stats_from_logprobs(int32_t chosen, float chosen_logprob,
         return TT_EINVAL;
     }
     chosen_logprob = TT_MIN(chosen_logprob, 0.0f);
-    at = chosen_logprob == -INFINITY ? -1
-                                     : lp_find_chosen(e, m, top_ids != NULL, chosen, chosen_logprob);
+    at = chosen_logprob == -INFINITY
+             ? -1
+             : lp_find_chosen(e, m, top_ids != NULL, chosen, chosen_logprob);
     for (size_t i = 0; i < m; i++) {
         p[np++] = exp((double)e[i].lp);
         out->topk_ids[i] = e[i].id;

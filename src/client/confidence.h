@@ -64,14 +64,14 @@ enum tt__conf_path {
 
 /* What a sums kernel reports for one block, relative to the reference m it was given. */
 typedef struct tt__conf_sums {
-    double sum;     /* fast: sum of e^(x-m) over all entries; careful: over entries below m */
-    double dot;     /* sum of e^(x-m) * (x-m) (entries equal to m add 0) */
-    float max;      /* fast: the block's largest non-NaN entry (-inf if none) */
+    double sum;      /* fast: sum of e^(x-m) over all entries; careful: over entries below m */
+    double dot;      /* sum of e^(x-m) * (x-m) (entries equal to m add 0) */
+    float max;       /* fast: the block's largest non-NaN entry (-inf if none) */
     uint32_t nlanes; /* fast: how many partial maxima lanes[] holds (0 for careful) */
     float lanes[TT__CONF_LANES_MAX]; /* maxima of disjoint subsets, as from the max kernel */
-    uint32_t ties;  /* careful only: entries equal to m */
-    uint32_t above; /* entries with x > the chosen logit */
-    uint32_t nans;  /* careful only: NaN entries (treated as -inf) */
+    uint32_t ties;                   /* careful only: entries equal to m */
+    uint32_t above;                  /* entries with x > the chosen logit */
+    uint32_t nans;                   /* careful only: NaN entries (treated as -inf) */
 } tt__conf_sums;
 
 /*

@@ -138,10 +138,10 @@ TT__AVX2 static void sums8(const float *x, size_t n, float m, float xc, const ch
             s1 = _mm256_add_ps(s1, e1);
             t0 = _mm256_fmadd_ps(e0, d0, t0);
             t1 = _mm256_fmadd_ps(e1, d1, t1);
-            above = _mm256_sub_epi32(above,
-                                     _mm256_castps_si256(_mm256_cmp_ps(x0, vxc, _CMP_GT_OQ)));
-            above = _mm256_sub_epi32(above,
-                                     _mm256_castps_si256(_mm256_cmp_ps(x1, vxc, _CMP_GT_OQ)));
+            above =
+                _mm256_sub_epi32(above, _mm256_castps_si256(_mm256_cmp_ps(x0, vxc, _CMP_GT_OQ)));
+            above =
+                _mm256_sub_epi32(above, _mm256_castps_si256(_mm256_cmp_ps(x1, vxc, _CMP_GT_OQ)));
         }
         sd = add_wide(sd, _mm256_add_ps(s0, s1));
         td = add_wide(td, _mm256_add_ps(t0, t1));
@@ -162,8 +162,7 @@ TT__AVX2 static void sums8(const float *x, size_t n, float m, float xc, const ch
 
 /* The careful kernel: NaN entries become -inf and are counted; entries equal to m are counted
  * apart, so the sum holds only the small terms. */
-TT__AVX2 static void sums8_careful(const float *x, size_t n, float m, float xc,
-                                   tt__conf_sums *out)
+TT__AVX2 static void sums8_careful(const float *x, size_t n, float m, float xc, tt__conf_sums *out)
 {
     const __m256 vm = _mm256_set1_ps(m), vxc = _mm256_set1_ps(xc);
     const __m256 floor = _mm256_set1_ps(TT__EXP_FLOOR), ninf = _mm256_set1_ps(-INFINITY);
@@ -184,8 +183,7 @@ TT__AVX2 static void sums8_careful(const float *x, size_t n, float m, float xc,
             __m256 e = exp8(d);
             s = _mm256_add_ps(s, _mm256_andnot_ps(tie, e));
             t = _mm256_fmadd_ps(e, d, t);
-            above = _mm256_sub_epi32(above,
-                                     _mm256_castps_si256(_mm256_cmp_ps(v, vxc, _CMP_GT_OQ)));
+            above = _mm256_sub_epi32(above, _mm256_castps_si256(_mm256_cmp_ps(v, vxc, _CMP_GT_OQ)));
         }
         sd = add_wide(sd, s);
         td = add_wide(td, t);

@@ -81,7 +81,8 @@ TT__AVX512 static void widen16(const void *src, size_t n, tt_dtype dtype, float 
         }
     } else {
         for (; i + 16 <= n; i += 16) {
-            _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + i))));
+            _mm512_storeu_ps(dst + i,
+                             _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + i))));
         }
     }
     for (; i < n; i++) {
@@ -92,14 +93,14 @@ TT__AVX512 static void widen16(const void *src, size_t n, tt_dtype dtype, float 
 }
 
 /* One step of the fast kernel: 16 entries into the sums, the block maximum and the rank. */
-#define SUMS16_STEP(v, s, t)                                                                     \
-    do {                                                                                         \
-        __m512 d_ = _mm512_max_ps(floor, _mm512_sub_ps(v, vm));                                  \
-        __m512 e_ = exp16(d_);                                                                   \
-        s = _mm512_add_ps(s, e_);                                                                \
-        t = _mm512_fmadd_ps(e_, d_, t);                                                          \
-        above = _mm512_mask_sub_epi32(above, _mm512_cmp_ps_mask(v, vxc, _CMP_GT_OQ), above,      \
-                                      minus1);                                                   \
+#define SUMS16_STEP(v, s, t)                                                                       \
+    do {                                                                                           \
+        __m512 d_ = _mm512_max_ps(floor, _mm512_sub_ps(v, vm));                                    \
+        __m512 e_ = exp16(d_);                                                                     \
+        s = _mm512_add_ps(s, e_);                                                                  \
+        t = _mm512_fmadd_ps(e_, d_, t);                                                            \
+        above =                                                                                    \
+            _mm512_mask_sub_epi32(above, _mm512_cmp_ps_mask(v, vxc, _CMP_GT_OQ), above, minus1);   \
     } while (0)
 
 /*
@@ -177,8 +178,8 @@ TT__AVX512 static void sums16_careful(const float *x, size_t n, float m, float x
             __m512 e = exp16(d);
             s = _mm512_mask_add_ps(s, (__mmask16)~tie, s, e);
             t = _mm512_fmadd_ps(e, d, t);
-            above = _mm512_mask_sub_epi32(above, _mm512_cmp_ps_mask(v, vxc, _CMP_GT_OQ), above,
-                                          minus1);
+            above =
+                _mm512_mask_sub_epi32(above, _mm512_cmp_ps_mask(v, vxc, _CMP_GT_OQ), above, minus1);
         }
         sd = add_wide(sd, s);
         td = add_wide(td, t);

@@ -9,8 +9,16 @@
 
 #include "client/client.h"
 
-enum opt_type { OPT_U64, OPT_I64, OPT_STR, OPT_ENDPOINT, OPT_POLICY, OPT_PROB, OPT_ACTION,
-                OPT_ENCODING };
+enum opt_type {
+    OPT_U64,
+    OPT_I64,
+    OPT_STR,
+    OPT_ENDPOINT,
+    OPT_POLICY,
+    OPT_PROB,
+    OPT_ACTION,
+    OPT_ENCODING
+};
 
 struct opt {
     const char *key;
@@ -21,8 +29,14 @@ struct opt {
     int64_t max;
 };
 
-#define U64(k, field, lo, hi) {k, OPT_U64, offsetof(tt__cfg, field), 0, lo, hi}
-#define STR(k, field) {k, OPT_STR, offsetof(tt__cfg, field), sizeof(((tt__cfg *)0)->field), 0, 0}
+#define U64(k, field, lo, hi)                                                                      \
+    {                                                                                              \
+        k, OPT_U64, offsetof(tt__cfg, field), 0, lo, hi                                            \
+    }
+#define STR(k, field)                                                                              \
+    {                                                                                              \
+        k, OPT_STR, offsetof(tt__cfg, field), sizeof(((tt__cfg *)0)->field), 0, 0                  \
+    }
 
 static const struct opt opts[] = {
     {"endpoint", OPT_ENDPOINT, offsetof(tt__cfg, endpoint), sizeof(((tt__cfg *)0)->endpoint), 0, 0},
@@ -47,11 +61,11 @@ static const struct opt opts[] = {
     {"compression_level", OPT_I64, offsetof(tt__cfg, compression_level), 0, -7, 19},
     U64("stats_interval_ms", stats_interval_ms, 10, 3600000),
     {"guard.token_min_prob", OPT_PROB, offsetof(tt__cfg, guard_token_min_prob), 0, 0, 0},
-    {"guard.window_min_confidence", OPT_PROB, offsetof(tt__cfg, guard_window_min_confidence), 0,
-     0, 0},
+    {"guard.window_min_confidence", OPT_PROB, offsetof(tt__cfg, guard_window_min_confidence), 0, 0,
+     0},
     U64("guard.window", guard_window, 1, 4096),
-    {"guard.response_min_confidence", OPT_PROB, offsetof(tt__cfg, guard_response_min_confidence),
-     0, 0, 0},
+    {"guard.response_min_confidence", OPT_PROB, offsetof(tt__cfg, guard_response_min_confidence), 0,
+     0, 0},
     {"guard.action", OPT_ACTION, offsetof(tt__cfg, guard_action), 0, 0, 0},
     U64("response.topk", response_topk, 0, TT_TOPK_MAX),
     {"response.topk_encoding", OPT_ENCODING, offsetof(tt__cfg, response_topk_encoding), 0, 0, 0},

@@ -233,8 +233,8 @@ static void frame_written(tt__worker *w, tt__frame_out *f, uint64_t now)
 static int write_hello(tt__worker *w, uint64_t now)
 {
     while (w->wbuf_off < w->wbuf.len) {
-        ssize_t n = send(w->fd, w->wbuf.data + w->wbuf_off, w->wbuf.len - w->wbuf_off,
-                         MSG_NOSIGNAL);
+        ssize_t n =
+            send(w->fd, w->wbuf.data + w->wbuf_off, w->wbuf.len - w->wbuf_off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;

@@ -252,8 +252,7 @@ static inline size_t attrs_size(const tt_attr *attrs, size_t n, uint32_t *lens)
     return total;
 }
 
-static inline uint8_t *put_attrs(uint8_t *p, const tt_attr *attrs, size_t n,
-                                 const uint32_t *lens)
+static inline uint8_t *put_attrs(uint8_t *p, const tt_attr *attrs, size_t n, const uint32_t *lens)
 {
     p = put_u32(p, (uint32_t)n);
     for (size_t i = 0; i < n; i++) {
@@ -282,9 +281,10 @@ static inline uint8_t *put_attrs(uint8_t *p, const tt_attr *attrs, size_t n,
  * when it cannot. On success *r and *nh are set and the header is stamped. Always inlined: as
  * a function of its own (gcc made one, called from five places) it cost a call, a frame and
  * the spills around them on every event. */
-static inline __attribute__((always_inline)) uint8_t *
-rec_begin(tt_client *c, tt__ring **rp, uint64_t *nh, uint16_t kind, uint16_t aux, size_t payload,
-          int *rc)
+static inline __attribute__((always_inline)) uint8_t *rec_begin(tt_client *c, tt__ring **rp,
+                                                                uint64_t *nh, uint16_t kind,
+                                                                uint16_t aux, size_t payload,
+                                                                int *rc)
 {
     tt__ring *r = tt__ring_get(c, rc);
     if (TT_UNLIKELY(!r)) {
@@ -327,11 +327,11 @@ rec_begin(tt_client *c, tt__ring **rp, uint64_t *nh, uint16_t kind, uint16_t aux
  * rightly flag those bytes, copy a byte at a time, and so do CPUs other than x86-64. Valgrind's
  * memcheck accepts the partial loads (tests/integration/test_valgrind.c).
  */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(TT_NO_OVERREAD) ||  \
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(TT_NO_OVERREAD) ||    \
     !defined(__x86_64__)
 #define TT_OVERREAD 0
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                       \
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
     __has_feature(memory_sanitizer)
 #define TT_OVERREAD 0
 #endif
@@ -463,8 +463,8 @@ static inline __attribute__((always_inline)) uint8_t *wr_attrs(uint8_t *p, const
 /* Where the one-pass writer may write on the calling thread's ring: [*base, *end), the room
  * the producer knows of before the wrap point, at most the largest record (with slack for the
  * 16-byte stores). NULL when the thread's ring is not cached (the exact path creates it). */
-static inline __attribute__((always_inline)) tt__ring *
-wr_begin(tt_client *c, uint8_t **base, const uint8_t **end, uint64_t *head)
+static inline __attribute__((always_inline)) tt__ring *wr_begin(tt_client *c, uint8_t **base,
+                                                                const uint8_t **end, uint64_t *head)
 {
     if (TT_UNLIKELY(tt__tls.c != c || tt__tls.uid != c->uid)) {
         return NULL;
@@ -598,8 +598,8 @@ static __attribute__((noinline)) int metric_exact(tt_client *c, const char *sess
 TT_API int tt_metric(tt_client *c, const char *session, tt_metric_kind kind, const char *name,
                      double value, const char *unit, const tt_attr *attrs, size_t nattrs)
 {
-    if (TT_UNLIKELY(!c || !name || kind < TT_COUNTER || kind > TT_HISTOGRAM ||
-                    nattrs > MAX_ATTRS || (nattrs && !attrs))) {
+    if (TT_UNLIKELY(!c || !name || kind < TT_COUNTER || kind > TT_HISTOGRAM || nattrs > MAX_ATTRS ||
+                    (nattrs && !attrs))) {
         return TT_EINVAL;
     }
     uint8_t *base;
@@ -726,8 +726,8 @@ TT_API int tt_stats_get(tt_client *c, tt_stats *out, size_t size)
     }
     pthread_mutex_unlock(&c->reg_lock);
     tt__wstats *w = &c->ws;
-    s.emitted += LD(w->orphan_emitted) + LD(c->dropped_closed) + LD(c->dropped_no_ring) +
-                 LD(c->dropped_oom);
+    s.emitted +=
+        LD(w->orphan_emitted) + LD(c->dropped_closed) + LD(c->dropped_no_ring) + LD(c->dropped_oom);
     s.dropped[TT_DROP_BUFFER_FULL] += LD(w->orphan_dropped_full);
     s.dropped[TT_DROP_TOO_LARGE] += LD(w->orphan_dropped_large);
     s.dropped[TT_DROP_CLOSED] += LD(c->dropped_closed);
@@ -808,8 +808,8 @@ static void atfork_child(void)
         pthread_mutex_unlock(&c->ctl_lock);
         pthread_mutex_unlock(&c->reg_lock);
         c->fork_pending = 1;
-        atomic_store_explicit((_Atomic uint64_t *)&c->uid,
-                              atomic_fetch_add(&next_uid, 1), memory_order_relaxed);
+        atomic_store_explicit((_Atomic uint64_t *)&c->uid, atomic_fetch_add(&next_uid, 1),
+                              memory_order_relaxed);
     }
     pthread_mutex_unlock(&all_lock);
 }
@@ -958,8 +958,8 @@ TT_API int tt_open(tt_client **out, const tt_config *cfg)
         rc = c->wake_fd < 0 ? -errno : 0;
     }
     if (rc == 0 && v.spool_dir[0]) {
-        rc = tt__spool_open(&c->spool, v.spool_dir, v.spool_max_bytes, (int)v.spool_policy,
-                            v.agent, c->instance);
+        rc = tt__spool_open(&c->spool, v.spool_dir, v.spool_max_bytes, (int)v.spool_policy, v.agent,
+                            c->instance);
     }
     if (rc == 0) {
         pthread_mutex_lock(&c->reg_lock);

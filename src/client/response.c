@@ -39,22 +39,22 @@ struct tt_response {
     size_t session_len;
     tt_guard_policy pol;
     float low_prob;
-    uint32_t k, enc, cap;        /* top-k per token, its encoding, tokens per chunk */
+    uint32_t k, enc, cap; /* top-k per token, its encoding, tokens per chunk */
     /* the chunk being filled */
     uint32_t n_chunk, first_index;
     int32_t *ids;
     float *lp, *ent, *margin;
     uint32_t *rank, *flags;
     uint64_t *ticks;
-    int32_t *tk_ids;             /* cap * k */
-    float *tk_lp;                /* cap * k: log-probabilities of the top entries */
-    uint64_t prev_tick;          /* the previous token's tick (begin's for the first) */
+    int32_t *tk_ids;    /* cap * k */
+    float *tk_lp;       /* cap * k: log-probabilities of the top entries */
+    uint64_t prev_tick; /* the previous token's tick (begin's for the first) */
     uint64_t begin_tick, begin_mono;
     /* running statistics */
     uint32_t n;
     double sum_lp, sum_ent, min_lp;
     uint32_t low;
-    float *win;                  /* the last pol.window probabilities */
+    float *win; /* the last pol.window probabilities */
     double win_sum, min_win;
     int have_window;
     int estimated;
@@ -63,7 +63,7 @@ struct tt_response {
     char reason[128];
     int halted;
     uint64_t seen_gen, begin_gen;
-    int begin_halt;              /* the session was halted before the response began */
+    int begin_halt; /* the session was halted before the response began */
     char begin_halt_reason[128];
     uint32_t guard_events, guard_suppressed;
     /* row sampling */
@@ -362,11 +362,12 @@ static void sample_row(tt_response *r, uint32_t index, const void *row, size_t n
     }
     double lse = (double)mx + log(sum);
     r->sample_left -= n * bpe;
-    size_t max_slice = (r->c->max_record > 1024 ? r->c->max_record - 512 - r->session_len : 256) / bpe;
+    size_t max_slice =
+        (r->c->max_record > 1024 ? r->c->max_record - 512 - r->session_len : 256) / bpe;
     for (size_t first = 0; first < n; first += max_slice) {
         size_t len = n - first < max_slice ? n - first : max_slice;
-        size_t body = 9 + 1 + vsz(index) + 2 + 1 + vsz(n) + len_field(len * bpe) + 5 + 5 + 1 +
-                      vsz(first);
+        size_t body =
+            9 + 1 + vsz(index) + 2 + 1 + vsz(n) + len_field(len * bpe) + 5 + 5 + 1 + vsz(first);
         tt__ring *ring;
         uint64_t nh;
         uint8_t *p = ev_begin(r, 10, body, &ring, &nh);
@@ -640,8 +641,8 @@ TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *sessio
     r->seen_gen = r->begin_gen;
     /* A session halted earlier stays halted (sticky): looked up here, once, so that no token
      * takes the lock unless a new order arrives. */
-    r->begin_halt = halt_lookup_locked(&c->guard, r, r->begin_halt_reason,
-                                       sizeof r->begin_halt_reason);
+    r->begin_halt =
+        halt_lookup_locked(&c->guard, r, r->begin_halt_reason, sizeof r->begin_halt_reason);
     pthread_mutex_unlock(&c->guard.lock);
     r->low_prob = c->cfg.response_low_prob;
     r->k = (uint32_t)c->cfg.response_topk;
@@ -723,8 +724,7 @@ TT_API int tt_response_end(tt_response *r, tt_response_summary *summary)
         s.mean_entropy = (float)(r->sum_ent / r->n);
         s.low_confidence_share = (float)((double)r->low / r->n);
         /* Fewer tokens than the window: the window is the whole response. */
-        s.min_window_confidence =
-            (float)(r->have_window ? r->min_win : r->win_sum / (double)r->n);
+        s.min_window_confidence = (float)(r->have_window ? r->min_win : r->win_sum / (double)r->n);
         double conf = exp(mean);
         if (!r->halted && r->pol.response_min_confidence > 0.0f &&
             conf < r->pol.response_min_confidence) {

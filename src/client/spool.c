@@ -52,9 +52,9 @@
 
 #define SEG_HDR 32u
 #define REC_HDR 32u
-#define REC_LIVE 0x31525454u  /* "TTR1" little-endian */
-#define REC_ACKED 0x31415454u /* "TTA1" */
-#define REC_MAX (64u << 20)   /* larger than any frame the worker makes */
+#define REC_LIVE 0x31525454u   /* "TTR1" little-endian */
+#define REC_ACKED 0x31415454u  /* "TTA1" */
+#define REC_MAX (64u << 20)    /* larger than any frame the worker makes */
 #define RETRY_NS 1000000000ull /* after a write error, try the disk again after this */
 #define SYNC_NS 1000000000ull  /* dirty segments are synced at least this often */
 static const char seg_magic[8] = {'T', 'T', 'S', 'P', 'O', 'O', 'L', '1'};
@@ -62,15 +62,15 @@ static const char seg_magic[8] = {'T', 'T', 'S', 'P', 'O', 'O', 'L', '1'};
 struct seg {
     uint64_t no;
     uint8_t inst[16];
-    int own;            /* written by this process */
+    int own; /* written by this process */
     int fd;
-    uint64_t size;      /* bytes in the file (own: the logical end) */
-    uint64_t read_off;  /* next record to hand out */
+    uint64_t size;        /* bytes in the file (own: the logical end) */
+    uint64_t read_off;    /* next record to hand out */
     uint64_t counted_off; /* leftovers: records before this were counted as inherited */
-    uint64_t events;    /* own: events appended */
-    uint64_t settled;   /* own: events handed out or counted lost */
+    uint64_t events;      /* own: events appended */
+    uint64_t settled;     /* own: events handed out or counted lost */
     uint32_t inflight;
-    int dirty;          /* written since its last fdatasync */
+    int dirty; /* written since its last fdatasync */
     struct seg *next;
 };
 
@@ -83,7 +83,7 @@ struct inflight {
 };
 
 struct fault {
-    int op;             /* 0 none, 1 write fails, 2 fsync fails, 3 short write */
+    int op; /* 0 none, 1 write fails, 2 fsync fails, 3 short write */
     uint64_t first, count, calls;
 };
 
@@ -96,7 +96,7 @@ struct tt_spool {
     struct inflight *if_head, *if_tail;
     tt__wstats *ws;
     tt__wstats dummy;
-    uint64_t retry_at;  /* monotonic ns: appends refused until then after an error */
+    uint64_t retry_at; /* monotonic ns: appends refused until then after an error */
     int dirty;
     uint64_t synced_ns;
     struct fault fw, ff;
@@ -113,8 +113,10 @@ static void parse_fault(struct tt_spool *s)
 {
     const char *e = getenv("TT_SPOOL_FAULT");
     while (e && *e) {
-        int op = !strncmp(e, "write:", 6) ? 1 : !strncmp(e, "fsync:", 6) ? 2
-                 : !strncmp(e, "torn:", 5) ? 3 : 0;
+        int op = !strncmp(e, "write:", 6)   ? 1
+                 : !strncmp(e, "fsync:", 6) ? 2
+                 : !strncmp(e, "torn:", 5)  ? 3
+                                            : 0;
         if (!op) {
             return;
         }
@@ -139,10 +141,26 @@ static int fault_hit(struct fault *f)
 
 /* --- helpers ------------------------------------------------------------------------------- */
 
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static void put32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+static void put64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
 
 static void hex(char *out, const uint8_t *p, size_t n)
 {
@@ -252,7 +270,8 @@ static int open_private_dir(int at, const char *path, int *out)
     if (fd < 0) {
         int e = errno;
         struct stat ls;
-        if (e == ELOOP || (fstatat(at, path, &ls, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(ls.st_mode))) {
+        if (e == ELOOP ||
+            (fstatat(at, path, &ls, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(ls.st_mode))) {
             return TT_EPERM; /* a symlink: refused, never followed */
         }
         return -e;

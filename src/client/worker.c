@@ -122,8 +122,8 @@ static tt__frame_out *make_frame(tt__worker *w, const uint8_t *raw, size_t rawle
         return NULL;
     }
     if (w->zc) {
-        size_t n = ZSTD_compressCCtx(w->zc, f->data + TT_FRAME_HDR_MAX, cap - TT_FRAME_HDR_MAX,
-                                     raw, rawlen, (int)w->c->cfg.compression_level);
+        size_t n = ZSTD_compressCCtx(w->zc, f->data + TT_FRAME_HDR_MAX, cap - TT_FRAME_HDR_MAX, raw,
+                                     rawlen, (int)w->c->cfg.compression_level);
         if (!ZSTD_isError(n) && n < rawlen) {
             f->len = tt__frame_finish(f->data, TT_FT_BATCH, TT_FF_ZSTD, (uint32_t)rawlen, n);
             /* The window counts f->len bytes; give back the rest of the compressBound()-sized
@@ -182,8 +182,8 @@ static int seal(tt__worker *w, int heartbeat, uint64_t now)
         /* The batch buffer has room for the counters by construction; if not, send without. */
         TT_ASSERT(0);
     }
-    size_t start = tt__encode_batch_header(w->batch.data, TT_BATCH_HDR_MAX, c->instance, first,
-                                           base);
+    size_t start =
+        tt__encode_batch_header(w->batch.data, TT_BATCH_HDR_MAX, c->instance, first, base);
     tt__frame_out *f = make_frame(w, w->batch.data + start, w->batch.len - start);
     if (!f) {
         ADD(c->ws.dropped[TT_DROP_OOM], w->batch_n);

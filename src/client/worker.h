@@ -13,56 +13,56 @@
 typedef struct tt__worker {
     tt_client *c;
     tt__clock_cal cal;
-    uint64_t next_seq;         /* the next sequence number to give an event; from 1 */
+    uint64_t next_seq; /* the next sequence number to give an event; from 1 */
 
     /* the batch being built: TT_BATCH_HDR_MAX bytes of headroom, then Batch.events entries */
     tt__buf batch;
     uint32_t batch_n;
     uint64_t batch_first_seq;
-    uint64_t batch_base;       /* Unix ns of the batch's first event */
-    uint64_t batch_open_ns;    /* monotonic ns when the first event went in, or earlier: the
+    uint64_t batch_base;    /* Unix ns of the batch's first event */
+    uint64_t batch_open_ns; /* monotonic ns when the first event went in, or earlier: the
                                 * previous drain pass, after which that event was emitted */
-    uint64_t prev_drain_ns;    /* monotonic ns of the previous drain pass */
+    uint64_t prev_drain_ns; /* monotonic ns of the previous drain pass */
     ZSTD_CCtx *zc;
-    tt__ring *resume;          /* ring to drain first next time, for fairness */
+    tt__ring *resume; /* ring to drain first next time, for fairness */
 
     /* frames not yet acknowledged, oldest first; send_next is the first not yet written on
      * the current connection (NULL if all are) */
     tt__fq window;
     tt__frame_out *send_next;
     size_t send_off;
-    int send_blocked;          /* the last write met a full socket: wait for POLLOUT */
+    int send_blocked; /* the last write met a full socket: wait for POLLOUT */
     uint64_t next_frame_no;
     uint64_t last_progress_ns; /* last ack, or when the oldest unacked frame was sent */
 
     /* connection */
     int fd;
-    int state;                 /* enum tt__conn_state */
+    int state; /* enum tt__conn_state */
     uint64_t next_attempt_ns;
     uint64_t backoff_ms;
     uint64_t attempt_started_ns;
     int ever_connected;
-    uint64_t attempts;         /* connection attempts started */
-    uint64_t close_attempts;   /* attempts when close began: one more is made while closing */
-    tt__buf rbuf;              /* bytes read, not yet parsed */
-    tt__buf wbuf;              /* the hello frame, until written */
+    uint64_t attempts;       /* connection attempts started */
+    uint64_t close_attempts; /* attempts when close began: one more is made while closing */
+    tt__buf rbuf;            /* bytes read, not yet parsed */
+    tt__buf wbuf;            /* the hello frame, until written */
     size_t wbuf_off;
-    uint64_t max_frame;        /* from the hello reply */
+    uint64_t max_frame; /* from the hello reply */
     uint64_t rng;
 
     /* timing */
-    uint64_t last_frame_ns;    /* last batch sealed (for heartbeats) */
+    uint64_t last_frame_ns; /* last batch sealed (for heartbeats) */
     uint64_t last_cal_ns;
-    uint64_t drained_last;     /* bytes drained in the last cycle: sets the next sleep */
-    uint64_t replay_tokens;    /* spool replay budget (bytes), refilled over time */
+    uint64_t drained_last;  /* bytes drained in the last cycle: sets the next sleep */
+    uint64_t replay_tokens; /* spool replay budget (bytes), refilled over time */
     uint64_t replay_refill_ns;
 
     /* requests from other threads, copied under ctl_lock */
-    uint64_t flush_ticket;     /* highest flush request seen */
-    uint64_t flush_seq;        /* flush done when every event up to this seq is settled */
-    uint64_t flush_need;       /* events the rings must have yielded before the target is set */
-    uint64_t drained_total;    /* events taken from rings since the worker started */
-    int flush_pending;         /* 0 none, 1 requested, 2 target set */
+    uint64_t flush_ticket;  /* highest flush request seen */
+    uint64_t flush_seq;     /* flush done when every event up to this seq is settled */
+    uint64_t flush_need;    /* events the rings must have yielded before the target is set */
+    uint64_t drained_total; /* events taken from rings since the worker started */
+    int flush_pending;      /* 0 none, 1 requested, 2 target set */
     int closing;
     uint64_t deadline_ns;
 } tt__worker;

@@ -40,10 +40,10 @@ struct alerts {
     struct hub *hub;
     struct webhook_cfg hooks[MON_HOOKS_MAX];
     int n_hooks;
-    pthread_mutex_t lock;       /* guards everything below */
-    pthread_cond_t cond;        /* alerts queued, or stopping */
-    pthread_cond_t hook_cond;   /* webhook jobs queued, or stopping */
-    struct alert *q;            /* ring of ALERTS_QUEUE_MAX */
+    pthread_mutex_t lock;     /* guards everything below */
+    pthread_cond_t cond;      /* alerts queued, or stopping */
+    pthread_cond_t hook_cond; /* webhook jobs queued, or stopping */
+    struct alert *q;          /* ring of ALERTS_QUEUE_MAX */
     size_t q_head, q_len;
     struct hook_job hq[WEBHOOK_QUEUE_MAX];
     size_t hq_head, hq_len;

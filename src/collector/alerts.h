@@ -20,7 +20,7 @@ extern const char alerts_schema[];
 struct alerts;
 
 struct alerts_counters {
-    uint64_t raised, stored, dropped;  /* dropped: queue full or store error */
+    uint64_t raised, stored, dropped; /* dropped: queue full or store error */
     uint64_t webhook_sent, webhook_failed, webhook_retries, webhook_dropped;
 };
 

@@ -14,16 +14,16 @@
 #include "collector/store.h"
 #include "common/json.h"
 
-#define AGENT_COLUMNS                                                                          \
-    "SELECT a.name, a.first_seen,"                                                             \
-    " (SELECT COALESCE(MAX(i.last_seen), a.last_seen) FROM instances i WHERE i.agent_id = a.id),"\
-    " (SELECT COUNT(*) FROM instances i WHERE i.agent_id = a.id),"                             \
-    " (SELECT COALESCE(SUM(i.stored), 0) FROM instances i WHERE i.agent_id = a.id),"           \
-    " (SELECT COALESCE(SUM(i.max_seq - i.stored), 0) FROM instances i WHERE i.agent_id = a.id),"\
-    " (SELECT COALESCE(SUM(i.c_emitted), 0) FROM instances i WHERE i.agent_id = a.id),"        \
-    " (SELECT COALESCE(SUM(i.c_dropped_total), 0) FROM instances i WHERE i.agent_id = a.id),"  \
-    " (SELECT COALESCE(SUM(i.c_possibly), 0) FROM instances i WHERE i.agent_id = a.id),"       \
-    " (SELECT COUNT(*) FROM sessions s WHERE s.agent_id = a.id)"                               \
+#define AGENT_COLUMNS                                                                              \
+    "SELECT a.name, a.first_seen,"                                                                 \
+    " (SELECT COALESCE(MAX(i.last_seen), a.last_seen) FROM instances i WHERE i.agent_id = a.id),"  \
+    " (SELECT COUNT(*) FROM instances i WHERE i.agent_id = a.id),"                                 \
+    " (SELECT COALESCE(SUM(i.stored), 0) FROM instances i WHERE i.agent_id = a.id),"               \
+    " (SELECT COALESCE(SUM(i.max_seq - i.stored), 0) FROM instances i WHERE i.agent_id = a.id),"   \
+    " (SELECT COALESCE(SUM(i.c_emitted), 0) FROM instances i WHERE i.agent_id = a.id),"            \
+    " (SELECT COALESCE(SUM(i.c_dropped_total), 0) FROM instances i WHERE i.agent_id = a.id),"      \
+    " (SELECT COALESCE(SUM(i.c_possibly), 0) FROM instances i WHERE i.agent_id = a.id),"           \
+    " (SELECT COUNT(*) FROM sessions s WHERE s.agent_id = a.id)"                                   \
     " FROM agents a"
 
 static const char agents_sql[] = AGENT_COLUMNS " ORDER BY a.name";

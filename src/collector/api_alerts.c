@@ -15,8 +15,8 @@
 #include "collector/store.h"
 #include "common/json.h"
 
-#define ALERT_COLUMNS                                                                            \
-    "SELECT id, time_ns, agent, detector, type, severity, session, message, value, threshold,"  \
+#define ALERT_COLUMNS                                                                              \
+    "SELECT id, time_ns, agent, detector, type, severity, session, message, value, threshold,"     \
     " acked_ns FROM alerts"
 
 static void copy_col(sqlite3_stmt *st, int i, char *dst, size_t cap)
@@ -130,10 +130,10 @@ enum MHD_Result api_alert_ack(const struct http_req *r)
     }
     sqlite3_busy_timeout(db, 5000);
     sqlite3_stmt *up = NULL, *sel = NULL;
-    int ok = sqlite3_prepare_v2(db,
-                                "UPDATE alerts SET acked_ns = ?1 WHERE id = ?2 AND acked_ns IS NULL",
-                                -1, &up, NULL) == SQLITE_OK &&
-             sqlite3_prepare_v2(db, ALERT_COLUMNS " WHERE id = ?1", -1, &sel, NULL) == SQLITE_OK;
+    int ok =
+        sqlite3_prepare_v2(db, "UPDATE alerts SET acked_ns = ?1 WHERE id = ?2 AND acked_ns IS NULL",
+                           -1, &up, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, ALERT_COLUMNS " WHERE id = ?1", -1, &sel, NULL) == SQLITE_OK;
     int found = 0;
     tt__buf b;
     tt__buf_init(&b, 1u << 20);

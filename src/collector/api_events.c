@@ -16,9 +16,9 @@
 #define PAGE_MAX 100000
 #define SSE_KEEPALIVE_MS 15000
 
-static const char *const event_params[] = {"agent", "session", "kind", "min_severity", "since",
-                                           "until", "limit", "cursor", "format", "instance",
-                                           NULL};
+static const char *const event_params[] = {"agent",  "session",  "kind",  "min_severity",
+                                           "since",  "until",    "limit", "cursor",
+                                           "format", "instance", NULL};
 
 /* A comma-separated list of kind names into a bit mask. */
 static int parse_kinds(const char *s, uint32_t *mask)
@@ -188,9 +188,9 @@ static enum MHD_Result events_page(const struct http_req *r, const struct query_
 /* Streaming JSON lines: the query runs as libmicrohttpd asks for more. */
 struct ndjson {
     struct query *q;
-    uint64_t left;      /* 0: no limit */
+    uint64_t left; /* 0: no limit */
     int unlimited;
-    tt__buf pending;    /* rendered, not yet handed out */
+    tt__buf pending; /* rendered, not yet handed out */
     size_t off;
     int done;
 };

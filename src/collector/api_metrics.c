@@ -19,26 +19,27 @@
 static void one(tt__buf *b, const char *name, const char *type, const char *help, uint64_t v)
 {
     tt__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
-        (unsigned long long)v);
+                   (unsigned long long)v);
 }
 
 static void commit_histogram(tt__buf *b)
 {
     static const uint64_t bounds[COMMIT_HIST_BUCKETS] = COMMIT_HIST_BOUNDS_US;
     const char *n = "telltale_store_commit_seconds";
-    tt__buf_printf(b, "# HELP %s Store commit latency (one group commit).\n# TYPE %s histogram\n", n, n);
+    tt__buf_printf(b, "# HELP %s Store commit latency (one group commit).\n# TYPE %s histogram\n",
+                   n, n);
     uint64_t cum = 0;
     for (int i = 0; i <= COMMIT_HIST_BUCKETS; i++) {
         cum += LD(cstats.commit_hist[i]);
         if (i < COMMIT_HIST_BUCKETS) {
             tt__buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", n, (double)bounds[i] / 1e6,
-                (unsigned long long)cum);
+                           (unsigned long long)cum);
         } else {
             tt__buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", n, (unsigned long long)cum);
         }
     }
-    tt__buf_printf(b, "%s_sum %.9f\n%s_count %llu\n", n, (double)LD(cstats.commit_ns_total) / 1e9, n,
-        (unsigned long long)cum);
+    tt__buf_printf(b, "%s_sum %.9f\n%s_count %llu\n", n, (double)LD(cstats.commit_ns_total) / 1e9,
+                   n, (unsigned long long)cum);
 }
 
 static void health(tt__buf *b, const struct http_req *r)
@@ -59,10 +60,10 @@ static void health(tt__buf *b, const struct http_req *r)
         LD(cstats.store_errors));
     commit_histogram(b);
     tt__buf_printf(b, "# HELP telltale_rejected_total Input refused, by reason.\n"
-           "# TYPE telltale_rejected_total counter\n");
+                      "# TYPE telltale_rejected_total counter\n");
     for (int i = 0; i < REJ__COUNT; i++) {
         tt__buf_printf(b, "telltale_rejected_total{reason=\"%s\"} %llu\n", reject_name(i),
-            (unsigned long long)LD(cstats.rejected[i]));
+                       (unsigned long long)LD(cstats.rejected[i]));
     }
     struct hub_counters hc;
     hub_counters(r->ctx->hub, &hc);
@@ -77,13 +78,14 @@ static void health(tt__buf *b, const struct http_req *r)
     one(b, "telltale_alerts_raised_total", "counter", "Alerts raised by the detectors.", ac.raised);
     one(b, "telltale_alerts_dropped_total", "counter", "Alerts lost (queue full, store error).",
         ac.dropped);
-    tt__buf_printf(b, "# HELP telltale_webhook_deliveries_total Webhook deliveries by result.\n"
-           "# TYPE telltale_webhook_deliveries_total counter\n"
-           "telltale_webhook_deliveries_total{result=\"sent\"} %llu\n"
-           "telltale_webhook_deliveries_total{result=\"failed\"} %llu\n"
-           "telltale_webhook_deliveries_total{result=\"dropped\"} %llu\n",
-        (unsigned long long)ac.webhook_sent, (unsigned long long)ac.webhook_failed,
-        (unsigned long long)ac.webhook_dropped);
+    tt__buf_printf(b,
+                   "# HELP telltale_webhook_deliveries_total Webhook deliveries by result.\n"
+                   "# TYPE telltale_webhook_deliveries_total counter\n"
+                   "telltale_webhook_deliveries_total{result=\"sent\"} %llu\n"
+                   "telltale_webhook_deliveries_total{result=\"failed\"} %llu\n"
+                   "telltale_webhook_deliveries_total{result=\"dropped\"} %llu\n",
+                   (unsigned long long)ac.webhook_sent, (unsigned long long)ac.webhook_failed,
+                   (unsigned long long)ac.webhook_dropped);
     one(b, "telltale_webhook_retries_total", "counter", "Webhook attempts after a failure.",
         ac.webhook_retries);
 }
@@ -99,8 +101,8 @@ enum MHD_Result api_metrics(const struct http_req *r)
     tt__buf_init(&b, 256u << 20);
     health(&b, r);
     monitor_metrics(r->ctx->monitor, &b);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(b.len, b.data,
-                                                                MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
     tt__buf_fini(&b);
     if (!resp) {
         return MHD_NO;

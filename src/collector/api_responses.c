@@ -74,9 +74,9 @@ static void render_row(tt__json *j, sqlite3_stmt *st)
     int ended = sqlite3_column_type(st, 6) != SQLITE_NULL;
     tt__json_kv_bool(j, "ended", ended);
     col_num(j, "tokens", st, 7, 0);
-    static const char *const reals[] = {"mean_logprob", "min_logprob", "perplexity",
-                                        "mean_entropy", "low_confidence_share",
-                                        "min_window_confidence"};
+    static const char *const reals[] = {"mean_logprob",         "min_logprob",
+                                        "perplexity",           "mean_entropy",
+                                        "low_confidence_share", "min_window_confidence"};
     for (int i = 0; i < 6; i++) {
         col_num(j, reals[i], st, 8 + i, 1);
     }
@@ -170,8 +170,10 @@ static int parse_id(const char *s, uint64_t *out)
     uint64_t v = 0;
     for (int i = 0; i < 16; i++) {
         char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (d < 0) {
             return -1;
         }
@@ -311,8 +313,10 @@ static const char *skip_ws(const char *p, const char *end)
 
 static int hexval(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* A JSON string at p (after its opening quote) into out (UTF-8, NUL-terminated); returns the
@@ -568,7 +572,8 @@ enum MHD_Result api_agent_guard_policy(const struct http_req *r)
         json_decref(o);
         return http_error(r, MHD_HTTP_BAD_REQUEST, "action is \"flag\" or \"halt\"");
     }
-    if (num_field(o, "token_min_prob", 0, 1, 0, &tp) || num_field(o, "window_min_confidence", 0, 1, 0, &wc) ||
+    if (num_field(o, "token_min_prob", 0, 1, 0, &tp) ||
+        num_field(o, "window_min_confidence", 0, 1, 0, &wc) ||
         num_field(o, "window", 1, 4096, 16, &w) || w != (double)(uint32_t)w ||
         num_field(o, "response_min_confidence", 0, 1, 0, &rc)) {
         json_decref(o);

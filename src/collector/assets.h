@@ -9,9 +9,9 @@
 #include <stddef.h>
 
 struct asset {
-    const char *name;          /* "app.js" */
-    const char *content_type;  /* "text/javascript; charset=utf-8" */
-    const char *etag;          /* "\"0123456789abcdef\"": FNV-1a 64 of the bytes */
+    const char *name;         /* "app.js" */
+    const char *content_type; /* "text/javascript; charset=utf-8" */
+    const char *etag;         /* "\"0123456789abcdef\"": FNV-1a 64 of the bytes */
     const unsigned char *data;
     size_t len;
 };

@@ -75,7 +75,9 @@ static char *read_small(const char *path, size_t *len, char *err, size_t errlen)
     fclose(f);
     if (!buf || bad || n > AUTH_FILE_MAX) {
         snprintf(err, errlen, "%s: %s", path,
-                 !buf ? "out of memory" : bad ? "read error" : "larger than 1 MiB");
+                 !buf  ? "out of memory"
+                 : bad ? "read error"
+                       : "larger than 1 MiB");
         free(buf);
         return NULL;
     }
@@ -118,8 +120,10 @@ int auth_set_operator(struct auth *a, const char *value, int from_file, char *er
         a->operator_token[n] = 0;
         a->operator_len = n;
     } else {
-        snprintf(err, errlen, "operator token %s: empty, longer than %d bytes, or holding spaces "
-                 "or control characters", from_file ? value : "(environment)", AUTH_TOKEN_MAX);
+        snprintf(err, errlen,
+                 "operator token %s: empty, longer than %d bytes, or holding spaces "
+                 "or control characters",
+                 from_file ? value : "(environment)", AUTH_TOKEN_MAX);
     }
     free(buf);
     return ok ? 0 : -1;
@@ -236,7 +240,8 @@ int auth_authorize(void *ctx, const tt__hello *h, char *agent, char *err, size_t
         }
     }
     if (!found) {
-        snprintf(err, errlen, "%s", n ? "unknown ingest token" : "this collector requires an ingest token");
+        snprintf(err, errlen, "%s",
+                 n ? "unknown ingest token" : "this collector requires an ingest token");
         return -1;
     }
     snprintf(agent, 256, "%s", found->agent);

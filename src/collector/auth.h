@@ -11,9 +11,9 @@
 
 #include "common/wire.h"
 
-#define AUTH_TOKEN_MAX 255        /* bytes in a token */
-#define AUTH_FILE_MAX (1u << 20)  /* bytes in a token file */
-#define AUTH_INGEST_MAX 4096      /* entries in an ingest token file */
+#define AUTH_TOKEN_MAX 255       /* bytes in a token */
+#define AUTH_FILE_MAX (1u << 20) /* bytes in a token file */
+#define AUTH_INGEST_MAX 4096     /* entries in an ingest token file */
 
 struct auth;
 

@@ -26,17 +26,17 @@ struct collector_opts {
     char data_dir[PATH_MAX];
     tt__endpoint listen[COLLECTOR_MAX_LISTEN];
     int n_listen;
-    char http[300];           /* HOST:PORT, empty for none */
+    char http[300]; /* HOST:PORT, empty for none */
     int sync_level;
-    uint64_t max_frame;       /* largest frame body accepted */
-    uint64_t max_raw;         /* largest decompressed payload */
+    uint64_t max_frame; /* largest frame body accepted */
+    uint64_t max_raw;   /* largest decompressed payload */
     uint64_t max_conns;
-    uint64_t queue_bytes;     /* frames waiting for the store: above this, ingest stops reading */
-    uint32_t max_events;      /* events per batch */
-    uint32_t max_attrs;       /* attributes per event */
+    uint64_t queue_bytes; /* frames waiting for the store: above this, ingest stops reading */
+    uint32_t max_events;  /* events per batch */
+    uint32_t max_attrs;   /* attributes per event */
     uint64_t hello_timeout_ms;
     uint64_t idle_timeout_ms;
-    uint64_t grace_ms;        /* SIGTERM: drain, commit and ack within this */
+    uint64_t grace_ms; /* SIGTERM: drain, commit and ack within this */
     char ready_file[PATH_MAX];
     int verbose;
     char operator_token_file[PATH_MAX]; /* empty: $TELLTALE_OPERATOR_TOKEN, or no token */
@@ -69,14 +69,16 @@ const char *reject_name(int reason);
 
 /* Upper bounds of the store commit latency histogram in /metrics, in microseconds. */
 #define COMMIT_HIST_BUCKETS 12
-#define COMMIT_HIST_BOUNDS_US                                                                   \
-    {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000}
+#define COMMIT_HIST_BOUNDS_US                                                                      \
+    {                                                                                              \
+        100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000              \
+    }
 
 struct collector_stats {
-    _Atomic uint64_t frames;        /* batch frames received and valid */
-    _Atomic uint64_t events;        /* events stored (after dedup) */
-    _Atomic uint64_t bytes;         /* bytes read from agents */
-    _Atomic uint64_t dedup_frames;  /* frames already stored, acked again */
+    _Atomic uint64_t frames;       /* batch frames received and valid */
+    _Atomic uint64_t events;       /* events stored (after dedup) */
+    _Atomic uint64_t bytes;        /* bytes read from agents */
+    _Atomic uint64_t dedup_frames; /* frames already stored, acked again */
     _Atomic uint64_t dedup_events;
     _Atomic uint64_t conns_open;
     _Atomic uint64_t conns_total;
@@ -118,10 +120,10 @@ struct agent_ident {
 
 enum store_result {
     STORE_PENDING = 0,
-    STORE_OK = 1,       /* committed */
-    STORE_DUP = 2,      /* every event was already stored: ack again */
-    STORE_REJECT = 3,   /* never storable (overlapping seq range): reject permanently */
-    STORE_RETRY = 4     /* storage failed: reject for now, the agent resends later */
+    STORE_OK = 1,     /* committed */
+    STORE_DUP = 2,    /* every event was already stored: ack again */
+    STORE_REJECT = 3, /* never storable (overlapping seq range): reject permanently */
+    STORE_RETRY = 4   /* storage failed: reject for now, the agent resends later */
 };
 
 /*
@@ -133,16 +135,16 @@ struct store_item {
     uint64_t conn_id;
     int conn_fd;
     uint64_t frame_no;
-    uint64_t received_ns;    /* Unix ns */
+    uint64_t received_ns; /* Unix ns */
     struct agent_ident ident;
-    tt__batch batch;         /* summary and iterator; points into raw */
-    uint8_t *raw;            /* the decompressed Batch payload (owned) */
+    tt__batch batch; /* summary and iterator; points into raw */
+    uint8_t *raw;    /* the decompressed Batch payload (owned) */
     size_t raw_len;
-    uint8_t *blob;           /* what is stored: the compressed payload (owned), or NULL to store raw */
+    uint8_t *blob; /* what is stored: the compressed payload (owned), or NULL to store raw */
     size_t blob_len;
-    int replayed;            /* the batch names an instance other than the connection's */
-    int result;              /* enum store_result, set by the store */
-    const char *reason;      /* static text when rejected */
+    int replayed;       /* the batch names an instance other than the connection's */
+    int result;         /* enum store_result, set by the store */
+    const char *reason; /* static text when rejected */
 };
 
 void store_item_free(struct store_item *it);

@@ -20,7 +20,8 @@ const char derive_schema[] =
     " status INTEGER, result_bytes INTEGER, error TEXT,"
     " PRIMARY KEY(instance_id, step_id)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS steps_session ON steps(agent_id, session);"
-    "CREATE TABLE IF NOT EXISTS responses(instance_id INTEGER NOT NULL, response_id INTEGER NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS responses(instance_id INTEGER NOT NULL, response_id INTEGER NOT "
+    "NULL,"
     " agent_id INTEGER NOT NULL, session TEXT, model TEXT, begin_ns INTEGER, begin_body BLOB,"
     " end_ns INTEGER, tokens INTEGER, mean_logprob REAL, min_logprob REAL, perplexity REAL,"
     " mean_entropy REAL, low_confidence_share REAL, min_window_confidence REAL, verdict INTEGER,"
@@ -53,25 +54,29 @@ int derive_open(struct derive **out, sqlite3 *db)
     int rc = sqlite3_prepare_v3(
         db,
         "INSERT INTO sessions(agent_id, name, first_seen, last_seen, events) VALUES(?1,?2,?3,?4,?5)"
-        " ON CONFLICT(agent_id, name) DO UPDATE SET first_seen=min(first_seen, excluded.first_seen),"
+        " ON CONFLICT(agent_id, name) DO UPDATE SET first_seen=min(first_seen, "
+        "excluded.first_seen),"
         " last_seen=max(last_seen, excluded.last_seen), events=events+excluded.events",
         -1, SQLITE_PREPARE_PERSISTENT, &d->session, NULL);
-    rc = rc ? rc
-            : sqlite3_prepare_v3(
-                  db,
-                  "INSERT INTO steps(instance_id, step_id, agent_id, parent_id, session, kind, name,"
-                  " query, start_ns) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)"
-                  " ON CONFLICT(instance_id, step_id) DO UPDATE SET parent_id=excluded.parent_id,"
-                  " session=excluded.session, kind=excluded.kind, name=excluded.name,"
-                  " query=excluded.query, start_ns=excluded.start_ns",
-                  -1, SQLITE_PREPARE_PERSISTENT, &d->begin, NULL);
+    rc =
+        rc ? rc
+           : sqlite3_prepare_v3(
+                 db,
+                 "INSERT INTO steps(instance_id, step_id, agent_id, parent_id, session, kind, name,"
+                 " query, start_ns) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)"
+                 " ON CONFLICT(instance_id, step_id) DO UPDATE SET parent_id=excluded.parent_id,"
+                 " session=excluded.session, kind=excluded.kind, name=excluded.name,"
+                 " query=excluded.query, start_ns=excluded.start_ns",
+                 -1, SQLITE_PREPARE_PERSISTENT, &d->begin, NULL);
     rc = rc ? rc
             : sqlite3_prepare_v3(
                   db,
                   "INSERT INTO steps(instance_id, step_id, agent_id, duration_ns, status,"
                   " result_bytes, error, start_ns) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)"
-                  " ON CONFLICT(instance_id, step_id) DO UPDATE SET duration_ns=excluded.duration_ns,"
-                  " status=excluded.status, result_bytes=excluded.result_bytes, error=excluded.error",
+                  " ON CONFLICT(instance_id, step_id) DO UPDATE SET "
+                  "duration_ns=excluded.duration_ns,"
+                  " status=excluded.status, result_bytes=excluded.result_bytes, "
+                  "error=excluded.error",
                   -1, SQLITE_PREPARE_PERSISTENT, &d->end, NULL);
     static const char *const sql[] = {
         "INSERT INTO responses(instance_id, response_id, agent_id, session, model, begin_ns,"
@@ -145,7 +150,8 @@ struct sess_acc {
 static void sess_add(struct sess_acc *acc, int *n, const tt__event *ev)
 {
     for (int i = 0; i < *n; i++) {
-        if (acc[i].name.n == ev->session.n && memcmp(acc[i].name.p, ev->session.p, ev->session.n) == 0) {
+        if (acc[i].name.n == ev->session.n &&
+            memcmp(acc[i].name.p, ev->session.p, ev->session.n) == 0) {
             acc[i].first = ev->time < acc[i].first ? ev->time : acc[i].first;
             acc[i].last = ev->time > acc[i].last ? ev->time : acc[i].last;
             acc[i].events++;
@@ -218,8 +224,8 @@ static int response_event(struct derive *d, const tt__event *ev, int64_t agent, 
         sqlite3_bind_int64(st, 2, (int64_t)e.response_id);
         sqlite3_bind_int64(st, 5, ev->time);
         sqlite3_bind_int64(st, 6, e.tokens);
-        double v[] = {e.mean_logprob, e.min_logprob, e.perplexity, e.mean_entropy,
-                      e.low_confidence_share, e.min_window_confidence};
+        double v[] = {e.mean_logprob, e.min_logprob,          e.perplexity,
+                      e.mean_entropy, e.low_confidence_share, e.min_window_confidence};
         for (int i = 0; i < 6; i++) {
             sqlite3_bind_double(st, 7 + i, v[i]); /* NaN binds as NULL */
         }

@@ -303,8 +303,8 @@ static enum MHD_Result dispatch(struct http_req *r)
         }
     }
     if (path_known) {
-        return http_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method %s not allowed on %s",
-                          r->method, r->url);
+        return http_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method %s not allowed on %s", r->method,
+                          r->url);
     }
     return http_error(r, MHD_HTTP_NOT_FOUND, "no such route: %s", r->url);
 }
@@ -424,11 +424,10 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
     h->ctx = *ctx;
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    h->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, &ss,
-                            MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256u << 10), MHD_OPTION_END);
+    h->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED,
+        completed, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256u << 10), MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "cannot listen for HTTP on %s: %s", hostport, strerror(errno));
         free(h);

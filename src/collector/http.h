@@ -23,10 +23,10 @@ struct http_ctx {
     char db_path[PATH_MAX];
     struct hub *hub;
     struct ingest *ingest;
-    const struct auth *auth;  /* operator token for /api/ and /metrics (NULL: none) */
-    struct monitor *monitor;  /* live per-agent figures (NULL: none) */
-    struct alerts *alerts;    /* alert counters (NULL: none) */
-    void *app;              /* the rest of the collector, for routes that need it */
+    const struct auth *auth; /* operator token for /api/ and /metrics (NULL: none) */
+    struct monitor *monitor; /* live per-agent figures (NULL: none) */
+    struct alerts *alerts;   /* alert counters (NULL: none) */
+    void *app;               /* the rest of the collector, for routes that need it */
 };
 
 struct http;
@@ -42,7 +42,7 @@ struct http_req {
     const char *method;
     const char *url;
     const struct http_ctx *ctx;
-    const tt__buf *body;    /* POST body, at most HTTP_BODY_MAX bytes */
+    const tt__buf *body; /* POST body, at most HTTP_BODY_MAX bytes */
     /* Path parameters: a route "/api/v1/sessions/{id}" matched "/api/v1/sessions/abc". */
     int n_path;
     const char *path_names[4];

@@ -26,8 +26,8 @@ struct hub_sub {
     struct hub_filter f;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    tt__buf q;          /* queued stream text */
-    size_t off;         /* bytes of q already read */
+    tt__buf q;  /* queued stream text */
+    size_t off; /* bytes of q already read */
     int dropped;
     struct hub_sub *next;
 };

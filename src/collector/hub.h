@@ -20,9 +20,9 @@ struct hub_sub;
 #define HUB_KIND_ALERT (1u << 31)
 
 struct hub_filter {
-    char agent[256];     /* empty: every agent */
-    char session[256];   /* empty: every session */
-    uint32_t kinds;      /* bit mask of 1 << TT_EV_* and HUB_KIND_ALERT, 0: every kind */
+    char agent[256];       /* empty: every agent */
+    char session[256];     /* empty: every session */
+    uint32_t kinds;        /* bit mask of 1 << TT_EV_* and HUB_KIND_ALERT, 0: every kind */
     uint32_t min_severity; /* logs below it are left out; other kinds pass */
 };
 

@@ -53,15 +53,15 @@
 
 /* A control order from another thread (operator halt, guard policy), sent by the loop. */
 struct ctl_wait {
-    int done;       /* guarded by ctl_lock */
-    int abandoned;  /* the poster stopped waiting: whoever finishes frees it */
-    int count;      /* connections the order was queued on, -1 if never sent */
+    int done;      /* guarded by ctl_lock */
+    int abandoned; /* the poster stopped waiting: whoever finishes frees it */
+    int count;     /* connections the order was queued on, -1 if never sent */
 };
 
 struct ctl_msg {
     struct ctl_msg *next;
     struct ctl_wait *wait; /* NULL: nobody waits */
-    char agent[256]; /* empty: every agent */
+    char agent[256];       /* empty: every agent */
     size_t n;
     uint8_t payload[];
 };
@@ -69,16 +69,16 @@ struct ctl_msg {
 struct conn {
     int fd;
     uint64_t id;
-    int ready;               /* hello accepted */
-    int closing;             /* write what is queued, then close */
+    int ready;   /* hello accepted */
+    int closing; /* write what is queued, then close */
     tt__buf rbuf;
     tt__buf wbuf;
     size_t woff;
-    int want_out;            /* EPOLLOUT registered */
+    int want_out; /* EPOLLOUT registered */
     struct agent_ident ident;
-    uint64_t frames_in;      /* batch frames received: the next frame_no */
-    uint64_t ack_pending;    /* highest committed frame_no not yet acked */
-    uint64_t pending;        /* items at the store */
+    uint64_t frames_in;   /* batch frames received: the next frame_no */
+    uint64_t ack_pending; /* highest committed frame_no not yet acked */
+    uint64_t pending;     /* items at the store */
     uint64_t opened_ns;
     uint64_t last_rx_ns;
 };
@@ -97,12 +97,12 @@ struct ingest {
     int sigfd;
     struct listener lis[COLLECTOR_MAX_LISTEN];
     int n_lis;
-    struct conn **conns;     /* by fd */
+    struct conn **conns; /* by fd */
     size_t conns_cap;
     uint64_t next_id;
-    int paused;              /* not reading: the store is behind */
-    int draining;            /* SIGTERM received */
-    uint64_t drop_acks;      /* test hook: commits whose ack is replaced by a disconnect */
+    int paused;         /* not reading: the store is behind */
+    int draining;       /* SIGTERM received */
+    uint64_t drop_acks; /* test hook: commits whose ack is replaced by a disconnect */
     ZSTD_DCtx *dctx;
     tt__buf scratch;
     pthread_mutex_t ctl_lock; /* guards ctl_head and the ctl_wait of posted orders */
@@ -116,10 +116,10 @@ struct collector_stats cstats;
 const char *reject_name(int reason)
 {
     static const char *const names[REJ__COUNT] = {
-        "frame_too_large", "bad_crc",        "bad_header",     "decompressed_too_large",
-        "bad_compression", "bad_payload",    "truncated",      "no_hello",
-        "bad_hello",       "protocol",       "auth",           "too_many_connections",
-        "seq_overlap",     "hello_timeout",  "idle_timeout",   "store_error"};
+        "frame_too_large", "bad_crc",       "bad_header",   "decompressed_too_large",
+        "bad_compression", "bad_payload",   "truncated",    "no_hello",
+        "bad_hello",       "protocol",      "auth",         "too_many_connections",
+        "seq_overlap",     "hello_timeout", "idle_timeout", "store_error"};
     return reason >= 0 && reason < REJ__COUNT ? names[reason] : "unknown";
 }
 
@@ -183,8 +183,7 @@ static int listen_tcp(struct listener *l, char *err, size_t errlen)
     }
     freeaddrinfo(res);
     if (rc != 0) {
-        snprintf(err, errlen, "listen on tcp://%s:%s: %s", l->ep.host, l->ep.port,
-                 strerror(errno));
+        snprintf(err, errlen, "listen on tcp://%s:%s: %s", l->ep.host, l->ep.port, strerror(errno));
         return -1;
     }
     /* Port 0 asks for any free port: report the one we got. */
@@ -366,8 +365,8 @@ static int on_hello(struct ingest *g, struct conn *c, const tt__frame *f)
     } else if (!valid_agent_name(h.agent)) {
         reason = REJ_BAD_HELLO;
         snprintf(r.error, sizeof r.error, "agent name empty or with control characters");
-    } else if (g->hooks.authorize && g->hooks.authorize(g->hooks.ctx, &h, r.agent, r.error,
-                                                         sizeof r.error) != 0) {
+    } else if (g->hooks.authorize &&
+               g->hooks.authorize(g->hooks.ctx, &h, r.agent, r.error, sizeof r.error) != 0) {
         reason = REJ_AUTH;
     }
     if (reason < 0) {
@@ -405,7 +404,8 @@ static int on_hello(struct ingest *g, struct conn *c, const tt__frame *f)
 }
 
 /* Decompress (or copy) a batch payload into a new item. */
-static struct store_item *item_new(struct ingest *g, struct conn *c, const tt__frame *f, int *reason)
+static struct store_item *item_new(struct ingest *g, struct conn *c, const tt__frame *f,
+                                   int *reason)
 {
     if (!tt__frame_raw_ok(f, g->o->max_raw)) {
         *reason = REJ_RAW_TOO_LARGE;
@@ -630,9 +630,9 @@ static void complete_one(struct ingest *g, struct conn *c, struct store_item *it
                 send_reject(g, c, it->frame_no, it->result == STORE_REJECT,
                             it->reason ? it->reason : "refused");
             }
-            cstat_add(&cstats.rejected[it->result == STORE_REJECT ? REJ_SEQ_OVERLAP
-                                                                   : REJ_STORE_ERROR],
-                      1);
+            cstat_add(
+                &cstats.rejected[it->result == STORE_REJECT ? REJ_SEQ_OVERLAP : REJ_STORE_ERROR],
+                1);
         }
     }
     if (it->result == STORE_OK) {
@@ -704,8 +704,8 @@ static int add_fd(struct ingest *g, int fd, uint32_t tag, uint32_t idx)
     return epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev);
 }
 
-int ingest_open(struct ingest **out, struct collector_opts *o, struct store *store,
-                struct hub *hub, const struct ingest_hooks *hooks, char *err, size_t errlen)
+int ingest_open(struct ingest **out, struct collector_opts *o, struct store *store, struct hub *hub,
+                const struct ingest_hooks *hooks, char *err, size_t errlen)
 {
     struct ingest *g = calloc(1, sizeof *g);
     if (!g) {
@@ -834,7 +834,8 @@ static void send_controls(struct ingest *g)
         int count = 0;
         for (size_t fd = 0; fd < g->conns_cap; fd++) {
             struct conn *c = g->conns[fd];
-            if (c && c->ready && !c->closing && (!m->agent[0] || !strcmp(c->ident.agent, m->agent))) {
+            if (c && c->ready && !c->closing &&
+                (!m->agent[0] || !strcmp(c->ident.agent, m->agent))) {
                 conn_send(g, c, TT_FT_CONTROL, &p);
                 count++;
             }

@@ -26,8 +26,8 @@ struct ingest_hooks {
 
 /* Bind every listener of o (updating o->listen with the ports actually bound) and set up the
  * loop. SIGTERM and SIGINT must already be blocked in every thread. */
-int ingest_open(struct ingest **out, struct collector_opts *o, struct store *store,
-                struct hub *hub, const struct ingest_hooks *hooks, char *err, size_t errlen);
+int ingest_open(struct ingest **out, struct collector_opts *o, struct store *store, struct hub *hub,
+                const struct ingest_hooks *hooks, char *err, size_t errlen);
 
 /* Run until SIGTERM or SIGINT, then drain within o->grace_ms. */
 int ingest_run(struct ingest *g);

@@ -100,7 +100,8 @@ static int section(struct parser *p, char *s, size_t n)
     if ((!det && !hook) || !name_valid(name, nn)) {
         snprintf(p->err, sizeof p->err,
                  "expected [detector.NAME] or [webhook.NAME], NAME of 1-%d letters, digits, _ "
-                 "or -", MON_NAME_MAX - 1);
+                 "or -",
+                 MON_NAME_MAX - 1);
         return -1;
     }
     return det ? unit_begin(p, name, nn) : hook_begin(p, name, nn);
@@ -123,7 +124,8 @@ static int unit_key(struct parser *p, const char *key, const char *value)
         if (!u->ops) {
             snprintf(p->err, sizeof p->err,
                      "unknown detector type \"%.40s\" (threshold, drift, error_rate, loop, "
-                     "silence, gap)", value);
+                     "silence, gap)",
+                     value);
             return -1;
         }
         return 0;
@@ -183,8 +185,10 @@ static int hook_key(struct parser *p, const char *key, const char *value)
         return -1;
     }
     if (rc) {
-        snprintf(p->err, sizeof p->err, "bad value for %.40s (url: http:// or https://, below "
-                 "1024 bytes)", key);
+        snprintf(p->err, sizeof p->err,
+                 "bad value for %.40s (url: http:// or https://, below "
+                 "1024 bytes)",
+                 key);
     }
     return rc ? -1 : 0;
 }
@@ -246,8 +250,8 @@ static int finish(struct mon_config *c, char *err, size_t errlen)
     return 0;
 }
 
-int mon_config_parse(struct mon_config *c, const char *text, size_t n, const char *name,
-                     char *err, size_t errlen)
+int mon_config_parse(struct mon_config *c, const char *text, size_t n, const char *name, char *err,
+                     size_t errlen)
 {
     memset(c, 0, sizeof *c);
     if (n > MON_CONFIG_MAX) {

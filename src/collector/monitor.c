@@ -44,7 +44,7 @@ struct inst_state {
     uint8_t id[16];
     int used;
     uint64_t max_seq;
-    uint64_t reported;   /* the library's drop total at its last report */
+    uint64_t reported; /* the library's drop total at its last report */
 };
 
 struct mon_agent {
@@ -204,8 +204,11 @@ static void on_response_end(struct monitor *m, struct mon_agent *a, const tt__ev
     b->responses++;
     b->conf_n++;
     b->conf_sum += c;
-    struct mon_signal s = {.type = SIG_CONFIDENCE, .time_ns = ev->time, .value = c,
-                           .session = ev->session, .id = re.response_id};
+    struct mon_signal s = {.type = SIG_CONFIDENCE,
+                           .time_ns = ev->time,
+                           .value = c,
+                           .session = ev->session,
+                           .id = re.response_id};
     feed(m, a, &s);
 }
 
@@ -219,8 +222,12 @@ static void on_step_begin(struct monitor *m, struct mon_agent *a, const uint8_t 
     a->open_tools[a->ot_next++ % OPEN_TOOLS] = tool_key(inst, sb.step_id);
     a->tool_calls++;
     bucket(a, sec)->tools++;
-    struct mon_signal s = {.type = SIG_TOOL_BEGIN, .time_ns = ev->time, .name = sb.name,
-                           .query = sb.query, .session = ev->session, .id = sb.step_id};
+    struct mon_signal s = {.type = SIG_TOOL_BEGIN,
+                           .time_ns = ev->time,
+                           .name = sb.name,
+                           .query = sb.query,
+                           .session = ev->session,
+                           .id = sb.step_id};
     feed(m, a, &s);
 }
 
@@ -246,8 +253,12 @@ static void on_step_end(struct monitor *m, struct mon_agent *a, const uint8_t in
     a->tool_errors += se.status != 0;
     a->lat_sum += lat;
     hist_add(a->lat_hist, lat_bounds, LAT_B, lat);
-    struct mon_signal s = {.type = SIG_TOOL_END, .time_ns = ev->time, .value = lat,
-                           .error = se.status != 0, .session = ev->session, .id = se.step_id};
+    struct mon_signal s = {.type = SIG_TOOL_END,
+                           .time_ns = ev->time,
+                           .value = lat,
+                           .error = se.status != 0,
+                           .session = ev->session,
+                           .id = se.step_id};
     feed(m, a, &s);
 }
 
@@ -277,8 +288,8 @@ static void track_loss(struct monitor *m, struct mon_agent *a, const tt__batch *
     if (!fresh && b->first_seq > in->max_seq + 1) {
         uint64_t lost = b->first_seq - in->max_seq - 1;
         a->loss_gaps += lost;
-        struct mon_signal s = {.type = SIG_GAP, .time_ns = b->t_min, .value = (double)lost,
-                               .id = in->max_seq + 1};
+        struct mon_signal s = {
+            .type = SIG_GAP, .time_ns = b->t_min, .value = (double)lost, .id = in->max_seq + 1};
         feed(m, a, &s);
     }
     uint64_t last = b->first_seq + (b->n_events ? b->n_events - 1 : 0);
@@ -313,7 +324,8 @@ void monitor_on_commit(void *ctx, const struct store_item *it)
     a->events += it->batch.n_events;
     bucket(a, sec)->events += it->batch.n_events;
     track_loss(m, a, &it->batch);
-    uint32_t wanted = (1u << TT_EV_RESPONSE_END) | (1u << TT_EV_STEP_BEGIN) | (1u << TT_EV_STEP_END);
+    uint32_t wanted =
+        (1u << TT_EV_RESPONSE_END) | (1u << TT_EV_STEP_BEGIN) | (1u << TT_EV_STEP_END);
     if (it->batch.kinds & wanted) {
         tt__batch b = it->batch;
         tt__event ev;
@@ -389,8 +401,8 @@ int monitor_open(struct monitor **out, const struct mon_config *cfg, struct aler
     for (int i = 0; i < m->cfg.n_units; i++) {
         struct unit *u = &m->cfg.units[i];
         u->state_off = m->ustate_size;
-        m->ustate_size += (u->state_size + sizeof(max_align_t) - 1) / sizeof(max_align_t) *
-                          sizeof(max_align_t);
+        m->ustate_size +=
+            (u->state_size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
         need_timer |= u->ops->tick != NULL;
     }
     pthread_mutex_init(&m->lock, NULL);
@@ -473,9 +485,8 @@ int monitor_agent(struct monitor *m, const char *agent, struct mon_agent_view *o
     out->alerts = a->alerts;
     for (int i = 0; i < m->cfg.n_units; i++) {
         const struct unit *u = &m->cfg.units[i];
-        if (u->ops->read &&
-            u->ops->read(u, (const char *)a->ustate + u->state_off,
-                         &out->readings[out->n_readings].r) == 0) {
+        if (u->ops->read && u->ops->read(u, (const char *)a->ustate + u->state_off,
+                                         &out->readings[out->n_readings].r) == 0) {
             out->readings[out->n_readings++].detector = u->name;
         }
     }
@@ -518,8 +529,7 @@ static void counter(tt__buf *b, struct monitor *m, const char *name, const char 
     }
 }
 
-static void histogram(tt__buf *b, struct monitor *m, const char *name, const char *help,
-                      int conf)
+static void histogram(tt__buf *b, struct monitor *m, const char *name, const char *help, int conf)
 {
     tt__buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     const double *bounds = conf ? conf_bounds : lat_bounds;
@@ -563,9 +573,10 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
             offsetof(struct mon_agent, tool_calls));
     counter(b, m, "telltale_agent_tool_errors_total", "Tool calls that ended in failure.",
             offsetof(struct mon_agent, tool_errors));
-    tt__buf_printf(b, "# HELP telltale_agent_loss_events_total Events lost per agent: sequence gaps "
-                  "seen by the collector, drops reported by the library.\n"
-                  "# TYPE telltale_agent_loss_events_total counter\n");
+    tt__buf_printf(b,
+                   "# HELP telltale_agent_loss_events_total Events lost per agent: sequence gaps "
+                   "seen by the collector, drops reported by the library.\n"
+                   "# TYPE telltale_agent_loss_events_total counter\n");
     for (size_t i = 0; i < m->n_agents; i++) {
         char v[32];
         snprintf(v, sizeof v, "%llu", (unsigned long long)m->agents[i]->loss_gaps);
@@ -573,8 +584,9 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
         snprintf(v, sizeof v, "%llu", (unsigned long long)m->agents[i]->loss_reported);
         series(b, "telltale_agent_loss_events_total", m->agents[i], ",source=\"reported\"", v);
     }
-    tt__buf_printf(b, "# HELP telltale_agent_last_seen_seconds Unix time of the agent's last batch.\n"
-                  "# TYPE telltale_agent_last_seen_seconds gauge\n");
+    tt__buf_printf(b,
+                   "# HELP telltale_agent_last_seen_seconds Unix time of the agent's last batch.\n"
+                   "# TYPE telltale_agent_last_seen_seconds gauge\n");
     for (size_t i = 0; i < m->n_agents; i++) {
         char v[32];
         snprintf(v, sizeof v, "%.3f", (double)m->agents[i]->last_seen_ns / 1e9);
@@ -583,7 +595,7 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
     histogram(b, m, "telltale_agent_confidence", "Response confidence, exp(mean log-prob).", 1);
     histogram(b, m, "telltale_agent_tool_latency_seconds", "Tool call latency.", 0);
     tt__buf_printf(b, "# HELP telltale_agent_alerts_total Alerts raised per agent and detector.\n"
-                  "# TYPE telltale_agent_alerts_total counter\n");
+                      "# TYPE telltale_agent_alerts_total counter\n");
     for (size_t i = 0; i < m->n_agents; i++) {
         for (int u = 0; u < m->cfg.n_units; u++) {
             char extra[128], v[32];
@@ -592,8 +604,10 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
             series(b, "telltale_agent_alerts_total", m->agents[i], extra, v);
         }
     }
-    tt__buf_printf(b, "# HELP telltale_agents_untracked_total Agents beyond the monitor's table.\n"
-                  "# TYPE telltale_agents_untracked_total counter\n"
-                  "telltale_agents_untracked_total %llu\n", (unsigned long long)m->untracked);
+    tt__buf_printf(b,
+                   "# HELP telltale_agents_untracked_total Agents beyond the monitor's table.\n"
+                   "# TYPE telltale_agents_untracked_total counter\n"
+                   "telltale_agents_untracked_total %llu\n",
+                   (unsigned long long)m->untracked);
     pthread_mutex_unlock(&m->lock);
 }

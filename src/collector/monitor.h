@@ -38,33 +38,33 @@ enum mon_sig_type {
 
 struct mon_signal {
     int type;
-    int64_t time_ns;  /* the event's time, Unix ns */
+    int64_t time_ns; /* the event's time, Unix ns */
     double value;
-    int error;        /* SIG_TOOL_END: status other than ok */
-    tt__bstr name;    /* SIG_TOOL_BEGIN: the tool */
-    tt__bstr query;   /* SIG_TOOL_BEGIN: its arguments */
+    int error;      /* SIG_TOOL_END: status other than ok */
+    tt__bstr name;  /* SIG_TOOL_BEGIN: the tool */
+    tt__bstr query; /* SIG_TOOL_BEGIN: its arguments */
     tt__bstr session;
-    uint64_t id;      /* response id, step id, or first missing seq */
+    uint64_t id; /* response id, step id, or first missing seq */
 };
 
 /* One alert, as raised, stored and sent. */
 struct alert {
-    int64_t id;                 /* set when stored */
-    int64_t time_ns;            /* when it was raised, Unix ns */
+    int64_t id;      /* set when stored */
+    int64_t time_ns; /* when it was raised, Unix ns */
     char agent[256];
-    char detector[MON_NAME_MAX];/* the unit's name in the configuration */
-    char type[16];              /* the unit's type: drift, threshold, ... */
-    char severity[16];          /* info, warning, critical */
+    char detector[MON_NAME_MAX]; /* the unit's name in the configuration */
+    char type[16];               /* the unit's type: drift, threshold, ... */
+    char severity[16];           /* info, warning, critical */
     char session[256];
     char message[512];
-    double value;               /* what crossed the threshold */
+    double value; /* what crossed the threshold */
     double threshold;
 };
 
 struct unit;
 
 struct unit_ops {
-    const char *type;          /* as the configuration names it */
+    const char *type; /* as the configuration names it */
     int64_t default_cooldown_ms;
     /* Apply one key of the unit's section (the framework handles type, severity, cooldown_ms).
      * Returns 0, -ENOENT for an unknown key, -EINVAL for a bad value. */
@@ -88,16 +88,16 @@ struct unit {
     char name[MON_NAME_MAX];
     const struct unit_ops *ops;
     char severity[16];
-    int64_t cooldown_ns;  /* after an alert, the same unit stays quiet for the agent this long */
+    int64_t cooldown_ns; /* after an alert, the same unit stays quiet for the agent this long */
     int cooldown_set;
-    size_t state_size;    /* bytes of per-agent state */
-    size_t state_off;     /* where in the agent's block (set by the monitor) */
+    size_t state_size; /* bytes of per-agent state */
+    size_t state_off;  /* where in the agent's block (set by the monitor) */
     union {
         struct {
             double min;
         } threshold;
         struct {
-            int signal;                 /* enum drift_signal */
+            int signal; /* enum drift_signal */
             const struct detect_ops *algo;
             union detect_params p;
             char params[256];
@@ -127,9 +127,9 @@ const struct unit_ops *unit_find(const char *type);
 struct webhook_cfg {
     char name[MON_NAME_MAX];
     char url[1024];
-    uint32_t timeout_ms;  /* per attempt; default 2000 */
-    uint32_t retries;     /* after the first attempt; default 3 */
-    uint32_t backoff_ms;  /* before the first retry, doubling; default 200 */
+    uint32_t timeout_ms; /* per attempt; default 2000 */
+    uint32_t retries;    /* after the first attempt; default 3 */
+    uint32_t backoff_ms; /* before the first retry, doubling; default 200 */
 };
 
 struct mon_config {
@@ -145,8 +145,8 @@ struct mon_config {
 /* The detectors that run without a configuration file (docs/detectors.md). */
 int mon_config_defaults(struct mon_config *c);
 /* Parse configuration text (name is for messages). 0, or -1 with err naming file and line. */
-int mon_config_parse(struct mon_config *c, const char *text, size_t n, const char *name,
-                     char *err, size_t errlen);
+int mon_config_parse(struct mon_config *c, const char *text, size_t n, const char *name, char *err,
+                     size_t errlen);
 int mon_config_load(struct mon_config *c, const char *path, char *err, size_t errlen);
 
 struct monitor;
@@ -163,19 +163,19 @@ void monitor_on_commit(void *ctx, const struct store_item *it);
 
 /* What one agent looks like now. */
 struct mon_agent_view {
-    int64_t last_seen_ns;      /* Unix ns of the last batch */
-    double events_per_s;       /* over the last 10 s */
+    int64_t last_seen_ns; /* Unix ns of the last batch */
+    double events_per_s;  /* over the last 10 s */
     double responses_per_s;
     double tool_calls_per_s;
-    double confidence;         /* mean over the last 10 s, NAN without responses */
-    double confidence_last;    /* NAN before the first response */
+    double confidence;      /* mean over the last 10 s, NAN without responses */
+    double confidence_last; /* NAN before the first response */
     uint64_t events, responses, tool_calls, tool_errors;
-    uint64_t loss_gaps;        /* events missing from sequence gaps seen since start */
-    uint64_t loss_reported;    /* drops the agent's library reported */
-    uint64_t alerts;           /* raised since the collector started */
-    int n_readings;            /* units with a statistic to show (drift) */
+    uint64_t loss_gaps;     /* events missing from sequence gaps seen since start */
+    uint64_t loss_reported; /* drops the agent's library reported */
+    uint64_t alerts;        /* raised since the collector started */
+    int n_readings;         /* units with a statistic to show (drift) */
     struct {
-        const char *detector;  /* the unit's name (static for the monitor's life) */
+        const char *detector; /* the unit's name (static for the monitor's life) */
         struct detect_reading r;
     } readings[MON_UNITS_MAX];
 };

@@ -22,10 +22,10 @@ struct query {
     sqlite3 *db;
     sqlite3_stmt *st;
     struct query_filter f;
-    int64_t agent_id;       /* -1: any */
-    int64_t last_frame;     /* id of the last frame fetched */
-    int page_rows;          /* rows stepped in the current page */
-    int stepping;           /* a page is bound and being stepped */
+    int64_t agent_id;   /* -1: any */
+    int64_t last_frame; /* id of the last frame fetched */
+    int page_rows;      /* rows stepped in the current page */
+    int stepping;       /* a page is bound and being stepped */
     ZSTD_DCtx *dctx;
     /* the current frame */
     int in_frame;
@@ -35,8 +35,8 @@ struct query {
     char agent[256];
     uint8_t instance[16];
     int64_t frame_id;
-    uint32_t index;         /* events of the current frame consumed */
-    int64_t cur_frame;      /* cursor: frame and index after the last event returned */
+    uint32_t index;    /* events of the current frame consumed */
+    int64_t cur_frame; /* cursor: frame and index after the last event returned */
     uint32_t cur_index;
 };
 

@@ -11,13 +11,13 @@
 #include "common/batch.h"
 
 struct query_filter {
-    char agent[256];        /* empty: all */
-    char session[256];      /* empty: all */
-    uint32_t kinds;         /* 0: all */
-    uint32_t min_severity;  /* logs below are left out */
-    int64_t since;          /* Unix ns, inclusive */
-    int64_t until;          /* Unix ns, inclusive */
-    int64_t after_frame;    /* cursor: resume after event after_index of this frame */
+    char agent[256];       /* empty: all */
+    char session[256];     /* empty: all */
+    uint32_t kinds;        /* 0: all */
+    uint32_t min_severity; /* logs below are left out */
+    int64_t since;         /* Unix ns, inclusive */
+    int64_t until;         /* Unix ns, inclusive */
+    int64_t after_frame;   /* cursor: resume after event after_index of this frame */
     uint32_t after_index;
     uint8_t instance[16];
     int has_instance;

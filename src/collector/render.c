@@ -37,7 +37,7 @@ uint32_t render_severity_parse(const char *name)
     static const struct {
         const char *name;
         uint32_t v;
-    } t[] = {{"trace", TT_TRACE}, {"debug", TT_DEBUG},  {"info", TT_INFO},   {"warn", TT_WARN},
+    } t[] = {{"trace", TT_TRACE},  {"debug", TT_DEBUG}, {"info", TT_INFO},  {"warn", TT_WARN},
              {"warning", TT_WARN}, {"error", TT_ERROR}, {"fatal", TT_FATAL}};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         if (strcmp(name, t[i].name) == 0) {
@@ -49,7 +49,7 @@ uint32_t render_severity_parse(const char *name)
 
 const char *render_step_kind(uint32_t kind)
 {
-    static const char *const names[] = {"unknown", "reasoning", "tool", "api",
+    static const char *const names[] = {"unknown", "reasoning", "tool",      "api",
                                         "llm",     "agent",     "retrieval", "other"};
     return kind < sizeof names / sizeof names[0] ? names[kind] : "unknown";
 }

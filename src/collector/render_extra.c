@@ -54,7 +54,8 @@ static void floats(tt__json *j, const char *key, tt__bstr b)
 static double topk_value(const tt__ev_tokens *t, size_t i)
 {
     if (t->topk_encoding == 1 && 2 * i + 1 < t->topk_values.n) {
-        return tt__f16_to_f32((uint16_t)(t->topk_values.p[2 * i] | t->topk_values.p[2 * i + 1] << 8));
+        return tt__f16_to_f32(
+            (uint16_t)(t->topk_values.p[2 * i] | t->topk_values.p[2 * i + 1] << 8));
     }
     if (t->topk_encoding == 2 && i < t->topk_values.n) {
         return exp((double)tt__u8log_decode(t->topk_values.p[i]));
@@ -79,7 +80,9 @@ void render_tokens_fields(tt__json *j, const tt__ev_tokens *t)
     }
     tt__json_kv_u64(j, "topk", t->topk);
     tt__json_kv_cstr(j, "topk_encoding",
-                     t->topk_encoding == 1 ? "fp16" : t->topk_encoding == 2 ? "uint8" : "unknown");
+                     t->topk_encoding == 1   ? "fp16"
+                     : t->topk_encoding == 2 ? "uint8"
+                                             : "unknown");
     /* Rows of k: ids and probabilities, padding (id -1) left out. */
     tt__pb_reader r;
     tt__pb_reader_init(&r, t->topk_ids.p, t->topk_ids.n);
@@ -144,7 +147,10 @@ static void render_tensor(tt__json *j, const tt__ev_tensor *t)
 {
     render_response_id(j, "response_id", t->response_id);
     tt__json_kv_u64(j, "token_index", t->token_index);
-    tt__json_kv_cstr(j, "encoding", t->encoding == 1 ? "fp16" : t->encoding == 2 ? "uint8" : "unknown");
+    tt__json_kv_cstr(j, "encoding",
+                     t->encoding == 1   ? "fp16"
+                     : t->encoding == 2 ? "uint8"
+                                        : "unknown");
     tt__json_kv_u64(j, "length", t->length);
     tt__json_kv_u64(j, "first", t->first);
     tt__json_key(j, "logprobs");
@@ -221,8 +227,10 @@ void render_tokens_merged(tt__json *j, const tt__ev_tokens *t, size_t n)
         tt__json_key(j, vkeys[a]);
         tt__json_arr_begin(j);
         for (size_t c = 0; c < n; c++) {
-            tt__bstr b = a == 0 ? t[c].token_ids : a == 1 ? t[c].ranks : a == 2 ? t[c].latency_us
-                                                                                 : t[c].flags;
+            tt__bstr b = a == 0   ? t[c].token_ids
+                         : a == 1 ? t[c].ranks
+                         : a == 2 ? t[c].latency_us
+                                  : t[c].flags;
             tt__pb_reader r;
             tt__pb_reader_init(&r, b.p, b.n);
             while (r.p < r.end && !r.err) {

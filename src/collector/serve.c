@@ -36,7 +36,8 @@ static const char usage[] =
     "  --data DIR            data directory (default $TELLTALE_DATA or ./telltale-data)\n"
     "  --listen ENDPOINT     unix:PATH or tcp://HOST:PORT; repeatable (default\n"
     "                        unix:DIR/telltale.sock and " DEFAULT_TCP ")\n"
-    "  --http HOST:PORT      HTTP API and live stream (default " DEFAULT_HTTP "; port 0 picks one)\n"
+    "  --http HOST:PORT      HTTP API and live stream (default " DEFAULT_HTTP
+    "; port 0 picks one)\n"
     "  --no-http             no HTTP API\n"
     "  --sync LEVEL          full (default), normal or off: what an ack survives\n"
     "                        (docs/operations.md)\n"
@@ -106,17 +107,21 @@ static int add_listen(struct collector_opts *o, const char *s)
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
 static int parse_args(int argc, char **argv, struct collector_opts *o)
 {
-    static const struct option longopts[] = {
-        {"data", required_argument, NULL, 'd'},   {"listen", required_argument, NULL, 'l'},
-        {"http", required_argument, NULL, 'H'},   {"no-http", no_argument, NULL, 'N'},
-        {"sync", required_argument, NULL, 's'},   {"max-frame", required_argument, NULL, 'f'},
-        {"max-connections", required_argument, NULL, 'c'},
-        {"grace-ms", required_argument, NULL, 'g'},
-        {"ready-file", required_argument, NULL, 'r'}, {"verbose", no_argument, NULL, 'v'},
-        {"operator-token-file", required_argument, NULL, 'O'},
-        {"ingest-tokens", required_argument, NULL, 'I'},
-        {"config", required_argument, NULL, 'C'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"data", required_argument, NULL, 'd'},
+                                             {"listen", required_argument, NULL, 'l'},
+                                             {"http", required_argument, NULL, 'H'},
+                                             {"no-http", no_argument, NULL, 'N'},
+                                             {"sync", required_argument, NULL, 's'},
+                                             {"max-frame", required_argument, NULL, 'f'},
+                                             {"max-connections", required_argument, NULL, 'c'},
+                                             {"grace-ms", required_argument, NULL, 'g'},
+                                             {"ready-file", required_argument, NULL, 'r'},
+                                             {"verbose", no_argument, NULL, 'v'},
+                                             {"operator-token-file", required_argument, NULL, 'O'},
+                                             {"ingest-tokens", required_argument, NULL, 'I'},
+                                             {"config", required_argument, NULL, 'C'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     int opt, idx = 0;
     opterr = 0;
     optind = 1;

@@ -225,7 +225,8 @@ static int prepare_all(struct store *s)
             : prep(s, &s->st_inst,
                    "INSERT OR IGNORE INTO instances(uuid, agent_id, pid, host, library, start_ns,"
                    " first_seen, last_seen) VALUES(?1,?2,?3,?4,?5,?6,?7,?7)");
-    rc = rc ? rc : prep(s, &s->st_inst_get, "SELECT id, agent_id, max_seq FROM instances WHERE uuid=?1");
+    rc = rc ? rc
+            : prep(s, &s->st_inst_get, "SELECT id, agent_id, max_seq FROM instances WHERE uuid=?1");
     rc = rc ? rc
             : prep(s, &s->st_inst_upd,
                    "UPDATE instances SET last_seen=max(last_seen, ?2), max_seq=max(max_seq, ?3),"
@@ -277,10 +278,11 @@ static int check_schema_version(struct store *s, char *err, size_t errlen)
 
 static int open_db(struct store *s, char *err, size_t errlen)
 {
-    int rc = sqlite3_open_v2(s->path, &s->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "%s: %s", s->path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        snprintf(err, errlen, "%s: %s", s->path,
+                 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         return -1;
     }
     sqlite3_busy_timeout(s->db, 5000);
@@ -288,7 +290,9 @@ static int open_db(struct store *s, char *err, size_t errlen)
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=OFF;"
              "PRAGMA wal_autocheckpoint=4096;",
-             s->sync == SYNC_FULL ? "FULL" : s->sync == SYNC_NORMAL ? "NORMAL" : "OFF");
+             s->sync == SYNC_FULL     ? "FULL"
+             : s->sync == SYNC_NORMAL ? "NORMAL"
+                                      : "OFF");
     if (exec_fmt(s->db, err, errlen, pragmas) != SQLITE_OK ||
         exec_fmt(s->db, err, errlen, schema) != SQLITE_OK ||
         exec_fmt(s->db, err, errlen, derive_schema) != SQLITE_OK ||
@@ -698,9 +702,9 @@ void store_close(struct store *s)
         store_item_free(it);
         it = next;
     }
-    sqlite3_stmt *all[] = {s->st_dedup,   s->st_frame,    s->st_agent, s->st_agent_id,
-                           s->st_inst,    s->st_inst_get, s->st_inst_upd, s->st_begin,
-                           s->st_commit,  s->st_rollback};
+    sqlite3_stmt *all[] = {s->st_dedup,  s->st_frame,    s->st_agent,    s->st_agent_id,
+                           s->st_inst,   s->st_inst_get, s->st_inst_upd, s->st_begin,
+                           s->st_commit, s->st_rollback};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         sqlite3_finalize(all[i]);
     }

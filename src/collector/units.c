@@ -139,8 +139,7 @@ static int drift_ready(struct unit *u, char *err, size_t errlen)
         p->ph.mode = u->cfg.drift.signal == DRIFT_CONFIDENCE ? DETECT_DOWN : DETECT_UP;
     }
     if (u->cfg.drift.params[0] && detect_parse(ops, p, u->cfg.drift.params) != 0) {
-        snprintf(err, errlen, "params \"%s\" are not valid for %s", u->cfg.drift.params,
-                 ops->name);
+        snprintf(err, errlen, "params \"%s\" are not valid for %s", u->cfg.drift.params, ops->name);
         return -EINVAL;
     }
     size_t n = ops->size(p);
@@ -238,8 +237,7 @@ static int err_ready(struct unit *u, char *err, size_t errlen)
     return 0;
 }
 
-static int err_feed(const struct unit *u, void *state, const struct mon_signal *s,
-                    struct alert *a)
+static int err_feed(const struct unit *u, void *state, const struct mon_signal *s, struct alert *a)
 {
     if (s->type != SIG_TOOL_END) {
         return 0;
@@ -252,8 +250,8 @@ static int err_feed(const struct unit *u, void *state, const struct mon_signal *
     } else {
         e->n++;
     }
-    e->bits[e->pos >> 3] = (uint8_t)(s->error ? e->bits[e->pos >> 3] | mask
-                                              : e->bits[e->pos >> 3] & ~mask);
+    e->bits[e->pos >> 3] =
+        (uint8_t)(s->error ? e->bits[e->pos >> 3] | mask : e->bits[e->pos >> 3] & ~mask);
     e->errors += s->error != 0;
     e->pos = (e->pos + 1) % w;
     double rate = (double)e->errors / e->n;
@@ -305,8 +303,7 @@ static uint64_t fnv(uint64_t h, tt__bstr s)
     return h;
 }
 
-static int loop_feed(const struct unit *u, void *state, const struct mon_signal *s,
-                     struct alert *a)
+static int loop_feed(const struct unit *u, void *state, const struct mon_signal *s, struct alert *a)
 {
     if (s->type != SIG_TOOL_BEGIN) {
         return 0;
@@ -326,8 +323,7 @@ static int loop_feed(const struct unit *u, void *state, const struct mon_signal 
     a->value = l->count;
     a->threshold = u->cfg.loop.repeats;
     snprintf(a->message, sizeof a->message,
-             "tool \"%s\" with arguments \"%s\" called %u times in a row", name, query,
-             l->count);
+             "tool \"%s\" with arguments \"%s\" called %u times in a row", name, query, l->count);
     return 1;
 }
 
@@ -384,8 +380,8 @@ static int silence_tick(const struct unit *u, void *state, int64_t now_ns, int64
     return 1;
 }
 
-static const struct unit_ops unit_silence = {"silence",    0,           silence_set, silence_ready,
-                                             silence_feed, silence_tick, NULL};
+static const struct unit_ops unit_silence = {
+    "silence", 0, silence_set, silence_ready, silence_feed, silence_tick, NULL};
 
 /* --- gap: sequence numbers never received ------------------------------------------------- */
 
@@ -410,8 +406,7 @@ static int gap_ready(struct unit *u, char *err, size_t errlen)
     return 0;
 }
 
-static int gap_feed(const struct unit *u, void *state, const struct mon_signal *s,
-                    struct alert *a)
+static int gap_feed(const struct unit *u, void *state, const struct mon_signal *s, struct alert *a)
 {
     (void)state;
     if (s->type != SIG_GAP || s->value < (double)u->cfg.gap.min_events) {
@@ -429,7 +424,7 @@ static const struct unit_ops unit_gap = {"gap", 0, gap_set, gap_ready, gap_feed,
 
 const struct unit_ops *unit_find(const char *type)
 {
-    static const struct unit_ops *const all[] = {&unit_threshold, &unit_drift, &unit_error_rate,
+    static const struct unit_ops *const all[] = {&unit_threshold, &unit_drift,   &unit_error_rate,
                                                  &unit_loop,      &unit_silence, &unit_gap};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         if (strcmp(all[i]->type, type) == 0) {

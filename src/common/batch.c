@@ -135,8 +135,8 @@ static int stats_decode(tt__bstr s, tt__client_stats *st)
             }
         } else if (wt == TT_PB_VARINT && field >= 1 && field <= 6) {
             uint64_t v = tt__pb_varint(&r);
-            uint64_t *dst[] = {NULL, &st->emitted, &st->acked, &st->possibly_delivered, NULL,
-                               &st->buffered, &st->spooled};
+            uint64_t *dst[] = {NULL, &st->emitted,  &st->acked,  &st->possibly_delivered,
+                               NULL, &st->buffered, &st->spooled};
             if (dst[field]) {
                 *dst[field] = v;
             }
@@ -350,10 +350,10 @@ int tt__attr_next(tt__attr_iter *it, tt__attr_val *a)
     return 0;
 }
 
-#define DECODE_LOOP(body)                                                                        \
-    tt__pb_reader r;                                                                             \
-    tt__pb_reader_init(&r, (body).p, (body).n);                                                  \
-    uint32_t field, wt;                                                                          \
+#define DECODE_LOOP(body)                                                                          \
+    tt__pb_reader r;                                                                               \
+    tt__pb_reader_init(&r, (body).p, (body).n);                                                    \
+    uint32_t field, wt;                                                                            \
     while (tt__pb_next(&r, &field, &wt) == 1)
 
 int tt__ev_log_decode(tt__bstr body, tt__ev_log *out)
@@ -461,9 +461,9 @@ int tt__ev_response_end_decode(tt__bstr body, tt__ev_response_end *out)
             out->response_id = tt__pb_fixed64(&r);
         } else if (wt == TT_PB_I32 && field >= 3 && field <= 8) {
             float v = tt__pb_float(&r);
-            float *dst[] = {&out->mean_logprob, &out->min_logprob, &out->perplexity,
-                            &out->mean_entropy, &out->low_confidence_share,
-                            &out->min_window_confidence};
+            float *dst[] = {&out->mean_logprob,         &out->min_logprob,
+                            &out->perplexity,           &out->mean_entropy,
+                            &out->low_confidence_share, &out->min_window_confidence};
             *dst[field - 3] = v;
         } else if (wt == TT_PB_VARINT && (field == 2 || field == 9 || field == 11 || field == 12)) {
             uint64_t v = tt__pb_varint(&r);
@@ -514,10 +514,18 @@ int tt__ev_tokens_decode(tt__bstr body, tt__ev_tokens *out)
     memset(out, 0, sizeof *out);
     DECODE_LOOP(body)
     {
-        tt__bstr *packed[] = {NULL,           NULL,         NULL,
-                              &out->token_ids, &out->logprobs, &out->entropies,
-                              &out->margins,   &out->ranks,    &out->latency_us,
-                              &out->flags,     NULL,           &out->topk_ids,
+        tt__bstr *packed[] = {NULL,
+                              NULL,
+                              NULL,
+                              &out->token_ids,
+                              &out->logprobs,
+                              &out->entropies,
+                              &out->margins,
+                              &out->ranks,
+                              &out->latency_us,
+                              &out->flags,
+                              NULL,
+                              &out->topk_ids,
                               &out->topk_values};
         if (field == 1 && wt == TT_PB_I64) {
             out->response_id = tt__pb_fixed64(&r);
@@ -554,8 +562,10 @@ int tt__ev_tensor_decode(tt__bstr body, tt__ev_tensor *out)
             out->response_id = tt__pb_fixed64(&r);
         } else if (wt == TT_PB_VARINT && (field == 2 || field == 3 || field == 4 || field == 8)) {
             uint32_t v = (uint32_t)tt__pb_varint(&r);
-            *(field == 2 ? &out->token_index
-                         : field == 3 ? &out->encoding : field == 4 ? &out->length : &out->first) = v;
+            *(field == 2   ? &out->token_index
+              : field == 3 ? &out->encoding
+              : field == 4 ? &out->length
+                           : &out->first) = v;
         } else if (field == 5 && wt == TT_PB_LEN) {
             out->values.p = tt__pb_bytes(&r, &out->values.n);
         } else if (field == 6 && wt == TT_PB_I32) {

@@ -53,8 +53,8 @@ typedef struct tt__client_stats {
 #define TT_BATCH_SESSIONS 8
 
 typedef struct tt__batch_session {
-    tt__bstr name;          /* points into the payload */
-    int64_t t_min, t_max;   /* event times, Unix ns */
+    tt__bstr name;        /* points into the payload */
+    int64_t t_min, t_max; /* event times, Unix ns */
     uint32_t events;
 } tt__batch_session;
 
@@ -63,11 +63,11 @@ typedef struct tt__batch {
     uint64_t first_seq;
     uint64_t base_time;
     uint32_t n_events;
-    uint32_t kinds;         /* bit mask of the kinds present */
-    int64_t t_min;          /* event times, Unix ns (0 if no events) */
+    uint32_t kinds; /* bit mask of the kinds present */
+    int64_t t_min;  /* event times, Unix ns (0 if no events) */
     int64_t t_max;
     int has_stats;
-    int has_session;        /* some event names a session */
+    int has_session; /* some event names a session */
     /* The sessions named and their events, so that the store need not decode the events
      * again for them (unless sessions_overflow). */
     tt__batch_session sessions[TT_BATCH_SESSIONS];
@@ -82,8 +82,8 @@ typedef struct tt__batch {
 } tt__batch;
 
 typedef struct tt__batch_limits {
-    uint32_t max_events;      /* events per batch */
-    uint32_t max_attrs;       /* attributes per event */
+    uint32_t max_events; /* events per batch */
+    uint32_t max_attrs;  /* attributes per event */
 } tt__batch_limits;
 
 /* Validate payload as a Batch and summarise it. Returns 0, or -1 with a static reason in *why.
@@ -93,10 +93,10 @@ int tt__batch_parse(tt__batch *b, const uint8_t *payload, size_t n, const tt__ba
 
 typedef struct tt__event {
     uint64_t seq;
-    int64_t time;        /* Unix ns */
+    int64_t time; /* Unix ns */
     tt__bstr session;
     int kind;
-    tt__bstr body;       /* the kind's message */
+    tt__bstr body; /* the kind's message */
 } tt__event;
 
 /* The next event: 1, or 0 at the end. Only after tt__batch_parse succeeded. */
@@ -104,7 +104,7 @@ int tt__batch_next(tt__batch *b, tt__event *ev);
 
 typedef struct tt__attr_val {
     tt__bstr key;
-    int type;            /* TT_ATTR_STR, _INT, _DOUBLE, _BOOL (telltale.h), 0 if none */
+    int type; /* TT_ATTR_STR, _INT, _DOUBLE, _BOOL (telltale.h), 0 if none */
     tt__bstr s;
     int64_t i;
     double d;
@@ -192,8 +192,8 @@ typedef struct tt__ev_tensor {
     uint64_t response_id;
     uint32_t token_index;
     uint32_t encoding;
-    uint32_t length;     /* entries in the whole row */
-    uint32_t first;      /* index in the row of values[0] */
+    uint32_t length; /* entries in the whole row */
+    uint32_t first;  /* index in the row of values[0] */
     tt__bstr values;
     float scale;
     float offset;

@@ -21,12 +21,12 @@
 #if defined(TT_DEBUG) || defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #include <stdio.h>
 #include <stdlib.h>
-#define TT_ASSERT(x)                                                                             \
-    do {                                                                                         \
-        if (!(x)) {                                                                              \
-            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #x);            \
-            abort();                                                                             \
-        }                                                                                        \
+#define TT_ASSERT(x)                                                                               \
+    do {                                                                                           \
+        if (!(x)) {                                                                                \
+            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #x);              \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 #else
 #define TT_ASSERT(x) ((void)0)
@@ -59,8 +59,7 @@ static inline uint16_t tt__ld_le16(const uint8_t *p)
 
 static inline uint32_t tt__ld_le32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 static inline uint64_t tt__ld_le64(const uint8_t *p)

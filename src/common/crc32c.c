@@ -54,7 +54,7 @@ uint32_t tt__crc32c_sw(uint32_t crc, const void *data, size_t n)
 }
 
 __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const void *data,
-                                                             size_t n)
+                                                            size_t n)
 {
     const uint8_t *p = data;
     uint64_t c = ~crc;

@@ -23,9 +23,9 @@ typedef struct tt__json {
 
 void tt__json_init(tt__json *j, tt__buf *b);
 int tt__json_raw(tt__json *j, const char *s, size_t n);
-int tt__json_str(tt__json *j, const void *s, size_t n);   /* a quoted, escaped string */
+int tt__json_str(tt__json *j, const void *s, size_t n); /* a quoted, escaped string */
 int tt__json_cstr(tt__json *j, const char *s);
-int tt__json_key(tt__json *j, const char *key);           /* ,"key": */
+int tt__json_key(tt__json *j, const char *key); /* ,"key": */
 int tt__json_obj_begin(tt__json *j);
 int tt__json_obj_end(tt__json *j);
 int tt__json_arr_begin(tt__json *j);

@@ -214,8 +214,10 @@ int tt__hello_decode(const uint8_t *p, size_t n, tt__hello *h)
             if (len > 255) {
                 return -EPROTO;
             }
-            char *dst = field == 3 ? h->agent : field == 4 ? h->token
-                        : field == 6 ? h->host : h->library;
+            char *dst = field == 3   ? h->agent
+                        : field == 4 ? h->token
+                        : field == 6 ? h->host
+                                     : h->library;
             copy_str(dst, field == 7 ? sizeof h->library : 256, s, len);
         } else if (field == 5 && wt == TT_PB_VARINT) {
             h->pid = (uint32_t)tt__pb_varint(&r);

@@ -15,12 +15,12 @@
 #include "common/buf.h"
 
 #define TT_PROTOCOL_VERSION 1
-#define TT_FRAME_PREFIX 8                     /* length + crc */
-#define TT_FRAME_BODY_HDR 4                   /* type, flags, reserved */
+#define TT_FRAME_PREFIX 8                                          /* length + crc */
+#define TT_FRAME_BODY_HDR 4                                        /* type, flags, reserved */
 #define TT_FRAME_HDR_MAX (TT_FRAME_PREFIX + TT_FRAME_BODY_HDR + 4) /* + raw_length */
-#define TT_FRAME_DEFAULT_MAX (16u << 20)      /* default largest body the collector accepts */
-#define TT_FRAME_RAW_MAX (64u << 20)          /* largest decompressed payload */
-#define TT_FRAME_RATIO_MAX 100                /* decompressed/compressed cap above 1 MiB raw */
+#define TT_FRAME_DEFAULT_MAX (16u << 20) /* default largest body the collector accepts */
+#define TT_FRAME_RAW_MAX (64u << 20)     /* largest decompressed payload */
+#define TT_FRAME_RATIO_MAX 100           /* decompressed/compressed cap above 1 MiB raw */
 
 enum tt__frame_type {
     TT_FT_HELLO = 1,
@@ -38,12 +38,12 @@ enum tt__frame_type {
 enum tt__frame_err {
     TT_FRAME_OK = 0,
     TT_FRAME_NEED_MORE = 1,
-    TT_FRAME_ETOOBIG = -1,   /* length prefix above the limit */
-    TT_FRAME_ECRC = -2,      /* checksum mismatch */
-    TT_FRAME_EHEADER = -3,   /* bad type, flags or reserved bits, or body too short */
-    TT_FRAME_ERAW = -4,      /* raw length above the limit or ratio cap */
-    TT_FRAME_EDECOMP = -5,   /* zstd failed or produced another length */
-    TT_FRAME_EPAYLOAD = -6   /* the protobuf payload is malformed */
+    TT_FRAME_ETOOBIG = -1, /* length prefix above the limit */
+    TT_FRAME_ECRC = -2,    /* checksum mismatch */
+    TT_FRAME_EHEADER = -3, /* bad type, flags or reserved bits, or body too short */
+    TT_FRAME_ERAW = -4,    /* raw length above the limit or ratio cap */
+    TT_FRAME_EDECOMP = -5, /* zstd failed or produced another length */
+    TT_FRAME_EPAYLOAD = -6 /* the protobuf payload is malformed */
 };
 
 const char *tt__frame_err_name(int err);
@@ -55,7 +55,7 @@ typedef struct tt__frame {
     uint32_t raw_len;       /* decompressed length, or payload_len if not compressed */
     const uint8_t *payload; /* compressed bytes if flags & TT_FF_ZSTD */
     size_t payload_len;
-    size_t frame_len;       /* prefix + body: how far to advance the input */
+    size_t frame_len; /* prefix + body: how far to advance the input */
 } tt__frame;
 
 /* Look at the start of buf: TT_FRAME_NEED_MORE if incomplete (*need says how many bytes the

@@ -112,7 +112,7 @@ int main(int argc, char **argv)
     tt_config *cfg;
     tt_client *c;
     if (tt_config_new(&cfg) || tt_config_set(cfg, "endpoint", argv[1]) ||
-            tt_config_set(cfg, "agent", argv[2]) || tt_config_set(cfg, "guard.token_min_prob", "0.2") ||
+        tt_config_set(cfg, "agent", argv[2]) || tt_config_set(cfg, "guard.token_min_prob", "0.2") ||
         tt_config_set(cfg, "guard.action", "flag") || tt_open(&c, cfg)) {
         fprintf(stderr, "dashboard_feeder: cannot open a client on %s\n", argv[1]);
         return 1;

@@ -57,8 +57,7 @@ static int emit_one(tt_client *c, uint64_t i)
         return tt_log(c, "session-1", TT_INFO, "example", a, 3);
     }
     case 1:
-        return tt_metric(c, "session-1", TT_GAUGE, "queue_depth", (double)(i & 1023), "1",
-                         NULL, 0);
+        return tt_metric(c, "session-1", TT_GAUGE, "queue_depth", (double)(i & 1023), "1", NULL, 0);
     default: {
         /* A step is two events: begin (i % 4 == 2) and end (i % 4 == 3). */
         static __thread tt_step step;

@@ -46,7 +46,9 @@ static void batch_payload(tt__buf *out)
         memset(rec, 0, sizeof rec);
         tt__rec_hdr *h = (tt__rec_hdr *)(void *)rec;
         h->kind = (uint16_t)kind;
-        h->aux = kind == TT_REC_METRIC ? TT_GAUGE : kind == TT_REC_STEP_BEGIN ? TT_STEP_TOOL : TT_INFO;
+        h->aux = kind == TT_REC_METRIC       ? TT_GAUGE
+                 : kind == TT_REC_STEP_BEGIN ? TT_STEP_TOOL
+                                             : TT_INFO;
         uint8_t *p = rec + TT_REC_HDR;
         uint64_t u = 0x0000010000000001ull;
         double d = 2.5;

@@ -51,8 +51,10 @@ TEST_T(worker_waits_without_spinning_when_the_window_is_full, 120)
     CHECK_OK(kill(s.pid, SIGCONT));
     /* A spinning worker burns a core (a third of one on a loaded 2-core machine); a waiting
      * one next to nothing. */
-    CHECK_MSG(cpu < 0.1 * wall, "the client used %.0f ms of CPU in %.0f ms while blocked "
-                                "(buffered %llu)", cpu, wall, (unsigned long long)st.buffered);
+    CHECK_MSG(cpu < 0.1 * wall,
+              "the client used %.0f ms of CPU in %.0f ms while blocked "
+              "(buffered %llu)",
+              cpu, wall, (unsigned long long)st.buffered);
     CHECK_MSG(st.buffered > 0, "nothing was held back: the window never filled");
     CHECK_OK(tt_flush(c, 30000));
     tt_stats_get(c, &st, sizeof st);

@@ -47,8 +47,10 @@ TEST_T(an_idle_client_sends_an_event_within_one_flush_interval, 60)
         worst = ms > worst ? ms : worst;
     }
     /* Counted from the drain, the batch would wait a second interval (about 2 x 300 - 50 ms). */
-    CHECK_MSG(worst < FLUSH_MS + 150, "an event took %.0f ms from emit to ack with "
-                                      "flush_interval_ms=%d", worst, FLUSH_MS);
+    CHECK_MSG(worst < FLUSH_MS + 150,
+              "an event took %.0f ms from emit to ack with "
+              "flush_interval_ms=%d",
+              worst, FLUSH_MS);
     tt_close(c, 5000);
     tt_test_serve_stop(&s);
 }

@@ -35,8 +35,8 @@ static int run_smoke(const char *name, const char *metric_prefix_expected)
         CHECK_MSG(json_is_string(json_object_get(o, "unit")), "%s: no unit: %s", name, line);
         json_t *base = json_object_get(o, "baseline"), *ratio = json_object_get(o, "ratio");
         CHECK_MSG(base && ratio, "%s: baseline and ratio must be present: %s", name, line);
-        CHECK_MSG(json_is_null(base) == json_is_null(ratio),
-                  "%s: a ratio goes with a baseline: %s", name, line);
+        CHECK_MSG(json_is_null(base) == json_is_null(ratio), "%s: a ratio goes with a baseline: %s",
+                  name, line);
         if (strncmp(metric, metric_prefix_expected, strlen(metric_prefix_expected)) == 0) {
             expected_seen++;
         }

@@ -215,9 +215,9 @@ static void spool_cap(const char *policy)
     uint64_t cap = soak() ? (8u << 20) : (256u << 10);
     char capkv[64];
     snprintf(capkv, sizeof capkv, "spool_max_bytes=%llu", (unsigned long long)cap);
-    tt_client *c = tt_test_client(s.endpoint, "capped", spool, capkv, pol, "window_bytes=65536",
-                                  "batch_bytes=16384",
-                                  "compression_level=0", "backoff_max_ms=200", NULL);
+    tt_client *c =
+        tt_test_client(s.endpoint, "capped", spool, capkv, pol, "window_bytes=65536",
+                       "batch_bytes=16384", "compression_level=0", "backoff_max_ms=200", NULL);
     uint8_t inst[16];
     tt_instance_id(c, inst);
     uint64_t n = soak() ? 600000 : 30000, refused = 0, peak = 0;
@@ -244,10 +244,12 @@ static void spool_cap(const char *policy)
     CHECK_EQ_U64(sc.events + st.dropped[TT_DROP_SPOOL_FULL], n - refused);
     CHECK_EQ_U64(sc.events, st.acked);
     CHECK_EQ_U64(st.acked + st.dropped_total, n);
-    fprintf(stderr, "S3 %s: %llu events, %llu stored, spool_full %llu, buffer_full %llu, peak "
-            "%llu of %llu bytes\n", policy, (unsigned long long)n,
-            (unsigned long long)sc.events, (unsigned long long)st.dropped[TT_DROP_SPOOL_FULL],
-            (unsigned long long)refused, (unsigned long long)peak, (unsigned long long)cap);
+    fprintf(stderr,
+            "S3 %s: %llu events, %llu stored, spool_full %llu, buffer_full %llu, peak "
+            "%llu of %llu bytes\n",
+            policy, (unsigned long long)n, (unsigned long long)sc.events,
+            (unsigned long long)st.dropped[TT_DROP_SPOOL_FULL], (unsigned long long)refused,
+            (unsigned long long)peak, (unsigned long long)cap);
     if (!strcmp(policy, "drop_oldest")) {
         /* The newest events survive: the last sequence number is stored. */
         CHECK_EQ_U64(sc.max_seq, n - refused);
@@ -391,8 +393,8 @@ TEST_T(delivery_spool_corrupt_record_is_skipped_and_later_records_survive, 120)
     CHECK_EQ_U64(sb.acked, sc.events);
     CHECK_EQ_U64(sb.acked + sb.dropped[TT_DROP_SPOOL_CORRUPT], sb.inherited);
     /* Records after the damage arrived: the highest spooled sequence number is stored. */
-    CHECK_EQ_U64(sc.max_seq, sa.emitted - sa.dropped[TT_DROP_BUFFER_FULL] -
-                                 sa.dropped[TT_DROP_SHUTDOWN]);
+    CHECK_EQ_U64(sc.max_seq,
+                 sa.emitted - sa.dropped[TT_DROP_BUFFER_FULL] - sa.dropped[TT_DROP_SHUTDOWN]);
     CHECK_EQ_U64(sc.overlaps, 0);
     tt_test_serve_stop(&s);
 }
@@ -444,8 +446,8 @@ TEST_T(delivery_s1_stalled_collector_keeps_emit_fast_and_counts_drops_exactly, 1
 {
     struct tt_test_serve s;
     tt_test_serve_start(&s, "s1", NULL);
-    tt_client *c = tt_test_client(s.tcp, "stalled", "ring_bytes=262144", "max_event_bytes=4096", "window_bytes=65536",
-                                  "ack_timeout_ms=60000", NULL);
+    tt_client *c = tt_test_client(s.tcp, "stalled", "ring_bytes=262144", "max_event_bytes=4096",
+                                  "window_bytes=65536", "ack_timeout_ms=60000", NULL);
     uint8_t inst[16];
     tt_instance_id(c, inst);
     emit_n(c, 100, 0);
@@ -612,7 +614,7 @@ TEST_T(delivery_s8_forks_under_load_get_fresh_instances_and_no_parent_events, 30
      * children only check their fresh instance and empty counters, and emit nothing. */
     const char *san = getenv("TT_SANITIZE");
     const uint64_t PER_CHILD = san && strstr(san, "thread") ? 0 : PER_CHILD_FULL;
-    uint8_t (*kids)[16] = calloc((size_t)forks, 16);
+    uint8_t(*kids)[16] = calloc((size_t)forks, 16);
     for (int k = 0; k < forks; k++) {
         int p[2];
         CHECK(pipe(p) == 0);
@@ -793,11 +795,10 @@ TEST_T(delivery_s9_close_returns_within_its_deadline_whatever_the_collector_does
         snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", h.port);
         snprintf(spool, sizeof spool, "spool_dir=%s/spool%d", tt_test_tmpdir(), r);
         int with_spool = (r / 3) % 2;
-        tt_client *c = with_spool
-                           ? tt_test_client(ep, "holed", spool, "window_bytes=65536",
-                                            "compression_level=0", NULL)
-                           : tt_test_client(ep, "holed", "window_bytes=65536",
-                                            "compression_level=0", NULL);
+        tt_client *c = with_spool ? tt_test_client(ep, "holed", spool, "window_bytes=65536",
+                                                   "compression_level=0", NULL)
+                                  : tt_test_client(ep, "holed", "window_bytes=65536",
+                                                   "compression_level=0", NULL);
         emit_n(c, 5000, (uint64_t)r);
         usleep(100000);
         emit_n(c, 5000, (uint64_t)r + 1000);
@@ -806,8 +807,10 @@ TEST_T(delivery_s9_close_returns_within_its_deadline_whatever_the_collector_does
         int rc = tt_close_stats(c, deadline_ms, &st, sizeof st);
         double took = tt_test_now_ms() - t0;
         worst = took > worst ? took : worst;
-        CHECK_MSG(took <= deadline_ms + 100 * mult(), "run %d (mode %d, spool %d): close took "
-                  "%.1f ms", r, h.mode, with_spool, took);
+        CHECK_MSG(took <= deadline_ms + 100 * mult(),
+                  "run %d (mode %d, spool %d): close took "
+                  "%.1f ms",
+                  r, h.mode, with_spool, took);
         CHECK_EQ(rc, TT_ETIMEDOUT);
         struct tt_store_check none;
         memset(&none, 0, sizeof none);
@@ -839,7 +842,7 @@ TEST_T(delivery_s12_killed_agents_leave_a_spool_that_always_opens_and_replays_on
     snprintf(spool, sizeof spool, "%s/spool", tt_test_tmpdir());
     snprintf(dir, sizeof dir, "%s/spool/killed", tt_test_tmpdir());
     int runs = soak() ? 60 : 8;
-    uint8_t (*inst)[16] = calloc((size_t)runs, 16);
+    uint8_t(*inst)[16] = calloc((size_t)runs, 16);
     unsigned seed = (unsigned)getpid();
     int torn_runs = 0;
     for (int r = 0; r < runs; r++) {
@@ -956,9 +959,8 @@ TEST_T(delivery_s15_collector_killed_repeatedly_stores_every_event_once, 300)
     for (int i = 0; i < AGENTS; i++) {
         char name[32];
         snprintf(name, sizeof name, "agent%d", i);
-        a[i].c = tt_test_client(s.endpoint, name, spool, "window_bytes=65536",
-                                "backoff_min_ms=10", "backoff_max_ms=100", "ack_timeout_ms=1000",
-                                NULL);
+        a[i].c = tt_test_client(s.endpoint, name, spool, "window_bytes=65536", "backoff_min_ms=10",
+                                "backoff_max_ms=100", "ack_timeout_ms=1000", NULL);
         tt_instance_id(a[i].c, a[i].inst);
         atomic_store(&a[i].stop, 0);
         CHECK_OK(pthread_create(&a[i].th, NULL, s15_emit, &a[i]));
@@ -981,8 +983,8 @@ TEST_T(delivery_s15_collector_killed_repeatedly_stores_every_event_once, 300)
         struct tt_store_check sc;
         check_client(&s, a[i].inst, &st, &sc);
         CHECK_EQ_U64(sc.events, st.acked);
-        CHECK_EQ_U64(sc.events + st.dropped[TT_DROP_SPOOL_FULL] +
-                         st.dropped[TT_DROP_SPOOL_ERROR] + st.dropped[TT_DROP_OOM],
+        CHECK_EQ_U64(sc.events + st.dropped[TT_DROP_SPOOL_FULL] + st.dropped[TT_DROP_SPOOL_ERROR] +
+                         st.dropped[TT_DROP_OOM],
                      st.emitted - st.dropped[TT_DROP_BUFFER_FULL]);
         CHECK_EQ_U64(st.possibly_delivered, 0);
         tt_close(a[i].c, 2000);
@@ -998,8 +1000,8 @@ TEST_T(delivery_s18_lost_ack_is_resent_and_stored_once, 120)
     setenv("TELLTALE_TEST_DROP_ACKS", "3", 1);
     tt_test_serve_start(&s, "s18", NULL);
     unsetenv("TELLTALE_TEST_DROP_ACKS");
-    tt_client *c = tt_test_client(s.endpoint, "lostack", "backoff_min_ms=10",
-                                  "backoff_max_ms=50", NULL);
+    tt_client *c =
+        tt_test_client(s.endpoint, "lostack", "backoff_min_ms=10", "backoff_max_ms=50", NULL);
     uint8_t inst[16];
     tt_instance_id(c, inst);
     uint64_t n = 0;

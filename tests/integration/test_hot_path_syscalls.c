@@ -113,10 +113,10 @@ static int run_traced(const char *prefix, const char *endpoint, const char *inje
 /* --- reading the traces ---------------------------------------------------------------- */
 
 typedef struct trace_check {
-    int producers;      /* trace files holding both markers in order */
-    int bad_markers;    /* files with a marker missing, repeated or out of order */
-    int calls_between;  /* lines between the markers, over every producer */
-    int tsan_futex;     /* futex calls of ThreadSanitizer's runtime, not counted (see below) */
+    int producers;     /* trace files holding both markers in order */
+    int bad_markers;   /* files with a marker missing, repeated or out of order */
+    int calls_between; /* lines between the markers, over every producer */
+    int tsan_futex;    /* futex calls of ThreadSanitizer's runtime, not counted (see below) */
 } trace_check;
 
 /* Under ThreadSanitizer, the instrumented producers make futex calls of the sanitizer's own
@@ -215,7 +215,8 @@ TEST_T(hot_path_makes_no_syscall_in_10m_events, 180)
     } else {
         snprintf(endpoint, sizeof endpoint, "unix:%s/nobody-listens.sock", tmp);
         printf("collector: none (telltale serve unavailable); endpoint %s has no listener, "
-               "the rings fill and drop\n", endpoint);
+               "the rings fill and drop\n",
+               endpoint);
     }
     snprintf(prefix, sizeof prefix, "%s/trace", tmp);
     int rc = run_traced(prefix, endpoint, NULL, out, sizeof out);

@@ -56,8 +56,8 @@ static int load_routes(struct route *out)
             in_table = 1;
         } else if (in_table && strstr(line, "};")) {
             break;
-        } else if (in_table && sscanf(line, " {\"%7[A-Z]\", \"%127[^\"]\"", out[n].method,
-                                      out[n].path) == 2) {
+        } else if (in_table &&
+                   sscanf(line, " {\"%7[A-Z]\", \"%127[^\"]\"", out[n].method, out[n].path) == 2) {
             out[n].seen = 0;
             n++;
         }
@@ -138,8 +138,7 @@ static void demo_data(const struct tt_test_serve *s)
 static void find_response(const struct tt_test_serve *s)
 {
     char *body;
-    CHECK_EQ(tt_test_http_auth(s->http, "GET", "/api/v1/sessions/demo-session", TOKEN, &body),
-             200);
+    CHECK_EQ(tt_test_http_auth(s->http, "GET", "/api/v1/sessions/demo-session", TOKEN, &body), 200);
     const char *r = strstr(body, "\"responses\":[\"");
     CHECK_MSG(r != NULL, "no response in %s", body);
     memcpy(response_id, r + 14, 16);
@@ -223,8 +222,7 @@ TEST(http_doc_examples_run_against_a_real_collector)
     CHECK_MSG(examples >= 15, "only %d examples", examples);
     CHECK_MSG(n_routes >= 15, "only %d routes found in src/collector/http.c", n_routes);
     for (int i = 0; i < n_routes; i++) {
-        CHECK_MSG(routes[i].seen, "no working example for %s %s", routes[i].method,
-                  routes[i].path);
+        CHECK_MSG(routes[i].seen, "no working example for %s %s", routes[i].method, routes[i].path);
     }
     free(doc);
     tt_test_serve_stop(&s);

@@ -37,8 +37,8 @@ static void demo_agent_q(const struct tt_test_serve *s, const char *agent, const
     tt_client *c = tt_test_client(s->endpoint, agent, NULL);
     tt_step plan, search, fetch, lookup;
     CHECK_OK(tt_step_begin(c, &plan, NULL, TT_STEP_LLM, "demo-session", "plan", NULL));
-    CHECK_OK(tt_step_begin(c, &search, &plan, TT_STEP_TOOL, "demo-session", "search",
-                           "weather paris"));
+    CHECK_OK(
+        tt_step_begin(c, &search, &plan, TT_STEP_TOOL, "demo-session", "search", "weather paris"));
     CHECK_OK(tt_step_end(c, &search, TT_STATUS_OK, 512, NULL));
     CHECK_OK(tt_step_begin(c, &fetch, &plan, TT_STEP_TOOL, "demo-session", "fetch", "url=x"));
     CHECK_OK(tt_step_end(c, &fetch, TT_STATUS_TIMEOUT, -1, "timed out after 5 s"));
@@ -87,9 +87,9 @@ TEST(operator_token_guards_api_and_metrics_with_json_401)
 {
     struct tt_test_serve s;
     start_with_token(&s, "token", NULL);
-    static const char *const paths[] = {"/api/v1/agents", "/api/v1/status", "/metrics",
-                                        "/api/v1/alerts", "/api/v1/sessions",
-                                        "/api/v1/no-such-route"};
+    static const char *const paths[] = {"/api/v1/agents",   "/api/v1/status",
+                                        "/metrics",         "/api/v1/alerts",
+                                        "/api/v1/sessions", "/api/v1/no-such-route"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         char *body;
         CHECK_EQ(tt_test_http_auth(s.http, "GET", paths[i], NULL, &body), 401);
@@ -129,7 +129,8 @@ TEST(operator_token_from_environment_and_bad_token_or_config_files_stop_startup)
     char tok[512], cmd[2048], *out;
     snprintf(tok, sizeof tok, "%s/bad.token", tt_test_tmpdir());
     tt_test_write_file(tok, "two words\n");
-    snprintf(cmd, sizeof cmd, "'%s' serve --data '%s/badtok' --listen unix:'%s/badtok.sock' "
+    snprintf(cmd, sizeof cmd,
+             "'%s' serve --data '%s/badtok' --listen unix:'%s/badtok.sock' "
              "--http 127.0.0.1:0 --operator-token-file '%s' 2>&1",
              getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", tt_test_tmpdir(),
              tt_test_tmpdir(), tok);
@@ -140,7 +141,8 @@ TEST(operator_token_from_environment_and_bad_token_or_config_files_stop_startup)
     char conf[512];
     snprintf(conf, sizeof conf, "%s/bad.conf", tt_test_tmpdir());
     tt_test_write_file(conf, "[detector.x]\ntype = loop\nrepeats = many\n");
-    snprintf(cmd, sizeof cmd, "'%s' serve --data '%s/badconf' --listen unix:'%s/badconf.sock' "
+    snprintf(cmd, sizeof cmd,
+             "'%s' serve --data '%s/badconf' --listen unix:'%s/badconf.sock' "
              "--http 127.0.0.1:0 --config '%s' 2>&1",
              getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", tt_test_tmpdir(),
              tt_test_tmpdir(), conf);
@@ -163,8 +165,8 @@ static void snapshot(const char *db, char *out, size_t n)
                              -1, &st, NULL) == SQLITE_OK);
     CHECK(sqlite3_step(st) == SQLITE_ROW);
     snprintf(out, n, "%lld %lld %lld %lld %lld", sqlite3_column_int64(st, 0),
-             sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2),
-             sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4));
+             sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
+             sqlite3_column_int64(st, 4));
     sqlite3_finalize(st);
     sqlite3_close(h);
 }
@@ -320,8 +322,9 @@ TEST(operator_metrics_pass_promtool_with_hostile_agent_names)
           NULL);
     CHECK(strstr(body, "telltale_agent_tool_latency_seconds_count{agent=\"demo-agent\"} 5") !=
           NULL);
-    CHECK(strstr(body, "telltale_agent_alerts_total{agent=\"demo-agent\",detector=\"looping\"} 1") !=
-          NULL);
+    CHECK(
+        strstr(body, "telltale_agent_alerts_total{agent=\"demo-agent\",detector=\"looping\"} 1") !=
+        NULL);
     CHECK(strstr(body, "telltale_store_commit_seconds_count") != NULL);
     CHECK(strstr(body, "telltale_rejected_total{reason=\"bad_crc\"} 0") != NULL);
     char path[600], cmd[1400], *out;

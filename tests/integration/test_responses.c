@@ -119,9 +119,9 @@ TEST_T(response_collapse_is_halted_at_the_right_token_and_stored, 120)
 {
     struct tt_test_serve s;
     tt_test_serve_start(&s, "collapse", NULL);
-    tt_client *c = tt_test_client(s.endpoint, "collapse", "guard.window=16",
-                                  "guard.window_min_confidence=0.5", "guard.action=halt",
-                                  "response.topk=4", NULL);
+    tt_client *c =
+        tt_test_client(s.endpoint, "collapse", "guard.window=16", "guard.window_min_confidence=0.5",
+                       "guard.action=halt", "response.topk=4", NULL);
     tt_response *r;
     tt_attr params[] = {TT_DOUBLE("temperature", 0.7)};
     CHECK_OK(tt_response_begin(c, &r, "collapse-1", "synthetic-4k", params, 1));
@@ -172,7 +172,8 @@ TEST_T(response_collapse_is_halted_at_the_right_token_and_stored, 120)
     char path[128];
     snprintf(path, sizeof path, "/api/v1/responses/%s", id);
     CHECK_EQ(tt_test_http(s.http, "GET", path, NULL, &body), 200);
-    CHECK_MSG(json_count(body, "logprobs") == TOKENS, "logprobs: %ld", json_count(body, "logprobs"));
+    CHECK_MSG(json_count(body, "logprobs") == TOKENS, "logprobs: %ld",
+              json_count(body, "logprobs"));
     CHECK_EQ(json_count(body, "token_ids"), TOKENS);
     CHECK_EQ(json_count(body, "entropies"), TOKENS);
     CHECK_EQ(json_count(body, "latency_us"), TOKENS);
@@ -202,7 +203,8 @@ TEST_T(response_collapse_is_halted_at_the_right_token_and_stored, 120)
     CHECK_MSG(strstr(body, "\"verdict\":\"halt\"") && json_count(body, "logprobs") == TOKENS,
               "%.500s", body);
     free(body);
-    snprintf(cmd, sizeof cmd, "%s query --http %s --session collapse-1 --kind tokens,response,guard > %s 2>&1",
+    snprintf(cmd, sizeof cmd,
+             "%s query --http %s --session collapse-1 --kind tokens,response,guard > %s 2>&1",
              bin(), s.http, out);
     CHECK_EQ(sh(cmd), 0);
     body = slurp(out);
@@ -224,7 +226,7 @@ TEST_T(response_collapse_is_halted_at_the_right_token_and_stored, 120)
 struct agent {
     tt_client *c;
     char session[64];
-    _Atomic int running;     /* tokens flowing and stored at the collector */
+    _Atomic int running; /* tokens flowing and stored at the collector */
     _Atomic double halted_ms;
     char reason[128];
 };
@@ -268,8 +270,9 @@ static double halt_latency(struct tt_test_serve *s, const char *session, int use
     double t0 = tt_test_now_ms();
     if (use_cli) {
         char cmd[1024];
-        snprintf(cmd, sizeof cmd, "%s halt --http %s --session %s --reason 'cli says stop' > /dev/null",
-                 bin(), s->http, session);
+        snprintf(cmd, sizeof cmd,
+                 "%s halt --http %s --session %s --reason 'cli says stop' > /dev/null", bin(),
+                 s->http, session);
         CHECK_EQ(sh(cmd), 0);
     } else {
         char path[128], *body = NULL;
@@ -356,7 +359,9 @@ TEST(response_routes_answer_bad_input_with_json_errors)
         {"POST", "/api/v1/sessions/known/halt", "{\"reason\": \"x\"} trailing", 400},
         {"POST", "/api/v1/sessions/known/halt", "{\"reason\": \"unterminated}", 400},
         {"POST", "/api/v1/sessions/known/halt",
-         "{\"reason\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
+         "{\"reason\": "
+         "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "xxxxxxxxxxxxxxxxx\"}",
          400},
         {"POST", "/api/v1/sessions/known/halt?x=1", NULL, 400},
         {"POST", "/api/v1/agents/bad/guard-policy", NULL, 400},
@@ -395,9 +400,9 @@ TEST(guard_policy_pushed_by_the_collector_reaches_the_agent)
     tt_log(c, NULL, TT_INFO, "connected", NULL, 0);
     CHECK_OK(tt_flush(c, 20000));
     char *body = NULL;
-    long st = tt_test_http(s.http, "POST", "/api/v1/agents/pushed/guard-policy",
-                           "{\"token_min_prob\": 0.25, \"window\": 8, \"action\": \"flag\"}",
-                           &body);
+    long st =
+        tt_test_http(s.http, "POST", "/api/v1/agents/pushed/guard-policy",
+                     "{\"token_min_prob\": 0.25, \"window\": 8, \"action\": \"flag\"}", &body);
     CHECK_MSG(st == 202 && strstr(body, "\"connections\":1}"), "%ld %s", st, body);
     free(body);
     tt_guard_policy pol = {0};

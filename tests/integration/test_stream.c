@@ -217,20 +217,26 @@ TEST_T(stream_batches_decode_with_stock_protoc, 60)
     CHECK(f && fwrite(raw, 1, n, f) == n);
     fclose(f);
     free(raw);
-    snprintf(cmd, sizeof cmd,
-             "protoc --proto_path=%s/proto --decode=telltale.v1.Batch telltale.proto < %s > %s 2>&1",
-             getenv("TT_SRCDIR") ? getenv("TT_SRCDIR") : ".", path, out);
+    snprintf(
+        cmd, sizeof cmd,
+        "protoc --proto_path=%s/proto --decode=telltale.v1.Batch telltale.proto < %s > %s 2>&1",
+        getenv("TT_SRCDIR") ? getenv("TT_SRCDIR") : ".", path, out);
     CHECK_MSG(system(cmd) == 0, "protoc failed, see %s", out);
     f = fopen(out, "r");
     char text[8192];
     size_t len = fread(text, 1, sizeof text - 1, f);
     fclose(f);
     text[len] = 0;
-    const char *want[] = {"first_seq: 1", "session: \"conv-1\"", "severity: 13",
-                          "message: \"careful <now>\"", "key: \"rows\"", "i: 12", "d: 0.25",
-                          "b: true", "name: \"latency\"", "value: 12.5", "unit: \"ms\"",
-                          "step_begin {", "kind: 2", "query: \"SELECT 1\"", "step_end {",
-                          "status: 1", "result_bytes: 77", "error: \"boom\"", "emitted: 4"};
+    const char *want[] = {"first_seq: 1",      "session: \"conv-1\"",
+                          "severity: 13",      "message: \"careful <now>\"",
+                          "key: \"rows\"",     "i: 12",
+                          "d: 0.25",           "b: true",
+                          "name: \"latency\"", "value: 12.5",
+                          "unit: \"ms\"",      "step_begin {",
+                          "kind: 2",           "query: \"SELECT 1\"",
+                          "step_end {",        "status: 1",
+                          "result_bytes: 77",  "error: \"boom\"",
+                          "emitted: 4"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         CHECK_MSG(strstr(text, want[i]) != NULL, "protoc output lacks \"%s\":\n%s", want[i], text);
     }
@@ -295,7 +301,10 @@ TEST_T(stream_collector_refuses_hostile_frames_and_keeps_serving, 60)
     expect_closed(s.sock, b.data, b.len, 0);
     CHECK_EQ(status_counter(s.http, "bad_crc"), 1);
     tt__buf_reset(&b);
-    tt__frame_append(&b, TT_FT_HELLO, "\x08\x01\x12\x10" "0123456789abcdef", 20);
+    tt__frame_append(&b, TT_FT_HELLO,
+                     "\x08\x01\x12\x10"
+                     "0123456789abcdef",
+                     20);
     expect_closed(s.sock, b.data, b.len - 5, 1);
     CHECK_EQ(status_counter(s.http, "truncated"), 1);
     uint8_t junk[4096];
@@ -351,7 +360,8 @@ TEST_T(cli_emit_reports_bad_lines_and_delivers_good_ones, 60)
     snprintf(err, sizeof err, "%s/emit.err", out);
     snprintf(q, sizeof q, "%s/query.out", out);
     FILE *f = fopen(in, "w");
-    fprintf(f, "{\"kind\":\"log\",\"severity\":\"info\",\"message\":\"first\",\"session\":\"x\"}\n");
+    fprintf(f,
+            "{\"kind\":\"log\",\"severity\":\"info\",\"message\":\"first\",\"session\":\"x\"}\n");
     fprintf(f, "{\"kind\":\"log\",\"message\":\"broken\"\n");
     fprintf(f, "{\"kind\":\"metric\",\"name\":\"lat\",\"value\":1.5,\"attrs\":{\"k\":\"v\"}}\n");
     fprintf(f, "{\"kind\":\"log\",\"message\":\"");

@@ -34,7 +34,6 @@ void tt_test_write_file(const char *path, const char *text)
     fclose(f);
 }
 
-
 long tt_test_http_auth(const char *http, const char *method, const char *path, const char *token,
                        char **body)
 {
@@ -281,9 +280,10 @@ static void *hook_main(void *arg)
         }
         pthread_mutex_unlock(&h->lock);
         free(body);
-        const char *resp = fail ? "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
-                                  "Connection: close\r\n\r\n"
-                                : "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        const char *resp =
+            fail ? "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+                   "Connection: close\r\n\r\n"
+                 : "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         if (write(c, resp, strlen(resp)) < 0) {
             /* the collector gave up: it counts that itself */
         }

@@ -326,9 +326,8 @@ void tt_test_check_conservation(const tt_stats *st, const struct tt_store_check 
               "conservation: emitted %llu + inherited %llu != acked %llu + possibly %llu + "
               "buffered %llu + dropped %llu",
               (unsigned long long)st->emitted, (unsigned long long)st->inherited,
-              (unsigned long long)st->acked,
-              (unsigned long long)st->possibly_delivered, (unsigned long long)st->buffered,
-              (unsigned long long)st->dropped_total);
+              (unsigned long long)st->acked, (unsigned long long)st->possibly_delivered,
+              (unsigned long long)st->buffered, (unsigned long long)st->dropped_total);
     CHECK_MSG(sc->overlaps == 0, "%llu events stored twice", (unsigned long long)sc->overlaps);
     CHECK_EQ_U64(sc->decoded, sc->events);
     CHECK_MSG(st->acked <= sc->events, "acked %llu but only %llu stored",

@@ -12,13 +12,13 @@
 
 struct tt_test_serve {
     pid_t pid;
-    char dir[512];        /* data directory */
-    char sock[600];       /* unix socket path */
-    char endpoint[700];   /* "unix:..." */
-    char tcp[300];        /* "tcp://127.0.0.1:PORT" when started with tcp */
-    char http[300];       /* "127.0.0.1:PORT" */
-    char db[700];         /* the SQLite file */
-    char log[700];        /* its stderr */
+    char dir[512];      /* data directory */
+    char sock[600];     /* unix socket path */
+    char endpoint[700]; /* "unix:..." */
+    char tcp[300];      /* "tcp://127.0.0.1:PORT" when started with tcp */
+    char http[300];     /* "127.0.0.1:PORT" */
+    char db[700];       /* the SQLite file */
+    char log[700];      /* its stderr */
 };
 
 /* Start a collector in TT_TEST_TMP/NAME with unix + tcp listeners on free ports and HTTP on a
@@ -44,11 +44,11 @@ tt_client *tt_test_client(const char *endpoint, const char *agent, ...);
 /* What the store holds for one instance, checked frame by frame. */
 struct tt_store_check {
     uint64_t frames;
-    uint64_t events;        /* events stored for the instance */
+    uint64_t events; /* events stored for the instance */
     uint64_t max_seq;
-    uint64_t overlaps;      /* seq numbers stored more than once (must be 0) */
-    uint64_t gaps;          /* seq numbers in [1, max_seq] never stored */
-    uint64_t decoded;       /* events actually decoded from the frames */
+    uint64_t overlaps; /* seq numbers stored more than once (must be 0) */
+    uint64_t gaps;     /* seq numbers in [1, max_seq] never stored */
+    uint64_t decoded;  /* events actually decoded from the frames */
 };
 
 /* Read db (a SQLite file) and check instance's frames: ranges, overlaps, decodability. */

@@ -134,7 +134,8 @@ static void ref_compute(const float *x, size_t n, int32_t chosen, uint32_t k, re
             r->rank += x[i] > xc;
         }
     }
-    r->flags = (r->nans ? TT_STATS_NAN : 0) | (!ok || xc == -INFINITY ? TT_STATS_CHOSEN_INVALID : 0);
+    r->flags =
+        (r->nans ? TT_STATS_NAN : 0) | (!ok || xc == -INFINITY ? TT_STATS_CHOSEN_INVALID : 0);
     r->logprob = -INFINITY;
     if (m == -INFINITY) {
         r->flags |= TT_STATS_DEGENERATE;
@@ -805,13 +806,11 @@ TEST(stats_threads_compute_at_once_with_identical_results)
     unsetenv("TELLTALE_SIMD");
     for (int i = 0; i < 4; i++) {
         jobs[i] = (struct thread_job){.x = x, .n = n - (size_t)i};
-        CHECK_OK(tt__token_stats_compute_path(tt__conf_path_supported(TT__CONF_AVX512)
-                                                  ? TT__CONF_AVX512
-                                                  : tt__conf_path_supported(TT__CONF_AVX2)
-                                                        ? TT__CONF_AVX2
-                                                        : TT__CONF_PORTABLE,
-                                              x, n - (size_t)i, 1, TT_DTYPE_F32, 5, 8,
-                                              &jobs[i].want));
+        CHECK_OK(tt__token_stats_compute_path(
+            tt__conf_path_supported(TT__CONF_AVX512) ? TT__CONF_AVX512
+            : tt__conf_path_supported(TT__CONF_AVX2) ? TT__CONF_AVX2
+                                                     : TT__CONF_PORTABLE,
+            x, n - (size_t)i, 1, TT_DTYPE_F32, 5, 8, &jobs[i].want));
     }
     for (int i = 0; i < 4; i++) {
         CHECK(pthread_create(&th[i], NULL, thread_main, &jobs[i]) == 0);

@@ -111,7 +111,8 @@ TEST(response_summary_matches_double_reference)
     CHECK_EQ(s.tokens, N);
     double mean = ref.sum_lp / N;
     CHECK_MSG(close_rel(s.mean_logprob, mean, 1e-5), "mean %g vs %g", s.mean_logprob, mean);
-    CHECK_MSG(close_rel(s.min_logprob, ref.min_lp, 1e-5), "min %g vs %g", s.min_logprob, ref.min_lp);
+    CHECK_MSG(close_rel(s.min_logprob, ref.min_lp, 1e-5), "min %g vs %g", s.min_logprob,
+              ref.min_lp);
     CHECK_MSG(close_rel(s.perplexity, exp(-mean), 1e-5), "ppl %g vs %g", s.perplexity, exp(-mean));
     CHECK_MSG(close_rel(s.mean_entropy, ref.sum_ent / N, 1e-5), "H %g vs %g", s.mean_entropy,
               ref.sum_ent / N);
@@ -247,10 +248,17 @@ TEST(guard_response_rule_decides_at_the_end)
 
 TEST(guard_policy_from_config_and_at_run_time_with_validation)
 {
-    static const char *const kv[] = {"guard.token_min_prob", "0.05", "guard.window", "32",
-                                     "guard.window_min_confidence", "0.25",
-                                     "guard.response_min_confidence", "0.5", "guard.action",
-                                     "flag", NULL};
+    static const char *const kv[] = {"guard.token_min_prob",
+                                     "0.05",
+                                     "guard.window",
+                                     "32",
+                                     "guard.window_min_confidence",
+                                     "0.25",
+                                     "guard.response_min_confidence",
+                                     "0.5",
+                                     "guard.action",
+                                     "flag",
+                                     NULL};
     tt_client *c = local_client(kv);
     tt_guard_policy p;
     CHECK_OK(tt_guard_policy_get(c, &p));

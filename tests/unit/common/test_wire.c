@@ -108,8 +108,8 @@ TEST(endpoint_parse_accepts_unix_tcp_and_v6_and_explains_errors)
     char out[300];
     tt__endpoint_format(&ep, out, sizeof out);
     CHECK_STR(out, "tcp://[::1]:80");
-    const char *bad[] = {"http://x:1", "tcp://host", "tcp://:80", "tcp://h:99999", "unix:",
-                         "tcp://h:80x", "tcp://[::1]80"};
+    const char *bad[] = {"http://x:1", "tcp://host",  "tcp://:80",    "tcp://h:99999",
+                         "unix:",      "tcp://h:80x", "tcp://[::1]80"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = 0;
         CHECK_EQ(tt__endpoint_parse(bad[i], &ep, err, sizeof err), -EINVAL);
