@@ -71,7 +71,7 @@ PC := $(BUILD)/telltale.pc
 RUNNER := $(BUILD)/tests/runner
 
 # --- main targets -------------------------------------------------------------------------
-.PHONY: all lib test run bench bench-build install uninstall clean fuzz fuzz-run soak help deps lint
+.PHONY: all lib test run bench bench-build install uninstall clean fuzz fuzz-run soak help deps
 
 all: $(LIB_A) $(LIB_SO) $(BIN) $(PC)
 
@@ -85,6 +85,7 @@ help:
 	@echo "make bench           run the benchmarks, write docs/benchmarks.md"
 	@echo "make soak            the long versions of the reliability tests"
 	@echo "make fuzz-run        build the fuzzers and run each for FUZZ_SECONDS (default 60)"
+	@echo "make format          lay the C sources out with clang-format (format-check: CI's check)"
 	@echo "make install PREFIX=/usr/local"
 
 deps: $(DEPS_BUILD)
