@@ -252,18 +252,7 @@ static enum MHD_Result events_ndjson(const struct http_req *r, const struct quer
     s->left = limit;
     s->unlimited = limit == 0;
     tt__buf_init(&s->pending, 32u << 20);
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, ndjson_read, s, ndjson_free);
-    if (!resp) {
-        ndjson_free(s);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/x-ndjson");
-    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return rc;
+    return http_stream(r, "application/x-ndjson", 65536, ndjson_read, s, ndjson_free);
 }
 
 enum MHD_Result api_events(const struct http_req *r)
@@ -375,18 +364,7 @@ enum MHD_Result api_stream(const struct http_req *r)
         free(s);
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "too many live-stream subscribers");
     }
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, s, sse_free);
-    if (!resp) {
-        sse_free(s);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return rc;
+    return http_stream(r, "text/event-stream", 16384, sse_read, s, sse_free);
 }
 
 enum MHD_Result api_health(const struct http_req *r)

@@ -60,6 +60,24 @@ static void add_common_headers(struct MHD_Response *resp)
     MHD_add_response_header(resp, "Cache-Control", "no-store");
 }
 
+enum MHD_Result http_stream(const struct http_req *r, const char *ctype, size_t block,
+                            MHD_ContentReaderCallback rd, void *cls,
+                            MHD_ContentReaderFreeCallback fr)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block, rd, cls, fr);
+    if (!resp) {
+        fr(cls);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 enum MHD_Result http_json(const struct http_req *r, unsigned status, const tt__buf *body)
 {
     struct MHD_Response *resp =

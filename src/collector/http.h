@@ -59,6 +59,11 @@ typedef enum MHD_Result (*http_route_fn)(const struct http_req *r);
 
 /* Responses. Every body is JSON (or a stream) with nosniff and no-store. */
 enum MHD_Result http_json(const struct http_req *r, unsigned status, const tt__buf *body);
+/* A 200 response of unknown length produced by rd (blocks of block bytes) of type ctype, not
+ * cached; fr(cls) runs when it ends, also when it cannot be queued. */
+enum MHD_Result http_stream(const struct http_req *r, const char *ctype, size_t block,
+                            MHD_ContentReaderCallback rd, void *cls,
+                            MHD_ContentReaderFreeCallback fr);
 enum MHD_Result http_error(const struct http_req *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
