@@ -610,10 +610,14 @@ TEST_T(delivery_s8_forks_under_load_get_fresh_instances_and_no_parent_events, 30
     closedir(d);
     int forks = soak() ? 1000 : 200;
     enum { PER_CHILD_FULL = 20 };
-    /* ThreadSanitizer cannot follow a thread started after a multi-threaded fork: under it the
-     * children only check their fresh instance and empty counters, and emit nothing. */
+    /* Under the sanitizers the children only check their fresh instance and empty counters,
+     * and emit nothing (the normal build runs the full scenario): ThreadSanitizer cannot follow
+     * a thread started after a multi-threaded fork, and GCC 12's AddressSanitizer runtime does
+     * not take its allocator lock around fork(), so a child's worker can wait forever in malloc
+     * for a lock that a parent thread held at the fork (seen with gdb: the child's worker in
+     * SizeClassAllocator64::GetFromAllocator, its main thread in tt_close joining it). */
     const char *san = getenv("TT_SANITIZE");
-    const uint64_t PER_CHILD = san && strstr(san, "thread") ? 0 : PER_CHILD_FULL;
+    const uint64_t PER_CHILD = san && *san ? 0 : PER_CHILD_FULL;
     uint8_t(*kids)[16] = calloc((size_t)forks, 16);
     for (int k = 0; k < forks; k++) {
         int p[2];
