@@ -70,20 +70,7 @@ static int filter_match(const struct hub_filter *f, const char *agent, const tt_
     if (f->agent[0] && strcmp(f->agent, agent) != 0) {
         return 0;
     }
-    if (f->kinds && !(f->kinds & (1u << ev->kind))) {
-        return 0;
-    }
-    if (f->session[0] &&
-        (ev->session.n != strlen(f->session) || memcmp(ev->session.p, f->session, ev->session.n))) {
-        return 0;
-    }
-    if (f->min_severity && ev->kind == TT_EV_LOG) {
-        tt__ev_log l;
-        if (tt__ev_log_decode(ev->body, &l) != 0 || l.severity < f->min_severity) {
-            return 0;
-        }
-    }
-    return 1;
+    return tt__event_matches(ev, f->session, f->kinds, f->min_severity);
 }
 
 /* Append to a subscriber's queue, or drop the subscriber when it is full. */

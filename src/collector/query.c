@@ -202,20 +202,7 @@ static int matches(const struct query *q, const tt__event *ev)
     if (ev->time < f->since || ev->time > f->until) {
         return 0;
     }
-    if (f->kinds && !(f->kinds & (1u << ev->kind))) {
-        return 0;
-    }
-    if (f->session[0] &&
-        (ev->session.n != strlen(f->session) || memcmp(ev->session.p, f->session, ev->session.n))) {
-        return 0;
-    }
-    if (f->min_severity && ev->kind == TT_EV_LOG) {
-        tt__ev_log l;
-        if (tt__ev_log_decode(ev->body, &l) != 0 || l.severity < f->min_severity) {
-            return 0;
-        }
-    }
-    return 1;
+    return tt__event_matches(ev, f->session, f->kinds, f->min_severity);
 }
 
 int query_next(struct query *q, tt__event *ev, const char **agent, const uint8_t **instance)

@@ -590,3 +590,22 @@ long tt__packed_varint_count(tt__bstr b)
     }
     return r.err ? -1 : n;
 }
+
+int tt__event_matches(const tt__event *ev, const char *session, uint32_t kinds,
+                      uint32_t min_severity)
+{
+    if (kinds && !(kinds & (1u << ev->kind))) {
+        return 0;
+    }
+    if (session[0] &&
+        (ev->session.n != strlen(session) || memcmp(ev->session.p, session, ev->session.n))) {
+        return 0;
+    }
+    if (min_severity && ev->kind == TT_EV_LOG) {
+        tt__ev_log l;
+        if (tt__ev_log_decode(ev->body, &l) != 0 || l.severity < min_severity) {
+            return 0;
+        }
+    }
+    return 1;
+}

@@ -218,6 +218,12 @@ int tt__ev_response_end_decode(tt__bstr body, tt__ev_response_end *out);
 int tt__ev_guard_decode(tt__bstr body, tt__ev_guard *out);
 
 int tt__ev_log_decode(tt__bstr body, tt__ev_log *out);
+
+/* Whether ev passes the content filters shared by the stored-event queries and the live stream:
+ * session (empty: any), kinds (a mask of 1 << TT_EV_*, 0: any) and min_severity (logs below it
+ * fail, a log that does not decode fails, other kinds pass). */
+int tt__event_matches(const tt__event *ev, const char *session, uint32_t kinds,
+                      uint32_t min_severity);
 int tt__ev_metric_decode(tt__bstr body, tt__ev_metric *out);
 int tt__ev_step_begin_decode(tt__bstr body, tt__ev_step_begin *out);
 int tt__ev_step_end_decode(tt__bstr body, tt__ev_step_end *out);
