@@ -71,14 +71,15 @@ enum MHD_Result http_stream(const struct http_req *r, const char *ctype, size_t 
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", ctype);
-    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    add_common_headers(resp);
     enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return rc;
 }
 
-enum MHD_Result http_json(const struct http_req *r, unsigned status, const tt__buf *body)
+/* A JSON body with the common headers and, for a 401, the challenge (NULL: none). */
+static enum MHD_Result send_json(const struct http_req *r, unsigned status, const tt__buf *body,
+                                 const char *challenge)
 {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(body->len, body->data, MHD_RESPMEM_MUST_COPY);
@@ -86,10 +87,30 @@ enum MHD_Result http_json(const struct http_req *r, unsigned status, const tt__b
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", "application/json");
+    if (challenge) {
+        MHD_add_response_header(resp, "WWW-Authenticate", challenge);
+    }
     add_common_headers(resp);
     enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     return rc;
+}
+
+enum MHD_Result http_json(const struct http_req *r, unsigned status, const tt__buf *body)
+{
+    return send_json(r, status, body, NULL);
+}
+
+/* The error body every route answers with: {"error":msg,"status":status}. */
+static void error_body(tt__buf *b, unsigned status, const char *msg)
+{
+    tt__buf_init(b, 4096);
+    tt__json j;
+    tt__json_init(&j, b);
+    tt__json_obj_begin(&j);
+    tt__json_kv_cstr(&j, "error", msg);
+    tt__json_kv_u64(&j, "status", status);
+    tt__json_obj_end(&j);
 }
 
 enum MHD_Result http_error(const struct http_req *r, unsigned status, const char *fmt, ...)
@@ -100,13 +121,7 @@ enum MHD_Result http_error(const struct http_req *r, unsigned status, const char
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     tt__buf b;
-    tt__buf_init(&b, 4096);
-    tt__json j;
-    tt__json_init(&j, &b);
-    tt__json_obj_begin(&j);
-    tt__json_kv_cstr(&j, "error", msg);
-    tt__json_kv_u64(&j, "status", status);
-    tt__json_obj_end(&j);
+    error_body(&b, status, msg);
     enum MHD_Result rc = http_json(r, status, &b);
     tt__buf_fini(&b);
     return rc;
@@ -257,24 +272,9 @@ static enum MHD_Result refuse(struct http_req *r)
                           ? "wrong operator token"
                           : "this collector requires an operator token (Authorization: Bearer)";
     tt__buf b;
-    tt__buf_init(&b, 4096);
-    tt__json j;
-    tt__json_init(&j, &b);
-    tt__json_obj_begin(&j);
-    tt__json_kv_cstr(&j, "error", msg);
-    tt__json_kv_u64(&j, "status", MHD_HTTP_UNAUTHORIZED);
-    tt__json_obj_end(&j);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
+    error_body(&b, MHD_HTTP_UNAUTHORIZED, msg);
+    enum MHD_Result rc = send_json(r, MHD_HTTP_UNAUTHORIZED, &b, "Bearer realm=\"telltale\"");
     tt__buf_fini(&b);
-    if (!resp) {
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"telltale\"");
-    add_common_headers(resp);
-    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_UNAUTHORIZED, resp);
-    MHD_destroy_response(resp);
     return rc;
 }
 
