@@ -1051,14 +1051,7 @@ TT_API int tt_flush(tt_client *c, uint32_t timeout_ms)
     if (!started) {
         return TT_ENOMEM;
     }
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = tt__deadline_ms(CLOCK_MONOTONIC, timeout_ms);
     pthread_mutex_lock(&c->ctl_lock);
     uint64_t ticket = ++c->flush_req;
     pthread_mutex_unlock(&c->ctl_lock);

@@ -21,6 +21,7 @@
 
 #include "collector/hub.h"
 #include "collector/log.h"
+#include "common/clock.h"
 
 const char alerts_schema[] =
     "CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL,"
@@ -219,14 +220,7 @@ static int post_once(CURL *h, const struct webhook_cfg *w, const struct hook_job
 /* Sleep up to ms, returning early (1) when stopping. Lock held on entry and exit. */
 static int backoff_wait(struct alerts *a, uint64_t ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)(ms / 1000);
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = tt__deadline_ms(CLOCK_REALTIME, ms);
     while (!a->stop) {
         if (pthread_cond_timedwait(&a->hook_cond, &a->lock, &until) != 0) {
             break;

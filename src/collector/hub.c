@@ -19,6 +19,7 @@
 
 #include "collector/render.h"
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/json.h"
 
 struct hub_sub {
@@ -188,14 +189,8 @@ struct hub_sub *hub_subscribe(struct hub *h, const struct hub_filter *f)
 
 ssize_t hub_read(struct hub_sub *s, char *buf, size_t n, int timeout_ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until =
+        tt__deadline_ms(CLOCK_MONOTONIC, timeout_ms > 0 ? (uint64_t)timeout_ms : 0);
     pthread_mutex_lock(&s->lock);
     while (!s->dropped && s->off == s->q.len) {
         if (pthread_cond_timedwait(&s->cond, &s->lock, &until) == ETIMEDOUT) {

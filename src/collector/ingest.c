@@ -987,14 +987,8 @@ int ingest_post_control_wait(struct ingest *g, const char *agent, const uint8_t 
         free(w);
         return rc;
     }
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl =
+        tt__deadline_ms(CLOCK_MONOTONIC, timeout_ms > 0 ? (uint64_t)timeout_ms : 0);
     pthread_mutex_lock(&g->ctl_lock);
     while (!w->done) {
         if (pthread_cond_timedwait(&g->ctl_cond, &g->ctl_lock, &dl) == ETIMEDOUT) {

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "collector/alerts.h"
+#include "common/clock.h"
 
 #define WINDOW_S 10
 #define MAX_INSTANCES 8
@@ -366,13 +367,7 @@ static void *timer_main(void *arg)
     struct monitor *m = arg;
     pthread_mutex_lock(&m->lock);
     while (!m->stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += MON_TICK_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = tt__deadline_ms(CLOCK_MONOTONIC, MON_TICK_MS);
         while (!m->stop && pthread_cond_timedwait(&m->cond, &m->lock, &until) == 0) {
         }
         if (m->stop) {

@@ -28,6 +28,21 @@ static inline uint64_t tt__mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The time ms milliseconds from now on clock clk (the clock of the condition variable it is
+ * for), as pthread_cond_timedwait wants it. */
+static inline struct timespec tt__deadline_ms(clockid_t clk, uint64_t ms)
+{
+    struct timespec t;
+    clock_gettime(clk, &t);
+    t.tv_sec += (time_t)(ms / 1000);
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
 static inline uint64_t tt__wall_ns(void)
 {
     struct timespec ts;
