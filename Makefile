@@ -52,7 +52,7 @@ DEPS_FUZZ := $(BUILD)/.deps-fuzz
 # --- sources ------------------------------------------------------------------------------
 COMMON_SRC := $(sort $(wildcard src/common/*.c))
 CLIENT_SRC := $(sort $(wildcard src/client/*.c))
-COLLECTOR_SRC := $(sort $(wildcard src/collector/*.c))
+COLLECTOR_SRC := $(sort $(wildcard src/collector/*.c src/collector/*/*.c))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/support/*.c tests/unit/*.c tests/unit/*/*.c \
 	tests/integration/*.c))

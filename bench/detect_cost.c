@@ -24,7 +24,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "collector/detect.h"
+#include "collector/alerting/detect.h"
 #include "common/rng.h"
 
 #define COST_BUF 16384

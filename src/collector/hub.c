@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "collector/render.h"
+#include "collector/api/render.h"
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/json.h"

@@ -14,14 +14,14 @@
 
 #include <curl/curl.h>
 
-#include "collector/alerts.h"
-#include "collector/auth.h"
-#include "collector/http.h"
-#include "collector/monitor.h"
+#include "collector/alerting/alerts.h"
+#include "collector/api/auth.h"
+#include "collector/api/http.h"
+#include "collector/alerting/monitor.h"
 #include "collector/hub.h"
-#include "collector/ingest.h"
+#include "collector/source/native.h"
 #include "collector/log.h"
-#include "collector/store.h"
+#include "collector/store/store.h"
 #include "common/json.h"
 
 #define DEFAULT_TCP "tcp://127.0.0.1:7370"

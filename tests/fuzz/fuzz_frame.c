@@ -11,7 +11,7 @@
 #include <string.h>
 #include <zstd.h>
 
-#include "collector/render.h"
+#include "collector/api/render.h"
 #include "common/batch.h"
 #include "common/compat.h"
 #include "common/crc32c.h"

@@ -3,7 +3,7 @@
  * ```sh block holds one curl command and an optional "# expect STATUS" line; the command runs
  * in a shell with TELLTALE_HTTP and TOKEN set, and must answer that status (200 by default)
  * with a JSON body (except /metrics, the live stream and the dashboard's files). Every route of
- * the table in src/collector/http.c needs a working example: a route added without one, or an
+ * the table in src/collector/api/http.c needs a working example: a route added without one, or an
  * example that no longer works, fails here.
  */
 #include <stdio.h>
@@ -34,7 +34,7 @@ static char *read_doc(void)
 
 static char response_id[17];
 
-/* The route table of src/collector/http.c: every route must have a working example. */
+/* The route table of src/collector/api/http.c: every route must have a working example. */
 #define ROUTES_MAX 64
 
 struct route {
@@ -47,7 +47,7 @@ static int load_routes(struct route *out)
 {
     char path[1024], line[512];
     const char *src = getenv("TT_SRCDIR");
-    snprintf(path, sizeof path, "%s/src/collector/http.c", src ? src : ".");
+    snprintf(path, sizeof path, "%s/src/collector/api/http.c", src ? src : ".");
     FILE *f = fopen(path, "r");
     CHECK_MSG(f != NULL, "cannot read %s", path);
     int n = 0, in_table = 0;
@@ -220,7 +220,7 @@ TEST(http_doc_examples_run_against_a_real_collector)
         p = end + 3;
     }
     CHECK_MSG(examples >= 15, "only %d examples", examples);
-    CHECK_MSG(n_routes >= 15, "only %d routes found in src/collector/http.c", n_routes);
+    CHECK_MSG(n_routes >= 15, "only %d routes found in src/collector/api/http.c", n_routes);
     for (int i = 0; i < n_routes; i++) {
         CHECK_MSG(routes[i].seen, "no working example for %s %s", routes[i].method, routes[i].path);
     }

@@ -13,7 +13,7 @@
 #include <errno.h>
 #include <math.h>
 
-#include "collector/detect.h"
+#include "collector/alerting/detect.h"
 #include "common/rng.h"
 
 #define VECTOR_MAX 4096

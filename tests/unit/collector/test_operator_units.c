@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "collector/auth.h"
-#include "collector/monitor.h"
+#include "collector/api/auth.h"
+#include "collector/alerting/monitor.h"
 #include "test.h"
 
 static int parse(struct mon_config *c, const char *text, char *err, size_t n)

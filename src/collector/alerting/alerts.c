@@ -1,0 +1,377 @@
+/*
+ * alerts.c - the alerts thread (store, then stream) and the webhook thread (alerts.h).
+ *
+ * INVARIANTS
+ * - alerts_raise only appends to a bounded queue under alerts.lock and signals: it never does
+ *   I/O, so the ingest thread and the monitor's timer never wait for SQLite or the network.
+ * - An alert is streamed only after it is stored, so the id a subscriber sees can be acked.
+ * - The webhook queue is bounded too; a delivery that fails after its retries is counted and
+ *   dropped. Shutdown ends retries early but still tries each queued delivery once.
+ */
+#include "collector/alerting/alerts.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "collector/hub.h"
+#include "collector/log.h"
+#include "common/clock.h"
+
+const char alerts_schema[] =
+    "CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL,"
+    " agent TEXT NOT NULL, detector TEXT NOT NULL, type TEXT NOT NULL, severity TEXT NOT NULL,"
+    " session TEXT, message TEXT NOT NULL, value REAL, threshold REAL, acked_ns INTEGER);"
+    "CREATE INDEX IF NOT EXISTS alerts_agent ON alerts(agent, id);";
+
+struct hook_job {
+    int hook;
+    char *body;
+    size_t len;
+};
+
+struct alerts {
+    sqlite3 *db;
+    sqlite3_stmt *insert;
+    struct hub *hub;
+    struct webhook_cfg hooks[MON_HOOKS_MAX];
+    int n_hooks;
+    pthread_mutex_t lock;     /* guards everything below */
+    pthread_cond_t cond;      /* alerts queued, or stopping */
+    pthread_cond_t hook_cond; /* webhook jobs queued, or stopping */
+    struct alert *q;          /* ring of ALERTS_QUEUE_MAX */
+    size_t q_head, q_len;
+    struct hook_job hq[WEBHOOK_QUEUE_MAX];
+    size_t hq_head, hq_len;
+    int stop;
+    pthread_t thread, hook_thread;
+    int started, hook_started;
+    _Atomic uint64_t raised, stored, dropped;
+    _Atomic uint64_t wh_sent, wh_failed, wh_retries, wh_dropped;
+};
+
+void alert_json(tt__json *j, const struct alert *al, int64_t acked_ns)
+{
+    tt__json_obj_begin(j);
+    tt__json_kv_cstr(j, "kind", "alert");
+    tt__json_kv_i64(j, "id", al->id);
+    tt__json_kv_i64(j, "time_unix_ns", al->time_ns);
+    tt__json_kv_cstr(j, "agent", al->agent);
+    tt__json_kv_cstr(j, "detector", al->detector);
+    tt__json_kv_cstr(j, "type", al->type);
+    tt__json_kv_cstr(j, "severity", al->severity);
+    if (al->session[0]) {
+        tt__json_kv_cstr(j, "session", al->session);
+    }
+    tt__json_kv_cstr(j, "message", al->message);
+    tt__json_kv_f64(j, "value", al->value);
+    tt__json_kv_f64(j, "threshold", al->threshold);
+    tt__json_kv_cstr(j, "state", acked_ns ? "acked" : "open");
+    if (acked_ns) {
+        tt__json_kv_i64(j, "acked_unix_ns", acked_ns);
+    }
+    tt__json_obj_end(j);
+}
+
+void alerts_raise(struct alerts *a, const struct alert *al)
+{
+    if (!a) {
+        return;
+    }
+    atomic_fetch_add_explicit(&a->raised, 1, memory_order_relaxed);
+    pthread_mutex_lock(&a->lock);
+    if (a->q_len == ALERTS_QUEUE_MAX || a->stop) {
+        atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+    } else {
+        a->q[(a->q_head + a->q_len) % ALERTS_QUEUE_MAX] = *al;
+        a->q_len++;
+        pthread_cond_signal(&a->cond);
+    }
+    pthread_mutex_unlock(&a->lock);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s && s[0]) {
+        sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+    } else {
+        sqlite3_bind_null(st, i);
+    }
+}
+
+static int store_alert(struct alerts *a, struct alert *al)
+{
+    sqlite3_stmt *st = a->insert;
+    sqlite3_bind_int64(st, 1, al->time_ns);
+    sqlite3_bind_text(st, 2, al->agent, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, al->detector, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, al->type, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 5, al->severity, -1, SQLITE_TRANSIENT);
+    bind_text(st, 6, al->session);
+    sqlite3_bind_text(st, 7, al->message, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 8, al->value);
+    sqlite3_bind_double(st, 9, al->threshold);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        log_warn("alerts: cannot store an alert: %s", sqlite3_errmsg(a->db));
+        return -1;
+    }
+    al->id = sqlite3_last_insert_rowid(a->db);
+    return 0;
+}
+
+/* Queue one webhook delivery per hook (alerts thread; lock not held). */
+static void queue_hooks(struct alerts *a, const tt__buf *body)
+{
+    pthread_mutex_lock(&a->lock);
+    for (int i = 0; i < a->n_hooks; i++) {
+        char *copy = a->hq_len < WEBHOOK_QUEUE_MAX ? malloc(body->len + 1) : NULL;
+        if (!copy) {
+            atomic_fetch_add_explicit(&a->wh_dropped, 1, memory_order_relaxed);
+            continue;
+        }
+        memcpy(copy, body->data, body->len);
+        copy[body->len] = 0;
+        a->hq[(a->hq_head + a->hq_len) % WEBHOOK_QUEUE_MAX] = (struct hook_job){i, copy, body->len};
+        a->hq_len++;
+    }
+    pthread_cond_signal(&a->hook_cond);
+    pthread_mutex_unlock(&a->lock);
+}
+
+static void handle(struct alerts *a, struct alert *al)
+{
+    if (store_alert(a, al) != 0) {
+        atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+        return;
+    }
+    atomic_fetch_add_explicit(&a->stored, 1, memory_order_relaxed);
+    tt__buf b;
+    tt__buf_init(&b, 16384);
+    tt__json j;
+    tt__json_init(&j, &b);
+    alert_json(&j, al, 0);
+    if (!j.err) {
+        if (a->hub) {
+            hub_publish_json(a->hub, "alert", al->agent, (const char *)b.data, b.len);
+        }
+        if (a->n_hooks) {
+            queue_hooks(a, &b);
+        }
+    }
+    tt__buf_fini(&b);
+}
+
+static void *alerts_main(void *arg)
+{
+    struct alerts *a = arg;
+    pthread_mutex_lock(&a->lock);
+    for (;;) {
+        while (!a->stop && a->q_len == 0) {
+            pthread_cond_wait(&a->cond, &a->lock);
+        }
+        if (a->q_len == 0) {
+            break; /* stopping and drained */
+        }
+        struct alert al = a->q[a->q_head];
+        a->q_head = (a->q_head + 1) % ALERTS_QUEUE_MAX;
+        a->q_len--;
+        pthread_mutex_unlock(&a->lock);
+        handle(a, &al);
+        pthread_mutex_lock(&a->lock);
+    }
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+static size_t discard(char *p, size_t size, size_t nmemb, void *cls)
+{
+    (void)p;
+    (void)cls;
+    return size * nmemb;
+}
+
+static int post_once(CURL *h, const struct webhook_cfg *w, const struct hook_job *job)
+{
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, w->url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, job->body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)job->len);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)w->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)w->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    CURLcode rc = curl_easy_perform(h);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hdrs);
+    return rc == CURLE_OK && status >= 200 && status < 300 ? 0 : -1;
+}
+
+/* Sleep up to ms, returning early (1) when stopping. Lock held on entry and exit. */
+static int backoff_wait(struct alerts *a, uint64_t ms)
+{
+    struct timespec until = tt__deadline_ms(CLOCK_REALTIME, ms);
+    while (!a->stop) {
+        if (pthread_cond_timedwait(&a->hook_cond, &a->lock, &until) != 0) {
+            break;
+        }
+    }
+    return a->stop;
+}
+
+static void deliver(struct alerts *a, CURL *h, struct hook_job *job)
+{
+    const struct webhook_cfg *w = &a->hooks[job->hook];
+    uint64_t wait_ms = w->backoff_ms;
+    for (uint32_t attempt = 0;; attempt++) {
+        if (post_once(h, w, job) == 0) {
+            atomic_fetch_add_explicit(&a->wh_sent, 1, memory_order_relaxed);
+            return;
+        }
+        pthread_mutex_lock(&a->lock);
+        int stopping = attempt >= w->retries || backoff_wait(a, wait_ms);
+        pthread_mutex_unlock(&a->lock);
+        if (stopping) {
+            break;
+        }
+        atomic_fetch_add_explicit(&a->wh_retries, 1, memory_order_relaxed);
+        wait_ms = wait_ms * 2 > 60000 ? 60000 : wait_ms * 2;
+    }
+    atomic_fetch_add_explicit(&a->wh_failed, 1, memory_order_relaxed);
+    log_warn("alerts: webhook %s failed after %u attempts", w->name, w->retries + 1);
+}
+
+static void *hooks_main(void *arg)
+{
+    struct alerts *a = arg;
+    CURL *h = curl_easy_init();
+    pthread_mutex_lock(&a->lock);
+    for (;;) {
+        while (!a->stop && a->hq_len == 0) {
+            pthread_cond_wait(&a->hook_cond, &a->lock);
+        }
+        if (a->hq_len == 0) {
+            break;
+        }
+        struct hook_job job = a->hq[a->hq_head];
+        a->hq_head = (a->hq_head + 1) % WEBHOOK_QUEUE_MAX;
+        a->hq_len--;
+        pthread_mutex_unlock(&a->lock);
+        if (h) {
+            deliver(a, h, &job);
+        } else {
+            atomic_fetch_add_explicit(&a->wh_failed, 1, memory_order_relaxed);
+        }
+        free(job.body);
+        pthread_mutex_lock(&a->lock);
+    }
+    pthread_mutex_unlock(&a->lock);
+    curl_easy_cleanup(h);
+    return NULL;
+}
+
+static int open_db(struct alerts *a, const char *db_path, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_open_v2(db_path, &a->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_busy_timeout(a->db, 5000) != SQLITE_OK ||
+        sqlite3_exec(a->db, "PRAGMA synchronous=NORMAL", NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(a->db, alerts_schema, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_prepare_v2(a->db,
+                           "INSERT INTO alerts(time_ns, agent, detector, type, severity, session,"
+                           " message, value, threshold) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                           -1, &a->insert, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "alerts: %s", msg ? msg : sqlite3_errmsg(a->db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+int alerts_open(struct alerts **out, const char *db_path, struct hub *hub,
+                const struct webhook_cfg *hooks, int n_hooks, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct alerts *a = calloc(1, sizeof *a);
+    struct alert *q = calloc(ALERTS_QUEUE_MAX, sizeof *q);
+    if (!a || !q) {
+        free(a);
+        free(q);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    a->q = q;
+    a->hub = hub;
+    a->n_hooks = n_hooks < MON_HOOKS_MAX ? n_hooks : MON_HOOKS_MAX;
+    memcpy(a->hooks, hooks, (size_t)a->n_hooks * sizeof *hooks);
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->cond, NULL);
+    pthread_cond_init(&a->hook_cond, NULL);
+    if (open_db(a, db_path, err, errlen) != 0) {
+        alerts_close(a);
+        return -1;
+    }
+    a->started = pthread_create(&a->thread, NULL, alerts_main, a) == 0;
+    a->hook_started = pthread_create(&a->hook_thread, NULL, hooks_main, a) == 0;
+    if (!a->started || !a->hook_started) {
+        snprintf(err, errlen, "alerts: cannot start threads");
+        alerts_close(a);
+        return -1;
+    }
+    *out = a;
+    return 0;
+}
+
+void alerts_close(struct alerts *a)
+{
+    if (!a) {
+        return;
+    }
+    pthread_mutex_lock(&a->lock);
+    a->stop = 1;
+    pthread_cond_broadcast(&a->cond);
+    pthread_cond_broadcast(&a->hook_cond);
+    pthread_mutex_unlock(&a->lock);
+    if (a->started) {
+        pthread_join(a->thread, NULL);
+    }
+    if (a->hook_started) {
+        pthread_join(a->hook_thread, NULL);
+    }
+    for (size_t i = 0; i < a->hq_len; i++) {
+        free(a->hq[(a->hq_head + i) % WEBHOOK_QUEUE_MAX].body);
+    }
+    sqlite3_finalize(a->insert);
+    sqlite3_close(a->db);
+    pthread_cond_destroy(&a->cond);
+    pthread_cond_destroy(&a->hook_cond);
+    pthread_mutex_destroy(&a->lock);
+    free(a->q);
+    free(a);
+}
+
+void alerts_counters(struct alerts *a, struct alerts_counters *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!a) {
+        return;
+    }
+    out->raised = atomic_load(&a->raised);
+    out->stored = atomic_load(&a->stored);
+    out->dropped = atomic_load(&a->dropped);
+    out->webhook_sent = atomic_load(&a->wh_sent);
+    out->webhook_failed = atomic_load(&a->wh_failed);
+    out->webhook_retries = atomic_load(&a->wh_retries);
+    out->webhook_dropped = atomic_load(&a->wh_dropped);
+}

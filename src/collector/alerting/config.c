@@ -1,0 +1,327 @@
+/*
+ * config.c - the alerting configuration file of `telltale serve --config FILE`: INI-like
+ * sections [detector.NAME] and [webhook.NAME] of "key = value" lines (docs/detectors.md).
+ * Every line, name and value is checked against a fixed bound before it is copied; an error
+ * names the file and line, and the collector refuses to start with it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collector/alerting/monitor.h"
+
+static int name_valid(const char *s, size_t n)
+{
+    if (n == 0 || n >= MON_NAME_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void trim(char **s, size_t *n)
+{
+    while (*n && (**s == ' ' || **s == '\t')) {
+        (*s)++;
+        (*n)--;
+    }
+    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t' || (*s)[*n - 1] == '\r')) {
+        (*n)--;
+    }
+}
+
+enum section { SEC_NONE, SEC_DETECTOR, SEC_WEBHOOK };
+
+struct parser {
+    struct mon_config *c;
+    enum section sec;
+    char type_pending[32]; /* a detector's type must come first: its keys depend on it */
+    char err[300];
+};
+
+static int unit_begin(struct parser *p, const char *name, size_t n)
+{
+    if (p->c->n_units == MON_UNITS_MAX) {
+        snprintf(p->err, sizeof p->err, "more than %d detectors", MON_UNITS_MAX);
+        return -1;
+    }
+    for (int i = 0; i < p->c->n_units; i++) {
+        if (strlen(p->c->units[i].name) == n && memcmp(p->c->units[i].name, name, n) == 0) {
+            snprintf(p->err, sizeof p->err, "detector \"%.*s\" defined twice", (int)n, name);
+            return -1;
+        }
+    }
+    struct unit *u = &p->c->units[p->c->n_units++];
+    memset(u, 0, sizeof *u);
+    memcpy(u->name, name, n);
+    snprintf(u->severity, sizeof u->severity, "warning");
+    p->sec = SEC_DETECTOR;
+    return 0;
+}
+
+static int hook_begin(struct parser *p, const char *name, size_t n)
+{
+    if (p->c->n_hooks == MON_HOOKS_MAX) {
+        snprintf(p->err, sizeof p->err, "more than %d webhooks", MON_HOOKS_MAX);
+        return -1;
+    }
+    struct webhook_cfg *h = &p->c->hooks[p->c->n_hooks++];
+    memset(h, 0, sizeof *h);
+    memcpy(h->name, name, n);
+    h->timeout_ms = 2000;
+    h->retries = 3;
+    h->backoff_ms = 200;
+    p->sec = SEC_WEBHOOK;
+    return 0;
+}
+
+static int section(struct parser *p, char *s, size_t n)
+{
+    if (n < 2 || s[n - 1] != ']') {
+        snprintf(p->err, sizeof p->err, "expected [detector.NAME] or [webhook.NAME]");
+        return -1;
+    }
+    s++;
+    n -= 2;
+    trim(&s, &n);
+    const char *name;
+    size_t nn;
+    int det = n > 9 && memcmp(s, "detector.", 9) == 0;
+    int hook = n > 8 && memcmp(s, "webhook.", 8) == 0;
+    name = s + (det ? 9 : 8);
+    nn = n - (det ? 9 : 8);
+    if ((!det && !hook) || !name_valid(name, nn)) {
+        snprintf(p->err, sizeof p->err,
+                 "expected [detector.NAME] or [webhook.NAME], NAME of 1-%d letters, digits, _ "
+                 "or -",
+                 MON_NAME_MAX - 1);
+        return -1;
+    }
+    return det ? unit_begin(p, name, nn) : hook_begin(p, name, nn);
+}
+
+static int severity_valid(const char *v)
+{
+    return !strcmp(v, "info") || !strcmp(v, "warning") || !strcmp(v, "critical");
+}
+
+static int unit_key(struct parser *p, const char *key, const char *value)
+{
+    struct unit *u = &p->c->units[p->c->n_units - 1];
+    if (strcmp(key, "type") == 0) {
+        if (u->ops) {
+            snprintf(p->err, sizeof p->err, "type given twice");
+            return -1;
+        }
+        u->ops = unit_find(value);
+        if (!u->ops) {
+            snprintf(p->err, sizeof p->err,
+                     "unknown detector type \"%.40s\" (threshold, drift, error_rate, loop, "
+                     "silence, gap)",
+                     value);
+            return -1;
+        }
+        return 0;
+    }
+    if (!u->ops) {
+        snprintf(p->err, sizeof p->err, "the first key of a detector must be type");
+        return -1;
+    }
+    int rc;
+    if (strcmp(key, "severity") == 0) {
+        rc = severity_valid(value) ? 0 : -EINVAL;
+        if (rc == 0) {
+            snprintf(u->severity, sizeof u->severity, "%.15s", value);
+        }
+    } else if (strcmp(key, "cooldown_ms") == 0) {
+        uint64_t ms;
+        rc = detect_parse_u64(value, &ms) == 0 && ms <= 86400000ull * 365 ? 0 : -EINVAL;
+        if (rc == 0) {
+            u->cooldown_ns = (int64_t)ms * 1000000;
+            u->cooldown_set = 1;
+        }
+    } else {
+        rc = u->ops->set(u, key, value);
+    }
+    if (rc == -ENOENT) {
+        snprintf(p->err, sizeof p->err, "unknown key \"%.40s\" for a %s detector", key,
+                 u->ops->type);
+    } else if (rc) {
+        snprintf(p->err, sizeof p->err, "bad value for %.40s: \"%.80s\"", key, value);
+    }
+    return rc ? -1 : 0;
+}
+
+static int hook_key(struct parser *p, const char *key, const char *value)
+{
+    struct webhook_cfg *h = &p->c->hooks[p->c->n_hooks - 1];
+    int rc = 0;
+    if (strcmp(key, "url") == 0) {
+        rc = strlen(value) < sizeof h->url &&
+                     (!strncmp(value, "http://", 7) || !strncmp(value, "https://", 8))
+                 ? 0
+                 : -EINVAL;
+        if (rc == 0) {
+            snprintf(h->url, sizeof h->url, "%s", value);
+        }
+    } else if (strcmp(key, "timeout_ms") == 0) {
+        rc = detect_parse_u32(value, &h->timeout_ms) == 0 && h->timeout_ms >= 1 &&
+                     h->timeout_ms <= 600000
+                 ? 0
+                 : -EINVAL;
+    } else if (strcmp(key, "retries") == 0) {
+        rc = detect_parse_u32(value, &h->retries) == 0 && h->retries <= 20 ? 0 : -EINVAL;
+    } else if (strcmp(key, "backoff_ms") == 0) {
+        rc = detect_parse_u32(value, &h->backoff_ms) == 0 && h->backoff_ms <= 600000 ? 0 : -EINVAL;
+    } else {
+        snprintf(p->err, sizeof p->err, "unknown key \"%.40s\" for a webhook", key);
+        return -1;
+    }
+    if (rc) {
+        snprintf(p->err, sizeof p->err,
+                 "bad value for %.40s (url: http:// or https://, below "
+                 "1024 bytes)",
+                 key);
+    }
+    return rc ? -1 : 0;
+}
+
+static int line(struct parser *p, char *s, size_t n)
+{
+    trim(&s, &n);
+    if (n == 0 || s[0] == '#' || s[0] == ';') {
+        return 0;
+    }
+    if (s[0] == '[') {
+        return section(p, s, n);
+    }
+    char *eq = memchr(s, '=', n);
+    if (!eq || p->sec == SEC_NONE) {
+        snprintf(p->err, sizeof p->err,
+                 eq ? "a key outside any section" : "expected \"key = value\"");
+        return -1;
+    }
+    char *k = s, *v = eq + 1;
+    size_t kn = (size_t)(eq - s), vn = n - kn - 1;
+    trim(&k, &kn);
+    trim(&v, &vn);
+    char key[64], value[MON_LINE_MAX];
+    if (kn == 0 || kn >= sizeof key) {
+        snprintf(p->err, sizeof p->err, "missing or overlong key");
+        return -1;
+    }
+    memcpy(key, k, kn);
+    key[kn] = 0;
+    memcpy(value, v, vn);
+    value[vn] = 0;
+    return p->sec == SEC_DETECTOR ? unit_key(p, key, value) : hook_key(p, key, value);
+}
+
+static int finish(struct mon_config *c, char *err, size_t errlen)
+{
+    for (int i = 0; i < c->n_units; i++) {
+        struct unit *u = &c->units[i];
+        char why[200] = "";
+        if (!u->ops) {
+            snprintf(err, errlen, "detector %s: no type", u->name);
+            return -1;
+        }
+        if (u->ops->ready(u, why, sizeof why) != 0) {
+            snprintf(err, errlen, "detector %s: %s", u->name, why);
+            return -1;
+        }
+        if (!u->cooldown_set) {
+            u->cooldown_ns = u->ops->default_cooldown_ms * 1000000;
+        }
+    }
+    for (int i = 0; i < c->n_hooks; i++) {
+        if (!c->hooks[i].url[0]) {
+            snprintf(err, errlen, "webhook %s: no url", c->hooks[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int mon_config_parse(struct mon_config *c, const char *text, size_t n, const char *name, char *err,
+                     size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    if (n > MON_CONFIG_MAX) {
+        snprintf(err, errlen, "%s: larger than %u bytes", name, MON_CONFIG_MAX);
+        return -1;
+    }
+    struct parser p = {.c = c};
+    char buf[MON_LINE_MAX + 1];
+    const char *s = text, *end = text + n;
+    for (int ln = 1; s < end; ln++) {
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        size_t len = nl ? (size_t)(nl - s) : (size_t)(end - s);
+        if (len > MON_LINE_MAX || memchr(s, 0, len)) {
+            snprintf(err, errlen, "%s:%d: line longer than %d bytes or holding a NUL", name, ln,
+                     MON_LINE_MAX);
+            return -1;
+        }
+        memcpy(buf, s, len);
+        buf[len] = 0;
+        s = nl ? nl + 1 : end;
+        if (line(&p, buf, len) != 0) {
+            snprintf(err, errlen, "%s:%d: %s", name, ln, p.err);
+            return -1;
+        }
+    }
+    if (finish(c, p.err, sizeof p.err) != 0) {
+        snprintf(err, errlen, "%s: %s", name, p.err);
+        return -1;
+    }
+    return 0;
+}
+
+int mon_config_load(struct mon_config *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    char *buf = malloc(MON_CONFIG_MAX + 1);
+    size_t n = buf ? fread(buf, 1, MON_CONFIG_MAX + 1, f) : 0;
+    int bad = !buf || ferror(f);
+    fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "%s: cannot read", path);
+        free(buf);
+        return -1;
+    }
+    int rc = mon_config_parse(c, buf, n, path, err, errlen);
+    free(buf);
+    return rc;
+}
+
+static const char default_config[] =
+    "[detector.confidence_drift]\n"
+    "type = drift\nsignal = confidence\nalgorithm = cusum\nwarmup = 200\n"
+    "[detector.latency_drift]\n"
+    "type = drift\nsignal = tool_latency\nalgorithm = cusum\nwarmup = 100\n"
+    "[detector.low_confidence]\n"
+    "type = threshold\nmin = 0.1\n"
+    "[detector.tool_errors]\n"
+    "type = error_rate\nwindow = 20\nmin_calls = 10\nmax_rate = 0.5\n"
+    "[detector.looping]\n"
+    "type = loop\nrepeats = 5\n"
+    "[detector.loss]\n"
+    "type = gap\nmin_events = 1\n";
+
+int mon_config_defaults(struct mon_config *c)
+{
+    char err[300];
+    return mon_config_parse(c, default_config, sizeof default_config - 1, "(defaults)", err,
+                            sizeof err);
+}

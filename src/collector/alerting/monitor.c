@@ -1,0 +1,608 @@
+/*
+ * monitor.c - per-agent live figures and the detector units that watch them (monitor.h).
+ *
+ * INVARIANTS
+ * - monitor.lock guards the agent table and every agent's state and unit states. It is taken
+ *   once per committed batch (ingest thread), once per tick (timer thread) and per view (HTTP
+ *   threads); nothing does I/O under it: raising an alert only queues it (alerts_raise).
+ * - An agent's unit states are zeroed when it first appears; that is a unit's fresh state.
+ * - The table holds at most MON_AGENTS_MAX agents; batches of further agents are stored as
+ *   usual but not watched (counted in untracked).
+ */
+#include "collector/alerting/monitor.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "collector/alerting/alerts.h"
+#include "common/clock.h"
+
+#define WINDOW_S 10
+#define MAX_INSTANCES 8
+#define OPEN_TOOLS 64
+#define TABLE_SLOTS (MON_AGENTS_MAX * 2)
+
+static const double conf_bounds[] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1};
+#define CONF_B (sizeof conf_bounds / sizeof conf_bounds[0])
+static const double lat_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+#define LAT_B (sizeof lat_bounds / sizeof lat_bounds[0])
+
+struct win_bucket {
+    int64_t sec;
+    uint32_t events, responses, tools;
+    uint32_t conf_n;
+    double conf_sum;
+};
+
+struct inst_state {
+    uint8_t id[16];
+    int used;
+    uint64_t max_seq;
+    uint64_t reported; /* the library's drop total at its last report */
+};
+
+struct mon_agent {
+    char name[256];
+    int64_t last_seen_ns;
+    uint64_t events, responses, tool_calls, tool_errors, loss_gaps, loss_reported, alerts;
+    double conf_last;
+    struct inst_state inst[MAX_INSTANCES];
+    unsigned inst_next;
+    uint64_t open_tools[OPEN_TOOLS]; /* keys of tool steps begun and not ended */
+    unsigned ot_next;
+    struct win_bucket win[WINDOW_S];
+    uint64_t conf_hist[CONF_B + 1], lat_hist[LAT_B + 1];
+    double conf_sum, lat_sum;
+    uint64_t alerts_by_unit[MON_UNITS_MAX];
+    int64_t last_alert_ns[MON_UNITS_MAX];
+    max_align_t *ustate;
+};
+
+struct monitor {
+    struct mon_config cfg;
+    size_t ustate_size;
+    struct alerts *alerts;
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* stop */
+    int stop;
+    pthread_t timer;
+    int timer_started;
+    struct mon_agent *slots[TABLE_SLOTS];
+    struct mon_agent *agents[MON_AGENTS_MAX];
+    size_t n_agents;
+    uint64_t untracked;
+};
+
+static int64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static uint64_t hash_name(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+static struct mon_agent *agent_find(struct monitor *m, const char *name, int create)
+{
+    size_t i = hash_name(name) % TABLE_SLOTS;
+    for (; m->slots[i]; i = (i + 1) % TABLE_SLOTS) {
+        if (strcmp(m->slots[i]->name, name) == 0) {
+            return m->slots[i];
+        }
+    }
+    if (!create || m->n_agents == MON_AGENTS_MAX) {
+        m->untracked += create;
+        return NULL;
+    }
+    struct mon_agent *a = calloc(1, sizeof *a);
+    max_align_t *st = calloc(1, m->ustate_size ? m->ustate_size : 1);
+    if (!a || !st) {
+        free(a);
+        free(st);
+        return NULL;
+    }
+    snprintf(a->name, sizeof a->name, "%s", name);
+    a->conf_last = NAN;
+    a->ustate = st;
+    m->slots[i] = a;
+    m->agents[m->n_agents++] = a;
+    return a;
+}
+
+static struct win_bucket *bucket(struct mon_agent *a, int64_t sec)
+{
+    struct win_bucket *b = &a->win[sec % WINDOW_S];
+    if (b->sec != sec) {
+        memset(b, 0, sizeof *b);
+        b->sec = sec;
+    }
+    return b;
+}
+
+static void raise_alert(struct monitor *m, struct mon_agent *a, int ui, struct alert *al,
+                        tt__bstr session)
+{
+    const struct unit *u = &m->cfg.units[ui];
+    int64_t now = wall_ns();
+    if (a->last_alert_ns[ui] && u->cooldown_ns && now - a->last_alert_ns[ui] < u->cooldown_ns) {
+        return;
+    }
+    a->last_alert_ns[ui] = now;
+    al->time_ns = now;
+    snprintf(al->agent, sizeof al->agent, "%s", a->name);
+    snprintf(al->detector, sizeof al->detector, "%s", u->name);
+    snprintf(al->type, sizeof al->type, "%s", u->ops->type);
+    snprintf(al->severity, sizeof al->severity, "%s", u->severity);
+    size_t n = session.n < sizeof al->session - 1 ? session.n : sizeof al->session - 1;
+    if (n) {
+        memcpy(al->session, session.p, n);
+    }
+    al->session[n] = 0;
+    a->alerts++;
+    a->alerts_by_unit[ui]++;
+    alerts_raise(m->alerts, al);
+}
+
+static void feed(struct monitor *m, struct mon_agent *a, const struct mon_signal *s)
+{
+    for (int i = 0; i < m->cfg.n_units; i++) {
+        const struct unit *u = &m->cfg.units[i];
+        struct alert al;
+        al.message[0] = 0;
+        void *st = (char *)a->ustate + u->state_off;
+        if (u->ops->feed(u, st, s, &al) == 1) {
+            raise_alert(m, a, i, &al, s->session);
+        }
+    }
+}
+
+static void hist_add(uint64_t *hist, const double *bounds, size_t nb, double v)
+{
+    size_t i = 0;
+    while (i < nb && v > bounds[i]) {
+        i++;
+    }
+    hist[i]++;
+}
+
+static uint64_t tool_key(const uint8_t inst[16], uint64_t step_id)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int i = 0; i < 16; i++) {
+        h = (h ^ inst[i]) * 0x100000001b3ull;
+    }
+    return (h ^ step_id) * 0x9e3779b97f4a7c15ull | 1;
+}
+
+static void on_response_end(struct monitor *m, struct mon_agent *a, const tt__event *ev,
+                            int64_t sec)
+{
+    tt__ev_response_end re;
+    if (tt__ev_response_end_decode(ev->body, &re) != 0 || !isfinite(re.mean_logprob)) {
+        return;
+    }
+    double c = exp((double)re.mean_logprob);
+    c = c > 1 ? 1 : c;
+    a->responses++;
+    a->conf_last = c;
+    a->conf_sum += c;
+    hist_add(a->conf_hist, conf_bounds, CONF_B, c);
+    struct win_bucket *b = bucket(a, sec);
+    b->responses++;
+    b->conf_n++;
+    b->conf_sum += c;
+    struct mon_signal s = {.type = SIG_CONFIDENCE,
+                           .time_ns = ev->time,
+                           .value = c,
+                           .session = ev->session,
+                           .id = re.response_id};
+    feed(m, a, &s);
+}
+
+static void on_step_begin(struct monitor *m, struct mon_agent *a, const uint8_t inst[16],
+                          const tt__event *ev, int64_t sec)
+{
+    tt__ev_step_begin sb;
+    if (tt__ev_step_begin_decode(ev->body, &sb) != 0 || sb.kind != 2 /* TT_STEP_TOOL */) {
+        return;
+    }
+    a->open_tools[a->ot_next++ % OPEN_TOOLS] = tool_key(inst, sb.step_id);
+    a->tool_calls++;
+    bucket(a, sec)->tools++;
+    struct mon_signal s = {.type = SIG_TOOL_BEGIN,
+                           .time_ns = ev->time,
+                           .name = sb.name,
+                           .query = sb.query,
+                           .session = ev->session,
+                           .id = sb.step_id};
+    feed(m, a, &s);
+}
+
+static void on_step_end(struct monitor *m, struct mon_agent *a, const uint8_t inst[16],
+                        const tt__event *ev)
+{
+    tt__ev_step_end se;
+    if (tt__ev_step_end_decode(ev->body, &se) != 0) {
+        return;
+    }
+    uint64_t k = tool_key(inst, se.step_id);
+    int found = 0;
+    for (int i = 0; i < OPEN_TOOLS && !found; i++) {
+        if (a->open_tools[i] == k) {
+            a->open_tools[i] = 0;
+            found = 1;
+        }
+    }
+    if (!found) {
+        return; /* not a tool step (or begun long ago) */
+    }
+    double lat = (double)se.duration_ns / 1e9;
+    a->tool_errors += se.status != 0;
+    a->lat_sum += lat;
+    hist_add(a->lat_hist, lat_bounds, LAT_B, lat);
+    struct mon_signal s = {.type = SIG_TOOL_END,
+                           .time_ns = ev->time,
+                           .value = lat,
+                           .error = se.status != 0,
+                           .session = ev->session,
+                           .id = se.step_id};
+    feed(m, a, &s);
+}
+
+static struct inst_state *instance(struct mon_agent *a, const uint8_t id[16], int *fresh)
+{
+    for (int i = 0; i < MAX_INSTANCES; i++) {
+        if (a->inst[i].used && memcmp(a->inst[i].id, id, 16) == 0) {
+            *fresh = 0;
+            return &a->inst[i];
+        }
+    }
+    struct inst_state *s = &a->inst[a->inst_next++ % MAX_INSTANCES];
+    memset(s, 0, sizeof *s);
+    memcpy(s->id, id, 16);
+    s->used = 1;
+    *fresh = 1;
+    return s;
+}
+
+/* Sequence numbers and the library's own drop counters. */
+static void track_loss(struct monitor *m, struct mon_agent *a, const tt__batch *b)
+{
+    int fresh;
+    struct inst_state *in = instance(a, b->instance, &fresh);
+    /* An instance first seen here (a new agent, or a restarted collector) sets the baseline:
+     * what came before it is not ours to judge. */
+    if (!fresh && b->first_seq > in->max_seq + 1) {
+        uint64_t lost = b->first_seq - in->max_seq - 1;
+        a->loss_gaps += lost;
+        struct mon_signal s = {
+            .type = SIG_GAP, .time_ns = b->t_min, .value = (double)lost, .id = in->max_seq + 1};
+        feed(m, a, &s);
+    }
+    uint64_t last = b->first_seq + (b->n_events ? b->n_events - 1 : 0);
+    in->max_seq = last > in->max_seq ? last : in->max_seq;
+    if (b->has_stats) {
+        uint64_t total = 0;
+        for (uint32_t i = 0; i < b->stats.n_dropped && i < TT_DROP_SLOTS; i++) {
+            total += b->stats.dropped[i];
+        }
+        if (total > in->reported) {
+            a->loss_reported += total - in->reported;
+            in->reported = total;
+        }
+    }
+}
+
+void monitor_on_commit(void *ctx, const struct store_item *it)
+{
+    struct monitor *m = ctx;
+    int64_t sec = it->received_ns / 1000000000;
+    pthread_mutex_lock(&m->lock);
+    struct mon_agent *a = agent_find(m, it->ident.agent, 1);
+    if (!a) {
+        pthread_mutex_unlock(&m->lock);
+        return;
+    }
+    /* A batch of only the library's statistics is a heartbeat, not an event: it does not end
+     * a silence. */
+    if (it->batch.n_events) {
+        a->last_seen_ns = (int64_t)it->received_ns;
+    }
+    a->events += it->batch.n_events;
+    bucket(a, sec)->events += it->batch.n_events;
+    track_loss(m, a, &it->batch);
+    uint32_t wanted =
+        (1u << TT_EV_RESPONSE_END) | (1u << TT_EV_STEP_BEGIN) | (1u << TT_EV_STEP_END);
+    if (it->batch.kinds & wanted) {
+        tt__batch b = it->batch;
+        tt__event ev;
+        while (tt__batch_next(&b, &ev)) {
+            if (ev.kind == TT_EV_RESPONSE_END) {
+                on_response_end(m, a, &ev, sec);
+            } else if (ev.kind == TT_EV_STEP_BEGIN) {
+                on_step_begin(m, a, it->batch.instance, &ev, sec);
+            } else if (ev.kind == TT_EV_STEP_END) {
+                on_step_end(m, a, it->batch.instance, &ev);
+            }
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+static void tick(struct monitor *m)
+{
+    int64_t now = wall_ns();
+    tt__bstr none = {NULL, 0};
+    pthread_mutex_lock(&m->lock);
+    for (size_t k = 0; k < m->n_agents; k++) {
+        struct mon_agent *a = m->agents[k];
+        for (int i = 0; i < m->cfg.n_units; i++) {
+            const struct unit *u = &m->cfg.units[i];
+            struct alert al;
+            if (u->ops->tick &&
+                u->ops->tick(u, (char *)a->ustate + u->state_off, now, a->last_seen_ns, &al) == 1) {
+                raise_alert(m, a, i, &al, none);
+            }
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+static void *timer_main(void *arg)
+{
+    struct monitor *m = arg;
+    pthread_mutex_lock(&m->lock);
+    while (!m->stop) {
+        struct timespec until = tt__deadline_ms(CLOCK_MONOTONIC, MON_TICK_MS);
+        while (!m->stop && pthread_cond_timedwait(&m->cond, &m->lock, &until) == 0) {
+        }
+        if (m->stop) {
+            break;
+        }
+        pthread_mutex_unlock(&m->lock);
+        tick(m);
+        pthread_mutex_lock(&m->lock);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+int monitor_open(struct monitor **out, const struct mon_config *cfg, struct alerts *alerts,
+                 char *err, size_t errlen)
+{
+    *out = NULL;
+    struct monitor *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    m->cfg = *cfg;
+    m->alerts = alerts;
+    int need_timer = 0;
+    for (int i = 0; i < m->cfg.n_units; i++) {
+        struct unit *u = &m->cfg.units[i];
+        u->state_off = m->ustate_size;
+        m->ustate_size +=
+            (u->state_size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+        need_timer |= u->ops->tick != NULL;
+    }
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (need_timer) {
+        m->timer_started = pthread_create(&m->timer, NULL, timer_main, m) == 0;
+        if (!m->timer_started) {
+            snprintf(err, errlen, "cannot start the monitor's timer");
+            monitor_close(m);
+            return -1;
+        }
+    }
+    *out = m;
+    return 0;
+}
+
+void monitor_close(struct monitor *m)
+{
+    if (!m) {
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    m->stop = 1;
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    if (m->timer_started) {
+        pthread_join(m->timer, NULL);
+    }
+    for (size_t i = 0; i < m->n_agents; i++) {
+        free(m->agents[i]->ustate);
+        free(m->agents[i]);
+    }
+    pthread_cond_destroy(&m->cond);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+int monitor_agent(struct monitor *m, const char *agent, struct mon_agent_view *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!m) {
+        return -1;
+    }
+    int64_t now_s = wall_ns() / 1000000000;
+    pthread_mutex_lock(&m->lock);
+    struct mon_agent *a = agent_find(m, agent, 0);
+    if (!a) {
+        pthread_mutex_unlock(&m->lock);
+        return -1;
+    }
+    out->last_seen_ns = a->last_seen_ns;
+    uint64_t ev = 0, resp = 0, tools = 0, cn = 0;
+    double cs = 0;
+    /* The last WINDOW_S complete seconds plus the current one, over WINDOW_S seconds. */
+    for (int i = 0; i < WINDOW_S; i++) {
+        const struct win_bucket *b = &a->win[i];
+        if (b->sec > now_s - WINDOW_S && b->sec <= now_s) {
+            ev += b->events;
+            resp += b->responses;
+            tools += b->tools;
+            cn += b->conf_n;
+            cs += b->conf_sum;
+        }
+    }
+    out->events_per_s = (double)ev / WINDOW_S;
+    out->responses_per_s = (double)resp / WINDOW_S;
+    out->tool_calls_per_s = (double)tools / WINDOW_S;
+    out->confidence = cn ? cs / (double)cn : NAN;
+    out->confidence_last = a->conf_last;
+    out->events = a->events;
+    out->responses = a->responses;
+    out->tool_calls = a->tool_calls;
+    out->tool_errors = a->tool_errors;
+    out->loss_gaps = a->loss_gaps;
+    out->loss_reported = a->loss_reported;
+    out->alerts = a->alerts;
+    for (int i = 0; i < m->cfg.n_units; i++) {
+        const struct unit *u = &m->cfg.units[i];
+        if (u->ops->read && u->ops->read(u, (const char *)a->ustate + u->state_off,
+                                         &out->readings[out->n_readings].r) == 0) {
+            out->readings[out->n_readings++].detector = u->name;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
+/* A label value in the text format: backslash, quote and newline escaped. */
+static void label(tt__buf *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"') {
+            tt__buf_append(b, "\\", 1);
+            tt__buf_append(b, s, 1);
+        } else if (*s == '\n') {
+            tt__buf_append(b, "\\n", 2);
+        } else {
+            tt__buf_append(b, s, 1);
+        }
+    }
+}
+
+static void series(tt__buf *b, const char *metric, const struct mon_agent *a, const char *extra,
+                   const char *value)
+{
+    tt__buf_printf(b, "%s{agent=\"", metric);
+    label(b, a->name);
+    tt__buf_printf(b, "\"%s} %s\n", extra ? extra : "", value);
+}
+
+static void counter(tt__buf *b, struct monitor *m, const char *name, const char *help,
+                    size_t field_off)
+{
+    tt__buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t i = 0; i < m->n_agents; i++) {
+        char v[32];
+        snprintf(v, sizeof v, "%llu",
+                 (unsigned long long)*(const uint64_t *)((const char *)m->agents[i] + field_off));
+        series(b, name, m->agents[i], NULL, v);
+    }
+}
+
+static void histogram(tt__buf *b, struct monitor *m, const char *name, const char *help, int conf)
+{
+    tt__buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    const double *bounds = conf ? conf_bounds : lat_bounds;
+    size_t nb = conf ? CONF_B : LAT_B;
+    char metric[128], extra[64], v[64];
+    for (size_t i = 0; i < m->n_agents; i++) {
+        const struct mon_agent *a = m->agents[i];
+        const uint64_t *h = conf ? a->conf_hist : a->lat_hist;
+        uint64_t cum = 0;
+        snprintf(metric, sizeof metric, "%s_bucket", name);
+        for (size_t k = 0; k <= nb; k++) {
+            cum += h[k];
+            if (k < nb) {
+                snprintf(extra, sizeof extra, ",le=\"%g\"", bounds[k]);
+            } else {
+                snprintf(extra, sizeof extra, ",le=\"+Inf\"");
+            }
+            snprintf(v, sizeof v, "%llu", (unsigned long long)cum);
+            series(b, metric, a, extra, v);
+        }
+        snprintf(metric, sizeof metric, "%s_sum", name);
+        snprintf(v, sizeof v, "%.17g", conf ? a->conf_sum : a->lat_sum);
+        series(b, metric, a, NULL, v);
+        snprintf(metric, sizeof metric, "%s_count", name);
+        snprintf(v, sizeof v, "%llu", (unsigned long long)cum);
+        series(b, metric, a, NULL, v);
+    }
+}
+
+void monitor_metrics(struct monitor *m, tt__buf *b)
+{
+    if (!m) {
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    counter(b, m, "telltale_agent_events_total", "Events stored per agent since start.",
+            offsetof(struct mon_agent, events));
+    counter(b, m, "telltale_agent_responses_total", "Model responses ended per agent.",
+            offsetof(struct mon_agent, responses));
+    counter(b, m, "telltale_agent_tool_calls_total", "Tool calls begun per agent.",
+            offsetof(struct mon_agent, tool_calls));
+    counter(b, m, "telltale_agent_tool_errors_total", "Tool calls that ended in failure.",
+            offsetof(struct mon_agent, tool_errors));
+    tt__buf_printf(b,
+                   "# HELP telltale_agent_loss_events_total Events lost per agent: sequence gaps "
+                   "seen by the collector, drops reported by the library.\n"
+                   "# TYPE telltale_agent_loss_events_total counter\n");
+    for (size_t i = 0; i < m->n_agents; i++) {
+        char v[32];
+        snprintf(v, sizeof v, "%llu", (unsigned long long)m->agents[i]->loss_gaps);
+        series(b, "telltale_agent_loss_events_total", m->agents[i], ",source=\"gap\"", v);
+        snprintf(v, sizeof v, "%llu", (unsigned long long)m->agents[i]->loss_reported);
+        series(b, "telltale_agent_loss_events_total", m->agents[i], ",source=\"reported\"", v);
+    }
+    tt__buf_printf(b,
+                   "# HELP telltale_agent_last_seen_seconds Unix time of the agent's last batch.\n"
+                   "# TYPE telltale_agent_last_seen_seconds gauge\n");
+    for (size_t i = 0; i < m->n_agents; i++) {
+        char v[32];
+        snprintf(v, sizeof v, "%.3f", (double)m->agents[i]->last_seen_ns / 1e9);
+        series(b, "telltale_agent_last_seen_seconds", m->agents[i], NULL, v);
+    }
+    histogram(b, m, "telltale_agent_confidence", "Response confidence, exp(mean log-prob).", 1);
+    histogram(b, m, "telltale_agent_tool_latency_seconds", "Tool call latency.", 0);
+    tt__buf_printf(b, "# HELP telltale_agent_alerts_total Alerts raised per agent and detector.\n"
+                      "# TYPE telltale_agent_alerts_total counter\n");
+    for (size_t i = 0; i < m->n_agents; i++) {
+        for (int u = 0; u < m->cfg.n_units; u++) {
+            char extra[128], v[32];
+            snprintf(extra, sizeof extra, ",detector=\"%s\"", m->cfg.units[u].name);
+            snprintf(v, sizeof v, "%llu", (unsigned long long)m->agents[i]->alerts_by_unit[u]);
+            series(b, "telltale_agent_alerts_total", m->agents[i], extra, v);
+        }
+    }
+    tt__buf_printf(b,
+                   "# HELP telltale_agents_untracked_total Agents beyond the monitor's table.\n"
+                   "# TYPE telltale_agents_untracked_total counter\n"
+                   "telltale_agents_untracked_total %llu\n",
+                   (unsigned long long)m->untracked);
+    pthread_mutex_unlock(&m->lock);
+}

@@ -1,0 +1,189 @@
+/*
+ * monitor.h - the operator's view of live agents: per-agent figures (rates, confidence, tool
+ * latency, loss) kept from every committed batch, and the detectors that watch them.
+ *
+ * A detector is a unit: a small ops table (unit_ops) fed with signals drawn from the events of
+ * one agent (a response's confidence, a tool call's begin or end, a sequence gap) and ticked a
+ * few times a second (for silence). Each unit keeps a block of state per agent, zeroed when the
+ * agent first appears. When a unit says so, the monitor raises an alert (alerts.h): stored,
+ * streamed, counted, posted to webhooks. Units are configured in the file given to serve
+ * --config (docs/detectors.md, "Alerting configuration"); config.c parses it.
+ *
+ * Threads: monitor_on_commit runs on the ingest thread; the tick runs on the monitor's timer
+ * thread; the views are read by HTTP threads. One mutex (monitor.lock) guards every agent's
+ * state; none of these paths waits for I/O while holding it.
+ */
+#ifndef TT_COLLECTOR_MONITOR_H
+#define TT_COLLECTOR_MONITOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "collector/collector.h"
+#include "collector/alerting/detect.h"
+#include "common/batch.h"
+#include "common/buf.h"
+
+#define MON_NAME_MAX 64
+#define MON_UNITS_MAX 32
+#define MON_HOOKS_MAX 8
+#define MON_AGENTS_MAX 8192
+
+enum mon_sig_type {
+    SIG_CONFIDENCE = 1, /* a response ended: value = exp(mean log-prob), in [0, 1] */
+    SIG_TOOL_BEGIN = 2, /* a tool step began: name, query */
+    SIG_TOOL_END = 3,   /* a tool step ended: value = latency in seconds, error */
+    SIG_GAP = 4         /* value = events never received (a hole in the sequence numbers) */
+};
+
+struct mon_signal {
+    int type;
+    int64_t time_ns; /* the event's time, Unix ns */
+    double value;
+    int error;      /* SIG_TOOL_END: status other than ok */
+    tt__bstr name;  /* SIG_TOOL_BEGIN: the tool */
+    tt__bstr query; /* SIG_TOOL_BEGIN: its arguments */
+    tt__bstr session;
+    uint64_t id; /* response id, step id, or first missing seq */
+};
+
+/* One alert, as raised, stored and sent. */
+struct alert {
+    int64_t id;      /* set when stored */
+    int64_t time_ns; /* when it was raised, Unix ns */
+    char agent[256];
+    char detector[MON_NAME_MAX]; /* the unit's name in the configuration */
+    char type[16];               /* the unit's type: drift, threshold, ... */
+    char severity[16];           /* info, warning, critical */
+    char session[256];
+    char message[512];
+    double value; /* what crossed the threshold */
+    double threshold;
+};
+
+struct unit;
+
+struct unit_ops {
+    const char *type; /* as the configuration names it */
+    int64_t default_cooldown_ms;
+    /* Apply one key of the unit's section (the framework handles type, severity, cooldown_ms).
+     * Returns 0, -ENOENT for an unknown key, -EINVAL for a bad value. */
+    int (*set)(struct unit *u, const char *key, const char *value);
+    /* Check the unit once configured and set u->state_size. 0, or -EINVAL with err set. */
+    int (*ready)(struct unit *u, char *err, size_t errlen);
+    /* One signal for one agent's state: 1 and *a filled (message, value, threshold) to raise. */
+    int (*feed)(const struct unit *u, void *state, const struct mon_signal *s, struct alert *a);
+    /* A periodic look (every MON_TICK_MS; NULL if the unit needs none); last_seen_ns is when the
+     * agent's last batch arrived (Unix ns). 1 and *a filled to raise. */
+    int (*tick)(const struct unit *u, void *state, int64_t now_ns, int64_t last_seen_ns,
+                struct alert *a);
+    /* The unit's statistic for display (NULL if it has none): 0 and *out filled, or -1 while
+     * it has seen nothing. */
+    int (*read)(const struct unit *u, const void *state, struct detect_reading *out);
+};
+
+enum drift_signal { DRIFT_CONFIDENCE = 0, DRIFT_TOOL_LATENCY = 1 };
+
+struct unit {
+    char name[MON_NAME_MAX];
+    const struct unit_ops *ops;
+    char severity[16];
+    int64_t cooldown_ns; /* after an alert, the same unit stays quiet for the agent this long */
+    int cooldown_set;
+    size_t state_size; /* bytes of per-agent state */
+    size_t state_off;  /* where in the agent's block (set by the monitor) */
+    union {
+        struct {
+            double min;
+        } threshold;
+        struct {
+            int signal; /* enum drift_signal */
+            const struct detect_ops *algo;
+            union detect_params p;
+            char params[256];
+            uint32_t warmup;
+        } drift;
+        struct {
+            uint32_t window, min_calls;
+            double max_rate;
+        } error_rate;
+        struct {
+            uint32_t repeats;
+        } loop;
+        struct {
+            double seconds;
+        } silence;
+        struct {
+            uint64_t min_events;
+        } gap;
+    } cfg;
+};
+
+#define MON_TICK_MS 200
+
+/* The unit types (units.c). */
+const struct unit_ops *unit_find(const char *type);
+
+struct webhook_cfg {
+    char name[MON_NAME_MAX];
+    char url[1024];
+    uint32_t timeout_ms; /* per attempt; default 2000 */
+    uint32_t retries;    /* after the first attempt; default 3 */
+    uint32_t backoff_ms; /* before the first retry, doubling; default 200 */
+};
+
+struct mon_config {
+    struct unit units[MON_UNITS_MAX];
+    int n_units;
+    struct webhook_cfg hooks[MON_HOOKS_MAX];
+    int n_hooks;
+};
+
+#define MON_CONFIG_MAX (256u << 10) /* bytes in a configuration file */
+#define MON_LINE_MAX 1024
+
+/* The detectors that run without a configuration file (docs/detectors.md). */
+int mon_config_defaults(struct mon_config *c);
+/* Parse configuration text (name is for messages). 0, or -1 with err naming file and line. */
+int mon_config_parse(struct mon_config *c, const char *text, size_t n, const char *name, char *err,
+                     size_t errlen);
+int mon_config_load(struct mon_config *c, const char *path, char *err, size_t errlen);
+
+struct monitor;
+struct hub;
+struct alerts;
+
+/* Start the monitor and its timer thread; cfg is copied. */
+int monitor_open(struct monitor **out, const struct mon_config *cfg, struct alerts *alerts,
+                 char *err, size_t errlen);
+void monitor_close(struct monitor *m);
+
+/* The ingest hook: every committed batch (ctx is the monitor). */
+void monitor_on_commit(void *ctx, const struct store_item *it);
+
+/* What one agent looks like now. */
+struct mon_agent_view {
+    int64_t last_seen_ns; /* Unix ns of the last batch */
+    double events_per_s;  /* over the last 10 s */
+    double responses_per_s;
+    double tool_calls_per_s;
+    double confidence;      /* mean over the last 10 s, NAN without responses */
+    double confidence_last; /* NAN before the first response */
+    uint64_t events, responses, tool_calls, tool_errors;
+    uint64_t loss_gaps;     /* events missing from sequence gaps seen since start */
+    uint64_t loss_reported; /* drops the agent's library reported */
+    uint64_t alerts;        /* raised since the collector started */
+    int n_readings;         /* units with a statistic to show (drift) */
+    struct {
+        const char *detector; /* the unit's name (static for the monitor's life) */
+        struct detect_reading r;
+    } readings[MON_UNITS_MAX];
+};
+
+/* 0 and *out filled, or -1 if the monitor has not seen the agent since it started. */
+int monitor_agent(struct monitor *m, const char *agent, struct mon_agent_view *out);
+
+/* Append the per-agent Prometheus series (text format) to out. */
+void monitor_metrics(struct monitor *m, tt__buf *out);
+
+#endif

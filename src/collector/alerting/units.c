@@ -1,0 +1,435 @@
+/*
+ * units.c - the detector units of the alerting layer (monitor.h): threshold on response
+ * confidence, drift on confidence or tool latency (CUSUM, Page-Hinkley or ADWIN from detect.h
+ * after a warm-up), tool error rate, a looping agent, silence, and sequence gaps. Every state
+ * here starts as zero bytes: the monitor zeroes a new agent's block and nothing else.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "collector/alerting/monitor.h"
+
+static int set_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+    uint32_t x;
+    if (detect_parse_u32(v, &x) != 0 || x < lo || x > hi) {
+        return -EINVAL;
+    }
+    *out = x;
+    return 0;
+}
+
+static int set_double(const char *v, double lo, double hi, double *out)
+{
+    double x;
+    if (detect_parse_double(v, &x) != 0 || !(x >= lo && x <= hi)) {
+        return -EINVAL;
+    }
+    *out = x;
+    return 0;
+}
+
+static void bstr_copy(char *dst, size_t cap, tt__bstr s)
+{
+    size_t n = s.n < cap - 1 ? s.n : cap - 1;
+    if (n) {
+        memcpy(dst, s.p, n);
+    }
+    dst[n] = 0;
+}
+
+/* --- threshold: a response whose confidence is below min -------------------------------- */
+
+static int threshold_set(struct unit *u, const char *key, const char *value)
+{
+    if (strcmp(key, "min") == 0) {
+        return set_double(value, 0, 1, &u->cfg.threshold.min);
+    }
+    return -ENOENT;
+}
+
+static int threshold_ready(struct unit *u, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    u->state_size = 0;
+    return 0;
+}
+
+static int threshold_feed(const struct unit *u, void *state, const struct mon_signal *s,
+                          struct alert *a)
+{
+    (void)state;
+    if (s->type != SIG_CONFIDENCE || !(s->value < u->cfg.threshold.min)) {
+        return 0;
+    }
+    a->value = s->value;
+    a->threshold = u->cfg.threshold.min;
+    snprintf(a->message, sizeof a->message, "response %llu: confidence %.3f below %.3f",
+             (unsigned long long)s->id, s->value, u->cfg.threshold.min);
+    return 1;
+}
+
+static const struct unit_ops unit_threshold = {
+    "threshold", 10000, threshold_set, threshold_ready, threshold_feed, NULL, NULL};
+
+/* --- drift: a change detector over one signal after a warm-up --------------------------- */
+
+struct drift_state {
+    int inited;
+    uint64_t n;
+    max_align_t det[];
+};
+
+static int drift_set(struct unit *u, const char *key, const char *value)
+{
+    if (strcmp(key, "signal") == 0) {
+        int s = !strcmp(value, "confidence")     ? DRIFT_CONFIDENCE
+                : !strcmp(value, "tool_latency") ? DRIFT_TOOL_LATENCY
+                                                 : -1;
+        if (s < 0) {
+            return -EINVAL;
+        }
+        u->cfg.drift.signal = s;
+        return 0;
+    }
+    if (strcmp(key, "algorithm") == 0) {
+        const struct detect_ops *ops = detect_find(value);
+        if (!ops) {
+            return -EINVAL;
+        }
+        u->cfg.drift.algo = ops;
+        return 0;
+    }
+    if (strcmp(key, "params") == 0) {
+        if (strlen(value) >= sizeof u->cfg.drift.params) {
+            return -EINVAL;
+        }
+        snprintf(u->cfg.drift.params, sizeof u->cfg.drift.params, "%s", value);
+        return 0;
+    }
+    if (strcmp(key, "warmup") == 0) {
+        return set_u32(value, 2, 1000000, &u->cfg.drift.warmup);
+    }
+    return -ENOENT;
+}
+
+static int drift_ready(struct unit *u, char *err, size_t errlen)
+{
+    if (!u->cfg.drift.algo) {
+        u->cfg.drift.algo = &detect_cusum;
+    }
+    if (!u->cfg.drift.warmup) {
+        u->cfg.drift.warmup = 100;
+    }
+    const struct detect_ops *ops = u->cfg.drift.algo;
+    union detect_params *p = &u->cfg.drift.p;
+    ops->defaults(p);
+    if (ops == &detect_cusum) {
+        /* The warm-up is CUSUM's baseline; an explicit params warmup= still wins. */
+        /* h = 12 sigma instead of 5: an in-control run length near 10^6 samples rather than
+         * 465, so a steady agent does not page anyone; a 1-sigma shift still takes about 24
+         * samples (docs/detectors.md). */
+        p->cusum.h = 12;
+        p->cusum.warmup = u->cfg.drift.warmup;
+        p->cusum.mode = u->cfg.drift.signal == DRIFT_CONFIDENCE ? DETECT_DOWN : DETECT_UP;
+    } else if (ops == &detect_ph) {
+        p->ph.mode = u->cfg.drift.signal == DRIFT_CONFIDENCE ? DETECT_DOWN : DETECT_UP;
+    }
+    if (u->cfg.drift.params[0] && detect_parse(ops, p, u->cfg.drift.params) != 0) {
+        snprintf(err, errlen, "params \"%s\" are not valid for %s", u->cfg.drift.params, ops->name);
+        return -EINVAL;
+    }
+    size_t n = ops->size(p);
+    if (n == 0) {
+        snprintf(err, errlen, "parameters not valid for %s", ops->name);
+        return -EINVAL;
+    }
+    u->state_size = sizeof(struct drift_state) + n;
+    return 0;
+}
+
+static int drift_feed(const struct unit *u, void *state, const struct mon_signal *s,
+                      struct alert *a)
+{
+    int want = u->cfg.drift.signal == DRIFT_CONFIDENCE ? SIG_CONFIDENCE : SIG_TOOL_END;
+    if (s->type != want) {
+        return 0;
+    }
+    struct drift_state *d = state;
+    const struct detect_ops *ops = u->cfg.drift.algo;
+    if (!d->inited) {
+        if (ops->init(d->det, &u->cfg.drift.p) != 0) {
+            return 0;
+        }
+        d->inited = 1;
+    }
+    int r = ops->update(d->det, s->value);
+    if (r >= 0) {
+        d->n++;
+    }
+    /* CUSUM learns its baseline over the warm-up itself; the others may not alarm before it. */
+    if (r != 1 || (ops != &detect_cusum && d->n <= u->cfg.drift.warmup)) {
+        return 0;
+    }
+    struct detect_reading rd;
+    ops->read(d->det, &rd);
+    a->value = rd.stat;
+    a->threshold = rd.threshold;
+    const char *what = want == SIG_CONFIDENCE ? "confidence" : "tool latency";
+    snprintf(a->message, sizeof a->message,
+             "%s drift (%s): statistic %.3g above %.3g, last value %.4g, baseline %.4g", what,
+             ops->name, rd.stat, rd.threshold, s->value, rd.level);
+    return 1;
+}
+
+static int drift_read(const struct unit *u, const void *state, struct detect_reading *out)
+{
+    const struct drift_state *d = state;
+    if (!d->inited) {
+        return -1;
+    }
+    u->cfg.drift.algo->read(d->det, out);
+    return 0;
+}
+
+static const struct unit_ops unit_drift = {"drift",    0,    drift_set, drift_ready,
+                                           drift_feed, NULL, drift_read};
+
+/* --- error_rate: the share of failed tool calls among the last `window` ------------------ */
+
+#define ERR_WINDOW_MAX 1024
+
+struct err_state {
+    uint32_t n, pos, errors;
+    uint8_t bits[ERR_WINDOW_MAX / 8];
+};
+
+static int err_set(struct unit *u, const char *key, const char *value)
+{
+    if (strcmp(key, "window") == 0) {
+        return set_u32(value, 1, ERR_WINDOW_MAX, &u->cfg.error_rate.window);
+    }
+    if (strcmp(key, "min_calls") == 0) {
+        return set_u32(value, 1, ERR_WINDOW_MAX, &u->cfg.error_rate.min_calls);
+    }
+    if (strcmp(key, "max_rate") == 0) {
+        return set_double(value, 0, 1, &u->cfg.error_rate.max_rate);
+    }
+    return -ENOENT;
+}
+
+static int err_ready(struct unit *u, char *err, size_t errlen)
+{
+    if (!u->cfg.error_rate.window) {
+        u->cfg.error_rate.window = 20;
+    }
+    if (!u->cfg.error_rate.min_calls) {
+        u->cfg.error_rate.min_calls = u->cfg.error_rate.window < 10 ? u->cfg.error_rate.window : 10;
+    }
+    if (u->cfg.error_rate.min_calls > u->cfg.error_rate.window) {
+        snprintf(err, errlen, "min_calls above window");
+        return -EINVAL;
+    }
+    u->state_size = sizeof(struct err_state);
+    return 0;
+}
+
+static int err_feed(const struct unit *u, void *state, const struct mon_signal *s, struct alert *a)
+{
+    if (s->type != SIG_TOOL_END) {
+        return 0;
+    }
+    struct err_state *e = state;
+    uint32_t w = u->cfg.error_rate.window;
+    uint8_t mask = (uint8_t)(1u << (e->pos & 7));
+    if (e->n == w) {
+        e->errors -= (e->bits[e->pos >> 3] & mask) != 0;
+    } else {
+        e->n++;
+    }
+    e->bits[e->pos >> 3] =
+        (uint8_t)(s->error ? e->bits[e->pos >> 3] | mask : e->bits[e->pos >> 3] & ~mask);
+    e->errors += s->error != 0;
+    e->pos = (e->pos + 1) % w;
+    double rate = (double)e->errors / e->n;
+    if (e->n < u->cfg.error_rate.min_calls || !(rate > u->cfg.error_rate.max_rate)) {
+        return 0;
+    }
+    a->value = rate;
+    a->threshold = u->cfg.error_rate.max_rate;
+    snprintf(a->message, sizeof a->message, "%u of the last %u tool calls failed (%.0f%% > %.0f%%)",
+             e->errors, e->n, rate * 100, u->cfg.error_rate.max_rate * 100);
+    memset(e, 0, sizeof *e); /* a fresh window before the next alert */
+    return 1;
+}
+
+static const struct unit_ops unit_error_rate = {"error_rate", 0,    err_set, err_ready,
+                                                err_feed,     NULL, NULL};
+
+/* --- loop: the same tool with the same arguments N times in a row ------------------------- */
+
+struct loop_state {
+    uint64_t last;
+    uint32_t count;
+};
+
+static int loop_set(struct unit *u, const char *key, const char *value)
+{
+    if (strcmp(key, "repeats") == 0) {
+        return set_u32(value, 2, 1000000, &u->cfg.loop.repeats);
+    }
+    return -ENOENT;
+}
+
+static int loop_ready(struct unit *u, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    if (!u->cfg.loop.repeats) {
+        u->cfg.loop.repeats = 5;
+    }
+    u->state_size = sizeof(struct loop_state);
+    return 0;
+}
+
+static uint64_t fnv(uint64_t h, tt__bstr s)
+{
+    for (size_t i = 0; i < s.n; i++) {
+        h = (h ^ s.p[i]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+static int loop_feed(const struct unit *u, void *state, const struct mon_signal *s, struct alert *a)
+{
+    if (s->type != SIG_TOOL_BEGIN) {
+        return 0;
+    }
+    struct loop_state *l = state;
+    /* The name's length goes in too, so ("ab", "c") and ("a", "bc") differ. */
+    uint64_t h = fnv(0xcbf29ce484222325ull ^ s->name.n, s->name);
+    h = fnv(h * 31 + 1, s->query) | 1; /* never 0: 0 is "no call yet" */
+    l->count = h == l->last ? l->count + 1 : 1;
+    l->last = h;
+    if (l->count != u->cfg.loop.repeats) {
+        return 0;
+    }
+    char name[96], query[160];
+    bstr_copy(name, sizeof name, s->name);
+    bstr_copy(query, sizeof query, s->query);
+    a->value = l->count;
+    a->threshold = u->cfg.loop.repeats;
+    snprintf(a->message, sizeof a->message,
+             "tool \"%s\" with arguments \"%s\" called %u times in a row", name, query, l->count);
+    return 1;
+}
+
+static const struct unit_ops unit_loop = {"loop", 0, loop_set, loop_ready, loop_feed, NULL, NULL};
+
+/* --- silence: no batch from an agent for N seconds ---------------------------------------- */
+
+struct silence_state {
+    int64_t fired_for; /* the last_seen it alerted about: once per silence */
+};
+
+static int silence_set(struct unit *u, const char *key, const char *value)
+{
+    if (strcmp(key, "seconds") == 0) {
+        return set_double(value, 0.1, 86400 * 365, &u->cfg.silence.seconds);
+    }
+    return -ENOENT;
+}
+
+static int silence_ready(struct unit *u, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    if (!(u->cfg.silence.seconds > 0)) {
+        u->cfg.silence.seconds = 60;
+    }
+    u->state_size = sizeof(struct silence_state);
+    return 0;
+}
+
+static int silence_feed(const struct unit *u, void *state, const struct mon_signal *s,
+                        struct alert *a)
+{
+    (void)u;
+    (void)state;
+    (void)s;
+    (void)a;
+    return 0;
+}
+
+static int silence_tick(const struct unit *u, void *state, int64_t now_ns, int64_t last_seen_ns,
+                        struct alert *a)
+{
+    struct silence_state *st = state;
+    double quiet = (double)(now_ns - last_seen_ns) / 1e9;
+    if (last_seen_ns == 0 || st->fired_for == last_seen_ns || quiet < u->cfg.silence.seconds) {
+        return 0;
+    }
+    st->fired_for = last_seen_ns;
+    a->value = quiet;
+    a->threshold = u->cfg.silence.seconds;
+    snprintf(a->message, sizeof a->message, "silent: no event for %.1f s (limit %.1f s)", quiet,
+             u->cfg.silence.seconds);
+    return 1;
+}
+
+static const struct unit_ops unit_silence = {
+    "silence", 0, silence_set, silence_ready, silence_feed, silence_tick, NULL};
+
+/* --- gap: sequence numbers never received ------------------------------------------------- */
+
+static int gap_set(struct unit *u, const char *key, const char *value)
+{
+    if (strcmp(key, "min_events") == 0) {
+        return detect_parse_u64(value, &u->cfg.gap.min_events) == 0 && u->cfg.gap.min_events
+                   ? 0
+                   : -EINVAL;
+    }
+    return -ENOENT;
+}
+
+static int gap_ready(struct unit *u, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    if (!u->cfg.gap.min_events) {
+        u->cfg.gap.min_events = 1;
+    }
+    u->state_size = 0;
+    return 0;
+}
+
+static int gap_feed(const struct unit *u, void *state, const struct mon_signal *s, struct alert *a)
+{
+    (void)state;
+    if (s->type != SIG_GAP || s->value < (double)u->cfg.gap.min_events) {
+        return 0;
+    }
+    a->value = s->value;
+    a->threshold = (double)u->cfg.gap.min_events;
+    snprintf(a->message, sizeof a->message, "loss: %.0f events never received (seq %llu..%llu)",
+             s->value, (unsigned long long)s->id,
+             (unsigned long long)(s->id + (uint64_t)s->value - 1));
+    return 1;
+}
+
+static const struct unit_ops unit_gap = {"gap", 0, gap_set, gap_ready, gap_feed, NULL, NULL};
+
+const struct unit_ops *unit_find(const char *type)
+{
+    static const struct unit_ops *const all[] = {&unit_threshold, &unit_drift,   &unit_error_rate,
+                                                 &unit_loop,      &unit_silence, &unit_gap};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (strcmp(all[i]->type, type) == 0) {
+            return all[i];
+        }
+    }
+    return NULL;
+}

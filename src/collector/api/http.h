@@ -1,0 +1,103 @@
+/*
+ * http.h - the collector's HTTP API on --http (libmicrohttpd, one thread per connection so a
+ * live-stream subscriber can wait without holding anyone up). Routes live in api_*.c and are
+ * listed in http.c; docs/http-api.md documents them.
+ */
+#ifndef TT_COLLECTOR_HTTP_H
+#define TT_COLLECTOR_HTTP_H
+
+#include <limits.h>
+#include <microhttpd.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+struct hub;
+struct ingest;
+struct auth;
+struct monitor;
+struct alerts;
+
+struct http_ctx {
+    char db_path[PATH_MAX];
+    struct hub *hub;
+    struct ingest *ingest;
+    const struct auth *auth; /* operator token for /api/ and /metrics (NULL: none) */
+    struct monitor *monitor; /* live per-agent figures (NULL: none) */
+    struct alerts *alerts;   /* alert counters (NULL: none) */
+    void *app;               /* the rest of the collector, for routes that need it */
+};
+
+struct http;
+
+/* Listen on HOST:PORT (port 0 picks one); bound receives "HOST:PORT" as bound. */
+int http_start(struct http **out, const char *hostport, const struct http_ctx *ctx, char *bound,
+               size_t boundlen, char *err, size_t errlen);
+void http_stop(struct http *h);
+
+/* What a route gets. */
+struct http_req {
+    struct MHD_Connection *conn;
+    const char *method;
+    const char *url;
+    const struct http_ctx *ctx;
+    const tt__buf *body; /* POST body, at most HTTP_BODY_MAX bytes */
+    /* Path parameters: a route "/api/v1/sessions/{id}" matched "/api/v1/sessions/abc". */
+    int n_path;
+    const char *path_names[4];
+    char path_values[4][256];
+};
+
+/* The value of a {name} segment of the route's path, URL-decoded, or NULL. */
+const char *http_path_param(const struct http_req *r, const char *name);
+
+#define HTTP_BODY_MAX (64u << 10)
+#define HTTP_PARAM_MAX 1024
+
+typedef enum MHD_Result (*http_route_fn)(const struct http_req *r);
+
+/* Responses. Every body is JSON (or a stream) with nosniff and no-store. */
+enum MHD_Result http_json(const struct http_req *r, unsigned status, const tt__buf *body);
+/* A 200 response of unknown length produced by rd (blocks of block bytes) of type ctype, not
+ * cached; fr(cls) runs when it ends, also when it cannot be queued. */
+enum MHD_Result http_stream(const struct http_req *r, const char *ctype, size_t block,
+                            MHD_ContentReaderCallback rd, void *cls,
+                            MHD_ContentReaderFreeCallback fr);
+enum MHD_Result http_error(const struct http_req *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Query parameters: NULL if absent. http_params_check refuses a request with a parameter not
+ * in allowed (NULL-terminated) or longer than HTTP_PARAM_MAX; returns 0 or an error message. */
+const char *http_param(const struct http_req *r, const char *name);
+const char *http_params_check(const struct http_req *r, const char *const *allowed);
+
+/* A time parameter: Unix ns as an integer, or RFC 3339 ("2026-11-24T10:00:00.5Z"). */
+int http_parse_time(const char *s, int64_t *out);
+
+/* Routes (api/events.c, api/agents.c, ...). */
+enum MHD_Result api_events(const struct http_req *r);
+enum MHD_Result api_events_count(const struct http_req *r);
+enum MHD_Result api_stream(const struct http_req *r);
+enum MHD_Result api_agents(const struct http_req *r);
+enum MHD_Result api_health(const struct http_req *r);
+enum MHD_Result api_status(const struct http_req *r);
+enum MHD_Result api_agent(const struct http_req *r);
+enum MHD_Result api_sessions(const struct http_req *r);
+enum MHD_Result api_session(const struct http_req *r);
+enum MHD_Result api_alerts(const struct http_req *r);
+enum MHD_Result api_alert_ack(const struct http_req *r);
+enum MHD_Result api_metrics(const struct http_req *r);
+
+/* A positive integer parameter in [lo, hi], or def when absent: 0, or -1 if malformed. */
+int http_param_u64(const struct http_req *r, const char *name, uint64_t lo, uint64_t hi,
+                   uint64_t def, uint64_t *out);
+enum MHD_Result api_responses(const struct http_req *r);
+enum MHD_Result api_response_get(const struct http_req *r);
+enum MHD_Result api_session_halt(const struct http_req *r);
+enum MHD_Result api_agent_guard_policy(const struct http_req *r);
+/* The dashboard (api/assets.c): GET / and GET /assets/{name}. */
+enum MHD_Result api_index(const struct http_req *r);
+enum MHD_Result api_asset(const struct http_req *r);
+
+#endif

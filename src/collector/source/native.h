@@ -1,0 +1,46 @@
+/*
+ * native.h - the native source: framed batches over TCP and Unix sockets, in the collector's epoll loop (native.c).
+ */
+#ifndef TT_COLLECTOR_INGEST_H
+#define TT_COLLECTOR_INGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "collector/collector.h"
+
+struct ingest;
+struct store;
+struct hub;
+
+/* Points where other parts of the collector plug in; all run on the ingest thread. */
+struct ingest_hooks {
+    void *ctx;
+    /* Decide whether a hello may connect and under which agent name (written to agent, 256
+     * bytes; empty keeps the hello's). Nonzero refuses, with err sent back to the agent. */
+    int (*authorize)(void *ctx, const tt__hello *h, char *agent, char *err, size_t errlen);
+    void (*on_hello)(void *ctx, uint64_t conn_id, const struct agent_ident *id);
+    /* A batch was committed (not called for duplicates). */
+    void (*on_commit)(void *ctx, const struct store_item *it);
+};
+
+/* Bind every listener of o (updating o->listen with the ports actually bound) and set up the
+ * loop. SIGTERM and SIGINT must already be blocked in every thread. */
+int ingest_open(struct ingest **out, struct collector_opts *o, struct store *store, struct hub *hub,
+                const struct ingest_hooks *hooks, char *err, size_t errlen);
+
+/* Run until SIGTERM or SIGINT, then drain within o->grace_ms. */
+int ingest_run(struct ingest *g);
+
+void ingest_close(struct ingest *g);
+
+/* Queue a Control frame payload for the connections of agent (NULL: all). Thread-safe. */
+int ingest_post_control(struct ingest *g, const char *agent, const uint8_t *payload, size_t n);
+
+/* The same, then wait up to timeout_ms until the loop has queued it: returns how many
+ * connections it was queued on, -ETIMEDOUT, -ESHUTDOWN (the loop closed first) or another
+ * negative errno. Thread-safe; not on the ingest thread (it would wait for itself). */
+int ingest_post_control_wait(struct ingest *g, const char *agent, const uint8_t *payload, size_t n,
+                             unsigned timeout_ms);
+
+#endif

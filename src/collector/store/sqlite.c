@@ -1,0 +1,722 @@
+/*
+ * sqlite.c - the store's writer: one thread, one SQLite connection, group commit.
+ *
+ * Raw frames are kept as their compressed payload with an index row (agent, instance, seq
+ * range, time range, kinds), which is what lets the collector store a million events a second:
+ * one row per batch, not per event. Derived tables (derive.c) hold what queries need at event
+ * granularity (sessions, steps, later responses and alerts).
+ *
+ * INVARIANTS
+ * - Only the writer thread touches db and the caches; ingest and the writer share only the
+ *   two queues, under lock.
+ * - An item comes back as STORE_OK or STORE_DUP only after the transaction holding it (or the
+ *   earlier one that stored its events) committed at the configured sync level: acks are sent
+ *   after commit, never before.
+ * - (instance, first_seq) is unique in frames and a batch's seq range never overlaps another's
+ *   for the same instance: a resend of a stored batch is a duplicate, a partial overlap is
+ *   refused. Each (instance, seq) is therefore stored at most once, durably, for ever.
+ * - When a commit fails, every item of the group comes back STORE_RETRY and the in-memory
+ *   caches are dropped, so they never disagree with the database.
+ */
+#include "collector/store/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "collector/log.h"
+#include "common/clock.h"
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS agents(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+    " first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS instances(id INTEGER PRIMARY KEY, uuid BLOB NOT NULL UNIQUE,"
+    " agent_id INTEGER NOT NULL, pid INTEGER, host TEXT, library TEXT, start_ns INTEGER,"
+    " first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+    " max_seq INTEGER NOT NULL DEFAULT 0, stored INTEGER NOT NULL DEFAULT 0,"
+    " c_emitted INTEGER NOT NULL DEFAULT 0, c_acked INTEGER NOT NULL DEFAULT 0,"
+    " c_possibly INTEGER NOT NULL DEFAULT 0, c_dropped_total INTEGER NOT NULL DEFAULT 0,"
+    " c_dropped TEXT NOT NULL DEFAULT '[]', c_buffered INTEGER NOT NULL DEFAULT 0,"
+    " c_spooled INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX IF NOT EXISTS instances_agent ON instances(agent_id);"
+    "CREATE TABLE IF NOT EXISTS frames(id INTEGER PRIMARY KEY, agent_id INTEGER NOT NULL,"
+    " instance_id INTEGER NOT NULL, first_seq INTEGER NOT NULL, n INTEGER NOT NULL,"
+    " t_min INTEGER NOT NULL, t_max INTEGER NOT NULL, kinds INTEGER NOT NULL,"
+    " received INTEGER NOT NULL, codec INTEGER NOT NULL, raw_len INTEGER NOT NULL,"
+    " data BLOB NOT NULL);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS frames_seq ON frames(instance_id, first_seq);"
+    "CREATE INDEX IF NOT EXISTS frames_agent ON frames(agent_id, id);"
+    "CREATE INDEX IF NOT EXISTS frames_time ON frames(t_max);";
+
+/* In-memory caches of the writer, so the common case costs no lookup. */
+struct icache_entry {
+    uint8_t uuid[16];
+    int64_t id;
+    int64_t agent_id;
+    uint64_t max_seq;
+    int used;
+};
+
+struct acache_entry {
+    char name[256];
+    int64_t id;
+    int used;
+};
+
+struct store {
+    sqlite3 *db;
+    char path[PATH_MAX];
+    int sync;
+    struct derive *derive;
+    pthread_t thread;
+    int started;
+
+    pthread_mutex_t lock; /* guards everything down to done_fd */
+    pthread_cond_t cond;
+    struct store_item *in_head, *in_tail;
+    struct store_item *done_head, *done_tail;
+    size_t pending_bytes;
+    int stop;
+    int done_fd;
+
+    /* writer thread only */
+    struct icache_entry *ic;
+    size_t ic_cap, ic_used;
+    struct acache_entry *ac;
+    size_t ac_cap, ac_used;
+    sqlite3_stmt *st_dedup, *st_frame, *st_agent, *st_agent_id, *st_inst, *st_inst_get,
+        *st_inst_upd, *st_begin, *st_commit, *st_rollback;
+};
+
+const char *store_sync_name(int level)
+{
+    return level == SYNC_FULL ? "full" : level == SYNC_NORMAL ? "normal" : "off";
+}
+
+const char *store_sync_promise(int level)
+{
+    switch (level) {
+    case SYNC_FULL:
+        return "an acknowledged batch survives a crash of the collector and a power failure";
+    case SYNC_NORMAL:
+        return "an acknowledged batch survives a crash of the collector; a power failure may "
+               "lose the last commits";
+    default:
+        return "an acknowledged batch survives a crash of the collector; a power failure may "
+               "corrupt or lose the store";
+    }
+}
+
+void store_item_free(struct store_item *it)
+{
+    if (it) {
+        free(it->raw);
+        free(it->blob);
+        free(it);
+    }
+}
+
+/* --- caches -------------------------------------------------------------------------------- */
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ b[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+static void caches_clear(struct store *s)
+{
+    free(s->ic);
+    free(s->ac);
+    s->ic = NULL;
+    s->ac = NULL;
+    s->ic_cap = s->ic_used = s->ac_cap = s->ac_used = 0;
+}
+
+static struct icache_entry *ic_slot(struct store *s, const uint8_t uuid[16])
+{
+    if (s->ic_used * 2 >= s->ic_cap) {
+        size_t cap = s->ic_cap ? s->ic_cap * 2 : 1024;
+        struct icache_entry *n = calloc(cap, sizeof *n);
+        if (!n) {
+            return NULL;
+        }
+        for (size_t i = 0; i < s->ic_cap; i++) {
+            if (s->ic[i].used) {
+                size_t j = hash_bytes(s->ic[i].uuid, 16) & (cap - 1);
+                while (n[j].used) {
+                    j = (j + 1) & (cap - 1);
+                }
+                n[j] = s->ic[i];
+            }
+        }
+        free(s->ic);
+        s->ic = n;
+        s->ic_cap = cap;
+    }
+    size_t j = hash_bytes(uuid, 16) & (s->ic_cap - 1);
+    while (s->ic[j].used && memcmp(s->ic[j].uuid, uuid, 16) != 0) {
+        j = (j + 1) & (s->ic_cap - 1);
+    }
+    return &s->ic[j];
+}
+
+static struct acache_entry *ac_slot(struct store *s, const char *name)
+{
+    if (s->ac_used * 2 >= s->ac_cap) {
+        size_t cap = s->ac_cap ? s->ac_cap * 2 : 256;
+        struct acache_entry *n = calloc(cap, sizeof *n);
+        if (!n) {
+            return NULL;
+        }
+        for (size_t i = 0; i < s->ac_cap; i++) {
+            if (s->ac[i].used) {
+                size_t j = hash_bytes(s->ac[i].name, strlen(s->ac[i].name)) & (cap - 1);
+                while (n[j].used) {
+                    j = (j + 1) & (cap - 1);
+                }
+                n[j] = s->ac[i];
+            }
+        }
+        free(s->ac);
+        s->ac = n;
+        s->ac_cap = cap;
+    }
+    size_t j = hash_bytes(name, strlen(name)) & (s->ac_cap - 1);
+    while (s->ac[j].used && strcmp(s->ac[j].name, name) != 0) {
+        j = (j + 1) & (s->ac_cap - 1);
+    }
+    return &s->ac[j];
+}
+
+/* --- opening ------------------------------------------------------------------------------- */
+
+static int prep(struct store *s, sqlite3_stmt **st, const char *sql)
+{
+    return sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+}
+
+static int prepare_all(struct store *s)
+{
+    int rc = prep(s, &s->st_dedup,
+                  "SELECT first_seq, n FROM frames WHERE instance_id=?1 AND first_seq<=?2 "
+                  "ORDER BY first_seq DESC LIMIT 1");
+    rc = rc ? rc
+            : prep(s, &s->st_frame,
+                   "INSERT INTO frames(agent_id, instance_id, first_seq, n, t_min, t_max, kinds,"
+                   " received, codec, raw_len, data) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)");
+    rc = rc ? rc
+            : prep(s, &s->st_agent,
+                   "INSERT INTO agents(name, first_seen, last_seen) VALUES(?1, ?2, ?2) "
+                   "ON CONFLICT(name) DO UPDATE SET last_seen=max(last_seen, excluded.last_seen)");
+    rc = rc ? rc : prep(s, &s->st_agent_id, "SELECT id FROM agents WHERE name=?1");
+    rc = rc ? rc
+            : prep(s, &s->st_inst,
+                   "INSERT OR IGNORE INTO instances(uuid, agent_id, pid, host, library, start_ns,"
+                   " first_seen, last_seen) VALUES(?1,?2,?3,?4,?5,?6,?7,?7)");
+    rc = rc ? rc
+            : prep(s, &s->st_inst_get, "SELECT id, agent_id, max_seq FROM instances WHERE uuid=?1");
+    rc = rc ? rc
+            : prep(s, &s->st_inst_upd,
+                   "UPDATE instances SET last_seen=max(last_seen, ?2), max_seq=max(max_seq, ?3),"
+                   " stored=stored+?4,"
+                   " c_emitted=CASE WHEN ?5 >= c_emitted THEN ?5 ELSE c_emitted END,"
+                   " c_acked=CASE WHEN ?5 >= c_emitted THEN ?6 ELSE c_acked END,"
+                   " c_possibly=CASE WHEN ?5 >= c_emitted THEN ?7 ELSE c_possibly END,"
+                   " c_dropped_total=CASE WHEN ?5 >= c_emitted THEN ?8 ELSE c_dropped_total END,"
+                   " c_dropped=CASE WHEN ?5 >= c_emitted THEN ?9 ELSE c_dropped END,"
+                   " c_buffered=CASE WHEN ?5 >= c_emitted THEN ?10 ELSE c_buffered END,"
+                   " c_spooled=CASE WHEN ?5 >= c_emitted THEN ?11 ELSE c_spooled END"
+                   " WHERE id=?1");
+    rc = rc ? rc : prep(s, &s->st_begin, "BEGIN IMMEDIATE");
+    rc = rc ? rc : prep(s, &s->st_commit, "COMMIT");
+    rc = rc ? rc : prep(s, &s->st_rollback, "ROLLBACK");
+    return rc;
+}
+
+static int exec_fmt(sqlite3 *db, char *err, size_t errlen, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s", msg ? msg : sqlite3_errstr(rc));
+    }
+    sqlite3_free(msg);
+    return rc;
+}
+
+static int check_schema_version(struct store *s, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    int version = 0;
+    if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key='schema'", -1, &st, NULL) ==
+        SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            version = (int)strtol((const char *)sqlite3_column_text(st, 0), NULL, 10);
+        }
+        sqlite3_finalize(st);
+    }
+    if (version > STORE_SCHEMA_VERSION) {
+        snprintf(err, errlen, "the store has schema version %d; this telltale knows up to %d",
+                 version, STORE_SCHEMA_VERSION);
+        return -1;
+    }
+    return exec_fmt(s->db, err, errlen,
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '1')");
+}
+
+static int open_db(struct store *s, char *err, size_t errlen)
+{
+    int rc = sqlite3_open_v2(
+        s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", s->path,
+                 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        return -1;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    char pragmas[256];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=OFF;"
+             "PRAGMA wal_autocheckpoint=4096;",
+             s->sync == SYNC_FULL     ? "FULL"
+             : s->sync == SYNC_NORMAL ? "NORMAL"
+                                      : "OFF");
+    if (exec_fmt(s->db, err, errlen, pragmas) != SQLITE_OK ||
+        exec_fmt(s->db, err, errlen, schema) != SQLITE_OK ||
+        exec_fmt(s->db, err, errlen, derive_schema) != SQLITE_OK ||
+        check_schema_version(s, err, errlen) != 0) {
+        return -1;
+    }
+    if (prepare_all(s) != SQLITE_OK || derive_open(&s->derive, s->db) != 0) {
+        snprintf(err, errlen, "preparing statements: %s", sqlite3_errmsg(s->db));
+        return -1;
+    }
+    return 0;
+}
+
+int store_open(struct store **out, const char *dir, int sync_level, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create data directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct store *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->sync = sync_level;
+    s->done_fd = -1;
+    if ((size_t)snprintf(s->path, sizeof s->path, "%s/%s", dir, STORE_DB_NAME) >= sizeof s->path) {
+        snprintf(err, errlen, "data directory path too long");
+        free(s);
+        return -1;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->done_fd < 0 || open_db(s, err, errlen) != 0) {
+        if (s->done_fd < 0) {
+            snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        }
+        store_close(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+const char *store_path(const struct store *s)
+{
+    return s->path;
+}
+
+int store_reader_open(const char *path, sqlite3 **db)
+{
+    int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite3_close(*db);
+        *db = NULL;
+        return -1;
+    }
+    sqlite3_busy_timeout(*db, 5000);
+    return 0;
+}
+
+/* --- the writer ---------------------------------------------------------------------------- */
+
+static int step_done(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : rc;
+}
+
+static int64_t agent_id(struct store *s, const char *name, int64_t now)
+{
+    struct acache_entry *e = ac_slot(s, name);
+    if (!e) {
+        return -1;
+    }
+    sqlite3_bind_text(s->st_agent, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s->st_agent, 2, now);
+    if (step_done(s->st_agent) != 0) {
+        return -1;
+    }
+    if (e->used) {
+        return e->id;
+    }
+    sqlite3_bind_text(s->st_agent_id, 1, name, -1, SQLITE_STATIC);
+    int64_t id = -1;
+    if (sqlite3_step(s->st_agent_id) == SQLITE_ROW) {
+        id = sqlite3_column_int64(s->st_agent_id, 0);
+    }
+    sqlite3_reset(s->st_agent_id);
+    if (id >= 0) {
+        snprintf(e->name, sizeof e->name, "%s", name);
+        e->id = id;
+        e->used = 1;
+        s->ac_used++;
+    }
+    return id;
+}
+
+static struct icache_entry *instance(struct store *s, const struct store_item *it, int64_t now)
+{
+    struct icache_entry *e = ic_slot(s, it->ident.instance);
+    if (!e || e->used) {
+        return e;
+    }
+    int64_t aid = agent_id(s, it->ident.agent, now);
+    if (aid < 0) {
+        return NULL;
+    }
+    sqlite3_stmt *st = s->st_inst;
+    sqlite3_bind_blob(st, 1, it->ident.instance, 16, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, aid);
+    sqlite3_bind_int64(st, 3, it->ident.pid);
+    sqlite3_bind_text(st, 4, it->ident.host, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, it->ident.library, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, (int64_t)it->ident.start_unix_ns);
+    sqlite3_bind_int64(st, 7, now);
+    if (step_done(st) != 0) {
+        return NULL;
+    }
+    sqlite3_bind_blob(s->st_inst_get, 1, it->ident.instance, 16, SQLITE_STATIC);
+    int found = sqlite3_step(s->st_inst_get) == SQLITE_ROW;
+    if (found) {
+        memcpy(e->uuid, it->ident.instance, 16);
+        e->id = sqlite3_column_int64(s->st_inst_get, 0);
+        e->agent_id = sqlite3_column_int64(s->st_inst_get, 1);
+        e->max_seq = (uint64_t)sqlite3_column_int64(s->st_inst_get, 2);
+        e->used = 1;
+        s->ic_used++;
+    }
+    sqlite3_reset(s->st_inst_get);
+    return found ? e : NULL;
+}
+
+/* STORE_OK (new range), STORE_DUP (this exact range is stored), STORE_REJECT (overlap). */
+static int dedup(struct store *s, const struct icache_entry *e, uint64_t first, uint64_t n)
+{
+    if (first > e->max_seq) {
+        return STORE_OK;
+    }
+    uint64_t last = first + n - 1;
+    sqlite3_bind_int64(s->st_dedup, 1, e->id);
+    sqlite3_bind_int64(s->st_dedup, 2, (int64_t)last);
+    int result = STORE_OK;
+    if (sqlite3_step(s->st_dedup) == SQLITE_ROW) {
+        uint64_t pf = (uint64_t)sqlite3_column_int64(s->st_dedup, 0);
+        uint64_t pn = (uint64_t)sqlite3_column_int64(s->st_dedup, 1);
+        if (pf == first && pn == n) {
+            result = STORE_DUP;
+        } else if (pf + pn - 1 >= first) {
+            result = STORE_REJECT;
+        }
+    }
+    sqlite3_reset(s->st_dedup);
+    return result;
+}
+
+static void dropped_json(const tt__client_stats *cs, char *out, size_t n)
+{
+    size_t off = (size_t)snprintf(out, n, "[");
+    for (uint32_t i = 0; i < cs->n_dropped && off < n; i++) {
+        off += (size_t)snprintf(out + off, n - off, "%s%llu", i ? "," : "",
+                                (unsigned long long)cs->dropped[i]);
+    }
+    if (off < n) {
+        snprintf(out + off, n - off, "]");
+    }
+}
+
+static int update_instance(struct store *s, struct icache_entry *e, const struct store_item *it,
+                           uint64_t stored, int64_t now)
+{
+    const tt__batch *b = &it->batch;
+    const tt__client_stats *cs = &b->stats;
+    sqlite3_stmt *st = s->st_inst_upd;
+    uint64_t last = b->n_events ? b->first_seq + b->n_events - 1 : 0;
+    uint64_t total = 0;
+    char dropped[512];
+    for (uint32_t i = 0; i < cs->n_dropped; i++) {
+        total += cs->dropped[i];
+    }
+    dropped_json(cs, dropped, sizeof dropped);
+    sqlite3_bind_int64(st, 1, e->id);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, stored ? (int64_t)last : 0);
+    sqlite3_bind_int64(st, 4, (int64_t)stored);
+    sqlite3_bind_int64(st, 5, b->has_stats ? (int64_t)cs->emitted : -1);
+    sqlite3_bind_int64(st, 6, (int64_t)cs->acked);
+    sqlite3_bind_int64(st, 7, (int64_t)cs->possibly_delivered);
+    sqlite3_bind_int64(st, 8, (int64_t)total);
+    sqlite3_bind_text(st, 9, dropped, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 10, (int64_t)cs->buffered);
+    sqlite3_bind_int64(st, 11, (int64_t)cs->spooled);
+    int rc = step_done(st);
+    if (rc == 0 && stored && last > e->max_seq) {
+        e->max_seq = last;
+    }
+    return rc;
+}
+
+static int insert_frame(struct store *s, const struct icache_entry *e, const struct store_item *it)
+{
+    const tt__batch *b = &it->batch;
+    sqlite3_stmt *st = s->st_frame;
+    sqlite3_bind_int64(st, 1, e->agent_id);
+    sqlite3_bind_int64(st, 2, e->id);
+    sqlite3_bind_int64(st, 3, (int64_t)b->first_seq);
+    sqlite3_bind_int64(st, 4, b->n_events);
+    sqlite3_bind_int64(st, 5, b->t_min);
+    sqlite3_bind_int64(st, 6, b->t_max);
+    sqlite3_bind_int64(st, 7, b->kinds);
+    sqlite3_bind_int64(st, 8, (int64_t)it->received_ns);
+    sqlite3_bind_int(st, 9, it->blob ? 1 : 0);
+    sqlite3_bind_int64(st, 10, (int64_t)it->raw_len);
+    if (it->blob) {
+        sqlite3_bind_blob(st, 11, it->blob, (int)it->blob_len, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_blob(st, 11, it->raw, (int)it->raw_len, SQLITE_STATIC);
+    }
+    return step_done(st);
+}
+
+/* Store one item inside the open transaction. Returns 0, or an SQLite error that aborts the
+ * whole group. */
+static int store_one(struct store *s, struct store_item *it, int64_t now)
+{
+    struct icache_entry *e = instance(s, it, now);
+    if (!e) {
+        return SQLITE_ERROR;
+    }
+    const tt__batch *b = &it->batch;
+    if (it->replayed && e->agent_id != agent_id(s, it->ident.agent, now)) {
+        /* A spool replay may only name instances of the agent that sends it. */
+        it->result = STORE_REJECT;
+        it->reason = "batch names an instance of another agent";
+        return 0;
+    }
+    uint64_t stored = 0;
+    if (b->n_events == 0) {
+        it->result = STORE_OK; /* a heartbeat: counters only */
+    } else {
+        it->result = dedup(s, e, b->first_seq, b->n_events);
+        if (it->result == STORE_REJECT) {
+            it->reason = "sequence range overlaps stored events";
+        } else if (it->result == STORE_OK) {
+            int rc = insert_frame(s, e, it);
+            rc = rc ? rc : derive_item(s->derive, it, e->agent_id, e->id);
+            if (rc) {
+                return rc;
+            }
+            stored = b->n_events;
+        }
+    }
+    return update_instance(s, e, it, stored, now);
+}
+
+static void finish_group(struct store *s, struct store_item *head, int failed)
+{
+    for (struct store_item *it = head; it; it = it->next) {
+        if (failed) {
+            it->result = STORE_RETRY;
+            it->reason = "storage error";
+        }
+        if (it->result == STORE_OK) {
+            cstat_add(&cstats.events, it->batch.n_events);
+        } else if (it->result == STORE_DUP) {
+            cstat_add(&cstats.dedup_frames, 1);
+            cstat_add(&cstats.dedup_events, it->batch.n_events);
+        }
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->done_tail) {
+        s->done_tail->next = head;
+    } else {
+        s->done_head = head;
+    }
+    while (head && head->next) {
+        head = head->next;
+    }
+    s->done_tail = head;
+    pthread_mutex_unlock(&s->lock);
+    uint64_t one = 1;
+    ssize_t n = write(s->done_fd, &one, sizeof one);
+    (void)n;
+}
+
+static void commit_group(struct store *s, struct store_item *head)
+{
+    uint64_t t0 = tt__mono_ns();
+    int64_t now = (int64_t)tt__wall_ns();
+    int rc = step_done(s->st_begin);
+    for (struct store_item *it = head; it && rc == 0; it = it->next) {
+        rc = store_one(s, it, now);
+    }
+    rc = rc ? rc : step_done(s->st_commit);
+    if (rc) {
+        log_warn("store: commit failed (%s); %s", sqlite3_errmsg(s->db),
+                 "the batches will be refused for now and resent by the agents");
+        step_done(s->st_rollback);
+        caches_clear(s);
+        cstat_add(&cstats.store_errors, 1);
+    } else {
+        uint64_t dt = tt__mono_ns() - t0;
+        cstat_add(&cstats.commits, 1);
+        cstat_add(&cstats.commit_ns_total, dt);
+        cstat_commit_observe(dt);
+        uint64_t mx = atomic_load_explicit(&cstats.commit_ns_max, memory_order_relaxed);
+        if (dt > mx) {
+            atomic_store_explicit(&cstats.commit_ns_max, dt, memory_order_relaxed);
+        }
+    }
+    finish_group(s, head, rc != 0);
+}
+
+static void *writer_main(void *arg)
+{
+    struct store *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        while (!s->in_head && !s->stop) {
+            pthread_cond_wait(&s->cond, &s->lock);
+        }
+        struct store_item *head = s->in_head;
+        s->in_head = s->in_tail = NULL;
+        int stop = s->stop;
+        pthread_mutex_unlock(&s->lock);
+        if (head) {
+            commit_group(s, head);
+        } else if (stop) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+int store_start(struct store *s)
+{
+    int rc = pthread_create(&s->thread, NULL, writer_main, s);
+    if (rc == 0) {
+        pthread_setname_np(s->thread, "tt-store");
+        s->started = 1;
+    }
+    return -rc;
+}
+
+void store_submit(struct store *s, struct store_item *it)
+{
+    it->next = NULL;
+    it->result = STORE_PENDING;
+    pthread_mutex_lock(&s->lock);
+    if (s->in_tail) {
+        s->in_tail->next = it;
+    } else {
+        s->in_head = it;
+    }
+    s->in_tail = it;
+    s->pending_bytes += it->raw_len + it->blob_len;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+struct store_item *store_take_done(struct store *s)
+{
+    uint64_t v;
+    ssize_t n = read(s->done_fd, &v, sizeof v);
+    (void)n;
+    pthread_mutex_lock(&s->lock);
+    struct store_item *head = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    for (struct store_item *it = head; it; it = it->next) {
+        s->pending_bytes -= it->raw_len + it->blob_len;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return head;
+}
+
+int store_done_fd(const struct store *s)
+{
+    return s->done_fd;
+}
+
+size_t store_pending_bytes(struct store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->pending_bytes;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+void store_close(struct store *s)
+{
+    if (!s) {
+        return;
+    }
+    if (s->started) {
+        pthread_mutex_lock(&s->lock);
+        s->stop = 1;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->thread, NULL);
+    }
+    struct store_item *it = s->done_head;
+    while (it) {
+        struct store_item *next = it->next;
+        store_item_free(it);
+        it = next;
+    }
+    sqlite3_stmt *all[] = {s->st_dedup,  s->st_frame,    s->st_agent,    s->st_agent_id,
+                           s->st_inst,   s->st_inst_get, s->st_inst_upd, s->st_begin,
+                           s->st_commit, s->st_rollback};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        sqlite3_finalize(all[i]);
+    }
+    derive_close(s->derive);
+    if (s->db) {
+        sqlite3_close(s->db);
+    }
+    if (s->done_fd >= 0) {
+        close(s->done_fd);
+    }
+    caches_clear(s);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+}
