@@ -20,6 +20,7 @@
 #include "collector/alerting/monitor.h"
 #include "collector/hub.h"
 #include "collector/source/native.h"
+#include "collector/source/source.h"
 #include "collector/log.h"
 #include "collector/store/store.h"
 #include "common/json.h"
@@ -250,6 +251,7 @@ static int write_ready(const struct collector_opts *o, const char *http_bound)
 struct running {
     struct store *store;
     struct hub *hub;
+    struct pipeline *pipeline;
     struct ingest *ingest;
     struct http *http;
     struct auth *auth;
@@ -265,13 +267,14 @@ static void stop_all(struct running *r)
     http_stop(r->http);
     store_close(r->store);
     ingest_close(r->ingest);
+    pipeline_free(r->pipeline);
     monitor_close(r->monitor); /* no more alerts raised */
     alerts_close(r->alerts);   /* stores, streams and posts what was raised */
     hub_free(r->hub);
     auth_free(r->auth);
 }
 
-/* The ingest hooks: the ingest tokens decide identity, the monitor watches commits. */
+/* The hooks: the ingest tokens decide identity, the monitor watches commits. */
 static int hook_authorize(void *ctx, const tt__hello *h, char *agent, char *err, size_t errlen)
 {
     const struct running *r = ctx;
@@ -335,8 +338,13 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
     }
-    struct ingest_hooks hooks = {r, hook_authorize, NULL, hook_commit};
-    if (ingest_open(&r->ingest, o, r->store, r->hub, &hooks, err, sizeof err) != 0) {
+    struct pipeline_hooks ph = {r, hook_commit};
+    if (pipeline_new(&r->pipeline, r->store, r->hub, &ph, o->queue_bytes) != 0) {
+        fprintf(stderr, "telltale serve: out of memory\n");
+        return -1;
+    }
+    struct ingest_hooks hooks = {r, hook_authorize, NULL};
+    if (ingest_open(&r->ingest, o, r->pipeline, &hooks, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
     }
