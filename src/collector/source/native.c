@@ -19,9 +19,9 @@
  *      it back on the dead list and the next reap frees it. A completion never finds a freed
  *      connection.
  * The same rule governs the loop's other objects: a live-stream subscriber (hub.c) is marked
- * dropped and woken, and freed by the HTTP request that owns it when that request ends
- * (hub_unsubscribe), never by the publisher that found it slow; an HTTP request's state is
- * freed in libmicrohttpd's completion callback, never by the handler that answers it.
+ * dropped and woken, and freed (hub_unsubscribe) only by libmicrohttpd's free callback of the
+ * response that reads it, never by the publisher that found it slow; an HTTP request's state
+ * is freed in libmicrohttpd's completion callback, never by the handler that answers it.
  *
  * INVARIANTS
  * - When the pipeline falls behind (source_backlog above the budget), no connection is read
@@ -188,8 +188,10 @@ static void ep_watch(struct conn_owner *ow, struct conn *c)
         return;
     }
     struct epoll_event ev = {0};
-    ev.events =
-        (ow->paused || c->closing ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) | EPOLLRDHUP;
+    /* A closing connection reads nothing more: the peer's half-close must not wake the loop
+     * again and again (EPOLLRDHUP is level-triggered); EPOLLHUP still reports the end. */
+    ev.events = (ow->paused || c->closing ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) |
+                (c->closing ? 0 : EPOLLRDHUP);
     ev.data.u64 = ((uint64_t)TAG_CONN << 32) | (uint32_t)c->fd;
     epoll_ctl(g->ep, EPOLL_CTL_MOD, c->fd, &ev);
 }

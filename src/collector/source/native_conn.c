@@ -132,8 +132,7 @@ void conn_writable(struct conn_owner *ow, struct conn *c)
     conn_flush(ow, c);
 }
 
-int conn_send(struct conn_owner *ow, struct conn *c, uint8_t type, const uint8_t *payload,
-              size_t n)
+int conn_send(struct conn_owner *ow, struct conn *c, uint8_t type, const uint8_t *payload, size_t n)
 {
     if (c->dead) {
         return -1;
@@ -358,8 +357,8 @@ static int parse_frames(struct conn_owner *ow, struct conn *c)
     while (off < c->rbuf.len && rc == 0) {
         tt__frame f;
         size_t need;
-        int pr = tt__frame_parse(c->rbuf.data + off, c->rbuf.len - off, ow->o->max_frame, &f,
-                                 &need);
+        int pr =
+            tt__frame_parse(c->rbuf.data + off, c->rbuf.len - off, ow->o->max_frame, &f, &need);
         if (pr == TT_FRAME_NEED_MORE) {
             if (need && tt__buf_reserve(&c->rbuf, need - (c->rbuf.len - off)) != 0) {
                 conn_fail(ow, c, REJ_FRAME_TOO_LARGE);
@@ -430,8 +429,8 @@ void conn_readable(struct conn_owner *ow, struct conn *c)
 
 /* --- completions --------------------------------------------------------------------------- */
 
-void conn_complete(struct conn_owner *ow, struct conn *c, uint64_t frame_no,
-                   enum source_result r, const char *reason)
+void conn_complete(struct conn_owner *ow, struct conn *c, uint64_t frame_no, enum source_result r,
+                   const char *reason)
 {
     if (r != SOURCE_COMMITTED && r != SOURCE_DUPLICATE) {
         cstat_add(&cstats.rejected[r == SOURCE_REFUSED ? REJ_SEQ_OVERLAP : REJ_STORE_ERROR], 1);

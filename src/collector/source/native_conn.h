@@ -44,8 +44,8 @@ struct conn_owner {
     const struct collector_opts *o;
     ZSTD_DCtx *dctx;
     struct ingest_hooks hooks;
-    int paused;             /* the pipeline is over budget: read nothing */
-    uint64_t drop_acks;     /* test hook: commits whose ack is replaced by a disconnect */
+    int paused;         /* the pipeline is over budget: read nothing */
+    uint64_t drop_acks; /* test hook: commits whose ack is replaced by a disconnect */
     /* The connection's wishes changed (c->want_out, c->closing, paused): re-arm it. */
     void (*watch)(struct conn_owner *ow, struct conn *c);
     /* A decoded batch: hand it on (source_submit); the pipeline owns it from here. */
@@ -83,8 +83,8 @@ int conn_send(struct conn_owner *ow, struct conn *c, uint8_t type, const uint8_t
               size_t n);
 
 /* The pipeline's answer for one of c's frames; acks are coalesced until conn_flush_acks. */
-void conn_complete(struct conn_owner *ow, struct conn *c, uint64_t frame_no,
-                   enum source_result r, const char *reason);
+void conn_complete(struct conn_owner *ow, struct conn *c, uint64_t frame_no, enum source_result r,
+                   const char *reason);
 
 /* Send the coalesced ack, and close a closing connection that has nothing more to send. */
 void conn_flush_acks(struct conn_owner *ow, struct conn *c);
