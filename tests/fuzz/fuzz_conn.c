@@ -41,8 +41,8 @@ struct owed {
 };
 
 struct slot {
-    struct conn *c; /* NULL once reaped (the record may live on for owed completions) */
-    int peer;       /* the agent's end, -1 when closed */
+    struct conn *c;    /* NULL once reaped (the record may live on for owed completions) */
+    int peer;          /* the agent's end, -1 when closed */
     uint64_t last_ack; /* highest frame number acknowledged to the peer so far */
     uint64_t done_no[MAX_QUEUE]; /* completions given for this connection, not yet seen */
     uint8_t done_ok[MAX_QUEUE];  /* ... committed or duplicate */
@@ -275,8 +275,8 @@ static void write_batch(struct slot *s, int compressed)
     size_t len = (size_t)(q - buf);
     uint8_t frame[512];
     if (compressed) {
-        size_t z = ZSTD_compress(frame + TT_FRAME_HDR_MAX, sizeof frame - TT_FRAME_HDR_MAX, buf,
-                                 len, 1);
+        size_t z =
+            ZSTD_compress(frame + TT_FRAME_HDR_MAX, sizeof frame - TT_FRAME_HDR_MAX, buf, len, 1);
         if (!ZSTD_isError(z)) {
             size_t fl = tt__frame_finish(frame, TT_FT_BATCH, TT_FF_ZSTD, (uint32_t)len, z);
             peer_write(s, frame, fl);
