@@ -19,8 +19,10 @@ struct auth;
 struct monitor;
 struct alerts;
 
+struct store;
+
 struct http_ctx {
-    char db_path[PATH_MAX];
+    struct store *store; /* stored data (store.h): readers per request */
     struct hub *hub;
     struct ingest *ingest;
     const struct auth *auth; /* operator token for /api/ and /metrics (NULL: none) */
