@@ -313,13 +313,14 @@ static int sqlite_open(struct store **out, const struct store_config *cfg, char 
         return -EINVAL;
     }
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create data directory %s: %s", dir, strerror(errno));
-        return -1;
+        int e = errno;
+        snprintf(err, errlen, "cannot create data directory %s: %s", dir, strerror(e));
+        return -e;
     }
     struct sqlite_store *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return -ENOMEM;
     }
     s->base.ops = &store_sqlite_ops;
     s->sync = cfg->sync_level;
@@ -327,7 +328,7 @@ static int sqlite_open(struct store **out, const struct store_config *cfg, char 
     if ((size_t)snprintf(s->path, sizeof s->path, "%s/%s", dir, SQLITE_DB_NAME) >= sizeof s->path) {
         snprintf(err, errlen, "data directory path too long");
         free(s);
-        return -1;
+        return -ENAMETOOLONG;
     }
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
@@ -338,7 +339,7 @@ static int sqlite_open(struct store **out, const struct store_config *cfg, char 
             snprintf(err, errlen, "eventfd: %s", strerror(errno));
         }
         sqlite_close(&s->base);
-        return -1;
+        return -EIO;
     }
     *out = &s->base;
     return 0;

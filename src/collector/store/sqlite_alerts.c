@@ -43,8 +43,8 @@ int sqlite_aux_open(struct sqlite_aux **out, const char *path, char *err, size_t
                            " message, value, threshold) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
                            -1, &a->insert, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(a->db,
-                           "UPDATE alerts SET acked_ns = ?1 WHERE id = ?2 AND acked_ns IS NULL",
-                           -1, &a->ack, NULL) != SQLITE_OK ||
+                           "UPDATE alerts SET acked_ns = ?1 WHERE id = ?2 AND acked_ns IS NULL", -1,
+                           &a->ack, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(a->db, SQLITE_ALERT_COLUMNS " WHERE id = ?1", -1, &a->get, NULL) !=
             SQLITE_OK) {
         snprintf(err, errlen, "alerts: %s", msg ? msg : a->db ? sqlite3_errmsg(a->db) : "?");

@@ -144,8 +144,8 @@ static int agent_row(sqlite3_stmt *st, any_fn fn, void *ctx)
 int sqlite_agents(struct store_read *r, const char *name, store_agent_fn fn, void *ctx)
 {
     sqlite3_stmt *st;
-    int rc = prepare(r, name ? AGENT_COLUMNS " WHERE a.name = ?1" : AGENT_COLUMNS " ORDER BY a.name",
-                     &st);
+    int rc = prepare(
+        r, name ? AGENT_COLUMNS " WHERE a.name = ?1" : AGENT_COLUMNS " ORDER BY a.name", &st);
     if (rc) {
         return rc;
     }
@@ -292,7 +292,8 @@ int sqlite_session_responses(struct store_read *r, int64_t agent_key, const char
     " r.mean_logprob, r.min_logprob, r.perplexity, r.mean_entropy, r.low_confidence_share,"        \
     " r.min_window_confidence, r.verdict, r.reason, r.duration_ns, r.estimated, r.begin_body,"     \
     " r.instance_id"                                                                               \
-    " FROM responses r JOIN agents a ON a.id = r.agent_id JOIN instances i ON i.id = r.instance_id"
+    " FROM responses r JOIN agents a ON a.id = r.agent_id JOIN instances i ON i.id = "             \
+    "r.instance_id"
 
 static int response_row(sqlite3_stmt *st, any_fn fn, void *ctx)
 {
@@ -332,8 +333,8 @@ int sqlite_responses(struct store_read *r, const struct store_response_filter *f
                                                  " ORDER BY COALESCE(r.begin_ns, r.end_ns) DESC"
                                                  " LIMIT 1"
                               : RESPONSE_COLUMNS
-                     " WHERE (?1 IS NULL OR r.session = ?1) AND (?2 IS NULL OR a.name = ?2)"
-                     " ORDER BY COALESCE(r.begin_ns, r.end_ns) DESC LIMIT ?3",
+                         " WHERE (?1 IS NULL OR r.session = ?1) AND (?2 IS NULL OR a.name = ?2)"
+                         " ORDER BY COALESCE(r.begin_ns, r.end_ns) DESC LIMIT ?3",
                      &st);
     if (rc) {
         return rc;

@@ -31,8 +31,8 @@ int store_open(struct store **out, const struct store_config *cfg, char *err, si
             return impls[i]->open(out, cfg, err, errlen);
         }
     }
-    size_t off = (size_t)snprintf(err, errlen, "unknown store \"%.100s\": this telltale knows",
-                                  url);
+    size_t off =
+        (size_t)snprintf(err, errlen, "unknown store \"%.100s\": this telltale knows", url);
     for (size_t i = 0; i < N_IMPLS && off < errlen; i++) {
         off += (size_t)snprintf(err + off, errlen - off, "%s %s", i ? "," : "", impls[i]->scheme);
     }
@@ -163,8 +163,7 @@ void store_events_close(struct store_events *q)
     }
 }
 
-int64_t store_events_count(struct store *s, const struct store_filter *f, char *err,
-                           size_t errlen)
+int64_t store_events_count(struct store *s, const struct store_filter *f, char *err, size_t errlen)
 {
     return s->ops->events_count(s, f, err, errlen);
 }
@@ -225,14 +224,14 @@ int store_responses(struct store_read *r, const struct store_response_filter *f,
     return r->store->ops->responses(r, f, fn, ctx);
 }
 
-int store_response_tokens(struct store_read *r, int64_t instance_key, uint64_t id,
-                          store_blob_fn fn, void *ctx)
+int store_response_tokens(struct store_read *r, int64_t instance_key, uint64_t id, store_blob_fn fn,
+                          void *ctx)
 {
     return r->store->ops->response_tokens(r, instance_key, id, fn, ctx);
 }
 
-int store_response_guard(struct store_read *r, int64_t instance_key, uint64_t id,
-                         store_guard_fn fn, void *ctx)
+int store_response_guard(struct store_read *r, int64_t instance_key, uint64_t id, store_guard_fn fn,
+                         void *ctx)
 {
     return r->store->ops->response_guard(r, instance_key, id, fn, ctx);
 }

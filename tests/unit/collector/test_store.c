@@ -58,7 +58,8 @@ TEST(store_open_picks_sqlite_by_default_and_refuses_unknown_schemes)
     struct store *s = open_store();
     char line[1024];
     store_describe(s, line, sizeof line);
-    CHECK_MSG(strstr(line, "telltale.db") && strstr(line, "sync=full") && strstr(line, "power failure"),
+    CHECK_MSG(strstr(line, "telltale.db") && strstr(line, "sync=full") &&
+                  strstr(line, "power failure"),
               "%s", line);
     store_close(s);
     struct stat st;
