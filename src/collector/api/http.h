@@ -1,7 +1,7 @@
 /*
  * http.h - the collector's HTTP API on --http (libmicrohttpd, one thread per connection so a
- * live-stream subscriber can wait without holding anyone up). Routes live in api_*.c and are
- * listed in http.c; docs/http-api.md documents them.
+ * live-stream subscriber can wait without holding anyone up). Routes live in the files of api/
+ * and are listed in http.c; docs/http-api.md documents them.
  */
 #ifndef TT_COLLECTOR_HTTP_H
 #define TT_COLLECTOR_HTTP_H

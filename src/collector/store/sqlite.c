@@ -352,13 +352,14 @@ static void sqlite_describe(const struct store *base, char *out, size_t n)
              sync_promise(s->sync));
 }
 
-static const char *sqlite_failure(struct store *base)
+static int sqlite_failure(struct store *base, char *out, size_t n)
 {
     struct sqlite_store *s = (struct sqlite_store *)base;
     pthread_mutex_lock(&s->lock);
-    const char *f = s->failure[0] ? s->failure : NULL;
+    int failed = s->failure[0] != 0;
+    snprintf(out, n, "%s", s->failure);
     pthread_mutex_unlock(&s->lock);
-    return f;
+    return failed;
 }
 
 const char *sqlite_store_path(const struct store *base)

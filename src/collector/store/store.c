@@ -56,9 +56,9 @@ void store_describe(const struct store *s, char *out, size_t n)
     s->ops->describe(s, out, n);
 }
 
-const char *store_failure(struct store *s)
+int store_failure(struct store *s, char *out, size_t n)
 {
-    return s->ops->failure(s);
+    return s->ops->failure(s, out, n);
 }
 
 const char *store_sync_name(int level)

@@ -35,7 +35,7 @@
  *   fatal      -EIO and anything else: the store is unusable (SQLite: SQLITE_IOERR,
  *              SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_CANTOPEN, SQLITE_READONLY: disk error,
  *              corruption, the file gone). Items still come back STORE_RETRY (the agents keep
- *              their data); store_failure names the cause until a later commit succeeds; an
+ *              their data); store_failure gives the cause until a later commit succeeds; an
  *              operator must act.
  *   -ENOTSUP   the implementation does not provide this operation (see the hooks below).
  *   -ENOENT    a read found nothing, where a function says so.
@@ -86,8 +86,9 @@ void store_describe(const struct store *s, char *out, size_t n);
 /* The sync level's name (for the ready file). */
 const char *store_sync_name(int level);
 
-/* NULL while the store is healthy; after a fatal error, its cause (until a commit succeeds). */
-const char *store_failure(struct store *s);
+/* 0 while the store is healthy; 1 after a fatal error, with its cause copied to out, until a
+ * commit succeeds again. */
+int store_failure(struct store *s, char *out, size_t n);
 
 enum store_error_class { STORE_ERR_NONE = 0, STORE_ERR_TRANSIENT = 1, STORE_ERR_FATAL = 2 };
 int store_error_class(int rc);
@@ -356,7 +357,7 @@ struct store_ops {
     int (*start)(struct store *s);
     void (*close)(struct store *s);
     void (*describe)(const struct store *s, char *out, size_t n);
-    const char *(*failure)(struct store *s);
+    int (*failure)(struct store *s, char *out, size_t n);
     void (*submit)(struct store *s, struct store_item *it);
     struct store_item *(*take_done)(struct store *s);
     int (*done_fd)(const struct store *s);

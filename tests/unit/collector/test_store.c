@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +97,9 @@ TEST(store_items_come_back_once_each_in_submission_order)
         CHECK_EQ(got[i]->result, STORE_OK);
     }
     CHECK_EQ(store_pending_bytes(s), 0);
-    CHECK(store_failure(s) == NULL);
+    char why[256] = "x";
+    CHECK_EQ(store_failure(s, why, sizeof why), 0);
+    CHECK_STR(why, "");
     for (int i = 0; i < N; i++) {
         store_item_free(got[i]);
     }
@@ -260,6 +263,37 @@ TEST(store_error_classes_split_transient_from_fatal)
     CHECK_EQ(store_error_class(-ENOSPC), STORE_ERR_TRANSIENT);
     CHECK_EQ(store_error_class(-EIO), STORE_ERR_FATAL);
     CHECK_EQ(store_error_class(-EINVAL), STORE_ERR_FATAL);
+}
+
+/* Another writer holds the database (the test's own connection): the commit times out busy,
+ * a transient error: the item comes back STORE_RETRY, the store is not marked failed, and the
+ * same batch commits once the lock is gone. */
+TEST_T(store_busy_database_is_a_transient_error_and_the_retry_commits, 120)
+{
+    struct store *s = open_store();
+    CHECK_OK(store_start(s));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/telltale.db", tt_test_tmpdir());
+    sqlite3 *other = NULL;
+    CHECK(sqlite3_open_v2(path, &other, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK);
+    CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+    struct store_item *got[1];
+    store_submit(s, heartbeat("alpha", 1));
+    int n = 0;
+    for (int tries = 0; n == 0 && tries < 400; tries++) { /* the busy timeout is 5 s */
+        n = take(s, got, 1);
+    }
+    CHECK_EQ(n, 1);
+    CHECK_EQ(got[0]->result, STORE_RETRY);
+    char why[256];
+    CHECK_EQ(store_failure(s, why, sizeof why), 0);
+    CHECK(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(other);
+    store_submit(s, got[0]);
+    CHECK_EQ(take(s, got, 1), 1);
+    CHECK_EQ(got[0]->result, STORE_OK);
+    store_item_free(got[0]);
+    store_close(s);
 }
 
 TEST(serve_refuses_an_unknown_store_at_startup)
