@@ -29,6 +29,7 @@ struct collector_opts {
     int n_listen;
     char http[300]; /* HOST:PORT, empty for none */
     int sync_level;
+    char store[512];    /* the store's URL (store.h); empty: the default, sqlite */
     uint64_t max_frame; /* largest frame body accepted */
     uint64_t max_raw;   /* largest decompressed payload */
     uint64_t max_conns;

@@ -12,7 +12,6 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,13 +20,8 @@
 
 #include "collector/hub.h"
 #include "collector/log.h"
+#include "collector/store/store.h"
 #include "common/clock.h"
-
-const char alerts_schema[] =
-    "CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL,"
-    " agent TEXT NOT NULL, detector TEXT NOT NULL, type TEXT NOT NULL, severity TEXT NOT NULL,"
-    " session TEXT, message TEXT NOT NULL, value REAL, threshold REAL, acked_ns INTEGER);"
-    "CREATE INDEX IF NOT EXISTS alerts_agent ON alerts(agent, id);";
 
 struct hook_job {
     int hook;
@@ -36,8 +30,7 @@ struct hook_job {
 };
 
 struct alerts {
-    sqlite3 *db;
-    sqlite3_stmt *insert;
+    struct store *store; /* where alerts are kept (not owned) */
     struct hub *hub;
     struct webhook_cfg hooks[MON_HOOKS_MAX];
     int n_hooks;
@@ -95,35 +88,20 @@ void alerts_raise(struct alerts *a, const struct alert *al)
     pthread_mutex_unlock(&a->lock);
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *s)
-{
-    if (s && s[0]) {
-        sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
-    } else {
-        sqlite3_bind_null(st, i);
-    }
-}
-
 static int store_alert(struct alerts *a, struct alert *al)
 {
-    sqlite3_stmt *st = a->insert;
-    sqlite3_bind_int64(st, 1, al->time_ns);
-    sqlite3_bind_text(st, 2, al->agent, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, al->detector, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 4, al->type, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 5, al->severity, -1, SQLITE_TRANSIENT);
-    bind_text(st, 6, al->session);
-    sqlite3_bind_text(st, 7, al->message, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_double(st, 8, al->value);
-    sqlite3_bind_double(st, 9, al->threshold);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        log_warn("alerts: cannot store an alert: %s", sqlite3_errmsg(a->db));
-        return -1;
-    }
-    al->id = sqlite3_last_insert_rowid(a->db);
-    return 0;
+    struct store_alert row = {
+        .time_ns = al->time_ns,
+        .agent = al->agent,
+        .detector = al->detector,
+        .type = al->type,
+        .severity = al->severity,
+        .message = al->message,
+        .session = al->session,
+        .value = al->value,
+        .threshold = al->threshold,
+    };
+    return store_alert_add(a->store, &row, &al->id) == 0 ? 0 : -1;
 }
 
 /* Queue one webhook delivery per hook (alerts thread; lock not held). */
@@ -280,26 +258,7 @@ static void *hooks_main(void *arg)
     return NULL;
 }
 
-static int open_db(struct alerts *a, const char *db_path, char *err, size_t errlen)
-{
-    char *msg = NULL;
-    if (sqlite3_open_v2(db_path, &a->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-            SQLITE_OK ||
-        sqlite3_busy_timeout(a->db, 5000) != SQLITE_OK ||
-        sqlite3_exec(a->db, "PRAGMA synchronous=NORMAL", NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(a->db, alerts_schema, NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_prepare_v2(a->db,
-                           "INSERT INTO alerts(time_ns, agent, detector, type, severity, session,"
-                           " message, value, threshold) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-                           -1, &a->insert, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "alerts: %s", msg ? msg : sqlite3_errmsg(a->db));
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
-}
-
-int alerts_open(struct alerts **out, const char *db_path, struct hub *hub,
+int alerts_open(struct alerts **out, struct store *store, struct hub *hub,
                 const struct webhook_cfg *hooks, int n_hooks, char *err, size_t errlen)
 {
     *out = NULL;
@@ -312,16 +271,13 @@ int alerts_open(struct alerts **out, const char *db_path, struct hub *hub,
         return -1;
     }
     a->q = q;
+    a->store = store;
     a->hub = hub;
     a->n_hooks = n_hooks < MON_HOOKS_MAX ? n_hooks : MON_HOOKS_MAX;
     memcpy(a->hooks, hooks, (size_t)a->n_hooks * sizeof *hooks);
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);
     pthread_cond_init(&a->hook_cond, NULL);
-    if (open_db(a, db_path, err, errlen) != 0) {
-        alerts_close(a);
-        return -1;
-    }
     a->started = pthread_create(&a->thread, NULL, alerts_main, a) == 0;
     a->hook_started = pthread_create(&a->hook_thread, NULL, hooks_main, a) == 0;
     if (!a->started || !a->hook_started) {
@@ -352,8 +308,6 @@ void alerts_close(struct alerts *a)
     for (size_t i = 0; i < a->hq_len; i++) {
         free(a->hq[(a->hq_head + i) % WEBHOOK_QUEUE_MAX].body);
     }
-    sqlite3_finalize(a->insert);
-    sqlite3_close(a->db);
     pthread_cond_destroy(&a->cond);
     pthread_cond_destroy(&a->hook_cond);
     pthread_mutex_destroy(&a->lock);

@@ -1,5 +1,5 @@
 /*
- * alerts.h - where alerts go once a detector raises one: stored in the alerts table, streamed
+ * alerts.h - where alerts go once a detector raises one: stored (store.h's alerts), streamed
  * to live subscribers as {"kind":"alert",...}, counted, and posted to webhooks. Raising never
  * waits: the alert goes onto a bounded queue that the alerts thread drains, and webhook
  * deliveries (with timeout, retry and backoff) run on a thread of their own.
@@ -15,8 +15,6 @@
 #define ALERTS_QUEUE_MAX 1024
 #define WEBHOOK_QUEUE_MAX 1024
 
-extern const char alerts_schema[];
-
 struct alerts;
 
 struct alerts_counters {
@@ -24,8 +22,10 @@ struct alerts_counters {
     uint64_t webhook_sent, webhook_failed, webhook_retries, webhook_dropped;
 };
 
-/* Open a writer on db_path (creating the alerts table) and start the threads. hub may be NULL. */
-int alerts_open(struct alerts **out, const char *db_path, struct hub *hub,
+/* Start the threads; alerts are kept in store (store_alert_add), which must stay open until
+ * alerts_close returns. hub may be NULL. */
+struct store;
+int alerts_open(struct alerts **out, struct store *store, struct hub *hub,
                 const struct webhook_cfg *hooks, int n_hooks, char *err, size_t errlen);
 /* Store, stream and send what is queued (webhooks get up to their timeout once), then stop. */
 void alerts_close(struct alerts *a);
