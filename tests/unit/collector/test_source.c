@@ -100,7 +100,8 @@ TEST(source_results_come_back_in_order_on_the_loop_thread_for_a_threaded_source)
 {
     char err[512];
     struct store *store;
-    CHECK_MSG(store_open(&store, tt_test_tmpdir(), SYNC_NORMAL, err, sizeof err) == 0, "%s", err);
+    struct store_config sc = {.url = NULL, .data_dir = tt_test_tmpdir(), .sync_level = SYNC_NORMAL};
+    CHECK_MSG(store_open(&store, &sc, err, sizeof err) == 0, "%s", err);
     CHECK_OK(store_start(store));
     struct hub *hub = hub_new(4, 1 << 20);
     CHECK(hub);
