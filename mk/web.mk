@@ -1,8 +1,9 @@
 # The dashboard (issue 6). web/src holds the page's sources (plain JavaScript modules and CSS);
-# uPlot comes from npm (web/package-lock.json). tools/embed_assets.c turns the files listed in
-# web/assets.txt into src/collector/api/assets_gen.c, which is committed and compiled into
-# `telltale serve`: building the binary needs neither node nor npm. After changing a file under
-# web/, run `make assets`; the test assets_generated_file_is_up_to_date fails until then.
+# uPlot comes from npm (web/package-lock.json) and is not committed. tools/embed_assets.c turns
+# the files listed in web/assets.txt into $(ASSETS_GEN) (web/assets_gen.c), a generated file
+# that is committed beside its manifest, outside src/, and compiled into `telltale serve`:
+# building the binary needs neither node nor npm. After changing a file under web/, run
+# `make assets`; the test assets_generated_file_is_up_to_date fails until then.
 #
 # The browser test (tests/browser, playwright-core from npm with its lock file, Debian's
 # chromium) runs from tests/integration/test_dashboard.c; `make test` installs both npm trees
@@ -27,7 +28,7 @@ $(BROWSER_MODULES): tests/browser/package.json tests/browser/package-lock.json |
 	@touch $@
 
 assets: $(EMBED_ASSETS) $(WEB_MODULES)
-	$(EMBED_ASSETS) web/assets.txt src/collector/api/assets_gen.c
+	$(EMBED_ASSETS) web/assets.txt $(ASSETS_GEN)
 
 # `make test` needs the generator (to check the committed file) and both npm trees.
 $(RUNNER): | $(EMBED_ASSETS) $(WEB_MODULES) $(BROWSER_MODULES)
