@@ -10,6 +10,7 @@
 // Screenshots go to $TT_TEST_OUT. Exit status 0: every check passed; 1: one failed (named on
 // stderr, with failure.png).
 
+import './node-version.mjs';
 import {spawn} from 'node:child_process';
 import {mkdirSync, readFileSync, existsSync, rmSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
