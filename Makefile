@@ -162,6 +162,7 @@ install: all
 	install -m 0755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/libtelltale.so.0
 	ln -sf libtelltale.so.0 $(DESTDIR)$(PREFIX)/lib/libtelltale.so
 	install -m 0644 include/telltale.h $(DESTDIR)$(PREFIX)/include/telltale.h
+	install -m 0644 include/telltale.hpp $(DESTDIR)$(PREFIX)/include/telltale.hpp
 	sed -e 's|^prefix=.*|prefix=$(PREFIX)|' $(PC) > $(DESTDIR)$(PREFIX)/lib/pkgconfig/telltale.pc
 	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/telltale.pc
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/telltale
@@ -169,6 +170,7 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/libtelltale.a $(DESTDIR)$(PREFIX)/lib/libtelltale.so.0 \
 		$(DESTDIR)$(PREFIX)/lib/libtelltale.so $(DESTDIR)$(PREFIX)/include/telltale.h \
+		$(DESTDIR)$(PREFIX)/include/telltale.hpp \
 		$(DESTDIR)$(PREFIX)/lib/pkgconfig/telltale.pc $(DESTDIR)$(PREFIX)/bin/telltale
 
 clean:
