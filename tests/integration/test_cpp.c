@@ -285,3 +285,72 @@ TEST_T(cpp_example_of_the_api_doc_compiles_without_exceptions_and_runs, 120)
     }
     tt_test_serve_stop(&s);
 }
+
+/* g++ -fsyntax-only on a program whose main holds stmt: 0 when it compiles; its messages go
+ * to snippetI.log in the test's output directory, returned in *log (malloc'd). */
+static int compiles(const char *stmt, int i, char **log)
+{
+    const char *src = getenv("TT_SRCDIR");
+    char path[4096], inc[4096], logpath[4200];
+    snprintf(path, sizeof path, "%s/snippet%d.cpp", tt_test_outdir(), i);
+    snprintf(inc, sizeof inc, "-I%s/include", src && *src ? src : ".");
+    snprintf(logpath, sizeof logpath, "%s/snippet%d.log", tt_test_outdir(), i);
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    fprintf(f,
+            "#include <telltale.hpp>\n#include <string>\n#include <string_view>\n"
+            "int main()\n{\n    %s;\n    return 0;\n}\n",
+            stmt);
+    fclose(f);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        if (!freopen(logpath, "w", stderr)) {
+            _exit(126);
+        }
+        execlp("g++", "g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", inc,
+               path, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) < 126, "cannot run g++");
+    FILE *l = fopen(logpath, "r");
+    CHECK(l);
+    *log = calloc(1, 1 << 16);
+    CHECK(*log);
+    size_t n = fread(*log, 1, (1 << 16) - 1, l);
+    (*log)[n] = 0;
+    fclose(l);
+    return WEXITSTATUS(st);
+}
+
+TEST_T(cpp_attr_refuses_at_compile_time_what_it_cannot_keep_exactly, 240)
+{
+    char *log;
+    /* The harness itself: a snippet with the types attr() takes compiles. */
+    CHECK_MSG(compiles("tt_attr a[] = {telltale::attr(\"k\", true), "
+                       "telltale::attr(\"k\", uint32_t{1}), telltale::attr(\"k\", int64_t{-1})}; "
+                       "(void)a",
+                       0, &log) == 0,
+              "a valid snippet does not compile:\n%s", log);
+    free(log);
+    /* Each refusal for its own reason, which g++ names. */
+    static const struct {
+        const char *stmt, *why;
+    } refused[] = {
+        {"telltale::attr(\"k\", std::string_view(\"x\"))", "not NUL-terminated"},
+        {"telltale::attr(\"k\", uint64_t{1})", "may not fit int64_t"},
+        {"telltale::attr(\"k\", 'c')", "a character attribute"},
+        {"telltale::attr(\"k\", nullptr)", "no tt_attr type"},
+        {"telltale::attr(\"k\", std::string(\"tmp\"))", "deleted"},
+        {"telltale::zstr z = std::string_view(\"x\"); (void)z", "deleted"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        CHECK_MSG(compiles(refused[i].stmt, (int)i + 1, &log) != 0, "g++ accepted: %s",
+                  refused[i].stmt);
+        CHECK_MSG(strstr(log, refused[i].why), "%s refused, but not for \"%s\":\n%s",
+                  refused[i].stmt, refused[i].why, log);
+        free(log);
+    }
+}
