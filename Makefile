@@ -89,7 +89,9 @@ help:
 	@echo "make soak            the long versions of the reliability tests"
 	@echo "make fuzz-run        build the fuzzers and run each for FUZZ_SECONDS (default 60)"
 	@echo "make format          lay the C sources out with clang-format (format-check: CI's check)"
-	@echo "make install PREFIX=/usr/local"
+	@echo "make install PREFIX=/usr/local   (libtelltale, telltale.h, telltale.hpp, telltale.pc, telltale)"
+	@echo "make node18          Debian 12's Node 18 and npm 9 from the npm registry into tests/node18"
+	@echo "                     (.ci/run puts them first on PATH: CI runs under them)"
 
 deps: $(DEPS_BUILD)
 
@@ -165,6 +167,7 @@ install: all
 	install -m 0755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/libtelltale.so.0
 	ln -sf libtelltale.so.0 $(DESTDIR)$(PREFIX)/lib/libtelltale.so
 	install -m 0644 include/telltale.h $(DESTDIR)$(PREFIX)/include/telltale.h
+	install -m 0644 include/telltale.hpp $(DESTDIR)$(PREFIX)/include/telltale.hpp
 	sed -e 's|^prefix=.*|prefix=$(PREFIX)|' $(PC) > $(DESTDIR)$(PREFIX)/lib/pkgconfig/telltale.pc
 	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/telltale.pc
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/telltale
@@ -172,6 +175,7 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/libtelltale.a $(DESTDIR)$(PREFIX)/lib/libtelltale.so.0 \
 		$(DESTDIR)$(PREFIX)/lib/libtelltale.so $(DESTDIR)$(PREFIX)/include/telltale.h \
+		$(DESTDIR)$(PREFIX)/include/telltale.hpp \
 		$(DESTDIR)$(PREFIX)/lib/pkgconfig/telltale.pc $(DESTDIR)$(PREFIX)/bin/telltale
 
 clean:
