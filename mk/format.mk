@@ -4,7 +4,7 @@
 CLANG_FORMAT := clang-format-14
 FORMAT_FILES = $(filter-out src/collector/api/assets_gen.c,$(shell git ls-files 'src/*.c' 'src/*.h' \
 	'include/*.h' 'tests/*.c' 'tests/*.h' 'bench/*.c' 'bench/*.h' 'bench/*.cpp' 'tools/*.c' \
-	'examples/*.c' 2>/dev/null))
+	'examples/*.c' 'python/*.c' 2>/dev/null))
 DEPS_FORMAT := $(BUILD)/.deps-format
 
 $(DEPS_FORMAT): scripts/install-deps

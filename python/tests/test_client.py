@@ -1,6 +1,7 @@
 """Client, log, metric, stats, close and packaging, against a real collector."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -151,22 +152,71 @@ def test_fork_child_streams_as_new_instance_without_parent_events(collector, tel
     assert others == [["child %d" % i for i in range(10)]]
 
 
-def test_pip_installs_offline_and_imports(tmp_path, collector):
-    site = tmp_path / "site"
+def _pip_install(tmp_path, site, **env):
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps",
-                        "--disable-pip-version-check", "--target", str(site),
-                        os.path.join(ROOT, "python")], capture_output=True, text=True,
-                       cwd=str(tmp_path), timeout=120 * MULT)
+                        "--disable-pip-version-check", "--no-build-isolation", "-v", "--target",
+                        str(site), os.path.join(ROOT, "python")], capture_output=True, text=True,
+                       cwd=str(tmp_path), timeout=180 * MULT, env=dict(os.environ, **env))
     assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def _run_installed(tmp_path, site, lib, code, impl=None):
+    env = dict(os.environ, PYTHONPATH=str(site), TELLTALE_LIBRARY=lib)
+    env.pop("TELLTALE_IMPL", None)
+    if impl:
+        env["TELLTALE_IMPL"] = impl
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=str(tmp_path), timeout=30 * MULT)
+
+
+def test_pip_installs_offline_with_the_compiled_core(tmp_path, collector):
+    # A fresh install: pip builds the wheel offline (python/_backend), compiling the core with
+    # the system's compiler and python3-dev; the installed package runs it by default.
+    site = tmp_path / "site"
+    _pip_install(tmp_path, site)
+    built = [n for n in os.listdir(site / "telltale") if n.startswith("_ext")]
+    assert len(built) == 1 and built[0].endswith(".so"), os.listdir(site / "telltale")
     code = ("import telltale\n"
             "assert telltale.__file__.startswith(%r), telltale.__file__\n"
-            "with telltale.Client(%r, agent='py-pip') as c: c.log('from the wheel')\n"
-            % (str(site), collector.endpoint))
-    env = dict(os.environ, PYTHONPATH=str(site), TELLTALE_LIBRARY=LIB)
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       cwd=str(tmp_path), timeout=30 * MULT)
+            "assert telltale.implementation == 'ext', telltale._ext_error\n"
+            "assert telltale._core.__file__.startswith(%r), telltale._core.__file__\n"
+            "with telltale.Client(%r, agent='py-pip') as c:\n"
+            "    c.log('from the wheel', user='ann', n=3)\n"
+            "    with c.step('tool', name='t'): pass\n"
+            % (str(site), str(site), collector.endpoint))
+    r = _run_installed(tmp_path, site, LIB, code)
     assert r.returncode == 0, r.stderr
-    assert [e["message"] for e in collector.events(agent="py-pip")] == ["from the wheel"]
+    ev = collector.events(agent="py-pip")
+    assert [e["kind"] for e in ev] == ["log", "step_begin", "step_end"]
+    assert ev[0]["message"] == "from the wheel" and ev[0]["attrs"] == {"user": "ann", "n": 3}
+
+
+def test_pip_installs_without_a_compiler_and_runs_the_ctypes_core(tmp_path, collector):
+    # A machine where the core cannot be compiled (here: a compiler that always fails): the
+    # install still succeeds, pure Python, and the package runs its ctypes core; asking for the
+    # extension explicitly is then a clear ImportError, not a silent fallback.
+    site = tmp_path / "site"
+    r = _pip_install(tmp_path, site, CC="false")
+    assert "without the compiled core" in r.stdout + r.stderr
+    assert not [n for n in os.listdir(site / "telltale") if n.startswith("_ext")]
+    # The library alone in a directory, as installed: no extension built beside it either.
+    libdir = tmp_path / "lib"
+    libdir.mkdir()
+    shutil.copy(LIB, libdir / "libtelltale.so")
+    lib = str(libdir / "libtelltale.so")
+    code = ("import telltale\n"
+            "assert telltale.implementation == 'ctypes', telltale.implementation\n"
+            "assert 'not built' in telltale._ext_error, telltale._ext_error\n"
+            "with telltale.Client(%r, agent='py-pure') as c:\n"
+            "    c.log('from the pure wheel', user='ann', n=3)\n" % collector.endpoint)
+    r = _run_installed(tmp_path, site, lib, code)
+    assert r.returncode == 0, r.stderr
+    ev = collector.events(agent="py-pure")
+    assert [(e["message"], e["attrs"]) for e in ev] == [("from the pure wheel",
+                                                         {"user": "ann", "n": 3})]
+    r = _run_installed(tmp_path, site, lib, "import telltale", impl="ext")
+    assert r.returncode != 0 and "TELLTALE_IMPL=ext" in r.stderr, r.stderr
 
 
 def test_library_is_found_in_the_build_tree_and_a_wrong_path_is_a_clear_error(tmp_path):
