@@ -25,7 +25,8 @@ $(RUNNER): $(PY_TESTS_OBJ)
 # own directory). Under SANITIZE it is instrumented like the library. `make test` and `make bench`
 # build it; the file name carries the interpreter's ABI suffix, so another Python never loads
 # it. The suffix is asked of the interpreter when the rule runs (after install-deps), through a
-# sub-make.
+# sub-make. The file is replaced in one rename, so an interpreter starting meanwhile never loads
+# half of it.
 PYTHON := /usr/bin/python3
 PY_EXT_DIR := $(BUILD)/python/telltale
 py_sysconfig = $(shell $(PYTHON) -c 'import sysconfig; print($(1))')
@@ -43,4 +44,5 @@ $(PY_EXT_DIR)/_ext%.so: python/ext/ext.c include/telltale.h
 	@mkdir -p $(@D)
 	$(CC) -std=c11 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden $(SANFLAGS) $(CFLAGS) -Iinclude \
 		-isystem $(call py_sysconfig,sysconfig.get_paths()["include"]) -shared \
-		$(LDFLAGS_ALL) -o $@ $<
+		$(LDFLAGS_ALL) -o $@.tmp $<
+	mv -f $@.tmp $@

@@ -120,6 +120,16 @@ static int parse_args(const char *fn, PyObject *const *args, Py_ssize_t nargs, P
     return 0;
 }
 
+/* The UTF-8 text of a str: an ASCII str holds it inline, NUL-terminated (no call needed);
+ * another str caches its UTF-8 at the first request. NULL with an exception on failure. */
+static inline const char *utf8_of(PyObject *s)
+{
+    if (PyUnicode_IS_COMPACT_ASCII(s)) {
+        return (const char *)PyUnicode_DATA(s);
+    }
+    return PyUnicode_AsUTF8AndSize(s, NULL);
+}
+
 /*
  * The UTF-8 text of a str (CPython caches it in the object), the bytes of a bytes object, NULL
  * for None; any other object through its str(), kept in *tmp until the caller releases it.
@@ -142,7 +152,7 @@ static int text_of(PyObject *o, const char **out, PyObject **tmp, int surrogates
             return -1;
         }
     }
-    *out = PyUnicode_AsUTF8AndSize(o, NULL);
+    *out = utf8_of(o);
     if (*out) {
         return 0;
     }
@@ -247,7 +257,7 @@ static int attrs_init(attrs *at, PyObject *const *args, Py_ssize_t nargs, PyObje
         tt_attr *a = &at->a[i];
         at->tmp[i] = NULL;
         at->n = i + 1;
-        a->key = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(kwnames, idx[i]), NULL);
+        a->key = utf8_of(PyTuple_GET_ITEM(kwnames, idx[i]));
         if (!a->key || attr_value(a, &at->tmp[i], args[nargs + idx[i]]) < 0) {
             return -1;
         }
@@ -372,7 +382,10 @@ static PyObject *client_log(client_core *self, PyObject *const *args, size_t nar
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, nextra = 0;
     Py_ssize_t extra_stack[ATTRS_STACK], *extra = extra_stack;
     PyObject *result = NULL, *stmp = NULL;
-    attrs at = {.n = 0, .a = at.a_stack, .tmp = at.tmp_stack};
+    attrs at; /* no initializer: zeroing its arrays would cost more than the call */
+    at.n = 0;
+    at.a = at.a_stack;
+    at.tmp = at.tmp_stack;
     if (nkw > ATTRS_STACK && !(extra = PyMem_Malloc((size_t)nkw * sizeof *extra))) {
         return PyErr_NoMemory();
     }
@@ -400,7 +413,7 @@ static PyObject *client_log(client_core *self, PyObject *const *args, size_t nar
             sev = (int)code;
         }
     }
-    const char *msg = PyUnicode_AsUTF8AndSize(v[0], NULL), *session;
+    const char *msg = utf8_of(v[0]), *session;
     if (!msg || event_session(self, v[2], &session, &stmp) < 0 ||
         attrs_init(&at, args, nargs, kwnames, extra, nextra) < 0) {
         goto out;
@@ -424,7 +437,10 @@ static PyObject *client_metric(client_core *self, PyObject *const *args, size_t 
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, nextra = 0;
     Py_ssize_t extra_stack[ATTRS_STACK], *extra = extra_stack;
     PyObject *result = NULL, *stmp = NULL, *utmp = NULL;
-    attrs at = {.n = 0, .a = at.a_stack, .tmp = at.tmp_stack};
+    attrs at; /* no initializer: zeroing its arrays would cost more than the call */
+    at.n = 0;
+    at.a = at.a_stack;
+    at.tmp = at.tmp_stack;
     if (nkw > ATTRS_STACK && !(extra = PyMem_Malloc((size_t)nkw * sizeof *extra))) {
         return PyErr_NoMemory();
     }
@@ -450,7 +466,7 @@ static PyObject *client_metric(client_core *self, PyObject *const *args, size_t 
         }
     }
     double value = PyFloat_AsDouble(v[1]);
-    const char *name = PyUnicode_AsUTF8AndSize(v[0], NULL), *unit, *session;
+    const char *name = utf8_of(v[0]), *unit, *session;
     if ((value == -1.0 && PyErr_Occurred()) || !name || text_of(v[3], &unit, &utmp, 0) < 0 ||
         event_session(self, v[4], &session, &stmp) < 0 ||
         attrs_init(&at, args, nargs, kwnames, extra, nextra) < 0) {
