@@ -239,9 +239,20 @@ def _row(a):
         ptr = a.ctypes.data
     else:
         ai = getattr(a, "__array_interface__", None)
+        if ai is None and _ndarray is not None:
+            # A buffer-protocol row (array.array, memoryview, ...): read through a numpy view of
+            # the same memory, as the extension reads the buffer itself.
+            try:
+                view = memoryview(a)
+            except TypeError:
+                view = None
+            if view is not None and view.format.lstrip("<=@") in ("f", "e", "H"):
+                import numpy as np
+                return _row(np.asarray(view))
         if ai is None:
             raise TypeError("telltale: logits must be a numpy array (or expose "
-                            "__array_interface__), got %s" % type(a).__name__)
+                            "__array_interface__ or the buffer protocol), got %s"
+                            % type(a).__name__)
         dt = _TYPESTR.get(ai["typestr"].replace("=", "<"))
         if dt is None or sys.byteorder != "little":
             raise TypeError("telltale: logits must be float32, float16 or bfloat16 (as uint16), "

@@ -92,6 +92,22 @@ def test_token_reads_the_array_in_place_without_a_copy(collector, telltale):
             assert r.tokens == 203
 
 
+def test_token_reads_buffer_protocol_rows_in_place(collector, telltale):
+    import array
+    probs = [0.6, 0.3, 0.1]
+    row = array.array("f", _row(probs).tolist())
+    with telltale.Client(collector.endpoint, agent="py-buffer") as c:
+        with c.response(model="toy") as r:
+            assert r.token(row, 1) is telltale.Verdict.PASS
+            assert abs(r.last.prob - 0.3) < 1e-5 and r.last.rank == 1
+            row[1] = 30.0  # the array's own memory is read: a change shows at the next call
+            r.token(memoryview(row), 1)
+            assert r.last.prob > 0.99 and r.last.rank == 0
+            with pytest.raises(TypeError):
+                r.token(array.array("d", [0.1, 0.2]), 0)
+        assert r.summary.tokens == 2
+
+
 def test_token_rejects_rows_it_cannot_read_in_place(collector, telltale):
     with telltale.Client(collector.endpoint, agent="py-reject") as c:
         with c.response(model="toy") as r:
