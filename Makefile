@@ -152,7 +152,7 @@ TEST_ENV += ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(abspath tests/tsan.supp)
 endif
 
-test: all $(RUNNER) | $(DEPS_TEST)
+test: all $(RUNNER) python-ext | $(DEPS_TEST)
 	$(TEST_ENV) $(RUNNER) $(T)
 
 # --- run ----------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ clean:
 include $(sort $(wildcard mk/*.mk))
 
 # --- benchmarks (after the fragments, which fill BENCH_BINS and BENCH_CMDS) ----------------
-bench-build: all $(BENCH_BINS)
+bench-build: all $(BENCH_BINS) python-ext-bench
 
 bench: bench-build | $(DEPS_BENCH)
 	BUILD=$(BUILD) TT_BIN=$(abspath $(BIN)) scripts/bench-run $(if $(BENCH),--only $(BENCH)) \

@@ -4,7 +4,8 @@
 CLANG_FORMAT := clang-format-14
 # The generated web/assets_gen.c is not among them.
 FORMAT_FILES = $(shell git ls-files 'src/*.c' 'src/*.h' 'include/*.h' 'include/*.hpp' 'tests/*.c' \
-	'tests/*.h' 'tests/*.cpp' 'bench/*.c' 'bench/*.h' 'bench/*.cpp' 'tools/*.c' 'examples/*.c' 2>/dev/null)
+	'tests/*.h' 'tests/*.cpp' 'bench/*.c' 'bench/*.h' 'bench/*.cpp' 'tools/*.c' 'examples/*.c' \
+	'python/*.c' 2>/dev/null)
 DEPS_FORMAT := $(BUILD)/.deps-format
 
 $(DEPS_FORMAT): scripts/install-deps
