@@ -5,6 +5,7 @@
  * readers never slow ingest and whose oversized fields are truncated, not fatal.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -18,6 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/buf.h"
+#include "common/wire.h"
 #include "operator.h"
 #include "serve.h"
 #include "test.h"
@@ -102,5 +105,157 @@ TEST_T(robust_second_collector_on_a_data_directory_refuses_naming_the_holder, 60
     tt_test_serve_kill(&s);
     tt_test_serve_restart(&s);
     CHECK_EQ(tt_test_http(s.http, "GET", "/healthz", NULL, NULL), 200);
+    tt_test_serve_stop(&s);
+}
+
+/* --- HTTP under connection load ------------------------------------------------------------- */
+
+static int tcp_connect(const char *hostport, int nonblock)
+{
+    const char *colon = strrchr(hostport, ':');
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_port = htons((uint16_t)atoi(colon + 1));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+    if (fd < 0) {
+        return -1;
+    }
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int count_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    int n = 0;
+    DIR *d = opendir(path);
+    if (!d) {
+        return -1;
+    }
+    while (readdir(d)) {
+        n++;
+    }
+    closedir(d);
+    return n - 2;
+}
+
+/* GET path within limit_ms (the status), -1 if no answer in time. */
+static long timed_get(const char *http, const char *path, double limit_ms, double *took)
+{
+    double t0 = tt_test_now_ms();
+    long st = tt_test_http(http, "GET", path, NULL, NULL);
+    *took = tt_test_now_ms() - t0;
+    return *took <= limit_ms ? st : -1;
+}
+
+static void raise_own_fd_limit(int want)
+{
+    struct rlimit rl;
+    CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    if (rl.rlim_cur < (rlim_t)want) {
+        rl.rlim_cur = rl.rlim_max < (rlim_t)want ? rl.rlim_max : (rlim_t)want;
+        CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    }
+    if (rl.rlim_cur < (rlim_t)want) {
+        SKIP("the descriptor hard limit (%llu) is below %d", (unsigned long long)rl.rlim_cur, want);
+    }
+}
+
+#define AGENT_CONNS 5000
+
+TEST_T(robust_http_answers_within_a_second_with_5000_agent_connections_open, 120)
+{
+    raise_own_fd_limit(AGENT_CONNS + 512);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "conns", "--max-connections", "6000", NULL);
+    const char *port = strrchr(s.tcp, ':') + 1;
+    char hp[64];
+    snprintf(hp, sizeof hp, "127.0.0.1:%s", port);
+    /* Each connection says hello, as a real agent does, so it stays open (no hello timeout). */
+    tt__buf hello;
+    tt__buf_init(&hello, 1 << 16);
+    static int fds[AGENT_CONNS];
+    for (int i = 0; i < AGENT_CONNS; i++) {
+        tt__hello h;
+        memset(&h, 0, sizeof h);
+        h.protocol = 1;
+        snprintf(h.agent, sizeof h.agent, "idle-%d", i);
+        memcpy(h.instance, &i, sizeof i);
+        h.instance[15] = 0x5a;
+        tt__buf body;
+        tt__buf_init(&body, 4096);
+        CHECK_OK(tt__hello_encode(&h, &body));
+        tt__buf_reset(&hello);
+        CHECK_OK(tt__frame_append(&hello, TT_FT_HELLO, body.data, body.len));
+        tt__buf_fini(&body);
+        fds[i] = tcp_connect(hp, 0);
+        CHECK_MSG(fds[i] >= 0, "connection %d: %s", i, strerror(errno));
+        CHECK(write(fds[i], hello.data, hello.len) == (ssize_t)hello.len);
+    }
+    tt__buf_fini(&hello);
+    /* Wait until the collector holds them all: then its HTTP descriptors are far above 1024. */
+    double t0 = tt_test_now_ms();
+    while (count_fds(s.pid) < AGENT_CONNS && tt_test_now_ms() - t0 < 20000 * tt_test_mult()) {
+        usleep(20000);
+    }
+    CHECK_MSG(count_fds(s.pid) >= AGENT_CONNS, "the collector holds %d descriptors",
+              count_fds(s.pid));
+    double limit = 1000 * tt_test_mult(), took;
+    const char *paths[] = {"/healthz", "/api/v1/status", "/api/v1/agents", "/metrics"};
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+            long st = timed_get(s.http, paths[i], limit, &took);
+            CHECK_MSG(st == 200, "%s: status %ld after %.0f ms", paths[i], st, took);
+        }
+    }
+    /* The agents are still connected: nothing was shed to make room. */
+    CHECK(count_fds(s.pid) >= AGENT_CONNS);
+    for (int i = 0; i < AGENT_CONNS; i++) {
+        close(fds[i]);
+    }
+    tt_test_serve_stop(&s);
+}
+
+#define HALF_SENT 300
+
+TEST_T(robust_http_answers_within_a_second_with_300_half_sent_requests, 120)
+{
+    raise_own_fd_limit(2048);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "halfsent", NULL);
+    int fds[HALF_SENT];
+    static const char part[] = "GET /api/v1/events?limit=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow";
+    for (int i = 0; i < HALF_SENT; i++) {
+        fds[i] = tcp_connect(s.http, 0);
+        CHECK_MSG(fds[i] >= 0, "connection %d: %s", i, strerror(errno));
+        CHECK(write(fds[i], part, sizeof part - 1) == (ssize_t)(sizeof part - 1));
+    }
+    double t0 = tt_test_now_ms();
+    while (count_fds(s.pid) < HALF_SENT && tt_test_now_ms() - t0 < 20000 * tt_test_mult()) {
+        usleep(20000);
+    }
+    CHECK(count_fds(s.pid) >= HALF_SENT);
+    double limit = 1000 * tt_test_mult(), took;
+    const char *paths[] = {"/healthz", "/api/v1/status", "/api/v1/events?limit=5"};
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+            long st = timed_get(s.http, paths[i], limit, &took);
+            CHECK_MSG(st == 200, "%s: status %ld after %.0f ms", paths[i], st, took);
+        }
+    }
+    /* The half-sent requests are still waiting (not answered, not reset): a slow peer is not
+     * punished for being slow until the idle timeout. */
+    int open_ = 0;
+    for (int i = 0; i < HALF_SENT; i++) {
+        char c;
+        ssize_t k = recv(fds[i], &c, 1, MSG_DONTWAIT);
+        open_ += k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+        close(fds[i]);
+    }
+    CHECK_EQ(open_, HALF_SENT);
     tt_test_serve_stop(&s);
 }

@@ -54,6 +54,12 @@ const char *http_path_param(const struct http_req *r, const char *name);
 
 #define HTTP_BODY_MAX (64u << 10)
 #define HTTP_PARAM_MAX 1024
+/* HTTP connections at most (each has a thread), from one peer address at most, and the idle
+ * time after which a connection that neither sends nor reads is closed (above the live
+ * stream's 15 s keepalive). docs/operations.md states them. */
+#define HTTP_CONN_MAX 1024
+#define HTTP_CONN_PER_IP_MAX 512
+#define HTTP_IDLE_TIMEOUT_S 30
 
 typedef enum MHD_Result (*http_route_fn)(const struct http_req *r);
 
