@@ -259,3 +259,174 @@ TEST_T(robust_http_answers_within_a_second_with_300_half_sent_requests, 120)
     CHECK_EQ(open_, HALF_SENT);
     tt_test_serve_stop(&s);
 }
+
+/* --- the live stream: slow readers and large events ----------------------------------------- */
+
+/* A number from GET /api/v1/status ("key":N). */
+static long long status_u64(const char *http, const char *key)
+{
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(http, "GET", "/api/v1/status", NULL, &body), 200);
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = body ? strstr(body, pat) : NULL;
+    CHECK_MSG(p, "no %s in /api/v1/status: %s", key, body ? body : "");
+    long long v = strtoll(p + strlen(pat), NULL, 10);
+    free(body);
+    return v;
+}
+
+/* A number from GET /metrics (a line "name V"). */
+static long long metric(const char *http, const char *name)
+{
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(http, "GET", "/metrics", NULL, &body), 200);
+    char pat[160];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *p = body ? strstr(body, pat) : NULL;
+    CHECK_MSG(p, "no %s in /metrics", name);
+    long long v = strtoll(p + strlen(pat), NULL, 10);
+    free(body);
+    return v;
+}
+
+#define NON_READERS 64
+#define LIVE_EVENTS 400000
+#define LIVE_RATE 200000 /* events per second */
+
+TEST_T(robust_64_live_subscribers_that_never_read_do_not_slow_an_agent, 300)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "nonreaders", NULL);
+    /* 64 subscribers (the hub's limit) that send their request and never read a byte. */
+    int fds[NON_READERS];
+    static const char req[] = "GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    for (int i = 0; i < NON_READERS; i++) {
+        fds[i] = tcp_connect(s.http, 0);
+        CHECK(fds[i] >= 0);
+        int small = 4096;
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        CHECK(write(fds[i], req, sizeof req - 1) == (ssize_t)(sizeof req - 1));
+    }
+    double t0 = tt_test_now_ms();
+    while (status_u64(s.http, "subscribers") < NON_READERS &&
+           tt_test_now_ms() - t0 < 10000 * tt_test_mult()) {
+        usleep(20000);
+    }
+    CHECK_EQ(status_u64(s.http, "subscribers"), NON_READERS);
+    /* With TT_SOAK the agent's ring is the default one, as in the issue's measurement; in
+     * `make test` it is larger, because on a loaded shared machine scheduling alone makes a
+     * default ring overflow at this rate with no subscriber at all (seen: 4,596 drops). */
+    const char *soak = getenv("TT_SOAK");
+    tt_client *c =
+        tt_test_client(s.endpoint, "busy", soak && *soak == '1' ? NULL : "ring_bytes=64M", NULL);
+    uint8_t inst[16];
+    tt_instance_id(c, inst);
+    char msg[96];
+    double start = tt_test_now_ms();
+    for (int i = 0; i < LIVE_EVENTS; i++) {
+        if (i % 1000 == 0) {
+            /* Pace to LIVE_RATE: never ahead of the schedule. */
+            double due = start + (double)i * 1000.0 / LIVE_RATE;
+            while (tt_test_now_ms() < due) {
+                usleep(200);
+            }
+        }
+        snprintf(msg, sizeof msg, "event %d, a line of an agent's log of ordinary length", i);
+        tt_attr a[] = {TT_INT("i", i)};
+        tt_log(c, NULL, TT_INFO, msg, a, 1);
+    }
+    double took = tt_test_now_ms() - start;
+    CHECK_OK(tt_flush(c, (uint32_t)(60000 * tt_test_mult())));
+    tt_stats st;
+    CHECK_OK(tt_stats_get(c, &st, sizeof st));
+    printf("%d events in %.0f ms: acked %llu, dropped %llu (buffer_full %llu)\n", LIVE_EVENTS, took,
+           (unsigned long long)st.acked, (unsigned long long)st.dropped_total,
+           (unsigned long long)st.dropped[TT_DROP_BUFFER_FULL]);
+    CHECK_EQ_U64(st.emitted, LIVE_EVENTS);
+    CHECK_EQ_U64(st.dropped_total, 0);
+    CHECK_EQ_U64(st.acked, LIVE_EVENTS);
+    struct tt_store_check sc;
+    tt_test_check_store(s.db, inst, &sc);
+    tt_test_check_conservation(&st, &sc);
+    /* Each subscriber was disconnected once its queue filled, or told what it missed; both
+     * counted where an operator looks. The fan-out thread may still be catching up (on a
+     * loaded machine, by tens of seconds): it is allowed to be late, ingest is not. */
+    t0 = tt_test_now_ms();
+    long long dropped = 0, lagging = 0;
+    while (tt_test_now_ms() - t0 < 150000 * tt_test_mult()) {
+        dropped = status_u64(s.http, "subscribers_dropped_slow");
+        lagging = status_u64(s.http, "subscribers_lagging");
+        if (dropped + lagging >= NON_READERS) {
+            break;
+        }
+        usleep(50000);
+    }
+    printf("subscribers dropped %lld, lagging %lld; events skipped by the fan-out %lld\n", dropped,
+           lagging, status_u64(s.http, "stream_events_skipped"));
+    CHECK_EQ(dropped + lagging, NON_READERS);
+    CHECK_EQ(metric(s.http, "telltale_stream_subscribers_dropped_total"), dropped);
+    for (int i = 0; i < NON_READERS; i++) {
+        close(fds[i]);
+    }
+    CHECK_OK(tt_close(c, 10000));
+    tt_test_serve_stop(&s);
+}
+
+TEST_T(robust_an_oversized_field_is_truncated_in_the_live_stream_not_fatal, 120)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "bigfield", NULL);
+    struct tt_test_sse *live[3];
+    for (int i = 0; i < 3; i++) {
+        live[i] = tt_test_sse_open(s.http, "", NULL);
+        CHECK(live[i]);
+    }
+    double t0 = tt_test_now_ms();
+    while (status_u64(s.http, "subscribers") < 3 &&
+           tt_test_now_ms() - t0 < 10000 * tt_test_mult()) {
+        usleep(20000);
+    }
+    tt_client *c =
+        tt_test_client(s.endpoint, "big", "max_event_bytes=1048576", "ring_bytes=16M", NULL);
+    /* About 1 MiB of text that escapes to six times its size in JSON ('<' is \u003c). */
+    size_t n = 600000, m = 400000;
+    char *text = malloc(n + 1), *attr = malloc(m + 1);
+    memset(text, '<', n);
+    text[n] = 0;
+    memset(attr, 'x', m);
+    attr[m] = 0;
+    tt_attr a[] = {TT_STR("blob", attr)};
+    CHECK_OK(tt_log(c, NULL, TT_INFO, text, a, 1));
+    CHECK_OK(tt_log(c, NULL, TT_INFO, "after the big one", NULL, 0));
+    CHECK_OK(tt_flush(c, 30000));
+    for (int i = 0; i < 3; i++) {
+        int from = 0;
+        char *big =
+            tt_test_sse_wait(live[i], "[truncated: 600000 bytes]", &from, 20000 * tt_test_mult());
+        CHECK_MSG(big, "subscriber %d: no truncated event", i);
+        CHECK(strstr(big, "[truncated: 400000 bytes]"));
+        CHECK(strstr(big, "\"truncated_fields\":2"));
+        CHECK(strlen(big) < 2 * 6 * 65536 + 4096);
+        free(big);
+        char *after = tt_test_sse_wait(live[i], "after the big one", &from, 20000 * tt_test_mult());
+        CHECK_MSG(after, "subscriber %d was dropped by one large event", i);
+        free(after);
+    }
+    CHECK_EQ(status_u64(s.http, "subscribers"), 3);
+    CHECK_EQ(status_u64(s.http, "subscribers_dropped_slow"), 0);
+    /* Rendered once for all three subscribers: two fields cut. */
+    CHECK_EQ(status_u64(s.http, "stream_fields_truncated"), 2);
+    /* The store keeps the event whole. */
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/events?agent=big&limit=1", NULL, &body), 200);
+    CHECK(body && !strstr(body, "truncated") && strlen(body) > 6 * n);
+    free(body);
+    for (int i = 0; i < 3; i++) {
+        tt_test_sse_close(live[i]);
+    }
+    free(text);
+    free(attr);
+    CHECK_OK(tt_close(c, 10000));
+    tt_test_serve_stop(&s);
+}
