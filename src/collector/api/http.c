@@ -167,35 +167,6 @@ const char *http_params_check(const struct http_req *r, const char *const *allow
     return cc.msg[0] ? cc.msg : NULL;
 }
 
-int http_parse_time(const char *s, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!errno && end != s && *end == 0) {
-        *out = v;
-        return 0;
-    }
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p) {
-        return -1;
-    }
-    int64_t frac = 0, scale = 100000000;
-    if (*p == '.') {
-        for (p++; *p >= '0' && *p <= '9'; p++) {
-            frac += (*p - '0') * scale;
-            scale /= 10;
-        }
-    }
-    if (strcmp(p, "Z") != 0) {
-        return -1;
-    }
-    *out = (int64_t)timegm(&tm) * 1000000000 + frac;
-    return 0;
-}
-
 const char *http_path_param(const struct http_req *r, const char *name)
 {
     for (int i = 0; i < r->n_path; i++) {

@@ -79,7 +79,7 @@ const char *http_param(const struct http_req *r, const char *name);
 const char *http_params_check(const struct http_req *r, const char *const *allowed);
 
 /* A time parameter: Unix ns as an integer, or RFC 3339 ("2026-11-24T10:00:00.5Z"). */
-int http_parse_time(const char *s, int64_t *out);
+int http_parse_time(const char *s, int64_t *out); /* defined in params.c */
 
 /* Routes (api/events.c, api/agents.c, ...). */
 enum MHD_Result api_events(const struct http_req *r);
