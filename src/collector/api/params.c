@@ -88,7 +88,6 @@ int params_hex16(const char *s, uint8_t out[16])
     return 0;
 }
 
-
 int params_limit(const char *v, uint64_t dflt, uint64_t max, uint64_t *out)
 {
     if (!v) {
