@@ -214,6 +214,16 @@ TEST_T(robust_http_answers_within_a_second_with_5000_agent_connections_open, 120
     }
     /* The agents are still connected: nothing was shed to make room. */
     CHECK(count_fds(s.pid) >= AGENT_CONNS);
+    /* The collector said at start which descriptor limit it runs with. */
+    FILE *lf = fopen(s.log, "r");
+    CHECK(lf);
+    char line[512];
+    int said = 0;
+    while (fgets(line, sizeof line, lf)) {
+        said |= strstr(line, "descriptor limit") != NULL;
+    }
+    fclose(lf);
+    CHECK_MSG(said, "no \"descriptor limit\" line in %s", s.log);
     for (int i = 0; i < AGENT_CONNS; i++) {
         close(fds[i]);
     }
