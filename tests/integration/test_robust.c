@@ -582,3 +582,37 @@ TEST_T(robust_damaged_spool_records_are_counted_exactly_and_live_gaps_agree, 120
     free(body);
     tt_test_serve_stop(&s);
 }
+
+/* --- strict query parameters (found by tests/fuzz/fuzz_params.c) ------------------------------ */
+
+TEST(robust_query_parameters_take_digits_and_hex_digits_only)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "params", NULL);
+    const char *bad[] = {
+        "/api/v1/events?format=ndjson&limit=-1",
+        "/api/v1/events?limit=%2B5",
+        "/api/v1/events?limit=%205",
+        "/api/v1/events?instance=%2Bf23456789abcdef0123456789abcdef",
+        "/api/v1/events?instance=%20f23456789abcdef0123456789abcdef",
+        "/api/v1/events?since=%2B1",
+        "/api/v1/events?since=99999-01-01T00:00:00Z",
+        "/api/v1/events?min_severity=%2B9",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        long st = tt_test_http(s.http, "GET", bad[i], NULL, NULL);
+        CHECK_MSG(st == 400, "%s: status %ld", bad[i], st);
+    }
+    const char *good[] = {
+        "/api/v1/events?format=ndjson&limit=0",
+        "/api/v1/events?limit=5",
+        "/api/v1/events?instance=0123456789abcdefABCDEF0123456789",
+        "/api/v1/events?since=-5&until=2026-11-24T10:00:00.5Z",
+        "/api/v1/events?min_severity=9",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        long st = tt_test_http(s.http, "GET", good[i], NULL, NULL);
+        CHECK_MSG(st == 200, "%s: status %ld", good[i], st);
+    }
+    tt_test_serve_stop(&s);
+}
