@@ -286,10 +286,11 @@ void hub_publish(struct hub *h, const struct store_item *it)
         return;
     }
     const tt__batch *b = &it->batch;
-    size_t start = (size_t)(b->it.p - it->raw), end = (size_t)(b->it.end - it->raw);
-    if (!it->raw || b->it.p < it->raw || end > it->raw_len || start > end) {
+    if (!it->raw || b->it.p < it->raw || b->it.end < b->it.p ||
+        b->it.end > it->raw + it->raw_len) {
         return; /* not an iterator over raw: nothing this hub can copy */
     }
+    size_t start = (size_t)(b->it.p - it->raw), end = (size_t)(b->it.end - it->raw);
     struct hub_job *jb = NULL;
     pthread_mutex_lock(&h->qlock);
     int room = !h->stop && h->backlog_bytes + it->raw_len <= HUB_BACKLOG_BYTES;
