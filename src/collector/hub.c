@@ -286,8 +286,7 @@ void hub_publish(struct hub *h, const struct store_item *it)
         return;
     }
     const tt__batch *b = &it->batch;
-    if (!it->raw || b->it.p < it->raw || b->it.end < b->it.p ||
-        b->it.end > it->raw + it->raw_len) {
+    if (!it->raw || b->it.p < it->raw || b->it.end < b->it.p || b->it.end > it->raw + it->raw_len) {
         return; /* not an iterator over raw: nothing this hub can copy */
     }
     size_t start = (size_t)(b->it.p - it->raw), end = (size_t)(b->it.end - it->raw);
