@@ -425,6 +425,11 @@ void hub_unsubscribe(struct hub_sub *s)
             h->lagging -= s->lagged;
             if (!s->dropped) {
                 atomic_fetch_sub_explicit(&h->n_live, 1, memory_order_relaxed);
+                /* Closed with messages it never took (the HTTP idle timeout ends a reader
+                 * that stopped reading, often before its queue fills): it was behind. */
+                pthread_mutex_lock(&s->lock);
+                h->disconnected_slow += s->q.len > s->off && !h->shutdown;
+                pthread_mutex_unlock(&s->lock);
             }
             break;
         }

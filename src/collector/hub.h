@@ -31,7 +31,8 @@ struct hub_filter {
 struct hub_counters {
     uint64_t subscribers;
     uint64_t subscribed_total;
-    uint64_t disconnected_slow; /* subscribers disconnected: their queue was full */
+    uint64_t disconnected_slow; /* disconnected while behind: queue full, or closed (HTTP idle
+                                 * timeout, peer) with messages never taken */
     uint64_t lagging;           /* connected subscribers told of skipped events */
     uint64_t events_sent;       /* messages queued to subscribers */
     uint64_t events_skipped;    /* events left out of the live stream: the fan-out was behind */
