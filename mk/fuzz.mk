@@ -7,7 +7,10 @@ FUZZ_DIR := build/fuzz
 FUZZ_CC := clang
 FUZZ_FLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all
-FUZZ_SRC := $(COMMON_SRC) src/collector/api/render.c src/collector/api/render_event.c src/collector/api/render_response.c
+FUZZ_SRC := $(COMMON_SRC) src/collector/api/render.c src/collector/api/render_event.c \
+	src/collector/api/render_response.c src/collector/api/params.c src/collector/alerting/config.c \
+	src/collector/alerting/units.c src/collector/alerting/detect.c src/collector/alerting/cusum.c \
+	src/collector/alerting/page_hinkley.c src/collector/alerting/adwin.c
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_NAMES))
 FUZZ_SECONDS ?= 60
@@ -42,6 +45,6 @@ $(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.c $(LIB_A)
 	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -o $@ $< $(LIB_A) -lzstd -lm -pthread
 
 fuzz-seeds: $(FUZZ_DIR)/make_seeds
-	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus/frame
+	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus/frame tests/fuzz/corpus/batch
 
 .PHONY: fuzz fuzz-run fuzz-seeds

@@ -12,7 +12,11 @@
  *   u32 dcrc      CRC-32C of the frame's body: the frame's own checksum (its prefix bytes 4..7),
  *                 copied, not computed again; checked on read with the frame's length
  *   u64 first_seq
- *   u32 reserved  0
+ *   u32 before    events in the records written to this segment before this one (0 in
+ *                 segments of versions before 0.2): a damaged stretch between two good records
+ *                 held exactly next.before - (prev.before + prev.n_events) events, whatever
+ *                 their sequence numbers (records are not in sequence order: the window is
+ *                 spooled at close after newer frames)
  *   u32 hcrc      CRC-32C of bytes 4..28 of the record header
  *
  * The magic is outside both checksums: acknowledging a record overwrites it in place (one
@@ -69,6 +73,8 @@ struct seg {
     uint64_t counted_off; /* leftovers: records before this were counted as inherited */
     uint64_t events;      /* own: events appended */
     uint64_t settled;     /* own: events handed out or counted lost */
+    uint64_t next_before; /* leftovers: the "before" the next record should carry */
+    int damaged;          /* leftovers: a damaged stretch since the last good header, uncounted */
     uint32_t inflight;
     int dirty; /* written since its last fdatasync */
     struct seg *next;
@@ -570,6 +576,7 @@ int tt__spool_append(struct tt_spool *s, const tt__frame_out *f)
     put32(h + 8, f->n_events);
     put32(h + 12, frame_crc(f->data, f->len));
     put64(h + 16, f->first_seq);
+    put32(h + 24, (uint32_t)g->events);
     put32(h + 28, hdr_crc(h));
     struct iovec iov[2] = {{h, REC_HDR}, {f->data, f->len}};
     ssize_t want = (ssize_t)rec, k;
@@ -680,11 +687,35 @@ static uint64_t resync(struct seg *g, uint64_t off)
     return g->size;
 }
 
-/* The segment has been read to its end: own events never read are lost. */
+/* A good record header of a leftover after a damaged stretch: count the events the stretch
+ * held, from the records' "before" fields; 1 when they cannot tell (an older segment). */
+static void count_damaged(struct tt_spool *s, struct seg *g, uint32_t before)
+{
+    if (!g->damaged) {
+        return;
+    }
+    uint64_t lost = 1; /* unknown: counts not written (older segments) or inconsistent */
+    if (before > g->next_before) {
+        lost = before - g->next_before;
+    } else if (before == g->next_before && before > 0) {
+        lost = 0; /* junk without events (a failed write, counted then as spool_error) */
+    }
+    if (lost) {
+        count_corrupt(s, g, lost);
+    }
+    g->damaged = 0;
+}
+
+/* The segment has been read to its end: own events never read are lost; a leftover's damaged
+ * tail held an unknown number (counted as one). */
 static void seg_read_done(struct tt_spool *s, struct seg *g)
 {
     if (g->own && g != s->active && g->settled < g->events) {
         count_corrupt(s, g, g->events - g->settled);
+    }
+    if (!g->own && g->damaged) {
+        count_corrupt(s, g, 1);
+        g->damaged = 0;
     }
 }
 
@@ -715,10 +746,10 @@ tt__frame_out *tt__spool_next(struct tt_spool *s)
             uint32_t magic = get32(h), len = get32(h + 4), n = get32(h + 8);
             if ((magic != REC_LIVE && magic != REC_ACKED) || hdr_crc(h) != get32(h + 28) ||
                 len > REC_MAX) {
-                /* A damaged header: how many events it held is unknown (own segments learn it
-                 * at their end); a leftover counts it as one. */
+                /* A damaged header: how many events it held is unknown here (own segments
+                 * learn it at their end); a leftover learns it from the next good header. */
                 if (!g->own && off >= g->counted_off) {
-                    count_corrupt(s, g, 1);
+                    g->damaged = 1;
                 }
                 g->read_off = resync(g, off);
                 if (g->read_off > g->counted_off) {
@@ -728,6 +759,10 @@ tt__frame_out *tt__spool_next(struct tt_spool *s)
             }
             uint64_t end = off + REC_HDR + len;
             int fresh = off >= g->counted_off;
+            if (!g->own) {
+                count_damaged(s, g, get32(h + 24));
+                g->next_before = (uint64_t)get32(h + 24) + n;
+            }
             if (fresh && !g->own) {
                 g->counted_off = end;
             }
@@ -791,6 +826,14 @@ tt__frame_out *tt__spool_next(struct tt_spool *s)
             }
             s->if_tail = i;
             return f;
+        }
+        if (!g->own && g->read_off < g->size && g->read_off + REC_HDR > g->size) {
+            /* A header torn by a crash: fewer bytes than a header at the end. */
+            if (g->read_off >= g->counted_off) {
+                g->damaged = 1;
+                g->counted_off = g->size;
+            }
+            g->read_off = g->size;
         }
     }
     gc_segments(s);

@@ -1,7 +1,9 @@
 /*
  * hub.h - the live fan-out: committed events to server-sent-event subscribers, each with its
- * own filter and a bounded queue. A subscriber that cannot keep up is disconnected and counted;
- * it never slows ingest.
+ * own filter and a bounded queue, filled by the hub's own thread. A subscriber that cannot keep
+ * up is disconnected and counted; if the fan-out itself falls behind, batches are left out of
+ * the live stream (counted) and subscribers get an "event: lag" message saying how many events
+ * they missed. Neither ever slows ingest. Oversized fields are cut with a marker.
  */
 #ifndef TT_COLLECTOR_HUB_H
 #define TT_COLLECTOR_HUB_H
@@ -29,14 +31,20 @@ struct hub_filter {
 struct hub_counters {
     uint64_t subscribers;
     uint64_t subscribed_total;
-    uint64_t disconnected_slow;
-    uint64_t events_sent;
+    uint64_t disconnected_slow; /* disconnected while behind: queue full, or closed (HTTP idle
+                                 * timeout, peer) with messages never taken */
+    uint64_t lagging;           /* connected subscribers told of skipped events */
+    uint64_t events_sent;       /* messages queued to subscribers */
+    uint64_t events_skipped;    /* events left out of the live stream: the fan-out was behind */
+    uint64_t fields_truncated;  /* strings cut in the live stream */
+    uint64_t events_truncated;  /* events replaced by their envelope (too large even cut) */
+    uint64_t backlog_bytes;     /* batches waiting for the fan-out thread */
 };
 
 struct hub *hub_new(size_t max_subs, size_t queue_bytes);
 void hub_free(struct hub *h);
 
-/* Publish a committed batch (ingest thread). */
+/* Publish a committed batch (ingest thread): copies what it needs and returns at once. */
 void hub_publish(struct hub *h, const struct store_item *it);
 
 /* Publish one ready JSON object as an SSE event of the given type (alerts, ...). */
@@ -53,7 +61,7 @@ ssize_t hub_read(struct hub_sub *s, char *buf, size_t n, int timeout_ms);
 
 void hub_unsubscribe(struct hub_sub *s);
 
-/* Wake every subscriber: their reads return -1. */
+/* Stop the fan-out thread and wake every subscriber: their reads return -1. */
 void hub_shutdown(struct hub *h);
 
 void hub_counters(struct hub *h, struct hub_counters *out);

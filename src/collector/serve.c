@@ -5,11 +5,15 @@
 #include "collector/serve.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -60,7 +64,8 @@ static const char usage[] =
     "  --help                this text\n"
     "\n"
     "Exit status: 0 after SIGTERM or SIGINT and a complete drain, 1 on a startup error\n"
-    "(bad option, port in use, unusable data directory), 2 on a usage error.\n";
+    "(bad option, port in use, unusable data directory or one in use by another\n"
+    "collector: each holds an flock on DIR/lock), 2 on a usage error.\n";
 
 static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 {
@@ -376,6 +381,79 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
     return 0;
 }
 
+/* One collector per data directory: an exclusive flock on DIR/lock, held until the process
+ * exits (the kernel releases it however the process ends, so a crash leaves no stale lock). The
+ * file holds the holder's pid so a refused second collector can name it. Returns the fd to keep
+ * open, or -1 after saying why on stderr. */
+static int lock_data_dir(const char *dir)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "telltale serve: cannot create data directory %s: %s\n", dir,
+                strerror(errno));
+        return -1;
+    }
+    char path[PATH_MAX + 8];
+    if ((size_t)snprintf(path, sizeof path, "%s/lock", dir) >= sizeof path) {
+        fprintf(stderr, "telltale serve: data directory path too long\n");
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "telltale serve: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        if (e == EWOULDBLOCK) {
+            fprintf(stderr,
+                    "telltale serve: data directory %s is in use by another collector "
+                    "(pid %s, lock %s); stop it or give another --data\n",
+                    dir, pid[0] ? pid : "unknown", path);
+        } else {
+            fprintf(stderr, "telltale serve: cannot lock %s: %s\n", path, strerror(e));
+        }
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        fprintf(stderr, "telltale serve: cannot write %s: %s\n", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Raise the descriptor limit to its hard maximum: every agent connection, HTTP client and
+ * live-stream subscriber holds one, and the default soft limit (1024) is far below
+ * --max-connections. Logged at start so an operator sees the figure in effect. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return;
+    }
+    rlim_t before = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            rl.rlim_cur = before;
+        }
+    }
+    if (rl.rlim_cur != before) {
+        log_info("descriptor limit raised from %llu to %llu", (unsigned long long)before,
+                 (unsigned long long)rl.rlim_cur);
+    } else {
+        log_info("descriptor limit %llu (the hard limit; raise it to serve more connections)",
+                 (unsigned long long)rl.rlim_cur);
+    }
+}
+
 int serve_main(int argc, char **argv)
 {
     struct collector_opts o;
@@ -388,6 +466,11 @@ int serve_main(int argc, char **argv)
         return 2;
     }
     log_verbose = o.verbose;
+    int lock_fd = lock_data_dir(o.data_dir);
+    if (lock_fd < 0) {
+        return 1;
+    }
+    raise_fd_limit();
     /* Signals arrive through the loop's signalfd: block them in every thread. */
     sigset_t set;
     sigemptyset(&set);
@@ -419,5 +502,6 @@ int serve_main(int argc, char **argv)
     ingest_run(r.ingest);
     stop_all(&r);
     log_info("stopped");
+    close(lock_fd); /* after everything that writes the directory has stopped */
     return 0;
 }

@@ -16,6 +16,8 @@ void tt__json_init(tt__json *j, tt__buf *b)
     j->b = b;
     j->err = 0;
     j->need_comma = 0;
+    j->str_max = 0;
+    j->truncated = 0;
 }
 
 int tt__json_raw(tt__json *j, const char *s, size_t n)
@@ -123,8 +125,23 @@ int tt__json_str(tt__json *j, const void *s, size_t n)
         return j->err;
     }
     tt__json_raw(j, "\"", 1);
+    size_t keep = n;
+    if (j->str_max && n > j->str_max) {
+        /* Cut at a character boundary: back off over UTF-8 continuation bytes. */
+        const uint8_t *p = s;
+        keep = j->str_max;
+        for (int i = 0; i < 3 && keep > 0 && (p[keep] & 0xc0) == 0x80; i++) {
+            keep--;
+        }
+        j->truncated++;
+    }
     if (!j->err) {
-        j->err = tt__json_escape(j->b, s, n);
+        j->err = tt__json_escape(j->b, s, keep);
+    }
+    if (keep < n) {
+        char mark[64];
+        int m = snprintf(mark, sizeof mark, "...[truncated: %zu bytes]", n);
+        tt__json_raw(j, mark, (size_t)m);
     }
     return tt__json_raw(j, "\"", 1);
 }

@@ -18,7 +18,10 @@
 typedef struct tt__json {
     tt__buf *b;
     int err;
-    int need_comma; /* a value was written at the current nesting level */
+    int need_comma;     /* a value was written at the current nesting level */
+    size_t str_max;     /* 0: strings in full; else longer strings are cut to about this many bytes
+                     * and end with a "...[truncated: N bytes]" marker (the live stream) */
+    uint32_t truncated; /* strings cut so far */
 } tt__json;
 
 void tt__json_init(tt__json *j, tt__buf *b);

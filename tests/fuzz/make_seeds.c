@@ -97,6 +97,7 @@ static void batch_payload(tt__buf *out)
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : "tests/fuzz/corpus/frame";
+    const char *bdir = argc > 2 ? argv[2] : "tests/fuzz/corpus/batch";
     tt__buf b, payload, tmp;
     tt__buf_init(&b, 1 << 22);
     tt__buf_init(&tmp, 1 << 20);
@@ -106,6 +107,7 @@ int main(int argc, char **argv)
     tt__frame_append(&b, TT_FT_HELLO, tmp.data, tmp.len);
     put(dir, "hello", 1, &b);
     batch_payload(&payload);
+    put(bdir, "batch_every_kind", 0xff, &payload); /* fuzz_batch: the limits byte, then a Batch */
     tt__frame_append(&b, TT_FT_BATCH, payload.data, payload.len);
     put(dir, "hello_batch_plain", 1, &b);
     /* The same batch compressed, as the worker sends it. */

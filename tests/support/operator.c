@@ -96,7 +96,7 @@ struct tt_test_sse {
     pthread_mutex_t lock;
     char *lines[SSE_LINES_MAX];
     int n;
-    char partial[65536];
+    char partial[1u << 20]; /* a line longer than this keeps its start */
     size_t pn;
     _Atomic int stop;
     _Atomic int connected;

@@ -44,7 +44,12 @@ struct win_bucket {
 struct inst_state {
     uint8_t id[16];
     int used;
+    uint64_t base; /* sequence numbers at or below it came before this collector saw the
+                        * instance (lowered when older batches arrive, e.g. from a spool) */
     uint64_t max_seq;
+    uint64_t received; /* events committed above base (batches never overlap: the store
+                        * refuses an overlap) */
+    uint64_t gaps;     /* max_seq - base - received: what this instance adds to loss_gaps */
     uint64_t reported; /* the library's drop total at its last report */
 };
 
@@ -279,22 +284,48 @@ static struct inst_state *instance(struct mon_agent *a, const uint8_t id[16], in
     return s;
 }
 
+static void track_stats(struct mon_agent *a, struct inst_state *in, const tt__batch *b);
+
 /* Sequence numbers and the library's own drop counters. */
 static void track_loss(struct monitor *m, struct mon_agent *a, const tt__batch *b)
 {
     int fresh;
     struct inst_state *in = instance(a, b->instance, &fresh);
     /* An instance first seen here (a new agent, or a restarted collector) sets the baseline:
-     * what came before it is not ours to judge. */
-    if (!fresh && b->first_seq > in->max_seq + 1) {
+     * what came before it is not ours to judge. Gaps are the numbers between the baseline and
+     * the highest committed that were never committed, so a late batch that fills a gap (a
+     * spool replayed after live traffic) takes its events back out, and the live count agrees
+     * with the store's proven loss for every instance seen from its start. */
+    uint64_t last = b->first_seq + (b->n_events ? b->n_events - 1 : 0);
+    uint64_t below = b->first_seq ? b->first_seq - 1 : 0;
+    if (b->n_events == 0) {
+        track_stats(a, in, b);
+        return;
+    }
+    if (fresh) {
+        in->base = below;
+        in->max_seq = in->base;
+    }
+    if (b->first_seq > in->max_seq + 1) {
         uint64_t lost = b->first_seq - in->max_seq - 1;
-        a->loss_gaps += lost;
         struct mon_signal s = {
             .type = SIG_GAP, .time_ns = b->t_min, .value = (double)lost, .id = in->max_seq + 1};
         feed(m, a, &s);
     }
-    uint64_t last = b->first_seq + (b->n_events ? b->n_events - 1 : 0);
+    if (below < in->base) {
+        in->base = below; /* older than anything seen: below the baseline */
+    }
     in->max_seq = last > in->max_seq ? last : in->max_seq;
+    in->received += b->n_events;
+    uint64_t span = in->max_seq - in->base;
+    uint64_t gaps = span > in->received ? span - in->received : 0;
+    a->loss_gaps = a->loss_gaps + gaps - in->gaps;
+    in->gaps = gaps;
+    track_stats(a, in, b);
+}
+
+static void track_stats(struct mon_agent *a, struct inst_state *in, const tt__batch *b)
+{
     if (b->has_stats) {
         uint64_t total = 0;
         for (uint32_t i = 0; i < b->stats.n_dropped && i < TT_DROP_SLOTS; i++) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "collector/api/http.h"
+#include "collector/api/params.h"
 #include "collector/hub.h"
 #include "collector/store/store.h"
 #include "collector/api/render.h"
@@ -19,57 +20,6 @@
 static const char *const event_params[] = {"agent",  "session",  "kind",  "min_severity",
                                            "since",  "until",    "limit", "cursor",
                                            "format", "instance", NULL};
-
-/* A comma-separated list of kind names into a bit mask. */
-static int parse_kinds(const char *s, uint32_t *mask)
-{
-    *mask = 0;
-    while (*s) {
-        const char *comma = strchr(s, ',');
-        size_t n = comma ? (size_t)(comma - s) : strlen(s);
-        char tok[32];
-        if (n == 0 || n >= sizeof tok) {
-            return -1;
-        }
-        memcpy(tok, s, n);
-        tok[n] = 0;
-        /* "alert" selects the detectors' alerts; only the live stream carries them. */
-        uint32_t m = strcmp(tok, "alert") == 0 ? HUB_KIND_ALERT : tt__ev_kind_mask(tok);
-        if (!m) {
-            return -1;
-        }
-        *mask |= m;
-        s += n + (comma ? 1 : 0);
-    }
-    return *mask ? 0 : -1;
-}
-
-static int parse_severity(const char *s, uint32_t *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s && !*end && v >= 1 && v <= 24) {
-        *out = (uint32_t)v;
-        return 0;
-    }
-    *out = render_severity_parse(s);
-    return *out ? 0 : -1;
-}
-
-static int parse_hex16(const char *s, uint8_t out[16])
-{
-    if (strlen(s) != 32) {
-        return -1;
-    }
-    for (int i = 0; i < 16; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1) {
-            return -1;
-        }
-        out[i] = (uint8_t)v;
-    }
-    return 0;
-}
 
 /* Fill f from the request; on a bad parameter, returns the message. */
 static const char *parse_filter(const struct http_req *r, struct store_filter *f)
@@ -93,14 +43,14 @@ static const char *parse_filter(const struct http_req *r, struct store_filter *f
         }
         snprintf(f->session, sizeof f->session, "%s", v);
     }
-    if ((v = http_param(r, "kind")) && parse_kinds(v, &f->kinds) != 0) {
+    if ((v = http_param(r, "kind")) && params_kinds(v, &f->kinds) != 0) {
         snprintf(msg, sizeof msg, "kind: \"%.100s\" is not a list of event kinds", v);
         return msg;
     }
     if ((f->kinds & HUB_KIND_ALERT) && strcmp(r->url, "/api/v1/stream") != 0) {
         return "kind: alert is a live-stream kind; stored alerts are at /api/v1/alerts";
     }
-    if ((v = http_param(r, "min_severity")) && parse_severity(v, &f->min_severity) != 0) {
+    if ((v = http_param(r, "min_severity")) && params_severity(v, &f->min_severity) != 0) {
         return "min_severity: expected trace, debug, info, warn, error, fatal or 1-24";
     }
     if ((v = http_param(r, "since")) && http_parse_time(v, &f->since) != 0) {
@@ -113,27 +63,12 @@ static const char *parse_filter(const struct http_req *r, struct store_filter *f
         return "cursor: expected the \"next\" value of a previous page";
     }
     if ((v = http_param(r, "instance"))) {
-        if (parse_hex16(v, f->instance) != 0) {
+        if (params_hex16(v, f->instance) != 0) {
             return "instance: expected 32 hex digits";
         }
         f->has_instance = 1;
     }
     return NULL;
-}
-
-static int parse_limit(const char *v, uint64_t dflt, uint64_t max, uint64_t *out)
-{
-    if (!v) {
-        *out = dflt;
-        return 0;
-    }
-    char *end;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (!*v || *end || n > max) {
-        return -1;
-    }
-    *out = n;
-    return 0;
 }
 
 static enum MHD_Result events_page(const struct http_req *r, const struct store_filter *f,
@@ -268,8 +203,8 @@ enum MHD_Result api_events(const struct http_req *r)
         return http_error(r, MHD_HTTP_BAD_REQUEST, "format: expected json or ndjson");
     }
     uint64_t limit;
-    if (parse_limit(http_param(r, "limit"), nd ? 0 : PAGE_DEFAULT, nd ? UINT64_MAX : PAGE_MAX,
-                    &limit) != 0 ||
+    if (params_limit(http_param(r, "limit"), nd ? 0 : PAGE_DEFAULT, nd ? UINT64_MAX : PAGE_MAX,
+                     &limit) != 0 ||
         (!nd && limit == 0)) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "limit: expected an integer in [1, %d]%s",
                           PAGE_MAX, nd ? "" : " (0 means no limit with format=ndjson)");

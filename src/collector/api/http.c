@@ -167,35 +167,6 @@ const char *http_params_check(const struct http_req *r, const char *const *allow
     return cc.msg[0] ? cc.msg : NULL;
 }
 
-int http_parse_time(const char *s, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!errno && end != s && *end == 0) {
-        *out = v;
-        return 0;
-    }
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p) {
-        return -1;
-    }
-    int64_t frac = 0, scale = 100000000;
-    if (*p == '.') {
-        for (p++; *p >= '0' && *p <= '9'; p++) {
-            frac += (*p - '0') * scale;
-            scale /= 10;
-        }
-    }
-    if (strcmp(p, "Z") != 0) {
-        return -1;
-    }
-    *out = (int64_t)timegm(&tm) * 1000000000 + frac;
-    return 0;
-}
-
 const char *http_path_param(const struct http_req *r, const char *name)
 {
     for (int i = 0; i < r->n_path; i++) {
@@ -440,12 +411,19 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
         return -1;
     }
     h->ctx = *ctx;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    /* Poll, not select (MHD_USE_AUTO picks poll with a thread per connection): select() cannot
+     * watch a descriptor above FD_SETSIZE (1024), so with a thousand agent connections open every
+     * HTTP connection was reset. A thread per connection because a live-stream reader waits for
+     * events inside its content callback. The limits keep one peer from taking every slot; the
+     * timeout frees a connection that stops sending (a half-sent request) or stops reading. */
+    unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_THREAD_PER_CONNECTION | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     h->d = MHD_start_daemon(
         flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED,
-        completed, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256u << 10), MHD_OPTION_END);
+        completed, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_MAX,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_CONN_PER_IP_MAX,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256u << 10), MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "cannot listen for HTTP on %s: %s", hostport, strerror(errno));
         free(h);

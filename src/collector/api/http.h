@@ -56,6 +56,12 @@ const char *http_path_param(const struct http_req *r, const char *name);
 
 #define HTTP_BODY_MAX (64u << 10)
 #define HTTP_PARAM_MAX 1024
+/* HTTP connections at most (each has a thread), from one peer address at most, and the idle
+ * time after which a connection that neither sends nor reads is closed (above the live
+ * stream's 15 s keepalive). docs/operations.md states them. */
+#define HTTP_CONN_MAX 1024
+#define HTTP_CONN_PER_IP_MAX 512
+#define HTTP_IDLE_TIMEOUT_S 30
 
 typedef enum MHD_Result (*http_route_fn)(const struct http_req *r);
 
@@ -75,7 +81,7 @@ const char *http_param(const struct http_req *r, const char *name);
 const char *http_params_check(const struct http_req *r, const char *const *allowed);
 
 /* A time parameter: Unix ns as an integer, or RFC 3339 ("2026-11-24T10:00:00.5Z"). */
-int http_parse_time(const char *s, int64_t *out);
+int http_parse_time(const char *s, int64_t *out); /* defined in params.c */
 
 /* Routes (api/events.c, api/agents.c, ...). */
 enum MHD_Result api_events(const struct http_req *r);

@@ -73,6 +73,16 @@ static void health(tt__buf *b, const struct http_req *r)
         "Subscribers disconnected for not keeping up.", hc.disconnected_slow);
     one(b, "telltale_stream_messages_total", "counter", "Messages queued to subscribers.",
         hc.events_sent);
+    one(b, "telltale_stream_subscribers_lagging", "gauge",
+        "Connected subscribers told of events skipped while the fan-out was behind.", hc.lagging);
+    one(b, "telltale_stream_events_skipped_total", "counter",
+        "Events left out of the live stream because the fan-out was behind.", hc.events_skipped);
+    one(b, "telltale_stream_fields_truncated_total", "counter",
+        "Event fields cut in the live stream (above 64 KiB).", hc.fields_truncated);
+    one(b, "telltale_stream_events_truncated_total", "counter",
+        "Events replaced by their envelope in the live stream (too large).", hc.events_truncated);
+    one(b, "telltale_stream_backlog_bytes", "gauge",
+        "Committed batches waiting for the live fan-out.", hc.backlog_bytes);
     struct alerts_counters ac;
     alerts_counters(r->ctx->alerts, &ac);
     one(b, "telltale_alerts_raised_total", "counter", "Alerts raised by the detectors.", ac.raised);

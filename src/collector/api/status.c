@@ -43,6 +43,10 @@ enum MHD_Result api_status(const struct http_req *r)
     tt__json_obj_end(&j);
     tt__json_kv_u64(&j, "subscribers", hc.subscribers);
     tt__json_kv_u64(&j, "subscribers_dropped_slow", hc.disconnected_slow);
+    tt__json_kv_u64(&j, "subscribers_lagging", hc.lagging);
+    tt__json_kv_u64(&j, "stream_events_skipped", hc.events_skipped);
+    tt__json_kv_u64(&j, "stream_fields_truncated", hc.fields_truncated);
+    tt__json_kv_u64(&j, "stream_events_truncated", hc.events_truncated);
     tt__json_obj_end(&j);
     enum MHD_Result rc = http_json(r, MHD_HTTP_OK, &b);
     tt__buf_fini(&b);
