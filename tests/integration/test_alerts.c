@@ -94,7 +94,7 @@ TEST_T(alerts_confidence_shift_raises_drift_alert_on_stream_and_webhook, 120)
     CHECK(strstr(body, needle) != NULL);
     free(body);
     snprintf(path, sizeof path, "/api/v1/alerts/%lld/ack", strtoll(id + 5, NULL, 10));
-    CHECK_EQ(tt_test_http_auth(s.http, "POST", path, NULL, &body), 200);
+    CHECK_EQ(tt_test_http_auth(s.http, "POST", path, s.token, &body), 200);
     CHECK(strstr(body, "\"state\":\"acked\"") != NULL);
     free(body);
     CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/alerts?state=open", NULL, &body), 200);

@@ -271,8 +271,8 @@ static double halt_latency(struct tt_test_serve *s, const char *session, int use
     if (use_cli) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd,
-                 "%s halt --http %s --session %s --reason 'cli says stop' > /dev/null", bin(),
-                 s->http, session);
+                 "%s halt --http %s --data %s --session %s --reason 'cli says stop' > /dev/null",
+                 bin(), s->http, s->dir, session);
         CHECK_EQ(sh(cmd), 0);
     } else {
         char path[128], *body = NULL;

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -28,7 +29,9 @@ double tt_test_mult(void)
 
 void tt_test_write_file(const char *path, const char *text)
 {
-    FILE *f = fopen(path, "w");
+    /* 0600: the collector refuses secret files that others may read. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     CHECK_MSG(f != NULL, "cannot write %s", path);
     fputs(text, f);
     fclose(f);
@@ -51,6 +54,7 @@ long tt_test_http_auth(const char *http, const char *method, const char *path, c
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     if (!strcmp(method, "POST")) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
     }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tt_test_curl_body);
@@ -158,6 +162,7 @@ struct tt_test_sse *tt_test_sse_open(const char *http, const char *query, const 
     CHECK(s != NULL);
     snprintf(s->url, sizeof s->url, "http://%s/api/v1/stream%s%s", http, query ? "?" : "",
              query ? query : "");
+    token = token ? token : tt_test_token(http); /* NULL: the collector's own token */
     if (token) {
         snprintf(s->auth, sizeof s->auth, "Authorization: Bearer %s", token);
     }

@@ -10,7 +10,8 @@
 
 #include "telltale.h"
 
-/* Like tt_test_http, with "Authorization: Bearer token" when token is not NULL. */
+/* Like tt_test_http, with "Authorization: Bearer token" when token is not NULL and none
+ * otherwise; a POST declares a JSON body. */
 long tt_test_http_auth(const char *http, const char *method, const char *path, const char *token,
                        char **body);
 
@@ -18,7 +19,8 @@ long tt_test_http_auth(const char *http, const char *method, const char *path, c
  * exp(mean log-prob), is `confidence`. 0 or TT_E*. */
 int tt_test_emit_response(tt_client *c, const char *session, double confidence);
 
-/* A reader of GET /api/v1/stream (with path's query) collecting every "data:" line. */
+/* A reader of GET /api/v1/stream (with path's query) collecting every "data:" line; token NULL
+ * means the collector's generated one (tt_test_token). */
 struct tt_test_sse;
 struct tt_test_sse *tt_test_sse_open(const char *http, const char *query, const char *token);
 /* Wait for a data line containing needle, from line index *from on; returns a malloc'd copy

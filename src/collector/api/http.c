@@ -1,7 +1,9 @@
 /*
  * http.c - the HTTP server: routing, request bodies, parameters and JSON responses. CORS is off
  * (no Access-Control headers are ever sent), every response is no-store and nosniff, and an
- * unknown route or method gets a JSON error with the right status.
+ * unknown route or method gets a JSON error with the right status. Every request passes the
+ * browser checks of api/browser.c (Host, Origin, JSON bodies) and, on /api/ and /metrics, the
+ * operator token.
  */
 #include "collector/api/http.h"
 
@@ -301,6 +303,11 @@ int http_param_u64(const struct http_req *r, const char *name, uint64_t lo, uint
 
 static enum MHD_Result dispatch(struct http_req *r)
 {
+    char why[300];
+    unsigned refused = browser_check_request(r, why, sizeof why);
+    if (refused) {
+        return http_error(r, refused, "%s", why);
+    }
     if (needs_token(r->url) &&
         !auth_operator_ok(r->ctx->auth,
                           MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization"))) {
@@ -317,7 +324,8 @@ static enum MHD_Result dispatch(struct http_req *r)
         }
         path_known = 1;
         if (strcmp(routes[i].method, r->method) == 0) {
-            return routes[i].fn(r);
+            refused = browser_check_body(r, why, sizeof why);
+            return refused ? http_error(r, refused, "%s", why) : routes[i].fn(r);
         }
     }
     if (path_known) {
@@ -460,6 +468,8 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
         inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
         snprintf(bound, boundlen, "%s:%u", host, info ? info->port : 0);
     }
+    snprintf(h->ctx.self_host, sizeof h->ctx.self_host, "%s", host);
+    h->ctx.self_port = info ? info->port : 0;
     *out = h;
     return 0;
 }
