@@ -15,10 +15,10 @@
 
 #include "collector/log.h"
 
-/* The files the collector keeps in its data directory. */
-static const char *const private_files[] = {
-    "telltale.db", "telltale.db-wal", "telltale.db-shm", "telltale.db-journal",
-    SECURE_TOKEN_FILE, NULL};
+/* The store's files in the data directory, set to 0600 if an older version left them open (the
+ * token is not among them: one that others may have read is refused, not silently kept). */
+static const char *const private_files[] = {"telltale.db", "telltale.db-wal", "telltale.db-shm",
+                                            "telltale.db-journal", NULL};
 
 static int check_dir(const char *dir, char *err, size_t errlen)
 {
@@ -192,8 +192,9 @@ void secure_announce(const char *http_bound, const char *token, const char *toke
     if (isatty(STDERR_FILENO)) {
         /* A terminal is the user who started the collector; a log file may be read by others,
          * so the token never goes there. */
-        fprintf(stderr, "\n  Open the dashboard (this URL holds the operator token; keep it to "
-                        "yourself):\n    http://%s/#token=%s\n\n",
+        fprintf(stderr,
+                "\n  Open the dashboard (this URL holds the operator token; keep it to "
+                "yourself):\n    http://%s/#token=%s\n\n",
                 http_bound, token);
     }
 }

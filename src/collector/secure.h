@@ -13,8 +13,8 @@
 
 /* Make dir the collector's private data directory: created 0700 when missing; when it exists it
  * must be a directory owned by this user with no group or other permissions (refused otherwise,
- * err giving the chmod or chown to run). Files the collector keeps there (the database, its WAL
- * and SHM, the token) that group or others may access are set to 0600. 0 or -1. */
+ * err giving the chmod to run). The store's files there (the database, its WAL and SHM) that
+ * group or others may access are set to 0600. 0 or -1. */
 int secure_data_dir(const char *dir, char *err, size_t errlen);
 
 /* Whether fd (an open secret file) is refused because group or others may read or write it;
