@@ -354,6 +354,13 @@ static int start_operator(struct collector_opts *o, struct running *r, char *err
                      : mon_config_defaults(&cfg) != 0) {
         return -1;
     }
+    for (int i = 0; i < cfg.n_hooks; i++) {
+        if (!cfg.hooks[i].secret_len) {
+            log_warn("webhook %s posts unsigned: give it a secret_file so its receiver can check "
+                     "the sender (docs/detectors.md)",
+                     cfg.hooks[i].name);
+        }
+    }
     if (alerts_open(&r->alerts, store_path(r->store), r->hub, cfg.hooks, cfg.n_hooks, err,
                     errlen) != 0 ||
         monitor_open(&r->monitor, &cfg, r->alerts, err, errlen) != 0) {

@@ -169,8 +169,9 @@ TEST(security_open_data_dir_or_token_file_is_refused_with_the_chmod)
     snprintf(dir, sizeof dir, "%s/open-dir", tt_test_tmpdir());
     CHECK_OK(mkdir(dir, 0755));
     CHECK_OK(chmod(dir, 0755));
-    snprintf(cmd, sizeof cmd, "'%s' serve --data '%s' --listen unix:%s/s.sock --http 127.0.0.1:0 2>&1",
-             bin(), dir, dir);
+    snprintf(cmd, sizeof cmd,
+             "'%s' serve --data '%s' --listen unix:%s/s.sock --http 127.0.0.1:0 2>&1", bin(), dir,
+             dir);
     CHECK_EQ(run(cmd, out, sizeof out), 1);
     CHECK_MSG(strstr(out, "chmod 700") != NULL, "%s", out);
     CHECK_MSG(access(dir, F_OK) == 0, "%s", dir);
@@ -257,14 +258,14 @@ TEST(security_rebinding_host_is_refused_and_allowed_hosts_accepted)
     CHECK_EQ(request(s.http, "GET", "/api/v1/agents", NULL, NULL, host, auth, NULL), 200);
     snprintf(host, sizeof host, "Host: 127.0.0.1:%d", atoi(port) + 1);
     CHECK_EQ(request(s.http, "GET", "/api/v1/agents", NULL, NULL, host, auth, NULL), 421);
-    CHECK_EQ(request(s.http, "GET", "/api/v1/agents", NULL, NULL, "Host: telltale.example", auth,
+    CHECK_EQ(
+        request(s.http, "GET", "/api/v1/agents", NULL, NULL, "Host: telltale.example", auth, NULL),
+        200);
+    CHECK_EQ(request(s.http, "GET", "/api/v1/agents", NULL, NULL, "Host: proxy.example:8443", auth,
                      NULL),
              200);
-    CHECK_EQ(request(s.http, "GET", "/api/v1/agents", NULL, NULL, "Host: proxy.example:8443",
-                     auth, NULL),
-             200);
-    CHECK_EQ(request(s.http, "GET", "/api/v1/agents", NULL, NULL, "Host: proxy.example:9000",
-                     auth, NULL),
+    CHECK_EQ(request(s.http, "GET", "/api/v1/agents", NULL, NULL, "Host: proxy.example:9000", auth,
+                     NULL),
              421);
     tt_test_serve_stop(&s);
 }
@@ -301,9 +302,9 @@ TEST(security_cross_origin_post_is_refused_and_no_cors_is_granted)
     /* A cookie is no credential. */
     char cookie[400];
     snprintf(cookie, sizeof cookie, "Cookie: token=%s", s.token);
-    CHECK_EQ(request(s.http, "POST", halt, "{}", NULL, cookie, "Content-Type: application/json",
-                     NULL),
-             401);
+    CHECK_EQ(
+        request(s.http, "POST", halt, "{}", NULL, cookie, "Content-Type: application/json", NULL),
+        401);
     /* A CORS preflight gets no permission either. */
     long st = request(s.http, "OPTIONS", halt, NULL, &rh, "Origin: http://evil.example",
                       "Access-Control-Request-Method: POST", NULL);
@@ -339,8 +340,9 @@ TEST(security_cli_finds_the_token_and_warns_about_token_on_argv)
     tt_test_serve_start(&s, "cli", NULL);
     char cmd[2400], out[8192], file[700];
     /* --data DIR */
-    snprintf(cmd, sizeof cmd, "env -u TELLTALE_TOKEN -u TELLTALE_TOKEN_FILE '%s' query --http %s "
-                              "--data '%s' --count 2>&1",
+    snprintf(cmd, sizeof cmd,
+             "env -u TELLTALE_TOKEN -u TELLTALE_TOKEN_FILE '%s' query --http %s "
+             "--data '%s' --count 2>&1",
              bin(), s.http, s.dir);
     CHECK_MSG(run(cmd, out, sizeof out) == 0, "%s", out);
     /* TELLTALE_TOKEN_FILE */
