@@ -52,6 +52,12 @@ struct cli_auth {
     "  --data DIR           the collector's data directory, to read DIR/operator.token\n"          \
     "                       (default $TELLTALE_DATA or ./telltale-data)\n"
 
+/* The first line of the token file path into out: 0; 1 when it does not exist and
+ * may_be_missing; -1 with the reason printed (prefixed with cmd) when it cannot be read, is
+ * empty, or group or others may access it. */
+int cli_read_token_file(const char *path, char *out, size_t cap, int may_be_missing,
+                        const char *cmd);
+
 /* Take option opt (with optarg) if it is one of CLI_AUTH_LONGOPTS; 1 if taken, 0 if not. */
 int cli_auth_option(struct cli_auth *a, int opt, const char *arg);
 

@@ -32,9 +32,8 @@ int cli_auth_option(struct cli_auth *a, int opt, const char *arg)
     return 1;
 }
 
-/* The first line of path into a->token: 0, 1 when it does not exist (and may not), -1 with
- * the reason printed. */
-static int read_token(struct cli_auth *a, const char *path, int may_be_missing, const char *cmd)
+int cli_read_token_file(const char *path, char *out, size_t cap, int may_be_missing,
+                        const char *cmd)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -53,15 +52,15 @@ static int read_token(struct cli_auth *a, const char *path, int may_be_missing, 
         close(fd);
         return -1;
     }
-    ssize_t n = read(fd, a->token, sizeof a->token - 1);
+    ssize_t n = read(fd, out, cap - 1);
     close(fd);
     if (n <= 0) {
         fprintf(stderr, "%s: %s holds no token\n", cmd, path);
         return -1;
     }
-    a->token[n] = 0;
-    a->token[strcspn(a->token, "\r\n")] = 0;
-    if (!a->token[0]) {
+    out[n] = 0;
+    out[strcspn(out, "\r\n")] = 0;
+    if (!out[0]) {
         fprintf(stderr, "%s: %s holds no token\n", cmd, path);
         return -1;
     }
@@ -73,7 +72,7 @@ static const char *from_dir(struct cli_auth *a, const char *dir, int may_be_miss
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/operator.token", dir);
-    int rc = read_token(a, path, may_be_missing, cmd);
+    int rc = cli_read_token_file(path, a->token, sizeof a->token, may_be_missing, cmd);
     *failed = rc < 0;
     return rc == 0 ? a->token : NULL;
 }
@@ -99,7 +98,7 @@ const char *cli_auth_token(struct cli_auth *a, const char *cmd, int *failed)
     env = getenv("TELLTALE_TOKEN_FILE");
     file = file ? file : env && *env ? env : NULL;
     if (file) {
-        *failed = read_token(a, file, 0, cmd) != 0;
+        *failed = cli_read_token_file(file, a->token, sizeof a->token, 0, cmd) != 0;
         return *failed ? NULL : a->token;
     }
     env = getenv("TELLTALE_DATA");

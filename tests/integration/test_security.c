@@ -478,3 +478,28 @@ TEST_T(security_another_uid_cannot_read_halt_or_change_policy, 90)
     tt_close(v.c, 10000);
     tt_test_serve_stop(&s);
 }
+
+TEST(security_emit_reads_its_ingest_token_from_a_private_file)
+{
+    char toks[600], tokfile[600], cmd[2400], out[8192];
+    snprintf(toks, sizeof toks, "%s/ingest.tokens", tt_test_tmpdir());
+    tt_test_write_file(toks, "file-agent ingest-tok-0123\n");
+    snprintf(tokfile, sizeof tokfile, "%s/emit.token", tt_test_tmpdir());
+    tt_test_write_file(tokfile, "ingest-tok-0123\n");
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "emit", "--ingest-tokens", toks, NULL);
+    snprintf(cmd, sizeof cmd,
+             "echo '{\"kind\":\"log\",\"message\":\"from a file token\"}' | env -u TELLTALE_TOKEN "
+             "'%s' emit --endpoint %s --agent whoever --token-file '%s' --timeout-ms 10000 2>&1",
+             bin(), s.endpoint, tokfile);
+    CHECK_MSG(run(cmd, out, sizeof out) == 0, "%s", out);
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/events?agent=file-agent", NULL, &body), 200);
+    CHECK_MSG(strstr(body, "from a file token") != NULL, "%s", body);
+    free(body);
+    /* Others may read it: refused before anything is sent. */
+    CHECK_OK(chmod(tokfile, 0644));
+    CHECK_EQ(run(cmd, out, sizeof out), 2);
+    CHECK_MSG(strstr(out, "chmod 600") != NULL, "%s", out);
+    tt_test_serve_stop(&s);
+}
