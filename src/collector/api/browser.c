@@ -82,10 +82,14 @@ static int is_wildcard(const char *host)
 static int in_list(const char *list, const char *host, unsigned port)
 {
     while (list && *list) {
+        list += strspn(list, " ");
         const char *comma = strchr(list, ',');
         size_t n = comma ? (size_t)(comma - list) : strlen(list);
         char entry[300], eh[256];
         unsigned ep;
+        while (n && list[n - 1] == ' ') {
+            n--;
+        }
         if (n < sizeof entry) {
             memcpy(entry, list, n);
             entry[n] = 0;
@@ -99,7 +103,7 @@ static int in_list(const char *list, const char *host, unsigned port)
     return 0;
 }
 
-static int host_ok(const struct http_ctx *c, const char *value)
+int browser_host_ok(const struct http_ctx *c, const char *value)
 {
     char host[256];
     unsigned port;
@@ -129,7 +133,7 @@ static const char *header(const struct http_req *r, const char *name)
 unsigned browser_check_request(const struct http_req *r, char *msg, size_t msglen)
 {
     const char *host = header(r, "Host");
-    if (!host_ok(r->ctx, host)) {
+    if (!browser_host_ok(r->ctx, host)) {
         snprintf(msg, msglen,
                  "Host \"%.100s\" is not this collector's address (DNS rebinding?); a proxy or a "
                  "name in front of it needs --allowed-hosts",

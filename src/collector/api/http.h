@@ -86,6 +86,9 @@ int http_parse_time(const char *s, int64_t *out);
  * a state-changing request declares a JSON body. */
 unsigned browser_check_request(const struct http_req *r, char *msg, size_t msglen);
 unsigned browser_check_body(const struct http_req *r, char *msg, size_t msglen);
+/* Whether a Host header value (NULL: absent) names this collector (c's self_host, self_port and
+ * allowed_hosts). */
+int browser_host_ok(const struct http_ctx *c, const char *value);
 
 /* Routes (api/events.c, api/agents.c, ...). */
 enum MHD_Result api_events(const struct http_req *r);
