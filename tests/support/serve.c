@@ -238,7 +238,7 @@ long tt_test_http(const char *http, const char *method, const char *path, const 
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
         hdrs = curl_slist_append(hdrs, auth);
     }
-    if (req_body) {
+    if (req_body || (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)) {
         hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
     }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);

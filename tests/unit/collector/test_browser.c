@@ -26,7 +26,7 @@ TEST(browser_host_must_name_the_loopback_listener_and_its_port)
     CHECK(browser_host_ok(&c, "[::1]:7371"));
     CHECK(!browser_host_ok(&c, NULL));
     CHECK(!browser_host_ok(&c, ""));
-    CHECK(!browser_host_ok(&c, "127.0.0.1"));       /* port 80 */
+    CHECK(!browser_host_ok(&c, "127.0.0.1")); /* port 80 */
     CHECK(!browser_host_ok(&c, "127.0.0.1:7372"));
     CHECK(!browser_host_ok(&c, "evil.example:7371")); /* a rebound name */
     CHECK(!browser_host_ok(&c, "localhost.evil.example:7371"));
