@@ -424,7 +424,17 @@ TEST_T(cli_tail_follows_new_events_with_filters, 60)
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
-    usleep(500000); /* let tail subscribe */
+    /* Let tail subscribe (it has to start, find the token and connect: slow under a sanitizer
+     * on a loaded machine), as the collector counts it. */
+    int subscribed = 0;
+    for (double t = tt_test_now_ms(); !subscribed && tt_test_now_ms() - t < 20000;) {
+        char *m = NULL;
+        CHECK_EQ(tt_test_http(s.http, "GET", "/metrics", NULL, &m), 200);
+        subscribed = strstr(m, "\ntelltale_stream_subscribers 1\n") != NULL;
+        free(m);
+        usleep(subscribed ? 0 : 20000);
+    }
+    CHECK_MSG(subscribed, "tail did not subscribe within 20 s");
     tt_client *other = tt_test_client(s.endpoint, "other", NULL);
     tt_client *c = tt_test_client(s.endpoint, "watched", NULL);
     CHECK_OK(tt_log(other, NULL, TT_INFO, "not this one", NULL, 0));
