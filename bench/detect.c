@@ -129,12 +129,22 @@ static int on_progress(void *c, curl_off_t a, curl_off_t b, curl_off_t d, curl_o
     return atomic_load(&stream_stop);
 }
 
+static char auth[200]; /* "Authorization: Bearer T", the collector's generated token */
+
+/* A curl handle's header list with the operator token (freed by the caller). */
+static struct curl_slist *auth_headers(void)
+{
+    return curl_slist_append(NULL, auth);
+}
+
 static char stream_url[400];
 
 static void *stream_main(void *arg)
 {
     (void)arg;
     CURL *h = curl_easy_init();
+    struct curl_slist *hdrs = auth_headers();
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_URL, stream_url);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
@@ -142,6 +152,7 @@ static void *stream_main(void *arg)
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_perform(h);
     curl_easy_cleanup(h);
+    curl_slist_free_all(hdrs);
     return NULL;
 }
 
@@ -156,6 +167,20 @@ static struct watch *watch_add(const char *agent)
 /* --- the collector ------------------------------------------------------------------------ */
 
 static char dir[256], endpoint[400], http[300];
+
+static void read_token(const char *data)
+{
+    char path[450], tok[128] = "";
+    snprintf(path, sizeof path, "%s/operator.token", data);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fgets(tok, sizeof tok, f)) {
+            tok[strcspn(tok, "\r\n")] = 0;
+        }
+        fclose(f);
+    }
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
+}
 static pid_t serve_pid;
 
 static int start_serve(void)
@@ -199,6 +224,7 @@ static int start_serve(void)
             char *e = h ? strchr(h + 8, '"') : NULL;
             if (e) {
                 snprintf(http, sizeof http, "%.*s", (int)(e - h - 8), h + 8);
+                read_token(data);
                 return 0;
             }
         }
@@ -326,11 +352,14 @@ static long responses_seen(const char *agent)
     g.b[0] = 0;
     snprintf(url, sizeof url, "http://%s/api/v1/agents/%s", http, agent);
     CURL *h = curl_easy_init();
+    struct curl_slist *hdrs = auth_headers();
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_get);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &g);
     curl_easy_perform(h);
     curl_easy_cleanup(h);
+    curl_slist_free_all(hdrs);
     const char *r = strstr(g.b, "\"responses\":");
     return r ? strtol(r + 12, NULL, 10) : -1;
 }

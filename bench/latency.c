@@ -46,15 +46,19 @@ struct sub {
     atomic_uint_least64_t seen_pub;
 };
 
-static int sub_connect(const char *http)
+static int sub_connect(const struct bu_collector *col)
 {
-    int fd = bu_tcp_connect(http);
+    int fd = bu_tcp_connect(col->http);
     if (fd < 0) {
         return -1;
     }
-    static const char req[] = "GET /api/v1/stream?agent=bench-latency HTTP/1.0\r\n"
-                              "Host: localhost\r\nAccept: text/event-stream\r\n\r\n";
-    if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+    char req[512];
+    int len = snprintf(req, sizeof req,
+                       "GET /api/v1/stream?agent=bench-latency HTTP/1.0\r\n"
+                       "Host: %s\r\nAuthorization: Bearer %s\r\n"
+                       "Accept: text/event-stream\r\n\r\n",
+                       col->http, col->token);
+    if (write(fd, req, (size_t)len) != (ssize_t)len) {
         close(fd);
         return -1;
     }
@@ -159,7 +163,7 @@ static int one_run(const struct opts *o, const struct bu_collector *col, long ra
 {
     struct sub s;
     memset(&s, 0, sizeof s);
-    s.fd = sub_connect(col->http);
+    s.fd = sub_connect(col);
     if (s.fd < 0) {
         fprintf(stderr, "latency: cannot connect to the stream at %s\n", col->http);
         return -1;

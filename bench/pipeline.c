@@ -221,7 +221,7 @@ static int run_config(const struct opts *o, const char *transport, int n, struct
     }
     res->spool_used = spool_dir != NULL;
     char st[8192];
-    if (col.pid > 0 && bu_http_get(col.http, "/api/v1/status", st, sizeof st) > 0) {
+    if (col.pid > 0 && bu_http_get(&col, "/api/v1/status", st, sizeof st) > 0) {
         json_t *j = json_loads(st, 0, NULL);
         json_t *src = json_object_get(j, "counters") ? json_object_get(j, "counters") : j;
         double frames = (double)json_integer_value(json_object_get(src, "frames"));

@@ -206,6 +206,7 @@ struct bu_collector {
     char tcp_ep[128];  /* "tcp://127.0.0.1:PORT" (bound port) */
     char http[128];    /* "127.0.0.1:PORT" or "" */
     char db[400];      /* the SQLite file */
+    char token[128];   /* the operator token it generated in DIR/operator.token */
 };
 
 /* $TT_BIN, else the telltale binary of the same build ($BUILD/bench/x -> $BUILD/telltale). */
@@ -245,6 +246,15 @@ static inline int bu_read_ready(struct bu_collector *c, const char *ready)
     const char *h = json_string_value(json_object_get(r, "http"));
     snprintf(c->http, sizeof c->http, "%s", h ? h : "");
     json_decref(r);
+    char tok[400];
+    snprintf(tok, sizeof tok, "%s/operator.token", c->dir);
+    FILE *f = fopen(tok, "r");
+    if (f) {
+        if (fgets(c->token, sizeof c->token, f)) {
+            c->token[strcspn(c->token, "\r\n")] = 0;
+        }
+        fclose(f);
+    }
     return 1;
 }
 
@@ -381,16 +391,18 @@ static inline int bu_tcp_connect(const char *hostport)
     return fd;
 }
 
-/* GET path from http ("HOST:PORT", IPv4) with HTTP/1.0; the body (after the headers) into
+/* GET path from c's HTTP API (IPv4) with HTTP/1.0 and its operator token; the body into
  * out, NUL-terminated. Returns the body length or -1. */
-static inline int bu_http_get(const char *http, const char *path, char *out, size_t n)
+static inline int bu_http_get(const struct bu_collector *c, const char *path, char *out, size_t n)
 {
-    int fd = n >= 2 ? bu_tcp_connect(http) : -1;
+    int fd = n >= 2 ? bu_tcp_connect(c->http) : -1;
     if (fd < 0) {
         return -1;
     }
-    char req[512];
-    int rl = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    char req[768];
+    int rl =
+        snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n",
+                 path, c->http, c->token);
     size_t len = 0;
     if (write(fd, req, (size_t)rl) == rl) {
         ssize_t k;

@@ -10,14 +10,15 @@ FUZZ_FLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,ad
 FUZZ_SRC := $(COMMON_SRC) src/collector/api/render.c src/collector/api/render_event.c \
 	src/collector/api/render_response.c src/collector/api/params.c src/collector/alerting/config.c \
 	src/collector/alerting/units.c src/collector/alerting/detect.c src/collector/alerting/cusum.c \
-	src/collector/alerting/page_hinkley.c src/collector/alerting/adwin.c
+	src/collector/alerting/page_hinkley.c src/collector/alerting/adwin.c \
+	src/collector/api/browser.c
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_NAMES))
 FUZZ_SECONDS ?= 60
 
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard src/*/*.h include/*.h) | $(DEPS_FUZZ)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) -lzstd -lm -pthread
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) -lzstd -lmicrohttpd -lm -pthread
 
 # fuzz_conn drives the native source's connection state machine: it links that and what it
 # uses of the collector (counters, log, the store item's release).
@@ -27,7 +28,7 @@ FUZZ_CONN_SRC := src/collector/source/native_conn.c src/collector/stats.c src/co
 $(FUZZ_DIR)/fuzz_conn: tests/fuzz/fuzz_conn.c $(FUZZ_SRC) $(FUZZ_CONN_SRC) \
 		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_CONN_SRC) -lzstd -lsqlite3 -lm -pthread
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_CONN_SRC) -lzstd -lsqlite3 -lmicrohttpd -lm -pthread
 
 fuzz: $(FUZZ_BINS)
 

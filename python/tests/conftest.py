@@ -45,6 +45,10 @@ class Collector:
         time.sleep(0.01)
         with open(ready) as f:
             self.http = json.load(f)["http"]
+        # The operator token the collector generated at its first start (docs/security.md).
+        with open(os.path.join(self.dir, "data", "operator.token")) as f:
+            self.token = f.readline().strip()
+        self.auth = {"Authorization": "Bearer " + self.token}
 
     def serve_log(self):
         with open(os.path.join(self.dir, "serve.log"), errors="replace") as f:
@@ -53,13 +57,14 @@ class Collector:
     def get(self, path, **params):
         q = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         url = "http://%s%s%s" % (self.http, path, "?" + q if q else "")
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=self.auth),
+                                    timeout=10) as r:
             return json.load(r)
 
     def post(self, path, body=None):
         req = urllib.request.Request("http://%s%s" % (self.http, path), method="POST",
                                      data=json.dumps(body or {}).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers=dict(self.auth, **{"Content-Type": "application/json"}))
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.load(r)
 

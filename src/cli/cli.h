@@ -26,8 +26,45 @@ int cmd_halt(int argc, char **argv);
 /* The collector's HTTP address: --http, else $TELLTALE_HTTP, else 127.0.0.1:7371. */
 const char *cli_http_default(void);
 
-/* The operator token: --token, else $TELLTALE_TOKEN, else NULL. */
-const char *cli_token_default(void);
+/* Where a subcommand finds the operator token (docs/security.md): --token-file FILE, else
+ * --data DIR (DIR/operator.token), else $TELLTALE_TOKEN, else $TELLTALE_TOKEN_FILE, else
+ * operator.token in the default data directory ($TELLTALE_DATA or ./telltale-data) when it is
+ * there. --token TOKEN still works but warns: a command line is visible to every local user. */
+struct cli_auth {
+    const char *token_opt;  /* --token (deprecated) */
+    const char *token_file; /* --token-file */
+    const char *data_dir;   /* --data */
+    char token[300];
+};
+
+/* The long options of struct cli_auth, for a subcommand's option table. */
+#define CLI_AUTH_LONGOPTS                                                                          \
+    {"token", required_argument, NULL, 't'}, {"token-file", required_argument, NULL, 'F'},         \
+    {                                                                                              \
+        "data", required_argument, NULL, 'D'                                                       \
+    }
+
+/* The help lines of those options. */
+#define CLI_AUTH_HELP                                                                              \
+    "  --token-file FILE    the operator token, first line of FILE (mode 0600; default\n"          \
+    "                       $TELLTALE_TOKEN, $TELLTALE_TOKEN_FILE, or the collector's\n"           \
+    "                       DIR/operator.token)\n"                                                 \
+    "  --data DIR           the collector's data directory, to read DIR/operator.token\n"          \
+    "                       (default $TELLTALE_DATA or ./telltale-data)\n"
+
+/* The first line of the token file path into out: 0; 1 when it does not exist and
+ * may_be_missing; -1 with the reason printed (prefixed with cmd) when it cannot be read, is
+ * empty, or group or others may access it. */
+int cli_read_token_file(const char *path, char *out, size_t cap, int may_be_missing,
+                        const char *cmd);
+
+/* Take option opt (with optarg) if it is one of CLI_AUTH_LONGOPTS; 1 if taken, 0 if not. */
+int cli_auth_option(struct cli_auth *a, int opt, const char *arg);
+
+/* Find the token; returns it (NULL when there is none to send), or sets *failed and prints
+ * why (prefixed with cmd) when a file that should hold it cannot be read or is readable by
+ * others. */
+const char *cli_auth_token(struct cli_auth *a, const char *cmd, int *failed);
 
 /* Append "&name=value" (URL-encoded) to a query string under construction. */
 int cli_qs_add(char *qs, size_t cap, const char *name, const char *value);

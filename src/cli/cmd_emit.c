@@ -46,7 +46,8 @@ static const char usage[] =
     "  --endpoint ENDPOINT  unix:PATH or tcp://HOST:PORT (default $TELLTALE_ENDPOINT or\n"
     "                       tcp://127.0.0.1:7370)\n"
     "  --agent NAME         the agent name (default $TELLTALE_AGENT or \"emit\")\n"
-    "  --token TOKEN        ingest token (default $TELLTALE_TOKEN)\n"
+    "  --token-file FILE    the ingest token, first line of FILE (mode 0600; default\n"
+    "                       $TELLTALE_TOKEN_FILE, else $TELLTALE_TOKEN)\n"
     "  --timeout-ms MS      wait this long at the end for acknowledgements (default 10000)\n"
     "  --help               this text\n"
     "\n"
@@ -58,6 +59,7 @@ struct emit_opts {
     const char *endpoint;
     const char *agent;
     const char *token;
+    char token_buf[300];
     long timeout_ms;
 };
 
@@ -355,10 +357,14 @@ static const char *emit_line(tt_client *c, struct steps *st, const char *line, s
 
 static int parse_opts(int argc, char **argv, struct emit_opts *o)
 {
-    static const struct option longopts[] = {
-        {"endpoint", required_argument, NULL, 'e'}, {"agent", required_argument, NULL, 'a'},
-        {"token", required_argument, NULL, 't'},    {"timeout-ms", required_argument, NULL, 'T'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"endpoint", required_argument, NULL, 'e'},
+                                             {"agent", required_argument, NULL, 'a'},
+                                             {"token", required_argument, NULL, 't'},
+                                             {"timeout-ms", required_argument, NULL, 'T'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"token-file", required_argument, NULL, 'F'},
+                                             {NULL, 0, NULL, 0}};
+    const char *token_file = getenv("TELLTALE_TOKEN_FILE");
     o->endpoint = getenv("TELLTALE_ENDPOINT");
     o->agent = getenv("TELLTALE_AGENT");
     o->token = getenv("TELLTALE_TOKEN");
@@ -375,7 +381,13 @@ static int parse_opts(int argc, char **argv, struct emit_opts *o)
             o->agent = optarg;
             break;
         case 't':
+            fprintf(stderr, "telltale emit: warning: --token is deprecated: every local user "
+                            "sees a command line; use --token-file or TELLTALE_TOKEN_FILE\n");
             o->token = optarg;
+            token_file = NULL;
+            break;
+        case 'F':
+            token_file = optarg;
             break;
         case 'T':
             o->timeout_ms = strtol(optarg, &end, 10);
@@ -396,6 +408,13 @@ static int parse_opts(int argc, char **argv, struct emit_opts *o)
     if (optind < argc) {
         fprintf(stderr, "telltale emit: unexpected argument: %s\n", argv[optind]);
         return EXIT_USAGE;
+    }
+    if (token_file && *token_file) {
+        if (cli_read_token_file(token_file, o->token_buf, sizeof o->token_buf, 0,
+                                "telltale emit") != 0) {
+            return EXIT_USAGE;
+        }
+        o->token = o->token_buf;
     }
     return 0;
 }

@@ -21,9 +21,8 @@ static const char usage[] =
     "\n"
     "  --session ID         the session to halt (required)\n"
     "  --reason R           why (at most 100 bytes; default \"no reason given\")\n"
-    "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or 127.0.0.1:7371)\n"
-    "  --token TOKEN        operator token (default $TELLTALE_TOKEN)\n"
-    "  --help               this text\n"
+    "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or "
+    "127.0.0.1:7371)\n" CLI_AUTH_HELP "  --help               this text\n"
     "\n"
     "Exit status: 0 the order reached at least one connection; 1 the collector answered with an\n"
     "error (unknown session, bad reason) or no agent of the session is connected; 2 usage\n"
@@ -33,9 +32,10 @@ int cmd_halt(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"session", required_argument, NULL, 's'}, {"reason", required_argument, NULL, 'r'},
-        {"http", required_argument, NULL, 'H'},    {"token", required_argument, NULL, 't'},
+        {"http", required_argument, NULL, 'H'},    CLI_AUTH_LONGOPTS,
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
-    const char *http = cli_http_default(), *token = cli_token_default();
+    const char *http = cli_http_default();
+    struct cli_auth auth = {0};
     const char *session = NULL, *reason = NULL;
     int opt;
     opterr = 0;
@@ -46,8 +46,8 @@ int cmd_halt(int argc, char **argv)
             reason = optarg;
         } else if (opt == 'H') {
             http = optarg;
-        } else if (opt == 't') {
-            token = optarg;
+        } else if (cli_auth_option(&auth, opt, optarg)) {
+            continue;
         } else if (opt == 'h') {
             fputs(usage, stdout);
             return EXIT_OK;
@@ -69,6 +69,11 @@ int cmd_halt(int argc, char **argv)
         fprintf(stderr, "telltale halt: --reason is longer than 100 bytes\n");
         return EXIT_USAGE;
     }
+    int failed;
+    const char *token = cli_auth_token(&auth, "telltale halt", &failed);
+    if (failed) {
+        return EXIT_FAIL;
+    }
     char *enc = curl_easy_escape(NULL, session, 0);
     if (!enc) {
         fprintf(stderr, "telltale halt: out of memory\n");
@@ -81,11 +86,11 @@ int cmd_halt(int argc, char **argv)
     tt__buf_init(&b, 4096);
     tt__json j;
     tt__json_init(&j, &b);
+    tt__json_obj_begin(&j);
     if (reason) {
-        tt__json_obj_begin(&j);
         tt__json_kv_cstr(&j, "reason", reason);
-        tt__json_obj_end(&j);
     }
+    tt__json_obj_end(&j);
     tt__buf_append(&b, "", 1);
     char err[512];
     struct cli_collect out = {.len = 0};

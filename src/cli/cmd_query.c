@@ -15,9 +15,8 @@ static const char usage[] =
     "Print stored events as JSON lines (one object per event, docs/http-api.md), oldest\n"
     "first, or just their number with --count.\n"
     "\n"
-    "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or 127.0.0.1:7371)\n"
-    "  --token TOKEN        operator token (default $TELLTALE_TOKEN)\n"
-    "  --agent NAME         only this agent\n"
+    "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or "
+    "127.0.0.1:7371)\n" CLI_AUTH_HELP "  --agent NAME         only this agent\n"
     "  --session ID         only this session\n"
     "  --kind K[,K...]      log, metric, step, step_begin, step_end, tokens, response, ...\n"
     "  --min-severity S     logs at or above S (trace, debug, info, warn, error, fatal)\n"
@@ -42,7 +41,7 @@ static int print_sink(void *ctx, const char *data, size_t n)
 int cmd_query(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"http", required_argument, NULL, 'H'},     {"token", required_argument, NULL, 't'},
+        {"http", required_argument, NULL, 'H'},     CLI_AUTH_LONGOPTS,
         {"agent", required_argument, NULL, 'a'},    {"session", required_argument, NULL, 's'},
         {"kind", required_argument, NULL, 'k'},     {"min-severity", required_argument, NULL, 'm'},
         {"since", required_argument, NULL, 'S'},    {"until", required_argument, NULL, 'U'},
@@ -50,8 +49,9 @@ int cmd_query(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},           {"responses", no_argument, NULL, 'L'},
         {"response", required_argument, NULL, 'R'}, {NULL, 0, NULL, 0}};
     static const char *const params[] = {
-        "", "", "agent", "session", "kind", "min_severity", "since", "until", "limit"};
-    const char *http = cli_http_default(), *token = cli_token_default();
+        "", "", "", "", "agent", "session", "kind", "min_severity", "since", "until", "limit"};
+    const char *http = cli_http_default();
+    struct cli_auth auth = {0};
     char qs[8192] = "";
     int count = 0, responses = 0, opt, idx = 0;
     const char *response = NULL;
@@ -59,8 +59,8 @@ int cmd_query(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
         if (opt == 'H') {
             http = optarg;
-        } else if (opt == 't') {
-            token = optarg;
+        } else if (cli_auth_option(&auth, opt, optarg)) {
+            continue;
         } else if (opt == 'c') {
             count = 1;
         } else if (opt == 'L') {
@@ -86,6 +86,11 @@ int cmd_query(int argc, char **argv)
     if (count && strstr(qs, "limit=")) {
         fprintf(stderr, "telltale query: --count and --limit do not go together\n");
         return EXIT_USAGE;
+    }
+    int failed;
+    const char *token = cli_auth_token(&auth, "telltale query", &failed);
+    if (failed) {
+        return EXIT_FAIL;
     }
     char err[512];
     struct cli_collect body = {.len = 0};

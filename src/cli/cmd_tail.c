@@ -18,9 +18,8 @@ static const char usage[] =
     "\n"
     "Follow new events as they are stored, one line each (or JSON with --json).\n"
     "\n"
-    "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or 127.0.0.1:7371)\n"
-    "  --token TOKEN        operator token (default $TELLTALE_TOKEN)\n"
-    "  --agent NAME         only this agent\n"
+    "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or "
+    "127.0.0.1:7371)\n" CLI_AUTH_HELP "  --agent NAME         only this agent\n"
     "  --session ID         only this session\n"
     "  --kind K[,K...]      only these kinds (log, metric, step, tokens, response, ...)\n"
     "  --min-severity S     logs at or above S\n"
@@ -119,13 +118,15 @@ static int tail_sink(void *ctx, const char *data, size_t n)
 int cmd_tail(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"http", required_argument, NULL, 'H'},  {"token", required_argument, NULL, 't'},
+        {"http", required_argument, NULL, 'H'},  CLI_AUTH_LONGOPTS,
         {"agent", required_argument, NULL, 'a'}, {"session", required_argument, NULL, 's'},
         {"kind", required_argument, NULL, 'k'},  {"min-severity", required_argument, NULL, 'm'},
         {"json", no_argument, NULL, 'j'},        {"count", required_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
-    static const char *const params[] = {"", "", "agent", "session", "kind", "min_severity"};
-    const char *http = cli_http_default(), *token = cli_token_default();
+    static const char *const params[] = {"",      "",        "",     "",
+                                         "agent", "session", "kind", "min_severity"};
+    const char *http = cli_http_default();
+    struct cli_auth auth = {0};
     char qs[8192] = "";
     struct tail_state *t = calloc(1, sizeof *t);
     if (!t) {
@@ -138,8 +139,8 @@ int cmd_tail(int argc, char **argv)
         char *end;
         if (opt == 'H') {
             http = optarg;
-        } else if (opt == 't') {
-            token = optarg;
+        } else if (cli_auth_option(&auth, opt, optarg)) {
+            continue;
         } else if (opt == 'j') {
             t->json = 1;
         } else if (opt == 'n') {
@@ -159,6 +160,12 @@ int cmd_tail(int argc, char **argv)
             free(t);
             return EXIT_USAGE;
         }
+    }
+    int failed;
+    const char *token = cli_auth_token(&auth, "telltale tail", &failed);
+    if (failed) {
+        free(t);
+        return EXIT_FAIL;
     }
     for (;;) {
         char err[512];

@@ -28,8 +28,8 @@ static const char usage[] =
     "agent's nearest drift detector is to alerting (100% alerts). Below 60 columns\n"
     "RESP/S and DRIFT are left out.\n"
     "\n"
-    "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or 127.0.0.1:7371)\n"
-    "  --token TOKEN        operator token (default $TELLTALE_TOKEN)\n"
+    "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or "
+    "127.0.0.1:7371)\n" CLI_AUTH_HELP
     "  --once               print one view and exit (for scripts)\n"
     "  --interval-ms MS     refresh period (default 1000)\n"
     "  --width N            columns (default: the terminal's, or $COLUMNS, or 80)\n"
@@ -270,13 +270,14 @@ static int terminal_width(void)
 int cmd_top(int argc, char **argv)
 {
     static const struct option longopts[] = {{"http", required_argument, NULL, 'H'},
-                                             {"token", required_argument, NULL, 't'},
+                                             CLI_AUTH_LONGOPTS,
                                              {"once", no_argument, NULL, '1'},
                                              {"interval-ms", required_argument, NULL, 'i'},
                                              {"width", required_argument, NULL, 'w'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    struct top t = {cli_http_default(), cli_token_default(), 0, 0};
+    struct top t = {cli_http_default(), NULL, 0, 0};
+    struct cli_auth auth = {0};
     int once = 0, opt;
     long interval = 1000, width = 0;
     char *end;
@@ -288,7 +289,9 @@ int cmd_top(int argc, char **argv)
             t.http = optarg;
             break;
         case 't':
-            t.token = optarg;
+        case 'F':
+        case 'D':
+            cli_auth_option(&auth, opt, optarg);
             break;
         case '1':
             once = 1;
@@ -315,6 +318,11 @@ int cmd_top(int argc, char **argv)
                     argv[optind - 1]);
             return EXIT_USAGE;
         }
+    }
+    int failed;
+    t.token = cli_auth_token(&auth, "telltale top", &failed);
+    if (failed) {
+        return EXIT_FAIL;
     }
     const char *nc = getenv("NO_COLOR");
     t.color = isatty(STDOUT_FILENO) && !(nc && *nc);

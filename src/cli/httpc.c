@@ -2,9 +2,13 @@
  * httpc.c - the CLI's HTTP client, on libcurl, plus helpers every subcommand uses.
  */
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -14,10 +18,91 @@ const char *cli_http_default(void)
     return e && *e ? e : "127.0.0.1:7371";
 }
 
-const char *cli_token_default(void)
+int cli_auth_option(struct cli_auth *a, int opt, const char *arg)
 {
-    const char *e = getenv("TELLTALE_TOKEN");
-    return e && *e ? e : NULL;
+    if (opt == 't') {
+        a->token_opt = arg;
+    } else if (opt == 'F') {
+        a->token_file = arg;
+    } else if (opt == 'D') {
+        a->data_dir = arg;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+int cli_read_token_file(const char *path, char *out, size_t cap, int may_be_missing,
+                        const char *cmd)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT && may_be_missing) {
+            return 1;
+        }
+        fprintf(stderr, "%s: cannot read the operator token %s: %s\n", cmd, path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & (S_IRWXG | S_IRWXO))) {
+        fprintf(stderr,
+                "%s: %s is not a private regular file (others may read the token); run: "
+                "chmod 600 '%s'\n",
+                cmd, path, path);
+        close(fd);
+        return -1;
+    }
+    ssize_t n = read(fd, out, cap - 1);
+    close(fd);
+    if (n <= 0) {
+        fprintf(stderr, "%s: %s holds no token\n", cmd, path);
+        return -1;
+    }
+    out[n] = 0;
+    out[strcspn(out, "\r\n")] = 0;
+    if (!out[0]) {
+        fprintf(stderr, "%s: %s holds no token\n", cmd, path);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *from_dir(struct cli_auth *a, const char *dir, int may_be_missing,
+                            const char *cmd, int *failed)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/operator.token", dir);
+    int rc = cli_read_token_file(path, a->token, sizeof a->token, may_be_missing, cmd);
+    *failed = rc < 0;
+    return rc == 0 ? a->token : NULL;
+}
+
+const char *cli_auth_token(struct cli_auth *a, const char *cmd, int *failed)
+{
+    *failed = 0;
+    if (a->token_opt) {
+        fprintf(stderr,
+                "%s: warning: --token is deprecated: every local user sees a command "
+                "line; use --token-file, --data or TELLTALE_TOKEN_FILE\n",
+                cmd);
+        return a->token_opt;
+    }
+    const char *file = a->token_file ? a->token_file : NULL;
+    if (!file && a->data_dir) {
+        return from_dir(a, a->data_dir, 0, cmd, failed);
+    }
+    const char *env = getenv("TELLTALE_TOKEN");
+    if (!file && env && *env) {
+        return env;
+    }
+    env = getenv("TELLTALE_TOKEN_FILE");
+    file = file ? file : env && *env ? env : NULL;
+    if (file) {
+        *failed = cli_read_token_file(file, a->token, sizeof a->token, 0, cmd) != 0;
+        return *failed ? NULL : a->token;
+    }
+    env = getenv("TELLTALE_DATA");
+    return from_dir(a, env && *env ? env : "telltale-data", 1, cmd, failed);
 }
 
 int cli_qs_add(char *qs, size_t cap, const char *name, const char *value)

@@ -41,9 +41,12 @@ struct collector_opts {
     uint64_t grace_ms; /* SIGTERM: drain, commit and ack within this */
     char ready_file[PATH_MAX];
     int verbose;
-    char operator_token_file[PATH_MAX]; /* empty: $TELLTALE_OPERATOR_TOKEN, or no token */
-    char ingest_tokens[PATH_MAX];       /* empty: identity from the hello */
-    char config[PATH_MAX];              /* alerting configuration; empty: the defaults */
+    char
+        operator_token_file[PATH_MAX]; /* empty: $TELLTALE_OPERATOR_TOKEN, or DATA/operator.token */
+    int no_auth;                       /* --no-auth: no operator token at all */
+    char allowed_hosts[1024];          /* --allowed-hosts: extra Host header values */
+    char ingest_tokens[PATH_MAX];      /* empty: identity from the hello */
+    char config[PATH_MAX];             /* alerting configuration; empty: the defaults */
 };
 
 /* Why input was refused; each has a counter and a name in /metrics. */

@@ -26,6 +26,7 @@
 #include "collector/source/native.h"
 #include "collector/source/source.h"
 #include "collector/log.h"
+#include "collector/secure.h"
 #include "collector/store/store.h"
 #include "common/json.h"
 
@@ -53,9 +54,15 @@ static const char usage[] =
     "  --grace-ms MS         on SIGTERM, drain, commit and ack within this (default 5000)\n"
     "  --ready-file FILE     write the bound endpoints there as JSON once accepting\n"
     "  --operator-token-file FILE\n"
-    "                        require this token (first line of FILE) as\n"
+    "                        require this token (first line of FILE, mode 0600) as\n"
     "                        'Authorization: Bearer TOKEN' on /api/* and /metrics\n"
-    "                        (default $TELLTALE_OPERATOR_TOKEN; unset: no token)\n"
+    "                        (default $TELLTALE_OPERATOR_TOKEN, else DIR/operator.token,\n"
+    "                        generated at first start; the dashboard URL with it is\n"
+    "                        printed when stderr is a terminal)\n"
+    "  --no-auth             no operator token: anyone who reaches the HTTP port reads\n"
+    "                        everything and may halt agents (throwaway local use only)\n"
+    "  --allowed-hosts LIST  Host header values accepted besides the listening address,\n"
+    "                        comma-separated NAME or NAME:PORT (a proxy's or DNS name)\n"
     "  --ingest-tokens FILE  lines 'AGENT TOKEN': an agent must present a token, and\n"
     "                        its name is the token's, whatever its hello says\n"
     "  --config FILE         detectors and webhooks (docs/detectors.md); default: the\n"
@@ -129,6 +136,8 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"operator-token-file", required_argument, NULL, 'O'},
                                              {"ingest-tokens", required_argument, NULL, 'I'},
                                              {"config", required_argument, NULL, 'C'},
+                                             {"no-auth", no_argument, NULL, 'A'},
+                                             {"allowed-hosts", required_argument, NULL, 'a'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int opt, idx = 0;
@@ -190,6 +199,13 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
             bad = strlen(optarg) >= sizeof o->config;
             snprintf(o->config, sizeof o->config, "%s", optarg);
             break;
+        case 'A':
+            o->no_auth = 1;
+            break;
+        case 'a':
+            bad = strlen(optarg) >= sizeof o->allowed_hosts;
+            snprintf(o->allowed_hosts, sizeof o->allowed_hosts, "%s", optarg);
+            break;
         case 'h':
             fputs(usage, stdout);
             return 1;
@@ -206,6 +222,10 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
     }
     if (optind < argc) {
         fprintf(stderr, "telltale serve: unexpected argument: %s\n", argv[optind]);
+        return 2;
+    }
+    if (o->no_auth && o->operator_token_file[0]) {
+        fprintf(stderr, "telltale serve: --no-auth and --operator-token-file exclude each other\n");
         return 2;
     }
     return 0;
@@ -269,6 +289,7 @@ struct running {
     struct auth *auth;
     struct alerts *alerts;
     struct monitor *monitor;
+    char token_path[PATH_MAX + 32]; /* where the operator token came from, for the log */
 };
 
 static void stop_all(struct running *r)
@@ -299,6 +320,35 @@ static void hook_commit(void *ctx, const struct store_item *it)
     monitor_on_commit(r->monitor, it);
 }
 
+/* The operator token: --operator-token-file, else $TELLTALE_OPERATOR_TOKEN, else the one of the
+ * data directory (generated at first start); none with --no-auth. */
+static int set_operator_token(struct collector_opts *o, struct running *r, char *err, size_t errlen)
+{
+    const char *env = getenv("TELLTALE_OPERATOR_TOKEN");
+    if (o->no_auth) {
+        log_warn("--no-auth: no operator token; anyone who can reach %s reads every stored "
+                 "prompt and may halt agents. For throwaway local use only.",
+                 o->http[0] ? o->http : "the HTTP API");
+        return 0;
+    }
+    if (o->operator_token_file[0]) {
+        return auth_set_operator(r->auth, o->operator_token_file, 1, err, errlen);
+    }
+    if (env && *env) {
+        snprintf(r->token_path, sizeof r->token_path, "$TELLTALE_OPERATOR_TOKEN");
+        return auth_set_operator(r->auth, env, 0, err, errlen);
+    }
+    int created;
+    if (secure_operator_token(o->data_dir, r->token_path, sizeof r->token_path, &created, err,
+                              errlen) != 0) {
+        return -1;
+    }
+    if (created) {
+        log_info("generated an operator token in %s", r->token_path);
+    }
+    return auth_set_operator(r->auth, r->token_path, 1, err, errlen);
+}
+
 /* Tokens and the alerting configuration, before anything listens. */
 static int start_operator(struct collector_opts *o, struct running *r, char *err, size_t errlen)
 {
@@ -307,10 +357,7 @@ static int start_operator(struct collector_opts *o, struct running *r, char *err
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    const char *env = getenv("TELLTALE_OPERATOR_TOKEN");
-    if (o->operator_token_file[0]
-            ? auth_set_operator(r->auth, o->operator_token_file, 1, err, errlen) != 0
-            : env && *env && auth_set_operator(r->auth, env, 0, err, errlen) != 0) {
+    if (set_operator_token(o, r, err, errlen) != 0) {
         return -1;
     }
     if (o->ingest_tokens[0] && auth_load_ingest(r->auth, o->ingest_tokens, err, errlen) != 0) {
@@ -320,6 +367,13 @@ static int start_operator(struct collector_opts *o, struct running *r, char *err
     if (o->config[0] ? mon_config_load(&cfg, o->config, err, errlen) != 0
                      : mon_config_defaults(&cfg) != 0) {
         return -1;
+    }
+    for (int i = 0; i < cfg.n_hooks; i++) {
+        if (!cfg.hooks[i].secret_len) {
+            log_warn("webhook %s posts unsigned: give it a secret_file so its receiver can check "
+                     "the sender (docs/detectors.md)",
+                     cfg.hooks[i].name);
+        }
     }
     if (alerts_open(&r->alerts, r->store, r->hub, cfg.hooks, cfg.n_hooks, err, errlen) != 0 ||
         monitor_open(&r->monitor, &cfg, r->alerts, err, errlen) != 0) {
@@ -334,6 +388,10 @@ static int start_operator(struct collector_opts *o, struct running *r, char *err
 static int start_all(struct collector_opts *o, struct running *r, char *http_bound, size_t hblen)
 {
     char err[512];
+    if (secure_data_dir(o->data_dir, err, sizeof err) != 0) {
+        fprintf(stderr, "telltale serve: %s\n", err);
+        return -1;
+    }
     struct store_config sc = {o->store, o->data_dir, o->sync_level};
     if (store_open(&r->store, &sc, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
@@ -373,6 +431,7 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         ctx.auth = r->auth;
         ctx.monitor = r->monitor;
         ctx.alerts = r->alerts;
+        snprintf(ctx.allowed_hosts, sizeof ctx.allowed_hosts, "%s", o->allowed_hosts);
         if (http_start(&r->http, o->http, &ctx, http_bound, hblen, err, sizeof err) != 0) {
             fprintf(stderr, "telltale serve: %s\n", err);
             return -1;
@@ -466,6 +525,9 @@ int serve_main(int argc, char **argv)
         return 2;
     }
     log_verbose = o.verbose;
+    /* Whatever the collector creates (the database, its WAL and SHM, the token, the ready file,
+     * the socket) is for its user alone (docs/security.md). */
+    umask(077);
     int lock_fd = lock_data_dir(o.data_dir);
     if (lock_fd < 0) {
         return 1;
@@ -493,6 +555,8 @@ int serve_main(int argc, char **argv)
     }
     if (http_bound[0]) {
         log_info("HTTP API on http://%s/", http_bound);
+        secure_announce(http_bound, auth_operator_token(r.auth),
+                        r.token_path[0] ? r.token_path : o.operator_token_file);
     }
     if (o.ready_file[0] && write_ready(&o, http_bound) != 0) {
         fprintf(stderr, "telltale serve: cannot write %s: %s\n", o.ready_file, strerror(errno));

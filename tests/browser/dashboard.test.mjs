@@ -74,7 +74,7 @@ let httpAddr = '127.0.0.1:0';
 
 async function startServe(extra = []) {
   rmSync(ready, {force: true});
-  mkdirSync(dataDir, {recursive: true});
+  mkdirSync(dataDir, {recursive: true, mode: 0o700});
   const args = ['serve', '--data', dataDir, '--listen', `unix:${sock}`, '--http', httpAddr,
     '--ready-file', ready, '--operator-token-file', tokenFile, ...extra];
   serve = spawn(BIN, args, {stdio: ['ignore', 'inherit', 'inherit']});

@@ -1,5 +1,6 @@
 // make-run.test.mjs - what a new user sees after `make run`: the dashboard URL that
-// scripts/run-demo prints shows the demo agent live. Run by the C test
+// scripts/run-demo prints (TT_RUN_URL, with the operator token in its fragment) shows the demo
+// agent live, and the token leaves the address bar at once. Run by the C test
 // make_run_shows_the_demo_agent_live_on_the_dashboard (tests/integration/test_make_run.c),
 // which starts scripts/run-demo; alone:
 //
@@ -15,6 +16,7 @@ import {join} from 'node:path';
 import {chromium} from 'playwright-core';
 
 const HTTP = process.env.TT_RUN_HTTP || '127.0.0.1:7371';
+const URL_PRINTED = process.env.TT_RUN_URL || `http://${HTTP}/`;
 const OUT = process.env.TT_TEST_OUT || '/tmp/telltale-make-run-out';
 const AGENT = process.env.TT_RUN_AGENT_NAME || 'demo-agent';
 const STARTED = Number(process.env.TT_RUN_STARTED_MS || Date.now());
@@ -57,9 +59,15 @@ try {
   });
   const deadline = STARTED + WITHIN;
   await waitUntil('the dashboard to load', deadline, async () => {
-    const res = await page.goto(`http://${HTTP}/`, {waitUntil: 'domcontentloaded'});
+    const res = await page.goto(URL_PRINTED, {waitUntil: 'domcontentloaded'});
     return res && res.ok();
   });
+  if (URL_PRINTED.includes('#token=')) {
+    await waitUntil('the token to leave the address bar', Date.now() + 10000, async () =>
+      !page.url().includes('token'));
+    const kept = await page.evaluate(() => sessionStorage.getItem('telltale.operator_token'));
+    if (!kept || !URL_PRINTED.endsWith(kept)) throw new Error('the tab did not keep the token');
+  }
   const row = `tr.agent-row[data-agent="${AGENT}"]`;
   await waitUntil(`${AGENT} live on the overview`, deadline, async () =>
     (await page.locator(`${row} .status-live`).count()) > 0);

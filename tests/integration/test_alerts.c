@@ -6,13 +6,17 @@
  * tokens decide an agent's identity.
  */
 #include <arpa/inet.h>
+#include <gnutls/crypto.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/pb.h"
@@ -94,7 +98,7 @@ TEST_T(alerts_confidence_shift_raises_drift_alert_on_stream_and_webhook, 120)
     CHECK(strstr(body, needle) != NULL);
     free(body);
     snprintf(path, sizeof path, "/api/v1/alerts/%lld/ack", strtoll(id + 5, NULL, 10));
-    CHECK_EQ(tt_test_http_auth(s.http, "POST", path, NULL, &body), 200);
+    CHECK_EQ(tt_test_http_auth(s.http, "POST", path, s.token, &body), 200);
     CHECK(strstr(body, "\"state\":\"acked\"") != NULL);
     free(body);
     CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/alerts?state=open", NULL, &body), 200);
@@ -421,4 +425,107 @@ TEST_T(alerts_sequence_gap_raises_loss_alert, 60)
     tt__buf_fini(&frame);
     tt_test_sse_close(sse);
     tt_test_serve_stop(&s);
+}
+
+/* Signed webhooks (docs/detectors.md, "Webhook signatures"): a receiver holding the secret
+ * accepts the post; one holding another secret refuses it (401, counted failed); a changed body
+ * or an old timestamp does not verify; and a plain http:// URL off this machine is refused at
+ * startup. */
+TEST_T(alerts_webhook_is_signed_and_a_real_receiver_checks_the_signature, 60)
+{
+    const char *secret = "webhook-secret-5d1f0c";
+    struct tt_test_hook *good = tt_test_hook_start_signed(0, secret);
+    struct tt_test_hook *other = tt_test_hook_start_signed(0, "another-secret");
+    char cfg[512], key[512], text[2048];
+    snprintf(key, sizeof key, "%s/hook.secret", tt_test_tmpdir());
+    char line[300];
+    snprintf(line, sizeof line, "%s\n", secret);
+    tt_test_write_file(key, line);
+    snprintf(cfg, sizeof cfg, "%s/signed.conf", tt_test_tmpdir());
+    snprintf(text, sizeof text,
+             "[detector.looping]\ntype = loop\nrepeats = 3\n"
+             "[webhook.good]\nurl = http://127.0.0.1:%d/hook\nsecret_file = %s\nretries = 0\n"
+             "[webhook.other]\nurl = http://127.0.0.1:%d/hook\nsecret_file = %s\nretries = 0\n",
+             tt_test_hook_port(good), key, tt_test_hook_port(other), key);
+    tt_test_write_file(cfg, text);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "signed", "--config", cfg, NULL);
+    tt_client *c = tt_test_client(s.endpoint, "signed-looper", NULL);
+    for (int i = 0; i < 3; i++) {
+        call_tool(c, "search", "same");
+    }
+    CHECK_OK(tt_flush(c, 10000));
+    char *posted = tt_test_hook_wait(good, "signed-looper", 10000 * tt_test_mult());
+    CHECK_MSG(posted != NULL, "the signed webhook did not arrive");
+    int valid = 0, invalid = 0;
+    tt_test_hook_signatures(good, &valid, &invalid);
+    CHECK_EQ(valid, 1);
+    CHECK_EQ(invalid, 0);
+    for (int i = 0; i < 500 && tt_test_hook_requests(other) == 0; i++) {
+        usleep(10000);
+    }
+    tt_test_hook_signatures(other, &valid, &invalid);
+    CHECK_EQ(valid, 0);
+    CHECK_EQ(invalid, 1);
+    /* The check itself: the body and the timestamp are both covered. */
+    char ts[32], sig[80] = "v1=";
+    snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
+    size_t tl = strlen(ts), bl = strlen(posted);
+    char *msg = malloc(tl + 1 + bl);
+    CHECK(msg != NULL);
+    memcpy(msg, ts, tl);
+    msg[tl] = '.';
+    memcpy(msg + tl + 1, posted, bl);
+    unsigned char mac[32];
+    CHECK_OK(gnutls_hmac_fast(GNUTLS_MAC_SHA256, secret, strlen(secret), msg, tl + 1 + bl, mac));
+    free(msg);
+    for (int i = 0; i < 32; i++) {
+        snprintf(sig + 3 + 2 * i, 3, "%02x", mac[i]);
+    }
+    CHECK(tt_test_hook_verify(secret, ts, sig, posted, bl));
+    posted[0] = '[';
+    CHECK(!tt_test_hook_verify(secret, ts, sig, posted, bl));
+    posted[0] = '{';
+    char old[32];
+    snprintf(old, sizeof old, "%lld", (long long)time(NULL) - 3600);
+    CHECK(!tt_test_hook_verify(secret, old, sig, posted, bl));
+    free(posted);
+    char *body = NULL;
+    for (int i = 0; i < 200; i++) {
+        free(body);
+        CHECK_EQ(tt_test_http(s.http, "GET", "/metrics", NULL, &body), 200);
+        if (strstr(body, "telltale_webhook_deliveries_total{result=\"failed\"} 1")) {
+            break;
+        }
+        usleep(20000);
+    }
+    CHECK_MSG(strstr(body, "telltale_webhook_deliveries_total{result=\"sent\"} 1") != NULL &&
+                  strstr(body, "telltale_webhook_deliveries_total{result=\"failed\"} 1") != NULL,
+              "%s", body);
+    free(body);
+    tt_close(c, 10000);
+    tt_test_serve_stop(&s);
+    tt_test_hook_stop(good);
+    tt_test_hook_stop(other);
+
+    /* Plain http:// to another machine, or a secret file others may read: refused at start. */
+    char out[4096], cmd[2048];
+    const char *bad[] = {"[webhook.far]\nurl = http://example.com/hook\n", NULL};
+    tt_test_write_file(cfg, bad[0]);
+    snprintf(cmd, sizeof cmd, "'%s' serve --data '%s/bad' --no-http --config '%s' 2>&1",
+             getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", tt_test_tmpdir(), cfg);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    CHECK_EQ(WEXITSTATUS(pclose(p)), 1);
+    CHECK_MSG(strstr(out, "https://") != NULL, "%s", out);
+    snprintf(text, sizeof text,
+             "[webhook.loose]\nurl = https://example.com/hook\nsecret_file = %s\n", key);
+    tt_test_write_file(cfg, text);
+    CHECK_OK(chmod(key, 0644));
+    p = popen(cmd, "r");
+    n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    CHECK_EQ(WEXITSTATUS(pclose(p)), 1);
+    CHECK_MSG(strstr(out, "chmod 600") != NULL, "%s", out);
 }

@@ -1,7 +1,9 @@
 /*
  * test_make_run.c - `make run` as a new user meets it: scripts/run-demo (what `make run` runs)
- * starts the collector and the demo agent, and within 60 s the dashboard URL it prints shows
- * the demo agent live in a real browser (tests/browser/make-run.test.mjs). The run's data go to
+ * starts the collector and the demo agent, and within 60 s the dashboard URL it prints (with the
+ * operator token in its fragment) shows the demo agent live in a real browser
+ * (tests/browser/make-run.test.mjs). The script's output is read from a pipe, so the token is
+ * never written to a file here. The run's data go to
  * the test's directory and its ports are free ones, so it never meets a `make run` of the user.
  *
  * In sanitizer builds the demo agent is the C one (`telltale demo`): the Python agent would
@@ -11,7 +13,9 @@
 #include "test.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -43,6 +47,36 @@ static double now_ms(void)
     return (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0;
 }
 
+/* Read the script's output from fd until its "dashboard" line, within timeout_ms; copy the URL
+ * into url. Everything read goes to out (at most cap bytes). 0 if found. */
+static int read_dashboard_url(int fd, char *out, size_t cap, char *url, size_t urlcap,
+                              double timeout_ms)
+{
+    size_t len = 0;
+    double until = now_ms() + timeout_ms;
+    out[0] = 0;
+    while (now_ms() < until && len + 1 < cap) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 200) <= 0) {
+            continue;
+        }
+        ssize_t n = read(fd, out + len, cap - 1 - len);
+        if (n <= 0) {
+            return -1;
+        }
+        len += (size_t)n;
+        out[len] = 0;
+        const char *d = strstr(out, "dashboard    http://");
+        const char *eol = d ? strchr(d, '\n') : NULL;
+        if (eol) {
+            d += strlen("dashboard    ");
+            snprintf(url, urlcap, "%.*s", (int)(eol - d), d);
+            return 0;
+        }
+    }
+    return -1;
+}
+
 TEST_T(make_run_shows_the_demo_agent_live_on_the_dashboard, 180)
 {
     const char *src = env_or("TT_SRCDIR", ".");
@@ -58,10 +92,13 @@ TEST_T(make_run_shows_the_demo_agent_live_on_the_dashboard, 180)
     snprintf(script, sizeof script, "%s/tests/browser/make-run.test.mjs", src);
     snprintf(started, sizeof started, "%.0f", now_ms());
 
+    int out[2];
+    CHECK(pipe2(out, O_CLOEXEC) == 0);
     pid_t run = fork();
     CHECK(run >= 0);
     if (run == 0) {
         setpgid(0, 0); /* a process group of its own, like a shell job */
+        dup2(out[1], STDOUT_FILENO);
         if (chdir(src) != 0) {
             _exit(126);
         }
@@ -77,13 +114,28 @@ TEST_T(make_run_shows_the_demo_agent_live_on_the_dashboard, 180)
         execl("/bin/bash", "bash", runner, (char *)NULL);
         _exit(127);
     }
+    close(out[1]);
     printf("scripts/run-demo pid %d, dashboard http://%s/, data in %s\n", (int)run, http, dir);
     fflush(stdout);
+    static char said[65536];
+    char url[512] = "";
+    int found = read_dashboard_url(out[0], said, sizeof said, url, sizeof url, 60000) == 0;
+    if (!found) {
+        kill(-run, SIGKILL);
+        waitpid(run, NULL, 0);
+    }
+    CHECK_MSG(found, "scripts/run-demo printed no dashboard URL within 60 s:\n%s", said);
+    /* The URL a user opens: the collector's address with the operator token in the fragment. */
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "http://%s/#token=", http);
+    CHECK_MSG(strncmp(url, prefix, strlen(prefix)) == 0 && strlen(url) == strlen(prefix) + 64,
+              "the printed dashboard URL is not http://%s/#token=<64 hex digits>", http);
 
     pid_t node = fork();
     CHECK(node >= 0);
     if (node == 0) {
         setenv("TT_RUN_HTTP", http, 1);
+        setenv("TT_RUN_URL", url, 1);
         setenv("TT_RUN_STARTED_MS", started, 1);
         setenv("TT_RUN_WITHIN_S", "60", 1);
         setenv("TT_TEST_OUT", tt_test_outdir(), 1);
@@ -108,6 +160,7 @@ TEST_T(make_run_shows_the_demo_agent_live_on_the_dashboard, 180)
         kill(run, SIGKILL);
         waitpid(run, &rst, 0);
     }
+    close(out[0]);
     char cmd[8400];
     snprintf(cmd, sizeof cmd, "tail -n 5 '%s/serve.log' '%s/agent.log'", dir, dir);
     CHECK(system(cmd) >= 0);

@@ -197,15 +197,17 @@ TEST_T(response_collapse_is_halted_at_the_right_token_and_stored, 120)
     /* telltale query shows the response and its token records */
     char out[700], cmd[2048];
     snprintf(out, sizeof out, "%s/query.out", tt_test_outdir());
-    snprintf(cmd, sizeof cmd, "%s query --http %s --response %s > %s 2>&1", bin(), s.http, id, out);
+    snprintf(cmd, sizeof cmd, "%s query --http %s --data %s --response %s > %s 2>&1", bin(), s.http,
+             s.dir, id, out);
     CHECK_EQ(sh(cmd), 0);
     body = slurp(out);
     CHECK_MSG(strstr(body, "\"verdict\":\"halt\"") && json_count(body, "logprobs") == TOKENS,
               "%.500s", body);
     free(body);
     snprintf(cmd, sizeof cmd,
-             "%s query --http %s --session collapse-1 --kind tokens,response,guard > %s 2>&1",
-             bin(), s.http, out);
+             "%s query --http %s --data %s --session collapse-1 --kind tokens,response,guard > %s "
+             "2>&1",
+             bin(), s.http, s.dir, out);
     CHECK_EQ(sh(cmd), 0);
     body = slurp(out);
     int lines = 0, tokens = 0;
@@ -271,8 +273,8 @@ static double halt_latency(struct tt_test_serve *s, const char *session, int use
     if (use_cli) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd,
-                 "%s halt --http %s --session %s --reason 'cli says stop' > /dev/null", bin(),
-                 s->http, session);
+                 "%s halt --http %s --data %s --session %s --reason 'cli says stop' > /dev/null",
+                 bin(), s->http, s->dir, session);
         CHECK_EQ(sh(cmd), 0);
     } else {
         char path[128], *body = NULL;
@@ -321,14 +323,16 @@ TEST(halt_cli_exit_statuses)
     struct tt_test_serve s;
     tt_test_serve_start(&s, "haltcli", NULL);
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s halt --http %s > /dev/null 2>&1", bin(), s.http);
+    snprintf(cmd, sizeof cmd, "%s halt --http %s --data %s > /dev/null 2>&1", bin(), s.http, s.dir);
     CHECK_EQ(sh(cmd), 2); /* no --session */
-    snprintf(cmd, sizeof cmd, "%s halt --http %s --session nobody 2> /dev/null", bin(), s.http);
+    snprintf(cmd, sizeof cmd, "%s halt --http %s --data %s --session nobody 2> /dev/null", bin(),
+             s.http, s.dir);
     CHECK_EQ(sh(cmd), 1); /* unknown session */
     snprintf(cmd, sizeof cmd, "%s halt --help > /dev/null", bin());
     CHECK_EQ(sh(cmd), 0);
     tt_test_serve_stop(&s);
-    snprintf(cmd, sizeof cmd, "%s halt --http %s --session x 2> /dev/null", bin(), s.http);
+    snprintf(cmd, sizeof cmd, "%s halt --http %s --data %s --session x 2> /dev/null", bin(), s.http,
+             s.dir);
     CHECK_EQ(sh(cmd), 3); /* unreachable */
 }
 

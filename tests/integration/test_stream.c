@@ -380,7 +380,8 @@ TEST_T(cli_emit_reports_bad_lines_and_delivers_good_ones, 60)
     CHECK_MSG(strstr(e, "max_event_bytes") && strstr(e, "teleport"), "%s", e);
     CHECK(!strstr(e, "line 1:") && !strstr(e, "line 3:") && !strstr(e, "line 6:"));
     free(e);
-    snprintf(cmd, sizeof cmd, "%s query --http %s --agent cli > %s", bin, s.http, q);
+    snprintf(cmd, sizeof cmd, "%s query --http %s --data %s --agent cli > %s", bin, s.http, s.dir,
+             q);
     CHECK_EQ(sh(cmd), 0);
     char *text = slurp(q);
     CHECK(strstr(text, "\"message\":\"first\"") && strstr(text, "\"session\":\"x\""));
@@ -392,7 +393,8 @@ TEST_T(cli_emit_reports_bad_lines_and_delivers_good_ones, 60)
     }
     CHECK_EQ(lines, 3);
     free(text);
-    snprintf(cmd, sizeof cmd, "%s query --http %s --count --kind log > %s", bin, s.http, q);
+    snprintf(cmd, sizeof cmd, "%s query --http %s --data %s --count --kind log > %s", bin, s.http,
+             s.dir, q);
     CHECK_EQ(sh(cmd), 0);
     text = slurp(q);
     CHECK_STR(text, "2\n");
@@ -402,7 +404,8 @@ TEST_T(cli_emit_reports_bad_lines_and_delivers_good_ones, 60)
     CHECK_EQ(sh(cmd), 2);
     snprintf(cmd, sizeof cmd, "%s query --http 127.0.0.1:1 --count 2>/dev/null", bin);
     CHECK_EQ(sh(cmd), 3);
-    snprintf(cmd, sizeof cmd, "%s query --http %s --kind nonsense 2>/dev/null", bin, s.http);
+    snprintf(cmd, sizeof cmd, "%s query --http %s --data %s --kind nonsense 2>/dev/null", bin,
+             s.http, s.dir);
     CHECK_EQ(sh(cmd), 1);
     tt_test_serve_stop(&s);
 }
@@ -413,14 +416,25 @@ TEST_T(cli_tail_follows_new_events_with_filters, 60)
     tt_test_serve_start(&s, "tail", NULL);
     char cmd[2048], out[600];
     snprintf(out, sizeof out, "%s/tail.out", tt_test_outdir());
-    snprintf(cmd, sizeof cmd, "%s tail --http %s --agent watched --kind log --count 2 > %s",
-             getenv("TT_BIN"), s.http, out);
+    snprintf(cmd, sizeof cmd,
+             "%s tail --http %s --data %s --agent watched --kind log --count 2 > %s",
+             getenv("TT_BIN"), s.http, s.dir, out);
     pid_t pid = fork();
     if (pid == 0) {
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
-    usleep(500000); /* let tail subscribe */
+    /* Let tail subscribe (it has to start, find the token and connect: slow under a sanitizer
+     * on a loaded machine), as the collector counts it. */
+    int subscribed = 0;
+    for (double t = tt_test_now_ms(); !subscribed && tt_test_now_ms() - t < 20000;) {
+        char *m = NULL;
+        CHECK_EQ(tt_test_http(s.http, "GET", "/metrics", NULL, &m), 200);
+        subscribed = strstr(m, "\ntelltale_stream_subscribers 1\n") != NULL;
+        free(m);
+        usleep(subscribed ? 0 : 20000);
+    }
+    CHECK_MSG(subscribed, "tail did not subscribe within 20 s");
     tt_client *other = tt_test_client(s.endpoint, "other", NULL);
     tt_client *c = tt_test_client(s.endpoint, "watched", NULL);
     CHECK_OK(tt_log(other, NULL, TT_INFO, "not this one", NULL, 0));

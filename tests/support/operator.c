@@ -5,6 +5,8 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <fcntl.h>
+#include <gnutls/crypto.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -28,7 +30,9 @@ double tt_test_mult(void)
 
 void tt_test_write_file(const char *path, const char *text)
 {
-    FILE *f = fopen(path, "w");
+    /* 0600: the collector refuses secret files that others may read. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     CHECK_MSG(f != NULL, "cannot write %s", path);
     fputs(text, f);
     fclose(f);
@@ -51,6 +55,7 @@ long tt_test_http_auth(const char *http, const char *method, const char *path, c
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     if (!strcmp(method, "POST")) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
     }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tt_test_curl_body);
@@ -158,6 +163,7 @@ struct tt_test_sse *tt_test_sse_open(const char *http, const char *query, const 
     CHECK(s != NULL);
     snprintf(s->url, sizeof s->url, "http://%s/api/v1/stream%s%s", http, query ? "?" : "",
              query ? query : "");
+    token = token ? token : tt_test_token(http); /* NULL: the collector's own token */
     if (token) {
         snprintf(s->auth, sizeof s->auth, "Authorization: Bearer %s", token);
     }
@@ -219,6 +225,8 @@ void tt_test_sse_close(struct tt_test_sse *s)
 
 struct tt_test_hook {
     int fd, port, fail_first;
+    char secret[256]; /* non-empty: check each request's signature, 401 when wrong */
+    int valid, invalid;
     pthread_t th;
     pthread_mutex_t lock;
     char *bodies[HOOK_MAX];
@@ -226,8 +234,8 @@ struct tt_test_hook {
     _Atomic int stop;
 };
 
-/* Read one request; returns its body (malloc'd) or NULL. */
-static char *read_request(int c)
+/* Read one request; returns its body (malloc'd) or NULL; its header block into head. */
+static char *read_request(int c, char *head, size_t headcap)
 {
     char buf[65536];
     size_t n = 0;
@@ -257,7 +265,53 @@ static char *read_request(int c)
     }
     buf[n] = 0;
     end = strstr(buf, "\r\n\r\n");
+    snprintf(head, headcap, "%.*s\r\n", (int)(end - buf), buf);
     return strdup(end + 4);
+}
+
+/* The value of header name in a header block, into out ("" when absent). */
+static void header_value(const char *head, const char *name, char *out, size_t cap)
+{
+    char key[80];
+    snprintf(key, sizeof key, "\r\n%s:", name);
+    const char *p = strcasestr(head, key);
+    out[0] = 0;
+    if (p) {
+        p += strlen(key);
+        p += strspn(p, " ");
+        snprintf(out, cap, "%.*s", (int)strcspn(p, "\r\n"), p);
+    }
+}
+
+int tt_test_hook_verify(const char *secret, const char *timestamp, const char *signature,
+                        const char *body, size_t len)
+{
+    char *end;
+    long long ts = strtoll(timestamp, &end, 10);
+    long long now = (long long)time(NULL);
+    if (!*timestamp || *end || ts < now - 300 || ts > now + 300 ||
+        strncmp(signature, "v1=", 3) != 0 || strlen(signature) != 3 + 64) {
+        return 0;
+    }
+    size_t tl = strlen(timestamp);
+    char *msg = malloc(tl + 1 + len);
+    CHECK(msg != NULL);
+    memcpy(msg, timestamp, tl);
+    msg[tl] = '.';
+    memcpy(msg + tl + 1, body, len);
+    unsigned char mac[32];
+    int rc = gnutls_hmac_fast(GNUTLS_MAC_SHA256, secret, strlen(secret), msg, tl + 1 + len, mac);
+    free(msg);
+    CHECK(rc == 0);
+    char hex[65];
+    for (int i = 0; i < 32; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+    }
+    unsigned diff = 0;
+    for (int i = 0; i < 64; i++) {
+        diff |= (unsigned char)(hex[i] ^ signature[3 + i]);
+    }
+    return diff == 0;
 }
 
 static void *hook_main(void *arg)
@@ -270,10 +324,20 @@ static void *hook_main(void *arg)
         }
         struct timeval tv = {5, 0};
         setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        char *body = read_request(c);
+        static __thread char head[65536];
+        char *body = read_request(c, head, sizeof head);
+        int bad = 0;
+        if (body && h->secret[0]) {
+            char ts[64], sig[160];
+            header_value(head, "X-Telltale-Timestamp", ts, sizeof ts);
+            header_value(head, "X-Telltale-Signature", sig, sizeof sig);
+            bad = !tt_test_hook_verify(h->secret, ts, sig, body, strlen(body));
+        }
         pthread_mutex_lock(&h->lock);
-        int fail = h->requests < h->fail_first;
+        int fail = h->requests < h->fail_first || bad;
         h->requests++;
+        h->valid += body && h->secret[0] && !bad;
+        h->invalid += bad;
         if (body && !fail && h->n < HOOK_MAX) {
             h->bodies[h->n++] = body;
             body = NULL;
@@ -281,9 +345,10 @@ static void *hook_main(void *arg)
         pthread_mutex_unlock(&h->lock);
         free(body);
         const char *resp =
-            fail ? "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
-                   "Connection: close\r\n\r\n"
-                 : "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            bad    ? "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            : fail ? "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n"
+                   : "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         if (write(c, resp, strlen(resp)) < 0) {
             /* the collector gave up: it counts that itself */
         }
@@ -294,9 +359,23 @@ static void *hook_main(void *arg)
 
 struct tt_test_hook *tt_test_hook_start(int fail_first)
 {
+    return tt_test_hook_start_signed(fail_first, NULL);
+}
+
+void tt_test_hook_signatures(struct tt_test_hook *h, int *valid, int *invalid)
+{
+    pthread_mutex_lock(&h->lock);
+    *valid = h->valid;
+    *invalid = h->invalid;
+    pthread_mutex_unlock(&h->lock);
+}
+
+struct tt_test_hook *tt_test_hook_start_signed(int fail_first, const char *secret)
+{
     struct tt_test_hook *h = calloc(1, sizeof *h);
     CHECK(h != NULL);
     h->fail_first = fail_first;
+    snprintf(h->secret, sizeof h->secret, "%s", secret ? secret : "");
     h->fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

@@ -52,6 +52,49 @@ static int free_port(void)
 static char *extra_args[32];
 static int n_extra;
 
+/* The generated operator tokens of the collectors this test started, by HTTP address. */
+static struct {
+    char http[300];
+    char token[300];
+} tokens[16];
+static int n_tokens;
+
+const char *tt_test_token(const char *http)
+{
+    for (int i = 0; i < n_tokens; i++) {
+        if (strcmp(tokens[i].http, http) == 0) {
+            return tokens[i].token[0] ? tokens[i].token : NULL;
+        }
+    }
+    return NULL;
+}
+
+/* Read DIR/operator.token (made by the collector at its first start) into s->token. */
+static void read_token(struct tt_test_serve *s)
+{
+    char path[800];
+    snprintf(path, sizeof path, "%s/operator.token", s->dir);
+    s->token[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fgets(s->token, sizeof s->token, f)) {
+            s->token[strcspn(s->token, "\r\n")] = 0;
+        }
+        fclose(f);
+    }
+    int i = 0;
+    while (i < n_tokens && strcmp(tokens[i].http, s->http) != 0) {
+        i++;
+    }
+    if (i == n_tokens && n_tokens < 16) {
+        n_tokens++;
+    }
+    if (i < 16) {
+        snprintf(tokens[i].http, sizeof tokens[i].http, "%s", s->http);
+        snprintf(tokens[i].token, sizeof tokens[i].token, "%s", s->token);
+    }
+}
+
 static void spawn(struct tt_test_serve *s)
 {
     char ready[800];
@@ -91,6 +134,7 @@ static void spawn(struct tt_test_serve *s)
     s->pid = pid;
     for (int i = 0; i < 1000; i++) {
         if (access(ready, F_OK) == 0) {
+            read_token(s);
             return;
         }
         int st;
@@ -187,13 +231,17 @@ long tt_test_http(const char *http, const char *method, const char *path, const 
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, req_body);
     }
     const char *tok = getenv("TT_TEST_TOKEN");
+    tok = tok ? tok : tt_test_token(http);
     struct curl_slist *hdrs = NULL;
     char auth[600];
     if (tok) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
         hdrs = curl_slist_append(hdrs, auth);
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     }
+    if (req_body || (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)) {
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    }
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tt_test_curl_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);

@@ -19,6 +19,7 @@ struct tt_test_serve {
     char http[300];     /* "127.0.0.1:PORT" */
     char db[700];       /* the SQLite file */
     char log[700];      /* its stderr */
+    char token[300];    /* the operator token it generated in DIR/operator.token ("" if none) */
 };
 
 /* Start a collector in TT_TEST_TMP/NAME with unix + tcp listeners on free ports and HTTP on a
@@ -34,7 +35,13 @@ void tt_test_serve_kill(struct tt_test_serve *s);
 /* Restart a stopped or killed collector on the same directory and endpoints. */
 void tt_test_serve_restart(struct tt_test_serve *s);
 
-/* GET http://HTTP/PATH; returns the status and a malloc'd body in *body (may be NULL). */
+/* The operator token of the collector whose HTTP API is http, as tt_test_serve_start read it
+ * from its data directory (NULL when it has none: --no-auth, or a token the test gave). */
+const char *tt_test_token(const char *http);
+
+/* METHOD http://HTTP/PATH as the operator: with $TT_TEST_TOKEN, else the collector's generated
+ * token (tt_test_token), as "Authorization: Bearer", and a request body as JSON. Returns the
+ * status and a malloc'd body in *body (may be NULL). */
 long tt_test_http(const char *http, const char *method, const char *path, const char *req_body,
                   char **body);
 

@@ -1,5 +1,8 @@
-// api.js - the collector's HTTP API with the operator token. The token is asked for once (when
-// a route answers 401) and kept in sessionStorage for this tab. A route that this collector
+// api.js - the collector's HTTP API with the operator token. The URL that `telltale serve` (or
+// `make run`) prints carries the token in its fragment (#token=T), which never leaves the
+// browser: it is taken from there at load, kept in sessionStorage for this tab, and removed
+// from the address bar and the history. Otherwise it is asked for once (when a route answers
+// 401) and kept the same way. A route that this collector
 // does not have (404 "no such route") resolves to {unavailable: true} so a view can say "not
 // available" instead of failing.
 
@@ -22,6 +25,21 @@ export function setToken(t) {
     /* storage disabled: the token lives until the page is closed */
   }
 }
+
+// Take #token=T (optionally followed by &ROUTE, e.g. #token=T&/agent/x) out of the URL.
+function takeFragmentToken() {
+  const m = /^#token=([^&]*)(?:&(.*))?$/.exec(location.hash);
+  if (!m) return;
+  let t = '';
+  try {
+    t = decodeURIComponent(m[1]).trim();
+  } catch {
+    t = '';
+  }
+  if (t) setToken(t);
+  history.replaceState(null, '', location.pathname + location.search + (m[2] ? `#${m[2]}` : ''));
+}
+takeFragmentToken();
 
 export function authHeaders() {
   const t = token();

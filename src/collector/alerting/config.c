@@ -5,11 +5,14 @@
  * names the file and line, and the collector refuses to start with it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "collector/alerting/monitor.h"
+#include "collector/secure.h"
 
 static int name_valid(const char *s, size_t n)
 {
@@ -159,17 +162,37 @@ static int unit_key(struct parser *p, const char *key, const char *value)
     return rc ? -1 : 0;
 }
 
+/* Plain http:// only to this machine: alerts name agents and sessions, and an https://
+ * receiver is verified against the system's CAs (or ca_file); no option turns that off. */
+static int url_ok(const char *v)
+{
+    static const char *const local[] = {"http://127.",   "http://localhost:", "http://localhost/",
+                                        "http://[::1]:", "http://[::1]/",     NULL};
+    if (!strncmp(v, "https://", 8)) {
+        return 1;
+    }
+    for (const char *const *l = local; *l; l++) {
+        if (!strncmp(v, *l, strlen(*l))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int hook_key(struct parser *p, const char *key, const char *value)
 {
     struct webhook_cfg *h = &p->c->hooks[p->c->n_hooks - 1];
     int rc = 0;
     if (strcmp(key, "url") == 0) {
-        rc = strlen(value) < sizeof h->url &&
-                     (!strncmp(value, "http://", 7) || !strncmp(value, "https://", 8))
-                 ? 0
-                 : -EINVAL;
+        rc = strlen(value) < sizeof h->url && url_ok(value) ? 0 : -EINVAL;
         if (rc == 0) {
             snprintf(h->url, sizeof h->url, "%s", value);
+        }
+    } else if (strcmp(key, "secret_file") == 0 || strcmp(key, "ca_file") == 0) {
+        char *dst = key[0] == 's' ? h->secret_file : h->ca_file;
+        rc = strlen(value) < sizeof h->secret_file && value[0] ? 0 : -EINVAL;
+        if (rc == 0) {
+            snprintf(dst, sizeof h->secret_file, "%s", value);
         }
     } else if (strcmp(key, "timeout_ms") == 0) {
         rc = detect_parse_u32(value, &h->timeout_ms) == 0 && h->timeout_ms >= 1 &&
@@ -186,8 +209,8 @@ static int hook_key(struct parser *p, const char *key, const char *value)
     }
     if (rc) {
         snprintf(p->err, sizeof p->err,
-                 "bad value for %.40s (url: http:// or https://, below "
-                 "1024 bytes)",
+                 "bad value for %.40s (url: https://, or http:// to 127.0.0.1, [::1] or "
+                 "localhost; below 1024 bytes)",
                  key);
     }
     return rc ? -1 : 0;
@@ -284,6 +307,40 @@ int mon_config_parse(struct mon_config *c, const char *text, size_t n, const cha
     return 0;
 }
 
+/* The webhook's HMAC key: the first line of its secret_file, which must be private. */
+static int load_secret(struct webhook_cfg *h, char *err, size_t errlen)
+{
+    if (!h->secret_file[0]) {
+        return 0;
+    }
+    int fd = open(h->secret_file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "webhook %s: secret_file %s: %s", h->name, h->secret_file,
+                 strerror(errno));
+        return -1;
+    }
+    char buf[WEBHOOK_SECRET_MAX + 2];
+    ssize_t n = secure_private_fd(fd, h->secret_file, err, errlen) == 0
+                    ? read(fd, buf, sizeof buf - 1)
+                    : -2;
+    close(fd);
+    if (n == -2) {
+        return -1;
+    }
+    buf[n > 0 ? n : 0] = 0;
+    size_t len = strcspn(buf, "\r\n");
+    if (n < 0 || len == 0 || len > WEBHOOK_SECRET_MAX) {
+        snprintf(err, errlen, "webhook %s: secret_file %s: expected a secret of 1-%d bytes",
+                 h->name, h->secret_file, WEBHOOK_SECRET_MAX);
+        return -1;
+    }
+    memcpy(h->secret, buf, len);
+    h->secret[len] = 0;
+    h->secret_len = len;
+    memset(buf, 0, sizeof buf);
+    return 0;
+}
+
 int mon_config_load(struct mon_config *c, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
@@ -302,6 +359,9 @@ int mon_config_load(struct mon_config *c, const char *path, char *err, size_t er
     }
     int rc = mon_config_parse(c, buf, n, path, err, errlen);
     free(buf);
+    for (int i = 0; rc == 0 && i < c->n_hooks; i++) {
+        rc = load_secret(&c->hooks[i], err, errlen);
+    }
     return rc;
 }
 

@@ -124,12 +124,18 @@ struct unit {
 /* The unit types (units.c). */
 const struct unit_ops *unit_find(const char *type);
 
+#define WEBHOOK_SECRET_MAX 255
+
 struct webhook_cfg {
     char name[MON_NAME_MAX];
     char url[1024];
-    uint32_t timeout_ms; /* per attempt; default 2000 */
-    uint32_t retries;    /* after the first attempt; default 3 */
-    uint32_t backoff_ms; /* before the first retry, doubling; default 200 */
+    uint32_t timeout_ms;    /* per attempt; default 2000 */
+    uint32_t retries;       /* after the first attempt; default 3 */
+    uint32_t backoff_ms;    /* before the first retry, doubling; default 200 */
+    char secret_file[1024]; /* the HMAC key's file (0600); empty: unsigned posts */
+    char ca_file[1024];     /* CA bundle to verify an https:// receiver; empty: the system's */
+    char secret[WEBHOOK_SECRET_MAX + 1]; /* read by mon_config_load from secret_file */
+    size_t secret_len;
 };
 
 struct mon_config {

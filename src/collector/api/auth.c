@@ -6,9 +6,13 @@
 #include "collector/api/auth.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "collector/secure.h"
 
 struct ingest_entry {
     char agent[256];
@@ -61,12 +65,22 @@ static int token_valid(const char *s, size_t n)
     return 1;
 }
 
-/* Read a whole small file into a NUL-terminated heap buffer. */
+/* Read a whole small secret file into a NUL-terminated heap buffer; a file that group or
+ * others may access is refused (its secret may already be known). */
 static char *read_small(const char *path, size_t *len, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    int private = secure_private_fd(fd, path, err, errlen) == 0;
+    FILE *f = private ? fdopen(fd, "r") : NULL;
+    if (!f) {
+        if (private) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        }
+        close(fd);
         return NULL;
     }
     char *buf = malloc(AUTH_FILE_MAX + 1);
@@ -207,6 +221,11 @@ int auth_load_ingest(struct auth *a, const char *path, char *err, size_t errlen)
 int auth_operator_required(const struct auth *a)
 {
     return a && a->operator_len > 0;
+}
+
+const char *auth_operator_token(const struct auth *a)
+{
+    return auth_operator_required(a) ? a->operator_token : NULL;
 }
 
 int auth_operator_ok(const struct auth *a, const char *authorization)

@@ -1,8 +1,9 @@
 /*
  * auth.h - who may talk to the collector: the operator token that guards the /api/ routes and /metrics,
  * and the per-agent ingest tokens that decide an agent's identity from its hello's token
- * (never from the name the agent sends). Both are optional; without them the collector relies
- * on listening on loopback only (docs/http-api.md, "Access").
+ * (never from the name the agent sends). The operator token is always configured unless the
+ * collector runs with --no-auth (serve.c generates one at first start); token files that group
+ * or others may read are refused (docs/security.md).
  */
 #ifndef TT_COLLECTOR_AUTH_H
 #define TT_COLLECTOR_AUTH_H
@@ -23,7 +24,8 @@ void auth_free(struct auth *a);
 
 /* The operator token: the first line of file (surrounding whitespace trimmed), or the value
  * itself with from_file 0 (from TELLTALE_OPERATOR_TOKEN). Returns 0, or -1 with err set for an
- * unreadable file or a token that is empty, too long or holds control characters. */
+ * unreadable file, a file that group or others may access, or a token that is empty, too long
+ * or holds control characters. The ingest token file must be private too. */
 int auth_set_operator(struct auth *a, const char *value, int from_file, char *err, size_t errlen);
 
 /* Ingest tokens from file: lines "AGENT TOKEN", '#' comments and blank lines ignored. Returns
@@ -32,6 +34,9 @@ int auth_load_ingest(struct auth *a, const char *path, char *err, size_t errlen)
 
 /* Whether an operator token is configured. */
 int auth_operator_required(const struct auth *a);
+
+/* The operator token (NUL-terminated), NULL when none is configured. */
+const char *auth_operator_token(const struct auth *a);
 
 /* Check an Authorization header value ("Bearer T"; NULL when absent) against the operator
  * token in constant time (for tokens of equal length). 1 allowed, 0 refused. Thread-safe (the

@@ -1,17 +1,21 @@
 /*
  * http.c - the HTTP server: routing, request bodies, parameters and JSON responses. CORS is off
  * (no Access-Control headers are ever sent), every response is no-store and nosniff, and an
- * unknown route or method gets a JSON error with the right status.
+ * unknown route or method gets a JSON error with the right status. Every request passes the
+ * browser checks of api/browser.c (Host, Origin, JSON bodies) and, on /api/ and /metrics, the
+ * operator token.
  */
 #include "collector/api/http.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "collector/api/auth.h"
 #include "common/json.h"
@@ -272,6 +276,11 @@ int http_param_u64(const struct http_req *r, const char *name, uint64_t lo, uint
 
 static enum MHD_Result dispatch(struct http_req *r)
 {
+    char why[300];
+    unsigned refused = browser_check_request(r, why, sizeof why);
+    if (refused) {
+        return http_error(r, refused, "%s", why);
+    }
     if (needs_token(r->url) &&
         !auth_operator_ok(r->ctx->auth,
                           MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization"))) {
@@ -288,7 +297,8 @@ static enum MHD_Result dispatch(struct http_req *r)
         }
         path_known = 1;
         if (strcmp(routes[i].method, r->method) == 0) {
-            return routes[i].fn(r);
+            refused = browser_check_body(r, why, sizeof why);
+            return refused ? http_error(r, refused, "%s", why) : routes[i].fn(r);
         }
     }
     if (path_known) {
@@ -395,6 +405,29 @@ static int parse_hostport(const char *hp, struct sockaddr_storage *ss, socklen_t
     return -1;
 }
 
+/* A listening socket on ss; ss receives the bound address (its port when it was 0). */
+static int bind_listener(struct sockaddr_storage *ss, socklen_t slen)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0) {
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss->ss_family == AF_INET6) {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    socklen_t len = slen;
+    if (bind(fd, (struct sockaddr *)ss, slen) != 0 || listen(fd, SOMAXCONN) != 0 ||
+        getsockname(fd, (struct sockaddr *)ss, &len) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
 int http_start(struct http **out, const char *hostport, const struct http_ctx *ctx, char *bound,
                size_t boundlen, char *err, size_t errlen)
 {
@@ -411,6 +444,27 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
         return -1;
     }
     h->ctx = *ctx;
+    /* Bound here, before the daemon's threads start, so the address the Host check compares
+     * with (api/browser.c) is known to every request, the first one included. */
+    int fd = bind_listener(&ss, slen);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen for HTTP on %s: %s", hostport, strerror(errno));
+        free(h);
+        return -1;
+    }
+    char host[INET6_ADDRSTRLEN];
+    unsigned port;
+    if (ss.ss_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
+        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        snprintf(bound, boundlen, "[%s]:%u", host, port);
+    } else {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
+        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        snprintf(bound, boundlen, "%s:%u", host, port);
+    }
+    snprintf(h->ctx.self_host, sizeof h->ctx.self_host, "%s", host);
+    h->ctx.self_port = port;
     /* Poll, not select (MHD_USE_AUTO picks poll with a thread per connection): select() cannot
      * watch a descriptor above FD_SETSIZE (1024), so with a thousand agent connections open every
      * HTTP connection was reset. A thread per connection because a live-stream reader waits for
@@ -419,24 +473,16 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
     unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_THREAD_PER_CONNECTION | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     h->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED,
+        flags, 0, NULL, NULL, handler, h, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
         completed, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_MAX,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_CONN_PER_IP_MAX,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256u << 10), MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "cannot listen for HTTP on %s: %s", hostport, strerror(errno));
+        close(fd);
         free(h);
         return -1;
-    }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
-    char host[INET6_ADDRSTRLEN];
-    if (ss.ss_family == AF_INET6) {
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
-        snprintf(bound, boundlen, "[%s]:%u", host, info ? info->port : 0);
-    } else {
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
-        snprintf(bound, boundlen, "%s:%u", host, info ? info->port : 0);
     }
     *out = h;
     return 0;

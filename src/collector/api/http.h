@@ -25,10 +25,15 @@ struct http_ctx {
     struct store *store; /* stored data (store.h): readers per request */
     struct hub *hub;
     struct ingest *ingest;
-    const struct auth *auth; /* operator token for /api/ and /metrics (NULL: none) */
-    struct monitor *monitor; /* live per-agent figures (NULL: none) */
-    struct alerts *alerts;   /* alert counters (NULL: none) */
-    void *app;               /* the rest of the collector, for routes that need it */
+    const struct auth *auth;  /* operator token for /api/ and /metrics (NULL: none) */
+    struct monitor *monitor;  /* live per-agent figures (NULL: none) */
+    struct alerts *alerts;    /* alert counters (NULL: none) */
+    void *app;                /* the rest of the collector, for routes that need it */
+    char allowed_hosts[1024]; /* --allowed-hosts: extra Host names, comma-separated */
+    /* Set by http_start once bound: the address the Host header must name (api/browser.c). */
+    char self_host[64];
+    unsigned self_port;
+    char scheme[8]; /* "http" (empty means http) */
 };
 
 struct http;
@@ -82,6 +87,16 @@ const char *http_params_check(const struct http_req *r, const char *const *allow
 
 /* A time parameter: Unix ns as an integer, or RFC 3339 ("2026-11-24T10:00:00.5Z"). */
 int http_parse_time(const char *s, int64_t *out); /* defined in params.c */
+
+/* The checks against web pages in a browser (api/browser.c): 0 to go on, or the HTTP status
+ * to refuse with, msg saying why. browser_check_request (before the token) checks the Host
+ * header and a state-changing request's Origin; browser_check_body (once a route matched) that
+ * a state-changing request declares a JSON body. */
+unsigned browser_check_request(const struct http_req *r, char *msg, size_t msglen);
+unsigned browser_check_body(const struct http_req *r, char *msg, size_t msglen);
+/* Whether a Host header value (NULL: absent) names this collector (c's self_host, self_port and
+ * allowed_hosts). */
+int browser_host_ok(const struct http_ctx *c, const char *value);
 
 /* Routes (api/events.c, api/agents.c, ...). */
 enum MHD_Result api_events(const struct http_req *r);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "collector/api/auth.h"
 #include "collector/alerting/monitor.h"
@@ -203,6 +204,11 @@ TEST(auth_tokens_compare_exactly_and_ingest_tokens_set_identity)
     FILE *f = fopen(path, "w");
     fputs("# agents\nalice  tok-a\n\nbob\ttok-b\n", f);
     fclose(f);
+    /* A token file that others may read is refused; private, it loads. */
+    CHECK_OK(chmod(path, 0644));
+    CHECK_EQ(auth_load_ingest(a, path, err, sizeof err), -1);
+    CHECK_MSG(strstr(err, "chmod 600") != NULL, "%s", err);
+    CHECK_OK(chmod(path, 0600));
     CHECK_OK(auth_load_ingest(a, path, err, sizeof err));
     tt__hello h;
     memset(&h, 0, sizeof h);
