@@ -310,13 +310,18 @@ TEST_T(robust_64_live_subscribers_that_never_read_do_not_slow_an_agent, 300)
     tt_test_serve_start(&s, "nonreaders", NULL);
     /* 64 subscribers (the hub's limit) that send their request and never read a byte. */
     int fds[NON_READERS];
-    static const char req[] = "GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    /* With the Host the collector listens on and the operator token, as a browser would. */
+    char req[512];
+    const char *tok = tt_test_token(s.http);
+    int reqlen =
+        snprintf(req, sizeof req, "GET /api/v1/stream HTTP/1.1\r\nHost: %s\r\n%s%s%s\r\n", s.http,
+                 tok ? "Authorization: Bearer " : "", tok ? tok : "", tok ? "\r\n" : "");
     for (int i = 0; i < NON_READERS; i++) {
         fds[i] = tcp_connect(s.http, 0);
         CHECK(fds[i] >= 0);
         int small = 4096;
         setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-        CHECK(write(fds[i], req, sizeof req - 1) == (ssize_t)(sizeof req - 1));
+        CHECK(write(fds[i], req, (size_t)reqlen) == (ssize_t)reqlen);
     }
     double t0 = tt_test_now_ms();
     while (status_u64(s.http, "subscribers") < NON_READERS &&

@@ -578,7 +578,7 @@ function alertsView(root) {
           btn.addEventListener('click', async () => {
             btn.disabled = true;
             try {
-              const j = await api(`/api/v1/alerts/${encodeURIComponent(a.id)}/ack`, {method: 'POST'});
+              const j = await api(`/api/v1/alerts/${encodeURIComponent(a.id)}/ack`, {method: 'POST', body: {}});
               if (j.unavailable) btn.textContent = 'not available';
               else {
                 a.acked = true;
