@@ -84,6 +84,11 @@ struct unit_ops {
 
 enum drift_signal { DRIFT_CONFIDENCE = 0, DRIFT_TOOL_LATENCY = 1 };
 
+/* What a drift unit's CUSUM starts from before its `warmup`, direction and `params` apply:
+ * chosen with the change-case suite (tests/support/change_cases.h, docs/detectors.md). */
+#define DRIFT_CUSUM_DEFAULTS                                                                       \
+    "baseline=robust k=0.25 h=25 clip=3 scale_h=20 window=1000 delay=64 warmup=200"
+
 struct unit {
     char name[MON_NAME_MAX];
     const struct unit_ops *ops;

@@ -135,4 +135,3 @@ void render_response_id(tt__json *j, const char *key, uint64_t id)
     tt__json_key(j, key);
     tt__json_hex(j, be, 8);
 }
-
