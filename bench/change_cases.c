@@ -26,8 +26,8 @@ static void row(const char *label, const struct cc_case *c, struct cc_result *r)
 {
     if (c->budget) {
         double med = cc_median_delay(r);
-        printf("| %s | %s | %u | %u/%u | %.0f | %u | %u |\n", label, c->name, c->budget, r->detected,
-               r->runs, med, r->false_runs, r->extra_runs);
+        printf("| %s | %s | %u | %u/%u | %.0f | %u | %u |\n", label, c->name, c->budget,
+               r->detected, r->runs, med, r->false_runs, r->extra_runs);
     } else {
         printf("| %s | %s | - | - | - | %u (%llu alarms in %llu samples) | - |\n", label, c->name,
                r->false_runs, (unsigned long long)r->false_alarms,

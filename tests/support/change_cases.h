@@ -19,10 +19,10 @@
 #include "common/rng.h"
 
 #define CC_SEEDS 10
-#define CC_AFTER 2000   /* samples after the change point */
-#define CC_QUIET 20000  /* samples of a no-change stream */
-#define CC_LEVEL 0.8    /* in-control level (a confidence-like score) */
-#define CC_SIGMA 0.05   /* in-control standard deviation */
+#define CC_AFTER 2000  /* samples after the change point */
+#define CC_QUIET 20000 /* samples of a no-change stream */
+#define CC_LEVEL 0.8   /* in-control level (a confidence-like score) */
+#define CC_SIGMA 0.05  /* in-control standard deviation */
 
 static const uint32_t cc_placements[] = {300, 1000, 3000};
 #define CC_PLACEMENTS (sizeof cc_placements / sizeof cc_placements[0])
@@ -110,11 +110,11 @@ static inline double cc_sample(const struct cc_case *c, tt__rng *r, uint32_t i, 
 /* What one configuration did on one case, over every seed and placement. */
 struct cc_result {
     uint32_t runs;
-    uint32_t detected;    /* change cases: runs with an alarm within the budget */
-    uint32_t false_runs;  /* runs with an alarm before the change (or any, for no-change) */
+    uint32_t detected;   /* change cases: runs with an alarm within the budget */
+    uint32_t false_runs; /* runs with an alarm before the change (or any, for no-change) */
     uint64_t false_alarms;
     uint64_t quiet_samples; /* samples that could only give false alarms */
-    uint32_t extra_runs;  /* change cases: runs with more than one alarm after the change */
+    uint32_t extra_runs;    /* change cases: runs with more than one alarm after the change */
     double delays[CC_SEEDS * CC_PLACEMENTS]; /* detected runs: samples from change to alarm */
 };
 

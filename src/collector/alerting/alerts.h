@@ -1,6 +1,7 @@
 /*
- * alerts.h - where alerts go once a detector raises one: stored in the alerts table, streamed
- * to live subscribers as {"kind":"alert",...}, counted, and posted to webhooks. Raising never
+ * alerts.h - where incident events go once the monitor sends one: stored in the alerts table
+ * (one row per incident), streamed to live subscribers as {"kind":"alert","event":...}, counted,
+ * and posted to webhooks and Prometheus Alertmanagers. Raising never
  * waits: the alert goes onto a bounded queue that the alerts thread drains, and webhook
  * deliveries (with timeout, retry and backoff) run on a thread of their own.
  */
@@ -14,8 +15,6 @@
 
 #define ALERTS_QUEUE_MAX 1024
 #define WEBHOOK_QUEUE_MAX 1024
-
-extern const char alerts_schema[];
 
 struct alerts;
 
@@ -35,7 +34,13 @@ void alerts_raise(struct alerts *a, const struct alert *al);
 
 void alerts_counters(struct alerts *a, struct alerts_counters *out);
 
-/* The JSON object of one alert, as stored, streamed and posted. acked_ns 0: open. */
-void alert_json(tt__json *j, const struct alert *al, int64_t acked_ns);
+/* A fresh incident id (any thread): above every id stored when alerts_open ran. a may be NULL. */
+int64_t alerts_next_id(struct alerts *a);
+
+/* The JSON object of one incident, as stored, streamed and posted. acked_ns 0: open.
+ * with_event: include "event" (firing, updated, resolved), as the stream and webhooks do. */
+void alert_json(tt__json *j, const struct alert *al, int64_t acked_ns, int with_event);
+/* The same event as Alertmanager's POST /api/v2/alerts body (a one-alert array). */
+void alert_alertmanager_json(tt__json *j, const struct alert *al, const char *generator_base);
 
 #endif

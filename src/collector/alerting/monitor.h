@@ -47,18 +47,37 @@ struct mon_signal {
     uint64_t id; /* response id, step id, or first missing seq */
 };
 
-/* One alert, as raised, stored and sent. */
+/* What happened to an incident (alert.event). */
+enum incident_event {
+    INC_FIRING = 0,  /* opened, or reopened within the flap window */
+    INC_UPDATED = 1, /* the condition repeated (count, last value, last seen moved) */
+    INC_RESOLVED = 2 /* clear for the unit's resolve time */
+};
+
+/* One incident, as raised by a unit, then as stored and sent at each of its events. A unit's
+ * feed/tick fills message, value, threshold, key and the explanation fields; the monitor
+ * fills the rest. The alerts table holds one row per incident (alerts.c), so "alert" and
+ * "incident" name the same row: /api/v1/alerts and /api/v1/incidents list it. */
 struct alert {
-    int64_t id;      /* set when stored */
-    int64_t time_ns; /* when it was raised, Unix ns */
+    int64_t id;          /* the incident's id (alerts_next_id), the same for all its events */
+    int64_t time_ns;     /* when it was first raised, Unix ns */
+    int event;           /* enum incident_event */
+    int64_t last_ns;     /* the condition's last repeat */
+    int64_t resolved_ns; /* 0 while firing */
+    uint64_t count;      /* repeats of the condition since it opened */
+    uint32_t flaps;      /* times it reopened within the flap window */
+    char key[128];       /* what the unit keys the condition by within the agent: signal, tool */
     char agent[256];
     char detector[MON_NAME_MAX]; /* the unit's name in the configuration */
     char type[16];               /* the unit's type: drift, threshold, ... */
     char severity[16];           /* info, warning, critical */
     char session[256];
-    char message[512];
+    char message[1024];
     double value; /* what crossed the threshold */
     double threshold;
+    char unit[16];       /* the value's unit: "ms", "", "events", ... */
+    uint64_t example_id; /* a response (drift, threshold) or step id; 0 none */
+    int example_is_response;
 };
 
 struct unit;
@@ -80,6 +99,9 @@ struct unit_ops {
     /* The unit's statistic for display (NULL if it has none): 0 and *out filled, or -1 while
      * it has seen nothing. */
     int (*read)(const struct unit *u, const void *state, struct detect_reading *out);
+    /* 1 while the condition of the unit's last raise still holds without a new raise (silence:
+     * still silent), so its incident does not resolve. NULL: clear once nothing is raised. */
+    int (*active)(const struct unit *u, const void *state, int64_t last_seen_ns);
 };
 
 enum drift_signal { DRIFT_CONFIDENCE = 0, DRIFT_TOOL_LATENCY = 1 };
@@ -93,10 +115,12 @@ struct unit {
     char name[MON_NAME_MAX];
     const struct unit_ops *ops;
     char severity[16];
-    int64_t cooldown_ns; /* after an alert, the same unit stays quiet for the agent this long */
+    int64_t cooldown_ns; /* between two "updated" notices of one incident (cooldown_ms) */
     int cooldown_set;
-    size_t state_size; /* bytes of per-agent state */
-    size_t state_off;  /* where in the agent's block (set by the monitor) */
+    int64_t resolve_ns; /* an incident resolves once clear this long (resolve_ms) */
+    int64_t flap_ns;    /* a condition back within this of resolving reopens it (flap_ms) */
+    size_t state_size;  /* bytes of per-agent state */
+    size_t state_off;   /* where in the agent's block (set by the monitor) */
     union {
         struct {
             double min;
@@ -125,16 +149,21 @@ struct unit {
 };
 
 #define MON_TICK_MS 200
+#define MON_UPDATE_MS_DEFAULT 10000  /* cooldown_ms: between "updated" notices */
+#define MON_RESOLVE_MS_DEFAULT 60000 /* resolve_ms: clear this long resolves an incident */
+#define MON_FLAP_MS_DEFAULT 300000   /* flap_ms: back within this reopens the incident */
 
 /* The unit types (units.c). */
 const struct unit_ops *unit_find(const char *type);
 
 struct webhook_cfg {
     char name[MON_NAME_MAX];
-    char url[1024];
-    uint32_t timeout_ms; /* per attempt; default 2000 */
-    uint32_t retries;    /* after the first attempt; default 3 */
-    uint32_t backoff_ms; /* before the first retry, doubling; default 200 */
+    char url[1024];          /* for an Alertmanager: its base URL + /api/v2/alerts */
+    int alertmanager;        /* [alertmanager.NAME]: Alertmanager's API v2 format */
+    char generator_url[512]; /* Alertmanager: this collector's base URL, for generatorURL */
+    uint32_t timeout_ms;     /* per attempt; default 2000 */
+    uint32_t retries;        /* after the first attempt; default 3 */
+    uint32_t backoff_ms;     /* before the first retry, doubling; default 200 */
 };
 
 struct mon_config {
@@ -177,7 +206,8 @@ struct mon_agent_view {
     uint64_t events, responses, tool_calls, tool_errors;
     uint64_t loss_gaps;     /* events missing from sequence gaps seen since start */
     uint64_t loss_reported; /* drops the agent's library reported */
-    uint64_t alerts;        /* raised since the collector started */
+    uint64_t alerts;        /* incidents opened since the collector started */
+    int n_incidents;        /* incidents firing now */
     int n_readings;         /* units with a statistic to show (drift) */
     struct {
         const char *detector; /* the unit's name (static for the monitor's life) */
