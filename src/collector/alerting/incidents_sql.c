@@ -41,8 +41,8 @@ static int has_column(sqlite3 *db, const char *name)
 {
     sqlite3_stmt *st = NULL;
     int found = 0;
-    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('alerts') WHERE name = ?1", -1,
-                           &st, NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('alerts') WHERE name = ?1", -1, &st,
+                           NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
         found = sqlite3_step(st) == SQLITE_ROW;
     }
@@ -127,8 +127,7 @@ int incidents_sql_write(sqlite3 *db, const struct alert *al)
     sqlite3_bind_double(st, 9, al->value);
     sqlite3_bind_double(st, 10, al->threshold);
     sqlite3_bind_text(st, 11, al->key, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 12, al->event == INC_RESOLVED ? "resolved" : "firing", -1,
-                      SQLITE_STATIC);
+    sqlite3_bind_text(st, 12, al->event == INC_RESOLVED ? "resolved" : "firing", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 13, al->last_ns);
     if (al->resolved_ns) {
         sqlite3_bind_int64(st, 14, al->resolved_ns);
@@ -168,8 +167,8 @@ static void row_json(tt__json *j, sqlite3_stmt *st)
     copy_col(st, 11, al.key, sizeof al.key);
     const char *status = (const char *)sqlite3_column_text(st, 12);
     al.event = status && strcmp(status, "firing") == 0 ? INC_FIRING : INC_RESOLVED;
-    al.last_ns = sqlite3_column_type(st, 13) == SQLITE_NULL ? al.time_ns
-                                                            : sqlite3_column_int64(st, 13);
+    al.last_ns =
+        sqlite3_column_type(st, 13) == SQLITE_NULL ? al.time_ns : sqlite3_column_int64(st, 13);
     al.resolved_ns = sqlite3_column_int64(st, 14);
     al.count = (uint64_t)sqlite3_column_int64(st, 15);
     al.flaps = (uint32_t)sqlite3_column_int64(st, 16);
