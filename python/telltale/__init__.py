@@ -452,6 +452,28 @@ class Client:
             return _lib.metric(self._h, s, k, name.encode(), float(value), u, arr, n)
         return _lib.metric(self._h, s, k, name.encode(), float(value), u, None, 0)
 
+    def score(self, name, value, response=None, *, session=None, **attrs):
+        """A named score of one response from whoever judged it: a provider's confidence, an
+        evaluator's or LLM judge's score, a reward. response: a Response (its id is read while
+        it is open, or kept after), or the response id as an int or 16 hex digits; None ties it
+        to no response. The collector's detectors watch it as the signal "score:NAME". Returns
+        0 or a negative code, as log()."""
+        if _lib.score is None:
+            raise Error(_lib.EINVAL, "score: the library predates tt_score")
+        if isinstance(response, Response):
+            rid = response.id
+        elif isinstance(response, str):
+            rid = int(response, 16)
+        else:
+            rid = int(response or 0)
+        if session is None and isinstance(response, Response):
+            session = response.session
+        s = self._session_b if session is None else _enc(session)
+        if attrs:
+            arr, n, keep = _attrs(attrs)
+            return _lib.score(self._h, s, rid, name.encode(), float(value), arr, n)
+        return _lib.score(self._h, s, rid, name.encode(), float(value), None, 0)
+
     def step(self, kind="other", name=None, query=None, *, session=None):
         """A step of the execution path, used as `with` or `async with`: the latency between
         entering and leaving is measured; an exception in the block marks it failed (and is not
@@ -610,7 +632,7 @@ class Response:
     """An open response (see Client.response)."""
 
     __slots__ = ("_c", "_r", "session", "model", "raise_on_halt", "params", "summary",
-                 "_verdict", "_vref", "_ts", "_tsref", "_ended", "verdict", "tokens")
+                 "_verdict", "_vref", "_ts", "_tsref", "_ended", "verdict", "tokens", "id")
 
     def __init__(self, client, session, model, raise_on_halt, params):
         self._c = client
@@ -627,6 +649,7 @@ class Response:
         self._ended = False
         self.verdict = Verdict.PASS  # the worst verdict so far
         self.tokens = 0
+        self.id = 0  # the response's id once begun (Client.score, /api/v1/responses/{id})
 
     def __enter__(self):
         h = self._c._h
@@ -641,6 +664,8 @@ class Response:
         if rc or not r.value:
             raise Error(rc or _lib.EINVAL, "response")
         self._r = r.value
+        if _lib.response_id is not None:
+            self.id = _lib.response_id(self._r)
         return self
 
     def _after(self, rc):

@@ -3,6 +3,7 @@
  * shell scripts and programs in any language can use the stream. A bad line is reported with
  * its number and skipped; every good line is still delivered.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -24,9 +25,12 @@ static const char usage[] =
     "  "
     "{\"kind\":\"metric\",\"name\":\"latency\",\"value\":1.5,\"unit\":\"ms\",\"metric_kind\":"
     "\"gauge\"}\n"
-    "Both take optional \"session\":\"...\" and \"attrs\":{\"key\":value,...} (string, integer,\n"
+    "  {\"kind\":\"score\",\"name\":\"judge\",\"value\":4,\"response\":\"0123456789abcdef\"}\n"
+    "All take optional \"session\":\"...\" and \"attrs\":{\"key\":value,...} (string, integer,\n"
     "number or boolean values). severity: trace, debug, info (default), warn, error, fatal.\n"
-    "metric_kind: counter, gauge (default) or histogram.\n"
+    "metric_kind: counter, gauge (default) or histogram. A score is one response's named score\n"
+    "(a judge's, an evaluator's, a reward); response: its id as /api/v1/responses shows it\n"
+    "(16 hex digits), optional.\n"
     "\n"
     "  --endpoint ENDPOINT  unix:PATH or tcp://HOST:PORT (default $TELLTALE_ENDPOINT or\n"
     "                       tcp://127.0.0.1:7370)\n"
@@ -171,6 +175,33 @@ static const char *emit_metric(tt_client *c, json_t *o, const char *session, tt_
     return rc ? tt_strerror(rc) : NULL;
 }
 
+static const char *emit_score(tt_client *c, json_t *o, const char *session, tt_attr *attrs,
+                              size_t na)
+{
+    const char *name, *resp, *err;
+    if ((err = opt_string(o, "name", &name)) || (err = opt_string(o, "response", &resp))) {
+        return err;
+    }
+    json_t *v = json_object_get(o, "value");
+    if (!name || !v || !json_is_number(v)) {
+        return "a score needs \"name\" and a numeric \"value\"";
+    }
+    uint64_t id = 0;
+    if (resp) {
+        char *end;
+        errno = 0;
+        id = strtoull(resp, &end, 16);
+        if (!*resp || *end || errno || strlen(resp) > 16) {
+            return "\"response\" must be a response id of up to 16 hex digits";
+        }
+    }
+    if (na >= MAX_ATTRS) {
+        return "a score takes at most 63 attrs";
+    }
+    int rc = RETRY_FULL(tt_score(c, session, id, name, json_number_value(v), attrs, na));
+    return rc ? tt_strerror(rc) : NULL;
+}
+
 static const char *emit_line(tt_client *c, const char *line, size_t len)
 {
     static __thread char msg[300];
@@ -188,13 +219,16 @@ static const char *emit_line(tt_client *c, const char *line, size_t len)
     } else if (!(err = opt_string(o, "kind", &kind)) &&
                !(err = opt_string(o, "session", &session)) && !(err = get_attrs(o, attrs, &na))) {
         if (!kind) {
-            err = "missing \"kind\" (log or metric)";
+            err = "missing \"kind\" (log, metric or score)";
         } else if (!strcmp(kind, "log")) {
             err = emit_log(c, o, session, attrs, na);
         } else if (!strcmp(kind, "metric")) {
             err = emit_metric(c, o, session, attrs, na);
+        } else if (!strcmp(kind, "score")) {
+            err = emit_score(c, o, session, attrs, na);
         } else {
-            snprintf(msg, sizeof msg, "unknown kind \"%.60s\" (expected log or metric)", kind);
+            snprintf(msg, sizeof msg, "unknown kind \"%.60s\" (expected log, metric or score)",
+                     kind);
             err = msg;
         }
     }

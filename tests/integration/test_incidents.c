@@ -84,8 +84,7 @@ TEST_T(incidents_lasting_fall_is_one_incident_updated_resolved_reopened, 120)
         "\"key\":\"confidence\"",
     };
     for (size_t i = 0; i < sizeof explains / sizeof explains[0]; i++) {
-        CHECK_MSG(strstr(firing, explains[i]) != NULL, "missing \"%s\" in %s", explains[i],
-                  firing);
+        CHECK_MSG(strstr(firing, explains[i]) != NULL, "missing \"%s\" in %s", explains[i], firing);
     }
     const char *bm = strstr(firing, "baseline mean "), *rm = strstr(firing, "recent mean ");
     CHECK(bm && rm);
@@ -144,8 +143,9 @@ TEST_T(incidents_lasting_fall_is_one_incident_updated_resolved_reopened, 120)
     CHECK(strstr(body, "telltale_incident_events_total{event=\"firing\"} 2\n") != NULL);
     CHECK(strstr(body, "telltale_incidents_firing{agent=\"drifty\",detector=\"conf_drift\"} 1\n") !=
           NULL);
-    CHECK(strstr(body, "telltale_agent_alerts_total{agent=\"drifty\",detector=\"conf_drift\"} 1\n") !=
-          NULL);
+    CHECK(
+        strstr(body, "telltale_agent_alerts_total{agent=\"drifty\",detector=\"conf_drift\"} 1\n") !=
+        NULL);
     free(body);
     /* Acknowledged through the incidents route. */
     snprintf(path, sizeof path, "/api/v1/incidents/%lld/ack", id);
@@ -326,8 +326,7 @@ TEST_T(incidents_reach_alertmanager_grouped_and_resolve, 90)
     CHECK(strstr(all, "\"key\":\"fetch\"") != NULL);
     CHECK(strstr(all, "\"key\":\"search\"") != NULL);
     CHECK(strstr(all, "\"severity\":\"critical\"") != NULL);
-    CHECK(strstr(all, "\"generatorURL\":\"http://telltale.example:8080/api/v1/incidents/") !=
-          NULL);
+    CHECK(strstr(all, "\"generatorURL\":\"http://telltale.example:8080/api/v1/incidents/") != NULL);
     CHECK(strstr(all, "called 3 times in a row") != NULL);
     free(all);
     int in_a = 0, in_b = 0;
@@ -362,4 +361,94 @@ TEST_T(incidents_reach_alertmanager_grouped_and_resolve, 90)
     kill(am_pid, SIGTERM);
     int st = 0;
     waitpid(am_pid, &st, 0);
+}
+
+/* A response with a judge's score tied to it: returns the response id. */
+static uint64_t judged_response(tt_client *c, double score)
+{
+    tt_response *r;
+    CHECK_OK(tt_response_begin(c, &r, "judged", "m", NULL, 0));
+    uint64_t id = tt_response_id(r);
+    CHECK(id != 0);
+    CHECK_OK(tt_response_token_logprobs(r, 1, -0.1f, NULL, NULL, 0, NULL, NULL));
+    CHECK_OK(tt_response_end(r, NULL));
+    tt_attr why = TT_STR("judge_model", "j-1");
+    CHECK_OK(tt_score(c, "judged", id, "judge", score, &why, 1));
+    return id;
+}
+
+TEST_T(incidents_watch_any_score_and_any_metric, 90)
+{
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "%s/any.conf", tt_test_tmpdir());
+    tt_test_write_file(cfg, "[detector.judge_drift]\ntype = drift\nsignal = score:judge\n"
+                            "[detector.loss_drift]\ntype = drift\nsignal = metric:loss\n"
+                            "[detector.loss_high]\ntype = threshold\nsignal = metric:loss\n"
+                            "max = 10\n");
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "incany", "--config", cfg, NULL);
+    struct tt_test_sse *sse = tt_test_sse_open(s.http, "kind=alert", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "scored", "flush_interval_ms=5", NULL);
+    tt_client *t = tt_test_client(s.endpoint, "trainer", "flush_interval_ms=5", NULL);
+    tt__rng r;
+    tt__rng_seed(&r, 11);
+    for (int i = 0; i < 400; i++) {
+        judged_response(c, 4 + 0.5 * tt__rng_gauss(&r));
+        CHECK_OK(
+            tt_metric(t, NULL, TT_GAUGE, "loss", 2 + 0.1 * tt__rng_gauss(&r), "nats", NULL, 0));
+        CHECK_OK(tt_metric(t, NULL, TT_GAUGE, "accuracy", 0.5, NULL, NULL, 0)); /* not watched */
+    }
+    CHECK_OK(tt_flush(c, 10000));
+    CHECK_OK(tt_flush(t, 10000));
+    int from = 0;
+    char *none = tt_test_sse_wait(sse, "\"kind\":\"alert\"", &from, 300);
+    CHECK_MSG(none == NULL, "incident on steady streams: %s", none ? none : "");
+    /* The judge's scores fall by a sigma; the loss rises by two. */
+    uint64_t last = 0;
+    for (int i = 0; i < 200; i++) {
+        last = judged_response(c, 3.5 + 0.5 * tt__rng_gauss(&r));
+        CHECK_OK(
+            tt_metric(t, NULL, TT_GAUGE, "loss", 2.2 + 0.1 * tt__rng_gauss(&r), "nats", NULL, 0));
+    }
+    CHECK_OK(tt_metric(t, NULL, TT_GAUGE, "loss", 12.5, "nats", NULL, 0));
+    CHECK_OK(tt_flush(c, 10000));
+    CHECK_OK(tt_flush(t, 10000));
+    char *judge =
+        tt_test_sse_wait(sse, "\"detector\":\"judge_drift\"", &from, 10000 * tt_test_mult());
+    CHECK_MSG(judge != NULL, "no incident for the judge's falling scores");
+    CHECK(strstr(judge, "\"agent\":\"scored\"") != NULL);
+    CHECK_MSG(strstr(judge, "\"key\":\"score:judge\"") != NULL, "%s", judge);
+    CHECK(strstr(judge, "score judge drift (cusum): a score reported for each response") != NULL);
+    CHECK(strstr(judge, "fell by") != NULL);
+    CHECK(strstr(judge, "\"response\":\"/api/v1/responses/") != NULL);
+    from = 0;
+    char *loss =
+        tt_test_sse_wait(sse, "\"detector\":\"loss_drift\"", &from, 10000 * tt_test_mult());
+    CHECK_MSG(loss != NULL, "no incident for the rising loss");
+    CHECK(strstr(loss, "\"agent\":\"trainer\"") != NULL);
+    CHECK(strstr(loss, "\"key\":\"metric:loss\"") != NULL);
+    CHECK(strstr(loss, "metric loss drift (cusum)") != NULL);
+    CHECK_MSG(strstr(loss, "rose by 0.") != NULL && strstr(loss, " nats (") != NULL, "%s", loss);
+    CHECK(strstr(loss, "\"unit\":\"nats\"") != NULL);
+    from = 0;
+    char *high = tt_test_sse_wait(sse, "\"detector\":\"loss_high\"", &from, 10000 * tt_test_mult());
+    CHECK_MSG(high != NULL, "no incident for a loss above 10");
+    CHECK(strstr(high, "metric:loss 12.5 nats above 10 nats") != NULL);
+    /* The score is stored as a metric of kind score, tied to its response. */
+    char path[160], *body;
+    snprintf(path, sizeof path, "/api/v1/events?agent=scored&kind=metric&limit=1000");
+    body = get(s.http, path);
+    CHECK(strstr(body, "\"metric_kind\":\"score\"") != NULL);
+    char needle[64];
+    snprintf(needle, sizeof needle, "\"response_id\":\"%016llx\"", (unsigned long long)last);
+    CHECK_MSG(strstr(body, needle) != NULL, "no score tied to response %llu",
+              (unsigned long long)last);
+    free(body);
+    free(judge);
+    free(loss);
+    free(high);
+    tt_close(c, 5000);
+    tt_close(t, 5000);
+    tt_test_sse_close(sse);
+    tt_test_serve_stop(&s);
 }

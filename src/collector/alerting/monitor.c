@@ -98,6 +98,7 @@ struct monitor {
     uint64_t untracked;
     uint64_t inc_events[3]; /* notices by enum incident_event */
     uint64_t inc_unplaced;  /* raises with no incident slot free */
+    int watch_metrics;      /* some unit watches a metric or a score */
 };
 
 static int64_t wall_ns(void)
@@ -383,6 +384,51 @@ static void on_step_end(struct monitor *m, struct mon_agent *a, const uint8_t in
     feed(m, a, &s);
 }
 
+/* 16 hex digits as a response id; 0 if they are not. */
+static uint64_t hex_id(tt__bstr s)
+{
+    uint64_t id = 0;
+    for (size_t i = 0; i < s.n; i++) {
+        int c = s.p[i], d = c >= '0' && c <= '9'   ? c - '0'
+                            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                   : -1;
+        if (d < 0) {
+            return 0;
+        }
+        id = id << 4 | (uint64_t)d;
+    }
+    return id;
+}
+
+/* A metric sample (SIG_METRIC), or a response's named score (metric kind 4, SIG_SCORE, with
+ * the response in its response_id attribute). */
+static void on_metric(struct monitor *m, struct mon_agent *a, const tt__event *ev)
+{
+    tt__ev_metric me;
+    if (tt__ev_metric_decode(ev->body, &me) != 0 || !isfinite(me.value) || me.name.n == 0) {
+        return;
+    }
+    struct mon_signal s = {.type = me.kind == MON_METRIC_SCORE ? SIG_SCORE : SIG_METRIC,
+                           .time_ns = ev->time,
+                           .value = me.value,
+                           .name = me.name,
+                           .query = me.unit,
+                           .session = ev->session};
+    if (s.type == SIG_SCORE) {
+        tt__attr_iter it;
+        tt__attr_val v;
+        tt__attr_iter_init(&it, ev->body, 5);
+        while (tt__attr_next(&it, &v)) {
+            if (v.key.n == 11 && memcmp(v.key.p, "response_id", 11) == 0 &&
+                v.type == 1 /* TT_ATTR_STR */ && v.s.n == 16) {
+                s.id = hex_id(v.s);
+            }
+        }
+    }
+    feed(m, a, &s);
+}
+
 static struct inst_state *instance(struct mon_agent *a, const uint8_t id[16], int *fresh)
 {
     for (int i = 0; i < MAX_INSTANCES; i++) {
@@ -445,8 +491,8 @@ void monitor_on_commit(void *ctx, const struct store_item *it)
     a->events += it->batch.n_events;
     bucket(a, sec)->events += it->batch.n_events;
     track_loss(m, a, &it->batch);
-    uint32_t wanted =
-        (1u << TT_EV_RESPONSE_END) | (1u << TT_EV_STEP_BEGIN) | (1u << TT_EV_STEP_END);
+    uint32_t wanted = (1u << TT_EV_RESPONSE_END) | (1u << TT_EV_STEP_BEGIN) |
+                      (1u << TT_EV_STEP_END) | (1u << TT_EV_METRIC);
     if (it->batch.kinds & wanted) {
         tt__batch b = it->batch;
         tt__event ev;
@@ -457,6 +503,8 @@ void monitor_on_commit(void *ctx, const struct store_item *it)
                 on_step_begin(m, a, it->batch.instance, &ev, sec);
             } else if (ev.kind == TT_EV_STEP_END) {
                 on_step_end(m, a, it->batch.instance, &ev);
+            } else if (ev.kind == TT_EV_METRIC && m->watch_metrics) {
+                on_metric(m, a, &ev);
             }
         }
     }
@@ -522,6 +570,13 @@ int monitor_open(struct monitor **out, const struct mon_config *cfg, struct aler
             (u->state_size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
     }
     need_timer = m->cfg.n_units > 0; /* incidents resolve on the tick */
+    for (int i = 0; i < m->cfg.n_units; i++) {
+        const struct unit *u = &m->cfg.units[i];
+        int sig = !strcmp(u->ops->type, "drift")       ? u->cfg.drift.signal
+                  : !strcmp(u->ops->type, "threshold") ? u->cfg.threshold.signal
+                                                       : -1;
+        m->watch_metrics |= sig == DRIFT_METRIC || sig == DRIFT_SCORE;
+    }
     pthread_mutex_init(&m->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

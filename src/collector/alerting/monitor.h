@@ -33,8 +33,13 @@ enum mon_sig_type {
     SIG_CONFIDENCE = 1, /* a response ended: value = exp(mean log-prob), in [0, 1] */
     SIG_TOOL_BEGIN = 2, /* a tool step began: name, query */
     SIG_TOOL_END = 3,   /* a tool step ended: value = latency in seconds, error */
-    SIG_GAP = 4         /* value = events never received (a hole in the sequence numbers) */
+    SIG_GAP = 4,        /* value = events never received (a hole in the sequence numbers) */
+    SIG_METRIC = 5,     /* a metric sample: name, value, unit (query holds the unit) */
+    SIG_SCORE = 6       /* a named score of a response (metric kind 4): name, value, id */
 };
+
+/* Metric kind 4 on the wire: a named per-response score (tt_score; response_id attribute). */
+#define MON_METRIC_SCORE 4
 
 struct mon_signal {
     int type;
@@ -104,7 +109,13 @@ struct unit_ops {
     int (*active)(const struct unit *u, const void *state, int64_t last_seen_ns);
 };
 
-enum drift_signal { DRIFT_CONFIDENCE = 0, DRIFT_TOOL_LATENCY = 1 };
+/* What a drift or threshold unit watches ("signal = ..." in the configuration). */
+enum drift_signal {
+    DRIFT_CONFIDENCE = 0,   /* confidence: a response's exp(mean log-prob) */
+    DRIFT_TOOL_LATENCY = 1, /* tool_latency: a tool call's duration */
+    DRIFT_METRIC = 2,       /* metric:NAME: every sample of the metric NAME (e.g. loss) */
+    DRIFT_SCORE = 3         /* score:NAME: the score NAME of each response (tt_score) */
+};
 
 /* What a drift unit's CUSUM starts from before its `warmup`, direction and `params` apply:
  * chosen with the change-case suite (tests/support/change_cases.h, docs/detectors.md). */
@@ -123,10 +134,14 @@ struct unit {
     size_t state_off;   /* where in the agent's block (set by the monitor) */
     union {
         struct {
-            double min;
+            double min, max; /* raise below min (has_min) or above max (has_max) */
+            int has_min, has_max;
+            int signal; /* enum drift_signal */
+            char name[MON_NAME_MAX];
         } threshold;
         struct {
-            int signal; /* enum drift_signal */
+            int signal;              /* enum drift_signal */
+            char name[MON_NAME_MAX]; /* metric:NAME, score:NAME */
             const struct detect_ops *algo;
             union detect_params p;
             char params[256];

@@ -41,20 +41,84 @@ static void bstr_copy(char *dst, size_t cap, tt__bstr s)
     dst[n] = 0;
 }
 
-/* --- threshold: a response whose confidence is below min -------------------------------- */
+/* "confidence", "tool_latency", "metric:NAME" or "score:NAME" (NAME as a unit's name). */
+static int parse_signal(const char *v, int *signal, char name[MON_NAME_MAX])
+{
+    const char *n = NULL;
+    if (strcmp(v, "confidence") == 0) {
+        *signal = DRIFT_CONFIDENCE;
+    } else if (strcmp(v, "tool_latency") == 0) {
+        *signal = DRIFT_TOOL_LATENCY;
+    } else if (strncmp(v, "metric:", 7) == 0) {
+        *signal = DRIFT_METRIC;
+        n = v + 7;
+    } else if (strncmp(v, "score:", 6) == 0) {
+        *signal = DRIFT_SCORE;
+        n = v + 6;
+    } else {
+        return -EINVAL;
+    }
+    if (n && (!*n || strlen(n) >= MON_NAME_MAX)) {
+        return -EINVAL;
+    }
+    snprintf(name, MON_NAME_MAX, "%s", n ? n : "");
+    return 0;
+}
 
+/* Whether signal s is the one a unit watches. */
+static int signal_matches(int signal, const char *name, const struct mon_signal *s)
+{
+    static const int types[] = {SIG_CONFIDENCE, SIG_TOOL_END, SIG_METRIC, SIG_SCORE};
+    if (s->type != types[signal]) {
+        return 0;
+    }
+    if (signal < DRIFT_METRIC) {
+        return 1;
+    }
+    return s->name.n == strlen(name) && memcmp(s->name.p, name, s->name.n) == 0;
+}
+
+/* The incident key of a signal: "confidence", "tool_latency", "metric:loss", "score:judge". */
+static void signal_key(int signal, const char *name, char *out, size_t cap)
+{
+    static const char *const kinds[] = {"confidence", "tool_latency", "metric:", "score:"};
+    snprintf(out, cap, "%s%s", kinds[signal], name);
+}
+
+/* --- threshold: a value below min or above max ------------------------------------------ */
+
+/* A confidence bound is in [0, 1]; give `signal` before min or max for other signals. */
 static int threshold_set(struct unit *u, const char *key, const char *value)
 {
+    double lo = u->cfg.threshold.signal == DRIFT_CONFIDENCE ? 0 : -1e300;
+    double hi = u->cfg.threshold.signal == DRIFT_CONFIDENCE ? 1 : 1e300;
     if (strcmp(key, "min") == 0) {
-        return set_double(value, 0, 1, &u->cfg.threshold.min);
+        u->cfg.threshold.has_min = 1;
+        return set_double(value, lo, hi, &u->cfg.threshold.min);
+    }
+    if (strcmp(key, "max") == 0) {
+        u->cfg.threshold.has_max = 1;
+        return set_double(value, lo, hi, &u->cfg.threshold.max);
+    }
+    if (strcmp(key, "signal") == 0) {
+        return parse_signal(value, &u->cfg.threshold.signal, u->cfg.threshold.name);
     }
     return -ENOENT;
 }
 
 static int threshold_ready(struct unit *u, char *err, size_t errlen)
 {
-    (void)err;
-    (void)errlen;
+    const struct unit *t = u;
+    if (!t->cfg.threshold.has_min && !t->cfg.threshold.has_max) {
+        snprintf(err, errlen, "a threshold needs min or max");
+        return -EINVAL;
+    }
+    if (t->cfg.threshold.signal == DRIFT_CONFIDENCE &&
+        ((t->cfg.threshold.has_min && (t->cfg.threshold.min < 0 || t->cfg.threshold.min > 1)) ||
+         (t->cfg.threshold.has_max && (t->cfg.threshold.max < 0 || t->cfg.threshold.max > 1)))) {
+        snprintf(err, errlen, "bad value for a confidence bound: expected [0, 1]");
+        return -EINVAL;
+    }
     u->state_size = 0;
     return 0;
 }
@@ -63,18 +127,43 @@ static int threshold_feed(const struct unit *u, void *state, const struct mon_si
                           struct alert *a)
 {
     (void)state;
-    if (s->type != SIG_CONFIDENCE || !(s->value < u->cfg.threshold.min)) {
+    const int sig = u->cfg.threshold.signal;
+    if (!signal_matches(sig, u->cfg.threshold.name, s) || !isfinite(s->value)) {
         return 0;
     }
-    a->value = s->value;
-    a->threshold = u->cfg.threshold.min;
-    snprintf(a->key, sizeof a->key, "confidence");
+    double lo = u->cfg.threshold.min, hi = u->cfg.threshold.max;
+    int below = s->value < lo && u->cfg.threshold.has_min;
+    int above = s->value > hi && u->cfg.threshold.has_max;
+    if (!below && !above) {
+        return 0;
+    }
+    a->value = sig == DRIFT_TOOL_LATENCY ? s->value * 1000 : s->value;
+    a->threshold = below ? lo : hi;
+    signal_key(sig, u->cfg.threshold.name, a->key, sizeof a->key);
     a->example_id = s->id;
-    a->example_is_response = 1;
-    snprintf(a->message, sizeof a->message,
-             "response %016llx: confidence %.3f below %.3f (response confidence = exp(mean token "
-             "log-prob), in [0, 1])",
-             (unsigned long long)s->id, s->value, u->cfg.threshold.min);
+    a->example_is_response = sig == DRIFT_CONFIDENCE || sig == DRIFT_SCORE;
+    if (sig == DRIFT_CONFIDENCE) {
+        snprintf(a->message, sizeof a->message,
+                 "response %016llx: confidence %.3f below %.3f (response confidence = exp(mean "
+                 "token log-prob), in [0, 1])",
+                 (unsigned long long)s->id, s->value, lo);
+    } else {
+        char what[128], unit[40] = "";
+        if (sig == DRIFT_TOOL_LATENCY) {
+            snprintf(unit, sizeof unit, " ms");
+            a->threshold *= 1000;
+            snprintf(a->unit, sizeof a->unit, "ms");
+        } else if (sig == DRIFT_METRIC && s->query.n) {
+            size_t n = s->query.n < sizeof a->unit - 1 ? s->query.n : sizeof a->unit - 1;
+            memcpy(a->unit, s->query.p, n);
+            a->unit[n] = 0;
+            snprintf(unit, sizeof unit, " %s", a->unit);
+        }
+        snprintf(what, sizeof what, "%s", a->key);
+        snprintf(a->message, sizeof a->message, "%s %.6g%s %s %.6g%s%s", what, a->value, unit,
+                 below ? "below" : "above", a->threshold, unit,
+                 sig == DRIFT_SCORE ? " (a score reported for one response)" : "");
+    }
     return 1;
 }
 
@@ -99,14 +188,7 @@ struct drift_state {
 static int drift_set(struct unit *u, const char *key, const char *value)
 {
     if (strcmp(key, "signal") == 0) {
-        int s = !strcmp(value, "confidence")     ? DRIFT_CONFIDENCE
-                : !strcmp(value, "tool_latency") ? DRIFT_TOOL_LATENCY
-                                                 : -1;
-        if (s < 0) {
-            return -EINVAL;
-        }
-        u->cfg.drift.signal = s;
-        return 0;
+        return parse_signal(value, &u->cfg.drift.signal, u->cfg.drift.name);
     }
     if (strcmp(key, "algorithm") == 0) {
         const struct detect_ops *ops = detect_find(value);
@@ -148,9 +230,17 @@ static int drift_ready(struct unit *u, char *err, size_t errlen)
             return -EINVAL;
         }
         p->cusum.warmup = u->cfg.drift.warmup;
-        p->cusum.mode = u->cfg.drift.signal == DRIFT_CONFIDENCE ? DETECT_DOWN : DETECT_UP;
+        /* Confidence matters when it falls, latency when it rises; a named score or metric
+         * either way (params = mode=... says otherwise). */
+        int sig = u->cfg.drift.signal;
+        p->cusum.mode = sig == DRIFT_CONFIDENCE     ? DETECT_DOWN
+                        : sig == DRIFT_TOOL_LATENCY ? DETECT_UP
+                                                    : DETECT_BOTH;
     } else if (ops == &detect_ph) {
-        p->ph.mode = u->cfg.drift.signal == DRIFT_CONFIDENCE ? DETECT_DOWN : DETECT_UP;
+        int sig = u->cfg.drift.signal;
+        p->ph.mode = sig == DRIFT_CONFIDENCE     ? DETECT_DOWN
+                     : sig == DRIFT_TOOL_LATENCY ? DETECT_UP
+                                                 : DETECT_BOTH;
     }
     if (u->cfg.drift.params[0] && detect_parse(ops, p, u->cfg.drift.params) != 0) {
         snprintf(err, errlen, "params \"%s\" are not valid for %s", u->cfg.drift.params, ops->name);
@@ -171,14 +261,27 @@ struct drift_meaning {
     double scale;
 };
 
-static struct drift_meaning drift_meaning(const struct unit *u)
+static struct drift_meaning drift_meaning(const struct unit *u, const struct mon_signal *s,
+                                          char *name, size_t cap, char *unit, size_t ucap)
 {
-    if (u->cfg.drift.signal == DRIFT_CONFIDENCE) {
+    switch (u->cfg.drift.signal) {
+    case DRIFT_CONFIDENCE:
         return (struct drift_meaning){
             "confidence", "response confidence = exp(mean token log-prob)", "", "responses", 1};
+    case DRIFT_TOOL_LATENCY:
+        return (struct drift_meaning){"tool latency", "tool latency = a tool call's duration", "ms",
+                                      "tool calls", 1000};
+    case DRIFT_METRIC:
+        snprintf(name, cap, "metric %s", u->cfg.drift.name);
+        bstr_copy(unit, ucap, s->query);
+        return (struct drift_meaning){name, "the metric's samples as the agent reports them", unit,
+                                      "samples", 1};
+    default:
+        snprintf(name, cap, "score %s", u->cfg.drift.name);
+        unit[0] = 0;
+        return (struct drift_meaning){name, "a score reported for each response (tt_score)", unit,
+                                      "responses", 1};
     }
-    return (struct drift_meaning){"tool latency", "tool latency = a tool call's duration", "ms",
-                                  "tool calls", 1000};
 }
 
 /* The explanation: direction, magnitude in units and sigmas, change point, baseline and recent
@@ -187,7 +290,8 @@ static void drift_message(const struct unit *u, const struct drift_state *d,
                           const struct detect_reading *rd, const struct mon_signal *s,
                           struct alert *a)
 {
-    struct drift_meaning m = drift_meaning(u);
+    char name[96], unit[16];
+    struct drift_meaning m = drift_meaning(u, s, name, sizeof name, unit, sizeof unit);
     const char *sp = m.unit[0] ? " " : "";
     double base = rd->base_mean * m.scale, recent = rd->recent_mean * m.scale;
     double sigma = rd->base_sigma * m.scale, diff = recent - base;
@@ -228,17 +332,16 @@ static void drift_message(const struct unit *u, const struct drift_state *d,
     a->value = isfinite(recent) ? recent : s->value * m.scale;
     a->threshold = base;
     snprintf(a->unit, sizeof a->unit, "%s", m.unit);
-    snprintf(a->key, sizeof a->key, "%s",
-             u->cfg.drift.signal == DRIFT_CONFIDENCE ? "confidence" : "tool_latency");
+    signal_key(u->cfg.drift.signal, u->cfg.drift.name, a->key, sizeof a->key);
     a->example_id = s->id;
-    a->example_is_response = u->cfg.drift.signal == DRIFT_CONFIDENCE;
+    a->example_is_response =
+        u->cfg.drift.signal == DRIFT_CONFIDENCE || u->cfg.drift.signal == DRIFT_SCORE;
 }
 
 static int drift_feed(const struct unit *u, void *state, const struct mon_signal *s,
                       struct alert *a)
 {
-    int want = u->cfg.drift.signal == DRIFT_CONFIDENCE ? SIG_CONFIDENCE : SIG_TOOL_END;
-    if (s->type != want) {
+    if (!signal_matches(u->cfg.drift.signal, u->cfg.drift.name, s)) {
         return 0;
     }
     struct drift_state *d = state;
