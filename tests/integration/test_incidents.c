@@ -147,6 +147,19 @@ TEST_T(incidents_lasting_fall_is_one_incident_updated_resolved_reopened, 120)
         strstr(body, "telltale_agent_alerts_total{agent=\"drifty\",detector=\"conf_drift\"} 1\n") !=
         NULL);
     free(body);
+    /* `telltale top` shows it: firing, its detector and key, how many repeats. */
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "NO_COLOR=1 '%s' top --once --http %s --width 200",
+             getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", s.http);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    static char out[65536];
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = 0;
+    CHECK_EQ(pclose(p), 0);
+    char row[64];
+    snprintf(row, sizeof row, "#%lld FIRING warning drifty conf_drift[confidence] x", id);
+    CHECK_MSG(strstr(out, row) != NULL, "%s", out);
     /* Acknowledged through the incidents route. */
     snprintf(path, sizeof path, "/api/v1/incidents/%lld/ack", id);
     CHECK_EQ(tt_test_http_auth(s.http, "POST", path, NULL, &body), 200);
