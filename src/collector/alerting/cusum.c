@@ -389,6 +389,8 @@ static void track_len(struct cusum *c, int i, double s, double x)
     }
 }
 
+#define U_CAP 4.0
+
 static int robust_update(struct cusum *c, double x)
 {
     c->n++;
@@ -402,9 +404,15 @@ static int robust_update(struct cusum *c, double x)
     double *ring = c->data + 2 * c->p.warmup;
     double z = (x - c->mu) / c->sigma;
     double zc = z > c->p.clip ? c->p.clip : z < -c->p.clip ? -c->p.clip : z;
+    /* Standardised increments, floored in variance (a two-valued stream has almost no spread
+     * of |z|) and capped at U_CAP: a skewed stream (rare events, 0/1 values) must not reach h
+     * with a couple of samples, as its sums' tails are far heavier than a Gaussian's. */
     double var = c->e2 - c->e1 * c->e1, vara = c->e2 - c->ea * c->ea;
-    double u = (zc - c->e1) / sqrt(var > 1e-6 ? var : 1e-6);
-    double w = (fabs(zc) - c->ea) / sqrt(vara > 1e-6 ? vara : 1e-6);
+    double floor = 0.05 * c->e2 > 1e-6 ? 0.05 * c->e2 : 1e-6;
+    double u = (zc - c->e1) / sqrt(var > floor ? var : floor);
+    double w = (fabs(zc) - c->ea) / sqrt(vara > floor ? vara : floor);
+    u = u > U_CAP ? U_CAP : u < -U_CAP ? -U_CAP : u;
+    w = w > U_CAP ? U_CAP : w < -U_CAP ? -U_CAP : w;
     double sp = c->sp + u - c->p.k, sm = c->sm - u - c->p.k;
     double sv = c->sv + w - 0.5;
     c->sp = sp > 0 ? sp : 0;
