@@ -264,6 +264,8 @@ struct tt_client {
 /* Hot-path internals (emit.c). Returns the calling thread's ring, creating it on first use;
  * NULL with *rc set when no ring can be had. */
 tt__ring *tt__ring_slow(tt_client *c, int *rc);
+/* Free a ring and its bytes (NULL is accepted). */
+void tt__ring_free(tt__ring *r);
 
 /* Reserve a record of payload bytes on ring r. Returns NULL if the ring is full. */
 static inline uint8_t *tt__ring_reserve(tt__ring *r, uint32_t payload, uint64_t *new_head)

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -92,6 +93,33 @@ static void ring_thread_exit(void *p)
     atomic_store_explicit(&r->orphaned, 1, memory_order_release);
 }
 
+/*
+ * A ring's bytes are mapped on their own and populated at once (MAP_POPULATE), never left to be
+ * faulted in by the event calls. A page fault on an anonymous page takes the process's mmap
+ * lock when the page's mapping is being changed or is new, and any thread that maps, unmaps
+ * or remaps memory (the worker's allocator, the application's) holds that lock for writing:
+ * the producer then sleeps in the fault until it is released. With malloc'd rings that was
+ * seen as 1-3 voluntary context switches per 2M events (test_stream.c's stopped-collector
+ * test): glibc put the worker's 260 KiB frame buffers in mappings right beside the ring, so
+ * every mmap and mremap of a frame touched the ring's mapping while its first lap faulted.
+ */
+static uint8_t *ring_data_map(uint64_t size)
+{
+    void *p =
+        mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void tt__ring_free(tt__ring *r)
+{
+    if (r) {
+        if (r->data) {
+            munmap(r->data, r->size);
+        }
+        free(r);
+    }
+}
+
 static tt__ring *ring_new(tt_client *c, uint32_t id)
 {
     tt__ring *r = aligned_alloc(TT_CACHELINE, sizeof *r);
@@ -99,12 +127,12 @@ static tt__ring *ring_new(tt_client *c, uint32_t id)
         return NULL;
     }
     memset(r, 0, sizeof *r);
-    r->data = aligned_alloc(TT_CACHELINE, c->cfg.ring_bytes);
+    r->size = c->cfg.ring_bytes;
+    r->data = ring_data_map(r->size);
     if (!r->data) {
         free(r);
         return NULL;
     }
-    r->size = c->cfg.ring_bytes;
     r->mask = r->size - 1;
     r->max_record = c->max_record;
     r->id = id;
@@ -133,10 +161,7 @@ tt__ring *tt__ring_slow(tt_client *c, int *rc)
         r = ring_new(c, ++c->next_ring_id);
         if (!r || pthread_setspecific(c->key, r) != 0) {
             pthread_mutex_unlock(&c->reg_lock);
-            if (r) {
-                free(r->data);
-                free(r);
-            }
+            tt__ring_free(r);
             atomic_fetch_add_explicit(&c->dropped_oom, 1, memory_order_relaxed);
             *rc = TT_ENOMEM;
             return NULL;
@@ -854,6 +879,11 @@ void tt__client_after_fork(tt_client *c)
     while (*pp) {
         tt__ring *r = *pp;
         if (r == mine) {
+#ifdef MADV_POPULATE_WRITE
+            /* The ring's pages are shared with the parent until written: copy them now rather
+             * than in the child's next event calls (see ring_data_map). */
+            madvise(r->data, r->size, MADV_POPULATE_WRITE);
+#endif
             atomic_store(&r->tail, atomic_load(&r->head));
             r->cached_tail = atomic_load(&r->head);
             atomic_store(&r->committed, 0);
@@ -864,8 +894,7 @@ void tt__client_after_fork(tt_client *c)
             pp = &r->next;
         } else {
             *pp = r->next;
-            free(r->data);
-            free(r);
+            tt__ring_free(r);
         }
     }
     tt__worker_free(c); /* forgets the parent's worker state without joining it */
@@ -894,8 +923,7 @@ static void client_free(tt_client *c)
     tt__ring *r = c->rings;
     while (r) {
         tt__ring *next = r->next;
-        free(r->data);
-        free(r);
+        tt__ring_free(r);
         r = next;
     }
     if (c->wake_fd >= 0) {

@@ -108,32 +108,41 @@ static int window_has_room(const tt__worker *w)
     return w->window.bytes < w->c->cfg.window_bytes;
 }
 
-/* Compress the raw Batch payload into a new frame; NULL if memory is short. */
+/*
+ * Compress the raw Batch payload into a new frame; NULL if memory is short. The compressor
+ * writes into the worker's scratch buffer (allocated once), and the frame gets a buffer of its
+ * exact size. Allocating compressBound() bytes per frame and shrinking them afterwards made
+ * glibc mmap and mremap every frame (they are above its mmap threshold), and each of those
+ * takes the process's mmap lock for writing, which stalls every thread that page-faults at
+ * that moment, the application's included.
+ */
 static tt__frame_out *make_frame(tt__worker *w, const uint8_t *raw, size_t rawlen)
 {
     tt__frame_out *f = calloc(1, sizeof *f);
     if (!f) {
         return NULL;
     }
-    size_t cap = TT_FRAME_HDR_MAX + (w->zc ? ZSTD_compressBound(rawlen) : rawlen);
-    f->data = malloc(cap);
-    if (!f->data) {
-        free(f);
-        return NULL;
-    }
     if (w->zc) {
-        size_t n = ZSTD_compressCCtx(w->zc, f->data + TT_FRAME_HDR_MAX, cap - TT_FRAME_HDR_MAX, raw,
-                                     rawlen, (int)w->c->cfg.compression_level);
+        size_t n = ZSTD_compressCCtx(w->zc, w->zbuf + TT_FRAME_HDR_MAX, w->zcap - TT_FRAME_HDR_MAX,
+                                     raw, rawlen, (int)w->c->cfg.compression_level);
         if (!ZSTD_isError(n) && n < rawlen) {
-            f->len = tt__frame_finish(f->data, TT_FT_BATCH, TT_FF_ZSTD, (uint32_t)rawlen, n);
-            /* The window counts f->len bytes; give back the rest of the compressBound()-sized
-             * buffer, or a window of small frames holds several times its budget in pages. */
-            uint8_t *shrunk = realloc(f->data, f->len);
-            f->data = shrunk ? shrunk : f->data;
+            size_t len = tt__frame_finish(w->zbuf, TT_FT_BATCH, TT_FF_ZSTD, (uint32_t)rawlen, n);
+            f->data = malloc(len);
+            if (!f->data) {
+                free(f);
+                return NULL;
+            }
+            memcpy(f->data, w->zbuf, len);
+            f->len = len;
             return f;
         }
     }
     /* Incompressible or compression off: the payload goes as it is, after the 12-byte head. */
+    f->data = malloc(TT_FRAME_PREFIX + TT_FRAME_BODY_HDR + rawlen);
+    if (!f->data) {
+        free(f);
+        return NULL;
+    }
     memcpy(f->data + TT_FRAME_PREFIX + TT_FRAME_BODY_HDR, raw, rawlen);
     f->len = tt__frame_finish(f->data, TT_FT_BATCH, 0, (uint32_t)rawlen, rawlen);
     return f;
@@ -264,8 +273,7 @@ static int reap_ring(tt__worker *w, tt__ring **pp)
     if (w->resume == r) {
         w->resume = NULL;
     }
-    free(r->data);
-    free(r);
+    tt__ring_free(r);
     return 1;
 }
 
@@ -615,6 +623,7 @@ static void worker_destroy(tt__worker *w)
         close(w->fd);
     }
     ZSTD_freeCCtx(w->zc);
+    free(w->zbuf);
     tt__buf_fini(&w->batch);
     tt__buf_fini(&w->rbuf);
     tt__buf_fini(&w->wbuf);
@@ -643,7 +652,9 @@ int tt__worker_start(tt_client *c)
     int rc = tt__buf_reserve(&w->batch, w->batch.max);
     if (rc == 0 && c->cfg.compression_level != 0) {
         w->zc = ZSTD_createCCtx();
-        rc = w->zc ? 0 : TT_ENOMEM;
+        w->zcap = TT_FRAME_HDR_MAX + ZSTD_compressBound(w->batch.max);
+        w->zbuf = malloc(w->zcap);
+        rc = w->zc && w->zbuf ? 0 : TT_ENOMEM;
     }
     if (rc) {
         worker_destroy(w);

@@ -24,6 +24,8 @@ typedef struct tt__worker {
                                 * previous drain pass, after which that event was emitted */
     uint64_t prev_drain_ns; /* monotonic ns of the previous drain pass */
     ZSTD_CCtx *zc;
+    uint8_t *zbuf; /* a frame is compressed here, then copied into a buffer of its size */
+    size_t zcap;
     tt__ring *resume; /* ring to drain first next time, for fairness */
 
     /* frames not yet acknowledged, oldest first; send_next is the first not yet written on
