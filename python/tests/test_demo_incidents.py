@@ -2,7 +2,8 @@
 that fires, updated while the drift lasts, resolved once the demo is restarted without it.
 
 The collector runs the detectors of `make run` (scripts/run-demo.conf) with shorter incident
-times (an update notice every second, resolved after 3 s clear) so that the test takes
+times (an update notice every second, resolved after 3 s clear, times the slow-build
+multiplier) so that the test takes
 seconds, not minutes."""
 
 import os
@@ -17,7 +18,9 @@ from conftest import LIB, MULT, ROOT, Collector
 def _config(tmp_path):
     with open(os.path.join(ROOT, "scripts", "run-demo.conf")) as f:
         text = f.read()
-    text = re.sub(r"(?m)^(type = .*)$", r"\1\ncooldown_ms = 1000\nresolve_ms = 3000", text)
+    # Resolved after 3 s clear (longer in slow builds, where the demo's turns take longer).
+    text = re.sub(r"(?m)^(type = .*)$",
+                  r"\1\ncooldown_ms = 1000\nresolve_ms = %d" % int(3000 * MULT), text)
     path = os.path.join(str(tmp_path), "demo.conf")
     with open(path, "w") as f:
         f.write(text)
