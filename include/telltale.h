@@ -2,7 +2,8 @@
  * telltale.h - the public API of libtelltale, the client that an agent embeds to stream its
  * logs, metrics, execution path and token confidence to a telltale collector.
  *
- * This is the only installed header. Every handle is opaque; every name starts with tt_ or TT_.
+ * The C header (telltale.hpp wraps it for C++17). Every handle is opaque; every name starts
+ * with tt_ or TT_.
  * The rules that hold for every function, unless its comment says otherwise:
  *
  * - Errors: functions return int, 0 on success and a negative TT_E* code on failure; the codes

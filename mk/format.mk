@@ -1,10 +1,11 @@
 # clang-format owns whitespace (.clang-format; ../shared/STYLE.md). `make format` rewrites the
-# C sources in place; `make format-check` (run by .ci/run) fails, naming the files, when one
+# C and C++ sources in place; `make format-check` (run by .ci/run) fails, naming the files, when one
 # differs. The version is pinned: another clang-format may lay the same code out differently.
 CLANG_FORMAT := clang-format-14
-FORMAT_FILES = $(filter-out src/collector/api/assets_gen.c,$(shell git ls-files 'src/*.c' 'src/*.h' \
-	'include/*.h' 'tests/*.c' 'tests/*.h' 'bench/*.c' 'bench/*.h' 'bench/*.cpp' 'tools/*.c' \
-	'examples/*.c' 2>/dev/null))
+# The generated web/assets_gen.c is not among them.
+FORMAT_FILES = $(shell git ls-files 'src/*.c' 'src/*.h' 'include/*.h' 'include/*.hpp' 'tests/*.c' \
+	'tests/*.h' 'tests/*.cpp' 'bench/*.c' 'bench/*.h' 'bench/*.cpp' 'tools/*.c' 'examples/*.c' \
+	'python/*.c' 2>/dev/null)
 DEPS_FORMAT := $(BUILD)/.deps-format
 
 $(DEPS_FORMAT): scripts/install-deps

@@ -1,6 +1,8 @@
 """telltale: stream an agent's logs, metrics, steps and token confidence to a telltale collector.
 
-A thin layer over libtelltale (ctypes, no compiled extension):
+A thin layer over libtelltale: the calls made per event (log, metric, steps, tokens) run in a
+compiled extension (telltale._ext) when it is built, else over ctypes, with the same behaviour
+(telltale.implementation says which):
 
     import telltale
 
@@ -23,10 +25,11 @@ import os
 import sys
 import threading
 
-from . import _lib
+from . import _ctypes_core, _lib
 
 __all__ = ["Client", "Step", "Response", "Verdict", "Halted", "Error", "GuardPolicy",
-           "Summary", "TokenStats", "Stats", "library_path", "library_version"]
+           "Summary", "TokenStats", "Stats", "library_path", "library_version",
+           "implementation"]
 __version__ = "0.1.0"
 
 library_path = _lib.path
@@ -78,33 +81,6 @@ _ERROR_MAX = 512
 
 def _enc(s):
     return None if s is None else (s if isinstance(s, bytes) else str(s).encode())
-
-
-def _attrs(kv):
-    """A ctypes array of tt_attr for a dict, plus the objects that must outlive the call."""
-    n = len(kv)
-    arr = (_lib.Attr * n)()
-    keep = []
-    for i, (k, v) in enumerate(kv.items()):
-        a = arr[i]
-        kb = k.encode()
-        keep.append(kb)
-        a.key = kb
-        if isinstance(v, bool):
-            a.type = _lib.ATTR_BOOL
-            a.v.b = 1 if v else 0
-        elif isinstance(v, int) and -(1 << 63) <= v < (1 << 63):
-            a.type = _lib.ATTR_INT
-            a.v.i = v
-        elif isinstance(v, float):
-            a.type = _lib.ATTR_DOUBLE
-            a.v.d = v
-        else:
-            vb = _enc(v)
-            keep.append(vb)
-            a.type = _lib.ATTR_STR
-            a.v.s = vb
-    return arr, n, keep
 
 
 def _level(level):
@@ -263,9 +239,20 @@ def _row(a):
         ptr = a.ctypes.data
     else:
         ai = getattr(a, "__array_interface__", None)
+        if ai is None and _ndarray is not None:
+            # A buffer-protocol row (array.array, memoryview, ...): read through a numpy view of
+            # the same memory, as the extension reads the buffer itself.
+            try:
+                view = memoryview(a)
+            except TypeError:
+                view = None
+            if view is not None and view.format.lstrip("<=@") in ("f", "e", "H"):
+                import numpy as np
+                return _row(np.asarray(view))
         if ai is None:
             raise TypeError("telltale: logits must be a numpy array (or expose "
-                            "__array_interface__), got %s" % type(a).__name__)
+                            "__array_interface__ or the buffer protocol), got %s"
+                            % type(a).__name__)
         dt = _TYPESTR.get(ai["typestr"].replace("=", "<"))
         if dt is None or sys.byteorder != "little":
             raise TypeError("telltale: logits must be float32, float16 or bfloat16 (as uint16), "
@@ -287,6 +274,59 @@ def _row(a):
     return ptr, n, st // size, dt[0]
 
 
+# --- the implementation of the hot calls -------------------------------------------------------
+
+_INTERFACE = 1
+
+
+def _find_extension():
+    """The compiled core: telltale._ext installed in the package, else the one built beside the
+    library that _lib loaded ($(BUILD)/python/telltale/_ext<suffix> next to $(BUILD)/libtelltale.so),
+    for this interpreter's ABI only."""
+    import importlib.machinery
+    import importlib.util
+    if importlib.util.find_spec(__name__ + "._ext") is not None:
+        import importlib
+        return importlib.import_module(__name__ + "._ext")
+    tried = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ext*")]
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES[:1]:
+        path = os.path.join(os.path.dirname(os.path.abspath(_lib.path)), "python", "telltale",
+                            "_ext" + suffix)
+        tried.append(path)
+        if os.path.exists(path):
+            spec = importlib.util.spec_from_file_location(__name__ + "._ext", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            return mod
+    raise ImportError("telltale: the compiled extension is not built (tried %s)"
+                      % ", ".join(tried))
+
+
+def _select_core():
+    """The core named by $TELLTALE_IMPL: "ext" (the compiled extension, or ImportError), "ctypes",
+    or "auto"/unset (the extension when it loads, else ctypes)."""
+    want = os.environ.get("TELLTALE_IMPL") or "auto"
+    if want not in ("auto", "ext", "ctypes"):
+        raise ImportError("telltale: TELLTALE_IMPL=%s (ext, ctypes or auto)" % want)
+    if want == "ctypes":
+        return _ctypes_core, "ctypes", None
+    try:
+        core = _find_extension()
+        if getattr(core, "INTERFACE", None) != _INTERFACE:
+            raise ImportError("telltale: the compiled extension %s is from another version "
+                              "(interface %s, want %d)" % (core.__file__,
+                                                           getattr(core, "INTERFACE", None),
+                                                           _INTERFACE))
+        return core, "ext", None
+    except ImportError as e:
+        if want == "ext":
+            raise ImportError("telltale: TELLTALE_IMPL=ext, but %s" % e) from e
+        return _ctypes_core, "ctypes", str(e)
+
+
+_core, implementation, _ext_error = _select_core()
+
+
 # --- clients -------------------------------------------------------------------------------------
 
 # Every open client, held strongly: a client dropped without close() is still closed (within its
@@ -302,7 +342,7 @@ def _default_agent():
     return name if name and name != "-c" else "python"
 
 
-class Client:
+class Client(_core.ClientCore):
     """A connection to a telltale collector (tt_client).
 
     Client(endpoint, agent=..., **settings): endpoint "unix:PATH" or "tcp://HOST:PORT" (default
@@ -316,6 +356,11 @@ class Client:
       raise_on_halt  responses raise Halted on a HALT verdict (default: return it)
       guard          a GuardPolicy to set after opening
 
+    Event calls (from the core, compiled or ctypes; docs/python.md):
+      log(message, level="info", *, session=None, **attrs) -> 0 or a negative code
+      metric(name, value, kind="gauge", *, unit=None, session=None, **attrs) -> same
+      step(kind="other", name=None, query=None, *, session=None) -> a Step for `with`
+
     The connection is made in the background: an unreachable collector is not an error here.
     The client closes at the end of a `with` block, on close(), or when the interpreter exits.
     """
@@ -323,6 +368,7 @@ class Client:
     def __init__(self, endpoint=None, agent=None, *, session=None, close_timeout=5.0,
                  raise_on_halt=False, guard=None, **settings):
         self._h = None
+        self._current = contextvars.ContextVar("telltale_step_%x" % id(self), default=None)
         self._lock = threading.Lock()
         if endpoint is None:
             endpoint = os.environ.get("TELLTALE_ENDPOINT")
@@ -358,10 +404,8 @@ class Client:
         self.agent = agent
         self.endpoint = endpoint
         self.session = session
-        self._session_b = _enc(session)
         self.close_timeout = close_timeout
         self.raise_on_halt = raise_on_halt
-        self._current = contextvars.ContextVar("telltale_step_%x" % id(self), default=None)
         self._pid = os.getpid()
         self._close_rc = None
         with _clients_lock:
@@ -426,32 +470,6 @@ class Client:
 
     # -- events --
 
-    def log(self, message, level="info", *, session=None, **attrs):
-        """A log record with optional attributes (str, int, float or bool values). Returns 0, or a
-        negative code if the event was dropped (counted in stats())."""
-        sev = _SEVERITY.get(level) if type(level) is str else None
-        if sev is None:
-            sev = _level(level)
-        s = self._session_b if session is None else _enc(session)
-        if attrs:
-            arr, n, keep = _attrs(attrs)
-            return _lib.log(self._h, s, sev, message.encode(), arr, n)
-        return _lib.log(self._h, s, sev, message.encode(), None, 0)
-
-    def metric(self, name, value, kind="gauge", *, unit=None, session=None, **attrs):
-        """A metric sample: kind "gauge" (a current value), "counter" (a delta) or "histogram"
-        (one sample). Returns 0 or a negative code, as log()."""
-        k = _METRIC.get(kind) if type(kind) is str else kind
-        if k is None:
-            raise ValueError("telltale: unknown metric kind %r (counter, gauge, histogram)"
-                             % (kind,))
-        s = self._session_b if session is None else _enc(session)
-        u = None if unit is None else unit.encode()
-        if attrs:
-            arr, n, keep = _attrs(attrs)
-            return _lib.metric(self._h, s, k, name.encode(), float(value), u, arr, n)
-        return _lib.metric(self._h, s, k, name.encode(), float(value), u, None, 0)
-
     def score(self, name, value, response=None, *, session=None, **attrs):
         """A named score of one response from whoever judged it: a provider's confidence, an
         evaluator's or LLM judge's score, a reward. response: a Response (its id is read while
@@ -468,19 +486,11 @@ class Client:
             rid = int(response or 0)
         if session is None and isinstance(response, Response):
             session = response.session
-        s = self._session_b if session is None else _enc(session)
+        s = _enc(self.session if session is None else session)
         if attrs:
-            arr, n, keep = _attrs(attrs)
+            arr, n, keep = _ctypes_core.attrs(attrs)
             return _lib.score(self._h, s, rid, name.encode(), float(value), arr, n)
         return _lib.score(self._h, s, rid, name.encode(), float(value), None, 0)
-
-    def step(self, kind="other", name=None, query=None, *, session=None):
-        """A step of the execution path, used as `with` or `async with`: the latency between
-        entering and leaving is measured; an exception in the block marks it failed (and is not
-        swallowed). Steps nest: a step begun inside another one's block is its child, also
-        across `await` and in tasks created inside the block (contextvars). kind: "reasoning",
-        "tool", "api", "llm", "agent", "retrieval" or "other"."""
-        return Step(self, kind, name, query, session)
 
     @property
     def current_step(self):
@@ -550,73 +560,18 @@ class Client:
             self.agent, self.endpoint, " closed" if self._h is None else "")
 
 
-class Step:
+class Step(_core.StepCore):
     """An open step (see Client.step). Attributes: id (non-zero once begun), parent (the parent
     Step or None), result_bytes (set it to record the result's size). fail(error) marks the step
-    failed without raising."""
+    failed without raising. Entering and leaving (`with`) are the core's hot calls."""
 
-    __slots__ = ("_c", "_st", "kind", "name", "query", "session", "parent", "result_bytes",
-                 "_status", "_error", "_token", "__weakref__")
-
-    def __init__(self, client, kind, name, query, session):
-        k = _STEP.get(kind) if type(kind) is str else kind
-        if k is None:
-            raise ValueError("telltale: unknown step kind %r (%s)" % (kind, ", ".join(_STEP)))
-        self._c = client
-        self._st = _lib.Step()
-        self.kind = k
-        self.name = name if name is not None else (kind if type(kind) is str else "step")
-        self.query = query
-        self.session = session
-        self.parent = None
-        self.result_bytes = -1
-        self._status = _STATUS_OK
-        self._error = None
-        self._token = None
-
-    @property
-    def id(self):
-        return self._st.id
+    __slots__ = ()
 
     def fail(self, error="failed", status="error"):
         """Mark the step failed (status "error", "timeout" or "cancelled") with an error text."""
         self._status = {"error": _STATUS_ERROR, "timeout": _STATUS_TIMEOUT,
                         "cancelled": _STATUS_CANCELLED}.get(status, _STATUS_ERROR)
-        self._error = str(error)
-
-    def __enter__(self):
-        c = self._c
-        parent = c._current.get()
-        self.parent = parent
-        session = self.session
-        if session is None:
-            session = parent.session if parent is not None else c.session
-            self.session = session
-        _lib.step_begin(c._h, self._st, parent._st if parent is not None else None, self.kind,
-                        _enc(session), _enc(self.name), _enc(self.query))
-        self._token = c._current.set(self)
-        return self
-
-    def __exit__(self, et, ev, tb):
-        c = self._c
-        status, error = self._status, self._error
-        if et is not None:
-            if issubclass(et, (TimeoutError,)):
-                status = _STATUS_TIMEOUT
-            elif et.__name__ == "CancelledError" or issubclass(et, (KeyboardInterrupt,)):
-                status = _STATUS_CANCELLED
-            else:
-                status = _STATUS_ERROR
-            error = ("%s: %s" % (et.__name__, ev) if str(ev) else et.__name__)
-        if error is not None and len(error) > _ERROR_MAX:
-            error = error[:_ERROR_MAX]
-        _lib.step_end(c._h, self._st, status, self.result_bytes,
-                      None if error is None else error.encode(errors="replace"))
-        try:
-            c._current.reset(self._token)
-        except ValueError:  # left in another context than entered: restore the parent
-            c._current.set(self.parent)
-        return False
+        self._error = str(error)[:_ERROR_MAX]
 
     async def __aenter__(self):
         return self.__enter__()
@@ -625,16 +580,49 @@ class Step:
         return self.__exit__(et, ev, tb)
 
     def __repr__(self):
-        return "<telltale.Step %s %r id=%d>" % (self.kind, self.name, self._st.id)
+        return "<telltale.Step %s %r id=%d>" % (self.kind, self.name, self.id)
 
 
-class Response:
-    """An open response (see Client.response)."""
+def _exit_error(et, ev):
+    """(status, error text) of a step whose block raised et(ev)."""
+    if issubclass(et, TimeoutError):
+        status = _STATUS_TIMEOUT
+    elif et.__name__ == "CancelledError" or issubclass(et, KeyboardInterrupt):
+        status = _STATUS_CANCELLED
+    else:
+        status = _STATUS_ERROR
+    error = "%s: %s" % (et.__name__, ev) if str(ev) else et.__name__
+    return status, error[:_ERROR_MAX]
 
-    __slots__ = ("_c", "_r", "session", "model", "raise_on_halt", "params", "summary",
-                 "_verdict", "_vref", "_ts", "_tsref", "_ended", "verdict", "tokens", "id")
+
+def _top(top_logprobs, top_ids):
+    """(ids or None, logprobs) of a hosted model's alternatives: a sequence (with top_ids) or a
+    dict {id: logprob}; the TOPK_MAX highest when there are more."""
+    if not top_logprobs:
+        return None, []
+    if isinstance(top_logprobs, dict):
+        items = sorted(top_logprobs.items(), key=lambda kv: -kv[1])[:_lib.TOPK_MAX]
+        return [i for i, _ in items], [lp for _, lp in items]
+    lps = list(top_logprobs)
+    ids = list(top_ids) if top_ids is not None else None
+    if ids is not None and len(ids) != len(lps):
+        raise ValueError("telltale: top_ids and top_logprobs differ in length")
+    if len(lps) > _lib.TOPK_MAX:
+        order = sorted(range(len(lps)), key=lambda i: -lps[i])[:_lib.TOPK_MAX]
+        lps = [lps[i] for i in order]
+        ids = [ids[i] for i in order] if ids is not None else None
+    return ids, lps
+
+
+class Response(_core.ResponseCore):
+    """An open response (see Client.response). r.token(logits, chosen) and
+    r.token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None) are the
+    core's hot calls; each returns the Verdict."""
+
+    __slots__ = ("_c", "session", "model", "params", "summary", "_ended", "id")
 
     def __init__(self, client, session, model, raise_on_halt, params):
+        super().__init__()
         self._c = client
         self._r = None
         self.session = session if session is not None else client.session
@@ -642,13 +630,7 @@ class Response:
         self.raise_on_halt = raise_on_halt
         self.params = params
         self.summary = None
-        self._verdict = ctypes.c_int(0)
-        self._vref = ctypes.byref(self._verdict)
-        self._ts = _lib.TokenStats()
-        self._tsref = ctypes.byref(self._ts)
         self._ended = False
-        self.verdict = Verdict.PASS  # the worst verdict so far
-        self.tokens = 0
         self.id = 0  # the response's id once begun (Client.score, /api/v1/responses/{id})
 
     def __enter__(self):
@@ -657,7 +639,7 @@ class Response:
             raise Error(_lib.ESHUTDOWN, "response")
         r = ctypes.c_void_p()
         if self.params:
-            arr, n, keep = _attrs(self.params)
+            arr, n, keep = _ctypes_core.attrs(self.params)
         else:
             arr, n = None, 0
         rc = _lib.response_begin(h, ctypes.byref(r), _enc(self.session), _enc(self.model), arr, n)
@@ -668,67 +650,22 @@ class Response:
             self.id = _lib.response_id(self._r)
         return self
 
-    def _after(self, rc):
-        if rc:
-            if rc == _lib.EINVAL:
-                raise ValueError("telltale: token rejected: %s" % _lib.strerror(rc).decode())
-            return Verdict.PASS  # dropped (ring full, closing): counted in stats()
-        self.tokens += 1
-        v = _VERDICTS[self._verdict.value]
-        if v > self.verdict:
-            self.verdict = v
-        if v is Verdict.HALT and self.raise_on_halt:
-            # A halted response is over: end it now, so that the summary (with the guard's or
-            # the operator's reason) is recorded and available as exc.response.summary.
-            summary = self.end()
-            raise Halted(summary.reason if summary else "halted", self)
-        return v
+    def _rejected(self, rc):
+        """A token call returned rc != 0: a refused token raises, a drop is a PASS."""
+        if rc == _lib.EINVAL:
+            raise ValueError("telltale: token rejected: %s" % _lib.strerror(rc).decode())
+        return Verdict.PASS  # dropped (ring full, closing): counted in stats()
 
-    def token(self, logits, chosen):
-        """Add the token `chosen` sampled from one row of logits: a 1-D numpy array of float32,
-        float16 or bfloat16 (as uint16, or ml_dtypes.bfloat16), read in place through its
-        pointer and stride (no copy). Returns the Verdict (raises Halted on HALT if asked)."""
-        r = self._r
-        if r is None:
-            raise RuntimeError("telltale: response not open (use it in a `with` block; it ends there or at a raised Halted)")
-        ptr, n, stride, dt = _row(logits)
-        return self._after(_lib.response_token(r, ptr, n, stride, dt, chosen, self._vref,
-                                               self._tsref))
-
-    def token_logprobs(self, chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None):
-        """Add a token from a hosted model's log-probs: chosen_logprob of the sampled token and
-        the top alternatives' log-probs (a sequence, or a dict {token_id: logprob}; at most 32
-        are used, the highest). Returns the Verdict."""
-        r = self._r
-        if r is None:
-            raise RuntimeError("telltale: response not open (use it in a `with` block; it ends there or at a raised Halted)")
-        ids_p = lps_p = None
-        k = 0
-        if top_logprobs:
-            if isinstance(top_logprobs, dict):
-                items = sorted(top_logprobs.items(), key=lambda kv: -kv[1])[:_lib.TOPK_MAX]
-                ids = [i for i, _ in items]
-                lps = [lp for _, lp in items]
-            else:
-                lps = list(top_logprobs)
-                ids = list(top_ids) if top_ids is not None else None
-                if ids is not None and len(ids) != len(lps):
-                    raise ValueError("telltale: top_ids and top_logprobs differ in length")
-                if len(lps) > _lib.TOPK_MAX:
-                    order = sorted(range(len(lps)), key=lambda i: -lps[i])[:_lib.TOPK_MAX]
-                    lps = [lps[i] for i in order]
-                    ids = [ids[i] for i in order] if ids is not None else None
-            k = len(lps)
-            lps_p = (ctypes.c_float * k)(*lps)
-            if ids is not None:
-                ids_p = (ctypes.c_int32 * k)(*ids)
-        return self._after(_lib.response_token_logprobs(r, chosen, float(chosen_logprob), ids_p,
-                                                        lps_p, k, self._vref, self._tsref))
+    def _halt(self):
+        # A halted response is over: end it now, so that the summary (with the guard's or the
+        # operator's reason) is recorded and available as exc.response.summary.
+        summary = self.end()
+        raise Halted(summary.reason if summary else "halted", self)
 
     @property
     def last(self):
         """TokenStats of the last token added."""
-        return TokenStats(self._ts)
+        return TokenStats(_lib.TokenStats.from_buffer_copy(self._stats))
 
     def end(self):
         """End the response (the `with` block does it): emits the summary, returns it."""
@@ -753,6 +690,11 @@ class Response:
 
     async def __aexit__(self, et, ev, tb):
         return self.__exit__(et, ev, tb)
+
+
+_core.bind(_lib.path, {
+    "step_type": Step, "verdicts": _VERDICTS, "severities": _SEVERITY, "metric_kinds": _METRIC,
+    "step_kinds": _STEP, "level": _level, "row": _row, "top": _top, "exit_error": _exit_error})
 
 
 # --- process hooks ------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 directory, and helpers to read what it stored through its HTTP API.
 
 The binary and the library come from the build tree (make test sets TT_BIN and TT_LIB_SO;
-run by hand, they default to build/ next to python/)."""
+run by hand, they default to build/ next to python/). TELLTALE_IMPL (ext or ctypes, set by the
+runner) selects the implementation of the package's hot calls; the compiled one is found next to
+the library (build/python/telltale/)."""
 
 import json
 import os
@@ -103,4 +105,9 @@ def collector(tmp_path, sockdir):
 @pytest.fixture
 def telltale():
     import telltale as tt
+    # The runner names the implementation under test (TELLTALE_IMPL=ext or ctypes): make sure it
+    # is the one these tests exercise.
+    want = os.environ.get("TELLTALE_IMPL")
+    if want in ("ext", "ctypes"):
+        assert tt.implementation == want, (tt.implementation, tt._ext_error)
     return tt

@@ -1,6 +1,7 @@
 """Client, log, metric, stats, close and packaging, against a real collector."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -90,13 +91,17 @@ def test_close_with_blackholed_collector_returns_within_deadline(sockdir, tellta
 
 def test_interpreter_exit_closes_within_deadline_with_blackholed_collector(sockdir):
     hole, endpoint = _blackhole(sockdir)
-    code = ("import telltale\n"
+    # The child prints the monotonic clock (system-wide) once its events are emitted: the time
+    # measured is from there to its exit, not the interpreter's start-up and imports (seconds on
+    # a loaded machine).
+    code = ("import telltale, time\n"
             "c = telltale.Client(%r, agent='py-exit', close_timeout=0.5, ack_timeout_ms=60000)\n"
-            "for i in range(1000): c.log('x')\n" % endpoint)
+            "for i in range(1000): c.log('x')\n"
+            "print(time.monotonic(), flush=True)\n" % endpoint)
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
-    t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-c", code], env=env, timeout=30 * MULT)
-    took = time.monotonic() - t0
+    r = subprocess.run([sys.executable, "-c", code], env=env, timeout=30 * MULT,
+                       stdout=subprocess.PIPE, text=True)
+    took = time.monotonic() - float(r.stdout.split()[-1])
     assert r.returncode == 0
     assert took < 0.5 + 3.0 * MULT, took
     hole.close()
@@ -151,22 +156,71 @@ def test_fork_child_streams_as_new_instance_without_parent_events(collector, tel
     assert others == [["child %d" % i for i in range(10)]]
 
 
-def test_pip_installs_offline_and_imports(tmp_path, collector):
-    site = tmp_path / "site"
+def _pip_install(tmp_path, site, **env):
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps",
-                        "--disable-pip-version-check", "--target", str(site),
-                        os.path.join(ROOT, "python")], capture_output=True, text=True,
-                       cwd=str(tmp_path), timeout=120 * MULT)
+                        "--disable-pip-version-check", "--no-build-isolation", "-v", "--target",
+                        str(site), os.path.join(ROOT, "python")], capture_output=True, text=True,
+                       cwd=str(tmp_path), timeout=180 * MULT, env=dict(os.environ, **env))
     assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def _run_installed(tmp_path, site, lib, code, impl=None):
+    env = dict(os.environ, PYTHONPATH=str(site), TELLTALE_LIBRARY=lib)
+    env.pop("TELLTALE_IMPL", None)
+    if impl:
+        env["TELLTALE_IMPL"] = impl
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=str(tmp_path), timeout=30 * MULT)
+
+
+def test_pip_installs_offline_with_the_compiled_core(tmp_path, collector):
+    # A fresh install: pip builds the wheel offline (python/_backend), compiling the core with
+    # the system's compiler and python3-dev; the installed package runs it by default.
+    site = tmp_path / "site"
+    _pip_install(tmp_path, site)
+    built = [n for n in os.listdir(site / "telltale") if n.startswith("_ext")]
+    assert len(built) == 1 and built[0].endswith(".so"), os.listdir(site / "telltale")
     code = ("import telltale\n"
             "assert telltale.__file__.startswith(%r), telltale.__file__\n"
-            "with telltale.Client(%r, agent='py-pip') as c: c.log('from the wheel')\n"
-            % (str(site), collector.endpoint))
-    env = dict(os.environ, PYTHONPATH=str(site), TELLTALE_LIBRARY=LIB)
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       cwd=str(tmp_path), timeout=30 * MULT)
+            "assert telltale.implementation == 'ext', telltale._ext_error\n"
+            "assert telltale._core.__file__.startswith(%r), telltale._core.__file__\n"
+            "with telltale.Client(%r, agent='py-pip') as c:\n"
+            "    c.log('from the wheel', user='ann', n=3)\n"
+            "    with c.step('tool', name='t'): pass\n"
+            % (str(site), str(site), collector.endpoint))
+    r = _run_installed(tmp_path, site, LIB, code)
     assert r.returncode == 0, r.stderr
-    assert [e["message"] for e in collector.events(agent="py-pip")] == ["from the wheel"]
+    ev = collector.events(agent="py-pip")
+    assert [e["kind"] for e in ev] == ["log", "step_begin", "step_end"]
+    assert ev[0]["message"] == "from the wheel" and ev[0]["attrs"] == {"user": "ann", "n": 3}
+
+
+def test_pip_installs_without_a_compiler_and_runs_the_ctypes_core(tmp_path, collector):
+    # A machine where the core cannot be compiled (here: a compiler that always fails): the
+    # install still succeeds, pure Python, and the package runs its ctypes core; asking for the
+    # extension explicitly is then a clear ImportError, not a silent fallback.
+    site = tmp_path / "site"
+    r = _pip_install(tmp_path, site, CC="false")
+    assert "without the compiled core" in r.stdout + r.stderr
+    assert not [n for n in os.listdir(site / "telltale") if n.startswith("_ext")]
+    # The library alone in a directory, as installed: no extension built beside it either.
+    libdir = tmp_path / "lib"
+    libdir.mkdir()
+    shutil.copy(LIB, libdir / "libtelltale.so")
+    lib = str(libdir / "libtelltale.so")
+    code = ("import telltale\n"
+            "assert telltale.implementation == 'ctypes', telltale.implementation\n"
+            "assert 'not built' in telltale._ext_error, telltale._ext_error\n"
+            "with telltale.Client(%r, agent='py-pure') as c:\n"
+            "    c.log('from the pure wheel', user='ann', n=3)\n" % collector.endpoint)
+    r = _run_installed(tmp_path, site, lib, code)
+    assert r.returncode == 0, r.stderr
+    ev = collector.events(agent="py-pure")
+    assert [(e["message"], e["attrs"]) for e in ev] == [("from the pure wheel",
+                                                         {"user": "ann", "n": 3})]
+    r = _run_installed(tmp_path, site, lib, "import telltale", impl="ext")
+    assert r.returncode != 0 and "TELLTALE_IMPL=ext" in r.stderr, r.stderr
 
 
 def test_library_is_found_in_the_build_tree_and_a_wrong_path_is_a_clear_error(tmp_path):
@@ -181,3 +235,33 @@ def test_library_is_found_in_the_build_tree_and_a_wrong_path_is_a_clear_error(tm
                        text=True, cwd=str(tmp_path))
     assert r.returncode != 0
     assert "TELLTALE_LIBRARY" in r.stderr and "nope.so" in r.stderr
+
+
+def test_attribute_values_of_every_type_are_stored_as_documented(collector, telltale):
+    # Both cores convert alike: bool, 64-bit int and float as such; str and bytes as text; None
+    # as an empty text; any other value (an int beyond 64 bits, a numpy scalar) as its str().
+    import numpy as np
+    with telltale.Client(collector.endpoint, agent="py-attrs", session="s-1") as c:
+        assert c.log("types", t=True, neg=-3, big=1 << 70, ratio=0.25, raw=b"bytes", text="é",
+                     none=None, np_int=np.int64(5), np_float=np.float64(0.5)) == 0
+        many = {"k%02d" % i: i for i in range(20)}
+        assert c.log("many", **many) == 0
+        assert c.log("too many", **{"k%02d" % i: i for i in range(65)}) < 0
+        c.session = "s-2"
+        assert c.metric("m", 2, "counter", unit="ms", session=None, route="/a") == 0
+        assert c.log(message="by keyword", level="WARN") == 0
+        with pytest.raises(TypeError):
+            c.log()
+        with pytest.raises(TypeError):
+            c.log("x", "info", "extra positional")
+        assert c.close(5 * MULT)
+    ev = collector.events(agent="py-attrs")
+    assert [e.get("message", e.get("name")) for e in ev] == ["types", "many", "m", "by keyword"]
+    assert ev[0]["attrs"] == {"t": True, "neg": -3, "big": str(1 << 70), "ratio": 0.25,
+                              "raw": "bytes", "text": "é", "none": "", "np_int": "5",
+                              "np_float": 0.5}
+    assert ev[0]["session"] == "s-1"
+    assert ev[1]["attrs"] == many
+    assert ev[2]["session"] == "s-2" and ev[2]["attrs"] == {"route": "/a"}
+    assert ev[2]["unit"] == "ms" and ev[2]["metric_kind"] == "counter"
+    assert ev[3]["severity"] == "warn" and ev[3]["session"] == "s-2"

@@ -92,6 +92,22 @@ def test_token_reads_the_array_in_place_without_a_copy(collector, telltale):
             assert r.tokens == 203
 
 
+def test_token_reads_buffer_protocol_rows_in_place(collector, telltale):
+    import array
+    probs = [0.6, 0.3, 0.1]
+    row = array.array("f", _row(probs).tolist())
+    with telltale.Client(collector.endpoint, agent="py-buffer") as c:
+        with c.response(model="toy") as r:
+            assert r.token(row, 1) is telltale.Verdict.PASS
+            assert abs(r.last.prob - 0.3) < 1e-5 and r.last.rank == 1
+            row[1] = 30.0  # the array's own memory is read: a change shows at the next call
+            r.token(memoryview(row), 1)
+            assert r.last.prob > 0.99 and r.last.rank == 0
+            with pytest.raises(TypeError):
+                r.token(array.array("d", [0.1, 0.2]), 0)
+        assert r.summary.tokens == 2
+
+
 def test_token_rejects_rows_it_cannot_read_in_place(collector, telltale):
     with telltale.Client(collector.endpoint, agent="py-reject") as c:
         with c.response(model="toy") as r:
@@ -173,3 +189,45 @@ def test_operator_halt_of_a_session_reaches_its_response(collector, telltale):
                     r.token(_row([0.9, 0.1]), 0)
                     time.sleep(0.01)
         assert "operator" in info.value.reason
+
+
+def test_a_long_row_lets_other_threads_run_only_with_the_extension(collector, telltale):
+    # The extension releases the GIL while the statistics of a long row are computed (rows of
+    # GIL_RELEASE_MIN_ELEMS entries or more), so another thread runs meanwhile; the ctypes core
+    # keeps it (PyDLL). With a switch interval of 10 s the interpreter never takes the GIL from
+    # this thread by itself within the loop, so the other thread runs only where a call releases
+    # it.
+    import sys
+    import threading
+    row = np.zeros(1 << 22, np.float32)
+    count = [0]
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+            time.sleep(0)  # hands the GIL back at once (the switch interval is long)
+
+    with telltale.Client(collector.endpoint, agent="py-gil") as c:
+        with c.response(model="toy") as r:
+            r.token(row, 1)  # warm: the first call pays the row's page faults
+            old = sys.getswitchinterval()
+            t = threading.Thread(target=spin)
+            t.start()
+            sys.setswitchinterval(10.0)
+            progressed = 0
+            try:
+                for _ in range(10):
+                    before = count[0]
+                    r.token(row, 1)
+                    progressed += count[0] != before
+            finally:
+                sys.setswitchinterval(old)
+                stop.set()
+                t.join()
+            assert r.tokens == 11 and abs(r.last.prob - 1.0 / len(row)) < 1e-12
+    if telltale.implementation == "ext":
+        assert telltale._core.GIL_RELEASE_MIN_ELEMS <= len(row)
+        assert progressed > 0
+    else:
+        assert progressed == 0

@@ -1,7 +1,8 @@
 /*
  * cmd_emit.c - `telltale emit`: events as JSON lines on stdin, sent through libtelltale, so
- * shell scripts and programs in any language can use the stream. A bad line is reported with
- * its number and skipped; every good line is still delivered.
+ * shell scripts and programs in any language can use the stream: logs, metrics and steps (a
+ * step_begin line and its step_end line; the library measures the latency between them). A
+ * bad line is reported with its number and skipped; every good line is still delivered.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -16,6 +17,8 @@
 
 #define LINE_MAX_BYTES (1u << 20)
 #define MAX_ATTRS 64
+#define MAX_OPEN_STEPS 4096
+#define STEP_ID_MAX 64
 
 static const char usage[] =
     "usage: telltale emit --endpoint ENDPOINT --agent NAME [options] < events.jsonl\n"
@@ -26,11 +29,23 @@ static const char usage[] =
     "{\"kind\":\"metric\",\"name\":\"latency\",\"value\":1.5,\"unit\":\"ms\",\"metric_kind\":"
     "\"gauge\"}\n"
     "  {\"kind\":\"score\",\"name\":\"judge\",\"value\":4,\"response\":\"0123456789abcdef\"}\n"
-    "All take optional \"session\":\"...\" and \"attrs\":{\"key\":value,...} (string, integer,\n"
+    "All three take optional \"session\":\"...\" and \"attrs\":{\"key\":value,...} (string, integer,\n"
     "number or boolean values). severity: trace, debug, info (default), warn, error, fatal.\n"
     "metric_kind: counter, gauge (default) or histogram. A score is one response's named score\n"
     "(a judge's, an evaluator's, a reward); response: its id as /api/v1/responses shows it\n"
     "(16 hex digits), optional.\n"
+    "\n"
+    "A step (a tool call, an API call, ...) is two lines; its latency is the time between\n"
+    "emit reading the one and the other (keep emit running while the step runs):\n"
+    "  {\"kind\":\"step_begin\",\"id\":\"s1\",\"name\":\"search\",\"step_kind\":\"tool\",\n"
+    "   \"query\":\"weather in Lyon\",\"session\":\"...\",\"parent\":\"s0\"}\n"
+    "  "
+    "{\"kind\":\"step_end\",\"id\":\"s1\",\"status\":\"ok\",\"result_bytes\":512,\"error\":\"...\"}"
+    "\n"
+    "id: yours, 1-64 bytes, unique among open steps (4096 at most); parent: an open step's id.\n"
+    "step_kind: reasoning, tool (default), api, llm, agent, retrieval, other. status: ok, error,\n"
+    "timeout, cancelled (default ok, or error when \"error\" is given). A step still open at\n"
+    "the end of the input is ended as cancelled and reported.\n"
     "\n"
     "  --endpoint ENDPOINT  unix:PATH or tcp://HOST:PORT (default $TELLTALE_ENDPOINT or\n"
     "                       tcp://127.0.0.1:7370)\n"
@@ -175,6 +190,129 @@ static const char *emit_metric(tt_client *c, json_t *o, const char *session, tt_
     return rc ? tt_strerror(rc) : NULL;
 }
 
+/* The steps begun and not yet ended, by the caller's id. */
+struct open_step {
+    char id[STEP_ID_MAX + 1];
+    long line; /* of its step_begin */
+    tt_step step;
+};
+
+struct steps {
+    struct open_step *v; /* MAX_OPEN_STEPS entries, the first n in use */
+    size_t n;
+};
+
+static struct open_step *step_find(struct steps *st, const char *id)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        if (!strcmp(st->v[i].id, id)) {
+            return &st->v[i];
+        }
+    }
+    return NULL;
+}
+
+static int named(const char *s, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(s, names[i])) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static const char *step_id(json_t *o, const char *key, const char **id)
+{
+    const char *err = opt_string(o, key, id);
+    if (err) {
+        return err;
+    }
+    if (*id && (!**id || strlen(*id) > STEP_ID_MAX)) {
+        static __thread char msg[96];
+        snprintf(msg, sizeof msg, "\"%s\" must be 1 to %d bytes", key, STEP_ID_MAX);
+        return msg;
+    }
+    return NULL;
+}
+
+static const char *emit_step_begin(tt_client *c, struct steps *st, json_t *o, const char *session,
+                                   long lineno)
+{
+    static const char *const kinds[] = {"reasoning", "tool",      "api",  "llm",
+                                        "agent",     "retrieval", "other"};
+    static const tt_step_kind kind_of[] = {TT_STEP_REASONING, TT_STEP_TOOL,  TT_STEP_API,
+                                           TT_STEP_LLM,       TT_STEP_AGENT, TT_STEP_RETRIEVAL,
+                                           TT_STEP_OTHER};
+    const char *id, *parent, *name, *query, *sk, *err;
+    if ((err = step_id(o, "id", &id)) || (err = step_id(o, "parent", &parent)) ||
+        (err = opt_string(o, "name", &name)) || (err = opt_string(o, "query", &query)) ||
+        (err = opt_string(o, "step_kind", &sk))) {
+        return err;
+    }
+    if (!id || !name) {
+        return "a step_begin needs \"id\" and \"name\"";
+    }
+    int k = sk ? named(sk, kinds, 7) : 1;
+    if (k < 0) {
+        return "\"step_kind\" must be reasoning, tool, api, llm, agent, retrieval or other";
+    }
+    if (step_find(st, id)) {
+        return "a step with this \"id\" is already open";
+    }
+    struct open_step *p = NULL;
+    if (parent && !(p = step_find(st, parent))) {
+        return "\"parent\" is not an open step";
+    }
+    if (st->n == MAX_OPEN_STEPS) {
+        return "more than 4096 open steps";
+    }
+    struct open_step *s = &st->v[st->n];
+    int rc = RETRY_FULL(
+        tt_step_begin(c, &s->step, p ? &p->step : NULL, kind_of[k], session, name, query));
+    if (rc) {
+        return tt_strerror(rc);
+    }
+    snprintf(s->id, sizeof s->id, "%s", id);
+    s->line = lineno;
+    st->n++;
+    return NULL;
+}
+
+static const char *emit_step_end(tt_client *c, struct steps *st, json_t *o)
+{
+    static const char *const statuses[] = {"ok", "error", "timeout", "cancelled"};
+    static const tt_status status_of[] = {TT_STATUS_OK, TT_STATUS_ERROR, TT_STATUS_TIMEOUT,
+                                          TT_STATUS_CANCELLED};
+    const char *id, *status, *error, *err;
+    if ((err = step_id(o, "id", &id)) || (err = opt_string(o, "status", &status)) ||
+        (err = opt_string(o, "error", &error))) {
+        return err;
+    }
+    if (!id) {
+        return "a step_end needs \"id\"";
+    }
+    int k = status ? named(status, statuses, 4) : error ? 1 : 0;
+    if (k < 0) {
+        return "\"status\" must be ok, error, timeout or cancelled";
+    }
+    json_t *rb = json_object_get(o, "result_bytes");
+    int64_t result_bytes = -1;
+    if (rb && !json_is_null(rb)) {
+        if (!json_is_integer(rb) || json_integer_value(rb) < -1) {
+            return "\"result_bytes\" must be an integer, -1 (unknown) or more";
+        }
+        result_bytes = json_integer_value(rb);
+    }
+    struct open_step *s = step_find(st, id);
+    if (!s) {
+        return "no open step has this \"id\"";
+    }
+    int rc = RETRY_FULL(tt_step_end(c, &s->step, status_of[k], result_bytes, error));
+    *s = st->v[--st->n]; /* ended (or dropped): no longer open either way */
+    return rc ? tt_strerror(rc) : NULL;
+}
+
 static const char *emit_score(tt_client *c, json_t *o, const char *session, tt_attr *attrs,
                               size_t na)
 {
@@ -202,7 +340,8 @@ static const char *emit_score(tt_client *c, json_t *o, const char *session, tt_a
     return rc ? tt_strerror(rc) : NULL;
 }
 
-static const char *emit_line(tt_client *c, const char *line, size_t len)
+static const char *emit_line(tt_client *c, struct steps *st, const char *line, size_t len,
+                             long lineno)
 {
     static __thread char msg[300];
     json_error_t jerr;
@@ -218,16 +357,24 @@ static const char *emit_line(tt_client *c, const char *line, size_t len)
         err = "each line must be a JSON object";
     } else if (!(err = opt_string(o, "kind", &kind)) &&
                !(err = opt_string(o, "session", &session)) && !(err = get_attrs(o, attrs, &na))) {
+        int is_step = kind && (!strcmp(kind, "step_begin") || !strcmp(kind, "step_end"));
         if (!kind) {
-            err = "missing \"kind\" (log, metric or score)";
+            err = "missing \"kind\" (log, metric, score, step_begin or step_end)";
+        } else if (is_step && na) {
+            err = "steps take no \"attrs\"";
         } else if (!strcmp(kind, "log")) {
             err = emit_log(c, o, session, attrs, na);
         } else if (!strcmp(kind, "metric")) {
             err = emit_metric(c, o, session, attrs, na);
         } else if (!strcmp(kind, "score")) {
             err = emit_score(c, o, session, attrs, na);
+        } else if (!strcmp(kind, "step_begin")) {
+            err = emit_step_begin(c, st, o, session, lineno);
+        } else if (!strcmp(kind, "step_end")) {
+            err = emit_step_end(c, st, o);
         } else {
-            snprintf(msg, sizeof msg, "unknown kind \"%.60s\" (expected log, metric or score)",
+            snprintf(msg, sizeof msg,
+                     "unknown kind \"%.60s\" (expected log, metric, score, step_begin or step_end)",
                      kind);
             err = msg;
         }
@@ -342,7 +489,10 @@ int cmd_emit(int argc, char **argv)
         return rc;
     }
     char *buf = malloc(LINE_MAX_BYTES + 1);
-    if (!buf) {
+    struct steps st = {calloc(MAX_OPEN_STEPS, sizeof *st.v), 0};
+    if (!buf || !st.v) {
+        free(buf);
+        free(st.v);
         tt_close(c, 0);
         return EXIT_FAIL;
     }
@@ -358,7 +508,7 @@ int cmd_emit(int argc, char **argv)
         if (n == 0) {
             continue;
         }
-        const char *err = emit_line(c, buf, (size_t)n);
+        const char *err = emit_line(c, &st, buf, (size_t)n, lineno);
         if (err) {
             fprintf(stderr, "telltale emit: line %ld: %s\n", lineno, err);
             bad++;
@@ -367,6 +517,17 @@ int cmd_emit(int argc, char **argv)
         }
     }
     free(buf);
+    /* Steps the input never ended: ended as cancelled, so the store has no step left open. */
+    for (size_t i = 0; i < st.n; i++) {
+        fprintf(stderr, "telltale emit: line %ld: step \"%s\" never ended; ended as cancelled\n",
+                st.v[i].line, st.v[i].id);
+        if (RETRY_FULL(tt_step_end(c, &st.v[i].step, TT_STATUS_CANCELLED, -1,
+                                   "the input ended before its step_end")) == 0) {
+            sent++;
+        }
+        bad++;
+    }
+    free(st.v);
     int flushed = tt_flush(c, (uint32_t)o.timeout_ms);
     tt_stats s;
     tt_stats_get(c, &s, sizeof s);

@@ -1,6 +1,9 @@
 /*
- * client.h - the inside of a tt_client: its configuration, the per-thread rings, and the state
- * the worker thread owns. Shared by the files of src/client only.
+ * client.h - the inside of a tt_client: its configuration, its list of per-thread rings
+ * (ring.h), and the state the worker thread owns. Shared by the files of src/client only.
+ * Files: emit.c (the event calls), ring.c (the rings), client.c (open, close, flush, fork,
+ * stats), worker.c and conn.c (the worker), encode.c, spool.c, config.c, guard.c, control.c,
+ * response.c, confidence*.c.
  *
  * Threads and what they own:
  *   producer threads  their own ring's head and producer counters (nothing else they write);
@@ -8,7 +11,7 @@
  *                     the spool, and the worker counters (published with relaxed atomics so
  *                     tt_stats_get can read them from any thread);
  *   reg_lock          the list of rings, taken by a thread's first event and by the worker
- *                     once per drain cycle;
+ *                     once per drain cycle (the ring itself: ring.h);
  *   ctl_lock          flush requests and their completion (with ctl_cond).
  */
 #ifndef TT_CLIENT_CLIENT_H
@@ -18,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "client/ring.h"
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/compat.h"
@@ -69,63 +73,6 @@ struct tt_config {
 void tt__cfg_defaults(tt__cfg *v);
 /* Checks that hold across keys (ring large enough for the largest event, ...). */
 int tt__cfg_validate(const tt__cfg *v, char *err, size_t errlen);
-
-/* --- rings --------------------------------------------------------------------------------- */
-
-/* Record kinds in a ring. Records are 8-byte aligned: a 16-byte header, then the payload. */
-enum tt__rec_kind {
-    TT_REC_PAD = 0, /* filler up to the end of the ring */
-    TT_REC_LOG = 1,
-    TT_REC_METRIC = 2,
-    TT_REC_STEP_BEGIN = 3,
-    TT_REC_STEP_END = 4,
-    TT_REC_ENCODED = 5 /* payload is Event fields 2.. already in protobuf (session + body) */
-};
-
-typedef struct tt__rec_hdr {
-    uint32_t len; /* whole record, header included, multiple of 8 */
-    uint16_t kind;
-    uint16_t aux;
-    uint64_t ticks;
-} tt__rec_hdr;
-
-#define TT_REC_HDR ((uint32_t)sizeof(tt__rec_hdr))
-
-/*
- * A single-producer single-consumer byte ring, one per (thread, client).
- *
- * INVARIANTS
- * - head and tail count bytes since creation and never decrease; tail <= head <= tail + size.
- * - Bytes in [tail, head) are committed records, each wholly before the wrap point: a record
- *   that does not fit before the end is preceded by a PAD record that fills the end.
- * - Only the owning thread writes head, committed, dropped_*, cached_tail and step_seq; only the
- *   worker writes tail and drained.
- * - The producer's release store of head pairs with the worker's acquire load of head; the
- *   worker's release store of tail pairs with the producer's acquire load of tail. A record's
- *   bytes are therefore complete before the worker reads them, and the worker is done reading
- *   them before the producer overwrites them.
- * - A ring whose orphaned flag is set (its thread exited) is freed by the worker once empty.
- */
-typedef struct tt__ring {
-    /* producer's cache line */
-    _Alignas(TT_CACHELINE) _Atomic uint64_t head;
-    _Atomic uint64_t committed;     /* events put in the ring */
-    _Atomic uint64_t dropped_full;  /* events refused: ring full */
-    _Atomic uint64_t dropped_large; /* events refused: larger than max_event_bytes */
-    uint64_t cached_tail;           /* producer's last view of tail */
-    uint64_t step_seq;              /* step ids made on this ring */
-    /* worker's cache line */
-    _Alignas(TT_CACHELINE) _Atomic uint64_t tail;
-    _Atomic uint64_t drained; /* events taken out by the worker */
-    /* set at creation, then read-only (next and orphaned excepted) */
-    _Alignas(TT_CACHELINE) uint8_t *data;
-    uint64_t size;
-    uint64_t mask;
-    uint64_t max_record;
-    uint32_t id;
-    _Atomic int orphaned;  /* release by the thread-exit destructor, acquire by worker */
-    struct tt__ring *next; /* guarded by reg_lock */
-} tt__ring;
 
 /* --- frames in flight ---------------------------------------------------------------------- */
 
@@ -261,54 +208,9 @@ struct tt_client {
     struct tt_client *all_next; /* guarded by the global client list lock */
 };
 
-/* Hot-path internals (emit.c). Returns the calling thread's ring, creating it on first use;
- * NULL with *rc set when no ring can be had. */
-tt__ring *tt__ring_slow(tt_client *c, int *rc);
-/* Free a ring and its bytes (NULL is accepted). */
-void tt__ring_free(tt__ring *r);
-
-/* Reserve a record of payload bytes on ring r. Returns NULL if the ring is full. */
-static inline uint8_t *tt__ring_reserve(tt__ring *r, uint32_t payload, uint64_t *new_head)
-{
-    uint64_t len = ((uint64_t)TT_REC_HDR + payload + 7) & ~(uint64_t)7;
-    uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-    uint64_t off = head & r->mask;
-    uint64_t contig = r->size - off;
-    uint64_t need = len <= contig ? len : contig + len;
-    if (TT_UNLIKELY(head + need - r->cached_tail > r->size)) {
-        /* Pairs with the worker's release store of tail in tt__worker_drain_ring. */
-        r->cached_tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-        if (head + need - r->cached_tail > r->size) {
-            return NULL;
-        }
-    }
-    if (TT_UNLIKELY(len > contig)) {
-        tt__rec_hdr *pad = (tt__rec_hdr *)(void *)(r->data + off);
-        pad->len = (uint32_t)contig;
-        pad->kind = TT_REC_PAD;
-        head += contig;
-        off = 0;
-    }
-    *new_head = head + len;
-    tt__rec_hdr *h = (tt__rec_hdr *)(void *)(r->data + off);
-    h->len = (uint32_t)len;
-    return r->data + off;
-}
-
-static inline void tt__ring_commit(tt__ring *r, uint64_t new_head)
-{
-    atomic_store_explicit(&r->committed,
-                          atomic_load_explicit(&r->committed, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    /* Pairs with the worker's acquire load of head in tt__worker_drain_ring. */
-    atomic_store_explicit(&r->head, new_head, memory_order_release);
-}
-
-static inline void tt__ring_count_drop(_Atomic uint64_t *ctr)
-{
-    atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-}
+/* The calling thread's ring for c (client.c): found, or made and registered on the thread's
+ * first event; NULL with *rc set (and the drop counted) when no ring can be had. */
+tt__ring *tt__client_ring(tt_client *c, int *rc);
 
 /* The calling thread's ring for c, fast path: one thread-local compare. */
 struct tt__tls_cache {
@@ -323,7 +225,7 @@ static inline tt__ring *tt__ring_get(tt_client *c, int *rc)
     if (TT_LIKELY(tt__tls.c == c && tt__tls.uid == c->uid)) {
         return tt__tls.r;
     }
-    return tt__ring_slow(c, rc);
+    return tt__client_ring(c, rc);
 }
 
 /* Reserve a record for an already-encoded Event body (TT_REC_ENCODED), for modules whose
@@ -339,8 +241,11 @@ int tt__worker_start(tt_client *c);
 void tt__worker_wake(tt_client *c);
 void tt__worker_free(tt_client *c);
 
-/* Fork handling (emit.c): reset a client in a forked child; c->reg_lock held. */
+/* Lifecycle (client.c). Fork handling: reset a client in a forked child; c->reg_lock held. */
 void tt__client_after_fork(tt_client *c);
+/* The client's counters, as tt_stats_get reports them; for the worker (its heartbeat and batch
+ * counters) and tt_stats_get. Any thread. */
+void tt__client_stats_read(tt_client *c, tt_stats *s);
 
 /* Control messages from the collector (halt, guard policy); implemented by the guard. */
 void tt__control_handle(tt_client *c, const uint8_t *payload, size_t n);

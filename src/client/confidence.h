@@ -102,6 +102,9 @@ typedef struct tt__conf_kernels {
     size_t (*next_hit)(const float *x, size_t pos, size_t n, float t, int strict, uint32_t *hits);
 } tt__conf_kernels;
 
+/* confidence_portable.c: any CPU. */
+extern const tt__conf_kernels tt__conf_portable;
+
 #if defined(__x86_64__) || defined(__i386__)
 #define TT__CONF_X86 1
 extern const tt__conf_kernels tt__conf_avx2;

@@ -184,7 +184,7 @@ static int seal(tt__worker *w, int heartbeat, uint64_t now)
         return -1;
     }
     tt_stats s;
-    tt_stats_get(c, &s, sizeof s);
+    tt__client_stats_read(c, &s);
     uint64_t first = w->batch_n ? w->batch_first_seq : w->next_seq;
     uint64_t base = w->batch_n ? w->batch_base : tt__clock_unix(&w->cal, tt__ticks());
     if (tt__encode_stats(&w->batch, &s) != 0) {
@@ -213,12 +213,12 @@ static int seal(tt__worker *w, int heartbeat, uint64_t now)
  * bytes taken; *full is set when the batch filled up. */
 static uint64_t drain_ring(tt__worker *w, tt__ring *r, int *full, uint64_t now)
 {
-    /* Pairs with the producer's release store of head in tt__ring_commit. */
-    uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-    uint64_t tail = LD(r->tail), start = tail, n = 0;
+    uint64_t tail;
+    uint64_t head = tt__ring_read(r, &tail);
+    uint64_t start = tail, n = 0;
     size_t limit = w->c->cfg.batch_bytes;
     while (tail < head) {
-        const tt__rec_hdr *h = (const tt__rec_hdr *)(const void *)(r->data + (tail & r->mask));
+        const tt__rec_hdr *h = tt__ring_record(r, tail);
         if (h->kind == TT_REC_PAD) {
             tail += h->len;
             continue;
@@ -244,11 +244,9 @@ static uint64_t drain_ring(tt__worker *w, tt__ring *r, int *full, uint64_t now)
     }
     if (n) {
         w->drained_total += n;
-        ADD(r->drained, n);
         ST(w->c->ws.in_batch, w->batch_n);
     }
-    /* Pairs with the producer's acquire load of tail in tt__ring_reserve. */
-    atomic_store_explicit(&r->tail, tail, memory_order_release);
+    tt__ring_release(r, tail, n);
     return tail - start;
 }
 
@@ -256,18 +254,16 @@ static uint64_t drain_ring(tt__worker *w, tt__ring *r, int *full, uint64_t now)
 static int reap_ring(tt__worker *w, tt__ring **pp)
 {
     tt__ring *r = *pp;
-    /* Pairs with the release store in ring_thread_exit: after it, head is final. */
-    if (!atomic_load_explicit(&r->orphaned, memory_order_acquire)) {
+    if (!tt__ring_reapable(r)) {
         return 0;
     }
-    if (atomic_load_explicit(&r->head, memory_order_acquire) != LD(r->tail)) {
-        return 0;
-    }
+    tt__ring_counts n;
+    tt__ring_counts_get(r, &n);
     tt__wstats *ws = &w->c->ws;
-    ADD(ws->orphan_emitted, LD(r->committed) + LD(r->dropped_full) + LD(r->dropped_large));
-    ADD(ws->orphan_drained, LD(r->drained));
-    ADD(ws->orphan_dropped_full, LD(r->dropped_full));
-    ADD(ws->orphan_dropped_large, LD(r->dropped_large));
+    ADD(ws->orphan_emitted, n.committed + n.dropped_full + n.dropped_large);
+    ADD(ws->orphan_drained, n.drained);
+    ADD(ws->orphan_dropped_full, n.dropped_full);
+    ADD(ws->orphan_dropped_large, n.dropped_large);
     *pp = r->next;
     w->c->n_rings--;
     if (w->resume == r) {
@@ -372,7 +368,9 @@ static void read_requests(tt__worker *w)
         uint64_t committed = 0;
         pthread_mutex_lock(&c->reg_lock);
         for (tt__ring *r = c->rings; r; r = r->next) {
-            committed += LD(r->committed) - LD(r->drained);
+            tt__ring_counts n;
+            tt__ring_counts_get(r, &n);
+            committed += n.committed - n.drained;
         }
         pthread_mutex_unlock(&c->reg_lock);
         w->flush_need = w->drained_total + committed;
@@ -422,11 +420,7 @@ static uint64_t count_ring_leftovers(tt__worker *w)
     uint64_t left = 0;
     pthread_mutex_lock(&w->c->reg_lock);
     for (tt__ring *r = w->c->rings; r; r = r->next) {
-        uint64_t committed = LD(r->committed), drained = LD(r->drained);
-        if (committed > drained) {
-            left += committed - drained;
-            ADD(r->drained, committed - drained);
-        }
+        left += tt__ring_settle(r);
     }
     pthread_mutex_unlock(&w->c->reg_lock);
     return left;

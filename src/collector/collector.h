@@ -3,7 +3,8 @@
  * item that carries one batch from ingest through the store to the live fan-out.
  *
  * Threads:
- *   ingest (the main thread)  epoll over listeners and agent connections: frames in, acks out
+ *   loop (the main thread)    epoll over listeners and agent connections: frames in, acks out;
+ *                             store completions back to their sources (source/source.h)
  *   store                     the only SQLite writer: dedup, insert, commit, then hands items back
  *   http (libmicrohttpd)      queries on read-only connections, live-stream subscribers
  * The counters are atomics, written by whichever thread sees the event, read by /metrics.
@@ -28,6 +29,7 @@ struct collector_opts {
     int n_listen;
     char http[300]; /* HOST:PORT, empty for none */
     int sync_level;
+    char store[512];    /* the store's URL (store.h); empty: the default, sqlite */
     uint64_t max_frame; /* largest frame body accepted */
     uint64_t max_raw;   /* largest decompressed payload */
     uint64_t max_conns;
@@ -127,15 +129,16 @@ enum store_result {
 };
 
 /*
- * One batch on its way: filled by ingest, committed by the store, published to live
- * subscribers, then acknowledged and freed by ingest.
+ * One batch on its way: filled by a source, committed by the store, published to live
+ * subscribers, then answered by its source (source/source.h) and freed by the pipeline.
  */
+struct source;
 struct store_item {
     struct store_item *next;
-    uint64_t conn_id;
-    int conn_fd;
-    uint64_t frame_no;
-    uint64_t received_ns; /* Unix ns */
+    struct source *source; /* who submitted it (set by source_submit) */
+    void *cookie;          /* the source's own reference, never dereferenced by others */
+    uint64_t frame_no;     /* the source's own number for it (native: frame on its connection) */
+    uint64_t received_ns;  /* Unix ns */
     struct agent_ident ident;
     tt__batch batch; /* summary and iterator; points into raw */
     uint8_t *raw;    /* the decompressed Batch payload (owned) */

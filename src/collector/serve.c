@@ -20,6 +20,7 @@
 #include "collector/alerting/monitor.h"
 #include "collector/hub.h"
 #include "collector/source/native.h"
+#include "collector/source/source.h"
 #include "collector/log.h"
 #include "collector/store/store.h"
 #include "common/json.h"
@@ -41,6 +42,8 @@ static const char usage[] =
     "  --no-http             no HTTP API\n"
     "  --sync LEVEL          full (default), normal or off: what an ack survives\n"
     "                        (docs/operations.md)\n"
+    "  --store URL           where batches are stored: sqlite (default; telltale.db in\n"
+    "                        the data directory)\n"
     "  --max-frame BYTES     largest frame accepted (default 16777216)\n"
     "  --max-connections N   agent connections at most (default 4096)\n"
     "  --grace-ms MS         on SIGTERM, drain, commit and ack within this (default 5000)\n"
@@ -112,6 +115,7 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"http", required_argument, NULL, 'H'},
                                              {"no-http", no_argument, NULL, 'N'},
                                              {"sync", required_argument, NULL, 's'},
+                                             {"store", required_argument, NULL, 'S'},
                                              {"max-frame", required_argument, NULL, 'f'},
                                              {"max-connections", required_argument, NULL, 'c'},
                                              {"grace-ms", required_argument, NULL, 'g'},
@@ -148,6 +152,10 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                             : !strcmp(optarg, "off")    ? SYNC_OFF
                                                         : -1;
             bad = o->sync_level < 0;
+            break;
+        case 'S':
+            bad = strlen(optarg) >= sizeof o->store || !*optarg;
+            snprintf(o->store, sizeof o->store, "%s", optarg);
             break;
         case 'f':
             bad = parse_u64(optarg, 4096, 1u << 30, &o->max_frame) != 0;
@@ -250,6 +258,7 @@ static int write_ready(const struct collector_opts *o, const char *http_bound)
 struct running {
     struct store *store;
     struct hub *hub;
+    struct pipeline *pipeline;
     struct ingest *ingest;
     struct http *http;
     struct auth *auth;
@@ -263,15 +272,16 @@ static void stop_all(struct running *r)
         hub_shutdown(r->hub);
     }
     http_stop(r->http);
-    store_close(r->store);
     ingest_close(r->ingest);
+    pipeline_free(r->pipeline);
     monitor_close(r->monitor); /* no more alerts raised */
     alerts_close(r->alerts);   /* stores, streams and posts what was raised */
+    store_close(r->store);     /* commits what was submitted; no user is left */
     hub_free(r->hub);
     auth_free(r->auth);
 }
 
-/* The ingest hooks: the ingest tokens decide identity, the monitor watches commits. */
+/* The hooks: the ingest tokens decide identity, the monitor watches commits. */
 static int hook_authorize(void *ctx, const tt__hello *h, char *agent, char *err, size_t errlen)
 {
     const struct running *r = ctx;
@@ -306,8 +316,7 @@ static int start_operator(struct collector_opts *o, struct running *r, char *err
                      : mon_config_defaults(&cfg) != 0) {
         return -1;
     }
-    if (alerts_open(&r->alerts, store_path(r->store), r->hub, cfg.hooks, cfg.n_hooks, err,
-                    errlen) != 0 ||
+    if (alerts_open(&r->alerts, r->store, r->hub, cfg.hooks, cfg.n_hooks, err, errlen) != 0 ||
         monitor_open(&r->monitor, &cfg, r->alerts, err, errlen) != 0) {
         return -1;
     }
@@ -320,12 +329,13 @@ static int start_operator(struct collector_opts *o, struct running *r, char *err
 static int start_all(struct collector_opts *o, struct running *r, char *http_bound, size_t hblen)
 {
     char err[512];
-    if (store_open(&r->store, o->data_dir, o->sync_level, err, sizeof err) != 0) {
+    struct store_config sc = {o->store, o->data_dir, o->sync_level};
+    if (store_open(&r->store, &sc, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
     }
-    log_info("store %s, sync=%s: %s", store_path(r->store), store_sync_name(o->sync_level),
-             store_sync_promise(o->sync_level));
+    store_describe(r->store, err, sizeof err);
+    log_info("%s", err);
     r->hub = hub_new(64, 4u << 20);
     if (!r->hub) {
         fprintf(stderr, "telltale serve: out of memory\n");
@@ -335,8 +345,13 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
     }
-    struct ingest_hooks hooks = {r, hook_authorize, NULL, hook_commit};
-    if (ingest_open(&r->ingest, o, r->store, r->hub, &hooks, err, sizeof err) != 0) {
+    struct pipeline_hooks ph = {r, hook_commit};
+    if (pipeline_new(&r->pipeline, r->store, r->hub, &ph, o->queue_bytes) != 0) {
+        fprintf(stderr, "telltale serve: out of memory\n");
+        return -1;
+    }
+    struct ingest_hooks hooks = {r, hook_authorize, NULL};
+    if (ingest_open(&r->ingest, o, r->pipeline, &hooks, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
     }
@@ -347,7 +362,7 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
     if (o->http[0]) {
         struct http_ctx ctx;
         memset(&ctx, 0, sizeof ctx);
-        snprintf(ctx.db_path, sizeof ctx.db_path, "%s", store_path(r->store));
+        ctx.store = r->store;
         ctx.hub = r->hub;
         ctx.ingest = r->ingest;
         ctx.auth = r->auth;

@@ -10,6 +10,7 @@
 // Screenshots go to $TT_TEST_OUT. Exit status 0: every check passed; 1: one failed (named on
 // stderr, with failure.png).
 
+import './node-version.mjs';
 import {spawn} from 'node:child_process';
 import {mkdirSync, readFileSync, existsSync, rmSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
@@ -124,8 +125,10 @@ async function routeExists(method, path) {
   return !(r.status === 404 && r.body && /no such route/.test(r.body.error || ''));
 }
 
+// A screenshot is a record, not a check: a full page (a long session's tree is thousands of
+// pixels tall) can take Chromium more than playwright's default 30 s on a loaded machine.
 async function shot(name) {
-  await page.screenshot({path: join(OUT, `${name}.png`), fullPage: true});
+  await page.screenshot({path: join(OUT, `${name}.png`), fullPage: true, timeout: T(90000)});
 }
 
 const num = async (sel) => Number((await page.locator(sel).first().textContent()) || 0);
@@ -135,7 +138,9 @@ const num = async (sel) => Number((await page.locator(sel).first().textContent()
 async function run() {
   await startServe();
   log(`collector on http://${httpAddr}/`);
-  const feeder = startFeeder('browser-agent', 120);
+  // The agent streams until the halt check stops it (or the end kills it): checks late in the
+  // run (the reconnection) need its events, however long a loaded machine makes the run.
+  const feeder = startFeeder('browser-agent', 600);
 
   browser = await chromium.launch({
     executablePath: CHROMIUM,

@@ -9,6 +9,7 @@
 // agent's row to be live on the overview with events and a confidence, then opens the agent's
 // latest session and waits for a tool call and a response in it. Exit status 0 when all holds.
 
+import './node-version.mjs';
 import {mkdirSync} from 'node:fs';
 import {join} from 'node:path';
 import {chromium} from 'playwright-core';

@@ -57,15 +57,14 @@ TEST(assets_generated_file_is_up_to_date)
     char tool[4096], manifest[4096], committed[4096], fresh[4096];
     snprintf(tool, sizeof tool, "%s/tools/embed_assets", env_or("TT_BUILD", "build"));
     snprintf(manifest, sizeof manifest, "%s/web/assets.txt", src);
-    snprintf(committed, sizeof committed, "%s/src/collector/api/assets_gen.c", src);
+    snprintf(committed, sizeof committed, "%s/web/assets_gen.c", src);
     snprintf(fresh, sizeof fresh, "%s/assets_gen.c", tt_test_tmpdir());
     char *argv[] = {tool, manifest, fresh, NULL};
     CHECK_MSG(run(argv) == 0, "%s failed (web/node_modules missing? `make assets`)", tool);
     size_t na, nb;
     char *a = slurp(committed, &na), *b = slurp(fresh, &nb);
-    CHECK_MSG(
-        na == nb && memcmp(a, b, na) == 0,
-        "src/collector/api/assets_gen.c is stale: web/ changed; run `make assets` and commit");
+    CHECK_MSG(na == nb && memcmp(a, b, na) == 0,
+              "web/assets_gen.c is stale: web/ changed; run `make assets` and commit");
     free(a);
     free(b);
 }

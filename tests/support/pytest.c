@@ -1,7 +1,9 @@
 /*
  * pytest.c - run one pytest function of python/tests as a runner test (see
  * scripts/gen-python-tests): /usr/bin/python3 -m pytest FILE::FUNCTION in the source tree, its
- * output in the test's log; the test fails unless pytest reports it passed.
+ * output in the test's log; the test fails unless pytest reports it passed. TELLTALE_IMPL names
+ * the implementation of the package's hot calls under test (ext or ctypes): an explicit choice,
+ * so a missing extension fails the .ext tests instead of falling back.
  *
  * Under a sanitizer build the library is instrumented, so the sanitizer's runtime is preloaded
  * into the interpreter (TT_SANITIZE names it; leaks are the interpreter's own, so leak checks
@@ -15,7 +17,7 @@
 #define PYTHON "/usr/bin/python3"
 
 /* Called by the generated registrations ($(BUILD)/gen/python_tests.c). */
-void tt_test_pytest(const char *file, const char *function);
+void tt_test_pytest(const char *file, const char *function, const char *impl);
 
 static void preload_sanitizer(void)
 {
@@ -47,7 +49,7 @@ static void preload_sanitizer(void)
     }
 }
 
-void tt_test_pytest(const char *file, const char *function)
+void tt_test_pytest(const char *file, const char *function, const char *impl)
 {
     const char *src = getenv("TT_SRCDIR");
     CHECK_MSG(src != NULL, "TT_SRCDIR is not set (run through make test)");
@@ -66,6 +68,7 @@ void tt_test_pytest(const char *file, const char *function)
         }
         setenv("PYTHONDONTWRITEBYTECODE", "1", 1);
         unsetenv("PYTHONPATH");
+        setenv("TELLTALE_IMPL", impl, 1);
         preload_sanitizer();
         execl(PYTHON, PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", basetemp,
               junit, node, (char *)NULL);

@@ -6,7 +6,7 @@
  *   I/O, so the ingest thread and the monitor's timer never wait for SQLite or the network.
  * - An incident event is streamed only after it is stored, so the id a subscriber sees can be
  *   acked. Every event of an incident (firing, updated, resolved) is one queued struct alert;
- *   the row is inserted by the first and updated by the others (incidents_sql.c).
+ *   the row is inserted by the first and updated by the others (store_alert_put).
  * - The webhook queue is bounded too; a delivery that fails after its retries is counted and
  *   dropped. Shutdown ends retries early but still tries each queued delivery once.
  */
@@ -14,16 +14,15 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "collector/alerting/incidents_sql.h"
 #include "collector/hub.h"
 #include "collector/log.h"
+#include "collector/store/store.h"
 #include "common/clock.h"
 
 struct hook_job {
@@ -33,7 +32,7 @@ struct hook_job {
 };
 
 struct alerts {
-    sqlite3 *db;
+    struct store *store;     /* where incidents are kept (not owned) */
     _Atomic int64_t next_id; /* the last incident id handed out */
     struct hub *hub;
     struct webhook_cfg hooks[MON_HOOKS_MAX];
@@ -208,6 +207,57 @@ void alerts_raise(struct alerts *a, const struct alert *al)
     pthread_mutex_unlock(&a->lock);
 }
 
+void alert_from_store(struct alert *out, const struct store_alert *r)
+{
+    memset(out, 0, sizeof *out);
+    out->id = r->id;
+    out->time_ns = r->time_ns;
+    snprintf(out->agent, sizeof out->agent, "%s", r->agent ? r->agent : "");
+    snprintf(out->detector, sizeof out->detector, "%s", r->detector ? r->detector : "");
+    snprintf(out->type, sizeof out->type, "%s", r->type ? r->type : "");
+    snprintf(out->severity, sizeof out->severity, "%s", r->severity ? r->severity : "");
+    snprintf(out->session, sizeof out->session, "%s", r->session ? r->session : "");
+    snprintf(out->message, sizeof out->message, "%s", r->message ? r->message : "");
+    snprintf(out->key, sizeof out->key, "%s", r->key ? r->key : "");
+    snprintf(out->unit, sizeof out->unit, "%s", r->unit ? r->unit : "");
+    out->value = r->value;
+    out->threshold = r->threshold;
+    out->event = r->resolved ? INC_RESOLVED : INC_FIRING;
+    out->last_ns = r->last_ns;
+    out->resolved_ns = r->resolved_ns;
+    out->count = r->count;
+    out->flaps = r->flaps;
+    out->example_id = r->example_id;
+    out->example_is_response = r->example_is_response;
+}
+
+/* One incident event as the store's row. */
+static int store_event(struct alerts *a, const struct alert *al)
+{
+    struct store_alert row = {
+        .id = al->id,
+        .time_ns = al->time_ns,
+        .agent = al->agent,
+        .detector = al->detector,
+        .type = al->type,
+        .severity = al->severity,
+        .message = al->message,
+        .session = al->session,
+        .value = al->value,
+        .threshold = al->threshold,
+        .key = al->key,
+        .unit = al->unit,
+        .resolved = al->event == INC_RESOLVED,
+        .last_ns = al->last_ns,
+        .resolved_ns = al->resolved_ns,
+        .count = al->count,
+        .flaps = al->flaps,
+        .example_id = al->example_id,
+        .example_is_response = al->example_is_response,
+    };
+    return store_alert_put(a->store, &row) == 0 ? 0 : -1;
+}
+
 /* Queue one delivery per hook: the incident's JSON to webhooks, its Alertmanager form to
  * Alertmanagers (alerts thread; lock not held). */
 static void queue_hooks(struct alerts *a, const tt__buf *hook_body, const tt__buf *am_body)
@@ -231,9 +281,7 @@ static void queue_hooks(struct alerts *a, const tt__buf *hook_body, const tt__bu
 
 static void handle(struct alerts *a, struct alert *al)
 {
-    if (incidents_sql_write(a->db, al) != 0) {
-        log_warn("alerts: cannot store incident %lld: %s", (long long)al->id,
-                 sqlite3_errmsg(a->db));
+    if (store_event(a, al) != 0) {
         atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
         return;
     }
@@ -370,27 +418,7 @@ static void *hooks_main(void *arg)
     return NULL;
 }
 
-static int open_db(struct alerts *a, const char *db_path, char *err, size_t errlen)
-{
-    char *msg = NULL;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (sqlite3_open_v2(db_path, &a->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-            SQLITE_OK ||
-        sqlite3_busy_timeout(a->db, 5000) != SQLITE_OK ||
-        sqlite3_exec(a->db, "PRAGMA synchronous=NORMAL", NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errlen, "alerts: %s", msg ? msg : sqlite3_errmsg(a->db));
-        sqlite3_free(msg);
-        return -1;
-    }
-    if (incidents_sql_open(a->db, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, err, errlen) != 0) {
-        return -1;
-    }
-    atomic_store(&a->next_id, incidents_sql_max_id(a->db));
-    return 0;
-}
-
-int alerts_open(struct alerts **out, const char *db_path, struct hub *hub,
+int alerts_open(struct alerts **out, struct store *store, struct hub *hub,
                 const struct webhook_cfg *hooks, int n_hooks, char *err, size_t errlen)
 {
     *out = NULL;
@@ -403,6 +431,8 @@ int alerts_open(struct alerts **out, const char *db_path, struct hub *hub,
         return -1;
     }
     a->q = q;
+    a->store = store;
+    atomic_store(&a->next_id, store_alert_max_id(store));
     a->hub = hub;
     a->n_hooks = n_hooks < MON_HOOKS_MAX ? n_hooks : MON_HOOKS_MAX;
     memcpy(a->hooks, hooks, (size_t)a->n_hooks * sizeof *hooks);
@@ -414,10 +444,6 @@ int alerts_open(struct alerts **out, const char *db_path, struct hub *hub,
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);
     pthread_cond_init(&a->hook_cond, NULL);
-    if (open_db(a, db_path, err, errlen) != 0) {
-        alerts_close(a);
-        return -1;
-    }
     a->started = pthread_create(&a->thread, NULL, alerts_main, a) == 0;
     a->hook_started = pthread_create(&a->hook_thread, NULL, hooks_main, a) == 0;
     if (!a->started || !a->hook_started) {
@@ -448,7 +474,6 @@ void alerts_close(struct alerts *a)
     for (size_t i = 0; i < a->hq_len; i++) {
         free(a->hq[(a->hq_head + i) % WEBHOOK_QUEUE_MAX].body);
     }
-    sqlite3_close(a->db);
     pthread_cond_destroy(&a->cond);
     pthread_cond_destroy(&a->hook_cond);
     pthread_mutex_destroy(&a->lock);

@@ -5,7 +5,6 @@
  * counters), and, from the monitor, its live rates, confidence and alerts.
  */
 #include <math.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,35 +12,6 @@
 #include "collector/alerting/monitor.h"
 #include "collector/store/store.h"
 #include "common/json.h"
-
-#define AGENT_COLUMNS                                                                              \
-    "SELECT a.name, a.first_seen,"                                                                 \
-    " (SELECT COALESCE(MAX(i.last_seen), a.last_seen) FROM instances i WHERE i.agent_id = a.id),"  \
-    " (SELECT COUNT(*) FROM instances i WHERE i.agent_id = a.id),"                                 \
-    " (SELECT COALESCE(SUM(i.stored), 0) FROM instances i WHERE i.agent_id = a.id),"               \
-    " (SELECT COALESCE(SUM(i.max_seq - i.stored), 0) FROM instances i WHERE i.agent_id = a.id),"   \
-    " (SELECT COALESCE(SUM(i.c_emitted), 0) FROM instances i WHERE i.agent_id = a.id),"            \
-    " (SELECT COALESCE(SUM(i.c_dropped_total), 0) FROM instances i WHERE i.agent_id = a.id),"      \
-    " (SELECT COALESCE(SUM(i.c_possibly), 0) FROM instances i WHERE i.agent_id = a.id),"           \
-    " (SELECT COUNT(*) FROM sessions s WHERE s.agent_id = a.id)"                                   \
-    " FROM agents a"
-
-static const char agents_sql[] = AGENT_COLUMNS " ORDER BY a.name";
-static const char agent_sql[] = AGENT_COLUMNS " WHERE a.name = ?1";
-
-/* Open alerts of an agent, if the alerts table exists yet. */
-static int64_t open_alerts(sqlite3 *db, const char *agent)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM alerts WHERE agent = ?1 AND acked_ns IS NULL",
-                           -1, &st, NULL) != SQLITE_OK) {
-        return 0;
-    }
-    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-    int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
-    return n;
-}
 
 static void live_json(tt__json *j, struct monitor *m, const char *agent)
 {
@@ -82,31 +52,38 @@ static void live_json(tt__json *j, struct monitor *m, const char *agent)
     tt__json_obj_end(j);
 }
 
-static void agent_json(tt__json *j, sqlite3 *db, sqlite3_stmt *st, const struct http_req *r)
+struct agents_walk {
+    tt__json *j;
+    const struct http_req *r;
+};
+
+static int agent_json(void *ctx, const struct store_agent *a)
 {
-    const char *name = (const char *)sqlite3_column_text(st, 0);
+    struct agents_walk *w = ctx;
+    tt__json *j = w->j;
     tt__json_obj_begin(j);
-    tt__json_kv_cstr(j, "name", name);
-    tt__json_kv_i64(j, "first_seen_unix_ns", sqlite3_column_int64(st, 1));
-    tt__json_kv_i64(j, "last_seen_unix_ns", sqlite3_column_int64(st, 2));
-    tt__json_kv_i64(j, "instances", sqlite3_column_int64(st, 3));
-    tt__json_kv_i64(j, "events_stored", sqlite3_column_int64(st, 4));
-    tt__json_kv_i64(j, "sessions", sqlite3_column_int64(st, 9));
+    tt__json_kv_cstr(j, "name", a->name);
+    tt__json_kv_i64(j, "first_seen_unix_ns", a->first_seen_ns);
+    tt__json_kv_i64(j, "last_seen_unix_ns", a->last_seen_ns);
+    tt__json_kv_i64(j, "instances", a->instances);
+    tt__json_kv_i64(j, "events_stored", a->events_stored);
+    tt__json_kv_i64(j, "sessions", a->sessions);
     /* Proven loss, from the store: sequence numbers below the highest stored that were never
      * stored (lost, or still on their way from a spool). Reported loss: the sum of the agent's
      * instances' dropped_total as last reported in band. */
-    tt__json_kv_i64(j, "loss_gaps", sqlite3_column_int64(st, 5));
-    tt__json_kv_i64(j, "loss_reported", sqlite3_column_int64(st, 7));
+    tt__json_kv_i64(j, "loss_gaps", a->loss_gaps);
+    tt__json_kv_i64(j, "loss_reported", a->reported_dropped);
     tt__json_key(j, "loss");
     tt__json_obj_begin(j);
-    tt__json_kv_i64(j, "proven", sqlite3_column_int64(st, 5));
-    tt__json_kv_i64(j, "reported_emitted", sqlite3_column_int64(st, 6));
-    tt__json_kv_i64(j, "reported_dropped", sqlite3_column_int64(st, 7));
-    tt__json_kv_i64(j, "reported_possibly_delivered", sqlite3_column_int64(st, 8));
+    tt__json_kv_i64(j, "proven", a->loss_gaps);
+    tt__json_kv_i64(j, "reported_emitted", a->reported_emitted);
+    tt__json_kv_i64(j, "reported_dropped", a->reported_dropped);
+    tt__json_kv_i64(j, "reported_possibly_delivered", a->reported_possibly_delivered);
     tt__json_obj_end(j);
-    tt__json_kv_i64(j, "open_alerts", open_alerts(db, name));
-    live_json(j, r->ctx->monitor, name);
+    tt__json_kv_i64(j, "open_alerts", a->open_alerts);
+    live_json(j, w->r->ctx->monitor, a->name);
     tt__json_obj_end(j);
+    return 0;
 }
 
 static enum MHD_Result agents_query(const struct http_req *r, const char *one)
@@ -116,41 +93,30 @@ static enum MHD_Result agents_query(const struct http_req *r, const char *one)
     if (bad) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
     }
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    if (store_reader_open(r->ctx->db_path, &db) != 0) {
+    struct store_read *rd;
+    if (store_read_open(r->ctx->store, &rd) != 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
-    }
-    if (sqlite3_prepare_v2(db, one ? agent_sql : agents_sql, -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_close(db);
-        return http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query agents");
-    }
-    if (one) {
-        sqlite3_bind_text(st, 1, one, -1, SQLITE_STATIC);
     }
     tt__buf b;
     tt__buf_init(&b, 64u << 20);
     tt__json j;
     tt__json_init(&j, &b);
-    int found = 0;
     if (!one) {
         tt__json_obj_begin(&j);
         tt__json_key(&j, "agents");
         tt__json_arr_begin(&j);
     }
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        agent_json(&j, db, st, r);
-        found++;
-    }
+    struct agents_walk w = {&j, r};
+    int found = store_agents(rd, one, agent_json, &w);
     if (!one) {
         tt__json_arr_end(&j);
         tt__json_obj_end(&j);
     }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    enum MHD_Result rc = one && !found
-                             ? http_error(r, MHD_HTTP_NOT_FOUND, "no agent \"%.200s\"", one)
-                             : http_json(r, MHD_HTTP_OK, &b);
+    store_read_close(rd);
+    enum MHD_Result rc =
+        found < 0       ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query agents")
+        : one && !found ? http_error(r, MHD_HTTP_NOT_FOUND, "no agent \"%.200s\"", one)
+                        : http_json(r, MHD_HTTP_OK, &b);
     tt__buf_fini(&b);
     return rc;
 }

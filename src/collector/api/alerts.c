@@ -1,23 +1,35 @@
 /*
- * api/alerts.c - incidents over HTTP (the alerts table holds one row per incident):
+ * api/alerts.c - incidents over HTTP (the store keeps one alerts row per incident):
  * GET /api/v1/incidents and its older name GET /api/v1/alerts (newest first; by agent, status
  * firing|resolved and state open|acked; paged with before=), GET /api/v1/incidents/{id}, and
  * POST /api/v1/incidents/{id}/ack = POST /api/v1/alerts/{id}/ack (idempotent: acknowledging an
- * acknowledged incident keeps its first acknowledgement time). The SQL is in
- * alerting/incidents_sql.c.
+ * acknowledged incident keeps its first acknowledgement time).
  */
 #include <errno.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "collector/alerting/alerts.h"
-#include "collector/alerting/incidents_sql.h"
 #include "collector/api/http.h"
 #include "collector/store/store.h"
 #include "common/json.h"
+
+struct alerts_walk {
+    tt__json *j;
+    int64_t last;
+};
+
+static int row_json(void *ctx, const struct store_alert *a)
+{
+    struct alerts_walk *w = ctx;
+    static _Thread_local struct alert al; /* large: not on the HTTP thread's stack */
+    alert_from_store(&al, a);
+    alert_json(w->j, &al, a->acked_ns, 0);
+    w->last = a->id;
+    return 0;
+}
 
 static enum MHD_Result list(const struct http_req *r, const char *array_name)
 {
@@ -41,19 +53,15 @@ static enum MHD_Result list(const struct http_req *r, const char *array_name)
     if (bad) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
     }
-    struct incidents_query q = {
+    struct store_alert_filter f = {
         .agent = http_param(r, "agent"),
-        .ack = !state || !strcmp(state, "all") ? 0
-               : !strcmp(state, "open")        ? 1
-                                               : 2,
-        .status = !status || !strcmp(status, "all") ? 0
-                  : !strcmp(status, "firing")       ? 1
-                                                    : 2,
+        .state = !state || !strcmp(state, "all") ? 0 : !strcmp(state, "open") ? 1 : 2,
         .before = (int64_t)before,
-        .limit = (int64_t)limit,
+        .limit = limit,
+        .status = !status || !strcmp(status, "all") ? 0 : !strcmp(status, "firing") ? 1 : 2,
     };
-    sqlite3 *db;
-    if (store_reader_open(r->ctx->db_path, &db) != 0) {
+    struct store_read *rd;
+    if (store_read_open(r->ctx->store, &rd) != 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
     }
     tt__buf b;
@@ -63,14 +71,13 @@ static enum MHD_Result list(const struct http_req *r, const char *array_name)
     tt__json_obj_begin(&j);
     tt__json_key(&j, array_name);
     tt__json_arr_begin(&j);
-    uint64_t n = 0;
-    int64_t last = 0;
-    incidents_sql_list(db, &q, &j, &n, &last); /* no table yet reads as none */
+    struct alerts_walk w = {&j, 0};
+    int n = store_alerts(rd, &f, row_json, &w);
     tt__json_arr_end(&j);
     tt__json_key(&j, "next_before");
-    n == limit ? tt__json_i64(&j, last) : tt__json_null(&j);
+    n >= 0 && (uint64_t)n == limit ? tt__json_i64(&j, w.last) : tt__json_null(&j);
     tt__json_obj_end(&j);
-    sqlite3_close(db);
+    store_read_close(rd);
     enum MHD_Result rc = http_json(r, MHD_HTTP_OK, &b);
     tt__buf_fini(&b);
     return rc;
@@ -110,18 +117,21 @@ enum MHD_Result api_incident_get(const struct http_req *r)
     if (bad || id <= 0) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad ? bad : "expected an incident id");
     }
-    sqlite3 *db;
-    if (store_reader_open(r->ctx->db_path, &db) != 0) {
+    struct store_read *rd;
+    if (store_read_open(r->ctx->store, &rd) != 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
     }
     tt__buf b;
     tt__buf_init(&b, 1u << 20);
     tt__json j;
     tt__json_init(&j, &b);
-    int found = incidents_sql_get(db, id, &j);
-    sqlite3_close(db);
-    enum MHD_Result rc = found > 0 ? http_json(r, MHD_HTTP_OK, &b)
-                                   : http_error(r, MHD_HTTP_NOT_FOUND, "no incident %lld", id);
+    struct alerts_walk w = {&j, 0};
+    struct store_alert_filter f = {.before = INT64_MAX, .limit = 1, .id = id};
+    int n = store_alerts(rd, &f, row_json, &w);
+    store_read_close(rd);
+    enum MHD_Result rc = n > 0    ? http_json(r, MHD_HTTP_OK, &b)
+                         : n == 0 ? http_error(r, MHD_HTTP_NOT_FOUND, "no incident %lld", id)
+                                  : http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot read");
     tt__buf_fini(&b);
     return rc;
 }
@@ -134,22 +144,16 @@ enum MHD_Result api_alert_ack(const struct http_req *r)
     if (bad || id <= 0) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad ? bad : "expected an alert id");
     }
-    sqlite3 *db;
-    if (sqlite3_open_v2(r->ctx->db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        sqlite3_close(db);
-        return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
-    }
-    sqlite3_busy_timeout(db, 5000);
     tt__buf b;
     tt__buf_init(&b, 1u << 20);
     tt__json j;
     tt__json_init(&j, &b);
-    int found = incidents_sql_ack(db, id, wall_ns(), &j);
-    sqlite3_close(db);
-    enum MHD_Result rc = found < 0 ? http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot update")
-                         : !found  ? http_error(r, MHD_HTTP_NOT_FOUND, "no alert %lld", id)
-                                   : http_json(r, MHD_HTTP_OK, &b);
+    struct alerts_walk w = {&j, 0};
+    int res = store_alert_ack(r->ctx->store, id, wall_ns(), row_json, &w);
+    int ok = res == 0 || res == -ENOENT, found = res == 0;
+    enum MHD_Result rc = !ok      ? http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot update")
+                         : !found ? http_error(r, MHD_HTTP_NOT_FOUND, "no alert %lld", id)
+                                  : http_json(r, MHD_HTTP_OK, &b);
     tt__buf_fini(&b);
     return rc;
 }

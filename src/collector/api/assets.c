@@ -1,6 +1,6 @@
 /*
  * api/assets.c - the dashboard: GET / serves index.html, GET /assets/{name} the rest, from the
- * files embedded in the binary (assets_gen.c). Every answer carries a strict
+ * files embedded in the binary (web/assets_gen.c). Every answer carries a strict
  * Content-Security-Policy (scripts and styles from this origin only, no inline script, no
  * eval, connections to this origin only, no framing), nosniff and no-referrer. Caching: the
  * browser may keep a copy but must revalidate it (no-cache) against the ETag, which is a hash

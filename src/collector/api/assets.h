@@ -1,7 +1,7 @@
 /*
- * assets.h - the dashboard's files, embedded at build time: src/collector/assets_gen.c is
- * written by tools/embed_assets.c from web/assets.txt (`make assets`), and api/assets.c serves
- * them at GET / and GET /assets/{name}.
+ * assets.h - the dashboard's files, embedded at build time: web/assets_gen.c (generated,
+ * committed outside src/) is written by tools/embed_assets.c from web/assets.txt
+ * (`make assets`), and api/assets.c serves them at GET / and GET /assets/{name}.
  */
 #ifndef TT_COLLECTOR_ASSETS_H
 #define TT_COLLECTOR_ASSETS_H

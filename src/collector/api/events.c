@@ -8,7 +8,7 @@
 
 #include "collector/api/http.h"
 #include "collector/hub.h"
-#include "collector/store/query.h"
+#include "collector/store/store.h"
 #include "collector/api/render.h"
 #include "common/json.h"
 
@@ -72,14 +72,14 @@ static int parse_hex16(const char *s, uint8_t out[16])
 }
 
 /* Fill f from the request; on a bad parameter, returns the message. */
-static const char *parse_filter(const struct http_req *r, struct query_filter *f)
+static const char *parse_filter(const struct http_req *r, struct store_filter *f)
 {
     static __thread char msg[300];
     const char *bad = http_params_check(r, event_params);
     if (bad) {
         return bad;
     }
-    query_filter_init(f);
+    store_filter_init(f);
     const char *v;
     if ((v = http_param(r, "agent"))) {
         if (strlen(v) >= sizeof f->agent) {
@@ -109,7 +109,7 @@ static const char *parse_filter(const struct http_req *r, struct query_filter *f
     if ((v = http_param(r, "until")) && http_parse_time(v, &f->until) != 0) {
         return "until: expected Unix nanoseconds or RFC 3339 UTC (2026-11-24T10:00:00Z)";
     }
-    if ((v = http_param(r, "cursor")) && query_cursor_parse(f, v) != 0) {
+    if ((v = http_param(r, "cursor")) && store_cursor_parse(f, v) != 0) {
         return "cursor: expected the \"next\" value of a previous page";
     }
     if ((v = http_param(r, "instance"))) {
@@ -136,12 +136,12 @@ static int parse_limit(const char *v, uint64_t dflt, uint64_t max, uint64_t *out
     return 0;
 }
 
-static enum MHD_Result events_page(const struct http_req *r, const struct query_filter *f,
+static enum MHD_Result events_page(const struct http_req *r, const struct store_filter *f,
                                    uint64_t limit)
 {
     char err[256];
-    struct query *q;
-    if (query_open(&q, r->ctx->db_path, f, err, sizeof err) != 0) {
+    struct store_events *q;
+    if (store_events_open(r->ctx->store, f, &q, err, sizeof err) != 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err);
     }
     tt__buf b;
@@ -156,14 +156,14 @@ static enum MHD_Result events_page(const struct http_req *r, const struct query_
     const uint8_t *inst;
     uint64_t n = 0;
     int rc = 0;
-    while (n < limit && (rc = query_next(q, &ev, &agent, &inst)) == 1) {
+    while (n < limit && (rc = store_events_next(q, &ev, &agent, &inst)) == 1) {
         render_event(&j, agent, inst, &ev);
         n++;
     }
     tt__json_arr_end(&j);
     tt__json_kv_u64(&j, "count", n);
     char cursor[64];
-    query_cursor(q, cursor, sizeof cursor);
+    store_events_cursor(q, cursor, sizeof cursor);
     /* A full page may have more after it; a short one ended the data. */
     if (n == limit && n > 0) {
         tt__json_kv_cstr(&j, "next", cursor);
@@ -172,7 +172,7 @@ static enum MHD_Result events_page(const struct http_req *r, const struct query_
         tt__json_null(&j);
     }
     tt__json_obj_end(&j);
-    query_close(q);
+    store_events_close(q);
     enum MHD_Result res;
     if (rc < 0) {
         res = http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "storage error while reading events");
@@ -187,7 +187,7 @@ static enum MHD_Result events_page(const struct http_req *r, const struct query_
 
 /* Streaming JSON lines: the query runs as libmicrohttpd asks for more. */
 struct ndjson {
-    struct query *q;
+    struct store_events *q;
     uint64_t left; /* 0: no limit */
     int unlimited;
     tt__buf pending; /* rendered, not yet handed out */
@@ -203,7 +203,7 @@ static ssize_t ndjson_read(void *cls, uint64_t pos, char *buf, size_t max)
         tt__event ev;
         const char *agent;
         const uint8_t *inst;
-        if ((!s->unlimited && s->left == 0) || query_next(s->q, &ev, &agent, &inst) != 1) {
+        if ((!s->unlimited && s->left == 0) || store_events_next(s->q, &ev, &agent, &inst) != 1) {
             s->done = 1;
             break;
         }
@@ -232,12 +232,12 @@ static ssize_t ndjson_read(void *cls, uint64_t pos, char *buf, size_t max)
 static void ndjson_free(void *cls)
 {
     struct ndjson *s = cls;
-    query_close(s->q);
+    store_events_close(s->q);
     tt__buf_fini(&s->pending);
     free(s);
 }
 
-static enum MHD_Result events_ndjson(const struct http_req *r, const struct query_filter *f,
+static enum MHD_Result events_ndjson(const struct http_req *r, const struct store_filter *f,
                                      uint64_t limit)
 {
     char err[256];
@@ -245,7 +245,7 @@ static enum MHD_Result events_ndjson(const struct http_req *r, const struct quer
     if (!s) {
         return http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
     }
-    if (query_open(&s->q, r->ctx->db_path, f, err, sizeof err) != 0) {
+    if (store_events_open(r->ctx->store, f, &s->q, err, sizeof err) != 0) {
         free(s);
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err);
     }
@@ -257,7 +257,7 @@ static enum MHD_Result events_ndjson(const struct http_req *r, const struct quer
 
 enum MHD_Result api_events(const struct http_req *r)
 {
-    struct query_filter f;
+    struct store_filter f;
     const char *bad = parse_filter(r, &f);
     if (bad) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
@@ -279,7 +279,7 @@ enum MHD_Result api_events(const struct http_req *r)
 
 enum MHD_Result api_events_count(const struct http_req *r)
 {
-    struct query_filter f;
+    struct store_filter f;
     const char *bad = parse_filter(r, &f);
     if (bad) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
@@ -288,7 +288,7 @@ enum MHD_Result api_events_count(const struct http_req *r)
         return http_error(r, MHD_HTTP_BAD_REQUEST, "count takes neither limit nor format");
     }
     char err[256];
-    int64_t n = query_count(r->ctx->db_path, &f, err, sizeof err);
+    int64_t n = store_events_count(r->ctx->store, &f, err, sizeof err);
     if (n < 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err);
     }
@@ -348,7 +348,7 @@ enum MHD_Result api_stream(const struct http_req *r)
     if (bad) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
     }
-    struct query_filter qf;
+    struct store_filter qf;
     bad = parse_filter(r, &qf);
     if (bad) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);

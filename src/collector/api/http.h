@@ -1,7 +1,7 @@
 /*
  * http.h - the collector's HTTP API on --http (libmicrohttpd, one thread per connection so a
- * live-stream subscriber can wait without holding anyone up). Routes live in api_*.c and are
- * listed in http.c; docs/http-api.md documents them.
+ * live-stream subscriber can wait without holding anyone up). Routes live in the files of api/
+ * and are listed in http.c; docs/http-api.md documents them.
  */
 #ifndef TT_COLLECTOR_HTTP_H
 #define TT_COLLECTOR_HTTP_H
@@ -19,8 +19,10 @@ struct auth;
 struct monitor;
 struct alerts;
 
+struct store;
+
 struct http_ctx {
-    char db_path[PATH_MAX];
+    struct store *store; /* stored data (store.h): readers per request */
     struct hub *hub;
     struct ingest *ingest;
     const struct auth *auth; /* operator token for /api/ and /metrics (NULL: none) */

@@ -8,7 +8,6 @@
  */
 #include <errno.h>
 #include <jansson.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,74 +25,74 @@
 #define HALT_REASON_MAX 100
 #define HALT_WAIT_MS 2000
 
-static const char select_cols[] =
-    "SELECT r.response_id, a.name, i.uuid, r.session, r.model, r.begin_ns, r.end_ns, r.tokens,"
-    " r.mean_logprob, r.min_logprob, r.perplexity, r.mean_entropy, r.low_confidence_share,"
-    " r.min_window_confidence, r.verdict, r.reason, r.duration_ns, r.estimated, r.begin_body,"
-    " r.instance_id"
-    " FROM responses r JOIN agents a ON a.id = r.agent_id JOIN instances i ON i.id = r.instance_id";
-
-static void col_text(tt__json *j, const char *key, sqlite3_stmt *st, int col)
+static void col_text(tt__json *j, const char *key, struct store_str v)
 {
-    if (sqlite3_column_type(st, col) == SQLITE_NULL) {
+    if (!v.p) {
         tt__json_key(j, key);
         tt__json_null(j);
         return;
     }
-    tt__json_kv_str(j, key, sqlite3_column_text(st, col), (size_t)sqlite3_column_bytes(st, col));
+    tt__json_kv_str(j, key, v.p, v.n);
 }
 
-static void col_num(tt__json *j, const char *key, sqlite3_stmt *st, int col, int real)
+static void col_i64(tt__json *j, const char *key, struct store_i64 v)
 {
     tt__json_key(j, key);
-    if (sqlite3_column_type(st, col) == SQLITE_NULL) {
-        tt__json_null(j);
-    } else if (real) {
-        tt__json_f64(j, sqlite3_column_double(st, col));
-    } else {
-        tt__json_i64(j, sqlite3_column_int64(st, col));
-    }
+    v.set ? tt__json_i64(j, v.v) : tt__json_null(j);
+}
+
+static void col_f64(tt__json *j, const char *key, struct store_f64 v)
+{
+    tt__json_key(j, key);
+    v.set ? tt__json_f64(j, v.v) : tt__json_null(j);
 }
 
 /* The fields of one response row (without the closing brace). */
-static void render_row(tt__json *j, sqlite3_stmt *st)
+static void render_row(tt__json *j, const struct store_response *x)
 {
     tt__json_obj_begin(j);
-    render_response_id(j, "id", (uint64_t)sqlite3_column_int64(st, 0));
-    tt__json_kv_cstr(j, "agent", (const char *)sqlite3_column_text(st, 1));
+    render_response_id(j, "id", x->id);
+    tt__json_kv_cstr(j, "agent", x->agent);
     tt__json_key(j, "instance");
-    tt__json_hex(j, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2));
-    col_text(j, "session", st, 3);
-    col_text(j, "model", st, 4);
-    if (sqlite3_column_type(st, 18) == SQLITE_BLOB) {
-        tt__bstr body = {sqlite3_column_blob(st, 18), (size_t)sqlite3_column_bytes(st, 18)};
+    tt__json_hex(j, x->instance, x->instance_len);
+    col_text(j, "session", x->session);
+    col_text(j, "model", x->model);
+    if (x->has_begin_body) {
+        tt__bstr body = {x->begin_body, x->begin_body_len};
         render_attrs(j, body, 3, "params");
     }
-    col_num(j, "begin_unix_ns", st, 5, 0);
-    col_num(j, "end_unix_ns", st, 6, 0);
-    int ended = sqlite3_column_type(st, 6) != SQLITE_NULL;
+    col_i64(j, "begin_unix_ns", x->begin_ns);
+    col_i64(j, "end_unix_ns", x->end_ns);
+    int ended = x->end_ns.set;
     tt__json_kv_bool(j, "ended", ended);
-    col_num(j, "tokens", st, 7, 0);
+    col_i64(j, "tokens", x->tokens);
     static const char *const reals[] = {"mean_logprob",         "min_logprob",
                                         "perplexity",           "mean_entropy",
                                         "low_confidence_share", "min_window_confidence"};
     for (int i = 0; i < 6; i++) {
-        col_num(j, reals[i], st, 8 + i, 1);
+        col_f64(j, reals[i], x->figures[i]);
     }
     tt__json_key(j, "verdict");
     if (ended) {
-        tt__json_cstr(j, render_verdict((uint32_t)sqlite3_column_int(st, 14)));
+        tt__json_cstr(j, render_verdict(x->verdict));
     } else {
         tt__json_null(j);
     }
-    col_text(j, "reason", st, 15);
-    col_num(j, "duration_ns", st, 16, 0);
+    col_text(j, "reason", x->reason);
+    col_i64(j, "duration_ns", x->duration_ns);
     tt__json_key(j, "estimated");
     if (ended) {
-        tt__json_bool(j, sqlite3_column_int(st, 17) != 0);
+        tt__json_bool(j, x->estimated);
     } else {
         tt__json_null(j);
     }
+}
+
+static int row_json(void *ctx, const struct store_response *x)
+{
+    render_row(ctx, x);
+    tt__json_obj_end(ctx);
+    return 0;
 }
 
 static enum MHD_Result reply(const struct http_req *r, unsigned status, tt__buf *b, tt__json *j)
@@ -123,27 +122,10 @@ enum MHD_Result api_responses(const struct http_req *r)
                               LIST_LIMIT_MAX);
         }
     }
-    sqlite3 *db;
-    if (store_reader_open(r->ctx->db_path, &db) != 0) {
+    struct store_read *rd;
+    if (store_read_open(r->ctx->store, &rd) != 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
     }
-    char sql[1024];
-    snprintf(sql, sizeof sql,
-             "%s WHERE (?1 IS NULL OR r.session = ?1) AND (?2 IS NULL OR a.name = ?2)"
-             " ORDER BY COALESCE(r.begin_ns, r.end_ns) DESC LIMIT ?3",
-             select_cols);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_close(db);
-        return http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query responses");
-    }
-    if (session) {
-        sqlite3_bind_text(st, 1, session, -1, SQLITE_STATIC);
-    }
-    if (agent) {
-        sqlite3_bind_text(st, 2, agent, -1, SQLITE_STATIC);
-    }
-    sqlite3_bind_int64(st, 3, limit);
     tt__buf b;
     tt__buf_init(&b, 64u << 20);
     tt__json j;
@@ -151,14 +133,15 @@ enum MHD_Result api_responses(const struct http_req *r)
     tt__json_obj_begin(&j);
     tt__json_key(&j, "responses");
     tt__json_arr_begin(&j);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        render_row(&j, st);
-        tt__json_obj_end(&j);
-    }
+    struct store_response_filter f = {.session = session, .agent = agent, .limit = (uint64_t)limit};
+    int n = store_responses(rd, &f, row_json, &j);
     tt__json_arr_end(&j);
     tt__json_obj_end(&j);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    store_read_close(rd);
+    if (n < 0) {
+        tt__buf_fini(&b);
+        return http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query responses");
+    }
     return reply(r, MHD_HTTP_OK, &b, &j);
 }
 
@@ -183,79 +166,90 @@ static int parse_id(const char *s, uint64_t *out)
     return 0;
 }
 
-static void render_detail(tt__json *j, sqlite3 *db, int64_t inst, int64_t rid)
+/* The Tokens messages of a response, decoded from private copies (they outlive the row). */
+struct chunks {
+    tt__ev_tokens *toks;
+    void **copies;
+    size_t n, cap;
+};
+
+static int chunk_add(void *ctx, const void *p, size_t len)
 {
-    sqlite3_stmt *st;
-    tt__ev_tokens *toks = NULL;
-    void **copies = NULL;
-    size_t n = 0, cap = 0;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT body FROM response_tokens WHERE instance_id = ?1 AND"
-                           " response_id = ?2 ORDER BY first_index",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, inst);
-        sqlite3_bind_int64(st, 2, rid);
-        while (n < CHUNKS_MAX && sqlite3_step(st) == SQLITE_ROW) {
-            size_t len = (size_t)sqlite3_column_bytes(st, 0);
-            if (n == cap) {
-                size_t nc = cap ? 2 * cap : 16;
-                tt__ev_tokens *g = realloc(toks, nc * sizeof *toks);
-                if (g) {
-                    toks = g;
-                }
-                void **c2 = g ? realloc(copies, nc * sizeof *copies) : NULL;
-                if (!c2) {
-                    break;
-                }
-                copies = c2;
-                cap = nc;
-            }
-            void *copy = malloc(len ? len : 1);
-            if (!copy) {
-                break;
-            }
-            if (len) {
-                memcpy(copy, sqlite3_column_blob(st, 0), len);
-            }
-            if (tt__ev_tokens_decode((tt__bstr){copy, len}, &toks[n]) != 0) {
-                free(copy);
-                continue;
-            }
-            copies[n++] = copy;
+    struct chunks *c = ctx;
+    if (c->n == c->cap) {
+        size_t nc = c->cap ? 2 * c->cap : 16;
+        tt__ev_tokens *g = realloc(c->toks, nc * sizeof *c->toks);
+        if (g) {
+            c->toks = g;
         }
-        sqlite3_finalize(st);
+        void **c2 = g ? realloc(c->copies, nc * sizeof *c->copies) : NULL;
+        if (!c2) {
+            return 1;
+        }
+        c->copies = c2;
+        c->cap = nc;
     }
+    void *copy = malloc(len ? len : 1);
+    if (!copy) {
+        return 1;
+    }
+    if (len) {
+        memcpy(copy, p, len);
+    }
+    if (tt__ev_tokens_decode((tt__bstr){copy, len}, &c->toks[c->n]) != 0) {
+        free(copy);
+        return 0;
+    }
+    c->copies[c->n++] = copy;
+    return c->n >= CHUNKS_MAX;
+}
+
+static int guard_json(void *ctx, const struct store_guard *g)
+{
+    tt__json *j = ctx;
+    tt__json_obj_begin(j);
+    tt__json_kv_i64(j, "token_index", g->token_index);
+    tt__json_kv_cstr(j, "verdict", render_verdict(g->verdict));
+    col_text(j, "reason", g->reason);
+    col_f64(j, "value", g->value);
+    col_f64(j, "threshold", g->threshold);
+    col_i64(j, "time_unix_ns", g->time_ns);
+    tt__json_obj_end(j);
+    return 0;
+}
+
+static void render_detail(tt__json *j, struct store_read *rd, int64_t inst, uint64_t rid)
+{
+    struct chunks c = {NULL, NULL, 0, 0};
+    store_response_tokens(rd, inst, rid, chunk_add, &c);
     tt__json_key(j, "token_data");
     tt__json_obj_begin(j);
-    render_tokens_merged(j, toks, n);
+    render_tokens_merged(j, c.toks, c.n);
     tt__json_obj_end(j);
-    for (size_t i = 0; i < n; i++) {
-        free(copies[i]);
+    for (size_t i = 0; i < c.n; i++) {
+        free(c.copies[i]);
     }
-    free(copies);
-    free(toks);
+    free(c.copies);
+    free(c.toks);
 
     tt__json_key(j, "guard");
     tt__json_arr_begin(j);
-    if (sqlite3_prepare_v2(db,
-                           "SELECT token_index, verdict, reason, value, threshold, time_ns FROM"
-                           " guard_events WHERE instance_id = ?1 AND response_id = ?2 ORDER BY seq",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, inst);
-        sqlite3_bind_int64(st, 2, rid);
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            tt__json_obj_begin(j);
-            tt__json_kv_i64(j, "token_index", sqlite3_column_int64(st, 0));
-            tt__json_kv_cstr(j, "verdict", render_verdict((uint32_t)sqlite3_column_int(st, 1)));
-            col_text(j, "reason", st, 2);
-            col_num(j, "value", st, 3, 1);
-            col_num(j, "threshold", st, 4, 1);
-            col_num(j, "time_unix_ns", st, 5, 0);
-            tt__json_obj_end(j);
-        }
-        sqlite3_finalize(st);
-    }
+    store_response_guard(rd, inst, rid, guard_json, j);
     tt__json_arr_end(j);
+}
+
+struct response_one {
+    tt__json *j;
+    struct store_read *rd;
+};
+
+static int response_full(void *ctx, const struct store_response *x)
+{
+    struct response_one *o = ctx;
+    render_row(o->j, x);
+    render_detail(o->j, o->rd, x->instance_key, x->id);
+    tt__json_obj_end(o->j);
+    return 1; /* one */
 }
 
 enum MHD_Result api_response_get(const struct http_req *r)
@@ -270,34 +264,23 @@ enum MHD_Result api_response_get(const struct http_req *r)
     if (!ids || parse_id(ids, &id) != 0) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "a response id is 16 hexadecimal digits");
     }
-    sqlite3 *db;
-    if (store_reader_open(r->ctx->db_path, &db) != 0) {
+    struct store_read *rd;
+    if (store_read_open(r->ctx->store, &rd) != 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
-    }
-    char sql[1024];
-    snprintf(sql, sizeof sql,
-             "%s WHERE r.response_id = ?1 ORDER BY COALESCE(r.begin_ns, r.end_ns) DESC LIMIT 1",
-             select_cols);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_close(db);
-        return http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query responses");
-    }
-    sqlite3_bind_int64(st, 1, (int64_t)id);
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
-        sqlite3_close(db);
-        return http_error(r, MHD_HTTP_NOT_FOUND, "no response %s", ids);
     }
     tt__buf b;
     tt__buf_init(&b, 256u << 20);
     tt__json j;
     tt__json_init(&j, &b);
-    render_row(&j, st);
-    render_detail(&j, db, sqlite3_column_int64(st, 19), (int64_t)id);
-    tt__json_obj_end(&j);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    struct response_one o = {&j, rd};
+    struct store_response_filter f = {.id = id, .by_id = 1, .limit = 1};
+    int n = store_responses(rd, &f, response_full, &o);
+    store_read_close(rd);
+    if (n <= 0) {
+        tt__buf_fini(&b);
+        return n < 0 ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query responses")
+                     : http_error(r, MHD_HTTP_NOT_FOUND, "no response %s", ids);
+    }
     return reply(r, MHD_HTTP_OK, &b, &j);
 }
 
@@ -431,6 +414,22 @@ static int parse_halt_body(const tt__buf *body, char *reason, size_t cap, const 
     return 0;
 }
 
+#define HALT_AGENTS_MAX 64
+
+struct halt_agents {
+    int n;
+    char name[HALT_AGENTS_MAX][256];
+};
+
+static int halt_agent_add(void *ctx, const char *name)
+{
+    struct halt_agents *h = ctx;
+    if (h->n < HALT_AGENTS_MAX) {
+        snprintf(h->name[h->n++], sizeof h->name[0], "%s", name ? name : "");
+    }
+    return h->n == HALT_AGENTS_MAX;
+}
+
 enum MHD_Result api_session_halt(const struct http_req *r)
 {
     static const char *const allowed[] = {NULL};
@@ -453,19 +452,17 @@ enum MHD_Result api_session_halt(const struct http_req *r)
     if (!r->ctx->ingest) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "no ingest loop to send the order");
     }
-    sqlite3 *db;
-    if (store_reader_open(r->ctx->db_path, &db) != 0) {
+    /* The agents first, then the orders: no read is held open while the loop is waited for. */
+    struct store_read *rd;
+    if (store_read_open(r->ctx->store, &rd) != 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
     }
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT DISTINCT a.name FROM sessions s JOIN agents a ON a.id ="
-                           " s.agent_id WHERE s.name = ?1 ORDER BY a.name LIMIT 64",
-                           -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_close(db);
+    struct halt_agents names = {.n = 0};
+    int found = store_session_agents(rd, session, HALT_AGENTS_MAX, halt_agent_add, &names);
+    store_read_close(rd);
+    if (found < 0) {
         return http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query sessions");
     }
-    sqlite3_bind_text(st, 1, session, -1, SQLITE_STATIC);
     /* Control { halt = 1: Halt { session = 1, reason = 2 } } */
     size_t sl = strlen(session), rl = strlen(reason);
     size_t inner = tt__pb_len_field_size(sl) + tt__pb_len_field_size(rl);
@@ -485,8 +482,8 @@ enum MHD_Result api_session_halt(const struct http_req *r)
     tt__json_key(&j, "agents");
     tt__json_arr_begin(&j);
     int agents = 0, conns = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *agent = (const char *)sqlite3_column_text(st, 0);
+    for (int i = 0; i < names.n; i++) {
+        const char *agent = names.name[i];
         int n = ingest_post_control_wait(r->ctx->ingest, agent, payload, plen, HALT_WAIT_MS);
         tt__json_obj_begin(&j);
         tt__json_kv_cstr(&j, "agent", agent);
@@ -498,8 +495,6 @@ enum MHD_Result api_session_halt(const struct http_req *r)
     tt__json_arr_end(&j);
     tt__json_kv_i64(&j, "connections", conns);
     tt__json_obj_end(&j);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
     if (agents == 0) {
         tt__buf_fini(&b);
         return http_error(r, MHD_HTTP_NOT_FOUND, "no session %s", session);

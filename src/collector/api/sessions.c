@@ -4,7 +4,6 @@
  * name, query, start, latency, status, error) built from the steps table, and the ids of its
  * responses when the responses table exists.
  */
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,12 +16,18 @@
 #define TREE_DEPTH_MAX 64 /* deeper steps are counted in steps_not_shown */
 #define RESPONSES_MAX 10000
 
-static enum MHD_Result reader(const struct http_req *r, sqlite3 **db)
+static int session_json(void *ctx, const struct store_session *s)
 {
-    if (store_reader_open(r->ctx->db_path, db) != 0) {
-        return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
-    }
-    return MHD_YES;
+    tt__json *j = ctx;
+    tt__json_obj_begin(j);
+    tt__json_kv_cstr(j, "id", s->id);
+    tt__json_kv_cstr(j, "agent", s->agent);
+    tt__json_kv_i64(j, "first_seen_unix_ns", s->first_seen_ns);
+    tt__json_kv_i64(j, "last_seen_unix_ns", s->last_seen_ns);
+    tt__json_kv_i64(j, "events", s->events);
+    tt__json_kv_i64(j, "steps", s->steps);
+    tt__json_obj_end(j);
+    return 0;
 }
 
 enum MHD_Result api_sessions(const struct http_req *r)
@@ -35,25 +40,10 @@ enum MHD_Result api_sessions(const struct http_req *r)
                           bad ? bad : "limit: expected an integer from 1 to 10000");
     }
     const char *agent = http_param(r, "agent");
-    sqlite3 *db;
-    if (reader(r, &db) != MHD_YES) {
-        return MHD_YES;
+    struct store_read *rd;
+    if (store_read_open(r->ctx->store, &rd) != 0) {
+        return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
     }
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT s.name, a.name, s.first_seen, s.last_seen, s.events,"
-                           " (SELECT COUNT(*) FROM steps t WHERE t.agent_id = s.agent_id AND"
-                           "  t.session = s.name)"
-                           " FROM sessions s JOIN agents a ON a.id = s.agent_id"
-                           " WHERE ?1 IS NULL OR a.name = ?1 ORDER BY s.last_seen DESC LIMIT ?2",
-                           -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_close(db);
-        return http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query sessions");
-    }
-    if (agent) {
-        sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-    }
-    sqlite3_bind_int64(st, 2, (int64_t)limit);
     tt__buf b;
     tt__buf_init(&b, 64u << 20);
     tt__json j;
@@ -61,26 +51,18 @@ enum MHD_Result api_sessions(const struct http_req *r)
     tt__json_obj_begin(&j);
     tt__json_key(&j, "sessions");
     tt__json_arr_begin(&j);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        tt__json_obj_begin(&j);
-        tt__json_kv_cstr(&j, "id", (const char *)sqlite3_column_text(st, 0));
-        tt__json_kv_cstr(&j, "agent", (const char *)sqlite3_column_text(st, 1));
-        tt__json_kv_i64(&j, "first_seen_unix_ns", sqlite3_column_int64(st, 2));
-        tt__json_kv_i64(&j, "last_seen_unix_ns", sqlite3_column_int64(st, 3));
-        tt__json_kv_i64(&j, "events", sqlite3_column_int64(st, 4));
-        tt__json_kv_i64(&j, "steps", sqlite3_column_int64(st, 5));
-        tt__json_obj_end(&j);
-    }
+    int n = store_sessions(rd, agent, limit, session_json, &j);
     tt__json_arr_end(&j);
     tt__json_obj_end(&j);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    enum MHD_Result rc = http_json(r, MHD_HTTP_OK, &b);
+    store_read_close(rd);
+    enum MHD_Result rc =
+        n < 0 ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query sessions")
+              : http_json(r, MHD_HTTP_OK, &b);
     tt__buf_fini(&b);
     return rc;
 }
 
-/* One step row, copied out of SQLite. */
+/* One step row, copied out of the store. */
 struct step {
     int64_t inst, id, parent;
     int kind, status, has_end;
@@ -185,51 +167,55 @@ static void step_json(tt__json *j, struct tree *t, size_t i, int depth)
     tt__json_obj_end(j);
 }
 
-static char *dup_col(sqlite3_stmt *st, int i)
+static char *dup_str(const char *v)
 {
-    const char *v = (const char *)sqlite3_column_text(st, i);
     return v ? strdup(v) : NULL;
 }
 
-static int load_steps(sqlite3 *db, int64_t agent_id, const char *session, struct tree *t,
+struct steps_load {
+    struct tree *t;
+    int64_t total;
+};
+
+static int step_add(void *ctx, const struct store_step *r)
+{
+    struct steps_load *l = ctx;
+    struct tree *t = l->t;
+    l->total++;
+    if (t->n == STEPS_MAX) {
+        return 0; /* counted, not shown */
+    }
+    struct step *s = &t->s[t->n];
+    s->inst = r->instance_key;
+    s->id = r->step_id;
+    s->parent = r->parent_id;
+    s->kind = r->kind;
+    s->name = dup_str(r->name);
+    s->query = dup_str(r->query);
+    s->start = r->start_ns;
+    s->has_end = r->has_end;
+    s->duration = r->duration_ns;
+    s->status = r->status;
+    s->result_bytes = r->result_bytes;
+    s->error = dup_str(r->error);
+    t->by_parent[t->n] = t->n;
+    t->n++;
+    return 0;
+}
+
+static int load_steps(struct store_read *rd, int64_t agent_key, const char *session, struct tree *t,
                       int64_t *total)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT instance_id, step_id, parent_id, kind, name, query, start_ns,"
-                           " duration_ns, status, result_bytes, error FROM steps"
-                           " WHERE agent_id = ?1 AND session = ?2 ORDER BY start_ns, step_id",
-                           -1, &st, NULL) != SQLITE_OK) {
-        return -1;
-    }
-    sqlite3_bind_int64(st, 1, agent_id);
-    sqlite3_bind_text(st, 2, session, -1, SQLITE_STATIC);
     t->s = calloc(STEPS_MAX, sizeof *t->s);
     t->by_parent = calloc(STEPS_MAX, sizeof *t->by_parent);
     *total = 0;
-    while (t->s && t->by_parent && sqlite3_step(st) == SQLITE_ROW) {
-        (*total)++;
-        if (t->n == STEPS_MAX) {
-            continue;
-        }
-        struct step *s = &t->s[t->n];
-        s->inst = sqlite3_column_int64(st, 0);
-        s->id = sqlite3_column_int64(st, 1);
-        s->parent = sqlite3_column_int64(st, 2);
-        s->kind = sqlite3_column_int(st, 3);
-        s->name = dup_col(st, 4);
-        s->query = dup_col(st, 5);
-        s->start = sqlite3_column_int64(st, 6);
-        s->has_end = sqlite3_column_type(st, 7) != SQLITE_NULL;
-        s->duration = sqlite3_column_int64(st, 7);
-        s->status = sqlite3_column_int(st, 8);
-        s->result_bytes = sqlite3_column_int64(st, 9);
-        s->error = dup_col(st, 10);
-        t->by_parent[t->n] = t->n;
-        t->n++;
-    }
-    sqlite3_finalize(st);
     if (!t->s || !t->by_parent) {
+        return -1;
+    }
+    struct steps_load l = {t, 0};
+    int rc = store_session_steps(rd, agent_key, session, step_add, &l);
+    *total = l.total;
+    if (rc < 0) {
         return -1;
     }
     /* Steps by (instance, id) to find parents; an index by (instance, parent) for children. */
@@ -260,12 +246,12 @@ static int has_parent(const struct tree *t, const struct step *s)
     return bsearch(&key, t->s, t->n, sizeof *t->s, cmp_id) != NULL;
 }
 
-static void steps_json(tt__json *j, sqlite3 *db, int64_t agent_id, const char *session)
+static void steps_json(tt__json *j, struct store_read *rd, int64_t agent_key, const char *session)
 {
     struct tree t;
     memset(&t, 0, sizeof t);
     int64_t total = 0;
-    int ok = load_steps(db, agent_id, session, &t, &total) == 0;
+    int ok = load_steps(rd, agent_key, session, &t, &total) == 0;
     tt__json_key(j, "steps");
     tt__json_arr_begin(j);
     for (size_t i = 0; ok && i < t.n; i++) {
@@ -280,30 +266,38 @@ static void steps_json(tt__json *j, sqlite3 *db, int64_t agent_id, const char *s
     tree_free(&t);
 }
 
-static void responses_json(tt__json *j, sqlite3 *db, int64_t agent_id, const char *session)
+static int response_id_json(void *ctx, uint64_t id)
+{
+    uint8_t be[8];
+    for (int i = 0; i < 8; i++) {
+        be[i] = (uint8_t)(id >> (56 - 8 * i));
+    }
+    tt__json_hex(ctx, be, 8);
+    return 0;
+}
+
+static void responses_json(tt__json *j, struct store_read *rd, int64_t agent_key,
+                           const char *session)
 {
     tt__json_key(j, "responses");
     tt__json_arr_begin(j);
-    sqlite3_stmt *st;
-    /* The responses table belongs to the responses part of the collector; absent, none. */
-    if (sqlite3_prepare_v2(db,
-                           "SELECT response_id FROM responses WHERE agent_id = ?1 AND session = ?2"
-                           " ORDER BY COALESCE(begin_ns, end_ns), response_id LIMIT ?3",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, agent_id);
-        sqlite3_bind_text(st, 2, session, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 3, RESPONSES_MAX);
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
-            uint8_t be[8];
-            for (int i = 0; i < 8; i++) {
-                be[i] = (uint8_t)(id >> (56 - 8 * i));
-            }
-            tt__json_hex(j, be, 8);
-        }
-        sqlite3_finalize(st);
-    }
+    store_session_responses(rd, agent_key, session, RESPONSES_MAX, response_id_json, j);
     tt__json_arr_end(j);
+}
+
+struct session_find {
+    struct store_session s;
+    char agent[256];
+};
+
+static int session_keep(void *ctx, const struct store_session *s)
+{
+    struct session_find *f = ctx;
+    f->s = *s;
+    snprintf(f->agent, sizeof f->agent, "%s", s->agent ? s->agent : "");
+    f->s.agent = f->agent;
+    f->s.id = NULL;
+    return 0;
 }
 
 enum MHD_Result api_session(const struct http_req *r)
@@ -314,47 +308,34 @@ enum MHD_Result api_session(const struct http_req *r)
         return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
     }
     const char *id = http_path_param(r, "id"), *agent = http_param(r, "agent");
-    sqlite3 *db;
-    if (reader(r, &db) != MHD_YES) {
-        return MHD_YES;
+    struct store_read *rd;
+    if (store_read_open(r->ctx->store, &rd) != 0) {
+        return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
     }
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT s.agent_id, a.name, s.first_seen, s.last_seen, s.events"
-                           " FROM sessions s JOIN agents a ON a.id = s.agent_id"
-                           " WHERE s.name = ?1 AND (?2 IS NULL OR a.name = ?2) LIMIT 2",
-                           -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_close(db);
-        return http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query sessions");
-    }
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (agent) {
-        sqlite3_bind_text(st, 2, agent, -1, SQLITE_STATIC);
-    }
+    /* Two at most: one is the session, two say the name is ambiguous. */
+    struct session_find found;
+    memset(&found, 0, sizeof found);
+    int rows = store_session_find(rd, id, agent, 2, session_keep, &found);
     tt__buf b;
     tt__buf_init(&b, 64u << 20);
     tt__json j;
     tt__json_init(&j, &b);
-    int rows = 0;
-    while (rows < 2 && sqlite3_step(st) == SQLITE_ROW) {
-        if (++rows > 1) {
-            break;
-        }
-        int64_t agent_id = sqlite3_column_int64(st, 0);
+    if (rows == 1) {
         tt__json_obj_begin(&j);
         tt__json_kv_cstr(&j, "id", id);
-        tt__json_kv_cstr(&j, "agent", (const char *)sqlite3_column_text(st, 1));
-        tt__json_kv_i64(&j, "first_seen_unix_ns", sqlite3_column_int64(st, 2));
-        tt__json_kv_i64(&j, "last_seen_unix_ns", sqlite3_column_int64(st, 3));
-        tt__json_kv_i64(&j, "events", sqlite3_column_int64(st, 4));
-        steps_json(&j, db, agent_id, id);
-        responses_json(&j, db, agent_id, id);
+        tt__json_kv_cstr(&j, "agent", found.s.agent);
+        tt__json_kv_i64(&j, "first_seen_unix_ns", found.s.first_seen_ns);
+        tt__json_kv_i64(&j, "last_seen_unix_ns", found.s.last_seen_ns);
+        tt__json_kv_i64(&j, "events", found.s.events);
+        steps_json(&j, rd, found.s.agent_key, id);
+        responses_json(&j, rd, found.s.agent_key, id);
         tt__json_obj_end(&j);
     }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    store_read_close(rd);
     enum MHD_Result rc;
-    if (rows == 0) {
+    if (rows < 0) {
+        rc = http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query sessions");
+    } else if (rows == 0) {
         rc = http_error(r, MHD_HTTP_NOT_FOUND, "no session \"%.200s\"", id);
     } else if (rows > 1) {
         rc = http_error(r, MHD_HTTP_CONFLICT,

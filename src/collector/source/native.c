@@ -1,21 +1,34 @@
 /*
- * native.c - the collector's event loop: listeners and agent connections in one epoll set.
+ * native.c - the collector's event loop and the native source: listeners and agent
+ * connections (native_conn.c) in one epoll set, with the pipeline's completions
+ * (source/source.h), operator control orders and signals.
  *
- * A connection starts with the agent's hello, then carries batch frames. Each frame is checked
- * (length against the limit before any allocation, CRC, header, decompressed size and ratio,
- * then the protobuf payload), handed to the store, and acknowledged once the store has
- * committed it. Framing errors close the connection with a counted reason; a frame whose
- * framing is intact but whose payload is bad is rejected alone and the connection goes on.
+ * THE LIFETIME RULE (libuv's uv_close, Redis ae.c, h2o's deferred disposal)
+ * An object the loop serves is freed only by the loop, at a point where no caller holds it:
+ *   1. Closing marks it dead (conn_kill): it is unlinked from epoll at once, so no further
+ *      event names it, and put on the loop's dead list. Nothing else happens to it then.
+ *   2. A function that sends may fail; it never frees its argument. conn_send returns -1 and
+ *      leaves c dead but valid, and its callers test c->dead; every conn_* function accepts a
+ *      dead connection and does nothing with it but count.
+ *   3. At the end of each loop iteration (reap), after every callback has returned, the loop
+ *      closes the dead connections' sockets and frees their buffers. The fd slot is cleared
+ *      only then, so an fd number is never reused while a record still names it.
+ *   4. Work handed to other threads refers to a connection by a counted reference: each batch
+ *      at the store holds one (c->pending), and a dead record whose completions are still
+ *      owed stays, without socket or buffers, until the last one is in; that completion puts
+ *      it back on the dead list and the next reap frees it. A completion never finds a freed
+ *      connection.
+ * The same rule governs the loop's other objects: a live-stream subscriber (hub.c) is marked
+ * dropped and woken, and freed (hub_unsubscribe) only by libmicrohttpd's free callback of the
+ * response that reads it, never by the publisher that found it slow; an HTTP request's state
+ * is freed in libmicrohttpd's completion callback, never by the handler that answers it.
  *
  * INVARIANTS
- * - Acks leave in frame order per connection, and only for frames the store returned as
- *   committed (or as duplicates of committed ones).
- * - When the store falls behind (queue_bytes), no connection is read until it catches up:
- *   memory stays bounded and agents see backpressure, never a silent drop.
- * - A connection's identity (agent, instance) is fixed by its hello. A batch naming another
- *   instance is one the agent's spool kept from an earlier process of the same agent: it is
- *   stored under its own instance (the store refuses it if that instance belongs to another
- *   agent), never under the connection's.
+ * - When the pipeline falls behind (source_backlog above the budget), no connection is read
+ *   until it is under half of it: memory stays bounded and agents see backpressure, never a
+ *   silent drop.
+ * - conns[fd] is the live or dead (not yet reaped) connection on fd; every record, reaped or
+ *   not, is on the all list until freed.
  */
 #include "collector/source/native.h"
 
@@ -24,27 +37,25 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/eventfd.h>
 #include <sys/un.h>
-#include <pthread.h>
 #include <unistd.h>
 #include <zstd.h>
 
-#include "collector/hub.h"
 #include "collector/log.h"
-#include "collector/store/store.h"
+#include "collector/source/native_conn.h"
 #include "common/clock.h"
 
 #define MAX_EVENTS 256
-#define WBUF_MAX (1u << 20)
 #define TAG_LISTEN 1
 #define TAG_CONN 2
 #define TAG_STORE 3
@@ -66,62 +77,33 @@ struct ctl_msg {
     uint8_t payload[];
 };
 
-struct conn {
-    int fd;
-    uint64_t id;
-    int ready;   /* hello accepted */
-    int closing; /* write what is queued, then close */
-    tt__buf rbuf;
-    tt__buf wbuf;
-    size_t woff;
-    int want_out; /* EPOLLOUT registered */
-    struct agent_ident ident;
-    uint64_t frames_in;   /* batch frames received: the next frame_no */
-    uint64_t ack_pending; /* highest committed frame_no not yet acked */
-    uint64_t pending;     /* items at the store */
-    uint64_t opened_ns;
-    uint64_t last_rx_ns;
-};
-
 struct listener {
     int fd;
     tt__endpoint ep;
 };
 
 struct ingest {
+    struct source src; /* first: the seam's view of this source */
+    struct conn_owner ow;
     const struct collector_opts *o;
-    struct store *store;
-    struct hub *hub;
-    struct ingest_hooks hooks;
+    struct pipeline *pl;
     int ep;
     int sigfd;
     struct listener lis[COLLECTOR_MAX_LISTEN];
     int n_lis;
-    struct conn **conns; /* by fd */
+    struct conn **conns; /* by fd: live and dead connections not yet reaped */
     size_t conns_cap;
+    struct conn *all;  /* every record, dead ones included */
+    struct conn *dead; /* to reap at the end of the iteration */
     uint64_t next_id;
-    int paused;         /* not reading: the store is behind */
-    int draining;       /* SIGTERM received */
-    uint64_t drop_acks; /* test hook: commits whose ack is replaced by a disconnect */
-    ZSTD_DCtx *dctx;
-    tt__buf scratch;
+    int draining;             /* SIGTERM received */
     pthread_mutex_t ctl_lock; /* guards ctl_head and the ctl_wait of posted orders */
     pthread_cond_t ctl_cond;  /* an order with a waiter was sent */
     struct ctl_msg *ctl_head;
     int ctl_fd;
 };
 
-struct collector_stats cstats;
-
-const char *reject_name(int reason)
-{
-    static const char *const names[REJ__COUNT] = {
-        "frame_too_large", "bad_crc",       "bad_header",   "decompressed_too_large",
-        "bad_compression", "bad_payload",   "truncated",    "no_hello",
-        "bad_hello",       "protocol",      "auth",         "too_many_connections",
-        "seq_overlap",     "hello_timeout", "idle_timeout", "store_error"};
-    return reason >= 0 && reason < REJ__COUNT ? names[reason] : "unknown";
-}
+#define OWNER_INGEST(ow) ((struct ingest *)((char *)(ow)-offsetof(struct ingest, ow)))
 
 /* --- listeners ----------------------------------------------------------------------------- */
 
@@ -199,97 +181,65 @@ static int listen_tcp(struct listener *l, char *err, size_t errlen)
 
 /* --- connections --------------------------------------------------------------------------- */
 
-static int ep_mod(struct ingest *g, struct conn *c)
+static void ep_watch(struct conn_owner *ow, struct conn *c)
 {
-    struct epoll_event ev = {0};
-    ev.events = (g->paused || c->closing ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) | EPOLLRDHUP;
-    ev.data.u64 = ((uint64_t)TAG_CONN << 32) | (uint32_t)c->fd;
-    return epoll_ctl(g->ep, EPOLL_CTL_MOD, c->fd, &ev);
-}
-
-static void conn_free(struct ingest *g, struct conn *c)
-{
-    epoll_ctl(g->ep, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
-    g->conns[c->fd] = NULL;
-    tt__buf_fini(&c->rbuf);
-    tt__buf_fini(&c->wbuf);
-    free(c);
-    atomic_fetch_sub(&cstats.conns_open, 1);
-}
-
-/* Close for a counted reason. */
-static void conn_fail(struct ingest *g, struct conn *c, int reason)
-{
-    cstat_add(&cstats.rejected[reason], 1);
-    log_debug("closing connection %llu (%s): %s", (unsigned long long)c->id,
-              c->ready ? "agent" : "before hello", reject_name(reason));
-    conn_free(g, c);
-}
-
-static void conn_flush(struct ingest *g, struct conn *c)
-{
-    while (c->woff < c->wbuf.len) {
-        ssize_t n = send(c->fd, c->wbuf.data + c->woff, c->wbuf.len - c->woff, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN) {
-                break;
-            }
-            conn_free(g, c);
-            return;
-        }
-        c->woff += (size_t)n;
-    }
-    if (c->woff == c->wbuf.len) {
-        c->woff = c->wbuf.len = 0;
-        tt__buf_shrink(&c->wbuf, 65536);
-        if (c->closing && c->pending == 0) {
-            conn_free(g, c);
-            return;
-        }
-    }
-    int want = c->woff < c->wbuf.len;
-    if (want != c->want_out) {
-        c->want_out = want;
-        ep_mod(g, c);
-    }
-}
-
-static void conn_send(struct ingest *g, struct conn *c, uint8_t type, const tt__buf *payload)
-{
-    if (tt__frame_append(&c->wbuf, type, payload->data, payload->len) != 0) {
-        /* The agent does not read what we send: it cannot be kept up to date. */
-        conn_free(g, c);
+    struct ingest *g = OWNER_INGEST(ow);
+    if (c->dead) {
         return;
     }
-    conn_flush(g, c);
+    struct epoll_event ev = {0};
+    /* A closing connection reads nothing more: the peer's half-close must not wake the loop
+     * again and again (EPOLLRDHUP is level-triggered); EPOLLHUP still reports the end. */
+    ev.events = (ow->paused || c->closing ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) |
+                (c->closing ? 0 : EPOLLRDHUP);
+    ev.data.u64 = ((uint64_t)TAG_CONN << 32) | (uint32_t)c->fd;
+    epoll_ctl(g->ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
-static void send_ack(struct ingest *g, struct conn *c)
+static void conn_submit(struct conn_owner *ow, struct conn *c, struct store_item *it)
 {
-    tt__buf p;
-    tt__buf_init(&p, 64);
-    if (tt__ack_encode(c->ack_pending, &p) == 0) {
-        c->ack_pending = 0;
-        conn_send(g, c, TT_FT_ACK, &p);
-    }
-    tt__buf_fini(&p);
+    struct ingest *g = OWNER_INGEST(ow);
+    source_submit(&g->src, it, c);
 }
 
-static void send_reject(struct ingest *g, struct conn *c, uint64_t frame_no, int permanent,
-                        const char *reason)
+/* Rule step 1: unlink now, free at the end of the iteration. */
+static void conn_died(struct conn_owner *ow, struct conn *c)
 {
-    tt__reject rj = {.frame_no = frame_no, .permanent = permanent};
-    snprintf(rj.reason, sizeof rj.reason, "%s", reason);
-    tt__buf p;
-    tt__buf_init(&p, 512);
-    if (tt__reject_encode(&rj, &p) == 0) {
-        conn_send(g, c, TT_FT_REJECT, &p);
+    struct ingest *g = OWNER_INGEST(ow);
+    epoll_ctl(g->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    c->next_dead = g->dead;
+    g->dead = c;
+}
+
+static void all_unlink(struct ingest *g, struct conn *c)
+{
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        g->all = c->next;
     }
-    tt__buf_fini(&p);
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+}
+
+/* Rule step 3: the end of an iteration, where no callback holds a connection. */
+static void reap(struct ingest *g)
+{
+    while (g->dead) {
+        struct conn *c = g->dead;
+        g->dead = c->next_dead;
+        c->next_dead = NULL;
+        if (!c->reaped) {
+            g->conns[c->fd] = NULL;
+            conn_reap(c);
+            atomic_fetch_sub(&cstats.conns_open, 1);
+        }
+        if (c->pending == 0) {
+            all_unlink(g, c);
+            free(c);
+        }
+    }
 }
 
 static void accept_all(struct ingest *g, struct listener *l)
@@ -307,7 +257,7 @@ static void accept_all(struct ingest *g, struct listener *l)
             close(fd);
             continue;
         }
-        struct conn *c = calloc(1, sizeof *c);
+        struct conn *c = conn_new(&g->ow, fd, ++g->next_id);
         if (!c) {
             close(fd);
             continue;
@@ -316,14 +266,14 @@ static void accept_all(struct ingest *g, struct listener *l)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        c->fd = fd;
-        c->id = ++g->next_id;
-        c->opened_ns = c->last_rx_ns = tt__mono_ns();
-        tt__buf_init(&c->rbuf, g->o->max_frame + TT_FRAME_PREFIX);
-        tt__buf_init(&c->wbuf, WBUF_MAX);
         g->conns[fd] = c;
+        c->next = g->all;
+        if (g->all) {
+            g->all->prev = c;
+        }
+        g->all = c;
         struct epoll_event ev = {0};
-        ev.events = (g->paused ? 0 : EPOLLIN) | EPOLLRDHUP;
+        ev.events = (g->ow.paused ? 0 : EPOLLIN) | EPOLLRDHUP;
         ev.data.u64 = ((uint64_t)TAG_CONN << 32) | (uint32_t)fd;
         epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev);
         cstat_add(&cstats.conns_open, 1);
@@ -331,368 +281,53 @@ static void accept_all(struct ingest *g, struct listener *l)
     }
 }
 
-/* --- frames -------------------------------------------------------------------------------- */
-
-static int valid_agent_name(const char *s)
-{
-    if (!*s) {
-        return 0;
-    }
-    for (; *s; s++) {
-        if ((unsigned char)*s < 0x20 || *s == 0x7f) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static int on_hello(struct ingest *g, struct conn *c, const tt__frame *f)
-{
-    tt__hello h;
-    tt__hello_reply r;
-    memset(&r, 0, sizeof r);
-    r.protocol = TT_PROTOCOL_VERSION;
-    r.max_frame_bytes = g->o->max_frame;
-    r.sync_level = (uint32_t)g->o->sync_level;
-    int reason = -1;
-    if (c->ready || (f->flags & TT_FF_ZSTD) || tt__hello_decode(f->payload, f->payload_len, &h)) {
-        reason = REJ_BAD_HELLO;
-        snprintf(r.error, sizeof r.error, "malformed hello");
-    } else if (h.protocol != TT_PROTOCOL_VERSION) {
-        reason = REJ_PROTOCOL;
-        snprintf(r.error, sizeof r.error, "protocol %u not supported (this collector speaks %d)",
-                 h.protocol, TT_PROTOCOL_VERSION);
-    } else if (!valid_agent_name(h.agent)) {
-        reason = REJ_BAD_HELLO;
-        snprintf(r.error, sizeof r.error, "agent name empty or with control characters");
-    } else if (g->hooks.authorize &&
-               g->hooks.authorize(g->hooks.ctx, &h, r.agent, r.error, sizeof r.error) != 0) {
-        reason = REJ_AUTH;
-    }
-    if (reason < 0) {
-        if (!r.agent[0]) {
-            snprintf(r.agent, sizeof r.agent, "%s", h.agent);
-        }
-        snprintf(c->ident.agent, sizeof c->ident.agent, "%s", r.agent);
-        memcpy(c->ident.instance, h.instance, 16);
-        c->ident.pid = h.pid;
-        snprintf(c->ident.host, sizeof c->ident.host, "%s", h.host);
-        snprintf(c->ident.library, sizeof c->ident.library, "%s", h.library);
-        c->ident.start_unix_ns = h.start_unix_ns;
-        c->ready = 1;
-    }
-    tt__buf p;
-    tt__buf_init(&p, 4096);
-    int rc = tt__hello_reply_encode(&r, &p);
-    if (rc == 0) {
-        conn_send(g, c, TT_FT_HELLO_REPLY, &p);
-    }
-    tt__buf_fini(&p);
-    if (g->conns[c->fd] != c) {
-        return -1;
-    }
-    if (reason >= 0) {
-        cstat_add(&cstats.rejected[reason], 1);
-        c->closing = 1;
-        conn_flush(g, c);
-        return -1;
-    }
-    if (g->hooks.on_hello) {
-        g->hooks.on_hello(g->hooks.ctx, c->id, &c->ident);
-    }
-    return 0;
-}
-
-/* Decompress (or copy) a batch payload into a new item. */
-static struct store_item *item_new(struct ingest *g, struct conn *c, const tt__frame *f,
-                                   int *reason)
-{
-    if (!tt__frame_raw_ok(f, g->o->max_raw)) {
-        *reason = REJ_RAW_TOO_LARGE;
-        return NULL;
-    }
-    struct store_item *it = calloc(1, sizeof *it);
-    size_t raw_len = f->raw_len;
-    it = it ? it : NULL;
-    if (!it || !(it->raw = malloc(raw_len ? raw_len : 1))) {
-        free(it);
-        *reason = REJ_STORE_ERROR;
-        return NULL;
-    }
-    it->raw_len = raw_len;
-    if (f->flags & TT_FF_ZSTD) {
-        size_t n = ZSTD_decompressDCtx(g->dctx, it->raw, raw_len, f->payload, f->payload_len);
-        it->blob = malloc(f->payload_len ? f->payload_len : 1);
-        if (ZSTD_isError(n) || n != raw_len || !it->blob) {
-            store_item_free(it);
-            *reason = REJ_BAD_COMPRESSION;
-            return NULL;
-        }
-        memcpy(it->blob, f->payload, f->payload_len);
-        it->blob_len = f->payload_len;
-    } else {
-        memcpy(it->raw, f->payload, raw_len);
-    }
-    it->conn_id = c->id;
-    it->conn_fd = c->fd;
-    it->ident = c->ident;
-    it->received_ns = tt__wall_ns();
-    return it;
-}
-
-/* Returns 0 to go on with this connection, -1 if it was closed. */
-static int on_batch(struct ingest *g, struct conn *c, const tt__frame *f)
-{
-    if (!c->ready) {
-        conn_fail(g, c, REJ_NO_HELLO);
-        return -1;
-    }
-    uint64_t frame_no = ++c->frames_in;
-    int reason = REJ_BAD_PAYLOAD;
-    struct store_item *it = item_new(g, c, f, &reason);
-    if (!it) {
-        send_reject(g, c, frame_no, 1, reject_name(reason));
-        if (g->conns[c->fd] == c) {
-            conn_fail(g, c, reason);
-        }
-        return -1;
-    }
-    it->frame_no = frame_no;
-    tt__batch_limits lim = {g->o->max_events, g->o->max_attrs};
-    const char *why = NULL;
-    if (tt__batch_parse(&it->batch, it->raw, it->raw_len, &lim, &why) != 0) {
-        /* The framing is intact: refuse this batch alone and keep the connection. */
-        cstat_add(&cstats.rejected[REJ_BAD_PAYLOAD], 1);
-        send_reject(g, c, frame_no, 1, why ? why : "bad batch");
-        store_item_free(it);
-        return g->conns[c->fd] == c ? 0 : -1;
-    }
-    if (memcmp(it->batch.instance, c->ident.instance, 16) != 0) {
-        /* Replayed from the spool of an earlier process of this agent. */
-        memcpy(it->ident.instance, it->batch.instance, 16);
-        it->ident.pid = 0;
-        it->ident.start_unix_ns = 0;
-        it->replayed = 1;
-    }
-    cstat_add(&cstats.frames, 1);
-    c->pending++;
-    store_submit(g->store, it);
-    return 0;
-}
-
-static int frame_error_reason(int rc)
-{
-    switch (rc) {
-    case TT_FRAME_ETOOBIG:
-        return REJ_FRAME_TOO_LARGE;
-    case TT_FRAME_ECRC:
-        return REJ_BAD_CRC;
-    default:
-        return REJ_BAD_HEADER;
-    }
-}
-
-static int handle_frame(struct ingest *g, struct conn *c, const tt__frame *f)
-{
-    switch (f->type) {
-    case TT_FT_HELLO:
-        return on_hello(g, c, f);
-    case TT_FT_BATCH:
-        return on_batch(g, c, f);
-    default:
-        conn_fail(g, c, c->ready ? REJ_BAD_HEADER : REJ_NO_HELLO);
-        return -1;
-    }
-}
-
-/* Parse every complete frame in the read buffer. Returns -1 if the connection was closed. */
-static int parse_frames(struct ingest *g, struct conn *c)
-{
-    size_t off = 0;
-    int rc = 0;
-    while (off < c->rbuf.len && !c->closing) {
-        tt__frame f;
-        size_t need;
-        int pr = tt__frame_parse(c->rbuf.data + off, c->rbuf.len - off, g->o->max_frame, &f, &need);
-        if (pr == TT_FRAME_NEED_MORE) {
-            if (need && tt__buf_reserve(&c->rbuf, need - (c->rbuf.len - off)) != 0) {
-                conn_fail(g, c, REJ_FRAME_TOO_LARGE);
-                return -1;
-            }
-            break;
-        }
-        if (pr != TT_FRAME_OK) {
-            conn_fail(g, c, frame_error_reason(pr));
-            return -1;
-        }
-        if (!c->ready && f.type != TT_FT_HELLO) {
-            conn_fail(g, c, REJ_NO_HELLO);
-            return -1;
-        }
-        rc = handle_frame(g, c, &f);
-        if (rc != 0) {
-            return -1;
-        }
-        off += f.frame_len;
-    }
-    if (off) {
-        memmove(c->rbuf.data, c->rbuf.data + off, c->rbuf.len - off);
-        c->rbuf.len -= off;
-    }
-    return 0;
-}
-
-static void conn_read(struct ingest *g, struct conn *c)
-{
-    for (int rounds = 0; rounds < 16 && !g->paused; rounds++) {
-        if (tt__buf_reserve(&c->rbuf, 65536) != 0 && c->rbuf.len == c->rbuf.cap) {
-            conn_fail(g, c, REJ_FRAME_TOO_LARGE);
-            return;
-        }
-        ssize_t n = recv(c->fd, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len, 0);
-        if (n == 0) {
-            /* The agent closed. Bytes of a frame left unread mean it was cut short. */
-            if (c->rbuf.len) {
-                cstat_add(&cstats.rejected[REJ_TRUNCATED], 1);
-            }
-            c->closing = 1;
-            if (c->pending == 0) {
-                conn_free(g, c);
-            } else {
-                ep_mod(g, c);
-            }
-            return;
-        }
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno != EAGAIN) {
-                conn_free(g, c);
-            }
-            return;
-        }
-        cstat_add(&cstats.bytes, (uint64_t)n);
-        c->rbuf.len += (size_t)n;
-        c->last_rx_ns = tt__mono_ns();
-        if (parse_frames(g, c) != 0) {
-            return;
-        }
-    }
-}
-
 /* --- backpressure and completions ---------------------------------------------------------- */
 
 static void set_paused(struct ingest *g, int paused)
 {
-    if (g->paused == paused) {
+    if (g->ow.paused == paused) {
         return;
     }
-    g->paused = paused;
-    for (size_t fd = 0; fd < g->conns_cap; fd++) {
-        if (g->conns[fd]) {
-            ep_mod(g, g->conns[fd]);
-        }
+    g->ow.paused = paused;
+    for (struct conn *c = g->all; c; c = c->next) {
+        ep_watch(&g->ow, c);
     }
     log_debug("ingest %s", paused ? "paused: the store is behind" : "resumed");
 }
 
 static void check_backpressure(struct ingest *g)
 {
-    size_t pending = store_pending_bytes(g->store);
-    if (!g->paused && pending > g->o->queue_bytes) {
+    size_t pending = source_backlog(&g->src), budget = source_budget(&g->src);
+    if (!g->ow.paused && pending > budget) {
         set_paused(g, 1);
-    } else if (g->paused && pending < g->o->queue_bytes / 2) {
+    } else if (g->ow.paused && pending < budget / 2) {
         set_paused(g, 0);
     }
 }
 
-/* The connection an item came from, if it is still open (fds are reused: check the id). */
-static struct conn *item_conn(struct ingest *g, const struct store_item *it)
+/* The seam's completion: it->cookie is the connection, alive or dead (rule step 4). */
+static void native_complete(struct source *src, struct store_item *it, enum source_result r,
+                            const char *reason)
 {
-    struct conn *c = (size_t)it->conn_fd < g->conns_cap ? g->conns[it->conn_fd] : NULL;
-    return c && c->id == it->conn_id ? c : NULL;
-}
-
-static void complete_one(struct ingest *g, struct conn *c, struct store_item *it)
-{
-    if (c) {
-        c->pending--;
-        if (it->result == STORE_OK || it->result == STORE_DUP) {
-            c->ack_pending = it->frame_no;
-        } else {
-            /* A reject must not overtake the acks of the frames before it. */
-            if (c->ack_pending) {
-                send_ack(g, c);
-            }
-            c = item_conn(g, it);
-            if (c) {
-                send_reject(g, c, it->frame_no, it->result == STORE_REJECT,
-                            it->reason ? it->reason : "refused");
-            }
-            cstat_add(
-                &cstats.rejected[it->result == STORE_REJECT ? REJ_SEQ_OVERLAP : REJ_STORE_ERROR],
-                1);
-        }
-    }
-    if (it->result == STORE_OK) {
-        hub_publish(g->hub, it);
-        if (g->hooks.on_commit) {
-            g->hooks.on_commit(g->hooks.ctx, it);
-        }
+    struct ingest *g = (struct ingest *)src;
+    struct conn *c = it->cookie;
+    conn_complete(&g->ow, c, it->frame_no, r, reason);
+    if (c->reaped && c->pending == 0) {
+        c->next_dead = g->dead; /* the last owed completion: free it at the reap */
+        g->dead = c;
     }
 }
 
-static void on_store_done(struct ingest *g)
+static void native_complete_end(struct source *src)
 {
-    struct store_item *it = store_take_done(g->store), *next;
-    struct conn *last = NULL;
-    for (; it; it = next) {
-        next = it->next;
-        struct conn *c = item_conn(g, it);
-        if (last && last != c && g->conns[last->fd] == last && last->ack_pending) {
-            send_ack(g, last);
-        }
-        complete_one(g, c, it);
-        if (c && g->drop_acks && it->result == STORE_OK && g->conns[c->fd] == c) {
-            /* Test hook (TELLTALE_TEST_DROP_ACKS): committed, then the link breaks before the
-             * ack leaves, so the agent cannot know; its resend must be stored only once. */
-            g->drop_acks--;
-            c->ack_pending = 0;
-            conn_free(g, c);
-            c = NULL;
-        }
-        last = c && g->conns[c->fd] == c ? c : NULL;
-        store_item_free(it);
-    }
-    for (size_t fd = 0; fd < g->conns_cap; fd++) {
-        struct conn *c = g->conns[fd];
-        if (c && c->ack_pending) {
-            send_ack(g, c);
-        }
-        c = g->conns[fd];
-        if (c && c->closing && c->pending == 0 && c->woff == c->wbuf.len) {
-            conn_free(g, c);
-        }
+    struct ingest *g = (struct ingest *)src;
+    for (struct conn *c = g->all; c; c = c->next) {
+        conn_flush_acks(&g->ow, c);
     }
     check_backpressure(g);
 }
 
-/* Hello and idle timeouts, checked about once a second. */
-static void check_timeouts(struct ingest *g, uint64_t now)
-{
-    for (size_t fd = 0; fd < g->conns_cap; fd++) {
-        struct conn *c = g->conns[fd];
-        if (!c || c->closing) {
-            continue;
-        }
-        if (!c->ready && now - c->opened_ns > g->o->hello_timeout_ms * 1000000u) {
-            conn_fail(g, c, REJ_HELLO_TIMEOUT);
-        } else if (c->pending == 0 && now - c->last_rx_ns > g->o->idle_timeout_ms * 1000000u) {
-            conn_fail(g, c, REJ_IDLE_TIMEOUT);
-        }
-    }
-}
+static const struct source_ops native_ops = {"native", native_complete, native_complete_end};
 
 /* --- setup and the loop -------------------------------------------------------------------- */
 
@@ -704,41 +339,8 @@ static int add_fd(struct ingest *g, int fd, uint32_t tag, uint32_t idx)
     return epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev);
 }
 
-int ingest_open(struct ingest **out, struct collector_opts *o, struct store *store, struct hub *hub,
-                const struct ingest_hooks *hooks, char *err, size_t errlen)
+static int open_listeners(struct ingest *g, struct collector_opts *o, char *err, size_t errlen)
 {
-    struct ingest *g = calloc(1, sizeof *g);
-    if (!g) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    *out = g;
-    g->o = o;
-    g->store = store;
-    g->hub = hub;
-    if (hooks) {
-        g->hooks = *hooks;
-    }
-    /* For tests only (docs/operations.md): drop the connection instead of acking the first N
-     * committed batches. */
-    const char *da = getenv("TELLTALE_TEST_DROP_ACKS");
-    g->drop_acks = da ? strtoull(da, NULL, 10) : 0;
-    g->sigfd = -1;
-    pthread_mutex_init(&g->ctl_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&g->ctl_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    g->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    g->conns_cap = o->max_conns + 64 + 1024;
-    g->conns = calloc(g->conns_cap, sizeof *g->conns);
-    g->dctx = ZSTD_createDCtx();
-    g->ep = epoll_create1(EPOLL_CLOEXEC);
-    if (!g->conns || !g->dctx || g->ep < 0 || g->ctl_fd < 0) {
-        snprintf(err, errlen, "out of memory or file descriptors");
-        return -1;
-    }
     for (int i = 0; i < o->n_listen; i++) {
         struct listener *l = &g->lis[g->n_lis];
         l->ep = o->listen[i];
@@ -751,7 +353,52 @@ int ingest_open(struct ingest **out, struct collector_opts *o, struct store *sto
         add_fd(g, l->fd, TAG_LISTEN, (uint32_t)g->n_lis);
         g->n_lis++;
     }
-    add_fd(g, store_done_fd(store), TAG_STORE, 0);
+    return 0;
+}
+
+int ingest_open(struct ingest **out, struct collector_opts *o, struct pipeline *pl,
+                const struct ingest_hooks *hooks, char *err, size_t errlen)
+{
+    struct ingest *g = calloc(1, sizeof *g);
+    if (!g) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    *out = g;
+    g->o = o;
+    g->pl = pl;
+    g->ow.o = o;
+    g->ow.watch = ep_watch;
+    g->ow.submit = conn_submit;
+    g->ow.died = conn_died;
+    if (hooks) {
+        g->ow.hooks = *hooks;
+    }
+    /* For tests only (docs/operations.md): drop the connection instead of acking the first N
+     * committed batches. */
+    const char *da = getenv("TELLTALE_TEST_DROP_ACKS");
+    g->ow.drop_acks = da ? strtoull(da, NULL, 10) : 0;
+    g->sigfd = -1;
+    pthread_mutex_init(&g->ctl_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g->ctl_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    g->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    g->conns_cap = o->max_conns + 64 + 1024;
+    g->conns = calloc(g->conns_cap, sizeof *g->conns);
+    g->ow.dctx = ZSTD_createDCtx();
+    g->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (!g->conns || !g->ow.dctx || g->ep < 0 || g->ctl_fd < 0 ||
+        pipeline_attach(pl, &g->src, &native_ops) != 0) {
+        snprintf(err, errlen, "out of memory or file descriptors");
+        return -1;
+    }
+    if (open_listeners(g, o, err, errlen) != 0) {
+        return -1;
+    }
+    add_fd(g, pipeline_fd(pl), TAG_STORE, 0);
     add_fd(g, g->ctl_fd, TAG_CONTROL, 0);
     sigset_t set;
     sigemptyset(&set);
@@ -778,24 +425,22 @@ static void start_drain(struct ingest *g)
         }
         g->lis[i].fd = -1;
     }
-    for (size_t fd = 0; fd < g->conns_cap; fd++) {
-        struct conn *c = g->conns[fd];
-        if (c && !c->closing) {
-            conn_read(g, c);
+    for (struct conn *c = g->all; c; c = c->next) {
+        if (!c->dead && !c->closing) {
+            conn_readable(&g->ow, c);
         }
-        c = g->conns[fd];
-        if (c) {
+        if (!c->dead) {
             c->closing = 1;
-            ep_mod(g, c);
+            ep_watch(&g->ow, c);
+            conn_flush_acks(&g->ow, c); /* an idle connection closes now */
         }
     }
 }
 
 static int drained(struct ingest *g)
 {
-    for (size_t fd = 0; fd < g->conns_cap; fd++) {
-        struct conn *c = g->conns[fd];
-        if (c && (c->pending || c->woff < c->wbuf.len)) {
+    for (struct conn *c = g->all; c; c = c->next) {
+        if (!c->dead && (c->pending || c->woff < c->wbuf.len)) {
             return 0;
         }
     }
@@ -830,19 +475,33 @@ static void send_controls(struct ingest *g)
     pthread_mutex_unlock(&g->ctl_lock);
     while (m) {
         struct ctl_msg *next = m->next;
-        tt__buf p = {m->payload, m->n, m->n, m->n};
         int count = 0;
-        for (size_t fd = 0; fd < g->conns_cap; fd++) {
-            struct conn *c = g->conns[fd];
-            if (c && c->ready && !c->closing &&
+        for (struct conn *c = g->all; c; c = c->next) {
+            if (!c->dead && c->ready && !c->closing &&
                 (!m->agent[0] || !strcmp(c->ident.agent, m->agent))) {
-                conn_send(g, c, TT_FT_CONTROL, &p);
+                conn_send(&g->ow, c, TT_FT_CONTROL, m->payload, m->n);
                 count++;
             }
         }
         ctl_finish(g, m, count);
         free(m);
         m = next;
+    }
+}
+
+static void on_conn_event(struct ingest *g, uint32_t idx, uint32_t events)
+{
+    struct conn *c = idx < g->conns_cap ? g->conns[idx] : NULL;
+    if (!c || c->dead) {
+        return; /* closed earlier in this iteration: reaped at its end */
+    }
+    if (events & EPOLLOUT) {
+        conn_writable(&g->ow, c);
+    }
+    if (!c->dead && !c->closing && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+        conn_readable(&g->ow, c);
+    } else if (!c->dead && c->closing && (events & (EPOLLHUP | EPOLLERR))) {
+        conn_kill(&g->ow, c);
     }
 }
 
@@ -854,7 +513,7 @@ static void dispatch(struct ingest *g, const struct epoll_event *ev)
             accept_all(g, &g->lis[idx]);
         }
     } else if (tag == TAG_STORE) {
-        on_store_done(g);
+        pipeline_dispatch(g->pl);
     } else if (tag == TAG_CONTROL) {
         send_controls(g);
     } else if (tag == TAG_SIGNAL) {
@@ -866,16 +525,7 @@ static void dispatch(struct ingest *g, const struct epoll_event *ev)
             }
         }
     } else if (tag == TAG_CONN) {
-        struct conn *c = idx < g->conns_cap ? g->conns[idx] : NULL;
-        if (c && (ev->events & EPOLLOUT)) {
-            conn_flush(g, c);
-            c = g->conns[idx];
-        }
-        if (c && !c->closing && (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
-            conn_read(g, c);
-        } else if (c && c->closing && (ev->events & (EPOLLHUP | EPOLLERR))) {
-            conn_free(g, c);
-        }
+        on_conn_event(g, idx, ev->events);
     }
 }
 
@@ -890,9 +540,12 @@ int ingest_run(struct ingest *g)
         }
         uint64_t now = tt__mono_ns();
         if (now - last_tick >= 1000000000u) {
-            check_timeouts(g, now);
+            for (struct conn *c = g->all; c; c = c->next) {
+                conn_check_timeouts(&g->ow, c, now);
+            }
             last_tick = now;
         }
+        reap(g);
         if (g->draining) {
             if (!drain_deadline) {
                 drain_deadline = now + g->o->grace_ms * 1000000u;
@@ -910,10 +563,14 @@ void ingest_close(struct ingest *g)
     if (!g) {
         return;
     }
-    for (size_t fd = 0; g->conns && fd < g->conns_cap; fd++) {
-        if (g->conns[fd]) {
-            conn_free(g, g->conns[fd]);
+    /* The store is closed: no completion is owed any more. */
+    while (g->all) {
+        struct conn *c = g->all;
+        g->all = c->next;
+        if (!c->reaped) {
+            atomic_fetch_sub(&cstats.conns_open, 1);
         }
+        conn_free(c);
     }
     for (int i = 0; i < g->n_lis; i++) {
         if (g->lis[i].fd >= 0) {
@@ -940,8 +597,7 @@ void ingest_close(struct ingest *g)
     if (g->ep >= 0) {
         close(g->ep);
     }
-    ZSTD_freeDCtx(g->dctx);
-    tt__buf_fini(&g->scratch);
+    ZSTD_freeDCtx(g->ow.dctx);
     free(g->conns);
     free(g);
 }

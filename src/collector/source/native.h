@@ -1,32 +1,34 @@
 /*
- * native.h - the native source: framed batches over TCP and Unix sockets, in the collector's epoll loop (native.c).
+ * native.h - the native source: framed batches over TCP and Unix sockets, in the collector's
+ * epoll loop (native.c), one state machine per connection (native_conn.c). It hands batches
+ * to the pipeline through the source seam (source.h).
  */
-#ifndef TT_COLLECTOR_INGEST_H
-#define TT_COLLECTOR_INGEST_H
+#ifndef TT_COLLECTOR_NATIVE_H
+#define TT_COLLECTOR_NATIVE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "collector/collector.h"
 
-struct ingest;
-struct store;
-struct hub;
+#include "common/wire.h"
 
-/* Points where other parts of the collector plug in; all run on the ingest thread. */
+struct ingest;
+struct pipeline;
+
+/* Points where other parts of the collector plug in; all run on the loop thread. */
 struct ingest_hooks {
     void *ctx;
     /* Decide whether a hello may connect and under which agent name (written to agent, 256
      * bytes; empty keeps the hello's). Nonzero refuses, with err sent back to the agent. */
     int (*authorize)(void *ctx, const tt__hello *h, char *agent, char *err, size_t errlen);
     void (*on_hello)(void *ctx, uint64_t conn_id, const struct agent_ident *id);
-    /* A batch was committed (not called for duplicates). */
-    void (*on_commit)(void *ctx, const struct store_item *it);
 };
 
-/* Bind every listener of o (updating o->listen with the ports actually bound) and set up the
- * loop. SIGTERM and SIGINT must already be blocked in every thread. */
-int ingest_open(struct ingest **out, struct collector_opts *o, struct store *store, struct hub *hub,
+/* Bind every listener of o (updating o->listen with the ports actually bound), attach to pl as
+ * a source and set up the loop, which also serves pl's completions. SIGTERM and SIGINT must
+ * already be blocked in every thread. */
+int ingest_open(struct ingest **out, struct collector_opts *o, struct pipeline *pl,
                 const struct ingest_hooks *hooks, char *err, size_t errlen);
 
 /* Run until SIGTERM or SIGINT, then drain within o->grace_ms. */

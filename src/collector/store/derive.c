@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "collector/store/store.h"
+#include "collector/store/sqlite.h"
 
 const char derive_schema[] =
     "CREATE TABLE IF NOT EXISTS sessions(agent_id INTEGER NOT NULL, name TEXT NOT NULL,"

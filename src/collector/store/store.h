@@ -1,32 +1,104 @@
 /*
- * store.h - the embedded store: SQLite in WAL mode under the data directory. One writer
- * thread commits batches in groups and hands them back for acknowledgement; readers (the HTTP
- * API) open their own read-only connections.
+ * store.h - the store seam: where the sources' batches are committed and where the HTTP API,
+ * the alerts and (later) retention and rollups read and write the stored data. One interface;
+ * implementations sit behind an ops table (struct store_ops) chosen at open time from a URL:
+ * "sqlite" (the default: DATA/telltale.db, store/sqlite*.c). Nothing outside store/ knows
+ * which implementation runs, so another one (PostgreSQL, `--store postgres://...`) is one
+ * more store/<name>*.c and one more row in the table of store.c.
+ *
+ * CONTRACT (every implementation keeps it; docs/design.md "Seams" says the same)
+ *
+ * Committed. An item comes back STORE_OK only when its events are durable at the store's sync
+ * level, and STORE_DUP only when an earlier commit holds the same events durably. The level
+ * (full, normal, off: --sync) is chosen at open and stated at startup by store_describe: what
+ * an acknowledged batch survives (collector crash, power failure). Sources acknowledge only
+ * STORE_OK and STORE_DUP items, and only once they came back.
+ *
+ * Dedup on (instance, seq). Each (instance, seq) is stored at most once, for ever (it is the
+ * data itself, not a time window). Appending is idempotent: a batch whose range equals a
+ * committed batch's range comes back STORE_DUP and stores nothing; a batch whose range
+ * overlaps committed sequence numbers in any other way comes back STORE_REJECT (never
+ * storable: the agent must not resend it); a batch replayed under an instance of another
+ * agent is STORE_REJECT; a batch without events (a heartbeat) is STORE_OK and only updates
+ * the instance's reported counters.
+ *
+ * Ordering. Every submitted item comes back from store_take_done exactly once, in submission
+ * order, whatever its result. Readers see a batch only once it is committed, never part of a
+ * commit; stored events read back in storage order (commit order, then the batch's order),
+ * which the events cursor follows.
+ *
+ * Errors. Functions return 0 (or a count) on success and a negative errno on failure, in
+ * classes that store_error_class tells apart:
+ *   transient  -EAGAIN, -EBUSY, -ENOSPC, -ENOMEM: the store is sound but the operation could
+ *              not complete now (SQLite: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL, SQLITE_NOMEM).
+ *              Retry later: items come back STORE_RETRY and the agents resend.
+ *   fatal      -EIO and anything else: the store is unusable (SQLite: SQLITE_IOERR,
+ *              SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_CANTOPEN, SQLITE_READONLY: disk error,
+ *              corruption, the file gone). Items still come back STORE_RETRY (the agents keep
+ *              their data); store_failure gives the cause until a later commit succeeds; an
+ *              operator must act.
+ *   -ENOTSUP   the implementation does not provide this operation (see the hooks below).
+ *   -ENOENT    a read found nothing, where a function says so.
+ *
+ * Threads. store_submit, store_take_done, store_done_fd and store_pending_bytes: the source's
+ * thread (the ingest loop). Batches are written by one writer thread of the store's own
+ * (store_start), the only writer of batches and derived rows. Readers (struct store_read, the
+ * events iterator): any thread, each reader used by one thread at a time, each seeing
+ * committed data only. Operator writes (store_alert_add, store_alert_ack): any thread; the
+ * implementation serialises them with the writer. store_open and store_close: the main thread,
+ * store_close after every reader is closed and every other user has stopped.
  */
 #ifndef TT_COLLECTOR_STORE_H
 #define TT_COLLECTOR_STORE_H
 
-#include <sqlite3.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "collector/collector.h"
 
-#define STORE_DB_NAME "telltale.db"
-#define STORE_SCHEMA_VERSION 1
+#define STORE_DEFAULT_URL "sqlite"
+
+/* --- opening ------------------------------------------------------------------------------- */
+
+struct store_config {
+    const char *url;      /* "sqlite" (NULL: the default); see store_open */
+    const char *data_dir; /* the data directory (created 0700 if missing) */
+    int sync_level;       /* enum sync_level */
+};
 
 struct store;
 
-/* Open or create DIR/telltale.db (DIR is created 0700 if missing) and its schema. On failure
- * err says why. */
-int store_open(struct store **out, const char *dir, int sync_level, char *err, size_t errlen);
+/* Open the store that cfg->url names: its scheme picks the implementation ("sqlite", or
+ * "sqlite:" followed by anything the implementation accepts). Unknown schemes are refused with
+ * the list of known ones in err. */
+int store_open(struct store **out, const struct store_config *cfg, char *err, size_t errlen);
 
 /* Start the writer thread. */
 int store_start(struct store *s);
 
-/* Queue an item for commit (ingest thread). The store owns it until it comes back. */
+/* Stop the writer after it has committed everything submitted, then close. */
+void store_close(struct store *s);
+
+/* One line for the startup log: implementation, location, sync level and what an
+ * acknowledged batch survives at that level. */
+void store_describe(const struct store *s, char *out, size_t n);
+
+/* The sync level's name (for the ready file). */
+const char *store_sync_name(int level);
+
+/* 0 while the store is healthy; 1 after a fatal error, with its cause copied to out, until a
+ * commit succeeds again. */
+int store_failure(struct store *s, char *out, size_t n);
+
+enum store_error_class { STORE_ERR_NONE = 0, STORE_ERR_TRANSIENT = 1, STORE_ERR_FATAL = 2 };
+int store_error_class(int rc);
+
+/* --- the write path (the source's thread) -------------------------------------------------- */
+
+/* Queue an item for commit. The store owns it until it comes back. */
 void store_submit(struct store *s, struct store_item *it);
 
-/* Items committed (or refused) since the last call, in submission order (ingest thread). */
+/* Items committed (or refused) since the last call, in submission order. */
 struct store_item *store_take_done(struct store *s);
 
 /* Readable when store_take_done has items. */
@@ -35,25 +107,331 @@ int store_done_fd(const struct store *s);
 /* Bytes of items submitted and not yet taken back. */
 size_t store_pending_bytes(struct store *s);
 
-/* Stop the writer after it has committed everything submitted, then close. */
-void store_close(struct store *s);
+/* --- stored events ------------------------------------------------------------------------- */
 
-/* The database path, for readers. */
-const char *store_path(const struct store *s);
+struct store_filter {
+    char agent[256];       /* empty: all */
+    char session[256];     /* empty: all */
+    uint32_t kinds;        /* 0: all */
+    uint32_t min_severity; /* logs below are left out */
+    int64_t since;         /* Unix ns, inclusive */
+    int64_t until;         /* Unix ns, inclusive */
+    int64_t after_frame;   /* cursor: resume after event after_index of this frame */
+    uint32_t after_index;
+    uint8_t instance[16];
+    int has_instance;
+};
 
-/* A read-only connection for queries; close with sqlite3_close. */
-int store_reader_open(const char *path, sqlite3 **db);
+void store_filter_init(struct store_filter *f);
 
-/* The sync level's name and what it can lose on power failure (for the startup line). */
-const char *store_sync_name(int level);
-const char *store_sync_promise(int level);
+/* Parse a cursor "FRAME.INDEX" into f. Returns 0 or -1. */
+int store_cursor_parse(struct store_filter *f, const char *s);
 
-/* Derived tables (derive.c): sessions and steps from a batch, inside the store's transaction. */
-struct derive;
-int derive_open(struct derive **out, sqlite3 *db);
-int derive_item(struct derive *d, const struct store_item *it, int64_t agent_id,
-                int64_t instance_id);
-void derive_close(struct derive *d);
-extern const char derive_schema[];
+struct store_events;
+
+/* An iterator over the events matching f, in storage order, on a reader of its own. On
+ * failure err says why (for the HTTP answer). */
+int store_events_open(struct store *s, const struct store_filter *f, struct store_events **out,
+                      char *err, size_t errlen);
+
+/* The next matching event: 1, 0 at the end, negative on a storage error. agent and instance
+ * point into the iterator and stay valid until the next call. */
+int store_events_next(struct store_events *q, tt__event *ev, const char **agent,
+                      const uint8_t **instance);
+
+/* The cursor after the last event returned, "FRAME.INDEX". */
+void store_events_cursor(const struct store_events *q, char *out, size_t n);
+
+void store_events_close(struct store_events *q);
+
+/* Count the matching events; negative on error, with err set. */
+int64_t store_events_count(struct store *s, const struct store_filter *f, char *err, size_t errlen);
+
+/* --- readers: what the HTTP API lists ------------------------------------------------------ */
+
+/* A read session (any thread, one at a time). store_read_open fails (negative) when the store
+ * cannot be read at all. */
+struct store_read;
+int store_read_open(struct store *s, struct store_read **out);
+void store_read_close(struct store_read *r);
+
+/* Text as stored: p NULL when absent (SQL NULL), else n bytes (may hold NUL bytes). */
+struct store_str {
+    const char *p;
+    size_t n;
+};
+
+/* Numbers that may be absent. */
+struct store_i64 {
+    int64_t v;
+    int set;
+};
+struct store_f64 {
+    double v;
+    int set;
+};
+
+/* Row callbacks: what a row points to is valid during the call only. Returning nonzero stops
+ * the walk (the list function then returns the rows delivered so far). List functions return
+ * the number of rows delivered, or a negative error. */
+
+struct store_agent {
+    const char *name;
+    int64_t first_seen_ns, last_seen_ns; /* last_seen: the latest of its instances */
+    int64_t instances, events_stored, sessions;
+    int64_t loss_gaps; /* proven loss: seqs below the highest stored that never arrived */
+    int64_t reported_emitted, reported_dropped, reported_possibly_delivered; /* in band */
+    int64_t open_alerts;
+};
+typedef int (*store_agent_fn)(void *ctx, const struct store_agent *a);
+/* Every agent by name, or the one named (name non-NULL). */
+int store_agents(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
+
+struct store_session {
+    const char *id, *agent;
+    int64_t agent_key; /* the implementation's key of the agent, for the calls below */
+    int64_t first_seen_ns, last_seen_ns, events, steps;
+};
+typedef int (*store_session_fn)(void *ctx, const struct store_session *s);
+/* Sessions (of agent, or of all agents when NULL), most recently seen first, at most limit.
+ * steps is set. */
+int store_sessions(struct store_read *r, const char *agent, uint64_t limit, store_session_fn fn,
+                   void *ctx);
+/* The sessions named id (of agent, when non-NULL), at most limit of them (several agents may
+ * use the same session name); steps is not set (0). */
+int store_session_find(struct store_read *r, const char *id, const char *agent, uint64_t limit,
+                       store_session_fn fn, void *ctx);
+/* The agents that have a session named id, by name, at most limit. */
+typedef int (*store_name_fn)(void *ctx, const char *name);
+int store_session_agents(struct store_read *r, const char *id, uint64_t limit, store_name_fn fn,
+                         void *ctx);
+
+struct store_step {
+    int64_t instance_key, step_id, parent_id;
+    int kind, status, has_end; /* has_end: the step's end was stored */
+    int64_t start_ns, duration_ns, result_bytes;
+    const char *name, *query, *error; /* NULL when absent */
+};
+typedef int (*store_step_fn)(void *ctx, const struct store_step *s);
+/* A session's steps, by start time then step id. */
+int store_session_steps(struct store_read *r, int64_t agent_key, const char *session,
+                        store_step_fn fn, void *ctx);
+/* The ids of a session's responses, by start (or end) time then id, at most limit. */
+typedef int (*store_id_fn)(void *ctx, uint64_t id);
+int store_session_responses(struct store_read *r, int64_t agent_key, const char *session,
+                            uint64_t limit, store_id_fn fn, void *ctx);
+
+struct store_response {
+    uint64_t id;
+    int64_t instance_key; /* for store_response_tokens and store_response_guard */
+    const char *agent;
+    const uint8_t *instance; /* instance_len bytes (16 as ingest stores them) */
+    size_t instance_len;
+    struct store_str session, model, reason;
+    const uint8_t *begin_body; /* the ResponseBegin message as sent, when has_begin_body */
+    size_t begin_body_len;
+    int has_begin_body;
+    struct store_i64 begin_ns, end_ns, tokens, duration_ns;
+    /* mean_logprob, min_logprob, perplexity, mean_entropy, low_confidence_share,
+     * min_window_confidence; NaN is stored as absent */
+    struct store_f64 figures[6];
+    uint32_t verdict; /* 0 unless ended */
+    int estimated;
+};
+struct store_response_filter {
+    const char *session, *agent; /* NULL: any */
+    uint64_t id;                 /* with by_id: only this response id (the newest) */
+    int by_id;
+    uint64_t limit;
+};
+typedef int (*store_response_fn)(void *ctx, const struct store_response *r);
+/* Responses newest first (by start, or end when the start is missing). */
+int store_responses(struct store_read *r, const struct store_response_filter *f,
+                    store_response_fn fn, void *ctx);
+/* A response's Tokens messages as sent, by first token index. */
+typedef int (*store_blob_fn)(void *ctx, const void *p, size_t n);
+int store_response_tokens(struct store_read *r, int64_t instance_key, uint64_t id, store_blob_fn fn,
+                          void *ctx);
+struct store_guard {
+    int64_t token_index;
+    uint32_t verdict;
+    struct store_str reason;
+    struct store_f64 value, threshold;
+    struct store_i64 time_ns;
+};
+typedef int (*store_guard_fn)(void *ctx, const struct store_guard *g);
+/* A response's guard decisions, in sequence order. */
+int store_response_guard(struct store_read *r, int64_t instance_key, uint64_t id, store_guard_fn fn,
+                         void *ctx);
+
+/* --- alerts -------------------------------------------------------------------------------- */
+
+/* One row per incident (alerting/monitor.h): a condition's first raise inserts it, its later
+ * events update it (store_alert_put). */
+struct store_alert {
+    int64_t id, time_ns; /* time_ns: first raised */
+    const char *agent, *detector, *type, *severity, *message;
+    const char *session; /* "" or NULL: none */
+    double value, threshold;
+    int64_t acked_ns; /* 0: open */
+    const char *key, *unit; /* the condition's key, the value's unit ("" or NULL: none) */
+    int resolved;           /* status: 0 firing, 1 resolved */
+    int64_t last_ns, resolved_ns;
+    uint64_t count;
+    uint32_t flaps;
+    uint64_t example_id; /* a response or step id (0: none) */
+    int example_is_response;
+};
+enum store_alert_state { STORE_ALERTS_ALL = 0, STORE_ALERTS_OPEN = 1, STORE_ALERTS_ACKED = 2 };
+struct store_alert_filter {
+    const char *agent; /* NULL: any */
+    int state;         /* enum store_alert_state */
+    int64_t before;    /* ids below this */
+    uint64_t limit;
+    int status;        /* 0 any, 1 firing, 2 resolved */
+    int64_t id;        /* 0: any; else only this incident */
+};
+typedef int (*store_alert_fn)(void *ctx, const struct store_alert *a);
+/* Alerts newest first (by id). Text fields are never NULL in rows ("" when absent). */
+int store_alerts(struct store_read *r, const struct store_alert_filter *f, store_alert_fn fn,
+                 void *ctx);
+/* Store a raised alert (any thread); its id into *id. id and acked_ns of al are ignored. */
+int store_alert_add(struct store *s, const struct store_alert *al, int64_t *id);
+/* Insert incident al->id, or update what an event moves (message, value, threshold, session,
+ * status, last_ns, resolved_ns, count, flaps, example). acked_ns is ignored. Any thread. */
+int store_alert_put(struct store *s, const struct store_alert *al);
+/* The largest incident id stored (0: none), for ids that stay unique across restarts. */
+int64_t store_alert_max_id(struct store *s);
+/* Acknowledge alert id at now_ns unless it already is (the first acknowledgement stays), then
+ * hand the row to fn. -ENOENT when there is no such alert. */
+int store_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
+
+/* --- hooks for retention (issue 13) and rollups (issue 15) --------------------------------- */
+
+/*
+ * Retention: store_retention_run removes stored data by age and by size, keeping some longer.
+ *  - Whole batches go, never part of one, with the derived rows that came from them (sessions'
+ *    counts, steps, responses, tokens, guard decisions); agents and instances stay.
+ *  - By age: batches whose newest event is older than now_ns - max_age_ns. By size: then the
+ *    oldest batches until the stored bytes are at most max_bytes.
+ *  - Keep longer: responses flagged or halted by a guard (verdict other than ok), with the
+ *    batches that hold them, are kept until keep_flagged_ns; sessions that raised an alert
+ *    until keep_alerted_ns (0: the same as max_age_ns). Alerts are kept as long as their
+ *    session.
+ *  - Dedup survives pruning: a resend of a pruned range is acknowledged as STORE_DUP, never
+ *    stored again (the implementation keeps a low-water mark per instance).
+ *  - It runs on the writer thread between commits (it may queue itself there), never inside
+ *    a commit's transaction, and in steps short enough not to hold acknowledgements back by
+ *    more than one commit's time. The report says what went.
+ * Rollups: store_rollups answers per-agent aggregates over [since_ns, until_ns) in buckets of
+ * step_s seconds (1 or 60) aligned on Unix time: events, responses, tool calls and errors,
+ *  tokens, and the mean response confidence; buckets without events are left out; rows come
+ *  by agent, then bucket. Counted from committed events only, each (instance, seq) once, and
+ *  maintained at commit (inside the writer's transaction), so that a query costs in buckets,
+ *  not in events.
+ * An implementation that does not provide them leaves the entries NULL: the calls return
+ * -ENOTSUP and change nothing. The SQLite store does so until issues 13 and 15.
+ */
+struct store_retention {
+    int64_t max_age_ns;      /* 0: no age limit */
+    uint64_t max_bytes;      /* 0: no size limit */
+    int64_t keep_flagged_ns; /* flagged or halted responses; 0: as max_age_ns */
+    int64_t keep_alerted_ns; /* sessions with an alert; 0: as max_age_ns */
+};
+struct store_retention_report {
+    uint64_t batches, events, bytes; /* removed */
+    int64_t oldest_kept_ns;          /* the oldest event still stored; 0 if none */
+};
+int store_retention_run(struct store *s, const struct store_retention *policy, int64_t now_ns,
+                        struct store_retention_report *out);
+
+struct store_rollup_query {
+    const char *agent; /* NULL: every agent */
+    int64_t since_ns, until_ns;
+    int step_s; /* 1 or 60 */
+};
+struct store_rollup {
+    const char *agent;
+    int64_t bucket_ns; /* the bucket's start */
+    uint64_t events, responses, tool_calls, tool_errors, tokens;
+    struct store_f64 confidence; /* mean over the bucket's ended responses */
+};
+typedef int (*store_rollup_fn)(void *ctx, const struct store_rollup *row);
+int store_rollups(struct store_read *r, const struct store_rollup_query *q, store_rollup_fn fn,
+                  void *ctx);
+
+/* --- implementations ----------------------------------------------------------------------- */
+
+/*
+ * What an implementation provides. Each struct store (and store_read, store_events) an
+ * implementation returns starts with the base below, so that the functions above can find
+ * the table. Every entry is required except the two hooks (NULL: -ENOTSUP).
+ */
+struct store_ops {
+    const char *scheme; /* the URL's scheme: "sqlite" */
+    int (*open)(struct store **out, const struct store_config *cfg, char *err, size_t errlen);
+    int (*start)(struct store *s);
+    void (*close)(struct store *s);
+    void (*describe)(const struct store *s, char *out, size_t n);
+    int (*failure)(struct store *s, char *out, size_t n);
+    void (*submit)(struct store *s, struct store_item *it);
+    struct store_item *(*take_done)(struct store *s);
+    int (*done_fd)(const struct store *s);
+    size_t (*pending_bytes)(struct store *s);
+
+    int (*events_open)(struct store *s, const struct store_filter *f, struct store_events **out,
+                       char *err, size_t errlen);
+    int (*events_next)(struct store_events *q, tt__event *ev, const char **agent,
+                       const uint8_t **instance);
+    void (*events_cursor)(const struct store_events *q, char *out, size_t n);
+    void (*events_close)(struct store_events *q);
+    int64_t (*events_count)(struct store *s, const struct store_filter *f, char *err,
+                            size_t errlen);
+
+    int (*read_open)(struct store *s, struct store_read **out);
+    void (*read_close)(struct store_read *r);
+    int (*agents)(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
+    int (*sessions)(struct store_read *r, const char *agent, uint64_t limit, store_session_fn fn,
+                    void *ctx);
+    int (*session_find)(struct store_read *r, const char *id, const char *agent, uint64_t limit,
+                        store_session_fn fn, void *ctx);
+    int (*session_agents)(struct store_read *r, const char *id, uint64_t limit, store_name_fn fn,
+                          void *ctx);
+    int (*session_steps)(struct store_read *r, int64_t agent_key, const char *session,
+                         store_step_fn fn, void *ctx);
+    int (*session_responses)(struct store_read *r, int64_t agent_key, const char *session,
+                             uint64_t limit, store_id_fn fn, void *ctx);
+    int (*responses)(struct store_read *r, const struct store_response_filter *f,
+                     store_response_fn fn, void *ctx);
+    int (*response_tokens)(struct store_read *r, int64_t instance_key, uint64_t id,
+                           store_blob_fn fn, void *ctx);
+    int (*response_guard)(struct store_read *r, int64_t instance_key, uint64_t id,
+                          store_guard_fn fn, void *ctx);
+    int (*alerts)(struct store_read *r, const struct store_alert_filter *f, store_alert_fn fn,
+                  void *ctx);
+    int (*alert_add)(struct store *s, const struct store_alert *al, int64_t *id);
+    int (*alert_ack)(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
+    int (*alert_put)(struct store *s, const struct store_alert *al);
+    int64_t (*alert_max_id)(struct store *s);
+
+    /* hooks: NULL until implemented */
+    int (*retention_run)(struct store *s, const struct store_retention *policy, int64_t now_ns,
+                         struct store_retention_report *out);
+    int (*rollups)(struct store_read *r, const struct store_rollup_query *q, store_rollup_fn fn,
+                   void *ctx);
+};
+
+/* The bases (first members of each implementation's structs). */
+struct store {
+    const struct store_ops *ops;
+};
+struct store_read {
+    struct store *store;
+};
+struct store_events {
+    const struct store_ops *ops;
+};
+
+extern const struct store_ops store_sqlite_ops;
 
 #endif

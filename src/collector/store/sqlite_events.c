@@ -1,10 +1,8 @@
 /*
- * query.c - the event iterator of the read path. Frames are read in id order, in pages, on a
+ * sqlite_events.c - the SQLite store's events iterator (store.h's store_events_*). Frames are read in id order, in pages, on a
  * private read-only connection; each frame's payload is decompressed (its size was checked at
  * ingest and is checked again here) and its events are filtered one by one.
  */
-#include "collector/store/query.h"
-
 #include <errno.h>
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -13,15 +11,16 @@
 #include <string.h>
 #include <zstd.h>
 
-#include "collector/store/store.h"
+#include "collector/store/sqlite.h"
 #include "common/wire.h"
 
 #define PAGE 64
 
 struct query {
+    struct store_events base; /* first: the seam's view */
     sqlite3 *db;
     sqlite3_stmt *st;
-    struct query_filter f;
+    struct store_filter f;
     int64_t agent_id;   /* -1: any */
     int64_t last_frame; /* id of the last frame fetched */
     int page_rows;      /* rows stepped in the current page */
@@ -40,31 +39,6 @@ struct query {
     uint32_t cur_index;
 };
 
-void query_filter_init(struct query_filter *f)
-{
-    memset(f, 0, sizeof *f);
-    f->since = INT64_MIN;
-    f->until = INT64_MAX;
-}
-
-int query_cursor_parse(struct query_filter *f, const char *s)
-{
-    char *end;
-    errno = 0;
-    long long frame = strtoll(s, &end, 10);
-    if (errno || end == s || *end != '.' || frame < 0) {
-        return -1;
-    }
-    const char *p = end + 1;
-    unsigned long idx = strtoul(p, &end, 10);
-    if (errno || end == p || *end || idx > UINT32_MAX) {
-        return -1;
-    }
-    f->after_frame = frame;
-    f->after_index = (uint32_t)idx;
-    return 0;
-}
-
 static int64_t lookup_agent(sqlite3 *db, const char *name)
 {
     sqlite3_stmt *st;
@@ -80,22 +54,26 @@ static int64_t lookup_agent(sqlite3 *db, const char *name)
     return id;
 }
 
-int query_open(struct query **out, const char *db_path, const struct query_filter *f, char *err,
-               size_t errlen)
+static void query_close(struct query *q);
+
+int sqlite_events_open(struct store *s, const struct store_filter *f, struct store_events **out,
+                       char *err, size_t errlen)
 {
     *out = NULL;
+    const char *db_path = sqlite_store_path(s);
     struct query *q = calloc(1, sizeof *q);
     if (!q) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    q->base.ops = s->ops;
     q->f = *f;
     q->agent_id = -1;
     q->last_frame = f->after_frame > 0 ? f->after_frame - 1 : 0;
     q->cur_frame = f->after_frame;
     q->cur_index = f->after_index;
     q->dctx = ZSTD_createDCtx();
-    if (!q->dctx || store_reader_open(db_path, &q->db) != 0) {
+    if (!q->dctx || sqlite_reader_open(db_path, &q->db) != 0) {
         snprintf(err, errlen, "cannot open the store at %s", db_path);
         query_close(q);
         return -1;
@@ -114,7 +92,7 @@ int query_open(struct query **out, const char *db_path, const struct query_filte
         query_close(q);
         return -1;
     }
-    *out = q;
+    *out = &q->base;
     return 0;
 }
 
@@ -198,15 +176,17 @@ static int next_frame(struct query *q)
 
 static int matches(const struct query *q, const tt__event *ev)
 {
-    const struct query_filter *f = &q->f;
+    const struct store_filter *f = &q->f;
     if (ev->time < f->since || ev->time > f->until) {
         return 0;
     }
     return tt__event_matches(ev, f->session, f->kinds, f->min_severity);
 }
 
-int query_next(struct query *q, tt__event *ev, const char **agent, const uint8_t **instance)
+int sqlite_events_next(struct store_events *base, tt__event *ev, const char **agent,
+                       const uint8_t **instance)
 {
+    struct query *q = (struct query *)base;
     for (;;) {
         if (!q->in_frame) {
             int rc = next_frame(q);
@@ -233,12 +213,18 @@ int query_next(struct query *q, tt__event *ev, const char **agent, const uint8_t
     }
 }
 
-void query_cursor(const struct query *q, char *out, size_t n)
+void sqlite_events_cursor(const struct store_events *base, char *out, size_t n)
 {
+    const struct query *q = (const struct query *)base;
     snprintf(out, n, "%" PRId64 ".%" PRIu32, q->cur_frame, q->cur_index);
 }
 
-void query_close(struct query *q)
+void sqlite_events_close(struct store_events *base)
+{
+    query_close((struct query *)base);
+}
+
+static void query_close(struct query *q)
 {
     if (!q) {
         return;
@@ -253,10 +239,10 @@ void query_close(struct query *q)
 }
 
 /* Without filters below frame level, the frames' event counts give the answer directly. */
-static int64_t count_fast(const char *db_path, const struct query_filter *f)
+static int64_t count_fast(const char *db_path, const struct store_filter *f)
 {
     sqlite3 *db;
-    if (store_reader_open(db_path, &db) != 0) {
+    if (sqlite_reader_open(db_path, &db) != 0) {
         return -1;
     }
     int64_t agent = f->agent[0] ? lookup_agent(db, f->agent) : -1;
@@ -275,8 +261,9 @@ static int64_t count_fast(const char *db_path, const struct query_filter *f)
     return n;
 }
 
-int64_t query_count(const char *db_path, const struct query_filter *f, char *err, size_t errlen)
+int64_t sqlite_events_count(struct store *s, const struct store_filter *f, char *err, size_t errlen)
 {
+    const char *db_path = sqlite_store_path(s);
     if (!f->session[0] && !f->kinds && !f->min_severity && !f->has_instance &&
         f->since == INT64_MIN && f->until == INT64_MAX && f->after_frame == 0) {
         int64_t n = count_fast(db_path, f);
@@ -285,8 +272,8 @@ int64_t query_count(const char *db_path, const struct query_filter *f, char *err
         }
         return n;
     }
-    struct query *q;
-    if (query_open(&q, db_path, f, err, errlen) != 0) {
+    struct store_events *q;
+    if (sqlite_events_open(s, f, &q, err, errlen) != 0) {
         return -1;
     }
     tt__event ev;
@@ -294,10 +281,10 @@ int64_t query_count(const char *db_path, const struct query_filter *f, char *err
     const uint8_t *inst;
     int64_t n = 0;
     int rc;
-    while ((rc = query_next(q, &ev, &agent, &inst)) == 1) {
+    while ((rc = sqlite_events_next(q, &ev, &agent, &inst)) == 1) {
         n++;
     }
-    query_close(q);
+    sqlite_events_close(q);
     if (rc < 0) {
         snprintf(err, errlen, "storage error while counting");
         return -1;

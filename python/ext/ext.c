@@ -1,0 +1,1287 @@
+/*
+ * ext.c - telltale._ext: the compiled hot path of the Python package.
+ *
+ * The Python API (python/telltale/__init__.py) builds on three small base classes, ClientCore,
+ * StepCore and ResponseCore, that own the handles and implement the calls made per event: log,
+ * metric, step begin/end (a step's __enter__/__exit__), and a response's token and
+ * token_logprobs. This module is one implementation of them, calling libtelltale straight from
+ * the CPython API; python/telltale/_ctypes_core.py is the other, the fallback where this module
+ * cannot be built, with the same behaviour (the Python tests run against both). Everything else
+ * (open, close, flush, stats, responses' begin and end, the guard) stays in Python over ctypes,
+ * so new API can be written there first and moved here only when it is hot.
+ *
+ * The library is the one ctypes loaded: bind(path, ns) opens it again with RTLD_NOLOAD (the same
+ * loaded object, never a second copy) and looks its functions up by name, so that handles from
+ * ctypes calls (tt_open, tt_response_begin) are valid here. The module needs libtelltale's
+ * header, not the library, to build.
+ *
+ * Hot-path rules: arguments are converted without intermediate Python objects (attribute keys
+ * and str values are passed as the UTF-8 that CPython caches in the str; ints, floats and bools
+ * go into tt_attr directly; only an object that is none of these is turned into its str()). A
+ * logits row is read in place through the buffer protocol (pointer, length, stride). The GIL is
+ * held for the calls that take tens of nanoseconds (releasing it costs more) and released only
+ * for a token row long enough that the statistics take microseconds; while it is released the
+ * response is marked busy, so that no other thread ends it under the call.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <dlfcn.h>
+#include <stdint.h>
+
+#include "telltale.h"
+
+/* The version of the contract between this module and python/telltale/__init__.py. */
+#define INTERFACE 1
+/* Rows of at least this many elements are computed with the GIL released (about 2 us of work;
+ * the release and re-acquisition cost about 0.1 us). */
+#define GIL_RELEASE_MIN_ELEMS 8192
+/* Attributes converted on the stack; more (the library accepts 64) use the heap. */
+#define ATTRS_STACK 16
+#define TOPK_MAX TT_TOPK_MAX
+
+PyMODINIT_FUNC PyInit__ext(void);
+
+/* --- the library's functions, looked up in the library that ctypes loaded ------------------- */
+
+static struct {
+    __typeof__(tt_log) *log;
+    __typeof__(tt_metric) *metric;
+    __typeof__(tt_step_begin) *step_begin;
+    __typeof__(tt_step_end) *step_end;
+    __typeof__(tt_response_token) *response_token;
+    __typeof__(tt_response_token_logprobs) *response_token_logprobs;
+} lib;
+
+/* What bind() receives from the Python side (strong references, for the module's life). */
+static struct {
+    PyObject *step_type;    /* telltale.Step, a subclass of StepCore */
+    PyObject *verdicts;     /* (Verdict.PASS, Verdict.FLAG, Verdict.HALT) */
+    PyObject *severities;   /* {"info": 9, ...} */
+    PyObject *metric_kinds; /* {"gauge": 2, ...} */
+    PyObject *step_kinds;   /* {"tool": 2, ...} */
+    PyObject *level;        /* _level(level): the slow path of a severity */
+    PyObject *row;          /* _row(a): (ptr, n, stride, dtype) of what the buffer path refuses */
+    PyObject *top;          /* _top(top_logprobs, top_ids): (ids or None, logprobs), <= 32 */
+    PyObject *exit_error;   /* _exit_error(et, ev): (status, error) of a step left by a raise */
+} py;
+
+static PyObject *s_session, *s_level, *s_message, *s_kind, *s_unit, *s_name, *s_value, *s_query,
+    *s_logits, *s_chosen, *s_chosen_logprob, *s_top_logprobs, *s_top_ids, *s_rejected, *s_halt;
+
+/* --- argument helpers ------------------------------------------------------------------------ */
+
+/* Whether keyword name equals the interned string want (usually the same object). */
+static int kw_is(PyObject *name, PyObject *want)
+{
+    return name == want || (PyUnicode_GET_LENGTH(name) == PyUnicode_GET_LENGTH(want) &&
+                            PyUnicode_Compare(name, want) == 0);
+}
+
+/*
+ * Sort the arguments of a vectorcall into the named parameters out[0..nnames) (the first npos
+ * may be positional; unset ones stay NULL) and the other keywords, whose indexes into kwnames
+ * go to extra[] (*nextra of them; NULL extra: other keywords are an error). Borrowed references.
+ */
+static int parse_args(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      PyObject *const *names, int nnames, int npos, PyObject **out,
+                      Py_ssize_t *extra, Py_ssize_t *nextra)
+{
+    if (nargs > npos) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d positional arguments (%zd given)", fn,
+                     npos, nargs);
+        return -1;
+    }
+    for (int i = 0; i < nnames; i++) {
+        out[i] = i < nargs ? args[i] : NULL;
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        int i = 0;
+        while (i < nnames && !kw_is(name, names[i])) {
+            i++;
+        }
+        if (i < nnames) {
+            if (out[i]) {
+                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%U'", fn,
+                             name);
+                return -1;
+            }
+            out[i] = args[nargs + k];
+        } else if (extra) {
+            extra[(*nextra)++] = k;
+        } else {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fn, name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The UTF-8 text of a str: an ASCII str holds it inline, NUL-terminated (no call needed);
+ * another str caches its UTF-8 at the first request. NULL with an exception on failure. */
+static inline const char *utf8_of(PyObject *s)
+{
+    if (PyUnicode_IS_COMPACT_ASCII(s)) {
+        return (const char *)PyUnicode_DATA(s);
+    }
+    return PyUnicode_AsUTF8AndSize(s, NULL);
+}
+
+/*
+ * The UTF-8 text of a str (CPython caches it in the object), the bytes of a bytes object, NULL
+ * for None; any other object through its str(), kept in *tmp until the caller releases it.
+ * surrogates: replace its unencodable characters instead of failing (error texts).
+ */
+static int text_of(PyObject *o, const char **out, PyObject **tmp, int surrogates)
+{
+    *tmp = NULL;
+    if (o == NULL || o == Py_None) {
+        *out = NULL;
+        return 0;
+    }
+    if (PyBytes_Check(o)) {
+        *out = PyBytes_AS_STRING(o);
+        return 0;
+    }
+    if (!PyUnicode_Check(o)) {
+        o = *tmp = PyObject_Str(o);
+        if (!o) {
+            return -1;
+        }
+    }
+    *out = utf8_of(o);
+    if (*out) {
+        return 0;
+    }
+    if (!surrogates) {
+        return -1;
+    }
+    PyErr_Clear();
+    PyObject *b = PyUnicode_AsEncodedString(o, "utf-8", "replace");
+    Py_XDECREF(*tmp);
+    *tmp = b;
+    if (!b) {
+        return -1;
+    }
+    *out = PyBytes_AS_STRING(b);
+    return 0;
+}
+
+/* A C int from a Python int (a severity, a kind, a chosen id). */
+static int int_of(PyObject *o, int *out)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < INT32_MIN || v > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "telltale: value out of the 32-bit range");
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* Attributes of one call, converted in place from the call's keyword arguments. */
+typedef struct attrs {
+    tt_attr *a;
+    PyObject **tmp; /* a str() made for a value, released by attrs_fini */
+    Py_ssize_t n;
+    tt_attr a_stack[ATTRS_STACK];
+    PyObject *tmp_stack[ATTRS_STACK];
+} attrs;
+
+static void attrs_fini(attrs *at)
+{
+    for (Py_ssize_t i = 0; i < at->n; i++) {
+        Py_XDECREF(at->tmp[i]);
+    }
+    if (at->a != at->a_stack) {
+        PyMem_Free(at->a);
+        PyMem_Free(at->tmp);
+    }
+}
+
+/* One value: bool, a 64-bit int, float, else text (str, bytes, or str() of anything else, an
+ * int beyond 64 bits included), as the ctypes implementation does. */
+static int attr_value(tt_attr *a, PyObject **tmp, PyObject *v)
+{
+    if (PyBool_Check(v)) {
+        a->type = TT_ATTR_BOOL;
+        a->v.b = v == Py_True;
+        return 0;
+    }
+    if (PyLong_Check(v)) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (x == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (!overflow) {
+            a->type = TT_ATTR_INT;
+            a->v.i = x;
+            return 0;
+        }
+    } else if (PyFloat_Check(v)) {
+        a->type = TT_ATTR_DOUBLE;
+        a->v.d = PyFloat_AS_DOUBLE(v);
+        return 0;
+    }
+    a->type = TT_ATTR_STR;
+    return text_of(v, &a->v.s, tmp, 0);
+}
+
+/* The attributes named by kwnames[idx[0..n)], values in args[nargs + idx[i]]. */
+static int attrs_init(attrs *at, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      const Py_ssize_t *idx, Py_ssize_t n)
+{
+    at->n = 0;
+    at->a = at->a_stack;
+    at->tmp = at->tmp_stack;
+    if (n > ATTRS_STACK) {
+        at->a = PyMem_Malloc((size_t)n * sizeof *at->a);
+        at->tmp = PyMem_Malloc((size_t)n * sizeof *at->tmp);
+        if (!at->a || !at->tmp) {
+            PyMem_Free(at->a);
+            PyMem_Free(at->tmp);
+            at->a = at->a_stack;
+            at->tmp = at->tmp_stack;
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        tt_attr *a = &at->a[i];
+        at->tmp[i] = NULL;
+        at->n = i + 1;
+        a->key = utf8_of(PyTuple_GET_ITEM(kwnames, idx[i]));
+        if (!a->key || attr_value(a, &at->tmp[i], args[nargs + idx[i]]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A code of a name table ({"info": 9, ...}) for an exact str; -1 when absent. */
+static long table_code(PyObject *table, PyObject *key)
+{
+    PyObject *v = PyDict_GetItemWithError(table, key);
+    return v ? PyLong_AsLong(v) : -1;
+}
+
+/* --- ClientCore -------------------------------------------------------------------------- */
+
+typedef struct client_core {
+    PyObject_HEAD tt_client *h; /* NULL before open and after close */
+    PyObject *session;          /* the default session, as given (str, bytes, None, ...) */
+    PyObject *session_text;     /* what is passed for it: a str or bytes, or NULL for None */
+    PyObject *current;          /* contextvars.ContextVar: the innermost open Step */
+} client_core;
+
+static PyTypeObject client_core_type;
+
+static int client_traverse(client_core *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->session);
+    Py_VISIT(self->session_text);
+    Py_VISIT(self->current);
+    return 0;
+}
+
+static int client_clear(client_core *self)
+{
+    Py_CLEAR(self->session);
+    Py_CLEAR(self->session_text);
+    Py_CLEAR(self->current);
+    return 0;
+}
+
+static void client_dealloc(client_core *self)
+{
+    PyObject_GC_UnTrack(self);
+    client_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *client_get_h(client_core *self, void *closure)
+{
+    (void)closure;
+    if (!self->h) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromVoidPtr(self->h);
+}
+
+static int client_set_h(client_core *self, PyObject *v, void *closure)
+{
+    (void)closure;
+    if (v == NULL || v == Py_None) {
+        self->h = NULL;
+        return 0;
+    }
+    void *p = PyLong_AsVoidPtr(v);
+    if (!p && PyErr_Occurred()) {
+        return -1;
+    }
+    self->h = p;
+    return 0;
+}
+
+static PyObject *client_get_session(client_core *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(self->session ? self->session : Py_None);
+}
+
+/* The text passed for a session object: itself (str, bytes), its str(), or NULL for None. */
+static int session_text(PyObject *v, PyObject **out)
+{
+    *out = NULL;
+    if (v == NULL || v == Py_None) {
+        return 0;
+    }
+    if (PyUnicode_Check(v) || PyBytes_Check(v)) {
+        *out = Py_NewRef(v);
+        return 0;
+    }
+    *out = PyObject_Str(v);
+    return *out ? 0 : -1;
+}
+
+static int client_set_session(client_core *self, PyObject *v, void *closure)
+{
+    (void)closure;
+    PyObject *text;
+    if (session_text(v, &text) < 0) {
+        return -1;
+    }
+    Py_XSETREF(self->session, Py_NewRef(v ? v : Py_None));
+    Py_XSETREF(self->session_text, text);
+    return 0;
+}
+
+/* The session of one event: the call's, else the client's default. */
+static int event_session(client_core *self, PyObject *arg, const char **out, PyObject **tmp)
+{
+    if (arg == NULL || arg == Py_None) {
+        *tmp = NULL;
+        return text_of(self->session_text, out, tmp, 0);
+    }
+    return text_of(arg, out, tmp, 0);
+}
+
+/* log(message, level="info", *, session=None, **attrs) -> int */
+static PyObject *client_log(client_core *self, PyObject *const *args, size_t nargsf,
+                            PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *names[3] = {s_message, s_level, s_session}, *v[3];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, nextra = 0;
+    Py_ssize_t extra_stack[ATTRS_STACK], *extra = extra_stack;
+    PyObject *result = NULL, *stmp = NULL;
+    attrs at; /* no initializer: zeroing its arrays would cost more than the call */
+    at.n = 0;
+    at.a = at.a_stack;
+    at.tmp = at.tmp_stack;
+    if (nkw > ATTRS_STACK && !(extra = PyMem_Malloc((size_t)nkw * sizeof *extra))) {
+        return PyErr_NoMemory();
+    }
+    if (parse_args("log", args, nargs, kwnames, names, 3, 2, v, extra, &nextra) < 0) {
+        goto out;
+    }
+    if (!v[0] || !PyUnicode_Check(v[0])) {
+        PyErr_SetString(PyExc_TypeError, "telltale: log() needs a str message");
+        goto out;
+    }
+    int sev = TT_INFO;
+    if (v[1]) {
+        long code = PyUnicode_CheckExact(v[1]) ? table_code(py.severities, v[1]) : -1;
+        if (code < 0) {
+            if (PyErr_Occurred()) {
+                goto out;
+            }
+            PyObject *r = PyObject_CallOneArg(py.level, v[1]);
+            int bad = !r || int_of(r, &sev) < 0;
+            Py_XDECREF(r);
+            if (bad) {
+                goto out;
+            }
+        } else {
+            sev = (int)code;
+        }
+    }
+    const char *msg = utf8_of(v[0]), *session;
+    if (!msg || event_session(self, v[2], &session, &stmp) < 0 ||
+        attrs_init(&at, args, nargs, kwnames, extra, nextra) < 0) {
+        goto out;
+    }
+    result = PyLong_FromLong(lib.log(self->h, session, (tt_severity)sev, msg, at.a, (size_t)at.n));
+out:
+    attrs_fini(&at);
+    Py_XDECREF(stmp);
+    if (extra != extra_stack) {
+        PyMem_Free(extra);
+    }
+    return result;
+}
+
+/* metric(name, value, kind="gauge", *, unit=None, session=None, **attrs) -> int */
+static PyObject *client_metric(client_core *self, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *names[5] = {s_name, s_value, s_kind, s_unit, s_session}, *v[5];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, nextra = 0;
+    Py_ssize_t extra_stack[ATTRS_STACK], *extra = extra_stack;
+    PyObject *result = NULL, *stmp = NULL, *utmp = NULL;
+    attrs at; /* no initializer: zeroing its arrays would cost more than the call */
+    at.n = 0;
+    at.a = at.a_stack;
+    at.tmp = at.tmp_stack;
+    if (nkw > ATTRS_STACK && !(extra = PyMem_Malloc((size_t)nkw * sizeof *extra))) {
+        return PyErr_NoMemory();
+    }
+    if (parse_args("metric", args, nargs, kwnames, names, 5, 3, v, extra, &nextra) < 0) {
+        goto out;
+    }
+    if (!v[0] || !v[1] || !PyUnicode_Check(v[0])) {
+        PyErr_SetString(PyExc_TypeError, "telltale: metric() needs a str name and a value");
+        goto out;
+    }
+    int kind = TT_GAUGE;
+    if (v[2]) {
+        long code = PyUnicode_CheckExact(v[2]) ? table_code(py.metric_kinds, v[2]) : -2;
+        if (code == -1) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_ValueError,
+                             "telltale: unknown metric kind %R (counter, gauge, histogram)", v[2]);
+            }
+            goto out;
+        }
+        if (code == -2 ? int_of(v[2], &kind) < 0 : (kind = (int)code, 0)) {
+            goto out;
+        }
+    }
+    double value = PyFloat_AsDouble(v[1]);
+    const char *name = utf8_of(v[0]), *unit, *session;
+    if ((value == -1.0 && PyErr_Occurred()) || !name || text_of(v[3], &unit, &utmp, 0) < 0 ||
+        event_session(self, v[4], &session, &stmp) < 0 ||
+        attrs_init(&at, args, nargs, kwnames, extra, nextra) < 0) {
+        goto out;
+    }
+    result = PyLong_FromLong(
+        lib.metric(self->h, session, (tt_metric_kind)kind, name, value, unit, at.a, (size_t)at.n));
+out:
+    attrs_fini(&at);
+    Py_XDECREF(stmp);
+    Py_XDECREF(utmp);
+    if (extra != extra_stack) {
+        PyMem_Free(extra);
+    }
+    return result;
+}
+
+/* --- StepCore ---------------------------------------------------------------------------- */
+
+typedef struct step_core {
+    PyObject_HEAD PyObject *client; /* the ClientCore */
+    tt_step st;                     /* filled by tt_step_begin */
+    int kind;
+    int status;             /* _status: TT_STATUS_* set by fail() */
+    long long result_bytes; /* -1: unknown */
+    PyObject *name, *query, *session, *parent, *error, *token;
+    PyObject *weakrefs;
+} step_core;
+
+static PyTypeObject step_core_type;
+
+static int step_traverse(step_core *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->client);
+    Py_VISIT(self->name);
+    Py_VISIT(self->query);
+    Py_VISIT(self->session);
+    Py_VISIT(self->parent);
+    Py_VISIT(self->error);
+    Py_VISIT(self->token);
+    return 0;
+}
+
+static int step_clear(step_core *self)
+{
+    Py_CLEAR(self->client);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->query);
+    Py_CLEAR(self->session);
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->error);
+    Py_CLEAR(self->token);
+    return 0;
+}
+
+static void step_dealloc(step_core *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    step_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *step_get_id(step_core *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(self->st.id);
+}
+
+/* step(kind="other", name=None, query=None, *, session=None) -> Step */
+static PyObject *client_step(client_core *self, PyObject *const *args, size_t nargsf,
+                             PyObject *kwnames)
+{
+    PyObject *names[4] = {s_kind, s_name, s_query, s_session}, *v[4];
+    if (parse_args("step", args, PyVectorcall_NARGS(nargsf), kwnames, names, 4, 3, v, NULL, NULL) <
+        0) {
+        return NULL;
+    }
+    int kind = TT_STEP_OTHER;
+    PyObject *name = v[1];
+    if (v[0]) {
+        long code = PyUnicode_CheckExact(v[0]) ? table_code(py.step_kinds, v[0]) : -2;
+        if (code == -1 || v[0] == Py_None) {
+            if (!PyErr_Occurred()) {
+                PyObject *sep = PyUnicode_FromString(", ");
+                PyObject *all = sep ? PyUnicode_Join(sep, py.step_kinds) : NULL;
+                if (all) {
+                    PyErr_Format(PyExc_ValueError, "telltale: unknown step kind %R (%U)", v[0],
+                                 all);
+                }
+                Py_XDECREF(sep);
+                Py_XDECREF(all);
+            }
+            return NULL;
+        }
+        if (code == -2 ? int_of(v[0], &kind) < 0 : (kind = (int)code, 0)) {
+            return NULL;
+        }
+    }
+    if (!name || name == Py_None) {
+        name = v[0] && PyUnicode_CheckExact(v[0]) ? v[0] : NULL;
+    }
+    PyTypeObject *t = (PyTypeObject *)py.step_type;
+    step_core *s = (step_core *)t->tp_alloc(t, 0);
+    if (!s) {
+        return NULL;
+    }
+    s->client = Py_NewRef(self);
+    s->kind = kind;
+    s->status = TT_STATUS_OK;
+    s->result_bytes = -1;
+    s->name = name ? Py_NewRef(name) : PyUnicode_FromString(v[0] ? "step" : "other");
+    s->query = Py_NewRef(v[2] ? v[2] : Py_None);
+    s->session = Py_NewRef(v[3] ? v[3] : Py_None);
+    s->parent = Py_NewRef(Py_None);
+    s->error = Py_NewRef(Py_None);
+    s->token = Py_NewRef(Py_None);
+    if (!s->name) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    return (PyObject *)s;
+}
+
+static PyObject *step_enter(step_core *self, PyObject *unused)
+{
+    (void)unused;
+    client_core *c = (client_core *)self->client;
+    PyObject *parent = NULL, *ntmp = NULL, *qtmp = NULL, *stmp = NULL, *result = NULL;
+    if (!c->current) {
+        PyErr_SetString(PyExc_RuntimeError, "telltale: the client is not initialised");
+        return NULL;
+    }
+    if (PyContextVar_Get(c->current, Py_None, &parent) < 0) {
+        return NULL;
+    }
+    const tt_step *pst = NULL;
+    if (PyObject_TypeCheck(parent, &step_core_type)) {
+        pst = &((step_core *)parent)->st;
+    }
+    Py_SETREF(self->parent, parent); /* takes the new reference */
+    if (self->session == Py_None) {
+        PyObject *s = pst ? ((step_core *)parent)->session : c->session;
+        Py_SETREF(self->session, Py_NewRef(s ? s : Py_None));
+    }
+    const char *name, *query, *session;
+    PyObject *session_obj = self->session;
+    if (session_obj == c->session) {
+        session_obj = c->session_text;
+    }
+    if (text_of(self->name, &name, &ntmp, 0) < 0 || text_of(self->query, &query, &qtmp, 0) < 0 ||
+        text_of(session_obj, &session, &stmp, 0) < 0) {
+        goto out;
+    }
+    lib.step_begin(c->h, &self->st, pst, (tt_step_kind)self->kind, session, name, query);
+    PyObject *token = PyContextVar_Set(c->current, (PyObject *)self);
+    if (!token) {
+        goto out;
+    }
+    Py_SETREF(self->token, token);
+    result = Py_NewRef(self);
+out:
+    Py_XDECREF(ntmp);
+    Py_XDECREF(qtmp);
+    Py_XDECREF(stmp);
+    return result;
+}
+
+static PyObject *step_exit(step_core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    client_core *c = (client_core *)self->client;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "__exit__ takes 3 arguments");
+        return NULL;
+    }
+    int status = self->status;
+    PyObject *error = Py_NewRef(self->error), *etmp = NULL;
+    if (args[0] != Py_None) {
+        PyObject *r = PyObject_CallFunctionObjArgs(py.exit_error, args[0], args[1], NULL);
+        if (!r || !PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2 ||
+            int_of(PyTuple_GET_ITEM(r, 0), &status) < 0) {
+            if (r && !PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "telltale: _exit_error returned no pair");
+            }
+            Py_XDECREF(r);
+            Py_DECREF(error);
+            return NULL;
+        }
+        Py_SETREF(error, Py_NewRef(PyTuple_GET_ITEM(r, 1)));
+        Py_DECREF(r);
+    }
+    const char *etext;
+    int bad = text_of(error, &etext, &etmp, 1) < 0;
+    if (!bad) {
+        lib.step_end(c->h, &self->st, (tt_status)status, self->result_bytes, etext);
+    }
+    Py_XDECREF(etmp);
+    Py_DECREF(error);
+    if (bad) {
+        return NULL;
+    }
+    if (c->current && self->token != Py_None) {
+        if (PyContextVar_Reset(c->current, self->token) < 0) {
+            /* Left in another context than entered: restore the parent there. */
+            if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+                return NULL;
+            }
+            PyErr_Clear();
+            PyObject *t = PyContextVar_Set(c->current, self->parent);
+            if (!t) {
+                return NULL;
+            }
+            Py_DECREF(t);
+        }
+    }
+    Py_RETURN_FALSE;
+}
+
+/* --- ResponseCore ------------------------------------------------------------------------ */
+
+typedef struct response_core {
+    PyObject_HEAD tt_response *r; /* NULL before begin and after end */
+    int busy;                     /* a token call runs with the GIL released */
+    tt_verdict last_verdict;      /* of the last token */
+    int worst;                    /* the worst verdict so far (verdict) */
+    long long tokens;
+    PyObject *raise_on_halt;
+    tt_token_stats ts; /* of the last token */
+} response_core;
+
+static PyTypeObject response_core_type;
+
+static int response_traverse(response_core *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->raise_on_halt);
+    return 0;
+}
+
+static int response_clear(response_core *self)
+{
+    Py_CLEAR(self->raise_on_halt);
+    return 0;
+}
+
+static void response_dealloc(response_core *self)
+{
+    PyObject_GC_UnTrack(self);
+    response_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *response_get_r(response_core *self, void *closure)
+{
+    (void)closure;
+    if (!self->r) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromVoidPtr(self->r);
+}
+
+static int response_set_r(response_core *self, PyObject *v, void *closure)
+{
+    (void)closure;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "telltale: the response is in use by a token call of another thread");
+        return -1;
+    }
+    if (v == NULL || v == Py_None) {
+        self->r = NULL;
+        return 0;
+    }
+    void *p = PyLong_AsVoidPtr(v);
+    if (!p && PyErr_Occurred()) {
+        return -1;
+    }
+    self->r = p;
+    return 0;
+}
+
+static PyObject *response_get_verdict(response_core *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(PyTuple_GET_ITEM(py.verdicts, self->worst));
+}
+
+static int response_set_verdict(response_core *self, PyObject *v, void *closure)
+{
+    (void)closure;
+    int x;
+    if (!v || int_of(v, &x) < 0) {
+        if (!v) {
+            PyErr_SetString(PyExc_AttributeError, "verdict cannot be deleted");
+        }
+        return -1;
+    }
+    if (x < TT_PASS || x > TT_HALT) {
+        PyErr_SetString(PyExc_ValueError, "telltale: a verdict is PASS, FLAG or HALT");
+        return -1;
+    }
+    self->worst = x;
+    return 0;
+}
+
+static PyObject *response_get_stats(response_core *self, void *closure)
+{
+    (void)closure;
+    return PyBytes_FromStringAndSize((const char *)&self->ts, sizeof self->ts);
+}
+
+static tt_response *response_open(response_core *self)
+{
+    if (!self->r) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "telltale: response not open (use it in a `with` block; it ends there or "
+                        "at a raised Halted)");
+        return NULL;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "telltale: the response is in use by a token call of another thread");
+        return NULL;
+    }
+    return self->r;
+}
+
+/* After a token call: the verdict, or the Python side's handling of a refusal or a HALT. */
+static PyObject *response_after(response_core *self, int rc)
+{
+    if (rc) {
+        PyObject *code = PyLong_FromLong(rc);
+        PyObject *r = code ? PyObject_CallMethodOneArg((PyObject *)self, s_rejected, code) : NULL;
+        Py_XDECREF(code);
+        return r;
+    }
+    self->tokens++;
+    int v = (int)self->last_verdict;
+    if (v < TT_PASS || v > TT_HALT) {
+        v = TT_HALT;
+    }
+    if (v > self->worst) {
+        self->worst = v;
+    }
+    if (v == TT_HALT && self->raise_on_halt) {
+        int raise = PyObject_IsTrue(self->raise_on_halt);
+        if (raise < 0) {
+            return NULL;
+        }
+        if (raise) {
+            return PyObject_CallMethodNoArgs((PyObject *)self, s_halt);
+        }
+    }
+    return Py_NewRef(PyTuple_GET_ITEM(py.verdicts, v));
+}
+
+/* The dtype of a buffer's format: f (float32), e (float16), H (bfloat16 bits), little-endian or
+ * native on a little-endian machine; 0 for anything else. */
+static tt_dtype row_dtype(const char *fmt, Py_ssize_t itemsize)
+{
+    if (!fmt) {
+        return 0;
+    }
+    if (*fmt == '<' || *fmt == '=' || *fmt == '@') {
+        fmt++;
+    }
+    if (fmt[0] && fmt[1]) {
+        return 0;
+    }
+#if PY_LITTLE_ENDIAN
+    if (fmt[0] == 'f' && itemsize == 4) {
+        return TT_DTYPE_F32;
+    }
+    if (fmt[0] == 'e' && itemsize == 2) {
+        return TT_DTYPE_F16;
+    }
+    if (fmt[0] == 'H' && itemsize == 2) {
+        return TT_DTYPE_BF16;
+    }
+#endif
+    return 0;
+}
+
+/* token(logits, chosen) -> Verdict */
+static PyObject *response_token(response_core *self, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames)
+{
+    PyObject *names[2] = {s_logits, s_chosen}, *v[2];
+    if (parse_args("token", args, PyVectorcall_NARGS(nargsf), kwnames, names, 2, 2, v, NULL, NULL) <
+        0) {
+        return NULL;
+    }
+    if (!v[0] || !v[1]) {
+        PyErr_SetString(PyExc_TypeError, "token() needs logits and chosen");
+        return NULL;
+    }
+    tt_response *r = response_open(self);
+    int chosen;
+    if (!r || int_of(v[1], &chosen) < 0) {
+        return NULL;
+    }
+    Py_buffer view;
+    const void *ptr;
+    size_t n, stride;
+    tt_dtype dt = 0;
+    int have_view = PyObject_GetBuffer(v[0], &view, PyBUF_STRIDES | PyBUF_FORMAT) == 0;
+    if (have_view) {
+        dt = view.ndim == 1 ? row_dtype(view.format, view.itemsize) : 0;
+        if (!dt || view.shape[0] <= 0 || view.strides[0] <= 0 || view.strides[0] % view.itemsize) {
+            PyBuffer_Release(&view);
+            have_view = 0;
+            dt = 0;
+        }
+    } else {
+        PyErr_Clear();
+    }
+    if (have_view) {
+        ptr = view.buf;
+        n = (size_t)view.shape[0];
+        stride = n == 1 ? 1 : (size_t)(view.strides[0] / view.itemsize);
+    } else {
+        /* Not a row the buffer path reads (ml_dtypes' bfloat16, __array_interface__, or an
+         * error to report): the Python helper decides, with the ctypes path's messages. */
+        PyObject *t = PyObject_CallOneArg(py.row, v[0]);
+        if (!t) {
+            return NULL;
+        }
+        int ok = PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 4;
+        ptr = ok ? PyLong_AsVoidPtr(PyTuple_GET_ITEM(t, 0)) : NULL;
+        n = ok ? PyLong_AsSize_t(PyTuple_GET_ITEM(t, 1)) : 0;
+        stride = ok ? PyLong_AsSize_t(PyTuple_GET_ITEM(t, 2)) : 0;
+        dt = ok ? (tt_dtype)PyLong_AsLong(PyTuple_GET_ITEM(t, 3)) : 0;
+        Py_DECREF(t);
+        if (!ok || PyErr_Occurred()) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "telltale: _row returned no row");
+            }
+            return NULL;
+        }
+    }
+    int rc;
+    if (n >= GIL_RELEASE_MIN_ELEMS) {
+        self->busy = 1;
+        Py_BEGIN_ALLOW_THREADS rc =
+            lib.response_token(r, ptr, n, stride, dt, chosen, &self->last_verdict, &self->ts);
+        Py_END_ALLOW_THREADS self->busy = 0;
+    } else {
+        rc = lib.response_token(r, ptr, n, stride, dt, chosen, &self->last_verdict, &self->ts);
+    }
+    if (have_view) {
+        PyBuffer_Release(&view);
+    }
+    return response_after(self, rc);
+}
+
+/* The top log-probs of a list or tuple of at most TOPK_MAX floats, ids from a sequence of the
+ * same length or none; 1 if converted, 0 if the Python helper must normalise them first. */
+static int top_fast(PyObject *lps, PyObject *ids, float *lp, int32_t *id, size_t *k, int *has_ids)
+{
+    if (!(PyList_CheckExact(lps) || PyTuple_CheckExact(lps))) {
+        return 0;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(lps);
+    int with_ids = ids && ids != Py_None;
+    if (n > TOPK_MAX || (with_ids && (!(PyList_CheckExact(ids) || PyTuple_CheckExact(ids)) ||
+                                      PySequence_Fast_GET_SIZE(ids) != n))) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double d = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(lps, i));
+        if (d == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        lp[i] = (float)d;
+        if (with_ids) {
+            int x;
+            if (int_of(PySequence_Fast_GET_ITEM(ids, i), &x) < 0) {
+                return -1;
+            }
+            id[i] = x;
+        }
+    }
+    *k = (size_t)n;
+    *has_ids = with_ids;
+    return 1;
+}
+
+/* token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None) -> Verdict */
+static PyObject *response_token_logprobs(response_core *self, PyObject *const *args, size_t nargsf,
+                                         PyObject *kwnames)
+{
+    PyObject *names[4] = {s_chosen_logprob, s_top_logprobs, s_chosen, s_top_ids}, *v[4];
+    if (parse_args("token_logprobs", args, PyVectorcall_NARGS(nargsf), kwnames, names, 4, 2, v,
+                   NULL, NULL) < 0) {
+        return NULL;
+    }
+    if (!v[0]) {
+        PyErr_SetString(PyExc_TypeError, "token_logprobs() needs chosen_logprob");
+        return NULL;
+    }
+    tt_response *r = response_open(self);
+    if (!r) {
+        return NULL;
+    }
+    int chosen = -1, has_ids = 0;
+    double clp = PyFloat_AsDouble(v[0]);
+    if ((clp == -1.0 && PyErr_Occurred()) || (v[2] && int_of(v[2], &chosen) < 0)) {
+        return NULL;
+    }
+    float lp[TOPK_MAX];
+    int32_t id[TOPK_MAX];
+    size_t k = 0;
+    if (v[1] && v[1] != Py_None) {
+        int fast = top_fast(v[1], v[3], lp, id, &k, &has_ids);
+        if (fast < 0) {
+            return NULL;
+        }
+        if (!fast) {
+            PyObject *t = PyObject_CallFunctionObjArgs(py.top, v[1], v[3] ? v[3] : Py_None, NULL);
+            if (!t) {
+                return NULL;
+            }
+            fast =
+                PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 2
+                    ? top_fast(PyTuple_GET_ITEM(t, 1), PyTuple_GET_ITEM(t, 0), lp, id, &k, &has_ids)
+                    : 0;
+            Py_DECREF(t);
+            if (fast <= 0) {
+                if (!PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_TypeError, "telltale: _top returned no top-k");
+                }
+                return NULL;
+            }
+        }
+    }
+    int rc = lib.response_token_logprobs(r, chosen, (float)clp, has_ids ? id : NULL, k ? lp : NULL,
+                                         k, &self->last_verdict, &self->ts);
+    return response_after(self, rc);
+}
+
+/* --- module ---------------------------------------------------------------------------------- */
+
+/* bind(path, ns): look the hot functions up in the library ctypes loaded from path, and take
+ * the Python side's helpers from the dict ns. */
+static PyObject *ext_bind(PyObject *module, PyObject *args)
+{
+    (void)module;
+    const char *path;
+    PyObject *ns;
+    if (!PyArg_ParseTuple(args, "sO!:bind", &path, &PyDict_Type, &ns)) {
+        return NULL;
+    }
+    void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (!h) {
+        PyErr_Format(PyExc_ImportError, "telltale._ext: %s is not loaded: %s", path, dlerror());
+        return NULL;
+    }
+    struct {
+        const char *name;
+        void **slot;
+    } fns[] = {
+        {"tt_log", (void **)&lib.log},
+        {"tt_metric", (void **)&lib.metric},
+        {"tt_step_begin", (void **)&lib.step_begin},
+        {"tt_step_end", (void **)&lib.step_end},
+        {"tt_response_token", (void **)&lib.response_token},
+        {"tt_response_token_logprobs", (void **)&lib.response_token_logprobs},
+    };
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        *fns[i].slot = dlsym(h, fns[i].name);
+        if (!*fns[i].slot) {
+            PyErr_Format(PyExc_ImportError, "telltale._ext: %s lacks %s", path, fns[i].name);
+            dlclose(h);
+            return NULL;
+        }
+    }
+    /* The handle stays open: the functions must outlive every call (ctypes holds the library
+     * for the interpreter's life as well). */
+    struct {
+        const char *key;
+        PyObject **slot;
+    } refs[] = {
+        {"step_type", &py.step_type},
+        {"verdicts", &py.verdicts},
+        {"severities", &py.severities},
+        {"metric_kinds", &py.metric_kinds},
+        {"step_kinds", &py.step_kinds},
+        {"level", &py.level},
+        {"row", &py.row},
+        {"top", &py.top},
+        {"exit_error", &py.exit_error},
+    };
+    for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
+        PyObject *o = PyDict_GetItemString(ns, refs[i].key);
+        if (!o) {
+            PyErr_Format(PyExc_KeyError, "telltale._ext.bind: no %s", refs[i].key);
+            return NULL;
+        }
+        Py_XSETREF(*refs[i].slot, Py_NewRef(o));
+    }
+    if (!PyType_Check(py.step_type) ||
+        !PyType_IsSubtype((PyTypeObject *)py.step_type, &step_core_type) ||
+        !PyTuple_Check(py.verdicts) || PyTuple_GET_SIZE(py.verdicts) != 3 ||
+        !PyDict_Check(py.severities) || !PyDict_Check(py.metric_kinds) ||
+        !PyDict_Check(py.step_kinds)) {
+        PyErr_SetString(PyExc_TypeError, "telltale._ext.bind: unexpected helpers");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* The limit a call into C cannot beat: a function that takes any arguments and does nothing
+ * (bench/python.py measures it beside the calls above). */
+static PyObject *ext_bare_call(PyObject *module, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames)
+{
+    (void)module;
+    (void)args;
+    (void)nargsf;
+    (void)kwnames;
+    Py_RETURN_NONE;
+}
+
+/* The floor of a log call with two attributes: the call from Python into C and the library's own
+ * work, with the arguments converted in advance (bench/python.py: log_floor(client)). */
+static PyObject *ext_log_floor(PyObject *module, PyObject *client)
+{
+    (void)module;
+    static const tt_attr fixed[2] = {
+        {.key = "user", .type = TT_ATTR_STR, .v.s = "ann"},
+        {.key = "n", .type = TT_ATTR_INT, .v.i = 3},
+    };
+    if (!PyObject_TypeCheck(client, &client_core_type)) {
+        PyErr_SetString(PyExc_TypeError, "log_floor(client)");
+        return NULL;
+    }
+    return PyLong_FromLong(
+        lib.log(((client_core *)client)->h, NULL, TT_INFO, "tool call finished", fixed, 2));
+}
+
+#define FASTKW(fn) ((PyCFunction)(void (*)(void))(fn)), METH_FASTCALL | METH_KEYWORDS
+
+static PyMethodDef client_methods[] = {
+    {"log", FASTKW(client_log),
+     "log(message, level='info', *, session=None, **attrs) -> 0 or a negative code"},
+    {"metric", FASTKW(client_metric),
+     "metric(name, value, kind='gauge', *, unit=None, session=None, **attrs) -> 0 or a "
+     "negative code"},
+    {"step", FASTKW(client_step), "step(kind='other', name=None, query=None, *, session=None)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef client_getset[] = {
+    {"_h", (getter)client_get_h, (setter)client_set_h, "the tt_client handle (int) or None", NULL},
+    {"session", (getter)client_get_session, (setter)client_set_session,
+     "the default session of every event (None: no session)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef client_members[] = {
+    {"_current", T_OBJECT, offsetof(client_core, current), 0, "the ContextVar of open steps"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject client_core_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "telltale._ext.ClientCore",
+    .tp_basicsize = sizeof(client_core),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The hot calls of telltale.Client, in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)client_dealloc,
+    .tp_traverse = (traverseproc)client_traverse,
+    .tp_clear = (inquiry)client_clear,
+    .tp_methods = client_methods,
+    .tp_getset = client_getset,
+    .tp_members = client_members,
+};
+
+static PyMethodDef step_methods[] = {
+    {"__enter__", (PyCFunction)step_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))step_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef step_getset[] = {
+    {"id", (getter)step_get_id, NULL, "the step id (non-zero once begun)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef step_members[] = {
+    {"_c", T_OBJECT, offsetof(step_core, client), READONLY, NULL},
+    {"kind", T_INT, offsetof(step_core, kind), 0, NULL},
+    {"name", T_OBJECT, offsetof(step_core, name), 0, NULL},
+    {"query", T_OBJECT, offsetof(step_core, query), 0, NULL},
+    {"session", T_OBJECT, offsetof(step_core, session), 0, NULL},
+    {"parent", T_OBJECT, offsetof(step_core, parent), 0, NULL},
+    {"result_bytes", T_LONGLONG, offsetof(step_core, result_bytes), 0, NULL},
+    {"_status", T_INT, offsetof(step_core, status), 0, NULL},
+    {"_error", T_OBJECT, offsetof(step_core, error), 0, NULL},
+    {"_token", T_OBJECT, offsetof(step_core, token), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject step_core_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "telltale._ext.StepCore",
+    .tp_basicsize = sizeof(step_core),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The begin and end of a telltale.Step, in C (created by ClientCore.step).",
+    .tp_dealloc = (destructor)step_dealloc,
+    .tp_traverse = (traverseproc)step_traverse,
+    .tp_clear = (inquiry)step_clear,
+    .tp_weaklistoffset = offsetof(step_core, weakrefs),
+    .tp_methods = step_methods,
+    .tp_getset = step_getset,
+    .tp_members = step_members,
+};
+
+static PyMethodDef response_methods[] = {
+    {"token", FASTKW(response_token), "token(logits, chosen) -> Verdict"},
+    {"token_logprobs", FASTKW(response_token_logprobs),
+     "token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None) -> Verdict"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef response_getset[] = {
+    {"_r", (getter)response_get_r, (setter)response_set_r, "the tt_response handle or None", NULL},
+    {"verdict", (getter)response_get_verdict, (setter)response_set_verdict,
+     "the worst verdict so far", NULL},
+    {"_stats", (getter)response_get_stats, NULL, "the last token's tt_token_stats, as bytes", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef response_members[] = {
+    {"tokens", T_LONGLONG, offsetof(response_core, tokens), READONLY, "tokens added"},
+    {"raise_on_halt", T_OBJECT, offsetof(response_core, raise_on_halt), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject response_core_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "telltale._ext.ResponseCore",
+    .tp_basicsize = sizeof(response_core),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The token calls of telltale.Response, in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)response_dealloc,
+    .tp_traverse = (traverseproc)response_traverse,
+    .tp_clear = (inquiry)response_clear,
+    .tp_methods = response_methods,
+    .tp_getset = response_getset,
+    .tp_members = response_members,
+};
+
+static PyMethodDef module_methods[] = {
+    {"bind", ext_bind, METH_VARARGS, "bind(path, ns): bind the library ctypes loaded"},
+    {"bare_call", FASTKW(ext_bare_call), "bare_call(*args, **kw): does nothing (benchmark)"},
+    {"log_floor", ext_log_floor, METH_O, "log_floor(client): a fixed log call (benchmark)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "telltale._ext",
+    .m_doc = "The compiled hot path of telltale (internal: use the telltale package).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+static int intern_names(void)
+{
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&s_session, "session"},
+        {&s_level, "level"},
+        {&s_message, "message"},
+        {&s_kind, "kind"},
+        {&s_unit, "unit"},
+        {&s_name, "name"},
+        {&s_value, "value"},
+        {&s_query, "query"},
+        {&s_logits, "logits"},
+        {&s_chosen, "chosen"},
+        {&s_chosen_logprob, "chosen_logprob"},
+        {&s_top_logprobs, "top_logprobs"},
+        {&s_top_ids, "top_ids"},
+        {&s_rejected, "_rejected"},
+        {&s_halt, "_halt"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (!*names[i].slot && !(*names[i].slot = PyUnicode_InternFromString(names[i].text))) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__ext(void)
+{
+    if (intern_names() < 0 || PyType_Ready(&client_core_type) < 0 ||
+        PyType_Ready(&step_core_type) < 0 || PyType_Ready(&response_core_type) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "ClientCore", (PyObject *)&client_core_type) < 0 ||
+        PyModule_AddObjectRef(m, "StepCore", (PyObject *)&step_core_type) < 0 ||
+        PyModule_AddObjectRef(m, "ResponseCore", (PyObject *)&response_core_type) < 0 ||
+        PyModule_AddIntConstant(m, "INTERFACE", INTERFACE) < 0 ||
+        PyModule_AddIntConstant(m, "GIL_RELEASE_MIN_ELEMS", GIL_RELEASE_MIN_ELEMS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,485 @@
+/*
+ * native_conn.c - one agent connection of the native source, as a state machine the loop
+ * drives: bytes in, frames parsed, the hello checked, batches decoded and handed on, the
+ * pipeline's answers turned into acks and rejects.
+ *
+ * Each frame is checked (length against the limit before any allocation, CRC, header,
+ * decompressed size and ratio, then the protobuf payload), handed to the pipeline, and
+ * acknowledged once the store has committed it. Framing errors close the connection with a
+ * counted reason; a frame whose framing is intact but whose payload is bad is rejected alone
+ * and the connection goes on.
+ *
+ * INVARIANTS
+ * - Acks leave in frame order per connection, and only for frames the pipeline returned as
+ *   committed (or as duplicates of committed ones). A reject never overtakes the acks of the
+ *   frames before it.
+ * - A connection's identity (agent, instance) is fixed by its hello. A batch naming another
+ *   instance is one the agent's spool kept from an earlier process of the same agent: it is
+ *   stored under its own instance (the store refuses it if that instance belongs to another
+ *   agent), never under the connection's.
+ * - Nothing here frees a connection. Closing marks it dead and tells the owner (the lifetime
+ *   rule of native.c); every function may be called on a dead connection and then does
+ *   nothing but count what it must.
+ */
+#include "collector/source/native_conn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "collector/log.h"
+#include "collector/store/store.h"
+#include "common/clock.h"
+
+#define WBUF_MAX (1u << 20)
+
+struct conn *conn_new(const struct conn_owner *ow, int fd, uint64_t id)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        return NULL;
+    }
+    c->fd = fd;
+    c->id = id;
+    c->opened_ns = c->last_rx_ns = tt__mono_ns();
+    tt__buf_init(&c->rbuf, ow->o->max_frame + TT_FRAME_PREFIX);
+    tt__buf_init(&c->wbuf, WBUF_MAX);
+    return c;
+}
+
+void conn_reap(struct conn *c)
+{
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    tt__buf_fini(&c->rbuf);
+    tt__buf_fini(&c->wbuf);
+    c->woff = 0;
+    c->reaped = 1;
+}
+
+void conn_free(struct conn *c)
+{
+    if (c) {
+        conn_reap(c);
+        free(c);
+    }
+}
+
+void conn_kill(struct conn_owner *ow, struct conn *c)
+{
+    if (c->dead) {
+        return;
+    }
+    c->dead = 1;
+    c->closing = 1;
+    ow->died(ow, c);
+}
+
+void conn_fail(struct conn_owner *ow, struct conn *c, int reason)
+{
+    if (c->dead) {
+        return;
+    }
+    cstat_add(&cstats.rejected[reason], 1);
+    log_debug("closing connection %llu (%s): %s", (unsigned long long)c->id,
+              c->ready ? "agent" : "before hello", reject_name(reason));
+    conn_kill(ow, c);
+}
+
+/* Send what is queued; close a closing connection once it has nothing more to say. */
+static int conn_flush(struct conn_owner *ow, struct conn *c)
+{
+    while (!c->dead && c->woff < c->wbuf.len) {
+        ssize_t n = send(c->fd, c->wbuf.data + c->woff, c->wbuf.len - c->woff, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN) {
+                break;
+            }
+            conn_kill(ow, c);
+            break;
+        }
+        c->woff += (size_t)n;
+    }
+    if (c->dead) {
+        return -1;
+    }
+    if (c->woff == c->wbuf.len) {
+        c->woff = c->wbuf.len = 0;
+        tt__buf_shrink(&c->wbuf, 65536);
+        if (c->closing && c->pending == 0) {
+            conn_kill(ow, c);
+            return -1;
+        }
+    }
+    int want = c->woff < c->wbuf.len;
+    if (want != c->want_out) {
+        c->want_out = want;
+        ow->watch(ow, c);
+    }
+    return 0;
+}
+
+void conn_writable(struct conn_owner *ow, struct conn *c)
+{
+    conn_flush(ow, c);
+}
+
+int conn_send(struct conn_owner *ow, struct conn *c, uint8_t type, const uint8_t *payload, size_t n)
+{
+    if (c->dead) {
+        return -1;
+    }
+    if (tt__frame_append(&c->wbuf, type, payload, n) != 0) {
+        /* The agent does not read what we send: it cannot be kept up to date. */
+        conn_kill(ow, c);
+        return -1;
+    }
+    return conn_flush(ow, c);
+}
+
+static void send_ack(struct conn_owner *ow, struct conn *c)
+{
+    tt__buf p;
+    tt__buf_init(&p, 64);
+    if (tt__ack_encode(c->ack_pending, &p) == 0) {
+        c->ack_pending = 0;
+        conn_send(ow, c, TT_FT_ACK, p.data, p.len);
+    }
+    tt__buf_fini(&p);
+}
+
+static void send_reject(struct conn_owner *ow, struct conn *c, uint64_t frame_no, int permanent,
+                        const char *reason)
+{
+    tt__reject rj = {.frame_no = frame_no, .permanent = permanent};
+    snprintf(rj.reason, sizeof rj.reason, "%s", reason);
+    tt__buf p;
+    tt__buf_init(&p, 512);
+    if (tt__reject_encode(&rj, &p) == 0) {
+        conn_send(ow, c, TT_FT_REJECT, p.data, p.len);
+    }
+    tt__buf_fini(&p);
+}
+
+/* --- frames -------------------------------------------------------------------------------- */
+
+static int valid_agent_name(const char *s)
+{
+    if (!*s) {
+        return 0;
+    }
+    for (; *s; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Decide on a hello: the reply to send, and a counted reason to close (-1: accepted). */
+static int check_hello(struct conn_owner *ow, const struct conn *c, const tt__frame *f,
+                       tt__hello *h, tt__hello_reply *r)
+{
+    memset(r, 0, sizeof *r);
+    r->protocol = TT_PROTOCOL_VERSION;
+    r->max_frame_bytes = ow->o->max_frame;
+    r->sync_level = (uint32_t)ow->o->sync_level;
+    if (c->ready || (f->flags & TT_FF_ZSTD) || tt__hello_decode(f->payload, f->payload_len, h)) {
+        snprintf(r->error, sizeof r->error, "malformed hello");
+        return REJ_BAD_HELLO;
+    }
+    if (h->protocol != TT_PROTOCOL_VERSION) {
+        snprintf(r->error, sizeof r->error, "protocol %u not supported (this collector speaks %d)",
+                 h->protocol, TT_PROTOCOL_VERSION);
+        return REJ_PROTOCOL;
+    }
+    if (!valid_agent_name(h->agent)) {
+        snprintf(r->error, sizeof r->error, "agent name empty or with control characters");
+        return REJ_BAD_HELLO;
+    }
+    if (ow->hooks.authorize &&
+        ow->hooks.authorize(ow->hooks.ctx, h, r->agent, r->error, sizeof r->error) != 0) {
+        return REJ_AUTH;
+    }
+    return -1;
+}
+
+static int on_hello(struct conn_owner *ow, struct conn *c, const tt__frame *f)
+{
+    tt__hello h;
+    tt__hello_reply r;
+    int reason = check_hello(ow, c, f, &h, &r);
+    if (reason < 0) {
+        if (!r.agent[0]) {
+            snprintf(r.agent, sizeof r.agent, "%s", h.agent);
+        }
+        snprintf(c->ident.agent, sizeof c->ident.agent, "%s", r.agent);
+        memcpy(c->ident.instance, h.instance, 16);
+        c->ident.pid = h.pid;
+        snprintf(c->ident.host, sizeof c->ident.host, "%s", h.host);
+        snprintf(c->ident.library, sizeof c->ident.library, "%s", h.library);
+        c->ident.start_unix_ns = h.start_unix_ns;
+        c->ready = 1;
+    } else {
+        cstat_add(&cstats.rejected[reason], 1);
+        c->closing = 1; /* after the reply has left */
+    }
+    tt__buf p;
+    tt__buf_init(&p, 4096);
+    if (tt__hello_reply_encode(&r, &p) == 0) {
+        conn_send(ow, c, TT_FT_HELLO_REPLY, p.data, p.len);
+    }
+    tt__buf_fini(&p);
+    if (reason < 0 && !c->dead && ow->hooks.on_hello) {
+        ow->hooks.on_hello(ow->hooks.ctx, c->id, &c->ident);
+    }
+    if (!c->dead && c->closing) {
+        ow->watch(ow, c);
+    }
+    return c->dead || c->closing ? -1 : 0;
+}
+
+/* Decompress (or copy) a batch payload into a new item. */
+static struct store_item *item_new(struct conn_owner *ow, struct conn *c, const tt__frame *f,
+                                   int *reason)
+{
+    if (!tt__frame_raw_ok(f, ow->o->max_raw)) {
+        *reason = REJ_RAW_TOO_LARGE;
+        return NULL;
+    }
+    struct store_item *it = calloc(1, sizeof *it);
+    size_t raw_len = f->raw_len;
+    if (!it || !(it->raw = malloc(raw_len ? raw_len : 1))) {
+        free(it);
+        *reason = REJ_STORE_ERROR;
+        return NULL;
+    }
+    it->raw_len = raw_len;
+    if (f->flags & TT_FF_ZSTD) {
+        size_t n = ZSTD_decompressDCtx(ow->dctx, it->raw, raw_len, f->payload, f->payload_len);
+        it->blob = malloc(f->payload_len ? f->payload_len : 1);
+        if (ZSTD_isError(n) || n != raw_len || !it->blob) {
+            store_item_free(it);
+            *reason = REJ_BAD_COMPRESSION;
+            return NULL;
+        }
+        memcpy(it->blob, f->payload, f->payload_len);
+        it->blob_len = f->payload_len;
+    } else {
+        memcpy(it->raw, f->payload, raw_len);
+    }
+    it->ident = c->ident;
+    it->received_ns = tt__wall_ns();
+    return it;
+}
+
+/* Returns 0 to go on with this connection, -1 if it is closing or dead. */
+static int on_batch(struct conn_owner *ow, struct conn *c, const tt__frame *f)
+{
+    if (!c->ready) {
+        conn_fail(ow, c, REJ_NO_HELLO);
+        return -1;
+    }
+    uint64_t frame_no = ++c->frames_in;
+    int reason = REJ_BAD_PAYLOAD;
+    struct store_item *it = item_new(ow, c, f, &reason);
+    if (!it) {
+        send_reject(ow, c, frame_no, 1, reject_name(reason));
+        conn_fail(ow, c, reason);
+        return -1;
+    }
+    it->frame_no = frame_no;
+    tt__batch_limits lim = {ow->o->max_events, ow->o->max_attrs};
+    const char *why = NULL;
+    if (tt__batch_parse(&it->batch, it->raw, it->raw_len, &lim, &why) != 0) {
+        /* The framing is intact: refuse this batch alone and keep the connection. */
+        cstat_add(&cstats.rejected[REJ_BAD_PAYLOAD], 1);
+        send_reject(ow, c, frame_no, 1, why ? why : "bad batch");
+        store_item_free(it);
+        return c->dead ? -1 : 0;
+    }
+    if (memcmp(it->batch.instance, c->ident.instance, 16) != 0) {
+        /* Replayed from the spool of an earlier process of this agent. */
+        memcpy(it->ident.instance, it->batch.instance, 16);
+        it->ident.pid = 0;
+        it->ident.start_unix_ns = 0;
+        it->replayed = 1;
+    }
+    cstat_add(&cstats.frames, 1);
+    c->pending++;
+    ow->submit(ow, c, it);
+    return 0;
+}
+
+static int frame_error_reason(int rc)
+{
+    switch (rc) {
+    case TT_FRAME_ETOOBIG:
+        return REJ_FRAME_TOO_LARGE;
+    case TT_FRAME_ECRC:
+        return REJ_BAD_CRC;
+    default:
+        return REJ_BAD_HEADER;
+    }
+}
+
+static int handle_frame(struct conn_owner *ow, struct conn *c, const tt__frame *f)
+{
+    if (!c->ready && f->type != TT_FT_HELLO) {
+        conn_fail(ow, c, REJ_NO_HELLO);
+        return -1;
+    }
+    switch (f->type) {
+    case TT_FT_HELLO:
+        return on_hello(ow, c, f);
+    case TT_FT_BATCH:
+        return on_batch(ow, c, f);
+    default:
+        conn_fail(ow, c, REJ_BAD_HEADER);
+        return -1;
+    }
+}
+
+/* Act on every complete frame in the read buffer. Returns -1 if the connection stopped
+ * reading (closing or dead). */
+static int parse_frames(struct conn_owner *ow, struct conn *c)
+{
+    size_t off = 0;
+    int rc = 0;
+    while (off < c->rbuf.len && rc == 0) {
+        tt__frame f;
+        size_t need;
+        int pr =
+            tt__frame_parse(c->rbuf.data + off, c->rbuf.len - off, ow->o->max_frame, &f, &need);
+        if (pr == TT_FRAME_NEED_MORE) {
+            if (need && tt__buf_reserve(&c->rbuf, need - (c->rbuf.len - off)) != 0) {
+                conn_fail(ow, c, REJ_FRAME_TOO_LARGE);
+                return -1;
+            }
+            break;
+        }
+        if (pr != TT_FRAME_OK) {
+            conn_fail(ow, c, frame_error_reason(pr));
+            return -1;
+        }
+        rc = handle_frame(ow, c, &f);
+        off += f.frame_len;
+    }
+    if (c->dead) {
+        return -1;
+    }
+    if (off) {
+        memmove(c->rbuf.data, c->rbuf.data + off, c->rbuf.len - off);
+        c->rbuf.len -= off;
+    }
+    return rc;
+}
+
+/* The agent closed its side. Bytes of a frame left unread mean it was cut short. */
+static void on_eof(struct conn_owner *ow, struct conn *c)
+{
+    if (c->rbuf.len) {
+        cstat_add(&cstats.rejected[REJ_TRUNCATED], 1);
+    }
+    c->closing = 1;
+    if (c->pending == 0 && c->woff == c->wbuf.len) {
+        conn_kill(ow, c);
+    } else {
+        ow->watch(ow, c);
+    }
+}
+
+void conn_readable(struct conn_owner *ow, struct conn *c)
+{
+    for (int rounds = 0; rounds < 16 && !ow->paused && !c->closing; rounds++) {
+        if (tt__buf_reserve(&c->rbuf, 65536) != 0 && c->rbuf.len == c->rbuf.cap) {
+            conn_fail(ow, c, REJ_FRAME_TOO_LARGE);
+            return;
+        }
+        ssize_t n = recv(c->fd, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len, 0);
+        if (n == 0) {
+            on_eof(ow, c);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN) {
+                conn_kill(ow, c);
+            }
+            return;
+        }
+        cstat_add(&cstats.bytes, (uint64_t)n);
+        c->rbuf.len += (size_t)n;
+        c->last_rx_ns = tt__mono_ns();
+        if (parse_frames(ow, c) != 0) {
+            return;
+        }
+    }
+}
+
+/* --- completions --------------------------------------------------------------------------- */
+
+void conn_complete(struct conn_owner *ow, struct conn *c, uint64_t frame_no, enum source_result r,
+                   const char *reason)
+{
+    if (r != SOURCE_COMMITTED && r != SOURCE_DUPLICATE) {
+        cstat_add(&cstats.rejected[r == SOURCE_REFUSED ? REJ_SEQ_OVERLAP : REJ_STORE_ERROR], 1);
+    }
+    if (c->pending) {
+        c->pending--;
+    }
+    if (c->dead) {
+        return; /* nobody to answer: the agent resends what it did not see acknowledged */
+    }
+    if (r == SOURCE_COMMITTED || r == SOURCE_DUPLICATE) {
+        c->ack_pending = frame_no;
+        if (r == SOURCE_COMMITTED && ow->drop_acks) {
+            /* Test hook (TELLTALE_TEST_DROP_ACKS): committed, then the link breaks before the
+             * ack leaves, so the agent cannot know; its resend must be stored only once. */
+            ow->drop_acks--;
+            c->ack_pending = 0;
+            conn_kill(ow, c);
+        }
+        return;
+    }
+    /* A reject must not overtake the acks of the frames before it. */
+    if (c->ack_pending) {
+        send_ack(ow, c);
+    }
+    send_reject(ow, c, frame_no, r == SOURCE_REFUSED, reason ? reason : "refused");
+}
+
+void conn_flush_acks(struct conn_owner *ow, struct conn *c)
+{
+    if (c->dead) {
+        return;
+    }
+    if (c->ack_pending) {
+        send_ack(ow, c);
+    }
+    if (!c->dead && c->closing && c->pending == 0 && c->woff == c->wbuf.len) {
+        conn_kill(ow, c);
+    }
+}
+
+void conn_check_timeouts(struct conn_owner *ow, struct conn *c, uint64_t now)
+{
+    if (c->dead || c->closing) {
+        return;
+    }
+    if (!c->ready && now - c->opened_ns > ow->o->hello_timeout_ms * 1000000u) {
+        conn_fail(ow, c, REJ_HELLO_TIMEOUT);
+    } else if (c->pending == 0 && now - c->last_rx_ns > ow->o->idle_timeout_ms * 1000000u) {
+        conn_fail(ow, c, REJ_IDLE_TIMEOUT);
+    }
+}

@@ -1,0 +1,95 @@
+/*
+ * native_conn.h - one agent connection of the native source: the state machine from bytes to
+ * frames, hello, batches handed on, and acks or rejects back (native_conn.c). The loop that
+ * owns the connections (native.c, or the fuzzer tests/fuzz/fuzz_conn.c) drives it through the
+ * functions below and is told, through struct conn_owner, when to re-arm a connection, where
+ * batches go and when a connection died. Lifetime: see the rule at the top of native.c.
+ */
+#ifndef TT_COLLECTOR_NATIVE_CONN_H
+#define TT_COLLECTOR_NATIVE_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <zstd.h>
+
+#include "collector/collector.h"
+#include "collector/source/native.h"
+#include "collector/source/source.h"
+#include "common/buf.h"
+
+/* All fields belong to the loop thread. */
+struct conn {
+    int fd;
+    uint64_t id;
+    int ready;   /* hello accepted */
+    int closing; /* write what is queued and what completions bring, then close */
+    int dead;    /* closed: unlinked from the loop, waiting to be freed by it */
+    int reaped;  /* dead and its socket closed; the record waits for owed completions */
+    tt__buf rbuf;
+    tt__buf wbuf;
+    size_t woff;
+    int want_out; /* EPOLLOUT wanted */
+    struct agent_ident ident;
+    uint64_t frames_in;   /* batch frames received: the next frame_no */
+    uint64_t ack_pending; /* highest committed frame_no not yet acked */
+    uint64_t pending;     /* completions owed by the pipeline */
+    uint64_t opened_ns;
+    uint64_t last_rx_ns;
+    struct conn *prev, *next; /* every connection record of the owner, dead ones included */
+    struct conn *next_dead;   /* the owner's deferred-free list */
+};
+
+/* What a connection needs from the loop that owns it. */
+struct conn_owner {
+    const struct collector_opts *o;
+    ZSTD_DCtx *dctx;
+    struct ingest_hooks hooks;
+    int paused;         /* the pipeline is over budget: read nothing */
+    uint64_t drop_acks; /* test hook: commits whose ack is replaced by a disconnect */
+    /* The connection's wishes changed (c->want_out, c->closing, paused): re-arm it. */
+    void (*watch)(struct conn_owner *ow, struct conn *c);
+    /* A decoded batch: hand it on (source_submit); the pipeline owns it from here. */
+    void (*submit)(struct conn_owner *ow, struct conn *c, struct store_item *it);
+    /* c was just marked dead: unlink it from the loop now and free it later. */
+    void (*died)(struct conn_owner *ow, struct conn *c);
+};
+
+/* A connection on fd (nonblocking, connected), not yet watched. NULL when out of memory. */
+struct conn *conn_new(const struct conn_owner *ow, int fd, uint64_t id);
+
+/* Free the record (the owner only, at the end of an iteration, when !c->pending). Closes the
+ * socket if it is still open. */
+void conn_free(struct conn *c);
+
+/* Close the socket and free the buffers of a dead connection (the owner's reap); the record
+ * itself may have to wait for owed completions. */
+void conn_reap(struct conn *c);
+
+/* Mark c dead (idempotent). Never frees. */
+void conn_kill(struct conn_owner *ow, struct conn *c);
+
+/* Close for a counted reason. */
+void conn_fail(struct conn_owner *ow, struct conn *c, int reason);
+
+/* The socket is readable (or hung up): read and act on the frames it holds. */
+void conn_readable(struct conn_owner *ow, struct conn *c);
+
+/* The socket is writable: send what is queued. */
+void conn_writable(struct conn_owner *ow, struct conn *c);
+
+/* Queue a frame and try to send it. 0, or -1 if the connection is (now) dead; c stays valid
+ * until the owner frees it at the end of the iteration. */
+int conn_send(struct conn_owner *ow, struct conn *c, uint8_t type, const uint8_t *payload,
+              size_t n);
+
+/* The pipeline's answer for one of c's frames; acks are coalesced until conn_flush_acks. */
+void conn_complete(struct conn_owner *ow, struct conn *c, uint64_t frame_no, enum source_result r,
+                   const char *reason);
+
+/* Send the coalesced ack, and close a closing connection that has nothing more to send. */
+void conn_flush_acks(struct conn_owner *ow, struct conn *c);
+
+/* Hello and idle timeouts at monotonic time now. */
+void conn_check_timeouts(struct conn_owner *ow, struct conn *c, uint64_t now);
+
+#endif

@@ -1,0 +1,92 @@
+/*
+ * sqlite.h - inside the SQLite store (not part of the seam: only store/sqlite*.c and derive.c
+ * include it). The database is DATA/telltale.db in WAL mode: one writer connection on the
+ * writer thread (sqlite.c), one connection for operator writes under a mutex
+ * (sqlite_alerts.c), and a private read-only connection per reader (sqlite_read.c,
+ * sqlite_events.c).
+ */
+#ifndef TT_COLLECTOR_STORE_SQLITE_H
+#define TT_COLLECTOR_STORE_SQLITE_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "collector/store/store.h"
+
+#define SQLITE_DB_NAME "telltale.db"
+#define SQLITE_SCHEMA_VERSION 1
+
+struct sqlite_store;
+
+/* The database file's path. */
+const char *sqlite_store_path(const struct store *s);
+
+/* A read-only connection on path; close with sqlite3_close. 0 or -1. */
+int sqlite_reader_open(const char *path, sqlite3 **db);
+
+/* An SQLite result code as a negative errno of the classes of store.h. */
+int sqlite_errno(int rc);
+
+/* Schemas other than the frames' (created by the writer at open). */
+extern const char derive_schema[];
+extern const char sqlite_alerts_schema[];
+
+/* Derived tables (derive.c): sessions, steps and responses from a batch, inside the writer's
+ * transaction. */
+struct derive;
+int derive_open(struct derive **out, sqlite3 *db);
+int derive_item(struct derive *d, const struct store_item *it, int64_t agent_id,
+                int64_t instance_id);
+void derive_close(struct derive *d);
+
+/* Operator writes (sqlite_alerts.c): a connection of their own, opened with the store. */
+struct sqlite_aux;
+int sqlite_aux_open(struct sqlite_aux **out, const char *path, char *err, size_t errlen);
+void sqlite_aux_close(struct sqlite_aux *a);
+int sqlite_alert_add(struct store *s, const struct store_alert *al, int64_t *id);
+int sqlite_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
+int sqlite_alert_put(struct store *s, const struct store_alert *al);
+int64_t sqlite_alert_max_id(struct store *s);
+/* An alerts row (id, time_ns, agent, detector, type, severity, session, message, value,
+ * threshold, acked_ns) to fn. */
+int sqlite_alert_row(sqlite3_stmt *st, store_alert_fn fn, void *ctx);
+#define SQLITE_ALERT_COLUMNS                                                                       \
+    "SELECT id, time_ns, agent, detector, type, severity, session, message, value, threshold,"     \
+    " acked_ns, key, status, last_ns, resolved_ns, count, flaps, unit, example_id, example_kind"   \
+    " FROM alerts"
+/* The store's aux (sqlite.c). */
+struct sqlite_aux *sqlite_store_aux(struct store *s);
+
+/* Readers (sqlite_read.c) and the events iterator (sqlite_events.c). */
+int sqlite_read_open(struct store *s, struct store_read **out);
+void sqlite_read_close(struct store_read *r);
+int sqlite_agents(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
+int sqlite_sessions(struct store_read *r, const char *agent, uint64_t limit, store_session_fn fn,
+                    void *ctx);
+int sqlite_session_find(struct store_read *r, const char *id, const char *agent, uint64_t limit,
+                        store_session_fn fn, void *ctx);
+int sqlite_session_agents(struct store_read *r, const char *id, uint64_t limit, store_name_fn fn,
+                          void *ctx);
+int sqlite_session_steps(struct store_read *r, int64_t agent_key, const char *session,
+                         store_step_fn fn, void *ctx);
+int sqlite_session_responses(struct store_read *r, int64_t agent_key, const char *session,
+                             uint64_t limit, store_id_fn fn, void *ctx);
+int sqlite_responses(struct store_read *r, const struct store_response_filter *f,
+                     store_response_fn fn, void *ctx);
+int sqlite_response_tokens(struct store_read *r, int64_t instance_key, uint64_t id,
+                           store_blob_fn fn, void *ctx);
+int sqlite_response_guard(struct store_read *r, int64_t instance_key, uint64_t id,
+                          store_guard_fn fn, void *ctx);
+int sqlite_alerts(struct store_read *r, const struct store_alert_filter *f, store_alert_fn fn,
+                  void *ctx);
+
+int sqlite_events_open(struct store *s, const struct store_filter *f, struct store_events **out,
+                       char *err, size_t errlen);
+int sqlite_events_next(struct store_events *q, tt__event *ev, const char **agent,
+                       const uint8_t **instance);
+void sqlite_events_cursor(const struct store_events *q, char *out, size_t n);
+void sqlite_events_close(struct store_events *q);
+int64_t sqlite_events_count(struct store *s, const struct store_filter *f, char *err,
+                            size_t errlen);
+
+#endif

@@ -1,0 +1,496 @@
+/*
+ * fuzz_conn.c - libFuzzer harness for the native source's connection state machine
+ * (src/collector/source/native_conn.c), the code the collector runs for every agent
+ * connection. The input is a program of operations on up to three connections, each on a real
+ * socketpair: bytes and whole frames (hello, batches, raw, compressed) written by the peer,
+ * the loop's readable and writable events, store completions in submission order with any
+ * result (committed, duplicate, refused, retry, fatal), the end of a completion round, peer
+ * half-closes and resets, backpressure, timeouts, and new connections on reused slots.
+ *
+ * The harness is the loop here: it follows native.c's lifetime rule (dead connections are
+ * freed only at the end of an operation, records with owed completions wait for them) and
+ * checks, after every operation, what the state machine promises: a dead connection is never
+ * re-armed, the completions owed on each connection equal its pending count, and the acks and
+ * rejects a peer receives name frames in increasing order (a reject never overtakes the acks
+ * before it). ASan and UBSan do the rest.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "collector/source/native_conn.h"
+#include "collector/store/store.h"
+#include "common/clock.h"
+#include "common/pb.h"
+#include "common/wire.h"
+
+#define NCONN 3
+#define MAX_QUEUE 256
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+struct owed {
+    struct store_item *it;
+    struct conn *c;
+};
+
+struct slot {
+    struct conn *c;    /* NULL once reaped (the record may live on for owed completions) */
+    int peer;          /* the agent's end, -1 when closed */
+    uint64_t last_ack; /* highest frame number acknowledged to the peer so far */
+    uint64_t done_no[MAX_QUEUE]; /* completions given for this connection, not yet seen */
+    uint8_t done_ok[MAX_QUEUE];  /* ... committed or duplicate */
+    size_t n_done;
+    uint8_t rx[1 << 16];
+    size_t rx_len;
+};
+
+struct harness {
+    struct conn_owner ow;
+    struct collector_opts o;
+    struct slot s[NCONN];
+    struct conn *dead;
+    struct conn *all[64]; /* every record not yet freed */
+    int n_all;
+    struct owed q[MAX_QUEUE];
+    size_t q_head, q_len;
+    uint64_t next_id;
+    const uint8_t *p;
+    size_t left;
+};
+
+static struct harness H;
+
+static uint8_t next_byte(void)
+{
+    if (!H.left) {
+        return 0;
+    }
+    H.left--;
+    return *H.p++;
+}
+
+static void watch(struct conn_owner *ow, struct conn *c)
+{
+    (void)ow;
+    if (c->dead) {
+        abort(); /* the loop would re-arm a connection it already unlinked */
+    }
+}
+
+static void submit(struct conn_owner *ow, struct conn *c, struct store_item *it)
+{
+    (void)ow;
+    if (H.q_len == MAX_QUEUE) {
+        abort(); /* the harness completes before this; never reached with NCONN slots */
+    }
+    H.q[(H.q_head + H.q_len++) % MAX_QUEUE] = (struct owed){it, c};
+}
+
+static void died(struct conn_owner *ow, struct conn *c)
+{
+    (void)ow;
+    c->next_dead = H.dead;
+    H.dead = c;
+}
+
+static void forget(struct conn *c)
+{
+    for (int i = 0; i < H.n_all; i++) {
+        if (H.all[i] == c) {
+            H.all[i] = H.all[--H.n_all];
+            return;
+        }
+    }
+    abort();
+}
+
+/* native.c's reap: the end of an operation, where nothing holds a connection. */
+static void reap(void)
+{
+    while (H.dead) {
+        struct conn *c = H.dead;
+        H.dead = c->next_dead;
+        c->next_dead = NULL;
+        if (!c->reaped) {
+            for (int i = 0; i < NCONN; i++) {
+                if (H.s[i].c == c) {
+                    H.s[i].c = NULL;
+                }
+            }
+            conn_reap(c);
+        }
+        if (c->pending == 0) {
+            forget(c);
+            free(c);
+        }
+    }
+}
+
+static void open_slot(int i)
+{
+    struct slot *s = &H.s[i];
+    if (s->c || H.n_all == 64) {
+        return;
+    }
+    if (s->peer >= 0) {
+        close(s->peer);
+        s->peer = -1;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
+        return;
+    }
+    int small = 4096;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    s->c = conn_new(&H.ow, sv[0], ++H.next_id);
+    if (!s->c) {
+        close(sv[0]);
+        close(sv[1]);
+        return;
+    }
+    H.all[H.n_all++] = s->c;
+    s->peer = sv[1];
+    s->last_ack = 0;
+    s->n_done = 0;
+    s->rx_len = 0;
+}
+
+static void peer_write(struct slot *s, const void *p, size_t n)
+{
+    if (s->peer >= 0 && n) {
+        ssize_t w = send(s->peer, p, n, MSG_NOSIGNAL);
+        (void)w; /* a full socket drops the rest, as a slow network would delay it */
+    }
+}
+
+/* Forget the completions the peer has now heard of: up to frame no. */
+static void seen_up_to(struct slot *s, uint64_t no)
+{
+    size_t k = 0;
+    while (k < s->n_done && s->done_no[k] <= no) {
+        k++;
+    }
+    memmove(s->done_no, s->done_no + k, (s->n_done - k) * sizeof s->done_no[0]);
+    memmove(s->done_ok, s->done_ok + k, s->n_done - k);
+    s->n_done -= k;
+}
+
+/* One frame the collector sent: acks rise, and a refusal that makes the agent resend (not
+ * permanent) never overtakes the ack of a committed frame before it. */
+static void peer_frame(struct slot *s, const tt__frame *f)
+{
+    uint64_t no = 0;
+    tt__reject rj;
+    if (f->type == TT_FT_ACK && tt__ack_decode(f->payload, f->payload_len, &no) == 0) {
+        if (no <= s->last_ack) {
+            abort(); /* an ack out of order */
+        }
+        s->last_ack = no;
+        seen_up_to(s, no);
+    } else if (f->type == TT_FT_REJECT && tt__reject_decode(f->payload, f->payload_len, &rj) == 0) {
+        for (size_t k = 0; !rj.permanent && k < s->n_done && s->done_no[k] < rj.frame_no; k++) {
+            if (s->done_ok[k]) {
+                abort(); /* the agent would resend a committed frame it never saw acked */
+            }
+        }
+        if (!rj.permanent) {
+            seen_up_to(s, rj.frame_no);
+        }
+    }
+}
+
+/* Read what the collector sent to this peer and check it. */
+static void peer_drain(struct slot *s)
+{
+    while (s->peer >= 0) {
+        ssize_t n = read(s->peer, s->rx + s->rx_len, sizeof s->rx - s->rx_len);
+        if (n <= 0) {
+            break;
+        }
+        s->rx_len += (size_t)n;
+        size_t off = 0;
+        tt__frame f;
+        size_t need;
+        while (tt__frame_parse(s->rx + off, s->rx_len - off, sizeof s->rx, &f, &need) ==
+               TT_FRAME_OK) {
+            peer_frame(s, &f);
+            off += f.frame_len;
+        }
+        memmove(s->rx, s->rx + off, s->rx_len - off);
+        s->rx_len -= off;
+        if (s->rx_len == sizeof s->rx) {
+            s->rx_len = 0;
+        }
+    }
+}
+
+static void write_hello(struct slot *s)
+{
+    tt__hello h;
+    memset(&h, 0, sizeof h);
+    h.protocol = next_byte() & 0x80 ? next_byte() : TT_PROTOCOL_VERSION;
+    uint8_t n = next_byte() % 8;
+    for (uint8_t i = 0; i < n; i++) {
+        h.agent[i] = (char)next_byte();
+    }
+    h.instance[0] = next_byte();
+    h.pid = next_byte();
+    tt__buf p, f;
+    tt__buf_init(&p, 1 << 12);
+    tt__buf_init(&f, 1 << 12);
+    if (tt__hello_encode(&h, &p) == 0 && tt__frame_append(&f, TT_FT_HELLO, p.data, p.len) == 0) {
+        peer_write(s, f.data, f.len);
+    }
+    tt__buf_fini(&p);
+    tt__buf_fini(&f);
+}
+
+/* A Batch of n one-log events from first_seq; instance byte 0 from the input. */
+static void write_batch(struct slot *s, int compressed)
+{
+    uint8_t inst[16] = {0};
+    inst[0] = next_byte();
+    uint64_t first = next_byte();
+    int n = next_byte() % 4;
+    uint8_t log[16], ev[32], buf[256], *q;
+    q = tt__pb_put_uint(log, 1, 9);
+    q = tt__pb_put_bytes(q, 2, "x", 1);
+    size_t ln = (size_t)(q - log);
+    q = tt__pb_put_sint(ev, 1, 0);
+    q = tt__pb_put_bytes(q, 3, log, ln);
+    size_t en = (size_t)(q - ev);
+    q = tt__pb_put_bytes(buf, 1, inst, 16);
+    q = tt__pb_put_uint(q, 2, first);
+    q = tt__pb_put_fixed64(q, 3, 1700000000000000000ull);
+    for (int i = 0; i < n; i++) {
+        q = tt__pb_put_bytes(q, 4, ev, en);
+    }
+    size_t len = (size_t)(q - buf);
+    uint8_t frame[512];
+    if (compressed) {
+        size_t z =
+            ZSTD_compress(frame + TT_FRAME_HDR_MAX, sizeof frame - TT_FRAME_HDR_MAX, buf, len, 1);
+        if (!ZSTD_isError(z)) {
+            size_t fl = tt__frame_finish(frame, TT_FT_BATCH, TT_FF_ZSTD, (uint32_t)len, z);
+            peer_write(s, frame, fl);
+        }
+        return;
+    }
+    tt__buf f;
+    tt__buf_init(&f, 1 << 12);
+    if (tt__frame_append(&f, TT_FT_BATCH, buf, len) == 0) {
+        peer_write(s, f.data, f.len);
+    }
+    tt__buf_fini(&f);
+}
+
+/* Any frame: type and payload from the input, a valid CRC. */
+static void write_frame(struct slot *s)
+{
+    uint8_t type = next_byte() % 8;
+    size_t n = next_byte();
+    n = n < H.left ? n : H.left;
+    tt__buf f;
+    tt__buf_init(&f, 1 << 12);
+    if (tt__frame_append(&f, type, H.p, n) == 0) {
+        peer_write(s, f.data, f.len);
+    }
+    H.p += n;
+    H.left -= n;
+    tt__buf_fini(&f);
+}
+
+static void write_raw(struct slot *s)
+{
+    size_t n = next_byte();
+    n = n < H.left ? n : H.left;
+    peer_write(s, H.p, n);
+    H.p += n;
+    H.left -= n;
+}
+
+/* The pipeline's answer for the oldest batch, as native_complete gives it. */
+static void complete_one(enum source_result r)
+{
+    if (!H.q_len) {
+        return;
+    }
+    struct owed w = H.q[H.q_head];
+    H.q_head = (H.q_head + 1) % MAX_QUEUE;
+    H.q_len--;
+    int ok = r == SOURCE_COMMITTED || r == SOURCE_DUPLICATE;
+    for (int i = 0; i < NCONN; i++) {
+        struct slot *s = &H.s[i];
+        if (s->c == w.c && !w.c->dead && s->n_done < MAX_QUEUE) {
+            s->done_no[s->n_done] = w.it->frame_no;
+            s->done_ok[s->n_done++] = (uint8_t)ok;
+        }
+    }
+    const char *reason = ok ? NULL : "store says no";
+    conn_complete(&H.ow, w.c, w.it->frame_no, r, reason);
+    if (w.c->reaped && w.c->pending == 0) {
+        w.c->next_dead = H.dead;
+        H.dead = w.c;
+    }
+    store_item_free(w.it);
+}
+
+static void complete_end(void)
+{
+    for (int i = 0; i < H.n_all; i++) {
+        conn_flush_acks(&H.ow, H.all[i]);
+    }
+}
+
+static int authorize(void *ctx, const tt__hello *h, char *agent, char *err, size_t errlen)
+{
+    (void)ctx;
+    if (h->agent[0] == 'x') {
+        snprintf(err, errlen, "agent x refused");
+        return -1;
+    }
+    if (h->agent[0] == 'r') {
+        snprintf(agent, 256, "renamed");
+    }
+    return 0;
+}
+
+/* What the loop promises between operations. */
+static void check(void)
+{
+    for (int i = 0; i < H.n_all; i++) {
+        struct conn *c = H.all[i];
+        uint64_t owed = 0;
+        for (size_t k = 0; k < H.q_len; k++) {
+            owed += H.q[(H.q_head + k) % MAX_QUEUE].c == c;
+        }
+        if (owed != c->pending || c->woff > c->wbuf.len) {
+            abort();
+        }
+    }
+}
+
+static void step(uint8_t op)
+{
+    struct slot *s = &H.s[next_byte() % NCONN];
+    switch (op % 16) {
+    case 0:
+        write_raw(s);
+        break;
+    case 1:
+        write_frame(s);
+        break;
+    case 2:
+        write_hello(s);
+        break;
+    case 3:
+        write_batch(s, 0);
+        break;
+    case 4:
+        write_batch(s, 1);
+        break;
+    case 5:
+    case 6:
+        if (s->c && !s->c->dead) {
+            conn_readable(&H.ow, s->c);
+        }
+        break;
+    case 7:
+        if (s->c && !s->c->dead) {
+            conn_writable(&H.ow, s->c);
+        }
+        break;
+    case 8:
+    case 9:
+        complete_one((enum source_result)(next_byte() % 5));
+        break;
+    case 10:
+        complete_end();
+        break;
+    case 11:
+        if (s->peer >= 0) {
+            shutdown(s->peer, SHUT_WR);
+        }
+        break;
+    case 12:
+        if (s->peer >= 0) {
+            close(s->peer); /* with unread data this is a reset for the collector */
+            s->peer = -1;
+        }
+        break;
+    case 13:
+        peer_drain(s);
+        break;
+    case 14:
+        if (s->c) {
+            conn_check_timeouts(&H.ow, s->c, tt__mono_ns() + next_byte() * 2000000000ull);
+        }
+        break;
+    default:
+        if (next_byte() & 1) {
+            H.ow.paused = !H.ow.paused;
+        } else {
+            open_slot((int)(s - H.s));
+        }
+        break;
+    }
+    reap();
+    check();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static ZSTD_DCtx *dctx;
+    if (!dctx) {
+        dctx = ZSTD_createDCtx();
+    }
+    memset(&H, 0, sizeof H);
+    H.o.max_frame = 1u << 16;
+    H.o.max_raw = 1u << 20;
+    H.o.max_events = 1024;
+    H.o.max_attrs = 64;
+    H.o.hello_timeout_ms = 10000;
+    H.o.idle_timeout_ms = 300000;
+    H.o.sync_level = SYNC_FULL;
+    H.ow.o = &H.o;
+    H.ow.dctx = dctx;
+    H.ow.hooks.authorize = authorize;
+    H.ow.watch = watch;
+    H.ow.submit = submit;
+    H.ow.died = died;
+    H.ow.drop_acks = size > 2 && data[0] == 0xda ? data[1] % 4 : 0;
+    for (int i = 0; i < NCONN; i++) {
+        H.s[i].peer = -1;
+    }
+    open_slot(0);
+    H.p = data;
+    H.left = size;
+    while (H.left) {
+        step(next_byte());
+    }
+    /* The end: every owed completion arrives, every connection closes, all is freed. */
+    while (H.q_len) {
+        complete_one(SOURCE_COMMITTED);
+    }
+    complete_end();
+    for (int i = 0; i < H.n_all; i++) {
+        conn_kill(&H.ow, H.all[i]);
+    }
+    reap();
+    for (int i = 0; i < NCONN; i++) {
+        if (H.s[i].peer >= 0) {
+            close(H.s[i].peer);
+        }
+    }
+    if (H.n_all) {
+        abort(); /* a record outlived its connection and its completions */
+    }
+    return 0;
+}

@@ -1,0 +1,319 @@
+/*
+ * test_store.c - the store seam (src/collector/store/store.h) on a real SQLite store in a
+ * temporary data directory: choice by URL, completions in submission order, the readers,
+ * alerts and their acknowledgement, the error classes, and the retention and rollup hooks
+ * that the SQLite store does not provide yet (-ENOTSUP, nothing changed).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "collector/store/store.h"
+#include "test.h"
+
+static struct store *open_store(void)
+{
+    struct store_config cfg = {NULL, tt_test_tmpdir(), SYNC_FULL};
+    struct store *s = NULL;
+    char err[512] = "";
+    int rc = store_open(&s, &cfg, err, sizeof err);
+    CHECK_MSG(rc == 0 && s, "store_open: %d %s", rc, err);
+    return s;
+}
+
+/* A heartbeat (a batch without events) from instance number k of agent. */
+static struct store_item *heartbeat(const char *agent, uint8_t k)
+{
+    struct store_item *it = calloc(1, sizeof *it);
+    CHECK(it);
+    snprintf(it->ident.agent, sizeof it->ident.agent, "%s", agent);
+    memset(it->ident.instance, k, sizeof it->ident.instance);
+    it->ident.pid = 1000u + k;
+    it->received_ns = 1;
+    return it;
+}
+
+/* Take n items back, waiting on the store's fd; returns them in the order they came. */
+static int take(struct store *s, struct store_item **got, int n)
+{
+    int have = 0;
+    for (int tries = 0; have < n && tries < 200; tries++) {
+        struct pollfd p = {store_done_fd(s), POLLIN, 0};
+        poll(&p, 1, 50);
+        for (struct store_item *it = store_take_done(s), *next; it; it = next) {
+            next = it->next;
+            CHECK(have < n);
+            got[have++] = it;
+        }
+    }
+    return have;
+}
+
+TEST(store_open_picks_sqlite_by_default_and_refuses_unknown_schemes)
+{
+    struct store *s = open_store();
+    char line[1024];
+    store_describe(s, line, sizeof line);
+    CHECK_MSG(strstr(line, "telltale.db") && strstr(line, "sync=full") &&
+                  strstr(line, "power failure"),
+              "%s", line);
+    store_close(s);
+    struct stat st;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/telltale.db", tt_test_tmpdir());
+    CHECK(stat(path, &st) == 0);
+
+    const char *bad[] = {"postgres://db.example/telltale", "mysql", "sqlite:/elsewhere.db",
+                         "sqlitex"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct store_config cfg = {bad[i], tt_test_tmpdir(), SYNC_FULL};
+        char err[512] = "";
+        s = (struct store *)1;
+        CHECK(store_open(&s, &cfg, err, sizeof err) < 0);
+        CHECK(s == NULL);
+        CHECK_MSG(strstr(err, "sqlite") != NULL, "%s: %s", bad[i], err);
+    }
+}
+
+TEST(store_items_come_back_once_each_in_submission_order)
+{
+    struct store *s = open_store();
+    CHECK_OK(store_start(s));
+    enum { N = 40 };
+    struct store_item *sent[N], *got[N];
+    for (int i = 0; i < N; i++) {
+        sent[i] = heartbeat(i % 2 ? "beta" : "alpha", (uint8_t)(1 + i % 5));
+        sent[i]->frame_no = (uint64_t)i;
+        store_submit(s, sent[i]);
+    }
+    CHECK_EQ(take(s, got, N), N);
+    for (int i = 0; i < N; i++) {
+        CHECK(got[i] == sent[i]);
+        CHECK_EQ(got[i]->result, STORE_OK);
+    }
+    CHECK_EQ(store_pending_bytes(s), 0);
+    char why[256] = "x";
+    CHECK_EQ(store_failure(s, why, sizeof why), 0);
+    CHECK_STR(why, "");
+    for (int i = 0; i < N; i++) {
+        store_item_free(got[i]);
+    }
+    store_close(s);
+}
+
+struct agents_seen {
+    int n;
+    char names[4][32];
+    int64_t instances[4];
+};
+
+static int agent_seen(void *ctx, const struct store_agent *a)
+{
+    struct agents_seen *w = ctx;
+    if (w->n < 4) {
+        snprintf(w->names[w->n], sizeof w->names[0], "%s", a->name);
+        w->instances[w->n] = a->instances;
+    }
+    w->n++;
+    return 0;
+}
+
+TEST(store_readers_list_what_was_committed)
+{
+    struct store *s = open_store();
+    CHECK_OK(store_start(s));
+    struct store_item *got[3];
+    store_submit(s, heartbeat("beta", 1));
+    store_submit(s, heartbeat("alpha", 2));
+    store_submit(s, heartbeat("alpha", 3));
+    CHECK_EQ(take(s, got, 3), 3);
+    for (int i = 0; i < 3; i++) {
+        store_item_free(got[i]);
+    }
+    struct store_read *rd;
+    CHECK_OK(store_read_open(s, &rd));
+    struct agents_seen w = {0};
+    CHECK_EQ(store_agents(rd, NULL, agent_seen, &w), 2);
+    CHECK_EQ(w.n, 2);
+    CHECK_STR(w.names[0], "alpha"); /* by name */
+    CHECK_EQ(w.instances[0], 2);
+    CHECK_STR(w.names[1], "beta");
+    memset(&w, 0, sizeof w);
+    CHECK_EQ(store_agents(rd, "beta", agent_seen, &w), 1);
+    CHECK_EQ(w.instances[0], 1);
+    CHECK_EQ(store_agents(rd, "gamma", agent_seen, &w), 0);
+    store_read_close(rd);
+
+    struct store_filter f;
+    store_filter_init(&f);
+    char err[256];
+    CHECK_EQ(store_events_count(s, &f, err, sizeof err), 0); /* heartbeats hold no events */
+    store_close(s);
+}
+
+struct alert_seen {
+    int n;
+    int64_t id, acked;
+    char agent[32], session[32];
+};
+
+static int alert_seen(void *ctx, const struct store_alert *a)
+{
+    struct alert_seen *w = ctx;
+    w->n++;
+    w->id = a->id;
+    w->acked = a->acked_ns;
+    snprintf(w->agent, sizeof w->agent, "%s", a->agent);
+    snprintf(w->session, sizeof w->session, "%s", a->session);
+    return 0;
+}
+
+TEST(store_alert_ack_keeps_the_first_acknowledgement)
+{
+    struct store *s = open_store();
+    struct store_alert al = {.time_ns = 5,
+                             .agent = "alpha",
+                             .detector = "conf",
+                             .type = "drift",
+                             .severity = "warning",
+                             .message = "confidence fell",
+                             .session = "",
+                             .value = 0.25,
+                             .threshold = 0.5};
+    int64_t id1 = 0, id2 = 0;
+    CHECK_OK(store_alert_add(s, &al, &id1));
+    al.session = "s1";
+    CHECK_OK(store_alert_add(s, &al, &id2));
+    CHECK(id1 > 0 && id2 > id1);
+
+    struct alert_seen w = {0};
+    CHECK_OK(store_alert_ack(s, id1, 1000, alert_seen, &w));
+    CHECK_EQ(w.n, 1);
+    CHECK_EQ(w.id, id1);
+    CHECK_EQ(w.acked, 1000);
+    CHECK_STR(w.session, ""); /* none stored: "" in rows */
+    CHECK_OK(store_alert_ack(s, id1, 2000, alert_seen, &w));
+    CHECK_EQ(w.acked, 1000);
+    CHECK_EQ(store_alert_ack(s, id2 + 100, 3000, alert_seen, &w), -ENOENT);
+
+    struct store_read *rd;
+    CHECK_OK(store_read_open(s, &rd));
+    struct store_alert_filter open_only = {NULL, STORE_ALERTS_OPEN, INT64_MAX, 10};
+    memset(&w, 0, sizeof w);
+    CHECK_EQ(store_alerts(rd, &open_only, alert_seen, &w), 1);
+    CHECK_EQ(w.id, id2);
+    CHECK_STR(w.session, "s1");
+    struct store_alert_filter all = {"alpha", STORE_ALERTS_ALL, INT64_MAX, 10};
+    memset(&w, 0, sizeof w);
+    CHECK_EQ(store_alerts(rd, &all, alert_seen, &w), 2);
+    CHECK_EQ(w.id, id1); /* newest first: the last row is the oldest */
+    store_read_close(rd);
+    store_close(s);
+}
+
+static int rollup_seen(void *ctx, const struct store_rollup *row)
+{
+    (void)row;
+    ++*(int *)ctx;
+    return 0;
+}
+
+TEST(store_sqlite_retention_and_rollups_say_not_supported_and_change_nothing)
+{
+    struct store *s = open_store();
+    struct store_alert al = {.time_ns = 1,
+                             .agent = "alpha",
+                             .detector = "d",
+                             .type = "t",
+                             .severity = "info",
+                             .message = "m"};
+    int64_t id;
+    CHECK_OK(store_alert_add(s, &al, &id));
+
+    struct store_retention policy = {.max_age_ns = 1, .max_bytes = 1};
+    struct store_retention_report rep;
+    memset(&rep, 0xff, sizeof rep);
+    CHECK_EQ(store_retention_run(s, &policy, INT64_MAX, &rep), -ENOTSUP);
+    CHECK_EQ_U64(rep.batches, 0);
+    CHECK_EQ_U64(rep.bytes, 0);
+
+    struct store_read *rd;
+    CHECK_OK(store_read_open(s, &rd));
+    struct store_rollup_query q = {NULL, 0, INT64_MAX, 60};
+    int rows = 0;
+    CHECK_EQ(store_rollups(rd, &q, rollup_seen, &rows), -ENOTSUP);
+    CHECK_EQ(rows, 0);
+    struct alert_seen w = {0};
+    struct store_alert_filter all = {NULL, STORE_ALERTS_ALL, INT64_MAX, 10};
+    CHECK_EQ(store_alerts(rd, &all, alert_seen, &w), 1); /* nothing pruned */
+    store_read_close(rd);
+    store_close(s);
+}
+
+TEST(store_error_classes_split_transient_from_fatal)
+{
+    CHECK_EQ(store_error_class(0), STORE_ERR_NONE);
+    CHECK_EQ(store_error_class(-EBUSY), STORE_ERR_TRANSIENT);
+    CHECK_EQ(store_error_class(-EAGAIN), STORE_ERR_TRANSIENT);
+    CHECK_EQ(store_error_class(-ENOSPC), STORE_ERR_TRANSIENT);
+    CHECK_EQ(store_error_class(-EIO), STORE_ERR_FATAL);
+    CHECK_EQ(store_error_class(-EINVAL), STORE_ERR_FATAL);
+}
+
+/* Another writer holds the database (the test's own connection): the commit times out busy,
+ * a transient error: the item comes back STORE_RETRY, the store is not marked failed, and the
+ * same batch commits once the lock is gone. */
+TEST_T(store_busy_database_is_a_transient_error_and_the_retry_commits, 120)
+{
+    struct store *s = open_store();
+    CHECK_OK(store_start(s));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/telltale.db", tt_test_tmpdir());
+    sqlite3 *other = NULL;
+    CHECK(sqlite3_open_v2(path, &other, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK);
+    CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+    struct store_item *got[1];
+    store_submit(s, heartbeat("alpha", 1));
+    int n = 0;
+    for (int tries = 0; n == 0 && tries < 400; tries++) { /* the busy timeout is 5 s */
+        n = take(s, got, 1);
+    }
+    CHECK_EQ(n, 1);
+    CHECK_EQ(got[0]->result, STORE_RETRY);
+    char why[256];
+    CHECK_EQ(store_failure(s, why, sizeof why), 0);
+    CHECK(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(other);
+    store_submit(s, got[0]);
+    CHECK_EQ(take(s, got, 1), 1);
+    CHECK_EQ(got[0]->result, STORE_OK);
+    store_item_free(got[0]);
+    store_close(s);
+}
+
+TEST(serve_refuses_an_unknown_store_at_startup)
+{
+    const char *bin = getenv("TT_BIN");
+    CHECK(bin);
+    char cmd[8192], out[4096];
+    snprintf(out, sizeof out, "%s/stderr", tt_test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "'%s' serve --data '%s/d' --no-http --listen unix:'%s/s.sock' "
+             "--store postgres://127.0.0.1/x 2>'%s' >/dev/null",
+             bin, tt_test_tmpdir(), tt_test_tmpdir(), out);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st));
+    CHECK_EQ(WEXITSTATUS(st), 1);
+    FILE *f = fopen(out, "r");
+    CHECK(f);
+    char line[1024] = "";
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = 0;
+    CHECK_MSG(strstr(line, "unknown store") && strstr(line, "sqlite"), "%s", line);
+}
