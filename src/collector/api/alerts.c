@@ -55,10 +55,14 @@ static enum MHD_Result list(const struct http_req *r, const char *array_name)
     }
     struct store_alert_filter f = {
         .agent = http_param(r, "agent"),
-        .state = !state || !strcmp(state, "all") ? 0 : !strcmp(state, "open") ? 1 : 2,
+        .state = !state || !strcmp(state, "all") ? 0
+                 : !strcmp(state, "open")        ? 1
+                                                 : 2,
         .before = (int64_t)before,
         .limit = limit,
-        .status = !status || !strcmp(status, "all") ? 0 : !strcmp(status, "firing") ? 1 : 2,
+        .status = !status || !strcmp(status, "all") ? 0
+                  : !strcmp(status, "firing")       ? 1
+                                                    : 2,
     };
     struct store_read *rd;
     if (store_read_open(r->ctx->store, &rd) != 0) {

@@ -47,8 +47,8 @@ static int has_column(sqlite3 *db, const char *name)
 {
     sqlite3_stmt *st = NULL;
     int found = 0;
-    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('alerts') WHERE name = ?1", -1,
-                           &st, NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('alerts') WHERE name = ?1", -1, &st,
+                           NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
         found = sqlite3_step(st) == SQLITE_ROW;
     }

@@ -273,7 +273,7 @@ struct store_alert {
     const char *agent, *detector, *type, *severity, *message;
     const char *session; /* "" or NULL: none */
     double value, threshold;
-    int64_t acked_ns; /* 0: open */
+    int64_t acked_ns;       /* 0: open */
     const char *key, *unit; /* the condition's key, the value's unit ("" or NULL: none) */
     int resolved;           /* status: 0 firing, 1 resolved */
     int64_t last_ns, resolved_ns;
@@ -288,8 +288,8 @@ struct store_alert_filter {
     int state;         /* enum store_alert_state */
     int64_t before;    /* ids below this */
     uint64_t limit;
-    int status;        /* 0 any, 1 firing, 2 resolved */
-    int64_t id;        /* 0: any; else only this incident */
+    int status; /* 0 any, 1 firing, 2 resolved */
+    int64_t id; /* 0: any; else only this incident */
 };
 typedef int (*store_alert_fn)(void *ctx, const struct store_alert *a);
 /* Alerts newest first (by id). Text fields are never NULL in rows ("" when absent). */
