@@ -194,9 +194,10 @@ TT_API int tt_log(tt_client *c, const char *session, tt_severity severity, const
                   const tt_attr *attrs, size_t nattrs);
 
 typedef enum tt_metric_kind {
-    TT_COUNTER = 1,  /* a delta to add */
-    TT_GAUGE = 2,    /* a current value */
-    TT_HISTOGRAM = 3 /* one sample of a distribution */
+    TT_COUNTER = 1,   /* a delta to add */
+    TT_GAUGE = 2,     /* a current value */
+    TT_HISTOGRAM = 3, /* one sample of a distribution */
+    TT_SCORE = 4      /* a named score of one response (see tt_score). Since 0.2. */
 } tt_metric_kind;
 
 /* A metric sample. unit may be NULL ("1"). Since 0.1. */
@@ -378,6 +379,16 @@ typedef struct tt_response_summary {
     char reason[128];   /* why, for FLAG/HALT ("operator halt", "token p=0.02 < 0.05", ...) */
 } tt_response_summary;
 
+/* A named score of one response, from whoever judged it: a provider's confidence, an
+ * evaluator's or an LLM judge's score, a reward model's reward, in the scorer's own scale.
+ * response_id is tt_response_id() of the response (0: not tied to one). The collector's
+ * detectors watch it as the signal "score:NAME" (docs/detectors.md). On the wire it is a
+ * Metric event of kind TT_SCORE whose first attribute, response_id, is the id in 16 hex digits
+ * ("" for none), so older collectors store it as a metric. Same rules and errors as tt_metric (at most 63 attrs). Thread-safe; never blocks.
+ * Since 0.2. */
+TT_API int tt_score(tt_client *c, const char *session, uint64_t response_id, const char *name,
+                    double value, const tt_attr *attrs, size_t nattrs);
+
 /* Begin a response in a session (NULL: none) of a model, with its sampling parameters. Emits
  * a response_begin event. The guard policy in force now applies to the whole response. Errors:
  * TT_EINVAL (NULL client or out, a string longer than 255 bytes), TT_ENOMEM, TT_ESHUTDOWN.
@@ -396,6 +407,9 @@ TT_API int tt_response_token(tt_response *r, const void *logits, size_t n, size_
 TT_API int tt_response_token_logprobs(tt_response *r, int32_t chosen, float chosen_logprob,
                                       const int32_t *top_ids, const float *top_logprobs, size_t k,
                                       tt_verdict *verdict, tt_token_stats *stats);
+/* The response's id (unique within the client instance), for tt_score and for the collector's
+ * /api/v1/responses/{id} (16 hex digits). 0 for NULL. Since 0.2. */
+TT_API uint64_t tt_response_id(const tt_response *r);
 /* End the response: emits the summary record and frees r. summary may be NULL. Returns 0 or
  * TT_EINVAL (NULL r). Since 0.1. */
 TT_API int tt_response_end(tt_response *r, tt_response_summary *summary);

@@ -10,5 +10,5 @@ BENCH_LDLIBS := $(BIN_LDLIBS) -lm
 
 $(BENCH_DIR)/%: bench/%.c $(LIB_A) $(COLLECTOR_OBJ) | $(DEPS_BENCH)
 	@mkdir -p $(@D)
-	$(CC) $(BENCH_CFLAGS) -o $@ $< $(COLLECTOR_OBJ) $(LIB_A) $(BENCH_LDLIBS)
+	$(CC) $(BENCH_CFLAGS) -Itests/support -o $@ $< $(COLLECTOR_OBJ) $(LIB_A) $(BENCH_LDLIBS)
 

@@ -9,3 +9,8 @@ BENCH_CMDS += $(BENCH_DIR)/detect_cost
 # alert on the live stream, and false alarms per 100,000 in-control responses.
 BENCH_BINS += $(BENCH_DIR)/detect
 BENCH_CMDS += $(BENCH_DIR)/detect
+
+# The public change-case suite (bench/change_cases.c, tests/support/change_cases.h): the table
+# of docs/detectors.md, spliced in by scripts/gen-change-table.
+BENCH_BINS += $(BENCH_DIR)/change_cases
+BENCH_CMDS += $(BENCH_DIR)/change_cases

@@ -470,6 +470,28 @@ class Client(_core.ClientCore):
 
     # -- events --
 
+    def score(self, name, value, response=None, *, session=None, **attrs):
+        """A named score of one response from whoever judged it: a provider's confidence, an
+        evaluator's or LLM judge's score, a reward. response: a Response (its id is read while
+        it is open, or kept after), or the response id as an int or 16 hex digits; None ties it
+        to no response. The collector's detectors watch it as the signal "score:NAME". Returns
+        0 or a negative code, as log()."""
+        if _lib.score is None:
+            raise Error(_lib.EINVAL, "score: the library predates tt_score")
+        if isinstance(response, Response):
+            rid = response.id
+        elif isinstance(response, str):
+            rid = int(response, 16)
+        else:
+            rid = int(response or 0)
+        if session is None and isinstance(response, Response):
+            session = response.session
+        s = _enc(self.session if session is None else session)
+        if attrs:
+            arr, n, keep = _ctypes_core.attrs(attrs)
+            return _lib.score(self._h, s, rid, name.encode(), float(value), arr, n)
+        return _lib.score(self._h, s, rid, name.encode(), float(value), None, 0)
+
     @property
     def current_step(self):
         """The innermost open step of this context, or None."""
@@ -597,7 +619,7 @@ class Response(_core.ResponseCore):
     r.token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None) are the
     core's hot calls; each returns the Verdict."""
 
-    __slots__ = ("_c", "session", "model", "params", "summary", "_ended")
+    __slots__ = ("_c", "session", "model", "params", "summary", "_ended", "id")
 
     def __init__(self, client, session, model, raise_on_halt, params):
         super().__init__()
@@ -609,6 +631,7 @@ class Response(_core.ResponseCore):
         self.params = params
         self.summary = None
         self._ended = False
+        self.id = 0  # the response's id once begun (Client.score, /api/v1/responses/{id})
 
     def __enter__(self):
         h = self._c._h
@@ -623,6 +646,8 @@ class Response(_core.ResponseCore):
         if rc or not r.value:
             raise Error(rc or _lib.EINVAL, "response")
         self._r = r.value
+        if _lib.response_id is not None:
+            self.id = _lib.response_id(self._r)
         return self
 
     def _rejected(self, rc):

@@ -164,3 +164,7 @@ guard_policy_set = _bind(fast, "tt_guard_policy_set", I, [P, ctypes.POINTER(Guar
 guard_policy_get = _bind(fast, "tt_guard_policy_get", I, [P, ctypes.POINTER(GuardPolicy)],
                          required=False)
 HAVE_RESPONSES = response_begin is not None and response_end is not None
+# Scores of responses (since 0.2); optional like the response API.
+score = _bind(fast, "tt_score", I, [P, S, ctypes.c_uint64, S, ctypes.c_double, PTR_ATTR, SZ],
+              required=False)
+response_id = _bind(fast, "tt_response_id", ctypes.c_uint64, [P], required=False)

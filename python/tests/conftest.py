@@ -28,7 +28,7 @@ MULT = float(os.environ.get("TT_TEST_TIMEOUT_MULT", "1") or 1)
 
 
 class Collector:
-    def __init__(self, tmp, sockdir):
+    def __init__(self, tmp, sockdir, extra=()):
         self.dir = str(tmp)
         self.sock = os.path.join(sockdir, "tt.sock")
         self.endpoint = "unix:" + self.sock
@@ -36,7 +36,8 @@ class Collector:
         self.log = open(os.path.join(self.dir, "serve.log"), "wb")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--data", os.path.join(self.dir, "data"), "--listen", self.endpoint,
-             "--http", "127.0.0.1:0", "--ready-file", ready], stdout=self.log, stderr=self.log)
+             "--http", "127.0.0.1:0", "--ready-file", ready] + list(extra), stdout=self.log,
+            stderr=self.log)
         deadline = time.monotonic() + 10 * MULT
         while not os.path.exists(ready):
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -4,6 +4,7 @@
  * step_begin line and its step_end line; the library measures the latency between them). A
  * bad line is reported with its number and skipped; every good line is still delivered.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -27,9 +28,13 @@ static const char usage[] =
     "  "
     "{\"kind\":\"metric\",\"name\":\"latency\",\"value\":1.5,\"unit\":\"ms\",\"metric_kind\":"
     "\"gauge\"}\n"
-    "Both take optional \"session\":\"...\" and \"attrs\":{\"key\":value,...} (string, integer,\n"
+    "  {\"kind\":\"score\",\"name\":\"judge\",\"value\":4,\"response\":\"0123456789abcdef\"}\n"
+    "All three take optional \"session\":\"...\" and \"attrs\":{\"key\":value,...} (string, "
+    "integer,\n"
     "number or boolean values). severity: trace, debug, info (default), warn, error, fatal.\n"
-    "metric_kind: counter, gauge (default) or histogram.\n"
+    "metric_kind: counter, gauge (default) or histogram. A score is one response's named score\n"
+    "(a judge's, an evaluator's, a reward); response: its id as /api/v1/responses shows it\n"
+    "(16 hex digits), optional.\n"
     "\n"
     "A step (a tool call, an API call, ...) is two lines; its latency is the time between\n"
     "emit reading the one and the other (keep emit running while the step runs):\n"
@@ -311,6 +316,33 @@ static const char *emit_step_end(tt_client *c, struct steps *st, json_t *o)
     return rc ? tt_strerror(rc) : NULL;
 }
 
+static const char *emit_score(tt_client *c, json_t *o, const char *session, tt_attr *attrs,
+                              size_t na)
+{
+    const char *name, *resp, *err;
+    if ((err = opt_string(o, "name", &name)) || (err = opt_string(o, "response", &resp))) {
+        return err;
+    }
+    json_t *v = json_object_get(o, "value");
+    if (!name || !v || !json_is_number(v)) {
+        return "a score needs \"name\" and a numeric \"value\"";
+    }
+    uint64_t id = 0;
+    if (resp) {
+        char *end;
+        errno = 0;
+        id = strtoull(resp, &end, 16);
+        if (!*resp || *end || errno || strlen(resp) > 16) {
+            return "\"response\" must be a response id of up to 16 hex digits";
+        }
+    }
+    if (na >= MAX_ATTRS) {
+        return "a score takes at most 63 attrs";
+    }
+    int rc = RETRY_FULL(tt_score(c, session, id, name, json_number_value(v), attrs, na));
+    return rc ? tt_strerror(rc) : NULL;
+}
+
 static const char *emit_line(tt_client *c, struct steps *st, const char *line, size_t len,
                              long lineno)
 {
@@ -330,20 +362,23 @@ static const char *emit_line(tt_client *c, struct steps *st, const char *line, s
                !(err = opt_string(o, "session", &session)) && !(err = get_attrs(o, attrs, &na))) {
         int is_step = kind && (!strcmp(kind, "step_begin") || !strcmp(kind, "step_end"));
         if (!kind) {
-            err = "missing \"kind\" (log, metric, step_begin or step_end)";
+            err = "missing \"kind\" (log, metric, score, step_begin or step_end)";
         } else if (is_step && na) {
             err = "steps take no \"attrs\"";
         } else if (!strcmp(kind, "log")) {
             err = emit_log(c, o, session, attrs, na);
         } else if (!strcmp(kind, "metric")) {
             err = emit_metric(c, o, session, attrs, na);
+        } else if (!strcmp(kind, "score")) {
+            err = emit_score(c, o, session, attrs, na);
         } else if (!strcmp(kind, "step_begin")) {
             err = emit_step_begin(c, st, o, session, lineno);
         } else if (!strcmp(kind, "step_end")) {
             err = emit_step_end(c, st, o);
         } else {
             snprintf(msg, sizeof msg,
-                     "unknown kind \"%.60s\" (expected log, metric, step_begin or step_end)", kind);
+                     "unknown kind \"%.60s\" (expected log, metric, score, step_begin or step_end)",
+                     kind);
             err = msg;
         }
     }

@@ -1,8 +1,9 @@
 /*
  * cmd_top.c - `telltale top`: a terminal view of the live agents, refreshed every second from
- * the collector's HTTP API (GET /api/v1/agents and GET /api/v1/alerts?state=open): events and
- * responses per second, confidence, loss, open alerts, how near the nearest drift detector is
- * to its threshold, and the newest open alerts. Agent names
+ * the collector's HTTP API (GET /api/v1/agents and GET /api/v1/incidents?state=open): events
+ * and responses per second, confidence, loss, open alerts, how near the nearest drift detector
+ * is to its threshold, and the newest incidents not acknowledged (FIRING or resolved, with
+ * their detector, key, repeats and how long they lasted). Agent names
  * and alert messages come from telemetry, so control characters are replaced before printing.
  * NO_COLOR (or output that is not a terminal) turns colour off; the columns shrink to the
  * terminal's width.
@@ -177,13 +178,27 @@ static void alert_rows(const struct top *t, json_t *alerts)
             printf("... %zu more open alerts\n", json_array_size(alerts) - TOP_ALERTS);
             break;
         }
-        char text[1024], line[1200] = "";
+        char text[1400], line[1600] = "", key[160] = "", span[64] = "";
         json_t *agent = json_object_get(al, "agent"), *msg = json_object_get(al, "message");
         json_t *sev = json_object_get(al, "severity"), *det = json_object_get(al, "detector");
-        snprintf(text, sizeof text, "#%lld %s %s %s: %s", (long long)num(al, "id"),
-                 json_is_string(sev) ? json_string_value(sev) : "?",
+        json_t *status = json_object_get(al, "status"), *k = json_object_get(al, "key");
+        int firing = json_is_string(status) && !strcmp(json_string_value(status), "firing");
+        if (json_is_string(k) && json_string_length(k)) {
+            snprintf(key, sizeof key, "[%s]", json_string_value(k));
+        }
+        /* How long it has lasted (firing) or lasted (resolved), from its first and last time. */
+        double first = num(al, "time_unix_ns"),
+               until = firing ? (double)time(NULL) * 1e9 : num(al, "resolved_unix_ns");
+        double secs = (until - first) / 1e9;
+        if (isfinite(secs) && secs >= 0) {
+            snprintf(span, sizeof span, secs < 120 ? " %.0fs" : " %.0fm",
+                     secs < 120 ? secs : secs / 60);
+        }
+        snprintf(text, sizeof text, "#%lld %s %s %s %s%s x%.0f%s: %s", (long long)num(al, "id"),
+                 firing ? "FIRING" : "resolved", json_is_string(sev) ? json_string_value(sev) : "?",
                  json_is_string(agent) ? json_string_value(agent) : "?",
-                 json_is_string(det) ? json_string_value(det) : "?",
+                 json_is_string(det) ? json_string_value(det) : "?", key,
+                 isnan(num(al, "count")) ? 1.0 : num(al, "count"), span,
                  json_is_string(msg) ? json_string_value(msg) : "");
         cli_sanitize(text);
         put(line, sizeof line, (size_t)t->width, text);
@@ -219,7 +234,7 @@ static int draw(const struct top *t)
     long st1, st2;
     json_t *agents = get_json(t, "/api/v1/agents", NULL, &st1, err, sizeof err);
     json_t *alerts =
-        agents ? get_json(t, "/api/v1/alerts", "state=open&limit=100", &st2, err, sizeof err)
+        agents ? get_json(t, "/api/v1/incidents", "state=open&limit=100", &st2, err, sizeof err)
                : NULL;
     if (!agents || !alerts) {
         fprintf(stderr, "telltale top: %s\n", err[0] ? err : "unreadable answer");
@@ -227,7 +242,7 @@ static int draw(const struct top *t)
         json_decref(alerts);
         return st1 < 0 ? EXIT_UNREACHABLE : EXIT_FAIL;
     }
-    json_t *list = json_object_get(agents, "agents"), *al = json_object_get(alerts, "alerts");
+    json_t *list = json_object_get(agents, "agents"), *al = json_object_get(alerts, "incidents");
     int wide = t->width >= 60;
     /* Numbers take 8+1+8+1+... columns; the name gets what is left, 8 to 32. */
     int name_w = t->width - (wide ? 8 + 7 : 0) - 9 - 7 - 8 - 7;
@@ -240,7 +255,9 @@ static int draw(const struct top *t)
         agent_row(t, a, name_w, wide);
     }
     if (json_array_size(al)) {
-        printf("\nOPEN ALERTS\n");
+        char line[256] = "";
+        put(line, sizeof line, (size_t)t->width, "OPEN ALERTS: incidents not acknowledged");
+        printf("\n%s\n", line);
         alert_rows(t, al);
     }
     json_decref(agents);

@@ -423,7 +423,7 @@ static __attribute__((noinline)) int metric_exact(tt_client *c, const char *sess
 TT_API int tt_metric(tt_client *c, const char *session, tt_metric_kind kind, const char *name,
                      double value, const char *unit, const tt_attr *attrs, size_t nattrs)
 {
-    if (TT_UNLIKELY(!c || !name || kind < TT_COUNTER || kind > TT_HISTOGRAM || nattrs > MAX_ATTRS ||
+    if (TT_UNLIKELY(!c || !name || kind < TT_COUNTER || kind > TT_SCORE || nattrs > MAX_ATTRS ||
                     (nattrs && !attrs))) {
         return TT_EINVAL;
     }

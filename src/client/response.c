@@ -706,6 +706,11 @@ TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *sessio
     return 0;
 }
 
+TT_API uint64_t tt_response_id(const tt_response *r)
+{
+    return r ? r->id : 0;
+}
+
 TT_API int tt_response_end(tt_response *r, tt_response_summary *summary)
 {
     if (!r) {

@@ -280,7 +280,7 @@ TEST(operator_session_shows_execution_path_as_tree)
     /* The default drift detectors show how far each is from an alert. */
     const char *det = strstr(body, "\"detector\":\"confidence_drift\"");
     CHECK_MSG(det != NULL, "%s", body);
-    CHECK(strstr(det, "\"threshold\":12,") != NULL);
+    CHECK(strstr(det, "\"threshold\":25,") != NULL); /* DRIFT_CUSUM_DEFAULTS h */
     CHECK(strstr(det, "\"samples\":2}") != NULL);
     CHECK(strstr(body, "\"detector\":\"latency_drift\"") != NULL);
     free(body);

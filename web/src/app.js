@@ -105,15 +105,31 @@ export function alertFrom(m) {
     severity: m.severity || '',
     message: m.message || m.reason || m.summary || m.metric || '',
     timeMs: isFinite(timeMs) ? timeMs : Date.now(),
+    // An incident's latest repeat (its updates keep the id): markers follow it.
+    lastMs: m.last_unix_ns !== undefined ? Number(m.last_unix_ns) / 1e6 : undefined,
     acked: !!(m.state === 'acked' || m.acked || m.acknowledged || m.acked_unix_ns),
     raw: m,
   };
 }
 
+function markAlert(agentName, ms) {
+  const a = agent(agentName);
+  a.alertTimes.push(ms / 1000);
+  if (a.alertTimes.length > 100) a.alertTimes.shift();
+}
+
 export function addAlert(al) {
   if (state.alertIds.has(al.id)) {
+    // The same incident again (updated, resolved, reopened): keep one row, mark its repeat.
     const old = state.alerts.find((x) => x.id === al.id);
-    if (old) old.acked = old.acked || al.acked;
+    if (old) {
+      old.acked = old.acked || al.acked;
+      if (al.agent && al.lastMs && al.lastMs > (old.lastMs || old.timeMs)) {
+        markAlert(al.agent, al.lastMs);
+        old.lastMs = al.lastMs;
+        old.message = al.message || old.message;
+      }
+    }
     return;
   }
   state.alertIds.add(al.id);
@@ -121,8 +137,8 @@ export function addAlert(al) {
   if (state.alerts.length > 500) state.alerts.length = 500;
   if (al.agent) {
     const a = agent(al.agent);
-    a.alertTimes.push(al.timeMs / 1000);
-    if (a.alertTimes.length > 100) a.alertTimes.shift();
+    markAlert(al.agent, al.timeMs);
+    if (al.lastMs && al.lastMs > al.timeMs) markAlert(al.agent, al.lastMs);
     if (!a.lastAlert || a.lastAlert.timeMs <= al.timeMs) a.lastAlert = al;
   }
 }

@@ -4,7 +4,9 @@
  * INVARIANTS
  * - alerts_raise only appends to a bounded queue under alerts.lock and signals: it never does
  *   I/O, so the ingest thread and the monitor's timer never wait for SQLite or the network.
- * - An alert is streamed only after it is stored, so the id a subscriber sees can be acked.
+ * - An incident event is streamed only after it is stored, so the id a subscriber sees can be
+ *   acked. Every event of an incident (firing, updated, resolved) is one queued struct alert;
+ *   the row is inserted by the first and updated by the others (store_alert_put).
  * - The webhook queue is bounded too; a delivery that fails after its retries is counted and
  *   dropped. Shutdown ends retries early but still tries each queued delivery once.
  */
@@ -31,10 +33,12 @@ struct hook_job {
 };
 
 struct alerts {
-    struct store *store; /* where alerts are kept (not owned) */
+    struct store *store;     /* where incidents are kept (not owned) */
+    _Atomic int64_t next_id; /* the last incident id handed out */
     struct hub *hub;
     struct webhook_cfg hooks[MON_HOOKS_MAX];
     int n_hooks;
+    char generator_url[512];  /* this collector's base URL for Alertmanager's generatorURL */
     pthread_mutex_t lock;     /* guards everything below */
     pthread_cond_t cond;      /* alerts queued, or stopping */
     pthread_cond_t hook_cond; /* webhook jobs queued, or stopping */
@@ -49,10 +53,59 @@ struct alerts {
     _Atomic uint64_t wh_sent, wh_failed, wh_retries, wh_dropped;
 };
 
-void alert_json(tt__json *j, const struct alert *al, int64_t acked_ns)
+/* One path segment, percent-encoded but for unreserved characters. */
+static void path_segment(char *out, size_t cap, const char *s)
 {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (; *s && n + 4 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~') {
+            out[n++] = (char)c;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        }
+    }
+    out[n] = 0;
+}
+
+static const char *const event_names[] = {"firing", "updated", "resolved"};
+
+/* Links to the incident, the agent, the session and an example response (API paths). */
+static void links_json(tt__json *j, const struct alert *al)
+{
+    char seg[800], path[900];
+    tt__json_key(j, "links");
+    tt__json_obj_begin(j);
+    snprintf(path, sizeof path, "/api/v1/incidents/%lld", (long long)al->id);
+    tt__json_kv_cstr(j, "incident", path);
+    path_segment(seg, sizeof seg, al->agent);
+    snprintf(path, sizeof path, "/api/v1/agents/%s", seg);
+    tt__json_kv_cstr(j, "agent", path);
+    if (al->session[0]) {
+        path_segment(seg, sizeof seg, al->session);
+        snprintf(path, sizeof path, "/api/v1/sessions/%s", seg);
+        tt__json_kv_cstr(j, "session", path);
+    }
+    if (al->example_id && al->example_is_response) {
+        snprintf(path, sizeof path, "/api/v1/responses/%016llx",
+                 (unsigned long long)al->example_id);
+        tt__json_kv_cstr(j, "response", path);
+    }
+    tt__json_obj_end(j);
+}
+
+void alert_json(tt__json *j, const struct alert *al, int64_t acked_ns, int with_event)
+{
+    int resolved = al->event == INC_RESOLVED || al->resolved_ns;
     tt__json_obj_begin(j);
     tt__json_kv_cstr(j, "kind", "alert");
+    if (with_event) {
+        tt__json_kv_cstr(j, "event", event_names[al->event]);
+    }
     tt__json_kv_i64(j, "id", al->id);
     tt__json_kv_i64(j, "time_unix_ns", al->time_ns);
     tt__json_kv_cstr(j, "agent", al->agent);
@@ -65,11 +118,77 @@ void alert_json(tt__json *j, const struct alert *al, int64_t acked_ns)
     tt__json_kv_cstr(j, "message", al->message);
     tt__json_kv_f64(j, "value", al->value);
     tt__json_kv_f64(j, "threshold", al->threshold);
+    tt__json_kv_cstr(j, "unit", al->unit);
     tt__json_kv_cstr(j, "state", acked_ns ? "acked" : "open");
     if (acked_ns) {
         tt__json_kv_i64(j, "acked_unix_ns", acked_ns);
     }
+    tt__json_kv_cstr(j, "status", resolved ? "resolved" : "firing");
+    tt__json_kv_cstr(j, "key", al->key);
+    tt__json_kv_u64(j, "count", al->count);
+    tt__json_kv_i64(j, "last_unix_ns", al->last_ns);
+    if (al->resolved_ns) {
+        tt__json_kv_i64(j, "resolved_unix_ns", al->resolved_ns);
+    }
+    tt__json_kv_u64(j, "flaps", al->flaps);
+    links_json(j, al);
     tt__json_obj_end(j);
+}
+
+static void rfc3339(char *out, size_t cap, int64_t ns)
+{
+    time_t s = (time_t)(ns / 1000000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char base[32];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, cap, "%s.%03dZ", base, (int)(ns % 1000000000 / 1000000));
+}
+
+/* One incident event in Alertmanager's API v2 format: a one-alert array for /api/v2/alerts. */
+void alert_alertmanager_json(tt__json *j, const struct alert *al, const char *generator_base)
+{
+    char t[48], path[64];
+    tt__json_arr_begin(j);
+    tt__json_obj_begin(j);
+    tt__json_key(j, "labels");
+    tt__json_obj_begin(j);
+    tt__json_kv_cstr(j, "alertname", al->detector);
+    tt__json_kv_cstr(j, "agent", al->agent);
+    tt__json_kv_cstr(j, "type", al->type);
+    tt__json_kv_cstr(j, "severity", al->severity);
+    if (al->key[0]) {
+        tt__json_kv_cstr(j, "key", al->key);
+    }
+    tt__json_obj_end(j);
+    tt__json_key(j, "annotations");
+    tt__json_obj_begin(j);
+    char summary[400];
+    snprintf(summary, sizeof summary, "%s (%s) on agent %s", al->detector, al->type, al->agent);
+    tt__json_kv_cstr(j, "summary", summary);
+    tt__json_kv_cstr(j, "description", al->message);
+    snprintf(path, sizeof path, "/api/v1/incidents/%lld", (long long)al->id);
+    tt__json_kv_cstr(j, "incident", path);
+    tt__json_obj_end(j);
+    rfc3339(t, sizeof t, al->time_ns);
+    tt__json_kv_cstr(j, "startsAt", t);
+    if (al->event == INC_RESOLVED) {
+        rfc3339(t, sizeof t, al->resolved_ns);
+        tt__json_kv_cstr(j, "endsAt", t);
+    }
+    if (generator_base && generator_base[0]) {
+        char url[1200];
+        snprintf(url, sizeof url, "%s%s", generator_base, path);
+        tt__json_kv_cstr(j, "generatorURL", url);
+    }
+    tt__json_obj_end(j);
+    tt__json_arr_end(j);
+}
+
+int64_t alerts_next_id(struct alerts *a)
+{
+    static _Atomic int64_t orphan; /* ids for a monitor without alerts (tests) */
+    return a ? atomic_fetch_add(&a->next_id, 1) + 1 : atomic_fetch_add(&orphan, 1) + 1;
 }
 
 void alerts_raise(struct alerts *a, const struct alert *al)
@@ -89,9 +208,35 @@ void alerts_raise(struct alerts *a, const struct alert *al)
     pthread_mutex_unlock(&a->lock);
 }
 
-static int store_alert(struct alerts *a, struct alert *al)
+void alert_from_store(struct alert *out, const struct store_alert *r)
+{
+    memset(out, 0, sizeof *out);
+    out->id = r->id;
+    out->time_ns = r->time_ns;
+    snprintf(out->agent, sizeof out->agent, "%s", r->agent ? r->agent : "");
+    snprintf(out->detector, sizeof out->detector, "%s", r->detector ? r->detector : "");
+    snprintf(out->type, sizeof out->type, "%s", r->type ? r->type : "");
+    snprintf(out->severity, sizeof out->severity, "%s", r->severity ? r->severity : "");
+    snprintf(out->session, sizeof out->session, "%s", r->session ? r->session : "");
+    snprintf(out->message, sizeof out->message, "%s", r->message ? r->message : "");
+    snprintf(out->key, sizeof out->key, "%s", r->key ? r->key : "");
+    snprintf(out->unit, sizeof out->unit, "%s", r->unit ? r->unit : "");
+    out->value = r->value;
+    out->threshold = r->threshold;
+    out->event = r->resolved ? INC_RESOLVED : INC_FIRING;
+    out->last_ns = r->last_ns;
+    out->resolved_ns = r->resolved_ns;
+    out->count = r->count;
+    out->flaps = r->flaps;
+    out->example_id = r->example_id;
+    out->example_is_response = r->example_is_response;
+}
+
+/* One incident event as the store's row. */
+static int store_event(struct alerts *a, const struct alert *al)
 {
     struct store_alert row = {
+        .id = al->id,
         .time_ns = al->time_ns,
         .agent = al->agent,
         .detector = al->detector,
@@ -101,15 +246,26 @@ static int store_alert(struct alerts *a, struct alert *al)
         .session = al->session,
         .value = al->value,
         .threshold = al->threshold,
+        .key = al->key,
+        .unit = al->unit,
+        .resolved = al->event == INC_RESOLVED,
+        .last_ns = al->last_ns,
+        .resolved_ns = al->resolved_ns,
+        .count = al->count,
+        .flaps = al->flaps,
+        .example_id = al->example_id,
+        .example_is_response = al->example_is_response,
     };
-    return store_alert_add(a->store, &row, &al->id) == 0 ? 0 : -1;
+    return store_alert_put(a->store, &row) == 0 ? 0 : -1;
 }
 
-/* Queue one webhook delivery per hook (alerts thread; lock not held). */
-static void queue_hooks(struct alerts *a, const tt__buf *body)
+/* Queue one delivery per hook: the incident's JSON to webhooks, its Alertmanager form to
+ * Alertmanagers (alerts thread; lock not held). */
+static void queue_hooks(struct alerts *a, const tt__buf *hook_body, const tt__buf *am_body)
 {
     pthread_mutex_lock(&a->lock);
     for (int i = 0; i < a->n_hooks; i++) {
+        const tt__buf *body = a->hooks[i].alertmanager ? am_body : hook_body;
         char *copy = a->hq_len < WEBHOOK_QUEUE_MAX ? malloc(body->len + 1) : NULL;
         if (!copy) {
             atomic_fetch_add_explicit(&a->wh_dropped, 1, memory_order_relaxed);
@@ -126,25 +282,29 @@ static void queue_hooks(struct alerts *a, const tt__buf *body)
 
 static void handle(struct alerts *a, struct alert *al)
 {
-    if (store_alert(a, al) != 0) {
+    if (store_event(a, al) != 0) {
         atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
         return;
     }
     atomic_fetch_add_explicit(&a->stored, 1, memory_order_relaxed);
-    tt__buf b;
+    tt__buf b, am;
     tt__buf_init(&b, 16384);
-    tt__json j;
+    tt__buf_init(&am, 16384);
+    tt__json j, k;
     tt__json_init(&j, &b);
-    alert_json(&j, al, 0);
+    tt__json_init(&k, &am);
+    alert_json(&j, al, 0, 1);
     if (!j.err) {
         if (a->hub) {
             hub_publish_json(a->hub, "alert", al->agent, (const char *)b.data, b.len);
         }
-        if (a->n_hooks) {
-            queue_hooks(a, &b);
+        alert_alertmanager_json(&k, al, a->generator_url);
+        if (a->n_hooks && !k.err) {
+            queue_hooks(a, &b, &am);
         }
     }
     tt__buf_fini(&b);
+    tt__buf_fini(&am);
 }
 
 static void *alerts_main(void *arg)
@@ -306,9 +466,15 @@ int alerts_open(struct alerts **out, struct store *store, struct hub *hub,
     }
     a->q = q;
     a->store = store;
+    atomic_store(&a->next_id, store_alert_max_id(store));
     a->hub = hub;
     a->n_hooks = n_hooks < MON_HOOKS_MAX ? n_hooks : MON_HOOKS_MAX;
     memcpy(a->hooks, hooks, (size_t)a->n_hooks * sizeof *hooks);
+    for (int i = 0; i < a->n_hooks; i++) {
+        if (hooks[i].alertmanager && hooks[i].generator_url[0]) {
+            snprintf(a->generator_url, sizeof a->generator_url, "%s", hooks[i].generator_url);
+        }
+    }
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);
     pthread_cond_init(&a->hook_cond, NULL);

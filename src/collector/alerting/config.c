@@ -69,7 +69,7 @@ static int unit_begin(struct parser *p, const char *name, size_t n)
     return 0;
 }
 
-static int hook_begin(struct parser *p, const char *name, size_t n)
+static int hook_begin(struct parser *p, const char *name, size_t n, int alertmanager)
 {
     if (p->c->n_hooks == MON_HOOKS_MAX) {
         snprintf(p->err, sizeof p->err, "more than %d webhooks", MON_HOOKS_MAX);
@@ -81,6 +81,7 @@ static int hook_begin(struct parser *p, const char *name, size_t n)
     h->timeout_ms = 2000;
     h->retries = 3;
     h->backoff_ms = 200;
+    h->alertmanager = alertmanager;
     p->sec = SEC_WEBHOOK;
     return 0;
 }
@@ -98,16 +99,18 @@ static int section(struct parser *p, char *s, size_t n)
     size_t nn;
     int det = n > 9 && memcmp(s, "detector.", 9) == 0;
     int hook = n > 8 && memcmp(s, "webhook.", 8) == 0;
-    name = s + (det ? 9 : 8);
-    nn = n - (det ? 9 : 8);
-    if ((!det && !hook) || !name_valid(name, nn)) {
+    int am = n > 13 && memcmp(s, "alertmanager.", 13) == 0;
+    size_t skip = det ? 9 : hook ? 8 : 13;
+    name = s + skip;
+    nn = n - skip;
+    if ((!det && !hook && !am) || !name_valid(name, nn)) {
         snprintf(p->err, sizeof p->err,
-                 "expected [detector.NAME] or [webhook.NAME], NAME of 1-%d letters, digits, _ "
-                 "or -",
+                 "expected [detector.NAME], [webhook.NAME] or [alertmanager.NAME], NAME of 1-%d "
+                 "letters, digits, _ or -",
                  MON_NAME_MAX - 1);
         return -1;
     }
-    return det ? unit_begin(p, name, nn) : hook_begin(p, name, nn);
+    return det ? unit_begin(p, name, nn) : hook_begin(p, name, nn, am);
 }
 
 static int severity_valid(const char *v)
@@ -143,12 +146,19 @@ static int unit_key(struct parser *p, const char *key, const char *value)
         if (rc == 0) {
             snprintf(u->severity, sizeof u->severity, "%.15s", value);
         }
-    } else if (strcmp(key, "cooldown_ms") == 0) {
+    } else if (strcmp(key, "cooldown_ms") == 0 || strcmp(key, "resolve_ms") == 0 ||
+               strcmp(key, "flap_ms") == 0) {
         uint64_t ms;
         rc = detect_parse_u64(value, &ms) == 0 && ms <= 86400000ull * 365 ? 0 : -EINVAL;
-        if (rc == 0) {
+        if (rc == 0 && key[0] == 'c') {
             u->cooldown_ns = (int64_t)ms * 1000000;
             u->cooldown_set = 1;
+        } else if (rc == 0 && key[0] == 'r') {
+            rc = ms >= MON_TICK_MS ? 0 : -EINVAL;
+            u->resolve_ns = (int64_t)ms * 1000000;
+        } else if (rc == 0) {
+            u->flap_ns = (int64_t)ms * 1000000;
+            u->flap_ns = u->flap_ns ? u->flap_ns : 1; /* 0: forget at once, never reopen */
         }
     } else {
         rc = u->ops->set(u, key, value);
@@ -201,10 +211,19 @@ static int hook_key(struct parser *p, const char *key, const char *value)
                  : -EINVAL;
     } else if (strcmp(key, "retries") == 0) {
         rc = detect_parse_u32(value, &h->retries) == 0 && h->retries <= 20 ? 0 : -EINVAL;
+    } else if (strcmp(key, "generator_url") == 0 && h->alertmanager) {
+        rc = strlen(value) < sizeof h->generator_url &&
+                     (!strncmp(value, "http://", 7) || !strncmp(value, "https://", 8))
+                 ? 0
+                 : -EINVAL;
+        if (rc == 0) {
+            snprintf(h->generator_url, sizeof h->generator_url, "%s", value);
+        }
     } else if (strcmp(key, "backoff_ms") == 0) {
         rc = detect_parse_u32(value, &h->backoff_ms) == 0 && h->backoff_ms <= 600000 ? 0 : -EINVAL;
     } else {
-        snprintf(p->err, sizeof p->err, "unknown key \"%.40s\" for a webhook", key);
+        snprintf(p->err, sizeof p->err, "unknown key \"%.40s\" for a %s", key,
+                 h->alertmanager ? "alertmanager" : "webhook");
         return -1;
     }
     if (rc) {
@@ -261,13 +280,35 @@ static int finish(struct mon_config *c, char *err, size_t errlen)
             return -1;
         }
         if (!u->cooldown_set) {
-            u->cooldown_ns = u->ops->default_cooldown_ms * 1000000;
+            u->cooldown_ns = (u->ops->default_cooldown_ms ? u->ops->default_cooldown_ms
+                                                          : MON_UPDATE_MS_DEFAULT) *
+                             1000000;
+        }
+        if (!u->resolve_ns) {
+            u->resolve_ns = (int64_t)MON_RESOLVE_MS_DEFAULT * 1000000;
+        }
+        if (!u->flap_ns) {
+            u->flap_ns = (int64_t)MON_FLAP_MS_DEFAULT * 1000000;
         }
     }
     for (int i = 0; i < c->n_hooks; i++) {
-        if (!c->hooks[i].url[0]) {
-            snprintf(err, errlen, "webhook %s: no url", c->hooks[i].name);
+        struct webhook_cfg *h = &c->hooks[i];
+        if (!h->url[0]) {
+            snprintf(err, errlen, "%s %s: no url", h->alertmanager ? "alertmanager" : "webhook",
+                     h->name);
             return -1;
+        }
+        /* An Alertmanager is named by its base URL; alerts go to its API v2. */
+        size_t n = strlen(h->url);
+        while (h->alertmanager && n && h->url[n - 1] == '/') {
+            h->url[--n] = 0;
+        }
+        if (h->alertmanager && n + sizeof "/api/v2/alerts" > sizeof h->url) {
+            snprintf(err, errlen, "alertmanager %s: url too long", h->name);
+            return -1;
+        }
+        if (h->alertmanager) {
+            memcpy(h->url + n, "/api/v2/alerts", sizeof "/api/v2/alerts");
         }
     }
     return 0;

@@ -13,6 +13,17 @@
  * estimated over a warm-up of N samples and then frozen: a running mean would follow the very
  * shift the detector is meant to see. Cost: a subtraction, a multiplication and two max per
  * sample, no division (1/sigma is kept).
+ *
+ * The robust baselines (baseline=robust or track, what the collector's drift units use) do not
+ * depend on which samples fall in the warm-up: the warm-up only starts the baseline (median and
+ * 1.4826 MAD, found by quickselect in place), and every later in-control sample refines it once
+ * it is `delay` samples old (a stochastic-approximation Huber M-estimate of level and scale with
+ * gain 1/n, floored at 1/window; `track` floors the gain at ln 2 / halflife instead, so the
+ * baseline follows a slow swing). A sample still in the delay line when an alarm fires is dropped, so the change
+ * being detected never teaches the baseline. z is clipped at `clip` sigmas, so one outlier
+ * adds at most clip - k to a sum; an optional third sum watches the spread (E min(|z|, clip)
+ * rising). After an alarm the detector stays out of control, with the sums capped at h and the
+ * baseline kept, until the sum that fired is back at 0: one alarm per change.
  */
 #include "collector/alerting/detect.h"
 
@@ -34,7 +45,28 @@ struct cusum {
     uint32_t learned; /* warm-up samples so far */
     int learning;     /* 1 while the baseline is being estimated */
     int fired;        /* 1 after an alarm: start afresh at the next update */
+    /* The robust baseline (p.baseline != CUSUM_FROZEN); data[] holds the warm-up buffer
+     * (p.warmup samples), its scratch copy (p.warmup) and the delay ring (p.delay samples). */
+    int out;           /* out of control since an alarm */
+    int side;          /* what fired: +1 rise, -1 fall, +2 spread */
+    double sigma;      /* robust scale */
+    double sv;         /* spread CUSUM */
+    double m_c, s_c;   /* mean and sd of min(|Z|, clip) for a standard normal Z */
+    double e1, e2, ea; /* in-control E zc, E zc^2, E |zc| of the clipped scores: they
+                          standardise the sums whatever the distribution (heavy tails,
+                          discrete scores) */
+    uint64_t base_n;   /* samples behind the baseline */
+    uint64_t out_n;    /* samples since the alarm */
+    uint64_t len[3];   /* samples since S+, S-, the spread sum were last 0 */
+    double sum[3];     /* their sum of x */
+    uint32_t d_head, d_len;
+    double data[];
 };
+
+static int robust(const struct cusum_params *p)
+{
+    return p->baseline != CUSUM_FROZEN;
+}
 
 static void cusum_defaults(union detect_params *u)
 {
@@ -46,6 +78,13 @@ static void cusum_defaults(union detect_params *u)
         .sigma_min = 1e-9,
         .warmup = 100,
         .mode = DETECT_BOTH,
+        .baseline = CUSUM_FROZEN,
+        .clip = 3.0,
+        .window = 1000,
+        .halflife = 50,
+        .delay = 64,
+        .scale_h = 0.0,
+        .relearn = 0,
     };
 }
 
@@ -57,6 +96,11 @@ static int cusum_check(const union detect_params *u)
              (isnan(p->sigma) || (isfinite(p->sigma) && p->sigma > 0)) && isfinite(p->sigma_min) &&
              p->sigma_min > 0 && p->warmup >= 2 &&
              (p->mode == DETECT_BOTH || p->mode == DETECT_UP || p->mode == DETECT_DOWN);
+    if (ok && robust(p)) {
+        ok = p->baseline <= CUSUM_TRACK && isfinite(p->clip) && p->clip > p->k && p->clip >= 1 &&
+             p->warmup >= 5 && p->warmup <= 4096 && p->window >= p->warmup && p->halflife >= 2 &&
+             p->delay >= 1 && p->delay <= 1024 && isfinite(p->scale_h) && p->scale_h >= 0;
+    }
     return ok ? 0 : -EINVAL;
 }
 
@@ -88,6 +132,29 @@ static int cusum_set(union detect_params *u, const char *key, const char *value)
         rc = detect_parse_u32(value, &p.warmup);
     } else if (strcmp(key, "mode") == 0) {
         rc = detect_parse_mode(value, &p.mode);
+    } else if (strcmp(key, "baseline") == 0) {
+        rc = 0;
+        if (strcmp(value, "frozen") == 0) {
+            p.baseline = CUSUM_FROZEN;
+        } else if (strcmp(value, "robust") == 0) {
+            p.baseline = CUSUM_ROBUST;
+        } else if (strcmp(value, "track") == 0) {
+            p.baseline = CUSUM_TRACK;
+        } else {
+            rc = -EINVAL;
+        }
+    } else if (strcmp(key, "clip") == 0) {
+        rc = detect_parse_double(value, &p.clip);
+    } else if (strcmp(key, "window") == 0) {
+        rc = detect_parse_u32(value, &p.window);
+    } else if (strcmp(key, "halflife") == 0) {
+        rc = detect_parse_u32(value, &p.halflife);
+    } else if (strcmp(key, "delay") == 0) {
+        rc = detect_parse_u32(value, &p.delay);
+    } else if (strcmp(key, "scale_h") == 0) {
+        rc = detect_parse_double(value, &p.scale_h);
+    } else if (strcmp(key, "relearn") == 0) {
+        rc = detect_parse_u32(value, &p.relearn);
     } else {
         return -ENOENT;
     }
@@ -101,7 +168,13 @@ static int cusum_set(union detect_params *u, const char *key, const char *value)
 
 static size_t cusum_size(const union detect_params *u)
 {
-    return cusum_check(u) ? 0 : sizeof(struct cusum);
+    if (cusum_check(u)) {
+        return 0;
+    }
+    if (!robust(&u->cusum)) {
+        return sizeof(struct cusum);
+    }
+    return sizeof(struct cusum) + ((size_t)2 * u->cusum.warmup + u->cusum.delay) * sizeof(double);
 }
 
 /* Fix the baseline from what is given and what the warm-up estimated. */
@@ -124,7 +197,19 @@ static void cusum_restart(struct cusum *c)
     c->sm = 0.0;
     c->n = 0;
     c->fired = 0;
-    if (isnan(c->p.mean) || isnan(c->p.sigma)) {
+    c->out = 0;
+    c->side = 0;
+    c->sv = 0.0;
+    c->base_n = 0;
+    c->out_n = 0;
+    c->d_head = c->d_len = 0;
+    memset(c->len, 0, sizeof c->len);
+    memset(c->sum, 0, sizeof c->sum);
+    if (robust(&c->p)) {
+        c->learned = 0;
+        c->learning = 1;
+        c->mu = NAN;
+    } else if (isnan(c->p.mean) || isnan(c->p.sigma)) {
         c->wmean = 0.0;
         c->wm2 = 0.0;
         c->learned = 0;
@@ -146,6 +231,11 @@ static int cusum_init(void *state, const union detect_params *u)
     c->p = u->cusum;
     c->h_up = c->p.mode == DETECT_DOWN ? INFINITY : c->p.h;
     c->h_down = c->p.mode == DETECT_UP ? INFINITY : c->p.h;
+    /* E min(|Z|, c) and its standard deviation, for the scale estimate and the spread sum. */
+    double cl = c->p.clip, q = 0.5 * erfc(cl / sqrt(2.0)), phi = exp(-cl * cl / 2) / sqrt(2 * M_PI);
+    c->m_c = sqrt(2 / M_PI) * (1 - exp(-cl * cl / 2)) + 2 * cl * q;
+    double m2 = 1 - 2 * q - 2 * cl * phi + 2 * cl * cl * q;
+    c->s_c = sqrt(m2 - c->m_c * c->m_c);
     cusum_restart(c);
     return 0;
 }
@@ -161,11 +251,224 @@ static void cusum_learn(struct cusum *c, double x)
     }
 }
 
+/* The k-th smallest of v[0..n) (0-based), by quickselect in place: no allocation. */
+static double select_kth(double *v, uint32_t n, uint32_t kth)
+{
+    int64_t lo = 0, hi = (int64_t)n - 1, k = kth;
+    while (lo < hi) {
+        double pivot = v[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) { /* Hoare's partition: equal keys split evenly */
+            while (v[i] < pivot) {
+                i++;
+            }
+            while (v[j] > pivot) {
+                j--;
+            }
+            if (i <= j) {
+                double t = v[i];
+                v[i] = v[j];
+                v[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (k <= j) {
+            hi = j;
+        } else if (k >= i) {
+            lo = i;
+        } else {
+            break;
+        }
+    }
+    return v[k];
+}
+
+static double median_of(double *v, uint32_t n)
+{
+    double hi = select_kth(v, n, n / 2);
+    if (n % 2) {
+        return hi;
+    }
+    double lo = select_kth(v, n, n / 2 - 1);
+    return (lo + hi) / 2;
+}
+
+/* Start the robust baseline from the warm-up: median, 1.4826 MAD (or the standard deviation
+ * when more than half the samples are equal), floored at sigma_min. */
+static void robust_start(struct cusum *c)
+{
+    uint32_t n = c->p.warmup;
+    double *v = c->data;
+    double mean = 0, m2 = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        double d = v[i] - mean;
+        mean += d / (i + 1);
+        m2 += d * (v[i] - mean);
+    }
+    double *dev = v + n; /* scratch: the warm-up itself stays for the M-estimate below */
+    memcpy(dev, v, n * sizeof *v);
+    double med = median_of(dev, n);
+    for (uint32_t i = 0; i < n; i++) {
+        dev[i] = fabs(v[i] - med);
+    }
+    double sigma = 1.482602218505602 * median_of(dev, n);
+    if (!(sigma > 0)) {
+        sigma = sqrt(m2 / (n - 1));
+    }
+    sigma = isnan(c->p.sigma) ? (sigma > c->p.sigma_min ? sigma : c->p.sigma_min) : c->p.sigma;
+    /* From the median to the Huber M-estimate of level (what the refinement converges to):
+     * on a lumpy or skewed stream the two differ, and the sums would see the difference. */
+    double mu = med;
+    for (int it = 0; it < 20 && isnan(c->p.mean); it++) {
+        double s = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            double z = (v[i] - mu) / sigma;
+            s += z > c->p.clip ? c->p.clip : z < -c->p.clip ? -c->p.clip : z;
+        }
+        mu += sigma * s / n;
+    }
+    c->mu = isnan(c->p.mean) ? mu : c->p.mean;
+    c->sigma = sigma;
+    for (uint32_t i = 0; i < n; i++) {
+        v[i] = fabs(v[i] - c->mu);
+    }
+    c->base_n = n;
+    c->learning = 0;
+    /* The clipped scores of the warm-up (v holds |x - median| in some order). */
+    double a = 0, a2 = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        double z = v[i] / c->sigma;
+        z = z < c->p.clip ? z : c->p.clip;
+        a += z;
+        a2 += z * z;
+    }
+    c->e1 = 0;
+    c->ea = a / n;
+    c->e2 = a2 / n;
+    /* Not less than a standard normal's: a short or lumpy warm-up must not shrink the unit. */
+    c->e2 = c->e2 > c->s_c * c->s_c + c->m_c * c->m_c ? c->e2 : c->s_c * c->s_c + c->m_c * c->m_c;
+}
+
+/* One in-control sample, `delay` samples old, refines level and scale. */
+static void robust_refine(struct cusum *c, double y)
+{
+    c->base_n++;
+    uint64_t nb = c->base_n;
+    double g;
+    if (c->p.baseline == CUSUM_TRACK) {
+        double floor = 0.6931471805599453 / c->p.halflife;
+        g = 1.0 / (double)nb > floor ? 1.0 / (double)nb : floor;
+    } else {
+        g = 1.0 / (double)(nb < c->p.window ? nb : c->p.window);
+    }
+    double z = (y - c->mu) / c->sigma;
+    double psi = z > c->p.clip ? c->p.clip : z < -c->p.clip ? -c->p.clip : z;
+    if (isnan(c->p.mean)) {
+        c->mu += g * c->sigma * psi;
+    }
+    c->e1 += g * (psi - c->e1);
+    c->e2 += g * (psi * psi - c->e2);
+    c->ea += g * (fabs(psi) - c->ea);
+    if (isnan(c->p.sigma)) {
+        double r = fabs(psi) / c->m_c - 1;
+        c->sigma *= exp(g * (r > 2 ? 2 : r));
+        c->sigma = c->sigma > c->p.sigma_min ? c->sigma : c->p.sigma_min;
+    }
+}
+
+/* The sums since each was last 0 give the change point and the recent mean. */
+static void track_len(struct cusum *c, int i, double s, double x)
+{
+    if (s > 0) {
+        c->len[i]++;
+        c->sum[i] += x;
+    } else {
+        c->len[i] = 0;
+        c->sum[i] = 0;
+    }
+}
+
+#define U_CAP 4.0
+
+static int robust_update(struct cusum *c, double x)
+{
+    c->n++;
+    if (c->learning) {
+        c->data[c->learned++] = x;
+        if (c->learned == c->p.warmup) {
+            robust_start(c);
+        }
+        return 0;
+    }
+    double *ring = c->data + 2 * c->p.warmup;
+    double z = (x - c->mu) / c->sigma;
+    double zc = z > c->p.clip ? c->p.clip : z < -c->p.clip ? -c->p.clip : z;
+    /* Standardised increments, floored in variance (a two-valued stream has almost no spread
+     * of |z|) and capped at U_CAP: a skewed stream (rare events, 0/1 values) must not reach h
+     * with a couple of samples, as its sums' tails are far heavier than a Gaussian's. */
+    double var = c->e2 - c->e1 * c->e1, vara = c->e2 - c->ea * c->ea;
+    double floor = 0.05 * c->e2 > 1e-6 ? 0.05 * c->e2 : 1e-6;
+    double u = (zc - c->e1) / sqrt(var > floor ? var : floor);
+    double w = (fabs(zc) - c->ea) / sqrt(vara > floor ? vara : floor);
+    u = u > U_CAP ? U_CAP : u < -U_CAP ? -U_CAP : u;
+    w = w > U_CAP ? U_CAP : w < -U_CAP ? -U_CAP : w;
+    double sp = c->sp + u - c->p.k, sm = c->sm - u - c->p.k;
+    double sv = c->sv + w - 0.5;
+    c->sp = sp > 0 ? sp : 0;
+    c->sm = sm > 0 ? sm : 0;
+    c->sv = sv > 0 ? sv : 0;
+    track_len(c, 0, c->sp, x);
+    track_len(c, 1, c->sm, x);
+    track_len(c, 2, c->sv, x);
+    if (c->out) {
+        c->out_n++;
+        c->sp = c->sp < c->p.h ? c->sp : c->p.h;
+        c->sm = c->sm < c->p.h ? c->sm : c->p.h;
+        c->sv = c->sv < c->p.scale_h ? c->sv : c->p.scale_h;
+        double fired = c->side == 1 ? c->sp : c->side == -1 ? c->sm : c->sv;
+        if (fired <= 0) {
+            c->out = 0; /* back in control: the baseline learns again */
+        } else if (c->p.relearn && c->out_n >= c->p.relearn) {
+            cusum_restart(c); /* the new level is the new normal */
+        }
+        return 0;
+    }
+    int up = c->sp > c->h_up, down = c->sm > c->h_down;
+    int spread = c->p.scale_h > 0 && c->sv > c->p.scale_h;
+    if (up || down || spread) {
+        c->out = 1;
+        c->out_n = 0;
+        c->side = up ? 1 : down ? -1 : 2;
+        c->d_len = 0; /* what the delay line holds may be the change itself */
+        return 1;
+    }
+    if (c->d_len == c->p.delay) {
+        double y = ring[c->d_head];
+        ring[c->d_head] = x;
+        c->d_head = (c->d_head + 1) % c->p.delay;
+        /* Only while clearly in control: a sum half way to its alarm may be a change starting,
+         * and the baseline must not learn it. A tracking baseline always learns: it must follow
+         * the swing that raised the sum. */
+        int calm = c->sp < c->p.h / 2 && c->sm < c->p.h / 2 &&
+                   (c->p.scale_h == 0 || c->sv < c->p.scale_h / 2);
+        if (calm || c->p.baseline == CUSUM_TRACK) {
+            robust_refine(c, y);
+        }
+    } else {
+        ring[(c->d_head + c->d_len++) % c->p.delay] = x;
+    }
+    return 0;
+}
+
 static int cusum_update(void *state, double x)
 {
     struct cusum *c = state;
     if (!isfinite(x)) {
         return -EINVAL;
+    }
+    if (robust(&c->p)) {
+        return robust_update(c, x);
     }
     if (c->fired) {
         cusum_restart(c);
@@ -201,6 +504,29 @@ static void cusum_read(const void *state, struct detect_reading *out)
     out->threshold = c->p.h;
     out->level = c->learning ? NAN : c->mu;
     out->n = c->n;
+    out->active = 0;
+    out->direction = 0;
+    out->start_back = 0;
+    out->base_mean = out->level;
+    out->base_sigma = c->learning ? NAN : robust(&c->p) ? c->sigma : 1.0 / c->inv_sigma;
+    out->base_n = robust(&c->p) ? c->base_n : c->learned;
+    out->recent_mean = NAN;
+    out->recent_n = 0;
+    if (!robust(&c->p)) {
+        return;
+    }
+    out->level = c->learning ? NAN : c->mu;
+    out->base_mean = out->level;
+    out->active = c->out;
+    int side = c->out ? c->side : up >= down ? 1 : -1;
+    if (c->p.mode == DETECT_DOWN && !c->out) {
+        side = -1;
+    }
+    int i = side == 1 ? 0 : side == -1 ? 1 : 2;
+    out->direction = side;
+    out->start_back = c->len[i];
+    out->recent_n = c->len[i];
+    out->recent_mean = c->len[i] ? c->sum[i] / (double)c->len[i] : NAN;
 }
 
 const struct detect_ops detect_cusum = {

@@ -47,6 +47,16 @@ enum detect_mode {
  * the last of them is scored, as in river.drift.CUSUM); after an alarm an estimated baseline is
  * learnt again from the next `warmup` samples, while a given one is kept and only the sums
  * restart. */
+/* How CUSUM gets its in-control mean and sigma when they are not given. */
+enum cusum_baseline {
+    CUSUM_FROZEN = 0, /* textbook: estimated over `warmup` samples, then frozen (default) */
+    CUSUM_ROBUST = 1, /* self-starting and robust: median and MAD of the warm-up, then a Huber
+                         M-estimate of level and scale refined by every in-control sample once it
+                         is `delay` samples old, over a horizon of `window` samples */
+    CUSUM_TRACK = 2   /* as robust, with a level of half-life `halflife` refined by every sample:
+                         follows slowly varying baselines such as periodic load */
+};
+
 struct cusum_params {
     double k;              /* reference value, in sigmas; default 0.5 (tuned to a 1-sigma shift) */
     double h;              /* decision interval, in sigmas; default 5 (in-control ARL 465) */
@@ -55,6 +65,17 @@ struct cusum_params {
     double sigma_min;      /* floor under an estimated sigma, in stream units; default 1e-9 */
     uint32_t warmup;       /* samples in the baseline when estimating (>= 2); default 100 */
     enum detect_mode mode; /* default DETECT_BOTH */
+    /* The robust baseline (CUSUM_ROBUST, CUSUM_TRACK); ignored by CUSUM_FROZEN. There, after an
+     * alarm the detector stays out of control (sums capped at h, baseline kept) until the sum
+     * that fired falls back to 0, and update() returns 1 only when it enters that state: one
+     * alarm per change, however long the change lasts (read().active shows the state). */
+    enum cusum_baseline baseline; /* default CUSUM_FROZEN */
+    double clip;                  /* Huber clip of z, in sigmas (> k); default 3 */
+    uint32_t window;   /* horizon of the robust baseline, samples (>= warmup); default 1000 */
+    uint32_t halflife; /* CUSUM_TRACK: half-life of the level, samples; default 50 */
+    uint32_t delay;    /* samples held back before they refine the baseline (1..1024); 64 */
+    double scale_h;    /* threshold of the spread CUSUM (rise of sigma); 0 = off; default 0 */
+    uint32_t relearn;  /* out of control this many samples: accept the new level (0 = never) */
 };
 
 /* Page-Hinkley as river implements it (river.drift.PageHinkley, defaults included): with the
@@ -105,6 +126,15 @@ struct detect_reading {
     double level;     /* cusum: in-control mean (NAN while learning); ph: running mean;
                          adwin: mean of the window */
     uint64_t n;       /* cusum and ph: samples since the last reset; adwin: window width */
+    /* What an alert message explains (detectors that cannot tell leave them 0 or NAN): */
+    int active;                   /* 1 while out of control after an alarm (robust CUSUM) */
+    int direction;                /* +1 the level rose, -1 it fell, +2 the spread rose, 0 unknown */
+    uint64_t start_back;          /* estimated change point: this many samples before the last one
+                            (1 = the last sample), 0 unknown */
+    double base_mean, base_sigma; /* the in-control baseline (NAN unknown) */
+    uint64_t base_n;              /* samples behind it */
+    double recent_mean;           /* mean since the estimated change point (NAN unknown) */
+    uint64_t recent_n;
 };
 
 /* One detector. All functions take caller storage and never allocate. */

@@ -8,6 +8,13 @@
  * - An agent's unit states are zeroed when it first appears; that is a unit's fresh state.
  * - The table holds at most MON_AGENTS_MAX agents; batches of further agents are stored as
  *   usual but not watched (counted in untracked).
+ * - Incidents: a condition (unit x agent x key) has at most one incident, held by its agent
+ *   (at most MON_INCIDENTS per agent). A raise opens it (event firing) or repeats it (count,
+ *   last value, last seen; an "updated" notice at most every cooldown); the tick resolves it
+ *   once the condition has been clear for the unit's resolve time, and keeps the resolved
+ *   incident for the flap time: a condition back within it reopens the same incident (firing,
+ *   flaps + 1) instead of paging anew. Every event goes to alerts_raise (store, stream,
+ *   webhooks, Alertmanager).
  */
 #include "collector/alerting/monitor.h"
 
@@ -53,6 +60,17 @@ struct inst_state {
     uint64_t reported; /* the library's drop total at its last report */
 };
 
+#define MON_INCIDENTS 16
+
+/* One incident of an agent (heap, owned by its agent; freed by the tick after the flap time). */
+struct incident {
+    int unit;
+    int resolved;
+    int pending;         /* repeats not notified yet */
+    int64_t notified_ns; /* the last notice (firing or updated) */
+    struct alert al;     /* its current state */
+};
+
 struct mon_agent {
     char name[256];
     int64_t last_seen_ns;
@@ -66,7 +84,7 @@ struct mon_agent {
     uint64_t conf_hist[CONF_B + 1], lat_hist[LAT_B + 1];
     double conf_sum, lat_sum;
     uint64_t alerts_by_unit[MON_UNITS_MAX];
-    int64_t last_alert_ns[MON_UNITS_MAX];
+    struct incident *inc[MON_INCIDENTS];
     max_align_t *ustate;
 };
 
@@ -83,6 +101,9 @@ struct monitor {
     struct mon_agent *agents[MON_AGENTS_MAX];
     size_t n_agents;
     uint64_t untracked;
+    uint64_t inc_events[3]; /* notices by enum incident_event */
+    uint64_t inc_unplaced;  /* raises with no incident slot free */
+    int watch_metrics;      /* some unit watches a metric or a score */
 };
 
 static int64_t wall_ns(void)
@@ -138,28 +159,128 @@ static struct win_bucket *bucket(struct mon_agent *a, int64_t sec)
     return b;
 }
 
+static void notify(struct monitor *m, struct incident *in, int event, int64_t now)
+{
+    in->al.event = event;
+    if (event != INC_RESOLVED) {
+        in->notified_ns = now;
+        in->pending = 0;
+    }
+    m->inc_events[event]++;
+    alerts_raise(m->alerts, &in->al);
+}
+
+static struct incident *incident_find(struct mon_agent *a, int ui, const char *key)
+{
+    for (int i = 0; i < MON_INCIDENTS; i++) {
+        if (a->inc[i] && a->inc[i]->unit == ui && strcmp(a->inc[i]->al.key, key) == 0) {
+            return a->inc[i];
+        }
+    }
+    return NULL;
+}
+
+/* A free slot, or the one of the oldest resolved incident; -1 when all are firing. */
+static int incident_slot(struct mon_agent *a)
+{
+    int best = -1;
+    for (int i = 0; i < MON_INCIDENTS; i++) {
+        if (!a->inc[i]) {
+            return i;
+        }
+        if (a->inc[i]->resolved &&
+            (best < 0 || a->inc[i]->al.resolved_ns < a->inc[best]->al.resolved_ns)) {
+            best = i;
+        }
+    }
+    return best;
+}
+
 static void raise_alert(struct monitor *m, struct mon_agent *a, int ui, struct alert *al,
                         tt__bstr session)
 {
     const struct unit *u = &m->cfg.units[ui];
     int64_t now = wall_ns();
-    if (a->last_alert_ns[ui] && u->cooldown_ns && now - a->last_alert_ns[ui] < u->cooldown_ns) {
-        return;
+    struct incident *in = incident_find(a, ui, al->key);
+    if (!in) {
+        int k = incident_slot(a);
+        struct incident *fresh =
+            k >= 0 ? (a->inc[k] && a->inc[k]->resolved ? a->inc[k] : calloc(1, sizeof *fresh))
+                   : NULL;
+        if (!fresh) {
+            m->inc_unplaced++;
+            return;
+        }
+        memset(fresh, 0, sizeof *fresh);
+        a->inc[k] = fresh;
+        in = fresh;
+        in->unit = ui;
+        in->al.id = alerts_next_id(m->alerts);
+        in->al.time_ns = now;
+        snprintf(in->al.agent, sizeof in->al.agent, "%s", a->name);
+        snprintf(in->al.detector, sizeof in->al.detector, "%s", u->name);
+        snprintf(in->al.type, sizeof in->al.type, "%s", u->ops->type);
+        snprintf(in->al.severity, sizeof in->al.severity, "%s", u->severity);
+        snprintf(in->al.key, sizeof in->al.key, "%s", al->key);
+        a->alerts++;
+        a->alerts_by_unit[ui]++;
     }
-    a->last_alert_ns[ui] = now;
-    al->time_ns = now;
-    snprintf(al->agent, sizeof al->agent, "%s", a->name);
-    snprintf(al->detector, sizeof al->detector, "%s", u->name);
-    snprintf(al->type, sizeof al->type, "%s", u->ops->type);
-    snprintf(al->severity, sizeof al->severity, "%s", u->severity);
-    size_t n = session.n < sizeof al->session - 1 ? session.n : sizeof al->session - 1;
+    /* The latest repeat's content; the incident's identity and history stay. */
+    in->al.count++;
+    in->al.last_ns = now;
+    in->al.value = al->value;
+    in->al.threshold = al->threshold;
+    in->al.example_id = al->example_id;
+    in->al.example_is_response = al->example_is_response;
+    snprintf(in->al.unit, sizeof in->al.unit, "%s", al->unit);
+    snprintf(in->al.message, sizeof in->al.message, "agent %.255s: %.750s", a->name, al->message);
+    size_t n = session.n < sizeof in->al.session - 1 ? session.n : sizeof in->al.session - 1;
     if (n) {
-        memcpy(al->session, session.p, n);
+        memcpy(in->al.session, session.p, n);
+        in->al.session[n] = 0;
     }
-    al->session[n] = 0;
-    a->alerts++;
-    a->alerts_by_unit[ui]++;
-    alerts_raise(m->alerts, al);
+    if (in->al.count == 1) {
+        notify(m, in, INC_FIRING, now);
+    } else if (in->resolved) {
+        in->resolved = 0; /* back within the flap time: the same incident fires again */
+        in->al.resolved_ns = 0;
+        in->al.flaps++;
+        notify(m, in, INC_FIRING, now);
+    } else if (now - in->notified_ns >= u->cooldown_ns) {
+        notify(m, in, INC_UPDATED, now);
+    } else {
+        in->pending = 1;
+    }
+}
+
+/* Resolve what has been clear long enough, send held-back updates, forget old incidents. */
+static void incidents_tick(struct monitor *m, struct mon_agent *a, int64_t now)
+{
+    for (int i = 0; i < MON_INCIDENTS; i++) {
+        struct incident *in = a->inc[i];
+        if (!in) {
+            continue;
+        }
+        const struct unit *u = &m->cfg.units[in->unit];
+        if (in->resolved) {
+            if (now - in->al.resolved_ns >= u->flap_ns) {
+                free(in);
+                a->inc[i] = NULL;
+            }
+            continue;
+        }
+        if (u->ops->active &&
+            u->ops->active(u, (char *)a->ustate + u->state_off, a->last_seen_ns)) {
+            in->al.last_ns = now;
+        }
+        if (now - in->al.last_ns >= u->resolve_ns) {
+            in->resolved = 1;
+            in->al.resolved_ns = now;
+            notify(m, in, INC_RESOLVED, now);
+        } else if (in->pending && now - in->notified_ns >= u->cooldown_ns) {
+            notify(m, in, INC_UPDATED, now);
+        }
+    }
 }
 
 static void feed(struct monitor *m, struct mon_agent *a, const struct mon_signal *s)
@@ -167,7 +288,7 @@ static void feed(struct monitor *m, struct mon_agent *a, const struct mon_signal
     for (int i = 0; i < m->cfg.n_units; i++) {
         const struct unit *u = &m->cfg.units[i];
         struct alert al;
-        al.message[0] = 0;
+        memset(&al, 0, sizeof al);
         void *st = (char *)a->ustate + u->state_off;
         if (u->ops->feed(u, st, s, &al) == 1) {
             raise_alert(m, a, i, &al, s->session);
@@ -268,6 +389,51 @@ static void on_step_end(struct monitor *m, struct mon_agent *a, const uint8_t in
     feed(m, a, &s);
 }
 
+/* 16 hex digits as a response id; 0 if they are not. */
+static uint64_t hex_id(tt__bstr s)
+{
+    uint64_t id = 0;
+    for (size_t i = 0; i < s.n; i++) {
+        int c = s.p[i], d = c >= '0' && c <= '9'   ? c - '0'
+                            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                   : -1;
+        if (d < 0) {
+            return 0;
+        }
+        id = id << 4 | (uint64_t)d;
+    }
+    return id;
+}
+
+/* A metric sample (SIG_METRIC), or a response's named score (metric kind 4, SIG_SCORE, with
+ * the response in its response_id attribute). */
+static void on_metric(struct monitor *m, struct mon_agent *a, const tt__event *ev)
+{
+    tt__ev_metric me;
+    if (tt__ev_metric_decode(ev->body, &me) != 0 || !isfinite(me.value) || me.name.n == 0) {
+        return;
+    }
+    struct mon_signal s = {.type = me.kind == MON_METRIC_SCORE ? SIG_SCORE : SIG_METRIC,
+                           .time_ns = ev->time,
+                           .value = me.value,
+                           .name = me.name,
+                           .query = me.unit,
+                           .session = ev->session};
+    if (s.type == SIG_SCORE) {
+        tt__attr_iter it;
+        tt__attr_val v;
+        tt__attr_iter_init(&it, ev->body, 5);
+        while (tt__attr_next(&it, &v)) {
+            if (v.key.n == 11 && memcmp(v.key.p, "response_id", 11) == 0 &&
+                v.type == 1 /* TT_ATTR_STR */ && v.s.n == 16) {
+                s.id = hex_id(v.s);
+            }
+        }
+    }
+    feed(m, a, &s);
+}
+
 static struct inst_state *instance(struct mon_agent *a, const uint8_t id[16], int *fresh)
 {
     for (int i = 0; i < MAX_INSTANCES; i++) {
@@ -356,8 +522,8 @@ void monitor_on_commit(void *ctx, const struct store_item *it)
     a->events += it->batch.n_events;
     bucket(a, sec)->events += it->batch.n_events;
     track_loss(m, a, &it->batch);
-    uint32_t wanted =
-        (1u << TT_EV_RESPONSE_END) | (1u << TT_EV_STEP_BEGIN) | (1u << TT_EV_STEP_END);
+    uint32_t wanted = (1u << TT_EV_RESPONSE_END) | (1u << TT_EV_STEP_BEGIN) |
+                      (1u << TT_EV_STEP_END) | (1u << TT_EV_METRIC);
     if (it->batch.kinds & wanted) {
         tt__batch b = it->batch;
         tt__event ev;
@@ -368,6 +534,8 @@ void monitor_on_commit(void *ctx, const struct store_item *it)
                 on_step_begin(m, a, it->batch.instance, &ev, sec);
             } else if (ev.kind == TT_EV_STEP_END) {
                 on_step_end(m, a, it->batch.instance, &ev);
+            } else if (ev.kind == TT_EV_METRIC && m->watch_metrics) {
+                on_metric(m, a, &ev);
             }
         }
     }
@@ -384,11 +552,13 @@ static void tick(struct monitor *m)
         for (int i = 0; i < m->cfg.n_units; i++) {
             const struct unit *u = &m->cfg.units[i];
             struct alert al;
+            memset(&al, 0, sizeof al);
             if (u->ops->tick &&
                 u->ops->tick(u, (char *)a->ustate + u->state_off, now, a->last_seen_ns, &al) == 1) {
                 raise_alert(m, a, i, &al, none);
             }
         }
+        incidents_tick(m, a, now);
     }
     pthread_mutex_unlock(&m->lock);
 }
@@ -429,7 +599,14 @@ int monitor_open(struct monitor **out, const struct mon_config *cfg, struct aler
         u->state_off = m->ustate_size;
         m->ustate_size +=
             (u->state_size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
-        need_timer |= u->ops->tick != NULL;
+    }
+    need_timer = m->cfg.n_units > 0; /* incidents resolve on the tick */
+    for (int i = 0; i < m->cfg.n_units; i++) {
+        const struct unit *u = &m->cfg.units[i];
+        int sig = !strcmp(u->ops->type, "drift")       ? u->cfg.drift.signal
+                  : !strcmp(u->ops->type, "threshold") ? u->cfg.threshold.signal
+                                                       : -1;
+        m->watch_metrics |= sig == DRIFT_METRIC || sig == DRIFT_SCORE;
     }
     pthread_mutex_init(&m->lock, NULL);
     pthread_condattr_t ca;
@@ -462,6 +639,9 @@ void monitor_close(struct monitor *m)
         pthread_join(m->timer, NULL);
     }
     for (size_t i = 0; i < m->n_agents; i++) {
+        for (int k = 0; k < MON_INCIDENTS; k++) {
+            free(m->agents[i]->inc[k]);
+        }
         free(m->agents[i]->ustate);
         free(m->agents[i]);
     }
@@ -509,6 +689,9 @@ int monitor_agent(struct monitor *m, const char *agent, struct mon_agent_view *o
     out->loss_gaps = a->loss_gaps;
     out->loss_reported = a->loss_reported;
     out->alerts = a->alerts;
+    for (int k = 0; k < MON_INCIDENTS; k++) {
+        out->n_incidents += a->inc[k] && !a->inc[k]->resolved;
+    }
     for (int i = 0; i < m->cfg.n_units; i++) {
         const struct unit *u = &m->cfg.units[i];
         if (u->ops->read && u->ops->read(u, (const char *)a->ustate + u->state_off,
@@ -620,7 +803,8 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
     }
     histogram(b, m, "telltale_agent_confidence", "Response confidence, exp(mean log-prob).", 1);
     histogram(b, m, "telltale_agent_tool_latency_seconds", "Tool call latency.", 0);
-    tt__buf_printf(b, "# HELP telltale_agent_alerts_total Alerts raised per agent and detector.\n"
+    tt__buf_printf(b, "# HELP telltale_agent_alerts_total Incidents opened per agent and "
+                      "detector.\n"
                       "# TYPE telltale_agent_alerts_total counter\n");
     for (size_t i = 0; i < m->n_agents; i++) {
         for (int u = 0; u < m->cfg.n_units; u++) {
@@ -630,6 +814,30 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
             series(b, "telltale_agent_alerts_total", m->agents[i], extra, v);
         }
     }
+    tt__buf_printf(b, "# HELP telltale_incidents_firing Incidents firing now, per agent and "
+                      "detector.\n# TYPE telltale_incidents_firing gauge\n");
+    for (size_t i = 0; i < m->n_agents; i++) {
+        for (int u = 0; u < m->cfg.n_units; u++) {
+            int firing = 0;
+            for (int k = 0; k < MON_INCIDENTS; k++) {
+                const struct incident *in = m->agents[i]->inc[k];
+                firing += in && in->unit == u && !in->resolved;
+            }
+            char extra[128], v[32];
+            snprintf(extra, sizeof extra, ",detector=\"%s\"", m->cfg.units[u].name);
+            snprintf(v, sizeof v, "%d", firing);
+            series(b, "telltale_incidents_firing", m->agents[i], extra, v);
+        }
+    }
+    tt__buf_printf(b,
+                   "# HELP telltale_incident_events_total Incident notices sent: firing (opened or "
+                   "reopened), updated, resolved.\n# TYPE telltale_incident_events_total counter\n"
+                   "telltale_incident_events_total{event=\"firing\"} %llu\n"
+                   "telltale_incident_events_total{event=\"updated\"} %llu\n"
+                   "telltale_incident_events_total{event=\"resolved\"} %llu\n",
+                   (unsigned long long)m->inc_events[INC_FIRING],
+                   (unsigned long long)m->inc_events[INC_UPDATED],
+                   (unsigned long long)m->inc_events[INC_RESOLVED]);
     tt__buf_printf(b,
                    "# HELP telltale_agents_untracked_total Agents beyond the monitor's table.\n"
                    "# TYPE telltale_agents_untracked_total counter\n"

@@ -33,8 +33,13 @@ enum mon_sig_type {
     SIG_CONFIDENCE = 1, /* a response ended: value = exp(mean log-prob), in [0, 1] */
     SIG_TOOL_BEGIN = 2, /* a tool step began: name, query */
     SIG_TOOL_END = 3,   /* a tool step ended: value = latency in seconds, error */
-    SIG_GAP = 4         /* value = events never received (a hole in the sequence numbers) */
+    SIG_GAP = 4,        /* value = events never received (a hole in the sequence numbers) */
+    SIG_METRIC = 5,     /* a metric sample: name, value, unit (query holds the unit) */
+    SIG_SCORE = 6       /* a named score of a response (metric kind 4): name, value, id */
 };
+
+/* Metric kind 4 on the wire: a named per-response score (tt_score; response_id attribute). */
+#define MON_METRIC_SCORE 4
 
 struct mon_signal {
     int type;
@@ -47,18 +52,37 @@ struct mon_signal {
     uint64_t id; /* response id, step id, or first missing seq */
 };
 
-/* One alert, as raised, stored and sent. */
+/* What happened to an incident (alert.event). */
+enum incident_event {
+    INC_FIRING = 0,  /* opened, or reopened within the flap window */
+    INC_UPDATED = 1, /* the condition repeated (count, last value, last seen moved) */
+    INC_RESOLVED = 2 /* clear for the unit's resolve time */
+};
+
+/* One incident, as raised by a unit, then as stored and sent at each of its events. A unit's
+ * feed/tick fills message, value, threshold, key and the explanation fields; the monitor
+ * fills the rest. The alerts table holds one row per incident (alerts.c), so "alert" and
+ * "incident" name the same row: /api/v1/alerts and /api/v1/incidents list it. */
 struct alert {
-    int64_t id;      /* set when stored */
-    int64_t time_ns; /* when it was raised, Unix ns */
+    int64_t id;          /* the incident's id (alerts_next_id), the same for all its events */
+    int64_t time_ns;     /* when it was first raised, Unix ns */
+    int event;           /* enum incident_event */
+    int64_t last_ns;     /* the condition's last repeat */
+    int64_t resolved_ns; /* 0 while firing */
+    uint64_t count;      /* repeats of the condition since it opened */
+    uint32_t flaps;      /* times it reopened within the flap window */
+    char key[128];       /* what the unit keys the condition by within the agent: signal, tool */
     char agent[256];
     char detector[MON_NAME_MAX]; /* the unit's name in the configuration */
     char type[16];               /* the unit's type: drift, threshold, ... */
     char severity[16];           /* info, warning, critical */
     char session[256];
-    char message[512];
+    char message[1024];
     double value; /* what crossed the threshold */
     double threshold;
+    char unit[16];       /* the value's unit: "ms", "", "events", ... */
+    uint64_t example_id; /* a response (drift, threshold) or step id; 0 none */
+    int example_is_response;
 };
 
 struct unit;
@@ -80,24 +104,44 @@ struct unit_ops {
     /* The unit's statistic for display (NULL if it has none): 0 and *out filled, or -1 while
      * it has seen nothing. */
     int (*read)(const struct unit *u, const void *state, struct detect_reading *out);
+    /* 1 while the condition of the unit's last raise still holds without a new raise (silence:
+     * still silent), so its incident does not resolve. NULL: clear once nothing is raised. */
+    int (*active)(const struct unit *u, const void *state, int64_t last_seen_ns);
 };
 
-enum drift_signal { DRIFT_CONFIDENCE = 0, DRIFT_TOOL_LATENCY = 1 };
+/* What a drift or threshold unit watches ("signal = ..." in the configuration). */
+enum drift_signal {
+    DRIFT_CONFIDENCE = 0,   /* confidence: a response's exp(mean log-prob) */
+    DRIFT_TOOL_LATENCY = 1, /* tool_latency: a tool call's duration */
+    DRIFT_METRIC = 2,       /* metric:NAME: every sample of the metric NAME (e.g. loss) */
+    DRIFT_SCORE = 3         /* score:NAME: the score NAME of each response (tt_score) */
+};
+
+/* What a drift unit's CUSUM starts from before its `warmup`, direction and `params` apply:
+ * chosen with the change-case suite (tests/support/change_cases.h, docs/detectors.md). */
+#define DRIFT_CUSUM_DEFAULTS                                                                       \
+    "baseline=robust k=0.25 h=25 clip=3 scale_h=20 window=1000 delay=64 warmup=200"
 
 struct unit {
     char name[MON_NAME_MAX];
     const struct unit_ops *ops;
     char severity[16];
-    int64_t cooldown_ns; /* after an alert, the same unit stays quiet for the agent this long */
+    int64_t cooldown_ns; /* between two "updated" notices of one incident (cooldown_ms) */
     int cooldown_set;
-    size_t state_size; /* bytes of per-agent state */
-    size_t state_off;  /* where in the agent's block (set by the monitor) */
+    int64_t resolve_ns; /* an incident resolves once clear this long (resolve_ms) */
+    int64_t flap_ns;    /* a condition back within this of resolving reopens it (flap_ms) */
+    size_t state_size;  /* bytes of per-agent state */
+    size_t state_off;   /* where in the agent's block (set by the monitor) */
     union {
         struct {
-            double min;
+            double min, max; /* raise below min (has_min) or above max (has_max) */
+            int has_min, has_max;
+            int signal; /* enum drift_signal */
+            char name[MON_NAME_MAX];
         } threshold;
         struct {
-            int signal; /* enum drift_signal */
+            int signal;              /* enum drift_signal */
+            char name[MON_NAME_MAX]; /* metric:NAME, score:NAME */
             const struct detect_ops *algo;
             union detect_params p;
             char params[256];
@@ -120,6 +164,9 @@ struct unit {
 };
 
 #define MON_TICK_MS 200
+#define MON_UPDATE_MS_DEFAULT 10000  /* cooldown_ms: between "updated" notices */
+#define MON_RESOLVE_MS_DEFAULT 60000 /* resolve_ms: clear this long resolves an incident */
+#define MON_FLAP_MS_DEFAULT 300000   /* flap_ms: back within this reopens the incident */
 
 /* The unit types (units.c). */
 const struct unit_ops *unit_find(const char *type);
@@ -128,12 +175,14 @@ const struct unit_ops *unit_find(const char *type);
 
 struct webhook_cfg {
     char name[MON_NAME_MAX];
-    char url[1024];
-    uint32_t timeout_ms;    /* per attempt; default 2000 */
-    uint32_t retries;       /* after the first attempt; default 3 */
-    uint32_t backoff_ms;    /* before the first retry, doubling; default 200 */
-    char secret_file[1024]; /* the HMAC key's file (0600); empty: unsigned posts */
-    char ca_file[1024];     /* CA bundle to verify an https:// receiver; empty: the system's */
+    char url[1024];          /* for an Alertmanager: its base URL + /api/v2/alerts */
+    int alertmanager;        /* [alertmanager.NAME]: Alertmanager's API v2 format */
+    char generator_url[512]; /* Alertmanager: this collector's base URL, for generatorURL */
+    uint32_t timeout_ms;     /* per attempt; default 2000 */
+    uint32_t retries;        /* after the first attempt; default 3 */
+    uint32_t backoff_ms;     /* before the first retry, doubling; default 200 */
+    char secret_file[1024];  /* the HMAC key's file (0600); empty: unsigned posts */
+    char ca_file[1024];      /* CA bundle to verify an https:// receiver; empty: the system's */
     char secret[WEBHOOK_SECRET_MAX + 1]; /* read by mon_config_load from secret_file */
     size_t secret_len;
 };
@@ -178,7 +227,8 @@ struct mon_agent_view {
     uint64_t events, responses, tool_calls, tool_errors;
     uint64_t loss_gaps;     /* events missing from sequence gaps seen since start */
     uint64_t loss_reported; /* drops the agent's library reported */
-    uint64_t alerts;        /* raised since the collector started */
+    uint64_t alerts;        /* incidents opened since the collector started */
+    int n_incidents;        /* incidents firing now */
     int n_readings;         /* units with a statistic to show (drift) */
     struct {
         const char *detector; /* the unit's name (static for the monitor's life) */

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "collector/alerting/monitor.h"
 
@@ -40,20 +41,84 @@ static void bstr_copy(char *dst, size_t cap, tt__bstr s)
     dst[n] = 0;
 }
 
-/* --- threshold: a response whose confidence is below min -------------------------------- */
+/* "confidence", "tool_latency", "metric:NAME" or "score:NAME" (NAME as a unit's name). */
+static int parse_signal(const char *v, int *signal, char name[MON_NAME_MAX])
+{
+    const char *n = NULL;
+    if (strcmp(v, "confidence") == 0) {
+        *signal = DRIFT_CONFIDENCE;
+    } else if (strcmp(v, "tool_latency") == 0) {
+        *signal = DRIFT_TOOL_LATENCY;
+    } else if (strncmp(v, "metric:", 7) == 0) {
+        *signal = DRIFT_METRIC;
+        n = v + 7;
+    } else if (strncmp(v, "score:", 6) == 0) {
+        *signal = DRIFT_SCORE;
+        n = v + 6;
+    } else {
+        return -EINVAL;
+    }
+    if (n && (!*n || strlen(n) >= MON_NAME_MAX)) {
+        return -EINVAL;
+    }
+    snprintf(name, MON_NAME_MAX, "%s", n ? n : "");
+    return 0;
+}
 
+/* Whether signal s is the one a unit watches. */
+static int signal_matches(int signal, const char *name, const struct mon_signal *s)
+{
+    static const int types[] = {SIG_CONFIDENCE, SIG_TOOL_END, SIG_METRIC, SIG_SCORE};
+    if (s->type != types[signal]) {
+        return 0;
+    }
+    if (signal < DRIFT_METRIC) {
+        return 1;
+    }
+    return s->name.n == strlen(name) && memcmp(s->name.p, name, s->name.n) == 0;
+}
+
+/* The incident key of a signal: "confidence", "tool_latency", "metric:loss", "score:judge". */
+static void signal_key(int signal, const char *name, char *out, size_t cap)
+{
+    static const char *const kinds[] = {"confidence", "tool_latency", "metric:", "score:"};
+    snprintf(out, cap, "%s%s", kinds[signal], name);
+}
+
+/* --- threshold: a value below min or above max ------------------------------------------ */
+
+/* A confidence bound is in [0, 1]; give `signal` before min or max for other signals. */
 static int threshold_set(struct unit *u, const char *key, const char *value)
 {
+    double lo = u->cfg.threshold.signal == DRIFT_CONFIDENCE ? 0 : -1e300;
+    double hi = u->cfg.threshold.signal == DRIFT_CONFIDENCE ? 1 : 1e300;
     if (strcmp(key, "min") == 0) {
-        return set_double(value, 0, 1, &u->cfg.threshold.min);
+        u->cfg.threshold.has_min = 1;
+        return set_double(value, lo, hi, &u->cfg.threshold.min);
+    }
+    if (strcmp(key, "max") == 0) {
+        u->cfg.threshold.has_max = 1;
+        return set_double(value, lo, hi, &u->cfg.threshold.max);
+    }
+    if (strcmp(key, "signal") == 0) {
+        return parse_signal(value, &u->cfg.threshold.signal, u->cfg.threshold.name);
     }
     return -ENOENT;
 }
 
 static int threshold_ready(struct unit *u, char *err, size_t errlen)
 {
-    (void)err;
-    (void)errlen;
+    const struct unit *t = u;
+    if (!t->cfg.threshold.has_min && !t->cfg.threshold.has_max) {
+        snprintf(err, errlen, "a threshold needs min or max");
+        return -EINVAL;
+    }
+    if (t->cfg.threshold.signal == DRIFT_CONFIDENCE &&
+        ((t->cfg.threshold.has_min && (t->cfg.threshold.min < 0 || t->cfg.threshold.min > 1)) ||
+         (t->cfg.threshold.has_max && (t->cfg.threshold.max < 0 || t->cfg.threshold.max > 1)))) {
+        snprintf(err, errlen, "bad value for a confidence bound: expected [0, 1]");
+        return -EINVAL;
+    }
     u->state_size = 0;
     return 0;
 }
@@ -62,38 +127,68 @@ static int threshold_feed(const struct unit *u, void *state, const struct mon_si
                           struct alert *a)
 {
     (void)state;
-    if (s->type != SIG_CONFIDENCE || !(s->value < u->cfg.threshold.min)) {
+    const int sig = u->cfg.threshold.signal;
+    if (!signal_matches(sig, u->cfg.threshold.name, s) || !isfinite(s->value)) {
         return 0;
     }
-    a->value = s->value;
-    a->threshold = u->cfg.threshold.min;
-    snprintf(a->message, sizeof a->message, "response %llu: confidence %.3f below %.3f",
-             (unsigned long long)s->id, s->value, u->cfg.threshold.min);
+    double lo = u->cfg.threshold.min, hi = u->cfg.threshold.max;
+    int below = s->value < lo && u->cfg.threshold.has_min;
+    int above = s->value > hi && u->cfg.threshold.has_max;
+    if (!below && !above) {
+        return 0;
+    }
+    a->value = sig == DRIFT_TOOL_LATENCY ? s->value * 1000 : s->value;
+    a->threshold = below ? lo : hi;
+    signal_key(sig, u->cfg.threshold.name, a->key, sizeof a->key);
+    a->example_id = s->id;
+    a->example_is_response = sig == DRIFT_CONFIDENCE || sig == DRIFT_SCORE;
+    if (sig == DRIFT_CONFIDENCE) {
+        snprintf(a->message, sizeof a->message,
+                 "response %016llx: confidence %.3f below %.3f (response confidence = exp(mean "
+                 "token log-prob), in [0, 1])",
+                 (unsigned long long)s->id, s->value, lo);
+    } else {
+        char what[128], unit[40] = "";
+        if (sig == DRIFT_TOOL_LATENCY) {
+            snprintf(unit, sizeof unit, " ms");
+            a->threshold *= 1000;
+            snprintf(a->unit, sizeof a->unit, "ms");
+        } else if (sig == DRIFT_METRIC && s->query.n) {
+            size_t n = s->query.n < sizeof a->unit - 1 ? s->query.n : sizeof a->unit - 1;
+            memcpy(a->unit, s->query.p, n);
+            a->unit[n] = 0;
+            snprintf(unit, sizeof unit, " %s", a->unit);
+        }
+        snprintf(what, sizeof what, "%s", a->key);
+        snprintf(a->message, sizeof a->message, "%s %.6g%s %s %.6g%s%s", what, a->value, unit,
+                 below ? "below" : "above", a->threshold, unit,
+                 sig == DRIFT_SCORE ? " (a score reported for one response)" : "");
+    }
     return 1;
 }
 
 static const struct unit_ops unit_threshold = {
-    "threshold", 10000, threshold_set, threshold_ready, threshold_feed, NULL, NULL};
+    "threshold", 10000, threshold_set, threshold_ready, threshold_feed, NULL, NULL, NULL};
 
 /* --- drift: a change detector over one signal after a warm-up --------------------------- */
+
+/* The last DRIFT_RING samples' times and ids: where the change point estimate lands. */
+#define DRIFT_RING 256
 
 struct drift_state {
     int inited;
     uint64_t n;
+    struct {
+        int64_t time_ns;
+        uint64_t id;
+    } ring[DRIFT_RING];
     max_align_t det[];
 };
 
 static int drift_set(struct unit *u, const char *key, const char *value)
 {
     if (strcmp(key, "signal") == 0) {
-        int s = !strcmp(value, "confidence")     ? DRIFT_CONFIDENCE
-                : !strcmp(value, "tool_latency") ? DRIFT_TOOL_LATENCY
-                                                 : -1;
-        if (s < 0) {
-            return -EINVAL;
-        }
-        u->cfg.drift.signal = s;
-        return 0;
+        return parse_signal(value, &u->cfg.drift.signal, u->cfg.drift.name);
     }
     if (strcmp(key, "algorithm") == 0) {
         const struct detect_ops *ops = detect_find(value);
@@ -122,21 +217,30 @@ static int drift_ready(struct unit *u, char *err, size_t errlen)
         u->cfg.drift.algo = &detect_cusum;
     }
     if (!u->cfg.drift.warmup) {
-        u->cfg.drift.warmup = 100;
+        u->cfg.drift.warmup = 200;
     }
     const struct detect_ops *ops = u->cfg.drift.algo;
     union detect_params *p = &u->cfg.drift.p;
     ops->defaults(p);
     if (ops == &detect_cusum) {
-        /* The warm-up is CUSUM's baseline; an explicit params warmup= still wins. */
-        /* h = 12 sigma instead of 5: an in-control run length near 10^6 samples rather than
-         * 465, so a steady agent does not page anyone; a 1-sigma shift still takes about 24
-         * samples (docs/detectors.md). */
-        p->cusum.h = 12;
+        /* The robust self-starting baseline, with the parameters the change-case suite chose
+         * (docs/detectors.md); the unit's warmup starts it; params= still wins. */
+        if (detect_parse(ops, p, DRIFT_CUSUM_DEFAULTS) != 0) {
+            snprintf(err, errlen, "bad built-in CUSUM defaults");
+            return -EINVAL;
+        }
         p->cusum.warmup = u->cfg.drift.warmup;
-        p->cusum.mode = u->cfg.drift.signal == DRIFT_CONFIDENCE ? DETECT_DOWN : DETECT_UP;
+        /* Confidence matters when it falls, latency when it rises; a named score or metric
+         * either way (params = mode=... says otherwise). */
+        int sig = u->cfg.drift.signal;
+        p->cusum.mode = sig == DRIFT_CONFIDENCE     ? DETECT_DOWN
+                        : sig == DRIFT_TOOL_LATENCY ? DETECT_UP
+                                                    : DETECT_BOTH;
     } else if (ops == &detect_ph) {
-        p->ph.mode = u->cfg.drift.signal == DRIFT_CONFIDENCE ? DETECT_DOWN : DETECT_UP;
+        int sig = u->cfg.drift.signal;
+        p->ph.mode = sig == DRIFT_CONFIDENCE     ? DETECT_DOWN
+                     : sig == DRIFT_TOOL_LATENCY ? DETECT_UP
+                                                 : DETECT_BOTH;
     }
     if (u->cfg.drift.params[0] && detect_parse(ops, p, u->cfg.drift.params) != 0) {
         snprintf(err, errlen, "params \"%s\" are not valid for %s", u->cfg.drift.params, ops->name);
@@ -151,11 +255,93 @@ static int drift_ready(struct unit *u, char *err, size_t errlen)
     return 0;
 }
 
+/* What the drift unit's signal is, for messages: name, meaning, unit, scale to that unit. */
+struct drift_meaning {
+    const char *name, *meaning, *unit, *samples;
+    double scale;
+};
+
+static struct drift_meaning drift_meaning(const struct unit *u, const struct mon_signal *s,
+                                          char *name, size_t cap, char *unit, size_t ucap)
+{
+    switch (u->cfg.drift.signal) {
+    case DRIFT_CONFIDENCE:
+        return (struct drift_meaning){
+            "confidence", "response confidence = exp(mean token log-prob)", "", "responses", 1};
+    case DRIFT_TOOL_LATENCY:
+        return (struct drift_meaning){"tool latency", "tool latency = a tool call's duration", "ms",
+                                      "tool calls", 1000};
+    case DRIFT_METRIC:
+        snprintf(name, cap, "metric %s", u->cfg.drift.name);
+        bstr_copy(unit, ucap, s->query);
+        return (struct drift_meaning){name, "the metric's samples as the agent reports them", unit,
+                                      "samples", 1};
+    default:
+        snprintf(name, cap, "score %s", u->cfg.drift.name);
+        unit[0] = 0;
+        return (struct drift_meaning){name, "a score reported for each response (tt_score)", unit,
+                                      "responses", 1};
+    }
+}
+
+/* The explanation: direction, magnitude in units and sigmas, change point, baseline and recent
+ * mean with their counts, last value. */
+static void drift_message(const struct unit *u, const struct drift_state *d,
+                          const struct detect_reading *rd, const struct mon_signal *s,
+                          struct alert *a)
+{
+    char name[96], unit[16];
+    struct drift_meaning m = drift_meaning(u, s, name, sizeof name, unit, sizeof unit);
+    const char *sp = m.unit[0] ? " " : "";
+    double base = rd->base_mean * m.scale, recent = rd->recent_mean * m.scale;
+    double sigma = rd->base_sigma * m.scale, diff = recent - base;
+    char what[200], since[160] = "";
+    if (rd->direction == 2) {
+        snprintf(what, sizeof what,
+                 "spread rose: values stray further from the baseline than "
+                 "its sigma of %.4g%s%s allows",
+                 sigma, sp, m.unit);
+    } else if (isfinite(diff) && sigma > 0) {
+        snprintf(what, sizeof what, "%s by %.4g%s%s (%.2f sigma of the baseline)",
+                 diff < 0 ? "fell" : "rose", fabs(diff), sp, m.unit, fabs(diff) / sigma);
+    } else {
+        snprintf(what, sizeof what, "changed");
+    }
+    if (rd->start_back && d->n) {
+        uint64_t back = rd->start_back <= d->n ? rd->start_back : d->n;
+        back = back <= DRIFT_RING ? back : DRIFT_RING;
+        uint64_t at = (d->n - back) % DRIFT_RING;
+        int64_t t = d->ring[at].time_ns;
+        time_t secs = (time_t)(t / 1000000000);
+        struct tm tm;
+        char stamp[32] = "?";
+        if (gmtime_r(&secs, &tm)) {
+            strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        }
+        snprintf(since, sizeof since, "; change began about %llu %s ago, at %s%s",
+                 (unsigned long long)rd->start_back, m.samples, stamp,
+                 rd->start_back > DRIFT_RING ? " or before" : "");
+    }
+    snprintf(a->message, sizeof a->message,
+             "%s drift (%s): %s %s%s; baseline mean %.4g%s%s (sigma %.4g%s%s, %llu %s), recent "
+             "mean %.4g%s%s (%llu %s), last value %.4g%s%s; statistic %.3g above %.3g",
+             m.name, u->cfg.drift.algo->name, m.meaning, what, since, base, sp, m.unit, sigma, sp,
+             m.unit, (unsigned long long)rd->base_n, m.samples, recent, sp, m.unit,
+             (unsigned long long)rd->recent_n, m.samples, s->value * m.scale, sp, m.unit, rd->stat,
+             rd->threshold);
+    a->value = isfinite(recent) ? recent : s->value * m.scale;
+    a->threshold = base;
+    snprintf(a->unit, sizeof a->unit, "%s", m.unit);
+    signal_key(u->cfg.drift.signal, u->cfg.drift.name, a->key, sizeof a->key);
+    a->example_id = s->id;
+    a->example_is_response =
+        u->cfg.drift.signal == DRIFT_CONFIDENCE || u->cfg.drift.signal == DRIFT_SCORE;
+}
+
 static int drift_feed(const struct unit *u, void *state, const struct mon_signal *s,
                       struct alert *a)
 {
-    int want = u->cfg.drift.signal == DRIFT_CONFIDENCE ? SIG_CONFIDENCE : SIG_TOOL_END;
-    if (s->type != want) {
+    if (!signal_matches(u->cfg.drift.signal, u->cfg.drift.name, s)) {
         return 0;
     }
     struct drift_state *d = state;
@@ -168,20 +354,30 @@ static int drift_feed(const struct unit *u, void *state, const struct mon_signal
     }
     int r = ops->update(d->det, s->value);
     if (r >= 0) {
+        d->ring[d->n % DRIFT_RING].time_ns = s->time_ns;
+        d->ring[d->n % DRIFT_RING].id = s->id;
         d->n++;
     }
-    /* CUSUM learns its baseline over the warm-up itself; the others may not alarm before it. */
-    if (r != 1 || (ops != &detect_cusum && d->n <= u->cfg.drift.warmup)) {
+    if (r < 0) {
         return 0;
     }
     struct detect_reading rd;
+    memset(&rd, 0, sizeof rd);
+    rd.base_mean = rd.recent_mean = rd.base_sigma = NAN;
     ops->read(d->det, &rd);
-    a->value = rd.stat;
-    a->threshold = rd.threshold;
-    const char *what = want == SIG_CONFIDENCE ? "confidence" : "tool latency";
-    snprintf(a->message, sizeof a->message,
-             "%s drift (%s): statistic %.3g above %.3g, last value %.4g, baseline %.4g", what,
-             ops->name, rd.stat, rd.threshold, s->value, rd.level);
+    /* A detection opens (or repeats) the incident; a robust CUSUM still out of control repeats
+     * it with every sample, so the incident stays open while the change lasts. CUSUM learns its
+     * baseline over the warm-up itself; the others may not alarm before it. */
+    if (r == 1 && ops != &detect_cusum && d->n <= u->cfg.drift.warmup) {
+        return 0;
+    }
+    if (r != 1 && !rd.active) {
+        return 0;
+    }
+    if (!isfinite(rd.base_mean)) {
+        rd.base_mean = rd.level;
+    }
+    drift_message(u, d, &rd, s, a);
     return 1;
 }
 
@@ -195,8 +391,8 @@ static int drift_read(const struct unit *u, const void *state, struct detect_rea
     return 0;
 }
 
-static const struct unit_ops unit_drift = {"drift",    0,    drift_set, drift_ready,
-                                           drift_feed, NULL, drift_read};
+static const struct unit_ops unit_drift = {"drift",    0,    drift_set,  drift_ready,
+                                           drift_feed, NULL, drift_read, NULL};
 
 /* --- error_rate: the share of failed tool calls among the last `window` ------------------ */
 
@@ -260,6 +456,7 @@ static int err_feed(const struct unit *u, void *state, const struct mon_signal *
     }
     a->value = rate;
     a->threshold = u->cfg.error_rate.max_rate;
+    snprintf(a->unit, sizeof a->unit, "ratio");
     snprintf(a->message, sizeof a->message, "%u of the last %u tool calls failed (%.0f%% > %.0f%%)",
              e->errors, e->n, rate * 100, u->cfg.error_rate.max_rate * 100);
     memset(e, 0, sizeof *e); /* a fresh window before the next alert */
@@ -267,7 +464,7 @@ static int err_feed(const struct unit *u, void *state, const struct mon_signal *
 }
 
 static const struct unit_ops unit_error_rate = {"error_rate", 0,    err_set, err_ready,
-                                                err_feed,     NULL, NULL};
+                                                err_feed,     NULL, NULL,    NULL};
 
 /* --- loop: the same tool with the same arguments N times in a row ------------------------- */
 
@@ -322,12 +519,16 @@ static int loop_feed(const struct unit *u, void *state, const struct mon_signal 
     bstr_copy(query, sizeof query, s->query);
     a->value = l->count;
     a->threshold = u->cfg.loop.repeats;
+    snprintf(a->unit, sizeof a->unit, "calls");
+    snprintf(a->key, sizeof a->key, "%s", name);
+    a->example_id = s->id;
     snprintf(a->message, sizeof a->message,
              "tool \"%s\" with arguments \"%s\" called %u times in a row", name, query, l->count);
     return 1;
 }
 
-static const struct unit_ops unit_loop = {"loop", 0, loop_set, loop_ready, loop_feed, NULL, NULL};
+static const struct unit_ops unit_loop = {"loop",    0,    loop_set, loop_ready,
+                                          loop_feed, NULL, NULL,     NULL};
 
 /* --- silence: no batch from an agent for N seconds ---------------------------------------- */
 
@@ -375,13 +576,22 @@ static int silence_tick(const struct unit *u, void *state, int64_t now_ns, int64
     st->fired_for = last_seen_ns;
     a->value = quiet;
     a->threshold = u->cfg.silence.seconds;
+    snprintf(a->unit, sizeof a->unit, "s");
     snprintf(a->message, sizeof a->message, "silent: no event for %.1f s (limit %.1f s)", quiet,
              u->cfg.silence.seconds);
     return 1;
 }
 
+/* Still silent since the alert: no batch since the one it was about. */
+static int silence_active(const struct unit *u, const void *state, int64_t last_seen_ns)
+{
+    (void)u;
+    const struct silence_state *st = state;
+    return st->fired_for != 0 && st->fired_for == last_seen_ns;
+}
+
 static const struct unit_ops unit_silence = {
-    "silence", 0, silence_set, silence_ready, silence_feed, silence_tick, NULL};
+    "silence", 0, silence_set, silence_ready, silence_feed, silence_tick, NULL, silence_active};
 
 /* --- gap: sequence numbers never received ------------------------------------------------- */
 
@@ -414,13 +624,14 @@ static int gap_feed(const struct unit *u, void *state, const struct mon_signal *
     }
     a->value = s->value;
     a->threshold = (double)u->cfg.gap.min_events;
+    snprintf(a->unit, sizeof a->unit, "events");
     snprintf(a->message, sizeof a->message, "loss: %.0f events never received (seq %llu..%llu)",
              s->value, (unsigned long long)s->id,
              (unsigned long long)(s->id + (uint64_t)s->value - 1));
     return 1;
 }
 
-static const struct unit_ops unit_gap = {"gap", 0, gap_set, gap_ready, gap_feed, NULL, NULL};
+static const struct unit_ops unit_gap = {"gap", 0, gap_set, gap_ready, gap_feed, NULL, NULL, NULL};
 
 const struct unit_ops *unit_find(const char *type)
 {

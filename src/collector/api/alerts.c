@@ -1,7 +1,9 @@
 /*
- * api/alerts.c - GET /api/v1/alerts (newest first, by agent and state, paged with before=) and
- * POST /api/v1/alerts/{id}/ack (idempotent: acknowledging an acknowledged alert keeps its first
- * acknowledgement time).
+ * api/alerts.c - incidents over HTTP (the store keeps one alerts row per incident):
+ * GET /api/v1/incidents and its older name GET /api/v1/alerts (newest first; by agent, status
+ * firing|resolved and state open|acked; paged with before=), GET /api/v1/incidents/{id}, and
+ * POST /api/v1/incidents/{id}/ack = POST /api/v1/alerts/{id}/ack (idempotent: acknowledging an
+ * acknowledged incident keeps its first acknowledgement time).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,42 +24,46 @@ struct alerts_walk {
 static int row_json(void *ctx, const struct store_alert *a)
 {
     struct alerts_walk *w = ctx;
-    struct alert al;
-    memset(&al, 0, sizeof al);
-    al.id = a->id;
-    al.time_ns = a->time_ns;
-    snprintf(al.agent, sizeof al.agent, "%s", a->agent);
-    snprintf(al.detector, sizeof al.detector, "%s", a->detector);
-    snprintf(al.type, sizeof al.type, "%s", a->type);
-    snprintf(al.severity, sizeof al.severity, "%s", a->severity);
-    snprintf(al.session, sizeof al.session, "%s", a->session ? a->session : "");
-    snprintf(al.message, sizeof al.message, "%s", a->message);
-    al.value = a->value;
-    al.threshold = a->threshold;
-    alert_json(w->j, &al, a->acked_ns);
+    static _Thread_local struct alert al; /* large: not on the HTTP thread's stack */
+    alert_from_store(&al, a);
+    alert_json(w->j, &al, a->acked_ns, 0);
     w->last = a->id;
     return 0;
 }
 
-enum MHD_Result api_alerts(const struct http_req *r)
+static enum MHD_Result list(const struct http_req *r, const char *array_name)
 {
-    static const char *const allowed[] = {"agent", "state", "limit", "before", NULL};
+    static const char *const allowed[] = {"agent", "state", "status", "limit", "before", NULL};
     const char *bad = http_params_check(r, allowed);
     uint64_t limit, before;
-    const char *state = http_param(r, "state");
+    const char *state = http_param(r, "state"), *status = http_param(r, "status");
     if (!bad && http_param_u64(r, "limit", 1, 10000, 100, &limit) != 0) {
         bad = "limit: expected an integer from 1 to 10000";
     }
     if (!bad && http_param_u64(r, "before", 1, INT64_MAX, (uint64_t)INT64_MAX, &before) != 0) {
-        bad = "before: expected an alert id";
+        bad = "before: expected an incident id";
     }
     if (!bad && state && strcmp(state, "open") && strcmp(state, "acked") && strcmp(state, "all")) {
         bad = "state: expected open, acked or all";
     }
+    if (!bad && status && strcmp(status, "firing") && strcmp(status, "resolved") &&
+        strcmp(status, "all")) {
+        bad = "status: expected firing, resolved or all";
+    }
     if (bad) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
     }
-    int st_mode = !state || !strcmp(state, "all") ? 0 : !strcmp(state, "open") ? 1 : 2;
+    struct store_alert_filter f = {
+        .agent = http_param(r, "agent"),
+        .state = !state || !strcmp(state, "all") ? 0
+                 : !strcmp(state, "open")        ? 1
+                                                 : 2,
+        .before = (int64_t)before,
+        .limit = limit,
+        .status = !status || !strcmp(status, "all") ? 0
+                  : !strcmp(status, "firing")       ? 1
+                                                    : 2,
+    };
     struct store_read *rd;
     if (store_read_open(r->ctx->store, &rd) != 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
@@ -67,10 +73,9 @@ enum MHD_Result api_alerts(const struct http_req *r)
     tt__json j;
     tt__json_init(&j, &b);
     tt__json_obj_begin(&j);
-    tt__json_key(&j, "alerts");
+    tt__json_key(&j, array_name);
     tt__json_arr_begin(&j);
     struct alerts_walk w = {&j, 0};
-    struct store_alert_filter f = {http_param(r, "agent"), st_mode, (int64_t)before, limit};
     int n = store_alerts(rd, &f, row_json, &w);
     tt__json_arr_end(&j);
     tt__json_key(&j, "next_before");
@@ -82,6 +87,16 @@ enum MHD_Result api_alerts(const struct http_req *r)
     return rc;
 }
 
+enum MHD_Result api_alerts(const struct http_req *r)
+{
+    return list(r, "alerts");
+}
+
+enum MHD_Result api_incidents(const struct http_req *r)
+{
+    return list(r, "incidents");
+}
+
 static int64_t wall_ns(void)
 {
     struct timespec ts;
@@ -89,15 +104,48 @@ static int64_t wall_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-enum MHD_Result api_alert_ack(const struct http_req *r)
+static long long path_id(const struct http_req *r)
 {
-    static const char *const allowed[] = {NULL};
-    const char *bad = http_params_check(r, allowed);
     const char *ids = http_path_param(r, "id");
     char *end;
     errno = 0;
     long long id = ids && *ids >= '0' && *ids <= '9' ? strtoll(ids, &end, 10) : -1;
-    if (bad || id <= 0 || errno || *end) {
+    return id <= 0 || errno || *end ? -1 : id;
+}
+
+enum MHD_Result api_incident_get(const struct http_req *r)
+{
+    static const char *const allowed[] = {NULL};
+    const char *bad = http_params_check(r, allowed);
+    long long id = path_id(r);
+    if (bad || id <= 0) {
+        return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad ? bad : "expected an incident id");
+    }
+    struct store_read *rd;
+    if (store_read_open(r->ctx->store, &rd) != 0) {
+        return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
+    }
+    tt__buf b;
+    tt__buf_init(&b, 1u << 20);
+    tt__json j;
+    tt__json_init(&j, &b);
+    struct alerts_walk w = {&j, 0};
+    struct store_alert_filter f = {.before = INT64_MAX, .limit = 1, .id = id};
+    int n = store_alerts(rd, &f, row_json, &w);
+    store_read_close(rd);
+    enum MHD_Result rc = n > 0    ? http_json(r, MHD_HTTP_OK, &b)
+                         : n == 0 ? http_error(r, MHD_HTTP_NOT_FOUND, "no incident %lld", id)
+                                  : http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot read");
+    tt__buf_fini(&b);
+    return rc;
+}
+
+enum MHD_Result api_alert_ack(const struct http_req *r)
+{
+    static const char *const allowed[] = {NULL};
+    const char *bad = http_params_check(r, allowed);
+    long long id = path_id(r);
+    if (bad || id <= 0) {
         return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad ? bad : "expected an alert id");
     }
     tt__buf b;

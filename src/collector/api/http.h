@@ -110,6 +110,8 @@ enum MHD_Result api_sessions(const struct http_req *r);
 enum MHD_Result api_session(const struct http_req *r);
 enum MHD_Result api_alerts(const struct http_req *r);
 enum MHD_Result api_alert_ack(const struct http_req *r);
+enum MHD_Result api_incidents(const struct http_req *r);
+enum MHD_Result api_incident_get(const struct http_req *r);
 enum MHD_Result api_metrics(const struct http_req *r);
 
 /* A positive integer parameter in [lo, hi], or def when absent: 0, or -1 if malformed. */

@@ -85,9 +85,10 @@ static void health(tt__buf *b, const struct http_req *r)
         "Committed batches waiting for the live fan-out.", hc.backlog_bytes);
     struct alerts_counters ac;
     alerts_counters(r->ctx->alerts, &ac);
-    one(b, "telltale_alerts_raised_total", "counter", "Alerts raised by the detectors.", ac.raised);
-    one(b, "telltale_alerts_dropped_total", "counter", "Alerts lost (queue full, store error).",
-        ac.dropped);
+    one(b, "telltale_alerts_raised_total", "counter",
+        "Incident events (firing, updated, resolved) queued for storage.", ac.raised);
+    one(b, "telltale_alerts_dropped_total", "counter",
+        "Incident events lost (queue full, store error).", ac.dropped);
     tt__buf_printf(b,
                    "# HELP telltale_webhook_deliveries_total Webhook deliveries by result.\n"
                    "# TYPE telltale_webhook_deliveries_total counter\n"

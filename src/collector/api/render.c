@@ -63,8 +63,8 @@ const char *render_status(uint32_t status)
 
 const char *render_metric_kind(uint32_t kind)
 {
-    static const char *const names[] = {"unknown", "counter", "gauge", "histogram"};
-    return kind < 4 ? names[kind] : "unknown";
+    static const char *const names[] = {"unknown", "counter", "gauge", "histogram", "score"};
+    return kind < 5 ? names[kind] : "unknown";
 }
 
 void render_time(int64_t unix_ns, char *out, size_t n)

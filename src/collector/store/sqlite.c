@@ -829,6 +829,8 @@ const struct store_ops store_sqlite_ops = {
     .alerts = sqlite_alerts,
     .alert_add = sqlite_alert_add,
     .alert_ack = sqlite_alert_ack,
+    .alert_put = sqlite_alert_put,
+    .alert_max_id = sqlite_alert_max_id,
     .retention_run = NULL,
     .rollups = NULL,
 };

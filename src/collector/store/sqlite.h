@@ -45,12 +45,15 @@ int sqlite_aux_open(struct sqlite_aux **out, const char *path, char *err, size_t
 void sqlite_aux_close(struct sqlite_aux *a);
 int sqlite_alert_add(struct store *s, const struct store_alert *al, int64_t *id);
 int sqlite_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
+int sqlite_alert_put(struct store *s, const struct store_alert *al);
+int64_t sqlite_alert_max_id(struct store *s);
 /* An alerts row (id, time_ns, agent, detector, type, severity, session, message, value,
  * threshold, acked_ns) to fn. */
 int sqlite_alert_row(sqlite3_stmt *st, store_alert_fn fn, void *ctx);
 #define SQLITE_ALERT_COLUMNS                                                                       \
     "SELECT id, time_ns, agent, detector, type, severity, session, message, value, threshold,"     \
-    " acked_ns FROM alerts"
+    " acked_ns, key, status, last_ns, resolved_ns, count, flaps, unit, example_id, example_kind"   \
+    " FROM alerts"
 /* The store's aux (sqlite.c). */
 struct sqlite_aux *sqlite_store_aux(struct store *s);
 

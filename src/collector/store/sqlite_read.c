@@ -414,7 +414,10 @@ int sqlite_alerts(struct store_read *r, const struct store_alert_filter *f, stor
     int rc = prepare(r,
                      SQLITE_ALERT_COLUMNS " WHERE id < ?1 AND (?2 IS NULL OR agent = ?2) AND"
                                           " (?3 = 0 OR (?3 = 1 AND acked_ns IS NULL) OR"
-                                          " (?3 = 2 AND acked_ns IS NOT NULL))"
+                                          " (?3 = 2 AND acked_ns IS NOT NULL)) AND"
+                                          " (?5 = 0 OR (?5 = 1 AND status = 'firing') OR"
+                                          " (?5 = 2 AND status = 'resolved')) AND"
+                                          " (?6 = 0 OR id = ?6)"
                                           " ORDER BY id DESC LIMIT ?4",
                      &st);
     if (rc) {
@@ -424,5 +427,7 @@ int sqlite_alerts(struct store_read *r, const struct store_alert_filter *f, stor
     bind_opt_text(st, 2, f->agent);
     sqlite3_bind_int(st, 3, f->state);
     sqlite3_bind_int64(st, 4, clamp_limit(f->limit));
+    sqlite3_bind_int(st, 5, f->status);
+    sqlite3_bind_int64(st, 6, f->id);
     return walk(st, alert_row, (any_fn)fn, ctx);
 }

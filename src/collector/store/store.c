@@ -254,6 +254,16 @@ int store_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn 
     return s->ops->alert_ack(s, id, now_ns, fn, ctx);
 }
 
+int store_alert_put(struct store *s, const struct store_alert *al)
+{
+    return s->ops->alert_put(s, al);
+}
+
+int64_t store_alert_max_id(struct store *s)
+{
+    return s->ops->alert_max_id(s);
+}
+
 /* --- hooks --------------------------------------------------------------------------------- */
 
 int store_retention_run(struct store *s, const struct store_retention *policy, int64_t now_ns,

@@ -266,12 +266,21 @@ int store_response_guard(struct store_read *r, int64_t instance_key, uint64_t id
 
 /* --- alerts -------------------------------------------------------------------------------- */
 
+/* One row per incident (alerting/monitor.h): a condition's first raise inserts it, its later
+ * events update it (store_alert_put). */
 struct store_alert {
-    int64_t id, time_ns;
+    int64_t id, time_ns; /* time_ns: first raised */
     const char *agent, *detector, *type, *severity, *message;
     const char *session; /* "" or NULL: none */
     double value, threshold;
-    int64_t acked_ns; /* 0: open */
+    int64_t acked_ns;       /* 0: open */
+    const char *key, *unit; /* the condition's key, the value's unit ("" or NULL: none) */
+    int resolved;           /* status: 0 firing, 1 resolved */
+    int64_t last_ns, resolved_ns;
+    uint64_t count;
+    uint32_t flaps;
+    uint64_t example_id; /* a response or step id (0: none) */
+    int example_is_response;
 };
 enum store_alert_state { STORE_ALERTS_ALL = 0, STORE_ALERTS_OPEN = 1, STORE_ALERTS_ACKED = 2 };
 struct store_alert_filter {
@@ -279,6 +288,8 @@ struct store_alert_filter {
     int state;         /* enum store_alert_state */
     int64_t before;    /* ids below this */
     uint64_t limit;
+    int status; /* 0 any, 1 firing, 2 resolved */
+    int64_t id; /* 0: any; else only this incident */
 };
 typedef int (*store_alert_fn)(void *ctx, const struct store_alert *a);
 /* Alerts newest first (by id). Text fields are never NULL in rows ("" when absent). */
@@ -286,6 +297,11 @@ int store_alerts(struct store_read *r, const struct store_alert_filter *f, store
                  void *ctx);
 /* Store a raised alert (any thread); its id into *id. id and acked_ns of al are ignored. */
 int store_alert_add(struct store *s, const struct store_alert *al, int64_t *id);
+/* Insert incident al->id, or update what an event moves (message, value, threshold, session,
+ * status, last_ns, resolved_ns, count, flaps, example). acked_ns is ignored. Any thread. */
+int store_alert_put(struct store *s, const struct store_alert *al);
+/* The largest incident id stored (0: none), for ids that stay unique across restarts. */
+int64_t store_alert_max_id(struct store *s);
 /* Acknowledge alert id at now_ns unless it already is (the first acknowledgement stays), then
  * hand the row to fn. -ENOENT when there is no such alert. */
 int store_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
@@ -395,6 +411,8 @@ struct store_ops {
                   void *ctx);
     int (*alert_add)(struct store *s, const struct store_alert *al, int64_t *id);
     int (*alert_ack)(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
+    int (*alert_put)(struct store *s, const struct store_alert *al);
+    int64_t (*alert_max_id)(struct store *s);
 
     /* hooks: NULL until implemented */
     int (*retention_run)(struct store *s, const struct store_retention *policy, int64_t now_ns,
