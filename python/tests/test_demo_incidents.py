@@ -84,5 +84,6 @@ def test_demo_drift_is_one_incident_per_detector_updated_then_resolved_on_restar
 
 def urllib_get(c, path):
     import urllib.request
-    with urllib.request.urlopen("http://%s%s" % (c.http, path), timeout=10) as r:
+    req = urllib.request.Request("http://%s%s" % (c.http, path), headers=c.auth)
+    with urllib.request.urlopen(req, timeout=10) as r:
         return r.read().decode()

@@ -229,5 +229,6 @@ def test_a_long_row_lets_other_threads_run_only_with_the_extension(collector, te
     if telltale.implementation == "ext":
         assert telltale._core.GIL_RELEASE_MIN_ELEMS <= len(row)
         assert progressed > 0
-    else:
-        assert progressed == 0
+    # The ctypes core releases nothing on purpose, but whether another thread gets the GIL
+    # around its Python-level work depends on the interpreter's scheduling (seen once under
+    # ThreadSanitizer), so for it only the values above are checked.
