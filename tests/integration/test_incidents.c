@@ -149,8 +149,10 @@ TEST_T(incidents_lasting_fall_is_one_incident_updated_resolved_reopened, 120)
     free(body);
     /* `telltale top` shows it: firing, its detector and key, how many repeats. */
     char cmd[1200];
-    snprintf(cmd, sizeof cmd, "NO_COLOR=1 '%s' top --once --http %s --width 200",
-             getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", s.http);
+    snprintf(cmd, sizeof cmd,
+             "NO_COLOR=1 TELLTALE_TOKEN_FILE='%s/operator.token' '%s' top --once --http %s "
+             "--width 200",
+             s.dir, getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", s.http);
     FILE *p = popen(cmd, "r");
     CHECK(p != NULL);
     static char out[65536];
@@ -162,7 +164,7 @@ TEST_T(incidents_lasting_fall_is_one_incident_updated_resolved_reopened, 120)
     CHECK_MSG(strstr(out, row) != NULL, "%s", out);
     /* Acknowledged through the incidents route. */
     snprintf(path, sizeof path, "/api/v1/incidents/%lld/ack", id);
-    CHECK_EQ(tt_test_http_auth(s.http, "POST", path, NULL, &body), 200);
+    CHECK_EQ(tt_test_http_auth(s.http, "POST", path, tt_test_token(s.http), &body), 200);
     CHECK(strstr(body, "\"state\":\"acked\"") != NULL);
     free(body);
     CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/incidents/999999", NULL, &body), 404);
