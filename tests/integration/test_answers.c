@@ -192,3 +192,28 @@ TEST(answers_unknown_agent_matches_no_event)
     CHECK_MSG(strstr(out, "\"agent\":\"beta\"") != NULL, "%s", out);
     tt_test_serve_stop(&s);
 }
+
+TEST(answers_every_session_of_one_batch_is_indexed)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "sessions", NULL);
+    char reason[256];
+    int fd = hello(&s, "many", inst_a);
+    enum { SESSIONS = 300 };
+    CHECK_EQ(batch(fd, inst_a, 1, SESSIONS, "sess", reason, sizeof reason), TT_FT_ACK);
+    close(fd);
+    int ids[] = {0, 63, 64, 65, 200, SESSIONS - 1};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        char path[128], *body;
+        snprintf(path, sizeof path, "/api/v1/sessions/sess-%d", ids[i]);
+        long st = tt_test_http(s.http, "GET", path, NULL, &body);
+        CHECK_MSG(st == 200, "%s: HTTP %ld %s", path, st, body ? body : "");
+        CHECK_MSG(strstr(body, "\"events\":1") != NULL, "%s: %s", path, body);
+        free(body);
+    }
+    char *body;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/agents/many", NULL, &body), 200);
+    CHECK_MSG(strstr(body, "\"sessions\":300") != NULL, "%s", body);
+    free(body);
+    tt_test_serve_stop(&s);
+}
