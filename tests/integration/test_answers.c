@@ -217,3 +217,46 @@ TEST(answers_every_session_of_one_batch_is_indexed)
     free(body);
     tt_test_serve_stop(&s);
 }
+
+/* Ranges around 2^63 and up to 2^64-2: stored, duplicates recognised, overlaps refused, a
+ * lower range accepted, also after a restart (max_seq and the dedup lookup read back). */
+TEST(answers_sequence_numbers_above_2_63_are_stored_and_deduplicated)
+{
+    const uint64_t h = 1ull << 63;
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "seq", NULL);
+    char reason[256];
+    int fd = hello(&s, "big", inst_a);
+    CHECK_EQ(batch(fd, inst_a, h - 4, 2, NULL, reason, sizeof reason), TT_FT_ACK);
+    CHECK_EQ(batch(fd, inst_a, h - 2, 4, NULL, reason, sizeof reason), TT_FT_ACK);
+    CHECK_EQ(batch(fd, inst_a, UINT64_MAX - 2, 2, NULL, reason, sizeof reason), TT_FT_ACK);
+    /* A lower range that overlaps nothing is stored. */
+    int rc = batch(fd, inst_a, 5, 2, NULL, reason, sizeof reason);
+    CHECK_MSG(rc == TT_FT_ACK, "reply %d: %s", rc, reason);
+    /* The same ranges again: duplicates, acknowledged, not stored twice. */
+    CHECK_EQ(batch(fd, inst_a, h - 2, 4, NULL, reason, sizeof reason), TT_FT_ACK);
+    CHECK_EQ(batch(fd, inst_a, UINT64_MAX - 2, 2, NULL, reason, sizeof reason), TT_FT_ACK);
+    /* Overlaps are refused, on both sides of 2^63. */
+    rc = batch(fd, inst_a, h, 1, NULL, reason, sizeof reason);
+    CHECK_MSG(rc == TT_FT_REJECT && strstr(reason, "overlap"), "reply %d: %s", rc, reason);
+    rc = batch(fd, inst_a, UINT64_MAX - 3, 2, NULL, reason, sizeof reason);
+    CHECK_MSG(rc == TT_FT_REJECT && strstr(reason, "overlap"), "reply %d: %s", rc, reason);
+    close(fd);
+    tt_test_serve_stop(&s);
+    tt_test_serve_restart(&s);
+    fd = hello(&s, "big", inst_a);
+    rc = batch(fd, inst_a, h - 2, 4, NULL, reason, sizeof reason);
+    CHECK_MSG(rc == TT_FT_ACK, "reply %d: %s", rc, reason);
+    rc = batch(fd, inst_a, UINT64_MAX - 2, 2, NULL, reason, sizeof reason);
+    CHECK_MSG(rc == TT_FT_ACK, "reply %d: %s", rc, reason);
+    rc = batch(fd, inst_a, h + 1, 1, NULL, reason, sizeof reason);
+    CHECK_MSG(rc == TT_FT_REJECT && strstr(reason, "overlap"), "reply %d: %s", rc, reason);
+    rc = batch(fd, inst_a, h + 2, 3, NULL, reason, sizeof reason);
+    CHECK_MSG(rc == TT_FT_ACK, "reply %d: %s", rc, reason);
+    close(fd);
+    char *body;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/events/count?agent=big", NULL, &body), 200);
+    CHECK_MSG(strstr(body, "\"count\":13") != NULL, "%s", body);
+    free(body);
+    tt_test_serve_stop(&s);
+}
