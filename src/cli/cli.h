@@ -66,6 +66,8 @@ int cli_auth_option(struct cli_auth *a, int opt, const char *arg);
  * others. */
 const char *cli_auth_token(struct cli_auth *a, const char *cmd, int *failed);
 
+/* Append one URL-encoded path segment to a path under construction (0, or -1 if too long). */
+int cli_path_add(char *path, size_t cap, const char *segment);
 /* Append "&name=value" (URL-encoded) to a query string under construction. */
 int cli_qs_add(char *qs, size_t cap, const char *name, const char *value);
 

@@ -29,8 +29,9 @@ static const char usage[] =
     "                       decisions (ID: 16 hex digits, as in the \"response_id\" of events)\n"
     "  --help               this text\n"
     "\n"
-    "Exit status: 0 success; 1 the collector answered with an error (printed); 2 usage\n"
-    "error; 3 the collector could not be reached.\n";
+    "Exit status: 0 success; 1 the collector answered with an error (printed), or --agent\n"
+    "names no agent the collector knows (said on stderr, nothing on stdout); 2 usage error;\n"
+    "3 the collector could not be reached.\n";
 
 static int print_sink(void *ctx, const char *data, size_t n)
 {
@@ -54,7 +55,7 @@ int cmd_query(int argc, char **argv)
     struct cli_auth auth = {0};
     char qs[8192] = "";
     int count = 0, responses = 0, opt, idx = 0;
-    const char *response = NULL;
+    const char *response = NULL, *agent = NULL;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
         if (opt == 'H') {
@@ -74,9 +75,12 @@ int cmd_query(int argc, char **argv)
             fprintf(stderr, "telltale query: unknown option or missing value: %s\n%s",
                     argv[optind - 1], usage);
             return EXIT_USAGE;
-        } else if (cli_qs_add(qs, sizeof qs, params[idx], optarg) != 0) {
-            fprintf(stderr, "telltale query: options too long\n");
-            return EXIT_USAGE;
+        } else {
+            agent = opt == 'a' ? optarg : agent;
+            if (cli_qs_add(qs, sizeof qs, params[idx], optarg) != 0) {
+                fprintf(stderr, "telltale query: options too long\n");
+                return EXIT_USAGE;
+            }
         }
     }
     if (optind < argc) {
@@ -95,6 +99,30 @@ int cmd_query(int argc, char **argv)
     char err[512];
     struct cli_collect body = {.len = 0};
     long status;
+    if (agent && !response) {
+        /* An unknown agent matches nothing; say so rather than print an empty answer that
+         * looks like "no events yet" (a typo in --agent). */
+        char path[1024] = "/api/v1/agents/";
+        if (cli_path_add(path, sizeof path, agent) != 0) {
+            fprintf(stderr, "telltale query: --agent too long\n");
+            return EXIT_USAGE;
+        }
+        status = cli_http_get(http, path, "", token, 600, cli_collect_sink, &body, err, sizeof err);
+        if (status < 0) {
+            fprintf(stderr, "telltale query: %s\n", err);
+            return EXIT_UNREACHABLE;
+        }
+        if (status == 404) {
+            char shown[300];
+            snprintf(shown, sizeof shown, "%s", agent);
+            cli_sanitize(shown);
+            fprintf(stderr, "telltale query: no agent named \"%s\" is known to the collector\n",
+                    shown);
+            return EXIT_FAIL;
+        }
+        body.len = 0;
+        body.buf[0] = '\0';
+    }
     if (response || responses) {
         if (count || (response && (responses || qs[0]))) {
             fprintf(stderr, "telltale query: --response takes no filter; --responses no --count\n");

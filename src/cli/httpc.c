@@ -105,6 +105,18 @@ const char *cli_auth_token(struct cli_auth *a, const char *cmd, int *failed)
     return from_dir(a, env && *env ? env : "telltale-data", 1, cmd, failed);
 }
 
+int cli_path_add(char *path, size_t cap, const char *segment)
+{
+    char *enc = curl_easy_escape(NULL, segment, 0);
+    if (!enc) {
+        return -1;
+    }
+    size_t len = strlen(path);
+    int n = snprintf(path + len, cap - len, "%s", enc);
+    curl_free(enc);
+    return n < 0 || (size_t)n >= cap - len ? -1 : 0;
+}
+
 int cli_qs_add(char *qs, size_t cap, const char *name, const char *value)
 {
     if (!value) {

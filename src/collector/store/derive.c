@@ -38,6 +38,7 @@ const char derive_schema[] =
     " PRIMARY KEY(instance_id, seq)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS guard_response ON guard_events(instance_id, response_id);";
 
+/* Sessions accumulated before they are written (sess_flush); not a limit on a batch. */
 #define MAX_SESSIONS_PER_BATCH 64
 
 struct derive {
@@ -147,7 +148,27 @@ struct sess_acc {
     int64_t events;
 };
 
-static void sess_add(struct sess_acc *acc, int *n, const tt__event *ev)
+/* Write the accumulated sessions and empty the accumulator. The upsert adds counts and widens
+ * the time range, so a batch with more sessions than the accumulator holds is written in several
+ * chunks with the same result: every session of a batch is indexed, in bounded memory. */
+static int sess_flush(struct derive *d, struct sess_acc *acc, int *n, int64_t agent_id)
+{
+    int rc = 0;
+    for (int i = 0; i < *n && rc == 0; i++) {
+        sqlite3_stmt *st = d->session;
+        sqlite3_bind_int64(st, 1, agent_id);
+        bind_str(st, 2, acc[i].name);
+        sqlite3_bind_int64(st, 3, acc[i].first);
+        sqlite3_bind_int64(st, 4, acc[i].last);
+        sqlite3_bind_int64(st, 5, acc[i].events);
+        rc = run(st);
+    }
+    *n = 0;
+    return rc;
+}
+
+static int sess_add(struct derive *d, struct sess_acc *acc, int *n, const tt__event *ev,
+                    int64_t agent_id)
 {
     for (int i = 0; i < *n; i++) {
         if (acc[i].name.n == ev->session.n &&
@@ -155,13 +176,15 @@ static void sess_add(struct sess_acc *acc, int *n, const tt__event *ev)
             acc[i].first = ev->time < acc[i].first ? ev->time : acc[i].first;
             acc[i].last = ev->time > acc[i].last ? ev->time : acc[i].last;
             acc[i].events++;
-            return;
+            return 0;
         }
     }
-    if (*n < MAX_SESSIONS_PER_BATCH) {
+    int rc = *n < MAX_SESSIONS_PER_BATCH ? 0 : sess_flush(d, acc, n, agent_id);
+    if (rc == 0) {
         acc[*n] = (struct sess_acc){ev->session, ev->time, ev->time, 1};
         (*n)++;
     }
+    return rc;
 }
 
 static int step_begin(struct derive *d, const tt__event *ev, int64_t agent, int64_t inst)
@@ -288,13 +311,16 @@ int derive_item(struct derive *d, const struct store_item *it, int64_t agent_id,
          * every event (it was half the store thread's time in the 4-agent profile). */
         for (uint32_t i = 0; i < b.n_sessions; i++) {
             const tt__batch_session *ss = &b.sessions[i];
+            if (nacc == MAX_SESSIONS_PER_BATCH) {
+                rc = rc ? rc : sess_flush(d, acc, &nacc, agent_id);
+            }
             acc[nacc++] = (struct sess_acc){ss->name, ss->t_min, ss->t_max, ss->events};
         }
     }
     tt__event ev;
     while (walk && rc == 0 && tt__batch_next(&b, &ev)) {
         if (ev.session.n) {
-            sess_add(acc, &nacc, &ev);
+            rc = sess_add(d, acc, &nacc, &ev, agent_id);
         }
         if (ev.kind == TT_EV_STEP_BEGIN) {
             rc = step_begin(d, &ev, agent_id, instance_id);
@@ -304,14 +330,5 @@ int derive_item(struct derive *d, const struct store_item *it, int64_t agent_id,
             rc = response_event(d, &ev, agent_id, instance_id);
         }
     }
-    for (int i = 0; i < nacc && rc == 0; i++) {
-        sqlite3_stmt *st = d->session;
-        sqlite3_bind_int64(st, 1, agent_id);
-        bind_str(st, 2, acc[i].name);
-        sqlite3_bind_int64(st, 3, acc[i].first);
-        sqlite3_bind_int64(st, 4, acc[i].last);
-        sqlite3_bind_int64(st, 5, acc[i].events);
-        rc = run(st);
-    }
-    return rc;
+    return rc ? rc : sess_flush(d, acc, &nacc, agent_id);
 }

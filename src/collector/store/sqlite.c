@@ -201,9 +201,10 @@ static int prep(struct sqlite_store *s, sqlite3_stmt **st, const char *sql)
 
 static int prepare_all(struct sqlite_store *s)
 {
-    int rc = prep(s, &s->st_dedup,
-                  "SELECT first_seq, n FROM frames WHERE instance_id=?1 AND first_seq<=?2 "
-                  "ORDER BY first_seq DESC LIMIT 1");
+    int rc =
+        prep(s, &s->st_dedup,
+             "SELECT first_seq, n FROM frames WHERE instance_id=?1 AND first_seq BETWEEN ?2 AND ?3"
+             " ORDER BY first_seq DESC LIMIT 1");
     rc = rc ? rc
             : prep(s, &s->st_frame,
                    "INSERT INTO frames(agent_id, instance_id, first_seq, n, t_min, t_max, kinds,"
@@ -221,7 +222,7 @@ static int prepare_all(struct sqlite_store *s)
             : prep(s, &s->st_inst_get, "SELECT id, agent_id, max_seq FROM instances WHERE uuid=?1");
     rc = rc ? rc
             : prep(s, &s->st_inst_upd,
-                   "UPDATE instances SET last_seen=max(last_seen, ?2), max_seq=max(max_seq, ?3),"
+                   "UPDATE instances SET last_seen=max(last_seen, ?2), max_seq=?3,"
                    " stored=stored+?4,"
                    " c_emitted=CASE WHEN ?5 >= c_emitted THEN ?5 ELSE c_emitted END,"
                    " c_acked=CASE WHEN ?5 >= c_emitted THEN ?6 ELSE c_acked END,"
@@ -481,27 +482,49 @@ static struct icache_entry *instance(struct sqlite_store *s, const struct store_
     return found ? e : NULL;
 }
 
-/* STORE_OK (new range), STORE_DUP (this exact range is stored), STORE_REJECT (overlap). */
+/* The stored frame of instance e with the greatest first_seq in [lo, hi] (SQLite integers, signed
+ * order): 1 with its range in *pf, *pn; 0 if none. */
+static int frame_at_or_below(struct sqlite_store *s, const struct icache_entry *e, int64_t lo,
+                             int64_t hi, uint64_t *pf, uint64_t *pn)
+{
+    sqlite3_bind_int64(s->st_dedup, 1, e->id);
+    sqlite3_bind_int64(s->st_dedup, 2, lo);
+    sqlite3_bind_int64(s->st_dedup, 3, hi);
+    int found = sqlite3_step(s->st_dedup) == SQLITE_ROW;
+    if (found) {
+        *pf = (uint64_t)sqlite3_column_int64(s->st_dedup, 0);
+        *pn = (uint64_t)sqlite3_column_int64(s->st_dedup, 1);
+    }
+    sqlite3_reset(s->st_dedup);
+    return found;
+}
+
+/* STORE_OK (new range), STORE_DUP (this exact range is stored), STORE_REJECT (overlap).
+ * Sequence numbers are unsigned 64-bit; SQLite stores them as the signed integer of the same
+ * bits, so 2^63 and above read as negative. The frame just below `last` in unsigned order is
+ * looked for among the stored values of its sign first, then (for a `last` at 2^63 or above)
+ * among the non-negative ones, which are all below it. */
 static int dedup(struct sqlite_store *s, const struct icache_entry *e, uint64_t first, uint64_t n)
 {
     if (first > e->max_seq) {
         return STORE_OK;
     }
     uint64_t last = first + n - 1;
-    sqlite3_bind_int64(s->st_dedup, 1, e->id);
-    sqlite3_bind_int64(s->st_dedup, 2, (int64_t)last);
-    int result = STORE_OK;
-    if (sqlite3_step(s->st_dedup) == SQLITE_ROW) {
-        uint64_t pf = (uint64_t)sqlite3_column_int64(s->st_dedup, 0);
-        uint64_t pn = (uint64_t)sqlite3_column_int64(s->st_dedup, 1);
-        if (pf == first && pn == n) {
-            result = STORE_DUP;
-        } else if (pf + pn - 1 >= first) {
-            result = STORE_REJECT;
-        }
+    uint64_t pf = 0, pn = 0;
+    int found;
+    if (last <= (uint64_t)INT64_MAX) {
+        found = frame_at_or_below(s, e, 0, (int64_t)last, &pf, &pn);
+    } else {
+        found = frame_at_or_below(s, e, INT64_MIN, (int64_t)last, &pf, &pn) ||
+                frame_at_or_below(s, e, 0, INT64_MAX, &pf, &pn);
     }
-    sqlite3_reset(s->st_dedup);
-    return result;
+    if (!found) {
+        return STORE_OK;
+    }
+    if (pf == first && pn == n) {
+        return STORE_DUP;
+    }
+    return pf + pn - 1 >= first ? STORE_REJECT : STORE_OK;
 }
 
 static void dropped_json(const tt__client_stats *cs, char *out, size_t n)
@@ -531,7 +554,10 @@ static int update_instance(struct sqlite_store *s, struct icache_entry *e,
     dropped_json(cs, dropped, sizeof dropped);
     sqlite3_bind_int64(st, 1, e->id);
     sqlite3_bind_int64(st, 2, now);
-    sqlite3_bind_int64(st, 3, stored ? (int64_t)last : 0);
+    /* The highest sequence number stored, compared unsigned here: SQLite's max() would order
+     * 2^63 and above (stored negative) below every other. */
+    uint64_t max_seq = stored && last > e->max_seq ? last : e->max_seq;
+    sqlite3_bind_int64(st, 3, (int64_t)max_seq);
     sqlite3_bind_int64(st, 4, (int64_t)stored);
     sqlite3_bind_int64(st, 5, b->has_stats ? (int64_t)cs->emitted : -1);
     sqlite3_bind_int64(st, 6, (int64_t)cs->acked);
@@ -541,8 +567,8 @@ static int update_instance(struct sqlite_store *s, struct icache_entry *e,
     sqlite3_bind_int64(st, 10, (int64_t)cs->buffered);
     sqlite3_bind_int64(st, 11, (int64_t)cs->spooled);
     int rc = step_done(st);
-    if (rc == 0 && stored && last > e->max_seq) {
-        e->max_seq = last;
+    if (rc == 0) {
+        e->max_seq = max_seq;
     }
     return rc;
 }

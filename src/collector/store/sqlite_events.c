@@ -21,7 +21,7 @@ struct query {
     sqlite3 *db;
     sqlite3_stmt *st;
     struct store_filter f;
-    int64_t agent_id;   /* -1: any */
+    int64_t agent_id;   /* -1: any; -2: an unknown agent, which matches nothing */
     int64_t last_frame; /* id of the last frame fetched */
     int page_rows;      /* rows stepped in the current page */
     int stepping;       /* a page is bound and being stepped */
@@ -84,7 +84,7 @@ int sqlite_events_open(struct store *s, const struct store_filter *f, struct sto
     const char *sql =
         "SELECT f.id, f.codec, f.raw_len, f.data, i.uuid, a.name FROM frames f"
         " JOIN instances i ON i.id = f.instance_id JOIN agents a ON a.id = f.agent_id"
-        " WHERE f.id > ?1 AND (?2 < 0 OR f.agent_id = ?2) AND f.t_max >= ?3 AND f.t_min <= ?4"
+        " WHERE f.id > ?1 AND (?2 = -1 OR f.agent_id = ?2) AND f.t_max >= ?3 AND f.t_min <= ?4"
         " AND (?5 = 0 OR (f.kinds & ?5) != 0) AND (?6 IS NULL OR i.uuid = ?6)"
         " ORDER BY f.id LIMIT 64";
     if (sqlite3_prepare_v2(q->db, sql, -1, &q->st, NULL) != SQLITE_OK) {
@@ -249,7 +249,7 @@ static int64_t count_fast(const char *db_path, const struct store_filter *f)
     sqlite3_stmt *st;
     int64_t n = -1;
     if (sqlite3_prepare_v2(db,
-                           "SELECT COALESCE(SUM(n), 0) FROM frames WHERE ?1 < 0 OR agent_id = ?1",
+                           "SELECT COALESCE(SUM(n), 0) FROM frames WHERE ?1 = -1 OR agent_id = ?1",
                            -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, agent);
         if (sqlite3_step(st) == SQLITE_ROW) {
