@@ -296,10 +296,12 @@ void tt__client_after_fork(tt_client *c)
             pp = &r->next;
         } else {
             *pp = r->next;
-            tt__ring_free(r);
+            if (tt__fork_child_may_free()) {
+                tt__ring_free(r);
+            }
         }
     }
-    tt__worker_free(c); /* forgets the parent's worker state without joining it */
+    tt__worker_forget(c); /* the parent's worker state, never joined */
     memset(&c->ws, 0, sizeof c->ws);
     atomic_store(&c->dropped_closed, 0);
     atomic_store(&c->dropped_no_ring, 0);

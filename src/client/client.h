@@ -241,6 +241,14 @@ int tt__worker_start(tt_client *c);
 void tt__worker_wake(tt_client *c);
 void tt__worker_free(tt_client *c);
 
+/* In a forked child: forget the parent's worker (its socket closed, never joined). Its memory
+ * is freed, except under AddressSanitizer or ThreadSanitizer, whose allocators (GCC 12) are not
+ * fork-safe: a parent thread may have held an allocator lock at the fork, and a free in the
+ * child would wait for it for ever (seen with gdb in the TSan run of delivery_s8). There the
+ * parent's worker state and rings are left allocated in the child instead. */
+void tt__worker_forget(tt_client *c);
+int tt__fork_child_may_free(void);
+
 /* Lifecycle (client.c). Fork handling: reset a client in a forked child; c->reg_lock held. */
 void tt__client_after_fork(tt_client *c);
 /* The client's counters, as tt_stats_get reports them; for the worker (its heartbeat and batch

@@ -433,14 +433,25 @@ void tt__spool_after_fork(struct tt_spool *s, const uint8_t instance[16])
 {
     /* The parent's segments, claims and in-flight records are the parent's: close our copies
      * of their fds (the parent keeps its locks) and start over under the new instance. */
+    int may_free = tt__fork_child_may_free(); /* see client.h */
     while (s->if_head) {
         struct inflight *i = s->if_head;
         s->if_head = i->next;
-        free(i);
+        if (may_free) {
+            free(i);
+        }
     }
     s->if_tail = NULL;
     while (s->segs) {
-        seg_free(s, s->segs, 0);
+        struct seg *g = s->segs;
+        if (may_free) {
+            seg_free(s, g, 0);
+        } else {
+            s->segs = g->next;
+            if (g->fd >= 0) {
+                close(g->fd);
+            }
+        }
     }
     s->bytes = 0;
     s->active = NULL;

@@ -682,7 +682,37 @@ void tt__worker_wake(tt_client *c)
     (void)n;
 }
 
-/* After the worker has exited (tt_close), or in a forked child where it never existed. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define FORK_UNSAFE_ALLOCATOR 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define FORK_UNSAFE_ALLOCATOR 1
+#endif
+#endif
+
+int tt__fork_child_may_free(void)
+{
+#ifdef FORK_UNSAFE_ALLOCATOR
+    return 0;
+#else
+    return 1;
+#endif
+}
+
+void tt__worker_forget(tt_client *c)
+{
+    if (!c->w) {
+        return;
+    }
+    if (tt__fork_child_may_free()) {
+        worker_destroy(c->w);
+    } else if (c->w->fd >= 0) {
+        close(c->w->fd);
+    }
+    c->w = NULL;
+}
+
+/* After the worker has exited (tt_close). */
 void tt__worker_free(tt_client *c)
 {
     if (c->w) {
