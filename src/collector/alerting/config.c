@@ -217,7 +217,7 @@ static int hook_key(struct parser *p, const char *key, const char *value)
                  ? 0
                  : -EINVAL;
         if (rc == 0) {
-            snprintf(h->generator_url, sizeof h->generator_url, "%s", value);
+            memcpy(h->generator_url, value, strlen(value) + 1); /* length checked above */
         }
     } else if (strcmp(key, "backoff_ms") == 0) {
         rc = detect_parse_u32(value, &h->backoff_ms) == 0 && h->backoff_ms <= 600000 ? 0 : -EINVAL;
