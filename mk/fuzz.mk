@@ -11,7 +11,7 @@ FUZZ_SRC := $(COMMON_SRC) src/collector/api/render.c src/collector/api/render_ev
 	src/collector/api/render_response.c src/collector/api/params.c src/collector/alerting/config.c \
 	src/collector/alerting/units.c src/collector/alerting/detect.c src/collector/alerting/cusum.c \
 	src/collector/alerting/page_hinkley.c src/collector/alerting/adwin.c \
-	src/collector/api/browser.c
+	src/collector/api/browser.c src/collector/secure.c src/collector/log.c
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_NAMES))
 FUZZ_SECONDS ?= 60
@@ -21,8 +21,8 @@ $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard src/*/*.h include
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) -lzstd -lmicrohttpd -lm -pthread
 
 # fuzz_conn drives the native source's connection state machine: it links that and what it
-# uses of the collector (counters, log, the store item's release).
-FUZZ_CONN_SRC := src/collector/source/native_conn.c src/collector/stats.c src/collector/log.c \
+# uses of the collector (counters, the store item's release; log.c is in FUZZ_SRC).
+FUZZ_CONN_SRC := src/collector/source/native_conn.c src/collector/stats.c \
 	$(wildcard src/collector/store/*.c)
 
 $(FUZZ_DIR)/fuzz_conn: tests/fuzz/fuzz_conn.c $(FUZZ_SRC) $(FUZZ_CONN_SRC) \
