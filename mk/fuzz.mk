@@ -33,7 +33,7 @@ $(FUZZ_DIR)/fuzz_conn: tests/fuzz/fuzz_conn.c $(FUZZ_SRC) $(FUZZ_CONN_SRC) \
 fuzz: $(FUZZ_BINS)
 
 fuzz-run: $(FUZZ_BINS)
-	@for n in $(FUZZ_NAMES); do \
+	@set -o pipefail; for n in $(FUZZ_NAMES); do \
 		mkdir -p build/fuzz/new-$$n; \
 		echo "fuzz_$$n: $(FUZZ_SECONDS) s over tests/fuzz/corpus/$$n"; \
 		$(FUZZ_DIR)/fuzz_$$n -artifact_prefix=build/fuzz/ -max_total_time=$(FUZZ_SECONDS) -timeout=2 -rss_limit_mb=1024 \
