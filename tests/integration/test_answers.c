@@ -175,16 +175,16 @@ TEST(answers_unknown_agent_matches_no_event)
     /* The CLI says so on stderr, prints nothing, exits 1; a known agent still prints. */
     const char *bin = getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale";
     char cmd[2048], out[1 << 16];
-    snprintf(cmd, sizeof cmd, "'%s' query --http %s --data '%s' --agent typo 2>&1 >/dev/null",
-             bin, s.http, s.dir);
+    snprintf(cmd, sizeof cmd, "'%s' query --http %s --data '%s' --agent typo 2>&1 >/dev/null", bin,
+             s.http, s.dir);
     CHECK_EQ(run(cmd, out, sizeof out), 1);
     CHECK_MSG(strstr(out, "no agent named \"typo\"") != NULL, "%s", out);
     snprintf(cmd, sizeof cmd, "'%s' query --http %s --data '%s' --agent typo --count 2>/dev/null",
              bin, s.http, s.dir);
     CHECK_EQ(run(cmd, out, sizeof out), 1);
     CHECK_STR(out, "");
-    snprintf(cmd, sizeof cmd, "'%s' query --http %s --data '%s' --agent alpha --count", bin,
-             s.http, s.dir);
+    snprintf(cmd, sizeof cmd, "'%s' query --http %s --data '%s' --agent alpha --count", bin, s.http,
+             s.dir);
     CHECK_EQ(run(cmd, out, sizeof out), 0);
     CHECK_STR(out, "3\n");
     snprintf(cmd, sizeof cmd, "'%s' query --http %s --data '%s' --agent beta", bin, s.http, s.dir);

@@ -159,7 +159,7 @@ TEST_T(incidents_lasting_fall_is_one_incident_updated_resolved_reopened, 120)
     size_t got = fread(out, 1, sizeof out - 1, p);
     out[got] = 0;
     CHECK_EQ(pclose(p), 0);
-    char row[64];
+    char row[128];
     snprintf(row, sizeof row, "#%lld FIRING warning drifty conf_drift[confidence] x", id);
     CHECK_MSG(strstr(out, row) != NULL, "%s", out);
     /* Acknowledged through the incidents route. */

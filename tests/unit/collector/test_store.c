@@ -203,12 +203,12 @@ TEST(store_alert_ack_keeps_the_first_acknowledgement)
 
     struct store_read *rd;
     CHECK_OK(store_read_open(s, &rd));
-    struct store_alert_filter open_only = {NULL, STORE_ALERTS_OPEN, INT64_MAX, 10};
+    struct store_alert_filter open_only = {NULL, STORE_ALERTS_OPEN, INT64_MAX, 10, 0, 0};
     memset(&w, 0, sizeof w);
     CHECK_EQ(store_alerts(rd, &open_only, alert_seen, &w), 1);
     CHECK_EQ(w.id, id2);
     CHECK_STR(w.session, "s1");
-    struct store_alert_filter all = {"alpha", STORE_ALERTS_ALL, INT64_MAX, 10};
+    struct store_alert_filter all = {"alpha", STORE_ALERTS_ALL, INT64_MAX, 10, 0, 0};
     memset(&w, 0, sizeof w);
     CHECK_EQ(store_alerts(rd, &all, alert_seen, &w), 2);
     CHECK_EQ(w.id, id1); /* newest first: the last row is the oldest */
@@ -249,7 +249,7 @@ TEST(store_sqlite_retention_and_rollups_say_not_supported_and_change_nothing)
     CHECK_EQ(store_rollups(rd, &q, rollup_seen, &rows), -ENOTSUP);
     CHECK_EQ(rows, 0);
     struct alert_seen w = {0};
-    struct store_alert_filter all = {NULL, STORE_ALERTS_ALL, INT64_MAX, 10};
+    struct store_alert_filter all = {NULL, STORE_ALERTS_ALL, INT64_MAX, 10, 0, 0};
     CHECK_EQ(store_alerts(rd, &all, alert_seen, &w), 1); /* nothing pruned */
     store_read_close(rd);
     store_close(s);
