@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "batches.h"
 #include "common/pb.h"
 #include "common/wire.h"
 #include "operator.h"
@@ -334,19 +335,7 @@ TEST_T(alerts_failing_tool_calls_raise_error_rate_alert, 60)
 /* One Batch payload: instance, first_seq, one log event. */
 static void batch_payload(tt__buf *out, const uint8_t inst[16], uint64_t first_seq)
 {
-    uint8_t log[16], ev[32], buf[128], *p;
-    p = tt__pb_put_uint(log, 1, 9);
-    p = tt__pb_put_bytes(p, 2, "x", 1);
-    size_t ln = (size_t)(p - log);
-    p = tt__pb_put_sint(ev, 1, 0);
-    p = tt__pb_put_bytes(p, 3, log, ln);
-    size_t en = (size_t)(p - ev);
-    p = tt__pb_put_bytes(buf, 1, inst, 16);
-    p = tt__pb_put_uint(p, 2, first_seq);
-    p = tt__pb_put_fixed64(p, 3, 1700000000000000000ull);
-    p = tt__pb_put_bytes(p, 4, ev, en);
-    tt__buf_reset(out);
-    tt__buf_append(out, buf, (size_t)(p - buf));
+    tt_test_batch_payload(out, inst, first_seq, 1);
 }
 
 /* Read frames until one of type want arrives (fails the test on close or timeout). */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/pb.h"
+#include "batches.h"
 #include "common/wire.h"
 #include "operator.h"
 #include "serve.h"
@@ -73,20 +74,11 @@ static void hello_frame(tt__buf *frame, const char *agent, const char *token, ui
 /* A Batch frame for instance with events first_seq .. first_seq + n - 1, appended to frame. */
 static void batch_frame(tt__buf *frame, const uint8_t inst[16], uint64_t first_seq, int n)
 {
-    uint8_t log[16], ev[32], buf[512], *p;
-    p = tt__pb_put_uint(log, 1, 9);
-    p = tt__pb_put_bytes(p, 2, "x", 1);
-    size_t ln = (size_t)(p - log);
-    p = tt__pb_put_sint(ev, 1, 0);
-    p = tt__pb_put_bytes(p, 3, log, ln);
-    size_t en = (size_t)(p - ev);
-    p = tt__pb_put_bytes(buf, 1, inst, 16);
-    p = tt__pb_put_uint(p, 2, first_seq);
-    p = tt__pb_put_fixed64(p, 3, 1700000000000000000ull);
-    for (int i = 0; i < n; i++) {
-        p = tt__pb_put_bytes(p, 4, ev, en);
-    }
-    CHECK_OK(tt__frame_append(frame, TT_FT_BATCH, buf, (size_t)(p - buf)));
+    tt__buf payload;
+    tt__buf_init(&payload, 1 << 20);
+    tt_test_batch_payload(&payload, inst, first_seq, n);
+    CHECK_OK(tt__frame_append(frame, TT_FT_BATCH, payload.data, payload.len));
+    tt__buf_fini(&payload);
 }
 
 static void reset_close(int fd)

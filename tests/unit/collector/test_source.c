@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batches.h"
 #include "collector/hub.h"
 #include "collector/source/source.h"
 #include "collector/store/store.h"
@@ -30,25 +31,16 @@ struct test_source {
 
 static struct store_item *item(const uint8_t inst[16], uint64_t first_seq, int n, uint64_t no)
 {
-    uint8_t log[16], ev[32], buf[512], *p;
-    p = tt__pb_put_uint(log, 1, 9);
-    p = tt__pb_put_bytes(p, 2, "x", 1);
-    size_t ln = (size_t)(p - log);
-    p = tt__pb_put_sint(ev, 1, 0);
-    p = tt__pb_put_bytes(p, 3, log, ln);
-    size_t en = (size_t)(p - ev);
-    p = tt__pb_put_bytes(buf, 1, inst, 16);
-    p = tt__pb_put_uint(p, 2, first_seq);
-    p = tt__pb_put_fixed64(p, 3, 1700000000000000000ull);
-    for (int i = 0; i < n; i++) {
-        p = tt__pb_put_bytes(p, 4, ev, en);
-    }
+    tt__buf payload;
+    tt__buf_init(&payload, 1 << 20);
+    tt_test_batch_payload(&payload, inst, first_seq, n);
     struct store_item *it = calloc(1, sizeof *it);
     CHECK(it);
-    it->raw_len = (size_t)(p - buf);
+    it->raw_len = payload.len;
     it->raw = malloc(it->raw_len);
     CHECK(it->raw);
-    memcpy(it->raw, buf, it->raw_len);
+    memcpy(it->raw, payload.data, it->raw_len);
+    tt__buf_fini(&payload);
     tt__batch_limits lim = {1024, 64};
     const char *why = NULL;
     CHECK_MSG(tt__batch_parse(&it->batch, it->raw, it->raw_len, &lim, &why) == 0, "%s", why);

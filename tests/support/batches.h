@@ -1,0 +1,16 @@
+/*
+ * batches.h - Batch payloads built by hand, for tests that speak the wire protocol themselves
+ * (hostile peers, overlapping ranges, sources fed without a client).
+ */
+#ifndef TT_TEST_BATCHES_H
+#define TT_TEST_BATCHES_H
+
+#include <stdint.h>
+
+#include "common/buf.h"
+
+/* out := a Batch payload for instance with n one-word log events, sequence numbers first_seq ..
+ * first_seq + n - 1, all at one fixed timestamp. */
+void tt_test_batch_payload(tt__buf *out, const uint8_t inst[16], uint64_t first_seq, int n);
+
+#endif
