@@ -64,27 +64,16 @@ static enum MHD_Result list(const struct http_req *r, const char *array_name)
                   : !strcmp(status, "firing")       ? 1
                                                     : 2,
     };
-    struct store_read *rd;
-    if (store_read_open(r->ctx->store, &rd) != 0) {
+    struct http_list l;
+    if (http_list_open(r, &l, array_name) != 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
     }
-    tt__buf b;
-    tt__buf_init(&b, 64u << 20);
-    tt__json j;
-    tt__json_init(&j, &b);
-    tt__json_obj_begin(&j);
-    tt__json_key(&j, array_name);
-    tt__json_arr_begin(&j);
-    struct alerts_walk w = {&j, 0};
-    int n = store_alerts(rd, &f, row_json, &w);
-    tt__json_arr_end(&j);
-    tt__json_key(&j, "next_before");
-    n >= 0 && (uint64_t)n == limit ? tt__json_i64(&j, w.last) : tt__json_null(&j);
-    tt__json_obj_end(&j);
-    store_read_close(rd);
-    enum MHD_Result rc = http_json(r, MHD_HTTP_OK, &b);
-    tt__buf_fini(&b);
-    return rc;
+    struct alerts_walk w = {&l.j, 0};
+    int n = store_alerts(l.rd, &f, row_json, &w);
+    http_list_end_array(&l);
+    tt__json_key(&l.j, "next_before");
+    n >= 0 && (uint64_t)n == limit ? tt__json_i64(&l.j, w.last) : tt__json_null(&l.j);
+    return http_list_reply(r, &l, n, array_name);
 }
 
 enum MHD_Result api_alerts(const struct http_req *r)

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "collector/api/auth.h"
+#include "collector/store/store.h"
 #include "common/json.h"
 
 struct http {
@@ -131,6 +132,37 @@ enum MHD_Result http_error(const struct http_req *r, unsigned status, const char
     error_body(&b, status, msg);
     enum MHD_Result rc = http_json(r, status, &b);
     tt__buf_fini(&b);
+    return rc;
+}
+
+int http_list_open(const struct http_req *r, struct http_list *l, const char *name)
+{
+    if (store_read_open(r->ctx->store, &l->rd) != 0) {
+        return -1;
+    }
+    tt__buf_init(&l->b, 64u << 20);
+    tt__json_init(&l->j, &l->b);
+    tt__json_obj_begin(&l->j);
+    tt__json_key(&l->j, name);
+    tt__json_arr_begin(&l->j);
+    return 0;
+}
+
+void http_list_end_array(struct http_list *l)
+{
+    tt__json_arr_end(&l->j);
+}
+
+enum MHD_Result http_list_reply(const struct http_req *r, struct http_list *l, int n,
+                                const char *what)
+{
+    tt__json_obj_end(&l->j);
+    store_read_close(l->rd);
+    enum MHD_Result rc =
+        n < 0      ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query %s", what)
+        : l->j.err ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "answer too large")
+                   : http_json(r, MHD_HTTP_OK, &l->b);
+    tt__buf_fini(&l->b);
     return rc;
 }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/json.h"
 
 struct hub;
 struct ingest;
@@ -20,6 +21,7 @@ struct monitor;
 struct alerts;
 
 struct store;
+struct store_read;
 
 struct http_ctx {
     struct store *store; /* stored data (store.h): readers per request */
@@ -79,6 +81,22 @@ enum MHD_Result http_stream(const struct http_req *r, const char *ctype, size_t 
                             MHD_ContentReaderFreeCallback fr);
 enum MHD_Result http_error(const struct http_req *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* A JSON answer {"NAME": [rows...], ...} over a store reader, the shape of the list routes.
+ * http_list_open opens the reader and writes up to the array's '[' (-1: the store cannot be
+ * read; the route answers 503); the route writes its rows into l->j; http_list_end_array closes
+ * the array, after which more keys may follow; http_list_reply closes the object and the reader
+ * and answers: 500 "cannot query WHAT" when n < 0, 500 "answer too large" when the answer
+ * outgrew its buffer, else 200. */
+struct http_list {
+    struct store_read *rd;
+    tt__buf b;
+    tt__json j;
+};
+int http_list_open(const struct http_req *r, struct http_list *l, const char *name);
+void http_list_end_array(struct http_list *l);
+enum MHD_Result http_list_reply(const struct http_req *r, struct http_list *l, int n,
+                                const char *what);
 
 /* Query parameters: NULL if absent. http_params_check refuses a request with a parameter not
  * in allowed (NULL-terminated) or longer than HTTP_PARAM_MAX; returns 0 or an error message. */

@@ -122,27 +122,14 @@ enum MHD_Result api_responses(const struct http_req *r)
                               LIST_LIMIT_MAX);
         }
     }
-    struct store_read *rd;
-    if (store_read_open(r->ctx->store, &rd) != 0) {
+    struct http_list l;
+    if (http_list_open(r, &l, "responses") != 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
     }
-    tt__buf b;
-    tt__buf_init(&b, 64u << 20);
-    tt__json j;
-    tt__json_init(&j, &b);
-    tt__json_obj_begin(&j);
-    tt__json_key(&j, "responses");
-    tt__json_arr_begin(&j);
     struct store_response_filter f = {.session = session, .agent = agent, .limit = (uint64_t)limit};
-    int n = store_responses(rd, &f, row_json, &j);
-    tt__json_arr_end(&j);
-    tt__json_obj_end(&j);
-    store_read_close(rd);
-    if (n < 0) {
-        tt__buf_fini(&b);
-        return http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query responses");
-    }
-    return reply(r, MHD_HTTP_OK, &b, &j);
+    int n = store_responses(l.rd, &f, row_json, &l.j);
+    http_list_end_array(&l);
+    return http_list_reply(r, &l, n, "responses");
 }
 
 static int parse_id(const char *s, uint64_t *out)

@@ -40,26 +40,13 @@ enum MHD_Result api_sessions(const struct http_req *r)
                           bad ? bad : "limit: expected an integer from 1 to 10000");
     }
     const char *agent = http_param(r, "agent");
-    struct store_read *rd;
-    if (store_read_open(r->ctx->store, &rd) != 0) {
+    struct http_list l;
+    if (http_list_open(r, &l, "sessions") != 0) {
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot open the store");
     }
-    tt__buf b;
-    tt__buf_init(&b, 64u << 20);
-    tt__json j;
-    tt__json_init(&j, &b);
-    tt__json_obj_begin(&j);
-    tt__json_key(&j, "sessions");
-    tt__json_arr_begin(&j);
-    int n = store_sessions(rd, agent, limit, session_json, &j);
-    tt__json_arr_end(&j);
-    tt__json_obj_end(&j);
-    store_read_close(rd);
-    enum MHD_Result rc =
-        n < 0 ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query sessions")
-              : http_json(r, MHD_HTTP_OK, &b);
-    tt__buf_fini(&b);
-    return rc;
+    int n = store_sessions(l.rd, agent, limit, session_json, &l.j);
+    http_list_end_array(&l);
+    return http_list_reply(r, &l, n, "sessions");
 }
 
 /* One step row, copied out of the store. */
