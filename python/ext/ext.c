@@ -306,24 +306,38 @@ static void client_dealloc(client_core *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* A C handle as Python sees it: an int address, or None for NULL (both cores agree on this). */
+static PyObject *handle_get(void *h)
+{
+    if (!h) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromVoidPtr(h);
+}
+
+static int handle_parse(PyObject *v, void **out)
+{
+    *out = NULL;
+    if (v != NULL && v != Py_None) {
+        *out = PyLong_AsVoidPtr(v);
+        if (!*out && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static PyObject *client_get_h(client_core *self, void *closure)
 {
     (void)closure;
-    if (!self->h) {
-        Py_RETURN_NONE;
-    }
-    return PyLong_FromVoidPtr(self->h);
+    return handle_get(self->h);
 }
 
 static int client_set_h(client_core *self, PyObject *v, void *closure)
 {
     (void)closure;
-    if (v == NULL || v == Py_None) {
-        self->h = NULL;
-        return 0;
-    }
-    void *p = PyLong_AsVoidPtr(v);
-    if (!p && PyErr_Occurred()) {
+    void *p;
+    if (handle_parse(v, &p) != 0) {
         return -1;
     }
     self->h = p;
@@ -723,10 +737,7 @@ static void response_dealloc(response_core *self)
 static PyObject *response_get_r(response_core *self, void *closure)
 {
     (void)closure;
-    if (!self->r) {
-        Py_RETURN_NONE;
-    }
-    return PyLong_FromVoidPtr(self->r);
+    return handle_get(self->r);
 }
 
 static int response_set_r(response_core *self, PyObject *v, void *closure)
@@ -737,12 +748,8 @@ static int response_set_r(response_core *self, PyObject *v, void *closure)
                         "telltale: the response is in use by a token call of another thread");
         return -1;
     }
-    if (v == NULL || v == Py_None) {
-        self->r = NULL;
-        return 0;
-    }
-    void *p = PyLong_AsVoidPtr(v);
-    if (!p && PyErr_Occurred()) {
+    void *p;
+    if (handle_parse(v, &p) != 0) {
         return -1;
     }
     self->r = p;
