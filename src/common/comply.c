@@ -210,11 +210,12 @@ static int is_punct(const struct tok *t, char c)
 
 /* Object types that DROP, ALTER and TRUNCATE name (PostgreSQL, MySQL, SQLite, SQL Server). */
 static const char *const object_types[] = {
-    "TABLE", "DATABASE", "SCHEMA", "INDEX", "VIEW", "USER", "ROLE", "SEQUENCE", "FUNCTION",
-    "PROCEDURE", "TRIGGER", "TYPE", "DOMAIN", "EXTENSION", "MATERIALIZED", "TABLESPACE",
-    "COLUMN", "CONSTRAINT", "OWNED", "TEMPORARY", "TEMP", "FOREIGN", "SERVER", "POLICY", "RULE",
-    "EVENT", "PUBLICATION", "SUBSCRIPTION", "COLLATION", "AGGREGATE", "OPERATOR", "LOGIN",
-    "VIRTUAL", "KEYSPACE", "IF", NULL};
+    "TABLE",    "DATABASE",  "SCHEMA",       "INDEX",        "VIEW",      "USER",
+    "ROLE",     "SEQUENCE",  "FUNCTION",     "PROCEDURE",    "TRIGGER",   "TYPE",
+    "DOMAIN",   "EXTENSION", "MATERIALIZED", "TABLESPACE",   "COLUMN",    "CONSTRAINT",
+    "OWNED",    "TEMPORARY", "TEMP",         "FOREIGN",      "SERVER",    "POLICY",
+    "RULE",     "EVENT",     "PUBLICATION",  "SUBSCRIPTION", "COLLATION", "AGGREGATE",
+    "OPERATOR", "LOGIN",     "VIRTUAL",      "KEYSPACE",     "IF",        NULL};
 
 /* A name: a word, a quoted identifier, possibly qualified (a.b."c"). */
 static int is_name(const struct tok *t)
@@ -226,8 +227,8 @@ static int is_name(const struct tok *t)
  * t holds the condition's first k tokens (k <= 4: more tokens are not a tautology here). */
 static int where_always_true(const struct tok *t, size_t k)
 {
-    if (k == 1 && (word_is(&t[0], "TRUE") ||
-                   (t[0].type == T_NUMBER && !(t[0].n == 1 && t[0].s[0] == '0')))) {
+    if (k == 1 &&
+        (word_is(&t[0], "TRUE") || (t[0].type == T_NUMBER && !(t[0].n == 1 && t[0].s[0] == '0')))) {
         return 1;
     }
     if (k == 3 && is_punct(&t[1], '=') && t[0].type == t[2].type && t[0].n == t[2].n &&
@@ -300,7 +301,8 @@ static size_t skip_name(const struct tok *v, size_t rest, size_t j)
         return 0;
     }
     j++;
-    while (j + 1 < rest && is_punct(&v[j], '.') && (is_name(&v[j + 1]) || is_punct(&v[j + 1], '*'))) {
+    while (j + 1 < rest && is_punct(&v[j], '.') &&
+           (is_name(&v[j + 1]) || is_punct(&v[j + 1], '*'))) {
         j += 2;
     }
     return j;
@@ -314,9 +316,10 @@ static int target_ends(const struct tok *v, size_t rest, size_t j, const char *c
 }
 
 static const char *const privileges[] = {
-    "ALL", "SELECT", "INSERT", "UPDATE", "DELETE", "USAGE", "EXECUTE", "CREATE", "CONNECT",
-    "TEMPORARY", "TEMP", "REFERENCES", "TRIGGER", "TRUNCATE", "ALTER", "DROP", "INDEX",
-    "SUPER", "PROXY", "RELOAD", "FILE", "PROCESS", "REPLICATION", "MAINTAIN", "SET", NULL};
+    "ALL",     "SELECT",      "INSERT",    "UPDATE", "DELETE",     "USAGE",   "EXECUTE",
+    "CREATE",  "CONNECT",     "TEMPORARY", "TEMP",   "REFERENCES", "TRIGGER", "TRUNCATE",
+    "ALTER",   "DROP",        "INDEX",     "SUPER",  "PROXY",      "RELOAD",  "FILE",
+    "PROCESS", "REPLICATION", "MAINTAIN",  "SET",    NULL};
 
 /* One statement [b, e) of q. */
 static uint32_t classify(const char *q, size_t b, size_t e, char *why, size_t whylen)
@@ -343,9 +346,9 @@ static uint32_t classify(const char *q, size_t b, size_t e, char *why, size_t wh
                 depth++;
             } else if (is_punct(&t, ')')) {
                 depth--;
-            } else if (depth == 0 && (word_is(&t, "DELETE") || word_is(&t, "UPDATE") ||
-                                      word_is(&t, "SELECT") || word_is(&t, "INSERT") ||
-                                      word_is(&t, "MERGE"))) {
+            } else if (depth == 0 &&
+                       (word_is(&t, "DELETE") || word_is(&t, "UPDATE") || word_is(&t, "SELECT") ||
+                        word_is(&t, "INSERT") || word_is(&t, "MERGE"))) {
                 k = lex_head(q, (size_t)(t.s - q), e, h);
                 i = 0;
                 break;
@@ -374,8 +377,9 @@ static uint32_t classify(const char *q, size_t b, size_t e, char *why, size_t wh
         if (j < rest && word_is(&v[j], "ONLY")) {
             j++;
         }
-        static const char *const after[] = {"RESTART", "CONTINUE", "CASCADE", "RESTRICT",
-                                            "IMMEDIATE", "DROP", "REUSE", "PARTITION", NULL};
+        static const char *const after[] = {"RESTART",  "CONTINUE",  "CASCADE",
+                                            "RESTRICT", "IMMEDIATE", "DROP",
+                                            "REUSE",    "PARTITION", NULL};
         size_t x = skip_name(v, rest, j);
         if (x && target_ends(v, rest, x, after)) {
             snprintf(why, whylen, "TRUNCATE");
@@ -418,8 +422,8 @@ static uint32_t classify(const char *q, size_t b, size_t e, char *why, size_t wh
             if (j < rest && word_is(&v[j], "FROM")) {
                 j++;
             }
-            static const char *const after[] = {"WHERE", "USING", "RETURNING", "ORDER",
-                                                "LIMIT", "AS", "FROM", "OUTPUT", NULL};
+            static const char *const after[] = {"WHERE", "USING", "RETURNING", "ORDER", "LIMIT",
+                                                "AS",    "FROM",  "OUTPUT",    NULL};
             size_t x = skip_name(v, rest, j);
             if (!x) {
                 return 0;
@@ -537,8 +541,8 @@ static size_t find_host(const char *s, size_t n, size_t *start)
     /* A bare text names a host only if it looks like one: a dot, and nothing but a port or a
      * path after it. */
     if (!sep) {
-        if (!memchr(s + i, '.', k - i) || (k < n && s[k] != ':' && s[k] != '/' &&
-                                           !is_space((unsigned char)s[k]))) {
+        if (!memchr(s + i, '.', k - i) ||
+            (k < n && s[k] != ':' && s[k] != '/' && !is_space((unsigned char)s[k]))) {
             return 0;
         }
     }
@@ -699,10 +703,10 @@ static const struct {
     size_t min_body;
     int upper_alnum; /* body of A-Z0-9 only (AWS) */
 } key_kinds[] = {
-    {"sk-", 20, 0},      {"sk_live_", 16, 0}, {"sk_test_", 16, 0}, {"rk_live_", 16, 0},
-    {"AKIA", 16, 1},     {"ASIA", 16, 1},     {"ghp_", 30, 0},     {"gho_", 30, 0},
-    {"ghs_", 30, 0},     {"ghu_", 30, 0},     {"github_pat_", 30, 0}, {"xoxb-", 10, 0},
-    {"xoxa-", 10, 0},    {"xoxp-", 10, 0},    {"xoxr-", 10, 0},    {"AIza", 30, 0},
+    {"sk-", 20, 0},    {"sk_live_", 16, 0}, {"sk_test_", 16, 0},    {"rk_live_", 16, 0},
+    {"AKIA", 16, 1},   {"ASIA", 16, 1},     {"ghp_", 30, 0},        {"gho_", 30, 0},
+    {"ghs_", 30, 0},   {"ghu_", 30, 0},     {"github_pat_", 30, 0}, {"xoxb-", 10, 0},
+    {"xoxa-", 10, 0},  {"xoxp-", 10, 0},    {"xoxr-", 10, 0},       {"AIza", 30, 0},
     {"glpat-", 20, 0},
 };
 
@@ -875,7 +879,7 @@ size_t tt__comply_redact(const char *s, size_t n, uint32_t kinds, char *out, siz
 
 /* --- the decision -------------------------------------------------------------------------- */
 
-static int rule_sees_kind(const struct tt__comply_rule *r, int kind)
+int tt__comply_sees_kind(const struct tt__comply_rule *r, int kind)
 {
     return r->kinds == 0 || (kind >= 0 && kind < 32 && (r->kinds & (1u << kind)));
 }
@@ -891,7 +895,7 @@ static int name_listed(const struct tt__comply_rule *r, const char *name, size_t
 }
 
 int tt__comply_step(const struct tt__comply_policy *p, int kind, const char *name, size_t name_len,
-                    const char *query, size_t query_len, uint64_t calls,
+                    const char *query, size_t query_len, const uint64_t *calls,
                     struct tt__comply_verdict *v)
 {
     *v = (struct tt__comply_verdict){.action = 0, .rule = -1};
@@ -900,7 +904,7 @@ int tt__comply_step(const struct tt__comply_policy *p, int kind, const char *nam
     }
     for (uint32_t i = 0; i < p->n_rules; i++) {
         const struct tt__comply_rule *r = &p->rules[i];
-        if (!rule_sees_kind(r, kind)) {
+        if (!tt__comply_sees_kind(r, kind)) {
             continue;
         }
         char why[160];
@@ -944,7 +948,7 @@ int tt__comply_step(const struct tt__comply_policy *p, int kind, const char *nam
             break;
         }
         case TT_COMPLY_LIMIT:
-            hit = calls >= r->limit;
+            hit = (calls ? calls[r->slot] : 0) >= r->limit;
             if (hit) {
                 snprintf(why, sizeof why, "more than %llu calls in the session",
                          (unsigned long long)r->limit);
@@ -968,8 +972,8 @@ int tt__comply_step(const struct tt__comply_policy *p, int kind, const char *nam
 
 /* --- the policy file ----------------------------------------------------------------------- */
 
-static const char *const kind_names[] = {NULL,    "reasoning", "tool",      "api",
-                                         "llm",   "agent",     "retrieval", "other"};
+static const char *const kind_names[] = {NULL,  "reasoning", "tool",      "api",
+                                         "llm", "agent",     "retrieval", "other"};
 
 static int parse_kind(const char *s, size_t n)
 {
@@ -1028,8 +1032,9 @@ static int add_kind(struct tt__comply_rule *r, const char *s, size_t n, char *er
 {
     int k = parse_kind(s, n);
     if (k < 0) {
-        snprintf(err, errlen, "unknown step kind \"%.*s\" (reasoning, tool, api, llm, agent, "
-                              "retrieval, other)",
+        snprintf(err, errlen,
+                 "unknown step kind \"%.*s\" (reasoning, tool, api, llm, agent, "
+                 "retrieval, other)",
                  (int)(n > 40 ? 40 : n), s);
         return -EINVAL;
     }
@@ -1070,8 +1075,8 @@ static int add_pii(struct tt__comply_rule *r, const char *s, size_t n, char *err
 
 static int add_sql(struct tt__comply_rule *r, const char *s, size_t n, char *err, size_t errlen)
 {
-    static const char *const names[] = {"drop",   "truncate",   "alter",
-                                        "grant",  "delete_all", "update_all"};
+    static const char *const names[] = {"drop",  "truncate",   "alter",
+                                        "grant", "delete_all", "update_all"};
     for (int k = 0; k < 6; k++) {
         if (eq(s, n, names[k])) {
             r->what |= 1u << k;
@@ -1089,8 +1094,16 @@ static int add_sql(struct tt__comply_rule *r, const char *s, size_t n, char *err
     return -EINVAL;
 }
 
-static int finish_rule(struct tt__comply_rule *r, char *err, size_t errlen)
+static int finish_rule(struct tt__comply_policy *p, struct tt__comply_rule *r, char *err,
+                       size_t errlen)
 {
+    if (r->match == TT_COMPLY_LIMIT) {
+        uint32_t slot = 0;
+        for (struct tt__comply_rule *x = p->rules; x < r; x++) {
+            slot += x->match == TT_COMPLY_LIMIT;
+        }
+        r->slot = (uint8_t)(slot < 255 ? slot : 255);
+    }
     if (!r->match) {
         snprintf(err, errlen, "rule %s has no match", r->name);
         return -EINVAL;
@@ -1115,6 +1128,10 @@ static int finish_rule(struct tt__comply_rule *r, char *err, size_t errlen)
     }
     if (r->match == TT_COMPLY_LIMIT && !r->limit) {
         snprintf(err, errlen, "rule %s needs calls = N (N >= 1)", r->name);
+        return -EINVAL;
+    }
+    if (r->match == TT_COMPLY_LIMIT && r->slot >= TT_COMPLY_MAX_LIMITS) {
+        snprintf(err, errlen, "more than %d limit rules", TT_COMPLY_MAX_LIMITS);
         return -EINVAL;
     }
     if (r->redact && r->match != TT_COMPLY_PII) {
@@ -1160,7 +1177,7 @@ int tt__comply_parse(struct tt__comply_policy *out, const char *text, size_t len
             break;
         }
         if (s[0] == '[') {
-            if (r && (rc = finish_rule(r, e, sizeof e)) != 0) {
+            if (r && (rc = finish_rule(&p, r, e, sizeof e)) != 0) {
                 break;
             }
             if (n < 8 || s[n - 1] != ']' || memcmp(s, "[rule.", 6) != 0 || n - 7 >= 64) {
@@ -1205,7 +1222,9 @@ int tt__comply_parse(struct tt__comply_policy *out, const char *text, size_t len
                 rc = -EINVAL;
             }
         } else if (eq(k, kn, "action")) {
-            r->action = eq(v, vn, "block") ? TT_COMPLY_BLOCK : eq(v, vn, "flag") ? TT_COMPLY_FLAG : 0;
+            r->action = eq(v, vn, "block")  ? TT_COMPLY_BLOCK
+                        : eq(v, vn, "flag") ? TT_COMPLY_FLAG
+                                            : 0;
             if (!r->action) {
                 snprintf(e, sizeof e, "action must be block or flag");
                 rc = -EINVAL;
@@ -1241,7 +1260,7 @@ int tt__comply_parse(struct tt__comply_policy *out, const char *text, size_t len
         }
     }
     if (rc == 0 && r) {
-        rc = finish_rule(r, e, sizeof e);
+        rc = finish_rule(&p, r, e, sizeof e);
     }
     if (rc) {
         if (err && errlen) {
@@ -1250,6 +1269,9 @@ int tt__comply_parse(struct tt__comply_policy *out, const char *text, size_t len
         return rc;
     }
     for (uint32_t k = 0; k < p.n_rules; k++) {
+        if (p.rules[k].match == TT_COMPLY_LIMIT) {
+            p.n_limits++;
+        }
         if (p.rules[k].match == TT_COMPLY_PII && p.rules[k].redact) {
             p.redact_pii |= p.rules[k].what;
         }

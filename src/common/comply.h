@@ -29,8 +29,9 @@
 #include <stdint.h>
 
 #define TT_COMPLY_MAX_RULES 64
-#define TT_COMPLY_MAX_ITEMS 32   /* names or hosts per rule */
+#define TT_COMPLY_MAX_ITEMS 32     /* names or hosts per rule */
 #define TT_COMPLY_MAX_POLICY 65536 /* bytes of policy text */
+#define TT_COMPLY_MAX_LIMITS 8     /* limit rules per policy */
 
 /* What a rule matches. */
 enum tt__comply_match {
@@ -67,19 +68,21 @@ enum tt__comply_action { TT_COMPLY_FLAG = 1, TT_COMPLY_BLOCK = 2 };
 
 struct tt__comply_rule {
     char name[64];
-    uint8_t match;     /* enum tt__comply_match */
-    uint8_t action;    /* enum tt__comply_action */
-    uint8_t redact;    /* PII rules: mask matches in what the agent sends */
-    uint32_t kinds;    /* bit (1 << tt_step_kind) of the step kinds looked at; 0 = every kind */
-    uint32_t what;     /* SQL: enum tt__comply_sql bits; PII: enum tt__comply_pii bits */
-    uint32_t n_items;  /* names (TOOL), kinds are in `kinds`, hosts (HOST) */
-    uint64_t limit;    /* LIMIT: calls per session of the kinds looked at */
+    uint8_t match;    /* enum tt__comply_match */
+    uint8_t action;   /* enum tt__comply_action */
+    uint8_t redact;   /* PII rules: mask matches in what the agent sends */
+    uint32_t kinds;   /* bit (1 << tt_step_kind) of the step kinds looked at; 0 = every kind */
+    uint32_t what;    /* SQL: enum tt__comply_sql bits; PII: enum tt__comply_pii bits */
+    uint32_t n_items; /* names (TOOL), kinds are in `kinds`, hosts (HOST) */
+    uint64_t limit;   /* LIMIT: calls per session of the kinds looked at */
+    uint8_t slot;     /* LIMIT: its counter, 0 .. n_limits - 1 */
     char items[TT_COMPLY_MAX_ITEMS][128];
 };
 
 struct tt__comply_policy {
     uint32_t n_rules;
     uint32_t redact_pii; /* union of the `what` of PII rules with redact on */
+    uint32_t n_limits;   /* LIMIT rules (each has a slot) */
     struct tt__comply_rule rules[TT_COMPLY_MAX_RULES];
 };
 
@@ -97,11 +100,14 @@ struct tt__comply_verdict {
 };
 
 /* Check a step about to begin: kind (tt_step_kind), name and query (either may be NULL),
- * calls = how many steps of this session the rule's counters saw before (LIMIT rules; the
- * caller keeps them), *v filled. Returns v->action. */
+ * calls[slot] = how many earlier steps of this session each LIMIT rule counted (the caller
+ * keeps the counters; NULL: none yet), *v filled. Returns v->action. */
 int tt__comply_step(const struct tt__comply_policy *p, int kind, const char *name, size_t name_len,
-                    const char *query, size_t query_len, uint64_t calls,
+                    const char *query, size_t query_len, const uint64_t *calls,
                     struct tt__comply_verdict *v);
+
+/* Whether rule r looks at steps of this kind. */
+int tt__comply_sees_kind(const struct tt__comply_rule *r, int kind);
 
 /* The destructive statements of a query (enum tt__comply_sql bits; 0 none or not SQL); why
  * (may be NULL) names the first one. */

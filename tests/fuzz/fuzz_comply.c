@@ -46,6 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort(); /* a card or token survived redaction */
     }
     struct tt__comply_verdict v;
-    (void)tt__comply_step(&p, size ? data[0] % 9 : 2, s, size, s, size, size, &v);
+    uint64_t calls[TT_COMPLY_MAX_LIMITS] = {size, 0, 1, 2, 3, 4, 5, 6};
+    (void)tt__comply_step(&p, size ? data[0] % 9 : 2, s, size, s, size, calls, &v);
     return 0;
 }

@@ -186,14 +186,15 @@ TEST(comply_policy_parses_and_decides_the_strongest_verdict)
     CHECK_EQ(p.n_rules, 5u);
     CHECK_EQ(p.redact_pii, (uint32_t)(TT_PII_CARD | TT_PII_EMAIL));
     struct tt__comply_verdict v;
-#define STEP(kind, name, q, calls)                                                                 \
-    tt__comply_step(&p, kind, name, strlen(name), q, strlen(q), calls, &v)
+    uint64_t calls[TT_COMPLY_MAX_LIMITS] = {0};
+#define STEP(kind, name, q, n)                                                                     \
+    (calls[0] = (n), tt__comply_step(&p, kind, name, strlen(name), q, strlen(q), calls, &v))
     CHECK_EQ(STEP(2, "sql", "SELECT * FROM t WHERE id = 1", 0), 0);
     CHECK_EQ(STEP(2, "sql", "DELETE FROM t", 0), TT_COMPLY_BLOCK);
     CHECK_STR(p.rules[v.rule].name, "destructive_sql");
     CHECK_STR(v.why, "DELETE without WHERE");
     CHECK_EQ(STEP(6, "db", "drop table x", 0), TT_COMPLY_BLOCK); /* retrieval too */
-    CHECK_EQ(STEP(1, "think", "drop table x", 0), 0);             /* not a kind it looks at */
+    CHECK_EQ(STEP(1, "think", "drop table x", 0), 0);            /* not a kind it looks at */
     CHECK_EQ(STEP(3, "http", "https://api.example.com/x", 0), 0);
     CHECK_EQ(STEP(3, "http", "https://exfil.example.net/x", 0), TT_COMPLY_BLOCK);
     CHECK_STR(v.why, "host exfil.example.net is not allowed");
@@ -224,13 +225,17 @@ TEST(comply_policy_errors_name_the_line)
         {"[rule.a]\nmatch = sql\n[rule.a]\nmatch = sql\n", "line 3: rule a defined twice"},
         {"[rule.a]\nmatch = sql\ncolour = red\n", "line 3: unknown key \"colour\""},
         {"[rules]\n", "line 1: expected [rule.NAME]"},
+        {"[rule.a]\nmatch=limit\ncalls=1\n[rule.b]\nmatch=limit\ncalls=1\n[rule.c]\nmatch=limit\n"
+         "calls=1\n[rule.d]\nmatch=limit\ncalls=1\n[rule.e]\nmatch=limit\ncalls=1\n[rule.f]\n"
+         "match=limit\ncalls=1\n[rule.g]\nmatch=limit\ncalls=1\n[rule.h]\nmatch=limit\ncalls=1\n"
+         "[rule.i]\nmatch=limit\ncalls=1\n",
+         "line 27: more than 8 limit rules"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         p.n_rules = 99;
-        CHECK_EQ(tt__comply_parse(&p, bad[i].text, strlen(bad[i].text), err, sizeof err),
-                 -EINVAL);
-        CHECK_MSG(strncmp(err, bad[i].msg, strlen(bad[i].msg)) == 0, "%s: got \"%s\"",
-                  bad[i].text, err);
+        CHECK_EQ(tt__comply_parse(&p, bad[i].text, strlen(bad[i].text), err, sizeof err), -EINVAL);
+        CHECK_MSG(strncmp(err, bad[i].msg, strlen(bad[i].msg)) == 0, "%s: got \"%s\"", bad[i].text,
+                  err);
         CHECK_EQ(p.n_rules, 99u); /* untouched on failure */
     }
     static char big[TT_COMPLY_MAX_POLICY + 2];
