@@ -35,7 +35,7 @@ struct session_count {
 };
 
 struct tt__comply_client {
-    struct old_policy *policies; /* every policy ever set, the current first (under the lock) */
+    struct old_policy *policies;  /* every policy ever set, the current first (under the lock) */
     struct session_count *counts; /* SESSION_SLOTS, allocated with the first limit rule */
     _Atomic uint64_t blocked, flagged, masked;
 };
@@ -257,8 +257,8 @@ int tt__comply_step_end(tt_client *c, uint32_t kinds, const tt_step *step, tt_st
     return rc;
 }
 
-static const char *const kind_names[] = {"",      "reasoning", "tool",      "api",
-                                         "llm",   "agent",     "retrieval", "other"};
+static const char *const kind_names[] = {"",    "reasoning", "tool",      "api",
+                                         "llm", "agent",     "retrieval", "other"};
 
 /* The decision as a log event in the step's session. */
 static void log_decision(tt_client *c, const struct tt__comply_policy *p,

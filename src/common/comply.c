@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* --- characters ---------------------------------------------------------------------------- */
@@ -1149,8 +1150,13 @@ int tt__comply_parse(struct tt__comply_policy *out, const char *text, size_t len
         snprintf(err, errlen, "policy larger than %d bytes", TT_COMPLY_MAX_POLICY);
         return -E2BIG;
     }
-    static _Thread_local struct tt__comply_policy p;
-    memset(&p, 0, sizeof p);
+    /* Parsed into a scratch copy (large: the rules' item lists), published only on success. */
+    struct tt__comply_policy *pp = calloc(1, sizeof *pp);
+    if (!pp) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+#define p (*pp)
     struct tt__comply_rule *r = NULL;
     size_t i = 0;
     int line = 0, rc = 0;
@@ -1266,6 +1272,7 @@ int tt__comply_parse(struct tt__comply_policy *out, const char *text, size_t len
         if (err && errlen) {
             snprintf(err, errlen, "line %d: %s", line, e);
         }
+        free(pp);
         return rc;
     }
     for (uint32_t k = 0; k < p.n_rules; k++) {
@@ -1277,5 +1284,7 @@ int tt__comply_parse(struct tt__comply_policy *out, const char *text, size_t len
         }
     }
     *out = p;
+    free(pp);
     return 0;
+#undef p
 }

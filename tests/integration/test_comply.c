@@ -102,7 +102,8 @@ TEST_T(comply_blocks_flags_limits_and_masks_before_anything_is_sent, 90)
                            "DELETE FROM orders WHERE id = 7"));
     CHECK_OK(tt_step_end(c, &st, TT_STATUS_OK, 1, NULL));
     /* A host outside the list: flagged, runs. */
-    CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_API, "s-1", "http", "https://exfil.example.net/x"));
+    CHECK_OK(
+        tt_step_begin(c, &st, NULL, TT_STEP_API, "s-1", "http", "https://exfil.example.net/x"));
     CHECK(st.id != 0);
     CHECK_OK(tt_step_end(c, &st, TT_STATUS_OK, 10, NULL));
     /* Three tool calls per session, the fourth is blocked; another session has its own. */
@@ -138,8 +139,8 @@ TEST_T(comply_blocks_flags_limits_and_masks_before_anything_is_sent, 90)
     {
         const char *kind = str(e, "kind");
         if (strcmp(kind, "step_end") == 0 &&
-            strncmp(str(e, "error"), "blocked by rule destructive_sql: DELETE without WHERE",
-                    52) == 0) {
+            strncmp(str(e, "error"), "blocked by rule destructive_sql: DELETE without WHERE", 52) ==
+                0) {
             CHECK_STR(str(e, "status"), "cancelled");
             blocked_sql++;
         }
