@@ -717,8 +717,12 @@ static int find_key(const char *s, size_t n, size_t i, struct tt__comply_find *f
         return 0;
     }
     for (size_t k = 0; k < sizeof key_kinds / sizeof key_kinds[0]; k++) {
-        size_t pl = strlen(key_kinds[k].prefix);
-        if (n - i < pl || memcmp(s + i, key_kinds[k].prefix, pl) != 0) {
+        const char *pre = key_kinds[k].prefix;
+        size_t pl = 0;
+        while (pre[pl] && i + pl < n && s[i + pl] == pre[pl]) {
+            pl++;
+        }
+        if (pre[pl]) {
             continue;
         }
         size_t e = i + pl;
@@ -809,26 +813,34 @@ int tt__comply_pii_find(const char *s, size_t n, size_t from, uint32_t kinds,
     if (!s) {
         return 0;
     }
+    /* Every value but an e-mail address starts a word: only the first character of a word is
+     * looked at closely, and only for the kinds its first character can start. */
+    int prev_alnum = from > 0 && is_alnum((unsigned char)s[from - 1]);
     for (size_t i = from; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '@' && (kinds & TT_PII_EMAIL) && find_email(s, n, i, from, f)) {
+        int alnum = is_alnum(c);
+        if (alnum && !prev_alnum) {
+            if (is_digit(c)) {
+                if ((kinds & TT_PII_CARD) && find_card(s, n, i, f)) {
+                    return 1;
+                }
+            } else {
+                if ((kinds & TT_PII_API_KEY) &&
+                    (c == 's' || c == 'r' || c == 'A' || c == 'g' || c == 'x') &&
+                    find_key(s, n, i, f)) {
+                    return 1;
+                }
+                if ((kinds & TT_PII_JWT) && c == 'e' && find_jwt(s, n, i, f)) {
+                    return 1;
+                }
+                if ((kinds & TT_PII_IBAN) && c >= 'A' && c <= 'Z' && find_iban(s, n, i, f)) {
+                    return 1;
+                }
+            }
+        } else if (c == '@' && (kinds & TT_PII_EMAIL) && find_email(s, n, i, from, f)) {
             return 1;
         }
-        if (is_digit(c) && (kinds & TT_PII_CARD) && find_card(s, n, i, f)) {
-            return 1;
-        }
-        if (is_alpha(c) || c == '_') {
-            if ((kinds & TT_PII_API_KEY) && find_key(s, n, i, f)) {
-                return 1;
-            }
-            if ((kinds & TT_PII_JWT) && c == 'e' && find_jwt(s, n, i, f)) {
-                return 1;
-            }
-            if ((kinds & TT_PII_IBAN) && find_iban(s, n, i, f)) {
-                return 1;
-            }
-        }
-        /* A found email starts before its '@': check the words only once they end. */
+        prev_alnum = alnum;
     }
     return 0;
 }
