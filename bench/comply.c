@@ -126,14 +126,16 @@ int main(int argc, char **argv)
     qsort(with, RUNS, sizeof *with, cmp);
     qsort(decide, RUNS, sizeof *decide, cmp);
     double b = base[RUNS / 2], w = with[RUNS / 2], d = decide[RUNS / 2];
-    printf("{\"bench\":\"comply\",\"metric\":\"step_pair_policy_ns\",\"value\":%.1f,\"unit\":\"ns\","
-           "\"baseline\":\"the same pair with no policy: %.1f ns\",\"ratio\":%.3f,\"note\":\"5 "
-           "rules: SQL, hosts, tools, a call limit, PII masked; median of %d\"}\n",
-           w, b, w / b, RUNS);
-    printf("{\"bench\":\"comply\",\"metric\":\"decision_overhead_ns\",\"value\":%.1f,\"unit\":\"ns\","
-           "\"baseline\":\"the pair with no policy: %.1f ns\",\"ratio\":%.3f,\"note\":\"the "
-           "policy's cost per step: the pair with it minus without (goal <= 1000 ns)\"}\n",
-           w - b, b, (w - b) / b);
+    printf(
+        "{\"bench\":\"comply\",\"metric\":\"step_pair_policy_ns\",\"value\":%.1f,\"unit\":\"ns\","
+        "\"baseline\":\"the same pair with no policy: %.1f ns\",\"ratio\":%.3f,\"note\":\"5 "
+        "rules: SQL, hosts, tools, a call limit, PII masked; median of %d\"}\n",
+        w, b, w / b, RUNS);
+    printf(
+        "{\"bench\":\"comply\",\"metric\":\"decision_overhead_ns\",\"value\":%.1f,\"unit\":\"ns\","
+        "\"baseline\":\"the pair with no policy: %.1f ns\",\"ratio\":%.3f,\"note\":\"the "
+        "policy's cost per step: the pair with it minus without (goal <= 1000 ns)\"}\n",
+        w - b, b, (w - b) / b);
     printf("{\"bench\":\"comply\",\"metric\":\"decision_only_ns\",\"value\":%.1f,\"unit\":\"ns\","
            "\"baseline\":\"the pair with no policy: %.1f ns\",\"ratio\":%.3f,\"note\":"
            "\"tt__comply_step alone on the same steps\"}\n",
