@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "serve.h"
 #include "test.h"
@@ -215,4 +216,51 @@ TEST(comply_policy_errors_are_refused_at_open_and_set)
     CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_API, NULL, "x", NULL));
     tt_close(c, 100);
     tt_config_free(cfg);
+}
+
+TEST_T(comply_policy_set_by_the_operator_reaches_the_agent, 60)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "serve", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "pushed-agent", NULL);
+    CHECK_OK(tt_log(c, NULL, TT_INFO, "hello", NULL, 0));
+    CHECK_OK(tt_flush(c, 10000)); /* connected */
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(s.http, "POST", "/api/v1/agents/pushed-agent/comply-policy",
+                          "{\"policy\": \"[rule.t]\\nmatch = sql\\naction = maybe\\n\"}", &body),
+             400);
+    CHECK_MSG(body && strstr(body, "line 3: action must be block or flag"), "%s", body);
+    free(body);
+    CHECK_EQ(tt_test_http(s.http, "POST", "/api/v1/agents/pushed-agent/comply-policy",
+                          "{\"policy\": \"[rule.t]\\nmatch = tool\\nnames = shell\\n"
+                          "action = block\\n\"}",
+                          &body),
+             202);
+    CHECK_MSG(body && strstr(body, "\"rules\":1") && strstr(body, "\"connections\":1"), "%s", body);
+    free(body);
+    /* The order travels on the connection: the agent's next steps after it are blocked. */
+    tt_step st;
+    int rc = 0;
+    double deadline = tt_test_now_ms() + 10000;
+    while ((rc = tt_step_begin(c, &st, NULL, TT_STEP_TOOL, NULL, "shell", "ls")) == 0 &&
+           tt_test_now_ms() < deadline) {
+        tt_step_end(c, &st, TT_STATUS_OK, 0, NULL);
+        usleep(10000);
+    }
+    CHECK_EQ(rc, TT_EBLOCKED);
+    CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_TOOL, NULL, "search", "x"));
+    CHECK_OK(tt_step_end(c, &st, TT_STATUS_OK, 0, NULL));
+    /* Cleared: the same step runs again. */
+    CHECK_EQ(tt_test_http(s.http, "POST", "/api/v1/agents/pushed-agent/comply-policy",
+                          "{\"policy\": \"\"}", NULL),
+             202);
+    deadline = tt_test_now_ms() + 10000;
+    while ((rc = tt_step_begin(c, &st, NULL, TT_STEP_TOOL, NULL, "shell", "ls")) == TT_EBLOCKED &&
+           tt_test_now_ms() < deadline) {
+        usleep(10000);
+    }
+    CHECK_OK(rc);
+    tt_step_end(c, &st, TT_STATUS_OK, 0, NULL);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
 }
