@@ -23,6 +23,7 @@
 #include "collector/api/http.h"
 #include "collector/alerting/monitor.h"
 #include "collector/hub.h"
+#include "collector/source/identity.h"
 #include "collector/source/native.h"
 #include "collector/source/source.h"
 #include "collector/log.h"
@@ -65,6 +66,12 @@ static const char usage[] =
     "                        comma-separated NAME or NAME:PORT (a proxy's or DNS name)\n"
     "  --ingest-tokens FILE  lines 'AGENT TOKEN': an agent must present a token, and\n"
     "                        its name is the token's, whatever its hello says\n"
+    "  --ingest-open         TCP agents without an ingest token (loopback listeners\n"
+    "                        only; each is known by its local user); without it and\n"
+    "                        without --ingest-tokens, TCP agents are refused\n"
+    "  --ingest-uids LIST    users (names or uids, comma-separated) who may ingest on\n"
+    "                        the Unix sockets besides the collector's own\n"
+    "  --ingest-gids LIST    the same for peers whose primary group is listed\n"
     "  --config FILE         detectors and webhooks (docs/detectors.md); default: the\n"
     "                        built-in detectors, no webhooks\n"
     "  --verbose             log each refused connection\n"
@@ -119,6 +126,19 @@ static int add_listen(struct collector_opts *o, const char *s)
     return 0;
 }
 
+static int parse_ids(struct collector_opts *o, int uids, const char *list)
+{
+    char err[256];
+    int n =
+        identity_parse_ids(list, uids, uids ? o->ingest_uids : o->ingest_gids, 32, err, sizeof err);
+    if (n < 0) {
+        fprintf(stderr, "telltale serve: --ingest-%s: %s\n", uids ? "uids" : "gids", err);
+        return -1;
+    }
+    *(uids ? &o->n_ingest_uids : &o->n_ingest_gids) = n;
+    return 0;
+}
+
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
 static int parse_args(int argc, char **argv, struct collector_opts *o)
 {
@@ -138,6 +158,9 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"config", required_argument, NULL, 'C'},
                                              {"no-auth", no_argument, NULL, 'A'},
                                              {"allowed-hosts", required_argument, NULL, 'a'},
+                                             {"ingest-open", no_argument, NULL, 'o'},
+                                             {"ingest-uids", required_argument, NULL, 'u'},
+                                             {"ingest-gids", required_argument, NULL, 'G'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int opt, idx = 0;
@@ -206,6 +229,13 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
             bad = strlen(optarg) >= sizeof o->allowed_hosts;
             snprintf(o->allowed_hosts, sizeof o->allowed_hosts, "%s", optarg);
             break;
+        case 'o':
+            o->ingest_open = 1;
+            break;
+        case 'u':
+        case 'G':
+            bad = parse_ids(o, opt == 'u', optarg) != 0;
+            break;
         case 'h':
             fputs(usage, stdout);
             return 1;
@@ -247,6 +277,38 @@ static int add_default_listeners(struct collector_opts *o)
         return -1;
     }
     return add_listen(o, sock) || add_listen(o, DEFAULT_TCP) ? -1 : 0;
+}
+
+/* --ingest-open is for loopback only: a remote agent must present a token. */
+static int check_ingest_open(const struct collector_opts *o)
+{
+    if (o->ingest_open && !identity_tcp_all_loopback(o)) {
+        fprintf(stderr, "telltale serve: --ingest-open is allowed only when every TCP listener "
+                        "is on a loopback address; give remote agents ingest tokens "
+                        "(--ingest-tokens)\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Say at start who may ingest, so an operator sees what an open option opened. */
+static void announce_ingest(const struct collector_opts *o)
+{
+    int tcp = 0;
+    for (int i = 0; i < o->n_listen; i++) {
+        tcp |= !o->listen[i].is_unix;
+    }
+    if (o->ingest_open && !o->ingest_tokens[0] && tcp) {
+        log_warn("--ingest-open: local processes ingest over TCP without a token; each is known "
+                 "by its user, any user of this machine may connect");
+    } else if (tcp && !o->ingest_tokens[0]) {
+        log_info("TCP agents need an ingest token (--ingest-tokens) and none is configured: "
+                 "they are refused (--ingest-open allows them on loopback)");
+    }
+    if (o->n_ingest_uids || o->n_ingest_gids) {
+        log_info("Unix-socket agents: the collector's user and %d listed users, %d listed groups",
+                 o->n_ingest_uids, o->n_ingest_gids);
+    }
 }
 
 static int write_ready(const struct collector_opts *o, const char *http_bound)
@@ -521,7 +583,7 @@ int serve_main(int argc, char **argv)
     if (rc) {
         return rc == 1 ? 0 : 2;
     }
-    if (add_default_listeners(&o) != 0) {
+    if (add_default_listeners(&o) != 0 || check_ingest_open(&o) != 0) {
         return 2;
     }
     log_verbose = o.verbose;
@@ -553,6 +615,7 @@ int serve_main(int argc, char **argv)
         tt__endpoint_format(&o.listen[i], ep, sizeof ep);
         log_info("listening on %s", ep);
     }
+    announce_ingest(&o);
     if (http_bound[0]) {
         log_info("HTTP API on http://%s/", http_bound);
         secure_announce(http_bound, auth_operator_token(r.auth),

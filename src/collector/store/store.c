@@ -81,6 +81,14 @@ int store_error_class(int rc)
     }
 }
 
+const char store_reason_not_owner[] =
+    "agent name or instance belongs to another identity (docs/security.md)";
+
+int store_reason_is_ownership(const char *reason)
+{
+    return reason == store_reason_not_owner;
+}
+
 void store_item_free(struct store_item *it)
 {
     if (it) {

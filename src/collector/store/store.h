@@ -19,7 +19,9 @@
  * committed batch's range comes back STORE_DUP and stores nothing; a batch whose range
  * overlaps committed sequence numbers in any other way comes back STORE_REJECT (never
  * storable: the agent must not resend it); a batch replayed under an instance of another
- * agent is STORE_REJECT; a batch without events (a heartbeat) is STORE_OK and only updates
+ * agent is STORE_REJECT; so is a batch whose agent name or instance belongs to another identity
+ * (store_item.ident.identity): each agent name and each instance belongs, for ever, to the
+ * identity that stored under it first (reason store_reason_not_owner); a batch without events (a heartbeat) is STORE_OK and only updates
  * the instance's reported counters.
  *
  * Ordering. Every submitted item comes back from store_take_done exactly once, in submission
@@ -55,6 +57,11 @@
 #include <stdint.h>
 
 #include "collector/collector.h"
+
+/* The reason of a batch refused because its agent name or instance belongs to another
+ * identity; store_reason_is_ownership tells it from the others (compares the pointer). */
+extern const char store_reason_not_owner[];
+int store_reason_is_ownership(const char *reason);
 
 #define STORE_DEFAULT_URL "sqlite"
 
