@@ -351,6 +351,7 @@ struct running {
     struct auth *auth;
     struct alerts *alerts;
     struct monitor *monitor;
+    struct store_read *reader;      /* the loop thread's, for hook_owner_ok */
     char token_path[PATH_MAX + 32]; /* where the operator token came from, for the log */
 };
 
@@ -364,7 +365,8 @@ static void stop_all(struct running *r)
     pipeline_free(r->pipeline);
     monitor_close(r->monitor); /* no more alerts raised */
     alerts_close(r->alerts);   /* stores, streams and posts what was raised */
-    store_close(r->store);     /* commits what was submitted; no user is left */
+    store_read_close(r->reader);
+    store_close(r->store); /* commits what was submitted; no user is left */
     hub_free(r->hub);
     auth_free(r->auth);
 }
@@ -374,6 +376,27 @@ static int hook_authorize(void *ctx, const tt__hello *h, char *agent, char *err,
 {
     const struct running *r = ctx;
     return auth_authorize(r->auth, h, agent, err, errlen);
+}
+
+/* At a hello (loop thread): the agent name must not belong to another identity. The store
+ * decides for good at commit; this refuses early, so a connection under another identity's name
+ * never gets that agent's orders. A store that cannot answer leaves the decision to the commit. */
+static int hook_owner_ok(void *ctx, const char *agent, const char *identity, char *err,
+                         size_t errlen)
+{
+    struct running *r = ctx;
+    char owner[IDENTITY_MAX];
+    if (!r->reader && store_read_open(r->store, &r->reader) != 0) {
+        r->reader = NULL;
+        return 0;
+    }
+    if (store_agent_owner(r->reader, agent, owner, sizeof owner) == 1 &&
+        strcmp(owner, identity) != 0) {
+        snprintf(err, errlen, "agent name %.200s belongs to another identity (docs/security.md)",
+                 agent);
+        return -1;
+    }
+    return 0;
 }
 
 static void hook_commit(void *ctx, const struct store_item *it)
@@ -475,7 +498,7 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         fprintf(stderr, "telltale serve: out of memory\n");
         return -1;
     }
-    struct ingest_hooks hooks = {r, hook_authorize, NULL};
+    struct ingest_hooks hooks = {r, hook_authorize, hook_owner_ok, NULL};
     if (ingest_open(&r->ingest, o, r->pipeline, &hooks, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;

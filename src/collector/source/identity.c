@@ -132,8 +132,8 @@ static long proc_owner(const char *table, const char *peer, const char *self)
     return uid;
 }
 
-int peer_identity(const struct collector_opts *o, int fd, const struct peer *p, char *out,
-                  size_t n, char *err, size_t errlen)
+int peer_identity(const struct collector_opts *o, int fd, const struct peer *p, char *out, size_t n,
+                  char *err, size_t errlen)
 {
     if (p->is_unix) {
         snprintf(out, n, "uid:%u", (unsigned)p->uid);
@@ -191,8 +191,7 @@ static int one_id(const char *s, int uids, unsigned *id)
     return -1;
 }
 
-int identity_parse_ids(const char *list, int uids, unsigned *ids, int cap, char *err,
-                       size_t errlen)
+int identity_parse_ids(const char *list, int uids, unsigned *ids, int cap, char *err, size_t errlen)
 {
     char buf[1024];
     if (strlen(list) >= sizeof buf) {

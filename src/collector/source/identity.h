@@ -40,8 +40,8 @@ int peer_unix_allowed(const struct collector_opts *o, const struct peer *p, char
 
 /* The identity of a peer without token or certificate, into out ("uid:N" or "tcp:ADDR"); for a
  * TCP peer, -1 with the reason in err unless o->ingest_open. */
-int peer_identity(const struct collector_opts *o, int fd, const struct peer *p, char *out,
-                  size_t n, char *err, size_t errlen);
+int peer_identity(const struct collector_opts *o, int fd, const struct peer *p, char *out, size_t n,
+                  char *err, size_t errlen);
 
 /* Parse a comma-separated list of user (uids 1) or group (uids 0) names or numbers into ids
  * (at most cap). Returns the count, or -1 naming the bad entry in err. */

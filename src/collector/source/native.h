@@ -24,6 +24,9 @@ struct ingest_hooks {
      * accepts on a valid ingest token (the identity becomes "token:AGENT"), 0 accepts without
      * one (the identity is the peer's, identity.h). */
     int (*authorize)(void *ctx, const tt__hello *h, char *agent, char *err, size_t errlen);
+    /* Whether identity may use agent (the store's owner of the name, if any, is identity).
+     * Negative refuses at the hello, with err sent back; the store checks again at commit. */
+    int (*owner_ok)(void *ctx, const char *agent, const char *identity, char *err, size_t errlen);
     void (*on_hello)(void *ctx, uint64_t conn_id, const struct agent_ident *id);
 };
 

@@ -240,8 +240,14 @@ static int check_hello(struct conn_owner *ow, const struct conn *c, const tt__fr
             return REJ_AUTH;
         }
     }
-    return hello_identity(ow, c, token_ok > 0, r->agent[0] ? r->agent : h->agent, identity, idlen,
-                          r->error, sizeof r->error);
+    const char *agent = r->agent[0] ? r->agent : h->agent;
+    int reason =
+        hello_identity(ow, c, token_ok > 0, agent, identity, idlen, r->error, sizeof r->error);
+    if (reason < 0 && ow->hooks.owner_ok &&
+        ow->hooks.owner_ok(ow->hooks.ctx, agent, identity, r->error, sizeof r->error) < 0) {
+        return REJ_IDENTITY;
+    }
+    return reason;
 }
 
 static int on_hello(struct conn_owner *ow, struct conn *c, const tt__frame *f)

@@ -906,6 +906,7 @@ const struct store_ops store_sqlite_ops = {
     .read_open = sqlite_read_open,
     .read_close = sqlite_read_close,
     .agents = sqlite_agents,
+    .agent_owner = sqlite_agent_owner,
     .sessions = sqlite_sessions,
     .session_find = sqlite_session_find,
     .session_agents = sqlite_session_agents,

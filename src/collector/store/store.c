@@ -196,6 +196,11 @@ int store_agents(struct store_read *r, const char *name, store_agent_fn fn, void
     return r->store->ops->agents(r, name, fn, ctx);
 }
 
+int store_agent_owner(struct store_read *r, const char *agent, char *out, size_t n)
+{
+    return r->store->ops->agent_owner(r, agent, out, n);
+}
+
 int store_sessions(struct store_read *r, const char *agent, uint64_t limit, store_session_fn fn,
                    void *ctx)
 {

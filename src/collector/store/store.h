@@ -194,6 +194,10 @@ typedef int (*store_agent_fn)(void *ctx, const struct store_agent *a);
 /* Every agent by name, or the one named (name non-NULL). */
 int store_agents(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
 
+/* The identity that owns agent name (the first to store under it; docs/security.md) into out
+ * (n bytes): 1, or 0 when nobody stored under it yet, or a negative error. */
+int store_agent_owner(struct store_read *r, const char *agent, char *out, size_t n);
+
 struct store_session {
     const char *id, *agent;
     int64_t agent_key; /* the implementation's key of the agent, for the calls below */
@@ -398,6 +402,7 @@ struct store_ops {
     int (*read_open)(struct store *s, struct store_read **out);
     void (*read_close)(struct store_read *r);
     int (*agents)(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
+    int (*agent_owner)(struct store_read *r, const char *agent, char *out, size_t n);
     int (*sessions)(struct store_read *r, const char *agent, uint64_t limit, store_session_fn fn,
                     void *ctx);
     int (*session_find)(struct store_read *r, const char *id, const char *agent, uint64_t limit,
