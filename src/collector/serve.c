@@ -332,12 +332,22 @@ static int write_ready(const struct collector_opts *o, const char *http_bound)
     tt__json_kv_cstr(&j, "sync", store_sync_name(o->sync_level));
     tt__json_obj_end(&j);
     tt__json_raw(&j, "\n", 1);
-    char tmp[PATH_MAX + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", o->ready_file);
-    FILE *f = fopen(tmp, "w");
+    /* A new file of a random name, never one that is there already: the ready file may be
+     * in a directory others can write (/tmp), where a planted FILE.tmp symbolic link would
+     * otherwise have the collector overwrite what it points to. */
+    char tmp[PATH_MAX + 16];
+    snprintf(tmp, sizeof tmp, "%s.XXXXXX", o->ready_file);
+    int fd = mkstemp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (fd >= 0 && !f) {
+        close(fd);
+    }
     int ok = f && fwrite(b.data, 1, b.len, f) == b.len;
     ok = f && fclose(f) == 0 && ok;
     ok = ok && rename(tmp, o->ready_file) == 0;
+    if (!ok && fd >= 0) {
+        unlink(tmp);
+    }
     tt__buf_fini(&b);
     return ok ? 0 : -1;
 }
