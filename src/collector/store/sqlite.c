@@ -428,16 +428,22 @@ static int step_done(sqlite3_stmt *st)
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : rc;
 }
 
-static int64_t agent_id(struct sqlite_store *s, const char *name, int64_t now)
+/* The id of agent name, its row made (or its last_seen moved to now, when touch) first. */
+static int64_t agent_id_at(struct sqlite_store *s, const char *name, int64_t now, int touch)
 {
     struct acache_entry *e = ac_slot(s, name);
     if (!e) {
         return -1;
     }
-    sqlite3_bind_text(s->st_agent, 1, name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s->st_agent, 2, now);
-    if (step_done(s->st_agent) != 0) {
-        return -1;
+    if (!touch && e->used) {
+        return e->id;
+    }
+    if (touch) {
+        sqlite3_bind_text(s->st_agent, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s->st_agent, 2, now);
+        if (step_done(s->st_agent) != 0) {
+            return -1;
+        }
     }
     if (e->used) {
         return e->id;
@@ -448,6 +454,9 @@ static int64_t agent_id(struct sqlite_store *s, const char *name, int64_t now)
         id = sqlite3_column_int64(s->st_agent_id, 0);
     }
     sqlite3_reset(s->st_agent_id);
+    if (id < 0 && !touch) {
+        return agent_id_at(s, name, now, 1); /* a new agent: make its row */
+    }
     if (id >= 0) {
         snprintf(e->name, sizeof e->name, "%s", name);
         e->id = id;
@@ -455,6 +464,11 @@ static int64_t agent_id(struct sqlite_store *s, const char *name, int64_t now)
         s->ac_used++;
     }
     return id;
+}
+
+static int64_t agent_id(struct sqlite_store *s, const char *name, int64_t now)
+{
+    return agent_id_at(s, name, now, 1);
 }
 
 static struct icache_entry *instance(struct sqlite_store *s, const struct store_item *it,
@@ -643,7 +657,8 @@ static int check_agent_owner(struct sqlite_store *s, const struct store_item *it
 {
     struct acache_entry *a = ac_slot(s, it->ident.agent);
     if (a && !a->used) {
-        a = agent_id(s, it->ident.agent, now) < 0 ? NULL : ac_slot(s, it->ident.agent);
+        /* Not touched: a refused batch must not move another identity's agent's last_seen. */
+        a = agent_id_at(s, it->ident.agent, now, 0) < 0 ? NULL : ac_slot(s, it->ident.agent);
     }
     if (!a || !a->used) {
         return -1;
