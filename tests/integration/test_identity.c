@@ -241,6 +241,29 @@ TEST(identity_unix_peer_of_another_uid_is_refused_with_its_reason_and_counted)
     tt_test_serve_stop(&s);
 }
 
+TEST(identity_ingest_gids_admits_members_of_a_listed_group_and_no_one_else)
+{
+    need_root_and_setpriv();
+    char pub[700], out[8192], cmd[2400];
+    public_socket("gids", pub, sizeof pub);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "gids", "--listen", pub, "--ingest-gids", "users", NULL);
+    struct stat st;
+    CHECK_OK(stat(pub + 5, &st));
+    CHECK_EQ(st.st_mode & 0777, 0666); /* others may connect: the credentials decide */
+    /* nobody in the supplementary group users (its primary group stays nogroup). */
+    snprintf(cmd, sizeof cmd,
+             "cd / && setpriv --reuid=nobody --regid=nogroup --groups=users -- "
+             "'%s' '%s' member %s 1 1 10 2>&1",
+             wire_agent(), pub, "00112233445566778899aabbccddeeff");
+    CHECK_EQ(run(cmd, out, sizeof out), 0);
+    CHECK_MSG(strstr(out, "hello ok member") && count_lines(out, "ack ") == 1, "%s", out);
+    /* nobody without it. */
+    wire_as_nobody(pub, "outsider", "ffeeddccbbaa99887766554433221100", 1, 1, 10, out, sizeof out);
+    CHECK_MSG(strstr(out, "hello refused: uid 65534") != NULL, "%s", out);
+    tt_test_serve_stop(&s);
+}
+
 TEST(identity_tcp_needs_a_token_unless_ingest_open_which_is_loopback_only)
 {
     char out[8192], cmd[2400];

@@ -20,6 +20,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* The peer's supplementary groups as they were when it connected (a peer in more than 256
+ * groups is judged by its primary group alone: the kernel refuses a short buffer). */
+static void peer_groups(int fd, struct peer *p)
+{
+    gid_t all[256];
+    socklen_t len = sizeof all;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, all, &len) != 0) {
+        return;
+    }
+    int n = (int)(len / sizeof all[0]);
+    p->n_groups = n < 32 ? n : 32;
+    memcpy(p->groups, all, (size_t)p->n_groups * sizeof all[0]);
+}
+
 void peer_probe(int fd, struct peer *p)
 {
     memset(p, 0, sizeof *p);
@@ -34,6 +48,7 @@ void peer_probe(int fd, struct peer *p)
             p->uid = cr.uid;
             p->gid = cr.gid;
             p->pid = cr.pid;
+            peer_groups(fd, p);
         }
     }
 }
@@ -58,6 +73,11 @@ int peer_unix_allowed(const struct collector_opts *o, const struct peer *p, char
     if (p->uid == geteuid() || id_listed(o->ingest_uids, o->n_ingest_uids, p->uid) ||
         id_listed(o->ingest_gids, o->n_ingest_gids, p->gid)) {
         return 0;
+    }
+    for (int i = 0; i < p->n_groups; i++) {
+        if (id_listed(o->ingest_gids, o->n_ingest_gids, p->groups[i])) {
+            return 0;
+        }
     }
     snprintf(err, errlen,
              "uid %u (gid %u) may not ingest on this socket: only the collector's own user "

@@ -28,13 +28,15 @@ struct peer {
     uid_t uid;
     gid_t gid;
     pid_t pid;
+    gid_t groups[32]; /* supplementary groups (SO_PEERGROUPS), the first 32 */
+    int n_groups;
 };
 
 /* Fill p for the connected socket fd (family, and credentials on a Unix socket). */
 void peer_probe(int fd, struct peer *p);
 
 /* Whether a Unix-socket peer may ingest: the collector's own uid, or a uid of --ingest-uids, or
- * a primary gid of --ingest-gids. 0 allowed; -1 refused with the reason in err. */
+ * a group of --ingest-gids among its primary and supplementary groups. 0 allowed; -1 refused with the reason in err. */
 int peer_unix_allowed(const struct collector_opts *o, const struct peer *p, char *err,
                       size_t errlen);
 
