@@ -293,6 +293,12 @@ TEST(identity_tcp_needs_a_token_unless_ingest_open_which_is_loopback_only)
              "00112233445566778899aabbccddeeff");
     CHECK_EQ(run(cmd, out, sizeof out), 0);
     CHECK_MSG(strstr(out, "hello ok someone") && count_lines(out, "ack ") == 1, "%s", out);
+    /* Over loopback TCP the identity is the peer socket's user, the same as on the Unix socket:
+     * the stream goes on there (an address-only identity would be refused). */
+    snprintf(cmd, sizeof cmd, "'%s' '%s' someone %s 11 1 10 2>&1", wire_agent(), s.endpoint,
+             "00112233445566778899aabbccddeeff");
+    CHECK_EQ(run(cmd, out, sizeof out), 0);
+    CHECK_MSG(strstr(out, "hello ok someone") && count_lines(out, "ack ") == 1, "%s", out);
     tt_test_serve_stop(&s);
     FILE *f = fopen(s.log, "r");
     CHECK(f != NULL);
