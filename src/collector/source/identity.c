@@ -1,14 +1,18 @@
 /*
  * identity.c - peers' credentials and the ingest policy (identity.h).
  *
- * A loopback TCP peer is a process on this machine: the kernel lists its socket, with the uid
- * that owns it, in /proc/net/tcp (or tcp6) under the peer's address and port as the local end
- * and ours as the remote end. That is how --ingest-open still tells local users apart, so one
- * user cannot claim the instances of another over TCP either.
+ * A loopback TCP peer is a process on this machine: the kernel knows its socket, with the uid
+ * that owns it, under the peer's address and port as the local end and ours as the remote end.
+ * One sock_diag request over netlink finds it directly (what `ss` uses); /proc/net/tcp{,6},
+ * which lists every socket, is read only if netlink cannot answer. That is how --ingest-open
+ * still tells local users apart, so one user cannot claim the instances of another over TCP.
  */
 #include "collector/source/identity.h"
 
 #include <arpa/inet.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <errno.h>
 #include <grp.h>
 #include <netdb.h>
@@ -152,6 +156,58 @@ static long proc_owner(const char *table, const char *peer, const char *self)
     return uid;
 }
 
+/* The uid owning the TCP socket whose local end is ps and remote end ls, asked of the kernel's
+ * sock_diag by exact 4-tuple; -1 if it does not say. */
+static long diag_owner(const struct sockaddr_storage *ps, const struct sockaddr_storage *ls)
+{
+    struct {
+        struct nlmsghdr nlh;
+        struct inet_diag_req_v2 r;
+    } req;
+    memset(&req, 0, sizeof req);
+    req.nlh.nlmsg_len = sizeof req;
+    req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    req.nlh.nlmsg_flags = NLM_F_REQUEST;
+    req.r.sdiag_family = (uint8_t)ps->ss_family;
+    req.r.sdiag_protocol = IPPROTO_TCP;
+    req.r.idiag_states = ~0u;
+    req.r.id.idiag_cookie[0] = req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+    if (ps->ss_family == AF_INET) {
+        const struct sockaddr_in *p = (const void *)ps, *l = (const void *)ls;
+        req.r.id.idiag_sport = p->sin_port;
+        req.r.id.idiag_dport = l->sin_port;
+        memcpy(req.r.id.idiag_src, &p->sin_addr, 4);
+        memcpy(req.r.id.idiag_dst, &l->sin_addr, 4);
+    } else {
+        const struct sockaddr_in6 *p = (const void *)ps, *l = (const void *)ls;
+        req.r.id.idiag_sport = p->sin6_port;
+        req.r.id.idiag_dport = l->sin6_port;
+        memcpy(req.r.id.idiag_src, &p->sin6_addr, 16);
+        memcpy(req.r.id.idiag_dst, &l->sin6_addr, 16);
+    }
+    int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (nl < 0) {
+        return -1;
+    }
+    struct timeval tv = {1, 0}; /* the kernel answers at once; never hang the loop */
+    setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    long uid = -1;
+    union {
+        struct nlmsghdr h;
+        char buf[8192];
+    } ans;
+    if (send(nl, &req, sizeof req, 0) == (ssize_t)sizeof req) {
+        ssize_t n = recv(nl, ans.buf, sizeof ans.buf, 0);
+        if (n >= (ssize_t)NLMSG_LENGTH(sizeof(struct inet_diag_msg)) &&
+            ans.h.nlmsg_type == SOCK_DIAG_BY_FAMILY && ans.h.nlmsg_len <= (size_t)n) {
+            const struct inet_diag_msg *m = NLMSG_DATA(&ans.h);
+            uid = (long)m->idiag_uid;
+        }
+    }
+    close(nl);
+    return uid;
+}
+
 int peer_identity(const struct collector_opts *o, int fd, const struct peer *p, char *out, size_t n,
                   char *err, size_t errlen)
 {
@@ -175,8 +231,12 @@ int peer_identity(const struct collector_opts *o, int fd, const struct peer *p, 
         return -1;
     }
     long uid = -1;
-    if (is_loopback(&ps)) {
-        uid = proc_owner(ps.ss_family == AF_INET ? "/proc/net/tcp" : "/proc/net/tcp6", peer, self);
+    if (is_loopback(&ps) && ps.ss_family == ls.ss_family) {
+        uid = diag_owner(&ps, &ls);
+        if (uid < 0) {
+            uid = proc_owner(ps.ss_family == AF_INET ? "/proc/net/tcp" : "/proc/net/tcp6", peer,
+                             self);
+        }
     }
     if (uid >= 0) {
         snprintf(out, n, "uid:%ld", uid);

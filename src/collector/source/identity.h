@@ -10,7 +10,7 @@
  *                   the hello through conn_set_identity; the hello keeps it)
  *   "token:AGENT"   a valid ingest token, which names its agent (api/auth.c)
  *   "uid:N"         the peer's user: SO_PEERCRED on a Unix socket, or, with --ingest-open on a
- *                   loopback TCP listener, the owner of the peer's socket in /proc/net/tcp{,6}
+ *                   loopback TCP listener, the owner of the peer's socket (sock_diag)
  *   "tcp:ADDR"      --ingest-open and no owner found: only the peer's address (documented weak)
  */
 #ifndef TT_COLLECTOR_IDENTITY_H
