@@ -62,8 +62,8 @@ static void *arr(int n, size_t sz)
 
 static int agent_alloc(struct agent_series *a, int n)
 {
-    uint64_t **u[] = {&a->events, &a->responses, &a->flagged, &a->tokens, &a->tool_calls,
-                      &a->tool_errors};
+    uint64_t **u[] = {&a->events, &a->responses,  &a->flagged,
+                      &a->tokens, &a->tool_calls, &a->tool_errors};
     double **d[] = {&a->c_mean, &a->c_p05, &a->c_p50, &a->c_p95};
     int ok = 1;
     for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
@@ -84,8 +84,8 @@ static int agent_alloc(struct agent_series *a, int n)
 
 static void agent_free(struct agent_series *a)
 {
-    void *all[] = {a->events, a->responses, a->flagged, a->tokens, a->tool_calls,
-                   a->tool_errors, a->c_mean, a->c_p05, a->c_p50, a->c_p95, a->tools};
+    void *all[] = {a->events, a->responses, a->flagged, a->tokens, a->tool_calls, a->tool_errors,
+                   a->c_mean, a->c_p05,     a->c_p50,   a->c_p95,  a->tools};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         free(all[i]);
     }
@@ -102,8 +102,7 @@ static void agent_reset(struct agent_series *a, int n, const char *name)
 {
     snprintf(a->name, sizeof a->name, "%s", name);
     a->any = 0;
-    uint64_t *u[] = {a->events, a->responses, a->flagged, a->tokens, a->tool_calls,
-                     a->tool_errors};
+    uint64_t *u[] = {a->events, a->responses, a->flagged, a->tokens, a->tool_calls, a->tool_errors};
     for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
         memset(u[i], 0, (size_t)n * sizeof(uint64_t));
     }
@@ -144,12 +143,25 @@ static void u64_series(tt__json *j, const char *key, const uint64_t *v, int n)
     tt__json_arr_end(j);
 }
 
+/* A figure with 6 significant digits (quantiles are exact to 4.4% anyway): the shortest
+ * round-trip form of tt__json_f64 was most of the answer's cost. NaN: null. */
+static void figure(tt__json *j, double v)
+{
+    if (!isfinite(v)) {
+        tt__json_null(j);
+        return;
+    }
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%.6g", v);
+    tt__json_raw(j, tmp, (size_t)n);
+}
+
 static void f64_series(tt__json *j, const char *key, const double *v, int n)
 {
     tt__json_key(j, key);
     tt__json_arr_begin(j);
     for (int i = 0; i < n; i++) {
-        tt__json_f64(j, v[i]); /* NaN: null */
+        figure(j, v[i]);
     }
     tt__json_arr_end(j);
 }
@@ -209,10 +221,10 @@ static void agent_json(struct series_walk *w)
     tt__json_key(j, "totals");
     tt__json_obj_begin(j);
     uint64_t sum_u[6] = {0};
-    const uint64_t *u[] = {a->events, a->responses, a->flagged, a->tokens, a->tool_calls,
-                           a->tool_errors};
-    static const char *const un[] = {"events",   "responses",  "flagged",
-                                     "tokens",   "tool_calls", "tool_errors"};
+    const uint64_t *u[] = {a->events, a->responses,  a->flagged,
+                           a->tokens, a->tool_calls, a->tool_errors};
+    static const char *const un[] = {"events", "responses",  "flagged",
+                                     "tokens", "tool_calls", "tool_errors"};
     for (int s = 0; s < 6; s++) {
         for (int i = 0; i < n; i++) {
             sum_u[s] += u[s][i];
@@ -311,10 +323,13 @@ static int on_row(void *ctx, const struct store_rollup *row)
         a->responses[i] += row->n;
         a->flagged[i] += row->errors;
         if (h && h->total) {
+            static const double qs[] = {0.05, 0.5, 0.95};
+            double out[3];
+            store_hist_quantiles(h, qs, 3, out);
             a->c_mean[i] = row->sum / (double)h->total;
-            a->c_p05[i] = store_hist_quantile(h, 0.05);
-            a->c_p50[i] = store_hist_quantile(h, 0.5);
-            a->c_p95[i] = store_hist_quantile(h, 0.95);
+            a->c_p05[i] = out[0];
+            a->c_p50[i] = out[1];
+            a->c_p95[i] = out[2];
             merge_hist(&a->conf_total, h);
             a->conf_sum += row->sum;
         }
@@ -328,8 +343,11 @@ static int on_row(void *ctx, const struct store_rollup *row)
         a->kind_errors[k] += row->errors;
         a->kind_sum[k] += row->sum;
         if (h && h->total) {
-            a->k_p50[k][i] = store_hist_quantile(h, 0.5);
-            a->k_p95[k][i] = store_hist_quantile(h, 0.95);
+            static const double qs[] = {0.5, 0.95};
+            double out[2];
+            store_hist_quantiles(h, qs, 2, out);
+            a->k_p50[k][i] = out[0];
+            a->k_p95[k][i] = out[1];
             merge_hist(&a->kind_total[k], h);
         }
         break;
@@ -355,35 +373,33 @@ static int64_t now_ns(void)
 static const struct {
     const char *name;
     int64_t s;
-} ranges[] = {{"5m", 300},     {"15m", 900},     {"1h", 3600},       {"6h", 21600},
-              {"24h", 86400},  {"7d", 604800},   {"30d", 2592000}};
+} ranges[] = {{"5m", 300},    {"15m", 900},   {"1h", 3600},    {"6h", 21600},
+              {"24h", 86400}, {"7d", 604800}, {"30d", 2592000}};
 
 /* The answered bucket width for a span: the smallest step giving at most SERIES_POINTS_MAX
- * points; at least 60 s when the 1 s level does not reach back to from. */
+ * points that some stored level divides and still holds at from (STORE_ROLLUP_KEEP); the
+ * coarsest such level is read. */
 int series_pick_step(int64_t from_s, int64_t span_s, int64_t now_s, int *step_s, int *level_s)
 {
-    static const int steps[] = {1,    2,    5,     10,    15,    30,    60,    120,
-                                300,  600,  900,   1800,  3600,  7200,  10800, 21600,
-                                43200, 86400, 172800, 604800};
-    int fine_ok = from_s >= now_s - STORE_ROLLUP_1S_KEEP_S + 60;
+    static const int steps[] = {1,   2,    5,    10,   15,    30,    60,    120,   300,    600,
+                                900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800};
+    static const int levels[STORE_ROLLUP_N_LEVELS] = STORE_ROLLUP_LEVELS;
+    static const int64_t keep[STORE_ROLLUP_N_LEVELS] = STORE_ROLLUP_KEEP;
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
-        int st = steps[i];
-        if ((span_s + st - 1) / st > SERIES_POINTS_MAX || (st < 60 && !fine_ok)) {
+        int st = steps[i], lv = 0;
+        if ((span_s + st - 1) / st > SERIES_POINTS_MAX) {
             continue;
         }
-        static const int levels[STORE_ROLLUP_N_LEVELS] = STORE_ROLLUP_LEVELS;
-        int lv = 1;
         for (int l = 0; l < STORE_ROLLUP_N_LEVELS; l++) {
-            if (st % levels[l] == 0 && (levels[l] > 1 || fine_ok)) {
+            if (st % levels[l] == 0 && (!keep[l] || from_s >= now_s - keep[l] + 60)) {
                 lv = levels[l];
             }
         }
-        if (lv == 1 && !fine_ok) {
-            continue;
+        if (lv) {
+            *step_s = st;
+            *level_s = lv;
+            return 0;
         }
-        *step_s = st;
-        *level_s = lv;
-        return 0;
     }
     return -1;
 }
@@ -421,8 +437,8 @@ enum MHD_Result api_series(const struct http_req *r)
     }
     int step = 0, level = 0;
     int64_t now_s = now / 1000000000;
-    if (!bad && series_pick_step(t0 / 1000000000, (t1 - t0 + 999999999) / 1000000000, now_s,
-                                 &step, &level) != 0) {
+    if (!bad && series_pick_step(t0 / 1000000000, (t1 - t0 + 999999999) / 1000000000, now_s, &step,
+                                 &level) != 0) {
         bad = "from/to: range too long";
     }
     if (bad) {

@@ -28,6 +28,7 @@ const char rollup_schema[] =
     " PRIMARY KEY(step_s, agent_id, bucket, metric, key)) WITHOUT ROWID;";
 
 static const int levels[STORE_ROLLUP_N_LEVELS] = STORE_ROLLUP_LEVELS;
+static const int64_t keep[STORE_ROLLUP_N_LEVELS] = STORE_ROLLUP_KEEP;
 
 /* Entries accumulated before a flush inside the transaction (bounds memory, not a batch). */
 #define ACC_MAX 4096
@@ -103,7 +104,7 @@ int rollup_open(struct rollup **out, sqlite3 *db)
         " hist=tt_hist_merge(hist, excluded.hist)",
         "SELECT kind, name FROM steps WHERE instance_id=?1 AND step_id=?2",
         "SELECT id FROM agents",
-        "DELETE FROM rollups WHERE step_s=1 AND agent_id=?1 AND bucket<?2",
+        "DELETE FROM rollups WHERE step_s=?3 AND agent_id=?1 AND bucket<?2",
     };
     sqlite3_stmt **dst[] = {&r->upsert, &r->step_of, &r->agents, &r->prune};
     for (size_t i = 0; i < 4 && rc == SQLITE_OK; i++) {
@@ -182,7 +183,8 @@ static int write_rows(struct rollup *r, const struct acc *a)
     return 0;
 }
 
-/* Drop 1 s rows older than STORE_ROLLUP_1S_KEEP_S, at most once a minute. */
+/* Drop the rows of the levels kept for a while (STORE_ROLLUP_KEEP) once they are older, at
+ * most once a minute. */
 static int prune(struct rollup *r)
 {
     int64_t now = (int64_t)(tt__wall_ns() / 1000000000u);
@@ -192,13 +194,19 @@ static int prune(struct rollup *r)
     r->last_prune_s = now;
     int rc;
     while ((rc = sqlite3_step(r->agents)) == SQLITE_ROW) {
-        sqlite3_bind_int64(r->prune, 1, sqlite3_column_int64(r->agents, 0));
-        sqlite3_bind_int64(r->prune, 2, now - STORE_ROLLUP_1S_KEEP_S);
-        int prc = sqlite3_step(r->prune);
-        sqlite3_reset(r->prune);
-        if (prc != SQLITE_DONE) {
-            sqlite3_reset(r->agents);
-            return prc;
+        for (int l = 0; l < STORE_ROLLUP_N_LEVELS; l++) {
+            if (!keep[l]) {
+                continue;
+            }
+            sqlite3_bind_int64(r->prune, 1, sqlite3_column_int64(r->agents, 0));
+            sqlite3_bind_int64(r->prune, 2, now - keep[l]);
+            sqlite3_bind_int(r->prune, 3, levels[l]);
+            int prc = sqlite3_step(r->prune);
+            sqlite3_reset(r->prune);
+            if (prc != SQLITE_DONE) {
+                sqlite3_reset(r->agents);
+                return prc;
+            }
         }
     }
     sqlite3_reset(r->agents);
@@ -340,8 +348,7 @@ int rollup_item(struct rollup *r, const struct store_item *it, int64_t agent_id,
     if (b.n_events == 0) {
         return 0;
     }
-    if (!(b.kinds & walk) &&
-        floor_div(b.t_min, 1000000000) == floor_div(b.t_max, 1000000000)) {
+    if (!(b.kinds & walk) && floor_div(b.t_min, 1000000000) == floor_div(b.t_max, 1000000000)) {
         /* Every event in one second: counted without decoding them. */
         return add(r, agent_id, b.t_min, STORE_ROLLUP_EVENTS, "", 0, b.n_events, 0, NAN);
     }
@@ -427,9 +434,9 @@ static int emit(struct merger *g, const char *agent, int64_t bucket_s, store_rol
     int stop = 0;
     for (size_t i = 0; i < g->n && !stop; i++) {
         const struct merged *x = &g->m[i];
-        struct store_rollup row = {agent,  bucket_s * 1000000000, x->metric,
-                                   x->key, x->n,                  x->errors,
-                                   x->sum, x->has_hist ? x->hist : NULL};
+        struct store_rollup row = {
+            agent,  bucket_s * 1000000000,       x->metric, x->key, x->n, x->errors,
+            x->sum, x->has_hist ? x->hist : NULL};
         stop = fn(ctx, &row);
     }
     g->n = 0;
@@ -444,8 +451,8 @@ static void merger_free(struct merger *g)
     free(g->m);
 }
 
-int sqlite_rollups(struct store_read *base, const struct store_rollup_query *q,
-                   store_rollup_fn fn, void *ctx)
+int sqlite_rollups(struct store_read *base, const struct store_rollup_query *q, store_rollup_fn fn,
+                   void *ctx)
 {
     int level_ok = 0;
     for (int l = 0; l < STORE_ROLLUP_N_LEVELS; l++) {
@@ -456,8 +463,9 @@ int sqlite_rollups(struct store_read *base, const struct store_rollup_query *q,
     }
     sqlite3 *db = sqlite_read_db(base);
     sqlite3_stmt *ag = NULL, *st = NULL;
-    int rc = sqlite3_prepare_v2(db, "SELECT id, name FROM agents WHERE ?1 IS NULL OR name=?1"
-                                    " ORDER BY name",
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT id, name FROM agents WHERE ?1 IS NULL OR name=?1"
+                                " ORDER BY name",
                                 -1, &ag, NULL);
     rc = rc ? rc
             : sqlite3_prepare_v2(db,

@@ -353,12 +353,12 @@ int store_retention_run(struct store *s, const struct store_retention *policy, i
  *   STORE_ROLLUP_STEPS      n ended steps of one kind (key: "tool", "api", ...), errors = status
  *                           not ok, sum and hist of their duration in ns
  *   STORE_ROLLUP_TOOLS      the same per step name (key), for the external-call kinds (tool,
- *                           api, retrieval, agent)
+ *                           api, retrieval)
  * A step or response counts in the bucket of its end. Quantiles come from the hist: a
  * log-scale histogram (STORE_HIST_SUB bins per octave, so a quantile is exact to 1/2 bin,
  * within 4.4%).
- * Stored levels: STORE_ROLLUP_LEVELS (1 s rows are kept STORE_ROLLUP_1S_KEEP_S seconds, the
- * others as long as the store). A query names the width of the buckets it wants (bucket_s, a
+ * Stored levels: STORE_ROLLUP_LEVELS, each kept STORE_ROLLUP_KEEP seconds (0: as long as the
+ * store; finer levels are pruned by the writer, at most once a minute). A query names the width of the buckets it wants (bucket_s, a
  * multiple of one stored level) and gets the stored rows merged into them.
  */
 enum store_rollup_metric {
@@ -368,12 +368,11 @@ enum store_rollup_metric {
     STORE_ROLLUP_STEPS = 3,
     STORE_ROLLUP_TOOLS = 4,
 };
-#define STORE_ROLLUP_LEVELS                                                                        \
-    {                                                                                              \
-        1, 60, 300, 3600                                                                           \
-    }
-#define STORE_ROLLUP_N_LEVELS 4
-#define STORE_ROLLUP_1S_KEEP_S (6 * 3600)
+/* clang-format off */
+#define STORE_ROLLUP_LEVELS {1, 10, 60, 300, 3600}
+#define STORE_ROLLUP_KEEP {6 * 3600, 2 * 86400, 0, 0, 0}
+/* clang-format on */
+#define STORE_ROLLUP_N_LEVELS 5
 #define STORE_ROLLUP_KEY_MAX 128 /* longer step names are cut */
 
 #define STORE_HIST_SUB 8      /* bins per octave */
@@ -388,6 +387,8 @@ int store_hist_bin(double v);
 void store_hist_add(struct store_hist *h, double v, uint64_t n);
 /* The value of quantile q (0..1): the geometric middle of the bin that holds it; NaN if empty. */
 double store_hist_quantile(const struct store_hist *h, double q);
+/* The same for n (at most 16) quantiles q[] in ascending order, in one pass, into out[]. */
+void store_hist_quantiles(const struct store_hist *h, const double *q, int n, double *out);
 /* Encoded form (sparse: varint bin, varint count pairs): at most STORE_HIST_BINS * 15 bytes. */
 size_t store_hist_encode(const struct store_hist *h, uint8_t *out, size_t cap);
 /* Add an encoded histogram into h: 0, or -1 when p is malformed (h then partly added). */

@@ -48,6 +48,27 @@ double store_hist_quantile(const struct store_hist *h, double q)
     return NAN;
 }
 
+void store_hist_quantiles(const struct store_hist *h, const double *q, int n, double *out)
+{
+    /* One pass for ascending q, against ranks computed once. */
+    uint64_t rank[16];
+    int k = 0, m = n < 16 ? n : 16;
+    for (int i = 0; i < m && h && h->total; i++) {
+        double want = ceil(q[i] * (double)h->total);
+        rank[i] = want < 1 ? 1 : (uint64_t)want;
+    }
+    uint64_t seen = 0;
+    for (int i = 0; i < STORE_HIST_BINS && h && h->total && k < m; i++) {
+        seen += h->count[i];
+        while (k < m && seen >= rank[k]) {
+            out[k++] = i == 0 ? 0 : exp2(((double)(i - STORE_HIST_OFFSET) + 0.5) / STORE_HIST_SUB);
+        }
+    }
+    while (k < n) {
+        out[k++] = NAN;
+    }
+}
+
 static size_t put_varint(uint8_t *out, uint64_t v)
 {
     size_t n = 0;
