@@ -347,6 +347,9 @@ async function run() {
       await page.goto(`http://${httpAddr}/#/session/feed-2`);
       await waitFor('the session page', () => page.locator('#tree .step').count());
       await page.click('#halt');
+      await waitFor('the halt confirmation question', () => page.locator('#halt-ask:not([hidden])').count());
+      assert(!/Halt sent/.test(await page.textContent('#halt-msg')), 'nothing sent before the confirmation');
+      await page.click('#halt-confirm');
       await waitFor('the halt confirmation', async () => /Halt sent|Halted/.test(await page.textContent('#halt-msg')));
       await waitFor('the agent to stop', () => feeder.exitCode !== null, T(15000));
       assert(feeder.exitCode === 0 && /halted feed-2/.test(feeder.out), `feeder said "${feeder.out}"`);

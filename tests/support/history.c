@@ -106,8 +106,13 @@ void tt_test_feed_history(const char *sock, const char *agent, int n, int64_t st
     tt__hello h;
     memset(&h, 0, sizeof h);
     h.protocol = TT_PROTOCOL_VERSION;
+    uint64_t ah = 1469598103934665603ull; /* the agent's name in the instance too */
+    for (const char *c = agent; *c; c++) {
+        ah = (ah ^ (uint8_t)*c) * 1099511628211ull;
+    }
     for (int i = 0; i < 16; i++) {
-        h.instance[i] = (uint8_t)(0xa0 + i) ^ (uint8_t)(start_ns >> (i % 8 * 8));
+        h.instance[i] = (uint8_t)(0xa0 + i) ^ (uint8_t)(start_ns >> (i % 8 * 8)) ^
+                        (uint8_t)(i < 8 ? ah >> (i * 8) : 0);
     }
     snprintf(h.agent, sizeof h.agent, "%s", agent);
     snprintf(h.library, sizeof h.library, "test-history");

@@ -152,7 +152,8 @@ static void figure(tt__json *j, double v)
         return;
     }
     char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%.6g", v);
+    int n = snprintf(tmp, sizeof tmp, "%s%.6g", j->need_comma ? "," : "", v);
+    j->need_comma = 1; /* as tt__json's own values do */
     tt__json_raw(j, tmp, (size_t)n);
 }
 
