@@ -145,6 +145,13 @@ async function run() {
   await check('the session and alerts views render from the store', async () => {
     await page.goto(`http://${HTTP}/#/session/hist-3`);
     await waitFor('the session steps', () => page.locator('#tree .step').count());
+    // The timeline holds every step but renders only the rows in view.
+    await waitFor('the timeline', async () => Number(await page.getAttribute('#waterfall', 'data-total')) === 100);
+    const rendered = await page.locator('#waterfall .wf-row').count();
+    assert(rendered > 5 && rendered < 60, `${rendered} timeline rows in the DOM for 100 steps`);
+    await page.locator('#waterfall').evaluate((e) => { e.scrollTop = 1600; });
+    await waitFor('rows further down drawn', async () =>
+      (await page.locator('#waterfall .wf-row').evaluateAll((rs) => rs.some((r) => parseInt(r.style.top, 10) >= 1600))));
     await shot('history-session');
     await page.goto(`http://${HTTP}/#/alerts`);
     await waitFor('the alerts table', () => page.locator('table.alerts tbody tr').count());

@@ -457,6 +457,7 @@ function buildTree(steps) {
           s.latency_ms !== undefined ? Number(s.latency_ms) : s.duration_ms !== undefined ?
             Number(s.duration_ms) : undefined,
         error: s.error ?? '',
+        startMs: s.start_unix_ns !== undefined ? Number(s.start_unix_ns) / 1e6 : undefined,
         children: [],
       };
       flat.push(n);
@@ -515,16 +516,96 @@ function stepNode(n) {
     n.error ? el('span', {class: 'err'}, ' ', n.error) : '', kids);
 }
 
+// The waterfall: every step of the session as a row (indented by depth) with a bar from its
+// start over its latency, on one time axis. Rows are virtualized: only those in view (and a
+// margin) are in the DOM, so a 600-step session costs a few dozen rows. A top-level step (a
+// turn) with children folds and unfolds on a click.
+const WF_ROW = 20;
+
+function waterfall() {
+  const inner = el('div', {class: 'wf-inner'});
+  const box = el('div', {class: 'waterfall', id: 'waterfall'}, inner);
+  const folded = new Set();
+  let rows = [];
+  let t0 = 0;
+  let t1 = 1;
+  let roots = [];
+  function flatten() {
+    rows = [];
+    const walk = (n, depth) => {
+      rows.push({n, depth});
+      if (!folded.has(n.id)) for (const c of n.children) walk(c, depth + 1);
+    };
+    for (const r of roots) walk(r, 0);
+    box.dataset.total = String(rows.length);
+    inner.style.height = `${rows.length * WF_ROW}px`;
+  }
+  function paint() {
+    const first = Math.max(0, Math.floor(box.scrollTop / WF_ROW) - 10);
+    const last = Math.min(rows.length, first + Math.ceil((box.clientHeight || 400) / WF_ROW) + 20);
+    const span = Math.max(1, t1 - t0);
+    const out = [];
+    for (let i = first; i < last; i++) {
+      const {n, depth} = rows[i];
+      const left = n.startMs === undefined ? 0 : ((n.startMs - t0) / span) * 100;
+      const width = n.ms === undefined ? 0.3 : Math.max(0.3, (n.ms / span) * 100);
+      const label = el('span', {class: 'wf-label'},
+        n.children.length ? el('span', {class: 'wf-fold'}, folded.has(n.id) ? '▸ ' : '▾ ') : '',
+        el('span', {class: 'kind'}, n.kind || 'step'), ' ', n.name);
+      label.style.paddingLeft = `${depth * 12}px`;
+      const bar = el('span', {class: `wf-bar st-bar-${clean(n.status)}`, title: `${n.name} ${fmtMs(n.ms)} ${n.status}`});
+      bar.style.left = `${Math.min(99.7, left)}%`;
+      bar.style.width = `${Math.min(100 - Math.min(99.7, left), width)}%`;
+      const row = el('div', {class: `wf-row step-${clean(n.kind)}`, dataset: {step: n.id}}, label,
+        el('span', {class: 'wf-track'}, bar), el('span', {class: 'wf-lat'}, fmtMs(n.ms)));
+      row.style.top = `${i * WF_ROW}px`;
+      if (n.children.length) {
+        row.addEventListener('click', () => {
+          if (folded.has(n.id)) folded.delete(n.id);
+          else folded.add(n.id);
+          flatten();
+          paint();
+        });
+      }
+      out.push(row);
+    }
+    clear(inner).append(...out);
+  }
+  box.addEventListener('scroll', () => requestAnimationFrame(paint));
+  return {
+    node: box,
+    set(forest) {
+      roots = forest;
+      let lo = Infinity;
+      let hi = -Infinity;
+      const walk = (n) => {
+        if (n.startMs !== undefined) {
+          lo = Math.min(lo, n.startMs);
+          hi = Math.max(hi, n.startMs + (n.ms || 0));
+        }
+        n.children.forEach(walk);
+      };
+      roots.forEach(walk);
+      t0 = isFinite(lo) ? lo : 0;
+      t1 = isFinite(hi) ? hi : 1;
+      flatten();
+      paint();
+    },
+  };
+}
+
 function sessionView(root, id) {
   const title = el('h1', null, 'Session ', el('span', {class: 'sid'}, id));
   const info = el('p', {class: 'muted'});
   const haltBtn = el('button', {id: 'halt', class: 'danger'}, 'Halt this session');
   const haltMsg = el('span', {id: 'halt-msg', class: 'muted'});
   const tree = el('ul', {class: 'tree', id: 'tree'});
+  const wf = waterfall();
   const treeNote = el('p', {class: 'muted'});
   const resps = el('div', {id: 'responses'});
   const respNote = el('p', {class: 'muted'});
   root.append(el('p', null, link([], '← agents')), title, info, el('p', null, haltBtn, ' ', haltMsg),
+    el('h2', null, 'Timeline'), wf.node,
     el('h2', null, 'Execution path'), treeNote, tree, el('h2', null, 'Responses'), respNote, resps);
   let fetched = 0;
   let busy = false;
@@ -588,6 +669,7 @@ function sessionView(root, id) {
       if (roots.length > shownRoots.length) {
         treeNote.textContent += ` Showing the last ${shownRoots.length} of ${roots.length} top-level steps.`;
       }
+      wf.set(roots);
       clear(tree).append(...shownRoots.map(stepNode));
       if (!roots.length) tree.append(el('li', {class: 'muted'}, 'no step yet'));
     } catch (e) {
