@@ -54,11 +54,11 @@ static const struct {
     const char *key;
     int hist;
 } series[SERIES] = {
-    {STORE_ROLLUP_EVENTS, "", 0},      {STORE_ROLLUP_RESPONSES, "", 1},
-    {STORE_ROLLUP_TOKENS, "", 0},      {STORE_ROLLUP_STEPS, "llm", 1},
-    {STORE_ROLLUP_STEPS, "tool", 1},   {STORE_ROLLUP_STEPS, "retrieval", 1},
+    {STORE_ROLLUP_EVENTS, "", 0},         {STORE_ROLLUP_RESPONSES, "", 1},
+    {STORE_ROLLUP_TOKENS, "", 0},         {STORE_ROLLUP_STEPS, "llm", 1},
+    {STORE_ROLLUP_STEPS, "tool", 1},      {STORE_ROLLUP_STEPS, "retrieval", 1},
     {STORE_ROLLUP_STEPS, "reasoning", 1}, {STORE_ROLLUP_TOOLS, "search", 1},
-    {STORE_ROLLUP_TOOLS, "fetch", 1},  {STORE_ROLLUP_TOOLS, "calc", 1},
+    {STORE_ROLLUP_TOOLS, "fetch", 1},     {STORE_ROLLUP_TOOLS, "calc", 1},
     {STORE_ROLLUP_TOOLS, "sql", 1},
 };
 
@@ -318,8 +318,8 @@ static double serve_cpu_ms(void)
     unsigned long long ut = 0, st = 0;
     /* after the name: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
      * utime stime */
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) !=
-                  2) {
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) {
         return 0;
     }
     return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
@@ -327,8 +327,7 @@ static double serve_cpu_ms(void)
 
 /* p50 and p95 of reps GETs of path (ms), the collector's CPU per request into *cpu; the
  * answer's size into *bytes. */
-static int measure(CURL *h, const char *path, double *p50, double *p95, double *cpu,
-                   size_t *bytes)
+static int measure(CURL *h, const char *path, double *p50, double *p95, double *cpu, size_t *bytes)
 {
     double c0 = serve_cpu_ms();
     static double t[1000];
