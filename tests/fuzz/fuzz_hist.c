@@ -38,7 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
     size_t n = store_hist_encode(&h, enc, sizeof enc);
-    if (store_hist_merge_encoded(&back, enc, n) != 0 || memcmp(back.count, h.count, sizeof h.count)) {
+    if (store_hist_merge_encoded(&back, enc, n) != 0 ||
+        memcmp(back.count, h.count, sizeof h.count)) {
         abort();
     }
     static const double qs[] = {0.05, 0.5, 0.95};

@@ -4,6 +4,16 @@
 
 import {el} from './util.js';
 
+// The theme's accent colour, read once (getComputedStyle per sparkline forced a style
+// recalculation per row on every render).
+let accentColour = '';
+function accent() {
+  if (!accentColour) {
+    accentColour = getComputedStyle(document.documentElement).getPropertyValue('--accent').trim() || '#3b82f6';
+  }
+  return accentColour;
+}
+
 // A sparkline scaled to its own minimum and maximum (confidences of 0.001-0.15 must not draw
 // flat); null values are gaps. The scale is in the title and data-min/max.
 export function sparkline(values, width = 120, height = 22) {
@@ -17,7 +27,7 @@ export function sparkline(values, width = 120, height = 22) {
     dataset: {min: String(lo), max: String(hi)}});
   const g = c.getContext('2d');
   if (!g || fin.length < 2) return c;
-  g.strokeStyle = getComputedStyle(document.documentElement).getPropertyValue('--accent') || '#3b82f6';
+  g.strokeStyle = accent();
   g.lineWidth = 1.5;
   g.beginPath();
   const n = vals.length;
