@@ -260,9 +260,13 @@ async function run() {
   const haveResponses = await routeExists('GET', '/api/v1/responses');
   if (haveResponses) {
     await check('a response shows its tokens shaded by confidence, with details on hover', async () => {
-      await waitFor('shaded tokens', async () => (await page.locator('#responses .tok').count()) >= 24);
-      const shades = await page.locator('#responses .tok').evaluateAll((els) =>
-        els.map((e) => ({p: Number(e.dataset.p), bg: getComputedStyle(e).backgroundColor})));
+      // The view redraws its responses as new ones arrive: read the shades of tokens that are
+      // in the page when read (a replaced token has no computed style), again until they are.
+      const shades = await waitFor('shaded tokens', async () => {
+        const got = await page.locator('#responses .tok').evaluateAll((els) =>
+          els.filter((e) => e.isConnected).map((e) => ({p: Number(e.dataset.p), bg: getComputedStyle(e).backgroundColor})));
+        return got.length >= 24 && got.every((x) => x.bg) ? got : null;
+      });
       const unsure = shades.filter((x) => x.p < 0.5);
       const sure = shades.filter((x) => x.p > 0.9);
       assert(unsure.length > 0 && sure.length > 0, 'both sure and unsure tokens');
@@ -347,6 +351,9 @@ async function run() {
       await page.goto(`http://${httpAddr}/#/session/feed-2`);
       await waitFor('the session page', () => page.locator('#tree .step').count());
       await page.click('#halt');
+      await waitFor('the halt confirmation question', () => page.locator('#halt-ask:not([hidden])').count());
+      assert(!/Halt sent/.test(await page.textContent('#halt-msg')), 'nothing sent before the confirmation');
+      await page.click('#halt-confirm');
       await waitFor('the halt confirmation', async () => /Halt sent|Halted/.test(await page.textContent('#halt-msg')));
       await waitFor('the agent to stop', () => feeder.exitCode !== null, T(15000));
       assert(feeder.exitCode === 0 && /halted feed-2/.test(feeder.out), `feeder said "${feeder.out}"`);

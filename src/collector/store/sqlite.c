@@ -85,6 +85,7 @@ struct sqlite_store {
     char path[PATH_MAX];
     int sync;
     struct derive *derive;
+    struct rollup *rollup;  /* sqlite_rollup.c */
     struct sqlite_aux *aux; /* operator writes */
     pthread_t thread;
     int started;
@@ -301,10 +302,12 @@ static int open_db(struct sqlite_store *s, char *err, size_t errlen)
         exec_fmt(s->db, err, errlen, schema) != SQLITE_OK ||
         exec_fmt(s->db, err, errlen, derive_schema) != SQLITE_OK ||
         exec_fmt(s->db, err, errlen, sqlite_alerts_schema) != SQLITE_OK ||
+        exec_fmt(s->db, err, errlen, rollup_schema) != SQLITE_OK ||
         check_schema_version(s, err, errlen) != 0) {
         return -1;
     }
-    if (prepare_all(s) != SQLITE_OK || derive_open(&s->derive, s->db) != 0) {
+    if (prepare_all(s) != SQLITE_OK || derive_open(&s->derive, s->db) != 0 ||
+        rollup_open(&s->rollup, s->db) != 0) {
         snprintf(err, errlen, "preparing statements: %s", sqlite3_errmsg(s->db));
         return -1;
     }
@@ -698,6 +701,7 @@ static int store_one(struct sqlite_store *s, struct store_item *it, int64_t now)
         } else if (it->result == STORE_OK) {
             int rc = insert_frame(s, e, it);
             rc = rc ? rc : derive_item(s->derive, it, e->agent_id, e->id);
+            rc = rc ? rc : rollup_item(s->rollup, it, e->agent_id, e->id);
             if (rc) {
                 return rc;
             }
@@ -745,6 +749,7 @@ static void commit_group(struct sqlite_store *s, struct store_item *head)
     for (struct store_item *it = head; it && rc == 0; it = it->next) {
         rc = store_one(s, it, now);
     }
+    rc = rc ? rc : rollup_flush(s->rollup);
     rc = rc ? rc : step_done(s->st_commit);
     if (rc) {
         /* The connection's code says more than a step's (SQLITE_ERROR from a lookup). */
@@ -765,6 +770,7 @@ static void commit_group(struct sqlite_store *s, struct store_item *head)
         pthread_mutex_unlock(&s->lock);
         step_done(s->st_rollback);
         caches_clear(s);
+        rollup_discard(s->rollup);
         cstat_add(&cstats.store_errors, 1);
     } else {
         pthread_mutex_lock(&s->lock);
@@ -887,6 +893,7 @@ static void sqlite_close(struct store *base)
         sqlite3_finalize(all[i]);
     }
     derive_close(s->derive);
+    rollup_close(s->rollup);
     sqlite_aux_close(s->aux);
     if (s->db) {
         sqlite3_close(s->db);
@@ -900,8 +907,8 @@ static void sqlite_close(struct store *base)
     free(s);
 }
 
-/* Retention (issue 13) and rollups (issue 15) are not built in this store yet: their entries
- * stay NULL, so store_retention_run and store_rollups answer -ENOTSUP and change nothing. */
+/* Retention (issue 13) is not built in this store yet: its entry stays NULL, so
+ * store_retention_run answers -ENOTSUP and changes nothing. Rollups: sqlite_rollup.c. */
 const struct store_ops store_sqlite_ops = {
     .scheme = "sqlite",
     .open = sqlite_open,
@@ -936,5 +943,5 @@ const struct store_ops store_sqlite_ops = {
     .alert_put = sqlite_alert_put,
     .alert_max_id = sqlite_alert_max_id,
     .retention_run = NULL,
-    .rollups = NULL,
+    .rollups = sqlite_rollups,
 };

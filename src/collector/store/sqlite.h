@@ -30,6 +30,7 @@ int sqlite_errno(int rc);
 /* Schemas other than the frames' (created by the writer at open). */
 extern const char derive_schema[];
 extern const char sqlite_alerts_schema[];
+extern const char rollup_schema[];
 
 /* Derived tables (derive.c): sessions, steps and responses from a batch, inside the writer's
  * transaction. */
@@ -38,6 +39,19 @@ int derive_open(struct derive **out, sqlite3 *db);
 int derive_item(struct derive *d, const struct store_item *it, int64_t agent_id,
                 int64_t instance_id);
 void derive_close(struct derive *d);
+
+/* Rollups (sqlite_rollup.c): rollup_item adds a stored item into the writer's accumulator
+ * (after derive_item), rollup_flush writes it inside the transaction before the commit,
+ * rollup_discard drops it after a rollback. Writer thread only. */
+struct rollup;
+int rollup_open(struct rollup **out, sqlite3 *db);
+int rollup_item(struct rollup *r, const struct store_item *it, int64_t agent_id,
+                int64_t instance_id);
+int rollup_flush(struct rollup *r);
+void rollup_discard(struct rollup *r);
+void rollup_close(struct rollup *r);
+int sqlite_rollups(struct store_read *r, const struct store_rollup_query *q, store_rollup_fn fn,
+                   void *ctx);
 
 /* Operator writes (sqlite_alerts.c): a connection of their own, opened with the store. */
 struct sqlite_aux;
@@ -59,6 +73,7 @@ struct sqlite_aux *sqlite_store_aux(struct store *s);
 
 /* Readers (sqlite_read.c) and the events iterator (sqlite_events.c). */
 int sqlite_read_open(struct store *s, struct store_read **out);
+sqlite3 *sqlite_read_db(struct store_read *r);
 void sqlite_read_close(struct store_read *r);
 int sqlite_agents(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
 int sqlite_agent_owner(struct store_read *r, const char *agent, char *out, size_t n);

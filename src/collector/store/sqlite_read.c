@@ -43,6 +43,11 @@ static sqlite3 *db_of(struct store_read *base)
     return ((struct reader *)base)->db;
 }
 
+sqlite3 *sqlite_read_db(struct store_read *base)
+{
+    return db_of(base);
+}
+
 static int prepare(struct store_read *r, const char *sql, sqlite3_stmt **st)
 {
     int rc = sqlite3_prepare_v2(db_of(r), sql, -1, st, NULL);

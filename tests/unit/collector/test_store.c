@@ -1,10 +1,12 @@
 /*
  * test_store.c - the store seam (src/collector/store/store.h) on a real SQLite store in a
  * temporary data directory: choice by URL, completions in submission order, the readers,
- * alerts and their acknowledgement, the error classes, and the retention and rollup hooks
- * that the SQLite store does not provide yet (-ENOTSUP, nothing changed).
+ * alerts and their acknowledgement, the error classes, the rollups' histogram and refusals,
+ * and the retention hook that the SQLite store does not provide yet (-ENOTSUP, nothing
+ * changed).
  */
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -223,7 +225,48 @@ static int rollup_seen(void *ctx, const struct store_rollup *row)
     return 0;
 }
 
-TEST(store_sqlite_retention_and_rollups_say_not_supported_and_change_nothing)
+TEST(store_sqlite_rollups_refuse_a_step_that_is_no_level_and_answer_nothing_when_empty)
+{
+    struct store *s = open_store();
+    struct store_read *rd;
+    CHECK_OK(store_read_open(s, &rd));
+    int rows = 0;
+    struct store_rollup_query bad_level = {NULL, 0, INT64_MAX, 7, 7};
+    CHECK_EQ(store_rollups(rd, &bad_level, rollup_seen, &rows), -EINVAL);
+    struct store_rollup_query bad_bucket = {NULL, 0, INT64_MAX, 60, 90};
+    CHECK_EQ(store_rollups(rd, &bad_bucket, rollup_seen, &rows), -EINVAL);
+    struct store_rollup_query q = {NULL, 0, INT64_MAX, 60, 300};
+    CHECK_EQ(store_rollups(rd, &q, rollup_seen, &rows), 0);
+    CHECK_EQ(rows, 0);
+    store_read_close(rd);
+    store_close(s);
+}
+
+TEST(store_hist_quantiles_are_within_half_a_bin_and_survive_encoding)
+{
+    static struct store_hist h, back;
+    memset(&h, 0, sizeof h);
+    memset(&back, 0, sizeof back);
+    for (int i = 1; i <= 1000; i++) {
+        store_hist_add(&h, i * 0.001, 1); /* 0.001 .. 1 */
+    }
+    CHECK_EQ_U64(h.total, 1000);
+    double p50 = store_hist_quantile(&h, 0.5), p95 = store_hist_quantile(&h, 0.95);
+    CHECK_MSG(fabs(p50 - 0.5) <= 0.045 * 0.5, "p50 %g", p50);
+    CHECK_MSG(fabs(p95 - 0.95) <= 0.045 * 0.95, "p95 %g", p95);
+    static uint8_t enc[STORE_HIST_BINS * 15];
+    size_t n = store_hist_encode(&h, enc, sizeof enc);
+    CHECK(n > 0 && n < 400); /* sparse: 80 bins hold the values */
+    CHECK_OK(store_hist_merge_encoded(&back, enc, n));
+    CHECK_OK(memcmp(&h, &back, sizeof h));
+    CHECK_EQ(store_hist_merge_encoded(&back, enc, n - 1), -1); /* a cut pair */
+    CHECK(isnan(store_hist_quantile(&(struct store_hist){0}, 0.5)));
+    CHECK_EQ(store_hist_bin(-1), 0);
+    CHECK_EQ(store_hist_bin(1e300), STORE_HIST_BINS - 1);
+    CHECK_EQ(store_hist_bin(1.0), STORE_HIST_OFFSET);
+}
+
+TEST(store_sqlite_retention_says_not_supported_and_changes_nothing)
 {
     struct store *s = open_store();
     struct store_alert al = {.time_ns = 1,
@@ -244,10 +287,6 @@ TEST(store_sqlite_retention_and_rollups_say_not_supported_and_change_nothing)
 
     struct store_read *rd;
     CHECK_OK(store_read_open(s, &rd));
-    struct store_rollup_query q = {NULL, 0, INT64_MAX, 60};
-    int rows = 0;
-    CHECK_EQ(store_rollups(rd, &q, rollup_seen, &rows), -ENOTSUP);
-    CHECK_EQ(rows, 0);
     struct alert_seen w = {0};
     struct store_alert_filter all = {NULL, STORE_ALERTS_ALL, INT64_MAX, 10, 0, 0};
     CHECK_EQ(store_alerts(rd, &all, alert_seen, &w), 1); /* nothing pruned */
