@@ -179,8 +179,8 @@ static void check_failed(const struct tt_test_serve *s, tt_client *c, const char
     char *body = NULL;
     wait_unhealthy(s, 5000, &body);
     printf("/healthz: %s\n", body);
-    CHECK_MSG(strstr(body, "\"store\":\"failed\"") && strstr(body, cause),
-              "healthz body: %s", body);
+    CHECK_MSG(strstr(body, "\"store\":\"failed\"") && strstr(body, cause), "healthz body: %s",
+              body);
     free(body);
     CHECK(metric_is(s, "telltale_store_failed", "1"));
     CHECK(metric_is(s, "telltale_store_healthy", "0"));
@@ -356,6 +356,106 @@ TEST_T(dbfault_overwritten_middle_stops_acks_restart_refused, 240)
     tt_test_check_store(s.db, inst, &sc);
     CHECK_EQ_U64(sc.overlaps, 0);
     CHECK_EQ_U64(sc.events + lost, st.acked);
+    CHECK_OK(tt_close(c, 10000));
+    tt_test_serve_stop(&s);
+}
+
+/* --- a full disk --------------------------------------------------------------------------- */
+
+/* A tmpfs of size bytes at dir, in a mount namespace of this test process alone (the runner
+ * forks each test; the collector it starts inherits the namespace). Needs root: CI runs as
+ * root (Debian 12); elsewhere the test says it cannot run rather than pass. */
+static void mount_small_tmpfs(const char *dir, const char *size)
+{
+    if (geteuid() != 0) {
+        SKIP("needs root to mount a small tmpfs (CI runs as root)");
+    }
+    CHECK_MSG(unshare(CLONE_NEWNS) == 0, "unshare(CLONE_NEWNS) as root: %s", strerror(errno));
+    CHECK_MSG(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0,
+              "making / private in the new namespace: %s", strerror(errno));
+    mkdir(dir, 0700);
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%s,mode=0700", size);
+    CHECK_MSG(mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) == 0,
+              "mounting a %s tmpfs on %s as root: %s", size, dir, strerror(errno));
+}
+
+/* Fill what is left of the file system holding path with one file; its size. */
+static uint64_t fill(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    static char block[1 << 16];
+    memset(block, 0x5a, sizeof block);
+    uint64_t n = 0;
+    for (size_t len = sizeof block; len >= 512;) {
+        ssize_t w = write(fd, block, len);
+        if (w > 0) {
+            n += (uint64_t)w;
+        } else {
+            CHECK_MSG(errno == ENOSPC, "filling %s: %s", path, strerror(errno));
+            len /= 2;
+        }
+    }
+    close(fd);
+    return n;
+}
+
+static void wait_healthy(const struct tt_test_serve *s, double timeout_ms)
+{
+    double t0 = tt_test_now_ms();
+    for (;;) {
+        char *body = NULL;
+        long code = tt_test_http(s->http, "GET", "/healthz", NULL, &body);
+        free(body);
+        if (code == 200) {
+            return;
+        }
+        CHECK_MSG(tt_test_now_ms() - t0 < timeout_ms * tt_test_mult(),
+                  "/healthz still %ld after %.0f ms", code, timeout_ms);
+        usleep(20000);
+    }
+}
+
+TEST_T(dbfault_disk_full_refuses_for_now_logs_once_and_recovers_by_itself, 240)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/full", tt_test_tmpdir());
+    mount_small_tmpfs(dir, "24m");
+    struct tt_test_serve s;
+    start(&s, "full");
+    uint8_t inst[16];
+    tt_client *c = agent(&s, "full", inst);
+    struct feeder f;
+    feeder_start(&f, c, 40000);
+    usleep(1000000);
+    char filler[700];
+    snprintf(filler, sizeof filler, "%s/filler", dir);
+    uint64_t filled = fill(filler);
+    printf("filled the last %llu bytes of the tmpfs\n", (unsigned long long)filled);
+    char *body = NULL;
+    wait_unhealthy(&s, 20000, &body);
+    printf("/healthz: %s\n", body);
+    CHECK_MSG(strstr(body, "\"store\":\"refusing\"") && strstr(body, "the disk is full"), "%s",
+              body);
+    free(body);
+    CHECK(metric_is(&s, "telltale_store_healthy", "0"));
+    CHECK(metric_is(&s, "telltale_store_failed", "0"));
+    usleep(300000);
+    uint64_t a0 = acked(c);
+    usleep(2000000); /* batches keep coming and keep being refused */
+    CHECK_EQ_U64(acked(c), a0);
+    /* Space comes back: commits resume by themselves. */
+    CHECK_OK(unlink(filler));
+    wait_healthy(&s, 20000);
+    usleep(1000000);
+    feeder_stop(&f);
+    check_all_stored(c, s.db, inst, f.calls);
+    CHECK(metric_is(&s, "telltale_store_healthy", "1"));
+    /* One line when the episode starts, one when it ends; never one per batch. */
+    CHECK_EQ_U64(count_lines(s.log, "the disk is full"), 1);
+    CHECK_EQ_U64(count_lines(s.log, "commits succeed again"), 1);
+    CHECK_EQ_U64(count_lines(s.log, "refusing every batch"), 0);
     CHECK_OK(tt_close(c, 10000));
     tt_test_serve_stop(&s);
 }

@@ -710,8 +710,8 @@ static void commit_failed(struct sqlite_store *s, int rc)
     if (s->refused++ == 0) {
         snprintf(cause, sizeof cause, "%.200s: %s", s->path,
                  err == -ENOSPC ? "the disk is full" : sqlite3_errstr(code));
-        log_warn("store: %s: refusing batches for now (agents keep and resend them) until "
-                 "commits succeed again",
+        log_warn("store: %s: refusing batches for now (agents keep and resend them) until a "
+                 "commit goes through",
                  cause);
         pthread_mutex_lock(&s->lock);
         snprintf(s->refusing, sizeof s->refusing, "%.255s", cause);

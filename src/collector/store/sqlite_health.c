@@ -125,8 +125,8 @@ int sqlite_check_at_start(const char *path, char *err, size_t errlen)
         for (int i = 0; rc == SQLITE_OK && i < 4 && (rc = sqlite3_step(q)) == SQLITE_ROW; i++) {
             const char *row = (const char *)sqlite3_column_text(q, 0);
             if (off < sizeof result && strncmp(row ? row : "", "***", 3) != 0) {
-                off += (size_t)snprintf(result + off, sizeof result - off, "%s%s",
-                                        off ? "; " : "", row ? row : "");
+                off += (size_t)snprintf(result + off, sizeof result - off, "%s%s", off ? "; " : "",
+                                        row ? row : "");
             }
             rc = SQLITE_OK;
         }
