@@ -680,15 +680,19 @@ static void fail_for_good(struct sqlite_store *s, int kind, const char *cause)
         return;
     }
     s->fatal = 1;
-    char saved[PATH_MAX + 32] = "";
-    if (kind == SQLITE_HEALTH_MOVED && sqlite_salvage(s->db, s->path, saved, sizeof saved) != 0) {
-        snprintf(saved, sizeof saved, "(the copy failed)");
+    char saved[PATH_MAX + 64] = "";
+    if (kind == SQLITE_HEALTH_MOVED) {
+        char name[PATH_MAX + 32];
+        if (sqlite_salvage(s->db, s->path, name, sizeof name) == 0) {
+            snprintf(saved, sizeof saved, "; what it held is copied to %s", name);
+        } else {
+            snprintf(saved, sizeof saved, "; copying what it held failed");
+        }
     }
     log_warn("store: %s: refusing every batch from now on, nothing more is acknowledged (agents "
-             "keep theirs and resend); %s%s; stop telltale serve and repair "
+             "keep theirs and resend)%s; stop telltale serve and repair "
              "(docs/operations.md, \"Store failures\")",
-             cause, saved[0] ? "what it held is copied to " : "no copy made",
-             saved[0] ? saved : "");
+             cause, saved);
     pthread_mutex_lock(&s->lock);
     snprintf(s->failure, sizeof s->failure, "%s", cause);
     s->refusing[0] = 0;
@@ -696,14 +700,16 @@ static void fail_for_good(struct sqlite_store *s, int kind, const char *cause)
 }
 
 /* A commit failed with rc (after rollback): fatal for good, or one transient episode. */
-static void commit_failed(struct sqlite_store *s, int rc)
+static void commit_failed(struct sqlite_store *s, int rc, int xcode)
 {
     /* The connection's code says more than a step's (SQLITE_ERROR from a lookup). */
-    int code = rc == SQLITE_ERROR ? sqlite3_errcode(s->db) : rc;
+    int code = rc == SQLITE_ERROR ? xcode : rc;
     int err = sqlite_errno(code);
     char cause[384];
     if (store_error_class(err ? err : -EIO) == STORE_ERR_FATAL) {
-        snprintf(cause, sizeof cause, "%.300s: %s", s->path, sqlite3_errstr(code));
+        /* The extended code tells a failed write (778) from a failed sync (1034). */
+        snprintf(cause, sizeof cause, "%.300s: %s (SQLite code %d)", s->path, sqlite3_errstr(code),
+                 xcode);
         fail_for_good(s, SQLITE_HEALTH_DAMAGED, cause);
         return;
     }
@@ -735,10 +741,11 @@ static void commit_group(struct sqlite_store *s, struct store_item *head)
     char cause[384];
     int kind = sqlite_health_check(&s->health, cause, sizeof cause);
     if (rc) {
+        int xcode = sqlite3_extended_errcode(s->db); /* before the rollback resets it */
         step_done(s->st_rollback);
         caches_clear(s);
         cstat_add(&cstats.store_errors, 1);
-        commit_failed(s, rc);
+        commit_failed(s, rc, xcode);
     }
     if (kind) {
         fail_for_good(s, kind, cause);
