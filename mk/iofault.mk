@@ -8,4 +8,4 @@ $(IOFAULT_SO): tests/shim/iofault.c | $(DEPS_BUILD)
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -g -D_GNU_SOURCE $(WARN) -fPIC -shared -pthread -o $@ $< -ldl
 
-test: $(IOFAULT_SO)
+test soak: $(IOFAULT_SO)
