@@ -11,7 +11,8 @@
  *   items go back, so an item is never acknowledged once the path no longer names the file
  *   it was committed to.
  * - The error-log hook only counts (one atomic add and a copy under a lock): it runs on any
- *   thread, inside SQLite.
+ *   thread, inside SQLite. SQLite's log is the process's, not a connection's: a corruption
+ *   report fails every store open in the process (a collector has one; tests may have more).
  */
 #include "collector/store/sqlite.h"
 
