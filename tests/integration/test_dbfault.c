@@ -250,8 +250,8 @@ TEST_T(dbfault_deleted_db_and_wal_stop_acks_salvage_keeps_acked, 240)
     CHECK_OK(unlink(s.db));
     CHECK_OK(unlink(wal));
     check_failed(&s, c, "was deleted while open");
-    /* What the operator does (docs/operations.md): stop, put the salvaged copy the log names
-     * in place, start again. The agent resends what it never saw acknowledged. */
+    /* The collector copied what the deleted file held (it still had it open); a restart puts
+     * the copy back by itself, and the agent resends what it never saw acknowledged. */
     char salvaged[800];
     snprintf(salvaged, sizeof salvaged, "%s.salvaged-1", s.db);
     CHECK_EQ_U64(count_lines(s.log, salvaged), 1);
@@ -259,9 +259,10 @@ TEST_T(dbfault_deleted_db_and_wal_stop_acks_salvage_keeps_acked, 240)
     struct stat st;
     CHECK_OK(stat(salvaged, &st));
     CHECK_EQ_U64(st.st_mode & 0777, 0600);
-    CHECK_OK(rename(salvaged, s.db));
     tt_test_serve_restart(&s);
     check_healthy(&s);
+    CHECK_EQ_U64(count_lines(s.log, "was missing: put back"), 1);
+    CHECK(stat(salvaged, &st) != 0);
     usleep(500000);
     feeder_stop(&f);
     check_all_stored(c, s.db, inst, f.calls);
@@ -494,8 +495,8 @@ static int soak(void)
     return v && *v && strcmp(v, "0") != 0;
 }
 
-/* (Re)start the collector with the tests' fault shim preloaded and one fault armed one second
- * after start (so that start-up is left alone): TT_IOFAULT_<what>=n. */
+/* (Re)start the collector with the tests' fault shim preloaded and one fault, TT_IOFAULT_<what>
+ * = n, armed once the collector is ready. */
 static void start_faulty(struct tt_test_serve *s, const char *name, int first, const char *what,
                          long n)
 {
@@ -514,7 +515,10 @@ static void start_faulty(struct tt_test_serve *s, const char *name, int first, c
     setenv("ASAN_OPTIONS", asan, 1);
     setenv("LD_PRELOAD", so, 1);
     setenv(key, val, 1);
-    setenv("TT_IOFAULT_ARM_MS", "1000", 1);
+    /* Armed once the collector wrote its ready file: start-up is left alone. */
+    char ready[700];
+    snprintf(ready, sizeof ready, "%s/%s/ready.json", tt_test_tmpdir(), name);
+    setenv("TT_IOFAULT_ARM_FILE", ready, 1);
     if (first) {
         start(s, name);
     } else {
@@ -522,7 +526,7 @@ static void start_faulty(struct tt_test_serve *s, const char *name, int first, c
     }
     unsetenv("LD_PRELOAD");
     unsetenv(key);
-    unsetenv("TT_IOFAULT_ARM_MS");
+    unsetenv("TT_IOFAULT_ARM_FILE");
     if (saved) {
         setenv("ASAN_OPTIONS", saved, 1);
         free(saved);

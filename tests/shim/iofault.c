@@ -5,8 +5,9 @@
  * telltale: a production collector has no fault hook at all.
  *
  * It watches the files whose path ends in TT_IOFAULT_FILE (default "telltale.db") or in that
- * name followed by "-wal" (the WAL), and, once armed (TT_IOFAULT_ARM_MS after the process
- * started, so that start-up is left alone), does one of:
+ * name followed by "-wal" (the WAL), and, once armed (when the file TT_IOFAULT_ARM_FILE
+ * exists, or TT_IOFAULT_ARM_MS after the process started, so that start-up is left alone),
+ * does one of:
  *   TT_IOFAULT_FAIL_WRITE=N   the Nth write to them fails with EIO (once);
  *   TT_IOFAULT_FAIL_SYNC=N    the Nth fdatasync/fsync of them fails with EIO (once);
  *   TT_IOFAULT_KILL_DB_WRITE=N  SIGKILL at the Nth write to the database file itself, which
@@ -69,6 +70,8 @@ static char name[256] = "telltale.db";
 static long fail_write, fail_sync, kill_db_write, power_loss;
 static long writes, syncs, db_writes, ops;
 static struct timespec armed_at;
+static char arm_file[512];
+static int arm_seen;
 
 static void say(const char *fmt, ...)
 {
@@ -106,6 +109,10 @@ __attribute__((constructor)) static void init(void)
     fail_sync = env_long("TT_IOFAULT_FAIL_SYNC");
     kill_db_write = env_long("TT_IOFAULT_KILL_DB_WRITE");
     power_loss = env_long("TT_IOFAULT_POWER_LOSS");
+    const char *af = getenv("TT_IOFAULT_ARM_FILE");
+    if (af && strlen(af) < sizeof arm_file) {
+        snprintf(arm_file, sizeof arm_file, "%s", af);
+    }
     long ms = env_long("TT_IOFAULT_ARM_MS");
     clock_gettime(CLOCK_MONOTONIC, &armed_at);
     armed_at.tv_sec += ms / 1000;
@@ -118,6 +125,14 @@ __attribute__((constructor)) static void init(void)
 
 static int armed(void)
 {
+    if (arm_file[0]) {
+        /* Armed once the file exists (the collector's ready file: start-up is over). */
+        if (!arm_seen && access(arm_file, F_OK) == 0) {
+            arm_seen = 1;
+            say("iofault: armed\n");
+        }
+        return arm_seen;
+    }
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return now.tv_sec > armed_at.tv_sec ||

@@ -344,6 +344,12 @@ static int sqlite_open(struct store **out, const struct store_config *cfg, char 
     pthread_cond_init(&s->cond, NULL);
     s->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     sqlite_health_global_init();
+    if (sqlite_restore_salvage(s->path) < 0) {
+        snprintf(err, errlen, "cannot put back the salvaged copy of %s: %s", s->path,
+                 strerror(errno));
+        sqlite_close(&s->base);
+        return -EIO;
+    }
     if (s->done_fd < 0 || sqlite_check_at_start(s->path, err, errlen) != 0 ||
         open_db(s, err, errlen) != 0 || sqlite_aux_open(&s->aux, s->path, err, errlen) != 0) {
         if (s->done_fd < 0) {

@@ -51,6 +51,10 @@ int sqlite_health_check(struct sqlite_health *h, char *out, size_t n);
 /* Copy what db holds into a new file PATH.salvaged-N (0600, never overwriting); its name into
  * saved. 0 or -1. */
 int sqlite_salvage(sqlite3 *db, const char *path, char *saved, size_t n);
+/* At start, when path is missing and a salvage of it exists: move the newest into place (a
+ * WAL left without its database is moved aside), and log it. 1 when done, 0 when there was
+ * nothing to do, -1 on failure. */
+int sqlite_restore_salvage(const char *path);
 
 /* Schemas other than the frames' (created by the writer at open). */
 extern const char derive_schema[];

@@ -29,6 +29,9 @@
 #include "collector/log.h"
 #include "common/clock.h"
 
+/* Salvaged copies are named PATH.salvaged-1 .. -SALVAGE_MAX. */
+#define SALVAGE_MAX 99
+
 /* The start-up check stops after this long and says so (the rest is checked as it is read). */
 #define CHECK_BUDGET_NS (10ull * 1000000000ull)
 
@@ -118,6 +121,8 @@ int sqlite_check_at_start(const char *path, char *err, size_t errlen)
     char result[200] = "";
     if (rc == SQLITE_OK) {
         sqlite3_busy_timeout(db, 5000);
+        /* Closing this connection must not checkpoint: the check only reads. */
+        sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
         sqlite3_progress_handler(db, 10000, progress, &deadline);
         sqlite3_stmt *q = NULL;
         rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &q, NULL);
@@ -217,7 +222,7 @@ int sqlite_health_check(struct sqlite_health *h, char *out, size_t n)
 int sqlite_salvage(sqlite3 *db, const char *path, char *saved, size_t n)
 {
     int fd = -1;
-    for (int i = 1; i < 100 && fd < 0; i++) {
+    for (int i = 1; i <= SALVAGE_MAX && fd < 0; i++) {
         snprintf(saved, n, "%s.salvaged-%d", path, i);
         fd = open(saved, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0 && errno != EEXIST) {
@@ -240,6 +245,41 @@ int sqlite_salvage(sqlite3 *db, const char *path, char *saved, size_t n)
     if (rc != SQLITE_OK) {
         unlink(saved);
         return -1;
+    }
+    return 0;
+}
+
+/* --- putting a salvage back ---------------------------------------------------------------- */
+
+int sqlite_restore_salvage(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0 || errno != ENOENT) {
+        return 0; /* a file is there: the operator decides what to do with a salvage */
+    }
+    char saved[PATH_MAX + 32], wal[PATH_MAX + 8], aside[PATH_MAX + 48];
+    for (int i = SALVAGE_MAX; i >= 1; i--) {
+        snprintf(saved, sizeof saved, "%s.salvaged-%d", path, i);
+        if (lstat(saved, &st) != 0 || !S_ISREG(st.st_mode)) {
+            continue;
+        }
+        /* A WAL left without its database belongs to the file that went: keep it aside, so
+         * that SQLite does not replay it onto the copy. */
+        snprintf(wal, sizeof wal, "%s-wal", path);
+        snprintf(aside, sizeof aside, "%s.orphaned-wal-%d", path, i);
+        if (lstat(wal, &st) == 0 && rename(wal, aside) != 0) {
+            return -1;
+        }
+        snprintf(wal, sizeof wal, "%s-shm", path);
+        unlink(wal);
+        if (rename(saved, path) != 0) {
+            return -1;
+        }
+        log_warn("store: %s was missing: put back %s, the copy made when it was deleted while "
+                 "the collector ran (to start on an empty store instead, remove the .salvaged "
+                 "files first)",
+                 path, saved);
+        return 1;
     }
     return 0;
 }

@@ -320,3 +320,58 @@ TEST(serve_refuses_an_unknown_store_at_startup)
     line[n] = 0;
     CHECK_MSG(strstr(line, "unknown store") && strstr(line, "sqlite"), "%s", line);
 }
+
+/* At open, a telltale.db that is not an SQLite database (junk, or cut before its header ends)
+ * is refused with a message naming the file and the way out; the file is left as it was. */
+TEST(store_open_refuses_a_file_without_an_sqlite_header_naming_it)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/telltale.db", tt_test_tmpdir());
+    static const size_t sizes[] = {8192, 60};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        FILE *f = fopen(path, "wb");
+        CHECK(f);
+        for (size_t k = 0; k < sizes[i]; k++) {
+            fputc((int)(k * 37 % 251), f);
+        }
+        fclose(f);
+        struct store_config cfg = {NULL, tt_test_tmpdir(), SYNC_FULL};
+        struct store *s = NULL;
+        char err[1024] = "";
+        CHECK(store_open(&s, &cfg, err, sizeof err) != 0);
+        CHECK(s == NULL);
+        CHECK_MSG(strstr(err, path) && strstr(err, "is damaged (no SQLite header)") &&
+                      strstr(err, "Store failures"),
+                  "%s", err);
+        struct stat st;
+        CHECK_OK(stat(path, &st));
+        CHECK_EQ((long long)st.st_size, (long long)sizes[i]);
+    }
+}
+
+/* A store whose file is deleted while open fails for good at its next commit: the batch comes
+ * back STORE_RETRY (never acknowledged), store_failure says why, and later batches are refused
+ * too. */
+TEST(store_deleted_file_fails_the_next_commit_and_every_later_one)
+{
+    struct store *s = open_store();
+    CHECK_OK(store_start(s));
+    struct store_item *got[1];
+    store_submit(s, heartbeat("alpha", 1));
+    CHECK_EQ(take(s, got, 1), 1);
+    CHECK_EQ(got[0]->result, STORE_OK);
+    store_item_free(got[0]);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/telltale.db", tt_test_tmpdir());
+    CHECK_OK(unlink(path));
+    for (int i = 0; i < 2; i++) {
+        store_submit(s, heartbeat("alpha", 1));
+        CHECK_EQ(take(s, got, 1), 1);
+        CHECK_EQ(got[0]->result, STORE_RETRY);
+        store_item_free(got[0]);
+    }
+    char why[512];
+    CHECK_EQ(store_failure(s, why, sizeof why), STORE_FAILED);
+    CHECK_MSG(strstr(why, path) && strstr(why, "was deleted while open"), "%s", why);
+    store_close(s);
+}
