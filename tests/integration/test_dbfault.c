@@ -358,9 +358,12 @@ TEST_T(dbfault_overwritten_middle_stops_acks_restart_refused, 240)
     CHECK_EQ_U64(count_lines(s.log, refusal), 1);
     CHECK_EQ_U64(count_lines(s.log, ".dump"), 1);
     /* The operator salvages what is readable and starts again; the agent resends. */
-    char cmd[3000], old[800];
+    char cmd[3000], old[800], wal[800], old_wal[900];
     snprintf(old, sizeof old, "%s.damaged", s.db);
     CHECK_OK(rename(s.db, old));
+    snprintf(wal, sizeof wal, "%s-wal", s.db);
+    snprintf(old_wal, sizeof old_wal, "%s-wal", old);
+    CHECK(rename(wal, old_wal) == 0 || errno == ENOENT);
     /* docs/operations.md's command: .dump ends a dump it found errors in with a ROLLBACK. */
     snprintf(cmd, sizeof cmd,
              "sqlite3 '%s' .dump 2>/dev/null | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | "
@@ -535,6 +538,8 @@ static void start_faulty(struct tt_test_serve *s, const char *name, int first, c
     }
 }
 
+static tt_client *crash_client; /* for the failure message of wait_killed */
+
 /* Wait for the collector to die by SIGKILL (the shim's doing). */
 static void wait_killed(struct tt_test_serve *s, double timeout_ms)
 {
@@ -543,8 +548,20 @@ static void wait_killed(struct tt_test_serve *s, double timeout_ms)
     while (waitpid(s->pid, &st, WNOHANG) != s->pid) {
         if (tt_test_now_ms() - t0 > timeout_ms * tt_test_mult()) {
             tt_test_serve_kill(s);
-            tt_test_fail(__FILE__, __LINE__, "the fault did not strike within %.0f ms (see %s)",
-                         timeout_ms, s->log);
+            char wal[800];
+            snprintf(wal, sizeof wal, "%s-wal", s->db);
+            struct stat ws = {0};
+            stat(wal, &ws);
+            tt_stats cs = {0};
+            if (crash_client) {
+                tt_stats_get(crash_client, &cs, sizeof cs);
+            }
+            tt_test_fail(__FILE__, __LINE__,
+                         "the fault did not strike within %.0f ms (WAL %lld bytes, see %s; "
+                         "agent: emitted %llu, acked %llu, dropped %llu, connected %d)",
+                         timeout_ms * tt_test_mult(), (long long)ws.st_size, s->log,
+                         (unsigned long long)cs.emitted, (unsigned long long)cs.acked,
+                         (unsigned long long)cs.dropped_total, (int)cs.connected);
         }
         usleep(10000);
     }
@@ -661,10 +678,11 @@ static void crash_rounds(const char *name, const char *what, const long *ns, siz
             b.c = tt_test_client(s.endpoint, name, spool, "ring_bytes=64M", "backoff_min_ms=20",
                                  "backoff_max_ms=200", NULL);
             tt_instance_id(b.c, inst);
+            crash_client = b.c;
             CHECK_OK(pthread_create(&b.th, NULL, bulky_feed, &b));
         }
         uint64_t before = acked(b.c);
-        wait_killed(&s, 30000);
+        wait_killed(&s, 60000);
         printf("%s=%ld: killed; %llu acked before, %llu now\n", what, ns[i],
                (unsigned long long)before, (unsigned long long)acked(b.c));
     }

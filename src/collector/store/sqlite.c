@@ -714,8 +714,9 @@ static void commit_failed(struct sqlite_store *s, int rc, int xcode)
     char cause[384];
     if (store_error_class(err ? err : -EIO) == STORE_ERR_FATAL) {
         /* The extended code tells a failed write (778) from a failed sync (1034). */
-        snprintf(cause, sizeof cause, "%.300s: %s (SQLite code %d)", s->path, sqlite3_errstr(code),
-                 xcode);
+        int damaged = (code & 0xff) == SQLITE_CORRUPT || (code & 0xff) == SQLITE_NOTADB;
+        snprintf(cause, sizeof cause, "%.300s%s %s (SQLite code %d)", s->path,
+                 damaged ? " is damaged:" : ":", sqlite3_errstr(code), xcode);
         fail_for_good(s, SQLITE_HEALTH_DAMAGED, cause);
         return;
     }
