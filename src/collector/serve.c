@@ -483,7 +483,7 @@ static int start_operator(struct collector_opts *o, struct running *r, char *err
 
 static int start_all(struct collector_opts *o, struct running *r, char *http_bound, size_t hblen)
 {
-    char err[512];
+    char err[1024];
     if (secure_data_dir(o->data_dir, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;

@@ -38,6 +38,10 @@ void tt_test_serve_kill(struct tt_test_serve *s);
 /* Restart a stopped or killed collector on the same directory and endpoints. */
 void tt_test_serve_restart(struct tt_test_serve *s);
 
+/* Restart it when it must refuse to start: fails the test if it becomes ready (or runs for
+ * 15 s); returns its exit status. */
+int tt_test_serve_restart_refused(struct tt_test_serve *s);
+
 /* The operator token of the collector whose HTTP API is http, as tt_test_serve_start read it
  * from its data directory (NULL when it has none: --no-auth, or a token the test gave). */
 const char *tt_test_token(const char *http);

@@ -12,6 +12,7 @@
 #include "collector/collector.h"
 #include "collector/api/http.h"
 #include "collector/hub.h"
+#include "collector/store/store.h"
 #include "collector/alerting/monitor.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -58,6 +59,14 @@ static void health(tt__buf *b, const struct http_req *r)
         LD(cstats.conns_total));
     one(b, "telltale_store_errors_total", "counter", "Store commits that failed.",
         LD(cstats.store_errors));
+    char why[512];
+    int state = store_failure(r->ctx->store, why, sizeof why);
+    one(b, "telltale_store_healthy", "gauge",
+        "1 while the store commits batches; 0 while it refuses them (see /healthz).",
+        state == STORE_HEALTHY);
+    one(b, "telltale_store_failed", "gauge",
+        "1 after a fatal store error (I/O error, damage, file deleted or replaced) until restart.",
+        state == STORE_FAILED);
     commit_histogram(b);
     tt__buf_printf(b, "# HELP telltale_rejected_total Input refused, by reason.\n"
                       "# TYPE telltale_rejected_total counter\n");

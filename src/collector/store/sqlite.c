@@ -18,8 +18,13 @@
  *   for the same instance: a resend of a stored batch is a duplicate, a partial overlap is
  *   refused. Each (instance, seq) is therefore stored at most once, durably, for ever.
  * - When a commit fails, every item of the group comes back STORE_RETRY and the in-memory
- *   caches are dropped, so they never disagree with the database. A fatal failure (store.h's
- *   classes) is kept in failure until a commit succeeds again.
+ *   caches are dropped, so they never disagree with the database. A transient failure (disk
+ *   full) is one episode, logged once, until a commit succeeds. A fatal failure (store.h's
+ *   classes; the file deleted, replaced or damaged: sqlite_health.c) is logged once and kept
+ *   in failure until the collector stops: from then on no group is committed, every item
+ *   comes back STORE_RETRY.
+ * - After each commit, sqlite_health_check runs before the group goes back: an item is never
+ *   acknowledged after the path stopped naming the file it was committed to.
  */
 #include "collector/store/sqlite.h"
 
@@ -97,9 +102,13 @@ struct sqlite_store {
     size_t pending_bytes;
     int stop;
     int done_fd;
-    char failure[256]; /* the last fatal error, "" when healthy */
+    char failure[512];  /* the fatal error, "" when healthy (kept until close) */
+    char refusing[256]; /* the transient refusal under way, "" when none */
 
     /* writer thread only */
+    struct sqlite_health health;
+    int fatal;
+    uint64_t refused; /* groups refused in the transient episode under way */
     struct icache_entry *ic;
     size_t ic_cap, ic_used;
     struct acache_entry *ac;
@@ -348,14 +357,22 @@ static int sqlite_open(struct store **out, const struct store_config *cfg, char 
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->done_fd < 0 || open_db(s, err, errlen) != 0 ||
-        sqlite_aux_open(&s->aux, s->path, err, errlen) != 0) {
+    sqlite_health_global_init();
+    if (sqlite_restore_salvage(s->path) < 0) {
+        snprintf(err, errlen, "cannot put back the salvaged copy of %s: %s", s->path,
+                 strerror(errno));
+        sqlite_close(&s->base);
+        return -EIO;
+    }
+    if (s->done_fd < 0 || sqlite_check_at_start(s->path, err, errlen) != 0 ||
+        open_db(s, err, errlen) != 0 || sqlite_aux_open(&s->aux, s->path, err, errlen) != 0) {
         if (s->done_fd < 0) {
             snprintf(err, errlen, "eventfd: %s", strerror(errno));
         }
         sqlite_close(&s->base);
         return -EIO;
     }
+    sqlite_health_init(&s->health, s->path);
     *out = &s->base;
     return 0;
 }
@@ -371,10 +388,10 @@ static int sqlite_failure(struct store *base, char *out, size_t n)
 {
     struct sqlite_store *s = (struct sqlite_store *)base;
     pthread_mutex_lock(&s->lock);
-    int failed = s->failure[0] != 0;
-    snprintf(out, n, "%s", s->failure);
+    int state = s->failure[0] ? STORE_FAILED : s->refusing[0] ? STORE_REFUSING : STORE_HEALTHY;
+    snprintf(out, n, "%s", s->failure[0] ? s->failure : s->refusing);
     pthread_mutex_unlock(&s->lock);
-    return failed;
+    return state;
 }
 
 const char *sqlite_store_path(const struct store *base)
@@ -741,41 +758,98 @@ static void finish_group(struct sqlite_store *s, struct store_item *head, int fa
     (void)n;
 }
 
+/* The store can no longer be trusted: say so once, keep it until close. A file deleted or
+ * replaced while open still holds every acknowledged batch: copy it out first, so that the
+ * operator can put it back. */
+static void fail_for_good(struct sqlite_store *s, int kind, const char *cause)
+{
+    if (s->fatal) {
+        return;
+    }
+    s->fatal = 1;
+    char saved[PATH_MAX + 64] = "";
+    if (kind == SQLITE_HEALTH_MOVED) {
+        char name[PATH_MAX + 32];
+        if (sqlite_salvage(s->db, s->path, name, sizeof name) == 0) {
+            snprintf(saved, sizeof saved, "; what it held is copied to %s", name);
+        } else {
+            snprintf(saved, sizeof saved, "; copying what it held failed");
+        }
+    }
+    log_warn("store: %s: refusing every batch from now on, nothing more is acknowledged (agents "
+             "keep theirs and resend)%s; stop telltale serve and repair "
+             "(docs/operations.md, \"Store failures\")",
+             cause, saved);
+    pthread_mutex_lock(&s->lock);
+    snprintf(s->failure, sizeof s->failure, "%s", cause);
+    s->refusing[0] = 0;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* A commit failed with rc (after rollback): fatal for good, or one transient episode. */
+static void commit_failed(struct sqlite_store *s, int rc, int xcode)
+{
+    /* The connection's code says more than a step's (SQLITE_ERROR from a lookup). */
+    int code = rc == SQLITE_ERROR ? xcode : rc;
+    int err = sqlite_errno(code);
+    char cause[384];
+    if (store_error_class(err ? err : -EIO) == STORE_ERR_FATAL) {
+        /* The extended code tells a failed write (778) from a failed sync (1034). */
+        int damaged = (code & 0xff) == SQLITE_CORRUPT || (code & 0xff) == SQLITE_NOTADB;
+        snprintf(cause, sizeof cause, "%.300s%s %s (SQLite code %d)", s->path,
+                 damaged ? " is damaged:" : ":", sqlite3_errstr(code), xcode);
+        fail_for_good(s, SQLITE_HEALTH_DAMAGED, cause);
+        return;
+    }
+    if (s->refused++ == 0) {
+        snprintf(cause, sizeof cause, "%.200s: %s", s->path,
+                 err == -ENOSPC ? "the disk is full" : sqlite3_errstr(code));
+        log_warn("store: %s: refusing batches for now (agents keep and resend them) until a "
+                 "commit goes through",
+                 cause);
+        pthread_mutex_lock(&s->lock);
+        snprintf(s->refusing, sizeof s->refusing, "%.255s", cause);
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
 static void commit_group(struct sqlite_store *s, struct store_item *head)
 {
     uint64_t t0 = tt__mono_ns();
     int64_t now = (int64_t)tt__wall_ns();
+    if (s->fatal) {
+        finish_group(s, head, 1);
+        return;
+    }
     int rc = step_done(s->st_begin);
     for (struct store_item *it = head; it && rc == 0; it = it->next) {
         rc = store_one(s, it, now);
     }
     rc = rc ? rc : rollup_flush(s->rollup);
     rc = rc ? rc : step_done(s->st_commit);
+    char cause[384];
+    int kind = sqlite_health_check(&s->health, cause, sizeof cause);
     if (rc) {
-        /* The connection's code says more than a step's (SQLITE_ERROR from a lookup). */
-        int err = sqlite_errno(rc == SQLITE_ERROR ? sqlite3_errcode(s->db) : rc);
-        int fatal = store_error_class(err ? err : -EIO) == STORE_ERR_FATAL;
-        if (fatal) {
-            log_warn("store: commit failed (%s): the store is unusable until an operator acts; "
-                     "the batches will be refused for now and resent by the agents",
-                     sqlite3_errmsg(s->db));
-        } else {
-            log_warn("store: commit failed (%s); %s", sqlite3_errmsg(s->db),
-                     "the batches will be refused for now and resent by the agents");
-        }
-        pthread_mutex_lock(&s->lock);
-        if (fatal) {
-            snprintf(s->failure, sizeof s->failure, "%s", sqlite3_errmsg(s->db));
-        }
-        pthread_mutex_unlock(&s->lock);
+        int xcode = sqlite3_extended_errcode(s->db); /* before the rollback resets it */
         step_done(s->st_rollback);
         caches_clear(s);
         rollup_discard(s->rollup);
         cstat_add(&cstats.store_errors, 1);
-    } else {
-        pthread_mutex_lock(&s->lock);
-        s->failure[0] = 0;
-        pthread_mutex_unlock(&s->lock);
+        commit_failed(s, rc, xcode);
+    }
+    if (kind) {
+        fail_for_good(s, kind, cause);
+        rc = rc ? rc : SQLITE_IOERR;
+    }
+    if (rc == 0) {
+        if (s->refused) {
+            log_info("store: commits succeed again (%llu groups of batches were refused)",
+                     (unsigned long long)s->refused);
+            s->refused = 0;
+            pthread_mutex_lock(&s->lock);
+            s->refusing[0] = 0;
+            pthread_mutex_unlock(&s->lock);
+        }
         uint64_t dt = tt__mono_ns() - t0;
         cstat_add(&cstats.commits, 1);
         cstat_add(&cstats.commit_ns_total, dt);
@@ -794,7 +868,14 @@ static void *writer_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&s->lock);
         while (!s->in_head && !s->stop) {
-            pthread_cond_wait(&s->cond, &s->lock);
+            /* Idle: look at the files once a second, so that /healthz tells even when no
+             * batch arrives. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            if (pthread_cond_timedwait(&s->cond, &s->lock, &ts) != 0) {
+                break;
+            }
         }
         struct store_item *head = s->in_head;
         s->in_head = s->in_tail = NULL;
@@ -804,6 +885,12 @@ static void *writer_main(void *arg)
             commit_group(s, head);
         } else if (stop) {
             break;
+        } else if (!s->fatal && tt__mono_ns() - s->health.last_ns >= 1000000000ull) {
+            char cause[384];
+            int kind = sqlite_health_check(&s->health, cause, sizeof cause);
+            if (kind) {
+                fail_for_good(s, kind, cause);
+            }
         }
     }
     return NULL;

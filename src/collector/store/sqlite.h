@@ -9,6 +9,7 @@
 #define TT_COLLECTOR_STORE_SQLITE_H
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <sqlite3.h>
 
 #include "collector/store/store.h"
@@ -26,6 +27,34 @@ int sqlite_reader_open(const char *path, sqlite3 **db);
 
 /* An SQLite result code as a negative errno of the classes of store.h. */
 int sqlite_errno(int rc);
+
+/* Health (sqlite_health.c): whether the store still holds what it acknowledges. */
+struct sqlite_health {
+    const char *path; /* the database file (borrowed) */
+    dev_t dev, wal_dev;
+    ino_t ino, wal_ino;
+    int known, wal_known; /* the files existed at open */
+    uint64_t reports;     /* corruption reports of the process seen so far */
+    uint64_t last_ns;     /* the last check (monotonic) */
+};
+enum { SQLITE_HEALTH_MOVED = 1, SQLITE_HEALTH_DAMAGED = 2 };
+/* Route SQLite's error log to the corruption count (before any connection opens). */
+void sqlite_health_global_init(void);
+/* The start-up check of path (absent or empty is fine): header, then PRAGMA quick_check for at
+ * most 10 s. 0, or -1 with a message naming the file and how to recover. */
+int sqlite_check_at_start(const char *path, char *err, size_t errlen);
+/* Remember the identity of path and its WAL (after open). */
+void sqlite_health_init(struct sqlite_health *h, const char *path);
+/* 0 while healthy; SQLITE_HEALTH_MOVED (deleted or replaced) or SQLITE_HEALTH_DAMAGED
+ * (corruption reported) with the cause in out. Cost: two stat calls and an atomic load. */
+int sqlite_health_check(struct sqlite_health *h, char *out, size_t n);
+/* Copy what db holds into a new file PATH.salvaged-N (0600, never overwriting); its name into
+ * saved. 0 or -1. */
+int sqlite_salvage(sqlite3 *db, const char *path, char *saved, size_t n);
+/* At start, when path is missing and a salvage of it exists: move the newest into place (a
+ * WAL left without its database is moved aside), and log it. 1 when done, 0 when there was
+ * nothing to do, -1 on failure. */
+int sqlite_restore_salvage(const char *path);
 
 /* Schemas other than the frames' (created by the writer at open). */
 extern const char derive_schema[];

@@ -36,9 +36,12 @@
  *              Retry later: items come back STORE_RETRY and the agents resend.
  *   fatal      -EIO and anything else: the store is unusable (SQLite: SQLITE_IOERR,
  *              SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_CANTOPEN, SQLITE_READONLY: disk error,
- *              corruption, the file gone). Items still come back STORE_RETRY (the agents keep
- *              their data); store_failure gives the cause until a later commit succeeds; an
- *              operator must act.
+ *              corruption, the file deleted or replaced while open). Items still come back
+ *              STORE_RETRY (the agents keep their data) and nothing is committed or
+ *              acknowledged any more: store_failure gives the cause until the collector stops
+ *              (after an I/O error the page cache cannot be trusted: PostgreSQL's "fsyncgate");
+ *              an operator must act. An implementation refuses at open a store it finds
+ *              damaged.
  *   -ENOTSUP   the implementation does not provide this operation (see the hooks below).
  *   -ENOENT    a read found nothing, where a function says so.
  *
@@ -93,8 +96,11 @@ void store_describe(const struct store *s, char *out, size_t n);
 /* The sync level's name (for the ready file). */
 const char *store_sync_name(int level);
 
-/* 0 while the store is healthy; 1 after a fatal error, with its cause copied to out, until a
- * commit succeeds again. */
+/* The store's state, with its cause copied to out ("" when healthy): STORE_HEALTHY;
+ * STORE_REFUSING while commits fail for a transient cause (disk full), until one succeeds;
+ * STORE_FAILED after a fatal error (I/O error, corruption, the file deleted or replaced),
+ * until the collector stops. Any thread. */
+enum store_state { STORE_HEALTHY = 0, STORE_REFUSING = 1, STORE_FAILED = 2 };
 int store_failure(struct store *s, char *out, size_t n);
 
 enum store_error_class { STORE_ERR_NONE = 0, STORE_ERR_TRANSIENT = 1, STORE_ERR_FATAL = 2 };

@@ -305,8 +305,8 @@ TEST(store_error_classes_split_transient_from_fatal)
 }
 
 /* Another writer holds the database (the test's own connection): the commit times out busy,
- * a transient error: the item comes back STORE_RETRY, the store is not marked failed, and the
- * same batch commits once the lock is gone. */
+ * a transient error: the item comes back STORE_RETRY, the store is refusing (not failed), and
+ * the same batch commits once the lock is gone, which ends the episode. */
 TEST_T(store_busy_database_is_a_transient_error_and_the_retry_commits, 120)
 {
     struct store *s = open_store();
@@ -325,12 +325,15 @@ TEST_T(store_busy_database_is_a_transient_error_and_the_retry_commits, 120)
     CHECK_EQ(n, 1);
     CHECK_EQ(got[0]->result, STORE_RETRY);
     char why[256];
-    CHECK_EQ(store_failure(s, why, sizeof why), 0);
+    /* Refusing for now (a transient episode), not failed. */
+    CHECK_EQ(store_failure(s, why, sizeof why), STORE_REFUSING);
+    CHECK(strstr(why, "locked"));
     CHECK(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(other);
     store_submit(s, got[0]);
     CHECK_EQ(take(s, got, 1), 1);
     CHECK_EQ(got[0]->result, STORE_OK);
+    CHECK_EQ(store_failure(s, why, sizeof why), STORE_HEALTHY);
     store_item_free(got[0]);
     store_close(s);
 }
@@ -400,4 +403,59 @@ TEST(store_agent_names_and_instances_belong_to_their_first_identity_across_a_reo
         store_read_close(rd);
         store_close(s); /* the second round reopens the same database */
     }
+}
+
+/* At open, a telltale.db that is not an SQLite database (junk, or cut before its header ends)
+ * is refused with a message naming the file and the way out; the file is left as it was. */
+TEST(store_open_refuses_a_file_without_an_sqlite_header_naming_it)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/telltale.db", tt_test_tmpdir());
+    static const size_t sizes[] = {8192, 60};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        FILE *f = fopen(path, "wb");
+        CHECK(f);
+        for (size_t k = 0; k < sizes[i]; k++) {
+            fputc((int)(k * 37 % 251), f);
+        }
+        fclose(f);
+        struct store_config cfg = {NULL, tt_test_tmpdir(), SYNC_FULL};
+        struct store *s = NULL;
+        char err[1024] = "";
+        CHECK(store_open(&s, &cfg, err, sizeof err) != 0);
+        CHECK(s == NULL);
+        CHECK_MSG(strstr(err, path) && strstr(err, "is damaged (no SQLite header)") &&
+                      strstr(err, "Store failures"),
+                  "%s", err);
+        struct stat st;
+        CHECK_OK(stat(path, &st));
+        CHECK_EQ((long long)st.st_size, (long long)sizes[i]);
+    }
+}
+
+/* A store whose file is deleted while open fails for good at its next commit: the batch comes
+ * back STORE_RETRY (never acknowledged), store_failure says why, and later batches are refused
+ * too. */
+TEST(store_deleted_file_fails_the_next_commit_and_every_later_one)
+{
+    struct store *s = open_store();
+    CHECK_OK(store_start(s));
+    struct store_item *got[1];
+    store_submit(s, heartbeat("alpha", 1));
+    CHECK_EQ(take(s, got, 1), 1);
+    CHECK_EQ(got[0]->result, STORE_OK);
+    store_item_free(got[0]);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/telltale.db", tt_test_tmpdir());
+    CHECK_OK(unlink(path));
+    for (int i = 0; i < 2; i++) {
+        store_submit(s, heartbeat("alpha", 1));
+        CHECK_EQ(take(s, got, 1), 1);
+        CHECK_EQ(got[0]->result, STORE_RETRY);
+        store_item_free(got[0]);
+    }
+    char why[512];
+    CHECK_EQ(store_failure(s, why, sizeof why), STORE_FAILED);
+    CHECK_MSG(strstr(why, path) && strstr(why, "was deleted while open"), "%s", why);
+    store_close(s);
 }
