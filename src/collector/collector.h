@@ -67,6 +67,7 @@ enum reject_reason {
     REJ_HELLO_TIMEOUT,
     REJ_IDLE_TIMEOUT,
     REJ_STORE_ERROR,
+    REJ_SLOW_FRAME, /* an admitted partial frame that stopped arriving */
     REJ__COUNT
 };
 
