@@ -93,6 +93,10 @@ struct collector_stats {
     _Atomic uint64_t commit_ns_max;
     _Atomic uint64_t store_errors;
     _Atomic uint64_t rejected[REJ__COUNT];
+    /* The ingest budget (source/budget.h), published by the loop: [0] partial frames,
+     * [1] admitted batches. */
+    _Atomic uint64_t budget_limit[2], budget_used[2], budget_peak[2];
+    _Atomic uint64_t budget_waits; /* admissions that had to wait (a socket left unread) */
     _Atomic uint64_t commit_hist[COMMIT_HIST_BUCKETS + 1]; /* by COMMIT_HIST_BOUNDS_US, +Inf */
 };
 

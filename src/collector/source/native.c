@@ -356,6 +356,18 @@ static const struct source_ops native_ops = {"native", native_complete, native_c
 
 /* --- setup and the loop -------------------------------------------------------------------- */
 
+static void publish_budget(const struct admission *adm)
+{
+    const struct budget *p[2] = {&adm->partial, &adm->items};
+    for (int i = 0; i < 2; i++) {
+        atomic_store_explicit(&cstats.budget_limit[i], p[i]->limit, memory_order_relaxed);
+        atomic_store_explicit(&cstats.budget_used[i], p[i]->used, memory_order_relaxed);
+        atomic_store_explicit(&cstats.budget_peak[i], p[i]->peak, memory_order_relaxed);
+    }
+    atomic_store_explicit(&cstats.budget_waits, adm->partial.waits + adm->items.waits,
+                          memory_order_relaxed);
+}
+
 static int add_fd(struct ingest *g, int fd, uint32_t tag, uint32_t idx)
 {
     struct epoll_event ev = {0};
@@ -576,6 +588,7 @@ int ingest_run(struct ingest *g)
         }
         reap(g);
         conn_budget_wake(&g->ow); /* what the completions and the reap gave back */
+        publish_budget(&g->ow.adm);
         if (g->draining) {
             if (!drain_deadline) {
                 drain_deadline = now + g->o->grace_ms * 1000000u;
