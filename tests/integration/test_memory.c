@@ -383,8 +383,8 @@ static void hold_partial_frames(const struct tt_test_serve *s, int with_hello, i
 static void partial_frames(int with_hello)
 {
     struct tt_test_serve s;
-    tt_test_serve_start(&s, with_hello ? "holders" : "holders-nohello", "--max-connections",
-                        "128", NULL);
+    tt_test_serve_start(&s, with_hello ? "holders" : "holders-nohello", "--max-connections", "128",
+                        NULL);
     char spool[600];
     snprintf(spool, sizeof spool, "%s/spool", tt_test_tmpdir());
     struct legit l;
