@@ -110,7 +110,8 @@ static void *offer_run(void *arg)
             break;
         }
         while ((double)o->emitted < el * o->rate) {
-            snprintf(msg, sizeof msg, "overload event %llu of an agent offering more than the "
+            snprintf(msg, sizeof msg,
+                     "overload event %llu of an agent offering more than the "
                      "store can take",
                      (unsigned long long)o->emitted);
             tt_log(o->c, NULL, TT_INFO, msg, NULL, 0); /* a refusal is counted as dropped */
@@ -138,8 +139,8 @@ TEST_T(overload_s24_five_times_the_sustainable_ingest_stays_bounded_and_loses_no
     offer_run(&base);
     tt_stats st;
     settle(base.c, 60000, &st);
-    double sustained = (double)(metric(&s, "telltale_ingest_events_total") - e0) * 1000 /
-                       (tt_test_now_ms() - t0);
+    double sustained =
+        (double)(metric(&s, "telltale_ingest_events_total") - e0) * 1000 / (tt_test_now_ms() - t0);
     printf("sustained: %.0f events/s stored\n", sustained);
     CHECK(sustained > 0);
     /* Five times that, from AGENTS agents with a spool, for 10 s (10 min in soak). */
@@ -206,8 +207,8 @@ static void emit_n(tt_client *c, uint64_t n, uint64_t *next)
     char msg[160];
     for (uint64_t i = 0; i < n; i++) {
         /* Text that does not repeat, so the spool's size follows the event count. */
-        snprintf(msg, sizeof msg, "outage event %llu %016llx %016llx",
-                 (unsigned long long)*next, (unsigned long long)(*next * 0x9e3779b97f4a7c15ull),
+        snprintf(msg, sizeof msg, "outage event %llu %016llx %016llx", (unsigned long long)*next,
+                 (unsigned long long)(*next * 0x9e3779b97f4a7c15ull),
                  (unsigned long long)(*next * 0xc2b2ae3d27d4eb4full));
         CHECK_OK(tt_log(c, NULL, TT_INFO, msg, NULL, 0));
         (*next)++;
@@ -246,8 +247,8 @@ TEST_T(overload_s19_restarts_during_an_outage_replay_once_and_paced, 600)
             CHECK_MSG(cs.spooled > 0, "process %d spooled nothing", k);
         }
     }
-    printf("spool: %.0f KiB left by 2 earlier instances, replay paced at %llu KiB/s\n", spool_bytes / 1024.0,
-           (unsigned long long)rate >> 10);
+    printf("spool: %.0f KiB left by 2 earlier instances, replay paced at %llu KiB/s\n",
+           spool_bytes / 1024.0, (unsigned long long)rate >> 10);
     tt_test_serve_restart(&s);
     double t0 = tt_test_now_ms();
     /* Live events while the replay goes on: acknowledged without waiting for all of it. */
@@ -283,8 +284,7 @@ TEST_T(overload_s19_restarts_during_an_outage_replay_once_and_paced, 600)
               replay_s, (unsigned long long)rate);
     /* The live events were acknowledged while the replay still had most of its way to go. */
     CHECK_MSG(500 + live_ms < replay_s * 1000 / 2,
-              "live events waited %.0f ms behind a %.1f s replay",
-              live_ms, replay_s);
+              "live events waited %.0f ms behind a %.1f s replay", live_ms, replay_s);
     CHECK(live_first < next);
     /* 0 duplicates, 0 gaps, every event of the three instances stored once. */
     struct tt_store_check all = {0};
