@@ -93,6 +93,7 @@ TT_API void tt_free(void *p);
  *   spool_dir           disk spool directory (off if unset)
  *   spool_max_bytes     spool cap                          default 1073741824
  *   spool_policy        "drop_newest" or "drop_oldest"     default drop_oldest
+ *   replay_bytes_per_s  spool replay pace                  default 33554432 (32 MiB/s)
  *   compression_level   zstd level, 0 = no compression     default 1
  *   guard.token_min_prob, guard.window_min_confidence, guard.window,
  *   guard.response_min_confidence, guard.action        the guard policy (default off)

@@ -47,6 +47,7 @@ typedef struct tt__cfg {
     uint64_t backoff_min_ms;
     uint64_t backoff_max_ms;
     uint64_t spool_max_bytes;
+    uint64_t replay_bytes_per_s; /* the spool's replay pace (a token bucket, 1/4 s of burst) */
     uint64_t spool_policy;
     int64_t compression_level;
     uint64_t stats_interval_ms;

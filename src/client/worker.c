@@ -34,9 +34,6 @@
 #define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
 #define ADD(x, v) ST(x, LD(x) + (v))
 
-/* Replayed spool frames share the link with live ones: at most this many bytes a second. */
-#define REPLAY_BYTES_PER_S (32u << 20)
-
 /* --- frames -------------------------------------------------------------------------------- */
 
 void tt__fq_push(tt__fq *q, tt__frame_out *f)
@@ -322,8 +319,15 @@ static void replay_spool(tt__worker *w, uint64_t now)
     if (!c->spool || w->state != TT_CONN_READY) {
         return;
     }
-    uint64_t refill = (now - w->replay_refill_ns) * REPLAY_BYTES_PER_S / 1000000000u;
-    w->replay_tokens = TT_MIN(w->replay_tokens + refill, (uint64_t)REPLAY_BYTES_PER_S / 4);
+    /* A token bucket: at most replay_bytes_per_s, bursts of a quarter second, so a long outage's
+     * spool does not arrive at the collector all at once (reliability scenario S19). */
+    int64_t rate = (int64_t)c->cfg.replay_bytes_per_s; /* at most 2^32 (config.c) */
+    uint64_t dt = now - w->replay_refill_ns;
+    int64_t refill = dt >= 1000000000u ? rate : (int64_t)(dt * (uint64_t)rate / 1000000000u);
+    if (refill == 0) {
+        return; /* keep dt accumulating: a refill of 0 would be lost to rounding */
+    }
+    w->replay_tokens = TT_MIN(w->replay_tokens + refill, rate / 4);
     w->replay_refill_ns = now;
     /* Keep half the window for live traffic. */
     while (w->window.bytes < c->cfg.window_bytes / 2 && w->replay_tokens > 0) {
@@ -331,7 +335,7 @@ static void replay_spool(tt__worker *w, uint64_t now)
         if (!f) {
             break;
         }
-        w->replay_tokens = f->len < w->replay_tokens ? w->replay_tokens - f->len : 0;
+        w->replay_tokens -= (int64_t)f->len; /* a large frame leaves a debt */
         tt__fq_push(&w->window, f);
         if (!w->send_next) {
             w->send_next = f;

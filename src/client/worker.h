@@ -55,8 +55,9 @@ typedef struct tt__worker {
     /* timing */
     uint64_t last_frame_ns; /* last batch sealed (for heartbeats) */
     uint64_t last_cal_ns;
-    uint64_t drained_last;  /* bytes drained in the last cycle: sets the next sleep */
-    uint64_t replay_tokens; /* spool replay budget (bytes), refilled over time */
+    uint64_t drained_last; /* bytes drained in the last cycle: sets the next sleep */
+    int64_t replay_tokens; /* spool replay budget (bytes), refilled over time; below 0 after a
+                            * frame larger than what was left: the debt is paid first */
     uint64_t replay_refill_ns;
 
     /* requests from other threads, copied under ctl_lock */

@@ -74,6 +74,7 @@ enum reject_reason {
     REJ_STORE_ERROR,
     REJ_PEER,     /* a Unix-socket peer whose uid may not ingest, or TCP without a token */
     REJ_IDENTITY, /* an agent name or instance that belongs to another identity */
+    REJ_SLOW_FRAME, /* an admitted partial frame that stopped arriving */
     REJ__COUNT
 };
 
@@ -99,6 +100,10 @@ struct collector_stats {
     _Atomic uint64_t commit_ns_max;
     _Atomic uint64_t store_errors;
     _Atomic uint64_t rejected[REJ__COUNT];
+    /* The ingest budget (source/budget.h), published by the loop: [0] partial frames,
+     * [1] admitted batches. */
+    _Atomic uint64_t budget_limit[2], budget_used[2], budget_peak[2];
+    _Atomic uint64_t budget_waits; /* admissions that had to wait (a socket left unread) */
     _Atomic uint64_t commit_hist[COMMIT_HIST_BUCKETS + 1]; /* by COMMIT_HIST_BOUNDS_US, +Inf */
 };
 

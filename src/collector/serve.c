@@ -52,6 +52,8 @@ static const char usage[] =
     "                        the data directory)\n"
     "  --max-frame BYTES     largest frame accepted (default 16777216)\n"
     "  --max-connections N   agent connections at most (default 4096)\n"
+    "  --queue-bytes BYTES   ingest budget: partial frames and batches not yet stored\n"
+    "                        (default 268435456; see docs/operations.md, Memory bound)\n"
     "  --grace-ms MS         on SIGTERM, drain, commit and ack within this (default 5000)\n"
     "  --ready-file FILE     write the bound endpoints there as JSON once accepting\n"
     "  --operator-token-file FILE\n"
@@ -151,6 +153,7 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"store", required_argument, NULL, 'S'},
                                              {"max-frame", required_argument, NULL, 'f'},
                                              {"max-connections", required_argument, NULL, 'c'},
+                                             {"queue-bytes", required_argument, NULL, 'Q'},
                                              {"grace-ms", required_argument, NULL, 'g'},
                                              {"ready-file", required_argument, NULL, 'r'},
                                              {"verbose", no_argument, NULL, 'v'},
@@ -200,6 +203,9 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
             break;
         case 'c':
             bad = parse_u64(optarg, 1, 1u << 20, &o->max_conns) != 0;
+            break;
+        case 'Q':
+            bad = parse_u64(optarg, 1u << 20, 1ull << 40, &o->queue_bytes) != 0;
             break;
         case 'g':
             bad = parse_u64(optarg, 0, 600000, &o->grace_ms) != 0;

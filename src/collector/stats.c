@@ -25,6 +25,7 @@ const char *reject_name(int reason)
                                                   "idle_timeout",
                                                   "store_error",
                                                   "peer",
-                                                  "identity"};
+                                                  "identity",
+                                                  "slow_frame"};
     return reason >= 0 && reason < REJ__COUNT ? names[reason] : "unknown";
 }

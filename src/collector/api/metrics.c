@@ -74,6 +74,26 @@ static void health(tt__buf *b, const struct http_req *r)
         tt__buf_printf(b, "telltale_rejected_total{reason=\"%s\"} %llu\n", reject_name(i),
                        (unsigned long long)LD(cstats.rejected[i]));
     }
+    static const char *const pools[2] = {"partial_frames", "batches"};
+    static const char *const budget[3][2] = {
+        {"telltale_ingest_budget_bytes",
+         "Ingest budget of each pool (admission before allocation)."},
+        {"telltale_ingest_budget_used_bytes", "Bytes admitted now."},
+        {"telltale_ingest_budget_peak_bytes", "The most bytes ever admitted at once."}};
+    for (int k = 0; k < 3; k++) {
+        tt__buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", budget[k][0], budget[k][1],
+                       budget[k][0]);
+        for (int i = 0; i < 2; i++) {
+            _Atomic uint64_t *v = k == 0   ? cstats.budget_limit
+                                  : k == 1 ? cstats.budget_used
+                                           : cstats.budget_peak;
+            tt__buf_printf(b, "%s{pool=\"%s\"} %llu\n", budget[k][0], pools[i],
+                           (unsigned long long)LD(v[i]));
+        }
+    }
+    one(b, "telltale_ingest_budget_waits_total", "counter",
+        "Admissions that waited for budget (the socket was left unread meanwhile).",
+        LD(cstats.budget_waits));
     struct hub_counters hc;
     hub_counters(r->ctx->hub, &hc);
     one(b, "telltale_stream_subscribers", "gauge", "Live-stream subscribers connected.",

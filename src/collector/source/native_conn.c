@@ -9,6 +9,13 @@
  * counted reason; a frame whose framing is intact but whose payload is bad is rejected alone
  * and the connection goes on.
  *
+ * Admission (budget.h, docs/operations.md "Memory bound"): the read buffer grows past
+ * CONN_RBUF_BASE only to hold the frame whose header it has read, and only once that growth is
+ * admitted from the partial pool; a batch is admitted from the items pool by its declared
+ * decompressed size before its item is allocated, and decompression writes into exactly that
+ * many bytes, never more. What cannot be admitted waits: the connection stops reading (its
+ * peer sees TCP backpressure) until conn_budget_wake resumes it; nothing read is dropped.
+ *
  * INVARIANTS
  * - Acks leave in frame order per connection, and only for frames the pipeline returned as
  *   committed (or as duplicates of committed ones). A reject never overtakes the acks of the
@@ -33,10 +40,11 @@
 #include "collector/log.h"
 #include "collector/store/store.h"
 #include "common/clock.h"
+#include "common/compat.h"
 
 #define WBUF_MAX (1u << 20)
 
-struct conn *conn_new(const struct conn_owner *ow, int fd, uint64_t id)
+struct conn *conn_new(struct conn_owner *ow, int fd, uint64_t id)
 {
     struct conn *c = calloc(1, sizeof *c);
     if (!c) {
@@ -45,7 +53,8 @@ struct conn *conn_new(const struct conn_owner *ow, int fd, uint64_t id)
     c->fd = fd;
     c->id = id;
     c->opened_ns = c->last_rx_ns = tt__mono_ns();
-    tt__buf_init(&c->rbuf, ow->o->max_frame + TT_FRAME_PREFIX);
+    tt__buf_init(&c->rbuf, CONN_HELLO_FRAME_MAX); /* rbuf_admit sets max as it goes */
+    c->rbuf_pool = &ow->adm.partial;
     tt__buf_init(&c->wbuf, WBUF_MAX);
     peer_probe(fd, &c->peer);
     return c;
@@ -70,6 +79,9 @@ void conn_reap(struct conn *c)
     tt__buf_fini(&c->wbuf);
     c->woff = 0;
     c->reaped = 1;
+    budget_cancel(&c->bw);
+    budget_give(c->rbuf_pool, c->rbuf_charge); /* its memory is gone only now */
+    c->rbuf_charge = 0;
 }
 
 void conn_free(struct conn *c)
@@ -87,6 +99,7 @@ void conn_kill(struct conn_owner *ow, struct conn *c)
     }
     c->dead = 1;
     c->closing = 1;
+    budget_cancel(&c->bw);
     ow->died(ow, c);
 }
 
@@ -290,14 +303,29 @@ static int on_hello(struct conn_owner *ow, struct conn *c, const tt__frame *f)
     return c->dead || c->closing ? -1 : 0;
 }
 
-/* Decompress (or copy) a batch payload into a new item. */
+size_t conn_item_cost(size_t raw_len, size_t blob_len)
+{
+    /* malloc's own headers are in the per-block slack of docs/operations.md's formula */
+    return sizeof(struct store_item) + raw_len + blob_len;
+}
+
+void conn_item_done(struct conn_owner *ow, const struct store_item *it)
+{
+    budget_give(&ow->adm.items, conn_item_cost(it->raw_len, it->blob_len));
+}
+
+/* Release an item that never reached the pipeline. */
+static void item_drop(struct conn_owner *ow, struct store_item *it)
+{
+    conn_item_done(ow, it);
+    store_item_free(it);
+}
+
+/* Decompress (or copy) an admitted batch payload into a new item. The output buffer is the
+ * declared size: zstd stops (and fails) rather than write past it. */
 static struct store_item *item_new(struct conn_owner *ow, struct conn *c, const tt__frame *f,
                                    int *reason)
 {
-    if (!tt__frame_raw_ok(f, ow->o->max_raw)) {
-        *reason = REJ_RAW_TOO_LARGE;
-        return NULL;
-    }
     struct store_item *it = calloc(1, sizeof *it);
     size_t raw_len = f->raw_len;
     if (!it || !(it->raw = malloc(raw_len ? raw_len : 1))) {
@@ -324,17 +352,36 @@ static struct store_item *item_new(struct conn_owner *ow, struct conn *c, const 
     return it;
 }
 
-/* Returns 0 to go on with this connection, -1 if it is closing or dead. */
+/* Stop reading c until conn_budget_wake finds room for what it waits for. */
+static void block(struct conn_owner *ow, struct conn *c)
+{
+    c->blocked = 1;
+    ow->watch(ow, c);
+}
+
+/* Returns 0 to go on with this connection, -1 if it is closing or dead, 1 if the frame must
+ * wait for budget (it stays unread in rbuf). */
 static int on_batch(struct conn_owner *ow, struct conn *c, const tt__frame *f)
 {
     if (!c->ready) {
         conn_fail(ow, c, REJ_NO_HELLO);
         return -1;
     }
+    size_t cost = conn_item_cost(f->raw_len, (f->flags & TT_FF_ZSTD) ? (size_t)f->payload_len : 0);
+    int reason = REJ_RAW_TOO_LARGE;
+    if (tt__frame_raw_ok(f, ow->o->max_raw) && cost <= ow->adm.items.limit) {
+        if (budget_take(&ow->adm.items, &c->bw, cost) != 0) {
+            block(ow, c);
+            return 1;
+        }
+        reason = REJ_BAD_PAYLOAD;
+    }
     uint64_t frame_no = ++c->frames_in;
-    int reason = REJ_BAD_PAYLOAD;
-    struct store_item *it = item_new(ow, c, f, &reason);
+    struct store_item *it = reason == REJ_RAW_TOO_LARGE ? NULL : item_new(ow, c, f, &reason);
     if (!it) {
+        if (reason != REJ_RAW_TOO_LARGE) {
+            budget_give(&ow->adm.items, cost);
+        }
         send_reject(ow, c, frame_no, 1, reject_name(reason));
         conn_fail(ow, c, reason);
         return -1;
@@ -346,7 +393,7 @@ static int on_batch(struct conn_owner *ow, struct conn *c, const tt__frame *f)
         /* The framing is intact: refuse this batch alone and keep the connection. */
         cstat_add(&cstats.rejected[REJ_BAD_PAYLOAD], 1);
         send_reject(ow, c, frame_no, 1, why ? why : "bad batch");
-        store_item_free(it);
+        item_drop(ow, it);
         return c->dead ? -1 : 0;
     }
     if (memcmp(it->batch.instance, c->ident.instance, 16) != 0) {
@@ -403,18 +450,16 @@ static int parse_frames(struct conn_owner *ow, struct conn *c)
         int pr =
             tt__frame_parse(c->rbuf.data + off, c->rbuf.len - off, ow->o->max_frame, &f, &need);
         if (pr == TT_FRAME_NEED_MORE) {
-            if (need && tt__buf_reserve(&c->rbuf, need - (c->rbuf.len - off)) != 0) {
-                conn_fail(ow, c, REJ_FRAME_TOO_LARGE);
-                return -1;
-            }
-            break;
+            break; /* rbuf_admit makes room for the rest */
         }
         if (pr != TT_FRAME_OK) {
             conn_fail(ow, c, frame_error_reason(pr));
             return -1;
         }
         rc = handle_frame(ow, c, &f);
-        off += f.frame_len;
+        if (rc <= 0) {
+            off += f.frame_len; /* 1: blocked, the frame stays for the resume */
+        }
     }
     if (c->dead) {
         return -1;
@@ -424,6 +469,68 @@ static int parse_frames(struct conn_owner *ow, struct conn *c)
         c->rbuf.len -= off;
     }
     return rc;
+}
+
+/* The read buffer's size for what it holds: the base (the hello's limit before a hello), or
+ * the whole frame whose header starts it. 0 when that frame may not be read at all. */
+static size_t rbuf_target(const struct conn_owner *ow, const struct conn *c, int *reason)
+{
+    size_t base = c->ready ? CONN_RBUF_BASE : CONN_HELLO_FRAME_MAX;
+    if (c->rbuf.len < TT_FRAME_PREFIX) {
+        return base;
+    }
+    uint32_t body = tt__ld_le32(c->rbuf.data);
+    size_t need = TT_FRAME_PREFIX + (size_t)body;
+    if (body > ow->o->max_frame || need > (c->ready ? SIZE_MAX : base)) {
+        *reason = c->ready ? REJ_FRAME_TOO_LARGE : REJ_BAD_HELLO;
+        return 0;
+    }
+    return need > base ? need : base;
+}
+
+/* Bring rbuf's charge down to what its allocation still holds above the base. */
+static void rbuf_settle(struct conn *c)
+{
+    size_t keep = c->rbuf.cap > CONN_RBUF_BASE ? c->rbuf.cap - CONN_RBUF_BASE : 0;
+    if (keep < c->rbuf_charge) {
+        budget_give(c->rbuf_pool, c->rbuf_charge - keep);
+        c->rbuf_charge = keep;
+    }
+}
+
+/* Size rbuf for what it holds (shrinking after a large frame), growth admitted first. 0 when
+ * there is room to read, 1 when blocked for budget, -1 when closed. */
+static int rbuf_admit(struct conn_owner *ow, struct conn *c)
+{
+    int reason = REJ_FRAME_TOO_LARGE;
+    size_t target = rbuf_target(ow, c, &reason);
+    if (!target) {
+        conn_fail(ow, c, reason);
+        return -1;
+    }
+    if (c->rbuf.cap > target && c->rbuf.len <= target) {
+        tt__buf_shrink(&c->rbuf, target);
+        rbuf_settle(c);
+    }
+    if (c->rbuf.cap >= target) {
+        return c->rbuf.len < c->rbuf.cap ? 0 : -1; /* full of complete frames: cannot be */
+    }
+    size_t charge = target > CONN_RBUF_BASE ? target - CONN_RBUF_BASE : 0;
+    if (charge > c->rbuf_charge) {
+        if (budget_take(c->rbuf_pool, &c->bw, charge - c->rbuf_charge) != 0) {
+            block(ow, c);
+            return 1;
+        }
+        c->rbuf_charge = charge;
+    }
+    c->rbuf.max = target;
+    if (tt__buf_reserve(&c->rbuf, target - c->rbuf.len) != 0) {
+        rbuf_settle(c);
+        conn_fail(ow, c, REJ_FRAME_TOO_LARGE); /* out of memory */
+        return -1;
+    }
+    rbuf_settle(c);
+    return 0;
 }
 
 /* The agent closed its side. Bytes of a frame left unread mean it was cut short. */
@@ -442,9 +549,12 @@ static void on_eof(struct conn_owner *ow, struct conn *c)
 
 void conn_readable(struct conn_owner *ow, struct conn *c)
 {
-    for (int rounds = 0; rounds < 16 && !ow->paused && !c->closing; rounds++) {
-        if (tt__buf_reserve(&c->rbuf, 65536) != 0 && c->rbuf.len == c->rbuf.cap) {
+    for (int rounds = 0; rounds < 16 && !ow->paused && !c->closing && !c->blocked; rounds++) {
+        int a = rbuf_admit(ow, c);
+        if (a < 0 && !c->dead) {
             conn_fail(ow, c, REJ_FRAME_TOO_LARGE);
+        }
+        if (a != 0) {
             return;
         }
         ssize_t n = recv(c->fd, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len, 0);
@@ -466,6 +576,31 @@ void conn_readable(struct conn_owner *ow, struct conn *c)
         c->last_rx_ns = tt__mono_ns();
         if (parse_frames(ow, c) != 0) {
             return;
+        }
+    }
+}
+
+void conn_budget_wake(struct conn_owner *ow)
+{
+    struct budget *pools[2] = {&ow->adm.items, &ow->adm.partial};
+    for (int i = 0; i < 2; i++) {
+        struct budget_waiter *w;
+        while ((w = budget_ready(pools[i])) != NULL) {
+            struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, bw));
+            c->blocked = 0;
+            c->last_rx_ns = tt__mono_ns();
+            if (!c->dead) {
+                ow->watch(ow, c);
+                if (parse_frames(ow, c) == 0) {
+                    conn_readable(ow, c);
+                }
+            }
+            if (w->on == pools[i] && pools[i]->head == w && !c->blocked) {
+                budget_cancel(w); /* it did not take what it waited for: never spin */
+            }
+            if (pools[i]->head == w) {
+                break; /* it waits again for more than there is */
+            }
         }
     }
 }
@@ -523,8 +658,13 @@ void conn_check_timeouts(struct conn_owner *ow, struct conn *c, uint64_t now)
     if (c->dead || c->closing) {
         return;
     }
+    if (c->blocked) {
+        return; /* not reading is the loop's doing, not the peer's */
+    }
     if (!c->ready && now - c->opened_ns > ow->o->hello_timeout_ms * 1000000u) {
         conn_fail(ow, c, REJ_HELLO_TIMEOUT);
+    } else if (c->rbuf_charge && now - c->last_rx_ns > ow->o->hello_timeout_ms * 1000000u) {
+        conn_fail(ow, c, REJ_SLOW_FRAME); /* a partial frame may not sit on the budget */
     } else if (c->pending == 0 && now - c->last_rx_ns > ow->o->idle_timeout_ms * 1000000u) {
         conn_fail(ow, c, REJ_IDLE_TIMEOUT);
     }
