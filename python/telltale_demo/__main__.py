@@ -87,6 +87,9 @@ class Agent:
         self.db = make_db(os.path.join(self.dbdir, "demo.db"))
         self.start = time.monotonic()
         self.turn = 0
+        # Session ids are unique across runs (two runs against one store must not merge their
+        # sessions): a random run id, then the turn.
+        self.run_id = os.urandom(4).hex()
         self.drifting = False
 
     def drift_level(self):
@@ -153,7 +156,7 @@ class Agent:
 
     def run_turn(self):
         self.turn += 1
-        session = "session-%d" % self.turn
+        session = "session-%s-%d" % (self.run_id, self.turn)
         drift = self.drift_level()
         temperature = 0.8 + 1.7 * drift
         q, sql = QUESTIONS[self.turn % len(QUESTIONS)]

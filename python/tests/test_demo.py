@@ -63,3 +63,12 @@ def test_c_example_agent_streams_steps_and_responses(collector):
     errors = [e for e in collector.events(agent="c-drift", kind="step_end")
               if e["status"] == "error"]
     assert len(errors) == 1 and "no such table" in errors[0]["error"]
+
+
+def test_demo_session_ids_are_unique_across_runs(collector):
+    _run(collector, "--agent", "demo-runs", "--turns", "2")
+    _run(collector, "--agent", "demo-runs", "--turns", "2")
+    turns = [e for e in collector.events(agent="demo-runs", kind="step_begin")
+             if e["name"] == "turn"]
+    sessions = [e["session"] for e in turns]
+    assert len(sessions) == 4 and len(set(sessions)) == 4, sessions
