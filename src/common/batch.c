@@ -429,6 +429,10 @@ int tt__ev_step_end_decode(tt__bstr body, tt__ev_step_end *out)
             out->result_bytes = tt__pb_unzigzag(tt__pb_varint(&r));
         } else if (field == 5 && wt == TT_PB_LEN) {
             out->error.p = tt__pb_bytes(&r, &out->error.n);
+        } else if (field == 6 && wt == TT_PB_LEN) {
+            out->name.p = tt__pb_bytes(&r, &out->name.n);
+        } else if (field == 7 && wt == TT_PB_VARINT) {
+            out->kind = (uint32_t)tt__pb_varint(&r);
         } else {
             tt__pb_skip(&r, wt);
         }
@@ -445,6 +449,8 @@ int tt__ev_response_begin_decode(tt__bstr body, tt__ev_response_begin *out)
             out->response_id = tt__pb_fixed64(&r);
         } else if (field == 2 && wt == TT_PB_LEN) {
             out->model.p = tt__pb_bytes(&r, &out->model.n);
+        } else if (field == 4 && wt == TT_PB_I64) {
+            out->step_id = tt__pb_fixed64(&r);
         } else {
             tt__pb_skip(&r, wt);
         }
