@@ -395,6 +395,12 @@ TT_API int tt_score(tt_client *c, const char *session, uint64_t response_id, con
  * *out is NULL on failure. Since 0.1. */
 TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *session,
                              const char *model, const tt_attr *params, size_t n_params);
+/* tt_response_begin inside a step: the response belongs to step (its parent step; NULL: none)
+ * and to session, which should be the step's session (the collector takes the step's session
+ * when session is NULL). Same errors. Since 0.2. */
+TT_API int tt_response_begin_in(tt_client *c, tt_response **out, const tt_step *step,
+                                const char *session, const char *model, const tt_attr *params,
+                                size_t n_params);
 /* Add a token from one logits row (pointer + length + stride + dtype, read without a copy). Both
  * outputs may be NULL. An operator halt of the session (or of the agent) shows as TT_HALT.
  * Returns 0, or TT_EINVAL (NULL response, or a row tt_token_stats_compute refuses: the token is

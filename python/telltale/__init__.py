@@ -619,13 +619,14 @@ class Response(_core.ResponseCore):
     r.token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None) are the
     core's hot calls; each returns the Verdict."""
 
-    __slots__ = ("_c", "session", "model", "params", "summary", "_ended", "id")
+    __slots__ = ("_c", "session", "model", "params", "summary", "_ended", "id", "step")
 
     def __init__(self, client, session, model, raise_on_halt, params):
         super().__init__()
         self._c = client
         self._r = None
-        self.session = session if session is not None else client.session
+        self.session = session
+        self.step = None  # the step the response was opened in (set when it begins)
         self.model = model
         self.raise_on_halt = raise_on_halt
         self.params = params
@@ -642,7 +643,19 @@ class Response(_core.ResponseCore):
             arr, n, keep = _ctypes_core.attrs(self.params)
         else:
             arr, n = None, 0
-        rc = _lib.response_begin(h, ctypes.byref(r), _enc(self.session), _enc(self.model), arr, n)
+        # A response opened inside a step belongs to it: its session and its parent step.
+        step = self._c._current.get()
+        self.step = step
+        if self.session is None:
+            self.session = step.session if step is not None else self._c.session
+        if step is not None and _lib.response_begin_in is not None:
+            st = _lib.Step()
+            st.id = step.id  # tt_response_begin_in reads the step's id only
+            rc = _lib.response_begin_in(h, ctypes.byref(r), ctypes.byref(st), _enc(self.session),
+                                        _enc(self.model), arr, n)
+        else:
+            rc = _lib.response_begin(h, ctypes.byref(r), _enc(self.session), _enc(self.model),
+                                     arr, n)
         if rc or not r.value:
             raise Error(rc or _lib.EINVAL, "response")
         self._r = r.value

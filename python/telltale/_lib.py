@@ -168,3 +168,6 @@ HAVE_RESPONSES = response_begin is not None and response_end is not None
 score = _bind(fast, "tt_score", I, [P, S, ctypes.c_uint64, S, ctypes.c_double, PTR_ATTR, SZ],
               required=False)
 response_id = _bind(fast, "tt_response_id", ctypes.c_uint64, [P], required=False)
+# A response opened inside a step (since 0.2).
+response_begin_in = _bind(fast, "tt_response_begin_in", I,
+                          [P, ctypes.POINTER(P), PTR_STEP, S, S, PTR_ATTR, SZ], required=False)

@@ -35,6 +35,7 @@
 struct tt_response {
     tt_client *c;
     uint64_t id;
+    uint64_t step_id; /* the step the response was opened in, or 0 */
     char session[256];
     size_t session_len;
     tt_guard_policy pol;
@@ -605,8 +606,8 @@ static uint64_t mix64(uint64_t x)
 
 static _Atomic uint64_t response_counter;
 
-TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *session,
-                             const char *model, const tt_attr *params, size_t n_params)
+static int response_begin(tt_client *c, tt_response **out, uint64_t step_id, const char *session,
+                          const char *model, const tt_attr *params, size_t n_params)
 {
     if (out) {
         *out = NULL;
@@ -633,6 +634,7 @@ TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *sessio
         return TT_ENOMEM;
     }
     r->c = c;
+    r->step_id = step_id;
     memcpy(r->session, session ? session : "", slen + 1);
     r->session_len = slen;
     pthread_mutex_lock(&c->guard.lock);
@@ -684,8 +686,8 @@ TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *sessio
     r->begin_tick = r->prev_tick = tt__ticks();
     r->begin_mono = tt__mono_ns();
 
-    /* response_begin: id, model, params */
-    size_t body = 9 + (mlen ? len_field(mlen) : 0);
+    /* response_begin: id, model, params, the step */
+    size_t body = 9 + (mlen ? len_field(mlen) : 0) + (step_id ? 9 : 0);
     for (size_t i = 0; i < n_params; i++) {
         body += len_field(attr_size(&params[i]));
     }
@@ -700,10 +702,26 @@ TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *sessio
         for (size_t i = 0; i < n_params; i++) {
             p = put_attr(p, &params[i]);
         }
+        if (step_id) {
+            p = tt__pb_put_fixed64(p, 4, step_id);
+        }
         tt__emit_encoded_commit(ring, p, nh);
     }
     *out = r;
     return 0;
+}
+
+TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *session,
+                             const char *model, const tt_attr *params, size_t n_params)
+{
+    return response_begin(c, out, 0, session, model, params, n_params);
+}
+
+TT_API int tt_response_begin_in(tt_client *c, tt_response **out, const tt_step *step,
+                                const char *session, const char *model, const tt_attr *params,
+                                size_t n_params)
+{
+    return response_begin(c, out, step ? step->id : 0, session, model, params, n_params);
 }
 
 TT_API uint64_t tt_response_id(const tt_response *r)

@@ -171,6 +171,9 @@ int render_event_extra(tt__json *j, const tt__event *ev)
         render_response_id(j, "response_id", b.response_id);
         tt__json_kv_str(j, "model", b.model.p, b.model.n);
         render_attrs(j, ev->body, 3, "params");
+        if (b.step_id) {
+            render_response_id(j, "step_id", b.step_id);
+        }
         return 0;
     }
     case TT_EV_RESPONSE_END: {

@@ -60,6 +60,10 @@ static void render_row(tt__json *j, const struct store_response *x)
     if (x->has_begin_body) {
         tt__bstr body = {x->begin_body, x->begin_body_len};
         render_attrs(j, body, 3, "params");
+        tt__ev_response_begin b;
+        if (tt__ev_response_begin_decode(body, &b) == 0 && b.step_id) {
+            render_response_id(j, "step_id", b.step_id); /* 16 hex digits, as every id */
+        }
     }
     col_i64(j, "begin_unix_ns", x->begin_ns);
     col_i64(j, "end_unix_ns", x->end_ns);
