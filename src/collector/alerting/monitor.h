@@ -187,7 +187,12 @@ struct webhook_cfg {
     size_t secret_len;
 };
 
+/* The step kinds counted as external calls by default (tool, api, retrieval; bits 1 << kind of
+ * telltale.h's tt_step_kind): the tool-error, tool-latency and loop detectors watch them. */
+#define MON_CALL_KINDS_DEFAULT ((1u << 2) | (1u << 3) | (1u << 6))
+
 struct mon_config {
+    uint32_t call_kinds; /* [calls] kinds = ...: step kinds that are external calls */
     struct unit units[MON_UNITS_MAX];
     int n_units;
     struct webhook_cfg hooks[MON_HOOKS_MAX];

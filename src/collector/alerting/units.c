@@ -459,6 +459,8 @@ static int err_feed(const struct unit *u, void *state, const struct mon_signal *
     snprintf(a->unit, sizeof a->unit, "ratio");
     snprintf(a->message, sizeof a->message, "%u of the last %u tool calls failed (%.0f%% > %.0f%%)",
              e->errors, e->n, rate * 100, u->cfg.error_rate.max_rate * 100);
+    a->example_id = s->id; /* the failed call that tipped the rate over (a step) */
+    a->example_is_response = 0;
     memset(e, 0, sizeof *e); /* a fresh window before the next alert */
     return 1;
 }
