@@ -386,6 +386,7 @@ static void on_step_end(struct monitor *m, struct mon_agent *a, const uint8_t in
                            .time_ns = ev->time,
                            .value = lat,
                            .error = se.status != 0,
+                           .name = se.name, /* from clients since 0.2; empty before */
                            .session = ev->session,
                            .id = se.step_id};
     feed(m, a, &s);

@@ -46,7 +46,7 @@ struct mon_signal {
     int64_t time_ns; /* the event's time, Unix ns */
     double value;
     int error;      /* SIG_TOOL_END: status other than ok */
-    tt__bstr name;  /* SIG_TOOL_BEGIN: the tool */
+    tt__bstr name;  /* SIG_TOOL_BEGIN: the tool; SIG_TOOL_END: the tool, when the end says */
     tt__bstr query; /* SIG_TOOL_BEGIN: its arguments */
     tt__bstr session;
     uint64_t id; /* response id, step id, or first missing seq */
