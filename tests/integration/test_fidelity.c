@@ -240,3 +240,91 @@ TEST_T(fidelity_failing_retrieval_and_api_calls_alert_with_step, 90)
                                    TT_STEP_RETRIEVAL, &alert, steps),
               "alert for retrievals when only tools count: %s", alert ? alert : "");
 }
+
+TEST_T(fidelity_token_text_travels_once_per_distinct_token_and_reads_back, 60)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "text", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "texts", NULL);
+    static const char *const words[] = {"The", " cat", " sat", " on", " the", " mat", "."};
+    tt_response *r;
+    CHECK_OK(tt_response_begin(c, &r, "fid-4", "m", NULL, 0));
+    /* 200 tokens over 7 distinct texts: several chunks (64 tokens each by default). */
+    float logits[16];
+    char want[4096] = "";
+    for (int i = 0; i < 200; i++) {
+        for (int v = 0; v < 16; v++) {
+            logits[v] = v == i % 7 ? 3.0f : 0.0f;
+        }
+        const char *w = words[i % 7];
+        if (i == 150) {
+            CHECK_OK(tt_response_token(r, logits, 16, 1, TT_DTYPE_F32, i % 7, NULL, NULL));
+            continue; /* a token without text in the middle */
+        }
+        CHECK_OK(tt_response_token_text(r, logits, 16, 1, TT_DTYPE_F32, i % 7, w, NULL, NULL));
+        strcat(want, w);
+    }
+    uint64_t rid = tt_response_id(r);
+    CHECK_OK(tt_response_end(r, NULL));
+    /* A hosted model's answer: alternatives known by their text only. */
+    tt_response *h;
+    CHECK_OK(tt_response_begin(c, &h, "fid-4", "hosted", NULL, 0));
+    const char *alts[] = {"Hi", "Hello", "Hey"};
+    const float alp[] = {-1.5f, -0.2f, -2.5f};
+    tt_token_stats st;
+    CHECK_OK(tt_response_token_logprobs_text(h, -1, "Hello", -0.2f, NULL, alts, alp, 3, NULL, &st));
+    CHECK_EQ(st.rank, 0); /* found among the alternatives by its text */
+    CHECK_OK(tt_response_token_logprobs_text(h, -1, " world", -0.7f, NULL, NULL, NULL, 0, NULL,
+                                             NULL));
+    uint64_t hid = tt_response_id(h);
+    CHECK_OK(tt_response_end(h, NULL));
+    CHECK_OK(tt_flush(c, 10000));
+    tt_stats sts;
+    CHECK_OK(tt_stats_get(c, &sts, sizeof sts));
+    CHECK_MSG(sts.dropped_total == 0, "dropped %llu (rejected %llu)",
+              (unsigned long long)sts.dropped_total,
+              (unsigned long long)sts.dropped[TT_DROP_REJECTED]);
+
+    /* On the wire (the stored Tokens events): each distinct text once. */
+    char path[200], rh[17];
+    hex16(rh, rid);
+    json_t *o = get_json(s.http, "/api/v1/events?kind=tokens&agent=texts&limit=1000");
+    size_t sent = 0, chunks = 0;
+    json_t *e;
+    size_t i;
+    json_array_foreach(json_object_get(o, "events"), i, e)
+    {
+        if (strcmp(str(e, "response_id"), rh) == 0) {
+            chunks++;
+            sent += json_array_size(json_object_get(e, "texts"));
+        }
+    }
+    CHECK_MSG(chunks >= 4, "chunks %zu of %s in %s", chunks, rh, json_dumps(o, JSON_COMPACT));
+    CHECK_EQ(sent, 7);
+    json_decref(o);
+
+    /* Read back: every token's text, the whole text. */
+    snprintf(path, sizeof path, "/api/v1/responses/%s", rh);
+    o = get_json(s.http, path);
+    json_t *texts = json_object_get(json_object_get(o, "token_data"), "texts");
+    CHECK_EQ(json_array_size(texts), 200);
+    CHECK_STR(json_string_value(json_array_get(texts, 1)), " cat");
+    CHECK(json_is_null(json_array_get(texts, 150)));
+    CHECK_STR(json_string_value(json_array_get(texts, 199)), words[199 % 7]);
+    CHECK_STR(str(o, "text"), want);
+    json_decref(o);
+
+    hex16(rh, hid);
+    snprintf(path, sizeof path, "/api/v1/responses/%s", rh);
+    o = get_json(s.http, path);
+    CHECK_STR(str(o, "text"), "Hello world");
+    json_t *td = json_object_get(o, "token_data");
+    json_t *row = json_array_get(json_object_get(td, "topk_texts"), 0);
+    CHECK_EQ(json_array_size(row), 3);
+    CHECK_STR(json_string_value(json_array_get(row, 0)), "Hello"); /* most likely first */
+    CHECK_STR(json_string_value(json_array_get(row, 1)), "Hi");
+    CHECK_STR(json_string_value(json_array_get(row, 2)), "Hey");
+    json_decref(o);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
+}

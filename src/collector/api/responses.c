@@ -217,6 +217,7 @@ static void render_detail(tt__json *j, struct store_read *rd, int64_t inst, uint
     tt__json_obj_begin(j);
     render_tokens_merged(j, c.toks, c.n);
     tt__json_obj_end(j);
+    render_response_text(j, c.toks, c.n);
     for (size_t i = 0; i < c.n; i++) {
         free(c.copies[i]);
     }
