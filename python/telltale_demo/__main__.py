@@ -140,7 +140,9 @@ class Agent:
                 for i in range(n):
                     row = model.logits(prev, temperature)
                     chosen = model.sample(row, self.rng)
-                    v = r.token(row, chosen)  # the row is read in place, no copy
+                    # The row is read in place, no copy; the word goes with its id.
+                    word = model.vocab[chosen]
+                    v = r.token(row, chosen, text=word if i == 0 else " " + word)
                     if v is telltale.Verdict.HALT:
                         break
                     flags += v is telltale.Verdict.FLAG

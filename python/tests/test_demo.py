@@ -94,3 +94,17 @@ def test_demo_failing_retrieval_raises_the_error_rate_alert(collector):
     assert a["step_id"] in failed, (a, failed)
     assert a["session"].startswith("session-") and a["links"]["step"].startswith(
         "/api/v1/sessions/" + a["session"] + "#step-")
+
+
+def test_demo_answers_carry_their_text_and_belong_to_the_generate_step(collector):
+    _run(collector, "--agent", "demo-text", "--turns", "2")
+    answers = _answers(collector, "demo-text")
+    responses = collector.get("/api/v1/responses", agent="demo-text")["responses"]
+    assert len(responses) == 2
+    gens = {e["step_id"]: e for e in collector.events(agent="demo-text", kind="step_begin")
+            if e["name"] == "generate"}
+    for row in responses:
+        full = collector.get("/api/v1/responses/" + row["id"])
+        # The answer the demo logs is the response's text, token by token.
+        assert full["text"] and any(a["attrs"]["text"] == full["text"][:400] for a in answers)
+        assert full["step_id"] in gens and full["session"] == gens[full["step_id"]]["session"]
