@@ -428,9 +428,8 @@ TT_API int tt_response_token_text(tt_response *r, const void *logits, size_t n, 
                                   tt_verdict *verdict, tt_token_stats *stats);
 TT_API int tt_response_token_logprobs_text(tt_response *r, int32_t chosen, const char *text,
                                            float chosen_logprob, const int32_t *top_ids,
-                                           const char *const *top_texts,
-                                           const float *top_logprobs, size_t k,
-                                           tt_verdict *verdict, tt_token_stats *stats);
+                                           const char *const *top_texts, const float *top_logprobs,
+                                           size_t k, tt_verdict *verdict, tt_token_stats *stats);
 /* The response's id (unique within the client instance), for tt_score and for the collector's
  * /api/v1/responses/{id} (16 hex digits). 0 for NULL. Since 0.2. */
 TT_API uint64_t tt_response_id(const tt_response *r);

@@ -67,7 +67,7 @@ static struct {
     PyObject *level;        /* _level(level): the slow path of a severity */
     PyObject *row;          /* _row(a): (ptr, n, stride, dtype) of what the buffer path refuses */
     PyObject *top; /* _top(top_logprobs, top_ids): (ids or None, logprobs, texts or None), <= 32 */
-    PyObject *exit_error;   /* _exit_error(et, ev): (status, error) of a step left by a raise */
+    PyObject *exit_error; /* _exit_error(et, ev): (status, error) of a step left by a raise */
 } py;
 
 static PyObject *s_session, *s_level, *s_message, *s_kind, *s_unit, *s_name, *s_value, *s_query,
@@ -944,11 +944,11 @@ static PyObject *response_token(response_core *self, PyObject *const *args, size
     int with_text = text && lib.response_token_text;
     if (n >= GIL_RELEASE_MIN_ELEMS) {
         self->busy = 1;
-        Py_BEGIN_ALLOW_THREADS rc = with_text ? lib.response_token_text(r, ptr, n, stride, dt, chosen,
-                                                                       text, &self->last_verdict,
-                                                                       &self->ts)
-                                              : lib.response_token(r, ptr, n, stride, dt, chosen,
-                                                                   &self->last_verdict, &self->ts);
+        Py_BEGIN_ALLOW_THREADS rc =
+            with_text
+                ? lib.response_token_text(r, ptr, n, stride, dt, chosen, text, &self->last_verdict,
+                                          &self->ts)
+                : lib.response_token(r, ptr, n, stride, dt, chosen, &self->last_verdict, &self->ts);
         Py_END_ALLOW_THREADS self->busy = 0;
     } else if (with_text) {
         rc = lib.response_token_text(r, ptr, n, stride, dt, chosen, text, &self->last_verdict,
@@ -1084,8 +1084,8 @@ static PyObject *response_token_logprobs(response_core *self, PyObject *const *a
                                               has_texts ? texts : NULL, k ? lp : NULL, k,
                                               &self->last_verdict, &self->ts);
     } else {
-        rc = lib.response_token_logprobs(r, chosen, (float)clp, has_ids ? id : NULL,
-                                         k ? lp : NULL, k, &self->last_verdict, &self->ts);
+        rc = lib.response_token_logprobs(r, chosen, (float)clp, has_ids ? id : NULL, k ? lp : NULL,
+                                         k, &self->last_verdict, &self->ts);
     }
     Py_XDECREF(t);
     return response_after(self, rc);
@@ -1119,9 +1119,10 @@ static PyObject *ext_bind(PyObject *module, PyObject *args)
         {"tt_response_token", (void **)&lib.response_token},
         {"tt_response_token_logprobs", (void **)&lib.response_token_logprobs},
     };
-    lib.response_token_text = (__typeof__(lib.response_token_text))dlsym(h, "tt_response_token_text");
-    lib.response_token_logprobs_text = (__typeof__(lib.response_token_logprobs_text))dlsym(
-        h, "tt_response_token_logprobs_text");
+    lib.response_token_text =
+        (__typeof__(lib.response_token_text))dlsym(h, "tt_response_token_text");
+    lib.response_token_logprobs_text =
+        (__typeof__(lib.response_token_logprobs_text))dlsym(h, "tt_response_token_logprobs_text");
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         *fns[i].slot = dlsym(h, fns[i].name);
         if (!*fns[i].slot) {

@@ -43,15 +43,15 @@ struct text_state {
     uint32_t slot[DICT_SLOTS]; /* entry + 1, 0: empty */
     struct text_ent ent[DICT_MAX];
     uint32_t n_ent, arena_len;
-    uint32_t n_texts;      /* texts sent (or pending) so far: the wire table's length */
-    uint32_t n_pend;       /* texts first seen in the chunk being filled */
-    size_t pend_len;       /* their encoded fields (14) in pend */
-    size_t room;           /* bytes a chunk has for texts beside its tokens */
-    int chunk_has;         /* the chunk being filled has text refs (text_ref valid) */
-    int chunk_tk;          /* ... and alternatives' text refs (tk_ref valid) */
-    int32_t *text_ref;     /* cap */
-    int32_t *tk_ref;       /* cap * k */
-    uint8_t *pend;         /* room bytes */
+    uint32_t n_texts;  /* texts sent (or pending) so far: the wire table's length */
+    uint32_t n_pend;   /* texts first seen in the chunk being filled */
+    size_t pend_len;   /* their encoded fields (14) in pend */
+    size_t room;       /* bytes a chunk has for texts beside its tokens */
+    int chunk_has;     /* the chunk being filled has text refs (text_ref valid) */
+    int chunk_tk;      /* ... and alternatives' text refs (tk_ref valid) */
+    int32_t *text_ref; /* cap */
+    int32_t *tk_ref;   /* cap * k */
+    uint8_t *pend;     /* room bytes */
     char arena[DICT_ARENA];
 };
 
@@ -748,9 +748,8 @@ TT_API int tt_response_token_text(tt_response *r, const void *logits, size_t n, 
 
 TT_API int tt_response_token_logprobs_text(tt_response *r, int32_t chosen, const char *text,
                                            float chosen_logprob, const int32_t *top_ids,
-                                           const char *const *top_texts,
-                                           const float *top_logprobs, size_t k,
-                                           tt_verdict *verdict, tt_token_stats *stats)
+                                           const char *const *top_texts, const float *top_logprobs,
+                                           size_t k, tt_verdict *verdict, tt_token_stats *stats)
 {
     if (!r || k > TT_TOPK_MAX) {
         return TT_EINVAL;

@@ -46,8 +46,7 @@ void tt__stepmap_free(tt__stepmap *m)
 void tt__stepmap_put(tt__stepmap *m, uint64_t id, uint32_t kind, const uint8_t *session,
                      uint32_t session_len, const uint8_t *name, uint32_t name_len)
 {
-    if (!m || m->n >= TT_STEPMAP_MAX || session_len > TT_STEPMAP_STR ||
-        name_len > TT_STEPMAP_STR) {
+    if (!m || m->n >= TT_STEPMAP_MAX || session_len > TT_STEPMAP_STR || name_len > TT_STEPMAP_STR) {
         return;
     }
     tt__step_info *s = malloc(sizeof *s + session_len + name_len);

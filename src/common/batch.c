@@ -561,8 +561,8 @@ int tt__ev_tokens_decode(tt__bstr body, tt__ev_tokens *out)
     if (r.err || out->logprobs.n % 4 || out->entropies.n % 4 || out->margins.n % 4) {
         return -1;
     }
-    tt__bstr v[] = {out->token_ids,  out->ranks,     out->latency_us,    out->flags,
-                    out->topk_ids,   out->text_refs, out->topk_text_refs};
+    tt__bstr v[] = {out->token_ids, out->ranks,     out->latency_us,    out->flags,
+                    out->topk_ids,  out->text_refs, out->topk_text_refs};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         if (tt__packed_varint_count(v[i]) < 0) {
             return -1;

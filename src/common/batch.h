@@ -153,7 +153,7 @@ typedef struct tt__ev_step_end {
 typedef struct tt__ev_response_begin {
     uint64_t response_id;
     tt__bstr model;
-    uint64_t step_id; /* the step it was opened in, 0 if none (since 0.2) */
+    uint64_t step_id;    /* the step it was opened in, 0 if none (since 0.2) */
 } tt__ev_response_begin; /* params: tt__attr_iter on field 3 */
 
 typedef struct tt__ev_response_end {

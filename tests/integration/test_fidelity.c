@@ -274,8 +274,8 @@ TEST_T(fidelity_token_text_travels_once_per_distinct_token_and_reads_back, 60)
     tt_token_stats st;
     CHECK_OK(tt_response_token_logprobs_text(h, -1, "Hello", -0.2f, NULL, alts, alp, 3, NULL, &st));
     CHECK_EQ(st.rank, 0); /* found among the alternatives by its text */
-    CHECK_OK(tt_response_token_logprobs_text(h, -1, " world", -0.7f, NULL, NULL, NULL, 0, NULL,
-                                             NULL));
+    CHECK_OK(
+        tt_response_token_logprobs_text(h, -1, " world", -0.7f, NULL, NULL, NULL, 0, NULL, NULL));
     uint64_t hid = tt_response_id(h);
     CHECK_OK(tt_response_end(h, NULL));
     CHECK_OK(tt_flush(c, 10000));

@@ -242,8 +242,8 @@ static int hook_key(struct parser *p, const char *key, const char *value)
 /* [calls] kinds = tool, api, retrieval: the step kinds that are external calls. */
 static int calls_key(struct parser *p, const char *key, char *value)
 {
-    static const char *const names[] = {"",      "reasoning", "tool",      "api",
-                                        "llm",   "agent",     "retrieval", "other"};
+    static const char *const names[] = {"",    "reasoning", "tool",      "api",
+                                        "llm", "agent",     "retrieval", "other"};
     if (strcmp(key, "kinds") != 0) {
         snprintf(p->err, sizeof p->err, "unknown key %.40s in [calls] (kinds)", key);
         return -1;

@@ -85,7 +85,8 @@ int derive_open(struct derive **out, sqlite3 *db)
         /* A response opened in a step without a session of its own takes the step's. */
         "INSERT INTO responses(instance_id, response_id, agent_id, session, model, begin_ns,"
         " begin_body) VALUES(?1,?2,?3,coalesce(?4,(SELECT session FROM steps WHERE"
-        " instance_id = ?1 AND step_id = ?8 AND ?8 != 0)),?5,?6,?7) ON CONFLICT(instance_id, response_id) DO UPDATE"
+        " instance_id = ?1 AND step_id = ?8 AND ?8 != 0)),?5,?6,?7) ON CONFLICT(instance_id, "
+        "response_id) DO UPDATE"
         " SET session=excluded.session, model=excluded.model, begin_ns=excluded.begin_ns,"
         " begin_body=excluded.begin_body",
         "INSERT INTO responses(instance_id, response_id, agent_id, session, end_ns, tokens,"
