@@ -403,8 +403,9 @@ static const struct unit_ops unit_drift = {"drift",    0,    drift_set,  drift_r
 #define ERR_NAMES 8
 
 struct err_window {
-    uint64_t name; /* hash of the call's name, 0: free */
-    uint64_t used; /* the feed count when last seen */
+    uint64_t name;        /* hash of the call's name, 0: free */
+    uint64_t used;        /* the feed count when last seen */
+    uint64_t last_failed; /* the step id of the window's latest failed call */
     uint32_t n, pos, errors;
     uint8_t bits[ERR_WINDOW_MAX / 8];
 };
@@ -484,6 +485,9 @@ static int err_feed(const struct unit *u, void *state, const struct mon_signal *
     e->bits[e->pos >> 3] =
         (uint8_t)(s->error ? e->bits[e->pos >> 3] | mask : e->bits[e->pos >> 3] & ~mask);
     e->errors += s->error != 0;
+    if (s->error) {
+        e->last_failed = s->id;
+    }
     e->pos = (e->pos + 1) % w;
     double rate = (double)e->errors / e->n;
     if (e->n < u->cfg.error_rate.min_calls || !(rate > u->cfg.error_rate.max_rate)) {
@@ -504,7 +508,9 @@ static int err_feed(const struct unit *u, void *state, const struct mon_signal *
                  "%u of the last %u tool calls failed (%.0f%% > %.0f%%)", e->errors, e->n,
                  rate * 100, u->cfg.error_rate.max_rate * 100);
     }
-    a->example_id = s->id; /* the failed call that tipped the rate over (a step) */
+    /* The latest failed call (a step): the rate can cross at a call that worked, once the
+     * window reaches min_calls. */
+    a->example_id = e->last_failed;
     a->example_is_response = 0;
     uint64_t keep = e->name, used = e->used;
     memset(e, 0, sizeof *e); /* a fresh window before the next alert */
