@@ -233,7 +233,7 @@ static uint64_t drain_ring(tt__worker *w, tt__ring *r, int *full, uint64_t now)
              * from the emit call to the send, not from the drain. */
             w->batch_open_ns = w->prev_drain_ns && w->prev_drain_ns < now ? w->prev_drain_ns : now;
         }
-        tt__encode_record(&w->batch, h, t, w->batch_base, &w->cal);
+        tt__encode_record(&w->batch, h, t, w->batch_base, &w->cal, w->steps);
         w->batch_n++;
         w->next_seq++;
         n++;
@@ -625,6 +625,7 @@ static void worker_destroy(tt__worker *w)
     tt__buf_fini(&w->batch);
     tt__buf_fini(&w->rbuf);
     tt__buf_fini(&w->wbuf);
+    tt__stepmap_free(w->steps);
     free(w);
 }
 
@@ -641,6 +642,7 @@ int tt__worker_start(tt_client *c)
     w->c = c;
     w->fd = -1;
     w->next_seq = 1;
+    w->steps = tt__stepmap_new(); /* NULL: step ends go without their begin's fields */
     tt__clock_cal_init(&w->cal);
     /* Room for a full batch, the largest event after it, and the counters. */
     tt__buf_init(&w->batch, c->cfg.batch_bytes + tt__encode_bound((uint32_t)c->max_record + 64) +

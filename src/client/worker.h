@@ -9,6 +9,7 @@
 #include <zstd.h>
 
 #include "client/client.h"
+#include "client/stepmap.h"
 
 typedef struct tt__worker {
     tt_client *c;
@@ -26,7 +27,8 @@ typedef struct tt__worker {
     ZSTD_CCtx *zc;
     uint8_t *zbuf; /* a frame is compressed here, then copied into a buffer of its size */
     size_t zcap;
-    tt__ring *resume; /* ring to drain first next time, for fairness */
+    tt__ring *resume;   /* ring to drain first next time, for fairness */
+    tt__stepmap *steps; /* open steps' session, name and kind (stepmap.h), or NULL */
 
     /* frames not yet acknowledged, oldest first; send_next is the first not yet written on
      * the current connection (NULL if all are) */

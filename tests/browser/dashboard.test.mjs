@@ -254,6 +254,10 @@ async function run() {
     assert(nested > 0, 'the tool call is nested under its reasoning step');
     const lat = await page.locator('#tree .step-tool .lat').first().textContent();
     assert(/s$/.test(lat), `latency "${lat}"`);
+    // The session's logs, in its view.
+    await waitFor('the session logs', () => page.locator('#session-logs li').count());
+    const logText = await page.locator('#session-logs li').first().textContent();
+    assert(/tool call done/.test(logText) && /tool=/.test(logText), `log line "${logText}"`);
     await shot('session');
   });
 
@@ -282,6 +286,11 @@ async function run() {
       await waitFor('the token tooltip', () => page.locator('#tip').isVisible());
       const tip = await page.textContent('#tip');
       assert(/log-prob = -/.test(tip) && /entropy = /.test(tip) && /top-k/.test(tip), `tooltip "${tip}"`);
+      // The tokens show as words (their text), and the response's whole text is shown.
+      const words = await page.locator('#responses .response').first().locator('.tok').allTextContents();
+      assert(words.length && words.every((w) => /^ ?w\d+$/.test(w)), `token words ${words.slice(0, 5)}`);
+      const full = await page.locator('#responses .response-text').first().textContent();
+      assert(full === words.join(''), `response text "${full.slice(0, 60)}"`);
       await shot('response-tokens');
     });
   } else {

@@ -604,9 +604,12 @@ function sessionView(root, id) {
   const treeNote = el('p', {class: 'muted'});
   const resps = el('div', {id: 'responses'});
   const respNote = el('p', {class: 'muted'});
+  const logs = el('ul', {class: 'logs', id: 'session-logs'});
+  const logNote = el('p', {class: 'muted'});
   root.append(el('p', null, link([], '← agents')), title, info, el('p', null, haltBtn, ' ', haltMsg),
     el('h2', null, 'Timeline'), wf.node,
-    el('h2', null, 'Execution path'), treeNote, tree, el('h2', null, 'Responses'), respNote, resps);
+    el('h2', null, 'Execution path'), treeNote, tree, el('h2', null, 'Responses'), respNote, resps,
+    el('h2', null, 'Logs'), logNote, logs);
   let fetched = 0;
   let busy = false;
   let respShown = '';
@@ -711,6 +714,19 @@ function sessionView(root, id) {
     } catch (e) {
       respNote.textContent = `Responses: ${errorText(e)}`;
     }
+    try {
+      // The session's logs, oldest first (the first 200).
+      const lj = await api(`/api/v1/events?session=${encodeURIComponent(id)}&kind=log&limit=200`);
+      const evs = Array.isArray(lj.events) ? lj.events : [];
+      logNote.textContent = evs.length ? '' : 'no log yet';
+      clear(logs).append(...evs.map((e) => el('li', {class: `log sev-${clean(e.severity || '')}`},
+        el('span', {class: 'muted'}, clean(String(e.time || '')).slice(11, 23)), ' ',
+        el('span', {class: 'sev'}, clean(e.severity || '')), ' ', clean(e.message || ''),
+        e.attrs && typeof e.attrs === 'object' ? el('code', {class: 'attrs'}, ' ',
+          clean(Object.entries(e.attrs).map(([k, v]) => `${k}=${v}`).join(' '))) : '')));
+    } catch (e) {
+      logNote.textContent = `Logs: ${errorText(e)}`;
+    }
     busy = false;
   }
   load();
@@ -760,11 +776,13 @@ export function normalizeResponse(j) {
     const tids = pick(src, ['top_ids', 'topk_ids']) || [];
     const tlps = pick(src, ['top_logprobs', 'topk_logprobs']) || [];
     const tps = pick(src, ['topk_probs', 'top_probs']) || [];
+    const ttexts = pick(src, ['topk_texts', 'top_texts']) || [];
     const n = Math.max(ids.length || 0, lps.length || 0, texts.length || 0);
     for (let i = 0; i < n; i++) {
       tokens.push({text: texts[i], id: ids[i], logprob: Number(lps[i]), p: Number(ps[i]),
         entropy: Number(ents[i]),
-        top: normTop(tids[i], tlps[i] ?? (Array.isArray(tps[i]) ? tps[i].map((x) => Math.log(x)) : undefined))});
+        top: normTop(tids[i], tlps[i] ?? (Array.isArray(tps[i]) ? tps[i].map((x) => Math.log(x)) : undefined),
+          ttexts[i])});
     }
   }
   for (const k of tokens) {
@@ -778,14 +796,15 @@ export function normalizeResponse(j) {
   return {summary: sum, tokens, guards};
 }
 
-function normTop(top, lps) {
+function normTop(top, lps, texts) {
   if (!top) return [];
   if (Array.isArray(top) && top.length && typeof top[0] === 'object') {
     return top.map((x) => ({text: pick(x, ['text', 'token', 'piece']), id: pick(x, ['id', 'token_id']),
       logprob: Number(pick(x, ['logprob', 'lp']) ?? Math.log(Number(pick(x, ['p', 'prob']))))}));
   }
   if (Array.isArray(top)) {
-    return top.map((id, i) => ({id, logprob: Number(Array.isArray(lps) ? lps[i] : NaN)}));
+    return top.map((id, i) => ({id, logprob: Number(Array.isArray(lps) ? lps[i] : NaN),
+      text: Array.isArray(texts) && texts[i] !== null ? texts[i] : undefined}));
   }
   return [];
 }
@@ -871,6 +890,10 @@ async function renderResponse(box, rid, compact) {
     out.append(span);
   });
   box.append(out);
+  // The whole answer as the model wrote it (the tokens' texts), when the agent sent them.
+  if (typeof j.text === 'string' && j.text) {
+    box.append(el('p', {class: 'response-text'}, clean(j.text)));
+  }
   if (guards.length) {
     box.append(el('ul', {class: 'guards'}, guardRuns(guards).map((r) => el('li', {class: 'guard-run'},
       el('span', {class: `verdict verdict-${r.verdict}`}, r.verdict), ' ',
