@@ -108,7 +108,8 @@ enum tt__conn_state {
     TT_CONN_IDLE = 0,       /* no socket; next attempt at next_attempt_ns */
     TT_CONN_CONNECTING = 1, /* non-blocking connect in progress */
     TT_CONN_HELLO = 2,      /* hello sent, waiting for the reply */
-    TT_CONN_READY = 3
+    TT_CONN_READY = 3,
+    TT_CONN_RESOLVING = 4 /* a host name is being resolved (resolve.h); no socket yet */
 };
 
 /* Worker counters, written by the worker only, read by tt_stats_get. */
