@@ -1,0 +1,280 @@
+/*
+ * test_clientfault.c - the client under faults and misuse (docs/reliability.md S5, S6, S7,
+ * S10, S11, S14), against a real `telltale serve`, each ending with the conservation check of
+ * tests/support/serve.c for every client whose events flow.
+ *
+ * S5, S7 (name resolution) and S14 run tests/drivers/client_faults ($TT_BUILD/tests/), an
+ * agent whose allocator, getaddrinfo, clock_gettime and connect calls from the library are
+ * wrapped by the linker; it writes one line per client (instance and counters), read back
+ * here. The others run in the test's own process or in children it forks.
+ */
+#include "test.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "faultproxy.h"
+#include "serve.h"
+
+static int soak(void)
+{
+    const char *s = getenv("TT_SOAK");
+    return s && *s && *s != '0';
+}
+
+/* Slack for timing bounds: sanitizer builds run slower. */
+static double mult(void)
+{
+    const char *m = getenv("TT_SANITIZE") ? getenv("TT_TEST_TIMEOUT_MULT") : NULL;
+    double v = m ? strtod(m, NULL) : 1.0;
+    return v >= 1.0 ? v : 1.0;
+}
+
+/* --- the driver ------------------------------------------------------------------------------ */
+
+/* Runs the driver with args (NULL-terminated) and returns the path of its output file; fails
+ * the test unless it exits 0. */
+static const char *run_driver(const char *name, const char *const *args)
+{
+    const char *build = getenv("TT_BUILD");
+    CHECK_MSG(build, "TT_BUILD is not set (make test sets it)");
+    static char outpath[1024];
+    char driver[1024], logpath[1024];
+    snprintf(driver, sizeof driver, "%s/tests/client_faults", build);
+    snprintf(outpath, sizeof outpath, "%s/%s.out", tt_test_outdir(), name);
+    snprintf(logpath, sizeof logpath, "%s/%s.log", tt_test_outdir(), name);
+    CHECK_MSG(access(driver, X_OK) == 0, "%s is missing (make test builds it)", driver);
+    const char *argv[16];
+    int n = 0;
+    argv[n++] = driver;
+    for (; *args && n < 14; args++) {
+        argv[n++] = *args;
+    }
+    argv[n++] = outpath;
+    argv[n] = NULL;
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        FILE *f = freopen(logpath, "w", stdout);
+        if (!f || dup2(fileno(stdout), 2) < 0) {
+            _exit(126);
+        }
+        execv(driver, (char *const *)argv);
+        _exit(127);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "driver %s ended with status %d (signal %d): see %s", name,
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+              WIFSIGNALED(status) ? WTERMSIG(status) : 0, logpath);
+    return outpath;
+}
+
+struct run_line {
+    char tag[64];
+    uint8_t instance[16];
+    tt_stats st;
+    char extra[512];
+};
+
+static void unhex16(const char *h, uint8_t out[16])
+{
+    for (int i = 0; i < 16; i++) {
+        unsigned v;
+        CHECK(sscanf(h + 2 * i, "%2x", &v) == 1);
+        out[i] = (uint8_t)v;
+    }
+}
+
+/* Parses a "run ..." line of the driver; 0 when it is not one. */
+static int parse_run(const char *line, struct run_line *r)
+{
+    char hex[40];
+    unsigned long long v[9];
+    int used = 0;
+    memset(r, 0, sizeof *r);
+    if (sscanf(line, "run %63s %32s %llu %llu %llu %llu %llu %llu %llu %llu %llu %n", r->tag, hex,
+               &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &used) != 11) {
+        return 0;
+    }
+    unhex16(hex, r->instance);
+    r->st.emitted = v[0];
+    r->st.inherited = v[1];
+    r->st.acked = v[2];
+    r->st.possibly_delivered = v[3];
+    r->st.buffered = v[4];
+    r->st.dropped_total = v[5];
+    r->st.dropped[TT_DROP_OOM] = v[6];
+    r->st.dropped[TT_DROP_SHUTDOWN] = v[7];
+    r->st.dropped[TT_DROP_BUFFER_FULL] = v[8];
+    snprintf(r->extra, sizeof r->extra, "%s", line + used);
+    return 1;
+}
+
+/* A number after "key=" in the extra fields of a run line. */
+static double extra_num(const struct run_line *r, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof k, "%s=", key);
+    const char *p = strstr(r->extra, k);
+    CHECK_MSG(p, "no %s in \"%s\"", key, r->extra);
+    return strtod(p + strlen(k), NULL);
+}
+
+static void check_run(const struct tt_test_serve *s, const struct run_line *r)
+{
+    struct tt_store_check sc;
+    tt_test_check_store(s->db, r->instance, &sc);
+    tt_test_check_conservation(&r->st, &sc);
+    CHECK_EQ_U64(r->st.buffered, 0);
+}
+
+static int read_run(FILE *f, const char *tag, struct run_line *r)
+{
+    char line[2048];
+    while (fgets(line, sizeof line, f)) {
+        if (parse_run(line, r) && (!tag || strcmp(r->tag, tag) == 0)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* --- S5: allocation failures --------------------------------------------------------------------- */
+
+/* Fails the Nth allocation of the library, for N = 1..K (and samples beyond K up to a whole
+ * client life), in mode "single" (that one only) or "from" (that one and every later one until
+ * the driver disarms). Each run must end in a conserved, stored state, recover, and the faults
+ * must have cost events counted as oom somewhere. */
+static void s5_run(const char *mode, const char *k)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "s5", NULL);
+    const char *args[] = {"oom", s.endpoint, mode, k, NULL};
+    char name[64];
+    snprintf(name, sizeof name, "oom-%s", mode);
+    const char *out = run_driver(name, args);
+    FILE *f = fopen(out, "r");
+    CHECK(f);
+    struct run_line r;
+    int runs = 0, open_failures = 0;
+    uint64_t oom = 0, nomem = 0;
+    while (read_run(f, NULL, &r)) {
+        check_run(&s, &r);
+        const char *colon = strchr(r.tag, ':');
+        if (colon) {
+            runs++;
+            /* The first K allocations all come before the driver disarms (a client's life
+             * makes thousands); the samples beyond may fall after it. */
+            if (atol(colon + 1) <= atol(k)) {
+                CHECK_MSG(extra_num(&r, "failed") >= 1, "run %s: no allocation failed", r.tag);
+            }
+        }
+        open_failures += (int)extra_num(&r, "open_failures");
+        oom += r.st.dropped[TT_DROP_OOM];
+        nomem += (uint64_t)extra_num(&r, "nomem");
+    }
+    fclose(f);
+    fprintf(stderr, "S5 %s: %d runs, tt_open failed %d times, %llu events dropped as oom, "
+            "%llu event calls returned TT_ENOMEM\n", mode, runs, open_failures,
+            (unsigned long long)oom, (unsigned long long)nomem);
+    CHECK(runs >= atoi(k));
+    CHECK(open_failures > 0);
+    CHECK(oom > 0);
+    tt_test_serve_stop(&s);
+}
+
+TEST_T(clientfault_s5_each_single_allocation_failure_is_survived_counted_and_recovered, 600)
+{
+    s5_run("single", soak() ? "4000" : "120");
+}
+
+TEST_T(clientfault_s5_allocation_failing_from_n_on_is_survived_counted_and_recovered, 600)
+{
+    s5_run("from", soak() ? "4000" : "120");
+}
+
+/* --- S7: a name whose resolution hangs ------------------------------------------------------------ */
+
+TEST_T(clientfault_s7_hanging_name_resolution_never_blocks_emit_open_flush_or_close, 180)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "s7", "--listen", "tcp://127.0.0.1:0", NULL);
+    const char *port = strrchr(s.tcp, ':');
+    CHECK(port);
+    const char *args[] = {"dns", port + 1, soak() ? "30000" : "5000", NULL};
+    const char *out = run_driver("dns", args);
+    FILE *f = fopen(out, "r");
+    CHECK(f);
+    struct run_line hang, slow;
+    CHECK(read_run(f, "hang", &hang));
+    CHECK(read_run(f, "slow", &slow));
+    fclose(f);
+    fprintf(stderr, "S7 hang: %s", hang.extra);
+    fprintf(stderr, "S7 slow: %s", slow.extra);
+    /* The name hangs for 5 s (30 s in make soak): open and every emit return at once, flush
+     * and close keep their deadlines (200 and 300 ms), one resolution runs at a time. */
+    CHECK(extra_num(&hang, "open_ms") < 100 * mult());
+    CHECK(extra_num(&hang, "emit_max_ms") < 20 * mult());
+    CHECK_EQ(extra_num(&hang, "flush_rc"), TT_ETIMEDOUT);
+    CHECK(extra_num(&hang, "flush_ms") < 200 + 200 * mult());
+    CHECK_EQ(extra_num(&hang, "close_rc"), TT_ETIMEDOUT);
+    CHECK(extra_num(&hang, "close_ms") < 300 + 200 * mult());
+    CHECK_EQ(extra_num(&hang, "resolver_calls"), 1);
+    CHECK_EQ_U64(hang.st.emitted, 2000);
+    CHECK_EQ_U64(hang.st.dropped[TT_DROP_SHUTDOWN], 2000);
+    check_run(&s, &hang);
+    /* The name answers after 1.5 s (five attempt timeouts): the attempts share the one
+     * request, and every event is stored once it answers. */
+    CHECK_EQ(extra_num(&slow, "flush_rc"), 0);
+    CHECK_EQ(extra_num(&slow, "close_rc"), 0);
+    CHECK_EQ(extra_num(&slow, "resolver_calls"), 1);
+    CHECK_EQ_U64(slow.st.acked, 2000);
+    check_run(&s, &slow);
+    tt_test_serve_stop(&s);
+}
+
+/* --- S14: wall-clock steps ------------------------------------------------------------------------ */
+
+TEST_T(clientfault_s14_wall_clock_steps_change_no_flush_or_backoff_timing, 120)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "s14", NULL);
+    /* Nothing listens on port 1 of the loopback: every attempt is refused at once. */
+    const char *args[] = {"clock", s.endpoint, "tcp://127.0.0.1:1", NULL};
+    const char *out = run_driver("clock", args);
+    FILE *f = fopen(out, "r");
+    CHECK(f);
+    struct run_line b, r;
+    CHECK(read_run(f, "batching", &b));
+    CHECK(read_run(f, "retries", &r));
+    fclose(f);
+    fprintf(stderr, "S14 batching: %s", b.extra);
+    fprintf(stderr, "S14 retries: %s", r.extra);
+    /* Batching: an event every 5 ms with a flush interval of 50 ms while the wall clock jumps
+     * -1 h, +1 h, +10 y, stands still and comes back: about one frame per 50 ms, never a
+     * storm of them (a timer on the wall clock would flush at every turn after +1 h) and never
+     * a stall (it would wait an hour after -1 h). */
+    CHECK_EQ(extra_num(&b, "flush_rc"), 0);
+    double expect = extra_num(&b, "batching_ms") / 50.0;
+    double frames = extra_num(&b, "frames");
+    CHECK_MSG(frames <= expect * 1.3 + 4, "%.0f frames, %.0f expected", frames, expect);
+    CHECK_MSG(frames >= expect / 3, "%.0f frames, %.0f expected", frames, expect);
+    CHECK_EQ_U64(b.st.acked, 480);
+    check_run(&s, &b);
+    /* Reconnects with backoff 100..400 ms (jitter: each wait in [b/2, b]) over 3 s of jumps:
+     * no wait shorter than 50 ms, none much longer than 400 ms. */
+    double attempts = extra_num(&r, "attempts");
+    CHECK_MSG(attempts >= 5 && attempts <= 3000 / 50 + 2, "%.0f attempts", attempts);
+    CHECK_MSG(extra_num(&r, "min_gap_ms") >= 49, "min gap %.1f ms", extra_num(&r, "min_gap_ms"));
+    CHECK_MSG(extra_num(&r, "max_gap_ms") <= 400 + 200 * mult(), "max gap %.1f ms",
+              extra_num(&r, "max_gap_ms"));
+    CHECK_EQ_U64(r.st.dropped[TT_DROP_SHUTDOWN], 1);
+    check_run(&s, &r);
+    tt_test_serve_stop(&s);
+}
