@@ -180,9 +180,10 @@ static void s5_run(const char *mode, const char *k)
         nomem += (uint64_t)extra_num(&r, "nomem");
     }
     fclose(f);
-    fprintf(stderr, "S5 %s: %d runs, tt_open failed %d times, %llu events dropped as oom, "
-            "%llu event calls returned TT_ENOMEM\n", mode, runs, open_failures,
-            (unsigned long long)oom, (unsigned long long)nomem);
+    fprintf(stderr,
+            "S5 %s: %d runs, tt_open failed %d times, %llu events dropped as oom, "
+            "%llu event calls returned TT_ENOMEM\n",
+            mode, runs, open_failures, (unsigned long long)oom, (unsigned long long)nomem);
     CHECK(runs >= atoi(k));
     CHECK(open_failures > 0);
     CHECK(oom > 0);
@@ -277,4 +278,269 @@ TEST_T(clientfault_s14_wall_clock_steps_change_no_flush_or_backoff_timing, 120)
     CHECK_EQ_U64(r.st.dropped[TT_DROP_SHUTDOWN], 1);
     check_run(&s, &r);
     tt_test_serve_stop(&s);
+}
+
+/* --- S6: misuse and odd events -------------------------------------------------------------------- */
+
+/* Every function of include/telltale.h with NULL where a pointer goes: an error code (or the
+ * documented neutral answer), never a crash. */
+TEST(clientfault_s6_null_arguments_everywhere_in_the_public_api_are_refused)
+{
+    tt_config *cfg;
+    CHECK_EQ(tt_config_new(NULL), TT_EINVAL);
+    CHECK_OK(tt_config_new(&cfg));
+    CHECK_EQ(tt_config_set(NULL, "agent", "a"), TT_EINVAL);
+    CHECK_EQ(tt_config_set(cfg, NULL, "a"), TT_EINVAL);
+    CHECK_EQ(tt_config_set(cfg, "agent", NULL), TT_EINVAL);
+    CHECK_EQ(tt_config_from_env(NULL), TT_EINVAL);
+    CHECK(tt_config_get(NULL, "agent") == NULL);
+    CHECK(tt_config_get(cfg, NULL) == NULL);
+    CHECK(tt_config_error(NULL) != NULL);
+    tt_config_free(NULL);
+    tt_free(NULL);
+    CHECK(tt_strerror(0) && tt_strerror(-99999) && tt_strerror(12345));
+    CHECK_STR(tt_drop_cause_name(-1), "unknown");
+    CHECK_STR(tt_drop_cause_name(TT_DROP__COUNT), "unknown");
+    CHECK(tt_version() != NULL);
+    CHECK_EQ(tt_open(NULL, cfg), TT_EINVAL);
+    CHECK_EQ(tt_close(NULL, 0), 0);
+    CHECK_EQ(tt_close_stats(NULL, 0, NULL, 0), 0);
+    CHECK_EQ(tt_flush(NULL, 0), TT_EINVAL);
+
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "s6null", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "s6null", NULL);
+    tt_step st = {0};
+    tt_attr nulls[2] = {{.key = NULL, .type = TT_ATTR_STR, .v.s = NULL},
+                        {.key = NULL, .type = TT_ATTR_INT, .v.i = 1}};
+    CHECK_EQ(tt_log(NULL, "s", TT_INFO, "m", NULL, 0), TT_EINVAL);
+    CHECK_EQ(tt_log(c, "s", TT_INFO, "m", NULL, 2), TT_EINVAL);
+    CHECK_OK(tt_log(c, NULL, TT_INFO, NULL, NULL, 0));  /* an empty log record */
+    CHECK_OK(tt_log(c, NULL, TT_INFO, NULL, nulls, 2)); /* empty keys and strings */
+    CHECK_EQ(tt_metric(NULL, "s", TT_GAUGE, "m", 1, NULL, NULL, 0), TT_EINVAL);
+    CHECK_EQ(tt_metric(c, "s", TT_GAUGE, NULL, 1, NULL, NULL, 0), TT_EINVAL);
+    CHECK_EQ(tt_metric(c, "s", TT_GAUGE, "m", 1, NULL, NULL, 3), TT_EINVAL);
+    CHECK_OK(tt_metric(c, NULL, TT_GAUGE, "m", 1, NULL, nulls, 2));
+    CHECK_EQ(tt_step_begin(NULL, &st, NULL, TT_STEP_TOOL, NULL, "t", NULL), TT_EINVAL);
+    CHECK_EQ(tt_step_begin(c, NULL, NULL, TT_STEP_TOOL, NULL, "t", NULL), TT_EINVAL);
+    CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_TOOL, NULL, NULL, NULL));
+    CHECK_EQ(tt_step_end(NULL, &st, TT_STATUS_OK, 0, NULL), TT_EINVAL);
+    CHECK_EQ(tt_step_end(c, NULL, TT_STATUS_OK, 0, NULL), TT_EINVAL);
+    CHECK_OK(tt_step_end(c, &st, TT_STATUS_OK, -1, NULL));
+    CHECK_EQ(tt_score(NULL, NULL, 0, "q", 1, NULL, 0), TT_EINVAL);
+    CHECK_EQ(tt_score(c, NULL, 0, NULL, 1, NULL, 0), TT_EINVAL);
+    CHECK_EQ(tt_score(c, NULL, 0, "q", 1, NULL, 1), TT_EINVAL);
+    CHECK_OK(tt_score(c, NULL, 0, "q", 1, NULL, 0));
+    CHECK_EQ(tt_stats_get(NULL, NULL, 0), TT_EINVAL);
+    tt_stats stats;
+    CHECK_EQ(tt_stats_get(c, NULL, sizeof stats), TT_EINVAL);
+    CHECK_EQ(tt_instance_id(NULL, NULL), TT_EINVAL);
+    CHECK_EQ(tt_instance_id(c, NULL), TT_EINVAL);
+    tt_token_stats ts;
+    float row[4] = {1, 2, 3, 4};
+    CHECK_EQ(tt_token_stats_compute(NULL, 4, 1, TT_DTYPE_F32, 0, 1, &ts), TT_EINVAL);
+    CHECK_EQ(tt_token_stats_compute(row, 4, 1, TT_DTYPE_F32, 0, 1, NULL), TT_EINVAL);
+    CHECK_EQ(tt_token_stats_from_logprobs(0, -0.1f, NULL, NULL, 0, NULL), TT_EINVAL);
+    CHECK_EQ(tt_token_stats_from_logprobs(0, -0.1f, NULL, NULL, 2, &ts), TT_EINVAL);
+    tt_response *r = (tt_response *)&ts; /* must be set to NULL on failure */
+    CHECK_EQ(tt_response_begin(NULL, &r, NULL, NULL, NULL, 0), TT_EINVAL);
+    CHECK(r == NULL);
+    CHECK_EQ(tt_response_begin(c, NULL, NULL, NULL, NULL, 0), TT_EINVAL);
+    CHECK_EQ(tt_response_begin(c, &r, NULL, NULL, NULL, 1), TT_EINVAL);
+    CHECK_EQ(tt_response_token(NULL, row, 4, 1, TT_DTYPE_F32, 0, NULL, NULL), TT_EINVAL);
+    CHECK_EQ(tt_response_token_logprobs(NULL, 0, -0.1f, NULL, NULL, 0, NULL, NULL), TT_EINVAL);
+    CHECK_EQ(tt_response_id(NULL), 0);
+    CHECK_EQ(tt_response_end(NULL, NULL), TT_EINVAL);
+    CHECK_OK(tt_response_begin(c, &r, NULL, NULL, NULL, 0));
+    CHECK_EQ(tt_response_token(r, NULL, 4, 1, TT_DTYPE_F32, 0, NULL, NULL), TT_EINVAL);
+    CHECK_OK(tt_response_token(r, row, 4, 1, TT_DTYPE_F32, 3, NULL, NULL));
+    CHECK_OK(tt_response_token_logprobs(r, 0, -0.1f, NULL, NULL, 0, NULL, NULL));
+    CHECK_OK(tt_response_end(r, NULL));
+    CHECK_EQ(tt_guard_policy_set(NULL, NULL), TT_EINVAL);
+    CHECK_EQ(tt_guard_policy_set(c, NULL), TT_EINVAL);
+    CHECK_EQ(tt_guard_policy_get(NULL, NULL), TT_EINVAL);
+    CHECK_EQ(tt_guard_policy_get(c, NULL), TT_EINVAL);
+    /* Everything accepted above is one event or more, stored. */
+    CHECK_OK(tt_flush(c, 10000));
+    uint8_t id[16];
+    CHECK_OK(tt_instance_id(c, id));
+    CHECK_OK(tt_close_stats(c, 2000, &stats, sizeof stats));
+    CHECK(stats.emitted >= 7);
+    CHECK_EQ_U64(stats.dropped_total, 0);
+    CHECK_EQ_U64(stats.acked, stats.emitted);
+    struct tt_store_check sc;
+    tt_test_check_store(s.db, id, &sc);
+    tt_test_check_conservation(&stats, &sc);
+    tt_config_free(cfg);
+    tt_test_serve_stop(&s);
+}
+
+/* Odd events: 10 MiB, invalid UTF-8, a NUL inside, control bytes. The oversized one is
+ * dropped and counted as too_large; the others are stored (strings end at their NUL, as C
+ * strings do), and none of them costs its batch. */
+TEST(clientfault_s6_oversized_and_odd_strings_are_counted_or_stored_never_fatal)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "s6odd", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "s6odd", NULL);
+    size_t big = 10u << 20;
+    char *huge = malloc(big + 1);
+    CHECK(huge);
+    memset(huge, 'x', big);
+    huge[big] = 0;
+    CHECK_EQ(tt_log(c, "s", TT_INFO, huge, NULL, 0), TT_E2BIG);
+    CHECK_EQ(tt_metric(c, huge, TT_GAUGE, "m", 1, NULL, NULL, 0), TT_E2BIG);
+    tt_step st;
+    CHECK_EQ(tt_step_begin(c, &st, NULL, TT_STEP_TOOL, "s", "t", huge), TT_E2BIG);
+    CHECK_EQ(tt_step_end(c, &st, TT_STATUS_OK, 0, huge), TT_E2BIG);
+    free(huge);
+    static const char *const odd[] = {"\xff\xfe invalid utf-8 \xc3\x28 \xe2\x82 \xf0\x28\x8c\xbc",
+                                      "before\0after",
+                                      "\x01\x02\x1b[31m control \x7f",
+                                      "\xed\xa0\x80 surrogate",
+                                      "",
+                                      "ok"};
+    int n = 0;
+    for (int round = 0; round < 100; round++) {
+        for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+            tt_attr a = TT_STR(odd[i], odd[i]);
+            CHECK_OK(tt_log(c, odd[i], TT_INFO, odd[i], &a, 1));
+            CHECK_OK(tt_metric(c, odd[i], TT_GAUGE, odd[i], 1, odd[i], &a, 1));
+            n += 2;
+        }
+    }
+    CHECK_OK(tt_flush(c, 10000));
+    uint8_t id[16];
+    CHECK_OK(tt_instance_id(c, id));
+    tt_stats stats;
+    CHECK_OK(tt_close_stats(c, 2000, &stats, sizeof stats));
+    CHECK_EQ_U64(stats.dropped[TT_DROP_TOO_LARGE], 4);
+    CHECK_EQ_U64(stats.dropped_total, 4);
+    CHECK_EQ_U64(stats.acked, (uint64_t)n);
+    struct tt_store_check sc;
+    tt_test_check_store(s.db, id, &sc);
+    tt_test_check_conservation(&stats, &sc);
+    CHECK_EQ_U64(sc.events, (uint64_t)n);
+    tt_test_serve_stop(&s);
+}
+
+/* 256 threads emit at once (max_threads, one ring each), and 16 more find no ring: their
+ * first events at least are counted as no_ring. */
+#define S6_THREADS 256
+#define S6_EXTRA 16
+
+struct s6_arg {
+    tt_client *c;
+    pthread_barrier_t *go;
+    pthread_barrier_t *held; /* every thread has made its first call */
+    int n;
+    _Atomic int *refused;
+};
+
+static void *s6_thread(void *p)
+{
+    struct s6_arg *a = p;
+    pthread_barrier_wait(a->go);
+    for (int i = 0; i < a->n; i++) {
+        if (i == 1) {
+            pthread_barrier_wait(a->held);
+        }
+        int rc = tt_log(a->c, "s", TT_INFO, "one of many threads", NULL, 0);
+        if (rc == TT_ENOBUFS) {
+            atomic_fetch_add(a->refused, 1);
+        } else if (rc != 0) {
+            atomic_fetch_add(a->refused, 1000000);
+        }
+    }
+    return NULL;
+}
+
+TEST_T(clientfault_s6_256_threads_at_once_are_served_and_extra_threads_counted, 180)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "s6threads", NULL);
+    tt_client *c =
+        tt_test_client(s.endpoint, "s6threads", "ring_bytes=131072", "max_event_bytes=8192", NULL);
+    int total = S6_THREADS + S6_EXTRA, per = soak() ? 20000 : 500;
+    pthread_t *t = calloc((size_t)total, sizeof *t);
+    pthread_barrier_t go, held;
+    pthread_barrier_init(&go, NULL, (unsigned)total);
+    pthread_barrier_init(&held, NULL, (unsigned)total);
+    _Atomic int refused = 0;
+    struct s6_arg a = {c, &go, &held, per, &refused};
+    for (int i = 0; i < total; i++) {
+        CHECK_OK(pthread_create(&t[i], NULL, s6_thread, &a));
+    }
+    for (int i = 0; i < total; i++) {
+        pthread_join(t[i], NULL);
+    }
+    free(t);
+    pthread_barrier_destroy(&go);
+    pthread_barrier_destroy(&held);
+    CHECK_MSG(atomic_load(&refused) < 1000000, "an emit returned another error than ENOBUFS");
+    CHECK_OK(tt_flush(c, 30000));
+    uint8_t id[16];
+    CHECK_OK(tt_instance_id(c, id));
+    tt_stats st;
+    CHECK_OK(tt_close_stats(c, 5000, &st, sizeof st));
+    fprintf(stderr, "S6 threads: emitted %llu, acked %llu, buffer_full %llu, no_ring %llu\n",
+            (unsigned long long)st.emitted, (unsigned long long)st.acked,
+            (unsigned long long)st.dropped[TT_DROP_BUFFER_FULL],
+            (unsigned long long)st.dropped[TT_DROP_NO_RING]);
+    CHECK_EQ_U64(st.emitted, (uint64_t)total * (uint64_t)per);
+    /* Every refused call returned TT_ENOBUFS and is counted: buffer_full, or no_ring for a
+     * thread beyond max_threads (threads that exit give their ring back once it is drained,
+     * so a late thread may still find one). */
+    CHECK(st.dropped[TT_DROP_NO_RING] <= (uint64_t)S6_EXTRA * (uint64_t)per);
+    /* The first calls all happen while every thread lives: 16 of them find no ring. */
+    CHECK(st.dropped[TT_DROP_NO_RING] >= S6_EXTRA);
+    CHECK_EQ_U64(st.dropped_total, (uint64_t)atomic_load(&refused));
+    CHECK_EQ_U64(st.dropped_total, st.dropped[TT_DROP_NO_RING] + st.dropped[TT_DROP_BUFFER_FULL]);
+    struct tt_store_check sc;
+    tt_test_check_store(s.db, id, &sc);
+    tt_test_check_conservation(&st, &sc);
+    CHECK_EQ_U64(sc.events, st.acked);
+    tt_test_serve_stop(&s);
+}
+
+/* Emit once tt_close has begun: a counted no-op (TT_ESHUTDOWN, dropped[closed]). The emitting
+ * thread stops at its first TT_ESHUTDOWN, long before tt_close returns (it waits for its
+ * deadline: nothing listens), so no call races with the free that ends tt_close. */
+struct s6_close_arg {
+    tt_client *c;
+    _Atomic int calls_after;
+};
+
+static void *s6_close_emitter(void *p)
+{
+    struct s6_close_arg *a = p;
+    for (;;) {
+        int rc = tt_log(a->c, "s", TT_INFO, "racing the close", NULL, 0);
+        if (rc == TT_ESHUTDOWN) {
+            CHECK_EQ(tt_metric(a->c, "s", TT_GAUGE, "m", 1, NULL, NULL, 0), TT_ESHUTDOWN);
+            atomic_store(&a->calls_after, 2);
+            return NULL;
+        }
+        usleep(100);
+    }
+}
+
+TEST(clientfault_s6_emit_after_close_began_is_a_counted_no_op)
+{
+    /* Nothing listens on port 1: the close waits for its whole deadline. */
+    tt_client *c = tt_test_client("tcp://127.0.0.1:1", "s6closed", NULL);
+    struct s6_close_arg a = {c, 0};
+    pthread_t t;
+    CHECK_OK(pthread_create(&t, NULL, s6_close_emitter, &a));
+    usleep(50000);
+    tt_stats st;
+    double t0 = tt_test_now_ms();
+    CHECK_EQ(tt_close_stats(c, 1000, &st, sizeof st), TT_ETIMEDOUT);
+    CHECK(tt_test_now_ms() - t0 >= 900);
+    pthread_join(t, NULL);
+    CHECK_EQ(atomic_load(&a.calls_after), 2);
+    CHECK_EQ_U64(st.dropped[TT_DROP_CLOSED], 2);
+    struct tt_store_check none;
+    memset(&none, 0, sizeof none);
+    tt_test_check_conservation(&st, &none);
 }
