@@ -544,3 +544,303 @@ TEST(clientfault_s6_emit_after_close_began_is_a_counted_no_op)
     memset(&none, 0, sizeof none);
     tt_test_check_conservation(&st, &none);
 }
+
+/* --- S10: abrupt exits ---------------------------------------------------------------------------- */
+
+enum s10_how { S10_EXIT, S10_UNDERSCORE_EXIT, S10_ABORT, S10_MAIN_PTHREAD_EXIT, S10_HOWS };
+
+static tt_client *s10_client;
+static _Atomic int s10_how_now;
+
+static void s10_atexit(void)
+{
+    /* Emit from an atexit handler, with the emitters still running (S6). */
+    for (int i = 0; i < 100; i++) {
+        tt_log(s10_client, "s", TT_INFO, "from atexit", NULL, 0);
+    }
+}
+
+static void *s10_emitter(void *p)
+{
+    (void)p;
+    for (;;) {
+        for (int i = 0; i < 50; i++) {
+            tt_log(s10_client, "s", TT_INFO, "an event as the process ends", NULL, 0);
+            tt_metric(s10_client, "s", TT_COUNTER, "n", 1, NULL, NULL, 0);
+        }
+        usleep(500);
+    }
+    return NULL;
+}
+
+static void *s10_killer(void *p)
+{
+    useconds_t delay = (useconds_t)(uintptr_t)p;
+    usleep(delay);
+    switch (atomic_load(&s10_how_now)) {
+    case S10_UNDERSCORE_EXIT:
+        _exit(0);
+    case S10_ABORT:
+        abort();
+    default:
+        exit(0); /* S10_EXIT, and S10_MAIN_PTHREAD_EXIT once main has gone */
+    }
+    return NULL;
+}
+
+static void s10_child(const char *endpoint, const char *spool, int how, useconds_t delay, int fd)
+{
+    tt_config *cfg;
+    if (tt_config_new(&cfg) || tt_config_set(cfg, "endpoint", endpoint) ||
+        tt_config_set(cfg, "agent", "exits") || tt_config_set(cfg, "spool_dir", spool) ||
+        tt_config_set(cfg, "window_bytes", "65536") ||
+        tt_config_set(cfg, "compression_level", "0") || tt_config_set(cfg, "batch_bytes", "8192") ||
+        tt_open(&s10_client, cfg)) {
+        _exit(2);
+    }
+    tt_config_free(cfg);
+    uint8_t id[16];
+    tt_instance_id(s10_client, id);
+    if (write(fd, id, 16) != 16) {
+        _exit(3);
+    }
+    close(fd);
+    atomic_store(&s10_how_now, how);
+    atexit(s10_atexit);
+    pthread_t t;
+    for (int i = 0; i < 3; i++) {
+        if (pthread_create(&t, NULL, s10_emitter, NULL) != 0) {
+            _exit(4);
+        }
+    }
+    if (pthread_create(&t, NULL, s10_killer, (void *)(uintptr_t)delay) != 0) {
+        _exit(4);
+    }
+    if (how == S10_MAIN_PTHREAD_EXIT) {
+        pthread_exit(NULL);
+    }
+    for (;;) {
+        pause();
+    }
+}
+
+/* exit() and _exit() from another thread mid-emit, abort(), and main leaving with
+ * pthread_exit: the process ends as asked (under ASan with no report: the worker never
+ * touches freed memory during exit, and nothing leaks), and the spool it leaves opens and
+ * replays every whole record once. */
+TEST_T(clientfault_s10_exit_and_abort_from_another_thread_mid_emit_leave_a_clean_spool, 300)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "s10", NULL);
+    tt_test_serve_stop(&s);
+    char spool[700];
+    snprintf(spool, sizeof spool, "%s/spool", tt_test_tmpdir());
+    int runs = (soak() ? 25 : 2) * S10_HOWS;
+    uint8_t(*inst)[16] = calloc((size_t)runs, 16);
+    unsigned seed = (unsigned)getpid();
+    for (int r = 0; r < runs; r++) {
+        int how = r % S10_HOWS;
+        int p[2];
+        CHECK(pipe(p) == 0);
+        useconds_t delay = 100000 + (useconds_t)(rand_r(&seed) % 200000);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            close(p[0]);
+            s10_child(s.endpoint, spool, how, delay, p[1]);
+        }
+        close(p[1]);
+        CHECK(read(p[0], inst[r], 16) == 16);
+        close(p[0]);
+        int status;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        if (how == S10_ABORT) {
+            CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "run %d: status %#x", r,
+                      status);
+        } else {
+            CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "run %d (how %d): status %#x",
+                      r, how, status);
+        }
+    }
+    tt_test_serve_restart(&s);
+    char kv[800];
+    snprintf(kv, sizeof kv, "spool_dir=%s", spool);
+    tt_client *c = tt_test_client(s.endpoint, "exits", kv, NULL);
+    tt_stats st;
+    double t0 = tt_test_now_ms();
+    for (;;) {
+        CHECK_OK(tt_stats_get(c, &st, sizeof st));
+        if (st.inherited > 0 && st.buffered == 0) {
+            break;
+        }
+        CHECK_MSG(tt_test_now_ms() - t0 < 30000 * mult(), "spool not drained: buffered %llu",
+                  (unsigned long long)st.buffered);
+        usleep(20000);
+    }
+    CHECK_OK(tt_close_stats(c, 2000, &st, sizeof st));
+    struct tt_store_check all;
+    memset(&all, 0, sizeof all);
+    for (int r = 0; r < runs; r++) {
+        struct tt_store_check sc;
+        tt_test_check_store(s.db, inst[r], &sc);
+        CHECK_EQ_U64(sc.overlaps, 0);
+        all.events += sc.events;
+        all.decoded += sc.decoded;
+    }
+    free(inst);
+    fprintf(stderr, "S10: %d abrupt ends, inherited %llu, stored %llu, spool_corrupt %llu\n", runs,
+            (unsigned long long)st.inherited, (unsigned long long)all.events,
+            (unsigned long long)st.dropped[TT_DROP_SPOOL_CORRUPT]);
+    tt_test_check_conservation(&st, &all);
+    CHECK_EQ_U64(st.acked, all.events);
+    CHECK(st.inherited > 0);
+    tt_test_serve_stop(&s);
+}
+
+/* --- S11: signals ------------------------------------------------------------------------------ */
+
+static _Atomic long s11_signals;
+static _Atomic int s11_stop_emit, s11_stop_signals;
+
+static void s11_handler(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&s11_signals, 1);
+}
+
+struct s11_arg {
+    tt_client *c;
+    _Atomic long bad;
+};
+
+/* About 8,000 events a second, paced by the clock (signals cut the sleeps short). */
+static void *s11_emitter(void *p)
+{
+    struct s11_arg *a = p;
+    double t0 = tt_test_now_ms();
+    long n = 0;
+    while (!atomic_load(&s11_stop_emit)) {
+        long due = (long)((tt_test_now_ms() - t0) * 8);
+        for (; n < due; n++) {
+            if (tt_log(a->c, "s", TT_INFO, "under a signal storm", NULL, 0) != 0) {
+                atomic_fetch_add(&a->bad, 1);
+            }
+        }
+        usleep(1000);
+    }
+    return NULL;
+}
+
+struct s11_sig_arg {
+    pthread_t *targets;
+    int n;
+};
+
+static void *s11_signaller(void *p)
+{
+    struct s11_sig_arg *a = p;
+    static const int sigs[] = {SIGUSR1, SIGTERM, SIGINT};
+    unsigned seed = 7;
+    for (long i = 0; !atomic_load(&s11_stop_signals); i++) {
+        int sig = sigs[i % 3];
+        if (i % 10 == 0) {
+            kill(getpid(), sig); /* any thread that does not block it: the worker does */
+        } else {
+            pthread_kill(a->targets[rand_r(&seed) % (unsigned)a->n], sig);
+        }
+        usleep(100);
+    }
+    return NULL;
+}
+
+#define S11_SIGMAX 64
+
+static void dispositions(struct sigaction *out)
+{
+    for (int sig = 1; sig <= S11_SIGMAX; sig++) {
+        memset(&out[sig], 0, sizeof out[sig]);
+        if (sig != SIGKILL && sig != SIGSTOP) {
+            sigaction(sig, NULL, &out[sig]);
+        }
+    }
+}
+
+/* SIGUSR1, SIGTERM and SIGINT at about 10 kHz on the emitting threads and the process while
+ * the collector's side resets the connection every 300 ms (the worker's writes then meet
+ * EPIPE): no SIGPIPE death, nothing lost, no handler of the library's anywhere. */
+TEST_T(clientfault_s11_signal_storm_and_resets_lose_nothing_and_install_no_handler, 180)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s11_handler; /* no SA_RESTART: interrupted calls see EINTR */
+    sigemptyset(&sa.sa_mask);
+    CHECK_OK(sigaction(SIGUSR1, &sa, NULL));
+    CHECK_OK(sigaction(SIGTERM, &sa, NULL));
+    CHECK_OK(sigaction(SIGINT, &sa, NULL));
+    CHECK_OK(sigaction(SIGPIPE, &(struct sigaction){.sa_handler = SIG_DFL}, NULL));
+    static struct sigaction before[S11_SIGMAX + 1], after[S11_SIGMAX + 1];
+    dispositions(before);
+
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "s11", "--listen", "tcp://127.0.0.1:0", NULL);
+    struct tt_fault_proxy *px = tt_fault_proxy_start(s.tcp);
+    tt_client *c = tt_test_client(tt_fault_proxy_endpoint(px), "s11", "backoff_min_ms=20",
+                                  "backoff_max_ms=200", NULL);
+    struct s11_arg a = {c, 0};
+    pthread_t threads[5];
+    for (int i = 0; i < 4; i++) {
+        CHECK_OK(pthread_create(&threads[i], NULL, s11_emitter, &a));
+    }
+    threads[4] = pthread_self();
+    struct s11_sig_arg sa2 = {threads, 5};
+    pthread_t sig_thread;
+    CHECK_OK(pthread_create(&sig_thread, NULL, s11_signaller, &sa2));
+    double seconds = soak() ? 30 : 3, t0 = tt_test_now_ms();
+    int resets = 0;
+    double last = t0;
+    while (tt_test_now_ms() - t0 < seconds * 1000) {
+        usleep(10000); /* cut short by the signals: the clock paces the resets */
+        if (tt_test_now_ms() - last >= 300) {
+            tt_fault_proxy_reset(px);
+            resets++;
+            last = tt_test_now_ms();
+        }
+    }
+    atomic_store(&s11_stop_emit, 1);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    /* flush and close under the storm too */
+    int frc = tt_flush(c, 30000);
+    uint8_t id[16];
+    CHECK_OK(tt_instance_id(c, id));
+    tt_stats st;
+    int crc = tt_close_stats(c, 5000, &st, sizeof st);
+    atomic_store(&s11_stop_signals, 1);
+    pthread_join(sig_thread, NULL);
+    dispositions(after);
+    fprintf(stderr,
+            "S11: %ld signals handled, %d resets, %llu reconnects, %llu events, acked "
+            "%llu, dropped %llu\n",
+            atomic_load(&s11_signals), resets, (unsigned long long)st.reconnects,
+            (unsigned long long)st.emitted, (unsigned long long)st.acked,
+            (unsigned long long)st.dropped_total);
+    CHECK_EQ(frc, 0);
+    CHECK_EQ(crc, 0);
+    CHECK_EQ(atomic_load(&a.bad), 0);
+    CHECK(atomic_load(&s11_signals) > 1000);
+    CHECK(st.reconnects >= 1);
+    CHECK_EQ_U64(st.dropped_total, 0);
+    CHECK_EQ_U64(st.acked, st.emitted);
+    for (int sig = 1; sig <= S11_SIGMAX; sig++) {
+        CHECK_MSG(before[sig].sa_handler == after[sig].sa_handler &&
+                      before[sig].sa_flags == after[sig].sa_flags,
+                  "the disposition of signal %d changed", sig);
+    }
+    struct tt_store_check sc;
+    tt_test_check_store(s.db, id, &sc);
+    tt_test_check_conservation(&st, &sc);
+    CHECK_EQ_U64(sc.events, st.emitted);
+    tt_fault_proxy_stop(px);
+    tt_test_serve_stop(&s);
+}
