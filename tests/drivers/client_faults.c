@@ -332,15 +332,15 @@ static void emit_threads(tt_client *c, struct rc_counts *k, int threads, int n)
 /* One client's life with the allocation faults armed as (mode, n). */
 static void oom_run(const char *endpoint, int mode, long n, char *tag)
 {
-    static const char *const kv[] = {"ring_bytes", "65536", "max_event_bytes", "8192", "batch_bytes", "4096",
-                                     "flush_interval_ms", "2", NULL};
+    static const char *const kv[] = {"ring_bytes",  "65536", "max_event_bytes",   "8192",
+                                     "batch_bytes", "4096",  "flush_interval_ms", "2",
+                                     NULL};
     tt_config *cfg = NULL;
     tt_client *c = NULL;
     int open_failures = 0;
     arm(mode, n);
     int rc;
-    while ((rc = make_config(&cfg, endpoint, "oom", kv)) != 0 ||
-           (rc = tt_open(&c, cfg)) != 0) {
+    while ((rc = make_config(&cfg, endpoint, "oom", kv)) != 0 || (rc = tt_open(&c, cfg)) != 0) {
         if (rc != TT_ENOMEM) {
             fprintf(stderr, "rc %d (%s)\n", rc, tt_strerror(rc));
             fail("tt_config_new or tt_open failed with another error than TT_ENOMEM");
@@ -439,8 +439,8 @@ static int run_dns(int argc, char **argv)
     const char *port = argv[2];
     double hang = atof(argv[3]);
     char ep[128];
-    static const char *const kv[] = {"ack_timeout_ms", "300", "backoff_min_ms", "50",
-                                     "backoff_max_ms", "200", NULL};
+    static const char *const kv[] = {
+        "ack_timeout_ms", "300", "backoff_min_ms", "50", "backoff_max_ms", "200", NULL};
     /* A name that hangs: open, emit, flush and close keep their limits. */
     atomic_store(&hang_until_ms, now_ms() + hang);
     snprintf(ep, sizeof ep, "tcp://%s:%s", HANG_HOST, port);
