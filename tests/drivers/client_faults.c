@@ -13,6 +13,8 @@
  *   client_faults dns PORT HANG_MS OUT              S7: a host name whose resolution hangs
  *   client_faults clock ENDPOINT DEAD_ENDPOINT OUT  S14: wall-clock steps while batching and
  *                                                   while reconnects are pending
+ *   client_faults exit HOW DELAY_US ENDPOINT SPOOL OUT  S10: the process ends abruptly from
+ *                                                   another thread mid-emit
  *
  * Each client run writes one line to OUT:
  *   run TAG INSTANCE emitted inherited acked possibly buffered dropped_total oom shutdown
@@ -593,6 +595,96 @@ static int run_clock(int argc, char **argv)
     return 0;
 }
 
+/* --- S10: abrupt exits ------------------------------------------------------------------------- */
+
+enum s10_how { S10_EXIT, S10_UNDERSCORE_EXIT, S10_ABORT, S10_MAIN_PTHREAD_EXIT };
+
+static tt_client *s10_client;
+static int s10_how;
+static useconds_t s10_delay;
+
+static void s10_atexit(void)
+{
+    /* Emit from an atexit handler, with the emitters still running (S6). */
+    for (int i = 0; i < 100; i++) {
+        tt_log(s10_client, "s", TT_INFO, "from atexit", NULL, 0);
+    }
+}
+
+static void *s10_emitter(void *p)
+{
+    (void)p;
+    for (;;) {
+        for (int i = 0; i < 50; i++) {
+            tt_log(s10_client, "s", TT_INFO, "an event as the process ends", NULL, 0);
+            tt_metric(s10_client, "s", TT_COUNTER, "n", 1, NULL, NULL, 0);
+        }
+        usleep(500);
+    }
+    return NULL;
+}
+
+static void *s10_killer(void *p)
+{
+    (void)p;
+    usleep(s10_delay);
+    switch (s10_how) {
+    case S10_UNDERSCORE_EXIT:
+        _exit(0);
+    case S10_ABORT:
+        abort();
+    default:
+        exit(0); /* S10_EXIT, and S10_MAIN_PTHREAD_EXIT once main has gone */
+    }
+    return NULL;
+}
+
+/* client_faults exit HOW DELAY_US ENDPOINT SPOOL OUT: writes the instance to OUT, emits from
+ * three threads, and after DELAY_US a fourth ends the process as HOW says (0 exit, 1 _exit,
+ * 2 abort, 3 exit after main left with pthread_exit). */
+static int run_exit(int argc, char **argv)
+{
+    if (argc != 7) {
+        return 2;
+    }
+    s10_how = atoi(argv[2]);
+    s10_delay = (useconds_t)atol(argv[3]);
+    static const char *const kv[] = {
+        "window_bytes", "65536", "compression_level", "0", "batch_bytes", "8192", NULL};
+    const char *const kv2[] = {"spool_dir", argv[5], NULL};
+    tt_config *cfg;
+    if (make_config(&cfg, argv[4], "exits", kv) != 0) {
+        fail("config");
+    }
+    if (tt_config_set(cfg, kv2[0], kv2[1]) != 0 || tt_open(&s10_client, cfg) != 0) {
+        fail("open");
+    }
+    tt_config_free(cfg);
+    uint8_t id[16];
+    char h[33];
+    tt_instance_id(s10_client, id);
+    hex16(id, h);
+    fprintf(out, "instance %s\n", h);
+    fclose(out);
+    out = NULL;
+    atexit(s10_atexit);
+    pthread_t t;
+    for (int i = 0; i < 3; i++) {
+        if (pthread_create(&t, NULL, s10_emitter, NULL) != 0) {
+            fail("thread");
+        }
+    }
+    if (pthread_create(&t, NULL, s10_killer, NULL) != 0) {
+        fail("thread");
+    }
+    if (s10_how == S10_MAIN_PTHREAD_EXIT) {
+        pthread_exit(NULL);
+    }
+    for (;;) {
+        pause();
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -611,7 +703,11 @@ int main(int argc, char **argv)
         rc = run_dns(argc, argv);
     } else if (strcmp(argv[1], "clock") == 0) {
         rc = run_clock(argc, argv);
+    } else if (strcmp(argv[1], "exit") == 0) {
+        rc = run_exit(argc, argv);
     }
-    fclose(out);
+    if (out) {
+        fclose(out);
+    }
     return rc;
 }

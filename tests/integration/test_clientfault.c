@@ -3,10 +3,10 @@
  * S10, S11, S14), against a real `telltale serve`, each ending with the conservation check of
  * tests/support/serve.c for every client whose events flow.
  *
- * S5, S7 (name resolution) and S14 run tests/drivers/client_faults ($TT_BUILD/tests/), an
- * agent whose allocator, getaddrinfo, clock_gettime and connect calls from the library are
+ * S5, S7 (name resolution), S10 and S14 run tests/drivers/client_faults ($TT_BUILD/tests/),
+ * an agent whose allocator, getaddrinfo, clock_gettime and connect calls from the library are
  * wrapped by the linker; it writes one line per client (instance and counters), read back
- * here. The others run in the test's own process or in children it forks.
+ * here. S6 and S11 run in the test's own process.
  */
 #include "test.h"
 
@@ -547,81 +547,32 @@ TEST(clientfault_s6_emit_after_close_began_is_a_counted_no_op)
 
 /* --- S10: abrupt exits ---------------------------------------------------------------------------- */
 
-enum s10_how { S10_EXIT, S10_UNDERSCORE_EXIT, S10_ABORT, S10_MAIN_PTHREAD_EXIT, S10_HOWS };
+enum { S10_HOWS = 4 }; /* exit, _exit, abort, pthread_exit on main (client_faults exit) */
 
-static tt_client *s10_client;
-static _Atomic int s10_how_now;
-
-static void s10_atexit(void)
+/* Runs the driver's exit mode and returns its wait status; *inst gets its instance. */
+static int s10_run(const char *endpoint, const char *spool, int how, useconds_t delay,
+                   uint8_t inst[16])
 {
-    /* Emit from an atexit handler, with the emitters still running (S6). */
-    for (int i = 0; i < 100; i++) {
-        tt_log(s10_client, "s", TT_INFO, "from atexit", NULL, 0);
+    char driver[1024], outpath[1024], hows[16], delays[32];
+    snprintf(driver, sizeof driver, "%s/tests/client_faults", getenv("TT_BUILD"));
+    snprintf(outpath, sizeof outpath, "%s/exit.out", tt_test_outdir());
+    snprintf(hows, sizeof hows, "%d", how);
+    snprintf(delays, sizeof delays, "%u", (unsigned)delay);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        execl(driver, driver, "exit", hows, delays, endpoint, spool, outpath, (char *)NULL);
+        _exit(127);
     }
-}
-
-static void *s10_emitter(void *p)
-{
-    (void)p;
-    for (;;) {
-        for (int i = 0; i < 50; i++) {
-            tt_log(s10_client, "s", TT_INFO, "an event as the process ends", NULL, 0);
-            tt_metric(s10_client, "s", TT_COUNTER, "n", 1, NULL, NULL, 0);
-        }
-        usleep(500);
-    }
-    return NULL;
-}
-
-static void *s10_killer(void *p)
-{
-    useconds_t delay = (useconds_t)(uintptr_t)p;
-    usleep(delay);
-    switch (atomic_load(&s10_how_now)) {
-    case S10_UNDERSCORE_EXIT:
-        _exit(0);
-    case S10_ABORT:
-        abort();
-    default:
-        exit(0); /* S10_EXIT, and S10_MAIN_PTHREAD_EXIT once main has gone */
-    }
-    return NULL;
-}
-
-static void s10_child(const char *endpoint, const char *spool, int how, useconds_t delay, int fd)
-{
-    tt_config *cfg;
-    if (tt_config_new(&cfg) || tt_config_set(cfg, "endpoint", endpoint) ||
-        tt_config_set(cfg, "agent", "exits") || tt_config_set(cfg, "spool_dir", spool) ||
-        tt_config_set(cfg, "window_bytes", "65536") ||
-        tt_config_set(cfg, "compression_level", "0") || tt_config_set(cfg, "batch_bytes", "8192") ||
-        tt_open(&s10_client, cfg)) {
-        _exit(2);
-    }
-    tt_config_free(cfg);
-    uint8_t id[16];
-    tt_instance_id(s10_client, id);
-    if (write(fd, id, 16) != 16) {
-        _exit(3);
-    }
-    close(fd);
-    atomic_store(&s10_how_now, how);
-    atexit(s10_atexit);
-    pthread_t t;
-    for (int i = 0; i < 3; i++) {
-        if (pthread_create(&t, NULL, s10_emitter, NULL) != 0) {
-            _exit(4);
-        }
-    }
-    if (pthread_create(&t, NULL, s10_killer, (void *)(uintptr_t)delay) != 0) {
-        _exit(4);
-    }
-    if (how == S10_MAIN_PTHREAD_EXIT) {
-        pthread_exit(NULL);
-    }
-    for (;;) {
-        pause();
-    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    FILE *f = fopen(outpath, "r");
+    CHECK(f);
+    char hex[40];
+    CHECK(fscanf(f, "instance %32s", hex) == 1);
+    fclose(f);
+    unhex16(hex, inst);
+    return status;
 }
 
 /* exit() and _exit() from another thread mid-emit, abort(), and main leaving with
@@ -636,25 +587,13 @@ TEST_T(clientfault_s10_exit_and_abort_from_another_thread_mid_emit_leave_a_clean
     char spool[700];
     snprintf(spool, sizeof spool, "%s/spool", tt_test_tmpdir());
     int runs = (soak() ? 25 : 2) * S10_HOWS;
-    uint8_t(*inst)[16] = calloc((size_t)runs, 16);
+    static uint8_t inst[25 * S10_HOWS][16];
     unsigned seed = (unsigned)getpid();
     for (int r = 0; r < runs; r++) {
         int how = r % S10_HOWS;
-        int p[2];
-        CHECK(pipe(p) == 0);
         useconds_t delay = 100000 + (useconds_t)(rand_r(&seed) % 200000);
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-            close(p[0]);
-            s10_child(s.endpoint, spool, how, delay, p[1]);
-        }
-        close(p[1]);
-        CHECK(read(p[0], inst[r], 16) == 16);
-        close(p[0]);
-        int status;
-        CHECK(waitpid(pid, &status, 0) == pid);
-        if (how == S10_ABORT) {
+        int status = s10_run(s.endpoint, spool, how, delay, inst[r]);
+        if (how == 2) {
             CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "run %d: status %#x", r,
                       status);
         } else {
@@ -687,7 +626,6 @@ TEST_T(clientfault_s10_exit_and_abort_from_another_thread_mid_emit_leave_a_clean
         all.events += sc.events;
         all.decoded += sc.decoded;
     }
-    free(inst);
     fprintf(stderr, "S10: %d abrupt ends, inherited %llu, stored %llu, spool_corrupt %llu\n", runs,
             (unsigned long long)st.inherited, (unsigned long long)all.events,
             (unsigned long long)st.dropped[TT_DROP_SPOOL_CORRUPT]);
