@@ -218,14 +218,15 @@ TEST_T(clientfault_s7_hanging_name_resolution_never_blocks_emit_open_flush_or_cl
     fclose(f);
     fprintf(stderr, "S7 hang: %s", hang.extra);
     fprintf(stderr, "S7 slow: %s", slow.extra);
-    /* The name hangs for 5 s (30 s in make soak): open and every emit return at once, flush
-     * and close keep their deadlines (200 and 300 ms), one resolution runs at a time. */
-    CHECK(extra_num(&hang, "open_ms") < 100 * mult());
-    CHECK(extra_num(&hang, "emit_max_ms") < 20 * mult());
+    /* The name hangs for 5 s (30 s in make soak): open and every emit return at once (the
+     * bounds leave room for a loaded machine, far below the hang), flush and close keep their
+     * deadlines (200 and 300 ms), and one resolution runs at a time. */
+    CHECK(extra_num(&hang, "open_ms") < 1000 * mult());
+    CHECK(extra_num(&hang, "emit_max_ms") < 1000 * mult());
     CHECK_EQ(extra_num(&hang, "flush_rc"), TT_ETIMEDOUT);
-    CHECK(extra_num(&hang, "flush_ms") < 200 + 200 * mult());
+    CHECK(extra_num(&hang, "flush_ms") < 200 + 500 * mult());
     CHECK_EQ(extra_num(&hang, "close_rc"), TT_ETIMEDOUT);
-    CHECK(extra_num(&hang, "close_ms") < 300 + 200 * mult());
+    CHECK(extra_num(&hang, "close_ms") < 300 + 500 * mult());
     CHECK_EQ(extra_num(&hang, "resolver_calls"), 1);
     CHECK_EQ_U64(hang.st.emitted, 2000);
     CHECK_EQ_U64(hang.st.dropped[TT_DROP_SHUTDOWN], 2000);
@@ -269,11 +270,12 @@ TEST_T(clientfault_s14_wall_clock_steps_change_no_flush_or_backoff_timing, 120)
     CHECK_EQ_U64(b.st.acked, 480);
     check_run(&s, &b);
     /* Reconnects with backoff 100..400 ms (jitter: each wait in [b/2, b]) over 3 s of jumps:
-     * no wait shorter than 50 ms, none much longer than 400 ms. */
+     * no wait shorter than 50 ms, none much longer than 400 ms (a timer on the wall clock
+     * would wait an hour after the -1 h step). */
     double attempts = extra_num(&r, "attempts");
     CHECK_MSG(attempts >= 5 && attempts <= 3000 / 50 + 2, "%.0f attempts", attempts);
     CHECK_MSG(extra_num(&r, "min_gap_ms") >= 49, "min gap %.1f ms", extra_num(&r, "min_gap_ms"));
-    CHECK_MSG(extra_num(&r, "max_gap_ms") <= 400 + 200 * mult(), "max gap %.1f ms",
+    CHECK_MSG(extra_num(&r, "max_gap_ms") <= 400 + 500 * mult(), "max gap %.1f ms",
               extra_num(&r, "max_gap_ms"));
     CHECK_EQ_U64(r.st.dropped[TT_DROP_SHUTDOWN], 1);
     check_run(&s, &r);
