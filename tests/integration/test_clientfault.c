@@ -640,7 +640,7 @@ TEST_T(clientfault_s10_exit_and_abort_from_another_thread_mid_emit_leave_a_clean
 /* --- S11: signals ------------------------------------------------------------------------------ */
 
 static _Atomic long s11_signals;
-static _Atomic int s11_stop_emit, s11_stop_signals;
+static _Atomic int s11_stop_emit, s11_stop_signals, s11_emitters_done;
 
 static void s11_handler(int sig)
 {
@@ -666,6 +666,11 @@ static void *s11_emitter(void *p)
                 atomic_fetch_add(&a->bad, 1);
             }
         }
+        usleep(1000);
+    }
+    atomic_fetch_add(&s11_emitters_done, 1);
+    /* Stay alive (a target of the signaller) until the storm ends. */
+    while (!atomic_load(&s11_stop_signals)) {
         usleep(1000);
     }
     return NULL;
@@ -747,8 +752,8 @@ TEST_T(clientfault_s11_signal_storm_and_resets_lose_nothing_and_install_no_handl
         }
     }
     atomic_store(&s11_stop_emit, 1);
-    for (int i = 0; i < 4; i++) {
-        pthread_join(threads[i], NULL);
+    while (atomic_load(&s11_emitters_done) < 4) {
+        usleep(1000);
     }
     /* flush and close under the storm too */
     int frc = tt_flush(c, 30000);
@@ -758,6 +763,9 @@ TEST_T(clientfault_s11_signal_storm_and_resets_lose_nothing_and_install_no_handl
     int crc = tt_close_stats(c, 5000, &st, sizeof st);
     atomic_store(&s11_stop_signals, 1);
     pthread_join(sig_thread, NULL);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+    }
     dispositions(after);
     fprintf(stderr,
             "S11: %ld signals handled, %d resets, %llu reconnects, %llu events, acked "
