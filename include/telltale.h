@@ -16,6 +16,7 @@
  *   is full the event is dropped and counted (tt_stats_get). tt_close must not race with other
  *   calls on the same client.
  * - Signals: the library installs no signal handler and blocks signals in its worker thread.
+ *   Event calls are not async-signal-safe: do not call them from a signal handler.
  * - Fork: after fork() the child's client starts afresh (new instance id, empty rings, its own
  *   worker started at its first event); it never sends or spools the parent's events.
  *

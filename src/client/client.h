@@ -110,7 +110,8 @@ enum tt__conn_state {
     TT_CONN_IDLE = 0,       /* no socket; next attempt at next_attempt_ns */
     TT_CONN_CONNECTING = 1, /* non-blocking connect in progress */
     TT_CONN_HELLO = 2,      /* hello sent, waiting for the reply */
-    TT_CONN_READY = 3
+    TT_CONN_READY = 3,
+    TT_CONN_RESOLVING = 4 /* a host name is being resolved (resolve.h); no socket yet */
 };
 
 /* Worker counters, written by the worker only, read by tt_stats_get. */
@@ -251,9 +252,16 @@ struct tt__tls_cache {
 };
 extern __thread struct tt__tls_cache tt__tls __attribute__((tls_model("initial-exec")));
 
+/* c->uid as the event calls read it: relaxed, since tt_close and fork change it while threads
+ * emit (a plain load on x86-64, the same instruction as before). */
+static inline uint64_t tt__client_uid(const tt_client *c)
+{
+    return atomic_load_explicit((_Atomic uint64_t *)(uintptr_t)&c->uid, memory_order_relaxed);
+}
+
 static inline tt__ring *tt__ring_get(tt_client *c, int *rc)
 {
-    if (TT_LIKELY(tt__tls.c == c && tt__tls.uid == c->uid)) {
+    if (TT_LIKELY(tt__tls.c == c && tt__tls.uid == tt__client_uid(c))) {
         return tt__tls.r;
     }
     return tt__client_ring(c, rc);

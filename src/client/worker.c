@@ -502,7 +502,8 @@ static int close_done(tt__worker *w, uint64_t now)
     }
     /* With a spool, once the attempt made while closing has failed, the spool is where the
      * frames are going anyway. */
-    return w->c->spool && w->state == TT_CONN_IDLE && w->attempts > w->close_attempts;
+    return w->c->spool && (w->state == TT_CONN_IDLE || w->state == TT_CONN_RESOLVING) &&
+           w->attempts > w->close_attempts;
 }
 
 /* --- the loop ------------------------------------------------------------------------------ */
@@ -620,6 +621,7 @@ static void worker_destroy(tt__worker *w)
     if (w->fd >= 0) {
         close(w->fd);
     }
+    tt__resolve_release(w->resolve);
     ZSTD_freeCCtx(w->zc);
     free(w->zbuf);
     tt__buf_fini(&w->batch);

@@ -9,6 +9,7 @@
 #include <zstd.h>
 
 #include "client/client.h"
+#include "client/resolve.h"
 #include "client/stepmap.h"
 
 typedef struct tt__worker {
@@ -51,7 +52,9 @@ typedef struct tt__worker {
     tt__buf rbuf;            /* bytes read, not yet parsed */
     tt__buf wbuf;            /* the hello frame, until written */
     size_t wbuf_off;
-    uint64_t max_frame; /* from the hello reply */
+    uint64_t max_frame;   /* from the hello reply */
+    tt__resolve *resolve; /* a name resolution still running, kept across attempts */
+    tt__addr addr;        /* the address of the current attempt */
     uint64_t rng;
 
     /* timing */
