@@ -1,8 +1,9 @@
 /*
  * test_store.c - the store seam (src/collector/store/store.h) on a real SQLite store in a
  * temporary data directory: choice by URL, completions in submission order, the readers,
- * alerts and their acknowledgement, the error classes, and the retention and rollup hooks
- * that the SQLite store does not provide yet (-ENOTSUP, nothing changed).
+ * alerts and their acknowledgement, the error classes, retention (by age and size, dedup
+ * after pruning) and the rollup hook that the SQLite store does not provide yet (-ENOTSUP,
+ * nothing changed).
  */
 #include <errno.h>
 #include <poll.h>
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "batches.h"
 #include "collector/store/store.h"
 #include "test.h"
 
@@ -223,7 +225,7 @@ static int rollup_seen(void *ctx, const struct store_rollup *row)
     return 0;
 }
 
-TEST(store_sqlite_retention_and_rollups_say_not_supported_and_change_nothing)
+TEST(store_sqlite_rollups_say_not_supported_and_retention_without_limits_changes_nothing)
 {
     struct store *s = open_store();
     struct store_alert al = {.time_ns = 1,
@@ -235,12 +237,14 @@ TEST(store_sqlite_retention_and_rollups_say_not_supported_and_change_nothing)
     int64_t id;
     CHECK_OK(store_alert_add(s, &al, &id));
 
-    struct store_retention policy = {.max_age_ns = 1, .max_bytes = 1};
+    struct store_retention none = {0};
     struct store_retention_report rep;
     memset(&rep, 0xff, sizeof rep);
-    CHECK_EQ(store_retention_run(s, &policy, INT64_MAX, &rep), -ENOTSUP);
+    CHECK_OK(store_retention_run(s, &none, INT64_MAX, &rep));
     CHECK_EQ_U64(rep.batches, 0);
     CHECK_EQ_U64(rep.bytes, 0);
+    CHECK_EQ(rep.pruned_through_ns, 0);
+    CHECK(rep.disk_bytes > 0);
 
     struct store_read *rd;
     CHECK_OK(store_read_open(s, &rd));
@@ -252,6 +256,97 @@ TEST(store_sqlite_retention_and_rollups_say_not_supported_and_change_nothing)
     struct store_alert_filter all = {NULL, STORE_ALERTS_ALL, INT64_MAX, 10, 0, 0};
     CHECK_EQ(store_alerts(rd, &all, alert_seen, &w), 1); /* nothing pruned */
     store_read_close(rd);
+    store_close(s);
+}
+
+/* A batch of n log events (at tt_test_batch_payload's fixed 2023 time) of instance k. */
+static struct store_item *events_item(uint8_t k, uint64_t first_seq, int n)
+{
+    struct store_item *it = heartbeat("aged", k);
+    tt__buf b;
+    tt__buf_init(&b, 1u << 20);
+    tt_test_batch_payload(&b, it->ident.instance, first_seq, n);
+    it->raw = malloc(b.len);
+    CHECK(it->raw);
+    memcpy(it->raw, b.data, b.len);
+    it->raw_len = b.len;
+    tt__buf_fini(&b);
+    tt__batch_limits lim = {1u << 20, 256};
+    const char *why = NULL;
+    CHECK_MSG(tt__batch_parse(&it->batch, it->raw, it->raw_len, &lim, &why) == 0, "%s", why);
+    return it;
+}
+
+static int commit_one(struct store *s, struct store_item *it)
+{
+    store_submit(s, it);
+    struct store_item *got[1];
+    CHECK_EQ(take(s, got, 1), 1);
+    int result = got[0]->result;
+    store_item_free(got[0]);
+    return result;
+}
+
+TEST(store_sqlite_retention_removes_old_batches_and_dedup_survives_it)
+{
+    struct store *s = open_store();
+    CHECK_OK(store_start(s));
+    for (int i = 0; i < 10; i++) {
+        CHECK_EQ(commit_one(s, events_item(7, 1 + 100u * (uint64_t)i, 100)), STORE_OK);
+    }
+    /* Now is 2023 + 1 h: the age limit of 2 h removes nothing, 30 min everything. */
+    int64_t t = 1700000000000000000ll;
+    struct store_retention keep = {.max_age_ns = 7200000000000ll};
+    struct store_retention_report rep;
+    CHECK_OK(store_retention_run(s, &keep, t + 3600000000000ll, &rep));
+    CHECK_EQ_U64(rep.batches, 0);
+    struct store_retention age = {.max_age_ns = 1800000000000ll};
+    CHECK_OK(store_retention_run(s, &age, t + 3600000000000ll, &rep));
+    CHECK_EQ_U64(rep.batches, 10);
+    CHECK_EQ_U64(rep.events, 1000);
+    CHECK(rep.bytes > 0);
+    CHECK_EQ(rep.pruned_through_ns, t);
+    CHECK_EQ(rep.oldest_kept_ns, 0);
+    struct store_filter f;
+    store_filter_init(&f);
+    char err[256];
+    CHECK_EQ(store_events_count(s, &f, err, sizeof err), 0);
+    /* A resend of a removed batch is a duplicate; a range across what went is refused; the
+     * next range is new. */
+    CHECK_EQ(commit_one(s, events_item(7, 201, 100)), STORE_DUP);
+    CHECK_EQ(commit_one(s, events_item(7, 950, 100)), STORE_REJECT);
+    CHECK_EQ(commit_one(s, events_item(7, 1001, 100)), STORE_OK);
+    CHECK_EQ(store_events_count(s, &f, err, sizeof err), 100);
+    store_close(s);
+}
+
+TEST(store_sqlite_retention_by_size_removes_the_oldest_first)
+{
+    struct store *s = open_store();
+    CHECK_OK(store_start(s));
+    struct store_retention none = {0};
+    struct store_retention_report rep;
+    CHECK_OK(store_retention_run(s, &none, 0, &rep));
+    uint64_t empty = rep.used_bytes;
+    int batches = 0;
+    for (; batches < 400; batches++) {
+        CHECK_EQ(commit_one(s, events_item(9, 1 + 1000u * (uint64_t)batches, 1000)), STORE_OK);
+    }
+    CHECK_OK(store_retention_run(s, &none, 0, &rep));
+    uint64_t full = rep.used_bytes;
+    CHECK(full > empty + (2u << 20));
+    struct store_retention size = {.max_bytes = full / 2};
+    CHECK_OK(store_retention_run(s, &size, 0, &rep));
+    CHECK(rep.batches > 0 && rep.batches < 400);
+    CHECK_MSG(rep.used_bytes <= full / 2, "%llu bytes in use for a limit of %llu",
+              (unsigned long long)rep.used_bytes, (unsigned long long)(full / 2));
+    /* The oldest went: sequence 1 is not stored, the last batch is. */
+    struct store_filter f;
+    store_filter_init(&f);
+    char err[256];
+    CHECK_EQ(store_events_count(s, &f, err, sizeof err), (int64_t)(400 - rep.batches) * 1000);
+    CHECK_EQ(commit_one(s, events_item(9, 1, 1000)), STORE_DUP);
+    CHECK_EQ(commit_one(s, events_item(9, 1 + 1000u * 399, 1000)), STORE_DUP);
     store_close(s);
 }
 
