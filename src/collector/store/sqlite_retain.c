@@ -47,6 +47,7 @@
 
 #define STEP_FRAMES 64
 #define STEP_NS (4u * 1000 * 1000)
+#define STEP_URGENT_NS (100u * 1000 * 1000)
 #define CLS_FLAGGED 1
 #define CLS_ALERTED 2
 
@@ -151,6 +152,13 @@ struct sqlite_retain {
     int result;
     /* the running pass (writer only) */
     enum phase phase;
+    /* By size, the writer also checks after each commit and prunes by itself when over the
+     * target, so a burst between two requests cannot overshoot: the last size policy asked
+     * for (under lock), the writer's own pass, and what it removed since the last report. */
+    struct store_retention size_policy;
+    enum phase bg_phase;
+    int bg_running;
+    struct store_retention_report bg_rep;
 };
 
 /* --- small helpers ------------------------------------------------------------------------- */
@@ -289,11 +297,11 @@ static uint64_t used_bytes(struct sqlite_retain *r)
     return (uint64_t)(pages - free_pages) * r->page_size + file_size(r->wal);
 }
 
-/* What pruning by size aims at: max_bytes less the WAL's allowance and a quarter of headroom
- * for what arrives between two runs. */
+/* What pruning by size aims at: max_bytes less the WAL's allowance and an eighth of headroom
+ * for what one commit group adds before the writer prunes again. */
 static uint64_t size_target(uint64_t max_bytes)
 {
-    return max_bytes - wal_allowance(max_bytes) - max_bytes / 4;
+    return max_bytes - wal_allowance(max_bytes) - max_bytes / 8;
 }
 
 /* --- one batch ----------------------------------------------------------------------------- */
@@ -559,13 +567,13 @@ static int64_t horizon(int64_t now, int64_t age)
 }
 
 /* Candidate batch ids of the current phase into ids (at most cap): how many. */
-static int candidates(struct sqlite_retain *r, const struct store_retention *p, int64_t now,
-                      int64_t *ids, int cap)
+static int candidates(struct sqlite_retain *r, enum phase phase, const struct store_retention *p,
+                      int64_t now, int64_t *ids, int cap)
 {
     sqlite3_stmt *st;
     int64_t keep_f = p->keep_flagged_ns ? p->keep_flagged_ns : p->max_age_ns;
     int64_t keep_a = p->keep_alerted_ns ? p->keep_alerted_ns : p->max_age_ns;
-    switch (r->phase) {
+    switch (phase) {
     case PH_AGE:
         st = r->st[ST_CAND_AGE];
         sqlite3_bind_int64(st, 1, horizon(now, p->max_age_ns));
@@ -632,8 +640,8 @@ static int phase_active(const struct store_retention *p, enum phase ph, struct s
 
 /* One step: a transaction of at most STEP_FRAMES batches or STEP_NS. 1 if the pass has more to
  * do, 0 when it is done, negative on a storage error. */
-static int step(struct sqlite_retain *r, const struct store_retention *p, int64_t now,
-                struct store_retention_report *rep)
+static int step(struct sqlite_retain *r, enum phase *phase, const struct store_retention *p,
+                int64_t now, struct store_retention_report *rep)
 {
     if (!r->prepared) {
         int rc = prepare(r);
@@ -644,23 +652,29 @@ static int step(struct sqlite_retain *r, const struct store_retention *p, int64_
     tune_wal(r, p->max_bytes);
     uint64_t t0 = tt__mono_ns();
     int64_t through = r->pruned_through;
+    /* Close to the limit, a step by size may take longer: what ingest adds must not outrun
+     * what goes (the acks wait for it; docs/operations.md, "Retention"). */
+    uint64_t budget = p->max_bytes && (*phase == PH_SIZE || *phase == PH_SIZE_KEEP) &&
+                              used_bytes(r) > p->max_bytes - wal_allowance(p->max_bytes)
+                          ? STEP_URGENT_NS
+                          : STEP_NS;
     int rc = run(r->st[ST_BEGIN]);
     int done = 0;
-    while (rc == 0 && tt__mono_ns() - t0 < STEP_NS) {
-        while (r->phase != PH_DONE && !phase_active(p, r->phase, r)) {
-            r->phase++;
+    while (rc == 0 && tt__mono_ns() - t0 < budget) {
+        while (*phase != PH_DONE && !phase_active(p, *phase, r)) {
+            (*phase)++;
         }
-        if (r->phase == PH_DONE) {
+        if (*phase == PH_DONE) {
             done = 1;
             break;
         }
         int64_t ids[STEP_FRAMES];
-        int n = candidates(r, p, now, ids, STEP_FRAMES);
+        int n = candidates(r, *phase, p, now, ids, STEP_FRAMES);
         if (n == 0) {
-            r->phase++;
+            (*phase)++;
             continue;
         }
-        int by_size = r->phase == PH_SIZE || r->phase == PH_SIZE_KEEP;
+        int by_size = *phase == PH_SIZE || *phase == PH_SIZE_KEEP;
         for (int i = 0; i < n && rc == 0; i++) {
             struct frame f;
             int dec = frame_load(r, ids[i], &f);
@@ -669,7 +683,7 @@ static int step(struct sqlite_retain *r, const struct store_retention *p, int64_
                 continue;
             }
             int cls = dec ? classify(r, &f, p->keep_below_confidence) : 0;
-            if (kept(p, now, r->phase, cls, f.t_max)) {
+            if (kept(p, now, *phase, cls, f.t_max)) {
                 sqlite3_stmt *st = r->st[ST_KEEP_PUT];
                 sqlite3_bind_int64(st, 1, f.id);
                 sqlite3_bind_int(st, 2, cls);
@@ -681,7 +695,7 @@ static int step(struct sqlite_retain *r, const struct store_retention *p, int64_
             if (by_size && (i & 7) == 7 && used_bytes(r) <= size_target(p->max_bytes)) {
                 break;
             }
-            if (tt__mono_ns() - t0 >= STEP_NS) {
+            if (tt__mono_ns() - t0 >= budget) {
                 break;
             }
         }
@@ -730,13 +744,47 @@ static void finish(struct sqlite_retain *r, int result)
     pthread_mutex_unlock(&r->lock);
 }
 
+/* The writer's own pruning by size: when the pages in use pass the target after a commit, one
+ * step of a size-only pass per call until under it. */
+static void size_guard(struct sqlite_retain *r)
+{
+    pthread_mutex_lock(&r->lock);
+    struct store_retention p = r->size_policy;
+    pthread_mutex_unlock(&r->lock);
+    if (!p.max_bytes || !r->prepared) {
+        return;
+    }
+    if (!r->bg_running) {
+        if (used_bytes(r) <= size_target(p.max_bytes)) {
+            return;
+        }
+        r->bg_running = 1;
+        r->bg_phase = PH_SIZE;
+    }
+    p.max_age_ns = 0; /* by size only: age is the requests' business */
+    struct store_retention_report rep = {0};
+    int rc = step(r, &r->bg_phase, &p, 0, &rep);
+    if (rc <= 0) {
+        r->bg_running = 0;
+    }
+    pthread_mutex_lock(&r->lock);
+    r->bg_rep.batches += rep.batches;
+    r->bg_rep.events += rep.events;
+    r->bg_rep.bytes += rep.bytes;
+    r->bg_rep.kept_batches += rep.kept_batches;
+    r->bg_rep.responses += rep.responses;
+    r->bg_rep.sessions += rep.sessions;
+    pthread_mutex_unlock(&r->lock);
+}
+
 void sqlite_retain_step(struct sqlite_retain *r)
 {
     if (!sqlite_retain_pending(r)) {
+        size_guard(r);
         return;
     }
     /* policy, now_ns and rep are the writer's while the request runs. */
-    int rc = step(r, &r->policy, r->now_ns, &r->rep);
+    int rc = step(r, &r->phase, &r->policy, r->now_ns, &r->rep);
     if (rc <= 0) {
         if (rc == 0 || r->prepared) {
             report_end(r, &r->rep);
@@ -763,6 +811,7 @@ int sqlite_retention_run(struct store *s, const struct store_retention *policy, 
     r->pending = 1;
     r->finished = 0;
     r->policy = *policy;
+    r->size_policy = *policy;
     r->now_ns = now_ns;
     r->phase = PH_AGE;
     memset(&r->rep, 0, sizeof r->rep);
@@ -781,6 +830,14 @@ int sqlite_retention_run(struct store *s, const struct store_retention *policy, 
         pthread_cond_wait(&r->cond, &r->lock);
     }
     *out = r->rep;
+    /* What the writer removed by itself since the last report counts here. */
+    out->batches += r->bg_rep.batches;
+    out->events += r->bg_rep.events;
+    out->bytes += r->bg_rep.bytes;
+    out->kept_batches += r->bg_rep.kept_batches;
+    out->responses += r->bg_rep.responses;
+    out->sessions += r->bg_rep.sessions;
+    memset(&r->bg_rep, 0, sizeof r->bg_rep);
     int rc = r->result;
     r->pending = 0;
     pthread_cond_broadcast(&r->cond);
