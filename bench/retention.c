@@ -99,7 +99,8 @@ static int agent_open(struct agent *a, const struct bu_collector *c, const char 
     tt__buf p, f;
     tt__buf_init(&p, 1 << 16);
     tt__buf_init(&f, 1 << 16);
-    int ok = tt__hello_encode(&h, &p) == 0 && tt__frame_append(&f, TT_FT_HELLO, p.data, p.len) == 0 &&
+    int ok = tt__hello_encode(&h, &p) == 0 &&
+             tt__frame_append(&f, TT_FT_HELLO, p.data, p.len) == 0 &&
              write(a->fd, f.data, f.len) == (ssize_t)f.len && read_frame(a) == TT_FT_HELLO_REPLY;
     tt__buf_fini(&p);
     tt__buf_fini(&f);
@@ -186,9 +187,10 @@ static int one_run(const struct opts *o, int with, double out[2], int64_t *prune
     struct agent fill, a;
     tt__buf frame;
     tt__buf_init(&frame, 1u << 22);
-    int rc = agent_open(&fill, &c, "bench-fill", 0) == 0 && agent_open(&a, &c, "bench-ingest", 1) == 0
-                 ? 0
-                 : -1;
+    int rc =
+        agent_open(&fill, &c, "bench-fill", 0) == 0 && agent_open(&a, &c, "bench-ingest", 1) == 0
+            ? 0
+            : -1;
     /* Prefill: 60 batches stamped so that they pass the 1 h horizon one by one while the
      * measurement runs (a few seconds for the prefill itself are added). */
     uint64_t hour = 3600ull * 1000000000ull, t_fill = wall_ns();

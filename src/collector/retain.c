@@ -30,6 +30,8 @@ static struct {
     struct retain_opts o;
     struct store_retention policy;
     int supported; /* the store answered at least once */
+    struct retain_clock clock;
+    uint64_t clock_jumps;
     /* totals since start */
     uint64_t runs, errors, batches, events, bytes, kept_batches, responses, sessions;
     uint64_t last_run_ns, max_run_ns;
@@ -43,9 +45,36 @@ static int64_t scaled(int64_t ns, double f)
     return v >= 9.2e18 ? INT64_MAX : (int64_t)v;
 }
 
+int64_t retain_clock_now(struct retain_clock *c, int64_t wall_ns, uint64_t mono_ns, int *jumped)
+{
+    *jumped = 0;
+    if (!c->set) {
+        c->set = 1;
+        c->last = wall_ns;
+        c->mono = mono_ns;
+        return wall_ns;
+    }
+    int64_t expect = c->last + (int64_t)(mono_ns - c->mono);
+    int64_t now = wall_ns;
+    if (wall_ns > expect + RETAIN_CLOCK_SLACK_NS) {
+        now = expect;
+        *jumped = 1;
+    }
+    c->last = now;
+    c->mono = mono_ns;
+    return now;
+}
+
 static int pass(void)
 {
-    int64_t now = (int64_t)tt__wall_ns();
+    int jumped;
+    int64_t wall = (int64_t)tt__wall_ns();
+    int64_t now = retain_clock_now(&g.clock, wall, tt__mono_ns(), &jumped);
+    if (jumped && g.clock_jumps++ == 0) {
+        log_warn("retention: the wall clock is %.0f s ahead of the time elapsed; retention "
+                 "follows the elapsed time (nothing fresh is purged) until a restart",
+                 (double)(wall - now) / 1e9);
+    }
     struct store_retention_report rep;
     uint64_t t0 = tt__mono_ns();
     int rc = store_retention_run(g.store, &g.policy, now, &rep);
@@ -194,6 +223,7 @@ void retain_status_json(tt__json *j)
     tt__json_kv_u64(j, "kept_batches_now", g.last.kept_now);
     tt__json_kv_u64(j, "disk_bytes", g.last.disk_bytes);
     tt__json_kv_u64(j, "used_bytes", g.last.used_bytes);
+    tt__json_kv_u64(j, "clock_jumps", g.clock_jumps);
     tt__json_kv_u64(j, "runs", g.runs);
     tt__json_kv_u64(j, "errors", g.errors);
     tt__json_kv_u64(j, "last_run_ns", g.last_run_ns);
@@ -213,9 +243,8 @@ int retain_parse_duration(const char *s, int64_t *ns)
     static const struct {
         const char *unit;
         double ns;
-    } units[] = {{"", 1e9},         {"ms", 1e6},        {"s", 1e9},
-                 {"m", 60e9},       {"h", 3600e9},      {"d", 86400e9},
-                 {"w", 7 * 86400e9}};
+    } units[] = {{"", 1e9},     {"ms", 1e6},    {"s", 1e9},        {"m", 60e9},
+                 {"h", 3600e9}, {"d", 86400e9}, {"w", 7 * 86400e9}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcmp(end, units[i].unit) == 0) {
             double t = v * units[i].ns;
@@ -240,9 +269,15 @@ int retain_parse_size(const char *s, uint64_t *bytes)
     static const struct {
         const char *unit;
         double mul;
-    } units[] = {{"", 1},     {"K", 1024.0}, {"KiB", 1024.0}, {"M", 1048576.0},
-                 {"MiB", 1048576.0}, {"G", 1073741824.0}, {"GiB", 1073741824.0},
-                 {"T", 1099511627776.0}, {"TiB", 1099511627776.0}};
+    } units[] = {{"", 1},
+                 {"K", 1024.0},
+                 {"KiB", 1024.0},
+                 {"M", 1048576.0},
+                 {"MiB", 1048576.0},
+                 {"G", 1073741824.0},
+                 {"GiB", 1073741824.0},
+                 {"T", 1099511627776.0},
+                 {"TiB", 1099511627776.0}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcmp(end, units[i].unit) == 0) {
             double b = v * units[i].mul;

@@ -14,9 +14,9 @@
 struct store;
 
 struct retain_opts {
-    int64_t max_age_ns;           /* --retain; 0: no age limit */
-    uint64_t max_bytes;           /* --max-bytes; 0: no size limit */
-    double keep_factor;           /* --retain-keep-factor: kept classes live this many times longer */
+    int64_t max_age_ns; /* --retain; 0: no age limit */
+    uint64_t max_bytes; /* --max-bytes; 0: no size limit */
+    double keep_factor; /* --retain-keep-factor: kept classes live this many times longer */
     double keep_below_confidence; /* --retain-confidence */
     uint64_t interval_ms;         /* between passes */
 };
@@ -37,6 +37,18 @@ void retain_status_json(tt__json *j);
 
 /* Every event removed by retention is at or before this time (Unix ns); 0 when none was. */
 int64_t retain_pruned_through(void);
+
+/* The clock retention measures age with: the wall clock, but never ahead of the monotonic
+ * time elapsed since the previous reading by more than RETAIN_CLOCK_SLACK_NS. A collector clock
+ * stepped forward (+1 h, +10 y) therefore purges nothing fresh; stepped back, it keeps more for
+ * the time of the step. *jumped is set when the wall clock was not followed. */
+#define RETAIN_CLOCK_SLACK_NS (1000ll * 1000 * 1000)
+struct retain_clock {
+    int set;
+    int64_t last;  /* the last time given */
+    uint64_t mono; /* the monotonic clock then */
+};
+int64_t retain_clock_now(struct retain_clock *c, int64_t wall_ns, uint64_t mono_ns, int *jumped);
 
 /* Parsers for the options: "90s", "15m", "2h", "7d", "500ms" (a number alone is seconds);
  * "64M", "1G", "512K", bytes alone. 0 or -1. */

@@ -146,8 +146,7 @@ static void check_consistent(const struct tt_test_serve *s)
     CHECK_EQ(events_count(s, "since=0"), in_frames);
 }
 
-static int64_t session_events(const struct tt_test_serve *s, const char *agent,
-                              const char *session)
+static int64_t session_events(const struct tt_test_serve *s, const char *agent, const char *session)
 {
     char q[300];
     snprintf(q, sizeof q, "agent=%s&session=%s", agent, session);
@@ -229,8 +228,7 @@ static void *stream_main(void *arg)
                 n += snprintf(text + n, sizeof text - (size_t)n, "%08llx ",
                               (unsigned long long)(x & 0xffffffffu));
             }
-            snprintf(session, sizeof session, "run-%llu",
-                     (unsigned long long)(w->events / 2000));
+            snprintf(session, sizeof session, "run-%llu", (unsigned long long)(w->events / 2000));
             if (tt_log(c, session, TT_INFO, text, NULL, 0) == 0) {
                 w->events++;
             }
@@ -245,7 +243,9 @@ static void *stream_main(void *arg)
 TEST_T(retention_max_bytes_holds_the_store_under_the_limit_while_streaming, 240)
 {
     const char *soak = getenv("TT_SOAK");
-    double seconds = soak && *soak == '1' ? 300 : (getenv("TT_RETAIN_SECONDS") ? atof(getenv("TT_RETAIN_SECONDS")) : 40);
+    double seconds = soak && *soak == '1'
+                         ? 300
+                         : (getenv("TT_RETAIN_SECONDS") ? atof(getenv("TT_RETAIN_SECONDS")) : 40);
     const uint64_t max = 6u << 20;
     struct tt_test_serve s;
     tt_test_serve_start(&s, "bysize", "--max-bytes", "6M", "--config", alert_config(), NULL);
@@ -289,8 +289,8 @@ TEST_T(retention_max_bytes_holds_the_store_under_the_limit_while_streaming, 240)
            (unsigned long long)w.events, seconds, (long long)pruned, (long long)pruned_events,
            (double)peak / 1048576.0, (double)wal_peak / 1048576.0, (double)max / 1048576.0);
     CHECK_MSG(pruned_events > 0 && (uint64_t)pruned_events < w.events,
-              "pruned %lld of %llu events: the test did not fill the limit", (long long)pruned_events,
-              (unsigned long long)w.events);
+              "pruned %lld of %llu events: the test did not fill the limit",
+              (long long)pruned_events, (unsigned long long)w.events);
     CHECK_MSG((double)peak <= (double)max * (1 + SIZE_SLACK),
               "peak %llu bytes on disk for --max-bytes %llu", (unsigned long long)peak,
               (unsigned long long)max);
@@ -324,7 +324,7 @@ TEST_T(retention_max_bytes_holds_the_store_under_the_limit_while_streaming, 240)
 /* --- by age ---------------------------------------------------------------------------------- */
 
 /* A hand-made agent on the Unix socket: hello for instance inst, then batches. */
-static int raw_agent(const struct tt_test_serve *s, const uint8_t inst[16])
+static int raw_agent(const struct tt_test_serve *s, const uint8_t inst[16], const char *name)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un un = {.sun_family = AF_UNIX};
@@ -337,7 +337,7 @@ static int raw_agent(const struct tt_test_serve *s, const uint8_t inst[16])
     memset(&h, 0, sizeof h);
     h.protocol = TT_PROTOCOL_VERSION;
     memcpy(h.instance, inst, 16);
-    snprintf(h.agent, sizeof h.agent, "old");
+    snprintf(h.agent, sizeof h.agent, "%s", name);
     snprintf(h.library, sizeof h.library, "test");
     tt__buf payload, frame;
     tt__buf_init(&payload, 1 << 16);
@@ -371,17 +371,29 @@ static int read_frame_type(int fd)
 
 /* Send a batch of n events at the fixed 2023 timestamp of tt_test_batch_payload; the frame
  * type that answers it. */
-static int send_old_batch(int fd, const uint8_t inst[16], uint64_t first_seq, int n)
+static int send_batch_at(int fd, const uint8_t inst[16], uint64_t first_seq, int n, uint64_t t)
 {
     tt__buf payload, frame;
     tt__buf_init(&payload, 1 << 16);
     tt__buf_init(&frame, 1 << 16);
-    tt_test_batch_payload(&payload, inst, first_seq, n);
+    tt_test_batch_payload_at(&payload, inst, first_seq, n, t);
     CHECK_OK(tt__frame_append(&frame, TT_FT_BATCH, payload.data, payload.len));
     CHECK(write(fd, frame.data, frame.len) == (ssize_t)frame.len);
     tt__buf_fini(&payload);
     tt__buf_fini(&frame);
     return read_frame_type(fd);
+}
+
+static int send_old_batch(int fd, const uint8_t inst[16], uint64_t first_seq, int n)
+{
+    return send_batch_at(fd, inst, first_seq, n, 1700000000000000000ull);
+}
+
+static uint64_t wall_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 TEST_T(retention_by_age_prunes_old_batches_keeps_flagged_and_alerted_longer, 120)
@@ -392,9 +404,18 @@ TEST_T(retention_by_age_prunes_old_batches_keeps_flagged_and_alerted_longer, 120
                         alert_config(), NULL);
     /* Injected old timestamps: a batch from 2023 is older than any horizon. */
     static const uint8_t inst[16] = "old-instance-001";
-    int fd = raw_agent(&s, inst);
+    int fd = raw_agent(&s, inst, "old");
     CHECK_EQ(read_frame_type(fd), TT_FT_HELLO_REPLY);
     CHECK_EQ(send_old_batch(fd, inst, 1, 50), TT_FT_ACK);
+    /* S14, an agent whose clock jumped 10 years ahead: its batch is stored (skewed, not
+     * refused), and its time counts as when it was received, so it ages like fresh data. */
+    static const uint8_t ahead[16] = "ahead-instance-1";
+    int fa = raw_agent(&s, ahead, "ahead");
+    CHECK_EQ(read_frame_type(fa), TT_FT_HELLO_REPLY);
+    uint64_t ten_years = 10ull * 365 * 86400 * 1000000000ull;
+    CHECK_EQ(send_batch_at(fa, ahead, 1, 30, wall_now_ns() + ten_years), TT_FT_ACK);
+    close(fa);
+    CHECK_EQ(events_count(&s, "agent=ahead&until=9223372036854775807"), 30);
     tt_client *c = tt_test_client(s.endpoint, "keeper", "guard.token_min_prob=0.05",
                                   "guard.action=flag", NULL);
     emit_kept_and_ordinary(c);
@@ -414,6 +435,12 @@ TEST_T(retention_by_age_prunes_old_batches_keeps_flagged_and_alerted_longer, 120
     }
     CHECK_OK(tt_flush(c, 10000));
     CHECK_EQ(events_count(&s, "agent=old"), 0);
+    /* The batch from 10 years ahead went with the fresh data of its moment, not for ever. */
+    while (events_count(&s, "agent=ahead&until=9223372036854775807") != 0) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 25000 * tt_test_mult(),
+                  "the batch stamped 10 years ahead never ages out");
+        usleep(100000);
+    }
     /* Kept on purpose: all there. Live data of the last 3 s: there. */
     CHECK_EQ(session_events(&s, "keeper", "flagged"), flagged);
     CHECK_EQ(session_events(&s, "keeper", "lowconf"), lowconf);
@@ -436,8 +463,9 @@ TEST_T(retention_by_age_prunes_old_batches_keeps_flagged_and_alerted_longer, 120
     close(fd);
     usleep(300000);
     CHECK_EQ(events_count(&s, "agent=old"), 0);
-    CHECK_EQ(sql_i64(s.db, "SELECT count(*) FROM frames f JOIN instances i ON"
-                           " i.id = f.instance_id WHERE i.uuid = X'6f6c642d696e7374616e63652d303031'"),
+    CHECK_EQ(sql_i64(s.db,
+                     "SELECT count(*) FROM frames f JOIN instances i ON"
+                     " i.id = f.instance_id WHERE i.uuid = X'6f6c642d696e7374616e63652d303031'"),
              0);
     tt_close(c, 5000);
     tt_test_serve_stop(&s);

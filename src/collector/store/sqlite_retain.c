@@ -54,7 +54,8 @@
 const char sqlite_retain_schema[] =
     "CREATE TABLE IF NOT EXISTS retain_keep(frame_id INTEGER PRIMARY KEY, cls INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS retain_instances(instance_id INTEGER PRIMARY KEY,"
-    " pruned_max INTEGER NOT NULL, pruned_events INTEGER NOT NULL DEFAULT 0);";
+    " pruned_max INTEGER NOT NULL, pruned_events INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX IF NOT EXISTS frames_age ON frames(min(t_max, received));";
 
 enum phase { PH_AGE, PH_AGE_KEEP, PH_SIZE, PH_SIZE_KEEP, PH_DONE };
 
@@ -94,16 +95,17 @@ static const char *const st_sql[ST__COUNT] = {
                       " VALUES(?1,?2,?3) ON CONFLICT(instance_id) DO UPDATE SET"
                       " pruned_max=excluded.pruned_max,"
                       " pruned_events=pruned_events+excluded.pruned_events",
-    [ST_CAND_AGE] = "SELECT f.id FROM frames f WHERE f.t_max < ?1 AND NOT EXISTS"
+    [ST_CAND_AGE] = "SELECT f.id FROM frames f WHERE min(f.t_max, f.received) < ?1 AND NOT EXISTS"
                     " (SELECT 1 FROM retain_keep k WHERE k.frame_id=f.id)"
-                    " ORDER BY f.t_max LIMIT ?2",
+                    " ORDER BY min(f.t_max, f.received) LIMIT ?2",
     [ST_CAND_KEEP_AGE] = "SELECT f.id FROM retain_keep k JOIN frames f ON f.id=k.frame_id"
-                         " WHERE ((k.cls&1)=0 OR f.t_max < ?1) AND ((k.cls&2)=0 OR f.t_max < ?2)"
-                         " ORDER BY f.t_max LIMIT ?3",
+                         " WHERE ((k.cls&1)=0 OR min(f.t_max, f.received) < ?1)"
+                         " AND ((k.cls&2)=0 OR min(f.t_max, f.received) < ?2)"
+                         " ORDER BY min(f.t_max, f.received) LIMIT ?3",
     [ST_CAND_KEEP_OLDEST] = "SELECT f.id FROM retain_keep k JOIN frames f ON f.id=k.frame_id"
-                            " ORDER BY f.t_max LIMIT ?1",
-    [ST_FRAME] = "SELECT agent_id, instance_id, first_seq, n, t_max, codec, raw_len, data"
-                 " FROM frames WHERE id=?1",
+                            " ORDER BY min(f.t_max, f.received) LIMIT ?1",
+    [ST_FRAME] = "SELECT agent_id, instance_id, first_seq, n, min(t_max, received), codec,"
+                 " raw_len, data FROM frames WHERE id=?1",
     [ST_FRAME_DEL] = "DELETE FROM frames WHERE id=?1",
     [ST_KEEP_PUT] = "INSERT OR REPLACE INTO retain_keep(frame_id, cls) VALUES(?1,?2)",
     [ST_KEEP_DEL] = "DELETE FROM retain_keep WHERE frame_id=?1",
@@ -120,7 +122,7 @@ static const char *const st_sql[ST__COUNT] = {
     [ST_TOK_DEL] = "DELETE FROM response_tokens WHERE instance_id=?1 AND response_id=?2",
     [ST_GUARD_DEL] = "DELETE FROM guard_events WHERE instance_id=?1 AND response_id=?2",
     [ST_META_PUT] = "INSERT OR REPLACE INTO meta(key, value) VALUES('retain_pruned_through', ?1)",
-    [ST_OLDEST] = "SELECT t_max FROM frames ORDER BY t_max LIMIT 1",
+    [ST_OLDEST] = "SELECT min(t_max, received) FROM frames ORDER BY min(t_max, received) LIMIT 1",
     [ST_KEPT_NOW] = "SELECT count(*) FROM retain_keep",
     [ST_PAGE_COUNT] = "PRAGMA page_count",
     [ST_FREE_COUNT] = "PRAGMA freelist_count",
@@ -229,8 +231,7 @@ void sqlite_retain_close(struct sqlite_retain *r)
     free(r);
 }
 
-int sqlite_retain_dedup(struct sqlite_retain *r, int64_t instance_id, uint64_t first,
-                        uint64_t last)
+int sqlite_retain_dedup(struct sqlite_retain *r, int64_t instance_id, uint64_t first, uint64_t last)
 {
     sqlite3_stmt *st = r->st[ST_PRUNED_GET];
     sqlite3_bind_int64(st, 1, instance_id);
@@ -283,22 +284,34 @@ static void tune_wal(struct sqlite_retain *r, uint64_t max_bytes)
     uint64_t wal = wal_allowance(max_bytes);
     uint64_t pages = wal / 2 / r->page_size;
     char sql[160];
-    snprintf(sql, sizeof sql, "PRAGMA wal_autocheckpoint=%" PRIu64 "; PRAGMA journal_size_limit=%" PRIu64,
-             pages < 16 ? 16 : pages > 4096 ? 4096 : pages, wal);
+    snprintf(sql, sizeof sql,
+             "PRAGMA wal_autocheckpoint=%" PRIu64 "; PRAGMA journal_size_limit=%" PRIu64,
+             pages < 16     ? 16
+             : pages > 4096 ? 4096
+                            : pages,
+             wal);
     sqlite3_exec(r->db, sql, NULL, NULL, NULL);
     r->tuned_bytes = max_bytes;
 }
 
-/* Pages in use plus the WAL. */
-static uint64_t used_bytes(struct sqlite_retain *r)
+/* The database's pages in use: what pruning by size acts on (the WAL is held under its
+ * allowance by the checkpoint settings, and deleting writes to it: counting it here would
+ * prune on and on within one pass). */
+static uint64_t pages_bytes(struct sqlite_retain *r)
 {
     int64_t pages = one_i64(r->st[ST_PAGE_COUNT], 0);
     int64_t free_pages = one_i64(r->st[ST_FREE_COUNT], 0);
-    return (uint64_t)(pages - free_pages) * r->page_size + file_size(r->wal);
+    return (uint64_t)(pages - free_pages) * r->page_size;
 }
 
-/* What pruning by size aims at: max_bytes less the WAL's allowance and an eighth of headroom
- * for what one commit group adds before the writer prunes again. */
+/* What the store uses on disk for the report: pages in use plus the WAL. */
+static uint64_t used_bytes(struct sqlite_retain *r)
+{
+    return pages_bytes(r) + file_size(r->wal);
+}
+
+/* What pruning by size holds the pages in use under: max_bytes less the WAL's allowance and an
+ * eighth of headroom for what one commit group adds before the writer prunes again. */
 static uint64_t size_target(uint64_t max_bytes)
 {
     return max_bytes - wal_allowance(max_bytes) - max_bytes / 8;
@@ -430,8 +443,7 @@ static int classify(struct sqlite_retain *r, const struct frame *f, double below
             last_sess = ev.session;
             sqlite3_stmt *st = r->st[ST_ALERTED];
             sqlite3_bind_int64(st, 1, f->agent_id);
-            sqlite3_bind_text(st, 2, (const char *)ev.session.p, (int)ev.session.n,
-                              SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, (const char *)ev.session.p, (int)ev.session.n, SQLITE_STATIC);
             if (sqlite3_step(st) == SQLITE_ROW) {
                 cls |= CLS_ALERTED;
             }
@@ -606,8 +618,7 @@ static int candidates(struct sqlite_retain *r, enum phase phase, const struct st
 }
 
 /* Whether a batch of class cls, newest event t_max, is still kept in this phase. */
-static int kept(const struct store_retention *p, int64_t now, enum phase ph, int cls,
-                int64_t t_max)
+static int kept(const struct store_retention *p, int64_t now, enum phase ph, int cls, int64_t t_max)
 {
     if (ph == PH_SIZE_KEEP) {
         return 0;
@@ -632,7 +643,7 @@ static int phase_active(const struct store_retention *p, enum phase ph, struct s
         return p->max_age_ns > 0;
     case PH_SIZE:
     case PH_SIZE_KEEP:
-        return p->max_bytes > 0 && used_bytes(r) > size_target(p->max_bytes);
+        return p->max_bytes > 0 && pages_bytes(r) > size_target(p->max_bytes);
     default:
         return 0;
     }
@@ -655,7 +666,7 @@ static int step(struct sqlite_retain *r, enum phase *phase, const struct store_r
     /* Close to the limit, a step by size may take longer: what ingest adds must not outrun
      * what goes (the acks wait for it; docs/operations.md, "Retention"). */
     uint64_t budget = p->max_bytes && (*phase == PH_SIZE || *phase == PH_SIZE_KEEP) &&
-                              used_bytes(r) > p->max_bytes - wal_allowance(p->max_bytes)
+                              pages_bytes(r) > p->max_bytes - 2 * wal_allowance(p->max_bytes)
                           ? STEP_URGENT_NS
                           : STEP_NS;
     int rc = run(r->st[ST_BEGIN]);
@@ -692,7 +703,7 @@ static int step(struct sqlite_retain *r, enum phase *phase, const struct store_r
                 rc = frame_drop(r, &f, dec, cls, rep);
             }
             /* By size, measure again after a few batches: stop as soon as under the target. */
-            if (by_size && (i & 7) == 7 && used_bytes(r) <= size_target(p->max_bytes)) {
+            if (by_size && (i & 7) == 7 && pages_bytes(r) <= size_target(p->max_bytes)) {
                 break;
             }
             if (tt__mono_ns() - t0 >= budget) {
@@ -755,7 +766,7 @@ static void size_guard(struct sqlite_retain *r)
         return;
     }
     if (!r->bg_running) {
-        if (used_bytes(r) <= size_target(p.max_bytes)) {
+        if (pages_bytes(r) <= size_target(p.max_bytes)) {
             return;
         }
         r->bg_running = 1;

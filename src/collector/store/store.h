@@ -315,8 +315,10 @@ int store_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn 
  *    goes when it reaches 0, with its resolved or acknowledged alerts); a step, a response
  *    (with its tokens and guard decisions) goes with the first of its batches to go. Agents
  *    and instances stay, and so do their counters (loss is computed from them).
- *  - By age: batches whose newest event is older than now_ns - max_age_ns. By size: then the
- *    oldest batches (by newest event) until the bytes the store uses on disk are at most
+ *  - A batch's time is its newest event's, but never later than when it was received (an
+ *    agent whose clock runs ahead, even by years, does not keep its batches for ever nor
+ *    outlive fresh data). By age: batches whose time is before now_ns - max_age_ns. By size:
+ *    then the oldest batches until the bytes the store uses on disk are at most
  *    max_bytes less a headroom (SQLite: pages in use plus the WAL; docs/operations.md).
  *  - Keep longer: batches holding events of a response flagged or halted by the guard
  *    (verdict other than pass), or of a response whose min_window_confidence is below
