@@ -1,6 +1,7 @@
 # `make soak`: the long versions of the reliable-delivery scenarios
 # (tests/integration/test_delivery.c and test_robust.c with TT_SOAK=1: 1000 forks, 100 close deadlines, a 10 min
-# outage, 150 collector kills, ...). Not part of `make test`; expect an hour or more.
+# outage, 150 collector kills, ...), and test_retention.c's 5 minutes of streaming under
+# --max-bytes. Not part of `make test`; expect an hour or more.
 soak: all $(RUNNER) | $(DEPS_TEST)
 	$(TEST_ENV) TT_SOAK=1 TT_TEST_TIMEOUT_MULT=$(or $(SOAK_TIMEOUT_MULT),20) $(RUNNER) \
-		$(or $(T),delivery_ robust_)
+		$(or $(T),delivery_ robust_ retention_)

@@ -1,7 +1,7 @@
 /*
  * retain.h - retention in `telltale serve` (--retain, --max-bytes): a thread that asks the store
  * to prune (store.h's store_retention_run) every interval, and what it did for the API
- * (/api/v1/status's "retention" section, the "pruned_through_ns" of event queries, /metrics).
+ * (/api/v1/status's "retention" section, the "pruned_through_ns" of event queries).
  * One per process, like the counters of collector.h.
  */
 #ifndef TT_COLLECTOR_RETAIN_H
