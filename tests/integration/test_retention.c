@@ -397,8 +397,8 @@ static uint64_t wall_now_ns(void)
 TEST_T(retention_by_age_prunes_old_batches_keeps_flagged_and_alerted_longer, 120)
 {
     struct tt_test_serve s;
-    /* Ordinary data lives 3 s; kept classes 20 times longer (60 s: the whole test). */
-    tt_test_serve_start(&s, "byage", "--retain", "3s", "--retain-keep-factor", "20", "--config",
+    /* Ordinary data lives 3 s; kept classes 100 times longer (5 minutes: the whole test). */
+    tt_test_serve_start(&s, "byage", "--retain", "3s", "--retain-keep-factor", "100", "--config",
                         alert_config(), NULL);
     /* Injected old timestamps: a batch from 2023 is older than any horizon. */
     static const uint8_t inst[16] = "old-instance-001";
