@@ -22,7 +22,8 @@ $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard src/*/*.h include
 
 # fuzz_conn drives the native source's connection state machine: it links that and what it
 # uses of the collector (counters, the store item's release; log.c is in FUZZ_SRC).
-FUZZ_CONN_SRC := src/collector/source/native_conn.c src/collector/stats.c \
+FUZZ_CONN_SRC := src/collector/source/native_conn.c src/collector/source/identity.c \
+	src/collector/stats.c \
 	$(wildcard src/collector/store/*.c)
 
 $(FUZZ_DIR)/fuzz_conn: tests/fuzz/fuzz_conn.c $(FUZZ_SRC) $(FUZZ_CONN_SRC) \

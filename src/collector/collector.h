@@ -51,6 +51,11 @@ struct collector_opts {
     uint64_t max_bytes;                /* --max-bytes: the store's size on disk; 0: no limit */
     double retain_keep_factor;         /* --retain-keep-factor (retain.h) */
     double retain_confidence;          /* --retain-confidence */
+    unsigned ingest_uids[32];          /* --ingest-uids: Unix-socket peers allowed besides us */
+    int n_ingest_uids;
+    unsigned ingest_gids[32]; /* --ingest-gids: peers whose primary group is one of these */
+    int n_ingest_gids;
+    int ingest_open; /* --ingest-open: TCP agents without a token (loopback listeners only) */
 };
 
 /* Why input was refused; each has a counter and a name in /metrics. */
@@ -71,6 +76,8 @@ enum reject_reason {
     REJ_HELLO_TIMEOUT,
     REJ_IDLE_TIMEOUT,
     REJ_STORE_ERROR,
+    REJ_PEER,     /* a Unix-socket peer whose uid may not ingest, or TCP without a token */
+    REJ_IDENTITY, /* an agent name or instance that belongs to another identity */
     REJ__COUNT
 };
 
@@ -117,9 +124,12 @@ static inline void cstat_commit_observe(uint64_t dt_ns)
     cstat_add(&cstats.commit_hist[i], 1);
 }
 
+#define IDENTITY_MAX 320
+
 /* The identity an agent connection established with its hello. */
 struct agent_ident {
     char agent[256];
+    char identity[IDENTITY_MAX]; /* who connected: "uid:N", "token:AGENT", ... (identity.h) */
     uint8_t instance[16];
     uint32_t pid;
     char host[256];

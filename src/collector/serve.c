@@ -23,6 +23,7 @@
 #include "collector/api/http.h"
 #include "collector/alerting/monitor.h"
 #include "collector/hub.h"
+#include "collector/source/identity.h"
 #include "collector/source/native.h"
 #include "collector/source/source.h"
 #include "collector/log.h"
@@ -75,6 +76,13 @@ static const char usage[] =
     "                        comma-separated NAME or NAME:PORT (a proxy's or DNS name)\n"
     "  --ingest-tokens FILE  lines 'AGENT TOKEN': an agent must present a token, and\n"
     "                        its name is the token's, whatever its hello says\n"
+    "  --ingest-open         TCP agents without an ingest token (loopback listeners\n"
+    "                        only; each is known by its local user); without it and\n"
+    "                        without --ingest-tokens, TCP agents are refused; with\n"
+    "                        --ingest-tokens, every agent needs a token anyway\n"
+    "  --ingest-uids LIST    users (names or uids, comma-separated) who may ingest on\n"
+    "                        the Unix sockets besides the collector's own\n"
+    "  --ingest-gids LIST    the same for members of the listed groups\n"
     "  --config FILE         detectors and webhooks (docs/detectors.md); default: the\n"
     "                        built-in detectors, no webhooks\n"
     "  --verbose             log each refused connection\n"
@@ -143,6 +151,19 @@ static int add_listen(struct collector_opts *o, const char *s)
     return 0;
 }
 
+static int parse_ids(struct collector_opts *o, int uids, const char *list)
+{
+    char err[256];
+    int n =
+        identity_parse_ids(list, uids, uids ? o->ingest_uids : o->ingest_gids, 32, err, sizeof err);
+    if (n < 0) {
+        fprintf(stderr, "telltale serve: --ingest-%s: %s\n", uids ? "uids" : "gids", err);
+        return -1;
+    }
+    *(uids ? &o->n_ingest_uids : &o->n_ingest_gids) = n;
+    return 0;
+}
+
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
 static int parse_args(int argc, char **argv, struct collector_opts *o)
 {
@@ -166,6 +187,9 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"max-bytes", required_argument, NULL, 'B'},
                                              {"retain-keep-factor", required_argument, NULL, 'K'},
                                              {"retain-confidence", required_argument, NULL, 'P'},
+                                             {"ingest-open", no_argument, NULL, 'o'},
+                                             {"ingest-uids", required_argument, NULL, 'u'},
+                                             {"ingest-gids", required_argument, NULL, 'G'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int opt, idx = 0;
@@ -246,6 +270,13 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
         case 'P':
             bad = parse_f64(optarg, 0, 1, &o->retain_confidence) != 0;
             break;
+        case 'o':
+            o->ingest_open = 1;
+            break;
+        case 'u':
+        case 'G':
+            bad = parse_ids(o, opt == 'u', optarg) != 0;
+            break;
         case 'h':
             fputs(usage, stdout);
             return 1;
@@ -289,6 +320,38 @@ static int add_default_listeners(struct collector_opts *o)
     return add_listen(o, sock) || add_listen(o, DEFAULT_TCP) ? -1 : 0;
 }
 
+/* --ingest-open is for loopback only: a remote agent must present a token. */
+static int check_ingest_open(const struct collector_opts *o)
+{
+    if (o->ingest_open && !identity_tcp_all_loopback(o)) {
+        fprintf(stderr, "telltale serve: --ingest-open is allowed only when every TCP listener "
+                        "is on a loopback address; give remote agents ingest tokens "
+                        "(--ingest-tokens)\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Say at start who may ingest, so an operator sees what an open option opened. */
+static void announce_ingest(const struct collector_opts *o)
+{
+    int tcp = 0;
+    for (int i = 0; i < o->n_listen; i++) {
+        tcp |= !o->listen[i].is_unix;
+    }
+    if (o->ingest_open && !o->ingest_tokens[0] && tcp) {
+        log_warn("--ingest-open: local processes ingest over TCP without a token; each is known "
+                 "by its user, any user of this machine may connect");
+    } else if (tcp && !o->ingest_tokens[0]) {
+        log_info("TCP agents need an ingest token (--ingest-tokens) and none is configured: "
+                 "they are refused (--ingest-open allows them on loopback)");
+    }
+    if (o->n_ingest_uids || o->n_ingest_gids) {
+        log_info("Unix-socket agents: the collector's user and %d listed users, %d listed groups",
+                 o->n_ingest_uids, o->n_ingest_gids);
+    }
+}
+
 static int write_ready(const struct collector_opts *o, const char *http_bound)
 {
     tt__buf b;
@@ -310,12 +373,22 @@ static int write_ready(const struct collector_opts *o, const char *http_bound)
     tt__json_kv_cstr(&j, "sync", store_sync_name(o->sync_level));
     tt__json_obj_end(&j);
     tt__json_raw(&j, "\n", 1);
-    char tmp[PATH_MAX + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", o->ready_file);
-    FILE *f = fopen(tmp, "w");
+    /* A new file of a random name, never one that is there already: the ready file may be
+     * in a directory others can write (/tmp), where a planted FILE.tmp symbolic link would
+     * otherwise have the collector overwrite what it points to. */
+    char tmp[PATH_MAX + 16];
+    snprintf(tmp, sizeof tmp, "%s.XXXXXX", o->ready_file);
+    int fd = mkstemp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (fd >= 0 && !f) {
+        close(fd);
+    }
     int ok = f && fwrite(b.data, 1, b.len, f) == b.len;
     ok = f && fclose(f) == 0 && ok;
     ok = ok && rename(tmp, o->ready_file) == 0;
+    if (!ok && fd >= 0) {
+        unlink(tmp);
+    }
     tt__buf_fini(&b);
     return ok ? 0 : -1;
 }
@@ -329,6 +402,7 @@ struct running {
     struct auth *auth;
     struct alerts *alerts;
     struct monitor *monitor;
+    struct store_read *reader;      /* the loop thread's, for hook_owner_ok */
     char token_path[PATH_MAX + 32]; /* where the operator token came from, for the log */
 };
 
@@ -343,7 +417,8 @@ static void stop_all(struct running *r)
     pipeline_free(r->pipeline);
     monitor_close(r->monitor); /* no more alerts raised */
     alerts_close(r->alerts);   /* stores, streams and posts what was raised */
-    store_close(r->store);     /* commits what was submitted; no user is left */
+    store_read_close(r->reader);
+    store_close(r->store); /* commits what was submitted; no user is left */
     hub_free(r->hub);
     auth_free(r->auth);
 }
@@ -379,6 +454,27 @@ static int hook_authorize(void *ctx, const tt__hello *h, char *agent, char *err,
 {
     const struct running *r = ctx;
     return auth_authorize(r->auth, h, agent, err, errlen);
+}
+
+/* At a hello (loop thread): the agent name must not belong to another identity. The store
+ * decides for good at commit; this refuses early, so a connection under another identity's name
+ * never gets that agent's orders. A store that cannot answer leaves the decision to the commit. */
+static int hook_owner_ok(void *ctx, const char *agent, const char *identity, char *err,
+                         size_t errlen)
+{
+    struct running *r = ctx;
+    char owner[IDENTITY_MAX];
+    if (!r->reader && store_read_open(r->store, &r->reader) != 0) {
+        r->reader = NULL;
+        return 0;
+    }
+    if (store_agent_owner(r->reader, agent, owner, sizeof owner) == 1 &&
+        strcmp(owner, identity) != 0) {
+        snprintf(err, errlen, "agent name %.200s belongs to another identity (docs/security.md)",
+                 agent);
+        return -1;
+    }
+    return 0;
 }
 
 static void hook_commit(void *ctx, const struct store_item *it)
@@ -480,7 +576,7 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         fprintf(stderr, "telltale serve: out of memory\n");
         return -1;
     }
-    struct ingest_hooks hooks = {r, hook_authorize, NULL};
+    struct ingest_hooks hooks = {r, hook_authorize, hook_owner_ok, NULL};
     if (ingest_open(&r->ingest, o, r->pipeline, &hooks, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
@@ -591,7 +687,7 @@ int serve_main(int argc, char **argv)
     if (rc) {
         return rc == 1 ? 0 : 2;
     }
-    if (add_default_listeners(&o) != 0) {
+    if (add_default_listeners(&o) != 0 || check_ingest_open(&o) != 0) {
         return 2;
     }
     log_verbose = o.verbose;
@@ -623,6 +719,7 @@ int serve_main(int argc, char **argv)
         tt__endpoint_format(&o.listen[i], ep, sizeof ep);
         log_info("listening on %s", ep);
     }
+    announce_ingest(&o);
     if (http_bound[0]) {
         log_info("HTTP API on http://%s/", http_bound);
         secure_announce(http_bound, auth_operator_token(r.auth),

@@ -51,6 +51,7 @@ static int free_port(void)
 
 static char *extra_args[32];
 static int n_extra;
+static int no_ingest_open; /* TT_TEST_NO_INGEST_OPEN was among the extra arguments */
 
 /* The generated operator tokens of the collectors this test started, by HTTP address. */
 static struct {
@@ -116,6 +117,9 @@ static void spawn(struct tt_test_serve *s)
     argv[n++] = s->http;
     argv[n++] = "--ready-file";
     argv[n++] = ready;
+    if (!no_ingest_open) {
+        argv[n++] = "--ingest-open"; /* tests connect over loopback TCP without tokens */
+    }
     for (int i = 0; i < n_extra; i++) {
         argv[n++] = extra_args[i];
     }
@@ -161,9 +165,14 @@ void tt_test_serve_start(struct tt_test_serve *s, const char *name, ...)
     va_list ap;
     va_start(ap, name);
     n_extra = 0;
+    no_ingest_open = 0;
     const char *a;
     while ((a = va_arg(ap, const char *)) && n_extra < 31) {
-        extra_args[n_extra++] = strdup(a);
+        if (strcmp(a, TT_TEST_NO_INGEST_OPEN) == 0) {
+            no_ingest_open = 1;
+        } else {
+            extra_args[n_extra++] = strdup(a);
+        }
     }
     va_end(ap);
     spawn(s);

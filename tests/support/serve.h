@@ -23,7 +23,10 @@ struct tt_test_serve {
 };
 
 /* Start a collector in TT_TEST_TMP/NAME with unix + tcp listeners on free ports and HTTP on a
- * free port; extra arguments may follow (NULL-terminated). Fails the test if it cannot. */
+ * free port, with --ingest-open (agents on loopback TCP need no ingest token) unless
+ * TT_TEST_NO_INGEST_OPEN is among the extra arguments that may follow (NULL-terminated). Fails
+ * the test if it cannot. */
+#define TT_TEST_NO_INGEST_OPEN "tt-test-no-ingest-open"
 void tt_test_serve_start(struct tt_test_serve *s, const char *name, ...);
 
 /* SIGTERM and wait for the exit status (fails the test if not 0 within 15 s). */

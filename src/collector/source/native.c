@@ -107,7 +107,7 @@ struct ingest {
 
 /* --- listeners ----------------------------------------------------------------------------- */
 
-static int listen_unix(struct listener *l, char *err, size_t errlen)
+static int listen_unix(struct listener *l, int others, char *err, size_t errlen)
 {
     struct sockaddr_un un;
     memset(&un, 0, sizeof un);
@@ -132,7 +132,10 @@ static int listen_unix(struct listener *l, char *err, size_t errlen)
         unlink(l->ep.path);
     }
     l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    mode_t old = umask(0117); /* the socket is rw for its owner and group only */
+    /* The socket is rw for its owner and group only, unless other users may ingest
+     * (--ingest-uids, --ingest-gids): then anyone may connect and the peer's credentials
+     * decide at the hello (identity.c). */
+    mode_t old = umask(others ? 0111 : 0117);
     int rc = l->fd < 0 ? -1 : bind(l->fd, (struct sockaddr *)&un, sizeof un);
     umask(old);
     if (rc != 0 || listen(l->fd, 1024) != 0) {
@@ -345,7 +348,8 @@ static int open_listeners(struct ingest *g, struct collector_opts *o, char *err,
         struct listener *l = &g->lis[g->n_lis];
         l->ep = o->listen[i];
         l->fd = -1;
-        int rc = l->ep.is_unix ? listen_unix(l, err, errlen) : listen_tcp(l, err, errlen);
+        int others = o->n_ingest_uids > 0 || o->n_ingest_gids > 0;
+        int rc = l->ep.is_unix ? listen_unix(l, others, err, errlen) : listen_tcp(l, err, errlen);
         if (rc != 0) {
             return -1;
         }

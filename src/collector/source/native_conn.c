@@ -47,7 +47,17 @@ struct conn *conn_new(const struct conn_owner *ow, int fd, uint64_t id)
     c->opened_ns = c->last_rx_ns = tt__mono_ns();
     tt__buf_init(&c->rbuf, ow->o->max_frame + TT_FRAME_PREFIX);
     tt__buf_init(&c->wbuf, WBUF_MAX);
+    peer_probe(fd, &c->peer);
     return c;
+}
+
+int conn_set_identity(struct conn *c, const char *kind, const char *value)
+{
+    if (c->ready || !kind || !*kind || !value || !*value) {
+        return -1;
+    }
+    snprintf(c->ident.identity, sizeof c->ident.identity, "%s:%s", kind, value);
+    return 0;
 }
 
 void conn_reap(struct conn *c)
@@ -184,9 +194,27 @@ static int valid_agent_name(const char *s)
     return 1;
 }
 
+/* Who the peer is (identity.h): an identity set before the hello (TLS) stays; else a valid
+ * ingest token's agent; else the peer's user. A counted reason to refuse, or -1. */
+static int hello_identity(struct conn_owner *ow, const struct conn *c, int token_ok,
+                          const char *agent, char *identity, size_t n, char *err, size_t errlen)
+{
+    if (c->peer.is_unix && peer_unix_allowed(ow->o, &c->peer, err, errlen) != 0) {
+        return REJ_PEER;
+    }
+    if (c->ident.identity[0]) {
+        snprintf(identity, n, "%s", c->ident.identity);
+    } else if (token_ok) {
+        snprintf(identity, n, "token:%s", agent);
+    } else if (peer_identity(ow->o, c->fd, &c->peer, identity, n, err, errlen) != 0) {
+        return REJ_PEER;
+    }
+    return -1;
+}
+
 /* Decide on a hello: the reply to send, and a counted reason to close (-1: accepted). */
 static int check_hello(struct conn_owner *ow, const struct conn *c, const tt__frame *f,
-                       tt__hello *h, tt__hello_reply *r)
+                       tt__hello *h, tt__hello_reply *r, char *identity, size_t idlen)
 {
     memset(r, 0, sizeof *r);
     r->protocol = TT_PROTOCOL_VERSION;
@@ -205,19 +233,31 @@ static int check_hello(struct conn_owner *ow, const struct conn *c, const tt__fr
         snprintf(r->error, sizeof r->error, "agent name empty or with control characters");
         return REJ_BAD_HELLO;
     }
-    if (ow->hooks.authorize &&
-        ow->hooks.authorize(ow->hooks.ctx, h, r->agent, r->error, sizeof r->error) != 0) {
-        return REJ_AUTH;
+    int token_ok = 0;
+    if (ow->hooks.authorize) {
+        token_ok = ow->hooks.authorize(ow->hooks.ctx, h, r->agent, r->error, sizeof r->error);
+        if (token_ok < 0) {
+            return REJ_AUTH;
+        }
     }
-    return -1;
+    const char *agent = r->agent[0] ? r->agent : h->agent;
+    int reason =
+        hello_identity(ow, c, token_ok > 0, agent, identity, idlen, r->error, sizeof r->error);
+    if (reason < 0 && ow->hooks.owner_ok &&
+        ow->hooks.owner_ok(ow->hooks.ctx, agent, identity, r->error, sizeof r->error) < 0) {
+        return REJ_IDENTITY;
+    }
+    return reason;
 }
 
 static int on_hello(struct conn_owner *ow, struct conn *c, const tt__frame *f)
 {
     tt__hello h;
     tt__hello_reply r;
-    int reason = check_hello(ow, c, f, &h, &r);
+    char identity[IDENTITY_MAX];
+    int reason = check_hello(ow, c, f, &h, &r, identity, sizeof identity);
     if (reason < 0) {
+        snprintf(c->ident.identity, sizeof c->ident.identity, "%s", identity);
         if (!r.agent[0]) {
             snprintf(r.agent, sizeof r.agent, "%s", h.agent);
         }
@@ -230,6 +270,9 @@ static int on_hello(struct conn_owner *ow, struct conn *c, const tt__frame *f)
         c->ready = 1;
     } else {
         cstat_add(&cstats.rejected[reason], 1);
+        if (reason == REJ_PEER || reason == REJ_AUTH) {
+            log_debug("refused an agent connection: %s", r.error);
+        }
         c->closing = 1; /* after the reply has left */
     }
     tt__buf p;
@@ -433,7 +476,10 @@ void conn_complete(struct conn_owner *ow, struct conn *c, uint64_t frame_no, enu
                    const char *reason)
 {
     if (r != SOURCE_COMMITTED && r != SOURCE_DUPLICATE) {
-        cstat_add(&cstats.rejected[r == SOURCE_REFUSED ? REJ_SEQ_OVERLAP : REJ_STORE_ERROR], 1);
+        int why = r != SOURCE_REFUSED                 ? REJ_STORE_ERROR
+                  : store_reason_is_ownership(reason) ? REJ_IDENTITY
+                                                      : REJ_SEQ_OVERLAP;
+        cstat_add(&cstats.rejected[why], 1);
     }
     if (c->pending) {
         c->pending--;

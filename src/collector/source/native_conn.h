@@ -13,6 +13,7 @@
 #include <zstd.h>
 
 #include "collector/collector.h"
+#include "collector/source/identity.h"
 #include "collector/source/native.h"
 #include "collector/source/source.h"
 #include "common/buf.h"
@@ -28,11 +29,12 @@ struct conn {
     tt__buf rbuf;
     tt__buf wbuf;
     size_t woff;
-    int want_out; /* EPOLLOUT wanted */
-    struct agent_ident ident;
-    uint64_t frames_in;   /* batch frames received: the next frame_no */
-    uint64_t ack_pending; /* highest committed frame_no not yet acked */
-    uint64_t pending;     /* completions owed by the pipeline */
+    int want_out;             /* EPOLLOUT wanted */
+    struct peer peer;         /* the transport's view of the peer, from accept */
+    struct agent_ident ident; /* fixed by the hello; ident.identity may be set before it */
+    uint64_t frames_in;       /* batch frames received: the next frame_no */
+    uint64_t ack_pending;     /* highest committed frame_no not yet acked */
+    uint64_t pending;         /* completions owed by the pipeline */
     uint64_t opened_ns;
     uint64_t last_rx_ns;
     struct conn *prev, *next; /* every connection record of the owner, dead ones included */
@@ -56,6 +58,12 @@ struct conn_owner {
 
 /* A connection on fd (nonblocking, connected), not yet watched. NULL when out of memory. */
 struct conn *conn_new(const struct conn_owner *ow, int fd, uint64_t id);
+
+/* Fix the connection's identity before its hello (a transport that authenticates the peer,
+ * such as TLS with a verified client certificate: kind "cert", value its subject). The hello
+ * keeps it instead of deriving one from a token or the peer's uid (identity.h). Returns 0, or
+ * -1 once the hello was accepted (an identity is set once) or for an empty kind or value. */
+int conn_set_identity(struct conn *c, const char *kind, const char *value);
 
 /* Free the record (the owner only, at the end of an iteration, when !c->pending). Closes the
  * socket if it is still open. */

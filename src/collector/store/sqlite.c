@@ -56,7 +56,11 @@ static const char schema[] =
     " data BLOB NOT NULL);"
     "CREATE UNIQUE INDEX IF NOT EXISTS frames_seq ON frames(instance_id, first_seq);"
     "CREATE INDEX IF NOT EXISTS frames_agent ON frames(agent_id, id);"
-    "CREATE INDEX IF NOT EXISTS frames_time ON frames(t_max);";
+    "CREATE INDEX IF NOT EXISTS frames_time ON frames(t_max);"
+    /* Who owns an agent name (kind 0, key agents.id) or an instance (kind 1, instances.id): the
+     * identity that stored under it first (docs/security.md). */
+    "CREATE TABLE IF NOT EXISTS owners(kind INTEGER NOT NULL, key INTEGER NOT NULL,"
+    " identity TEXT NOT NULL, PRIMARY KEY(kind, key)) WITHOUT ROWID;";
 
 /* In-memory caches of the writer, so the common case costs no lookup. */
 struct icache_entry {
@@ -65,12 +69,14 @@ struct icache_entry {
     int64_t agent_id;
     uint64_t max_seq;
     int used;
+    char owner[IDENTITY_MAX]; /* "" until read from owners */
 };
 
 struct acache_entry {
     char name[256];
     int64_t id;
     int used;
+    char owner[IDENTITY_MAX]; /* "" until read from owners */
 };
 
 struct sqlite_store {
@@ -99,7 +105,7 @@ struct sqlite_store {
     struct acache_entry *ac;
     size_t ac_cap, ac_used;
     sqlite3_stmt *st_dedup, *st_frame, *st_agent, *st_agent_id, *st_inst, *st_inst_get,
-        *st_inst_upd, *st_begin, *st_commit, *st_rollback;
+        *st_inst_upd, *st_owner_claim, *st_owner_get, *st_begin, *st_commit, *st_rollback;
 };
 
 static const char *sync_promise(int level)
@@ -233,6 +239,11 @@ static int prepare_all(struct sqlite_store *s)
                    " c_buffered=CASE WHEN ?5 >= c_emitted THEN ?10 ELSE c_buffered END,"
                    " c_spooled=CASE WHEN ?5 >= c_emitted THEN ?11 ELSE c_spooled END"
                    " WHERE id=?1");
+    rc = rc ? rc
+            : prep(s, &s->st_owner_claim,
+                   "INSERT OR IGNORE INTO owners(kind, key, identity) VALUES(?1, ?2, ?3)");
+    rc =
+        rc ? rc : prep(s, &s->st_owner_get, "SELECT identity FROM owners WHERE kind=?1 AND key=?2");
     rc = rc ? rc : prep(s, &s->st_begin, "BEGIN IMMEDIATE");
     rc = rc ? rc : prep(s, &s->st_commit, "COMMIT");
     rc = rc ? rc : prep(s, &s->st_rollback, "ROLLBACK");
@@ -434,16 +445,22 @@ static int step_done(sqlite3_stmt *st)
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : rc;
 }
 
-static int64_t agent_id(struct sqlite_store *s, const char *name, int64_t now)
+/* The id of agent name, its row made (or its last_seen moved to now, when touch) first. */
+static int64_t agent_id_at(struct sqlite_store *s, const char *name, int64_t now, int touch)
 {
     struct acache_entry *e = ac_slot(s, name);
     if (!e) {
         return -1;
     }
-    sqlite3_bind_text(s->st_agent, 1, name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s->st_agent, 2, now);
-    if (step_done(s->st_agent) != 0) {
-        return -1;
+    if (!touch && e->used) {
+        return e->id;
+    }
+    if (touch) {
+        sqlite3_bind_text(s->st_agent, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s->st_agent, 2, now);
+        if (step_done(s->st_agent) != 0) {
+            return -1;
+        }
     }
     if (e->used) {
         return e->id;
@@ -454,6 +471,9 @@ static int64_t agent_id(struct sqlite_store *s, const char *name, int64_t now)
         id = sqlite3_column_int64(s->st_agent_id, 0);
     }
     sqlite3_reset(s->st_agent_id);
+    if (id < 0 && !touch) {
+        return agent_id_at(s, name, now, 1); /* a new agent: make its row */
+    }
     if (id >= 0) {
         snprintf(e->name, sizeof e->name, "%s", name);
         e->id = id;
@@ -461,6 +481,11 @@ static int64_t agent_id(struct sqlite_store *s, const char *name, int64_t now)
         s->ac_used++;
     }
     return id;
+}
+
+static int64_t agent_id(struct sqlite_store *s, const char *name, int64_t now)
+{
+    return agent_id_at(s, name, now, 1);
 }
 
 static struct icache_entry *instance(struct sqlite_store *s, const struct store_item *it,
@@ -613,13 +638,65 @@ static int insert_frame(struct sqlite_store *s, const struct icache_entry *e,
     return step_done(st);
 }
 
+enum { OWN_AGENT = 0, OWN_INSTANCE = 1 };
+
+/* Whether identity owns (kind, key), claiming it if nobody does yet: 1 yes, 0 another identity
+ * does, negative on a storage error. cache (IDENTITY_MAX bytes) keeps the owner once read. */
+static int owned_by(struct sqlite_store *s, int kind, int64_t key, const char *identity,
+                    char *cache)
+{
+    if (!cache[0]) {
+        sqlite3_bind_int(s->st_owner_claim, 1, kind);
+        sqlite3_bind_int64(s->st_owner_claim, 2, key);
+        sqlite3_bind_text(s->st_owner_claim, 3, identity, -1, SQLITE_STATIC);
+        if (step_done(s->st_owner_claim) != 0) {
+            return -1;
+        }
+        sqlite3_bind_int(s->st_owner_get, 1, kind);
+        sqlite3_bind_int64(s->st_owner_get, 2, key);
+        int found = sqlite3_step(s->st_owner_get) == SQLITE_ROW;
+        if (found) {
+            const unsigned char *o = sqlite3_column_text(s->st_owner_get, 0);
+            snprintf(cache, IDENTITY_MAX, "%s", o ? (const char *)o : "");
+        }
+        sqlite3_reset(s->st_owner_get);
+        if (!found) {
+            return -1;
+        }
+    }
+    return strcmp(cache, identity) == 0;
+}
+
+/* The agent name of it, then its instance, must belong to the identity that sends it (the
+ * first to store under them). 1 if so, 0 if not (it is refused), negative on an error. The
+ * agent is checked before the instance row is made, so a refused batch leaves nothing. */
+static int check_agent_owner(struct sqlite_store *s, const struct store_item *it, int64_t now)
+{
+    struct acache_entry *a = ac_slot(s, it->ident.agent);
+    if (a && !a->used) {
+        /* Not touched: a refused batch must not move another identity's agent's last_seen. */
+        a = agent_id_at(s, it->ident.agent, now, 0) < 0 ? NULL : ac_slot(s, it->ident.agent);
+    }
+    if (!a || !a->used) {
+        return -1;
+    }
+    return owned_by(s, OWN_AGENT, a->id, it->ident.identity, a->owner);
+}
+
 /* Store one item inside the open transaction. Returns 0, or an SQLite error that aborts the
  * whole group. */
 static int store_one(struct sqlite_store *s, struct store_item *it, int64_t now)
 {
-    struct icache_entry *e = instance(s, it, now);
-    if (!e) {
+    int own = check_agent_owner(s, it, now);
+    struct icache_entry *e = own > 0 ? instance(s, it, now) : NULL;
+    own = e ? owned_by(s, OWN_INSTANCE, e->id, it->ident.identity, e->owner) : own > 0 ? -1 : own;
+    if (own < 0) {
         return SQLITE_ERROR;
+    }
+    if (own == 0) {
+        it->result = STORE_REJECT;
+        it->reason = store_reason_not_owner;
+        return 0;
     }
     const tt__batch *b = &it->batch;
     if (it->replayed && e->agent_id != agent_id(s, it->ident.agent, now)) {
@@ -822,9 +899,9 @@ static void sqlite_close(struct store *base)
         store_item_free(it);
         it = next;
     }
-    sqlite3_stmt *all[] = {s->st_dedup,  s->st_frame,    s->st_agent,    s->st_agent_id,
-                           s->st_inst,   s->st_inst_get, s->st_inst_upd, s->st_begin,
-                           s->st_commit, s->st_rollback};
+    sqlite3_stmt *all[] = {s->st_dedup,  s->st_frame,    s->st_agent,       s->st_agent_id,
+                           s->st_inst,   s->st_inst_get, s->st_inst_upd,    s->st_begin,
+                           s->st_commit, s->st_rollback, s->st_owner_claim, s->st_owner_get};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         sqlite3_finalize(all[i]);
     }
@@ -864,6 +941,7 @@ const struct store_ops store_sqlite_ops = {
     .read_open = sqlite_read_open,
     .read_close = sqlite_read_close,
     .agents = sqlite_agents,
+    .agent_owner = sqlite_agent_owner,
     .sessions = sqlite_sessions,
     .session_find = sqlite_session_find,
     .session_agents = sqlite_session_agents,

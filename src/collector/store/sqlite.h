@@ -82,6 +82,7 @@ int sqlite_store_wake(struct store *s);
 int sqlite_read_open(struct store *s, struct store_read **out);
 void sqlite_read_close(struct store_read *r);
 int sqlite_agents(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
+int sqlite_agent_owner(struct store_read *r, const char *agent, char *out, size_t n);
 int sqlite_sessions(struct store_read *r, const char *agent, uint64_t limit, store_session_fn fn,
                     void *ctx);
 int sqlite_session_find(struct store_read *r, const char *id, const char *agent, uint64_t limit,

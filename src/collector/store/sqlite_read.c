@@ -155,6 +155,29 @@ int sqlite_agents(struct store_read *r, const char *name, store_agent_fn fn, voi
     return walk(st, agent_row, (any_fn)fn, ctx);
 }
 
+int sqlite_agent_owner(struct store_read *r, const char *agent, char *out, size_t n)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(r,
+                     "SELECT o.identity FROM owners o JOIN agents a ON o.kind = 0 AND o.key = a.id"
+                     " WHERE a.name = ?1",
+                     &st);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        const unsigned char *id = sqlite3_column_text(st, 0);
+        snprintf(out, n, "%s", id ? (const char *)id : "");
+    }
+    sqlite3_finalize(st);
+    if (step == SQLITE_ROW) {
+        return 1;
+    }
+    return step == SQLITE_DONE ? 0 : (sqlite_errno(step) ? sqlite_errno(step) : -EIO);
+}
+
 /* --- sessions ------------------------------------------------------------------------------ */
 
 static int session_row(sqlite3_stmt *st, any_fn fn, void *ctx)

@@ -19,7 +19,9 @@
  * committed batch's range comes back STORE_DUP and stores nothing; a batch whose range
  * overlaps committed sequence numbers in any other way comes back STORE_REJECT (never
  * storable: the agent must not resend it); a batch replayed under an instance of another
- * agent is STORE_REJECT; a batch without events (a heartbeat) is STORE_OK and only updates
+ * agent is STORE_REJECT; so is a batch whose agent name or instance belongs to another identity
+ * (store_item.ident.identity): each agent name and each instance belongs, for ever, to the
+ * identity that stored under it first (reason store_reason_not_owner); a batch without events (a heartbeat) is STORE_OK and only updates
  * the instance's reported counters.
  *
  * Ordering. Every submitted item comes back from store_take_done exactly once, in submission
@@ -55,6 +57,11 @@
 #include <stdint.h>
 
 #include "collector/collector.h"
+
+/* The reason of a batch refused because its agent name or instance belongs to another
+ * identity; store_reason_is_ownership tells it from the others (compares the pointer). */
+extern const char store_reason_not_owner[];
+int store_reason_is_ownership(const char *reason);
 
 #define STORE_DEFAULT_URL "sqlite"
 
@@ -186,6 +193,10 @@ struct store_agent {
 typedef int (*store_agent_fn)(void *ctx, const struct store_agent *a);
 /* Every agent by name, or the one named (name non-NULL). */
 int store_agents(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
+
+/* The identity that owns agent name (the first to store under it; docs/security.md) into out
+ * (n bytes): 1, or 0 when nobody stored under it yet, or a negative error. */
+int store_agent_owner(struct store_read *r, const char *agent, char *out, size_t n);
 
 struct store_session {
     const char *id, *agent;
@@ -408,6 +419,7 @@ struct store_ops {
     int (*read_open)(struct store *s, struct store_read **out);
     void (*read_close)(struct store_read *r);
     int (*agents)(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
+    int (*agent_owner)(struct store_read *r, const char *agent, char *out, size_t n);
     int (*sessions)(struct store_read *r, const char *agent, uint64_t limit, store_session_fn fn,
                     void *ctx);
     int (*session_find)(struct store_read *r, const char *id, const char *agent, uint64_t limit,

@@ -471,3 +471,48 @@ TEST(retention_options_parse_durations_and_sizes)
     CHECK_EQ(retain_parse_size("nan", &b), -1);
     CHECK_EQ(retain_parse_size("1Q", &b), -1);
 }
+
+/* One heartbeat from identity: its result and reason after the store had it. */
+static int submit_as(struct store *s, const char *agent, uint8_t k, const char *identity,
+                     const char **reason)
+{
+    struct store_item *it = heartbeat(agent, k), *got[1];
+    snprintf(it->ident.identity, sizeof it->ident.identity, "%s", identity);
+    store_submit(s, it);
+    CHECK_EQ(take(s, got, 1), 1);
+    int r = got[0]->result;
+    *reason = got[0]->reason;
+    store_item_free(got[0]);
+    return r;
+}
+
+TEST(store_agent_names_and_instances_belong_to_their_first_identity_across_a_reopen)
+{
+    for (int round = 0; round < 2; round++) {
+        struct store *s = open_store();
+        CHECK_OK(store_start(s));
+        const char *why = NULL;
+        CHECK_EQ(submit_as(s, "victim", 1, "uid:0", &why), STORE_OK);
+        /* Another identity: neither the victim's name (with a new instance) nor its instance
+         * (under a name of its own). */
+        CHECK_EQ(submit_as(s, "victim", 2, "uid:65534", &why), STORE_REJECT);
+        CHECK(store_reason_is_ownership(why));
+        CHECK_EQ(submit_as(s, "mallory", 1, "uid:65534", &why), STORE_REJECT);
+        CHECK(store_reason_is_ownership(why));
+        CHECK_EQ(submit_as(s, "victim", 1, "token:victim", &why), STORE_REJECT);
+        CHECK_EQ(submit_as(s, "victim", 1, "uid:0", &why), STORE_OK);
+        struct store_read *rd;
+        CHECK_OK(store_read_open(s, &rd));
+        char owner[IDENTITY_MAX];
+        CHECK_EQ(store_agent_owner(rd, "victim", owner, sizeof owner), 1);
+        CHECK_STR(owner, "uid:0");
+        CHECK_EQ(store_agent_owner(rd, "mallory", owner, sizeof owner), 1);
+        CHECK_STR(owner, "uid:65534");
+        CHECK_EQ(store_agent_owner(rd, "nobody-yet", owner, sizeof owner), 0);
+        struct agents_seen w = {0};
+        CHECK_EQ(store_agents(rd, "victim", agent_seen, &w), 1);
+        CHECK_EQ(w.instances[0], 1); /* the refused instance 2 left no row */
+        store_read_close(rd);
+        store_close(s); /* the second round reopens the same database */
+    }
+}
