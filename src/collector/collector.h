@@ -76,8 +76,8 @@ enum reject_reason {
     REJ_HELLO_TIMEOUT,
     REJ_IDLE_TIMEOUT,
     REJ_STORE_ERROR,
-    REJ_PEER,     /* a Unix-socket peer whose uid may not ingest, or TCP without a token */
-    REJ_IDENTITY, /* an agent name or instance that belongs to another identity */
+    REJ_PEER,       /* a Unix-socket peer whose uid may not ingest, or TCP without a token */
+    REJ_IDENTITY,   /* an agent name or instance that belongs to another identity */
     REJ_SLOW_FRAME, /* an admitted partial frame that stopped arriving */
     REJ__COUNT
 };
