@@ -290,8 +290,10 @@ typedef struct tt_stats {
 } tt_stats;
 
 /* Snapshot the counters into *out; size is sizeof(tt_stats) as compiled by the caller (fields
- * the library does not know are zeroed). Exact at quiescence, approximate while threads emit.
- * Since 0.1. */
+ * the library does not know are zeroed). The worker's counters (in flight, acknowledged, spooled,
+ * dropped by cause) are read between two of its cycles, so they add up with each other; emitted
+ * and ring drops move with the emitting threads and are exact at quiescence. May wait up to
+ * 100 ms for the worker to finish a cycle. Since 0.1. */
 TT_API int tt_stats_get(tt_client *c, tt_stats *out, size_t size);
 
 /* tt_close, and the final counters in *out (size as for tt_stats_get; out may be NULL): what

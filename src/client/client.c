@@ -8,11 +8,13 @@
  * locks around fork(); the child resets it lazily, at its first use (tt__client_after_fork).
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client/client.h"
@@ -185,8 +187,36 @@ TT_API int tt_stats_get(tt_client *c, tt_stats *out, size_t size)
     if (!c || !out || size == 0) {
         return TT_EINVAL;
     }
+    pthread_mutex_lock(&c->reg_lock);
+    if (c->fork_pending) {
+        tt__client_after_fork(c); /* the parent's worker may have been mid-cycle */
+    }
+    pthread_mutex_unlock(&c->reg_lock);
+    /* A snapshot between two cycles of the worker (tt__wstats.gen), so that the counters add up:
+     * the worker's cycles take microseconds; one stuck in a slow disk's fsync is waited for up to
+     * 100 ms, after which the last read is returned as it is. */
     tt_stats s;
-    tt__client_stats_read(c, &s);
+    uint64_t t0 = 0;
+    for (unsigned tries = 0;; tries++) {
+        uint64_t g = atomic_load_explicit(&c->ws.gen, memory_order_acquire);
+        tt__client_stats_read(c, &s);
+        atomic_thread_fence(memory_order_acquire);
+        if ((g & 1) == 0 && atomic_load_explicit(&c->ws.gen, memory_order_relaxed) == g) {
+            break;
+        }
+        if (tries < 64) {
+            sched_yield();
+            continue;
+        }
+        uint64_t now = tt__mono_ns();
+        if (t0 == 0) {
+            t0 = now;
+        } else if (now - t0 >= 100000000u) {
+            break;
+        }
+        struct timespec ts = {0, 50000};
+        nanosleep(&ts, NULL);
+    }
     memset(out, 0, size);
     memcpy(out, &s, size < sizeof s ? size : sizeof s);
     return 0;

@@ -116,6 +116,10 @@ enum tt__conn_state {
 
 /* Worker counters, written by the worker only, read by tt_stats_get. */
 typedef struct tt__wstats {
+    /* Odd while the worker is in a cycle that moves events between the counters below (a
+     * sequence lock): tt_stats_get reads them when it is even and unchanged, so the counters it
+     * returns add up (an ack lowers in_window and raises acked in the same cycle). */
+    _Atomic uint64_t gen;
     _Atomic uint64_t sent;
     _Atomic uint64_t acked;
     _Atomic uint64_t possibly_delivered;
@@ -291,7 +295,8 @@ int tt__fork_child_may_free(void);
 /* Lifecycle (client.c). Fork handling: reset a client in a forked child; c->reg_lock held. */
 void tt__client_after_fork(tt_client *c);
 /* The client's counters, as tt_stats_get reports them; for the worker (its heartbeat and batch
- * counters) and tt_stats_get. Any thread. */
+ * counters) and tt_stats_get. Any thread; outside the worker a read may catch events between
+ * two counters: tt_stats_get waits for the worker's gen to be even (tt__wstats). */
 void tt__client_stats_read(tt_client *c, tt_stats *s);
 
 /* Control messages from the collector (halt, guard policy); implemented by the guard. */

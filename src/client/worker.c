@@ -535,12 +535,29 @@ static uint64_t sleep_ns(tt__worker *w, uint64_t now)
     return t;
 }
 
+/* The worker's cycle as a sequence lock over its counters (tt__wstats.gen): odd from the end of
+ * a wait to the start of the next. */
+static void cycle_begin(tt__worker *w)
+{
+    tt__wstats *ws = &w->c->ws;
+    ST(ws->gen, LD(ws->gen) + 1);
+    atomic_thread_fence(memory_order_release);
+}
+
+static void cycle_end(tt__worker *w)
+{
+    tt__wstats *ws = &w->c->ws;
+    atomic_store_explicit(&ws->gen, LD(ws->gen) + 1, memory_order_release);
+}
+
 static void wait_io(tt__worker *w, uint64_t ns)
 {
     struct pollfd p[2] = {{w->c->wake_fd, POLLIN, 0}, {w->fd, tt__conn_events(w), 0}};
     nfds_t n = (w->fd >= 0 && p[1].events) ? 2 : 1;
     struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+    cycle_end(w);
     int rc = ppoll(p, n, &ts, NULL);
+    cycle_begin(w);
     uint64_t now = tt__mono_ns();
     if (rc > 0 && (p[0].revents & POLLIN)) {
         read_requests(w);
@@ -581,6 +598,7 @@ static void *worker_main(void *arg)
     tt_client *c = w->c;
     uint64_t now = tt__mono_ns();
     w->last_cal_ns = w->last_frame_ns = w->replay_refill_ns = now;
+    cycle_begin(w);
     read_requests(w);
     for (;;) {
         now = tt__mono_ns();
@@ -603,6 +621,7 @@ static void *worker_main(void *arg)
     }
     int result = settle_at_close(w);
     tt__conn_drop(w, tt__mono_ns());
+    cycle_end(w);
     pthread_mutex_lock(&c->ctl_lock);
     c->worker_exited = 1;
     c->close_result = result;
