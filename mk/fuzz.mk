@@ -43,7 +43,7 @@ fuzz-run: $(FUZZ_BINS)
 
 $(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.c $(LIB_A)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -o $@ $< $(LIB_A) -lzstd -lm -pthread
+	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -o $@ $< $(LIB_A) -lzstd -lgnutls -lm -pthread
 
 fuzz-seeds: $(FUZZ_DIR)/make_seeds
 	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus/frame tests/fuzz/corpus/batch
