@@ -47,6 +47,12 @@ struct collector_opts {
     char allowed_hosts[1024];          /* --allowed-hosts: extra Host header values */
     char ingest_tokens[PATH_MAX];      /* empty: identity from the hello */
     char config[PATH_MAX];             /* alerting configuration; empty: the defaults */
+    /* TLS (docs/security.md): certificate and key for tls:// listeners and --https, and the
+     * CA whose client certificates tls:// agents must present (empty: none required) */
+    char tls_cert[PATH_MAX];
+    char tls_key[PATH_MAX];
+    char tls_client_ca[PATH_MAX];
+    int https; /* --https: the HTTP API over TLS with tls_cert and tls_key */
 };
 
 /* Why input was refused; each has a counter and a name in /metrics. */
@@ -67,6 +73,7 @@ enum reject_reason {
     REJ_HELLO_TIMEOUT,
     REJ_IDLE_TIMEOUT,
     REJ_STORE_ERROR,
+    REJ_TLS, /* TLS handshake failed: not TLS, no or an unknown client certificate (mTLS) */
     REJ__COUNT
 };
 

@@ -25,6 +25,7 @@
 #include "collector/hub.h"
 #include "collector/source/native.h"
 #include "collector/source/source.h"
+#include "collector/source/tls.h"
 #include "collector/log.h"
 #include "collector/secure.h"
 #include "collector/store/store.h"
@@ -40,7 +41,8 @@ static const char usage[] =
     "directory, acknowledge each batch after it is committed, and serve the HTTP API.\n"
     "\n"
     "  --data DIR            data directory (default $TELLTALE_DATA or ./telltale-data)\n"
-    "  --listen ENDPOINT     unix:PATH or tcp://HOST:PORT; repeatable (default\n"
+    "  --listen ENDPOINT     unix:PATH, tcp://HOST:PORT or tls://HOST:PORT (TLS: needs\n"
+    "                        --tls-cert and --tls-key); repeatable (default\n"
     "                        unix:DIR/telltale.sock and " DEFAULT_TCP ")\n"
     "  --http HOST:PORT      HTTP API and live stream (default " DEFAULT_HTTP
     "; port 0 picks one)\n"
@@ -65,6 +67,12 @@ static const char usage[] =
     "                        comma-separated NAME or NAME:PORT (a proxy's or DNS name)\n"
     "  --ingest-tokens FILE  lines 'AGENT TOKEN': an agent must present a token, and\n"
     "                        its name is the token's, whatever its hello says\n"
+    "  --tls-cert FILE       TLS certificate (PEM, chain first to last) for tls://\n"
+    "                        listeners and --https\n"
+    "  --tls-key FILE        its private key (PEM; refused unless mode 0600 or stricter)\n"
+    "  --tls-client-ca FILE  mTLS: tls:// agents must present a certificate signed by\n"
+    "                        this CA; its name (DNS SAN, else CN) is the agent's name\n"
+    "  --https               serve the HTTP API and dashboard over TLS (same cert and key)\n"
     "  --config FILE         detectors and webhooks (docs/detectors.md); default: the\n"
     "                        built-in detectors, no webhooks\n"
     "  --verbose             log each refused connection\n"
@@ -138,6 +146,10 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"config", required_argument, NULL, 'C'},
                                              {"no-auth", no_argument, NULL, 'A'},
                                              {"allowed-hosts", required_argument, NULL, 'a'},
+                                             {"tls-cert", required_argument, NULL, 'T'},
+                                             {"tls-key", required_argument, NULL, 'K'},
+                                             {"tls-client-ca", required_argument, NULL, 'Q'},
+                                             {"https", no_argument, NULL, 'P'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int opt, idx = 0;
@@ -206,6 +218,21 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
             bad = strlen(optarg) >= sizeof o->allowed_hosts;
             snprintf(o->allowed_hosts, sizeof o->allowed_hosts, "%s", optarg);
             break;
+        case 'T':
+            bad = strlen(optarg) >= sizeof o->tls_cert || !*optarg;
+            snprintf(o->tls_cert, sizeof o->tls_cert, "%s", optarg);
+            break;
+        case 'K':
+            bad = strlen(optarg) >= sizeof o->tls_key || !*optarg;
+            snprintf(o->tls_key, sizeof o->tls_key, "%s", optarg);
+            break;
+        case 'Q':
+            bad = strlen(optarg) >= sizeof o->tls_client_ca || !*optarg;
+            snprintf(o->tls_client_ca, sizeof o->tls_client_ca, "%s", optarg);
+            break;
+        case 'P':
+            o->https = 1;
+            break;
         case 'h':
             fputs(usage, stdout);
             return 1;
@@ -226,6 +253,12 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
     }
     if (o->no_auth && o->operator_token_file[0]) {
         fprintf(stderr, "telltale serve: --no-auth and --operator-token-file exclude each other\n");
+        return 2;
+    }
+    if (!o->tls_cert[0] != !o->tls_key[0] ||
+        ((o->https || o->tls_client_ca[0]) && !o->tls_cert[0])) {
+        fprintf(stderr, "telltale serve: --tls-cert and --tls-key go together, and --https and "
+                        "--tls-client-ca need them\n");
         return 2;
     }
     return 0;
@@ -267,6 +300,7 @@ static int write_ready(const struct collector_opts *o, const char *http_bound)
     }
     tt__json_arr_end(&j);
     tt__json_kv_cstr(&j, "http", http_bound);
+    tt__json_kv_bool(&j, "https", o->https);
     tt__json_kv_cstr(&j, "sync", store_sync_name(o->sync_level));
     tt__json_obj_end(&j);
     tt__json_raw(&j, "\n", 1);
@@ -289,6 +323,7 @@ struct running {
     struct auth *auth;
     struct alerts *alerts;
     struct monitor *monitor;
+    struct tls_server *tls;         /* --tls-cert and --tls-key, or NULL */
     char token_path[PATH_MAX + 32]; /* where the operator token came from, for the log */
 };
 
@@ -305,6 +340,7 @@ static void stop_all(struct running *r)
     store_close(r->store);     /* commits what was submitted; no user is left */
     hub_free(r->hub);
     auth_free(r->auth);
+    tls_server_free(r->tls);
 }
 
 /* The hooks: the ingest tokens decide identity, the monitor watches commits. */
@@ -413,8 +449,13 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         fprintf(stderr, "telltale serve: out of memory\n");
         return -1;
     }
+    if (o->tls_cert[0] &&
+        tls_server_open(&r->tls, o->tls_cert, o->tls_key, o->tls_client_ca, err, sizeof err) != 0) {
+        fprintf(stderr, "telltale serve: TLS: %s\n", err);
+        return -1;
+    }
     struct ingest_hooks hooks = {r, hook_authorize, NULL};
-    if (ingest_open(&r->ingest, o, r->pipeline, &hooks, err, sizeof err) != 0) {
+    if (ingest_open(&r->ingest, o, r->pipeline, &hooks, r->tls, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
     }
@@ -432,6 +473,11 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         ctx.monitor = r->monitor;
         ctx.alerts = r->alerts;
         snprintf(ctx.allowed_hosts, sizeof ctx.allowed_hosts, "%s", o->allowed_hosts);
+        if (o->https) {
+            ctx.tls_cert_pem = tls_server_cert_pem(r->tls);
+            ctx.tls_key_pem = tls_server_key_pem(r->tls);
+            snprintf(ctx.scheme, sizeof ctx.scheme, "https");
+        }
         if (http_start(&r->http, o->http, &ctx, http_bound, hblen, err, sizeof err) != 0) {
             fprintf(stderr, "telltale serve: %s\n", err);
             return -1;
@@ -554,8 +600,8 @@ int serve_main(int argc, char **argv)
         log_info("listening on %s", ep);
     }
     if (http_bound[0]) {
-        log_info("HTTP API on http://%s/", http_bound);
-        secure_announce(http_bound, auth_operator_token(r.auth),
+        log_info("HTTP API on %s://%s/", o.https ? "https" : "http", http_bound);
+        secure_announce(o.https ? "https" : "http", http_bound, auth_operator_token(r.auth),
                         r.token_path[0] ? r.token_path : o.operator_token_file);
     }
     if (o.ready_file[0] && write_ready(&o, http_bound) != 0) {

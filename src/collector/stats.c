@@ -12,6 +12,7 @@ const char *reject_name(int reason)
         "frame_too_large", "bad_crc",       "bad_header",   "decompressed_too_large",
         "bad_compression", "bad_payload",   "truncated",    "no_hello",
         "bad_hello",       "protocol",      "auth",         "too_many_connections",
-        "seq_overlap",     "hello_timeout", "idle_timeout", "store_error"};
+        "seq_overlap",     "hello_timeout", "idle_timeout", "store_error",
+        "tls_handshake"};
     return reason >= 0 && reason < REJ__COUNT ? names[reason] : "unknown";
 }

@@ -17,6 +17,9 @@
  *   instance is one the agent's spool kept from an earlier process of the same agent: it is
  *   stored under its own instance (the store refuses it if that instance belongs to another
  *   agent), never under the connection's.
+ * - On a tls:// connection every byte goes through its TLS session (io_recv, io_send) and
+ *   nothing is parsed before the handshake is done; after it, the frames and their checks
+ *   are the ones of plain TCP. With mTLS the certificate's name is the agent's name.
  * - Nothing here frees a connection. Closing marks it dead and tells the owner (the lifetime
  *   rule of native.c); every function may be called on a dead connection and then does
  *   nothing but count what it must.
@@ -31,6 +34,7 @@
 #include <unistd.h>
 
 #include "collector/log.h"
+#include "collector/source/tls.h"
 #include "collector/store/store.h"
 #include "common/clock.h"
 
@@ -50,8 +54,33 @@ struct conn *conn_new(const struct conn_owner *ow, int fd, uint64_t id)
     return c;
 }
 
+int conn_start_tls(struct conn *c, struct tls_server *s)
+{
+    c->tls = tls_conn_new(s, c->fd);
+    c->handshaking = c->tls != NULL;
+    return c->tls ? 0 : -1;
+}
+
+size_t conn_tls_pending(const struct conn *c)
+{
+    return c->tls && !c->handshaking && !c->dead ? tls_conn_pending(c->tls) : 0;
+}
+
+/* The connection's transport: the socket, or the TLS session on it. */
+static ssize_t io_recv(struct conn *c, void *p, size_t n)
+{
+    return c->tls ? tls_conn_recv(c->tls, p, n) : recv(c->fd, p, n, 0);
+}
+
+static ssize_t io_send(struct conn *c, const void *p, size_t n)
+{
+    return c->tls ? tls_conn_send(c->tls, p, n) : send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
 void conn_reap(struct conn *c)
 {
+    tls_conn_free(c->tls);
+    c->tls = NULL;
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -95,7 +124,7 @@ void conn_fail(struct conn_owner *ow, struct conn *c, int reason)
 static int conn_flush(struct conn_owner *ow, struct conn *c)
 {
     while (!c->dead && c->woff < c->wbuf.len) {
-        ssize_t n = send(c->fd, c->wbuf.data + c->woff, c->wbuf.len - c->woff, MSG_NOSIGNAL);
+        ssize_t n = io_send(c, c->wbuf.data + c->woff, c->wbuf.len - c->woff);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -127,8 +156,14 @@ static int conn_flush(struct conn_owner *ow, struct conn *c)
     return 0;
 }
 
+static void handshake_step(struct conn_owner *ow, struct conn *c);
+
 void conn_writable(struct conn_owner *ow, struct conn *c)
 {
+    if (c->handshaking) {
+        handshake_step(ow, c);
+        return;
+    }
     conn_flush(ow, c);
 }
 
@@ -212,11 +247,31 @@ static int check_hello(struct conn_owner *ow, const struct conn *c, const tt__fr
     return -1;
 }
 
+/* mTLS: the certificate names the agent, whatever the hello says; an ingest token naming
+ * another agent is refused. Returns -1 (accepted) or a counted reason. */
+static int tls_fix_agent(const struct conn *c, tt__hello_reply *r)
+{
+    const char *name = c->identity + 5; /* after "cert:" */
+    if (strncmp(c->identity, "cert:", 5) != 0) {
+        return -1;
+    }
+    if (r->agent[0] && strcmp(r->agent, name) != 0) {
+        snprintf(r->error, sizeof r->error,
+                 "the ingest token's agent is not the one of the client certificate");
+        return REJ_AUTH;
+    }
+    snprintf(r->agent, sizeof r->agent, "%s", name);
+    return -1;
+}
+
 static int on_hello(struct conn_owner *ow, struct conn *c, const tt__frame *f)
 {
     tt__hello h;
     tt__hello_reply r;
     int reason = check_hello(ow, c, f, &h, &r);
+    if (reason < 0) {
+        reason = tls_fix_agent(c, &r);
+    }
     if (reason < 0) {
         if (!r.agent[0]) {
             snprintf(r.agent, sizeof r.agent, "%s", h.agent);
@@ -399,12 +454,16 @@ static void on_eof(struct conn_owner *ow, struct conn *c)
 
 void conn_readable(struct conn_owner *ow, struct conn *c)
 {
+    if (c->handshaking) {
+        handshake_step(ow, c);
+        return;
+    }
     for (int rounds = 0; rounds < 16 && !ow->paused && !c->closing; rounds++) {
         if (tt__buf_reserve(&c->rbuf, 65536) != 0 && c->rbuf.len == c->rbuf.cap) {
             conn_fail(ow, c, REJ_FRAME_TOO_LARGE);
             return;
         }
-        ssize_t n = recv(c->fd, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len, 0);
+        ssize_t n = io_recv(c, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len);
         if (n == 0) {
             on_eof(ow, c);
             return;
@@ -424,6 +483,35 @@ void conn_readable(struct conn_owner *ow, struct conn *c)
         if (parse_frames(ow, c) != 0) {
             return;
         }
+    }
+}
+
+/* --- TLS handshake ------------------------------------------------------------------------ */
+
+static void handshake_step(struct conn_owner *ow, struct conn *c)
+{
+    char why[256] = "";
+    int rc = tls_conn_handshake(c->tls, why, sizeof why);
+    if (rc < 0) {
+        log_debug("connection %llu: TLS handshake refused: %s", (unsigned long long)c->id, why);
+        conn_fail(ow, c, REJ_TLS);
+        return;
+    }
+    int want = rc == 0 && tls_conn_wants_write(c->tls);
+    if (rc > 0) {
+        c->handshaking = 0;
+        if (tls_conn_peer_identity(c->tls, c->identity, sizeof c->identity) == 0) {
+            log_debug("connection %llu: TLS client certificate %s", (unsigned long long)c->id,
+                      c->identity);
+        }
+        want = c->woff < c->wbuf.len;
+    }
+    if (want != c->want_out) {
+        c->want_out = want;
+        ow->watch(ow, c);
+    }
+    if (rc > 0) {
+        conn_readable(ow, c); /* the hello may have come with the handshake's last flight */
     }
 }
 

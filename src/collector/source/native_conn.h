@@ -17,10 +17,18 @@
 #include "collector/source/source.h"
 #include "common/buf.h"
 
+struct tls_conn;
+struct tls_server;
+
 /* All fields belong to the loop thread. */
 struct conn {
     int fd;
     uint64_t id;
+    struct tls_conn *tls; /* tls:// listener: the session every byte goes through (tls.h) */
+    int handshaking;      /* the TLS handshake is not done: no frame is read yet */
+    /* The connection's identity set by transport: "cert:NAME" from a verified client
+     * certificate (mTLS), else empty. It fixes the agent's name at the hello. */
+    char identity[256];
     int ready;   /* hello accepted */
     int closing; /* write what is queued and what completions bring, then close */
     int dead;    /* closed: unlinked from the loop, waiting to be freed by it */
@@ -56,6 +64,14 @@ struct conn_owner {
 
 /* A connection on fd (nonblocking, connected), not yet watched. NULL when out of memory. */
 struct conn *conn_new(const struct conn_owner *ow, int fd, uint64_t id);
+
+/* Put c behind TLS (a tls:// listener) before it is watched: the handshake comes first, stepped
+ * by conn_readable and conn_writable. 0, or -1 when out of memory (c untouched). */
+int conn_start_tls(struct conn *c, struct tls_server *s);
+
+/* Bytes TLS already decrypted for c that no socket event will announce: the owner calls
+ * conn_readable for them (0 for a plain connection). */
+size_t conn_tls_pending(const struct conn *c);
 
 /* Free the record (the owner only, at the end of an iteration, when !c->pending). Closes the
  * socket if it is still open. */
