@@ -1,0 +1,303 @@
+/*
+ * test_tls.c - TLS for ingest and HTTP (docs/security.md) against a real `telltale serve`, with
+ * a throwaway PKI made by GnuTLS's certtool (scripts/make-test-pki): a tls:// agent that trusts
+ * the right CA is accepted and every event is stored (the conservation check of serve.c);
+ * the wrong CA, an expired certificate and a certificate for another host are refused, with the
+ * reason in tt_connection_error and the count in tt_stats.tls_failures; with --tls-client-ca
+ * (mTLS) an agent without a certificate, or with one from another CA, is refused, and the right
+ * one is stored under its certificate's name whatever its hello says; --https answers with the
+ * operator token and plain HTTP on that port gets no answer; a key file others can read is
+ * refused at start.
+ */
+#include "test.h"
+
+#include <curl/curl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "serve.h"
+
+static double mult(void)
+{
+    const char *m = getenv("TT_TEST_TIMEOUT_MULT");
+    return m ? atof(m) : 1.0;
+}
+
+/* The PKI of scripts/make-test-pki in the test's directory; returns that directory. */
+static const char *make_pki(void)
+{
+    static char dir[600];
+    char cmd[1400];
+    const char *src = getenv("TT_SRCDIR");
+    snprintf(dir, sizeof dir, "%s/pki", tt_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s/scripts/make-test-pki %s", src ? src : ".", dir);
+    CHECK_MSG(system(cmd) == 0, "scripts/make-test-pki failed (is certtool, gnutls-bin, there?)");
+    return dir;
+}
+
+static const char *pki_file(const char *pki, const char *name)
+{
+    static char bufs[8][700];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, 700, "%s/%s", pki, name);
+    return b;
+}
+
+/* A collector with a tls:// listener using server certificate NAME (server, expired, ...). */
+static void start_tls(struct tt_test_serve *s, const char *test, const char *pki, const char *name,
+                      char *tls_ep, size_t n, const char *client_ca)
+{
+    char cert[64], key[64], listen[64];
+    snprintf(cert, sizeof cert, "%s.pem", name);
+    snprintf(key, sizeof key, "%s.key", name);
+    snprintf(listen, sizeof listen, "tls://127.0.0.1:%d", tt_test_free_port());
+    snprintf(tls_ep, n, "%s", listen);
+    if (client_ca) {
+        tt_test_serve_start(s, test, "--listen", listen, "--tls-cert", pki_file(pki, cert),
+                            "--tls-key", pki_file(pki, key), "--tls-client-ca", client_ca, NULL);
+    } else {
+        tt_test_serve_start(s, test, "--listen", listen, "--tls-cert", pki_file(pki, cert),
+                            "--tls-key", pki_file(pki, key), NULL);
+    }
+}
+
+static void emit_n(tt_client *c, int n)
+{
+    char msg[64];
+    for (int i = 0; i < n; i++) {
+        snprintf(msg, sizeof msg, "over tls %d", i);
+        while (tt_log(c, "s", TT_INFO, msg, NULL, 0) == TT_ENOBUFS) {
+            usleep(1000);
+        }
+    }
+}
+
+/* Wait until the client counts a TLS failure; return its stats and reason. */
+static void wait_tls_failure(tt_client *c, tt_stats *st, char *why, size_t n)
+{
+    double t0 = tt_test_now_ms();
+    for (;;) {
+        CHECK_OK(tt_stats_get(c, st, sizeof *st));
+        if (st->tls_failures > 0) {
+            tt_connection_error(c, why, n);
+            return;
+        }
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "no TLS failure counted after 10 s");
+        usleep(10000);
+    }
+}
+
+static uint64_t stored_events(const char *db)
+{
+    sqlite3 *h;
+    CHECK(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    sqlite3_stmt *st;
+    uint64_t n = 0;
+    CHECK(sqlite3_prepare_v2(h, "SELECT coalesce(sum(n), 0) FROM frames", -1, &st, NULL) ==
+          SQLITE_OK);
+    CHECK(sqlite3_step(st) == SQLITE_ROW);
+    n = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return n;
+}
+
+/* Whether the store knows an agent of that name. */
+static int has_agent(const char *db, const char *name)
+{
+    sqlite3 *h;
+    CHECK(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    sqlite3_stmt *st;
+    int found = 0;
+    CHECK(sqlite3_prepare_v2(h, "SELECT 1 FROM agents WHERE name = ?", -1, &st, NULL) == SQLITE_OK);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return found;
+}
+
+TEST_T(tls_right_ca_stores_every_event_conserved, 60)
+{
+    const char *pki = make_pki();
+    struct tt_test_serve s;
+    char ep[64];
+    start_tls(&s, "serve", pki, "server", ep, sizeof ep, NULL);
+    char ca[800];
+    snprintf(ca, sizeof ca, "tls.ca=%s", pki_file(pki, "ca.pem"));
+    tt_client *c = tt_test_client(ep, "tls-agent", ca, NULL);
+    uint8_t inst[16];
+    CHECK_OK(tt_instance_id(c, inst));
+    emit_n(c, 20000);
+    CHECK_OK(tt_flush(c, (uint32_t)(20000 * mult())));
+    tt_stats st;
+    CHECK_OK(tt_close_stats(c, 5000, &st, sizeof st));
+    CHECK_EQ_U64(st.tls_failures, 0);
+    CHECK_EQ_U64(st.acked, 20000);
+    CHECK_EQ_U64(st.dropped_total, 0);
+    tt_test_serve_stop(&s);
+    struct tt_store_check sc;
+    tt_test_check_store(s.db, inst, &sc);
+    CHECK_EQ_U64(sc.events, 20000);
+    tt_test_check_conservation(&st, &sc);
+}
+
+/* A client that must refuse the collector: nothing acked, nothing stored, the reason said. */
+static void check_refused(const char *test, const char *pki, const char *server_cert,
+                          const char *ca_file, const char *expect)
+{
+    struct tt_test_serve s;
+    char ep[64], ca[800];
+    start_tls(&s, test, pki, server_cert, ep, sizeof ep, NULL);
+    snprintf(ca, sizeof ca, "tls.ca=%s", pki_file(pki, ca_file));
+    tt_client *c = tt_test_client(ep, "careful", ca, "backoff_max_ms=200", NULL);
+    emit_n(c, 10);
+    tt_stats st;
+    char why[512] = "";
+    wait_tls_failure(c, &st, why, sizeof why);
+    CHECK_MSG(strstr(why, expect) != NULL, "%s: reason \"%s\" does not say \"%s\"", test, why,
+              expect);
+    CHECK_MSG(strstr(why, "certificate") != NULL, "%s: reason \"%s\"", test, why);
+    CHECK_EQ_U64(st.acked, 0);
+    CHECK_EQ_U64(st.connected, 0);
+    tt_close_stats(c, 100, &st, sizeof st);
+    CHECK_EQ_U64(st.acked, 0);
+    tt_test_serve_stop(&s);
+    CHECK_EQ_U64(stored_events(s.db), 0);
+}
+
+TEST_T(tls_refuses_wrong_ca_expired_and_wrong_host_saying_why, 90)
+{
+    const char *pki = make_pki();
+    check_refused("wrong_ca", pki, "server", "other-ca.pem", "issuer is unknown");
+    check_refused("expired", pki, "expired", "ca.pem", "expired");
+    check_refused("wrong_host", pki, "wronghost", "ca.pem", "does not match");
+}
+
+TEST_T(tls_mtls_needs_the_right_client_certificate, 60)
+{
+    const char *pki = make_pki();
+    struct tt_test_serve s;
+    char ep[64], ca[800], cert[800], key[800];
+    start_tls(&s, "mtls", pki, "server", ep, sizeof ep, pki_file(pki, "ca.pem"));
+    snprintf(ca, sizeof ca, "tls.ca=%s", pki_file(pki, "ca.pem"));
+
+    /* No client certificate at all. */
+    tt_client *c = tt_test_client(ep, "anonymous", ca, "backoff_max_ms=200", NULL);
+    emit_n(c, 10);
+    tt_stats st;
+    char why[512] = "";
+    wait_tls_failure(c, &st, why, sizeof why);
+    CHECK_MSG(strstr(why, "tls: the collector refused the session") != NULL, "reason \"%s\"", why);
+    CHECK_EQ_U64(st.acked, 0);
+    tt_close_stats(c, 100, &st, sizeof st);
+
+    /* A certificate from another CA. */
+    snprintf(cert, sizeof cert, "tls.cert=%s", pki_file(pki, "intruder.pem"));
+    snprintf(key, sizeof key, "tls.key=%s", pki_file(pki, "intruder.key"));
+    c = tt_test_client(ep, "intruder", ca, cert, key, "backoff_max_ms=200", NULL);
+    emit_n(c, 10);
+    wait_tls_failure(c, &st, why, sizeof why);
+    CHECK_MSG(strstr(why, "tls: the collector refused the session") != NULL, "reason \"%s\"", why);
+    CHECK_EQ_U64(st.acked, 0);
+    tt_close_stats(c, 100, &st, sizeof st);
+    CHECK_EQ_U64(stored_events(s.db), 0);
+
+    /* The right one: stored under the certificate's name, not the hello's. */
+    snprintf(cert, sizeof cert, "tls.cert=%s", pki_file(pki, "client.pem"));
+    snprintf(key, sizeof key, "tls.key=%s", pki_file(pki, "client.key"));
+    c = tt_test_client(ep, "claims-to-be-someone-else", ca, cert, key, NULL);
+    emit_n(c, 100);
+    CHECK_OK(tt_flush(c, (uint32_t)(10000 * mult())));
+    CHECK_OK(tt_close_stats(c, 5000, &st, sizeof st));
+    CHECK_EQ_U64(st.acked, 100);
+    CHECK_EQ_U64(st.tls_failures, 0);
+    tt_test_serve_stop(&s);
+    CHECK_EQ_U64(stored_events(s.db), 100);
+    CHECK(has_agent(s.db, "agent-cert"));
+    CHECK(!has_agent(s.db, "claims-to-be-someone-else"));
+}
+
+/* GET url with curl (ca: the CA file to trust, or NULL); returns the status, -1 if no answer. */
+static long get(const char *url, const char *ca, const char *token)
+{
+    CURL *h = curl_easy_init();
+    struct tt_test_body b = {NULL, 0};
+    struct curl_slist *hdrs = NULL;
+    char auth[600];
+    if (token) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        hdrs = curl_slist_append(hdrs, auth);
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tt_test_curl_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+    if (ca) {
+        curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+    }
+    long status = -1;
+    if (curl_easy_perform(h) == CURLE_OK) {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    }
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    free(b.p);
+    return status;
+}
+
+TEST_T(tls_https_api_answers_and_plain_http_does_not, 60)
+{
+    const char *pki = make_pki();
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "https", "--https", "--tls-cert", pki_file(pki, "server.pem"),
+                        "--tls-key", pki_file(pki, "server.key"), NULL);
+    char url[400];
+    snprintf(url, sizeof url, "https://%s/api/v1/status", s.http);
+    const char *ca = pki_file(pki, "ca.pem");
+    CHECK_EQ(get(url, ca, s.token), 200);
+    CHECK_EQ(get(url, ca, NULL), 401);
+    /* An HTTPS client that does not trust the CA stops before sending anything. */
+    CHECK_EQ(get(url, pki_file(pki, "other-ca.pem"), s.token), -1);
+    snprintf(url, sizeof url, "http://%s/api/v1/status", s.http);
+    CHECK_EQ(get(url, NULL, s.token), -1);
+    tt_test_serve_stop(&s);
+}
+
+/* Run telltale serve with args; its exit status, its stderr into out. */
+static int serve_fails(const char *args, char *out, size_t cap)
+{
+    char cmd[3000];
+    const char *b = getenv("TT_BIN");
+    snprintf(cmd, sizeof cmd, "%s serve --data %s/refused --no-http %s 2>&1",
+             b ? b : "build/telltale", tt_test_tmpdir(), args);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+TEST(tls_serve_refuses_readable_key_and_missing_cert)
+{
+    const char *pki = make_pki();
+    char args[2000], out[4096];
+    const char *key = pki_file(pki, "server.key");
+    CHECK(chmod(key, 0640) == 0);
+    snprintf(args, sizeof args, "--listen tls://127.0.0.1:0 --tls-cert %s --tls-key %s",
+             pki_file(pki, "server.pem"), key);
+    CHECK_EQ(serve_fails(args, out, sizeof out), 1);
+    CHECK_MSG(strstr(out, "chmod 600") != NULL, "stderr: %s", out);
+    CHECK(chmod(key, 0600) == 0);
+    CHECK_EQ(serve_fails("--listen tls://127.0.0.1:0", out, sizeof out), 1);
+    CHECK_MSG(strstr(out, "--tls-cert") != NULL, "stderr: %s", out);
+    CHECK_EQ(serve_fails("--https", out, sizeof out), 2);
+}
