@@ -21,14 +21,15 @@ $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard src/*/*.h include
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) -lzstd -lmicrohttpd -lm -pthread
 
 # fuzz_conn drives the native source's connection state machine: it links that and what it
-# uses of the collector (counters, the store item's release; log.c is in FUZZ_SRC).
-FUZZ_CONN_SRC := src/collector/source/native_conn.c src/collector/stats.c \
+# uses of the collector (counters, the store item's release; log.c is in FUZZ_SRC), and the TLS
+# transport (source/tls.c, GnuTLS) that some of its connections go through.
+FUZZ_CONN_SRC := src/collector/source/native_conn.c src/collector/source/tls.c src/collector/stats.c \
 	$(wildcard src/collector/store/*.c)
 
 $(FUZZ_DIR)/fuzz_conn: tests/fuzz/fuzz_conn.c $(FUZZ_SRC) $(FUZZ_CONN_SRC) \
 		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_CONN_SRC) -lzstd -lsqlite3 -lmicrohttpd -lm -pthread
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_CONN_SRC) -lzstd -lsqlite3 -lmicrohttpd -lgnutls -lm -pthread
 
 fuzz: $(FUZZ_BINS)
 
