@@ -515,6 +515,12 @@ static void step(uint8_t op)
         if (s->c && !s->c->dead) {
             conn_readable(&H.ow, s->c);
         }
+        /* What native.c's loop does at the end of an iteration: records TLS has decrypted
+         * already raise no socket event. */
+        for (int k = 0; k < 4 && s->c && !s->c->closing && !H.ow.paused && conn_tls_pending(s->c);
+             k++) {
+            conn_readable(&H.ow, s->c);
+        }
         break;
     case 7:
         if (s->c && !s->c->dead) {
