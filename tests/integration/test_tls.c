@@ -218,6 +218,15 @@ TEST_T(tls_mtls_needs_the_right_client_certificate, 60)
     CHECK_OK(tt_close_stats(c, 5000, &st, sizeof st));
     CHECK_EQ_U64(st.acked, 100);
     CHECK_EQ_U64(st.tls_failures, 0);
+    /* The collector counted both refused handshakes. */
+    char *metrics = NULL;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/metrics", NULL, &metrics), 200);
+    const char *line =
+        metrics ? strstr(metrics, "telltale_rejected_total{reason=\"tls_handshake\"} ") : NULL;
+    CHECK_MSG(line &&
+                  atoi(line + strlen("telltale_rejected_total{reason=\"tls_handshake\"} ")) >= 2,
+              "no tls_handshake refusals counted in /metrics");
+    free(metrics);
     tt_test_serve_stop(&s);
     CHECK_EQ_U64(stored_events(s.db), 100);
     CHECK(has_agent(s.db, "agent-cert"));
