@@ -61,7 +61,8 @@ enum {
     TT_EPROTO = -71,     /* protocol error */
     TT_ESHUTDOWN = -108, /* the client is closing or closed: event dropped, counted as closed */
     TT_ETIMEDOUT = -110, /* deadline expired */
-    TT_ECONNREFUSED = -111 /* connection refused */
+    TT_ECONNREFUSED = -111, /* connection refused */
+    TT_EBLOCKED = -1000     /* a compliance rule blocked the step (tt_step_begin). Since 0.3. */
 };
 
 /* A static, human-readable description of an error code; never NULL. Thread-safe. Since 0.1. */
@@ -279,6 +280,11 @@ typedef struct tt_stats {
      * 0.1): they settle into acked or dropped like this process's own. At quiescence,
      * emitted + inherited = acked + possibly_delivered + buffered + dropped_total. */
     uint64_t inherited;
+    /* Compliance (since 0.3): steps blocked and flagged by the policy's rules, and sensitive
+     * values masked before encoding (see tt_comply_policy_set). */
+    uint64_t comply_blocked;
+    uint64_t comply_flagged;
+    uint64_t comply_masked;
     /* TLS handshakes that failed (since 0.1): the collector's certificate refused (unknown
      * CA, expired, another host's name), our client certificate refused, or credentials that
      * could not be loaded. The reason of the latest: tt_connection_error. */
@@ -428,6 +434,28 @@ TT_API int tt_response_end(tt_response *r, tt_response_summary *summary);
  * window outside 1..4096 or an action other than TT_FLAG / TT_HALT. Since 0.1. */
 TT_API int tt_guard_policy_set(tt_client *c, const tt_guard_policy *p);
 TT_API int tt_guard_policy_get(tt_client *c, tt_guard_policy *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Compliance (since 0.3): rules over the execution path, checked in the agent before a step
+ * runs (docs/compliance.md has the policy format): forbidden tools and step kinds, destructive
+ * SQL, hosts outside an allow list, PII and secrets, calls per session.
+ *
+ * With a policy set, tt_step_begin checks the step first. A blocking rule that matches makes it
+ * return TT_EBLOCKED: the step is recorded as begun and ended with status cancelled and the
+ * error "blocked by rule NAME: WHY", step->id is 0 (a later tt_step_end on it returns
+ * TT_EINVAL), and the caller must not run the call. A flagging rule lets the step begin. Every
+ * decision is also a log event (severity warn for flag, error for block) with the attributes
+ * comply.rule, comply.verdict, comply.why, step.id, step.kind and step.name. With `redact = on`
+ * in a pii rule, matching values in step queries, step errors, log messages and string
+ * attributes are masked ("[card]", "[email]", ...) before they are encoded, so they reach
+ * neither the spool nor the collector; tt_stats counts blocked, flagged and masked.
+ *
+ * Set the policy from its text (len bytes, at most 64 KiB), or clear it with text NULL.
+ * Returns 0, or TT_EINVAL with a message naming the line in err (errlen bytes, may be 0),
+ * TT_E2BIG for a text over 64 KiB. The config key comply.policy_file loads one at tt_open.
+ * Thread-safe; steps begun on other threads see the new policy from their next step. */
+TT_API int tt_comply_policy_set(tt_client *c, const char *text, size_t len, char *err,
+                                size_t errlen);
 
 #ifdef __cplusplus
 }

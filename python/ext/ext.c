@@ -65,6 +65,7 @@ static struct {
     PyObject *row;          /* _row(a): (ptr, n, stride, dtype) of what the buffer path refuses */
     PyObject *top;          /* _top(top_logprobs, top_ids): (ids or None, logprobs), <= 32 */
     PyObject *exit_error;   /* _exit_error(et, ev): (status, error) of a step left by a raise */
+    PyObject *blocked;      /* telltale.Blocked(kind, name): a step a compliance rule blocked */
 } py;
 
 static PyObject *s_session, *s_level, *s_message, *s_kind, *s_unit, *s_name, *s_value, *s_query,
@@ -637,7 +638,18 @@ static PyObject *step_enter(step_core *self, PyObject *unused)
         text_of(session_obj, &session, &stmp, 0) < 0) {
         goto out;
     }
-    lib.step_begin(c->h, &self->st, pst, (tt_step_kind)self->kind, session, name, query);
+    if (lib.step_begin(c->h, &self->st, pst, (tt_step_kind)self->kind, session, name, query) ==
+        TT_EBLOCKED) {
+        PyObject *kind = PyLong_FromLong(self->kind);
+        PyObject *exc =
+            kind ? PyObject_CallFunctionObjArgs(py.blocked, kind, self->name, NULL) : NULL;
+        Py_XDECREF(kind);
+        if (exc) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        goto out;
+    }
     PyObject *token = PyContextVar_Set(c->current, (PyObject *)self);
     if (!token) {
         goto out;
@@ -1066,6 +1078,7 @@ static PyObject *ext_bind(PyObject *module, PyObject *args)
         {"row", &py.row},
         {"top", &py.top},
         {"exit_error", &py.exit_error},
+        {"blocked", &py.blocked},
     };
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
         PyObject *o = PyDict_GetItemString(ns, refs[i].key);

@@ -49,6 +49,17 @@ class Error(Exception):
         super().__init__("%s: %s" % (what, msg) if what else msg)
 
 
+class Blocked(Error):
+    """A compliance rule blocked a step before it ran (Client.step's `with`): the call must not
+    run. The step is recorded as cancelled with the rule and the reason; .reason says them."""
+
+    def __init__(self, kind, name):
+        self.code = _lib.EBLOCKED
+        kind = {v: k for k, v in _STEP.items()}.get(kind, kind)
+        self.reason = "%s step %r blocked by the compliance policy" % (kind, name)
+        Exception.__init__(self, self.reason)
+
+
 class Verdict(enum.IntEnum):
     """What the guard says about a token or a response."""
     PASS = 0
@@ -99,7 +110,8 @@ class Stats:
 
     __slots__ = ("emitted", "sent", "acked", "possibly_delivered", "buffered", "spooled",
                  "dropped", "dropped_total", "frames_sent", "bytes_sent", "reconnects",
-                 "connected", "inherited", "tls_failures")
+                 "connected", "inherited", "comply_blocked", "comply_flagged", "comply_masked",
+                 "tls_failures")
 
     def __init__(self, s):
         for f in self.__slots__:
@@ -547,6 +559,19 @@ class Client(_core.ClientCore):
             raise Error(rc, "instance_id")
         return buf.raw.hex()
 
+    def comply_policy(self, text):
+        """Set the compliance policy from its text (docs/compliance.md), or clear it with None.
+        Raises ValueError naming the line of a bad policy."""
+        if _lib.comply_policy_set is None:
+            raise RuntimeError("telltale: the library has no compliance API")
+        data = None if text is None else text.encode()
+        err = ctypes.create_string_buffer(256)
+        rc = _lib.comply_policy_set(self._h, data, len(data) if data else 0, err, 256)
+        if rc == _lib.EINVAL:
+            raise ValueError("telltale: compliance policy: %s" % err.value.decode())
+        if rc:
+            raise Error(rc, "comply_policy")
+
     @property
     def guard_policy(self):
         if _lib.guard_policy_get is None:
@@ -708,7 +733,8 @@ class Response(_core.ResponseCore):
 
 _core.bind(_lib.path, {
     "step_type": Step, "verdicts": _VERDICTS, "severities": _SEVERITY, "metric_kinds": _METRIC,
-    "step_kinds": _STEP, "level": _level, "row": _row, "top": _top, "exit_error": _exit_error})
+    "step_kinds": _STEP, "level": _level, "row": _row, "top": _top, "exit_error": _exit_error,
+    "blocked": Blocked})
 
 
 # --- process hooks ------------------------------------------------------------------------------

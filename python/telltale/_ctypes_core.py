@@ -136,8 +136,10 @@ class StepCore:
         if session is None:
             session = parent.session if parent is not None else c.session
             self.session = session
-        _lib.step_begin(c._h, self._st, parent._st if parent is not None else None, self.kind,
-                        _enc(session), _enc(self.name), _enc(self.query))
+        rc = _lib.step_begin(c._h, self._st, parent._st if parent is not None else None,
+                             self.kind, _enc(session), _enc(self.name), _enc(self.query))
+        if rc == _lib.EBLOCKED:
+            raise _ns["blocked"](self.kind, self.name)
         self._token = c._current.set(self)
         return self
 

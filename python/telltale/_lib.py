@@ -19,6 +19,7 @@ ENOBUFS = -105
 ESHUTDOWN = -108
 ETIMEDOUT = -110
 EINVAL = -22
+EBLOCKED = -1000
 E2BIG = -7
 
 
@@ -78,7 +79,9 @@ class Stats(ctypes.Structure):
                 ("dropped", ctypes.c_uint64 * DROP_COUNT), ("dropped_total", ctypes.c_uint64),
                 ("frames_sent", ctypes.c_uint64), ("bytes_sent", ctypes.c_uint64),
                 ("reconnects", ctypes.c_uint64), ("connected", ctypes.c_uint64),
-                ("inherited", ctypes.c_uint64), ("tls_failures", ctypes.c_uint64)]
+                ("inherited", ctypes.c_uint64), ("comply_blocked", ctypes.c_uint64),
+                ("comply_flagged", ctypes.c_uint64), ("comply_masked", ctypes.c_uint64),
+                ("tls_failures", ctypes.c_uint64)]
 
 
 class TokenStats(ctypes.Structure):
@@ -165,6 +168,9 @@ guard_policy_set = _bind(fast, "tt_guard_policy_set", I, [P, ctypes.POINTER(Guar
                          required=False)
 guard_policy_get = _bind(fast, "tt_guard_policy_get", I, [P, ctypes.POINTER(GuardPolicy)],
                          required=False)
+# Compliance (since 0.3); optional.
+comply_policy_set = _bind(fast, "tt_comply_policy_set", I,
+                          [P, ctypes.c_char_p, SZ, ctypes.c_char_p, SZ], required=False)
 HAVE_RESPONSES = response_begin is not None and response_end is not None
 # Scores of responses (since 0.2); optional like the response API.
 score = _bind(fast, "tt_score", I, [P, S, ctypes.c_uint64, S, ctypes.c_double, PTR_ATTR, SZ],

@@ -2,13 +2,16 @@
 
     python3 -m telltale_demo [--endpoint E] [--agent NAME] [--rate TURNS_PER_S]
                              [--drift | --drift-after S] [--duration S] [--seed N]
+                             [--no-policy]
 
 Each turn: a session, a plan (reasoning step), real tool calls (SQL against a SQLite database
 created at start, a file read, a calculator), then an answer generated token by token by the
 bigram model of telltale_demo/model.py, every token's logits row passed to telltale (no copy)
 with the guard on. Drift (--drift now, or --drift-after S seconds): the sampling temperature
 rises, the prompt switches to another licence's vocabulary (out-of-distribution contexts), and
-the database tool starts failing (its table is renamed away, so the queries fail for real).
+the database tool starts failing (its table is renamed away, so the queries fail for real), and
+now and then the agent "cleans up" with a DELETE without WHERE, which the compliance policy of
+telltale_demo/policy.conf blocks before SQLite runs it (--no-policy lets it run).
 The model is a toy; every number it reports is real.
 """
 
@@ -113,6 +116,16 @@ class Agent:
             s.result_bytes = len(repr(rows))
         return rows
 
+    def cleanup(self, session):
+        """A drifting agent's bad idea: empty the archived table. The policy blocks it."""
+        query = "DELETE FROM licenses_archived"
+        try:
+            with self.tt.step("retrieval", name="sql", query=query, session=session) as s:
+                s.result_bytes = self.db.execute(query).rowcount
+                self.db.commit()
+        except telltale.Blocked as e:
+            self.tt.log("cleanup refused: %s" % e.reason, "warn", session=session)
+
     def tool_read(self, name):
         with self.tt.step("tool", name="read_file", query=os.path.join(CORPORA, name)) as s:
             with open(os.path.join(CORPORA, name), encoding="utf-8", errors="replace") as f:
@@ -179,6 +192,8 @@ class Agent:
             prompt = q.split()
             if self.drifting:
                 prompt += self.pyrng.sample(self.other, 3)
+                if self.pyrng.random() < 0.25 * drift:
+                    self.cleanup(session)
             words, summary, flags = self.answer(session, prompt, temperature,
                                                 self.pyrng.randint(12, 40))
             text = " ".join(words)
@@ -206,6 +221,8 @@ def main(argv=None):
     ap.add_argument("--spool-dir", default=None, metavar="DIR",
                     help="spool to DIR while the collector is away (make run sets it)")
     ap.add_argument("--spool-max-bytes", default="64M", metavar="N")
+    ap.add_argument("--no-policy", action="store_true",
+                    help="run without the compliance policy of telltale_demo/policy.conf")
     args = ap.parse_args(argv)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -217,6 +234,10 @@ def main(argv=None):
         if args.spool_dir else {}
     with telltale.Client(args.endpoint, agent=args.agent, guard=policy, close_timeout=3.0,
                          **spool) as tt:
+        if not args.no_policy:
+            with open(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                   "policy.conf")) as f:
+                tt.comply_policy(f.read())
         agent = Agent(tt, args)
         print("demo agent: %d-word bigram model from %s/GPL-3; streaming to %s"
               % (len(agent.model), CORPORA, args.endpoint or "the default endpoint"),

@@ -63,3 +63,34 @@ def test_c_example_agent_streams_steps_and_responses(collector):
     errors = [e for e in collector.events(agent="c-drift", kind="step_end")
               if e["status"] == "error"]
     assert len(errors) == 1 and "no such table" in errors[0]["error"]
+
+
+def test_demo_agent_drifting_cleanup_is_blocked_before_it_runs(collector):
+    """The drifting demo attempts DELETE without WHERE; its policy blocks it in the agent: the
+    stream shows the blocked step and the decision, and no DELETE ever ran (every sql step that
+    ran is a SELECT)."""
+    _run(collector, "--agent", "demo-comply", "--turns", "20", "--seed", "4", "--drift")
+    ev = collector.events(agent="demo-comply")
+    blocked = [e for e in ev if e["kind"] == "step_end"
+               and e.get("error", "").startswith("blocked by rule destructive_sql")]
+    assert blocked and all(e["status"] == "cancelled" for e in blocked)
+    decisions = [e for e in ev if e["kind"] == "log"
+                 and e.get("attrs", {}).get("comply.verdict") == "block"]
+    assert len(decisions) == len(blocked)
+    assert all(d["attrs"]["comply.why"] == "DELETE without WHERE" for d in decisions)
+    refused = [e for e in ev if e["kind"] == "log" and e["message"].startswith("cleanup refused")]
+    assert len(refused) == len(blocked)
+    begins = {e["step_id"]: e for e in ev if e["kind"] == "step_begin" and e["name"] == "sql"}
+    ran = [begins[e["step_id"]] for e in ev if e["kind"] == "step_end" and e["step_id"] in begins
+           and not e.get("error", "").startswith("blocked")]
+    assert ran and all(b["query"].lstrip().upper().startswith("SELECT") for b in ran)
+
+
+def test_demo_agent_without_policy_runs_the_cleanup(collector):
+    _run(collector, "--agent", "demo-nopolicy", "--turns", "20", "--seed", "4", "--drift",
+         "--no-policy")
+    ev = collector.events(agent="demo-nopolicy")
+    deletes = [e for e in ev if e["kind"] == "step_begin" and e["name"] == "sql"
+               and e["query"].startswith("DELETE")]
+    assert deletes
+    assert not any(e.get("attrs", {}).get("comply.verdict") for e in ev if e["kind"] == "log")

@@ -49,6 +49,8 @@ TT_API const char *tt_strerror(int err)
         return "protocol error";
     case TT_ECONNREFUSED:
         return "connection refused";
+    case TT_EBLOCKED:
+        return "blocked by a compliance rule: the step must not run";
     default:
         if (err < 0 && err > -4096) {
             return strerror(-err);
@@ -175,6 +177,7 @@ void tt__client_stats_read(tt_client *c, tt_stats *out)
     s.connected = LD(w->connected);
     s.inherited = LD(w->inherited);
     s.tls_failures = LD(w->tls_failures);
+    tt__comply_stats(c, &s);
     *out = s;
 }
 
@@ -347,6 +350,8 @@ static void client_free(tt_client *c)
     }
     tt__spool_close(c->spool);
     tt__guard_fini(c);
+    tt__comply_fini(c);
+    pthread_mutex_destroy(&c->comply_lock);
     pthread_key_delete(c->key);
     pthread_mutex_destroy(&c->reg_lock);
     pthread_mutex_destroy(&c->ctl_lock);
@@ -385,9 +390,11 @@ TT_API int tt_open(tt_client **out, const tt_config *cfg)
     pthread_mutex_init(&c->ctl_lock, NULL);
     cond_init_mono(&c->ctl_cond);
     tt__guard_init(c);
+    pthread_mutex_init(&c->comply_lock, NULL);
     int rc = pthread_key_create(&c->key, ring_thread_exit);
     if (rc) {
         tt__guard_fini(c);
+        pthread_mutex_destroy(&c->comply_lock);
         pthread_mutex_destroy(&c->reg_lock);
         pthread_mutex_destroy(&c->ctl_lock);
         pthread_cond_destroy(&c->ctl_cond);
@@ -400,6 +407,9 @@ TT_API int tt_open(tt_client **out, const tt_config *cfg)
     if (rc == 0) {
         c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         rc = c->wake_fd < 0 ? -errno : 0;
+    }
+    if (rc == 0 && v.comply_policy_file[0]) {
+        rc = tt__comply_load_file(c, v.comply_policy_file);
     }
     if (rc == 0 && v.spool_dir[0]) {
         rc = tt__spool_open(&c->spool, v.spool_dir, v.spool_max_bytes, (int)v.spool_policy, v.agent,

@@ -69,6 +69,7 @@ typedef struct tt__cfg {
     float response_low_prob;
     uint64_t response_sample_budget;
     uint64_t response_sample_every;
+    char comply_policy_file[1024]; /* comply.policy_file: loaded at tt_open */
 } tt__cfg;
 
 struct tt_config {
@@ -167,6 +168,29 @@ typedef struct tt__guard {
     uint32_t next_halted;       /* guarded by lock */
 } tt__guard;
 
+struct tt__comply_policy;
+struct tt__comply_client;
+/* comply.c: a step under a policy (tt_step_begin's slow path), a log or step end whose text
+ * may need masking, and the state's release at close. */
+int tt__comply_step_begin(tt_client *c, const struct tt__comply_policy *p, tt_step *step,
+                          const tt_step *parent, tt_step_kind kind, const char *session,
+                          const char *name, const char *query);
+int tt__comply_log(tt_client *c, uint32_t kinds, const char *session, tt_severity severity,
+                   const char *message, const tt_attr *attrs, size_t nattrs);
+int tt__comply_step_end(tt_client *c, uint32_t kinds, const tt_step *step, tt_status status,
+                        int64_t result_bytes, const char *error);
+void tt__comply_stats(tt_client *c, tt_stats *s);
+void tt__comply_fini(tt_client *c);
+/* Load the policy file of comply.policy_file (tt_open): 0, or TT_EINVAL / TT_E2BIG / -errno. */
+int tt__comply_load_file(tt_client *c, const char *path);
+/* emit.c: the event calls without the compliance checks. */
+int tt__step_begin_raw(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
+                       const char *session, const char *name, const char *query);
+int tt__log_raw(tt_client *c, const char *session, tt_severity severity, const char *message,
+                const tt_attr *attrs, size_t nattrs);
+int tt__step_end_raw(tt_client *c, const tt_step *step, tt_status status, int64_t result_bytes,
+                     const char *error);
+
 void tt__guard_init(tt_client *c);
 void tt__guard_fini(tt_client *c);
 /* Apply a halt order (session NULL or empty: every response open now). Thread-safe. */
@@ -179,6 +203,10 @@ struct tt_client {
     _Atomic int closing;                 /* release by tt_close, acquire on the hot path */
     uint64_t max_record;
     pthread_key_t key; /* this client's ring of the calling thread */
+    /* The compliance policy (comply.c), NULL when none: set with a release store, never freed
+     * before tt_close (replaced ones are kept on comply.old). redact: its PII kinds to mask. */
+    _Atomic(const struct tt__comply_policy *) comply_policy;
+    _Atomic uint32_t comply_redact;
 
     /* events refused before a ring was involved */
     _Alignas(TT_CACHELINE) _Atomic uint64_t dropped_closed;
@@ -212,7 +240,9 @@ struct tt_client {
     struct tt__worker *w;   /* the worker's private state */
     struct tt_spool *spool; /* worker-owned */
 
-    tt__guard guard; /* the guard policy and halt orders (guard.c) */
+    tt__guard guard;                  /* the guard policy and halt orders (guard.c) */
+    struct tt__comply_client *comply; /* compliance state (comply.c), NULL until a policy */
+    pthread_mutex_t comply_lock;      /* guards setting the policy and *comply */
 
     int fork_pending;           /* set in a forked child, cleared by its first event */
     struct tt_client *all_next; /* guarded by the global client list lock */

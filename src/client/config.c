@@ -77,6 +77,7 @@ static const struct opt opts[] = {
     {"response.low_confidence_prob", OPT_PROB, offsetof(tt__cfg, response_low_prob), 0, 0, 0},
     U64("response.sample_budget_bytes", response_sample_budget, 0, (int64_t)1 << 30),
     U64("response.sample_every", response_sample_every, 1, 1000000),
+    STR("comply.policy_file", comply_policy_file),
 };
 
 void tt__cfg_defaults(tt__cfg *v)

@@ -66,7 +66,7 @@ void tt__control_handle(tt_client *c, const uint8_t *payload, size_t n)
     tt__pb_reader_init(&r, payload, n);
     uint32_t field, wt;
     while (tt__pb_next(&r, &field, &wt) == 1) {
-        if ((field == 1 || field == 2) && wt == TT_PB_LEN) {
+        if ((field == 1 || field == 2 || field == 3) && wt == TT_PB_LEN) {
             size_t len;
             const uint8_t *p = tt__pb_bytes(&r, &len);
             if (r.err) {
@@ -74,8 +74,11 @@ void tt__control_handle(tt_client *c, const uint8_t *payload, size_t n)
             }
             if (field == 1) {
                 on_halt(c, p, len);
-            } else {
+            } else if (field == 2) {
                 on_policy(c, p, len);
+            } else {
+                /* The collector checked the text; an invalid one leaves the current policy. */
+                tt_comply_policy_set(c, len ? (const char *)p : NULL, len, NULL, 0);
             }
         } else {
             tt__pb_skip(&r, wt);

@@ -364,6 +364,17 @@ static __attribute__((noinline)) int log_exact(tt_client *c, const char *session
 TT_API int tt_log(tt_client *c, const char *session, tt_severity severity, const char *message,
                   const tt_attr *attrs, size_t nattrs)
 {
+    uint32_t redact;
+    if (TT_UNLIKELY(c && (redact = atomic_load_explicit(&c->comply_redact, memory_order_relaxed)) !=
+                             0)) {
+        return tt__comply_log(c, redact, session, severity, message, attrs, nattrs);
+    }
+    return tt__log_raw(c, session, severity, message, attrs, nattrs);
+}
+
+int tt__log_raw(tt_client *c, const char *session, tt_severity severity, const char *message,
+                const tt_attr *attrs, size_t nattrs)
+{
     if (TT_UNLIKELY(!c || nattrs > MAX_ATTRS || (nattrs && !attrs))) {
         return TT_EINVAL;
     }
@@ -458,6 +469,17 @@ TT_API int tt_step_begin(tt_client *c, tt_step *step, const tt_step *parent, tt_
     if (TT_UNLIKELY(!c || !step || kind < TT_STEP_REASONING || kind > TT_STEP_OTHER)) {
         return TT_EINVAL;
     }
+    const struct tt__comply_policy *pol =
+        atomic_load_explicit(&c->comply_policy, memory_order_acquire);
+    if (TT_UNLIKELY(pol != NULL)) {
+        return tt__comply_step_begin(c, pol, step, parent, kind, session, name, query);
+    }
+    return tt__step_begin_raw(c, step, parent, kind, session, name, query);
+}
+
+int tt__step_begin_raw(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
+                       const char *session, const char *name, const char *query)
+{
     step->id = 0;
     step->parent = parent ? parent->id : 0;
     step->start = tt__ticks();
@@ -495,6 +517,16 @@ TT_API int tt_step_end(tt_client *c, const tt_step *step, tt_status status, int6
     if (TT_UNLIKELY(step->id == 0)) {
         return TT_EINVAL;
     }
+    uint32_t redact = atomic_load_explicit(&c->comply_redact, memory_order_relaxed);
+    if (TT_UNLIKELY(redact != 0 && error)) {
+        return tt__comply_step_end(c, redact, step, status, result_bytes, error);
+    }
+    return tt__step_end_raw(c, step, status, result_bytes, error);
+}
+
+int tt__step_end_raw(tt_client *c, const tt_step *step, tt_status status, int64_t result_bytes,
+                     const char *error)
+{
     uint32_t le = slen(error);
     size_t payload = 24 + 4 + le;
     tt__ring *r;

@@ -65,6 +65,11 @@ TEST_T(bench_memory_smoke_prints_valid_result_lines, 120)
     CHECK(run_smoke("memory", "collector_20_agents_rss") >= 6);
 }
 
+TEST_T(bench_comply_smoke_prints_valid_result_lines, 120)
+{
+    CHECK(run_smoke("comply", "decision_overhead_ns") >= 3);
+}
+
 TEST_T(bench_tls_smoke_prints_valid_result_lines, 120)
 {
     CHECK(run_smoke("tls", "tls_stored_events_per_s") == 2);

@@ -56,6 +56,9 @@ struct adwin {
     uint32_t max_rows;  /* rows the storage holds */
     uint32_t slots;     /* max_buckets + 1: room for the bucket that triggers a merge */
     int fired;          /* 1 after an alarm: start afresh at the next update */
+    /* The split of the last alarm, for the explanation: the older part (n0 samples, sum u0,
+     * sum of squared deviations v0) is the baseline, the newer (n1, u1) the change. */
+    double cut_n0, cut_u0, cut_v0, cut_n1, cut_u1;
     uint8_t count[ADWIN_MAX_ROWS]; /* buckets in each row */
     struct adwin_bucket b[];       /* row r at b[r * slots], oldest first */
 };
@@ -140,6 +143,7 @@ static void adwin_restart(struct adwin *a)
     a->countdown = a->p.clock;
     a->rows = 0;
     a->fired = 0;
+    a->cut_n0 = a->cut_u0 = a->cut_v0 = a->cut_n1 = a->cut_u1 = 0.0;
     memset(a->count, 0, sizeof a->count);
 }
 
@@ -285,6 +289,45 @@ static int adwin_test(struct adwin *a)
     return 0;
 }
 
+/* After an alarm, for the explanation only: the split whose means differ most in units of
+ * the bound (the first significant split, where the test stops, may still hold much of the
+ * old level in its newer part). Runs once per alarm. */
+static void adwin_explain(struct adwin *a)
+{
+    double n0 = 0.0, u0 = 0.0, v0 = 0.0, n1 = a->width, u1 = a->total, best = -1.0;
+    double mwl = (double)a->p.min_window_length;
+    double var_w = a->variance / a->width;
+    for (uint32_t r = a->rows; r-- > 0;) {
+        const struct adwin_bucket *row = adwin_row(a, r);
+        double size = ldexp(1.0, (int)r);
+        for (uint32_t k = 0; k < a->count[r]; k++) {
+            /* v0 grows by the pairwise formula, as in adwin_recount. */
+            double d = n0 > 0.0 ? u0 / n0 - row[k].total / size : 0.0;
+            v0 += row[k].var + n0 * size * d * d / (n0 + size);
+            n0 += size;
+            n1 -= size;
+            u0 += row[k].total;
+            u1 -= row[k].total;
+            if (n1 < mwl) {
+                return;
+            }
+            if (n0 < mwl) {
+                continue;
+            }
+            double m_recip = 1.0 / (n0 - mwl + 1.0) + 1.0 / (n1 - mwl + 1.0);
+            double score = fabs(u0 / n0 - u1 / n1) / sqrt(m_recip * var_w);
+            if (score > best) {
+                best = score;
+                a->cut_n0 = n0;
+                a->cut_u0 = u0;
+                a->cut_v0 = v0;
+                a->cut_n1 = n1;
+                a->cut_u1 = u1;
+            }
+        }
+    }
+}
+
 static int adwin_update(void *state, double x)
 {
     struct adwin *a = state;
@@ -303,6 +346,9 @@ static int adwin_update(void *state, double x)
         return 0;
     }
     a->fired = adwin_test(a);
+    if (a->fired) {
+        adwin_explain(a);
+    }
     return a->fired;
 }
 
@@ -318,6 +364,21 @@ static void adwin_read(const void *state, struct detect_reading *out)
     out->threshold = 1.0;
     out->level = a->width > 0 ? a->total / a->width : 0.0;
     out->n = (uint64_t)a->width;
+    out->active = 0;
+    out->direction = 0;
+    out->start_back = 0;
+    out->base_mean = out->base_sigma = out->recent_mean = NAN;
+    out->base_n = out->recent_n = 0;
+    if (!a->fired || a->cut_n0 <= 0.0 || a->cut_n1 <= 0.0) {
+        return; /* ADWIN tells where a change was only when it finds one */
+    }
+    out->base_mean = a->cut_u0 / a->cut_n0;
+    out->recent_mean = a->cut_u1 / a->cut_n1;
+    out->direction = out->recent_mean >= out->base_mean ? 1 : -1;
+    out->base_sigma = a->cut_n0 > 1.0 ? sqrt(a->cut_v0 / (a->cut_n0 - 1.0)) : NAN;
+    out->base_n = (uint64_t)a->cut_n0;
+    out->recent_n = (uint64_t)a->cut_n1;
+    out->start_back = (uint64_t)a->cut_n1;
 }
 
 const struct detect_ops detect_adwin = {

@@ -32,6 +32,14 @@ struct ph {
     double thr_down; /* threshold, or +inf when the mode ignores falls */
     uint64_t n;      /* samples since the last reset */
     int fired;       /* 1 after an alarm: start afresh at the next update */
+    /* For the explanation, not the test: sums of (x - first sample) and its square since the
+     * last reset, and their values where min U and max L were last reached (the classic
+     * Page-Hinkley estimate of the change point is where the test's sum turned). */
+    double shift, s1, s2;
+    struct ph_mark {
+        uint64_t n;
+        double s1, s2;
+    } at_up, at_down;
 };
 
 static void ph_defaults(union detect_params *u)
@@ -95,6 +103,8 @@ static void ph_restart(struct ph *d)
     d->down_max = -INFINITY;
     d->n = 0;
     d->fired = 0;
+    d->shift = d->s1 = d->s2 = 0.0;
+    d->at_up = d->at_down = (struct ph_mark){0, 0.0, 0.0};
 }
 
 static int ph_init(void *state, const union detect_params *u)
@@ -126,8 +136,19 @@ static int ph_update(void *state, double x)
     double dev = x - d->mean;
     d->up = d->p.alpha * d->up + dev - d->p.delta;
     d->down = d->p.alpha * d->down + dev + d->p.delta;
-    d->up_min = d->up < d->up_min ? d->up : d->up_min;
-    d->down_max = d->down > d->down_max ? d->down : d->down_max;
+    if (d->n == 1) {
+        d->shift = x;
+    }
+    d->s1 += x - d->shift;
+    d->s2 += (x - d->shift) * (x - d->shift);
+    if (d->up < d->up_min) {
+        d->up_min = d->up;
+        d->at_up = (struct ph_mark){d->n, d->s1, d->s2};
+    }
+    if (d->down > d->down_max) {
+        d->down_max = d->down;
+        d->at_down = (struct ph_mark){d->n, d->s1, d->s2};
+    }
     if (d->n < d->p.min_instances) {
         return 0;
     }
@@ -152,6 +173,29 @@ static void ph_read(const void *state, struct detect_reading *out)
     out->threshold = d->p.threshold;
     out->level = d->mean;
     out->n = d->n;
+    out->active = 0;
+    out->direction = 0;
+    out->start_back = 0;
+    out->base_mean = out->base_sigma = out->recent_mean = NAN;
+    out->base_n = out->recent_n = 0;
+    if (d->n == 0) {
+        return;
+    }
+    /* The larger test names the direction; the samples up to where its sum turned are the
+     * baseline, those after it the change. */
+    out->direction = up >= down ? 1 : -1;
+    const struct ph_mark *m = up >= down ? &d->at_up : &d->at_down;
+    if (m->n == 0 || m->n >= d->n) {
+        return;
+    }
+    double bn = (double)m->n, rn = (double)(d->n - m->n);
+    out->start_back = d->n - m->n;
+    out->base_n = m->n;
+    out->base_mean = d->shift + m->s1 / bn;
+    double var = m->n > 1 ? (m->s2 - m->s1 * m->s1 / bn) / (bn - 1) : NAN;
+    out->base_sigma = var >= 0 ? sqrt(var) : NAN;
+    out->recent_n = d->n - m->n;
+    out->recent_mean = d->shift + (d->s1 - m->s1) / rn;
 }
 
 const struct detect_ops detect_ph = {

@@ -52,6 +52,7 @@ static const struct route routes[] = {
     {"GET", "/api/v1/responses/{id}", api_response_get},
     {"POST", "/api/v1/sessions/{id}/halt", api_session_halt},
     {"POST", "/api/v1/agents/{agent}/guard-policy", api_agent_guard_policy},
+    {"POST", "/api/v1/agents/{agent}/comply-policy", api_agent_comply_policy},
     {"GET", "/", api_index},
     {"GET", "/assets/{name}", api_asset},
 };

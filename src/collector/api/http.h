@@ -143,6 +143,7 @@ enum MHD_Result api_responses(const struct http_req *r);
 enum MHD_Result api_response_get(const struct http_req *r);
 enum MHD_Result api_session_halt(const struct http_req *r);
 enum MHD_Result api_agent_guard_policy(const struct http_req *r);
+enum MHD_Result api_agent_comply_policy(const struct http_req *r);
 /* The dashboard (api/assets.c): GET / and GET /assets/{name}. */
 enum MHD_Result api_index(const struct http_req *r);
 enum MHD_Result api_asset(const struct http_req *r);
