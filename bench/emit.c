@@ -7,6 +7,10 @@
  *
  * log     tt_log(c, NULL, TT_INFO, "example", {TT_INT a, TT_INT b, TT_DOUBLE x}, 3)
  * metric  tt_metric(c, NULL, TT_GAUGE, "example", x, NULL, {TT_INT a, TT_INT b}, 2)
+ * token   tt_response_token_logprobs(r, id, lp, 5 top ids and log-probs): the token path by id
+ * token_text  the same with each token's text and its alternatives' (tt_response_token_logprobs_
+ *         text), texts drawn from 512 distinct words: the token path with text
+ *         (one response per thread, open for the whole run: chunks of 64 tokens go to the ring)
  * empty   nothing between the timing brackets: the cost of the measurement itself
  * rdtsc   one bare rdtsc between the brackets: the cost of the hot path's timestamp
  *
@@ -46,6 +50,61 @@ static inline int call_metric(void *ctx, int64_t a, int64_t b, double x)
     return tt_metric((tt_client *)ctx, NULL, TT_GAUGE, "example", x, NULL, attrs, 2);
 }
 
+/* One response per measuring thread, begun at its first token. */
+static __thread tt_response *thread_response;
+
+static tt_response *response_of(void *ctx)
+{
+    if (!thread_response) {
+        tt_response_begin((tt_client *)ctx, &thread_response, NULL, "bench", NULL, 0);
+    }
+    return thread_response;
+}
+
+static const float top_lp[5] = {-0.1f, -2.6f, -3.2f, -4.0f, -5.1f};
+
+static inline int call_token(void *ctx, int64_t a, int64_t b, double x)
+{
+    (void)x;
+    int32_t id = (int32_t)(a & 32767), ids[5] = {id, id + 1, id + 2, id + 3, id + 4};
+    (void)b;
+    tt_verdict v;
+    return tt_response_token_logprobs(response_of(ctx), id, -0.1f, ids, top_lp, 5, &v, NULL);
+}
+
+#ifndef EMIT_NO_TEXT
+/* 512 distinct words of 2-9 letters, made once. */
+static char words[512][12];
+static const char *word_ptr[512];
+
+static void words_init(void)
+{
+    uint64_t s = 42;
+    for (int i = 0; i < 512; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        int n = 2 + (int)(s >> 60) % 8;
+        words[i][0] = ' ';
+        for (int k = 1; k <= n; k++) {
+            words[i][k] = (char)('a' + (int)((s >> (4 * k)) % 26));
+        }
+        words[i][n + 1] = 0;
+        word_ptr[i] = words[i];
+    }
+}
+
+static inline int call_token_text(void *ctx, int64_t a, int64_t b, double x)
+{
+    (void)x;
+    (void)b;
+    int32_t id = (int32_t)(a & 32767), ids[5] = {id, id + 1, id + 2, id + 3, id + 4};
+    const char *tops[5] = {word_ptr[a & 511], word_ptr[(a + 1) & 511], word_ptr[(a + 2) & 511],
+                           word_ptr[(a + 3) & 511], word_ptr[(a + 4) & 511]};
+    tt_verdict v;
+    return tt_response_token_logprobs_text(response_of(ctx), id, word_ptr[a & 511], -0.1f, ids,
+                                           tops, top_lp, 5, &v, NULL);
+}
+#endif
+
 static inline void call_empty(void *ctx, int64_t a, int64_t b, double x)
 {
     (void)ctx;
@@ -67,6 +126,10 @@ static inline void call_rdtsc(void *ctx, int64_t a, int64_t b, double x)
 
 EH_DEFINE_LOOP(loop_log, call_log)
 EH_DEFINE_LOOP(loop_metric, call_metric)
+EH_DEFINE_LOOP(loop_token, call_token)
+#ifndef EMIT_NO_TEXT
+EH_DEFINE_LOOP(loop_token_text, call_token_text)
+#endif
 EH_DEFINE_LOOP(loop_empty, call_empty)
 EH_DEFINE_LOOP(loop_rdtsc, call_rdtsc)
 
@@ -136,7 +199,7 @@ int main(int argc, char **argv)
             continue;
         } else {
             fprintf(stderr,
-                    "usage: emit --mode log|metric|empty|rdtsc [--endpoint E] "
+                    "usage: emit --mode log|metric|token|token_text|empty|rdtsc [--endpoint E] "
                     "[--ring-bytes N] [--max-event-bytes N] [--wait-connect MS] " EH_USAGE "\n");
             return 2;
         }
@@ -155,6 +218,13 @@ int main(int argc, char **argv)
         body = loop_log;
     } else if (strcmp(mode, "metric") == 0) {
         body = loop_metric;
+    } else if (strcmp(mode, "token") == 0) {
+        body = loop_token;
+#ifndef EMIT_NO_TEXT
+    } else if (strcmp(mode, "token_text") == 0) {
+        words_init();
+        body = loop_token_text;
+#endif
     } else {
         fprintf(stderr, "emit: unknown mode %s\n", mode);
         return 2;

@@ -280,6 +280,7 @@ static inline int bu_collector_start(struct bu_collector *c, const char *dir, co
     argv[n++] = c->unix_ep;
     argv[n++] = "--listen";
     argv[n++] = "tcp://127.0.0.1:0";
+    argv[n++] = "--ingest-open"; /* the bench's agents connect over loopback TCP untokened */
     argv[n++] = "--sync";
     argv[n++] = sync;
     argv[n++] = "--ready-file";

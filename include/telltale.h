@@ -16,6 +16,7 @@
  *   is full the event is dropped and counted (tt_stats_get). tt_close must not race with other
  *   calls on the same client.
  * - Signals: the library installs no signal handler and blocks signals in its worker thread.
+ *   Event calls are not async-signal-safe: do not call them from a signal handler.
  * - Fork: after fork() the child's client starts afresh (new instance id, empty rings, its own
  *   worker started at its first event); it never sends or spools the parent's events.
  *
@@ -93,6 +94,7 @@ TT_API void tt_free(void *p);
  *   spool_dir           disk spool directory (off if unset)
  *   spool_max_bytes     spool cap                          default 1073741824
  *   spool_policy        "drop_newest" or "drop_oldest"     default drop_oldest
+ *   replay_bytes_per_s  spool replay pace                  default 33554432 (32 MiB/s)
  *   compression_level   zstd level, 0 = no compression     default 1
  *   guard.token_min_prob, guard.window_min_confidence, guard.window,
  *   guard.response_min_confidence, guard.action        the guard policy (default off)
@@ -411,6 +413,12 @@ TT_API int tt_score(tt_client *c, const char *session, uint64_t response_id, con
  * *out is NULL on failure. Since 0.1. */
 TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *session,
                              const char *model, const tt_attr *params, size_t n_params);
+/* tt_response_begin inside a step: the response belongs to step (its parent step; NULL: none)
+ * and to session, which should be the step's session (the collector takes the step's session
+ * when session is NULL). Same errors. Since 0.2. */
+TT_API int tt_response_begin_in(tt_client *c, tt_response **out, const tt_step *step,
+                                const char *session, const char *model, const tt_attr *params,
+                                size_t n_params);
 /* Add a token from one logits row (pointer + length + stride + dtype, read without a copy). Both
  * outputs may be NULL. An operator halt of the session (or of the agent) shows as TT_HALT.
  * Returns 0, or TT_EINVAL (NULL response, or a row tt_token_stats_compute refuses: the token is
@@ -423,6 +431,23 @@ TT_API int tt_response_token(tt_response *r, const void *logits, size_t n, size_
 TT_API int tt_response_token_logprobs(tt_response *r, int32_t chosen, float chosen_logprob,
                                       const int32_t *top_ids, const float *top_logprobs, size_t k,
                                       tt_verdict *verdict, tt_token_stats *stats);
+/* Token text (since 0.2): the same calls with each token's text beside its id, as a model's
+ * tokenizer or a provider returns it (UTF-8, NUL-terminated; longer than 255 bytes is cut at a
+ * character boundary; NULL: unknown). tt_response_token_logprobs_text also takes the
+ * alternatives' texts (top_texts, k entries, any may be NULL; NULL: none): a provider that
+ * returns alternatives by text ({"Hello": -0.1, ...}) passes top_ids NULL and top_texts, and
+ * the chosen token is then found among them by its text. Each distinct text travels once per
+ * response (docs/wire-format.md); the collector's /api/v1/responses/{id} returns every token's
+ * text and the response's whole text. The first token with text allocates the response's text
+ * table (about 100 KiB, once); no later call allocates. Returns as tt_response_token and
+ * tt_response_token_logprobs. Since 0.2. */
+TT_API int tt_response_token_text(tt_response *r, const void *logits, size_t n, size_t stride,
+                                  tt_dtype dtype, int32_t chosen, const char *text,
+                                  tt_verdict *verdict, tt_token_stats *stats);
+TT_API int tt_response_token_logprobs_text(tt_response *r, int32_t chosen, const char *text,
+                                           float chosen_logprob, const int32_t *top_ids,
+                                           const char *const *top_texts, const float *top_logprobs,
+                                           size_t k, tt_verdict *verdict, tt_token_stats *stats);
 /* The response's id (unique within the client instance), for tt_score and for the collector's
  * /api/v1/responses/{id} (16 hex digits). 0 for NULL. Since 0.2. */
 TT_API uint64_t tt_response_id(const tt_response *r);

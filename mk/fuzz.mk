@@ -11,7 +11,8 @@ FUZZ_SRC := $(COMMON_SRC) src/collector/api/render.c src/collector/api/render_ev
 	src/collector/api/render_response.c src/collector/api/params.c src/collector/alerting/config.c \
 	src/collector/alerting/units.c src/collector/alerting/detect.c src/collector/alerting/cusum.c \
 	src/collector/alerting/page_hinkley.c src/collector/alerting/adwin.c \
-	src/collector/api/browser.c src/collector/secure.c src/collector/log.c
+	src/collector/api/browser.c src/collector/secure.c src/collector/log.c \
+	src/collector/store/store_hist.c
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_NAMES))
 FUZZ_SECONDS ?= 60
@@ -23,8 +24,9 @@ $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard src/*/*.h include
 # fuzz_conn drives the native source's connection state machine: it links that and what it
 # uses of the collector (counters, the store item's release; log.c is in FUZZ_SRC), and the TLS
 # transport (source/tls.c, GnuTLS) that some of its connections go through.
-FUZZ_CONN_SRC := src/collector/source/native_conn.c src/collector/source/tls.c src/collector/stats.c \
-	$(wildcard src/collector/store/*.c)
+FUZZ_CONN_SRC := src/collector/source/native_conn.c src/collector/source/identity.c \
+	src/collector/source/budget.c src/collector/source/tls.c src/collector/stats.c \
+	$(filter-out src/collector/store/store_hist.c,$(wildcard src/collector/store/*.c))
 
 $(FUZZ_DIR)/fuzz_conn: tests/fuzz/fuzz_conn.c $(FUZZ_SRC) $(FUZZ_CONN_SRC) \
 		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)

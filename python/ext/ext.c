@@ -33,7 +33,7 @@
 #include "telltale.h"
 
 /* The version of the contract between this module and python/telltale/__init__.py. */
-#define INTERFACE 1
+#define INTERFACE 2
 /* Rows of at least this many elements are computed with the GIL released (about 2 us of work;
  * the release and re-acquisition cost about 0.1 us). */
 #define GIL_RELEASE_MIN_ELEMS 8192
@@ -52,6 +52,9 @@ static struct {
     __typeof__(tt_step_end) *step_end;
     __typeof__(tt_response_token) *response_token;
     __typeof__(tt_response_token_logprobs) *response_token_logprobs;
+    /* since 0.2; NULL in an older library: text is then left out */
+    __typeof__(tt_response_token_text) *response_token_text;
+    __typeof__(tt_response_token_logprobs_text) *response_token_logprobs_text;
 } lib;
 
 /* What bind() receives from the Python side (strong references, for the module's life). */
@@ -63,13 +66,14 @@ static struct {
     PyObject *step_kinds;   /* {"tool": 2, ...} */
     PyObject *level;        /* _level(level): the slow path of a severity */
     PyObject *row;          /* _row(a): (ptr, n, stride, dtype) of what the buffer path refuses */
-    PyObject *top;          /* _top(top_logprobs, top_ids): (ids or None, logprobs), <= 32 */
-    PyObject *exit_error;   /* _exit_error(et, ev): (status, error) of a step left by a raise */
-    PyObject *blocked;      /* telltale.Blocked(kind, name): a step a compliance rule blocked */
+    PyObject *top; /* _top(top_logprobs, top_ids): (ids or None, logprobs, texts or None), <= 32 */
+    PyObject *exit_error; /* _exit_error(et, ev): (status, error) of a step left by a raise */
+    PyObject *blocked;    /* telltale.Blocked(kind, name): a step a compliance rule blocked */
 } py;
 
 static PyObject *s_session, *s_level, *s_message, *s_kind, *s_unit, *s_name, *s_value, *s_query,
-    *s_logits, *s_chosen, *s_chosen_logprob, *s_top_logprobs, *s_top_ids, *s_rejected, *s_halt;
+    *s_logits, *s_chosen, *s_chosen_logprob, *s_top_logprobs, *s_top_ids, *s_rejected, *s_halt,
+    *s_text;
 
 /* --- argument helpers ------------------------------------------------------------------------ */
 
@@ -870,13 +874,33 @@ static tt_dtype row_dtype(const char *fmt, Py_ssize_t itemsize)
     return 0;
 }
 
-/* token(logits, chosen) -> Verdict */
+/* A token's text as UTF-8 (borrowed from the str, which caches it): 0, or -1 with an error set.
+ * None is no text (*out NULL). */
+static int token_text_of(PyObject *o, const char **out)
+{
+    *out = NULL;
+    if (!o || o == Py_None) {
+        return 0;
+    }
+    if (!PyUnicode_Check(o)) {
+        PyErr_SetString(PyExc_TypeError, "telltale: a token's text needs a str");
+        return -1;
+    }
+    *out = PyUnicode_AsUTF8(o);
+    return *out ? 0 : -1;
+}
+
+/* token(logits, chosen, *, text=None) -> Verdict */
 static PyObject *response_token(response_core *self, PyObject *const *args, size_t nargsf,
                                 PyObject *kwnames)
 {
-    PyObject *names[2] = {s_logits, s_chosen}, *v[2];
-    if (parse_args("token", args, PyVectorcall_NARGS(nargsf), kwnames, names, 2, 2, v, NULL, NULL) <
+    PyObject *names[3] = {s_logits, s_chosen, s_text}, *v[3];
+    if (parse_args("token", args, PyVectorcall_NARGS(nargsf), kwnames, names, 3, 2, v, NULL, NULL) <
         0) {
+        return NULL;
+    }
+    const char *text;
+    if (token_text_of(v[2], &text) < 0) {
         return NULL;
     }
     if (!v[0] || !v[1]) {
@@ -928,11 +952,19 @@ static PyObject *response_token(response_core *self, PyObject *const *args, size
         }
     }
     int rc;
+    /* The text's str (and its UTF-8) is held by the caller's arguments for the call. */
+    int with_text = text && lib.response_token_text;
     if (n >= GIL_RELEASE_MIN_ELEMS) {
         self->busy = 1;
         Py_BEGIN_ALLOW_THREADS rc =
-            lib.response_token(r, ptr, n, stride, dt, chosen, &self->last_verdict, &self->ts);
+            with_text
+                ? lib.response_token_text(r, ptr, n, stride, dt, chosen, text, &self->last_verdict,
+                                          &self->ts)
+                : lib.response_token(r, ptr, n, stride, dt, chosen, &self->last_verdict, &self->ts);
         Py_END_ALLOW_THREADS self->busy = 0;
+    } else if (with_text) {
+        rc = lib.response_token_text(r, ptr, n, stride, dt, chosen, text, &self->last_verdict,
+                                     &self->ts);
     } else {
         rc = lib.response_token(r, ptr, n, stride, dt, chosen, &self->last_verdict, &self->ts);
     }
@@ -956,7 +988,11 @@ static int top_fast(PyObject *lps, PyObject *ids, float *lp, int32_t *id, size_t
         return 0;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        double d = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(lps, i));
+        PyObject *x = PySequence_Fast_GET_ITEM(lps, i);
+        if (!PyFloat_Check(x) && !PyNumber_Check(x)) {
+            return 0; /* ({"token": ..., "logprob": ...} objects, ...): the helper's case */
+        }
+        double d = PyFloat_AsDouble(x);
         if (d == -1.0 && PyErr_Occurred()) {
             return -1;
         }
@@ -974,13 +1010,39 @@ static int top_fast(PyObject *lps, PyObject *ids, float *lp, int32_t *id, size_t
     return 1;
 }
 
-/* token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None) -> Verdict */
+/* The alternatives' texts of _top's answer (a list of str or None, k long): 0 (texts filled,
+ * *has set when there are some), or -1 with an error set. Borrowed from the list. */
+static int top_texts_of(PyObject *list, size_t k, const char **texts, int *has)
+{
+    *has = 0;
+    if (list == Py_None) {
+        return 0;
+    }
+    if (!PyList_Check(list) || (size_t)PyList_GET_SIZE(list) != k) {
+        PyErr_SetString(PyExc_TypeError, "telltale: _top returned bad texts");
+        return -1;
+    }
+    for (size_t i = 0; i < k; i++) {
+        if (token_text_of(PyList_GET_ITEM(list, (Py_ssize_t)i), &texts[i]) < 0) {
+            return -1;
+        }
+    }
+    *has = 1;
+    return 0;
+}
+
+/* token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None, text=None)
+ * -> Verdict */
 static PyObject *response_token_logprobs(response_core *self, PyObject *const *args, size_t nargsf,
                                          PyObject *kwnames)
 {
-    PyObject *names[4] = {s_chosen_logprob, s_top_logprobs, s_chosen, s_top_ids}, *v[4];
-    if (parse_args("token_logprobs", args, PyVectorcall_NARGS(nargsf), kwnames, names, 4, 2, v,
+    PyObject *names[5] = {s_chosen_logprob, s_top_logprobs, s_chosen, s_top_ids, s_text}, *v[5];
+    if (parse_args("token_logprobs", args, PyVectorcall_NARGS(nargsf), kwnames, names, 5, 2, v,
                    NULL, NULL) < 0) {
+        return NULL;
+    }
+    const char *text;
+    if (token_text_of(v[4], &text) < 0) {
         return NULL;
     }
     if (!v[0]) {
@@ -998,23 +1060,29 @@ static PyObject *response_token_logprobs(response_core *self, PyObject *const *a
     }
     float lp[TOPK_MAX];
     int32_t id[TOPK_MAX];
+    const char *texts[TOPK_MAX];
+    int has_texts = 0;
     size_t k = 0;
+    PyObject *t = NULL; /* _top's answer, held until the call (texts borrow from it) */
     if (v[1] && v[1] != Py_None) {
         int fast = top_fast(v[1], v[3], lp, id, &k, &has_ids);
         if (fast < 0) {
             return NULL;
         }
         if (!fast) {
-            PyObject *t = PyObject_CallFunctionObjArgs(py.top, v[1], v[3] ? v[3] : Py_None, NULL);
+            t = PyObject_CallFunctionObjArgs(py.top, v[1], v[3] ? v[3] : Py_None, NULL);
             if (!t) {
                 return NULL;
             }
             fast =
-                PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 2
+                PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 3
                     ? top_fast(PyTuple_GET_ITEM(t, 1), PyTuple_GET_ITEM(t, 0), lp, id, &k, &has_ids)
                     : 0;
-            Py_DECREF(t);
+            if (fast > 0 && top_texts_of(PyTuple_GET_ITEM(t, 2), k, texts, &has_texts) < 0) {
+                fast = -1;
+            }
             if (fast <= 0) {
+                Py_DECREF(t);
                 if (!PyErr_Occurred()) {
                     PyErr_SetString(PyExc_TypeError, "telltale: _top returned no top-k");
                 }
@@ -1022,8 +1090,16 @@ static PyObject *response_token_logprobs(response_core *self, PyObject *const *a
             }
         }
     }
-    int rc = lib.response_token_logprobs(r, chosen, (float)clp, has_ids ? id : NULL, k ? lp : NULL,
+    int rc;
+    if ((text || has_texts) && lib.response_token_logprobs_text) {
+        rc = lib.response_token_logprobs_text(r, chosen, text, (float)clp, has_ids ? id : NULL,
+                                              has_texts ? texts : NULL, k ? lp : NULL, k,
+                                              &self->last_verdict, &self->ts);
+    } else {
+        rc = lib.response_token_logprobs(r, chosen, (float)clp, has_ids ? id : NULL, k ? lp : NULL,
                                          k, &self->last_verdict, &self->ts);
+    }
+    Py_XDECREF(t);
     return response_after(self, rc);
 }
 
@@ -1055,6 +1131,10 @@ static PyObject *ext_bind(PyObject *module, PyObject *args)
         {"tt_response_token", (void **)&lib.response_token},
         {"tt_response_token_logprobs", (void **)&lib.response_token_logprobs},
     };
+    lib.response_token_text =
+        (__typeof__(lib.response_token_text))dlsym(h, "tt_response_token_text");
+    lib.response_token_logprobs_text =
+        (__typeof__(lib.response_token_logprobs_text))dlsym(h, "tt_response_token_logprobs_text");
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         *fns[i].slot = dlsym(h, fns[i].name);
         if (!*fns[i].slot) {
@@ -1206,9 +1286,10 @@ static PyTypeObject step_core_type = {
 };
 
 static PyMethodDef response_methods[] = {
-    {"token", FASTKW(response_token), "token(logits, chosen) -> Verdict"},
+    {"token", FASTKW(response_token), "token(logits, chosen, *, text=None) -> Verdict"},
     {"token_logprobs", FASTKW(response_token_logprobs),
-     "token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None) -> Verdict"},
+     "token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None, text=None) "
+     "-> Verdict"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1274,6 +1355,7 @@ static int intern_names(void)
         {&s_chosen_logprob, "chosen_logprob"},
         {&s_top_logprobs, "top_logprobs"},
         {&s_top_ids, "top_ids"},
+        {&s_text, "text"},
         {&s_rejected, "_rejected"},
         {&s_halt, "_halt"},
     };

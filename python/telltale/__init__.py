@@ -288,7 +288,7 @@ def _row(a):
 
 # --- the implementation of the hot calls -------------------------------------------------------
 
-_INTERFACE = 1
+_INTERFACE = 2
 
 
 def _find_extension():
@@ -635,14 +635,29 @@ def _exit_error(et, ev):
 
 
 def _top(top_logprobs, top_ids):
-    """(ids or None, logprobs) of a hosted model's alternatives: a sequence (with top_ids) or a
-    dict {id: logprob}; the TOPK_MAX highest when there are more."""
+    """(ids or None, logprobs, texts or None) of a hosted model's alternatives, the TOPK_MAX
+    highest when there are more: a sequence of log-probs (with top_ids), a dict {id: logprob} or
+    {text: logprob} (string keys, as providers return them: {"Hello": -0.1, ...}), or a list of
+    {"token": text, "logprob": lp} objects (OpenAI's top_logprobs)."""
     if not top_logprobs:
-        return None, []
+        return None, [], None
     if isinstance(top_logprobs, dict):
         items = sorted(top_logprobs.items(), key=lambda kv: -kv[1])[:_lib.TOPK_MAX]
-        return [i for i, _ in items], [lp for _, lp in items]
+        keys = [k for k, _ in items]
+        lps = [float(lp) for _, lp in items]
+        if all(isinstance(k, (str, bytes)) for k in keys):
+            return None, lps, [k.decode(errors="replace") if isinstance(k, bytes) else k
+                               for k in keys]
+        return keys, lps, None
     lps = list(top_logprobs)
+    if lps and all(isinstance(x, dict) for x in lps):
+        try:
+            pairs = [(x["token"], float(x["logprob"])) for x in lps]
+        except KeyError:
+            raise ValueError("telltale: top_logprobs entries need \"token\" and \"logprob\"")\
+                from None
+        pairs = sorted(pairs, key=lambda p: -p[1])[:_lib.TOPK_MAX]
+        return None, [lp for _, lp in pairs], [t for t, _ in pairs]
     ids = list(top_ids) if top_ids is not None else None
     if ids is not None and len(ids) != len(lps):
         raise ValueError("telltale: top_ids and top_logprobs differ in length")
@@ -650,21 +665,25 @@ def _top(top_logprobs, top_ids):
         order = sorted(range(len(lps)), key=lambda i: -lps[i])[:_lib.TOPK_MAX]
         lps = [lps[i] for i in order]
         ids = [ids[i] for i in order] if ids is not None else None
-    return ids, lps
+    return ids, lps, None
 
 
 class Response(_core.ResponseCore):
-    """An open response (see Client.response). r.token(logits, chosen) and
-    r.token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None) are the
-    core's hot calls; each returns the Verdict."""
+    """An open response (see Client.response). r.token(logits, chosen, *, text=None) and
+    r.token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None, text=None)
+    are the core's hot calls; each returns the Verdict. text is the token's text (the collector
+    keeps it beside the id and returns the response's whole text); top_logprobs may be keyed by
+    the alternatives' texts. Opened inside a step, the response belongs to that step (r.step)
+    and takes its session."""
 
-    __slots__ = ("_c", "session", "model", "params", "summary", "_ended", "id")
+    __slots__ = ("_c", "session", "model", "params", "summary", "_ended", "id", "step")
 
     def __init__(self, client, session, model, raise_on_halt, params):
         super().__init__()
         self._c = client
         self._r = None
-        self.session = session if session is not None else client.session
+        self.session = session
+        self.step = None  # the step the response was opened in (set when it begins)
         self.model = model
         self.raise_on_halt = raise_on_halt
         self.params = params
@@ -681,7 +700,19 @@ class Response(_core.ResponseCore):
             arr, n, keep = _ctypes_core.attrs(self.params)
         else:
             arr, n = None, 0
-        rc = _lib.response_begin(h, ctypes.byref(r), _enc(self.session), _enc(self.model), arr, n)
+        # A response opened inside a step belongs to it: its session and its parent step.
+        step = self._c._current.get()
+        self.step = step
+        if self.session is None:
+            self.session = step.session if step is not None else self._c.session
+        if step is not None and _lib.response_begin_in is not None:
+            st = _lib.Step()
+            st.id = step.id  # tt_response_begin_in reads the step's id only
+            rc = _lib.response_begin_in(h, ctypes.byref(r), ctypes.byref(st), _enc(self.session),
+                                        _enc(self.model), arr, n)
+        else:
+            rc = _lib.response_begin(h, ctypes.byref(r), _enc(self.session), _enc(self.model),
+                                     arr, n)
         if rc or not r.value:
             raise Error(rc or _lib.EINVAL, "response")
         self._r = r.value

@@ -11,7 +11,7 @@ import ctypes
 
 from . import _lib
 
-INTERFACE = 1
+INTERFACE = 2
 _ns = {}
 
 
@@ -193,22 +193,37 @@ class ResponseCore:
             return self._halt()
         return v
 
-    def token(self, logits, chosen):
+    def token(self, logits, chosen, *, text=None):
         r = self._open()
         ptr, n, stride, dt = _ns["row"](logits)
+        if text is not None and _lib.response_token_text is not None:
+            return self._after(_lib.response_token_text(r, ptr, n, stride, dt, chosen,
+                                                        _text("token() text", text),
+                                                        self._vref, self._tsref))
         return self._after(_lib.response_token(r, ptr, n, stride, dt, chosen, self._vref,
                                                self._tsref))
 
-    def token_logprobs(self, chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None):
+    def token_logprobs(self, chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None,
+                       text=None):
         r = self._open()
-        ids_p = lps_p = None
+        ids_p = lps_p = texts_p = None
+        texts = None
         k = 0
         if top_logprobs is not None:
-            ids, lps = _ns["top"](top_logprobs, top_ids)
+            ids, lps, texts = _ns["top"](top_logprobs, top_ids)
             k = len(lps)
             if k:
                 lps_p = (ctypes.c_float * k)(*lps)
                 if ids is not None:
                     ids_p = (ctypes.c_int32 * k)(*ids)
+                if texts is not None:
+                    texts_p = (ctypes.c_char_p * k)(*[None if t is None else _text("text", t)
+                                                      for t in texts])
+        if (text is not None or texts_p is not None) and \
+                _lib.response_token_logprobs_text is not None:
+            tb = None if text is None else _text("token_logprobs() text", text)
+            return self._after(_lib.response_token_logprobs_text(
+                r, chosen, tb, float(chosen_logprob), ids_p, texts_p, lps_p, k, self._vref,
+                self._tsref))
         return self._after(_lib.response_token_logprobs(r, chosen, float(chosen_logprob), ids_p,
                                                         lps_p, k, self._vref, self._tsref))

@@ -176,3 +176,14 @@ HAVE_RESPONSES = response_begin is not None and response_end is not None
 score = _bind(fast, "tt_score", I, [P, S, ctypes.c_uint64, S, ctypes.c_double, PTR_ATTR, SZ],
               required=False)
 response_id = _bind(fast, "tt_response_id", ctypes.c_uint64, [P], required=False)
+# Token text beside each id (since 0.2).
+PTR_CSTR = ctypes.POINTER(ctypes.c_char_p)
+response_token_text = _bind(fast, "tt_response_token_text", I,
+                            [P, P, SZ, SZ, I, ctypes.c_int32, S, PTR_VERDICT, PTR_TS],
+                            required=False)
+response_token_logprobs_text = _bind(fast, "tt_response_token_logprobs_text", I,
+                                     [P, ctypes.c_int32, S, ctypes.c_float, PTR_I32, PTR_CSTR,
+                                      PTR_F32, SZ, PTR_VERDICT, PTR_TS], required=False)
+# A response opened inside a step (since 0.2).
+response_begin_in = _bind(fast, "tt_response_begin_in", I,
+                          [P, ctypes.POINTER(P), PTR_STEP, S, S, PTR_ATTR, SZ], required=False)

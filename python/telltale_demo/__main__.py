@@ -90,6 +90,9 @@ class Agent:
         self.db = make_db(os.path.join(self.dbdir, "demo.db"))
         self.start = time.monotonic()
         self.turn = 0
+        # Session ids are unique across runs (two runs against one store must not merge their
+        # sessions): a random run id, then the turn.
+        self.run_id = os.urandom(4).hex()
         self.drifting = False
 
     def drift_level(self):
@@ -150,7 +153,9 @@ class Agent:
                 for i in range(n):
                     row = model.logits(prev, temperature)
                     chosen = model.sample(row, self.rng)
-                    v = r.token(row, chosen)  # the row is read in place, no copy
+                    # The row is read in place, no copy; the word goes with its id.
+                    word = model.vocab[chosen]
+                    v = r.token(row, chosen, text=word if i == 0 else " " + word)
                     if v is telltale.Verdict.HALT:
                         break
                     flags += v is telltale.Verdict.FLAG
@@ -166,7 +171,7 @@ class Agent:
 
     def run_turn(self):
         self.turn += 1
-        session = "session-%d" % self.turn
+        session = "session-%s-%d" % (self.run_id, self.turn)
         drift = self.drift_level()
         temperature = 0.8 + 1.7 * drift
         q, sql = QUESTIONS[self.turn % len(QUESTIONS)]

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 from conftest import LIB, MULT, ROOT
 
@@ -94,3 +95,45 @@ def test_demo_agent_without_policy_runs_the_cleanup(collector):
                and e["query"].startswith("DELETE")]
     assert deletes
     assert not any(e.get("attrs", {}).get("comply.verdict") for e in ev if e["kind"] == "log")
+def test_demo_session_ids_are_unique_across_runs(collector):
+    _run(collector, "--agent", "demo-runs", "--turns", "2")
+    _run(collector, "--agent", "demo-runs", "--turns", "2")
+    turns = [e for e in collector.events(agent="demo-runs", kind="step_begin")
+             if e["name"] == "turn"]
+    sessions = [e["session"] for e in turns]
+    assert len(sessions) == 4 and len(set(sessions)) == 4, sessions
+
+
+def test_demo_failing_retrieval_raises_the_error_rate_alert(collector):
+    # Early in a drift the demo's SQL step (a retrieval, not a tool) fails most turns.
+    _run(collector, "--agent", "demo-sqlfail", "--turns", "16", "--drift-after", "0")
+    deadline = time.monotonic() + 10 * MULT  # the detectors run beside the store
+    while True:
+        alerts = collector.get("/api/v1/alerts", agent="demo-sqlfail")["alerts"]
+        err = [a for a in alerts if a["type"] == "error_rate"]
+        if err or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert err, alerts
+    a = err[0]
+    assert a["key"] == "sql" and '"sql"' in a["message"], a
+    # It names the failed step in hex, as the events do, and links to its session.
+    failed = {e["step_id"] for e in collector.events(agent="demo-sqlfail", kind="step_end")
+              if e.get("name") == "sql" and e["status"] == "error"}
+    assert a["step_id"] in failed, (a, failed)
+    assert a["session"].startswith("session-") and a["links"]["step"].startswith(
+        "/api/v1/sessions/" + a["session"] + "#step-")
+
+
+def test_demo_answers_carry_their_text_and_belong_to_the_generate_step(collector):
+    _run(collector, "--agent", "demo-text", "--turns", "2")
+    answers = _answers(collector, "demo-text")
+    responses = collector.get("/api/v1/responses", agent="demo-text")["responses"]
+    assert len(responses) == 2
+    gens = {e["step_id"]: e for e in collector.events(agent="demo-text", kind="step_begin")
+            if e["name"] == "generate"}
+    for row in responses:
+        full = collector.get("/api/v1/responses/" + row["id"])
+        # The answer the demo logs is the response's text, token by token.
+        assert full["text"] and any(a["attrs"]["text"] == full["text"][:400] for a in answers)
+        assert full["step_id"] in gens and full["session"] == gens[full["step_id"]]["session"]

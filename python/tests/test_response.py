@@ -232,3 +232,40 @@ def test_a_long_row_lets_other_threads_run_only_with_the_extension(collector, te
     # The ctypes core releases nothing on purpose, but whether another thread gets the GIL
     # around its Python-level work depends on the interpreter's scheduling (seen once under
     # ThreadSanitizer), so for it only the values above are checked.
+
+
+def test_token_text_beside_ids_and_provider_string_keys(collector, telltale):
+    words = ["The", " cat", " sat", " on", " the", " mat", "."]
+    with telltale.Client(collector.endpoint, agent="py-text") as c:
+        with c.response(session="s-text", model="local") as r:
+            for i in range(100):
+                row = _row([0.7 if v == i % 7 else 0.3 / 6 for v in range(7)])
+                r.token(row, i % 7, text=words[i % 7])
+        # A hosted model's answer as a provider returns it: alternatives keyed by their text.
+        with c.response(session="s-text", model="hosted") as h:
+            h.token_logprobs(-0.2, {"Hello": -0.2, "Hi": -1.5, "Hey": -2.5}, text="Hello")
+            assert h.last.rank == 0  # the chosen token found among them by its text
+            h.token_logprobs(-0.7, [{"token": " world", "logprob": -0.7},
+                                    {"token": " there", "logprob": -1.2}], text=" world")
+            h.token_logprobs(-0.1, text="!")
+    got = collector.get("/api/v1/responses/%016x" % r.id)
+    texts = got["token_data"]["texts"]
+    assert len(texts) == 100 and texts[:3] == ["The", " cat", " sat"]
+    assert got["text"] == "".join(words[i % 7] for i in range(100))
+    # Each distinct text travels once per response (the stored Tokens chunks).
+    chunks = [e for e in collector.events(agent="py-text", kind="tokens")
+              if e["response_id"] == "%016x" % r.id]
+    assert len(chunks) >= 2 and sum(len(e.get("texts", [])) for e in chunks) == 7
+    hosted = collector.get("/api/v1/responses/%016x" % h.id)
+    assert hosted["text"] == "Hello world!"
+    top = hosted["token_data"]["topk_texts"]
+    assert top[0] == ["Hello", "Hi", "Hey"] and top[1] == [" world", " there"]
+
+
+def test_token_text_must_be_a_str(collector, telltale):
+    with telltale.Client(collector.endpoint, agent="py-text-bad") as c:
+        with c.response(model="m") as r:
+            with pytest.raises(TypeError):
+                r.token_logprobs(-0.1, text=b"bytes")
+            with pytest.raises(TypeError):
+                r.token(_row([0.5, 0.5]), 0, text=3)

@@ -115,3 +115,37 @@ def test_async_close_keeps_the_event_loop_running(sockdir, telltale):
     hole.close()
     assert ok is False and took < 0.5 + 1.0 * MULT
     assert ticks >= 10, ticks  # the loop ran while close waited (0.5 s / 10 ms)
+
+
+def test_step_end_carries_session_name_and_kind(collector, telltale):
+    with telltale.Client(collector.endpoint, agent="py-ends") as c:
+        with c.step("agent", name="turn", session="s-ends"):
+            with c.step("retrieval", name="sql", query="SELECT 1") as s:
+                s.fail("no such table: orders")
+    # A reader of the ends alone (by session) sees which step each closes, and how it went.
+    ends = collector.events(session="s-ends", kind="step_end")
+    by_name = {e["name"]: e for e in ends}
+    assert set(by_name) == {"turn", "sql"}
+    sql = by_name["sql"]
+    assert sql["session"] == "s-ends" and sql["step_kind"] == "retrieval"
+    assert sql["status"] == "error" and sql["error"] == "no such table: orders"
+    assert sql["step_id"] == "%016x" % s.id and sql["duration_ns"] >= 0
+
+
+def test_response_opened_in_a_step_belongs_to_the_step_and_its_session(collector, telltale):
+    with telltale.Client(collector.endpoint, agent="py-rstep") as c:
+        with c.step("agent", name="turn", session="s-rstep"):
+            with c.step("llm", name="generate") as gen:
+                with c.response(model="m") as r:
+                    r.token_logprobs(-0.2)
+        with c.response(session="s-other", model="m") as loose:
+            loose.token_logprobs(-0.1)
+    assert r.session == "s-rstep" and r.step is gen and loose.step is None
+    got = collector.get("/api/v1/responses/%016x" % r.id)
+    got = got.get("response", got)
+    assert got["session"] == "s-rstep" and got["step_id"] == "%016x" % gen.id
+    # The session's view lists it, and an operator halt of the session would reach it.
+    view = collector.get("/api/v1/sessions/s-rstep", agent="py-rstep")
+    assert "%016x" % r.id in [x if isinstance(x, str) else x.get("id") for x in view["responses"]]
+    other = collector.get("/api/v1/responses/%016x" % loose.id)
+    assert "step_id" not in other.get("response", other)

@@ -63,7 +63,12 @@ static void print_human(struct tail_state *t, const char *data)
     }
     json_t *d = json_object_get(o, "duration_ns");
     if (json_is_integer(d) && off < sizeof out) {
-        snprintf(out + off, sizeof out - off, " %.3fms", (double)json_integer_value(d) / 1e6);
+        off += (size_t)snprintf(out + off, sizeof out - off, " %.3fms",
+                                (double)json_integer_value(d) / 1e6);
+    }
+    json_t *e = json_object_get(o, "error");
+    if (json_is_string(e) && off < sizeof out) {
+        snprintf(out + off, sizeof out - off, " error: %s", json_string_value(e));
     }
     json_decref(o);
     cli_sanitize(out);

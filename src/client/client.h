@@ -54,6 +54,7 @@ typedef struct tt__cfg {
     uint64_t backoff_min_ms;
     uint64_t backoff_max_ms;
     uint64_t spool_max_bytes;
+    uint64_t replay_bytes_per_s; /* the spool's replay pace (a token bucket, 1/4 s of burst) */
     uint64_t spool_policy;
     int64_t compression_level;
     uint64_t stats_interval_ms;
@@ -117,7 +118,8 @@ enum tt__conn_state {
     TT_CONN_CONNECTING = 1, /* non-blocking connect in progress */
     TT_CONN_TLS = 2,        /* TLS handshake in progress (tls:// endpoints) */
     TT_CONN_HELLO = 3,      /* hello sent, waiting for the reply */
-    TT_CONN_READY = 4
+    TT_CONN_READY = 4,
+    TT_CONN_RESOLVING = 5 /* a host name is being resolved (resolve.h); no socket yet */
 };
 
 /* Worker counters, written by the worker only, read by tt_stats_get. */
@@ -260,9 +262,16 @@ struct tt__tls_cache {
 };
 extern __thread struct tt__tls_cache tt__tls __attribute__((tls_model("initial-exec")));
 
+/* c->uid as the event calls read it: relaxed, since tt_close and fork change it while threads
+ * emit (a plain load on x86-64, the same instruction as before). */
+static inline uint64_t tt__client_uid(const tt_client *c)
+{
+    return atomic_load_explicit((_Atomic uint64_t *)(uintptr_t)&c->uid, memory_order_relaxed);
+}
+
 static inline tt__ring *tt__ring_get(tt_client *c, int *rc)
 {
-    if (TT_LIKELY(tt__tls.c == c && tt__tls.uid == c->uid)) {
+    if (TT_LIKELY(tt__tls.c == c && tt__tls.uid == tt__client_uid(c))) {
         return tt__tls.r;
     }
     return tt__client_ring(c, rc);

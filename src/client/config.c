@@ -57,6 +57,7 @@ static const struct opt opts[] = {
     U64("backoff_min_ms", backoff_min_ms, 1, 3600000),
     U64("backoff_max_ms", backoff_max_ms, 1, 3600000),
     U64("spool_max_bytes", spool_max_bytes, 65536, (int64_t)1 << 40),
+    U64("replay_bytes_per_s", replay_bytes_per_s, 4096, (int64_t)1 << 32),
     {"spool_policy", OPT_POLICY, offsetof(tt__cfg, spool_policy), 0, 0, 0},
     /* the same three under dotted names, like guard.* and response.* */
     STR("spool.dir", spool_dir),
@@ -96,6 +97,7 @@ void tt__cfg_defaults(tt__cfg *v)
     v->backoff_min_ms = 50;
     v->backoff_max_ms = 5000;
     v->spool_max_bytes = 1u << 30;
+    v->replay_bytes_per_s = 32u << 20;
     v->spool_policy = TT_SPOOL_DROP_OLDEST;
     v->compression_level = 1;
     v->stats_interval_ms = 1000;

@@ -11,7 +11,6 @@
  * (tt_stats.tls_failures) and its reason kept for tt_connection_error.
  */
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -30,6 +29,7 @@
 #define ADD(x, v) ST(x, LD(x) + (v))
 #define MS 1000000u
 #define IOV_BATCH 64
+#define RESOLVE_POLL_NS (5 * MS)
 
 static uint64_t rnd(tt__worker *w)
 {
@@ -202,28 +202,16 @@ static int open_socket(tt__worker *w, struct sockaddr_storage *sa, socklen_t *sa
         *salen = (socklen_t)sizeof *un;
         return socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     }
-    /* Numeric addresses resolve without any lookup; a host name is resolved here, in the
-     * worker, never on an event call. */
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    if (getaddrinfo(ep->host, ep->port, &hints, &res) != 0 || !res) {
-        return -1;
-    }
-    memcpy(sa, res->ai_addr, res->ai_addrlen);
-    *salen = res->ai_addrlen;
-    int family = res->ai_family;
-    freeaddrinfo(res);
-    return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    memcpy(sa, &w->addr.sa, w->addr.len);
+    *salen = w->addr.len;
+    return socket(w->addr.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 }
 
-static void start_connect(tt__worker *w, uint64_t now)
+/* Connect to w->addr (or the Unix path) without blocking. */
+static void connect_to(tt__worker *w, uint64_t now)
 {
     struct sockaddr_storage sa;
     socklen_t salen = 0;
-    w->attempt_started_ns = now;
-    w->attempts++;
     w->fd = open_socket(w, &sa, &salen);
     if (w->fd < 0) {
         set_error(w, "cannot resolve the endpoint's host or open a socket");
@@ -238,6 +226,49 @@ static void start_connect(tt__worker *w, uint64_t now)
         set_error(w, strerror(errno));
         tt__conn_drop(w, now);
     }
+}
+
+/* A name being resolved: connect once it is, or give this attempt up at its timeout. The
+ * request outlives a failed attempt, so a resolver that hangs holds one thread, not one per
+ * attempt. */
+static void resolve_step(tt__worker *w, uint64_t now)
+{
+    int err = 0;
+    if (!tt__resolve_poll(w->resolve, &w->addr, &err)) {
+        if (now - w->attempt_started_ns > w->c->cfg.ack_timeout_ms * MS) {
+            tt__conn_drop(w, now);
+        }
+        return;
+    }
+    tt__resolve_release(w->resolve);
+    w->resolve = NULL;
+    if (err) {
+        tt__conn_drop(w, now);
+        return;
+    }
+    connect_to(w, now);
+}
+
+/* Numeric addresses need no lookup; a host name is resolved by a thread of its own (resolve.h),
+ * never on an event call and never on the worker's loop. */
+static void start_connect(tt__worker *w, uint64_t now)
+{
+    const tt__endpoint *ep = &w->c->ep;
+    w->attempt_started_ns = now;
+    w->attempts++;
+    if (ep->is_unix || tt__resolve_numeric(ep->host, ep->port, &w->addr) == 0) {
+        connect_to(w, now);
+        return;
+    }
+    if (!w->resolve) {
+        w->resolve = tt__resolve_start(ep->host, ep->port);
+    }
+    if (!w->resolve) {
+        tt__conn_drop(w, now);
+        return;
+    }
+    w->state = TT_CONN_RESOLVING;
+    resolve_step(w, now);
 }
 
 static int connect_finished(tt__worker *w)
@@ -289,6 +320,9 @@ void tt__conn_step(tt__worker *w, uint64_t now)
         if (now - w->attempt_started_ns > timeout) {
             tt__conn_drop(w, now);
         }
+        break;
+    case TT_CONN_RESOLVING:
+        resolve_step(w, now);
         break;
     case TT_CONN_READY:
         /* Unacked frames and no progress for ack_timeout: the connection is half-open. */
@@ -582,6 +616,10 @@ int64_t tt__conn_timeout_ns(const tt__worker *w, uint64_t now)
     case TT_CONN_TLS:
     case TT_CONN_HELLO:
         due = w->attempt_started_ns + timeout;
+        break;
+    case TT_CONN_RESOLVING:
+        /* The resolving thread does not wake the worker: look again every few ms. */
+        due = TT_MIN(w->attempt_started_ns + timeout, now + RESOLVE_POLL_NS);
         break;
     case TT_CONN_READY:
         if (!w->window.head || !w->window.head->frame_no) {

@@ -302,7 +302,7 @@ static inline __attribute__((always_inline)) uint8_t *wr_attrs(uint8_t *p, const
 static inline __attribute__((always_inline)) tt__ring *wr_begin(tt_client *c, uint8_t **base,
                                                                 const uint8_t **end, uint64_t *head)
 {
-    if (TT_UNLIKELY(tt__tls.c != c || tt__tls.uid != c->uid)) {
+    if (TT_UNLIKELY(tt__tls.c != c || tt__tls.uid != tt__client_uid(c))) {
         return NULL;
     }
     tt__ring *r = tt__tls.r;

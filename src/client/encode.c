@@ -162,7 +162,7 @@ static void encode_metric(pw *w, const tt__rec_hdr *h, rr *r)
     lp_end(w, m);
 }
 
-static void encode_step_begin(pw *w, const tt__rec_hdr *h, rr *r)
+static void encode_step_begin(pw *w, const tt__rec_hdr *h, rr *r, tt__stepmap *steps)
 {
     uint64_t id = rr_u64(r), parent = rr_u64(r);
     uint32_t ls, ln, lq;
@@ -179,14 +179,22 @@ static void encode_step_begin(pw *w, const tt__rec_hdr *h, rr *r)
     const uint8_t *query = rr_str(r, &lq);
     put_str(w, 5, query, lq);
     lp_end(w, m);
+    tt__stepmap_put(steps, id, h->aux, session, ls, name, ln);
 }
 
-static void encode_step_end(pw *w, const tt__rec_hdr *h, rr *r, const tt__clock_cal *cal)
+static void encode_step_end(pw *w, const tt__rec_hdr *h, rr *r, const tt__clock_cal *cal,
+                            tt__stepmap *steps)
 {
     uint64_t id = rr_u64(r), start = rr_u64(r);
     int64_t result = (int64_t)rr_u64(r);
     uint32_t le;
     const uint8_t *err = rr_str(r, &le);
+    /* The begin's session and name travel with the end, so that a reader of the end alone
+     * (a query by session, tail, the live stream) knows which step it closes. */
+    tt__step_info *si = tt__stepmap_take(steps, id);
+    if (si) {
+        put_str(w, 2, si->data, si->session_len);
+    }
     size_t m = lp_begin(w, 6);
     put_fixed64(w, 1, id);
     if (h->aux) {
@@ -195,11 +203,16 @@ static void encode_step_end(pw *w, const tt__rec_hdr *h, rr *r, const tt__clock_
     put_uint(w, 3, h->ticks > start ? tt__clock_dur(cal, h->ticks - start) : 0);
     put_sint(w, 4, result);
     put_str(w, 5, err, le);
+    if (si) {
+        put_str(w, 6, si->data + si->session_len, si->name_len);
+        put_uint(w, 7, si->kind);
+        tt__step_info_free(si);
+    }
     lp_end(w, m);
 }
 
 void tt__encode_record(tt__buf *b, const tt__rec_hdr *h, uint64_t time, uint64_t base,
-                       const tt__clock_cal *cal)
+                       const tt__clock_cal *cal, tt__stepmap *steps)
 {
     pw w = {b->data, b->len};
     rr r = {(const uint8_t *)h + TT_REC_HDR};
@@ -213,10 +226,10 @@ void tt__encode_record(tt__buf *b, const tt__rec_hdr *h, uint64_t time, uint64_t
         encode_metric(&w, h, &r);
         break;
     case TT_REC_STEP_BEGIN:
-        encode_step_begin(&w, h, &r);
+        encode_step_begin(&w, h, &r, steps);
         break;
     case TT_REC_STEP_END:
-        encode_step_end(&w, h, &r, cal);
+        encode_step_end(&w, h, &r, cal, steps);
         break;
     case TT_REC_ENCODED: {
         uint32_t n = rr_u32(&r);

@@ -24,6 +24,37 @@
 #define TT_TOK_GUARD_HALT 0x200u
 #define TT_TOK_OPERATOR_HALT 0x400u
 
+/* Token text (since 0.2): each distinct text travels once per response. Texts go into a table
+ * per response, numbered in the order they were first sent; a Tokens chunk carries the texts it
+ * adds (field 14, from table index text_base, field 17) and per token the index of its text
+ * (field 15) and of its alternatives' (field 16), -1 for none. The client remembers up to
+ * DICT_MAX distinct texts (DICT_ARENA bytes) to refer back to; beyond, a text is sent again. */
+#define TEXT_MAX 255u
+#define DICT_SLOTS 4096u /* a power of two, twice DICT_MAX: probes stay short */
+#define DICT_MAX 2048u
+#define DICT_ARENA (64u << 10)
+
+struct text_ent {
+    uint32_t off, wire, len;
+};
+
+/* Allocated at the first token with text, then reused for the response's life. */
+struct text_state {
+    uint32_t slot[DICT_SLOTS]; /* entry + 1, 0: empty */
+    struct text_ent ent[DICT_MAX];
+    uint32_t n_ent, arena_len;
+    uint32_t n_texts;  /* texts sent (or pending) so far: the wire table's length */
+    uint32_t n_pend;   /* texts first seen in the chunk being filled */
+    size_t pend_len;   /* their encoded fields (14) in pend */
+    size_t room;       /* bytes a chunk has for texts beside its tokens */
+    int chunk_has;     /* the chunk being filled has text refs (text_ref valid) */
+    int chunk_tk;      /* ... and alternatives' text refs (tk_ref valid) */
+    int32_t *text_ref; /* cap */
+    int32_t *tk_ref;   /* cap * k */
+    uint8_t *pend;     /* room bytes */
+    char arena[DICT_ARENA];
+};
+
 /* Guard events recorded per response at most; later trips are counted in the summary reason. */
 #define GUARD_EVENTS_MAX 256
 
@@ -35,6 +66,7 @@
 struct tt_response {
     tt_client *c;
     uint64_t id;
+    uint64_t step_id; /* the step the response was opened in, or 0 */
     char session[256];
     size_t session_len;
     tt_guard_policy pol;
@@ -68,6 +100,9 @@ struct tt_response {
     uint32_t guard_events, guard_suppressed;
     /* row sampling */
     uint64_t sample_left, sample_every;
+    /* token text: NULL until a token has some */
+    struct text_state *ts;
+    size_t text_room;
 };
 
 /* --- encoding --------------------------------------------------------------------------------- */
@@ -194,6 +229,18 @@ static void flush_chunk(tt_response *r)
     if (r->k) {
         body += 1 + vsz(r->k) + len_field(s_tk) + len_field(vbytes) + 2;
     }
+    struct text_state *ts = r->ts;
+    size_t s_tref = 0, s_tkref = 0;
+    uint32_t text_base = 0;
+    if (ts && ts->chunk_has) {
+        text_base = ts->n_texts - ts->n_pend;
+        s_tref = packed_sint_size(ts->text_ref, n);
+        body += ts->pend_len + len_field(s_tref) + 2 + vsz(text_base);
+        if (ts->chunk_tk) {
+            s_tkref = packed_sint_size(ts->tk_ref, nk);
+            body += 1 + len_field(s_tkref); /* field 16: a two-byte tag */
+        }
+    }
     tt__ring *ring;
     uint64_t nh;
     uint8_t *p = ev_begin(r, 7, body, &ring, &nh);
@@ -225,12 +272,136 @@ static void flush_chunk(tt_response *r)
             }
             p = tt__pb_put_uint(p, 13, r->enc);
         }
+        if (ts && ts->chunk_has) {
+            memcpy(p, ts->pend, ts->pend_len);
+            p += ts->pend_len;
+            p = put_packed_sint(p, 15, ts->text_ref, n, s_tref);
+            if (ts->chunk_tk) {
+                p = put_packed_sint(p, 16, ts->tk_ref, nk, s_tkref);
+            }
+            p = tt__pb_put_tag(p, 17, TT_PB_VARINT);
+            p = tt__pb_put_varint(p, text_base);
+        }
         (void)start; /* p - start == body: the sizes above are exact */
         tt__emit_encoded_commit(ring, p, nh);
     }
     r->prev_tick = r->ticks[n - 1];
     r->first_index += n;
     r->n_chunk = 0;
+    if (ts) {
+        ts->chunk_has = ts->chunk_tk = 0;
+        ts->n_pend = 0;
+        ts->pend_len = 0;
+    }
+}
+
+/* --- token text -------------------------------------------------------------------------------- */
+
+/* A text's length, cut to TEXT_MAX bytes at a UTF-8 character boundary. */
+static size_t text_len(const char *s)
+{
+    size_t n = strnlen(s, TEXT_MAX + 1);
+    if (n > TEXT_MAX) {
+        n = TEXT_MAX;
+        while (n && ((unsigned char)s[n] & 0xC0) == 0x80) {
+            n--;
+        }
+    }
+    return n;
+}
+
+static uint32_t text_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    }
+    return h;
+}
+
+/* The table index of text s (n bytes): known, or added to the chunk's new texts; -1 when the
+ * chunk has no room left for it (text_prepare makes room for every text of one token). */
+static int32_t text_ref(struct text_state *t, const char *s, size_t n)
+{
+    uint32_t mask = DICT_SLOTS - 1, p = text_hash(s, n) & mask;
+    while (t->slot[p]) {
+        const struct text_ent *x = &t->ent[t->slot[p] - 1];
+        if (x->len == n && memcmp(t->arena + x->off, s, n) == 0) {
+            return (int32_t)x->wire;
+        }
+        p = (p + 1) & mask;
+    }
+    size_t field = len_field(n);
+    if (t->pend_len + field > t->room) {
+        return -1;
+    }
+    uint8_t *q = tt__pb_put_tag(t->pend + t->pend_len, 14, TT_PB_LEN);
+    q = tt__pb_put_varint(q, n);
+    memcpy(q, s, n);
+    t->pend_len = (size_t)(q + n - t->pend);
+    t->n_pend++;
+    uint32_t wire = t->n_texts++;
+    if (t->n_ent < DICT_MAX && t->arena_len + n <= DICT_ARENA) {
+        t->ent[t->n_ent] = (struct text_ent){t->arena_len, wire, (uint32_t)n};
+        memcpy(t->arena + t->arena_len, s, n);
+        t->arena_len += (uint32_t)n;
+        t->slot[p] = ++t->n_ent;
+    }
+    return (int32_t)wire;
+}
+
+/* Before a token with text: the text state exists (allocated once, at the response's first
+ * token with text) and the chunk has room for every new text of this token (else it is sent
+ * first). 0, or TT_ENOMEM (the token then goes without its text). */
+static int text_prepare(tt_response *r, size_t need)
+{
+    if (TT_UNLIKELY(!r->ts)) {
+        size_t nk = (size_t)r->cap * (r->k ? r->k : 1);
+        struct text_state *t = calloc(1, sizeof *t);
+        int32_t *refs = malloc(((size_t)r->cap + nk) * sizeof *refs);
+        uint8_t *pend = malloc(r->text_room ? r->text_room : 1);
+        if (!t || !refs || !pend) {
+            free(t);
+            free(refs);
+            free(pend);
+            return TT_ENOMEM;
+        }
+        t->text_ref = refs;
+        t->tk_ref = refs + r->cap;
+        t->pend = pend;
+        t->room = r->text_room;
+        r->ts = t;
+    }
+    if (r->ts->pend_len + need > r->ts->room && r->n_chunk) {
+        flush_chunk(r);
+    }
+    return 0;
+}
+
+/* The refs of token i of the chunk: its text's and its alternatives' (k of them). */
+static void text_store(tt_response *r, uint32_t i, const char *text, const char *const *tk)
+{
+    struct text_state *t = r->ts;
+    size_t k = r->k;
+    if (!t->chunk_has) {
+        for (uint32_t j = 0; j < i; j++) {
+            t->text_ref[j] = -1;
+        }
+        t->chunk_has = 1;
+    }
+    t->text_ref[i] = text ? text_ref(t, text, text_len(text)) : -1;
+    if (tk && !t->chunk_tk) {
+        for (size_t j = 0; j < (size_t)i * k; j++) {
+            t->tk_ref[j] = -1;
+        }
+        t->chunk_tk = 1;
+    }
+    if (t->chunk_tk) {
+        for (size_t j = 0; j < k; j++) {
+            const char *s = tk ? tk[j] : NULL;
+            t->tk_ref[(size_t)i * k + j] = s ? text_ref(t, s, text_len(s)) : -1;
+        }
+    }
 }
 
 static void emit_guard(tt_response *r, uint32_t index, tt_verdict v, const char *reason,
@@ -401,8 +572,17 @@ static void sample_row(tt_response *r, uint32_t index, const void *row, size_t n
 
 /* --- the token path ---------------------------------------------------------------------------- */
 
-static tt_verdict add_token(tt_response *r, const tt_token_stats *st)
+static tt_verdict add_token(tt_response *r, const tt_token_stats *st, const char *text,
+                            const char *const *tk)
 {
+    int with_text = 0;
+    if (TT_UNLIKELY(text || tk)) {
+        size_t need = text ? len_field(text_len(text)) : 0;
+        for (uint32_t j = 0; tk && j < r->k; j++) {
+            need += tk[j] ? len_field(text_len(tk[j])) : 0;
+        }
+        with_text = r->text_room && text_prepare(r, need) == 0;
+    }
     uint64_t now = tt__ticks();
     uint32_t index = r->n;
     uint32_t i = r->n_chunk;
@@ -473,6 +653,9 @@ static tt_verdict add_token(tt_response *r, const tt_token_stats *st)
     r->rank[i] = st->rank < 0 ? 0 : (uint32_t)st->rank;
     r->flags[i] = tflags;
     r->ticks[i] = now;
+    if (TT_UNLIKELY(with_text || (r->ts && r->ts->chunk_has))) {
+        text_store(r, i, with_text ? text : NULL, with_text ? tk : NULL);
+    }
     for (uint32_t j = 0; j < r->k; j++) {
         size_t at = (size_t)i * r->k + j;
         if (j < st->k) { /* the row may have fewer entries than k */
@@ -502,7 +685,7 @@ TT_API int tt_response_token(tt_response *r, const void *logits, size_t n, size_
         return rc;
     }
     uint32_t index = r->n;
-    tt_verdict v = add_token(r, &st);
+    tt_verdict v = add_token(r, &st, NULL, NULL);
     if (r->sample_left && index % r->sample_every == 0) {
         sample_row(r, index, logits, n, stride ? stride : 1, dtype);
     }
@@ -527,7 +710,91 @@ TT_API int tt_response_token_logprobs(tt_response *r, int32_t chosen, float chos
     if (rc) {
         return rc;
     }
-    tt_verdict v = add_token(r, &st);
+    tt_verdict v = add_token(r, &st, NULL, NULL);
+    if (verdict) {
+        *verdict = v;
+    }
+    if (stats) {
+        *stats = st;
+    }
+    return 0;
+}
+
+TT_API int tt_response_token_text(tt_response *r, const void *logits, size_t n, size_t stride,
+                                  tt_dtype dtype, int32_t chosen, const char *text,
+                                  tt_verdict *verdict, tt_token_stats *stats)
+{
+    if (!r) {
+        return TT_EINVAL;
+    }
+    tt_token_stats st;
+    int rc = tt_token_stats_compute(logits, n, stride, dtype, chosen, r->k, &st);
+    if (rc) {
+        return rc;
+    }
+    uint32_t index = r->n;
+    tt_verdict v = add_token(r, &st, text, NULL);
+    if (r->sample_left && index % r->sample_every == 0) {
+        sample_row(r, index, logits, n, stride ? stride : 1, dtype);
+    }
+    if (verdict) {
+        *verdict = v;
+    }
+    if (stats) {
+        *stats = st;
+    }
+    return 0;
+}
+
+TT_API int tt_response_token_logprobs_text(tt_response *r, int32_t chosen, const char *text,
+                                           float chosen_logprob, const int32_t *top_ids,
+                                           const char *const *top_texts, const float *top_logprobs,
+                                           size_t k, tt_verdict *verdict, tt_token_stats *stats)
+{
+    if (!r || k > TT_TOPK_MAX) {
+        return TT_EINVAL;
+    }
+    /* Without ids, the alternatives are told apart by their place in the arguments (and the
+     * chosen token found among them by its text), so that each keeps its text once sorted. */
+    int32_t place[TT_TOPK_MAX];
+    const int32_t *ids = top_ids;
+    int32_t ch = chosen;
+    int by_place = top_texts && !top_ids;
+    if (by_place) {
+        for (size_t i = 0; i < k; i++) {
+            place[i] = (int32_t)i;
+            if (ch == chosen && chosen < 0 && text && top_texts[i] && !strcmp(top_texts[i], text)) {
+                ch = (int32_t)i;
+            }
+        }
+        ids = place;
+        if (ch == chosen) {
+            ch = -1 - (int32_t)TT_TOPK_MAX; /* matches no place */
+        }
+    }
+    tt_token_stats st;
+    int rc = tt_token_stats_from_logprobs(ch, chosen_logprob, ids, top_logprobs, k, &st);
+    if (rc) {
+        return rc;
+    }
+    const char *tk[TT_TOPK_MAX];
+    for (uint32_t j = 0; j < TT_TOPK_MAX; j++) {
+        tk[j] = NULL;
+        if (!top_texts || j >= st.k) {
+            continue;
+        }
+        for (size_t i = 0; i < k; i++) {
+            if (ids[i] == st.topk_ids[j]) {
+                tk[j] = top_texts[i];
+                break;
+            }
+        }
+        if (by_place) {
+            st.topk_ids[j] = -1; /* the provider gave no ids */
+        }
+    }
+    st.chosen = chosen;
+    tt_verdict v = add_token(r, &st, text, top_texts ? tk : NULL);
     if (verdict) {
         *verdict = v;
     }
@@ -592,6 +859,11 @@ static void response_free(tt_response *r)
     free(r->tk_ids);
     free(r->tk_lp);
     free(r->win);
+    if (r->ts) {
+        free(r->ts->text_ref); /* tk_ref shares it */
+        free(r->ts->pend);
+        free(r->ts);
+    }
     free(r);
 }
 
@@ -605,8 +877,8 @@ static uint64_t mix64(uint64_t x)
 
 static _Atomic uint64_t response_counter;
 
-TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *session,
-                             const char *model, const tt_attr *params, size_t n_params)
+static int response_begin(tt_client *c, tt_response **out, uint64_t step_id, const char *session,
+                          const char *model, const tt_attr *params, size_t n_params)
 {
     if (out) {
         *out = NULL;
@@ -633,6 +905,7 @@ TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *sessio
         return TT_ENOMEM;
     }
     r->c = c;
+    r->step_id = step_id;
     memcpy(r->session, session ? session : "", slen + 1);
     r->session_len = slen;
     pthread_mutex_lock(&c->guard.lock);
@@ -656,6 +929,10 @@ TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *sessio
         cap = c->cfg.response_chunk_tokens;
     }
     r->cap = cap ? (uint32_t)cap : 1;
+    /* What a chunk has beside its tokens for token text: the texts it adds, and a ref (at most
+     * 5 bytes) per token and per alternative. */
+    size_t tokens_room = (size_t)r->cap * (TOKEN_BYTES(r->k) + 5u * (1u + r->k)) + 16;
+    r->text_room = room > tokens_room ? room - tokens_room : 0;
     size_t nk = (size_t)r->cap * (r->k ? r->k : 1);
     r->ids = malloc(r->cap * sizeof *r->ids);
     r->lp = malloc(r->cap * sizeof *r->lp);
@@ -684,8 +961,8 @@ TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *sessio
     r->begin_tick = r->prev_tick = tt__ticks();
     r->begin_mono = tt__mono_ns();
 
-    /* response_begin: id, model, params */
-    size_t body = 9 + (mlen ? len_field(mlen) : 0);
+    /* response_begin: id, model, params, the step */
+    size_t body = 9 + (mlen ? len_field(mlen) : 0) + (step_id ? 9 : 0);
     for (size_t i = 0; i < n_params; i++) {
         body += len_field(attr_size(&params[i]));
     }
@@ -700,10 +977,26 @@ TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *sessio
         for (size_t i = 0; i < n_params; i++) {
             p = put_attr(p, &params[i]);
         }
+        if (step_id) {
+            p = tt__pb_put_fixed64(p, 4, step_id);
+        }
         tt__emit_encoded_commit(ring, p, nh);
     }
     *out = r;
     return 0;
+}
+
+TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *session,
+                             const char *model, const tt_attr *params, size_t n_params)
+{
+    return response_begin(c, out, 0, session, model, params, n_params);
+}
+
+TT_API int tt_response_begin_in(tt_client *c, tt_response **out, const tt_step *step,
+                                const char *session, const char *model, const tt_attr *params,
+                                size_t n_params)
+{
+    return response_begin(c, out, step ? step->id : 0, session, model, params, n_params);
 }
 
 TT_API uint64_t tt_response_id(const tt_response *r)

@@ -34,9 +34,6 @@
 #define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
 #define ADD(x, v) ST(x, LD(x) + (v))
 
-/* Replayed spool frames share the link with live ones: at most this many bytes a second. */
-#define REPLAY_BYTES_PER_S (32u << 20)
-
 /* --- frames -------------------------------------------------------------------------------- */
 
 void tt__fq_push(tt__fq *q, tt__frame_out *f)
@@ -236,7 +233,7 @@ static uint64_t drain_ring(tt__worker *w, tt__ring *r, int *full, uint64_t now)
              * from the emit call to the send, not from the drain. */
             w->batch_open_ns = w->prev_drain_ns && w->prev_drain_ns < now ? w->prev_drain_ns : now;
         }
-        tt__encode_record(&w->batch, h, t, w->batch_base, &w->cal);
+        tt__encode_record(&w->batch, h, t, w->batch_base, &w->cal, w->steps);
         w->batch_n++;
         w->next_seq++;
         n++;
@@ -322,8 +319,15 @@ static void replay_spool(tt__worker *w, uint64_t now)
     if (!c->spool || w->state != TT_CONN_READY) {
         return;
     }
-    uint64_t refill = (now - w->replay_refill_ns) * REPLAY_BYTES_PER_S / 1000000000u;
-    w->replay_tokens = TT_MIN(w->replay_tokens + refill, (uint64_t)REPLAY_BYTES_PER_S / 4);
+    /* A token bucket: at most replay_bytes_per_s, bursts of a quarter second, so a long outage's
+     * spool does not arrive at the collector all at once (reliability scenario S19). */
+    int64_t rate = (int64_t)c->cfg.replay_bytes_per_s; /* at most 2^32 (config.c) */
+    uint64_t dt = now - w->replay_refill_ns;
+    int64_t refill = dt >= 1000000000u ? rate : (int64_t)(dt * (uint64_t)rate / 1000000000u);
+    if (refill == 0) {
+        return; /* keep dt accumulating: a refill of 0 would be lost to rounding */
+    }
+    w->replay_tokens = TT_MIN(w->replay_tokens + refill, rate / 4);
     w->replay_refill_ns = now;
     /* Keep half the window for live traffic. */
     while (w->window.bytes < c->cfg.window_bytes / 2 && w->replay_tokens > 0) {
@@ -331,7 +335,7 @@ static void replay_spool(tt__worker *w, uint64_t now)
         if (!f) {
             break;
         }
-        w->replay_tokens = f->len < w->replay_tokens ? w->replay_tokens - f->len : 0;
+        w->replay_tokens -= (int64_t)f->len; /* a large frame leaves a debt */
         tt__fq_push(&w->window, f);
         if (!w->send_next) {
             w->send_next = f;
@@ -498,7 +502,8 @@ static int close_done(tt__worker *w, uint64_t now)
     }
     /* With a spool, once the attempt made while closing has failed, the spool is where the
      * frames are going anyway. */
-    return w->c->spool && w->state == TT_CONN_IDLE && w->attempts > w->close_attempts;
+    return w->c->spool && (w->state == TT_CONN_IDLE || w->state == TT_CONN_RESOLVING) &&
+           w->attempts > w->close_attempts;
 }
 
 /* --- the loop ------------------------------------------------------------------------------ */
@@ -618,11 +623,13 @@ static void worker_destroy(tt__worker *w)
     if (w->fd >= 0) {
         close(w->fd);
     }
+    tt__resolve_release(w->resolve);
     ZSTD_freeCCtx(w->zc);
     free(w->zbuf);
     tt__buf_fini(&w->batch);
     tt__buf_fini(&w->rbuf);
     tt__buf_fini(&w->wbuf);
+    tt__stepmap_free(w->steps);
     free(w);
 }
 
@@ -639,6 +646,7 @@ int tt__worker_start(tt_client *c)
     w->c = c;
     w->fd = -1;
     w->next_seq = 1;
+    w->steps = tt__stepmap_new(); /* NULL: step ends go without their begin's fields */
     tt__clock_cal_init(&w->cal);
     /* Room for a full batch, the largest event after it, and the counters. */
     tt__buf_init(&w->batch, c->cfg.batch_bytes + tt__encode_bound((uint32_t)c->max_record + 64) +

@@ -9,6 +9,8 @@
 #include <zstd.h>
 
 #include "client/client.h"
+#include "client/resolve.h"
+#include "client/stepmap.h"
 #include "client/tls.h"
 
 typedef struct tt__worker {
@@ -27,7 +29,8 @@ typedef struct tt__worker {
     ZSTD_CCtx *zc;
     uint8_t *zbuf; /* a frame is compressed here, then copied into a buffer of its size */
     size_t zcap;
-    tt__ring *resume; /* ring to drain first next time, for fairness */
+    tt__ring *resume;   /* ring to drain first next time, for fairness */
+    tt__stepmap *steps; /* open steps' session, name and kind (stepmap.h), or NULL */
 
     /* frames not yet acknowledged, oldest first; send_next is the first not yet written on
      * the current connection (NULL if all are) */
@@ -52,14 +55,17 @@ typedef struct tt__worker {
     tt__buf rbuf;            /* bytes read, not yet parsed */
     tt__buf wbuf;            /* the hello frame, until written */
     size_t wbuf_off;
-    uint64_t max_frame; /* from the hello reply */
+    uint64_t max_frame;   /* from the hello reply */
+    tt__resolve *resolve; /* a name resolution still running, kept across attempts */
+    tt__addr addr;        /* the address of the current attempt */
     uint64_t rng;
 
     /* timing */
     uint64_t last_frame_ns; /* last batch sealed (for heartbeats) */
     uint64_t last_cal_ns;
-    uint64_t drained_last;  /* bytes drained in the last cycle: sets the next sleep */
-    uint64_t replay_tokens; /* spool replay budget (bytes), refilled over time */
+    uint64_t drained_last; /* bytes drained in the last cycle: sets the next sleep */
+    int64_t replay_tokens; /* spool replay budget (bytes), refilled over time; below 0 after a
+                            * frame larger than what was left: the debt is paid first */
     uint64_t replay_refill_ns;
 
     /* requests from other threads, copied under ctl_lock */

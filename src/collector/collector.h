@@ -47,6 +47,11 @@ struct collector_opts {
     char allowed_hosts[1024];          /* --allowed-hosts: extra Host header values */
     char ingest_tokens[PATH_MAX];      /* empty: identity from the hello */
     char config[PATH_MAX];             /* alerting configuration; empty: the defaults */
+    unsigned ingest_uids[32];          /* --ingest-uids: Unix-socket peers allowed besides us */
+    int n_ingest_uids;
+    unsigned ingest_gids[32]; /* --ingest-gids: peers whose primary group is one of these */
+    int n_ingest_gids;
+    int ingest_open; /* --ingest-open: TCP agents without a token (loopback listeners only) */
     /* TLS (docs/security.md): certificate and key for tls:// listeners and --https, and the
      * CA whose client certificates tls:// agents must present (empty: none required) */
     char tls_cert[PATH_MAX];
@@ -73,7 +78,10 @@ enum reject_reason {
     REJ_HELLO_TIMEOUT,
     REJ_IDLE_TIMEOUT,
     REJ_STORE_ERROR,
-    REJ_TLS, /* TLS handshake failed: not TLS, no or an unknown client certificate (mTLS) */
+    REJ_PEER,       /* a Unix-socket peer whose uid may not ingest, or TCP without a token */
+    REJ_IDENTITY,   /* an agent name or instance that belongs to another identity */
+    REJ_SLOW_FRAME, /* an admitted partial frame that stopped arriving */
+    REJ_TLS,        /* TLS handshake failed: not TLS, no or an unknown client certificate (mTLS) */
     REJ__COUNT
 };
 
@@ -99,6 +107,10 @@ struct collector_stats {
     _Atomic uint64_t commit_ns_max;
     _Atomic uint64_t store_errors;
     _Atomic uint64_t rejected[REJ__COUNT];
+    /* The ingest budget (source/budget.h), published by the loop: [0] partial frames,
+     * [1] admitted batches. */
+    _Atomic uint64_t budget_limit[2], budget_used[2], budget_peak[2];
+    _Atomic uint64_t budget_waits; /* admissions that had to wait (a socket left unread) */
     _Atomic uint64_t commit_hist[COMMIT_HIST_BUCKETS + 1]; /* by COMMIT_HIST_BOUNDS_US, +Inf */
 };
 
@@ -120,9 +132,12 @@ static inline void cstat_commit_observe(uint64_t dt_ns)
     cstat_add(&cstats.commit_hist[i], 1);
 }
 
+#define IDENTITY_MAX 320
+
 /* The identity an agent connection established with its hello. */
 struct agent_ident {
     char agent[256];
+    char identity[IDENTITY_MAX]; /* who connected: "uid:N", "token:AGENT", ... (identity.h) */
     uint8_t instance[16];
     uint32_t pid;
     char host[256];

@@ -399,7 +399,9 @@ ssize_t hub_read(struct hub_sub *s, char *buf, size_t n, int timeout_ms)
         got = -1;
     } else {
         size_t k = s->q.len - s->off < n ? s->q.len - s->off : n;
-        memcpy(buf, s->q.data + s->off, k);
+        if (k) { /* an idle queue may have no buffer yet: memcpy from NULL is undefined */
+            memcpy(buf, s->q.data + s->off, k);
+        }
         s->off += k;
         if (s->off == s->q.len) {
             s->off = s->q.len = 0;

@@ -23,6 +23,7 @@
 #include "collector/api/http.h"
 #include "collector/alerting/monitor.h"
 #include "collector/hub.h"
+#include "collector/source/identity.h"
 #include "collector/source/native.h"
 #include "collector/source/source.h"
 #include "collector/source/tls.h"
@@ -53,6 +54,8 @@ static const char usage[] =
     "                        the data directory)\n"
     "  --max-frame BYTES     largest frame accepted (default 16777216)\n"
     "  --max-connections N   agent connections at most (default 4096)\n"
+    "  --queue-bytes BYTES   ingest budget: partial frames and batches not yet stored\n"
+    "                        (default 268435456; see docs/operations.md, Memory bound)\n"
     "  --grace-ms MS         on SIGTERM, drain, commit and ack within this (default 5000)\n"
     "  --ready-file FILE     write the bound endpoints there as JSON once accepting\n"
     "  --operator-token-file FILE\n"
@@ -67,11 +70,20 @@ static const char usage[] =
     "                        comma-separated NAME or NAME:PORT (a proxy's or DNS name)\n"
     "  --ingest-tokens FILE  lines 'AGENT TOKEN': an agent must present a token, and\n"
     "                        its name is the token's, whatever its hello says\n"
+    "  --ingest-open         TCP and TLS agents without an ingest token (loopback\n"
+    "                        listeners only; each is known by its local user); without\n"
+    "                        it and without --ingest-tokens, they are refused; with\n"
+    "                        --ingest-tokens, every agent needs a token anyway (or,\n"
+    "                        on tls:// with --tls-client-ca, its certificate)\n"
+    "  --ingest-uids LIST    users (names or uids, comma-separated) who may ingest on\n"
+    "                        the Unix sockets besides the collector's own\n"
+    "  --ingest-gids LIST    the same for members of the listed groups\n"
     "  --tls-cert FILE       TLS certificate (PEM, the leaf first, then its chain) for\n"
     "                        tls:// listeners and --https\n"
     "  --tls-key FILE        its private key (PEM; refused unless mode 0600 or stricter)\n"
     "  --tls-client-ca FILE  mTLS: tls:// agents must present a certificate signed by\n"
     "                        this CA; its name (DNS SAN, else CN) is the agent's name\n"
+    "                        and identity, no ingest token needed\n"
     "  --https               serve the HTTP API and dashboard over TLS (same cert and key)\n"
     "  --config FILE         detectors and webhooks (docs/detectors.md); default: the\n"
     "                        built-in detectors, no webhooks\n"
@@ -127,6 +139,19 @@ static int add_listen(struct collector_opts *o, const char *s)
     return 0;
 }
 
+static int parse_ids(struct collector_opts *o, int uids, const char *list)
+{
+    char err[256];
+    int n =
+        identity_parse_ids(list, uids, uids ? o->ingest_uids : o->ingest_gids, 32, err, sizeof err);
+    if (n < 0) {
+        fprintf(stderr, "telltale serve: --ingest-%s: %s\n", uids ? "uids" : "gids", err);
+        return -1;
+    }
+    *(uids ? &o->n_ingest_uids : &o->n_ingest_gids) = n;
+    return 0;
+}
+
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
 static int parse_args(int argc, char **argv, struct collector_opts *o)
 {
@@ -138,6 +163,7 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"store", required_argument, NULL, 'S'},
                                              {"max-frame", required_argument, NULL, 'f'},
                                              {"max-connections", required_argument, NULL, 'c'},
+                                             {"queue-bytes", required_argument, NULL, 'Q'},
                                              {"grace-ms", required_argument, NULL, 'g'},
                                              {"ready-file", required_argument, NULL, 'r'},
                                              {"verbose", no_argument, NULL, 'v'},
@@ -146,9 +172,12 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"config", required_argument, NULL, 'C'},
                                              {"no-auth", no_argument, NULL, 'A'},
                                              {"allowed-hosts", required_argument, NULL, 'a'},
+                                             {"ingest-open", no_argument, NULL, 'o'},
+                                             {"ingest-uids", required_argument, NULL, 'u'},
+                                             {"ingest-gids", required_argument, NULL, 'G'},
                                              {"tls-cert", required_argument, NULL, 'T'},
                                              {"tls-key", required_argument, NULL, 'K'},
-                                             {"tls-client-ca", required_argument, NULL, 'Q'},
+                                             {"tls-client-ca", required_argument, NULL, 'X'},
                                              {"https", no_argument, NULL, 'P'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
@@ -189,6 +218,9 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
         case 'c':
             bad = parse_u64(optarg, 1, 1u << 20, &o->max_conns) != 0;
             break;
+        case 'Q':
+            bad = parse_u64(optarg, 1u << 20, 1ull << 40, &o->queue_bytes) != 0;
+            break;
         case 'g':
             bad = parse_u64(optarg, 0, 600000, &o->grace_ms) != 0;
             break;
@@ -218,6 +250,13 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
             bad = strlen(optarg) >= sizeof o->allowed_hosts;
             snprintf(o->allowed_hosts, sizeof o->allowed_hosts, "%s", optarg);
             break;
+        case 'o':
+            o->ingest_open = 1;
+            break;
+        case 'u':
+        case 'G':
+            bad = parse_ids(o, opt == 'u', optarg) != 0;
+            break;
         case 'T':
             bad = strlen(optarg) >= sizeof o->tls_cert || !*optarg;
             snprintf(o->tls_cert, sizeof o->tls_cert, "%s", optarg);
@@ -226,7 +265,7 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
             bad = strlen(optarg) >= sizeof o->tls_key || !*optarg;
             snprintf(o->tls_key, sizeof o->tls_key, "%s", optarg);
             break;
-        case 'Q':
+        case 'X':
             bad = strlen(optarg) >= sizeof o->tls_client_ca || !*optarg;
             snprintf(o->tls_client_ca, sizeof o->tls_client_ca, "%s", optarg);
             break;
@@ -282,6 +321,43 @@ static int add_default_listeners(struct collector_opts *o)
     return add_listen(o, sock) || add_listen(o, DEFAULT_TCP) ? -1 : 0;
 }
 
+/* --ingest-open is for loopback only: a remote agent must present a token. */
+static int check_ingest_open(const struct collector_opts *o)
+{
+    if (o->ingest_open && !identity_tcp_all_loopback(o)) {
+        fprintf(stderr, "telltale serve: --ingest-open is allowed only when every TCP listener "
+                        "is on a loopback address; give remote agents ingest tokens "
+                        "(--ingest-tokens)\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Say at start who may ingest, so an operator sees what an open option opened. */
+static void announce_ingest(const struct collector_opts *o)
+{
+    int tcp = 0, mtls = 0;
+    for (int i = 0; i < o->n_listen; i++) {
+        int cert = o->listen[i].is_tls && o->tls_client_ca[0]; /* authenticated by certificate */
+        tcp |= !o->listen[i].is_unix && !cert;
+        mtls |= cert;
+    }
+    if (mtls) {
+        log_info("tls:// agents present a certificate of --tls-client-ca; it names them");
+    }
+    if (o->ingest_open && !o->ingest_tokens[0] && tcp) {
+        log_warn("--ingest-open: local processes ingest over TCP without a token; each is known "
+                 "by its user, any user of this machine may connect");
+    } else if (tcp && !o->ingest_tokens[0]) {
+        log_info("TCP agents need an ingest token (--ingest-tokens) and none is configured: "
+                 "they are refused (--ingest-open allows them on loopback)");
+    }
+    if (o->n_ingest_uids || o->n_ingest_gids) {
+        log_info("Unix-socket agents: the collector's user and %d listed users, %d listed groups",
+                 o->n_ingest_uids, o->n_ingest_gids);
+    }
+}
+
 static int write_ready(const struct collector_opts *o, const char *http_bound)
 {
     tt__buf b;
@@ -304,12 +380,22 @@ static int write_ready(const struct collector_opts *o, const char *http_bound)
     tt__json_kv_cstr(&j, "sync", store_sync_name(o->sync_level));
     tt__json_obj_end(&j);
     tt__json_raw(&j, "\n", 1);
-    char tmp[PATH_MAX + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", o->ready_file);
-    FILE *f = fopen(tmp, "w");
+    /* A new file of a random name, never one that is there already: the ready file may be
+     * in a directory others can write (/tmp), where a planted FILE.tmp symbolic link would
+     * otherwise have the collector overwrite what it points to. */
+    char tmp[PATH_MAX + 16];
+    snprintf(tmp, sizeof tmp, "%s.XXXXXX", o->ready_file);
+    int fd = mkstemp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (fd >= 0 && !f) {
+        close(fd);
+    }
     int ok = f && fwrite(b.data, 1, b.len, f) == b.len;
     ok = f && fclose(f) == 0 && ok;
     ok = ok && rename(tmp, o->ready_file) == 0;
+    if (!ok && fd >= 0) {
+        unlink(tmp);
+    }
     tt__buf_fini(&b);
     return ok ? 0 : -1;
 }
@@ -324,6 +410,7 @@ struct running {
     struct alerts *alerts;
     struct monitor *monitor;
     struct tls_server *tls;         /* --tls-cert and --tls-key, or NULL */
+    struct store_read *reader;      /* the loop thread's, for hook_owner_ok */
     char token_path[PATH_MAX + 32]; /* where the operator token came from, for the log */
 };
 
@@ -337,7 +424,8 @@ static void stop_all(struct running *r)
     pipeline_free(r->pipeline);
     monitor_close(r->monitor); /* no more alerts raised */
     alerts_close(r->alerts);   /* stores, streams and posts what was raised */
-    store_close(r->store);     /* commits what was submitted; no user is left */
+    store_read_close(r->reader);
+    store_close(r->store); /* commits what was submitted; no user is left */
     hub_free(r->hub);
     auth_free(r->auth);
     tls_server_free(r->tls);
@@ -348,6 +436,27 @@ static int hook_authorize(void *ctx, const tt__hello *h, char *agent, char *err,
 {
     const struct running *r = ctx;
     return auth_authorize(r->auth, h, agent, err, errlen);
+}
+
+/* At a hello (loop thread): the agent name must not belong to another identity. The store
+ * decides for good at commit; this refuses early, so a connection under another identity's name
+ * never gets that agent's orders. A store that cannot answer leaves the decision to the commit. */
+static int hook_owner_ok(void *ctx, const char *agent, const char *identity, char *err,
+                         size_t errlen)
+{
+    struct running *r = ctx;
+    char owner[IDENTITY_MAX];
+    if (!r->reader && store_read_open(r->store, &r->reader) != 0) {
+        r->reader = NULL;
+        return 0;
+    }
+    if (store_agent_owner(r->reader, agent, owner, sizeof owner) == 1 &&
+        strcmp(owner, identity) != 0) {
+        snprintf(err, errlen, "agent name %.200s belongs to another identity (docs/security.md)",
+                 agent);
+        return -1;
+    }
+    return 0;
 }
 
 static void hook_commit(void *ctx, const struct store_item *it)
@@ -423,7 +532,7 @@ static int start_operator(struct collector_opts *o, struct running *r, char *err
 
 static int start_all(struct collector_opts *o, struct running *r, char *http_bound, size_t hblen)
 {
-    char err[512];
+    char err[1024];
     if (secure_data_dir(o->data_dir, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
@@ -454,7 +563,7 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         fprintf(stderr, "telltale serve: TLS: %s\n", err);
         return -1;
     }
-    struct ingest_hooks hooks = {r, hook_authorize, NULL};
+    struct ingest_hooks hooks = {r, hook_authorize, hook_owner_ok, NULL};
     if (ingest_open(&r->ingest, o, r->pipeline, &hooks, r->tls, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
@@ -567,7 +676,7 @@ int serve_main(int argc, char **argv)
     if (rc) {
         return rc == 1 ? 0 : 2;
     }
-    if (add_default_listeners(&o) != 0) {
+    if (add_default_listeners(&o) != 0 || check_ingest_open(&o) != 0) {
         return 2;
     }
     log_verbose = o.verbose;
@@ -599,6 +708,7 @@ int serve_main(int argc, char **argv)
         tt__endpoint_format(&o.listen[i], ep, sizeof ep);
         log_info("listening on %s", ep);
     }
+    announce_ingest(&o);
     if (http_bound[0]) {
         log_info("HTTP API on %s://%s/", o.https ? "https" : "http", http_bound);
         secure_announce(o.https ? "https" : "http", http_bound, auth_operator_token(r.auth),

@@ -8,11 +8,25 @@ struct collector_stats cstats;
 
 const char *reject_name(int reason)
 {
-    static const char *const names[REJ__COUNT] = {
-        "frame_too_large", "bad_crc",       "bad_header",   "decompressed_too_large",
-        "bad_compression", "bad_payload",   "truncated",    "no_hello",
-        "bad_hello",       "protocol",      "auth",         "too_many_connections",
-        "seq_overlap",     "hello_timeout", "idle_timeout", "store_error",
-        "tls_handshake"};
+    static const char *const names[REJ__COUNT] = {"frame_too_large",
+                                                  "bad_crc",
+                                                  "bad_header",
+                                                  "decompressed_too_large",
+                                                  "bad_compression",
+                                                  "bad_payload",
+                                                  "truncated",
+                                                  "no_hello",
+                                                  "bad_hello",
+                                                  "protocol",
+                                                  "auth",
+                                                  "too_many_connections",
+                                                  "seq_overlap",
+                                                  "hello_timeout",
+                                                  "idle_timeout",
+                                                  "store_error",
+                                                  "peer",
+                                                  "identity",
+                                                  "slow_frame",
+                                                  "tls_handshake"};
     return reason >= 0 && reason < REJ__COUNT ? names[reason] : "unknown";
 }

@@ -429,6 +429,10 @@ int tt__ev_step_end_decode(tt__bstr body, tt__ev_step_end *out)
             out->result_bytes = tt__pb_unzigzag(tt__pb_varint(&r));
         } else if (field == 5 && wt == TT_PB_LEN) {
             out->error.p = tt__pb_bytes(&r, &out->error.n);
+        } else if (field == 6 && wt == TT_PB_LEN) {
+            out->name.p = tt__pb_bytes(&r, &out->name.n);
+        } else if (field == 7 && wt == TT_PB_VARINT) {
+            out->kind = (uint32_t)tt__pb_varint(&r);
         } else {
             tt__pb_skip(&r, wt);
         }
@@ -445,6 +449,8 @@ int tt__ev_response_begin_decode(tt__bstr body, tt__ev_response_begin *out)
             out->response_id = tt__pb_fixed64(&r);
         } else if (field == 2 && wt == TT_PB_LEN) {
             out->model.p = tt__pb_bytes(&r, &out->model.n);
+        } else if (field == 4 && wt == TT_PB_I64) {
+            out->step_id = tt__pb_fixed64(&r);
         } else {
             tt__pb_skip(&r, wt);
         }
@@ -537,18 +543,48 @@ int tt__ev_tokens_decode(tt__bstr body, tt__ev_tokens *out)
             out->topk_encoding = (uint32_t)tt__pb_varint(&r);
         } else if (field >= 3 && field <= 12 && field != 10 && wt == TT_PB_LEN) {
             packed[field]->p = tt__pb_bytes(&r, &packed[field]->n);
+        } else if (field == 14 && wt == TT_PB_LEN) {
+            size_t n;
+            tt__pb_bytes(&r, &n);
+            out->n_texts++;
+        } else if (field == 15 && wt == TT_PB_LEN) {
+            out->text_refs.p = tt__pb_bytes(&r, &out->text_refs.n);
+        } else if (field == 16 && wt == TT_PB_LEN) {
+            out->topk_text_refs.p = tt__pb_bytes(&r, &out->topk_text_refs.n);
+        } else if (field == 17 && wt == TT_PB_VARINT) {
+            out->text_base = (uint32_t)tt__pb_varint(&r);
         } else {
             tt__pb_skip(&r, wt);
         }
     }
+    out->body = body;
     if (r.err || out->logprobs.n % 4 || out->entropies.n % 4 || out->margins.n % 4) {
         return -1;
     }
-    tt__bstr v[] = {out->token_ids, out->ranks, out->latency_us, out->flags, out->topk_ids};
+    tt__bstr v[] = {out->token_ids, out->ranks,     out->latency_us,    out->flags,
+                    out->topk_ids,  out->text_refs, out->topk_text_refs};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         if (tt__packed_varint_count(v[i]) < 0) {
             return -1;
         }
+    }
+    return 0;
+}
+
+int tt__ev_tokens_text_next(const tt__ev_tokens *t, tt__tokens_text_iter *it, tt__bstr *s)
+{
+    if (!it->started) {
+        tt__pb_reader_init(&it->r, t->body.p, t->body.n);
+        it->started = 1;
+    }
+    tt__pb_reader *r = &it->r;
+    uint32_t field, wt;
+    while (tt__pb_next(r, &field, &wt) == 1) {
+        if (field == 14 && wt == TT_PB_LEN) {
+            s->p = tt__pb_bytes(r, &s->n);
+            return !r->err;
+        }
+        tt__pb_skip(r, wt);
     }
     return 0;
 }

@@ -146,11 +146,14 @@ typedef struct tt__ev_step_end {
     uint64_t duration_ns;
     int64_t result_bytes;
     tt__bstr error;
+    tt__bstr name; /* the begin's name and kind (0: not sent), from clients since 0.2 */
+    uint32_t kind;
 } tt__ev_step_end;
 
 typedef struct tt__ev_response_begin {
     uint64_t response_id;
     tt__bstr model;
+    uint64_t step_id;    /* the step it was opened in, 0 if none (since 0.2) */
 } tt__ev_response_begin; /* params: tt__attr_iter on field 3 */
 
 typedef struct tt__ev_response_end {
@@ -186,7 +189,20 @@ typedef struct tt__ev_tokens {
     uint32_t topk;
     tt__bstr topk_ids, topk_values;
     uint32_t topk_encoding;
+    /* Token text (since 0.2): n_texts texts added to the response's table from index text_base
+     * (read them with tt__ev_tokens_text_next), per token the table index of its text, per
+     * alternative the index of its text (packed sint32, -1 none; empty when absent). */
+    uint32_t n_texts, text_base;
+    tt__bstr text_refs, topk_text_refs;
+    tt__bstr body;
 } tt__ev_tokens;
+
+/* The texts a Tokens message adds, in order: start with *it zeroed; 1 and the next in *s, or 0. */
+typedef struct tt__tokens_text_iter {
+    tt__pb_reader r;
+    int started;
+} tt__tokens_text_iter;
+int tt__ev_tokens_text_next(const tt__ev_tokens *t, tt__tokens_text_iter *it, tt__bstr *s);
 
 typedef struct tt__ev_tensor {
     uint64_t response_id;

@@ -254,15 +254,23 @@ async function run() {
     assert(nested > 0, 'the tool call is nested under its reasoning step');
     const lat = await page.locator('#tree .step-tool .lat').first().textContent();
     assert(/s$/.test(lat), `latency "${lat}"`);
+    // The session's logs, in its view.
+    await waitFor('the session logs', () => page.locator('#session-logs li').count());
+    const logText = await page.locator('#session-logs li').first().textContent();
+    assert(/tool call done/.test(logText) && /tool=/.test(logText), `log line "${logText}"`);
     await shot('session');
   });
 
   const haveResponses = await routeExists('GET', '/api/v1/responses');
   if (haveResponses) {
     await check('a response shows its tokens shaded by confidence, with details on hover', async () => {
-      await waitFor('shaded tokens', async () => (await page.locator('#responses .tok').count()) >= 24);
-      const shades = await page.locator('#responses .tok').evaluateAll((els) =>
-        els.map((e) => ({p: Number(e.dataset.p), bg: getComputedStyle(e).backgroundColor})));
+      // The view redraws its responses as new ones arrive: read the shades of tokens that are
+      // in the page when read (a replaced token has no computed style), again until they are.
+      const shades = await waitFor('shaded tokens', async () => {
+        const got = await page.locator('#responses .tok').evaluateAll((els) =>
+          els.filter((e) => e.isConnected).map((e) => ({p: Number(e.dataset.p), bg: getComputedStyle(e).backgroundColor})));
+        return got.length >= 24 && got.every((x) => x.bg) ? got : null;
+      });
       const unsure = shades.filter((x) => x.p < 0.5);
       const sure = shades.filter((x) => x.p > 0.9);
       assert(unsure.length > 0 && sure.length > 0, 'both sure and unsure tokens');
@@ -278,6 +286,11 @@ async function run() {
       await waitFor('the token tooltip', () => page.locator('#tip').isVisible());
       const tip = await page.textContent('#tip');
       assert(/log-prob = -/.test(tip) && /entropy = /.test(tip) && /top-k/.test(tip), `tooltip "${tip}"`);
+      // The tokens show as words (their text), and the response's whole text is shown.
+      const words = await page.locator('#responses .response').first().locator('.tok').allTextContents();
+      assert(words.length && words.every((w) => /^ ?w\d+$/.test(w)), `token words ${words.slice(0, 5)}`);
+      const full = await page.locator('#responses .response-text').first().textContent();
+      assert(full === words.join(''), `response text "${full.slice(0, 60)}"`);
       await shot('response-tokens');
     });
   } else {
@@ -347,6 +360,9 @@ async function run() {
       await page.goto(`http://${httpAddr}/#/session/feed-2`);
       await waitFor('the session page', () => page.locator('#tree .step').count());
       await page.click('#halt');
+      await waitFor('the halt confirmation question', () => page.locator('#halt-ask:not([hidden])').count());
+      assert(!/Halt sent/.test(await page.textContent('#halt-msg')), 'nothing sent before the confirmation');
+      await page.click('#halt-confirm');
       await waitFor('the halt confirmation', async () => /Halt sent|Halted/.test(await page.textContent('#halt-msg')));
       await waitFor('the agent to stop', () => feeder.exitCode !== null, T(15000));
       assert(feeder.exitCode === 0 && /halted feed-2/.test(feeder.out), `feeder said "${feeder.out}"`);

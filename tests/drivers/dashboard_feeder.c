@@ -62,7 +62,10 @@ static int respond(tt_client *c, const char *session, long n, int flat)
             }
         }
         tt_verdict verdict = TT_PASS;
-        tt_response_token(r, row, VOCAB, 1, TT_DTYPE_F32, chosen, &verdict, NULL);
+        /* Each token's text beside its id: a word per id (the console shows the words). */
+        char word[16];
+        snprintf(word, sizeof word, "%sw%d", t ? " " : "", (int)chosen);
+        tt_response_token_text(r, row, VOCAB, 1, TT_DTYPE_F32, chosen, word, &verdict, NULL);
         halted = verdict == TT_HALT;
     }
     tt_response_summary sum;

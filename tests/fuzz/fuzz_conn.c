@@ -5,14 +5,19 @@
  * socketpair: bytes and whole frames (hello, batches, raw, compressed) written by the peer,
  * the loop's readable and writable events, store completions in submission order with any
  * result (committed, duplicate, refused, retry, fatal), the end of a completion round, peer
- * half-closes and resets, backpressure, timeouts, and new connections on reused slots.
+ * half-closes and resets, backpressure, timeouts, and new connections on reused slots. The
+ * ingest budget (budget.h) is small and its two pools' limits come from the input, so
+ * admissions wait, connections block, and the budget's return wakes them (conn_budget_wake
+ * after every operation, as the loop does at the end of an iteration); frames as large as the
+ * limit, declared sizes that lie, and incomplete large frames are written too.
  *
  * The harness is the loop here: it follows native.c's lifetime rule (dead connections are
  * freed only at the end of an operation, records with owed completions wait for them) and
  * checks, after every operation, what the state machine promises: a dead connection is never
  * re-armed, the completions owed on each connection equal its pending count, and the acks and
  * rejects a peer receives name frames in increasing order (a reject never overtakes the acks
- * before it). ASan and UBSan do the rest.
+ * before it), the budget's used bytes equal the sum of what each connection and each owed
+ * batch holds, and it is all given back at the end. ASan and UBSan do the rest.
  *
  * A connection opened by the program may also be a tls:// one (source/tls.c): the peer is then
  * a GnuTLS client session on its socketpair, whose handshake the program steps like any other
@@ -45,6 +50,7 @@
 
 #define NCONN 3
 #define MAX_QUEUE 256
+#define BIG_MAX (128u << 10) /* write_big's largest payload: the items pool is sized on it */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -81,6 +87,7 @@ struct harness {
 };
 
 static struct harness H;
+static ZSTD_CCtx *cctx; /* one for every run: ZSTD_compress would make one per call */
 
 static uint8_t next_byte(void)
 {
@@ -389,8 +396,8 @@ static void write_batch(struct slot *s, int compressed)
     size_t len = (size_t)(q - buf);
     uint8_t frame[512];
     if (compressed) {
-        size_t z =
-            ZSTD_compress(frame + TT_FRAME_HDR_MAX, sizeof frame - TT_FRAME_HDR_MAX, buf, len, 1);
+        size_t z = ZSTD_compressCCtx(cctx, frame + TT_FRAME_HDR_MAX,
+                                     sizeof frame - TT_FRAME_HDR_MAX, buf, len, 1);
         if (!ZSTD_isError(z)) {
             size_t fl = tt__frame_finish(frame, TT_FT_BATCH, TT_FF_ZSTD, (uint32_t)len, z);
             peer_write(s, frame, fl);
@@ -448,6 +455,7 @@ static void complete_one(enum source_result r)
         }
     }
     const char *reason = ok ? NULL : "store says no";
+    conn_item_done(&H.ow, w.it);
     conn_complete(&H.ow, w.c, w.it->frame_no, r, reason);
     if (w.c->reaped && w.c->pending == 0) {
         w.c->next_dead = H.dead;
@@ -489,12 +497,70 @@ static void check(void)
             abort();
         }
     }
+    /* The pools hold exactly what connections and owed batches were admitted for. */
+    size_t partial = 0, items = 0;
+    for (int i = 0; i < H.n_all; i++) {
+        struct conn *c = H.all[i];
+        partial += c->rbuf_charge;
+        if (c->rbuf.cap > CONN_RBUF_BASE + c->rbuf_charge) {
+            abort(); /* a read buffer larger than admitted */
+        }
+        if (!c->ready && c->rbuf.cap > CONN_HELLO_FRAME_MAX) {
+            abort();
+        }
+    }
+    for (size_t k = 0; k < H.q_len; k++) {
+        const struct store_item *it = H.q[(H.q_head + k) % MAX_QUEUE].it;
+        items += conn_item_cost(it->raw_len, it->blob_len);
+    }
+    if (partial != H.ow.adm.partial.used || items != H.ow.adm.items.used ||
+        H.ow.adm.partial.used > H.ow.adm.partial.limit ||
+        H.ow.adm.items.used > H.ow.adm.items.limit) {
+        abort();
+    }
+}
+
+/* A batch frame of declared size up to 128 KiB raw: compressed zeros in an unknown field (legal,
+ * cheap to send, costly to admit), its declared raw length true or off by the input. */
+static void write_big(struct slot *s)
+{
+    static uint8_t raw[BIG_MAX + 64], z[4 << 10];
+    size_t n = (((size_t)next_byte() << 9) + next_byte()) % BIG_MAX;
+    int lie = next_byte() % 4;
+    uint8_t inst[16] = {0}, *q = raw;
+    q = tt__pb_put_bytes(q, 1, inst, 16);
+    q = tt__pb_put_uint(q, 2, 1);
+    q = tt__pb_put_fixed64(q, 3, 1700000000000000000ull);
+    q = tt__pb_put_tag(q, 99, 2);
+    q = tt__pb_put_varint(q, n);
+    memset(q, 0, n);
+    size_t len = (size_t)(q - raw) + n;
+    size_t c =
+        ZSTD_compressCCtx(cctx, z + TT_FRAME_HDR_MAX, sizeof z - TT_FRAME_HDR_MAX, raw, len, 1);
+    if (ZSTD_isError(c)) {
+        return;
+    }
+    uint32_t declared = (uint32_t)(lie == 1 ? len - 1 : lie == 2 ? len + 1 : len);
+    size_t fl = tt__frame_finish(z, TT_FT_BATCH, TT_FF_ZSTD, declared, c);
+    peer_write(s, z, fl);
+}
+
+/* The header of a frame up to max_frame long, then only part of its body. */
+static void write_partial(struct slot *s)
+{
+    uint8_t hdr[TT_FRAME_HDR_MAX] = {0};
+    uint32_t body = ((uint32_t)next_byte() << 8) | next_byte();
+    hdr[0] = (uint8_t)body;
+    hdr[1] = (uint8_t)(body >> 8);
+    hdr[8] = TT_FT_BATCH;
+    peer_write(s, hdr, sizeof hdr);
+    write_raw(s);
 }
 
 static void step(uint8_t op)
 {
     struct slot *s = &H.s[next_byte() % NCONN];
-    switch (op % 16) {
+    switch (op % 17) {
     case 0:
         write_raw(s);
         break;
@@ -550,6 +616,13 @@ static void step(uint8_t op)
             conn_check_timeouts(&H.ow, s->c, tt__mono_ns() + next_byte() * 2000000000ull);
         }
         break;
+    case 16:
+        if (next_byte() & 1) {
+            write_big(s);
+        } else {
+            write_partial(s);
+        }
+        break;
     default:
         if (next_byte() & 1) {
             H.ow.paused = !H.ow.paused;
@@ -559,6 +632,8 @@ static void step(uint8_t op)
         break;
     }
     reap();
+    conn_budget_wake(&H.ow);
+    reap();
     check();
 }
 
@@ -567,6 +642,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static ZSTD_DCtx *dctx;
     if (!dctx) {
         dctx = ZSTD_createDCtx();
+        cctx = ZSTD_createCCtx();
     }
     memset(&H, 0, sizeof H);
     H.o.max_frame = 1u << 16;
@@ -582,6 +658,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     H.ow.watch = watch;
     H.ow.submit = submit;
     H.ow.died = died;
+    /* Small pools (1 to 4 frames, half to 1.5 of the largest batch): admissions wait often. */
+    size_t frame = H.o.max_frame + TT_FRAME_PREFIX, item = conn_item_cost(BIG_MAX, 0);
+    budget_init(&H.ow.adm.partial, frame * (1 + (size > 1 ? data[size - 1] % 4 : 0)));
+    budget_init(&H.ow.adm.items, item * (1 + (size > 2 ? data[size - 2] % 3 : 0)) / 2);
     H.ow.drop_acks = size > 2 && data[0] == 0xda ? data[1] % 4 : 0;
     for (int i = 0; i < NCONN; i++) {
         H.s[i].peer = -1;
@@ -606,6 +686,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (H.n_all) {
         abort(); /* a record outlived its connection and its completions */
+    }
+    if (H.ow.adm.partial.used || H.ow.adm.items.used || H.ow.adm.partial.head ||
+        H.ow.adm.items.head) {
+        abort(); /* budget not given back, or a waiter left queued */
     }
     return 0;
 }

@@ -7,9 +7,11 @@
 #include <curl/curl.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "collector/api/assets.h"
+#include "history.h"
 #include "serve.h"
 #include "test.h"
 
@@ -199,4 +201,47 @@ TEST_T(dashboard_browser_shows_live_agents_sessions_and_hostile_text, 240)
     int rc = run(argv);
     CHECK_MSG(rc == 0, "the browser test failed with status %d (log and failure.png in %s)", rc,
               tt_test_outdir());
+}
+
+TEST_T(dashboard_browser_shows_history_of_ten_minutes_as_the_store_holds_it, 300)
+{
+    const char *src = env_or("TT_SRCDIR", ".");
+    char script[4096];
+    snprintf(script, sizeof script, "%s/tests/browser/history.test.mjs", src);
+    CHECK_MSG(access("/usr/bin/chromium", X_OK) == 0,
+              "/usr/bin/chromium is missing: scripts/install-deps test");
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "history-browser", NULL);
+    /* 10^5 events over 10 whole minutes that ended at least a minute ago, and 20 more agents. */
+    int64_t now_s = (int64_t)time(NULL);
+    int64_t start = ((now_s - 720) / 60 * 60) * 1000000000ll;
+    struct tt_test_history h;
+    tt_test_feed_history(s.sock, "hist", 100000, start, 600 * 1000000000ll, 60000, &h);
+    for (int i = 0; i < 20; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "agent-%02d", i);
+        struct tt_test_history small;
+        tt_test_feed_history(s.sock, name, 200 + 50 * i, start, 600 * 1000000000ll, 60000, &small);
+        tt_test_history_free(&small);
+    }
+    char v[64];
+    setenv("TT_HTTP", s.http, 1);
+    setenv("TT_TOKEN", tt_test_token(s.http), 1);
+    snprintf(v, sizeof v, "%lld", (long long)(start / 1000000));
+    setenv("TT_FROM_MS", v, 1);
+    snprintf(v, sizeof v, "%lld", (long long)(start / 1000000 + 600000));
+    setenv("TT_TO_MS", v, 1);
+    snprintf(v, sizeof v, "%llu", (unsigned long long)h.events);
+    setenv("TT_EXPECT_EVENTS", v, 1);
+    snprintf(v, sizeof v, "%llu", (unsigned long long)h.responses);
+    setenv("TT_EXPECT_RESPONSES", v, 1);
+    snprintf(v, sizeof v, "%llu", (unsigned long long)h.tool_calls);
+    setenv("TT_EXPECT_TOOL_CALLS", v, 1);
+    setenv("TT_TEST_OUT", tt_test_outdir(), 1);
+    char *argv[] = {"node", script, NULL};
+    int rc = run(argv);
+    tt_test_history_free(&h);
+    tt_test_serve_stop(&s);
+    CHECK_MSG(rc == 0, "the history browser test failed with status %d (log and failure.png in %s)",
+              rc, tt_test_outdir());
 }

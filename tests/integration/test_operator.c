@@ -272,7 +272,8 @@ TEST(operator_session_shows_execution_path_as_tree)
     free(body);
     CHECK_EQ(tt_test_http_auth(s.http, "GET", "/api/v1/agents/demo-agent", TOKEN, &body), 200);
     CHECK(strstr(body, "\"name\":\"demo-agent\"") != NULL);
-    CHECK(strstr(body, "\"tool_calls\":5") != NULL);
+    /* Two tools, three loop calls and the retrieval: every external-call kind counts. */
+    CHECK(strstr(body, "\"tool_calls\":6") != NULL);
     CHECK(strstr(body, "\"tool_errors\":1") != NULL);
     const char *conf = strstr(body, "\"confidence_last\":");
     CHECK(conf != NULL);
@@ -317,7 +318,7 @@ TEST(operator_metrics_pass_promtool_with_hostile_agent_names)
     CHECK_EQ(tt_test_http_auth(s.http, "GET", "/metrics", TOKEN, &body), 200);
     CHECK(strstr(body, "telltale_agent_events_total{agent=\"demo-agent\"}") != NULL);
     CHECK(strstr(body, "telltale_agent_tool_calls_total{agent=\"quote\\\" back\\\\slash "
-                       "{x=\\\"y\\\"}\"} 5") != NULL);
+                       "{x=\\\"y\\\"}\"} 6") != NULL);
     CHECK(strstr(body, "telltale_agent_confidence_bucket{agent=\"demo-agent\",le=\"0.95\"} 2") !=
           NULL);
     CHECK(strstr(body, "telltale_agent_tool_latency_seconds_count{agent=\"demo-agent\"} 5") !=

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -502,4 +503,43 @@ TEST(security_emit_reads_its_ingest_token_from_a_private_file)
     CHECK_EQ(run(cmd, out, sizeof out), 2);
     CHECK_MSG(strstr(out, "chmod 600") != NULL, "%s", out);
     tt_test_serve_stop(&s);
+}
+
+TEST(security_ready_file_in_a_shared_directory_never_follows_a_planted_link)
+{
+    char shared[600], victim[700], planted[760], ready[700], data[700];
+    snprintf(shared, sizeof shared, "%s/shared", tt_test_tmpdir());
+    CHECK_OK(mkdir(shared, 0777));
+    CHECK_OK(chmod(shared, 01777)); /* like /tmp */
+    snprintf(victim, sizeof victim, "%s/victim.conf", tt_test_tmpdir());
+    tt_test_write_file(victim, "precious\n");
+    snprintf(ready, sizeof ready, "%s/ready.json", shared);
+    /* What another user could plant beside the ready file before the collector starts: the
+     * names a careless writer would use for its temporary file. */
+    snprintf(planted, sizeof planted, "%s.tmp", ready);
+    CHECK_OK(symlink(victim, planted));
+    snprintf(data, sizeof data, "%s/data", tt_test_tmpdir());
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        char sock[800];
+        snprintf(sock, sizeof sock, "unix:%s/s.sock", data);
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 2);
+        execl(bin(), bin(), "serve", "--data", data, "--listen", sock, "--no-http", "--ready-file",
+              ready, (char *)NULL);
+        _exit(127);
+    }
+    struct stat st;
+    for (int i = 0; i < 1000 && lstat(ready, &st) != 0; i++) {
+        usleep(10000);
+    }
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    CHECK_OK(lstat(ready, &st));
+    CHECK_MSG(S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0600, "ready file mode %o",
+              (unsigned)st.st_mode);
+    CHECK_STR(slurp(victim), "precious\n");
+    CHECK_MSG(strstr(slurp(ready), "\"pid\"") != NULL, "%s", slurp(ready));
 }

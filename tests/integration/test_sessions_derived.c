@@ -61,8 +61,8 @@ TEST_T(sessions_table_counts_every_event_by_summary_by_decoding_and_on_overflow,
     CHECK(f > 0 && f <= l);
     CHECK_EQ(session_events(s.db, "s-b", &f, &l), 100);
     CHECK(f > 0 && f <= l);
-    /* A step end names no session: the begins and the logs count. */
-    CHECK_EQ(session_events(s.db, "s-c", &f, &l), 100);
+    /* A step end names its step's session (since 0.2): begins, ends and logs count. */
+    CHECK_EQ(session_events(s.db, "s-c", &f, &l), 150);
     for (int i = 0; i < 12; i++) {
         snprintf(name, sizeof name, "s-many-%02d", i);
         CHECK_EQ(session_events(s.db, name, &f, &l), 10);

@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "operator.h"
 #include "serve.h"
 
 static double mult(void)
@@ -309,4 +310,176 @@ TEST(tls_serve_refuses_readable_key_and_missing_cert)
     CHECK_EQ(serve_fails("--listen tls://127.0.0.1:0", out, sizeof out), 1);
     CHECK_MSG(strstr(out, "--tls-cert") != NULL, "stderr: %s", out);
     CHECK_EQ(serve_fails("--https", out, sizeof out), 2);
+}
+
+/* Poll tt_connection_error until it holds something (a refusal), for at most 10 s. */
+static void wait_error(tt_client *c, char *why, size_t n)
+{
+    double t0 = tt_test_now_ms();
+    why[0] = 0;
+    while (tt_connection_error(c, why, n) == TT_OK && !why[0]) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "no connection error after 10 s");
+        usleep(10000);
+    }
+}
+
+/* The identity a store gives to the owner rows of that identity (docs/security.md). */
+static int owner_rows(const char *db, const char *identity)
+{
+    sqlite3 *h;
+    CHECK(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    sqlite3_stmt *st;
+    CHECK(sqlite3_prepare_v2(h, "SELECT count(*) FROM owners WHERE identity = ?", -1, &st, NULL) ==
+          SQLITE_OK);
+    sqlite3_bind_text(st, 1, identity, -1, SQLITE_STATIC);
+    CHECK(sqlite3_step(st) == SQLITE_ROW);
+    int n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return n;
+}
+
+/* With --tls-client-ca the certificate authenticates: no --ingest-open, and --ingest-tokens set,
+ * yet an agent with a certificate and no token is accepted, its identity is cert:NAME in the
+ * owners table, a token naming another agent is refused, and another identity (the Unix socket's
+ * uid) cannot write under the certificate's agent name. */
+TEST_T(tls_mtls_identity_is_the_certificate_in_the_owners_table, 60)
+{
+    const char *pki = make_pki();
+    char toks[600], listen[64], ep[64], ca[800], cert[800], key[800], why[512];
+    snprintf(toks, sizeof toks, "%s/ingest.tokens", tt_test_tmpdir());
+    tt_test_write_file(toks, "other tok-other-0123\n");
+    snprintf(listen, sizeof listen, "tls://127.0.0.1:%d", tt_test_free_port());
+    snprintf(ep, sizeof ep, "%s", listen);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "mtls-ident", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", toks,
+                        "--listen", listen, "--tls-cert", pki_file(pki, "server.pem"), "--tls-key",
+                        pki_file(pki, "server.key"), "--tls-client-ca", pki_file(pki, "ca.pem"),
+                        NULL);
+    snprintf(ca, sizeof ca, "tls.ca=%s", pki_file(pki, "ca.pem"));
+    snprintf(cert, sizeof cert, "tls.cert=%s", pki_file(pki, "client.pem"));
+    snprintf(key, sizeof key, "tls.key=%s", pki_file(pki, "client.key"));
+
+    tt_client *c = tt_test_client(ep, "whatever", ca, cert, key, NULL);
+    emit_n(c, 50);
+    CHECK_OK(tt_flush(c, (uint32_t)(10000 * mult())));
+    tt_stats st;
+    CHECK_OK(tt_close_stats(c, 5000, &st, sizeof st));
+    CHECK_EQ_U64(st.acked, 50);
+
+    /* A token of another agent beside the certificate: refused at the hello. */
+    c = tt_test_client(ep, "whatever", ca, cert, key, "token=tok-other-0123", "backoff_max_ms=200",
+                       NULL);
+    emit_n(c, 5);
+    wait_error(c, why, sizeof why);
+    CHECK_MSG(strstr(why, "not the one of the client certificate") != NULL, "reason \"%s\"", why);
+    tt_close_stats(c, 100, &st, sizeof st);
+    CHECK_EQ_U64(st.acked, 0);
+
+    /* The collector's own user on the Unix socket needs a token there (--ingest-tokens): the
+     * certificate exempts only its own connections. */
+    c = tt_test_client(s.endpoint, "agent-cert", "backoff_max_ms=200", NULL);
+    emit_n(c, 5);
+    wait_error(c, why, sizeof why);
+    CHECK_MSG(strstr(why, "requires an ingest token") != NULL, "reason \"%s\"", why);
+    tt_close_stats(c, 100, &st, sizeof st);
+    CHECK_EQ_U64(st.acked, 0);
+    tt_test_serve_stop(&s);
+    CHECK_EQ_U64(stored_events(s.db), 50);
+    CHECK(has_agent(s.db, "agent-cert"));
+    CHECK(!has_agent(s.db, "whatever"));
+    CHECK_MSG(owner_rows(s.db, "cert:agent-cert") >= 2, "the agent name and instance are not "
+                                                        "owned by cert:agent-cert");
+}
+
+/* The certificate's agent name, once owned by cert:NAME, is refused to another identity, and a
+ * name another identity owns is refused to the certificate (owner check at the hello). */
+TEST_T(tls_mtls_agent_name_owned_by_another_identity_is_refused, 60)
+{
+    const char *pki = make_pki();
+    char listen[64], ep[64], ca[800], cert[800], key[800], why[512];
+    snprintf(listen, sizeof listen, "tls://127.0.0.1:%d", tt_test_free_port());
+    snprintf(ep, sizeof ep, "%s", listen);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "mtls-owner", "--listen", listen, "--tls-cert",
+                        pki_file(pki, "server.pem"), "--tls-key", pki_file(pki, "server.key"),
+                        "--tls-client-ca", pki_file(pki, "ca.pem"), NULL);
+    /* The collector's user takes "agent-cert" first, over the Unix socket (uid:N). */
+    tt_client *c = tt_test_client(s.endpoint, "agent-cert", NULL);
+    emit_n(c, 10);
+    CHECK_OK(tt_flush(c, (uint32_t)(10000 * mult())));
+    tt_stats st;
+    CHECK_OK(tt_close_stats(c, 5000, &st, sizeof st));
+    CHECK_EQ_U64(st.acked, 10);
+    /* The certificate names agent-cert too: another identity, refused at its hello. */
+    snprintf(ca, sizeof ca, "tls.ca=%s", pki_file(pki, "ca.pem"));
+    snprintf(cert, sizeof cert, "tls.cert=%s", pki_file(pki, "client.pem"));
+    snprintf(key, sizeof key, "tls.key=%s", pki_file(pki, "client.key"));
+    c = tt_test_client(ep, "anything", ca, cert, key, "backoff_max_ms=200", NULL);
+    emit_n(c, 5);
+    wait_error(c, why, sizeof why);
+    CHECK_MSG(strstr(why, "belongs to another identity") != NULL, "reason \"%s\"", why);
+    tt_close_stats(c, 100, &st, sizeof st);
+    CHECK_EQ_U64(st.acked, 0);
+    tt_test_serve_stop(&s);
+    CHECK_EQ_U64(stored_events(s.db), 10);
+    CHECK_EQ(owner_rows(s.db, "cert:agent-cert"), 0);
+}
+
+/* Without --tls-client-ca a tls:// listener only encrypts: like tcp://, an agent needs an ingest
+ * token unless --ingest-open (loopback only; refused at start on a wildcard tls:// listener). */
+TEST_T(tls_without_client_ca_needs_a_token_unless_ingest_open, 60)
+{
+    const char *pki = make_pki();
+    char toks[600], listen[64], ep[64], ca[800], why[512], out[4096], cmd[2400];
+    snprintf(toks, sizeof toks, "%s/ingest.tokens", tt_test_tmpdir());
+    tt_test_write_file(toks, "tokagent tok-agent-0123\n");
+    snprintf(listen, sizeof listen, "tls://127.0.0.1:%d", tt_test_free_port());
+    snprintf(ep, sizeof ep, "%s", listen);
+    snprintf(ca, sizeof ca, "tls.ca=%s", pki_file(pki, "ca.pem"));
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "tls-closed", TT_TEST_NO_INGEST_OPEN, "--listen", listen, "--tls-cert",
+                        pki_file(pki, "server.pem"), "--tls-key", pki_file(pki, "server.key"),
+                        NULL);
+    tt_client *c = tt_test_client(ep, "someone", ca, "backoff_max_ms=200", NULL);
+    emit_n(c, 5);
+    wait_error(c, why, sizeof why);
+    CHECK_MSG(strstr(why, "requires an ingest token on TCP") != NULL, "reason \"%s\"", why);
+    tt_stats st;
+    tt_close_stats(c, 100, &st, sizeof st);
+    CHECK_EQ_U64(st.acked, 0);
+    CHECK_EQ_U64(st.tls_failures, 0); /* the session was fine; the hello was not */
+    tt_test_serve_stop(&s);
+    CHECK_EQ_U64(stored_events(s.db), 0);
+
+    /* With a token it is accepted, under the token's agent. */
+    snprintf(listen, sizeof listen, "tls://127.0.0.1:%d", tt_test_free_port());
+    snprintf(ep, sizeof ep, "%s", listen);
+    tt_test_serve_start(&s, "tls-token", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", toks,
+                        "--listen", listen, "--tls-cert", pki_file(pki, "server.pem"), "--tls-key",
+                        pki_file(pki, "server.key"), NULL);
+    c = tt_test_client(ep, "someone", ca, "token=tok-agent-0123", NULL);
+    emit_n(c, 20);
+    CHECK_OK(tt_flush(c, (uint32_t)(10000 * mult())));
+    CHECK_OK(tt_close_stats(c, 5000, &st, sizeof st));
+    CHECK_EQ_U64(st.acked, 20);
+    tt_test_serve_stop(&s);
+    CHECK(has_agent(s.db, "tokagent"));
+    CHECK_MSG(owner_rows(s.db, "token:tokagent") >= 2, "not owned by token:tokagent");
+
+    /* --ingest-open with a tls:// listener others can reach, and no client CA: refused. */
+    const char *bin = getenv("TT_BIN");
+    snprintf(cmd, sizeof cmd,
+             "'%s' serve --data '%s/open-wide' --listen tls://0.0.0.0:0 "
+             "--tls-cert '%s' --tls-key '%s' --no-http --ingest-open 2>&1",
+             bin ? bin : "build/telltale", tt_test_tmpdir(), pki_file(pki, "server.pem"),
+             pki_file(pki, "server.key"));
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int rc = pclose(p);
+    CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "exit %d: %s", rc, out);
+    CHECK_MSG(strstr(out, "--ingest-open is allowed only when every TCP listener is on a loopback"),
+              "%s", out);
 }

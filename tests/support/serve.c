@@ -21,6 +21,7 @@
 #include <zstd.h>
 
 #include "common/batch.h"
+#include "operator.h"
 #include "test.h"
 
 double tt_test_now_ms(void)
@@ -51,6 +52,7 @@ int tt_test_free_port(void)
 
 static char *extra_args[32];
 static int n_extra;
+static int no_ingest_open; /* TT_TEST_NO_INGEST_OPEN was among the extra arguments */
 
 /* The generated operator tokens of the collectors this test started, by HTTP address. */
 static struct {
@@ -95,11 +97,9 @@ static void read_token(struct tt_test_serve *s)
     }
 }
 
-static void spawn(struct tt_test_serve *s)
+/* Fork and exec the collector with its log as stdout and stderr. */
+static pid_t fork_serve(const struct tt_test_serve *s, const char *ready)
 {
-    char ready[800];
-    snprintf(ready, sizeof ready, "%s/ready.json", s->dir);
-    unlink(ready);
     const char *argv[64];
     int n = 0;
     char listen_tcp[320];
@@ -116,6 +116,9 @@ static void spawn(struct tt_test_serve *s)
     argv[n++] = s->http;
     argv[n++] = "--ready-file";
     argv[n++] = ready;
+    if (!no_ingest_open) {
+        argv[n++] = "--ingest-open"; /* tests connect over loopback TCP without tokens */
+    }
     for (int i = 0; i < n_extra; i++) {
         argv[n++] = extra_args[i];
     }
@@ -131,6 +134,15 @@ static void spawn(struct tt_test_serve *s)
         execv(argv[0], (char **)argv);
         _exit(127);
     }
+    return pid;
+}
+
+static void spawn(struct tt_test_serve *s)
+{
+    char ready[800];
+    snprintf(ready, sizeof ready, "%s/ready.json", s->dir);
+    unlink(ready);
+    pid_t pid = fork_serve(s, ready);
     s->pid = pid;
     for (int i = 0; i < 1000; i++) {
         if (access(ready, F_OK) == 0) {
@@ -161,9 +173,14 @@ void tt_test_serve_start(struct tt_test_serve *s, const char *name, ...)
     va_list ap;
     va_start(ap, name);
     n_extra = 0;
+    no_ingest_open = 0;
     const char *a;
     while ((a = va_arg(ap, const char *)) && n_extra < 31) {
-        extra_args[n_extra++] = strdup(a);
+        if (strcmp(a, TT_TEST_NO_INGEST_OPEN) == 0) {
+            no_ingest_open = 1;
+        } else {
+            extra_args[n_extra++] = strdup(a);
+        }
     }
     va_end(ap);
     spawn(s);
@@ -172,6 +189,28 @@ void tt_test_serve_start(struct tt_test_serve *s, const char *name, ...)
 void tt_test_serve_restart(struct tt_test_serve *s)
 {
     spawn(s);
+}
+
+int tt_test_serve_restart_refused(struct tt_test_serve *s)
+{
+    char ready[800];
+    snprintf(ready, sizeof ready, "%s/ready.json", s->dir);
+    unlink(ready);
+    pid_t pid = fork_serve(s, ready);
+    int st = 0;
+    double t0 = tt_test_now_ms();
+    while (waitpid(pid, &st, WNOHANG) != pid) {
+        if (access(ready, F_OK) == 0 || tt_test_now_ms() - t0 > 15000 * tt_test_mult()) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            tt_test_fail(__FILE__, __LINE__, "telltale serve did not refuse to start (see %s)",
+                         s->log);
+        }
+        usleep(10000);
+    }
+    s->pid = 0;
+    CHECK_MSG(WIFEXITED(st), "telltale serve died at startup: status %d (see %s)", st, s->log);
+    return WEXITSTATUS(st);
 }
 
 void tt_test_serve_stop(struct tt_test_serve *s)

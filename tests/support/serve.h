@@ -23,7 +23,10 @@ struct tt_test_serve {
 };
 
 /* Start a collector in TT_TEST_TMP/NAME with unix + tcp listeners on free ports and HTTP on a
- * free port; extra arguments may follow (NULL-terminated). Fails the test if it cannot. */
+ * free port, with --ingest-open (agents on loopback TCP need no ingest token) unless
+ * TT_TEST_NO_INGEST_OPEN is among the extra arguments that may follow (NULL-terminated). Fails
+ * the test if it cannot. */
+#define TT_TEST_NO_INGEST_OPEN "tt-test-no-ingest-open"
 void tt_test_serve_start(struct tt_test_serve *s, const char *name, ...);
 
 /* SIGTERM and wait for the exit status (fails the test if not 0 within 15 s). */
@@ -34,6 +37,10 @@ void tt_test_serve_kill(struct tt_test_serve *s);
 
 /* Restart a stopped or killed collector on the same directory and endpoints. */
 void tt_test_serve_restart(struct tt_test_serve *s);
+
+/* Restart it when it must refuse to start: fails the test if it becomes ready (or runs for
+ * 15 s); returns its exit status. */
+int tt_test_serve_restart_refused(struct tt_test_serve *s);
 
 /* The operator token of the collector whose HTTP API is http, as tt_test_serve_start read it
  * from its data directory (NULL when it has none: --no-auth, or a token the test gave). */

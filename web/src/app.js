@@ -4,8 +4,9 @@
 // updates per event and four renders a second.
 
 import {api, setToken} from './api.js';
+import {rangeControl} from './history.js';
 import {LiveStream} from './stream.js';
-import {clean, eventMs, route} from './util.js';
+import {clean, el, eventMs, route} from './util.js';
 import * as views from './views.js';
 
 const RENDER_MS = 250;
@@ -298,6 +299,10 @@ function main() {
     setToken('');
     if (state.stream) state.stream.restart();
   });
+  document.getElementById('range-box').append(rangeControl(el, () => {
+    dirty = true;
+    render();
+  }));
   state.stream = new LiveStream(apply, onConn);
   state.stream.start();
   setInterval(refreshAgents, 5000);

@@ -94,6 +94,12 @@ static void links_json(tt__json *j, const struct alert *al)
         snprintf(path, sizeof path, "/api/v1/responses/%016llx",
                  (unsigned long long)al->example_id);
         tt__json_kv_cstr(j, "response", path);
+    } else if (al->example_id && al->session[0]) {
+        /* A step is shown in its session's execution path. */
+        path_segment(seg, sizeof seg, al->session);
+        snprintf(path, sizeof path, "/api/v1/sessions/%s#step-%016llx", seg,
+                 (unsigned long long)al->example_id);
+        tt__json_kv_cstr(j, "step", path);
     }
     tt__json_obj_end(j);
 }
@@ -131,6 +137,13 @@ void alert_json(tt__json *j, const struct alert *al, int64_t acked_ns, int with_
         tt__json_kv_i64(j, "resolved_unix_ns", al->resolved_ns);
     }
     tt__json_kv_u64(j, "flaps", al->flaps);
+    /* What the alert is about, in the ids' one format (16 hex digits, as in events and the
+     * API): a response, or a step (a call that failed, a looping call). */
+    if (al->example_id) {
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)al->example_id);
+        tt__json_kv_cstr(j, al->example_is_response ? "response_id" : "step_id", hex);
+    }
     links_json(j, al);
     tt__json_obj_end(j);
 }

@@ -40,7 +40,7 @@ static void trim(char **s, size_t *n)
     }
 }
 
-enum section { SEC_NONE, SEC_DETECTOR, SEC_WEBHOOK };
+enum section { SEC_NONE, SEC_DETECTOR, SEC_WEBHOOK, SEC_CALLS };
 
 struct parser {
     struct mon_config *c;
@@ -95,6 +95,10 @@ static int section(struct parser *p, char *s, size_t n)
     s++;
     n -= 2;
     trim(&s, &n);
+    if (n == 5 && memcmp(s, "calls", 5) == 0) {
+        p->sec = SEC_CALLS;
+        return 0;
+    }
     const char *name;
     size_t nn;
     int det = n > 9 && memcmp(s, "detector.", 9) == 0;
@@ -235,6 +239,45 @@ static int hook_key(struct parser *p, const char *key, const char *value)
     return rc ? -1 : 0;
 }
 
+/* [calls] kinds = tool, api, retrieval: the step kinds that are external calls. */
+static int calls_key(struct parser *p, const char *key, char *value)
+{
+    static const char *const names[] = {"",    "reasoning", "tool",      "api",
+                                        "llm", "agent",     "retrieval", "other"};
+    if (strcmp(key, "kinds") != 0) {
+        snprintf(p->err, sizeof p->err, "unknown key %.40s in [calls] (kinds)", key);
+        return -1;
+    }
+    uint32_t mask = 0;
+    for (char *t = value, *next; t; t = next) {
+        char *comma = strchr(t, ',');
+        next = comma ? comma + 1 : NULL;
+        size_t n = comma ? (size_t)(comma - t) : strlen(t);
+        trim(&t, &n);
+        t[n] = 0;
+        int found = 0;
+        for (uint32_t k = 1; k < 8 && !found; k++) {
+            if (strcmp(t, names[k]) == 0) {
+                mask |= 1u << k;
+                found = 1;
+            }
+        }
+        if (!found) {
+            snprintf(p->err, sizeof p->err,
+                     "kinds: \"%.40s\" is not a step kind (reasoning, tool, api, llm, agent, "
+                     "retrieval, other)",
+                     t);
+            return -1;
+        }
+    }
+    if (!mask) {
+        snprintf(p->err, sizeof p->err, "kinds: at least one step kind");
+        return -1;
+    }
+    p->c->call_kinds = mask;
+    return 0;
+}
+
 static int line(struct parser *p, char *s, size_t n)
 {
     trim(&s, &n);
@@ -263,11 +306,17 @@ static int line(struct parser *p, char *s, size_t n)
     key[kn] = 0;
     memcpy(value, v, vn);
     value[vn] = 0;
+    if (p->sec == SEC_CALLS) {
+        return calls_key(p, key, value);
+    }
     return p->sec == SEC_DETECTOR ? unit_key(p, key, value) : hook_key(p, key, value);
 }
 
 static int finish(struct mon_config *c, char *err, size_t errlen)
 {
+    if (!c->call_kinds) {
+        c->call_kinds = MON_CALL_KINDS_DEFAULT;
+    }
     for (int i = 0; i < c->n_units; i++) {
         struct unit *u = &c->units[i];
         char why[200] = "";

@@ -343,7 +343,9 @@ static void on_step_begin(struct monitor *m, struct mon_agent *a, const uint8_t 
                           const tt__event *ev, int64_t sec)
 {
     tt__ev_step_begin sb;
-    if (tt__ev_step_begin_decode(ev->body, &sb) != 0 || sb.kind != 2 /* TT_STEP_TOOL */) {
+    /* Every external-call kind counts ([calls] kinds: tool, api, retrieval by default). */
+    if (tt__ev_step_begin_decode(ev->body, &sb) != 0 || sb.kind >= 32 ||
+        !(m->cfg.call_kinds & (1u << sb.kind))) {
         return;
     }
     a->open_tools[a->ot_next++ % OPEN_TOOLS] = tool_key(inst, sb.step_id);
@@ -384,6 +386,7 @@ static void on_step_end(struct monitor *m, struct mon_agent *a, const uint8_t in
                            .time_ns = ev->time,
                            .value = lat,
                            .error = se.status != 0,
+                           .name = se.name, /* from clients since 0.2; empty before */
                            .session = ev->session,
                            .id = se.step_id};
     feed(m, a, &s);

@@ -46,7 +46,7 @@ struct mon_signal {
     int64_t time_ns; /* the event's time, Unix ns */
     double value;
     int error;      /* SIG_TOOL_END: status other than ok */
-    tt__bstr name;  /* SIG_TOOL_BEGIN: the tool */
+    tt__bstr name;  /* SIG_TOOL_BEGIN: the tool; SIG_TOOL_END: the tool, when the end says */
     tt__bstr query; /* SIG_TOOL_BEGIN: its arguments */
     tt__bstr session;
     uint64_t id; /* response id, step id, or first missing seq */
@@ -187,7 +187,12 @@ struct webhook_cfg {
     size_t secret_len;
 };
 
+/* The step kinds counted as external calls by default (tool, api, retrieval; bits 1 << kind of
+ * telltale.h's tt_step_kind): the tool-error, tool-latency and loop detectors watch them. */
+#define MON_CALL_KINDS_DEFAULT ((1u << 2) | (1u << 3) | (1u << 6))
+
 struct mon_config {
+    uint32_t call_kinds; /* [calls] kinds = ...: step kinds that are external calls */
     struct unit units[MON_UNITS_MAX];
     int n_units;
     struct webhook_cfg hooks[MON_HOOKS_MAX];

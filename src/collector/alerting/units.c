@@ -394,13 +394,25 @@ static int drift_read(const struct unit *u, const void *state, struct detect_rea
 static const struct unit_ops unit_drift = {"drift",    0,    drift_set,  drift_ready,
                                            drift_feed, NULL, drift_read, NULL};
 
-/* --- error_rate: the share of failed tool calls among the last `window` ------------------ */
+/* --- error_rate: the share of failed calls among the last `window` of each call name ------ */
 
 #define ERR_WINDOW_MAX 1024
+/* Call names watched apart (a failing "sql" is not diluted by the tools that work); beyond
+ * them, the least recently seen name's window is reused. Ends without a name (clients before
+ * 0.2) share one window. */
+#define ERR_NAMES 8
 
-struct err_state {
+struct err_window {
+    uint64_t name;        /* hash of the call's name, 0: free */
+    uint64_t used;        /* the feed count when last seen */
+    uint64_t last_failed; /* the step id of the window's latest failed call */
     uint32_t n, pos, errors;
     uint8_t bits[ERR_WINDOW_MAX / 8];
+};
+
+struct err_state {
+    uint64_t feeds;
+    struct err_window w[ERR_NAMES];
 };
 
 static int err_set(struct unit *u, const char *key, const char *value)
@@ -433,12 +445,36 @@ static int err_ready(struct unit *u, char *err, size_t errlen)
     return 0;
 }
 
+static uint64_t fnv(uint64_t h, tt__bstr s);
+
+/* The window of the call named name: its own, a free one, or the least recently seen. */
+static struct err_window *err_window_of(struct err_state *st, tt__bstr name)
+{
+    uint64_t h = fnv(0xcbf29ce484222325ull ^ name.n, name) | 1;
+    struct err_window *pick = &st->w[0];
+    for (int i = 0; i < ERR_NAMES; i++) {
+        if (st->w[i].name == h) {
+            pick = &st->w[i];
+            break;
+        }
+        if (st->w[i].used < pick->used) {
+            pick = &st->w[i];
+        }
+    }
+    if (pick->name != h) {
+        memset(pick, 0, sizeof *pick);
+        pick->name = h;
+    }
+    pick->used = ++st->feeds;
+    return pick;
+}
+
 static int err_feed(const struct unit *u, void *state, const struct mon_signal *s, struct alert *a)
 {
     if (s->type != SIG_TOOL_END) {
         return 0;
     }
-    struct err_state *e = state;
+    struct err_window *e = err_window_of(state, s->name);
     uint32_t w = u->cfg.error_rate.window;
     uint8_t mask = (uint8_t)(1u << (e->pos & 7));
     if (e->n == w) {
@@ -449,6 +485,9 @@ static int err_feed(const struct unit *u, void *state, const struct mon_signal *
     e->bits[e->pos >> 3] =
         (uint8_t)(s->error ? e->bits[e->pos >> 3] | mask : e->bits[e->pos >> 3] & ~mask);
     e->errors += s->error != 0;
+    if (s->error) {
+        e->last_failed = s->id;
+    }
     e->pos = (e->pos + 1) % w;
     double rate = (double)e->errors / e->n;
     if (e->n < u->cfg.error_rate.min_calls || !(rate > u->cfg.error_rate.max_rate)) {
@@ -457,9 +496,26 @@ static int err_feed(const struct unit *u, void *state, const struct mon_signal *
     a->value = rate;
     a->threshold = u->cfg.error_rate.max_rate;
     snprintf(a->unit, sizeof a->unit, "ratio");
-    snprintf(a->message, sizeof a->message, "%u of the last %u tool calls failed (%.0f%% > %.0f%%)",
-             e->errors, e->n, rate * 100, u->cfg.error_rate.max_rate * 100);
+    char name[96];
+    bstr_copy(name, sizeof name, s->name);
+    snprintf(a->key, sizeof a->key, "%s", name); /* one incident per failing call */
+    if (name[0]) {
+        snprintf(a->message, sizeof a->message,
+                 "%u of the last %u tool calls failed (%.0f%% > %.0f%%): \"%s\"", e->errors, e->n,
+                 rate * 100, u->cfg.error_rate.max_rate * 100, name);
+    } else {
+        snprintf(a->message, sizeof a->message,
+                 "%u of the last %u tool calls failed (%.0f%% > %.0f%%)", e->errors, e->n,
+                 rate * 100, u->cfg.error_rate.max_rate * 100);
+    }
+    /* The latest failed call (a step): the rate can cross at a call that worked, once the
+     * window reaches min_calls. */
+    a->example_id = e->last_failed;
+    a->example_is_response = 0;
+    uint64_t keep = e->name, used = e->used;
     memset(e, 0, sizeof *e); /* a fresh window before the next alert */
+    e->name = keep;
+    e->used = used;
     return 1;
 }
 

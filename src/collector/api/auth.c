@@ -264,5 +264,5 @@ int auth_authorize(void *ctx, const tt__hello *h, char *agent, char *err, size_t
         return -1;
     }
     snprintf(agent, 256, "%s", found->agent);
-    return 0;
+    return 1;
 }

@@ -44,8 +44,9 @@ const char *auth_operator_token(const struct auth *a);
 int auth_operator_ok(const struct auth *a, const char *authorization);
 
 /* The ingest hook (ingest_hooks.authorize): with ingest tokens configured, the agent's name
- * is the one the token belongs to, whatever the hello says; an unknown or missing token is
- * refused. Without them every hello is accepted under its own name. ctx is the struct auth. */
+ * is the one the token belongs to, whatever the hello says, and 1 is returned (the connection's
+ * identity is then the token's, "token:AGENT"); an unknown or missing token is refused (-1).
+ * Without them every hello is accepted under its own name (0). ctx is the struct auth. */
 int auth_authorize(void *ctx, const tt__hello *h, char *agent, char *err, size_t errlen);
 
 /* Compare two byte strings in time that depends only on their lengths: 1 equal, 0 not. */

@@ -302,8 +302,26 @@ enum MHD_Result api_stream(const struct http_req *r)
     return http_stream(r, "text/event-stream", 16384, sse_read, s, sse_free);
 }
 
+/* 200 {"ok":true} while the store takes batches; 503 with the store's state and the reason
+ * while it refuses them (disk full) or after it failed (I/O error, damage, the file gone). */
 enum MHD_Result api_health(const struct http_req *r)
 {
-    tt__buf b = {(uint8_t *)"{\"ok\":true}", 11, 11, 11};
-    return http_json(r, MHD_HTTP_OK, &b);
+    char why[512];
+    int state = store_failure(r->ctx->store, why, sizeof why);
+    if (state == STORE_HEALTHY) {
+        tt__buf b = {(uint8_t *)"{\"ok\":true}", 11, 11, 11};
+        return http_json(r, MHD_HTTP_OK, &b);
+    }
+    tt__buf b;
+    tt__buf_init(&b, 4096);
+    tt__json j;
+    tt__json_init(&j, &b);
+    tt__json_obj_begin(&j);
+    tt__json_kv_bool(&j, "ok", 0);
+    tt__json_kv_cstr(&j, "store", state == STORE_FAILED ? "failed" : "refusing");
+    tt__json_kv_cstr(&j, "reason", why);
+    tt__json_obj_end(&j);
+    enum MHD_Result rc = http_json(r, MHD_HTTP_SERVICE_UNAVAILABLE, &b);
+    tt__buf_fini(&b);
+    return rc;
 }

@@ -39,6 +39,7 @@ static const struct route routes[] = {
     {"GET", "/api/v1/stream", api_stream},
     {"GET", "/api/v1/agents", api_agents},
     {"GET", "/api/v1/status", api_status},
+    {"GET", "/api/v1/series", api_series},
     {"GET", "/api/v1/agents/{agent}", api_agent},
     {"GET", "/api/v1/sessions", api_sessions},
     {"GET", "/api/v1/sessions/{id}", api_session},

@@ -135,6 +135,10 @@ enum MHD_Result api_alert_ack(const struct http_req *r);
 enum MHD_Result api_incidents(const struct http_req *r);
 enum MHD_Result api_incident_get(const struct http_req *r);
 enum MHD_Result api_metrics(const struct http_req *r);
+/* GET /api/v1/series (api/series.c): per-agent series of a range from the rollups. */
+enum MHD_Result api_series(const struct http_req *r);
+/* The answered bucket width for a range (api/series.c): 0, or -1 when too long. */
+int series_pick_step(int64_t from_s, int64_t span_s, int64_t now_s, int *step_s, int *level_s);
 
 /* A positive integer parameter in [lo, hi], or def when absent: 0, or -1 if malformed. */
 int http_param_u64(const struct http_req *r, const char *name, uint64_t lo, uint64_t hi,

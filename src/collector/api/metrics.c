@@ -12,6 +12,7 @@
 #include "collector/collector.h"
 #include "collector/api/http.h"
 #include "collector/hub.h"
+#include "collector/store/store.h"
 #include "collector/alerting/monitor.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -58,6 +59,14 @@ static void health(tt__buf *b, const struct http_req *r)
         LD(cstats.conns_total));
     one(b, "telltale_store_errors_total", "counter", "Store commits that failed.",
         LD(cstats.store_errors));
+    char why[512];
+    int state = store_failure(r->ctx->store, why, sizeof why);
+    one(b, "telltale_store_healthy", "gauge",
+        "1 while the store commits batches; 0 while it refuses them (see /healthz).",
+        state == STORE_HEALTHY);
+    one(b, "telltale_store_failed", "gauge",
+        "1 after a fatal store error (I/O error, damage, file deleted or replaced) until restart.",
+        state == STORE_FAILED);
     commit_histogram(b);
     tt__buf_printf(b, "# HELP telltale_rejected_total Input refused, by reason.\n"
                       "# TYPE telltale_rejected_total counter\n");
@@ -65,6 +74,26 @@ static void health(tt__buf *b, const struct http_req *r)
         tt__buf_printf(b, "telltale_rejected_total{reason=\"%s\"} %llu\n", reject_name(i),
                        (unsigned long long)LD(cstats.rejected[i]));
     }
+    static const char *const pools[2] = {"partial_frames", "batches"};
+    static const char *const budget[3][2] = {
+        {"telltale_ingest_budget_bytes",
+         "Ingest budget of each pool (admission before allocation)."},
+        {"telltale_ingest_budget_used_bytes", "Bytes admitted now."},
+        {"telltale_ingest_budget_peak_bytes", "The most bytes ever admitted at once."}};
+    for (int k = 0; k < 3; k++) {
+        tt__buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", budget[k][0], budget[k][1],
+                       budget[k][0]);
+        for (int i = 0; i < 2; i++) {
+            _Atomic uint64_t *v = k == 0   ? cstats.budget_limit
+                                  : k == 1 ? cstats.budget_used
+                                           : cstats.budget_peak;
+            tt__buf_printf(b, "%s{pool=\"%s\"} %llu\n", budget[k][0], pools[i],
+                           (unsigned long long)LD(v[i]));
+        }
+    }
+    one(b, "telltale_ingest_budget_waits_total", "counter",
+        "Admissions that waited for budget (the socket was left unread meanwhile).",
+        LD(cstats.budget_waits));
     struct hub_counters hc;
     hub_counters(r->ctx->hub, &hc);
     one(b, "telltale_stream_subscribers", "gauge", "Live-stream subscribers connected.",

@@ -31,6 +31,8 @@ void render_tokens_fields(tt__json *j, const tt__ev_tokens *t);
 void render_response_end_fields(tt__json *j, const tt__ev_response_end *e);
 void render_guard_fields(tt__json *j, const tt__ev_guard *g);
 void render_tokens_merged(tt__json *j, const tt__ev_tokens *chunks, size_t n);
+/* "text": the response's whole text, its tokens' texts in order (null when none was sent). */
+void render_response_text(tt__json *j, const tt__ev_tokens *chunks, size_t n);
 
 /* Kinds other modules render (tokens, responses, guard, tensor); returns 0 if handled. */
 int render_event_extra(tt__json *j, const tt__event *ev);

@@ -68,6 +68,12 @@ static void render_step_end(tt__json *j, const tt__event *ev)
         return;
     }
     kv_id(j, "step_id", s.step_id);
+    if (s.kind) {
+        tt__json_kv_cstr(j, "step_kind", render_step_kind(s.kind));
+    }
+    if (s.name.n) {
+        tt__json_kv_str(j, "name", s.name.p, s.name.n);
+    }
     tt__json_kv_cstr(j, "status", render_status(s.status));
     tt__json_kv_u64(j, "duration_ns", s.duration_ns);
     tt__json_kv_i64(j, "result_bytes", s.result_bytes);

@@ -4,9 +4,15 @@
  * and sampled tensors. docs/api.md shows the shapes.
  */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "collector/api/render.h"
 #include "common/half.h"
+
+/* Entries of a response's text table read back at most (a client sends fewer: one per distinct
+ * token, DICT_MAX remembered, so a table this large is hostile). */
+#define TEXT_TABLE_MAX (1u << 20)
 
 static void varints(tt__json *j, const char *key, tt__bstr b, int zigzag)
 {
@@ -59,6 +65,23 @@ void render_tokens_fields(tt__json *j, const tt__ev_tokens *t)
     varints(j, "ranks", t->ranks, 0);
     varints(j, "latency_us", t->latency_us, 0);
     varints(j, "flags", t->flags, 0);
+    if (t->n_texts || t->text_refs.n) {
+        /* Token text as sent: the texts this chunk adds to the response's table (from index
+         * text_base) and each token's index in it; /api/v1/responses/{id} resolves them. */
+        tt__json_kv_u64(j, "text_base", t->text_base);
+        tt__json_key(j, "texts");
+        tt__json_arr_begin(j);
+        tt__tokens_text_iter it = {0};
+        tt__bstr s;
+        while (tt__ev_tokens_text_next(t, &it, &s)) {
+            tt__json_str(j, s.p, s.n);
+        }
+        tt__json_arr_end(j);
+        varints(j, "text_refs", t->text_refs, 1);
+        if (t->topk_text_refs.n) {
+            varints(j, "topk_text_refs", t->topk_text_refs, 1);
+        }
+    }
     if (!t->topk) {
         return;
     }
@@ -171,6 +194,9 @@ int render_event_extra(tt__json *j, const tt__event *ev)
         render_response_id(j, "response_id", b.response_id);
         tt__json_kv_str(j, "model", b.model.p, b.model.n);
         render_attrs(j, ev->body, 3, "params");
+        if (b.step_id) {
+            render_response_id(j, "step_id", b.step_id);
+        }
         return 0;
     }
     case TT_EV_RESPONSE_END: {
@@ -203,6 +229,113 @@ int render_event_extra(tt__json *j, const tt__event *ev)
 }
 
 /* The token arrays of a whole response from its chunks (in order) as one set of arrays. */
+/* A response's text table, from its chunks (each adds n_texts from text_base on). */
+struct text_table {
+    tt__bstr *s;
+    size_t n;
+};
+
+static void text_table_build(const tt__ev_tokens *t, size_t n, struct text_table *tab)
+{
+    size_t size = 0;
+    tab->s = NULL;
+    tab->n = 0;
+    for (size_t c = 0; c < n; c++) {
+        size_t end = (size_t)t[c].text_base + t[c].n_texts;
+        if (t[c].n_texts && end <= TEXT_TABLE_MAX && end > size) {
+            size = end;
+        }
+    }
+    if (!size || !(tab->s = calloc(size, sizeof *tab->s))) {
+        return;
+    }
+    tab->n = size;
+    for (size_t c = 0; c < n; c++) {
+        tt__tokens_text_iter it = {0};
+        tt__bstr s;
+        for (size_t i = t[c].text_base; i < size && tt__ev_tokens_text_next(&t[c], &it, &s); i++) {
+            tab->s[i] = s;
+        }
+    }
+}
+
+/* The text of table index ref; p NULL when unknown. */
+static tt__bstr text_at(const struct text_table *tab, int64_t ref)
+{
+    tt__bstr none = {NULL, 0};
+    return ref >= 0 && (uint64_t)ref < tab->n ? tab->s[ref] : none;
+}
+
+static int tokens_have_text(const tt__ev_tokens *t, size_t n)
+{
+    for (size_t c = 0; c < n; c++) {
+        if (t[c].text_refs.n) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* "texts": each token's text (null when unknown), in token order. */
+static void merged_texts(tt__json *j, const tt__ev_tokens *t, size_t n,
+                         const struct text_table *tab)
+{
+    tt__json_key(j, "texts");
+    tt__json_arr_begin(j);
+    for (size_t c = 0; c < n; c++) {
+        size_t count = t[c].logprobs.n / 4;
+        tt__pb_reader r;
+        tt__pb_reader_init(&r, t[c].text_refs.p, t[c].text_refs.n);
+        for (size_t i = 0; i < count; i++) {
+            int64_t ref = r.p < r.end && !r.err ? tt__pb_unzigzag(tt__pb_varint(&r)) : -1;
+            tt__bstr s = text_at(tab, ref);
+            if (s.p) {
+                tt__json_str(j, s.p, s.n);
+            } else {
+                tt__json_null(j);
+            }
+        }
+    }
+    tt__json_arr_end(j);
+}
+
+void render_response_text(tt__json *j, const tt__ev_tokens *t, size_t n)
+{
+    tt__json_key(j, "text");
+    if (!tokens_have_text(t, n)) {
+        tt__json_null(j);
+        return;
+    }
+    struct text_table tab;
+    text_table_build(t, n, &tab);
+    size_t len = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        char *out = pass ? malloc(len ? len : 1) : NULL;
+        if (pass && !out) {
+            tt__json_null(j);
+            break;
+        }
+        size_t at = 0;
+        for (size_t c = 0; c < n; c++) {
+            tt__pb_reader r;
+            tt__pb_reader_init(&r, t[c].text_refs.p, t[c].text_refs.n);
+            while (r.p < r.end && !r.err) {
+                tt__bstr s = text_at(&tab, tt__pb_unzigzag(tt__pb_varint(&r)));
+                if (s.p && pass) {
+                    memcpy(out + at, s.p, s.n);
+                }
+                at += s.p ? s.n : 0;
+            }
+        }
+        len = at;
+        if (pass) {
+            tt__json_str(j, out, len);
+            free(out);
+        }
+    }
+    free(tab.s);
+}
+
 void render_tokens_merged(tt__json *j, const tt__ev_tokens *t, size_t n)
 {
     static const char *const vkeys[] = {"token_ids", "ranks", "latency_us", "flags"};
@@ -239,24 +372,40 @@ void render_tokens_merged(tt__json *j, const tt__ev_tokens *t, size_t n)
         }
         tt__json_arr_end(j);
     }
-    for (int a = 0; a < 2; a++) {
-        tt__json_key(j, a == 0 ? "topk_ids" : "topk_probs");
+    int with_text = tokens_have_text(t, n);
+    struct text_table tab = {NULL, 0};
+    if (with_text) {
+        text_table_build(t, n, &tab);
+        merged_texts(j, t, n, &tab);
+    }
+    /* Alternatives: padding (id -1 without a text) left out; an alternative known by its text
+     * only (a provider's) has id -1. */
+    for (int a = 0; a < (with_text ? 3 : 2); a++) {
+        tt__json_key(j, a == 0 ? "topk_ids" : a == 1 ? "topk_probs" : "topk_texts");
         tt__json_arr_begin(j);
         for (size_t c = 0; c < n; c++) {
-            tt__pb_reader r;
+            tt__pb_reader r, tr;
             tt__pb_reader_init(&r, t[c].topk_ids.p, t[c].topk_ids.n);
+            tt__pb_reader_init(&tr, t[c].topk_text_refs.p, t[c].topk_text_refs.n);
             size_t i = 0;
             while (t[c].topk && r.p < r.end && !r.err) {
                 tt__json_arr_begin(j);
                 for (uint32_t q = 0; q < t[c].topk && r.p < r.end && !r.err; q++, i++) {
                     int64_t id = tt__pb_unzigzag(tt__pb_varint(&r));
-                    if (id < 0) {
+                    int64_t ref =
+                        tr.p < tr.end && !tr.err ? tt__pb_unzigzag(tt__pb_varint(&tr)) : -1;
+                    tt__bstr s = text_at(&tab, ref);
+                    if (id < 0 && !s.p) {
                         continue;
                     }
                     if (a == 0) {
                         tt__json_i64(j, id);
-                    } else {
+                    } else if (a == 1) {
                         tt__json_f64(j, topk_value(&t[c], i));
+                    } else if (s.p) {
+                        tt__json_str(j, s.p, s.n);
+                    } else {
+                        tt__json_null(j);
                     }
                 }
                 tt__json_arr_end(j);
@@ -264,4 +413,5 @@ void render_tokens_merged(tt__json *j, const tt__ev_tokens *t, size_t n)
         }
         tt__json_arr_end(j);
     }
+    free(tab.s);
 }

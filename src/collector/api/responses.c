@@ -60,6 +60,10 @@ static void render_row(tt__json *j, const struct store_response *x)
     if (x->has_begin_body) {
         tt__bstr body = {x->begin_body, x->begin_body_len};
         render_attrs(j, body, 3, "params");
+        tt__ev_response_begin b;
+        if (tt__ev_response_begin_decode(body, &b) == 0 && b.step_id) {
+            render_response_id(j, "step_id", b.step_id); /* 16 hex digits, as every id */
+        }
     }
     col_i64(j, "begin_unix_ns", x->begin_ns);
     col_i64(j, "end_unix_ns", x->end_ns);
@@ -213,6 +217,7 @@ static void render_detail(tt__json *j, struct store_read *rd, int64_t inst, uint
     tt__json_obj_begin(j);
     render_tokens_merged(j, c.toks, c.n);
     tt__json_obj_end(j);
+    render_response_text(j, c.toks, c.n);
     for (size_t i = 0; i < c.n; i++) {
         free(c.copies[i]);
     }

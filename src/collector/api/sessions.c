@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "collector/api/http.h"
+#include "collector/api/render.h"
 #include "collector/store/store.h"
 #include "common/json.h"
 
@@ -122,8 +123,11 @@ static void step_json(tt__json *j, struct tree *t, size_t i, int depth)
     const struct step *s = &t->s[i];
     t->shown++;
     tt__json_obj_begin(j);
-    tt__json_kv_i64(j, "step_id", s->id);
-    tt__json_kv_i64(j, "parent_id", s->parent);
+    /* 16 hex digits, as in events and alerts; a root step has no parent_id. */
+    render_response_id(j, "step_id", (uint64_t)s->id);
+    if (s->parent) {
+        render_response_id(j, "parent_id", (uint64_t)s->parent);
+    }
     tt__json_kv_cstr(j, "kind", kind_name(s->kind));
     tt__json_kv_cstr(j, "name", s->name ? s->name : "");
     if (s->query) {

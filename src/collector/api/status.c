@@ -6,6 +6,7 @@
 #include "collector/collector.h"
 #include "collector/api/http.h"
 #include "collector/hub.h"
+#include "collector/store/store.h"
 #include "common/json.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -35,6 +36,13 @@ enum MHD_Result api_status(const struct http_req *r)
     tt__json_kv_u64(&j, "commit_ns_total", LD(cstats.commit_ns_total));
     tt__json_kv_u64(&j, "commit_ns_max", LD(cstats.commit_ns_max));
     tt__json_kv_u64(&j, "store_errors", LD(cstats.store_errors));
+    char why[512];
+    int state = store_failure(r->ctx->store, why, sizeof why);
+    tt__json_kv_cstr(&j, "store_state",
+                     state == STORE_FAILED     ? "failed"
+                     : state == STORE_REFUSING ? "refusing"
+                                               : "ok");
+    tt__json_kv_cstr(&j, "store_reason", why);
     tt__json_key(&j, "rejected");
     tt__json_obj_begin(&j);
     for (int i = 0; i < REJ__COUNT; i++) {

@@ -29,6 +29,11 @@
  * event: the loop reads them at the end of each iteration (read_tls_pending).
  *
  * INVARIANTS
+ * - Memory is admitted before it is allocated (budget.h, native_conn.c): partial frames above a
+ *   connection's base and batches from decoding to completion each have a pool of half the
+ *   ingest budget (--queue-bytes); a connection whose admission waits reads nothing until
+ *   conn_budget_wake, called at the end of an iteration, resumes it. docs/operations.md gives
+ *   the resulting bound on the collector's RSS.
  * - When the pipeline falls behind (source_backlog above the budget), no connection is read
  *   until it is under half of it: memory stays bounded and agents see backpressure, never a
  *   silent drop.
@@ -39,6 +44,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -114,7 +120,7 @@ struct ingest {
 
 /* --- listeners ----------------------------------------------------------------------------- */
 
-static int listen_unix(struct listener *l, char *err, size_t errlen)
+static int listen_unix(struct listener *l, int others, char *err, size_t errlen)
 {
     struct sockaddr_un un;
     memset(&un, 0, sizeof un);
@@ -139,7 +145,10 @@ static int listen_unix(struct listener *l, char *err, size_t errlen)
         unlink(l->ep.path);
     }
     l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    mode_t old = umask(0117); /* the socket is rw for its owner and group only */
+    /* The socket is rw for its owner and group only, unless other users may ingest
+     * (--ingest-uids, --ingest-gids): then anyone may connect and the peer's credentials
+     * decide at the hello (identity.c). */
+    mode_t old = umask(others ? 0111 : 0117);
     int rc = l->fd < 0 ? -1 : bind(l->fd, (struct sockaddr *)&un, sizeof un);
     umask(old);
     if (rc != 0 || listen(l->fd, 1024) != 0) {
@@ -188,6 +197,23 @@ static int listen_tcp(struct listener *l, char *err, size_t errlen)
 
 /* --- connections --------------------------------------------------------------------------- */
 
+/* Half of --queue-bytes for partial frames, half for admitted batches; each at least one frame
+ * of the largest kind, or no such frame could ever be admitted. */
+static void admission_init(struct admission *adm, const struct collector_opts *o)
+{
+    size_t partial = (size_t)o->queue_bytes / 2, items = (size_t)o->queue_bytes / 2;
+    size_t frame = (size_t)o->max_frame + TT_FRAME_PREFIX;
+    size_t item = conn_item_cost((size_t)o->max_raw, (size_t)o->max_frame);
+    if (partial < frame || items < item) {
+        partial = partial < frame ? frame : partial;
+        items = items < item ? item : items;
+        log_info("ingest budget raised to %zu MiB to hold one frame of --max-frame",
+                 (partial + items) >> 20);
+    }
+    budget_init(&adm->partial, partial);
+    budget_init(&adm->items, items);
+}
+
 static void ep_watch(struct conn_owner *ow, struct conn *c)
 {
     struct ingest *g = OWNER_INGEST(ow);
@@ -197,8 +223,9 @@ static void ep_watch(struct conn_owner *ow, struct conn *c)
     struct epoll_event ev = {0};
     /* A closing connection reads nothing more: the peer's half-close must not wake the loop
      * again and again (EPOLLRDHUP is level-triggered); EPOLLHUP still reports the end. */
-    ev.events = (ow->paused || c->closing ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) |
-                (c->closing ? 0 : EPOLLRDHUP);
+    int quiet = c->closing || c->blocked; /* a blocked one is woken by the budget, not epoll */
+    ev.events = (ow->paused || quiet ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) |
+                (quiet ? 0 : EPOLLRDHUP);
     ev.data.u64 = ((uint64_t)TAG_CONN << 32) | (uint32_t)c->fd;
     epoll_ctl(g->ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
@@ -322,6 +349,7 @@ static void native_complete(struct source *src, struct store_item *it, enum sour
 {
     struct ingest *g = (struct ingest *)src;
     struct conn *c = it->cookie;
+    conn_item_done(&g->ow, it); /* freed by the pipeline right after */
     conn_complete(&g->ow, c, it->frame_no, r, reason);
     if (c->reaped && c->pending == 0) {
         c->next_dead = g->dead; /* the last owed completion: free it at the reap */
@@ -342,6 +370,18 @@ static const struct source_ops native_ops = {"native", native_complete, native_c
 
 /* --- setup and the loop -------------------------------------------------------------------- */
 
+static void publish_budget(const struct admission *adm)
+{
+    const struct budget *p[2] = {&adm->partial, &adm->items};
+    for (int i = 0; i < 2; i++) {
+        atomic_store_explicit(&cstats.budget_limit[i], p[i]->limit, memory_order_relaxed);
+        atomic_store_explicit(&cstats.budget_used[i], p[i]->used, memory_order_relaxed);
+        atomic_store_explicit(&cstats.budget_peak[i], p[i]->peak, memory_order_relaxed);
+    }
+    atomic_store_explicit(&cstats.budget_waits, adm->partial.waits + adm->items.waits,
+                          memory_order_relaxed);
+}
+
 static int add_fd(struct ingest *g, int fd, uint32_t tag, uint32_t idx)
 {
     struct epoll_event ev = {0};
@@ -360,7 +400,8 @@ static int open_listeners(struct ingest *g, struct collector_opts *o, char *err,
         struct listener *l = &g->lis[g->n_lis];
         l->ep = o->listen[i];
         l->fd = -1;
-        int rc = l->ep.is_unix ? listen_unix(l, err, errlen) : listen_tcp(l, err, errlen);
+        int others = o->n_ingest_uids > 0 || o->n_ingest_gids > 0;
+        int rc = l->ep.is_unix ? listen_unix(l, others, err, errlen) : listen_tcp(l, err, errlen);
         if (rc != 0) {
             return -1;
         }
@@ -394,6 +435,10 @@ int ingest_open(struct ingest **out, struct collector_opts *o, struct pipeline *
      * committed batches. */
     const char *da = getenv("TELLTALE_TEST_DROP_ACKS");
     g->ow.drop_acks = da ? strtoull(da, NULL, 10) : 0;
+    admission_init(&g->ow.adm, o);
+    /* Large buffers (frames, decompressed batches) are mapped and unmapped by malloc, so what
+     * the budget gives back leaves the process instead of staying in the heap. */
+    mallopt(M_MMAP_THRESHOLD, 256 << 10);
     g->sigfd = -1;
     pthread_mutex_init(&g->ctl_lock, NULL);
     pthread_condattr_t ca;
@@ -516,7 +561,7 @@ static void on_conn_event(struct ingest *g, uint32_t idx, uint32_t events)
     }
     if (!c->dead && !c->closing && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
         conn_readable(&g->ow, c);
-    } else if (!c->dead && c->closing && (events & (EPOLLHUP | EPOLLERR))) {
+    } else if (!c->dead && (c->closing || c->blocked) && (events & (EPOLLHUP | EPOLLERR))) {
         conn_kill(&g->ow, c);
     }
 }
@@ -584,6 +629,8 @@ int ingest_run(struct ingest *g)
             last_tick = now;
         }
         reap(g);
+        conn_budget_wake(&g->ow); /* what the completions and the reap gave back */
+        publish_budget(&g->ow.adm);
         if (g->draining) {
             if (!drain_deadline) {
                 drain_deadline = now + g->o->grace_ms * 1000000u;

@@ -21,8 +21,13 @@ struct tls_server;
 struct ingest_hooks {
     void *ctx;
     /* Decide whether a hello may connect and under which agent name (written to agent, 256
-     * bytes; empty keeps the hello's). Nonzero refuses, with err sent back to the agent. */
+     * bytes; empty keeps the hello's). Negative refuses, with err sent back to the agent; 1
+     * accepts on a valid ingest token (the identity becomes "token:AGENT"), 0 accepts without
+     * one (the identity is the peer's, identity.h). */
     int (*authorize)(void *ctx, const tt__hello *h, char *agent, char *err, size_t errlen);
+    /* Whether identity may use agent (the store's owner of the name, if any, is identity).
+     * Negative refuses at the hello, with err sent back; the store checks again at commit. */
+    int (*owner_ok)(void *ctx, const char *agent, const char *identity, char *err, size_t errlen);
     void (*on_hello)(void *ctx, uint64_t conn_id, const struct agent_ident *id);
 };
 

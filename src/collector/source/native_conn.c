@@ -9,6 +9,13 @@
  * counted reason; a frame whose framing is intact but whose payload is bad is rejected alone
  * and the connection goes on.
  *
+ * Admission (budget.h, docs/operations.md "Memory bound"): the read buffer grows past
+ * CONN_RBUF_BASE only to hold the frame whose header it has read, and only once that growth is
+ * admitted from the partial pool; a batch is admitted from the items pool by its declared
+ * decompressed size before its item is allocated, and decompression writes into exactly that
+ * many bytes, never more. What cannot be admitted waits: the connection stops reading (its
+ * peer sees TCP backpressure) until conn_budget_wake resumes it; nothing read is dropped.
+ *
  * INVARIANTS
  * - Acks leave in frame order per connection, and only for frames the pipeline returned as
  *   committed (or as duplicates of committed ones). A reject never overtakes the acks of the
@@ -37,10 +44,11 @@
 #include "collector/source/tls.h"
 #include "collector/store/store.h"
 #include "common/clock.h"
+#include "common/compat.h"
 
 #define WBUF_MAX (1u << 20)
 
-struct conn *conn_new(const struct conn_owner *ow, int fd, uint64_t id)
+struct conn *conn_new(struct conn_owner *ow, int fd, uint64_t id)
 {
     struct conn *c = calloc(1, sizeof *c);
     if (!c) {
@@ -49,8 +57,10 @@ struct conn *conn_new(const struct conn_owner *ow, int fd, uint64_t id)
     c->fd = fd;
     c->id = id;
     c->opened_ns = c->last_rx_ns = tt__mono_ns();
-    tt__buf_init(&c->rbuf, ow->o->max_frame + TT_FRAME_PREFIX);
+    tt__buf_init(&c->rbuf, CONN_HELLO_FRAME_MAX); /* rbuf_admit sets max as it goes */
+    c->rbuf_pool = &ow->adm.partial;
     tt__buf_init(&c->wbuf, WBUF_MAX);
+    peer_probe(fd, &c->peer);
     return c;
 }
 
@@ -63,7 +73,9 @@ int conn_start_tls(struct conn *c, struct tls_server *s)
 
 size_t conn_tls_pending(const struct conn *c)
 {
-    return c->tls && !c->handshaking && !c->dead ? tls_conn_pending(c->tls) : 0;
+    /* a blocked connection reads nothing: its decrypted bytes wait in the session (at most a
+     * record) until conn_budget_wake resumes it, and then go into the admitted rbuf */
+    return c->tls && !c->handshaking && !c->dead && !c->blocked ? tls_conn_pending(c->tls) : 0;
 }
 
 /* The connection's transport: the socket, or the TLS session on it. */
@@ -75,6 +87,15 @@ static ssize_t io_recv(struct conn *c, void *p, size_t n)
 static ssize_t io_send(struct conn *c, const void *p, size_t n)
 {
     return c->tls ? tls_conn_send(c->tls, p, n) : send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
+int conn_set_identity(struct conn *c, const char *kind, const char *value)
+{
+    if (c->ready || !kind || !*kind || !value || !*value) {
+        return -1;
+    }
+    snprintf(c->ident.identity, sizeof c->ident.identity, "%s:%s", kind, value);
+    return 0;
 }
 
 void conn_reap(struct conn *c)
@@ -89,6 +110,9 @@ void conn_reap(struct conn *c)
     tt__buf_fini(&c->wbuf);
     c->woff = 0;
     c->reaped = 1;
+    budget_cancel(&c->bw);
+    budget_give(c->rbuf_pool, c->rbuf_charge); /* its memory is gone only now */
+    c->rbuf_charge = 0;
 }
 
 void conn_free(struct conn *c)
@@ -106,6 +130,7 @@ void conn_kill(struct conn_owner *ow, struct conn *c)
     }
     c->dead = 1;
     c->closing = 1;
+    budget_cancel(&c->bw);
     ow->died(ow, c);
 }
 
@@ -219,9 +244,45 @@ static int valid_agent_name(const char *s)
     return 1;
 }
 
+/* Who the peer is (identity.h): an identity set before the hello (TLS) stays; else a valid
+ * ingest token's agent; else the peer's user. A counted reason to refuse, or -1. */
+static int hello_identity(struct conn_owner *ow, const struct conn *c, int token_ok,
+                          const char *agent, char *identity, size_t n, char *err, size_t errlen)
+{
+    if (c->peer.is_unix && peer_unix_allowed(ow->o, &c->peer, err, errlen) != 0) {
+        return REJ_PEER;
+    }
+    if (c->ident.identity[0]) {
+        snprintf(identity, n, "%s", c->ident.identity);
+    } else if (token_ok) {
+        snprintf(identity, n, "token:%s", agent);
+    } else if (peer_identity(ow->o, c->fd, &c->peer, identity, n, err, errlen) != 0) {
+        return REJ_PEER;
+    }
+    return -1;
+}
+
+/* mTLS: the certificate names the agent, whatever the hello says; an ingest token naming
+ * another agent is refused. Runs before the owner check, so the name the owners table is asked
+ * about is the certificate's, under the identity "cert:NAME". Returns -1 or a counted reason. */
+static int tls_fix_agent(const struct conn *c, tt__hello_reply *r)
+{
+    const char *name = c->ident.identity + 5; /* after "cert:" */
+    if (strncmp(c->ident.identity, "cert:", 5) != 0) {
+        return -1;
+    }
+    if (r->agent[0] && strcmp(r->agent, name) != 0) {
+        snprintf(r->error, sizeof r->error,
+                 "the ingest token's agent is not the one of the client certificate");
+        return REJ_AUTH;
+    }
+    snprintf(r->agent, sizeof r->agent, "%s", name);
+    return -1;
+}
+
 /* Decide on a hello: the reply to send, and a counted reason to close (-1: accepted). */
 static int check_hello(struct conn_owner *ow, const struct conn *c, const tt__frame *f,
-                       tt__hello *h, tt__hello_reply *r)
+                       tt__hello *h, tt__hello_reply *r, char *identity, size_t idlen)
 {
     memset(r, 0, sizeof *r);
     r->protocol = TT_PROTOCOL_VERSION;
@@ -240,39 +301,35 @@ static int check_hello(struct conn_owner *ow, const struct conn *c, const tt__fr
         snprintf(r->error, sizeof r->error, "agent name empty or with control characters");
         return REJ_BAD_HELLO;
     }
-    if (ow->hooks.authorize &&
-        ow->hooks.authorize(ow->hooks.ctx, h, r->agent, r->error, sizeof r->error) != 0) {
-        return REJ_AUTH;
+    int token_ok = 0;
+    int cert = strncmp(c->ident.identity, "cert:", 5) == 0; /* mTLS: the certificate suffices */
+    if (ow->hooks.authorize && !(cert && !h->token[0])) {
+        token_ok = ow->hooks.authorize(ow->hooks.ctx, h, r->agent, r->error, sizeof r->error);
+        if (token_ok < 0) {
+            return REJ_AUTH;
+        }
     }
-    return -1;
-}
-
-/* mTLS: the certificate names the agent, whatever the hello says; an ingest token naming
- * another agent is refused. Returns -1 (accepted) or a counted reason. */
-static int tls_fix_agent(const struct conn *c, tt__hello_reply *r)
-{
-    const char *name = c->identity + 5; /* after "cert:" */
-    if (strncmp(c->identity, "cert:", 5) != 0) {
-        return -1;
+    int reason = tls_fix_agent(c, r);
+    if (reason >= 0) {
+        return reason;
     }
-    if (r->agent[0] && strcmp(r->agent, name) != 0) {
-        snprintf(r->error, sizeof r->error,
-                 "the ingest token's agent is not the one of the client certificate");
-        return REJ_AUTH;
+    const char *agent = r->agent[0] ? r->agent : h->agent;
+    reason = hello_identity(ow, c, token_ok > 0, agent, identity, idlen, r->error, sizeof r->error);
+    if (reason < 0 && ow->hooks.owner_ok &&
+        ow->hooks.owner_ok(ow->hooks.ctx, agent, identity, r->error, sizeof r->error) < 0) {
+        return REJ_IDENTITY;
     }
-    snprintf(r->agent, sizeof r->agent, "%s", name);
-    return -1;
+    return reason;
 }
 
 static int on_hello(struct conn_owner *ow, struct conn *c, const tt__frame *f)
 {
     tt__hello h;
     tt__hello_reply r;
-    int reason = check_hello(ow, c, f, &h, &r);
+    char identity[IDENTITY_MAX];
+    int reason = check_hello(ow, c, f, &h, &r, identity, sizeof identity);
     if (reason < 0) {
-        reason = tls_fix_agent(c, &r);
-    }
-    if (reason < 0) {
+        snprintf(c->ident.identity, sizeof c->ident.identity, "%s", identity);
         if (!r.agent[0]) {
             snprintf(r.agent, sizeof r.agent, "%s", h.agent);
         }
@@ -285,6 +342,9 @@ static int on_hello(struct conn_owner *ow, struct conn *c, const tt__frame *f)
         c->ready = 1;
     } else {
         cstat_add(&cstats.rejected[reason], 1);
+        if (reason == REJ_PEER || reason == REJ_AUTH) {
+            log_debug("refused an agent connection: %s", r.error);
+        }
         c->closing = 1; /* after the reply has left */
     }
     tt__buf p;
@@ -302,14 +362,29 @@ static int on_hello(struct conn_owner *ow, struct conn *c, const tt__frame *f)
     return c->dead || c->closing ? -1 : 0;
 }
 
-/* Decompress (or copy) a batch payload into a new item. */
+size_t conn_item_cost(size_t raw_len, size_t blob_len)
+{
+    /* malloc's own headers are in the per-block slack of docs/operations.md's formula */
+    return sizeof(struct store_item) + raw_len + blob_len;
+}
+
+void conn_item_done(struct conn_owner *ow, const struct store_item *it)
+{
+    budget_give(&ow->adm.items, conn_item_cost(it->raw_len, it->blob_len));
+}
+
+/* Release an item that never reached the pipeline. */
+static void item_drop(struct conn_owner *ow, struct store_item *it)
+{
+    conn_item_done(ow, it);
+    store_item_free(it);
+}
+
+/* Decompress (or copy) an admitted batch payload into a new item. The output buffer is the
+ * declared size: zstd stops (and fails) rather than write past it. */
 static struct store_item *item_new(struct conn_owner *ow, struct conn *c, const tt__frame *f,
                                    int *reason)
 {
-    if (!tt__frame_raw_ok(f, ow->o->max_raw)) {
-        *reason = REJ_RAW_TOO_LARGE;
-        return NULL;
-    }
     struct store_item *it = calloc(1, sizeof *it);
     size_t raw_len = f->raw_len;
     if (!it || !(it->raw = malloc(raw_len ? raw_len : 1))) {
@@ -336,17 +411,36 @@ static struct store_item *item_new(struct conn_owner *ow, struct conn *c, const 
     return it;
 }
 
-/* Returns 0 to go on with this connection, -1 if it is closing or dead. */
+/* Stop reading c until conn_budget_wake finds room for what it waits for. */
+static void block(struct conn_owner *ow, struct conn *c)
+{
+    c->blocked = 1;
+    ow->watch(ow, c);
+}
+
+/* Returns 0 to go on with this connection, -1 if it is closing or dead, 1 if the frame must
+ * wait for budget (it stays unread in rbuf). */
 static int on_batch(struct conn_owner *ow, struct conn *c, const tt__frame *f)
 {
     if (!c->ready) {
         conn_fail(ow, c, REJ_NO_HELLO);
         return -1;
     }
+    size_t cost = conn_item_cost(f->raw_len, (f->flags & TT_FF_ZSTD) ? (size_t)f->payload_len : 0);
+    int reason = REJ_RAW_TOO_LARGE;
+    if (tt__frame_raw_ok(f, ow->o->max_raw) && cost <= ow->adm.items.limit) {
+        if (budget_take(&ow->adm.items, &c->bw, cost) != 0) {
+            block(ow, c);
+            return 1;
+        }
+        reason = REJ_BAD_PAYLOAD;
+    }
     uint64_t frame_no = ++c->frames_in;
-    int reason = REJ_BAD_PAYLOAD;
-    struct store_item *it = item_new(ow, c, f, &reason);
+    struct store_item *it = reason == REJ_RAW_TOO_LARGE ? NULL : item_new(ow, c, f, &reason);
     if (!it) {
+        if (reason != REJ_RAW_TOO_LARGE) {
+            budget_give(&ow->adm.items, cost);
+        }
         send_reject(ow, c, frame_no, 1, reject_name(reason));
         conn_fail(ow, c, reason);
         return -1;
@@ -358,7 +452,7 @@ static int on_batch(struct conn_owner *ow, struct conn *c, const tt__frame *f)
         /* The framing is intact: refuse this batch alone and keep the connection. */
         cstat_add(&cstats.rejected[REJ_BAD_PAYLOAD], 1);
         send_reject(ow, c, frame_no, 1, why ? why : "bad batch");
-        store_item_free(it);
+        item_drop(ow, it);
         return c->dead ? -1 : 0;
     }
     if (memcmp(it->batch.instance, c->ident.instance, 16) != 0) {
@@ -415,18 +509,16 @@ static int parse_frames(struct conn_owner *ow, struct conn *c)
         int pr =
             tt__frame_parse(c->rbuf.data + off, c->rbuf.len - off, ow->o->max_frame, &f, &need);
         if (pr == TT_FRAME_NEED_MORE) {
-            if (need && tt__buf_reserve(&c->rbuf, need - (c->rbuf.len - off)) != 0) {
-                conn_fail(ow, c, REJ_FRAME_TOO_LARGE);
-                return -1;
-            }
-            break;
+            break; /* rbuf_admit makes room for the rest */
         }
         if (pr != TT_FRAME_OK) {
             conn_fail(ow, c, frame_error_reason(pr));
             return -1;
         }
         rc = handle_frame(ow, c, &f);
-        off += f.frame_len;
+        if (rc <= 0) {
+            off += f.frame_len; /* 1: blocked, the frame stays for the resume */
+        }
     }
     if (c->dead) {
         return -1;
@@ -436,6 +528,68 @@ static int parse_frames(struct conn_owner *ow, struct conn *c)
         c->rbuf.len -= off;
     }
     return rc;
+}
+
+/* The read buffer's size for what it holds: the base (the hello's limit before a hello), or
+ * the whole frame whose header starts it. 0 when that frame may not be read at all. */
+static size_t rbuf_target(const struct conn_owner *ow, const struct conn *c, int *reason)
+{
+    size_t base = c->ready ? CONN_RBUF_BASE : CONN_HELLO_FRAME_MAX;
+    if (c->rbuf.len < TT_FRAME_PREFIX) {
+        return base;
+    }
+    uint32_t body = tt__ld_le32(c->rbuf.data);
+    size_t need = TT_FRAME_PREFIX + (size_t)body;
+    if (body > ow->o->max_frame || need > (c->ready ? SIZE_MAX : base)) {
+        *reason = c->ready ? REJ_FRAME_TOO_LARGE : REJ_BAD_HELLO;
+        return 0;
+    }
+    return need > base ? need : base;
+}
+
+/* Bring rbuf's charge down to what its allocation still holds above the base. */
+static void rbuf_settle(struct conn *c)
+{
+    size_t keep = c->rbuf.cap > CONN_RBUF_BASE ? c->rbuf.cap - CONN_RBUF_BASE : 0;
+    if (keep < c->rbuf_charge) {
+        budget_give(c->rbuf_pool, c->rbuf_charge - keep);
+        c->rbuf_charge = keep;
+    }
+}
+
+/* Size rbuf for what it holds (shrinking after a large frame), growth admitted first. 0 when
+ * there is room to read, 1 when blocked for budget, -1 when closed. */
+static int rbuf_admit(struct conn_owner *ow, struct conn *c)
+{
+    int reason = REJ_FRAME_TOO_LARGE;
+    size_t target = rbuf_target(ow, c, &reason);
+    if (!target) {
+        conn_fail(ow, c, reason);
+        return -1;
+    }
+    if (c->rbuf.cap > target && c->rbuf.len <= target) {
+        tt__buf_shrink(&c->rbuf, target);
+        rbuf_settle(c);
+    }
+    if (c->rbuf.cap >= target) {
+        return c->rbuf.len < c->rbuf.cap ? 0 : -1; /* full of complete frames: cannot be */
+    }
+    size_t charge = target > CONN_RBUF_BASE ? target - CONN_RBUF_BASE : 0;
+    if (charge > c->rbuf_charge) {
+        if (budget_take(c->rbuf_pool, &c->bw, charge - c->rbuf_charge) != 0) {
+            block(ow, c);
+            return 1;
+        }
+        c->rbuf_charge = charge;
+    }
+    c->rbuf.max = target;
+    if (tt__buf_reserve(&c->rbuf, target - c->rbuf.len) != 0) {
+        rbuf_settle(c);
+        conn_fail(ow, c, REJ_FRAME_TOO_LARGE); /* out of memory */
+        return -1;
+    }
+    rbuf_settle(c);
+    return 0;
 }
 
 /* The agent closed its side. Bytes of a frame left unread mean it was cut short. */
@@ -458,9 +612,12 @@ void conn_readable(struct conn_owner *ow, struct conn *c)
         handshake_step(ow, c);
         return;
     }
-    for (int rounds = 0; rounds < 16 && !ow->paused && !c->closing; rounds++) {
-        if (tt__buf_reserve(&c->rbuf, 65536) != 0 && c->rbuf.len == c->rbuf.cap) {
+    for (int rounds = 0; rounds < 16 && !ow->paused && !c->closing && !c->blocked; rounds++) {
+        int a = rbuf_admit(ow, c);
+        if (a < 0 && !c->dead) {
             conn_fail(ow, c, REJ_FRAME_TOO_LARGE);
+        }
+        if (a != 0) {
             return;
         }
         ssize_t n = io_recv(c, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len);
@@ -486,12 +643,43 @@ void conn_readable(struct conn_owner *ow, struct conn *c)
     }
 }
 
+void conn_budget_wake(struct conn_owner *ow)
+{
+    struct budget *pools[2] = {&ow->adm.items, &ow->adm.partial};
+    for (int i = 0; i < 2; i++) {
+        struct budget_waiter *w;
+        while ((w = budget_ready(pools[i])) != NULL) {
+            struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, bw));
+            c->blocked = 0;
+            c->last_rx_ns = tt__mono_ns();
+            if (!c->dead) {
+                ow->watch(ow, c);
+                if (parse_frames(ow, c) == 0) {
+                    conn_readable(ow, c);
+                }
+            }
+            if (w->on == pools[i] && pools[i]->head == w && !c->blocked) {
+                budget_cancel(w); /* it did not take what it waited for: never spin */
+            }
+            if (pools[i]->head == w) {
+                break; /* it waits again for more than there is */
+            }
+        }
+    }
+}
+
 /* --- TLS handshake ------------------------------------------------------------------------ */
 
 static void handshake_step(struct conn_owner *ow, struct conn *c)
 {
     char why[256] = "";
     int rc = tls_conn_handshake(c->tls, why, sizeof why);
+    char name[256];
+    if (rc > 0 && tls_conn_peer_name(c->tls, name, sizeof name) == 0 &&
+        conn_set_identity(c, "cert", name) != 0) {
+        snprintf(why, sizeof why, "the client certificate names no agent");
+        rc = -1;
+    }
     if (rc < 0) {
         log_debug("connection %llu: TLS handshake refused: %s", (unsigned long long)c->id, why);
         conn_fail(ow, c, REJ_TLS);
@@ -500,9 +688,9 @@ static void handshake_step(struct conn_owner *ow, struct conn *c)
     int want = rc == 0 && tls_conn_wants_write(c->tls);
     if (rc > 0) {
         c->handshaking = 0;
-        if (tls_conn_peer_identity(c->tls, c->identity, sizeof c->identity) == 0) {
+        if (c->ident.identity[0]) {
             log_debug("connection %llu: TLS client certificate %s", (unsigned long long)c->id,
-                      c->identity);
+                      c->ident.identity);
         }
         want = c->woff < c->wbuf.len;
     }
@@ -521,7 +709,10 @@ void conn_complete(struct conn_owner *ow, struct conn *c, uint64_t frame_no, enu
                    const char *reason)
 {
     if (r != SOURCE_COMMITTED && r != SOURCE_DUPLICATE) {
-        cstat_add(&cstats.rejected[r == SOURCE_REFUSED ? REJ_SEQ_OVERLAP : REJ_STORE_ERROR], 1);
+        int why = r != SOURCE_REFUSED                 ? REJ_STORE_ERROR
+                  : store_reason_is_ownership(reason) ? REJ_IDENTITY
+                                                      : REJ_SEQ_OVERLAP;
+        cstat_add(&cstats.rejected[why], 1);
     }
     if (c->pending) {
         c->pending--;
@@ -565,8 +756,13 @@ void conn_check_timeouts(struct conn_owner *ow, struct conn *c, uint64_t now)
     if (c->dead || c->closing) {
         return;
     }
+    if (c->blocked) {
+        return; /* not reading is the loop's doing, not the peer's */
+    }
     if (!c->ready && now - c->opened_ns > ow->o->hello_timeout_ms * 1000000u) {
         conn_fail(ow, c, REJ_HELLO_TIMEOUT);
+    } else if (c->rbuf_charge && now - c->last_rx_ns > ow->o->hello_timeout_ms * 1000000u) {
+        conn_fail(ow, c, REJ_SLOW_FRAME); /* a partial frame may not sit on the budget */
     } else if (c->pending == 0 && now - c->last_rx_ns > ow->o->idle_timeout_ms * 1000000u) {
         conn_fail(ow, c, REJ_IDLE_TIMEOUT);
     }

@@ -8,7 +8,7 @@
  * With a client CA (mTLS) the handshake requires a client certificate and GnuTLS checks its
  * chain against that CA during the handshake: a connection without one, or with one from
  * another CA, never reaches the frame decoder. The certificate's name then fixes the agent's
- * identity (tls_conn_peer_identity).
+ * name (tls_conn_peer_name).
  */
 #include "collector/source/tls.h"
 
@@ -260,7 +260,7 @@ static void clean_copy(char *out, size_t n, const char *prefix, const char *name
     out[o < n ? o : n - 1] = 0;
 }
 
-int tls_conn_peer_identity(const struct tls_conn *t, char *out, size_t n)
+int tls_conn_peer_name(const struct tls_conn *t, char *out, size_t n)
 {
     unsigned count = 0;
     const gnutls_datum_t *der = gnutls_certificate_get_peers(t->s, &count);
@@ -278,14 +278,14 @@ int tls_conn_peer_identity(const struct tls_conn *t, char *out, size_t n)
                 break;
             }
             if (type == GNUTLS_SAN_DNSNAME) {
-                clean_copy(out, n, "cert:", name, len);
+                clean_copy(out, n, "", name, len);
                 rc = 0;
             }
         }
         size_t len = sizeof name;
         if (rc != 0 && gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, name,
                                                      &len) == 0) {
-            clean_copy(out, n, "cert:", name, len);
+            clean_copy(out, n, "", name, len);
             rc = 0;
         }
     }

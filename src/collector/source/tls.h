@@ -41,9 +41,10 @@ ssize_t tls_conn_send(struct tls_conn *t, const void *buf, size_t n);
 /* Bytes already decrypted inside the session: readable without any new socket event. */
 size_t tls_conn_pending(const struct tls_conn *t);
 
-/* The identity a verified client certificate gives (mTLS): "cert:" then its first DNS name
- * in the subject alternative name, else its subject's common name. Writes out (n bytes) and
+/* The name a verified client certificate gives (mTLS): its first DNS name in the subject
+ * alternative name, else its subject's common name (printable ASCII; the caller makes it the
+ * connection's identity "cert:NAME" and the agent's name). Writes out (n bytes) and
  * returns 0; -1 when the peer presented no verified certificate. */
-int tls_conn_peer_identity(const struct tls_conn *t, char *out, size_t n);
+int tls_conn_peer_name(const struct tls_conn *t, char *out, size_t n);
 
 #endif

@@ -73,15 +73,20 @@ int derive_open(struct derive **out, sqlite3 *db)
             : sqlite3_prepare_v3(
                   db,
                   "INSERT INTO steps(instance_id, step_id, agent_id, duration_ns, status,"
-                  " result_bytes, error, start_ns) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)"
+                  " result_bytes, error, start_ns, session, kind, name)"
+                  " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
                   " ON CONFLICT(instance_id, step_id) DO UPDATE SET "
                   "duration_ns=excluded.duration_ns,"
                   " status=excluded.status, result_bytes=excluded.result_bytes, "
-                  "error=excluded.error",
+                  "error=excluded.error, session=coalesce(session, excluded.session),"
+                  " kind=coalesce(kind, excluded.kind), name=coalesce(name, excluded.name)",
                   -1, SQLITE_PREPARE_PERSISTENT, &d->end, NULL);
     static const char *const sql[] = {
+        /* A response opened in a step without a session of its own takes the step's. */
         "INSERT INTO responses(instance_id, response_id, agent_id, session, model, begin_ns,"
-        " begin_body) VALUES(?1,?2,?3,?4,?5,?6,?7) ON CONFLICT(instance_id, response_id) DO UPDATE"
+        " begin_body) VALUES(?1,?2,?3,coalesce(?4,(SELECT session FROM steps WHERE"
+        " instance_id = ?1 AND step_id = ?8 AND ?8 != 0)),?5,?6,?7) ON CONFLICT(instance_id, "
+        "response_id) DO UPDATE"
         " SET session=excluded.session, model=excluded.model, begin_ns=excluded.begin_ns,"
         " begin_body=excluded.begin_body",
         "INSERT INTO responses(instance_id, response_id, agent_id, session, end_ns, tokens,"
@@ -222,6 +227,15 @@ static int step_end(struct derive *d, const tt__event *ev, int64_t agent, int64_
     bind_str(st, 7, se.error);
     /* Without its begin, the start is the end minus the duration. */
     sqlite3_bind_int64(st, 8, ev->time - (int64_t)se.duration_ns);
+    /* Ends from clients since 0.2 carry the begin's session, kind and name: a step whose begin
+     * was lost still has them. */
+    bind_str(st, 9, ev->session);
+    if (se.kind) {
+        sqlite3_bind_int(st, 10, (int)se.kind);
+    } else {
+        sqlite3_bind_null(st, 10);
+    }
+    bind_str(st, 11, se.name);
     return run(st);
 }
 
@@ -238,6 +252,7 @@ static int response_event(struct derive *d, const tt__event *ev, int64_t agent, 
         bind_str(st, 5, b.model);
         sqlite3_bind_int64(st, 6, ev->time);
         sqlite3_bind_blob(st, 7, ev->body.p, (int)ev->body.n, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 8, (int64_t)b.step_id);
     } else if (ev->kind == TT_EV_RESPONSE_END) {
         tt__ev_response_end e;
         if (tt__ev_response_end_decode(ev->body, &e) != 0) {

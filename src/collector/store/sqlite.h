@@ -9,6 +9,7 @@
 #define TT_COLLECTOR_STORE_SQLITE_H
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <sqlite3.h>
 
 #include "collector/store/store.h"
@@ -27,9 +28,38 @@ int sqlite_reader_open(const char *path, sqlite3 **db);
 /* An SQLite result code as a negative errno of the classes of store.h. */
 int sqlite_errno(int rc);
 
+/* Health (sqlite_health.c): whether the store still holds what it acknowledges. */
+struct sqlite_health {
+    const char *path; /* the database file (borrowed) */
+    dev_t dev, wal_dev;
+    ino_t ino, wal_ino;
+    int known, wal_known; /* the files existed at open */
+    uint64_t reports;     /* corruption reports of the process seen so far */
+    uint64_t last_ns;     /* the last check (monotonic) */
+};
+enum { SQLITE_HEALTH_MOVED = 1, SQLITE_HEALTH_DAMAGED = 2 };
+/* Route SQLite's error log to the corruption count (before any connection opens). */
+void sqlite_health_global_init(void);
+/* The start-up check of path (absent or empty is fine): header, then PRAGMA quick_check for at
+ * most 10 s. 0, or -1 with a message naming the file and how to recover. */
+int sqlite_check_at_start(const char *path, char *err, size_t errlen);
+/* Remember the identity of path and its WAL (after open). */
+void sqlite_health_init(struct sqlite_health *h, const char *path);
+/* 0 while healthy; SQLITE_HEALTH_MOVED (deleted or replaced) or SQLITE_HEALTH_DAMAGED
+ * (corruption reported) with the cause in out. Cost: two stat calls and an atomic load. */
+int sqlite_health_check(struct sqlite_health *h, char *out, size_t n);
+/* Copy what db holds into a new file PATH.salvaged-N (0600, never overwriting); its name into
+ * saved. 0 or -1. */
+int sqlite_salvage(sqlite3 *db, const char *path, char *saved, size_t n);
+/* At start, when path is missing and a salvage of it exists: move the newest into place (a
+ * WAL left without its database is moved aside), and log it. 1 when done, 0 when there was
+ * nothing to do, -1 on failure. */
+int sqlite_restore_salvage(const char *path);
+
 /* Schemas other than the frames' (created by the writer at open). */
 extern const char derive_schema[];
 extern const char sqlite_alerts_schema[];
+extern const char rollup_schema[];
 
 /* Derived tables (derive.c): sessions, steps and responses from a batch, inside the writer's
  * transaction. */
@@ -38,6 +68,19 @@ int derive_open(struct derive **out, sqlite3 *db);
 int derive_item(struct derive *d, const struct store_item *it, int64_t agent_id,
                 int64_t instance_id);
 void derive_close(struct derive *d);
+
+/* Rollups (sqlite_rollup.c): rollup_item adds a stored item into the writer's accumulator
+ * (after derive_item), rollup_flush writes it inside the transaction before the commit,
+ * rollup_discard drops it after a rollback. Writer thread only. */
+struct rollup;
+int rollup_open(struct rollup **out, sqlite3 *db);
+int rollup_item(struct rollup *r, const struct store_item *it, int64_t agent_id,
+                int64_t instance_id);
+int rollup_flush(struct rollup *r);
+void rollup_discard(struct rollup *r);
+void rollup_close(struct rollup *r);
+int sqlite_rollups(struct store_read *r, const struct store_rollup_query *q, store_rollup_fn fn,
+                   void *ctx);
 
 /* Operator writes (sqlite_alerts.c): a connection of their own, opened with the store. */
 struct sqlite_aux;
@@ -59,8 +102,10 @@ struct sqlite_aux *sqlite_store_aux(struct store *s);
 
 /* Readers (sqlite_read.c) and the events iterator (sqlite_events.c). */
 int sqlite_read_open(struct store *s, struct store_read **out);
+sqlite3 *sqlite_read_db(struct store_read *r);
 void sqlite_read_close(struct store_read *r);
 int sqlite_agents(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
+int sqlite_agent_owner(struct store_read *r, const char *agent, char *out, size_t n);
 int sqlite_sessions(struct store_read *r, const char *agent, uint64_t limit, store_session_fn fn,
                     void *ctx);
 int sqlite_session_find(struct store_read *r, const char *id, const char *agent, uint64_t limit,

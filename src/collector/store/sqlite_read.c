@@ -43,6 +43,11 @@ static sqlite3 *db_of(struct store_read *base)
     return ((struct reader *)base)->db;
 }
 
+sqlite3 *sqlite_read_db(struct store_read *base)
+{
+    return db_of(base);
+}
+
 static int prepare(struct store_read *r, const char *sql, sqlite3_stmt **st)
 {
     int rc = sqlite3_prepare_v2(db_of(r), sql, -1, st, NULL);
@@ -151,6 +156,29 @@ int sqlite_agents(struct store_read *r, const char *name, store_agent_fn fn, voi
     }
     bind_opt_text(st, 1, name);
     return walk(st, agent_row, (any_fn)fn, ctx);
+}
+
+int sqlite_agent_owner(struct store_read *r, const char *agent, char *out, size_t n)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(r,
+                     "SELECT o.identity FROM owners o JOIN agents a ON o.kind = 0 AND o.key = a.id"
+                     " WHERE a.name = ?1",
+                     &st);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        const unsigned char *id = sqlite3_column_text(st, 0);
+        snprintf(out, n, "%s", id ? (const char *)id : "");
+    }
+    sqlite3_finalize(st);
+    if (step == SQLITE_ROW) {
+        return 1;
+    }
+    return step == SQLITE_DONE ? 0 : (sqlite_errno(step) ? sqlite_errno(step) : -EIO);
 }
 
 /* --- sessions ------------------------------------------------------------------------------ */

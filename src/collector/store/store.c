@@ -81,6 +81,14 @@ int store_error_class(int rc)
     }
 }
 
+const char store_reason_not_owner[] =
+    "agent name or instance belongs to another identity (docs/security.md)";
+
+int store_reason_is_ownership(const char *reason)
+{
+    return reason == store_reason_not_owner;
+}
+
 void store_item_free(struct store_item *it)
 {
     if (it) {
@@ -186,6 +194,11 @@ void store_read_close(struct store_read *r)
 int store_agents(struct store_read *r, const char *name, store_agent_fn fn, void *ctx)
 {
     return r->store->ops->agents(r, name, fn, ctx);
+}
+
+int store_agent_owner(struct store_read *r, const char *agent, char *out, size_t n)
+{
+    return r->store->ops->agent_owner(r, agent, out, n);
 }
 
 int store_sessions(struct store_read *r, const char *agent, uint64_t limit, store_session_fn fn,

@@ -19,7 +19,9 @@
  * committed batch's range comes back STORE_DUP and stores nothing; a batch whose range
  * overlaps committed sequence numbers in any other way comes back STORE_REJECT (never
  * storable: the agent must not resend it); a batch replayed under an instance of another
- * agent is STORE_REJECT; a batch without events (a heartbeat) is STORE_OK and only updates
+ * agent is STORE_REJECT; so is a batch whose agent name or instance belongs to another identity
+ * (store_item.ident.identity): each agent name and each instance belongs, for ever, to the
+ * identity that stored under it first (reason store_reason_not_owner); a batch without events (a heartbeat) is STORE_OK and only updates
  * the instance's reported counters.
  *
  * Ordering. Every submitted item comes back from store_take_done exactly once, in submission
@@ -34,9 +36,12 @@
  *              Retry later: items come back STORE_RETRY and the agents resend.
  *   fatal      -EIO and anything else: the store is unusable (SQLite: SQLITE_IOERR,
  *              SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_CANTOPEN, SQLITE_READONLY: disk error,
- *              corruption, the file gone). Items still come back STORE_RETRY (the agents keep
- *              their data); store_failure gives the cause until a later commit succeeds; an
- *              operator must act.
+ *              corruption, the file deleted or replaced while open). Items still come back
+ *              STORE_RETRY (the agents keep their data) and nothing is committed or
+ *              acknowledged any more: store_failure gives the cause until the collector stops
+ *              (after an I/O error the page cache cannot be trusted: PostgreSQL's "fsyncgate");
+ *              an operator must act. An implementation refuses at open a store it finds
+ *              damaged.
  *   -ENOTSUP   the implementation does not provide this operation (see the hooks below).
  *   -ENOENT    a read found nothing, where a function says so.
  *
@@ -55,6 +60,11 @@
 #include <stdint.h>
 
 #include "collector/collector.h"
+
+/* The reason of a batch refused because its agent name or instance belongs to another
+ * identity; store_reason_is_ownership tells it from the others (compares the pointer). */
+extern const char store_reason_not_owner[];
+int store_reason_is_ownership(const char *reason);
 
 #define STORE_DEFAULT_URL "sqlite"
 
@@ -86,8 +96,11 @@ void store_describe(const struct store *s, char *out, size_t n);
 /* The sync level's name (for the ready file). */
 const char *store_sync_name(int level);
 
-/* 0 while the store is healthy; 1 after a fatal error, with its cause copied to out, until a
- * commit succeeds again. */
+/* The store's state, with its cause copied to out ("" when healthy): STORE_HEALTHY;
+ * STORE_REFUSING while commits fail for a transient cause (disk full), until one succeeds;
+ * STORE_FAILED after a fatal error (I/O error, corruption, the file deleted or replaced),
+ * until the collector stops. Any thread. */
+enum store_state { STORE_HEALTHY = 0, STORE_REFUSING = 1, STORE_FAILED = 2 };
 int store_failure(struct store *s, char *out, size_t n);
 
 enum store_error_class { STORE_ERR_NONE = 0, STORE_ERR_TRANSIENT = 1, STORE_ERR_FATAL = 2 };
@@ -186,6 +199,10 @@ struct store_agent {
 typedef int (*store_agent_fn)(void *ctx, const struct store_agent *a);
 /* Every agent by name, or the one named (name non-NULL). */
 int store_agents(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
+
+/* The identity that owns agent name (the first to store under it; docs/security.md) into out
+ * (n bytes): 1, or 0 when nobody stored under it yet, or a negative error. */
+int store_agent_owner(struct store_read *r, const char *agent, char *out, size_t n);
 
 struct store_session {
     const char *id, *agent;
@@ -323,12 +340,8 @@ int store_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn 
  *  - It runs on the writer thread between commits (it may queue itself there), never inside
  *    a commit's transaction, and in steps short enough not to hold acknowledgements back by
  *    more than one commit's time. The report says what went.
- * Rollups: store_rollups answers per-agent aggregates over [since_ns, until_ns) in buckets of
- * step_s seconds (1 or 60) aligned on Unix time: events, responses, tool calls and errors,
- *  tokens, and the mean response confidence; buckets without events are left out; rows come
- *  by agent, then bucket. Counted from committed events only, each (instance, seq) once, and
- *  maintained at commit (inside the writer's transaction), so that a query costs in buckets,
- *  not in events.
+ * Rollups: store_rollups answers per-agent series over [since_ns, until_ns): see "rollups"
+ *  below.
  * An implementation that does not provide them leaves the entries NULL: the calls return
  * -ENOTSUP and change nothing. The SQLite store does so until issues 13 and 15.
  */
@@ -345,18 +358,78 @@ struct store_retention_report {
 int store_retention_run(struct store *s, const struct store_retention *policy, int64_t now_ns,
                         struct store_retention_report *out);
 
+/* --- rollups (issue 15) ------------------------------------------------------------------
+ *
+ * Per agent and per bucket of step_s seconds aligned on Unix time, counted from committed
+ * events only (each (instance, seq) once) and maintained inside the writer's transaction, so
+ * that a query costs in buckets, never in events. One row per (agent, bucket, metric, key):
+ *   STORE_ROLLUP_EVENTS     n events (by event time); key ""
+ *   STORE_ROLLUP_RESPONSES  n ended responses, errors = flagged or halted (verdict not ok), sum
+ *                           and hist of their confidence exp(mean log-prob); key ""
+ *   STORE_ROLLUP_TOKENS     n tokens of the ended responses; key ""
+ *   STORE_ROLLUP_STEPS      n ended steps of one kind (key: "tool", "api", ...), errors = status
+ *                           not ok, sum and hist of their duration in ns
+ *   STORE_ROLLUP_TOOLS      the same per step name (key), for the external-call kinds (tool,
+ *                           api, retrieval)
+ * A step or response counts in the bucket of its end. Quantiles come from the hist: a
+ * log-scale histogram (STORE_HIST_SUB bins per octave, so a quantile is exact to 1/2 bin,
+ * within 4.4%).
+ * Stored levels: STORE_ROLLUP_LEVELS, each kept STORE_ROLLUP_KEEP seconds (0: as long as the
+ * store; finer levels are pruned by the writer, at most once a minute). A query names the width of the buckets it wants (bucket_s, a
+ * multiple of one stored level) and gets the stored rows merged into them.
+ */
+enum store_rollup_metric {
+    STORE_ROLLUP_EVENTS = 0,
+    STORE_ROLLUP_RESPONSES = 1,
+    STORE_ROLLUP_TOKENS = 2,
+    STORE_ROLLUP_STEPS = 3,
+    STORE_ROLLUP_TOOLS = 4,
+};
+/* clang-format off */
+#define STORE_ROLLUP_LEVELS {1, 10, 60, 300, 3600}
+#define STORE_ROLLUP_KEEP {6 * 3600, 2 * 86400, 0, 0, 0}
+/* clang-format on */
+#define STORE_ROLLUP_N_LEVELS 5
+#define STORE_ROLLUP_KEY_MAX 128 /* longer step names are cut */
+
+#define STORE_HIST_SUB 8      /* bins per octave */
+#define STORE_HIST_OFFSET 320 /* bin of 2^0 = 1 */
+#define STORE_HIST_BINS 704   /* 2^-40 .. 2^48 */
+struct store_hist {
+    uint64_t total;
+    uint32_t count[STORE_HIST_BINS];
+};
+/* The bin of v (v <= 0 and below the range: bin 0; above: the last). */
+int store_hist_bin(double v);
+void store_hist_add(struct store_hist *h, double v, uint64_t n);
+/* The value of quantile q (0..1): the geometric middle of the bin that holds it; NaN if empty. */
+double store_hist_quantile(const struct store_hist *h, double q);
+/* The same for n (at most 16) quantiles q[] in ascending order, in one pass, into out[]. */
+void store_hist_quantiles(const struct store_hist *h, const double *q, int n, double *out);
+/* Encoded form (sparse: varint bin, varint count pairs): at most STORE_HIST_BINS * 15 bytes. */
+size_t store_hist_encode(const struct store_hist *h, uint8_t *out, size_t cap);
+/* Add an encoded histogram into h: 0, or -1 when p is malformed (h then partly added). */
+int store_hist_merge_encoded(struct store_hist *h, const uint8_t *p, size_t n);
+
 struct store_rollup_query {
     const char *agent; /* NULL: every agent */
     int64_t since_ns, until_ns;
-    int step_s; /* 1 or 60 */
+    int step_s;   /* a stored level */
+    int bucket_s; /* a multiple of step_s: the width of the rows answered */
 };
 struct store_rollup {
     const char *agent;
     int64_t bucket_ns; /* the bucket's start */
-    uint64_t events, responses, tool_calls, tool_errors, tokens;
-    struct store_f64 confidence; /* mean over the bucket's ended responses */
+    int metric;        /* enum store_rollup_metric */
+    const char *key;   /* "" when the metric has none */
+    uint64_t n, errors;
+    double sum;
+    const struct store_hist *hist; /* NULL for EVENTS and TOKENS */
 };
 typedef int (*store_rollup_fn)(void *ctx, const struct store_rollup *row);
+/* Rows by agent, then bucket (metric and key in no order within a bucket); buckets without
+ * rows are left out. -EINVAL for a step_s that is not a level or a bucket_s that is not a
+ * multiple of it. */
 int store_rollups(struct store_read *r, const struct store_rollup_query *q, store_rollup_fn fn,
                   void *ctx);
 
@@ -391,6 +464,7 @@ struct store_ops {
     int (*read_open)(struct store *s, struct store_read **out);
     void (*read_close)(struct store_read *r);
     int (*agents)(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
+    int (*agent_owner)(struct store_read *r, const char *agent, char *out, size_t n);
     int (*sessions)(struct store_read *r, const char *agent, uint64_t limit, store_session_fn fn,
                     void *ctx);
     int (*session_find)(struct store_read *r, const char *id, const char *agent, uint64_t limit,

@@ -11,11 +11,26 @@
 
 #include "collector/api/auth.h"
 #include "collector/alerting/monitor.h"
+#include "telltale.h"
 #include "test.h"
 
 static int parse(struct mon_config *c, const char *text, char *err, size_t n)
 {
     return mon_config_parse(c, text, strlen(text), "t.conf", err, n);
+}
+
+TEST(config_calls_kinds_default_to_external_calls_and_can_be_set)
+{
+    static struct mon_config c;
+    char err[300] = "";
+    CHECK_OK(parse(&c, "[detector.e]\ntype = error_rate\n", err, sizeof err));
+    CHECK_EQ(c.call_kinds, (1u << TT_STEP_TOOL) | (1u << TT_STEP_API) | (1u << TT_STEP_RETRIEVAL));
+    CHECK_OK(parse(&c, "[calls]\nkinds = tool , llm,agent\n", err, sizeof err));
+    CHECK_EQ(c.call_kinds, (1u << TT_STEP_TOOL) | (1u << TT_STEP_LLM) | (1u << TT_STEP_AGENT));
+    CHECK_EQ(parse(&c, "[calls]\nkinds = tool, sql\n", err, sizeof err), -1);
+    CHECK_MSG(strstr(err, "t.conf:2") && strstr(err, "\"sql\" is not a step kind"), "%s", err);
+    CHECK_EQ(parse(&c, "[calls]\nkinds = ,\n", err, sizeof err), -1);
+    CHECK_EQ(parse(&c, "[calls]\nwhat = tool\n", err, sizeof err), -1);
 }
 
 TEST(config_parses_detectors_and_webhooks_with_defaults)
@@ -215,7 +230,7 @@ TEST(auth_tokens_compare_exactly_and_ingest_tokens_set_identity)
     snprintf(h.agent, sizeof h.agent, "mallory");
     snprintf(h.token, sizeof h.token, "tok-b");
     char agent[256] = "";
-    CHECK_OK(auth_authorize(a, &h, agent, err, sizeof err));
+    CHECK_EQ(auth_authorize(a, &h, agent, err, sizeof err), 1); /* 1: a token decided */
     CHECK_STR(agent, "bob");
     snprintf(h.token, sizeof h.token, "tok-");
     CHECK_EQ(auth_authorize(a, &h, agent, err, sizeof err), -1);

@@ -1,10 +1,12 @@
 /*
  * test_store.c - the store seam (src/collector/store/store.h) on a real SQLite store in a
  * temporary data directory: choice by URL, completions in submission order, the readers,
- * alerts and their acknowledgement, the error classes, and the retention and rollup hooks
- * that the SQLite store does not provide yet (-ENOTSUP, nothing changed).
+ * alerts and their acknowledgement, the error classes, the rollups' histogram and refusals,
+ * and the retention hook that the SQLite store does not provide yet (-ENOTSUP, nothing
+ * changed).
  */
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -223,7 +225,48 @@ static int rollup_seen(void *ctx, const struct store_rollup *row)
     return 0;
 }
 
-TEST(store_sqlite_retention_and_rollups_say_not_supported_and_change_nothing)
+TEST(store_sqlite_rollups_refuse_a_step_that_is_no_level_and_answer_nothing_when_empty)
+{
+    struct store *s = open_store();
+    struct store_read *rd;
+    CHECK_OK(store_read_open(s, &rd));
+    int rows = 0;
+    struct store_rollup_query bad_level = {NULL, 0, INT64_MAX, 7, 7};
+    CHECK_EQ(store_rollups(rd, &bad_level, rollup_seen, &rows), -EINVAL);
+    struct store_rollup_query bad_bucket = {NULL, 0, INT64_MAX, 60, 90};
+    CHECK_EQ(store_rollups(rd, &bad_bucket, rollup_seen, &rows), -EINVAL);
+    struct store_rollup_query q = {NULL, 0, INT64_MAX, 60, 300};
+    CHECK_EQ(store_rollups(rd, &q, rollup_seen, &rows), 0);
+    CHECK_EQ(rows, 0);
+    store_read_close(rd);
+    store_close(s);
+}
+
+TEST(store_hist_quantiles_are_within_half_a_bin_and_survive_encoding)
+{
+    static struct store_hist h, back;
+    memset(&h, 0, sizeof h);
+    memset(&back, 0, sizeof back);
+    for (int i = 1; i <= 1000; i++) {
+        store_hist_add(&h, i * 0.001, 1); /* 0.001 .. 1 */
+    }
+    CHECK_EQ_U64(h.total, 1000);
+    double p50 = store_hist_quantile(&h, 0.5), p95 = store_hist_quantile(&h, 0.95);
+    CHECK_MSG(fabs(p50 - 0.5) <= 0.045 * 0.5, "p50 %g", p50);
+    CHECK_MSG(fabs(p95 - 0.95) <= 0.045 * 0.95, "p95 %g", p95);
+    static uint8_t enc[STORE_HIST_BINS * 15];
+    size_t n = store_hist_encode(&h, enc, sizeof enc);
+    CHECK(n > 0 && n < 400); /* sparse: 80 bins hold the values */
+    CHECK_OK(store_hist_merge_encoded(&back, enc, n));
+    CHECK_OK(memcmp(&h, &back, sizeof h));
+    CHECK_EQ(store_hist_merge_encoded(&back, enc, n - 1), -1); /* a cut pair */
+    CHECK(isnan(store_hist_quantile(&(struct store_hist){0}, 0.5)));
+    CHECK_EQ(store_hist_bin(-1), 0);
+    CHECK_EQ(store_hist_bin(1e300), STORE_HIST_BINS - 1);
+    CHECK_EQ(store_hist_bin(1.0), STORE_HIST_OFFSET);
+}
+
+TEST(store_sqlite_retention_says_not_supported_and_changes_nothing)
 {
     struct store *s = open_store();
     struct store_alert al = {.time_ns = 1,
@@ -244,10 +287,6 @@ TEST(store_sqlite_retention_and_rollups_say_not_supported_and_change_nothing)
 
     struct store_read *rd;
     CHECK_OK(store_read_open(s, &rd));
-    struct store_rollup_query q = {NULL, 0, INT64_MAX, 60};
-    int rows = 0;
-    CHECK_EQ(store_rollups(rd, &q, rollup_seen, &rows), -ENOTSUP);
-    CHECK_EQ(rows, 0);
     struct alert_seen w = {0};
     struct store_alert_filter all = {NULL, STORE_ALERTS_ALL, INT64_MAX, 10, 0, 0};
     CHECK_EQ(store_alerts(rd, &all, alert_seen, &w), 1); /* nothing pruned */
@@ -266,8 +305,8 @@ TEST(store_error_classes_split_transient_from_fatal)
 }
 
 /* Another writer holds the database (the test's own connection): the commit times out busy,
- * a transient error: the item comes back STORE_RETRY, the store is not marked failed, and the
- * same batch commits once the lock is gone. */
+ * a transient error: the item comes back STORE_RETRY, the store is refusing (not failed), and
+ * the same batch commits once the lock is gone, which ends the episode. */
 TEST_T(store_busy_database_is_a_transient_error_and_the_retry_commits, 120)
 {
     struct store *s = open_store();
@@ -286,12 +325,15 @@ TEST_T(store_busy_database_is_a_transient_error_and_the_retry_commits, 120)
     CHECK_EQ(n, 1);
     CHECK_EQ(got[0]->result, STORE_RETRY);
     char why[256];
-    CHECK_EQ(store_failure(s, why, sizeof why), 0);
+    /* Refusing for now (a transient episode), not failed. */
+    CHECK_EQ(store_failure(s, why, sizeof why), STORE_REFUSING);
+    CHECK(strstr(why, "locked"));
     CHECK(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(other);
     store_submit(s, got[0]);
     CHECK_EQ(take(s, got, 1), 1);
     CHECK_EQ(got[0]->result, STORE_OK);
+    CHECK_EQ(store_failure(s, why, sizeof why), STORE_HEALTHY);
     store_item_free(got[0]);
     store_close(s);
 }
@@ -316,4 +358,104 @@ TEST(serve_refuses_an_unknown_store_at_startup)
     fclose(f);
     line[n] = 0;
     CHECK_MSG(strstr(line, "unknown store") && strstr(line, "sqlite"), "%s", line);
+}
+
+/* One heartbeat from identity: its result and reason after the store had it. */
+static int submit_as(struct store *s, const char *agent, uint8_t k, const char *identity,
+                     const char **reason)
+{
+    struct store_item *it = heartbeat(agent, k), *got[1];
+    snprintf(it->ident.identity, sizeof it->ident.identity, "%s", identity);
+    store_submit(s, it);
+    CHECK_EQ(take(s, got, 1), 1);
+    int r = got[0]->result;
+    *reason = got[0]->reason;
+    store_item_free(got[0]);
+    return r;
+}
+
+TEST(store_agent_names_and_instances_belong_to_their_first_identity_across_a_reopen)
+{
+    for (int round = 0; round < 2; round++) {
+        struct store *s = open_store();
+        CHECK_OK(store_start(s));
+        const char *why = NULL;
+        CHECK_EQ(submit_as(s, "victim", 1, "uid:0", &why), STORE_OK);
+        /* Another identity: neither the victim's name (with a new instance) nor its instance
+         * (under a name of its own). */
+        CHECK_EQ(submit_as(s, "victim", 2, "uid:65534", &why), STORE_REJECT);
+        CHECK(store_reason_is_ownership(why));
+        CHECK_EQ(submit_as(s, "mallory", 1, "uid:65534", &why), STORE_REJECT);
+        CHECK(store_reason_is_ownership(why));
+        CHECK_EQ(submit_as(s, "victim", 1, "token:victim", &why), STORE_REJECT);
+        CHECK_EQ(submit_as(s, "victim", 1, "uid:0", &why), STORE_OK);
+        struct store_read *rd;
+        CHECK_OK(store_read_open(s, &rd));
+        char owner[IDENTITY_MAX];
+        CHECK_EQ(store_agent_owner(rd, "victim", owner, sizeof owner), 1);
+        CHECK_STR(owner, "uid:0");
+        CHECK_EQ(store_agent_owner(rd, "mallory", owner, sizeof owner), 1);
+        CHECK_STR(owner, "uid:65534");
+        CHECK_EQ(store_agent_owner(rd, "nobody-yet", owner, sizeof owner), 0);
+        struct agents_seen w = {0};
+        CHECK_EQ(store_agents(rd, "victim", agent_seen, &w), 1);
+        CHECK_EQ(w.instances[0], 1); /* the refused instance 2 left no row */
+        store_read_close(rd);
+        store_close(s); /* the second round reopens the same database */
+    }
+}
+
+/* At open, a telltale.db that is not an SQLite database (junk, or cut before its header ends)
+ * is refused with a message naming the file and the way out; the file is left as it was. */
+TEST(store_open_refuses_a_file_without_an_sqlite_header_naming_it)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/telltale.db", tt_test_tmpdir());
+    static const size_t sizes[] = {8192, 60};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        FILE *f = fopen(path, "wb");
+        CHECK(f);
+        for (size_t k = 0; k < sizes[i]; k++) {
+            fputc((int)(k * 37 % 251), f);
+        }
+        fclose(f);
+        struct store_config cfg = {NULL, tt_test_tmpdir(), SYNC_FULL};
+        struct store *s = NULL;
+        char err[1024] = "";
+        CHECK(store_open(&s, &cfg, err, sizeof err) != 0);
+        CHECK(s == NULL);
+        CHECK_MSG(strstr(err, path) && strstr(err, "is damaged (no SQLite header)") &&
+                      strstr(err, "Store failures"),
+                  "%s", err);
+        struct stat st;
+        CHECK_OK(stat(path, &st));
+        CHECK_EQ((long long)st.st_size, (long long)sizes[i]);
+    }
+}
+
+/* A store whose file is deleted while open fails for good at its next commit: the batch comes
+ * back STORE_RETRY (never acknowledged), store_failure says why, and later batches are refused
+ * too. */
+TEST(store_deleted_file_fails_the_next_commit_and_every_later_one)
+{
+    struct store *s = open_store();
+    CHECK_OK(store_start(s));
+    struct store_item *got[1];
+    store_submit(s, heartbeat("alpha", 1));
+    CHECK_EQ(take(s, got, 1), 1);
+    CHECK_EQ(got[0]->result, STORE_OK);
+    store_item_free(got[0]);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/telltale.db", tt_test_tmpdir());
+    CHECK_OK(unlink(path));
+    for (int i = 0; i < 2; i++) {
+        store_submit(s, heartbeat("alpha", 1));
+        CHECK_EQ(take(s, got, 1), 1);
+        CHECK_EQ(got[0]->result, STORE_RETRY);
+        store_item_free(got[0]);
+    }
+    char why[512];
+    CHECK_EQ(store_failure(s, why, sizeof why), STORE_FAILED);
+    CHECK_MSG(strstr(why, path) && strstr(why, "was deleted while open"), "%s", why);
+    store_close(s);
 }
