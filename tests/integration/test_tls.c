@@ -11,7 +11,10 @@
  */
 #include "test.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <gnutls/gnutls.h>
+#include <netinet/in.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/wire.h"
 #include "operator.h"
 #include "serve.h"
 
@@ -482,4 +486,187 @@ TEST_T(tls_without_client_ca_needs_a_token_unless_ingest_open, 60)
     CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "exit %d: %s", rc, out);
     CHECK_MSG(strstr(out, "--ingest-open is allowed only when every TCP listener is on a loopback"),
               "%s", out);
+}
+
+static uint64_t metric(const struct tt_test_serve *s, const char *sample)
+{
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(s->http, "GET", "/metrics", NULL, &body), 200);
+    char line[256];
+    snprintf(line, sizeof line, "\n%s ", sample); /* the sample, not its # HELP line */
+    const char *p = body ? strstr(body, line) : NULL;
+    CHECK_MSG(p != NULL, "no %s in /metrics", sample);
+    uint64_t v = strtoull(p + strlen(line), NULL, 10);
+    free(body);
+    return v;
+}
+
+/* A raw TLS agent of the test's own (GnuTLS), to hold a frame half-sent: connect to the tls://
+ * listener, trust ca, say hello as agent and read the reply. */
+struct raw_tls {
+    int fd;
+    gnutls_session_t ses;
+    gnutls_certificate_credentials_t cred;
+};
+
+static void raw_send(struct raw_tls *t, const void *p, size_t n)
+{
+    const uint8_t *q = p;
+    while (n) {
+        ssize_t w = gnutls_record_send(t->ses, q, n > 16384 ? 16384 : n);
+        if (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED) {
+            continue;
+        }
+        CHECK_MSG(w > 0, "gnutls_record_send: %s", gnutls_strerror((int)w));
+        q += w;
+        n -= (size_t)w;
+    }
+}
+
+static void raw_tls_hello(struct raw_tls *t, const char *ep, const char *ca, const char *agent)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)atoi(strrchr(ep, ':') + 1));
+    t->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(t->fd >= 0 && connect(t->fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(gnutls_certificate_allocate_credentials(&t->cred) == 0);
+    CHECK(gnutls_certificate_set_x509_trust_file(t->cred, ca, GNUTLS_X509_FMT_PEM) > 0);
+    CHECK(gnutls_init(&t->ses, GNUTLS_CLIENT) == 0);
+    CHECK(gnutls_set_default_priority(t->ses) == 0);
+    CHECK(gnutls_credentials_set(t->ses, GNUTLS_CRD_CERTIFICATE, t->cred) == 0);
+    gnutls_session_set_verify_cert(t->ses, "localhost", 0);
+    gnutls_transport_set_int(t->ses, t->fd);
+    int rc;
+    do {
+        rc = gnutls_handshake(t->ses);
+    } while (rc < 0 && !gnutls_error_is_fatal(rc));
+    CHECK_MSG(rc == 0, "handshake: %s", gnutls_strerror(rc));
+    tt__hello h;
+    memset(&h, 0, sizeof h);
+    h.protocol = TT_PROTOCOL_VERSION;
+    memset(h.instance, 0x5a, sizeof h.instance);
+    snprintf(h.agent, sizeof h.agent, "%s", agent);
+    snprintf(h.library, sizeof h.library, "test");
+    tt__buf p, f;
+    tt__buf_init(&p, 1 << 16);
+    tt__buf_init(&f, 1 << 16);
+    CHECK_OK(tt__hello_encode(&h, &p));
+    CHECK_OK(tt__frame_append(&f, TT_FT_HELLO, p.data, p.len));
+    raw_send(t, f.data, f.len);
+    tt__buf_fini(&p);
+    tt__buf_fini(&f);
+    uint8_t buf[8192];
+    size_t n = 0;
+    for (;;) {
+        tt__frame fr;
+        size_t need;
+        if (tt__frame_parse(buf, n, sizeof buf, &fr, &need) == TT_FRAME_OK) {
+            CHECK_EQ(fr.type, TT_FT_HELLO_REPLY);
+            return;
+        }
+        ssize_t k = gnutls_record_recv(t->ses, buf + n, sizeof buf - n);
+        CHECK_MSG(k > 0 || k == GNUTLS_E_AGAIN || k == GNUTLS_E_INTERRUPTED, "recv: %zd", k);
+        n += k > 0 ? (size_t)k : 0;
+    }
+}
+
+static void raw_tls_close(struct raw_tls *t)
+{
+    gnutls_deinit(t->ses);
+    gnutls_certificate_free_credentials(t->cred);
+    close(t->fd);
+}
+
+/* TLS reads go through the same admission as TCP (docs/operations.md, "Memory bound"): a raw
+ * TLS agent holds a frame of almost the whole partial-frame budget half-sent, so a libtelltale
+ * agent's large batches over tls:// cannot be admitted and its connection waits (its records
+ * decrypted or not stay in the session and the socket); once the holder finishes its frame the
+ * budget returns, the waiting connection is resumed, and every event arrives once. */
+TEST_T(tls_reads_wait_for_the_ingest_budget_and_lose_nothing, 120)
+{
+    const char *pki = make_pki();
+    char listen[64], ep[64], ca[800], msg[8192];
+    snprintf(listen, sizeof listen, "tls://127.0.0.1:%d", tt_test_free_port());
+    snprintf(ep, sizeof ep, "%s", listen);
+    snprintf(ca, sizeof ca, "tls.ca=%s", pki_file(pki, "ca.pem"));
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "tls-budget", "--queue-bytes", "1048576", "--max-frame", "1048576",
+                        "--listen", listen, "--tls-cert", pki_file(pki, "server.pem"), "--tls-key",
+                        pki_file(pki, "server.key"), NULL);
+    uint64_t limit = 0;
+    double t0 = tt_test_now_ms();
+    while ((limit = metric(&s, "telltale_ingest_budget_bytes{pool=\"partial_frames\"}")) == 0) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "no budget published");
+        usleep(20000);
+    }
+    CHECK(limit >= (1u << 20) && limit < (2u << 20)); /* one frame of --max-frame */
+
+    /* The holder: a batch frame of 1 MiB, all but its last byte. */
+    struct raw_tls h;
+    raw_tls_hello(&h, ep, pki_file(pki, "ca.pem"), "holder");
+    size_t body = 1u << 20;
+    uint8_t *frame = calloc(1, TT_FRAME_PREFIX + body);
+    CHECK(frame != NULL);
+    frame[0] = (uint8_t)body;
+    frame[1] = (uint8_t)(body >> 8);
+    frame[2] = (uint8_t)(body >> 16);
+    frame[3] = (uint8_t)(body >> 24);
+    frame[8] = TT_FT_BATCH;
+    raw_send(&h, frame, TT_FRAME_PREFIX + body - 1);
+    t0 = tt_test_now_ms();
+    while (metric(&s, "telltale_ingest_budget_used_bytes{pool=\"partial_frames\"}") < limit / 2) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "the holder's frame was not admitted");
+        usleep(20000);
+    }
+
+    /* The agent: large batches that do not fit in what is left. */
+    enum { EVENTS = 200 };
+    tt_client *c = tt_test_client(ep, "big", ca, "batch_bytes=600000", NULL);
+    uint8_t inst[16];
+    CHECK_OK(tt_instance_id(c, inst));
+    uint32_t x = 12345;
+    uint64_t refused = 0; /* TT_ENOBUFS: counted as dropped (ring full), emitted again */
+    for (int i = 0; i < EVENTS; i++) {
+        for (size_t j = 0; j + 1 < sizeof msg; j++) {
+            x = x * 1103515245u + 12345u; /* random letters: batches stay large compressed */
+            msg[j] = (char)('a' + (x >> 16) % 26);
+        }
+        msg[sizeof msg - 1] = 0;
+        while (tt_log(c, "s", TT_INFO, msg, NULL, 0) == TT_ENOBUFS) {
+            refused++;
+            usleep(1000);
+        }
+    }
+    t0 = tt_test_now_ms();
+    while (metric(&s, "telltale_ingest_budget_waits_total") == 0) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "the agent's connection never waited");
+        usleep(20000);
+    }
+    tt_stats st;
+    CHECK_OK(tt_stats_get(c, &st, sizeof st));
+    CHECK_MSG(st.acked < EVENTS, "all %llu acked while blocked", (unsigned long long)st.acked);
+
+    /* The holder's last byte: its frame is complete (and refused: zeros are no batch), the
+     * budget returns, the agent is resumed. */
+    raw_send(&h, frame + TT_FRAME_PREFIX + body - 1, 1);
+    free(frame);
+    CHECK_OK(tt_flush(c, (uint32_t)(30000 * mult())));
+    CHECK_OK(tt_close_stats(c, 5000, &st, sizeof st));
+    CHECK_EQ_U64(st.acked, EVENTS);
+    CHECK_EQ_U64(st.dropped[TT_DROP_BUFFER_FULL], refused);
+    CHECK_EQ_U64(st.dropped_total, refused); /* nothing lost once emitted */
+    CHECK_EQ_U64(st.tls_failures, 0);
+    raw_tls_close(&h);
+    CHECK(metric(&s, "telltale_ingest_budget_peak_bytes{pool=\"partial_frames\"}") <= limit);
+    t0 = tt_test_now_ms();
+    while (metric(&s, "telltale_ingest_budget_used_bytes{pool=\"partial_frames\"}") != 0) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "partial-frame budget not given back");
+        usleep(20000);
+    }
+    CHECK_EQ_U64(metric(&s, "telltale_ingest_budget_used_bytes{pool=\"batches\"}"), 0);
+    tt_test_serve_stop(&s);
+    struct tt_store_check sc;
+    tt_test_check_store(s.db, inst, &sc);
+    CHECK_EQ_U64(sc.events, EVENTS);
 }
