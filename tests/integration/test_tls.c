@@ -7,7 +7,10 @@
  * (mTLS) an agent without a certificate, or with one from another CA, is refused, and the right
  * one is stored under its certificate's name whatever its hello says; --https answers with the
  * operator token and plain HTTP on that port gets no answer; a key file others can read is
- * refused at start.
+ * refused at start. With mTLS the identity is cert:NAME in the store's owners table, no token is
+ * needed, a token of another agent and a name another identity owns are refused; without a
+ * client CA a tls:// listener needs a token unless --ingest-open on loopback; TLS reads wait for
+ * the ingest budget like TCP ones and are resumed without loss.
  */
 #include "test.h"
 
@@ -669,4 +672,32 @@ TEST_T(tls_reads_wait_for_the_ingest_budget_and_lose_nothing, 120)
     struct tt_store_check sc;
     tt_test_check_store(s.db, inst, &sc);
     CHECK_EQ_U64(sc.events, EVENTS);
+}
+
+/* A tls:// endpoint with a host name, not an address: the name is resolved by resolve.c's
+ * thread like a tcp:// one, the connection made to what it gave, and the collector's
+ * certificate checked against the name dialled (its DNS name localhost). */
+TEST_T(tls_endpoint_host_name_resolves_and_names_the_certificate, 60)
+{
+    const char *pki = make_pki();
+    char listen[64], ca[800];
+    snprintf(listen, sizeof listen, "tls://localhost:%d", tt_test_free_port());
+    snprintf(ca, sizeof ca, "tls.ca=%s", pki_file(pki, "ca.pem"));
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "tls-name", "--listen", listen, "--tls-cert",
+                        pki_file(pki, "server.pem"), "--tls-key", pki_file(pki, "server.key"),
+                        NULL);
+    tt_client *c = tt_test_client(listen, "by-name", ca, NULL);
+    uint8_t inst[16];
+    CHECK_OK(tt_instance_id(c, inst));
+    emit_n(c, 100);
+    CHECK_OK(tt_flush(c, (uint32_t)(10000 * mult())));
+    tt_stats st;
+    CHECK_OK(tt_close_stats(c, 5000, &st, sizeof st));
+    CHECK_EQ_U64(st.acked, 100);
+    CHECK_EQ_U64(st.tls_failures, 0);
+    tt_test_serve_stop(&s);
+    struct tt_store_check sc;
+    tt_test_check_store(s.db, inst, &sc);
+    CHECK_EQ_U64(sc.events, 100);
 }
