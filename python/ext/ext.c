@@ -998,11 +998,11 @@ static int top_fast(PyObject *lps, PyObject *ids, float *lp, int32_t *id, size_t
         }
         lp[i] = (float)d;
         if (with_ids) {
-            int x;
-            if (int_of(PySequence_Fast_GET_ITEM(ids, i), &x) < 0) {
+            int v;
+            if (int_of(PySequence_Fast_GET_ITEM(ids, i), &v) < 0) {
                 return -1;
             }
-            id[i] = x;
+            id[i] = v;
         }
     }
     *k = (size_t)n;

@@ -676,26 +676,7 @@ TT_API int tt_response_token(tt_response *r, const void *logits, size_t n, size_
                              tt_dtype dtype, int32_t chosen, tt_verdict *verdict,
                              tt_token_stats *stats)
 {
-    if (!r) {
-        return TT_EINVAL;
-    }
-    tt_token_stats st;
-    int rc = tt_token_stats_compute(logits, n, stride, dtype, chosen, r->k, &st);
-    if (rc) {
-        return rc;
-    }
-    uint32_t index = r->n;
-    tt_verdict v = add_token(r, &st, NULL, NULL);
-    if (r->sample_left && index % r->sample_every == 0) {
-        sample_row(r, index, logits, n, stride ? stride : 1, dtype);
-    }
-    if (verdict) {
-        *verdict = v;
-    }
-    if (stats) {
-        *stats = st;
-    }
-    return 0;
+    return tt_response_token_text(r, logits, n, stride, dtype, chosen, NULL, verdict, stats);
 }
 
 TT_API int tt_response_token_logprobs(tt_response *r, int32_t chosen, float chosen_logprob,

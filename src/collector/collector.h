@@ -47,6 +47,10 @@ struct collector_opts {
     char allowed_hosts[1024];          /* --allowed-hosts: extra Host header values */
     char ingest_tokens[PATH_MAX];      /* empty: identity from the hello */
     char config[PATH_MAX];             /* alerting configuration; empty: the defaults */
+    int64_t retain_ns;                 /* --retain: events older than this go; 0: kept */
+    uint64_t max_bytes;                /* --max-bytes: the store's size on disk; 0: no limit */
+    double retain_keep_factor;         /* --retain-keep-factor (retain.h) */
+    double retain_confidence;          /* --retain-confidence */
     unsigned ingest_uids[32];          /* --ingest-uids: Unix-socket peers allowed besides us */
     int n_ingest_uids;
     unsigned ingest_gids[32]; /* --ingest-gids: peers whose primary group is one of these */

@@ -29,6 +29,7 @@
 #include "collector/source/tls.h"
 #include "collector/log.h"
 #include "collector/secure.h"
+#include "collector/retain.h"
 #include "collector/store/store.h"
 #include "common/json.h"
 
@@ -52,6 +53,15 @@ static const char usage[] =
     "                        (docs/operations.md)\n"
     "  --store URL           where batches are stored: sqlite (default; telltale.db in\n"
     "                        the data directory)\n"
+    "  --retain DURATION     remove events older than this (90s, 15m, 12h, 30d; default:\n"
+    "                        keep everything), in short steps between commits\n"
+    "  --max-bytes SIZE      keep the store's files (database + WAL) under SIZE (64M, 2G;\n"
+    "                        at least 1M) by removing the oldest events first\n"
+    "  --retain-keep-factor F  keep flagged, halted and low-confidence responses and\n"
+    "                        sessions with alerts F times longer (default 4); by size they\n"
+    "                        go only after every ordinary event\n"
+    "  --retain-confidence P a response whose min_window_confidence is below P is kept\n"
+    "                        longer (default 0.5; 0: none)\n"
     "  --max-frame BYTES     largest frame accepted (default 16777216)\n"
     "  --max-connections N   agent connections at most (default 4096)\n"
     "  --queue-bytes BYTES   ingest budget: partial frames and batches not yet stored\n"
@@ -122,6 +132,20 @@ static void opts_defaults(struct collector_opts *o)
     o->hello_timeout_ms = 10000;
     o->idle_timeout_ms = 300000;
     o->grace_ms = 5000;
+    o->retain_keep_factor = RETAIN_DEFAULT_KEEP_FACTOR;
+    o->retain_confidence = RETAIN_DEFAULT_CONFIDENCE;
+}
+
+static int parse_f64(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        return -1;
+    }
+    *out = v;
+    return 0;
 }
 
 static int add_listen(struct collector_opts *o, const char *s)
@@ -172,6 +196,10 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"config", required_argument, NULL, 'C'},
                                              {"no-auth", no_argument, NULL, 'A'},
                                              {"allowed-hosts", required_argument, NULL, 'a'},
+                                             {"retain", required_argument, NULL, 'R'},
+                                             {"max-bytes", required_argument, NULL, 'B'},
+                                             {"retain-keep-factor", required_argument, NULL, 'K'},
+                                             {"retain-confidence", required_argument, NULL, 'P'},
                                              {"ingest-open", no_argument, NULL, 'o'},
                                              {"ingest-uids", required_argument, NULL, 'u'},
                                              {"ingest-gids", required_argument, NULL, 'G'},
@@ -249,6 +277,18 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
         case 'a':
             bad = strlen(optarg) >= sizeof o->allowed_hosts;
             snprintf(o->allowed_hosts, sizeof o->allowed_hosts, "%s", optarg);
+            break;
+        case 'R':
+            bad = retain_parse_duration(optarg, &o->retain_ns) != 0;
+            break;
+        case 'B':
+            bad = retain_parse_size(optarg, &o->max_bytes) != 0;
+            break;
+        case 'K':
+            bad = parse_f64(optarg, 1, 1000, &o->retain_keep_factor) != 0;
+            break;
+        case 'P':
+            bad = parse_f64(optarg, 0, 1, &o->retain_confidence) != 0;
             break;
         case 'o':
             o->ingest_open = 1;
@@ -421,6 +461,7 @@ static void stop_all(struct running *r)
     }
     http_stop(r->http);
     ingest_close(r->ingest);
+    retain_stop(); /* no pass under way when the store closes */
     pipeline_free(r->pipeline);
     monitor_close(r->monitor); /* no more alerts raised */
     alerts_close(r->alerts);   /* stores, streams and posts what was raised */
@@ -429,6 +470,32 @@ static void stop_all(struct running *r)
     hub_free(r->hub);
     auth_free(r->auth);
     tls_server_free(r->tls);
+}
+
+/* Retention (retain.c): a first pass now, then a thread when there is a limit. */
+static int start_retention(const struct collector_opts *o, struct store *s)
+{
+    struct retain_opts ro = {o->retain_ns, o->max_bytes, o->retain_keep_factor,
+                             o->retain_confidence, 0};
+    int rc = retain_start(s, &ro);
+    if (rc != 0) {
+        fprintf(stderr, "telltale serve: retention (--retain, --max-bytes): %s\n",
+                rc == -ENOTSUP ? "this store does not support it" : strerror(-rc));
+        return -1;
+    }
+    if (o->retain_ns || o->max_bytes) {
+        char age[32] = "none", size[32] = "none";
+        if (o->retain_ns) {
+            snprintf(age, sizeof age, "%.0f s", (double)o->retain_ns / 1e9);
+        }
+        if (o->max_bytes) {
+            snprintf(size, sizeof size, "%.1f MiB", (double)o->max_bytes / 1048576.0);
+        }
+        log_info("retention: age limit %s, size limit %s; flagged, halted, below-%.2f-confidence "
+                 "responses and alerted sessions kept %.1fx longer",
+                 age, size, o->retain_confidence, o->retain_keep_factor);
+    }
+    return 0;
 }
 
 /* The hooks: the ingest tokens decide identity, the monitor watches commits. */
@@ -570,6 +637,9 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
     }
     if (store_start(r->store) != 0) {
         fprintf(stderr, "telltale serve: cannot start the store thread\n");
+        return -1;
+    }
+    if (start_retention(o, r->store) != 0) {
         return -1;
     }
     if (o->http[0]) {

@@ -8,6 +8,12 @@
 
 void tt_test_batch_payload(tt__buf *out, const uint8_t inst[16], uint64_t first_seq, int n)
 {
+    tt_test_batch_payload_at(out, inst, first_seq, n, 1700000000000000000ull);
+}
+
+void tt_test_batch_payload_at(tt__buf *out, const uint8_t inst[16], uint64_t first_seq, int n,
+                              uint64_t time_ns)
+{
     uint8_t log[16], ev[32], head[64], *p;
     p = tt__pb_put_uint(log, 1, 9); /* Log.severity: info */
     p = tt__pb_put_bytes(p, 2, "x", 1);
@@ -17,7 +23,7 @@ void tt_test_batch_payload(tt__buf *out, const uint8_t inst[16], uint64_t first_
     size_t en = (size_t)(p - ev);
     p = tt__pb_put_bytes(head, 1, inst, 16); /* Batch.instance, first_seq, base time */
     p = tt__pb_put_uint(p, 2, first_seq);
-    p = tt__pb_put_fixed64(p, 3, 1700000000000000000ull);
+    p = tt__pb_put_fixed64(p, 3, time_ns);
     tt__buf_reset(out);
     CHECK_OK(tt__buf_append(out, head, (size_t)(p - head)));
     for (int i = 0; i < n; i++) {

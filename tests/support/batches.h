@@ -13,4 +13,8 @@
  * first_seq + n - 1, all at one fixed timestamp. */
 void tt_test_batch_payload(tt__buf *out, const uint8_t inst[16], uint64_t first_seq, int n);
 
+/* The same at time_ns (Unix ns): an agent whose clock is off. */
+void tt_test_batch_payload_at(tt__buf *out, const uint8_t inst[16], uint64_t first_seq, int n,
+                              uint64_t time_ns);
+
 #endif

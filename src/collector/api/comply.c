@@ -22,19 +22,12 @@
 
 enum MHD_Result api_agent_comply_policy(const struct http_req *r)
 {
-    static const char *const allowed[] = {NULL};
-    const char *bad = http_params_check(r, allowed);
-    if (bad) {
-        return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
+    json_t *o;
+    enum MHD_Result refused;
+    const char *agent = api_agent_order(r, &o, &refused);
+    if (!agent) {
+        return refused;
     }
-    const char *agent = http_path_param(r, "agent");
-    if (!agent || !*agent || strlen(agent) > 255) {
-        return http_error(r, MHD_HTTP_BAD_REQUEST, "an agent name is 1 to 255 bytes");
-    }
-    json_error_t jerr;
-    json_t *o = r->body && r->body->len
-                    ? json_loadb((const char *)r->body->data, r->body->len, 0, &jerr)
-                    : NULL;
     json_t *text = json_is_object(o) ? json_object_get(o, "policy") : NULL;
     if (!json_is_string(text) || json_object_size(o) != 1) {
         json_decref(o);

@@ -9,6 +9,7 @@
 #include "collector/api/http.h"
 #include "collector/api/params.h"
 #include "collector/hub.h"
+#include "collector/retain.h"
 #include "collector/store/store.h"
 #include "collector/api/render.h"
 #include "common/json.h"
@@ -71,6 +72,18 @@ static const char *parse_filter(const struct http_req *r, struct store_filter *f
     return NULL;
 }
 
+/* When the time range reaches back before what retention removed, the answer says so: events
+ * at or before pruned_through_ns may be gone (retain.h), so an empty or short answer there is
+ * not "nothing happened". */
+static void pruned_kv(tt__json *j, const struct store_filter *f)
+{
+    int64_t through = retain_pruned_through();
+    if (through > 0 && f->since <= through) {
+        tt__json_kv_bool(j, "pruned", 1);
+        tt__json_kv_i64(j, "pruned_through_ns", through);
+    }
+}
+
 static enum MHD_Result events_page(const struct http_req *r, const struct store_filter *f,
                                    uint64_t limit)
 {
@@ -106,6 +119,7 @@ static enum MHD_Result events_page(const struct http_req *r, const struct store_
         tt__json_key(&j, "next");
         tt__json_null(&j);
     }
+    pruned_kv(&j, f);
     tt__json_obj_end(&j);
     store_events_close(q);
     enum MHD_Result res;
@@ -233,6 +247,7 @@ enum MHD_Result api_events_count(const struct http_req *r)
     tt__json_init(&j, &b);
     tt__json_obj_begin(&j);
     tt__json_kv_i64(&j, "count", n);
+    pruned_kv(&j, &f);
     tt__json_obj_end(&j);
     enum MHD_Result rc = http_json(r, MHD_HTTP_OK, &b);
     tt__buf_fini(&b);

@@ -148,6 +148,12 @@ enum MHD_Result api_response_get(const struct http_req *r);
 enum MHD_Result api_session_halt(const struct http_req *r);
 enum MHD_Result api_agent_guard_policy(const struct http_req *r);
 enum MHD_Result api_agent_comply_policy(const struct http_req *r);
+/* The start of an order to an agent (POST /api/v1/agents/{agent}/...): no query parameters,
+ * an agent name of 1 to 255 bytes. Returns the name and *body (the JSON body parsed, NULL if
+ * none or invalid; the caller frees it), or NULL with the error answer queued in *refused. */
+struct json_t;
+const char *api_agent_order(const struct http_req *r, struct json_t **body,
+                            enum MHD_Result *refused);
 /* The dashboard (api/assets.c): GET / and GET /assets/{name}. */
 enum MHD_Result api_index(const struct http_req *r);
 enum MHD_Result api_asset(const struct http_req *r);

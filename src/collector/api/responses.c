@@ -515,21 +515,35 @@ static int num_field(json_t *obj, const char *key, double lo, double hi, double 
     return 0;
 }
 
-enum MHD_Result api_agent_guard_policy(const struct http_req *r)
+const char *api_agent_order(const struct http_req *r, json_t **body, enum MHD_Result *refused)
 {
     static const char *const allowed[] = {NULL};
     const char *bad = http_params_check(r, allowed);
-    if (bad) {
-        return http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
-    }
     const char *agent = http_path_param(r, "agent");
+    *body = NULL;
+    if (bad) {
+        *refused = http_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
+        return NULL;
+    }
     if (!agent || !*agent || strlen(agent) > 255) {
-        return http_error(r, MHD_HTTP_BAD_REQUEST, "an agent name is 1 to 255 bytes");
+        *refused = http_error(r, MHD_HTTP_BAD_REQUEST, "an agent name is 1 to 255 bytes");
+        return NULL;
     }
     json_error_t jerr;
-    json_t *o = r->body && r->body->len
-                    ? json_loadb((const char *)r->body->data, r->body->len, 0, &jerr)
-                    : NULL;
+    *body = r->body && r->body->len
+                ? json_loadb((const char *)r->body->data, r->body->len, 0, &jerr)
+                : NULL;
+    return agent;
+}
+
+enum MHD_Result api_agent_guard_policy(const struct http_req *r)
+{
+    json_t *o;
+    enum MHD_Result refused;
+    const char *agent = api_agent_order(r, &o, &refused);
+    if (!agent) {
+        return refused;
+    }
     if (!json_is_object(o)) {
         json_decref(o);
         return http_error(r, MHD_HTTP_BAD_REQUEST,

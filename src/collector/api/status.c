@@ -1,11 +1,12 @@
 /*
  * api/status.c - GET /api/v1/status: the collector's own counters as JSON (ingest, dedup,
- * commits, refused input by reason, live-stream subscribers). /metrics carries the same
- * figures for Prometheus.
+ * commits, refused input by reason, live-stream subscribers, retention: horizons, what was
+ * pruned, bytes on disk). /metrics carries the same figures for Prometheus.
  */
 #include "collector/collector.h"
 #include "collector/api/http.h"
 #include "collector/hub.h"
+#include "collector/retain.h"
 #include "collector/store/store.h"
 #include "common/json.h"
 
@@ -55,6 +56,7 @@ enum MHD_Result api_status(const struct http_req *r)
     tt__json_kv_u64(&j, "stream_events_skipped", hc.events_skipped);
     tt__json_kv_u64(&j, "stream_fields_truncated", hc.fields_truncated);
     tt__json_kv_u64(&j, "stream_events_truncated", hc.events_truncated);
+    retain_status_json(&j);
     tt__json_obj_end(&j);
     enum MHD_Result rc = http_json(r, MHD_HTTP_OK, &b);
     tt__buf_fini(&b);

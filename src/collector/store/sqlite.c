@@ -90,8 +90,9 @@ struct sqlite_store {
     char path[PATH_MAX];
     int sync;
     struct derive *derive;
-    struct rollup *rollup;  /* sqlite_rollup.c */
-    struct sqlite_aux *aux; /* operator writes */
+    struct rollup *rollup;        /* sqlite_rollup.c */
+    struct sqlite_aux *aux;       /* operator writes */
+    struct sqlite_retain *retain; /* retention (sqlite_retain.c) */
     pthread_t thread;
     int started;
 
@@ -316,7 +317,8 @@ static int open_db(struct sqlite_store *s, char *err, size_t errlen)
         return -1;
     }
     if (prepare_all(s) != SQLITE_OK || derive_open(&s->derive, s->db) != 0 ||
-        rollup_open(&s->rollup, s->db) != 0) {
+        rollup_open(&s->rollup, s->db) != 0 ||
+        sqlite_retain_open(&s->retain, s->db, s->path) != 0) {
         snprintf(err, errlen, "preparing statements: %s", sqlite3_errmsg(s->db));
         return -1;
     }
@@ -402,6 +404,21 @@ const char *sqlite_store_path(const struct store *base)
 struct sqlite_aux *sqlite_store_aux(struct store *base)
 {
     return ((struct sqlite_store *)base)->aux;
+}
+
+struct sqlite_retain *sqlite_store_retain(struct store *base)
+{
+    return ((struct sqlite_store *)base)->retain;
+}
+
+int sqlite_store_wake(struct store *base)
+{
+    struct sqlite_store *s = (struct sqlite_store *)base;
+    pthread_mutex_lock(&s->lock);
+    int rc = !s->started ? 1 : s->stop ? -1 : 0;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
 }
 
 int sqlite_reader_open(const char *path, sqlite3 **db)
@@ -563,13 +580,13 @@ static int dedup(struct sqlite_store *s, const struct icache_entry *e, uint64_t 
         found = frame_at_or_below(s, e, INT64_MIN, (int64_t)last, &pf, &pn) ||
                 frame_at_or_below(s, e, 0, INT64_MAX, &pf, &pn);
     }
-    if (!found) {
-        return STORE_OK;
-    }
-    if (pf == first && pn == n) {
+    if (found && pf == first && pn == n) {
         return STORE_DUP;
     }
-    return pf + pn - 1 >= first ? STORE_REJECT : STORE_OK;
+    if (found && pf + pn - 1 >= first) {
+        return STORE_REJECT;
+    }
+    return sqlite_retain_dedup(s->retain, e->id, first, last); /* a range retention removed */
 }
 
 static void dropped_json(const tt__client_stats *cs, char *out, size_t n)
@@ -867,7 +884,7 @@ static void *writer_main(void *arg)
     struct sqlite_store *s = arg;
     for (;;) {
         pthread_mutex_lock(&s->lock);
-        while (!s->in_head && !s->stop) {
+        while (!s->in_head && !s->stop && !sqlite_retain_pending(s->retain)) {
             /* Idle: look at the files once a second, so that /healthz tells even when no
              * batch arrives. */
             struct timespec ts;
@@ -892,7 +909,9 @@ static void *writer_main(void *arg)
                 fail_for_good(s, kind, cause);
             }
         }
+        sqlite_retain_step(s->retain); /* between commits, one bounded step */
     }
+    sqlite_retain_abort(s->retain);
     return NULL;
 }
 
@@ -981,6 +1000,7 @@ static void sqlite_close(struct store *base)
     }
     derive_close(s->derive);
     rollup_close(s->rollup);
+    sqlite_retain_close(s->retain);
     sqlite_aux_close(s->aux);
     if (s->db) {
         sqlite3_close(s->db);
@@ -994,8 +1014,7 @@ static void sqlite_close(struct store *base)
     free(s);
 }
 
-/* Retention (issue 13) is not built in this store yet: its entry stays NULL, so
- * store_retention_run answers -ENOTSUP and changes nothing. Rollups: sqlite_rollup.c. */
+/* Retention: sqlite_retain.c. Rollups: sqlite_rollup.c. */
 const struct store_ops store_sqlite_ops = {
     .scheme = "sqlite",
     .open = sqlite_open,
@@ -1029,6 +1048,6 @@ const struct store_ops store_sqlite_ops = {
     .alert_ack = sqlite_alert_ack,
     .alert_put = sqlite_alert_put,
     .alert_max_id = sqlite_alert_max_id,
-    .retention_run = NULL,
+    .retention_run = sqlite_retention_run,
     .rollups = sqlite_rollups,
 };

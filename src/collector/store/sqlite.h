@@ -100,6 +100,27 @@ int sqlite_alert_row(sqlite3_stmt *st, store_alert_fn fn, void *ctx);
 /* The store's aux (sqlite.c). */
 struct sqlite_aux *sqlite_store_aux(struct store *s);
 
+/* Retention (sqlite_retain.c): its tables, the pruned high-water mark for dedup, and the
+ * requests the writer runs in steps between commits. */
+struct sqlite_retain;
+int sqlite_retain_open(struct sqlite_retain **out, sqlite3 *db, const char *path);
+void sqlite_retain_close(struct sqlite_retain *r);
+/* For a range no stored batch overlaps: STORE_DUP below what retention removed, STORE_REJECT
+ * across that mark, else STORE_OK. Writer thread. */
+int sqlite_retain_dedup(struct sqlite_retain *r, int64_t instance_id, uint64_t first,
+                        uint64_t last);
+int sqlite_retain_pending(struct sqlite_retain *r);
+/* One bounded step of the queued request, if any (writer thread). */
+void sqlite_retain_step(struct sqlite_retain *r);
+/* The writer is leaving: a queued request ends with -ECANCELED. */
+void sqlite_retain_abort(struct sqlite_retain *r);
+int sqlite_retention_run(struct store *s, const struct store_retention *policy, int64_t now_ns,
+                         struct store_retention_report *out);
+/* The store's retention state, and a wake-up of its writer for a queued request: 0 when the
+ * writer will run it, 1 when no writer runs yet (the caller runs it), -1 when it is stopping. */
+struct sqlite_retain *sqlite_store_retain(struct store *s);
+int sqlite_store_wake(struct store *s);
+
 /* Readers (sqlite_read.c) and the events iterator (sqlite_events.c). */
 int sqlite_read_open(struct store *s, struct store_read **out);
 sqlite3 *sqlite_read_db(struct store_read *r);

@@ -119,7 +119,9 @@ static struct store_f64 col_f64(sqlite3_stmt *st, int col)
     "SELECT a.name, a.first_seen,"                                                                 \
     " (SELECT COALESCE(MAX(i.last_seen), a.last_seen) FROM instances i WHERE i.agent_id = a.id),"  \
     " (SELECT COUNT(*) FROM instances i WHERE i.agent_id = a.id),"                                 \
-    " (SELECT COALESCE(SUM(i.stored), 0) FROM instances i WHERE i.agent_id = a.id),"               \
+    " (SELECT COALESCE(SUM(i.stored), 0) FROM instances i WHERE i.agent_id = a.id)"                \
+    " - (SELECT COALESCE(SUM(p.pruned_events), 0) FROM retain_instances p"                         \
+    " JOIN instances i ON i.id = p.instance_id WHERE i.agent_id = a.id),"                          \
     " (SELECT COALESCE(SUM(i.max_seq - i.stored), 0) FROM instances i WHERE i.agent_id = a.id),"   \
     " (SELECT COALESCE(SUM(i.c_emitted), 0) FROM instances i WHERE i.agent_id = a.id),"            \
     " (SELECT COALESCE(SUM(i.c_dropped_total), 0) FROM instances i WHERE i.agent_id = a.id),"      \

@@ -327,33 +327,50 @@ int store_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn 
 
 /*
  * Retention: store_retention_run removes stored data by age and by size, keeping some longer.
- *  - Whole batches go, never part of one, with the derived rows that came from them (sessions'
- *    counts, steps, responses, tokens, guard decisions); agents and instances stay.
- *  - By age: batches whose newest event is older than now_ns - max_age_ns. By size: then the
- *    oldest batches until the stored bytes are at most max_bytes.
- *  - Keep longer: responses flagged or halted by a guard (verdict other than ok), with the
- *    batches that hold them, are kept until keep_flagged_ns; sessions that raised an alert
- *    until keep_alerted_ns (0: the same as max_age_ns). Alerts are kept as long as their
- *    session.
+ *  - Whole batches go, never part of one, with the derived rows that came from them: a
+ *    session's count of events goes down by the batch's events of that session (the session
+ *    goes when it reaches 0, with its resolved or acknowledged alerts); a step, a response
+ *    (with its tokens and guard decisions) goes with the first of its batches to go. Agents
+ *    and instances stay, and so do their counters (loss is computed from them).
+ *  - A batch's time is its newest event's, but never later than when it was received (an
+ *    agent whose clock runs ahead, even by years, does not keep its batches for ever nor
+ *    outlive fresh data). By age: batches whose time is before now_ns - max_age_ns. By size:
+ *    then the oldest batches until the bytes the store uses on disk are at most
+ *    max_bytes less a headroom (SQLite: pages in use plus the WAL; docs/operations.md).
+ *  - Keep longer: batches holding events of a response flagged or halted by the guard
+ *    (verdict other than pass), or of a response whose min_window_confidence is below
+ *    keep_below_confidence, are kept until keep_flagged_ns; batches holding events of a
+ *    session that raised an alert until keep_alerted_ns (0: the same as max_age_ns). By size
+ *    they go only once no ordinary batch is left.
  *  - Dedup survives pruning: a resend of a pruned range is acknowledged as STORE_DUP, never
- *    stored again (the implementation keeps a low-water mark per instance).
- *  - It runs on the writer thread between commits (it may queue itself there), never inside
- *    a commit's transaction, and in steps short enough not to hold acknowledgements back by
- *    more than one commit's time. The report says what went.
+ *    stored again (the implementation keeps a high-water mark of what it pruned per instance;
+ *    a late batch below it that was never stored is acknowledged and not stored either).
+ *  - It runs on the writer thread between commits (it queues itself there and the caller
+ *    waits), never inside a commit's transaction, in steps short enough not to hold
+ *    acknowledgements back by more than one commit's time. The report says what went.
+ *  - A policy with no limit removes nothing and only fills the report (what went before).
  * Rollups: store_rollups answers per-agent series over [since_ns, until_ns): see "rollups"
  *  below.
  * An implementation that does not provide them leaves the entries NULL: the calls return
- * -ENOTSUP and change nothing. The SQLite store does so until issues 13 and 15.
+ * -ENOTSUP and change nothing. The SQLite store provides retention (store/sqlite_retain.c),
+ * not rollups until issue 15.
  */
 struct store_retention {
-    int64_t max_age_ns;      /* 0: no age limit */
-    uint64_t max_bytes;      /* 0: no size limit */
-    int64_t keep_flagged_ns; /* flagged or halted responses; 0: as max_age_ns */
-    int64_t keep_alerted_ns; /* sessions with an alert; 0: as max_age_ns */
+    int64_t max_age_ns;           /* 0: no age limit */
+    uint64_t max_bytes;           /* 0: no size limit */
+    int64_t keep_flagged_ns;      /* flagged, halted or low-confidence responses; 0: max_age_ns */
+    int64_t keep_alerted_ns;      /* sessions with an alert; 0: as max_age_ns */
+    double keep_below_confidence; /* min_window_confidence below this is kept; 0: none */
 };
 struct store_retention_report {
-    uint64_t batches, events, bytes; /* removed */
-    int64_t oldest_kept_ns;          /* the oldest event still stored; 0 if none */
+    uint64_t batches, events, bytes; /* removed by this run (bytes: as stored) */
+    uint64_t kept_batches;           /* of the removed batches, those kept longer on purpose */
+    uint64_t responses, sessions;    /* derived rows removed */
+    int64_t oldest_kept_ns;          /* the oldest batch's newest event still stored; 0 if none */
+    int64_t pruned_through_ns;       /* every event ever removed is at or before this; 0: none */
+    uint64_t disk_bytes;             /* the store's files on disk after the run */
+    uint64_t used_bytes;             /* of which in use (what max_bytes limits) */
+    uint64_t kept_now;               /* batches held now because they are kept on purpose */
 };
 int store_retention_run(struct store *s, const struct store_retention *policy, int64_t now_ns,
                         struct store_retention_report *out);

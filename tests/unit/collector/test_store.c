@@ -2,8 +2,7 @@
  * test_store.c - the store seam (src/collector/store/store.h) on a real SQLite store in a
  * temporary data directory: choice by URL, completions in submission order, the readers,
  * alerts and their acknowledgement, the error classes, the rollups' histogram and refusals,
- * and the retention hook that the SQLite store does not provide yet (-ENOTSUP, nothing
- * changed).
+ * and retention (by age and size, dedup after pruning).
  */
 #include <errno.h>
 #include <math.h>
@@ -15,6 +14,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "batches.h"
+#include "collector/retain.h"
 #include "collector/store/store.h"
 #include "test.h"
 
@@ -266,7 +267,7 @@ TEST(store_hist_quantiles_are_within_half_a_bin_and_survive_encoding)
     CHECK_EQ(store_hist_bin(1.0), STORE_HIST_OFFSET);
 }
 
-TEST(store_sqlite_retention_says_not_supported_and_changes_nothing)
+TEST(store_sqlite_retention_without_limits_changes_nothing)
 {
     struct store *s = open_store();
     struct store_alert al = {.time_ns = 1,
@@ -278,12 +279,14 @@ TEST(store_sqlite_retention_says_not_supported_and_changes_nothing)
     int64_t id;
     CHECK_OK(store_alert_add(s, &al, &id));
 
-    struct store_retention policy = {.max_age_ns = 1, .max_bytes = 1};
+    struct store_retention none = {0};
     struct store_retention_report rep;
     memset(&rep, 0xff, sizeof rep);
-    CHECK_EQ(store_retention_run(s, &policy, INT64_MAX, &rep), -ENOTSUP);
+    CHECK_OK(store_retention_run(s, &none, INT64_MAX, &rep));
     CHECK_EQ_U64(rep.batches, 0);
     CHECK_EQ_U64(rep.bytes, 0);
+    CHECK_EQ(rep.pruned_through_ns, 0);
+    CHECK(rep.disk_bytes > 0);
 
     struct store_read *rd;
     CHECK_OK(store_read_open(s, &rd));
@@ -291,6 +294,108 @@ TEST(store_sqlite_retention_says_not_supported_and_changes_nothing)
     struct store_alert_filter all = {NULL, STORE_ALERTS_ALL, INT64_MAX, 10, 0, 0};
     CHECK_EQ(store_alerts(rd, &all, alert_seen, &w), 1); /* nothing pruned */
     store_read_close(rd);
+    store_close(s);
+}
+
+/* A batch of n log events of instance k (agent "aged"), at 2023 + first_seq ns. */
+static struct store_item *events_item(uint8_t k, uint64_t first_seq, int n)
+{
+    struct store_item *it = heartbeat("aged", k);
+    tt__buf b;
+    tt__buf_init(&b, 1u << 20);
+    /* Events at 2023 + first_seq ns, received 1000 s later: ordered by sequence. */
+    tt_test_batch_payload_at(&b, it->ident.instance, first_seq, n,
+                             1700000000000000000ull + first_seq);
+    it->received_ns = 1700000000000000000ull + 1000000000000ull;
+    it->raw = malloc(b.len);
+    CHECK(it->raw);
+    memcpy(it->raw, b.data, b.len);
+    it->raw_len = b.len;
+    tt__buf_fini(&b);
+    tt__batch_limits lim = {1u << 20, 256};
+    const char *why = NULL;
+    CHECK_MSG(tt__batch_parse(&it->batch, it->raw, it->raw_len, &lim, &why) == 0, "%s", why);
+    return it;
+}
+
+static int commit_one(struct store *s, struct store_item *it)
+{
+    store_submit(s, it);
+    struct store_item *got[1];
+    CHECK_EQ(take(s, got, 1), 1);
+    int result = got[0]->result;
+    store_item_free(got[0]);
+    return result;
+}
+
+TEST(store_sqlite_retention_removes_old_batches_and_dedup_survives_it)
+{
+    struct store *s = open_store();
+    CHECK_OK(store_start(s));
+    for (int i = 0; i < 10; i++) {
+        CHECK_EQ(commit_one(s, events_item(7, 1 + 100u * (uint64_t)i, 100)), STORE_OK);
+    }
+    /* Now is 2023 + 1 h: the age limit of 2 h removes nothing, 30 min everything. */
+    int64_t t = 1700000000000000000ll;
+    struct store_retention keep = {.max_age_ns = 7200000000000ll};
+    struct store_retention_report rep;
+    CHECK_OK(store_retention_run(s, &keep, t + 3600000000000ll, &rep));
+    CHECK_EQ_U64(rep.batches, 0);
+    struct store_retention age = {.max_age_ns = 1800000000000ll};
+    CHECK_OK(store_retention_run(s, &age, t + 3600000000000ll, &rep));
+    CHECK_EQ_U64(rep.batches, 10);
+    CHECK_EQ_U64(rep.events, 1000);
+    CHECK(rep.bytes > 0);
+    CHECK(rep.pruned_through_ns >= t && rep.pruned_through_ns < t + 1000000);
+    CHECK_EQ(rep.oldest_kept_ns, 0);
+    struct store_filter f;
+    store_filter_init(&f);
+    char err[256];
+    CHECK_EQ(store_events_count(s, &f, err, sizeof err), 0);
+    /* A resend of a removed batch is a duplicate; a range across what went is refused; the
+     * next range is new. */
+    CHECK_EQ(commit_one(s, events_item(7, 201, 100)), STORE_DUP);
+    CHECK_EQ(commit_one(s, events_item(7, 950, 100)), STORE_REJECT);
+    CHECK_EQ(commit_one(s, events_item(7, 1001, 100)), STORE_OK);
+    CHECK_EQ(store_events_count(s, &f, err, sizeof err), 100);
+    store_close(s);
+}
+
+TEST(store_sqlite_retention_by_size_removes_the_oldest_first)
+{
+    struct store *s = open_store();
+    CHECK_OK(store_start(s));
+    struct store_retention none = {0};
+    struct store_retention_report rep;
+    CHECK_OK(store_retention_run(s, &none, 0, &rep));
+    uint64_t empty = rep.used_bytes;
+    int batches = 0;
+    for (; batches < 400; batches++) {
+        CHECK_EQ(commit_one(s, events_item(9, 1 + 1000u * (uint64_t)batches, 1000)), STORE_OK);
+    }
+    CHECK_OK(store_retention_run(s, &none, 0, &rep));
+    char wal[600];
+    snprintf(wal, sizeof wal, "%s/telltale.db-wal", tt_test_tmpdir());
+    struct stat sb;
+    uint64_t full = rep.used_bytes - (stat(wal, &sb) == 0 ? (uint64_t)sb.st_size : 0);
+    CHECK_MSG(full > empty + (2u << 20), "%llu bytes in pages", (unsigned long long)full);
+    struct store_retention size = {.max_bytes = full / 2};
+    CHECK_OK(store_retention_run(s, &size, 0, &rep));
+    CHECK_MSG(rep.batches > 0 && rep.batches < 400, "%llu batches went",
+              (unsigned long long)rep.batches);
+    /* The pages in use end under the target (3/4 of the limit, less the WAL's eighth). */
+    uint64_t pages = rep.used_bytes - (stat(wal, &sb) == 0 ? (uint64_t)sb.st_size : 0);
+    CHECK_MSG(pages <= full / 2 * 3 / 4 && pages >= full / 8,
+              "%llu bytes in pages for a limit of %llu (%llu batches went)",
+              (unsigned long long)pages, (unsigned long long)(full / 2),
+              (unsigned long long)rep.batches);
+    /* The oldest went: sequence 1 is not stored, the last batch is. */
+    struct store_filter f;
+    store_filter_init(&f);
+    char err[256];
+    CHECK_EQ(store_events_count(s, &f, err, sizeof err), (int64_t)(400 - rep.batches) * 1000);
+    CHECK_EQ(commit_one(s, events_item(9, 1, 1000)), STORE_DUP);
+    CHECK_EQ(commit_one(s, events_item(9, 1 + 1000u * 399, 1000)), STORE_DUP);
     store_close(s);
 }
 
@@ -358,6 +463,53 @@ TEST(serve_refuses_an_unknown_store_at_startup)
     fclose(f);
     line[n] = 0;
     CHECK_MSG(strstr(line, "unknown store") && strstr(line, "sqlite"), "%s", line);
+}
+
+/* S14 on the collector: retention's clock follows the wall clock, except a step forward (a
+ * collector whose clock jumps +1 h or +10 y purges nothing fresh: it goes on with the elapsed
+ * time); a step back is followed (it keeps more). */
+TEST(retention_clock_does_not_follow_a_wall_clock_jump_forward)
+{
+    struct retain_clock c = {0};
+    int jumped;
+    int64_t t = 1700000000000000000ll, s = 1000000000ll;
+    CHECK_EQ(retain_clock_now(&c, t, 5 * s, &jumped), t);
+    CHECK_EQ(jumped, 0);
+    CHECK_EQ(retain_clock_now(&c, t + 2 * s, 7 * s, &jumped), t + 2 * s); /* in step */
+    CHECK_EQ(jumped, 0);
+    int64_t ten_years = 10ll * 365 * 86400 * s;
+    CHECK_EQ(retain_clock_now(&c, t + 3 * s + ten_years, 8 * s, &jumped), t + 3 * s);
+    CHECK_EQ(jumped, 1);
+    CHECK_EQ(retain_clock_now(&c, t + 4 * s + ten_years, 9 * s, &jumped), t + 4 * s);
+    CHECK_EQ(jumped, 1);
+    CHECK_EQ(retain_clock_now(&c, t - 3600 * s, 10 * s, &jumped), t - 3600 * s); /* back */
+    CHECK_EQ(jumped, 0);
+    CHECK_EQ(retain_clock_now(&c, t - 3599 * s, 11 * s, &jumped), t - 3599 * s);
+}
+
+TEST(retention_options_parse_durations_and_sizes)
+{
+    int64_t ns;
+    uint64_t b;
+    CHECK_OK(retain_parse_duration("90s", &ns));
+    CHECK_EQ(ns, 90000000000ll);
+    CHECK_OK(retain_parse_duration("30d", &ns));
+    CHECK_EQ(ns, 30ll * 86400 * 1000000000ll);
+    CHECK_OK(retain_parse_duration("1.5h", &ns));
+    CHECK_EQ(ns, 5400000000000ll);
+    CHECK_OK(retain_parse_duration("500ms", &ns));
+    CHECK_EQ(ns, 500000000ll);
+    CHECK_EQ(retain_parse_duration("0", &ns), -1);
+    CHECK_EQ(retain_parse_duration("-5s", &ns), -1);
+    CHECK_EQ(retain_parse_duration("5x", &ns), -1);
+    CHECK_EQ(retain_parse_duration("1e300d", &ns), -1);
+    CHECK_OK(retain_parse_size("64M", &b));
+    CHECK_EQ_U64(b, 64ull << 20);
+    CHECK_OK(retain_parse_size("2GiB", &b));
+    CHECK_EQ_U64(b, 2ull << 30);
+    CHECK_EQ(retain_parse_size("512K", &b), -1); /* under 1 MiB */
+    CHECK_EQ(retain_parse_size("nan", &b), -1);
+    CHECK_EQ(retain_parse_size("1Q", &b), -1);
 }
 
 /* One heartbeat from identity: its result and reason after the store had it. */
