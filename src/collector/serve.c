@@ -204,9 +204,9 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"ingest-uids", required_argument, NULL, 'u'},
                                              {"ingest-gids", required_argument, NULL, 'G'},
                                              {"tls-cert", required_argument, NULL, 'T'},
-                                             {"tls-key", required_argument, NULL, 'K'},
+                                             {"tls-key", required_argument, NULL, 'k'},
                                              {"tls-client-ca", required_argument, NULL, 'X'},
-                                             {"https", no_argument, NULL, 'P'},
+                                             {"https", no_argument, NULL, 'p'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int opt, idx = 0;
@@ -301,7 +301,7 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
             bad = strlen(optarg) >= sizeof o->tls_cert || !*optarg;
             snprintf(o->tls_cert, sizeof o->tls_cert, "%s", optarg);
             break;
-        case 'K':
+        case 'k':
             bad = strlen(optarg) >= sizeof o->tls_key || !*optarg;
             snprintf(o->tls_key, sizeof o->tls_key, "%s", optarg);
             break;
@@ -309,7 +309,7 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
             bad = strlen(optarg) >= sizeof o->tls_client_ca || !*optarg;
             snprintf(o->tls_client_ca, sizeof o->tls_client_ca, "%s", optarg);
             break;
-        case 'P':
+        case 'p':
             o->https = 1;
             break;
         case 'h':
