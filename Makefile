@@ -41,7 +41,7 @@ CFLAGS_ALL := -std=c11 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden -pthread -MMD
 	$(SANFLAGS) $(CFLAGS)
 LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
 
-LIB_LDLIBS := -lzstd -lm
+LIB_LDLIBS := -lzstd -lgnutls -lm
 BIN_LDLIBS := -lzstd -lsqlite3 -lmicrohttpd -ljansson -lcurl -lgnutls -lm
 
 DEPS_BUILD := $(BUILD)/.deps-build

@@ -287,6 +287,10 @@ typedef struct tt_stats {
     uint64_t comply_blocked;
     uint64_t comply_flagged;
     uint64_t comply_masked;
+    /* TLS handshakes that failed (since 0.1): the collector's certificate refused (unknown
+     * CA, expired, another host's name), our client certificate refused, or credentials that
+     * could not be loaded. The reason of the latest: tt_connection_error. */
+    uint64_t tls_failures;
 } tt_stats;
 
 /* Snapshot the counters into *out; size is sizeof(tt_stats) as compiled by the caller (fields
@@ -302,6 +306,12 @@ TT_API int tt_close_stats(tt_client *c, uint32_t timeout_ms, tt_stats *out, size
 
 /* The name of a drop cause ("buffer_full", ...) or "unknown". Since 0.1. */
 TT_API const char *tt_drop_cause_name(int cause);
+
+/* Why the latest connection attempt failed, as text ("tls: the collector's certificate was
+ * refused: ...", "connection refused", "hello refused: ..."), into buf (n bytes, always
+ * terminated; empty after a successful hello). Returns the length of the text. Any thread.
+ * Since 0.1. */
+TT_API int tt_connection_error(tt_client *c, char *buf, size_t n);
 
 /* The client instance id, 16 bytes, new at every tt_open and in a child after fork. */
 TT_API int tt_instance_id(tt_client *c, uint8_t out[16]);
@@ -395,7 +405,7 @@ typedef struct tt_response_summary {
  * detectors watch it as the signal "score:NAME" (docs/detectors.md). On the wire it is a
  * Metric event of kind TT_SCORE whose first attribute, response_id, is the id in 16 hex digits
  * ("" for none), so older collectors store it as a metric. Same rules and errors as tt_metric (at most 63 attrs). Thread-safe; never blocks.
- * Since 0.2. */
+ * Since 0.1. */
 TT_API int tt_score(tt_client *c, const char *session, uint64_t response_id, const char *name,
                     double value, const tt_attr *attrs, size_t nattrs);
 

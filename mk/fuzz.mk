@@ -22,15 +22,16 @@ $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard src/*/*.h include
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) -lzstd -lmicrohttpd -lm -pthread
 
 # fuzz_conn drives the native source's connection state machine: it links that and what it
-# uses of the collector (counters, the store item's release; log.c is in FUZZ_SRC).
+# uses of the collector (counters, the store item's release; log.c is in FUZZ_SRC), and the TLS
+# transport (source/tls.c, GnuTLS) that some of its connections go through.
 FUZZ_CONN_SRC := src/collector/source/native_conn.c src/collector/source/identity.c \
-	src/collector/source/budget.c src/collector/stats.c \
+	src/collector/source/budget.c src/collector/source/tls.c src/collector/stats.c \
 	$(filter-out src/collector/store/store_hist.c,$(wildcard src/collector/store/*.c))
 
 $(FUZZ_DIR)/fuzz_conn: tests/fuzz/fuzz_conn.c $(FUZZ_SRC) $(FUZZ_CONN_SRC) \
 		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_CONN_SRC) -lzstd -lsqlite3 -lmicrohttpd -lm -pthread
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_CONN_SRC) -lzstd -lsqlite3 -lmicrohttpd -lgnutls -lm -pthread
 
 fuzz: $(FUZZ_BINS)
 
@@ -45,7 +46,7 @@ fuzz-run: $(FUZZ_BINS)
 
 $(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.c $(LIB_A)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -o $@ $< $(LIB_A) -lzstd -lm -pthread
+	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -o $@ $< $(LIB_A) -lzstd -lgnutls -lm -pthread
 
 fuzz-seeds: $(FUZZ_DIR)/make_seeds
 	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus/frame tests/fuzz/corpus/batch

@@ -110,7 +110,8 @@ class Stats:
 
     __slots__ = ("emitted", "sent", "acked", "possibly_delivered", "buffered", "spooled",
                  "dropped", "dropped_total", "frames_sent", "bytes_sent", "reconnects",
-                 "connected", "inherited", "comply_blocked", "comply_flagged", "comply_masked")
+                 "connected", "inherited", "comply_blocked", "comply_flagged", "comply_masked",
+                 "tls_failures")
 
     def __init__(self, s):
         for f in self.__slots__:
@@ -356,8 +357,10 @@ def _default_agent():
 class Client(_core.ClientCore):
     """A connection to a telltale collector (tt_client).
 
-    Client(endpoint, agent=..., **settings): endpoint "unix:PATH" or "tcp://HOST:PORT" (default
-    $TELLTALE_ENDPOINT, else the library's default tcp://127.0.0.1:7370); agent the agent's name
+    Client(endpoint, agent=..., **settings): endpoint "unix:PATH", "tcp://HOST:PORT" or
+    "tls://HOST:PORT" (default $TELLTALE_ENDPOINT, else the library's default
+    tcp://127.0.0.1:7370; tls:// trusts **{"tls.ca": FILE} or $TELLTALE_TLS_CA, else the system
+    store, and presents **{"tls.cert": ..., "tls.key": ...} for mTLS); agent the agent's name
     (default $TELLTALE_AGENT, else the script name); settings are the library's configuration
     keys (ring_bytes=..., flush_interval_ms=..., spool_dir=..., token=...; dotted keys such as
     "guard.token_min_prob" through **{...}). Keyword-only options:
@@ -393,6 +396,8 @@ class Client(_core.ClientCore):
             items = [("agent", agent)]
             if endpoint is not None:
                 items.append(("endpoint", endpoint))
+            if "tls.ca" not in settings and os.environ.get("TELLTALE_TLS_CA"):
+                items.append(("tls.ca", os.environ["TELLTALE_TLS_CA"]))
             items += list(settings.items())
             for k, v in items:
                 if isinstance(v, bool):
@@ -531,6 +536,16 @@ class Client(_core.ClientCore):
         if rc:
             raise Error(rc, "stats")
         return Stats(s)
+
+    def connection_error(self):
+        """Why the latest connection attempt failed ("tls: the collector's certificate was
+        refused: ...", "hello refused: ..."), or "" once connected (tt_connection_error)."""
+        h = self._h
+        if h is None:
+            raise Error(_lib.ESHUTDOWN, "connection_error")
+        buf = ctypes.create_string_buffer(512)
+        _lib.connection_error(h, buf, len(buf))
+        return buf.value.decode(errors="replace")
 
     @property
     def instance_id(self):

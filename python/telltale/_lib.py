@@ -80,7 +80,8 @@ class Stats(ctypes.Structure):
                 ("frames_sent", ctypes.c_uint64), ("bytes_sent", ctypes.c_uint64),
                 ("reconnects", ctypes.c_uint64), ("connected", ctypes.c_uint64),
                 ("inherited", ctypes.c_uint64), ("comply_blocked", ctypes.c_uint64),
-                ("comply_flagged", ctypes.c_uint64), ("comply_masked", ctypes.c_uint64)]
+                ("comply_flagged", ctypes.c_uint64), ("comply_masked", ctypes.c_uint64),
+                ("tls_failures", ctypes.c_uint64)]
 
 
 class TokenStats(ctypes.Structure):
@@ -144,6 +145,7 @@ step_end = _bind(fast, "tt_step_end", I, [P, PTR_STEP, I, ctypes.c_int64, S])
 stats_get = _bind(fast, "tt_stats_get", I, [P, ctypes.POINTER(Stats), SZ])
 drop_cause_name = _bind(fast, "tt_drop_cause_name", S, [I])
 instance_id = _bind(fast, "tt_instance_id", I, [P, ctypes.c_char_p])
+connection_error = _bind(fast, "tt_connection_error", I, [P, ctypes.c_char_p, SZ])
 PTR_TS = ctypes.POINTER(TokenStats)
 token_stats_compute = _bind(fast, "tt_token_stats_compute", I,
                             [P, SZ, SZ, I, ctypes.c_int32, ctypes.c_uint32, PTR_TS])

@@ -178,6 +178,7 @@ void tt__client_stats_read(tt_client *c, tt_stats *out)
     s.reconnects = LD(w->reconnects);
     s.connected = LD(w->connected);
     s.inherited = LD(w->inherited);
+    s.tls_failures = LD(w->tls_failures);
     tt__comply_stats(c, &s);
     *out = s;
 }
@@ -220,6 +221,17 @@ TT_API int tt_stats_get(tt_client *c, tt_stats *out, size_t size)
     memset(out, 0, size);
     memcpy(out, &s, size < sizeof s ? size : sizeof s);
     return 0;
+}
+
+TT_API int tt_connection_error(tt_client *c, char *buf, size_t n)
+{
+    if (!c || !buf || n == 0) {
+        return TT_EINVAL;
+    }
+    pthread_mutex_lock(&c->ctl_lock);
+    int len = snprintf(buf, n, "%s", c->conn_error);
+    pthread_mutex_unlock(&c->ctl_lock);
+    return len;
 }
 
 TT_API int tt_instance_id(tt_client *c, uint8_t out[16])

@@ -37,6 +37,13 @@ typedef struct tt__cfg {
     char agent[256];
     char token[256];
     char spool_dir[1024];
+    /* tls:// endpoints (tls.c): trust anchors (empty: the system store), the client
+     * certificate and key for mTLS (both or neither), the name checked in the collector's
+     * certificate (empty: the endpoint's host) */
+    char tls_ca[1024];
+    char tls_cert[1024];
+    char tls_key[1024];
+    char tls_server_name[256];
     uint64_t ring_bytes;
     uint64_t max_threads;
     uint64_t max_event_bytes;
@@ -109,9 +116,10 @@ void tt__frame_out_free(tt__frame_out *f);
 enum tt__conn_state {
     TT_CONN_IDLE = 0,       /* no socket; next attempt at next_attempt_ns */
     TT_CONN_CONNECTING = 1, /* non-blocking connect in progress */
-    TT_CONN_HELLO = 2,      /* hello sent, waiting for the reply */
-    TT_CONN_READY = 3,
-    TT_CONN_RESOLVING = 4 /* a host name is being resolved (resolve.h); no socket yet */
+    TT_CONN_TLS = 2,        /* TLS handshake in progress (tls:// endpoints) */
+    TT_CONN_HELLO = 3,      /* hello sent, waiting for the reply */
+    TT_CONN_READY = 4,
+    TT_CONN_RESOLVING = 5 /* a host name is being resolved (resolve.h); no socket yet */
 };
 
 /* Worker counters, written by the worker only, read by tt_stats_get. */
@@ -132,6 +140,7 @@ typedef struct tt__wstats {
     _Atomic uint64_t bytes_sent;
     _Atomic uint64_t reconnects;
     _Atomic uint64_t connected;
+    _Atomic uint64_t tls_failures; /* handshakes refused or failed (tt_stats.tls_failures) */
     /* counts of rings the worker freed, folded in so nothing is lost with them */
     _Atomic uint64_t orphan_emitted;
     _Atomic uint64_t orphan_drained;
@@ -231,6 +240,7 @@ struct tt_client {
     uint64_t close_deadline_ns; /* guarded by ctl_lock; set once by tt_close */
     int worker_exited;          /* guarded by ctl_lock */
     int close_result;           /* guarded by ctl_lock */
+    char conn_error[512];       /* guarded by ctl_lock: why the last attempt failed */
 
     tt__wstats ws;
     struct tt__worker *w;   /* the worker's private state */

@@ -43,6 +43,10 @@ static const struct opt opts[] = {
     STR("agent", agent),
     STR("token", token),
     STR("spool_dir", spool_dir),
+    STR("tls.ca", tls_ca),
+    STR("tls.cert", tls_cert),
+    STR("tls.key", tls_key),
+    STR("tls.server_name", tls_server_name),
     U64("ring_bytes", ring_bytes, 4096, 1 << 30),
     U64("max_threads", max_threads, 1, 65536),
     U64("max_event_bytes", max_event_bytes, 256, 1 << 20),
@@ -129,6 +133,11 @@ int tt__cfg_validate(const tt__cfg *v, char *err, size_t errlen)
     }
     if (v->agent[0] == 0) {
         snprintf(err, errlen, "agent must not be empty");
+        return -EINVAL;
+    }
+    if (!v->tls_cert[0] != !v->tls_key[0]) {
+        snprintf(err, errlen,
+                 "tls.cert and tls.key go together (a client certificate and its key)");
         return -EINVAL;
     }
     tt__endpoint ep;

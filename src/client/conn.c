@@ -4,6 +4,11 @@
  * rejections and control orders. Reconnects back off exponentially with jitter on the
  * monotonic clock; a connection that stops acknowledging for ack_timeout_ms is dropped
  * (half-open detection at the application level, not TCP keepalive).
+ *
+ * A tls:// endpoint adds a TLS handshake (tls.c) between the connect and the hello, in the
+ * same non-blocking steps; afterwards every read and write goes through the TLS link
+ * (io_send, io_recv) instead of the socket. A refused handshake is counted
+ * (tt_stats.tls_failures) and its reason kept for tt_connection_error.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -16,6 +21,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "client/tls.h"
 #include "client/worker.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -54,8 +60,39 @@ static void schedule_retry(tt__worker *w, uint64_t now)
     w->backoff_ms = TT_MIN(b * 2, w->c->cfg.backoff_max_ms);
 }
 
+/* The reason the latest attempt failed, for tt_connection_error. */
+static void set_error(tt__worker *w, const char *why)
+{
+    tt_client *c = w->c;
+    pthread_mutex_lock(&c->ctl_lock);
+    snprintf(c->conn_error, sizeof c->conn_error, "%s", why);
+    pthread_mutex_unlock(&c->ctl_lock);
+}
+
+static void tls_failed(tt__worker *w, const char *why, uint64_t now)
+{
+    ADD(w->c->ws.tls_failures, 1);
+    set_error(w, why);
+    /* A certificate refused now is refused at the next attempt too: retry at the slowest
+     * pace, like a refused hello. */
+    w->backoff_ms = w->c->cfg.backoff_max_ms;
+    tt__conn_drop(w, now);
+}
+
+static ssize_t io_send(tt__worker *w, const void *p, size_t n)
+{
+    return w->tls ? tt__tls_link_send(w->tls, p, n) : send(w->fd, p, n, MSG_NOSIGNAL);
+}
+
+static ssize_t io_recv(tt__worker *w, void *p, size_t n)
+{
+    return w->tls ? tt__tls_link_recv(w->tls, p, n) : recv(w->fd, p, n, 0);
+}
+
 void tt__conn_drop(tt__worker *w, uint64_t now)
 {
+    tt__tls_link_close(w->tls);
+    w->tls = NULL;
     if (w->fd >= 0) {
         close(w->fd);
         w->fd = -1;
@@ -102,18 +139,56 @@ static int make_hello(tt__worker *w)
     return rc;
 }
 
-static void on_connected(tt__worker *w, uint64_t now)
+static void start_hello(tt__worker *w, uint64_t now)
 {
-    if (!w->c->ep.is_unix) {
-        int one = 1;
-        setsockopt(w->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
     if (make_hello(w) != 0) {
         tt__conn_drop(w, now);
         return;
     }
     w->state = TT_CONN_HELLO;
     w->attempt_started_ns = now;
+}
+
+/* One step of the TLS handshake; the hello follows it. */
+static void tls_step(tt__worker *w, uint64_t now)
+{
+    char why[256] = "";
+    int rc = tt__tls_link_handshake(w->tls, why, sizeof why);
+    if (rc > 0) {
+        start_hello(w, now);
+    } else if (rc < 0) {
+        tls_failed(w, why, now);
+    }
+}
+
+static void start_tls(tt__worker *w, uint64_t now)
+{
+    tt_client *c = w->c;
+    char why[256] = "";
+    if (!w->tls_creds && tt__tls_creds_open(&w->tls_creds, &c->cfg, why, sizeof why) != 0) {
+        tls_failed(w, why, now);
+        return;
+    }
+    const char *name = c->cfg.tls_server_name[0] ? c->cfg.tls_server_name : c->ep.host;
+    if (tt__tls_link_open(&w->tls, w->tls_creds, name, w->fd, why, sizeof why) != 0) {
+        tls_failed(w, why, now);
+        return;
+    }
+    w->state = TT_CONN_TLS;
+    tls_step(w, now);
+}
+
+static void on_connected(tt__worker *w, uint64_t now)
+{
+    if (!w->c->ep.is_unix) {
+        int one = 1;
+        setsockopt(w->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (w->c->ep.is_tls) {
+        start_tls(w, now);
+    } else {
+        start_hello(w, now);
+    }
 }
 
 static int open_socket(tt__worker *w, struct sockaddr_storage *sa, socklen_t *salen)
@@ -139,6 +214,7 @@ static void connect_to(tt__worker *w, uint64_t now)
     socklen_t salen = 0;
     w->fd = open_socket(w, &sa, &salen);
     if (w->fd < 0) {
+        set_error(w, "cannot resolve the endpoint's host or open a socket");
         tt__conn_drop(w, now);
         return;
     }
@@ -147,6 +223,7 @@ static void connect_to(tt__worker *w, uint64_t now)
     } else if (errno == EINPROGRESS || errno == EAGAIN) {
         w->state = TT_CONN_CONNECTING;
     } else {
+        set_error(w, strerror(errno));
         tt__conn_drop(w, now);
     }
 }
@@ -228,10 +305,17 @@ void tt__conn_step(tt__worker *w, uint64_t now)
         if (done > 0) {
             on_connected(w, now);
         } else if (done < 0 || now - w->attempt_started_ns > timeout) {
+            set_error(w, done < 0 ? "connection refused or unreachable" : "connect timed out");
             tt__conn_drop(w, now);
         }
         break;
     }
+    case TT_CONN_TLS:
+        tls_step(w, now);
+        if (w->state == TT_CONN_TLS && now - w->attempt_started_ns > timeout) {
+            tls_failed(w, "tls: handshake timed out", now);
+        }
+        break;
     case TT_CONN_HELLO:
         if (now - w->attempt_started_ns > timeout) {
             tt__conn_drop(w, now);
@@ -267,8 +351,7 @@ static void frame_written(tt__worker *w, tt__frame_out *f, uint64_t now)
 static int write_hello(tt__worker *w, uint64_t now)
 {
     while (w->wbuf_off < w->wbuf.len) {
-        ssize_t n =
-            send(w->fd, w->wbuf.data + w->wbuf_off, w->wbuf.len - w->wbuf_off, MSG_NOSIGNAL);
+        ssize_t n = io_send(w, w->wbuf.data + w->wbuf_off, w->wbuf.len - w->wbuf_off);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -305,8 +388,15 @@ void tt__conn_send(tt__worker *w, uint64_t now)
             iov[n].iov_base = f->data + off;
             iov[n].iov_len = f->len - off;
         }
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t k = sendmsg(w->fd, &msg, MSG_NOSIGNAL);
+        ssize_t k;
+        if (w->tls) {
+            /* One record at a time (up to 16 KiB each): the frames' bytes, not their iovecs,
+             * are what TLS encrypts. */
+            k = tt__tls_link_send(w->tls, iov[0].iov_base, iov[0].iov_len);
+        } else {
+            struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+            k = sendmsg(w->fd, &msg, MSG_NOSIGNAL);
+        }
         if (k < 0) {
             if (errno == EINTR) {
                 continue;
@@ -376,13 +466,18 @@ static void handle_reject(tt__worker *w, const tt__reject *rj, uint64_t now)
 static void handle_reply(tt__worker *w, const uint8_t *p, size_t n, uint64_t now)
 {
     tt__hello_reply r;
+    memset(&r, 0, sizeof r);
     if (w->state != TT_CONN_HELLO || tt__hello_reply_decode(p, n, &r) != 0 || r.error[0]) {
+        char why[300];
+        snprintf(why, sizeof why, "hello refused: %s", r.error[0] ? r.error : "malformed reply");
+        set_error(w, why);
         /* A refused hello (bad token, say) is retried at the slowest pace. */
         w->backoff_ms = w->c->cfg.backoff_max_ms;
         tt__conn_drop(w, now);
         return;
     }
     w->state = TT_CONN_READY;
+    set_error(w, "");
     w->max_frame = r.max_frame_bytes;
     w->backoff_ms = w->c->cfg.backoff_min_ms;
     if (w->ever_connected) {
@@ -462,12 +557,16 @@ void tt__conn_recv(tt__worker *w, uint64_t now)
     if (w->fd < 0 || w->state == TT_CONN_CONNECTING) {
         return;
     }
+    if (w->state == TT_CONN_TLS) {
+        tls_step(w, now);
+        return;
+    }
     for (;;) {
         if (tt__buf_reserve(&w->rbuf, 16384) != 0) {
             tt__conn_drop(w, now);
             return;
         }
-        ssize_t n = recv(w->fd, w->rbuf.data + w->rbuf.len, w->rbuf.cap - w->rbuf.len, 0);
+        ssize_t n = io_recv(w, w->rbuf.data + w->rbuf.len, w->rbuf.cap - w->rbuf.len);
         if (n == 0) {
             tt__conn_drop(w, now);
             return;
@@ -476,7 +575,9 @@ void tt__conn_recv(tt__worker *w, uint64_t now)
             if (errno == EINTR) {
                 continue;
             }
-            if (errno != EAGAIN) {
+            if (errno == EPROTO && w->tls && tt__tls_link_error(w->tls)[0]) {
+                tls_failed(w, tt__tls_link_error(w->tls), now);
+            } else if (errno != EAGAIN) {
                 tt__conn_drop(w, now);
             }
             return;
@@ -493,6 +594,8 @@ short tt__conn_events(const tt__worker *w)
     switch (w->state) {
     case TT_CONN_CONNECTING:
         return POLLOUT;
+    case TT_CONN_TLS:
+        return tt__tls_link_wants_write(w->tls) ? POLLOUT : POLLIN;
     case TT_CONN_HELLO:
         return (short)(POLLIN | (w->wbuf_off < w->wbuf.len ? POLLOUT : 0));
     case TT_CONN_READY:
@@ -510,6 +613,7 @@ int64_t tt__conn_timeout_ns(const tt__worker *w, uint64_t now)
         due = w->closing && w->c->spool ? now : w->next_attempt_ns;
         break;
     case TT_CONN_CONNECTING:
+    case TT_CONN_TLS:
     case TT_CONN_HELLO:
         due = w->attempt_started_ns + timeout;
         break;

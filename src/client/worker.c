@@ -637,6 +637,8 @@ static void worker_destroy(tt__worker *w)
     while ((f = tt__fq_pop(&w->window))) {
         tt__frame_out_free(f);
     }
+    tt__tls_link_close(w->tls);
+    tt__tls_creds_free(w->tls_creds);
     if (w->fd >= 0) {
         close(w->fd);
     }

@@ -11,6 +11,7 @@
 #include "client/client.h"
 #include "client/resolve.h"
 #include "client/stepmap.h"
+#include "client/tls.h"
 
 typedef struct tt__worker {
     tt_client *c;
@@ -42,7 +43,9 @@ typedef struct tt__worker {
 
     /* connection */
     int fd;
-    int state; /* enum tt__conn_state */
+    tt__tls_creds *tls_creds; /* loaded at the first tls:// attempt, kept until the end */
+    tt__tls_link *tls;        /* the TLS session on fd (tls:// endpoints), or NULL */
+    int state;                /* enum tt__conn_state */
     uint64_t next_attempt_ns;
     uint64_t backoff_ms;
     uint64_t attempt_started_ns;

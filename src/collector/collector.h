@@ -56,6 +56,12 @@ struct collector_opts {
     unsigned ingest_gids[32]; /* --ingest-gids: peers whose primary group is one of these */
     int n_ingest_gids;
     int ingest_open; /* --ingest-open: TCP agents without a token (loopback listeners only) */
+    /* TLS (docs/security.md): certificate and key for tls:// listeners and --https, and the
+     * CA whose client certificates tls:// agents must present (empty: none required) */
+    char tls_cert[PATH_MAX];
+    char tls_key[PATH_MAX];
+    char tls_client_ca[PATH_MAX];
+    int https; /* --https: the HTTP API over TLS with tls_cert and tls_key */
 };
 
 /* Why input was refused; each has a counter and a name in /metrics. */
@@ -79,6 +85,7 @@ enum reject_reason {
     REJ_PEER,       /* a Unix-socket peer whose uid may not ingest, or TCP without a token */
     REJ_IDENTITY,   /* an agent name or instance that belongs to another identity */
     REJ_SLOW_FRAME, /* an admitted partial frame that stopped arriving */
+    REJ_TLS,        /* TLS handshake failed: not TLS, no or an unknown client certificate (mTLS) */
     REJ__COUNT
 };
 

@@ -182,19 +182,20 @@ int secure_operator_token(const char *dir, char *path, size_t pathlen, int *crea
     return rc;
 }
 
-void secure_announce(const char *http_bound, const char *token, const char *token_path)
+void secure_announce(const char *scheme, const char *http_bound, const char *token,
+                     const char *token_path)
 {
     if (!token) {
-        log_warn("dashboard: http://%s/ (no operator token: --no-auth)", http_bound);
+        log_warn("dashboard: %s://%s/ (no operator token: --no-auth)", scheme, http_bound);
         return;
     }
-    log_info("dashboard: http://%s/ (operator token in %s)", http_bound, token_path);
+    log_info("dashboard: %s://%s/ (operator token in %s)", scheme, http_bound, token_path);
     if (isatty(STDERR_FILENO)) {
         /* A terminal is the user who started the collector; a log file may be read by others,
          * so the token never goes there. */
         fprintf(stderr,
                 "\n  Open the dashboard (this URL holds the operator token; keep it to "
-                "yourself):\n    http://%s/#token=%s\n\n",
-                http_bound, token);
+                "yourself):\n    %s://%s/#token=%s\n\n",
+                scheme, http_bound, token);
     }
 }

@@ -29,7 +29,8 @@ int secure_operator_token(const char *dir, char *path, size_t pathlen, int *crea
 
 /* Tell the user who started the collector where the dashboard is. The URL with the token in its
  * fragment goes only to a terminal (stderr when it is one); the log gets the URL and the token
- * file's path, never the token. token NULL: no token (--no-auth). */
-void secure_announce(const char *http_bound, const char *token, const char *token_path);
+ * file's path, never the token. token NULL: no token (--no-auth). scheme: "http" or "https". */
+void secure_announce(const char *scheme, const char *http_bound, const char *token,
+                     const char *token_path);
 
 #endif

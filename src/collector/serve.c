@@ -26,6 +26,7 @@
 #include "collector/source/identity.h"
 #include "collector/source/native.h"
 #include "collector/source/source.h"
+#include "collector/source/tls.h"
 #include "collector/log.h"
 #include "collector/secure.h"
 #include "collector/retain.h"
@@ -42,7 +43,8 @@ static const char usage[] =
     "directory, acknowledge each batch after it is committed, and serve the HTTP API.\n"
     "\n"
     "  --data DIR            data directory (default $TELLTALE_DATA or ./telltale-data)\n"
-    "  --listen ENDPOINT     unix:PATH or tcp://HOST:PORT; repeatable (default\n"
+    "  --listen ENDPOINT     unix:PATH, tcp://HOST:PORT or tls://HOST:PORT (TLS: needs\n"
+    "                        --tls-cert and --tls-key); repeatable (default\n"
     "                        unix:DIR/telltale.sock and " DEFAULT_TCP ")\n"
     "  --http HOST:PORT      HTTP API and live stream (default " DEFAULT_HTTP
     "; port 0 picks one)\n"
@@ -78,13 +80,21 @@ static const char usage[] =
     "                        comma-separated NAME or NAME:PORT (a proxy's or DNS name)\n"
     "  --ingest-tokens FILE  lines 'AGENT TOKEN': an agent must present a token, and\n"
     "                        its name is the token's, whatever its hello says\n"
-    "  --ingest-open         TCP agents without an ingest token (loopback listeners\n"
-    "                        only; each is known by its local user); without it and\n"
-    "                        without --ingest-tokens, TCP agents are refused; with\n"
-    "                        --ingest-tokens, every agent needs a token anyway\n"
+    "  --ingest-open         TCP and TLS agents without an ingest token (loopback\n"
+    "                        listeners only; each is known by its local user); without\n"
+    "                        it and without --ingest-tokens, they are refused; with\n"
+    "                        --ingest-tokens, every agent needs a token anyway (or,\n"
+    "                        on tls:// with --tls-client-ca, its certificate)\n"
     "  --ingest-uids LIST    users (names or uids, comma-separated) who may ingest on\n"
     "                        the Unix sockets besides the collector's own\n"
     "  --ingest-gids LIST    the same for members of the listed groups\n"
+    "  --tls-cert FILE       TLS certificate (PEM, the leaf first, then its chain) for\n"
+    "                        tls:// listeners and --https\n"
+    "  --tls-key FILE        its private key (PEM; refused unless mode 0600 or stricter)\n"
+    "  --tls-client-ca FILE  mTLS: tls:// agents must present a certificate signed by\n"
+    "                        this CA; its name (DNS SAN, else CN) is the agent's name\n"
+    "                        and identity, no ingest token needed\n"
+    "  --https               serve the HTTP API and dashboard over TLS (same cert and key)\n"
     "  --config FILE         detectors and webhooks (docs/detectors.md); default: the\n"
     "                        built-in detectors, no webhooks\n"
     "  --verbose             log each refused connection\n"
@@ -193,6 +203,10 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"ingest-open", no_argument, NULL, 'o'},
                                              {"ingest-uids", required_argument, NULL, 'u'},
                                              {"ingest-gids", required_argument, NULL, 'G'},
+                                             {"tls-cert", required_argument, NULL, 'T'},
+                                             {"tls-key", required_argument, NULL, 'k'},
+                                             {"tls-client-ca", required_argument, NULL, 'X'},
+                                             {"https", no_argument, NULL, 'p'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int opt, idx = 0;
@@ -283,6 +297,21 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
         case 'G':
             bad = parse_ids(o, opt == 'u', optarg) != 0;
             break;
+        case 'T':
+            bad = strlen(optarg) >= sizeof o->tls_cert || !*optarg;
+            snprintf(o->tls_cert, sizeof o->tls_cert, "%s", optarg);
+            break;
+        case 'k':
+            bad = strlen(optarg) >= sizeof o->tls_key || !*optarg;
+            snprintf(o->tls_key, sizeof o->tls_key, "%s", optarg);
+            break;
+        case 'X':
+            bad = strlen(optarg) >= sizeof o->tls_client_ca || !*optarg;
+            snprintf(o->tls_client_ca, sizeof o->tls_client_ca, "%s", optarg);
+            break;
+        case 'p':
+            o->https = 1;
+            break;
         case 'h':
             fputs(usage, stdout);
             return 1;
@@ -303,6 +332,12 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
     }
     if (o->no_auth && o->operator_token_file[0]) {
         fprintf(stderr, "telltale serve: --no-auth and --operator-token-file exclude each other\n");
+        return 2;
+    }
+    if (!o->tls_cert[0] != !o->tls_key[0] ||
+        ((o->https || o->tls_client_ca[0]) && !o->tls_cert[0])) {
+        fprintf(stderr, "telltale serve: --tls-cert and --tls-key go together, and --https and "
+                        "--tls-client-ca need them\n");
         return 2;
     }
     return 0;
@@ -341,9 +376,14 @@ static int check_ingest_open(const struct collector_opts *o)
 /* Say at start who may ingest, so an operator sees what an open option opened. */
 static void announce_ingest(const struct collector_opts *o)
 {
-    int tcp = 0;
+    int tcp = 0, mtls = 0;
     for (int i = 0; i < o->n_listen; i++) {
-        tcp |= !o->listen[i].is_unix;
+        int cert = o->listen[i].is_tls && o->tls_client_ca[0]; /* authenticated by certificate */
+        tcp |= !o->listen[i].is_unix && !cert;
+        mtls |= cert;
+    }
+    if (mtls) {
+        log_info("tls:// agents present a certificate of --tls-client-ca; it names them");
     }
     if (o->ingest_open && !o->ingest_tokens[0] && tcp) {
         log_warn("--ingest-open: local processes ingest over TCP without a token; each is known "
@@ -376,6 +416,7 @@ static int write_ready(const struct collector_opts *o, const char *http_bound)
     }
     tt__json_arr_end(&j);
     tt__json_kv_cstr(&j, "http", http_bound);
+    tt__json_kv_bool(&j, "https", o->https);
     tt__json_kv_cstr(&j, "sync", store_sync_name(o->sync_level));
     tt__json_obj_end(&j);
     tt__json_raw(&j, "\n", 1);
@@ -408,6 +449,7 @@ struct running {
     struct auth *auth;
     struct alerts *alerts;
     struct monitor *monitor;
+    struct tls_server *tls;         /* --tls-cert and --tls-key, or NULL */
     struct store_read *reader;      /* the loop thread's, for hook_owner_ok */
     char token_path[PATH_MAX + 32]; /* where the operator token came from, for the log */
 };
@@ -427,6 +469,7 @@ static void stop_all(struct running *r)
     store_close(r->store); /* commits what was submitted; no user is left */
     hub_free(r->hub);
     auth_free(r->auth);
+    tls_server_free(r->tls);
 }
 
 /* Retention (retain.c): a first pass now, then a thread when there is a limit. */
@@ -582,8 +625,13 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         fprintf(stderr, "telltale serve: out of memory\n");
         return -1;
     }
+    if (o->tls_cert[0] &&
+        tls_server_open(&r->tls, o->tls_cert, o->tls_key, o->tls_client_ca, err, sizeof err) != 0) {
+        fprintf(stderr, "telltale serve: TLS: %s\n", err);
+        return -1;
+    }
     struct ingest_hooks hooks = {r, hook_authorize, hook_owner_ok, NULL};
-    if (ingest_open(&r->ingest, o, r->pipeline, &hooks, err, sizeof err) != 0) {
+    if (ingest_open(&r->ingest, o, r->pipeline, &hooks, r->tls, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
     }
@@ -604,6 +652,11 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         ctx.monitor = r->monitor;
         ctx.alerts = r->alerts;
         snprintf(ctx.allowed_hosts, sizeof ctx.allowed_hosts, "%s", o->allowed_hosts);
+        if (o->https) {
+            ctx.tls_cert_pem = tls_server_cert_pem(r->tls);
+            ctx.tls_key_pem = tls_server_key_pem(r->tls);
+            snprintf(ctx.scheme, sizeof ctx.scheme, "https");
+        }
         if (http_start(&r->http, o->http, &ctx, http_bound, hblen, err, sizeof err) != 0) {
             fprintf(stderr, "telltale serve: %s\n", err);
             return -1;
@@ -727,8 +780,8 @@ int serve_main(int argc, char **argv)
     }
     announce_ingest(&o);
     if (http_bound[0]) {
-        log_info("HTTP API on http://%s/", http_bound);
-        secure_announce(http_bound, auth_operator_token(r.auth),
+        log_info("HTTP API on %s://%s/", o.https ? "https" : "http", http_bound);
+        secure_announce(o.https ? "https" : "http", http_bound, auth_operator_token(r.auth),
                         r.token_path[0] ? r.token_path : o.operator_token_file);
     }
     if (o.ready_file[0] && write_ready(&o, http_bound) != 0) {

@@ -26,6 +26,7 @@ const char *reject_name(int reason)
                                                   "store_error",
                                                   "peer",
                                                   "identity",
-                                                  "slow_frame"};
+                                                  "slow_frame",
+                                                  "tls_handshake"};
     return reason >= 0 && reason < REJ__COUNT ? names[reason] : "unknown";
 }

@@ -324,7 +324,8 @@ int tt__reject_decode(const uint8_t *p, size_t n, tt__reject *rj)
 static int ep_fail(char *err, size_t errlen, const char *msg, const char *s)
 {
     if (err && errlen) {
-        snprintf(err, errlen, "%s: \"%s\" (expected unix:PATH or tcp://HOST:PORT)", msg, s);
+        snprintf(err, errlen, "%s: \"%s\" (expected unix:PATH, tcp://HOST:PORT or tls://HOST:PORT)",
+                 msg, s);
     }
     return -EINVAL;
 }
@@ -368,7 +369,10 @@ int tt__endpoint_parse(const char *s, tt__endpoint *ep, char *err, size_t errlen
         memcpy(ep->path, path, n + 1);
         return 0;
     }
-    if (strncmp(s, "tcp://", 6) != 0) {
+    /* tls:// is TCP with TLS on top (docs/security.md); host and port read the same. */
+    if (strncmp(s, "tls://", 6) == 0) {
+        ep->is_tls = 1;
+    } else if (strncmp(s, "tcp://", 6) != 0) {
         return ep_fail(err, errlen, "unknown endpoint scheme", s);
     }
     const char *hp = s + 6, *colon;
@@ -404,11 +408,12 @@ int tt__endpoint_parse(const char *s, tt__endpoint *ep, char *err, size_t errlen
 
 void tt__endpoint_format(const tt__endpoint *ep, char *out, size_t n)
 {
+    const char *scheme = ep->is_tls ? "tls" : "tcp";
     if (ep->is_unix) {
         snprintf(out, n, "unix:%s", ep->path);
     } else if (strchr(ep->host, ':')) {
-        snprintf(out, n, "tcp://[%s]:%s", ep->host, ep->port);
+        snprintf(out, n, "%s://[%s]:%s", scheme, ep->host, ep->port);
     } else {
-        snprintf(out, n, "tcp://%s:%s", ep->host, ep->port);
+        snprintf(out, n, "%s://%s:%s", scheme, ep->host, ep->port);
     }
 }

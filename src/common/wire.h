@@ -110,9 +110,10 @@ int tt__ack_decode(const uint8_t *p, size_t n, uint64_t *frame_no);
 int tt__reject_encode(const tt__reject *r, tt__buf *out);
 int tt__reject_decode(const uint8_t *p, size_t n, tt__reject *r);
 
-/* Parsing endpoints "unix:PATH", "tcp://HOST:PORT" (HOST may be [v6]). */
+/* Parsing endpoints "unix:PATH", "tcp://HOST:PORT" and "tls://HOST:PORT" (HOST may be [v6]). */
 typedef struct tt__endpoint {
     int is_unix;
+    int is_tls;     /* tls://: TCP with TLS (GnuTLS) on top */
     char path[108]; /* unix */
     char host[256]; /* tcp */
     char port[8];

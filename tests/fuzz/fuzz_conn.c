@@ -18,6 +18,14 @@
  * rejects a peer receives name frames in increasing order (a reject never overtakes the acks
  * before it), the budget's used bytes equal the sum of what each connection and each owed
  * batch holds, and it is all given back at the end. ASan and UBSan do the rest.
+ *
+ * A connection opened by the program may also be a tls:// one (source/tls.c): the peer is then
+ * a GnuTLS client session on its socketpair, whose handshake the program steps like any other
+ * I/O, and every byte the peer writes afterwards goes as TLS records into the same frame
+ * decoder. What this fuzzes is ours: the handshake steps in the loop's readable and writable
+ * events, the records-to-recv mapping (partial records, EAGAIN, resets and half-closes in the
+ * middle of a handshake or a record), and the lifetime rule with a TLS session attached; the
+ * TLS parsing itself is GnuTLS's. The server's certificate is made in memory at the first run.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,10 +34,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <zstd.h>
 
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+
 #include "collector/source/native_conn.h"
+#include "collector/source/tls.h"
 #include "collector/store/store.h"
 #include "common/clock.h"
 #include "common/pb.h"
@@ -55,6 +68,8 @@ struct slot {
     size_t n_done;
     uint8_t rx[1 << 16];
     size_t rx_len;
+    gnutls_session_t tls; /* the peer's TLS client session (a tls:// connection), or NULL */
+    int tls_done;         /* its handshake finished */
 };
 
 struct harness {
@@ -140,16 +155,86 @@ static void reap(void)
     }
 }
 
-static void open_slot(int i)
+/* A self-signed server certificate made in memory, written to private temporary files for
+ * tls_server_open (which reads files, and checks the key's mode), then removed. */
+static struct tls_server *fuzz_tls_server(void)
+{
+    static struct tls_server *srv;
+    if (srv) {
+        return srv;
+    }
+    gnutls_x509_privkey_t k;
+    gnutls_x509_crt_t c;
+    gnutls_datum_t kp, cp;
+    time_t now = time(NULL);
+    if (gnutls_x509_privkey_init(&k) || gnutls_x509_crt_init(&c) ||
+        gnutls_x509_privkey_generate(k, GNUTLS_PK_ECDSA,
+                                     GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0) ||
+        gnutls_x509_crt_set_version(c, 3) || gnutls_x509_crt_set_serial(c, "\x01", 1) ||
+        gnutls_x509_crt_set_activation_time(c, now - 60) ||
+        gnutls_x509_crt_set_expiration_time(c, now + 86400) ||
+        gnutls_x509_crt_set_dn_by_oid(c, GNUTLS_OID_X520_COMMON_NAME, 0, "fuzz", 4) ||
+        gnutls_x509_crt_set_key(c, k) || gnutls_x509_crt_sign2(c, c, k, GNUTLS_DIG_SHA256, 0) ||
+        gnutls_x509_crt_export2(c, GNUTLS_X509_FMT_PEM, &cp) ||
+        gnutls_x509_privkey_export2(k, GNUTLS_X509_FMT_PEM, &kp)) {
+        abort();
+    }
+    char cf[] = "/tmp/fuzz-conn-cert-XXXXXX", kf[] = "/tmp/fuzz-conn-key-XXXXXX", err[256];
+    int cfd = mkstemp(cf), kfd = mkstemp(kf);
+    if (cfd < 0 || kfd < 0 || write(cfd, cp.data, cp.size) != (ssize_t)cp.size ||
+        write(kfd, kp.data, kp.size) != (ssize_t)kp.size) {
+        abort();
+    }
+    close(cfd);
+    close(kfd);
+    if (tls_server_open(&srv, cf, kf, NULL, err, sizeof err) != 0) {
+        abort();
+    }
+    unlink(cf);
+    unlink(kf);
+    gnutls_free(cp.data);
+    gnutls_free(kp.data);
+    gnutls_x509_crt_deinit(c);
+    gnutls_x509_privkey_deinit(k);
+    return srv;
+}
+
+/* The peer's client session (it verifies nothing: the collector's side is under test). */
+static gnutls_session_t peer_tls(int fd)
+{
+    static gnutls_certificate_credentials_t cred;
+    gnutls_session_t t;
+    if (!cred && gnutls_certificate_allocate_credentials(&cred) != 0) {
+        abort();
+    }
+    if (gnutls_init(&t, GNUTLS_CLIENT | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL) != 0) {
+        abort();
+    }
+    gnutls_set_default_priority(t);
+    gnutls_credentials_set(t, GNUTLS_CRD_CERTIFICATE, cred);
+    gnutls_transport_set_int(t, fd);
+    return t;
+}
+
+static void peer_close(struct slot *s)
+{
+    if (s->tls) {
+        gnutls_deinit(s->tls);
+        s->tls = NULL;
+    }
+    if (s->peer >= 0) {
+        close(s->peer); /* with unread data this is a reset for the collector */
+        s->peer = -1;
+    }
+}
+
+static void open_slot(int i, int tls)
 {
     struct slot *s = &H.s[i];
     if (s->c || H.n_all == 64) {
         return;
     }
-    if (s->peer >= 0) {
-        close(s->peer);
-        s->peer = -1;
-    }
+    peer_close(s);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
         return;
@@ -164,14 +249,39 @@ static void open_slot(int i)
     }
     H.all[H.n_all++] = s->c;
     s->peer = sv[1];
+    s->tls_done = 0;
+    if (tls && conn_start_tls(s->c, fuzz_tls_server()) == 0) {
+        s->tls = peer_tls(sv[1]);
+    }
     s->last_ack = 0;
     s->n_done = 0;
     s->rx_len = 0;
 }
 
+/* One step of the peer's TLS handshake; whether it is done. A failed one resets the peer. */
+static int peer_handshake(struct slot *s)
+{
+    if (s->tls && !s->tls_done) {
+        int rc = gnutls_handshake(s->tls);
+        if (rc == 0) {
+            s->tls_done = 1;
+        } else if (gnutls_error_is_fatal(rc)) {
+            peer_close(s);
+        }
+    }
+    return s->tls && s->tls_done;
+}
+
 static void peer_write(struct slot *s, const void *p, size_t n)
 {
-    if (s->peer >= 0 && n) {
+    if (s->peer >= 0 && n && s->tls) {
+        /* Before the handshake is done the bytes are lost, as on a slow network; a record
+         * that meets a full socket is a reset (its bytes would otherwise have to be sent
+         * again exactly). */
+        if (peer_handshake(s) && gnutls_record_send(s->tls, p, n) < 0) {
+            peer_close(s);
+        }
+    } else if (s->peer >= 0 && n) {
         ssize_t w = send(s->peer, p, n, MSG_NOSIGNAL);
         (void)w; /* a full socket drops the rest, as a slow network would delay it */
     }
@@ -216,8 +326,12 @@ static void peer_frame(struct slot *s, const tt__frame *f)
 /* Read what the collector sent to this peer and check it. */
 static void peer_drain(struct slot *s)
 {
+    if (s->tls && !peer_handshake(s)) {
+        return;
+    }
     while (s->peer >= 0) {
-        ssize_t n = read(s->peer, s->rx + s->rx_len, sizeof s->rx - s->rx_len);
+        ssize_t n = s->tls ? gnutls_record_recv(s->tls, s->rx + s->rx_len, sizeof s->rx - s->rx_len)
+                           : read(s->peer, s->rx + s->rx_len, sizeof s->rx - s->rx_len);
         if (n <= 0) {
             break;
         }
@@ -467,6 +581,12 @@ static void step(uint8_t op)
         if (s->c && !s->c->dead) {
             conn_readable(&H.ow, s->c);
         }
+        /* What native.c's loop does at the end of an iteration: records TLS has decrypted
+         * already raise no socket event. */
+        for (int k = 0; k < 4 && s->c && !s->c->closing && !H.ow.paused && conn_tls_pending(s->c);
+             k++) {
+            conn_readable(&H.ow, s->c);
+        }
         break;
     case 7:
         if (s->c && !s->c->dead) {
@@ -486,10 +606,7 @@ static void step(uint8_t op)
         }
         break;
     case 12:
-        if (s->peer >= 0) {
-            close(s->peer); /* with unread data this is a reset for the collector */
-            s->peer = -1;
-        }
+        peer_close(s);
         break;
     case 13:
         peer_drain(s);
@@ -510,7 +627,7 @@ static void step(uint8_t op)
         if (next_byte() & 1) {
             H.ow.paused = !H.ow.paused;
         } else {
-            open_slot((int)(s - H.s));
+            open_slot((int)(s - H.s), next_byte() & 1);
         }
         break;
     }
@@ -549,7 +666,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < NCONN; i++) {
         H.s[i].peer = -1;
     }
-    open_slot(0);
+    open_slot(0, 0);
     H.p = data;
     H.left = size;
     while (H.left) {
@@ -565,9 +682,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     reap();
     for (int i = 0; i < NCONN; i++) {
-        if (H.s[i].peer >= 0) {
-            close(H.s[i].peer);
-        }
+        peer_close(&H.s[i]);
     }
     if (H.n_all) {
         abort(); /* a record outlived its connection and its completions */

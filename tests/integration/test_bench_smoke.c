@@ -1,5 +1,5 @@
 /*
- * test_bench_smoke.c - the end-to-end benchmarks (bench/pipeline.c, latency.c, memory.c) run
+ * test_bench_smoke.c - the end-to-end benchmarks (bench/pipeline.c, latency.c, memory.c, tls.c) run
  * with --smoke (tiny sizes, a real collector each) and must exit 0 printing only valid result
  * lines, so that they cannot rot between `make bench` runs. Nothing here is timed.
  */
@@ -68,4 +68,9 @@ TEST_T(bench_memory_smoke_prints_valid_result_lines, 120)
 TEST_T(bench_comply_smoke_prints_valid_result_lines, 120)
 {
     CHECK(run_smoke("comply", "decision_overhead_ns") >= 3);
+}
+
+TEST_T(bench_tls_smoke_prints_valid_result_lines, 120)
+{
+    CHECK(run_smoke("tls", "tls_stored_events_per_s") == 2);
 }

@@ -38,7 +38,7 @@ static const char *bin(void)
 }
 
 /* A free TCP port on 127.0.0.1 (bound and released; good enough for tests). */
-static int free_port(void)
+int tt_test_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET};
@@ -166,8 +166,8 @@ void tt_test_serve_start(struct tt_test_serve *s, const char *name, ...)
     mkdir(s->dir, 0700);
     snprintf(s->sock, sizeof s->sock, "%s/s.sock", s->dir);
     snprintf(s->endpoint, sizeof s->endpoint, "unix:%s", s->sock);
-    snprintf(s->tcp, sizeof s->tcp, "tcp://127.0.0.1:%d", free_port());
-    snprintf(s->http, sizeof s->http, "127.0.0.1:%d", free_port());
+    snprintf(s->tcp, sizeof s->tcp, "tcp://127.0.0.1:%d", tt_test_free_port());
+    snprintf(s->http, sizeof s->http, "127.0.0.1:%d", tt_test_free_port());
     snprintf(s->db, sizeof s->db, "%s/telltale.db", s->dir);
     snprintf(s->log, sizeof s->log, "%s/serve-%s.log", tt_test_outdir(), name);
     va_list ap;

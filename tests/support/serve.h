@@ -74,6 +74,9 @@ void tt_test_check_store(const char *db, const uint8_t instance[16], struct tt_s
  * spool, sc must cover those instances too (or pass the sum of their checks). */
 void tt_test_check_conservation(const tt_stats *st, const struct tt_store_check *sc);
 
+/* A free TCP port on 127.0.0.1 (bound and released). */
+int tt_test_free_port(void);
+
 /* Monotonic milliseconds. */
 double tt_test_now_ms(void);
 

@@ -481,6 +481,7 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
         return -1;
     }
     h->ctx = *ctx;
+    h->ctx.tls_cert_pem = h->ctx.tls_key_pem = NULL; /* borrowed for this call only */
     /* Bound here, before the daemon's threads start, so the address the Host check compares
      * with (api/browser.c) is known to every request, the first one included. */
     int fd = bind_listener(&ss, slen);
@@ -509,12 +510,19 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
      * timeout frees a connection that stops sending (a half-sent request) or stops reading. */
     unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_THREAD_PER_CONNECTION | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    h->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, handler, h, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
-        completed, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_MAX,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_CONN_PER_IP_MAX,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256u << 10), MHD_OPTION_END);
+    /* --https: libmicrohttpd's TLS is GnuTLS, the library of the tls:// listeners. */
+    struct MHD_OptionItem tls_opts[] = {{MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)ctx->tls_cert_pem},
+                                        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)ctx->tls_key_pem},
+                                        {MHD_OPTION_END, 0, NULL}};
+    int tls = ctx->tls_cert_pem && ctx->tls_key_pem;
+    flags |= tls ? MHD_USE_TLS : 0;
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_LISTEN_SOCKET, fd,
+                            MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_MAX,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_CONN_PER_IP_MAX,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256u << 10),
+                            MHD_OPTION_ARRAY, tls ? tls_opts : &tls_opts[2], MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "cannot listen for HTTP on %s: %s", hostport, strerror(errno));
         close(fd);

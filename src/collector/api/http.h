@@ -35,7 +35,11 @@ struct http_ctx {
     /* Set by http_start once bound: the address the Host header must name (api/browser.c). */
     char self_host[64];
     unsigned self_port;
-    char scheme[8]; /* "http" (empty means http) */
+    char scheme[8]; /* "http" or "https" (empty means http) */
+    /* --https: the PEM certificate chain and key (borrowed for the call of http_start), or
+     * NULL for plain HTTP */
+    const char *tls_cert_pem;
+    const char *tls_key_pem;
 };
 
 struct http;

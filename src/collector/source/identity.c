@@ -302,8 +302,8 @@ int identity_parse_ids(const char *list, int uids, unsigned *ids, int cap, char 
 int identity_tcp_all_loopback(const struct collector_opts *o)
 {
     for (int i = 0; i < o->n_listen; i++) {
-        if (o->listen[i].is_unix) {
-            continue;
+        if (o->listen[i].is_unix || (o->listen[i].is_tls && o->tls_client_ca[0])) {
+            continue; /* an mTLS listener takes no agent without a certificate */
         }
         struct addrinfo hints, *res = NULL;
         memset(&hints, 0, sizeof hints);

@@ -50,7 +50,8 @@ int peer_identity(const struct collector_opts *o, int fd, const struct peer *p, 
 int identity_parse_ids(const char *list, int uids, unsigned *ids, int cap, char *err,
                        size_t errlen);
 
-/* Whether every TCP listener of o is on a loopback address (what --ingest-open requires). */
+/* Whether every TCP listener of o that takes agents without a client certificate (tls://
+ * listeners with --tls-client-ca do not) is on a loopback address (what --ingest-open requires). */
 int identity_tcp_all_loopback(const struct collector_opts *o);
 
 #endif

@@ -23,6 +23,11 @@
  * response that reads it, never by the publisher that found it slow; an HTTP request's state
  * is freed in libmicrohttpd's completion callback, never by the handler that answers it.
  *
+ * A tls:// listener's connections carry a TLS session (source/tls.c) whose handshake the
+ * loop steps on the connection's own events; the rule above holds for them unchanged (the
+ * session is freed with the socket, at the reap). Records TLS has already decrypted raise no
+ * event: the loop reads them at the end of each iteration (read_tls_pending).
+ *
  * INVARIANTS
  * - Memory is admitted before it is allocated (budget.h, native_conn.c): partial frames above a
  *   connection's base and batches from decoding to completion each have a pool of half the
@@ -59,6 +64,7 @@
 
 #include "collector/log.h"
 #include "collector/source/native_conn.h"
+#include "collector/source/tls.h"
 #include "common/clock.h"
 
 #define MAX_EVENTS 256
@@ -91,6 +97,7 @@ struct listener {
 struct ingest {
     struct source src; /* first: the seam's view of this source */
     struct conn_owner ow;
+    struct tls_server *tls; /* the credentials of tls:// listeners (NULL: none) */
     const struct collector_opts *o;
     struct pipeline *pl;
     int ep;
@@ -285,6 +292,10 @@ static void accept_all(struct ingest *g, struct listener *l)
             continue;
         }
         struct conn *c = conn_new(&g->ow, fd, ++g->next_id);
+        if (c && l->ep.is_tls && conn_start_tls(c, g->tls) != 0) {
+            conn_free(c);
+            continue;
+        }
         if (!c) {
             close(fd);
             continue;
@@ -382,6 +393,10 @@ static int add_fd(struct ingest *g, int fd, uint32_t tag, uint32_t idx)
 static int open_listeners(struct ingest *g, struct collector_opts *o, char *err, size_t errlen)
 {
     for (int i = 0; i < o->n_listen; i++) {
+        if (o->listen[i].is_tls && !g->tls) {
+            snprintf(err, errlen, "--listen tls://... needs --tls-cert and --tls-key");
+            return -1;
+        }
         struct listener *l = &g->lis[g->n_lis];
         l->ep = o->listen[i];
         l->fd = -1;
@@ -398,7 +413,7 @@ static int open_listeners(struct ingest *g, struct collector_opts *o, char *err,
 }
 
 int ingest_open(struct ingest **out, struct collector_opts *o, struct pipeline *pl,
-                const struct ingest_hooks *hooks, char *err, size_t errlen)
+                const struct ingest_hooks *hooks, struct tls_server *tls, char *err, size_t errlen)
 {
     struct ingest *g = calloc(1, sizeof *g);
     if (!g) {
@@ -408,6 +423,7 @@ int ingest_open(struct ingest **out, struct collector_opts *o, struct pipeline *
     *out = g;
     g->o = o;
     g->pl = pl;
+    g->tls = tls;
     g->ow.o = o;
     g->ow.watch = ep_watch;
     g->ow.submit = conn_submit;
@@ -574,15 +590,37 @@ static void dispatch(struct ingest *g, const struct epoll_event *ev)
     }
 }
 
+/* Records a TLS session decrypted beyond what conn_readable took (its rounds are bounded, and
+ * a pause stops it) wait inside the session, where epoll cannot see them: read them here.
+ * Returns whether some are still waiting (then the loop must not sleep). */
+static int read_tls_pending(struct ingest *g)
+{
+    int left = 0;
+    if (!g->tls) {
+        return 0;
+    }
+    for (struct conn *c = g->all; c; c = c->next) {
+        if (conn_tls_pending(c) && !c->closing) {
+            if (!g->ow.paused) {
+                conn_readable(&g->ow, c);
+            }
+            left |= !g->ow.paused && conn_tls_pending(c) && !c->closing;
+        }
+    }
+    return left;
+}
+
 int ingest_run(struct ingest *g)
 {
     struct epoll_event evs[MAX_EVENTS];
     uint64_t last_tick = tt__mono_ns(), drain_deadline = 0;
+    int busy = 0;
     for (;;) {
-        int n = epoll_wait(g->ep, evs, MAX_EVENTS, 200);
+        int n = epoll_wait(g->ep, evs, MAX_EVENTS, busy ? 0 : 200);
         for (int i = 0; i < n; i++) {
             dispatch(g, &evs[i]);
         }
+        busy = read_tls_pending(g);
         uint64_t now = tt__mono_ns();
         if (now - last_tick >= 1000000000u) {
             for (struct conn *c = g->all; c; c = c->next) {

@@ -15,6 +15,7 @@
 
 struct ingest;
 struct pipeline;
+struct tls_server;
 
 /* Points where other parts of the collector plug in; all run on the loop thread. */
 struct ingest_hooks {
@@ -31,10 +32,11 @@ struct ingest_hooks {
 };
 
 /* Bind every listener of o (updating o->listen with the ports actually bound), attach to pl as
- * a source and set up the loop, which also serves pl's completions. SIGTERM and SIGINT must
- * already be blocked in every thread. */
+ * a source and set up the loop, which also serves pl's completions. tls (borrowed, outliving
+ * the ingest) serves the tls:// listeners; NULL refuses them. SIGTERM and SIGINT must already
+ * be blocked in every thread. */
 int ingest_open(struct ingest **out, struct collector_opts *o, struct pipeline *pl,
-                const struct ingest_hooks *hooks, char *err, size_t errlen);
+                const struct ingest_hooks *hooks, struct tls_server *tls, char *err, size_t errlen);
 
 /* Run until SIGTERM or SIGINT, then drain within o->grace_ms. */
 int ingest_run(struct ingest *g);

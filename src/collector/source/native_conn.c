@@ -24,6 +24,9 @@
  *   instance is one the agent's spool kept from an earlier process of the same agent: it is
  *   stored under its own instance (the store refuses it if that instance belongs to another
  *   agent), never under the connection's.
+ * - On a tls:// connection every byte goes through its TLS session (io_recv, io_send) and
+ *   nothing is parsed before the handshake is done; after it, the frames and their checks
+ *   are the ones of plain TCP. With mTLS the certificate's name is the agent's name.
  * - Nothing here frees a connection. Closing marks it dead and tells the owner (the lifetime
  *   rule of native.c); every function may be called on a dead connection and then does
  *   nothing but count what it must.
@@ -38,6 +41,7 @@
 #include <unistd.h>
 
 #include "collector/log.h"
+#include "collector/source/tls.h"
 #include "collector/store/store.h"
 #include "common/clock.h"
 #include "common/compat.h"
@@ -60,6 +64,31 @@ struct conn *conn_new(struct conn_owner *ow, int fd, uint64_t id)
     return c;
 }
 
+int conn_start_tls(struct conn *c, struct tls_server *s)
+{
+    c->tls = tls_conn_new(s, c->fd);
+    c->handshaking = c->tls != NULL;
+    return c->tls ? 0 : -1;
+}
+
+size_t conn_tls_pending(const struct conn *c)
+{
+    /* a blocked connection reads nothing: its decrypted bytes wait in the session (at most a
+     * record) until conn_budget_wake resumes it, and then go into the admitted rbuf */
+    return c->tls && !c->handshaking && !c->dead && !c->blocked ? tls_conn_pending(c->tls) : 0;
+}
+
+/* The connection's transport: the socket, or the TLS session on it. */
+static ssize_t io_recv(struct conn *c, void *p, size_t n)
+{
+    return c->tls ? tls_conn_recv(c->tls, p, n) : recv(c->fd, p, n, 0);
+}
+
+static ssize_t io_send(struct conn *c, const void *p, size_t n)
+{
+    return c->tls ? tls_conn_send(c->tls, p, n) : send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
 int conn_set_identity(struct conn *c, const char *kind, const char *value)
 {
     if (c->ready || !kind || !*kind || !value || !*value) {
@@ -71,6 +100,8 @@ int conn_set_identity(struct conn *c, const char *kind, const char *value)
 
 void conn_reap(struct conn *c)
 {
+    tls_conn_free(c->tls);
+    c->tls = NULL;
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -118,7 +149,7 @@ void conn_fail(struct conn_owner *ow, struct conn *c, int reason)
 static int conn_flush(struct conn_owner *ow, struct conn *c)
 {
     while (!c->dead && c->woff < c->wbuf.len) {
-        ssize_t n = send(c->fd, c->wbuf.data + c->woff, c->wbuf.len - c->woff, MSG_NOSIGNAL);
+        ssize_t n = io_send(c, c->wbuf.data + c->woff, c->wbuf.len - c->woff);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -150,8 +181,14 @@ static int conn_flush(struct conn_owner *ow, struct conn *c)
     return 0;
 }
 
+static void handshake_step(struct conn_owner *ow, struct conn *c);
+
 void conn_writable(struct conn_owner *ow, struct conn *c)
 {
+    if (c->handshaking) {
+        handshake_step(ow, c);
+        return;
+    }
     conn_flush(ow, c);
 }
 
@@ -225,6 +262,24 @@ static int hello_identity(struct conn_owner *ow, const struct conn *c, int token
     return -1;
 }
 
+/* mTLS: the certificate names the agent, whatever the hello says; an ingest token naming
+ * another agent is refused. Runs before the owner check, so the name the owners table is asked
+ * about is the certificate's, under the identity "cert:NAME". Returns -1 or a counted reason. */
+static int tls_fix_agent(const struct conn *c, tt__hello_reply *r)
+{
+    const char *name = c->ident.identity + 5; /* after "cert:" */
+    if (strncmp(c->ident.identity, "cert:", 5) != 0) {
+        return -1;
+    }
+    if (r->agent[0] && strcmp(r->agent, name) != 0) {
+        snprintf(r->error, sizeof r->error,
+                 "the ingest token's agent is not the one of the client certificate");
+        return REJ_AUTH;
+    }
+    snprintf(r->agent, sizeof r->agent, "%s", name);
+    return -1;
+}
+
 /* Decide on a hello: the reply to send, and a counted reason to close (-1: accepted). */
 static int check_hello(struct conn_owner *ow, const struct conn *c, const tt__frame *f,
                        tt__hello *h, tt__hello_reply *r, char *identity, size_t idlen)
@@ -247,15 +302,19 @@ static int check_hello(struct conn_owner *ow, const struct conn *c, const tt__fr
         return REJ_BAD_HELLO;
     }
     int token_ok = 0;
-    if (ow->hooks.authorize) {
+    int cert = strncmp(c->ident.identity, "cert:", 5) == 0; /* mTLS: the certificate suffices */
+    if (ow->hooks.authorize && !(cert && !h->token[0])) {
         token_ok = ow->hooks.authorize(ow->hooks.ctx, h, r->agent, r->error, sizeof r->error);
         if (token_ok < 0) {
             return REJ_AUTH;
         }
     }
+    int reason = tls_fix_agent(c, r);
+    if (reason >= 0) {
+        return reason;
+    }
     const char *agent = r->agent[0] ? r->agent : h->agent;
-    int reason =
-        hello_identity(ow, c, token_ok > 0, agent, identity, idlen, r->error, sizeof r->error);
+    reason = hello_identity(ow, c, token_ok > 0, agent, identity, idlen, r->error, sizeof r->error);
     if (reason < 0 && ow->hooks.owner_ok &&
         ow->hooks.owner_ok(ow->hooks.ctx, agent, identity, r->error, sizeof r->error) < 0) {
         return REJ_IDENTITY;
@@ -549,6 +608,10 @@ static void on_eof(struct conn_owner *ow, struct conn *c)
 
 void conn_readable(struct conn_owner *ow, struct conn *c)
 {
+    if (c->handshaking) {
+        handshake_step(ow, c);
+        return;
+    }
     for (int rounds = 0; rounds < 16 && !ow->paused && !c->closing && !c->blocked; rounds++) {
         int a = rbuf_admit(ow, c);
         if (a < 0 && !c->dead) {
@@ -557,7 +620,7 @@ void conn_readable(struct conn_owner *ow, struct conn *c)
         if (a != 0) {
             return;
         }
-        ssize_t n = recv(c->fd, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len, 0);
+        ssize_t n = io_recv(c, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len);
         if (n == 0) {
             on_eof(ow, c);
             return;
@@ -602,6 +665,41 @@ void conn_budget_wake(struct conn_owner *ow)
                 break; /* it waits again for more than there is */
             }
         }
+    }
+}
+
+/* --- TLS handshake ------------------------------------------------------------------------ */
+
+static void handshake_step(struct conn_owner *ow, struct conn *c)
+{
+    char why[256] = "";
+    int rc = tls_conn_handshake(c->tls, why, sizeof why);
+    char name[256];
+    if (rc > 0 && tls_conn_peer_name(c->tls, name, sizeof name) == 0 &&
+        conn_set_identity(c, "cert", name) != 0) {
+        snprintf(why, sizeof why, "the client certificate names no agent");
+        rc = -1;
+    }
+    if (rc < 0) {
+        log_debug("connection %llu: TLS handshake refused: %s", (unsigned long long)c->id, why);
+        conn_fail(ow, c, REJ_TLS);
+        return;
+    }
+    int want = rc == 0 && tls_conn_wants_write(c->tls);
+    if (rc > 0) {
+        c->handshaking = 0;
+        if (c->ident.identity[0]) {
+            log_debug("connection %llu: TLS client certificate %s", (unsigned long long)c->id,
+                      c->ident.identity);
+        }
+        want = c->woff < c->wbuf.len;
+    }
+    if (want != c->want_out) {
+        c->want_out = want;
+        ow->watch(ow, c);
+    }
+    if (rc > 0) {
+        conn_readable(ow, c); /* the hello may have come with the handshake's last flight */
     }
 }
 

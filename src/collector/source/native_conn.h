@@ -28,15 +28,19 @@
 
 #define CONN_RBUF_BASE (64u << 10)       /* read buffer a connection holds without admission */
 #define CONN_HELLO_FRAME_MAX (16u << 10) /* the largest frame before a hello: the hello itself */
+struct tls_conn;
+struct tls_server;
 
 /* All fields belong to the loop thread. */
 struct conn {
     int fd;
     uint64_t id;
-    int ready;   /* hello accepted */
-    int closing; /* write what is queued and what completions bring, then close */
-    int dead;    /* closed: unlinked from the loop, waiting to be freed by it */
-    int reaped;  /* dead and its socket closed; the record waits for owed completions */
+    struct tls_conn *tls; /* tls:// listener: the session every byte goes through (tls.h) */
+    int handshaking;      /* the TLS handshake is not done: no frame is read yet */
+    int ready;            /* hello accepted */
+    int closing;          /* write what is queued and what completions bring, then close */
+    int dead;             /* closed: unlinked from the loop, waiting to be freed by it */
+    int reaped;           /* dead and its socket closed; the record waits for owed completions */
     tt__buf rbuf;
     tt__buf wbuf;
     size_t woff;
@@ -80,6 +84,14 @@ struct conn *conn_new(struct conn_owner *ow, int fd, uint64_t id);
  * keeps it instead of deriving one from a token or the peer's uid (identity.h). Returns 0, or
  * -1 once the hello was accepted (an identity is set once) or for an empty kind or value. */
 int conn_set_identity(struct conn *c, const char *kind, const char *value);
+
+/* Put c behind TLS (a tls:// listener) before it is watched: the handshake comes first, stepped
+ * by conn_readable and conn_writable. 0, or -1 when out of memory (c untouched). */
+int conn_start_tls(struct conn *c, struct tls_server *s);
+
+/* Bytes TLS already decrypted for c that no socket event will announce: the owner calls
+ * conn_readable for them (0 for a plain connection). */
+size_t conn_tls_pending(const struct conn *c);
 
 /* Free the record (the owner only, at the end of an iteration, when !c->pending). Closes the
  * socket if it is still open. */

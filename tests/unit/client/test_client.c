@@ -33,6 +33,23 @@ TEST(config_rejects_unknown_keys_and_bad_values_and_keeps_old_value)
     tt_config_free(cfg);
 }
 
+TEST(config_tls_keys_read_from_env_and_a_cert_without_key_is_refused_at_open)
+{
+    tt_config *cfg;
+    CHECK_OK(tt_config_new(&cfg));
+    CHECK_OK(tt_config_set(cfg, "endpoint", "tls://collector.example:7443"));
+    setenv("TELLTALE_TLS_CA", "/etc/telltale/ca.pem", 1);
+    CHECK_OK(tt_config_from_env(cfg));
+    unsetenv("TELLTALE_TLS_CA");
+    CHECK_STR(tt_config_get(cfg, "tls.ca"), "/etc/telltale/ca.pem");
+    CHECK_OK(tt_config_set(cfg, "tls.server_name", "collector.example"));
+    CHECK_OK(tt_config_set(cfg, "tls.cert", "/etc/telltale/agent.pem"));
+    tt_client *c = (tt_client *)1;
+    CHECK_EQ(tt_open(&c, cfg), TT_EINVAL); /* a certificate without its key */
+    CHECK(c == NULL);
+    tt_config_free(cfg);
+}
+
 TEST(config_from_env_reads_telltale_variables)
 {
     tt_config *cfg;

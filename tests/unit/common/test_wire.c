@@ -117,6 +117,26 @@ TEST(endpoint_parse_accepts_unix_tcp_and_v6_and_explains_errors)
     }
 }
 
+TEST(endpoint_parse_reads_tls_as_tcp_with_tls_and_formats_it_back)
+{
+    tt__endpoint ep;
+    char err[256], out[300];
+    CHECK_OK(tt__endpoint_parse("tls://collector.example:7443", &ep, err, sizeof err));
+    CHECK(ep.is_tls);
+    CHECK(!ep.is_unix);
+    CHECK_STR(ep.host, "collector.example");
+    CHECK_STR(ep.port, "7443");
+    tt__endpoint_format(&ep, out, sizeof out);
+    CHECK_STR(out, "tls://collector.example:7443");
+    CHECK_OK(tt__endpoint_parse("tls://[::1]:7443", &ep, err, sizeof err));
+    tt__endpoint_format(&ep, out, sizeof out);
+    CHECK_STR(out, "tls://[::1]:7443");
+    CHECK_OK(tt__endpoint_parse("tcp://h:1", &ep, err, sizeof err));
+    CHECK(!ep.is_tls);
+    CHECK_EQ(tt__endpoint_parse("tls://h", &ep, err, sizeof err), -EINVAL);
+    CHECK_EQ(tt__endpoint_parse("tls:/h:1", &ep, err, sizeof err), -EINVAL);
+}
+
 TEST(json_escapes_markup_controls_and_invalid_utf8)
 {
     tt__buf b;
