@@ -255,8 +255,8 @@ TEST_T(comply_operator_policy_is_the_collectors_for_that_agent, 90)
                           "action = block\\n\"}",
                           &body),
              202);
-    CHECK_MSG(body && strstr(body, "\"connections\":0") && strstr(body, "\"collector\":true"),
-              "%s", body);
+    CHECK_MSG(body && strstr(body, "\"connections\":0") && strstr(body, "\"collector\":true"), "%s",
+              body);
     free(body);
     /* The agent connects after the order: its library never got the policy, the collector has
      * it; another agent is not concerned. */

@@ -153,7 +153,9 @@ int watch_policy_load(const char *path, struct tt__comply_policy **out, char *er
     close(fd);
     if (!buf || !p || r < 0 || got > WATCH_POLICY_FILE_MAX) {
         snprintf(err, errlen, "%s: %s", path,
-                 !buf || !p ? "out of memory" : r < 0 ? "cannot read" : "grew past the limit");
+                 !buf || !p ? "out of memory"
+                 : r < 0    ? "cannot read"
+                            : "grew past the limit");
         free(buf);
         free(p);
         return -1;
@@ -249,15 +251,14 @@ static void record(struct watch *w, const struct pending *e, const char *rule, i
     }
     const char *keys[] = {"comply.rule", "comply.verdict", "comply.why", "comply.by",
                           "step.id",     "step.kind",      "step.name"};
-    const char *vals[] = {rule,
-                          verdict,
-                          why,
-                          "collector",
-                          id,
-                          e->type == PEND_STEP ? kind_names[e->kind > 0 && e->kind < 8 ? e->kind
-                                                                                         : 0]
-                                               : "",
-                          e->type == PEND_STEP ? e->name : ""};
+    const char *vals[] = {
+        rule,
+        verdict,
+        why,
+        "collector",
+        id,
+        e->type == PEND_STEP ? kind_names[e->kind > 0 && e->kind < 8 ? e->kind : 0] : "",
+        e->type == PEND_STEP ? e->name : ""};
     size_t n_attrs = e->type == PEND_STEP ? 7 : 4; /* a log's decision names no step */
     size_t cap = 1024 + strlen(e->session) + strlen(msg);
     for (size_t i = 0; i < n_attrs; i++) {
@@ -357,8 +358,8 @@ static void judge(struct watch *w, const struct tt__comply_policy *p, const stru
 {
     if (e->type == PEND_STEP) {
         struct tt__comply_verdict v;
-        if (tt__comply_step(p, e->kind, e->name, strlen(e->name), e->text, e->text_len, NULL,
-                            &v) == 0) {
+        if (tt__comply_step(p, e->kind, e->name, strlen(e->name), e->text, e->text_len, NULL, &v) ==
+            0) {
             return;
         }
         if (agent_decided(w, e)) {
@@ -376,7 +377,8 @@ static void judge(struct watch *w, const struct tt__comply_policy *p, const stru
     for (uint32_t i = 0; i < p->n_rules; i++) {
         const struct tt__comply_rule *r = &p->rules[i];
         struct tt__comply_find f;
-        if (r->match != TT_COMPLY_PII || !tt__comply_pii_find(e->text, e->text_len, 0, r->what, &f)) {
+        if (r->match != TT_COMPLY_PII ||
+            !tt__comply_pii_find(e->text, e->text_len, 0, r->what, &f)) {
             continue;
         }
         if (best < 0 || r->action > p->rules[best].action) {
@@ -558,7 +560,8 @@ static void on_log(struct watch *w, const struct store_item *it, const tt__event
 
 void watch_on_commit(struct watch *w, const struct store_item *it)
 {
-    if (!w || it->source == &w->src || !atomic_load_explicit(&w->any_policy, memory_order_relaxed)) {
+    if (!w || it->source == &w->src ||
+        !atomic_load_explicit(&w->any_policy, memory_order_relaxed)) {
         return;
     }
     if (!(it->batch.kinds & ((1u << TT_EV_STEP_BEGIN) | (1u << TT_EV_LOG)))) {
@@ -587,8 +590,8 @@ void watch_on_commit(struct watch *w, const struct store_item *it)
 
 /* --- life --------------------------------------------------------------------------------- */
 
-int watch_open(struct watch **out, struct pipeline *pl, struct tt__comply_policy *global,
-               char *err, size_t errlen)
+int watch_open(struct watch **out, struct pipeline *pl, struct tt__comply_policy *global, char *err,
+               size_t errlen)
 {
     *out = NULL;
     struct watch *w = calloc(1, sizeof *w);

@@ -28,9 +28,9 @@
 #include "common/buf.h"
 #include "common/comply.h"
 
-#define WATCH_GRACE_MS 2000             /* an agent's own decision may arrive this late */
-#define WATCH_QUEUE_BYTES (16u << 20)   /* events copied and waiting for the rules */
-#define WATCH_AGENT_POLICIES 64         /* agents with a policy of their own (POST) */
+#define WATCH_GRACE_MS 2000               /* an agent's own decision may arrive this late */
+#define WATCH_QUEUE_BYTES (16u << 20)     /* events copied and waiting for the rules */
+#define WATCH_AGENT_POLICIES 64           /* agents with a policy of their own (POST) */
 #define WATCH_POLICY_FILE_MAX (64u << 10) /* = TT_COMPLY_MAX_POLICY */
 
 struct watch;
@@ -43,8 +43,8 @@ int watch_policy_load(const char *path, struct tt__comply_policy **out, char *er
 
 /* Start the watch as a source of pl (for its records) and its thread. global (owned by the
  * watch from now on) applies to every agent without one of its own; NULL: none. */
-int watch_open(struct watch **out, struct pipeline *pl, struct tt__comply_policy *global,
-               char *err, size_t errlen);
+int watch_open(struct watch **out, struct pipeline *pl, struct tt__comply_policy *global, char *err,
+               size_t errlen);
 
 /* Stop the thread (events still waiting go unchecked) before the loop stops; then free. */
 void watch_stop(struct watch *w);
