@@ -86,7 +86,8 @@ TEST_T(comply_console_shows_the_demo_agents_blocked_statement, 240)
               tt_test_outdir());
     json_t *a = json_object_get(decision, "attrs");
     char session[256], step[32];
-    snprintf(session, sizeof session, "%s", json_string_value(json_object_get(decision, "session")));
+    snprintf(session, sizeof session, "%s",
+             json_string_value(json_object_get(decision, "session")));
     snprintf(step, sizeof step, "%s", json_string_value(json_object_get(a, "step.id")));
     CHECK_STR(json_string_value(json_object_get(a, "comply.rule")), "destructive_sql");
     CHECK_EQ(strlen(step), 16);

@@ -85,6 +85,8 @@ struct watch {
     struct tt__comply_policy *global;
     struct agent_policy agents[WATCH_AGENT_POLICIES];
     int n_agents;
+    watch_sink_fn sink; /* detached: where records go instead of the pipeline */
+    void *sink_ctx;
 };
 
 static int64_t wall_ns(void)
@@ -329,7 +331,11 @@ static void record(struct watch *w, const struct pending *e, const char *rule, i
     pthread_mutex_lock(&w->lock);
     w->records++;
     pthread_mutex_unlock(&w->lock);
-    source_submit(&w->src, it, NULL);
+    if (w->sink) {
+        w->sink(w->sink_ctx, it);
+    } else {
+        source_submit(&w->src, it, NULL);
+    }
 }
 
 /* --- the rules ---------------------------------------------------------------------------- */
@@ -393,6 +399,47 @@ static void judge(struct watch *w, const struct tt__comply_policy *p, const stru
     }
 }
 
+/* Judge the entries due by now (called and returning with w->lock held; released while the
+ * rules run). */
+static void judge_due(struct watch *w, int64_t now)
+{
+    if (!w->head || w->head->due_ns > now) {
+        return;
+    }
+    struct pending *due = w->head, *last = NULL;
+    for (struct pending *e = w->head; e && e->due_ns <= now; e = e->next) {
+        last = e;
+        w->queued_bytes -= e->bytes;
+        w->checked++;
+    }
+    w->head = last->next;
+    if (!w->head) {
+        w->tail = NULL;
+    }
+    last->next = NULL;
+    pthread_mutex_unlock(&w->lock);
+    pthread_mutex_lock(&w->pol_lock);
+    for (struct pending *e = due; e; e = e->next) {
+        const struct tt__comply_policy *p = policy_for(w, e->agent);
+        if (p) {
+            judge(w, p, e);
+        }
+    }
+    pthread_mutex_unlock(&w->pol_lock);
+    for (struct pending *e = due, *next; e; e = next) {
+        next = e->next;
+        free(e);
+    }
+    pthread_mutex_lock(&w->lock);
+}
+
+void watch_judge_all(struct watch *w)
+{
+    pthread_mutex_lock(&w->lock);
+    judge_due(w, INT64_MAX);
+    pthread_mutex_unlock(&w->lock);
+}
+
 static void *watch_main(void *arg)
 {
     struct watch *w = arg;
@@ -405,38 +452,21 @@ static void *watch_main(void *arg)
             pthread_cond_timedwait(&w->cond, &w->lock, &until);
             continue;
         }
-        /* Take what is due, judge it without w->lock. */
-        struct pending *due = w->head, *last = NULL;
-        for (struct pending *e = w->head; e && e->due_ns <= now; e = e->next) {
-            last = e;
-            w->queued_bytes -= e->bytes;
-            w->checked++;
-        }
-        w->head = last->next;
-        if (!w->head) {
-            w->tail = NULL;
-        }
-        last->next = NULL;
-        pthread_mutex_unlock(&w->lock);
-        pthread_mutex_lock(&w->pol_lock);
-        for (struct pending *e = due; e; e = e->next) {
-            const struct tt__comply_policy *p = policy_for(w, e->agent);
-            if (p) {
-                judge(w, p, e);
-            }
-        }
-        pthread_mutex_unlock(&w->pol_lock);
-        for (struct pending *e = due, *next; e; e = next) {
-            next = e->next;
-            free(e);
-        }
-        pthread_mutex_lock(&w->lock);
+        judge_due(w, now);
     }
     pthread_mutex_unlock(&w->lock);
     return NULL;
 }
 
 /* --- the commit hook (loop thread) -------------------------------------------------------- */
+
+static char *put_text(char *s, tt__bstr t)
+{
+    if (t.n) {
+        memcpy(s, t.p, t.n);
+    }
+    return s + t.n;
+}
 
 static void enqueue(struct watch *w, const struct store_item *it, int type, const tt__event *ev,
                     int kind, uint64_t step_id, tt__bstr name, tt__bstr text1, tt__bstr text2)
@@ -463,21 +493,17 @@ static void enqueue(struct watch *w, const struct store_item *it, int type, cons
     snprintf(e->identity, sizeof e->identity, "%s", it->ident.identity);
     char *s = (char *)(e + 1);
     e->session = s;
-    memcpy(s, ev->session.p, ev->session.n);
-    s += ev->session.n;
+    s = put_text(s, ev->session);
     *s++ = 0;
     e->name = s;
-    memcpy(s, name.p, name.n);
-    s += name.n;
+    s = put_text(s, name);
     *s++ = 0;
     e->text = s;
-    memcpy(s, text1.p, text1.n);
-    s += text1.n;
+    s = put_text(s, text1);
     e->text_len = text1.n;
     if (text2.n) {
         *s++ = '\n';
-        memcpy(s, text2.p, text2.n);
-        s += text2.n;
+        s = put_text(s, text2);
         e->text_len += 1 + text2.n;
     }
     *s = 0;
@@ -590,15 +616,13 @@ void watch_on_commit(struct watch *w, const struct store_item *it)
 
 /* --- life --------------------------------------------------------------------------------- */
 
-int watch_open(struct watch **out, struct pipeline *pl, struct tt__comply_policy *global, char *err,
-               size_t errlen)
+static struct watch *watch_new(struct tt__comply_policy *global, char *err, size_t errlen)
 {
-    *out = NULL;
     struct watch *w = calloc(1, sizeof *w);
     if (!w) {
         free(global);
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return NULL;
     }
     w->global = global;
     atomic_init(&w->any_policy, global != NULL);
@@ -606,7 +630,7 @@ int watch_open(struct watch **out, struct pipeline *pl, struct tt__comply_policy
         snprintf(err, errlen, "getrandom: %s", strerror(errno));
         free(global);
         free(w);
-        return -1;
+        return NULL;
     }
     pthread_mutex_init(&w->lock, NULL);
     pthread_mutex_init(&w->pol_lock, NULL);
@@ -615,6 +639,30 @@ int watch_open(struct watch **out, struct pipeline *pl, struct tt__comply_policy
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cond, &ca);
     pthread_condattr_destroy(&ca);
+    return w;
+}
+
+int watch_open_detached(struct watch **out, struct tt__comply_policy *global, watch_sink_fn sink,
+                        void *ctx)
+{
+    char err[128];
+    *out = watch_new(global, err, sizeof err);
+    if (!*out) {
+        return -1;
+    }
+    (*out)->sink = sink;
+    (*out)->sink_ctx = ctx;
+    return 0;
+}
+
+int watch_open(struct watch **out, struct pipeline *pl, struct tt__comply_policy *global, char *err,
+               size_t errlen)
+{
+    *out = NULL;
+    struct watch *w = watch_new(global, err, errlen);
+    if (!w) {
+        return -1;
+    }
     if (pipeline_attach(pl, &w->src, &record_ops) != 0) {
         snprintf(err, errlen, "no room for the compliance source");
         watch_free(w);

@@ -58,6 +58,14 @@ void watch_on_commit(struct watch *w, const struct store_item *it);
  * -ENOMEM, -EINVAL for a text the parser refuses. */
 int watch_set_agent_policy(struct watch *w, const char *agent, const char *text, size_t len);
 
+/* For the fuzzer and tests: a watch with no pipeline and no thread; its records go to sink
+ * (which owns the item: store_item_free it), and watch_judge_all judges every queued entry
+ * now, whatever its grace. */
+typedef void (*watch_sink_fn)(void *ctx, struct store_item *it);
+int watch_open_detached(struct watch **out, struct tt__comply_policy *global, watch_sink_fn sink,
+                        void *ctx);
+void watch_judge_all(struct watch *w);
+
 /* Counters, for /metrics (Prometheus text). */
 void watch_metrics(struct watch *w, tt__buf *out);
 
