@@ -193,7 +193,9 @@ TEST_T(comply_collector_judges_an_agent_that_enforces_nothing, 90)
     CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_RETRIEVAL, "s-9", "sql",
                            "DELETE FROM users WHERE id = 4"));
     CHECK_OK(tt_step_end(c, &st, TT_STATUS_OK, 0, NULL));
-    CHECK_OK(tt_log(c, "s-9", TT_INFO, "charged 4111 1111 1111 1111 for the order", NULL, 0));
+    /* A card in the message and another in an attribute: one log, one decision. */
+    tt_attr card_attr = TT_STR("card", "5500 0055 5555 5559");
+    CHECK_OK(tt_log(c, "s-9", TT_INFO, "charged 4111 1111 1111 1111 for the order", &card_attr, 1));
     CHECK_OK(tt_log(c, "s-9", TT_INFO, "order 4111 1111 1111 1112 is not a card", NULL, 0));
     CHECK_OK(tt_flush(c, 10000));
 

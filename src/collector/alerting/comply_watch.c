@@ -468,10 +468,12 @@ static char *put_text(char *s, tt__bstr t)
     return s + t.n;
 }
 
+/* One entry: text is a step's query or a log's message; a log's string attributes (attr_bytes
+ * of them, with a separator each) follow it, one per line, so that a log is judged once. */
 static void enqueue(struct watch *w, const struct store_item *it, int type, const tt__event *ev,
-                    int kind, uint64_t step_id, tt__bstr name, tt__bstr text1, tt__bstr text2)
+                    int kind, uint64_t step_id, tt__bstr name, tt__bstr text, size_t attr_bytes)
 {
-    size_t bytes = sizeof(struct pending) + ev->session.n + name.n + text1.n + text2.n + 4;
+    size_t bytes = sizeof(struct pending) + ev->session.n + name.n + text.n + attr_bytes + 4;
     if (w->queued_bytes + bytes > WATCH_QUEUE_BYTES) {
         w->unchecked++;
         return;
@@ -499,13 +501,19 @@ static void enqueue(struct watch *w, const struct store_item *it, int type, cons
     s = put_text(s, name);
     *s++ = 0;
     e->text = s;
-    s = put_text(s, text1);
-    e->text_len = text1.n;
-    if (text2.n) {
-        *s++ = '\n';
-        s = put_text(s, text2);
-        e->text_len += 1 + text2.n;
+    s = put_text(s, text);
+    if (attr_bytes) {
+        tt__attr_iter ai;
+        tt__attr_val v;
+        tt__attr_iter_init(&ai, ev->body, 3);
+        while (tt__attr_next(&ai, &v)) {
+            if (v.type == 1 /* TT_ATTR_STR */ && v.s.n) {
+                *s++ = '\n';
+                s = put_text(s, v.s);
+            }
+        }
     }
+    e->text_len = (size_t)(s - e->text);
     *s = 0;
     e->next = NULL;
     if (w->tail) {
@@ -551,7 +559,7 @@ static void on_log(struct watch *w, const struct store_item *it, const tt__event
     tt__attr_iter_init(&ai, ev->body, 3);
     int decision = 0;
     uint64_t step = 0;
-    size_t n_str = 0;
+    size_t attr_bytes = 0;
     while (tt__attr_next(&ai, &v)) {
         if (v.type != 1 /* TT_ATTR_STR */) {
             continue;
@@ -561,7 +569,7 @@ static void on_log(struct watch *w, const struct store_item *it, const tt__event
         } else if (bstr_is(v.key, "step.id") && v.s.n == 16) {
             step = hex16(v.s);
         }
-        n_str++;
+        attr_bytes += v.s.n ? v.s.n + 1 : 0;
     }
     if (decision) {
         if (step) {
@@ -570,18 +578,8 @@ static void on_log(struct watch *w, const struct store_item *it, const tt__event
         }
         return;
     }
-    /* The attributes' string values, each judged with the message: one entry per value keeps
-     * the copy simple; most logs have none. */
     tt__bstr none = {NULL, 0};
-    enqueue(w, it, PEND_LOG, ev, 0, 0, none, lg.message, none);
-    if (n_str) {
-        tt__attr_iter_init(&ai, ev->body, 3);
-        while (tt__attr_next(&ai, &v)) {
-            if (v.type == 1 && v.s.n) {
-                enqueue(w, it, PEND_LOG, ev, 0, 0, none, v.s, none);
-            }
-        }
-    }
+    enqueue(w, it, PEND_LOG, ev, 0, 0, none, lg.message, attr_bytes);
 }
 
 void watch_on_commit(struct watch *w, const struct store_item *it)
@@ -601,8 +599,7 @@ void watch_on_commit(struct watch *w, const struct store_item *it)
         if (ev.kind == TT_EV_STEP_BEGIN) {
             tt__ev_step_begin sb;
             if (tt__ev_step_begin_decode(ev.body, &sb) == 0) {
-                tt__bstr none = {NULL, 0};
-                enqueue(w, it, PEND_STEP, &ev, (int)sb.kind, sb.step_id, sb.name, sb.query, none);
+                enqueue(w, it, PEND_STEP, &ev, (int)sb.kind, sb.step_id, sb.name, sb.query, 0);
             }
         } else if (ev.kind == TT_EV_LOG) {
             on_log(w, it, &ev);
