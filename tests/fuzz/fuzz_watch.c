@@ -17,12 +17,13 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const char policy_text[] = "[rule.sql]\nmatch = sql\naction = block\n"
-                                  "[rule.shell]\nmatch = tool\nnames = shell, exec\naction = block\n"
-                                  "[rule.agents]\nmatch = kind\nkinds = agent\n"
-                                  "[rule.apis]\nmatch = host\nkinds = api\nallow = api.example.com\n"
-                                  "[rule.pii]\nmatch = pii\naction = block\n"
-                                  "[rule.budget]\nmatch = limit\ncalls = 1\naction = block\n";
+static const char policy_text[] =
+    "[rule.sql]\nmatch = sql\naction = block\n"
+    "[rule.shell]\nmatch = tool\nnames = shell, exec\naction = block\n"
+    "[rule.agents]\nmatch = kind\nkinds = agent\n"
+    "[rule.apis]\nmatch = host\nkinds = api\nallow = api.example.com\n"
+    "[rule.pii]\nmatch = pii\naction = block\n"
+    "[rule.budget]\nmatch = limit\ncalls = 1\naction = block\n";
 
 static int bstr_is(tt__bstr s, const char *lit)
 {
