@@ -33,6 +33,17 @@ $(FUZZ_DIR)/fuzz_conn: tests/fuzz/fuzz_conn.c $(FUZZ_SRC) $(FUZZ_CONN_SRC) \
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_CONN_SRC) -lzstd -lsqlite3 -lmicrohttpd -lgnutls -lm -pthread
 
+# fuzz_watch runs the collector's compliance checks detached from a pipeline; it links the
+# pipeline's and the store's code for the calls the watch makes when attached.
+FUZZ_WATCH_SRC := src/collector/alerting/comply_watch.c src/collector/source/source.c \
+	src/collector/hub.c src/collector/stats.c \
+	$(filter-out src/collector/store/store_hist.c,$(wildcard src/collector/store/*.c))
+
+$(FUZZ_DIR)/fuzz_watch: tests/fuzz/fuzz_watch.c $(FUZZ_SRC) $(FUZZ_WATCH_SRC) \
+		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_WATCH_SRC) -lzstd -lsqlite3 -lmicrohttpd -lm -pthread
+
 fuzz: $(FUZZ_BINS)
 
 fuzz-run: $(FUZZ_BINS)

@@ -47,6 +47,7 @@ struct collector_opts {
     char allowed_hosts[1024];          /* --allowed-hosts: extra Host header values */
     char ingest_tokens[PATH_MAX];      /* empty: identity from the hello */
     char config[PATH_MAX];             /* alerting configuration; empty: the defaults */
+    char comply_policy[PATH_MAX];      /* --comply-policy: the collector's rules; empty: none */
     int64_t retain_ns;                 /* --retain: events older than this go; 0: kept */
     uint64_t max_bytes;                /* --max-bytes: the store's size on disk; 0: no limit */
     double retain_keep_factor;         /* --retain-keep-factor (retain.h) */

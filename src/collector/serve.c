@@ -22,6 +22,7 @@
 #include "collector/api/auth.h"
 #include "collector/api/http.h"
 #include "collector/alerting/monitor.h"
+#include "collector/alerting/comply_watch.h"
 #include "collector/hub.h"
 #include "collector/source/identity.h"
 #include "collector/source/native.h"
@@ -97,6 +98,10 @@ static const char usage[] =
     "  --https               serve the HTTP API and dashboard over TLS (same cert and key)\n"
     "  --config FILE         detectors and webhooks (docs/detectors.md); default: the\n"
     "                        built-in detectors, no webhooks\n"
+    "  --comply-policy FILE  compliance rules the collector applies to the steps and\n"
+    "                        logs of agents that did not decide themselves: decisions\n"
+    "                        recorded, incidents raised (docs/compliance.md); FILE at\n"
+    "                        most 64 KiB, writable by its owner only\n"
     "  --verbose             log each refused connection\n"
     "  --help                this text\n"
     "\n"
@@ -194,6 +199,7 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"operator-token-file", required_argument, NULL, 'O'},
                                              {"ingest-tokens", required_argument, NULL, 'I'},
                                              {"config", required_argument, NULL, 'C'},
+                                             {"comply-policy", required_argument, NULL, 'y'},
                                              {"no-auth", no_argument, NULL, 'A'},
                                              {"allowed-hosts", required_argument, NULL, 'a'},
                                              {"retain", required_argument, NULL, 'R'},
@@ -270,6 +276,10 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
         case 'C':
             bad = strlen(optarg) >= sizeof o->config;
             snprintf(o->config, sizeof o->config, "%s", optarg);
+            break;
+        case 'y':
+            bad = strlen(optarg) >= sizeof o->comply_policy;
+            snprintf(o->comply_policy, sizeof o->comply_policy, "%s", optarg);
             break;
         case 'A':
             o->no_auth = 1;
@@ -450,6 +460,7 @@ struct running {
     struct alerts *alerts;
     struct monitor *monitor;
     struct tls_server *tls;         /* --tls-cert and --tls-key, or NULL */
+    struct watch *watch;            /* the collector's compliance checks */
     struct store_read *reader;      /* the loop thread's, for hook_owner_ok */
     char token_path[PATH_MAX + 32]; /* where the operator token came from, for the log */
 };
@@ -460,6 +471,7 @@ static void stop_all(struct running *r)
         hub_shutdown(r->hub);
     }
     http_stop(r->http);
+    watch_stop(r->watch); /* submits no more records */
     ingest_close(r->ingest);
     retain_stop(); /* no pass under way when the store closes */
     pipeline_free(r->pipeline);
@@ -467,6 +479,7 @@ static void stop_all(struct running *r)
     alerts_close(r->alerts);   /* stores, streams and posts what was raised */
     store_read_close(r->reader);
     store_close(r->store); /* commits what was submitted; no user is left */
+    watch_free(r->watch);  /* its source outlives the items it submitted */
     hub_free(r->hub);
     auth_free(r->auth);
     tls_server_free(r->tls);
@@ -530,6 +543,7 @@ static void hook_commit(void *ctx, const struct store_item *it)
 {
     const struct running *r = ctx;
     monitor_on_commit(r->monitor, it);
+    watch_on_commit(r->watch, it);
 }
 
 /* The operator token: --operator-token-file, else $TELLTALE_OPERATOR_TOKEN, else the one of the
@@ -630,6 +644,19 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         fprintf(stderr, "telltale serve: TLS: %s\n", err);
         return -1;
     }
+    struct tt__comply_policy *policy = NULL;
+    if (o->comply_policy[0] && watch_policy_load(o->comply_policy, &policy, err, sizeof err) != 0) {
+        fprintf(stderr, "telltale serve: --comply-policy %s\n", err);
+        return -1;
+    }
+    if (policy) {
+        log_info("compliance: the collector applies %u rules of %s to agents that do not decide",
+                 policy->n_rules, o->comply_policy);
+    }
+    if (watch_open(&r->watch, r->pipeline, policy, err, sizeof err) != 0) {
+        fprintf(stderr, "telltale serve: %s\n", err);
+        return -1;
+    }
     struct ingest_hooks hooks = {r, hook_authorize, hook_owner_ok, NULL};
     if (ingest_open(&r->ingest, o, r->pipeline, &hooks, r->tls, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
@@ -651,6 +678,7 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         ctx.auth = r->auth;
         ctx.monitor = r->monitor;
         ctx.alerts = r->alerts;
+        ctx.watch = r->watch;
         snprintf(ctx.allowed_hosts, sizeof ctx.allowed_hosts, "%s", o->allowed_hosts);
         if (o->https) {
             ctx.tls_cert_pem = tls_server_cert_pem(r->tls);

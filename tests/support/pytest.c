@@ -19,7 +19,11 @@
 /* Called by the generated registrations ($(BUILD)/gen/python_tests.c). */
 void tt_test_pytest(const char *file, const char *function, const char *impl);
 
-static void preload_sanitizer(void)
+/* In a child about to run the interpreter: the sanitizer's runtime preloaded (also used by
+ * tests that run the demo agent). */
+void tt_test_preload_sanitizer(void);
+
+void tt_test_preload_sanitizer(void)
 {
     const char *san = getenv("TT_SANITIZE");
     if (!san || !*san) {
@@ -69,7 +73,7 @@ void tt_test_pytest(const char *file, const char *function, const char *impl)
         setenv("PYTHONDONTWRITEBYTECODE", "1", 1);
         unsetenv("PYTHONPATH");
         setenv("TELLTALE_IMPL", impl, 1);
-        preload_sanitizer();
+        tt_test_preload_sanitizer();
         execl(PYTHON, PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", basetemp,
               junit, node, (char *)NULL);
         _exit(127);

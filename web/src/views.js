@@ -594,6 +594,28 @@ function waterfall() {
   };
 }
 
+// How a decision reads: the agent blocked the step, or flagged it; the collector can only say
+// what a rule would have done (the step had already run).
+function decisionWord(e) {
+  const block = e.attrs['comply.verdict'] === 'block';
+  if (e.attrs['comply.by'] === 'collector') {
+    return block ? 'ran, would be blocked (collector)' : 'flagged (collector)';
+  }
+  return block ? 'blocked' : 'flagged';
+}
+
+function decisionItem(e) {
+  const a = e.attrs;
+  const block = a['comply.verdict'] === 'block';
+  const step = [a['step.kind'], a['step.name']].filter(Boolean).map((x) => clean(String(x))).join(' ');
+  return el('li', {class: `decision decision-${block ? 'block' : 'flag'}`, dataset: {step: clean(String(a['step.id'] || ''))}},
+    el('span', {class: 'muted'}, clean(String(e.time || '')).slice(11, 23)), ' ',
+    el('span', {class: `verdict verdict-${block ? 'block' : 'flag'}`}, decisionWord(e)), ' ',
+    step ? el('span', {class: 'name'}, step) : el('span', {class: 'muted'}, 'a log'), ' ',
+    el('span', {class: 'rule'}, `rule ${clean(String(a['comply.rule'] || ''))}`), ': ',
+    el('span', {class: 'why'}, clean(String(a['comply.why'] || ''))));
+}
+
 function sessionView(root, id) {
   const title = el('h1', null, 'Session ', el('span', {class: 'sid'}, id));
   const info = el('p', {class: 'muted'});
@@ -606,9 +628,13 @@ function sessionView(root, id) {
   const respNote = el('p', {class: 'muted'});
   const logs = el('ul', {class: 'logs', id: 'session-logs'});
   const logNote = el('p', {class: 'muted'});
+  const decisions = el('ul', {class: 'decisions', id: 'decisions'});
+  const decNote = el('p', {class: 'muted'});
   root.append(el('p', null, link([], '← agents')), title, info, el('p', null, haltBtn, ' ', haltMsg),
     el('h2', null, 'Timeline'), wf.node,
-    el('h2', null, 'Execution path'), treeNote, tree, el('h2', null, 'Responses'), respNote, resps,
+    el('h2', null, 'Execution path'), treeNote, tree,
+    el('h2', null, 'Compliance'), decNote, decisions,
+    el('h2', null, 'Responses'), respNote, resps,
     el('h2', null, 'Logs'), logNote, logs);
   let fetched = 0;
   let busy = false;
@@ -713,6 +739,29 @@ function sessionView(root, id) {
       }
     } catch (e) {
       respNote.textContent = `Responses: ${errorText(e)}`;
+    }
+    try {
+      // Compliance decisions (docs/compliance.md): logs of severity warn or above with
+      // comply.* attributes, the agent's or the collector's (comply.by = collector). Each is
+      // listed and marks its step in the execution path.
+      const dj = await api(`/api/v1/events?session=${encodeURIComponent(id)}&kind=log&min_severity=warn&limit=1000`);
+      const ds = (Array.isArray(dj.events) ? dj.events : [])
+        .filter((e) => e.attrs && typeof e.attrs === 'object' && e.attrs['comply.verdict'] !== undefined);
+      decNote.textContent = ds.length ? '' : 'no compliance decision';
+      clear(decisions).append(...ds.map(decisionItem));
+      for (const e of ds) {
+        const sid = clean(String(e.attrs['step.id'] || ''));
+        if (!sid) continue;
+        const li = [...tree.querySelectorAll('li.step')].find((x) => x.dataset.step === sid);
+        if (!li || li.querySelector(':scope > .comply')) continue;
+        const block = e.attrs['comply.verdict'] === 'block';
+        li.classList.add(block ? 'step-blocked' : 'step-flagged');
+        li.insertBefore(el('span', {class: `comply comply-${block ? 'block' : 'flag'}`},
+          decisionWord(e), ` · rule ${clean(String(e.attrs['comply.rule'] || ''))}: `,
+          clean(String(e.attrs['comply.why'] || ''))), li.querySelector(':scope > ul'));
+      }
+    } catch (e) {
+      decNote.textContent = `Compliance: ${errorText(e)}`;
     }
     try {
       // The session's logs, oldest first (the first 200).

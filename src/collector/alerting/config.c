@@ -467,7 +467,9 @@ static const char default_config[] =
     "[detector.looping]\n"
     "type = loop\nrepeats = 5\n"
     "[detector.loss]\n"
-    "type = gap\nmin_events = 1\n";
+    "type = gap\nmin_events = 1\n"
+    "[detector.compliance]\n"
+    "type = comply\n";
 
 int mon_config_defaults(struct mon_config *c)
 {

@@ -104,6 +104,7 @@ struct monitor {
     uint64_t inc_events[3]; /* notices by enum incident_event */
     uint64_t inc_unplaced;  /* raises with no incident slot free */
     int watch_metrics;      /* some unit watches a metric or a score */
+    int watch_decisions;    /* some unit watches compliance decisions (type comply) */
 };
 
 static int64_t wall_ns(void)
@@ -220,7 +221,8 @@ static void raise_alert(struct monitor *m, struct mon_agent *a, int ui, struct a
         snprintf(in->al.agent, sizeof in->al.agent, "%s", a->name);
         snprintf(in->al.detector, sizeof in->al.detector, "%s", u->name);
         snprintf(in->al.type, sizeof in->al.type, "%s", u->ops->type);
-        snprintf(in->al.severity, sizeof in->al.severity, "%s", u->severity);
+        snprintf(in->al.severity, sizeof in->al.severity, "%s",
+                 al->severity[0] ? al->severity : u->severity);
         snprintf(in->al.key, sizeof in->al.key, "%s", al->key);
         a->alerts++;
         a->alerts_by_unit[ui]++;
@@ -437,6 +439,47 @@ static void on_metric(struct monitor *m, struct mon_agent *a, const tt__event *e
     feed(m, a, &s);
 }
 
+static int bstr_is(tt__bstr s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.n == n && memcmp(s.p, lit, n) == 0;
+}
+
+/* A compliance decision: a log of severity warn or above carrying comply.verdict (the agent's,
+ * policy.c, or the collector's, comply_watch.c, with comply.by = collector). */
+static void on_log(struct monitor *m, struct mon_agent *a, const tt__event *ev)
+{
+    tt__ev_log lg;
+    if (tt__ev_log_decode(ev->body, &lg) != 0 || lg.severity < 13) {
+        return;
+    }
+    struct mon_signal s = {.type = SIG_DECISION, .time_ns = ev->time, .session = ev->session};
+    tt__attr_iter it;
+    tt__attr_val v;
+    tt__attr_iter_init(&it, ev->body, 3);
+    while (tt__attr_next(&it, &v)) {
+        if (v.type != 1 /* TT_ATTR_STR */ || v.key.n < 7) {
+            continue;
+        }
+        if (bstr_is(v.key, "comply.verdict")) {
+            s.value = bstr_is(v.s, "block") ? 2 : bstr_is(v.s, "flag") ? 1 : 0;
+        } else if (bstr_is(v.key, "comply.rule")) {
+            s.name = v.s;
+        } else if (bstr_is(v.key, "comply.why")) {
+            s.query = v.s;
+        } else if (bstr_is(v.key, "comply.by")) {
+            s.error = bstr_is(v.s, "collector");
+        } else if (bstr_is(v.key, "step.id") && v.s.n == 16) {
+            s.id = hex_id(v.s);
+        } else if (bstr_is(v.key, "step.name")) {
+            s.step = v.s;
+        }
+    }
+    if (s.value > 0 && s.name.n) {
+        feed(m, a, &s);
+    }
+}
+
 static struct inst_state *instance(struct mon_agent *a, const uint8_t id[16], int *fresh)
 {
     for (int i = 0; i < MAX_INSTANCES; i++) {
@@ -526,7 +569,8 @@ void monitor_on_commit(void *ctx, const struct store_item *it)
     bucket(a, sec)->events += it->batch.n_events;
     track_loss(m, a, &it->batch);
     uint32_t wanted = (1u << TT_EV_RESPONSE_END) | (1u << TT_EV_STEP_BEGIN) |
-                      (1u << TT_EV_STEP_END) | (1u << TT_EV_METRIC);
+                      (1u << TT_EV_STEP_END) | (1u << TT_EV_METRIC) |
+                      (m->watch_decisions ? 1u << TT_EV_LOG : 0);
     if (it->batch.kinds & wanted) {
         tt__batch b = it->batch;
         tt__event ev;
@@ -539,6 +583,8 @@ void monitor_on_commit(void *ctx, const struct store_item *it)
                 on_step_end(m, a, it->batch.instance, &ev);
             } else if (ev.kind == TT_EV_METRIC && m->watch_metrics) {
                 on_metric(m, a, &ev);
+            } else if (ev.kind == TT_EV_LOG && m->watch_decisions) {
+                on_log(m, a, &ev);
             }
         }
     }
@@ -610,6 +656,7 @@ int monitor_open(struct monitor **out, const struct mon_config *cfg, struct aler
                   : !strcmp(u->ops->type, "threshold") ? u->cfg.threshold.signal
                                                        : -1;
         m->watch_metrics |= sig == DRIFT_METRIC || sig == DRIFT_SCORE;
+        m->watch_decisions |= !strcmp(u->ops->type, "comply");
     }
     pthread_mutex_init(&m->lock, NULL);
     pthread_condattr_t ca;

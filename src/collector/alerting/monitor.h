@@ -35,7 +35,10 @@ enum mon_sig_type {
     SIG_TOOL_END = 3,   /* a tool step ended: value = latency in seconds, error */
     SIG_GAP = 4,        /* value = events never received (a hole in the sequence numbers) */
     SIG_METRIC = 5,     /* a metric sample: name, value, unit (query holds the unit) */
-    SIG_SCORE = 6       /* a named score of a response (metric kind 4): name, value, id */
+    SIG_SCORE = 6,      /* a named score of a response (metric kind 4): name, value, id */
+    SIG_DECISION = 7    /* a compliance decision (a log with comply.* attributes): name = the
+                         * rule, query = why, step = the step's name, value = 2 block or 1 flag,
+                         * id = the step, error = 1 when the collector made it */
 };
 
 /* Metric kind 4 on the wire: a named per-response score (tt_score; response_id attribute). */
@@ -49,7 +52,8 @@ struct mon_signal {
     tt__bstr name;  /* SIG_TOOL_BEGIN: the tool; SIG_TOOL_END: the tool, when the end says */
     tt__bstr query; /* SIG_TOOL_BEGIN: its arguments */
     tt__bstr session;
-    uint64_t id; /* response id, step id, or first missing seq */
+    tt__bstr step; /* SIG_DECISION: the step's name */
+    uint64_t id;   /* response id, step id, or first missing seq */
 };
 
 /* What happened to an incident (alert.event). */
@@ -75,7 +79,7 @@ struct alert {
     char agent[256];
     char detector[MON_NAME_MAX]; /* the unit's name in the configuration */
     char type[16];               /* the unit's type: drift, threshold, ... */
-    char severity[16];           /* info, warning, critical */
+    char severity[16];           /* info, warning, critical (a unit may set it: comply) */
     char session[256];
     char message[1024];
     double value; /* what crossed the threshold */
@@ -160,6 +164,9 @@ struct unit {
         struct {
             uint64_t min_events;
         } gap;
+        struct {
+            int flags; /* flagged decisions raise incidents too (default on) */
+        } comply;
     } cfg;
 };
 

@@ -689,10 +689,63 @@ static int gap_feed(const struct unit *u, void *state, const struct mon_signal *
 
 static const struct unit_ops unit_gap = {"gap", 0, gap_set, gap_ready, gap_feed, NULL, NULL, NULL};
 
+/* --- comply: compliance decisions (docs/compliance.md) ------------------------------------ */
+
+static int comply_set(struct unit *u, const char *key, const char *value)
+{
+    if (strcmp(key, "flags") == 0) {
+        int on = strcmp(value, "on") == 0, off = strcmp(value, "off") == 0;
+        u->cfg.comply.flags = on ? 1 : off ? -1 : 0;
+        return on || off ? 0 : -EINVAL;
+    }
+    return -ENOENT;
+}
+
+static int comply_ready(struct unit *u, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    if (!u->cfg.comply.flags) {
+        u->cfg.comply.flags = 1;
+    }
+    u->state_size = 0;
+    return 0;
+}
+
+/* One incident per agent and rule: a block is critical, a flag has the unit's severity. */
+static int comply_feed(const struct unit *u, void *state, const struct mon_signal *s,
+                       struct alert *a)
+{
+    (void)state;
+    if (s->type != SIG_DECISION || (s->value < 2 && u->cfg.comply.flags < 0)) {
+        return 0;
+    }
+    int block = s->value >= 2;
+    char rule[64], why[160], step[96];
+    bstr_copy(rule, sizeof rule, s->name);
+    bstr_copy(why, sizeof why, s->query);
+    bstr_copy(step, sizeof step, s->step);
+    a->value = s->value;
+    a->threshold = 0;
+    a->example_id = s->id;
+    snprintf(a->key, sizeof a->key, "%s", rule);
+    snprintf(a->severity, sizeof a->severity, "%s", block ? "critical" : u->severity);
+    snprintf(a->message, sizeof a->message, "compliance rule %s: %s%s%s%s%s", rule,
+             s->error
+                 ? (block ? "would block (the collector saw it run)" : "flagged by the collector")
+                 : (block ? "blocked" : "flagged"),
+             step[0] ? " step " : "", step, why[0] ? ": " : "", why);
+    return 1;
+}
+
+static const struct unit_ops unit_comply = {"comply",    0,    comply_set, comply_ready,
+                                            comply_feed, NULL, NULL,       NULL};
+
 const struct unit_ops *unit_find(const char *type)
 {
     static const struct unit_ops *const all[] = {&unit_threshold, &unit_drift,   &unit_error_rate,
-                                                 &unit_loop,      &unit_silence, &unit_gap};
+                                                 &unit_loop,      &unit_silence, &unit_gap,
+                                                 &unit_comply};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         if (strcmp(all[i]->type, type) == 0) {
             return all[i];

@@ -5,13 +5,16 @@
  *
  * The text is checked here with the agents' own parser (src/common/comply.c), so a bad policy
  * is refused with its line before any agent sees it; a good one goes to every live connection
- * of the agent as Control{comply_policy = 3} and the answer says how many took it.
+ * of the agent as Control{comply_policy = 3} and the answer says how many took it. The same
+ * text becomes the collector's policy for that agent (comply_watch.h): what an agent that
+ * cannot enforce it (an older client) does is judged by the collector instead.
  */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "collector/alerting/comply_watch.h"
 #include "collector/api/http.h"
 #include "collector/source/native.h"
 #include "common/comply.h"
@@ -48,6 +51,7 @@ enum MHD_Result api_agent_comply_policy(const struct http_req *r)
         json_decref(o);
         return http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "no ingest loop to send the order");
     }
+    int watched = watch_set_agent_policy(r->ctx->watch, agent, json_string_value(text), len);
     /* Control { comply_policy = 3: the text } */
     size_t cap = len + 16;
     uint8_t *payload = malloc(cap);
@@ -68,6 +72,7 @@ enum MHD_Result api_agent_comply_policy(const struct http_req *r)
     tt__json_kv_cstr(&j, "agent", agent);
     tt__json_kv_u64(&j, "rules", rules);
     tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
+    tt__json_kv_bool(&j, "collector", r->ctx->watch && watched == 0);
     tt__json_obj_end(&j);
     enum MHD_Result res = j.err ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "answer too large")
                                 : http_json(r, MHD_HTTP_ACCEPTED, &b);

@@ -30,6 +30,7 @@ struct http_ctx {
     const struct auth *auth;  /* operator token for /api/ and /metrics (NULL: none) */
     struct monitor *monitor;  /* live per-agent figures (NULL: none) */
     struct alerts *alerts;    /* alert counters (NULL: none) */
+    struct watch *watch;      /* the collector's compliance checks (NULL: none) */
     void *app;                /* the rest of the collector, for routes that need it */
     char allowed_hosts[1024]; /* --allowed-hosts: extra Host names, comma-separated */
     /* Set by http_start once bound: the address the Host header must name (api/browser.c). */

@@ -14,6 +14,7 @@
 #include "collector/hub.h"
 #include "collector/store/store.h"
 #include "collector/alerting/monitor.h"
+#include "collector/alerting/comply_watch.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
@@ -141,6 +142,7 @@ enum MHD_Result api_metrics(const struct http_req *r)
     tt__buf_init(&b, 256u << 20);
     health(&b, r);
     monitor_metrics(r->ctx->monitor, &b);
+    watch_metrics(r->ctx->watch, &b);
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
     tt__buf_fini(&b);

@@ -169,6 +169,41 @@ TEST(units_loop_error_rate_threshold_gap_and_silence_fire_when_they_should)
     CHECK_EQ(u->ops->tick(u, r.state, seen, 0, &a), 0); /* never seen: not silent */
 }
 
+TEST(units_comply_raises_blocks_critical_flags_by_severity_keyed_by_rule)
+{
+    static struct unit_rig r;
+    struct alert a;
+    char err[300];
+    rig(&r, "[detector.c]\ntype = comply\nseverity = info\n");
+    memset(&a, 0, sizeof a);
+    CHECK_EQ(feed(&r, SIG_DECISION, 2, 0, "destructive_sql", "DROP TABLE", &a), 1);
+    CHECK_STR(a.key, "destructive_sql");
+    CHECK_STR(a.severity, "critical"); /* a block, whatever the unit's severity */
+    CHECK(strstr(a.message, "blocked") && strstr(a.message, "DROP TABLE"));
+    memset(&a, 0, sizeof a);
+    CHECK_EQ(feed(&r, SIG_DECISION, 1, 1, "apis", "host evil.example", &a), 1);
+    CHECK_STR(a.key, "apis");
+    CHECK_STR(a.severity, "info");
+    CHECK(strstr(a.message, "flagged by the collector") != NULL);
+    /* Other signals are not decisions. */
+    CHECK_EQ(feed(&r, SIG_TOOL_BEGIN, 2, 0, "x", "y", &a), 0);
+    CHECK_EQ(feed(&r, SIG_GAP, 2, 0, NULL, NULL, &a), 0);
+    /* flags = off: blocks only. */
+    rig(&r, "[detector.c]\ntype = comply\nflags = off\n");
+    CHECK_EQ(feed(&r, SIG_DECISION, 1, 0, "apis", "x", &a), 0);
+    CHECK_EQ(feed(&r, SIG_DECISION, 2, 0, "sql", "x", &a), 1);
+    static struct mon_config c;
+    CHECK_EQ(parse(&c, "[detector.c]\ntype = comply\nflags = maybe\n", err, sizeof err), -1);
+    CHECK_MSG(strstr(err, "t.conf:3") != NULL, "%s", err);
+    /* Among the built-in detectors. */
+    CHECK_OK(mon_config_defaults(&c));
+    int found = 0;
+    for (int i = 0; i < c.n_units; i++) {
+        found += strcmp(c.units[i].ops->type, "comply") == 0;
+    }
+    CHECK_EQ(found, 1);
+}
+
 TEST(units_drift_stays_quiet_in_control_and_fires_on_a_one_sigma_fall)
 {
     static struct unit_rig r;
