@@ -29,7 +29,7 @@ struct verb {
 
 static const struct verb verbs[] = {
     {"serve", cmd_serve}, {"emit", cmd_emit}, {"tail", cmd_tail}, {"query", cmd_query},
-    {"demo", cmd_demo},   {"top", cmd_top},   {"halt", cmd_halt},
+    {"demo", cmd_demo},   {"top", cmd_top},   {"halt", cmd_halt}, {"resume", cmd_resume},
 };
 
 int main(int argc, char **argv)
