@@ -599,6 +599,7 @@ function sessionView(root, id) {
   const info = el('p', {class: 'muted'});
   const haltBtn = el('button', {id: 'halt', class: 'danger'}, 'Halt this session');
   const haltMsg = el('span', {id: 'halt-msg', class: 'muted'});
+  const resumeBtn = el('button', {id: 'resume', type: 'button', hidden: true}, 'Resume this session');
   const tree = el('ul', {class: 'tree', id: 'tree'});
   const wf = waterfall();
   const treeNote = el('p', {class: 'muted'});
@@ -606,7 +607,7 @@ function sessionView(root, id) {
   const respNote = el('p', {class: 'muted'});
   const logs = el('ul', {class: 'logs', id: 'session-logs'});
   const logNote = el('p', {class: 'muted'});
-  root.append(el('p', null, link([], '← agents')), title, info, el('p', null, haltBtn, ' ', haltMsg),
+  root.append(el('p', null, link([], '← agents')), title, info, el('p', null, haltBtn, ' ', resumeBtn, ' ', haltMsg),
     el('h2', null, 'Timeline'), wf.node,
     el('h2', null, 'Execution path'), treeNote, tree, el('h2', null, 'Responses'), respNote, resps,
     el('h2', null, 'Logs'), logNote, logs);
@@ -617,7 +618,7 @@ function sessionView(root, id) {
   const confirmBtn = el('button', {id: 'halt-confirm', class: 'danger', type: 'button'}, 'Confirm: halt the agent');
   const cancelBtn = el('button', {id: 'halt-cancel', type: 'button'}, 'Cancel');
   const ask = el('span', {id: 'halt-ask', class: 'ask', hidden: true},
-    'The agent stops generating at its next token and this session ends. ', confirmBtn, ' ', cancelBtn);
+    'The agent stops generating in this session at its next token, until the session is resumed. ', confirmBtn, ' ', cancelBtn);
   haltBtn.after(ask);
   haltBtn.addEventListener('click', () => {
     ask.hidden = false;
@@ -642,11 +643,37 @@ function sessionView(root, id) {
           ': the agent stops at its next token.';
         const s = state.sessions.get(id);
         if (s) s.haltRequested = true;
+        resumeBtn.hidden = false;
       }
     } catch (e) {
       haltMsg.textContent = `Halt failed: ${errorText(e)}`;
     }
     haltBtn.disabled = false;
+  });
+  // Resuming lifts the halt: the session's responses begun afterwards pass again.
+  resumeBtn.addEventListener('click', async () => {
+    resumeBtn.disabled = true;
+    haltMsg.textContent = 'resuming…';
+    haltMsg.className = 'muted';
+    try {
+      const j = await api(`/api/v1/sessions/${encodeURIComponent(id)}/resume`,
+        {method: 'POST', body: {reason: 'operator resume from the dashboard'}});
+      if (j.unavailable) {
+        haltMsg.textContent = 'Resume is not available on this collector.';
+      } else {
+        const n = Number(j.connections || 0);
+        haltMsg.textContent = `Resume sent to ${n} agent connection(s): its next responses pass again.`;
+        const s = state.sessions.get(id);
+        if (s) {
+          s.halted = false;
+          s.haltRequested = false;
+        }
+        resumeBtn.hidden = true;
+      }
+    } catch (e) {
+      haltMsg.textContent = `Resume failed: ${errorText(e)}`;
+    }
+    resumeBtn.disabled = false;
   });
   async function load() {
     busy = true;
@@ -737,6 +764,11 @@ function sessionView(root, id) {
       if (s && s.halted) {
         haltMsg.textContent = `Halted: ${s.haltReason}`;
         haltMsg.className = 'status status-halted';
+        resumeBtn.hidden = false;
+      } else if (haltMsg.classList.contains('status-halted')) {
+        haltMsg.textContent = 'Running: a response of the session got through since the halt.';
+        haltMsg.className = 'muted';
+        resumeBtn.hidden = !(s && s.haltRequested);
       }
       if (!busy && Date.now() - fetched > 2000) load();
     },
