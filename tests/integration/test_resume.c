@@ -290,8 +290,8 @@ TEST(resume_routes_and_cli_refuse_bad_input)
     snprintf(cmd, sizeof cmd, "%s resume --http %s --data %s --session nobody 2> /dev/null", bin(),
              s.http, s.dir);
     CHECK_EQ(sh(cmd), 1);
-    snprintf(cmd, sizeof cmd, "%s resume --http %s --data %s --agent ghost > /dev/null 2>&1",
-             bin(), s.http, s.dir);
+    snprintf(cmd, sizeof cmd, "%s resume --http %s --data %s --agent ghost > /dev/null 2>&1", bin(),
+             s.http, s.dir);
     CHECK_EQ(sh(cmd), 1);
     snprintf(cmd, sizeof cmd, "%s resume --help | grep -q 'telltale resume'", bin());
     CHECK_EQ(sh(cmd), 0);

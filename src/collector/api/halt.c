@@ -155,7 +155,6 @@ static int parse_reason_body(const tt__buf *body, char *reason, size_t cap, cons
     return 0;
 }
 
-
 struct order_agents {
     int n;
     char name[ORDER_AGENTS_MAX][256];
