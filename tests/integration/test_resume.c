@@ -272,6 +272,10 @@ TEST(resume_routes_and_cli_refuse_bad_input)
     /* An agent that is not connected: accepted, reaching no connection. */
     CHECK_EQ(order(&s, "agents", "ghost", "resume", "r", 0), 202);
     CHECK_EQ(order(&s, "sessions", "known", "resume", "r", 1), 202);
+    /* The operator's text reaches the log escaped: no forged line, no raw quote. */
+    CHECK_EQ(order(&s, "sessions", "known", "resume", "two\\ntelltale: forged \\\"q\\\"", 1), 202);
+    CHECK(log_has(&s, "(reason \"two\\u000atelltale: forged \\\"q\\\"\"): sent to 1 agent(s)"));
+    CHECK(!log_has(&s, "forged \"q\")")); /* what a raw reason would have written */
     /* Without the operator token: 401, and nothing is sent. */
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
