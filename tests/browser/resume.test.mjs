@@ -140,6 +140,21 @@ async function run() {
     await page.screenshot({path: join(OUT, 'resume-halted.png'), timeout: T(90000)});
   });
 
+  await check('after a reload the session still shows halted, from the store', async () => {
+    // The agent is stopped meanwhile, so no live event can tell the page: only the store can.
+    feeder.kill('SIGSTOP');
+    try {
+      await page.reload();
+      await waitFor('the session page', () => page.locator('#tree .step').count());
+      await waitFor('the session marked halted', () => page.locator('#halt-msg.status-halted').count());
+      const msg = await page.textContent('#halt-msg');
+      assert(/Halted: operator halt: operator halt from the dashboard/.test(msg), msg);
+      await waitFor('the resume button', () => page.locator('#resume').isVisible());
+    } finally {
+      feeder.kill('SIGCONT');
+    }
+  });
+
   let halted = 0;
   await check('while halted, the agent takes no step in the session', async () => {
     await sleep(T(1000)); // the steps of the turn before the halt settle into the store

@@ -614,6 +614,11 @@ function sessionView(root, id) {
   let fetched = 0;
   let busy = false;
   let respShown = '';
+  // The operator halt the newest ended response in the store shows ('' if none): after a reload
+  // the live stream has not seen the halt. Ignored for the response newest when resumed here.
+  let storedHalt = '';
+  let newestId = '';
+  let resumedOver = null;
   // Halting takes two clicks: the first asks, the second (Confirm) sends.
   const confirmBtn = el('button', {id: 'halt-confirm', class: 'danger', type: 'button'}, 'Confirm: halt the agent');
   const cancelBtn = el('button', {id: 'halt-cancel', type: 'button'}, 'Cancel');
@@ -668,6 +673,8 @@ function sessionView(root, id) {
           s.halted = false;
           s.haltRequested = false;
         }
+        storedHalt = '';
+        resumedOver = newestId;
         resumeBtn.hidden = true;
       }
     } catch (e) {
@@ -742,6 +749,17 @@ function sessionView(root, id) {
       respNote.textContent = `Responses: ${errorText(e)}`;
     }
     try {
+      const nj = await api(`/api/v1/responses?session=${encodeURIComponent(id)}&limit=1`);
+      const top = Array.isArray(nj.responses) ? nj.responses[0] : undefined;
+      if (top && top.verdict !== null && top.verdict !== undefined) {
+        newestId = String(top.id);
+        const halt = String(top.verdict) === 'halt' && /^operator halt/.test(String(top.reason || ''));
+        storedHalt = halt && newestId !== resumedOver ? clean(top.reason) : '';
+      }
+    } catch (e) {
+      // The live stream still shows the halts that happen while the page is open.
+    }
+    try {
       // The session's logs, oldest first (the first 200).
       const lj = await api(`/api/v1/events?session=${encodeURIComponent(id)}&kind=log&limit=200`);
       const evs = Array.isArray(lj.events) ? lj.events : [];
@@ -761,8 +779,8 @@ function sessionView(root, id) {
     destroy: noop,
     update() {
       const s = state.sessions.get(id);
-      if (s && s.halted) {
-        haltMsg.textContent = `Halted: ${s.haltReason}`;
+      if ((s && s.halted) || storedHalt) {
+        haltMsg.textContent = `Halted: ${s && s.halted ? s.haltReason : storedHalt}`;
         haltMsg.className = 'status status-halted';
         resumeBtn.hidden = false;
       } else if (haltMsg.classList.contains('status-halted')) {
