@@ -422,8 +422,8 @@ TT_API int tt_response_begin_in(tt_client *c, tt_response **out, const tt_step *
                                 const char *session, const char *model, const tt_attr *params,
                                 size_t n_params);
 /* Add a token from one logits row (pointer + length + stride + dtype, read without a copy). Both
- * outputs may be NULL. An operator halt of the session (or of the agent) shows as TT_HALT.
- * Returns 0, or TT_EINVAL (NULL response, or a row tt_token_stats_compute refuses: the token is
+ * outputs may be NULL. An operator halt of the session (or of the agent) shows as TT_HALT; an
+ * operator resume of the session lets its responses begun afterwards pass again. Returns 0, or TT_EINVAL (NULL response, or a row tt_token_stats_compute refuses: the token is
  * then not counted). Since 0.1. */
 TT_API int tt_response_token(tt_response *r, const void *logits, size_t n, size_t stride,
                              tt_dtype dtype, int32_t chosen, tt_verdict *verdict,

@@ -22,6 +22,9 @@ int cmd_query(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_top(int argc, char **argv);
 int cmd_halt(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+/* halt and resume (cmd_halt.c): verb is "halt" or "resume", help its usage text. */
+int cli_order(int argc, char **argv, const char *verb, const char *help);
 
 /* The collector's HTTP address: --http, else $TELLTALE_HTTP, else 127.0.0.1:7371. */
 const char *cli_http_default(void);

@@ -1,7 +1,8 @@
 /*
- * cmd_halt.c - `telltale halt --session ID [--reason R]`: ask the collector to halt a session
- * (POST /api/v1/sessions/{id}/halt). The collector sends the order to every connected agent
- * that owns the session; each sees TT_HALT at its next token.
+ * cmd_halt.c - `telltale halt (--session ID | --agent NAME) [--reason R]`: ask the collector to
+ * halt a session (POST /api/v1/sessions/{id}/halt) or every response an agent has open (POST
+ * /api/v1/agents/{agent}/halt). The collector sends the order to the connected agents; each sees
+ * TT_HALT at its next token. cli_order is also `telltale resume` (cmd_resume.c).
  */
 #include <curl/curl.h>
 #include <getopt.h>
@@ -13,13 +14,16 @@
 #include "common/json.h"
 
 static const char usage[] =
-    "usage: telltale halt --session ID [options]\n"
+    "usage: telltale halt (--session ID | --agent NAME) [options]\n"
     "\n"
     "Halt a session: the collector sends the order to the connected agents that own it, and\n"
-    "each sees TT_HALT (reason \"operator halt: R\") at its next token. Prints the collector's\n"
-    "answer (agents and connections reached) as JSON.\n"
+    "each sees TT_HALT (reason \"operator halt: R\") at its next token of a response in that\n"
+    "session, and at the first token of the session's later responses, until `telltale resume`.\n"
+    "With --agent, every response the agent has open now is halted (its later ones are not).\n"
+    "Prints the collector's answer (agents and connections reached) as JSON.\n"
     "\n"
-    "  --session ID         the session to halt (required)\n"
+    "  --session ID         the session to halt\n"
+    "  --agent NAME         halt every response this agent has open instead\n"
     "  --reason R           why (at most 100 bytes; default \"no reason given\")\n"
     "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or "
     "127.0.0.1:7371)\n" CLI_AUTH_HELP "  --help               this text\n"
@@ -28,20 +32,25 @@ static const char usage[] =
     "error (unknown session, bad reason) or no agent of the session is connected; 2 usage\n"
     "error; 3 the collector could not be reached.\n";
 
-int cmd_halt(int argc, char **argv)
+int cli_order(int argc, char **argv, const char *verb, const char *help)
 {
-    static const struct option longopts[] = {
-        {"session", required_argument, NULL, 's'}, {"reason", required_argument, NULL, 'r'},
-        {"http", required_argument, NULL, 'H'},    CLI_AUTH_LONGOPTS,
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"session", required_argument, NULL, 's'},
+                                             {"agent", required_argument, NULL, 'a'},
+                                             {"reason", required_argument, NULL, 'r'},
+                                             {"http", required_argument, NULL, 'H'},
+                                             CLI_AUTH_LONGOPTS,
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     const char *http = cli_http_default();
     struct cli_auth auth = {0};
-    const char *session = NULL, *reason = NULL;
+    const char *session = NULL, *agent = NULL, *reason = NULL;
     int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         if (opt == 's') {
             session = optarg;
+        } else if (opt == 'a') {
+            agent = optarg;
         } else if (opt == 'r') {
             reason = optarg;
         } else if (opt == 'H') {
@@ -49,38 +58,42 @@ int cmd_halt(int argc, char **argv)
         } else if (cli_auth_option(&auth, opt, optarg)) {
             continue;
         } else if (opt == 'h') {
-            fputs(usage, stdout);
+            fputs(help, stdout);
             return EXIT_OK;
         } else {
-            fprintf(stderr, "telltale halt: unknown option or missing value: %s\n%s",
-                    argv[optind - 1], usage);
+            fprintf(stderr, "telltale %s: unknown option or missing value: %s\n%s", verb,
+                    argv[optind - 1], help);
             return EXIT_USAGE;
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "telltale halt: unexpected argument: %s\n", argv[optind]);
+        fprintf(stderr, "telltale %s: unexpected argument: %s\n", verb, argv[optind]);
         return EXIT_USAGE;
     }
-    if (!session || !*session || strlen(session) > 255) {
-        fprintf(stderr, "telltale halt: --session ID (1 to 255 bytes) is required\n");
+    const char *name = session ? session : agent;
+    if ((session && agent) || !name || !*name || strlen(name) > 255) {
+        fprintf(stderr, "telltale %s: --session ID or --agent NAME (1 to 255 bytes) is required\n",
+                verb);
         return EXIT_USAGE;
     }
     if (reason && strlen(reason) > 100) {
-        fprintf(stderr, "telltale halt: --reason is longer than 100 bytes\n");
+        fprintf(stderr, "telltale %s: --reason is longer than 100 bytes\n", verb);
         return EXIT_USAGE;
     }
     int failed;
-    const char *token = cli_auth_token(&auth, "telltale halt", &failed);
+    char who[32];
+    snprintf(who, sizeof who, "telltale %s", verb);
+    const char *token = cli_auth_token(&auth, who, &failed);
     if (failed) {
         return EXIT_FAIL;
     }
-    char *enc = curl_easy_escape(NULL, session, 0);
+    char *enc = curl_easy_escape(NULL, name, 0);
     if (!enc) {
-        fprintf(stderr, "telltale halt: out of memory\n");
+        fprintf(stderr, "telltale %s: out of memory\n", verb);
         return EXIT_FAIL;
     }
     char path[1024];
-    snprintf(path, sizeof path, "/api/v1/sessions/%s/halt", enc);
+    snprintf(path, sizeof path, "/api/v1/%s/%s/%s", session ? "sessions" : "agents", enc, verb);
     curl_free(enc);
     tt__buf b;
     tt__buf_init(&b, 4096);
@@ -98,12 +111,12 @@ int cmd_halt(int argc, char **argv)
                                 err, sizeof err);
     tt__buf_fini(&b);
     if (status < 0) {
-        fprintf(stderr, "telltale halt: %s\n", err);
+        fprintf(stderr, "telltale %s: %s\n", verb, err);
         return EXIT_UNREACHABLE;
     }
     cli_sanitize(out.buf);
     if (status != 202) {
-        fprintf(stderr, "telltale halt: HTTP %ld %s\n", status, out.buf);
+        fprintf(stderr, "telltale %s: HTTP %ld %s\n", verb, status, out.buf);
         return EXIT_FAIL;
     }
     printf("%s\n", out.buf);
@@ -114,8 +127,16 @@ int cmd_halt(int argc, char **argv)
         q++;
     }
     if (!p || strtol(p + 14, NULL, 10) <= 0) {
-        fprintf(stderr, "telltale halt: no agent of session %s is connected\n", session);
+        fprintf(stderr,
+                session ? "telltale %s: no agent of session %s is connected\n"
+                        : "telltale %s: agent %s is not connected\n",
+                verb, name);
         return EXIT_FAIL;
     }
     return EXIT_OK;
+}
+
+int cmd_halt(int argc, char **argv)
+{
+    return cli_order(argc, argv, "halt", usage);
 }

@@ -18,6 +18,7 @@ static const char usage[] =
     "  top       a live view of the agents: rates, confidence, loss, alerts\n"
     "  demo      run a synthetic agent that streams into a collector\n"
     "  halt      halt a session: its agent sees TT_HALT at its next token\n"
+    "  resume    lift a halt: the session's later responses pass again\n"
     "  version   print the version\n"
     "\n"
     "Run 'telltale COMMAND --help' for a command's options and exit statuses.\n";
@@ -29,7 +30,7 @@ struct verb {
 
 static const struct verb verbs[] = {
     {"serve", cmd_serve}, {"emit", cmd_emit}, {"tail", cmd_tail}, {"query", cmd_query},
-    {"demo", cmd_demo},   {"top", cmd_top},   {"halt", cmd_halt},
+    {"demo", cmd_demo},   {"top", cmd_top},   {"halt", cmd_halt}, {"resume", cmd_resume},
 };
 
 int main(int argc, char **argv)

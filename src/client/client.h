@@ -163,15 +163,14 @@ enum { TT_ENC_F16 = 1, TT_ENC_U8LOG = 2 };
 typedef struct tt__guard {
     pthread_mutex_t lock;
     tt_guard_policy policy;    /* guarded by lock */
-    _Atomic uint64_t gen;      /* bumped (release) after every halt order */
+    _Atomic uint64_t gen;      /* bumped (release) after every halt or resume order */
     uint64_t halt_all_gen;     /* guarded by lock: responses begun before it are halted */
     char halt_all_reason[112]; /* guarded by lock */
     struct {
         char session[256];
         char reason[112];
-    } halted[TT_HALT_SESSIONS]; /* guarded by lock; a ring of the latest session halts */
+    } halted[TT_HALT_SESSIONS]; /* guarded by lock; the latest session halts, oldest first */
     uint32_t n_halted;          /* guarded by lock */
-    uint32_t next_halted;       /* guarded by lock */
 } tt__guard;
 
 struct tt__comply_policy;
@@ -202,6 +201,9 @@ void tt__guard_fini(tt_client *c);
 /* Apply a halt order (session NULL or empty: every response open now). Thread-safe. */
 void tt__guard_halt(tt_client *c, const char *session, size_t session_len, const char *reason,
                     size_t reason_len);
+/* Apply a resume order: lift the session's halt (NULL or empty: every session halt and an
+ * agent-wide halt not yet seen by a response). Responses already halted stay so. Thread-safe. */
+void tt__guard_resume(tt_client *c, const char *session, size_t session_len);
 
 struct tt_client {
     /* read-mostly line, checked by every event call */

@@ -1,13 +1,15 @@
 /*
  * control.c - orders from the collector that arrive over the ack channel (proto Control), on
- * the worker thread: Halt{session, reason} and GuardPolicy. Decoded with the bounds-checked
- * reader; a malformed order is ignored (the collector is trusted no more than any input). The
- * guard (guard.c) applies them thread-safely, so producers see them at their next token.
+ * the worker thread: Halt{session, reason}, Resume{session, reason}, GuardPolicy and the
+ * compliance policy. Decoded with the bounds-checked reader; a malformed order is ignored (the
+ * collector is trusted no more than any input). The guard (guard.c) applies them thread-safely,
+ * so producers see them at their next token.
  */
 #include "client/client.h"
 #include "common/pb.h"
 
-static void on_halt(tt_client *c, const uint8_t *p, size_t n)
+/* Halt{session, reason} (resume 0) or Resume{session, reason} (resume 1). */
+static void on_halt(tt_client *c, const uint8_t *p, size_t n, int resume)
 {
     tt__pb_reader r;
     tt__pb_reader_init(&r, p, n);
@@ -26,7 +28,11 @@ static void on_halt(tt_client *c, const uint8_t *p, size_t n)
     if (r.err) {
         return;
     }
-    tt__guard_halt(c, (const char *)session, session_len, (const char *)reason, reason_len);
+    if (resume) {
+        tt__guard_resume(c, (const char *)session, session_len);
+    } else {
+        tt__guard_halt(c, (const char *)session, session_len, (const char *)reason, reason_len);
+    }
 }
 
 static void on_policy(tt_client *c, const uint8_t *p, size_t n)
@@ -66,14 +72,14 @@ void tt__control_handle(tt_client *c, const uint8_t *payload, size_t n)
     tt__pb_reader_init(&r, payload, n);
     uint32_t field, wt;
     while (tt__pb_next(&r, &field, &wt) == 1) {
-        if ((field == 1 || field == 2 || field == 3) && wt == TT_PB_LEN) {
+        if (field >= 1 && field <= 4 && wt == TT_PB_LEN) {
             size_t len;
             const uint8_t *p = tt__pb_bytes(&r, &len);
             if (r.err) {
                 return;
             }
-            if (field == 1) {
-                on_halt(c, p, len);
+            if (field == 1 || field == 4) {
+                on_halt(c, p, len, field == 4);
             } else if (field == 2) {
                 on_policy(c, p, len);
             } else {

@@ -8,6 +8,12 @@
  * (tt__guard_check in response.c). A session halt is sticky for this client (later responses in
  * the session are halted at their first token); a halt of every session halts the responses
  * begun before it, so the agent can carry on with new work afterwards.
+ *
+ * A resume order lifts a session's halt (or, for every session, all of them and an agent-wide
+ * halt that has not reached a response yet): responses begun afterwards pass, and a response
+ * that began while halted but has had no token yet looks again at its first one. A response
+ * already halted stays halted (it is over). Orders apply in the order they arrive; a resume of a
+ * session that is not halted changes nothing, so a resume overtaken by its halt leaves it halted.
  */
 #include <string.h>
 
@@ -76,6 +82,25 @@ static void copy_text(char *dst, size_t cap, const char *s, size_t n)
     dst[n] = 0;
 }
 
+/* The slot of session in the halted table, or -1. g->lock held. */
+static int halted_find(const tt__guard *g, const char *session, size_t session_len)
+{
+    for (uint32_t i = 0; i < g->n_halted; i++) {
+        if (strlen(g->halted[i].session) == session_len &&
+            memcmp(g->halted[i].session, session, session_len) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* Drop the slot i of the halted table, keeping the others oldest first. g->lock held. */
+static void halted_drop(tt__guard *g, uint32_t i)
+{
+    memmove(&g->halted[i], &g->halted[i + 1], (g->n_halted - i - 1) * sizeof g->halted[0]);
+    g->n_halted--;
+}
+
 void tt__guard_halt(tt_client *c, const char *session, size_t session_len, const char *reason,
                     size_t reason_len)
 {
@@ -86,24 +111,36 @@ void tt__guard_halt(tt_client *c, const char *session, size_t session_len, const
         g->halt_all_gen = next;
         copy_text(g->halt_all_reason, sizeof g->halt_all_reason, reason, reason_len);
     } else if (session_len < sizeof g->halted[0].session) {
-        uint32_t slot = TT_HALT_SESSIONS;
-        for (uint32_t i = 0; i < g->n_halted; i++) {
-            if (strlen(g->halted[i].session) == session_len &&
-                memcmp(g->halted[i].session, session, session_len) == 0) {
-                slot = i; /* halted again: a new reason */
-            }
+        int found = halted_find(g, session, session_len);
+        if (found >= 0) {
+            halted_drop(g, (uint32_t)found); /* halted again: a new reason, now the newest */
+        } else if (g->n_halted == TT_HALT_SESSIONS) {
+            halted_drop(g, 0); /* the oldest halt makes room */
         }
-        if (slot == TT_HALT_SESSIONS) {
-            slot = g->next_halted;
-            g->next_halted = (g->next_halted + 1) % TT_HALT_SESSIONS;
-            if (g->n_halted < TT_HALT_SESSIONS) {
-                g->n_halted++;
-            }
-        }
+        uint32_t slot = g->n_halted++;
         copy_text(g->halted[slot].session, sizeof g->halted[slot].session, session, session_len);
         copy_text(g->halted[slot].reason, sizeof g->halted[slot].reason, reason, reason_len);
     }
     /* Pairs with the acquire load in a response's next token. */
+    atomic_store_explicit(&g->gen, next, memory_order_release);
+    pthread_mutex_unlock(&g->lock);
+}
+
+void tt__guard_resume(tt_client *c, const char *session, size_t session_len)
+{
+    tt__guard *g = &c->guard;
+    pthread_mutex_lock(&g->lock);
+    uint64_t next = atomic_load_explicit(&g->gen, memory_order_relaxed) + 1;
+    if (!session || session_len == 0) {
+        g->n_halted = 0;
+        g->halt_all_gen = 0; /* responses it has not reached yet are spared */
+    } else {
+        int found = halted_find(g, session, session_len);
+        if (found >= 0) {
+            halted_drop(g, (uint32_t)found);
+        }
+    }
+    /* A response that began while its session was halted looks again at its first token. */
     atomic_store_explicit(&g->gen, next, memory_order_release);
     pthread_mutex_unlock(&g->lock);
 }

@@ -469,15 +469,17 @@ static int halt_lookup_locked(const tt__guard *g, const tt_response *r, char *re
  * session's own sticky halt was looked up once, at tt_response_begin. */
 static int operator_halt(tt_response *r, char *reason, size_t cap)
 {
+    tt__guard *g = &r->c->guard;
+    /* Pairs with the release store in tt__guard_halt and tt__guard_resume. */
+    uint64_t gen = atomic_load_explicit(&g->gen, memory_order_acquire);
     if (TT_UNLIKELY(r->begin_halt)) {
         r->begin_halt = 0;
-        snprintf(reason, cap, "%s", r->begin_halt_reason);
-        return 1;
-    }
-    tt__guard *g = &r->c->guard;
-    /* Pairs with the release store in tt__guard_halt. */
-    uint64_t gen = atomic_load_explicit(&g->gen, memory_order_acquire);
-    if (TT_LIKELY(gen == r->seen_gen)) {
+        if (gen == r->seen_gen) {
+            snprintf(reason, cap, "%s", r->begin_halt_reason);
+            return 1;
+        }
+        /* An order arrived since the response began (a resume, perhaps): look again. */
+    } else if (TT_LIKELY(gen == r->seen_gen)) {
         return 0;
     }
     r->seen_gen = gen;

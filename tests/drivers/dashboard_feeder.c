@@ -8,11 +8,13 @@
  * (some tokens unsure, so that the shading varies), with a guard that flags a token whose
  * p(chosen) is below 0.2.
  *
- *   dashboard_feeder ENDPOINT AGENT SECONDS
+ *   dashboard_feeder ENDPOINT AGENT SECONDS [stay]
  *
  * Prints "halted SESSION" and exits 0 when the collector halts one of its sessions (the
- * agent stops: nothing more is sent), or exits
- * 0 after SECONDS. Exit status 1: it could not connect.
+ * agent stops: nothing more is sent), or exits 0 after SECONDS. With "stay" it keeps running
+ * instead, as an agent waiting for the operator: a halted session's turns are skipped (no step,
+ * no log) except for a one-token probe response, until a probe passes: then it prints "resumed
+ * SESSION" and that session's turns go on. Exit status 1: it could not connect.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +41,7 @@ static double now_s(void)
 
 /* A response (flat: every row uniform, p = 1/VOCAB, which the collector's low_confidence
  * detector reports as an alert): returns 1 if the collector halted the session (TT_HALT). */
-static int respond(tt_client *c, const char *session, long n, int flat)
+static int respond(tt_client *c, const char *session, long n, int flat, int tokens)
 {
     tt_response *r;
     tt_attr params[] = {TT_DOUBLE("temperature", 0.7)};
@@ -48,7 +50,7 @@ static int respond(tt_client *c, const char *session, long n, int flat)
     }
     float row[VOCAB];
     int halted = 0;
-    for (int t = 0; t < TOKENS && !halted; t++) {
+    for (int t = 0; t < tokens && !halted; t++) {
         /* A peaked row most of the time, a flat one every seventh token. */
         int32_t chosen = (int32_t)((n * 7 + t * 13) % VOCAB);
         float peak = (t + n) % 7 == 0 ? 0.3f : 2.0f + (float)((t * 5 + n) % 6);
@@ -84,7 +86,7 @@ static void hostile(tt_client *c)
     sleep_ms(2);
     tt_step_end(c, &tool, TT_STATUS_OK, 12, NULL);
     tt_step_end(c, &plan, TT_STATUS_OK, 0, NULL);
-    respond(c, s, 0, 1);
+    respond(c, s, 0, 1, TOKENS);
 }
 
 static void turn(tt_client *c, const char *session, long n)
@@ -108,8 +110,9 @@ static void turn(tt_client *c, const char *session, long n)
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: dashboard_feeder ENDPOINT AGENT SECONDS\n");
+    int stay = argc == 5 && strcmp(argv[4], "stay") == 0;
+    if (argc != 4 && !stay) {
+        fprintf(stderr, "usage: dashboard_feeder ENDPOINT AGENT SECONDS [stay]\n");
         return 2;
     }
     tt_config *cfg;
@@ -123,15 +126,28 @@ int main(int argc, char **argv)
     tt_config_free(cfg);
     double end = now_s() + strtod(argv[3], NULL);
     hostile(c);
+    char held[32] = ""; /* stay: the halted session, waiting for a resume */
     for (long n = 1; now_s() < end; n++) {
         char session[32];
         snprintf(session, sizeof session, "feed-%ld", 1 + n % 3);
+        if (held[0] && strcmp(session, held) == 0) {
+            if (!respond(c, session, n, 0, 1)) { /* the probe passed: resumed */
+                printf("resumed %s\n", session);
+                fflush(stdout);
+                held[0] = 0;
+            }
+            sleep_ms(20);
+            continue;
+        }
         turn(c, session, n);
-        if (respond(c, session, n, 0)) {
+        if (respond(c, session, n, 0, TOKENS)) {
             tt_log(c, session, TT_WARN, "halted by the operator: stopping", NULL, 0);
             printf("halted %s\n", session);
             fflush(stdout);
-            break;
+            if (!stay) {
+                break;
+            }
+            snprintf(held, sizeof held, "%s", session);
         }
         if (n % 10 == 0) {
             hostile(c);

@@ -1,8 +1,9 @@
 /*
  * test_dashboard.c - the web dashboard: the embedded assets are what the generator makes of
  * web/ today, GET / and GET /assets/{name} answer with the right types and strict security and
- * cache headers, and the end-to-end browser test (tests/browser/dashboard.test.mjs: chromium
- * driven by playwright-core against a real collector and agent) passes.
+ * cache headers, and the end-to-end browser tests (tests/browser/dashboard.test.mjs,
+ * history.test.mjs and resume.test.mjs: chromium driven by playwright-core against a real
+ * collector and agent) pass.
  */
 #include <curl/curl.h>
 #include <signal.h>
@@ -201,6 +202,26 @@ TEST_T(dashboard_browser_shows_live_agents_sessions_and_hostile_text, 240)
     int rc = run(argv);
     CHECK_MSG(rc == 0, "the browser test failed with status %d (log and failure.png in %s)", rc,
               tt_test_outdir());
+}
+
+TEST_T(dashboard_browser_halts_and_resumes_a_live_session, 240)
+{
+    const char *src = env_or("TT_SRCDIR", ".");
+    const char *build = env_or("TT_BUILD", "build");
+    char script[4096], feeder[4096], tmp[4096];
+    snprintf(script, sizeof script, "%s/tests/browser/resume.test.mjs", src);
+    snprintf(feeder, sizeof feeder, "%s/tests/dashboard_feeder", build);
+    snprintf(tmp, sizeof tmp, "%s/browser", tt_test_tmpdir());
+    CHECK_MSG(access("/usr/bin/chromium", X_OK) == 0,
+              "/usr/bin/chromium is missing: scripts/install-deps test");
+    setenv("TT_FEEDER", feeder, 1);
+    setenv("TT_TEST_TMP", tmp, 1);
+    setenv("TT_TEST_OUT", tt_test_outdir(), 1);
+    setenv("TT_BIN", env_or("TT_BIN", "build/telltale"), 1);
+    char *argv[] = {"node", script, NULL};
+    int rc = run(argv);
+    CHECK_MSG(rc == 0, "the resume browser test failed with status %d (log and failure.png in %s)",
+              rc, tt_test_outdir());
 }
 
 TEST_T(dashboard_browser_shows_history_of_ten_minutes_as_the_store_holds_it, 300)

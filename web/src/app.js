@@ -185,6 +185,8 @@ function apply(batch) {
         s.halted = true;
         s.haltReason = clean(m.reason || 'halt');
         a.haltedMs = Date.now();
+      } else if (m.kind === 'response_end' && m.verdict !== undefined && !isHaltVerdict(m)) {
+        s.halted = false; // a response of the session got through: resumed (or never halted)
       }
     }
     const c = confidenceOf(m);

@@ -621,6 +621,7 @@ function sessionView(root, id) {
   const info = el('p', {class: 'muted'});
   const haltBtn = el('button', {id: 'halt', class: 'danger'}, 'Halt this session');
   const haltMsg = el('span', {id: 'halt-msg', class: 'muted'});
+  const resumeBtn = el('button', {id: 'resume', type: 'button', hidden: true}, 'Resume this session');
   const tree = el('ul', {class: 'tree', id: 'tree'});
   const wf = waterfall();
   const treeNote = el('p', {class: 'muted'});
@@ -630,7 +631,7 @@ function sessionView(root, id) {
   const logNote = el('p', {class: 'muted'});
   const decisions = el('ul', {class: 'decisions', id: 'decisions'});
   const decNote = el('p', {class: 'muted'});
-  root.append(el('p', null, link([], '← agents')), title, info, el('p', null, haltBtn, ' ', haltMsg),
+  root.append(el('p', null, link([], '← agents')), title, info, el('p', null, haltBtn, ' ', resumeBtn, ' ', haltMsg),
     el('h2', null, 'Timeline'), wf.node,
     el('h2', null, 'Execution path'), treeNote, tree,
     el('h2', null, 'Compliance'), decNote, decisions,
@@ -639,11 +640,16 @@ function sessionView(root, id) {
   let fetched = 0;
   let busy = false;
   let respShown = '';
+  // The operator halt the newest ended response in the store shows ('' if none): after a reload
+  // the live stream has not seen the halt. Ignored for the response newest when resumed here.
+  let storedHalt = '';
+  let newestId = '';
+  let resumedOver = null;
   // Halting takes two clicks: the first asks, the second (Confirm) sends.
   const confirmBtn = el('button', {id: 'halt-confirm', class: 'danger', type: 'button'}, 'Confirm: halt the agent');
   const cancelBtn = el('button', {id: 'halt-cancel', type: 'button'}, 'Cancel');
   const ask = el('span', {id: 'halt-ask', class: 'ask', hidden: true},
-    'The agent stops generating at its next token and this session ends. ', confirmBtn, ' ', cancelBtn);
+    'The agent stops generating in this session at its next token, until the session is resumed. ', confirmBtn, ' ', cancelBtn);
   haltBtn.after(ask);
   haltBtn.addEventListener('click', () => {
     ask.hidden = false;
@@ -668,11 +674,39 @@ function sessionView(root, id) {
           ': the agent stops at its next token.';
         const s = state.sessions.get(id);
         if (s) s.haltRequested = true;
+        resumeBtn.hidden = false;
       }
     } catch (e) {
       haltMsg.textContent = `Halt failed: ${errorText(e)}`;
     }
     haltBtn.disabled = false;
+  });
+  // Resuming lifts the halt: the session's responses begun afterwards pass again.
+  resumeBtn.addEventListener('click', async () => {
+    resumeBtn.disabled = true;
+    haltMsg.textContent = 'resuming…';
+    haltMsg.className = 'muted';
+    try {
+      const j = await api(`/api/v1/sessions/${encodeURIComponent(id)}/resume`,
+        {method: 'POST', body: {reason: 'operator resume from the dashboard'}});
+      if (j.unavailable) {
+        haltMsg.textContent = 'Resume is not available on this collector.';
+      } else {
+        const n = Number(j.connections || 0);
+        haltMsg.textContent = `Resume sent to ${n} agent connection(s): its next responses pass again.`;
+        const s = state.sessions.get(id);
+        if (s) {
+          s.halted = false;
+          s.haltRequested = false;
+        }
+        storedHalt = '';
+        resumedOver = newestId;
+        resumeBtn.hidden = true;
+      }
+    } catch (e) {
+      haltMsg.textContent = `Resume failed: ${errorText(e)}`;
+    }
+    resumeBtn.disabled = false;
   });
   async function load() {
     busy = true;
@@ -764,6 +798,17 @@ function sessionView(root, id) {
       decNote.textContent = `Compliance: ${errorText(e)}`;
     }
     try {
+      const nj = await api(`/api/v1/responses?session=${encodeURIComponent(id)}&limit=1`);
+      const top = Array.isArray(nj.responses) ? nj.responses[0] : undefined;
+      if (top && top.verdict !== null && top.verdict !== undefined) {
+        newestId = String(top.id);
+        const halt = String(top.verdict) === 'halt' && /^operator halt/.test(String(top.reason || ''));
+        storedHalt = halt && newestId !== resumedOver ? clean(top.reason) : '';
+      }
+    } catch (e) {
+      // The live stream still shows the halts that happen while the page is open.
+    }
+    try {
       // The session's logs, oldest first (the first 200).
       const lj = await api(`/api/v1/events?session=${encodeURIComponent(id)}&kind=log&limit=200`);
       const evs = Array.isArray(lj.events) ? lj.events : [];
@@ -783,9 +828,14 @@ function sessionView(root, id) {
     destroy: noop,
     update() {
       const s = state.sessions.get(id);
-      if (s && s.halted) {
-        haltMsg.textContent = `Halted: ${s.haltReason}`;
+      if ((s && s.halted) || storedHalt) {
+        haltMsg.textContent = `Halted: ${s && s.halted ? s.haltReason : storedHalt}`;
         haltMsg.className = 'status status-halted';
+        resumeBtn.hidden = false;
+      } else if (haltMsg.classList.contains('status-halted')) {
+        haltMsg.textContent = 'Running: a response of the session got through since the halt.';
+        haltMsg.className = 'muted';
+        resumeBtn.hidden = !(s && s.haltRequested);
       }
       if (!busy && Date.now() - fetched > 2000) load();
     },

@@ -146,7 +146,11 @@ int http_param_u64(const struct http_req *r, const char *name, uint64_t lo, uint
                    uint64_t def, uint64_t *out);
 enum MHD_Result api_responses(const struct http_req *r);
 enum MHD_Result api_response_get(const struct http_req *r);
+/* Halt and resume (api/halt.c): of a session's agents, or of one agent's every session. */
 enum MHD_Result api_session_halt(const struct http_req *r);
+enum MHD_Result api_session_resume(const struct http_req *r);
+enum MHD_Result api_agent_halt(const struct http_req *r);
+enum MHD_Result api_agent_resume(const struct http_req *r);
 enum MHD_Result api_agent_guard_policy(const struct http_req *r);
 enum MHD_Result api_agent_comply_policy(const struct http_req *r);
 /* The start of an order to an agent (POST /api/v1/agents/{agent}/...): no query parameters,

@@ -531,9 +531,17 @@ static void send_controls(struct ingest *g)
     ssize_t r = read(g->ctl_fd, &v, sizeof v);
     (void)r;
     pthread_mutex_lock(&g->ctl_lock);
-    struct ctl_msg *m = g->ctl_head;
+    struct ctl_msg *m = NULL, *rev = g->ctl_head;
     g->ctl_head = NULL;
     pthread_mutex_unlock(&g->ctl_lock);
+    /* Posted newest first: turned round, so orders go out in the order they were posted (a halt
+     * then a resume of the same session must not arrive the other way round). */
+    while (rev) {
+        struct ctl_msg *next = rev->next;
+        rev->next = m;
+        m = rev;
+        rev = next;
+    }
     while (m) {
         struct ctl_msg *next = m->next;
         int count = 0;

@@ -297,18 +297,117 @@ TEST(guard_policy_from_config_and_at_run_time_with_validation)
     tt_config_free(cfg);
 }
 
-/* Control{halt: Halt{session, reason}} as the collector sends it. */
-static size_t halt_order(uint8_t *buf, const char *session, const char *reason)
+/* Control{halt (field 1) or resume (field 4): {session, reason}} as the collector sends it. */
+static size_t order_of(uint8_t *buf, uint32_t field, const char *session, const char *reason)
 {
     size_t sl = strlen(session), rl = strlen(reason);
     size_t inner = (sl ? tt__pb_len_field_size(sl) : 0) + tt__pb_len_field_size(rl);
-    uint8_t *p = tt__pb_put_tag(buf, 1, TT_PB_LEN);
+    uint8_t *p = tt__pb_put_tag(buf, field, TT_PB_LEN);
     p = tt__pb_put_varint(p, inner);
     if (sl) {
         p = tt__pb_put_bytes(p, 1, session, sl);
     }
     p = tt__pb_put_bytes(p, 2, reason, rl);
     return (size_t)(p - buf);
+}
+
+static size_t halt_order(uint8_t *buf, const char *session, const char *reason)
+{
+    return order_of(buf, 1, session, reason);
+}
+
+static void order(tt_client *c, uint32_t field, const char *session, const char *reason)
+{
+    uint8_t buf[512];
+    tt__control_handle(c, buf, order_of(buf, field, session, reason));
+}
+
+/* The verdict of the first token of a new response in session (ended at once). */
+static tt_verdict first_token(tt_client *c, const char *session)
+{
+    tt_response *r;
+    tt_verdict v;
+    CHECK_OK(tt_response_begin(c, &r, session, "m", NULL, 0));
+    CHECK_OK(tt_response_token_logprobs(r, 1, -0.1f, NULL, NULL, 0, &v, NULL));
+    CHECK_OK(tt_response_end(r, NULL));
+    return v;
+}
+
+TEST(control_resume_lifts_a_session_halt_for_responses_begun_after_it)
+{
+    tt_client *c = local_client(NULL);
+    tt_response *open, *waiting;
+    tt_verdict v;
+    order(c, 4, "alpha", "nothing to lift"); /* a resume before any halt changes nothing */
+    CHECK_EQ(first_token(c, "alpha"), TT_PASS);
+    CHECK_OK(tt_response_begin(c, &open, "alpha", "m", NULL, 0));
+    CHECK_OK(tt_response_token_logprobs(open, 1, -0.1f, NULL, NULL, 0, &v, NULL));
+    order(c, 1, "alpha", "stop");
+    order(c, 1, "beta", "stop too");
+    CHECK_OK(tt_response_token_logprobs(open, 2, -0.1f, NULL, NULL, 0, &v, NULL));
+    CHECK_EQ(v, TT_HALT);
+    /* Begun while halted, no token yet: halted at its first token unless a resume comes first. */
+    CHECK_OK(tt_response_begin(c, &waiting, "alpha", "m", NULL, 0));
+    order(c, 4, "alpha", "go on");
+    CHECK_OK(tt_response_token_logprobs(waiting, 1, -0.1f, NULL, NULL, 0, &v, NULL));
+    CHECK_EQ(v, TT_PASS);
+    CHECK_OK(tt_response_end(waiting, NULL));
+    /* The response already halted stays halted; new ones pass; beta's halt holds. */
+    CHECK_OK(tt_response_token_logprobs(open, 3, -0.1f, NULL, NULL, 0, &v, NULL));
+    CHECK_EQ(v, TT_HALT);
+    tt_response_summary s;
+    CHECK_OK(tt_response_end(open, &s));
+    CHECK_STR(s.reason, "operator halt: stop");
+    CHECK_EQ(first_token(c, "alpha"), TT_PASS);
+    CHECK_EQ(first_token(c, "beta"), TT_HALT);
+    /* Halted again after the resume: sticky again. */
+    order(c, 1, "alpha", "again");
+    CHECK_EQ(first_token(c, "alpha"), TT_HALT);
+    /* An agent halt reaches the open response of gamma; a resume of the agent before it has
+     * had a token since spares it, and lifts alpha's and beta's halts. */
+    CHECK_OK(tt_response_begin(c, &open, "gamma", "m", NULL, 0));
+    order(c, 1, "", "all");
+    order(c, 4, "", "");
+    CHECK_OK(tt_response_token_logprobs(open, 1, -0.1f, NULL, NULL, 0, &v, NULL));
+    CHECK_EQ(v, TT_PASS);
+    CHECK_OK(tt_response_end(open, NULL));
+    CHECK_EQ(first_token(c, "alpha"), TT_PASS);
+    CHECK_EQ(first_token(c, "beta"), TT_PASS);
+    /* Steps are never refused by a halt. */
+    order(c, 1, "alpha", "steps?");
+    tt_step st;
+    CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_TOOL, "alpha", "t", NULL));
+    CHECK_OK(tt_step_end(c, &st, TT_STATUS_OK, 1, NULL));
+    tt_close(c, 100);
+}
+
+TEST(control_halt_table_keeps_the_64_latest_sessions_and_a_resume_frees_a_slot)
+{
+    tt_client *c = local_client(NULL);
+    char name[32];
+    for (int i = 0; i < 70; i++) {
+        snprintf(name, sizeof name, "s%d", i);
+        order(c, 1, name, "many");
+    }
+    /* The 6 oldest were pushed out; the 64 latest are halted. */
+    for (int i = 0; i < 70; i++) {
+        snprintf(name, sizeof name, "s%d", i);
+        CHECK_MSG(first_token(c, name) == (i < 6 ? TT_PASS : TT_HALT), "session %s", name);
+    }
+    /* Halting s6 again makes it the newest; resuming s10 frees a slot, so the next halt pushes
+     * nobody out; one more then pushes out the oldest, s7. */
+    order(c, 1, "s6", "renewed");
+    order(c, 4, "s10", "");
+    order(c, 1, "n1", "new");
+    CHECK_EQ(first_token(c, "s7"), TT_HALT);
+    CHECK_EQ(first_token(c, "s10"), TT_PASS);
+    order(c, 1, "n2", "new");
+    CHECK_EQ(first_token(c, "s7"), TT_PASS);
+    CHECK_EQ(first_token(c, "s6"), TT_HALT);
+    CHECK_EQ(first_token(c, "s8"), TT_HALT);
+    CHECK_EQ(first_token(c, "n1"), TT_HALT);
+    CHECK_EQ(first_token(c, "n2"), TT_HALT);
+    tt_close(c, 100);
 }
 
 TEST(control_halt_of_a_session_shows_at_its_next_token_only)
