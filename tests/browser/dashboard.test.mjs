@@ -120,11 +120,6 @@ async function http(path, opts = {}) {
   return {status: res.status, body, headers: res.headers};
 }
 
-async function routeExists(method, path) {
-  const r = await http(path, {method});
-  return !(r.status === 404 && r.body && /no such route/.test(r.body.error || ''));
-}
-
 // A screenshot is a record, not a check: a full page (a long session's tree is thousands of
 // pixels tall) can take Chromium more than playwright's default 30 s on a loaded machine.
 async function shot(name) {
@@ -261,41 +256,36 @@ async function run() {
     await shot('session');
   });
 
-  const haveResponses = await routeExists('GET', '/api/v1/responses');
-  if (haveResponses) {
-    await check('a response shows its tokens shaded by confidence, with details on hover', async () => {
-      // The view redraws its responses as new ones arrive: read the shades of tokens that are
-      // in the page when read (a replaced token has no computed style), again until they are.
-      const shades = await waitFor('shaded tokens', async () => {
-        const got = await page.locator('#responses .tok').evaluateAll((els) =>
-          els.filter((e) => e.isConnected).map((e) => ({p: Number(e.dataset.p), bg: getComputedStyle(e).backgroundColor})));
-        return got.length >= 24 && got.every((x) => x.bg) ? got : null;
-      });
-      const unsure = shades.filter((x) => x.p < 0.5);
-      const sure = shades.filter((x) => x.p > 0.9);
-      assert(unsure.length > 0 && sure.length > 0, 'both sure and unsure tokens');
-      const alpha = (bg) => Number((/rgba\([^)]*,\s*([0-9.]+)\)/.exec(bg) || [0, 0])[1]);
-      assert(alpha(unsure[0].bg) > alpha(sure[0].bg) + 0.3,
-        `an unsure token is shaded darker (${unsure[0].bg} vs ${sure[0].bg})`);
-      const verdict = await page.locator('#responses .verdict').first().textContent();
-      assert(verdict === 'flag', `verdict ${verdict}`);
-      const reason = await page.locator('#responses .reason').first().textContent();
-      assert(/p=.*< 0\.2/.test(reason), `reason "${reason}"`);
-      const i = shades.findIndex((x) => x.p < 0.5);
-      await page.locator('#responses .response').first().locator('.tok').nth(i).hover();
-      await waitFor('the token tooltip', () => page.locator('#tip').isVisible());
-      const tip = await page.textContent('#tip');
-      assert(/log-prob = -/.test(tip) && /entropy = /.test(tip) && /top-k/.test(tip), `tooltip "${tip}"`);
-      // The tokens show as words (their text), and the response's whole text is shown.
-      const words = await page.locator('#responses .response').first().locator('.tok').allTextContents();
-      assert(words.length && words.every((w) => /^ ?w\d+$/.test(w)), `token words ${words.slice(0, 5)}`);
-      const full = await page.locator('#responses .response-text').first().textContent();
-      assert(full === words.join(''), `response text "${full.slice(0, 60)}"`);
-      await shot('response-tokens');
+  await check('a response shows its tokens shaded by confidence, with details on hover', async () => {
+    // The view redraws its responses as new ones arrive: read the shades of tokens that are
+    // in the page when read (a replaced token has no computed style), again until they are.
+    const shades = await waitFor('shaded tokens', async () => {
+      const got = await page.locator('#responses .tok').evaluateAll((els) =>
+        els.filter((e) => e.isConnected).map((e) => ({p: Number(e.dataset.p), bg: getComputedStyle(e).backgroundColor})));
+      return got.length >= 24 && got.every((x) => x.bg) ? got : null;
     });
-  } else {
-    log('note: /api/v1/responses is not in this collector; token shading not checked');
-  }
+    const unsure = shades.filter((x) => x.p < 0.5);
+    const sure = shades.filter((x) => x.p > 0.9);
+    assert(unsure.length > 0 && sure.length > 0, 'both sure and unsure tokens');
+    const alpha = (bg) => Number((/rgba\([^)]*,\s*([0-9.]+)\)/.exec(bg) || [0, 0])[1]);
+    assert(alpha(unsure[0].bg) > alpha(sure[0].bg) + 0.3,
+      `an unsure token is shaded darker (${unsure[0].bg} vs ${sure[0].bg})`);
+    const verdict = await page.locator('#responses .verdict').first().textContent();
+    assert(verdict === 'flag', `verdict ${verdict}`);
+    const reason = await page.locator('#responses .reason').first().textContent();
+    assert(/p=.*< 0\.2/.test(reason), `reason "${reason}"`);
+    const i = shades.findIndex((x) => x.p < 0.5);
+    await page.locator('#responses .response').first().locator('.tok').nth(i).hover();
+    await waitFor('the token tooltip', () => page.locator('#tip').isVisible());
+    const tip = await page.textContent('#tip');
+    assert(/log-prob = -/.test(tip) && /entropy = /.test(tip) && /top-k/.test(tip), `tooltip "${tip}"`);
+    // The tokens show as words (their text), and the response's whole text is shown.
+    const words = await page.locator('#responses .response').first().locator('.tok').allTextContents();
+    assert(words.length && words.every((w) => /^ ?w\d+$/.test(w)), `token words ${words.slice(0, 5)}`);
+    const full = await page.locator('#responses .response-text').first().textContent();
+    assert(full === words.join(''), `response text "${full.slice(0, 60)}"`);
+    await shot('response-tokens');
+  });
 
   await check('a tool query with HTML and ANSI codes renders as text without the codes', async () => {
     await page.goto(`http://${httpAddr}/#/session/feed-hostile`);
@@ -317,28 +307,36 @@ async function run() {
     await shot('agent');
   });
 
-  if (await routeExists('GET', '/api/v1/alerts')) {
-    await check('the alerts feed shows an alert and acknowledges it', async () => {
-      await page.goto(`http://${httpAddr}/#/alerts`);
-      await waitFor('an open alert', () => page.locator('table.alerts tr.open button.ack').count(), T(30000));
-      await shot('alerts');
-      const before = await page.locator('table.alerts tr.acked').count();
-      await page.locator('table.alerts tr.open button.ack').first().click();
-      await waitFor('the alert acknowledged', async () =>
-        (await page.locator('table.alerts tr.acked').count()) > before);
-      const listed = await http('/api/v1/alerts');
-      const alerts = listed.body.alerts || [];
-      assert(alerts.some((a) => a.state === 'acked'), 'the collector has the alert acknowledged');
-      const agentOf = alerts.find((a) => a.agent === 'browser-agent');
-      if (agentOf) {
-        await page.goto(`http://${httpAddr}/#/agent/browser-agent`);
-        await waitFor('an alert marker on the confidence chart', async () =>
-          Number(await page.locator('.chart .uplot').first().getAttribute('data-markers')) > 0);
-      }
-    });
-  } else {
-    log('note: /api/v1/alerts is not in this collector; the alerts view says so');
-  }
+  await check('the alerts feed shows an alert and acknowledges it', async () => {
+    await page.goto(`http://${httpAddr}/#/alerts`);
+    await waitFor('an open alert', () => page.locator('table.alerts tr.open button.ack').count(), T(30000));
+    await shot('alerts');
+    // One row per incident: its repeats update the row (count), they add none.
+    const rows = await page.locator('table.alerts tbody tr[data-incident]').evaluateAll((rs) =>
+      rs.map((r) => ({id: r.dataset.incident, count: Number(r.children[6].textContent)})));
+    const ids = rows.map((r) => r.id);
+    assert(new Set(ids).size === ids.length, `an incident on two rows: ${ids.join(', ')}`);
+    const inc = await http('/api/v1/incidents?limit=1000');
+    const known = new Map((inc.body.incidents || []).map((i) => [String(i.id), i]));
+    for (const r of rows) {
+      const i = known.get(r.id);
+      assert(i, `row of incident ${r.id} that the collector does not list`);
+      assert(r.count >= 1 && r.count <= i.count, `incident ${r.id}: row count ${r.count}, collector ${i.count}`);
+    }
+    const before = await page.locator('table.alerts tr.acked').count();
+    await page.locator('table.alerts tr.open button.ack').first().click();
+    await waitFor('the alert acknowledged', async () =>
+      (await page.locator('table.alerts tr.acked').count()) > before);
+    const listed = await http('/api/v1/alerts');
+    const alerts = listed.body.alerts || [];
+    assert(alerts.some((a) => a.state === 'acked'), 'the collector has the alert acknowledged');
+    const agentOf = alerts.find((a) => a.agent === 'browser-agent');
+    if (agentOf) {
+      await page.goto(`http://${httpAddr}/#/agent/browser-agent`);
+      await waitFor('an alert marker on the confidence chart', async () =>
+        Number(await page.locator('.chart .uplot').first().getAttribute('data-markers')) > 0);
+    }
+  });
 
   await check('the page reconnects by itself after a collector restart', async () => {
     await page.goto(`http://${httpAddr}/#/`);
@@ -355,30 +353,26 @@ async function run() {
     assert(!(await page.locator('#banner').isVisible()), 'the banner is gone');
   });
 
-  if (await routeExists('POST', '/api/v1/sessions/feed-2/halt')) {
-    await check('the halt button stops the agent', async () => {
-      await page.goto(`http://${httpAddr}/#/session/feed-2`);
-      await waitFor('the session page', () => page.locator('#tree .step').count());
-      await page.click('#halt');
-      await waitFor('the halt confirmation question', () => page.locator('#halt-ask:not([hidden])').count());
-      assert(!/Halt sent/.test(await page.textContent('#halt-msg')), 'nothing sent before the confirmation');
-      await page.click('#halt-confirm');
-      await waitFor('the halt confirmation', async () => /Halt sent|Halted/.test(await page.textContent('#halt-msg')));
-      await waitFor('the agent to stop', () => feeder.exitCode !== null, T(15000));
-      assert(feeder.exitCode === 0 && /halted feed-2/.test(feeder.out), `feeder said "${feeder.out}"`);
-      await waitFor('the session marked halted', () => page.locator('#halt-msg.status-halted').count());
-      const stopped = await http('/api/v1/events/count?agent=browser-agent');
-      await sleep(T(1000));
-      const later = await http('/api/v1/events/count?agent=browser-agent');
-      assert(later.body.count === stopped.body.count, 'no event after the halt');
-      await page.goto(`http://${httpAddr}/#/`);
-      await waitFor('the agent shown halted', () =>
-        page.locator('tr.agent-row[data-agent="browser-agent"] .status-halted').count());
-      await shot('halted');
-    });
-  } else {
-    log('note: the halt route is not in this collector; halt not checked');
-  }
+  await check('the halt button stops the agent', async () => {
+    await page.goto(`http://${httpAddr}/#/session/feed-2`);
+    await waitFor('the session page', () => page.locator('#tree .step').count());
+    await page.click('#halt');
+    await waitFor('the halt confirmation question', () => page.locator('#halt-ask:not([hidden])').count());
+    assert(!/Halt sent/.test(await page.textContent('#halt-msg')), 'nothing sent before the confirmation');
+    await page.click('#halt-confirm');
+    await waitFor('the halt confirmation', async () => /Halt sent|Halted/.test(await page.textContent('#halt-msg')));
+    await waitFor('the agent to stop', () => feeder.exitCode !== null, T(15000));
+    assert(feeder.exitCode === 0 && /halted feed-2/.test(feeder.out), `feeder said "${feeder.out}"`);
+    await waitFor('the session marked halted', () => page.locator('#halt-msg.status-halted').count());
+    const stopped = await http('/api/v1/events/count?agent=browser-agent');
+    await sleep(T(1000));
+    const later = await http('/api/v1/events/count?agent=browser-agent');
+    assert(later.body.count === stopped.body.count, 'no event after the halt');
+    await page.goto(`http://${httpAddr}/#/`);
+    await waitFor('the agent shown halted', () =>
+      page.locator('tr.agent-row[data-agent="browser-agent"] .status-halted').count());
+    await shot('halted');
+  });
 
   await check('the page made no request off the collector and raised no error', async () => {
     assert(foreign.length === 0, `requests elsewhere: ${foreign.join(', ')}`);
