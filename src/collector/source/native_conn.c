@@ -337,7 +337,7 @@ static int64_t clock_skew_ms(const tt__hello *h, const char *agent)
     cstat_add(&cstats.skewed_hellos, 1);
     static _Atomic uint64_t last_log_ns;
     uint64_t now = tt__mono_ns(), last = atomic_load_explicit(&last_log_ns, memory_order_relaxed);
-    if (now - last > 60000000000ull &&
+    if ((last == 0 || now - last > 60000000000ull) &&
         atomic_compare_exchange_strong_explicit(&last_log_ns, &last, now, memory_order_relaxed,
                                                 memory_order_relaxed)) {
         log_warn("agent \"%s\": its clock is %.1f s %s of the collector's; its events are stored "
