@@ -239,6 +239,122 @@ static int attr_value(tt_attr *a, PyObject **tmp, PyObject *v)
     return text_of(v, &a->v.s, tmp, 0);
 }
 
+/* An exact int within 64 bits, read without a call when it has one digit (most values). */
+static inline int int_fast(PyObject *v, long long *x)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+        *x = (long long)PyUnstable_Long_CompactValue((PyLongObject *)v);
+        return 1;
+    }
+#else
+    Py_ssize_t size = Py_SIZE(v);
+    if (size >= -1 && size <= 1) {
+        *x = size ? size * (long long)((PyLongObject *)v)->ob_digit[0] : 0;
+        return 1;
+    }
+#endif
+    int overflow = 0;
+    *x = PyLong_AsLongLongAndOverflow(v, &overflow); /* cannot raise for an exact int */
+    return !overflow;
+}
+
+/* An exact str whose UTF-8 text is its inline ASCII (NUL-terminated), else NULL. */
+static inline const char *ascii_of(PyObject *s)
+{
+    return Py_IS_TYPE(s, &PyUnicode_Type) && PyUnicode_IS_COMPACT_ASCII(s)
+               ? (const char *)PyUnicode_DATA(s)
+               : NULL;
+}
+
+/*
+ * Keyword tuples known to name only attributes of a call, but for at most one optional named
+ * parameter (level for log, unit for metric): every key an exact ASCII str, none another of
+ * the call's named parameters. A call site passes the same constant tuple each time, so a hit
+ * spares the checks of its keys. Direct-mapped by address; strong references, so a tuple in
+ * the cache is never freed and its address never names another tuple.
+ */
+#define KW_CACHE 8
+
+typedef struct kw_cache {
+    PyObject *t[KW_CACHE];
+    Py_ssize_t opt[KW_CACHE]; /* the index of the optional parameter in t, or -1 */
+} kw_cache;
+
+static kw_cache log_kw, metric_kw;
+
+/* The index in kwnames[0..nkw) of the keyword opt (-1: absent) when the others all name
+ * attributes (none of names[0..nnames), which include opt); -2 when any does not. */
+static inline Py_ssize_t kw_attrs_only(kw_cache *kc, PyObject *kwnames, Py_ssize_t nkw,
+                                       PyObject *const *names, int nnames, PyObject *opt)
+{
+    size_t slot = ((uintptr_t)kwnames >> 6) & (KW_CACHE - 1);
+    if (kc->t[slot] == kwnames) {
+        return kc->opt[slot];
+    }
+    Py_ssize_t at = -1;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        if (!ascii_of(name)) {
+            return -2;
+        }
+        if (kw_is(name, opt)) {
+            at = k;
+            continue;
+        }
+        for (int i = 0; i < nnames; i++) {
+            if (kw_is(name, names[i])) {
+                return -2;
+            }
+        }
+    }
+    Py_XSETREF(kc->t[slot], Py_NewRef(kwnames)); /* a tuple of str: no Python code runs */
+    kc->opt[slot] = at;
+    return at;
+}
+
+/*
+ * The fast path of an event call's attributes: the keywords kwnames[0..nkw) but skip (values
+ * vals[]), which kw_attrs_only found to name attributes, when each value is of an exact usual
+ * type (ASCII str, int within 64 bits, float, bool). They are converted into a[] as attrs_init
+ * would, with no call into the interpreter and nothing to release. Returns their count, or -1
+ * (no exception) when any needs the general path.
+ */
+static inline Py_ssize_t attrs_fast(tt_attr *a, PyObject *const *vals, PyObject *kwnames,
+                                    Py_ssize_t nkw, Py_ssize_t skip)
+{
+    Py_ssize_t n = 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        if (k == skip) {
+            continue;
+        }
+        PyObject *v = vals[k];
+        tt_attr *at = &a[n++];
+        at->key = (const char *)PyUnicode_DATA(PyTuple_GET_ITEM(kwnames, k));
+        PyTypeObject *t = Py_TYPE(v);
+        if (t == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(v)) {
+            at->type = TT_ATTR_STR;
+            at->v.s = (const char *)PyUnicode_DATA(v);
+        } else if (t == &PyLong_Type) {
+            long long x;
+            if (!int_fast(v, &x)) {
+                return -1; /* beyond 64 bits: its str(), on the general path */
+            }
+            at->type = TT_ATTR_INT;
+            at->v.i = x;
+        } else if (t == &PyFloat_Type) {
+            at->type = TT_ATTR_DOUBLE;
+            at->v.d = PyFloat_AS_DOUBLE(v);
+        } else if (t == &PyBool_Type) {
+            at->type = TT_ATTR_BOOL;
+            at->v.b = v == Py_True;
+        } else {
+            return -1;
+        }
+    }
+    return n;
+}
+
 /* The attributes named by kwnames[idx[0..n)], values in args[nargs + idx[i]]. */
 static int attrs_init(attrs *at, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                       const Py_ssize_t *idx, Py_ssize_t n)
@@ -392,6 +508,44 @@ static int event_session(client_core *self, PyObject *arg, const char **out, PyO
     return text_of(arg, out, tmp, 0);
 }
 
+/* The client's default session as event_session gives it, read without a call: 1 and *out
+ * (NULL for none), or 0 when it needs event_session (a str that is not ASCII, another type). */
+static inline int session_fast(client_core *self, const char **out)
+{
+    PyObject *s = self->session_text;
+    if (!s) {
+        *out = NULL;
+        return 1;
+    }
+    if (PyBytes_CheckExact(s)) {
+        *out = PyBytes_AS_STRING(s);
+        return 1;
+    }
+    return (*out = ascii_of(s)) != NULL;
+}
+
+/* The severity of a level given as the exact str of a name ("warning"); -1 when it needs the
+ * general path (another object, an unknown name). */
+static inline long level_fast(PyObject *v)
+{
+    if (!Py_IS_TYPE(v, &PyUnicode_Type)) {
+        return -1;
+    }
+    long code = table_code(py.severities, v);
+    if (code < 0 && PyErr_Occurred()) {
+        PyErr_Clear(); /* the general path raises what it must */
+    }
+    return code;
+}
+
+/* The int an event call returns: its code; 0, the usual one, without a call. */
+static PyObject *int_zero;
+
+static inline PyObject *rc_object(int rc)
+{
+    return rc == 0 ? Py_NewRef(int_zero) : PyLong_FromLong(rc);
+}
+
 /* log(message, level="info", *, session=None, **attrs) -> int */
 static PyObject *client_log(client_core *self, PyObject *const *args, size_t nargsf,
                             PyObject *kwnames)
@@ -399,6 +553,22 @@ static PyObject *client_log(client_core *self, PyObject *const *args, size_t nar
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *names[3] = {s_message, s_level, s_session}, *v[3];
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, nextra = 0;
+    /* The usual call, log("an ASCII message", key=value, ...), takes the fast path: no parsing
+     * into v[], attributes converted by attrs_fast. Anything else takes the general path below,
+     * which gives the same event (or raises). */
+    const char *fmsg, *fsession;
+    Py_ssize_t fat;
+    if (nargs == 1 && nkw <= ATTRS_STACK && (fmsg = ascii_of(args[0])) &&
+        session_fast(self, &fsession) &&
+        (fat = nkw ? kw_attrs_only(&log_kw, kwnames, nkw, names, 3, s_level) : -1) > -2) {
+        tt_attr fa[ATTRS_STACK];
+        long fsev = fat < 0 ? TT_INFO : level_fast(args[1 + fat]);
+        Py_ssize_t fn = fsev < 0 ? -1 : attrs_fast(fa, args + 1, kwnames, nkw, fat);
+        if (fn >= 0) {
+            return rc_object(
+                lib.log(self->h, fsession, (tt_severity)fsev, fmsg, fa, (size_t)fn));
+        }
+    }
     Py_ssize_t extra_stack[ATTRS_STACK], *extra = extra_stack;
     PyObject *result = NULL, *stmp = NULL;
     attrs at; /* no initializer: zeroing its arrays would cost more than the call */
@@ -454,6 +624,21 @@ static PyObject *client_metric(client_core *self, PyObject *const *args, size_t 
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *names[5] = {s_name, s_value, s_kind, s_unit, s_session}, *v[5];
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, nextra = 0;
+    /* The usual call, metric("an ASCII name", a float, unit="ASCII", key=value, ...), takes
+     * the fast path, as log's. */
+    const char *fname, *fsession, *funit = NULL;
+    Py_ssize_t fat;
+    if (nargs == 2 && nkw <= ATTRS_STACK && (fname = ascii_of(args[0])) &&
+        Py_IS_TYPE(args[1], &PyFloat_Type) && session_fast(self, &fsession) &&
+        (fat = nkw ? kw_attrs_only(&metric_kw, kwnames, nkw, names, 5, s_unit) : -1) > -2 &&
+        (fat < 0 || (funit = ascii_of(args[2 + fat])) != NULL)) {
+        tt_attr fa[ATTRS_STACK];
+        Py_ssize_t fn = attrs_fast(fa, args + 2, kwnames, nkw, fat);
+        if (fn >= 0) {
+            return rc_object(lib.metric(self->h, fsession, TT_GAUGE, fname,
+                                        PyFloat_AS_DOUBLE(args[1]), funit, fa, (size_t)fn));
+        }
+    }
     Py_ssize_t extra_stack[ATTRS_STACK], *extra = extra_stack;
     PyObject *result = NULL, *stmp = NULL, *utmp = NULL;
     attrs at; /* no initializer: zeroing its arrays would cost more than the call */
@@ -1371,6 +1556,9 @@ PyMODINIT_FUNC PyInit__ext(void)
 {
     if (intern_names() < 0 || PyType_Ready(&client_core_type) < 0 ||
         PyType_Ready(&step_core_type) < 0 || PyType_Ready(&response_core_type) < 0) {
+        return NULL;
+    }
+    if (!int_zero && !(int_zero = PyLong_FromLong(0))) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module_def);
