@@ -24,6 +24,12 @@
  * response is marked busy, so that no other thread ends it under the call.
  */
 #define PY_SSIZE_T_CLEAN
+/* CPython's inline accessors (PyTuple_GET_ITEM, PyUnicode_DATA, ...) assert their argument's
+ * type unless NDEBUG is set, as setuptools sets it from the interpreter's flags: both builds of
+ * this module (mk/python.mk, python/_backend) set it here. The module itself has no assert. */
+#ifndef NDEBUG
+#define NDEBUG
+#endif
 #include <Python.h>
 #include <structmember.h>
 
@@ -259,12 +265,16 @@ static inline int int_fast(PyObject *v, long long *x)
     return !overflow;
 }
 
-/* An exact str whose UTF-8 text is its inline ASCII (NUL-terminated), else NULL. */
+/* The inline text of a compact ASCII str (NUL-terminated), which follows its header. */
+static inline const char *ascii_data(PyObject *s)
+{
+    return (const char *)((PyASCIIObject *)s + 1);
+}
+
+/* An exact str whose UTF-8 text is its inline ASCII, else NULL. */
 static inline const char *ascii_of(PyObject *s)
 {
-    return Py_IS_TYPE(s, &PyUnicode_Type) && PyUnicode_IS_COMPACT_ASCII(s)
-               ? (const char *)PyUnicode_DATA(s)
-               : NULL;
+    return Py_IS_TYPE(s, &PyUnicode_Type) && PyUnicode_IS_COMPACT_ASCII(s) ? ascii_data(s) : NULL;
 }
 
 /*
@@ -283,15 +293,11 @@ typedef struct kw_cache {
 
 static kw_cache log_kw, metric_kw;
 
-/* The index in kwnames[0..nkw) of the keyword opt (-1: absent) when the others all name
- * attributes (none of names[0..nnames), which include opt); -2 when any does not. */
-static inline Py_ssize_t kw_attrs_only(kw_cache *kc, PyObject *kwnames, Py_ssize_t nkw,
-                                       PyObject *const *names, int nnames, PyObject *opt)
+/* kw_attrs_only's check of a tuple not in the cache, which it then enters. */
+static __attribute__((noinline)) Py_ssize_t kw_check(kw_cache *kc, size_t slot, PyObject *kwnames,
+                                                     Py_ssize_t nkw, PyObject *const *names,
+                                                     int nnames, PyObject *opt)
 {
-    size_t slot = ((uintptr_t)kwnames >> 6) & (KW_CACHE - 1);
-    if (kc->t[slot] == kwnames) {
-        return kc->opt[slot];
-    }
     Py_ssize_t at = -1;
     for (Py_ssize_t k = 0; k < nkw; k++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, k);
@@ -313,6 +319,18 @@ static inline Py_ssize_t kw_attrs_only(kw_cache *kc, PyObject *kwnames, Py_ssize
     return at;
 }
 
+/* The index in kwnames[0..nkw) of the keyword opt (-1: absent) when the others all name
+ * attributes (none of names[0..nnames), which include opt); -2 when any does not. */
+static inline Py_ssize_t kw_attrs_only(kw_cache *kc, PyObject *kwnames, Py_ssize_t nkw,
+                                       PyObject *const *names, int nnames, PyObject *opt)
+{
+    size_t slot = ((uintptr_t)kwnames >> 6) & (KW_CACHE - 1);
+    if (kc->t[slot] == kwnames) {
+        return kc->opt[slot];
+    }
+    return kw_check(kc, slot, kwnames, nkw, names, nnames, opt);
+}
+
 /*
  * The fast path of an event call's attributes: the keywords kwnames[0..nkw) but skip (values
  * vals[]), which kw_attrs_only found to name attributes, when each value is of an exact usual
@@ -320,8 +338,8 @@ static inline Py_ssize_t kw_attrs_only(kw_cache *kc, PyObject *kwnames, Py_ssize
  * would, with no call into the interpreter and nothing to release. Returns their count, or -1
  * (no exception) when any needs the general path.
  */
-static inline Py_ssize_t attrs_fast(tt_attr *a, PyObject *const *vals, PyObject *kwnames,
-                                    Py_ssize_t nkw, Py_ssize_t skip)
+static inline __attribute__((always_inline)) Py_ssize_t
+attrs_fast(tt_attr *a, PyObject *const *vals, PyObject *kwnames, Py_ssize_t nkw, Py_ssize_t skip)
 {
     Py_ssize_t n = 0;
     for (Py_ssize_t k = 0; k < nkw; k++) {
@@ -330,11 +348,11 @@ static inline Py_ssize_t attrs_fast(tt_attr *a, PyObject *const *vals, PyObject 
         }
         PyObject *v = vals[k];
         tt_attr *at = &a[n++];
-        at->key = (const char *)PyUnicode_DATA(PyTuple_GET_ITEM(kwnames, k));
+        at->key = ascii_data(PyTuple_GET_ITEM(kwnames, k));
         PyTypeObject *t = Py_TYPE(v);
         if (t == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(v)) {
             at->type = TT_ATTR_STR;
-            at->v.s = (const char *)PyUnicode_DATA(v);
+            at->v.s = ascii_data(v);
         } else if (t == &PyLong_Type) {
             long long x;
             if (!int_fast(v, &x)) {
@@ -546,29 +564,17 @@ static inline PyObject *rc_object(int rc)
     return rc == 0 ? Py_NewRef(int_zero) : PyLong_FromLong(rc);
 }
 
-/* log(message, level="info", *, session=None, **attrs) -> int */
-static PyObject *client_log(client_core *self, PyObject *const *args, size_t nargsf,
-                            PyObject *kwnames)
+/* The named parameters of log and metric (set by intern_names). */
+static PyObject *log_names[3], *metric_names[5];
+
+/* log(message, level="info", *, session=None, **attrs) -> int: the general path of any call
+ * (client_log is the fast one). */
+static __attribute__((noinline)) PyObject *log_general(client_core *self, PyObject *const *args,
+                                                       size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *names[3] = {s_message, s_level, s_session}, *v[3];
+    PyObject *const *names = log_names, *v[3];
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, nextra = 0;
-    /* The usual call, log("an ASCII message", key=value, ...), takes the fast path: no parsing
-     * into v[], attributes converted by attrs_fast. Anything else takes the general path below,
-     * which gives the same event (or raises). */
-    const char *fmsg, *fsession;
-    Py_ssize_t fat;
-    if (nargs == 1 && nkw <= ATTRS_STACK && (fmsg = ascii_of(args[0])) &&
-        session_fast(self, &fsession) &&
-        (fat = nkw ? kw_attrs_only(&log_kw, kwnames, nkw, names, 3, s_level) : -1) > -2) {
-        tt_attr fa[ATTRS_STACK];
-        long fsev = fat < 0 ? TT_INFO : level_fast(args[1 + fat]);
-        Py_ssize_t fn = fsev < 0 ? -1 : attrs_fast(fa, args + 1, kwnames, nkw, fat);
-        if (fn >= 0) {
-            return rc_object(
-                lib.log(self->h, fsession, (tt_severity)fsev, fmsg, fa, (size_t)fn));
-        }
-    }
     Py_ssize_t extra_stack[ATTRS_STACK], *extra = extra_stack;
     PyObject *result = NULL, *stmp = NULL;
     attrs at; /* no initializer: zeroing its arrays would cost more than the call */
@@ -617,28 +623,14 @@ out:
     return result;
 }
 
-/* metric(name, value, kind="gauge", *, unit=None, session=None, **attrs) -> int */
-static PyObject *client_metric(client_core *self, PyObject *const *args, size_t nargsf,
-                               PyObject *kwnames)
+/* metric(name, value, kind="gauge", *, unit=None, session=None, **attrs) -> int: the general
+ * path of any call (client_metric is the fast one). */
+static __attribute__((noinline)) PyObject *metric_general(client_core *self, PyObject *const *args,
+                                                          size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *names[5] = {s_name, s_value, s_kind, s_unit, s_session}, *v[5];
+    PyObject *const *names = metric_names, *v[5];
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, nextra = 0;
-    /* The usual call, metric("an ASCII name", a float, unit="ASCII", key=value, ...), takes
-     * the fast path, as log's. */
-    const char *fname, *fsession, *funit = NULL;
-    Py_ssize_t fat;
-    if (nargs == 2 && nkw <= ATTRS_STACK && (fname = ascii_of(args[0])) &&
-        Py_IS_TYPE(args[1], &PyFloat_Type) && session_fast(self, &fsession) &&
-        (fat = nkw ? kw_attrs_only(&metric_kw, kwnames, nkw, names, 5, s_unit) : -1) > -2 &&
-        (fat < 0 || (funit = ascii_of(args[2 + fat])) != NULL)) {
-        tt_attr fa[ATTRS_STACK];
-        Py_ssize_t fn = attrs_fast(fa, args + 2, kwnames, nkw, fat);
-        if (fn >= 0) {
-            return rc_object(lib.metric(self->h, fsession, TT_GAUGE, fname,
-                                        PyFloat_AS_DOUBLE(args[1]), funit, fa, (size_t)fn));
-        }
-    }
     Py_ssize_t extra_stack[ATTRS_STACK], *extra = extra_stack;
     PyObject *result = NULL, *stmp = NULL, *utmp = NULL;
     attrs at; /* no initializer: zeroing its arrays would cost more than the call */
@@ -686,6 +678,48 @@ out:
         PyMem_Free(extra);
     }
     return result;
+}
+
+/* log(...): the usual call, log("an ASCII message", key=value, ...) with the client's session,
+ * converted with no call into the interpreter (a level= keyword of a known name included);
+ * anything else takes log_general, which gives the same event or raises. */
+static PyObject *client_log(client_core *self, PyObject *const *args, size_t nargsf,
+                            PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, at = -1;
+    const char *msg, *session;
+    if (PyVectorcall_NARGS(nargsf) == 1 && nkw <= ATTRS_STACK && (msg = ascii_of(args[0])) &&
+        session_fast(self, &session) &&
+        (!nkw || (at = kw_attrs_only(&log_kw, kwnames, nkw, log_names, 3, s_level)) > -2)) {
+        tt_attr a[ATTRS_STACK];
+        long sev = at < 0 ? TT_INFO : level_fast(args[1 + at]);
+        Py_ssize_t n = sev < 0 ? -1 : attrs_fast(a, args + 1, kwnames, nkw, at);
+        if (n >= 0) {
+            return rc_object(lib.log(self->h, session, (tt_severity)sev, msg, a, (size_t)n));
+        }
+    }
+    return log_general(self, args, nargsf, kwnames);
+}
+
+/* metric(...): the usual call, metric("an ASCII name", a float, unit="ASCII", key=value, ...),
+ * as client_log; anything else takes metric_general. */
+static PyObject *client_metric(client_core *self, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, at = -1;
+    const char *name, *session, *unit = NULL;
+    if (PyVectorcall_NARGS(nargsf) == 2 && nkw <= ATTRS_STACK && (name = ascii_of(args[0])) &&
+        Py_IS_TYPE(args[1], &PyFloat_Type) && session_fast(self, &session) &&
+        (!nkw || (at = kw_attrs_only(&metric_kw, kwnames, nkw, metric_names, 5, s_unit)) > -2) &&
+        (at < 0 || (unit = ascii_of(args[2 + at])) != NULL)) {
+        tt_attr a[ATTRS_STACK];
+        Py_ssize_t n = attrs_fast(a, args + 2, kwnames, nkw, at);
+        if (n >= 0) {
+            return rc_object(lib.metric(self->h, session, TT_GAUGE, name,
+                                        PyFloat_AS_DOUBLE(args[1]), unit, a, (size_t)n));
+        }
+    }
+    return metric_general(self, args, nargsf, kwnames);
 }
 
 /* --- StepCore ---------------------------------------------------------------------------- */
@@ -1549,6 +1583,10 @@ static int intern_names(void)
             return -1;
         }
     }
+    PyObject *ln[] = {s_message, s_level, s_session},
+             *mn[] = {s_name, s_value, s_kind, s_unit, s_session};
+    memcpy(log_names, ln, sizeof ln);
+    memcpy(metric_names, mn, sizeof mn);
     return 0;
 }
 
