@@ -245,7 +245,8 @@ static int attr_value(tt_attr *a, PyObject **tmp, PyObject *v)
     return text_of(v, &a->v.s, tmp, 0);
 }
 
-/* An exact int within 64 bits, read without a call when it has one digit (most values). */
+/* An exact int of one digit (most values), read without a call; 0 for a wider one (the
+ * general path converts it: a call here would make the fast path save its registers). */
 static inline int int_fast(PyObject *v, long long *x)
 {
 #if PY_VERSION_HEX >= 0x030C0000
@@ -260,9 +261,7 @@ static inline int int_fast(PyObject *v, long long *x)
         return 1;
     }
 #endif
-    int overflow = 0;
-    *x = PyLong_AsLongLongAndOverflow(v, &overflow); /* cannot raise for an exact int */
-    return !overflow;
+    return 0;
 }
 
 /* The inline text of a compact ASCII str (NUL-terminated), which follows its header. */
@@ -356,7 +355,7 @@ attrs_fast(tt_attr *a, PyObject *const *vals, PyObject *kwnames, Py_ssize_t nkw,
         } else if (t == &PyLong_Type) {
             long long x;
             if (!int_fast(v, &x)) {
-                return -1; /* beyond 64 bits: its str(), on the general path */
+                return -1; /* wider than a digit: the general path */
             }
             at->type = TT_ATTR_INT;
             at->v.i = x;
