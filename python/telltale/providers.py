@@ -275,26 +275,36 @@ def record_anthropic(client, message, session=None, step=None, **params):
 
 class ProviderStream:
     """The chunks of a provider's stream, passed through unchanged, recorded when the stream
-    ends (its last chunk carries the usage). Iterate it as the stream itself; .responses is the
-    list of telltale Responses once recorded. A stream left before its end (break, an error of
-    the source) is recorded with what arrived and incomplete=True by close(), the `with` block's
-    end, or the source's exception."""
+    ends (its last chunk carries the usage). Iterate it as the stream itself (`for`, or
+    `async for` over an async source); .responses is the list of telltale Responses once
+    recorded. A stream left before its end (break, an error of the source) is recorded with
+    what arrived and incomplete=True by close() / aclose(), the end of a `with` / `async with`
+    block, or the source's exception (which propagates). A malformed chunk raises TypeError or
+    ValueError from the iteration."""
 
     def __init__(self, client, chunks, session, step, params, fold, build):
         _check_target(client, step)
+        if not (hasattr(chunks, "__iter__") or hasattr(chunks, "__aiter__")):
+            raise TypeError("telltale.providers: the stream must be iterable, got %s"
+                            % type(chunks).__name__)
         self._client, self._session, self._step, self._params = client, session, step, params
-        self._it = iter(chunks)
+        self._src = chunks
+        self._it = None
         self._fold, self._build = fold, build
         self._state = {}
         self._n = 0
         self.responses = None
 
     def __iter__(self):
+        if self._it is None:
+            self._it = iter(self._src)
         return self
 
     def __next__(self):
         if self.responses is not None:
             raise StopIteration
+        if self._it is None:
+            self._it = iter(self._src)
         try:
             chunk = next(self._it)
         except StopIteration:
@@ -303,6 +313,29 @@ class ProviderStream:
         except BaseException:
             self._record(True)
             raise
+        return self._seen(chunk)
+
+    def __aiter__(self):
+        if self._it is None:
+            self._it = self._src.__aiter__()
+        return self
+
+    async def __anext__(self):
+        if self.responses is not None:
+            raise StopAsyncIteration
+        if self._it is None:
+            self._it = self._src.__aiter__()
+        try:
+            chunk = await self._it.__anext__()
+        except StopAsyncIteration:
+            self._record(False)
+            raise
+        except BaseException:
+            self._record(True)
+            raise
+        return self._seen(chunk)
+
+    def _seen(self, chunk):
         self._fold(self._state, chunk, "chunk %d" % self._n)
         self._n += 1
         return chunk
@@ -318,11 +351,19 @@ class ProviderStream:
         self.responses = _record_all(self._client, answers, self._session, self._step, params)
 
     def close(self):
-        """Record what arrived (incomplete=True unless the stream had ended)."""
+        """Record what arrived (incomplete=True unless the stream had ended), close the
+        source."""
         self._record(True)
         closer = getattr(self._it, "close", None)
         if closer is not None:
             closer()
+
+    async def aclose(self):
+        """close() of an async stream: records, then awaits the source's aclose()."""
+        self._record(True)
+        closer = getattr(self._it, "aclose", None)
+        if closer is not None:
+            await closer()
 
     def __enter__(self):
         return self
@@ -331,9 +372,20 @@ class ProviderStream:
         self.close()
         return False
 
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
+        return False
+
 
 def _openai_fold(st, chunk, what):
     chunk = _obj(chunk, what)
+    kind = _get(chunk, "type")
+    if st.setdefault("responses_api", isinstance(kind, str) and kind.startswith("response.")):
+        _responses_fold(st, chunk, kind, what)
+        return
     if _get(chunk, "model") is not None:
         st["model"] = _str(_get(chunk, "model"), what + ".model")
     if _get(chunk, "id") is not None:
@@ -361,7 +413,53 @@ def _openai_fold(st, chunk, what):
             c["finish"] = _str(_get(ch, "finish_reason"), w + ".finish_reason")
 
 
+def _responses_fold(st, ev, kind, what):
+    """One event of a Responses API stream: response.created / .completed / .incomplete carry
+    the response (model, id, status, usage), output_item.added and .done a message, and
+    output_text.delta its text and log-probs."""
+    if _get(ev, "response") is not None:
+        resp = _obj(_get(ev, "response"), what + ".response")
+        for key in ("model", "id", "status"):
+            if _get(resp, key) is not None:
+                st[key] = _str(_get(resp, key), "%s.response.%s" % (what, key))
+        if _get(resp, "usage") is not None:
+            st["usage"] = _obj(_get(resp, "usage"), what + ".response.usage")
+    items = st.setdefault("items", {})
+    if kind in ("response.output_item.added", "response.output_item.done"):
+        item = _obj(_get(ev, "item"), what + ".item")
+        if _get(item, "type") == "message":
+            m = items.setdefault(_count(_get(ev, "output_index", 0), what + ".output_index"),
+                                 {"text": [], "tokens": [], "status": None})
+            if _get(item, "status") is not None:
+                m["status"] = _str(_get(item, "status"), what + ".item.status")
+    elif kind == "response.output_text.delta":
+        m = items.setdefault(_count(_get(ev, "output_index", 0), what + ".output_index"),
+                             {"text": [], "tokens": [], "status": None})
+        t = _str(_get(ev, "delta"), what + ".delta")
+        if t:
+            m["text"].append(t)
+        m["tokens"] += [_token(t, "%s.logprobs[%d]" % (what, j))
+                        for j, t in enumerate(_list(_get(ev, "logprobs"), what + ".logprobs"))]
+
+
+def _responses_build(st):
+    out = []
+    for idx in sorted(st.get("items", {})):
+        m = st["items"][idx]
+        a = _Answer()
+        a.model = st.get("model")
+        a.text = m["text"]
+        a.tokens = m["tokens"]
+        a.logprobs = bool(m["tokens"])
+        _usage(a, st.get("usage"), "usage")
+        out.append(_finish(a, "openai", st.get("id"), "status", m["status"] or st.get("status"),
+                           {"api": "responses"}))
+    return out
+
+
 def _openai_build(st):
+    if st.get("responses_api"):
+        return _responses_build(st)
     choices = st.get("choices") or {0: {"text": [], "tokens": [], "lps": False, "finish": None}}
     out = []
     for idx in sorted(choices):
@@ -380,10 +478,13 @@ def _openai_build(st):
 
 
 def record_openai_stream(client, chunks, session=None, step=None, **params):
-    """Pass an OpenAI Chat Completions stream (an iterable of chunks: choices[i].delta.content,
+    """Pass an OpenAI stream through unchanged and record it as record_openai records the same
+    answer unstreamed: Chat Completions chunks (choices[i].delta.content,
     choices[i].logprobs.content, the usage in the last chunk with
-    stream_options={"include_usage": True}) through unchanged and record it as record_openai
-    records the same answer unstreamed. Returns a ProviderStream to iterate."""
+    stream_options={"include_usage": True}) or Responses API events (response.created,
+    response.output_text.delta with its logprobs, response.completed with the usage). chunks
+    is an iterable or an async iterable. Returns a ProviderStream to iterate (`for` or
+    `async for`)."""
     return ProviderStream(client, chunks, session, step, params, _openai_fold, _openai_build)
 
 

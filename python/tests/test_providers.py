@@ -129,6 +129,52 @@ def test_openai_responses_api_result_is_stored_from_its_output_message(collector
     assert _stored(collector, obj) == got
 
 
+def test_openai_responses_stream_stores_the_unstreamed_result(collector, telltale, tp):
+    events = _doc("openai_responses_stream.json")
+    with telltale.Client(collector.endpoint, agent="py-oai-resp-stream") as c:
+        [whole] = tp.record_openai(c, _doc("openai_responses.json"), session="s")
+        stream = tp.record_openai_stream(c, events, session="s")
+        assert [id(e) for e in stream] == [id(e) for e in events]
+        sdk = tp.record_openai_stream(c, _sdk(events), session="s")
+        assert len(list(sdk)) == len(events)
+    want = _stored(collector, whole)
+    assert want["tokens"] == 7 and want["params"]["api"] == "responses"
+    assert _stored(collector, stream.responses[0]) == want
+    assert _stored(collector, sdk.responses[0]) == want
+
+
+def test_async_streams_are_recorded_as_sync_ones(collector, telltale, tp):
+    import asyncio
+
+    async def source(items):
+        for x in items:
+            await asyncio.sleep(0)
+            yield x
+
+    async def run(c):
+        oai = tp.record_openai_stream(c, source(_doc("openai_chat_stream.json")), session="s")
+        n = 0
+        async for _ in oai:
+            n += 1
+        async with tp.record_anthropic_stream(c, source(_doc("anthropic_stream.json")),
+                                              session="s") as anth:
+            async for ev in anth:
+                if ev["type"] == "message_stop":
+                    break
+        return n, oai.responses[0], anth.responses[0]
+
+    with telltale.Client(collector.endpoint, agent="py-async") as c:
+        [oai_whole] = tp.record_openai(c, _doc("openai_chat.json"), session="s")
+        anth_whole = tp.record_anthropic(c, _doc("anthropic_message.json"), session="s")
+        n, oai, anth = asyncio.run(run(c))
+    assert n == len(_doc("openai_chat_stream.json"))
+    assert _stored(collector, oai) == _stored(collector, oai_whole)
+    # Left at message_stop, before the source's end: all of it arrived, marked incomplete.
+    got = _stored(collector, anth)
+    assert got["params"].pop("incomplete") is True
+    assert got == _stored(collector, anth_whole)
+
+
 def test_anthropic_message_is_stored_with_text_and_usage_and_no_logprobs(collector, telltale,
                                                                          tp):
     msg = _doc("anthropic_message.json")
