@@ -48,30 +48,26 @@ def _obj(v, what):
     return v
 
 
-def _list(v, what):
-    if v is None:
-        return []
-    if not isinstance(v, (list, tuple)):
-        raise TypeError("telltale.providers: %s must be a list, got %s"
-                        % (what, type(v).__name__))
+def _want(v, what, ok, name):
+    """v when it is None or passes ok, else TypeError naming the field and what it should be."""
+    if v is not None and not ok(v):
+        raise TypeError("telltale.providers: %s must be %s, got %s"
+                        % (what, name, type(v).__name__))
     return v
+
+
+def _list(v, what):
+    return _want(v, what, lambda x: isinstance(x, (list, tuple)), "a list") or []
 
 
 def _str(v, what):
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        raise TypeError("telltale.providers: %s must be a string, got %s"
-                        % (what, type(v).__name__))
-    return v
+    return _want(v, what, lambda x: isinstance(x, str), "a string")
 
 
 def _count(v, what):
-    if v is None:
+    if _want(v, what, lambda x: isinstance(x, int) and not isinstance(x, bool),
+             "an integer") is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError("telltale.providers: %s must be an integer, got %s"
-                        % (what, type(v).__name__))
     if v < 0 or v >= 1 << 63:
         raise ValueError("telltale.providers: %s = %d is out of range" % (what, v))
     return v
@@ -498,16 +494,14 @@ def _anthropic_fold(st, ev, what):
         if _get(msg, "usage") is not None:
             st.setdefault("usage", {}).update(_usage_dict(_get(msg, "usage"),
                                                           what + ".message.usage"))
-    elif kind == "content_block_start":
-        block = _obj(_get(ev, "content_block"), what + ".content_block")
-        if _get(block, "type") == "text":
-            t = _str(_get(block, "text"), what + ".content_block.text")
-            if t:
-                st.setdefault("text", []).append(t)
-    elif kind == "content_block_delta":
-        delta = _obj(_get(ev, "delta"), what + ".delta")
-        if _get(delta, "type") == "text_delta":
-            t = _str(_get(delta, "text"), what + ".delta.text")
+    elif kind in ("content_block_start", "content_block_delta"):
+        # A text block's first text, then its text_delta pieces (tool input and thinking
+        # deltas are not the answer's text).
+        field, text_type = (("content_block", "text") if kind == "content_block_start"
+                            else ("delta", "text_delta"))
+        part = _obj(_get(ev, field), "%s.%s" % (what, field))
+        if _get(part, "type") == text_type:
+            t = _str(_get(part, "text"), "%s.%s.text" % (what, field))
             if t:
                 st.setdefault("text", []).append(t)
     elif kind == "message_delta":
