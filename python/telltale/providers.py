@@ -28,6 +28,7 @@ __all__ = ["record_openai", "record_openai_stream", "record_anthropic",
 _MODEL_MAX = 255     # tt_response_begin refuses a longer model name
 _TEXT_MAX = 255      # the library cuts a longer token text
 _PARAM_MAX = 4096    # tt_response_begin refuses a longer parameter value
+_LOGPROB_TOLERANCE = 1e-4  # a provider's rounding above 0 (the library's tolerance too)
 
 
 # --- reading a document: a dict or an SDK object alike -------------------------------------------
@@ -78,10 +79,10 @@ def _logprob(v, what):
         raise TypeError("telltale.providers: %s must be a number, got %s"
                         % (what, type(v).__name__))
     v = float(v)
-    if not math.isfinite(v) or v > 0.0:
+    if not math.isfinite(v) or v > _LOGPROB_TOLERANCE:
         raise ValueError("telltale.providers: %s = %r is not a log-prob (finite, <= 0)"
                          % (what, v))
-    return v
+    return min(v, 0.0)
 
 
 def _cut(s, limit):

@@ -322,6 +322,8 @@ def test_long_and_odd_provider_strings_are_cut_not_fatal(collector, telltale, tp
     toks[0]["token"] = "\u20ac" * 1000  # 3000 bytes of UTF-8
     toks[1]["token"] = "a\0b"
     toks[2]["token"] = "\ud83d"  # a lone surrogate, as a JSON "\\ud83d" decodes
+    toks[4]["logprob"] = 2e-5  # rounded above 0: taken as 0
+    toks[5]["logprob"] = -9999.0  # OpenAI's "not among the top 20"
     toks[3]["top_logprobs"] = [{"token": "t%d" % i, "logprob": -0.01 * i - 1.3}
                                for i in range(300)] + [{"token": " France", "logprob": -1.204}]
     msg = _doc("anthropic_message.json")
@@ -339,6 +341,7 @@ def test_long_and_odd_provider_strings_are_cut_not_fatal(collector, telltale, tp
     texts = got["token_data"]["texts"]
     assert texts[0] == "\u20ac" * 85 and texts[1] == "a\ufffdb" and texts[2] == "?"
     assert got["token_data"]["ranks"][3] == 0  # " France" is the best of the 301
+    assert got["token_data"]["logprobs"][4:6] == [0.0, -9999.0]
     # The highest of them, as many as the client keeps (response.topk, 5 by default).
     assert got["token_data"]["topk_texts"][3] == [" France", "t0", "t1", "t2", "t3"]
     ga = collector.get("/api/v1/responses/%016x" % a.id)
