@@ -351,9 +351,12 @@ class ProviderStream:
         """Record what arrived (incomplete=True unless the stream had ended), close the
         source."""
         self._record(True)
-        closer = getattr(self._it, "close", None)
-        if closer is not None:
-            closer()
+        # The iterator (a generator), then the source itself (an SDK's stream closes its HTTP
+        # response): closing either twice is harmless.
+        for obj in (self._it, self._src):
+            closer = getattr(obj, "close", None)
+            if closer is not None:
+                closer()
 
     async def aclose(self):
         """close() of an async stream: records, then awaits the source's aclose()."""
@@ -361,6 +364,11 @@ class ProviderStream:
         closer = getattr(self._it, "aclose", None)
         if closer is not None:
             await closer()
+        closer = getattr(self._src, "close", None)  # the SDKs' async streams: a coroutine
+        if closer is not None and self._src is not self._it:
+            done = closer()
+            if hasattr(done, "__await__"):
+                await done
 
     def __enter__(self):
         return self

@@ -151,16 +151,26 @@ def test_async_streams_are_recorded_as_sync_ones(collector, telltale, tp):
             await asyncio.sleep(0)
             yield x
 
+    class Source:  # as the SDKs' async streams: async iterable, `await close()`
+        closed = False
+
+        def __aiter__(self):
+            return source(_doc("anthropic_stream.json"))
+
+        async def close(self):
+            self.closed = True
+
     async def run(c):
         oai = tp.record_openai_stream(c, source(_doc("openai_chat_stream.json")), session="s")
         n = 0
         async for _ in oai:
             n += 1
-        async with tp.record_anthropic_stream(c, source(_doc("anthropic_stream.json")),
-                                              session="s") as anth:
+        src = Source()
+        async with tp.record_anthropic_stream(c, src, session="s") as anth:
             async for ev in anth:
                 if ev["type"] == "message_stop":
                     break
+        assert src.closed
         return n, oai.responses[0], anth.responses[0]
 
     with telltale.Client(collector.endpoint, agent="py-async") as c:
@@ -218,13 +228,24 @@ def test_a_stream_left_early_or_failing_is_recorded_as_incomplete(collector, tel
         yield from chunks[:3]
         raise ConnectionResetError("peer reset")
 
+    class Source:  # as the SDKs' streams: iterable, close() ends the HTTP response
+        closed = False
+
+        def __iter__(self):
+            return iter(chunks)
+
+        def close(self):
+            self.closed = True
+
     with telltale.Client(collector.endpoint, agent="py-early") as c:
-        stream = tp.record_openai_stream(c, chunks, session="s")
+        src = Source()
+        stream = tp.record_openai_stream(c, src, session="s")
         for i, _ in enumerate(stream):
             if i == 2:
                 break
-        assert stream.responses is None  # not over yet
+        assert stream.responses is None and not src.closed  # not over yet
         stream.close()
+        assert src.closed
         [left] = stream.responses
         broken = tp.record_openai_stream(c, failing(), session="s")
         with pytest.raises(ConnectionResetError):
