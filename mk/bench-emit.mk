@@ -6,6 +6,17 @@
 EMIT_BENCH_BINS := $(BENCH_DIR)/emit $(BENCH_DIR)/emit_nots $(BENCH_DIR)/emit_spdlog \
 	$(BENCH_DIR)/emit_lttng
 
+# Quill, the baseline of the emit tail (issue 21), is not packaged: given a checkout
+# (make bench QUILL_DIR=/path/to/quill), its LOG_INFO is built from that checkout's headers and
+# scripts/bench-emit measures it with the others, in the same runs. Nothing of it is vendored.
+ifneq ($(QUILL_DIR),)
+EMIT_BENCH_BINS += $(BENCH_DIR)/emit_quill
+
+$(BENCH_DIR)/emit_quill: bench/emit_quill.cpp bench/emit_harness.h | $(DEPS_BENCH)
+	@mkdir -p $(@D)
+	$(CXX) -std=c++17 -O2 -g -pthread -Wall -Wextra -I$(QUILL_DIR)/include -o $@ $<
+endif
+
 BENCH_BINS += $(EMIT_BENCH_BINS)
 BENCH_CMDS += scripts/bench-emit
 
