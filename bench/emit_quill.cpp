@@ -67,8 +67,8 @@ int main(int argc, char **argv)
     quill::Backend::start(bo);
     quill::FileSinkConfig fc;
     fc.set_open_mode('w');
-    auto sink = quill::Frontend::create_or_get_sink<quill::FileSink>(file, fc,
-                                                                      quill::FileEventNotifier{});
+    auto sink =
+        quill::Frontend::create_or_get_sink<quill::FileSink>(file, fc, quill::FileEventNotifier{});
     quill::Logger *logger = quill::Frontend::create_or_get_logger("bench", std::move(sink));
     int rc = eh_run(&o, loop_quill, logger, quill_extra);
     quill::Backend::stop();
