@@ -92,8 +92,8 @@ TEST(batch_gives_each_response_what_single_row_calls_give_it)
         fill(&rng, m, chosen, step);
         tt_verdict vb[B], vs;
         tt_token_stats sb[B], ss;
-        CHECK_OK(tt_response_token_batch(batched, B, m, V, 1, V + PAD, TT_DTYPE_F32, chosen, vb,
-                                         sb));
+        CHECK_OK(
+            tt_response_token_batch(batched, B, m, V, 1, V + PAD, TT_DTYPE_F32, chosen, vb, sb));
         for (int b = 0; b < B; b++) {
             CHECK_OK(tt_response_token(single[b], m + (size_t)b * (V + PAD), V, 1, TT_DTYPE_F32,
                                        chosen[b], &vs, &ss));
@@ -162,8 +162,8 @@ TEST(batch_reads_half_precision_columns_and_skips_finished_sequences)
                 CHECK_OK(tt_response_token(single[b], h + (size_t)b * V, V, 1, TT_DTYPE_F16,
                                            chosen[b], &vs, &ss));
             } else {
-                CHECK_OK(tt_response_token(single[b], bf + b, V, B, TT_DTYPE_BF16, chosen[b], &vs,
-                                           &ss));
+                CHECK_OK(
+                    tt_response_token(single[b], bf + b, V, B, TT_DTYPE_BF16, chosen[b], &vs, &ss));
             }
             CHECK_EQ(vb[b], vs);
             check_same_stats(&sb[b], &ss);
@@ -192,17 +192,16 @@ TEST(batch_refuses_what_it_cannot_read_and_counts_no_token)
     CHECK_OK(tt_response_token_batch(NULL, 0, NULL, 0, 0, 0, TT_DTYPE_F32, NULL, NULL, NULL));
     CHECK_EQ(tt_response_token_batch(NULL, 2, m, 4, 1, 4, TT_DTYPE_F32, chosen, NULL, NULL),
              TT_EINVAL);
-    CHECK_EQ(tt_response_token_batch(rs, 2, m, 4, 1, 4, TT_DTYPE_F32, NULL, NULL, NULL),
-             TT_EINVAL);
+    CHECK_EQ(tt_response_token_batch(rs, 2, m, 4, 1, 4, TT_DTYPE_F32, NULL, NULL, NULL), TT_EINVAL);
     CHECK_EQ(tt_response_token_batch(rs, 2, NULL, 4, 1, 4, TT_DTYPE_F32, chosen, NULL, NULL),
              TT_EINVAL);
     CHECK_EQ(tt_response_token_batch(rs, 2, m, 0, 1, 4, TT_DTYPE_F32, chosen, NULL, NULL),
              TT_EINVAL);
     CHECK_EQ(tt_response_token_batch(rs, 2, m, 4, 1, 4, (tt_dtype)9, chosen, NULL, NULL),
              TT_EINVAL);
-    CHECK_EQ(tt_response_token_batch(rs, 2, m, 4, 1, SIZE_MAX / 2, TT_DTYPE_F32, chosen, NULL,
-                                     NULL),
-             TT_EINVAL); /* the second row lies past the address space */
+    CHECK_EQ(
+        tt_response_token_batch(rs, 2, m, 4, 1, SIZE_MAX / 2, TT_DTYPE_F32, chosen, NULL, NULL),
+        TT_EINVAL); /* the second row lies past the address space */
     tt_token_stats st[2];
     CHECK_OK(tt_response_token_batch(rs, 2, m, 4, 1, 4, TT_DTYPE_F32, chosen, NULL, st));
     CHECK_EQ(st[0].rank, 0);
