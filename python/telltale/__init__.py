@@ -308,6 +308,8 @@ def _matrix(a):
     b, n = a.shape
     if n == 0:
         raise ValueError("telltale: empty logits rows")
+    if b == 0:
+        return 0, 0, n, 1, n, dt[0]
     size = dt[1]
     st = a.strides[1] if n > 1 else size
     rs = a.strides[0] if b > 1 else n * size

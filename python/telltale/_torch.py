@@ -76,6 +76,8 @@ def matrix(torch, t):
         raise ValueError("telltale: empty logits rows")
     if not on_host(t):
         return None
+    if b == 0:
+        return 0, 0, n, 1, n, dt
     st = t.stride(1) if n > 1 else 1
     rs = t.stride(0) if b > 1 else n
     if st <= 0 or rs < 0:
