@@ -800,13 +800,14 @@ TT_API int tt_response_token_batch(tt_response *const *responses, size_t batch, 
         __builtin_mul_overflow(span, esize, &span) || span > UINTPTR_MAX - (uintptr_t)logits) {
         return TT_EINVAL;
     }
-    /* The row's shape is the same for every row: check it once, before any token is counted,
-     * so that a refused batch counts none. */
-    tt_token_stats probe;
-    int rc = tt_token_stats_compute(logits, n, stride, dtype, 0, 0, &probe);
-    if (rc) {
-        return rc;
+    /* The row's shape is the same for every row: check it once, as tt_token_stats_compute
+     * does, before any token is counted, so that a refused batch counts none. */
+    if (n == 0 || n > INT32_MAX ||
+        (dtype != TT_DTYPE_F32 && dtype != TT_DTYPE_F16 && dtype != TT_DTYPE_BF16) ||
+        (stride > 1 && (n - 1) > (SIZE_MAX / esize) / stride)) {
+        return TT_EINVAL;
     }
+    int rc;
     const uint8_t *base = logits;
     for (size_t b = 0; b < batch; b++) {
         tt_verdict *v = verdicts ? &verdicts[b] : NULL;
