@@ -10,3 +10,8 @@ $(BENCH_DIR)/token_batch: bench/token_batch.c $(LIB_A) | $(DEPS_BUILD)
 	$(CC) $(BENCH_CFLAGS) $(SANFLAGS) -o $@ $< $(LIB_A) $(BIN_LDLIBS)
 
 test: $(BENCH_DIR)/token_batch
+
+# The same step from Python (bench/torch_batch.py, Debian's /usr/bin/python3 through its first
+# line): a CPU torch tensor through telltale.token_batch against 64 r.token calls, per core, and
+# the accelerator path's torch code forced on the CPU. It uses the libtelltale.so of $(BUILD).
+BENCH_CMDS += bench/torch_batch.py
