@@ -11,7 +11,7 @@ $(BENCH_DIR)/token_batch: bench/token_batch.c $(LIB_A) | $(DEPS_BUILD)
 
 test: $(BENCH_DIR)/token_batch
 
-# The same step from Python (bench/torch_batch.py, Debian's /usr/bin/python3 through its first
+# The same step from Python (bench/token_batch.py, Debian's /usr/bin/python3 through its first
 # line): a CPU torch tensor through telltale.token_batch against 64 r.token calls, per core, and
 # the accelerator path's torch code forced on the CPU. It uses the libtelltale.so of $(BUILD).
-BENCH_CMDS += bench/torch_batch.py
+BENCH_CMDS += bench/token_batch.py

@@ -105,26 +105,28 @@ def _chunk(torch, x, chosen):
     with torch.no_grad():
         y = x.to(acc)  # the chunk in the accumulation type, on the device
         nan = torch.isnan(y)
-        nans = nan.sum(1)
+        nans = nan.sum(1, dtype=torch.int32)
         y.masked_fill_(nan, -inf)
+        del nan
         ch = torch.tensor(chosen, dtype=torch.long, device=dev)
         ok = (ch >= 0) & (ch < v)
         xc = y.gather(1, ch.clamp(0, v - 1).unsqueeze(1)).squeeze(1)
-        xc = torch.where(ok, xc, torch.full_like(xc, -inf))
-        above = (y > xc.unsqueeze(1)).sum(1)
-        ninf = torch.isposinf(y).sum(1)
-        m = y.max(1).values
-        mz = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        xc = xc.masked_fill(~ok, -inf)
+        above = (y > xc.unsqueeze(1)).sum(1, dtype=torch.int32)
+        ninf = torch.isposinf(y).sum(1, dtype=torch.int32)
+        m = y.amax(1)
+        mz = torch.nan_to_num(m, posinf=0.0, neginf=0.0)  # rows of +inf or -inf: not used
         z = y - mz.unsqueeze(1)  # -inf stays -inf: e = 0 there
         e = torch.exp(z)
         s = e.sum(1)
-        d = torch.where(e > 0, e * z, torch.zeros_like(e)).sum(1)
+        z.clamp_(min=-1e300)  # 0 * -inf would be NaN; 0 * -1e300 is 0
+        d = e.mul_(z).sum(1)
         del z, e
         vals, idx = y.topk(k, dim=1)
         kth = vals[:, -1]
         # Entries equal to the k-th value beyond the k taken: torch.topk orders ties as it
         # likes, the library by lower id, so such rows fetch the lowest ids of that value.
-        ge = (y >= kth.unsqueeze(1)).sum(1)
+        ge = (y >= kth.unsqueeze(1)).sum(1, dtype=torch.int32)
         scal = torch.stack([nans.to(acc), ninf.to(acc), above.to(acc), m, s, d, xc, ge.to(acc)],
                            1).cpu().tolist()
         vals = vals.cpu().tolist()

@@ -8,7 +8,7 @@ ctypes, each in its own interpreter). Also the accelerator path's torch code run
 medians. No collector: the client's rings are large and nobody listens, so what is timed is the
 call. JSON lines on stdout (the token_batch section of docs/benchmarks.md).
 
-    bench/torch_batch.py [--smoke]
+    bench/token_batch.py [--smoke]
 """
 
 import json
@@ -86,7 +86,7 @@ def main():
                              stdout=subprocess.PIPE, check=True).stdout
         res = json.loads(out.decode().strip().splitlines()[-1])
         if res["impl"] != impl:
-            sys.exit("bench/torch_batch: asked for %s, ran %s" % (impl, res["impl"]))
+            sys.exit("bench/token_batch.py: asked for %s, ran %s" % (impl, res["impl"]))
         print(json.dumps({
             "bench": "token_batch", "metric": "py_%s_torch_batch_64x%d_per_row_ns" % (impl, V),
             "value": round(res["batched"], 1), "unit": "ns",
