@@ -167,6 +167,9 @@ def test_token_batch_matches_single_row_calls_for_numpy_and_tensors(collector, t
             chosen[step % B] = int(np.argmax(x[step % B]))
             live = [None if b == 4 and step >= 3 else batched[b] for b in range(B)]
             monkeypatch.setattr(telltale._torch, "force_device_path", way.startswith("device"))
+            # device-f16 in chunks of two rows: the device's temporaries bounded per chunk
+            monkeypatch.setattr(telltale._torch, "DEVICE_TEMP_BYTES",
+                                24 * V * 2 if way == "device-f16" else 96 << 20)
             if way == "numpy":
                 logits, rows = x, x
             elif way == "numpy-f16":
