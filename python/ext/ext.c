@@ -1383,6 +1383,16 @@ static PyObject *response_token_stats(response_core *self, PyObject *const *args
     return Py_NewRef(PyTuple_GET_ITEM(py.verdicts, response_count(self)));
 }
 
+/* Mark the open responses of a batch busy (or not) while the GIL is released. */
+static void batch_busy(PyObject *list, tt_response *const *rs, Py_ssize_t b, int busy)
+{
+    for (Py_ssize_t i = 0; i < b; i++) {
+        if (rs[i]) {
+            ((response_core *)PyList_GET_ITEM(list, i))->busy = busy;
+        }
+    }
+}
+
 /* token_batch(responses, chosen, ptr, rows, n, stride, row_stride, dtype) -> [Verdict] or the
  * library's error code (int): one decode step over a [rows, n] matrix read in place (the Python
  * side found its pointer and strides and keeps it alive); None entries are finished sequences.
@@ -1451,19 +1461,10 @@ static PyObject *ext_token_batch(PyObject *module, PyObject *const *args, Py_ssi
     }
     int rc;
     if ((size_t)b * num[1] >= GIL_RELEASE_MIN_ELEMS) {
-        for (Py_ssize_t i = 0; i < b; i++) {
-            if (rs[i]) {
-                ((response_core *)PyList_GET_ITEM(args[0], i))->busy = 1;
-            }
-        }
+        batch_busy(args[0], rs, b, 1);
         Py_BEGIN_ALLOW_THREADS rc = lib.response_token_batch(
             rs, (size_t)b, ptr, num[1], num[2], num[3], (tt_dtype)num[4], chosen, verdicts, ts);
-        Py_END_ALLOW_THREADS for (Py_ssize_t i = 0; i < b; i++)
-        {
-            if (rs[i]) {
-                ((response_core *)PyList_GET_ITEM(args[0], i))->busy = 0;
-            }
-        }
+        Py_END_ALLOW_THREADS batch_busy(args[0], rs, b, 0);
     } else {
         rc = lib.response_token_batch(rs, (size_t)b, ptr, num[1], num[2], num[3], (tt_dtype)num[4],
                                       chosen, verdicts, ts);

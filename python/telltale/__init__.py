@@ -11,7 +11,8 @@ compiled extension (telltale._ext) when it is built, else over ctypes, with the 
         with tt.step("tool", name="search", query="weather in Oslo") as s:
             s.result_bytes = len(do_search())
         with tt.response(session="s1", model="gpt-x") as r:
-            verdict = r.token(logits_row, chosen_id)   # numpy float32/float16/bf16 row
+            verdict = r.token(logits_row, chosen_id)   # numpy row or torch tensor
+        # a batched engine: telltale.token_batch(responses, logits_BxV, chosen_ids)
 
 Event calls never block and never raise for a dropped event: they return 0 or the negative
 error code of the C library (counted in stats()). docs/python.md is the reference.
@@ -29,7 +30,7 @@ from . import _ctypes_core, _lib, _torch
 
 __all__ = ["Client", "Step", "Response", "Verdict", "Halted", "Error", "GuardPolicy",
            "Summary", "TokenStats", "Stats", "library_path", "library_version",
-           "implementation"]
+           "implementation", "token_batch"]
 __version__ = "0.1.0"
 
 library_path = _lib.path
