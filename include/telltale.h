@@ -450,6 +450,27 @@ TT_API int tt_response_token_logprobs_text(tt_response *r, int32_t chosen, const
                                            float chosen_logprob, const int32_t *top_ids,
                                            const char *const *top_texts, const float *top_logprobs,
                                            size_t k, tt_verdict *verdict, tt_token_stats *stats);
+/* One decode step over a batch: row b of a [batch, n] logits matrix (row b starts row_stride
+ * elements after row a's start; each row is read with a stride of stride elements, as in
+ * tt_response_token) is token chosen[b] of responses[b], for b in 0..batch-1, in one call. A
+ * NULL responses[b] (a finished sequence) is skipped and its verdict is TT_PASS. verdicts and
+ * stats (batch entries each) may be NULL. Neither allocates nor makes a system call. Returns 0,
+ * or TT_EINVAL (NULL responses, chosen or logits with batch > 0, a row shape that
+ * tt_token_stats_compute refuses, a matrix past the address space): no token is then counted.
+ * Since 0.4. */
+TT_API int tt_response_token_batch(tt_response *const *responses, size_t batch, const void *logits,
+                                   size_t n, size_t stride, size_t row_stride, tt_dtype dtype,
+                                   const int32_t *chosen, tt_verdict *verdicts,
+                                   tt_token_stats *stats);
+/* Add a token from statistics computed elsewhere, as tt_token_stats_compute defines them (the
+ * Python package computes them with torch on the accelerator that holds the logits, so that only
+ * they cross to the host). text as in tt_response_token_text (NULL: unknown). Entries past the
+ * response's top-k (config key response.topk) are dropped; stats receives what was kept.
+ * Returns as tt_response_token; TT_EINVAL also for statistics out of their ranges (a probability
+ * outside [0, 1], a positive log-prob, a negative entropy, NaN, k > TT_TOPK_MAX, unknown
+ * flags). Since 0.4. */
+TT_API int tt_response_token_stats(tt_response *r, const tt_token_stats *computed, const char *text,
+                                   tt_verdict *verdict, tt_token_stats *stats);
 /* The response's id (unique within the client instance), for tt_score and for the collector's
  * /api/v1/responses/{id} (16 hex digits). 0 for NULL. Since 0.2. */
 TT_API uint64_t tt_response_id(const tt_response *r);

@@ -39,7 +39,7 @@
 #include "telltale.h"
 
 /* The version of the contract between this module and python/telltale/__init__.py. */
-#define INTERFACE 2
+#define INTERFACE 3
 /* Rows of at least this many elements are computed with the GIL released (about 2 us of work;
  * the release and re-acquisition cost about 0.1 us). */
 #define GIL_RELEASE_MIN_ELEMS 8192
@@ -61,6 +61,9 @@ static struct {
     /* since 0.2; NULL in an older library: text is then left out */
     __typeof__(tt_response_token_text) *response_token_text;
     __typeof__(tt_response_token_logprobs_text) *response_token_logprobs_text;
+    /* since 0.4; NULL in an older library: batches and device tensors are then refused */
+    __typeof__(tt_response_token_batch) *response_token_batch;
+    __typeof__(tt_response_token_stats) *response_token_stats;
 } lib;
 
 /* What bind() receives from the Python side (strong references, for the module's life). */
@@ -71,7 +74,8 @@ static struct {
     PyObject *metric_kinds; /* {"gauge": 2, ...} */
     PyObject *step_kinds;   /* {"tool": 2, ...} */
     PyObject *level;        /* _level(level): the slow path of a severity */
-    PyObject *row;          /* _row(a): (ptr, n, stride, dtype) of what the buffer path refuses */
+    PyObject *row; /* _row(a): (ptr, n, stride, dtype) of what the buffer path refuses, or None
+                      for a tensor whose statistics are computed on its device (_device_token) */
     PyObject *top; /* _top(top_logprobs, top_ids): (ids or None, logprobs, texts or None), <= 32 */
     PyObject *exit_error; /* _exit_error(et, ev): (status, error) of a step left by a raise */
     PyObject *blocked;    /* telltale.Blocked(kind, name): a step a compliance rule blocked */
@@ -79,7 +83,7 @@ static struct {
 
 static PyObject *s_session, *s_level, *s_message, *s_kind, *s_unit, *s_name, *s_value, *s_query,
     *s_logits, *s_chosen, *s_chosen_logprob, *s_top_logprobs, *s_top_ids, *s_rejected, *s_halt,
-    *s_text;
+    *s_text, *s_device_token;
 
 /* --- argument helpers ------------------------------------------------------------------------ */
 
@@ -1036,6 +1040,20 @@ static tt_response *response_open(response_core *self)
     return self->r;
 }
 
+/* Count a token that the library accepted: the response's verdict so far. */
+static int response_count(response_core *self)
+{
+    self->tokens++;
+    int v = (int)self->last_verdict;
+    if (v < TT_PASS || v > TT_HALT) {
+        v = TT_HALT;
+    }
+    if (v > self->worst) {
+        self->worst = v;
+    }
+    return v;
+}
+
 /* After a token call: the verdict, or the Python side's handling of a refusal or a HALT. */
 static PyObject *response_after(response_core *self, int rc)
 {
@@ -1045,14 +1063,7 @@ static PyObject *response_after(response_core *self, int rc)
         Py_XDECREF(code);
         return r;
     }
-    self->tokens++;
-    int v = (int)self->last_verdict;
-    if (v < TT_PASS || v > TT_HALT) {
-        v = TT_HALT;
-    }
-    if (v > self->worst) {
-        self->worst = v;
-    }
+    int v = response_count(self);
     if (v == TT_HALT && self->raise_on_halt) {
         int raise = PyObject_IsTrue(self->raise_on_halt);
         if (raise < 0) {
@@ -1155,6 +1166,12 @@ static PyObject *response_token(response_core *self, PyObject *const *args, size
         PyObject *t = PyObject_CallOneArg(py.row, v[0]);
         if (!t) {
             return NULL;
+        }
+        if (t == Py_None) { /* a tensor on an accelerator: its statistics come from there */
+            Py_DECREF(t);
+            PyObject *a[4] = {(PyObject *)self, v[0], v[1], v[2] ? v[2] : Py_None};
+            return PyObject_VectorcallMethod(s_device_token, a, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                             NULL);
         }
         int ok = PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 4;
         ptr = ok ? PyLong_AsVoidPtr(PyTuple_GET_ITEM(t, 0)) : NULL;
@@ -1321,6 +1338,159 @@ static PyObject *response_token_logprobs(response_core *self, PyObject *const *a
     return response_after(self, rc);
 }
 
+/* _token_stats(stats, text=None, may_raise=True) -> Verdict: a token from statistics computed
+ * elsewhere (a tt_token_stats as a buffer: _lib.TokenStats); may_raise false leaves a HALT to
+ * the caller (the batched call raises after every row is counted). */
+static PyObject *response_token_stats(response_core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "_token_stats(stats, text=None, may_raise=True)");
+        return NULL;
+    }
+    const char *text;
+    if (token_text_of(nargs > 1 ? args[1] : NULL, &text) < 0) {
+        return NULL;
+    }
+    int may_raise = nargs > 2 ? PyObject_IsTrue(args[2]) : 1;
+    if (may_raise < 0) {
+        return NULL;
+    }
+    tt_response *r = response_open(self);
+    if (!r) {
+        return NULL;
+    }
+    if (!lib.response_token_stats) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "telltale: the library has no tt_response_token_stats (older than 0.4)");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if ((size_t)view.len != sizeof(tt_token_stats)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "telltale: _token_stats needs a tt_token_stats");
+        return NULL;
+    }
+    tt_token_stats st;
+    memcpy(&st, view.buf, sizeof st);
+    PyBuffer_Release(&view);
+    int rc = lib.response_token_stats(r, &st, text, &self->last_verdict, &self->ts);
+    if (rc || may_raise) {
+        return response_after(self, rc);
+    }
+    return Py_NewRef(PyTuple_GET_ITEM(py.verdicts, response_count(self)));
+}
+
+/* Mark the open responses of a batch busy (or not) while the GIL is released. */
+static void batch_busy(PyObject *list, tt_response *const *rs, Py_ssize_t b, int busy)
+{
+    for (Py_ssize_t i = 0; i < b; i++) {
+        if (rs[i]) {
+            ((response_core *)PyList_GET_ITEM(list, i))->busy = busy;
+        }
+    }
+}
+
+/* token_batch(responses, chosen, ptr, rows, n, stride, row_stride, dtype) -> [Verdict] or the
+ * library's error code (int): one decode step over a [rows, n] matrix read in place (the Python
+ * side found its pointer and strides and keeps it alive); None entries are finished sequences.
+ * Never raises Halted (telltale.token_batch does, after every row is counted). */
+static PyObject *ext_token_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 8 || !PyList_Check(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "token_batch(responses: list, chosen: list, ptr, rows, "
+                                         "n, stride, row_stride, dtype)");
+        return NULL;
+    }
+    if (!lib.response_token_batch) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "telltale: the library has no tt_response_token_batch (older than 0.4)");
+        return NULL;
+    }
+    Py_ssize_t b = PyList_GET_SIZE(args[0]);
+    size_t num[5];
+    for (int i = 0; i < 5; i++) {
+        num[i] = PyLong_AsSize_t(args[3 + i]);
+        if (num[i] == (size_t)-1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    void *ptr = PyLong_AsVoidPtr(args[2]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (PyList_GET_SIZE(args[1]) != b || num[0] != (size_t)b) {
+        PyErr_SetString(PyExc_ValueError, "telltale: responses, chosen ids and logits rows differ "
+                                          "in number");
+        return NULL;
+    }
+    if (b == 0) {
+        return PyList_New(0);
+    }
+    /* One block per call: the handles, the ids, the verdicts and the statistics. */
+    size_t each = sizeof(tt_response *) + sizeof(int32_t) + sizeof(tt_verdict);
+    tt_response **rs = PyMem_Malloc((size_t)b * (sizeof(tt_token_stats) + each));
+    if (!rs) {
+        return PyErr_NoMemory();
+    }
+    tt_token_stats *ts = (tt_token_stats *)(rs + b); /* pointers first: every part aligned */
+    int32_t *chosen = (int32_t *)(ts + b);
+    tt_verdict *verdicts = (tt_verdict *)(chosen + b);
+    PyObject *out = NULL;
+    for (Py_ssize_t i = 0; i < b; i++) {
+        PyObject *o = PyList_GET_ITEM(args[0], i);
+        int c;
+        if (int_of(PyList_GET_ITEM(args[1], i), &c) < 0) {
+            goto done;
+        }
+        chosen[i] = c;
+        if (o == Py_None) {
+            rs[i] = NULL;
+            continue;
+        }
+        if (!PyObject_TypeCheck(o, &response_core_type)) {
+            PyErr_SetString(PyExc_TypeError, "telltale: token_batch needs Responses (or None)");
+            goto done;
+        }
+        if (!(rs[i] = response_open((response_core *)o))) {
+            goto done;
+        }
+    }
+    int rc;
+    if ((size_t)b * num[1] >= GIL_RELEASE_MIN_ELEMS) {
+        batch_busy(args[0], rs, b, 1);
+        Py_BEGIN_ALLOW_THREADS rc = lib.response_token_batch(
+            rs, (size_t)b, ptr, num[1], num[2], num[3], (tt_dtype)num[4], chosen, verdicts, ts);
+        Py_END_ALLOW_THREADS batch_busy(args[0], rs, b, 0);
+    } else {
+        rc = lib.response_token_batch(rs, (size_t)b, ptr, num[1], num[2], num[3], (tt_dtype)num[4],
+                                      chosen, verdicts, ts);
+    }
+    if (rc) {
+        out = PyLong_FromLong(rc);
+        goto done;
+    }
+    if (!(out = PyList_New(b))) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < b; i++) {
+        int v = TT_PASS;
+        if (rs[i]) {
+            response_core *self = (response_core *)PyList_GET_ITEM(args[0], i);
+            self->last_verdict = verdicts[i];
+            self->ts = ts[i];
+            v = response_count(self);
+        }
+        PyList_SET_ITEM(out, i, Py_NewRef(PyTuple_GET_ITEM(py.verdicts, v)));
+    }
+done:
+    PyMem_Free(rs);
+    return out;
+}
+
 /* --- module ---------------------------------------------------------------------------------- */
 
 /* bind(path, ns): look the hot functions up in the library ctypes loaded from path, and take
@@ -1353,6 +1523,10 @@ static PyObject *ext_bind(PyObject *module, PyObject *args)
         (__typeof__(lib.response_token_text))dlsym(h, "tt_response_token_text");
     lib.response_token_logprobs_text =
         (__typeof__(lib.response_token_logprobs_text))dlsym(h, "tt_response_token_logprobs_text");
+    lib.response_token_batch =
+        (__typeof__(lib.response_token_batch))dlsym(h, "tt_response_token_batch");
+    lib.response_token_stats =
+        (__typeof__(lib.response_token_stats))dlsym(h, "tt_response_token_stats");
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         *fns[i].slot = dlsym(h, fns[i].name);
         if (!*fns[i].slot) {
@@ -1508,6 +1682,8 @@ static PyMethodDef response_methods[] = {
     {"token_logprobs", FASTKW(response_token_logprobs),
      "token_logprobs(chosen_logprob, top_logprobs=None, *, chosen=-1, top_ids=None, text=None) "
      "-> Verdict"},
+    {"_token_stats", (PyCFunction)(void (*)(void))response_token_stats, METH_FASTCALL,
+     "_token_stats(stats, text=None, may_raise=True) -> Verdict"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1541,6 +1717,9 @@ static PyTypeObject response_core_type = {
 
 static PyMethodDef module_methods[] = {
     {"bind", ext_bind, METH_VARARGS, "bind(path, ns): bind the library ctypes loaded"},
+    {"token_batch", (PyCFunction)(void (*)(void))ext_token_batch, METH_FASTCALL,
+     "token_batch(responses, chosen, ptr, rows, n, stride, row_stride, dtype) -> [Verdict] or "
+     "an error code"},
     {"bare_call", FASTKW(ext_bare_call), "bare_call(*args, **kw): does nothing (benchmark)"},
     {"log_floor", ext_log_floor, METH_O, "log_floor(client): a fixed log call (benchmark)"},
     {NULL, NULL, 0, NULL},
@@ -1576,6 +1755,7 @@ static int intern_names(void)
         {&s_text, "text"},
         {&s_rejected, "_rejected"},
         {&s_halt, "_halt"},
+        {&s_device_token, "_device_token"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (!*names[i].slot && !(*names[i].slot = PyUnicode_InternFromString(names[i].text))) {

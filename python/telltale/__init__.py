@@ -11,7 +11,8 @@ compiled extension (telltale._ext) when it is built, else over ctypes, with the 
         with tt.step("tool", name="search", query="weather in Oslo") as s:
             s.result_bytes = len(do_search())
         with tt.response(session="s1", model="gpt-x") as r:
-            verdict = r.token(logits_row, chosen_id)   # numpy float32/float16/bf16 row
+            verdict = r.token(logits_row, chosen_id)   # numpy row or torch tensor
+        # a batched engine: telltale.token_batch(responses, logits_BxV, chosen_ids)
 
 Event calls never block and never raise for a dropped event: they return 0 or the negative
 error code of the C library (counted in stats()). docs/python.md is the reference.
@@ -25,11 +26,11 @@ import os
 import sys
 import threading
 
-from . import _ctypes_core, _lib
+from . import _ctypes_core, _lib, _torch
 
 __all__ = ["Client", "Step", "Response", "Verdict", "Halted", "Error", "GuardPolicy",
            "Summary", "TokenStats", "Stats", "library_path", "library_version",
-           "implementation"]
+           "implementation", "token_batch"]
 __version__ = "0.1.0"
 
 library_path = _lib.path
@@ -250,6 +251,9 @@ def _row(a):
         st = a.strides[0]
         ptr = a.ctypes.data
     else:
+        tm = _torch.module_of(a)
+        if tm is not None:  # read in place on the CPU; None: computed on its device
+            return _torch.row(tm, a)
         ai = getattr(a, "__array_interface__", None)
         if ai is None and _ndarray is not None:
             # A buffer-protocol row (array.array, memoryview, ...): read through a numpy view of
@@ -286,9 +290,78 @@ def _row(a):
     return ptr, n, st // size, dt[0]
 
 
+def _matrix(a):
+    """(pointer, rows, n, stride, row stride, dtype code) of a 2-D numpy array or CPU tensor,
+    read in place; None for a tensor whose statistics are computed on its device."""
+    tm = _torch.module_of(a)
+    if tm is not None:
+        return _torch.matrix(tm, a)
+    if _ndarray is None or not isinstance(a, _ndarray):
+        raise TypeError("telltale: batched logits must be a numpy array or a torch tensor, got "
+                        "%s" % type(a).__name__)
+    dt = _ROW_DTYPES.get(a.dtype)
+    if dt is None:
+        raise TypeError("telltale: logits must be float32, float16 or bfloat16 (as uint16), "
+                        "got %s" % a.dtype)
+    if a.ndim != 2:
+        raise ValueError("telltale: batched logits must be [batch, vocab] (2-D), got shape %s"
+                         % (a.shape,))
+    b, n = a.shape
+    if n == 0:
+        raise ValueError("telltale: empty logits rows")
+    if b == 0:
+        return 0, 0, n, 1, n, dt[0]
+    size = dt[1]
+    st = a.strides[1] if n > 1 else size
+    rs = a.strides[0] if b > 1 else n * size
+    if st <= 0 or st % size or rs < 0 or rs % size:
+        raise ValueError("telltale: logits strides %s are not positive multiples of the element "
+                         "size %d" % (a.strides, size))
+    return a.ctypes.data, b, n, st // size, rs // size, dt[0]
+
+
+def token_batch(responses, logits, chosen):
+    """One decode step over B sequences: row b of logits ([B, V]: a numpy array, or a torch
+    tensor on the CPU or on an accelerator) is the token chosen[b] (B ints: a list, an array or
+    a tensor) of responses[b], in one call (tt_response_token_batch). A None response is a
+    finished sequence, skipped. Returns the B verdicts (PASS for a skipped one). Every row is
+    counted before a HALT raises Halted (for the first response that halted and was opened with
+    raise_on_halt; that response is then over: pass None for it from then on)."""
+    rs = list(responses)
+    ids = chosen.tolist() if hasattr(chosen, "tolist") else list(chosen)
+    ids = [int(x) for x in ids]
+    for x in ids:
+        if not -(1 << 31) <= x < (1 << 31):
+            raise OverflowError("telltale: value out of the 32-bit range")
+    if len(ids) != len(rs):
+        raise ValueError("telltale: responses, chosen ids and logits rows differ in number")
+    m = _matrix(logits)
+    if m is None:  # on an accelerator: statistics there, scalars and the top-k to the host
+        if logits.shape[0] != len(rs):
+            raise ValueError("telltale: responses, chosen ids and logits rows differ in number")
+        if any(r is not None and r._r is None for r in rs):
+            raise RuntimeError("telltale: response not open (use it in a `with` block; it ends "
+                               "there or at a raised Halted)")
+        live = [i for i, r in enumerate(rs) if r is not None]
+        x = logits if len(live) == len(rs) else logits[live]
+        stats = _torch.device_stats(_torch.module_of(logits), x, [ids[i] for i in live]) \
+            if live else []
+        verdicts = [Verdict.PASS] * len(rs)
+        for i, st in zip(live, stats):
+            verdicts[i] = rs[i]._token_stats(st, None, False)
+    else:
+        verdicts = _core.token_batch(rs, ids, *m)
+        if isinstance(verdicts, int):
+            raise ValueError("telltale: token rejected: %s" % _lib.strerror(verdicts).decode())
+    for r, v in zip(rs, verdicts):
+        if v is Verdict.HALT and r.raise_on_halt:
+            r._halt()
+    return verdicts
+
+
 # --- the implementation of the hot calls -------------------------------------------------------
 
-_INTERFACE = 2
+_INTERFACE = 3
 
 
 def _find_extension():
@@ -731,6 +804,11 @@ class Response(_core.ResponseCore):
         # operator's reason) is recorded and available as exc.response.summary.
         summary = self.end()
         raise Halted(summary.reason if summary else "halted", self)
+
+    def _device_token(self, logits, chosen, text):
+        """token() of a 1-D tensor on an accelerator: its statistics are computed there."""
+        st = _torch.device_stats(_torch.module_of(logits), logits.unsqueeze(0), [int(chosen)])
+        return self._token_stats(st[0], text)
 
     @property
     def last(self):

@@ -11,7 +11,7 @@ import ctypes
 
 from . import _lib
 
-INTERFACE = 2
+INTERFACE = 3
 _ns = {}
 
 
@@ -182,20 +182,27 @@ class ResponseCore:
                                "there or at a raised Halted)")
         return r
 
-    def _after(self, rc):
-        if rc:
-            return self._rejected(rc)
+    def _count(self):
         self.tokens += 1
         v = _ns["verdicts"][self._verdict.value]
         if v > self.verdict:
             self.verdict = v
+        return v
+
+    def _after(self, rc):
+        if rc:
+            return self._rejected(rc)
+        v = self._count()
         if v == 2 and self.raise_on_halt:
             return self._halt()
         return v
 
     def token(self, logits, chosen, *, text=None):
         r = self._open()
-        ptr, n, stride, dt = _ns["row"](logits)
+        row = _ns["row"](logits)
+        if row is None:  # a tensor on an accelerator: its statistics come from there
+            return self._device_token(logits, chosen, text)
+        ptr, n, stride, dt = row
         if text is not None and _lib.response_token_text is not None:
             return self._after(_lib.response_token_text(r, ptr, n, stride, dt, chosen,
                                                         _text("token() text", text),
@@ -227,3 +234,53 @@ class ResponseCore:
                 self._tsref))
         return self._after(_lib.response_token_logprobs(r, chosen, float(chosen_logprob), ids_p,
                                                         lps_p, k, self._vref, self._tsref))
+
+    def _token_stats(self, stats, text=None, may_raise=True):
+        """A token from statistics computed elsewhere (a _lib.TokenStats); may_raise false
+        leaves a HALT to the caller."""
+        r = self._open()
+        if _lib.response_token_stats is None:
+            raise RuntimeError("telltale: the library has no tt_response_token_stats (older "
+                               "than 0.4)")
+        tb = None if text is None else _text("token() text", text)
+        rc = _lib.response_token_stats(r, ctypes.byref(stats), tb, self._vref, self._tsref)
+        if rc or may_raise:
+            return self._after(rc)
+        return self._count()
+
+
+def token_batch(responses, chosen, ptr, rows, n, stride, row_stride, dtype):
+    """One decode step over a [rows, n] matrix read in place: [Verdict], or the library's error
+    code (int). None entries are finished sequences. Never raises Halted."""
+    if _lib.response_token_batch is None:
+        raise RuntimeError("telltale: the library has no tt_response_token_batch (older than "
+                           "0.4)")
+    b = len(responses)
+    if len(chosen) != b or rows != b:
+        raise ValueError("telltale: responses, chosen ids and logits rows differ in number")
+    if b == 0:
+        return []
+    rs = (ctypes.c_void_p * b)()
+    for i, r in enumerate(responses):
+        if r is None:
+            continue
+        if not isinstance(r, ResponseCore):
+            raise TypeError("telltale: token_batch needs Responses (or None)")
+        rs[i] = r._open()
+    ids = (ctypes.c_int32 * b)(*chosen)
+    verdicts = (ctypes.c_int * b)()
+    stats = (_lib.TokenStats * b)()
+    rc = _lib.response_token_batch(rs, b, ptr, n, stride, row_stride, dtype, ids, verdicts,
+                                   stats)
+    if rc:
+        return rc
+    out = []
+    for i, r in enumerate(responses):
+        if r is None:
+            out.append(_ns["verdicts"][0])
+            continue
+        r._verdict.value = verdicts[i]
+        ctypes.memmove(ctypes.addressof(r._ts), ctypes.addressof(stats[i]),
+                       ctypes.sizeof(_lib.TokenStats))
+        out.append(r._count())
+    return out

@@ -187,3 +187,9 @@ response_token_logprobs_text = _bind(fast, "tt_response_token_logprobs_text", I,
 # A response opened inside a step (since 0.2).
 response_begin_in = _bind(fast, "tt_response_begin_in", I,
                           [P, ctypes.POINTER(P), PTR_STEP, S, S, PTR_ATTR, SZ], required=False)
+# One decode step over a batch, and tokens from statistics computed elsewhere (since 0.4).
+response_token_batch = _bind(fast, "tt_response_token_batch", I,
+                             [ctypes.POINTER(P), SZ, P, SZ, SZ, SZ, I, PTR_I32, PTR_VERDICT,
+                              PTR_TS], required=False)
+response_token_stats = _bind(fast, "tt_response_token_stats", I,
+                             [P, PTR_TS, S, PTR_VERDICT, PTR_TS], required=False)

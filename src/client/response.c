@@ -787,6 +787,81 @@ TT_API int tt_response_token_logprobs_text(tt_response *r, int32_t chosen, const
     return 0;
 }
 
+TT_API int tt_response_token_batch(tt_response *const *responses, size_t batch, const void *logits,
+                                   size_t n, size_t stride, size_t row_stride, tt_dtype dtype,
+                                   const int32_t *chosen, tt_verdict *verdicts,
+                                   tt_token_stats *stats)
+{
+    if (batch == 0) {
+        return 0;
+    }
+    size_t esize = dtype == TT_DTYPE_F32 ? 4 : 2, span;
+    if (!responses || !chosen || !logits || __builtin_mul_overflow(batch - 1, row_stride, &span) ||
+        __builtin_mul_overflow(span, esize, &span) || span > UINTPTR_MAX - (uintptr_t)logits) {
+        return TT_EINVAL;
+    }
+    /* The row's shape is the same for every row: check it once, as tt_token_stats_compute
+     * does, before any token is counted, so that a refused batch counts none. */
+    if (n == 0 || n > INT32_MAX ||
+        (dtype != TT_DTYPE_F32 && dtype != TT_DTYPE_F16 && dtype != TT_DTYPE_BF16) ||
+        (stride > 1 && (n - 1) > (SIZE_MAX / esize) / stride)) {
+        return TT_EINVAL;
+    }
+    int rc;
+    const uint8_t *base = logits;
+    for (size_t b = 0; b < batch; b++) {
+        tt_verdict *v = verdicts ? &verdicts[b] : NULL;
+        if (!responses[b]) {
+            if (v) {
+                *v = TT_PASS; /* a finished sequence */
+            }
+            continue;
+        }
+        rc = tt_response_token_text(responses[b], base + b * row_stride * esize, n, stride, dtype,
+                                    chosen[b], NULL, v, stats ? &stats[b] : NULL);
+        if (rc) {
+            return rc; /* not reached: every row has the shape checked above */
+        }
+    }
+    return 0;
+}
+
+/* The statistics a caller computed are checked as tt_token_stats_compute would produce them. */
+static int stats_valid(const tt_token_stats *st)
+{
+    if (st->k > TT_TOPK_MAX || (st->flags & ~0x1fu) || st->rank < -1 || !(st->prob >= 0.0f) ||
+        !(st->prob <= 1.0f) || !(st->logprob <= 0.0f) || !(st->entropy >= 0.0f) ||
+        !(st->margin >= 0.0f) || !(st->margin <= 1.0f)) {
+        return 0; /* NaN fails every comparison above */
+    }
+    for (uint32_t i = 0; i < st->k; i++) {
+        if (!(st->topk_probs[i] >= 0.0f) || !(st->topk_probs[i] <= 1.0f) || st->topk_ids[i] < 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+TT_API int tt_response_token_stats(tt_response *r, const tt_token_stats *computed, const char *text,
+                                   tt_verdict *verdict, tt_token_stats *stats)
+{
+    if (!r || !computed || !stats_valid(computed)) {
+        return TT_EINVAL;
+    }
+    tt_token_stats st = *computed;
+    if (st.k > r->k) {
+        st.k = r->k; /* what the response keeps */
+    }
+    tt_verdict v = add_token(r, &st, text, NULL);
+    if (verdict) {
+        *verdict = v;
+    }
+    if (stats) {
+        *stats = st;
+    }
+    return 0;
+}
+
 /* --- begin and end ------------------------------------------------------------------------------ */
 
 static size_t attr_size(const tt_attr *a)

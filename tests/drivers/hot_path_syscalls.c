@@ -15,7 +15,9 @@
  * show that its check catches a system call. --tokens 1 makes the loop add tokens to one
  * response per thread instead (tt_response_token over a 1024-entry logits row, the guard's
  * token rule on, so chunks and guard events are emitted); the response begins before the start
- * marker and ends after the end marker.
+ * marker and ends after the end marker. --tokens 2 adds them with tt_response_token_batch
+ * instead: a batch of three sequences {the response, a finished one (NULL), the response} over
+ * the same row (row stride 0), two tokens per loop event.
  *
  * Prints one JSON line with the client's counters once the producers are done.
  */
@@ -85,7 +87,16 @@ static void *producer_main(void *arg)
     mark(MARK_BEGIN);
     uint64_t refused = 0;
     for (uint64_t i = 0; i < p->events; i++) {
-        if (r) {
+        if (r && p->tokens == 2) {
+            tt_response *batch[3] = {r, NULL, r};
+            int32_t chosen[3] = {(int32_t)((i * 31) % ROW), 0, (int32_t)((i * 17) % ROW)};
+            tt_verdict v[3];
+            row[i % ROW] += 0.5f;
+            if (tt_response_token_batch(batch, 3, row, ROW, 1, 0, TT_DTYPE_F32, chosen, v, NULL) !=
+                0) {
+                refused++;
+            }
+        } else if (r) {
             tt_verdict v;
             row[i % ROW] += 0.5f;
             if (tt_response_token(r, row, ROW, 1, TT_DTYPE_F32, (int32_t)((i * 31) % ROW), &v,

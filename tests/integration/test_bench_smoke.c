@@ -70,6 +70,11 @@ TEST_T(bench_comply_smoke_prints_valid_result_lines, 120)
     CHECK(run_smoke("comply", "decision_overhead_ns") >= 3);
 }
 
+TEST_T(bench_token_batch_smoke_prints_valid_result_lines, 120)
+{
+    CHECK(run_smoke("token_batch", "batch_64x") == 2);
+}
+
 TEST_T(bench_tls_smoke_prints_valid_result_lines, 120)
 {
     CHECK(run_smoke("tls", "tls_stored_events_per_s") == 2);

@@ -246,8 +246,8 @@ TEST_T(hot_path_syscall_check_catches_an_injected_syscall, 180)
 }
 
 /* Response tokens (statistics, packed chunks, guard decisions with their reasons) make no
- * system call either. */
-TEST_T(hot_path_response_tokens_make_no_syscall, 180)
+ * system call either; mode 1 adds them one row per call, mode 2 by tt_response_token_batch. */
+static void response_tokens_make_no_syscall(const char *mode)
 {
     const char *tmp = tt_test_tmpdir();
     char endpoint[4200], prefix[4200], out[1024];
@@ -256,7 +256,9 @@ TEST_T(hot_path_response_tokens_make_no_syscall, 180)
         snprintf(endpoint, sizeof endpoint, "unix:%s/nobody-listens.sock", tmp);
     }
     snprintf(prefix, sizeof prefix, "%s/trace", tmp);
-    int rc = run_traced_args(prefix, endpoint, NULL, "--events 400000 --tokens 1", out, sizeof out);
+    char args[64];
+    snprintf(args, sizeof args, "--events 400000 --tokens %s", mode);
+    int rc = run_traced_args(prefix, endpoint, NULL, args, out, sizeof out);
     collector_stop(coll);
     CHECK_EQ(rc, 0);
     CHECK_EQ_U64(json_u64(out, "loop_events"), 400000u);
@@ -267,4 +269,14 @@ TEST_T(hot_path_response_tokens_make_no_syscall, 180)
     CHECK_EQ(tc.producers, PRODUCERS);
     CHECK_EQ(tc.bad_markers, 0);
     CHECK_EQ(tc.calls_between, 0);
+}
+
+TEST_T(hot_path_response_tokens_make_no_syscall, 180)
+{
+    response_tokens_make_no_syscall("1");
+}
+
+TEST_T(hot_path_batched_response_tokens_make_no_syscall, 180)
+{
+    response_tokens_make_no_syscall("2");
 }
