@@ -31,6 +31,7 @@ struct http_ctx {
     struct monitor *monitor;  /* live per-agent figures (NULL: none) */
     struct alerts *alerts;    /* alert counters (NULL: none) */
     struct watch *watch;      /* the collector's compliance checks (NULL: none) */
+    struct otlp *otlp;        /* OTLP ingest on /v1/ (source/otlp.h; NULL: none) */
     void *app;                /* the rest of the collector, for routes that need it */
     char allowed_hosts[1024]; /* --allowed-hosts: extra Host names, comma-separated */
     /* Set by http_start once bound: the address the Host header must name (api/browser.c). */
@@ -159,6 +160,11 @@ enum MHD_Result api_agent_comply_policy(const struct http_req *r);
 struct json_t;
 const char *api_agent_order(const struct http_req *r, struct json_t **body,
                             enum MHD_Result *refused);
+/* OTLP/HTTP ingest (api/otlp.c): POST /v1/traces, its own content types and ingest tokens
+ * (docs/otel.md); bodies up to OTLP_BODY_MAX. */
+enum MHD_Result api_otlp_traces(const struct http_req *r);
+/* Whether url is an OTLP route (its body limit, content types and tokens are its own). */
+int http_is_otlp(const char *url);
 /* The dashboard (api/assets.c): GET / and GET /assets/{name}. */
 enum MHD_Result api_index(const struct http_req *r);
 enum MHD_Result api_asset(const struct http_req *r);

@@ -1,0 +1,975 @@
+/*
+ * otlp_decode.c - OTLP trace requests (protobuf and JSON) into flat spans, spans into telltale
+ * Batch payloads (otlp_decode.h; the mapping is docs/otel.md's table).
+ *
+ * Field numbers are those of opentelemetry-proto: ExportTraceServiceRequest.resource_spans 1;
+ * ResourceSpans.resource 1, .scope_spans 2; Resource.attributes 1; ScopeSpans.spans 2;
+ * Span.trace_id 1, .span_id 2, .parent_span_id 4, .name 5, .start_time_unix_nano 7 (fixed64),
+ * .end_time_unix_nano 8 (fixed64), .attributes 9, .status 15; Status.message 2, .code 3;
+ * KeyValue.key 1, .value 2; AnyValue.string_value 1, .bool_value 2, .int_value 3,
+ * .double_value 4. The protobuf is read twice: a first pass counts (and checks every limit),
+ * then the arrays are allocated and a second pass fills them.
+ */
+#include "collector/source/otlp_decode.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "telltale.h"
+
+/* --- attributes ----------------------------------------------------------------------------- */
+
+enum { AV_NONE, AV_STR, AV_INT };
+
+struct any {
+    int type;
+    tt__bstr s;
+    int64_t i;
+};
+
+static int bstr_is(tt__bstr b, const char *s)
+{
+    size_t n = strlen(s);
+    return b.n == n && memcmp(b.p, s, n) == 0;
+}
+
+/* Keep one attribute of a span (the keys of docs/otel.md); others are ignored. */
+static void span_attr(struct otlp_span *s, tt__bstr key, const struct any *v)
+{
+    if (v->type == AV_STR) {
+        tt__bstr *dst = bstr_is(key, "gen_ai.operation.name")    ? &s->operation
+                        : bstr_is(key, "gen_ai.tool.name")       ? &s->tool_name
+                        : bstr_is(key, "gen_ai.request.model")   ? &s->model
+                        : bstr_is(key, "gen_ai.provider.name")   ? &s->provider
+                        : bstr_is(key, "gen_ai.system")          ? (s->provider.n ? NULL : &s->provider)
+                        : bstr_is(key, "gen_ai.conversation.id") ? &s->conversation
+                        : bstr_is(key, "error.type")             ? &s->error_type
+                                                                 : NULL;
+        if (dst) {
+            if (v->s.n > OTLP_STR_MAX) {
+                s->refused = "an attribute value longer than 4096 bytes";
+            } else {
+                *dst = v->s;
+            }
+        }
+    } else if (v->type == AV_INT) {
+        if (bstr_is(key, "gen_ai.usage.input_tokens")) {
+            s->input_tokens = v->i < 0 ? -1 : v->i;
+        } else if (bstr_is(key, "gen_ai.usage.output_tokens")) {
+            s->output_tokens = v->i < 0 ? -1 : v->i;
+        }
+    }
+}
+
+/* --- protobuf ------------------------------------------------------------------------------- */
+
+struct pb_ctx {
+    struct otlp_request *req; /* NULL arrays in the counting pass */
+    int fill;
+    uint32_t n_res, n_spans;
+    const char *why;
+};
+
+static int pb_any(tt__bstr b, struct any *v)
+{
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__pb_reader_init(&r, b.p, b.n);
+    v->type = AV_NONE;
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if (f == 1 && wt == TT_PB_LEN) {
+            v->s.p = tt__pb_bytes(&r, &v->s.n);
+            v->type = AV_STR;
+        } else if (f == 3 && wt == TT_PB_VARINT) {
+            v->i = (int64_t)tt__pb_varint(&r);
+            v->type = AV_INT;
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return rc < 0 || r.err ? -1 : 0;
+}
+
+/* A KeyValue: its key and value. */
+static int pb_kv(tt__bstr b, tt__bstr *key, struct any *v)
+{
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__pb_reader_init(&r, b.p, b.n);
+    key->p = NULL;
+    key->n = 0;
+    v->type = AV_NONE;
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if (f == 1 && wt == TT_PB_LEN) {
+            key->p = tt__pb_bytes(&r, &key->n);
+        } else if (f == 2 && wt == TT_PB_LEN) {
+            tt__bstr vb;
+            vb.p = tt__pb_bytes(&r, &vb.n);
+            if (!r.err && pb_any(vb, v) != 0) {
+                return -1;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return rc < 0 || r.err ? -1 : 0;
+}
+
+static int pb_id(tt__bstr b, uint8_t *out, size_t n, const char **why)
+{
+    if (b.n == 0) {
+        memset(out, 0, n);
+        return 0;
+    }
+    if (b.n != n) {
+        *why = n == 16 ? "a trace id that is not 16 bytes" : "a span id that is not 8 bytes";
+        return -1;
+    }
+    memcpy(out, b.p, n);
+    return 0;
+}
+
+static uint64_t be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v = v << 8 | p[i];
+    }
+    return v;
+}
+
+static int pb_status(tt__bstr b, struct otlp_span *s)
+{
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__pb_reader_init(&r, b.p, b.n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if (f == 2 && wt == TT_PB_LEN) {
+            s->status_message.p = tt__pb_bytes(&r, &s->status_message.n);
+        } else if (f == 3 && wt == TT_PB_VARINT) {
+            s->status_code = (uint32_t)tt__pb_varint(&r);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    return rc < 0 || r.err ? -1 : 0;
+}
+
+static void span_init(struct otlp_span *s)
+{
+    memset(s, 0, sizeof *s);
+    s->input_tokens = s->output_tokens = -1;
+}
+
+/* The checks every span passes whichever encoding it came in. */
+static void span_check(struct otlp_span *s)
+{
+    if (s->refused) {
+        return;
+    }
+    if (s->span_id == 0) {
+        s->refused = "a span without a span id";
+    } else if (s->name.n > OTLP_STR_MAX || s->status_message.n > OTLP_STR_MAX) {
+        s->refused = "a span name or status message longer than 4096 bytes";
+    } else if (s->end_ns < s->start_ns || s->start_ns == 0 || s->start_ns > INT64_MAX) {
+        s->refused = "a span whose times are missing or end before they start";
+    }
+}
+
+static int pb_span(struct pb_ctx *c, tt__bstr b)
+{
+    if (c->n_spans == OTLP_SPANS_MAX) {
+        c->why = "more than 65536 spans in the request";
+        return -1;
+    }
+    struct otlp_span tmp, *s = c->fill ? &c->req->spans[c->n_spans] : &tmp;
+    c->n_spans++;
+    span_init(s);
+    tt__pb_reader r;
+    uint32_t f, wt, n_attrs = 0;
+    tt__pb_reader_init(&r, b.p, b.n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        tt__bstr v = {NULL, 0};
+        if (wt == TT_PB_LEN && (f == 1 || f == 2 || f == 4 || f == 5 || f == 9 || f == 15)) {
+            v.p = tt__pb_bytes(&r, &v.n);
+            if (r.err) {
+                break;
+            }
+        }
+        uint8_t id[8];
+        if (f == 1 && wt == TT_PB_LEN) {
+            if (pb_id(v, s->trace_id, 16, &c->why) != 0) {
+                return -1;
+            }
+        } else if ((f == 2 || f == 4) && wt == TT_PB_LEN) {
+            if (pb_id(v, id, 8, &c->why) != 0) {
+                return -1;
+            }
+            *(f == 2 ? &s->span_id : &s->parent_id) = be64(id);
+        } else if (f == 5 && wt == TT_PB_LEN) {
+            s->name = v;
+        } else if ((f == 7 || f == 8) && wt == TT_PB_I64) {
+            *(f == 7 ? &s->start_ns : &s->end_ns) = tt__pb_fixed64(&r);
+        } else if (f == 9 && wt == TT_PB_LEN) {
+            if (++n_attrs > OTLP_ATTRS_MAX) {
+                s->refused = "more than 256 attributes on a span";
+                continue;
+            }
+            tt__bstr key;
+            struct any av;
+            if (pb_kv(v, &key, &av) != 0) {
+                c->why = "a malformed span attribute";
+                return -1;
+            }
+            span_attr(s, key, &av);
+        } else if (f == 15 && wt == TT_PB_LEN) {
+            if (pb_status(v, s) != 0) {
+                c->why = "a malformed span status";
+                return -1;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (rc < 0 || r.err) {
+        c->why = "a malformed span";
+        return -1;
+    }
+    span_check(s);
+    return 0;
+}
+
+static int pb_scope_spans(struct pb_ctx *c, tt__bstr b)
+{
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__pb_reader_init(&r, b.p, b.n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if (f == 2 && wt == TT_PB_LEN) {
+            tt__bstr v;
+            v.p = tt__pb_bytes(&r, &v.n);
+            if (r.err || pb_span(c, v) != 0) {
+                break;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (c->why) {
+        return -1;
+    }
+    if (rc < 0 || r.err) {
+        c->why = "malformed scope spans";
+        return -1;
+    }
+    return 0;
+}
+
+static int pb_resource(struct pb_ctx *c, tt__bstr b, tt__bstr *service)
+{
+    tt__pb_reader r;
+    uint32_t f, wt, n_attrs = 0;
+    tt__pb_reader_init(&r, b.p, b.n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if (f == 1 && wt == TT_PB_LEN) {
+            tt__bstr v, key;
+            struct any av;
+            v.p = tt__pb_bytes(&r, &v.n);
+            if (r.err || ++n_attrs > OTLP_ATTRS_MAX || pb_kv(v, &key, &av) != 0) {
+                c->why = r.err ? NULL : n_attrs > OTLP_ATTRS_MAX
+                                            ? "more than 256 attributes on a resource"
+                                            : "a malformed resource attribute";
+                break;
+            }
+            if (bstr_is(key, "service.name") && av.type == AV_STR) {
+                *service = av.s;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (c->why || rc < 0 || r.err) {
+        c->why = c->why ? c->why : "a malformed resource";
+        return -1;
+    }
+    return 0;
+}
+
+static int pb_resource_spans(struct pb_ctx *c, tt__bstr b)
+{
+    if (c->n_res == OTLP_RESOURCES_MAX) {
+        c->why = "more than 1024 resources in the request";
+        return -1;
+    }
+    uint32_t ri = c->n_res++;
+    tt__bstr service = {NULL, 0};
+    uint32_t first = c->n_spans;
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__pb_reader_init(&r, b.p, b.n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        tt__bstr v;
+        if (wt == TT_PB_LEN && (f == 1 || f == 2)) {
+            v.p = tt__pb_bytes(&r, &v.n);
+            if (r.err) {
+                break;
+            }
+            if (f == 1 ? pb_resource(c, v, &service) : pb_scope_spans(c, v)) {
+                return -1;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (rc < 0 || r.err) {
+        c->why = "malformed resource spans";
+        return -1;
+    }
+    if (service.n > OTLP_STR_MAX) {
+        c->why = "a service.name longer than 4096 bytes";
+        return -1;
+    }
+    if (c->fill) {
+        struct otlp_resource *res = &c->req->res[ri];
+        res->service_name = service;
+        res->first = first;
+        res->n = c->n_spans - first;
+    }
+    return 0;
+}
+
+static int pb_request(struct pb_ctx *c, const uint8_t *body, size_t n)
+{
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__pb_reader_init(&r, body, n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if (f == 1 && wt == TT_PB_LEN) {
+            tt__bstr v;
+            v.p = tt__pb_bytes(&r, &v.n);
+            if (r.err || pb_resource_spans(c, v) != 0) {
+                break;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (c->why) {
+        return -1;
+    }
+    if (rc < 0 || r.err) {
+        c->why = "a malformed ExportTraceServiceRequest";
+        return -1;
+    }
+    return 0;
+}
+
+int otlp_traces_decode_pb(struct otlp_request *req, const uint8_t *body, size_t n,
+                          const char **why)
+{
+    memset(req, 0, sizeof *req);
+    if (n > OTLP_BODY_MAX) {
+        *why = "a body above 4 MiB";
+        return -1;
+    }
+    struct pb_ctx c = {req, 0, 0, 0, NULL};
+    if (pb_request(&c, body, n) != 0) {
+        *why = c.why;
+        return -1;
+    }
+    req->res = calloc(c.n_res ? c.n_res : 1, sizeof *req->res);
+    req->spans = calloc(c.n_spans ? c.n_spans : 1, sizeof *req->spans);
+    if (!req->res || !req->spans) {
+        otlp_request_free(req);
+        *why = "out of memory";
+        return -1;
+    }
+    req->n_res = c.n_res;
+    req->n_spans = c.n_spans;
+    struct pb_ctx f = {req, 1, 0, 0, NULL};
+    if (pb_request(&f, body, n) != 0) { /* cannot differ from the first pass */
+        otlp_request_free(req);
+        *why = f.why;
+        return -1;
+    }
+    return 0;
+}
+
+/* --- JSON ----------------------------------------------------------------------------------- */
+
+static tt__bstr jstr(json_t *v)
+{
+    tt__bstr b = {NULL, 0};
+    if (json_is_string(v)) {
+        b.p = (const uint8_t *)json_string_value(v);
+        b.n = json_string_length(v);
+    }
+    return b;
+}
+
+static int hexval(int ch)
+{
+    return ch >= '0' && ch <= '9'   ? ch - '0'
+           : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+           : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                    : -1;
+}
+
+/* A hex id of n bytes (absent or "": all zero). */
+static int json_id(json_t *v, uint8_t *out, size_t n, const char **why)
+{
+    memset(out, 0, n);
+    if (!v || (json_is_string(v) && json_string_length(v) == 0)) {
+        return 0;
+    }
+    const char *s = json_string_value(v);
+    if (!s || json_string_length(v) != 2 * n) {
+        *why = n == 16 ? "a traceId that is not 32 hex digits" : "a spanId that is not 16 hex digits";
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            *why = "an id with a character that is not a hex digit";
+            return -1;
+        }
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+/* A 64-bit integer as OTLP/JSON writes it: a decimal string or a number. */
+static int json_u64(json_t *v, uint64_t *out)
+{
+    if (!v) {
+        *out = 0;
+        return 0;
+    }
+    if (json_is_integer(v)) {
+        json_int_t x = json_integer_value(v);
+        *out = (uint64_t)x;
+        return x < 0 ? -1 : 0;
+    }
+    const char *s = json_string_value(v);
+    if (!s || !*s || json_string_length(v) > 20) {
+        return -1;
+    }
+    uint64_t x = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || x > (UINT64_MAX - 9) / 10) {
+            return -1;
+        }
+        x = x * 10 + (uint64_t)(*s - '0');
+    }
+    *out = x;
+    return 0;
+}
+
+static int json_any(json_t *v, struct any *out)
+{
+    out->type = AV_NONE;
+    if (!v) {
+        return 0;
+    }
+    if (!json_is_object(v)) {
+        return -1;
+    }
+    json_t *x;
+    if ((x = json_object_get(v, "stringValue"))) {
+        if (!json_is_string(x)) {
+            return -1;
+        }
+        out->s = jstr(x);
+        out->type = AV_STR;
+    } else if ((x = json_object_get(v, "intValue"))) {
+        uint64_t u;
+        if (json_is_integer(x)) {
+            out->i = (int64_t)json_integer_value(x);
+        } else if (json_is_string(x) && json_string_value(x)[0] == '-') {
+            json_t *pos = json_string(json_string_value(x) + 1);
+            int bad = !pos || json_u64(pos, &u) != 0 || u > INT64_MAX;
+            json_decref(pos);
+            if (bad) {
+                return -1;
+            }
+            out->i = -(int64_t)u;
+        } else if (json_u64(x, &u) != 0 || u > INT64_MAX) {
+            return -1;
+        } else {
+            out->i = (int64_t)u;
+        }
+        out->type = AV_INT;
+    }
+    return 0;
+}
+
+/* An attribute list: calls back for each (key, value); -1 when malformed. */
+static int json_attrs(json_t *arr, struct otlp_span *s, tt__bstr *service, const char **why)
+{
+    if (!arr) {
+        return 0;
+    }
+    if (!json_is_array(arr)) {
+        *why = "attributes that are not an array";
+        return -1;
+    }
+    if (json_array_size(arr) > OTLP_ATTRS_MAX) {
+        if (s) {
+            s->refused = "more than 256 attributes on a span";
+            return 0;
+        }
+        *why = "more than 256 attributes on a resource";
+        return -1;
+    }
+    size_t i;
+    json_t *kv;
+    json_array_foreach(arr, i, kv)
+    {
+        struct any av;
+        tt__bstr key = jstr(json_object_get(kv, "key"));
+        if (!json_is_object(kv) || !key.p || json_any(json_object_get(kv, "value"), &av) != 0) {
+            *why = "a malformed attribute";
+            return -1;
+        }
+        if (s) {
+            span_attr(s, key, &av);
+        } else if (bstr_is(key, "service.name") && av.type == AV_STR) {
+            *service = av.s;
+        }
+    }
+    return 0;
+}
+
+static int json_span(json_t *js, struct otlp_span *s, const char **why)
+{
+    span_init(s);
+    uint8_t id[8];
+    uint64_t code = 0;
+    if (!json_is_object(js)) {
+        *why = "a span that is not an object";
+        return -1;
+    }
+    if (json_id(json_object_get(js, "traceId"), s->trace_id, 16, why) != 0 ||
+        json_id(json_object_get(js, "spanId"), id, 8, why) != 0) {
+        return -1;
+    }
+    s->span_id = be64(id);
+    if (json_id(json_object_get(js, "parentSpanId"), id, 8, why) != 0) {
+        return -1;
+    }
+    s->parent_id = be64(id);
+    json_t *name = json_object_get(js, "name");
+    if (name && !json_is_string(name)) {
+        *why = "a span name that is not a string";
+        return -1;
+    }
+    s->name = jstr(name);
+    if (json_u64(json_object_get(js, "startTimeUnixNano"), &s->start_ns) != 0 ||
+        json_u64(json_object_get(js, "endTimeUnixNano"), &s->end_ns) != 0) {
+        *why = "a span time that is not a 64-bit integer";
+        return -1;
+    }
+    json_t *st = json_object_get(js, "status");
+    if (st) {
+        json_t *msg = json_object_get(st, "message");
+        if (!json_is_object(st) || json_u64(json_object_get(st, "code"), &code) != 0 ||
+            code > 2 || (msg && !json_is_string(msg))) {
+            *why = "a malformed span status";
+            return -1;
+        }
+        s->status_code = (uint32_t)code;
+        s->status_message = jstr(msg);
+    }
+    if (json_attrs(json_object_get(js, "attributes"), s, NULL, why) != 0) {
+        return -1;
+    }
+    span_check(s);
+    return 0;
+}
+
+/* Count (spans NULL) or fill the spans of the request. */
+static int json_walk(json_t *rs_arr, struct otlp_request *req, uint32_t *n_res, uint32_t *n_spans,
+                     const char **why)
+{
+    size_t i, j, k;
+    json_t *rs, *ss, *sp;
+    *n_res = *n_spans = 0;
+    json_array_foreach(rs_arr, i, rs)
+    {
+        if (!json_is_object(rs)) {
+            *why = "a resourceSpans entry that is not an object";
+            return -1;
+        }
+        if (*n_res == OTLP_RESOURCES_MAX) {
+            *why = "more than 1024 resources in the request";
+            return -1;
+        }
+        tt__bstr service = {NULL, 0};
+        json_t *res = json_object_get(rs, "resource");
+        if (res && (!json_is_object(res) ||
+                    json_attrs(json_object_get(res, "attributes"), NULL, &service, why) != 0)) {
+            *why = *why ? *why : "a resource that is not an object";
+            return -1;
+        }
+        if (service.n > OTLP_STR_MAX) {
+            *why = "a service.name longer than 4096 bytes";
+            return -1;
+        }
+        uint32_t first = *n_spans;
+        json_t *ss_arr = json_object_get(rs, "scopeSpans");
+        if (ss_arr && !json_is_array(ss_arr)) {
+            *why = "scopeSpans that are not an array";
+            return -1;
+        }
+        json_array_foreach(ss_arr, j, ss)
+        {
+            json_t *sp_arr = json_object_get(ss, "spans");
+            if (!json_is_object(ss) || (sp_arr && !json_is_array(sp_arr))) {
+                *why = "a malformed scopeSpans entry";
+                return -1;
+            }
+            if (json_array_size(sp_arr) > OTLP_SPANS_MAX - *n_spans) {
+                *why = "more than 65536 spans in the request";
+                return -1;
+            }
+            json_array_foreach(sp_arr, k, sp)
+            {
+                if (req->spans && json_span(sp, &req->spans[*n_spans], why) != 0) {
+                    return -1;
+                }
+                (*n_spans)++;
+            }
+        }
+        if (req->res) {
+            req->res[*n_res].service_name = service;
+            req->res[*n_res].first = first;
+            req->res[*n_res].n = *n_spans - first;
+        }
+        (*n_res)++;
+    }
+    return 0;
+}
+
+int otlp_traces_decode_json(struct otlp_request *req, const uint8_t *body, size_t n,
+                            const char **why)
+{
+    memset(req, 0, sizeof *req);
+    *why = NULL;
+    if (n > OTLP_BODY_MAX) {
+        *why = "a body above 4 MiB";
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)body, n, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        *why = "a body that is not a JSON object";
+        return -1;
+    }
+    req->json = root;
+    json_t *rs_arr = json_object_get(root, "resourceSpans");
+    if (rs_arr && !json_is_array(rs_arr)) {
+        *why = "resourceSpans that is not an array";
+        otlp_request_free(req);
+        return -1;
+    }
+    uint32_t n_res, n_spans;
+    if (json_walk(rs_arr, req, &n_res, &n_spans, why) != 0) {
+        otlp_request_free(req);
+        return -1;
+    }
+    req->res = calloc(n_res ? n_res : 1, sizeof *req->res);
+    req->spans = calloc(n_spans ? n_spans : 1, sizeof *req->spans);
+    if (!req->res || !req->spans) {
+        otlp_request_free(req);
+        *why = "out of memory";
+        return -1;
+    }
+    if (json_walk(rs_arr, req, &req->n_res, &req->n_spans, why) != 0) {
+        otlp_request_free(req);
+        return -1;
+    }
+    return 0;
+}
+
+void otlp_request_free(struct otlp_request *req)
+{
+    free(req->res);
+    free(req->spans);
+    json_decref(req->json);
+    memset(req, 0, sizeof *req);
+}
+
+/* --- the mapping ---------------------------------------------------------------------------- */
+
+uint32_t otlp_step_kind(const struct otlp_span *s, int *is_llm)
+{
+    *is_llm = 0;
+    if (bstr_is(s->operation, "execute_tool")) {
+        return TT_STEP_TOOL;
+    }
+    if (bstr_is(s->operation, "chat") || bstr_is(s->operation, "text_completion") ||
+        bstr_is(s->operation, "generate_content") || bstr_is(s->operation, "embeddings")) {
+        *is_llm = 1;
+        return TT_STEP_LLM;
+    }
+    if (bstr_is(s->operation, "invoke_agent") || bstr_is(s->operation, "create_agent")) {
+        return TT_STEP_AGENT;
+    }
+    return TT_STEP_OTHER;
+}
+
+/* FNV-1a over bytes, continued from h. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static const char hexd[] = "0123456789abcdef";
+
+static uint8_t *put_str(uint8_t *q, uint32_t field, tt__bstr s)
+{
+    return tt__pb_put_bytes(q, field, s.p, s.n);
+}
+
+/* Attr { key = 1, s = 2 | i = 3 } as field 3 of a message. */
+static uint8_t *put_attr_s(uint8_t *q, uint32_t field, const char *key, tt__bstr v)
+{
+    size_t kn = strlen(key);
+    size_t inner = tt__pb_len_field_size(kn) + 1 + tt__pb_varint_size(v.n) + v.n;
+    q = tt__pb_put_tag(q, field, TT_PB_LEN);
+    q = tt__pb_put_varint(q, inner);
+    q = tt__pb_put_bytes(q, 1, key, kn);
+    return tt__pb_put_bytes(q, 2, v.p, v.n);
+}
+
+static uint8_t *put_attr_i(uint8_t *q, uint32_t field, const char *key, int64_t v)
+{
+    size_t kn = strlen(key);
+    size_t inner = tt__pb_len_field_size(kn) + 1 + tt__pb_varint_size(tt__pb_zigzag(v));
+    q = tt__pb_put_tag(q, field, TT_PB_LEN);
+    q = tt__pb_put_varint(q, inner);
+    q = tt__pb_put_bytes(q, 1, key, kn);
+    return tt__pb_put_sint(q, 3, v);
+}
+
+/* Event { time_delta_ns = 1, session = 2, <kind> = body } from a body encoded in tmp. */
+static uint8_t *put_event(uint8_t *q, int64_t delta, tt__bstr session, uint32_t kind,
+                          const uint8_t *body, size_t body_len)
+{
+    size_t inner = 1 + tt__pb_varint_size(tt__pb_zigzag(delta)) +
+                   (session.n ? tt__pb_len_field_size(session.n) : 0) +
+                   tt__pb_len_field_size(body_len);
+    q = tt__pb_put_tag(q, 4, TT_PB_LEN);
+    q = tt__pb_put_varint(q, inner);
+    q = tt__pb_put_sint(q, 1, delta);
+    if (session.n) {
+        q = put_str(q, 2, session);
+    }
+    return tt__pb_put_bytes(q, kind, body, body_len);
+}
+
+/* Bytes one span needs at most in a Batch: its strings plus a fixed allowance per event. */
+static size_t span_cost(const struct otlp_span *s)
+{
+    size_t sess = s->conversation.n ? s->conversation.n : 32;
+    return 4 * (64 + sess) + 2 * s->name.n + 2 * s->tool_name.n + s->model.n + s->provider.n +
+           s->status_message.n + s->error_type.n + 512;
+}
+
+int otlp_batch_encode(const struct otlp_request *req, uint32_t first, uint32_t n,
+                      const char *agent, struct otlp_batch *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct otlp_span *sp = &req->spans[first];
+    uint64_t base = UINT64_MAX, h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
+    size_t cap = 128, tmp_cap = 0;
+    h1 = fnv(h1, agent, strlen(agent) + 1);
+    h2 = fnv(h2, agent, strlen(agent) + 1);
+    uint32_t n_spans = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (sp[i].refused) {
+            continue;
+        }
+        n_spans++;
+        base = sp[i].start_ns < base ? sp[i].start_ns : base;
+        size_t c = span_cost(&sp[i]);
+        cap += c;
+        tmp_cap = c > tmp_cap ? c : tmp_cap;
+        uint8_t ids[24];
+        memcpy(ids, sp[i].trace_id, 16);
+        for (int b = 0; b < 8; b++) {
+            ids[16 + b] = (uint8_t)(sp[i].span_id >> (56 - 8 * b));
+        }
+        h1 = fnv(h1, ids, sizeof ids);
+        h2 = fnv(h2, ids, sizeof ids);
+    }
+    if (n_spans == 0) {
+        return 0;
+    }
+    h1 = mix(h1);
+    h2 = mix(h2 ^ h1);
+    for (int b = 0; b < 8; b++) {
+        out->instance[b] = (uint8_t)(h1 >> (8 * b));
+        out->instance[8 + b] = (uint8_t)(h2 >> (8 * b));
+    }
+    uint8_t *raw = malloc(cap), *tmp = malloc(tmp_cap);
+    if (!raw || !tmp) {
+        free(raw);
+        free(tmp);
+        return -1;
+    }
+    uint8_t *q = raw;
+    q = tt__pb_put_bytes(q, 1, out->instance, 16);
+    q = tt__pb_put_uint(q, 2, 1);
+    q = tt__pb_put_fixed64(q, 3, base);
+    uint32_t n_events = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct otlp_span *s = &sp[i];
+        if (s->refused) {
+            continue;
+        }
+        int llm;
+        uint32_t kind = otlp_step_kind(s, &llm);
+        char trace_hex[32];
+        for (int b = 0; b < 16; b++) {
+            trace_hex[2 * b] = hexd[s->trace_id[b] >> 4];
+            trace_hex[2 * b + 1] = hexd[s->trace_id[b] & 15];
+        }
+        tt__bstr trace = {(const uint8_t *)trace_hex, 32};
+        tt__bstr session = s->conversation.n ? s->conversation : trace;
+        tt__bstr name = kind == TT_STEP_TOOL && s->tool_name.n ? s->tool_name : s->name;
+        int64_t d0 = (int64_t)(s->start_ns - base), d1 = (int64_t)(s->end_ns - base);
+        /* StepBegin { step_id 1, parent_id 2, kind 3, name 4 } */
+        uint8_t *t = tmp;
+        t = tt__pb_put_fixed64(t, 1, s->span_id);
+        t = tt__pb_put_fixed64(t, 2, s->parent_id);
+        t = tt__pb_put_uint(t, 3, kind);
+        t = put_str(t, 4, name);
+        q = put_event(q, d0, session, TT_EV_STEP_BEGIN, tmp, (size_t)(t - tmp));
+        n_events++;
+        if (llm) {
+            /* ResponseBegin { response_id 1, model 2, params 3, step_id 4 } */
+            t = tmp;
+            t = tt__pb_put_fixed64(t, 1, s->span_id);
+            t = put_str(t, 2, s->model);
+            t = put_attr_s(t, 3, "gen_ai.operation.name", s->operation);
+            if (s->provider.n) {
+                t = put_attr_s(t, 3, "gen_ai.provider.name", s->provider);
+            }
+            if (s->input_tokens >= 0) {
+                t = put_attr_i(t, 3, "gen_ai.usage.input_tokens", s->input_tokens);
+            }
+            if (s->output_tokens >= 0) {
+                t = put_attr_i(t, 3, "gen_ai.usage.output_tokens", s->output_tokens);
+            }
+            t = put_attr_s(t, 3, "trace_id", trace);
+            t = tt__pb_put_fixed64(t, 4, s->span_id);
+            q = put_event(q, d0, session, TT_EV_RESPONSE_BEGIN, tmp, (size_t)(t - tmp));
+            /* ResponseEnd { response_id 1, tokens 2, duration_ns 11, estimated 12 } */
+            t = tmp;
+            t = tt__pb_put_fixed64(t, 1, s->span_id);
+            uint64_t toks = s->output_tokens >= 0 ? (uint64_t)s->output_tokens : 0;
+            t = tt__pb_put_uint(t, 2, toks > UINT32_MAX ? UINT32_MAX : toks);
+            t = tt__pb_put_uint(t, 11, s->end_ns - s->start_ns);
+            q = put_event(q, d1, session, TT_EV_RESPONSE_END, tmp, (size_t)(t - tmp));
+            n_events += 2;
+        }
+        /* StepEnd { step_id 1, status 2, duration_ns 3, result_bytes 4, error 5, name 6,
+         * kind 7 } */
+        t = tmp;
+        t = tt__pb_put_fixed64(t, 1, s->span_id);
+        t = tt__pb_put_uint(t, 2, s->status_code == 2 ? TT_STATUS_ERROR : TT_STATUS_OK);
+        t = tt__pb_put_uint(t, 3, s->end_ns - s->start_ns);
+        t = tt__pb_put_sint(t, 4, -1);
+        if (s->status_code == 2) {
+            t = put_str(t, 5, s->status_message.n ? s->status_message : s->error_type);
+        }
+        t = put_str(t, 6, name);
+        t = tt__pb_put_uint(t, 7, kind);
+        q = put_event(q, d1, session, TT_EV_STEP_END, tmp, (size_t)(t - tmp));
+        n_events++;
+    }
+    free(tmp);
+    out->raw = raw;
+    out->raw_len = (size_t)(q - raw);
+    out->n_events = n_events;
+    out->n_spans = n_spans;
+    return 0;
+}
+
+/* --- gzip ----------------------------------------------------------------------------------- */
+
+int otlp_gunzip(const uint8_t *in, size_t n, size_t max, uint8_t **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
+        return -1;
+    }
+    size_t cap = n * 4 < max ? (n * 4 > 4096 ? n * 4 : 4096) : max;
+    uint8_t *buf = malloc(cap + 1);
+    int rc = buf ? Z_OK : Z_MEM_ERROR;
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)n;
+    size_t len = 0;
+    while (rc == Z_OK) {
+        if (len == cap) {
+            if (cap == max) {
+                rc = Z_BUF_ERROR; /* more than max */
+                break;
+            }
+            size_t ncap = cap * 2 < max ? cap * 2 : max;
+            uint8_t *nb = realloc(buf, ncap + 1);
+            if (!nb) {
+                rc = Z_MEM_ERROR;
+                break;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        z.next_out = buf + len;
+        z.avail_out = (uInt)(cap - len);
+        rc = inflate(&z, Z_NO_FLUSH);
+        len = cap - z.avail_out;
+        if (rc == Z_BUF_ERROR && z.avail_in == 0) {
+            rc = Z_DATA_ERROR; /* truncated */
+        } else if (rc == Z_BUF_ERROR) {
+            rc = Z_OK;
+        }
+    }
+    int trailing = z.avail_in != 0;
+    inflateEnd(&z);
+    if (rc != Z_STREAM_END || trailing) {
+        free(buf);
+        return rc == Z_BUF_ERROR && len == max ? -2 : -1;
+    }
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
