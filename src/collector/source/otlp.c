@@ -131,8 +131,13 @@ void otlp_free(struct otlp *x)
 enum { ENC_PB, ENC_JSON };
 
 /* gRPC codes of the google.rpc.Status an OTLP/HTTP error carries. */
-enum { RPC_INVALID_ARGUMENT = 3, RPC_PERMISSION_DENIED = 7, RPC_RESOURCE_EXHAUSTED = 8,
-       RPC_UNAVAILABLE = 14, RPC_UNAUTHENTICATED = 16 };
+enum {
+    RPC_INVALID_ARGUMENT = 3,
+    RPC_PERMISSION_DENIED = 7,
+    RPC_RESOURCE_EXHAUSTED = 8,
+    RPC_UNAVAILABLE = 14,
+    RPC_UNAUTHENTICATED = 16
+};
 
 static void answer_init(struct otlp_http_out *out, unsigned status, int enc)
 {
@@ -308,8 +313,8 @@ static int agent_name_ok(tt__bstr s)
 }
 
 /* The agent of a resource, or NULL with the reason. */
-static const char *resource_agent(const struct otlp_resource *r, const char *token_agent,
-                                  char *buf, size_t n, const char **why)
+static const char *resource_agent(const struct otlp_resource *r, const char *token_agent, char *buf,
+                                  size_t n, const char **why)
 {
     tt__bstr sn = r->service_name;
     int unset = sn.n == 0 || (sn.n >= 15 && memcmp(sn.p, "unknown_service", 15) == 0);
@@ -346,8 +351,7 @@ static int media_is(const char *ct, const char *want)
 /* Submit the items of req; the wait w gets a reference per item. Returns the spans refused
  * before submission (their reason in *why). */
 static uint64_t submit_all(struct otlp *x, const struct otlp_request *req, const char *token_agent,
-                           const char *identity, struct otlp_wait *w, const char **why,
-                           int *oom)
+                           const char *identity, struct otlp_wait *w, const char **why, int *oom)
 {
     uint64_t rejected = 0;
     char name[256];
@@ -428,7 +432,7 @@ void otlp_handle_traces(struct otlp *x, const struct otlp_http_in *in, struct ot
     memset(out, 0, sizeof *out);
     int enc = media_is(in->content_type, "application/x-protobuf") ? ENC_PB
               : media_is(in->content_type, "application/json")     ? ENC_JSON
-                                                                    : -1;
+                                                                   : -1;
     if (enc < 0) {
         answer_error(out, 415, ENC_JSON, RPC_INVALID_ARGUMENT,
                      "OTLP/HTTP takes application/x-protobuf or application/json");

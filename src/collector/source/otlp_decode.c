@@ -39,11 +39,11 @@ static int bstr_is(tt__bstr b, const char *s)
 static void span_attr(struct otlp_span *s, tt__bstr key, const struct any *v)
 {
     if (v->type == AV_STR) {
-        tt__bstr *dst = bstr_is(key, "gen_ai.operation.name")    ? &s->operation
-                        : bstr_is(key, "gen_ai.tool.name")       ? &s->tool_name
-                        : bstr_is(key, "gen_ai.request.model")   ? &s->model
-                        : bstr_is(key, "gen_ai.provider.name")   ? &s->provider
-                        : bstr_is(key, "gen_ai.system")          ? (s->provider.n ? NULL : &s->provider)
+        tt__bstr *dst = bstr_is(key, "gen_ai.operation.name")  ? &s->operation
+                        : bstr_is(key, "gen_ai.tool.name")     ? &s->tool_name
+                        : bstr_is(key, "gen_ai.request.model") ? &s->model
+                        : bstr_is(key, "gen_ai.provider.name") ? &s->provider
+                        : bstr_is(key, "gen_ai.system") ? (s->provider.n ? NULL : &s->provider)
                         : bstr_is(key, "gen_ai.conversation.id") ? &s->conversation
                         : bstr_is(key, "error.type")             ? &s->error_type
                                                                  : NULL;
@@ -284,9 +284,9 @@ static int pb_resource(struct pb_ctx *c, tt__bstr b, tt__bstr *service)
             struct any av;
             v.p = tt__pb_bytes(&r, &v.n);
             if (r.err || ++n_attrs > OTLP_ATTRS_MAX || pb_kv(v, &key, &av) != 0) {
-                c->why = r.err ? NULL : n_attrs > OTLP_ATTRS_MAX
-                                            ? "more than 256 attributes on a resource"
-                                            : "a malformed resource attribute";
+                c->why = r.err                      ? NULL
+                         : n_attrs > OTLP_ATTRS_MAX ? "more than 256 attributes on a resource"
+                                                    : "a malformed resource attribute";
                 break;
             }
             if (bstr_is(key, "service.name") && av.type == AV_STR) {
@@ -374,8 +374,7 @@ static int pb_request(struct pb_ctx *c, const uint8_t *body, size_t n)
     return 0;
 }
 
-int otlp_traces_decode_pb(struct otlp_request *req, const uint8_t *body, size_t n,
-                          const char **why)
+int otlp_traces_decode_pb(struct otlp_request *req, const uint8_t *body, size_t n, const char **why)
 {
     memset(req, 0, sizeof *req);
     if (n > OTLP_BODY_MAX) {
@@ -434,7 +433,8 @@ static int json_id(json_t *v, uint8_t *out, size_t n, const char **why)
     }
     const char *s = json_string_value(v);
     if (!s || json_string_length(v) != 2 * n) {
-        *why = n == 16 ? "a traceId that is not 32 hex digits" : "a spanId that is not 16 hex digits";
+        *why =
+            n == 16 ? "a traceId that is not 32 hex digits" : "a spanId that is not 16 hex digits";
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
@@ -582,8 +582,8 @@ static int json_span(json_t *js, struct otlp_span *s, const char **why)
     json_t *st = json_object_get(js, "status");
     if (st) {
         json_t *msg = json_object_get(st, "message");
-        if (!json_is_object(st) || json_u64(json_object_get(st, "code"), &code) != 0 ||
-            code > 2 || (msg && !json_is_string(msg))) {
+        if (!json_is_object(st) || json_u64(json_object_get(st, "code"), &code) != 0 || code > 2 ||
+            (msg && !json_is_string(msg))) {
             *why = "a malformed span status";
             return -1;
         }
@@ -800,8 +800,8 @@ static size_t span_cost(const struct otlp_span *s)
            s->status_message.n + s->error_type.n + 512;
 }
 
-int otlp_batch_encode(const struct otlp_request *req, uint32_t first, uint32_t n,
-                      const char *agent, struct otlp_batch *out)
+int otlp_batch_encode(const struct otlp_request *req, uint32_t first, uint32_t n, const char *agent,
+                      struct otlp_batch *out)
 {
     memset(out, 0, sizeof *out);
     const struct otlp_span *sp = &req->spans[first];

@@ -32,14 +32,14 @@ struct otlp_span {
     uint64_t start_ns, end_ns;
     uint32_t status_code; /* 0 unset, 1 ok, 2 error */
     tt__bstr status_message;
-    tt__bstr operation;    /* gen_ai.operation.name */
-    tt__bstr tool_name;    /* gen_ai.tool.name */
-    tt__bstr model;        /* gen_ai.request.model */
-    tt__bstr provider;     /* gen_ai.provider.name (gen_ai.system before 1.37) */
-    tt__bstr conversation; /* gen_ai.conversation.id */
-    tt__bstr error_type;   /* error.type */
+    tt__bstr operation;                  /* gen_ai.operation.name */
+    tt__bstr tool_name;                  /* gen_ai.tool.name */
+    tt__bstr model;                      /* gen_ai.request.model */
+    tt__bstr provider;                   /* gen_ai.provider.name (gen_ai.system before 1.37) */
+    tt__bstr conversation;               /* gen_ai.conversation.id */
+    tt__bstr error_type;                 /* error.type */
     int64_t input_tokens, output_tokens; /* gen_ai.usage.*, -1 when absent */
-    const char *refused; /* static: why this span cannot be stored (NULL: it can) */
+    const char *refused;                 /* static: why this span cannot be stored (NULL: it can) */
 };
 
 struct otlp_resource {
@@ -73,8 +73,8 @@ struct otlp_batch {
 
 /* Encode the spans of [first, first + n) of req that are not refused, for agent, as a Batch
  * (n_spans 0 and raw NULL when none is storable). 0, or -1 when out of memory. */
-int otlp_batch_encode(const struct otlp_request *req, uint32_t first, uint32_t n,
-                      const char *agent, struct otlp_batch *out);
+int otlp_batch_encode(const struct otlp_request *req, uint32_t first, uint32_t n, const char *agent,
+                      struct otlp_batch *out);
 
 /* The telltale step kind of a span (TT_STEP_* of telltale.h) and whether it is a model call
  * (a response is recorded). */

@@ -1,0 +1,600 @@
+/*
+ * test_otlp.c - OTLP/HTTP ingest (docs/otel.md) of a real `telltale serve`: the official
+ * OpenTelemetry JS SDK (tests/otel, its OTLP protobuf and JSON exporters) sends GenAI spans and
+ * the HTTP API shows them as a session's steps and responses with the right names, kinds,
+ * latencies, tokens and ids, a resent export stored once; hand-made requests check the
+ * answers: malformed bodies, limits, content types, gzip, the ingest token rules and partial
+ * success.
+ */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <zlib.h>
+
+#include "common/pb.h"
+#include "serve.h"
+#include "test.h"
+
+#define TOKEN "tok-otel-agent-0123456789abcdef"
+#define OTHER_TOKEN "tok-other-agent-0123456789abcdef"
+
+static const char *env_or(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : def;
+}
+
+/* A collector whose ingest tokens give TOKEN to otel-agent and OTHER_TOKEN to other-agent. */
+static void start_with_tokens(struct tt_test_serve *s, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ingest.tokens", tt_test_tmpdir());
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    fprintf(f, "otel-agent %s\nother-agent %s\n", TOKEN, OTHER_TOKEN);
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(path, 0600) == 0);
+    tt_test_serve_start(s, name, "--ingest-tokens", path, NULL);
+}
+
+struct answer {
+    long status;
+    char *body;
+    size_t len;
+    char ctype[128];
+    char retry_after[32];
+    char challenge[128];
+};
+
+static size_t on_header(char *p, size_t size, size_t n, void *cls)
+{
+    struct answer *a = cls;
+    size_t len = size * n;
+    char line[512];
+    snprintf(line, sizeof line, "%.*s", (int)(len < 511 ? len : 511), p);
+    line[strcspn(line, "\r\n")] = 0;
+    if (strncasecmp(line, "Content-Type: ", 14) == 0) {
+        snprintf(a->ctype, sizeof a->ctype, "%.100s", line + 14);
+    } else if (strncasecmp(line, "Retry-After: ", 13) == 0) {
+        snprintf(a->retry_after, sizeof a->retry_after, "%.20s", line + 13);
+    } else if (strncasecmp(line, "WWW-Authenticate: ", 18) == 0) {
+        snprintf(a->challenge, sizeof a->challenge, "%.100s", line + 18);
+    }
+    return len;
+}
+
+/* POST body to http://HTTP/v1/traces with the given headers (NULL: left out). */
+static void post(const char *http, const char *ctype, const char *encoding, const char *token,
+                 const void *body, size_t len, struct answer *a)
+{
+    memset(a, 0, sizeof *a);
+    CURL *h = curl_easy_init();
+    char url[512], hdr[3][600];
+    snprintf(url, sizeof url, "http://%s/v1/traces", http);
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
+    if (ctype) {
+        snprintf(hdr[0], sizeof hdr[0], "Content-Type: %s", ctype);
+        hdrs = curl_slist_append(hdrs, hdr[0]);
+    }
+    if (encoding) {
+        snprintf(hdr[1], sizeof hdr[1], "Content-Encoding: %s", encoding);
+        hdrs = curl_slist_append(hdrs, hdr[1]);
+    }
+    if (token) {
+        snprintf(hdr[2], sizeof hdr[2], "Authorization: Bearer %s", token);
+        hdrs = curl_slist_append(hdrs, hdr[2]);
+    }
+    struct tt_test_body b = {NULL, 0};
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tt_test_curl_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, a);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    a->status = -1;
+    if (curl_easy_perform(h) == CURLE_OK) {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a->status);
+    }
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    a->body = b.p ? b.p : strdup("");
+    a->len = b.n;
+}
+
+static json_t *api_json(const char *http, const char *path)
+{
+    char *body = NULL;
+    long st = tt_test_http(http, "GET", path, NULL, &body);
+    CHECK_MSG(st == 200, "GET %s: %ld %s", path, st, body);
+    json_error_t err;
+    json_t *j = json_loads(body, 0, &err);
+    CHECK_MSG(j, "GET %s: not JSON: %s", path, body);
+    free(body);
+    return j;
+}
+
+static long long events_stored(const char *http)
+{
+    json_t *j = api_json(http, "/api/v1/events/count");
+    long long n = json_integer_value(json_object_get(j, "count"));
+    json_decref(j);
+    return n;
+}
+
+/* A JSON export of one resource (service) with n spans of trace "0102..." named by their
+ * span ids; extra is put into each span's fields (for example a status). */
+static char *json_export(const char *service, int n, const char *conv, const char *extra)
+{
+    size_t cap = 4096 + (size_t)n * 1024;
+    char *b = malloc(cap);
+    CHECK(b);
+    int off = snprintf(b, cap,
+                       "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service."
+                       "name\",\"value\":{\"stringValue\":\"%s\"}}]},\"scopeSpans\":[{\"scope\":{"
+                       "\"name\":\"t\"},\"spans\":[",
+                       service);
+    for (int i = 0; i < n; i++) {
+        off += snprintf(b + off, cap - (size_t)off,
+                        "%s{\"traceId\":\"0102030405060708090a0b0c0d0e0f10\",\"spanId\":"
+                        "\"00000000000000%02x\",\"name\":\"tool-%d\",\"kind\":1,"
+                        "\"startTimeUnixNano\":\"1796000000000000000\",\"endTimeUnixNano\":"
+                        "%llu,\"attributes\":[{\"key\":\"gen_ai.operation.name\",\"value\":{"
+                        "\"stringValue\":\"execute_tool\"}},{\"key\":\"gen_ai.conversation.id\","
+                        "\"value\":{\"stringValue\":\"%s\"}}]%s%s}",
+                        i ? "," : "", i + 1, i, 1796000000000000000ull + 1000000ull * (i + 1),
+                        conv, extra ? "," : "", extra ? extra : "");
+    }
+    snprintf(b + off, cap - (size_t)off, "]}]}]}");
+    return b;
+}
+
+/* --- the JS SDK ------------------------------------------------------------------------------ */
+
+struct js_span {
+    char name[64], trace[40], span[24];
+};
+
+/* Run tests/otel/send.mjs against s; its span lines into spans (4). */
+static void run_sdk(const struct tt_test_serve *s, const char *protocol, const char *session,
+                    int exports, struct js_span *spans)
+{
+    const char *src = env_or("TT_SRCDIR", ".");
+    char script[4096], url[512], out[4096], n[16];
+    snprintf(script, sizeof script, "%s/tests/otel/send.mjs", src);
+    snprintf(url, sizeof url, "http://%s/v1/traces", s->http);
+    snprintf(out, sizeof out, "%s/sdk-%s.out", tt_test_tmpdir(), protocol);
+    snprintf(n, sizeof n, "%d", exports);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        setenv("TT_OTLP_URL", url, 1);
+        setenv("TT_OTLP_TOKEN", TOKEN, 1);
+        setenv("TT_OTLP_PROTOCOL", protocol, 1);
+        setenv("TT_OTLP_SESSION", session, 1);
+        setenv("TT_OTLP_EXPORTS", n, 1);
+        FILE *o = freopen(out, "w", stdout);
+        (void)o;
+        execlp("node", "node", script, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "send.mjs (%s) failed with status %d (tests/otel/node_modules missing?)", protocol,
+              st);
+    FILE *f = fopen(out, "r");
+    CHECK(f);
+    char line[512];
+    int ns = 0, ne = 0;
+    while (fgets(line, sizeof line, f)) {
+        struct js_span sp;
+        int code;
+        if (sscanf(line, "span %63s %39s %23s", sp.name, sp.trace, sp.span) == 3 && ns < 4) {
+            spans[ns++] = sp;
+        } else if (sscanf(line, "export %d", &code) == 1) {
+            CHECK_EQ(code, 0);
+            ne++;
+        }
+    }
+    fclose(f);
+    CHECK_EQ(ns, 4);
+    CHECK_EQ(ne, exports);
+}
+
+static const struct js_span *by_name(const struct js_span *spans, const char *name)
+{
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(spans[i].name, name) == 0) {
+            return &spans[i];
+        }
+    }
+    tt_test_fail(__FILE__, __LINE__, "no span %s from send.mjs", name);
+}
+
+static json_t *find_step(json_t *steps, const char *id)
+{
+    size_t i;
+    json_t *st;
+    json_array_foreach(steps, i, st)
+    {
+        if (strcmp(json_string_value(json_object_get(st, "step_id")), id) == 0) {
+            return st;
+        }
+        json_t *c = find_step(json_object_get(st, "children"), id);
+        if (c) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static void check_step(json_t *steps, const struct js_span *sp, const char *parent,
+                       const char *kind, const char *name, long long latency_ms,
+                       const char *status)
+{
+    json_t *st = find_step(steps, sp->span);
+    CHECK_MSG(st, "no step %s (%s)", sp->span, sp->name);
+    CHECK_MSG(strcmp(json_string_value(json_object_get(st, "kind")), kind) == 0, "%s kind %s",
+              sp->name, json_string_value(json_object_get(st, "kind")));
+    CHECK_MSG(strcmp(json_string_value(json_object_get(st, "name")), name) == 0, "%s name %s",
+              sp->name, json_string_value(json_object_get(st, "name")));
+    CHECK_EQ(json_integer_value(json_object_get(st, "latency_ns")), latency_ms * 1000000);
+    CHECK_MSG(strcmp(json_string_value(json_object_get(st, "status")), status) == 0,
+              "%s status %s", sp->name, json_string_value(json_object_get(st, "status")));
+    const char *p = json_string_value(json_object_get(st, "parent_id"));
+    if (parent) {
+        CHECK_MSG(p && strcmp(p, parent) == 0, "%s parent %s", sp->name, p ? p : "none");
+    } else {
+        CHECK_MSG(!p || strcmp(p, "0000000000000000") == 0, "%s has a parent", sp->name);
+    }
+}
+
+static void sdk_spans_show_up(const char *protocol)
+{
+    struct tt_test_serve s;
+    start_with_tokens(&s, protocol);
+    struct js_span spans[4];
+    char session[64];
+    snprintf(session, sizeof session, "conv-%s", protocol);
+    /* Exported twice: a retry after a lost answer must not be stored twice. */
+    run_sdk(&s, protocol, session, 2, spans);
+    const struct js_span *agent = by_name(spans, "invoke_agent_planner");
+    const struct js_span *chat = by_name(spans, "chat_gpt-4o-mini");
+    const struct js_span *tool = by_name(spans, "execute_tool_get_weather");
+    const struct js_span *failed = by_name(spans, "execute_tool_search");
+
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/sessions/%s", session);
+    json_t *sess = api_json(s.http, path);
+    CHECK(strcmp(json_string_value(json_object_get(sess, "agent")), "otel-agent") == 0);
+    json_t *steps = json_object_get(sess, "steps");
+    CHECK_EQ(json_integer_value(json_object_get(sess, "steps_total")), 4);
+    check_step(steps, agent, NULL, "agent", "invoke_agent planner", 2000, "ok");
+    check_step(steps, chat, agent->span, "llm", "chat gpt-4o-mini", 750, "ok");
+    check_step(steps, tool, agent->span, "tool", "get_weather", 250, "ok");
+    check_step(steps, failed, agent->span, "tool", "search", 300, "error");
+    json_t *fs = find_step(steps, failed->span);
+    CHECK(strcmp(json_string_value(json_object_get(fs, "error")), "search timed out") == 0);
+    /* 4 steps (begin and end) and one response (begin and end) */
+    CHECK_EQ(json_integer_value(json_object_get(sess, "events")), 10);
+    json_decref(sess);
+
+    snprintf(path, sizeof path, "/api/v1/responses/%s", chat->span);
+    json_t *resp = api_json(s.http, path);
+    json_t *r = json_object_get(resp, "response") ? json_object_get(resp, "response") : resp;
+    CHECK(strcmp(json_string_value(json_object_get(r, "model")), "gpt-4o-mini") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(r, "session")), session) == 0);
+    CHECK(strcmp(json_string_value(json_object_get(r, "step_id")), chat->span) == 0);
+    CHECK_EQ(json_integer_value(json_object_get(r, "tokens")), 42);
+    CHECK_EQ(json_integer_value(json_object_get(r, "duration_ns")), 750000000);
+    json_t *params = json_object_get(r, "params");
+    CHECK_EQ(json_integer_value(json_object_get(params, "gen_ai.usage.input_tokens")), 120);
+    CHECK_EQ(json_integer_value(json_object_get(params, "gen_ai.usage.output_tokens")), 42);
+    CHECK(strcmp(json_string_value(json_object_get(params, "gen_ai.provider.name")), "openai") ==
+          0);
+    CHECK(strcmp(json_string_value(json_object_get(params, "trace_id")), chat->trace) == 0);
+    json_decref(resp);
+
+    /* Stored once although exported twice. */
+    CHECK_EQ(events_stored(s.http), 10);
+    tt_test_serve_stop(&s);
+}
+
+TEST_T(otlp_js_sdk_protobuf_spans_become_steps_and_responses_stored_once, 120)
+{
+    sdk_spans_show_up("proto");
+}
+
+TEST_T(otlp_js_sdk_json_spans_become_steps_and_responses_stored_once, 120)
+{
+    sdk_spans_show_up("json");
+}
+
+/* --- answers --------------------------------------------------------------------------------- */
+
+/* The rejected spans of a 200 JSON answer (0 when there is no partialSuccess). */
+static long long rejected_json(const struct answer *a, char *msg, size_t n)
+{
+    json_t *j = json_loads(a->body, 0, NULL);
+    CHECK_MSG(j, "not JSON: %s", a->body);
+    json_t *ps = json_object_get(j, "partialSuccess");
+    long long r = 0;
+    msg[0] = 0;
+    if (ps) {
+        const char *rs = json_string_value(json_object_get(ps, "rejectedSpans"));
+        CHECK_MSG(rs, "rejectedSpans is not a decimal string: %s", a->body);
+        r = atoll(rs);
+        snprintf(msg, n, "%s", json_string_value(json_object_get(ps, "errorMessage")));
+    }
+    json_decref(j);
+    return r;
+}
+
+TEST(otlp_token_rules_decide_who_may_export_and_as_which_agent)
+{
+    struct tt_test_serve s;
+    start_with_tokens(&s, "tokens");
+    char *body = json_export("otel-agent", 2, "c-tok", NULL);
+    struct answer a;
+    post(s.http, "application/json", NULL, NULL, body, strlen(body), &a);
+    CHECK_MSG(a.status == 401, "no token: %ld %s", a.status, a.body);
+    CHECK(strncmp(a.challenge, "Bearer", 6) == 0);
+    CHECK(strstr(a.body, "\"code\":16")); /* google.rpc.Status UNAUTHENTICATED */
+    free(a.body);
+    post(s.http, "application/json", NULL, "not-a-token", body, strlen(body), &a);
+    CHECK_MSG(a.status == 403, "wrong token: %ld %s", a.status, a.body);
+    free(a.body);
+    /* The operator token is not an ingest token. */
+    post(s.http, "application/json", NULL, s.token, body, strlen(body), &a);
+    CHECK_EQ(a.status, 403);
+    free(a.body);
+    CHECK_EQ(events_stored(s.http), 0);
+    /* Another agent's token: its spans are refused, as partial success. */
+    char msg[256];
+    post(s.http, "application/json", NULL, OTHER_TOKEN, body, strlen(body), &a);
+    CHECK_MSG(a.status == 200, "other agent: %ld %s", a.status, a.body);
+    CHECK_EQ(rejected_json(&a, msg, sizeof msg), 2);
+    CHECK(strstr(msg, "service.name"));
+    free(a.body);
+    CHECK_EQ(events_stored(s.http), 0);
+    post(s.http, "application/json", NULL, TOKEN, body, strlen(body), &a);
+    CHECK_MSG(a.status == 200, "right token: %ld %s", a.status, a.body);
+    CHECK_EQ(rejected_json(&a, msg, sizeof msg), 0);
+    free(a.body);
+    CHECK_EQ(events_stored(s.http), 4);
+    free(body);
+    /* A resource without service.name belongs to the token's agent. */
+    const char *anon =
+        "{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":"
+        "\"0102030405060708090a0b0c0d0e0f11\",\"spanId\":\"1111111111111111\",\"name\":\"x\","
+        "\"startTimeUnixNano\":1796000000000000000,\"endTimeUnixNano\":1796000000001000000}]}]}]}";
+    post(s.http, "application/json", NULL, OTHER_TOKEN, anon, strlen(anon), &a);
+    CHECK_EQ(a.status, 200);
+    CHECK_EQ(rejected_json(&a, msg, sizeof msg), 0);
+    free(a.body);
+    json_t *ag = api_json(s.http, "/api/v1/agents/other-agent");
+    json_decref(ag);
+    tt_test_serve_stop(&s);
+}
+
+TEST(otlp_without_ingest_tokens_needs_ingest_open_and_a_loopback_peer)
+{
+    struct tt_test_serve s;
+    char *body = json_export("open-agent", 1, "c-open", NULL);
+    struct answer a;
+    tt_test_serve_start(&s, "closed", TT_TEST_NO_INGEST_OPEN, NULL);
+    post(s.http, "application/json", NULL, NULL, body, strlen(body), &a);
+    CHECK_MSG(a.status == 401, "closed: %ld %s", a.status, a.body);
+    free(a.body);
+    post(s.http, "application/json", NULL, "anything", body, strlen(body), &a);
+    CHECK_EQ(a.status, 403);
+    free(a.body);
+    CHECK_EQ(events_stored(s.http), 0);
+    tt_test_serve_stop(&s);
+
+    tt_test_serve_start(&s, "open", NULL); /* --ingest-open */
+    post(s.http, "application/json", NULL, NULL, body, strlen(body), &a);
+    CHECK_MSG(a.status == 200, "open: %ld %s", a.status, a.body);
+    free(a.body);
+    CHECK_EQ(events_stored(s.http), 2);
+    json_t *ag = api_json(s.http, "/api/v1/agents/open-agent");
+    json_decref(ag);
+    free(body);
+    tt_test_serve_stop(&s);
+}
+
+TEST(otlp_malformed_bodies_and_content_types_are_refused_with_the_right_status)
+{
+    struct tt_test_serve s;
+    start_with_tokens(&s, "malformed");
+    struct answer a;
+    const char *garbage = "\x0a\xff\xff\xff\xff\x0f"; /* a length far past the end */
+    post(s.http, "application/x-protobuf", NULL, TOKEN, garbage, 6, &a);
+    CHECK_MSG(a.status == 400, "pb: %ld", a.status);
+    CHECK(strcmp(a.ctype, "application/x-protobuf") == 0);
+    /* google.rpc.Status { code = 3 (INVALID_ARGUMENT), message } */
+    CHECK(a.len > 2 && (unsigned char)a.body[0] == 0x08 && a.body[1] == 3);
+    free(a.body);
+    post(s.http, "application/json", NULL, TOKEN, "{\"resourceSpans\":[", 18, &a);
+    CHECK_EQ(a.status, 400);
+    CHECK(strstr(a.body, "\"code\":3"));
+    free(a.body);
+    const char *bad_id = "{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"zz\","
+                         "\"spanId\":\"1111111111111111\"}]}]}]}";
+    post(s.http, "application/json", NULL, TOKEN, bad_id, strlen(bad_id), &a);
+    CHECK_EQ(a.status, 400);
+    CHECK(strstr(a.body, "traceId"));
+    free(a.body);
+    post(s.http, "text/plain", NULL, TOKEN, "hello", 5, &a);
+    CHECK_EQ(a.status, 415);
+    free(a.body);
+    post(s.http, NULL, NULL, TOKEN, "hello", 5, &a);
+    CHECK_EQ(a.status, 415);
+    free(a.body);
+    post(s.http, "application/json", "br", TOKEN, "{}", 2, &a);
+    CHECK_EQ(a.status, 415);
+    free(a.body);
+    post(s.http, "application/json", "gzip", TOKEN, "{}", 2, &a);
+    CHECK_EQ(a.status, 400);
+    free(a.body);
+    /* An empty request is a valid one. */
+    post(s.http, "application/x-protobuf", NULL, TOKEN, "", 0, &a);
+    CHECK_EQ(a.status, 200);
+    CHECK_EQ(a.len, 0);
+    free(a.body);
+    CHECK_EQ(events_stored(s.http), 0);
+    tt_test_serve_stop(&s);
+}
+
+static size_t gzip_buf(const void *in, size_t n, uint8_t *out, size_t cap)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    CHECK(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)n;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    CHECK(deflate(&z, Z_FINISH) == Z_STREAM_END);
+    size_t len = cap - z.avail_out;
+    deflateEnd(&z);
+    return len;
+}
+
+TEST(otlp_limits_body_size_gzip_bombs_attributes_and_partial_success)
+{
+    struct tt_test_serve s;
+    start_with_tokens(&s, "limits");
+    struct answer a;
+    char msg[256];
+    /* Above 4 MiB: refused before it is buffered. */
+    size_t big = (4u << 20) + 1;
+    char *huge = calloc(1, 5u << 20);
+    CHECK(huge);
+    post(s.http, "application/x-protobuf", NULL, TOKEN, huge, big, &a);
+    CHECK_MSG(a.status == 413, "huge: %ld", a.status);
+    free(a.body);
+    /* 5 MiB of zeros gzip to a few KiB: the decompressed limit holds. */
+    size_t zcap = 64u << 10;
+    uint8_t *z = malloc(zcap);
+    size_t zn = gzip_buf(huge, 5u << 20, z, zcap);
+    post(s.http, "application/x-protobuf", "gzip", TOKEN, z, zn, &a);
+    CHECK_MSG(a.status == 413, "gzip bomb: %ld %s", a.status, a.body);
+    free(a.body);
+    free(huge);
+    /* gzip works. */
+    char *body = json_export("otel-agent", 3, "c-gz", NULL);
+    CHECK(zn < zcap / 2); /* a bomb indeed */
+    zn = gzip_buf(body, strlen(body), z, zcap);
+    post(s.http, "application/json", "gzip", TOKEN, z, zn, &a);
+    CHECK_MSG(a.status == 200, "gzip: %ld %s", a.status, a.body);
+    CHECK_EQ(rejected_json(&a, msg, sizeof msg), 0);
+    free(a.body);
+    free(body);
+    free(z);
+    CHECK_EQ(events_stored(s.http), 6);
+    /* 300 attributes on each span: refused spans, reported as partial success. */
+    size_t cap = 64u << 10;
+    char *attrs = malloc(cap);
+    int off = snprintf(attrs, cap, "\"attributes\":[");
+    for (int i = 0; i < 300; i++) {
+        off += snprintf(attrs + off, cap - (size_t)off,
+                        "%s{\"key\":\"k%d\",\"value\":{\"intValue\":\"%d\"}}", i ? "," : "", i, i);
+    }
+    snprintf(attrs + off, cap - (size_t)off, "]");
+    size_t bcap = 256u << 10;
+    body = malloc(bcap);
+    snprintf(body, bcap,
+             "{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":"
+             "\"0102030405060708090a0b0c0d0e0f12\",\"spanId\":\"2222222222222222\",\"name\":"
+             "\"many\",\"startTimeUnixNano\":\"1796000000000000000\",\"endTimeUnixNano\":"
+             "\"1796000000001000000\",%s},{\"traceId\":\"0102030405060708090a0b0c0d0e0f12\","
+             "\"spanId\":\"3333333333333333\",\"name\":\"fine\",\"startTimeUnixNano\":"
+             "\"1796000000000000000\",\"endTimeUnixNano\":\"1796000000002000000\"},{\"traceId\":"
+             "\"0102030405060708090a0b0c0d0e0f12\",\"spanId\":\"4444444444444444\",\"name\":"
+             "\"backwards\",\"startTimeUnixNano\":\"1796000000002000000\",\"endTimeUnixNano\":"
+             "\"1796000000001000000\"}]}]}]}",
+             attrs);
+    free(attrs);
+    post(s.http, "application/json", NULL, TOKEN, body, strlen(body), &a);
+    CHECK_MSG(a.status == 200, "partial: %ld %s", a.status, a.body);
+    CHECK_EQ(rejected_json(&a, msg, sizeof msg), 2);
+    CHECK(msg[0]);
+    free(a.body);
+    free(body);
+    CHECK_EQ(events_stored(s.http), 8); /* "fine" alone: its begin and end */
+    json_t *st = api_json(s.http, "/api/v1/sessions/0102030405060708090a0b0c0d0e0f12");
+    CHECK_EQ(json_integer_value(json_object_get(st, "steps_total")), 1);
+    json_decref(st);
+    tt_test_serve_stop(&s);
+}
+
+/* The same spans in protobuf, by hand: the partial success answer in protobuf, and a resend. */
+static size_t pb_export(uint8_t *out, const char *service, uint64_t end_ns)
+{
+    uint8_t kv[256], res[300], span[512], scope[600], rs[1024];
+    uint8_t *q;
+    /* AnyValue { string_value = 1 } inside KeyValue { key = 1, value = 2 } */
+    uint8_t av[128];
+    q = tt__pb_put_bytes(av, 1, service, strlen(service));
+    size_t avn = (size_t)(q - av);
+    q = tt__pb_put_bytes(kv, 1, "service.name", 12);
+    q = tt__pb_put_bytes(q, 2, av, avn);
+    size_t kvn = (size_t)(q - kv);
+    q = tt__pb_put_bytes(res, 1, kv, kvn); /* Resource.attributes */
+    size_t resn = (size_t)(q - res);
+    static const uint8_t trace[16] = {9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 1};
+    static const uint8_t sid[8] = {0xab, 0xcd, 0, 0, 0, 0, 0, 1};
+    q = tt__pb_put_bytes(span, 1, trace, 16);
+    q = tt__pb_put_bytes(q, 2, sid, 8);
+    q = tt__pb_put_bytes(q, 5, "pb-step", 7);
+    q = tt__pb_put_fixed64(q, 7, 1796000000000000000ull);
+    q = tt__pb_put_fixed64(q, 8, end_ns);
+    size_t spn = (size_t)(q - span);
+    q = tt__pb_put_bytes(scope, 2, span, spn); /* ScopeSpans.spans */
+    size_t scn = (size_t)(q - scope);
+    q = tt__pb_put_bytes(rs, 1, res, resn);
+    q = tt__pb_put_bytes(q, 2, scope, scn);
+    size_t rsn = (size_t)(q - rs);
+    q = tt__pb_put_bytes(out, 1, rs, rsn);
+    return (size_t)(q - out);
+}
+
+TEST(otlp_protobuf_partial_success_and_a_resent_export_stored_once)
+{
+    struct tt_test_serve s;
+    start_with_tokens(&s, "pb");
+    struct answer a;
+    uint8_t body[4096];
+    /* A span that ends before it starts: refused, reported in the protobuf answer. */
+    size_t n = pb_export(body, "otel-agent", 1795000000000000000ull);
+    post(s.http, "application/x-protobuf", NULL, TOKEN, body, n, &a);
+    CHECK_EQ(a.status, 200);
+    CHECK(strcmp(a.ctype, "application/x-protobuf") == 0);
+    /* ExportTraceServiceResponse { partial_success = 1 { rejected_spans = 1: 1, message } } */
+    CHECK_MSG(a.len > 4 && (unsigned char)a.body[0] == 0x0a && (unsigned char)a.body[2] == 0x08 &&
+                  a.body[3] == 1,
+              "answer of %zu bytes", a.len);
+    free(a.body);
+    CHECK_EQ(events_stored(s.http), 0);
+    n = pb_export(body, "otel-agent", 1796000000005000000ull);
+    for (int i = 0; i < 3; i++) {
+        post(s.http, "application/x-protobuf", NULL, TOKEN, body, n, &a);
+        CHECK_EQ(a.status, 200);
+        CHECK_EQ(a.len, 0); /* all accepted: an empty response */
+        free(a.body);
+    }
+    CHECK_EQ(events_stored(s.http), 2);
+    json_t *sess = api_json(s.http, "/api/v1/sessions/09090909090909090909090909090901");
+    json_t *st = json_array_get(json_object_get(sess, "steps"), 0);
+    CHECK(strcmp(json_string_value(json_object_get(st, "step_id")), "abcd000000000001") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(st, "kind")), "other") == 0);
+    CHECK_EQ(json_integer_value(json_object_get(st, "latency_ns")), 5000000);
+    json_decref(sess);
+    tt_test_serve_stop(&s);
+}
