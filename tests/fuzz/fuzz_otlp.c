@@ -1,0 +1,99 @@
+/*
+ * fuzz_otlp.c - libFuzzer harness for the OTLP trace decoders (source/otlp_decode.c): the first
+ * byte picks protobuf, JSON, or gzip around either; the rest is the request body. Checked
+ * besides "no crash": a decoded request's resources cover its spans exactly, and every batch
+ * the mapping encodes from it parses as a valid Batch (common/batch.c) with the events the
+ * spans make (2 per span, 4 per model call).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collector/source/otlp_decode.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check_request(const struct otlp_request *req)
+{
+    uint32_t covered = 0;
+    for (uint32_t r = 0; r < req->n_res; r++) {
+        if (req->res[r].first != covered || req->res[r].n > req->n_spans - covered) {
+            abort();
+        }
+        covered += req->res[r].n;
+        for (uint32_t off = 0; off < req->res[r].n; off += OTLP_SPANS_PER_BATCH) {
+            uint32_t n = req->res[r].n - off;
+            n = n < OTLP_SPANS_PER_BATCH ? n : OTLP_SPANS_PER_BATCH;
+            struct otlp_batch b;
+            if (otlp_batch_encode(req, req->res[r].first + off, n, "fuzz-agent", &b) != 0) {
+                continue; /* out of memory */
+            }
+            uint32_t want = 0, storable = 0;
+            for (uint32_t i = 0; i < n; i++) {
+                const struct otlp_span *s = &req->spans[req->res[r].first + off + i];
+                int llm;
+                otlp_step_kind(s, &llm);
+                if (!s->refused) {
+                    storable++;
+                    want += llm ? 4 : 2;
+                }
+            }
+            if (b.n_spans != storable || (storable && b.n_events != want)) {
+                abort();
+            }
+            if (b.n_spans) {
+                tt__batch_limits lim = {1u << 20, 256};
+                tt__batch bt;
+                const char *why = NULL;
+                if (tt__batch_parse(&bt, b.raw, b.raw_len, &lim, &why) != 0 ||
+                    bt.n_events != want || bt.first_seq != 1 ||
+                    memcmp(bt.instance, b.instance, 16) != 0) {
+                    abort();
+                }
+            }
+            free(b.raw);
+        }
+    }
+    if (covered != req->n_spans) {
+        abort();
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1) {
+        return 0;
+    }
+    int mode = data[0] & 3;
+    const uint8_t *body = data + 1;
+    size_t len = size - 1;
+    uint8_t *plain = NULL;
+    if (mode >= 2) {
+        /* a small limit, so that the limit's edge is reached */
+        int g = otlp_gunzip(body, len, 1u << 16, &plain, &len);
+        if (g != 0) {
+            if (plain || len) {
+                abort();
+            }
+            return 0;
+        }
+        if (len > (1u << 16)) {
+            abort();
+        }
+        body = plain;
+    }
+    struct otlp_request req;
+    const char *why = NULL;
+    int rc = mode & 1 ? otlp_traces_decode_json(&req, body, len, &why)
+                      : otlp_traces_decode_pb(&req, body, len, &why);
+    if (rc != 0) {
+        if (!why || req.spans || req.res || req.json) {
+            abort(); /* a refusal has a reason and keeps nothing */
+        }
+    } else {
+        check_request(&req);
+        otlp_request_free(&req);
+    }
+    free(plain);
+    return 0;
+}
