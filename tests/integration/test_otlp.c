@@ -146,8 +146,8 @@ static char *json_export(const char *service, int n, const char *conv, const cha
                         "%llu,\"attributes\":[{\"key\":\"gen_ai.operation.name\",\"value\":{"
                         "\"stringValue\":\"execute_tool\"}},{\"key\":\"gen_ai.conversation.id\","
                         "\"value\":{\"stringValue\":\"%s\"}}]%s%s}",
-                        i ? "," : "", i + 1, i, 1796000000000000000ull + 1000000ull * (i + 1),
-                        conv, extra ? "," : "", extra ? extra : "");
+                        i ? "," : "", i + 1, i, 1796000000000000000ull + 1000000ull * (i + 1), conv,
+                        extra ? "," : "", extra ? extra : "");
     }
     snprintf(b + off, cap - (size_t)off, "]}]}]}");
     return b;
@@ -234,8 +234,7 @@ static json_t *find_step(json_t *steps, const char *id)
 }
 
 static void check_step(json_t *steps, const struct js_span *sp, const char *parent,
-                       const char *kind, const char *name, long long latency_ms,
-                       const char *status)
+                       const char *kind, const char *name, long long latency_ms, const char *status)
 {
     json_t *st = find_step(steps, sp->span);
     CHECK_MSG(st, "no step %s (%s)", sp->span, sp->name);
@@ -244,8 +243,8 @@ static void check_step(json_t *steps, const struct js_span *sp, const char *pare
     CHECK_MSG(strcmp(json_string_value(json_object_get(st, "name")), name) == 0, "%s name %s",
               sp->name, json_string_value(json_object_get(st, "name")));
     CHECK_EQ(json_integer_value(json_object_get(st, "latency_ns")), latency_ms * 1000000);
-    CHECK_MSG(strcmp(json_string_value(json_object_get(st, "status")), status) == 0,
-              "%s status %s", sp->name, json_string_value(json_object_get(st, "status")));
+    CHECK_MSG(strcmp(json_string_value(json_object_get(st, "status")), status) == 0, "%s status %s",
+              sp->name, json_string_value(json_object_get(st, "status")));
     const char *p = json_string_value(json_object_get(st, "parent_id"));
     if (parent) {
         CHECK_MSG(p && strcmp(p, parent) == 0, "%s parent %s", sp->name, p ? p : "none");
