@@ -6,8 +6,12 @@
  * answers: malformed bodies, limits, content types, gzip, the ingest token rules and partial
  * success.
  */
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <zlib.h>
@@ -595,5 +599,50 @@ TEST(otlp_protobuf_partial_success_and_a_resent_export_stored_once)
     CHECK(strcmp(json_string_value(json_object_get(st, "kind")), "other") == 0);
     CHECK_EQ(json_integer_value(json_object_get(st, "latency_ns")), 5000000);
     json_decref(sess);
+    tt_test_serve_stop(&s);
+}
+
+/* Send a request's headers alone (announcing a body that never comes) on a raw socket; the
+ * status of the answer read within 5 s, or -1 when none came. */
+static long headers_only(const char *http, const char *extra)
+{
+    int port = atoi(strrchr(http, ':') + 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "POST /v1/traces HTTP/1.1\r\nHost: %s\r\nContent-Type: "
+                     "application/x-protobuf\r\nContent-Length: 3000000\r\n%s\r\n",
+                     http, extra);
+    CHECK(write(fd, req, (size_t)n) == n);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[256] = "";
+    ssize_t got = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    long status = -1;
+    if (got > 12) {
+        buf[got] = 0;
+        sscanf(buf, "HTTP/1.%*d %ld", &status);
+    }
+    return status;
+}
+
+TEST(otlp_refuses_on_the_headers_before_reading_a_body)
+{
+    struct tt_test_serve s;
+    start_with_tokens(&s, "early");
+    double t0 = tt_test_now_ms();
+    CHECK_EQ(headers_only(s.http, ""), 401);
+    CHECK_EQ(headers_only(s.http, "Authorization: Bearer wrong\r\n"), 403);
+    CHECK_MSG(tt_test_now_ms() - t0 < 4000, "answers waited for the body");
+    /* With a valid token the collector does wait for the body: no answer within the timeout
+     * of headers_only (the body of 3000000 bytes never comes). */
+    char ok[128];
+    snprintf(ok, sizeof ok, "Authorization: Bearer %s\r\n", TOKEN);
+    CHECK_EQ(headers_only(s.http, ok), -1);
     tt_test_serve_stop(&s);
 }

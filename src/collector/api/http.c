@@ -364,6 +364,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     struct http *h = cls;
     struct req_state *st = *con_cls;
     if (!st) {
+        enum MHD_Result early;
+        if (api_otlp_early(conn, &h->ctx, method, url, &early)) {
+            return early; /* refused on its headers: its body is never read */
+        }
         st = calloc(1, sizeof *st);
         if (!st) {
             return MHD_NO;

@@ -163,6 +163,10 @@ const char *api_agent_order(const struct http_req *r, struct json_t **body,
 /* OTLP/HTTP ingest (api/otlp.c): POST /v1/traces, its own content types and ingest tokens
  * (docs/otel.md); bodies up to OTLP_BODY_MAX. */
 enum MHD_Result api_otlp_traces(const struct http_req *r);
+/* Called with the headers of every request, before its body: 1 with *rc when an OTLP request
+ * was answered already (refused on its headers alone), 0 to go on. */
+int api_otlp_early(struct MHD_Connection *c, const struct http_ctx *ctx, const char *method,
+                   const char *url, enum MHD_Result *rc);
 /* Whether url is an OTLP route (its body limit, content types and tokens are its own). */
 int http_is_otlp(const char *url);
 /* The dashboard (api/assets.c): GET / and GET /assets/{name}. */

@@ -1,45 +1,87 @@
 /*
  * otlp.c - POST /v1/traces: the HTTP side of the OTLP source (source/otlp.h does the rest).
- * The answer's content type follows the request's (OTLP/HTTP), with the common headers.
+ * The answer's content type follows the request's (OTLP/HTTP), with the common headers. The
+ * headers are checked as soon as they arrive (api_otlp_early), before any of the body is read.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "collector/api/http.h"
 #include "collector/source/otlp.h"
+#include "collector/source/otlp_decode.h"
 
-static const char *header(const struct http_req *r, const char *name)
+static const char *header(struct MHD_Connection *c, const char *name)
 {
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+static void request_in(struct MHD_Connection *c, struct otlp_http_in *in)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    memset(in, 0, sizeof *in);
+    in->content_type = header(c, "Content-Type");
+    in->content_encoding = header(c, "Content-Encoding");
+    in->authorization = header(c, "Authorization");
+    in->peer_fd = ci ? ci->connect_fd : -1;
+}
+
+static enum MHD_Result send_answer(struct MHD_Connection *c, struct otlp_http_out *out)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        out->body.len, out->body.len ? out->body.data : (void *)"", MHD_RESPMEM_MUST_COPY);
+    tt__buf_fini(&out->body);
+    if (!resp) {
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", out->content_type);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (out->retry_after_s) {
+        MHD_add_response_header(resp, "Retry-After", "1");
+    }
+    if (out->challenge) {
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"telltale\"");
+    }
+    enum MHD_Result rc = MHD_queue_response(c, out->status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+int api_otlp_early(struct MHD_Connection *c, const struct http_ctx *ctx, const char *method,
+                   const char *url, enum MHD_Result *rc)
+{
+    if (strcmp(url, "/v1/traces") != 0 || strcmp(method, "POST") != 0) {
+        return 0;
+    }
+    struct otlp_http_out out;
+    const char *cl = header(c, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) > OTLP_BODY_MAX) {
+        memset(&out, 0, sizeof out);
+        out.status = MHD_HTTP_CONTENT_TOO_LARGE;
+        out.content_type = "application/json";
+        tt__buf_init(&out.body, 256);
+        tt__buf_printf(&out.body, "{\"error\":\"request body above %u bytes\",\"status\":413}",
+                       OTLP_BODY_MAX);
+        *rc = send_answer(c, &out);
+        return 1;
+    }
+    struct otlp_http_in in;
+    request_in(c, &in);
+    if (!otlp_check_headers(ctx->otlp, &in, &out)) {
+        return 0;
+    }
+    *rc = send_answer(c, &out);
+    return 1;
 }
 
 enum MHD_Result api_otlp_traces(const struct http_req *r)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    struct otlp_http_in in = {header(r, "Content-Type"),
-                              header(r, "Content-Encoding"),
-                              header(r, "Authorization"),
-                              ci ? ci->connect_fd : -1,
-                              r->body->data,
-                              r->body->len};
+    struct otlp_http_in in;
+    request_in(r->conn, &in);
+    in.body = r->body->data;
+    in.body_len = r->body->len;
     struct otlp_http_out out;
     otlp_handle_traces(r->ctx->otlp, &in, &out);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        out.body.len, out.body.len ? out.body.data : (void *)"", MHD_RESPMEM_MUST_COPY);
-    tt__buf_fini(&out.body);
-    if (!resp) {
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", out.content_type);
-    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    if (out.retry_after_s) {
-        MHD_add_response_header(resp, "Retry-After", "1");
-    }
-    if (out.challenge) {
-        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"telltale\"");
-    }
-    enum MHD_Result rc = MHD_queue_response(r->conn, out.status, resp);
-    MHD_destroy_response(resp);
-    return rc;
+    return send_answer(r->conn, &out);
 }

@@ -240,8 +240,7 @@ static unsigned bearer(const char *h, char *token, size_t n)
 static unsigned authenticate(const struct otlp *x, const struct otlp_http_in *in, char *agent,
                              char *identity, const char **msg)
 {
-    static tt__hello h; /* large: its token only is read, under the lock below */
-    static pthread_mutex_t hl = PTHREAD_MUTEX_INITIALIZER;
+    tt__hello h; /* only its token is read */
     char token[AUTH_TOKEN_MAX + 2];
     agent[0] = 0;
     unsigned st = bearer(in->authorization, token, sizeof token);
@@ -250,12 +249,10 @@ static unsigned authenticate(const struct otlp *x, const struct otlp_http_in *in
         return st;
     }
     char err[256] = "";
-    pthread_mutex_lock(&hl);
     memset(&h, 0, sizeof h);
     snprintf(h.token, sizeof h.token, "%s", token);
     int a = auth_authorize((void *)x->auth, &h, agent, err, sizeof err);
     memset(&h, 0, sizeof h);
-    pthread_mutex_unlock(&hl);
     memset(token, 0, sizeof token);
     if (a == 1) {
         snprintf(identity, IDENTITY_MAX, "token:%s", agent);
@@ -427,7 +424,10 @@ static int wait_done(struct otlp *x, struct otlp_wait *w, struct otlp_wait *copy
     return done;
 }
 
-void otlp_handle_traces(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out)
+/* The checks on the headers alone: content type, encoding, token. 0 to go on (with *enc,
+ * *gz, agent and identity set), or 1 with the answer in out. */
+static int check_headers(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out,
+                         int *enc_out, int *gz_out, char *agent, char *identity)
 {
     memset(out, 0, sizeof *out);
     int enc = media_is(in->content_type, "application/x-protobuf") ? ENC_PB
@@ -436,26 +436,50 @@ void otlp_handle_traces(struct otlp *x, const struct otlp_http_in *in, struct ot
     if (enc < 0) {
         answer_error(out, 415, ENC_JSON, RPC_INVALID_ARGUMENT,
                      "OTLP/HTTP takes application/x-protobuf or application/json");
-        return;
+        return 1;
     }
     int gz = 0;
     if (in->content_encoding && strcasecmp(in->content_encoding, "identity") != 0) {
         if (strcasecmp(in->content_encoding, "gzip") != 0) {
             answer_error(out, 415, enc, RPC_INVALID_ARGUMENT,
                          "Content-Encoding must be gzip or identity");
-            return;
+            return 1;
         }
         gz = 1;
     }
-    if (!x) {
-        answer_error(out, 503, enc, RPC_UNAVAILABLE, "OTLP ingest is not running");
-        return;
+    int closing = 1;
+    if (x) {
+        pthread_mutex_lock(&x->mu);
+        closing = x->closing;
+        pthread_mutex_unlock(&x->mu);
     }
-    char agent[256], identity[IDENTITY_MAX];
+    if (closing) {
+        answer_error(out, 503, enc, RPC_UNAVAILABLE, "OTLP ingest is not running");
+        return 1;
+    }
     const char *msg = NULL;
     unsigned st = authenticate(x, in, agent, identity, &msg);
     if (st) {
         answer_error(out, st, enc, st == 401 ? RPC_UNAUTHENTICATED : RPC_PERMISSION_DENIED, msg);
+        return 1;
+    }
+    *enc_out = enc;
+    *gz_out = gz;
+    return 0;
+}
+
+int otlp_check_headers(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out)
+{
+    char agent[256], identity[IDENTITY_MAX];
+    int enc, gz;
+    return check_headers(x, in, out, &enc, &gz, agent, identity);
+}
+
+void otlp_handle_traces(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out)
+{
+    char agent[256], identity[IDENTITY_MAX];
+    int enc, gz;
+    if (check_headers(x, in, out, &enc, &gz, agent, identity)) {
         return;
     }
     const uint8_t *body = in->body;

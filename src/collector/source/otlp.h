@@ -52,6 +52,11 @@ struct otlp_http_out {
     int challenge;          /* 401: WWW-Authenticate: Bearer */
 };
 
+/* The checks that need the headers only (content type and encoding, the ingest token), made
+ * before the body is read so that an exporter without a valid token cannot make the collector
+ * buffer a body: 1 with the refusal in out, 0 to read the body (out then holds nothing). */
+int otlp_check_headers(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out);
+
 /* POST /v1/traces. x may be NULL (no source: 503). */
 void otlp_handle_traces(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out);
 
