@@ -1,9 +1,10 @@
 /*
- * fuzz_otlp.c - libFuzzer harness for the OTLP trace decoders (source/otlp_decode.c): the first
- * byte picks protobuf, JSON, or gzip around either; the rest is the request body. Checked
- * besides "no crash": a decoded request's resources cover its spans exactly, and every batch
- * the mapping encodes from it parses as a valid Batch (common/batch.c) with the events the
- * spans make (2 per span, 4 per model call).
+ * fuzz_otlp.c - libFuzzer harness for the OTLP trace and log decoders (source/otlp_decode.c):
+ * the first byte picks protobuf or JSON (bit 0), gzip around it or not (bit 1), traces or logs
+ * (bit 2); the rest is the request body. Checked besides "no crash": a decoded request's
+ * resources cover its spans (records) exactly, and every batch the mapping encodes from it
+ * parses as a valid Batch (common/batch.c) with the events they make (2 per span, 4 per model
+ * call, 1 per log record).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -59,12 +60,51 @@ static void check_request(const struct otlp_request *req)
     }
 }
 
+static void check_logs(const struct otlp_logs *req)
+{
+    uint32_t covered = 0;
+    for (uint32_t r = 0; r < req->n_res; r++) {
+        if (req->res[r].first != covered || req->res[r].n > req->n_logs - covered) {
+            abort();
+        }
+        covered += req->res[r].n;
+        uint32_t n = req->res[r].n < OTLP_SPANS_PER_BATCH ? req->res[r].n : OTLP_SPANS_PER_BATCH;
+        struct otlp_batch b;
+        if (otlp_logs_encode(req, req->res[r].first, n, "fuzz-agent", &b) != 0) {
+            continue;
+        }
+        uint32_t want = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            const struct otlp_log *l = &req->logs[req->res[r].first + i];
+            want += !l->refused;
+            if (l->first_kv + l->n_kv > req->n_kvs || l->n_kv > OTLP_ATTRS_MAX) {
+                abort();
+            }
+        }
+        if (b.n_spans != want) {
+            abort();
+        }
+        if (want) {
+            tt__batch_limits lim = {1u << 20, 256};
+            tt__batch bt;
+            const char *why = NULL;
+            if (tt__batch_parse(&bt, b.raw, b.raw_len, &lim, &why) != 0 || bt.n_events != want) {
+                abort();
+            }
+        }
+        free(b.raw);
+    }
+    if (covered != req->n_logs) {
+        abort();
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) {
         return 0;
     }
-    int mode = data[0] & 3;
+    int mode = data[0] & 3, logs = data[0] & 4;
     const uint8_t *body = data + 1;
     size_t len = size - 1;
     uint8_t *plain = NULL;
@@ -81,6 +121,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
         body = plain;
+    }
+    if (logs) {
+        struct otlp_logs lr;
+        const char *why = NULL;
+        int rc = mode & 1 ? otlp_logs_decode_json(&lr, body, len, &why)
+                          : otlp_logs_decode_pb(&lr, body, len, &why);
+        if (rc != 0) {
+            if (!why || lr.logs || lr.res || lr.kvs || lr.json) {
+                abort();
+            }
+        } else {
+            check_logs(&lr);
+            otlp_logs_free(&lr);
+        }
+        free(plain);
+        return 0;
     }
     struct otlp_request req;
     const char *why = NULL;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "collector/api/auth.h"
+#include "collector/source/otlp.h"
 #include "collector/source/otlp_decode.h"
 #include "collector/store/store.h"
 #include "common/json.h"
@@ -59,6 +60,7 @@ static const struct route routes[] = {
     {"POST", "/api/v1/agents/{agent}/guard-policy", api_agent_guard_policy},
     {"POST", "/api/v1/agents/{agent}/comply-policy", api_agent_comply_policy},
     {"POST", "/v1/traces", api_otlp_traces},
+    {"POST", "/v1/logs", api_otlp_logs},
     {"GET", "/", api_index},
     {"GET", "/assets/{name}", api_asset},
 };
@@ -67,6 +69,8 @@ static const struct route routes[] = {
 struct req_state {
     tt__buf body;
     int too_big;
+    int refused;                /* an OTLP request refused on its headers: the body is dropped */
+    struct otlp_http_out early; /* its answer */
 };
 
 static void add_common_headers(struct MHD_Response *resp)
@@ -364,24 +368,24 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     struct http *h = cls;
     struct req_state *st = *con_cls;
     if (!st) {
-        enum MHD_Result early;
-        if (api_otlp_early(conn, &h->ctx, method, url, &early)) {
-            return early; /* refused on its headers: its body is never read */
-        }
         st = calloc(1, sizeof *st);
         if (!st) {
             return MHD_NO;
         }
         tt__buf_init(&st->body, http_is_otlp(url) ? OTLP_BODY_MAX : HTTP_BODY_MAX);
+        st->refused = api_otlp_early(conn, &h->ctx, method, url, &st->early);
         *con_cls = st;
         return MHD_YES;
     }
     if (*upload_size) {
-        if (tt__buf_append(&st->body, upload, *upload_size) != 0) {
+        if (!st->refused && tt__buf_append(&st->body, upload, *upload_size) != 0) {
             st->too_big = 1;
         }
         *upload_size = 0;
         return MHD_YES;
+    }
+    if (st->refused) {
+        return api_otlp_send(conn, &st->early);
     }
     struct http_req r;
     memset(&r, 0, sizeof r);
@@ -406,6 +410,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct req_state *st = *con_cls;
     if (st) {
         tt__buf_fini(&st->body);
+        tt__buf_fini(&st->early.body); /* when it was never sent */
         free(st);
         *con_cls = NULL;
     }

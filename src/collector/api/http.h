@@ -160,13 +160,18 @@ enum MHD_Result api_agent_comply_policy(const struct http_req *r);
 struct json_t;
 const char *api_agent_order(const struct http_req *r, struct json_t **body,
                             enum MHD_Result *refused);
-/* OTLP/HTTP ingest (api/otlp.c): POST /v1/traces, its own content types and ingest tokens
+/* OTLP/HTTP ingest (api/otlp.c): POST /v1/traces and /v1/logs, their own content types and ingest tokens
  * (docs/otel.md); bodies up to OTLP_BODY_MAX. */
 enum MHD_Result api_otlp_traces(const struct http_req *r);
-/* Called with the headers of every request, before its body: 1 with *rc when an OTLP request
- * was answered already (refused on its headers alone), 0 to go on. */
+enum MHD_Result api_otlp_logs(const struct http_req *r);
+/* Called with the headers of every request, before its body: 1 when an OTLP request is refused
+ * on its headers alone (the answer in *out, sent with api_otlp_send once the body has been read
+ * and dropped), 0 to go on. */
+struct otlp_http_out;
 int api_otlp_early(struct MHD_Connection *c, const struct http_ctx *ctx, const char *method,
-                   const char *url, enum MHD_Result *rc);
+                   const char *url, struct otlp_http_out *out);
+/* Send out and release its body. */
+enum MHD_Result api_otlp_send(struct MHD_Connection *c, struct otlp_http_out *out);
 /* Whether url is an OTLP route (its body limit, content types and tokens are its own). */
 int http_is_otlp(const char *url);
 /* The dashboard (api/assets.c): GET / and GET /assets/{name}. */

@@ -1,7 +1,10 @@
 /*
- * otlp.c - POST /v1/traces: the HTTP side of the OTLP source (source/otlp.h does the rest).
+ * otlp.c - POST /v1/traces and /v1/logs: the HTTP side of the OTLP source (source/otlp.h does the rest).
  * The answer's content type follows the request's (OTLP/HTTP), with the common headers. The
- * headers are checked as soon as they arrive (api_otlp_early), before any of the body is read.
+ * headers are checked as soon as they arrive (api_otlp_early): a request refused on them has
+ * its body read and dropped, never buffered, and the refusal answered once it is in (answering
+ * before would make the kernel reset the connection over the unread body, and the exporter
+ * would see a network error instead of the answer).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -49,30 +52,30 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct otlp_http_ou
 }
 
 int api_otlp_early(struct MHD_Connection *c, const struct http_ctx *ctx, const char *method,
-                   const char *url, enum MHD_Result *rc)
+                   const char *url, struct otlp_http_out *out)
 {
-    if (strcmp(url, "/v1/traces") != 0 || strcmp(method, "POST") != 0) {
+    if ((strcmp(url, "/v1/traces") != 0 && strcmp(url, "/v1/logs") != 0) ||
+        strcmp(method, "POST") != 0) {
         return 0;
     }
-    struct otlp_http_out out;
     const char *cl = header(c, "Content-Length");
     if (cl && strtoull(cl, NULL, 10) > OTLP_BODY_MAX) {
-        memset(&out, 0, sizeof out);
-        out.status = MHD_HTTP_CONTENT_TOO_LARGE;
-        out.content_type = "application/json";
-        tt__buf_init(&out.body, 256);
-        tt__buf_printf(&out.body, "{\"error\":\"request body above %u bytes\",\"status\":413}",
+        memset(out, 0, sizeof *out);
+        out->status = MHD_HTTP_CONTENT_TOO_LARGE;
+        out->content_type = "application/json";
+        tt__buf_init(&out->body, 256);
+        tt__buf_printf(&out->body, "{\"error\":\"request body above %u bytes\",\"status\":413}",
                        OTLP_BODY_MAX);
-        *rc = send_answer(c, &out);
         return 1;
     }
     struct otlp_http_in in;
     request_in(c, &in);
-    if (!otlp_check_headers(ctx->otlp, &in, &out)) {
-        return 0;
-    }
-    *rc = send_answer(c, &out);
-    return 1;
+    return otlp_check_headers(ctx->otlp, &in, out);
+}
+
+enum MHD_Result api_otlp_send(struct MHD_Connection *c, struct otlp_http_out *out)
+{
+    return send_answer(c, out);
 }
 
 enum MHD_Result api_otlp_traces(const struct http_req *r)
@@ -83,5 +86,16 @@ enum MHD_Result api_otlp_traces(const struct http_req *r)
     in.body_len = r->body->len;
     struct otlp_http_out out;
     otlp_handle_traces(r->ctx->otlp, &in, &out);
+    return send_answer(r->conn, &out);
+}
+
+enum MHD_Result api_otlp_logs(const struct http_req *r)
+{
+    struct otlp_http_in in;
+    request_in(r->conn, &in);
+    in.body = r->body->data;
+    in.body_len = r->body->len;
+    struct otlp_http_out out;
+    otlp_handle_logs(r->ctx->otlp, &in, &out);
     return send_answer(r->conn, &out);
 }

@@ -172,8 +172,10 @@ static void answer_error(struct otlp_http_out *out, unsigned status, int enc, in
 }
 
 /* 200: ExportTraceServiceResponse { partial_success = 1 { rejected_spans = 1,
- * error_message = 2 } }, empty when nothing was rejected. */
-static void answer_ok(struct otlp_http_out *out, int enc, uint64_t rejected, const char *msg)
+ * error_message = 2 } } (the logs' answer has the same numbers), empty when nothing was
+ * rejected; json_name is the rejected count's name in JSON. */
+static void answer_ok(struct otlp_http_out *out, int enc, const char *json_name, uint64_t rejected,
+                      const char *msg)
 {
     answer_init(out, 200, enc);
     if (enc == ENC_PB) {
@@ -201,7 +203,7 @@ static void answer_ok(struct otlp_http_out *out, int enc, uint64_t rejected, con
         snprintf(n, sizeof n, "%llu", (unsigned long long)rejected);
         tt__json_key(&j, "partialSuccess");
         tt__json_obj_begin(&j);
-        tt__json_kv_cstr(&j, "rejectedSpans", n); /* int64: a decimal string in OTLP/JSON */
+        tt__json_kv_cstr(&j, json_name, n); /* int64: a decimal string in OTLP/JSON */
         tt__json_kv_cstr(&j, "errorMessage", msg);
         tt__json_obj_end(&j);
     }
@@ -240,8 +242,8 @@ static unsigned bearer(const char *h, char *token, size_t n)
 static unsigned authenticate(const struct otlp *x, const struct otlp_http_in *in, char *agent,
                              char *identity, const char **msg)
 {
-    tt__hello h; /* only its token is read */
-    char token[AUTH_TOKEN_MAX + 2];
+    tt__hello h;                /* only its token is read */
+    char token[sizeof h.token]; /* AUTH_TOKEN_MAX bytes and the NUL */
     agent[0] = 0;
     unsigned st = bearer(in->authorization, token, sizeof token);
     if (st) {
@@ -250,7 +252,7 @@ static unsigned authenticate(const struct otlp *x, const struct otlp_http_in *in
     }
     char err[256] = "";
     memset(&h, 0, sizeof h);
-    snprintf(h.token, sizeof h.token, "%s", token);
+    memcpy(h.token, token, sizeof h.token);
     int a = auth_authorize((void *)x->auth, &h, agent, err, sizeof err);
     memset(&h, 0, sizeof h);
     memset(token, 0, sizeof token);
@@ -345,23 +347,55 @@ static int media_is(const char *ct, const char *want)
     return ct && strncasecmp(ct, want, n) == 0 && (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ');
 }
 
-/* Submit the items of req; the wait w gets a reference per item. Returns the spans refused
- * before submission (their reason in *why). */
-static uint64_t submit_all(struct otlp *x, const struct otlp_request *req, const char *token_agent,
+/* What a decoded request of either signal offers to submission. */
+struct signal_view {
+    const struct otlp_resource *res;
+    uint32_t n_res;
+    const void *req;
+    const char *(*refused)(const void *req, uint32_t i);
+    int (*encode)(const void *req, uint32_t first, uint32_t n, const char *agent,
+                  struct otlp_batch *out);
+};
+
+static const char *span_refused(const void *req, uint32_t i)
+{
+    return ((const struct otlp_request *)req)->spans[i].refused;
+}
+
+static int span_encode(const void *req, uint32_t first, uint32_t n, const char *agent,
+                       struct otlp_batch *out)
+{
+    return otlp_batch_encode(req, first, n, agent, out);
+}
+
+static const char *log_refused(const void *req, uint32_t i)
+{
+    return ((const struct otlp_logs *)req)->logs[i].refused;
+}
+
+static int log_encode(const void *req, uint32_t first, uint32_t n, const char *agent,
+                      struct otlp_batch *out)
+{
+    return otlp_logs_encode(req, first, n, agent, out);
+}
+
+/* Submit the items of v; the wait w gets a reference per item. Returns the items (spans, log
+ * records) refused before submission (their reason in *why). */
+static uint64_t submit_all(struct otlp *x, const struct signal_view *v, const char *token_agent,
                            const char *identity, struct otlp_wait *w, const char **why, int *oom)
 {
     uint64_t rejected = 0;
     char name[256];
     tt__batch_limits lim = {x->o->max_events, x->o->max_attrs};
-    for (uint32_t ri = 0; ri < req->n_res; ri++) {
-        const struct otlp_resource *r = &req->res[ri];
+    for (uint32_t ri = 0; ri < v->n_res; ri++) {
+        const struct otlp_resource *r = &v->res[ri];
         const char *rwhy = NULL;
         const char *agent = resource_agent(r, token_agent, name, sizeof name, &rwhy);
         for (uint32_t i = 0; i < r->n; i++) {
-            const struct otlp_span *s = &req->spans[r->first + i];
-            if (!agent || s->refused) {
+            const char *refused = v->refused(v->req, r->first + i);
+            if (!agent || refused) {
                 rejected++;
-                *why = *why ? *why : agent ? s->refused : rwhy;
+                *why = *why ? *why : agent ? refused : rwhy;
             }
         }
         if (!agent) {
@@ -371,7 +405,7 @@ static uint64_t submit_all(struct otlp *x, const struct otlp_request *req, const
             uint32_t n = r->n - off < OTLP_SPANS_PER_BATCH ? r->n - off : OTLP_SPANS_PER_BATCH;
             struct otlp_batch b;
             struct store_item *it = NULL;
-            if (otlp_batch_encode(req, r->first + off, n, agent, &b) != 0 ||
+            if (v->encode(v->req, r->first + off, n, agent, &b) != 0 ||
                 (b.n_spans && !(it = calloc(1, sizeof *it)))) {
                 free(b.raw);
                 *oom = 1;
@@ -391,7 +425,7 @@ static uint64_t submit_all(struct otlp *x, const struct otlp_request *req, const
             const char *bad = NULL;
             if (tt__batch_parse(&it->batch, it->raw, it->raw_len, &lim, &bad) != 0) {
                 rejected += b.n_spans;
-                *why = *why ? *why : "spans over the collector's batch limits (--max-events)";
+                *why = *why ? *why : "items over the collector's batch limits (--max-events)";
                 store_item_free(it);
                 continue;
             }
@@ -475,7 +509,10 @@ int otlp_check_headers(struct otlp *x, const struct otlp_http_in *in, struct otl
     return check_headers(x, in, out, &enc, &gz, agent, identity);
 }
 
-void otlp_handle_traces(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out)
+enum { SIG_TRACES, SIG_LOGS };
+
+static void handle(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out,
+                   int sig)
 {
     char agent[256], identity[IDENTITY_MAX];
     int enc, gz;
@@ -500,35 +537,56 @@ void otlp_handle_traces(struct otlp *x, const struct otlp_http_in *in, struct ot
         answer_error(out, 503, enc, RPC_UNAVAILABLE, "the collector is behind; retry later");
         return;
     }
-    struct otlp_request req;
+    struct otlp_request spans;
+    struct otlp_logs logs;
+    struct signal_view v;
     const char *why = NULL;
-    int rc = enc == ENC_PB ? otlp_traces_decode_pb(&req, body, len, &why)
-                           : otlp_traces_decode_json(&req, body, len, &why);
-    if (rc != 0) {
-        free(plain);
-        answer_error(out, 400, enc, RPC_INVALID_ARGUMENT, why ? why : "malformed request");
-        return;
+    int rc;
+    if (sig == SIG_TRACES) {
+        rc = enc == ENC_PB ? otlp_traces_decode_pb(&spans, body, len, &why)
+                           : otlp_traces_decode_json(&spans, body, len, &why);
+        v = (struct signal_view){spans.res, spans.n_res, &spans, span_refused, span_encode};
+    } else {
+        rc = enc == ENC_PB ? otlp_logs_decode_pb(&logs, body, len, &why)
+                           : otlp_logs_decode_json(&logs, body, len, &why);
+        v = (struct signal_view){logs.res, logs.n_res, &logs, log_refused, log_encode};
     }
-    struct otlp_wait *w = calloc(1, sizeof *w), res;
+    struct otlp_wait *w = rc == 0 ? calloc(1, sizeof *w) : NULL, res;
     if (!w) {
-        otlp_request_free(&req);
+        if (rc == 0) {
+            sig == SIG_TRACES ? otlp_request_free(&spans) : otlp_logs_free(&logs);
+        }
         free(plain);
-        answer_error(out, 503, enc, RPC_UNAVAILABLE, "out of memory");
+        answer_error(out, rc ? 400 : 503, enc, rc ? RPC_INVALID_ARGUMENT : RPC_UNAVAILABLE,
+                     rc ? (why ? why : "malformed request") : "out of memory");
         return;
     }
     w->refs = 1;
     int oom = 0;
     const char *rwhy = NULL;
-    uint64_t rejected = submit_all(x, &req, agent, identity, w, &rwhy, &oom);
-    otlp_request_free(&req);
+    uint64_t rejected = submit_all(x, &v, agent, identity, w, &rwhy, &oom);
+    sig == SIG_TRACES ? otlp_request_free(&spans) : otlp_logs_free(&logs);
     free(plain);
     int done = wait_done(x, w, &res);
     if (!done || res.retry || oom) {
         answer_error(out, 503, enc, RPC_UNAVAILABLE,
                      !done ? "the store did not answer in time; retry"
-                           : "the store could not take the spans now; retry");
+                           : "the store could not take the request now; retry");
         return;
     }
     rejected += res.rejected;
-    answer_ok(out, enc, rejected, rwhy ? rwhy : res.reason ? res.reason : "");
+    answer_ok(out, enc, sig == SIG_TRACES ? "rejectedSpans" : "rejectedLogRecords", rejected,
+              rwhy         ? rwhy
+              : res.reason ? res.reason
+                           : "");
+}
+
+void otlp_handle_traces(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out)
+{
+    handle(x, in, out, SIG_TRACES);
+}
+
+void otlp_handle_logs(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out)
+{
+    handle(x, in, out, SIG_LOGS);
 }

@@ -21,12 +21,14 @@
 
 /* --- attributes ----------------------------------------------------------------------------- */
 
-enum { AV_NONE, AV_STR, AV_INT };
+enum { AV_NONE, AV_STR, AV_INT, AV_DOUBLE, AV_BOOL };
 
 struct any {
     int type;
     tt__bstr s;
     int64_t i;
+    double d;
+    int b;
 };
 
 static int bstr_is(tt__bstr b, const char *s)
@@ -86,6 +88,12 @@ static int pb_any(tt__bstr b, struct any *v)
         } else if (f == 3 && wt == TT_PB_VARINT) {
             v->i = (int64_t)tt__pb_varint(&r);
             v->type = AV_INT;
+        } else if (f == 2 && wt == TT_PB_VARINT) {
+            v->b = tt__pb_varint(&r) != 0;
+            v->type = AV_BOOL;
+        } else if (f == 4 && wt == TT_PB_I64) {
+            v->d = tt__pb_double(&r);
+            v->type = AV_DOUBLE;
         } else {
             tt__pb_skip(&r, wt);
         }
@@ -509,6 +517,17 @@ static int json_any(json_t *v, struct any *out)
             out->i = (int64_t)u;
         }
         out->type = AV_INT;
+    } else if ((x = json_object_get(v, "boolValue"))) {
+        if (!json_is_boolean(x)) {
+            return -1;
+        }
+        out->b = json_is_true(x);
+        out->type = AV_BOOL;
+    } else if ((x = json_object_get(v, "doubleValue"))) {
+        if (json_is_number(x)) {
+            out->d = json_number_value(x);
+            out->type = AV_DOUBLE;
+        }
     }
     return 0;
 }
@@ -918,6 +937,524 @@ int otlp_batch_encode(const struct otlp_request *req, uint32_t first, uint32_t n
     out->raw_len = (size_t)(q - raw);
     out->n_events = n_events;
     out->n_spans = n_spans;
+    return 0;
+}
+
+/* --- logs ----------------------------------------------------------------------------------- */
+
+/* Field numbers: ExportLogsServiceRequest.resource_logs 1; ResourceLogs.resource 1,
+ * .scope_logs 2; ScopeLogs.log_records 2; LogRecord.time_unix_nano 1 (fixed64),
+ * .severity_number 2, .body 5 (AnyValue), .attributes 6, .trace_id 9,
+ * .observed_time_unix_nano 11 (fixed64). */
+
+struct lg_ctx {
+    struct otlp_logs *req;
+    int fill;
+    uint32_t n_res, n_logs, n_kvs;
+    const char *why;
+};
+
+/* Keep one attribute of a record (fill pass: into kvs). */
+static void log_attr(struct lg_ctx *c, struct otlp_log *l, tt__bstr key, const struct any *v)
+{
+    if (bstr_is(key, "gen_ai.conversation.id") && v->type == AV_STR) {
+        l->session = v->s;
+    }
+    if (v->type == AV_NONE) {
+        return; /* arrays, maps and bytes are not kept */
+    }
+    if (key.n > OTLP_STR_MAX || (v->type == AV_STR && v->s.n > OTLP_STR_MAX)) {
+        l->refused = "a log attribute longer than 4096 bytes";
+        return;
+    }
+    if (l->n_kv == OTLP_ATTRS_MAX) {
+        l->refused = "more than 256 attributes on a log record";
+        return;
+    }
+    if (c->n_kvs == OTLP_KVS_MAX) {
+        c->why = "more than 65536 log attributes in the request";
+        return;
+    }
+    if (c->fill) {
+        struct otlp_kv *kv = &c->req->kvs[c->n_kvs];
+        kv->key = key;
+        kv->type = v->type == AV_STR    ? TT_ATTR_STR
+                   : v->type == AV_INT  ? TT_ATTR_INT
+                   : v->type == AV_BOOL ? TT_ATTR_BOOL
+                                        : TT_ATTR_DOUBLE;
+        kv->s = v->s;
+        kv->i = v->i;
+        kv->d = v->d;
+        kv->b = v->b;
+    }
+    c->n_kvs++;
+    l->n_kv++;
+}
+
+static void log_check(struct otlp_log *l)
+{
+    if (l->refused) {
+        return;
+    }
+    if (l->time_ns == 0 || l->time_ns > INT64_MAX) {
+        l->refused = "a log record without a time";
+    } else if (l->severity > 24) {
+        l->refused = "a severity number above 24";
+    } else if (l->body.n > OTLP_LOG_BODY_MAX) {
+        l->refused = "a log body longer than 65536 bytes";
+    } else if (l->session.n > OTLP_STR_MAX) {
+        l->refused = "a gen_ai.conversation.id longer than 4096 bytes";
+    }
+    if (l->severity == 0) {
+        l->severity = 9;
+    }
+}
+
+static struct otlp_log *log_next(struct lg_ctx *c, struct otlp_log *tmp)
+{
+    if (c->n_logs == OTLP_SPANS_MAX) {
+        c->why = "more than 65536 log records in the request";
+        return NULL;
+    }
+    struct otlp_log *l = c->fill ? &c->req->logs[c->n_logs] : tmp;
+    c->n_logs++;
+    memset(l, 0, sizeof *l);
+    l->first_kv = c->n_kvs;
+    return l;
+}
+
+static int pb_log(struct lg_ctx *c, tt__bstr b)
+{
+    struct otlp_log tmp, *l = log_next(c, &tmp);
+    if (!l) {
+        return -1;
+    }
+    uint64_t observed = 0;
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__pb_reader_init(&r, b.p, b.n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if ((f == 1 || f == 11) && wt == TT_PB_I64) {
+            *(f == 1 ? &l->time_ns : &observed) = tt__pb_fixed64(&r);
+        } else if (f == 2 && wt == TT_PB_VARINT) {
+            uint64_t sev = tt__pb_varint(&r);
+            l->severity = sev > 255 ? 255 : (uint32_t)sev;
+        } else if ((f == 5 || f == 6 || f == 9) && wt == TT_PB_LEN) {
+            tt__bstr v;
+            v.p = tt__pb_bytes(&r, &v.n);
+            if (r.err) {
+                break;
+            }
+            struct any av;
+            tt__bstr key;
+            if (f == 5) {
+                if (pb_any(v, &av) != 0) {
+                    c->why = "a malformed log body";
+                    return -1;
+                }
+                if (av.type == AV_STR) {
+                    l->body = av.s;
+                }
+            } else if (f == 6) {
+                if (pb_kv(v, &key, &av) != 0) {
+                    c->why = "a malformed log attribute";
+                    return -1;
+                }
+                log_attr(c, l, key, &av);
+                if (c->why) {
+                    return -1;
+                }
+            } else if (pb_id(v, l->trace_id, 16, &c->why) != 0) {
+                return -1;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (rc < 0 || r.err) {
+        c->why = "a malformed log record";
+        return -1;
+    }
+    l->time_ns = l->time_ns ? l->time_ns : observed;
+    log_check(l);
+    return 0;
+}
+
+/* A message whose field `field` holds the next level, handled by fn. */
+static int pb_each(struct lg_ctx *c, tt__bstr b, uint32_t field,
+                   int (*fn)(struct lg_ctx *, tt__bstr), const char *bad)
+{
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__pb_reader_init(&r, b.p, b.n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if (f == field && wt == TT_PB_LEN) {
+            tt__bstr v;
+            v.p = tt__pb_bytes(&r, &v.n);
+            if (r.err || fn(c, v) != 0) {
+                break;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (c->why) {
+        return -1;
+    }
+    if (rc < 0 || r.err) {
+        c->why = bad;
+        return -1;
+    }
+    return 0;
+}
+
+static int pb_scope_logs(struct lg_ctx *c, tt__bstr b)
+{
+    return pb_each(c, b, 2, pb_log, "malformed scope logs");
+}
+
+static int pb_resource_logs(struct lg_ctx *c, tt__bstr b)
+{
+    if (c->n_res == OTLP_RESOURCES_MAX) {
+        c->why = "more than 1024 resources in the request";
+        return -1;
+    }
+    uint32_t ri = c->n_res++, first = c->n_logs;
+    tt__bstr service = {NULL, 0};
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__pb_reader_init(&r, b.p, b.n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if (wt == TT_PB_LEN && (f == 1 || f == 2)) {
+            tt__bstr v;
+            v.p = tt__pb_bytes(&r, &v.n);
+            if (r.err) {
+                break;
+            }
+            if (f == 1) {
+                struct pb_ctx pc = {NULL, 0, 0, 0, NULL};
+                if (pb_resource(&pc, v, &service) != 0) {
+                    c->why = pc.why;
+                    return -1;
+                }
+            } else if (pb_scope_logs(c, v) != 0) {
+                return -1;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (rc < 0 || r.err) {
+        c->why = "malformed resource logs";
+        return -1;
+    }
+    if (service.n > OTLP_STR_MAX) {
+        c->why = "a service.name longer than 4096 bytes";
+        return -1;
+    }
+    if (c->fill) {
+        c->req->res[ri].service_name = service;
+        c->req->res[ri].first = first;
+        c->req->res[ri].n = c->n_logs - first;
+    }
+    return 0;
+}
+
+static int logs_alloc(struct otlp_logs *req, uint32_t n_res, uint32_t n_logs, uint32_t n_kvs)
+{
+    req->res = calloc(n_res ? n_res : 1, sizeof *req->res);
+    req->logs = calloc(n_logs ? n_logs : 1, sizeof *req->logs);
+    req->kvs = calloc(n_kvs ? n_kvs : 1, sizeof *req->kvs);
+    return req->res && req->logs && req->kvs ? 0 : -1;
+}
+
+int otlp_logs_decode_pb(struct otlp_logs *req, const uint8_t *body, size_t n, const char **why)
+{
+    memset(req, 0, sizeof *req);
+    tt__bstr all = {body, n};
+    struct lg_ctx c = {req, 0, 0, 0, 0, NULL};
+    if (n > OTLP_BODY_MAX) {
+        *why = "a body above 4 MiB";
+        return -1;
+    }
+    if (pb_each(&c, all, 1, pb_resource_logs, "a malformed ExportLogsServiceRequest") != 0) {
+        *why = c.why;
+        return -1;
+    }
+    if (logs_alloc(req, c.n_res, c.n_logs, c.n_kvs) != 0) {
+        otlp_logs_free(req);
+        *why = "out of memory";
+        return -1;
+    }
+    struct lg_ctx f = {req, 1, 0, 0, 0, NULL};
+    if (pb_each(&f, all, 1, pb_resource_logs, "a malformed ExportLogsServiceRequest") != 0) {
+        otlp_logs_free(req);
+        *why = f.why;
+        return -1;
+    }
+    req->n_res = f.n_res;
+    req->n_logs = f.n_logs;
+    req->n_kvs = f.n_kvs;
+    return 0;
+}
+
+static int json_log(struct lg_ctx *c, json_t *jl)
+{
+    struct otlp_log tmp, *l = log_next(c, &tmp);
+    uint64_t observed = 0, sev = 0;
+    if (!l) {
+        return -1;
+    }
+    if (!json_is_object(jl)) {
+        c->why = "a log record that is not an object";
+        return -1;
+    }
+    if (json_u64(json_object_get(jl, "timeUnixNano"), &l->time_ns) != 0 ||
+        json_u64(json_object_get(jl, "observedTimeUnixNano"), &observed) != 0 ||
+        json_u64(json_object_get(jl, "severityNumber"), &sev) != 0) {
+        c->why = "a log time or severity that is not an integer";
+        return -1;
+    }
+    l->severity = sev > 255 ? 255 : (uint32_t)sev;
+    if (json_id(json_object_get(jl, "traceId"), l->trace_id, 16, &c->why) != 0) {
+        return -1;
+    }
+    struct any av;
+    if (json_any(json_object_get(jl, "body"), &av) != 0) {
+        c->why = "a malformed log body";
+        return -1;
+    }
+    if (av.type == AV_STR) {
+        l->body = av.s;
+    }
+    json_t *attrs = json_object_get(jl, "attributes");
+    if (attrs && !json_is_array(attrs)) {
+        c->why = "attributes that are not an array";
+        return -1;
+    }
+    size_t i;
+    json_t *kv;
+    json_array_foreach(attrs, i, kv)
+    {
+        tt__bstr key = jstr(json_object_get(kv, "key"));
+        if (!json_is_object(kv) || !key.p || json_any(json_object_get(kv, "value"), &av) != 0) {
+            c->why = "a malformed attribute";
+            return -1;
+        }
+        log_attr(c, l, key, &av);
+        if (c->why) {
+            return -1;
+        }
+    }
+    l->time_ns = l->time_ns ? l->time_ns : observed;
+    log_check(l);
+    return 0;
+}
+
+static int json_logs_walk(struct lg_ctx *c, json_t *rl_arr)
+{
+    size_t i, j, k;
+    json_t *rl, *sl, *lr;
+    json_array_foreach(rl_arr, i, rl)
+    {
+        if (!json_is_object(rl) || c->n_res == OTLP_RESOURCES_MAX) {
+            c->why = json_is_object(rl) ? "more than 1024 resources in the request"
+                                        : "a resourceLogs entry that is not an object";
+            return -1;
+        }
+        tt__bstr service = {NULL, 0};
+        json_t *res = json_object_get(rl, "resource");
+        if (res && (!json_is_object(res) ||
+                    json_attrs(json_object_get(res, "attributes"), NULL, &service, &c->why))) {
+            c->why = c->why ? c->why : "a resource that is not an object";
+            return -1;
+        }
+        if (service.n > OTLP_STR_MAX) {
+            c->why = "a service.name longer than 4096 bytes";
+            return -1;
+        }
+        uint32_t first = c->n_logs;
+        json_t *sl_arr = json_object_get(rl, "scopeLogs");
+        if (sl_arr && !json_is_array(sl_arr)) {
+            c->why = "scopeLogs that are not an array";
+            return -1;
+        }
+        json_array_foreach(sl_arr, j, sl)
+        {
+            json_t *lr_arr = json_object_get(sl, "logRecords");
+            if (!json_is_object(sl) || (lr_arr && !json_is_array(lr_arr))) {
+                c->why = "a malformed scopeLogs entry";
+                return -1;
+            }
+            json_array_foreach(lr_arr, k, lr)
+            {
+                if (json_log(c, lr) != 0) {
+                    return -1;
+                }
+            }
+        }
+        if (c->fill) {
+            c->req->res[c->n_res].service_name = service;
+            c->req->res[c->n_res].first = first;
+            c->req->res[c->n_res].n = c->n_logs - first;
+        }
+        c->n_res++;
+    }
+    return 0;
+}
+
+int otlp_logs_decode_json(struct otlp_logs *req, const uint8_t *body, size_t n, const char **why)
+{
+    memset(req, 0, sizeof *req);
+    *why = NULL;
+    if (n > OTLP_BODY_MAX) {
+        *why = "a body above 4 MiB";
+        return -1;
+    }
+    json_t *root = json_loadb((const char *)body, n, JSON_REJECT_DUPLICATES, NULL);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        *why = "a body that is not a JSON object";
+        return -1;
+    }
+    req->json = root;
+    json_t *arr = json_object_get(root, "resourceLogs");
+    struct lg_ctx c = {req, 0, 0, 0, 0, NULL};
+    if ((arr && !json_is_array(arr)) || json_logs_walk(&c, arr) != 0) {
+        *why = c.why ? c.why : "resourceLogs that is not an array";
+        otlp_logs_free(req);
+        return -1;
+    }
+    if (logs_alloc(req, c.n_res, c.n_logs, c.n_kvs) != 0) {
+        otlp_logs_free(req);
+        *why = "out of memory";
+        return -1;
+    }
+    struct lg_ctx f = {req, 1, 0, 0, 0, NULL};
+    if (json_logs_walk(&f, arr) != 0) {
+        *why = f.why;
+        otlp_logs_free(req);
+        return -1;
+    }
+    req->n_res = f.n_res;
+    req->n_logs = f.n_logs;
+    req->n_kvs = f.n_kvs;
+    return 0;
+}
+
+void otlp_logs_free(struct otlp_logs *req)
+{
+    free(req->res);
+    free(req->logs);
+    free(req->kvs);
+    json_decref(req->json);
+    memset(req, 0, sizeof *req);
+}
+
+/* Attr { key = 1, s = 2 | i = 3 | d = 4 | b = 5 } as field 3 of a Log. */
+static uint8_t *put_kv(uint8_t *q, const struct otlp_kv *kv)
+{
+    size_t val = kv->type == TT_ATTR_STR      ? tt__pb_len_field_size(kv->s.n)
+                 : kv->type == TT_ATTR_INT    ? 1 + tt__pb_varint_size(tt__pb_zigzag(kv->i))
+                 : kv->type == TT_ATTR_DOUBLE ? 9
+                                              : 2;
+    q = tt__pb_put_tag(q, 3, TT_PB_LEN);
+    q = tt__pb_put_varint(q, 1 + tt__pb_varint_size(kv->key.n) + kv->key.n + val);
+    q = put_str(q, 1, kv->key);
+    switch (kv->type) {
+    case TT_ATTR_STR:
+        return put_str(q, 2, kv->s);
+    case TT_ATTR_INT:
+        return tt__pb_put_sint(q, 3, kv->i);
+    case TT_ATTR_DOUBLE:
+        return tt__pb_put_double(q, 4, kv->d);
+    default:
+        return tt__pb_put_uint(q, 5, kv->b ? 1 : 0);
+    }
+}
+
+int otlp_logs_encode(const struct otlp_logs *req, uint32_t first, uint32_t n, const char *agent,
+                     struct otlp_batch *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct otlp_log *lg = &req->logs[first];
+    uint64_t base = UINT64_MAX;
+    size_t cap = 128, tmp_cap = 0;
+    uint32_t n_logs = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (lg[i].refused) {
+            continue;
+        }
+        n_logs++;
+        base = lg[i].time_ns < base ? lg[i].time_ns : base;
+        size_t c =
+            64 + 2 * TT_PB_VARINT_MAX + lg[i].body.n + (lg[i].session.n ? lg[i].session.n : 32);
+        for (uint32_t k = 0; k < lg[i].n_kv; k++) {
+            const struct otlp_kv *kv = &req->kvs[lg[i].first_kv + k];
+            c += 2 * TT_PB_VARINT_MAX + 16 + kv->key.n + (kv->type == TT_ATTR_STR ? kv->s.n : 0);
+        }
+        cap += c + 2 * TT_PB_VARINT_MAX + 16;
+        tmp_cap = c > tmp_cap ? c : tmp_cap;
+    }
+    if (n_logs == 0) {
+        return 0;
+    }
+    uint8_t *raw = malloc(cap), *tmp = malloc(tmp_cap);
+    if (!raw || !tmp) {
+        free(raw);
+        free(tmp);
+        return -1;
+    }
+    uint8_t *q = raw;
+    q = tt__pb_put_bytes(q, 1, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16); /* set below */
+    uint8_t *inst = q - 16;
+    q = tt__pb_put_uint(q, 2, 1);
+    q = tt__pb_put_fixed64(q, 3, base);
+    uint8_t *events = q;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct otlp_log *l = &lg[i];
+        if (l->refused) {
+            continue;
+        }
+        char trace_hex[32];
+        int has_trace = 0;
+        for (int b = 0; b < 16; b++) {
+            has_trace |= l->trace_id[b];
+            trace_hex[2 * b] = hexd[l->trace_id[b] >> 4];
+            trace_hex[2 * b + 1] = hexd[l->trace_id[b] & 15];
+        }
+        tt__bstr trace = {(const uint8_t *)trace_hex, has_trace ? 32 : 0};
+        /* Log { severity 1, message 2, attrs 3 } */
+        uint8_t *t = tmp;
+        t = tt__pb_put_uint(t, 1, l->severity);
+        t = put_str(t, 2, l->body);
+        for (uint32_t k = 0; k < l->n_kv; k++) {
+            t = put_kv(t, &req->kvs[l->first_kv + k]);
+        }
+        q = put_event(q, (int64_t)(l->time_ns - base), l->session.n ? l->session : trace, TT_EV_LOG,
+                      tmp, (size_t)(t - tmp));
+    }
+    free(tmp);
+    /* The instance: a hash of the agent and of the events (a resend encodes the same). */
+    uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
+    h1 = fnv(h1, agent, strlen(agent) + 1);
+    h2 = fnv(h2, agent, strlen(agent) + 1);
+    h1 = fnv(h1, events, (size_t)(q - events));
+    h2 = fnv(h2 ^ 0x5bd1e995u, events, (size_t)(q - events));
+    h1 = mix(h1 ^ base);
+    h2 = mix(h2 ^ h1);
+    for (int b = 0; b < 8; b++) {
+        out->instance[b] = (uint8_t)(h1 >> (8 * b));
+        out->instance[8 + b] = (uint8_t)(h2 >> (8 * b));
+    }
+    memcpy(inst, out->instance, 16);
+    out->raw = raw;
+    out->raw_len = (size_t)(q - raw);
+    out->n_events = n_logs;
+    out->n_spans = n_logs;
     return 0;
 }
 

@@ -80,6 +80,50 @@ int otlp_batch_encode(const struct otlp_request *req, uint32_t first, uint32_t n
  * (a response is recorded). */
 uint32_t otlp_step_kind(const struct otlp_span *s, int *is_llm);
 
+/* --- logs (POST /v1/logs) --- */
+
+#define OTLP_LOG_BODY_MAX 65536 /* bytes of a log record's body */
+#define OTLP_KVS_MAX 65536      /* attributes kept in a request, all records together */
+
+/* One attribute kept: its value by type (TT_ATTR_* of telltale.h). */
+struct otlp_kv {
+    tt__bstr key;
+    int type;
+    tt__bstr s;
+    int64_t i;
+    double d;
+    int b;
+};
+
+struct otlp_log {
+    uint64_t time_ns;  /* time_unix_nano, else observed_time_unix_nano */
+    uint32_t severity; /* severity_number (1 trace ... 24 fatal4); 9 (info) when unset */
+    tt__bstr body;     /* a string body; empty for another type */
+    tt__bstr session;  /* gen_ai.conversation.id */
+    uint8_t trace_id[16];
+    uint32_t first_kv, n_kv; /* its attributes in otlp_logs.kvs */
+    const char *refused;
+};
+
+/* res[i].first and .n index logs. */
+struct otlp_logs {
+    struct otlp_resource *res;
+    uint32_t n_res;
+    struct otlp_log *logs;
+    uint32_t n_logs;
+    struct otlp_kv *kvs;
+    uint32_t n_kvs;
+    void *json;
+};
+
+int otlp_logs_decode_pb(struct otlp_logs *req, const uint8_t *body, size_t n, const char **why);
+int otlp_logs_decode_json(struct otlp_logs *req, const uint8_t *body, size_t n, const char **why);
+void otlp_logs_free(struct otlp_logs *req);
+/* The records of [first, first + n) that are not refused, as a Batch of log events (n_spans
+ * counts the records); the instance is a hash of the agent and of the batch's events. */
+int otlp_logs_encode(const struct otlp_logs *req, uint32_t first, uint32_t n, const char *agent,
+                     struct otlp_batch *out);
+
 /* Gzip-compressed data into at most max bytes (malloc'd *out). 0, -1 malformed, -2 too large. */
 int otlp_gunzip(const uint8_t *in, size_t n, size_t max, uint8_t **out, size_t *out_len);
 
