@@ -1,9 +1,9 @@
 // send-logs.mjs - the official OpenTelemetry JS SDK exports log records to a telltale
-// collector over OTLP/HTTP (driven by tests/integration/test_otlp.c). Environment as
-// send.mjs: TT_OTLP_URL (http://HOST:PORT/v1/logs), TT_OTLP_TOKEN, TT_OTLP_PROTOCOL (proto or
+// collector over OTLP/HTTP (driven by tests/integration/test_otlp.c). Settings as send.mjs's
+// (common.mjs): TT_OTLP_URL (http://HOST:PORT/v1/logs), TT_OTLP_TOKEN, TT_OTLP_PROTOCOL (proto or
 // json), TT_OTLP_SERVICE, TT_OTLP_SESSION, TT_OTLP_EXPORTS. Prints "export CODE" per export;
 // exits 0 when every export succeeded.
-import './node-version.mjs';
+import { config, exportRepeatedly } from './common.mjs';
 import { SeverityNumber } from '@opentelemetry/api-logs';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
@@ -14,12 +14,7 @@ import {
 import { OTLPLogExporter as ProtoExporter } from '@opentelemetry/exporter-logs-otlp-proto';
 import { OTLPLogExporter as JsonExporter } from '@opentelemetry/exporter-logs-otlp-http';
 
-const url = process.env.TT_OTLP_URL;
-const token = process.env.TT_OTLP_TOKEN || '';
-const protocol = process.env.TT_OTLP_PROTOCOL || 'proto';
-const service = process.env.TT_OTLP_SERVICE || 'otel-agent';
-const session = process.env.TT_OTLP_SESSION || 'conv-1';
-const exports = Number(process.env.TT_OTLP_EXPORTS || '1');
+const { service, session } = config;
 
 const memory = new InMemoryLogRecordExporter();
 const provider = new LoggerProvider({
@@ -46,20 +41,6 @@ await provider.forceFlush();
 const records = memory.getFinishedLogRecords();
 console.log(`records ${records.length}`);
 
-const Exporter = protocol === 'json' ? JsonExporter : ProtoExporter;
-const headers = token ? { Authorization: `Bearer ${token}` } : {};
-let failures = 0;
-for (let i = 0; i < exports; i++) {
-  const exporter = new Exporter({ url, headers });
-  const code = await new Promise((resolve) =>
-    exporter.export(records, (r) => {
-      if (r.error) console.error(`export error: ${r.error.message || r.error}`);
-      resolve(r.code);
-    }),
-  );
-  console.log(`export ${code}`);
-  if (code !== 0) failures++;
-  await exporter.shutdown();
-}
+const failures = await exportRepeatedly(ProtoExporter, JsonExporter, records);
 await provider.shutdown();
 process.exit(failures ? 1 : 0);

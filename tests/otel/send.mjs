@@ -3,12 +3,12 @@
 // tests/integration/test_otlp.c, which checks through the HTTP API what the collector made of
 // them.
 //
-// Environment: TT_OTLP_URL (http://HOST:PORT/v1/traces), TT_OTLP_TOKEN (the ingest token, or
-// empty for none), TT_OTLP_PROTOCOL (proto or json), TT_OTLP_SERVICE (service.name),
-// TT_OTLP_SESSION (gen_ai.conversation.id), TT_OTLP_EXPORTS (how many times the same spans are
-// exported: a retried export). Prints one line per span, "span NAME TRACE_ID SPAN_ID", and one
+// Settings from the environment (common.mjs): TT_OTLP_URL (http://HOST:PORT/v1/traces),
+// TT_OTLP_TOKEN (the ingest token, or empty for none), TT_OTLP_PROTOCOL (proto or json),
+// TT_OTLP_SERVICE (service.name), TT_OTLP_SESSION (gen_ai.conversation.id), TT_OTLP_EXPORTS
+// (how many times the same spans are exported: a retried export). Prints one line per span, "span NAME TRACE_ID SPAN_ID", and one
 // per export, "export CODE"; exits 0 when every export succeeded.
-import './node-version.mjs';
+import { config, exportRepeatedly } from './common.mjs';
 import { SpanStatusCode, context, trace } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
@@ -19,12 +19,7 @@ import {
 import { OTLPTraceExporter as ProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
 
-const url = process.env.TT_OTLP_URL;
-const token = process.env.TT_OTLP_TOKEN || '';
-const protocol = process.env.TT_OTLP_PROTOCOL || 'proto';
-const service = process.env.TT_OTLP_SERVICE || 'otel-agent';
-const session = process.env.TT_OTLP_SESSION || 'conv-1';
-const exports = Number(process.env.TT_OTLP_EXPORTS || '1');
+const { service, session } = config;
 
 const memory = new InMemorySpanExporter();
 const provider = new BasicTracerProvider({
@@ -97,20 +92,6 @@ for (const s of spans) {
   console.log(`span ${s.name.replace(/ /g, '_')} ${c.traceId} ${c.spanId}`);
 }
 
-const Exporter = protocol === 'json' ? JsonExporter : ProtoExporter;
-const headers = token ? { Authorization: `Bearer ${token}` } : {};
-let failures = 0;
-for (let i = 0; i < exports; i++) {
-  const exporter = new Exporter({ url, headers });
-  const code = await new Promise((resolve) =>
-    exporter.export(spans, (r) => {
-      if (r.error) console.error(`export error: ${r.error.message || r.error}`);
-      resolve(r.code);
-    }),
-  );
-  console.log(`export ${code}`);
-  if (code !== 0) failures++;
-  await exporter.shutdown();
-}
+const failures = await exportRepeatedly(ProtoExporter, JsonExporter, spans);
 await provider.shutdown();
 process.exit(failures ? 1 : 0);

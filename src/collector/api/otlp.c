@@ -78,24 +78,25 @@ enum MHD_Result api_otlp_send(struct MHD_Connection *c, struct otlp_http_out *ou
     return send_answer(c, out);
 }
 
-enum MHD_Result api_otlp_traces(const struct http_req *r)
+static enum MHD_Result serve(const struct http_req *r,
+                             void (*handle)(struct otlp *, const struct otlp_http_in *,
+                                            struct otlp_http_out *))
 {
     struct otlp_http_in in;
     request_in(r->conn, &in);
     in.body = r->body->data;
     in.body_len = r->body->len;
     struct otlp_http_out out;
-    otlp_handle_traces(r->ctx->otlp, &in, &out);
+    handle(r->ctx->otlp, &in, &out);
     return send_answer(r->conn, &out);
+}
+
+enum MHD_Result api_otlp_traces(const struct http_req *r)
+{
+    return serve(r, otlp_handle_traces);
 }
 
 enum MHD_Result api_otlp_logs(const struct http_req *r)
 {
-    struct otlp_http_in in;
-    request_in(r->conn, &in);
-    in.body = r->body->data;
-    in.body_len = r->body->len;
-    struct otlp_http_out out;
-    otlp_handle_logs(r->ctx->otlp, &in, &out);
-    return send_answer(r->conn, &out);
+    return serve(r, otlp_handle_logs);
 }

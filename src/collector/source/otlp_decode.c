@@ -253,31 +253,44 @@ static int pb_span(struct pb_ctx *c, tt__bstr b)
     return 0;
 }
 
-static int pb_scope_spans(struct pb_ctx *c, tt__bstr b)
+/* Call fn on each length-delimited `field` of message b (other fields skipped). 0, or -1 with
+ * *why set (fn's reason, else bad). */
+static int pb_repeated(tt__bstr b, uint32_t field, int (*fn)(void *, tt__bstr), void *ctx,
+                       const char **why, const char *bad)
 {
     tt__pb_reader r;
     uint32_t f, wt;
     tt__pb_reader_init(&r, b.p, b.n);
     int rc;
     while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
-        if (f == 2 && wt == TT_PB_LEN) {
+        if (f == field && wt == TT_PB_LEN) {
             tt__bstr v;
             v.p = tt__pb_bytes(&r, &v.n);
-            if (r.err || pb_span(c, v) != 0) {
+            if (r.err || fn(ctx, v) != 0) {
                 break;
             }
         } else {
             tt__pb_skip(&r, wt);
         }
     }
-    if (c->why) {
+    if (*why) {
         return -1;
     }
     if (rc < 0 || r.err) {
-        c->why = "malformed scope spans";
+        *why = bad;
         return -1;
     }
     return 0;
+}
+
+static int span_item(void *c, tt__bstr b)
+{
+    return pb_span(c, b);
+}
+
+static int pb_scope_spans(struct pb_ctx *c, tt__bstr b)
+{
+    return pb_repeated(b, 2, span_item, c, &c->why, "malformed scope spans");
 }
 
 static int pb_resource(struct pb_ctx *c, tt__bstr b, tt__bstr *service)
@@ -311,6 +324,50 @@ static int pb_resource(struct pb_ctx *c, tt__bstr b, tt__bstr *service)
     return 0;
 }
 
+/* A ResourceSpans or ResourceLogs: its resource's service.name into *service (field 1), and
+ * scope_fn on each of its scope messages (field 2). 0, or -1 with *why set. */
+static int pb_resource_level(tt__bstr b, int (*scope_fn)(void *, tt__bstr), void *ctx,
+                             const char **why, tt__bstr *service, const char *bad)
+{
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__pb_reader_init(&r, b.p, b.n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if (wt == TT_PB_LEN && (f == 1 || f == 2)) {
+            tt__bstr v;
+            v.p = tt__pb_bytes(&r, &v.n);
+            if (r.err) {
+                break;
+            }
+            struct pb_ctx pc = {NULL, 0, 0, 0, NULL};
+            if (f == 1 && pb_resource(&pc, v, service) != 0) {
+                *why = pc.why;
+                return -1;
+            }
+            if (f == 2 && scope_fn(ctx, v) != 0) {
+                return -1;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (rc < 0 || r.err) {
+        *why = bad;
+        return -1;
+    }
+    if (service->n > OTLP_STR_MAX) {
+        *why = "a service.name longer than 4096 bytes";
+        return -1;
+    }
+    return 0;
+}
+
+static int scope_spans_item(void *c, tt__bstr b)
+{
+    return pb_scope_spans(c, b);
+}
+
 static int pb_resource_spans(struct pb_ctx *c, tt__bstr b)
 {
     if (c->n_res == OTLP_RESOURCES_MAX) {
@@ -320,30 +377,8 @@ static int pb_resource_spans(struct pb_ctx *c, tt__bstr b)
     uint32_t ri = c->n_res++;
     tt__bstr service = {NULL, 0};
     uint32_t first = c->n_spans;
-    tt__pb_reader r;
-    uint32_t f, wt;
-    tt__pb_reader_init(&r, b.p, b.n);
-    int rc;
-    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
-        tt__bstr v;
-        if (wt == TT_PB_LEN && (f == 1 || f == 2)) {
-            v.p = tt__pb_bytes(&r, &v.n);
-            if (r.err) {
-                break;
-            }
-            if (f == 1 ? pb_resource(c, v, &service) : pb_scope_spans(c, v)) {
-                return -1;
-            }
-        } else {
-            tt__pb_skip(&r, wt);
-        }
-    }
-    if (rc < 0 || r.err) {
-        c->why = "malformed resource spans";
-        return -1;
-    }
-    if (service.n > OTLP_STR_MAX) {
-        c->why = "a service.name longer than 4096 bytes";
+    if (pb_resource_level(b, scope_spans_item, c, &c->why, &service, "malformed resource spans") !=
+        0) {
         return -1;
     }
     if (c->fill) {
@@ -355,31 +390,16 @@ static int pb_resource_spans(struct pb_ctx *c, tt__bstr b)
     return 0;
 }
 
+static int resource_spans_item(void *c, tt__bstr b)
+{
+    return pb_resource_spans(c, b);
+}
+
 static int pb_request(struct pb_ctx *c, const uint8_t *body, size_t n)
 {
-    tt__pb_reader r;
-    uint32_t f, wt;
-    tt__pb_reader_init(&r, body, n);
-    int rc;
-    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
-        if (f == 1 && wt == TT_PB_LEN) {
-            tt__bstr v;
-            v.p = tt__pb_bytes(&r, &v.n);
-            if (r.err || pb_resource_spans(c, v) != 0) {
-                break;
-            }
-        } else {
-            tt__pb_skip(&r, wt);
-        }
-    }
-    if (c->why) {
-        return -1;
-    }
-    if (rc < 0 || r.err) {
-        c->why = "a malformed ExportTraceServiceRequest";
-        return -1;
-    }
-    return 0;
+    tt__bstr all = {body, n};
+    return pb_repeated(all, 1, resource_spans_item, c, &c->why,
+                       "a malformed ExportTraceServiceRequest");
 }
 
 int otlp_traces_decode_pb(struct otlp_request *req, const uint8_t *body, size_t n, const char **why)
@@ -1081,38 +1101,21 @@ static int pb_log(struct lg_ctx *c, tt__bstr b)
     return 0;
 }
 
-/* A message whose field `field` holds the next level, handled by fn. */
-static int pb_each(struct lg_ctx *c, tt__bstr b, uint32_t field,
-                   int (*fn)(struct lg_ctx *, tt__bstr), const char *bad)
+static int log_item(void *c, tt__bstr b)
 {
-    tt__pb_reader r;
-    uint32_t f, wt;
-    tt__pb_reader_init(&r, b.p, b.n);
-    int rc;
-    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
-        if (f == field && wt == TT_PB_LEN) {
-            tt__bstr v;
-            v.p = tt__pb_bytes(&r, &v.n);
-            if (r.err || fn(c, v) != 0) {
-                break;
-            }
-        } else {
-            tt__pb_skip(&r, wt);
-        }
-    }
-    if (c->why) {
-        return -1;
-    }
-    if (rc < 0 || r.err) {
-        c->why = bad;
-        return -1;
-    }
-    return 0;
+    return pb_log(c, b);
 }
+
+static int resource_logs_item(void *c, tt__bstr b);
 
 static int pb_scope_logs(struct lg_ctx *c, tt__bstr b)
 {
-    return pb_each(c, b, 2, pb_log, "malformed scope logs");
+    return pb_repeated(b, 2, log_item, c, &c->why, "malformed scope logs");
+}
+
+static int scope_logs_item(void *c, tt__bstr b)
+{
+    return pb_scope_logs(c, b);
 }
 
 static int pb_resource_logs(struct lg_ctx *c, tt__bstr b)
@@ -1123,36 +1126,8 @@ static int pb_resource_logs(struct lg_ctx *c, tt__bstr b)
     }
     uint32_t ri = c->n_res++, first = c->n_logs;
     tt__bstr service = {NULL, 0};
-    tt__pb_reader r;
-    uint32_t f, wt;
-    tt__pb_reader_init(&r, b.p, b.n);
-    int rc;
-    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
-        if (wt == TT_PB_LEN && (f == 1 || f == 2)) {
-            tt__bstr v;
-            v.p = tt__pb_bytes(&r, &v.n);
-            if (r.err) {
-                break;
-            }
-            if (f == 1) {
-                struct pb_ctx pc = {NULL, 0, 0, 0, NULL};
-                if (pb_resource(&pc, v, &service) != 0) {
-                    c->why = pc.why;
-                    return -1;
-                }
-            } else if (pb_scope_logs(c, v) != 0) {
-                return -1;
-            }
-        } else {
-            tt__pb_skip(&r, wt);
-        }
-    }
-    if (rc < 0 || r.err) {
-        c->why = "malformed resource logs";
-        return -1;
-    }
-    if (service.n > OTLP_STR_MAX) {
-        c->why = "a service.name longer than 4096 bytes";
+    if (pb_resource_level(b, scope_logs_item, c, &c->why, &service, "malformed resource logs") !=
+        0) {
         return -1;
     }
     if (c->fill) {
@@ -1161,6 +1136,11 @@ static int pb_resource_logs(struct lg_ctx *c, tt__bstr b)
         c->req->res[ri].n = c->n_logs - first;
     }
     return 0;
+}
+
+static int resource_logs_item(void *c, tt__bstr b)
+{
+    return pb_resource_logs(c, b);
 }
 
 static int logs_alloc(struct otlp_logs *req, uint32_t n_res, uint32_t n_logs, uint32_t n_kvs)
@@ -1180,7 +1160,8 @@ int otlp_logs_decode_pb(struct otlp_logs *req, const uint8_t *body, size_t n, co
         *why = "a body above 4 MiB";
         return -1;
     }
-    if (pb_each(&c, all, 1, pb_resource_logs, "a malformed ExportLogsServiceRequest") != 0) {
+    if (pb_repeated(all, 1, resource_logs_item, &c, &c.why,
+                    "a malformed ExportLogsServiceRequest") != 0) {
         *why = c.why;
         return -1;
     }
@@ -1190,7 +1171,8 @@ int otlp_logs_decode_pb(struct otlp_logs *req, const uint8_t *body, size_t n, co
         return -1;
     }
     struct lg_ctx f = {req, 1, 0, 0, 0, NULL};
-    if (pb_each(&f, all, 1, pb_resource_logs, "a malformed ExportLogsServiceRequest") != 0) {
+    if (pb_repeated(all, 1, resource_logs_item, &f, &f.why,
+                    "a malformed ExportLogsServiceRequest") != 0) {
         otlp_logs_free(req);
         *why = f.why;
         return -1;
