@@ -536,12 +536,14 @@ TEST(otlp_limits_body_size_gzip_bombs_attributes_and_partial_success)
              "\"1796000000000000000\",\"endTimeUnixNano\":\"1796000000002000000\"},{\"traceId\":"
              "\"0102030405060708090a0b0c0d0e0f12\",\"spanId\":\"4444444444444444\",\"name\":"
              "\"backwards\",\"startTimeUnixNano\":\"1796000000002000000\",\"endTimeUnixNano\":"
-             "\"1796000000001000000\"}]}]}]}",
+             "\"1796000000001000000\"},{\"traceId\":\"0102030405060708090a0b0c0d0e0f12\","
+             "\"spanId\":\"5555555555555555\",\"name\":\"beyond 2262\",\"startTimeUnixNano\":"
+             "\"1796000000000000000\",\"endTimeUnixNano\":\"18446744073709551615\"}]}]}]}",
              attrs);
     free(attrs);
     post(s.http, "application/json", NULL, TOKEN, body, strlen(body), &a);
     CHECK_MSG(a.status == 200, "partial: %ld %s", a.status, a.body);
-    CHECK_EQ(rejected_json(&a, msg, sizeof msg), 2);
+    CHECK_EQ(rejected_json(&a, msg, sizeof msg), 3);
     CHECK(msg[0]);
     free(a.body);
     free(body);

@@ -184,7 +184,7 @@ static void span_check(struct otlp_span *s)
         s->refused = "a span without a span id";
     } else if (s->name.n > OTLP_STR_MAX || s->status_message.n > OTLP_STR_MAX) {
         s->refused = "a span name or status message longer than 4096 bytes";
-    } else if (s->end_ns < s->start_ns || s->start_ns == 0 || s->start_ns > INT64_MAX) {
+    } else if (s->end_ns < s->start_ns || s->start_ns == 0 || s->end_ns > INT64_MAX) {
         s->refused = "a span whose times are missing or end before they start";
     }
 }
@@ -494,10 +494,11 @@ static int json_u64(json_t *v, uint64_t *out)
     }
     uint64_t x = 0;
     for (; *s; s++) {
-        if (*s < '0' || *s > '9' || x > (UINT64_MAX - 9) / 10) {
+        uint64_t d = (uint64_t)(*s - '0');
+        if (*s < '0' || *s > '9' || x > (UINT64_MAX - d) / 10) {
             return -1;
         }
-        x = x * 10 + (uint64_t)(*s - '0');
+        x = x * 10 + d;
     }
     *out = x;
     return 0;
