@@ -50,6 +50,15 @@ $(FUZZ_DIR)/fuzz_otlp: tests/fuzz/fuzz_otlp.c $(FUZZ_SRC) src/collector/source/o
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) src/collector/source/otlp_decode.c -lzstd -lmicrohttpd -ljansson -lz -lm -pthread
 
+# fuzz_client feeds the agent's decoders and orders what a collector may send; it links the
+# client library's sources (a real client is opened once, on an endpoint where no one listens).
+FUZZ_CLIENT_SRC := $(CLIENT_SRC)
+
+$(FUZZ_DIR)/fuzz_client: tests/fuzz/fuzz_client.c $(FUZZ_SRC) $(FUZZ_CLIENT_SRC) \
+		$(wildcard src/*/*.h include/*.h) | $(DEPS_FUZZ)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -DTT_BUILDING_LIBRARY -o $@ $< $(FUZZ_SRC) $(FUZZ_CLIENT_SRC) -lzstd -lmicrohttpd -lgnutls -lm -pthread
+
 fuzz: $(FUZZ_BINS)
 
 fuzz-run: $(FUZZ_BINS)
@@ -66,6 +75,6 @@ $(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.c $(LIB_A)
 	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -o $@ $< $(LIB_A) -lzstd -lgnutls -lm -pthread
 
 fuzz-seeds: $(FUZZ_DIR)/make_seeds
-	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus/frame tests/fuzz/corpus/batch
+	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus/frame tests/fuzz/corpus/batch tests/fuzz/corpus/client
 
 .PHONY: fuzz fuzz-run fuzz-seeds

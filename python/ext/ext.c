@@ -24,6 +24,12 @@
  * response is marked busy, so that no other thread ends it under the call.
  */
 #define PY_SSIZE_T_CLEAN
+/* CPython's inline accessors (PyTuple_GET_ITEM, PyUnicode_DATA, ...) assert their argument's
+ * type unless NDEBUG is set, as setuptools sets it from the interpreter's flags: both builds of
+ * this module (mk/python.mk, python/_backend) set it here. The module itself has no assert. */
+#ifndef NDEBUG
+#define NDEBUG
+#endif
 #include <Python.h>
 #include <structmember.h>
 
@@ -239,6 +245,133 @@ static int attr_value(tt_attr *a, PyObject **tmp, PyObject *v)
     return text_of(v, &a->v.s, tmp, 0);
 }
 
+/* An exact int of one digit (most values), read without a call; 0 for a wider one (the
+ * general path converts it: a call here would make the fast path save its registers). */
+static inline int int_fast(PyObject *v, long long *x)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+        *x = (long long)PyUnstable_Long_CompactValue((PyLongObject *)v);
+        return 1;
+    }
+#else
+    Py_ssize_t size = Py_SIZE(v);
+    if (size >= -1 && size <= 1) {
+        *x = size ? size * (long long)((PyLongObject *)v)->ob_digit[0] : 0;
+        return 1;
+    }
+#endif
+    return 0;
+}
+
+/* The inline text of a compact ASCII str (NUL-terminated), which follows its header. */
+static inline const char *ascii_data(PyObject *s)
+{
+    return (const char *)((PyASCIIObject *)s + 1);
+}
+
+/* An exact str whose UTF-8 text is its inline ASCII, else NULL. */
+static inline const char *ascii_of(PyObject *s)
+{
+    return Py_IS_TYPE(s, &PyUnicode_Type) && PyUnicode_IS_COMPACT_ASCII(s) ? ascii_data(s) : NULL;
+}
+
+/*
+ * Keyword tuples known to name only attributes of a call, but for at most one optional named
+ * parameter (level for log, unit for metric): every key an exact ASCII str, none another of
+ * the call's named parameters. A call site passes the same constant tuple each time, so a hit
+ * spares the checks of its keys. Direct-mapped by address; strong references, so a tuple in
+ * the cache is never freed and its address never names another tuple.
+ */
+#define KW_CACHE 8
+
+typedef struct kw_cache {
+    PyObject *t[KW_CACHE];
+    Py_ssize_t opt[KW_CACHE]; /* the index of the optional parameter in t, or -1 */
+} kw_cache;
+
+static kw_cache log_kw, metric_kw;
+
+/* kw_attrs_only's check of a tuple not in the cache, which it then enters. */
+static __attribute__((noinline)) Py_ssize_t kw_check(kw_cache *kc, size_t slot, PyObject *kwnames,
+                                                     Py_ssize_t nkw, PyObject *const *names,
+                                                     int nnames, PyObject *opt)
+{
+    Py_ssize_t at = -1;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        if (!ascii_of(name)) {
+            return -2;
+        }
+        if (kw_is(name, opt)) {
+            at = k;
+            continue;
+        }
+        for (int i = 0; i < nnames; i++) {
+            if (kw_is(name, names[i])) {
+                return -2;
+            }
+        }
+    }
+    Py_XSETREF(kc->t[slot], Py_NewRef(kwnames)); /* a tuple of str: no Python code runs */
+    kc->opt[slot] = at;
+    return at;
+}
+
+/* The index in kwnames[0..nkw) of the keyword opt (-1: absent) when the others all name
+ * attributes (none of names[0..nnames), which include opt); -2 when any does not. */
+static inline Py_ssize_t kw_attrs_only(kw_cache *kc, PyObject *kwnames, Py_ssize_t nkw,
+                                       PyObject *const *names, int nnames, PyObject *opt)
+{
+    size_t slot = ((uintptr_t)kwnames >> 6) & (KW_CACHE - 1);
+    if (kc->t[slot] == kwnames) {
+        return kc->opt[slot];
+    }
+    return kw_check(kc, slot, kwnames, nkw, names, nnames, opt);
+}
+
+/*
+ * The fast path of an event call's attributes: the keywords kwnames[0..nkw) but skip (values
+ * vals[]), which kw_attrs_only found to name attributes, when each value is of an exact usual
+ * type (ASCII str, int within 64 bits, float, bool). They are converted into a[] as attrs_init
+ * would, with no call into the interpreter and nothing to release. Returns their count, or -1
+ * (no exception) when any needs the general path.
+ */
+static inline __attribute__((always_inline)) Py_ssize_t
+attrs_fast(tt_attr *a, PyObject *const *vals, PyObject *kwnames, Py_ssize_t nkw, Py_ssize_t skip)
+{
+    Py_ssize_t n = 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        if (k == skip) {
+            continue;
+        }
+        PyObject *v = vals[k];
+        tt_attr *at = &a[n++];
+        at->key = ascii_data(PyTuple_GET_ITEM(kwnames, k));
+        PyTypeObject *t = Py_TYPE(v);
+        if (t == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(v)) {
+            at->type = TT_ATTR_STR;
+            at->v.s = ascii_data(v);
+        } else if (t == &PyLong_Type) {
+            long long x;
+            if (!int_fast(v, &x)) {
+                return -1; /* wider than a digit: the general path */
+            }
+            at->type = TT_ATTR_INT;
+            at->v.i = x;
+        } else if (t == &PyFloat_Type) {
+            at->type = TT_ATTR_DOUBLE;
+            at->v.d = PyFloat_AS_DOUBLE(v);
+        } else if (t == &PyBool_Type) {
+            at->type = TT_ATTR_BOOL;
+            at->v.b = v == Py_True;
+        } else {
+            return -1;
+        }
+    }
+    return n;
+}
+
 /* The attributes named by kwnames[idx[0..n)], values in args[nargs + idx[i]]. */
 static int attrs_init(attrs *at, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                       const Py_ssize_t *idx, Py_ssize_t n)
@@ -392,12 +525,54 @@ static int event_session(client_core *self, PyObject *arg, const char **out, PyO
     return text_of(arg, out, tmp, 0);
 }
 
-/* log(message, level="info", *, session=None, **attrs) -> int */
-static PyObject *client_log(client_core *self, PyObject *const *args, size_t nargsf,
-                            PyObject *kwnames)
+/* The client's default session as event_session gives it, read without a call: 1 and *out
+ * (NULL for none), or 0 when it needs event_session (a str that is not ASCII, another type). */
+static inline int session_fast(client_core *self, const char **out)
+{
+    PyObject *s = self->session_text;
+    if (!s) {
+        *out = NULL;
+        return 1;
+    }
+    if (PyBytes_CheckExact(s)) {
+        *out = PyBytes_AS_STRING(s);
+        return 1;
+    }
+    return (*out = ascii_of(s)) != NULL;
+}
+
+/* The severity of a level given as the exact str of a name ("warning"); -1 when it needs the
+ * general path (another object, an unknown name). */
+static inline long level_fast(PyObject *v)
+{
+    if (!Py_IS_TYPE(v, &PyUnicode_Type)) {
+        return -1;
+    }
+    long code = table_code(py.severities, v);
+    if (code < 0 && PyErr_Occurred()) {
+        PyErr_Clear(); /* the general path raises what it must */
+    }
+    return code;
+}
+
+/* The int an event call returns: its code; 0, the usual one, without a call. */
+static PyObject *int_zero;
+
+static inline PyObject *rc_object(int rc)
+{
+    return rc == 0 ? Py_NewRef(int_zero) : PyLong_FromLong(rc);
+}
+
+/* The named parameters of log and metric (set by intern_names). */
+static PyObject *log_names[3], *metric_names[5];
+
+/* log(message, level="info", *, session=None, **attrs) -> int: the general path of any call
+ * (client_log is the fast one). */
+static __attribute__((noinline)) PyObject *log_general(client_core *self, PyObject *const *args,
+                                                       size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *names[3] = {s_message, s_level, s_session}, *v[3];
+    PyObject *const *names = log_names, *v[3];
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, nextra = 0;
     Py_ssize_t extra_stack[ATTRS_STACK], *extra = extra_stack;
     PyObject *result = NULL, *stmp = NULL;
@@ -447,12 +622,13 @@ out:
     return result;
 }
 
-/* metric(name, value, kind="gauge", *, unit=None, session=None, **attrs) -> int */
-static PyObject *client_metric(client_core *self, PyObject *const *args, size_t nargsf,
-                               PyObject *kwnames)
+/* metric(name, value, kind="gauge", *, unit=None, session=None, **attrs) -> int: the general
+ * path of any call (client_metric is the fast one). */
+static __attribute__((noinline)) PyObject *metric_general(client_core *self, PyObject *const *args,
+                                                          size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *names[5] = {s_name, s_value, s_kind, s_unit, s_session}, *v[5];
+    PyObject *const *names = metric_names, *v[5];
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, nextra = 0;
     Py_ssize_t extra_stack[ATTRS_STACK], *extra = extra_stack;
     PyObject *result = NULL, *stmp = NULL, *utmp = NULL;
@@ -501,6 +677,48 @@ out:
         PyMem_Free(extra);
     }
     return result;
+}
+
+/* log(...): the usual call, log("an ASCII message", key=value, ...) with the client's session,
+ * converted with no call into the interpreter (a level= keyword of a known name included);
+ * anything else takes log_general, which gives the same event or raises. */
+static PyObject *client_log(client_core *self, PyObject *const *args, size_t nargsf,
+                            PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, at = -1;
+    const char *msg, *session;
+    if (PyVectorcall_NARGS(nargsf) == 1 && nkw <= ATTRS_STACK && (msg = ascii_of(args[0])) &&
+        session_fast(self, &session) &&
+        (!nkw || (at = kw_attrs_only(&log_kw, kwnames, nkw, log_names, 3, s_level)) > -2)) {
+        tt_attr a[ATTRS_STACK];
+        long sev = at < 0 ? TT_INFO : level_fast(args[1 + at]);
+        Py_ssize_t n = sev < 0 ? -1 : attrs_fast(a, args + 1, kwnames, nkw, at);
+        if (n >= 0) {
+            return rc_object(lib.log(self->h, session, (tt_severity)sev, msg, a, (size_t)n));
+        }
+    }
+    return log_general(self, args, nargsf, kwnames);
+}
+
+/* metric(...): the usual call, metric("an ASCII name", a float, unit="ASCII", key=value, ...),
+ * as client_log; anything else takes metric_general. */
+static PyObject *client_metric(client_core *self, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, at = -1;
+    const char *name, *session, *unit = NULL;
+    if (PyVectorcall_NARGS(nargsf) == 2 && nkw <= ATTRS_STACK && (name = ascii_of(args[0])) &&
+        Py_IS_TYPE(args[1], &PyFloat_Type) && session_fast(self, &session) &&
+        (!nkw || (at = kw_attrs_only(&metric_kw, kwnames, nkw, metric_names, 5, s_unit)) > -2) &&
+        (at < 0 || (unit = ascii_of(args[2 + at])) != NULL)) {
+        tt_attr a[ATTRS_STACK];
+        Py_ssize_t n = attrs_fast(a, args + 2, kwnames, nkw, at);
+        if (n >= 0) {
+            return rc_object(lib.metric(self->h, session, TT_GAUGE, name,
+                                        PyFloat_AS_DOUBLE(args[1]), unit, a, (size_t)n));
+        }
+    }
+    return metric_general(self, args, nargsf, kwnames);
 }
 
 /* --- StepCore ---------------------------------------------------------------------------- */
@@ -1364,6 +1582,10 @@ static int intern_names(void)
             return -1;
         }
     }
+    PyObject *ln[] = {s_message, s_level, s_session},
+             *mn[] = {s_name, s_value, s_kind, s_unit, s_session};
+    memcpy(log_names, ln, sizeof ln);
+    memcpy(metric_names, mn, sizeof mn);
     return 0;
 }
 
@@ -1371,6 +1593,9 @@ PyMODINIT_FUNC PyInit__ext(void)
 {
     if (intern_names() < 0 || PyType_Ready(&client_core_type) < 0 ||
         PyType_Ready(&step_core_type) < 0 || PyType_Ready(&response_core_type) < 0) {
+        return NULL;
+    }
+    if (!int_zero && !(int_zero = PyLong_FromLong(0))) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module_def);

@@ -237,6 +237,47 @@ def test_library_is_found_in_the_build_tree_and_a_wrong_path_is_a_clear_error(tm
     assert "TELLTALE_LIBRARY" in r.stderr and "nope.so" in r.stderr
 
 
+def test_repeated_and_spelled_out_keywords_give_the_same_events(collector, telltale):
+    # The extension's fast path remembers a call site's keyword names: the first call and the
+    # later ones store the same events, a keyword spelled by a built string still means the
+    # parameter of that name, and whatever the fast path declines (non-ASCII text, an int
+    # subclass, a 64-bit-wide int, an unknown level) converts or raises as the general path does.
+    import enum
+
+    class Color(enum.IntEnum):
+        RED = 1
+
+    sess, lvl, unit = "".join(["sess", "ion"]), "".join(["lev", "el"]), "".join(["un", "it"])
+    with telltale.Client(collector.endpoint, agent="py-kw", session="s-1") as c:
+        for i in range(3):
+            assert c.log("again", level="error", user="ann", n=i, wide=-(1 << 62), flag=False,
+                         ratio=0.5) == 0
+        for _ in range(2):
+            assert c.log("spelled", **{sess: "s-2", lvl: "warn", "k": 1}) == 0
+            assert c.metric("m", 1.5, **{unit: "ms", "k": "v"}) == 0
+        assert c.log("é", clé="vé", color=Color.RED) == 0
+        assert c.metric("latency", 2.5, unit="ms", route="/a") == 0
+        with pytest.raises(ValueError):
+            c.log("x", level="loud", k=1)
+        with pytest.raises(TypeError):
+            c.log("x", message="twice")
+        assert c.close(5 * MULT)
+    ev = collector.events(agent="py-kw")
+    assert [e.get("message", e.get("name")) for e in ev] == \
+        ["again"] * 3 + ["spelled", "m"] * 2 + ["é", "latency"]
+    for i in range(3):
+        assert ev[i]["severity"] == "error" and ev[i]["session"] == "s-1"
+        assert ev[i]["attrs"] == {"user": "ann", "n": i, "wide": -(1 << 62), "flag": False,
+                                  "ratio": 0.5}
+    for e in (ev[3], ev[5]):
+        assert e["session"] == "s-2" and e["severity"] == "warn" and e["attrs"] == {"k": 1}
+    for e in (ev[4], ev[6]):
+        assert e["unit"] == "ms" and e["value"] == 1.5 and e["attrs"] == {"k": "v"}
+        assert e["metric_kind"] == "gauge"
+    assert ev[7]["attrs"] == {"clé": "vé", "color": 1}
+    assert ev[8]["unit"] == "ms" and ev[8]["attrs"] == {"route": "/a"}
+
+
 def test_attribute_values_of_every_type_are_stored_as_documented(collector, telltale):
     # Both cores convert alike: bool, 64-bit int and float as such; str and bytes as text; None
     # as an empty text; any other value (an int beyond 64 bits, a numpy scalar) as its str().

@@ -127,6 +127,7 @@ static int make_hello(tt__worker *w)
     gethostname(h.host, sizeof h.host - 1);
     snprintf(h.library, sizeof h.library, "libtelltale/%s", TT_VERSION_STRING);
     h.start_unix_ns = c->start_unix_ns;
+    h.now_unix_ns = tt__wall_ns(); /* the collector compares it with its own clock */
     tt__buf payload;
     tt__buf_init(&payload, 4096);
     int rc = tt__hello_encode(&h, &payload);

@@ -105,6 +105,8 @@ struct collector_stats {
     _Atomic uint64_t bytes;        /* bytes read from agents */
     _Atomic uint64_t dedup_frames; /* frames already stored, acked again */
     _Atomic uint64_t dedup_events;
+    _Atomic uint64_t skewed_hellos; /* agents whose clock was off by CLOCK_SKEW_FLAG_MS or more */
+    _Atomic uint64_t skewed_frames; /* their batches, stored with the clock_skew_ms flag */
     _Atomic uint64_t conns_open;
     _Atomic uint64_t conns_total;
     _Atomic uint64_t commits;
@@ -148,7 +150,13 @@ struct agent_ident {
     char host[256];
     char library[64];
     uint64_t start_unix_ns;
+    /* The agent's wall clock minus the collector's at its hello, in ms, when it differs by
+     * CLOCK_SKEW_FLAG_MS or more (0 within that, or when the agent did not say): its batches
+     * are stored with their own times and this flag (docs/wire-format.md, "Clock skew"). */
+    int64_t clock_skew_ms;
 };
+
+#define CLOCK_SKEW_FLAG_MS 2000
 
 enum store_result {
     STORE_PENDING = 0,

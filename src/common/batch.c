@@ -297,6 +297,7 @@ int tt__batch_next(tt__batch *b, tt__event *ev)
         }
         ev->time = (int64_t)(b->base_time + (uint64_t)delta);
         ev->seq = b->next_seq++;
+        ev->clock_skew_ms = b->clock_skew_ms;
         return 1;
     }
     return 0;

@@ -74,6 +74,10 @@ typedef struct tt__batch {
     uint32_t n_sessions;
     int sessions_overflow;
     tt__client_stats stats;
+    /* Not from the wire: the collector's finding that the agent's clock was off by this much
+     * when it sent the batch (docs/wire-format.md, "Clock skew"); 0 when within tolerance or
+     * unknown. Zeroed by tt__batch_parse; every event of the batch carries it. */
+    int64_t clock_skew_ms;
     /* iteration */
     const uint8_t *data;
     size_t len;
@@ -96,7 +100,8 @@ typedef struct tt__event {
     int64_t time; /* Unix ns */
     tt__bstr session;
     int kind;
-    tt__bstr body; /* the kind's message */
+    tt__bstr body;         /* the kind's message */
+    int64_t clock_skew_ms; /* its batch's clock_skew_ms */
 } tt__event;
 
 /* The next event: 1, or 0 at the end. Only after tt__batch_parse succeeded. */

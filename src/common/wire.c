@@ -187,6 +187,14 @@ int tt__hello_encode(const tt__hello *h, tt__buf *out)
         return rc;
     }
     out->len = (size_t)(tt__pb_put_fixed64(out->data + out->len, 8, h->start_unix_ns) - out->data);
+    if (h->now_unix_ns) {
+        rc = tt__buf_reserve(out, 12);
+        if (rc) {
+            return rc;
+        }
+        out->len =
+            (size_t)(tt__pb_put_fixed64(out->data + out->len, 9, h->now_unix_ns) - out->data);
+    }
     return 0;
 }
 
@@ -223,6 +231,8 @@ int tt__hello_decode(const uint8_t *p, size_t n, tt__hello *h)
             h->pid = (uint32_t)tt__pb_varint(&r);
         } else if (field == 8 && wt == TT_PB_I64) {
             h->start_unix_ns = tt__pb_fixed64(&r);
+        } else if (field == 9 && wt == TT_PB_I64) {
+            h->now_unix_ns = tt__pb_fixed64(&r);
         } else {
             tt__pb_skip(&r, wt);
         }

@@ -85,6 +85,7 @@ typedef struct tt__hello {
     char host[256];
     char library[64];
     uint64_t start_unix_ns;
+    uint64_t now_unix_ns; /* the agent's wall clock when it sent the hello; 0: not sent */
 } tt__hello;
 
 typedef struct tt__hello_reply {

@@ -1,7 +1,9 @@
 /*
- * make_seeds.c - writes the seed corpus of fuzz_frame: real frames made by the library's own
- * encoders (a hello, batches of every event kind the client writes, compressed and not, an ack,
- * a reject), each prefixed by the harness's mode byte.
+ * make_seeds.c - writes the seed corpora of fuzz_frame (real frames made by the library's own
+ * encoders: a hello, batches of every event kind the client writes, compressed and not, an ack,
+ * a reject), fuzz_batch, and fuzz_client (what a collector sends an agent: a hello reply, acks,
+ * a reject, and Control orders: halt, resume, guard policy, compliance policy), each prefixed by
+ * the harness's mode byte.
  */
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 
 #include "client/client.h"
 #include "client/encode.h"
+#include "common/pb.h"
 #include "common/wire.h"
 
 static void put(const char *dir, const char *name, int mode, const tt__buf *b)
@@ -94,10 +97,64 @@ static void batch_payload(tt__buf *out)
     out->len -= start;
 }
 
+/* Control{field: Halt/Resume{session, reason}} (fields of proto/telltale.proto). */
+static size_t control_halt(uint8_t *out, uint32_t field, const char *session, const char *reason)
+{
+    uint8_t inner[512], *q = inner;
+    q = tt__pb_put_bytes(q, 1, session, strlen(session));
+    q = tt__pb_put_bytes(q, 2, reason, strlen(reason));
+    return (size_t)(tt__pb_put_bytes(out, field, inner, (size_t)(q - inner)) - out);
+}
+
+/* What a collector sends an agent, as frames (fuzz_client's mode byte 1). */
+static void client_seeds(const char *dir)
+{
+    tt__buf b, tmp;
+    tt__buf_init(&b, 1 << 20);
+    tt__buf_init(&tmp, 1 << 16);
+    tt__hello_reply r = {.protocol = 1, .max_frame_bytes = 16u << 20, .sync_level = 2};
+    strcpy(r.agent, "agent");
+    tt__hello_reply_encode(&r, &tmp);
+    tt__frame_append(&b, TT_FT_HELLO_REPLY, tmp.data, tmp.len);
+    tt__buf_reset(&tmp);
+    tt__ack_encode(1, &tmp);
+    tt__frame_append(&b, TT_FT_ACK, tmp.data, tmp.len);
+    tt__reject rj = {.frame_no = 2, .permanent = 0};
+    strcpy(rj.reason, "store busy");
+    tt__buf_reset(&tmp);
+    tt__reject_encode(&rj, &tmp);
+    tt__frame_append(&b, TT_FT_REJECT, tmp.data, tmp.len);
+    put(dir, "reply_ack_reject", 1, &b);
+    uint8_t c[1024];
+    size_t n = control_halt(c, 1, "s1", "operator halt");
+    n += control_halt(c + n, 4, "s1", "operator resume");
+    n += control_halt(c + n, 1, "", "halt every session");
+    tt__buf_reset(&b);
+    tt__frame_append(&b, TT_FT_CONTROL, c, n);
+    put(dir, "control_halt_resume", 1, &b);
+    uint8_t pol[64], *q = pol;
+    q = tt__pb_put_float(q, 1, 0.05f);
+    q = tt__pb_put_float(q, 2, 0.2f);
+    q = tt__pb_put_uint(q, 3, 16);
+    q = tt__pb_put_float(q, 4, 0.1f);
+    q = tt__pb_put_uint(q, 5, 2);
+    n = (size_t)(tt__pb_put_bytes(c, 2, pol, (size_t)(q - pol)) - c);
+    static const char comply[] = "[rule.destructive_sql]\nmatch = sql\naction = block\n"
+                                 "[rule.pii]\nmatch = pii\nredact = on\n";
+    n = (size_t)(tt__pb_put_bytes(c + n, 3, comply, sizeof comply - 1) - c);
+    tt__buf_reset(&b);
+    tt__frame_append(&b, TT_FT_CONTROL, c, n);
+    put(dir, "control_policies", 1, &b);
+    put(dir, "control_policies_payload", 2 * 3, &(tt__buf){.data = c, .len = n});
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : "tests/fuzz/corpus/frame";
     const char *bdir = argc > 2 ? argv[2] : "tests/fuzz/corpus/batch";
+    if (argc > 3) {
+        client_seeds(argv[3]);
+    }
     tt__buf b, payload, tmp;
     tt__buf_init(&b, 1 << 22);
     tt__buf_init(&tmp, 1 << 20);

@@ -231,7 +231,7 @@ TEST_T(cpp_example_of_the_api_doc_compiles_without_exceptions_and_runs, 120)
     fclose(out);
     CHECK_MSG(state == 3, "docs/api.md has no ```cpp block under \"## C++\"");
 
-    char *argv[16];
+    char *argv[24];
     int n = 0;
     argv[n++] = "g++";
     argv[n++] = "-std=c++17";

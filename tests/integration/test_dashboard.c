@@ -184,12 +184,14 @@ TEST(dashboard_routes_serve_assets_with_csp_nosniff_and_etag)
     tt_test_serve_stop(&s);
 }
 
-TEST_T(dashboard_browser_shows_live_agents_sessions_and_hostile_text, 240)
+/* Run tests/browser/NAME.test.mjs with node against the dashboard feeder (it starts its own
+ * collector and Chromium); what names the test in the failure message. */
+static void run_browser_test(const char *name, const char *what)
 {
     const char *src = env_or("TT_SRCDIR", ".");
     const char *build = env_or("TT_BUILD", "build");
     char script[4096], feeder[4096], tmp[4096];
-    snprintf(script, sizeof script, "%s/tests/browser/dashboard.test.mjs", src);
+    snprintf(script, sizeof script, "%s/tests/browser/%s.test.mjs", src, name);
     snprintf(feeder, sizeof feeder, "%s/tests/dashboard_feeder", build);
     snprintf(tmp, sizeof tmp, "%s/browser", tt_test_tmpdir());
     CHECK_MSG(access("/usr/bin/chromium", X_OK) == 0,
@@ -200,28 +202,18 @@ TEST_T(dashboard_browser_shows_live_agents_sessions_and_hostile_text, 240)
     setenv("TT_BIN", env_or("TT_BIN", "build/telltale"), 1);
     char *argv[] = {"node", script, NULL};
     int rc = run(argv);
-    CHECK_MSG(rc == 0, "the browser test failed with status %d (log and failure.png in %s)", rc,
+    CHECK_MSG(rc == 0, "the %s failed with status %d (log and failure.png in %s)", what, rc,
               tt_test_outdir());
+}
+
+TEST_T(dashboard_browser_shows_live_agents_sessions_and_hostile_text, 240)
+{
+    run_browser_test("dashboard", "browser test");
 }
 
 TEST_T(dashboard_browser_halts_and_resumes_a_live_session, 240)
 {
-    const char *src = env_or("TT_SRCDIR", ".");
-    const char *build = env_or("TT_BUILD", "build");
-    char script[4096], feeder[4096], tmp[4096];
-    snprintf(script, sizeof script, "%s/tests/browser/resume.test.mjs", src);
-    snprintf(feeder, sizeof feeder, "%s/tests/dashboard_feeder", build);
-    snprintf(tmp, sizeof tmp, "%s/browser", tt_test_tmpdir());
-    CHECK_MSG(access("/usr/bin/chromium", X_OK) == 0,
-              "/usr/bin/chromium is missing: scripts/install-deps test");
-    setenv("TT_FEEDER", feeder, 1);
-    setenv("TT_TEST_TMP", tmp, 1);
-    setenv("TT_TEST_OUT", tt_test_outdir(), 1);
-    setenv("TT_BIN", env_or("TT_BIN", "build/telltale"), 1);
-    char *argv[] = {"node", script, NULL};
-    int rc = run(argv);
-    CHECK_MSG(rc == 0, "the resume browser test failed with status %d (log and failure.png in %s)",
-              rc, tt_test_outdir());
+    run_browser_test("resume", "resume browser test");
 }
 
 TEST_T(dashboard_browser_shows_history_of_ten_minutes_as_the_store_holds_it, 300)

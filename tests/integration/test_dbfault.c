@@ -725,3 +725,96 @@ TEST_T(dbfault_s16_power_loss_loses_no_acknowledged_event, 1200)
     crash_rounds("s16", "POWER_LOSS", at, rounds);
     free(at);
 }
+
+/* --- S25 (d): readers all along ------------------------------------------------------------ */
+
+struct reader {
+    const struct tt_test_serve *s;
+    const char *path;
+    pthread_t th;
+    atomic_int *stop;
+    uint64_t answers, failures;
+};
+
+static void *read_loop(void *arg)
+{
+    struct reader *r = arg;
+    while (!atomic_load(r->stop)) {
+        char *body = NULL;
+        long code = tt_test_http(r->s->http, "GET", r->path, NULL, &body);
+        free(body);
+        if (code == 200) {
+            r->answers++;
+        } else {
+            r->failures++;
+        }
+    }
+    return NULL;
+}
+
+static uint64_t file_bytes(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* S25 (d): API readers back to back and a live subscriber for the whole run, under a steady
+ * write load: a checkpoint still completes, so the WAL stays within a few autocheckpoint
+ * intervals (4,096 pages) instead of growing with the run; afterwards every event is stored
+ * once. 20 s here, an hour in `make soak`. */
+TEST_T(dbfault_s25_readers_all_along_keep_the_wal_bounded, 4200)
+{
+    struct tt_test_serve s;
+    start(&s, "s25d");
+    uint8_t inst[16];
+    tt_client *c = agent(&s, "s25d", inst);
+    struct feeder f;
+    feeder_start(&f, c, 40000);
+    atomic_int stop = 0;
+    static const char *paths[] = {"/api/v1/events?agent=s25d&limit=500",
+                                  "/api/v1/series?agent=s25d&range=5m",
+                                  "/api/v1/sessions?limit=100", "/api/v1/events/count?agent=s25d"};
+    struct reader r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = (struct reader){.s = &s, .path = paths[i], .stop = &stop};
+        CHECK_OK(pthread_create(&r[i].th, NULL, read_loop, &r[i]));
+    }
+    struct tt_test_sse *live = tt_test_sse_open(s.http, "agent=s25d", NULL);
+    char wal[800];
+    snprintf(wal, sizeof wal, "%s-wal", s.db);
+    /* SQLite's default page is 4 KiB: a checkpoint is tried every 16 MiB of WAL. */
+    const uint64_t interval = 4096ull * 4096, bound = 4 * interval;
+    double seconds = soak() ? 3600 : 20, t0 = tt_test_now_ms();
+    uint64_t wal_max = 0, db_start = file_bytes(s.db);
+    while (tt_test_now_ms() - t0 < seconds * 1000) {
+        uint64_t w = file_bytes(wal);
+        wal_max = w > wal_max ? w : wal_max;
+        CHECK_MSG(w <= bound, "WAL at %.1f MiB after %.0f s (bound %.0f MiB)", w / 1048576.0,
+                  (tt_test_now_ms() - t0) / 1000, bound / 1048576.0);
+        usleep(50000);
+    }
+    atomic_store(&stop, 1);
+    uint64_t answers = 0, failures = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(r[i].th, NULL);
+        answers += r[i].answers;
+        failures += r[i].failures;
+    }
+    int streamed = tt_test_sse_count(live, "s25d");
+    tt_test_sse_close(live);
+    feeder_stop(&f);
+    printf("%.0f s: %llu events emitted, %llu API answers (%llu failed), %d live events; WAL "
+           "peak %.1f MiB (bound %.0f MiB), database %.1f -> %.1f MiB\n",
+           seconds, (unsigned long long)f.calls, (unsigned long long)answers,
+           (unsigned long long)failures, streamed, wal_max / 1048576.0, bound / 1048576.0,
+           db_start / 1048576.0, file_bytes(s.db) / 1048576.0);
+    CHECK(answers > 100);
+    CHECK_EQ_U64(failures, 0);
+    CHECK(streamed > 0);
+    /* Checkpoints completed while the readers ran: in WAL mode only they write the database
+     * file, and it grew. */
+    CHECK(file_bytes(s.db) > db_start);
+    check_all_stored(c, s.db, inst, f.calls);
+    CHECK_OK(tt_close(c, 10000));
+    tt_test_serve_stop(&s);
+}

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "operator.h"
 #include "serve.h"
 #include "test.h"
 
@@ -200,6 +201,29 @@ TEST(delivery_spool_refuses_a_symlink_or_a_shared_directory)
     CHECK_EQ(st.st_mode & 0777, 0700);
     tt_close(c, 0);
     tt_config_free(cfg);
+}
+
+/* S7: a spool directory that cannot be one fails tt_open with an error that says so (no client
+ * that runs without the spool it was asked for). */
+TEST(delivery_spool_dir_that_is_a_file_or_under_one_fails_open)
+{
+    char file[700], under[800];
+    snprintf(file, sizeof file, "%s/plain-file", tt_test_tmpdir());
+    tt_test_write_file(file, "not a directory\n");
+    snprintf(under, sizeof under, "%s/spool", file);
+    const char *bad[] = {file, under};
+    for (int i = 0; i < 2; i++) {
+        tt_config *cfg;
+        tt_client *c = NULL;
+        CHECK_OK(tt_config_new(&cfg));
+        CHECK_OK(tt_config_set(cfg, "endpoint", "tcp://127.0.0.1:1"));
+        CHECK_OK(tt_config_set(cfg, "spool_dir", bad[i]));
+        int rc = tt_open(&c, cfg);
+        printf("spool_dir %s: %d (%s)\n", bad[i], rc, tt_strerror(rc));
+        CHECK(rc < 0);
+        CHECK(c == NULL);
+        tt_config_free(cfg);
+    }
 }
 
 /* S3: the cap holds at every sample, and what is missing is exactly what was counted. */

@@ -199,6 +199,128 @@ TEST_T(fault_s27_sigterm_under_load_loses_no_acked_event_and_agents_come_back, 1
     tt_test_serve_stop(&s);
 }
 
+/* An older collector, by hand: it accepts on loopback TCP, reads each hello and answers what
+ * a collector answers a protocol it does not speak, then closes; it counts the hellos. */
+struct old_collector {
+    int lfd;
+    char endpoint[64];
+    pthread_t th;
+    atomic_int stop, hellos;
+};
+
+static void *old_collector_main(void *arg)
+{
+    struct old_collector *o = arg;
+    while (!atomic_load(&o->stop)) {
+        struct pollfd lp = {o->lfd, POLLIN, 0};
+        if (poll(&lp, 1, 50) <= 0) {
+            continue;
+        }
+        int fd = accept(o->lfd, NULL, NULL);
+        if (fd < 0) {
+            continue;
+        }
+        uint8_t in[65536];
+        size_t got = 0;
+        tt__frame f;
+        int rc = TT_FRAME_NEED_MORE;
+        for (int waits = 0; rc == TT_FRAME_NEED_MORE && waits < 100; waits++) {
+            struct pollfd pf = {fd, POLLIN, 0};
+            if (poll(&pf, 1, 20) <= 0) {
+                continue;
+            }
+            ssize_t k = read(fd, in + got, sizeof in - got);
+            if (k <= 0) {
+                break;
+            }
+            got += (size_t)k;
+            size_t need;
+            rc = tt__frame_parse(in, got, sizeof in, &f, &need);
+        }
+        tt__hello h;
+        if (rc == TT_FRAME_OK && f.type == TT_FT_HELLO &&
+            tt__hello_decode(f.payload, f.payload_len, &h) == 0) {
+            atomic_fetch_add(&o->hellos, 1);
+            tt__hello_reply r;
+            memset(&r, 0, sizeof r);
+            r.protocol = TT_PROTOCOL_VERSION - 1;
+            snprintf(r.error, sizeof r.error,
+                     "protocol %u not supported (this collector speaks %d)", h.protocol,
+                     TT_PROTOCOL_VERSION - 1);
+            tt__buf body, fr;
+            tt__buf_init(&body, 4096);
+            tt__buf_init(&fr, 8192);
+            if (tt__hello_reply_encode(&r, &body) == 0 &&
+                tt__frame_append(&fr, TT_FT_HELLO_REPLY, body.data, body.len) == 0) {
+                ssize_t w = write(fd, fr.data, fr.len);
+                (void)w;
+            }
+            tt__buf_fini(&body);
+            tt__buf_fini(&fr);
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+/* S27, the other way: a new client and a collector that speaks an older protocol. The refusal
+ * is explicit (the client's connection error quotes it), the client neither crashes nor
+ * storms (it retries at its slowest backoff), nothing is taken as acknowledged, and every
+ * event stays accounted for: buffered while it runs, and counted when it closes. */
+TEST(fault_s27_a_new_client_and_an_older_collector_refuse_explicitly_and_lose_nothing_silently)
+{
+    struct old_collector o;
+    memset(&o, 0, sizeof o);
+    o.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(o.lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK_OK(bind(o.lfd, (struct sockaddr *)&a, sizeof a));
+    CHECK_OK(listen(o.lfd, 16));
+    socklen_t alen = sizeof a;
+    CHECK_OK(getsockname(o.lfd, (struct sockaddr *)&a, &alen));
+    snprintf(o.endpoint, sizeof o.endpoint, "tcp://127.0.0.1:%u", ntohs(a.sin_port));
+    CHECK_OK(pthread_create(&o.th, NULL, old_collector_main, &o));
+    tt_client *c =
+        tt_test_client(o.endpoint, "new-client", "backoff_min_ms=20", "backoff_max_ms=500", NULL);
+    for (int i = 0; i < 1000; i++) {
+        CHECK_OK(tt_log(c, NULL, TT_INFO, "an event for a collector that cannot take it", NULL, 0));
+    }
+    double t0 = tt_test_now_ms();
+    char err[300] = "";
+    while (!strstr(err, "not supported") && tt_test_now_ms() - t0 < 10000 * tt_test_mult()) {
+        usleep(20000);
+        tt_connection_error(c, err, sizeof err);
+    }
+    printf("connection error: %s\n", err);
+    CHECK_MSG(strstr(err, "hello refused") && strstr(err, "protocol") &&
+                  strstr(err, "not supported"),
+              "connection error \"%s\"", err);
+    /* Retried at the slowest pace, not in a loop: waits of backoff_max_ms with jitter, in
+     * [250, 500] ms, so over 2 s at most 2000 / 250 + 1 hellos (a storm would be hundreds). */
+    int h0 = atomic_load(&o.hellos);
+    usleep(2000000);
+    int retries = atomic_load(&o.hellos) - h0;
+    printf("hellos in 2 s after the refusal: %d\n", retries);
+    CHECK(retries >= 1);
+    CHECK(retries <= 9);
+    tt_stats st;
+    CHECK_OK(tt_stats_get(c, &st, sizeof st));
+    CHECK_EQ_U64(st.emitted, 1000);
+    CHECK_EQ_U64(st.acked, 0);
+    CHECK_EQ_U64(st.connected, 0);
+    CHECK_EQ_U64(st.dropped_total, 0);
+    CHECK_EQ_U64(st.buffered, 1000);
+    /* Closed without a collector that takes them: the deadline passes (TT_ETIMEDOUT), and each
+     * event is counted, none silently gone. */
+    CHECK_EQ(tt_close_stats(c, 200, &st, sizeof st), TT_ETIMEDOUT);
+    CHECK_EQ_U64(st.acked + st.possibly_delivered + st.buffered + st.dropped_total, 1000);
+    CHECK_EQ_U64(st.dropped[TT_DROP_SHUTDOWN] + st.buffered, 1000);
+    atomic_store(&o.stop, 1);
+    pthread_join(o.th, NULL);
+    close(o.lfd);
+}
+
 TEST(fault_s27_an_unknown_protocol_version_is_refused_explicitly)
 {
     struct tt_test_serve s;

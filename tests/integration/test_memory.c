@@ -55,20 +55,6 @@ static uint64_t peak_rss(pid_t pid)
     return kb << 10;
 }
 
-/* The value of one /metrics sample (name with its labels). */
-static uint64_t metric(const struct tt_test_serve *s, const char *sample)
-{
-    char *body = NULL;
-    CHECK_EQ(tt_test_http(s->http, "GET", "/metrics", NULL, &body), 200);
-    char line[256];
-    snprintf(line, sizeof line, "\n%s ", sample); /* the sample, not its # HELP line */
-    const char *p = body ? strstr(body, line) : NULL;
-    CHECK_MSG(p != NULL, "no %s in /metrics", sample);
-    uint64_t v = strtoull(p + strlen(line), NULL, 10);
-    free(body);
-    return v;
-}
-
 /* Under a sanitizer the RSS holds shadow memory and quarantine: the figure is not the
  * collector's own, so only the admission pools are checked there. */
 static int rss_meaningful(void)
@@ -80,14 +66,16 @@ static int rss_meaningful(void)
 static void check_bound(const struct tt_test_serve *s, uint64_t queue_bytes, uint64_t max_conns)
 {
     uint64_t hwm = peak_rss(s->pid), bound = bound_bytes(queue_bytes, max_conns);
-    uint64_t pp = metric(s, "telltale_ingest_budget_peak_bytes{pool=\"partial_frames\"}");
-    uint64_t pl = metric(s, "telltale_ingest_budget_bytes{pool=\"partial_frames\"}");
-    uint64_t bp = metric(s, "telltale_ingest_budget_peak_bytes{pool=\"batches\"}");
-    uint64_t bl = metric(s, "telltale_ingest_budget_bytes{pool=\"batches\"}");
+    uint64_t pp =
+        tt_test_metric(s->http, "telltale_ingest_budget_peak_bytes{pool=\"partial_frames\"}");
+    uint64_t pl = tt_test_metric(s->http, "telltale_ingest_budget_bytes{pool=\"partial_frames\"}");
+    uint64_t bp = tt_test_metric(s->http, "telltale_ingest_budget_peak_bytes{pool=\"batches\"}");
+    uint64_t bl = tt_test_metric(s->http, "telltale_ingest_budget_bytes{pool=\"batches\"}");
     printf("peak RSS %.1f MiB, bound %.1f MiB; admitted at most %.1f of %.1f MiB (partial "
            "frames), %.1f of %.1f MiB (batches); %llu waits\n",
            hwm / 1048576.0, bound / 1048576.0, pp / 1048576.0, pl / 1048576.0, bp / 1048576.0,
-           bl / 1048576.0, (unsigned long long)metric(s, "telltale_ingest_budget_waits_total"));
+           bl / 1048576.0,
+           (unsigned long long)tt_test_metric(s->http, "telltale_ingest_budget_waits_total"));
     CHECK(pl + bl <= queue_bytes);
     CHECK(pp <= pl);
     CHECK(bp <= bl);
@@ -398,7 +386,8 @@ static void partial_frames(int with_hello)
     check_bound(&s, 256u << 20, 128);
     if (!with_hello) {
         /* A frame before a hello is a hello: 16 MiB is refused at its header. */
-        CHECK_EQ_U64(metric(&s, "telltale_rejected_total{reason=\"bad_hello\"}"), HOLDERS);
+        CHECK_EQ_U64(tt_test_metric(s.http, "telltale_rejected_total{reason=\"bad_hello\"}"),
+                     HOLDERS);
     }
     for (int i = 0; i < HOLDERS; i++) {
         if (fds[i] >= 0) {

@@ -25,18 +25,6 @@ static int soak(void)
     return v && *v && strcmp(v, "0") != 0;
 }
 
-static uint64_t metric(const struct tt_test_serve *s, const char *sample)
-{
-    char *body = NULL, line[256];
-    CHECK_EQ(tt_test_http(s->http, "GET", "/metrics", NULL, &body), 200);
-    snprintf(line, sizeof line, "\n%s ", sample);
-    const char *p = body ? strstr(body, line) : NULL;
-    CHECK_MSG(p != NULL, "no %s in /metrics", sample);
-    uint64_t v = strtoull(p + strlen(line), NULL, 10);
-    free(body);
-    return v;
-}
-
 static uint64_t peak_rss(pid_t pid)
 {
     char path[64], line[256];
@@ -134,13 +122,13 @@ TEST_T(overload_s24_five_times_the_sustainable_ingest_stays_bounded_and_loses_no
     tt_instance_id(base.c, base.inst);
     base.rate = 5e6;
     base.seconds = 2;
-    uint64_t e0 = metric(&s, "telltale_ingest_events_total");
+    uint64_t e0 = tt_test_metric(s.http, "telltale_ingest_events_total");
     double t0 = tt_test_now_ms();
     offer_run(&base);
     tt_stats st;
     settle(base.c, 60000, &st);
-    double sustained =
-        (double)(metric(&s, "telltale_ingest_events_total") - e0) * 1000 / (tt_test_now_ms() - t0);
+    double sustained = (double)(tt_test_metric(s.http, "telltale_ingest_events_total") - e0) *
+                       1000 / (tt_test_now_ms() - t0);
     printf("sustained: %.0f events/s stored\n", sustained);
     CHECK(sustained > 0);
     /* Five times that, from AGENTS agents with a spool, for 10 s (10 min in soak). */
@@ -197,7 +185,7 @@ TEST_T(overload_s24_five_times_the_sustainable_ingest_stays_bounded_and_loses_no
     printf("peak RSS %.1f MiB (bound %.1f MiB); agents dropped %llu (counted); %llu admission "
            "waits\n",
            hwm / 1048576.0, bound / 1048576.0, (unsigned long long)dropped,
-           (unsigned long long)metric(&s, "telltale_ingest_budget_waits_total"));
+           (unsigned long long)tt_test_metric(s.http, "telltale_ingest_budget_waits_total"));
     if (!sanitized || !*sanitized) { /* under a sanitizer RSS holds its shadow memory */
         CHECK(hwm <= bound);
     }

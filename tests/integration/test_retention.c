@@ -321,8 +321,10 @@ TEST_T(retention_max_bytes_holds_the_store_under_the_limit_while_streaming, 240)
 
 /* --- by age ---------------------------------------------------------------------------------- */
 
-/* A hand-made agent on the Unix socket: hello for instance inst, then batches. */
-static int raw_agent(const struct tt_test_serve *s, const uint8_t inst[16], const char *name)
+/* A hand-made agent on the Unix socket: hello for instance inst, saying its clock reads
+ * now_ns (0: an agent that does not say), then batches. */
+static int raw_agent_clock(const struct tt_test_serve *s, const uint8_t inst[16], const char *name,
+                           uint64_t now_ns)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un un = {.sun_family = AF_UNIX};
@@ -337,6 +339,7 @@ static int raw_agent(const struct tt_test_serve *s, const uint8_t inst[16], cons
     memcpy(h.instance, inst, 16);
     snprintf(h.agent, sizeof h.agent, "%s", name);
     snprintf(h.library, sizeof h.library, "test");
+    h.now_unix_ns = now_ns;
     tt__buf payload, frame;
     tt__buf_init(&payload, 1 << 16);
     tt__buf_init(&frame, 1 << 16);
@@ -346,6 +349,11 @@ static int raw_agent(const struct tt_test_serve *s, const uint8_t inst[16], cons
     tt__buf_fini(&payload);
     tt__buf_fini(&frame);
     return fd;
+}
+
+static int raw_agent(const struct tt_test_serve *s, const uint8_t inst[16], const char *name)
+{
+    return raw_agent_clock(s, inst, name, 0);
 }
 
 /* Read frames until one arrives; its type. */
@@ -469,5 +477,140 @@ TEST_T(retention_by_age_prunes_old_batches_keeps_flagged_and_alerted_longer, 120
     tt_test_serve_stop(&s);
     tt_test_serve_start(&s, "byage", NULL); /* the same directory, no retention */
     check_consistent(&s);
+    tt_test_serve_stop(&s);
+}
+
+/* --- S14: an agent whose clock is off ------------------------------------------------------ */
+
+static int count_in(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle)) {
+        n++;
+    }
+    return n;
+}
+
+/* The events of agent as the API answers them (the whole time axis). */
+static char *agent_events(const struct tt_test_serve *s, const char *agent)
+{
+    char path[200];
+    snprintf(path, sizeof path, "/api/v1/events?agent=%s&since=0&until=9223372036854775807", agent);
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(s->http, "GET", path, NULL, &body), 200);
+    return body;
+}
+
+/* S14, the collector's side: an agent whose clock is an hour ahead (or two behind) of the
+ * collector's, as its hello says, has its batches stored as sent, with their own times, and
+ * every event flagged with the offset (events API, live stream, /metrics, one log line a
+ * minute); an agent on time, a real client, and an agent that does not say are not flagged. */
+TEST_T(retention_s14_events_of_an_agent_whose_clock_is_off_are_stored_flagged, 60)
+{
+    struct tt_test_serve s;
+    char log[800];
+    snprintf(log, sizeof log, "%s/serve-skew.log", tt_test_outdir());
+    unlink(log); /* the test-out directory outlives runs: count this run's lines only */
+    tt_test_serve_start(&s, "skew", NULL);
+    CHECK_STR(s.log, log);
+    struct tt_test_sse *live = tt_test_sse_open(s.http, "agent=behind", NULL);
+    usleep(200000);
+    const uint64_t hour = 3600ull * 1000000000ull;
+    struct {
+        const char *name;
+        uint8_t inst[16];
+        int64_t offset_ns; /* the agent's clock minus ours */
+        int says;
+    } agents[] = {{"ahead", "skew-ahead-00001", (int64_t)hour, 1},
+                  {"behind", "skew-behind-0001", -2 * (int64_t)hour, 1},
+                  {"ontime", "skew-ontime-0001", 0, 1},
+                  {"legacy", "skew-legacy-0001", (int64_t)hour, 0}};
+    for (int i = 0; i < 4; i++) {
+        uint64_t agent_now = (uint64_t)((int64_t)wall_now_ns() + agents[i].offset_ns);
+        int fd =
+            raw_agent_clock(&s, agents[i].inst, agents[i].name, agents[i].says ? agent_now : 0);
+        CHECK_EQ(read_frame_type(fd), TT_FT_HELLO_REPLY);
+        CHECK_EQ(send_batch_at(fd, agents[i].inst, 1, 10, agent_now), TT_FT_ACK);
+        close(fd);
+    }
+    tt_client *c = tt_test_client(s.endpoint, "client", NULL);
+    CHECK_OK(tt_log(c, NULL, TT_INFO, "a real client's event", NULL, 0));
+    CHECK_OK(tt_flush(c, 10000));
+    const struct {
+        const char *agent;
+        long expect_s; /* 0: no flag */
+    } want[] = {{"ahead", 3600}, {"behind", -7200}, {"ontime", 0}, {"legacy", 0}, {"client", 0}};
+    for (int i = 0; i < 5; i++) {
+        char *body = agent_events(&s, want[i].agent);
+        int events = count_in(body, "\"seq\":"), flagged = count_in(body, "\"clock_skew_ms\":");
+        printf("%s: %d events, %d flagged\n", want[i].agent, events, flagged);
+        CHECK(events > 0);
+        if (!want[i].expect_s) {
+            CHECK_EQ(flagged, 0);
+        } else {
+            CHECK_EQ(flagged, events);
+            long ms = strtol(strstr(body, "\"clock_skew_ms\":") + 16, NULL, 10);
+            CHECK_MSG(labs(ms - want[i].expect_s * 1000) < 5000, "%s: clock_skew_ms %ld",
+                      want[i].agent, ms);
+        }
+        free(body);
+    }
+    int from = 0;
+    char *line = tt_test_sse_wait(live, "\"clock_skew_ms\":-72", &from, 10000 * tt_test_mult());
+    CHECK_MSG(line != NULL, "the live stream carries the flag");
+    tt_test_sse_close(live);
+    char *m = NULL;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/metrics", NULL, &m), 200);
+    CHECK_MSG(strstr(m, "\ntelltale_ingest_clock_skewed_hellos_total 2\n") &&
+                  strstr(m, "\ntelltale_ingest_clock_skewed_frames_total 2\n"),
+              "metrics");
+    free(m);
+    CHECK_OK(tt_close(c, 5000));
+    tt_test_serve_stop(&s);
+    /* One line for both agents (at most one a minute), naming the first. */
+    FILE *f = fopen(s.log, "r");
+    CHECK(f != NULL);
+    char l[2048];
+    int lines = 0;
+    while (fgets(l, sizeof l, f)) {
+        if (strstr(l, "its clock is")) {
+            lines++;
+            CHECK_MSG(strstr(l, "\"ahead\"") && strstr(l, "3600.0 s ahead"), "%s", l);
+        }
+    }
+    fclose(f);
+    CHECK_EQ(lines, 1);
+}
+
+/* A store made before the flag existed (its frames table without the column) is opened and
+ * written as before; its old rows read as not flagged. */
+TEST_T(retention_s14_store_from_before_the_skew_flag_opens_and_stores, 60)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "preskew", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "before", NULL);
+    CHECK_OK(tt_log(c, NULL, TT_INFO, "stored before the column", NULL, 0));
+    CHECK_OK(tt_close(c, 5000));
+    tt_test_serve_stop(&s);
+    sqlite3 *db;
+    CHECK(sqlite3_open(s.db, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "ALTER TABLE frames DROP COLUMN clock_skew_ms", NULL, NULL, NULL) ==
+          SQLITE_OK);
+    sqlite3_close(db);
+    CHECK(sql_i64(s.db, "SELECT count(*) FROM pragma_table_info('frames') WHERE name = "
+                        "'clock_skew_ms'") == 0);
+    tt_test_serve_start(&s, "preskew", NULL);
+    static const uint8_t inst[16] = "preskew-ahead-01";
+    uint64_t agent_now = wall_now_ns() + 3600ull * 1000000000ull;
+    int fd = raw_agent_clock(&s, inst, "ahead", agent_now);
+    CHECK_EQ(read_frame_type(fd), TT_FT_HELLO_REPLY);
+    CHECK_EQ(send_batch_at(fd, inst, 1, 5, agent_now), TT_FT_ACK);
+    close(fd);
+    char *body = agent_events(&s, "before");
+    CHECK(count_in(body, "\"seq\":") == 1 && count_in(body, "clock_skew_ms") == 0);
+    free(body);
+    body = agent_events(&s, "ahead");
+    CHECK(count_in(body, "\"clock_skew_ms\":") == 5);
+    free(body);
     tt_test_serve_stop(&s);
 }

@@ -491,19 +491,6 @@ TEST_T(tls_without_client_ca_needs_a_token_unless_ingest_open, 60)
               "%s", out);
 }
 
-static uint64_t metric(const struct tt_test_serve *s, const char *sample)
-{
-    char *body = NULL;
-    CHECK_EQ(tt_test_http(s->http, "GET", "/metrics", NULL, &body), 200);
-    char line[256];
-    snprintf(line, sizeof line, "\n%s ", sample); /* the sample, not its # HELP line */
-    const char *p = body ? strstr(body, line) : NULL;
-    CHECK_MSG(p != NULL, "no %s in /metrics", sample);
-    uint64_t v = strtoull(p + strlen(line), NULL, 10);
-    free(body);
-    return v;
-}
-
 /* A raw TLS agent of the test's own (GnuTLS), to hold a frame half-sent: connect to the tls://
  * listener, trust ca, say hello as agent and read the reply. */
 struct raw_tls {
@@ -599,7 +586,8 @@ TEST_T(tls_reads_wait_for_the_ingest_budget_and_lose_nothing, 120)
                         pki_file(pki, "server.key"), NULL);
     uint64_t limit = 0;
     double t0 = tt_test_now_ms();
-    while ((limit = metric(&s, "telltale_ingest_budget_bytes{pool=\"partial_frames\"}")) == 0) {
+    while ((limit = tt_test_metric(s.http,
+                                   "telltale_ingest_budget_bytes{pool=\"partial_frames\"}")) == 0) {
         CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "no budget published");
         usleep(20000);
     }
@@ -618,7 +606,8 @@ TEST_T(tls_reads_wait_for_the_ingest_budget_and_lose_nothing, 120)
     frame[8] = TT_FT_BATCH;
     raw_send(&h, frame, TT_FRAME_PREFIX + body - 1);
     t0 = tt_test_now_ms();
-    while (metric(&s, "telltale_ingest_budget_used_bytes{pool=\"partial_frames\"}") < limit / 2) {
+    while (tt_test_metric(s.http, "telltale_ingest_budget_used_bytes{pool=\"partial_frames\"}") <
+           limit / 2) {
         CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "the holder's frame was not admitted");
         usleep(20000);
     }
@@ -642,7 +631,7 @@ TEST_T(tls_reads_wait_for_the_ingest_budget_and_lose_nothing, 120)
         }
     }
     t0 = tt_test_now_ms();
-    while (metric(&s, "telltale_ingest_budget_waits_total") == 0) {
+    while (tt_test_metric(s.http, "telltale_ingest_budget_waits_total") == 0) {
         CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "the agent's connection never waited");
         usleep(20000);
     }
@@ -661,13 +650,15 @@ TEST_T(tls_reads_wait_for_the_ingest_budget_and_lose_nothing, 120)
     CHECK_EQ_U64(st.dropped_total, refused); /* nothing lost once emitted */
     CHECK_EQ_U64(st.tls_failures, 0);
     raw_tls_close(&h);
-    CHECK(metric(&s, "telltale_ingest_budget_peak_bytes{pool=\"partial_frames\"}") <= limit);
+    CHECK(tt_test_metric(s.http, "telltale_ingest_budget_peak_bytes{pool=\"partial_frames\"}") <=
+          limit);
     t0 = tt_test_now_ms();
-    while (metric(&s, "telltale_ingest_budget_used_bytes{pool=\"partial_frames\"}") != 0) {
+    while (tt_test_metric(s.http, "telltale_ingest_budget_used_bytes{pool=\"partial_frames\"}") !=
+           0) {
         CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "partial-frame budget not given back");
         usleep(20000);
     }
-    CHECK_EQ_U64(metric(&s, "telltale_ingest_budget_used_bytes{pool=\"batches\"}"), 0);
+    CHECK_EQ_U64(tt_test_metric(s.http, "telltale_ingest_budget_used_bytes{pool=\"batches\"}"), 0);
     tt_test_serve_stop(&s);
     struct tt_store_check sc;
     tt_test_check_store(s.db, inst, &sc);

@@ -298,6 +298,19 @@ long tt_test_http(const char *http, const char *method, const char *path, const 
     return status;
 }
 
+uint64_t tt_test_metric(const char *http, const char *sample)
+{
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(http, "GET", "/metrics", NULL, &body), 200);
+    char line[256];
+    snprintf(line, sizeof line, "\n%s ", sample); /* the sample, not its # HELP line */
+    const char *p = body ? strstr(body, line) : NULL;
+    CHECK_MSG(p != NULL, "no %s in /metrics", sample);
+    uint64_t v = strtoull(p + strlen(line), NULL, 10);
+    free(body);
+    return v;
+}
+
 tt_client *tt_test_client(const char *endpoint, const char *agent, ...)
 {
     tt_config *cfg;

@@ -52,6 +52,10 @@ const char *tt_test_token(const char *http);
 long tt_test_http(const char *http, const char *method, const char *path, const char *req_body,
                   char **body);
 
+/* The value of one /metrics sample (its name with its labels) of the collector at HTTP; fails
+ * the test when /metrics does not answer or lacks it. */
+uint64_t tt_test_metric(const char *http, const char *sample);
+
 /* A client on endpoint with agent name and extra key=value settings (NULL-terminated). */
 tt_client *tt_test_client(const char *endpoint, const char *agent, ...);
 

@@ -53,6 +53,11 @@ static void health(tt__buf *b, const struct http_req *r)
         LD(cstats.frames));
     one(b, "telltale_dedup_frames_total", "counter", "Frames already stored, acked again.",
         LD(cstats.dedup_frames));
+    one(b, "telltale_ingest_clock_skewed_hellos_total", "counter",
+        "Agent connections whose clock was 2 s or more off the collector's.",
+        LD(cstats.skewed_hellos));
+    one(b, "telltale_ingest_clock_skewed_frames_total", "counter",
+        "Batches stored with the clock_skew_ms flag.", LD(cstats.skewed_frames));
     one(b, "telltale_dedup_events_total", "counter", "Events already stored, not stored again.",
         LD(cstats.dedup_events));
     one(b, "telltale_connections_open", "gauge", "Agent connections open.", LD(cstats.conns_open));

@@ -93,6 +93,11 @@ int render_event(tt__json *j, const char *agent, const uint8_t instance[16], con
     tt__json_kv_u64(j, "seq", ev->seq);
     tt__json_kv_cstr(j, "time", t);
     tt__json_kv_i64(j, "time_unix_ns", ev->time);
+    if (ev->clock_skew_ms) {
+        /* The agent's clock was this far off the collector's when it sent the event: its
+         * time is the agent's, as sent (docs/wire-format.md, "Clock skew"). */
+        tt__json_kv_i64(j, "clock_skew_ms", ev->clock_skew_ms);
+    }
     const char *kind = tt__ev_kind_name(ev->kind);
     tt__json_kv_cstr(j, "kind", kind ? kind : "unknown");
     if (ev->session.n) {

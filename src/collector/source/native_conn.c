@@ -322,6 +322,31 @@ static int check_hello(struct conn_owner *ow, const struct conn *c, const tt__fr
     return reason;
 }
 
+/* The agent's clock against ours at its hello (the hello leaves the agent right after its
+ * connection is up, so the link's delay is far below the tolerance). Logged at most once a
+ * minute, whatever the number of agents and reconnections. */
+static int64_t clock_skew_ms(const tt__hello *h, const char *agent)
+{
+    if (!h->now_unix_ns) {
+        return 0; /* an agent of before the field */
+    }
+    int64_t ms = ((int64_t)h->now_unix_ns - (int64_t)tt__wall_ns()) / 1000000;
+    if (ms > -CLOCK_SKEW_FLAG_MS && ms < CLOCK_SKEW_FLAG_MS) {
+        return 0;
+    }
+    cstat_add(&cstats.skewed_hellos, 1);
+    static _Atomic uint64_t last_log_ns;
+    uint64_t now = tt__mono_ns(), last = atomic_load_explicit(&last_log_ns, memory_order_relaxed);
+    if ((last == 0 || now - last > 60000000000ull) &&
+        atomic_compare_exchange_strong_explicit(&last_log_ns, &last, now, memory_order_relaxed,
+                                                memory_order_relaxed)) {
+        log_warn("agent \"%s\": its clock is %.1f s %s of the collector's; its events are stored "
+                 "with their own times and flagged clock_skew_ms (at most one such line a minute)",
+                 agent, (double)(ms < 0 ? -ms : ms) / 1000, ms < 0 ? "behind" : "ahead");
+    }
+    return ms;
+}
+
 static int on_hello(struct conn_owner *ow, struct conn *c, const tt__frame *f)
 {
     tt__hello h;
@@ -339,6 +364,7 @@ static int on_hello(struct conn_owner *ow, struct conn *c, const tt__frame *f)
         snprintf(c->ident.host, sizeof c->ident.host, "%s", h.host);
         snprintf(c->ident.library, sizeof c->ident.library, "%s", h.library);
         c->ident.start_unix_ns = h.start_unix_ns;
+        c->ident.clock_skew_ms = clock_skew_ms(&h, c->ident.agent);
         c->ready = 1;
     } else {
         cstat_add(&cstats.rejected[reason], 1);
@@ -454,6 +480,10 @@ static int on_batch(struct conn_owner *ow, struct conn *c, const tt__frame *f)
         send_reject(ow, c, frame_no, 1, why ? why : "bad batch");
         item_drop(ow, it);
         return c->dead ? -1 : 0;
+    }
+    it->batch.clock_skew_ms = c->ident.clock_skew_ms;
+    if (it->batch.clock_skew_ms) {
+        cstat_add(&cstats.skewed_frames, 1);
     }
     if (memcmp(it->batch.instance, c->ident.instance, 16) != 0) {
         /* Replayed from the spool of an earlier process of this agent. */

@@ -58,7 +58,7 @@ static const char schema[] =
     " instance_id INTEGER NOT NULL, first_seq INTEGER NOT NULL, n INTEGER NOT NULL,"
     " t_min INTEGER NOT NULL, t_max INTEGER NOT NULL, kinds INTEGER NOT NULL,"
     " received INTEGER NOT NULL, codec INTEGER NOT NULL, raw_len INTEGER NOT NULL,"
-    " data BLOB NOT NULL);"
+    " data BLOB NOT NULL, clock_skew_ms INTEGER NOT NULL DEFAULT 0);"
     "CREATE UNIQUE INDEX IF NOT EXISTS frames_seq ON frames(instance_id, first_seq);"
     "CREATE INDEX IF NOT EXISTS frames_agent ON frames(agent_id, id);"
     "CREATE INDEX IF NOT EXISTS frames_time ON frames(t_max);"
@@ -225,7 +225,8 @@ static int prepare_all(struct sqlite_store *s)
     rc = rc ? rc
             : prep(s, &s->st_frame,
                    "INSERT INTO frames(agent_id, instance_id, first_seq, n, t_min, t_max, kinds,"
-                   " received, codec, raw_len, data) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)");
+                   " received, codec, raw_len, data, clock_skew_ms)"
+                   " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)");
     rc = rc ? rc
             : prep(s, &s->st_agent,
                    "INSERT INTO agents(name, first_seen, last_seen) VALUES(?1, ?2, ?2) "
@@ -271,6 +272,20 @@ static int exec_fmt(sqlite3 *db, char *err, size_t errlen, const char *sql)
     return rc;
 }
 
+/* Columns added after a store's creation (schema 1 grows only by such additions, which older
+ * binaries ignore: they name the columns they read). */
+static int add_columns(struct sqlite_store *s, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT clock_skew_ms FROM frames LIMIT 0", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_finalize(st);
+        return 0;
+    }
+    return exec_fmt(s->db, err, errlen,
+                    "ALTER TABLE frames ADD COLUMN clock_skew_ms INTEGER NOT NULL DEFAULT 0");
+}
+
 static int check_schema_version(struct sqlite_store *s, char *err, size_t errlen)
 {
     sqlite3_stmt *st;
@@ -313,7 +328,7 @@ static int open_db(struct sqlite_store *s, char *err, size_t errlen)
         exec_fmt(s->db, err, errlen, derive_schema) != SQLITE_OK ||
         exec_fmt(s->db, err, errlen, sqlite_alerts_schema) != SQLITE_OK ||
         exec_fmt(s->db, err, errlen, rollup_schema) != SQLITE_OK ||
-        check_schema_version(s, err, errlen) != 0) {
+        add_columns(s, err, errlen) != SQLITE_OK || check_schema_version(s, err, errlen) != 0) {
         return -1;
     }
     if (prepare_all(s) != SQLITE_OK || derive_open(&s->derive, s->db) != 0 ||
@@ -655,6 +670,7 @@ static int insert_frame(struct sqlite_store *s, const struct icache_entry *e,
     } else {
         sqlite3_bind_blob(st, 11, it->raw, (int)it->raw_len, SQLITE_STATIC);
     }
+    sqlite3_bind_int64(st, 12, b->clock_skew_ms);
     return step_done(st);
 }
 

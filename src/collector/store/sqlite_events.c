@@ -82,7 +82,7 @@ int sqlite_events_open(struct store *s, const struct store_filter *f, struct sto
         q->agent_id = lookup_agent(q->db, f->agent);
     }
     const char *sql =
-        "SELECT f.id, f.codec, f.raw_len, f.data, i.uuid, a.name FROM frames f"
+        "SELECT f.id, f.codec, f.raw_len, f.data, i.uuid, a.name, f.clock_skew_ms FROM frames f"
         " JOIN instances i ON i.id = f.instance_id JOIN agents a ON a.id = f.agent_id"
         " WHERE f.id > ?1 AND (?2 = -1 OR f.agent_id = ?2) AND f.t_max >= ?3 AND f.t_min <= ?4"
         " AND (?5 = 0 OR (f.kinds & ?5) != 0) AND (?6 IS NULL OR i.uuid = ?6)"
@@ -166,6 +166,7 @@ static int next_frame(struct query *q)
         if (tt__batch_parse(&q->b, q->raw, raw_len, &lim, &why) != 0) {
             continue;
         }
+        q->b.clock_skew_ms = sqlite3_column_int64(q->st, 6);
         memcpy(q->instance, uuid, 16);
         snprintf(q->agent, sizeof q->agent, "%s", name ? (const char *)name : "");
         q->index = 0;
