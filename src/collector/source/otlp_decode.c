@@ -13,6 +13,7 @@
 #include "collector/source/otlp_decode.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -929,11 +930,17 @@ int otlp_batch_encode(const struct otlp_request *req, uint32_t first, uint32_t n
             t = put_attr_s(t, 3, "trace_id", trace);
             t = tt__pb_put_fixed64(t, 4, s->span_id);
             q = put_event(q, d0, session, TT_EV_RESPONSE_BEGIN, tmp, (size_t)(t - tmp));
-            /* ResponseEnd { response_id 1, tokens 2, duration_ns 11, estimated 12 } */
+            /* ResponseEnd { response_id 1, tokens 2, mean_logprob 3 .. min_window_confidence
+             * 8, duration_ns 11 }: a span has no per-token statistics, so 3 .. 8 are NaN, "no
+             * confidence known" (stored NULL, left out by the detectors, the rollups and the
+             * retention's low-confidence class), never a made-up 0 (or exp(0) = 1). */
             t = tmp;
             t = tt__pb_put_fixed64(t, 1, s->span_id);
             uint64_t toks = s->output_tokens >= 0 ? (uint64_t)s->output_tokens : 0;
             t = tt__pb_put_uint(t, 2, toks > UINT32_MAX ? UINT32_MAX : toks);
+            for (uint32_t f = 3; f <= 8; f++) {
+                t = tt__pb_put_float(t, f, NAN);
+            }
             t = tt__pb_put_uint(t, 11, s->end_ns - s->start_ns);
             q = put_event(q, d1, session, TT_EV_RESPONSE_END, tmp, (size_t)(t - tmp));
             n_events += 2;
