@@ -472,7 +472,8 @@ static void stop_all(struct running *r)
     if (r->hub) {
         hub_shutdown(r->hub);
     }
-    otlp_shutdown(r->otlp); /* its waiting requests answer, so the HTTP threads can end */
+    otlp_shutdown(r->otlp);         /* its waiting requests answer, so the HTTP threads can end */
+    http_drain_otlp(r->http, 2000); /* and their answers are out before the sockets close */
     http_stop(r->http);
     watch_stop(r->watch); /* submits no more records */
     ingest_close(r->ingest);

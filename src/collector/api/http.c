@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 struct http {
     struct MHD_Daemon *d;
     struct http_ctx ctx;
+    _Atomic int otlp_open; /* OTLP requests begun and not yet completed (sent or dropped) */
 };
 
 struct route {
@@ -69,6 +71,7 @@ static const struct route routes[] = {
 struct req_state {
     tt__buf body;
     int too_big;
+    struct http *h;             /* set for an OTLP request (counted in h->otlp_open) */
     int refused;                /* an OTLP request refused on its headers: the body is dropped */
     struct otlp_http_out early; /* its answer */
 };
@@ -373,6 +376,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
             return MHD_NO;
         }
         tt__buf_init(&st->body, http_is_otlp(url) ? OTLP_BODY_MAX : HTTP_BODY_MAX);
+        if (http_is_otlp(url)) {
+            st->h = h;
+            atomic_fetch_add(&h->otlp_open, 1);
+        }
         st->refused = api_otlp_early(conn, &h->ctx, method, url, &st->early);
         *con_cls = st;
         return MHD_YES;
@@ -409,6 +416,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)code;
     struct req_state *st = *con_cls;
     if (st) {
+        if (st->h) {
+            atomic_fetch_sub(&st->h->otlp_open, 1);
+        }
         tt__buf_fini(&st->body);
         tt__buf_fini(&st->early.body); /* when it was never sent */
         free(st);
@@ -551,6 +561,23 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
     }
     *out = h;
     return 0;
+}
+
+void http_drain_otlp(struct http *h, unsigned ms)
+{
+    if (!h) {
+        return;
+    }
+    struct timespec t0, now, nap = {0, 5000000};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t spent = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (atomic_load(&h->otlp_open) == 0 || spent >= (int64_t)ms) {
+            return;
+        }
+        nanosleep(&nap, NULL);
+    }
 }
 
 void http_stop(struct http *h)

@@ -50,6 +50,10 @@ struct http;
 int http_start(struct http **out, const char *hostport, const struct http_ctx *ctx, char *bound,
                size_t boundlen, char *err, size_t errlen);
 void http_stop(struct http *h);
+/* Wait up to ms for the OTLP requests under way to be answered (after otlp_shutdown woke
+ * them): http_stop shuts every connection's socket at once, and a 503 still being written
+ * would reach the exporter as a reset. */
+void http_drain_otlp(struct http *h, unsigned ms);
 
 /* What a route gets. */
 struct http_req {

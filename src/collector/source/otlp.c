@@ -36,8 +36,10 @@
 
 #define OTLP_WAIT_S 30 /* longest wait for the store before answering 503 */
 
-/* What a request waits for: shared by its thread and its items' completions (refs). */
+/* What a request waits for: shared by its thread and its items' completions (refs), and on
+ * the source's list of waits until the last reference goes. */
 struct otlp_wait {
+    struct otlp_wait *prev, *next; /* x->waits, under x->mu */
     int refs;
     int pending;
     uint64_t rejected; /* spans of refused batches */
@@ -52,11 +54,32 @@ struct otlp {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int closing;
+    struct otlp_wait *waits; /* every wait with a reference left (under mu) */
 };
 
-static void wait_unref(struct otlp_wait *w)
+/* Under x->mu. */
+static void wait_link(struct otlp *x, struct otlp_wait *w)
+{
+    w->prev = NULL;
+    w->next = x->waits;
+    if (x->waits) {
+        x->waits->prev = w;
+    }
+    x->waits = w;
+}
+
+/* Under x->mu: drop one reference; the last one unlinks and frees. */
+static void wait_unref(struct otlp *x, struct otlp_wait *w)
 {
     if (--w->refs == 0) {
+        if (w->prev) {
+            w->prev->next = w->next;
+        } else {
+            x->waits = w->next;
+        }
+        if (w->next) {
+            w->next->prev = w->prev;
+        }
         free(w);
     }
 }
@@ -77,7 +100,7 @@ static void otlp_complete(struct source *src, struct store_item *it, enum source
     if (--w->pending == 0) {
         pthread_cond_broadcast(&x->cv);
     }
-    wait_unref(w);
+    wait_unref(x, w);
     pthread_mutex_unlock(&x->mu);
 }
 
@@ -120,6 +143,15 @@ void otlp_shutdown(struct otlp *x)
 void otlp_free(struct otlp *x)
 {
     if (x) {
+        /* The store is closed and the HTTP threads have ended: no completion is owed any more,
+         * and no request holds a wait. The waits of items the store took but whose completions
+         * the loop never dispatched (it ended first) are freed here, as ingest_close frees the
+         * connections that still owed completions (docs/design.md, the lifetime rule). */
+        while (x->waits) {
+            struct otlp_wait *w = x->waits;
+            x->waits = w->next;
+            free(w);
+        }
         pthread_cond_destroy(&x->cv);
         pthread_mutex_destroy(&x->mu);
         free(x);
@@ -453,7 +485,7 @@ static int wait_done(struct otlp *x, struct otlp_wait *w, struct otlp_wait *copy
     }
     int done = w->pending == 0;
     *copy = *w;
-    wait_unref(w);
+    wait_unref(x, w);
     pthread_mutex_unlock(&x->mu);
     return done;
 }
@@ -557,11 +589,18 @@ static void handle(struct otlp *x, const struct otlp_http_in *in, struct otlp_ht
             sig == SIG_TRACES ? otlp_request_free(&spans) : otlp_logs_free(&logs);
         }
         free(plain);
-        answer_error(out, rc ? 400 : 503, enc, rc ? RPC_INVALID_ARGUMENT : RPC_UNAVAILABLE,
+        answer_error(out,
+                     rc == -2 ? 413
+                     : rc     ? 400
+                              : 503,
+                     enc, rc ? RPC_INVALID_ARGUMENT : RPC_UNAVAILABLE,
                      rc ? (why ? why : "malformed request") : "out of memory");
         return;
     }
     w->refs = 1;
+    pthread_mutex_lock(&x->mu);
+    wait_link(x, w);
+    pthread_mutex_unlock(&x->mu);
     int oom = 0;
     const char *rwhy = NULL;
     uint64_t rejected = submit_all(x, &v, agent, identity, w, &rwhy, &oom);

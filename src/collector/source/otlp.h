@@ -8,7 +8,8 @@
  * condition variable for the completions of what it submitted; the completions run on the loop
  * thread (source.h) and only record and signal. A wait belongs to both sides (a count of
  * references), so a request that gave up waiting (shutdown, timeout) leaves its completions
- * somewhere to land.
+ * somewhere to land; the source lists the waits, and otlp_free frees those whose completions
+ * never came.
  */
 #ifndef TT_COLLECTOR_OTLP_H
 #define TT_COLLECTOR_OTLP_H
@@ -29,7 +30,8 @@ int otlp_open(struct otlp **out, const struct collector_opts *o, struct pipeline
 /* Wake every waiting request (it answers 503) and refuse new ones: before the HTTP server
  * stops, so that its threads can end. */
 void otlp_shutdown(struct otlp *x);
-/* After the store closed (no completion comes any more). */
+/* After the HTTP server stopped and the store closed (no completion comes any more): frees the
+ * waits whose completions never came (items the store took after the loop ended). */
 void otlp_free(struct otlp *x);
 
 /* One request as the HTTP layer saw it. */
