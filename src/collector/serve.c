@@ -27,6 +27,7 @@
 #include "collector/source/identity.h"
 #include "collector/source/native.h"
 #include "collector/source/otlp.h"
+#include "collector/source/otlp_decode.h"
 #include "collector/source/source.h"
 #include "collector/source/tls.h"
 #include "collector/log.h"
@@ -796,6 +797,7 @@ int serve_main(int argc, char **argv)
         return 1;
     }
     raise_fd_limit();
+    otlp_decode_init(); /* before any thread uses jansson */
     /* Signals arrive through the loop's signalfd: block them in every thread. */
     sigset_t set;
     sigemptyset(&set);

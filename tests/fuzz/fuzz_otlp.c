@@ -12,7 +12,17 @@
 
 #include "collector/source/otlp_decode.h"
 
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* jansson's allocations capped per body, as in the collector. */
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    otlp_decode_init();
+    return 0;
+}
 
 static void check_request(const struct otlp_request *req)
 {

@@ -435,6 +435,54 @@ int otlp_traces_decode_pb(struct otlp_request *req, const uint8_t *body, size_t 
 
 /* --- JSON ----------------------------------------------------------------------------------- */
 
+/* jansson builds a tree whose size is not the body's: 4 MiB of "[{},{},...]" is 1.4 million
+ * objects, 300 MB of allocations. While an OTLP body is parsed, the thread's allocations through
+ * jansson are capped at OTLP_JSON_ALLOC_MAX (counted as made, frees not credited, so the cap
+ * also bounds the parse's time); above it the parse fails and the request is refused (413). The
+ * cap is per thread, so other users of jansson are left alone. Depth: jansson refuses nesting
+ * deeper than 2048 (JSON_PARSER_MAX_DEPTH), and nothing here recurses over the tree. */
+static _Thread_local int json_capped, json_over;
+static _Thread_local size_t json_left;
+
+static void *json_capped_malloc(size_t n)
+{
+    if (json_capped) {
+        if (n > json_left) {
+            json_over = 1;
+            return NULL;
+        }
+        json_left -= n;
+    }
+    return malloc(n);
+}
+
+void otlp_decode_init(void)
+{
+    json_set_alloc_funcs(json_capped_malloc, free);
+}
+
+/* Parse body under the cap; NULL with *why when it is not JSON or is over the cap (*over). */
+static json_t *json_load_capped(const uint8_t *body, size_t n, int *over, const char **why)
+{
+    json_capped = 1;
+    json_over = 0;
+    json_left = OTLP_JSON_ALLOC_MAX;
+    json_t *root = json_loadb((const char *)body, n, JSON_REJECT_DUPLICATES, NULL);
+    json_capped = 0;
+    *over = json_over;
+    if (json_over) {
+        json_decref(root);
+        *why = "the JSON body needs more than 64 MiB to decode; send fewer items per request";
+        return NULL;
+    }
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        *why = "a body that is not a JSON object";
+        return NULL;
+    }
+    return root;
+}
+
 static tt__bstr jstr(json_t *v)
 {
     tt__bstr b = {NULL, 0};
@@ -710,12 +758,10 @@ int otlp_traces_decode_json(struct otlp_request *req, const uint8_t *body, size_
         *why = "a body above 4 MiB";
         return -1;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb((const char *)body, n, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root || !json_is_object(root)) {
-        json_decref(root);
-        *why = "a body that is not a JSON object";
-        return -1;
+    int over;
+    json_t *root = json_load_capped(body, n, &over, why);
+    if (!root) {
+        return over ? -2 : -1;
     }
     req->json = root;
     json_t *rs_arr = json_object_get(root, "resourceSpans");
@@ -1304,11 +1350,10 @@ int otlp_logs_decode_json(struct otlp_logs *req, const uint8_t *body, size_t n, 
         *why = "a body above 4 MiB";
         return -1;
     }
-    json_t *root = json_loadb((const char *)body, n, JSON_REJECT_DUPLICATES, NULL);
-    if (!root || !json_is_object(root)) {
-        json_decref(root);
-        *why = "a body that is not a JSON object";
-        return -1;
+    int over;
+    json_t *root = json_load_capped(body, n, &over, why);
+    if (!root) {
+        return over ? -2 : -1;
     }
     req->json = root;
     json_t *arr = json_object_get(root, "resourceLogs");

@@ -16,12 +16,18 @@
 
 #include "common/batch.h"
 
-#define OTLP_BODY_MAX (4u << 20)  /* bytes of a request body, after gzip */
-#define OTLP_SPANS_MAX 65536      /* spans in a request */
-#define OTLP_RESOURCES_MAX 1024   /* resources in a request */
-#define OTLP_STR_MAX 4096         /* bytes of a name, an id, a model, a session, an error */
-#define OTLP_ATTRS_MAX 256        /* attributes of a span or a resource */
-#define OTLP_SPANS_PER_BATCH 4096 /* spans of one resource in one stored batch */
+#define OTLP_BODY_MAX (4u << 20)        /* bytes of a request body, after gzip */
+#define OTLP_SPANS_MAX 65536            /* spans in a request */
+#define OTLP_RESOURCES_MAX 1024         /* resources in a request */
+#define OTLP_STR_MAX 4096               /* bytes of a name, an id, a model, a session, an error */
+#define OTLP_ATTRS_MAX 256              /* attributes of a span or a resource */
+#define OTLP_SPANS_PER_BATCH 4096       /* spans of one resource in one stored batch */
+#define OTLP_JSON_ALLOC_MAX (64u << 20) /* bytes jansson may allocate to parse one body */
+
+/* Once, before any thread uses jansson (the collector's start, a fuzzer's initialisation):
+ * jansson allocates through a function that the JSON decoders below cap per request. Without
+ * it the decoders work, uncapped. */
+void otlp_decode_init(void);
 
 /* The GenAI attributes a span may carry, already picked out (empty when absent). */
 struct otlp_span {
@@ -55,7 +61,8 @@ struct otlp_request {
     void *json; /* the JSON tree the strings point into (json_t), or NULL */
 };
 
-/* 0, or -1 with a static reason in *why (the body is malformed or over a limit: 400). */
+/* 0, or -1 with a static reason in *why (the body is malformed or over a limit: 400); the JSON
+ * decoders return -2 when the body needs more than OTLP_JSON_ALLOC_MAX to parse (413). */
 int otlp_traces_decode_pb(struct otlp_request *req, const uint8_t *body, size_t n,
                           const char **why);
 int otlp_traces_decode_json(struct otlp_request *req, const uint8_t *body, size_t n,
