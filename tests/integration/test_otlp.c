@@ -8,11 +8,13 @@
  */
 #include <curl/curl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <zlib.h>
 
 #include "common/pb.h"
+#include "operator.h"
 #include "serve.h"
 #include "test.h"
 
@@ -152,7 +154,7 @@ static char *json_export(const char *service, int n, const char *conv, const cha
     for (int i = 0; i < n; i++) {
         off += snprintf(b + off, cap - (size_t)off,
                         "%s{\"traceId\":\"0102030405060708090a0b0c0d0e0f10\",\"spanId\":"
-                        "\"00000000000000%02x\",\"name\":\"tool-%d\",\"kind\":1,"
+                        "\"%016x\",\"name\":\"tool-%d\",\"kind\":1,"
                         "\"startTimeUnixNano\":\"1796000000000000000\",\"endTimeUnixNano\":"
                         "%llu,\"attributes\":[{\"key\":\"gen_ai.operation.name\",\"value\":{"
                         "\"stringValue\":\"execute_tool\"}},{\"key\":\"gen_ai.conversation.id\","
@@ -170,6 +172,9 @@ struct js_span {
     char name[64], trace[40], span[24];
 };
 
+/* When set, the SDK exports over HTTPS and trusts this CA file (a collector with --https). */
+static const char *sdk_https_ca;
+
 /* Run tests/otel/SCRIPT against s's /v1/PATH; for send.mjs its span lines into spans (4). */
 static void run_sdk_script(const struct tt_test_serve *s, const char *name, const char *path,
                            const char *protocol, const char *session, int exports,
@@ -178,7 +183,7 @@ static void run_sdk_script(const struct tt_test_serve *s, const char *name, cons
     const char *src = env_or("TT_SRCDIR", ".");
     char script[4096], url[512], out[4096], n[16];
     snprintf(script, sizeof script, "%s/tests/otel/%s", src, name);
-    snprintf(url, sizeof url, "http://%s/v1/%s", s->http, path);
+    snprintf(url, sizeof url, "%s://%s/v1/%s", sdk_https_ca ? "https" : "http", s->http, path);
     snprintf(out, sizeof out, "%s/sdk-%s-%s.out", tt_test_tmpdir(), path, protocol);
     snprintf(n, sizeof n, "%d", exports);
     pid_t pid = fork();
@@ -189,6 +194,9 @@ static void run_sdk_script(const struct tt_test_serve *s, const char *name, cons
         setenv("TT_OTLP_PROTOCOL", protocol, 1);
         setenv("TT_OTLP_SESSION", session, 1);
         setenv("TT_OTLP_EXPORTS", n, 1);
+        if (sdk_https_ca) {
+            setenv("NODE_EXTRA_CA_CERTS", sdk_https_ca, 1); /* Node's own trust store, plus it */
+        }
         FILE *o = freopen(out, "w", stdout);
         (void)o;
         execlp("node", "node", script, (char *)NULL);
@@ -751,5 +759,300 @@ TEST(otlp_logs_answers_partial_success_malformed_bodies_and_tokens)
         free(a.body);
     }
     CHECK_EQ(events_stored(s.http), before + 1);
+    tt_test_serve_stop(&s);
+}
+
+/* --- confidence, shutdown, owners, HTTPS --------------------------------------------------- */
+
+/* A JSON export of n chat spans of service otel-agent in conversation conv, span ids
+ * first+1 .. first+n, each with 7 output tokens. */
+static char *json_chats(int n, int first, const char *conv)
+{
+    size_t cap = 4096 + (size_t)n * 1024;
+    char *b = malloc(cap);
+    CHECK(b);
+    int off = snprintf(b, cap,
+                       "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service."
+                       "name\",\"value\":{\"stringValue\":\"otel-agent\"}}]},\"scopeSpans\":[{"
+                       "\"spans\":[");
+    for (int i = 0; i < n; i++) {
+        off += snprintf(
+            b + off, cap - (size_t)off,
+            "%s{\"traceId\":\"0102030405060708090a0b0c0d0e0f20\",\"spanId\":\"00000000000001%02x\","
+            "\"name\":\"chat m\",\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\","
+            "\"attributes\":[{\"key\":\"gen_ai.operation.name\",\"value\":{\"stringValue\":"
+            "\"chat\"}},{\"key\":\"gen_ai.request.model\",\"value\":{\"stringValue\":\"m\"}},{"
+            "\"key\":\"gen_ai.usage.output_tokens\",\"value\":{\"intValue\":\"7\"}},{\"key\":"
+            "\"gen_ai.conversation.id\",\"value\":{\"stringValue\":\"%s\"}}]}",
+            i ? "," : "", first + i + 1, 1796000000000000000ull + 1000000000ull * (uint64_t)i,
+            1796000000500000000ull + 1000000000ull * (uint64_t)i, conv);
+    }
+    snprintf(b + off, cap - (size_t)off, "]}]}]}");
+    return b;
+}
+
+static size_t incidents_of(const char *http, const char *agent)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/incidents?agent=%s", agent);
+    json_t *j = api_json(http, path);
+    size_t n = json_array_size(json_object_get(j, "incidents"));
+    json_decref(j);
+    return n;
+}
+
+/* A span has no per-token statistics: its response is stored with no confidence known (null,
+ * as the store keeps NaN), not with 0 (which the detectors read as exp(0) = 1) - and the
+ * default detectors, which do raise low_confidence for a native agent beside it, raise
+ * nothing for the OTLP agent. */
+TEST_T(otlp_responses_carry_no_confidence_and_raise_no_low_confidence_incident, 90)
+{
+    struct tt_test_serve s;
+    start_with_tokens(&s, "noconf"); /* the default detectors: low_confidence below 0.1 */
+    /* The control: a native agent (other-agent) whose responses are below 0.1 is alerted. */
+    tt_client *c = tt_test_client(s.endpoint, "other-agent", "token=" OTHER_TOKEN,
+                                  "flush_interval_ms=5", NULL);
+    for (int i = 0; i < 5; i++) {
+        CHECK_OK(tt_test_emit_response(c, "s-native", 0.05));
+    }
+    CHECK_OK(tt_flush(c, 10000));
+    double t0 = tt_test_now_ms();
+    while (incidents_of(s.http, "other-agent") == 0 &&
+           tt_test_now_ms() - t0 < 10000 * tt_test_mult()) {
+        usleep(50000);
+    }
+    CHECK_MSG(incidents_of(s.http, "other-agent") == 1, "the native control raised nothing");
+
+    char *body = json_chats(20, 0, "c-noconf");
+    struct answer a;
+    post(s.http, "application/json", NULL, TOKEN, body, strlen(body), &a);
+    CHECK_MSG(a.status == 200, "%ld %s", a.status, a.body);
+    free(a.body);
+    free(body);
+    /* And the JS SDK's chat span. */
+    struct js_span spans[4];
+    run_sdk(&s, "proto", "c-noconf-sdk", 1, spans);
+
+    json_t *resp = api_json(s.http, "/api/v1/responses/0000000000000101");
+    CHECK_EQ(json_integer_value(json_object_get(resp, "tokens")), 7);
+    static const char *const figures[] = {"mean_logprob",         "min_logprob",
+                                          "perplexity",           "mean_entropy",
+                                          "low_confidence_share", "min_window_confidence"};
+    for (size_t i = 0; i < sizeof figures / sizeof *figures; i++) {
+        CHECK_MSG(json_is_null(json_object_get(resp, figures[i])), "%s is not null", figures[i]);
+    }
+    json_decref(resp);
+    /* The live figures: 21 responses, no confidence sample in them. */
+    json_t *ag = api_json(s.http, "/api/v1/agents/otel-agent");
+    json_t *agent = json_object_get(ag, "agent") ? json_object_get(ag, "agent") : ag;
+    json_t *live = json_object_get(agent, "live");
+    CHECK_MSG(live, "no live figures");
+    CHECK_EQ(json_integer_value(json_object_get(live, "responses")), 21);
+    CHECK_MSG(json_is_null(json_object_get(live, "confidence")), "live confidence %g",
+              json_number_value(json_object_get(live, "confidence")));
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(live, "detectors"), i, d)
+    {
+        if (strcmp(json_string_value(json_object_get(d, "detector")), "confidence_drift") == 0) {
+            CHECK_EQ(json_integer_value(json_object_get(d, "samples")), 0);
+        }
+    }
+    json_decref(ag);
+    CHECK_EQ(incidents_of(s.http, "otel-agent"), 0);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
+}
+
+struct post_job {
+    const char *http;
+    char *body;
+    struct answer a;
+};
+
+static void *post_thread(void *arg)
+{
+    struct post_job *j = arg;
+    post(j->http, "application/json", NULL, TOKEN, j->body, strlen(j->body), &j->a);
+    return NULL;
+}
+
+/* A request whose batch is at the store when the collector stops: the loop ends before its
+ * completion, the request answers 503 (Retry-After) and its wait record is freed at the end
+ * (LeakSanitizer checks the exit under make test SANITIZE=address); the store committed what
+ * it took, so the exporter's retry is a duplicate, stored once. A slow disk (the tests' I/O
+ * shim, every sync 1.5 s slower) keeps the batch at the store. */
+TEST_T(otlp_request_in_flight_at_shutdown_answers_503_and_is_stored_once, 120)
+{
+    const char *build = getenv("TT_BUILD");
+    CHECK_MSG(build, "TT_BUILD is not set (run through make test)");
+    char so[700], asan[1024], ready[700], tokens[700];
+    snprintf(so, sizeof so, "%s/tests/libiofault.so", build);
+    CHECK_MSG(access(so, R_OK) == 0, "%s is missing (make builds it with the tests)", so);
+    snprintf(tokens, sizeof tokens, "%s/ingest.tokens", tt_test_tmpdir());
+    FILE *f = fopen(tokens, "w");
+    CHECK(f);
+    fprintf(f, "otel-agent %s\n", TOKEN);
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(tokens, 0600) == 0);
+    const char *old_asan = getenv("ASAN_OPTIONS");
+    char *saved = old_asan ? strdup(old_asan) : NULL;
+    /* The shim is not built with ASan: a sanitized collector loads it first. */
+    snprintf(asan, sizeof asan, "%s%sverify_asan_link_order=0", saved ? saved : "",
+             saved ? ":" : "");
+    snprintf(ready, sizeof ready, "%s/inflight/ready.json", tt_test_tmpdir());
+    setenv("ASAN_OPTIONS", asan, 1);
+    setenv("LD_PRELOAD", so, 1);
+    setenv("TT_IOFAULT_SLOW_SYNC_MS", "1500", 1);
+    setenv("TT_IOFAULT_ARM_FILE", ready, 1); /* start-up is left alone */
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "inflight", "--ingest-tokens", tokens, "--grace-ms", "100", NULL);
+    unsetenv("LD_PRELOAD");
+    unsetenv("TT_IOFAULT_SLOW_SYNC_MS");
+    unsetenv("TT_IOFAULT_ARM_FILE");
+    if (saved) {
+        setenv("ASAN_OPTIONS", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("ASAN_OPTIONS");
+    }
+
+    struct post_job job = {s.http, json_chats(3, 0x40, "c-inflight"), {0}};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, post_thread, &job) == 0);
+    usleep(500000);         /* decoded and submitted in microseconds; the sync takes 1.5 s */
+    tt_test_serve_stop(&s); /* exit status 0: under ASan, nothing leaked */
+    CHECK(pthread_join(th, NULL) == 0);
+    CHECK_MSG(job.a.status == 503, "in flight at shutdown: %ld %s", job.a.status, job.a.body);
+    CHECK(strcmp(job.a.retry_after, "1") == 0);
+    free(job.a.body);
+
+    tt_test_serve_restart(&s);
+    CHECK_EQ(events_stored(s.http), 12); /* 3 steps and 3 responses, begin and end */
+    post(s.http, "application/json", NULL, TOKEN, job.body, strlen(job.body), &job.a);
+    CHECK_MSG(job.a.status == 200, "the retry: %ld %s", job.a.status, job.a.body);
+    free(job.a.body);
+    CHECK_EQ(events_stored(s.http), 12);
+    free(job.body);
+    tt_test_serve_stop(&s);
+}
+
+/* The owners table holds across protocols: an agent name belongs to the identity that stored
+ * under it first. Under --ingest-open a native agent and an OTLP exporter of the same user are
+ * the same identity (uid:N); once tokens are required, the token's identity (token:AGENT) may
+ * not write under that name (partial success, nothing stored), while a fresh name is taken. */
+TEST_T(otlp_exporter_cannot_write_under_an_agent_name_another_identity_owns, 60)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "owners", NULL); /* --ingest-open, no tokens */
+    tt_client *c = tt_test_client(s.endpoint, "otel-agent", NULL);
+    CHECK_OK(tt_log(c, "native", TT_INFO, "first, natively", NULL, 0));
+    CHECK_OK(tt_flush(c, 10000));
+    tt_close(c, 5000);
+    long long n0 = events_stored(s.http);
+    CHECK(n0 >= 1);
+    char *body = json_export("otel-agent", 2, "c-owners", NULL);
+    struct answer a;
+    char msg[256];
+    post(s.http, "application/json", NULL, NULL, body, strlen(body), &a);
+    CHECK_MSG(a.status == 200, "%ld %s", a.status, a.body);
+    CHECK_EQ(rejected_json(&a, msg, sizeof msg), 0); /* the same user: the same identity */
+    free(a.body);
+    CHECK_EQ(events_stored(s.http), n0 + 4);
+    tt_test_serve_stop(&s);
+
+    start_with_tokens(&s, "owners"); /* the same data directory, tokens now */
+    free(body);
+    body = json_export("otel-agent", 2, "c-owners-2", NULL);
+    post(s.http, "application/json", NULL, TOKEN, body, strlen(body), &a);
+    CHECK_MSG(a.status == 200, "%ld %s", a.status, a.body);
+    CHECK_EQ(rejected_json(&a, msg, sizeof msg), 2);
+    CHECK_MSG(strstr(msg, "another identity"), "%s", msg);
+    free(a.body);
+    CHECK_EQ(events_stored(s.http), n0 + 4);
+    free(body);
+    body = json_export("other-agent", 2, "c-owners-3", NULL);
+    post(s.http, "application/json", NULL, OTHER_TOKEN, body, strlen(body), &a);
+    CHECK_EQ(a.status, 200);
+    CHECK_EQ(rejected_json(&a, msg, sizeof msg), 0);
+    free(a.body);
+    CHECK_EQ(events_stored(s.http), n0 + 8);
+    free(body);
+    tt_test_serve_stop(&s);
+}
+
+/* With --https the OTLP routes are served over TLS like the rest of the port: the JS SDK's
+ * exporter that trusts the collector's CA exports, plain HTTP gets no answer. */
+TEST_T(otlp_over_https_when_the_collector_serves_https, 120)
+{
+    char dir[600], cmd[1400], cert[700], key[700], ca[700], tokens[700];
+    snprintf(dir, sizeof dir, "%s/pki", tt_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s/scripts/make-test-pki %s", env_or("TT_SRCDIR", "."), dir);
+    CHECK_MSG(system(cmd) == 0, "scripts/make-test-pki failed (is certtool, gnutls-bin, there?)");
+    snprintf(cert, sizeof cert, "%s/server.pem", dir);
+    snprintf(key, sizeof key, "%s/server.key", dir);
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    snprintf(tokens, sizeof tokens, "%s/ingest.tokens", tt_test_tmpdir());
+    FILE *f = fopen(tokens, "w");
+    CHECK(f);
+    fprintf(f, "otel-agent %s\n", TOKEN);
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(tokens, 0600) == 0);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "https", "--https", "--tls-cert", cert, "--tls-key", key,
+                        "--ingest-tokens", tokens, NULL);
+    struct js_span spans[4];
+    sdk_https_ca = ca;
+    run_sdk(&s, "proto", "c-https", 1, spans); /* every export answered 200 */
+    sdk_https_ca = NULL;
+    char *body = json_export("otel-agent", 1, "c-plain", NULL);
+    struct answer a;
+    post(s.http, "application/json", NULL, TOKEN, body, strlen(body), &a);
+    CHECK_MSG(a.status == -1, "plain HTTP on the HTTPS port: %ld", a.status);
+    free(a.body);
+    free(body);
+    tt_test_serve_stop(&s);
+    /* Read back on the same data directory, served on plain HTTP. */
+    start_with_tokens(&s, "https");
+    json_t *sess = api_json(s.http, "/api/v1/sessions/c-https");
+    CHECK_EQ(json_integer_value(json_object_get(sess, "steps_total")), 4);
+    json_decref(sess);
+    CHECK_EQ(events_stored(s.http), 10);
+    tt_test_serve_stop(&s);
+}
+
+/* A JSON body within 4 MiB whose tree would take hundreds of MB (1.4 million empty objects) is
+ * refused with 413 once jansson's allocations pass 64 MiB, traces and logs alike; a body of
+ * the same size made of spans is taken. */
+TEST_T(otlp_json_body_whose_tree_is_too_large_is_refused_413, 60)
+{
+    struct tt_test_serve s;
+    start_with_tokens(&s, "jsoncap");
+    size_t cap = 4u << 20;
+    char *b = malloc(cap);
+    CHECK(b);
+    size_t off = (size_t)snprintf(b, cap, "{\"x\":[{}");
+    while (off + 16 < cap) {
+        memcpy(b + off, ",{}", 3);
+        off += 3;
+    }
+    off += (size_t)snprintf(b + off, cap - off, "]}");
+    struct answer a;
+    post(s.http, "application/json", NULL, TOKEN, b, off, &a);
+    CHECK_MSG(a.status == 413, "traces: %ld %s", a.status, a.body);
+    CHECK(strstr(a.body, "64 MiB"));
+    free(a.body);
+    post_to(s.http, "/v1/logs", "application/json", NULL, TOKEN, b, off, &a);
+    CHECK_MSG(a.status == 413, "logs: %ld %s", a.status, a.body);
+    free(a.body);
+    free(b);
+    /* 12000 spans, about 4 MiB of JSON with their attributes: taken. */
+    char *spans = json_export("otel-agent", 12000, "c-big", NULL);
+    CHECK(strlen(spans) > (3u << 20) && strlen(spans) < (4u << 20));
+    post(s.http, "application/json", NULL, TOKEN, spans, strlen(spans), &a);
+    CHECK_MSG(a.status == 200, "spans: %ld %s", a.status, a.body);
+    free(a.body);
+    free(spans);
+    CHECK_EQ(events_stored(s.http), 24000);
     tt_test_serve_stop(&s);
 }
