@@ -1,16 +1,18 @@
 /*
- * fuzz_otlp.c - libFuzzer harness for the OTLP trace and log decoders (source/otlp_decode.c):
- * the first byte picks protobuf or JSON (bit 0), gzip around it or not (bit 1), traces or logs
- * (bit 2); the rest is the request body. Checked besides "no crash": a decoded request's
- * resources cover its spans (records) exactly, and every batch the mapping encodes from it
- * parses as a valid Batch (common/batch.c) with the events they make (2 per span, 4 per model
- * call, 1 per log record).
+ * fuzz_otlp.c - libFuzzer harness for the OTLP trace, log and metric decoders
+ * (source/otlp_decode.c): the first byte picks protobuf or JSON (bit 0), gzip around it or not
+ * (bit 1), traces or logs (bit 2), metrics (bit 3, over bit 2); the rest is the request body.
+ * Checked besides "no crash": a decoded request's resources cover its spans (records, points)
+ * exactly, and every batch the mapping encodes from it parses as a valid Batch
+ * (common/batch.c) with the events they make (2 per span, 4 per model call, 1 per log record,
+ * 1 to 4 metrics per data point).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "collector/source/otlp_decode.h"
+#include "telltale.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -109,12 +111,62 @@ static void check_logs(const struct otlp_logs *req)
     }
 }
 
+static void check_metrics(const struct otlp_metrics *req)
+{
+    uint32_t covered = 0;
+    for (uint32_t r = 0; r < req->n_res; r++) {
+        if (req->res[r].first != covered || req->res[r].n > req->n_points - covered) {
+            abort();
+        }
+        covered += req->res[r].n;
+        uint32_t n = req->res[r].n < OTLP_SPANS_PER_BATCH ? req->res[r].n : OTLP_SPANS_PER_BATCH;
+        struct otlp_batch b;
+        if (otlp_metrics_encode(req, req->res[r].first, n, "fuzz-agent", &b) != 0) {
+            continue;
+        }
+        uint32_t points = 0, events = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            const struct otlp_point *p = &req->points[req->res[r].first + i];
+            if (p->first_kv + p->n_kv > req->n_kvs || p->n_kv > OTLP_ATTRS_MAX) {
+                abort();
+            }
+            if (!p->refused && !p->skip) {
+                points++;
+                events += otlp_point_events(p);
+            }
+        }
+        if (b.n_spans != points || b.n_events != events) {
+            abort();
+        }
+        if (points) {
+            tt__batch_limits lim = {1u << 20, 256};
+            tt__batch bt;
+            tt__event ev;
+            const char *why = NULL;
+            if (tt__batch_parse(&bt, b.raw, b.raw_len, &lim, &why) != 0 || bt.n_events != events) {
+                abort();
+            }
+            while (tt__batch_next(&bt, &ev)) {
+                tt__ev_metric m;
+                if (ev.kind != TT_EV_METRIC || tt__ev_metric_decode(ev.body, &m) != 0 ||
+                    m.name.n == 0 || (m.kind != TT_COUNTER && m.kind != TT_GAUGE)) {
+                    abort();
+                }
+            }
+        }
+        free(b.raw);
+    }
+    if (covered != req->n_points) {
+        abort();
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) {
         return 0;
     }
-    int mode = data[0] & 3, logs = data[0] & 4;
+    int mode = data[0] & 3, logs = data[0] & 4, metrics = data[0] & 8;
     const uint8_t *body = data + 1;
     size_t len = size - 1;
     uint8_t *plain = NULL;
@@ -131,6 +183,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
         body = plain;
+    }
+    if (metrics) {
+        struct otlp_metrics mr;
+        const char *why = NULL;
+        int rc = mode & 1 ? otlp_metrics_decode_json(&mr, body, len, &why)
+                          : otlp_metrics_decode_pb(&mr, body, len, &why);
+        if (rc != 0) {
+            if (!why || mr.points || mr.res || mr.kvs || mr.json) {
+                abort();
+            }
+        } else {
+            check_metrics(&mr);
+            otlp_metrics_free(&mr);
+        }
+        free(plain);
+        return 0;
     }
     if (logs) {
         struct otlp_logs lr;

@@ -1056,3 +1056,174 @@ TEST_T(otlp_json_body_whose_tree_is_too_large_is_refused_413, 60)
     CHECK_EQ(events_stored(s.http), 24000);
     tt_test_serve_stop(&s);
 }
+
+/* --- metrics ------------------------------------------------------------------------------- */
+
+static json_t *session_metrics(const char *http, const char *session)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/events?session=%s&kind=metric", session);
+    json_t *j = api_json(http, path);
+    json_t *ev = json_incref(json_object_get(j, "events"));
+    json_decref(j);
+    return ev;
+}
+
+/* The metric event named name in ev (an array), checked for kind, value and unit. */
+static json_t *check_metric(json_t *ev, const char *name, const char *kind, double value,
+                            const char *unit)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(ev, i, m)
+    {
+        if (strcmp(json_string_value(json_object_get(m, "name")), name) != 0) {
+            continue;
+        }
+        CHECK_MSG(strcmp(json_string_value(json_object_get(m, "metric_kind")), kind) == 0,
+                  "%s: kind %s", name, json_string_value(json_object_get(m, "metric_kind")));
+        CHECK_MSG(json_number_value(json_object_get(m, "value")) == value, "%s: value %g", name,
+                  json_number_value(json_object_get(m, "value")));
+        CHECK_MSG(strcmp(json_string_value(json_object_get(m, "unit")), unit) == 0, "%s: unit %s",
+                  name, json_string_value(json_object_get(m, "unit")));
+        CHECK(strcmp(json_string_value(json_object_get(m, "agent")), "otel-agent") == 0);
+        return m;
+    }
+    tt_test_fail(__FILE__, __LINE__, "no metric %s", name);
+}
+
+/* tests/otel/send-metrics.mjs: the JS SDK's metric exporters (protobuf and JSON) export a delta
+ * counter, a cumulative up-down counter, a gauge, a histogram and an exponential histogram,
+ * each collection twice; the HTTP API shows each as telltale metrics with the SDK's values,
+ * units and attributes, stored once. */
+TEST_T(otlp_js_sdk_metrics_become_metrics_with_their_values_stored_once, 120)
+{
+    struct tt_test_serve s;
+    start_with_tokens(&s, "metrics");
+    const char *protocols[] = {"proto", "json"};
+    for (int p = 0; p < 2; p++) {
+        char session[64];
+        snprintf(session, sizeof session, "m-%s", protocols[p]);
+        run_sdk_script(&s, "send-metrics.mjs", "metrics", protocols[p], session, 2, NULL);
+        json_t *ev = session_metrics(s.http, session);
+        CHECK_MSG(json_array_size(ev) == 11, "%s: %zu metrics", protocols[p], json_array_size(ev));
+        /* A monotonic delta sum of integers (asInt): a counter, its delta. */
+        json_t *m = check_metric(ev, "gen_ai.tool.calls", "counter", 5, "{call}");
+        json_t *attrs = json_object_get(m, "attrs");
+        CHECK(strcmp(json_string_value(json_object_get(attrs, "gen_ai.tool.name")), "search") == 0);
+        CHECK(strcmp(json_string_value(json_object_get(m, "session")), session) == 0);
+        /* A cumulative non-monotonic sum, a gauge: levels. */
+        check_metric(ev, "agent.queue.depth", "gauge", 5, "{item}");
+        check_metric(ev, "agent.temperature", "gauge", 0.75, "");
+        /* A cumulative histogram: count, sum, min, max. */
+        m = check_metric(ev, "gen_ai.client.token.usage.count", "gauge", 3, "");
+        attrs = json_object_get(m, "attrs");
+        CHECK(strcmp(json_string_value(json_object_get(attrs, "gen_ai.token.type")), "output") ==
+              0);
+        check_metric(ev, "gen_ai.client.token.usage.sum", "gauge", 60, "{token}");
+        check_metric(ev, "gen_ai.client.token.usage.min", "gauge", 10, "{token}");
+        check_metric(ev, "gen_ai.client.token.usage.max", "gauge", 30, "{token}");
+        /* An exponential histogram likewise. */
+        check_metric(ev, "gen_ai.client.operation.duration.count", "gauge", 2, "");
+        check_metric(ev, "gen_ai.client.operation.duration.sum", "gauge", 2, "s");
+        check_metric(ev, "gen_ai.client.operation.duration.min", "gauge", 0.5, "s");
+        check_metric(ev, "gen_ai.client.operation.duration.max", "gauge", 1.5, "s");
+        json_decref(ev);
+    }
+    CHECK_EQ(events_stored(s.http), 22); /* each collection exported twice, stored once */
+    tt_test_serve_stop(&s);
+}
+
+/* Hand-made metric exports: refused points as partial success ("rejectedDataPoints"), a point
+ * flagged "no recorded value" skipped without refusal, a delta histogram's count and sum as
+ * counters, a summary's count and sum, a protobuf gauge of asInt answered in protobuf and
+ * stored once when resent; malformed bodies and a missing token refused. */
+TEST(otlp_metrics_answers_partial_success_and_malformed_bodies)
+{
+    struct tt_test_serve s;
+    start_with_tokens(&s, "mans");
+    struct answer a;
+    const char *body =
+        "{\"resourceMetrics\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
+        "\"value\":{\"stringValue\":\"otel-agent\"}}]},\"scopeMetrics\":[{\"metrics\":["
+        "{\"name\":\"g\",\"gauge\":{\"dataPoints\":["
+        "{\"timeUnixNano\":\"1796000000000000000\",\"asDouble\":1.5,\"attributes\":[{\"key\":"
+        "\"gen_ai.conversation.id\",\"value\":{\"stringValue\":\"m-hand\"}}]},"
+        "{\"asDouble\":2},"
+        "{\"timeUnixNano\":\"1796000000000000001\",\"asDouble\":\"NaN\"},"
+        "{\"timeUnixNano\":\"1796000000000000002\",\"flags\":1}]}},"
+        "{\"name\":\"h\",\"unit\":\"ms\",\"histogram\":{\"aggregationTemporality\":1,"
+        "\"dataPoints\":[{\"timeUnixNano\":\"1796000000000000003\",\"count\":\"4\",\"sum\":10,"
+        "\"bucketCounts\":[\"1\",\"3\"],\"explicitBounds\":[2],\"attributes\":[{\"key\":"
+        "\"gen_ai.conversation.id\",\"value\":{\"stringValue\":\"m-hand\"}}]}]}},"
+        "{\"name\":\"q\",\"summary\":{\"dataPoints\":[{\"timeUnixNano\":\"1796000000000000004\","
+        "\"count\":2,\"sum\":0.5,\"attributes\":[{\"key\":\"gen_ai.conversation.id\",\"value\":{"
+        "\"stringValue\":\"m-hand\"}}]}]}}]}]}]}";
+    post_to(s.http, "/v1/metrics", "application/json", NULL, NULL, body, strlen(body), &a);
+    CHECK_EQ(a.status, 401);
+    free(a.body);
+    post_to(s.http, "/v1/metrics", "application/json", NULL, TOKEN, body, strlen(body), &a);
+    CHECK_MSG(a.status == 200, "%ld %s", a.status, a.body);
+    json_t *j = json_loads(a.body, 0, NULL);
+    json_t *ps = json_object_get(j, "partialSuccess");
+    CHECK_MSG(ps && strcmp(json_string_value(json_object_get(ps, "rejectedDataPoints")), "2") == 0,
+              "%s", a.body);
+    CHECK(json_string_value(json_object_get(ps, "errorMessage"))[0]);
+    json_decref(j);
+    free(a.body);
+    json_t *ev = session_metrics(s.http, "m-hand");
+    CHECK_MSG(json_array_size(ev) == 5, "%zu metrics", json_array_size(ev));
+    check_metric(ev, "g", "gauge", 1.5, "");
+    check_metric(ev, "h.count", "counter", 4, "");
+    check_metric(ev, "h.sum", "counter", 10, "ms");
+    check_metric(ev, "q.count", "gauge", 2, "");
+    check_metric(ev, "q.sum", "gauge", 0.5, "");
+    json_decref(ev);
+    CHECK_EQ(events_stored(s.http), 5);
+    post_to(s.http, "/v1/metrics", "application/json", NULL, TOKEN, "{\"resourceMetrics\":{}}", 22,
+            &a);
+    CHECK_EQ(a.status, 400);
+    free(a.body);
+    post_to(s.http, "/v1/metrics", "application/x-protobuf", NULL, TOKEN, "\x0a\x05\x12", 3, &a);
+    CHECK_EQ(a.status, 400);
+    free(a.body);
+    /* NumberDataPoint { time 3, as_int 6 } in Gauge 5 of Metric { name 1 }, in ScopeMetrics 2,
+     * ResourceMetrics 2, the request's resource_metrics 1; no session. Sent twice. */
+    uint8_t dp[32], gauge[48], metric[80], sm[96], rm[112], req[128], *q;
+    q = tt__pb_put_fixed64(dp, 3, 1796000000000000000ull);
+    q = tt__pb_put_fixed64(q, 6, (uint64_t)(int64_t)-42);
+    size_t dpn = (size_t)(q - dp);
+    q = tt__pb_put_bytes(gauge, 1, dp, dpn);
+    size_t gn = (size_t)(q - gauge);
+    q = tt__pb_put_bytes(metric, 1, "pb.level", 8);
+    q = tt__pb_put_bytes(q, 5, gauge, gn);
+    size_t mn = (size_t)(q - metric);
+    q = tt__pb_put_bytes(sm, 2, metric, mn);
+    size_t smn = (size_t)(q - sm);
+    q = tt__pb_put_bytes(rm, 2, sm, smn);
+    size_t rmn = (size_t)(q - rm);
+    q = tt__pb_put_bytes(req, 1, rm, rmn);
+    size_t reqn = (size_t)(q - req);
+    for (int i = 0; i < 2; i++) {
+        post_to(s.http, "/v1/metrics", "application/x-protobuf", NULL, TOKEN, req, reqn, &a);
+        CHECK_MSG(a.status == 200, "protobuf: %ld", a.status);
+        CHECK(strcmp(a.ctype, "application/x-protobuf") == 0);
+        CHECK_EQ(a.len, 0);
+        free(a.body);
+    }
+    CHECK_EQ(events_stored(s.http), 6);
+    j = api_json(s.http, "/api/v1/events?agent=otel-agent&kind=metric");
+    int found = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(j, "events"), i, m)
+    {
+        if (strcmp(json_string_value(json_object_get(m, "name")), "pb.level") == 0) {
+            CHECK(json_number_value(json_object_get(m, "value")) == -42);
+            found++;
+        }
+    }
+    CHECK_EQ(found, 1);
+    json_decref(j);
+    tt_test_serve_stop(&s);
+}

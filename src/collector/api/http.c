@@ -63,6 +63,7 @@ static const struct route routes[] = {
     {"POST", "/api/v1/agents/{agent}/comply-policy", api_agent_comply_policy},
     {"POST", "/v1/traces", api_otlp_traces},
     {"POST", "/v1/logs", api_otlp_logs},
+    {"POST", "/v1/metrics", api_otlp_metrics},
     {"GET", "/", api_index},
     {"GET", "/assets/{name}", api_asset},
 };

@@ -164,10 +164,11 @@ enum MHD_Result api_agent_comply_policy(const struct http_req *r);
 struct json_t;
 const char *api_agent_order(const struct http_req *r, struct json_t **body,
                             enum MHD_Result *refused);
-/* OTLP/HTTP ingest (api/otlp.c): POST /v1/traces and /v1/logs, their own content types and ingest tokens
+/* OTLP/HTTP ingest (api/otlp.c): POST /v1/traces, /v1/logs and /v1/metrics, their own content types and ingest tokens
  * (docs/otel.md); bodies up to OTLP_BODY_MAX. */
 enum MHD_Result api_otlp_traces(const struct http_req *r);
 enum MHD_Result api_otlp_logs(const struct http_req *r);
+enum MHD_Result api_otlp_metrics(const struct http_req *r);
 /* Called with the headers of every request, before its body: 1 when an OTLP request is refused
  * on its headers alone (the answer in *out, sent with api_otlp_send once the body has been read
  * and dropped), 0 to go on. */

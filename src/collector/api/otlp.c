@@ -1,5 +1,5 @@
 /*
- * otlp.c - POST /v1/traces and /v1/logs: the HTTP side of the OTLP source (source/otlp.h does the rest).
+ * otlp.c - POST /v1/traces, /v1/logs and /v1/metrics: the HTTP side of the OTLP source (source/otlp.h does the rest).
  * The answer's content type follows the request's (OTLP/HTTP), with the common headers. The
  * headers are checked as soon as they arrive (api_otlp_early): a request refused on them has
  * its body read and dropped, never buffered, and the refusal answered once it is in (answering
@@ -54,7 +54,8 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct otlp_http_ou
 int api_otlp_early(struct MHD_Connection *c, const struct http_ctx *ctx, const char *method,
                    const char *url, struct otlp_http_out *out)
 {
-    if ((strcmp(url, "/v1/traces") != 0 && strcmp(url, "/v1/logs") != 0) ||
+    if ((strcmp(url, "/v1/traces") != 0 && strcmp(url, "/v1/logs") != 0 &&
+         strcmp(url, "/v1/metrics") != 0) ||
         strcmp(method, "POST") != 0) {
         return 0;
     }
@@ -99,4 +100,9 @@ enum MHD_Result api_otlp_traces(const struct http_req *r)
 enum MHD_Result api_otlp_logs(const struct http_req *r)
 {
     return serve(r, otlp_handle_logs);
+}
+
+enum MHD_Result api_otlp_metrics(const struct http_req *r)
+{
+    return serve(r, otlp_handle_metrics);
 }

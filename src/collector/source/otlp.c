@@ -411,6 +411,17 @@ static int log_encode(const void *req, uint32_t first, uint32_t n, const char *a
     return otlp_logs_encode(req, first, n, agent, out);
 }
 
+static const char *point_refused(const void *req, uint32_t i)
+{
+    return ((const struct otlp_metrics *)req)->points[i].refused;
+}
+
+static int point_encode(const void *req, uint32_t first, uint32_t n, const char *agent,
+                        struct otlp_batch *out)
+{
+    return otlp_metrics_encode(req, first, n, agent, out);
+}
+
 /* Submit the items of v; the wait w gets a reference per item. Returns the items (spans, log
  * records) refused before submission (their reason in *why). */
 static uint64_t submit_all(struct otlp *x, const struct signal_view *v, const char *token_agent,
@@ -541,7 +552,19 @@ int otlp_check_headers(struct otlp *x, const struct otlp_http_in *in, struct otl
     return check_headers(x, in, out, &enc, &gz, agent, identity);
 }
 
-enum { SIG_TRACES, SIG_LOGS };
+enum { SIG_TRACES, SIG_LOGS, SIG_METRICS };
+
+static void free_request(int sig, struct otlp_request *spans, struct otlp_logs *logs,
+                         struct otlp_metrics *metrics)
+{
+    if (sig == SIG_TRACES) {
+        otlp_request_free(spans);
+    } else if (sig == SIG_LOGS) {
+        otlp_logs_free(logs);
+    } else {
+        otlp_metrics_free(metrics);
+    }
+}
 
 static void handle(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out,
                    int sig)
@@ -571,6 +594,7 @@ static void handle(struct otlp *x, const struct otlp_http_in *in, struct otlp_ht
     }
     struct otlp_request spans;
     struct otlp_logs logs;
+    struct otlp_metrics metrics;
     struct signal_view v;
     const char *why = NULL;
     int rc;
@@ -578,15 +602,19 @@ static void handle(struct otlp *x, const struct otlp_http_in *in, struct otlp_ht
         rc = enc == ENC_PB ? otlp_traces_decode_pb(&spans, body, len, &why)
                            : otlp_traces_decode_json(&spans, body, len, &why);
         v = (struct signal_view){spans.res, spans.n_res, &spans, span_refused, span_encode};
-    } else {
+    } else if (sig == SIG_LOGS) {
         rc = enc == ENC_PB ? otlp_logs_decode_pb(&logs, body, len, &why)
                            : otlp_logs_decode_json(&logs, body, len, &why);
         v = (struct signal_view){logs.res, logs.n_res, &logs, log_refused, log_encode};
+    } else {
+        rc = enc == ENC_PB ? otlp_metrics_decode_pb(&metrics, body, len, &why)
+                           : otlp_metrics_decode_json(&metrics, body, len, &why);
+        v = (struct signal_view){metrics.res, metrics.n_res, &metrics, point_refused, point_encode};
     }
     struct otlp_wait *w = rc == 0 ? calloc(1, sizeof *w) : NULL, res;
     if (!w) {
         if (rc == 0) {
-            sig == SIG_TRACES ? otlp_request_free(&spans) : otlp_logs_free(&logs);
+            free_request(sig, &spans, &logs, &metrics);
         }
         free(plain);
         answer_error(out,
@@ -604,7 +632,7 @@ static void handle(struct otlp *x, const struct otlp_http_in *in, struct otlp_ht
     int oom = 0;
     const char *rwhy = NULL;
     uint64_t rejected = submit_all(x, &v, agent, identity, w, &rwhy, &oom);
-    sig == SIG_TRACES ? otlp_request_free(&spans) : otlp_logs_free(&logs);
+    free_request(sig, &spans, &logs, &metrics);
     free(plain);
     int done = wait_done(x, w, &res);
     if (!done || res.retry || oom) {
@@ -614,7 +642,11 @@ static void handle(struct otlp *x, const struct otlp_http_in *in, struct otlp_ht
         return;
     }
     rejected += res.rejected;
-    answer_ok(out, enc, sig == SIG_TRACES ? "rejectedSpans" : "rejectedLogRecords", rejected,
+    answer_ok(out, enc,
+              sig == SIG_TRACES ? "rejectedSpans"
+              : sig == SIG_LOGS ? "rejectedLogRecords"
+                                : "rejectedDataPoints",
+              rejected,
               rwhy         ? rwhy
               : res.reason ? res.reason
                            : "");
@@ -628,4 +660,9 @@ void otlp_handle_traces(struct otlp *x, const struct otlp_http_in *in, struct ot
 void otlp_handle_logs(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out)
 {
     handle(x, in, out, SIG_LOGS);
+}
+
+void otlp_handle_metrics(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out)
+{
+    handle(x, in, out, SIG_METRICS);
 }

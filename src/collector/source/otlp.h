@@ -1,6 +1,6 @@
 /*
  * otlp.h - the OTLP source (OTLP/HTTP ingest, docs/otel.md): an export request that the HTTP
- * API received on POST /v1/traces or /v1/logs is authenticated by its ingest token, decoded
+ * API received on POST /v1/traces, /v1/logs or /v1/metrics is authenticated by its ingest token, decoded
  * (otlp_decode.h), mapped to Batch payloads, submitted through the source seam (source.h) and
  * answered once the store has decided, as the OTLP/HTTP specification says.
  *
@@ -59,8 +59,9 @@ struct otlp_http_out {
  * buffer a body: 1 with the refusal in out, 0 to read the body (out then holds nothing). */
 int otlp_check_headers(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out);
 
-/* POST /v1/traces and POST /v1/logs. x may be NULL (no source: 503). */
+/* POST /v1/traces, /v1/logs and /v1/metrics. x may be NULL (no source: 503). */
 void otlp_handle_traces(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out);
 void otlp_handle_logs(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out);
+void otlp_handle_metrics(struct otlp *x, const struct otlp_http_in *in, struct otlp_http_out *out);
 
 #endif

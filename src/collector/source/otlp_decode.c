@@ -1389,14 +1389,15 @@ void otlp_logs_free(struct otlp_logs *req)
     memset(req, 0, sizeof *req);
 }
 
-/* Attr { key = 1, s = 2 | i = 3 | d = 4 | b = 5 } as field 3 of a Log. */
-static uint8_t *put_kv(uint8_t *q, const struct otlp_kv *kv)
+/* Attr { key = 1, s = 2 | i = 3 | d = 4 | b = 5 } as field `field` (3 of a Log, 5 of a
+ * Metric). */
+static uint8_t *put_kv(uint8_t *q, uint32_t field, const struct otlp_kv *kv)
 {
     size_t val = kv->type == TT_ATTR_STR      ? tt__pb_len_field_size(kv->s.n)
                  : kv->type == TT_ATTR_INT    ? 1 + tt__pb_varint_size(tt__pb_zigzag(kv->i))
                  : kv->type == TT_ATTR_DOUBLE ? 9
                                               : 2;
-    q = tt__pb_put_tag(q, 3, TT_PB_LEN);
+    q = tt__pb_put_tag(q, field, TT_PB_LEN);
     q = tt__pb_put_varint(q, 1 + tt__pb_varint_size(kv->key.n) + kv->key.n + val);
     q = put_str(q, 1, kv->key);
     switch (kv->type) {
@@ -1467,7 +1468,7 @@ int otlp_logs_encode(const struct otlp_logs *req, uint32_t first, uint32_t n, co
         t = tt__pb_put_uint(t, 1, l->severity);
         t = put_str(t, 2, l->body);
         for (uint32_t k = 0; k < l->n_kv; k++) {
-            t = put_kv(t, &req->kvs[l->first_kv + k]);
+            t = put_kv(t, 3, &req->kvs[l->first_kv + k]);
         }
         q = put_event(q, (int64_t)(l->time_ns - base), l->session.n ? l->session : trace, TT_EV_LOG,
                       tmp, (size_t)(t - tmp));
@@ -1490,6 +1491,690 @@ int otlp_logs_encode(const struct otlp_logs *req, uint32_t first, uint32_t n, co
     out->raw_len = (size_t)(q - raw);
     out->n_events = n_logs;
     out->n_spans = n_logs;
+    return 0;
+}
+
+/* --- metrics -------------------------------------------------------------------------------- */
+
+/*
+ * ExportMetricsServiceRequest.resource_metrics 1; ResourceMetrics.resource 1, .scope_metrics 2;
+ * ScopeMetrics.metrics 2; Metric.name 1, .unit 3, .gauge 5, .sum 7, .histogram 9,
+ * .exponential_histogram 10, .summary 11; their .data_points 1; Sum, Histogram and
+ * ExponentialHistogram .aggregation_temporality 2 (1 delta, 2 cumulative); Sum.is_monotonic 3.
+ * NumberDataPoint: time_unix_nano 3, as_double 4, as_int 6 (sfixed64), attributes 7, flags 8.
+ * HistogramDataPoint: time 3, count 4, sum 5, attributes 9, flags 10, min 11, max 12.
+ * ExponentialHistogramDataPoint: attributes 1, time 3, count 4, sum 5, flags 10, min 12, max 13.
+ * SummaryDataPoint: time 3, count 4, sum 5, attributes 7, flags 8.
+ * Flag 1 (no recorded value): the point is skipped.
+ */
+
+enum { MT_GAUGE = 5, MT_SUM = 7, MT_HIST = 9, MT_EXP = 10, MT_SUMMARY = 11 };
+
+struct mt_ctx {
+    struct otlp_metrics *req;
+    int fill;
+    uint32_t n_res, n_points, n_kvs;
+    const char *why;
+    /* the metric being read */
+    tt__bstr name, unit;
+    int type; /* MT_* */
+    uint8_t kind_number, kind_hist;
+};
+
+/* Keep one attribute of a data point (fill pass: into kvs). */
+static void mt_attr(struct mt_ctx *c, struct otlp_point *p, tt__bstr key, const struct any *v)
+{
+    if (bstr_is(key, "gen_ai.conversation.id") && v->type == AV_STR) {
+        p->session = v->s;
+    }
+    if (v->type == AV_NONE) {
+        return; /* arrays, maps and bytes are not kept */
+    }
+    if (key.n > OTLP_STR_MAX || (v->type == AV_STR && v->s.n > OTLP_STR_MAX)) {
+        p->refused = "a data point attribute longer than 4096 bytes";
+        return;
+    }
+    if (p->n_kv == OTLP_ATTRS_MAX) {
+        p->refused = "more than 256 attributes on a data point";
+        return;
+    }
+    if (c->n_kvs == OTLP_KVS_MAX) {
+        c->why = "more than 65536 data point attributes in the request";
+        return;
+    }
+    if (c->fill) {
+        struct otlp_kv *kv = &c->req->kvs[c->n_kvs];
+        kv->key = key;
+        kv->type = v->type == AV_STR    ? TT_ATTR_STR
+                   : v->type == AV_INT  ? TT_ATTR_INT
+                   : v->type == AV_BOOL ? TT_ATTR_BOOL
+                                        : TT_ATTR_DOUBLE;
+        kv->s = v->s;
+        kv->i = v->i;
+        kv->d = v->d;
+        kv->b = v->b;
+    }
+    c->n_kvs++;
+    p->n_kv++;
+}
+
+static struct otlp_point *mt_next(struct mt_ctx *c, struct otlp_point *tmp)
+{
+    if (c->n_points == OTLP_SPANS_MAX) {
+        c->why = "more than 65536 data points in the request";
+        return NULL;
+    }
+    struct otlp_point *p = c->fill ? &c->req->points[c->n_points] : tmp;
+    c->n_points++;
+    memset(p, 0, sizeof *p);
+    p->name = c->name;
+    p->unit = c->unit;
+    p->shape = c->type == MT_GAUGE || c->type == MT_SUM ? OTLP_PT_NUMBER : OTLP_PT_HIST;
+    p->kind = p->shape == OTLP_PT_NUMBER ? c->kind_number : c->kind_hist;
+    p->first_kv = c->n_kvs;
+    return p;
+}
+
+static void mt_check(struct otlp_point *p, int has_value)
+{
+    if (p->refused || p->skip) {
+        return;
+    }
+    if (p->name.n == 0 || p->name.n > OTLP_METRIC_NAME_MAX) {
+        p->refused = "a metric name empty or longer than 255 bytes";
+    } else if (p->unit.n > OTLP_METRIC_UNIT_MAX) {
+        p->refused = "a metric unit longer than 63 bytes";
+    } else if (p->time_ns == 0 || p->time_ns > INT64_MAX) {
+        p->refused = "a data point without a time";
+    } else if (p->session.n > OTLP_STR_MAX) {
+        p->refused = "a gen_ai.conversation.id longer than 4096 bytes";
+    } else if (p->shape == OTLP_PT_NUMBER && (!has_value || !isfinite(p->value))) {
+        p->refused = "a number data point without a finite value";
+    } else if (p->shape == OTLP_PT_HIST &&
+               ((p->has_sum && !isfinite(p->sum)) || (p->has_min && !isfinite(p->min)) ||
+                (p->has_max && !isfinite(p->max)))) {
+        p->refused = "a histogram sum, min or max that is not finite";
+    }
+}
+
+static int pb_point(struct mt_ctx *c, tt__bstr b)
+{
+    struct otlp_point tmp, *p = mt_next(c, &tmp);
+    if (!p) {
+        return -1;
+    }
+    int number = p->shape == OTLP_PT_NUMBER, has_value = 0;
+    uint32_t f_attr = c->type == MT_HIST ? 9 : c->type == MT_EXP ? 1 : 7;
+    uint32_t f_flags = c->type == MT_HIST || c->type == MT_EXP ? 10 : 8;
+    uint32_t f_min = c->type == MT_HIST ? 11 : c->type == MT_EXP ? 12 : 0;
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__pb_reader_init(&r, b.p, b.n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if (f == f_attr && wt == TT_PB_LEN) {
+            tt__bstr v, key;
+            struct any av;
+            v.p = tt__pb_bytes(&r, &v.n);
+            if (r.err) {
+                break;
+            }
+            if (pb_kv(v, &key, &av) != 0) {
+                c->why = "a malformed data point attribute";
+                return -1;
+            }
+            mt_attr(c, p, key, &av);
+            if (c->why) {
+                return -1;
+            }
+        } else if (f == f_flags && wt == TT_PB_VARINT) {
+            p->skip = (tt__pb_varint(&r) & 1) != 0;
+        } else if (wt != TT_PB_I64) {
+            tt__pb_skip(&r, wt);
+        } else if (f == 3) {
+            p->time_ns = tt__pb_fixed64(&r);
+        } else if (number && f == 4) {
+            p->value = tt__pb_double(&r);
+            has_value = 1;
+        } else if (number && f == 6) {
+            p->value = (double)(int64_t)tt__pb_fixed64(&r);
+            has_value = 1;
+        } else if (!number && f == 4) {
+            p->count = tt__pb_fixed64(&r);
+        } else if (!number && f == 5) {
+            p->sum = tt__pb_double(&r);
+            p->has_sum = 1;
+        } else if (f_min && (f == f_min || f == f_min + 1)) {
+            double v = tt__pb_double(&r);
+            *(f == f_min ? &p->min : &p->max) = v;
+            *(f == f_min ? &p->has_min : &p->has_max) = 1;
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (rc < 0 || r.err) {
+        c->why = "a malformed data point";
+        return -1;
+    }
+    mt_check(p, has_value);
+    return 0;
+}
+
+static int point_item(void *c, tt__bstr b)
+{
+    return pb_point(c, b);
+}
+
+/* The kinds of a metric's points from its temporality (1 delta) and monotonicity. */
+static void mt_kinds(struct mt_ctx *c, uint64_t temporality, int monotonic)
+{
+    c->kind_number = c->type == MT_SUM && monotonic && temporality == 1 ? TT_COUNTER : TT_GAUGE;
+    c->kind_hist = c->type != MT_SUMMARY && temporality == 1 ? TT_COUNTER : TT_GAUGE;
+}
+
+static int pb_metric(struct mt_ctx *c, tt__bstr b)
+{
+    tt__pb_reader r;
+    uint32_t f, wt;
+    tt__bstr data = {NULL, 0};
+    c->name = c->unit = data;
+    c->type = 0;
+    tt__pb_reader_init(&r, b.p, b.n);
+    int rc;
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if (wt == TT_PB_LEN && (f == 1 || f == 3 || f == MT_GAUGE || f == MT_SUM || f == MT_HIST ||
+                                f == MT_EXP || f == MT_SUMMARY)) {
+            tt__bstr v;
+            v.p = tt__pb_bytes(&r, &v.n);
+            if (f == 1 || f == 3) {
+                *(f == 1 ? &c->name : &c->unit) = v;
+            } else {
+                data = v;
+                c->type = (int)f;
+            }
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (rc < 0 || r.err) {
+        c->why = "a malformed metric";
+        return -1;
+    }
+    if (!c->type) {
+        return 0; /* no data */
+    }
+    uint64_t temporality = 0, monotonic = 0;
+    tt__pb_reader_init(&r, data.p, data.n);
+    while ((rc = tt__pb_next(&r, &f, &wt)) == 1) {
+        if ((f == 2 || f == 3) && wt == TT_PB_VARINT) {
+            *(f == 2 ? &temporality : &monotonic) = tt__pb_varint(&r);
+        } else {
+            tt__pb_skip(&r, wt);
+        }
+    }
+    if (rc < 0 || r.err) {
+        c->why = "a malformed metric";
+        return -1;
+    }
+    mt_kinds(c, temporality, monotonic != 0);
+    return pb_repeated(data, 1, point_item, c, &c->why, "a malformed metric");
+}
+
+static int metric_item(void *c, tt__bstr b)
+{
+    return pb_metric(c, b);
+}
+
+static int scope_metrics_item(void *c, tt__bstr b)
+{
+    return pb_repeated(b, 2, metric_item, c, &((struct mt_ctx *)c)->why, "malformed scope metrics");
+}
+
+static int resource_metrics_item(void *cv, tt__bstr b)
+{
+    struct mt_ctx *c = cv;
+    if (c->n_res == OTLP_RESOURCES_MAX) {
+        c->why = "more than 1024 resources in the request";
+        return -1;
+    }
+    uint32_t ri = c->n_res++, first = c->n_points;
+    tt__bstr service = {NULL, 0};
+    if (pb_resource_level(b, scope_metrics_item, c, &c->why, &service,
+                          "malformed resource metrics") != 0) {
+        return -1;
+    }
+    if (c->fill) {
+        c->req->res[ri].service_name = service;
+        c->req->res[ri].first = first;
+        c->req->res[ri].n = c->n_points - first;
+    }
+    return 0;
+}
+
+static int metrics_alloc(struct otlp_metrics *req, const struct mt_ctx *c)
+{
+    req->res = calloc(c->n_res ? c->n_res : 1, sizeof *req->res);
+    req->points = calloc(c->n_points ? c->n_points : 1, sizeof *req->points);
+    req->kvs = calloc(c->n_kvs ? c->n_kvs : 1, sizeof *req->kvs);
+    return req->res && req->points && req->kvs ? 0 : -1;
+}
+
+int otlp_metrics_decode_pb(struct otlp_metrics *req, const uint8_t *body, size_t n,
+                           const char **why)
+{
+    memset(req, 0, sizeof *req);
+    tt__bstr all = {body, n};
+    struct mt_ctx c;
+    memset(&c, 0, sizeof c);
+    c.req = req;
+    if (n > OTLP_BODY_MAX) {
+        *why = "a body above 4 MiB";
+        return -1;
+    }
+    if (pb_repeated(all, 1, resource_metrics_item, &c, &c.why,
+                    "a malformed ExportMetricsServiceRequest") != 0) {
+        *why = c.why;
+        return -1;
+    }
+    if (metrics_alloc(req, &c) != 0) {
+        otlp_metrics_free(req);
+        *why = "out of memory";
+        return -1;
+    }
+    struct mt_ctx f;
+    memset(&f, 0, sizeof f);
+    f.req = req;
+    f.fill = 1;
+    if (pb_repeated(all, 1, resource_metrics_item, &f, &f.why,
+                    "a malformed ExportMetricsServiceRequest") != 0) {
+        otlp_metrics_free(req);
+        *why = f.why;
+        return -1;
+    }
+    req->n_res = f.n_res;
+    req->n_points = f.n_points;
+    req->n_kvs = f.n_kvs;
+    return 0;
+}
+
+/* A double of OTLP/JSON: a number, or "NaN", "Infinity", "-Infinity". -1 otherwise; *has 0
+ * when absent. */
+static int json_f64(json_t *v, double *out, uint8_t *has)
+{
+    *has = 0;
+    if (!v) {
+        return 0;
+    }
+    if (json_is_number(v)) {
+        *out = json_number_value(v);
+    } else if (json_is_string(v) && strcmp(json_string_value(v), "NaN") == 0) {
+        *out = NAN;
+    } else if (json_is_string(v) && strcmp(json_string_value(v), "Infinity") == 0) {
+        *out = INFINITY;
+    } else if (json_is_string(v) && strcmp(json_string_value(v), "-Infinity") == 0) {
+        *out = -INFINITY;
+    } else {
+        return -1;
+    }
+    *has = 1;
+    return 0;
+}
+
+/* A signed 64-bit integer of OTLP/JSON (a number or a decimal string); -1 otherwise. */
+static int json_i64(json_t *v, double *out, uint8_t *has)
+{
+    *has = 0;
+    if (!v) {
+        return 0;
+    }
+    if (json_is_integer(v)) {
+        *out = (double)json_integer_value(v);
+        *has = 1;
+        return 0;
+    }
+    const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+    if (!s) {
+        return -1;
+    }
+    int neg = s[0] == '-';
+    uint64_t u = 0;
+    size_t n = strlen(s + neg);
+    if (n == 0 || n > 19) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[neg + i];
+        if (ch < '0' || ch > '9') {
+            return -1;
+        }
+        u = u * 10 + (uint64_t)(ch - '0');
+    }
+    if (u > (uint64_t)INT64_MAX + (uint64_t)neg) {
+        return -1;
+    }
+    *out = neg ? -(double)u : (double)u;
+    *has = 1;
+    return 0;
+}
+
+static int json_point(struct mt_ctx *c, json_t *jp)
+{
+    struct otlp_point tmp, *p = mt_next(c, &tmp);
+    if (!p) {
+        return -1;
+    }
+    if (!json_is_object(jp)) {
+        c->why = "a data point that is not an object";
+        return -1;
+    }
+    uint64_t flags = 0;
+    uint8_t has_value = 0, has_int = 0;
+    double iv = 0;
+    if (json_u64(json_object_get(jp, "timeUnixNano"), &p->time_ns) != 0 ||
+        json_u64(json_object_get(jp, "flags"), &flags) != 0 ||
+        json_u64(json_object_get(jp, "count"), &p->count) != 0) {
+        c->why = "a data point time, count or flags that is not an integer";
+        return -1;
+    }
+    p->skip = (flags & 1) != 0;
+    if (json_f64(json_object_get(jp, "asDouble"), &p->value, &has_value) != 0 ||
+        json_i64(json_object_get(jp, "asInt"), &iv, &has_int) != 0 ||
+        json_f64(json_object_get(jp, "sum"), &p->sum, &p->has_sum) != 0 ||
+        json_f64(json_object_get(jp, "min"), &p->min, &p->has_min) != 0 ||
+        json_f64(json_object_get(jp, "max"), &p->max, &p->has_max) != 0) {
+        c->why = "a data point value that is not a number";
+        return -1;
+    }
+    if (has_int) {
+        p->value = iv;
+    }
+    if (p->shape == OTLP_PT_NUMBER) {
+        p->has_sum = p->has_min = p->has_max = 0;
+    } else if (c->type == MT_SUMMARY) {
+        p->has_min = p->has_max = 0;
+    }
+    json_t *attrs = json_object_get(jp, "attributes");
+    if (attrs && !json_is_array(attrs)) {
+        c->why = "attributes that are not an array";
+        return -1;
+    }
+    size_t i;
+    json_t *kv;
+    json_array_foreach(attrs, i, kv)
+    {
+        struct any av;
+        tt__bstr key = jstr(json_object_get(kv, "key"));
+        if (!json_is_object(kv) || !key.p || json_any(json_object_get(kv, "value"), &av) != 0) {
+            c->why = "a malformed attribute";
+            return -1;
+        }
+        mt_attr(c, p, key, &av);
+        if (c->why) {
+            return -1;
+        }
+    }
+    mt_check(p, has_value || has_int);
+    return 0;
+}
+
+static int json_metric(struct mt_ctx *c, json_t *jm)
+{
+    static const struct {
+        const char *key;
+        int type;
+    } kinds[] = {{"gauge", MT_GAUGE},
+                 {"sum", MT_SUM},
+                 {"histogram", MT_HIST},
+                 {"exponentialHistogram", MT_EXP},
+                 {"summary", MT_SUMMARY}};
+    json_t *name = json_is_object(jm) ? json_object_get(jm, "name") : NULL;
+    json_t *unit = json_is_object(jm) ? json_object_get(jm, "unit") : NULL;
+    if (!json_is_object(jm) || (name && !json_is_string(name)) || (unit && !json_is_string(unit))) {
+        c->why = "a malformed metric";
+        return -1;
+    }
+    c->name = jstr(name);
+    c->unit = jstr(unit);
+    json_t *data = NULL;
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds && !data; i++) {
+        data = json_object_get(jm, kinds[i].key);
+        c->type = kinds[i].type;
+    }
+    if (!data) {
+        return 0; /* no data */
+    }
+    uint64_t temporality = 0;
+    json_t *mono = json_object_get(data, "isMonotonic");
+    json_t *dps = json_object_get(data, "dataPoints");
+    if (!json_is_object(data) ||
+        json_u64(json_object_get(data, "aggregationTemporality"), &temporality) != 0 ||
+        (mono && !json_is_boolean(mono)) || (dps && !json_is_array(dps))) {
+        c->why = "a malformed metric";
+        return -1;
+    }
+    mt_kinds(c, temporality, json_is_true(mono));
+    size_t i;
+    json_t *jp;
+    json_array_foreach(dps, i, jp)
+    {
+        if (json_point(c, jp) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int json_metrics_walk(struct mt_ctx *c, json_t *rm_arr)
+{
+    size_t i, j, k;
+    json_t *rm, *sm, *m;
+    json_array_foreach(rm_arr, i, rm)
+    {
+        if (!json_is_object(rm) || c->n_res == OTLP_RESOURCES_MAX) {
+            c->why = json_is_object(rm) ? "more than 1024 resources in the request"
+                                        : "a resourceMetrics entry that is not an object";
+            return -1;
+        }
+        tt__bstr service = {NULL, 0};
+        json_t *res = json_object_get(rm, "resource");
+        if (res && (!json_is_object(res) ||
+                    json_attrs(json_object_get(res, "attributes"), NULL, &service, &c->why))) {
+            c->why = c->why ? c->why : "a resource that is not an object";
+            return -1;
+        }
+        if (service.n > OTLP_STR_MAX) {
+            c->why = "a service.name longer than 4096 bytes";
+            return -1;
+        }
+        uint32_t first = c->n_points;
+        json_t *sm_arr = json_object_get(rm, "scopeMetrics");
+        if (sm_arr && !json_is_array(sm_arr)) {
+            c->why = "scopeMetrics that are not an array";
+            return -1;
+        }
+        json_array_foreach(sm_arr, j, sm)
+        {
+            json_t *m_arr = json_object_get(sm, "metrics");
+            if (!json_is_object(sm) || (m_arr && !json_is_array(m_arr))) {
+                c->why = "a malformed scopeMetrics entry";
+                return -1;
+            }
+            json_array_foreach(m_arr, k, m)
+            {
+                if (json_metric(c, m) != 0) {
+                    return -1;
+                }
+            }
+        }
+        if (c->fill) {
+            c->req->res[c->n_res].service_name = service;
+            c->req->res[c->n_res].first = first;
+            c->req->res[c->n_res].n = c->n_points - first;
+        }
+        c->n_res++;
+    }
+    return 0;
+}
+
+int otlp_metrics_decode_json(struct otlp_metrics *req, const uint8_t *body, size_t n,
+                             const char **why)
+{
+    memset(req, 0, sizeof *req);
+    *why = NULL;
+    if (n > OTLP_BODY_MAX) {
+        *why = "a body above 4 MiB";
+        return -1;
+    }
+    int over;
+    json_t *root = json_load_capped(body, n, &over, why);
+    if (!root) {
+        return over ? -2 : -1;
+    }
+    req->json = root;
+    json_t *arr = json_object_get(root, "resourceMetrics");
+    struct mt_ctx c;
+    memset(&c, 0, sizeof c);
+    c.req = req;
+    if ((arr && !json_is_array(arr)) || json_metrics_walk(&c, arr) != 0) {
+        *why = c.why ? c.why : "resourceMetrics that is not an array";
+        otlp_metrics_free(req);
+        return -1;
+    }
+    if (metrics_alloc(req, &c) != 0) {
+        otlp_metrics_free(req);
+        *why = "out of memory";
+        return -1;
+    }
+    struct mt_ctx f;
+    memset(&f, 0, sizeof f);
+    f.req = req;
+    f.fill = 1;
+    if (json_metrics_walk(&f, arr) != 0) {
+        *why = f.why;
+        otlp_metrics_free(req);
+        return -1;
+    }
+    req->n_res = f.n_res;
+    req->n_points = f.n_points;
+    req->n_kvs = f.n_kvs;
+    return 0;
+}
+
+void otlp_metrics_free(struct otlp_metrics *req)
+{
+    free(req->res);
+    free(req->points);
+    free(req->kvs);
+    json_decref(req->json);
+    memset(req, 0, sizeof *req);
+}
+
+uint32_t otlp_point_events(const struct otlp_point *p)
+{
+    return p->shape == OTLP_PT_NUMBER ? 1 : 1u + p->has_sum + p->has_min + p->has_max;
+}
+
+/* One Metric event { kind 1, name 2 (the metric's name and suffix), value 3, unit 4, attrs 5 }. */
+static uint8_t *put_metric(uint8_t *q, uint8_t *tmp, const struct otlp_metrics *req,
+                           const struct otlp_point *p, uint64_t base, uint32_t kind,
+                           const char *suffix, tt__bstr unit, double v)
+{
+    size_t sl = strlen(suffix);
+    uint8_t *t = tmp;
+    t = tt__pb_put_uint(t, 1, kind);
+    t = tt__pb_put_tag(t, 2, TT_PB_LEN);
+    t = tt__pb_put_varint(t, p->name.n + sl);
+    memcpy(t, p->name.p, p->name.n);
+    memcpy(t + p->name.n, suffix, sl);
+    t += p->name.n + sl;
+    t = tt__pb_put_double(t, 3, v);
+    if (unit.n) {
+        t = put_str(t, 4, unit);
+    }
+    for (uint32_t k = 0; k < p->n_kv; k++) {
+        t = put_kv(t, 5, &req->kvs[p->first_kv + k]);
+    }
+    return put_event(q, (int64_t)(p->time_ns - base), p->session, TT_EV_METRIC, tmp,
+                     (size_t)(t - tmp));
+}
+
+int otlp_metrics_encode(const struct otlp_metrics *req, uint32_t first, uint32_t n,
+                        const char *agent, struct otlp_batch *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct otlp_point *pt = &req->points[first];
+    uint64_t base = UINT64_MAX;
+    size_t cap = 128, tmp_cap = 0;
+    uint32_t n_points = 0, n_events = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (pt[i].refused || pt[i].skip) {
+            continue;
+        }
+        n_points++;
+        n_events += otlp_point_events(&pt[i]);
+        base = pt[i].time_ns < base ? pt[i].time_ns : base;
+        size_t c = 64 + 2 * TT_PB_VARINT_MAX + pt[i].name.n + pt[i].unit.n;
+        for (uint32_t k = 0; k < pt[i].n_kv; k++) {
+            const struct otlp_kv *kv = &req->kvs[pt[i].first_kv + k];
+            c += 2 * TT_PB_VARINT_MAX + 16 + kv->key.n + (kv->type == TT_ATTR_STR ? kv->s.n : 0);
+        }
+        cap += otlp_point_events(&pt[i]) * (c + 2 * TT_PB_VARINT_MAX + 16 + pt[i].session.n);
+        tmp_cap = c > tmp_cap ? c : tmp_cap;
+    }
+    if (n_points == 0) {
+        return 0;
+    }
+    uint8_t *raw = malloc(cap), *tmp = malloc(tmp_cap);
+    if (!raw || !tmp) {
+        free(raw);
+        free(tmp);
+        return -1;
+    }
+    uint8_t *q = raw;
+    q = tt__pb_put_bytes(q, 1, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16); /* set below */
+    uint8_t *inst = q - 16;
+    q = tt__pb_put_uint(q, 2, 1);
+    q = tt__pb_put_fixed64(q, 3, base);
+    uint8_t *events = q;
+    tt__bstr none = {NULL, 0};
+    for (uint32_t i = 0; i < n; i++) {
+        const struct otlp_point *p = &pt[i];
+        if (p->refused || p->skip) {
+            continue;
+        }
+        if (p->shape == OTLP_PT_NUMBER) {
+            q = put_metric(q, tmp, req, p, base, p->kind, "", p->unit, p->value);
+            continue;
+        }
+        q = put_metric(q, tmp, req, p, base, p->kind, ".count", none, (double)p->count);
+        if (p->has_sum) {
+            q = put_metric(q, tmp, req, p, base, p->kind, ".sum", p->unit, p->sum);
+        }
+        if (p->has_min) {
+            q = put_metric(q, tmp, req, p, base, TT_GAUGE, ".min", p->unit, p->min);
+        }
+        if (p->has_max) {
+            q = put_metric(q, tmp, req, p, base, TT_GAUGE, ".max", p->unit, p->max);
+        }
+    }
+    free(tmp);
+    /* The instance: a hash of the agent and of the events (a resend encodes the same). */
+    uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
+    h1 = fnv(h1, agent, strlen(agent) + 1);
+    h2 = fnv(h2, agent, strlen(agent) + 1);
+    h1 = fnv(h1, events, (size_t)(q - events));
+    h2 = fnv(h2 ^ 0x5bd1e995u, events, (size_t)(q - events));
+    h1 = mix(h1 ^ base);
+    h2 = mix(h2 ^ h1);
+    for (int b = 0; b < 8; b++) {
+        out->instance[b] = (uint8_t)(h1 >> (8 * b));
+        out->instance[8 + b] = (uint8_t)(h2 >> (8 * b));
+    }
+    memcpy(inst, out->instance, 16);
+    out->raw = raw;
+    out->raw_len = (size_t)(q - raw);
+    out->n_events = n_events;
+    out->n_spans = n_points;
     return 0;
 }
 

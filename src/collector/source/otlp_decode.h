@@ -131,6 +131,52 @@ void otlp_logs_free(struct otlp_logs *req);
 int otlp_logs_encode(const struct otlp_logs *req, uint32_t first, uint32_t n, const char *agent,
                      struct otlp_batch *out);
 
+/* --- metrics (POST /v1/metrics) --- */
+
+#define OTLP_METRIC_NAME_MAX 255 /* bytes of a metric's name */
+#define OTLP_METRIC_UNIT_MAX 63  /* bytes of its unit */
+
+enum { OTLP_PT_NUMBER, OTLP_PT_HIST };
+
+/* One data point of a gauge, a sum, a histogram, an exponential histogram or a summary. */
+struct otlp_point {
+    tt__bstr name, unit; /* the metric's */
+    uint8_t shape;       /* OTLP_PT_NUMBER (value) or OTLP_PT_HIST (count, sum, min, max) */
+    uint8_t kind; /* a number's telltale kind: TT_COUNTER (a delta monotonic sum) or TT_GAUGE;
+                          * for a histogram the kind of its count and sum (TT_COUNTER when delta) */
+    uint8_t has_sum, has_min, has_max;
+    uint8_t skip; /* flagged "no recorded value": neither stored nor refused */
+    double value, sum, min, max;
+    uint64_t count;
+    uint64_t time_ns;
+    tt__bstr session; /* the attribute gen_ai.conversation.id */
+    uint32_t first_kv, n_kv;
+    const char *refused;
+};
+
+/* res[i].first and .n index points. */
+struct otlp_metrics {
+    struct otlp_resource *res;
+    uint32_t n_res;
+    struct otlp_point *points;
+    uint32_t n_points;
+    struct otlp_kv *kvs;
+    uint32_t n_kvs;
+    void *json;
+};
+
+int otlp_metrics_decode_pb(struct otlp_metrics *req, const uint8_t *body, size_t n,
+                           const char **why);
+int otlp_metrics_decode_json(struct otlp_metrics *req, const uint8_t *body, size_t n,
+                             const char **why);
+void otlp_metrics_free(struct otlp_metrics *req);
+/* The events a point makes: 1 for a number, 1 to 4 for a histogram (count, sum, min, max). */
+uint32_t otlp_point_events(const struct otlp_point *p);
+/* The points of [first, first + n) that are not refused, as a Batch of metric events (n_spans
+ * counts the points); the instance is a hash of the agent and of the batch's events. */
+int otlp_metrics_encode(const struct otlp_metrics *req, uint32_t first, uint32_t n,
+                        const char *agent, struct otlp_batch *out);
+
 /* Gzip-compressed data into at most max bytes (malloc'd *out). 0, -1 malformed, -2 too large. */
 int otlp_gunzip(const uint8_t *in, size_t n, size_t max, uint8_t **out, size_t *out_len);
 
