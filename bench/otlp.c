@@ -188,8 +188,8 @@ static void *agent_main(void *arg)
     while (!atomic_load_explicit(a->stop, memory_order_relaxed)) {
         for (int k = 0; k < 64; k++) {
             tt_step st;
-            if (tt_step_begin(a->c, &st, NULL, TT_STEP_TOOL, "session-0001", "get_weather",
-                              NULL) == TT_ENOBUFS) {
+            if (tt_step_begin(a->c, &st, NULL, TT_STEP_TOOL, "session-0001", "get_weather", NULL) ==
+                TT_ENOBUFS) {
                 bu_sleep_ns(200000);
                 break;
             }
