@@ -44,7 +44,7 @@ $(FUZZ_DIR)/fuzz_watch: tests/fuzz/fuzz_watch.c $(FUZZ_SRC) $(FUZZ_WATCH_SRC) \
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_WATCH_SRC) -lzstd -lsqlite3 -lmicrohttpd -lm -pthread
 
-# fuzz_otlp: the OTLP trace and log decoders and the mappings (source/otlp_decode.c: jansson, zlib).
+# fuzz_otlp: the OTLP trace, log and metric decoders and the mappings (source/otlp_decode.c: jansson, zlib).
 $(FUZZ_DIR)/fuzz_otlp: tests/fuzz/fuzz_otlp.c $(FUZZ_SRC) src/collector/source/otlp_decode.c \
 		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
 	@mkdir -p $(@D)
