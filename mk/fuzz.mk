@@ -50,6 +50,17 @@ $(FUZZ_DIR)/fuzz_otlp: tests/fuzz/fuzz_otlp.c $(FUZZ_SRC) src/collector/source/o
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) src/collector/source/otlp_decode.c -lzstd -lmicrohttpd -ljansson -lz -lm -pthread
 
+# fuzz_monitor feeds the detectors (the monitor and every unit) detached from alerting's
+# threads; it links the alerting layer and what its alert queue would call.
+FUZZ_MONITOR_SRC := src/collector/alerting/monitor.c src/collector/alerting/alerts.c \
+	src/collector/hub.c src/collector/stats.c \
+	$(filter-out src/collector/store/store_hist.c,$(wildcard src/collector/store/*.c))
+
+$(FUZZ_DIR)/fuzz_monitor: tests/fuzz/fuzz_monitor.c $(FUZZ_SRC) $(FUZZ_MONITOR_SRC) \
+		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_MONITOR_SRC) -lzstd -lsqlite3 -lmicrohttpd -lcurl -lgnutls -lm -pthread
+
 # fuzz_client feeds the agent's decoders and orders what a collector may send; it links the
 # client library's sources (a real client is opened once, on an endpoint where no one listens).
 FUZZ_CLIENT_SRC := $(CLIENT_SRC)

@@ -20,6 +20,8 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
+#include "common/tls_io.h"
+
 struct tt__tls_creds {
     gnutls_certificate_credentials_t cred;
 };
@@ -190,19 +192,7 @@ ssize_t tt__tls_link_send(tt__tls_link *t, const void *buf, size_t n)
     ssize_t k =
         t->send_again ? gnutls_record_send(t->s, NULL, 0) : gnutls_record_send(t->s, buf, n);
     t->send_again = 0;
-    if (k >= 0) {
-        return k;
-    }
-    if (k == GNUTLS_E_AGAIN) {
-        t->send_again = 1;
-        errno = EAGAIN;
-    } else if (k == GNUTLS_E_INTERRUPTED) {
-        t->send_again = 1;
-        errno = EINTR;
-    } else {
-        errno = EPIPE;
-    }
-    return -1;
+    return tt__tls_send_result(k, &t->send_again);
 }
 
 ssize_t tt__tls_link_recv(tt__tls_link *t, void *buf, size_t n)
@@ -211,23 +201,19 @@ ssize_t tt__tls_link_recv(tt__tls_link *t, void *buf, size_t n)
     if (k >= 0) {
         return k;
     }
-    if (k == GNUTLS_E_AGAIN) {
-        errno = EAGAIN;
-    } else if (k == GNUTLS_E_INTERRUPTED) {
-        errno = EINTR;
-    } else if (k == GNUTLS_E_PREMATURE_TERMINATION) {
-        return 0; /* closed without close_notify: frames are self-delimited, an end is an end */
+    int soft = tt__tls_recv_soft(k);
+    if (soft > -2) {
+        return soft;
+    }
+    /* In TLS 1.3 the collector checks our certificate (mTLS) after our side of the handshake
+     * is done: its refusal arrives here, as an alert. */
+    if (k == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+        const char *a = gnutls_alert_get_name(gnutls_alert_get(t->s));
+        snprintf(t->error, sizeof t->error, "tls: the collector refused the session: %s",
+                 a ? a : "fatal alert");
+        errno = EPROTO;
     } else {
-        /* In TLS 1.3 the collector checks our certificate (mTLS) after our side of the
-         * handshake is done: its refusal arrives here, as an alert. */
-        if (k == GNUTLS_E_FATAL_ALERT_RECEIVED) {
-            const char *a = gnutls_alert_get_name(gnutls_alert_get(t->s));
-            snprintf(t->error, sizeof t->error, "tls: the collector refused the session: %s",
-                     a ? a : "fatal alert");
-            errno = EPROTO;
-        } else {
-            errno = ECONNRESET; /* a broken link, as with a plain socket */
-        }
+        errno = ECONNRESET; /* a broken link, as with a plain socket */
     }
     return -1;
 }

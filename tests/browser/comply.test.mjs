@@ -7,40 +7,19 @@
 //   TT_HTTP=127.0.0.1:PORT TT_TOKEN=... TT_SESSION=... TT_STEP=... \
 //   node tests/browser/comply.test.mjs
 
-import './node-version.mjs';
+import {T, assert, launchChromium, poll, sleep} from './common.mjs';
 import {mkdirSync} from 'node:fs';
 import {join} from 'node:path';
-import {chromium} from 'playwright-core';
 
 const HTTP = process.env.TT_HTTP;
 const TOKEN = process.env.TT_TOKEN;
 const SESSION = process.env.TT_SESSION;
 const STEP = process.env.TT_STEP; // the blocked step's id, 16 hex digits
 const OUT = process.env.TT_TEST_OUT || '/tmp/telltale-comply-out';
-const CHROMIUM = process.env.TT_CHROMIUM || '/usr/bin/chromium';
-const MULT = Number(process.env.TT_TEST_TIMEOUT_MULT || 1);
-const T = (ms) => ms * MULT;
 mkdirSync(OUT, {recursive: true});
 
 const log = (...a) => console.log('[comply-test]', ...a);
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function waitFor(what, fn, ms = T(30000)) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last})`);
-    await sleep(100);
-  }
-}
+const waitFor = (what, fn, ms = T(30000)) => poll(what, fn, ms);
 
 let browser = null;
 let page = null;
@@ -48,10 +27,7 @@ const errors = [];
 let status = 0;
 try {
   assert(HTTP && TOKEN && SESSION && STEP, 'TT_HTTP, TT_TOKEN, TT_SESSION and TT_STEP are set');
-  browser = await chromium.launch({executablePath: CHROMIUM, headless: true,
-    args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update',
-      '--disable-default-apps', '--disable-sync', '--no-first-run', '--disable-extensions',
-      '--disable-dev-shm-usage']});
+  browser = await launchChromium();
   page = await (await browser.newContext({viewport: {width: 1400, height: 900}})).newPage();
   page.on('pageerror', (e) => errors.push(`uncaught: ${e.stack || e.message}`));
   page.on('console', (m) => {

@@ -10,19 +10,15 @@
 // Screenshots go to $TT_TEST_OUT. Exit status 0: every check passed; 1: one failed (named on
 // stderr, with failure.png).
 
-import './node-version.mjs';
+import {T, assert, launchChromium, poll, sleep} from './common.mjs';
 import {spawn} from 'node:child_process';
 import {mkdirSync, readFileSync, existsSync, rmSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
-import {chromium} from 'playwright-core';
 
 const BIN = process.env.TT_BIN || 'build/telltale';
 const FEEDER = process.env.TT_FEEDER || 'build/tests/dashboard_feeder';
 const OUT = process.env.TT_TEST_OUT || '/tmp/telltale-browser-out';
 const TMP = process.env.TT_TEST_TMP || '/tmp/telltale-browser-tmp';
-const MULT = Number(process.env.TT_TEST_TIMEOUT_MULT || 1);
-const CHROMIUM = process.env.TT_CHROMIUM || '/usr/bin/chromium';
-const T = (ms) => ms * MULT;
 
 mkdirSync(OUT, {recursive: true});
 mkdirSync(TMP, {recursive: true});
@@ -43,26 +39,9 @@ async function check(name, fn) {
   log(`ok ${name} (${Date.now() - t0} ms)`);
 }
 
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor(what, fn, ms = T(15000)) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last})`);
-    await sleep(100);
-  }
-}
+const waitFor = (what, fn, ms = T(15000)) => poll(what, fn, ms);
 
 // --- the collector and the agent -------------------------------------------------------------
 
@@ -137,13 +116,7 @@ async function run() {
   // run (the reconnection) need its events, however long a loaded machine makes the run.
   const feeder = startFeeder('browser-agent', 600);
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update',
-      '--disable-default-apps', '--disable-sync', '--no-first-run', '--disable-extensions',
-      '--disable-dev-shm-usage', '--metrics-recording-only', '--disable-domain-reliability'],
-  });
+  browser = await launchChromium();
   const context = await browser.newContext({viewport: {width: 1280, height: 900}});
   page = await context.newPage();
   const errors = [];

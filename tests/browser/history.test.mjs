@@ -8,10 +8,9 @@
 //   TT_HTTP=127.0.0.1:PORT TT_TOKEN=... TT_FROM_MS=... TT_TO_MS=... TT_EXPECT_EVENTS=100000 \
 //   TT_EXPECT_TOOL_CALLS=... TT_EXPECT_RESPONSES=... node tests/browser/history.test.mjs
 
-import './node-version.mjs';
+import {T, assert, launchChromium, poll, sleep} from './common.mjs';
 import {mkdirSync} from 'node:fs';
 import {join} from 'node:path';
-import {chromium} from 'playwright-core';
 
 const HTTP = process.env.TT_HTTP;
 const TOKEN = process.env.TT_TOKEN;
@@ -23,30 +22,10 @@ const EXPECT = {
   toolCalls: Number(process.env.TT_EXPECT_TOOL_CALLS),
 };
 const OUT = process.env.TT_TEST_OUT || '/tmp/telltale-history-out';
-const CHROMIUM = process.env.TT_CHROMIUM || '/usr/bin/chromium';
-const MULT = Number(process.env.TT_TEST_TIMEOUT_MULT || 1);
-const T = (ms) => ms * MULT;
 mkdirSync(OUT, {recursive: true});
 
 const log = (...a) => console.log('[history-test]', ...a);
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function waitFor(what, fn, ms = T(30000)) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last})`);
-    await sleep(100);
-  }
-}
+const waitFor = (what, fn, ms = T(30000)) => poll(what, fn, ms);
 async function http(path) {
   const res = await fetch(`http://${HTTP}${path}`, {headers: {Authorization: `Bearer ${TOKEN}`}});
   return res.json();
@@ -67,10 +46,7 @@ const utcMinute = (ms) => new Date(ms).toISOString().slice(0, 16);
 
 async function run() {
   assert(HTTP && TOKEN && FROM && TO, 'TT_HTTP, TT_TOKEN, TT_FROM_MS and TT_TO_MS are set');
-  browser = await chromium.launch({executablePath: CHROMIUM, headless: true,
-    args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update',
-      '--disable-default-apps', '--disable-sync', '--no-first-run', '--disable-extensions',
-      '--disable-dev-shm-usage']});
+  browser = await launchChromium();
   const context = await browser.newContext({viewport: {width: 1400, height: 900}});
   page = await context.newPage();
   const foreign = [];

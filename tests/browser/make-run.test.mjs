@@ -10,10 +10,9 @@
 // agent's row to be live on the overview with events and a confidence, then opens the agent's
 // latest session and waits for a tool call and a response in it. Exit status 0 when all holds.
 
-import './node-version.mjs';
+import {launchChromium} from './common.mjs';
 import {mkdirSync} from 'node:fs';
 import {join} from 'node:path';
-import {chromium} from 'playwright-core';
 
 const HTTP = process.env.TT_RUN_HTTP || '127.0.0.1:7371';
 const URL_PRINTED = process.env.TT_RUN_URL || `http://${HTTP}/`;
@@ -21,7 +20,6 @@ const OUT = process.env.TT_TEST_OUT || '/tmp/telltale-make-run-out';
 const AGENT = process.env.TT_RUN_AGENT_NAME || 'demo-agent';
 const STARTED = Number(process.env.TT_RUN_STARTED_MS || Date.now());
 const WITHIN = Number(process.env.TT_RUN_WITHIN_S || 60) * 1000;
-const CHROMIUM = process.env.TT_CHROMIUM || '/usr/bin/chromium';
 
 mkdirSync(OUT, {recursive: true});
 const log = (...a) => console.log('[make-run]', ...a);
@@ -41,12 +39,7 @@ async function waitUntil(what, deadline, fn) {
   throw new Error(`timed out waiting for ${what} (last: ${last})`);
 }
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update',
-    '--no-first-run', '--disable-default-apps', '--disable-sync'],
-});
+const browser = await launchChromium();
 const errors = [];
 let status = 0;
 const page = await browser.newPage({viewport: {width: 1280, height: 900}});

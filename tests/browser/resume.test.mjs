@@ -11,19 +11,15 @@
 //
 // Exit status 0: every check passed; 1: one failed (named on stderr, with failure.png).
 
-import './node-version.mjs';
+import {T, assert, launchChromium, poll, sleep} from './common.mjs';
 import {spawn} from 'node:child_process';
 import {mkdirSync, readFileSync, existsSync, rmSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
-import {chromium} from 'playwright-core';
 
 const BIN = process.env.TT_BIN || 'build/telltale';
 const FEEDER = process.env.TT_FEEDER || 'build/tests/dashboard_feeder';
 const OUT = process.env.TT_TEST_OUT || '/tmp/telltale-browser-out';
 const TMP = process.env.TT_TEST_TMP || '/tmp/telltale-browser-tmp';
-const MULT = Number(process.env.TT_TEST_TIMEOUT_MULT || 1);
-const CHROMIUM = process.env.TT_CHROMIUM || '/usr/bin/chromium';
-const T = (ms) => ms * MULT;
 const SESSION = 'feed-2';
 
 mkdirSync(OUT, {recursive: true});
@@ -35,11 +31,7 @@ let page = null;
 let passed = 0;
 
 const log = (...a) => console.log('[resume-test]', ...a);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
 
 async function check(name, fn) {
   const t0 = Date.now();
@@ -48,20 +40,7 @@ async function check(name, fn) {
   log(`ok ${name} (${Date.now() - t0} ms)`);
 }
 
-async function waitFor(what, fn, ms = T(15000)) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last})`);
-    await sleep(100);
-  }
-}
+const waitFor = (what, fn, ms = T(15000)) => poll(what, fn, ms);
 
 const TOKEN = 'resume-test-operator-token';
 const tokenFile = join(TMP, 'operator.token');
@@ -94,13 +73,7 @@ async function run() {
   });
   children.push(feeder);
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update',
-      '--disable-default-apps', '--disable-sync', '--no-first-run', '--disable-extensions',
-      '--disable-dev-shm-usage', '--metrics-recording-only', '--disable-domain-reliability'],
-  });
+  browser = await launchChromium();
   page = await (await browser.newContext({viewport: {width: 1280, height: 900}})).newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(`uncaught: ${e.message}`));

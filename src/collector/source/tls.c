@@ -24,6 +24,8 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
+#include "common/tls_io.h"
+
 #define PEM_MAX (1u << 20) /* a certificate chain or key file larger than this is refused */
 
 struct tls_server {
@@ -213,15 +215,11 @@ ssize_t tls_conn_recv(struct tls_conn *t, void *buf, size_t n)
     if (k >= 0) {
         return k;
     }
-    if (k == GNUTLS_E_AGAIN) {
-        errno = EAGAIN;
-    } else if (k == GNUTLS_E_INTERRUPTED) {
-        errno = EINTR;
-    } else if (k == GNUTLS_E_PREMATURE_TERMINATION) {
-        return 0; /* the agent closed without close_notify: frames say where they end */
-    } else {
-        errno = EPROTO;
+    int soft = tt__tls_recv_soft(k);
+    if (soft > -2) {
+        return soft;
     }
+    errno = EPROTO;
     return -1;
 }
 
@@ -232,16 +230,7 @@ ssize_t tls_conn_send(struct tls_conn *t, const void *buf, size_t n)
     ssize_t k =
         t->send_again ? gnutls_record_send(t->s, NULL, 0) : gnutls_record_send(t->s, buf, n);
     t->send_again = 0;
-    if (k >= 0) {
-        return k;
-    }
-    if (k == GNUTLS_E_AGAIN || k == GNUTLS_E_INTERRUPTED) {
-        t->send_again = 1;
-        errno = k == GNUTLS_E_AGAIN ? EAGAIN : EINTR;
-    } else {
-        errno = EPIPE;
-    }
-    return -1;
+    return tt__tls_send_result(k, &t->send_again);
 }
 
 size_t tls_conn_pending(const struct tls_conn *t)
