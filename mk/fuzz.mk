@@ -44,6 +44,12 @@ $(FUZZ_DIR)/fuzz_watch: tests/fuzz/fuzz_watch.c $(FUZZ_SRC) $(FUZZ_WATCH_SRC) \
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_WATCH_SRC) -lzstd -lsqlite3 -lmicrohttpd -lm -pthread
 
+# fuzz_otlp: the OTLP trace, log and metric decoders and the mappings (source/otlp_decode.c: jansson, zlib).
+$(FUZZ_DIR)/fuzz_otlp: tests/fuzz/fuzz_otlp.c $(FUZZ_SRC) src/collector/source/otlp_decode.c \
+		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) src/collector/source/otlp_decode.c -lzstd -lmicrohttpd -ljansson -lz -lm -pthread
+
 # fuzz_monitor feeds the detectors (the monitor and every unit) detached from alerting's
 # threads; it links the alerting layer and what its alert queue would call.
 FUZZ_MONITOR_SRC := src/collector/alerting/monitor.c src/collector/alerting/alerts.c \

@@ -21,6 +21,8 @@ EMBED_ASSETS := $(BUILD)/tools/embed_assets
 WEB_MODULES := web/node_modules/.package-lock.json
 BROWSER_MODULES := tests/browser/node_modules/.package-lock.json
 NODE18_MODULES := tests/node18/node_modules/.package-lock.json
+# The OpenTelemetry JS SDK of tests/integration/test_otlp.c (tests/otel, locked likewise).
+OTEL_MODULES := tests/otel/node_modules/.package-lock.json
 NPM_CI := npm ci --no-audit --no-fund --loglevel=error --engine-strict
 
 .PHONY: assets node18
@@ -37,6 +39,10 @@ $(BROWSER_MODULES): tests/browser/package.json tests/browser/package-lock.json |
 	cd tests/browser && $(NPM_CI)
 	@touch $@
 
+$(OTEL_MODULES): tests/otel/package.json tests/otel/package-lock.json | $(DEPS_TEST)
+	cd tests/otel && $(NPM_CI)
+	@touch $@
+
 node18: $(NODE18_MODULES)
 
 $(NODE18_MODULES): tests/node18/package.json tests/node18/package-lock.json | $(DEPS_TEST)
@@ -46,8 +52,8 @@ $(NODE18_MODULES): tests/node18/package.json tests/node18/package-lock.json | $(
 assets: $(EMBED_ASSETS) $(WEB_MODULES)
 	$(EMBED_ASSETS) web/assets.txt $(ASSETS_GEN)
 
-# `make test` needs the generator (to check the committed file) and both npm trees.
-$(RUNNER): | $(EMBED_ASSETS) $(WEB_MODULES) $(BROWSER_MODULES)
+# `make test` needs the generator (to check the committed file) and the npm trees.
+$(RUNNER): | $(EMBED_ASSETS) $(WEB_MODULES) $(BROWSER_MODULES) $(OTEL_MODULES)
 
 # The agent of the browser test.
 DASHBOARD_FEEDER := $(BUILD)/tests/dashboard_feeder

@@ -26,6 +26,8 @@
 #include "collector/hub.h"
 #include "collector/source/identity.h"
 #include "collector/source/native.h"
+#include "collector/source/otlp.h"
+#include "collector/source/otlp_decode.h"
 #include "collector/source/source.h"
 #include "collector/source/tls.h"
 #include "collector/log.h"
@@ -455,6 +457,7 @@ struct running {
     struct hub *hub;
     struct pipeline *pipeline;
     struct ingest *ingest;
+    struct otlp *otlp; /* OTLP/HTTP ingest on the HTTP port (source/otlp.h) */
     struct http *http;
     struct auth *auth;
     struct alerts *alerts;
@@ -470,6 +473,8 @@ static void stop_all(struct running *r)
     if (r->hub) {
         hub_shutdown(r->hub);
     }
+    otlp_shutdown(r->otlp);         /* its waiting requests answer, so the HTTP threads can end */
+    http_drain_otlp(r->http, 2000); /* and their answers are out before the sockets close */
     http_stop(r->http);
     watch_stop(r->watch); /* submits no more records */
     ingest_close(r->ingest);
@@ -479,7 +484,8 @@ static void stop_all(struct running *r)
     alerts_close(r->alerts);   /* stores, streams and posts what was raised */
     store_read_close(r->reader);
     store_close(r->store); /* commits what was submitted; no user is left */
-    watch_free(r->watch);  /* its source outlives the items it submitted */
+    otlp_free(r->otlp);
+    watch_free(r->watch); /* its source outlives the items it submitted */
     hub_free(r->hub);
     auth_free(r->auth);
     tls_server_free(r->tls);
@@ -679,6 +685,11 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         ctx.monitor = r->monitor;
         ctx.alerts = r->alerts;
         ctx.watch = r->watch;
+        if (otlp_open(&r->otlp, o, r->pipeline, r->auth) != 0) {
+            fprintf(stderr, "telltale serve: cannot start OTLP ingest\n");
+            return -1;
+        }
+        ctx.otlp = r->otlp;
         snprintf(ctx.allowed_hosts, sizeof ctx.allowed_hosts, "%s", o->allowed_hosts);
         if (o->https) {
             ctx.tls_cert_pem = tls_server_cert_pem(r->tls);
@@ -786,6 +797,7 @@ int serve_main(int argc, char **argv)
         return 1;
     }
     raise_fd_limit();
+    otlp_decode_init(); /* before any thread uses jansson */
     /* Signals arrive through the loop's signalfd: block them in every thread. */
     sigset_t set;
     sigemptyset(&set);

@@ -1,9 +1,9 @@
 /*
- * test_node18.c - every npm package that `make test` installs (web/ and tests/browser/, by
- * their lock files) declares that it runs on Debian 12's Node (18.20.4): its "engines.node"
+ * test_node18.c - every npm package that `make test` installs (web/, tests/browser/ and
+ * tests/otel/, by their lock files) declares that it runs on Debian 12's Node (18.20.4): its "engines.node"
  * range, read with npm's range grammar, holds 18.20.4. On a machine with a newer Node, npm ci
  * --engine-strict would not notice a package that needs Node 20; this test does, in every
- * `make test`. CI also installs and runs both trees under Node 18 itself (.ci/run).
+ * `make test`. CI also installs and runs the trees under Node 18 itself (.ci/run).
  */
 #include <ctype.h>
 #include <jansson.h>
@@ -260,4 +260,5 @@ TEST(node18_every_locked_npm_package_runs_on_debian_12_node)
 {
     check_lock("web/package-lock.json");
     check_lock("tests/browser/package-lock.json");
+    check_lock("tests/otel/package-lock.json");
 }

@@ -14,7 +14,9 @@
  *                             in WAL mode only a checkpoint writes: death during a checkpoint;
  *   TT_IOFAULT_POWER_LOSS=N   at the Nth write or sync, a power loss: every write not yet made
  *                             durable by a sync is undone (the old bytes put back, the file cut
- *                             back to its synced size), then SIGKILL.
+ *                             back to its synced size), then SIGKILL;
+ *   TT_IOFAULT_SLOW_SYNC_MS=N every fdatasync/fsync of them takes N ms more (a slow disk: a
+ *                             commit stays in flight, test_otlp.c's shutdown under a request).
  * For the power loss it keeps, per file (device and inode, whatever the descriptor), an undo
  * log of the writes since the last sync of that file. What it does not model: directory
  * entries (a file created and not yet synced in its directory stays), and torn sectors.
@@ -67,7 +69,7 @@ static int (*real_fsync)(int);
 static int (*real_close)(int);
 
 static char name[256] = "telltale.db";
-static long fail_write, fail_sync, kill_db_write, power_loss;
+static long fail_write, fail_sync, kill_db_write, power_loss, slow_sync_ms;
 static long writes, syncs, db_writes, ops;
 static struct timespec armed_at;
 static char arm_file[512];
@@ -109,6 +111,7 @@ __attribute__((constructor)) static void init(void)
     fail_sync = env_long("TT_IOFAULT_FAIL_SYNC");
     kill_db_write = env_long("TT_IOFAULT_KILL_DB_WRITE");
     power_loss = env_long("TT_IOFAULT_POWER_LOSS");
+    slow_sync_ms = env_long("TT_IOFAULT_SLOW_SYNC_MS");
     const char *af = getenv("TT_IOFAULT_ARM_FILE");
     if (af && strlen(af) < sizeof arm_file) {
         snprintf(arm_file, sizeof arm_file, "%s", af);
@@ -346,6 +349,16 @@ static int sync_common(int fd, int (*real)(int))
 {
     if (fd < 0 || fd >= MAX_FD || !fd_file[fd]) {
         return real(fd);
+    }
+    if (slow_sync_ms > 0) {
+        pthread_mutex_lock(&lock);
+        int slow = armed();
+        pthread_mutex_unlock(&lock);
+        if (slow) {
+            struct timespec d = {slow_sync_ms / 1000, (slow_sync_ms % 1000) * 1000000};
+            while (nanosleep(&d, &d) != 0 && errno == EINTR) {
+            }
+        }
     }
     pthread_mutex_lock(&lock);
     int idx = fd_file[fd] - 1;

@@ -320,17 +320,20 @@ static void on_response_end(struct monitor *m, struct mon_agent *a, const tt__ev
                             int64_t sec)
 {
     tt__ev_response_end re;
-    if (tt__ev_response_end_decode(ev->body, &re) != 0 || !isfinite(re.mean_logprob)) {
+    if (tt__ev_response_end_decode(ev->body, &re) != 0) {
         return;
+    }
+    a->responses++;
+    struct win_bucket *b = bucket(a, sec);
+    b->responses++;
+    if (!isfinite(re.mean_logprob)) {
+        return; /* no confidence known (an OTLP span's response): counted, not a sample */
     }
     double c = exp((double)re.mean_logprob);
     c = c > 1 ? 1 : c;
-    a->responses++;
     a->conf_last = c;
     a->conf_sum += c;
     hist_add(a->conf_hist, conf_bounds, CONF_B, c);
-    struct win_bucket *b = bucket(a, sec);
-    b->responses++;
     b->conf_n++;
     b->conf_sum += c;
     struct mon_signal s = {.type = SIG_CONFIDENCE,

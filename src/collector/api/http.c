@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,12 +19,15 @@
 #include <unistd.h>
 
 #include "collector/api/auth.h"
+#include "collector/source/otlp.h"
+#include "collector/source/otlp_decode.h"
 #include "collector/store/store.h"
 #include "common/json.h"
 
 struct http {
     struct MHD_Daemon *d;
     struct http_ctx ctx;
+    _Atomic int otlp_open; /* OTLP requests begun and not yet completed (sent or dropped) */
 };
 
 struct route {
@@ -57,6 +61,9 @@ static const struct route routes[] = {
     {"POST", "/api/v1/agents/{agent}/resume", api_agent_resume},
     {"POST", "/api/v1/agents/{agent}/guard-policy", api_agent_guard_policy},
     {"POST", "/api/v1/agents/{agent}/comply-policy", api_agent_comply_policy},
+    {"POST", "/v1/traces", api_otlp_traces},
+    {"POST", "/v1/logs", api_otlp_logs},
+    {"POST", "/v1/metrics", api_otlp_metrics},
     {"GET", "/", api_index},
     {"GET", "/assets/{name}", api_asset},
 };
@@ -65,6 +72,9 @@ static const struct route routes[] = {
 struct req_state {
     tt__buf body;
     int too_big;
+    struct http *h;             /* set for an OTLP request (counted in h->otlp_open) */
+    int refused;                /* an OTLP request refused on its headers: the body is dropped */
+    struct otlp_http_out early; /* its answer */
 };
 
 static void add_common_headers(struct MHD_Response *resp)
@@ -281,6 +291,11 @@ static int needs_token(const char *url)
            strncmp(url, "/metrics/", 9) == 0;
 }
 
+int http_is_otlp(const char *url)
+{
+    return strncmp(url, "/v1/", 4) == 0;
+}
+
 static enum MHD_Result refuse(struct http_req *r)
 {
     const char *msg = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization")
@@ -337,7 +352,8 @@ static enum MHD_Result dispatch(struct http_req *r)
         }
         path_known = 1;
         if (strcmp(routes[i].method, r->method) == 0) {
-            refused = browser_check_body(r, why, sizeof why);
+            /* OTLP takes protobuf too and answers 415 itself; the Origin check above holds. */
+            refused = http_is_otlp(r->url) ? 0 : browser_check_body(r, why, sizeof why);
             return refused ? http_error(r, refused, "%s", why) : routes[i].fn(r);
         }
     }
@@ -360,16 +376,24 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         if (!st) {
             return MHD_NO;
         }
-        tt__buf_init(&st->body, HTTP_BODY_MAX);
+        tt__buf_init(&st->body, http_is_otlp(url) ? OTLP_BODY_MAX : HTTP_BODY_MAX);
+        if (http_is_otlp(url)) {
+            st->h = h;
+            atomic_fetch_add(&h->otlp_open, 1);
+        }
+        st->refused = api_otlp_early(conn, &h->ctx, method, url, &st->early);
         *con_cls = st;
         return MHD_YES;
     }
     if (*upload_size) {
-        if (tt__buf_append(&st->body, upload, *upload_size) != 0) {
+        if (!st->refused && tt__buf_append(&st->body, upload, *upload_size) != 0) {
             st->too_big = 1;
         }
         *upload_size = 0;
         return MHD_YES;
+    }
+    if (st->refused) {
+        return api_otlp_send(conn, &st->early);
     }
     struct http_req r;
     memset(&r, 0, sizeof r);
@@ -380,7 +404,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     r.body = &st->body;
     if (st->too_big) {
         return http_error(&r, MHD_HTTP_CONTENT_TOO_LARGE, "request body above %u bytes",
-                          HTTP_BODY_MAX);
+                          http_is_otlp(url) ? OTLP_BODY_MAX : HTTP_BODY_MAX);
     }
     return dispatch(&r);
 }
@@ -393,7 +417,11 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)code;
     struct req_state *st = *con_cls;
     if (st) {
+        if (st->h) {
+            atomic_fetch_sub(&st->h->otlp_open, 1);
+        }
         tt__buf_fini(&st->body);
+        tt__buf_fini(&st->early.body); /* when it was never sent */
         free(st);
         *con_cls = NULL;
     }
@@ -534,6 +562,23 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
     }
     *out = h;
     return 0;
+}
+
+void http_drain_otlp(struct http *h, unsigned ms)
+{
+    if (!h) {
+        return;
+    }
+    struct timespec t0, now, nap = {0, 5000000};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t spent = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (atomic_load(&h->otlp_open) == 0 || spent >= (int64_t)ms) {
+            return;
+        }
+        nanosleep(&nap, NULL);
+    }
 }
 
 void http_stop(struct http *h)

@@ -31,6 +31,7 @@ struct http_ctx {
     struct monitor *monitor;  /* live per-agent figures (NULL: none) */
     struct alerts *alerts;    /* alert counters (NULL: none) */
     struct watch *watch;      /* the collector's compliance checks (NULL: none) */
+    struct otlp *otlp;        /* OTLP ingest on /v1/ (source/otlp.h; NULL: none) */
     void *app;                /* the rest of the collector, for routes that need it */
     char allowed_hosts[1024]; /* --allowed-hosts: extra Host names, comma-separated */
     /* Set by http_start once bound: the address the Host header must name (api/browser.c). */
@@ -49,6 +50,10 @@ struct http;
 int http_start(struct http **out, const char *hostport, const struct http_ctx *ctx, char *bound,
                size_t boundlen, char *err, size_t errlen);
 void http_stop(struct http *h);
+/* Wait up to ms for the OTLP requests under way to be answered (after otlp_shutdown woke
+ * them): http_stop shuts every connection's socket at once, and a 503 still being written
+ * would reach the exporter as a reset. */
+void http_drain_otlp(struct http *h, unsigned ms);
 
 /* What a route gets. */
 struct http_req {
@@ -159,6 +164,21 @@ enum MHD_Result api_agent_comply_policy(const struct http_req *r);
 struct json_t;
 const char *api_agent_order(const struct http_req *r, struct json_t **body,
                             enum MHD_Result *refused);
+/* OTLP/HTTP ingest (api/otlp.c): POST /v1/traces, /v1/logs and /v1/metrics, their own content types and ingest tokens
+ * (docs/otel.md); bodies up to OTLP_BODY_MAX. */
+enum MHD_Result api_otlp_traces(const struct http_req *r);
+enum MHD_Result api_otlp_logs(const struct http_req *r);
+enum MHD_Result api_otlp_metrics(const struct http_req *r);
+/* Called with the headers of every request, before its body: 1 when an OTLP request is refused
+ * on its headers alone (the answer in *out, sent with api_otlp_send once the body has been read
+ * and dropped), 0 to go on. */
+struct otlp_http_out;
+int api_otlp_early(struct MHD_Connection *c, const struct http_ctx *ctx, const char *method,
+                   const char *url, struct otlp_http_out *out);
+/* Send out and release its body. */
+enum MHD_Result api_otlp_send(struct MHD_Connection *c, struct otlp_http_out *out);
+/* Whether url is an OTLP route (its body limit, content types and tokens are its own). */
+int http_is_otlp(const char *url);
 /* The dashboard (api/assets.c): GET / and GET /assets/{name}. */
 enum MHD_Result api_index(const struct http_req *r);
 enum MHD_Result api_asset(const struct http_req *r);
