@@ -6,7 +6,7 @@
 import {api, setToken} from './api.js';
 import {rangeControl} from './history.js';
 import {LiveStream} from './stream.js';
-import {clean, el, eventMs, route} from './util.js';
+import {clean, el, eventMs, known, route} from './util.js';
 import * as views from './views.js';
 
 const RENDER_MS = 250;
@@ -73,9 +73,9 @@ function pushPoint(arr, t, v) {
 export function confidenceOf(ev) {
   const s = ev.summary && typeof ev.summary === 'object' ? ev.summary : ev;
   if (ev.kind === 'response_end') {
-    if (isFinite(s.confidence)) return Number(s.confidence);
-    if (isFinite(s.mean_logprob)) return Math.exp(Number(s.mean_logprob));
-    if (isFinite(s.perplexity) && s.perplexity > 0) return 1 / Number(s.perplexity);
+    if (known(s.confidence)) return Number(s.confidence);
+    if (known(s.mean_logprob)) return Math.exp(Number(s.mean_logprob));
+    if (known(s.perplexity) && s.perplexity > 0) return 1 / Number(s.perplexity);
   }
   if (ev.kind === 'tokens') {
     const lp = tokenLogprobs(ev);
@@ -85,11 +85,12 @@ export function confidenceOf(ev) {
 }
 
 function tokenLogprobs(ev) {
-  if (Array.isArray(ev.logprobs)) return ev.logprobs.map(Number).filter(isFinite);
+  if (Array.isArray(ev.logprobs)) return ev.logprobs.filter(known).map(Number);
   if (Array.isArray(ev.tokens)) {
     return ev.tokens
-      .map((t) => (t && typeof t === 'object' ? Number(t.logprob ?? t.chosen_logprob) : NaN))
-      .filter(isFinite);
+      .map((t) => (t && typeof t === 'object' ? t.logprob ?? t.chosen_logprob : undefined))
+      .filter(known)
+      .map(Number);
   }
   return [];
 }

@@ -38,15 +38,19 @@ export function clear(node) {
   return node;
 }
 
+// A figure the API knows: a finite number (or numeric text). null is "not known" (a response
+// without token statistics, such as one fed by OTLP), never 0, which isFinite(null) would say.
+export const known = (v) => v !== null && v !== undefined && v !== '' && isFinite(v);
+
 export function fmtMs(ms) {
-  if (ms === undefined || ms === null || !isFinite(ms)) return '–';
+  if (!known(ms)) return '–';
   if (ms < 1) return `${(ms * 1000).toFixed(0)} µs`;
   if (ms < 1000) return `${ms.toFixed(ms < 10 ? 2 : 0)} ms`;
   return `${(ms / 1000).toFixed(2)} s`;
 }
 
 export function fmtNum(n, digits = 3) {
-  if (n === undefined || n === null || !isFinite(n)) return '–';
+  if (!known(n)) return '–';
   return Number(n).toFixed(digits);
 }
 

@@ -8,7 +8,7 @@ import {
 } from './app.js';
 import {HistoryChart, sparkline} from './charts.js';
 import {agentSeries, endsNow, rangeLabel, series, seriesNow} from './history.js';
-import {clean, clear, el, eventMs, fmtAgo, fmtMs, fmtNum, fmtTime, link} from './util.js';
+import {clean, clear, el, eventMs, fmtAgo, fmtMs, fmtNum, fmtTime, known, link} from './util.js';
 
 export function mount(r, root) {
   hideTip();
@@ -131,14 +131,14 @@ function driftState(info) {
   let worst = -1;
   for (const x of d) {
     const f = Number(x.stat) / Number(x.threshold);
-    if (isFinite(f)) worst = Math.max(worst, f);
+    if (known(x.stat) && known(x.threshold) && isFinite(f)) worst = Math.max(worst, f);
   }
   if (worst < 0) return {state: '–', level: -1};
   return {state: worst >= 1 ? 'drift' : worst >= 0.5 ? 'rising' : 'ok', level: worst};
 }
 
 const lastOf = (arr) => {
-  for (let i = (arr || []).length - 1; i >= 0; i--) if (arr[i] !== null && isFinite(arr[i])) return Number(arr[i]);
+  for (let i = (arr || []).length - 1; i >= 0; i--) if (known(arr[i])) return Number(arr[i]);
   return undefined;
 };
 
@@ -151,7 +151,7 @@ function rowFigures(a, j) {
   const tot = s ? s.totals : null;
   const steps = tot && tot.steps ? tot.steps : {};
   const lat = steps.tool || Object.values(steps).sort((x, y) => y.n - x.n)[0];
-  const conf = isFinite(live.confidence_last) && endsNow() ? Number(live.confidence_last) :
+  const conf = known(live.confidence_last) && endsNow() ? Number(live.confidence_last) :
     s ? lastOf(s.confidence.mean) : undefined;
   const drift = driftState(info);
   const loss = info.loss ? Number(info.loss.proven || 0) + Number(info.loss.reported_dropped || 0) : undefined;
@@ -249,7 +249,7 @@ function overview(root) {
         rows.push(el('tr', null, el('td', {colspan: OV_COLS.length, class: 'muted'},
           q ? 'No agent matches the filter.' : 'No agent yet: start one (telltale demo) and it shows here.')));
       }
-      const num = (v, d) => (v === undefined || !isFinite(v) ? '–' : Number(v).toFixed(d));
+      const num = (v, d) => (!known(v) ? '–' : Number(v).toFixed(d));
       for (const f of figs) {
         const h = health(f);
         rows.push(el('tr', {class: 'agent-row', dataset: {agent: f.name}},
@@ -329,7 +329,7 @@ function agentView(root, name) {
       const list = Array.isArray(rr.responses) ? rr.responses : [];
       clear(recent).append(...list.map((x) => {
         const v = verdictName(x.verdict);
-        const c = isFinite(x.mean_logprob) ? Math.exp(Number(x.mean_logprob)) : undefined;
+        const c = known(x.mean_logprob) ? Math.exp(Number(x.mean_logprob)) : undefined;
         return el('tr', null, el('td', null, fmtTime(Number(x.end_unix_ns || x.begin_unix_ns) / 1e6)),
           el('td', null, x.session ? link(['session', x.session], x.session) : ''),
           el('td', {class: 'num'}, String(x.tokens ?? '–')),
@@ -885,8 +885,8 @@ export function normalizeResponse(j) {
     }
   }
   for (const k of tokens) {
-    if (!isFinite(k.p) && isFinite(k.logprob)) k.p = Math.exp(k.logprob);
-    if (!isFinite(k.logprob) && isFinite(k.p) && k.p > 0) k.logprob = Math.log(k.p);
+    if (!known(k.p) && known(k.logprob)) k.p = Math.exp(k.logprob);
+    if (!known(k.logprob) && known(k.p) && k.p > 0) k.logprob = Math.log(k.p);
   }
   const g = pick(j, ['guard', 'guards', 'guard_events']) || [];
   const guards = (Array.isArray(g) ? g : [g]).filter((x) => x && typeof x === 'object')
@@ -970,15 +970,15 @@ async function renderResponse(box, rid, compact) {
     ' ', el('span', {class: `verdict verdict-${verdict}`}, verdict),
     s.reason ? el('span', {class: 'reason'}, ' ', s.reason) : ''),
   el('p', {class: 'muted'}, [s.model ? `model ${clean(s.model)}` : '', `${tokens.length} tokens`,
-    isFinite(s.mean_logprob) ? `mean log-prob ${fmtNum(s.mean_logprob, 3)}` : '',
-    isFinite(s.perplexity) ? `perplexity ${fmtNum(s.perplexity, 2)}` : '',
-    isFinite(s.min_window_confidence) ? `min window confidence ${fmtNum(s.min_window_confidence, 3)}` : '',
+    known(s.mean_logprob) ? `mean log-prob ${fmtNum(s.mean_logprob, 3)}` : '',
+    known(s.perplexity) ? `perplexity ${fmtNum(s.perplexity, 2)}` : '',
+    known(s.min_window_confidence) ? `min window confidence ${fmtNum(s.min_window_confidence, 3)}` : '',
     Number(s.estimated) ? 'estimated from provider log-probs' : ''].filter(Boolean).join(' · ')));
   const byIndex = new Map();
   for (const g of guards) if (g.index !== undefined) byIndex.set(Number(g.index), g);
   const out = el('div', {class: 'tokens'});
   tokens.forEach((t, i) => {
-    const p = isFinite(t.p) ? Math.max(0, Math.min(1, t.p)) : 1;
+    const p = known(t.p) ? Math.max(0, Math.min(1, t.p)) : 1;
     const span = el('span', {class: t.text === undefined ? 'tok tok-id' : 'tok',
       dataset: {p: p.toFixed(4), i: String(i)}}, tokenLabel(t));
     span.style.backgroundColor = `rgba(220, 38, 38, ${((1 - p) * 0.85).toFixed(3)})`;
