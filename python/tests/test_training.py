@@ -1,0 +1,133 @@
+"""A training run as the operator sees it: examples/train.py (a real PyTorch model trained on
+CPU) streams its loss, gradient norm, learning rate, throughput and step timings to a real
+collector running the detectors of examples/train.conf; a loss spike, a NaN and a throughput
+drop injected into the run raise incidents of the right detectors, and a clean run raises none.
+
+The test's collector changes one detector of examples/train.conf: a throughput drop must be
+80 % (not 50 %) for 5 samples in a row, whatever the spread of the recent samples (sigmas = 0),
+because this test shares a small machine with the rest of the suite, whose load moves the run's
+throughput by more than half now and then (and widens the spread the sigma bound is taken
+from); the injected drop (a data source 40 ms slower per batch, for 7 samples) is above 90 %."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+from conftest import LIB, MULT, ROOT, Collector
+
+EXAMPLE = os.path.join(ROOT, "examples", "train.py")
+
+
+def _config(tmp_path):
+    with open(os.path.join(ROOT, "examples", "train.conf")) as f:
+        text = f.read()
+    head, sep, drop = text.partition("[detector.throughput_drop]")
+    drop, n = re.subn(r"(?m)^sigmas = .*\nmin_change = .*\nconsecutive = .*$",
+                      "sigmas = 0\nmin_change = 0.8\nconsecutive = 5", drop)
+    assert sep and n == 1, text
+    text = head + sep + drop
+    text = re.sub(r"(?m)^(type = .*)$", r"\1\ncooldown_ms = 200", text)
+    path = os.path.join(str(tmp_path), "train.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def _train(c, agent, *args):
+    env = dict(os.environ, TELLTALE_LIBRARY=LIB)
+    r = subprocess.run([sys.executable, EXAMPLE, "--endpoint", c.endpoint, "--agent", agent,
+                        "--short"] + list(args), env=env, capture_output=True, text=True,
+                       timeout=240 * MULT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def _incidents(c, agent):
+    return c.get("/api/v1/incidents", agent=agent, limit=1000)["incidents"]
+
+
+def _settled(c, agent, want):
+    """The agent's incidents once every (detector, key) of want is there (the monitor raises
+    them as it ingests; each is stored by the alerts thread just after)."""
+    deadline = time.monotonic() + 10 * MULT
+    while True:
+        got = _incidents(c, agent)
+        if want <= {(i["detector"], i["key"]) for i in got} or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def test_training_run_streams_its_figures_and_raises_incidents_on_injected_faults(tmp_path,
+                                                                                   sockdir):
+    # torch is a test dependency (scripts/install-deps test): where it is missing, this fails.
+    import torch  # noqa: F401
+
+    c = Collector(tmp_path, sockdir, ["--config", _config(tmp_path)])
+    try:
+        # A clean run: every figure is streamed, no detector fires.
+        out = _train(c, "clean-run")
+        assert "trained 600 steps, 0 skipped" in out, out
+        metrics = c.events(agent="clean-run", kind="metric")
+        by_name = {}
+        for e in metrics:
+            by_name.setdefault(e["name"], []).append(e)
+        assert {len(by_name[n]) for n in ("loss", "grad_norm", "lr", "step_time")} == {600}
+        assert len(by_name["throughput"]) == 60
+        assert by_name["throughput"][0]["unit"] == "tokens/s"
+        assert by_name["step_time"][0]["unit"] == "ms"
+        loss = [e["value"] for e in sorted(by_name["loss"], key=lambda e: e["attrs"]["step"])]
+        # The model learns: the loss of the last 50 steps is well below that of the first 50.
+        assert sum(loss[-50:]) / 50 < 0.75 * sum(loss[:50]) / 50, (loss[:5], loss[-5:])
+        lr = [e["value"] for e in sorted(by_name["lr"], key=lambda e: e["attrs"]["step"])]
+        assert lr[0] < lr[49] and lr[-1] < lr[100]  # warm-up, then decay
+        assert all(e["value"] > 0 for e in by_name["throughput"])
+        # Step timings: one train_step per training step, with its three parts inside.
+        steps = c.events(agent="clean-run", kind="step_end")
+        names = {}
+        for e in steps:
+            names[e.get("name")] = names.get(e.get("name"), 0) + 1
+        assert names.get("train_step") == 600 and names.get("data") == 600, names
+        assert names.get("forward_backward") == 600 and names.get("optimizer") == 600, names
+        assert all(e["status"] == "ok" for e in steps)
+        time.sleep(0.5)
+        assert _incidents(c, "clean-run") == []
+
+        # The faults: a corrupted batch at step 150, a NaN in the forward pass at step 250, a
+        # data source 40 ms slower per batch for steps 400-469 (7 throughput samples).
+        out = _train(c, "faulty-run", "--spike-at", "150", "--nan-at", "250", "--slow-at",
+                     "400", "--slow-steps", "70", "--slow-ms", "40")
+        assert "trained 600 steps, 1 skipped" in out, out
+        want = {("loss_spike", "metric:loss"), ("nonfinite", "metric:loss"),
+                ("nonfinite", "metric:grad_norm"), ("throughput_drop", "metric:throughput")}
+        got = _settled(c, "faulty-run", want)
+        print(json.dumps(got, indent=1))
+        faulty = c.events(agent="faulty-run", kind="metric")
+        tput = {e["attrs"]["step"]: e["value"] for e in faulty if e["name"] == "throughput"}
+        keys = {(i["detector"], i["key"]) for i in got}
+        assert keys == want, (keys, tput)  # those, and nothing else
+        inc = {(i["detector"], i["key"]): i for i in got}
+        spike = inc[("loss_spike", "metric:loss")]
+        assert spike["type"] == "spike" and spike["value"] > spike["threshold"]
+        assert "metric loss spiked" in spike["message"] and "above the median" in spike["message"]
+        loss = {e["attrs"]["step"]: e["value"] for e in faulty if e["name"] == "loss"}
+        assert spike["value"] == loss[150]  # the corrupted batch's loss
+        nan = inc[("nonfinite", "metric:loss")]
+        assert nan["type"] == "nonfinite" and nan["severity"] == "critical"
+        assert "metric loss is NaN" in nan["message"]
+        assert loss[250] is None  # stored as it came: not a number
+        drop = inc[("throughput_drop", "metric:throughput")]
+        assert drop["type"] == "spike" and "dropped" in drop["message"]
+        assert "samples in a row" in drop["message"]
+        assert drop["value"] in {tput[s] for s in range(409, 470, 10)}, (drop, tput)
+        assert drop["value"] < drop["threshold"]
+        # The throughput came back after the slow steps: the incident is about them only.
+        assert drop["count"] <= 3, drop  # samples 5, 6 and 7 of the 7 slow ones
+        # The skipped update is a failed step in the step timings.
+        failed = [e for e in c.events(agent="faulty-run", kind="step_end")
+                  if e["status"] != "ok"]
+        assert sorted(e.get("name") for e in failed) == ["optimizer", "train_step"], failed
+    finally:
+        c.stop()
