@@ -949,13 +949,16 @@ static int spike_feed(const struct unit *u, void *state, const struct mon_signal
     if (sig == DRIFT_METRIC) {
         bstr_copy(unit, sizeof unit, s->query);
         sp[0] = unit[0] ? ' ' : 0;
-    } else if (sig == DRIFT_TOOL_LATENCY) {
-        snprintf(unit, sizeof unit, "s");
+    }
+    double k = 1; /* tool latency is in seconds on the signal, in ms in messages */
+    if (sig == DRIFT_TOOL_LATENCY) {
+        snprintf(unit, sizeof unit, "ms");
         sp[0] = ' ';
+        k = 1000;
     }
     signal_key(sig, u->cfg.spike.name, a->key, sizeof a->key);
-    a->value = x;
-    a->threshold = up ? med + need : med - need;
+    a->value = x * k;
+    a->threshold = (up ? med + need : med - need) * k;
     snprintf(a->unit, sizeof a->unit, "%s", unit);
     a->example_id = s->id;
     a->example_is_response = sig == DRIFT_CONFIDENCE || (sig == DRIFT_SCORE && s->id != 0);
@@ -969,8 +972,8 @@ static int spike_feed(const struct unit *u, void *state, const struct mon_signal
     snprintf(a->message, sizeof a->message,
              "%s %s: %.6g%s%s is %.1f sigma %s the median %.6g%s%s of the last %u samples "
              "(robust sigma %.3g%s%s, %+.0f%%)%s",
-             what, up ? "spiked" : "dropped", x, sp, unit, fabs(dev) / sigma,
-             up ? "above" : "below", med, sp, unit, st->n, sigma, sp, unit,
+             what, up ? "spiked" : "dropped", x * k, sp, unit, fabs(dev) / sigma,
+             up ? "above" : "below", med * k, sp, unit, st->n, sigma * k, sp, unit,
              med != 0 ? 100 * dev / fabs(med) : 0.0, run);
     return 1;
 }

@@ -349,6 +349,17 @@ TEST(units_spike_fires_on_a_loss_spike_and_a_lasting_throughput_drop)
     CHECK_EQ(feed_metric(&r, "tp", 100, NULL, &a), 1);
     CHECK(strstr(a.message, "spiked") != NULL);
 
+    /* Tool latency: seconds on the signal, milliseconds in the incident. */
+    rig(&r, "[detector.l]\ntype = spike\nsignal = tool_latency\nmin_change = 1\n");
+    for (int i = 0; i < 30; i++) {
+        CHECK_EQ(feed(&r, SIG_TOOL_END, 0.1 + 0.001 * (i % 5), 0, "search", NULL, &a), 0);
+    }
+    CHECK_EQ(feed(&r, SIG_TOOL_END, 0.5, 0, "search", NULL, &a), 1);
+    CHECK_NEAR(a.value, 500, 1e-9);
+    CHECK_STR(a.unit, "ms");
+    CHECK_STR(a.key, "tool_latency");
+    CHECK_MSG(strstr(a.message, "tool latency spiked: 500 ms") != NULL, "%s", a.message);
+
     static struct mon_config c;
     char err[300];
     CHECK_EQ(parse(&c,
