@@ -60,7 +60,7 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--endpoint", default=os.environ.get("TELLTALE_ENDPOINT"))
     ap.add_argument("--agent", default="trainer")
-    ap.add_argument("--steps", type=int, default=10000)
+    ap.add_argument("--steps", type=int, default=None, help="10000 (--short: 600)")
     ap.add_argument("--short", action="store_true", help="600 steps")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -73,8 +73,8 @@ def parse_args(argv):
     ap.add_argument("--slow-steps", type=int, default=40)
     ap.add_argument("--slow-ms", type=float, default=30.0)
     a = ap.parse_args(argv)
-    if a.short:
-        a.steps = 600
+    if a.steps is None:
+        a.steps = 600 if a.short else 10000
     return a
 
 

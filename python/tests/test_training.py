@@ -4,10 +4,11 @@ collector running the detectors of examples/train.conf; a loss spike, a NaN and 
 drop injected into the run raise incidents of the right detectors, and a clean run raises none.
 
 The test's collector changes one detector of examples/train.conf: a throughput drop must be
-80 % (not 50 %) for 5 samples in a row, whatever the spread of the recent samples (sigmas = 0),
+75 % (not 50 %) for 5 samples in a row, whatever the spread of the recent samples (sigmas = 0),
 because this test shares a small machine with the rest of the suite, whose load moves the run's
 throughput by more than half now and then (and widens the spread the sigma bound is taken
-from); the injected drop (a data source 40 ms slower per batch, for 7 samples) is above 90 %."""
+from); the injected drop (a data source 80 ms slower per batch, for 6 samples) is about 90 % on
+a sanitizer build, whose steps take about 10 ms, and 97 % on a normal one."""
 
 import json
 import os
@@ -26,7 +27,7 @@ def _config(tmp_path):
         text = f.read()
     head, sep, drop = text.partition("[detector.throughput_drop]")
     drop, n = re.subn(r"(?m)^sigmas = .*\nmin_change = .*\nconsecutive = .*$",
-                      "sigmas = 0\nmin_change = 0.8\nconsecutive = 5", drop)
+                      "sigmas = 0\nmin_change = 0.75\nconsecutive = 5", drop)
     assert sep and n == 1, text
     text = head + sep + drop
     text = re.sub(r"(?m)^(type = .*)$", r"\1\ncooldown_ms = 200", text)
@@ -39,7 +40,7 @@ def _config(tmp_path):
 def _train(c, agent, *args):
     env = dict(os.environ, TELLTALE_LIBRARY=LIB)
     r = subprocess.run([sys.executable, EXAMPLE, "--endpoint", c.endpoint, "--agent", agent,
-                        "--short"] + list(args), env=env, capture_output=True, text=True,
+                        "--steps", "400"] + list(args), env=env, capture_output=True, text=True,
                        timeout=240 * MULT)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
@@ -69,13 +70,13 @@ def test_training_run_streams_its_figures_and_raises_incidents_on_injected_fault
     try:
         # A clean run: every figure is streamed, no detector fires.
         out = _train(c, "clean-run")
-        assert "trained 600 steps, 0 skipped" in out, out
+        assert "trained 400 steps, 0 skipped" in out, out
         metrics = c.events(agent="clean-run", kind="metric")
         by_name = {}
         for e in metrics:
             by_name.setdefault(e["name"], []).append(e)
-        assert {len(by_name[n]) for n in ("loss", "grad_norm", "lr", "step_time")} == {600}
-        assert len(by_name["throughput"]) == 60
+        assert {len(by_name[n]) for n in ("loss", "grad_norm", "lr", "step_time")} == {400}
+        assert len(by_name["throughput"]) == 40
         assert by_name["throughput"][0]["unit"] == "tokens/s"
         assert by_name["step_time"][0]["unit"] == "ms"
         loss = [e["value"] for e in sorted(by_name["loss"], key=lambda e: e["attrs"]["step"])]
@@ -89,17 +90,17 @@ def test_training_run_streams_its_figures_and_raises_incidents_on_injected_fault
         names = {}
         for e in steps:
             names[e.get("name")] = names.get(e.get("name"), 0) + 1
-        assert names.get("train_step") == 600 and names.get("data") == 600, names
-        assert names.get("forward_backward") == 600 and names.get("optimizer") == 600, names
+        assert names.get("train_step") == 400 and names.get("data") == 400, names
+        assert names.get("forward_backward") == 400 and names.get("optimizer") == 400, names
         assert all(e["status"] == "ok" for e in steps)
         time.sleep(0.5)
         assert _incidents(c, "clean-run") == []
 
-        # The faults: a corrupted batch at step 150, a NaN in the forward pass at step 250, a
-        # data source 40 ms slower per batch for steps 400-469 (7 throughput samples).
-        out = _train(c, "faulty-run", "--spike-at", "150", "--nan-at", "250", "--slow-at",
-                     "400", "--slow-steps", "70", "--slow-ms", "40")
-        assert "trained 600 steps, 1 skipped" in out, out
+        # The faults: a corrupted batch at step 100, a NaN in the forward pass at step 180, a
+        # data source 80 ms slower per batch for steps 260-319 (6 throughput samples).
+        out = _train(c, "faulty-run", "--spike-at", "100", "--nan-at", "180", "--slow-at",
+                     "260", "--slow-steps", "60", "--slow-ms", "80")
+        assert "trained 400 steps, 1 skipped" in out, out
         want = {("loss_spike", "metric:loss"), ("nonfinite", "metric:loss"),
                 ("nonfinite", "metric:grad_norm"), ("throughput_drop", "metric:throughput")}
         got = _settled(c, "faulty-run", want)
@@ -113,18 +114,18 @@ def test_training_run_streams_its_figures_and_raises_incidents_on_injected_fault
         assert spike["type"] == "spike" and spike["value"] > spike["threshold"]
         assert "metric loss spiked" in spike["message"] and "above the median" in spike["message"]
         loss = {e["attrs"]["step"]: e["value"] for e in faulty if e["name"] == "loss"}
-        assert spike["value"] == loss[150]  # the corrupted batch's loss
+        assert spike["value"] == loss[100]  # the corrupted batch's loss
         nan = inc[("nonfinite", "metric:loss")]
         assert nan["type"] == "nonfinite" and nan["severity"] == "critical"
         assert "metric loss is NaN" in nan["message"]
-        assert loss[250] is None  # stored as it came: not a number
+        assert loss[180] is None  # stored as it came: not a number
         drop = inc[("throughput_drop", "metric:throughput")]
         assert drop["type"] == "spike" and "dropped" in drop["message"]
         assert "samples in a row" in drop["message"]
-        assert drop["value"] in {tput[s] for s in range(409, 470, 10)}, (drop, tput)
+        assert drop["value"] in {tput[s] for s in range(269, 320, 10)}, (drop, tput)
         assert drop["value"] < drop["threshold"]
         # The throughput came back after the slow steps: the incident is about them only.
-        assert drop["count"] <= 3, drop  # samples 5, 6 and 7 of the 7 slow ones
+        assert drop["count"] <= 2, drop  # samples 5 and 6 of the 6 slow ones
         # The skipped update is a failed step in the step timings.
         failed = [e for e in c.events(agent="faulty-run", kind="step_end")
                   if e["status"] != "ok"]
