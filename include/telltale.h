@@ -246,6 +246,19 @@ TT_API int tt_step_begin(tt_client *c, tt_step *step, const tt_step *parent, tt_
 TT_API int tt_step_end(tt_client *c, const tt_step *step, tt_status status, int64_t result_bytes,
                        const char *error);
 
+/* Record a step that already ran: begun duration_ns before this call, ended now with status,
+ * result size (-1 unknown) and optional error, as tt_step_begin then tt_step_end would have
+ * (the same events; compliance rules apply as at tt_step_begin, and a step they block is
+ * recorded as cancelled with TT_EBLOCKED returned: too late to stop it). For programs that learn
+ * of a call after it ended (telltale emit's one-line steps). duration_ns is 0 to
+ * TT_STEP_RECORD_MAX_NS (7 days), else TT_EINVAL; the first call within 10 ms of the first
+ * tt_open may wait for the rest of those 10 ms (the clock's rate is measured). Since 0.4. */
+#define TT_STEP_RECORD_MAX_NS (7 * 24 * 3600 * 1000000000LL)
+TT_API int tt_step_record(tt_client *c, const tt_step *parent, tt_step_kind kind,
+                          const char *session, const char *name, const char *query,
+                          tt_status status, int64_t duration_ns, int64_t result_bytes,
+                          const char *error);
+
 /* ---------------------------------------------------------------------------------------------
  * Statistics (since 0.1). At quiescence (nothing emitted, everything settled):
  *   emitted = acked + possibly_delivered + buffered + sum(dropped)

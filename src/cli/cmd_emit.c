@@ -1,7 +1,8 @@
 /*
  * cmd_emit.c - `telltale emit`: events as JSON lines on stdin, sent through libtelltale, so
- * shell scripts and programs in any language can use the stream: logs, metrics and steps (a
- * step_begin line and its step_end line; the library measures the latency between them). A
+ * shell scripts and programs in any language can use the stream: logs, metrics, response
+ * scores and steps (a step_begin line and its step_end line, the library measuring the latency
+ * between them, or one step line that gives its latency: tt_step_record). A
  * bad line is reported with its number and skipped; every good line is still delivered.
  */
 #include <errno.h>
@@ -47,6 +48,12 @@ static const char usage[] =
     "step_kind: reasoning, tool (default), api, llm, agent, retrieval, other. status: ok, error,\n"
     "timeout, cancelled (default ok, or error when \"error\" is given). A step still open at\n"
     "the end of the input is ended as cancelled and reported.\n"
+    "A step that already ran is one line with its latency in milliseconds (0 to 7 days):\n"
+    "  {\"kind\":\"step\",\"name\":\"grep\",\"step_kind\":\"tool\",\"query\":\"-r TODO "
+    "src\",\n"
+    "   \"status\":\"ok\",\"latency_ms\":12.5,\"result_bytes\":2048,\"session\":\"...\"}\n"
+    "It takes the fields of step_begin and step_end but \"id\" (parent: an open step's id);\n"
+    "it is stored as a step that began latency_ms before emit read the line.\n"
     "\n"
     "  --endpoint ENDPOINT  unix:PATH or tcp://HOST:PORT (default $TELLTALE_ENDPOINT or\n"
     "                       tcp://127.0.0.1:7370)\n"
@@ -316,6 +323,57 @@ static const char *emit_step_end(tt_client *c, struct steps *st, json_t *o)
     return rc ? tt_strerror(rc) : NULL;
 }
 
+/* A step that already ran, in one line: its latency is given ("latency_ms"). */
+static const char *emit_step(tt_client *c, struct steps *st, json_t *o, const char *session)
+{
+    static const char *const kinds[] = {"reasoning", "tool",      "api",  "llm",
+                                        "agent",     "retrieval", "other"};
+    static const tt_step_kind kind_of[] = {TT_STEP_REASONING, TT_STEP_TOOL,  TT_STEP_API,
+                                           TT_STEP_LLM,       TT_STEP_AGENT, TT_STEP_RETRIEVAL,
+                                           TT_STEP_OTHER};
+    static const char *const statuses[] = {"ok", "error", "timeout", "cancelled"};
+    static const tt_status status_of[] = {TT_STATUS_OK, TT_STATUS_ERROR, TT_STATUS_TIMEOUT,
+                                          TT_STATUS_CANCELLED};
+    const char *parent, *name, *query, *sk, *status, *error, *err;
+    if ((err = step_id(o, "parent", &parent)) || (err = opt_string(o, "name", &name)) ||
+        (err = opt_string(o, "query", &query)) || (err = opt_string(o, "step_kind", &sk)) ||
+        (err = opt_string(o, "status", &status)) || (err = opt_string(o, "error", &error))) {
+        return err;
+    }
+    json_t *lat = json_object_get(o, "latency_ms");
+    if (!name || !lat) {
+        return "a step needs \"name\" and \"latency_ms\"";
+    }
+    /* 0 to 7 days, in milliseconds (fractions allowed). */
+    double ms = json_is_number(lat) ? json_number_value(lat) : -1;
+    if (!(ms >= 0 && ms <= (double)TT_STEP_RECORD_MAX_NS / 1e6)) {
+        return "\"latency_ms\" must be a number of milliseconds, 0 to 604800000 (7 days)";
+    }
+    int k = sk ? named(sk, kinds, 7) : 1;
+    if (k < 0) {
+        return "\"step_kind\" must be reasoning, tool, api, llm, agent, retrieval or other";
+    }
+    int stk = status ? named(status, statuses, 4) : error ? 1 : 0;
+    if (stk < 0) {
+        return "\"status\" must be ok, error, timeout or cancelled";
+    }
+    json_t *rb = json_object_get(o, "result_bytes");
+    int64_t result_bytes = -1;
+    if (rb && !json_is_null(rb)) {
+        if (!json_is_integer(rb) || json_integer_value(rb) < -1) {
+            return "\"result_bytes\" must be an integer, -1 (unknown) or more";
+        }
+        result_bytes = json_integer_value(rb);
+    }
+    struct open_step *p = NULL;
+    if (parent && !(p = step_find(st, parent))) {
+        return "\"parent\" is not an open step";
+    }
+    int rc = RETRY_FULL(tt_step_record(c, p ? &p->step : NULL, kind_of[k], session, name, query,
+                                       status_of[stk], (int64_t)(ms * 1e6), result_bytes, error));
+    return rc ? tt_strerror(rc) : NULL;
+}
+
 static const char *emit_score(tt_client *c, json_t *o, const char *session, tt_attr *attrs,
                               size_t na)
 {
@@ -360,9 +418,10 @@ static const char *emit_line(tt_client *c, struct steps *st, const char *line, s
         err = "each line must be a JSON object";
     } else if (!(err = opt_string(o, "kind", &kind)) &&
                !(err = opt_string(o, "session", &session)) && !(err = get_attrs(o, attrs, &na))) {
-        int is_step = kind && (!strcmp(kind, "step_begin") || !strcmp(kind, "step_end"));
+        int is_step = kind && (!strcmp(kind, "step_begin") || !strcmp(kind, "step_end") ||
+                               !strcmp(kind, "step"));
         if (!kind) {
-            err = "missing \"kind\" (log, metric, score, step_begin or step_end)";
+            err = "missing \"kind\" (log, metric, score, step, step_begin or step_end)";
         } else if (is_step && na) {
             err = "steps take no \"attrs\"";
         } else if (!strcmp(kind, "log")) {
@@ -375,9 +434,12 @@ static const char *emit_line(tt_client *c, struct steps *st, const char *line, s
             err = emit_step_begin(c, st, o, session, lineno);
         } else if (!strcmp(kind, "step_end")) {
             err = emit_step_end(c, st, o);
+        } else if (!strcmp(kind, "step")) {
+            err = emit_step(c, st, o, session);
         } else {
             snprintf(msg, sizeof msg,
-                     "unknown kind \"%.60s\" (expected log, metric, score, step_begin or step_end)",
+                     "unknown kind \"%.60s\" (expected log, metric, score, step, step_begin or "
+                     "step_end)",
                      kind);
             err = msg;
         }

@@ -477,12 +477,22 @@ TT_API int tt_step_begin(tt_client *c, tt_step *step, const tt_step *parent, tt_
     return tt__step_begin_raw(c, step, parent, kind, session, name, query);
 }
 
+static int step_begin_at(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
+                         const char *session, const char *name, const char *query, uint64_t start);
+
 int tt__step_begin_raw(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
                        const char *session, const char *name, const char *query)
 {
+    return step_begin_at(c, step, parent, kind, session, name, query, tt__ticks());
+}
+
+/* A step begun at start (ticks), now or before. */
+static int step_begin_at(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
+                         const char *session, const char *name, const char *query, uint64_t start)
+{
     step->id = 0;
     step->parent = parent ? parent->id : 0;
-    step->start = tt__ticks();
+    step->start = start;
     int rc = 0;
     tt__ring *r = tt__ring_get(c, &rc);
     if (TT_UNLIKELY(!r)) {
@@ -522,6 +532,35 @@ TT_API int tt_step_end(tt_client *c, const tt_step *step, tt_status status, int6
         return tt__comply_step_end(c, redact, step, status, result_bytes, error);
     }
     return tt__step_end_raw(c, step, status, result_bytes, error);
+}
+
+TT_API int tt_step_record(tt_client *c, const tt_step *parent, tt_step_kind kind,
+                          const char *session, const char *name, const char *query,
+                          tt_status status, int64_t duration_ns, int64_t result_bytes,
+                          const char *error)
+{
+    if (!c || kind < TT_STEP_REASONING || kind > TT_STEP_OTHER || status > TT_STATUS_CANCELLED ||
+        duration_ns < 0 || duration_ns > TT_STEP_RECORD_MAX_NS) {
+        return TT_EINVAL;
+    }
+    uint64_t start = tt__ticks_ago((uint64_t)duration_ns);
+    tt_step s;
+    int rc;
+    const struct tt__comply_policy *pol =
+        atomic_load_explicit(&c->comply_policy, memory_order_acquire);
+    if (pol != NULL) {
+        /* The rules see it as at tt_step_begin (a block ends it as cancelled: too late to stop
+         * it, but decided and logged); its begin is stamped now, its end carries duration_ns. */
+        rc = tt__comply_step_begin(c, pol, &s, parent, kind, session, name, query);
+        s.start = start;
+    } else {
+        rc = step_begin_at(c, &s, parent, kind, session, name, query, start);
+    }
+    if (s.id == 0) {
+        return rc;
+    }
+    int rc2 = tt_step_end(c, &s, status, result_bytes, error);
+    return rc ? rc : rc2;
 }
 
 int tt__step_end_raw(tt_client *c, const tt_step *step, tt_status status, int64_t result_bytes,

@@ -15,6 +15,10 @@
 
 int tt__clock_tsc;
 static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
+/* Ticks and monotonic ns when the clock was decided: tt__ticks_ago's rate. Read-only after. */
+static uint64_t clock_tick0, clock_mono0;
+
+static void sample(uint64_t *ticks, uint64_t *mono);
 
 static int tsc_invariant(void)
 {
@@ -34,6 +38,7 @@ static void clock_decide(void)
         return;
     }
     tt__clock_tsc = tsc_invariant();
+    sample(&clock_tick0, &clock_mono0);
 }
 
 void tt__clock_init(void)
@@ -91,4 +96,23 @@ void tt__clock_cal_update(tt__clock_cal *cal)
     cal->ns_per_tick = (double)(m - cal->mono0) / (double)(t - cal->tick0);
     cal->tick_ref = t;
     cal->mono_ref = m;
+}
+
+uint64_t tt__ticks_ago(uint64_t ns)
+{
+    tt__clock_init();
+    if (!tt__clock_tsc) {
+        uint64_t now = tt__mono_ns();
+        return ns < now ? now - ns : 0;
+    }
+    uint64_t t, m;
+    sample(&t, &m);
+    if (m - clock_mono0 < 10000000u) { /* too short a base for the rate: wait for 10 ms */
+        struct timespec d = {0, (long)(10000000u - (m - clock_mono0))};
+        nanosleep(&d, NULL);
+        sample(&t, &m);
+    }
+    double ns_per_tick = (double)(m - clock_mono0) / (double)(t - clock_tick0);
+    double back = (double)ns / ns_per_tick;
+    return back < (double)t ? t - (uint64_t)back : 0;
 }

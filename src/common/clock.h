@@ -21,6 +21,12 @@ extern int tt__clock_tsc;
 
 void tt__clock_init(void);
 
+/* The ticks of the instant ns nanoseconds ago (0 if before the clock's origin), for an event
+ * that happened before it is recorded. The TSC's rate is measured against the monotonic clock
+ * since tt__clock_init; within 10 ms of it, this waits for the rest of the 10 ms. Not for the
+ * hot path (a few clock reads). */
+uint64_t tt__ticks_ago(uint64_t ns);
+
 static inline uint64_t tt__mono_ns(void)
 {
     struct timespec ts;

@@ -328,6 +328,16 @@ TEST(clientfault_s6_null_arguments_everywhere_in_the_public_api_are_refused)
     CHECK_OK(tt_step_begin(c, &st, NULL, TT_STEP_TOOL, NULL, NULL, NULL));
     CHECK_EQ(tt_step_end(NULL, &st, TT_STATUS_OK, 0, NULL), TT_EINVAL);
     CHECK_EQ(tt_step_end(c, NULL, TT_STATUS_OK, 0, NULL), TT_EINVAL);
+    CHECK_EQ(tt_step_record(NULL, NULL, TT_STEP_TOOL, NULL, "t", NULL, TT_STATUS_OK, 0, -1, NULL),
+             TT_EINVAL);
+    CHECK_EQ(tt_step_record(c, NULL, TT_STEP_TOOL, NULL, "t", NULL, TT_STATUS_OK, -1, -1, NULL),
+             TT_EINVAL);
+    CHECK_EQ(tt_step_record(c, NULL, TT_STEP_TOOL, NULL, "t", NULL, TT_STATUS_OK,
+                            TT_STEP_RECORD_MAX_NS + 1, -1, NULL),
+             TT_EINVAL);
+    CHECK_EQ(tt_step_record(c, NULL, (tt_step_kind)99, NULL, "t", NULL, TT_STATUS_OK, 0, -1, NULL),
+             TT_EINVAL);
+    CHECK_OK(tt_step_record(c, NULL, TT_STEP_TOOL, NULL, NULL, NULL, TT_STATUS_OK, 0, -1, NULL));
     CHECK_OK(tt_step_end(c, &st, TT_STATUS_OK, -1, NULL));
     CHECK_EQ(tt_score(NULL, NULL, 0, "q", 1, NULL, 0), TT_EINVAL);
     CHECK_EQ(tt_score(c, NULL, 0, NULL, 1, NULL, 0), TT_EINVAL);

@@ -165,3 +165,96 @@ TEST_T(cli_emit_reports_steps_with_query_status_and_latency, 60)
     }
     tt_test_serve_stop(&s);
 }
+
+static int64_t num(json_t *o, const char *key)
+{
+    return (int64_t)json_integer_value(json_object_get(o, key));
+}
+
+TEST_T(cli_emit_records_a_step_that_already_ran_from_one_line_with_its_latency, 60)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "serve", NULL);
+    const char *bin = getenv("TT_BIN");
+    char in[600], err[600], cmd[4096];
+    snprintf(in, sizeof in, "%s/steps.jsonl", tt_test_tmpdir());
+    snprintf(err, sizeof err, "%s/emit.err", tt_test_outdir());
+    FILE *f = fopen(in, "w");
+    CHECK(f);
+    fputs("{\"kind\":\"step_begin\",\"id\":\"job\",\"name\":\"nightly\",\"step_kind\":\"agent\","
+          "\"session\":\"cron-1\"}\n"
+          "{\"kind\":\"step\",\"name\":\"grep\",\"query\":\"-r TODO src\",\"status\":\"ok\","
+          "\"latency_ms\":250,\"result_bytes\":2048,\"session\":\"cron-1\",\"parent\":\"job\"}\n"
+          "{\"kind\":\"step\",\"name\":\"curl\",\"step_kind\":\"api\",\"latency_ms\":1500.5,"
+          "\"error\":\"HTTP 503\",\"session\":\"cron-1\"}\n"
+          /* lines 4-8: no latency, a negative one, not a number, beyond 7 days, no open
+           * parent */
+          "{\"kind\":\"step\",\"name\":\"x\"}\n"
+          "{\"kind\":\"step\",\"name\":\"x\",\"latency_ms\":-1}\n"
+          "{\"kind\":\"step\",\"name\":\"x\",\"latency_ms\":\"fast\"}\n"
+          "{\"kind\":\"step\",\"name\":\"x\",\"latency_ms\":604800001}\n"
+          "{\"kind\":\"step\",\"name\":\"x\",\"latency_ms\":1,\"parent\":\"nope\"}\n"
+          "{\"kind\":\"step_end\",\"id\":\"job\"}\n",
+          f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s emit --endpoint %s --agent cron < %s 2> %s", bin, s.endpoint, in,
+             err);
+    CHECK_EQ(sh(cmd), 1); /* some lines were bad, the others stored */
+    char *e = slurp(err);
+    for (int line = 4; line <= 8; line++) {
+        char want[32];
+        snprintf(want, sizeof want, "line %d:", line);
+        CHECK_MSG(strstr(e, want), "%s not reported:\n%s", want, e);
+    }
+    CHECK_MSG(!strstr(e, "line 2:") && !strstr(e, "line 3:") && !strstr(e, "line 9:"), "%s", e);
+    CHECK_MSG(strstr(e, "needs \"name\" and \"latency_ms\"") && strstr(e, "7 days") &&
+                  strstr(e, "not an open step"),
+              "%s", e);
+    free(e);
+
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/events?agent=cron&format=ndjson", NULL, &body),
+             200);
+    json_t *ev[MAX_EVENTS];
+    size_t n = 0;
+    for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
+        CHECK(n < MAX_EVENTS);
+        ev[n] = json_loads(line, 0, NULL);
+        CHECK(ev[n]);
+        n++;
+    }
+    free(body);
+    CHECK_EQ(n, 6); /* 3 steps, each a begin and an end */
+    json_t *job = find(ev, n, "step_begin", "name", "nightly");
+    json_t *grep = find(ev, n, "step_begin", "name", "grep");
+    json_t *curl = find(ev, n, "step_begin", "name", "curl");
+    CHECK(job && grep && curl);
+    CHECK_STR(str(grep, "step_kind"), "tool"); /* the default */
+    CHECK_STR(str(grep, "query"), "-r TODO src");
+    CHECK_STR(str(grep, "session"), "cron-1");
+    CHECK_STR(str(grep, "parent_id"), str(job, "step_id"));
+    CHECK_STR(str(curl, "step_kind"), "api");
+    json_t *ge = end_of(ev, n, grep);
+    CHECK_STR(str(ge, "status"), "ok");
+    CHECK_EQ(num(ge, "result_bytes"), 2048);
+    CHECK_STR(str(ge, "name"), "grep");
+    /* The latency is the one given (the clock's rate converts it to ticks and back). */
+    int64_t lat = num(ge, "duration_ns");
+    CHECK_MSG(lat >= 249000000 && lat <= 251000000, "latency %lld ns", (long long)lat);
+    /* The step began that long before it ended: its begin is backdated. */
+    int64_t span = num(ge, "time_unix_ns") - num(grep, "time_unix_ns");
+    CHECK_MSG(span >= 245000000 && span <= 255000000, "begin %lld ns before the end",
+              (long long)span);
+    json_t *ce = end_of(ev, n, curl);
+    CHECK_STR(str(ce, "status"), "error"); /* implied by "error" */
+    CHECK_STR(str(ce, "error"), "HTTP 503");
+    CHECK_EQ(num(ce, "result_bytes"), -1);
+    lat = num(ce, "duration_ns");
+    CHECK_MSG(lat >= 1499500000 && lat <= 1501500000, "latency %lld ns", (long long)lat);
+    json_t *je = end_of(ev, n, job);
+    CHECK_STR(str(je, "status"), "ok");
+    for (size_t i = 0; i < n; i++) {
+        json_decref(ev[i]);
+    }
+    tt_test_serve_stop(&s);
+}

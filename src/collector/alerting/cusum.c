@@ -294,6 +294,11 @@ static double median_of(double *v, uint32_t n)
     return (lo + hi) / 2;
 }
 
+double detect_median(double *v, uint32_t n)
+{
+    return n ? median_of(v, n) : NAN;
+}
+
 /* Start the robust baseline from the warm-up: median, 1.4826 MAD (or the standard deviation
  * when more than half the samples are equal), floored at sigma_min. */
 static void robust_start(struct cusum *c)

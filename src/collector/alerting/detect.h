@@ -188,6 +188,9 @@ static inline int detect_update(struct detector *d, double x)
     return d->ops->update(d->state, x);
 }
 
+/* The median of v[0..n) (NAN for n = 0), reordering v in place (quickselect): no allocation. */
+double detect_median(double *v, uint32_t n);
+
 /* Parsing helpers shared by the detectors' set() functions. Each returns 0 or -EINVAL, and
  * writes *out only on success. */
 int detect_parse_double(const char *s, double *out);

@@ -419,7 +419,9 @@ static uint64_t hex_id(tt__bstr s)
 static void on_metric(struct monitor *m, struct mon_agent *a, const tt__event *ev)
 {
     tt__ev_metric me;
-    if (tt__ev_metric_decode(ev->body, &me) != 0 || !isfinite(me.value) || me.name.n == 0) {
+    /* Non-finite samples go to the units too: the nonfinite unit reports them, the others
+     * skip them. */
+    if (tt__ev_metric_decode(ev->body, &me) != 0 || me.name.n == 0) {
         return;
     }
     struct mon_signal s = {.type = me.kind == MON_METRIC_SCORE ? SIG_SCORE : SIG_METRIC,
@@ -657,6 +659,8 @@ int monitor_open(struct monitor **out, const struct mon_config *cfg, struct aler
         const struct unit *u = &m->cfg.units[i];
         int sig = !strcmp(u->ops->type, "drift")       ? u->cfg.drift.signal
                   : !strcmp(u->ops->type, "threshold") ? u->cfg.threshold.signal
+                  : !strcmp(u->ops->type, "spike")     ? u->cfg.spike.signal
+                  : !strcmp(u->ops->type, "nonfinite") ? u->cfg.nonfinite.signal
                                                        : -1;
         m->watch_metrics |= sig == DRIFT_METRIC || sig == DRIFT_SCORE;
         m->watch_decisions |= !strcmp(u->ops->type, "comply");

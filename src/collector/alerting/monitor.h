@@ -167,6 +167,21 @@ struct unit {
         struct {
             int flags; /* flagged decisions raise incidents too (default on) */
         } comply;
+        struct {
+            int signal;              /* enum drift_signal: DRIFT_METRIC or DRIFT_SCORE */
+            char name[MON_NAME_MAX]; /* the metric or score; "*": any of them */
+        } nonfinite;
+        struct {
+            int signal; /* enum drift_signal */
+            char name[MON_NAME_MAX];
+            int direction;        /* enum detect_mode: up (default), down, both */
+            uint32_t window;      /* in-range samples the median and MAD are taken over (50) */
+            uint32_t min_samples; /* before the first test (20, at most window) */
+            uint32_t consecutive; /* out-of-range samples in a row to raise (1) */
+            uint32_t relearn;     /* this many in a row become the new level (0: never) */
+            double sigmas;        /* distance from the median in robust sigmas (6) */
+            double min_change;    /* and at least this share of |median| (0) */
+        } spike;
     } cfg;
 };
 

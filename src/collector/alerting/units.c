@@ -1,7 +1,8 @@
 /*
  * units.c - the detector units of the alerting layer (monitor.h): threshold on response
  * confidence, drift on confidence or tool latency (CUSUM, Page-Hinkley or ADWIN from detect.h
- * after a warm-up), tool error rate, a looping agent, silence, and sequence gaps. Every state
+ * after a warm-up), tool error rate, a looping agent, silence, sequence gaps, compliance
+ * decisions, non-finite metric samples and spikes from a robust recent level. Every state
  * here starts as zero bytes: the monitor zeroes a new agent's block and nothing else.
  */
 #include <errno.h>
@@ -741,11 +742,250 @@ static int comply_feed(const struct unit *u, void *state, const struct mon_signa
 static const struct unit_ops unit_comply = {"comply",    0,    comply_set, comply_ready,
                                             comply_feed, NULL, NULL,       NULL};
 
+/* --- nonfinite: a metric or score sample that is NaN or infinite -------------------------- */
+
+/* What a training job's divergence looks like first: a loss or a gradient norm of NaN or inf.
+ * The other units skip such samples (one NaN must not poison their sums); this one reports
+ * them. signal = metric:NAME, score:NAME, or metric:* / score:* for every metric or score. */
+struct nonfinite_state {
+    uint64_t count; /* non-finite samples seen for this agent */
+};
+
+static int nonfinite_set(struct unit *u, const char *key, const char *value)
+{
+    if (strcmp(key, "signal") == 0) {
+        return parse_signal(value, &u->cfg.nonfinite.signal, u->cfg.nonfinite.name);
+    }
+    return -ENOENT;
+}
+
+static int nonfinite_ready(struct unit *u, char *err, size_t errlen)
+{
+    if (u->cfg.nonfinite.signal != DRIFT_METRIC && u->cfg.nonfinite.signal != DRIFT_SCORE) {
+        snprintf(err, errlen,
+                 "a nonfinite detector needs signal = metric:NAME or score:NAME "
+                 "(NAME may be *)");
+        return -EINVAL;
+    }
+    u->state_size = sizeof(struct nonfinite_state);
+    return 0;
+}
+
+static int nonfinite_feed(const struct unit *u, void *state, const struct mon_signal *s,
+                          struct alert *a)
+{
+    const int sig = u->cfg.nonfinite.signal;
+    const char *name = u->cfg.nonfinite.name;
+    if (isfinite(s->value)) {
+        return 0;
+    }
+    if (strcmp(name, "*") == 0) {
+        if (s->type != (sig == DRIFT_METRIC ? SIG_METRIC : SIG_SCORE)) {
+            return 0;
+        }
+    } else if (!signal_matches(sig, name, s)) {
+        return 0;
+    }
+    struct nonfinite_state *st = state;
+    st->count++;
+    char got[MON_NAME_MAX];
+    bstr_copy(got, sizeof got, s->name);
+    const char *kind = sig == DRIFT_METRIC ? "metric" : "score";
+    snprintf(a->key, sizeof a->key, "%s:%s", kind, got);
+    const char *what = isnan(s->value) ? "NaN" : s->value > 0 ? "+inf" : "-inf";
+    /* The value itself has no JSON form: the incident carries the count, the message says
+     * which of NaN, +inf, -inf it was. */
+    a->value = (double)st->count;
+    a->threshold = 0;
+    snprintf(a->unit, sizeof a->unit, "samples");
+    a->example_id = s->id;
+    a->example_is_response = sig == DRIFT_SCORE && s->id != 0;
+    snprintf(a->message, sizeof a->message,
+             "%s %s is %s (%llu non-finite samples of this agent so far): a NaN or infinite "
+             "value, e.g. a diverging loss or gradient",
+             kind, got, what, (unsigned long long)st->count);
+    return 1;
+}
+
+static const struct unit_ops unit_nonfinite = {
+    "nonfinite", 10000, nonfinite_set, nonfinite_ready, nonfinite_feed, NULL, NULL, NULL};
+
+/* --- spike: a sample far from the median of the recent in-range samples -------------------- */
+
+/* One sample (or `consecutive` in a row) further than `sigmas` robust sigmas (1.4826 MAD) and
+ * `min_change` of |median| from the median of the last `window` in-range samples: a loss
+ * spike (direction up), a throughput drop (direction down, consecutive > 1). Out-of-range
+ * samples stay out of the window, so a lasting change keeps its incident open (updated at every
+ * sample) until the signal is back, unless `relearn` in a row make it the new level. */
+#define SPIKE_WINDOW_MAX 1024
+
+struct spike_state {
+    uint32_t n, pos; /* samples in the window, next slot */
+    uint32_t run;    /* out-of-range samples in a row */
+    uint32_t pad;
+    double v[]; /* window values, then as many of scratch for the median */
+};
+
+static int spike_set(struct unit *u, const char *key, const char *value)
+{
+    if (strcmp(key, "signal") == 0) {
+        return parse_signal(value, &u->cfg.spike.signal, u->cfg.spike.name);
+    }
+    if (strcmp(key, "direction") == 0) {
+        enum detect_mode m;
+        if (detect_parse_mode(value, &m) != 0) {
+            return -EINVAL;
+        }
+        u->cfg.spike.direction = m == DETECT_BOTH ? -1 : (int)m; /* 0 is "not set": up */
+        return 0;
+    }
+    if (strcmp(key, "window") == 0) {
+        return set_u32(value, 3, SPIKE_WINDOW_MAX, &u->cfg.spike.window);
+    }
+    if (strcmp(key, "min_samples") == 0) {
+        return set_u32(value, 3, SPIKE_WINDOW_MAX, &u->cfg.spike.min_samples);
+    }
+    if (strcmp(key, "consecutive") == 0) {
+        return set_u32(value, 1, 1000000, &u->cfg.spike.consecutive);
+    }
+    if (strcmp(key, "relearn") == 0) {
+        return set_u32(value, 0, 1000000, &u->cfg.spike.relearn);
+    }
+    if (strcmp(key, "sigmas") == 0) {
+        return set_double(value, 0, 1e6, &u->cfg.spike.sigmas);
+    }
+    if (strcmp(key, "min_change") == 0) {
+        return set_double(value, 0, 1e6, &u->cfg.spike.min_change);
+    }
+    return -ENOENT;
+}
+
+static int spike_ready(struct unit *u, char *err, size_t errlen)
+{
+    struct unit *t = u;
+    if (!t->cfg.spike.window) {
+        t->cfg.spike.window = 50;
+    }
+    if (!t->cfg.spike.min_samples) {
+        t->cfg.spike.min_samples = t->cfg.spike.window < 20 ? t->cfg.spike.window : 20;
+    }
+    if (t->cfg.spike.min_samples > t->cfg.spike.window) {
+        snprintf(err, errlen, "min_samples above window");
+        return -EINVAL;
+    }
+    if (!t->cfg.spike.consecutive) {
+        t->cfg.spike.consecutive = 1;
+    }
+    if (t->cfg.spike.relearn && t->cfg.spike.relearn < t->cfg.spike.consecutive) {
+        snprintf(err, errlen, "relearn below consecutive");
+        return -EINVAL;
+    }
+    if (!(t->cfg.spike.sigmas > 0) && !(t->cfg.spike.min_change > 0)) {
+        t->cfg.spike.sigmas = 6;
+    }
+    if (!t->cfg.spike.direction) {
+        t->cfg.spike.direction = DETECT_UP;
+    }
+    if (t->cfg.spike.direction == -1) {
+        t->cfg.spike.direction = DETECT_BOTH;
+    }
+    t->state_size = sizeof(struct spike_state) + 2 * (size_t)t->cfg.spike.window * sizeof(double);
+    return 0;
+}
+
+static int spike_feed(const struct unit *u, void *state, const struct mon_signal *s,
+                      struct alert *a)
+{
+    const int sig = u->cfg.spike.signal;
+    if (!signal_matches(sig, u->cfg.spike.name, s) || !isfinite(s->value)) {
+        return 0;
+    }
+    struct spike_state *st = state;
+    const uint32_t w = u->cfg.spike.window;
+    double x = s->value;
+    if (st->n < u->cfg.spike.min_samples) {
+        st->v[st->pos] = x;
+        st->pos = (st->pos + 1) % w;
+        st->n++;
+        return 0;
+    }
+    double *scratch = st->v + w;
+    memcpy(scratch, st->v, st->n * sizeof(double));
+    double med = detect_median(scratch, st->n);
+    for (uint32_t i = 0; i < st->n; i++) {
+        scratch[i] = fabs(st->v[i] - med);
+    }
+    /* A window of equal values has no spread: a floor keeps the bound finite (min_change is
+     * the setting that matters then). */
+    double floor = 1e-9 * (fabs(med) > 1 ? fabs(med) : 1);
+    double sigma = 1.482602218505602 * detect_median(scratch, st->n);
+    sigma = sigma > floor ? sigma : floor;
+    double dev = x - med, need = u->cfg.spike.sigmas * sigma;
+    double rel = u->cfg.spike.min_change * fabs(med);
+    need = need > rel ? need : rel;
+    int dir = u->cfg.spike.direction;
+    int up = dir != DETECT_DOWN && dev > need;
+    int down = dir != DETECT_UP && -dev > need;
+    if (!up && !down) {
+        st->run = 0;
+        st->v[st->pos] = x;
+        st->pos = (st->pos + 1) % w;
+        st->n += st->n < w;
+        return 0;
+    }
+    st->run++;
+    if (u->cfg.spike.relearn && st->run >= u->cfg.spike.relearn) {
+        /* The level has moved for good: learn it afresh from this sample on. */
+        st->n = 1;
+        st->pos = 1 % w;
+        st->v[0] = x;
+        st->run = 0;
+        return 0;
+    }
+    if (st->run < u->cfg.spike.consecutive) {
+        return 0;
+    }
+    char unit[16] = "", sp[2] = "";
+    if (sig == DRIFT_METRIC) {
+        bstr_copy(unit, sizeof unit, s->query);
+        sp[0] = unit[0] ? ' ' : 0;
+    }
+    double k = 1; /* tool latency is in seconds on the signal, in ms in messages */
+    if (sig == DRIFT_TOOL_LATENCY) {
+        snprintf(unit, sizeof unit, "ms");
+        sp[0] = ' ';
+        k = 1000;
+    }
+    signal_key(sig, u->cfg.spike.name, a->key, sizeof a->key);
+    a->value = x * k;
+    a->threshold = (up ? med + need : med - need) * k;
+    snprintf(a->unit, sizeof a->unit, "%s", unit);
+    a->example_id = s->id;
+    a->example_is_response = sig == DRIFT_CONFIDENCE || (sig == DRIFT_SCORE && s->id != 0);
+    char what[MON_NAME_MAX + 16];
+    static const char *const shown[] = {"confidence", "tool latency", "metric ", "score "};
+    snprintf(what, sizeof what, "%s%s", shown[sig], u->cfg.spike.name);
+    char run[64] = "";
+    if (u->cfg.spike.consecutive > 1) {
+        snprintf(run, sizeof run, "; %u samples in a row", st->run);
+    }
+    snprintf(a->message, sizeof a->message,
+             "%s %s: %.6g%s%s is %.1f sigma %s the median %.6g%s%s of the last %u samples "
+             "(robust sigma %.3g%s%s, %+.0f%%)%s",
+             what, up ? "spiked" : "dropped", x * k, sp, unit, fabs(dev) / sigma,
+             up ? "above" : "below", med * k, sp, unit, st->n, sigma * k, sp, unit,
+             med != 0 ? 100 * dev / fabs(med) : 0.0, run);
+    return 1;
+}
+
+static const struct unit_ops unit_spike = {"spike",    0,    spike_set, spike_ready,
+                                           spike_feed, NULL, NULL,      NULL};
+
 const struct unit_ops *unit_find(const char *type)
 {
-    static const struct unit_ops *const all[] = {&unit_threshold, &unit_drift,   &unit_error_rate,
-                                                 &unit_loop,      &unit_silence, &unit_gap,
-                                                 &unit_comply};
+    static const struct unit_ops *const all[] = {&unit_threshold, &unit_drift,     &unit_error_rate,
+                                                 &unit_loop,      &unit_silence,   &unit_gap,
+                                                 &unit_comply,    &unit_nonfinite, &unit_spike};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         if (strcmp(all[i]->type, type) == 0) {
             return all[i];

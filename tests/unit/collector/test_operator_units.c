@@ -232,6 +232,154 @@ TEST(units_drift_stays_quiet_in_control_and_fires_on_a_one_sigma_fall)
     CHECK(strstr(a.message, "confidence drift (cusum)") != NULL);
 }
 
+static int feed_metric(struct unit_rig *r, const char *name, double v, const char *unit,
+                       struct alert *a)
+{
+    memset(a, 0, sizeof *a);
+    return feed(r, SIG_METRIC, v, 0, name, unit, a);
+}
+
+TEST(units_nonfinite_raises_on_nan_and_inf_of_its_metrics_only)
+{
+    static struct unit_rig r;
+    struct alert a;
+    rig(&r, "[detector.n]\ntype = nonfinite\nsignal = metric:loss\n");
+    CHECK_EQ(feed_metric(&r, "loss", 2.5, "nats", &a), 0);
+    CHECK_EQ(feed_metric(&r, "grad_norm", NAN, NULL, &a), 0);   /* not its metric */
+    CHECK_EQ(feed(&r, SIG_SCORE, NAN, 0, "loss", NULL, &a), 0); /* a score, not a metric */
+    CHECK_EQ(feed_metric(&r, "loss", NAN, "nats", &a), 1);
+    CHECK_STR(a.key, "metric:loss");
+    CHECK_MSG(strstr(a.message, "metric loss is NaN") != NULL, "%s", a.message);
+    CHECK(isfinite(a.value) && a.value == 1); /* the count: a NaN has no JSON form */
+    CHECK_EQ(feed_metric(&r, "loss", -INFINITY, "nats", &a), 1);
+    CHECK(strstr(a.message, "is -inf") != NULL && a.value == 2);
+    rig(&r, "[detector.n]\ntype = nonfinite\nsignal = metric:*\n");
+    CHECK_EQ(feed_metric(&r, "grad_norm", INFINITY, NULL, &a), 1);
+    CHECK_STR(a.key, "metric:grad_norm"); /* one incident per metric */
+    CHECK(strstr(a.message, "is +inf") != NULL);
+    CHECK_EQ(feed_metric(&r, "lr", 0.001, NULL, &a), 0);
+    CHECK_EQ(feed(&r, SIG_SCORE, NAN, 0, "judge", NULL, &a), 0);
+    rig(&r, "[detector.n]\ntype = nonfinite\nsignal = score:*\n");
+    CHECK_EQ(feed(&r, SIG_SCORE, NAN, 0, "judge", NULL, &a), 1);
+    CHECK_STR(a.key, "score:judge");
+    CHECK_EQ(feed_metric(&r, "loss", NAN, NULL, &a), 0);
+    /* The other units skip what is not a number. */
+    rig(&r, "[detector.t]\ntype = threshold\nsignal = metric:loss\nmax = 10\n");
+    CHECK_EQ(feed_metric(&r, "loss", NAN, NULL, &a), 0);
+    CHECK_EQ(feed_metric(&r, "loss", INFINITY, NULL, &a), 0);
+    CHECK_EQ(feed_metric(&r, "loss", 11, NULL, &a), 1);
+    static struct mon_config c;
+    char err[300];
+    CHECK_EQ(parse(&c, "[detector.n]\ntype = nonfinite\nsignal = confidence\n", err, sizeof err),
+             -1);
+    CHECK_MSG(strstr(err, "metric:NAME or score:NAME") != NULL, "%s", err);
+    CHECK_EQ(parse(&c, "[detector.n]\ntype = nonfinite\n", err, sizeof err), -1);
+}
+
+TEST(units_spike_fires_on_a_loss_spike_and_a_lasting_throughput_drop)
+{
+    static struct unit_rig r;
+    struct alert a;
+    rig(&r, "[detector.s]\ntype = spike\nsignal = metric:loss\nwindow = 50\n"
+            "min_samples = 20\nsigmas = 6\nmin_change = 0.5\n");
+    /* A falling, noisy loss never spikes; noise is +-0.1 around a decay from 4 to 2. */
+    uint64_t st = 7;
+    double loss = 0;
+    for (int i = 0; i < 2000; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        double noise = ((double)(st >> 11) / 9007199254740992.0 - 0.5) * 0.2;
+        loss = 2 + 2 * exp(-i / 300.0) + noise;
+        CHECK_MSG(feed_metric(&r, "loss", loss, "nats", &a) == 0, "false alarm at %d: %s", i,
+                  a.message);
+        if (i == 1000) { /* a dip is not a spike (direction up is the default) */
+            CHECK_EQ(feed_metric(&r, "loss", 0.1, "nats", &a), 0);
+        }
+    }
+    CHECK_EQ(feed_metric(&r, "loss", NAN, "nats", &a), 0); /* nonfinite's business */
+    CHECK_EQ(feed_metric(&r, "loss", 6.0, "nats", &a), 1);
+    CHECK_STR(a.key, "metric:loss");
+    CHECK_NEAR(a.value, 6.0, 0);
+    CHECK(a.threshold > loss && a.threshold < 6.0);
+    CHECK_STR(a.unit, "nats");
+    CHECK_MSG(strstr(a.message, "metric loss spiked: 6 nats") &&
+                  strstr(a.message, "above the median"),
+              "%s", a.message);
+    CHECK_EQ(feed_metric(&r, "loss", loss, "nats", &a), 0); /* back to normal */
+    /* A spike stays out of the window: the next one is measured against the same level. */
+    CHECK_EQ(feed_metric(&r, "loss", 6.0, "nats", &a), 1);
+    CHECK_EQ(feed_metric(&r, "grad_norm", 60.0, NULL, &a), 0); /* not its signal */
+
+    /* Throughput: down, three in a row, and still firing while the drop lasts. */
+    rig(&r, "[detector.d]\ntype = spike\nsignal = metric:throughput\ndirection = down\n"
+            "window = 30\nmin_samples = 10\nsigmas = 3\nmin_change = 0.5\nconsecutive = 3\n");
+    for (int i = 0; i < 40; i++) {
+        CHECK_EQ(feed_metric(&r, "throughput", 1000 + (i % 7) * 20, "tokens/s", &a), 0);
+    }
+    CHECK_EQ(feed_metric(&r, "throughput", 2000, "tokens/s", &a), 0); /* a rise: not watched */
+    CHECK_EQ(feed_metric(&r, "throughput", 300, "tokens/s", &a), 0);
+    CHECK_EQ(feed_metric(&r, "throughput", 1050, "tokens/s", &a), 0); /* the run is broken */
+    CHECK_EQ(feed_metric(&r, "throughput", 300, "tokens/s", &a), 0);
+    CHECK_EQ(feed_metric(&r, "throughput", 300, "tokens/s", &a), 0);
+    for (int i = 0; i < 100; i++) {
+        CHECK_EQ(feed_metric(&r, "throughput", 300, "tokens/s", &a), 1);
+    }
+    CHECK_MSG(strstr(a.message, "metric throughput dropped: 300 tokens/s") &&
+                  strstr(a.message, "samples in a row"),
+              "%s", a.message);
+    CHECK(a.threshold < 1060 * 0.5 + 1);
+    CHECK_EQ(feed_metric(&r, "throughput", 1040, "tokens/s", &a), 0); /* recovered */
+    CHECK_EQ(feed_metric(&r, "throughput", 450, "tokens/s", &a), 0);  /* -55 %, once */
+
+    /* relearn: a level that lasts becomes the new normal. */
+    rig(&r, "[detector.d]\ntype = spike\nsignal = metric:tp\ndirection = both\n"
+            "window = 20\nmin_samples = 10\nmin_change = 0.5\nconsecutive = 2\n"
+            "relearn = 5\n");
+    for (int i = 0; i < 20; i++) {
+        CHECK_EQ(feed_metric(&r, "tp", 100 + i % 3, NULL, &a), 0);
+    }
+    CHECK_EQ(feed_metric(&r, "tp", 10, NULL, &a), 0);
+    CHECK_EQ(feed_metric(&r, "tp", 10, NULL, &a), 1);
+    CHECK_EQ(feed_metric(&r, "tp", 10, NULL, &a), 1);
+    CHECK_EQ(feed_metric(&r, "tp", 10, NULL, &a), 1);
+    CHECK_EQ(feed_metric(&r, "tp", 10, NULL, &a), 0); /* the 5th: learnt */
+    for (int i = 0; i < 20; i++) {
+        CHECK_EQ(feed_metric(&r, "tp", 10 + i % 2, NULL, &a), 0);
+    }
+    CHECK_EQ(feed_metric(&r, "tp", 100, NULL, &a), 0); /* both ways now: a rise */
+    CHECK_EQ(feed_metric(&r, "tp", 100, NULL, &a), 1);
+    CHECK(strstr(a.message, "spiked") != NULL);
+
+    /* Tool latency: seconds on the signal, milliseconds in the incident. */
+    rig(&r, "[detector.l]\ntype = spike\nsignal = tool_latency\nmin_change = 1\n");
+    for (int i = 0; i < 30; i++) {
+        CHECK_EQ(feed(&r, SIG_TOOL_END, 0.1 + 0.001 * (i % 5), 0, "search", NULL, &a), 0);
+    }
+    CHECK_EQ(feed(&r, SIG_TOOL_END, 0.5, 0, "search", NULL, &a), 1);
+    CHECK_NEAR(a.value, 500, 1e-9);
+    CHECK_STR(a.unit, "ms");
+    CHECK_STR(a.key, "tool_latency");
+    CHECK_MSG(strstr(a.message, "tool latency spiked: 500 ms") != NULL, "%s", a.message);
+
+    static struct mon_config c;
+    char err[300];
+    CHECK_EQ(parse(&c,
+                   "[detector.s]\ntype = spike\nsignal = metric:x\nwindow = 10\n"
+                   "min_samples = 20\n",
+                   err, sizeof err),
+             -1);
+    CHECK_MSG(strstr(err, "min_samples above window") != NULL, "%s", err);
+    CHECK_EQ(parse(&c, "[detector.s]\ntype = spike\nwindow = 2000\n", err, sizeof err), -1);
+    CHECK_EQ(parse(&c, "[detector.s]\ntype = spike\ndirection = sideways\n", err, sizeof err), -1);
+    CHECK_EQ(
+        parse(&c, "[detector.s]\ntype = spike\nconsecutive = 3\nrelearn = 2\n", err, sizeof err),
+        -1);
+    CHECK_OK(parse(&c, "[detector.s]\ntype = spike\nsignal = metric:x\n", err, sizeof err));
+    CHECK_EQ(c.units[0].cfg.spike.window, 50);
+    CHECK_EQ(c.units[0].cfg.spike.min_samples, 20);
+    CHECK_EQ(c.units[0].cfg.spike.direction, DETECT_UP);
+    CHECK_NEAR(c.units[0].cfg.spike.sigmas, 6, 0);
+}
+
 TEST(auth_tokens_compare_exactly_and_ingest_tokens_set_identity)
 {
     struct auth *a = auth_new();
