@@ -58,20 +58,28 @@ class CharModel:
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--endpoint", default=os.environ.get("TELLTALE_ENDPOINT"))
-    ap.add_argument("--agent", default="trainer")
-    ap.add_argument("--steps", type=int, default=None, help="10000 (--short: 600)")
+    ap.add_argument("--endpoint", default=os.environ.get("TELLTALE_ENDPOINT"),
+                    help="the collector (unix:PATH, tcp://HOST:PORT, tls://...; default: "
+                    "$TELLTALE_ENDPOINT, else the library's default)")
+    ap.add_argument("--agent", default="trainer", help="the agent's name (default trainer)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps (default 10000, "
+                    "--short: 600)")
     ap.add_argument("--short", action="store_true", help="600 steps")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--batch", type=int, default=64, help="sequences per step (default 64)")
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
     ap.add_argument("--warmup", type=int, default=50, help="steps of linear learning-rate warm-up")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     ap.add_argument("--log-every", type=int, default=10, help="steps per throughput sample")
-    ap.add_argument("--spike-at", type=int, default=-1)
-    ap.add_argument("--nan-at", type=int, default=-1)
-    ap.add_argument("--slow-at", type=int, default=-1)
-    ap.add_argument("--slow-steps", type=int, default=40)
-    ap.add_argument("--slow-ms", type=float, default=30.0)
+    ap.add_argument("--spike-at", type=int, default=-1, metavar="STEP",
+                    help="inject a loss spike: train this step on a corrupted batch")
+    ap.add_argument("--nan-at", type=int, default=-1, metavar="STEP",
+                    help="inject a NaN into this step's forward pass")
+    ap.add_argument("--slow-at", type=int, default=-1, metavar="STEP",
+                    help="inject a throughput drop: slow the data source from this step")
+    ap.add_argument("--slow-steps", type=int, default=40, help="how many steps stay slow "
+                    "(default 40)")
+    ap.add_argument("--slow-ms", type=float, default=30.0, help="delay added to each slow "
+                    "step, ms (default 30)")
     a = ap.parse_args(argv)
     if a.steps is None:
         a.steps = 600 if a.short else 10000
