@@ -1,0 +1,221 @@
+/*
+ * test_trace.c - W3C trace context (issue 17, point 3): the trace id, span id and parent span id
+ * that a step or response was given are those a real `telltale serve` returns from its API;
+ * steps begun without a traceparent inherit their parent step's trace; roots without one get a
+ * trace of their own (per root step) or their session's default; invalid traceparents are
+ * refused before anything is emitted.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "serve.h"
+#include "telltale.h"
+#include "test.h"
+
+/* The value of key inside the object of the step (or response) whose id field idkey is id:
+ * searched from the id to the object's "children" (or its end), so nested steps do not mix. */
+static int field_of(const char *json, const char *idkey, uint64_t id, const char *key, char *out,
+                    size_t cap)
+{
+    char pat[96];
+    snprintf(pat, sizeof pat, "\"%s\":\"%016" PRIx64 "\"", idkey, id);
+    const char *p = strstr(json, pat);
+    if (!p) {
+        return -1;
+    }
+    const char *stop = strstr(p, "\"children\"");
+    const char *next = strstr(p + 1, "\"id\":\"");
+    if (!stop || (next && next < stop)) {
+        stop = next;
+    }
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    const char *k = strstr(p, pat);
+    if (!k || (stop && k > stop)) {
+        out[0] = 0;
+        return -1;
+    }
+    k += strlen(pat);
+    size_t n = 0;
+    while (*k && *k != '"' && n + 1 < cap) {
+        out[n++] = *k++;
+    }
+    out[n] = 0;
+    return 0;
+}
+
+static void hex16(uint64_t v, char out[17])
+{
+    snprintf(out, 17, "%016" PRIx64, v);
+}
+
+#define TP_TRACE "4bf92f3577b34da6a3ce929d0e0e4736"
+#define TP_PARENT "00f067aa0ba902b7"
+#define TP "00-" TP_TRACE "-" TP_PARENT "-01"
+
+TEST_T(trace_ids_given_to_steps_and_responses_are_the_ids_the_api_returns, 60)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "trace", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "trace-agent", NULL);
+
+    /* A turn joined to the application's trace: root with a traceparent, a child and a
+     * grandchild without, and a response in the child. */
+    tt_step root, child, grand;
+    CHECK_OK(tt_step_begin_ctx(c, &root, NULL, TP, TT_STEP_AGENT, "t-1", "turn", NULL));
+    CHECK_OK(tt_step_begin(c, &child, &root, TT_STEP_LLM, "t-1", "plan", NULL));
+    CHECK_OK(tt_step_begin(c, &grand, &child, TT_STEP_TOOL, "t-1", "search", "q"));
+    tt_response *r = NULL;
+    CHECK_OK(tt_response_begin_in(c, &r, &child, "t-1", "m", NULL, 0));
+    uint64_t rid = tt_response_id(r);
+    CHECK_OK(tt_response_end(r, NULL));
+    CHECK_OK(tt_step_end(c, &grand, TT_STATUS_OK, 1, NULL));
+    CHECK_OK(tt_step_end(c, &child, TT_STATUS_OK, 1, NULL));
+    CHECK_OK(tt_step_end(c, &root, TT_STATUS_OK, 1, NULL));
+
+    /* Two roots without any context: a trace each. */
+    tt_step a, b;
+    CHECK_OK(tt_step_begin(c, &a, NULL, TT_STEP_TOOL, "t-2", "a", NULL));
+    CHECK_OK(tt_step_end(c, &a, TT_STATUS_OK, 1, NULL));
+    CHECK_OK(tt_step_begin(c, &b, NULL, TT_STEP_TOOL, "t-2", "b", NULL));
+    CHECK_OK(tt_step_end(c, &b, TT_STATUS_OK, 1, NULL));
+
+    /* A session default, and a response with its own traceparent outside any step. */
+    const char *tp3 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    CHECK_OK(tt_session_traceparent(c, "t-3", tp3));
+    tt_step d;
+    CHECK_OK(tt_step_begin(c, &d, NULL, TT_STEP_TOOL, "t-3", "d", NULL));
+    CHECK_OK(tt_step_end(c, &d, TT_STATUS_OK, 1, NULL));
+    tt_response *r2 = NULL;
+    CHECK_OK(tt_response_begin_ctx(c, &r2, NULL, TP, "t-4", "m", NULL, 0));
+    uint64_t rid2 = tt_response_id(r2);
+    CHECK_OK(tt_response_end(r2, NULL));
+    CHECK_OK(tt_flush(c, 10000));
+
+    char *body = NULL, v[64], w[64], hx[17];
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/sessions/t-1?agent=trace-agent", NULL, &body),
+             200);
+    /* root: the given trace, the given parent span, its own span id */
+    CHECK_OK(field_of(body, "step_id", root.id, "trace_id", v, sizeof v));
+    CHECK_STR(v, TP_TRACE);
+    CHECK_OK(field_of(body, "step_id", root.id, "parent_span_id", v, sizeof v));
+    CHECK_STR(v, TP_PARENT);
+    uint64_t sroot = tt_step_span_id(c, &root), schild = tt_step_span_id(c, &child);
+    CHECK(sroot != 0 && schild != 0 && sroot != schild);
+    hex16(sroot, hx);
+    CHECK_OK(field_of(body, "step_id", root.id, "span_id", v, sizeof v));
+    CHECK_STR(v, hx);
+    /* child and grandchild: the same trace, each the child span of its parent */
+    CHECK_OK(field_of(body, "step_id", child.id, "trace_id", v, sizeof v));
+    CHECK_STR(v, TP_TRACE);
+    CHECK_OK(field_of(body, "step_id", child.id, "parent_span_id", v, sizeof v));
+    CHECK_STR(v, hx);
+    hex16(schild, hx);
+    CHECK_OK(field_of(body, "step_id", child.id, "span_id", v, sizeof v));
+    CHECK_STR(v, hx);
+    CHECK_OK(field_of(body, "step_id", grand.id, "trace_id", v, sizeof v));
+    CHECK_STR(v, TP_TRACE);
+    CHECK_OK(field_of(body, "step_id", grand.id, "parent_span_id", v, sizeof v));
+    CHECK_STR(v, hx);
+    hex16(tt_step_span_id(c, &grand), hx);
+    CHECK_OK(field_of(body, "step_id", grand.id, "span_id", v, sizeof v));
+    CHECK_STR(v, hx);
+    free(body);
+
+    /* the response in the child: same trace, parent span the child's, span id its id */
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/responses?session=t-1", NULL, &body), 200);
+    CHECK_OK(field_of(body, "id", rid, "trace_id", v, sizeof v));
+    CHECK_STR(v, TP_TRACE);
+    hex16(schild, hx);
+    CHECK_OK(field_of(body, "id", rid, "parent_span_id", v, sizeof v));
+    CHECK_STR(v, hx);
+    hex16(rid, hx);
+    CHECK_OK(field_of(body, "id", rid, "span_id", v, sizeof v));
+    CHECK_STR(v, hx);
+    free(body);
+
+    /* roots without context: a trace each, 32 lowercase hex digits, no parent span */
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/sessions/t-2?agent=trace-agent", NULL, &body),
+             200);
+    CHECK_OK(field_of(body, "step_id", a.id, "trace_id", v, sizeof v));
+    CHECK_OK(field_of(body, "step_id", b.id, "trace_id", w, sizeof w));
+    CHECK_EQ(strlen(v), 32);
+    CHECK_EQ(strspn(v, "0123456789abcdef"), 32);
+    CHECK(strcmp(v, w) != 0 && strcmp(v, "00000000000000000000000000000000") != 0);
+    CHECK(field_of(body, "step_id", a.id, "parent_span_id", v, sizeof v) != 0);
+    free(body);
+
+    /* the session default */
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/sessions/t-3?agent=trace-agent", NULL, &body),
+             200);
+    CHECK_OK(field_of(body, "step_id", d.id, "trace_id", v, sizeof v));
+    CHECK_STR(v, "0af7651916cd43dd8448eb211c80319c");
+    CHECK_OK(field_of(body, "step_id", d.id, "parent_span_id", v, sizeof v));
+    CHECK_STR(v, "b7ad6b7169203331");
+    free(body);
+
+    /* a response's own traceparent */
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/responses?session=t-4", NULL, &body), 200);
+    CHECK_OK(field_of(body, "id", rid2, "trace_id", v, sizeof v));
+    CHECK_STR(v, TP_TRACE);
+    CHECK_OK(field_of(body, "id", rid2, "parent_span_id", v, sizeof v));
+    CHECK_STR(v, TP_PARENT);
+    free(body);
+
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
+}
+
+TEST(trace_traceparent_is_validated_strictly)
+{
+    static const char *const bad[] = {
+        "",
+        "00-" TP_TRACE "-" TP_PARENT,                                  /* no flags */
+        "00-" TP_TRACE "-" TP_PARENT "-01-",                           /* 00 has 55 chars */
+        "00-00000000000000000000000000000000-" TP_PARENT "-01",        /* zero trace id */
+        "00-" TP_TRACE "-0000000000000000-01",                         /* zero parent id */
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-" TP_PARENT "-01",        /* uppercase */
+        "00-" TP_TRACE "-00F067AA0BA902B7-01",                         /* uppercase */
+        "ff-" TP_TRACE "-" TP_PARENT "-01",                            /* version ff */
+        "00-" TP_TRACE "0-" TP_PARENT "-01",                           /* trace id 33 digits */
+        "00-4bf92f3577b34da6a3ce929d0e0e473-" TP_PARENT "-01",         /* 31 digits */
+        "00-" TP_TRACE "-" TP_PARENT "f-01",                           /* span 17 digits */
+        "00_" TP_TRACE "-" TP_PARENT "-01",                            /* separator */
+        "00-" TP_TRACE "-" TP_PARENT "-0g",                            /* flags not hex */
+        "0-" TP_TRACE "-" TP_PARENT "-01",                             /* version 1 digit */
+        "01-" TP_TRACE "-" TP_PARENT "-01x",                           /* later version, no '-' */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_MSG(tt_traceparent_check(bad[i]) == TT_EINVAL, "accepted: %s", bad[i]);
+    }
+    CHECK_EQ(tt_traceparent_check(NULL), TT_EINVAL);
+    CHECK_OK(tt_traceparent_check(TP));
+    CHECK_OK(tt_traceparent_check("01-" TP_TRACE "-" TP_PARENT "-01-future"));
+
+    tt_config *cfg = NULL;
+    CHECK_OK(tt_config_new(&cfg));
+    CHECK_OK(tt_config_set(cfg, "endpoint", "tcp://127.0.0.1:1"));
+    tt_client *c = NULL;
+    CHECK_OK(tt_open(&c, cfg));
+    tt_config_free(cfg);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tt_step st = {.id = 7};
+        CHECK_EQ(tt_step_begin_ctx(c, &st, NULL, bad[i], TT_STEP_TOOL, "s", "n", NULL),
+                 TT_EINVAL);
+        CHECK_EQ(st.id, 0);
+        tt_response *r = (tt_response *)1;
+        CHECK_EQ(tt_response_begin_ctx(c, &r, NULL, bad[i], "s", "m", NULL, 0), TT_EINVAL);
+        CHECK(r == NULL);
+        CHECK_EQ(tt_session_traceparent(c, "s", bad[i]), TT_EINVAL);
+    }
+    /* Nothing was emitted by the refused calls. */
+    tt_stats stats;
+    CHECK_OK(tt_stats_get(c, &stats, sizeof stats));
+    CHECK_EQ(stats.emitted, 0);
+    /* A default is set and cleared. */
+    CHECK_OK(tt_session_traceparent(c, NULL, TP));
+    CHECK_OK(tt_session_traceparent(c, NULL, NULL));
+    CHECK_OK(tt_session_traceparent(c, "never-set", NULL));
+    tt_close(c, 100);
+}
