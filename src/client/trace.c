@@ -52,8 +52,8 @@ int tt__traceparent_parse(const char *s, uint8_t ctx[TT_TRACE_CTX_BYTES])
     }
     size_t n = strnlen(s, 57);
     uint8_t ver, span[8], flags;
-    if (n < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' ||
-        hexval(s[0]) < 0 || hexval(s[1]) < 0 || hexval(s[53]) < 0 || hexval(s[54]) < 0) {
+    if (n < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' || hexval(s[0]) < 0 ||
+        hexval(s[1]) < 0 || hexval(s[53]) < 0 || hexval(s[54]) < 0) {
         return TT_EINVAL;
     }
     ver = (uint8_t)(hexval(s[0]) << 4 | hexval(s[1]));

@@ -171,20 +171,20 @@ TEST(trace_traceparent_is_validated_strictly)
 {
     static const char *const bad[] = {
         "",
-        "00-" TP_TRACE "-" TP_PARENT,                                  /* no flags */
-        "00-" TP_TRACE "-" TP_PARENT "-01-",                           /* 00 has 55 chars */
-        "00-00000000000000000000000000000000-" TP_PARENT "-01",        /* zero trace id */
-        "00-" TP_TRACE "-0000000000000000-01",                         /* zero parent id */
-        "00-4BF92F3577B34DA6A3CE929D0E0E4736-" TP_PARENT "-01",        /* uppercase */
-        "00-" TP_TRACE "-00F067AA0BA902B7-01",                         /* uppercase */
-        "ff-" TP_TRACE "-" TP_PARENT "-01",                            /* version ff */
-        "00-" TP_TRACE "0-" TP_PARENT "-01",                           /* trace id 33 digits */
-        "00-4bf92f3577b34da6a3ce929d0e0e473-" TP_PARENT "-01",         /* 31 digits */
-        "00-" TP_TRACE "-" TP_PARENT "f-01",                           /* span 17 digits */
-        "00_" TP_TRACE "-" TP_PARENT "-01",                            /* separator */
-        "00-" TP_TRACE "-" TP_PARENT "-0g",                            /* flags not hex */
-        "0-" TP_TRACE "-" TP_PARENT "-01",                             /* version 1 digit */
-        "01-" TP_TRACE "-" TP_PARENT "-01x",                           /* later version, no '-' */
+        "00-" TP_TRACE "-" TP_PARENT,                           /* no flags */
+        "00-" TP_TRACE "-" TP_PARENT "-01-",                    /* 00 has 55 chars */
+        "00-00000000000000000000000000000000-" TP_PARENT "-01", /* zero trace id */
+        "00-" TP_TRACE "-0000000000000000-01",                  /* zero parent id */
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-" TP_PARENT "-01", /* uppercase */
+        "00-" TP_TRACE "-00F067AA0BA902B7-01",                  /* uppercase */
+        "ff-" TP_TRACE "-" TP_PARENT "-01",                     /* version ff */
+        "00-" TP_TRACE "0-" TP_PARENT "-01",                    /* trace id 33 digits */
+        "00-4bf92f3577b34da6a3ce929d0e0e473-" TP_PARENT "-01",  /* 31 digits */
+        "00-" TP_TRACE "-" TP_PARENT "f-01",                    /* span 17 digits */
+        "00_" TP_TRACE "-" TP_PARENT "-01",                     /* separator */
+        "00-" TP_TRACE "-" TP_PARENT "-0g",                     /* flags not hex */
+        "0-" TP_TRACE "-" TP_PARENT "-01",                      /* version 1 digit */
+        "01-" TP_TRACE "-" TP_PARENT "-01x",                    /* later version, no '-' */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_MSG(tt_traceparent_check(bad[i]) == TT_EINVAL, "accepted: %s", bad[i]);
@@ -201,8 +201,7 @@ TEST(trace_traceparent_is_validated_strictly)
     tt_config_free(cfg);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tt_step st = {.id = 7};
-        CHECK_EQ(tt_step_begin_ctx(c, &st, NULL, bad[i], TT_STEP_TOOL, "s", "n", NULL),
-                 TT_EINVAL);
+        CHECK_EQ(tt_step_begin_ctx(c, &st, NULL, bad[i], TT_STEP_TOOL, "s", "n", NULL), TT_EINVAL);
         CHECK_EQ(st.id, 0);
         tt_response *r = (tt_response *)1;
         CHECK_EQ(tt_response_begin_ctx(c, &r, NULL, bad[i], "s", "m", NULL, 0), TT_EINVAL);
