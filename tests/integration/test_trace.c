@@ -6,6 +6,7 @@
  * refused before anything is emitted.
  */
 #include <inttypes.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,4 +218,121 @@ TEST(trace_traceparent_is_validated_strictly)
     CHECK_OK(tt_session_traceparent(c, NULL, NULL));
     CHECK_OK(tt_session_traceparent(c, "never-set", NULL));
     tt_close(c, 100);
+}
+
+/* Both directions of compatibility (as S27 for the hello): an older collector reads a new
+ * client's events, the new fields skipped as unknown; a new collector reads an older client's
+ * events, which have no trace context. */
+
+static size_t first_step_payload(const char *db, uint8_t **out)
+{
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    CHECK(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(h, "SELECT codec, raw_len, data FROM frames ORDER BY id LIMIT 1", -1,
+                             &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(st) == SQLITE_ROW);
+    CHECK_EQ(sqlite3_column_int(st, 0), 0); /* compression_level 0 below: stored raw */
+    size_t n = (size_t)sqlite3_column_int64(st, 1);
+    *out = malloc(n);
+    memcpy(*out, sqlite3_column_blob(st, 2), n);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return n;
+}
+
+TEST_T(trace_older_reader_skips_the_new_fields, 60)
+{
+    CHECK_MSG(system("protoc --version > /dev/null 2>&1") == 0, "protoc is missing");
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "oldr", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "new-agent", "compression_level=0", NULL);
+    tt_step st;
+    CHECK_OK(tt_step_begin_ctx(c, &st, NULL, TP, TT_STEP_TOOL, "conv-9", "search", "q"));
+    tt_response *r = NULL;
+    CHECK_OK(tt_response_begin_in(c, &r, &st, "conv-9", "model-x", NULL, 0));
+    CHECK_OK(tt_response_end(r, NULL));
+    CHECK_OK(tt_step_end(c, &st, TT_STATUS_OK, 5, NULL));
+    CHECK_OK(tt_flush(c, 10000));
+    tt_close(c, 1000);
+    tt_test_serve_stop(&s);
+    uint8_t *raw;
+    size_t n = first_step_payload(s.db, &raw);
+    /* The schema as it was before 0.5: proto/telltale.proto without the trace fields. */
+    char dir[600], cmd[3000], out[700];
+    snprintf(dir, sizeof dir, "%s/old", tt_test_tmpdir());
+    snprintf(out, sizeof out, "%s/decoded.txt", tt_test_outdir());
+    const char *src = getenv("TT_SRCDIR") ? getenv("TT_SRCDIR") : ".";
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s' && grep -v -E '(trace_id|span_id|parent_span_id) = ' "
+             "'%s/proto/telltale.proto' > '%s/telltale.proto'",
+             dir, src, dir);
+    CHECK_OK(system(cmd));
+    snprintf(cmd, sizeof cmd, "grep -E 'span_id = [0-9]' '%s/telltale.proto' > /dev/null", dir);
+    CHECK_MSG(system(cmd) != 0, "the old schema still names span ids");
+    char bin[700];
+    snprintf(bin, sizeof bin, "%s/batch.bin", dir);
+    FILE *f = fopen(bin, "wb");
+    CHECK(f && fwrite(raw, 1, n, f) == n);
+    fclose(f);
+    free(raw);
+    snprintf(cmd, sizeof cmd,
+             "protoc --proto_path='%s' --decode=telltale.v1.Batch telltale.proto < '%s' > '%s' "
+             "2>&1",
+             dir, bin, out);
+    CHECK_MSG(system(cmd) == 0, "protoc with the old schema failed, see %s", out);
+    f = fopen(out, "r");
+    char text[16384];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = 0;
+    /* Every field the old reader knows is intact; the new ones are unknown numbered fields. */
+    const char *want[] = {"step_begin {",
+                          "kind: 2",
+                          "name: \"search\"",
+                          "query: \"q\"",
+                          "session: \"conv-9\"",
+                          "response_begin {",
+                          "model: \"model-x\"",
+                          "step_end {",
+                          "result_bytes: 5",
+                          "6: \"K",
+                          "7: 0x",
+                          "8: 0x",
+                          "5: \"K"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        CHECK_MSG(strstr(text, want[i]) != NULL, "old reader output lacks \"%s\":\n%s", want[i],
+                  text);
+    }
+}
+
+TEST_T(trace_new_collector_reads_older_client_steps, 60)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "oldc", NULL);
+    char cmd[1200], out[4096] = {0};
+    const char *b = getenv("TT_BUILD");
+    snprintf(cmd, sizeof cmd,
+             "TT_WIRE_STEPS=1 '%s/tests/wire_agent' '%s' old-agent "
+             "0123456789abcdef0123456789abcdef 1 1 3 2>&1",
+             b ? b : "build", s.endpoint);
+    FILE *p = popen(cmd, "r");
+    CHECK(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    CHECK_MSG(pclose(p) == 0 && strstr(out, "ack 1"), "wire agent: %s", out);
+    char *body = NULL;
+    CHECK_EQ(
+        tt_test_http(s.http, "GET", "/api/v1/sessions/old-client?agent=old-agent", NULL, &body),
+        200);
+    char v[64];
+    for (uint64_t id = 1; id <= 3; id++) {
+        CHECK_OK(field_of(body, "step_id", id, "name", v, sizeof v));
+        CHECK_STR(v, "old");
+        CHECK_MSG(field_of(body, "step_id", id, "trace_id", v, sizeof v) != 0,
+                  "an older client's step has a trace id: %s", body);
+        CHECK(field_of(body, "step_id", id, "span_id", v, sizeof v) != 0);
+    }
+    free(body);
+    tt_test_serve_stop(&s);
 }
