@@ -268,12 +268,14 @@ static void atfork_prepare(void)
         pthread_mutex_lock(&c->reg_lock);
         pthread_mutex_lock(&c->ctl_lock);
         pthread_mutex_lock(&c->guard.lock); /* the guard's state is whole in the child */
+        pthread_mutex_lock(&c->trace_lock); /* so are the trace context defaults */
     }
 }
 
 static void atfork_parent(void)
 {
     for (tt_client *c = all_clients; c; c = c->all_next) {
+        pthread_mutex_unlock(&c->trace_lock);
         pthread_mutex_unlock(&c->guard.lock);
         pthread_mutex_unlock(&c->ctl_lock);
         pthread_mutex_unlock(&c->reg_lock);
@@ -287,6 +289,7 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     for (tt_client *c = all_clients; c; c = c->all_next) {
+        pthread_mutex_unlock(&c->trace_lock);
         pthread_mutex_unlock(&c->guard.lock);
         pthread_mutex_unlock(&c->ctl_lock);
         pthread_mutex_unlock(&c->reg_lock);
