@@ -98,7 +98,8 @@ TT_API int tt_session_traceparent(tt_client *c, const char *session, const char 
         goto out;
     }
     uint32_t i = 0;
-    while (i < t->n && !(t->e[i].len == len && memcmp(t->e[i].session, session, len) == 0)) {
+    while (i < t->n &&
+           !(t->e[i].len == len && (len == 0 || memcmp(t->e[i].session, session, len) == 0))) {
         i++;
     }
     if (!traceparent) {

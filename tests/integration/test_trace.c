@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "serve.h"
 #include "telltale.h"
@@ -156,6 +157,18 @@ TEST_T(trace_ids_given_to_steps_and_responses_are_the_ids_the_api_returns, 60)
     CHECK_STR(v, "b7ad6b7169203331");
     free(body);
 
+    /* the events API shows the begin's context too */
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/events?session=t-1&kind=step_begin", NULL, &body),
+             200);
+    hex16(root.id, hx);
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"step_id\":\"%s\"", hx);
+    const char *ev = strstr(body, pat);
+    CHECK_MSG(ev && strstr(ev, "\"trace_id\":\"" TP_TRACE "\"") &&
+                  strstr(ev, "\"parent_span_id\":\"" TP_PARENT "\""),
+              "step_begin event without its trace context: %s", body);
+    free(body);
+
     /* a response's own traceparent */
     CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/responses?session=t-4", NULL, &body), 200);
     CHECK_OK(field_of(body, "id", rid2, "trace_id", v, sizeof v));
@@ -224,18 +237,26 @@ TEST(trace_traceparent_is_validated_strictly)
  * client's events, the new fields skipped as unknown; a new collector reads an older client's
  * events, which have no trace context. */
 
-static size_t first_step_payload(const char *db, uint8_t **out)
+/* Every stored frame's payload (stored raw: compression_level 0 below) into dir/frame-N.bin;
+ * returns how many. */
+static int write_frames(const char *db, const char *dir)
 {
     sqlite3 *h;
     sqlite3_stmt *st;
     CHECK(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
-    CHECK(sqlite3_prepare_v2(h, "SELECT codec, raw_len, data FROM frames ORDER BY id LIMIT 1", -1,
-                             &st, NULL) == SQLITE_OK);
-    CHECK(sqlite3_step(st) == SQLITE_ROW);
-    CHECK_EQ(sqlite3_column_int(st, 0), 0); /* compression_level 0 below: stored raw */
-    size_t n = (size_t)sqlite3_column_int64(st, 1);
-    *out = malloc(n);
-    memcpy(*out, sqlite3_column_blob(st, 2), n);
+    CHECK(sqlite3_prepare_v2(h, "SELECT codec, raw_len, data FROM frames ORDER BY id", -1, &st,
+                             NULL) == SQLITE_OK);
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        CHECK_EQ(sqlite3_column_int(st, 0), 0);
+        CHECK_EQ(sqlite3_column_int64(st, 1), sqlite3_column_bytes(st, 2));
+        char path[800];
+        snprintf(path, sizeof path, "%s/frame-%d.bin", dir, n++);
+        FILE *f = fopen(path, "wb");
+        size_t len = (size_t)sqlite3_column_bytes(st, 2);
+        CHECK(f && fwrite(sqlite3_column_blob(st, 2), 1, len, f) == len);
+        fclose(f);
+    }
     sqlite3_finalize(st);
     sqlite3_close(h);
     return n;
@@ -256,8 +277,6 @@ TEST_T(trace_older_reader_skips_the_new_fields, 60)
     CHECK_OK(tt_flush(c, 10000));
     tt_close(c, 1000);
     tt_test_serve_stop(&s);
-    uint8_t *raw;
-    size_t n = first_step_payload(s.db, &raw);
     /* The schema as it was before 0.5: proto/telltale.proto without the trace fields. */
     char dir[600], cmd[3000], out[700];
     snprintf(dir, sizeof dir, "%s/old", tt_test_tmpdir());
@@ -270,17 +289,17 @@ TEST_T(trace_older_reader_skips_the_new_fields, 60)
     CHECK_OK(system(cmd));
     snprintf(cmd, sizeof cmd, "grep -E 'span_id = [0-9]' '%s/telltale.proto' > /dev/null", dir);
     CHECK_MSG(system(cmd) != 0, "the old schema still names span ids");
-    char bin[700];
-    snprintf(bin, sizeof bin, "%s/batch.bin", dir);
-    FILE *f = fopen(bin, "wb");
-    CHECK(f && fwrite(raw, 1, n, f) == n);
-    fclose(f);
-    free(raw);
-    snprintf(cmd, sizeof cmd,
-             "protoc --proto_path='%s' --decode=telltale.v1.Batch telltale.proto < '%s' > '%s' "
-             "2>&1",
-             dir, bin, out);
-    CHECK_MSG(system(cmd) == 0, "protoc with the old schema failed, see %s", out);
+    int frames = write_frames(s.db, dir);
+    CHECK(frames >= 1);
+    unlink(out);
+    for (int i = 0; i < frames; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "protoc --proto_path='%s' --decode=telltale.v1.Batch telltale.proto "
+                 "< '%s/frame-%d.bin' >> '%s' 2>&1",
+                 dir, dir, i, out);
+        CHECK_MSG(system(cmd) == 0, "protoc with the old schema failed, see %s", out);
+    }
+    FILE *f;
     f = fopen(out, "r");
     char text[16384];
     size_t len = fread(text, 1, sizeof text - 1, f);
