@@ -256,6 +256,7 @@ struct tt_client {
      * first, read by the worker for root steps and responses. */
     pthread_mutex_t trace_lock;                /* guards *trace_sessions */
     struct tt__trace_sessions *trace_sessions; /* NULL until a default is set */
+    _Atomic uint32_t trace_defaults; /* how many defaults are set: the worker skips the lock at 0 */
 
     int fork_pending;           /* set in a forked child, cleared by its first event */
     struct tt_client *all_next; /* guarded by the global client list lock */

@@ -4,6 +4,7 @@
  */
 #include "client/trace.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,6 +118,7 @@ TT_API int tt_session_traceparent(tt_client *c, const char *session, const char 
         t->n += i == t->n;
     }
 out:
+    atomic_store_explicit(&c->trace_defaults, t ? t->n : 0, memory_order_release);
     pthread_mutex_unlock(&c->trace_lock);
     return rc;
 }
@@ -125,6 +127,9 @@ int tt__trace_session_ctx(tt_client *c, const uint8_t *session, uint32_t len,
                           uint8_t ctx[TT_TRACE_CTX_BYTES])
 {
     int found = 0;
+    if (atomic_load_explicit(&c->trace_defaults, memory_order_acquire) == 0) {
+        return 0; /* the common case: no default, no lock */
+    }
     pthread_mutex_lock(&c->trace_lock);
     struct tt__trace_sessions *t = c->trace_sessions;
     /* The session's own default first, then the client-wide one (session ""). */
