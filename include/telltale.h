@@ -286,9 +286,12 @@ TT_API int tt_step_begin_ctx(tt_client *c, tt_step *step, const tt_step *parent,
 TT_API uint64_t tt_step_span_id(const tt_client *c, const tt_step *step);
 
 /* Set the default traceparent of session's root steps and responses (session NULL or "": every
- * session without its own), or clear it with traceparent NULL. Not an event call (takes a lock;
- * the first allocates). Returns 0, TT_EINVAL (invalid traceparent, session over 255 bytes),
- * TT_ENOSPC (64 sessions have defaults already), TT_ENOMEM. Since 0.5. */
+ * session without its own), or clear it with traceparent NULL. The library's worker looks the
+ * default up when it sends a root step (within flush_interval_ms of its begin): it applies to
+ * every root begun after the call, and a change or clear also reaches roots begun but not yet
+ * sent (tt_flush first to keep them out). Not an event call (takes a lock; the first
+ * allocates). Returns 0, TT_EINVAL (invalid traceparent, session over 255 bytes), TT_ENOSPC (64
+ * sessions have defaults already), TT_ENOMEM. Since 0.5. */
 TT_API int tt_session_traceparent(tt_client *c, const char *session, const char *traceparent);
 
 /* 0 if traceparent is valid as above, else TT_EINVAL. Since 0.5. */

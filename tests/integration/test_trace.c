@@ -89,6 +89,18 @@ TEST_T(trace_ids_given_to_steps_and_responses_are_the_ids_the_api_returns, 60)
     tt_step d;
     CHECK_OK(tt_step_begin(c, &d, NULL, TT_STEP_TOOL, "t-3", "d", NULL));
     CHECK_OK(tt_step_end(c, &d, TT_STATUS_OK, 1, NULL));
+    /* The client-wide default: for sessions without their own (t-3 keeps its own). */
+    const char *tp5 = "00-11111111111111111111111111111111-2222222222222222-01";
+    CHECK_OK(tt_flush(c, 10000)); /* the roots above are sent before the default changes */
+    CHECK_OK(tt_session_traceparent(c, NULL, tp5));
+    tt_step e, d2;
+    CHECK_OK(tt_step_begin(c, &e, NULL, TT_STEP_TOOL, "t-5", "e", NULL));
+    CHECK_OK(tt_step_end(c, &e, TT_STATUS_OK, 1, NULL));
+    CHECK_OK(tt_step_begin(c, &d2, NULL, TT_STEP_TOOL, "t-3", "d2", NULL));
+    CHECK_OK(tt_step_end(c, &d2, TT_STATUS_OK, 1, NULL));
+    /* Defaults are looked up when the worker encodes a root step: flushed before the clear. */
+    CHECK_OK(tt_flush(c, 10000));
+    CHECK_OK(tt_session_traceparent(c, NULL, NULL));
     tt_response *r2 = NULL;
     CHECK_OK(tt_response_begin_ctx(c, &r2, NULL, TP, "t-4", "m", NULL, 0));
     uint64_t rid2 = tt_response_id(r2);
@@ -155,6 +167,15 @@ TEST_T(trace_ids_given_to_steps_and_responses_are_the_ids_the_api_returns, 60)
     CHECK_STR(v, "0af7651916cd43dd8448eb211c80319c");
     CHECK_OK(field_of(body, "step_id", d.id, "parent_span_id", v, sizeof v));
     CHECK_STR(v, "b7ad6b7169203331");
+    CHECK_OK(field_of(body, "step_id", d2.id, "trace_id", v, sizeof v));
+    CHECK_STR(v, "0af7651916cd43dd8448eb211c80319c");
+    free(body);
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/sessions/t-5?agent=trace-agent", NULL, &body),
+             200);
+    CHECK_OK(field_of(body, "step_id", e.id, "trace_id", v, sizeof v));
+    CHECK_STR(v, "11111111111111111111111111111111");
+    CHECK_OK(field_of(body, "step_id", e.id, "parent_span_id", v, sizeof v));
+    CHECK_STR(v, "2222222222222222");
     free(body);
 
     /* the events API shows the begin's context too */
@@ -226,10 +247,23 @@ TEST(trace_traceparent_is_validated_strictly)
     tt_stats stats;
     CHECK_OK(tt_stats_get(c, &stats, sizeof stats));
     CHECK_EQ(stats.emitted, 0);
-    /* A default is set and cleared. */
+    /* Defaults: set and cleared; at most 64 sessions, replacing one is always possible. */
     CHECK_OK(tt_session_traceparent(c, NULL, TP));
     CHECK_OK(tt_session_traceparent(c, NULL, NULL));
     CHECK_OK(tt_session_traceparent(c, "never-set", NULL));
+    char name[32];
+    for (int i = 0; i < 64; i++) {
+        snprintf(name, sizeof name, "s-%d", i);
+        CHECK_OK(tt_session_traceparent(c, name, TP));
+    }
+    CHECK_EQ(tt_session_traceparent(c, "s-64", TP), TT_ENOSPC);
+    CHECK_OK(tt_session_traceparent(c, "s-7", "00-" TP_TRACE "-" TP_PARENT "-00"));
+    CHECK_OK(tt_session_traceparent(c, "s-7", NULL));
+    CHECK_OK(tt_session_traceparent(c, "s-64", TP));
+    char longname[300];
+    memset(longname, 'x', 256);
+    longname[256] = 0;
+    CHECK_EQ(tt_session_traceparent(c, longname, TP), TT_EINVAL);
     tt_close(c, 100);
 }
 
