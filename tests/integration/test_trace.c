@@ -389,3 +389,47 @@ TEST_T(trace_new_collector_reads_older_client_steps, 60)
     free(body);
     tt_test_serve_stop(&s);
 }
+
+/* A store made before the trace columns existed (steps without them, as 0.4 created it) is
+ * opened, given the columns, and stores and returns trace contexts; its old steps have none. */
+TEST_T(trace_store_from_before_the_columns_opens_and_stores, 60)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "pretr", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "pre", NULL);
+    tt_step old;
+    CHECK_OK(tt_step_begin(c, &old, NULL, TT_STEP_TOOL, "m-1", "old", NULL));
+    CHECK_OK(tt_step_end(c, &old, TT_STATUS_OK, 1, NULL));
+    CHECK_OK(tt_close(c, 5000));
+    tt_test_serve_stop(&s);
+    sqlite3 *db;
+    CHECK(sqlite3_open(s.db, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+                       "ALTER TABLE steps DROP COLUMN trace_id; ALTER TABLE steps DROP COLUMN "
+                       "span_id; ALTER TABLE steps DROP COLUMN parent_span_id",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_stmt *st;
+    CHECK(sqlite3_prepare_v2(db, "SELECT trace_id FROM steps LIMIT 0", -1, &st, NULL) != SQLITE_OK);
+    sqlite3_close(db);
+    tt_test_serve_start(&s, "pretr", NULL);
+    c = tt_test_client(s.endpoint, "pre", NULL);
+    /* Step ids are unique per instance only: a first step elsewhere, so that the one looked up
+     * below does not share the old instance's step's id. */
+    tt_step first, now;
+    CHECK_OK(tt_step_begin(c, &first, NULL, TT_STEP_TOOL, "m-2", "first", NULL));
+    CHECK_OK(tt_step_end(c, &first, TT_STATUS_OK, 1, NULL));
+    CHECK_OK(tt_step_begin_ctx(c, &now, NULL, TP, TT_STEP_TOOL, "m-1", "new", NULL));
+    CHECK(now.id != old.id);
+    CHECK_OK(tt_step_end(c, &now, TT_STATUS_OK, 1, NULL));
+    CHECK_OK(tt_flush(c, 10000));
+    char *body = NULL, v[64];
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/sessions/m-1?agent=pre", NULL, &body), 200);
+    CHECK_OK(field_of(body, "step_id", now.id, "trace_id", v, sizeof v));
+    CHECK_STR(v, TP_TRACE);
+    CHECK_OK(field_of(body, "step_id", old.id, "name", v, sizeof v));
+    CHECK_STR(v, "old");
+    CHECK(field_of(body, "step_id", old.id, "trace_id", v, sizeof v) != 0);
+    free(body);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
+}
