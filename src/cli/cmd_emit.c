@@ -246,14 +246,54 @@ static const char *step_id(json_t *o, const char *key, const char **id)
     return NULL;
 }
 
-static const char *emit_step_begin(tt_client *c, struct steps *st, json_t *o, const char *session,
-                                   long lineno)
+/* "step_kind" (NULL: tool) as a tt_step_kind; NULL, or the error's text. */
+static const char *step_kind_of(const char *sk, tt_step_kind *out)
 {
     static const char *const kinds[] = {"reasoning", "tool",      "api",  "llm",
                                         "agent",     "retrieval", "other"};
     static const tt_step_kind kind_of[] = {TT_STEP_REASONING, TT_STEP_TOOL,  TT_STEP_API,
                                            TT_STEP_LLM,       TT_STEP_AGENT, TT_STEP_RETRIEVAL,
                                            TT_STEP_OTHER};
+    int k = sk ? named(sk, kinds, 7) : 1;
+    if (k < 0) {
+        return "\"step_kind\" must be reasoning, tool, api, llm, agent, retrieval or other";
+    }
+    *out = kind_of[k];
+    return NULL;
+}
+
+/* "status" (NULL: error when an error is given, else ok) as a tt_status; NULL, or the error's
+ * text. */
+static const char *step_status_of(const char *status, const char *error, tt_status *out)
+{
+    static const char *const statuses[] = {"ok", "error", "timeout", "cancelled"};
+    static const tt_status status_of[] = {TT_STATUS_OK, TT_STATUS_ERROR, TT_STATUS_TIMEOUT,
+                                          TT_STATUS_CANCELLED};
+    int k = status ? named(status, statuses, 4) : error ? 1 : 0;
+    if (k < 0) {
+        return "\"status\" must be ok, error, timeout or cancelled";
+    }
+    *out = status_of[k];
+    return NULL;
+}
+
+/* "result_bytes" (absent or null: -1, unknown); NULL, or the error's text. */
+static const char *opt_result_bytes(json_t *o, int64_t *out)
+{
+    json_t *rb = json_object_get(o, "result_bytes");
+    *out = -1;
+    if (rb && !json_is_null(rb)) {
+        if (!json_is_integer(rb) || json_integer_value(rb) < -1) {
+            return "\"result_bytes\" must be an integer, -1 (unknown) or more";
+        }
+        *out = json_integer_value(rb);
+    }
+    return NULL;
+}
+
+static const char *emit_step_begin(tt_client *c, struct steps *st, json_t *o, const char *session,
+                                   long lineno)
+{
     const char *id, *parent, *name, *query, *sk, *err;
     if ((err = step_id(o, "id", &id)) || (err = step_id(o, "parent", &parent)) ||
         (err = opt_string(o, "name", &name)) || (err = opt_string(o, "query", &query)) ||
@@ -263,9 +303,9 @@ static const char *emit_step_begin(tt_client *c, struct steps *st, json_t *o, co
     if (!id || !name) {
         return "a step_begin needs \"id\" and \"name\"";
     }
-    int k = sk ? named(sk, kinds, 7) : 1;
-    if (k < 0) {
-        return "\"step_kind\" must be reasoning, tool, api, llm, agent, retrieval or other";
+    tt_step_kind kind;
+    if ((err = step_kind_of(sk, &kind))) {
+        return err;
     }
     if (step_find(st, id)) {
         return "a step with this \"id\" is already open";
@@ -278,8 +318,8 @@ static const char *emit_step_begin(tt_client *c, struct steps *st, json_t *o, co
         return "more than 4096 open steps";
     }
     struct open_step *s = &st->v[st->n];
-    int rc = RETRY_FULL(
-        tt_step_begin(c, &s->step, p ? &p->step : NULL, kind_of[k], session, name, query));
+    int rc =
+        RETRY_FULL(tt_step_begin(c, &s->step, p ? &p->step : NULL, kind, session, name, query));
     if (rc) {
         return tt_strerror(rc);
     }
@@ -291,9 +331,6 @@ static const char *emit_step_begin(tt_client *c, struct steps *st, json_t *o, co
 
 static const char *emit_step_end(tt_client *c, struct steps *st, json_t *o)
 {
-    static const char *const statuses[] = {"ok", "error", "timeout", "cancelled"};
-    static const tt_status status_of[] = {TT_STATUS_OK, TT_STATUS_ERROR, TT_STATUS_TIMEOUT,
-                                          TT_STATUS_CANCELLED};
     const char *id, *status, *error, *err;
     if ((err = step_id(o, "id", &id)) || (err = opt_string(o, "status", &status)) ||
         (err = opt_string(o, "error", &error))) {
@@ -302,23 +339,19 @@ static const char *emit_step_end(tt_client *c, struct steps *st, json_t *o)
     if (!id) {
         return "a step_end needs \"id\"";
     }
-    int k = status ? named(status, statuses, 4) : error ? 1 : 0;
-    if (k < 0) {
-        return "\"status\" must be ok, error, timeout or cancelled";
+    tt_status stat;
+    if ((err = step_status_of(status, error, &stat))) {
+        return err;
     }
-    json_t *rb = json_object_get(o, "result_bytes");
-    int64_t result_bytes = -1;
-    if (rb && !json_is_null(rb)) {
-        if (!json_is_integer(rb) || json_integer_value(rb) < -1) {
-            return "\"result_bytes\" must be an integer, -1 (unknown) or more";
-        }
-        result_bytes = json_integer_value(rb);
+    int64_t result_bytes;
+    if ((err = opt_result_bytes(o, &result_bytes))) {
+        return err;
     }
     struct open_step *s = step_find(st, id);
     if (!s) {
         return "no open step has this \"id\"";
     }
-    int rc = RETRY_FULL(tt_step_end(c, &s->step, status_of[k], result_bytes, error));
+    int rc = RETRY_FULL(tt_step_end(c, &s->step, stat, result_bytes, error));
     *s = st->v[--st->n]; /* ended (or dropped): no longer open either way */
     return rc ? tt_strerror(rc) : NULL;
 }
@@ -326,14 +359,6 @@ static const char *emit_step_end(tt_client *c, struct steps *st, json_t *o)
 /* A step that already ran, in one line: its latency is given ("latency_ms"). */
 static const char *emit_step(tt_client *c, struct steps *st, json_t *o, const char *session)
 {
-    static const char *const kinds[] = {"reasoning", "tool",      "api",  "llm",
-                                        "agent",     "retrieval", "other"};
-    static const tt_step_kind kind_of[] = {TT_STEP_REASONING, TT_STEP_TOOL,  TT_STEP_API,
-                                           TT_STEP_LLM,       TT_STEP_AGENT, TT_STEP_RETRIEVAL,
-                                           TT_STEP_OTHER};
-    static const char *const statuses[] = {"ok", "error", "timeout", "cancelled"};
-    static const tt_status status_of[] = {TT_STATUS_OK, TT_STATUS_ERROR, TT_STATUS_TIMEOUT,
-                                          TT_STATUS_CANCELLED};
     const char *parent, *name, *query, *sk, *status, *error, *err;
     if ((err = step_id(o, "parent", &parent)) || (err = opt_string(o, "name", &name)) ||
         (err = opt_string(o, "query", &query)) || (err = opt_string(o, "step_kind", &sk)) ||
@@ -349,28 +374,24 @@ static const char *emit_step(tt_client *c, struct steps *st, json_t *o, const ch
     if (!(ms >= 0 && ms <= (double)TT_STEP_RECORD_MAX_NS / 1e6)) {
         return "\"latency_ms\" must be a number of milliseconds, 0 to 604800000 (7 days)";
     }
-    int k = sk ? named(sk, kinds, 7) : 1;
-    if (k < 0) {
-        return "\"step_kind\" must be reasoning, tool, api, llm, agent, retrieval or other";
+    tt_step_kind kind;
+    if ((err = step_kind_of(sk, &kind))) {
+        return err;
     }
-    int stk = status ? named(status, statuses, 4) : error ? 1 : 0;
-    if (stk < 0) {
-        return "\"status\" must be ok, error, timeout or cancelled";
+    tt_status stat;
+    if ((err = step_status_of(status, error, &stat))) {
+        return err;
     }
-    json_t *rb = json_object_get(o, "result_bytes");
-    int64_t result_bytes = -1;
-    if (rb && !json_is_null(rb)) {
-        if (!json_is_integer(rb) || json_integer_value(rb) < -1) {
-            return "\"result_bytes\" must be an integer, -1 (unknown) or more";
-        }
-        result_bytes = json_integer_value(rb);
+    int64_t result_bytes;
+    if ((err = opt_result_bytes(o, &result_bytes))) {
+        return err;
     }
     struct open_step *p = NULL;
     if (parent && !(p = step_find(st, parent))) {
         return "\"parent\" is not an open step";
     }
-    int rc = RETRY_FULL(tt_step_record(c, p ? &p->step : NULL, kind_of[k], session, name, query,
-                                       status_of[stk], (int64_t)(ms * 1e6), result_bytes, error));
+    int rc = RETRY_FULL(tt_step_record(c, p ? &p->step : NULL, kind, session, name, query, stat,
+                                       (int64_t)(ms * 1e6), result_bytes, error));
     return rc ? tt_strerror(rc) : NULL;
 }
 

@@ -686,17 +686,33 @@ static int json_span(json_t *js, struct otlp_span *s, const char **why)
     return 0;
 }
 
-/* Count (spans NULL) or fill the spans of the request. */
-static int json_walk(json_t *rs_arr, struct otlp_request *req, uint32_t *n_res, uint32_t *n_spans,
-                     const char **why)
+/*
+ * The resource and scope levels of an OTLP/JSON request, which traces, logs and metrics share:
+ * arr holds the resource entries (resourceSpans, resourceLogs or resourceMetrics); each one's
+ * service.name is read, and each of its scopes' item arrays (spans, logRecords, metrics) goes to
+ * items(). count() says how many records the signal holds so far, so that res[] (NULL when
+ * counting) gets each resource's first record and their number. *n_res counts the resources.
+ */
+struct json_levels {
+    const char *not_object; /* a resource entry that is not an object */
+    const char *scope_key;  /* "scopeSpans" */
+    const char *not_array;  /* the scopes are not an array */
+    const char *malformed;  /* a scope that is not an object, or whose items are not an array */
+    const char *item_key;   /* "spans" */
+    int (*items)(void *ctx, json_t *items, const char **why);
+    uint32_t (*count)(const void *ctx);
+};
+
+static int json_levels_walk(json_t *arr, const struct json_levels *lv, void *ctx,
+                            struct otlp_resource *res, uint32_t *n_res, const char **why)
 {
-    size_t i, j, k;
-    json_t *rs, *ss, *sp;
-    *n_res = *n_spans = 0;
-    json_array_foreach(rs_arr, i, rs)
+    size_t i, j;
+    json_t *r, *sc;
+    *n_res = 0;
+    json_array_foreach(arr, i, r)
     {
-        if (!json_is_object(rs)) {
-            *why = "a resourceSpans entry that is not an object";
+        if (!json_is_object(r)) {
+            *why = lv->not_object;
             return -1;
         }
         if (*n_res == OTLP_RESOURCES_MAX) {
@@ -704,9 +720,9 @@ static int json_walk(json_t *rs_arr, struct otlp_request *req, uint32_t *n_res, 
             return -1;
         }
         tt__bstr service = {NULL, 0};
-        json_t *res = json_object_get(rs, "resource");
-        if (res && (!json_is_object(res) ||
-                    json_attrs(json_object_get(res, "attributes"), NULL, &service, why) != 0)) {
+        json_t *jres = json_object_get(r, "resource");
+        if (jres && (!json_is_object(jres) ||
+                     json_attrs(json_object_get(jres, "attributes"), NULL, &service, why) != 0)) {
             *why = *why ? *why : "a resource that is not an object";
             return -1;
         }
@@ -714,39 +730,79 @@ static int json_walk(json_t *rs_arr, struct otlp_request *req, uint32_t *n_res, 
             *why = "a service.name longer than 4096 bytes";
             return -1;
         }
-        uint32_t first = *n_spans;
-        json_t *ss_arr = json_object_get(rs, "scopeSpans");
-        if (ss_arr && !json_is_array(ss_arr)) {
-            *why = "scopeSpans that are not an array";
+        uint32_t first = lv->count(ctx);
+        json_t *sc_arr = json_object_get(r, lv->scope_key);
+        if (sc_arr && !json_is_array(sc_arr)) {
+            *why = lv->not_array;
             return -1;
         }
-        json_array_foreach(ss_arr, j, ss)
+        json_array_foreach(sc_arr, j, sc)
         {
-            json_t *sp_arr = json_object_get(ss, "spans");
-            if (!json_is_object(ss) || (sp_arr && !json_is_array(sp_arr))) {
-                *why = "a malformed scopeSpans entry";
+            json_t *items = json_object_get(sc, lv->item_key);
+            if (!json_is_object(sc) || (items && !json_is_array(items))) {
+                *why = lv->malformed;
                 return -1;
             }
-            if (json_array_size(sp_arr) > OTLP_SPANS_MAX - *n_spans) {
-                *why = "more than 65536 spans in the request";
+            if (lv->items(ctx, items, why) != 0) {
                 return -1;
-            }
-            json_array_foreach(sp_arr, k, sp)
-            {
-                if (req->spans && json_span(sp, &req->spans[*n_spans], why) != 0) {
-                    return -1;
-                }
-                (*n_spans)++;
             }
         }
-        if (req->res) {
-            req->res[*n_res].service_name = service;
-            req->res[*n_res].first = first;
-            req->res[*n_res].n = *n_spans - first;
+        if (res) {
+            res[*n_res].service_name = service;
+            res[*n_res].first = first;
+            res[*n_res].n = lv->count(ctx) - first;
         }
         (*n_res)++;
     }
     return 0;
+}
+
+/* The spans walk's state: spans NULL while counting. */
+struct sp_walk {
+    struct otlp_span *spans;
+    uint32_t n;
+};
+
+static int json_spans_items(void *ctx, json_t *arr, const char **why)
+{
+    struct sp_walk *w = ctx;
+    size_t k;
+    json_t *sp;
+    if (json_array_size(arr) > OTLP_SPANS_MAX - w->n) {
+        *why = "more than 65536 spans in the request";
+        return -1;
+    }
+    json_array_foreach(arr, k, sp)
+    {
+        if (w->spans && json_span(sp, &w->spans[w->n], why) != 0) {
+            return -1;
+        }
+        w->n++;
+    }
+    return 0;
+}
+
+static uint32_t json_spans_count(const void *ctx)
+{
+    return ((const struct sp_walk *)ctx)->n;
+}
+
+static const struct json_levels spans_levels = {"a resourceSpans entry that is not an object",
+                                                "scopeSpans",
+                                                "scopeSpans that are not an array",
+                                                "a malformed scopeSpans entry",
+                                                "spans",
+                                                json_spans_items,
+                                                json_spans_count};
+
+/* Count (spans NULL) or fill the spans of the request. */
+static int json_walk(json_t *rs_arr, struct otlp_request *req, uint32_t *n_res, uint32_t *n_spans,
+                     const char **why)
+{
+    struct sp_walk w = {req->spans, 0};
+    int rc = json_levels_walk(rs_arr, &spans_levels, &w, req->res, n_res, why);
+    *n_spans = w.n;
+    return rc;
 }
 
 int otlp_traces_decode_json(struct otlp_request *req, const uint8_t *body, size_t n,
@@ -1302,56 +1358,38 @@ static int json_log(struct lg_ctx *c, json_t *jl)
     return 0;
 }
 
-static int json_logs_walk(struct lg_ctx *c, json_t *rl_arr)
+static int json_logs_items(void *ctx, json_t *arr, const char **why)
 {
-    size_t i, j, k;
-    json_t *rl, *sl, *lr;
-    json_array_foreach(rl_arr, i, rl)
+    struct lg_ctx *c = ctx;
+    size_t k;
+    json_t *lr;
+    json_array_foreach(arr, k, lr)
     {
-        if (!json_is_object(rl) || c->n_res == OTLP_RESOURCES_MAX) {
-            c->why = json_is_object(rl) ? "more than 1024 resources in the request"
-                                        : "a resourceLogs entry that is not an object";
+        if (json_log(c, lr) != 0) {
+            *why = c->why;
             return -1;
         }
-        tt__bstr service = {NULL, 0};
-        json_t *res = json_object_get(rl, "resource");
-        if (res && (!json_is_object(res) ||
-                    json_attrs(json_object_get(res, "attributes"), NULL, &service, &c->why))) {
-            c->why = c->why ? c->why : "a resource that is not an object";
-            return -1;
-        }
-        if (service.n > OTLP_STR_MAX) {
-            c->why = "a service.name longer than 4096 bytes";
-            return -1;
-        }
-        uint32_t first = c->n_logs;
-        json_t *sl_arr = json_object_get(rl, "scopeLogs");
-        if (sl_arr && !json_is_array(sl_arr)) {
-            c->why = "scopeLogs that are not an array";
-            return -1;
-        }
-        json_array_foreach(sl_arr, j, sl)
-        {
-            json_t *lr_arr = json_object_get(sl, "logRecords");
-            if (!json_is_object(sl) || (lr_arr && !json_is_array(lr_arr))) {
-                c->why = "a malformed scopeLogs entry";
-                return -1;
-            }
-            json_array_foreach(lr_arr, k, lr)
-            {
-                if (json_log(c, lr) != 0) {
-                    return -1;
-                }
-            }
-        }
-        if (c->fill) {
-            c->req->res[c->n_res].service_name = service;
-            c->req->res[c->n_res].first = first;
-            c->req->res[c->n_res].n = c->n_logs - first;
-        }
-        c->n_res++;
     }
     return 0;
+}
+
+static uint32_t json_logs_count(const void *ctx)
+{
+    return ((const struct lg_ctx *)ctx)->n_logs;
+}
+
+static const struct json_levels logs_levels = {"a resourceLogs entry that is not an object",
+                                               "scopeLogs",
+                                               "scopeLogs that are not an array",
+                                               "a malformed scopeLogs entry",
+                                               "logRecords",
+                                               json_logs_items,
+                                               json_logs_count};
+
+static int json_logs_walk(struct lg_ctx *c, json_t *rl_arr)
+{
+    return json_levels_walk(rl_arr, &logs_levels, c, c->fill ? c->req->res : NULL, &c->n_res,
+                            &c->why);
 }
 
 int otlp_logs_decode_json(struct otlp_logs *req, const uint8_t *body, size_t n, const char **why)
@@ -1976,56 +2014,38 @@ static int json_metric(struct mt_ctx *c, json_t *jm)
     return 0;
 }
 
-static int json_metrics_walk(struct mt_ctx *c, json_t *rm_arr)
+static int json_metrics_items(void *ctx, json_t *arr, const char **why)
 {
-    size_t i, j, k;
-    json_t *rm, *sm, *m;
-    json_array_foreach(rm_arr, i, rm)
+    struct mt_ctx *c = ctx;
+    size_t k;
+    json_t *m;
+    json_array_foreach(arr, k, m)
     {
-        if (!json_is_object(rm) || c->n_res == OTLP_RESOURCES_MAX) {
-            c->why = json_is_object(rm) ? "more than 1024 resources in the request"
-                                        : "a resourceMetrics entry that is not an object";
+        if (json_metric(c, m) != 0) {
+            *why = c->why;
             return -1;
         }
-        tt__bstr service = {NULL, 0};
-        json_t *res = json_object_get(rm, "resource");
-        if (res && (!json_is_object(res) ||
-                    json_attrs(json_object_get(res, "attributes"), NULL, &service, &c->why))) {
-            c->why = c->why ? c->why : "a resource that is not an object";
-            return -1;
-        }
-        if (service.n > OTLP_STR_MAX) {
-            c->why = "a service.name longer than 4096 bytes";
-            return -1;
-        }
-        uint32_t first = c->n_points;
-        json_t *sm_arr = json_object_get(rm, "scopeMetrics");
-        if (sm_arr && !json_is_array(sm_arr)) {
-            c->why = "scopeMetrics that are not an array";
-            return -1;
-        }
-        json_array_foreach(sm_arr, j, sm)
-        {
-            json_t *m_arr = json_object_get(sm, "metrics");
-            if (!json_is_object(sm) || (m_arr && !json_is_array(m_arr))) {
-                c->why = "a malformed scopeMetrics entry";
-                return -1;
-            }
-            json_array_foreach(m_arr, k, m)
-            {
-                if (json_metric(c, m) != 0) {
-                    return -1;
-                }
-            }
-        }
-        if (c->fill) {
-            c->req->res[c->n_res].service_name = service;
-            c->req->res[c->n_res].first = first;
-            c->req->res[c->n_res].n = c->n_points - first;
-        }
-        c->n_res++;
     }
     return 0;
+}
+
+static uint32_t json_metrics_count(const void *ctx)
+{
+    return ((const struct mt_ctx *)ctx)->n_points;
+}
+
+static const struct json_levels metrics_levels = {"a resourceMetrics entry that is not an object",
+                                                  "scopeMetrics",
+                                                  "scopeMetrics that are not an array",
+                                                  "a malformed scopeMetrics entry",
+                                                  "metrics",
+                                                  json_metrics_items,
+                                                  json_metrics_count};
+
+static int json_metrics_walk(struct mt_ctx *c, json_t *rm_arr)
+{
+    return json_levels_walk(rm_arr, &metrics_levels, c, c->fill ? c->req->res : NULL, &c->n_res,
+                            &c->why);
 }
 
 int otlp_metrics_decode_json(struct otlp_metrics *req, const uint8_t *body, size_t n,
