@@ -39,9 +39,9 @@ extern "C" {
 #endif
 
 #define TT_VERSION_MAJOR 0
-#define TT_VERSION_MINOR 4
+#define TT_VERSION_MINOR 5
 #define TT_VERSION_PATCH 0
-#define TT_VERSION_STRING "0.4.0"
+#define TT_VERSION_STRING "0.5.0"
 
 /* ---------------------------------------------------------------------------------------------
  * Errors (since 0.1)
@@ -260,6 +260,44 @@ TT_API int tt_step_record(tt_client *c, const tt_step *parent, tt_step_kind kind
                           const char *error);
 
 /* ---------------------------------------------------------------------------------------------
+ * Trace context (since 0.5): every step and response carries a W3C trace id (16 bytes), its own
+ * span id (8 bytes, never 0) and its parent's span id, so that telltale's spans join the
+ * application's traces (docs/api.md, "Trace context"). A traceparent is the W3C header value
+ * "00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>", checked strictly: lowercase hex,
+ * ids not all zero, version 00 exactly 55 characters, version ff refused (TT_EINVAL).
+ *
+ * A step's trace id comes from, in order: the traceparent of tt_step_begin_ctx (the step is then
+ * a child of that span); its parent step's (the parent must still be open; the child's parent
+ * span is the parent step's span); for a root step, the default of its session, then the
+ * client-wide default (tt_session_traceparent); else a new trace id per root step. A response
+ * likewise (tt_response_begin_ctx; its step; the defaults; a new trace). Span ids: a step's is
+ * tt_step_span_id, a response's is its tt_response_id. Nothing here changes the event calls'
+ * rules: tt_step_begin_ctx neither allocates nor makes a system call.
+ */
+
+/* tt_step_begin with a traceparent (NULL: as tt_step_begin). TT_EINVAL for an invalid one (no
+ * event is then emitted and step->id is 0). Since 0.5. */
+TT_API int tt_step_begin_ctx(tt_client *c, tt_step *step, const tt_step *parent,
+                             const char *traceparent, tt_step_kind kind, const char *session,
+                             const char *name, const char *query);
+
+/* The span id of a begun step (0 for NULL or a step not begun): for the application's own
+ * children of the step, as in "00-<trace id>-<span id>-01". Since 0.5. */
+TT_API uint64_t tt_step_span_id(const tt_client *c, const tt_step *step);
+
+/* Set the default traceparent of session's root steps and responses (session NULL or "": every
+ * session without its own), or clear it with traceparent NULL. The library's worker looks the
+ * default up when it sends a root step (within flush_interval_ms of its begin): it applies to
+ * every root begun after the call, and a change or clear also reaches roots begun but not yet
+ * sent (tt_flush first to keep them out). Not an event call (takes a lock; the first
+ * allocates). Returns 0, TT_EINVAL (invalid traceparent, session over 255 bytes), TT_ENOSPC (64
+ * sessions have defaults already), TT_ENOMEM. Since 0.5. */
+TT_API int tt_session_traceparent(tt_client *c, const char *session, const char *traceparent);
+
+/* 0 if traceparent is valid as above, else TT_EINVAL. Since 0.5. */
+TT_API int tt_traceparent_check(const char *traceparent);
+
+/* ---------------------------------------------------------------------------------------------
  * Statistics (since 0.1). At quiescence (nothing emitted, everything settled):
  *   emitted = acked + possibly_delivered + buffered + sum(dropped)
  * where buffered counts events still held by the library (rings, batch, unacked window, spool).
@@ -434,6 +472,11 @@ TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *sessio
 TT_API int tt_response_begin_in(tt_client *c, tt_response **out, const tt_step *step,
                                 const char *session, const char *model, const tt_attr *params,
                                 size_t n_params);
+/* tt_response_begin_in with a traceparent (NULL: as tt_response_begin_in): the response is a
+ * child span of it. Same errors, and TT_EINVAL for an invalid traceparent. Since 0.5. */
+TT_API int tt_response_begin_ctx(tt_client *c, tt_response **out, const tt_step *step,
+                                 const char *traceparent, const char *session, const char *model,
+                                 const tt_attr *params, size_t n_params);
 /* Add a token from one logits row (pointer + length + stride + dtype, read without a copy). Both
  * outputs may be NULL. An operator halt of the session (or of the agent) shows as TT_HALT; an
  * operator resume of the session lets its responses begun afterwards pass again. Returns 0, or TT_EINVAL (NULL response, or a row tt_token_stats_compute refuses: the token is

@@ -543,18 +543,34 @@ class client
  * TT_STATUS_ERROR and the error "exception" unless fail() gave one. The error text is copied
  * (its first 255 bytes, cut at a UTF-8 character boundary).
  */
+/* A W3C traceparent for a step (since 0.5; docs/api.md, "Trace context"): the step becomes a
+ * child span of the application's span. */
+struct traceparent {
+    const char *value;
+};
+
 class step
 {
   public:
     step(client &c, tt_step_kind kind, zstr name, zstr query = nullptr, zstr session = nullptr,
          const step *parent = nullptr) noexcept
+        : step(c, traceparent{nullptr}, kind, name, query, session, parent)
+    {
+    }
+    /* A step begun with a traceparent (tt_step_begin_ctx; an invalid one is begin_error()
+     * TT_EINVAL and the step does not begin). Since 0.5. */
+    step(client &c, traceparent tp, tt_step_kind kind, zstr name, zstr query = nullptr,
+         zstr session = nullptr, const step *parent = nullptr) noexcept
         : c_(c.native()), unwinding_(detail::uncaught())
     {
         std::memset(&s_, 0, sizeof s_);
         err_ = detail::first_error({name.error(), query.error(), session.error()});
         if (!err_) {
-            err_ = tt_step_begin(c_, &s_, parent ? &parent->s_ : nullptr, kind, session.get(),
-                                 name.get(), query.get());
+            const tt_step *ps = parent ? &parent->s_ : nullptr;
+            err_ = tp.value
+                       ? tt_step_begin_ctx(c_, &s_, ps, tp.value, kind, session.get(), name.get(),
+                                           query.get())
+                       : tt_step_begin(c_, &s_, ps, kind, session.get(), name.get(), query.get());
         }
         /* tt_step_begin fills the step even when the event was dropped: end it all the same. */
         ended_ = s_.id == 0;
@@ -588,6 +604,11 @@ class step
     const tt_step &native() const noexcept
     {
         return s_;
+    }
+    /* The step's W3C span id (tt_step_span_id; 0 if it could not begin). Since 0.5. */
+    uint64_t span_id() const noexcept
+    {
+        return tt_step_span_id(c_, &s_);
     }
     bool ended() const noexcept
     {

@@ -64,6 +64,8 @@ static struct {
     /* since 0.4; NULL in an older library: batches and device tensors are then refused */
     __typeof__(tt_response_token_batch) *response_token_batch;
     __typeof__(tt_response_token_stats) *response_token_stats;
+    /* since 0.5; NULL in an older library: a traceparent is then refused */
+    __typeof__(tt_step_begin_ctx) *step_begin_ctx;
 } lib;
 
 /* What bind() receives from the Python side (strong references, for the module's life). */
@@ -77,13 +79,15 @@ static struct {
     PyObject *row; /* _row(a): (ptr, n, stride, dtype) of what the buffer path refuses, or None
                       for a tensor whose statistics are computed on its device (_device_token) */
     PyObject *top; /* _top(top_logprobs, top_ids): (ids or None, logprobs, texts or None), <= 32 */
-    PyObject *exit_error; /* _exit_error(et, ev): (status, error) of a step left by a raise */
-    PyObject *blocked;    /* telltale.Blocked(kind, name): a step a compliance rule blocked */
+    PyObject *exit_error;       /* _exit_error(et, ev): (status, error) of a step left by a raise */
+    PyObject *blocked;          /* telltale.Blocked(kind, name): a step a compliance rule blocked */
+    PyObject *otel_traceparent; /* _otel_traceparent(): the current OpenTelemetry span or None */
+    PyObject *error;            /* telltale.Error(code, what) */
 } py;
 
 static PyObject *s_session, *s_level, *s_message, *s_kind, *s_unit, *s_name, *s_value, *s_query,
     *s_logits, *s_chosen, *s_chosen_logprob, *s_top_logprobs, *s_top_ids, *s_rejected, *s_halt,
-    *s_text, *s_device_token;
+    *s_text, *s_device_token, *s_traceparent, *s_otel_trace;
 
 /* --- argument helpers ------------------------------------------------------------------------ */
 
@@ -734,6 +738,7 @@ typedef struct step_core {
     int status;             /* _status: TT_STATUS_* set by fail() */
     long long result_bytes; /* -1: unknown */
     PyObject *name, *query, *session, *parent, *error, *token;
+    PyObject *traceparent; /* a W3C traceparent (str) or None */
     PyObject *weakrefs;
 } step_core;
 
@@ -748,6 +753,7 @@ static int step_traverse(step_core *self, visitproc visit, void *arg)
     Py_VISIT(self->parent);
     Py_VISIT(self->error);
     Py_VISIT(self->token);
+    Py_VISIT(self->traceparent);
     return 0;
 }
 
@@ -760,6 +766,7 @@ static int step_clear(step_core *self)
     Py_CLEAR(self->parent);
     Py_CLEAR(self->error);
     Py_CLEAR(self->token);
+    Py_CLEAR(self->traceparent);
     return 0;
 }
 
@@ -779,12 +786,12 @@ static PyObject *step_get_id(step_core *self, void *closure)
     return PyLong_FromUnsignedLongLong(self->st.id);
 }
 
-/* step(kind="other", name=None, query=None, *, session=None) -> Step */
+/* step(kind="other", name=None, query=None, *, session=None, traceparent=None) -> Step */
 static PyObject *client_step(client_core *self, PyObject *const *args, size_t nargsf,
                              PyObject *kwnames)
 {
-    PyObject *names[4] = {s_kind, s_name, s_query, s_session}, *v[4];
-    if (parse_args("step", args, PyVectorcall_NARGS(nargsf), kwnames, names, 4, 3, v, NULL, NULL) <
+    PyObject *names[5] = {s_kind, s_name, s_query, s_session, s_traceparent}, *v[5];
+    if (parse_args("step", args, PyVectorcall_NARGS(nargsf), kwnames, names, 5, 3, v, NULL, NULL) <
         0) {
         return NULL;
     }
@@ -827,6 +834,7 @@ static PyObject *client_step(client_core *self, PyObject *const *args, size_t na
     s->parent = Py_NewRef(Py_None);
     s->error = Py_NewRef(Py_None);
     s->token = Py_NewRef(Py_None);
+    s->traceparent = Py_NewRef(v[4] ? v[4] : Py_None);
     if (!s->name) {
         Py_DECREF(s);
         return NULL;
@@ -864,8 +872,37 @@ static PyObject *step_enter(step_core *self, PyObject *unused)
         text_of(session_obj, &session, &stmp, 0) < 0) {
         goto out;
     }
-    if (lib.step_begin(c->h, &self->st, pst, (tt_step_kind)self->kind, session, name, query) ==
-        TT_EBLOCKED) {
+    /* The trace context: the step's own traceparent; for a root step, the current OpenTelemetry
+     * span when the application imported opentelemetry (a C lookup first: no call otherwise). */
+    PyObject *tp = Py_NewRef(self->traceparent), *tptmp = NULL;
+    if (tp == Py_None && !pst && py.otel_traceparent &&
+        PyDict_GetItemWithError(PyImport_GetModuleDict(), s_otel_trace)) {
+        Py_SETREF(tp, PyObject_CallNoArgs(py.otel_traceparent));
+    }
+    const char *tps = NULL;
+    if (!tp || (tp != Py_None && text_of(tp, &tps, &tptmp, 0) < 0)) {
+        Py_XDECREF(tp);
+        goto out;
+    }
+    int rc;
+    if (tps && !lib.step_begin_ctx) {
+        PyErr_SetString(PyExc_RuntimeError, "telltale: the library predates tt_step_begin_ctx");
+        rc = TT_EINVAL;
+    } else if (tps) {
+        rc = lib.step_begin_ctx(c->h, &self->st, pst, tps, (tt_step_kind)self->kind, session, name,
+                                query);
+        if (rc == TT_EINVAL) {
+            PyErr_Format(PyExc_ValueError, "telltale: invalid traceparent %R", tp);
+        }
+    } else {
+        rc = lib.step_begin(c->h, &self->st, pst, (tt_step_kind)self->kind, session, name, query);
+    }
+    Py_DECREF(tp);
+    Py_XDECREF(tptmp);
+    if (tps && rc == TT_EINVAL) {
+        goto out;
+    }
+    if (rc == TT_EBLOCKED) {
         PyObject *kind = PyLong_FromLong(self->kind);
         PyObject *exc =
             kind ? PyObject_CallFunctionObjArgs(py.blocked, kind, self->name, NULL) : NULL;
@@ -1527,6 +1564,7 @@ static PyObject *ext_bind(PyObject *module, PyObject *args)
         (__typeof__(lib.response_token_batch))dlsym(h, "tt_response_token_batch");
     lib.response_token_stats =
         (__typeof__(lib.response_token_stats))dlsym(h, "tt_response_token_stats");
+    lib.step_begin_ctx = (__typeof__(lib.step_begin_ctx))dlsym(h, "tt_step_begin_ctx");
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         *fns[i].slot = dlsym(h, fns[i].name);
         if (!*fns[i].slot) {
@@ -1551,6 +1589,8 @@ static PyObject *ext_bind(PyObject *module, PyObject *args)
         {"top", &py.top},
         {"exit_error", &py.exit_error},
         {"blocked", &py.blocked},
+        {"otel_traceparent", &py.otel_traceparent},
+        {"error", &py.error},
     };
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
         PyObject *o = PyDict_GetItemString(ns, refs[i].key);
@@ -1608,7 +1648,8 @@ static PyMethodDef client_methods[] = {
     {"metric", FASTKW(client_metric),
      "metric(name, value, kind='gauge', *, unit=None, session=None, **attrs) -> 0 or a "
      "negative code"},
-    {"step", FASTKW(client_step), "step(kind='other', name=None, query=None, *, session=None)"},
+    {"step", FASTKW(client_step),
+     "step(kind='other', name=None, query=None, *, session=None, traceparent=None)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1660,6 +1701,7 @@ static PyMemberDef step_members[] = {
     {"_status", T_INT, offsetof(step_core, status), 0, NULL},
     {"_error", T_OBJECT, offsetof(step_core, error), 0, NULL},
     {"_token", T_OBJECT, offsetof(step_core, token), 0, NULL},
+    {"traceparent", T_OBJECT, offsetof(step_core, traceparent), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1756,6 +1798,8 @@ static int intern_names(void)
         {&s_rejected, "_rejected"},
         {&s_halt, "_halt"},
         {&s_device_token, "_device_token"},
+        {&s_traceparent, "traceparent"},
+        {&s_otel_trace, "opentelemetry.trace"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (!*names[i].slot && !(*names[i].slot = PyUnicode_InternFromString(names[i].text))) {

@@ -31,7 +31,7 @@ from . import _ctypes_core, _lib, _torch
 __all__ = ["Client", "Step", "Response", "Verdict", "Halted", "Error", "GuardPolicy",
            "Summary", "TokenStats", "Stats", "library_path", "library_version",
            "implementation", "token_batch"]
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 library_path = _lib.path
 
@@ -586,16 +586,22 @@ class Client(_core.ClientCore):
         """The innermost open step of this context, or None."""
         return self._current.get()
 
-    def response(self, session=None, model=None, *, raise_on_halt=None, **params):
+    def response(self, session=None, model=None, *, raise_on_halt=None, traceparent=None,
+                 **params):
         """A model response whose tokens are checked by the guard, used as `with`:
         r.token(logits_row, chosen) or r.token_logprobs(chosen_logprob, top_logprobs) per token;
         the summary is emitted when the block exits (r.summary). params are the sampling
-        parameters (temperature=0.7, top_p=...), recorded with the response."""
+        parameters (temperature=0.7, top_p=...), recorded with the response. traceparent: a
+        W3C traceparent the response is a child span of (default: its step's trace, or for a
+        response outside any step the current OpenTelemetry span when opentelemetry is in
+        use)."""
         if not _lib.HAVE_RESPONSES:
             raise RuntimeError("telltale: %s has no response API (tt_response_begin); it is "
                                "older than this package" % _lib.path)
-        return Response(self, session, model,
-                        self.raise_on_halt if raise_on_halt is None else raise_on_halt, params)
+        r = Response(self, session, model,
+                     self.raise_on_halt if raise_on_halt is None else raise_on_halt, params)
+        r.traceparent = traceparent
+        return r
 
     # -- state --
 
@@ -749,7 +755,8 @@ class Response(_core.ResponseCore):
     the alternatives' texts. Opened inside a step, the response belongs to that step (r.step)
     and takes its session."""
 
-    __slots__ = ("_c", "session", "model", "params", "summary", "_ended", "id", "step")
+    __slots__ = ("_c", "session", "model", "params", "summary", "_ended", "id", "step",
+                 "traceparent")
 
     def __init__(self, client, session, model, raise_on_halt, params):
         super().__init__()
@@ -763,6 +770,7 @@ class Response(_core.ResponseCore):
         self.summary = None
         self._ended = False
         self.id = 0  # the response's id once begun (Client.score, /api/v1/responses/{id})
+        self.traceparent = None  # a W3C traceparent (Client.response)
 
     def __enter__(self):
         h = self._c._h
@@ -778,7 +786,22 @@ class Response(_core.ResponseCore):
         self.step = step
         if self.session is None:
             self.session = step.session if step is not None else self._c.session
-        if step is not None and _lib.response_begin_in is not None:
+        tp = self.traceparent
+        if tp is None and step is None and "opentelemetry.trace" in sys.modules:
+            tp = _otel_traceparent()
+        if tp is not None:
+            if _lib.response_begin_ctx is None:
+                raise Error(_lib.EINVAL, "response: the library predates tt_response_begin_ctx")
+            st = None
+            if step is not None:
+                st = _lib.Step()
+                st.id = step.id
+            rc = _lib.response_begin_ctx(h, ctypes.byref(r),
+                                         None if st is None else ctypes.byref(st), _enc(tp),
+                                         _enc(self.session), _enc(self.model), arr, n)
+            if rc == _lib.EINVAL:
+                raise ValueError("telltale: invalid traceparent %r" % (tp,))
+        elif step is not None and _lib.response_begin_in is not None:
             st = _lib.Step()
             st.id = step.id  # tt_response_begin_in reads the step's id only
             rc = _lib.response_begin_in(h, ctypes.byref(r), ctypes.byref(st), _enc(self.session),
@@ -840,10 +863,36 @@ class Response(_core.ResponseCore):
         return self.__exit__(et, ev, tb)
 
 
+def _otel_traceparent():
+    """The W3C traceparent of the current OpenTelemetry span, or None: read through the
+    opentelemetry API only when the application already imported it (nothing is imported or
+    installed here, no global provider), for root steps and responses outside any step."""
+    t = sys.modules.get("opentelemetry.trace")
+    if t is None:
+        return None
+    try:
+        ctx = t.get_current_span().get_span_context()
+        if not ctx.is_valid:
+            return None
+        return "00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, int(ctx.trace_flags) & 0xFF)
+    except Exception:  # an unexpected API: no context rather than a failed step
+        return None
+
+
+def span_id(step):
+    """The span id (int) of a begun step, for the application's own child spans: its W3C form is
+    "%016x" % span_id(step). 0 for a step not begun."""
+    if _lib.step_span_id is None or step is None or not step.id:
+        return 0
+    st = _lib.Step()
+    st.id = step.id
+    return _lib.step_span_id(step._c._h, ctypes.byref(st))
+
+
 _core.bind(_lib.path, {
     "step_type": Step, "verdicts": _VERDICTS, "severities": _SEVERITY, "metric_kinds": _METRIC,
     "step_kinds": _STEP, "level": _level, "row": _row, "top": _top, "exit_error": _exit_error,
-    "blocked": Blocked})
+    "blocked": Blocked, "otel_traceparent": _otel_traceparent, "error": Error})
 
 
 # --- process hooks ------------------------------------------------------------------------------

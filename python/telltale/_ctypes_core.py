@@ -8,6 +8,7 @@ which saves its release and re-acquisition (the C side never blocks there).
 """
 
 import ctypes
+import sys
 
 from . import _lib
 
@@ -100,7 +101,7 @@ class ClientCore:
             return _lib.metric(self._h, s, k, nb, float(value), u, arr, n)
         return _lib.metric(self._h, s, k, nb, float(value), u, None, 0)
 
-    def step(self, kind="other", name=None, query=None, *, session=None):
+    def step(self, kind="other", name=None, query=None, *, session=None, traceparent=None):
         k = _ns["step_kinds"].get(kind) if type(kind) is str else kind
         if k is None:
             raise ValueError("telltale: unknown step kind %r (%s)"
@@ -112,6 +113,7 @@ class ClientCore:
         s.name = name if name is not None else (kind if type(kind) is str else "step")
         s.query = query
         s.session = session
+        s.traceparent = traceparent
         s.parent = None
         s.result_bytes = -1
         s._status = 0
@@ -122,7 +124,7 @@ class ClientCore:
 
 class StepCore:
     __slots__ = ("_c", "_st", "kind", "name", "query", "session", "parent", "result_bytes",
-                 "_status", "_error", "_token", "__weakref__")
+                 "_status", "_error", "_token", "traceparent", "__weakref__")
 
     @property
     def id(self):
@@ -136,8 +138,20 @@ class StepCore:
         if session is None:
             session = parent.session if parent is not None else c.session
             self.session = session
-        rc = _lib.step_begin(c._h, self._st, parent._st if parent is not None else None,
-                             self.kind, _enc(session), _enc(self.name), _enc(self.query))
+        tp = self.traceparent
+        if tp is None and parent is None and "opentelemetry.trace" in sys.modules:
+            tp = _ns["otel_traceparent"]()  # a root step joins the current OpenTelemetry span
+        if tp is not None:
+            if _lib.step_begin_ctx is None:
+                raise _ns["error"](_lib.EINVAL, "step: the library predates tt_step_begin_ctx")
+            rc = _lib.step_begin_ctx(c._h, self._st, None if parent is None else parent._st,
+                                     _enc(tp), self.kind, _enc(session), _enc(self.name),
+                                     _enc(self.query))
+            if rc == _lib.EINVAL:
+                raise ValueError("telltale: invalid traceparent %r" % (tp,))
+        else:
+            rc = _lib.step_begin(c._h, self._st, parent._st if parent is not None else None,
+                                 self.kind, _enc(session), _enc(self.name), _enc(self.query))
         if rc == _lib.EBLOCKED:
             raise _ns["blocked"](self.kind, self.name)
         self._token = c._current.set(self)

@@ -193,3 +193,11 @@ response_token_batch = _bind(fast, "tt_response_token_batch", I,
                               PTR_TS], required=False)
 response_token_stats = _bind(fast, "tt_response_token_stats", I,
                              [P, PTR_TS, S, PTR_VERDICT, PTR_TS], required=False)
+# W3C trace context (since 0.5); optional: without it a traceparent is refused.
+step_begin_ctx = _bind(fast, "tt_step_begin_ctx", I, [P, PTR_STEP, PTR_STEP, S, I, S, S, S],
+                       required=False)
+response_begin_ctx = _bind(fast, "tt_response_begin_ctx", I,
+                           [P, ctypes.POINTER(P), PTR_STEP, S, S, S, PTR_ATTR, SZ],
+                           required=False)
+step_span_id = _bind(fast, "tt_step_span_id", ctypes.c_uint64, [P, PTR_STEP], required=False)
+traceparent_check = _bind(fast, "tt_traceparent_check", I, [S], required=False)

@@ -29,9 +29,11 @@ def _sdk(v):
 
 def _stored(collector, r):
     """What the collector keeps of response r, without what differs between two recordings
-    (ids, times, the latencies between tokens)."""
+    (ids, times, the latencies between tokens; each recording is a trace of its own)."""
     got = collector.get("/api/v1/responses/%016x" % r.id)
-    for k in ("id", "instance", "begin_unix_ns", "end_unix_ns", "duration_ns"):
+    assert got["span_id"] == got["id"] and len(got["trace_id"]) == 32
+    for k in ("id", "instance", "begin_unix_ns", "end_unix_ns", "duration_ns", "trace_id",
+              "span_id"):
         got.pop(k)
     got["token_data"].pop("latency_us")
     return got

@@ -19,6 +19,7 @@
 
 #include "client/client.h"
 #include "client/spool.h"
+#include "client/trace.h"
 
 __thread struct tt__tls_cache tt__tls __attribute__((tls_model("initial-exec")));
 
@@ -267,12 +268,14 @@ static void atfork_prepare(void)
         pthread_mutex_lock(&c->reg_lock);
         pthread_mutex_lock(&c->ctl_lock);
         pthread_mutex_lock(&c->guard.lock); /* the guard's state is whole in the child */
+        pthread_mutex_lock(&c->trace_lock); /* so are the trace context defaults */
     }
 }
 
 static void atfork_parent(void)
 {
     for (tt_client *c = all_clients; c; c = c->all_next) {
+        pthread_mutex_unlock(&c->trace_lock);
         pthread_mutex_unlock(&c->guard.lock);
         pthread_mutex_unlock(&c->ctl_lock);
         pthread_mutex_unlock(&c->reg_lock);
@@ -286,6 +289,7 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     for (tt_client *c = all_clients; c; c = c->all_next) {
+        pthread_mutex_unlock(&c->trace_lock);
         pthread_mutex_unlock(&c->guard.lock);
         pthread_mutex_unlock(&c->ctl_lock);
         pthread_mutex_unlock(&c->reg_lock);
@@ -382,6 +386,8 @@ static void client_free(tt_client *c)
     tt__guard_fini(c);
     tt__comply_fini(c);
     pthread_mutex_destroy(&c->comply_lock);
+    tt__trace_fini(c);
+    pthread_mutex_destroy(&c->trace_lock);
     pthread_key_delete(c->key);
     pthread_mutex_destroy(&c->reg_lock);
     pthread_mutex_destroy(&c->ctl_lock);
@@ -421,10 +427,12 @@ TT_API int tt_open(tt_client **out, const tt_config *cfg)
     cond_init_mono(&c->ctl_cond);
     tt__guard_init(c);
     pthread_mutex_init(&c->comply_lock, NULL);
+    pthread_mutex_init(&c->trace_lock, NULL);
     int rc = pthread_key_create(&c->key, ring_thread_exit);
     if (rc) {
         tt__guard_fini(c);
         pthread_mutex_destroy(&c->comply_lock);
+        pthread_mutex_destroy(&c->trace_lock);
         pthread_mutex_destroy(&c->reg_lock);
         pthread_mutex_destroy(&c->ctl_lock);
         pthread_cond_destroy(&c->ctl_cond);

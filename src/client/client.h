@@ -179,7 +179,7 @@ struct tt__comply_client;
  * may need masking, and the state's release at close. */
 int tt__comply_step_begin(tt_client *c, const struct tt__comply_policy *p, tt_step *step,
                           const tt_step *parent, tt_step_kind kind, const char *session,
-                          const char *name, const char *query);
+                          const char *name, const char *query, const uint8_t *trace_ctx);
 int tt__comply_log(tt_client *c, uint32_t kinds, const char *session, tt_severity severity,
                    const char *message, const tt_attr *attrs, size_t nattrs);
 int tt__comply_step_end(tt_client *c, uint32_t kinds, const tt_step *step, tt_status status,
@@ -190,7 +190,8 @@ void tt__comply_fini(tt_client *c);
 int tt__comply_load_file(tt_client *c, const char *path);
 /* emit.c: the event calls without the compliance checks. */
 int tt__step_begin_raw(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
-                       const char *session, const char *name, const char *query);
+                       const char *session, const char *name, const char *query,
+                       const uint8_t *trace_ctx);
 int tt__log_raw(tt_client *c, const char *session, tt_severity severity, const char *message,
                 const tt_attr *attrs, size_t nattrs);
 int tt__step_end_raw(tt_client *c, const tt_step *step, tt_status status, int64_t result_bytes,
@@ -251,6 +252,11 @@ struct tt_client {
     tt__guard guard;                  /* the guard policy and halt orders (guard.c) */
     struct tt__comply_client *comply; /* compliance state (comply.c), NULL until a policy */
     pthread_mutex_t comply_lock;      /* guards setting the policy and *comply */
+    /* Default trace contexts per session (tt_session_traceparent, trace.c): allocated at the
+     * first, read by the worker for root steps and responses. */
+    pthread_mutex_t trace_lock;                /* guards *trace_sessions */
+    struct tt__trace_sessions *trace_sessions; /* NULL until a default is set */
+    _Atomic uint32_t trace_defaults; /* how many defaults are set: the worker skips the lock at 0 */
 
     int fork_pending;           /* set in a forked child, cleared by its first event */
     struct tt_client *all_next; /* guarded by the global client list lock */
@@ -287,6 +293,10 @@ static inline tt__ring *tt__ring_get(tt_client *c, int *rc)
  * events are not on the 10 ns path (responses, tokens): the caller writes exactly payload
  * bytes of protobuf Event fields other than field 1 (the worker adds the time), then commits.
  * Returns where to write, or NULL with *rc set (and the drop counted). */
+/* tt__emit_encoded_begin with the record's aux and extra bytes after the payload, for the
+ * worker (trace.h's TT_ENC_AUX_TRACE_FILL). */
+uint8_t *tt__emit_encoded_begin_aux(tt_client *c, size_t payload, size_t extra, uint16_t aux,
+                                    tt__ring **r, uint64_t *new_head, int *rc);
 uint8_t *tt__emit_encoded_begin(tt_client *c, size_t payload, tt__ring **r, uint64_t *new_head,
                                 int *rc);
 void tt__emit_encoded_commit(tt__ring *r, uint8_t *payload, uint64_t new_head);

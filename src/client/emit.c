@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "client/client.h"
+#include "client/trace.h"
 
 #define MAX_ATTRS 64
 
@@ -472,23 +473,48 @@ TT_API int tt_step_begin(tt_client *c, tt_step *step, const tt_step *parent, tt_
     const struct tt__comply_policy *pol =
         atomic_load_explicit(&c->comply_policy, memory_order_acquire);
     if (TT_UNLIKELY(pol != NULL)) {
-        return tt__comply_step_begin(c, pol, step, parent, kind, session, name, query);
+        return tt__comply_step_begin(c, pol, step, parent, kind, session, name, query, NULL);
     }
-    return tt__step_begin_raw(c, step, parent, kind, session, name, query);
+    return tt__step_begin_raw(c, step, parent, kind, session, name, query, NULL);
+}
+
+TT_API int tt_step_begin_ctx(tt_client *c, tt_step *step, const tt_step *parent,
+                             const char *traceparent, tt_step_kind kind, const char *session,
+                             const char *name, const char *query)
+{
+    if (!traceparent) {
+        return tt_step_begin(c, step, parent, kind, session, name, query);
+    }
+    uint8_t ctx[TT_TRACE_CTX_BYTES];
+    if (TT_UNLIKELY(!c || !step || kind < TT_STEP_REASONING || kind > TT_STEP_OTHER ||
+                    tt__traceparent_parse(traceparent, ctx) != 0)) {
+        if (step) {
+            step->id = 0;
+        }
+        return TT_EINVAL;
+    }
+    const struct tt__comply_policy *pol =
+        atomic_load_explicit(&c->comply_policy, memory_order_acquire);
+    if (TT_UNLIKELY(pol != NULL)) {
+        return tt__comply_step_begin(c, pol, step, parent, kind, session, name, query, ctx);
+    }
+    return tt__step_begin_raw(c, step, parent, kind, session, name, query, ctx);
 }
 
 static int step_begin_at(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
-                         const char *session, const char *name, const char *query, uint64_t start);
+                         const char *session, const char *name, const char *query, uint64_t start,
+                         const uint8_t *ctx);
 
 int tt__step_begin_raw(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
-                       const char *session, const char *name, const char *query)
+                       const char *session, const char *name, const char *query, const uint8_t *ctx)
 {
-    return step_begin_at(c, step, parent, kind, session, name, query, tt__ticks());
+    return step_begin_at(c, step, parent, kind, session, name, query, tt__ticks(), ctx);
 }
 
-/* A step begun at start (ticks), now or before. */
+/* A step begun at start (ticks), now or before; ctx: its trace context (trace.h) or NULL. */
 static int step_begin_at(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
-                         const char *session, const char *name, const char *query, uint64_t start)
+                         const char *session, const char *name, const char *query, uint64_t start,
+                         const uint8_t *ctx)
 {
     step->id = 0;
     step->parent = parent ? parent->id : 0;
@@ -502,9 +528,10 @@ static int step_begin_at(tt_client *c, tt_step *step, const tt_step *parent, tt_
      * sequence. */
     step->id = ((uint64_t)r->id << 40) | (++r->step_seq & ((1ull << 40) - 1));
     uint32_t ls = slen(session), ln = slen(name), lq = slen(query);
-    size_t payload = 16 + 12 + ls + ln + lq;
+    size_t payload = 16 + 12 + ls + ln + lq + (ctx ? TT_TRACE_CTX_BYTES : 0);
     uint64_t nh;
-    uint8_t *p = rec_begin(c, &r, &nh, TT_REC_STEP_BEGIN, (uint16_t)kind, payload, &rc);
+    uint8_t *p = rec_begin(c, &r, &nh, TT_REC_STEP_BEGIN,
+                           (uint16_t)(kind | (ctx ? TT_STEP_AUX_TRACED : 0)), payload, &rc);
     if (TT_UNLIKELY(!p)) {
         return rc;
     }
@@ -513,7 +540,10 @@ static int step_begin_at(tt_client *c, tt_step *step, const tt_step *parent, tt_
     p = put_u64(p, step->parent);
     p = put_str(p, session, ls);
     p = put_str(p, name, ln);
-    put_str(p, query, lq);
+    p = put_str(p, query, lq);
+    if (ctx) {
+        memcpy(p, ctx, TT_TRACE_CTX_BYTES);
+    }
     tt__ring_commit(r, nh);
     return 0;
 }
@@ -551,10 +581,10 @@ TT_API int tt_step_record(tt_client *c, const tt_step *parent, tt_step_kind kind
     if (pol != NULL) {
         /* The rules see it as at tt_step_begin (a block ends it as cancelled: too late to stop
          * it, but decided and logged); its begin is stamped now, its end carries duration_ns. */
-        rc = tt__comply_step_begin(c, pol, &s, parent, kind, session, name, query);
+        rc = tt__comply_step_begin(c, pol, &s, parent, kind, session, name, query, NULL);
         s.start = start;
     } else {
-        rc = step_begin_at(c, &s, parent, kind, session, name, query, start);
+        rc = step_begin_at(c, &s, parent, kind, session, name, query, start, NULL);
     }
     if (s.id == 0) {
         return rc;
@@ -591,6 +621,17 @@ uint8_t *tt__emit_encoded_begin(tt_client *c, size_t payload, tt__ring **r, uint
         return NULL;
     }
     uint8_t *p = rec_begin(c, r, new_head, TT_REC_ENCODED, 0, 4 + payload, rc);
+    return p ? put_u32(p, (uint32_t)payload) : NULL;
+}
+
+uint8_t *tt__emit_encoded_begin_aux(tt_client *c, size_t payload, size_t extra, uint16_t aux,
+                                    tt__ring **r, uint64_t *new_head, int *rc)
+{
+    if (TT_UNLIKELY(!c)) {
+        *rc = TT_EINVAL;
+        return NULL;
+    }
+    uint8_t *p = rec_begin(c, r, new_head, TT_REC_ENCODED, aux, 4 + payload + extra, rc);
     return p ? put_u32(p, (uint32_t)payload) : NULL;
 }
 

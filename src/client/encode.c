@@ -8,6 +8,7 @@
 
 #include <string.h>
 
+#include "client/trace.h"
 #include "common/pb.h"
 
 typedef struct pw {
@@ -162,9 +163,49 @@ static void encode_metric(pw *w, const tt__rec_hdr *h, rr *r)
     lp_end(w, m);
 }
 
-static void encode_step_begin(pw *w, const tt__rec_hdr *h, rr *r, tt__stepmap *steps)
+/* The trace context of a root (no parent known): the session's default, else a new trace
+ * made from id (salt 0 for a step, 1 for a response). */
+static void root_trace(tt_client *c, const uint8_t *session, uint32_t ls, uint64_t id,
+                       uint64_t salt, uint8_t trace[16], uint64_t *pspan)
 {
+    uint8_t ctx[TT_TRACE_CTX_BYTES];
+    static const uint8_t zero[16];
+    if (c && tt__trace_session_ctx(c, session, ls, ctx)) {
+        memcpy(trace, ctx, 16);
+        memcpy(pspan, ctx + 16, 8);
+        return;
+    }
+    tt__trace_fresh(c ? c->instance : zero, id, salt, trace);
+    *pspan = 0;
+}
+
+/* A step's trace id and parent span id: its own context, else its open parent's, else a
+ * root's (a parent that already ended is no longer known: the step starts a trace). */
+static void step_trace(tt_client *c, const tt__stepmap *steps, const uint8_t *ctx, uint64_t id,
+                       uint64_t parent, const uint8_t *session, uint32_t ls, uint8_t trace[16],
+                       uint64_t *pspan)
+{
+    static const uint8_t zero[16];
+    const tt__step_info *pi;
+    if (ctx) {
+        memcpy(trace, ctx, 16);
+        memcpy(pspan, ctx + 16, 8);
+    } else if (parent && (pi = tt__stepmap_get(steps, parent)) != NULL) {
+        memcpy(trace, pi->trace, 16);
+        *pspan = tt__step_span(c ? c->instance : zero, parent);
+    } else if (parent) {
+        tt__trace_fresh(c ? c->instance : zero, id, 0, trace);
+        *pspan = 0;
+    } else {
+        root_trace(c, session, ls, id, 0, trace, pspan);
+    }
+}
+
+static void encode_step_begin(pw *w, const tt__rec_hdr *h, rr *r, tt__stepmap *steps, tt_client *c)
+{
+    static const uint8_t zero[16];
     uint64_t id = rr_u64(r), parent = rr_u64(r);
+    uint32_t kind = h->aux & 0xffu;
     uint32_t ls, ln, lq;
     const uint8_t *session = rr_str(r, &ls);
     put_str(w, 2, session, ls);
@@ -173,13 +214,66 @@ static void encode_step_begin(pw *w, const tt__rec_hdr *h, rr *r, tt__stepmap *s
     if (parent) {
         put_fixed64(w, 2, parent);
     }
-    put_uint(w, 3, h->aux);
+    put_uint(w, 3, kind);
     const uint8_t *name = rr_str(r, &ln);
     put_str(w, 4, name, ln);
     const uint8_t *query = rr_str(r, &lq);
     put_str(w, 5, query, lq);
+    uint8_t trace[16];
+    uint64_t pspan;
+    step_trace(c, steps, (h->aux & TT_STEP_AUX_TRACED) ? r->p : NULL, id, parent, session, ls,
+               trace, &pspan);
+    w->pos = (size_t)(tt__pb_put_bytes(w->base + w->pos, 6, trace, 16) - w->base);
+    put_fixed64(w, 7, tt__step_span(c ? c->instance : zero, id));
+    if (pspan) {
+        put_fixed64(w, 8, pspan);
+    }
     lp_end(w, m);
-    tt__stepmap_put(steps, id, h->aux, session, ls, name, ln);
+    tt__stepmap_put(steps, id, kind, session, ls, name, ln, trace);
+}
+
+/* An encoded ResponseBegin whose trace id and parent span are the worker's to fill: they are
+ * the last TT_RESP_TRACE_BYTES of the event (trace_id, span_id, parent_span_id), and the step id
+ * follows the encoded bytes. */
+static void fill_response_trace(uint8_t *ev, uint32_t n, const uint8_t *after,
+                                const tt__stepmap *steps, tt_client *c)
+{
+    static const uint8_t zero[16];
+    if (n < TT_RESP_TRACE_BYTES + 2) {
+        return;
+    }
+    uint64_t step, rid;
+    memcpy(&step, after, 8);
+    uint8_t *t = ev + n - TT_RESP_TRACE_BYTES; /* tag 5, len 16, trace id; tag 6, span; tag 7 */
+    memcpy(&rid, t + 19, 8);                   /* fixed64 is little-endian on the wire */
+    uint8_t trace[16];
+    uint64_t pspan;
+    const tt__step_info *si;
+    if (step && (si = tt__stepmap_get(steps, step)) != NULL) {
+        memcpy(trace, si->trace, 16);
+        pspan = tt__step_span(c ? c->instance : zero, step);
+    } else {
+        /* The session: the Event's field 2 when it comes first. */
+        const uint8_t *session = NULL;
+        uint32_t ls = 0;
+        if (ev[0] == 0x12 && n > 2 && ev[1] < 0x80) {
+            session = ev + 2;
+            ls = ev[1];
+        } else if (ev[0] == 0x12 && n > 3 && ev[2] < 0x80) {
+            session = ev + 3;
+            ls = (uint32_t)(ev[1] & 0x7f) | (uint32_t)ev[2] << 7;
+        }
+        if (step) {
+            tt__trace_fresh(c ? c->instance : zero, rid, 1, trace);
+            pspan = 0;
+        } else {
+            root_trace(c, session, ls, rid, 1, trace, &pspan);
+        }
+    }
+    memcpy(t + 2, trace, 16);
+    for (int i = 0; i < 8; i++) {
+        t[28 + i] = (uint8_t)(pspan >> (8 * i));
+    }
 }
 
 static void encode_step_end(pw *w, const tt__rec_hdr *h, rr *r, const tt__clock_cal *cal,
@@ -212,7 +306,7 @@ static void encode_step_end(pw *w, const tt__rec_hdr *h, rr *r, const tt__clock_
 }
 
 void tt__encode_record(tt__buf *b, const tt__rec_hdr *h, uint64_t time, uint64_t base,
-                       const tt__clock_cal *cal, tt__stepmap *steps)
+                       const tt__clock_cal *cal, tt__stepmap *steps, tt_client *c)
 {
     pw w = {b->data, b->len};
     rr r = {(const uint8_t *)h + TT_REC_HDR};
@@ -226,14 +320,18 @@ void tt__encode_record(tt__buf *b, const tt__rec_hdr *h, uint64_t time, uint64_t
         encode_metric(&w, h, &r);
         break;
     case TT_REC_STEP_BEGIN:
-        encode_step_begin(&w, h, &r, steps);
+        encode_step_begin(&w, h, &r, steps, c);
         break;
     case TT_REC_STEP_END:
         encode_step_end(&w, h, &r, cal, steps);
         break;
     case TT_REC_ENCODED: {
         uint32_t n = rr_u32(&r);
+        uint8_t *ev = w.base + w.pos;
         put_raw(&w, r.p, n);
+        if (h->aux & TT_ENC_AUX_TRACE_FILL) {
+            fill_response_trace(ev, n, r.p + n, steps, c);
+        }
         break;
     }
     default:

@@ -17,9 +17,10 @@ static inline size_t tt__encode_bound(uint32_t rec_len)
 /* Append record h as one Batch.events entry to b, which has tt__encode_bound(h->len) bytes of
  * room. time is the event's Unix time in ns and base the batch's base time. steps (may be NULL)
  * is the worker's table of open steps: a step's begin is remembered there, and its end carries
- * the begin's session, name and kind. */
+ * the begin's session, name and kind. c (may be NULL) gives the trace context's keys and
+ * session defaults (trace.h). */
 void tt__encode_record(tt__buf *b, const tt__rec_hdr *h, uint64_t time, uint64_t base,
-                       const tt__clock_cal *cal, tt__stepmap *steps);
+                       const tt__clock_cal *cal, tt__stepmap *steps, tt_client *c);
 
 /* Batch header fields (instance, first_seq, base time) written so they end exactly at
  * b->data + end; returns where they start. end must leave TT_BATCH_HDR_MAX bytes before it. */

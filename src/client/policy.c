@@ -285,7 +285,7 @@ static void log_decision(tt_client *c, const struct tt__comply_policy *p,
 
 int tt__comply_step_begin(tt_client *c, const struct tt__comply_policy *p, tt_step *step,
                           const tt_step *parent, tt_step_kind kind, const char *session,
-                          const char *name, const char *query)
+                          const char *name, const char *query, const uint8_t *trace_ctx)
 {
     struct tt__comply_client *cc = c->comply;
     uint64_t calls[TT_COMPLY_MAX_LIMITS] = {0};
@@ -309,7 +309,7 @@ int tt__comply_step_begin(tt_client *c, const struct tt__comply_policy *p, tt_st
         step->id = 0;
         return dropped_oom(c);
     }
-    int rc = tt__step_begin_raw(c, step, parent, kind, session, name, q ? q : query);
+    int rc = tt__step_begin_raw(c, step, parent, kind, session, name, q ? q : query, trace_ctx);
     free(free_q);
     if (action == TT_COMPLY_BLOCK) {
         atomic_fetch_add_explicit(&cc->blocked, 1, memory_order_relaxed);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "client/client.h"
+#include "client/trace.h"
 #include "common/half.h"
 #include "common/pb.h"
 
@@ -936,12 +937,15 @@ static uint64_t mix64(uint64_t x)
 static _Atomic uint64_t response_counter;
 
 static int response_begin(tt_client *c, tt_response **out, uint64_t step_id, const char *session,
-                          const char *model, const tt_attr *params, size_t n_params)
+                          const char *model, const tt_attr *params, size_t n_params,
+                          const char *traceparent)
 {
     if (out) {
         *out = NULL;
     }
-    if (!c || !out || (n_params && !params) || n_params > 64) {
+    uint8_t ctx[TT_TRACE_CTX_BYTES];
+    if (!c || !out || (n_params && !params) || n_params > 64 ||
+        (traceparent && tt__traceparent_parse(traceparent, ctx) != 0)) {
         return TT_EINVAL;
     }
     size_t slen = session ? strlen(session) : 0, mlen = model ? strlen(model) : 0;
@@ -1019,15 +1023,24 @@ static int response_begin(tt_client *c, tt_response **out, uint64_t step_id, con
     r->begin_tick = r->prev_tick = tt__ticks();
     r->begin_mono = tt__mono_ns();
 
-    /* response_begin: id, model, params, the step */
-    size_t body = 9 + (mlen ? len_field(mlen) : 0) + (step_id ? 9 : 0);
+    /* response_begin: id, model, params, the step, then the trace context (trace.h), always
+     * last and always the same size: without a traceparent the worker fills it in. */
+    size_t body = 9 + (mlen ? len_field(mlen) : 0) + (step_id ? 9 : 0) + TT_RESP_TRACE_BYTES;
     for (size_t i = 0; i < n_params; i++) {
         body += len_field(attr_size(&params[i]));
     }
     tt__ring *ring;
     uint64_t nh;
-    uint8_t *p = ev_begin(r, 8, body, &ring, &nh);
+    size_t payload = (r->session_len ? len_field(r->session_len) : 0) + len_field(body);
+    int erc;
+    uint8_t *p = tt__emit_encoded_begin_aux(
+        c, payload, traceparent ? 0 : 8, traceparent ? 0 : TT_ENC_AUX_TRACE_FILL, &ring, &nh, &erc);
     if (p) {
+        if (r->session_len) {
+            p = tt__pb_put_bytes(p, 2, r->session, r->session_len);
+        }
+        p = tt__pb_put_tag(p, 8, TT_PB_LEN);
+        p = tt__pb_put_varint(p, body);
         p = tt__pb_put_fixed64(p, 1, r->id);
         if (mlen) {
             p = tt__pb_put_bytes(p, 2, model, mlen);
@@ -1038,6 +1051,16 @@ static int response_begin(tt_client *c, tt_response **out, uint64_t step_id, con
         if (step_id) {
             p = tt__pb_put_fixed64(p, 4, step_id);
         }
+        uint64_t pspan = 0;
+        if (traceparent) {
+            memcpy(&pspan, ctx + 16, 8);
+        }
+        p = tt__pb_put_bytes(p, 5, traceparent ? ctx : (const uint8_t[16]){0}, 16);
+        p = tt__pb_put_fixed64(p, 6, r->id);
+        p = tt__pb_put_fixed64(p, 7, pspan);
+        if (!traceparent) {
+            memcpy(p, &step_id, 8);
+        }
         tt__emit_encoded_commit(ring, p, nh);
     }
     *out = r;
@@ -1047,14 +1070,22 @@ static int response_begin(tt_client *c, tt_response **out, uint64_t step_id, con
 TT_API int tt_response_begin(tt_client *c, tt_response **out, const char *session,
                              const char *model, const tt_attr *params, size_t n_params)
 {
-    return response_begin(c, out, 0, session, model, params, n_params);
+    return response_begin(c, out, 0, session, model, params, n_params, NULL);
 }
 
 TT_API int tt_response_begin_in(tt_client *c, tt_response **out, const tt_step *step,
                                 const char *session, const char *model, const tt_attr *params,
                                 size_t n_params)
 {
-    return response_begin(c, out, step ? step->id : 0, session, model, params, n_params);
+    return response_begin(c, out, step ? step->id : 0, session, model, params, n_params, NULL);
+}
+
+TT_API int tt_response_begin_ctx(tt_client *c, tt_response **out, const tt_step *step,
+                                 const char *traceparent, const char *session, const char *model,
+                                 const tt_attr *params, size_t n_params)
+{
+    return response_begin(c, out, step ? step->id : 0, session, model, params, n_params,
+                          traceparent);
 }
 
 TT_API uint64_t tt_response_id(const tt_response *r)

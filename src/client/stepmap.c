@@ -44,7 +44,8 @@ void tt__stepmap_free(tt__stepmap *m)
 }
 
 void tt__stepmap_put(tt__stepmap *m, uint64_t id, uint32_t kind, const uint8_t *session,
-                     uint32_t session_len, const uint8_t *name, uint32_t name_len)
+                     uint32_t session_len, const uint8_t *name, uint32_t name_len,
+                     const uint8_t trace[16])
 {
     if (!m || m->n >= TT_STEPMAP_MAX || session_len > TT_STEPMAP_STR || name_len > TT_STEPMAP_STR) {
         return;
@@ -57,6 +58,7 @@ void tt__stepmap_put(tt__stepmap *m, uint64_t id, uint32_t kind, const uint8_t *
     s->kind = kind;
     s->session_len = session_len;
     s->name_len = name_len;
+    memcpy(s->trace, trace, 16);
     if (session_len) {
         memcpy(s->data, session, session_len);
     }
@@ -67,6 +69,19 @@ void tt__stepmap_put(tt__stepmap *m, uint64_t id, uint32_t kind, const uint8_t *
     s->next = m->bucket[b];
     m->bucket[b] = s;
     m->n++;
+}
+
+const tt__step_info *tt__stepmap_get(const tt__stepmap *m, uint64_t id)
+{
+    if (!m) {
+        return NULL;
+    }
+    for (const tt__step_info *s = m->bucket[slot(id)]; s; s = s->next) {
+        if (s->id == id) {
+            return s;
+        }
+    }
+    return NULL;
 }
 
 tt__step_info *tt__stepmap_take(tt__stepmap *m, uint64_t id)

@@ -21,7 +21,8 @@ typedef struct tt__step_info {
     uint64_t id;
     uint32_t kind;
     uint32_t session_len, name_len;
-    uint8_t data[]; /* session, then name */
+    uint8_t trace[16]; /* the step's W3C trace id (trace.h) */
+    uint8_t data[];    /* session, then name */
 } tt__step_info;
 
 /* A table, or NULL when memory is short (steps then end without their begin's fields). */
@@ -29,7 +30,10 @@ tt__stepmap *tt__stepmap_new(void);
 void tt__stepmap_free(tt__stepmap *m);
 /* Remember step id's begin; nothing when the table is full, a string too long or memory short. */
 void tt__stepmap_put(tt__stepmap *m, uint64_t id, uint32_t kind, const uint8_t *session,
-                     uint32_t session_len, const uint8_t *name, uint32_t name_len);
+                     uint32_t session_len, const uint8_t *name, uint32_t name_len,
+                     const uint8_t trace[16]);
+/* Step id's entry, left in the table (NULL if unknown). */
+const tt__step_info *tt__stepmap_get(const tt__stepmap *m, uint64_t id);
 /* Take step id's entry out of the table (NULL if unknown); free it with tt__step_info_free. */
 tt__step_info *tt__stepmap_take(tt__stepmap *m, uint64_t id);
 void tt__step_info_free(tt__step_info *s);

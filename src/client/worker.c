@@ -233,7 +233,7 @@ static uint64_t drain_ring(tt__worker *w, tt__ring *r, int *full, uint64_t now)
              * from the emit call to the send, not from the drain. */
             w->batch_open_ns = w->prev_drain_ns && w->prev_drain_ns < now ? w->prev_drain_ns : now;
         }
-        tt__encode_record(&w->batch, h, t, w->batch_base, &w->cal, w->steps);
+        tt__encode_record(&w->batch, h, t, w->batch_base, &w->cal, w->steps, w->c);
         w->batch_n++;
         w->next_seq++;
         n++;

@@ -393,6 +393,22 @@ int tt__ev_metric_decode(tt__bstr body, tt__ev_metric *out)
     return r.err ? -1 : 0;
 }
 
+/* A trace id field: kept when it is 16 bytes and not all zero (the W3C invalid id), else
+ * ignored as if absent. */
+static void trace_id(tt__pb_reader *r, uint8_t out[16], int *has)
+{
+    size_t n;
+    const uint8_t *p = tt__pb_bytes(r, &n);
+    uint8_t any = 0;
+    for (size_t i = 0; p && n == 16 && i < 16; i++) {
+        any |= p[i];
+    }
+    if (p && n == 16 && any) {
+        memcpy(out, p, 16);
+        *has = 1;
+    }
+}
+
 int tt__ev_step_begin_decode(tt__bstr body, tt__ev_step_begin *out)
 {
     memset(out, 0, sizeof *out);
@@ -408,6 +424,12 @@ int tt__ev_step_begin_decode(tt__bstr body, tt__ev_step_begin *out)
             out->name.p = tt__pb_bytes(&r, &out->name.n);
         } else if (field == 5 && wt == TT_PB_LEN) {
             out->query.p = tt__pb_bytes(&r, &out->query.n);
+        } else if (field == 6 && wt == TT_PB_LEN) {
+            trace_id(&r, out->trace_id, &out->has_trace);
+        } else if (field == 7 && wt == TT_PB_I64) {
+            out->span_id = tt__pb_fixed64(&r);
+        } else if (field == 8 && wt == TT_PB_I64) {
+            out->parent_span_id = tt__pb_fixed64(&r);
         } else {
             tt__pb_skip(&r, wt);
         }
@@ -452,6 +474,12 @@ int tt__ev_response_begin_decode(tt__bstr body, tt__ev_response_begin *out)
             out->model.p = tt__pb_bytes(&r, &out->model.n);
         } else if (field == 4 && wt == TT_PB_I64) {
             out->step_id = tt__pb_fixed64(&r);
+        } else if (field == 5 && wt == TT_PB_LEN) {
+            trace_id(&r, out->trace_id, &out->has_trace);
+        } else if (field == 6 && wt == TT_PB_I64) {
+            out->span_id = tt__pb_fixed64(&r);
+        } else if (field == 7 && wt == TT_PB_I64) {
+            out->parent_span_id = tt__pb_fixed64(&r);
         } else {
             tt__pb_skip(&r, wt);
         }

@@ -143,6 +143,11 @@ typedef struct tt__ev_step_begin {
     uint32_t kind;
     tt__bstr name;
     tt__bstr query;
+    /* W3C trace context (since 0.5; all zero when not sent): trace id (16 bytes, has_trace),
+     * span id, parent span id (0: root span). */
+    uint8_t trace_id[16];
+    int has_trace;
+    uint64_t span_id, parent_span_id;
 } tt__ev_step_begin;
 
 typedef struct tt__ev_step_end {
@@ -158,7 +163,10 @@ typedef struct tt__ev_step_end {
 typedef struct tt__ev_response_begin {
     uint64_t response_id;
     tt__bstr model;
-    uint64_t step_id;    /* the step it was opened in, 0 if none (since 0.2) */
+    uint64_t step_id;     /* the step it was opened in, 0 if none (since 0.2) */
+    uint8_t trace_id[16]; /* W3C trace context as in tt__ev_step_begin (since 0.5) */
+    int has_trace;
+    uint64_t span_id, parent_span_id;
 } tt__ev_response_begin; /* params: tt__attr_iter on field 3 */
 
 typedef struct tt__ev_response_end {

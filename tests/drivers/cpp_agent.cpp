@@ -154,8 +154,14 @@ int main(int argc, char **argv)
            "metric");
 
     {
-        telltale::step plan(c, TT_STEP_REASONING, "plan", nullptr, session);
-        expect(plan.begin_error() == 0 && plan.id() != 0, "plan begins");
+        /* The turn joins the application's trace (W3C traceparent, since 0.5). */
+        telltale::step plan(
+            c, telltale::traceparent{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+            TT_STEP_REASONING, "plan", nullptr, session);
+        expect(plan.begin_error() == 0 && plan.id() != 0 && plan.span_id() != 0, "plan begins");
+        telltale::step bad(c, telltale::traceparent{"00-bad"}, TT_STEP_TOOL, "bad", nullptr,
+                           session);
+        expect(bad.begin_error() == TT_EINVAL && bad.id() == 0, "an invalid traceparent");
         {
             telltale::step search(c, TT_STEP_TOOL, "search", "q=telltale c++", session, &plan);
             search.set_result_bytes(123);

@@ -9,7 +9,8 @@
  * Each producer thread makes its first event before the start marker (the first event of a
  * thread creates its ring: that one may allocate), then marks the start with
  * write(-1, "tt-hot-path-begin", 17), emits its share of TOTAL events (default 10,000,000) as a
- * mix of tt_log with attributes, tt_metric and tt_step_begin/end, marks the end with
+ * mix of tt_log with attributes, tt_metric and tt_step_begin/end (tt_step_begin_ctx for half
+ * the steps), marks the end with
  * write(-1, "tt-hot-path-end", 15) and exits. Both markers fail with EBADF and have no other
  * effect. --inject-syscall makes a getppid() every EVERY events of the loop, so the test can
  * show that its check catches a system call. --tokens 1 makes the loop add tokens to one
@@ -61,8 +62,14 @@ static int emit_one(tt_client *c, uint64_t i)
     case 1:
         return tt_metric(c, "session-1", TT_GAUGE, "queue_depth", (double)(i & 1023), "1", NULL, 0);
     default: {
-        /* A step is two events: begin (i % 4 == 2) and end (i % 4 == 3). */
+        /* A step is two events: begin (i % 4 == 2) and end (i % 4 == 3); every other one is
+         * begun with a traceparent (the trace context's parse and copy are on the hot path). */
         static __thread tt_step step;
+        if (i % 8 == 2) {
+            return tt_step_begin_ctx(c, &step, NULL,
+                                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                                     TT_STEP_TOOL, "session-1", "search", "q=x");
+        }
         if (i % 4 == 2) {
             return tt_step_begin(c, &step, NULL, TT_STEP_TOOL, "session-1", "search", "q=x");
         }

@@ -7,7 +7,9 @@
  *
  * The ingest token, when needed, comes from $TT_WIRE_TOKEN (never the command line).
  * Output, one line each: "connect failed: ERR", "hello refused: ERR", "hello ok AGENT",
- * "ack N", "reject N: REASON", "closed". Every event is a log record whose message is "poison".
+ * "ack N", "reject N: REASON", "closed". Every event is a log record whose message is "poison";
+ * with $TT_WIRE_STEPS set, a StepBegin as a client before 0.5 sent it (step id = its sequence
+ * number, kind tool, name "old", session "old-client", no trace context).
  * Exit status 0 when the exchange ran to its end (whatever the collector decided), 1 otherwise.
  */
 #include <errno.h>
@@ -102,8 +104,18 @@ static void batch_payload(tt__buf *out, const uint8_t inst[16], uint64_t first_s
     p = tt__pb_put_fixed64(p, 3, 1700000000000000000ull);
     tt__buf_reset(out);
     tt__buf_append(out, head, (size_t)(p - head));
+    int steps = getenv("TT_WIRE_STEPS") != NULL;
     for (int i = 0; i < n; i++) {
-        uint8_t one[80];
+        uint8_t one[128], sb[64];
+        if (steps) { /* StepBegin { step_id 1, kind 3, name 4 }, Event.session 2, body 5 */
+            uint8_t *b = tt__pb_put_fixed64(sb, 1, first_seq + (uint64_t)i);
+            b = tt__pb_put_uint(b, 3, 2);
+            b = tt__pb_put_bytes(b, 4, "old", 3);
+            p = tt__pb_put_sint(ev, 1, 0);
+            p = tt__pb_put_bytes(p, 2, "old-client", 10);
+            p = tt__pb_put_bytes(p, 5, sb, (size_t)(b - sb));
+            en = (size_t)(p - ev);
+        }
         uint8_t *q = tt__pb_put_bytes(one, 4, ev, en); /* Batch.events */
         tt__buf_append(out, one, (size_t)(q - one));
     }

@@ -87,7 +87,7 @@ static void batch_payload(tt__buf *out)
             break;
         }
         h->len = (uint32_t)(((p - rec) + 7) & ~7);
-        tt__encode_record(out, h, 1000 + (uint64_t)kind, 1000, &cal, NULL);
+        tt__encode_record(out, h, 1000 + (uint64_t)kind, 1000, &cal, NULL, NULL);
     }
     uint8_t inst[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
     tt_stats st = {.emitted = 4, .acked = 0};

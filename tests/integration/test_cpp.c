@@ -143,6 +143,12 @@ static void check_agent(const char *prog, int with_exceptions)
     CHECK_STR(str(search, "parent_id"), str(plan, "step_id"));
     CHECK_STR(str(fetch, "parent_id"), str(plan, "step_id"));
     CHECK_STR(str(parse, "parent_id"), str(plan, "step_id"));
+    /* The traceparent of telltale::step: the plan joins the trace, its children inherit it. */
+    CHECK_STR(str(plan, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    CHECK_STR(str(plan, "parent_span_id"), "00f067aa0ba902b7");
+    CHECK_STR(str(search, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    CHECK_STR(str(search, "parent_span_id"), str(plan, "span_id"));
+    CHECK(find(ev, n, "step_begin", "name", "bad") == NULL);
 
     json_int_t s1 = check_step_end(ev, n, search, "ok", "", 123);
     json_int_t s2 = check_step_end(ev, n, fetch, "error", "HTTP 503 from upstream", -1);

@@ -278,6 +278,14 @@ static void check_step(json_t *steps, const struct js_span *sp, const char *pare
     } else {
         CHECK_MSG(!p || strcmp(p, "0000000000000000") == 0, "%s has a parent", sp->name);
     }
+    /* The W3C trace context is the SDK's own: its trace id, its span id, its parent span. */
+    const char *tr = json_string_value(json_object_get(st, "trace_id"));
+    const char *sid = json_string_value(json_object_get(st, "span_id"));
+    const char *ps = json_string_value(json_object_get(st, "parent_span_id"));
+    CHECK_MSG(tr && strcmp(tr, sp->trace) == 0, "%s trace %s", sp->name, tr ? tr : "none");
+    CHECK_MSG(sid && strcmp(sid, sp->span) == 0, "%s span %s", sp->name, sid ? sid : "none");
+    CHECK_MSG(parent ? ps && strcmp(ps, parent) == 0 : ps == NULL, "%s parent span %s", sp->name,
+              ps ? ps : "none");
 }
 
 static void sdk_spans_show_up(const char *protocol)
@@ -324,6 +332,9 @@ static void sdk_spans_show_up(const char *protocol)
     CHECK(strcmp(json_string_value(json_object_get(params, "gen_ai.provider.name")), "openai") ==
           0);
     CHECK(strcmp(json_string_value(json_object_get(params, "trace_id")), chat->trace) == 0);
+    CHECK(strcmp(json_string_value(json_object_get(r, "trace_id")), chat->trace) == 0);
+    CHECK(strcmp(json_string_value(json_object_get(r, "span_id")), chat->span) == 0);
+    CHECK(strcmp(json_string_value(json_object_get(r, "parent_span_id")), agent->span) == 0);
     json_decref(resp);
 
     /* Stored once although exported twice. */

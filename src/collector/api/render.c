@@ -126,6 +126,17 @@ const char *render_verdict(uint32_t v)
     return v < 3 ? names[v] : "unknown";
 }
 
+void render_trace(tt__json *j, const uint8_t trace_id[16], uint64_t span_id,
+                  uint64_t parent_span_id)
+{
+    tt__json_key(j, "trace_id");
+    tt__json_hex(j, trace_id, 16);
+    render_response_id(j, "span_id", span_id);
+    if (parent_span_id) {
+        render_response_id(j, "parent_span_id", parent_span_id);
+    }
+}
+
 void render_response_id(tt__json *j, const char *key, uint64_t id)
 {
     uint8_t be[8];

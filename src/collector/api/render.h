@@ -27,6 +27,10 @@ void render_attrs(tt__json *j, tt__bstr body, uint32_t field, const char *key);
 /* Response kinds (render_response.c), also used by the responses API. */
 const char *render_verdict(uint32_t v);
 void render_response_id(tt__json *j, const char *key, uint64_t id);
+/* A step's or response's W3C trace context: "trace_id" (32 lowercase hex digits), "span_id"
+ * and, unless a root span, "parent_span_id" (16 each). */
+void render_trace(tt__json *j, const uint8_t trace_id[16], uint64_t span_id,
+                  uint64_t parent_span_id);
 void render_tokens_fields(tt__json *j, const tt__ev_tokens *t);
 void render_response_end_fields(tt__json *j, const tt__ev_response_end *e);
 void render_guard_fields(tt__json *j, const tt__ev_guard *g);

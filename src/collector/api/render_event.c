@@ -59,6 +59,9 @@ static void render_step_begin(tt__json *j, const tt__event *ev)
     tt__json_kv_cstr(j, "step_kind", render_step_kind(s.kind));
     tt__json_kv_str(j, "name", s.name.p, s.name.n);
     tt__json_kv_str(j, "query", s.query.p, s.query.n);
+    if (s.has_trace) {
+        render_trace(j, s.trace_id, s.span_id, s.parent_span_id);
+    }
 }
 
 static void render_step_end(tt__json *j, const tt__event *ev)

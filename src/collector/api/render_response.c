@@ -197,6 +197,9 @@ int render_event_extra(tt__json *j, const tt__event *ev)
         if (b.step_id) {
             render_response_id(j, "step_id", b.step_id);
         }
+        if (b.has_trace) {
+            render_trace(j, b.trace_id, b.span_id, b.parent_span_id);
+        }
         return 0;
     }
     case TT_EV_RESPONSE_END: {

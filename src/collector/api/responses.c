@@ -62,6 +62,9 @@ static void render_row(tt__json *j, const struct store_response *x)
         if (tt__ev_response_begin_decode(body, &b) == 0 && b.step_id) {
             render_response_id(j, "step_id", b.step_id); /* 16 hex digits, as every id */
         }
+        if (b.has_trace) { /* decoded above: the trace context sent with the begin */
+            render_trace(j, b.trace_id, b.span_id, b.parent_span_id);
+        }
     }
     col_i64(j, "begin_unix_ns", x->begin_ns);
     col_i64(j, "end_unix_ns", x->end_ns);

@@ -56,6 +56,9 @@ struct step {
     int kind, status, has_end;
     int64_t start, duration, result_bytes;
     char *name, *query, *error;
+    int has_trace;
+    uint8_t trace_id[16];
+    uint64_t span_id, parent_span_id;
 };
 
 struct tree {
@@ -143,6 +146,9 @@ static void step_json(tt__json *j, struct tree *t, size_t i, int depth)
     if (s->error) {
         tt__json_kv_cstr(j, "error", s->error);
     }
+    if (s->has_trace) {
+        render_trace(j, s->trace_id, s->span_id, s->parent_span_id);
+    }
     tt__json_key(j, "children");
     tt__json_arr_begin(j);
     if (depth < TREE_DEPTH_MAX && s->id != 0) {
@@ -189,6 +195,12 @@ static int step_add(void *ctx, const struct store_step *r)
     s->status = r->status;
     s->result_bytes = r->result_bytes;
     s->error = dup_str(r->error);
+    s->has_trace = r->trace_id != NULL;
+    if (r->trace_id) {
+        memcpy(s->trace_id, r->trace_id, 16);
+    }
+    s->span_id = r->span_id;
+    s->parent_span_id = r->parent_span_id;
     t->by_parent[t->n] = t->n;
     t->n++;
     return 0;

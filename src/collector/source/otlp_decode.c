@@ -940,7 +940,7 @@ static size_t span_cost(const struct otlp_span *s)
 {
     size_t sess = s->conversation.n ? s->conversation.n : 32;
     return 4 * (64 + sess) + 2 * s->name.n + 2 * s->tool_name.n + s->model.n + s->provider.n +
-           s->status_message.n + s->error_type.n + 512;
+           s->status_message.n + s->error_type.n + 512 + 2 * 36 /* trace context, twice */;
 }
 
 int otlp_batch_encode(const struct otlp_request *req, uint32_t first, uint32_t n, const char *agent,
@@ -1006,12 +1006,18 @@ int otlp_batch_encode(const struct otlp_request *req, uint32_t first, uint32_t n
         tt__bstr session = s->conversation.n ? s->conversation : trace;
         tt__bstr name = kind == TT_STEP_TOOL && s->tool_name.n ? s->tool_name : s->name;
         int64_t d0 = (int64_t)(s->start_ns - base), d1 = (int64_t)(s->end_ns - base);
-        /* StepBegin { step_id 1, parent_id 2, kind 3, name 4 } */
+        /* StepBegin { step_id 1, parent_id 2, kind 3, name 4, trace_id 6, span_id 7,
+         * parent_span_id 8 }: the span's own W3C ids (the step id is the span id) */
         uint8_t *t = tmp;
         t = tt__pb_put_fixed64(t, 1, s->span_id);
         t = tt__pb_put_fixed64(t, 2, s->parent_id);
         t = tt__pb_put_uint(t, 3, kind);
         t = put_str(t, 4, name);
+        t = tt__pb_put_bytes(t, 6, s->trace_id, 16);
+        t = tt__pb_put_fixed64(t, 7, s->span_id);
+        if (s->parent_id) {
+            t = tt__pb_put_fixed64(t, 8, s->parent_id);
+        }
         q = put_event(q, d0, session, TT_EV_STEP_BEGIN, tmp, (size_t)(t - tmp));
         n_events++;
         if (llm) {
@@ -1031,6 +1037,12 @@ int otlp_batch_encode(const struct otlp_request *req, uint32_t first, uint32_t n
             }
             t = put_attr_s(t, 3, "trace_id", trace);
             t = tt__pb_put_fixed64(t, 4, s->span_id);
+            /* trace_id 5, span_id 6, parent_span_id 7: the response is the model call's span */
+            t = tt__pb_put_bytes(t, 5, s->trace_id, 16);
+            t = tt__pb_put_fixed64(t, 6, s->span_id);
+            if (s->parent_id) {
+                t = tt__pb_put_fixed64(t, 7, s->parent_id);
+            }
             q = put_event(q, d0, session, TT_EV_RESPONSE_BEGIN, tmp, (size_t)(t - tmp));
             /* ResponseEnd { response_id 1, tokens 2, mean_logprob 3 .. min_window_confidence
              * 8, duration_ns 11 }: a span has no per-token statistics, so 3 .. 8 are NaN, "no

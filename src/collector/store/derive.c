@@ -18,6 +18,7 @@ const char derive_schema[] =
     " agent_id INTEGER NOT NULL, parent_id INTEGER NOT NULL DEFAULT 0, session TEXT,"
     " kind INTEGER, name TEXT, query TEXT, start_ns INTEGER, duration_ns INTEGER,"
     " status INTEGER, result_bytes INTEGER, error TEXT,"
+    " trace_id BLOB, span_id INTEGER, parent_span_id INTEGER,"
     " PRIMARY KEY(instance_id, step_id)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS steps_session ON steps(agent_id, session);"
     "CREATE TABLE IF NOT EXISTS responses(instance_id INTEGER NOT NULL, response_id INTEGER NOT "
@@ -64,10 +65,13 @@ int derive_open(struct derive **out, sqlite3 *db)
            : sqlite3_prepare_v3(
                  db,
                  "INSERT INTO steps(instance_id, step_id, agent_id, parent_id, session, kind, name,"
-                 " query, start_ns) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)"
+                 " query, start_ns, trace_id, span_id, parent_span_id)"
+                 " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
                  " ON CONFLICT(instance_id, step_id) DO UPDATE SET parent_id=excluded.parent_id,"
                  " session=excluded.session, kind=excluded.kind, name=excluded.name,"
-                 " query=excluded.query, start_ns=excluded.start_ns",
+                 " query=excluded.query, start_ns=excluded.start_ns,"
+                 " trace_id=excluded.trace_id, span_id=excluded.span_id,"
+                 " parent_span_id=excluded.parent_span_id",
                  -1, SQLITE_PREPARE_PERSISTENT, &d->begin, NULL);
     rc = rc ? rc
             : sqlite3_prepare_v3(
@@ -208,6 +212,16 @@ static int step_begin(struct derive *d, const tt__event *ev, int64_t agent, int6
     bind_str(st, 7, sb.name);
     bind_str(st, 8, sb.query);
     sqlite3_bind_int64(st, 9, ev->time);
+    /* The trace context (since 0.5): NULL columns for a begin without one. */
+    if (sb.has_trace) {
+        sqlite3_bind_blob(st, 10, sb.trace_id, 16, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 11, (int64_t)sb.span_id);
+        sqlite3_bind_int64(st, 12, (int64_t)sb.parent_span_id);
+    } else {
+        sqlite3_bind_null(st, 10);
+        sqlite3_bind_null(st, 11);
+        sqlite3_bind_null(st, 12);
+    }
     return run(st);
 }
 

@@ -276,14 +276,26 @@ static int exec_fmt(sqlite3 *db, char *err, size_t errlen, const char *sql)
  * binaries ignore: they name the columns they read). */
 static int add_columns(struct sqlite_store *s, char *err, size_t errlen)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT clock_skew_ms FROM frames LIMIT 0", -1, &st, NULL) ==
-        SQLITE_OK) {
-        sqlite3_finalize(st);
-        return 0;
+    static const char *const probe[] = {"SELECT clock_skew_ms FROM frames LIMIT 0",
+                                        "SELECT trace_id FROM steps LIMIT 0"};
+    static const char *const alter[] = {
+        "ALTER TABLE frames ADD COLUMN clock_skew_ms INTEGER NOT NULL DEFAULT 0",
+        /* the trace context of steps (since 0.5) */
+        "BEGIN; ALTER TABLE steps ADD COLUMN trace_id BLOB;"
+        " ALTER TABLE steps ADD COLUMN span_id INTEGER;"
+        " ALTER TABLE steps ADD COLUMN parent_span_id INTEGER; COMMIT"};
+    for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, probe[i], -1, &st, NULL) == SQLITE_OK) {
+            sqlite3_finalize(st);
+            continue;
+        }
+        int rc = exec_fmt(s->db, err, errlen, alter[i]);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
     }
-    return exec_fmt(s->db, err, errlen,
-                    "ALTER TABLE frames ADD COLUMN clock_skew_ms INTEGER NOT NULL DEFAULT 0");
+    return SQLITE_OK;
 }
 
 static int check_schema_version(struct sqlite_store *s, char *err, size_t errlen)

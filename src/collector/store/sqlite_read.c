@@ -272,7 +272,12 @@ static int step_row(sqlite3_stmt *st, any_fn fn, void *ctx)
         .status = sqlite3_column_int(st, 8),
         .result_bytes = sqlite3_column_int64(st, 9),
         .error = (const char *)sqlite3_column_text(st, 10),
+        .span_id = (uint64_t)sqlite3_column_int64(st, 12),
+        .parent_span_id = (uint64_t)sqlite3_column_int64(st, 13),
     };
+    if (sqlite3_column_bytes(st, 11) == 16) {
+        s.trace_id = sqlite3_column_blob(st, 11);
+    }
     return ((store_step_fn)fn)(ctx, &s);
 }
 
@@ -282,7 +287,8 @@ int sqlite_session_steps(struct store_read *r, int64_t agent_key, const char *se
     sqlite3_stmt *st;
     int rc = prepare(r,
                      "SELECT instance_id, step_id, parent_id, kind, name, query, start_ns,"
-                     " duration_ns, status, result_bytes, error FROM steps"
+                     " duration_ns, status, result_bytes, error, trace_id, span_id,"
+                     " parent_span_id FROM steps"
                      " WHERE agent_id = ?1 AND session = ?2 ORDER BY start_ns, step_id",
                      &st);
     if (rc) {

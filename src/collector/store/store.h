@@ -228,6 +228,9 @@ struct store_step {
     int kind, status, has_end; /* has_end: the step's end was stored */
     int64_t start_ns, duration_ns, result_bytes;
     const char *name, *query, *error; /* NULL when absent */
+    /* The W3C trace context of the begin (since 0.5): trace_id NULL when absent. */
+    const uint8_t *trace_id; /* 16 bytes, valid during the callback */
+    uint64_t span_id, parent_span_id;
 };
 typedef int (*store_step_fn)(void *ctx, const struct store_step *s);
 /* A session's steps, by start time then step id. */

@@ -172,7 +172,7 @@ TEST(encoder_output_decodes_back_to_the_same_fields)
     tt__buf_init(&b, 1 << 16);
     CHECK_OK(tt__buf_reserve(&b, 4096));
     b.len = TT_BATCH_HDR_MAX;
-    tt__encode_record(&b, h, 1000, 990, &cal, NULL);
+    tt__encode_record(&b, h, 1000, 990, &cal, NULL, NULL);
     uint8_t inst[16] = {1, 2, 3};
     size_t start = tt__encode_batch_header(b.data, TT_BATCH_HDR_MAX, inst, 7, 990);
     tt__batch bt;
