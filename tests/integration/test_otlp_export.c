@@ -1,0 +1,391 @@
+/*
+ * test_otlp_export.c - OTLP/HTTP export (docs/otel.md, "Export") of a real `telltale serve`
+ * to a receiver the test starts on loopback (tests/otel/receive.mjs), which decodes each request
+ * with the OpenTelemetry project's own protobuf definitions (the generated code of
+ * @opentelemetry/otlp-transformer from npm), not telltale's: a native agent's steps and
+ * responses arrive as spans with the ids, names and GenAI attributes the API returns, logs and
+ * metrics with their values; a receiver answering 503 with Retry-After gets everything once; a
+ * 400 drops what it refused, counted, while ingest goes on; a receiver that is down leaves the
+ * queue within its bound and every dropped item counted.
+ */
+#include <inttypes.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "serve.h"
+#include "telltale.h"
+#include "test.h"
+
+struct receiver {
+    pid_t pid;
+    int port;
+    char out[4096];
+};
+
+/* Start tests/otel/receive.mjs with an answer plan (receive.mjs's PLAN). */
+static void receiver_start(struct receiver *r, const char *name, const char *plan)
+{
+    const char *src = getenv("TT_SRCDIR") && *getenv("TT_SRCDIR") ? getenv("TT_SRCDIR") : ".";
+    char script[4096];
+    snprintf(script, sizeof script, "%s/tests/otel/receive.mjs", src);
+    snprintf(r->out, sizeof r->out, "%s/%s.jsonl", tt_test_outdir(), name); /* kept */
+    unlink(r->out);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    r->pid = fork();
+    CHECK(r->pid >= 0);
+    if (r->pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execlp("node", "node", script, r->out, plan, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    CHECK(f);
+    char line[256] = "";
+    CHECK_MSG(fgets(line, sizeof line, f) && sscanf(line, "{\"port\":%d}", &r->port) == 1,
+              "receive.mjs did not start (tests/otel/node_modules missing?): %s", line);
+    fclose(f);
+}
+
+static void receiver_stop(struct receiver *r)
+{
+    kill(r->pid, SIGTERM);
+    int st;
+    waitpid(r->pid, &st, 0);
+}
+
+/* Every request the receiver took so far, as a JSON array. */
+static json_t *receiver_requests(const struct receiver *r)
+{
+    json_t *all = json_array();
+    FILE *f = fopen(r->out, "r");
+    if (!f) {
+        return all;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_error_t err;
+        json_t *j = json_loads(line, 0, &err);
+        CHECK_MSG(j, "receiver line not JSON: %s", line);
+        CHECK_MSG(!json_object_get(j, "error"), "the OpenTelemetry definitions refused a request: %s",
+                  line);
+        json_array_append_new(all, j);
+    }
+    free(line);
+    fclose(f);
+    return all;
+}
+
+/* The items of every request on path answered with status (0: any), in one array. */
+static json_t *items_of(json_t *reqs, const char *path, int status)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *rq;
+    json_array_foreach(reqs, i, rq)
+    {
+        if (strcmp(json_string_value(json_object_get(rq, "path")), path) != 0 ||
+            (status && json_integer_value(json_object_get(rq, "status")) != status)) {
+            continue;
+        }
+        json_array_extend(out, json_object_get(rq, "items"));
+    }
+    return out;
+}
+
+static json_t *api_json(const char *http, const char *path)
+{
+    char *body = NULL;
+    long st = tt_test_http(http, "GET", path, NULL, &body);
+    CHECK_MSG(st == 200, "GET %s: %ld %s", path, st, body);
+    json_error_t err;
+    json_t *j = json_loads(body, 0, &err);
+    CHECK_MSG(j, "GET %s: not JSON: %s", path, body);
+    free(body);
+    return j;
+}
+
+/* /api/v1/status's otlp_export object (a new reference). */
+static json_t *export_status(const char *http)
+{
+    json_t *st = api_json(http, "/api/v1/status");
+    json_t *e = json_object_get(st, "otlp_export");
+    CHECK_MSG(e, "no otlp_export in /api/v1/status");
+    json_incref(e);
+    json_decref(st);
+    return e;
+}
+
+static uint64_t exported(json_t *e, const char *signal)
+{
+    return (uint64_t)json_integer_value(json_object_get(json_object_get(e, "exported"), signal));
+}
+
+static uint64_t dropped(json_t *e, const char *signal, const char *reason)
+{
+    json_t *d = json_object_get(json_object_get(e, "dropped"), signal);
+    if (reason) {
+        return (uint64_t)json_integer_value(json_object_get(d, reason));
+    }
+    uint64_t n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(d, k, v)
+    {
+        n += (uint64_t)json_integer_value(v);
+    }
+    return n;
+}
+
+/* Wait until the exporter has nothing queued and has accounted for spans, logs and points
+ * (exported + dropped); fails after timeout_ms. Returns the status object. */
+static json_t *wait_accounted(const char *http, uint64_t spans, uint64_t logs, uint64_t points,
+                              double timeout_ms)
+{
+    double t0 = tt_test_now_ms();
+    for (;;) {
+        json_t *e = export_status(http);
+        uint64_t s = exported(e, "spans") + dropped(e, "spans", NULL);
+        uint64_t l = exported(e, "logs") + dropped(e, "logs", NULL);
+        uint64_t p = exported(e, "points") + dropped(e, "points", NULL);
+        if (s >= spans && l >= logs && p >= points &&
+            json_integer_value(json_object_get(e, "queue_batches")) == 0) {
+            return e;
+        }
+        if (tt_test_now_ms() - t0 > timeout_ms) {
+            char *d = json_dumps(e, 0);
+            CHECK_MSG(0, "export not accounted for in time: %s", d);
+        }
+        json_decref(e);
+        usleep(50000);
+    }
+}
+
+static json_t *span_by_id(json_t *spans, const char *span_id)
+{
+    size_t i;
+    json_t *s;
+    json_t *found = NULL;
+    json_array_foreach(spans, i, s)
+    {
+        if (!strcmp(json_string_value(json_object_get(s, "spanId")), span_id)) {
+            CHECK_MSG(!found, "span %s exported twice", span_id);
+            found = s;
+        }
+    }
+    CHECK_MSG(found, "no span %s exported", span_id);
+    return found;
+}
+
+static const char *attr_s(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(json_object_get(o, "attributes"), key);
+    CHECK_MSG(json_is_string(v), "attribute %s missing or not a string", key);
+    return json_string_value(v);
+}
+
+static double attr_n(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(json_object_get(o, "attributes"), key);
+    CHECK_MSG(json_is_number(v), "attribute %s missing or not a number", key);
+    return json_number_value(v);
+}
+
+static const char *str(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : "";
+}
+
+/* A step's object in a session's steps (nested under "children"), by its step id. */
+static json_t *find_step(json_t *steps, const char *id)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(steps, i, s)
+    {
+        if (!strcmp(str(s, "step_id"), id)) {
+            return s;
+        }
+        json_t *c = find_step(json_object_get(s, "children"), id);
+        if (c) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+#define TP_TRACE "4bf92f3577b34da6a3ce929d0e0e4736"
+#define TP_PARENT "00f067aa0ba902b7"
+#define TP "00-" TP_TRACE "-" TP_PARENT "-01"
+
+static void emit_turn(tt_client *c, const char *session, tt_step *root, tt_step *tool,
+                      tt_step *llm, uint64_t *rid)
+{
+    CHECK_OK(tt_step_begin_ctx(c, root, NULL, TP, TT_STEP_AGENT, session, "turn", NULL));
+    CHECK_OK(tt_step_begin(c, tool, root, TT_STEP_TOOL, session, "search", "weather in Oslo"));
+    CHECK_OK(tt_step_end(c, tool, TT_STATUS_ERROR, 42, "timed out upstream"));
+    CHECK_OK(tt_step_begin(c, llm, root, TT_STEP_LLM, session, "answer", NULL));
+    tt_response *r = NULL;
+    tt_attr params[] = {{"temperature", TT_ATTR_DOUBLE, {.d = 0.5}}};
+    CHECK_OK(tt_response_begin_in(c, &r, llm, session, "tiny-model", params, 1));
+    *rid = tt_response_id(r);
+    float lp[3] = {-0.1f, -2.5f, -0.3f};
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(tt_response_token_logprobs(r, i + 7, lp[i], NULL, NULL, 0, NULL, NULL));
+    }
+    CHECK_OK(tt_response_end(r, NULL));
+    CHECK_OK(tt_step_end(c, llm, TT_STATUS_OK, 10, NULL));
+    CHECK_OK(tt_step_end(c, root, TT_STATUS_OK, 0, NULL));
+    tt_attr la[] = {{"city", TT_ATTR_STR, {.s = "Oslo"}}};
+    CHECK_OK(tt_log(c, session, TT_WARN, "upstream slow", la, 1));
+    CHECK_OK(tt_metric(c, session, TT_GAUGE, "queue.depth", 17.5, "items", NULL, 0));
+}
+
+TEST_T(otlp_export_spans_logs_and_metrics_decode_with_opentelemetry_definitions, 90)
+{
+    struct receiver rcv;
+    receiver_start(&rcv, "recv-ok", "200");
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", rcv.port);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "export-ok", "--otlp-export", url, NULL);
+    tt_client *c = tt_test_client(s.endpoint, "export-agent", NULL);
+    tt_step root, tool, llm;
+    uint64_t rid;
+    emit_turn(c, "conv-1", &root, &tool, &llm, &rid);
+    CHECK_OK(tt_flush(c, 10000));
+    json_t *e = wait_accounted(s.http, 4, 1, 1, 20000);
+    CHECK_EQ(exported(e, "spans"), 4);
+    CHECK_EQ(exported(e, "logs"), 1);
+    CHECK_EQ(exported(e, "points"), 1);
+    CHECK_EQ(dropped(e, "spans", NULL) + dropped(e, "logs", NULL) + dropped(e, "points", NULL), 0);
+    json_decref(e);
+
+    json_t *reqs = receiver_requests(&rcv);
+    size_t i;
+    json_t *rq;
+    json_array_foreach(reqs, i, rq)
+    {
+        CHECK_STR(str(rq, "contentType"), "application/x-protobuf");
+    }
+    json_t *spans = items_of(reqs, "/v1/traces", 200);
+    CHECK_EQ(json_array_size(spans), 4);
+
+    /* Each step as the API returns it: the same ids, its name, its GenAI attributes. */
+    json_t *sess = api_json(s.http, "/api/v1/sessions/conv-1?agent=export-agent");
+    json_t *steps = json_object_get(sess, "steps");
+    CHECK_MSG(json_array_size(steps) > 0, "no steps in the session");
+    const tt_step *mine[3] = {&root, &tool, &llm};
+    for (int k = 0; k < 3; k++) {
+        char id[17];
+        snprintf(id, sizeof id, "%016" PRIx64, mine[k]->id);
+        json_t *st = find_step(steps, id);
+        CHECK_MSG(st, "step %s not in the API", id);
+        json_t *sp = span_by_id(spans, str(st, "span_id"));
+        CHECK_STR(str(sp, "traceId"), str(st, "trace_id"));
+        CHECK_STR(str(sp, "traceId"), TP_TRACE);
+        CHECK_STR(str(sp, "parentSpanId"), str(st, "parent_span_id"));
+        CHECK_STR(attr_s(sp, "gen_ai.conversation.id"), "conv-1");
+        CHECK_STR(str(json_object_get(sp, "resource"), "service.name"), "export-agent");
+        CHECK_STR(str(sp, "scope"), "telltale");
+        CHECK(strstr(str(sp, "name"), str(st, "name")) != NULL);
+        /* latency: the span lasts the step's duration */
+        double start = atof(str(sp, "start")), end = atof(str(sp, "end"));
+        json_t *lat = json_object_get(st, "latency_ns");
+        CHECK_MSG(json_is_integer(lat), "step %s without latency_ns", id);
+        CHECK_NEAR(end - start, (double)json_integer_value(lat), 1000.0);
+        CHECK(end >= start && start > 1.7e18);
+    }
+    char id[17];
+    snprintf(id, sizeof id, "%016" PRIx64, root.id);
+    json_t *sp = span_by_id(spans, str(find_step(steps, id), "span_id"));
+    CHECK_STR(str(sp, "parentSpanId"), TP_PARENT);
+    CHECK_STR(attr_s(sp, "gen_ai.operation.name"), "invoke_agent");
+    CHECK_STR(attr_s(sp, "gen_ai.agent.name"), "turn");
+    snprintf(id, sizeof id, "%016" PRIx64, tool.id);
+    sp = span_by_id(spans, str(find_step(steps, id), "span_id"));
+    CHECK_STR(str(sp, "name"), "execute_tool search");
+    CHECK_STR(attr_s(sp, "gen_ai.operation.name"), "execute_tool");
+    CHECK_STR(attr_s(sp, "gen_ai.tool.name"), "search");
+    CHECK_STR(attr_s(sp, "telltale.step.query"), "weather in Oslo");
+    CHECK_STR(attr_s(sp, "telltale.step.status"), "error");
+    CHECK_STR(attr_s(sp, "error.type"), "error");
+    CHECK_EQ(attr_n(sp, "telltale.step.result_bytes"), 42);
+    CHECK_EQ(json_integer_value(json_object_get(json_object_get(sp, "status"), "code")), 2);
+    CHECK_STR(str(json_object_get(sp, "status"), "message"), "timed out upstream");
+    CHECK_EQ(json_integer_value(json_object_get(sp, "kind")), 1);
+    json_decref(sess);
+
+    /* The response: a GenAI chat span, its confidence summary, its verdict as an evaluation. */
+    json_t *resps = api_json(s.http, "/api/v1/responses?session=conv-1");
+    json_t *items = json_object_get(resps, "responses");
+    if (!items) {
+        items = resps;
+    }
+    char rhex[17];
+    snprintf(rhex, sizeof rhex, "%016" PRIx64, rid);
+    json_t *ar = NULL;
+    json_array_foreach(items, i, rq)
+    {
+        if (!strcmp(str(rq, "id"), rhex)) {
+            ar = rq;
+        }
+    }
+    CHECK_MSG(ar, "response %s not in the API", rhex);
+    json_t *rs = span_by_id(spans, str(ar, "span_id"));
+    CHECK_STR(str(rs, "traceId"), str(ar, "trace_id"));
+    CHECK_STR(str(rs, "parentSpanId"), str(ar, "parent_span_id"));
+    CHECK_STR(str(rs, "name"), "chat tiny-model");
+    CHECK_EQ(json_integer_value(json_object_get(rs, "kind")), 3);
+    CHECK_STR(attr_s(rs, "gen_ai.operation.name"), "chat");
+    CHECK_STR(attr_s(rs, "gen_ai.request.model"), "tiny-model");
+    CHECK_EQ(attr_n(rs, "gen_ai.usage.output_tokens"), 3);
+    CHECK_NEAR(attr_n(rs, "telltale.param.temperature"), 0.5, 1e-9);
+    CHECK_NEAR(attr_n(rs, "telltale.confidence.mean_logprob"),
+               json_number_value(json_object_get(ar, "mean_logprob")), 1e-5);
+    CHECK_NEAR(attr_n(rs, "telltale.confidence.min_logprob"), -2.5, 1e-5);
+    json_t *evs = json_object_get(rs, "events");
+    CHECK(json_array_size(evs) >= 1);
+    json_t *last = json_array_get(evs, json_array_size(evs) - 1);
+    CHECK_STR(str(last, "name"), "gen_ai.evaluation.result");
+    CHECK_STR(attr_s(last, "gen_ai.evaluation.name"), "telltale.response");
+    CHECK_STR(attr_s(last, "gen_ai.evaluation.score.label"),
+              str(ar, "verdict")[0] ? str(ar, "verdict") : "pass");
+    json_decref(resps);
+
+    /* The log and the metric point with their values. */
+    json_t *logs = items_of(reqs, "/v1/logs", 200);
+    CHECK_EQ(json_array_size(logs), 1);
+    json_t *lg = json_array_get(logs, 0);
+    CHECK_STR(str(lg, "body"), "upstream slow");
+    CHECK_EQ(json_integer_value(json_object_get(lg, "severity")), 13);
+    CHECK_STR(attr_s(lg, "city"), "Oslo");
+    CHECK_STR(attr_s(lg, "gen_ai.conversation.id"), "conv-1");
+    CHECK_STR(str(json_object_get(lg, "resource"), "service.name"), "export-agent");
+    json_t *pts = items_of(reqs, "/v1/metrics", 200);
+    CHECK_EQ(json_array_size(pts), 1);
+    json_t *pt = json_array_get(pts, 0);
+    CHECK_STR(str(pt, "name"), "queue.depth");
+    CHECK_STR(str(pt, "unit"), "items");
+    CHECK_NEAR(json_number_value(json_object_get(pt, "value")), 17.5, 1e-12);
+    CHECK_STR(attr_s(pt, "gen_ai.conversation.id"), "conv-1");
+    CHECK_EQ(tt_test_metric(s.http, "telltale_otlp_export_items_total{signal=\"spans\"}"), 4);
+
+    json_decref(spans);
+    json_decref(logs);
+    json_decref(pts);
+    json_decref(reqs);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
+    receiver_stop(&rcv);
+}
