@@ -76,8 +76,8 @@ static json_t *receiver_requests(const struct receiver *r)
         json_error_t err;
         json_t *j = json_loads(line, 0, &err);
         CHECK_MSG(j, "receiver line not JSON: %s", line);
-        CHECK_MSG(!json_object_get(j, "error"), "the OpenTelemetry definitions refused a request: %s",
-                  line);
+        CHECK_MSG(!json_object_get(j, "error"),
+                  "the OpenTelemetry definitions refused a request: %s", line);
         json_array_append_new(all, j);
     }
     free(line);
@@ -228,8 +228,8 @@ static json_t *find_step(json_t *steps, const char *id)
 #define TP_PARENT "00f067aa0ba902b7"
 #define TP "00-" TP_TRACE "-" TP_PARENT "-01"
 
-static void emit_turn(tt_client *c, const char *session, tt_step *root, tt_step *tool,
-                      tt_step *llm, uint64_t *rid)
+static void emit_turn(tt_client *c, const char *session, tt_step *root, tt_step *tool, tt_step *llm,
+                      uint64_t *rid)
 {
     CHECK_OK(tt_step_begin_ctx(c, root, NULL, TP, TT_STEP_AGENT, session, "turn", NULL));
     CHECK_OK(tt_step_begin(c, tool, root, TT_STEP_TOOL, session, "search", "weather in Oslo"));
@@ -388,4 +388,145 @@ TEST_T(otlp_export_spans_logs_and_metrics_decode_with_opentelemetry_definitions,
     tt_close(c, 5000);
     tt_test_serve_stop(&s);
     receiver_stop(&rcv);
+}
+
+/* Every event the client emitted is acknowledged as stored. */
+static void check_all_acked(tt_client *c)
+{
+    tt_stats st;
+    CHECK_OK(tt_stats_get(c, &st, sizeof st));
+    CHECK_EQ(st.dropped_total, 0);
+    CHECK_EQ(st.acked, st.emitted);
+}
+
+TEST_T(otlp_export_retries_after_503_with_retry_after_and_delivers_once, 90)
+{
+    struct receiver rcv;
+    receiver_start(&rcv, "recv-503", "503r1,200");
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", rcv.port);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "export-503", "--otlp-export", url, NULL);
+    tt_client *c = tt_test_client(s.endpoint, "export-agent", NULL);
+    tt_step root, tool, llm;
+    uint64_t rid;
+    emit_turn(c, "conv-r", &root, &tool, &llm, &rid);
+    CHECK_OK(tt_flush(c, 10000));
+    json_t *e = wait_accounted(s.http, 4, 1, 1, 30000);
+    CHECK_EQ(exported(e, "spans"), 4);
+    CHECK_EQ(exported(e, "logs"), 1);
+    CHECK_EQ(exported(e, "points"), 1);
+    CHECK_EQ(dropped(e, "spans", NULL), 0);
+    CHECK(json_integer_value(json_object_get(e, "retries")) >= 1);
+    json_decref(e);
+
+    json_t *reqs = receiver_requests(&rcv);
+    json_t *first = json_array_get(reqs, 0);
+    CHECK_EQ(json_integer_value(json_object_get(first, "status")), 503);
+    /* the retry is the same request, sent after the Retry-After second, and taken once */
+    json_t *ok = items_of(reqs, "/v1/traces", 200);
+    CHECK_EQ(json_array_size(ok), 4);
+    CHECK_EQ(json_array_size(items_of(reqs, "/v1/traces", 503)), 4);
+    json_t *second = json_array_get(reqs, 1);
+    CHECK_STR(str(second, "path"), "/v1/traces");
+    CHECK_EQ(json_integer_value(json_object_get(second, "status")), 200);
+    double gap = (double)(json_integer_value(json_object_get(second, "at")) -
+                          json_integer_value(json_object_get(first, "at")));
+    CHECK_MSG(gap >= 900, "retried %.0f ms after a Retry-After of 1 s", gap);
+    size_t i;
+    json_t *sp;
+    json_array_foreach(ok, i, sp)
+    {
+        span_by_id(ok, str(sp, "spanId")); /* each span once */
+    }
+    CHECK_EQ(json_array_size(items_of(reqs, "/v1/logs", 0)), 1);
+    CHECK_EQ(json_array_size(items_of(reqs, "/v1/metrics", 0)), 1);
+    json_decref(reqs);
+    check_all_acked(c);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
+    receiver_stop(&rcv);
+}
+
+TEST_T(otlp_export_counts_what_a_receiver_refuses_with_400_and_ingest_goes_on, 90)
+{
+    struct receiver rcv;
+    receiver_start(&rcv, "recv-400", "400");
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", rcv.port);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "export-400", "--otlp-export", url, NULL);
+    tt_client *c = tt_test_client(s.endpoint, "export-agent", NULL);
+    enum { TURNS = 20 };
+    for (int t = 0; t < TURNS; t++) {
+        tt_step root, tool, llm;
+        uint64_t rid;
+        emit_turn(c, "conv-400", &root, &tool, &llm, &rid);
+        if (t % 5 == 4) {
+            CHECK_OK(tt_flush(c, 10000));
+        }
+    }
+    CHECK_OK(tt_flush(c, 10000));
+    json_t *e = wait_accounted(s.http, 4 * TURNS, TURNS, TURNS, 30000);
+    CHECK_EQ(dropped(e, "spans", "rejected"), 4 * TURNS);
+    CHECK_EQ(dropped(e, "logs", "rejected"), TURNS);
+    CHECK_EQ(dropped(e, "points", "rejected"), TURNS);
+    CHECK_EQ(dropped(e, "spans", NULL), 4 * TURNS); /* no other reason */
+    CHECK_EQ(exported(e, "spans") + exported(e, "logs") + exported(e, "points"), 0);
+    CHECK_EQ(json_integer_value(json_object_get(e, "retries")), 0);
+    json_decref(e);
+    CHECK_EQ(tt_test_metric(s.http, "telltale_otlp_export_dropped_total{signal=\"spans\","
+                                    "reason=\"rejected\"}"),
+             4 * TURNS);
+    /* not retried: one request per round of batches, each answered 400 once */
+    json_t *reqs = receiver_requests(&rcv);
+    CHECK_EQ(json_array_size(items_of(reqs, "/v1/traces", 400)), 4 * TURNS);
+    json_decref(reqs);
+    /* ingest unaffected: everything acknowledged and in the API */
+    check_all_acked(c);
+    json_t *sess = api_json(s.http, "/api/v1/sessions/conv-400?agent=export-agent");
+    CHECK_EQ(json_array_size(json_object_get(sess, "steps")), TURNS);
+    json_decref(sess);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
+    receiver_stop(&rcv);
+}
+
+TEST_T(otlp_export_receiver_down_stays_bounded_counts_drops, 120)
+{
+    int port = tt_test_free_port(); /* nothing listens there */
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "export-down", "--otlp-export", url, "--otlp-export-queue", "65536",
+                        "--otlp-export-retry-for", "2000", "--sync", "off", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "export-agent", NULL);
+    enum { TURNS = 300 };
+    for (int t = 0; t < TURNS; t++) {
+        tt_step root, tool, llm;
+        uint64_t rid;
+        emit_turn(c, "conv-down", &root, &tool, &llm, &rid);
+        CHECK_OK(tt_flush(c, 10000)); /* a batch per turn */
+    }
+    /* every event stored and acknowledged, whatever the exporter does */
+    check_all_acked(c);
+    json_t *e = wait_accounted(s.http, 4 * TURNS, TURNS, TURNS, 60000);
+    CHECK_EQ(exported(e, "spans") + exported(e, "logs") + exported(e, "points"), 0);
+    /* each item accounted for exactly once, by its reason */
+    CHECK_EQ(dropped(e, "spans", NULL), 4 * TURNS);
+    CHECK_EQ(dropped(e, "logs", NULL), TURNS);
+    CHECK_EQ(dropped(e, "points", NULL), TURNS);
+    CHECK(dropped(e, "spans", "queue_full") > 0);
+    CHECK(dropped(e, "spans", "retries_exhausted") > 0);
+    CHECK_EQ(dropped(e, "spans", "rejected"), 0);
+    uint64_t peak = (uint64_t)json_integer_value(json_object_get(e, "queue_peak_bytes"));
+    CHECK_MSG(peak > 0 && peak <= 65536, "queue peak %llu bytes, bound 65536",
+              (unsigned long long)peak);
+    CHECK_EQ(json_integer_value(json_object_get(e, "queue_bytes")), 0);
+    json_decref(e);
+    json_t *sess = api_json(s.http, "/api/v1/sessions/conv-down?agent=export-agent");
+    CHECK_EQ(json_array_size(json_object_get(sess, "steps")), TURNS);
+    json_decref(sess);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
 }

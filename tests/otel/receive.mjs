@@ -116,6 +116,7 @@ const server = createServer((req, res) => {
     let status = answer.status;
     let body = Buffer.concat(chunks);
     const rec = {
+      at: Date.now(),
       path: req.url,
       status,
       contentType: req.headers['content-type'],
