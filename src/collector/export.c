@@ -154,8 +154,9 @@ static int parse_headers(const char *v, char *out, size_t n, char *err, size_t e
         }
         for (const char *p = ks; p < ke; p++) {
             if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p)) {
-                snprintf(err, errlen, "OTEL_EXPORTER_OTLP_HEADERS: a header name with a character "
-                                      "HTTP does not allow");
+                snprintf(err, errlen,
+                         "OTEL_EXPORTER_OTLP_HEADERS: a header name with a character "
+                         "HTTP does not allow");
                 return -1;
             }
         }
@@ -235,11 +236,12 @@ int export_configure(struct export_config *c, const char *option_url, uint64_t q
     for (int s = 0; s < EXP__SIGNALS; s++) {
         const char *proto = env_signal(s, "PROTOCOL");
         if (proto && strcmp(proto, "http/protobuf") != 0) {
-            snprintf(err, errlen,
-                     "OTEL_EXPORTER_OTLP_PROTOCOL (or OTEL_EXPORTER_OTLP_%s_PROTOCOL) is \"%.40s\": "
-                     "telltale exports OTLP over HTTP with protobuf bodies only; unset it or "
-                     "set http/protobuf",
-                     sig_env[s], proto);
+            snprintf(
+                err, errlen,
+                "OTEL_EXPORTER_OTLP_PROTOCOL (or OTEL_EXPORTER_OTLP_%s_PROTOCOL) is \"%.40s\": "
+                "telltale exports OTLP over HTTP with protobuf bodies only; unset it or "
+                "set http/protobuf",
+                sig_env[s], proto);
             return -1;
         }
     }
@@ -292,9 +294,9 @@ void export_on_commit(const struct store_item *it)
     }
     /* Only batches with something to export are queued. */
     uint32_t kinds = it->batch.kinds;
-    if (!(kinds & (1u << TT_EV_STEP_BEGIN | 1u << TT_EV_STEP_END | 1u << TT_EV_RESPONSE_BEGIN |
-                   1u << TT_EV_RESPONSE_END | 1u << TT_EV_GUARD | 1u << TT_EV_LOG |
-                   1u << TT_EV_METRIC))) {
+    if (!(kinds &
+          (1u << TT_EV_STEP_BEGIN | 1u << TT_EV_STEP_END | 1u << TT_EV_RESPONSE_BEGIN |
+           1u << TT_EV_RESPONSE_END | 1u << TT_EV_GUARD | 1u << TT_EV_LOG | 1u << TT_EV_METRIC))) {
         return;
     }
     size_t need = sizeof(struct qitem) + it->raw_len;
@@ -483,6 +485,14 @@ static void post(CURL *h, int s, const tt__buf *body, uint64_t items, tt__buf *z
         if (elapsed_ms + delay > g.c.retry_for_ms) {
             add(&g.requests_failed, 1);
             add(&g.dropped[s][EXPD_RETRIES], items);
+            uint64_t now = tt__mono_ns();
+            if (now - warned_ns > 10000000000ull || !warned_ns) {
+                warned_ns = now;
+                log_warn("otlp export: %s not taken after %llu ms of retries (last answer %ld): "
+                         "%llu dropped",
+                         export_signal_name(s), (unsigned long long)elapsed_ms, status,
+                         (unsigned long long)items);
+            }
             return;
         }
         add(&g.retries, 1);
@@ -668,16 +678,18 @@ void export_status_json(tt__json *j)
 void export_metrics_text(tt__buf *b)
 {
     const char *n = "telltale_otlp_export_items_total";
-    tt__buf_printf(b, "# HELP %s Spans, log records and metric points the OTLP receiver took.\n"
-                      "# TYPE %s counter\n",
+    tt__buf_printf(b,
+                   "# HELP %s Spans, log records and metric points the OTLP receiver took.\n"
+                   "# TYPE %s counter\n",
                    n, n);
     for (int s = 0; s < EXP__SIGNALS; s++) {
         tt__buf_printf(b, "%s{signal=\"%s\"} %llu\n", n, export_signal_name(s),
                        (unsigned long long)LD(g.exported[s]));
     }
     n = "telltale_otlp_export_dropped_total";
-    tt__buf_printf(b, "# HELP %s Spans, log records and metric points not exported, by reason.\n"
-                      "# TYPE %s counter\n",
+    tt__buf_printf(b,
+                   "# HELP %s Spans, log records and metric points not exported, by reason.\n"
+                   "# TYPE %s counter\n",
                    n, n);
     for (int s = 0; s < EXP__SIGNALS; s++) {
         for (int r = 0; r < EXPD__COUNT; r++) {
@@ -686,14 +698,16 @@ void export_metrics_text(tt__buf *b)
         }
     }
     n = "telltale_otlp_export_retries_total";
-    tt__buf_printf(b, "# HELP %s OTLP requests sent again after a retryable failure.\n"
-                      "# TYPE %s counter\n%s %llu\n",
+    tt__buf_printf(b,
+                   "# HELP %s OTLP requests sent again after a retryable failure.\n"
+                   "# TYPE %s counter\n%s %llu\n",
                    n, n, n, (unsigned long long)LD(g.retries));
     pthread_mutex_lock(&g.lock);
     uint64_t qb = g.queued_bytes;
     pthread_mutex_unlock(&g.lock);
     n = "telltale_otlp_export_queue_bytes";
-    tt__buf_printf(b, "# HELP %s Committed batches waiting for export or being posted.\n"
-                      "# TYPE %s gauge\n%s %llu\n",
+    tt__buf_printf(b,
+                   "# HELP %s Committed batches waiting for export or being posted.\n"
+                   "# TYPE %s gauge\n%s %llu\n",
                    n, n, n, (unsigned long long)qb);
 }

@@ -23,20 +23,20 @@ enum export_signal { EXP_SPANS, EXP_LOGS, EXP_POINTS, EXP__SIGNALS };
 
 /* Why an exported item was dropped; each has a counter per signal. */
 enum export_drop {
-    EXPD_QUEUE_FULL,   /* the queue (--otlp-export-queue) was full when its batch committed */
-    EXPD_REJECTED,     /* the receiver answered with a status that is not retryable */
-    EXPD_RETRIES,      /* retryable failures for longer than --otlp-export-retry-for */
-    EXPD_UNMATCHED,    /* a step or response end whose begin the exporter never saw */
-    EXPD_SHUTDOWN,     /* still queued when the collector stopped */
-    EXPD_ENCODE,       /* a request larger than the exporter's limit, or out of memory */
+    EXPD_QUEUE_FULL, /* the queue (--otlp-export-queue) was full when its batch committed */
+    EXPD_REJECTED,   /* the receiver answered with a status that is not retryable */
+    EXPD_RETRIES,    /* retryable failures for longer than --otlp-export-retry-for */
+    EXPD_UNMATCHED,  /* a step or response end whose begin the exporter never saw */
+    EXPD_SHUTDOWN,   /* still queued when the collector stopped */
+    EXPD_ENCODE,     /* a request larger than the exporter's limit, or out of memory */
     EXPD__COUNT
 };
 
 struct export_config {
     /* The endpoints, complete URLs (empty: that signal is not exported). */
     char url[EXP__SIGNALS][1024];
-    uint64_t queue_bytes; /* the queue's bound: batches waiting or being posted */
-    uint64_t timeout_ms;  /* per request (OTEL_EXPORTER_OTLP_TIMEOUT, default 10000) */
+    uint64_t queue_bytes;  /* the queue's bound: batches waiting or being posted */
+    uint64_t timeout_ms;   /* per request (OTEL_EXPORTER_OTLP_TIMEOUT, default 10000) */
     uint64_t retry_for_ms; /* give up a request after retrying this long */
     int gzip;              /* OTEL_EXPORTER_OTLP_COMPRESSION=gzip */
     /* "Name: value\n" lines from OTEL_EXPORTER_OTLP_HEADERS (secrets: never logged). */

@@ -553,8 +553,8 @@ static void response_span(struct pbw *w, const struct open_entry *b, const tt__e
     }
     /* The guards' verdicts during the response, then the response's own. */
     w_raw(w, b->events.data, b->events.len);
-    eval_event(w, 11, end, "telltale.response", e->min_window_confidence,
-               verdict_name(e->verdict), e->reason);
+    eval_event(w, 11, end, "telltale.response", e->min_window_confidence, verdict_name(e->verdict),
+               e->reason);
     w_end(w);
     w_end(w);
 }

@@ -530,3 +530,127 @@ TEST_T(otlp_export_receiver_down_stays_bounded_counts_drops, 120)
     tt_close(c, 5000);
     tt_test_serve_stop(&s);
 }
+
+/* The collector's log holds no secret. */
+static void check_log_lacks(const struct tt_test_serve *s, const char *secret)
+{
+    FILE *f = fopen(s->log, "r");
+    CHECK(f);
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        CHECK_MSG(!strstr(line, secret), "the collector logged a secret: %s", line);
+    }
+    fclose(f);
+}
+
+TEST_T(otlp_export_takes_the_standard_variables_and_the_option_wins_over_them, 90)
+{
+    struct receiver a, b;
+    receiver_start(&a, "recv-env", "200");
+    receiver_start(&b, "recv-opt", "200");
+    char base[96], own[96], opt[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/base/", a.port);
+    snprintf(own, sizeof own, "http://127.0.0.1:%d/own/v1/metrics", a.port);
+    snprintf(opt, sizeof opt, "http://127.0.0.1:%d", b.port);
+    setenv("OTEL_EXPORTER_OTLP_ENDPOINT", base, 1);
+    setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", own, 1);
+    setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer%20sekret-4711 , X-Tenant=acme", 1);
+    setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip", 1);
+    setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", 1);
+    setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000", 1);
+    struct tt_test_serve s, s2;
+    tt_test_serve_start(&s, "export-env", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "export-agent", NULL);
+    tt_step root, tool, llm;
+    uint64_t rid;
+    emit_turn(c, "conv-env", &root, &tool, &llm, &rid);
+    CHECK_OK(tt_flush(c, 10000));
+    json_decref(wait_accounted(s.http, 4, 1, 1, 30000));
+    json_t *reqs = receiver_requests(&a);
+    CHECK_EQ(json_array_size(reqs), 3);
+    CHECK_EQ(json_array_size(items_of(reqs, "/base/v1/traces", 200)), 4);
+    CHECK_EQ(json_array_size(items_of(reqs, "/base/v1/logs", 200)), 1);
+    CHECK_EQ(json_array_size(items_of(reqs, "/own/v1/metrics", 200)), 1); /* used as it is */
+    size_t i;
+    json_t *rq;
+    json_array_foreach(reqs, i, rq)
+    {
+        CHECK_STR(str(rq, "authorization"), "Bearer sekret-4711");
+        CHECK_STR(str(rq, "tenant"), "acme");
+        CHECK_STR(str(rq, "encoding"), "gzip");
+    }
+    json_decref(reqs);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
+    check_log_lacks(&s, "sekret-4711");
+
+    /* --otlp-export wins over every variable */
+    tt_test_serve_start(&s2, "export-env-opt", "--otlp-export", opt, NULL);
+    c = tt_test_client(s2.endpoint, "export-agent", NULL);
+    emit_turn(c, "conv-opt", &root, &tool, &llm, &rid);
+    CHECK_OK(tt_flush(c, 10000));
+    json_decref(wait_accounted(s2.http, 4, 1, 1, 30000));
+    reqs = receiver_requests(&b);
+    CHECK_EQ(json_array_size(items_of(reqs, "/v1/traces", 200)), 4);
+    CHECK_EQ(json_array_size(items_of(reqs, "/v1/metrics", 200)), 1);
+    json_decref(reqs);
+    reqs = receiver_requests(&a);
+    CHECK_EQ(json_array_size(reqs), 3); /* nothing more */
+    json_decref(reqs);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s2);
+    check_log_lacks(&s2, "sekret-4711");
+    receiver_stop(&a);
+    receiver_stop(&b);
+    unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+    unsetenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
+    unsetenv("OTEL_EXPORTER_OTLP_HEADERS");
+    unsetenv("OTEL_EXPORTER_OTLP_COMPRESSION");
+    unsetenv("OTEL_EXPORTER_OTLP_PROTOCOL");
+    unsetenv("OTEL_EXPORTER_OTLP_TIMEOUT");
+}
+
+/* `telltale serve` with one variable set; its exit status, its stderr in err. */
+static int serve_with_env(const char *var, const char *value, char *err, size_t cap)
+{
+    char dir[4200], sock[4300], log[4300];
+    snprintf(dir, sizeof dir, "%s/refused", tt_test_tmpdir());
+    snprintf(sock, sizeof sock, "unix:%s/r.sock", tt_test_tmpdir());
+    snprintf(log, sizeof log, "%s/refused.log", tt_test_outdir());
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        setenv(var, value, 1);
+        FILE *o = freopen(log, "w", stderr);
+        (void)o;
+        execl(getenv("TT_BIN"), "telltale", "serve", "--data", dir, "--listen", sock, "--no-http",
+              (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    FILE *f = fopen(log, "r");
+    CHECK(f);
+    size_t n = fread(err, 1, cap - 1, f);
+    err[n] = 0;
+    fclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(otlp_export_refuses_a_protocol_other_than_http_protobuf_at_start)
+{
+    char err[4096];
+    setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9", 1);
+    CHECK_EQ(serve_with_env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", err, sizeof err), 1);
+    CHECK_MSG(strstr(err, "\"grpc\"") && strstr(err, "http/protobuf"), "%s", err);
+    CHECK_EQ(serve_with_env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json", err, sizeof err), 1);
+    CHECK_MSG(strstr(err, "http/json"), "%s", err);
+    CHECK_EQ(serve_with_env("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", err, sizeof err), 1);
+    CHECK_MSG(strstr(err, "gzip or none"), "%s", err);
+    CHECK_EQ(serve_with_env("OTEL_EXPORTER_OTLP_HEADERS", "Bad Name=secret-x", err, sizeof err), 1);
+    CHECK_MSG(strstr(err, "OTEL_EXPORTER_OTLP_HEADERS") && !strstr(err, "secret-x"), "%s", err);
+    unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+    CHECK_EQ(
+        serve_with_env("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://127.0.0.1:4317", err, sizeof err), 1);
+    CHECK_MSG(strstr(err, "http:// or https://"), "%s", err);
+}

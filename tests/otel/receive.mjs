@@ -53,7 +53,9 @@ function attrs(list) {
   return o;
 }
 
-function decode(path, body) {
+// The signal by the path's end: an endpoint may have a prefix (OTEL_EXPORTER_OTLP_ENDPOINT's path).
+function decode(url, body) {
+  const path = Object.keys(decoders).find((k) => url.endsWith(k));
   const T = decoders[path];
   const msg = T.decode(body);
   const items = [];
@@ -122,6 +124,7 @@ const server = createServer((req, res) => {
       contentType: req.headers['content-type'],
       encoding: req.headers['content-encoding'] || '',
       authorization: req.headers['authorization'] || '',
+      tenant: req.headers['x-tenant'] || '',
     };
     try {
       if (rec.encoding === 'gzip') body = gunzipSync(body);
