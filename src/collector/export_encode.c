@@ -5,8 +5,9 @@
  * protobuf is written with common/pb.h; nested messages are written in place and their length
  * prefix made room for when they end.
  *
- * Begins wait in a table of open steps and responses (bounded: beyond it a begin is not kept,
- * and its end is counted as unmatched) until their end arrives in a later or the same batch.
+ * Begins wait in a table of open steps and responses until their end arrives in the same or a
+ * later batch; the table is bounded (export.c: 65536 entries), a full one forgets its oldest
+ * begin, whose end would then be counted unmatched.
  * Only the export thread uses these.
  */
 #include <errno.h>
@@ -177,7 +178,8 @@ static void put_be64(uint8_t *p, uint64_t v)
 /* --- the table of open steps and responses --- */
 
 struct open_entry {
-    struct open_entry *next;
+    struct open_entry *next;          /* in its bucket */
+    struct open_entry *older, *newer; /* in the order begins arrived */
     uint8_t instance[16];
     uint64_t id;
     int is_response;
@@ -190,9 +192,15 @@ struct open_entry {
     char *session;   /* owned, may be NULL */
     uint8_t *params; /* responses: the begin's body, for its params (owned) */
     size_t params_len;
-    /* responses: guard events so far, encoded as Span.Event messages (owned) */
+    /* responses: guard events so far, encoded as Span.Event messages (owned); steps: the
+     * events of the response merged into them (below) */
     tt__buf events;
     uint32_t n_events;
+    uint64_t step_id; /* responses: the step it was opened in (0: none) */
+    /* steps: the attributes (KeyValue fields) of a response with the step's own span id (an
+     * OTLP-fed model call is a step and a response of one span): one span carries both */
+    tt__buf merged;
+    int has_response;
 };
 
 #define OPEN_BUCKETS 4096
@@ -201,6 +209,7 @@ struct open_entry {
 
 struct export_open {
     struct open_entry *b[OPEN_BUCKETS];
+    struct open_entry *oldest, *newest;
     size_t n, max;
 };
 
@@ -220,6 +229,7 @@ static void entry_free(struct open_entry *e)
     free(e->session);
     free(e->params);
     tt__buf_fini(&e->events);
+    tt__buf_fini(&e->merged);
     free(e);
 }
 
@@ -244,6 +254,13 @@ static unsigned bucket_of(const uint8_t inst[16], uint64_t id, int resp)
         h = (h ^ inst[i]) * 0x100000001b3ull;
     }
     return (unsigned)(h >> 20) % OPEN_BUCKETS;
+}
+
+static void age_unlink(struct export_open *o, struct open_entry *e)
+{
+    *(e->older ? &e->older->newer : &o->oldest) = e->newer;
+    *(e->newer ? &e->newer->older : &o->newest) = e->older;
+    e->older = e->newer = NULL;
 }
 
 static struct open_entry **open_find(struct export_open *o, const uint8_t inst[16], uint64_t id,
@@ -271,8 +288,8 @@ static char *dup_bstr(tt__bstr s)
     return p;
 }
 
-/* A new entry for a begin; NULL when the table is full or memory ran out (its end is then
- * unmatched). A begin seen again (a replayed id) replaces the earlier one. */
+/* A new entry for a begin; NULL when memory ran out (its end is then unmatched). A begin seen
+ * again (a replayed id) replaces the earlier one; a full table gives up its oldest entry. */
 static struct open_entry *open_add(struct export_open *o, const uint8_t inst[16], uint64_t id,
                                    int resp)
 {
@@ -280,8 +297,20 @@ static struct open_entry *open_add(struct export_open *o, const uint8_t inst[16]
     if (*pp) {
         struct open_entry *old = *pp;
         *pp = old->next;
+        age_unlink(o, old);
         entry_free(old);
         o->n--;
+    }
+    if (o->n >= o->max && o->oldest) {
+        /* Full (begins whose end never came: an end in a batch not exported, an agent that
+         * died): the oldest goes; should its end come, it is counted unmatched. */
+        struct open_entry *old = o->oldest;
+        struct open_entry **op = open_find(o, old->instance, old->id, old->is_response);
+        *op = old->next;
+        age_unlink(o, old);
+        entry_free(old);
+        o->n--;
+        pp = open_find(o, inst, id, resp);
     }
     if (o->n >= o->max) {
         return NULL;
@@ -294,8 +323,12 @@ static struct open_entry *open_add(struct export_open *o, const uint8_t inst[16]
     e->id = id;
     e->is_response = resp;
     tt__buf_init(&e->events, 1u << 20);
+    tt__buf_init(&e->merged, 1u << 20);
     e->next = *pp;
     *pp = e;
+    e->older = o->newest;
+    *(o->newest ? &o->newest->newer : &o->oldest) = e;
+    o->newest = e;
     o->n++;
     return e;
 }
@@ -307,6 +340,7 @@ static struct open_entry *open_take(struct export_open *o, const uint8_t inst[16
     struct open_entry *e = *pp;
     if (e) {
         *pp = e->next;
+        age_unlink(o, e);
         o->n--;
     }
     return e;
@@ -422,7 +456,9 @@ static void step_span(struct pbw *w, const struct open_entry *b, const tt__ev_st
     } else if (b->kind == TT_STEP_AGENT) {
         op = "invoke_agent";
     }
-    if (op && b->kind != TT_STEP_LLM) {
+    size_t ol = op ? strlen(op) : 0;
+    if (op && b->kind != TT_STEP_LLM && !(strncmp(b->name, op, ol) == 0 && b->name[ol] == ' ')) {
+        /* "execute_tool NAME" (a name from OTLP may have the operation already) */
         snprintf(name, sizeof name, "%s %.500s", op, b->name);
     } else {
         snprintf(name, sizeof name, "%.500s", b->name);
@@ -454,6 +490,8 @@ static void step_span(struct pbw *w, const struct open_entry *b, const tt__ev_st
     if (e->result_bytes >= 0) {
         kv_int(w, 9, "telltale.step.result_bytes", e->result_bytes);
     }
+    w_raw(w, b->merged.data, b->merged.len);
+    w_raw(w, b->events.data, b->events.len);
     if (e->status != TT_STATUS_OK) {
         kv_cstr(w, 9, "error.type", status_name(e->status));
         w_begin(w, 15); /* Status */
@@ -505,26 +543,18 @@ static void eval_event(struct pbw *w, uint32_t field, int64_t t, const char *eva
     }
 }
 
-static void response_span(struct pbw *w, const struct open_entry *b, const tt__ev_response_end *e,
-                          int64_t t_end_event)
+/* A response's attributes (field 9) and events (field 11, the guards' verdicts then its own);
+ * in_step: written into its step's span, which has the operation and the session already. */
+static void response_attrs(struct pbw *w, const struct open_entry *b, const tt__ev_response_end *e,
+                           int in_step)
 {
-    w_begin(w, 2); /* Span */
-    span_ids(w, b->trace_id, b->span_id, b->parent_span_id);
-    char name[600];
-    snprintf(name, sizeof name, "chat %.500s", b->name);
-    w_str(w, 5, name);
-    w_uint(w, 6, SPAN_KIND_CLIENT);
-    int64_t end = e->duration_ns ? b->t_begin + (int64_t)e->duration_ns : t_end_event;
-    if (end < b->t_begin) {
-        end = b->t_begin;
+    if (!in_step) {
+        kv_cstr(w, 9, "gen_ai.operation.name", "chat");
+        if (b->session) {
+            kv_cstr(w, 9, "gen_ai.conversation.id", b->session);
+        }
     }
-    w_fixed64(w, 7, (uint64_t)b->t_begin);
-    w_fixed64(w, 8, (uint64_t)end);
-    kv_cstr(w, 9, "gen_ai.operation.name", "chat");
     kv_cstr(w, 9, "gen_ai.request.model", b->name);
-    if (b->session) {
-        kv_cstr(w, 9, "gen_ai.conversation.id", b->session);
-    }
     kv_int(w, 9, "gen_ai.usage.output_tokens", e->tokens);
     if (e->estimated) {
         kv_int(w, 9, "telltale.usage.estimated", 1);
@@ -551,12 +581,69 @@ static void response_span(struct pbw *w, const struct open_entry *b, const tt__e
         kv_str(w, 9, "telltale.verdict.reason", e->reason.p,
                e->reason.n > OPEN_MAX_STR ? OPEN_MAX_STR : e->reason.n);
     }
-    /* The guards' verdicts during the response, then the response's own. */
+}
+
+static void response_events(struct pbw *w, const struct open_entry *b, const tt__ev_response_end *e,
+                            int64_t end)
+{
     w_raw(w, b->events.data, b->events.len);
     eval_event(w, 11, end, "telltale.response", e->min_window_confidence, verdict_name(e->verdict),
                e->reason);
     w_end(w);
+}
+
+static int64_t response_end_time(const struct open_entry *b, const tt__ev_response_end *e,
+                                 int64_t t_end_event)
+{
+    int64_t end = e->duration_ns ? b->t_begin + (int64_t)e->duration_ns : t_end_event;
+    return end < b->t_begin ? b->t_begin : end;
+}
+
+static void response_span(struct pbw *w, const struct open_entry *b, const tt__ev_response_end *e,
+                          int64_t t_end_event)
+{
+    w_begin(w, 2); /* Span */
+    span_ids(w, b->trace_id, b->span_id, b->parent_span_id);
+    char name[600];
+    snprintf(name, sizeof name, "chat %.500s", b->name);
+    w_str(w, 5, name);
+    w_uint(w, 6, SPAN_KIND_CLIENT);
+    int64_t end = response_end_time(b, e, t_end_event);
+    w_fixed64(w, 7, (uint64_t)b->t_begin);
+    w_fixed64(w, 8, (uint64_t)end);
+    response_attrs(w, b, e, 0);
+    response_events(w, b, e, end);
     w_end(w);
+}
+
+/* A response whose span id is its open step's: its attributes and events go into the step's
+ * span. Returns 1 when merged. */
+static int merge_into_step(struct export_open *o, const uint8_t inst[16],
+                           const struct open_entry *b, const tt__ev_response_end *e,
+                           int64_t t_end_event)
+{
+    if (!b->step_id) {
+        return 0;
+    }
+    struct open_entry *st = *open_find(o, inst, b->step_id, 0);
+    if (!st || st->span_id != b->span_id || st->has_response) {
+        return 0;
+    }
+    size_t ma = st->merged.len, ev = st->events.len;
+    struct pbw w = {&st->merged, 0, 0, {0}};
+    response_attrs(&w, b, e, 1);
+    struct pbw we = {&st->events, 0, 0, {0}};
+    w_raw(&we, b->events.data, b->events.len);
+    eval_event(&we, 11, response_end_time(b, e, t_end_event), "telltale.response",
+               e->min_window_confidence, verdict_name(e->verdict), e->reason);
+    w_end(&we);
+    if (w.err || we.err) {
+        st->merged.len = ma;
+        st->events.len = ev;
+        return 0;
+    }
+    st->has_response = 1;
+    return 1;
 }
 
 static void guard_event(struct open_entry *b, const tt__ev_guard *g, int64_t t)
@@ -710,7 +797,7 @@ int export_req_add(struct export_req *r, struct export_open *open, const struct 
             } else {
                 OPEN(EXP_SPANS);
                 step_span(&w[EXP_SPANS], e, &se, ev.time);
-                items[EXP_SPANS]++;
+                items[EXP_SPANS] += 1 + (uint64_t)e->has_response;
             }
             if (e) {
                 entry_free(e);
@@ -726,6 +813,7 @@ int export_req_add(struct export_req *r, struct export_open *open, const struct 
             if (e) {
                 begin_entry(e, &ev, rb.trace_id, rb.span_id ? rb.span_id : rb.response_id,
                             rb.parent_span_id, rb.model);
+                e->step_id = rb.step_id;
                 e->params = malloc(ev.body.n ? ev.body.n : 1);
                 if (e->params) {
                     memcpy(e->params, ev.body.p, ev.body.n);
@@ -753,6 +841,8 @@ int export_req_add(struct export_req *r, struct export_open *open, const struct 
             struct open_entry *e = open_take(open, b.instance, re.response_id, 1);
             if (!e || !e->name) {
                 unmatched[EXP_SPANS]++;
+            } else if (merge_into_step(open, b.instance, e, &re, ev.time)) {
+                /* counted with its step's span */
             } else {
                 OPEN(EXP_SPANS);
                 response_span(&w[EXP_SPANS], e, &re, ev.time);

@@ -300,11 +300,12 @@ TEST_T(otlp_export_spans_logs_and_metrics_decode_with_opentelemetry_definitions,
         CHECK_STR(str(sp, "scope"), "telltale");
         CHECK(strstr(str(sp, "name"), str(st, "name")) != NULL);
         /* latency: the span lasts the step's duration */
-        double start = atof(str(sp, "start")), end = atof(str(sp, "end"));
+        uint64_t start = strtoull(str(sp, "start"), NULL, 10);
+        uint64_t end = strtoull(str(sp, "end"), NULL, 10);
         json_t *lat = json_object_get(st, "latency_ns");
         CHECK_MSG(json_is_integer(lat), "step %s without latency_ns", id);
-        CHECK_NEAR(end - start, (double)json_integer_value(lat), 1000.0);
-        CHECK(end >= start && start > 1.7e18);
+        CHECK(end >= start && start > 1700000000000000000ull);
+        CHECK_EQ(end - start, (uint64_t)json_integer_value(lat));
     }
     char id[17];
     snprintf(id, sizeof id, "%016" PRIx64, root.id);
@@ -653,4 +654,101 @@ TEST(otlp_export_refuses_a_protocol_other_than_http_protobuf_at_start)
     CHECK_EQ(
         serve_with_env("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://127.0.0.1:4317", err, sizeof err), 1);
     CHECK_MSG(strstr(err, "http:// or https://"), "%s", err);
+}
+
+/* The round trip: the official OpenTelemetry JS SDK (tests/otel/send.mjs) exports GenAI spans to
+ * telltale's OTLP ingest, telltale exports them again, and the receiver finds the SDK's ids. */
+TEST_T(otlp_export_keeps_the_ids_of_spans_the_js_sdk_sent_to_telltale, 90)
+{
+    struct receiver rcv;
+    receiver_start(&rcv, "recv-rt", "200");
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", rcv.port);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "export-rt", "--otlp-export", url, NULL);
+    const char *src = getenv("TT_SRCDIR") && *getenv("TT_SRCDIR") ? getenv("TT_SRCDIR") : ".";
+    char script[4096], in[512], out[4200];
+    snprintf(script, sizeof script, "%s/tests/otel/send.mjs", src);
+    snprintf(in, sizeof in, "http://%s/v1/traces", s.http);
+    snprintf(out, sizeof out, "%s/sdk.out", tt_test_outdir());
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        setenv("TT_OTLP_URL", in, 1);
+        setenv("TT_OTLP_TOKEN", "", 1); /* --ingest-open: a loopback exporter needs none */
+        setenv("TT_OTLP_SERVICE", "rt-agent", 1);
+        setenv("TT_OTLP_SESSION", "conv-rt", 1);
+        FILE *o = freopen(out, "w", stdout);
+        (void)o;
+        execlp("node", "node", script, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "send.mjs failed: %d", st);
+    struct {
+        char name[64], trace[40], span[24];
+    } sdk[4];
+    int n = 0;
+    FILE *f = fopen(out, "r");
+    CHECK(f);
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (n < 4 &&
+            sscanf(line, "span %63s %39s %23s", sdk[n].name, sdk[n].trace, sdk[n].span) == 3) {
+            n++;
+        }
+    }
+    fclose(f);
+    CHECK_EQ(n, 4);
+    json_decref(wait_accounted(s.http, 4, 0, 0, 30000));
+    json_t *reqs = receiver_requests(&rcv);
+    json_t *spans = items_of(reqs, "/v1/traces", 200);
+    CHECK_EQ(json_array_size(spans), 4);
+    const char *agent_span = NULL;
+    for (int k = 0; k < 4; k++) {
+        json_t *sp = span_by_id(spans, sdk[k].span);
+        CHECK_STR(str(sp, "traceId"), sdk[k].trace);
+        CHECK_STR(str(json_object_get(sp, "resource"), "service.name"), "rt-agent");
+        CHECK_STR(attr_s(sp, "gen_ai.conversation.id"), "conv-rt");
+        if (!strcmp(str(sp, "parentSpanId"), "")) {
+            CHECK_MSG(!agent_span, "two root spans");
+            agent_span = sdk[k].span;
+            CHECK_STR(str(sp, "name"), "invoke_agent planner");
+            CHECK_STR(attr_s(sp, "gen_ai.operation.name"), "invoke_agent");
+        }
+    }
+    CHECK(agent_span);
+    for (int k = 0; k < 4; k++) {
+        json_t *sp = span_by_id(spans, sdk[k].span);
+        if (strcmp(sdk[k].span, agent_span) != 0) {
+            CHECK_STR(str(sp, "parentSpanId"), agent_span);
+        }
+        double dur =
+            (double)(strtoull(str(sp, "end"), NULL, 10) - strtoull(str(sp, "start"), NULL, 10));
+        const char *name = str(sp, "name");
+        if (!strcmp(name, "chat gpt-4o-mini")) {
+            /* one span for the step and the response telltale made of it */
+            CHECK_STR(attr_s(sp, "gen_ai.operation.name"), "chat");
+            CHECK_STR(attr_s(sp, "gen_ai.request.model"), "gpt-4o-mini");
+            CHECK_STR(attr_s(sp, "gen_ai.provider.name"), "openai");
+            CHECK_EQ(attr_n(sp, "gen_ai.usage.input_tokens"), 120);
+            CHECK_EQ(attr_n(sp, "gen_ai.usage.output_tokens"), 42);
+            CHECK_NEAR(dur, 750e6, 1.0);
+        } else if (!strcmp(name, "execute_tool get_weather")) {
+            CHECK_STR(attr_s(sp, "gen_ai.tool.name"), "get_weather");
+            CHECK_NEAR(dur, 250e6, 1.0);
+        } else if (!strcmp(name, "execute_tool search")) {
+            CHECK_EQ(json_integer_value(json_object_get(json_object_get(sp, "status"), "code")), 2);
+            CHECK_STR(str(json_object_get(sp, "status"), "message"), "search timed out");
+            CHECK_NEAR(dur, 300e6, 1.0);
+        } else {
+            CHECK_STR(name, "invoke_agent planner");
+            CHECK_NEAR(dur, 2000e6, 1.0);
+        }
+    }
+    json_decref(spans);
+    json_decref(reqs);
+    tt_test_serve_stop(&s);
+    receiver_stop(&rcv);
 }
