@@ -5,10 +5,11 @@
  *
  * Answers (the OTLP/HTTP specification, "Failures" and "Retryable response codes"): 2xx is
  * success (a partial success body is not read: the receiver has taken the request); 429, 502,
- * 503 and 504 and connection errors are retried with exponential backoff and jitter (from
- * 500 ms, doubling to 30 s), or after the answer's Retry-After when it gives one, for at most
- * --otlp-export-retry-for; any other status drops the request. Each dropped span, log record
- * and point is counted by reason.
+ * 503 and 504 and connection errors are retried with exponential backoff and jitter (half to
+ * all of 500 ms, doubling to 30 s), or after the answer's Retry-After when it gives one, for at
+ * most --otlp-export-retry-for; any other status drops the request. Each dropped span, log
+ * record and point is counted by reason. At a stop, what is queued gets one attempt per request
+ * within the grace, and what is left is dropped (counted).
  */
 #include "collector/export.h"
 
@@ -479,6 +480,12 @@ static void post(CURL *h, int s, const tt__buf *body, uint64_t items, tt__buf *z
             }
             return;
         }
+        if (grace_left() != UINT64_MAX) {
+            /* stopping: one attempt per request, no retries */
+            add(&g.requests_failed, 1);
+            add(&g.dropped[s][EXPD_SHUTDOWN], items);
+            return;
+        }
         uint64_t delay = ra ? ra : wait / 2 + (uint64_t)(random() % (long)(wait / 2 + 1));
         wait = wait * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : wait * 2;
         uint64_t elapsed_ms = (tt__mono_ns() - t0) / 1000000;
@@ -496,14 +503,7 @@ static void post(CURL *h, int s, const tt__buf *body, uint64_t items, tt__buf *z
             return;
         }
         add(&g.retries, 1);
-        if (pause_ms(delay)) {
-            /* stopping: go on within the grace (checked above) without waiting more */
-            left = grace_left();
-            if (left == 0) {
-                add(&g.dropped[s][EXPD_SHUTDOWN], items);
-                return;
-            }
-        }
+        pause_ms(delay); /* cut short by a stop: the next attempt is then the last */
     }
 }
 
