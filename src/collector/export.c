@@ -7,7 +7,7 @@
  * success (a partial success body is not read: the receiver has taken the request); 429, 502,
  * 503 and 504 and connection errors are retried with exponential backoff and jitter (half to
  * all of 500 ms, doubling to 30 s), or after the answer's Retry-After when it gives one, for at
- * most --otlp-export-retry-for; any other status drops the request. Each dropped span, log
+ * most --otlp-export-retry; any other status drops the request. Each dropped span, log
  * record and point is counted by reason. At a stop, what is queued gets one attempt per request
  * within the grace, and what is left is dropped (counted).
  */

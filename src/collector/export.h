@@ -25,7 +25,7 @@ enum export_signal { EXP_SPANS, EXP_LOGS, EXP_POINTS, EXP__SIGNALS };
 enum export_drop {
     EXPD_QUEUE_FULL, /* the queue (--otlp-export-queue) was full when its batch committed */
     EXPD_REJECTED,   /* the receiver answered with a status that is not retryable */
-    EXPD_RETRIES,    /* retryable failures for longer than --otlp-export-retry-for */
+    EXPD_RETRIES,    /* retryable failures for longer than --otlp-export-retry */
     EXPD_UNMATCHED,  /* a step or response end whose begin the exporter never saw */
     EXPD_SHUTDOWN,   /* still queued when the collector stopped */
     EXPD_ENCODE,     /* a request larger than the exporter's limit, or out of memory */

@@ -111,7 +111,7 @@ static const char usage[] =
     "                        OTEL_EXPORTER_OTLP_* variables, none when unset (docs/otel.md)\n"
     "  --otlp-export-queue BYTES  committed batches waiting for export at most (default\n"
     "                        67108864): above it, batches are not exported (counted)\n"
-    "  --otlp-export-retry-for MS  retry a request the receiver may take later for this\n"
+    "  --otlp-export-retry MS  retry a request the receiver may take later for this\n"
     "                        long, then drop it (counted; default 60000)\n"
     "  --verbose             log each refused connection\n"
     "  --help                this text\n"
@@ -194,47 +194,47 @@ static int parse_ids(struct collector_opts *o, int uids, const char *list)
     return 0;
 }
 
-/* Long options without a short letter (above any character). */
-enum { OPT_OTLP_EXPORT = 0x4f01, OPT_OTLP_EXPORT_QUEUE, OPT_OTLP_EXPORT_RETRY };
+/* Long options without a letter (codes above any character): --otlp-export URL, its queue, its
+ * retry time. */
+enum { OXU = 0x4f01, OXQ, OXR };
 
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
 static int parse_args(int argc, char **argv, struct collector_opts *o)
 {
-    static const struct option longopts[] = {
-        {"data", required_argument, NULL, 'd'},
-        {"listen", required_argument, NULL, 'l'},
-        {"http", required_argument, NULL, 'H'},
-        {"no-http", no_argument, NULL, 'N'},
-        {"sync", required_argument, NULL, 's'},
-        {"store", required_argument, NULL, 'S'},
-        {"max-frame", required_argument, NULL, 'f'},
-        {"max-connections", required_argument, NULL, 'c'},
-        {"queue-bytes", required_argument, NULL, 'Q'},
-        {"grace-ms", required_argument, NULL, 'g'},
-        {"ready-file", required_argument, NULL, 'r'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"operator-token-file", required_argument, NULL, 'O'},
-        {"ingest-tokens", required_argument, NULL, 'I'},
-        {"config", required_argument, NULL, 'C'},
-        {"comply-policy", required_argument, NULL, 'y'},
-        {"no-auth", no_argument, NULL, 'A'},
-        {"allowed-hosts", required_argument, NULL, 'a'},
-        {"retain", required_argument, NULL, 'R'},
-        {"max-bytes", required_argument, NULL, 'B'},
-        {"retain-keep-factor", required_argument, NULL, 'K'},
-        {"retain-confidence", required_argument, NULL, 'P'},
-        {"ingest-open", no_argument, NULL, 'o'},
-        {"ingest-uids", required_argument, NULL, 'u'},
-        {"ingest-gids", required_argument, NULL, 'G'},
-        {"tls-cert", required_argument, NULL, 'T'},
-        {"tls-key", required_argument, NULL, 'k'},
-        {"tls-client-ca", required_argument, NULL, 'X'},
-        {"https", no_argument, NULL, 'p'},
-        {"otlp-export", required_argument, NULL, OPT_OTLP_EXPORT},
-        {"otlp-export-queue", required_argument, NULL, OPT_OTLP_EXPORT_QUEUE},
-        {"otlp-export-retry-for", required_argument, NULL, OPT_OTLP_EXPORT_RETRY},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"data", required_argument, NULL, 'd'},
+                                             {"listen", required_argument, NULL, 'l'},
+                                             {"http", required_argument, NULL, 'H'},
+                                             {"no-http", no_argument, NULL, 'N'},
+                                             {"sync", required_argument, NULL, 's'},
+                                             {"store", required_argument, NULL, 'S'},
+                                             {"max-frame", required_argument, NULL, 'f'},
+                                             {"max-connections", required_argument, NULL, 'c'},
+                                             {"queue-bytes", required_argument, NULL, 'Q'},
+                                             {"grace-ms", required_argument, NULL, 'g'},
+                                             {"ready-file", required_argument, NULL, 'r'},
+                                             {"verbose", no_argument, NULL, 'v'},
+                                             {"operator-token-file", required_argument, NULL, 'O'},
+                                             {"ingest-tokens", required_argument, NULL, 'I'},
+                                             {"config", required_argument, NULL, 'C'},
+                                             {"comply-policy", required_argument, NULL, 'y'},
+                                             {"no-auth", no_argument, NULL, 'A'},
+                                             {"allowed-hosts", required_argument, NULL, 'a'},
+                                             {"retain", required_argument, NULL, 'R'},
+                                             {"max-bytes", required_argument, NULL, 'B'},
+                                             {"retain-keep-factor", required_argument, NULL, 'K'},
+                                             {"retain-confidence", required_argument, NULL, 'P'},
+                                             {"ingest-open", no_argument, NULL, 'o'},
+                                             {"ingest-uids", required_argument, NULL, 'u'},
+                                             {"ingest-gids", required_argument, NULL, 'G'},
+                                             {"tls-cert", required_argument, NULL, 'T'},
+                                             {"tls-key", required_argument, NULL, 'k'},
+                                             {"tls-client-ca", required_argument, NULL, 'X'},
+                                             {"https", no_argument, NULL, 'p'},
+                                             {"otlp-export", required_argument, NULL, OXU},
+                                             {"otlp-export-queue", required_argument, NULL, OXQ},
+                                             {"otlp-export-retry", required_argument, NULL, OXR},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     int opt, idx = 0;
     opterr = 0;
     optind = 1;
@@ -342,14 +342,14 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
         case 'p':
             o->https = 1;
             break;
-        case OPT_OTLP_EXPORT:
+        case OXU:
             bad = strlen(optarg) >= sizeof o->otlp_export || !*optarg;
             snprintf(o->otlp_export, sizeof o->otlp_export, "%s", optarg);
             break;
-        case OPT_OTLP_EXPORT_QUEUE:
+        case OXQ:
             bad = parse_u64(optarg, 1u << 16, 1ull << 40, &o->otlp_export_queue) != 0;
             break;
-        case OPT_OTLP_EXPORT_RETRY:
+        case OXR:
             bad = parse_u64(optarg, 0, 86400000, &o->otlp_export_retry_ms) != 0;
             break;
         case 'h':
@@ -512,8 +512,10 @@ static void stop_all(struct running *r)
     monitor_close(r->monitor); /* no more alerts raised */
     alerts_close(r->alerts);   /* stores, streams and posts what was raised */
     store_read_close(r->reader);
-    store_close(r->store);    /* commits what was submitted; no user is left */
-    export_stop(r->grace_ms); /* posts what was committed, within the grace */
+    store_close(r->store); /* commits what was submitted; no user is left */
+
+    /* The exporter posts what was committed, within the grace. */
+    export_stop(r->grace_ms);
     otlp_free(r->otlp);
     watch_free(r->watch); /* its source outlives the items it submitted */
     hub_free(r->hub);
