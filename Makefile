@@ -85,6 +85,7 @@ help:
 	@echo "make run             build, start the collector and a demo agent, print where to look"
 	@echo "make test            build and run every test (T=pattern selects some)"
 	@echo "make test SANITIZE=address,undefined | SANITIZE=thread   the same under sanitizers"
+	@echo "make test T=pattern TX=pattern      only the tests matching T, except those matching TX"
 	@echo "make bench           run the benchmarks, write docs/benchmarks.md"
 	@echo "make soak            the long versions of the reliability tests"
 	@echo "make fuzz-run        build the fuzzers and run each for FUZZ_SECONDS (default 60)"
@@ -152,8 +153,18 @@ TEST_ENV += ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(abspath tests/tsan.supp)
 endif
 
+# Under a sanitizer the suite leaves out what it would only run slower, not check more: the
+# browser tests (the console's JavaScript in Chromium; the collector paths they reach are the
+# HTTP API's, tested in C and fuzzed under AddressSanitizer) and the long end-to-end Python runs
+# (the demo's drift, the training run: minutes of the detectors' code, whose units are tested
+# and fuzzed under the sanitizers in C). `TX=` (empty) runs them too; `TX=pattern` excludes
+# others in any build.
+ifneq ($(SANITIZE),)
+TX ?= dashboard_browser comply_console_ py_test_demo_drift_ py_test_training_run_
+endif
+
 test: all $(RUNNER) python-ext | $(DEPS_TEST)
-	$(TEST_ENV) $(RUNNER) $(T)
+	$(TEST_ENV) $(RUNNER) $(foreach x,$(TX),-x $(x)) $(T)
 
 # --- run ----------------------------------------------------------------------------------
 run: all | $(DEPS_TEST)

@@ -8,16 +8,16 @@ PY_TESTS := $(sort $(wildcard python/tests/test_*.py))
 PY_TESTS_C := $(BUILD)/gen/python_tests.c
 PY_TESTS_OBJ := $(BUILD)/obj/gen/python_tests.o
 
-# Under ThreadSanitizer the Python tests run once, through the extension: a race lives in the
-# library's threads, which both implementations drive alike, and the ctypes layer is pure Python
-# (its calls into C are checked under AddressSanitizer and in the normal run, both ways).
-ifneq ($(findstring thread,$(SANITIZE)),)
+# Under a sanitizer the Python tests run once, through the extension: the extension is C and
+# is what the sanitizer checks; a race or a memory error in the library shows whichever
+# implementation drives it, and the ctypes layer is pure Python (both run in the normal build).
+ifneq ($(SANITIZE),)
 PY_IMPLS := ext
 else
 PY_IMPLS := ext ctypes
 endif
 
-$(PY_TESTS_C): $(PY_TESTS) scripts/gen-python-tests
+$(PY_TESTS_C): $(PY_TESTS) scripts/gen-python-tests mk/python.mk
 	@mkdir -p $(@D)
 	PY_IMPLS="$(PY_IMPLS)" scripts/gen-python-tests $@ $(PY_TESTS)
 

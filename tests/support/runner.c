@@ -209,11 +209,8 @@ static int run_one(const struct test *t, const char *outroot, double mult)
     return ok;
 }
 
-static int selected(const struct test *t, int npat, char **pat)
+static int matches(const struct test *t, int npat, char **pat)
 {
-    if (npat == 0) {
-        return 1;
-    }
     for (int i = 0; i < npat; i++) {
         if (strstr(t->name, pat[i]) || strstr(t->file, pat[i])) {
             return 1;
@@ -222,16 +219,36 @@ static int selected(const struct test *t, int npat, char **pat)
     return 0;
 }
 
+/* A test runs when it matches a pattern (or none is given) and no exclusion. */
+static int selected(const struct test *t, int npat, char **pat, int nexcl, char **excl)
+{
+    return (npat == 0 || matches(t, npat, pat)) && !matches(t, nexcl, excl);
+}
+
 int main(int argc, char **argv)
 {
-    int list = 0, npat = 0;
+    int list = 0, npat = 0, nexcl = 0;
     char **pat = calloc((size_t)argc, sizeof *pat);
+    char **excl = calloc((size_t)argc, sizeof *excl);
+    if (!pat || !excl) {
+        fprintf(stderr, "runner: out of memory\n");
+        return 2;
+    }
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--list") == 0) {
             list = 1;
         } else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s [--list] [PATTERN...]\n", argv[0]);
+            printf("usage: %s [--list] [-x EXCLUDED]... [PATTERN...]\n"
+                   "runs the tests whose name or file contains a PATTERN (all without one),\n"
+                   "except those whose name or file contains an EXCLUDED pattern\n",
+                   argv[0]);
             return 0;
+        } else if (strcmp(argv[i], "-x") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "runner: -x needs a pattern\n");
+                return 2;
+            }
+            excl[nexcl++] = argv[++i];
         } else {
             pat[npat++] = argv[i];
         }
@@ -252,7 +269,7 @@ int main(int argc, char **argv)
     }
     int passed = 0, failed = 0, skipped = 0;
     for (int i = 0; i < ntests; i++) {
-        if (!selected(&tests[i], npat, pat)) {
+        if (!selected(&tests[i], npat, pat, nexcl, excl)) {
             continue;
         }
         if (list) {
@@ -269,6 +286,7 @@ int main(int argc, char **argv)
         }
     }
     free(pat);
+    free(excl);
     if (list) {
         return 0;
     }
