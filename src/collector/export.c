@@ -363,6 +363,16 @@ static int gzip_body(const tt__buf *in, tt__buf *out)
     return rc == Z_STREAM_END ? 0 : -1;
 }
 
+/* libcurl's progress callback: a request under way is cut when the stop's grace is over. */
+static int progress(void *cls, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
+{
+    (void)cls, (void)dlt, (void)dln, (void)ult, (void)uln;
+    pthread_mutex_lock(&g.lock);
+    int over = g.stop && tt__mono_ns() >= g.stop_deadline_ns;
+    pthread_mutex_unlock(&g.lock);
+    return over;
+}
+
 enum post_result { POST_OK, POST_RETRY, POST_FAIL };
 
 /* One attempt. *retry_after_ms: the answer's Retry-After (0 if none). */
@@ -392,6 +402,8 @@ static enum post_result post_once(CURL *h, int s, const tt__buf *body, uint64_t 
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, progress);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     CURLcode rc = curl_easy_perform(h);
     long status = 0;
     curl_off_t ra = 0;

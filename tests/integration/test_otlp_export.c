@@ -8,12 +8,15 @@
  * 400 drops what it refused, counted, while ingest goes on; a receiver that is down leaves the
  * queue within its bound and every dropped item counted.
  */
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -500,7 +503,7 @@ TEST_T(otlp_export_receiver_down_stays_bounded_counts_drops, 120)
     snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
     struct tt_test_serve s;
     tt_test_serve_start(&s, "export-down", "--otlp-export", url, "--otlp-export-queue", "65536",
-                        "--otlp-export-retry-for", "2000", "--sync", "off", NULL);
+                        "--otlp-export-retry", "2000", "--sync", "off", NULL);
     tt_client *c = tt_test_client(s.endpoint, "export-agent", NULL);
     enum { TURNS = 300 };
     for (int t = 0; t < TURNS; t++) {
@@ -751,4 +754,47 @@ TEST_T(otlp_export_keeps_the_ids_of_spans_the_js_sdk_sent_to_telltale, 90)
     json_decref(reqs);
     tt_test_serve_stop(&s);
     receiver_stop(&rcv);
+}
+
+/* A receiver that takes connections into its backlog and never answers: the collector still
+ * stops within its grace, the request under way cut. */
+TEST_T(otlp_export_to_a_receiver_that_never_answers_does_not_hold_the_stop, 90)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 64) == 0);
+    socklen_t len = sizeof a;
+    CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", ntohs(a.sin_port));
+    setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "600000", 1); /* the request alone would wait 10 min */
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "export-hang", "--otlp-export", url, "--grace-ms", "1000", NULL);
+    unsetenv("OTEL_EXPORTER_OTLP_TIMEOUT");
+    tt_client *c = tt_test_client(s.endpoint, "export-agent", NULL);
+    tt_step root, tool, llm;
+    uint64_t rid;
+    emit_turn(c, "conv-hang", &root, &tool, &llm, &rid);
+    CHECK_OK(tt_flush(c, 10000));
+    check_all_acked(c);
+    /* the request is under way: it waits for an answer that never comes */
+    double t0 = tt_test_now_ms();
+    for (;;) {
+        json_t *e = export_status(s.http);
+        int busy = json_integer_value(json_object_get(e, "queue_batches")) > 0;
+        json_decref(e);
+        if (busy) {
+            break;
+        }
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000, "nothing queued for export");
+        usleep(20000);
+    }
+    usleep(300000);
+    tt_close(c, 5000);
+    t0 = tt_test_now_ms();
+    tt_test_serve_stop(&s);
+    double took = tt_test_now_ms() - t0;
+    CHECK_MSG(took < 4000, "stopping took %.0f ms with a grace of 1000 ms", took);
+    close(fd);
 }
