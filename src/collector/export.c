@@ -177,12 +177,15 @@ static int parse_headers(const char *v, char *out, size_t n, char *err, size_t e
         }
         for (const char *p = vs; p < ve; p++) {
             int c = (unsigned char)*p;
-            if (c == '%' && ve - p >= 3 && hexval(p[1]) >= 0 && hexval(p[2]) >= 0) {
-                c = hexval(p[1]) * 16 + hexval(p[2]);
+            int h1 = ve - p >= 3 ? hexval((unsigned char)p[1]) : -1;
+            int h2 = ve - p >= 3 ? hexval((unsigned char)p[2]) : -1;
+            if (c == '%' && h1 >= 0 && h2 >= 0) {
+                c = h1 * 16 + h2;
                 p += 2;
             }
-            if (c == '\r' || c == '\n' || c == 0) {
-                snprintf(err, errlen, "OTEL_EXPORTER_OTLP_HEADERS: a value with a line break");
+            if ((c < 0x20 && c != '\t') || c == 0x7f) {
+                snprintf(err, errlen, "OTEL_EXPORTER_OTLP_HEADERS: a value with a control "
+                                      "character");
                 return -1;
             }
             if (k + 2 >= n) {

@@ -503,7 +503,7 @@ TEST_T(otlp_export_receiver_down_stays_bounded_counts_drops, 120)
     snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
     struct tt_test_serve s;
     tt_test_serve_start(&s, "export-down", "--otlp-export", url, "--otlp-export-queue", "65536",
-                        "--otlp-export-retry", "2000", "--sync", "off", NULL);
+                        "--otlp-export-retry", "4000", "--sync", "off", NULL);
     tt_client *c = tt_test_client(s.endpoint, "export-agent", NULL);
     enum { TURNS = 300 };
     for (int t = 0; t < TURNS; t++) {
@@ -653,6 +653,11 @@ TEST(otlp_export_refuses_a_protocol_other_than_http_protobuf_at_start)
     CHECK_MSG(strstr(err, "gzip or none"), "%s", err);
     CHECK_EQ(serve_with_env("OTEL_EXPORTER_OTLP_HEADERS", "Bad Name=secret-x", err, sizeof err), 1);
     CHECK_MSG(strstr(err, "OTEL_EXPORTER_OTLP_HEADERS") && !strstr(err, "secret-x"), "%s", err);
+    /* a percent-encoded line break cannot smuggle a header in */
+    CHECK_EQ(serve_with_env("OTEL_EXPORTER_OTLP_HEADERS", "X-A=secret-y%0d%0aX-B: 1", err,
+                            sizeof err),
+             1);
+    CHECK_MSG(strstr(err, "control character") && !strstr(err, "secret-y"), "%s", err);
     unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
     CHECK_EQ(
         serve_with_env("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://127.0.0.1:4317", err, sizeof err), 1);
