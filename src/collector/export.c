@@ -184,8 +184,9 @@ static int parse_headers(const char *v, char *out, size_t n, char *err, size_t e
                 p += 2;
             }
             if ((c < 0x20 && c != '\t') || c == 0x7f) {
-                snprintf(err, errlen, "OTEL_EXPORTER_OTLP_HEADERS: a value with a control "
-                                      "character");
+                snprintf(err, errlen,
+                         "OTEL_EXPORTER_OTLP_HEADERS: a value with a control "
+                         "character");
                 return -1;
             }
             if (k + 2 >= n) {

@@ -654,9 +654,9 @@ TEST(otlp_export_refuses_a_protocol_other_than_http_protobuf_at_start)
     CHECK_EQ(serve_with_env("OTEL_EXPORTER_OTLP_HEADERS", "Bad Name=secret-x", err, sizeof err), 1);
     CHECK_MSG(strstr(err, "OTEL_EXPORTER_OTLP_HEADERS") && !strstr(err, "secret-x"), "%s", err);
     /* a percent-encoded line break cannot smuggle a header in */
-    CHECK_EQ(serve_with_env("OTEL_EXPORTER_OTLP_HEADERS", "X-A=secret-y%0d%0aX-B: 1", err,
-                            sizeof err),
-             1);
+    CHECK_EQ(
+        serve_with_env("OTEL_EXPORTER_OTLP_HEADERS", "X-A=secret-y%0d%0aX-B: 1", err, sizeof err),
+        1);
     CHECK_MSG(strstr(err, "control character") && !strstr(err, "secret-y"), "%s", err);
     unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
     CHECK_EQ(
