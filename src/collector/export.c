@@ -210,7 +210,9 @@ int export_configure(struct export_config *c, const char *option_url, uint64_t q
     memset(c, 0, sizeof *c);
     c->queue_bytes = queue_bytes;
     c->retry_for_ms = retry_for_ms;
-    c->timeout_ms = 10000;
+    for (int s = 0; s < EXP__SIGNALS; s++) {
+        c->timeout_ms[s] = 10000;
+    }
     int any = 0;
     for (int s = 0; s < EXP__SIGNALS; s++) {
         char name[64];
@@ -250,24 +252,31 @@ int export_configure(struct export_config *c, const char *option_url, uint64_t q
             return -1;
         }
     }
-    const char *t = env("OTEL_EXPORTER_OTLP_TIMEOUT");
-    if (t) {
-        char *end;
-        errno = 0;
-        unsigned long long ms = strtoull(t, &end, 10);
-        if (errno || end == t || *end || ms == 0 || ms > 600000) {
+    for (int s = 0; s < EXP__SIGNALS; s++) {
+        const char *t = env_signal(s, "TIMEOUT");
+        if (t) {
+            char *end;
+            errno = 0;
+            unsigned long long ms = strtoull(t, &end, 10);
+            if (errno || end == t || *end || ms == 0 || ms > 600000) {
+                snprintf(err, errlen,
+                         "OTEL_EXPORTER_OTLP_TIMEOUT (or OTEL_EXPORTER_OTLP_%s_TIMEOUT) is "
+                         "\"%.40s\": milliseconds, from 1 to 600000",
+                         sig_env[s], t);
+                return -1;
+            }
+            c->timeout_ms[s] = ms;
+        }
+        const char *z = env_signal(s, "COMPRESSION");
+        if (z && strcmp(z, "gzip") != 0 && strcmp(z, "none") != 0) {
             snprintf(err, errlen,
-                     "OTEL_EXPORTER_OTLP_TIMEOUT=%.40s: milliseconds, from 1 to 600000", t);
+                     "OTEL_EXPORTER_OTLP_COMPRESSION (or OTEL_EXPORTER_OTLP_%s_COMPRESSION) is "
+                     "\"%.40s\": gzip or none",
+                     sig_env[s], z);
             return -1;
         }
-        c->timeout_ms = ms;
+        c->gzip[s] = z && !strcmp(z, "gzip");
     }
-    const char *z = env("OTEL_EXPORTER_OTLP_COMPRESSION");
-    if (z && strcmp(z, "gzip") != 0 && strcmp(z, "none") != 0) {
-        snprintf(err, errlen, "OTEL_EXPORTER_OTLP_COMPRESSION=%.40s: gzip or none", z);
-        return -1;
-    }
-    c->gzip = z && !strcmp(z, "gzip");
     for (int s = 0; s < EXP__SIGNALS; s++) {
         const char *h = env("OTEL_EXPORTER_OTLP_HEADERS");
         char name[64];
@@ -384,7 +393,7 @@ static enum post_result post_once(CURL *h, int s, const tt__buf *body, uint64_t 
                                   uint64_t *retry_after_ms, long *status_out)
 {
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/x-protobuf");
-    if (g.c.gzip) {
+    if (g.c.gzip[s]) {
         hdrs = curl_slist_append(hdrs, "Content-Encoding: gzip");
     }
     char line[4096];
@@ -460,7 +469,7 @@ static uint64_t grace_left(void)
 static void post(CURL *h, int s, const tt__buf *body, uint64_t items, tt__buf *zbuf)
 {
     const tt__buf *send = body;
-    if (g.c.gzip) {
+    if (g.c.gzip[s]) {
         if (gzip_body(body, zbuf) != 0) {
             add(&g.dropped[s][EXPD_ENCODE], items);
             return;
@@ -477,8 +486,8 @@ static void post(CURL *h, int s, const tt__buf *body, uint64_t items, tt__buf *z
         }
         uint64_t ra = 0;
         long status = 0;
-        enum post_result r =
-            post_once(h, s, send, left < g.c.timeout_ms ? left : g.c.timeout_ms, &ra, &status);
+        enum post_result r = post_once(
+            h, s, send, left < g.c.timeout_ms[s] ? left : g.c.timeout_ms[s], &ra, &status);
         if (r == POST_OK) {
             add(&g.requests_ok, 1);
             add(&g.exported[s], items);

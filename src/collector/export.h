@@ -35,10 +35,12 @@ enum export_drop {
 struct export_config {
     /* The endpoints, complete URLs (empty: that signal is not exported). */
     char url[EXP__SIGNALS][1024];
-    uint64_t queue_bytes;  /* the queue's bound: batches waiting or being posted */
-    uint64_t timeout_ms;   /* per request (OTEL_EXPORTER_OTLP_TIMEOUT, default 10000) */
+    uint64_t queue_bytes; /* the queue's bound: batches waiting or being posted */
+    /* Per signal, OTEL_EXPORTER_OTLP_<SIGNAL>_TIMEOUT, else OTEL_EXPORTER_OTLP_TIMEOUT: ms per
+     * request (default 10000); the same pair for _COMPRESSION=gzip. */
+    uint64_t timeout_ms[EXP__SIGNALS];
     uint64_t retry_for_ms; /* give up a request after retrying this long */
-    int gzip;              /* OTEL_EXPORTER_OTLP_COMPRESSION=gzip */
+    int gzip[EXP__SIGNALS];
     /* "Name: value\n" lines from OTEL_EXPORTER_OTLP_HEADERS (secrets: never logged). */
     char headers[EXP__SIGNALS][4096];
 };
