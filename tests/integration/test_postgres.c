@@ -1,0 +1,318 @@
+/*
+ * test_postgres.c - the PostgreSQL store (`telltale serve --store postgres://...`,
+ * store/postgres*.c) against a real private PostgreSQL server started by each test
+ * (tests/support/pgcluster.c: initdb in the test's temporary directory, a postmaster on
+ * 127.0.0.1 on a free port): every acknowledged event stored exactly once (the conservation
+ * check of tests/support/serve.c, read from PostgreSQL), dedup across a collector restart, an
+ * overlapping range refused, the API's agents, sessions and events answering as with SQLite
+ * for the same stream, and the server stopped mid-stream (no acknowledgement while it is
+ * down, everything stored once after it returns).
+ */
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "pgcluster.h"
+#include "serve.h"
+#include "test.h"
+
+static const char *wire_agent(void)
+{
+    static char path[600];
+    const char *b = getenv("TT_BUILD");
+    snprintf(path, sizeof path, "%s/tests/wire_agent", b ? b : "build");
+    return path;
+}
+
+/* Run the hand-speaking agent (tests/drivers/wire_agent.c); its output into out. */
+static void wire(const char *endpoint, const char *agent, const char *inst, unsigned long long seq,
+                 int batches, int events, char *out, size_t cap)
+{
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "'%s' '%s' '%s' %s %llu %d %d 2>&1", wire_agent(), endpoint, agent,
+             inst, seq, batches, events);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "wire_agent: %s", out);
+}
+
+static int count_lines(const char *out, const char *prefix)
+{
+    int n = 0;
+    for (const char *p = out; (p = strstr(p, prefix)); p++) {
+        n++;
+    }
+    return n;
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+static uint64_t emit_logs(tt_client *c, int n, const char *session)
+{
+    uint64_t refused = 0;
+    char msg[96];
+    for (int i = 0; i < n; i++) {
+        snprintf(msg, sizeof msg, "event %d, padded to about sixty-four bytes of message text", i);
+        refused += tt_log(c, session, TT_INFO, msg, NULL, 0) != 0;
+    }
+    return refused;
+}
+
+static void wait_settled(tt_client *c, double ms, tt_stats *st)
+{
+    double t0 = tt_test_now_ms();
+    for (;;) {
+        CHECK_OK(tt_stats_get(c, st, sizeof *st));
+        if (st->buffered == 0) {
+            return;
+        }
+        CHECK_MSG(tt_test_now_ms() - t0 < ms, "not settled after %.0f ms: buffered %llu, acked %llu",
+                  ms, (unsigned long long)st->buffered, (unsigned long long)st->acked);
+        usleep(10000);
+    }
+}
+
+TEST_T(postgres_store_keeps_every_acked_event_once_and_says_what_it_lacks, 120)
+{
+    struct tt_pg pg;
+    tt_pg_start(&pg);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "pg_conserve", "--store", pg.url, NULL);
+    const char *log = read_file(s.log);
+    CHECK_MSG(strstr(log, "(PostgreSQL), sync=full") != NULL, "no store line in %s", s.log);
+    CHECK_MSG(strstr(log, "not available with this store yet: steps") != NULL,
+              "the collector does not say what the store lacks: %s", s.log);
+    enum { AGENTS = 3, EVENTS = 3000 };
+    tt_client *c[AGENTS];
+    char name[AGENTS][32];
+    for (int i = 0; i < AGENTS; i++) {
+        snprintf(name[i], sizeof name[i], "pg-agent-%d", i);
+        c[i] = tt_test_client(s.endpoint, name[i], "window_bytes=65536", "batch_bytes=8192",
+                              NULL);
+        CHECK(c[i] != NULL);
+    }
+    for (int i = 0; i < AGENTS; i++) {
+        CHECK_EQ(emit_logs(c[i], EVENTS, "s-pg"), 0);
+    }
+    for (int i = 0; i < AGENTS; i++) {
+        tt_stats st;
+        wait_settled(c[i], 30000, &st);
+        uint8_t inst[16];
+        tt_instance_id(c[i], inst);
+        struct tt_store_check sc;
+        tt_pg_check_store(&pg, inst, &sc);
+        tt_test_check_conservation(&st, &sc);
+        CHECK_EQ_U64(st.acked, (uint64_t)EVENTS);
+        CHECK_EQ_U64(sc.events, (uint64_t)EVENTS);
+        CHECK_EQ_U64(sc.gaps, 0);
+        CHECK(sc.frames > 1); /* several batches, so several commits */
+        /* The API reads the same store. */
+        char path[128], *body = NULL;
+        snprintf(path, sizeof path, "/api/v1/events/count?agent=%s", name[i]);
+        CHECK_EQ(tt_test_http(s.http, "GET", path, NULL, &body), 200);
+        CHECK_MSG(strstr(body, "\"count\":3000") != NULL, "%s", body);
+        free(body);
+    }
+    /* What the store cannot answer yet is refused, not answered empty. */
+    char *body = NULL;
+    long code = tt_test_http(s.http, "GET", "/api/v1/responses", NULL, &body);
+    CHECK_MSG(code >= 500, "responses answered %ld: %s", code, body ? body : "");
+    free(body);
+    for (int i = 0; i < AGENTS; i++) {
+        tt_close(c[i], 2000);
+    }
+    tt_test_serve_stop(&s);
+    tt_pg_stop(&pg, 1);
+}
+
+TEST_T(postgres_store_dedups_across_a_restart_and_refuses_an_overlap, 120)
+{
+    struct tt_pg pg;
+    tt_pg_start(&pg);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "pg_dedup", "--store", pg.url, NULL);
+    const char *inst = "00112233445566778899aabbccddeeff";
+    static char out[1 << 14];
+    wire(s.endpoint, "dedup", inst, 1, 3, 10, out, sizeof out);
+    CHECK_MSG(count_lines(out, "ack ") == 3, "%s", out);
+    tt_test_serve_stop(&s);
+    tt_test_serve_restart(&s);
+    /* The same three batches again after a restart: acknowledged, stored once. */
+    wire(s.endpoint, "dedup", inst, 1, 3, 10, out, sizeof out);
+    CHECK_MSG(count_lines(out, "ack ") == 3 && count_lines(out, "reject") == 0, "%s", out);
+    /* A range across stored ones: refused for ever. */
+    wire(s.endpoint, "dedup", inst, 5, 1, 10, out, sizeof out);
+    CHECK_MSG(count_lines(out, "reject") == 1 && count_lines(out, "ack ") == 0, "%s", out);
+    uint8_t id[16];
+    for (int i = 0; i < 16; i++) {
+        unsigned v;
+        sscanf(inst + 2 * i, "%2x", &v);
+        id[i] = (uint8_t)v;
+    }
+    struct tt_store_check sc;
+    tt_pg_check_store(&pg, id, &sc);
+    CHECK_EQ_U64(sc.frames, 3);
+    CHECK_EQ_U64(sc.events, 30);
+    CHECK_EQ_U64(sc.decoded, 30);
+    CHECK_EQ_U64(sc.overlaps, 0);
+    /* Another identity may not store under this agent name (uid:0 owns it). */
+    char owner[64];
+    tt_pg_query(&pg,
+                "SELECT convert_from(o.identity, 'UTF8') FROM owners o JOIN agents a"
+                " ON o.kind = 0 AND o.key = a.id WHERE a.name = 'dedup'::bytea",
+                owner, sizeof owner);
+    CHECK_MSG(strcmp(owner, "uid:0") == 0 || strncmp(owner, "uid:", 4) == 0, "owner %s", owner);
+    tt_test_serve_stop(&s);
+    tt_pg_stop(&pg, 1);
+}
+
+/* The body of GET path with the fields that name the moment of the answer removed. */
+static char *get(const struct tt_test_serve *s, const char *path)
+{
+    char *body = NULL;
+    long code = tt_test_http(s->http, "GET", path, NULL, &body);
+    CHECK_MSG(code == 200, "%s answered %ld: %s", path, code, body ? body : "");
+    return body;
+}
+
+/* Remove "key":VALUE (a number) from a JSON text, in place. */
+static void drop_number(char *j, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    char *p;
+    while ((p = strstr(j, pat)) != NULL) {
+        char *e = p + strlen(pat);
+        while (*e == '-' || (*e >= '0' && *e <= '9')) {
+            e++;
+        }
+        if (*e == ',') {
+            e++;
+        } else if (p > j && p[-1] == ',') {
+            p--;
+        }
+        memmove(p, e, strlen(e) + 1);
+    }
+}
+
+TEST_T(postgres_store_answers_agents_sessions_and_events_as_sqlite_does, 120)
+{
+    struct tt_pg pg;
+    tt_pg_start(&pg);
+    struct tt_test_serve lite, pgs;
+    tt_test_serve_start(&lite, "cmp_sqlite", NULL);
+    tt_test_serve_start(&pgs, "cmp_pg", "--store", pg.url, NULL);
+    /* The same stream into both: fixed times, sessions (TT_WIRE_STEPS: session "old-client"),
+     * two agents, several batches each. */
+    static char out[1 << 14];
+    setenv("TT_WIRE_STEPS", "1", 1);
+    const struct tt_test_serve *both[] = {&lite, &pgs};
+    for (int i = 0; i < 2; i++) {
+        wire(both[i]->endpoint, "cmp-a", "0102030405060708090a0b0c0d0e0f10", 1, 4, 25, out,
+             sizeof out);
+        CHECK_MSG(count_lines(out, "ack ") == 4, "%s", out);
+    }
+    unsetenv("TT_WIRE_STEPS");
+    for (int i = 0; i < 2; i++) {
+        wire(both[i]->endpoint, "cmp-b", "1112131415161718191a1b1c1d1e1f20", 1, 3, 7, out,
+             sizeof out);
+        CHECK_MSG(count_lines(out, "ack ") == 3, "%s", out);
+    }
+    static const char *const paths[] = {
+        "/api/v1/sessions",
+        "/api/v1/sessions?agent=cmp-a",
+        "/api/v1/events?limit=1000",
+        "/api/v1/events?limit=30",
+        "/api/v1/events?agent=cmp-b&limit=1000",
+        "/api/v1/events?session=old-client&limit=10",
+        "/api/v1/events?cursor=2.10&limit=1000",
+        "/api/v1/events/count",
+        "/api/v1/events/count?session=old-client",
+        "/api/v1/events/count?agent=cmp-b",
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        char *a = get(&lite, paths[i]), *b = get(&pgs, paths[i]);
+        /* Steps are not derived by the PostgreSQL store yet (it says so at start): a session's
+         * step count is left out of the comparison; every other field is compared. */
+        drop_number(a, "steps");
+        drop_number(b, "steps");
+        drop_number(a, "now");
+        drop_number(b, "now");
+        CHECK_MSG(strcmp(a, b) == 0, "%s differs:\nsqlite:   %s\npostgres: %s", paths[i], a, b);
+        CHECK_MSG(!strstr(a, "[]") && !strstr(a, "\"count\":0"), "%s is empty: %s", paths[i], a);
+        free(a);
+        free(b);
+    }
+    /* Agents: names, events stored, instances, sessions, loss, the same. */
+    char *a = get(&lite, "/api/v1/agents"), *b = get(&pgs, "/api/v1/agents");
+    /* Alerts are not stored by the PostgreSQL store yet (it says so at start). */
+    static const char *const times[] = {"first_seen_unix_ns", "last_seen_unix_ns",
+                                        "last_batch_unix_ns", "open_alerts"};
+    for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
+        drop_number(a, times[i]);
+        drop_number(b, times[i]);
+    }
+    CHECK_MSG(strcmp(a, b) == 0, "agents differ:\nsqlite:   %s\npostgres: %s", a, b);
+    free(a);
+    free(b);
+    tt_test_serve_stop(&lite);
+    tt_test_serve_stop(&pgs);
+    tt_pg_stop(&pg, 1);
+}
+
+TEST_T(postgres_store_server_down_no_ack_then_all_once, 150)
+{
+    struct tt_pg pg;
+    tt_pg_start(&pg);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "pg_outage", "--store", pg.url, NULL);
+    tt_client *c = tt_test_client(s.endpoint, "outage", "window_bytes=1048576",
+                                  "batch_bytes=8192", "backoff_max_ms=200", NULL);
+    CHECK(c != NULL);
+    uint8_t inst[16];
+    tt_instance_id(c, inst);
+    tt_stats st;
+    CHECK_EQ(emit_logs(c, 1000, NULL), 0);
+    wait_settled(c, 30000, &st);
+    CHECK_EQ_U64(st.acked, 1000);
+
+    tt_pg_stop(&pg, 0); /* immediate: as a crash of the server */
+    CHECK_EQ(emit_logs(c, 1500, NULL), 0);
+    usleep(1500000);
+    tt_stats down;
+    CHECK_OK(tt_stats_get(c, &down, sizeof down));
+    CHECK_MSG(down.acked == 1000, "acked %llu while the server was down",
+              (unsigned long long)down.acked);
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/healthz", NULL, &body), 503);
+    CHECK_MSG(strstr(body, "\"refusing\"") != NULL, "%s", body); /* transient, not failed */
+    free(body);
+    usleep(500000);
+    CHECK_OK(tt_stats_get(c, &down, sizeof down));
+    CHECK_EQ_U64(down.acked, 1000);
+
+    tt_pg_restart(&pg);
+    wait_settled(c, 60000, &st);
+    struct tt_store_check sc;
+    tt_pg_check_store(&pg, inst, &sc);
+    tt_test_check_conservation(&st, &sc);
+    CHECK_EQ_U64(st.acked, 2500);
+    CHECK_EQ_U64(sc.events, 2500);
+    CHECK_EQ_U64(sc.gaps, 0);
+    CHECK_EQ(tt_test_http(s.http, "GET", "/healthz", NULL, &body), 200);
+    free(body);
+    tt_close(c, 2000);
+    tt_test_serve_stop(&s);
+    tt_pg_stop(&pg, 1);
+}
