@@ -4,8 +4,8 @@
  * (tests/support/pgcluster.c: initdb in the test's temporary directory, a postmaster on
  * 127.0.0.1 on a free port): every acknowledged event stored exactly once (the conservation
  * check of tests/support/serve.c, read from PostgreSQL), dedup across a collector restart, an
- * overlapping range refused, the API's agents, sessions and events answering as with SQLite
- * for the same stream, and the server stopped mid-stream (no acknowledgement while it is
+ * overlapping range refused, the API's agents, sessions, events and incidents answering as
+ * with SQLite for the same stream, and the server stopped mid-stream (no acknowledgement while it is
  * down, everything stored once after it returns).
  */
 #include <signal.h>
@@ -77,8 +77,9 @@ static void wait_settled(tt_client *c, double ms, tt_stats *st)
         if (st->buffered == 0) {
             return;
         }
-        CHECK_MSG(tt_test_now_ms() - t0 < ms, "not settled after %.0f ms: buffered %llu, acked %llu",
-                  ms, (unsigned long long)st->buffered, (unsigned long long)st->acked);
+        CHECK_MSG(tt_test_now_ms() - t0 < ms,
+                  "not settled after %.0f ms: buffered %llu, acked %llu", ms,
+                  (unsigned long long)st->buffered, (unsigned long long)st->acked);
         usleep(10000);
     }
 }
@@ -98,8 +99,7 @@ TEST_T(postgres_store_keeps_every_acked_event_once_and_says_what_it_lacks, 120)
     char name[AGENTS][32];
     for (int i = 0; i < AGENTS; i++) {
         snprintf(name[i], sizeof name[i], "pg-agent-%d", i);
-        c[i] = tt_test_client(s.endpoint, name[i], "window_bytes=65536", "batch_bytes=8192",
-                              NULL);
+        c[i] = tt_test_client(s.endpoint, name[i], "window_bytes=65536", "batch_bytes=8192", NULL);
         CHECK(c[i] != NULL);
     }
     for (int i = 0; i < AGENTS; i++) {
@@ -206,7 +206,7 @@ static void drop_number(char *j, const char *key)
     }
 }
 
-TEST_T(postgres_store_answers_agents_sessions_and_events_as_sqlite_does, 120)
+TEST_T(postgres_store_answers_agents_sessions_events_alerts_as_sqlite, 120)
 {
     struct tt_pg pg;
     tt_pg_start(&pg);
@@ -256,16 +256,40 @@ TEST_T(postgres_store_answers_agents_sessions_and_events_as_sqlite_does, 120)
     }
     /* Agents: names, events stored, instances, sessions, loss, the same. */
     char *a = get(&lite, "/api/v1/agents"), *b = get(&pgs, "/api/v1/agents");
-    /* Alerts are not stored by the PostgreSQL store yet (it says so at start). */
     static const char *const times[] = {"first_seen_unix_ns", "last_seen_unix_ns",
-                                        "last_batch_unix_ns", "open_alerts"};
+                                        "last_batch_unix_ns"};
     for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
         drop_number(a, times[i]);
         drop_number(b, times[i]);
     }
     CHECK_MSG(strcmp(a, b) == 0, "agents differ:\nsqlite:   %s\npostgres: %s", a, b);
+    CHECK_MSG(strstr(b, "\"open_alerts\":1") != NULL, "no open incident: %s", b);
     free(a);
     free(b);
+    /* Incidents: the one the stream raised (a loop of tool calls), stored and listed the same,
+     * then acknowledged the same. */
+    char *ack = NULL;
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(tt_test_http(both[i]->http, "POST", "/api/v1/alerts/1/ack", "{}", &ack), 200);
+        free(ack);
+    }
+    static const char *const alert_paths[] = {"/api/v1/alerts", "/api/v1/incidents",
+                                              "/api/v1/incidents/1", "/api/v1/alerts?state=acked"};
+    static const char *const alert_times[] = {"time_unix_ns", "last_unix_ns", "acked_unix_ns",
+                                              "resolved_unix_ns"};
+    for (size_t i = 0; i < sizeof alert_paths / sizeof alert_paths[0]; i++) {
+        a = get(&lite, alert_paths[i]);
+        b = get(&pgs, alert_paths[i]);
+        for (size_t k = 0; k < sizeof alert_times / sizeof alert_times[0]; k++) {
+            drop_number(a, alert_times[k]);
+            drop_number(b, alert_times[k]);
+        }
+        CHECK_MSG(strstr(a, "\"looping\"") != NULL, "%s: %s", alert_paths[i], a);
+        CHECK_MSG(strcmp(a, b) == 0, "%s differs:\nsqlite:   %s\npostgres: %s", alert_paths[i], a,
+                  b);
+        free(a);
+        free(b);
+    }
     tt_test_serve_stop(&lite);
     tt_test_serve_stop(&pgs);
     tt_pg_stop(&pg, 1);
@@ -277,8 +301,8 @@ TEST_T(postgres_store_server_down_no_ack_then_all_once, 150)
     tt_pg_start(&pg);
     struct tt_test_serve s;
     tt_test_serve_start(&s, "pg_outage", "--store", pg.url, NULL);
-    tt_client *c = tt_test_client(s.endpoint, "outage", "window_bytes=1048576",
-                                  "batch_bytes=8192", "backoff_max_ms=200", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "outage", "window_bytes=1048576", "batch_bytes=8192",
+                                  "backoff_max_ms=200", NULL);
     CHECK(c != NULL);
     uint8_t inst[16];
     tt_instance_id(c, inst);

@@ -90,16 +90,27 @@ static void postmaster(struct tt_pg *pg)
     snprintf(port, sizeof port, "port=%d", pg->port);
     char exe[600];
     snprintf(exe, sizeof exe, "%s/postgres", bindir);
-    const char *argv[] = {exe,  "-D", data, "-c", "listen_addresses=127.0.0.1", "-c", port, "-c",
-                          "unix_socket_directories=", "-c", "max_connections=60", "-c", "shared_buffers=16MB", NULL};
+    const char *argv[] = {exe,
+                          "-D",
+                          data,
+                          "-c",
+                          "listen_addresses=127.0.0.1",
+                          "-c",
+                          port,
+                          "-c",
+                          "unix_socket_directories=",
+                          "-c",
+                          "max_connections=60",
+                          "-c",
+                          "shared_buffers=16MB",
+                          NULL};
     pg->pid = spawn_as(pg, argv, 1);
     double t0 = tt_test_now_ms();
     while (!ping(pg)) {
         int st;
         CHECK_MSG(waitpid(pg->pid, &st, WNOHANG) == 0, "postgres exited at start (see %s)",
                   pg->log);
-        CHECK_MSG(tt_test_now_ms() - t0 < 30000, "postgres not ready after 30 s (see %s)",
-                  pg->log);
+        CHECK_MSG(tt_test_now_ms() - t0 < 30000, "postgres not ready after 30 s (see %s)", pg->log);
         usleep(20000);
     }
 }
@@ -140,7 +151,8 @@ void tt_pg_start(struct tt_pg *pg)
     snprintf(pwfile, sizeof pwfile, "%s/pwfile", pg->dir);
     snprintf(passfile, sizeof passfile, "%s/pgpass", tt_test_tmpdir());
     int fd = open(pwfile, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    CHECK(fd >= 0 && write(fd, pw, strlen(pw)) == (ssize_t)strlen(pw) && fchown(fd, pg->uid, pg->gid) == 0);
+    CHECK(fd >= 0 && write(fd, pw, strlen(pw)) == (ssize_t)strlen(pw) &&
+          fchown(fd, pg->uid, pg->gid) == 0);
     close(fd);
     FILE *pf = fopen(passfile, "w");
     CHECK(pf != NULL);
@@ -153,9 +165,9 @@ void tt_pg_start(struct tt_pg *pg)
     snprintf(exe, sizeof exe, "%s/initdb", bindir);
     snprintf(data, sizeof data, "%s/data", pg->dir);
     snprintf(pwarg, sizeof pwarg, "--pwfile=%s", pwfile);
-    const char *argv[] = {exe,        "-D",           data,       "-U", "telltale", pwarg,
-                          "-A",       "scram-sha-256", "--no-sync", "-E", "UTF8",     "--locale=C",
-                          NULL};
+    const char *argv[] = {
+        exe,         "-D", data,   "-U",         "telltale", pwarg, "-A", "scram-sha-256",
+        "--no-sync", "-E", "UTF8", "--locale=C", NULL};
     pid_t pid = spawn_as(pg, argv, 0);
     int st;
     CHECK(waitpid(pid, &st, 0) == pid);
@@ -232,8 +244,7 @@ void tt_pg_check_store(const struct tt_pg *pg, const uint8_t instance[16],
                                "SELECT f.first_seq, f.n, f.codec, f.raw_len, f.data FROM frames f"
                                " JOIN instances i ON i.id = f.instance_id WHERE i.uuid = $1::bytea",
                                1, NULL, vals, lens, fmts, 1);
-    CHECK_MSG(r && PQresultStatus(r) == PGRES_TUPLES_OK, "reading frames: %s",
-              PQerrorMessage(c));
+    CHECK_MSG(r && PQresultStatus(r) == PGRES_TUPLES_OK, "reading frames: %s", PQerrorMessage(c));
     int rows = PQntuples(r);
     struct range *rg = calloc((size_t)rows + 1, sizeof *rg);
     CHECK(rg);

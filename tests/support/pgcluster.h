@@ -21,12 +21,12 @@
 #include "serve.h"
 
 struct tt_pg {
-    pid_t pid;      /* the postmaster, 0 when stopped */
-    int port;       /* 127.0.0.1:port */
-    char dir[600];  /* the cluster's data directory */
-    char url[200];  /* postgres://telltale@127.0.0.1:PORT/postgres (no password) */
-    char log[700];  /* the server's log, in the test's artifacts */
-    uid_t uid;      /* who runs it */
+    pid_t pid;     /* the postmaster, 0 when stopped */
+    int port;      /* 127.0.0.1:port */
+    char dir[600]; /* the cluster's data directory */
+    char url[200]; /* postgres://telltale@127.0.0.1:PORT/postgres (no password) */
+    char log[700]; /* the server's log, in the test's artifacts */
+    uid_t uid;     /* who runs it */
     gid_t gid;
 };
 

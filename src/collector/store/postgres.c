@@ -2,7 +2,7 @@
  * postgres.c - the PostgreSQL store (store.h's "postgres", `--store postgres://...`): opening
  * (connect, create the schema if absent, check its version), the ops table, and the writer:
  * one thread, one connection, one transaction per group of submitted items. Readers are in
- * postgres_read.c. The tables mirror the SQLite store's (sqlite.c, derive.c): one frames row
+ * postgres_read.c, operator writes (alerts) in postgres_alerts.c. The tables mirror the SQLite store's (sqlite.c, derive.c): one frames row
  * per batch holding its payload as stored, agents, instances with their counters, owners,
  * sessions.
  *
@@ -72,7 +72,8 @@ struct pg_store {
     char shown[512];   /* user@host:port/db, for messages */
     char secret[128];  /* the URL's password ("" when none), to scrub from messages */
     int sync;
-    PGconn *wconn; /* writer thread only (after start; the main thread before) */
+    PGconn *wconn;     /* writer thread only (after start; the main thread before) */
+    struct pg_aux aux; /* operator writes (postgres_alerts.c) */
     pthread_t thread;
     int started;
 
@@ -349,6 +350,7 @@ static int make_schema(struct pg_store *s, char *err, size_t errlen)
              (long long)PG_WRITER_LOCK);
     int rc = exec_simple(s, s->wconn, lock, err, errlen);
     rc = rc ? rc : exec_simple(s, s->wconn, schema, err, errlen);
+    rc = rc ? rc : exec_simple(s, s->wconn, pg_alerts_schema, err, errlen);
     if (rc == 0) {
         PGresult *r = PQexec(s->wconn, "SELECT value FROM telltale_meta WHERE key = 'schema'");
         int version = 0;
@@ -378,10 +380,9 @@ static int make_schema(struct pg_store *s, char *err, size_t errlen)
 
 static int set_sync(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 {
-    return exec_simple(s, c,
-                       s->sync == SYNC_FULL ? "SET synchronous_commit = on"
-                                            : "SET synchronous_commit = off",
-                       err, errlen);
+    return exec_simple(
+        s, c, s->sync == SYNC_FULL ? "SET synchronous_commit = on" : "SET synchronous_commit = off",
+        err, errlen);
 }
 
 static void pg_close(struct store *base);
@@ -399,6 +400,7 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
     s->done_fd = -1;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
+    pthread_mutex_init(&s->aux.lock, NULL);
     if (strlen(cfg->url) >= sizeof s->url) {
         snprintf(err, errlen, "store URL too long (at most %zu bytes)", sizeof s->url - 1);
         pg_close(&s->base);
@@ -421,7 +423,9 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
         return -EIO;
     }
     s->wconn = pg_connect(&s->base, err, errlen);
-    if (!s->wconn || make_schema(s, err, errlen) != 0 || set_sync(s, s->wconn, err, errlen) != 0) {
+    if (!s->wconn || make_schema(s, err, errlen) != 0 || set_sync(s, s->wconn, err, errlen) != 0 ||
+        !(s->aux.c = pg_connect(&s->base, err, errlen)) ||
+        pg_alerts_open(&s->base, err, errlen) != 0) {
         pg_close(&s->base);
         return -EIO;
     }
@@ -434,6 +438,11 @@ static void pg_describe(const struct store *base, char *out, size_t n)
     const struct pg_store *s = (const struct pg_store *)base;
     snprintf(out, n, "store %s (PostgreSQL), sync=%s: %s", s->shown, store_sync_name(s->sync),
              sync_promise(s->sync));
+}
+
+struct pg_aux *pg_store_aux(struct store *base)
+{
+    return &((struct pg_store *)base)->aux;
 }
 
 static int pg_failure(struct store *base, char *out, size_t n)
@@ -476,8 +485,8 @@ static int run(struct pg_store *s, struct wstate *w, const char *sql, const stru
 }
 
 /* One int8 from the first row of sql's answer: 1 with *v, 0 without rows, negative on error. */
-static int run_i64(struct pg_store *s, struct wstate *w, const char *sql,
-                   const struct pg_params *p, int64_t *v)
+static int run_i64(struct pg_store *s, struct wstate *w, const char *sql, const struct pg_params *p,
+                   int64_t *v)
 {
     PGresult *r;
     if (run(s, w, sql, p, &r) != 0) {
@@ -546,8 +555,8 @@ static int agent_id(struct pg_store *s, struct wstate *w, const char *name, int6
 }
 
 /* The instance row of it (made first when new, under agent aid, moving the agent's last_seen). */
-static int instance(struct pg_store *s, struct wstate *w, const struct store_item *it,
-                    int64_t aid, int64_t now, struct inst *e)
+static int instance(struct pg_store *s, struct wstate *w, const struct store_item *it, int64_t aid,
+                    int64_t now, struct inst *e)
 {
     struct pg_params p = {0};
     pg_p_bytes(&p, it->ident.instance, 16);
@@ -594,8 +603,8 @@ static int instance(struct pg_store *s, struct wstate *w, const struct store_ite
 
 /* The stored frame of e with the greatest first_seq in [lo, hi] (signed order): 1 with its
  * range, 0 if none, negative on an error. */
-static int frame_at_or_below(struct pg_store *s, struct wstate *w, const struct inst *e,
-                             int64_t lo, int64_t hi, uint64_t *pf, uint64_t *pn)
+static int frame_at_or_below(struct pg_store *s, struct wstate *w, const struct inst *e, int64_t lo,
+                             int64_t hi, uint64_t *pf, uint64_t *pn)
 {
     struct pg_params p = {0};
     pg_p_i64(&p, e->id);
@@ -1049,6 +1058,8 @@ static void pg_close(struct store *base)
         it = next;
     }
     PQfinish(s->wconn);
+    PQfinish(s->aux.c);
+    pthread_mutex_destroy(&s->aux.lock);
     if (s->done_fd >= 0) {
         close(s->done_fd);
     }
@@ -1061,8 +1072,8 @@ static void pg_close(struct store *base)
 
 /* --- what this first version does not provide ---------------------------------------------- */
 
-static int no_steps(struct store_read *r, int64_t agent_key, const char *session,
-                    store_step_fn fn, void *ctx)
+static int no_steps(struct store_read *r, int64_t agent_key, const char *session, store_step_fn fn,
+                    void *ctx)
 {
     (void)r, (void)agent_key, (void)session, (void)fn, (void)ctx;
     return -ENOTSUP;
@@ -1096,41 +1107,10 @@ static int no_response_guard(struct store_read *r, int64_t instance_key, uint64_
     return -ENOTSUP;
 }
 
-static int no_alerts(struct store_read *r, const struct store_alert_filter *f, store_alert_fn fn,
-                     void *ctx)
-{
-    (void)r, (void)f, (void)fn, (void)ctx;
-    return -ENOTSUP;
-}
-
-static int no_alert_add(struct store *s, const struct store_alert *al, int64_t *id)
-{
-    (void)s, (void)al, (void)id;
-    return -ENOTSUP;
-}
-
-static int no_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx)
-{
-    (void)s, (void)id, (void)now_ns, (void)fn, (void)ctx;
-    return -ENOTSUP;
-}
-
-static int no_alert_put(struct store *s, const struct store_alert *al)
-{
-    (void)s, (void)al;
-    return -ENOTSUP;
-}
-
-static int64_t no_alert_max_id(struct store *s)
-{
-    (void)s;
-    return 0;
-}
-
 const struct store_ops store_postgres_ops = {
     .scheme = "postgres",
-    .lacks = "steps, responses (tokens, guard decisions), alerts (incidents are neither stored "
-             "nor sent to webhooks), retention, rollups (history series)",
+    .lacks = "steps, responses (tokens, guard decisions), retention (--retain, --max-bytes), "
+             "rollups (history series)",
     .open = pg_open,
     .start = pg_start,
     .close = pg_close,
@@ -1157,11 +1137,11 @@ const struct store_ops store_postgres_ops = {
     .responses = no_responses,
     .response_tokens = no_response_tokens,
     .response_guard = no_response_guard,
-    .alerts = no_alerts,
-    .alert_add = no_alert_add,
-    .alert_ack = no_alert_ack,
-    .alert_put = no_alert_put,
-    .alert_max_id = no_alert_max_id,
+    .alerts = pg_alerts,
+    .alert_add = pg_alert_add,
+    .alert_ack = pg_alert_ack,
+    .alert_put = pg_alert_put,
+    .alert_max_id = pg_alert_max_id,
     .retention_run = NULL,
     .rollups = NULL,
 };

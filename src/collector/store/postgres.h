@@ -13,6 +13,7 @@
 #define TT_COLLECTOR_STORE_POSTGRES_H
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "collector/store/store.h"
@@ -41,7 +42,7 @@ struct pg_params {
     unsigned char num[PG_PARAMS_MAX][8]; /* int8 and float8 values, big-endian */
 };
 void pg_p_i64(struct pg_params *p, int64_t v);
-void pg_p_f64(struct pg_params *p, double v); /* NaN goes as NULL */
+void pg_p_f64(struct pg_params *p, double v);                  /* NaN goes as NULL */
 void pg_p_bytes(struct pg_params *p, const void *b, size_t n); /* NULL b: SQL NULL */
 void pg_p_str(struct pg_params *p, const char *s);             /* NULL: SQL NULL */
 void pg_p_null(struct pg_params *p);
@@ -54,6 +55,26 @@ int pg_null(const PGresult *r, int row, int col);
 int64_t pg_i64(const PGresult *r, int row, int col);
 double pg_f64(const PGresult *r, int row, int col);
 const char *pg_bytes(const PGresult *r, int row, int col, size_t *n);
+
+/* Operator writes (postgres_alerts.c): incidents and their acknowledgements, on a connection
+ * of their own shared under a mutex by the alerts thread and the HTTP threads, reconnected
+ * after a loss. */
+struct pg_aux {
+    pthread_mutex_t lock; /* guards c */
+    PGconn *c;
+};
+struct pg_aux *pg_store_aux(struct store *s);
+extern const char pg_alerts_schema[];
+/* At open: incidents left firing by an earlier run are resolved now (as the SQLite store). */
+int pg_alerts_open(struct store *s, char *err, size_t errlen);
+int pg_alert_add(struct store *s, const struct store_alert *al, int64_t *id);
+int pg_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
+int pg_alert_put(struct store *s, const struct store_alert *al);
+int64_t pg_alert_max_id(struct store *s);
+int pg_alerts(struct store_read *r, const struct store_alert_filter *f, store_alert_fn fn,
+              void *ctx);
+/* The reader's connection (postgres_read.c). */
+PGconn *pg_read_conn(struct store_read *r);
 
 /* Readers and the events iterator (postgres_read.c). */
 int pg_read_open(struct store *s, struct store_read **out);

@@ -43,6 +43,11 @@ void pg_read_close(struct store_read *base)
     free(r);
 }
 
+PGconn *pg_read_conn(struct store_read *base)
+{
+    return ((struct reader *)base)->c;
+}
+
 static int64_t clamp_limit(uint64_t limit)
 {
     return limit > INT64_MAX ? INT64_MAX : (int64_t)limit;
@@ -92,7 +97,8 @@ static const char *text(const PGresult *res, int row, int col)
     " (SELECT COALESCE(SUM(i.c_dropped_total), 0)::bigint FROM instances i"                        \
     "  WHERE i.agent_id = a.id),"                                                                  \
     " (SELECT COALESCE(SUM(i.c_possibly), 0)::bigint FROM instances i WHERE i.agent_id = a.id),"   \
-    " (SELECT COUNT(*) FROM sessions s WHERE s.agent_id = a.id)"                                   \
+    " (SELECT COUNT(*) FROM sessions s WHERE s.agent_id = a.id),"                                  \
+    " (SELECT COUNT(*) FROM alerts l WHERE l.agent = a.name AND l.acked_ns IS NULL)"               \
     " FROM agents a"
 
 static int agent_row(const PGresult *res, int i, void *fn, void *ctx)
@@ -108,7 +114,7 @@ static int agent_row(const PGresult *res, int i, void *fn, void *ctx)
         .reported_dropped = pg_i64(res, i, 7),
         .reported_possibly_delivered = pg_i64(res, i, 8),
         .sessions = pg_i64(res, i, 9),
-        .open_alerts = 0, /* alerts are not stored by this store yet */
+        .open_alerts = pg_i64(res, i, 10),
     };
     return ((store_agent_fn)fn)(ctx, &a);
 }
@@ -120,8 +126,8 @@ int pg_agents(struct store_read *r, const char *name, store_agent_fn fn, void *c
         pg_p_str(&p, name);
     }
     /* Names are bytea: ordered by their bytes, as SQLite orders its text. */
-    return walk(r, name ? AGENT_COLUMNS " WHERE a.name = $1" : AGENT_COLUMNS " ORDER BY a.name",
-                &p, agent_row, (void *)fn, ctx);
+    return walk(r, name ? AGENT_COLUMNS " WHERE a.name = $1" : AGENT_COLUMNS " ORDER BY a.name", &p,
+                agent_row, (void *)fn, ctx);
 }
 
 int pg_agent_owner(struct store_read *base, const char *agent, char *out, size_t n)
