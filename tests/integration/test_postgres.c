@@ -340,3 +340,45 @@ TEST_T(postgres_store_server_down_no_ack_then_all_once, 150)
     tt_test_serve_stop(&s);
     tt_pg_stop(&pg, 1);
 }
+
+/* `telltale serve --store URL` run to its refusal: its output into out, its exit status back. */
+static int serve_refused(const char *url, char *out, size_t cap)
+{
+    const char *bin = getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale";
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd,
+             "'%s' serve --data '%s/refused' --no-http --listen 'unix:%s/r.sock' --store '%s' 2>&1",
+             bin, tt_test_tmpdir(), tt_test_tmpdir(), url);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+TEST_T(postgres_store_never_shows_the_password_of_its_url, 60)
+{
+    struct tt_pg pg;
+    tt_pg_start(&pg);
+    static char out[1 << 14];
+    char url[256];
+    /* A wrong password in the URL: refused at start, the password in no message. */
+    snprintf(url, sizeof url, "postgres://telltale:wrong-secret-9137@127.0.0.1:%d/postgres",
+             pg.port);
+    CHECK(serve_refused(url, out, sizeof out) != 0);
+    CHECK_MSG(strstr(out, "wrong-secret-9137") == NULL, "the password shows: %s", out);
+    CHECK_MSG(strstr(out, "password authentication failed") != NULL, "%s", out);
+    CHECK_MSG(strstr(out, "process list") != NULL, "no warning about a password in the URL: %s",
+              out);
+    CHECK_MSG(strstr(out, "127.0.0.1") != NULL, "the message does not say where: %s", out);
+    /* An unknown scheme is refused with the URL shown without its password. */
+    CHECK(serve_refused("pgsql://telltale:wrong-secret-9137@127.0.0.1/x", out, sizeof out) != 0);
+    CHECK_MSG(strstr(out, "wrong-secret-9137") == NULL, "the password shows: %s", out);
+    CHECK_MSG(strstr(out, "pgsql://telltale:***@127.0.0.1/x") != NULL, "%s", out);
+    /* No server there: refused at start, saying so. */
+    snprintf(url, sizeof url, "postgresql://telltale@127.0.0.1:%d/postgres", tt_test_free_port());
+    CHECK(serve_refused(url, out, sizeof out) != 0);
+    CHECK_MSG(strstr(out, "PostgreSQL postgres://telltale@127.0.0.1:") != NULL, "%s", out);
+    tt_pg_stop(&pg, 1);
+}

@@ -251,7 +251,7 @@ static void scrub(const struct pg_store *s, const char *msg, char *out, size_t n
         memset(p, '*', sl);
     }
     for (p = out; *p; p++) {
-        if (*p == '\n' || *p == '\r') {
+        if (*p == '\n' || *p == '\r' || *p == '\t') {
             *p = ' ';
         }
     }
@@ -1109,6 +1109,7 @@ static int no_response_guard(struct store_read *r, int64_t instance_key, uint64_
 
 const struct store_ops store_postgres_ops = {
     .scheme = "postgres",
+    .alias = "postgresql",
     .lacks = "steps, responses (tokens, guard decisions), retention (--retain, --max-bytes), "
              "rollups (history series)",
     .open = pg_open,
