@@ -4,7 +4,7 @@
  * one thread, one connection, one transaction per group of submitted items. Readers are in
  * postgres_read.c, operator writes (alerts) in postgres_alerts.c. The tables mirror the SQLite store's (sqlite.c, derive.c): one frames row
  * per batch holding its payload as stored, agents, instances with their counters, owners,
- * sessions.
+ * sessions, steps.
  *
  * INVARIANTS
  * - Only the writer thread touches wconn; ingest and the writer share only the two queues,
@@ -64,7 +64,13 @@ static const char schema[] =
     " identity bytea NOT NULL, PRIMARY KEY(kind, key));"
     "CREATE TABLE IF NOT EXISTS sessions(agent_id bigint NOT NULL, name bytea NOT NULL,"
     " first_seen bigint NOT NULL, last_seen bigint NOT NULL, events bigint NOT NULL,"
-    " PRIMARY KEY(agent_id, name));";
+    " PRIMARY KEY(agent_id, name));"
+    "CREATE TABLE IF NOT EXISTS steps(instance_id bigint NOT NULL, step_id bigint NOT NULL,"
+    " agent_id bigint NOT NULL, parent_id bigint NOT NULL DEFAULT 0, session bytea,"
+    " kind bigint, name bytea, query bytea, start_ns bigint, duration_ns bigint,"
+    " status bigint, result_bytes bigint, error bytea, trace_id bytea, span_id bigint,"
+    " parent_span_id bigint, PRIMARY KEY(instance_id, step_id));"
+    "CREATE INDEX IF NOT EXISTS steps_session ON steps(agent_id, session);";
 
 struct pg_store {
     struct store base; /* first: the seam's view */
@@ -704,29 +710,118 @@ static int session_put(struct pg_store *s, struct wstate *w, int64_t aid, tt__bs
                &p, NULL);
 }
 
-static int derive_sessions(struct pg_store *s, struct wstate *w, const struct store_item *it,
-                           int64_t aid)
+static void p_bstr(struct pg_params *p, tt__bstr b)
 {
-    tt__batch b = it->batch; /* a copy: iteration state is ours */
-    if (!b.has_session) {
+    pg_p_bytes(p, b.n ? b.p : NULL, b.n); /* empty: NULL, as derive.c */
+}
+
+static int step_begin(struct pg_store *s, struct wstate *w, const tt__event *ev, int64_t aid,
+                      int64_t inst)
+{
+    tt__ev_step_begin sb;
+    if (tt__ev_step_begin_decode(ev->body, &sb) != 0) {
         return 0;
     }
-    if (!b.sessions_overflow) {
+    struct pg_params p = {0};
+    pg_p_i64(&p, inst);
+    pg_p_i64(&p, (int64_t)sb.step_id);
+    pg_p_i64(&p, aid);
+    pg_p_i64(&p, (int64_t)sb.parent_id);
+    p_bstr(&p, ev->session);
+    pg_p_i64(&p, sb.kind);
+    p_bstr(&p, sb.name);
+    p_bstr(&p, sb.query);
+    pg_p_i64(&p, ev->time);
+    if (sb.has_trace) { /* the trace context (since 0.5): NULL columns without one */
+        pg_p_bytes(&p, sb.trace_id, 16);
+        pg_p_i64(&p, (int64_t)sb.span_id);
+        pg_p_i64(&p, (int64_t)sb.parent_span_id);
+    } else {
+        pg_p_null(&p);
+        pg_p_null(&p);
+        pg_p_null(&p);
+    }
+    return run(s, w,
+               "INSERT INTO steps(instance_id, step_id, agent_id, parent_id, session, kind, name,"
+               " query, start_ns, trace_id, span_id, parent_span_id)"
+               " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+               " ON CONFLICT(instance_id, step_id) DO UPDATE SET parent_id = excluded.parent_id,"
+               " session = excluded.session, kind = excluded.kind, name = excluded.name,"
+               " query = excluded.query, start_ns = excluded.start_ns,"
+               " trace_id = excluded.trace_id, span_id = excluded.span_id,"
+               " parent_span_id = excluded.parent_span_id",
+               &p, NULL);
+}
+
+static int step_end(struct pg_store *s, struct wstate *w, const tt__event *ev, int64_t aid,
+                    int64_t inst)
+{
+    tt__ev_step_end se;
+    if (tt__ev_step_end_decode(ev->body, &se) != 0) {
+        return 0;
+    }
+    struct pg_params p = {0};
+    pg_p_i64(&p, inst);
+    pg_p_i64(&p, (int64_t)se.step_id);
+    pg_p_i64(&p, aid);
+    pg_p_i64(&p, (int64_t)se.duration_ns);
+    pg_p_i64(&p, se.status);
+    pg_p_i64(&p, se.result_bytes);
+    p_bstr(&p, se.error);
+    pg_p_i64(&p, ev->time - (int64_t)se.duration_ns); /* without its begin: end - duration */
+    p_bstr(&p, ev->session);
+    if (se.kind) {
+        pg_p_i64(&p, se.kind);
+    } else {
+        pg_p_null(&p);
+    }
+    p_bstr(&p, se.name);
+    return run(s, w,
+               "INSERT INTO steps(instance_id, step_id, agent_id, duration_ns, status,"
+               " result_bytes, error, start_ns, session, kind, name)"
+               " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+               " ON CONFLICT(instance_id, step_id) DO UPDATE SET"
+               " duration_ns = excluded.duration_ns, status = excluded.status,"
+               " result_bytes = excluded.result_bytes, error = excluded.error,"
+               " session = COALESCE(steps.session, excluded.session),"
+               " kind = COALESCE(steps.kind, excluded.kind),"
+               " name = COALESCE(steps.name, excluded.name)",
+               &p, NULL);
+}
+
+/* The derived rows of a batch (derive.c's, so far sessions and steps): sessions from the counts
+ * ingest's parse summarised (or from the events when it had more than the summary holds), steps
+ * from a walk of the events when the batch has any. */
+static int derive_item(struct pg_store *s, struct wstate *w, const struct store_item *it,
+                       int64_t aid, int64_t inst)
+{
+    tt__batch b = it->batch; /* a copy: iteration state is ours */
+    uint32_t steps = (1u << TT_EV_STEP_BEGIN) | (1u << TT_EV_STEP_END);
+    int from_walk = b.has_session && b.sessions_overflow;
+    if (b.has_session && !from_walk) {
         for (uint32_t i = 0; i < b.n_sessions; i++) {
             const tt__batch_session *ss = &b.sessions[i];
             if (session_put(s, w, aid, ss->name, ss->t_min, ss->t_max, ss->events) != 0) {
                 return w->rc;
             }
         }
+    }
+    if (!from_walk && !(b.kinds & steps)) {
         return 0;
     }
     tt__event ev;
-    while (tt__batch_next(&b, &ev)) {
-        if (ev.session.n && session_put(s, w, aid, ev.session, ev.time, ev.time, 1) != 0) {
-            return w->rc;
+    int rc = 0;
+    while (rc == 0 && tt__batch_next(&b, &ev)) {
+        if (from_walk && ev.session.n) {
+            rc = session_put(s, w, aid, ev.session, ev.time, ev.time, 1);
+        }
+        if (rc == 0 && ev.kind == TT_EV_STEP_BEGIN) {
+            rc = step_begin(s, w, &ev, aid, inst);
+        } else if (rc == 0 && ev.kind == TT_EV_STEP_END) {
+            rc = step_end(s, w, &ev, aid, inst);
         }
     }
-    return 0;
+    return rc;
 }
 
 static int update_instance(struct pg_store *s, struct wstate *w, struct inst *e,
@@ -823,7 +918,7 @@ static int store_one(struct pg_store *s, struct wstate *w, struct store_item *it
             it->reason = "sequence range overlaps stored events";
         } else if (d == STORE_OK) {
             rc = insert_frame(s, w, &e, it);
-            rc = rc ? rc : derive_sessions(s, w, it, aid);
+            rc = rc ? rc : derive_item(s, w, it, aid, e.id);
             if (rc) {
                 return rc;
             }
@@ -1072,13 +1167,6 @@ static void pg_close(struct store *base)
 
 /* --- what this first version does not provide ---------------------------------------------- */
 
-static int no_steps(struct store_read *r, int64_t agent_key, const char *session, store_step_fn fn,
-                    void *ctx)
-{
-    (void)r, (void)agent_key, (void)session, (void)fn, (void)ctx;
-    return -ENOTSUP;
-}
-
 static int no_session_responses(struct store_read *r, int64_t agent_key, const char *session,
                                 uint64_t limit, store_id_fn fn, void *ctx)
 {
@@ -1110,7 +1198,7 @@ static int no_response_guard(struct store_read *r, int64_t instance_key, uint64_
 const struct store_ops store_postgres_ops = {
     .scheme = "postgres",
     .alias = "postgresql",
-    .lacks = "steps, responses (tokens, guard decisions), retention (--retain, --max-bytes), "
+    .lacks = "responses (tokens, guard decisions), retention (--retain, --max-bytes), "
              "rollups (history series)",
     .open = pg_open,
     .start = pg_start,
@@ -1133,7 +1221,7 @@ const struct store_ops store_postgres_ops = {
     .sessions = pg_sessions,
     .session_find = pg_session_find,
     .session_agents = pg_session_agents,
-    .session_steps = no_steps,
+    .session_steps = pg_session_steps,
     .session_responses = no_session_responses,
     .responses = no_responses,
     .response_tokens = no_response_tokens,

@@ -87,6 +87,8 @@ int pg_session_find(struct store_read *r, const char *id, const char *agent, uin
                     store_session_fn fn, void *ctx);
 int pg_session_agents(struct store_read *r, const char *id, uint64_t limit, store_name_fn fn,
                       void *ctx);
+int pg_session_steps(struct store_read *r, int64_t agent_key, const char *session, store_step_fn fn,
+                     void *ctx);
 int pg_events_open(struct store *s, const struct store_filter *f, struct store_events **out,
                    char *err, size_t errlen);
 int pg_events_next(struct store_events *q, tt__event *ev, const char **agent,

@@ -163,7 +163,7 @@ static int session_row(const PGresult *res, int i, void *fn, void *ctx)
         .first_seen_ns = pg_i64(res, i, 3),
         .last_seen_ns = pg_i64(res, i, 4),
         .events = pg_i64(res, i, 5),
-        .steps = 0, /* steps are not derived by this store yet */
+        .steps = pg_i64(res, i, 6),
     };
     return ((store_session_fn)fn)(ctx, &s);
 }
@@ -175,7 +175,9 @@ int pg_sessions(struct store_read *r, const char *agent, uint64_t limit, store_s
     pg_p_str(&p, agent);
     pg_p_i64(&p, clamp_limit(limit));
     return walk(r,
-                "SELECT s.name, a.name, s.agent_id, s.first_seen, s.last_seen, s.events"
+                "SELECT s.name, a.name, s.agent_id, s.first_seen, s.last_seen, s.events,"
+                " (SELECT COUNT(*) FROM steps t WHERE t.agent_id = s.agent_id AND"
+                "  t.session = s.name)"
                 " FROM sessions s JOIN agents a ON a.id = s.agent_id"
                 " WHERE $1::bytea IS NULL OR a.name = $1 ORDER BY s.last_seen DESC LIMIT $2",
                 &p, session_row, (void *)fn, ctx);
@@ -189,7 +191,7 @@ int pg_session_find(struct store_read *r, const char *id, const char *agent, uin
     pg_p_str(&p, agent);
     pg_p_i64(&p, clamp_limit(limit));
     return walk(r,
-                "SELECT s.name, a.name, s.agent_id, s.first_seen, s.last_seen, s.events"
+                "SELECT s.name, a.name, s.agent_id, s.first_seen, s.last_seen, s.events, 0::bigint"
                 " FROM sessions s JOIN agents a ON a.id = s.agent_id"
                 " WHERE s.name = $1 AND ($2::bytea IS NULL OR a.name = $2) LIMIT $3",
                 &p, session_row, (void *)fn, ctx);
@@ -210,6 +212,45 @@ int pg_session_agents(struct store_read *r, const char *id, uint64_t limit, stor
                 "SELECT DISTINCT a.name FROM sessions s JOIN agents a ON a.id = s.agent_id"
                 " WHERE s.name = $1 ORDER BY a.name LIMIT $2",
                 &p, name_row, (void *)fn, ctx);
+}
+
+static int step_row(const PGresult *res, int i, void *fn, void *ctx)
+{
+    size_t n;
+    struct store_step st = {
+        .instance_key = pg_i64(res, i, 0),
+        .step_id = pg_i64(res, i, 1),
+        .parent_id = pg_i64(res, i, 2),
+        .kind = (int)pg_i64(res, i, 3),
+        .name = pg_bytes(res, i, 4, &n),
+        .query = pg_bytes(res, i, 5, &n),
+        .start_ns = pg_i64(res, i, 6),
+        .has_end = !pg_null(res, i, 7),
+        .duration_ns = pg_i64(res, i, 7),
+        .status = (int)pg_i64(res, i, 8),
+        .result_bytes = pg_i64(res, i, 9),
+        .error = pg_bytes(res, i, 10, &n),
+        .span_id = (uint64_t)pg_i64(res, i, 12),
+        .parent_span_id = (uint64_t)pg_i64(res, i, 13),
+    };
+    const char *trace = pg_bytes(res, i, 11, &n);
+    if (trace && n == 16) {
+        st.trace_id = (const uint8_t *)trace;
+    }
+    return ((store_step_fn)fn)(ctx, &st);
+}
+
+int pg_session_steps(struct store_read *r, int64_t agent_key, const char *session, store_step_fn fn,
+                     void *ctx)
+{
+    struct pg_params p = {0};
+    pg_p_i64(&p, agent_key);
+    pg_p_str(&p, session);
+    return walk(r,
+                "SELECT instance_id, step_id, parent_id, kind, name, query, start_ns,"
+                " duration_ns, status, result_bytes, error, trace_id, span_id, parent_span_id"
+                " FROM steps WHERE agent_id = $1 AND session = $2 ORDER BY start_ns, step_id",
+                &p, step_row, (void *)fn, ctx);
 }
 
 /* --- events -------------------------------------------------------------------------------- */
