@@ -103,7 +103,14 @@ TEST_T(postgres_store_keeps_every_acked_event_once_and_says_what_it_lacks, 120)
         CHECK(c[i] != NULL);
     }
     for (int i = 0; i < AGENTS; i++) {
-        CHECK_EQ(emit_logs(c[i], EVENTS, "s-pg"), 0);
+        CHECK_EQ(emit_logs(c[i], EVENTS - 2, "s-pg"), 0);
+    }
+    /* A step begun and ended (2 events): derived into its session with its end. */
+    tt_step step;
+    CHECK_OK(tt_step_begin(c[0], &step, NULL, TT_STEP_TOOL, "s-pg", "search", "q=1"));
+    CHECK_OK(tt_step_end(c[0], &step, TT_STATUS_ERROR, 42, "timed out upstream"));
+    for (int i = 1; i < AGENTS; i++) {
+        CHECK_EQ(emit_logs(c[i], 2, "s-pg"), 0);
     }
     for (int i = 0; i < AGENTS; i++) {
         tt_stats st;
@@ -124,8 +131,15 @@ TEST_T(postgres_store_keeps_every_acked_event_once_and_says_what_it_lacks, 120)
         CHECK_MSG(strstr(body, "\"count\":3000") != NULL, "%s", body);
         free(body);
     }
-    /* What the store cannot answer yet is refused, not answered empty. */
     char *body = NULL;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/sessions/s-pg?agent=pg-agent-0", NULL, &body),
+             200);
+    CHECK_MSG(strstr(body, "\"name\":\"search\"") && strstr(body, "\"status\":\"error\"") &&
+                  strstr(body, "timed out upstream") && strstr(body, "\"events\":3000"),
+              "the step or the session is not as sent: %s", body);
+    free(body);
+    body = NULL;
+    /* What the store cannot answer yet is refused, not answered empty. */
     long code = tt_test_http(s.http, "GET", "/api/v1/responses", NULL, &body);
     CHECK_MSG(code >= 500, "responses answered %ld: %s", code, body ? body : "");
     free(body);
