@@ -92,7 +92,7 @@ TEST_T(postgres_store_keeps_every_acked_event_once_and_says_what_it_lacks, 120)
     tt_test_serve_start(&s, "pg_conserve", "--store", pg.url, NULL);
     const char *log = read_file(s.log);
     CHECK_MSG(strstr(log, "(PostgreSQL), sync=full") != NULL, "no store line in %s", s.log);
-    CHECK_MSG(strstr(log, "not available with this store yet: responses") != NULL,
+    CHECK_MSG(strstr(log, "not available with this store yet: retention") != NULL,
               "the collector does not say what the store lacks: %s", s.log);
     enum { AGENTS = 3, EVENTS = 3000 };
     tt_client *c[AGENTS];
@@ -140,8 +140,7 @@ TEST_T(postgres_store_keeps_every_acked_event_once_and_says_what_it_lacks, 120)
     free(body);
     body = NULL;
     /* What the store cannot answer yet is refused, not answered empty. */
-    static const char *const lacking[] = {"/api/v1/responses", "/api/v1/responses/0000000000000001",
-                                          "/api/v1/series?agent=pg-agent-0"};
+    static const char *const lacking[] = {"/api/v1/series?agent=pg-agent-0"};
     for (size_t i = 0; i < sizeof lacking / sizeof lacking[0]; i++) {
         long code = tt_test_http(s.http, "GET", lacking[i], NULL, &body);
         CHECK_MSG(code == 501 && strstr(body, "does not provide"), "%s answered %ld: %s",
@@ -206,7 +205,7 @@ static char *get(const struct tt_test_serve *s, const char *path)
     return body;
 }
 
-/* Remove "key":VALUE (a number) from a JSON text, in place. */
+/* Remove "key":VALUE (a number, or a flat array of them) from a JSON text, in place. */
 static void drop_number(char *j, const char *key)
 {
     char pat[64];
@@ -214,6 +213,11 @@ static void drop_number(char *j, const char *key)
     char *p;
     while ((p = strstr(j, pat)) != NULL) {
         char *e = p + strlen(pat);
+        if (*e == '[') { /* a flat array of numbers */
+            e = strchr(e, ']');
+            CHECK(e != NULL);
+            e++;
+        }
         while (*e == '-' || (*e >= '0' && *e <= '9')) {
             e++;
         }
@@ -405,5 +409,136 @@ TEST_T(postgres_store_never_shows_the_password_of_its_url, 60)
     snprintf(url, sizeof url, "postgresql://telltale@127.0.0.1:%d/postgres", tt_test_free_port());
     CHECK(serve_refused(url, "", out, sizeof out) != 0);
     CHECK_MSG(strstr(out, "PostgreSQL postgres://telltale@127.0.0.1:") != NULL, "%s", out);
+    tt_pg_stop(&pg, 1);
+}
+
+/* The same responses (tokens with their texts, a guard decision) from one agent to a
+ * collector: its client's instance into inst. */
+static void emit_responses(const char *endpoint, uint8_t inst[16], uint64_t ids[3])
+{
+    tt_client *c = tt_test_client(endpoint, "resp-agent", NULL);
+    CHECK(c != NULL);
+    tt_instance_id(c, inst);
+    /* Tokens below p = 0.8 are flagged: guard decisions stored with their responses. */
+    tt_guard_policy gp = {.token_min_prob = 0.8f, .window = 16, .action = TT_FLAG};
+    CHECK_OK(tt_guard_policy_set(c, &gp));
+    tt_step step;
+    CHECK_OK(tt_step_begin(c, &step, NULL, TT_STEP_LLM, "rs", "generate", NULL));
+    for (int k = 0; k < 3; k++) {
+        tt_response *r;
+        if (k == 2) {
+            CHECK_OK(tt_response_begin_in(c, &r, &step, NULL, "model-b", NULL, 0));
+        } else {
+            CHECK_OK(tt_response_begin(c, &r, "rs", "model-a", NULL, 0));
+        }
+        ids[k] = tt_response_id(r);
+        static const char *const words[] = {"Hello", " world", ",", " again", "."};
+        for (int t = 0; t < 5; t++) {
+            float lp = -0.05f * (float)(t + 1) * (float)(k + 1);
+            CHECK(tt_response_token_logprobs_text(r, 10 + t, words[t], lp, NULL, NULL, NULL, 0,
+                                                  NULL, NULL) >= 0);
+        }
+        CHECK_OK(tt_response_end(r, NULL));
+    }
+    CHECK_OK(tt_step_end(c, &step, TT_STATUS_OK, 5, NULL));
+    tt_stats st;
+    wait_settled(c, 30000, &st);
+    tt_close(c, 2000);
+}
+
+/* Remove "key":"VALUE" (a string without escapes) from a JSON text, in place. */
+static void drop_string(char *j, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    char *p;
+    while ((p = strstr(j, pat)) != NULL) {
+        char *e = strchr(p + strlen(pat), '"');
+        CHECK(e != NULL);
+        e++;
+        if (*e == ',') {
+            e++;
+        } else if (p > j && p[-1] == ',') {
+            p--;
+        }
+        memmove(p, e, strlen(e) + 1);
+    }
+}
+
+/* Replace every occurrence of response id `id` (16 hex digits) in j by "resp-N" (the same
+ * length). */
+static void name_id(char *j, uint64_t id, int n)
+{
+    char hex[17], label[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)id);
+    snprintf(label, sizeof label, "resp-%011d", n);
+    char *p;
+    while ((p = strstr(j, hex)) != NULL) {
+        memcpy(p, label, 16);
+    }
+}
+
+TEST_T(postgres_store_answers_responses_as_sqlite, 120)
+{
+    struct tt_pg pg;
+    tt_pg_start(&pg);
+    struct tt_test_serve lite, pgs;
+    tt_test_serve_start(&lite, "rsp_sqlite", NULL);
+    tt_test_serve_start(&pgs, "rsp_pg", "--store", pg.url, NULL);
+    uint8_t inst[2][16];
+    uint64_t ids[2][3];
+    emit_responses(lite.endpoint, inst[0], ids[0]);
+    emit_responses(pgs.endpoint, inst[1], ids[1]);
+    /* Two agents' runs: their times, instances and response ids differ, nothing else may. */
+    static const char *const paths[] = {
+        "/api/v1/responses?agent=resp-agent",
+        "/api/v1/responses?session=rs&limit=2",
+        NULL, /* /api/v1/responses/{the first response's id} */
+        NULL, /* /api/v1/responses/{the third's} */
+        "/api/v1/sessions/rs?agent=resp-agent",
+    };
+    static const char *const varying_numbers[] = {
+        "begin_unix_ns", "end_unix_ns",        "start_unix_ns",     "time_unix_ns", "duration_ns",
+        "latency_ns",    "first_seen_unix_ns", "last_seen_unix_ns", "now",          "latency_us"};
+    static const char *const varying_strings[] = {"id",      "instance",       "trace_id",
+                                                  "span_id", "parent_span_id", "response_id"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        char pa[128], pb[128];
+        if (paths[i]) {
+            snprintf(pa, sizeof pa, "%s", paths[i]);
+            snprintf(pb, sizeof pb, "%s", paths[i]);
+        } else {
+            snprintf(pa, sizeof pa, "/api/v1/responses/%016llx",
+                     (unsigned long long)ids[0][i == 2 ? 0 : 2]);
+            snprintf(pb, sizeof pb, "/api/v1/responses/%016llx",
+                     (unsigned long long)ids[1][i == 2 ? 0 : 2]);
+        }
+        char *a = get(&lite, pa), *b = get(&pgs, pb);
+        for (int k = 0; k < 3; k++) {
+            name_id(a, ids[0][k], k);
+            name_id(b, ids[1][k], k);
+        }
+        for (size_t k = 0; k < sizeof varying_numbers / sizeof varying_numbers[0]; k++) {
+            drop_number(a, varying_numbers[k]);
+            drop_number(b, varying_numbers[k]);
+        }
+        for (size_t k = 0; k < sizeof varying_strings / sizeof varying_strings[0]; k++) {
+            drop_string(a, varying_strings[k]);
+            drop_string(b, varying_strings[k]);
+        }
+        CHECK_MSG(strstr(a, "resp-agent") != NULL, "%s: %s", pa, a);
+        CHECK_MSG(strcmp(a, b) == 0, "%s differs:\nsqlite:   %s\npostgres: %s", pb, a, b);
+        free(a);
+        free(b);
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/api/v1/responses/%016llx", (unsigned long long)ids[1][2]);
+    char *b = get(&pgs, path);
+    CHECK_MSG(strstr(b, "Hello world, again.") != NULL && strstr(b, "\"session\":\"rs\"") &&
+                  strstr(b, "\"verdict\":\"flag\""),
+              "the text, the step's session or the guard's decisions are missing: %s", b);
+    free(b);
+    tt_test_serve_stop(&lite);
+    tt_test_serve_stop(&pgs);
     tt_pg_stop(&pg, 1);
 }

@@ -4,7 +4,7 @@
  * one thread, one connection, one transaction per group of submitted items. Readers are in
  * postgres_read.c, operator writes (alerts) in postgres_alerts.c. The tables mirror the SQLite store's (sqlite.c, derive.c): one frames row
  * per batch holding its payload as stored, agents, instances with their counters, owners,
- * sessions, steps.
+ * sessions, steps, responses with their tokens and guard decisions.
  *
  * INVARIANTS
  * - Only the writer thread touches wconn; ingest and the writer share only the two queues,
@@ -70,7 +70,23 @@ static const char schema[] =
     " kind bigint, name bytea, query bytea, start_ns bigint, duration_ns bigint,"
     " status bigint, result_bytes bigint, error bytea, trace_id bytea, span_id bigint,"
     " parent_span_id bigint, PRIMARY KEY(instance_id, step_id));"
-    "CREATE INDEX IF NOT EXISTS steps_session ON steps(agent_id, session);";
+    "CREATE INDEX IF NOT EXISTS steps_session ON steps(agent_id, session);"
+    "CREATE TABLE IF NOT EXISTS responses(instance_id bigint NOT NULL,"
+    " response_id bigint NOT NULL, agent_id bigint NOT NULL, session bytea, model bytea,"
+    " begin_ns bigint, begin_body bytea, end_ns bigint, tokens bigint, mean_logprob float8,"
+    " min_logprob float8, perplexity float8, mean_entropy float8, low_confidence_share float8,"
+    " min_window_confidence float8, verdict bigint, reason bytea, duration_ns bigint,"
+    " estimated bigint, PRIMARY KEY(instance_id, response_id));"
+    "CREATE INDEX IF NOT EXISTS responses_id ON responses(response_id);"
+    "CREATE INDEX IF NOT EXISTS responses_session ON responses(agent_id, session);"
+    "CREATE TABLE IF NOT EXISTS response_tokens(instance_id bigint NOT NULL,"
+    " response_id bigint NOT NULL, first_index bigint NOT NULL, n bigint NOT NULL,"
+    " body bytea NOT NULL, PRIMARY KEY(instance_id, response_id, first_index));"
+    "CREATE TABLE IF NOT EXISTS guard_events(instance_id bigint NOT NULL, seq bigint NOT NULL,"
+    " response_id bigint NOT NULL, agent_id bigint NOT NULL, session bytea, time_ns bigint,"
+    " token_index bigint, verdict bigint, reason bytea, value float8, threshold float8,"
+    " PRIMARY KEY(instance_id, seq));"
+    "CREATE INDEX IF NOT EXISTS guard_response ON guard_events(instance_id, response_id);";
 
 struct pg_store {
     struct store base; /* first: the seam's view */
@@ -789,7 +805,105 @@ static int step_end(struct pg_store *s, struct wstate *w, const tt__event *ev, i
                &p, NULL);
 }
 
-/* The derived rows of a batch (derive.c's, so far sessions and steps): sessions from the counts
+/* A response's begin, end, token chunk or guard decision, as derive.c's response_event. */
+static int response_event(struct pg_store *s, struct wstate *w, const tt__event *ev, int64_t aid,
+                          int64_t inst)
+{
+    struct pg_params p = {0};
+    pg_p_i64(&p, inst);
+    if (ev->kind == TT_EV_RESPONSE_BEGIN) {
+        tt__ev_response_begin b;
+        if (tt__ev_response_begin_decode(ev->body, &b) != 0) {
+            return 0;
+        }
+        pg_p_i64(&p, (int64_t)b.response_id);
+        pg_p_i64(&p, aid);
+        p_bstr(&p, ev->session);
+        p_bstr(&p, b.model);
+        pg_p_i64(&p, ev->time);
+        pg_p_bytes(&p, ev->body.p, ev->body.n);
+        pg_p_i64(&p, (int64_t)b.step_id);
+        /* A response opened in a step without a session of its own takes the step's. */
+        return run(s, w,
+                   "INSERT INTO responses(instance_id, response_id, agent_id, session, model,"
+                   " begin_ns, begin_body) VALUES($1, $2, $3, COALESCE($4::bytea, (SELECT"
+                   " session FROM steps WHERE instance_id = $1 AND step_id = $8::bigint AND"
+                   " $8::bigint != 0)), $5, $6, $7) ON CONFLICT(instance_id, response_id) DO"
+                   " UPDATE SET session = excluded.session, model = excluded.model,"
+                   " begin_ns = excluded.begin_ns, begin_body = excluded.begin_body",
+                   &p, NULL);
+    }
+    if (ev->kind == TT_EV_RESPONSE_END) {
+        tt__ev_response_end e;
+        if (tt__ev_response_end_decode(ev->body, &e) != 0) {
+            return 0;
+        }
+        pg_p_i64(&p, (int64_t)e.response_id);
+        pg_p_i64(&p, aid);
+        p_bstr(&p, ev->session);
+        pg_p_i64(&p, ev->time);
+        pg_p_i64(&p, e.tokens);
+        double v[] = {e.mean_logprob, e.min_logprob,          e.perplexity,
+                      e.mean_entropy, e.low_confidence_share, e.min_window_confidence};
+        for (int i = 0; i < 6; i++) {
+            pg_p_f64(&p, v[i]); /* NaN goes as NULL */
+        }
+        pg_p_i64(&p, e.verdict);
+        p_bstr(&p, e.reason);
+        pg_p_i64(&p, (int64_t)e.duration_ns);
+        pg_p_i64(&p, e.estimated);
+        return run(s, w,
+                   "INSERT INTO responses(instance_id, response_id, agent_id, session, end_ns,"
+                   " tokens, mean_logprob, min_logprob, perplexity, mean_entropy,"
+                   " low_confidence_share, min_window_confidence, verdict, reason, duration_ns,"
+                   " estimated) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+                   " $14, $15, $16) ON CONFLICT(instance_id, response_id) DO UPDATE SET"
+                   " end_ns = excluded.end_ns, tokens = excluded.tokens,"
+                   " mean_logprob = excluded.mean_logprob, min_logprob = excluded.min_logprob,"
+                   " perplexity = excluded.perplexity, mean_entropy = excluded.mean_entropy,"
+                   " low_confidence_share = excluded.low_confidence_share,"
+                   " min_window_confidence = excluded.min_window_confidence,"
+                   " verdict = excluded.verdict, reason = excluded.reason,"
+                   " duration_ns = excluded.duration_ns, estimated = excluded.estimated",
+                   &p, NULL);
+    }
+    if (ev->kind == TT_EV_TOKENS) {
+        tt__ev_tokens t;
+        if (tt__ev_tokens_decode(ev->body, &t) != 0) {
+            return 0;
+        }
+        pg_p_i64(&p, (int64_t)t.response_id);
+        pg_p_i64(&p, t.first_index);
+        pg_p_i64(&p, (int64_t)(t.logprobs.n / 4));
+        pg_p_bytes(&p, ev->body.p, ev->body.n);
+        return run(s, w,
+                   "INSERT INTO response_tokens(instance_id, response_id, first_index, n, body)"
+                   " VALUES($1, $2, $3, $4, $5) ON CONFLICT(instance_id, response_id,"
+                   " first_index) DO UPDATE SET n = excluded.n, body = excluded.body",
+                   &p, NULL);
+    }
+    tt__ev_guard g;
+    if (tt__ev_guard_decode(ev->body, &g) != 0) {
+        return 0;
+    }
+    pg_p_i64(&p, (int64_t)ev->seq);
+    pg_p_i64(&p, (int64_t)g.response_id);
+    pg_p_i64(&p, aid);
+    p_bstr(&p, ev->session);
+    pg_p_i64(&p, ev->time);
+    pg_p_i64(&p, g.token_index);
+    pg_p_i64(&p, g.verdict);
+    p_bstr(&p, g.reason);
+    pg_p_f64(&p, g.value);
+    pg_p_f64(&p, g.threshold);
+    return run(s, w,
+               "INSERT INTO guard_events(instance_id, seq, response_id, agent_id, session,"
+               " time_ns, token_index, verdict, reason, value, threshold)"
+               " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+               &p, NULL);
+}
+
+/* The derived rows of a batch (derive.c's): sessions from the counts
  * ingest's parse summarised (or from the events when it had more than the summary holds), steps
  * from a walk of the events when the batch has any. */
 static int derive_item(struct pg_store *s, struct wstate *w, const struct store_item *it,
@@ -797,6 +911,8 @@ static int derive_item(struct pg_store *s, struct wstate *w, const struct store_
 {
     tt__batch b = it->batch; /* a copy: iteration state is ours */
     uint32_t steps = (1u << TT_EV_STEP_BEGIN) | (1u << TT_EV_STEP_END);
+    uint32_t responses = (1u << TT_EV_RESPONSE_BEGIN) | (1u << TT_EV_RESPONSE_END) |
+                         (1u << TT_EV_TOKENS) | (1u << TT_EV_GUARD);
     int from_walk = b.has_session && b.sessions_overflow;
     if (b.has_session && !from_walk) {
         for (uint32_t i = 0; i < b.n_sessions; i++) {
@@ -806,7 +922,7 @@ static int derive_item(struct pg_store *s, struct wstate *w, const struct store_
             }
         }
     }
-    if (!from_walk && !(b.kinds & steps)) {
+    if (!from_walk && !(b.kinds & (steps | responses))) {
         return 0;
     }
     tt__event ev;
@@ -819,6 +935,8 @@ static int derive_item(struct pg_store *s, struct wstate *w, const struct store_
             rc = step_begin(s, w, &ev, aid, inst);
         } else if (rc == 0 && ev.kind == TT_EV_STEP_END) {
             rc = step_end(s, w, &ev, aid, inst);
+        } else if (rc == 0 && ((1u << ev.kind) & responses)) {
+            rc = response_event(s, w, &ev, aid, inst);
         }
     }
     return rc;
@@ -1165,41 +1283,10 @@ static void pg_close(struct store *base)
     free(s);
 }
 
-/* --- what this first version does not provide ---------------------------------------------- */
-
-static int no_session_responses(struct store_read *r, int64_t agent_key, const char *session,
-                                uint64_t limit, store_id_fn fn, void *ctx)
-{
-    (void)r, (void)agent_key, (void)session, (void)limit, (void)fn, (void)ctx;
-    return -ENOTSUP;
-}
-
-static int no_responses(struct store_read *r, const struct store_response_filter *f,
-                        store_response_fn fn, void *ctx)
-{
-    (void)r, (void)f, (void)fn, (void)ctx;
-    return -ENOTSUP;
-}
-
-static int no_response_tokens(struct store_read *r, int64_t instance_key, uint64_t id,
-                              store_blob_fn fn, void *ctx)
-{
-    (void)r, (void)instance_key, (void)id, (void)fn, (void)ctx;
-    return -ENOTSUP;
-}
-
-static int no_response_guard(struct store_read *r, int64_t instance_key, uint64_t id,
-                             store_guard_fn fn, void *ctx)
-{
-    (void)r, (void)instance_key, (void)id, (void)fn, (void)ctx;
-    return -ENOTSUP;
-}
-
 const struct store_ops store_postgres_ops = {
     .scheme = "postgres",
     .alias = "postgresql",
-    .lacks = "responses (tokens, guard decisions), retention (--retain, --max-bytes), "
-             "rollups (history series)",
+    .lacks = "retention (--retain, --max-bytes), rollups (history series)",
     .open = pg_open,
     .start = pg_start,
     .close = pg_close,
@@ -1222,10 +1309,10 @@ const struct store_ops store_postgres_ops = {
     .session_find = pg_session_find,
     .session_agents = pg_session_agents,
     .session_steps = pg_session_steps,
-    .session_responses = no_session_responses,
-    .responses = no_responses,
-    .response_tokens = no_response_tokens,
-    .response_guard = no_response_guard,
+    .session_responses = pg_session_responses,
+    .responses = pg_responses,
+    .response_tokens = pg_response_tokens,
+    .response_guard = pg_response_guard,
     .alerts = pg_alerts,
     .alert_add = pg_alert_add,
     .alert_ack = pg_alert_ack,

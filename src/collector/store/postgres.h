@@ -89,6 +89,14 @@ int pg_session_agents(struct store_read *r, const char *id, uint64_t limit, stor
                       void *ctx);
 int pg_session_steps(struct store_read *r, int64_t agent_key, const char *session, store_step_fn fn,
                      void *ctx);
+int pg_session_responses(struct store_read *r, int64_t agent_key, const char *session,
+                         uint64_t limit, store_id_fn fn, void *ctx);
+int pg_responses(struct store_read *r, const struct store_response_filter *f, store_response_fn fn,
+                 void *ctx);
+int pg_response_tokens(struct store_read *r, int64_t instance_key, uint64_t id, store_blob_fn fn,
+                       void *ctx);
+int pg_response_guard(struct store_read *r, int64_t instance_key, uint64_t id, store_guard_fn fn,
+                      void *ctx);
 int pg_events_open(struct store *s, const struct store_filter *f, struct store_events **out,
                    char *err, size_t errlen);
 int pg_events_next(struct store_events *q, tt__event *ev, const char **agent,

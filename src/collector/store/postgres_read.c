@@ -253,6 +253,150 @@ int pg_session_steps(struct store_read *r, int64_t agent_key, const char *sessio
                 &p, step_row, (void *)fn, ctx);
 }
 
+static int id_row(const PGresult *res, int i, void *fn, void *ctx)
+{
+    return ((store_id_fn)fn)(ctx, (uint64_t)pg_i64(res, i, 0));
+}
+
+int pg_session_responses(struct store_read *r, int64_t agent_key, const char *session,
+                         uint64_t limit, store_id_fn fn, void *ctx)
+{
+    struct pg_params p = {0};
+    pg_p_i64(&p, agent_key);
+    pg_p_str(&p, session);
+    pg_p_i64(&p, clamp_limit(limit));
+    return walk(r,
+                "SELECT response_id FROM responses WHERE agent_id = $1 AND session = $2"
+                " ORDER BY COALESCE(begin_ns, end_ns), response_id LIMIT $3",
+                &p, id_row, (void *)fn, ctx);
+}
+
+/* --- responses ----------------------------------------------------------------------------- */
+
+#define RESPONSE_COLUMNS                                                                           \
+    "SELECT r.response_id, a.name, i.uuid, r.session, r.model, r.begin_ns, r.end_ns, r.tokens,"    \
+    " r.mean_logprob, r.min_logprob, r.perplexity, r.mean_entropy, r.low_confidence_share,"        \
+    " r.min_window_confidence, r.verdict, r.reason, r.duration_ns, r.estimated, r.begin_body,"     \
+    " r.instance_id"                                                                               \
+    " FROM responses r JOIN agents a ON a.id = r.agent_id JOIN instances i ON i.id = "             \
+    "r.instance_id"
+
+static struct store_str col_str(const PGresult *res, int i, int col)
+{
+    size_t n;
+    const char *p = pg_bytes(res, i, col, &n);
+    return (struct store_str){p, n};
+}
+
+static struct store_i64 col_i64(const PGresult *res, int i, int col)
+{
+    int set = !pg_null(res, i, col);
+    return (struct store_i64){set ? pg_i64(res, i, col) : 0, set};
+}
+
+static struct store_f64 col_f64(const PGresult *res, int i, int col)
+{
+    int set = !pg_null(res, i, col);
+    return (struct store_f64){set ? pg_f64(res, i, col) : 0, set};
+}
+
+static int response_row(const PGresult *res, int i, void *fn, void *ctx)
+{
+    size_t n, inst_len;
+    const uint8_t *inst = (const uint8_t *)pg_bytes(res, i, 2, &inst_len);
+    struct store_response x = {
+        .id = (uint64_t)pg_i64(res, i, 0),
+        .agent = text(res, i, 1),
+        .instance = inst,
+        .instance_len = inst_len,
+        .session = col_str(res, i, 3),
+        .model = col_str(res, i, 4),
+        .begin_ns = col_i64(res, i, 5),
+        .end_ns = col_i64(res, i, 6),
+        .tokens = col_i64(res, i, 7),
+        .verdict = (uint32_t)pg_i64(res, i, 14),
+        .reason = col_str(res, i, 15),
+        .duration_ns = col_i64(res, i, 16),
+        .estimated = pg_i64(res, i, 17) != 0,
+        .instance_key = pg_i64(res, i, 19),
+    };
+    for (int k = 0; k < 6; k++) {
+        x.figures[k] = col_f64(res, i, 8 + k);
+    }
+    const char *body = pg_bytes(res, i, 18, &n);
+    if (body) {
+        x.has_begin_body = 1;
+        x.begin_body = (const uint8_t *)body;
+        x.begin_body_len = n;
+    }
+    return ((store_response_fn)fn)(ctx, &x);
+}
+
+int pg_responses(struct store_read *r, const struct store_response_filter *f, store_response_fn fn,
+                 void *ctx)
+{
+    struct pg_params p = {0};
+    if (f->by_id) {
+        pg_p_i64(&p, (int64_t)f->id);
+        return walk(r,
+                    RESPONSE_COLUMNS " WHERE r.response_id = $1"
+                                     " ORDER BY COALESCE(r.begin_ns, r.end_ns) DESC LIMIT 1",
+                    &p, response_row, (void *)fn, ctx);
+    }
+    pg_p_str(&p, f->session);
+    pg_p_str(&p, f->agent);
+    pg_p_i64(&p, clamp_limit(f->limit));
+    return walk(r,
+                RESPONSE_COLUMNS " WHERE ($1::bytea IS NULL OR r.session = $1) AND"
+                                 " ($2::bytea IS NULL OR a.name = $2)"
+                                 " ORDER BY COALESCE(r.begin_ns, r.end_ns) DESC LIMIT $3",
+                &p, response_row, (void *)fn, ctx);
+}
+
+static int blob_row(const PGresult *res, int i, void *fn, void *ctx)
+{
+    size_t n;
+    const char *b = pg_bytes(res, i, 0, &n);
+    return ((store_blob_fn)fn)(ctx, b ? b : "", n);
+}
+
+int pg_response_tokens(struct store_read *r, int64_t instance_key, uint64_t id, store_blob_fn fn,
+                       void *ctx)
+{
+    struct pg_params p = {0};
+    pg_p_i64(&p, instance_key);
+    pg_p_i64(&p, (int64_t)id);
+    return walk(r,
+                "SELECT body FROM response_tokens WHERE instance_id = $1 AND response_id = $2"
+                " ORDER BY first_index",
+                &p, blob_row, (void *)fn, ctx);
+}
+
+static int guard_row(const PGresult *res, int i, void *fn, void *ctx)
+{
+    struct store_guard g = {
+        .token_index = pg_i64(res, i, 0),
+        .verdict = (uint32_t)pg_i64(res, i, 1),
+        .reason = col_str(res, i, 2),
+        .value = col_f64(res, i, 3),
+        .threshold = col_f64(res, i, 4),
+        .time_ns = col_i64(res, i, 5),
+    };
+    return ((store_guard_fn)fn)(ctx, &g);
+}
+
+int pg_response_guard(struct store_read *r, int64_t instance_key, uint64_t id, store_guard_fn fn,
+                      void *ctx)
+{
+    struct pg_params p = {0};
+    pg_p_i64(&p, instance_key);
+    pg_p_i64(&p, (int64_t)id);
+    return walk(r,
+                "SELECT token_index, verdict, reason, value, threshold, time_ns FROM guard_events"
+                " WHERE instance_id = $1 AND response_id = $2 ORDER BY seq",
+                &p, guard_row, (void *)fn, ctx);
+}
+
 /* --- events -------------------------------------------------------------------------------- */
 
 #define PAGE 64
