@@ -542,3 +542,87 @@ TEST_T(postgres_store_answers_responses_as_sqlite, 120)
     tt_test_serve_stop(&pgs);
     tt_pg_stop(&pg, 1);
 }
+
+/* Make every frame insert fail with SQLSTATE state ("" removes the fault). */
+static void inject(const struct tt_pg *pg, const char *state)
+{
+    char sql[512], out[64];
+    if (!*state) {
+        tt_pg_query(pg, "DROP TRIGGER IF EXISTS tt_fault ON frames", out, sizeof out);
+        return;
+    }
+    snprintf(sql, sizeof sql,
+             "CREATE OR REPLACE FUNCTION tt_fault() RETURNS trigger AS $$ BEGIN"
+             " RAISE EXCEPTION 'injected fault' USING ERRCODE = '%s'; END $$ LANGUAGE plpgsql",
+             state);
+    tt_pg_query(pg, sql, out, sizeof out);
+    tt_pg_query(pg,
+                "CREATE TRIGGER tt_fault BEFORE INSERT ON frames FOR EACH ROW EXECUTE FUNCTION"
+                " tt_fault()",
+                out, sizeof out);
+}
+
+/* /healthz until it names want ("refusing", "failed"); fails the test after 15 s. */
+static void wait_health(const struct tt_test_serve *s, const char *want, const char *reason)
+{
+    double t0 = tt_test_now_ms();
+    for (;;) {
+        char *body = NULL;
+        long code = tt_test_http(s->http, "GET", "/healthz", NULL, &body);
+        int ok = code == 503 && body && strstr(body, want) && strstr(body, reason);
+        CHECK_MSG(ok || tt_test_now_ms() - t0 < 15000, "/healthz: %ld %s", code, body ? body : "");
+        free(body);
+        if (ok) {
+            return;
+        }
+        usleep(50000);
+    }
+}
+
+TEST_T(postgres_store_sqlstate_disk_full_is_transient_corruption_fatal, 120)
+{
+    struct tt_pg pg;
+    tt_pg_start(&pg);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "pg_sqlstate", "--store", pg.url, NULL);
+    tt_client *c = tt_test_client(s.endpoint, "faults", "window_bytes=1048576", "batch_bytes=8192",
+                                  "backoff_max_ms=200", NULL);
+    CHECK(c != NULL);
+    uint8_t inst[16];
+    tt_instance_id(c, inst);
+    tt_stats st;
+    CHECK_EQ(emit_logs(c, 200, NULL), 0);
+    wait_settled(c, 30000, &st);
+
+    /* 53100 disk full: refused for now, then everything once the fault goes. */
+    inject(&pg, "53100");
+    CHECK_EQ(emit_logs(c, 300, NULL), 0);
+    wait_health(&s, "\"refusing\"", "disk is full");
+    CHECK_OK(tt_stats_get(c, &st, sizeof st));
+    CHECK_EQ_U64(st.acked, 200);
+    inject(&pg, "");
+    wait_settled(c, 30000, &st);
+    CHECK_EQ_U64(st.acked, 500);
+    struct tt_store_check sc;
+    tt_pg_check_store(&pg, inst, &sc);
+    tt_test_check_conservation(&st, &sc);
+    CHECK_EQ_U64(sc.events, 500);
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/healthz", NULL, &body), 200);
+    free(body);
+
+    /* XX001 data corrupted: failed until the collector stops, even after the fault goes. */
+    inject(&pg, "XX001");
+    CHECK_EQ(emit_logs(c, 100, NULL), 0);
+    wait_health(&s, "\"failed\"", "injected fault");
+    inject(&pg, "");
+    usleep(1500000);
+    wait_health(&s, "\"failed\"", "injected fault");
+    CHECK_OK(tt_stats_get(c, &st, sizeof st));
+    CHECK_EQ_U64(st.acked, 500);
+    tt_pg_check_store(&pg, inst, &sc);
+    CHECK_EQ_U64(sc.events, 500);
+    tt_close(c, 500);
+    tt_test_serve_stop(&s);
+    tt_pg_stop(&pg, 1);
+}

@@ -43,9 +43,15 @@ void pg_read_close(struct store_read *base)
     free(r);
 }
 
+/* The reader's connection, reset first when it was lost (a reader may live long: the
+ * collector keeps one for the hello's ownership check across server restarts). */
 PGconn *pg_read_conn(struct store_read *base)
 {
-    return ((struct reader *)base)->c;
+    struct reader *r = (struct reader *)base;
+    if (PQstatus(r->c) != CONNECTION_OK) {
+        PQreset(r->c);
+    }
+    return r->c;
 }
 
 static int64_t clamp_limit(uint64_t limit)
@@ -59,10 +65,10 @@ typedef int (*row_fn)(const PGresult *res, int row, void *fn, void *ctx);
 static int walk(struct store_read *base, const char *sql, const struct pg_params *p, row_fn row,
                 void *fn, void *ctx)
 {
-    struct reader *r = (struct reader *)base;
-    PGresult *res = pg_exec(r->c, NULL, sql, p);
+    PGconn *c = pg_read_conn(base);
+    PGresult *res = pg_exec(c, NULL, sql, p);
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        int rc = pg_errno(r->c, res);
+        int rc = pg_errno(c, res);
         PQclear(res);
         return rc;
     }
@@ -132,15 +138,15 @@ int pg_agents(struct store_read *r, const char *name, store_agent_fn fn, void *c
 
 int pg_agent_owner(struct store_read *base, const char *agent, char *out, size_t n)
 {
-    struct reader *r = (struct reader *)base;
+    PGconn *c = pg_read_conn(base);
     struct pg_params p = {0};
     pg_p_str(&p, agent);
-    PGresult *res = pg_exec(r->c, NULL,
+    PGresult *res = pg_exec(c, NULL,
                             "SELECT o.identity FROM owners o JOIN agents a ON o.kind = 0 AND"
                             " o.key = a.id WHERE a.name = $1",
                             &p);
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        int rc = pg_errno(r->c, res);
+        int rc = pg_errno(c, res);
         PQclear(res);
         return rc;
     }
