@@ -27,7 +27,8 @@ struct collector_opts {
     char data_dir[PATH_MAX];
     tt__endpoint listen[COLLECTOR_MAX_LISTEN];
     int n_listen;
-    char http[300]; /* HOST:PORT, empty for none */
+    char http[300];      /* HOST:PORT, empty for none */
+    char otlp_http[300]; /* --otlp-http HOST:PORT: a listener for OTLP/HTTP alone; empty: none */
     int sync_level;
     char store[512];    /* the store's URL (store.h); empty: the default, sqlite */
     uint64_t max_frame; /* largest frame body accepted */

@@ -52,6 +52,9 @@ static const char usage[] =
     "  --http HOST:PORT      HTTP API and live stream (default " DEFAULT_HTTP
     "; port 0 picks one)\n"
     "  --no-http             no HTTP API\n"
+    "  --otlp-http HOST:PORT also take OTLP/HTTP (/v1/traces, /v1/logs, /v1/metrics)\n"
+    "                        on a listener of its own, 4318 by convention (the --http\n"
+    "                        port takes it too; same TLS and ingest token rules)\n"
     "  --sync LEVEL          full (default), normal or off: what an ack survives\n"
     "                        (docs/operations.md)\n"
     "  --store URL           where batches are stored: sqlite (default; telltale.db in\n"
@@ -191,6 +194,7 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"listen", required_argument, NULL, 'l'},
                                              {"http", required_argument, NULL, 'H'},
                                              {"no-http", no_argument, NULL, 'N'},
+                                             {"otlp-http", required_argument, NULL, 'L'},
                                              {"sync", required_argument, NULL, 's'},
                                              {"store", required_argument, NULL, 'S'},
                                              {"max-frame", required_argument, NULL, 'f'},
@@ -237,6 +241,10 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
             break;
         case 'N':
             o->http[0] = 0;
+            break;
+        case 'L':
+            bad = strlen(optarg) >= sizeof o->otlp_http;
+            snprintf(o->otlp_http, sizeof o->otlp_http, "%s", optarg);
             break;
         case 's':
             o->sync_level = !strcmp(optarg, "full")     ? SYNC_FULL
@@ -411,7 +419,8 @@ static void announce_ingest(const struct collector_opts *o)
     }
 }
 
-static int write_ready(const struct collector_opts *o, const char *http_bound)
+static int write_ready(const struct collector_opts *o, const char *http_bound,
+                       const char *otlp_bound)
 {
     tt__buf b;
     tt__buf_init(&b, 1u << 16);
@@ -429,6 +438,7 @@ static int write_ready(const struct collector_opts *o, const char *http_bound)
     }
     tt__json_arr_end(&j);
     tt__json_kv_cstr(&j, "http", http_bound);
+    tt__json_kv_cstr(&j, "otlp_http", otlp_bound);
     tt__json_kv_bool(&j, "https", o->https);
     tt__json_kv_cstr(&j, "sync", store_sync_name(o->sync_level));
     tt__json_obj_end(&j);
@@ -460,6 +470,7 @@ struct running {
     struct ingest *ingest;
     struct otlp *otlp; /* OTLP/HTTP ingest on the HTTP port (source/otlp.h) */
     struct http *http;
+    struct http *otlp_http; /* --otlp-http's listener, or NULL */
     struct auth *auth;
     struct alerts *alerts;
     struct monitor *monitor;
@@ -467,6 +478,7 @@ struct running {
     struct watch *watch;            /* the collector's compliance checks */
     struct store_read *reader;      /* the loop thread's, for hook_owner_ok */
     char token_path[PATH_MAX + 32]; /* where the operator token came from, for the log */
+    char otlp_bound[300];           /* --otlp-http's address once bound */
 };
 
 static void stop_all(struct running *r)
@@ -476,7 +488,9 @@ static void stop_all(struct running *r)
     }
     otlp_shutdown(r->otlp);         /* its waiting requests answer, so the HTTP threads can end */
     http_drain_otlp(r->http, 2000); /* and their answers are out before the sockets close */
+    http_drain_otlp(r->otlp_http, 2000);
     http_stop(r->http);
+    http_stop(r->otlp_http);
     watch_stop(r->watch); /* submits no more records */
     ingest_close(r->ingest);
     retain_stop(); /* no pass under way when the store closes */
@@ -680,7 +694,7 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
     if (start_retention(o, r->store) != 0) {
         return -1;
     }
-    if (o->http[0]) {
+    if (o->http[0] || o->otlp_http[0]) {
         struct http_ctx ctx;
         memset(&ctx, 0, sizeof ctx);
         ctx.store = r->store;
@@ -701,7 +715,14 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
             ctx.tls_key_pem = tls_server_key_pem(r->tls);
             snprintf(ctx.scheme, sizeof ctx.scheme, "https");
         }
-        if (http_start(&r->http, o->http, &ctx, http_bound, hblen, err, sizeof err) != 0) {
+        if (o->http[0] &&
+            http_start(&r->http, o->http, &ctx, http_bound, hblen, err, sizeof err) != 0) {
+            fprintf(stderr, "telltale serve: %s\n", err);
+            return -1;
+        }
+        ctx.otlp_only = 1;
+        if (o->otlp_http[0] && http_start(&r->otlp_http, o->otlp_http, &ctx, r->otlp_bound,
+                                          sizeof r->otlp_bound, err, sizeof err) != 0) {
             fprintf(stderr, "telltale serve: %s\n", err);
             return -1;
         }
@@ -829,7 +850,11 @@ int serve_main(int argc, char **argv)
         secure_announce(o.https ? "https" : "http", http_bound, auth_operator_token(r.auth),
                         r.token_path[0] ? r.token_path : o.operator_token_file);
     }
-    if (o.ready_file[0] && write_ready(&o, http_bound) != 0) {
+    if (r.otlp_bound[0]) {
+        log_info("OTLP/HTTP on %s://%s/v1/ (traces, logs, metrics)", o.https ? "https" : "http",
+                 r.otlp_bound);
+    }
+    if (o.ready_file[0] && write_ready(&o, http_bound, r.otlp_bound) != 0) {
         fprintf(stderr, "telltale serve: cannot write %s: %s\n", o.ready_file, strerror(errno));
         stop_all(&r);
         return 1;

@@ -5,6 +5,7 @@
  */
 #include "common/batch.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "telltale.h"
@@ -516,6 +517,12 @@ int tt__ev_response_end_decode(tt__bstr body, tt__ev_response_end *out)
         } else {
             tt__pb_skip(&r, wt);
         }
+    }
+    if (out->tokens == 0) {
+        /* No token, no figure: a client sends zeros then, which would read as confidence 1
+         * (exp 0) and as the lowest window confidence. Unknown, as for an OTLP response. */
+        out->mean_logprob = out->min_logprob = out->perplexity = NAN;
+        out->mean_entropy = out->low_confidence_share = out->min_window_confidence = NAN;
     }
     return r.err ? -1 : 0;
 }

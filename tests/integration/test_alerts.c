@@ -518,3 +518,73 @@ TEST_T(alerts_webhook_is_signed_and_a_real_receiver_checks_the_signature, 60)
     CHECK_EQ(WEXITSTATUS(pclose(p)), 1);
     CHECK_MSG(strstr(out, "chmod 600") != NULL, "%s", out);
 }
+
+/* S26, detector isolation: units that cost far more than their budget (16 `spike` units with a
+ * window of 1024 each, against a budget of 1 ms per batch plus 1 us per event) never hold
+ * ingest: every event is acknowledged and stored once, the signals the units could not look at
+ * are counted in /metrics and for the agent in the agents API (the same figure), and the units
+ * did look at the first signals of each batch. */
+TEST_T(alerts_detectors_over_their_budget_skip_signals_counted_and_ingest_goes_on, 120)
+{
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "%s/budget.conf", tt_test_tmpdir());
+    tt__buf text;
+    tt__buf_init(&text, 1u << 20);
+    tt__buf_printf(&text, "[monitor]\nbatch_budget_ms = 1\nsignal_budget_us = 1\n");
+    for (int i = 0; i < 16; i++) {
+        tt__buf_printf(&text,
+                       "[detector.wide%d]\ntype = spike\nsignal = metric:lat\nwindow = 1024\n"
+                       "min_samples = 3\ndirection = both\nsigmas = 1000000\n",
+                       i);
+    }
+    CHECK_OK(tt__buf_append(&text, "", 1));
+    tt_test_write_file(cfg, (const char *)text.data);
+    tt__buf_fini(&text);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "budget", "--config", cfg, NULL);
+    /* The log outlives runs of the test: count what this run adds. */
+    const char *line = "detectors: over their time budget";
+    uint64_t lines_before = tt_test_count_lines(s.log, line);
+    tt_client *c = tt_test_client(s.endpoint, "costly", NULL);
+    uint64_t state = 7;
+    const int n = 40000;
+    for (int i = 0; i < n; i++) {
+        CHECK_OK(tt_metric(c, NULL, TT_GAUGE, "lat", 100 + 10 * gauss(&state), "ms", NULL, 0));
+        if (i % 2000 == 1999) { /* within the ring, however slowly the collector goes */
+            CHECK_OK(tt_flush(c, (uint32_t)(30000 * tt_test_mult())));
+        }
+    }
+    CHECK_OK(tt_flush(c, (uint32_t)(30000 * tt_test_mult())));
+    tt_stats st;
+    CHECK_OK(tt_stats_get(c, &st, sizeof st));
+    uint8_t inst[16];
+    tt_instance_id(c, inst);
+    struct tt_store_check sc;
+    tt_test_check_store(s.db, inst, &sc);
+    CHECK_EQ_U64(sc.events, (uint64_t)n);
+    CHECK_EQ_U64(sc.overlaps, 0);
+    tt_test_check_conservation(&st, &sc);
+    /* The figures: /metrics and the agent's view agree; some signals were checked. */
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/metrics", NULL, &body), 200);
+    const char *p = strstr(body, "\ntelltale_detector_unchecked_total ");
+    const char *q = strstr(body, "\ntelltale_detector_over_budget_total ");
+    CHECK_MSG(p && q, "no budget figures in /metrics");
+    unsigned long long unchecked =
+        strtoull(p + strlen("\ntelltale_detector_unchecked_total "), NULL, 10);
+    unsigned long long over =
+        strtoull(q + strlen("\ntelltale_detector_over_budget_total "), NULL, 10);
+    free(body);
+    printf("%llu batches over budget, %llu of %d signals not checked\n", over, unchecked, n);
+    CHECK_MSG(over >= 1 && unchecked > 0, "over %llu unchecked %llu", over, unchecked);
+    CHECK_MSG(unchecked < (unsigned long long)n, "no signal was checked (%llu)", unchecked);
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/agents", NULL, &body), 200);
+    p = strstr(body, "\"signals_unchecked\":");
+    CHECK_MSG(p != NULL, "%s", body);
+    CHECK_EQ_U64(strtoull(p + strlen("\"signals_unchecked\":"), NULL, 10), unchecked);
+    free(body);
+    /* One log line for the episode, not one per batch. */
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
+    CHECK_EQ_U64(tt_test_count_lines(s.log, line) - lines_before, 1);
+}

@@ -123,19 +123,6 @@ static void check_all_stored(tt_client *c, const char *db, const uint8_t inst[16
 
 /* --- what the operator sees ---------------------------------------------------------------- */
 
-static uint64_t count_lines(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    CHECK(f);
-    char line[4096];
-    uint64_t n = 0;
-    while (fgets(line, sizeof line, f)) {
-        n += strstr(line, needle) != NULL;
-    }
-    fclose(f);
-    return n;
-}
-
 /* Wait for /healthz to answer 503; its body into *body (malloc'd). Fails after timeout_ms. */
 static void wait_unhealthy(const struct tt_test_serve *s, double timeout_ms, char **body)
 {
@@ -222,8 +209,8 @@ static void check_failed(const struct tt_test_serve *s, tt_client *c, const char
     CHECK_MSG(strstr(body, "\"store_state\":\"failed\""), "status: %s", body);
     free(body);
     check_acks_stopped(s, c);
-    CHECK_EQ_U64(count_lines(s->log, "refusing every batch from now on"), 1);
-    CHECK_EQ_U64(count_lines(s->log, cause), 1);
+    CHECK_EQ_U64(tt_test_count_lines(s->log, "refusing every batch from now on"), 1);
+    CHECK_EQ_U64(tt_test_count_lines(s->log, cause), 1);
 }
 
 /* A collector on a fresh log (the test-out directory outlives runs). */
@@ -256,14 +243,14 @@ TEST_T(dbfault_deleted_db_and_wal_stop_acks_salvage_keeps_acked, 240)
      * the copy back by itself, and the agent resends what it never saw acknowledged. */
     char salvaged[800];
     snprintf(salvaged, sizeof salvaged, "%s.salvaged-1", s.db);
-    CHECK_EQ_U64(count_lines(s.log, salvaged), 1);
+    CHECK_EQ_U64(tt_test_count_lines(s.log, salvaged), 1);
     tt_test_serve_stop(&s);
     struct stat st;
     CHECK_OK(stat(salvaged, &st));
     CHECK_EQ_U64(st.st_mode & 0777, 0600);
     tt_test_serve_restart(&s);
     check_healthy(&s);
-    CHECK_EQ_U64(count_lines(s.log, "was missing: put back"), 1);
+    CHECK_EQ_U64(tt_test_count_lines(s.log, "was missing: put back"), 1);
     CHECK(stat(salvaged, &st) != 0);
     usleep(500000);
     feeder_stop(&f);
@@ -354,11 +341,11 @@ TEST_T(dbfault_overwritten_middle_stops_acks_restart_refused, 240)
     tt_test_serve_stop(&s);
     /* A restart on the damaged file is refused with the file's name and the way out. */
     CHECK(tt_test_serve_restart_refused(&s) != 0);
-    CHECK_EQ_U64(count_lines(s.log, "telltale serve: "), 1);
+    CHECK_EQ_U64(tt_test_count_lines(s.log, "telltale serve: "), 1);
     char refusal[900];
     snprintf(refusal, sizeof refusal, "telltale serve: %s is damaged", s.db);
-    CHECK_EQ_U64(count_lines(s.log, refusal), 1);
-    CHECK_EQ_U64(count_lines(s.log, ".dump"), 1);
+    CHECK_EQ_U64(tt_test_count_lines(s.log, refusal), 1);
+    CHECK_EQ_U64(tt_test_count_lines(s.log, ".dump"), 1);
     /* The operator salvages what is readable and starts again; the agent resends. */
     char cmd[3000], old[800], wal[800], old_wal[900];
     snprintf(old, sizeof old, "%s.damaged", s.db);
@@ -485,9 +472,9 @@ TEST_T(dbfault_disk_full_refuses_for_now_logs_once_and_recovers_by_itself, 240)
     check_all_stored(c, s.db, inst, f.calls);
     CHECK(metric_is(&s, "telltale_store_healthy", "1"));
     /* One line when the episode starts, one when it ends; never one per batch. */
-    CHECK_EQ_U64(count_lines(s.log, "the disk is full"), 1);
-    CHECK_EQ_U64(count_lines(s.log, "commits succeed again"), 1);
-    CHECK_EQ_U64(count_lines(s.log, "refusing every batch"), 0);
+    CHECK_EQ_U64(tt_test_count_lines(s.log, "the disk is full"), 1);
+    CHECK_EQ_U64(tt_test_count_lines(s.log, "commits succeed again"), 1);
+    CHECK_EQ_U64(tt_test_count_lines(s.log, "refusing every batch"), 0);
     CHECK_OK(tt_close(c, 10000));
     tt_test_serve_stop(&s);
 }
@@ -615,7 +602,7 @@ TEST_T(dbfault_s25_failed_write_or_sync_is_never_acked_and_a_restart_completes, 
         free(body);
         CHECK(metric_is(&s, "telltale_store_failed", "1"));
         check_acks_stopped(&s, c);
-        CHECK_EQ_U64(count_lines(s.log, "refusing every batch from now on"), i + 1);
+        CHECK_EQ_U64(tt_test_count_lines(s.log, "refusing every batch from now on"), i + 1);
         tt_test_serve_stop(&s);
     }
     tt_test_serve_restart(&s);

@@ -257,8 +257,12 @@ TEST(operator_session_shows_execution_path_as_tree)
     CHECK(strstr(body, "\"kind\":\"llm\",\"name\":\"plan\"") != NULL);
     CHECK(strstr(body, "\"kind\":\"tool\",\"name\":\"search\",\"query\":\"weather paris\"") !=
           NULL);
-    CHECK(strstr(body, "\"status\":\"timeout\",\"result_bytes\":-1,\"error\":\"timed out after 5 "
-                       "s\",\"children\":[]") != NULL);
+    /* fetch timed out, and is a leaf (its trace ids come between its error and children) */
+    const char *timeout = strstr(
+        body, "\"status\":\"timeout\",\"result_bytes\":-1,\"error\":\"timed out after 5 s\"");
+    CHECK(timeout != NULL && timeout > fetch && timeout < lookup);
+    const char *kids = strstr(timeout, "\"children\":");
+    CHECK(kids != NULL && kids < lookup && strncmp(kids, "\"children\":[]", 13) == 0);
     CHECK(strstr(lookup, "\"latency_ns\":null,\"status\":\"running\"") != NULL);
     /* The two tools are children of plan: its children array opens before search. */
     const char *children = strstr(plan, "\"children\":[");

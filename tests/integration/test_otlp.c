@@ -1238,3 +1238,49 @@ TEST(otlp_metrics_answers_partial_success_and_malformed_bodies)
     json_decref(j);
     tt_test_serve_stop(&s);
 }
+
+/* --otlp-http: a listener of its own for OTLP (4318 by convention). The official SDK exports
+ * to it and the spans show up through the API on --http; the listener answers nothing but
+ * OTLP (404 for the API, /metrics and the dashboard, with or without a token), and the ready
+ * file names its address. */
+TEST_T(otlp_dedicated_listener_takes_otlp_alone, 120)
+{
+    char tokens[4096], addr[64];
+    snprintf(tokens, sizeof tokens, "%s/ingest.tokens", tt_test_tmpdir());
+    FILE *f = fopen(tokens, "w");
+    CHECK(f);
+    fprintf(f, "otel-agent %s\n", TOKEN);
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(tokens, 0600) == 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", tt_test_free_port());
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "own", "--ingest-tokens", tokens, "--otlp-http", addr, NULL);
+    struct tt_test_serve o = s; /* the same collector, seen through its OTLP listener */
+    snprintf(o.http, sizeof o.http, "%s", addr);
+    struct js_span spans[4];
+    run_sdk(&o, "proto", "c-own", 1, spans);
+    json_t *sess = api_json(s.http, "/api/v1/sessions/c-own");
+    CHECK_EQ(json_integer_value(json_object_get(sess, "steps_total")), 4);
+    json_decref(sess);
+    CHECK_EQ(events_stored(s.http), 10);
+    static const char *const others[] = {"/api/v1/agents", "/metrics", "/", "/healthz"};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        char *body = NULL;
+        long code = tt_test_http_auth(addr, "GET", others[i], tt_test_token(s.http), &body);
+        CHECK_MSG(code == 404 && body && strstr(body, "OTLP/HTTP only"), "%s: %ld %s", others[i],
+                  code, body ? body : "");
+        free(body);
+    }
+    char ready[1200], *text = NULL;
+    snprintf(ready, sizeof ready, "%s/ready.json", s.dir);
+    FILE *r = fopen(ready, "r");
+    CHECK_MSG(r != NULL, "no ready file %s", ready);
+    size_t cap = 0;
+    CHECK(getdelim(&text, &cap, 0, r) > 0);
+    fclose(r);
+    char want[128];
+    snprintf(want, sizeof want, "\"otlp_http\":\"%s\"", addr);
+    CHECK_MSG(strstr(text, want) != NULL, "%s", text);
+    free(text);
+    tt_test_serve_stop(&s);
+}

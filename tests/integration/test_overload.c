@@ -207,6 +207,18 @@ static void emit_n(tt_client *c, uint64_t n, uint64_t *next)
     }
 }
 
+/* How long the collector stays down: the three processes of the agent share it. 0 in `make
+ * test` (the processes follow each other at once), the scenario's 2 hours in `make soak`;
+ * TT_S19_OUTAGE_S sets another length. */
+static double outage_s(void)
+{
+    const char *v = getenv("TT_S19_OUTAGE_S");
+    if (v && *v) {
+        return strtod(v, NULL);
+    }
+    return soak() ? 7200 : 0;
+}
+
 TEST_T(overload_s19_restarts_during_an_outage_replay_once_and_paced, 600)
 {
     struct tt_test_serve s;
@@ -216,6 +228,8 @@ TEST_T(overload_s19_restarts_during_an_outage_replay_once_and_paced, 600)
     snprintf(spool, sizeof spool, "spool_dir=%s/spool", tt_test_tmpdir());
     snprintf(dir, sizeof dir, "%s/spool/s19", tt_test_tmpdir());
     const uint64_t per = soak() ? 100000 : 4000, rate = soak() ? (1u << 20) : (96u << 10);
+    const double outage = outage_s();
+    double t_down = tt_test_now_ms();
     char rate_kv[64];
     snprintf(rate_kv, sizeof rate_kv, "replay_bytes_per_s=%llu", (unsigned long long)rate);
     /* Two processes of the agent run and end during the outage; the third is running when the
@@ -231,7 +245,14 @@ TEST_T(overload_s19_restarts_during_an_outage_replay_once_and_paced, 600)
         c = tt_test_client(s.endpoint, "s19", spool, rate_kv, "compression_level=0",
                            "batch_bytes=65536", "backoff_min_ms=20", "backoff_max_ms=200", NULL);
         tt_instance_id(c, inst[k]);
-        emit_n(c, per, &next);
+        /* Each process emits its share in 100 steps spread over its third of the outage,
+         * reconnecting in vain all along (every 200 ms at most). */
+        for (int step = 0; step < 100; step++) {
+            emit_n(c, per / 100, &next);
+            if (outage > 0) {
+                usleep((useconds_t)(outage / 3 / 100 * 1e6));
+            }
+        }
         usleep(300000);
         if (k < 2) {
             tt_stats cs;
@@ -239,8 +260,10 @@ TEST_T(overload_s19_restarts_during_an_outage_replay_once_and_paced, 600)
             CHECK_MSG(cs.spooled > 0, "process %d spooled nothing", k);
         }
     }
-    printf("spool: %.0f KiB left by 2 earlier instances, replay paced at %llu KiB/s\n",
-           spool_bytes / 1024.0, (unsigned long long)rate >> 10);
+    printf("outage: %.0f s; spool: %.0f KiB left by 2 earlier instances, replay paced at %llu "
+           "KiB/s\n",
+           (tt_test_now_ms() - t_down) / 1000, spool_bytes / 1024.0,
+           (unsigned long long)rate >> 10);
     tt_test_serve_restart(&s);
     double t0 = tt_test_now_ms();
     /* Live events while the replay goes on: acknowledged without waiting for all of it. */

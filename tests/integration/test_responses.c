@@ -433,3 +433,37 @@ TEST(guard_policy_pushed_by_the_collector_reaches_the_agent)
     tt_close(c, 5000);
     tt_test_serve_stop(&s);
 }
+
+/* A response that ended without a token has no confidence: its figures are null in the API
+ * (not the zeros the client sends, which would read as confidence 1), the agent's live
+ * confidence stays unknown, and no detector takes it as a sample. */
+TEST(response_without_tokens_has_no_confidence)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "notokens", NULL);
+    tt_client *c = tt_test_client(s.endpoint, "quiet-model", NULL);
+    tt_response *r;
+    CHECK_OK(tt_response_begin(c, &r, "nt-1", "m", NULL, 0));
+    uint64_t id = tt_response_id(r);
+    CHECK_OK(tt_response_end(r, NULL));
+    CHECK_OK(tt_flush(c, 10000));
+    char path[128], *body = NULL;
+    snprintf(path, sizeof path, "/api/v1/responses/%016llx", (unsigned long long)id);
+    CHECK_EQ(tt_test_http(s.http, "GET", path, NULL, &body), 200);
+    static const char *const nulls[] = {"mean_logprob", "min_logprob", "perplexity", "mean_entropy",
+                                        "min_window_confidence"};
+    for (size_t i = 0; i < sizeof nulls / sizeof nulls[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\"%s\":null", nulls[i]);
+        CHECK_MSG(strstr(body, want) != NULL, "%s not null: %s", nulls[i], body);
+    }
+    CHECK_MSG(strstr(body, "\"tokens\":0") != NULL, "%s", body);
+    free(body);
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/agents", NULL, &body), 200);
+    CHECK_MSG(strstr(body, "\"confidence\":null") && strstr(body, "\"confidence_last\":null") &&
+                  strstr(body, "\"responses\":1"),
+              "%s", body);
+    free(body);
+    tt_close(c, 5000);
+    tt_test_serve_stop(&s);
+}

@@ -435,3 +435,16 @@ void tt_test_check_conservation(const tt_stats *st, const struct tt_store_check 
     CHECK_MSG(sc->events <= st->acked + st->possibly_delivered + st->buffered,
               "stored %llu more than acked+possibly+buffered", (unsigned long long)sc->events);
 }
+
+uint64_t tt_test_count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f != NULL, "cannot read %s", path);
+    char line[4096];
+    uint64_t n = 0;
+    while (fgets(line, sizeof line, f)) {
+        n += strstr(line, needle) != NULL;
+    }
+    fclose(f);
+    return n;
+}

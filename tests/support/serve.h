@@ -81,6 +81,9 @@ void tt_test_check_conservation(const tt_stats *st, const struct tt_store_check 
 /* A free TCP port on 127.0.0.1 (bound and released). */
 int tt_test_free_port(void);
 
+/* Lines of the file at path that contain needle (the collector's log: s.log). */
+uint64_t tt_test_count_lines(const char *path, const char *needle);
+
 /* Monotonic milliseconds. */
 double tt_test_now_ms(void);
 

@@ -594,3 +594,46 @@ TEST(ph_false_alarms_depend_on_threshold_over_sigma)
     }
     detect_free(s);
 }
+
+/* --- the k-th smallest with its worst case bounded --------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Every pattern, size, rank and number of quickselect rounds (0 = heapsort at once) gives the
+ * k-th smallest that sorting gives: the heapsort fallback takes over at any point correctly. */
+TEST(select_kth_equals_sorting_whenever_the_fallback_takes_over)
+{
+    static const uint32_t sizes[] = {1, 2, 3, 4, 7, 50, 51, 128, 1023, 1024};
+    static double v[1024], ref[1024];
+    tt__rng rng;
+    tt__rng_seed(&rng, 42);
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        uint32_t n = sizes[si];
+        for (int pattern = 0; pattern < 7; pattern++) {
+            for (int rounds = 0; rounds <= 6; rounds++) {
+                uint32_t ks[4] = {0, n / 2, n - 1, (uint32_t)(tt__rng_next(&rng) % n)};
+                for (int ki = 0; ki < 4; ki++) {
+                    for (uint32_t i = 0; i < n; i++) {
+                        double x = pattern == 0   ? (double)(tt__rng_next(&rng) % 1000000)
+                                   : pattern == 1 ? (double)i
+                                   : pattern == 2 ? (double)(n - i)
+                                   : pattern == 3 ? (double)(i < n / 2 ? i : n - i) /* organ */
+                                   : pattern == 4 ? 7.0
+                                   : pattern == 5 ? (double)(tt__rng_next(&rng) % 3)
+                                                  : (double)(i % 17) - 0.5 * (i % 5);
+                        v[i] = ref[i] = x;
+                    }
+                    qsort(ref, n, sizeof ref[0], cmp_double);
+                    int r = rounds == 6 ? 100 : rounds;
+                    double got = detect_select_kth(v, n, ks[ki], r);
+                    CHECK_MSG(got == ref[ks[ki]], "n %u pattern %d rounds %d k %u: %g != %g", n,
+                              pattern, r, ks[ki], got, ref[ks[ki]]);
+                }
+            }
+        }
+    }
+}

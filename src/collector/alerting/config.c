@@ -40,7 +40,7 @@ static void trim(char **s, size_t *n)
     }
 }
 
-enum section { SEC_NONE, SEC_DETECTOR, SEC_WEBHOOK, SEC_CALLS };
+enum section { SEC_NONE, SEC_DETECTOR, SEC_WEBHOOK, SEC_CALLS, SEC_MONITOR };
 
 struct parser {
     struct mon_config *c;
@@ -89,7 +89,9 @@ static int hook_begin(struct parser *p, const char *name, size_t n, int alertman
 static int section(struct parser *p, char *s, size_t n)
 {
     if (n < 2 || s[n - 1] != ']') {
-        snprintf(p->err, sizeof p->err, "expected [detector.NAME] or [webhook.NAME]");
+        snprintf(
+            p->err, sizeof p->err,
+            "expected [detector.NAME], [webhook.NAME], [alertmanager.NAME], [calls] or [monitor]");
         return -1;
     }
     s++;
@@ -97,6 +99,10 @@ static int section(struct parser *p, char *s, size_t n)
     trim(&s, &n);
     if (n == 5 && memcmp(s, "calls", 5) == 0) {
         p->sec = SEC_CALLS;
+        return 0;
+    }
+    if (n == 7 && memcmp(s, "monitor", 7) == 0) {
+        p->sec = SEC_MONITOR;
         return 0;
     }
     const char *name;
@@ -240,6 +246,27 @@ static int hook_key(struct parser *p, const char *key, const char *value)
 }
 
 /* [calls] kinds = tool, api, retrieval: the step kinds that are external calls. */
+/* [monitor] batch_budget_ms, signal_budget_us: 1 to MON_BUDGET_MAX each. */
+static int monitor_key(struct parser *p, const char *key, const char *value)
+{
+    uint32_t *dst = strcmp(key, "batch_budget_ms") == 0    ? &p->c->budget_batch_ms
+                    : strcmp(key, "signal_budget_us") == 0 ? &p->c->budget_signal_us
+                                                           : NULL;
+    if (!dst) {
+        snprintf(p->err, sizeof p->err,
+                 "unknown key %.40s in [monitor] (batch_budget_ms, signal_budget_us)", key);
+        return -1;
+    }
+    uint32_t v;
+    if (detect_parse_u32(value, &v) != 0 || v < 1 || v > MON_BUDGET_MAX) {
+        snprintf(p->err, sizeof p->err, "%s: \"%.40s\" is not a whole number from 1 to %u", key,
+                 value, MON_BUDGET_MAX);
+        return -1;
+    }
+    *dst = v;
+    return 0;
+}
+
 static int calls_key(struct parser *p, const char *key, char *value)
 {
     static const char *const names[] = {"",    "reasoning", "tool",      "api",
@@ -309,6 +336,9 @@ static int line(struct parser *p, char *s, size_t n)
     if (p->sec == SEC_CALLS) {
         return calls_key(p, key, value);
     }
+    if (p->sec == SEC_MONITOR) {
+        return monitor_key(p, key, value);
+    }
     return p->sec == SEC_DETECTOR ? unit_key(p, key, value) : hook_key(p, key, value);
 }
 
@@ -316,6 +346,12 @@ static int finish(struct mon_config *c, char *err, size_t errlen)
 {
     if (!c->call_kinds) {
         c->call_kinds = MON_CALL_KINDS_DEFAULT;
+    }
+    if (!c->budget_batch_ms) {
+        c->budget_batch_ms = MON_BUDGET_BATCH_MS_DEFAULT;
+    }
+    if (!c->budget_signal_us) {
+        c->budget_signal_us = MON_BUDGET_SIGNAL_US_DEFAULT;
     }
     for (int i = 0; i < c->n_units; i++) {
         struct unit *u = &c->units[i];

@@ -251,11 +251,49 @@ static void cusum_learn(struct cusum *c, double x)
     }
 }
 
-/* The k-th smallest of v[0..n) (0-based), by quickselect in place: no allocation. */
-static double select_kth(double *v, uint32_t n, uint32_t kth)
+/* Heapsort of v[0..n) in place: the fallback that bounds select_kth's worst case. */
+static void sift_down(double *v, int64_t root, int64_t n)
+{
+    for (int64_t child; (child = 2 * root + 1) < n; root = child) {
+        if (child + 1 < n && v[child] < v[child + 1]) {
+            child++;
+        }
+        if (!(v[root] < v[child])) {
+            return;
+        }
+        double t = v[root];
+        v[root] = v[child];
+        v[child] = t;
+    }
+}
+
+static void heap_sort(double *v, int64_t n)
+{
+    for (int64_t i = n / 2 - 1; i >= 0; i--) {
+        sift_down(v, i, n);
+    }
+    for (int64_t end = n - 1; end > 0; end--) {
+        double t = v[0];
+        v[0] = v[end];
+        v[end] = t;
+        sift_down(v, 0, end);
+    }
+}
+
+/* The k-th smallest of v[0..n) (0-based), by quickselect in place: no allocation. Values
+ * arranged against the middle pivot (an agent controls its metrics and latencies) would make
+ * quickselect quadratic, a millisecond per sample at a window of 1024: after 2 log2(n) + 4
+ * rounds that did not narrow the range enough, what is left is heapsorted, so a median costs
+ * O(n log n) at worst (introselect's idea). detect_select_kth takes the number of rounds (the
+ * tests force the fallback at every point with small ones). */
+double detect_select_kth(double *v, uint32_t n, uint32_t kth, int rounds)
 {
     int64_t lo = 0, hi = (int64_t)n - 1, k = kth;
     while (lo < hi) {
+        if (rounds-- == 0) {
+            heap_sort(v + lo, hi - lo + 1);
+            break;
+        }
         double pivot = v[lo + (hi - lo) / 2];
         int64_t i = lo, j = hi;
         while (i <= j) { /* Hoare's partition: equal keys split evenly */
@@ -282,6 +320,15 @@ static double select_kth(double *v, uint32_t n, uint32_t kth)
         }
     }
     return v[k];
+}
+
+static double select_kth(double *v, uint32_t n, uint32_t kth)
+{
+    int rounds = 4;
+    for (uint32_t m = n; m > 1; m >>= 1) {
+        rounds += 2;
+    }
+    return detect_select_kth(v, n, kth, rounds);
 }
 
 static double median_of(double *v, uint32_t n)

@@ -190,6 +190,10 @@ static inline int detect_update(struct detector *d, double x)
 
 /* The median of v[0..n) (NAN for n = 0), reordering v in place (quickselect): no allocation. */
 double detect_median(double *v, uint32_t n);
+/* The k-th smallest of v[0..n) (reorders v): quickselect for at most `rounds` partitions, then
+ * heapsort of what is left, so O(n log n) at worst whatever the values. detect_median uses
+ * 2 log2(n) + 4 rounds. */
+double detect_select_kth(double *v, uint32_t n, uint32_t kth, int rounds);
 
 /* Parsing helpers shared by the detectors' set() functions. Each returns 0 or -EINVAL, and
  * writes *out only on success. */

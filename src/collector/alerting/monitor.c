@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "collector/alerting/alerts.h"
+#include "collector/log.h"
 #include "common/clock.h"
 
 #define WINDOW_S 10
@@ -75,6 +76,7 @@ struct mon_agent {
     char name[256];
     int64_t last_seen_ns;
     uint64_t events, responses, tool_calls, tool_errors, loss_gaps, loss_reported, alerts;
+    uint64_t unchecked; /* signals not fed to the units: over the detectors' budget */
     double conf_last;
     struct inst_state inst[MAX_INSTANCES];
     unsigned inst_next;
@@ -101,10 +103,14 @@ struct monitor {
     struct mon_agent *agents[MON_AGENTS_MAX];
     size_t n_agents;
     uint64_t untracked;
-    uint64_t inc_events[3]; /* notices by enum incident_event */
-    uint64_t inc_unplaced;  /* raises with no incident slot free */
-    int watch_metrics;      /* some unit watches a metric or a score */
-    int watch_decisions;    /* some unit watches compliance decisions (type comply) */
+    uint64_t over_budget;     /* batches whose detectors ran out of their time budget */
+    uint64_t unchecked;       /* signals those batches did not feed to the units */
+    int64_t over_logged_ns;   /* monotonic time of the last log line about it */
+    uint64_t unchecked_since; /* signals skipped since that line */
+    uint64_t inc_events[3];   /* notices by enum incident_event */
+    uint64_t inc_unplaced;    /* raises with no incident slot free */
+    int watch_metrics;        /* some unit watches a metric or a score */
+    int watch_decisions;      /* some unit watches compliance decisions (type comply) */
 };
 
 static int64_t wall_ns(void)
@@ -576,10 +582,23 @@ void monitor_on_commit(void *ctx, const struct store_item *it)
     uint32_t wanted = (1u << TT_EV_RESPONSE_END) | (1u << TT_EV_STEP_BEGIN) |
                       (1u << TT_EV_STEP_END) | (1u << TT_EV_METRIC) |
                       (m->watch_decisions ? 1u << TT_EV_LOG : 0);
+    int64_t log_over = 0;
     if (it->batch.kinds & wanted) {
+        /* The budget: batch_ms plus signal_us per event, checked every 16 signals. */
+        int64_t t0 = (int64_t)tt__mono_ns();
+        int64_t budget = (int64_t)m->cfg.budget_batch_ms * 1000000 +
+                         (int64_t)m->cfg.budget_signal_us * 1000 * (int64_t)it->batch.n_events;
+        uint64_t signals = 0, skipped = 0;
         tt__batch b = it->batch;
         tt__event ev;
         while (tt__batch_next(&b, &ev)) {
+            if (!(wanted & (1u << ev.kind))) {
+                continue;
+            }
+            if (skipped || (++signals % 16 == 0 && (int64_t)tt__mono_ns() - t0 > budget)) {
+                skipped++;
+                continue;
+            }
             if (ev.kind == TT_EV_RESPONSE_END) {
                 on_response_end(m, a, &ev, sec);
             } else if (ev.kind == TT_EV_STEP_BEGIN) {
@@ -592,8 +611,28 @@ void monitor_on_commit(void *ctx, const struct store_item *it)
                 on_log(m, a, &ev);
             }
         }
+        if (skipped) {
+            m->over_budget++;
+            m->unchecked += skipped;
+            m->unchecked_since += skipped;
+            a->unchecked += skipped;
+            int64_t now = (int64_t)tt__mono_ns();
+            if (!m->over_logged_ns || now - m->over_logged_ns >= 60 * (int64_t)1000000000) {
+                m->over_logged_ns = now;
+                log_over = (int64_t)m->unchecked_since;
+                m->unchecked_since = 0;
+            }
+        }
     }
     pthread_mutex_unlock(&m->lock);
+    if (log_over) {
+        /* No agent name here: it is telemetry content (the API and /metrics say which). */
+        log_warn(
+            "detectors: over their time budget ([monitor] batch_budget_ms = %u, "
+            "signal_budget_us = %u): %lld signals not checked since the last such line "
+            "(telltale_detector_unchecked_total in /metrics, signals_unchecked in /api/v1/agents)",
+            m->cfg.budget_batch_ms, m->cfg.budget_signal_us, (long long)log_over);
+    }
 }
 
 static void tick(struct monitor *m)
@@ -746,6 +785,7 @@ int monitor_agent(struct monitor *m, const char *agent, struct mon_agent_view *o
     out->loss_gaps = a->loss_gaps;
     out->loss_reported = a->loss_reported;
     out->alerts = a->alerts;
+    out->unchecked = a->unchecked;
     for (int k = 0; k < MON_INCIDENTS; k++) {
         out->n_incidents += a->inc[k] && !a->inc[k]->resolved;
     }
@@ -900,5 +940,15 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
                    "# TYPE telltale_agents_untracked_total counter\n"
                    "telltale_agents_untracked_total %llu\n",
                    (unsigned long long)m->untracked);
+    tt__buf_printf(b,
+                   "# HELP telltale_detector_over_budget_total Committed batches whose detectors "
+                   "ran out of their time budget ([monitor] in the configuration).\n"
+                   "# TYPE telltale_detector_over_budget_total counter\n"
+                   "telltale_detector_over_budget_total %llu\n"
+                   "# HELP telltale_detector_unchecked_total Signals (responses, steps, metrics, "
+                   "decisions) those batches did not feed to the detectors.\n"
+                   "# TYPE telltale_detector_unchecked_total counter\n"
+                   "telltale_detector_unchecked_total %llu\n",
+                   (unsigned long long)m->over_budget, (unsigned long long)m->unchecked);
     pthread_mutex_unlock(&m->lock);
 }

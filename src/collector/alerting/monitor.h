@@ -213,8 +213,16 @@ struct webhook_cfg {
  * telltale.h's tt_step_kind): the tool-error, tool-latency and loop detectors watch them. */
 #define MON_CALL_KINDS_DEFAULT ((1u << 2) | (1u << 3) | (1u << 6))
 
+/* [monitor] budget: the detectors' time on one committed batch is at most batch_ms plus
+ * signal_us per event of the batch; past it the rest of the batch is not fed to the units
+ * (counted), so no input and no configuration holds the ingest thread longer. */
+#define MON_BUDGET_BATCH_MS_DEFAULT 50
+#define MON_BUDGET_SIGNAL_US_DEFAULT 20
+#define MON_BUDGET_MAX 60000 /* either key, in its unit */
+
 struct mon_config {
     uint32_t call_kinds; /* [calls] kinds = ...: step kinds that are external calls */
+    uint32_t budget_batch_ms, budget_signal_us; /* [monitor] (0 until finish: the defaults) */
     struct unit units[MON_UNITS_MAX];
     int n_units;
     struct webhook_cfg hooks[MON_HOOKS_MAX];
@@ -255,6 +263,7 @@ struct mon_agent_view {
     uint64_t loss_gaps;     /* events missing from sequence gaps seen since start */
     uint64_t loss_reported; /* drops the agent's library reported */
     uint64_t alerts;        /* incidents opened since the collector started */
+    uint64_t unchecked;     /* signals its detectors skipped, over their time budget */
     int n_incidents;        /* incidents firing now */
     int n_readings;         /* units with a statistic to show (drift) */
     struct {

@@ -35,6 +35,7 @@ static void live_json(tt__json *j, struct monitor *m, const char *agent)
     tt__json_kv_u64(j, "loss_gaps", v.loss_gaps);
     tt__json_kv_u64(j, "loss_reported", v.loss_reported);
     tt__json_kv_u64(j, "alerts_raised", v.alerts);
+    tt__json_kv_u64(j, "signals_unchecked", v.unchecked);
     /* Each drift detector's statistic against its threshold: stat / threshold is how close
      * the agent is to an alert. */
     tt__json_key(j, "detectors");

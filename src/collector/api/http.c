@@ -338,6 +338,11 @@ static enum MHD_Result dispatch(struct http_req *r)
     if (refused) {
         return http_error(r, refused, "%s", why);
     }
+    if (r->ctx->otlp_only && !http_is_otlp(r->url)) {
+        return http_error(r, MHD_HTTP_NOT_FOUND,
+                          "this listener takes OTLP/HTTP only (POST /v1/traces, /v1/logs, "
+                          "/v1/metrics); the API is on the --http port");
+    }
     if (needs_token(r->url) &&
         !auth_operator_ok(r->ctx->auth,
                           MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization"))) {
@@ -505,7 +510,8 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
     struct sockaddr_storage ss;
     socklen_t slen;
     if (parse_hostport(hostport, &ss, &slen) != 0) {
-        snprintf(err, errlen, "--http %s: expected HOST:PORT with a numeric host", hostport);
+        snprintf(err, errlen, "%s %s: expected HOST:PORT with a numeric host",
+                 ctx->otlp_only ? "--otlp-http" : "--http", hostport);
         return -1;
     }
     struct http *h = calloc(1, sizeof *h);
@@ -519,7 +525,8 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
      * with (api/browser.c) is known to every request, the first one included. */
     int fd = bind_listener(&ss, slen);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot listen for HTTP on %s: %s", hostport, strerror(errno));
+        snprintf(err, errlen, "cannot listen for %s on %s: %s",
+                 ctx->otlp_only ? "OTLP/HTTP" : "HTTP", hostport, strerror(errno));
         free(h);
         return -1;
     }
@@ -557,7 +564,8 @@ int http_start(struct http **out, const char *hostport, const struct http_ctx *c
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256u << 10),
                             MHD_OPTION_ARRAY, tls ? tls_opts : &tls_opts[2], MHD_OPTION_END);
     if (!h->d) {
-        snprintf(err, errlen, "cannot listen for HTTP on %s: %s", hostport, strerror(errno));
+        snprintf(err, errlen, "cannot listen for %s on %s: %s",
+                 ctx->otlp_only ? "OTLP/HTTP" : "HTTP", hostport, strerror(errno));
         close(fd);
         free(h);
         return -1;

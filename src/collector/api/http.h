@@ -32,6 +32,7 @@ struct http_ctx {
     struct alerts *alerts;    /* alert counters (NULL: none) */
     struct watch *watch;      /* the collector's compliance checks (NULL: none) */
     struct otlp *otlp;        /* OTLP ingest on /v1/ (source/otlp.h; NULL: none) */
+    int otlp_only;            /* --otlp-http's listener: /v1/ alone, no API or dashboard */
     void *app;                /* the rest of the collector, for routes that need it */
     char allowed_hosts[1024]; /* --allowed-hosts: extra Host names, comma-separated */
     /* Set by http_start once bound: the address the Host header must name (api/browser.c). */
