@@ -89,3 +89,9 @@ fuzz-seeds: $(FUZZ_DIR)/make_seeds
 	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus/frame tests/fuzz/corpus/batch tests/fuzz/corpus/client
 
 .PHONY: fuzz fuzz-run fuzz-seeds
+
+# fuzz_export: the OTLP export mapping of committed batches (export_encode.c), on the batch corpus.
+$(FUZZ_DIR)/fuzz_export: tests/fuzz/fuzz_export.c $(FUZZ_SRC) src/collector/export_encode.c \
+		$(wildcard src/*/*.h src/collector/*.h include/*.h) | $(DEPS_FUZZ)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) src/collector/export_encode.c -lzstd -lmicrohttpd -lm -pthread

@@ -64,6 +64,11 @@ struct collector_opts {
     char tls_key[PATH_MAX];
     char tls_client_ca[PATH_MAX];
     int https; /* --https: the HTTP API over TLS with tls_cert and tls_key */
+    /* OTLP export (export.h): --otlp-export URL (empty: from OTEL_EXPORTER_OTLP_*), its queue's
+     * bound in bytes, and how long a request is retried */
+    char otlp_export[1024];
+    uint64_t otlp_export_queue;
+    uint64_t otlp_export_retry_ms;
 };
 
 /* Why input was refused; each has a counter and a name in /metrics. */

@@ -23,6 +23,7 @@
 #include "collector/api/http.h"
 #include "collector/alerting/monitor.h"
 #include "collector/alerting/comply_watch.h"
+#include "collector/export.h"
 #include "collector/hub.h"
 #include "collector/source/identity.h"
 #include "collector/source/native.h"
@@ -108,6 +109,14 @@ static const char usage[] =
     "                        logs of agents that did not decide themselves: decisions\n"
     "                        recorded, incidents raised (docs/compliance.md); FILE at\n"
     "                        most 64 KiB, writable by its owner only\n"
+    "  --otlp-export URL     export committed steps and responses (as GenAI spans), logs\n"
+    "                        and metrics to this OTLP/HTTP endpoint (protobuf; /v1/traces,\n"
+    "                        /v1/logs, /v1/metrics appended); default: the standard\n"
+    "                        OTEL_EXPORTER_OTLP_* variables, none when unset (docs/otel.md)\n"
+    "  --otlp-export-queue BYTES  committed batches waiting for export at most (default\n"
+    "                        67108864): above it, batches are not exported (counted)\n"
+    "  --otlp-export-retry MS  retry a request the receiver may take later for this\n"
+    "                        long, then drop it (counted; default 60000)\n"
     "  --verbose             log each refused connection\n"
     "  --help                this text\n"
     "\n"
@@ -145,6 +154,8 @@ static void opts_defaults(struct collector_opts *o)
     o->grace_ms = 5000;
     o->retain_keep_factor = RETAIN_DEFAULT_KEEP_FACTOR;
     o->retain_confidence = RETAIN_DEFAULT_CONFIDENCE;
+    o->otlp_export_queue = 64u << 20;
+    o->otlp_export_retry_ms = 60000;
 }
 
 static int parse_f64(const char *s, double lo, double hi, double *out)
@@ -187,6 +198,10 @@ static int parse_ids(struct collector_opts *o, int uids, const char *list)
     return 0;
 }
 
+/* Long options without a letter (codes above any character): --otlp-export URL, its queue, its
+ * retry time. */
+enum { OXU = 0x4f01, OXQ, OXR };
+
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
 static int parse_args(int argc, char **argv, struct collector_opts *o)
 {
@@ -220,6 +235,9 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"tls-key", required_argument, NULL, 'k'},
                                              {"tls-client-ca", required_argument, NULL, 'X'},
                                              {"https", no_argument, NULL, 'p'},
+                                             {"otlp-export", required_argument, NULL, OXU},
+                                             {"otlp-export-queue", required_argument, NULL, OXQ},
+                                             {"otlp-export-retry", required_argument, NULL, OXR},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int opt, idx = 0;
@@ -332,6 +350,16 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
             break;
         case 'p':
             o->https = 1;
+            break;
+        case OXU:
+            bad = strlen(optarg) >= sizeof o->otlp_export || !*optarg;
+            snprintf(o->otlp_export, sizeof o->otlp_export, "%s", optarg);
+            break;
+        case OXQ:
+            bad = parse_u64(optarg, 1u << 16, 1ull << 40, &o->otlp_export_queue) != 0;
+            break;
+        case OXR:
+            bad = parse_u64(optarg, 0, 86400000, &o->otlp_export_retry_ms) != 0;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -478,6 +506,7 @@ struct running {
     struct watch *watch;            /* the collector's compliance checks */
     struct store_read *reader;      /* the loop thread's, for hook_owner_ok */
     char token_path[PATH_MAX + 32]; /* where the operator token came from, for the log */
+    uint64_t grace_ms;              /* --grace-ms, for the exporter at stop */
     char otlp_bound[300];           /* --otlp-http's address once bound */
 };
 
@@ -499,6 +528,9 @@ static void stop_all(struct running *r)
     alerts_close(r->alerts);   /* stores, streams and posts what was raised */
     store_read_close(r->reader);
     store_close(r->store); /* commits what was submitted; no user is left */
+
+    /* The exporter posts what was committed, within the grace. */
+    export_stop(r->grace_ms);
     otlp_free(r->otlp);
     watch_free(r->watch); /* its source outlives the items it submitted */
     hub_free(r->hub);
@@ -565,6 +597,7 @@ static void hook_commit(void *ctx, const struct store_item *it)
     const struct running *r = ctx;
     monitor_on_commit(r->monitor, it);
     watch_on_commit(r->watch, it);
+    export_on_commit(it);
 }
 
 /* The operator token: --operator-token-file, else $TELLTALE_OPERATOR_TOKEN, else the one of the
@@ -659,6 +692,19 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
     }
+    struct export_config ec;
+    int rc = export_configure(&ec, o->otlp_export[0] ? o->otlp_export : NULL, o->otlp_export_queue,
+                              o->otlp_export_retry_ms, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "telltale serve: OTLP export: %s\n", err);
+        return -1;
+    }
+    r->grace_ms = o->grace_ms;
+    if (rc > 0 && export_start(&ec) != 0) {
+        fprintf(stderr, "telltale serve: cannot start the OTLP exporter\n");
+        return -1;
+    }
+    explicit_bzero(&ec, sizeof ec);
     struct pipeline_hooks ph = {r, hook_commit};
     if (pipeline_new(&r->pipeline, r->store, r->hub, &ph, o->queue_bytes) != 0) {
         fprintf(stderr, "telltale serve: out of memory\n");

@@ -27,17 +27,25 @@ static const char *env_or(const char *name, const char *def)
     return v && *v ? v : def;
 }
 
-/* A collector whose ingest tokens give TOKEN to otel-agent and OTHER_TOKEN to other-agent. */
-static void start_with_tokens(struct tt_test_serve *s, const char *name)
+/* DIR/ingest.tokens (mode 0600) with lines (AGENT TOKEN per line); its path, in a static
+ * buffer. */
+static const char *tokens_file(const char *lines)
 {
-    char path[4096];
+    static char path[4096];
     snprintf(path, sizeof path, "%s/ingest.tokens", tt_test_tmpdir());
     FILE *f = fopen(path, "w");
     CHECK(f);
-    fprintf(f, "otel-agent %s\nother-agent %s\n", TOKEN, OTHER_TOKEN);
+    fputs(lines, f);
     CHECK(fclose(f) == 0);
     CHECK(chmod(path, 0600) == 0);
-    tt_test_serve_start(s, name, "--ingest-tokens", path, NULL);
+    return path;
+}
+
+/* A collector whose ingest tokens give TOKEN to otel-agent and OTHER_TOKEN to other-agent. */
+static void start_with_tokens(struct tt_test_serve *s, const char *name)
+{
+    tt_test_serve_start(s, name, "--ingest-tokens",
+                        tokens_file("otel-agent " TOKEN "\nother-agent " OTHER_TOKEN "\n"), NULL);
 }
 
 struct answer {
@@ -900,12 +908,7 @@ TEST_T(otlp_request_in_flight_at_shutdown_answers_503_and_is_stored_once, 120)
     char so[700], asan[1024], ready[700], tokens[700];
     snprintf(so, sizeof so, "%s/tests/libiofault.so", build);
     CHECK_MSG(access(so, R_OK) == 0, "%s is missing (make builds it with the tests)", so);
-    snprintf(tokens, sizeof tokens, "%s/ingest.tokens", tt_test_tmpdir());
-    FILE *f = fopen(tokens, "w");
-    CHECK(f);
-    fprintf(f, "otel-agent %s\n", TOKEN);
-    CHECK(fclose(f) == 0);
-    CHECK(chmod(tokens, 0600) == 0);
+    snprintf(tokens, sizeof tokens, "%s", tokens_file("otel-agent " TOKEN "\n"));
     const char *old_asan = getenv("ASAN_OPTIONS");
     char *saved = old_asan ? strdup(old_asan) : NULL;
     /* The shim is not built with ASan: a sanitized collector loads it first. */
@@ -1003,12 +1006,7 @@ TEST_T(otlp_over_https_when_the_collector_serves_https, 120)
     snprintf(cert, sizeof cert, "%s/server.pem", dir);
     snprintf(key, sizeof key, "%s/server.key", dir);
     snprintf(ca, sizeof ca, "%s/ca.pem", dir);
-    snprintf(tokens, sizeof tokens, "%s/ingest.tokens", tt_test_tmpdir());
-    FILE *f = fopen(tokens, "w");
-    CHECK(f);
-    fprintf(f, "otel-agent %s\n", TOKEN);
-    CHECK(fclose(f) == 0);
-    CHECK(chmod(tokens, 0600) == 0);
+    snprintf(tokens, sizeof tokens, "%s", tokens_file("otel-agent " TOKEN "\n"));
     struct tt_test_serve s;
     tt_test_serve_start(&s, "https", "--https", "--tls-cert", cert, "--tls-key", key,
                         "--ingest-tokens", tokens, NULL);
@@ -1246,12 +1244,7 @@ TEST(otlp_metrics_answers_partial_success_and_malformed_bodies)
 TEST_T(otlp_dedicated_listener_takes_otlp_alone, 120)
 {
     char tokens[4096], addr[64];
-    snprintf(tokens, sizeof tokens, "%s/ingest.tokens", tt_test_tmpdir());
-    FILE *f = fopen(tokens, "w");
-    CHECK(f);
-    fprintf(f, "otel-agent %s\n", TOKEN);
-    CHECK(fclose(f) == 0);
-    CHECK(chmod(tokens, 0600) == 0);
+    snprintf(tokens, sizeof tokens, "%s", tokens_file("otel-agent " TOKEN "\n"));
     snprintf(addr, sizeof addr, "127.0.0.1:%d", tt_test_free_port());
     struct tt_test_serve s;
     tt_test_serve_start(&s, "own", "--ingest-tokens", tokens, "--otlp-http", addr, NULL);

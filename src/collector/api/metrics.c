@@ -11,6 +11,7 @@
 #include "collector/alerting/alerts.h"
 #include "collector/collector.h"
 #include "collector/api/http.h"
+#include "collector/export.h"
 #include "collector/hub.h"
 #include "collector/store/store.h"
 #include "collector/alerting/monitor.h"
@@ -118,6 +119,7 @@ static void health(tt__buf *b, const struct http_req *r)
         "Events replaced by their envelope in the live stream (too large).", hc.events_truncated);
     one(b, "telltale_stream_backlog_bytes", "gauge",
         "Committed batches waiting for the live fan-out.", hc.backlog_bytes);
+    export_metrics_text(b);
     struct alerts_counters ac;
     alerts_counters(r->ctx->alerts, &ac);
     one(b, "telltale_alerts_raised_total", "counter",
