@@ -36,13 +36,15 @@ ifneq ($(WERROR),)
 WARN += -Werror
 endif
 
-CPPFLAGS_ALL := -D_GNU_SOURCE -Iinclude -Isrc -DTT_BUILDING_LIBRARY $(CPPFLAGS)
+# libpq-fe.h (libpq-dev) for the PostgreSQL store (store/postgres*.c)
+PG_CPPFLAGS := -isystem /usr/include/postgresql
+CPPFLAGS_ALL := -D_GNU_SOURCE -Iinclude -Isrc -DTT_BUILDING_LIBRARY $(PG_CPPFLAGS) $(CPPFLAGS)
 CFLAGS_ALL := -std=c11 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden -pthread -MMD -MP \
 	$(SANFLAGS) $(CFLAGS)
 LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
 
 LIB_LDLIBS := -lzstd -lgnutls -lm
-BIN_LDLIBS := -lzstd -lsqlite3 -lmicrohttpd -ljansson -lcurl -lgnutls -lz -lm
+BIN_LDLIBS := -lzstd -lsqlite3 -lpq -lmicrohttpd -ljansson -lcurl -lgnutls -lz -lm
 
 DEPS_BUILD := $(BUILD)/.deps-build
 DEPS_TEST := $(BUILD)/.deps-test

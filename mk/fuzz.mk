@@ -5,7 +5,7 @@
 
 FUZZ_DIR := build/fuzz
 FUZZ_CC := clang
-FUZZ_FLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,address,undefined \
+FUZZ_FLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc $(PG_CPPFLAGS) -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all
 FUZZ_SRC := $(COMMON_SRC) src/collector/api/render.c src/collector/api/render_event.c \
 	src/collector/api/render_response.c src/collector/api/params.c src/collector/alerting/config.c \
@@ -31,7 +31,7 @@ FUZZ_CONN_SRC := src/collector/source/native_conn.c src/collector/source/identit
 $(FUZZ_DIR)/fuzz_conn: tests/fuzz/fuzz_conn.c $(FUZZ_SRC) $(FUZZ_CONN_SRC) \
 		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_CONN_SRC) -lzstd -lsqlite3 -lmicrohttpd -lgnutls -lm -pthread
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_CONN_SRC) -lzstd -lsqlite3 -lpq -lmicrohttpd -lgnutls -lm -pthread
 
 # fuzz_watch runs the collector's compliance checks detached from a pipeline; it links the
 # pipeline's and the store's code for the calls the watch makes when attached.
@@ -42,7 +42,7 @@ FUZZ_WATCH_SRC := src/collector/alerting/comply_watch.c src/collector/source/sou
 $(FUZZ_DIR)/fuzz_watch: tests/fuzz/fuzz_watch.c $(FUZZ_SRC) $(FUZZ_WATCH_SRC) \
 		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_WATCH_SRC) -lzstd -lsqlite3 -lmicrohttpd -lm -pthread
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_WATCH_SRC) -lzstd -lsqlite3 -lpq -lmicrohttpd -lm -pthread
 
 # fuzz_otlp: the OTLP trace, log and metric decoders and the mappings (source/otlp_decode.c: jansson, zlib).
 $(FUZZ_DIR)/fuzz_otlp: tests/fuzz/fuzz_otlp.c $(FUZZ_SRC) src/collector/source/otlp_decode.c \
@@ -59,7 +59,7 @@ FUZZ_MONITOR_SRC := src/collector/alerting/monitor.c src/collector/alerting/aler
 $(FUZZ_DIR)/fuzz_monitor: tests/fuzz/fuzz_monitor.c $(FUZZ_SRC) $(FUZZ_MONITOR_SRC) \
 		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_MONITOR_SRC) -lzstd -lsqlite3 -lmicrohttpd -lcurl -lgnutls -lm -pthread
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_MONITOR_SRC) -lzstd -lsqlite3 -lpq -lmicrohttpd -lcurl -lgnutls -lm -pthread
 
 # fuzz_client feeds the agent's decoders and orders what a collector may send; it links the
 # client library's sources (a real client is opened once, on an endpoint where no one listens).

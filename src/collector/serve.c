@@ -59,7 +59,8 @@ static const char usage[] =
     "  --sync LEVEL          full (default), normal or off: what an ack survives\n"
     "                        (docs/operations.md)\n"
     "  --store URL           where batches are stored: sqlite (default; telltale.db in\n"
-    "                        the data directory)\n"
+    "                        the data directory) or postgres://USER@HOST:PORT/DB (a\n"
+    "                        first version; password from PGPASSFILE, not the URL)\n"
     "  --retain DURATION     remove events older than this (90s, 15m, 12h, 30d; default:\n"
     "                        keep everything), in short steps between commits\n"
     "  --max-bytes SIZE      keep the store's files (database + WAL) under SIZE (64M, 2G;\n"
@@ -678,6 +679,10 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
     }
     store_describe(r->store, err, sizeof err);
     log_info("%s", err);
+    if (*store_lacks(r->store)) {
+        log_warn("store: not available with this store yet: %s (docs/operations.md)",
+                 store_lacks(r->store));
+    }
     r->hub = hub_new(64, 4u << 20);
     if (!r->hub) {
         fprintf(stderr, "telltale serve: out of memory\n");

@@ -174,7 +174,9 @@ enum MHD_Result http_list_reply(const struct http_req *r, struct http_list *l, i
     tt__json_obj_end(&l->j);
     store_read_close(l->rd);
     enum MHD_Result rc =
-        n < 0      ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query %s", what)
+        n == -ENOTSUP
+            ? http_error(r, MHD_HTTP_NOT_IMPLEMENTED, "this store does not provide %s yet", what)
+        : n < 0    ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query %s", what)
         : l->j.err ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "answer too large")
                    : http_json(r, MHD_HTTP_OK, &l->b);
     tt__buf_fini(&l->b);

@@ -271,8 +271,10 @@ enum MHD_Result api_response_get(const struct http_req *r)
     store_read_close(rd);
     if (n <= 0) {
         tt__buf_fini(&b);
-        return n < 0 ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query responses")
-                     : http_error(r, MHD_HTTP_NOT_FOUND, "no response %s", ids);
+        return n == -ENOTSUP ? http_error(r, MHD_HTTP_NOT_IMPLEMENTED,
+                                          "this store does not provide responses yet")
+               : n < 0 ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot query responses")
+                       : http_error(r, MHD_HTTP_NOT_FOUND, "no response %s", ids);
     }
     return reply(r, MHD_HTTP_OK, &b, &j);
 }

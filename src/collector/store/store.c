@@ -11,7 +11,7 @@
 #include <string.h>
 
 /* One row per implementation; the first is the default. */
-static const struct store_ops *const impls[] = {&store_sqlite_ops};
+static const struct store_ops *const impls[] = {&store_sqlite_ops, &store_postgres_ops};
 
 #define N_IMPLS (sizeof impls / sizeof impls[0])
 
@@ -22,17 +22,45 @@ static int scheme_matches(const char *url, const char *scheme)
     return strncmp(url, scheme, n) == 0 && (url[n] == 0 || url[n] == ':');
 }
 
+void store_url_redact(const char *url, char *out, size_t n)
+{
+    const char *auth = strstr(url, "://");
+    const char *at = NULL, *colon = NULL;
+    if (auth) {
+        auth += 3;
+        size_t span = strcspn(auth, "/?#");
+        for (const char *p = auth; p < auth + span; p++) {
+            at = *p == '@' ? p : at; /* the last '@' before the path ends the user information */
+        }
+        colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    }
+    if (!colon) {
+        snprintf(out, n, "%s", url);
+        return;
+    }
+    size_t keep = (size_t)(colon - url);
+    snprintf(out, n, "%.*s:***%s", keep > 4096 ? 4096 : (int)keep, url, at);
+}
+
+const char *store_lacks(const struct store *s)
+{
+    return s->ops->lacks ? s->ops->lacks : "";
+}
+
 int store_open(struct store **out, const struct store_config *cfg, char *err, size_t errlen)
 {
     *out = NULL;
     const char *url = cfg->url && *cfg->url ? cfg->url : STORE_DEFAULT_URL;
     for (size_t i = 0; i < N_IMPLS; i++) {
-        if (scheme_matches(url, impls[i]->scheme)) {
+        if (scheme_matches(url, impls[i]->scheme) ||
+            (impls[i]->alias && scheme_matches(url, impls[i]->alias))) {
             return impls[i]->open(out, cfg, err, errlen);
         }
     }
+    char shown[128];
+    store_url_redact(url, shown, sizeof shown);
     size_t off =
-        (size_t)snprintf(err, errlen, "unknown store \"%.100s\": this telltale knows", url);
+        (size_t)snprintf(err, errlen, "unknown store \"%.100s\": this telltale knows", shown);
     for (size_t i = 0; i < N_IMPLS && off < errlen; i++) {
         off += (size_t)snprintf(err + off, errlen - off, "%s %s", i ? "," : "", impls[i]->scheme);
     }

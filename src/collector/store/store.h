@@ -2,9 +2,10 @@
  * store.h - the store seam: where the sources' batches are committed and where the HTTP API,
  * the alerts and (later) retention and rollups read and write the stored data. One interface;
  * implementations sit behind an ops table (struct store_ops) chosen at open time from a URL:
- * "sqlite" (the default: DATA/telltale.db, store/sqlite*.c). Nothing outside store/ knows
- * which implementation runs, so another one (PostgreSQL, `--store postgres://...`) is one
- * more store/<name>*.c and one more row in the table of store.c.
+ * "sqlite" (the default: DATA/telltale.db, store/sqlite*.c) or "postgres" (a libpq URI,
+ * `--store postgres://...`, store/postgres*.c; a first version: store_ops.lacks says what it
+ * does not provide yet). Nothing outside store/ knows which implementation runs, so another
+ * one is one more store/<name>*.c and one more row in the table of store.c.
  *
  * CONTRACT (every implementation keeps it; docs/design.md "Seams" says the same)
  *
@@ -462,6 +463,10 @@ int store_rollups(struct store_read *r, const struct store_rollup_query *q, stor
  */
 struct store_ops {
     const char *scheme; /* the URL's scheme: "sqlite" */
+    const char *alias;  /* another scheme naming it ("postgresql"), or NULL */
+    /* What this implementation does not provide yet (its entries answer -ENOTSUP), for the
+     * start-up log; NULL: everything. */
+    const char *lacks;
     int (*open)(struct store **out, const struct store_config *cfg, char *err, size_t errlen);
     int (*start)(struct store *s);
     void (*close)(struct store *s);
@@ -527,5 +532,13 @@ struct store_events {
 };
 
 extern const struct store_ops store_sqlite_ops;
+extern const struct store_ops store_postgres_ops;
+
+/* What the open store does not provide ("" or NULL: everything), for the start-up log. */
+const char *store_lacks(const struct store *s);
+
+/* url with the password of its user information (scheme://user:PASSWORD@...) blotted out,
+ * for messages (n bytes). */
+void store_url_redact(const char *url, char *out, size_t n);
 
 #endif

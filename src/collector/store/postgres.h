@@ -1,0 +1,108 @@
+/*
+ * postgres.h - inside the PostgreSQL store (store.h's "postgres"; not part of the seam: only
+ * store/postgres*.c include it). The URL is a libpq connection URI (postgres://... or
+ * postgresql://...); the password is best left to libpq's own PGPASSFILE or PGPASSWORD.
+ * Connections: one for the writer thread (postgres.c), one per reader and per events
+ * iterator (postgres_read.c), each opened on the thread that uses it.
+ *
+ * Every parameter and result goes in binary form: bytea for anything that came from the wire
+ * (names, sessions, hosts: any bytes, no encoding errors), int8 for every integer (sequence
+ * numbers are unsigned 64-bit, stored as the signed value of the same bits, as in SQLite).
+ */
+#ifndef TT_COLLECTOR_STORE_POSTGRES_H
+#define TT_COLLECTOR_STORE_POSTGRES_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "collector/store/store.h"
+
+#define PG_SCHEMA_VERSION 1
+/* The advisory lock every writer transaction takes first (and schema creation): writers of
+ * all collectors sharing the database commit one at a time, so frame ids follow commit order
+ * (the events cursor) and the dedup check sees every earlier commit. */
+#define PG_WRITER_LOCK 0x74656c6c74616c65LL /* "telltale" */
+
+/* A connection to the store's server, or NULL with the reason in err (no password in it). */
+PGconn *pg_connect(const struct store *s, char *err, size_t errlen);
+
+/* A SQLSTATE (or the connection's state when res has none) as a negative errno of the
+ * classes of store.h: connection loss, lock and serialization conflicts, disk full, out of
+ * memory are transient; data corruption, I/O errors and anything unknown are fatal. */
+int pg_errno(const PGconn *c, const PGresult *res);
+
+/* Parameters of one statement, all in binary form (struct pg_params, at most PG_PARAMS_MAX). */
+#define PG_PARAMS_MAX 24
+struct pg_params {
+    int n;
+    const char *v[PG_PARAMS_MAX];
+    int len[PG_PARAMS_MAX];
+    int fmt[PG_PARAMS_MAX];
+    unsigned char num[PG_PARAMS_MAX][8]; /* int8 and float8 values, big-endian */
+};
+void pg_p_i64(struct pg_params *p, int64_t v);
+void pg_p_f64(struct pg_params *p, double v);                  /* NaN goes as NULL */
+void pg_p_bytes(struct pg_params *p, const void *b, size_t n); /* NULL b: SQL NULL */
+void pg_p_str(struct pg_params *p, const char *s);             /* NULL: SQL NULL */
+void pg_p_null(struct pg_params *p);
+
+/* Run sql (or the prepared statement named name when sql is NULL) with binary results. */
+PGresult *pg_exec(PGconn *c, const char *name, const char *sql, const struct pg_params *p);
+
+/* Result fields in binary form: int8/int4/int2 as int64, float8, bytea and text as bytes. */
+int pg_null(const PGresult *r, int row, int col);
+int64_t pg_i64(const PGresult *r, int row, int col);
+double pg_f64(const PGresult *r, int row, int col);
+const char *pg_bytes(const PGresult *r, int row, int col, size_t *n);
+
+/* Operator writes (postgres_alerts.c): incidents and their acknowledgements, on a connection
+ * of their own shared under a mutex by the alerts thread and the HTTP threads, reconnected
+ * after a loss. */
+struct pg_aux {
+    pthread_mutex_t lock; /* guards c */
+    PGconn *c;
+};
+struct pg_aux *pg_store_aux(struct store *s);
+extern const char pg_alerts_schema[];
+/* At open: incidents left firing by an earlier run are resolved now (as the SQLite store). */
+int pg_alerts_open(struct store *s, char *err, size_t errlen);
+int pg_alert_add(struct store *s, const struct store_alert *al, int64_t *id);
+int pg_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
+int pg_alert_put(struct store *s, const struct store_alert *al);
+int64_t pg_alert_max_id(struct store *s);
+int pg_alerts(struct store_read *r, const struct store_alert_filter *f, store_alert_fn fn,
+              void *ctx);
+/* The reader's connection (postgres_read.c). */
+PGconn *pg_read_conn(struct store_read *r);
+
+/* Readers and the events iterator (postgres_read.c). */
+int pg_read_open(struct store *s, struct store_read **out);
+void pg_read_close(struct store_read *r);
+int pg_agents(struct store_read *r, const char *name, store_agent_fn fn, void *ctx);
+int pg_agent_owner(struct store_read *r, const char *agent, char *out, size_t n);
+int pg_sessions(struct store_read *r, const char *agent, uint64_t limit, store_session_fn fn,
+                void *ctx);
+int pg_session_find(struct store_read *r, const char *id, const char *agent, uint64_t limit,
+                    store_session_fn fn, void *ctx);
+int pg_session_agents(struct store_read *r, const char *id, uint64_t limit, store_name_fn fn,
+                      void *ctx);
+int pg_session_steps(struct store_read *r, int64_t agent_key, const char *session, store_step_fn fn,
+                     void *ctx);
+int pg_session_responses(struct store_read *r, int64_t agent_key, const char *session,
+                         uint64_t limit, store_id_fn fn, void *ctx);
+int pg_responses(struct store_read *r, const struct store_response_filter *f, store_response_fn fn,
+                 void *ctx);
+int pg_response_tokens(struct store_read *r, int64_t instance_key, uint64_t id, store_blob_fn fn,
+                       void *ctx);
+int pg_response_guard(struct store_read *r, int64_t instance_key, uint64_t id, store_guard_fn fn,
+                      void *ctx);
+int pg_events_open(struct store *s, const struct store_filter *f, struct store_events **out,
+                   char *err, size_t errlen);
+int pg_events_next(struct store_events *q, tt__event *ev, const char **agent,
+                   const uint8_t **instance);
+void pg_events_cursor(const struct store_events *q, char *out, size_t n);
+void pg_events_close(struct store_events *q);
+int64_t pg_events_count(struct store *s, const struct store_filter *f, char *err, size_t errlen);
+
+#endif
