@@ -25,6 +25,7 @@
  *   kept until the collector stops: no group is committed any more.
  */
 #include "collector/store/postgres.h"
+#include "collector/store/queue.h"
 
 #include <errno.h>
 #include <math.h>
@@ -32,7 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -99,15 +99,9 @@ struct pg_store {
     pthread_t thread;
     int started;
 
-    pthread_mutex_t lock; /* guards everything down to refusing */
-    pthread_cond_t cond;
-    struct store_item *in_head, *in_tail;
-    struct store_item *done_head, *done_tail;
-    size_t pending_bytes;
-    int stop;
-    int done_fd;
-    char failure[512];  /* the fatal error, "" when healthy (kept until close) */
-    char refusing[512]; /* the transient refusal under way, "" when none */
+    struct store_queue q; /* its lock also guards failure and refusing */
+    char failure[512];    /* the fatal error, "" when healthy (kept until close) */
+    char refusing[512];   /* the transient refusal under way, "" when none */
 
     /* writer thread only */
     int fatal;
@@ -419,9 +413,7 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
     }
     s->base.ops = &store_postgres_ops;
     s->sync = cfg->sync_level;
-    s->done_fd = -1;
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->cond, NULL);
+    int qerr = store_queue_init(&s->q);
     pthread_mutex_init(&s->aux.lock, NULL);
     if (strlen(cfg->url) >= sizeof s->url) {
         snprintf(err, errlen, "store URL too long (at most %zu bytes)", sizeof s->url - 1);
@@ -438,9 +430,8 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
                  "can read in the process list: put it in a passfile (PGPASSFILE, ~/.pgpass) "
                  "instead (docs/operations.md, \"PostgreSQL store\")");
     }
-    s->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->done_fd < 0) {
-        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+    if (qerr) {
+        snprintf(err, errlen, "eventfd: %s", strerror(-qerr));
         pg_close(&s->base);
         return -EIO;
     }
@@ -470,10 +461,10 @@ struct pg_aux *pg_store_aux(struct store *base)
 static int pg_failure(struct store *base, char *out, size_t n)
 {
     struct pg_store *s = (struct pg_store *)base;
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->q.lock);
     int state = s->failure[0] ? STORE_FAILED : s->refusing[0] ? STORE_REFUSING : STORE_HEALTHY;
     snprintf(out, n, "%s", s->failure[0] ? s->failure : s->refusing);
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->q.lock);
     return state;
 }
 
@@ -1060,20 +1051,7 @@ static void finish_group(struct pg_store *s, struct store_item *head, int failed
             cstat_add(&cstats.dedup_events, it->batch.n_events);
         }
     }
-    pthread_mutex_lock(&s->lock);
-    if (s->done_tail) {
-        s->done_tail->next = head;
-    } else {
-        s->done_head = head;
-    }
-    while (head && head->next) {
-        head = head->next;
-    }
-    s->done_tail = head;
-    pthread_mutex_unlock(&s->lock);
-    uint64_t one = 1;
-    ssize_t n = write(s->done_fd, &one, sizeof one);
-    (void)n;
+    store_queue_finish(&s->q, head);
 }
 
 static void group_failed(struct pg_store *s, const struct wstate *w)
@@ -1087,10 +1065,10 @@ static void group_failed(struct pg_store *s, const struct wstate *w)
                      "(agents keep theirs and resend); stop telltale serve and repair "
                      "(docs/operations.md, \"PostgreSQL store\")",
                      cause);
-            pthread_mutex_lock(&s->lock);
+            pthread_mutex_lock(&s->q.lock);
             snprintf(s->failure, sizeof s->failure, "%s", cause);
             s->refusing[0] = 0;
-            pthread_mutex_unlock(&s->lock);
+            pthread_mutex_unlock(&s->q.lock);
         }
         return;
     }
@@ -1100,9 +1078,9 @@ static void group_failed(struct pg_store *s, const struct wstate *w)
         log_warn("store: %s: refusing batches for now (agents keep and resend them) until a "
                  "commit goes through",
                  cause);
-        pthread_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->q.lock);
         snprintf(s->refusing, sizeof s->refusing, "%s", cause);
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->q.lock);
     }
 }
 
@@ -1156,9 +1134,9 @@ static void commit_group(struct pg_store *s, struct store_item *head)
             log_info("store: commits succeed again (%llu groups of batches were refused)",
                      (unsigned long long)s->refused);
             s->refused = 0;
-            pthread_mutex_lock(&s->lock);
+            pthread_mutex_lock(&s->q.lock);
             s->refusing[0] = 0;
-            pthread_mutex_unlock(&s->lock);
+            pthread_mutex_unlock(&s->q.lock);
         }
         uint64_t dt = tt__mono_ns() - t0;
         cstat_add(&cstats.commits, 1);
@@ -1176,14 +1154,13 @@ static void *writer_main(void *arg)
 {
     struct pg_store *s = arg;
     for (;;) {
-        pthread_mutex_lock(&s->lock);
-        while (!s->in_head && !s->stop) {
-            pthread_cond_wait(&s->cond, &s->lock);
+        pthread_mutex_lock(&s->q.lock);
+        while (!s->q.in_head && !s->q.stop) {
+            pthread_cond_wait(&s->q.cond, &s->q.lock);
         }
-        struct store_item *head = s->in_head;
-        s->in_head = s->in_tail = NULL;
-        int stop = s->stop;
-        pthread_mutex_unlock(&s->lock);
+        struct store_item *head = store_queue_take_in(&s->q);
+        int stop = s->q.stop;
+        pthread_mutex_unlock(&s->q.lock);
         if (head) {
             commit_group(s, head);
         } else if (stop) {
@@ -1206,49 +1183,22 @@ static int pg_start(struct store *base)
 
 static void pg_submit(struct store *base, struct store_item *it)
 {
-    struct pg_store *s = (struct pg_store *)base;
-    it->next = NULL;
-    it->result = STORE_PENDING;
-    pthread_mutex_lock(&s->lock);
-    if (s->in_tail) {
-        s->in_tail->next = it;
-    } else {
-        s->in_head = it;
-    }
-    s->in_tail = it;
-    s->pending_bytes += it->raw_len + it->blob_len;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+    store_queue_submit(&((struct pg_store *)base)->q, it);
 }
 
 static struct store_item *pg_take_done(struct store *base)
 {
-    struct pg_store *s = (struct pg_store *)base;
-    uint64_t v;
-    ssize_t n = read(s->done_fd, &v, sizeof v);
-    (void)n;
-    pthread_mutex_lock(&s->lock);
-    struct store_item *head = s->done_head;
-    s->done_head = s->done_tail = NULL;
-    for (struct store_item *it = head; it; it = it->next) {
-        s->pending_bytes -= it->raw_len + it->blob_len;
-    }
-    pthread_mutex_unlock(&s->lock);
-    return head;
+    return store_queue_take_done(&((struct pg_store *)base)->q);
 }
 
 static int pg_done_fd(const struct store *base)
 {
-    return ((const struct pg_store *)base)->done_fd;
+    return ((const struct pg_store *)base)->q.done_fd;
 }
 
 static size_t pg_pending_bytes(struct store *base)
 {
-    struct pg_store *s = (struct pg_store *)base;
-    pthread_mutex_lock(&s->lock);
-    size_t n = s->pending_bytes;
-    pthread_mutex_unlock(&s->lock);
-    return n;
+    return store_queue_pending_bytes(&((struct pg_store *)base)->q);
 }
 
 static void pg_close(struct store *base)
@@ -1258,26 +1208,13 @@ static void pg_close(struct store *base)
         return;
     }
     if (s->started) {
-        pthread_mutex_lock(&s->lock);
-        s->stop = 1;
-        pthread_cond_signal(&s->cond);
-        pthread_mutex_unlock(&s->lock);
+        store_queue_stop(&s->q);
         pthread_join(s->thread, NULL);
-    }
-    struct store_item *it = s->done_head;
-    while (it) {
-        struct store_item *next = it->next;
-        store_item_free(it);
-        it = next;
     }
     PQfinish(s->wconn);
     PQfinish(s->aux.c);
     pthread_mutex_destroy(&s->aux.lock);
-    if (s->done_fd >= 0) {
-        close(s->done_fd);
-    }
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->cond);
+    store_queue_fini(&s->q);
     explicit_bzero(s->url, sizeof s->url);
     explicit_bzero(s->secret, sizeof s->secret);
     free(s);

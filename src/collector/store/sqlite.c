@@ -26,6 +26,7 @@
  * - After each commit, sqlite_health_check runs before the group goes back: an item is never
  *   acknowledged after the path stopped naming the file it was committed to.
  */
+#include "collector/store/queue.h"
 #include "collector/store/sqlite.h"
 
 #include <errno.h>
@@ -33,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,15 +96,9 @@ struct sqlite_store {
     pthread_t thread;
     int started;
 
-    pthread_mutex_t lock; /* guards everything down to done_fd */
-    pthread_cond_t cond;
-    struct store_item *in_head, *in_tail;
-    struct store_item *done_head, *done_tail;
-    size_t pending_bytes;
-    int stop;
-    int done_fd;
-    char failure[512];  /* the fatal error, "" when healthy (kept until close) */
-    char refusing[256]; /* the transient refusal under way, "" when none */
+    struct store_queue q; /* its lock also guards failure and refusing */
+    char failure[512];    /* the fatal error, "" when healthy (kept until close) */
+    char refusing[256];   /* the transient refusal under way, "" when none */
 
     /* writer thread only */
     struct sqlite_health health;
@@ -377,15 +371,12 @@ static int sqlite_open(struct store **out, const struct store_config *cfg, char 
     }
     s->base.ops = &store_sqlite_ops;
     s->sync = cfg->sync_level;
-    s->done_fd = -1;
     if ((size_t)snprintf(s->path, sizeof s->path, "%s/%s", dir, SQLITE_DB_NAME) >= sizeof s->path) {
         snprintf(err, errlen, "data directory path too long");
         free(s);
         return -ENAMETOOLONG;
     }
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->cond, NULL);
-    s->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int qerr = store_queue_init(&s->q);
     sqlite_health_global_init();
     if (sqlite_restore_salvage(s->path) < 0) {
         snprintf(err, errlen, "cannot put back the salvaged copy of %s: %s", s->path,
@@ -393,10 +384,10 @@ static int sqlite_open(struct store **out, const struct store_config *cfg, char 
         sqlite_close(&s->base);
         return -EIO;
     }
-    if (s->done_fd < 0 || sqlite_check_at_start(s->path, err, errlen) != 0 ||
-        open_db(s, err, errlen) != 0 || sqlite_aux_open(&s->aux, s->path, err, errlen) != 0) {
-        if (s->done_fd < 0) {
-            snprintf(err, errlen, "eventfd: %s", strerror(errno));
+    if (qerr || sqlite_check_at_start(s->path, err, errlen) != 0 || open_db(s, err, errlen) != 0 ||
+        sqlite_aux_open(&s->aux, s->path, err, errlen) != 0) {
+        if (qerr) {
+            snprintf(err, errlen, "eventfd: %s", strerror(-qerr));
         }
         sqlite_close(&s->base);
         return -EIO;
@@ -416,10 +407,10 @@ static void sqlite_describe(const struct store *base, char *out, size_t n)
 static int sqlite_failure(struct store *base, char *out, size_t n)
 {
     struct sqlite_store *s = (struct sqlite_store *)base;
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->q.lock);
     int state = s->failure[0] ? STORE_FAILED : s->refusing[0] ? STORE_REFUSING : STORE_HEALTHY;
     snprintf(out, n, "%s", s->failure[0] ? s->failure : s->refusing);
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->q.lock);
     return state;
 }
 
@@ -441,10 +432,10 @@ struct sqlite_retain *sqlite_store_retain(struct store *base)
 int sqlite_store_wake(struct store *base)
 {
     struct sqlite_store *s = (struct sqlite_store *)base;
-    pthread_mutex_lock(&s->lock);
-    int rc = !s->started ? 1 : s->stop ? -1 : 0;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_lock(&s->q.lock);
+    int rc = !s->started ? 1 : s->q.stop ? -1 : 0;
+    pthread_cond_signal(&s->q.cond);
+    pthread_mutex_unlock(&s->q.lock);
     return rc;
 }
 
@@ -787,20 +778,7 @@ static void finish_group(struct sqlite_store *s, struct store_item *head, int fa
             cstat_add(&cstats.dedup_events, it->batch.n_events);
         }
     }
-    pthread_mutex_lock(&s->lock);
-    if (s->done_tail) {
-        s->done_tail->next = head;
-    } else {
-        s->done_head = head;
-    }
-    while (head && head->next) {
-        head = head->next;
-    }
-    s->done_tail = head;
-    pthread_mutex_unlock(&s->lock);
-    uint64_t one = 1;
-    ssize_t n = write(s->done_fd, &one, sizeof one);
-    (void)n;
+    store_queue_finish(&s->q, head);
 }
 
 /* The store can no longer be trusted: say so once, keep it until close. A file deleted or
@@ -825,10 +803,10 @@ static void fail_for_good(struct sqlite_store *s, int kind, const char *cause)
              "keep theirs and resend)%s; stop telltale serve and repair "
              "(docs/operations.md, \"Store failures\")",
              cause, saved);
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->q.lock);
     snprintf(s->failure, sizeof s->failure, "%s", cause);
     s->refusing[0] = 0;
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->q.lock);
 }
 
 /* A commit failed with rc (after rollback): fatal for good, or one transient episode. */
@@ -852,9 +830,9 @@ static void commit_failed(struct sqlite_store *s, int rc, int xcode)
         log_warn("store: %s: refusing batches for now (agents keep and resend them) until a "
                  "commit goes through",
                  cause);
-        pthread_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->q.lock);
         snprintf(s->refusing, sizeof s->refusing, "%.255s", cause);
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->q.lock);
     }
 }
 
@@ -891,9 +869,9 @@ static void commit_group(struct sqlite_store *s, struct store_item *head)
             log_info("store: commits succeed again (%llu groups of batches were refused)",
                      (unsigned long long)s->refused);
             s->refused = 0;
-            pthread_mutex_lock(&s->lock);
+            pthread_mutex_lock(&s->q.lock);
             s->refusing[0] = 0;
-            pthread_mutex_unlock(&s->lock);
+            pthread_mutex_unlock(&s->q.lock);
         }
         uint64_t dt = tt__mono_ns() - t0;
         cstat_add(&cstats.commits, 1);
@@ -911,21 +889,20 @@ static void *writer_main(void *arg)
 {
     struct sqlite_store *s = arg;
     for (;;) {
-        pthread_mutex_lock(&s->lock);
-        while (!s->in_head && !s->stop && !sqlite_retain_pending(s->retain)) {
+        pthread_mutex_lock(&s->q.lock);
+        while (!s->q.in_head && !s->q.stop && !sqlite_retain_pending(s->retain)) {
             /* Idle: look at the files once a second, so that /healthz tells even when no
              * batch arrives. */
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;
-            if (pthread_cond_timedwait(&s->cond, &s->lock, &ts) != 0) {
+            if (pthread_cond_timedwait(&s->q.cond, &s->q.lock, &ts) != 0) {
                 break;
             }
         }
-        struct store_item *head = s->in_head;
-        s->in_head = s->in_tail = NULL;
-        int stop = s->stop;
-        pthread_mutex_unlock(&s->lock);
+        struct store_item *head = store_queue_take_in(&s->q);
+        int stop = s->q.stop;
+        pthread_mutex_unlock(&s->q.lock);
         if (head) {
             commit_group(s, head);
         } else if (stop) {
@@ -956,49 +933,22 @@ static int sqlite_start(struct store *base)
 
 static void sqlite_submit(struct store *base, struct store_item *it)
 {
-    struct sqlite_store *s = (struct sqlite_store *)base;
-    it->next = NULL;
-    it->result = STORE_PENDING;
-    pthread_mutex_lock(&s->lock);
-    if (s->in_tail) {
-        s->in_tail->next = it;
-    } else {
-        s->in_head = it;
-    }
-    s->in_tail = it;
-    s->pending_bytes += it->raw_len + it->blob_len;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+    store_queue_submit(&((struct sqlite_store *)base)->q, it);
 }
 
 static struct store_item *sqlite_take_done(struct store *base)
 {
-    struct sqlite_store *s = (struct sqlite_store *)base;
-    uint64_t v;
-    ssize_t n = read(s->done_fd, &v, sizeof v);
-    (void)n;
-    pthread_mutex_lock(&s->lock);
-    struct store_item *head = s->done_head;
-    s->done_head = s->done_tail = NULL;
-    for (struct store_item *it = head; it; it = it->next) {
-        s->pending_bytes -= it->raw_len + it->blob_len;
-    }
-    pthread_mutex_unlock(&s->lock);
-    return head;
+    return store_queue_take_done(&((struct sqlite_store *)base)->q);
 }
 
 static int sqlite_done_fd(const struct store *base)
 {
-    return ((const struct sqlite_store *)base)->done_fd;
+    return ((const struct sqlite_store *)base)->q.done_fd;
 }
 
 static size_t sqlite_pending_bytes(struct store *base)
 {
-    struct sqlite_store *s = (struct sqlite_store *)base;
-    pthread_mutex_lock(&s->lock);
-    size_t n = s->pending_bytes;
-    pthread_mutex_unlock(&s->lock);
-    return n;
+    return store_queue_pending_bytes(&((struct sqlite_store *)base)->q);
 }
 
 static void sqlite_close(struct store *base)
@@ -1008,17 +958,8 @@ static void sqlite_close(struct store *base)
         return;
     }
     if (s->started) {
-        pthread_mutex_lock(&s->lock);
-        s->stop = 1;
-        pthread_cond_signal(&s->cond);
-        pthread_mutex_unlock(&s->lock);
+        store_queue_stop(&s->q);
         pthread_join(s->thread, NULL);
-    }
-    struct store_item *it = s->done_head;
-    while (it) {
-        struct store_item *next = it->next;
-        store_item_free(it);
-        it = next;
     }
     sqlite3_stmt *all[] = {s->st_dedup,  s->st_frame,    s->st_agent,       s->st_agent_id,
                            s->st_inst,   s->st_inst_get, s->st_inst_upd,    s->st_begin,
@@ -1033,12 +974,8 @@ static void sqlite_close(struct store *base)
     if (s->db) {
         sqlite3_close(s->db);
     }
-    if (s->done_fd >= 0) {
-        close(s->done_fd);
-    }
     caches_clear(s);
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->cond);
+    store_queue_fini(&s->q);
     free(s);
 }
 
