@@ -414,6 +414,7 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
     s->base.ops = &store_postgres_ops;
     s->sync = cfg->sync_level;
     int qerr = store_queue_init(&s->q);
+    s->base.queue = &s->q;
     pthread_mutex_init(&s->aux.lock, NULL);
     if (strlen(cfg->url) >= sizeof s->url) {
         snprintf(err, errlen, "store URL too long (at most %zu bytes)", sizeof s->url - 1);
@@ -1181,26 +1182,6 @@ static int pg_start(struct store *base)
     return -rc;
 }
 
-static void pg_submit(struct store *base, struct store_item *it)
-{
-    store_queue_submit(&((struct pg_store *)base)->q, it);
-}
-
-static struct store_item *pg_take_done(struct store *base)
-{
-    return store_queue_take_done(&((struct pg_store *)base)->q);
-}
-
-static int pg_done_fd(const struct store *base)
-{
-    return ((const struct pg_store *)base)->q.done_fd;
-}
-
-static size_t pg_pending_bytes(struct store *base)
-{
-    return store_queue_pending_bytes(&((struct pg_store *)base)->q);
-}
-
 static void pg_close(struct store *base)
 {
     struct pg_store *s = (struct pg_store *)base;
@@ -1229,10 +1210,6 @@ const struct store_ops store_postgres_ops = {
     .close = pg_close,
     .describe = pg_describe,
     .failure = pg_failure,
-    .submit = pg_submit,
-    .take_done = pg_take_done,
-    .done_fd = pg_done_fd,
-    .pending_bytes = pg_pending_bytes,
     .events_open = pg_events_open,
     .events_next = pg_events_next,
     .events_cursor = pg_events_cursor,

@@ -377,6 +377,7 @@ static int sqlite_open(struct store **out, const struct store_config *cfg, char 
         return -ENAMETOOLONG;
     }
     int qerr = store_queue_init(&s->q);
+    s->base.queue = &s->q;
     sqlite_health_global_init();
     if (sqlite_restore_salvage(s->path) < 0) {
         snprintf(err, errlen, "cannot put back the salvaged copy of %s: %s", s->path,
@@ -931,26 +932,6 @@ static int sqlite_start(struct store *base)
     return -rc;
 }
 
-static void sqlite_submit(struct store *base, struct store_item *it)
-{
-    store_queue_submit(&((struct sqlite_store *)base)->q, it);
-}
-
-static struct store_item *sqlite_take_done(struct store *base)
-{
-    return store_queue_take_done(&((struct sqlite_store *)base)->q);
-}
-
-static int sqlite_done_fd(const struct store *base)
-{
-    return ((const struct sqlite_store *)base)->q.done_fd;
-}
-
-static size_t sqlite_pending_bytes(struct store *base)
-{
-    return store_queue_pending_bytes(&((struct sqlite_store *)base)->q);
-}
-
 static void sqlite_close(struct store *base)
 {
     struct sqlite_store *s = (struct sqlite_store *)base;
@@ -987,10 +968,6 @@ const struct store_ops store_sqlite_ops = {
     .close = sqlite_close,
     .describe = sqlite_describe,
     .failure = sqlite_failure,
-    .submit = sqlite_submit,
-    .take_done = sqlite_take_done,
-    .done_fd = sqlite_done_fd,
-    .pending_bytes = sqlite_pending_bytes,
     .events_open = sqlite_events_open,
     .events_next = sqlite_events_next,
     .events_cursor = sqlite_events_cursor,

@@ -5,6 +5,8 @@
  */
 #include "collector/store/store.h"
 
+#include "collector/store/queue.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,22 +132,22 @@ void store_item_free(struct store_item *it)
 
 void store_submit(struct store *s, struct store_item *it)
 {
-    s->ops->submit(s, it);
+    store_queue_submit(s->queue, it);
 }
 
 struct store_item *store_take_done(struct store *s)
 {
-    return s->ops->take_done(s);
+    return store_queue_take_done(s->queue);
 }
 
 int store_done_fd(const struct store *s)
 {
-    return s->ops->done_fd(s);
+    return s->queue->done_fd;
 }
 
 size_t store_pending_bytes(struct store *s)
 {
-    return s->ops->pending_bytes(s);
+    return store_queue_pending_bytes(s->queue);
 }
 
 /* --- events -------------------------------------------------------------------------------- */

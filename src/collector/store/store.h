@@ -472,10 +472,6 @@ struct store_ops {
     void (*close)(struct store *s);
     void (*describe)(const struct store *s, char *out, size_t n);
     int (*failure)(struct store *s, char *out, size_t n);
-    void (*submit)(struct store *s, struct store_item *it);
-    struct store_item *(*take_done)(struct store *s);
-    int (*done_fd)(const struct store *s);
-    size_t (*pending_bytes)(struct store *s);
 
     int (*events_open)(struct store *s, const struct store_filter *f, struct store_events **out,
                        char *err, size_t errlen);
@@ -521,8 +517,12 @@ struct store_ops {
 };
 
 /* The bases (first members of each implementation's structs). */
+struct store_queue;
 struct store {
     const struct store_ops *ops;
+    /* The source-to-writer hand-over (queue.h), set by open: store_submit, store_take_done,
+     * store_done_fd and store_pending_bytes are its, the same for every implementation. */
+    struct store_queue *queue;
 };
 struct store_read {
     struct store *store;
