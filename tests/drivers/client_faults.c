@@ -59,7 +59,11 @@ int __wrap_getaddrinfo(const char *node, const char *service, const struct addri
 int __wrap_clock_gettime(clockid_t clk, struct timespec *ts);
 int __wrap_connect(int fd, const struct sockaddr *sa, socklen_t len);
 
-enum { ARM_OFF = 0, ARM_SINGLE = 1, ARM_FROM = 2 };
+/* ARM_THREAD: like ARM_SINGLE, counting only the allocations of threads that set
+ * alloc_target (an emitting thread's own: its ring), so the fault lands on the event path
+ * whatever the other threads allocate meanwhile. */
+enum { ARM_OFF = 0, ARM_SINGLE = 1, ARM_FROM = 2, ARM_THREAD = 3 };
+static _Thread_local int alloc_target;
 static _Atomic int arm_mode;
 static _Atomic long arm_n;      /* the allocation (from 1) that fails */
 static _Atomic long alloc_seen; /* library allocations since arming */
@@ -71,9 +75,13 @@ static int alloc_fails(void)
         atomic_fetch_add(&alloc_seen, 1);
         return 0;
     }
+    int mode = atomic_load(&arm_mode);
+    if (mode == ARM_THREAD && !alloc_target) {
+        return 0;
+    }
     long k = atomic_fetch_add(&alloc_seen, 1) + 1;
     long n = atomic_load(&arm_n);
-    int fail = atomic_load(&arm_mode) == ARM_SINGLE ? k == n : k >= n;
+    int fail = mode == ARM_FROM ? k >= n : k == n;
     if (fail) {
         atomic_fetch_add(&alloc_failed, 1);
     }
@@ -316,13 +324,22 @@ static void *oom_emitter(void *p)
     return NULL;
 }
 
+/* An emitter whose allocations are the ones ARM_THREAD counts. */
+static void *oom_target_emitter(void *p)
+{
+    alloc_target = 1;
+    return oom_emitter(p);
+}
+
 static void emit_threads(tt_client *c, struct rc_counts *k, int threads, int n)
 {
     pthread_t t[8];
     struct oom_arg a = {c, k, n};
     int made = 0;
     for (int i = 0; i < threads; i++) {
-        if (pthread_create(&t[made], NULL, oom_emitter, &a) == 0) {
+        if (pthread_create(&t[made], NULL,
+                           atomic_load(&arm_mode) == ARM_THREAD ? oom_target_emitter : oom_emitter,
+                           &a) == 0) {
             made++;
         }
     }
@@ -427,6 +444,12 @@ static int run_oom(int argc, char **argv)
         atomic_store(&alloc_failed, 0);
         snprintf(tag, sizeof tag, "%s:%ld", argv[3], n);
         oom_run(endpoint, mode, n, tag);
+    }
+    /* Where those single faults land depends on how the threads interleave: one run where the
+     * first allocation of an emitting thread (its ring) fails, an event lost to it for sure. */
+    if (mode == ARM_SINGLE) {
+        atomic_store(&alloc_failed, 0);
+        oom_run(endpoint, ARM_THREAD, 1, (char[]){"ring:1"});
     }
     return 0;
 }

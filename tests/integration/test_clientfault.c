@@ -162,8 +162,8 @@ static void s5_run(const char *mode, const char *k)
     FILE *f = fopen(out, "r");
     CHECK(f);
     struct run_line r;
-    int runs = 0, open_failures = 0;
-    uint64_t oom = 0, nomem = 0;
+    int runs = 0, open_failures = 0, ring_runs = 0;
+    uint64_t oom = 0, nomem = 0, ring_oom = 0;
     while (read_run(f, NULL, &r)) {
         check_run(&s, &r);
         const char *colon = strchr(r.tag, ':');
@@ -174,6 +174,10 @@ static void s5_run(const char *mode, const char *k)
             if (atol(colon + 1) <= atol(k)) {
                 CHECK_MSG(extra_num(&r, "failed") >= 1, "run %s: no allocation failed", r.tag);
             }
+        }
+        if (strcmp(r.tag, "ring:1") == 0) { /* an emitting thread's first allocation failed */
+            ring_runs++;
+            ring_oom = r.st.dropped[TT_DROP_OOM];
         }
         open_failures += (int)extra_num(&r, "open_failures");
         oom += r.st.dropped[TT_DROP_OOM];
@@ -187,6 +191,10 @@ static void s5_run(const char *mode, const char *k)
     CHECK(runs >= atoi(k));
     CHECK(open_failures > 0);
     CHECK(oom > 0);
+    if (strcmp(mode, "single") == 0) {
+        CHECK_EQ(ring_runs, 1);
+        CHECK_MSG(ring_oom > 0, "a thread's ring could not be allocated: no event counted oom");
+    }
     tt_test_serve_stop(&s);
 }
 
