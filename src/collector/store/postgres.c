@@ -1038,23 +1038,6 @@ static int store_one(struct pg_store *s, struct wstate *w, struct store_item *it
     return update_instance(s, w, &e, it, stored, now);
 }
 
-static void finish_group(struct pg_store *s, struct store_item *head, int failed)
-{
-    for (struct store_item *it = head; it; it = it->next) {
-        if (failed) {
-            it->result = STORE_RETRY;
-            it->reason = "storage error";
-        }
-        if (it->result == STORE_OK) {
-            cstat_add(&cstats.events, it->batch.n_events);
-        } else if (it->result == STORE_DUP) {
-            cstat_add(&cstats.dedup_frames, 1);
-            cstat_add(&cstats.dedup_events, it->batch.n_events);
-        }
-    }
-    store_queue_finish(&s->q, head);
-}
-
 static void group_failed(struct pg_store *s, const struct wstate *w)
 {
     char cause[512];
@@ -1110,7 +1093,7 @@ static void commit_group(struct pg_store *s, struct store_item *head)
     uint64_t t0 = tt__mono_ns();
     int64_t now = (int64_t)tt__wall_ns();
     if (s->fatal) {
-        finish_group(s, head, 1);
+        store_queue_group_done(&s->q, head, 1);
         return;
     }
     struct wstate w = {0};
@@ -1131,24 +1114,9 @@ static void commit_group(struct pg_store *s, struct store_item *head)
         cstat_add(&cstats.store_errors, 1);
         group_failed(s, &w);
     } else {
-        if (s->refused) {
-            log_info("store: commits succeed again (%llu groups of batches were refused)",
-                     (unsigned long long)s->refused);
-            s->refused = 0;
-            pthread_mutex_lock(&s->q.lock);
-            s->refusing[0] = 0;
-            pthread_mutex_unlock(&s->q.lock);
-        }
-        uint64_t dt = tt__mono_ns() - t0;
-        cstat_add(&cstats.commits, 1);
-        cstat_add(&cstats.commit_ns_total, dt);
-        cstat_commit_observe(dt);
-        uint64_t mx = atomic_load_explicit(&cstats.commit_ns_max, memory_order_relaxed);
-        if (dt > mx) {
-            atomic_store_explicit(&cstats.commit_ns_max, dt, memory_order_relaxed);
-        }
+        store_queue_committed(&s->q, tt__mono_ns() - t0, &s->refused, s->refusing);
     }
-    finish_group(s, head, rc != 0);
+    store_queue_group_done(&s->q, head, rc != 0);
 }
 
 static void *writer_main(void *arg)

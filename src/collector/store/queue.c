@@ -8,6 +8,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "collector/collector.h"
+#include "collector/log.h"
+
 int store_queue_init(struct store_queue *q)
 {
     pthread_mutex_init(&q->lock, NULL);
@@ -109,4 +112,40 @@ void store_queue_stop(struct store_queue *q)
     q->stop = 1;
     pthread_cond_signal(&q->cond);
     pthread_mutex_unlock(&q->lock);
+}
+
+void store_queue_group_done(struct store_queue *q, struct store_item *head, int failed)
+{
+    for (struct store_item *it = head; it; it = it->next) {
+        if (failed) {
+            it->result = STORE_RETRY;
+            it->reason = "storage error";
+        }
+        if (it->result == STORE_OK) {
+            cstat_add(&cstats.events, it->batch.n_events);
+        } else if (it->result == STORE_DUP) {
+            cstat_add(&cstats.dedup_frames, 1);
+            cstat_add(&cstats.dedup_events, it->batch.n_events);
+        }
+    }
+    store_queue_finish(q, head);
+}
+
+void store_queue_committed(struct store_queue *q, uint64_t dt_ns, uint64_t *refused, char *refusing)
+{
+    if (*refused) {
+        log_info("store: commits succeed again (%llu groups of batches were refused)",
+                 (unsigned long long)*refused);
+        *refused = 0;
+        pthread_mutex_lock(&q->lock);
+        refusing[0] = 0;
+        pthread_mutex_unlock(&q->lock);
+    }
+    cstat_add(&cstats.commits, 1);
+    cstat_add(&cstats.commit_ns_total, dt_ns);
+    cstat_commit_observe(dt_ns);
+    uint64_t mx = atomic_load_explicit(&cstats.commit_ns_max, memory_order_relaxed);
+    if (dt_ns > mx) {
+        atomic_store_explicit(&cstats.commit_ns_max, dt_ns, memory_order_relaxed);
+    }
 }

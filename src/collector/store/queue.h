@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "collector/store/store.h"
 
@@ -39,6 +40,15 @@ size_t store_queue_pending_bytes(struct store_queue *q);
 struct store_item *store_queue_take_in(struct store_queue *q);
 /* The items of head, in order, are done: the source's loop gets them back. */
 void store_queue_finish(struct store_queue *q, struct store_item *head);
+
+/* Writer thread, the end of a group of items: a failed group's items come back STORE_RETRY;
+ * the collector's counters take the stored and duplicate ones; then store_queue_finish. */
+void store_queue_group_done(struct store_queue *q, struct store_item *head, int failed);
+/* Writer thread, a group committed in dt_ns: the commit figures, and the end of a transient
+ * episode (*refused groups refused in it: one log line, reset, `refusing` cleared under the
+ * lock). */
+void store_queue_committed(struct store_queue *q, uint64_t dt_ns, uint64_t *refused,
+                           char *refusing);
 
 /* Any thread: the writer is to stop once the items submitted so far are done. */
 void store_queue_stop(struct store_queue *q);

@@ -765,23 +765,6 @@ static int store_one(struct sqlite_store *s, struct store_item *it, int64_t now)
     return update_instance(s, e, it, stored, now);
 }
 
-static void finish_group(struct sqlite_store *s, struct store_item *head, int failed)
-{
-    for (struct store_item *it = head; it; it = it->next) {
-        if (failed) {
-            it->result = STORE_RETRY;
-            it->reason = "storage error";
-        }
-        if (it->result == STORE_OK) {
-            cstat_add(&cstats.events, it->batch.n_events);
-        } else if (it->result == STORE_DUP) {
-            cstat_add(&cstats.dedup_frames, 1);
-            cstat_add(&cstats.dedup_events, it->batch.n_events);
-        }
-    }
-    store_queue_finish(&s->q, head);
-}
-
 /* The store can no longer be trusted: say so once, keep it until close. A file deleted or
  * replaced while open still holds every acknowledged batch: copy it out first, so that the
  * operator can put it back. */
@@ -842,7 +825,7 @@ static void commit_group(struct sqlite_store *s, struct store_item *head)
     uint64_t t0 = tt__mono_ns();
     int64_t now = (int64_t)tt__wall_ns();
     if (s->fatal) {
-        finish_group(s, head, 1);
+        store_queue_group_done(&s->q, head, 1);
         return;
     }
     int rc = step_done(s->st_begin);
@@ -866,24 +849,9 @@ static void commit_group(struct sqlite_store *s, struct store_item *head)
         rc = rc ? rc : SQLITE_IOERR;
     }
     if (rc == 0) {
-        if (s->refused) {
-            log_info("store: commits succeed again (%llu groups of batches were refused)",
-                     (unsigned long long)s->refused);
-            s->refused = 0;
-            pthread_mutex_lock(&s->q.lock);
-            s->refusing[0] = 0;
-            pthread_mutex_unlock(&s->q.lock);
-        }
-        uint64_t dt = tt__mono_ns() - t0;
-        cstat_add(&cstats.commits, 1);
-        cstat_add(&cstats.commit_ns_total, dt);
-        cstat_commit_observe(dt);
-        uint64_t mx = atomic_load_explicit(&cstats.commit_ns_max, memory_order_relaxed);
-        if (dt > mx) {
-            atomic_store_explicit(&cstats.commit_ns_max, dt, memory_order_relaxed);
-        }
+        store_queue_committed(&s->q, tt__mono_ns() - t0, &s->refused, s->refusing);
     }
-    finish_group(s, head, rc != 0);
+    store_queue_group_done(&s->q, head, rc != 0);
 }
 
 static void *writer_main(void *arg)
