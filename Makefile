@@ -44,7 +44,7 @@ CFLAGS_ALL := -std=c11 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden -pthread -MMD
 LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
 
 LIB_LDLIBS := -lzstd -lgnutls -lm
-BIN_LDLIBS := -lzstd -lsqlite3 -lpq -lmicrohttpd -ljansson -lcurl -lgnutls -lz -lm
+BIN_LDLIBS := -lzstd -lsqlite3 -lpq -lnats -lmicrohttpd -ljansson -lcurl -lgnutls -lz -lm
 
 DEPS_BUILD := $(BUILD)/.deps-build
 DEPS_TEST := $(BUILD)/.deps-test

@@ -1,0 +1,178 @@
+/*
+ * natsd.c - private nats-server processes for tests (natsd.h).
+ */
+#include "natsd.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "serve.h"
+#include "test.h"
+
+static const char *server_path(void)
+{
+    static const char *const where[] = {"/usr/sbin/nats-server", "/usr/bin/nats-server",
+                                        "/usr/local/bin/nats-server"};
+    for (size_t i = 0; i < sizeof where / sizeof where[0]; i++) {
+        if (access(where[i], X_OK) == 0) {
+            return where[i];
+        }
+    }
+    return NULL;
+}
+
+static void write_conf(const struct tt_nats *ns, int i)
+{
+    const struct tt_nats_node *nd = &ns->node[i];
+    char store[700];
+    snprintf(store, sizeof store, "%s/nats%d", tt_test_tmpdir(), i);
+    if (mkdir(store, 0700) != 0) {
+        CHECK(access(store, F_OK) == 0);
+    }
+    int fd = open(nd->conf, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CHECK(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    CHECK(f != NULL);
+    fprintf(f,
+            "server_name: n%d\n"
+            "listen: 127.0.0.1:%d\n"
+            "http: 127.0.0.1:%d\n"
+            "authorization { token: \"%s\" }\n"
+            "jetstream { store_dir: \"%s\", max_memory_store: 64MB, max_file_store: 1GB }\n",
+            i + 1, nd->port, nd->http_port, ns->token, store);
+    if (ns->n > 1) {
+        fprintf(f, "cluster {\n  name: tt\n  listen: 127.0.0.1:%d\n  routes: [\n",
+                nd->cluster_port);
+        for (int j = 0; j < ns->n; j++) {
+            if (j != i) {
+                fprintf(f, "    nats-route://127.0.0.1:%d\n", ns->node[j].cluster_port);
+            }
+        }
+        fprintf(f, "  ]\n}\n");
+    }
+    CHECK(fclose(f) == 0);
+}
+
+static size_t discard(char *p, size_t size, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return size * n;
+}
+
+int tt_nats_healthy(const struct tt_nats *ns, int i)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", ns->node[i].http_port);
+    CURL *c = curl_easy_init();
+    CHECK(c != NULL);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    }
+    curl_easy_cleanup(c);
+    return status == 200;
+}
+
+static void spawn(struct tt_nats *ns, int i)
+{
+    struct tt_nats_node *nd = &ns->node[i];
+    const char *exe = server_path();
+    CHECK(exe != NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int fd = open(nd->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execl(exe, exe, "-c", nd->conf, (char *)NULL);
+        _exit(127);
+    }
+    nd->pid = pid;
+}
+
+static void wait_healthy(struct tt_nats *ns, int i)
+{
+    double t0 = tt_test_now_ms();
+    while (!tt_nats_healthy(ns, i)) {
+        int st;
+        CHECK_MSG(waitpid(ns->node[i].pid, &st, WNOHANG) == 0,
+                  "nats-server n%d exited at start (see %s)", i + 1, ns->node[i].log);
+        CHECK_MSG(tt_test_now_ms() - t0 < 30000, "nats-server n%d not healthy after 30 s (see %s)",
+                  i + 1, ns->node[i].log);
+        usleep(50000);
+    }
+}
+
+void tt_nats_start(struct tt_nats *ns, int n)
+{
+    memset(ns, 0, sizeof *ns);
+    if (!server_path()) {
+        SKIP("no nats-server (scripts/install-deps test installs it)");
+    }
+    CHECK(n >= 1 && n <= TT_NATS_MAX);
+    ns->n = n;
+    unsigned char rnd[16];
+    FILE *u = fopen("/dev/urandom", "rb");
+    CHECK(u && fread(rnd, 1, sizeof rnd, u) == sizeof rnd);
+    fclose(u);
+    for (int i = 0; i < 16; i++) {
+        snprintf(ns->token + 2 * i, 3, "%02x", rnd[i]);
+    }
+    snprintf(ns->token_file, sizeof ns->token_file, "%s/nats.token", tt_test_tmpdir());
+    int fd = open(ns->token_file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    CHECK(fd >= 0 && write(fd, ns->token, strlen(ns->token)) == (ssize_t)strlen(ns->token));
+    close(fd);
+
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        struct tt_nats_node *nd = &ns->node[i];
+        nd->port = tt_test_free_port();
+        nd->http_port = tt_test_free_port();
+        nd->cluster_port = n > 1 ? tt_test_free_port() : 0;
+        snprintf(nd->conf, sizeof nd->conf, "%s/nats%d.conf", tt_test_tmpdir(), i);
+        snprintf(nd->log, sizeof nd->log, "%s/nats%d.log", tt_test_outdir(), i);
+        off += (size_t)snprintf(ns->urls + off, sizeof ns->urls - off, "%snats://127.0.0.1:%d",
+                                i ? "," : "", nd->port);
+    }
+    for (int i = 0; i < n; i++) {
+        write_conf(ns, i);
+        spawn(ns, i);
+    }
+    for (int i = 0; i < n; i++) {
+        wait_healthy(ns, i);
+    }
+}
+
+void tt_nats_kill(struct tt_nats *ns, int i, int hard)
+{
+    struct tt_nats_node *nd = &ns->node[i];
+    if (!nd->pid) {
+        return;
+    }
+    CHECK(kill(nd->pid, hard ? SIGKILL : SIGTERM) == 0);
+    int st;
+    CHECK(waitpid(nd->pid, &st, 0) == nd->pid);
+    nd->pid = 0;
+}
+
+void tt_nats_restart(struct tt_nats *ns, int i)
+{
+    CHECK(ns->node[i].pid == 0);
+    spawn(ns, i);
+    wait_healthy(ns, i);
+}
