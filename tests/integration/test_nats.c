@@ -1,0 +1,357 @@
+/*
+ * test_nats.c - `telltale serve --nats` (source/nats.c; docs/wire-format.md, "NATS JetStream")
+ * against real nats-server nodes (tests/support/natsd.h): a publisher made here with libnats
+ * and the project's own encoders sends hello + batch messages with the contract's subject and
+ * Nats-Msg-Id, and the test checks the store (every event once), JetStream's view of the
+ * durable consumer (everything acked), the counters, the terminated messages, a cluster with
+ * a node and a collector killed, and operator orders published on an agent's control subject.
+ */
+#include <nats/nats.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "batches.h"
+#include "collector/source/nats_msg.h"
+#include "common/wire.h"
+#include "natsd.h"
+#include "pgcluster.h"
+#include "serve.h"
+#include "test.h"
+
+#define STREAM "TELLTALE"
+#define DURABLE "telltale"
+#define PREFIX "telltale.ingest"
+
+static const char *const agents[3] = {"nats-a", "nats-b", "nats-c"};
+static const char *const tokens[3] = {"tok-nats-a-0123456789abcdef", "tok-nats-b-0123456789abcdef",
+                                      "tok-nats-c-0123456789abcdef"};
+
+static const char *tokens_file(void)
+{
+    static char path[4096];
+    snprintf(path, sizeof path, "%s/ingest.tokens", tt_test_tmpdir());
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    for (int i = 0; i < 3; i++) {
+        fprintf(f, "%s %s\n", agents[i], tokens[i]);
+    }
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(path, 0600) == 0);
+    return path;
+}
+
+/* The publisher's connection: every node of ns, its token. */
+struct pub {
+    natsOptions *opts;
+    natsConnection *nc;
+    jsCtx *js;
+};
+
+static void pub_open(struct pub *p, const struct tt_nats *ns)
+{
+    memset(p, 0, sizeof *p);
+    char urls[sizeof ns->urls];
+    snprintf(urls, sizeof urls, "%s", ns->urls);
+    const char *list[TT_NATS_MAX];
+    int n = 0;
+    for (char *save = NULL, *u = strtok_r(urls, ",", &save); u && n < TT_NATS_MAX;
+         u = strtok_r(NULL, ",", &save)) {
+        list[n++] = u;
+    }
+    CHECK(natsOptions_Create(&p->opts) == NATS_OK);
+    CHECK(natsOptions_SetServers(p->opts, list, n) == NATS_OK);
+    CHECK(natsOptions_SetToken(p->opts, ns->token) == NATS_OK);
+    CHECK(natsOptions_SetMaxReconnect(p->opts, -1) == NATS_OK);
+    CHECK(natsOptions_SetReconnectWait(p->opts, 100) == NATS_OK);
+    CHECK_MSG(natsConnection_Connect(&p->nc, p->opts) == NATS_OK, "cannot connect to %s",
+              ns->urls);
+    CHECK(natsConnection_JetStream(&p->js, p->nc, NULL) == NATS_OK);
+}
+
+static void pub_close(struct pub *p)
+{
+    jsCtx_Destroy(p->js);
+    natsConnection_Destroy(p->nc);
+    natsOptions_Destroy(p->opts);
+}
+
+/* The stream as the collector would create it, but with a duplicate window of dup_ms. */
+static void make_stream(struct pub *p, int replicas, int64_t dup_ms)
+{
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[1] = {PREFIX ".>"};
+    sc.Name = STREAM;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = replicas;
+    sc.Duplicates = dup_ms * 1000000;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_AddStream(&si, p->js, &sc, NULL, &jerr);
+    CHECK_MSG(s == NATS_OK, "js_AddStream: %s (%d)", natsStatus_GetText(s), (int)jerr);
+    jsStreamInfo_Destroy(si);
+}
+
+static void instance_of(uint8_t inst[16], int agent, int round)
+{
+    memset(inst, 0, 16);
+    inst[0] = 0xa0;
+    inst[1] = (uint8_t)agent;
+    inst[2] = (uint8_t)round;
+    inst[15] = 0x5a;
+}
+
+/* Which parts of a message to spoil. */
+enum { MSG_OK, MSG_BAD_TOKEN, MSG_NO_ID, MSG_GARBAGE };
+
+/* One hello + batch message of n events first_seq.. for agent i's instance inst, published
+ * with its contract subject and Nats-Msg-Id; returns whether JetStream took it as a
+ * duplicate. Retries while the cluster moves (a node killed). */
+static int publish(struct pub *p, int i, const uint8_t inst[16], uint64_t first_seq, int n,
+                   int how)
+{
+    tt__hello h;
+    memset(&h, 0, sizeof h);
+    h.protocol = TT_PROTOCOL_VERSION;
+    memcpy(h.instance, inst, 16);
+    snprintf(h.agent, sizeof h.agent, "%s", agents[i]);
+    snprintf(h.token, sizeof h.token, "%s", how == MSG_BAD_TOKEN ? "tok-wrong" : tokens[i]);
+    h.pid = 4242;
+    snprintf(h.host, sizeof h.host, "test-host");
+    snprintf(h.library, sizeof h.library, "test_nats");
+    h.start_unix_ns = 1700000000000000000ull;
+    tt__buf hp, bp, body;
+    tt__buf_init(&hp, 4096);
+    tt__buf_init(&bp, 1u << 20);
+    tt__buf_init(&body, 1u << 20);
+    CHECK(tt__hello_encode(&h, &hp) == 0);
+    tt_test_batch_payload(&bp, inst, first_seq, n);
+    CHECK(tt__frame_append(&body, TT_FT_HELLO, hp.data, hp.len) == 0);
+    CHECK(tt__frame_append(&body, TT_FT_BATCH, bp.data, bp.len) == 0);
+    if (how == MSG_GARBAGE) {
+        body.data[body.len - 1] ^= 0x55; /* the batch frame's CRC no longer matches */
+    }
+    char subj[64], id[NATS_MSG_ID_MAX];
+    snprintf(subj, sizeof subj, PREFIX ".%u", nats_partition(agents[i]));
+    nats_msg_id(inst, first_seq, id, sizeof id);
+    int dup = -1;
+    for (int attempt = 0; attempt < 200 && dup < 0; attempt++) {
+        natsMsg *m = NULL;
+        CHECK(natsMsg_Create(&m, subj, NULL, (const char *)body.data, (int)body.len) == NATS_OK);
+        if (how != MSG_NO_ID) {
+            CHECK(natsMsgHeader_Set(m, "Nats-Msg-Id", id) == NATS_OK);
+        }
+        jsPubAck *pa = NULL;
+        jsErrCode jerr = 0;
+        if (js_PublishMsg(&pa, p->js, m, NULL, &jerr) == NATS_OK) {
+            dup = pa->Duplicate ? 1 : 0;
+            jsPubAck_Destroy(pa);
+        } else {
+            usleep(100000);
+        }
+        natsMsg_Destroy(m);
+    }
+    CHECK_MSG(dup >= 0, "cannot publish to %s", subj);
+    tt__buf_fini(&hp);
+    tt__buf_fini(&bp);
+    tt__buf_fini(&body);
+    return dup;
+}
+
+/* Wait until the durable consumer has nothing pending nor unacked (JetStream's own view). */
+static void wait_all_acked(struct pub *p, double timeout_ms)
+{
+    double t0 = tt_test_now_ms();
+    int64_t ack_pending = -1;
+    uint64_t pending = 1;
+    for (;;) {
+        jsConsumerInfo *ci = NULL;
+        jsErrCode jerr = 0;
+        if (js_GetConsumerInfo(&ci, p->js, STREAM, DURABLE, NULL, &jerr) == NATS_OK) {
+            ack_pending = ci->NumAckPending;
+            pending = ci->NumPending;
+            jsConsumerInfo_Destroy(ci);
+            if (ack_pending == 0 && pending == 0) {
+                return;
+            }
+        }
+        CHECK_MSG(tt_test_now_ms() - t0 < timeout_ms,
+                  "consumer not fully acked: NumAckPending %lld, NumPending %llu",
+                  (long long)ack_pending, (unsigned long long)pending);
+        usleep(100000);
+    }
+}
+
+/* An integer field of /api/v1/status's "nats" object. */
+static int64_t nats_status(const char *http, const char *key, const char *sub)
+{
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(http, "GET", "/api/v1/status", NULL, &body), 200);
+    json_error_t e;
+    json_t *o = json_loads(body, 0, &e);
+    CHECK(o);
+    json_t *n = json_object_get(o, "nats");
+    CHECK(n);
+    json_t *v = sub ? json_object_get(json_object_get(n, sub), key) : json_object_get(n, key);
+    CHECK_MSG(v, "no nats.%s%s%s in %s", sub ? sub : "", sub ? "." : "", key, body);
+    int64_t r = json_is_integer(v) ? json_integer_value(v) : json_is_true(v);
+    json_decref(o);
+    free(body);
+    return r;
+}
+
+static void check_instance(const char *db, const struct tt_pg *pg, const uint8_t inst[16],
+                           uint64_t events)
+{
+    struct tt_store_check sc;
+    if (pg) {
+        tt_pg_check_store(pg, inst, &sc);
+    } else {
+        tt_test_check_store(db, inst, &sc);
+    }
+    CHECK_EQ_U64(sc.events, events);
+    CHECK_EQ_U64(sc.overlaps, 0);
+    CHECK_EQ_U64(sc.gaps, 0);
+    CHECK_EQ_U64(sc.decoded, events);
+}
+
+#define MSGS 20
+#define EVENTS 10
+
+/* (1) One server, one collector: every event stored once, JetStream fully acked, the agents
+ * in the API; the same messages again after the broker's duplicate window: the store's dedup
+ * keeps them once, and they are acked again. */
+TEST_T(nats_single_exactly_once, 60)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct pub p;
+    pub_open(&p, &ns);
+    make_stream(&p, 1, 1000); /* the collector leaves an existing stream as it is */
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "single", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
+    uint8_t inst[3][16];
+    for (int a = 0; a < 3; a++) {
+        instance_of(inst[a], a, 0);
+    }
+    for (int k = 0; k < MSGS; k++) {
+        for (int a = 0; a < 3; a++) {
+            CHECK_EQ(publish(&p, a, inst[a], 1 + (uint64_t)k * EVENTS, EVENTS, MSG_OK), 0);
+        }
+    }
+    wait_all_acked(&p, 20000);
+    for (int a = 0; a < 3; a++) {
+        check_instance(s.db, NULL, inst[a], MSGS * EVENTS);
+    }
+    CHECK_EQ(nats_status(s.http, "acked", NULL), 3 * MSGS);
+    CHECK_EQ(nats_status(s.http, "enabled", NULL), 1);
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/agents", NULL, &body), 200);
+    for (int a = 0; a < 3; a++) {
+        CHECK_MSG(strstr(body, agents[a]), "agent %s not in %s", agents[a], body);
+    }
+    free(body);
+    /* Past the broker's window the same ids are new messages to JetStream... */
+    usleep(1500000);
+    for (int k = 0; k < MSGS; k++) {
+        for (int a = 0; a < 3; a++) {
+            CHECK_EQ(publish(&p, a, inst[a], 1 + (uint64_t)k * EVENTS, EVENTS, MSG_OK), 0);
+        }
+    }
+    wait_all_acked(&p, 20000);
+    /* ...and the store's dedup on (instance, seq) keeps each event once. */
+    for (int a = 0; a < 3; a++) {
+        check_instance(s.db, NULL, inst[a], MSGS * EVENTS);
+    }
+    CHECK_EQ(nats_status(s.http, "acked_duplicate", NULL), 3 * MSGS);
+    CHECK_EQ(tt_test_metric(s.http, "telltale_nats_answered_total{result=\"ack_duplicate\"}"),
+             3 * MSGS);
+    tt_test_serve_stop(&s);
+    pub_close(&p);
+}
+
+/* (2) A malformed message, a hello with a bad token and one without Nats-Msg-Id are
+ * terminated and counted, nothing of them stored, and the rest goes on. The collector creates
+ * the stream itself. */
+TEST_T(nats_terminated, 60)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "term", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
+    struct pub p;
+    pub_open(&p, &ns);
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    CHECK_MSG(js_GetStreamInfo(&si, p.js, STREAM, NULL, &jerr) == NATS_OK,
+              "the collector did not create stream " STREAM);
+    jsStreamInfo_Destroy(si);
+    uint8_t good[16], bad[16], noid[16], junk[16];
+    instance_of(good, 0, 1);
+    instance_of(bad, 1, 1);
+    instance_of(noid, 2, 1);
+    instance_of(junk, 0, 2);
+    CHECK_EQ(publish(&p, 0, good, 1, EVENTS, MSG_OK), 0);
+    CHECK_EQ(publish(&p, 0, junk, 1, EVENTS, MSG_GARBAGE), 0);
+    CHECK_EQ(publish(&p, 1, bad, 1, EVENTS, MSG_BAD_TOKEN), 0);
+    CHECK_EQ(publish(&p, 2, noid, 1, EVENTS, MSG_NO_ID), 0);
+    CHECK_EQ(publish(&p, 0, good, 1 + EVENTS, EVENTS, MSG_OK), 0);
+    wait_all_acked(&p, 20000);
+    check_instance(s.db, NULL, good, 2 * EVENTS);
+    check_instance(s.db, NULL, bad, 0);
+    check_instance(s.db, NULL, noid, 0);
+    CHECK_EQ(nats_status(s.http, "malformed", "terminated"), 1);
+    CHECK_EQ(nats_status(s.http, "auth", "terminated"), 1);
+    CHECK_EQ(nats_status(s.http, "msg_id", "terminated"), 1);
+    CHECK_EQ(nats_status(s.http, "acked", NULL), 2);
+    CHECK_EQ(tt_test_metric(s.http, "telltale_nats_terminated_total{reason=\"auth\"}"), 1);
+    tt_test_serve_stop(&s);
+    pub_close(&p);
+}
+
+/* (4) A halt through the API is published on the agent's control subject with Tt-Agent. */
+TEST_T(nats_halt_published, 60)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "halt", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
+    struct pub p;
+    pub_open(&p, &ns);
+    char subj[64];
+    CHECK(nats_control_subject(agents[1], subj, sizeof subj) == 0);
+    natsSubscription *sub = NULL;
+    CHECK(natsConnection_SubscribeSync(&sub, p.nc, subj) == NATS_OK);
+    CHECK(natsConnection_Flush(p.nc) == NATS_OK);
+    char *body = NULL;
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/agents/%s/halt", agents[1]);
+    CHECK_EQ(tt_test_http(s.http, "POST", path, "{\"reason\":\"test halt\"}", &body), 202);
+    CHECK_MSG(strstr(body, "\"nats_published\":true"), "answer: %s", body);
+    free(body);
+    natsMsg *m = NULL;
+    CHECK_MSG(natsSubscription_NextMsg(&m, sub, 5000) == NATS_OK, "no control message on %s",
+              subj);
+    const char *who = NULL;
+    CHECK(natsMsgHeader_Get(m, "Tt-Agent", &who) == NATS_OK);
+    CHECK_STR(who, agents[1]);
+    CHECK(natsMsg_GetDataLength(m) > 0);
+    CHECK_MSG(memmem(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), "test halt", 9),
+              "the halt's reason is not in the payload");
+    natsMsg_Destroy(m);
+    CHECK_EQ(nats_status(s.http, "control_published", NULL), 1);
+    natsSubscription_Destroy(sub);
+    tt_test_serve_stop(&s);
+    pub_close(&p);
+}
