@@ -7,6 +7,8 @@
  * a node and a collector killed, and operator orders published on an agent's control subject.
  */
 #include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,8 +71,7 @@ static void pub_open(struct pub *p, const struct tt_nats *ns)
     CHECK(natsOptions_SetToken(p->opts, ns->token) == NATS_OK);
     CHECK(natsOptions_SetMaxReconnect(p->opts, -1) == NATS_OK);
     CHECK(natsOptions_SetReconnectWait(p->opts, 100) == NATS_OK);
-    CHECK_MSG(natsConnection_Connect(&p->nc, p->opts) == NATS_OK, "cannot connect to %s",
-              ns->urls);
+    CHECK_MSG(natsConnection_Connect(&p->nc, p->opts) == NATS_OK, "cannot connect to %s", ns->urls);
     CHECK(natsConnection_JetStream(&p->js, p->nc, NULL) == NATS_OK);
 }
 
@@ -115,8 +116,7 @@ enum { MSG_OK, MSG_BAD_TOKEN, MSG_NO_ID, MSG_GARBAGE };
 /* One hello + batch message of n events first_seq.. for agent i's instance inst, published
  * with its contract subject and Nats-Msg-Id; returns whether JetStream took it as a
  * duplicate. Retries while the cluster moves (a node killed). */
-static int publish(struct pub *p, int i, const uint8_t inst[16], uint64_t first_seq, int n,
-                   int how)
+static int publish(struct pub *p, int i, const uint8_t inst[16], uint64_t first_seq, int n, int how)
 {
     tt__hello h;
     memset(&h, 0, sizeof h);
@@ -341,8 +341,7 @@ TEST_T(nats_halt_published, 60)
     CHECK_MSG(strstr(body, "\"nats_published\":true"), "answer: %s", body);
     free(body);
     natsMsg *m = NULL;
-    CHECK_MSG(natsSubscription_NextMsg(&m, sub, 5000) == NATS_OK, "no control message on %s",
-              subj);
+    CHECK_MSG(natsSubscription_NextMsg(&m, sub, 5000) == NATS_OK, "no control message on %s", subj);
     const char *who = NULL;
     CHECK(natsMsgHeader_Get(m, "Tt-Agent", &who) == NATS_OK);
     CHECK_STR(who, agents[1]);
@@ -353,5 +352,73 @@ TEST_T(nats_halt_published, 60)
     CHECK_EQ(nats_status(s.http, "control_published", NULL), 1);
     natsSubscription_Destroy(sub);
     tt_test_serve_stop(&s);
+    pub_close(&p);
+}
+
+/* The publisher of the cluster test, on its own thread. */
+#define CL_MSGS 60
+struct feeder {
+    struct pub *p;
+    uint8_t inst[3][16];
+    _Atomic int sent;
+};
+
+static void *feed(void *arg)
+{
+    struct feeder *f = arg;
+    for (int k = 0; k < CL_MSGS; k++) {
+        for (int a = 0; a < 3; a++) {
+            publish(f->p, a, f->inst[a], 1 + (uint64_t)k * EVENTS, EVENTS, MSG_OK);
+        }
+        atomic_fetch_add(&f->sent, 1);
+        usleep(10000);
+    }
+    return NULL;
+}
+
+/* (3) A 3-node cluster, an R3 stream, two collectors sharing one PostgreSQL and one durable:
+ * one NATS node and one collector killed (-9) mid-stream; every event is stored exactly once
+ * and JetStream ends fully acked (what the dead collector held is redelivered to the other). */
+TEST_T(nats_cluster_kill, 90)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 3);
+    struct tt_pg pg;
+    tt_pg_start(&pg);
+    const char *toks = tokens_file();
+    struct tt_test_serve a, b;
+    tt_test_serve_start(&a, "cl_a", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", toks, "--store",
+                        pg.url, "--nats", ns.urls, "--nats-token-file", ns.token_file,
+                        "--nats-replicas", "3", "--nats-ack-wait", "3000", NULL);
+    tt_test_serve_start(&b, "cl_b", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", toks, "--store",
+                        pg.url, "--nats", ns.urls, "--nats-token-file", ns.token_file,
+                        "--nats-replicas", "3", "--nats-ack-wait", "3000", NULL);
+    struct pub p;
+    pub_open(&p, &ns);
+    struct feeder f = {.p = &p};
+    for (int i = 0; i < 3; i++) {
+        instance_of(f.inst[i], i, 7);
+    }
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, feed, &f) == 0);
+    while (atomic_load(&f.sent) < CL_MSGS / 3) {
+        usleep(10000);
+    }
+    /* Both collectors take part (one durable, split between them) before the kills. */
+    double t0 = tt_test_now_ms();
+    while (nats_status(a.http, "messages", NULL) == 0 ||
+           nats_status(b.http, "messages", NULL) == 0) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000, "a collector fetched nothing");
+        usleep(20000);
+    }
+    tt_nats_kill(&ns, 1, 1);
+    tt_test_serve_kill(&a);
+    CHECK(pthread_join(th, NULL) == 0);
+    wait_all_acked(&p, 40000);
+    for (int i = 0; i < 3; i++) {
+        check_instance(NULL, &pg, f.inst[i], CL_MSGS * EVENTS);
+    }
+    CHECK(nats_status(b.http, "acked", NULL) > 0);
+    tt_test_serve_stop(&b);
     pub_close(&p);
 }

@@ -34,8 +34,8 @@
 
 #define NATS_FETCH_BATCH 64
 #define NATS_FETCH_WAIT_MS 100
-#define NATS_HELD_MAX 1024        /* messages between fetch and ack; also MaxAckPending */
-#define NATS_NAK_DELAY_MS 1000    /* RETRY or FATAL: redelivered after this */
+#define NATS_HELD_MAX 1024     /* messages between fetch and ack; also MaxAckPending */
+#define NATS_NAK_DELAY_MS 1000 /* RETRY or FATAL: redelivered after this */
 #define NATS_MAX_SERVERS 16
 #define NATS_CONTROL_FLUSH_MS 1000
 
@@ -62,12 +62,12 @@ struct nats_src {
     int started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct hold *holds;              /* every hold not yet answered (under mu) */
-    struct hold *done, *done_tail;   /* answers to perform, in completion order (under mu) */
-    int stop;                        /* the thread ends once the queued answers are out */
-    _Atomic int draining;            /* SIGTERM: fetch no more */
-    _Atomic uint64_t held;           /* fetched, not yet answered */
-    char subject[160];               /* "<prefix>.>" */
+    struct hold *holds;            /* every hold not yet answered (under mu) */
+    struct hold *done, *done_tail; /* answers to perform, in completion order (under mu) */
+    int stop;                      /* the thread ends once the queued answers are out */
+    _Atomic int draining;          /* SIGTERM: fetch no more */
+    _Atomic uint64_t held;         /* fetched, not yet answered */
+    char subject[160];             /* "<prefix>.>" */
 };
 
 /* Counters: /metrics and /api/v1/status. */
@@ -102,13 +102,15 @@ static int parse_urls(const char *list, char urls[][300], int cap, char *err, si
             return -1;
         }
         if (strchr(hp, '@')) {
-            snprintf(err, errlen, "--nats: no user or password in the URL (it would show on the "
-                                  "command line); put a token in a 0600 file and give "
-                                  "--nats-token-file FILE");
+            snprintf(err, errlen,
+                     "--nats: no user or password in the URL (it would show on the "
+                     "command line); put a token in a 0600 file and give "
+                     "--nats-token-file FILE");
             return -1;
         }
         const char *colon = strrchr(hp, ':');
-        if (!colon || colon == hp || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
+        if (!colon || colon == hp || !colon[1] ||
+            strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
             snprintf(err, errlen, "--nats: \"%s\" is not nats://HOST:PORT", item);
             return -1;
         }
@@ -374,9 +376,9 @@ static void *consumer(void *arg)
         int want = (int)(NATS_HELD_MAX - held);
         natsMsgList list = {0};
         jsErrCode jerr = 0;
-        natsStatus s = natsSubscription_Fetch(&list, x->sub,
-                                              want < NATS_FETCH_BATCH ? want : NATS_FETCH_BATCH,
-                                              NATS_FETCH_WAIT_MS, &jerr);
+        natsStatus s =
+            natsSubscription_Fetch(&list, x->sub, want < NATS_FETCH_BATCH ? want : NATS_FETCH_BATCH,
+                                   NATS_FETCH_WAIT_MS, &jerr);
         if (s == NATS_OK) {
             for (int i = 0; i < list.Count; i++) {
                 natsMsg *m = list.Msgs[i];
@@ -422,8 +424,8 @@ static int stream_ensure(struct nats_src *x, char *err, size_t errlen)
         return -1;
     }
     jsStreamInfo_Destroy(si);
-    log_info("NATS: created stream %s (subjects %s, %d replicas, file storage)",
-             x->o->nats_stream, x->subject, (int)x->o->nats_replicas);
+    log_info("NATS: created stream %s (subjects %s, %d replicas, file storage)", x->o->nats_stream,
+             x->subject, (int)x->o->nats_replicas);
     return 0;
 }
 
@@ -482,8 +484,8 @@ static int subscribe(struct nats_src *x, char *err, size_t errlen)
     natsStatus s =
         js_PullSubscribe(&x->sub, x->js, x->subject, x->o->nats_durable, NULL, &so, &jerr);
     if (s != NATS_OK) {
-        snprintf(err, errlen, "NATS: durable consumer %s on %s: %s (error %d)",
-                 x->o->nats_durable, x->o->nats_stream, natsStatus_GetText(s), (int)jerr);
+        snprintf(err, errlen, "NATS: durable consumer %s on %s: %s (error %d)", x->o->nats_durable,
+                 x->o->nats_stream, natsStatus_GetText(s), (int)jerr);
         return -1;
     }
     return 0;
@@ -639,8 +641,8 @@ void nats_metrics(tt__buf *b)
     tt__buf_printf(b, "# HELP telltale_nats_terminated_total NATS messages terminated (never "
                       "storable), by reason.\n# TYPE telltale_nats_terminated_total counter\n");
     for (int i = 1; i < NT__COUNT; i++) {
-        tt__buf_printf(b, "telltale_nats_terminated_total{reason=\"%s\"} %llu\n",
-                       nats_term_name(i), (unsigned long long)LD(nstats.terminated[i]));
+        tt__buf_printf(b, "telltale_nats_terminated_total{reason=\"%s\"} %llu\n", nats_term_name(i),
+                       (unsigned long long)LD(nstats.terminated[i]));
     }
     one(b, "telltale_nats_fetch_pauses_total", "counter",
         "Fetches put off: the pipeline above its byte budget or too many messages held.",

@@ -16,9 +16,9 @@
 
 const char *nats_term_name(int reason)
 {
-    static const char *const names[NT__COUNT] = {
-        "", "malformed", "too_large", "bad_hello", "protocol", "bad_payload", "msg_id", "auth",
-        "refused"};
+    static const char *const names[NT__COUNT] = {"",          "malformed", "too_large",
+                                                 "bad_hello", "protocol",  "bad_payload",
+                                                 "msg_id",    "auth",      "refused"};
     return reason > 0 && reason < NT__COUNT ? names[reason] : "unknown";
 }
 
@@ -105,7 +105,7 @@ int nats_msg_decode(const struct nats_msg_limits *lim, ZSTD_DCtx *dctx, const ui
     size_t rn = n - hf.frame_len;
     rc = tt__frame_parse(rest, rn, lim->max_frame, &bf, &need);
     if (rc != TT_FRAME_OK || bf.type != TT_FT_BATCH || bf.frame_len != rn) {
-        *why = rc != TT_FRAME_OK       ? tt__frame_err_name(rc)
+        *why = rc != TT_FRAME_OK        ? tt__frame_err_name(rc)
                : bf.type != TT_FT_BATCH ? "the second frame is not a batch"
                                         : "bytes after the batch frame";
         return rc == TT_FRAME_OK || rc == TT_FRAME_NEED_MORE ? NT_MALFORMED : frame_reason(rc);

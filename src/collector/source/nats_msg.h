@@ -22,13 +22,13 @@
 /* Why a message was terminated (never storable as sent); each has a counter. */
 enum nats_term {
     NT_MALFORMED = 1, /* not one HELLO frame then one BATCH frame (framing, CRC, header) */
-    NT_TOO_LARGE,   /* a frame or its decompressed payload above the limits */
-    NT_BAD_HELLO,   /* the hello does not decode, or names no valid agent */
-    NT_PROTOCOL,    /* a protocol version this collector does not speak */
-    NT_BAD_PAYLOAD, /* the batch does not decompress or decode */
-    NT_MSG_ID,      /* Nats-Msg-Id missing or not the batch's <instance>:<first_seq> */
-    NT_AUTH,        /* no valid ingest token */
-    NT_REFUSED,     /* the store refused it for good (overlap, another identity's name) */
+    NT_TOO_LARGE,     /* a frame or its decompressed payload above the limits */
+    NT_BAD_HELLO,     /* the hello does not decode, or names no valid agent */
+    NT_PROTOCOL,      /* a protocol version this collector does not speak */
+    NT_BAD_PAYLOAD,   /* the batch does not decompress or decode */
+    NT_MSG_ID,        /* Nats-Msg-Id missing or not the batch's <instance>:<first_seq> */
+    NT_AUTH,          /* no valid ingest token */
+    NT_REFUSED,       /* the store refused it for good (overlap, another identity's name) */
     NT__COUNT
 };
 
