@@ -135,8 +135,9 @@ int cli_order(int argc, char **argv, const char *verb, const char *help)
     }
     int nats = np && (strncmp(np, "true", 4) == 0 || strtol(np, NULL, 10) > 0);
     if ((!p || strtol(p + 14, NULL, 10) <= 0) && nats) {
-        fprintf(stderr, "telltale %s: published on NATS (no native connection; NATS does not "
-                        "confirm that the agent listens)\n",
+        fprintf(stderr,
+                "telltale %s: published on NATS (no native connection; NATS does not "
+                "confirm that the agent listens)\n",
                 verb);
         return EXIT_OK;
     }
