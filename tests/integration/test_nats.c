@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -420,5 +421,89 @@ TEST_T(nats_cluster_kill, 90)
     }
     CHECK(nats_status(b.http, "acked", NULL) > 0);
     tt_test_serve_stop(&b);
+    pub_close(&p);
+}
+
+/* Run `telltale serve ARGS` (it must refuse to start): its exit status, its output in out. */
+static int serve_refused(const char *args, char *out, size_t cap)
+{
+    const char *b = getenv("TT_BIN");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "%s serve --data %s/refused --no-http --listen unix:%s/r.sock %s 2>&1",
+             b ? b : "build/telltale", tt_test_tmpdir(), tt_test_tmpdir(), args);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* Secrets: a user and password in the URL and a token file others may read are refused at
+ * start, each with a message that says what to do; the ready file names the servers. */
+TEST_T(nats_options, 30)
+{
+    char out[8192], args[2048];
+    CHECK_EQ(serve_refused("--nats nats://alice:secret@127.0.0.1:4222", out, sizeof out), 2);
+    CHECK_MSG(strstr(out, "--nats-token-file") && !strstr(out, "secret"), "said: %s", out);
+    CHECK_EQ(serve_refused("--nats tcp://127.0.0.1:4222", out, sizeof out), 2);
+    CHECK_MSG(strstr(out, "nats://HOST:PORT"), "said: %s", out);
+    char tok[4096];
+    snprintf(tok, sizeof tok, "%s/open.token", tt_test_tmpdir());
+    FILE *f = fopen(tok, "w");
+    CHECK(f);
+    fputs("tok\n", f);
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(tok, 0644) == 0);
+    snprintf(args, sizeof args, "--nats nats://127.0.0.1:4222 --nats-token-file %s", tok);
+    CHECK_EQ(serve_refused(args, out, sizeof out), 2);
+    CHECK_MSG(strstr(out, "chmod"), "said: %s", out);
+
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "ready", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
+    char ready[800];
+    snprintf(ready, sizeof ready, "%s/ready.json", s.dir);
+    json_error_t e;
+    json_t *o = json_load_file(ready, 0, &e);
+    CHECK_MSG(o, "%s: %s", ready, e.text);
+    CHECK_STR(json_string_value(json_object_get(o, "nats")), ns.urls);
+    json_decref(o);
+    CHECK_EQ(tt_test_count_lines(s.log, ns.token), 0);
+    tt_test_serve_stop(&s);
+}
+
+/* A clean stop (SIGTERM) mid-stream: the collector exits 0 within its grace; what it had not
+ * acked is redelivered, to it once restarted, and every event is stored once. */
+TEST_T(nats_sigterm_midstream, 60)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "sigterm", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, "--nats-ack-wait",
+                        "2000", "--grace-ms", "1000", NULL);
+    struct pub p;
+    pub_open(&p, &ns);
+    struct feeder f = {.p = &p};
+    for (int i = 0; i < 3; i++) {
+        instance_of(f.inst[i], i, 9);
+    }
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, feed, &f) == 0);
+    while (atomic_load(&f.sent) < CL_MSGS / 3) {
+        usleep(10000);
+    }
+    tt_test_serve_stop(&s);
+    CHECK(pthread_join(th, NULL) == 0);
+    tt_test_serve_restart(&s);
+    wait_all_acked(&p, 30000);
+    for (int i = 0; i < 3; i++) {
+        check_instance(s.db, NULL, f.inst[i], CL_MSGS * EVENTS);
+    }
+    tt_test_serve_stop(&s);
     pub_close(&p);
 }
