@@ -74,7 +74,9 @@ enum MHD_Result api_agent_comply_policy(const struct http_req *r)
     tt__json_kv_cstr(&j, "agent", agent);
     tt__json_kv_u64(&j, "rules", rules);
     tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
-    tt__json_kv_bool(&j, "nats_published", nb > 0);
+    if (r->ctx->nats) {
+        tt__json_kv_bool(&j, "nats_published", nb > 0);
+    }
     tt__json_kv_bool(&j, "collector", r->ctx->watch && watched == 0);
     tt__json_obj_end(&j);
     enum MHD_Result res = j.err ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "answer too large")

@@ -283,14 +283,20 @@ static enum MHD_Result session_order(const struct http_req *r, int field)
         tt__json_obj_begin(&j);
         tt__json_kv_cstr(&j, "agent", agent);
         tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
-        tt__json_kv_bool(&j, "nats_published", nb > 0);
+        if (r->ctx->nats) {
+            if (r->ctx->nats) {
+                tt__json_kv_bool(&j, "nats_published", nb > 0);
+            }
+        }
         tt__json_obj_end(&j);
         conns += n > 0 ? n : 0;
         published += nb > 0;
     }
     tt__json_arr_end(&j);
     tt__json_kv_i64(&j, "connections", conns);
-    tt__json_kv_i64(&j, "nats_published", published);
+    if (r->ctx->nats) {
+        tt__json_kv_i64(&j, "nats_published", published);
+    }
     tt__json_obj_end(&j);
     audit(field, "session", session, reason, names.n, conns);
     enum MHD_Result rc = j.err ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "answer too large")
@@ -321,7 +327,9 @@ static enum MHD_Result agent_order(const struct http_req *r, int field)
     tt__json_kv_cstr(&j, "order", field == ORDER_HALT ? "halt" : "resume");
     tt__json_kv_cstr(&j, "reason", reason);
     tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
-    tt__json_kv_bool(&j, "nats_published", nb > 0);
+    if (r->ctx->nats) {
+        tt__json_kv_bool(&j, "nats_published", nb > 0);
+    }
     tt__json_obj_end(&j);
     enum MHD_Result rc = j.err ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "answer too large")
                                : http_json(r, MHD_HTTP_ACCEPTED, &b);

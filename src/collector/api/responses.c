@@ -397,7 +397,9 @@ enum MHD_Result api_agent_guard_policy(const struct http_req *r)
     tt__json_kv_cstr(&j, "action", action == 1 ? "flag" : "halt");
     tt__json_obj_end(&j);
     tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
-    tt__json_kv_bool(&j, "nats_published", nb > 0);
+    if (r->ctx->nats) {
+        tt__json_kv_bool(&j, "nats_published", nb > 0);
+    }
     tt__json_obj_end(&j);
     return reply(r, MHD_HTTP_ACCEPTED, &b, &j);
 }

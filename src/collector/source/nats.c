@@ -291,6 +291,7 @@ static void take(struct nats_src *x, natsMsg *m)
         term(m, NT_TOO_LARGE, "message above the largest hello and frame");
         return;
     }
+    cstat_add(&cstats.bytes, (uint64_t)len);
     struct nats_msg_limits lim = {x->o->max_frame, x->o->max_raw, x->o->max_events,
                                   x->o->max_attrs};
     tt__hello h;
