@@ -114,10 +114,9 @@ static void instance_of(uint8_t inst[16], int agent, int round)
 /* Which parts of a message to spoil. */
 enum { MSG_OK, MSG_BAD_TOKEN, MSG_NO_ID, MSG_GARBAGE };
 
-/* One hello + batch message of n events first_seq.. for agent i's instance inst, published
- * with its contract subject and Nats-Msg-Id; returns whether JetStream took it as a
- * duplicate. Retries while the cluster moves (a node killed). */
-static int publish(struct pub *p, int i, const uint8_t inst[16], uint64_t first_seq, int n, int how)
+/* One hello + batch message of n events first_seq.. for agent i's instance inst, with its
+ * contract subject and Nats-Msg-Id (spoiled as how says). */
+static natsMsg *make_msg(int i, const uint8_t inst[16], uint64_t first_seq, int n, int how)
 {
     tt__hello h;
     memset(&h, 0, sizeof h);
@@ -143,13 +142,24 @@ static int publish(struct pub *p, int i, const uint8_t inst[16], uint64_t first_
     char subj[64], id[NATS_MSG_ID_MAX];
     snprintf(subj, sizeof subj, PREFIX ".%u", nats_partition(agents[i]));
     nats_msg_id(inst, first_seq, id, sizeof id);
+    natsMsg *m = NULL;
+    CHECK(natsMsg_Create(&m, subj, NULL, (const char *)body.data, (int)body.len) == NATS_OK);
+    if (how != MSG_NO_ID) {
+        CHECK(natsMsgHeader_Set(m, "Nats-Msg-Id", id) == NATS_OK);
+    }
+    tt__buf_fini(&hp);
+    tt__buf_fini(&bp);
+    tt__buf_fini(&body);
+    return m;
+}
+
+/* make_msg, published and acked by JetStream; returns whether JetStream took it as a
+ * duplicate. Retries while the cluster moves (a node killed). */
+static int publish(struct pub *p, int i, const uint8_t inst[16], uint64_t first_seq, int n, int how)
+{
     int dup = -1;
     for (int attempt = 0; attempt < 200 && dup < 0; attempt++) {
-        natsMsg *m = NULL;
-        CHECK(natsMsg_Create(&m, subj, NULL, (const char *)body.data, (int)body.len) == NATS_OK);
-        if (how != MSG_NO_ID) {
-            CHECK(natsMsgHeader_Set(m, "Nats-Msg-Id", id) == NATS_OK);
-        }
+        natsMsg *m = make_msg(i, inst, first_seq, n, how);
         jsPubAck *pa = NULL;
         jsErrCode jerr = 0;
         if (js_PublishMsg(&pa, p->js, m, NULL, &jerr) == NATS_OK) {
@@ -160,10 +170,7 @@ static int publish(struct pub *p, int i, const uint8_t inst[16], uint64_t first_
         }
         natsMsg_Destroy(m);
     }
-    CHECK_MSG(dup >= 0, "cannot publish to %s", subj);
-    tt__buf_fini(&hp);
-    tt__buf_fini(&bp);
-    tt__buf_fini(&body);
+    CHECK_MSG(dup >= 0, "cannot publish for agent %s", agents[i]);
     return dup;
 }
 
@@ -504,6 +511,68 @@ TEST_T(nats_sigterm_midstream, 60)
     for (int i = 0; i < 3; i++) {
         check_instance(s.db, NULL, f.inst[i], CL_MSGS * EVENTS);
     }
+    tt_test_serve_stop(&s);
+    pub_close(&p);
+}
+
+static _Atomic int async_errors;
+
+static void on_pub_err(jsCtx *js, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    (void)pae;
+    (void)closure;
+    atomic_fetch_add(&async_errors, 1);
+}
+
+/* Volume: 3 agents x 1000 messages of 50 events published asynchronously (at most 256 pending)
+ * while one collector consumes: every event stored once, the consumer fully acked; the time
+ * from the first publish to the last ack goes to the test's log. */
+TEST_T(nats_volume, 90)
+{
+#define VOL_MSGS 1000
+#define VOL_EVENTS 50
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "volume", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
+    struct pub p;
+    pub_open(&p, &ns);
+    jsCtx_Destroy(p.js);
+    jsOptions jo;
+    CHECK(jsOptions_Init(&jo) == NATS_OK);
+    jo.PublishAsync.MaxPending = 256;
+    jo.PublishAsync.ErrHandler = on_pub_err;
+    CHECK(natsConnection_JetStream(&p.js, p.nc, &jo) == NATS_OK);
+    uint8_t inst[3][16];
+    for (int a = 0; a < 3; a++) {
+        instance_of(inst[a], a, 11);
+    }
+    double t0 = tt_test_now_ms();
+    for (int k = 0; k < VOL_MSGS; k++) {
+        for (int a = 0; a < 3; a++) {
+            natsMsg *m = make_msg(a, inst[a], 1 + (uint64_t)k * VOL_EVENTS, VOL_EVENTS, MSG_OK);
+            CHECK(js_PublishMsgAsync(p.js, &m, NULL) == NATS_OK);
+        }
+    }
+    jsPubOptions po;
+    CHECK(jsPubOptions_Init(&po) == NATS_OK);
+    po.MaxWait = 30000;
+    CHECK(js_PublishAsyncComplete(p.js, &po) == NATS_OK);
+    CHECK_EQ(atomic_load(&async_errors), 0);
+    double t1 = tt_test_now_ms();
+    wait_all_acked(&p, 60000);
+    double t2 = tt_test_now_ms();
+    for (int a = 0; a < 3; a++) {
+        check_instance(s.db, NULL, inst[a], (uint64_t)VOL_MSGS * VOL_EVENTS);
+    }
+    fprintf(stderr,
+            "nats_volume: %d messages, %d events: published in %.0f ms, all acked %.0f ms after "
+            "the first publish (%.0f events/s end to end)\n",
+            3 * VOL_MSGS, 3 * VOL_MSGS * VOL_EVENTS, t1 - t0, t2 - t0,
+            3.0 * VOL_MSGS * VOL_EVENTS / ((t2 - t0) / 1000));
+    CHECK_EQ(nats_status(s.http, "acked", NULL), 3 * VOL_MSGS);
     tt_test_serve_stop(&s);
     pub_close(&p);
 }
