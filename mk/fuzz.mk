@@ -86,7 +86,7 @@ $(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.c $(LIB_A)
 	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -o $@ $< $(LIB_A) -lzstd -lgnutls -lm -pthread
 
 fuzz-seeds: $(FUZZ_DIR)/make_seeds
-	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus/frame tests/fuzz/corpus/batch tests/fuzz/corpus/client
+	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus/frame tests/fuzz/corpus/batch tests/fuzz/corpus/client tests/fuzz/corpus/nats_msg
 
 .PHONY: fuzz fuzz-run fuzz-seeds
 
@@ -95,3 +95,13 @@ $(FUZZ_DIR)/fuzz_export: tests/fuzz/fuzz_export.c $(FUZZ_SRC) src/collector/expo
 		$(wildcard src/*/*.h src/collector/*.h include/*.h) | $(DEPS_FUZZ)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) src/collector/export_encode.c -lzstd -lmicrohttpd -lm -pthread
+
+# fuzz_nats_msg: the NATS source's message decoder (source/nats_msg.c: hello + batch body and
+# the Nats-Msg-Id header); it links the store's item release.
+FUZZ_NATS_SRC := src/collector/source/nats_msg.c src/collector/stats.c \
+	$(filter-out src/collector/store/store_hist.c,$(wildcard src/collector/store/*.c))
+
+$(FUZZ_DIR)/fuzz_nats_msg: tests/fuzz/fuzz_nats_msg.c $(FUZZ_SRC) $(FUZZ_NATS_SRC) \
+		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_NATS_SRC) -lzstd -lsqlite3 -lpq -lmicrohttpd -lm -pthread

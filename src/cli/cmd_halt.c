@@ -126,6 +126,21 @@ int cli_order(int argc, char **argv, const char *verb, const char *help)
         p = q;
         q++;
     }
+    /* With --nats the collector also published it on the agent's control subject (the last
+     * "nats_published": true, or the session's count): sent, though NATS does not confirm
+     * that the agent listens. */
+    const char *np = NULL;
+    for (q = out.buf; (q = strstr(q, "\"nats_published\":")) != NULL; q++) {
+        np = q + 17;
+    }
+    int nats = np && (strncmp(np, "true", 4) == 0 || strtol(np, NULL, 10) > 0);
+    if ((!p || strtol(p + 14, NULL, 10) <= 0) && nats) {
+        fprintf(stderr,
+                "telltale %s: published on NATS (no native connection; NATS does not "
+                "confirm that the agent listens)\n",
+                verb);
+        return EXIT_OK;
+    }
     if (!p || strtol(p + 14, NULL, 10) <= 0) {
         fprintf(stderr,
                 session ? "telltale %s: no agent of session %s is connected\n"

@@ -69,6 +69,15 @@ struct collector_opts {
     char otlp_export[1024];
     uint64_t otlp_export_queue;
     uint64_t otlp_export_retry_ms;
+    /* NATS JetStream ingest (source/nats.h): --nats servers (empty: none), the stream, the
+     * subject prefix, the durable consumer, the stream's replicas, the ack wait and the token */
+    char nats[1024];
+    char nats_stream[64];
+    char nats_subject[128];
+    char nats_durable[64];
+    uint64_t nats_replicas;
+    uint64_t nats_ack_wait_ms;
+    char nats_token_file[PATH_MAX];
 };
 
 /* Why input was refused; each has a counter and a name in /metrics. */

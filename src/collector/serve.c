@@ -27,6 +27,7 @@
 #include "collector/hub.h"
 #include "collector/source/identity.h"
 #include "collector/source/native.h"
+#include "collector/source/nats.h"
 #include "collector/source/otlp.h"
 #include "collector/source/otlp_decode.h"
 #include "collector/source/source.h"
@@ -117,6 +118,17 @@ static const char usage[] =
     "                        67108864): above it, batches are not exported (counted)\n"
     "  --otlp-export-retry MS  retry a request the receiver may take later for this\n"
     "                        long, then drop it (counted; default 60000)\n"
+    "  --nats URLS           also consume ingest messages from NATS JetStream:\n"
+    "                        nats://HOST:PORT[,HOST:PORT...] (one cluster); agents need\n"
+    "                        an ingest token (--ingest-tokens); docs/operations.md\n"
+    "  --nats-stream NAME    the stream (default TELLTALE; created at start if missing)\n"
+    "  --nats-subject PREFIX ingest subjects PREFIX.> (default telltale.ingest)\n"
+    "  --nats-durable NAME   the durable pull consumer, shared by every collector that\n"
+    "                        names it (default telltale)\n"
+    "  --nats-replicas N     replicas of a stream created here (default 1; 3 in a cluster)\n"
+    "  --nats-ack-wait MS    redelivery of a message not acked within this (default 30000)\n"
+    "  --nats-token-file FILE  the NATS token (first line of FILE, mode 0600); never a\n"
+    "                        user or password in the URL\n"
     "  --verbose             log each refused connection\n"
     "  --help                this text\n"
     "\n"
@@ -156,6 +168,11 @@ static void opts_defaults(struct collector_opts *o)
     o->retain_confidence = RETAIN_DEFAULT_CONFIDENCE;
     o->otlp_export_queue = 64u << 20;
     o->otlp_export_retry_ms = 60000;
+    snprintf(o->nats_stream, sizeof o->nats_stream, "TELLTALE");
+    snprintf(o->nats_subject, sizeof o->nats_subject, "telltale.ingest");
+    snprintf(o->nats_durable, sizeof o->nats_durable, "telltale");
+    o->nats_replicas = 1;
+    o->nats_ack_wait_ms = 30000;
 }
 
 static int parse_f64(const char *s, double lo, double hi, double *out)
@@ -199,8 +216,15 @@ static int parse_ids(struct collector_opts *o, int uids, const char *list)
 }
 
 /* Long options without a letter (codes above any character): --otlp-export URL, its queue, its
- * retry time. */
-enum { OXU = 0x4f01, OXQ, OXR };
+ * retry time; the --nats options. */
+enum { OXU = 0x4f01, OXQ, OXR, NSV, NST, NSJ, NDU, NRP, NAW, NTF };
+
+/* A name of the NATS options: no space, no wildcard, no dot unless dots (a subject). */
+static int bad_nats_name(const char *v, size_t cap, int dots)
+{
+    return !*v || strlen(v) >= cap || strpbrk(v, dots ? " \t*>" : " \t*>.") != NULL ||
+           (dots && (v[0] == '.' || v[strlen(v) - 1] == '.' || strstr(v, "..")));
+}
 
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
 static int parse_args(int argc, char **argv, struct collector_opts *o)
@@ -238,6 +262,13 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
                                              {"otlp-export", required_argument, NULL, OXU},
                                              {"otlp-export-queue", required_argument, NULL, OXQ},
                                              {"otlp-export-retry", required_argument, NULL, OXR},
+                                             {"nats", required_argument, NULL, NSV},
+                                             {"nats-stream", required_argument, NULL, NST},
+                                             {"nats-subject", required_argument, NULL, NSJ},
+                                             {"nats-durable", required_argument, NULL, NDU},
+                                             {"nats-replicas", required_argument, NULL, NRP},
+                                             {"nats-ack-wait", required_argument, NULL, NAW},
+                                             {"nats-token-file", required_argument, NULL, NTF},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int opt, idx = 0;
@@ -361,6 +392,38 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
         case OXR:
             bad = parse_u64(optarg, 0, 86400000, &o->otlp_export_retry_ms) != 0;
             break;
+        case NSV:
+            bad = strlen(optarg) >= sizeof o->nats || !*optarg;
+            snprintf(o->nats, sizeof o->nats, "%s", optarg);
+            break;
+        case NST:
+            bad = bad_nats_name(optarg, sizeof o->nats_stream, 0);
+            if (!bad) {
+                memcpy(o->nats_stream, optarg, strlen(optarg) + 1);
+            }
+            break;
+        case NSJ:
+            bad = bad_nats_name(optarg, sizeof o->nats_subject, 1);
+            if (!bad) {
+                memcpy(o->nats_subject, optarg, strlen(optarg) + 1);
+            }
+            break;
+        case NDU:
+            bad = bad_nats_name(optarg, sizeof o->nats_durable, 0);
+            if (!bad) {
+                memcpy(o->nats_durable, optarg, strlen(optarg) + 1);
+            }
+            break;
+        case NRP:
+            bad = parse_u64(optarg, 1, 5, &o->nats_replicas) != 0;
+            break;
+        case NAW:
+            bad = parse_u64(optarg, 1000, 3600000, &o->nats_ack_wait_ms) != 0;
+            break;
+        case NTF:
+            bad = strlen(optarg) >= sizeof o->nats_token_file || !*optarg;
+            snprintf(o->nats_token_file, sizeof o->nats_token_file, "%s", optarg);
+            break;
         case 'h':
             fputs(usage, stdout);
             return 1;
@@ -388,6 +451,13 @@ static int parse_args(int argc, char **argv, struct collector_opts *o)
         fprintf(stderr, "telltale serve: --tls-cert and --tls-key go together, and --https and "
                         "--tls-client-ca need them\n");
         return 2;
+    }
+    if (o->nats[0]) {
+        char err[512];
+        if (nats_check_opts(o, err, sizeof err) != 0) {
+            fprintf(stderr, "telltale serve: %s\n", err);
+            return 2;
+        }
     }
     return 0;
 }
@@ -448,7 +518,7 @@ static void announce_ingest(const struct collector_opts *o)
 }
 
 static int write_ready(const struct collector_opts *o, const char *http_bound,
-                       const char *otlp_bound)
+                       const char *otlp_bound, int nats_on)
 {
     tt__buf b;
     tt__buf_init(&b, 1u << 16);
@@ -467,6 +537,7 @@ static int write_ready(const struct collector_opts *o, const char *http_bound,
     tt__json_arr_end(&j);
     tt__json_kv_cstr(&j, "http", http_bound);
     tt__json_kv_cstr(&j, "otlp_http", otlp_bound);
+    tt__json_kv_cstr(&j, "nats", nats_on ? o->nats : ""); /* never a secret: refused in it */
     tt__json_kv_bool(&j, "https", o->https);
     tt__json_kv_cstr(&j, "sync", store_sync_name(o->sync_level));
     tt__json_obj_end(&j);
@@ -496,7 +567,8 @@ struct running {
     struct hub *hub;
     struct pipeline *pipeline;
     struct ingest *ingest;
-    struct otlp *otlp; /* OTLP/HTTP ingest on the HTTP port (source/otlp.h) */
+    struct otlp *otlp;     /* OTLP/HTTP ingest on the HTTP port (source/otlp.h) */
+    struct nats_src *nats; /* --nats: NATS JetStream ingest (source/nats.h), or NULL */
     struct http *http;
     struct http *otlp_http; /* --otlp-http's listener, or NULL */
     struct auth *auth;
@@ -520,7 +592,8 @@ static void stop_all(struct running *r)
     http_drain_otlp(r->otlp_http, 2000);
     http_stop(r->http);
     http_stop(r->otlp_http);
-    watch_stop(r->watch); /* submits no more records */
+    watch_stop(r->watch);   /* submits no more records */
+    nats_shutdown(r->nats); /* the acks queued go out; the rest stays unacked (redelivered) */
     ingest_close(r->ingest);
     retain_stop(); /* no pass under way when the store closes */
     pipeline_free(r->pipeline);
@@ -532,6 +605,7 @@ static void stop_all(struct running *r)
     /* The exporter posts what was committed, within the grace. */
     export_stop(r->grace_ms);
     otlp_free(r->otlp);
+    nats_free(r->nats);
     watch_free(r->watch); /* its source outlives the items it submitted */
     hub_free(r->hub);
     auth_free(r->auth);
@@ -590,6 +664,18 @@ static int hook_owner_ok(void *ctx, const char *agent, const char *identity, cha
         return -1;
     }
     return 0;
+}
+
+static void hook_drain(void *ctx)
+{
+    const struct running *r = ctx;
+    nats_drain(r->nats);
+}
+
+static uint64_t hook_pending(void *ctx)
+{
+    const struct running *r = ctx;
+    return nats_pending(r->nats);
 }
 
 static void hook_commit(void *ctx, const struct store_item *it)
@@ -728,7 +814,7 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
     }
-    struct ingest_hooks hooks = {r, hook_authorize, hook_owner_ok, NULL};
+    struct ingest_hooks hooks = {r, hook_authorize, hook_owner_ok, NULL, hook_drain, hook_pending};
     if (ingest_open(&r->ingest, o, r->pipeline, &hooks, r->tls, err, sizeof err) != 0) {
         fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
@@ -738,6 +824,10 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         return -1;
     }
     if (start_retention(o, r->store) != 0) {
+        return -1;
+    }
+    if (o->nats[0] && nats_open(&r->nats, o, r->pipeline, r->auth, err, sizeof err) != 0) {
+        fprintf(stderr, "telltale serve: %s\n", err);
         return -1;
     }
     if (o->http[0] || o->otlp_http[0]) {
@@ -755,6 +845,7 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
             return -1;
         }
         ctx.otlp = r->otlp;
+        ctx.nats = r->nats;
         snprintf(ctx.allowed_hosts, sizeof ctx.allowed_hosts, "%s", o->allowed_hosts);
         if (o->https) {
             ctx.tls_cert_pem = tls_server_cert_pem(r->tls);
@@ -900,7 +991,7 @@ int serve_main(int argc, char **argv)
         log_info("OTLP/HTTP on %s://%s/v1/ (traces, logs, metrics)", o.https ? "https" : "http",
                  r.otlp_bound);
     }
-    if (o.ready_file[0] && write_ready(&o, http_bound, r.otlp_bound) != 0) {
+    if (o.ready_file[0] && write_ready(&o, http_bound, r.otlp_bound, r.nats != NULL) != 0) {
         fprintf(stderr, "telltale serve: cannot write %s: %s\n", o.ready_file, strerror(errno));
         stop_all(&r);
         return 1;

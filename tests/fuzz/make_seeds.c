@@ -186,5 +186,20 @@ int main(int argc, char **argv)
     tt__frame_append(&b, TT_FT_REJECT, tmp.data, tmp.len);
     put(dir, "ack_reject", 1, &b);
     put(dir, "ack_reject_crc_checked", 0, &b);
+    if (argc > 4) {
+        /* fuzz_nats_msg: a NATS ingest message body (hello + batch), with the batch's own
+         * Nats-Msg-Id (mode 5: CRCs fixed, the real id), plain and compressed. */
+        tt__buf_reset(&b);
+        tt__buf_reset(&tmp);
+        strcpy(h.token, "tok-agent");
+        tt__hello_encode(&h, &tmp);
+        tt__frame_append(&b, TT_FT_HELLO, tmp.data, tmp.len);
+        size_t hlen = b.len;
+        tt__frame_append(&b, TT_FT_BATCH, payload.data, payload.len);
+        put(argv[4], "hello_batch_plain", 5, &b);
+        b.len = hlen;
+        tt__buf_append(&b, frame, flen);
+        put(argv[4], "hello_batch_zstd", 5, &b);
+    }
     return 0;
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "collector/alerting/comply_watch.h"
+#include "collector/source/nats.h"
 #include "collector/api/http.h"
 #include "collector/source/native.h"
 #include "common/comply.h"
@@ -63,6 +64,7 @@ enum MHD_Result api_agent_comply_policy(const struct http_req *r)
     json_decref(o);
     int n = ingest_post_control_wait(r->ctx->ingest, agent, payload, (size_t)(q - payload),
                                      ORDER_WAIT_MS);
+    int nb = nats_publish_control(r->ctx->nats, agent, payload, (size_t)(q - payload));
     free(payload);
     tt__buf b;
     tt__buf_init(&b, 4096);
@@ -72,6 +74,9 @@ enum MHD_Result api_agent_comply_policy(const struct http_req *r)
     tt__json_kv_cstr(&j, "agent", agent);
     tt__json_kv_u64(&j, "rules", rules);
     tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
+    if (r->ctx->nats) {
+        tt__json_kv_bool(&j, "nats_published", nb > 0);
+    }
     tt__json_kv_bool(&j, "collector", r->ctx->watch && watched == 0);
     tt__json_obj_end(&j);
     enum MHD_Result res = j.err ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "answer too large")

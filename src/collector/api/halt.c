@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "collector/source/nats.h"
 #include "collector/api/http.h"
 #include "collector/log.h"
 #include "collector/source/native.h"
@@ -274,18 +275,28 @@ static enum MHD_Result session_order(const struct http_req *r, int field)
     tt__json_kv_cstr(&j, "reason", reason);
     tt__json_key(&j, "agents");
     tt__json_arr_begin(&j);
-    int conns = 0;
+    int conns = 0, published = 0;
     for (int i = 0; i < names.n; i++) {
         const char *agent = names.name[i];
         int n = ingest_post_control_wait(r->ctx->ingest, agent, payload, plen, ORDER_WAIT_MS);
+        int nb = nats_publish_control(r->ctx->nats, agent, payload, plen);
         tt__json_obj_begin(&j);
         tt__json_kv_cstr(&j, "agent", agent);
         tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
+        if (r->ctx->nats) {
+            if (r->ctx->nats) {
+                tt__json_kv_bool(&j, "nats_published", nb > 0);
+            }
+        }
         tt__json_obj_end(&j);
         conns += n > 0 ? n : 0;
+        published += nb > 0;
     }
     tt__json_arr_end(&j);
     tt__json_kv_i64(&j, "connections", conns);
+    if (r->ctx->nats) {
+        tt__json_kv_i64(&j, "nats_published", published);
+    }
     tt__json_obj_end(&j);
     audit(field, "session", session, reason, names.n, conns);
     enum MHD_Result rc = j.err ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "answer too large")
@@ -305,6 +316,7 @@ static enum MHD_Result agent_order(const struct http_req *r, int field)
     uint8_t payload[300];
     size_t plen = order_payload(payload, field, "", reason);
     int n = ingest_post_control_wait(r->ctx->ingest, agent, payload, plen, ORDER_WAIT_MS);
+    int nb = nats_publish_control(r->ctx->nats, agent, payload, plen);
     audit(field, "agent", agent, reason, 1, n < 0 ? 0 : n);
     tt__buf b;
     tt__buf_init(&b, 4096);
@@ -315,6 +327,9 @@ static enum MHD_Result agent_order(const struct http_req *r, int field)
     tt__json_kv_cstr(&j, "order", field == ORDER_HALT ? "halt" : "resume");
     tt__json_kv_cstr(&j, "reason", reason);
     tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
+    if (r->ctx->nats) {
+        tt__json_kv_bool(&j, "nats_published", nb > 0);
+    }
     tt__json_obj_end(&j);
     enum MHD_Result rc = j.err ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "answer too large")
                                : http_json(r, MHD_HTTP_ACCEPTED, &b);

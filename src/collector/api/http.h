@@ -16,6 +16,7 @@
 
 struct hub;
 struct ingest;
+struct nats_src;
 struct auth;
 struct monitor;
 struct alerts;
@@ -32,6 +33,7 @@ struct http_ctx {
     struct alerts *alerts;    /* alert counters (NULL: none) */
     struct watch *watch;      /* the collector's compliance checks (NULL: none) */
     struct otlp *otlp;        /* OTLP ingest on /v1/ (source/otlp.h; NULL: none) */
+    struct nats_src *nats;    /* --nats: operator orders also on control subjects (NULL: none) */
     int otlp_only;            /* --otlp-http's listener: /v1/ alone, no API or dashboard */
     void *app;                /* the rest of the collector, for routes that need it */
     char allowed_hosts[1024]; /* --allowed-hosts: extra Host names, comma-separated */

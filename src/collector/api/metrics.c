@@ -13,6 +13,7 @@
 #include "collector/api/http.h"
 #include "collector/export.h"
 #include "collector/hub.h"
+#include "collector/source/nats.h"
 #include "collector/store/store.h"
 #include "collector/alerting/monitor.h"
 #include "collector/alerting/comply_watch.h"
@@ -98,6 +99,7 @@ static void health(tt__buf *b, const struct http_req *r)
                            (unsigned long long)LD(v[i]));
         }
     }
+    nats_metrics(b);
     one(b, "telltale_ingest_budget_waits_total", "counter",
         "Admissions that waited for budget (the socket was left unread meanwhile).",
         LD(cstats.budget_waits));

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collector/source/nats.h"
 #include "collector/api/http.h"
 #include "collector/source/native.h"
 #include "collector/api/render.h"
@@ -380,6 +381,7 @@ enum MHD_Result api_agent_guard_policy(const struct http_req *r)
     uint8_t *p = tt__pb_put_bytes(payload, 2, inner, (size_t)(q - inner));
     int n = ingest_post_control_wait(r->ctx->ingest, agent, payload, (size_t)(p - payload),
                                      HALT_WAIT_MS);
+    int nb = nats_publish_control(r->ctx->nats, agent, payload, (size_t)(p - payload));
     tt__buf b;
     tt__buf_init(&b, 4096);
     tt__json j;
@@ -395,6 +397,9 @@ enum MHD_Result api_agent_guard_policy(const struct http_req *r)
     tt__json_kv_cstr(&j, "action", action == 1 ? "flag" : "halt");
     tt__json_obj_end(&j);
     tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
+    if (r->ctx->nats) {
+        tt__json_kv_bool(&j, "nats_published", nb > 0);
+    }
     tt__json_obj_end(&j);
     return reply(r, MHD_HTTP_ACCEPTED, &b, &j);
 }

@@ -8,6 +8,7 @@
 #include "collector/hub.h"
 #include "collector/export.h"
 #include "collector/retain.h"
+#include "collector/source/nats.h"
 #include "collector/store/store.h"
 #include "common/json.h"
 
@@ -59,6 +60,7 @@ enum MHD_Result api_status(const struct http_req *r)
     tt__json_kv_u64(&j, "stream_events_truncated", hc.events_truncated);
     retain_status_json(&j);
     export_status_json(&j);
+    nats_status_json(&j);
     tt__json_obj_end(&j);
     enum MHD_Result rc = http_json(r, MHD_HTTP_OK, &b);
     tt__buf_fini(&b);

@@ -478,6 +478,9 @@ int ingest_open(struct ingest **out, struct collector_opts *o, struct pipeline *
 static void start_drain(struct ingest *g)
 {
     g->draining = 1;
+    if (g->ow.hooks.on_drain) {
+        g->ow.hooks.on_drain(g->ow.hooks.ctx);
+    }
     for (int i = 0; i < g->n_lis; i++) {
         epoll_ctl(g->ep, EPOLL_CTL_DEL, g->lis[i].fd, NULL);
         close(g->lis[i].fd);
@@ -500,6 +503,9 @@ static void start_drain(struct ingest *g)
 
 static int drained(struct ingest *g)
 {
+    if (g->ow.hooks.pending && g->ow.hooks.pending(g->ow.hooks.ctx)) {
+        return 0;
+    }
     for (struct conn *c = g->all; c; c = c->next) {
         if (!c->dead && (c->pending || c->woff < c->wbuf.len)) {
             return 0;

@@ -29,6 +29,10 @@ struct ingest_hooks {
      * Negative refuses at the hello, with err sent back; the store checks again at commit. */
     int (*owner_ok)(void *ctx, const char *agent, const char *identity, char *err, size_t errlen);
     void (*on_hello)(void *ctx, uint64_t conn_id, const struct agent_ident *id);
+    /* SIGTERM: the drain begins (other sources stop taking input). May be NULL. */
+    void (*on_drain)(void *ctx);
+    /* Completions other sources still wait for: the drain goes on while not 0. May be NULL. */
+    uint64_t (*pending)(void *ctx);
 };
 
 /* Bind every listener of o (updating o->listen with the ports actually bound), attach to pl as

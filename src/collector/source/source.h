@@ -1,7 +1,7 @@
 /*
  * source.h - the source seam: how a way of receiving telemetry (the native framed protocol in
- * native.c; OTLP over HTTP, NATS JetStream later) hands batches to the pipeline and learns
- * what became of them. One implementation per .c file behind this header, as curl keeps its
+ * native.c; OTLP over HTTP in otlp.c; NATS JetStream in nats.c) hands batches to the pipeline
+ * and learns what became of them. One implementation per .c file behind this header, as curl keeps its
  * TLS backends behind vtls.h.
  *
  * CONTRACT

@@ -1,0 +1,679 @@
+/*
+ * nats.c - the NATS JetStream source (nats.h; the contract: docs/wire-format.md, "NATS
+ * JetStream").
+ *
+ * The consumer thread's loop: perform the acks the completions queued; while the pipeline is
+ * under its byte budget and fewer than NATS_HELD_MAX messages wait for their completion, fetch
+ * up to NATS_FETCH_BATCH messages (waiting NATS_FETCH_WAIT_MS at most, so queued acks never wait
+ * longer); decode each (nats_msg.c), authenticate its hello by its ingest token, submit it.
+ * A message is owned by a struct held from its fetch until its ack, nak or term: the pipeline's
+ * cookie. The holds are listed so that nats_free can release those whose completion never came
+ * (the store took them after the loop ended); their messages stay unacked and the server
+ * redelivers them after AckWait, to this collector or another.
+ */
+#include "collector/source/nats.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "collector/api/auth.h"
+#include "collector/log.h"
+#include "collector/secure.h"
+#include "collector/source/nats_msg.h"
+#include "collector/source/native_conn.h"
+#include "collector/source/source.h"
+#include "common/clock.h"
+
+#define NATS_FETCH_BATCH 64
+#define NATS_FETCH_WAIT_MS 100
+#define NATS_HELD_MAX 1024     /* messages between fetch and ack; also MaxAckPending */
+#define NATS_NAK_DELAY_MS 1000 /* RETRY or FATAL: redelivered after this */
+#define NATS_MAX_SERVERS 16
+#define NATS_CONTROL_FLUSH_MS 1000
+
+enum { ACT_ACK, ACT_NAK, ACT_TERM };
+
+/* One fetched message, from its fetch until the consumer thread answers it. */
+struct hold {
+    struct hold *prev, *next; /* x->holds (under x->mu) */
+    struct hold *qnext;       /* x->done: answered by the pipeline, waiting for the thread */
+    natsMsg *m;
+    int act;
+};
+
+struct nats_src {
+    struct source src; /* first: the seam's part */
+    const struct collector_opts *o;
+    const struct auth *auth;
+    natsOptions *opts;
+    natsConnection *nc;
+    jsCtx *js;
+    natsSubscription *sub;
+    ZSTD_DCtx *dctx; /* the consumer thread's */
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct hold *holds;            /* every hold not yet answered (under mu) */
+    struct hold *done, *done_tail; /* answers to perform, in completion order (under mu) */
+    int stop;                      /* the thread ends once the queued answers are out */
+    _Atomic int draining;          /* SIGTERM: fetch no more */
+    _Atomic uint64_t held;         /* fetched, not yet answered */
+    char subject[160];             /* "<prefix>.>" */
+};
+
+/* Counters: /metrics and /api/v1/status. */
+static struct {
+    _Atomic int enabled;
+    _Atomic uint64_t received, acked, duplicates, naked, paused, fetch_errors;
+    _Atomic uint64_t terminated[NT__COUNT];
+    _Atomic uint64_t control_published, control_failed;
+} nstats;
+
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+/* --- options --------------------------------------------------------------------------- */
+
+/* Split "nats://H:P[,H:P...]" (each item with or without its own nats://) into urls. */
+static int parse_urls(const char *list, char urls[][300], int cap, char *err, size_t errlen)
+{
+    int n = 0;
+    const char *p = list;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        char item[300];
+        if (len == 0 || len >= sizeof item) {
+            snprintf(err, errlen, "--nats: an empty or too long server in \"%s\"", list);
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = 0;
+        const char *hp = strncmp(item, "nats://", 7) == 0 ? item + 7 : item;
+        if (strstr(item, "://") && hp == item) {
+            snprintf(err, errlen, "--nats: \"%s\" is not nats://HOST:PORT", item);
+            return -1;
+        }
+        if (strchr(hp, '@')) {
+            snprintf(err, errlen,
+                     "--nats: no user or password in the URL (it would show on the "
+                     "command line); put a token in a 0600 file and give "
+                     "--nats-token-file FILE");
+            return -1;
+        }
+        const char *colon = strrchr(hp, ':');
+        if (!colon || colon == hp || !colon[1] ||
+            strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
+            snprintf(err, errlen, "--nats: \"%s\" is not nats://HOST:PORT", item);
+            return -1;
+        }
+        if (n == cap) {
+            snprintf(err, errlen, "--nats: at most %d servers", cap);
+            return -1;
+        }
+        size_t hl = strlen(hp);
+        if (hl + 8 > 300) {
+            snprintf(err, errlen, "--nats: a server name too long");
+            return -1;
+        }
+        memcpy(urls[n], "nats://", 7);
+        memcpy(urls[n++] + 7, hp, hl + 1);
+        p += len;
+        p += *p == ',';
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "--nats: no server");
+        return -1;
+    }
+    return n;
+}
+
+/* The first line of the token file, which must be private. */
+static int read_token(const char *path, char *tok, size_t n, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        snprintf(err, errlen, "--nats-token-file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (secure_private_fd(fd, path, err, errlen) != 0) {
+        close(fd);
+        return -1;
+    }
+    ssize_t r = read(fd, tok, n - 1);
+    close(fd);
+    if (r < 0) {
+        snprintf(err, errlen, "--nats-token-file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    tok[r] = 0;
+    tok[strcspn(tok, "\r\n")] = 0;
+    if (!tok[0]) {
+        snprintf(err, errlen, "--nats-token-file %s: empty", path);
+        return -1;
+    }
+    return 0;
+}
+
+int nats_check_opts(const struct collector_opts *o, char *err, size_t errlen)
+{
+    static char urls[NATS_MAX_SERVERS][300];
+    if (parse_urls(o->nats, urls, NATS_MAX_SERVERS, err, errlen) < 0) {
+        return -1;
+    }
+    if (o->nats_token_file[0]) {
+        char tok[1024];
+        int rc = read_token(o->nats_token_file, tok, sizeof tok, err, errlen);
+        explicit_bzero(tok, sizeof tok);
+        return rc;
+    }
+    return 0;
+}
+
+/* --- completions (loop thread) ---------------------------------------------------------- */
+
+static void nats_complete(struct source *src, struct store_item *it, enum source_result r,
+                          const char *reason)
+{
+    struct nats_src *x = (struct nats_src *)src;
+    struct hold *h = it->cookie;
+    switch (r) {
+    case SOURCE_COMMITTED:
+        h->act = ACT_ACK;
+        cstat_add(&nstats.acked, 1);
+        break;
+    case SOURCE_DUPLICATE:
+        h->act = ACT_ACK;
+        cstat_add(&nstats.duplicates, 1);
+        break;
+    case SOURCE_REFUSED:
+        h->act = ACT_TERM;
+        cstat_add(&nstats.terminated[NT_REFUSED], 1);
+        log_debug("nats: a batch of agent %s refused for good: %s", it->ident.agent,
+                  reason ? reason : "refused");
+        break;
+    default:
+        h->act = ACT_NAK;
+        cstat_add(&nstats.naked, 1);
+        break;
+    }
+    pthread_mutex_lock(&x->mu);
+    h->qnext = NULL;
+    if (x->done_tail) {
+        x->done_tail->qnext = h;
+    } else {
+        x->done = h;
+    }
+    x->done_tail = h;
+    pthread_cond_signal(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+}
+
+static const struct source_ops nats_ops = {"nats", nats_complete, NULL};
+
+/* --- the consumer thread ------------------------------------------------------------------ */
+
+/* Under x->mu. */
+static void hold_unlink(struct nats_src *x, struct hold *h)
+{
+    if (h->prev) {
+        h->prev->next = h->next;
+    } else {
+        x->holds = h->next;
+    }
+    if (h->next) {
+        h->next->prev = h->prev;
+    }
+}
+
+/* Answer what the completions queued (consumer thread). */
+static void answer_done(struct nats_src *x)
+{
+    pthread_mutex_lock(&x->mu);
+    struct hold *q = x->done;
+    x->done = x->done_tail = NULL;
+    for (struct hold *h = q; h; h = h->qnext) {
+        hold_unlink(x, h);
+    }
+    pthread_mutex_unlock(&x->mu);
+    while (q) {
+        struct hold *h = q;
+        q = h->qnext;
+        natsStatus s = h->act == ACT_ACK   ? natsMsg_Ack(h->m, NULL)
+                       : h->act == ACT_NAK ? natsMsg_NakWithDelay(h->m, NATS_NAK_DELAY_MS, NULL)
+                                           : natsMsg_Term(h->m, NULL);
+        if (s != NATS_OK) {
+            /* Not delivered to the server: it redelivers after AckWait. */
+            log_debug("nats: answering a message: %s", natsStatus_GetText(s));
+        }
+        natsMsg_Destroy(h->m);
+        free(h);
+        atomic_fetch_sub(&x->held, 1);
+    }
+}
+
+static void term(natsMsg *m, int reason, const char *why)
+{
+    cstat_add(&nstats.terminated[reason], 1);
+    log_debug("nats: message terminated (%s): %s", nats_term_name(reason), why);
+    natsMsg_Term(m, NULL);
+    natsMsg_Destroy(m);
+}
+
+/* The agent's clock against ours when it published (0 within the tolerance). */
+static int64_t skew_ms(const tt__hello *h)
+{
+    if (!h->now_unix_ns) {
+        return 0;
+    }
+    int64_t ms = ((int64_t)h->now_unix_ns - (int64_t)tt__wall_ns()) / 1000000;
+    return ms > -CLOCK_SKEW_FLAG_MS && ms < CLOCK_SKEW_FLAG_MS ? 0 : ms;
+}
+
+/* One fetched message: decoded, authenticated, submitted, or answered here. */
+static void take(struct nats_src *x, natsMsg *m)
+{
+    cstat_add(&nstats.received, 1);
+    const char *mid = NULL;
+    if (natsMsgHeader_Get(m, "Nats-Msg-Id", &mid) != NATS_OK) {
+        mid = NULL;
+    }
+    int len = natsMsg_GetDataLength(m);
+    const uint8_t *data = (const uint8_t *)natsMsg_GetData(m);
+    if (len < 0 || (size_t)len > x->o->max_frame + CONN_HELLO_FRAME_MAX + 2 * TT_FRAME_PREFIX) {
+        term(m, NT_TOO_LARGE, "message above the largest hello and frame");
+        return;
+    }
+    cstat_add(&cstats.bytes, (uint64_t)len);
+    struct nats_msg_limits lim = {x->o->max_frame, x->o->max_raw, x->o->max_events,
+                                  x->o->max_attrs};
+    tt__hello h;
+    struct store_item *it;
+    const char *why = "";
+    int rc = nats_msg_decode(&lim, x->dctx, data, (size_t)len, mid, &h, &it, &why);
+    if (rc < 0) {
+        cstat_add(&nstats.naked, 1);
+        natsMsg_NakWithDelay(m, NATS_NAK_DELAY_MS, NULL);
+        natsMsg_Destroy(m);
+        return;
+    }
+    if (rc > 0) {
+        term(m, rc, why);
+        return;
+    }
+    char agent[256] = "", err[256] = "";
+    int ok = auth_authorize((void *)x->auth, &h, agent, err, sizeof err);
+    explicit_bzero(h.token, sizeof h.token);
+    if (ok <= 0) {
+        store_item_free(it);
+        term(m, NT_AUTH, ok < 0 ? err : "no ingest token: NATS agents need one (--ingest-tokens)");
+        return;
+    }
+    snprintf(it->ident.agent, sizeof it->ident.agent, "%s", agent);
+    snprintf(it->ident.identity, sizeof it->ident.identity, "token:%s", agent);
+    it->ident.clock_skew_ms = skew_ms(&h);
+    it->batch.clock_skew_ms = it->ident.clock_skew_ms;
+    it->received_ns = tt__wall_ns();
+    struct hold *hd = calloc(1, sizeof *hd);
+    if (!hd) {
+        store_item_free(it);
+        cstat_add(&nstats.naked, 1);
+        natsMsg_NakWithDelay(m, NATS_NAK_DELAY_MS, NULL);
+        natsMsg_Destroy(m);
+        return;
+    }
+    hd->m = m;
+    pthread_mutex_lock(&x->mu);
+    hd->next = x->holds;
+    if (x->holds) {
+        x->holds->prev = hd;
+    }
+    x->holds = hd;
+    pthread_mutex_unlock(&x->mu);
+    atomic_fetch_add(&x->held, 1);
+    cstat_add(&cstats.frames, 1);
+    source_submit(&x->src, it, hd);
+}
+
+/* Wait up to ms for an answer to perform or the stop. */
+static void wait_a_little(struct nats_src *x, unsigned ms)
+{
+    struct timespec dl = tt__deadline_ms(CLOCK_MONOTONIC, ms);
+    pthread_mutex_lock(&x->mu);
+    if (!x->done && !x->stop) {
+        pthread_cond_timedwait(&x->cv, &x->mu, &dl);
+    }
+    pthread_mutex_unlock(&x->mu);
+}
+
+static void *consumer(void *arg)
+{
+    struct nats_src *x = arg;
+    for (;;) {
+        answer_done(x);
+        pthread_mutex_lock(&x->mu);
+        int stop = x->stop;
+        pthread_mutex_unlock(&x->mu);
+        if (stop) {
+            answer_done(x);
+            break;
+        }
+        uint64_t held = atomic_load(&x->held);
+        if (atomic_load(&x->draining) || held >= NATS_HELD_MAX ||
+            source_backlog(&x->src) > source_budget(&x->src)) {
+            if (!atomic_load(&x->draining)) {
+                cstat_add(&nstats.paused, 1);
+            }
+            wait_a_little(x, 50);
+            continue;
+        }
+        int want = (int)(NATS_HELD_MAX - held);
+        natsMsgList list = {0};
+        jsErrCode jerr = 0;
+        natsStatus s =
+            natsSubscription_Fetch(&list, x->sub, want < NATS_FETCH_BATCH ? want : NATS_FETCH_BATCH,
+                                   NATS_FETCH_WAIT_MS, &jerr);
+        if (s == NATS_OK) {
+            for (int i = 0; i < list.Count; i++) {
+                natsMsg *m = list.Msgs[i];
+                list.Msgs[i] = NULL;
+                take(x, m);
+            }
+        } else if (s != NATS_TIMEOUT) {
+            cstat_add(&nstats.fetch_errors, 1);
+            wait_a_little(x, 200); /* disconnected, or the consumer's leader moves */
+        }
+        natsMsgList_Destroy(&list);
+    }
+    return NULL;
+}
+
+/* --- start and stop -------------------------------------------------------------------- */
+
+static int stream_ensure(struct nats_src *x, char *err, size_t errlen)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, x->js, x->o->nats_stream, NULL, &jerr);
+    if (s == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return 0; /* there already: left as it is */
+    }
+    if (s != NATS_NOT_FOUND) {
+        snprintf(err, errlen, "NATS: stream %s: %s", x->o->nats_stream, natsStatus_GetText(s));
+        return -1;
+    }
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[1] = {x->subject};
+    sc.Name = x->o->nats_stream;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = (int64_t)x->o->nats_replicas;
+    s = js_AddStream(&si, x->js, &sc, NULL, &jerr);
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "NATS: cannot create stream %s (%d replicas): %s (error %d)",
+                 x->o->nats_stream, (int)x->o->nats_replicas, natsStatus_GetText(s), (int)jerr);
+        return -1;
+    }
+    jsStreamInfo_Destroy(si);
+    log_info("NATS: created stream %s (subjects %s, %d replicas, file storage)", x->o->nats_stream,
+             x->subject, (int)x->o->nats_replicas);
+    return 0;
+}
+
+static int connect_all(struct nats_src *x, char *err, size_t errlen)
+{
+    static char urls[NATS_MAX_SERVERS][300];
+    const char *up[NATS_MAX_SERVERS];
+    int n = parse_urls(x->o->nats, urls, NATS_MAX_SERVERS, err, errlen);
+    if (n < 0) {
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        up[i] = urls[i];
+    }
+    natsStatus s = natsOptions_Create(&x->opts);
+    s = s == NATS_OK ? natsOptions_SetServers(x->opts, up, n) : s;
+    s = s == NATS_OK ? natsOptions_SetName(x->opts, "telltale-collector") : s;
+    s = s == NATS_OK ? natsOptions_SetMaxReconnect(x->opts, -1) : s;
+    s = s == NATS_OK ? natsOptions_SetReconnectWait(x->opts, 250) : s;
+    s = s == NATS_OK ? natsOptions_SetTimeout(x->opts, 2000) : s;
+    if (s == NATS_OK && x->o->nats_token_file[0]) {
+        char tok[1024];
+        if (read_token(x->o->nats_token_file, tok, sizeof tok, err, errlen) != 0) {
+            return -1;
+        }
+        s = natsOptions_SetToken(x->opts, tok);
+        explicit_bzero(tok, sizeof tok);
+    }
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "NATS: options: %s", natsStatus_GetText(s));
+        return -1;
+    }
+    s = natsConnection_Connect(&x->nc, x->opts);
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "NATS: cannot connect to %s: %s", x->o->nats, natsStatus_GetText(s));
+        return -1;
+    }
+    s = natsConnection_JetStream(&x->js, x->nc, NULL);
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "NATS: JetStream: %s", natsStatus_GetText(s));
+        return -1;
+    }
+    return 0;
+}
+
+static int subscribe(struct nats_src *x, char *err, size_t errlen)
+{
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = x->o->nats_stream;
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.AckWait = (int64_t)x->o->nats_ack_wait_ms * 1000000;
+    so.Config.MaxAckPending = NATS_HELD_MAX;
+    so.Config.MaxDeliver = -1;
+    jsErrCode jerr = 0;
+    natsStatus s =
+        js_PullSubscribe(&x->sub, x->js, x->subject, x->o->nats_durable, NULL, &so, &jerr);
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "NATS: durable consumer %s on %s: %s (error %d)", x->o->nats_durable,
+                 x->o->nats_stream, natsStatus_GetText(s), (int)jerr);
+        return -1;
+    }
+    return 0;
+}
+
+int nats_open(struct nats_src **out, const struct collector_opts *o, struct pipeline *pl,
+              const struct auth *auth, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct nats_src *x = calloc(1, sizeof *x);
+    if (!x) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    x->o = o;
+    x->auth = auth;
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&x->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    snprintf(x->subject, sizeof x->subject, "%s.>", o->nats_subject);
+    *out = x; /* nats_shutdown and nats_free clean up whatever started */
+    if (!(x->dctx = ZSTD_createDCtx())) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (connect_all(x, err, errlen) != 0 || stream_ensure(x, err, errlen) != 0 ||
+        subscribe(x, err, errlen) != 0) {
+        return -1;
+    }
+    if (pipeline_attach(pl, &x->src, &nats_ops) != 0) {
+        snprintf(err, errlen, "NATS: too many sources");
+        return -1;
+    }
+    if (pthread_create(&x->th, NULL, consumer, x) != 0) {
+        snprintf(err, errlen, "NATS: cannot start the consumer thread");
+        return -1;
+    }
+    x->started = 1;
+    atomic_store(&nstats.enabled, 1);
+    log_info("NATS: consuming %s of stream %s through durable %s (ack wait %llu ms)", x->subject,
+             o->nats_stream, o->nats_durable, (unsigned long long)o->nats_ack_wait_ms);
+    return 0;
+}
+
+void nats_drain(struct nats_src *x)
+{
+    if (x) {
+        atomic_store(&x->draining, 1);
+    }
+}
+
+uint64_t nats_pending(const struct nats_src *x)
+{
+    return x && x->started ? source_in_flight(&x->src) : 0;
+}
+
+void nats_shutdown(struct nats_src *x)
+{
+    if (!x) {
+        return;
+    }
+    atomic_store(&x->draining, 1);
+    if (x->started) {
+        pthread_mutex_lock(&x->mu);
+        x->stop = 1;
+        pthread_cond_signal(&x->cv);
+        pthread_mutex_unlock(&x->mu);
+        pthread_join(x->th, NULL);
+        x->started = 0;
+    }
+    if (x->nc) {
+        natsConnection_FlushTimeout(x->nc, 1000); /* the last acks out */
+        /* Closed before the subscription is destroyed: nothing is asked of the server, so the
+         * durable consumer stays for the next start and the other collectors. */
+        natsConnection_Close(x->nc);
+    }
+}
+
+void nats_free(struct nats_src *x)
+{
+    if (!x) {
+        return;
+    }
+    nats_shutdown(x);
+    while (x->holds) {
+        struct hold *h = x->holds;
+        x->holds = h->next;
+        natsMsg_Destroy(h->m); /* unacked: redelivered */
+        free(h);
+    }
+    natsSubscription_Destroy(x->sub);
+    jsCtx_Destroy(x->js);
+    natsConnection_Destroy(x->nc);
+    natsOptions_Destroy(x->opts);
+    ZSTD_freeDCtx(x->dctx);
+    pthread_cond_destroy(&x->cv);
+    pthread_mutex_destroy(&x->mu);
+    free(x);
+    nats_CloseAndWait(2000);
+}
+
+/* --- operator orders -------------------------------------------------------------------- */
+
+int nats_publish_control(struct nats_src *x, const char *agent, const uint8_t *payload, size_t n)
+{
+    if (!x || !x->nc) {
+        return 0;
+    }
+    char subj[64];
+    natsMsg *m = NULL;
+    if (nats_control_subject(agent, subj, sizeof subj) != 0 || n > 65536) {
+        return -EINVAL;
+    }
+    natsStatus s = natsMsg_Create(&m, subj, NULL, (const char *)payload, (int)n);
+    s = s == NATS_OK ? natsMsgHeader_Set(m, "Tt-Agent", agent) : s;
+    s = s == NATS_OK ? natsConnection_PublishMsg(x->nc, m) : s;
+    s = s == NATS_OK ? natsConnection_FlushTimeout(x->nc, NATS_CONTROL_FLUSH_MS) : s;
+    natsMsg_Destroy(m);
+    if (s != NATS_OK) {
+        cstat_add(&nstats.control_failed, 1);
+        log_warn("NATS: an order for agent %s not published: %s", agent, natsStatus_GetText(s));
+        return -EIO;
+    }
+    cstat_add(&nstats.control_published, 1);
+    return 1;
+}
+
+/* --- counters --------------------------------------------------------------------------- */
+
+static void one(tt__buf *b, const char *name, const char *type, const char *help, uint64_t v)
+{
+    tt__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
+                   (unsigned long long)v);
+}
+
+void nats_metrics(tt__buf *b)
+{
+    one(b, "telltale_nats_enabled", "gauge", "1 when the collector consumes NATS JetStream.",
+        (uint64_t)LD(nstats.enabled));
+    one(b, "telltale_nats_messages_total", "counter", "NATS ingest messages fetched.",
+        LD(nstats.received));
+    tt__buf_printf(b, "# HELP telltale_nats_answered_total NATS messages answered, by result.\n"
+                      "# TYPE telltale_nats_answered_total counter\n");
+    tt__buf_printf(b, "telltale_nats_answered_total{result=\"ack_committed\"} %llu\n",
+                   (unsigned long long)LD(nstats.acked));
+    tt__buf_printf(b, "telltale_nats_answered_total{result=\"ack_duplicate\"} %llu\n",
+                   (unsigned long long)LD(nstats.duplicates));
+    tt__buf_printf(b, "telltale_nats_answered_total{result=\"nak\"} %llu\n",
+                   (unsigned long long)LD(nstats.naked));
+    tt__buf_printf(b, "# HELP telltale_nats_terminated_total NATS messages terminated (never "
+                      "storable), by reason.\n# TYPE telltale_nats_terminated_total counter\n");
+    for (int i = 1; i < NT__COUNT; i++) {
+        tt__buf_printf(b, "telltale_nats_terminated_total{reason=\"%s\"} %llu\n", nats_term_name(i),
+                       (unsigned long long)LD(nstats.terminated[i]));
+    }
+    one(b, "telltale_nats_fetch_pauses_total", "counter",
+        "Fetches put off: the pipeline above its byte budget or too many messages held.",
+        LD(nstats.paused));
+    one(b, "telltale_nats_fetch_errors_total", "counter",
+        "Fetches that failed (disconnected, no consumer leader).", LD(nstats.fetch_errors));
+    one(b, "telltale_nats_control_published_total", "counter",
+        "Operator orders published on agents' control subjects.", LD(nstats.control_published));
+    one(b, "telltale_nats_control_failed_total", "counter",
+        "Operator orders that could not be published.", LD(nstats.control_failed));
+}
+
+void nats_status_json(tt__json *j)
+{
+    tt__json_key(j, "nats");
+    tt__json_obj_begin(j);
+    tt__json_kv_bool(j, "enabled", LD(nstats.enabled));
+    tt__json_kv_u64(j, "messages", LD(nstats.received));
+    tt__json_kv_u64(j, "acked", LD(nstats.acked));
+    tt__json_kv_u64(j, "acked_duplicate", LD(nstats.duplicates));
+    tt__json_kv_u64(j, "naked", LD(nstats.naked));
+    tt__json_key(j, "terminated");
+    tt__json_obj_begin(j);
+    for (int i = 1; i < NT__COUNT; i++) {
+        tt__json_kv_u64(j, nats_term_name(i), LD(nstats.terminated[i]));
+    }
+    tt__json_obj_end(j);
+    tt__json_kv_u64(j, "fetch_pauses", LD(nstats.paused));
+    tt__json_kv_u64(j, "fetch_errors", LD(nstats.fetch_errors));
+    tt__json_kv_u64(j, "control_published", LD(nstats.control_published));
+    tt__json_kv_u64(j, "control_failed", LD(nstats.control_failed));
+    tt__json_obj_end(j);
+}

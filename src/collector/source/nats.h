@@ -1,0 +1,60 @@
+/*
+ * nats.h - the NATS JetStream source (nats.c; docs/wire-format.md, "NATS JetStream"): with
+ * --nats the collector consumes ingest messages (one hello + one batch each) from a stream it
+ * creates at start if missing, through a durable pull consumer shared by every collector that
+ * names the same durable, and submits them through the source seam (source.h). A message is
+ * acknowledged only after its completion: COMMITTED or DUPLICATE ack, RETRY or FATAL nak with a
+ * delay (redelivered), REFUSED, malformed or unauthenticated term (counted by reason).
+ *
+ * Threads: one consumer thread fetches, decodes, authenticates and submits, and performs the
+ * acks; the completions (loop thread) only queue them for it and wake it. The API threads
+ * publish operator orders on an agent's control subject (nats_publish_control).
+ *
+ * Identity: a NATS agent has no peer the collector can see, so its hello must carry a valid
+ * ingest token (--ingest-tokens); its identity is then "token:AGENT" as on TCP. Without a token
+ * the message is terminated (reason auth).
+ */
+#ifndef TT_COLLECTOR_NATS_H
+#define TT_COLLECTOR_NATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "collector/collector.h"
+#include "common/buf.h"
+#include "common/json.h"
+
+struct nats_src;
+struct pipeline;
+struct auth;
+
+/* Check the --nats options (URLs, token file) before anything starts: 0, or -1 with err. */
+int nats_check_opts(const struct collector_opts *o, char *err, size_t errlen);
+
+/* Connect, create the stream if missing, bind the durable pull consumer, attach to pl and start
+ * the consumer thread. o and auth are borrowed and outlive it. 0, or -1 with err. */
+int nats_open(struct nats_src **out, const struct collector_opts *o, struct pipeline *pl,
+              const struct auth *auth, char *err, size_t errlen);
+
+/* Stop fetching (SIGTERM: the drain). Loop thread; x may be NULL. */
+void nats_drain(struct nats_src *x);
+
+/* Messages submitted whose completion has not come yet (0 for NULL). */
+uint64_t nats_pending(const struct nats_src *x);
+
+/* After the loop ended: the consumer thread performs the acks queued, ends, and the connection
+ * closes (what was never completed stays unacked and is redelivered). x may be NULL. */
+void nats_shutdown(struct nats_src *x);
+
+/* After the store closed: frees what completions never came for. x may be NULL. */
+void nats_free(struct nats_src *x);
+
+/* Publish a CONTROL payload on agent's control subject with header Tt-Agent (any thread).
+ * 1 when the server took it (flushed), 0 without --nats, negative on an error. */
+int nats_publish_control(struct nats_src *x, const char *agent, const uint8_t *payload, size_t n);
+
+/* The source's counters for /metrics and /api/v1/status (zeros without --nats). */
+void nats_metrics(tt__buf *b);
+void nats_status_json(tt__json *j);
+
+#endif

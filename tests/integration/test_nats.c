@@ -1,0 +1,578 @@
+/*
+ * test_nats.c - `telltale serve --nats` (source/nats.c; docs/wire-format.md, "NATS JetStream")
+ * against real nats-server nodes (tests/support/natsd.h): a publisher made here with libnats
+ * and the project's own encoders sends hello + batch messages with the contract's subject and
+ * Nats-Msg-Id, and the test checks the store (every event once), JetStream's view of the
+ * durable consumer (everything acked), the counters, the terminated messages, a cluster with
+ * a node and a collector killed, and operator orders published on an agent's control subject.
+ */
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "batches.h"
+#include "collector/source/nats_msg.h"
+#include "common/wire.h"
+#include "natsd.h"
+#include "pgcluster.h"
+#include "serve.h"
+#include "test.h"
+
+#define STREAM "TELLTALE"
+#define DURABLE "telltale"
+#define PREFIX "telltale.ingest"
+
+static const char *const agents[3] = {"nats-a", "nats-b", "nats-c"};
+static const char *const tokens[3] = {"tok-nats-a-0123456789abcdef", "tok-nats-b-0123456789abcdef",
+                                      "tok-nats-c-0123456789abcdef"};
+
+static const char *tokens_file(void)
+{
+    static char path[4096];
+    snprintf(path, sizeof path, "%s/ingest.tokens", tt_test_tmpdir());
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    for (int i = 0; i < 3; i++) {
+        fprintf(f, "%s %s\n", agents[i], tokens[i]);
+    }
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(path, 0600) == 0);
+    return path;
+}
+
+/* The publisher's connection: every node of ns, its token. */
+struct pub {
+    natsOptions *opts;
+    natsConnection *nc;
+    jsCtx *js;
+};
+
+static void pub_open(struct pub *p, const struct tt_nats *ns)
+{
+    memset(p, 0, sizeof *p);
+    char urls[sizeof ns->urls];
+    snprintf(urls, sizeof urls, "%s", ns->urls);
+    const char *list[TT_NATS_MAX];
+    int n = 0;
+    for (char *save = NULL, *u = strtok_r(urls, ",", &save); u && n < TT_NATS_MAX;
+         u = strtok_r(NULL, ",", &save)) {
+        list[n++] = u;
+    }
+    CHECK(natsOptions_Create(&p->opts) == NATS_OK);
+    CHECK(natsOptions_SetServers(p->opts, list, n) == NATS_OK);
+    CHECK(natsOptions_SetToken(p->opts, ns->token) == NATS_OK);
+    CHECK(natsOptions_SetMaxReconnect(p->opts, -1) == NATS_OK);
+    CHECK(natsOptions_SetReconnectWait(p->opts, 100) == NATS_OK);
+    CHECK_MSG(natsConnection_Connect(&p->nc, p->opts) == NATS_OK, "cannot connect to %s", ns->urls);
+    CHECK(natsConnection_JetStream(&p->js, p->nc, NULL) == NATS_OK);
+}
+
+static void pub_close(struct pub *p)
+{
+    jsCtx_Destroy(p->js);
+    natsConnection_Destroy(p->nc);
+    natsOptions_Destroy(p->opts);
+}
+
+/* The stream as the collector would create it, but with a duplicate window of dup_ms. */
+static void make_stream(struct pub *p, int replicas, int64_t dup_ms)
+{
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[1] = {PREFIX ".>"};
+    sc.Name = STREAM;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = replicas;
+    sc.Duplicates = dup_ms * 1000000;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_AddStream(&si, p->js, &sc, NULL, &jerr);
+    CHECK_MSG(s == NATS_OK, "js_AddStream: %s (%d)", natsStatus_GetText(s), (int)jerr);
+    jsStreamInfo_Destroy(si);
+}
+
+static void instance_of(uint8_t inst[16], int agent, int round)
+{
+    memset(inst, 0, 16);
+    inst[0] = 0xa0;
+    inst[1] = (uint8_t)agent;
+    inst[2] = (uint8_t)round;
+    inst[15] = 0x5a;
+}
+
+/* Which parts of a message to spoil. */
+enum { MSG_OK, MSG_BAD_TOKEN, MSG_NO_ID, MSG_GARBAGE };
+
+/* One hello + batch message of n events first_seq.. for agent i's instance inst, with its
+ * contract subject and Nats-Msg-Id (spoiled as how says). */
+static natsMsg *make_msg(int i, const uint8_t inst[16], uint64_t first_seq, int n, int how)
+{
+    tt__hello h;
+    memset(&h, 0, sizeof h);
+    h.protocol = TT_PROTOCOL_VERSION;
+    memcpy(h.instance, inst, 16);
+    snprintf(h.agent, sizeof h.agent, "%s", agents[i]);
+    snprintf(h.token, sizeof h.token, "%s", how == MSG_BAD_TOKEN ? "tok-wrong" : tokens[i]);
+    h.pid = 4242;
+    snprintf(h.host, sizeof h.host, "test-host");
+    snprintf(h.library, sizeof h.library, "test_nats");
+    h.start_unix_ns = 1700000000000000000ull;
+    tt__buf hp, bp, body;
+    tt__buf_init(&hp, 4096);
+    tt__buf_init(&bp, 1u << 20);
+    tt__buf_init(&body, 1u << 20);
+    CHECK(tt__hello_encode(&h, &hp) == 0);
+    tt_test_batch_payload(&bp, inst, first_seq, n);
+    CHECK(tt__frame_append(&body, TT_FT_HELLO, hp.data, hp.len) == 0);
+    CHECK(tt__frame_append(&body, TT_FT_BATCH, bp.data, bp.len) == 0);
+    if (how == MSG_GARBAGE) {
+        body.data[body.len - 1] ^= 0x55; /* the batch frame's CRC no longer matches */
+    }
+    char subj[64], id[NATS_MSG_ID_MAX];
+    snprintf(subj, sizeof subj, PREFIX ".%u", nats_partition(agents[i]));
+    nats_msg_id(inst, first_seq, id, sizeof id);
+    natsMsg *m = NULL;
+    CHECK(natsMsg_Create(&m, subj, NULL, (const char *)body.data, (int)body.len) == NATS_OK);
+    if (how != MSG_NO_ID) {
+        CHECK(natsMsgHeader_Set(m, "Nats-Msg-Id", id) == NATS_OK);
+    }
+    tt__buf_fini(&hp);
+    tt__buf_fini(&bp);
+    tt__buf_fini(&body);
+    return m;
+}
+
+/* make_msg, published and acked by JetStream; returns whether JetStream took it as a
+ * duplicate. Retries while the cluster moves (a node killed). */
+static int publish(struct pub *p, int i, const uint8_t inst[16], uint64_t first_seq, int n, int how)
+{
+    int dup = -1;
+    for (int attempt = 0; attempt < 200 && dup < 0; attempt++) {
+        natsMsg *m = make_msg(i, inst, first_seq, n, how);
+        jsPubAck *pa = NULL;
+        jsErrCode jerr = 0;
+        if (js_PublishMsg(&pa, p->js, m, NULL, &jerr) == NATS_OK) {
+            dup = pa->Duplicate ? 1 : 0;
+            jsPubAck_Destroy(pa);
+        } else {
+            usleep(100000);
+        }
+        natsMsg_Destroy(m);
+    }
+    CHECK_MSG(dup >= 0, "cannot publish for agent %s", agents[i]);
+    return dup;
+}
+
+/* Wait until the durable consumer has nothing pending nor unacked (JetStream's own view). */
+static void wait_all_acked(struct pub *p, double timeout_ms)
+{
+    double t0 = tt_test_now_ms();
+    int64_t ack_pending = -1;
+    uint64_t pending = 1;
+    for (;;) {
+        jsConsumerInfo *ci = NULL;
+        jsErrCode jerr = 0;
+        if (js_GetConsumerInfo(&ci, p->js, STREAM, DURABLE, NULL, &jerr) == NATS_OK) {
+            ack_pending = ci->NumAckPending;
+            pending = ci->NumPending;
+            jsConsumerInfo_Destroy(ci);
+            if (ack_pending == 0 && pending == 0) {
+                return;
+            }
+        }
+        CHECK_MSG(tt_test_now_ms() - t0 < timeout_ms,
+                  "consumer not fully acked: NumAckPending %lld, NumPending %llu",
+                  (long long)ack_pending, (unsigned long long)pending);
+        usleep(100000);
+    }
+}
+
+/* An integer field of /api/v1/status's "nats" object. */
+static int64_t nats_status(const char *http, const char *key, const char *sub)
+{
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(http, "GET", "/api/v1/status", NULL, &body), 200);
+    json_error_t e;
+    json_t *o = json_loads(body, 0, &e);
+    CHECK(o);
+    json_t *n = json_object_get(o, "nats");
+    CHECK(n);
+    json_t *v = sub ? json_object_get(json_object_get(n, sub), key) : json_object_get(n, key);
+    CHECK_MSG(v, "no nats.%s%s%s in %s", sub ? sub : "", sub ? "." : "", key, body);
+    int64_t r = json_is_integer(v) ? json_integer_value(v) : json_is_true(v);
+    json_decref(o);
+    free(body);
+    return r;
+}
+
+static void check_instance(const char *db, const struct tt_pg *pg, const uint8_t inst[16],
+                           uint64_t events)
+{
+    struct tt_store_check sc;
+    if (pg) {
+        tt_pg_check_store(pg, inst, &sc);
+    } else {
+        tt_test_check_store(db, inst, &sc);
+    }
+    CHECK_EQ_U64(sc.events, events);
+    CHECK_EQ_U64(sc.overlaps, 0);
+    CHECK_EQ_U64(sc.gaps, 0);
+    CHECK_EQ_U64(sc.decoded, events);
+}
+
+#define MSGS 20
+#define EVENTS 10
+
+/* (1) One server, one collector: every event stored once, JetStream fully acked, the agents
+ * in the API; the same messages again after the broker's duplicate window: the store's dedup
+ * keeps them once, and they are acked again. */
+TEST_T(nats_single_exactly_once, 60)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct pub p;
+    pub_open(&p, &ns);
+    make_stream(&p, 1, 1000); /* the collector leaves an existing stream as it is */
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "single", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
+    uint8_t inst[3][16];
+    for (int a = 0; a < 3; a++) {
+        instance_of(inst[a], a, 0);
+    }
+    for (int k = 0; k < MSGS; k++) {
+        for (int a = 0; a < 3; a++) {
+            CHECK_EQ(publish(&p, a, inst[a], 1 + (uint64_t)k * EVENTS, EVENTS, MSG_OK), 0);
+        }
+    }
+    wait_all_acked(&p, 20000);
+    for (int a = 0; a < 3; a++) {
+        check_instance(s.db, NULL, inst[a], MSGS * EVENTS);
+    }
+    CHECK_EQ(nats_status(s.http, "acked", NULL), 3 * MSGS);
+    CHECK_EQ(nats_status(s.http, "enabled", NULL), 1);
+    char *body = NULL;
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/agents", NULL, &body), 200);
+    for (int a = 0; a < 3; a++) {
+        CHECK_MSG(strstr(body, agents[a]), "agent %s not in %s", agents[a], body);
+    }
+    free(body);
+    /* Past the broker's window the same ids are new messages to JetStream... */
+    usleep(1500000);
+    for (int k = 0; k < MSGS; k++) {
+        for (int a = 0; a < 3; a++) {
+            CHECK_EQ(publish(&p, a, inst[a], 1 + (uint64_t)k * EVENTS, EVENTS, MSG_OK), 0);
+        }
+    }
+    wait_all_acked(&p, 20000);
+    /* ...and the store's dedup on (instance, seq) keeps each event once. */
+    for (int a = 0; a < 3; a++) {
+        check_instance(s.db, NULL, inst[a], MSGS * EVENTS);
+    }
+    CHECK_EQ(nats_status(s.http, "acked_duplicate", NULL), 3 * MSGS);
+    CHECK_EQ(tt_test_metric(s.http, "telltale_nats_answered_total{result=\"ack_duplicate\"}"),
+             3 * MSGS);
+    tt_test_serve_stop(&s);
+    pub_close(&p);
+}
+
+/* (2) A malformed message, a hello with a bad token and one without Nats-Msg-Id are
+ * terminated and counted, nothing of them stored, and the rest goes on. The collector creates
+ * the stream itself. */
+TEST_T(nats_terminated, 60)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "term", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
+    struct pub p;
+    pub_open(&p, &ns);
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    CHECK_MSG(js_GetStreamInfo(&si, p.js, STREAM, NULL, &jerr) == NATS_OK,
+              "the collector did not create stream " STREAM);
+    jsStreamInfo_Destroy(si);
+    uint8_t good[16], bad[16], noid[16], junk[16];
+    instance_of(good, 0, 1);
+    instance_of(bad, 1, 1);
+    instance_of(noid, 2, 1);
+    instance_of(junk, 0, 2);
+    CHECK_EQ(publish(&p, 0, good, 1, EVENTS, MSG_OK), 0);
+    CHECK_EQ(publish(&p, 0, junk, 1, EVENTS, MSG_GARBAGE), 0);
+    CHECK_EQ(publish(&p, 1, bad, 1, EVENTS, MSG_BAD_TOKEN), 0);
+    CHECK_EQ(publish(&p, 2, noid, 1, EVENTS, MSG_NO_ID), 0);
+    CHECK_EQ(publish(&p, 0, good, 1 + EVENTS, EVENTS, MSG_OK), 0);
+    wait_all_acked(&p, 20000);
+    check_instance(s.db, NULL, good, 2 * EVENTS);
+    check_instance(s.db, NULL, bad, 0);
+    check_instance(s.db, NULL, noid, 0);
+    CHECK_EQ(nats_status(s.http, "malformed", "terminated"), 1);
+    CHECK_EQ(nats_status(s.http, "auth", "terminated"), 1);
+    CHECK_EQ(nats_status(s.http, "msg_id", "terminated"), 1);
+    CHECK_EQ(nats_status(s.http, "acked", NULL), 2);
+    CHECK_EQ(tt_test_metric(s.http, "telltale_nats_terminated_total{reason=\"auth\"}"), 1);
+    tt_test_serve_stop(&s);
+    pub_close(&p);
+}
+
+/* (4) A halt through the API is published on the agent's control subject with Tt-Agent. */
+TEST_T(nats_halt_published, 60)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "halt", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
+    struct pub p;
+    pub_open(&p, &ns);
+    char subj[64];
+    CHECK(nats_control_subject(agents[1], subj, sizeof subj) == 0);
+    natsSubscription *sub = NULL;
+    CHECK(natsConnection_SubscribeSync(&sub, p.nc, subj) == NATS_OK);
+    CHECK(natsConnection_Flush(p.nc) == NATS_OK);
+    char *body = NULL;
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/agents/%s/halt", agents[1]);
+    CHECK_EQ(tt_test_http(s.http, "POST", path, "{\"reason\":\"test halt\"}", &body), 202);
+    CHECK_MSG(strstr(body, "\"nats_published\":true"), "answer: %s", body);
+    free(body);
+    natsMsg *m = NULL;
+    CHECK_MSG(natsSubscription_NextMsg(&m, sub, 5000) == NATS_OK, "no control message on %s", subj);
+    const char *who = NULL;
+    CHECK(natsMsgHeader_Get(m, "Tt-Agent", &who) == NATS_OK);
+    CHECK_STR(who, agents[1]);
+    CHECK(natsMsg_GetDataLength(m) > 0);
+    CHECK_MSG(memmem(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), "test halt", 9),
+              "the halt's reason is not in the payload");
+    natsMsg_Destroy(m);
+    CHECK_EQ(nats_status(s.http, "control_published", NULL), 1);
+    natsSubscription_Destroy(sub);
+    tt_test_serve_stop(&s);
+    pub_close(&p);
+}
+
+/* The publisher of the cluster test, on its own thread. */
+#define CL_MSGS 60
+struct feeder {
+    struct pub *p;
+    uint8_t inst[3][16];
+    _Atomic int sent;
+};
+
+static void *feed(void *arg)
+{
+    struct feeder *f = arg;
+    for (int k = 0; k < CL_MSGS; k++) {
+        for (int a = 0; a < 3; a++) {
+            publish(f->p, a, f->inst[a], 1 + (uint64_t)k * EVENTS, EVENTS, MSG_OK);
+        }
+        atomic_fetch_add(&f->sent, 1);
+        usleep(10000);
+    }
+    return NULL;
+}
+
+/* (3) A 3-node cluster, an R3 stream, two collectors sharing one PostgreSQL and one durable:
+ * one NATS node and one collector killed (-9) mid-stream; every event is stored exactly once
+ * and JetStream ends fully acked (what the dead collector held is redelivered to the other). */
+TEST_T(nats_cluster_kill, 90)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 3);
+    struct tt_pg pg;
+    tt_pg_start(&pg);
+    const char *toks = tokens_file();
+    struct tt_test_serve a, b;
+    tt_test_serve_start(&a, "cl_a", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", toks, "--store",
+                        pg.url, "--nats", ns.urls, "--nats-token-file", ns.token_file,
+                        "--nats-replicas", "3", "--nats-ack-wait", "3000", NULL);
+    tt_test_serve_start(&b, "cl_b", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", toks, "--store",
+                        pg.url, "--nats", ns.urls, "--nats-token-file", ns.token_file,
+                        "--nats-replicas", "3", "--nats-ack-wait", "3000", NULL);
+    struct pub p;
+    pub_open(&p, &ns);
+    struct feeder f = {.p = &p};
+    for (int i = 0; i < 3; i++) {
+        instance_of(f.inst[i], i, 7);
+    }
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, feed, &f) == 0);
+    while (atomic_load(&f.sent) < CL_MSGS / 3) {
+        usleep(10000);
+    }
+    /* Both collectors take part (one durable, split between them) before the kills. */
+    double t0 = tt_test_now_ms();
+    while (nats_status(a.http, "messages", NULL) == 0 ||
+           nats_status(b.http, "messages", NULL) == 0) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000, "a collector fetched nothing");
+        usleep(20000);
+    }
+    tt_nats_kill(&ns, 1, 1);
+    tt_test_serve_kill(&a);
+    CHECK(pthread_join(th, NULL) == 0);
+    wait_all_acked(&p, 40000);
+    for (int i = 0; i < 3; i++) {
+        check_instance(NULL, &pg, f.inst[i], CL_MSGS * EVENTS);
+    }
+    CHECK(nats_status(b.http, "acked", NULL) > 0);
+    tt_test_serve_stop(&b);
+    pub_close(&p);
+}
+
+/* Run `telltale serve ARGS` (it must refuse to start): its exit status, its output in out. */
+static int serve_refused(const char *args, char *out, size_t cap)
+{
+    const char *b = getenv("TT_BIN");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "%s serve --data %s/refused --no-http --listen unix:%s/r.sock %s 2>&1",
+             b ? b : "build/telltale", tt_test_tmpdir(), tt_test_tmpdir(), args);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* Secrets: a user and password in the URL and a token file others may read are refused at
+ * start, each with a message that says what to do; the ready file names the servers. */
+TEST_T(nats_options, 30)
+{
+    char out[8192], args[2048];
+    CHECK_EQ(serve_refused("--nats nats://alice:secret@127.0.0.1:4222", out, sizeof out), 2);
+    CHECK_MSG(strstr(out, "--nats-token-file") && !strstr(out, "secret"), "said: %s", out);
+    CHECK_EQ(serve_refused("--nats tcp://127.0.0.1:4222", out, sizeof out), 2);
+    CHECK_MSG(strstr(out, "nats://HOST:PORT"), "said: %s", out);
+    char tok[4096];
+    snprintf(tok, sizeof tok, "%s/open.token", tt_test_tmpdir());
+    FILE *f = fopen(tok, "w");
+    CHECK(f);
+    fputs("tok\n", f);
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(tok, 0644) == 0);
+    snprintf(args, sizeof args, "--nats nats://127.0.0.1:4222 --nats-token-file %s", tok);
+    CHECK_EQ(serve_refused(args, out, sizeof out), 2);
+    CHECK_MSG(strstr(out, "chmod"), "said: %s", out);
+
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "ready", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
+    char ready[800];
+    snprintf(ready, sizeof ready, "%s/ready.json", s.dir);
+    json_error_t e;
+    json_t *o = json_load_file(ready, 0, &e);
+    CHECK_MSG(o, "%s: %s", ready, e.text);
+    CHECK_STR(json_string_value(json_object_get(o, "nats")), ns.urls);
+    json_decref(o);
+    CHECK_EQ(tt_test_count_lines(s.log, ns.token), 0);
+    tt_test_serve_stop(&s);
+}
+
+/* A clean stop (SIGTERM) mid-stream: the collector exits 0 within its grace; what it had not
+ * acked is redelivered, to it once restarted, and every event is stored once. */
+TEST_T(nats_sigterm_midstream, 60)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "sigterm", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, "--nats-ack-wait",
+                        "2000", "--grace-ms", "1000", NULL);
+    struct pub p;
+    pub_open(&p, &ns);
+    struct feeder f = {.p = &p};
+    for (int i = 0; i < 3; i++) {
+        instance_of(f.inst[i], i, 9);
+    }
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, feed, &f) == 0);
+    while (atomic_load(&f.sent) < CL_MSGS / 3) {
+        usleep(10000);
+    }
+    tt_test_serve_stop(&s);
+    CHECK(pthread_join(th, NULL) == 0);
+    tt_test_serve_restart(&s);
+    wait_all_acked(&p, 30000);
+    for (int i = 0; i < 3; i++) {
+        check_instance(s.db, NULL, f.inst[i], CL_MSGS * EVENTS);
+    }
+    tt_test_serve_stop(&s);
+    pub_close(&p);
+}
+
+static _Atomic int async_errors;
+
+static void on_pub_err(jsCtx *js, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    (void)pae;
+    (void)closure;
+    atomic_fetch_add(&async_errors, 1);
+}
+
+/* Volume: 3 agents x 1000 messages of 50 events published asynchronously (at most 256 pending)
+ * while one collector consumes: every event stored once, the consumer fully acked; the time
+ * from the first publish to the last ack goes to the test's log. */
+TEST_T(nats_volume, 90)
+{
+#define VOL_MSGS 1000
+#define VOL_EVENTS 50
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "volume", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
+    struct pub p;
+    pub_open(&p, &ns);
+    jsCtx_Destroy(p.js);
+    jsOptions jo;
+    CHECK(jsOptions_Init(&jo) == NATS_OK);
+    jo.PublishAsync.MaxPending = 256;
+    jo.PublishAsync.ErrHandler = on_pub_err;
+    CHECK(natsConnection_JetStream(&p.js, p.nc, &jo) == NATS_OK);
+    uint8_t inst[3][16];
+    for (int a = 0; a < 3; a++) {
+        instance_of(inst[a], a, 11);
+    }
+    double t0 = tt_test_now_ms();
+    for (int k = 0; k < VOL_MSGS; k++) {
+        for (int a = 0; a < 3; a++) {
+            natsMsg *m = make_msg(a, inst[a], 1 + (uint64_t)k * VOL_EVENTS, VOL_EVENTS, MSG_OK);
+            CHECK(js_PublishMsgAsync(p.js, &m, NULL) == NATS_OK);
+        }
+    }
+    jsPubOptions po;
+    CHECK(jsPubOptions_Init(&po) == NATS_OK);
+    po.MaxWait = 30000;
+    CHECK(js_PublishAsyncComplete(p.js, &po) == NATS_OK);
+    CHECK_EQ(atomic_load(&async_errors), 0);
+    double t1 = tt_test_now_ms();
+    wait_all_acked(&p, 60000);
+    double t2 = tt_test_now_ms();
+    for (int a = 0; a < 3; a++) {
+        check_instance(s.db, NULL, inst[a], (uint64_t)VOL_MSGS * VOL_EVENTS);
+    }
+    fprintf(stderr,
+            "nats_volume: %d messages, %d events: published in %.0f ms, all acked %.0f ms after "
+            "the first publish (%.0f events/s end to end)\n",
+            3 * VOL_MSGS, 3 * VOL_MSGS * VOL_EVENTS, t1 - t0, t2 - t0,
+            3.0 * VOL_MSGS * VOL_EVENTS / ((t2 - t0) / 1000));
+    CHECK_EQ(nats_status(s.http, "acked", NULL), 3 * VOL_MSGS);
+    tt_test_serve_stop(&s);
+    pub_close(&p);
+}
