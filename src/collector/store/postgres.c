@@ -28,12 +28,14 @@
 #include "collector/store/queue.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "collector/log.h"
@@ -93,6 +95,7 @@ struct pg_store {
     char url[512];     /* as given: may hold a password, never shown */
     char shown[512];   /* user@host:port/db, for messages */
     char secret[128];  /* the URL's password ("" when none), to scrub from messages */
+    char collector[PG_COLLECTOR_ID_MAX]; /* this collector's id (DATA/collector-id) */
     int sync;
     PGconn *wconn;     /* writer thread only (after start; the main thread before) */
     struct pg_aux aux; /* operator writes (postgres_alerts.c) */
@@ -282,8 +285,26 @@ PGconn *pg_connect(const struct store *base, char *err, size_t errlen)
     const struct pg_store *s = (const struct pg_store *)base;
     /* The URL's own settings override these defaults (later keywords win, and dbname expands
      * to the URL). */
-    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *const vals[] = {"5", "telltale", s->url, NULL};
+    const char *const keys[] = {"connect_timeout",
+                                "application_name",
+                                "keepalives",
+                                "keepalives_idle",
+                                "keepalives_interval",
+                                "keepalives_count",
+                                "tcp_user_timeout",
+                                "options",
+                                "dbname",
+                                NULL};
+    const char *const vals[] = {PG_CONNECT_TIMEOUT_S,
+                                "telltale",
+                                "1",
+                                PG_KEEPALIVES_IDLE_S,
+                                PG_KEEPALIVES_INTERVAL_S,
+                                PG_KEEPALIVES_COUNT,
+                                PG_TCP_USER_TIMEOUT_MS,
+                                "-c statement_timeout=" PG_STATEMENT_TIMEOUT_MS,
+                                s->url,
+                                NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         char msg[512];
@@ -401,6 +422,77 @@ static int set_sync(struct pg_store *s, PGconn *c, char *err, size_t errlen)
         err, errlen);
 }
 
+static int collector_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n >= PG_COLLECTOR_ID_MAX) {
+        return 0;
+    }
+    for (const char *p = id; *p; p++) {
+        if (!(*p >= '0' && *p <= '9') && !(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
+            *p != '-' && *p != '_' && *p != '.') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Read DIR/collector-id into out, or make it (0600, O_EXCL) from getrandom when absent. The
+ * data directory's lock (serve.c) keeps two collectors from racing here. */
+static int collector_id(const char *dir, char *out, size_t n, char *err, size_t errlen)
+{
+    char path[4096];
+    if (!dir ||
+        snprintf(path, sizeof path, "%s/%s", dir, PG_COLLECTOR_ID_FILE) >= (int)sizeof path) {
+        snprintf(err, errlen, "no data directory for %s", PG_COLLECTOR_ID_FILE);
+        return -EINVAL;
+    }
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        char buf[PG_COLLECTOR_ID_MAX + 2];
+        ssize_t got = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        buf[got > 0 ? got : 0] = 0;
+        buf[strcspn(buf, "\r\n")] = 0;
+        if (!collector_id_valid(buf)) {
+            snprintf(err, errlen,
+                     "%s: not a collector id (1 to %d letters, digits, '-', '_' or '.')", path,
+                     PG_COLLECTOR_ID_MAX - 1);
+            return -EINVAL;
+        }
+        snprintf(out, n, "%s", buf);
+        return 0;
+    }
+    if (errno != ENOENT) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -EIO;
+    }
+    unsigned char r[8];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+        snprintf(err, errlen, "getrandom: %s", strerror(errno));
+        return -EIO;
+    }
+    char id[24];
+    for (size_t i = 0; i < sizeof r; i++) {
+        snprintf(id + 2 * i, 3, "%02x", r[i]);
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    size_t len = strlen(id);
+    id[len] = '\n';
+    int ok = fd >= 0 && write(fd, id, len + 1) == (ssize_t)(len + 1) && fsync(fd) == 0;
+    int e = errno;
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (!ok) {
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -EIO;
+    }
+    id[len] = 0;
+    snprintf(out, n, "%s", id);
+    return 0;
+}
+
 static void pg_close(struct store *base);
 
 static int pg_open(struct store **out, const struct store_config *cfg, char *err, size_t errlen)
@@ -436,6 +528,10 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
         pg_close(&s->base);
         return -EIO;
     }
+    if (collector_id(cfg->data_dir, s->collector, sizeof s->collector, err, errlen) != 0) {
+        pg_close(&s->base);
+        return -EIO;
+    }
     s->wconn = pg_connect(&s->base, err, errlen);
     if (!s->wconn || make_schema(s, err, errlen) != 0 || set_sync(s, s->wconn, err, errlen) != 0 ||
         !(s->aux.c = pg_connect(&s->base, err, errlen)) ||
@@ -443,6 +539,8 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
         pg_close(&s->base);
         return -EIO;
     }
+    log_info("store: collector id %s (%s/%s): incidents raised here carry it", s->collector,
+             cfg->data_dir, PG_COLLECTOR_ID_FILE);
     *out = &s->base;
     return 0;
 }
@@ -452,6 +550,11 @@ static void pg_describe(const struct store *base, char *out, size_t n)
     const struct pg_store *s = (const struct pg_store *)base;
     snprintf(out, n, "store %s (PostgreSQL), sync=%s: %s", s->shown, store_sync_name(s->sync),
              sync_promise(s->sync));
+}
+
+const char *pg_store_collector(const struct store *base)
+{
+    return ((const struct pg_store *)base)->collector;
 }
 
 struct pg_aux *pg_store_aux(struct store *base)
@@ -670,6 +773,9 @@ static int dedup(struct pg_store *s, struct wstate *w, const struct inst *e, uin
     return STORE_OK;
 }
 
+/* Insert the frame of it: 1, or 0 when (instance, first_seq) is stored already (a commit the
+ * dedup check could not see: never under PG_WRITER_LOCK, but the unique constraint is the
+ * last word, and a conflict is a duplicate, not an error), or negative on an error. */
 static int insert_frame(struct pg_store *s, struct wstate *w, const struct inst *e,
                         const struct store_item *it)
 {
@@ -691,11 +797,18 @@ static int insert_frame(struct pg_store *s, struct wstate *w, const struct inst 
         pg_p_bytes(&p, it->raw, it->raw_len);
     }
     pg_p_i64(&p, b->clock_skew_ms);
-    return run(s, w,
-               "INSERT INTO frames(agent_id, instance_id, first_seq, n, t_min, t_max, kinds,"
-               " received, codec, raw_len, data, clock_skew_ms)"
-               " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-               &p, NULL);
+    PGresult *r;
+    if (run(s, w,
+            "INSERT INTO frames(agent_id, instance_id, first_seq, n, t_min, t_max, kinds,"
+            " received, codec, raw_len, data, clock_skew_ms)"
+            " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            " ON CONFLICT(instance_id, first_seq) DO NOTHING RETURNING id",
+            &p, &r) != 0) {
+        return w->rc;
+    }
+    int inserted = PQntuples(r) == 1;
+    PQclear(r);
+    return inserted;
 }
 
 /* Sessions of a batch: the counts ingest's parse summarised, or a walk of its events when it
@@ -1027,12 +1140,19 @@ static int store_one(struct pg_store *s, struct wstate *w, struct store_item *it
         if (d == STORE_REJECT) {
             it->reason = "sequence range overlaps stored events";
         } else if (d == STORE_OK) {
-            rc = insert_frame(s, w, &e, it);
-            rc = rc ? rc : derive_item(s, w, it, aid, e.id);
-            if (rc) {
-                return rc;
+            int ins = insert_frame(s, w, &e, it);
+            if (ins < 0) {
+                return ins;
             }
-            stored = b->n_events;
+            if (ins == 0) {
+                it->result = STORE_DUP;
+            } else {
+                rc = derive_item(s, w, it, aid, e.id);
+                if (rc) {
+                    return rc;
+                }
+                stored = b->n_events;
+            }
         }
     }
     return update_instance(s, w, &e, it, stored, now);
