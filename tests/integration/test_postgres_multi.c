@@ -185,13 +185,11 @@ TEST_T(postgres_collectors_share_one_database_each_event_once_incidents_apart, 1
     for (int i = 0; i < COLLECTORS; i++) {
         char agent[32];
         snprintf(agent, sizeof agent, "lib-%d", i);
-        c[i] = tt_test_client(s[i].endpoint, agent, "window_bytes=65536", "batch_bytes=4096",
-                              NULL);
+        c[i] = tt_test_client(s[i].endpoint, agent, "window_bytes=65536", "batch_bytes=4096", NULL);
         CHECK(c[i] != NULL);
         char msg[96];
         for (int k = 0; k < EVENTS; k++) {
-            snprintf(msg, sizeof msg, "event %d of collector %d, padded to sixty-four bytes", k,
-                     i);
+            snprintf(msg, sizeof msg, "event %d of collector %d, padded to sixty-four bytes", k, i);
             CHECK_OK(tt_log(c[i], "s-multi", TT_INFO, msg, NULL, 0));
         }
     }
@@ -271,8 +269,8 @@ TEST_T(postgres_collectors_share_one_database_each_event_once_incidents_apart, 1
     int64_t loop_id[COLLECTORS];
     for (int i = 0; i < COLLECTORS; i++) {
         snprintf(sql, sizeof sql,
-                 "SELECT id FROM alerts WHERE collector = '%s' AND agent = 'loop-%d'::bytea", ids[i],
-                 i);
+                 "SELECT id FROM alerts WHERE collector = '%s' AND agent = 'loop-%d'::bytea",
+                 ids[i], i);
         loop_id[i] = pg_int(&pg, sql);
         CHECK(loop_id[i] > 0);
     }
@@ -296,7 +294,8 @@ TEST_T(postgres_collectors_share_one_database_each_event_once_incidents_apart, 1
     snprintf(path, sizeof path, "/api/v1/alerts/%lld/ack", (long long)first);
     CHECK_EQ(tt_test_http(s[2].http, "POST", path, "{}", &ack), 200);
     free(ack);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM alerts WHERE acked_ns IS NOT NULL AND id = %lld",
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM alerts WHERE acked_ns IS NOT NULL AND id = %lld",
              (long long)first);
     CHECK_EQ(pg_int(&pg, sql), 1);
 
@@ -321,7 +320,8 @@ TEST_T(postgres_collectors_share_one_database_each_event_once_incidents_apart, 1
     CHECK_MSG(count_of(before, ":firing:") >= 2, "%s", before);
 
     /* Its next incident: the next shared id, and the next number of its own. */
-    wire(s[1].endpoint, "loop-again", "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf", 1, 4, 25, out, sizeof out);
+    wire(s[1].endpoint, "loop-again", "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf", 1, 4, 25, out,
+         sizeof out);
     unsetenv("TT_WIRE_STEPS");
     wait_incidents(&pg, " WHERE agent = 'loop-again'::bytea) = 1");
     /* Its number: one above those it had; its id: above every id stored before. */
@@ -369,8 +369,7 @@ TEST_T(postgres_incident_ids_continue_above_an_older_database, 60)
                 out, sizeof out);
     struct tt_test_serve s;
     tt_test_serve_start(&s, "multi_old", "--store", pg.url, NULL);
-    CHECK_EQ(pg_int(&pg, "SELECT count(*) FROM alerts WHERE id = 41 AND status = 'resolved'"),
-             1);
+    CHECK_EQ(pg_int(&pg, "SELECT count(*) FROM alerts WHERE id = 41 AND status = 'resolved'"), 1);
     static char wout[1 << 14];
     setenv("TT_WIRE_STEPS", "1", 1);
     wire(s.endpoint, "loop-new", "e0e1e2e3e4e5e6e7e8e9eaebecedeeef", 1, 4, 25, wout, sizeof wout);

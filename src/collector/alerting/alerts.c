@@ -34,7 +34,7 @@ struct hook_job {
 
 struct alerts {
     struct store *store;     /* where incidents are kept (not owned) */
-    _Atomic int64_t next_id; /* the last incident id handed out */
+    _Atomic int64_t next_id; /* the last incident number handed out (store_alert_put's al->id) */
     struct hub *hub;
     struct webhook_cfg hooks[MON_HOOKS_MAX];
     int n_hooks;
