@@ -301,9 +301,10 @@ TEST_T(postgres_collectors_share_one_database_each_event_once_incidents_apart, 1
 
     /* Restarting collector 1 resolves its own incident, not the others'. */
     char before[256], after[256];
-    const char *others = "SELECT string_agg(id || ':' || status || ':' || coalesce(resolved_ns, 0)"
-                         " || ':' || count, ',' ORDER BY id) FROM alerts WHERE collector != '%s'";
-    snprintf(sql, sizeof sql, others, ids[1]);
+#define OTHERS                                                                                     \
+    "SELECT string_agg(id || ':' || status || ':' || coalesce(resolved_ns, 0) || ':' || count,"    \
+    " ',' ORDER BY id) FROM alerts WHERE collector != '%s'"
+    snprintf(sql, sizeof sql, OTHERS, ids[1]);
     tt_pg_query(&pg, sql, before, sizeof before);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM alerts WHERE collector = '%s'", ids[1]);
     int64_t own_before = pg_int(&pg, sql);
@@ -313,7 +314,7 @@ TEST_T(postgres_collectors_share_one_database_each_event_once_incidents_apart, 1
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM alerts WHERE collector = '%s' AND status = 'resolved'", ids[1]);
     CHECK_EQ(pg_int(&pg, sql), own_before);
-    snprintf(sql, sizeof sql, others, ids[1]);
+    snprintf(sql, sizeof sql, OTHERS, ids[1]);
     tt_pg_query(&pg, sql, after, sizeof after);
     CHECK_MSG(strcmp(before, after) == 0, "the others' incidents moved: %s, then %s", before,
               after);
