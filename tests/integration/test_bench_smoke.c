@@ -1,7 +1,8 @@
 /*
- * test_bench_smoke.c - the end-to-end benchmarks (bench/pipeline.c, latency.c, memory.c, tls.c) run
- * with --smoke (tiny sizes, a real collector each) and must exit 0 printing only valid result
- * lines, so that they cannot rot between `make bench` runs. Nothing here is timed.
+ * test_bench_smoke.c - the end-to-end benchmarks (bench/pipeline.c, latency.c, memory.c, tls.c,
+ * pgstore.c) run with --smoke (tiny sizes, a real collector each) and must exit 0 printing
+ * only valid result lines, so that they cannot rot between `make bench` runs. Nothing here is
+ * timed.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -78,4 +79,9 @@ TEST_T(bench_token_batch_smoke_prints_valid_result_lines, 120)
 TEST_T(bench_tls_smoke_prints_valid_result_lines, 120)
 {
     CHECK(run_smoke("tls", "tls_stored_events_per_s") == 2);
+}
+
+TEST_T(bench_pgstore_smoke_prints_valid_result_lines, 120)
+{
+    CHECK(run_smoke("pgstore", "postgres_stored_events_per_s") == 2);
 }

@@ -34,7 +34,7 @@ struct hook_job {
 
 struct alerts {
     struct store *store;     /* where incidents are kept (not owned) */
-    _Atomic int64_t next_id; /* the last incident id handed out */
+    _Atomic int64_t next_id; /* the last incident number handed out (store_alert_put's al->id) */
     struct hub *hub;
     struct webhook_cfg hooks[MON_HOOKS_MAX];
     int n_hooks;
@@ -245,8 +245,9 @@ void alert_from_store(struct alert *out, const struct store_alert *r)
     out->example_is_response = r->example_is_response;
 }
 
-/* One incident event as the store's row. */
-static int store_event(struct alerts *a, const struct alert *al)
+/* One incident event as the store's row; al->id becomes the id the store keeps it under (a
+ * shared store numbers the incidents of every collector in one sequence). */
+static int store_event(struct alerts *a, struct alert *al)
 {
     struct store_alert row = {
         .id = al->id,
@@ -269,7 +270,12 @@ static int store_event(struct alerts *a, const struct alert *al)
         .example_id = al->example_id,
         .example_is_response = al->example_is_response,
     };
-    return store_alert_put(a->store, &row) == 0 ? 0 : -1;
+    int64_t id;
+    if (store_alert_put(a->store, &row, &id) != 0) {
+        return -1;
+    }
+    al->id = id;
+    return 0;
 }
 
 /* Queue one delivery per hook: the incident's JSON to webhooks, its Alertmanager form to

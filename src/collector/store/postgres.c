@@ -17,8 +17,15 @@
  * - Every writer transaction takes the advisory lock PG_WRITER_LOCK first: writers (of every
  *   collector on the database) commit one at a time, so frame ids grow in commit order and
  *   the dedup check sees every committed frame. (instance_id, first_seq) is unique besides.
- * - The writer keeps no cache of the database: a failed group leaves nothing to drop, and
- *   another collector's commits are seen at once.
+ * - A group's statements go in libpq's pipeline mode: those whose rows the writer does not
+ *   need (the frame's derived rows, counters) are sent without waiting for their answers,
+ *   which are read with the next statement whose rows it needs and at COMMIT. The first error
+ *   fails the group (the server skips the rest until the sync), so a group is still all or
+ *   nothing, and it is acknowledged only after COMMIT's own answer was read.
+ * - The writer keeps no cache of the database beyond a group: within one, under the lock,
+ *   the agent and instance rows (ids, ownership, max_seq) its items name are looked up once
+ *   (struct seen), so a batch in sequence order costs no read at all; a group ends, failed or
+ *   committed, with its cache, and the next one sees every other collector's commits.
  * - A transient failure (connection lost, server down or shutting down, lock conflict, disk
  *   full) is one episode, logged once, until a commit succeeds; the writer reconnects at the
  *   next group. A fatal one (data corruption, I/O error, anything unknown) is logged once and
@@ -28,12 +35,14 @@
 #include "collector/store/queue.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "collector/log.h"
@@ -93,6 +102,7 @@ struct pg_store {
     char url[512];     /* as given: may hold a password, never shown */
     char shown[512];   /* user@host:port/db, for messages */
     char secret[128];  /* the URL's password ("" when none), to scrub from messages */
+    char collector[PG_COLLECTOR_ID_MAX]; /* this collector's id (DATA/collector-id) */
     int sync;
     PGconn *wconn;     /* writer thread only (after start; the main thread before) */
     struct pg_aux aux; /* operator writes (postgres_alerts.c) */
@@ -104,6 +114,8 @@ struct pg_store {
     char refusing[512];   /* the transient refusal under way, "" when none */
 
     /* writer thread only */
+    int pipe;    /* wconn is in pipeline mode (a group under way) */
+    int pending; /* statements sent in the pipeline whose results are not read yet */
     int fatal;
     uint64_t refused; /* groups refused in the transient episode under way */
 };
@@ -243,8 +255,11 @@ int pg_errno(const PGconn *c, const PGresult *res)
         !strcmp(st, "57P03") || !strcmp(st, "53300") || !strcmp(st, "57014")) {
         return -EAGAIN; /* connection exception, shutdown, too many connections, cancelled */
     }
-    if (!strcmp(st, "40001") || !strcmp(st, "40P01") || !strcmp(st, "55P03")) {
-        return -EBUSY; /* serialization failure, deadlock, lock not available */
+    if (!strcmp(st, "40001") || !strcmp(st, "40P01") || !strcmp(st, "55P03") ||
+        !strcmp(st, "23505")) {
+        /* serialization failure, deadlock, lock not available; a unique key taken by another
+         * writer's commit (the group is resent and then sees it) */
+        return -EBUSY;
     }
     if (!strcmp(st, "53100")) {
         return -ENOSPC; /* disk full */
@@ -282,8 +297,26 @@ PGconn *pg_connect(const struct store *base, char *err, size_t errlen)
     const struct pg_store *s = (const struct pg_store *)base;
     /* The URL's own settings override these defaults (later keywords win, and dbname expands
      * to the URL). */
-    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *const vals[] = {"5", "telltale", s->url, NULL};
+    const char *const keys[] = {"connect_timeout",
+                                "application_name",
+                                "keepalives",
+                                "keepalives_idle",
+                                "keepalives_interval",
+                                "keepalives_count",
+                                "tcp_user_timeout",
+                                "options",
+                                "dbname",
+                                NULL};
+    const char *const vals[] = {PG_CONNECT_TIMEOUT_S,
+                                "telltale",
+                                "1",
+                                PG_KEEPALIVES_IDLE_S,
+                                PG_KEEPALIVES_INTERVAL_S,
+                                PG_KEEPALIVES_COUNT,
+                                PG_TCP_USER_TIMEOUT_MS,
+                                "-c statement_timeout=" PG_STATEMENT_TIMEOUT_MS,
+                                s->url,
+                                NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         char msg[512];
@@ -401,6 +434,77 @@ static int set_sync(struct pg_store *s, PGconn *c, char *err, size_t errlen)
         err, errlen);
 }
 
+static int collector_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n >= PG_COLLECTOR_ID_MAX) {
+        return 0;
+    }
+    for (const char *p = id; *p; p++) {
+        if (!(*p >= '0' && *p <= '9') && !(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
+            *p != '-' && *p != '_' && *p != '.') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Read DIR/collector-id into out, or make it (0600, O_EXCL) from getrandom when absent. The
+ * data directory's lock (serve.c) keeps two collectors from racing here. */
+static int collector_id(const char *dir, char *out, size_t n, char *err, size_t errlen)
+{
+    char path[4096];
+    if (!dir ||
+        snprintf(path, sizeof path, "%s/%s", dir, PG_COLLECTOR_ID_FILE) >= (int)sizeof path) {
+        snprintf(err, errlen, "no data directory for %s", PG_COLLECTOR_ID_FILE);
+        return -EINVAL;
+    }
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        char buf[PG_COLLECTOR_ID_MAX + 2];
+        ssize_t got = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        buf[got > 0 ? got : 0] = 0;
+        buf[strcspn(buf, "\r\n")] = 0;
+        if (!collector_id_valid(buf)) {
+            snprintf(err, errlen,
+                     "%s: not a collector id (1 to %d letters, digits, '-', '_' or '.')", path,
+                     PG_COLLECTOR_ID_MAX - 1);
+            return -EINVAL;
+        }
+        snprintf(out, n, "%s", buf);
+        return 0;
+    }
+    if (errno != ENOENT) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -EIO;
+    }
+    unsigned char r[8];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+        snprintf(err, errlen, "getrandom: %s", strerror(errno));
+        return -EIO;
+    }
+    char id[24];
+    for (size_t i = 0; i < sizeof r; i++) {
+        snprintf(id + 2 * i, 3, "%02x", r[i]);
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    size_t len = strlen(id);
+    id[len] = '\n';
+    int ok = fd >= 0 && write(fd, id, len + 1) == (ssize_t)(len + 1) && fsync(fd) == 0;
+    int e = errno;
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (!ok) {
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -EIO;
+    }
+    id[len] = 0;
+    snprintf(out, n, "%s", id);
+    return 0;
+}
+
 static void pg_close(struct store *base);
 
 static int pg_open(struct store **out, const struct store_config *cfg, char *err, size_t errlen)
@@ -436,6 +540,10 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
         pg_close(&s->base);
         return -EIO;
     }
+    if (collector_id(cfg->data_dir, s->collector, sizeof s->collector, err, errlen) != 0) {
+        pg_close(&s->base);
+        return -EIO;
+    }
     s->wconn = pg_connect(&s->base, err, errlen);
     if (!s->wconn || make_schema(s, err, errlen) != 0 || set_sync(s, s->wconn, err, errlen) != 0 ||
         !(s->aux.c = pg_connect(&s->base, err, errlen)) ||
@@ -443,6 +551,8 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
         pg_close(&s->base);
         return -EIO;
     }
+    log_info("store: collector id %s (%s/%s): incidents raised here carry it", s->collector,
+             cfg->data_dir, PG_COLLECTOR_ID_FILE);
     *out = &s->base;
     return 0;
 }
@@ -452,6 +562,11 @@ static void pg_describe(const struct store *base, char *out, size_t n)
     const struct pg_store *s = (const struct pg_store *)base;
     snprintf(out, n, "store %s (PostgreSQL), sync=%s: %s", s->shown, store_sync_name(s->sync),
              sync_promise(s->sync));
+}
+
+const char *pg_store_collector(const struct store *base)
+{
+    return ((const struct pg_store *)base)->collector;
 }
 
 struct pg_aux *pg_store_aux(struct store *base)
@@ -471,17 +586,141 @@ static int pg_failure(struct store *base, char *out, size_t n)
 
 /* --- the writer ---------------------------------------------------------------------------- */
 
-/* The last error of the group: its class and its message. */
+struct inst {
+    int64_t id, agent_id;
+    uint64_t max_seq;
+};
+
+/* What the group learnt of an instance its items name (owned by their identity): under
+ * PG_WRITER_LOCK no other writer commits until this group's COMMIT, so it holds for the rest
+ * of the group and is dropped with it. */
+struct seen {
+    const struct agent_ident *ident; /* of the item that looked it up (lives as long) */
+    int64_t aid;
+    struct inst e;
+};
+#define SEEN_MAX 32
+
+/* A group under way: its first error (class and message), the instances it has seen. */
 struct wstate {
     int rc;
     char msg[384];
+    int n_seen;
+    struct seen seen[SEEN_MAX];
 };
 
-/* Run a prepared-or-plain statement; rows in *res (caller clears) when res is non-NULL. 0, or
- * the class of the error with its message in w. */
+/* Keep the first error of the group (its class and message); r may be NULL. */
+static int failed(struct pg_store *s, struct wstate *w, const PGresult *r)
+{
+    if (w->rc == 0) {
+        w->rc = pg_errno(s->wconn, r);
+        scrub(s, r ? PQresultErrorMessage(r) : PQerrorMessage(s->wconn), w->msg, sizeof w->msg);
+        w->rc = w->rc ? w->rc : -EIO;
+    }
+    return w->rc;
+}
+
+static int result_ok(const PGresult *r)
+{
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+/* The next result of the pipeline, and the NULL that ends it (each statement has one). */
+static PGresult *pipe_next(struct pg_store *s)
+{
+    PGresult *r = PQgetResult(s->wconn);
+    if (r && PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+        PQclear(PQgetResult(s->wconn));
+    }
+    s->pending--;
+    return r;
+}
+
+/* In pipeline mode (a group under way) a statement whose rows are not needed is only sent:
+ * the server runs it in order, and its result is read with the next statement whose rows are
+ * (or at COMMIT, or every PIPE_MAX statements, so that neither side's buffers fill). The
+ * first error of the group is kept: the server skips everything after it until the sync, and
+ * the group fails as a whole, as without the pipeline. */
+#define PIPE_MAX 256
+static int run_pipe(struct pg_store *s, struct wstate *w, const char *sql,
+                    const struct pg_params *p, PGresult **res)
+{
+    static const struct pg_params none = {0};
+    p = p ? p : &none;
+    if (w->rc) {
+        return w->rc;
+    }
+    if (!PQsendQueryParams(s->wconn, sql, p->n, NULL, p->v, p->len, p->fmt, 1)) {
+        return failed(s, w, NULL);
+    }
+    s->pending++;
+    if (!res && s->pending < PIPE_MAX) {
+        return 0;
+    }
+    if (PQsendFlushRequest(s->wconn) != 1 || PQflush(s->wconn) != 0) {
+        return failed(s, w, NULL);
+    }
+    while (s->pending > (res ? 1 : 0)) {
+        PGresult *r = pipe_next(s);
+        if (!result_ok(r)) {
+            failed(s, w, r);
+        }
+        PQclear(r);
+    }
+    if (res) {
+        PGresult *r = pipe_next(s);
+        if (!result_ok(r) || w->rc) {
+            failed(s, w, r);
+            PQclear(r);
+            return w->rc;
+        }
+        *res = r;
+    }
+    return w->rc;
+}
+
+/* End the group's pipeline: sync, read every result left (COMMIT's among them) and leave
+ * pipeline mode. rc: the group's outcome so far; the outcome with the pipeline's errors. */
+static int pipe_end(struct pg_store *s, struct wstate *w, int rc)
+{
+    if (!s->pipe) {
+        return rc;
+    }
+    s->pipe = 0;
+    if (PQpipelineSync(s->wconn) != 1) {
+        rc = failed(s, w, NULL);
+    }
+    s->pending++; /* the sync's own result */
+    while (s->pending > 0) {
+        PGresult *r = pipe_next(s);
+        if (!r) {
+            rc = failed(s, w, NULL); /* the connection is gone */
+            break;
+        }
+        if (PQresultStatus(r) != PGRES_PIPELINE_SYNC && !result_ok(r)) {
+            rc = failed(s, w, r);
+        }
+        PQclear(r);
+    }
+    s->pending = 0;
+    if (PQexitPipelineMode(s->wconn) != 1) {
+        /* Out of step with the server: start again on a new connection. */
+        rc = failed(s, w, NULL);
+        PQfinish(s->wconn);
+        s->wconn = NULL;
+    }
+    return rc ? rc : w->rc;
+}
+
+/* Run a statement; rows in *res (caller clears) when res is non-NULL. 0, or the class of the
+ * error with its message in w. */
 static int run(struct pg_store *s, struct wstate *w, const char *sql, const struct pg_params *p,
                PGresult **res)
 {
+    if (s->pipe) {
+        return run_pipe(s, w, sql, p, res);
+    }
     PGresult *r = pg_exec(s->wconn, NULL, sql, p);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -513,11 +752,6 @@ static int run_i64(struct pg_store *s, struct wstate *w, const char *sql, const 
     PQclear(r);
     return found;
 }
-
-struct inst {
-    int64_t id, agent_id;
-    uint64_t max_seq;
-};
 
 enum { OWN_AGENT = 0, OWN_INSTANCE = 1 };
 
@@ -670,6 +904,10 @@ static int dedup(struct pg_store *s, struct wstate *w, const struct inst *e, uin
     return STORE_OK;
 }
 
+/* Insert the frame of it (sent without waiting in the pipeline). (instance, first_seq) is
+ * unique besides the dedup check: a conflict (a commit the check could not see, which
+ * PG_WRITER_LOCK rules out) is SQLSTATE 23505, a transient refusal of the group, and the
+ * agents' resend is then answered STORE_DUP by the check. */
 static int insert_frame(struct pg_store *s, struct wstate *w, const struct inst *e,
                         const struct store_item *it)
 {
@@ -984,23 +1222,55 @@ static int update_instance(struct pg_store *s, struct wstate *w, struct inst *e,
     return rc;
 }
 
-/* Store one item inside the open transaction: 0, or an error that aborts the whole group. */
-static int store_one(struct pg_store *s, struct wstate *w, struct store_item *it, int64_t now)
+static struct seen *seen_find(struct wstate *w, const struct agent_ident *id)
 {
-    int64_t aid;
-    int rc = agent_id(s, w, it->ident.agent, now, &aid);
+    for (int i = 0; i < w->n_seen; i++) {
+        const struct agent_ident *k = w->seen[i].ident;
+        if (memcmp(k->instance, id->instance, 16) == 0 && strcmp(k->agent, id->agent) == 0 &&
+            strcmp(k->identity, id->identity) == 0) {
+            return &w->seen[i];
+        }
+    }
+    return NULL;
+}
+
+/* The agent and instance rows of it, and whether its identity owns both: 1 (the rows in
+ * *out, remembered for the group), 0 not owned, negative on an error. */
+static int owned_instance(struct pg_store *s, struct wstate *w, const struct store_item *it,
+                          int64_t now, struct seen **out)
+{
+    *out = seen_find(w, &it->ident);
+    if (*out) {
+        return 1;
+    }
+    struct seen k = {.ident = &it->ident};
+    int rc = agent_id(s, w, it->ident.agent, now, &k.aid);
     if (rc) {
         return rc;
     }
-    int own = owned_by(s, w, OWN_AGENT, aid, it->ident.identity);
-    struct inst e = {0};
+    int own = owned_by(s, w, OWN_AGENT, k.aid, it->ident.identity);
     if (own > 0) {
-        rc = instance(s, w, it, aid, now, &e);
+        rc = instance(s, w, it, k.aid, now, &k.e);
         if (rc) {
             return rc;
         }
-        own = owned_by(s, w, OWN_INSTANCE, e.id, it->ident.identity);
+        own = owned_by(s, w, OWN_INSTANCE, k.e.id, it->ident.identity);
     }
+    if (own > 0) {
+        /* When full, the last entry is overwritten: a group naming many instances looks the
+         * later ones up each time, as without the cache. */
+        int i = w->n_seen < SEEN_MAX ? w->n_seen++ : SEEN_MAX - 1;
+        w->seen[i] = k;
+        *out = &w->seen[i];
+    }
+    return own;
+}
+
+/* Store one item inside the open transaction: 0, or an error that aborts the whole group. */
+static int store_one(struct pg_store *s, struct wstate *w, struct store_item *it, int64_t now)
+{
+    struct seen *k;
+    int own = owned_instance(s, w, it, now, &k);
     if (own < 0) {
         return own;
     }
@@ -1009,8 +1279,11 @@ static int store_one(struct pg_store *s, struct wstate *w, struct store_item *it
         it->reason = store_reason_not_owner;
         return 0;
     }
+    int rc;
+    int64_t aid = k->aid;
+    struct inst *e = &k->e;
     const tt__batch *b = &it->batch;
-    if (it->replayed && e.agent_id != aid) {
+    if (it->replayed && e->agent_id != aid) {
         it->result = STORE_REJECT;
         it->reason = "batch names an instance of another agent";
         return 0;
@@ -1019,7 +1292,7 @@ static int store_one(struct pg_store *s, struct wstate *w, struct store_item *it
     if (b->n_events == 0) {
         it->result = STORE_OK; /* a heartbeat: counters only */
     } else {
-        int d = dedup(s, w, &e, b->first_seq, b->n_events);
+        int d = dedup(s, w, e, b->first_seq, b->n_events);
         if (d < 0) {
             return d;
         }
@@ -1027,15 +1300,15 @@ static int store_one(struct pg_store *s, struct wstate *w, struct store_item *it
         if (d == STORE_REJECT) {
             it->reason = "sequence range overlaps stored events";
         } else if (d == STORE_OK) {
-            rc = insert_frame(s, w, &e, it);
-            rc = rc ? rc : derive_item(s, w, it, aid, e.id);
+            rc = insert_frame(s, w, e, it);
+            rc = rc ? rc : derive_item(s, w, it, aid, e->id);
             if (rc) {
                 return rc;
             }
             stored = b->n_events;
         }
     }
-    return update_instance(s, w, &e, it, stored, now);
+    return update_instance(s, w, e, it, stored, now);
 }
 
 static void group_failed(struct pg_store *s, const struct wstate *w)
@@ -1100,12 +1373,15 @@ static void commit_group(struct pg_store *s, struct store_item *head)
     char lock[96];
     snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%lld)", (long long)PG_WRITER_LOCK);
     int rc = writer_conn(s, &w);
+    s->pipe = rc == 0 && PQenterPipelineMode(s->wconn) == 1;
+    s->pending = 0;
     rc = rc ? rc : run(s, &w, "BEGIN", NULL, NULL);
     rc = rc ? rc : run(s, &w, lock, NULL, NULL);
     for (struct store_item *it = head; it && rc == 0; it = it->next) {
         rc = store_one(s, &w, it, now);
     }
     rc = rc ? rc : run(s, &w, "COMMIT", NULL, NULL);
+    rc = pipe_end(s, &w, rc);
     if (rc) {
         if (s->wconn && PQstatus(s->wconn) == CONNECTION_OK) {
             PGresult *r = PQexec(s->wconn, "ROLLBACK");

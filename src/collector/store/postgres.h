@@ -24,6 +24,18 @@
  * (the events cursor) and the dedup check sees every earlier commit. */
 #define PG_WRITER_LOCK 0x74656c6c74616c65LL /* "telltale" */
 
+/* Settings of every connection (docs/operations.md, "PostgreSQL store"); the URL's own
+ * parameters override them (`?keepalives_idle=60`, `?options=-c%20statement_timeout%3D0`).
+ * A statement that runs longer than the timeout is cancelled (57014, transient: the group is
+ * refused and resent); keepalives and the TCP user timeout find a server or path gone
+ * silent within about a minute instead of the kernel's two hours. */
+#define PG_CONNECT_TIMEOUT_S "5"
+#define PG_STATEMENT_TIMEOUT_MS "30000"
+#define PG_KEEPALIVES_IDLE_S "30"
+#define PG_KEEPALIVES_INTERVAL_S "10"
+#define PG_KEEPALIVES_COUNT "3"
+#define PG_TCP_USER_TIMEOUT_MS "60000"
+
 /* A connection to the store's server, or NULL with the reason in err (no password in it). */
 PGconn *pg_connect(const struct store *s, char *err, size_t errlen);
 
@@ -64,12 +76,21 @@ struct pg_aux {
     PGconn *c;
 };
 struct pg_aux *pg_store_aux(struct store *s);
+
+/* This collector's id among those sharing the database: the first line of DATA/collector-id,
+ * made at first start from 64 random bits (16 hex digits), or written there by the operator
+ * before (letters, digits, '-', '_', '.'; at most PG_COLLECTOR_ID_MAX - 1). Incidents carry
+ * it: a collector numbers, updates and resolves only its own (postgres_alerts.c). */
+#define PG_COLLECTOR_ID_MAX 64
+#define PG_COLLECTOR_ID_FILE "collector-id"
+const char *pg_store_collector(const struct store *s);
 extern const char pg_alerts_schema[];
-/* At open: incidents left firing by an earlier run are resolved now (as the SQLite store). */
+/* At open: incidents this collector left firing in an earlier run are resolved now (as the
+ * SQLite store); those of other collectors are theirs to resolve. */
 int pg_alerts_open(struct store *s, char *err, size_t errlen);
 int pg_alert_add(struct store *s, const struct store_alert *al, int64_t *id);
 int pg_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
-int pg_alert_put(struct store *s, const struct store_alert *al);
+int pg_alert_put(struct store *s, const struct store_alert *al, int64_t *id);
 int64_t pg_alert_max_id(struct store *s);
 int pg_alerts(struct store_read *r, const struct store_alert_filter *f, store_alert_fn fn,
               void *ctx);

@@ -3,6 +3,15 @@
  * detectors (one row each, inserted by its first event and updated by the later ones) and
  * their acknowledgements, as sqlite_alerts.c does. They use a connection of their own (struct
  * pg_aux) under a mutex, reconnected when it was lost; reads go through the readers.
+ *
+ * Several collectors may share the database (docs/operations.md, "Several collectors"). Each
+ * numbers its incidents itself (alerts.c, from pg_alert_max_id up), and a row carries its
+ * collector's id (collector, DATA/collector-id) and that number (local_id): a collector
+ * inserts, updates and resolves only the rows of its own collector id. The id the API shows
+ * and acknowledges comes from the sequence alerts_id_seq, shared by all, taken by the row's
+ * first event only; pg_alert_put hands it back so that the stream and webhooks show it too.
+ * Rows written before collector ids existed carry collector '' and are resolved at the start
+ * of any collector.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,7 +30,14 @@ const char pg_alerts_schema[] =
     " status text NOT NULL DEFAULT 'resolved', last_ns bigint, resolved_ns bigint,"
     " count bigint NOT NULL DEFAULT 1, flaps bigint NOT NULL DEFAULT 0,"
     " unit bytea NOT NULL DEFAULT '', example_id bigint, example_kind bigint);"
-    "CREATE INDEX IF NOT EXISTS alerts_agent ON alerts(agent, id);";
+    "CREATE INDEX IF NOT EXISTS alerts_agent ON alerts(agent, id);"
+    "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS collector text NOT NULL DEFAULT '';"
+    "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS local_id bigint;"
+    "CREATE UNIQUE INDEX IF NOT EXISTS alerts_local ON alerts(collector, local_id);"
+    "CREATE SEQUENCE IF NOT EXISTS alerts_id_seq;"
+    /* A database whose ids came from MAX(id) + 1 before: the sequence starts above them. */
+    "SELECT setval('alerts_id_seq', m) FROM (SELECT MAX(id) AS m FROM alerts) x"
+    " WHERE m >= (SELECT last_value FROM alerts_id_seq);";
 
 #define ALERT_COLUMNS                                                                              \
     "SELECT id, time_ns, agent, detector, type, severity, session, message, value, threshold,"     \
@@ -71,12 +87,14 @@ int pg_alerts_open(struct store *s, char *err, size_t errlen)
     clock_gettime(CLOCK_REALTIME, &ts);
     struct pg_params p = {0};
     pg_p_i64(&p, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    pg_p_str(&p, pg_store_collector(s));
     struct pg_aux *a = pg_store_aux(s);
     pthread_mutex_lock(&a->lock);
     int rc;
-    PGresult *r = aux_exec(
-        s, "UPDATE alerts SET status = 'resolved', resolved_ns = $1 WHERE status = 'firing'", &p,
-        &rc, "resolve the incidents of an earlier run");
+    PGresult *r = aux_exec(s,
+                           "UPDATE alerts SET status = 'resolved', resolved_ns = $1"
+                           " WHERE status = 'firing' AND collector IN ($2::text, '')",
+                           &p, &rc, "resolve the incidents of an earlier run");
     pthread_mutex_unlock(&a->lock);
     PQclear(r);
     if (rc) {
@@ -111,12 +129,13 @@ int pg_alert_add(struct store *s, const struct store_alert *al, int64_t *id)
     struct pg_aux *a = pg_store_aux(s);
     pthread_mutex_lock(&a->lock);
     int rc;
-    /* Ids as SQLite's rowid: one above the largest. The table's lock keeps two adds apart. */
+    pg_p_str(&p, pg_store_collector(s));
+    /* The shared sequence: unique across the collectors of the database. */
     PGresult *r = aux_exec(s,
                            "INSERT INTO alerts(id, time_ns, agent, detector, type, severity,"
-                           " session, message, value, threshold)"
-                           " SELECT COALESCE(MAX(id), 0) + 1, $1, $2, $3, $4, $5, $6, $7, $8, $9"
-                           " FROM alerts RETURNING id",
+                           " session, message, value, threshold, collector)"
+                           " VALUES(nextval('alerts_id_seq'), $1, $2, $3, $4, $5, $6, $7, $8, $9,"
+                           " $10::text) RETURNING id",
                            &p, &rc, "store an alert");
     if (r && PQntuples(r) == 1) {
         *id = pg_i64(r, 0, 0);
@@ -190,7 +209,7 @@ int pg_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn,
     return res;
 }
 
-int pg_alert_put(struct store *s, const struct store_alert *al)
+int pg_alert_put(struct store *s, const struct store_alert *al, int64_t *id)
 {
     struct pg_params p = {0};
     pg_p_i64(&p, al->id);
@@ -221,21 +240,35 @@ int pg_alert_put(struct store *s, const struct store_alert *al)
         pg_p_null(&p);
         pg_p_null(&p);
     }
+    pg_p_str(&p, pg_store_collector(s));
     struct pg_aux *a = pg_store_aux(s);
     pthread_mutex_lock(&a->lock);
     int rc;
+    /* The row of (this collector, its number) is updated when there is one, else inserted with
+     * an id of the shared sequence (taken only then: the insert's SELECT has no row when the
+     * update found one). Only this collector writes rows of its id, on this connection under
+     * the lock: nothing can insert the same row between the two. */
     PGresult *r = aux_exec(
         s,
-        "INSERT INTO alerts(id, time_ns, agent, detector, type, severity, session, message, value,"
-        " threshold, key, status, last_ns, resolved_ns, count, flaps, unit, example_id,"
-        " example_kind) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::text, $13, $14,"
-        " $15, $16, $17, $18, $19)"
-        " ON CONFLICT(id) DO UPDATE SET session = excluded.session, message = excluded.message,"
-        " value = excluded.value, threshold = excluded.threshold, status = excluded.status,"
-        " last_ns = excluded.last_ns, resolved_ns = excluded.resolved_ns, count = excluded.count,"
-        " flaps = excluded.flaps, example_id = excluded.example_id,"
-        " example_kind = excluded.example_kind",
+        "WITH upd AS (UPDATE alerts SET session = $7::bytea, message = $8::bytea,"
+        " value = $9::float8, threshold = $10::float8, status = $12::text, last_ns = $13::bigint,"
+        " resolved_ns = $14::bigint, count = $15::bigint, flaps = $16::bigint,"
+        " example_id = $18::bigint, example_kind = $19::bigint"
+        " WHERE collector = $20::text AND local_id = $1::bigint RETURNING id),"
+        " ins AS (INSERT INTO alerts(id, local_id, time_ns, agent, detector, type, severity,"
+        " session, message, value, threshold, key, status, last_ns, resolved_ns, count, flaps,"
+        " unit, example_id, example_kind, collector)"
+        " SELECT nextval('alerts_id_seq'), $1::bigint, $2::bigint, $3::bytea, $4::bytea,"
+        " $5::bytea, $6::bytea, $7::bytea, $8::bytea, $9::float8, $10::float8, $11::bytea,"
+        " $12::text, $13::bigint, $14::bigint, $15::bigint, $16::bigint, $17::bytea,"
+        " $18::bigint, $19::bigint, $20::text WHERE NOT EXISTS (SELECT 1 FROM upd) RETURNING id)"
+        " SELECT id FROM upd UNION ALL SELECT id FROM ins",
         &p, &rc, "store an incident");
+    if (r && PQntuples(r) == 1) {
+        *id = pg_i64(r, 0, 0);
+    } else if (r) {
+        rc = -EIO;
+    }
     pthread_mutex_unlock(&a->lock);
     PQclear(r);
     return rc;
@@ -243,11 +276,15 @@ int pg_alert_put(struct store *s, const struct store_alert *al)
 
 int64_t pg_alert_max_id(struct store *s)
 {
+    struct pg_params p = {0};
+    pg_p_str(&p, pg_store_collector(s));
     struct pg_aux *a = pg_store_aux(s);
     pthread_mutex_lock(&a->lock);
     int rc;
-    PGresult *r = aux_exec(s, "SELECT COALESCE(MAX(id), 0)::bigint FROM alerts", NULL, &rc,
-                           "read the largest incident id");
+    PGresult *r = aux_exec(s,
+                           "SELECT COALESCE(MAX(local_id), 0)::bigint FROM alerts"
+                           " WHERE collector = $1::text",
+                           &p, &rc, "read the largest incident number of this collector");
     int64_t id = r && PQntuples(r) == 1 ? pg_i64(r, 0, 0) : 0;
     pthread_mutex_unlock(&a->lock);
     PQclear(r);

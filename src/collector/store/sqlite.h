@@ -88,7 +88,7 @@ int sqlite_aux_open(struct sqlite_aux **out, const char *path, char *err, size_t
 void sqlite_aux_close(struct sqlite_aux *a);
 int sqlite_alert_add(struct store *s, const struct store_alert *al, int64_t *id);
 int sqlite_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
-int sqlite_alert_put(struct store *s, const struct store_alert *al);
+int sqlite_alert_put(struct store *s, const struct store_alert *al, int64_t *id);
 int64_t sqlite_alert_max_id(struct store *s);
 /* An alerts row (id, time_ns, agent, detector, type, severity, session, message, value,
  * threshold, acked_ns) to fn. */

@@ -230,8 +230,9 @@ int sqlite_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn
     return res;
 }
 
-int sqlite_alert_put(struct store *s, const struct store_alert *al)
+int sqlite_alert_put(struct store *s, const struct store_alert *al, int64_t *id)
 {
+    *id = al->id; /* one collector per file: its numbers are the ids */
     struct sqlite_aux *a = sqlite_store_aux(s);
     pthread_mutex_lock(&a->lock);
     sqlite3_stmt *st = a->put;

@@ -297,9 +297,10 @@ int store_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn 
     return s->ops->alert_ack(s, id, now_ns, fn, ctx);
 }
 
-int store_alert_put(struct store *s, const struct store_alert *al)
+int store_alert_put(struct store *s, const struct store_alert *al, int64_t *id)
 {
-    return s->ops->alert_put(s, al);
+    int64_t ignored;
+    return s->ops->alert_put(s, al, id ? id : &ignored);
 }
 
 int64_t store_alert_max_id(struct store *s)

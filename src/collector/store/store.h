@@ -319,9 +319,13 @@ int store_alerts(struct store_read *r, const struct store_alert_filter *f, store
 /* Store a raised alert (any thread); its id into *id. id and acked_ns of al are ignored. */
 int store_alert_add(struct store *s, const struct store_alert *al, int64_t *id);
 /* Insert incident al->id, or update what an event moves (message, value, threshold, session,
- * status, last_ns, resolved_ns, count, flaps, example). acked_ns is ignored. Any thread. */
-int store_alert_put(struct store *s, const struct store_alert *al);
-/* The largest incident id stored (0: none), for ids that stay unique across restarts. */
+ * status, last_ns, resolved_ns, count, flaps, example). acked_ns is ignored. Any thread.
+ * al->id is the collector's own number for the incident; *id (when id is non-NULL) receives
+ * the id the store keeps it under, the one the API shows and acknowledges: the same number
+ * with SQLite, one from a sequence shared by every collector with PostgreSQL. */
+int store_alert_put(struct store *s, const struct store_alert *al, int64_t *id);
+/* The largest incident number this collector has handed out (0: none), for numbers that stay
+ * unique across its restarts (al->id of store_alert_put). */
 int64_t store_alert_max_id(struct store *s);
 /* Acknowledge alert id at now_ns unless it already is (the first acknowledgement stays), then
  * hand the row to fn. -ENOENT when there is no such alert. */
@@ -506,7 +510,7 @@ struct store_ops {
                   void *ctx);
     int (*alert_add)(struct store *s, const struct store_alert *al, int64_t *id);
     int (*alert_ack)(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
-    int (*alert_put)(struct store *s, const struct store_alert *al);
+    int (*alert_put)(struct store *s, const struct store_alert *al, int64_t *id);
     int64_t (*alert_max_id)(struct store *s);
 
     /* hooks: NULL until implemented */

@@ -77,17 +77,17 @@ TEST(store_incidents_insert_update_survive_a_reopen_and_filter)
                              .count = 1,
                              .example_id = 0xabcdef,
                              .example_is_response = 1};
-    CHECK_OK(store_alert_put(s, &in));
+    CHECK_OK(store_alert_put(s, &in, NULL));
     in.count = 40;
     in.last_ns = 900;
     in.message = "still fallen";
-    CHECK_OK(store_alert_put(s, &in)); /* an update, not a second row */
+    CHECK_OK(store_alert_put(s, &in, NULL)); /* an update, not a second row */
     struct store_alert other = in;
     other.id = 8;
     other.key = "tool_latency";
     other.unit = "ms";
     other.count = 1;
-    CHECK_OK(store_alert_put(s, &other));
+    CHECK_OK(store_alert_put(s, &other, NULL));
     struct seen w;
     CHECK_EQ(list(s, 0, 0, &w), 2);
     CHECK_EQ(list(s, 1, 7, &w), 1);
@@ -99,7 +99,7 @@ TEST(store_incidents_insert_update_survive_a_reopen_and_filter)
     in.resolved = 1;
     in.resolved_ns = 1500;
     in.flaps = 1;
-    CHECK_OK(store_alert_put(s, &in));
+    CHECK_OK(store_alert_put(s, &in, NULL));
     CHECK_EQ(list(s, 2, 0, &w), 1);
     CHECK_EQ(w.rows[0].id, 7);
     CHECK_EQ(w.rows[0].resolved_ns, 1500);
