@@ -103,6 +103,9 @@ struct pg_store {
     char failure[512];    /* the fatal error, "" when healthy (kept until close) */
     char refusing[512];   /* the transient refusal under way, "" when none */
 
+    struct pg_rollup *rollup; /* postgres_rollup.c: the writer's */
+    struct pg_retain *retain; /* postgres_retain.c */
+
     /* writer thread only */
     int fatal;
     uint64_t refused; /* groups refused in the transient episode under way */
@@ -367,6 +370,8 @@ static int make_schema(struct pg_store *s, char *err, size_t errlen)
     int rc = exec_simple(s, s->wconn, lock, err, errlen);
     rc = rc ? rc : exec_simple(s, s->wconn, schema, err, errlen);
     rc = rc ? rc : exec_simple(s, s->wconn, pg_alerts_schema, err, errlen);
+    rc = rc ? rc : exec_simple(s, s->wconn, pg_rollup_schema, err, errlen);
+    rc = rc ? rc : exec_simple(s, s->wconn, pg_retain_schema, err, errlen);
     if (rc == 0) {
         PGresult *r = PQexec(s->wconn, "SELECT value FROM telltale_meta WHERE key = 'schema'");
         int version = 0;
@@ -436,6 +441,13 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
         pg_close(&s->base);
         return -EIO;
     }
+    s->rollup = pg_rollup_new();
+    s->retain = pg_retain_new(&s->base);
+    if (!s->rollup || !s->retain) {
+        snprintf(err, errlen, "out of memory");
+        pg_close(&s->base);
+        return -ENOMEM;
+    }
     s->wconn = pg_connect(&s->base, err, errlen);
     if (!s->wconn || make_schema(s, err, errlen) != 0 || set_sync(s, s->wconn, err, errlen) != 0 ||
         !(s->aux.c = pg_connect(&s->base, err, errlen)) ||
@@ -457,6 +469,11 @@ static void pg_describe(const struct store *base, char *out, size_t n)
 struct pg_aux *pg_store_aux(struct store *base)
 {
     return &((struct pg_store *)base)->aux;
+}
+
+struct pg_retain *pg_store_retain(struct store *base)
+{
+    return ((struct pg_store *)base)->retain;
 }
 
 static int pg_failure(struct store *base, char *out, size_t n)
@@ -667,7 +684,16 @@ static int dedup(struct pg_store *s, struct wstate *w, const struct inst *e, uin
     if (found && pf + pn - 1 >= first) {
         return STORE_REJECT;
     }
-    return STORE_OK;
+    /* A range retention removed (postgres_retain.c): acknowledged, never stored again. */
+    struct pg_params p = {0};
+    pg_p_i64(&p, e->id);
+    int64_t mark = 0;
+    found =
+        run_i64(s, w, "SELECT pruned_max FROM retain_instances WHERE instance_id = $1", &p, &mark);
+    if (found <= 0 || first > (uint64_t)mark) {
+        return found < 0 ? found : STORE_OK;
+    }
+    return last <= (uint64_t)mark ? STORE_DUP : STORE_REJECT;
 }
 
 static int insert_frame(struct pg_store *s, struct wstate *w, const struct inst *e,
@@ -984,6 +1010,17 @@ static int update_instance(struct pg_store *s, struct wstate *w, struct inst *e,
     return rc;
 }
 
+/* The error of a function of another file (rollups) into w: its class and the server's
+ * message. */
+static int ext_rc(struct pg_store *s, struct wstate *w, int rc)
+{
+    if (rc < 0) {
+        w->rc = rc;
+        scrub(s, PQerrorMessage(s->wconn), w->msg, sizeof w->msg);
+    }
+    return rc;
+}
+
 /* Store one item inside the open transaction: 0, or an error that aborts the whole group. */
 static int store_one(struct pg_store *s, struct wstate *w, struct store_item *it, int64_t now)
 {
@@ -1029,6 +1066,7 @@ static int store_one(struct pg_store *s, struct wstate *w, struct store_item *it
         } else if (d == STORE_OK) {
             rc = insert_frame(s, w, &e, it);
             rc = rc ? rc : derive_item(s, w, it, aid, e.id);
+            rc = rc ? rc : ext_rc(s, w, pg_rollup_item(s->rollup, s->wconn, it, aid, e.id));
             if (rc) {
                 return rc;
             }
@@ -1105,8 +1143,10 @@ static void commit_group(struct pg_store *s, struct store_item *head)
     for (struct store_item *it = head; it && rc == 0; it = it->next) {
         rc = store_one(s, &w, it, now);
     }
+    rc = rc ? rc : ext_rc(s, &w, pg_rollup_flush(s->rollup, s->wconn));
     rc = rc ? rc : run(s, &w, "COMMIT", NULL, NULL);
     if (rc) {
+        pg_rollup_discard(s->rollup);
         if (s->wconn && PQstatus(s->wconn) == CONNECTION_OK) {
             PGresult *r = PQexec(s->wconn, "ROLLBACK");
             PQclear(r);
@@ -1162,6 +1202,8 @@ static void pg_close(struct store *base)
     }
     PQfinish(s->wconn);
     PQfinish(s->aux.c);
+    pg_rollup_free(s->rollup);
+    pg_retain_free(s->retain);
     pthread_mutex_destroy(&s->aux.lock);
     store_queue_fini(&s->q);
     explicit_bzero(s->url, sizeof s->url);
@@ -1172,7 +1214,7 @@ static void pg_close(struct store *base)
 const struct store_ops store_postgres_ops = {
     .scheme = "postgres",
     .alias = "postgresql",
-    .lacks = "retention (--retain, --max-bytes), rollups (history series)",
+    .lacks = NULL,
     .open = pg_open,
     .start = pg_start,
     .close = pg_close,
@@ -1200,6 +1242,6 @@ const struct store_ops store_postgres_ops = {
     .alert_ack = pg_alert_ack,
     .alert_put = pg_alert_put,
     .alert_max_id = pg_alert_max_id,
-    .retention_run = NULL,
-    .rollups = NULL,
+    .retention_run = pg_retention_run,
+    .rollups = pg_rollups,
 };
