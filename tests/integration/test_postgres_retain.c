@@ -30,9 +30,9 @@
 #include "serve.h"
 #include "test.h"
 
-/* The tables' bytes on disk may pass --max-bytes by this share of it (docs/operations.md,
- * "Retention", PostgreSQL). */
-#define PG_SIZE_SLACK 0.25
+/* With PostgreSQL, --max-bytes holds what the tables hold live; their files may pass it by this
+ * share of it under heavy ingest (docs/operations.md, "Retention"). */
+#define PG_SIZE_SLACK 1.0
 
 static int64_t wall_ns(void)
 {
@@ -168,8 +168,7 @@ static void check_same(const struct tt_test_serve *lite, const struct tt_test_se
                   json_object_get(json_array_get(agents, 0), "totals") != NULL,
               "%s: no rows", path);
     char where[600] = "";
-    CHECK_MSG(same(a, b, where, sizeof where), "%s: SQLite and PostgreSQL differ: %s", path,
-              where);
+    CHECK_MSG(same(a, b, where, sizeof where), "%s: SQLite and PostgreSQL differ: %s", path, where);
     printf("    %s: the same (%zu agents)\n", path, json_array_size(agents));
     json_decref(a);
     json_decref(b);
@@ -193,8 +192,9 @@ TEST_T(postgres_series_answer_as_sqlite_for_the_same_stream, 120)
     static const struct {
         int64_t before_s, span_s;
         const char *agent;
-    } q[] = {{0, 600, "agent=hist&"},      {0, 600, ""},           {2400, 3600, "agent=hist&"},
-             {86400, 86400, "agent=hist&"}, {6 * 86400, 7 * 86400, ""}, {0, 60, "agent=other&"}};
+    } q[] = {{0, 600, "agent=hist&"},     {0, 600, ""},
+             {2400, 3600, "agent=hist&"}, {86400, 86400, "agent=hist&"},
+             {6 * 86400, 7 * 86400, ""},  {0, 60, "agent=other&"}};
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
         char path[300];
         int64_t from = start - q[i].before_s * 1000000000ll;
@@ -304,6 +304,7 @@ static void check_stored_or_pruned(const struct tt_pg *pg, const struct streamer
     CHECK(first_stored == -1 || first_stored == pruned_max + 1);
     struct tt_store_check with_pruned = sc;
     with_pruned.events += (uint64_t)pruned;
+    with_pruned.decoded += (uint64_t)pruned;
     tt_test_check_conservation(&w->st, &with_pruned);
     CHECK_EQ_U64(w->st.acked, sc.events + (uint64_t)pruned);
 }
@@ -471,8 +472,8 @@ TEST_T(postgres_retention_by_age_keeps_flagged_and_alerted_while_ingest_goes_on,
     tt_pg_start(&pg);
     struct tt_test_serve s;
     /* Ordinary data lives 3 s; kept classes 100 times longer (the whole test). */
-    tt_test_serve_start(&s, "pgr_age", "--store", pg.url, "--retain", "3s",
-                        "--retain-keep-factor", "100", "--config", alert_config(), NULL);
+    tt_test_serve_start(&s, "pgr_age", "--store", pg.url, "--retain", "3s", "--retain-keep-factor",
+                        "100", "--config", alert_config(), NULL);
     char *body = NULL;
     FILE *lf = fopen(s.log, "r");
     CHECK(lf != NULL);
@@ -507,7 +508,11 @@ TEST_T(postgres_retention_by_age_keeps_flagged_and_alerted_while_ingest_goes_on,
     CHECK_EQ(session_events(&s, "keeper", "flagged"), flagged);
     CHECK_EQ(session_events(&s, "keeper", "lowconf"), lowconf);
     CHECK_EQ(session_events(&s, "keeper", "alerted"), alerted);
-    CHECK(status_i64(&s, "batches") >= 2);
+    /* The pass that removed them reports when it ends (its steps commit one by one). */
+    while (status_i64(&s, "batches") < 2) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 30000 * tt_test_mult(), "no pass reported the removal");
+        usleep(100000);
+    }
     CHECK(status_i64(&s, "pruned_through_ns") >= 1700000000000000000ll);
     CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/responses?agent=keeper", NULL, &body), 200);
     CHECK_MSG(strstr(body, "\"session\":\"flagged\"") && strstr(body, "\"session\":\"lowconf\"") &&
@@ -526,8 +531,7 @@ TEST_T(postgres_retention_by_age_keeps_flagged_and_alerted_while_ingest_goes_on,
                          " WHERE i.uuid = '\\x6f6c642d696e7374616e63652d303031'::bytea"),
              0);
     /* The history series still count what went (rollups outlive the batches). */
-    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/series?agent=keeper&range=5m", NULL, &body),
-             200);
+    CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/series?agent=keeper&range=5m", NULL, &body), 200);
     CHECK_MSG(strstr(body, "\"responses\":3") || strstr(body, "\"n\":3"), "%.600s", body);
     free(body);
     usleep(1000000); /* the streamer's first batches age out too */
@@ -592,6 +596,8 @@ TEST_T(postgres_retention_max_bytes_holds_the_tables_near_the_limit_while_stream
     CHECK_MSG((double)peak <= (double)max * (1 + PG_SIZE_SLACK),
               "peak %llu bytes in the tables for --max-bytes %llu", (unsigned long long)peak,
               (unsigned long long)max);
+    CHECK_MSG((uint64_t)status_i64(&s, "used_bytes") <= max, "%lld bytes live for %llu",
+              (long long)status_i64(&s, "used_bytes"), (unsigned long long)max);
     CHECK_EQ(session_events(&s, "keeper", "flagged"), flagged);
     CHECK_EQ(session_events(&s, "keeper", "lowconf"), lowconf);
     CHECK_EQ(session_events(&s, "keeper", "alerted"), alerted);

@@ -45,13 +45,13 @@
 #include "collector/store/postgres.h"
 #include "common/clock.h"
 
-#define STEP_FRAMES 32
+#define STEP_FRAMES 64
 #define STEP_NS (20u * 1000 * 1000)
+#define STEP_URGENT_NS (100u * 1000 * 1000)
 #define CLS_FLAGGED 1
 #define CLS_ALERTED 2
-#define FRAME_ROW_BYTES 320                      /* a frames row and its index entries */
+#define FRAME_ROW_BYTES 320                     /* a frames row and its index entries */
 #define RECOUNT_NS (60ull * 1000 * 1000 * 1000) /* full count of the batches' bytes */
-#define IDS_MAX 512                             /* ids or names per statement */
 
 const char pg_retain_schema[] =
     "CREATE TABLE IF NOT EXISTS retain_keep(frame_id bigint PRIMARY KEY, cls bigint NOT NULL);"
@@ -75,8 +75,6 @@ struct pg_retain {
     int loaded;
     int64_t pruned_through; /* persisted in telltale_meta */
     ZSTD_DCtx *dctx;
-    uint8_t *raw;
-    size_t raw_cap;
     /* the batches' bytes (what --max-bytes limits, with the other tables) */
     int64_t frames_bytes, last_id;
     uint64_t counted_ns;
@@ -85,8 +83,6 @@ struct pg_retain {
     uint64_t removed_unvacuumed; /* bytes removed since the last VACUUM */
     uint64_t vacuum_ns;
     int vacuum_warned;
-    char *txt; /* array literals */
-    size_t txt_len, txt_cap;
 };
 
 struct pg_retain *pg_retain_new(struct store *s)
@@ -106,8 +102,6 @@ void pg_retain_free(struct pg_retain *r)
     }
     PQfinish(r->c);
     ZSTD_freeDCtx(r->dctx);
-    free(r->raw);
-    free(r->txt);
     pthread_mutex_destroy(&r->lock);
     free(r);
 }
@@ -146,50 +140,56 @@ static int q_i64(struct pg_retain *r, const char *sql, const struct pg_params *p
     return rc;
 }
 
-/* Array literals in text form, as a parameter of their own ("{1,2}" or {"\\x6869"}). */
-static int txt_put(struct pg_retain *r, const char *s, size_t n)
+/* Array literals in text form, each a parameter of its own: "{1,2}" or {"\\x6869"}. */
+struct txt {
+    char *p;
+    size_t len, cap;
+};
+
+static int txt_put(struct txt *t, const char *s, size_t n)
 {
-    if (r->txt_len + n + 1 > r->txt_cap) {
-        size_t cap = (r->txt_len + n + 1) * 2;
-        char *p = realloc(r->txt, cap);
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = (t->len + n + 1) * 2;
+        char *p = realloc(t->p, cap);
         if (!p) {
             return -ENOMEM;
         }
-        r->txt = p;
-        r->txt_cap = cap;
+        t->p = p;
+        t->cap = cap;
     }
-    memcpy(r->txt + r->txt_len, s, n);
-    r->txt_len += n;
-    r->txt[r->txt_len] = 0;
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = 0;
     return 0;
 }
 
-static int ids_text(struct pg_retain *r, const int64_t *ids, int n)
+static int txt_ids(struct txt *t, const int64_t *ids, size_t n, size_t stride)
 {
-    r->txt_len = 0;
-    int rc = txt_put(r, "{", 1);
-    for (int i = 0; i < n && rc == 0; i++) {
+    t->len = 0;
+    int rc = txt_put(t, "{", 1);
+    for (size_t i = 0; i < n && rc == 0; i++) {
         char one[32];
-        int k = snprintf(one, sizeof one, "%s%" PRId64, i ? "," : "", ids[i]);
-        rc = txt_put(r, one, (size_t)k);
+        int k = snprintf(one, sizeof one, "%s%" PRId64, i ? "," : "", ids[i * stride]);
+        rc = txt_put(t, one, (size_t)k);
     }
-    return rc ? rc : txt_put(r, "}", 1);
+    return rc ? rc : txt_put(t, "}", 1);
 }
 
-static int names_text(struct pg_retain *r, const tt__bstr *names, int n)
+static int txt_names(struct txt *t, const tt__bstr *names, size_t n, size_t stride)
 {
     static const char hex[] = "0123456789abcdef";
-    r->txt_len = 0;
-    int rc = txt_put(r, "{", 1);
-    for (int i = 0; i < n && rc == 0; i++) {
-        rc = txt_put(r, i ? ",\"\\\\x" : "\"\\\\x", i ? 5 : 4);
-        for (size_t k = 0; k < names[i].n && rc == 0; k++) {
-            char two[2] = {hex[names[i].p[k] >> 4], hex[names[i].p[k] & 15]};
-            rc = txt_put(r, two, 2);
+    t->len = 0;
+    int rc = txt_put(t, "{", 1);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const tt__bstr *b = (const tt__bstr *)((const char *)names + i * stride);
+        rc = txt_put(t, i ? ",\"\\\\x" : "\"\\\\x", i ? 5 : 4);
+        for (size_t k = 0; k < b->n && rc == 0; k++) {
+            char two[2] = {hex[b->p[k] >> 4], hex[b->p[k] & 15]};
+            rc = txt_put(t, two, 2);
         }
-        rc = rc ? rc : txt_put(r, "\"", 1);
+        rc = rc ? rc : txt_put(t, "\"", 1);
     }
-    return rc ? rc : txt_put(r, "}", 1);
+    return rc ? rc : txt_put(t, "}", 1);
 }
 
 static void p_text(struct pg_params *p, const char *s)
@@ -243,10 +243,11 @@ static int measure(struct pg_retain *r)
     pg_p_i64(&p, full ? INT64_MIN : r->last_id);
     pg_p_i64(&p, FRAME_ROW_BYTES);
     PGresult *res;
-    int rc = q(r,
-               "SELECT COALESCE(sum(pg_column_size(data) + $2), 0)::bigint, max(id) FROM frames"
-               " WHERE id > $1",
-               &p, &res);
+    int rc =
+        q(r,
+          "SELECT COALESCE(sum(pg_column_size(data) + $2::bigint), 0)::bigint, max(id) FROM frames"
+          " WHERE id > $1",
+          &p, &res);
     if (rc) {
         return rc;
     }
@@ -283,11 +284,13 @@ static uint64_t size_target(uint64_t max_bytes)
     return max_bytes - max_bytes / 4;
 }
 
-/* --- one batch ----------------------------------------------------------------------------- */
+/* --- the batches of one step ---------------------------------------------------------------- */
 
 struct frame {
     int64_t id, agent_id, instance_id, t_max, stored_bytes;
     uint64_t first_seq, n;
+    int decoded, cls, drop;
+    uint8_t *raw; /* owned: the decoded payload the events point into */
     tt__batch b;
 };
 
@@ -296,10 +299,10 @@ struct frame {
     "f.id, f.agent_id, f.instance_id, f.first_seq, f.n, LEAST(f.t_max, f.received), f.codec,"      \
     " f.raw_len, f.data, pg_column_size(f.data)::bigint"
 
-/* Row i of res into f, decoded: 1, 0 when it cannot be decoded (it goes without derived
- * rows). */
+/* Row i of res into f, decoded when it can be (else it goes without derived rows). */
 static int frame_load(struct pg_retain *r, const PGresult *res, int i, struct frame *f)
 {
+    memset(f, 0, sizeof *f);
     f->id = pg_i64(res, i, 0);
     f->agent_id = pg_i64(res, i, 1);
     f->instance_id = pg_i64(res, i, 2);
@@ -311,27 +314,26 @@ static int frame_load(struct pg_retain *r, const PGresult *res, int i, struct fr
     size_t data_len;
     const char *data = pg_bytes(res, i, 8, &data_len);
     f->stored_bytes = pg_i64(res, i, 9);
-    int ok = raw_len <= TT_FRAME_RAW_MAX && data;
-    if (ok && raw_len > r->raw_cap) {
-        uint8_t *p = realloc(r->raw, raw_len ? raw_len : 1);
-        ok = p != NULL;
-        if (p) {
-            r->raw = p;
-            r->raw_cap = raw_len;
-        }
+    if (raw_len > TT_FRAME_RAW_MAX || !data) {
+        return 0;
     }
-    if (ok && codec == 1) {
-        size_t n = ZSTD_decompressDCtx(r->dctx, r->raw, raw_len, data, data_len);
+    if (!(f->raw = malloc(raw_len ? raw_len : 1))) {
+        return -ENOMEM;
+    }
+    int ok;
+    if (codec == 1) {
+        size_t n = ZSTD_decompressDCtx(r->dctx, f->raw, raw_len, data, data_len);
         ok = !ZSTD_isError(n) && n == raw_len;
-    } else if (ok) {
+    } else {
         ok = data_len == raw_len;
         if (ok && raw_len) {
-            memcpy(r->raw, data, raw_len);
+            memcpy(f->raw, data, raw_len);
         }
     }
     tt__batch_limits lim = {UINT32_MAX, UINT32_MAX};
     const char *why;
-    return ok && tt__batch_parse(&f->b, r->raw, raw_len, &lim, &why) == 0;
+    f->decoded = ok && tt__batch_parse(&f->b, f->raw, raw_len, &lim, &why) == 0;
+    return 0;
 }
 
 /* The response an event belongs to, if it is one of a response's events. */
@@ -368,238 +370,324 @@ static int response_of(const tt__event *ev, uint64_t *id, uint32_t *verdict)
     return 0;
 }
 
-/* What a batch refers to, gathered IDS_MAX at a time. */
+/* What the step's batches refer to: (instance, id) of steps and responses, (agent, session,
+ * events) of sessions, each with the batch it came from. */
+struct ref {
+    int64_t key, id; /* instance and step or response id; or agent and event count */
+    tt__bstr name;   /* sessions */
+    int frame;
+};
 struct refs {
-    int64_t steps[IDS_MAX], resp[IDS_MAX];
-    int n_steps, n_resp;
-    tt__bstr sess[IDS_MAX];
-    int64_t sess_events[IDS_MAX];
-    int n_sess;
-    int flagged; /* an event of the batch carries a verdict other than pass */
+    struct ref *v;
+    size_t n, cap;
 };
 
-static void add_id(int64_t *ids, int *n, int64_t id)
+static int ref_add(struct refs *x, int64_t key, int64_t id, tt__bstr name, int frame)
 {
-    for (int i = *n - 1; i >= 0 && i >= *n - 8; i--) { /* neighbours repeat: a short look back */
-        if (ids[i] == id) {
-            return;
-        }
-    }
-    ids[(*n)++] = id;
-}
-
-static void add_sess(struct refs *x, tt__bstr s)
-{
-    for (int i = 0; i < x->n_sess; i++) {
-        if (x->sess[i].n == s.n && !memcmp(x->sess[i].p, s.p, s.n)) {
-            x->sess_events[i]++;
-            return;
-        }
-    }
-    x->sess[x->n_sess] = s;
-    x->sess_events[x->n_sess++] = 1;
-}
-
-/* Walk the batch from *b: fill x until one of its lists is full. 1 when more events are left. */
-static int gather(tt__batch *b, struct refs *x)
-{
-    memset(x, 0, offsetof(struct refs, flagged));
-    tt__event ev;
-    while (x->n_steps < IDS_MAX && x->n_resp < IDS_MAX && x->n_sess < IDS_MAX) {
-        if (!tt__batch_next(b, &ev)) {
+    /* Neighbours repeat (a response's tokens, a session's events): a short look back. */
+    for (size_t i = x->n; i > 0 && i + 8 > x->n; i--) {
+        struct ref *o = &x->v[i - 1];
+        if (o->frame == frame && o->key == key && o->name.n == name.n &&
+            (name.n ? !memcmp(o->name.p, name.p, name.n) : o->id == id)) {
+            o->id += name.n ? id : 0; /* sessions: count the events */
             return 0;
         }
+    }
+    if (x->n == x->cap) {
+        size_t cap = x->cap ? x->cap * 2 : 256;
+        struct ref *v = realloc(x->v, cap * sizeof *v);
+        if (!v) {
+            return -ENOMEM;
+        }
+        x->v = v;
+        x->cap = cap;
+    }
+    x->v[x->n++] = (struct ref){key, id, name, frame};
+    return 0;
+}
+
+/* txt_ids reads the int64 members of an array of them with a stride in int64s. */
+_Static_assert(sizeof(struct ref) % sizeof(int64_t) == 0, "struct ref: a whole number of int64");
+
+struct batch_refs {
+    struct refs steps, resp, sess;
+};
+
+/* Walk batch f (index fi) into x; its CLS_FLAGGED bit when an event carries a verdict. */
+static int gather(struct batch_refs *x, struct frame *f, int fi)
+{
+    tt__batch b = f->b; /* a copy: iteration state is ours */
+    tt__event ev;
+    static const tt__bstr none = {NULL, 0};
+    int rc = 0;
+    while (rc == 0 && tt__batch_next(&b, &ev)) {
         if (ev.session.n) {
-            add_sess(x, ev.session);
+            rc = ref_add(&x->sess, f->agent_id, 1, ev.session, fi);
         }
         uint64_t id;
         uint32_t verdict;
-        if (ev.kind == TT_EV_STEP_BEGIN) {
+        if (rc == 0 && ev.kind == TT_EV_STEP_BEGIN) {
             tt__ev_step_begin m;
             if (tt__ev_step_begin_decode(ev.body, &m) == 0) {
-                add_id(x->steps, &x->n_steps, (int64_t)m.step_id);
+                rc = ref_add(&x->steps, f->instance_id, (int64_t)m.step_id, none, fi);
             }
-        } else if (ev.kind == TT_EV_STEP_END) {
+        } else if (rc == 0 && ev.kind == TT_EV_STEP_END) {
             tt__ev_step_end m;
             if (tt__ev_step_end_decode(ev.body, &m) == 0) {
-                add_id(x->steps, &x->n_steps, (int64_t)m.step_id);
+                rc = ref_add(&x->steps, f->instance_id, (int64_t)m.step_id, none, fi);
             }
-        } else if (response_of(&ev, &id, &verdict)) {
-            add_id(x->resp, &x->n_resp, (int64_t)id);
-            x->flagged |= verdict != 0;
+        } else if (rc == 0 && response_of(&ev, &id, &verdict)) {
+            rc = ref_add(&x->resp, f->instance_id, (int64_t)id, none, fi);
+            f->cls |= verdict != 0 ? CLS_FLAGGED : 0;
         }
     }
-    return 1;
+    return rc;
 }
 
-/* CLS_* bits of a decoded batch. */
-static int classify(struct pg_retain *r, const struct frame *f, double below, int *cls)
+/* Two arrays of refs (their key and id) as parameters $n+1, $n+2. */
+static int p_pairs(struct pg_params *p, struct txt *a, struct txt *b, const struct refs *x)
 {
-    *cls = 0;
-    tt__batch b = f->b;
-    struct refs *x = malloc(sizeof *x);
-    if (!x) {
-        return -ENOMEM;
+    int rc = txt_ids(a, &x->v[0].key, x->n, sizeof x->v[0] / sizeof(int64_t));
+    rc = rc ? rc : txt_ids(b, &x->v[0].id, x->n, sizeof x->v[0] / sizeof(int64_t));
+    if (rc == 0) {
+        p_text(p, a->p);
+        p_text(p, b->p);
     }
-    x->flagged = 0;
-    int more = 1, rc = 0;
-    while (more && rc == 0 && *cls != (CLS_FLAGGED | CLS_ALERTED)) {
-        more = gather(&b, x);
-        if (x->flagged) {
-            *cls |= CLS_FLAGGED;
+    return rc;
+}
+
+/* The classes of the step's batches: a response of theirs flagged, halted or below the
+ * confidence (from the responses table), a session of theirs with an alert. */
+static int classify(struct pg_retain *r, struct frame *fr, const struct batch_refs *x, double below,
+                    struct txt t[3])
+{
+    int rc = 0;
+    if (x->resp.n) {
+        struct pg_params p = {0};
+        PGresult *res;
+        rc = p_pairs(&p, &t[0], &t[1], &x->resp);
+        pg_p_f64(&p, below);
+        rc = rc ? rc
+                : q(r,
+                    "SELECT DISTINCT r.instance_id, r.response_id FROM responses r JOIN"
+                    " unnest($1::int8[], $2::int8[]) u(i, id) ON r.instance_id = u.i AND"
+                    " r.response_id = u.id WHERE r.verdict <> 0 OR r.min_window_confidence < $3",
+                    &p, &res);
+        for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+            int64_t inst = pg_i64(res, i, 0), id = pg_i64(res, i, 1);
+            for (size_t k = 0; k < x->resp.n; k++) {
+                if (x->resp.v[k].key == inst && x->resp.v[k].id == id) {
+                    fr[x->resp.v[k].frame].cls |= CLS_FLAGGED;
+                }
+            }
         }
-        int64_t hit = 0;
-        if (!(*cls & CLS_FLAGGED) && x->n_resp && (rc = ids_text(r, x->resp, x->n_resp)) == 0) {
-            struct pg_params p = {0};
-            pg_p_i64(&p, f->instance_id);
-            p_text(&p, r->txt);
-            pg_p_f64(&p, below);
-            rc = q_i64(r,
-                       "SELECT 1 FROM responses WHERE instance_id = $1 AND response_id ="
-                       " ANY($2::int8[]) AND (verdict <> 0 OR min_window_confidence < $3) LIMIT 1",
-                       &p, 0, &hit);
-            *cls |= hit ? CLS_FLAGGED : 0;
-        }
-        hit = 0;
-        if (rc == 0 && !(*cls & CLS_ALERTED) && x->n_sess &&
-            (rc = names_text(r, x->sess, x->n_sess)) == 0) {
-            struct pg_params p = {0};
-            pg_p_i64(&p, f->agent_id);
-            p_text(&p, r->txt);
-            rc = q_i64(r,
-                       "SELECT 1 FROM alerts WHERE agent = (SELECT name FROM agents WHERE id = $1)"
-                       " AND session = ANY($2::bytea[]) LIMIT 1",
-                       &p, 0, &hit);
-            *cls |= hit ? CLS_ALERTED : 0;
+        if (rc == 0) {
+            PQclear(res);
         }
     }
-    free(x);
+    if (rc == 0 && x->sess.n) {
+        struct pg_params p = {0};
+        PGresult *res;
+        rc = txt_ids(&t[0], &x->sess.v[0].key, x->sess.n, sizeof x->sess.v[0] / sizeof(int64_t));
+        p_text(&p, t[0].p);
+        rc = rc ? rc
+                : q(r,
+                    "SELECT DISTINCT a.id, al.session FROM alerts al JOIN agents a"
+                    " ON a.name = al.agent WHERE al.session IS NOT NULL"
+                    " AND a.id = ANY($1::int8[])",
+                    &p, &res);
+        for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+            int64_t agent = pg_i64(res, i, 0);
+            size_t n;
+            const char *sess = pg_bytes(res, i, 1, &n);
+            for (size_t k = 0; k < x->sess.n; k++) {
+                const struct ref *o = &x->sess.v[k];
+                if (o->key == agent && o->name.n == n && !memcmp(o->name.p, sess, n)) {
+                    fr[o->frame].cls |= CLS_ALERTED;
+                }
+            }
+        }
+        if (rc == 0) {
+            PQclear(res);
+        }
+    }
     return rc;
 }
 
 static int64_t affected(PGresult *res)
 {
-    const char *t = PQcmdTuples(res);
-    return t && *t ? strtoll(t, NULL, 10) : 0;
+    const char *s = PQcmdTuples(res);
+    return s && *s ? strtoll(s, NULL, 10) : 0;
 }
 
-/* The derived rows of what x lists: steps, responses with their tokens and guard decisions,
- * the sessions' counts (a session goes at 0, with its settled alerts). */
-static int derived_drop(struct pg_retain *r, const struct frame *f, const struct refs *x,
-                        struct store_retention_report *rep)
+/* Only the refs of batches that go. */
+static void keep_dropped(struct refs *x, const struct frame *fr)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < x->n; i++) {
+        if (fr[x->v[i].frame].drop) {
+            x->v[k++] = x->v[i];
+        }
+    }
+    x->n = k;
+}
+
+/* Remove the batches marked drop and what came from them: steps, responses with their tokens
+ * and guard decisions, the sessions' counts (a session goes at 0, with its settled alerts),
+ * the keep marks; the instances' high-water marks of what went move up. */
+static int drop_batches(struct pg_retain *r, struct frame *fr, int n, struct batch_refs *x,
+                        struct txt t[3], struct store_retention_report *rep)
 {
     int rc = 0;
-    if (x->n_steps && (rc = ids_text(r, x->steps, x->n_steps)) == 0) {
+    keep_dropped(&x->steps, fr);
+    keep_dropped(&x->resp, fr);
+    keep_dropped(&x->sess, fr);
+    if (x->steps.n) {
         struct pg_params p = {0};
-        pg_p_i64(&p, f->instance_id);
-        p_text(&p, r->txt);
-        rc = q(r, "DELETE FROM steps WHERE instance_id = $1 AND step_id = ANY($2::int8[])", &p,
-               NULL);
+        rc = p_pairs(&p, &t[0], &t[1], &x->steps);
+        rc = rc ? rc
+                : q(r,
+                    "DELETE FROM steps s USING unnest($1::int8[], $2::int8[]) u(i, id)"
+                    " WHERE s.instance_id = u.i AND s.step_id = u.id",
+                    &p, NULL);
     }
-    if (rc == 0 && x->n_resp && (rc = ids_text(r, x->resp, x->n_resp)) == 0) {
+    if (rc == 0 && x->resp.n) {
         struct pg_params p = {0};
-        pg_p_i64(&p, f->instance_id);
-        p_text(&p, r->txt);
         PGresult *res;
-        rc = q(r, "DELETE FROM responses WHERE instance_id = $1 AND response_id = ANY($2::int8[])",
-               &p, &res);
+        rc = p_pairs(&p, &t[0], &t[1], &x->resp);
+        rc = rc ? rc
+                : q(r,
+                    "DELETE FROM responses s USING (SELECT DISTINCT * FROM unnest($1::int8[],"
+                    " $2::int8[])) u(i, id) WHERE s.instance_id = u.i AND s.response_id = u.id",
+                    &p, &res);
         if (rc == 0) {
             rep->responses += (uint64_t)affected(res);
             PQclear(res);
         }
         rc = rc ? rc
                 : q(r,
-                    "DELETE FROM response_tokens WHERE instance_id = $1"
-                    " AND response_id = ANY($2::int8[])",
+                    "DELETE FROM response_tokens s USING unnest($1::int8[], $2::int8[]) u(i, id)"
+                    " WHERE s.instance_id = u.i AND s.response_id = u.id",
                     &p, NULL);
         rc = rc ? rc
                 : q(r,
-                    "DELETE FROM guard_events WHERE instance_id = $1"
-                    " AND response_id = ANY($2::int8[])",
+                    "DELETE FROM guard_events s USING unnest($1::int8[], $2::int8[]) u(i, id)"
+                    " WHERE s.instance_id = u.i AND s.response_id = u.id",
                     &p, NULL);
     }
-    if (rc == 0 && x->n_sess && (rc = names_text(r, x->sess, x->n_sess)) == 0) {
-        char *names = strdup(r->txt);
-        if (!names || ids_text(r, x->sess_events, x->n_sess) != 0) {
-            free(names);
-            return -ENOMEM;
-        }
+    if (rc == 0 && x->sess.n) {
         struct pg_params p = {0};
-        pg_p_i64(&p, f->agent_id);
-        p_text(&p, names);
-        p_text(&p, r->txt);
-        rc = q(r,
-               "UPDATE sessions s SET events = s.events - v.n FROM unnest($2::bytea[], $3::int8[])"
-               " v(name, n) WHERE s.agent_id = $1 AND s.name = v.name",
-               &p, NULL);
-        PGresult *res = NULL;
-        struct pg_params d = {0};
-        pg_p_i64(&d, f->agent_id);
-        p_text(&d, names);
+        PGresult *res;
+        size_t stride = sizeof x->sess.v[0] / sizeof(int64_t);
+        rc = txt_ids(&t[0], &x->sess.v[0].key, x->sess.n, stride);
+        rc = rc ? rc : txt_names(&t[1], &x->sess.v[0].name, x->sess.n, sizeof x->sess.v[0]);
+        rc = rc ? rc : txt_ids(&t[2], &x->sess.v[0].id, x->sess.n, stride);
+        p_text(&p, t[0].p);
+        p_text(&p, t[1].p);
+        p_text(&p, t[2].p);
         rc = rc ? rc
                 : q(r,
-                    "WITH gone AS (DELETE FROM sessions WHERE agent_id = $1 AND name ="
-                    " ANY($2::bytea[]) AND events <= 0 RETURNING name),"
-                    " settled AS (DELETE FROM alerts WHERE agent = (SELECT name FROM agents"
-                    " WHERE id = $1) AND session IN (SELECT name FROM gone)"
-                    " AND (status <> 'firing' OR acked_ns > 0))"
-                    " SELECT count(*)::bigint FROM gone",
-                    &d, &res);
-        if (rc == 0) {
-            rep->sessions += (uint64_t)pg_i64(res, 0, 0);
+                    "WITH v AS (SELECT a, nm, sum(n) AS n FROM unnest($1::int8[], $2::bytea[],"
+                    " $3::int8[]) u(a, nm, n) GROUP BY a, nm),"
+                    " dec AS (UPDATE sessions s SET events = s.events - v.n FROM v"
+                    " WHERE s.agent_id = v.a AND s.name = v.nm RETURNING s.agent_id, s.name,"
+                    " s.events)"
+                    " SELECT agent_id, name FROM dec WHERE events <= 0",
+                    &p, &res);
+        if (rc == 0 && PQntuples(res) > 0) {
+            /* The sessions left without events go, with their settled alerts. */
+            struct refs gone = {0};
+            for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+                size_t nl;
+                const char *nm = pg_bytes(res, i, 1, &nl);
+                rc = ref_add(&gone, pg_i64(res, i, 0), 0, (tt__bstr){(const uint8_t *)nm, nl}, i);
+            }
+            struct pg_params d = {0};
+            rc = rc ? rc : txt_ids(&t[0], &gone.v[0].key, gone.n, stride);
+            rc = rc ? rc : txt_names(&t[1], &gone.v[0].name, gone.n, sizeof gone.v[0]);
+            p_text(&d, t[0].p);
+            p_text(&d, t[1].p);
+            PGresult *g;
+            rc =
+                rc ? rc
+                   : q(r,
+                       "WITH gone AS (DELETE FROM sessions s USING unnest($1::int8[],"
+                       " $2::bytea[]) u(a, nm) WHERE s.agent_id = u.a AND s.name = u.nm"
+                       " AND s.events <= 0 RETURNING s.agent_id, s.name),"
+                       " settled AS (DELETE FROM alerts al USING gone JOIN agents a"
+                       " ON a.id = gone.agent_id WHERE al.agent = a.name"
+                       " AND al.session = gone.name AND (al.status <> 'firing' OR al.acked_ns > 0))"
+                       " SELECT count(*)::bigint FROM gone",
+                       &d, &g);
+            if (rc == 0) {
+                rep->sessions += (uint64_t)pg_i64(g, 0, 0);
+                PQclear(g);
+            }
+            free(gone.v);
+        }
+        if (res && rc == 0) {
             PQclear(res);
         }
-        free(names);
     }
-    return rc;
-}
-
-/* Remove batch f (decoded or not) and what came from it. */
-static int frame_drop(struct pg_retain *r, struct frame *f, int decoded, int was_kept,
-                      struct store_retention_report *rep)
-{
-    int rc = 0;
-    if (decoded) {
-        struct refs *x = malloc(sizeof *x);
-        if (!x) {
-            return -ENOMEM;
+    /* The batches, their keep marks, the high-water marks (compared unsigned: sign flipped). */
+    int64_t *ids = malloc((size_t)n * 3 * sizeof *ids);
+    if (!ids) {
+        return rc ? rc : -ENOMEM;
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (fr[i].drop) {
+            ids[k] = fr[i].id;
+            ids[n + k] = fr[i].instance_id;
+            ids[2 * n + k] = (int64_t)(fr[i].first_seq + fr[i].n - 1);
+            k++;
         }
-        tt__batch b = f->b;
-        for (int more = 1; more && rc == 0;) {
-            more = gather(&b, x);
-            rc = derived_drop(r, f, x, rep);
-        }
-        free(x);
     }
     struct pg_params p = {0};
-    pg_p_i64(&p, f->id);
-    rc = rc ? rc : q(r, "DELETE FROM frames WHERE id = $1", &p, NULL);
-    rc = rc ? rc : q(r, "DELETE FROM retain_keep WHERE frame_id = $1", &p, NULL);
-    /* The high-water mark of what went, compared unsigned (the sign bit flipped). */
+    rc = rc ? rc : txt_ids(&t[0], ids, (size_t)k, 1);
+    p_text(&p, t[0].p);
+    rc = rc ? rc : q(r, "DELETE FROM frames WHERE id = ANY($1::int8[])", &p, NULL);
+    rc = rc ? rc : q(r, "DELETE FROM retain_keep WHERE frame_id = ANY($1::int8[])", &p, NULL);
+    k = 0; /* the first n ids are the events of each now, beside its instance and last seq */
+    for (int i = 0; i < n; i++) {
+        if (fr[i].drop) {
+            ids[k++] = (int64_t)fr[i].n;
+        }
+    }
     struct pg_params m = {0};
-    pg_p_i64(&m, f->instance_id);
-    pg_p_i64(&m, (int64_t)(f->first_seq + f->n - 1));
-    pg_p_i64(&m, (int64_t)f->n);
+    rc = rc ? rc : txt_ids(&t[0], ids + n, (size_t)k, 1);
+    rc = rc ? rc : txt_ids(&t[1], ids + 2 * n, (size_t)k, 1);
+    rc = rc ? rc : txt_ids(&t[2], ids, (size_t)k, 1);
+    p_text(&m, t[0].p);
+    p_text(&m, t[1].p);
+    p_text(&m, t[2].p);
     rc = rc ? rc
             : q(r,
                 "INSERT INTO retain_instances(instance_id, pruned_max, pruned_events)"
-                " VALUES($1, $2, $3) ON CONFLICT(instance_id) DO UPDATE SET pruned_max = CASE"
+                " SELECT i, max(l # (-9223372036854775807 - 1)) # (-9223372036854775807 - 1),"
+                " sum(n)::bigint FROM unnest($1::int8[], $2::int8[], $3::int8[]) u(i, l, n)"
+                " GROUP BY i ON CONFLICT(instance_id) DO UPDATE SET pruned_max = CASE"
                 " WHEN (excluded.pruned_max # (-9223372036854775807 - 1)) >"
                 " (retain_instances.pruned_max # (-9223372036854775807 - 1))"
                 " THEN excluded.pruned_max ELSE retain_instances.pruned_max END,"
                 " pruned_events = retain_instances.pruned_events + excluded.pruned_events",
                 &m, NULL);
+    free(ids);
     if (rc) {
         return rc;
     }
-    rep->batches++;
-    rep->events += f->n;
-    rep->bytes += (uint64_t)f->stored_bytes;
-    rep->kept_batches += was_kept != 0;
-    r->frames_bytes -= f->stored_bytes + FRAME_ROW_BYTES;
-    r->removed_unvacuumed += (uint64_t)f->stored_bytes + FRAME_ROW_BYTES;
-    if (f->t_max > r->pruned_through) {
-        r->pruned_through = f->t_max;
+    for (int i = 0; i < n; i++) {
+        if (fr[i].drop) {
+            rep->batches++;
+            rep->events += fr[i].n;
+            rep->bytes += (uint64_t)fr[i].stored_bytes;
+            rep->kept_batches += fr[i].cls != 0;
+            r->frames_bytes -= fr[i].stored_bytes + FRAME_ROW_BYTES;
+            r->removed_unvacuumed += (uint64_t)fr[i].stored_bytes + FRAME_ROW_BYTES;
+            if (fr[i].t_max > r->pruned_through) {
+                r->pruned_through = fr[i].t_max;
+            }
+        }
     }
     return 0;
 }
@@ -678,21 +766,88 @@ static int phase_active(struct pg_retain *r, const struct store_retention *p, en
     return 0;
 }
 
-/* One step: a transaction under the writers' lock of at most STEP_FRAMES batches or STEP_NS.
- * 1 if the pass has more to do, 0 when it is done, negative on an error. */
+/* One round of a step: the candidate batches of the phase, classified, kept or removed
+ * together. 0 when the phase has no more, 1 when it may, negative on an error. */
+static int round_of(struct pg_retain *r, enum phase phase, const struct store_retention *p,
+                    int64_t now, struct store_retention_report *rep, struct txt t[3])
+{
+    PGresult *res = NULL;
+    int n = candidates(r, phase, p, now, &res);
+    if (n <= 0) {
+        PQclear(res);
+        return n;
+    }
+    struct frame *fr = calloc((size_t)n, sizeof *fr);
+    struct batch_refs x = {0};
+    int rc = fr ? 0 : -ENOMEM;
+    for (int i = 0; i < n && rc == 0; i++) {
+        rc = frame_load(r, res, i, &fr[i]);
+        rc = rc == 0 && fr[i].decoded ? gather(&x, &fr[i], i) : rc;
+    }
+    PQclear(res);
+    rc = rc ? rc : classify(r, fr, &x, p->keep_below_confidence, t);
+    int by_size = phase == PH_SIZE || phase == PH_SIZE_KEEP;
+    uint64_t used = used_bytes(r), target = by_size ? size_target(p->max_bytes) : 0;
+    int64_t *keep_ids = rc == 0 ? malloc((size_t)n * 2 * sizeof *keep_ids) : NULL;
+    int kept_n = 0, drop_n = 0;
+    rc = rc == 0 && !keep_ids ? -ENOMEM : rc;
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (by_size && used <= target) {
+            break; /* under the target: the rest stay */
+        }
+        if (kept(p, now, phase, fr[i].cls, fr[i].t_max)) {
+            keep_ids[kept_n] = fr[i].id;
+            keep_ids[n + kept_n++] = fr[i].cls;
+        } else {
+            fr[i].drop = 1;
+            drop_n++;
+            uint64_t b = (uint64_t)fr[i].stored_bytes + FRAME_ROW_BYTES;
+            used = used > b ? used - b : 0;
+        }
+    }
+    if (rc == 0 && kept_n) {
+        struct pg_params k = {0};
+        rc = txt_ids(&t[0], keep_ids, (size_t)kept_n, 1);
+        rc = rc ? rc : txt_ids(&t[1], keep_ids + n, (size_t)kept_n, 1);
+        p_text(&k, t[0].p);
+        p_text(&k, t[1].p);
+        rc = rc ? rc
+                : q(r,
+                    "INSERT INTO retain_keep(frame_id, cls) SELECT * FROM unnest($1::int8[],"
+                    " $2::int8[]) ON CONFLICT(frame_id) DO UPDATE SET cls = excluded.cls",
+                    &k, NULL);
+    }
+    rc = rc == 0 && drop_n ? drop_batches(r, fr, n, &x, t, rep) : rc;
+    free(keep_ids);
+    for (int i = 0; fr && i < n; i++) {
+        free(fr[i].raw);
+    }
+    free(fr);
+    free(x.steps.v);
+    free(x.resp.v);
+    free(x.sess.v);
+    return rc ? rc : 1;
+}
+
+/* One step: a transaction under the writers' lock of rounds for at most STEP_NS (more when over
+ * the size limit: what ingest adds must not outrun what goes). 1 if the pass has more to do, 0
+ * when it is done, negative on an error. */
 static int step(struct pg_retain *r, enum phase *phase, const struct store_retention *p,
                 int64_t now, struct store_retention_report *rep)
 {
     uint64_t t0 = tt__mono_ns();
     int64_t through = r->pruned_through;
     int64_t frames_bytes = r->frames_bytes;
+    uint64_t unvacuumed = r->removed_unvacuumed;
     char lock[96];
     snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%lld)", (long long)PG_WRITER_LOCK);
     struct store_retention_report part = {0};
+    struct txt t[3] = {{0}};
     int rc = q(r, "BEGIN", NULL, NULL);
     rc = rc ? rc : q(r, lock, NULL, NULL);
     int done = 0;
-    while (rc == 0 && tt__mono_ns() - t0 < STEP_NS) {
+    uint64_t budget = STEP_NS;
+    while (rc == 0 && tt__mono_ns() - t0 < budget) {
         int active = 0;
         while (rc == 0 && *phase != PH_DONE && (rc = phase_active(r, p, *phase, &active)) == 0 &&
                !active) {
@@ -705,43 +860,18 @@ static int step(struct pg_retain *r, enum phase *phase, const struct store_reten
             done = 1;
             break;
         }
-        PGresult *res = NULL;
-        int n = candidates(r, *phase, p, now, &res);
-        if (n <= 0) {
-            rc = n;
-            PQclear(res);
+        if ((*phase == PH_SIZE || *phase == PH_SIZE_KEEP) && used_bytes(r) > p->max_bytes) {
+            budget = STEP_URGENT_NS;
+        }
+        int more = round_of(r, *phase, p, now, &part, t);
+        if (more < 0) {
+            rc = more;
+        } else if (more == 0) {
             (*phase)++;
-            continue;
         }
-        int by_size = *phase == PH_SIZE || *phase == PH_SIZE_KEEP;
-        for (int i = 0; i < n && rc == 0; i++) {
-            struct frame f;
-            int dec = frame_load(r, res, i, &f);
-            int cls = 0;
-            rc = dec ? classify(r, &f, p->keep_below_confidence, &cls) : 0;
-            if (rc) {
-                break;
-            }
-            if (kept(p, now, *phase, cls, f.t_max)) {
-                struct pg_params k = {0};
-                pg_p_i64(&k, f.id);
-                pg_p_i64(&k, cls);
-                rc = q(r,
-                       "INSERT INTO retain_keep(frame_id, cls) VALUES($1, $2)"
-                       " ON CONFLICT(frame_id) DO UPDATE SET cls = excluded.cls",
-                       &k, NULL);
-            } else {
-                rc = frame_drop(r, &f, dec, cls, &part);
-            }
-            /* By size, stop as soon as under the target (the removed bytes are counted). */
-            if (by_size && used_bytes(r) <= size_target(p->max_bytes)) {
-                break;
-            }
-            if (tt__mono_ns() - t0 >= STEP_NS) {
-                break;
-            }
-        }
-        PQclear(res);
+    }
+    for (int i = 0; i < 3; i++) {
+        free(t[i].p);
     }
     if (rc == 0 && r->pruned_through != through) {
         struct pg_params m = {0};
@@ -761,6 +891,7 @@ static int step(struct pg_retain *r, enum phase *phase, const struct store_reten
         }
         r->pruned_through = through;
         r->frames_bytes = frames_bytes;
+        r->removed_unvacuumed = unvacuumed;
         r->counted = 0;
         return rc;
     }
@@ -774,12 +905,13 @@ static int step(struct pg_retain *r, enum phase *phase, const struct store_reten
 }
 
 /* After a pass that removed enough, make the space reusable (PostgreSQL's autovacuum would,
- * later): at most every 2 s, when an eighth of the target or 10 s worth went. */
+ * later): at most once a second, when a sixteenth of the target (1 MiB without one) went, or
+ * anything within 10 s. */
 static void vacuum(struct pg_retain *r, const struct store_retention *p)
 {
     uint64_t now = tt__mono_ns();
-    uint64_t enough = p->max_bytes ? size_target(p->max_bytes) / 8 : 1u << 20;
-    if (!r->removed_unvacuumed || now - r->vacuum_ns < 2000000000ull ||
+    uint64_t enough = p->max_bytes ? size_target(p->max_bytes) / 16 : 1u << 20;
+    if (!r->removed_unvacuumed || now - r->vacuum_ns < 1000000000ull ||
         (r->removed_unvacuumed < enough && now - r->vacuum_ns < 10000000000ull)) {
         return;
     }

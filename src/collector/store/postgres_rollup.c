@@ -54,7 +54,7 @@ struct acc {
 };
 
 struct pg_rollup {
-    PGconn *c; /* the writer's connection, set by each call that writes */
+    PGconn *c;       /* the writer's connection, set by each call that writes */
     struct acc *tab; /* open addressing, ACC_MAX * 2 slots */
     size_t used;
     int64_t last_prune_s;
@@ -247,8 +247,8 @@ static struct acc *slot(struct pg_rollup *r, int64_t agent, int64_t sec, int met
             r->used++;
             return a;
         }
-        if (a->agent_id == agent && a->sec == sec && a->metric == metric &&
-            a->keylen == keylen && !memcmp(a->key, key, keylen)) {
+        if (a->agent_id == agent && a->sec == sec && a->metric == metric && a->keylen == keylen &&
+            !memcmp(a->key, key, keylen)) {
             return a;
         }
     }
@@ -452,8 +452,7 @@ static void merger_free(struct merger *g)
 
 /* Merge the rows of one agent (rows of res, by bucket) into the asked buckets. */
 static int merge_agent(struct merger *g, const PGresult *res, const char *agent,
-                       const struct store_rollup_query *q, store_rollup_fn fn, void *ctx,
-                       int *rows)
+                       const struct store_rollup_query *q, store_rollup_fn fn, void *ctx, int *rows)
 {
     int64_t cur = INT64_MIN;
     int stop = 0;
@@ -518,8 +517,9 @@ int pg_rollups(struct store_read *base, const struct store_rollup_query *q, stor
         pg_p_null(&p);
     }
     PGresult *ag;
-    int rc = exec_ok(c, "SELECT id, name FROM agents WHERE $1::bytea IS NULL OR name = $1"
-                        " ORDER BY name",
+    int rc = exec_ok(c,
+                     "SELECT id, name FROM agents WHERE $1::bytea IS NULL OR name = $1"
+                     " ORDER BY name",
                      &p, &ag);
     if (rc) {
         return rc;
