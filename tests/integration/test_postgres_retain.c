@@ -485,7 +485,7 @@ TEST_T(postgres_retention_by_age_keeps_flagged_and_alerted_while_ingest_goes_on,
     int fd = raw_agent(&s, inst, "old");
     CHECK_EQ(read_frame_type(fd), TT_FT_HELLO_REPLY);
     CHECK_EQ(send_old_batch(fd, inst, 1, 50), TT_FT_ACK);
-    struct streamer w = {.s = &s, .agent = "live", .per_tick = 20};
+    struct streamer w = {.s = &s, .agent = "live", .per_tick = 5};
     pthread_t th;
     CHECK(pthread_create(&th, NULL, stream_main, &w) == 0);
     tt_client *c = tt_test_client(s.endpoint, "keeper", "guard.token_min_prob=0.05",
@@ -573,7 +573,7 @@ TEST_T(postgres_retention_max_bytes_holds_the_tables_near_the_limit_while_stream
     CHECK(pthread_create(&th, NULL, stream_main, &w) == 0);
     uint64_t peak = 0;
     double t0 = tt_test_now_ms();
-    while (tt_test_now_ms() - t0 < 20000) {
+    while (tt_test_now_ms() - t0 < 8000) {
         uint64_t d = (uint64_t)pg_i64(&pg, disk_sql);
         peak = d > peak ? d : peak;
         usleep(100000);
@@ -586,7 +586,7 @@ TEST_T(postgres_retention_max_bytes_holds_the_tables_near_the_limit_while_stream
         usleep(100000);
     }
     int64_t pruned_events = status_i64(&s, "events");
-    printf("    streamed %llu events in 20 s; pruned %lld; tables %.2f MiB at most (%.2f MiB live "
+    printf("    streamed %llu events in 8 s; pruned %lld; tables %.2f MiB at most (%.2f MiB live "
            "at the end) for --max-bytes %.2f MiB\n",
            (unsigned long long)w.events, (long long)pruned_events, (double)peak / 1048576.0,
            (double)status_i64(&s, "used_bytes") / 1048576.0, (double)max / 1048576.0);
