@@ -464,7 +464,7 @@ static int classify(struct pg_retain *r, struct frame *fr, const struct batch_re
     int rc = 0;
     if (x->resp.n) {
         struct pg_params p = {0};
-        PGresult *res;
+        PGresult *res = NULL;
         rc = p_pairs(&p, &t[0], &t[1], &x->resp);
         pg_p_f64(&p, below);
         rc = rc ? rc
@@ -481,13 +481,11 @@ static int classify(struct pg_retain *r, struct frame *fr, const struct batch_re
                 }
             }
         }
-        if (rc == 0) {
-            PQclear(res);
-        }
+        PQclear(res);
     }
     if (rc == 0 && x->sess.n) {
         struct pg_params p = {0};
-        PGresult *res;
+        PGresult *res = NULL;
         rc = txt_ids(&t[0], &x->sess.v[0].key, x->sess.n, sizeof x->sess.v[0] / sizeof(int64_t));
         p_text(&p, t[0].p);
         rc = rc ? rc
@@ -507,9 +505,7 @@ static int classify(struct pg_retain *r, struct frame *fr, const struct batch_re
                 }
             }
         }
-        if (rc == 0) {
-            PQclear(res);
-        }
+        PQclear(res);
     }
     return rc;
 }
@@ -553,7 +549,7 @@ static int drop_batches(struct pg_retain *r, struct frame *fr, int n, struct bat
     }
     if (rc == 0 && x->resp.n) {
         struct pg_params p = {0};
-        PGresult *res;
+        PGresult *res = NULL;
         rc = p_pairs(&p, &t[0], &t[1], &x->resp);
         rc = rc ? rc
                 : q(r,
@@ -577,7 +573,7 @@ static int drop_batches(struct pg_retain *r, struct frame *fr, int n, struct bat
     }
     if (rc == 0 && x->sess.n) {
         struct pg_params p = {0};
-        PGresult *res;
+        PGresult *res = NULL;
         size_t stride = sizeof x->sess.v[0] / sizeof(int64_t);
         rc = txt_ids(&t[0], &x->sess.v[0].key, x->sess.n, stride);
         rc = rc ? rc : txt_names(&t[1], &x->sess.v[0].name, x->sess.n, sizeof x->sess.v[0]);
@@ -625,9 +621,7 @@ static int drop_batches(struct pg_retain *r, struct frame *fr, int n, struct bat
             }
             free(gone.v);
         }
-        if (res && rc == 0) {
-            PQclear(res);
-        }
+        PQclear(res);
     }
     /* The batches, their keep marks, the high-water marks (compared unsigned: sign flipped). */
     int64_t *ids = malloc((size_t)n * 3 * sizeof *ids);
