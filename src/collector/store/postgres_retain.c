@@ -955,6 +955,7 @@ int pg_retention_run(struct store *s, const struct store_retention *policy, int6
     enum phase ph = PH_AGE;
     while (rc == 0 && (rc = step(r, &ph, policy, now_ns, out)) == 1) {
         rc = 0;
+        vacuum(r, policy); /* a long pass makes room as it goes, between two steps */
     }
     if (rc == 0) {
         vacuum(r, policy);
