@@ -225,7 +225,7 @@ TEST_T(postgres_series_answer_as_sqlite_for_the_same_stream, 120)
 
 /* --- retention ------------------------------------------------------------------------------- */
 
-/* A client streaming logs (session "run-N", 500 events each) until stop; its stats at the end. */
+/* A client streaming logs (session "run-N", 2000 events each) until stop; its stats at the end. */
 struct streamer {
     const struct tt_test_serve *s;
     const char *agent;
@@ -254,7 +254,7 @@ static void *stream_main(void *arg)
                 n += snprintf(text + n, sizeof text - (size_t)n, "%08llx ",
                               (unsigned long long)(x & 0xffffffffu));
             }
-            snprintf(session, sizeof session, "run-%llu", (unsigned long long)(w->events / 500));
+            snprintf(session, sizeof session, "run-%llu", (unsigned long long)(w->events / 2000));
             if (tt_log(c, session, TT_INFO, text, NULL, 0) == 0) {
                 w->events++;
             }
