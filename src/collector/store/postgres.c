@@ -113,6 +113,9 @@ struct pg_store {
     char failure[512];    /* the fatal error, "" when healthy (kept until close) */
     char refusing[512];   /* the transient refusal under way, "" when none */
 
+    struct pg_rollup *rollup; /* postgres_rollup.c: the writer's */
+    struct pg_retain *retain; /* postgres_retain.c */
+
     /* writer thread only */
     int pipe;    /* wconn is in pipeline mode (a group under way) */
     int pending; /* statements sent in the pipeline whose results are not read yet */
@@ -400,6 +403,8 @@ static int make_schema(struct pg_store *s, char *err, size_t errlen)
     int rc = exec_simple(s, s->wconn, lock, err, errlen);
     rc = rc ? rc : exec_simple(s, s->wconn, schema, err, errlen);
     rc = rc ? rc : exec_simple(s, s->wconn, pg_alerts_schema, err, errlen);
+    rc = rc ? rc : exec_simple(s, s->wconn, pg_rollup_schema, err, errlen);
+    rc = rc ? rc : exec_simple(s, s->wconn, pg_retain_schema, err, errlen);
     if (rc == 0) {
         PGresult *r = PQexec(s->wconn, "SELECT value FROM telltale_meta WHERE key = 'schema'");
         int version = 0;
@@ -544,6 +549,13 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
         pg_close(&s->base);
         return -EIO;
     }
+    s->rollup = pg_rollup_new();
+    s->retain = pg_retain_new(&s->base);
+    if (!s->rollup || !s->retain) {
+        snprintf(err, errlen, "out of memory");
+        pg_close(&s->base);
+        return -ENOMEM;
+    }
     s->wconn = pg_connect(&s->base, err, errlen);
     if (!s->wconn || make_schema(s, err, errlen) != 0 || set_sync(s, s->wconn, err, errlen) != 0 ||
         !(s->aux.c = pg_connect(&s->base, err, errlen)) ||
@@ -574,6 +586,11 @@ struct pg_aux *pg_store_aux(struct store *base)
     return &((struct pg_store *)base)->aux;
 }
 
+struct pg_retain *pg_store_retain(struct store *base)
+{
+    return ((struct pg_store *)base)->retain;
+}
+
 static int pg_failure(struct store *base, char *out, size_t n)
 {
     struct pg_store *s = (struct pg_store *)base;
@@ -602,12 +619,41 @@ struct seen {
 #define SEEN_MAX 32
 
 /* A group under way: its first error (class and message), the instances it has seen. */
+/* A stored item of the group whose rollups are counted once the pipeline is over: counting
+ * reads the group's own step rows, which takes synchronous statements. */
+struct roll {
+    struct store_item *it;
+    int64_t agent_id, instance_id;
+};
+
 struct wstate {
     int rc;
     char msg[384];
     int n_seen;
     struct seen seen[SEEN_MAX];
+    struct roll *roll; /* malloc'd, n_roll of cap_roll used */
+    size_t n_roll, cap_roll;
 };
+
+/* Remember it for the rollups (after the pipeline): 0 or -ENOMEM (transient: the group is
+ * tried again). */
+static int roll_later(struct wstate *w, struct store_item *it, int64_t agent_id,
+                      int64_t instance_id)
+{
+    if (w->n_roll == w->cap_roll) {
+        size_t cap = w->cap_roll ? w->cap_roll * 2 : 64;
+        struct roll *v = realloc(w->roll, cap * sizeof *v);
+        if (!v) {
+            w->rc = -ENOMEM;
+            snprintf(w->msg, sizeof w->msg, "out of memory");
+            return w->rc;
+        }
+        w->roll = v;
+        w->cap_roll = cap;
+    }
+    w->roll[w->n_roll++] = (struct roll){it, agent_id, instance_id};
+    return 0;
+}
 
 /* Keep the first error of the group (its class and message); r may be NULL. */
 static int failed(struct pg_store *s, struct wstate *w, const PGresult *r)
@@ -901,7 +947,16 @@ static int dedup(struct pg_store *s, struct wstate *w, const struct inst *e, uin
     if (found && pf + pn - 1 >= first) {
         return STORE_REJECT;
     }
-    return STORE_OK;
+    /* A range retention removed (postgres_retain.c): acknowledged, never stored again. */
+    struct pg_params p = {0};
+    pg_p_i64(&p, e->id);
+    int64_t mark = 0;
+    found =
+        run_i64(s, w, "SELECT pruned_max FROM retain_instances WHERE instance_id = $1", &p, &mark);
+    if (found <= 0 || first > (uint64_t)mark) {
+        return found < 0 ? found : STORE_OK;
+    }
+    return last <= (uint64_t)mark ? STORE_DUP : STORE_REJECT;
 }
 
 /* Insert the frame of it (sent without waiting in the pipeline). (instance, first_seq) is
@@ -1222,6 +1277,17 @@ static int update_instance(struct pg_store *s, struct wstate *w, struct inst *e,
     return rc;
 }
 
+/* The error of a function of another file (rollups) into w: its class and the server's
+ * message. */
+static int ext_rc(struct pg_store *s, struct wstate *w, int rc)
+{
+    if (rc < 0) {
+        w->rc = rc;
+        scrub(s, PQerrorMessage(s->wconn), w->msg, sizeof w->msg);
+    }
+    return rc;
+}
+
 static struct seen *seen_find(struct wstate *w, const struct agent_ident *id)
 {
     for (int i = 0; i < w->n_seen; i++) {
@@ -1302,6 +1368,7 @@ static int store_one(struct pg_store *s, struct wstate *w, struct store_item *it
         } else if (d == STORE_OK) {
             rc = insert_frame(s, w, e, it);
             rc = rc ? rc : derive_item(s, w, it, aid, e->id);
+            rc = rc ? rc : roll_later(w, it, aid, e->id);
             if (rc) {
                 return rc;
             }
@@ -1380,9 +1447,19 @@ static void commit_group(struct pg_store *s, struct store_item *head)
     for (struct store_item *it = head; it && rc == 0; it = it->next) {
         rc = store_one(s, &w, it, now);
     }
-    rc = rc ? rc : run(s, &w, "COMMIT", NULL, NULL);
+    /* The pipeline ends here, inside the open transaction (a sync does not end a transaction
+     * block); the rollups read the group's step rows and write theirs synchronously, then
+     * COMMIT, so they commit with the events they count or not at all. */
     rc = pipe_end(s, &w, rc);
+    for (size_t i = 0; i < w.n_roll && rc == 0; i++) {
+        rc = ext_rc(s, &w, pg_rollup_item(s->rollup, s->wconn, w.roll[i].it, w.roll[i].agent_id,
+                                          w.roll[i].instance_id));
+    }
+    free(w.roll);
+    rc = rc ? rc : ext_rc(s, &w, pg_rollup_flush(s->rollup, s->wconn));
+    rc = rc ? rc : run(s, &w, "COMMIT", NULL, NULL);
     if (rc) {
+        pg_rollup_discard(s->rollup);
         if (s->wconn && PQstatus(s->wconn) == CONNECTION_OK) {
             PGresult *r = PQexec(s->wconn, "ROLLBACK");
             PQclear(r);
@@ -1438,6 +1515,8 @@ static void pg_close(struct store *base)
     }
     PQfinish(s->wconn);
     PQfinish(s->aux.c);
+    pg_rollup_free(s->rollup);
+    pg_retain_free(s->retain);
     pthread_mutex_destroy(&s->aux.lock);
     store_queue_fini(&s->q);
     explicit_bzero(s->url, sizeof s->url);
@@ -1448,7 +1527,7 @@ static void pg_close(struct store *base)
 const struct store_ops store_postgres_ops = {
     .scheme = "postgres",
     .alias = "postgresql",
-    .lacks = "retention (--retain, --max-bytes), rollups (history series)",
+    .lacks = NULL,
     .open = pg_open,
     .start = pg_start,
     .close = pg_close,
@@ -1476,6 +1555,6 @@ const struct store_ops store_postgres_ops = {
     .alert_ack = pg_alert_ack,
     .alert_put = pg_alert_put,
     .alert_max_id = pg_alert_max_id,
-    .retention_run = NULL,
-    .rollups = NULL,
+    .retention_run = pg_retention_run,
+    .rollups = pg_rollups,
 };

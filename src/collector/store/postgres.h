@@ -97,6 +97,30 @@ int pg_alerts(struct store_read *r, const struct store_alert_filter *f, store_al
 /* The reader's connection (postgres_read.c). */
 PGconn *pg_read_conn(struct store_read *r);
 
+/* Rollups (postgres_rollup.c): the writer's accumulator, added to by each stored item and
+ * written just before the group commits (on the writer's connection c, inside its
+ * transaction), dropped when the group fails; and the readers' series. */
+struct pg_rollup;
+extern const char pg_rollup_schema[];
+struct pg_rollup *pg_rollup_new(void);
+void pg_rollup_free(struct pg_rollup *r);
+int pg_rollup_item(struct pg_rollup *r, PGconn *c, const struct store_item *it, int64_t agent_id,
+                   int64_t instance_id);
+int pg_rollup_flush(struct pg_rollup *r, PGconn *c);
+void pg_rollup_discard(struct pg_rollup *r);
+int pg_rollups(struct store_read *r, const struct store_rollup_query *q, store_rollup_fn fn,
+               void *ctx);
+
+/* Retention (postgres_retain.c): on the caller's thread and a connection of its own, in steps
+ * under PG_WRITER_LOCK. The writer's dedup reads retain_instances (what went, per instance). */
+struct pg_retain;
+extern const char pg_retain_schema[];
+struct pg_retain *pg_retain_new(struct store *s);
+void pg_retain_free(struct pg_retain *r);
+struct pg_retain *pg_store_retain(struct store *s);
+int pg_retention_run(struct store *s, const struct store_retention *policy, int64_t now_ns,
+                     struct store_retention_report *out);
+
 /* Readers and the events iterator (postgres_read.c). */
 int pg_read_open(struct store *s, struct store_read **out);
 void pg_read_close(struct store_read *r);

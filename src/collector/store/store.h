@@ -1,11 +1,12 @@
 /*
  * store.h - the store seam: where the sources' batches are committed and where the HTTP API,
- * the alerts and (later) retention and rollups read and write the stored data. One interface;
+ * the alerts, retention and rollups read and write the stored data. One interface;
  * implementations sit behind an ops table (struct store_ops) chosen at open time from a URL:
  * "sqlite" (the default: DATA/telltale.db, store/sqlite*.c) or "postgres" (a libpq URI,
- * `--store postgres://...`, store/postgres*.c; a first version: store_ops.lacks says what it
- * does not provide yet). Nothing outside store/ knows which implementation runs, so another
- * one is one more store/<name>*.c and one more row in the table of store.c.
+ * `--store postgres://...`, store/postgres*.c). An implementation that lacks an operation says
+ * so in store_ops.lacks (both built-in ones provide every one). Nothing outside store/ knows
+ * which implementation runs, so another one is one more store/<name>*.c and one more row in the
+ * table of store.c.
  *
  * CONTRACT (every implementation keeps it; docs/design.md "Seams" says the same)
  *
@@ -344,7 +345,8 @@ int store_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn 
  *    agent whose clock runs ahead, even by years, does not keep its batches for ever nor
  *    outlive fresh data). By age: batches whose time is before now_ns - max_age_ns. By size:
  *    then the oldest batches until the bytes the store uses on disk are at most
- *    max_bytes less a headroom (SQLite: pages in use plus the WAL; docs/operations.md).
+ *    max_bytes less a headroom (SQLite: pages in use plus the WAL; PostgreSQL: the live bytes
+ *    of its tables, their files near it; docs/operations.md).
  *  - Keep longer: batches holding events of a response flagged or halted by the guard
  *    (verdict other than pass), or of a response whose min_window_confidence is below
  *    keep_below_confidence, are kept until keep_flagged_ns; batches holding events of a
@@ -353,15 +355,17 @@ int store_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn 
  *  - Dedup survives pruning: a resend of a pruned range is acknowledged as STORE_DUP, never
  *    stored again (the implementation keeps a high-water mark of what it pruned per instance;
  *    a late batch below it that was never stored is acknowledged and not stored either).
- *  - It runs on the writer thread between commits (it queues itself there and the caller
- *    waits), never inside a commit's transaction, in steps short enough not to hold
- *    acknowledgements back by more than one commit's time. The report says what went.
+ *  - It runs between commits, never inside a commit's transaction, in steps short enough not
+ *    to hold acknowledgements back by more than one commit's time (SQLite: on the writer
+ *    thread, where it queues itself while the caller waits; PostgreSQL: on the caller's thread
+ *    and a connection of its own, each step under the writers' advisory lock). The report says
+ *    what went.
  *  - A policy with no limit removes nothing and only fills the report (what went before).
  * Rollups: store_rollups answers per-agent series over [since_ns, until_ns): see "rollups"
  *  below.
  * An implementation that does not provide them leaves the entries NULL: the calls return
- * -ENOTSUP and change nothing. The SQLite store provides retention (store/sqlite_retain.c),
- * not rollups until issue 15.
+ * -ENOTSUP and change nothing. Both stores provide them: store/sqlite_retain.c,
+ * sqlite_rollup.c; store/postgres_retain.c, postgres_rollup.c.
  */
 struct store_retention {
     int64_t max_age_ns;           /* 0: no age limit */
