@@ -16,16 +16,16 @@
 #define TT_NATS_MAX 5
 
 struct tt_nats_node {
-    pid_t pid;         /* 0 when stopped */
-    int port;          /* client port, 127.0.0.1 */
-    int cluster_port;  /* route port (cluster only) */
-    int http_port;     /* monitoring port: /healthz */
-    char conf[700];    /* its configuration file */
-    char log[700];     /* its log, in the test's artifacts */
+    pid_t pid;        /* 0 when stopped */
+    int port;         /* client port, 127.0.0.1 */
+    int cluster_port; /* route port (cluster only) */
+    int http_port;    /* monitoring port: /healthz */
+    char conf[700];   /* its configuration file */
+    char log[700];    /* its log, in the test's artifacts */
 };
 
 struct tt_nats {
-    int n;                /* nodes */
+    int n; /* nodes */
     struct tt_nats_node node[TT_NATS_MAX];
     char token_file[700]; /* the token, 0600, for clients (--nats-token-file) */
     char token[80];
