@@ -5,9 +5,8 @@
  * every message read back from the stream and decoded with the wire and batch decoders.
  */
 #include <nats/nats.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <zstd.h>
 
 #include "common/batch.h"
@@ -244,8 +243,7 @@ static void read_stream(struct tnc *t, tt_client *c, uint64_t max, struct seen *
     for (uint64_t q = first; q && q <= last; q++) {
         natsMsg *m = NULL;
         natsStatus s = js_GetMsg(&m, t->js, "TELLTALE", q, NULL, &jerr);
-        CHECK_MSG(s == NATS_OK, "js_GetMsg %llu: %s", (unsigned long long)q,
-                  natsStatus_GetText(s));
+        CHECK_MSG(s == NATS_OK, "js_GetMsg %llu: %s", (unsigned long long)q, natsStatus_GetText(s));
         check_message(m, sn);
         natsMsg_Destroy(m);
     }
@@ -410,8 +408,7 @@ static void publish_order(struct tnc *t, const char *agent_header, const char *s
                           const char *reason)
 {
     char subject[64];
-    snprintf(subject, sizeof subject, "telltale.control.%016llx",
-             (unsigned long long)fnv64(AGENT));
+    snprintf(subject, sizeof subject, "telltale.control.%016llx", (unsigned long long)fnv64(AGENT));
     uint8_t payload[256];
     size_t len = halt_payload(payload, session, reason);
     natsMsg *m;
@@ -470,8 +467,7 @@ TEST(nats_client_bad_settings_refused_clearly)
     tt_config *cfg;
     CHECK_OK(tt_config_new(&cfg));
     CHECK_EQ(tt_config_set(cfg, "endpoint", "nats://user:secret@127.0.0.1:4222"), TT_EINVAL);
-    CHECK_MSG(strstr(tt_config_error(cfg), "nats_token_file") != NULL, "%s",
-              tt_config_error(cfg));
+    CHECK_MSG(strstr(tt_config_error(cfg), "nats_token_file") != NULL, "%s", tt_config_error(cfg));
     CHECK(strstr(tt_config_error(cfg), "secret") == NULL); /* the secret is not repeated */
     CHECK_EQ(tt_config_set(cfg, "endpoint", "nats://127.0.0.1:4222,nats://tok@h:1"), TT_EINVAL);
     CHECK_EQ(tt_config_set(cfg, "endpoint", "nats://127.0.0.1"), TT_EINVAL);
@@ -497,4 +493,72 @@ TEST(nats_client_bad_settings_refused_clearly)
     CHECK_EQ(tt_open(&c, cfg), TT_EACCES);
     CHECK(c == NULL);
     tt_config_free(cfg);
+}
+
+/* The Python package over a nats:// endpoint, through each implementation of its hot calls
+ * (the compiled extension and ctypes): the settings pass through as they are. */
+static const char py_script[] =
+    "import sys, telltale\n"
+    "assert telltale.implementation == sys.argv[3], telltale.implementation\n"
+    "c = telltale.Client(sys.argv[1], agent='nats-agent', nats_token_file=sys.argv[2])\n"
+    "for i in range(300):\n"
+    "    assert c.log('python event %d' % i) == 0\n"
+    "assert c.flush(30.0)\n"
+    "s = c.stats()\n"
+    "assert s.acked == 300 and s.emitted == 300, (s.acked, s.emitted)\n"
+    "c.close()\n"
+    "try:\n"
+    "    telltale.Client('nats://u:p@127.0.0.1:1', agent='x')\n"
+    "    raise SystemExit('user:password accepted')\n"
+    "except ValueError as e:\n"
+    "    assert 'nats_token_file' in str(e), str(e)\n";
+
+/* tests/support/pytest.c: the sanitizer's runtime for the interpreter. */
+void tt_test_preload_sanitizer(void);
+
+static void run_python(const struct tt_nats *ns, const char *impl)
+{
+    const char *src = getenv("TT_SRCDIR"), *build = getenv("TT_BUILD");
+    CHECK_MSG(src && build, "TT_SRCDIR and TT_BUILD are set by make test");
+    char lib[1024], pypath[1024], log[1024];
+    snprintf(lib, sizeof lib, "%s/libtelltale.so", build);
+    snprintf(pypath, sizeof pypath, "%s/python", src);
+    snprintf(log, sizeof log, "%s/python-%s.log", tt_test_outdir(), impl);
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        setenv("TELLTALE_LIBRARY", lib, 1);
+        setenv("PYTHONPATH", pypath, 1);
+        setenv("PYTHONDONTWRITEBYTECODE", "1", 1);
+        setenv("TELLTALE_IMPL", impl, 1);
+        tt_test_preload_sanitizer();
+        if (!freopen(log, "w", stderr)) {
+            _exit(126);
+        }
+        execl("/usr/bin/python3", "python3", "-c", py_script, ns->urls, ns->token_file, impl,
+              (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "python (%s) failed: see %s", impl, log);
+}
+
+TEST_T(nats_client_python_endpoint_passes_through, 120)
+{
+    CHECK_MSG(access("/usr/bin/python3", X_OK) == 0, "no /usr/bin/python3");
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tnc t;
+    tnc_open(&t, &ns);
+    make_stream(&t, 1);
+    run_python(&ns, "ext");
+    run_python(&ns, "ctypes");
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    CHECK(js_GetStreamInfo(&si, t.js, "TELLTALE", NULL, &jerr) == NATS_OK);
+    CHECK(si->State.Msgs >= 2); /* at least one batch of each run */
+    jsStreamInfo_Destroy(si);
+    tnc_close(&t);
 }
