@@ -100,10 +100,14 @@ static void make_stream(struct tnc *t, int replicas)
     }
 }
 
-static tt_client *open_client(const struct tt_nats *ns, const char *endpoint, const char *agent)
+static tt_client *open_client_spool(const struct tt_nats *ns, const char *endpoint,
+                                    const char *agent, const char *spool)
 {
     tt_config *cfg;
     CHECK_OK(tt_config_new(&cfg));
+    if (spool) {
+        CHECK_OK(tt_config_set(cfg, "spool_dir", spool));
+    }
     CHECK_OK(tt_config_set(cfg, "endpoint", endpoint));
     CHECK_OK(tt_config_set(cfg, "agent", agent));
     CHECK_OK(tt_config_set(cfg, "nats_token_file", ns->token_file));
@@ -115,6 +119,11 @@ static tt_client *open_client(const struct tt_nats *ns, const char *endpoint, co
     CHECK_OK(tt_open(&c, cfg));
     tt_config_free(cfg);
     return c;
+}
+
+static tt_client *open_client(const struct tt_nats *ns, const char *endpoint, const char *agent)
+{
+    return open_client_spool(ns, endpoint, agent, NULL);
 }
 
 static void emit_n(tt_client *c, uint64_t from, uint64_t n)
@@ -137,7 +146,8 @@ static void stats(tt_client *c, tt_stats *st)
 
 /* What the stream holds for one instance: every message checked against the contract. */
 struct seen {
-    uint8_t inst[16];
+    uint8_t inst[16];  /* the batches' instance */
+    uint8_t hello[16]; /* the hellos' instance (another for a replayed spool) */
     uint64_t max;      /* sequence numbers 1..max are counted */
     uint32_t *count;   /* per seq */
     uint64_t messages; /* with events */
@@ -187,7 +197,7 @@ static void check_message(natsMsg *m, struct seen *sn)
     CHECK_OK(tt__hello_decode(hp, len, &h));
     free(raw);
     CHECK_STR(h.agent, AGENT);
-    CHECK(memcmp(h.instance, sn->inst, 16) == 0);
+    CHECK(memcmp(h.instance, sn->hello, 16) == 0);
     CHECK(h.pid == (uint32_t)getpid() && h.start_unix_ns && h.now_unix_ns);
     const uint8_t *bp = frame_at(&p, &n, TT_FT_BATCH, &len, &raw);
     CHECK_EQ(n, 0); /* exactly one hello and one batch */
@@ -195,7 +205,8 @@ static void check_message(natsMsg *m, struct seen *sn)
     tt__batch_limits lim = {1u << 20, 256};
     const char *why = NULL;
     CHECK_MSG(tt__batch_parse(&b, bp, len, &lim, &why) == 0, "batch: %s", why);
-    CHECK(memcmp(b.instance, sn->inst, 16) == 0);
+    /* A heartbeat is the sending process's own; a batch may be an earlier one's (spool). */
+    CHECK(memcmp(b.instance, b.n_events ? sn->inst : sn->hello, 16) == 0);
     const char *id = NULL;
     natsStatus hs = natsMsgHeader_Get(m, "Nats-Msg-Id", &id);
     if (b.n_events == 0) {
@@ -226,11 +237,14 @@ static void check_message(natsMsg *m, struct seen *sn)
     free(raw);
 }
 
-/* Read the whole stream and check each message; fills sn. */
-static void read_stream(struct tnc *t, tt_client *c, uint64_t max, struct seen *sn)
+/* Read the whole stream and check each message: batches of instance inst under hellos of
+ * instance hello. Fills sn. */
+static void read_stream_of(struct tnc *t, const uint8_t inst[16], const uint8_t hello[16],
+                           uint64_t max, struct seen *sn)
 {
     memset(sn, 0, sizeof *sn);
-    CHECK_OK(tt_instance_id(c, sn->inst));
+    memcpy(sn->inst, inst, 16);
+    memcpy(sn->hello, hello, 16);
     sn->max = max;
     sn->count = calloc(max + 1, sizeof *sn->count);
     CHECK(sn->count != NULL);
@@ -247,6 +261,13 @@ static void read_stream(struct tnc *t, tt_client *c, uint64_t max, struct seen *
         check_message(m, sn);
         natsMsg_Destroy(m);
     }
+}
+
+static void read_stream(struct tnc *t, tt_client *c, uint64_t max, struct seen *sn)
+{
+    uint8_t inst[16];
+    CHECK_OK(tt_instance_id(c, inst));
+    read_stream_of(t, inst, inst, max, sn);
 }
 
 /* Every seq in 1..n exactly once. */
@@ -353,6 +374,53 @@ TEST_T(nats_client_server_restart_resends_same_ids, 180)
                                 .decoded = sn.events};
     tt_test_check_conservation(&st, &sc);
     CHECK_OK(tt_close(c, 5000));
+    free(sn.count);
+    tnc_close(&t);
+}
+
+/* A client opened while NATS is down, whose events go to the spool at close; the next process
+ * of the agent replays them, once NATS is back, as batches of the first instance. */
+TEST_T(nats_client_spool_outage_replayed_by_next_process, 180)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tnc t;
+    tnc_open(&t, &ns);
+    make_stream(&t, 1);
+    tnc_close(&t);
+    tt_nats_kill(&ns, 0, 0);
+    char spool[700];
+    snprintf(spool, sizeof spool, "%s/spool", tt_test_tmpdir());
+    tt_client *a = open_client_spool(&ns, ns.urls, AGENT, spool);
+    const uint64_t n = 3000;
+    emit_n(a, 0, n);
+    usleep(300000);
+    tt_stats st;
+    stats(a, &st);
+    CHECK_EQ_U64(st.connected, 0);
+    CHECK_EQ_U64(st.acked, 0);
+    uint8_t first[16];
+    CHECK_OK(tt_instance_id(a, first));
+    CHECK_EQ(tt_close_stats(a, 1000, &st, sizeof st), TT_ETIMEDOUT);
+    CHECK_EQ_U64(st.spooled, n);
+    CHECK_EQ_U64(st.dropped_total, 0);
+
+    tt_nats_restart(&ns, 0);
+    tt_client *b = open_client_spool(&ns, ns.urls, AGENT, spool);
+    wait_acked(b, n, 60000);
+    CHECK_OK(tt_flush(b, 30000));
+    stats(b, &st);
+    CHECK_EQ_U64(st.inherited, n);
+    CHECK_EQ_U64(st.acked, n);
+    CHECK_EQ_U64(st.buffered, 0);
+    uint8_t second[16];
+    CHECK_OK(tt_instance_id(b, second));
+    tnc_open(&t, &ns);
+    struct seen sn;
+    read_stream_of(&t, first, second, n, &sn);
+    check_once(&sn, n);
+    CHECK_EQ_U64(sn.events, n);
+    CHECK_OK(tt_close(b, 5000));
     free(sn.count);
     tnc_close(&t);
 }
