@@ -4,6 +4,7 @@
  * natsd.h), the TELLTALE stream made here with libnats (the collector would make it), and
  * every message read back from the stream and decoded with the wire and batch decoders.
  */
+#include <curl/curl.h>
 #include <nats/nats.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -425,6 +426,30 @@ TEST_T(nats_client_spool_outage_replayed_by_next_process, 180)
     tnc_close(&t);
 }
 
+/* The node the library's connection is on (its name "libtelltale" in /connz), or -1. */
+static int client_node(const struct tt_nats *ns)
+{
+    for (int i = 0; i < ns->n; i++) {
+        char url[128];
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/connz", ns->node[i].http_port);
+        struct tt_test_body body = {0};
+        CURL *c = curl_easy_init();
+        CHECK(c != NULL);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tt_test_curl_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+        CURLcode rc = curl_easy_perform(c);
+        curl_easy_cleanup(c);
+        int here = rc == CURLE_OK && body.p && strstr(body.p, "\"libtelltale\"");
+        free(body.p);
+        if (here) {
+            return i;
+        }
+    }
+    return -1;
+}
+
 /* (3) A 3-node cluster with an R3 stream; one node is killed -9 mid-stream. */
 TEST_T(nats_client_cluster_node_killed_loses_nothing, 240)
 {
@@ -436,7 +461,9 @@ TEST_T(nats_client_cluster_node_killed_loses_nothing, 240)
     tt_client *c = open_client(&ns, ns.urls, AGENT);
     const uint64_t part = 6000, n = 3 * part;
     emit_n(c, 0, part);
-    tt_nats_kill(&ns, 0, 1);
+    int victim = client_node(&ns);
+    CHECK_MSG(victim >= 0, "the client's connection is on no node");
+    tt_nats_kill(&ns, victim, 1); /* the client's own node: it must fail over */
     emit_n(c, part, part);
     usleep(500000);
     emit_n(c, 2 * part, part);
@@ -446,6 +473,7 @@ TEST_T(nats_client_cluster_node_killed_loses_nothing, 240)
     stats(c, &st);
     CHECK_EQ_U64(st.acked, n);
     CHECK_EQ_U64(st.dropped_total, 0);
+    CHECK(st.reconnects >= 1);
     struct seen sn;
     read_stream(&t, c, n, &sn);
     check_once(&sn, n);
