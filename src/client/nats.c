@@ -256,19 +256,19 @@ struct ctl_msg {
 
 struct mailbox {
     pthread_mutex_t lock;
-    int refs;                        /* lock */
-    int worker_gone;                 /* lock: what arrives later is destroyed at once */
-    struct result res[PENDING_MAX];  /* lock: PubAcks and errors, res_head first */
-    uint32_t res_head, res_n;        /* lock */
-    struct ctl_msg *ctl_head;        /* lock */
-    struct ctl_msg *ctl_tail;        /* lock */
-    uint32_t ctl_n;                  /* lock */
-    uint64_t conn_gen;               /* lock: bumped by each connection callback */
-    uint64_t downs;                  /* lock: disconnections (and the close) seen */
-    int wake_fd;                     /* a duplicate of the client's eventfd; immutable */
-    uint64_t backoff_min_ms;         /* immutable */
-    uint64_t backoff_max_ms;         /* immutable */
-    char agent[256];                 /* immutable */
+    int refs;                       /* lock */
+    int worker_gone;                /* lock: what arrives later is destroyed at once */
+    struct result res[PENDING_MAX]; /* lock: PubAcks and errors, res_head first */
+    uint32_t res_head, res_n;       /* lock */
+    struct ctl_msg *ctl_head;       /* lock */
+    struct ctl_msg *ctl_tail;       /* lock */
+    uint32_t ctl_n;                 /* lock */
+    uint64_t conn_gen;              /* lock: bumped by each connection callback */
+    uint64_t downs;                 /* lock: disconnections (and the close) seen */
+    int wake_fd;                    /* a duplicate of the client's eventfd; immutable */
+    uint64_t backoff_min_ms;        /* immutable */
+    uint64_t backoff_max_ms;        /* immutable */
+    char agent[256];                /* immutable */
 };
 
 static void mailbox_free(struct mailbox *mb)
@@ -746,7 +746,8 @@ static void take_back_pending(tt__worker *w)
         js_PublishAsyncGetPendingList(&list, nx->js) != NATS_OK) {
         return;
     }
-    for (int i = 0; i < list.Count; i++) {
+    int n = list.Count; /* natsMsgList_Destroy zeroes it */
+    for (int i = 0; i < n; i++) {
         tt__frame_out *f = list.Msgs[i] ? frame_of(w, list.Msgs[i]) : NULL;
         if (f) {
             f->nats_msg = NULL;
@@ -755,9 +756,9 @@ static void take_back_pending(tt__worker *w)
     }
     natsMsgList_Destroy(&list);
     pthread_mutex_lock(&nx->mb->lock);
-    nx->mb->refs -= list.Count;
+    nx->mb->refs -= n;
     pthread_mutex_unlock(&nx->mb->lock);
-    nx->outstanding -= (uint32_t)list.Count;
+    nx->outstanding -= (uint32_t)n;
 }
 
 static void link_up(tt__worker *w, uint64_t now)
@@ -830,8 +831,10 @@ static int build_body(tt__worker *w, const tt__frame_out *f)
 static void drop_too_large(tt__worker *w, tt__frame_out *f)
 {
     char why[200];
-    snprintf(why, sizeof why, "nats: a batch of %zu bytes does not fit the server's max_payload"
-             " (%llu): dropped as too_large", f->len, (unsigned long long)w->nats->max_payload);
+    snprintf(why, sizeof why,
+             "nats: a batch of %zu bytes does not fit the server's max_payload"
+             " (%llu): dropped as too_large",
+             f->len, (unsigned long long)w->nats->max_payload);
     set_error(w, why);
     window_remove(w, f);
     ADD(w->c->ws.dropped[TT_DROP_TOO_LARGE], f->n_events);
@@ -853,8 +856,8 @@ static int publish(tt__worker *w, tt__frame_out *f)
         return 1;
     }
     natsMsg *m = NULL;
-    natsStatus s = natsMsg_Create(&m, nx->subject, NULL, (const char *)nx->body.data,
-                                  (int)nx->body.len);
+    natsStatus s =
+        natsMsg_Create(&m, nx->subject, NULL, (const char *)nx->body.data, (int)nx->body.len);
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = (int64_t)w->c->cfg.ack_timeout_ms;
