@@ -86,8 +86,9 @@ TT_API void tt_free(void *p);
  *                       each batch one message whose PubAck is its acknowledgement, resent
  *                       with the same Nats-Msg-Id until acknowledged; orders arrive on the
  *                       agent's control subject. No user:password in the URL (TT_EINVAL): the
- *                       token goes in nats_token_file. Not for a child after fork() without
- *                       exec.
+ *                       token goes in nats_token_file. A forked child's copy does not
+ *                       publish (libnats is not fork-safe): its events go to the spool or
+ *                       are counted at close (tt_connection_error says why).
  *   nats_subject        nats://: ingest subject prefix      default telltale.ingest
  *   nats_token_file     nats://: the NATS token, a file group and others cannot read (else
  *                       tt_config_set: TT_EINVAL with the reason; tt_open: TT_EACCES)

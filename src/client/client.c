@@ -424,6 +424,7 @@ TT_API int tt_open(tt_client **out, const tt_config *cfg)
     c->wake_fd = -1;
     c->max_record = v.max_event_bytes;
     c->nats = tt__nats_is_endpoint(v.endpoint);
+    c->nats_pid = (int)getpid();
     if (!c->nats) {
         tt__endpoint_parse(v.endpoint, &c->ep, err, sizeof err);
     }

@@ -230,6 +230,7 @@ struct tt_client {
     tt__cfg cfg;
     tt__endpoint ep;
     int nats;             /* the endpoint is nats:// (nats.h): ep is unused */
+    int nats_pid;         /* the process that opened it: libnats is not there after fork */
     char nats_token[256]; /* read from nats_token_file at tt_open; wiped at the end */
     uint8_t instance[16];
     uint64_t start_unix_ns;

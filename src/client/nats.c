@@ -442,6 +442,7 @@ typedef struct tt__nats {
     uint64_t retry_backoff_ms;
     uint64_t max_payload;
     size_t hello_max; /* an upper bound of the hello frame's size */
+    int in_child;     /* a forked child's: libnats's threads are not here, never call it */
     tt__buf body;     /* hello + batch of the message being published */
     tt__buf hello;
 } tt__nats;
@@ -501,6 +502,7 @@ int tt__nats_init(tt__worker *w)
     nx->hello_max = 3 * 256 + 64 + 256 + TT_FRAME_HDR_MAX;
     nx->max_payload = DEFAULT_MAX_PAYLOAD;
     nx->retry_backoff_ms = c->cfg.backoff_min_ms;
+    nx->in_child = (int)getpid() != c->nats_pid;
     if (mb->wake_fd < 0 || nx->n_servers <= 0) {
         nx->mb = NULL;
         mailbox_free(mb);
@@ -926,6 +928,17 @@ static void publish_window(tt__worker *w, uint64_t now)
 void tt__nats_step(tt__worker *w, uint64_t now)
 {
     tt__nats *nx = w->nats;
+    if (nx->in_child) {
+        /* libnats is not fork-safe (its threads and locks stayed in the parent): frames wait,
+         * then go to the spool or are counted at close. */
+        if (w->attempts == 0) {
+            set_error(w, "nats: not in a forked child (libnats is not fork-safe): open a new "
+                         "client after exec");
+        }
+        w->attempts += w->closing && w->attempts == w->close_attempts;
+        w->attempts += w->attempts == 0;
+        return;
+    }
     if (!nx->nc) {
         int due = w->closing && w->c->spool ? w->attempts == w->close_attempts
                                             : now >= w->next_attempt_ns;
@@ -950,6 +963,9 @@ int64_t tt__nats_timeout_ns(const tt__worker *w, uint64_t now)
 {
     const tt__nats *nx = w->nats;
     uint64_t due;
+    if (nx->in_child) {
+        return -1;
+    }
     if (!nx->nc) {
         due = w->closing && w->c->spool ? now : w->next_attempt_ns;
     } else if (nx->retry_ns && w->state == TT_CONN_READY) {

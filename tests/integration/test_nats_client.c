@@ -450,6 +450,50 @@ static int client_node(const struct tt_nats *ns)
     return -1;
 }
 
+/* A forked child never calls into libnats (its threads stayed in the parent): its events are
+ * counted at close with the reason in tt_connection_error, and the parent goes on. */
+TEST_T(nats_client_forked_child_does_not_use_libnats, 120)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tnc t;
+    tnc_open(&t, &ns);
+    make_stream(&t, 1);
+    tt_client *c = open_client(&ns, ns.urls, AGENT);
+    emit_n(c, 0, 100);
+    CHECK_OK(tt_flush(c, 20000));
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int ok = tt_log(c, NULL, TT_INFO, "from the child", NULL, 0) == 0;
+        ok = ok && tt_flush(c, 300) == TT_ETIMEDOUT;
+        char why[256] = "";
+        tt_connection_error(c, why, sizeof why);
+        ok = ok && strstr(why, "forked child") != NULL;
+        tt_stats st;
+        int rc = tt_close_stats(c, 300, &st, sizeof st);
+        ok = ok && rc == TT_ETIMEDOUT && st.acked == 0 && st.emitted == 1 &&
+             st.dropped[TT_DROP_SHUTDOWN] == 1;
+        if (!ok) {
+            fprintf(stderr, "child: %s, acked %llu emitted %llu shutdown %llu\n", why,
+                    (unsigned long long)st.acked, (unsigned long long)st.emitted,
+                    (unsigned long long)st.dropped[TT_DROP_SHUTDOWN]);
+        }
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    emit_n(c, 100, 100);
+    CHECK_OK(tt_flush(c, 20000));
+    tt_stats st;
+    stats(c, &st);
+    CHECK_EQ_U64(st.acked, 200);
+    CHECK_OK(tt_close(c, 5000));
+    tnc_close(&t);
+}
+
 /* (3) A 3-node cluster with an R3 stream; one node is killed -9 mid-stream. */
 TEST_T(nats_client_cluster_node_killed_loses_nothing, 240)
 {
