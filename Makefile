@@ -43,7 +43,7 @@ CFLAGS_ALL := -std=c11 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden -pthread -MMD
 	$(SANFLAGS) $(CFLAGS)
 LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
 
-LIB_LDLIBS := -lzstd -lgnutls -lm
+LIB_LDLIBS := -lzstd -lgnutls -lnats -lm
 BIN_LDLIBS := -lzstd -lsqlite3 -lpq -lnats -lmicrohttpd -ljansson -lcurl -lgnutls -lz -lm
 
 DEPS_BUILD := $(BUILD)/.deps-build

@@ -80,7 +80,18 @@ TT_API void tt_free(void *p);
  *
  * A tt_config is a set of string key/value settings with defaults. Keys (docs/api.md lists
  * them all with their defaults and limits):
- *   endpoint            "unix:PATH" or "tcp://HOST:PORT"   default tcp://127.0.0.1:7370
+ *   endpoint            "unix:PATH", "tcp://HOST:PORT", "tls://HOST:PORT", or (since 0.6)
+ *                       "nats://HOST:PORT[,HOST:PORT...]"   default tcp://127.0.0.1:7370
+ *                       nats://: publish to NATS JetStream (docs/api.md, docs/wire-format.md):
+ *                       each batch one message whose PubAck is its acknowledgement, resent
+ *                       with the same Nats-Msg-Id until acknowledged; orders arrive on the
+ *                       agent's control subject. No user:password in the URL (TT_EINVAL): the
+ *                       token goes in nats_token_file. A forked child's copy does not
+ *                       publish (libnats is not fork-safe): its events go to the spool or
+ *                       are counted at close (tt_connection_error says why).
+ *   nats_subject        nats://: ingest subject prefix      default telltale.ingest
+ *   nats_token_file     nats://: the NATS token, a file group and others cannot read (else
+ *                       tt_config_set: TT_EINVAL with the reason; tt_open: TT_EACCES)
  *   agent               agent name                         default the program name
  *   token               ingest token (sent at connect)     default none
  *   ring_bytes          per-thread ring size, power of 2   default 1048576 (1 MiB)
@@ -133,8 +144,9 @@ typedef struct tt_client tt_client;
 
 /* Open a client with cfg (copied; NULL means all defaults). Starts the worker thread; the
  * connection is made in the background, so an unreachable collector is not an error here.
- * Errors: TT_EINVAL (bad configuration), TT_ENOMEM, TT_EPERM / TT_EACCES (spool directory),
- * or another negative errno. *out is NULL on failure. Since 0.1. */
+ * Errors: TT_EINVAL (bad configuration), TT_ENOMEM, TT_EPERM / TT_EACCES (spool directory;
+ * since 0.6 also a nats_token_file that group or others may read), or another negative
+ * errno. *out is NULL on failure. Since 0.1. */
 TT_API int tt_open(tt_client **out, const tt_config *cfg);
 
 /* Flush and close within one deadline of timeout_ms milliseconds, whatever the network does:

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "client/nats.h"
 #include "client/spool.h"
 #include "client/trace.h"
 
@@ -382,6 +383,7 @@ static void client_free(tt_client *c)
     if (c->wake_fd >= 0) {
         close(c->wake_fd);
     }
+    explicit_bzero(c->nats_token, sizeof c->nats_token);
     tt__spool_close(c->spool);
     tt__guard_fini(c);
     tt__comply_fini(c);
@@ -421,7 +423,11 @@ TT_API int tt_open(tt_client **out, const tt_config *cfg)
     c->cfg = v;
     c->wake_fd = -1;
     c->max_record = v.max_event_bytes;
-    tt__endpoint_parse(v.endpoint, &c->ep, err, sizeof err);
+    c->nats = tt__nats_is_endpoint(v.endpoint);
+    c->nats_pid = (int)getpid();
+    if (!c->nats) {
+        tt__endpoint_parse(v.endpoint, &c->ep, err, sizeof err);
+    }
     pthread_mutex_init(&c->reg_lock, NULL);
     pthread_mutex_init(&c->ctl_lock, NULL);
     cond_init_mono(&c->ctl_cond);
@@ -445,6 +451,11 @@ TT_API int tt_open(tt_client **out, const tt_config *cfg)
     if (rc == 0) {
         c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         rc = c->wake_fd < 0 ? -errno : 0;
+    }
+    if (rc == 0 && c->nats && v.nats_token_file[0]) {
+        /* TT_EACCES when group or others may read the file (tt_config_set says why). */
+        rc = tt__nats_token_load(v.nats_token_file, c->nats_token, sizeof c->nats_token, err,
+                                 sizeof err);
     }
     if (rc == 0 && v.comply_policy_file[0]) {
         rc = tt__comply_load_file(c, v.comply_policy_file);

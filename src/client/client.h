@@ -71,6 +71,9 @@ typedef struct tt__cfg {
     uint64_t response_sample_budget;
     uint64_t response_sample_every;
     char comply_policy_file[1024]; /* comply.policy_file: loaded at tt_open */
+    /* nats:// endpoints (nats.c): the ingest subjects' prefix, and the file of the token */
+    char nats_subject[208];
+    char nats_token_file[1024];
 } tt__cfg;
 
 struct tt_config {
@@ -90,11 +93,13 @@ typedef struct tt__frame_out {
     size_t len;
     uint64_t first_seq; /* 0 for an empty (heartbeat) batch */
     uint32_t n_events;
-    uint64_t frame_no; /* number on the current connection, 0 if not sent on it */
-    int ever_sent;     /* written to some connection at least once */
-    int from_spool;    /* read back from the spool: delete its record on ack */
-    uint64_t spool_id; /* identity of the spool record, when from_spool */
-    int spool_foreign; /* from_spool, written by an earlier process (another instance) */
+    uint64_t frame_no;    /* number on the current connection, 0 if not sent on it */
+    int ever_sent;        /* written to some connection at least once */
+    int from_spool;       /* read back from the spool: delete its record on ack */
+    uint64_t spool_id;    /* identity of the spool record, when from_spool */
+    int spool_foreign;    /* from_spool, written by an earlier process (another instance) */
+    uint8_t instance[16]; /* the instance its batch names (nats: the message's id) */
+    void *nats_msg;       /* nats: the message published whose PubAck is awaited, or NULL */
     struct tt__frame_out *next;
 } tt__frame_out;
 
@@ -224,6 +229,9 @@ struct tt_client {
 
     tt__cfg cfg;
     tt__endpoint ep;
+    int nats;             /* the endpoint is nats:// (nats.h): ep is unused */
+    int nats_pid;         /* the process that opened it: libnats is not there after fork */
+    char nats_token[256]; /* read from nats_token_file at tt_open; wiped at the end */
     uint8_t instance[16];
     uint64_t start_unix_ns;
 

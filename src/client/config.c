@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "client/client.h"
+#include "client/nats.h"
 
 enum opt_type {
     OPT_U64,
@@ -17,7 +18,9 @@ enum opt_type {
     OPT_POLICY,
     OPT_PROB,
     OPT_ACTION,
-    OPT_ENCODING
+    OPT_ENCODING,
+    OPT_SUBJECT,    /* a NATS subject prefix */
+    OPT_SECRET_FILE /* a file that only its owner may read */
 };
 
 struct opt {
@@ -79,6 +82,10 @@ static const struct opt opts[] = {
     U64("response.sample_budget_bytes", response_sample_budget, 0, (int64_t)1 << 30),
     U64("response.sample_every", response_sample_every, 1, 1000000),
     STR("comply.policy_file", comply_policy_file),
+    {"nats_subject", OPT_SUBJECT, offsetof(tt__cfg, nats_subject),
+     sizeof(((tt__cfg *)0)->nats_subject), 0, 0},
+    {"nats_token_file", OPT_SECRET_FILE, offsetof(tt__cfg, nats_token_file),
+     sizeof(((tt__cfg *)0)->nats_token_file), 0, 0},
 };
 
 void tt__cfg_defaults(tt__cfg *v)
@@ -108,6 +115,18 @@ void tt__cfg_defaults(tt__cfg *v)
     v->response_chunk_tokens = 64;
     v->response_low_prob = 0.1f;
     v->response_sample_every = 64;
+    snprintf(v->nats_subject, sizeof v->nats_subject, "telltale.ingest");
+}
+
+/* An endpoint of any scheme: native (wire.h) or nats:// (nats.h). */
+static int endpoint_check(const char *s, char *err, size_t errlen)
+{
+    if (tt__nats_is_endpoint(s)) {
+        int n = tt__nats_endpoint_parse(s, NULL, err, errlen);
+        return n < 0 ? n : 0;
+    }
+    tt__endpoint ep;
+    return tt__endpoint_parse(s, &ep, err, errlen);
 }
 
 static int is_pow2(uint64_t x)
@@ -140,8 +159,10 @@ int tt__cfg_validate(const tt__cfg *v, char *err, size_t errlen)
                  "tls.cert and tls.key go together (a client certificate and its key)");
         return -EINVAL;
     }
-    tt__endpoint ep;
-    return tt__endpoint_parse(v->endpoint, &ep, err, errlen);
+    if (tt__nats_subject_check(v->nats_subject, err, errlen) != 0) {
+        return -EINVAL;
+    }
+    return endpoint_check(v->endpoint, err, errlen);
 }
 
 static const struct opt *find_opt(const char *key)
@@ -188,16 +209,30 @@ static int set_value(tt_config *cfg, const struct opt *o, const char *value)
     switch (o->type) {
     case OPT_STR:
     case OPT_ENDPOINT:
+    case OPT_SUBJECT:
+    case OPT_SECRET_FILE:
         if (strlen(value) >= o->size) {
             snprintf(cfg->error, sizeof cfg->error, "%s: value longer than %zu bytes", o->key,
                      o->size - 1);
             return -EINVAL;
         }
         if (o->type == OPT_ENDPOINT) {
-            tt__endpoint ep;
             char why[200];
-            if (tt__endpoint_parse(value, &ep, why, sizeof why) != 0) {
+            if (endpoint_check(value, why, sizeof why) != 0) {
                 snprintf(cfg->error, sizeof cfg->error, "endpoint: %s", why);
+                return -EINVAL;
+            }
+        }
+        if (o->type == OPT_SUBJECT &&
+            tt__nats_subject_check(value, cfg->error, sizeof cfg->error) != 0) {
+            return -EINVAL;
+        }
+        if (o->type == OPT_SECRET_FILE && value[0]) {
+            /* Checked now for a clear message (tt_config_error), and read again at tt_open. */
+            char token[TT_NATS_TOKEN_MAX];
+            int rc = tt__nats_token_load(value, token, sizeof token, cfg->error, sizeof cfg->error);
+            explicit_bzero(token, sizeof token);
+            if (rc) {
                 return -EINVAL;
             }
         }
@@ -334,6 +369,8 @@ TT_API const char *tt_config_get(const tt_config *cfg, const char *key)
     switch (o->type) {
     case OPT_STR:
     case OPT_ENDPOINT:
+    case OPT_SUBJECT:
+    case OPT_SECRET_FILE:
         return field;
     case OPT_POLICY:
         return cfg->v.spool_policy == TT_SPOOL_DROP_NEWEST ? "drop_newest" : "drop_oldest";

@@ -114,7 +114,7 @@ void tt__conn_drop(tt__worker *w, uint64_t now)
     w->wbuf_off = 0;
 }
 
-static int make_hello(tt__worker *w)
+int tt__conn_hello_frame(tt__worker *w, tt__buf *out)
 {
     tt_client *c = w->c;
     tt__hello h;
@@ -131,11 +131,17 @@ static int make_hello(tt__worker *w)
     tt__buf payload;
     tt__buf_init(&payload, 4096);
     int rc = tt__hello_encode(&h, &payload);
-    tt__buf_reset(&w->wbuf);
     if (rc == 0) {
-        rc = tt__frame_append(&w->wbuf, TT_FT_HELLO, payload.data, payload.len);
+        rc = tt__frame_append(out, TT_FT_HELLO, payload.data, payload.len);
     }
     tt__buf_fini(&payload);
+    return rc;
+}
+
+static int make_hello(tt__worker *w)
+{
+    tt__buf_reset(&w->wbuf);
+    int rc = tt__conn_hello_frame(w, &w->wbuf);
     w->wbuf_off = 0;
     return rc;
 }

@@ -822,6 +822,7 @@ tt__frame_out *tt__spool_next(struct tt_spool *s)
             f->len = len;
             f->n_events = n;
             f->first_seq = get64(h + 16);
+            memcpy(f->instance, g->inst, 16);
             f->from_spool = 1;
             f->spool_foreign = !g->own;
             f->spool_id = ++s->next_id;

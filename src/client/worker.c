@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "client/encode.h"
+#include "client/nats.h"
 #include "client/spool.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -198,6 +199,7 @@ static int seal(tt__worker *w, int heartbeat, uint64_t now)
     }
     f->first_seq = w->batch_n ? first : 0;
     f->n_events = w->batch_n;
+    memcpy(f->instance, c->instance, 16);
     batch_reset(w);
     w->last_frame_ns = now;
     place_frame(w, f);
@@ -213,7 +215,7 @@ static uint64_t drain_ring(tt__worker *w, tt__ring *r, int *full, uint64_t now)
     uint64_t tail;
     uint64_t head = tt__ring_read(r, &tail);
     uint64_t start = tail, n = 0;
-    size_t limit = w->c->cfg.batch_bytes;
+    size_t limit = w->batch_limit;
     while (tail < head) {
         const tt__rec_hdr *h = tt__ring_record(r, tail);
         if (h->kind == TT_REC_PAD) {
@@ -524,7 +526,7 @@ static uint64_t sleep_ns(tt__worker *w, uint64_t now)
         uint64_t due = w->batch_open_ns + flush;
         t = TT_MIN(t, due > now ? due - now : 0);
     }
-    int64_t ct = tt__conn_timeout_ns(w, now);
+    int64_t ct = w->nats ? tt__nats_timeout_ns(w, now) : tt__conn_timeout_ns(w, now);
     if (ct >= 0) {
         t = TT_MIN(t, (uint64_t)ct);
     }
@@ -592,6 +594,34 @@ static void housekeeping(tt__worker *w, uint64_t now)
     }
 }
 
+/* The link to the collector: a native connection (conn.c) or NATS JetStream (nats.c). With
+ * NATS there is no socket of the worker's own (w->fd stays -1): libnats's threads wake the
+ * worker through its eventfd, and one step does what connect, send and receive do natively. */
+static void link_step(tt__worker *w, uint64_t now)
+{
+    if (w->nats) {
+        tt__nats_step(w, now);
+    } else {
+        tt__conn_step(w, now);
+    }
+}
+
+static void link_send(tt__worker *w, uint64_t now)
+{
+    if (!w->nats) {
+        tt__conn_send(w, now);
+    }
+}
+
+static void link_end(tt__worker *w, uint64_t now)
+{
+    if (w->nats) {
+        tt__nats_close(w);
+    } else {
+        tt__conn_drop(w, now);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     tt__worker *w = arg;
@@ -606,9 +636,9 @@ static void *worker_main(void *arg)
         w->prev_drain_ns = now;
         housekeeping(w, now);
         flush_progress(w, now);
-        tt__conn_step(w, now);
+        link_step(w, now);
         replay_spool(w, now);
-        tt__conn_send(w, now);
+        link_send(w, now);
         if (w->closing) {
             if (w->batch_n) {
                 seal(w, 0, now);
@@ -620,7 +650,7 @@ static void *worker_main(void *arg)
         wait_io(w, sleep_ns(w, now));
     }
     int result = settle_at_close(w);
-    tt__conn_drop(w, tt__mono_ns());
+    link_end(w, tt__mono_ns());
     cycle_end(w);
     pthread_mutex_lock(&c->ctl_lock);
     c->worker_exited = 1;
@@ -633,6 +663,7 @@ static void *worker_main(void *arg)
 
 static void worker_destroy(tt__worker *w)
 {
+    tt__nats_close(w); /* NULL when the worker ended, or never started */
     tt__frame_out *f;
     while ((f = tt__fq_pop(&w->window))) {
         tt__frame_out_free(f);
@@ -684,7 +715,12 @@ int tt__worker_start(tt_client *c)
         return TT_ENOMEM;
     }
     batch_reset(w);
+    w->batch_limit = c->cfg.batch_bytes;
     tt__conn_init(w);
+    if (c->nats && tt__nats_init(w) != 0) {
+        worker_destroy(w);
+        return TT_ENOMEM;
+    }
     if (c->spool) {
         tt__spool_bind(c->spool, &c->ws);
     }
@@ -733,6 +769,7 @@ void tt__worker_forget(tt_client *c)
     if (!c->w) {
         return;
     }
+    tt__nats_forget(c->w); /* never a call into libnats in the child */
     if (tt__fork_child_may_free()) {
         worker_destroy(c->w);
     } else if (c->w->fd >= 0) {

@@ -55,9 +55,11 @@ typedef struct tt__worker {
     tt__buf rbuf;            /* bytes read, not yet parsed */
     tt__buf wbuf;            /* the hello frame, until written */
     size_t wbuf_off;
-    uint64_t max_frame;   /* from the hello reply */
-    tt__resolve *resolve; /* a name resolution still running, kept across attempts */
-    tt__addr addr;        /* the address of the current attempt */
+    uint64_t max_frame;    /* from the hello reply */
+    uint64_t batch_limit;  /* seal a batch at this raw size: batch_bytes, or less over NATS */
+    struct tt__nats *nats; /* the NATS transport (nats.h), NULL for a native endpoint */
+    tt__resolve *resolve;  /* a name resolution still running, kept across attempts */
+    tt__addr addr;         /* the address of the current attempt */
     uint64_t rng;
 
     /* timing */
@@ -92,6 +94,8 @@ void tt__conn_drop(tt__worker *w, uint64_t now);
 short tt__conn_events(const tt__worker *w);
 /* Milliseconds until the connection needs attention without any I/O, or -1. */
 int64_t tt__conn_timeout_ns(const tt__worker *w, uint64_t now);
+/* Append the hello frame (prefix and all) this client sends at connect to out. */
+int tt__conn_hello_frame(tt__worker *w, tt__buf *out);
 
 /* worker.c: frames settled by an ack, a reject or shutdown */
 void tt__worker_frame_acked(tt__worker *w, tt__frame_out *f);
