@@ -417,6 +417,9 @@ static int stream_ensure(struct nats_src *x, char *err, size_t errlen)
     sc.Subjects = subjects;
     sc.SubjectsLen = 1;
     sc.Storage = js_FileStorage;
+    /* A work queue: a message leaves the stream once a collector acknowledged it (after its
+     * store commit), so the broker holds only what no collector has stored yet. */
+    sc.Retention = js_WorkQueuePolicy;
     sc.Replicas = (int64_t)x->o->nats_replicas;
     s = js_AddStream(&si, x->js, &sc, NULL, &jerr);
     if (s != NATS_OK) {
@@ -425,8 +428,8 @@ static int stream_ensure(struct nats_src *x, char *err, size_t errlen)
         return -1;
     }
     jsStreamInfo_Destroy(si);
-    log_info("NATS: created stream %s (subjects %s, %d replicas, file storage)", x->o->nats_stream,
-             x->subject, (int)x->o->nats_replicas);
+    log_info("NATS: created stream %s (subjects %s, %d replicas, file storage, work queue)",
+             x->o->nats_stream, x->subject, (int)x->o->nats_replicas);
     return 0;
 }
 

@@ -129,7 +129,10 @@ int nats_msg_decode(const struct nats_msg_limits *lim, ZSTD_DCtx *dctx, const ui
     }
     char id[NATS_MSG_ID_MAX];
     nats_msg_id(it->batch.instance, it->batch.first_seq, id, sizeof id);
-    if (!msg_id || strcmp(msg_id, id) != 0) {
+    /* A heartbeat (no events) repeats its first seq, so the client sends it without an id
+     * (JetStream's dedup would swallow its newer counters); with one, it must match. */
+    int heartbeat_without_id = !msg_id && it->batch.n_events == 0;
+    if (!heartbeat_without_id && (!msg_id || strcmp(msg_id, id) != 0)) {
         store_item_free(it);
         *why = msg_id ? "Nats-Msg-Id is not the batch's <instance>:<first_seq>"
                       : "no Nats-Msg-Id header";

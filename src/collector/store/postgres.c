@@ -1452,8 +1452,9 @@ static void commit_group(struct pg_store *s, struct store_item *head)
      * COMMIT, so they commit with the events they count or not at all. */
     rc = pipe_end(s, &w, rc);
     for (size_t i = 0; i < w.n_roll && rc == 0; i++) {
-        rc = ext_rc(s, &w, pg_rollup_item(s->rollup, s->wconn, w.roll[i].it, w.roll[i].agent_id,
-                                          w.roll[i].instance_id));
+        rc = ext_rc(s, &w,
+                    pg_rollup_item(s->rollup, s->wconn, w.roll[i].it, w.roll[i].agent_id,
+                                   w.roll[i].instance_id));
     }
     free(w.roll);
     rc = rc ? rc : ext_rc(s, &w, pg_rollup_flush(s->rollup, s->wconn));
