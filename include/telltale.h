@@ -39,9 +39,9 @@ extern "C" {
 #endif
 
 #define TT_VERSION_MAJOR 0
-#define TT_VERSION_MINOR 5
+#define TT_VERSION_MINOR 6
 #define TT_VERSION_PATCH 0
-#define TT_VERSION_STRING "0.5.0"
+#define TT_VERSION_STRING "0.6.0"
 
 /* ---------------------------------------------------------------------------------------------
  * Errors (since 0.1)
