@@ -161,8 +161,16 @@ endif
 # (the demo's drift, the training run: minutes of the detectors' code, whose units are tested
 # and fuzzed under the sanitizers in C). `TX=` (empty) runs them too; `TX=pattern` excludes
 # others in any build.
+# ThreadSanitizer, the slowest stage, also leaves out the Python tests that check no thread of
+# ours beyond what the C tests do under it: the demo agent's end-to-end runs, pip's offline
+# installs (packaging), the PyTorch rows (importing torch under TSan takes most of their time;
+# the rows go through the same C calls as numpy's) and the provider adapters (pure Python
+# parsing). They still run in the normal build (both implementations) and under ASan+UBSan.
 ifneq ($(SANITIZE),)
-TX ?= dashboard_browser comply_console_ py_test_demo_drift_ py_test_training_run_
+TX ?= dashboard_browser comply_console_ py_test_demo_drift_ py_test_training_run_ \
+	$(if $(filter thread,$(SANITIZE)),py_test_demo_ py_test_pip_installs_ py_test_cpu_tensors_ \
+	py_test_accelerator_path_ py_test_token_batch_ py_test_logits_recorder_ \
+	py_test_the_generation_hook_ py_test_openai_ py_test_anthropic_)
 endif
 
 test: all $(RUNNER) python-ext | $(DEPS_TEST)
