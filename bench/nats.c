@@ -305,7 +305,7 @@ out:
 
 int main(int argc, char **argv)
 {
-    int runs = 5, events = 200000, smoke = 0;
+    int runs = 5, events = 1000000, smoke = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--smoke")) {
             smoke = 1;
