@@ -10,7 +10,8 @@
  * (SUM(n) over frames, polled every 20 ms through a read-only connection, the same for both
  * paths: on the broker path an acknowledgement only means the broker has the batch). CPU per
  * event is the user+system time (/proc/PID/stat) over that interval of the collector, plus the
- * nats-server's on the broker path, divided by N. Each run starts a fresh collector (and a
+ * nats-server's on the broker path, divided by N. The agent presents an ingest token on both
+ * paths (a NATS agent must; N defaults to 1,000,000). Each run starts a fresh collector (and a
  * fresh nats-server, a configuration file holding a random token, 0600, its JetStream store in
  * a temporary directory, 127.0.0.1 on free ports); the order of the two paths alternates. The
  * figures are medians over the runs; the ratios NATS / direct are each run's pair, median too.
@@ -280,6 +281,9 @@ static int measure(int via_nats, int events, const char *agent, struct result *r
             fprintf(stderr, "nats: %lld of %d stored after %d s (%s); the collector said:\n",
                     (long long)have, events, limit_s, via_nats ? "via NATS" : "direct");
             dump_log(c.dir, "serve.log");
+            if (via_nats) {
+                dump_log(ns.dir, "nats.log");
+            }
             goto out;
         }
         bu_sleep_ns(20000000);
