@@ -314,7 +314,7 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--smoke")) {
             smoke = 1;
             runs = 1;
-            events = 5000;
+            events = 20000;
             limit_s = 60;
         } else if (!strcmp(argv[i], "--runs") && i + 1 < argc) {
             runs = (int)strtol(argv[++i], NULL, 10);
@@ -340,7 +340,7 @@ int main(int argc, char **argv)
         } else {
             ok = measure(0, events, agent, &d) == 0 && measure(1, events, agent, &n) == 0;
         }
-        if (!ok || n.rate <= 0 || d.rate <= 0 || d.cpu_ns <= 0) {
+        if (!ok || n.rate <= 0 || d.rate <= 0) {
             fprintf(stderr, "nats: run %d failed\n", i + 1);
             return 1;
         }
@@ -350,7 +350,8 @@ int main(int argc, char **argv)
         dc[i] = d.cpu_ns;
         nsc[i] = n.cpu_nats_ns;
         rr[i] = n.rate / d.rate;
-        rc_[i] = n.cpu_ns / d.cpu_ns;
+        /* CPU is read in clock ticks (10 ms): a run too short for one tick has no ratio (0). */
+        rc_[i] = d.cpu_ns > 0 ? n.cpu_ns / d.cpu_ns : 0;
         fprintf(stderr,
                 "nats: run %d: via NATS %.0f events/s, %.0f ns CPU/event (nats-server %.0f); "
                 "direct %.0f events/s, %.0f ns CPU/event\n",
