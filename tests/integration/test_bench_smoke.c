@@ -1,6 +1,6 @@
 /*
  * test_bench_smoke.c - the end-to-end benchmarks (bench/pipeline.c, latency.c, memory.c, tls.c,
- * pgstore.c) run with --smoke (tiny sizes, a real collector each) and must exit 0 printing
+ * pgstore.c, nats.c) run with --smoke (tiny sizes, a real collector each) and must exit 0 printing
  * only valid result lines, so that they cannot rot between `make bench` runs. Nothing here is
  * timed.
  */
@@ -84,4 +84,10 @@ TEST_T(bench_tls_smoke_prints_valid_result_lines, 120)
 TEST_T(bench_pgstore_smoke_prints_valid_result_lines, 120)
 {
     CHECK(run_smoke("pgstore", "postgres_stored_events_per_s") == 2);
+}
+
+/* nats.c starts its own nats-server; without one it fails, as the NATS tests need it too. */
+TEST_T(bench_nats_smoke_prints_valid_result_lines, 120)
+{
+    CHECK(run_smoke("nats", "nats_stored_events_per_s") == 5);
 }
