@@ -25,8 +25,8 @@
 
 #define AGENTS 8
 #define COLLECTORS 3
-#define EVENTS 6000  /* logs per agent */
-#define HALTED 5     /* the agent whose response the operator halts */
+#define EVENTS 6000 /* logs per agent */
+#define HALTED 5    /* the agent whose response the operator halts */
 
 static void agent_name(int i, char *out, size_t n)
 {
@@ -143,8 +143,7 @@ TEST_T(scaleout_8_agents_3_collectors_node_and_collector_killed, 240)
         snprintf(name, sizeof name, "col%d", k);
         tt_test_serve_start(&col[k], name, TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", toks,
                             "--store", pg.url, "--nats", ns.urls, "--nats-token-file",
-                            ns.token_file, "--nats-replicas", "3", "--nats-ack-wait", "3000",
-                            NULL);
+                            ns.token_file, "--nats-replicas", "3", "--nats-ack-wait", "3000", NULL);
     }
     static struct agent ag[AGENTS];
     pthread_t th[AGENTS];
@@ -178,8 +177,7 @@ TEST_T(scaleout_8_agents_3_collectors_node_and_collector_killed, 240)
         CHECK(pthread_join(th[i], NULL) == 0);
     }
     CHECK(atomic_load(&ag[HALTED].halted));
-    CHECK_MSG(strstr(ag[HALTED].reason, "scale-out halt") != NULL, "reason: %s",
-              ag[HALTED].reason);
+    CHECK_MSG(strstr(ag[HALTED].reason, "scale-out halt") != NULL, "reason: %s", ag[HALTED].reason);
 
     /* Every agent's batches acknowledged by JetStream; then every event in PostgreSQL once,
      * whichever collector stored it (the killed one's unacked messages went to the others). */
@@ -209,8 +207,8 @@ TEST_T(scaleout_8_agents_3_collectors_node_and_collector_killed, 240)
     }
     /* The survivors stored the stream between them, and both took part. */
     for (int k = 1; k < COLLECTORS; k++) {
-        CHECK_MSG(tt_test_metric(col[k].http, "telltale_nats_answered_total{result=\"ack_committed\"}") >
-                      0,
+        CHECK_MSG(tt_test_metric(col[k].http,
+                                 "telltale_nats_answered_total{result=\"ack_committed\"}") > 0,
                   "collector %d acknowledged nothing", k);
     }
     for (int i = 0; i < AGENTS; i++) {
