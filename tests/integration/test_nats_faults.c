@@ -139,8 +139,8 @@ static void *run_agent(void *arg)
     while (!atomic_load(&g->stop)) {
         for (int k = 0; k < 10; k++) {
             uint64_t i = atomic_fetch_add(&g->emitted, 1);
-            snprintf(msg, sizeof msg, "agent %d event %llu, padded to about sixty-four bytes",
-                     g->i, (unsigned long long)i);
+            snprintf(msg, sizeof msg, "agent %d event %llu, padded to about sixty-four bytes", g->i,
+                     (unsigned long long)i);
             CHECK_OK(tt_log(g->c, NULL, TT_INFO, msg, NULL, 0));
         }
         usleep(10000);
@@ -276,8 +276,10 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
     jsStreamInfo_Destroy(si);
     tnc_close(&t);
 
-    uint64_t dup = tt_test_metric(col.http, "telltale_nats_answered_total{result=\"ack_duplicate\"}");
-    uint64_t com = tt_test_metric(col.http, "telltale_nats_answered_total{result=\"ack_committed\"}");
+    uint64_t dup =
+        tt_test_metric(col.http, "telltale_nats_answered_total{result=\"ack_duplicate\"}");
+    uint64_t com =
+        tt_test_metric(col.http, "telltale_nats_answered_total{result=\"ack_committed\"}");
     uint64_t emitted = 0;
     for (int i = 0; i < AGENTS; i++) {
         emitted += atomic_load(&ag[i].emitted);
@@ -292,7 +294,7 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
     tt_test_serve_stop(&col);
 }
 
-/* The index of the node leading the stream ("n<i>"), or -1 when there is none now. */
+/* The index of the node leading the stream (named "n<i+1>"), or -1 when there is none now. */
 static int stream_leader(struct tnc *t)
 {
     jsStreamInfo *si = NULL;
@@ -300,7 +302,7 @@ static int stream_leader(struct tnc *t)
     int who = -1;
     if (js_GetStreamInfo(&si, t->js, STREAM, NULL, &jerr) == NATS_OK && si->Cluster &&
         si->Cluster->Leader && si->Cluster->Leader[0] == 'n') {
-        who = atoi(si->Cluster->Leader + 1);
+        who = atoi(si->Cluster->Leader + 1) - 1; /* node i is named n<i+1> */
     }
     jsStreamInfo_Destroy(si);
     return who >= 0 && who < 3 ? who : -1;
@@ -320,8 +322,7 @@ static void s20_run(double seconds, int period_ms)
         snprintf(name, sizeof name, "s20c%d", k);
         tt_test_serve_start(&col[k], name, TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", toks,
                             "--store", pg.url, "--nats", ns.urls, "--nats-token-file",
-                            ns.token_file, "--nats-replicas", "3", "--nats-ack-wait", "3000",
-                            NULL);
+                            ns.token_file, "--nats-replicas", "3", "--nats-ack-wait", "3000", NULL);
     }
     struct tnc t;
     tnc_open(&t, &ns);
@@ -336,7 +337,13 @@ static void s20_run(double seconds, int period_ms)
             tt_nats_restart(&ns, down);
             down = -1;
         }
-        int v = stream_leader(&t);
+        int v = -1;
+        for (int tries = 0; v < 0 && tries < 5; tries++) {
+            v = stream_leader(&t); /* none while the restarted node catches up: ask again */
+            if (v < 0) {
+                usleep(200000);
+            }
+        }
         if (v >= 0) {
             leaders++;
         } else {
@@ -360,8 +367,10 @@ static void s20_run(double seconds, int period_ms)
     }
     uint64_t dup = 0, com = 0;
     for (int k = 0; k < 2; k++) {
-        dup += tt_test_metric(col[k].http, "telltale_nats_answered_total{result=\"ack_duplicate\"}");
-        com += tt_test_metric(col[k].http, "telltale_nats_answered_total{result=\"ack_committed\"}");
+        dup +=
+            tt_test_metric(col[k].http, "telltale_nats_answered_total{result=\"ack_duplicate\"}");
+        com +=
+            tt_test_metric(col[k].http, "telltale_nats_answered_total{result=\"ack_committed\"}");
     }
     printf("S20: %.0f s, %d kills -9 (%d of the stream's leader), %llu periods without a new "
            "ack; %llu events stored once; collectors: %llu committed, %llu duplicates\n",
