@@ -1,0 +1,395 @@
+/*
+ * test_nats_faults.c - reliability scenarios S20 and S21 (../shared/research/
+ * reliability-anchors.md; docs/reliability.md) end to end with every part real: nats-server
+ * nodes (tests/support/natsd.h), `telltale serve --nats` collectors, agents on the client
+ * library publishing to nats:// endpoints.
+ *
+ * S21: the stream is made here before the collector starts (so the collector leaves it as is)
+ * with a duplicate window of 1 s and work-queue retention; the only NATS server is killed while
+ * batches are in flight and kept down 3 s, longer than the window; the clients republish their
+ * unacked batches with the same ids, JetStream may take some twice, the collector's store
+ * dedup removes them: every event stored once, the conservation law holds.
+ *
+ * S20: 3 nodes, R3 stream, two collectors on one PostgreSQL, 3 agents; the stream's leader
+ * (else any node) is killed with SIGKILL every few seconds while the previous victim is
+ * started again, for 20 s (every 10 s for 5 min in `make soak`): every acknowledged event is
+ * stored exactly once and the conservation law holds.
+ */
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "natsd.h"
+#include "pgcluster.h"
+#include "serve.h"
+#include "telltale.h"
+#include "test.h"
+
+#define AGENTS 3
+#define STREAM "TELLTALE"
+
+static int soak(void)
+{
+    const char *s = getenv("TT_SOAK");
+    return s && *s && *s != '0';
+}
+
+static void agent_name(int i, char *out, size_t n)
+{
+    snprintf(out, n, "faults-%d", i);
+}
+
+static void agent_token(int i, char *out, size_t n)
+{
+    snprintf(out, n, "tok-faults-%d-0123456789abcdef", i);
+}
+
+static const char *tokens_file(void)
+{
+    static char path[4096];
+    snprintf(path, sizeof path, "%s/ingest.tokens", tt_test_tmpdir());
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    for (int i = 0; i < AGENTS; i++) {
+        char a[64], t[64];
+        agent_name(i, a, sizeof a);
+        agent_token(i, t, sizeof t);
+        fprintf(f, "%s %s\n", a, t);
+    }
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(path, 0600) == 0);
+    return path;
+}
+
+/* A libnats connection of the test's own (stream set-up and leader look-ups). */
+struct tnc {
+    natsConnection *nc;
+    jsCtx *js;
+};
+
+static void tnc_open(struct tnc *t, const struct tt_nats *ns)
+{
+    char urls[sizeof ns->urls];
+    snprintf(urls, sizeof urls, "%s", ns->urls);
+    const char *list[TT_NATS_MAX];
+    int n = 0;
+    for (char *save = NULL, *u = strtok_r(urls, ",", &save); u && n < TT_NATS_MAX;
+         u = strtok_r(NULL, ",", &save)) {
+        list[n++] = u;
+    }
+    natsOptions *o;
+    CHECK(natsOptions_Create(&o) == NATS_OK);
+    CHECK(natsOptions_SetServers(o, list, n) == NATS_OK);
+    CHECK(natsOptions_SetToken(o, ns->token) == NATS_OK);
+    CHECK(natsOptions_SetMaxReconnect(o, -1) == NATS_OK);
+    CHECK(natsOptions_SetReconnectWait(o, 100) == NATS_OK);
+    CHECK(natsConnection_Connect(&t->nc, o) == NATS_OK);
+    natsOptions_Destroy(o);
+    jsOptions jo;
+    CHECK(jsOptions_Init(&jo) == NATS_OK);
+    jo.Wait = 1000;
+    CHECK(natsConnection_JetStream(&t->js, t->nc, &jo) == NATS_OK);
+}
+
+static void tnc_close(struct tnc *t)
+{
+    jsCtx_Destroy(t->js);
+    natsConnection_Destroy(t->nc);
+}
+
+struct agent {
+    int i;
+    tt_client *c;
+    _Atomic uint64_t emitted;
+    _Atomic int stop;
+    pthread_t th;
+};
+
+static tt_client *open_agent(const struct tt_nats *ns, int i)
+{
+    char a[64], t[64];
+    agent_name(i, a, sizeof a);
+    agent_token(i, t, sizeof t);
+    tt_config *cfg;
+    CHECK_OK(tt_config_new(&cfg));
+    CHECK_OK(tt_config_set(cfg, "endpoint", ns->urls));
+    CHECK_OK(tt_config_set(cfg, "agent", a));
+    CHECK_OK(tt_config_set(cfg, "token", t));
+    CHECK_OK(tt_config_set(cfg, "nats_token_file", ns->token_file));
+    CHECK_OK(tt_config_set(cfg, "batch_bytes", "8192"));
+    CHECK_OK(tt_config_set(cfg, "ring_bytes", "16777216"));
+    CHECK_OK(tt_config_set(cfg, "ack_timeout_ms", "2000"));
+    CHECK_OK(tt_config_set(cfg, "backoff_max_ms", "500"));
+    tt_client *c;
+    CHECK_OK(tt_open(&c, cfg));
+    tt_config_free(cfg);
+    return c;
+}
+
+/* About 1,000 events a second until told to stop. */
+static void *run_agent(void *arg)
+{
+    struct agent *g = arg;
+    char msg[96];
+    while (!atomic_load(&g->stop)) {
+        for (int k = 0; k < 10; k++) {
+            uint64_t i = atomic_fetch_add(&g->emitted, 1);
+            snprintf(msg, sizeof msg, "agent %d event %llu, padded to about sixty-four bytes", g->i,
+                     (unsigned long long)i);
+            CHECK_OK(tt_log(g->c, NULL, TT_INFO, msg, NULL, 0));
+        }
+        usleep(10000);
+    }
+    return NULL;
+}
+
+static void agents_start(struct agent *ag, const struct tt_nats *ns)
+{
+    for (int i = 0; i < AGENTS; i++) {
+        memset(&ag[i], 0, sizeof ag[i]);
+        ag[i].i = i;
+        ag[i].c = open_agent(ns, i);
+        CHECK(pthread_create(&ag[i].th, NULL, run_agent, &ag[i]) == 0);
+    }
+}
+
+static void agents_stop(struct agent *ag)
+{
+    for (int i = 0; i < AGENTS; i++) {
+        atomic_store(&ag[i].stop, 1);
+    }
+    for (int i = 0; i < AGENTS; i++) {
+        CHECK(pthread_join(ag[i].th, NULL) == 0);
+    }
+}
+
+static uint64_t acked_total(struct agent *ag)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < AGENTS; i++) {
+        tt_stats st;
+        CHECK_OK(tt_stats_get(ag[i].c, &st, sizeof st));
+        n += st.acked;
+    }
+    return n;
+}
+
+/* Flush every agent (everything acknowledged by JetStream), then wait until its events are in
+ * the store (pg, or the SQLite db) and check each once, no gap, conservation. */
+static void check_agents(struct agent *ag, const struct tt_pg *pg, const char *db)
+{
+    for (int i = 0; i < AGENTS; i++) {
+        CHECK_OK(tt_flush(ag[i].c, 60000));
+    }
+    for (int i = 0; i < AGENTS; i++) {
+        tt_stats st;
+        CHECK_OK(tt_stats_get(ag[i].c, &st, sizeof st));
+        CHECK_EQ_U64(st.acked, st.emitted);
+        CHECK_EQ_U64(st.dropped_total, 0);
+        uint8_t inst[16];
+        CHECK_OK(tt_instance_id(ag[i].c, inst));
+        struct tt_store_check sc;
+        double t0 = tt_test_now_ms();
+        for (;;) {
+            if (pg) {
+                tt_pg_check_store(pg, inst, &sc);
+            } else {
+                tt_test_check_store(db, inst, &sc);
+            }
+            if (sc.events >= st.emitted || tt_test_now_ms() - t0 > 60000) {
+                break;
+            }
+            usleep(100000);
+        }
+        CHECK_MSG(sc.events == st.emitted && sc.overlaps == 0 && sc.gaps == 0,
+                  "agent %d: emitted %llu, stored %llu, overlaps %llu, gaps %llu", i,
+                  (unsigned long long)st.emitted, (unsigned long long)sc.events,
+                  (unsigned long long)sc.overlaps, (unsigned long long)sc.gaps);
+        tt_test_check_conservation(&st, &sc);
+    }
+}
+
+static void agents_close(struct agent *ag)
+{
+    for (int i = 0; i < AGENTS; i++) {
+        CHECK_OK(tt_close(ag[i].c, 5000));
+    }
+}
+
+/* S21: the stream made here with a 1 s duplicate window and work-queue retention; the server
+ * down 3 s with batches in flight. */
+TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once, 120)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tnc t;
+    tnc_open(&t, &ns);
+    const char *subjects[] = {"telltale.ingest.>"};
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = STREAM;
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Retention = js_WorkQueuePolicy;
+    cfg.Duplicates = (int64_t)1000 * 1000000; /* 1 s */
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_AddStream(&si, t.js, &cfg, NULL, &jerr);
+    CHECK_MSG(s == NATS_OK, "js_AddStream: %s (%d)", natsStatus_GetText(s), (int)jerr);
+    jsStreamInfo_Destroy(si);
+    tnc_close(&t);
+
+    struct tt_test_serve col;
+    tt_test_serve_start(&col, "s21", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, "--nats-ack-wait",
+                        "3000", NULL);
+    static struct agent ag[AGENTS];
+    agents_start(ag, &ns);
+    double t0 = tt_test_now_ms();
+    while (acked_total(ag) < 3000) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 30000, "nothing acked after 30 s");
+        usleep(20000);
+    }
+    /* Mid-stream, acks partly outstanding: the broker dies and stays away past the window. */
+    tt_nats_kill(&ns, 0, 1);
+    usleep(200000);
+    uint64_t at_kill = acked_total(ag);
+    sleep(3);
+    CHECK_EQ_U64(acked_total(ag), at_kill); /* no PubAck without a server */
+    tt_nats_restart(&ns, 0);
+    sleep(2);
+    agents_stop(ag);
+    check_agents(ag, NULL, col.db);
+
+    /* The collector left the stream as made here. */
+    tnc_open(&t, &ns);
+    si = NULL;
+    CHECK(js_GetStreamInfo(&si, t.js, STREAM, NULL, &jerr) == NATS_OK);
+    CHECK_EQ(si->Config->Duplicates, (int64_t)1000 * 1000000);
+    CHECK_EQ((int)si->Config->Retention, (int)js_WorkQueuePolicy);
+    jsStreamInfo_Destroy(si);
+    tnc_close(&t);
+
+    uint64_t dup =
+        tt_test_metric(col.http, "telltale_nats_answered_total{result=\"ack_duplicate\"}");
+    uint64_t com =
+        tt_test_metric(col.http, "telltale_nats_answered_total{result=\"ack_committed\"}");
+    uint64_t emitted = 0;
+    for (int i = 0; i < AGENTS; i++) {
+        emitted += atomic_load(&ag[i].emitted);
+    }
+    printf("S21: %llu events stored once; collector: %llu messages committed, %llu acked as "
+           "duplicates (delivered twice by JetStream, removed by the store's dedup); %llu "
+           "acked by JetStream before the outage\n",
+           (unsigned long long)emitted, (unsigned long long)com, (unsigned long long)dup,
+           (unsigned long long)at_kill);
+    fflush(stdout);
+    agents_close(ag);
+    tt_test_serve_stop(&col);
+}
+
+/* The index of the node leading the stream (named "n<i+1>"), or -1 when there is none now. */
+static int stream_leader(struct tnc *t)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    int who = -1;
+    if (js_GetStreamInfo(&si, t->js, STREAM, NULL, &jerr) == NATS_OK && si->Cluster &&
+        si->Cluster->Leader && si->Cluster->Leader[0] == 'n') {
+        who = atoi(si->Cluster->Leader + 1) - 1; /* node i is named n<i+1> */
+    }
+    jsStreamInfo_Destroy(si);
+    return who >= 0 && who < 3 ? who : -1;
+}
+
+/* S20: kill -9 the stream's leader every period_ms for seconds, restarting the previous one. */
+static void s20_run(double seconds, int period_ms)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 3);
+    struct tt_pg pg;
+    tt_pg_start(&pg);
+    const char *toks = tokens_file();
+    struct tt_test_serve col[2];
+    for (int k = 0; k < 2; k++) {
+        char name[16];
+        snprintf(name, sizeof name, "s20c%d", k);
+        tt_test_serve_start(&col[k], name, TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", toks,
+                            "--store", pg.url, "--nats", ns.urls, "--nats-token-file",
+                            ns.token_file, "--nats-replicas", "3", "--nats-ack-wait", "3000", NULL);
+    }
+    struct tnc t;
+    tnc_open(&t, &ns);
+    static struct agent ag[AGENTS];
+    agents_start(ag, &ns);
+    double t0 = tt_test_now_ms();
+    int down = -1, kills = 0, leaders = 0, rr = 0;
+    uint64_t acked_prev = 0, stalls = 0;
+    while (tt_test_now_ms() - t0 < seconds * 1000) {
+        usleep((useconds_t)period_ms * 1000);
+        if (down >= 0) {
+            tt_nats_restart(&ns, down);
+            down = -1;
+        }
+        int v = -1;
+        for (int tries = 0; v < 0 && tries < 5; tries++) {
+            v = stream_leader(&t); /* none while the restarted node catches up: ask again */
+            if (v < 0) {
+                usleep(200000);
+            }
+        }
+        if (v >= 0) {
+            leaders++;
+        } else {
+            v = rr++ % 3;
+        }
+        uint64_t a = acked_total(ag);
+        stalls += a == acked_prev;
+        acked_prev = a;
+        tt_nats_kill(&ns, v, 1);
+        down = v;
+        kills++;
+    }
+    if (down >= 0) {
+        tt_nats_restart(&ns, down);
+    }
+    agents_stop(ag);
+    check_agents(ag, &pg, NULL);
+    uint64_t emitted = 0;
+    for (int i = 0; i < AGENTS; i++) {
+        emitted += atomic_load(&ag[i].emitted);
+    }
+    uint64_t dup = 0, com = 0;
+    for (int k = 0; k < 2; k++) {
+        dup +=
+            tt_test_metric(col[k].http, "telltale_nats_answered_total{result=\"ack_duplicate\"}");
+        com +=
+            tt_test_metric(col[k].http, "telltale_nats_answered_total{result=\"ack_committed\"}");
+    }
+    printf("S20: %.0f s, %d kills -9 (%d of the stream's leader), %llu periods without a new "
+           "ack; %llu events stored once; collectors: %llu committed, %llu duplicates\n",
+           seconds, kills, leaders, (unsigned long long)stalls, (unsigned long long)emitted,
+           (unsigned long long)com, (unsigned long long)dup);
+    fflush(stdout);
+    CHECK(kills >= 3);
+    tnc_close(&t);
+    agents_close(ag);
+    for (int k = 0; k < 2; k++) {
+        tt_test_serve_stop(&col[k]);
+    }
+}
+
+TEST_T(nats_faults_s20_leader_killed_repeatedly_stores_each_acked_event_once, 120)
+{
+    if (soak()) {
+        s20_run(300, 10000);
+    } else {
+        s20_run(20, 2500);
+    }
+}
