@@ -353,6 +353,25 @@ static void wait_a_little(struct nats_src *x, unsigned ms)
     pthread_mutex_unlock(&x->mu);
 }
 
+/* How many messages one fetch asks for. libnats before 3.5.0 (Debian 12 ships 3.4.1) writes
+ * past its own array in natsSubscription_Fetch when messages of an earlier fetch arrived late:
+ * it takes those first (c of them), then cuts the request to batch - c inside a loop that
+ * runs until it holds exactly that many, which it already passed, so it goes on storing past
+ * the array of batch slots: a heap overflow and then a double free, seen here when a NATS node
+ * dies or comes back (tests/integration/test_nats_faults.c). Fixed upstream in 3.5.0 (nats.c
+ * #749). With a batch of 1 it cannot happen (one late message fills the call, which then sends
+ * no request), so older versions fetch one message per request. */
+static int fetch_batch(void)
+{
+    static _Atomic int batch;
+    int b = atomic_load_explicit(&batch, memory_order_relaxed);
+    if (!b) {
+        b = nats_GetVersionNumber() >= 0x030500u ? NATS_FETCH_BATCH : 1;
+        atomic_store_explicit(&batch, b, memory_order_relaxed);
+    }
+    return b;
+}
+
 static void *consumer(void *arg)
 {
     struct nats_src *x = arg;
@@ -375,11 +394,11 @@ static void *consumer(void *arg)
             continue;
         }
         int want = (int)(NATS_HELD_MAX - held);
+        int batch = fetch_batch();
         natsMsgList list = {0};
         jsErrCode jerr = 0;
-        natsStatus s =
-            natsSubscription_Fetch(&list, x->sub, want < NATS_FETCH_BATCH ? want : NATS_FETCH_BATCH,
-                                   NATS_FETCH_WAIT_MS, &jerr);
+        natsStatus s = natsSubscription_Fetch(&list, x->sub, want < batch ? want : batch,
+                                              NATS_FETCH_WAIT_MS, &jerr);
         if (s == NATS_OK) {
             for (int i = 0; i < list.Count; i++) {
                 natsMsg *m = list.Msgs[i];
