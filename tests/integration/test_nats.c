@@ -451,7 +451,7 @@ static int serve_refused(const char *args, char *out, size_t cap)
  * start, each with a message that says what to do; the ready file names the servers. */
 TEST_T(nats_options, 30)
 {
-    char out[8192], args[2048];
+    char out[8192], args[4200];
     CHECK_EQ(serve_refused("--nats nats://alice:secret@127.0.0.1:4222", out, sizeof out), 2);
     CHECK_MSG(strstr(out, "--nats-token-file") && !strstr(out, "secret"), "said: %s", out);
     CHECK_EQ(serve_refused("--nats tcp://127.0.0.1:4222", out, sizeof out), 2);

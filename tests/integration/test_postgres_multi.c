@@ -86,11 +86,11 @@ static void start_at_once(const struct tt_pg *pg, char dirs[][600])
 {
     const char *bin = getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale";
     pid_t pid[COLLECTORS];
-    char ready[COLLECTORS][700];
+    char ready[COLLECTORS][2048];
     for (int i = 0; i < COLLECTORS; i++) {
         mkdir(dirs[i], 0700);
         snprintf(ready[i], sizeof ready[i], "%s/ready.json", dirs[i]);
-        char sock[700], log[800];
+        char sock[2048], log[2048];
         snprintf(sock, sizeof sock, "unix:%s/first.sock", dirs[i]);
         snprintf(log, sizeof log, "%s/serve-first-%d.log", tt_test_outdir(), i);
         pid[i] = fork();
@@ -163,7 +163,7 @@ TEST_T(postgres_collectors_share_one_database_each_event_once_incidents_apart, 1
     /* Three collector ids, kept from the first start. */
     char ids[COLLECTORS][80];
     for (int i = 0; i < COLLECTORS; i++) {
-        char path[700];
+        char path[2048];
         snprintf(path, sizeof path, "%s/collector-id", dirs[i]);
         FILE *f = fopen(path, "r");
         CHECK_MSG(f != NULL, "no %s", path);
@@ -265,7 +265,7 @@ TEST_T(postgres_collectors_share_one_database_each_event_once_incidents_apart, 1
     CHECK_EQ(pg_int(&pg, "SELECT count(DISTINCT collector) FROM alerts" LOOPS), COLLECTORS);
     CHECK_EQ(pg_int(&pg, "SELECT count(DISTINCT agent) FROM alerts" LOOPS), COLLECTORS);
     /* Each collector's row is its own, with its own number; the ids were not shared. */
-    char sql[400];
+    char sql[1024];
     int64_t loop_id[COLLECTORS];
     for (int i = 0; i < COLLECTORS; i++) {
         snprintf(sql, sizeof sql,
