@@ -68,7 +68,7 @@ FUZZ_CLIENT_SRC := $(CLIENT_SRC)
 $(FUZZ_DIR)/fuzz_client: tests/fuzz/fuzz_client.c $(FUZZ_SRC) $(FUZZ_CLIENT_SRC) \
 		$(wildcard src/*/*.h include/*.h) | $(DEPS_FUZZ)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -DTT_BUILDING_LIBRARY -o $@ $< $(FUZZ_SRC) $(FUZZ_CLIENT_SRC) -lzstd -lmicrohttpd -lgnutls -lm -pthread
+	$(FUZZ_CC) $(FUZZ_FLAGS) -DTT_BUILDING_LIBRARY -o $@ $< $(FUZZ_SRC) $(FUZZ_CLIENT_SRC) -lzstd -lmicrohttpd -lgnutls -lnats -lm -pthread
 
 fuzz: $(FUZZ_BINS)
 
@@ -83,7 +83,7 @@ fuzz-run: $(FUZZ_BINS)
 
 $(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.c $(LIB_A)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -o $@ $< $(LIB_A) -lzstd -lgnutls -lm -pthread
+	$(CC) $(CPPFLAGS_ALL) -std=c11 -O1 -g -o $@ $< $(LIB_A) -lzstd -lgnutls -lnats -lm -pthread
 
 fuzz-seeds: $(FUZZ_DIR)/make_seeds
 	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus/frame tests/fuzz/corpus/batch tests/fuzz/corpus/client tests/fuzz/corpus/nats_msg

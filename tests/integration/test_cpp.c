@@ -256,6 +256,7 @@ TEST_T(cpp_example_of_the_api_doc_compiles_without_exceptions_and_runs, 120)
     argv[n++] = lib;
     argv[n++] = "-lzstd";
     argv[n++] = "-lgnutls";
+    argv[n++] = "-lnats";
     argv[n++] = "-lm";
     argv[n++] = "-pthread";
     argv[n] = NULL;
