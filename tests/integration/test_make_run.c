@@ -98,6 +98,15 @@ TEST_T(make_run_shows_the_demo_agent_live_on_the_dashboard, 180)
     CHECK(run >= 0);
     if (run == 0) {
         setpgid(0, 0); /* a process group of its own, like a shell job */
+        /* ... with the signals a user's interactive shell gives a job: if this test runs under
+         * something that ignores SIGINT (a non-interactive `cmd &` starts it so), bash would
+         * inherit that and could not trap Ctrl-C ("signals ignored upon entry cannot be
+         * trapped"), and the script would never stop the demo agent. */
+        signal(SIGINT, SIG_DFL);
+        signal(SIGQUIT, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         dup2(out[1], STDOUT_FILENO);
         if (chdir(src) != 0) {
             _exit(126);
