@@ -166,7 +166,7 @@ TEST_T(make_run_shows_the_demo_agent_live_on_the_dashboard, 180)
         waited++;
     }
     if (waited >= 300) {
-        kill(run, SIGKILL);
+        kill(-run, SIGKILL); /* the whole job: an agent left behind would run on */
         waitpid(run, &rst, 0);
     }
     close(out[0]);
