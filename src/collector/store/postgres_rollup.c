@@ -5,8 +5,8 @@
  * its end is counted) and writes it into every stored level just before the transaction
  * commits (pg_rollup_flush): the rows commit with the events they count, or not at all
  * (pg_rollup_discard after a failed group). Readers merge the stored rows of one level into
- * the buckets a query asks for, exactly as the SQLite store does, so that both answer the same
- * series for the same stream.
+ * the buckets a query asks for, with the SQLite store's code (rollup.c), so that both answer
+ * the same series for the same stream; this file has the SQL.
  *
  * Table rollups(step_s, agent_id, bucket, metric, key, n, errors, sum, hist): bucket is the
  * bucket's start in Unix seconds, key the step kind or name (bytea, "" when none), hist the
@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "collector/store/postgres.h"
+#include "collector/store/rollup.h"
 #include "common/clock.h"
 
 const char pg_rollup_schema[] =
@@ -35,43 +36,22 @@ const char pg_rollup_schema[] =
     " errors bigint NOT NULL, sum float8 NOT NULL, hist bytea,"
     " PRIMARY KEY(step_s, agent_id, bucket, metric, key));";
 
-static const int levels[STORE_ROLLUP_N_LEVELS] = STORE_ROLLUP_LEVELS;
-static const int64_t keep[STORE_ROLLUP_N_LEVELS] = STORE_ROLLUP_KEEP;
-
-/* Entries accumulated before a flush inside the transaction (bounds memory, not a batch). */
-#define ACC_MAX 4096
-#define HIST_ENC_MAX (STORE_HIST_BINS * 15)
-
-struct acc {
-    int64_t agent_id, sec;
-    int metric;
-    char key[STORE_ROLLUP_KEY_MAX + 1];
-    size_t keylen;
-    uint64_t n, errors;
-    double sum;
-    struct store_hist *hist; /* owned; NULL for count-only metrics */
-    int used;
-};
-
 struct pg_rollup {
-    PGconn *c;       /* the writer's connection, set by each call that writes */
-    struct acc *tab; /* open addressing, ACC_MAX * 2 slots */
-    size_t used;
+    PGconn *c; /* the writer's connection, set by each call that writes */
+    struct rollup_acc acc;
     int64_t last_prune_s;
     struct store_hist merged;
-    uint8_t enc[HIST_ENC_MAX];
+    uint8_t enc[ROLLUP_HIST_ENC_MAX];
 };
 
-static int64_t floor_div(int64_t a, int64_t b)
-{
-    int64_t q = a / b;
-    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
+static int flush_full(void *ctx);
+static int step_of(void *ctx, int64_t inst, uint64_t step_id, int *kind, char *name,
+                   size_t *name_len);
 
 struct pg_rollup *pg_rollup_new(void)
 {
     struct pg_rollup *r = calloc(1, sizeof *r);
-    if (r && !(r->tab = calloc(ACC_MAX * 2, sizeof *r->tab))) {
+    if (r && rollup_acc_init(&r->acc, r, flush_full, step_of, -ENOMEM) != 0) {
         free(r);
         r = NULL;
     }
@@ -80,15 +60,9 @@ struct pg_rollup *pg_rollup_new(void)
 
 void pg_rollup_discard(struct pg_rollup *r)
 {
-    if (!r) {
-        return;
+    if (r) {
+        rollup_acc_discard(&r->acc);
     }
-    for (size_t i = 0; i < ACC_MAX * 2; i++) {
-        free(r->tab[i].hist);
-        r->tab[i].hist = NULL;
-        r->tab[i].used = 0;
-    }
-    r->used = 0;
 }
 
 void pg_rollup_free(struct pg_rollup *r)
@@ -96,8 +70,7 @@ void pg_rollup_free(struct pg_rollup *r)
     if (!r) {
         return;
     }
-    pg_rollup_discard(r);
-    free(r->tab);
+    rollup_acc_fini(&r->acc);
     free(r);
 }
 
@@ -119,23 +92,11 @@ static int exec_ok(PGconn *c, const char *sql, const struct pg_params *p, PGresu
     return 0;
 }
 
-static uint64_t hash_key(int64_t agent, int64_t sec, int metric, const char *key, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    h = (h ^ (uint64_t)agent) * 1099511628211ull;
-    h = (h ^ (uint64_t)sec) * 1099511628211ull;
-    h = (h ^ (uint64_t)metric) * 1099511628211ull;
-    for (size_t i = 0; i < n; i++) {
-        h = (h ^ (uint8_t)key[i]) * 1099511628211ull;
-    }
-    return h ^ (h >> 29);
-}
-
 /* One accumulated entry into one level: counts are added by the upsert; a histogram is read,
  * added to and written back (the writers' lock is held). */
-static int write_level(struct pg_rollup *r, const struct acc *a, int level)
+static int write_level(struct pg_rollup *r, const struct rollup_cell *a, int level)
 {
-    int64_t bucket = floor_div(a->sec, level) * level;
+    int64_t bucket = rollup_floor_div(a->sec, level) * level;
     struct pg_params p = {0};
     pg_p_i64(&p, level);
     pg_p_i64(&p, a->agent_id);
@@ -190,10 +151,10 @@ static int prune(struct pg_rollup *r)
     }
     int rc = 0;
     for (int l = 0; l < STORE_ROLLUP_N_LEVELS && rc == 0; l++) {
-        if (keep[l]) {
+        if (rollup_keep[l]) {
             struct pg_params p = {0};
-            pg_p_i64(&p, levels[l]);
-            pg_p_i64(&p, now - keep[l]);
+            pg_p_i64(&p, rollup_levels[l]);
+            pg_p_i64(&p, now - rollup_keep[l]);
             rc = exec_ok(r->c, "DELETE FROM rollups WHERE step_s = $1 AND bucket < $2", &p, NULL);
         }
     }
@@ -207,303 +168,90 @@ int pg_rollup_flush(struct pg_rollup *r, PGconn *c)
 {
     r->c = c;
     int rc = 0;
-    for (size_t i = 0; i < ACC_MAX * 2 && rc == 0; i++) {
-        if (r->tab[i].used) {
+    for (size_t i = 0; i < ROLLUP_ACC_SLOTS && rc == 0; i++) {
+        if (r->acc.tab[i].used) {
             for (int l = 0; l < STORE_ROLLUP_N_LEVELS && rc == 0; l++) {
-                rc = write_level(r, &r->tab[i], levels[l]);
+                rc = write_level(r, &r->acc.tab[i], rollup_levels[l]);
             }
         }
     }
     rc = rc ? rc : prune(r);
-    pg_rollup_discard(r);
+    rollup_acc_discard(&r->acc);
     return rc;
 }
 
-/* The accumulator of (agent, sec, metric, key), made when missing; NULL on allocation failure
- * or an error of the flush that made room (in *rc). */
-static struct acc *slot(struct pg_rollup *r, int64_t agent, int64_t sec, int metric,
-                        const char *key, size_t keylen, int *rc)
+static int flush_full(void *ctx)
 {
-    /* As SQLite's text key: cut at a NUL byte and at STORE_ROLLUP_KEY_MAX. */
-    keylen = strnlen(key, keylen > STORE_ROLLUP_KEY_MAX ? STORE_ROLLUP_KEY_MAX : keylen);
-    if (r->used >= ACC_MAX && (*rc = pg_rollup_flush(r, r->c)) != 0) {
-        return NULL;
-    }
-    size_t mask = ACC_MAX * 2 - 1, j = hash_key(agent, sec, metric, key, keylen) & mask;
-    for (;; j = (j + 1) & mask) {
-        struct acc *a = &r->tab[j];
-        if (!a->used) {
-            *a = (struct acc){
-                .agent_id = agent, .sec = sec, .metric = metric, .keylen = keylen, .used = 1};
-            memcpy(a->key, key, keylen);
-            if (metric != STORE_ROLLUP_EVENTS && metric != STORE_ROLLUP_TOKENS) {
-                a->hist = calloc(1, sizeof *a->hist);
-                if (!a->hist) {
-                    a->used = 0;
-                    *rc = -ENOMEM;
-                    return NULL;
-                }
-            }
-            r->used++;
-            return a;
-        }
-        if (a->agent_id == agent && a->sec == sec && a->metric == metric && a->keylen == keylen &&
-            !memcmp(a->key, key, keylen)) {
-            return a;
-        }
-    }
+    struct pg_rollup *r = ctx;
+    return pg_rollup_flush(r, r->c);
 }
 
-static int add(struct pg_rollup *r, int64_t agent, int64_t time_ns, int metric, const char *key,
-               size_t keylen, uint64_t n, int error, double value)
+/* The kind and name of a step, from the steps table (rollup.h's step_of). */
+static int step_of(void *ctx, int64_t inst, uint64_t step_id, int *kind, char *name,
+                   size_t *name_len)
 {
-    int rc = 0;
-    struct acc *a = slot(r, agent, floor_div(time_ns, 1000000000), metric, key, keylen, &rc);
-    if (!a) {
-        return rc ? rc : -ENOMEM;
-    }
-    a->n += n;
-    a->errors += error ? 1 : 0;
-    if (a->hist && !isnan(value)) {
-        a->sum += value;
-        store_hist_add(a->hist, value, 1);
-    }
-    return 0;
-}
-
-static const char *kind_name(int kind)
-{
-    static const char *const names[] = {"unknown", "reasoning", "tool",      "api",
-                                        "llm",     "agent",     "retrieval", "other"};
-    return kind >= 0 && kind <= 7 ? names[kind] : "unknown";
-}
-
-/* Whether a step kind is an external call (its steps count per name as tools). */
-static int external_kind(int kind)
-{
-    return kind == 2 || kind == 3 || kind == 6; /* tool, api, retrieval */
-}
-
-static int step_end(struct pg_rollup *r, const tt__event *ev, int64_t agent, int64_t inst)
-{
-    tt__ev_step_end se;
-    if (tt__ev_step_end_decode(ev->body, &se) != 0) {
-        return 0;
-    }
+    struct pg_rollup *r = ctx;
     struct pg_params p = {0};
     pg_p_i64(&p, inst);
-    pg_p_i64(&p, (int64_t)se.step_id);
+    pg_p_i64(&p, (int64_t)step_id);
     PGresult *res;
     int rc = exec_ok(r->c, "SELECT kind, name FROM steps WHERE instance_id = $1 AND step_id = $2",
                      &p, &res);
     if (rc) {
         return rc;
     }
-    int kind = 0;
-    char name[STORE_ROLLUP_KEY_MAX] = "";
-    size_t name_len = 0;
     if (PQntuples(res) == 1) {
-        kind = (int)pg_i64(res, 0, 0);
-        const char *nm = pg_bytes(res, 0, 1, &name_len);
-        name_len = name_len > STORE_ROLLUP_KEY_MAX ? STORE_ROLLUP_KEY_MAX : name_len;
+        *kind = (int)pg_i64(res, 0, 0);
+        size_t n;
+        const char *nm = pg_bytes(res, 0, 1, &n);
+        *name_len = n > STORE_ROLLUP_KEY_MAX ? STORE_ROLLUP_KEY_MAX : n;
         if (nm) {
-            memcpy(name, nm, name_len);
+            memcpy(name, nm, *name_len);
+        } else {
+            *name_len = 0;
         }
     }
     PQclear(res);
-    int error = se.status == 1 || se.status == 2; /* error, timeout */
-    double d = (double)se.duration_ns;
-    const char *k = kind_name(kind);
-    rc = add(r, agent, ev->time, STORE_ROLLUP_STEPS, k, strlen(k), 1, error, d);
-    if (rc == 0 && external_kind(kind)) {
-        rc = add(r, agent, ev->time, STORE_ROLLUP_TOOLS, name, name_len, 1, error, d);
-    }
-    return rc;
-}
-
-static int response_end(struct pg_rollup *r, const tt__event *ev, int64_t agent)
-{
-    tt__ev_response_end e;
-    if (tt__ev_response_end_decode(ev->body, &e) != 0) {
-        return 0;
-    }
-    double conf = isnan(e.mean_logprob) ? NAN : exp((double)e.mean_logprob);
-    int rc = add(r, agent, ev->time, STORE_ROLLUP_RESPONSES, "", 0, 1, e.verdict != 0, conf);
-    if (rc == 0 && e.tokens > 0) {
-        rc = add(r, agent, ev->time, STORE_ROLLUP_TOKENS, "", 0, (uint64_t)e.tokens, 0, NAN);
-    }
-    return rc;
+    return 0;
 }
 
 int pg_rollup_item(struct pg_rollup *r, PGconn *c, const struct store_item *it, int64_t agent_id,
                    int64_t instance_id)
 {
     r->c = c;
-    tt__batch b = it->batch; /* a copy: iteration state is ours */
-    uint32_t walk = (1u << TT_EV_STEP_END) | (1u << TT_EV_RESPONSE_END);
-    if (b.n_events == 0) {
-        return 0;
-    }
-    if (!(b.kinds & walk) && floor_div(b.t_min, 1000000000) == floor_div(b.t_max, 1000000000)) {
-        /* Every event in one second: counted without decoding them. */
-        return add(r, agent_id, b.t_min, STORE_ROLLUP_EVENTS, "", 0, b.n_events, 0, NAN);
-    }
-    tt__event ev;
-    int rc = 0;
-    int64_t run_sec = INT64_MIN, run_n = 0;
-    while (rc == 0 && tt__batch_next(&b, &ev)) {
-        int64_t sec = floor_div(ev.time, 1000000000);
-        if (sec != run_sec) {
-            if (run_n) {
-                rc = add(r, agent_id, run_sec * 1000000000, STORE_ROLLUP_EVENTS, "", 0,
-                         (uint64_t)run_n, 0, NAN);
-            }
-            run_sec = sec;
-            run_n = 0;
-        }
-        run_n++;
-        if (rc == 0 && ev.kind == TT_EV_STEP_END) {
-            rc = step_end(r, &ev, agent_id, instance_id);
-        } else if (rc == 0 && ev.kind == TT_EV_RESPONSE_END) {
-            rc = response_end(r, &ev, agent_id);
-        }
-    }
-    if (rc == 0 && run_n) {
-        rc = add(r, agent_id, run_sec * 1000000000, STORE_ROLLUP_EVENTS, "", 0, (uint64_t)run_n, 0,
-                 NAN);
-    }
-    return rc;
+    return rollup_acc_item(&r->acc, it, agent_id, instance_id);
 }
 
 /* --- reading ------------------------------------------------------------------------------- */
 
-/* One (metric, key) of the bucket being merged. */
-struct merged {
-    int metric;
-    char key[STORE_ROLLUP_KEY_MAX + 1];
-    uint64_t n, errors;
-    double sum;
-    struct store_hist *hist;
-    int has_hist;
-};
-
-#define MERGE_MAX 4096 /* distinct (metric, key) in one answered bucket */
-
-struct merger {
-    struct merged *m;
-    size_t n, cap;
-};
-
-static struct merged *merged_slot(struct merger *g, int metric, const char *key, size_t keylen)
+/* Merge the rows of one agent (rows of res, by bucket) into the asked buckets: 0, 1 when fn
+ * asked to stop, or a negative errno. */
+static int merge_agent(struct rollup_merger *g, const PGresult *res, const char *agent,
+                       const struct store_rollup_query *q, store_rollup_fn fn, void *ctx)
 {
-    keylen = keylen > STORE_ROLLUP_KEY_MAX ? STORE_ROLLUP_KEY_MAX : keylen;
-    for (size_t i = 0; i < g->n; i++) {
-        if (g->m[i].metric == metric && strlen(g->m[i].key) == keylen &&
-            !memcmp(g->m[i].key, key, keylen)) {
-            return &g->m[i];
-        }
-    }
-    if (g->n == g->cap) {
-        if (g->cap >= MERGE_MAX) {
-            return NULL;
-        }
-        size_t cap = g->cap ? g->cap * 2 : 16;
-        struct merged *m = realloc(g->m, cap * sizeof *m);
-        if (!m) {
-            return NULL;
-        }
-        memset(m + g->cap, 0, (cap - g->cap) * sizeof *m);
-        g->m = m;
-        g->cap = cap;
-    }
-    struct merged *x = &g->m[g->n++];
-    struct store_hist *h = x->hist;
-    *x = (struct merged){.metric = metric, .hist = h};
-    memcpy(x->key, key, keylen);
-    x->key[keylen] = 0; /* as SQLite's text: a name with a NUL byte reads up to it */
-    if (x->hist) {
-        memset(x->hist, 0, sizeof *x->hist);
-    }
-    return x;
-}
-
-static int emit(struct merger *g, const char *agent, int64_t bucket_s, store_rollup_fn fn,
-                void *ctx)
-{
-    int stop = 0;
-    for (size_t i = 0; i < g->n && !stop; i++) {
-        const struct merged *x = &g->m[i];
-        struct store_rollup row = {
-            agent,  bucket_s * 1000000000,       x->metric, x->key, x->n, x->errors,
-            x->sum, x->has_hist ? x->hist : NULL};
-        stop = fn(ctx, &row);
-    }
-    g->n = 0;
-    return stop;
-}
-
-static void merger_free(struct merger *g)
-{
-    for (size_t i = 0; i < g->cap; i++) {
-        free(g->m[i].hist);
-    }
-    free(g->m);
-}
-
-/* Merge the rows of one agent (rows of res, by bucket) into the asked buckets. */
-static int merge_agent(struct merger *g, const PGresult *res, const char *agent,
-                       const struct store_rollup_query *q, store_rollup_fn fn, void *ctx, int *rows)
-{
-    int64_t cur = INT64_MIN;
-    int stop = 0;
-    for (int i = 0; i < PQntuples(res) && !stop; i++) {
-        int64_t b = floor_div(pg_i64(res, i, 0), q->bucket_s) * q->bucket_s;
-        if (b != cur && g->n) {
-            *rows += (int)g->n;
-            stop = emit(g, agent, cur, fn, ctx);
-            if (stop) {
-                break;
-            }
-        }
-        cur = b;
-        size_t kl;
-        const char *key = pg_bytes(res, i, 2, &kl);
-        struct merged *x = merged_slot(g, (int)pg_i64(res, i, 1), key ? key : "", key ? kl : 0);
-        if (!x) {
-            return -E2BIG;
-        }
-        x->n += (uint64_t)pg_i64(res, i, 3);
-        x->errors += (uint64_t)pg_i64(res, i, 4);
-        double sum = pg_f64(res, i, 5);
-        x->sum += isnan(sum) ? 0 : sum;
+    for (int i = 0; i < PQntuples(res); i++) {
+        struct rollup_row row = {.bucket = pg_i64(res, i, 0),
+                                 .metric = (int)pg_i64(res, i, 1),
+                                 .n = (uint64_t)pg_i64(res, i, 3),
+                                 .errors = (uint64_t)pg_i64(res, i, 4),
+                                 .sum = pg_f64(res, i, 5)};
+        row.key = pg_bytes(res, i, 2, &row.keylen);
         if (!pg_null(res, i, 6)) {
-            if (!x->hist && !(x->hist = calloc(1, sizeof *x->hist))) {
-                return -ENOMEM;
-            }
-            x->has_hist = 1;
-            size_t hn;
-            const char *h = pg_bytes(res, i, 6, &hn);
-            if (store_hist_merge_encoded(x->hist, (const uint8_t *)h, hn) != 0) {
-                return -EIO;
-            }
+            row.hist = (const uint8_t *)pg_bytes(res, i, 6, &row.hist_len);
+        }
+        int m = rollup_merge_row(g, agent, q, &row, fn, ctx);
+        if (m) {
+            return m;
         }
     }
-    if (!stop && g->n) {
-        *rows += (int)g->n;
-        stop = emit(g, agent, cur, fn, ctx);
-    }
-    g->n = 0;
-    return stop;
+    return g->n ? rollup_merge_end(g, agent, fn, ctx) : 0;
 }
 
 int pg_rollups(struct store_read *base, const struct store_rollup_query *q, store_rollup_fn fn,
                void *ctx)
 {
-    int level_ok = 0;
-    for (int l = 0; l < STORE_ROLLUP_N_LEVELS; l++) {
-        level_ok |= q->step_s == levels[l];
-    }
-    if (!level_ok || q->bucket_s < q->step_s || q->bucket_s % q->step_s != 0) {
+    int64_t lo, hi;
+    if (!rollup_query_ok(q, &lo, &hi)) {
         return -EINVAL;
     }
     PGconn *c = pg_read_conn(base);
@@ -524,10 +272,8 @@ int pg_rollups(struct store_read *base, const struct store_rollup_query *q, stor
     if (rc) {
         return rc;
     }
-    int64_t lo = floor_div(q->since_ns, 1000000000);
-    int64_t hi = floor_div(q->until_ns, 1000000000) + (q->until_ns % 1000000000 != 0);
-    struct merger g = {0};
-    int rows = 0, stop = 0;
+    struct rollup_merger g = {0};
+    int stop = 0;
     for (int i = 0; i < PQntuples(ag) && !stop && rc == 0; i++) {
         size_t nl;
         const char *nm = pg_bytes(ag, i, 1, &nl);
@@ -547,7 +293,7 @@ int pg_rollups(struct store_read *base, const struct store_rollup_query *q, stor
                      " ORDER BY bucket",
                      &r, &res);
         if (rc == 0) {
-            int m = merge_agent(&g, res, agent, q, fn, ctx, &rows);
+            int m = merge_agent(&g, res, agent, q, fn, ctx);
             PQclear(res);
             if (m < 0) {
                 rc = m;
@@ -556,6 +302,7 @@ int pg_rollups(struct store_read *base, const struct store_rollup_query *q, stor
         }
     }
     PQclear(ag);
-    merger_free(&g);
+    int rows = g.rows;
+    rollup_merger_free(&g);
     return rc ? rc : rows;
 }
