@@ -336,40 +336,6 @@ static int frame_load(struct pg_retain *r, const PGresult *res, int i, struct fr
     return 0;
 }
 
-/* The response an event belongs to, if it is one of a response's events. */
-static int response_of(const tt__event *ev, uint64_t *id, uint32_t *verdict)
-{
-    *verdict = 0;
-    if (ev->kind == TT_EV_RESPONSE_BEGIN) {
-        tt__ev_response_begin m;
-        if (tt__ev_response_begin_decode(ev->body, &m) == 0) {
-            *id = m.response_id;
-            return 1;
-        }
-    } else if (ev->kind == TT_EV_RESPONSE_END) {
-        tt__ev_response_end m;
-        if (tt__ev_response_end_decode(ev->body, &m) == 0) {
-            *id = m.response_id;
-            *verdict = m.verdict;
-            return 1;
-        }
-    } else if (ev->kind == TT_EV_TOKENS) {
-        tt__ev_tokens m;
-        if (tt__ev_tokens_decode(ev->body, &m) == 0) {
-            *id = m.response_id;
-            return 1;
-        }
-    } else if (ev->kind == TT_EV_GUARD) {
-        tt__ev_guard m;
-        if (tt__ev_guard_decode(ev->body, &m) == 0) {
-            *id = m.response_id;
-            *verdict = m.verdict;
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* What the step's batches refer to: (instance, id) of steps and responses, (agent, session,
  * events) of sessions, each with the batch it came from. */
 struct ref {
@@ -436,7 +402,7 @@ static int gather(struct batch_refs *x, struct frame *f, int fi)
             if (tt__ev_step_end_decode(ev.body, &m) == 0) {
                 rc = ref_add(&x->steps, f->instance_id, (int64_t)m.step_id, none, fi);
             }
-        } else if (rc == 0 && response_of(&ev, &id, &verdict)) {
+        } else if (rc == 0 && store_event_response(&ev, &id, &verdict)) {
             rc = ref_add(&x->resp, f->instance_id, (int64_t)id, none, fi);
             f->cls |= verdict != 0 ? CLS_FLAGGED : 0;
         }

@@ -270,24 +270,24 @@ int rollup_merge_end(struct rollup_merger *g, const char *agent, store_rollup_fn
     for (size_t i = 0; i < g->n && !stop; i++) {
         const struct rollup_merged *x = &g->m[i];
         struct store_rollup row = {
-            agent,  g->cur * 1000000000,         x->metric, x->key, x->n, x->errors,
-            x->sum, x->has_hist ? x->hist : NULL};
+            agent, g->cur * 1000000000, x->metric, x->key,
+            x->n,  x->errors,           x->sum,    x->has_hist ? x->hist : NULL};
         stop = fn(ctx, &row);
     }
     g->n = 0;
     return stop ? 1 : 0;
 }
 
-int rollup_merge_row(struct rollup_merger *g, const char *agent,
-                     const struct store_rollup_query *q, const struct rollup_row *r,
-                     store_rollup_fn fn, void *ctx)
+int rollup_merge_row(struct rollup_merger *g, const char *agent, const struct store_rollup_query *q,
+                     const struct rollup_row *r, store_rollup_fn fn, void *ctx)
 {
     int64_t b = rollup_floor_div(r->bucket, q->bucket_s) * q->bucket_s;
     if (b != g->cur && g->n && rollup_merge_end(g, agent, fn, ctx)) {
         return 1;
     }
     g->cur = b;
-    struct rollup_merged *x = merged_slot(g, r->metric, r->key ? r->key : "", r->key ? r->keylen : 0);
+    struct rollup_merged *x =
+        merged_slot(g, r->metric, r->key ? r->key : "", r->key ? r->keylen : 0);
     if (!x) {
         return g->cap >= MERGE_MAX ? -E2BIG : -ENOMEM;
     }

@@ -47,7 +47,7 @@ struct rollup_cell {
 struct rollup_acc {
     struct rollup_cell *tab; /* ROLLUP_ACC_SLOTS; a flush writes those with used set */
     size_t used;
-    void *ctx;          /* the store's, passed to the callbacks */
+    void *ctx; /* the store's, passed to the callbacks */
     int (*flush)(void *ctx);
     int (*step_of)(void *ctx, int64_t instance_id, uint64_t step_id, int *kind, char *name,
                    size_t *name_len); /* name: STORE_ROLLUP_KEY_MAX bytes; unknown: 0 and "" */
@@ -76,7 +76,7 @@ struct rollup_row {
     const char *key;
     size_t keylen;
     uint64_t n, errors;
-    double sum; /* NaN (a NULL) counts as 0 */
+    double sum;          /* NaN (a NULL) counts as 0 */
     const uint8_t *hist; /* encoded, or NULL */
     size_t hist_len;
 };
@@ -92,9 +92,8 @@ struct rollup_merger {
 /* Adds one row of an agent's rows (in bucket order) into q's buckets, answering the bucket
  * before it first when it begins another: 0, 1 when fn asked to stop, or -E2BIG (too many
  * keys in one bucket), -ENOMEM, -EIO (a malformed histogram). */
-int rollup_merge_row(struct rollup_merger *g, const char *agent,
-                     const struct store_rollup_query *q, const struct rollup_row *r,
-                     store_rollup_fn fn, void *ctx);
+int rollup_merge_row(struct rollup_merger *g, const char *agent, const struct store_rollup_query *q,
+                     const struct rollup_row *r, store_rollup_fn fn, void *ctx);
 /* Answers an agent's last bucket: 0, or 1 when fn asked to stop. */
 int rollup_merge_end(struct rollup_merger *g, const char *agent, store_rollup_fn fn, void *ctx);
 void rollup_merger_free(struct rollup_merger *g);

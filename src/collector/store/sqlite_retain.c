@@ -372,40 +372,6 @@ static int frame_load(struct sqlite_retain *r, int64_t id, struct frame *f)
     return ok && tt__batch_parse(&f->b, r->raw, raw_len, &lim, &why) == 0;
 }
 
-/* The response an event belongs to, if it is one of a response's events. */
-static int response_of(const tt__event *ev, uint64_t *id, uint32_t *guard_verdict)
-{
-    *guard_verdict = 0;
-    if (ev->kind == TT_EV_RESPONSE_BEGIN) {
-        tt__ev_response_begin m;
-        if (tt__ev_response_begin_decode(ev->body, &m) == 0) {
-            *id = m.response_id;
-            return 1;
-        }
-    } else if (ev->kind == TT_EV_RESPONSE_END) {
-        tt__ev_response_end m;
-        if (tt__ev_response_end_decode(ev->body, &m) == 0) {
-            *id = m.response_id;
-            *guard_verdict = m.verdict;
-            return 1;
-        }
-    } else if (ev->kind == TT_EV_TOKENS) {
-        tt__ev_tokens m;
-        if (tt__ev_tokens_decode(ev->body, &m) == 0) {
-            *id = m.response_id;
-            return 1;
-        }
-    } else if (ev->kind == TT_EV_GUARD) {
-        tt__ev_guard m;
-        if (tt__ev_guard_decode(ev->body, &m) == 0) {
-            *id = m.response_id;
-            *guard_verdict = m.verdict;
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* CLS_* bits of a decoded batch. */
 static int classify(struct sqlite_retain *r, const struct frame *f, double below)
 {
@@ -418,7 +384,7 @@ static int classify(struct sqlite_retain *r, const struct frame *f, double below
     while (tt__batch_next(&b, &ev) && cls != (CLS_FLAGGED | CLS_ALERTED)) {
         uint64_t id;
         uint32_t verdict;
-        if (!(cls & CLS_FLAGGED) && response_of(&ev, &id, &verdict)) {
+        if (!(cls & CLS_FLAGGED) && store_event_response(&ev, &id, &verdict)) {
             if (verdict != 0) {
                 cls |= CLS_FLAGGED;
             } else if (!have_resp || id != last_resp) {
@@ -521,7 +487,7 @@ static int derived_drop(struct sqlite_retain *r, const struct frame *f,
             if (tt__ev_step_end_decode(ev.body, &m) == 0) {
                 rc = bind2_run(r->st[ST_STEP_DEL], f->instance_id, (int64_t)m.step_id);
             }
-        } else if (response_of(&ev, &id, &verdict) && (!have_resp || id != last_resp)) {
+        } else if (store_event_response(&ev, &id, &verdict) && (!have_resp || id != last_resp)) {
             have_resp = 1;
             last_resp = id;
             rc = bind2_run(r->st[ST_RESP_DEL], f->instance_id, (int64_t)id);

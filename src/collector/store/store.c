@@ -328,3 +328,36 @@ int store_rollups(struct store_read *r, const struct store_rollup_query *q, stor
     }
     return r->store->ops->rollups(r, q, fn, ctx);
 }
+
+int store_event_response(const tt__event *ev, uint64_t *id, uint32_t *verdict)
+{
+    *verdict = 0;
+    if (ev->kind == TT_EV_RESPONSE_BEGIN) {
+        tt__ev_response_begin m;
+        if (tt__ev_response_begin_decode(ev->body, &m) == 0) {
+            *id = m.response_id;
+            return 1;
+        }
+    } else if (ev->kind == TT_EV_RESPONSE_END) {
+        tt__ev_response_end m;
+        if (tt__ev_response_end_decode(ev->body, &m) == 0) {
+            *id = m.response_id;
+            *verdict = m.verdict;
+            return 1;
+        }
+    } else if (ev->kind == TT_EV_TOKENS) {
+        tt__ev_tokens m;
+        if (tt__ev_tokens_decode(ev->body, &m) == 0) {
+            *id = m.response_id;
+            return 1;
+        }
+    } else if (ev->kind == TT_EV_GUARD) {
+        tt__ev_guard m;
+        if (tt__ev_guard_decode(ev->body, &m) == 0) {
+            *id = m.response_id;
+            *verdict = m.verdict;
+            return 1;
+        }
+    }
+    return 0;
+}

@@ -386,6 +386,10 @@ struct store_retention_report {
 };
 int store_retention_run(struct store *s, const struct store_retention *policy, int64_t now_ns,
                         struct store_retention_report *out);
+/* For both stores' retention: whether ev is one of a response's events (its begin, end,
+ * tokens or guard verdict); its response id in *id and the verdict it carries (the end's or
+ * the guard's, else 0) in *verdict. */
+int store_event_response(const tt__event *ev, uint64_t *id, uint32_t *verdict);
 
 /* --- rollups (issue 15) ------------------------------------------------------------------
  *
