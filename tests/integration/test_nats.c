@@ -49,42 +49,8 @@ static const char *tokens_file(void)
     return path;
 }
 
-/* The publisher's connection: every node of ns, its token. */
-struct pub {
-    natsOptions *opts;
-    natsConnection *nc;
-    jsCtx *js;
-};
-
-static void pub_open(struct pub *p, const struct tt_nats *ns)
-{
-    memset(p, 0, sizeof *p);
-    char urls[sizeof ns->urls];
-    snprintf(urls, sizeof urls, "%s", ns->urls);
-    const char *list[TT_NATS_MAX];
-    int n = 0;
-    for (char *save = NULL, *u = strtok_r(urls, ",", &save); u && n < TT_NATS_MAX;
-         u = strtok_r(NULL, ",", &save)) {
-        list[n++] = u;
-    }
-    CHECK(natsOptions_Create(&p->opts) == NATS_OK);
-    CHECK(natsOptions_SetServers(p->opts, list, n) == NATS_OK);
-    CHECK(natsOptions_SetToken(p->opts, ns->token) == NATS_OK);
-    CHECK(natsOptions_SetMaxReconnect(p->opts, -1) == NATS_OK);
-    CHECK(natsOptions_SetReconnectWait(p->opts, 100) == NATS_OK);
-    CHECK_MSG(natsConnection_Connect(&p->nc, p->opts) == NATS_OK, "cannot connect to %s", ns->urls);
-    CHECK(natsConnection_JetStream(&p->js, p->nc, NULL) == NATS_OK);
-}
-
-static void pub_close(struct pub *p)
-{
-    jsCtx_Destroy(p->js);
-    natsConnection_Destroy(p->nc);
-    natsOptions_Destroy(p->opts);
-}
-
 /* The stream as the collector would create it, but with a duplicate window of dup_ms. */
-static void make_stream(struct pub *p, int replicas, int64_t dup_ms)
+static void make_stream(struct tt_nats_conn *p, int replicas, int64_t dup_ms)
 {
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
@@ -155,7 +121,8 @@ static natsMsg *make_msg(int i, const uint8_t inst[16], uint64_t first_seq, int 
 
 /* make_msg, published and acked by JetStream; returns whether JetStream took it as a
  * duplicate. Retries while the cluster moves (a node killed). */
-static int publish(struct pub *p, int i, const uint8_t inst[16], uint64_t first_seq, int n, int how)
+static int publish(struct tt_nats_conn *p, int i, const uint8_t inst[16], uint64_t first_seq, int n,
+                   int how)
 {
     int dup = -1;
     for (int attempt = 0; attempt < 200 && dup < 0; attempt++) {
@@ -175,7 +142,7 @@ static int publish(struct pub *p, int i, const uint8_t inst[16], uint64_t first_
 }
 
 /* Wait until the durable consumer has nothing pending nor unacked (JetStream's own view). */
-static void wait_all_acked(struct pub *p, double timeout_ms)
+static void wait_all_acked(struct tt_nats_conn *p, double timeout_ms)
 {
     double t0 = tt_test_now_ms();
     int64_t ack_pending = -1;
@@ -241,8 +208,8 @@ TEST_T(nats_single_exactly_once, 60)
 {
     struct tt_nats ns;
     tt_nats_start(&ns, 1);
-    struct pub p;
-    pub_open(&p, &ns);
+    struct tt_nats_conn p;
+    tt_nats_connect(&p, &ns, 0);
     make_stream(&p, 1, 1000); /* the collector leaves an existing stream as it is */
     struct tt_test_serve s;
     tt_test_serve_start(&s, "single", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
@@ -284,7 +251,7 @@ TEST_T(nats_single_exactly_once, 60)
     CHECK_EQ(tt_test_metric(s.http, "telltale_nats_answered_total{result=\"ack_duplicate\"}"),
              3 * MSGS);
     tt_test_serve_stop(&s);
-    pub_close(&p);
+    tt_nats_disconnect(&p);
 }
 
 /* (2) A malformed message, a hello with a bad token and one without Nats-Msg-Id are
@@ -297,8 +264,8 @@ TEST_T(nats_terminated, 60)
     struct tt_test_serve s;
     tt_test_serve_start(&s, "term", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
                         "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
-    struct pub p;
-    pub_open(&p, &ns);
+    struct tt_nats_conn p;
+    tt_nats_connect(&p, &ns, 0);
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     CHECK_MSG(js_GetStreamInfo(&si, p.js, STREAM, NULL, &jerr) == NATS_OK,
@@ -324,7 +291,7 @@ TEST_T(nats_terminated, 60)
     CHECK_EQ(nats_status(s.http, "acked", NULL), 2);
     CHECK_EQ(tt_test_metric(s.http, "telltale_nats_terminated_total{reason=\"auth\"}"), 1);
     tt_test_serve_stop(&s);
-    pub_close(&p);
+    tt_nats_disconnect(&p);
 }
 
 /* (4) A halt through the API is published on the agent's control subject with Tt-Agent. */
@@ -335,8 +302,8 @@ TEST_T(nats_halt_published, 60)
     struct tt_test_serve s;
     tt_test_serve_start(&s, "halt", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
                         "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
-    struct pub p;
-    pub_open(&p, &ns);
+    struct tt_nats_conn p;
+    tt_nats_connect(&p, &ns, 0);
     char subj[64];
     CHECK(nats_control_subject(agents[1], subj, sizeof subj) == 0);
     natsSubscription *sub = NULL;
@@ -360,13 +327,13 @@ TEST_T(nats_halt_published, 60)
     CHECK_EQ(nats_status(s.http, "control_published", NULL), 1);
     natsSubscription_Destroy(sub);
     tt_test_serve_stop(&s);
-    pub_close(&p);
+    tt_nats_disconnect(&p);
 }
 
 /* The publisher of the cluster test, on its own thread. */
 #define CL_MSGS 60
 struct feeder {
-    struct pub *p;
+    struct tt_nats_conn *p;
     uint8_t inst[3][16];
     _Atomic int sent;
 };
@@ -401,8 +368,8 @@ TEST_T(nats_cluster_kill, 90)
     tt_test_serve_start(&b, "cl_b", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", toks, "--store",
                         pg.url, "--nats", ns.urls, "--nats-token-file", ns.token_file,
                         "--nats-replicas", "3", "--nats-ack-wait", "3000", NULL);
-    struct pub p;
-    pub_open(&p, &ns);
+    struct tt_nats_conn p;
+    tt_nats_connect(&p, &ns, 0);
     struct feeder f = {.p = &p};
     for (int i = 0; i < 3; i++) {
         instance_of(f.inst[i], i, 7);
@@ -428,7 +395,7 @@ TEST_T(nats_cluster_kill, 90)
     }
     CHECK(nats_status(b.http, "acked", NULL) > 0);
     tt_test_serve_stop(&b);
-    pub_close(&p);
+    tt_nats_disconnect(&p);
 }
 
 /* Run `telltale serve ARGS` (it must refuse to start): its exit status, its output in out. */
@@ -493,8 +460,8 @@ TEST_T(nats_sigterm_midstream, 60)
     tt_test_serve_start(&s, "sigterm", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
                         "--nats", ns.urls, "--nats-token-file", ns.token_file, "--nats-ack-wait",
                         "2000", "--grace-ms", "1000", NULL);
-    struct pub p;
-    pub_open(&p, &ns);
+    struct tt_nats_conn p;
+    tt_nats_connect(&p, &ns, 0);
     struct feeder f = {.p = &p};
     for (int i = 0; i < 3; i++) {
         instance_of(f.inst[i], i, 9);
@@ -512,7 +479,7 @@ TEST_T(nats_sigterm_midstream, 60)
         check_instance(s.db, NULL, f.inst[i], CL_MSGS * EVENTS);
     }
     tt_test_serve_stop(&s);
-    pub_close(&p);
+    tt_nats_disconnect(&p);
 }
 
 static _Atomic int async_errors;
@@ -537,8 +504,8 @@ TEST_T(nats_volume, 90)
     struct tt_test_serve s;
     tt_test_serve_start(&s, "volume", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
                         "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
-    struct pub p;
-    pub_open(&p, &ns);
+    struct tt_nats_conn p;
+    tt_nats_connect(&p, &ns, 0);
     jsCtx_Destroy(p.js);
     jsOptions jo;
     CHECK(jsOptions_Init(&jo) == NATS_OK);
@@ -574,5 +541,5 @@ TEST_T(nats_volume, 90)
             3.0 * VOL_MSGS * VOL_EVENTS / ((t2 - t0) / 1000));
     CHECK_EQ(nats_status(s.http, "acked", NULL), 3 * VOL_MSGS);
     tt_test_serve_stop(&s);
-    pub_close(&p);
+    tt_nats_disconnect(&p);
 }

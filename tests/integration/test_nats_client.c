@@ -38,45 +38,9 @@ static uint64_t fnv64(const char *s)
     return h;
 }
 
-/* A libnats connection of the test's own, and its JetStream context. */
-struct tnc {
-    natsConnection *nc;
-    jsCtx *js;
-};
-
-static void tnc_open(struct tnc *t, const struct tt_nats *ns)
-{
-    char urls[sizeof ns->urls];
-    snprintf(urls, sizeof urls, "%s", ns->urls);
-    const char *list[TT_NATS_MAX];
-    int n = 0;
-    for (char *u = urls; u && n < TT_NATS_MAX;) {
-        list[n++] = u;
-        u = strchr(u, ',');
-        if (u) {
-            *u++ = 0;
-        }
-    }
-    natsOptions *o;
-    CHECK(natsOptions_Create(&o) == NATS_OK);
-    CHECK(natsOptions_SetServers(o, list, n) == NATS_OK);
-    CHECK(natsOptions_SetToken(o, ns->token) == NATS_OK);
-    CHECK(natsOptions_SetMaxReconnect(o, -1) == NATS_OK);
-    CHECK(natsOptions_SetReconnectWait(o, 100) == NATS_OK);
-    CHECK(natsConnection_Connect(&t->nc, o) == NATS_OK);
-    natsOptions_Destroy(o);
-    CHECK(natsConnection_JetStream(&t->js, t->nc, NULL) == NATS_OK);
-}
-
-static void tnc_close(struct tnc *t)
-{
-    jsCtx_Destroy(t->js);
-    natsConnection_Destroy(t->nc);
-}
-
 /* The stream the collector would create (docs/wire-format.md): retried while a new cluster
  * elects its JetStream leader. */
-static void make_stream(struct tnc *t, int replicas)
+static void make_stream(struct tt_nats_conn *t, int replicas)
 {
     const char *subjects[] = {"telltale.ingest.>"};
     jsStreamConfig sc;
@@ -240,7 +204,7 @@ static void check_message(natsMsg *m, struct seen *sn)
 
 /* Read the whole stream and check each message: batches of instance inst under hellos of
  * instance hello. Fills sn. */
-static void read_stream_of(struct tnc *t, const uint8_t inst[16], const uint8_t hello[16],
+static void read_stream_of(struct tt_nats_conn *t, const uint8_t inst[16], const uint8_t hello[16],
                            uint64_t max, struct seen *sn)
 {
     memset(sn, 0, sizeof *sn);
@@ -264,7 +228,7 @@ static void read_stream_of(struct tnc *t, const uint8_t inst[16], const uint8_t 
     }
 }
 
-static void read_stream(struct tnc *t, tt_client *c, uint64_t max, struct seen *sn)
+static void read_stream(struct tt_nats_conn *t, tt_client *c, uint64_t max, struct seen *sn)
 {
     uint8_t inst[16];
     CHECK_OK(tt_instance_id(c, inst));
@@ -302,8 +266,8 @@ TEST_T(nats_client_publishes_batches_acked_by_puback, 120)
 {
     struct tt_nats ns;
     tt_nats_start(&ns, 1);
-    struct tnc t;
-    tnc_open(&t, &ns);
+    struct tt_nats_conn t;
+    tt_nats_connect(&t, &ns, 0);
     make_stream(&t, 1);
     /* Each server in the endpoint may repeat the scheme or not. */
     char ep[128];
@@ -329,7 +293,7 @@ TEST_T(nats_client_publishes_batches_acked_by_puback, 120)
     CHECK_EQ_U64(sn.events, n);
     CHECK_OK(tt_close(c, 5000));
     free(sn.count);
-    tnc_close(&t);
+    tt_nats_disconnect(&t);
 }
 
 /* (2) The server stops mid-stream and comes back: nothing is acked while it is down, and
@@ -338,8 +302,8 @@ TEST_T(nats_client_server_restart_resends_same_ids, 180)
 {
     struct tt_nats ns;
     tt_nats_start(&ns, 1);
-    struct tnc t;
-    tnc_open(&t, &ns);
+    struct tt_nats_conn t;
+    tt_nats_connect(&t, &ns, 0);
     make_stream(&t, 1);
     tt_client *c = open_client(&ns, ns.urls, AGENT);
     const uint64_t half = 8000, n = 2 * half;
@@ -363,8 +327,8 @@ TEST_T(nats_client_server_restart_resends_same_ids, 180)
     stats(c, &st);
     CHECK_EQ_U64(st.acked, n);
     CHECK(st.reconnects >= 1);
-    tnc_close(&t);
-    tnc_open(&t, &ns);
+    tt_nats_disconnect(&t);
+    tt_nats_connect(&t, &ns, 0);
     struct seen sn;
     read_stream(&t, c, n, &sn);
     check_once(&sn, n);
@@ -376,7 +340,7 @@ TEST_T(nats_client_server_restart_resends_same_ids, 180)
     tt_test_check_conservation(&st, &sc);
     CHECK_OK(tt_close(c, 5000));
     free(sn.count);
-    tnc_close(&t);
+    tt_nats_disconnect(&t);
 }
 
 /* A client opened while NATS is down, whose events go to the spool at close; the next process
@@ -385,10 +349,10 @@ TEST_T(nats_client_spool_outage_replayed_by_next_process, 180)
 {
     struct tt_nats ns;
     tt_nats_start(&ns, 1);
-    struct tnc t;
-    tnc_open(&t, &ns);
+    struct tt_nats_conn t;
+    tt_nats_connect(&t, &ns, 0);
     make_stream(&t, 1);
-    tnc_close(&t);
+    tt_nats_disconnect(&t);
     tt_nats_kill(&ns, 0, 0);
     char spool[700];
     snprintf(spool, sizeof spool, "%s/spool", tt_test_tmpdir());
@@ -416,14 +380,14 @@ TEST_T(nats_client_spool_outage_replayed_by_next_process, 180)
     CHECK_EQ_U64(st.buffered, 0);
     uint8_t second[16];
     CHECK_OK(tt_instance_id(b, second));
-    tnc_open(&t, &ns);
+    tt_nats_connect(&t, &ns, 0);
     struct seen sn;
     read_stream_of(&t, first, second, n, &sn);
     check_once(&sn, n);
     CHECK_EQ_U64(sn.events, n);
     CHECK_OK(tt_close(b, 5000));
     free(sn.count);
-    tnc_close(&t);
+    tt_nats_disconnect(&t);
 }
 
 /* The node the library's connection is on (its name "libtelltale" in /connz), or -1. */
@@ -462,8 +426,8 @@ TEST_T(nats_client_forked_child_does_not_use_libnats, 120)
     }
     struct tt_nats ns;
     tt_nats_start(&ns, 1);
-    struct tnc t;
-    tnc_open(&t, &ns);
+    struct tt_nats_conn t;
+    tt_nats_connect(&t, &ns, 0);
     make_stream(&t, 1);
     tt_client *c = open_client(&ns, ns.urls, AGENT);
     emit_n(c, 0, 100);
@@ -497,7 +461,7 @@ TEST_T(nats_client_forked_child_does_not_use_libnats, 120)
     stats(c, &st);
     CHECK_EQ_U64(st.acked, 200);
     CHECK_OK(tt_close(c, 5000));
-    tnc_close(&t);
+    tt_nats_disconnect(&t);
 }
 
 /* (3) A 3-node cluster with an R3 stream; one node is killed -9 mid-stream. */
@@ -505,8 +469,8 @@ TEST_T(nats_client_cluster_node_killed_loses_nothing, 240)
 {
     struct tt_nats ns;
     tt_nats_start(&ns, 3);
-    struct tnc t;
-    tnc_open(&t, &ns);
+    struct tt_nats_conn t;
+    tt_nats_connect(&t, &ns, 0);
     make_stream(&t, 3);
     tt_client *c = open_client(&ns, ns.urls, AGENT);
     const uint64_t part = 6000, n = 3 * part;
@@ -530,7 +494,7 @@ TEST_T(nats_client_cluster_node_killed_loses_nothing, 240)
     CHECK_EQ_U64(sn.events, n);
     CHECK_OK(tt_close(c, 5000));
     free(sn.count);
-    tnc_close(&t);
+    tt_nats_disconnect(&t);
 }
 
 /* A Control{halt: Halt{session, reason}} payload (proto/telltale.proto). */
@@ -550,7 +514,7 @@ static size_t halt_payload(uint8_t *out, const char *session, const char *reason
     return k + rl;
 }
 
-static void publish_order(struct tnc *t, const char *agent_header, const char *session,
+static void publish_order(struct tt_nats_conn *t, const char *agent_header, const char *session,
                           const char *reason)
 {
     char subject[64];
@@ -578,8 +542,8 @@ TEST_T(nats_client_control_halt_needs_own_agent_header, 120)
 {
     struct tt_nats ns;
     tt_nats_start(&ns, 1);
-    struct tnc t;
-    tnc_open(&t, &ns);
+    struct tt_nats_conn t;
+    tt_nats_connect(&t, &ns, 0);
     make_stream(&t, 1);
     tt_client *c = open_client(&ns, ns.urls, AGENT);
     emit_n(c, 0, 10);
@@ -604,7 +568,7 @@ TEST_T(nats_client_control_halt_needs_own_agent_header, 120)
     CHECK_OK(tt_response_end(r, &s));
     CHECK_MSG(strstr(s.reason, "nats says stop") != NULL, "reason: %s", s.reason);
     CHECK_OK(tt_close(c, 5000));
-    tnc_close(&t);
+    tt_nats_disconnect(&t);
 }
 
 /* (5) Settings refused with a reason that says what to do. */
@@ -696,8 +660,8 @@ TEST_T(nats_client_python_endpoint_passes_through, 120)
     CHECK_MSG(access("/usr/bin/python3", X_OK) == 0, "no /usr/bin/python3");
     struct tt_nats ns;
     tt_nats_start(&ns, 1);
-    struct tnc t;
-    tnc_open(&t, &ns);
+    struct tt_nats_conn t;
+    tt_nats_connect(&t, &ns, 0);
     make_stream(&t, 1);
     run_python(&ns, "ext");
     run_python(&ns, "ctypes");
@@ -706,5 +670,5 @@ TEST_T(nats_client_python_endpoint_passes_through, 120)
     CHECK(js_GetStreamInfo(&si, t.js, "TELLTALE", NULL, &jerr) == NATS_OK);
     CHECK(si->State.Msgs >= 2); /* at least one batch of each run */
     jsStreamInfo_Destroy(si);
-    tnc_close(&t);
+    tt_nats_disconnect(&t);
 }

@@ -39,69 +39,6 @@ static int soak(void)
     return s && *s && *s != '0';
 }
 
-static void agent_name(int i, char *out, size_t n)
-{
-    snprintf(out, n, "faults-%d", i);
-}
-
-static void agent_token(int i, char *out, size_t n)
-{
-    snprintf(out, n, "tok-faults-%d-0123456789abcdef", i);
-}
-
-static const char *tokens_file(void)
-{
-    static char path[4096];
-    snprintf(path, sizeof path, "%s/ingest.tokens", tt_test_tmpdir());
-    FILE *f = fopen(path, "w");
-    CHECK(f);
-    for (int i = 0; i < AGENTS; i++) {
-        char a[64], t[64];
-        agent_name(i, a, sizeof a);
-        agent_token(i, t, sizeof t);
-        fprintf(f, "%s %s\n", a, t);
-    }
-    CHECK(fclose(f) == 0);
-    CHECK(chmod(path, 0600) == 0);
-    return path;
-}
-
-/* A libnats connection of the test's own (stream set-up and leader look-ups). */
-struct tnc {
-    natsConnection *nc;
-    jsCtx *js;
-};
-
-static void tnc_open(struct tnc *t, const struct tt_nats *ns)
-{
-    char urls[sizeof ns->urls];
-    snprintf(urls, sizeof urls, "%s", ns->urls);
-    const char *list[TT_NATS_MAX];
-    int n = 0;
-    for (char *save = NULL, *u = strtok_r(urls, ",", &save); u && n < TT_NATS_MAX;
-         u = strtok_r(NULL, ",", &save)) {
-        list[n++] = u;
-    }
-    natsOptions *o;
-    CHECK(natsOptions_Create(&o) == NATS_OK);
-    CHECK(natsOptions_SetServers(o, list, n) == NATS_OK);
-    CHECK(natsOptions_SetToken(o, ns->token) == NATS_OK);
-    CHECK(natsOptions_SetMaxReconnect(o, -1) == NATS_OK);
-    CHECK(natsOptions_SetReconnectWait(o, 100) == NATS_OK);
-    CHECK(natsConnection_Connect(&t->nc, o) == NATS_OK);
-    natsOptions_Destroy(o);
-    jsOptions jo;
-    CHECK(jsOptions_Init(&jo) == NATS_OK);
-    jo.Wait = 1000;
-    CHECK(natsConnection_JetStream(&t->js, t->nc, &jo) == NATS_OK);
-}
-
-static void tnc_close(struct tnc *t)
-{
-    jsCtx_Destroy(t->js);
-    natsConnection_Destroy(t->nc);
-}
-
 struct agent {
     int i;
     tt_client *c;
@@ -113,8 +50,8 @@ struct agent {
 static tt_client *open_agent(const struct tt_nats *ns, int i)
 {
     char a[64], t[64];
-    agent_name(i, a, sizeof a);
-    agent_token(i, t, sizeof t);
+    tt_test_agent_name("faults", i, a, sizeof a);
+    tt_test_agent_token("faults", i, t, sizeof t);
     tt_config *cfg;
     CHECK_OK(tt_config_new(&cfg));
     CHECK_OK(tt_config_set(cfg, "endpoint", ns->urls));
@@ -227,8 +164,8 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
 {
     struct tt_nats ns;
     tt_nats_start(&ns, 1);
-    struct tnc t;
-    tnc_open(&t, &ns);
+    struct tt_nats_conn t;
+    tt_nats_connect(&t, &ns, 1000);
     const char *subjects[] = {"telltale.ingest.>"};
     jsStreamConfig cfg;
     jsStreamConfig_Init(&cfg);
@@ -243,12 +180,12 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
     natsStatus s = js_AddStream(&si, t.js, &cfg, NULL, &jerr);
     CHECK_MSG(s == NATS_OK, "js_AddStream: %s (%d)", natsStatus_GetText(s), (int)jerr);
     jsStreamInfo_Destroy(si);
-    tnc_close(&t);
+    tt_nats_disconnect(&t);
 
     struct tt_test_serve col;
-    tt_test_serve_start(&col, "s21", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
-                        "--nats", ns.urls, "--nats-token-file", ns.token_file, "--nats-ack-wait",
-                        "3000", NULL);
+    tt_test_serve_start(&col, "s21", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens",
+                        tt_test_tokens_file("faults", AGENTS), "--nats", ns.urls,
+                        "--nats-token-file", ns.token_file, "--nats-ack-wait", "3000", NULL);
     static struct agent ag[AGENTS];
     agents_start(ag, &ns);
     double t0 = tt_test_now_ms();
@@ -268,13 +205,13 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
     check_agents(ag, NULL, col.db);
 
     /* The collector left the stream as made here. */
-    tnc_open(&t, &ns);
+    tt_nats_connect(&t, &ns, 1000);
     si = NULL;
     CHECK(js_GetStreamInfo(&si, t.js, STREAM, NULL, &jerr) == NATS_OK);
     CHECK_EQ(si->Config->Duplicates, (int64_t)1000 * 1000000);
     CHECK_EQ((int)si->Config->Retention, (int)js_WorkQueuePolicy);
     jsStreamInfo_Destroy(si);
-    tnc_close(&t);
+    tt_nats_disconnect(&t);
 
     uint64_t dup =
         tt_test_metric(col.http, "telltale_nats_answered_total{result=\"ack_duplicate\"}");
@@ -295,7 +232,7 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
 }
 
 /* The index of the node leading the stream (named "n<i+1>"), or -1 when there is none now. */
-static int stream_leader(struct tnc *t)
+static int stream_leader(struct tt_nats_conn *t)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
@@ -315,7 +252,7 @@ static void s20_run(double seconds, int period_ms)
     tt_nats_start(&ns, 3);
     struct tt_pg pg;
     tt_pg_start(&pg);
-    const char *toks = tokens_file();
+    const char *toks = tt_test_tokens_file("faults", AGENTS);
     struct tt_test_serve col[2];
     for (int k = 0; k < 2; k++) {
         char name[16];
@@ -324,8 +261,8 @@ static void s20_run(double seconds, int period_ms)
                             "--store", pg.url, "--nats", ns.urls, "--nats-token-file",
                             ns.token_file, "--nats-replicas", "3", "--nats-ack-wait", "3000", NULL);
     }
-    struct tnc t;
-    tnc_open(&t, &ns);
+    struct tt_nats_conn t;
+    tt_nats_connect(&t, &ns, 1000);
     static struct agent ag[AGENTS];
     agents_start(ag, &ns);
     /* A kill per period: as many as the duration holds, however long the restarts take. */
@@ -379,7 +316,7 @@ static void s20_run(double seconds, int period_ms)
            (unsigned long long)com, (unsigned long long)dup);
     fflush(stdout);
     CHECK_MSG(leaders >= 1, "no kill found the stream's leader (%d kills)", kills);
-    tnc_close(&t);
+    tt_nats_disconnect(&t);
     agents_close(ag);
     for (int k = 0; k < 2; k++) {
         tt_test_serve_stop(&col[k]);

@@ -28,33 +28,6 @@
 #define EVENTS 6000 /* logs per agent */
 #define HALTED 5    /* the agent whose response the operator halts */
 
-static void agent_name(int i, char *out, size_t n)
-{
-    snprintf(out, n, "scale-%d", i);
-}
-
-static void agent_token(int i, char *out, size_t n)
-{
-    snprintf(out, n, "tok-scale-%d-0123456789abcdef", i);
-}
-
-static const char *tokens_file(void)
-{
-    static char path[4096];
-    snprintf(path, sizeof path, "%s/ingest.tokens", tt_test_tmpdir());
-    FILE *f = fopen(path, "w");
-    CHECK(f);
-    for (int i = 0; i < AGENTS; i++) {
-        char a[64], t[64];
-        agent_name(i, a, sizeof a);
-        agent_token(i, t, sizeof t);
-        fprintf(f, "%s %s\n", a, t);
-    }
-    CHECK(fclose(f) == 0);
-    CHECK(chmod(path, 0600) == 0);
-    return path;
-}
-
 struct agent {
     int i;
     const struct tt_nats *ns;
@@ -68,8 +41,8 @@ struct agent {
 static tt_client *open_agent(const struct tt_nats *ns, int i)
 {
     char a[64], t[64];
-    agent_name(i, a, sizeof a);
-    agent_token(i, t, sizeof t);
+    tt_test_agent_name("scale", i, a, sizeof a);
+    tt_test_agent_token("scale", i, t, sizeof t);
     tt_config *cfg;
     CHECK_OK(tt_config_new(&cfg));
     CHECK_OK(tt_config_set(cfg, "endpoint", ns->urls));
@@ -136,7 +109,7 @@ TEST_T(scaleout_8_agents_3_collectors_node_and_collector_killed, 240)
     tt_nats_start(&ns, 3);
     struct tt_pg pg;
     tt_pg_start(&pg);
-    const char *toks = tokens_file();
+    const char *toks = tt_test_tokens_file("scale", AGENTS);
     struct tt_test_serve col[COLLECTORS];
     for (int k = 0; k < COLLECTORS; k++) {
         char name[16];
@@ -167,7 +140,7 @@ TEST_T(scaleout_8_agents_3_collectors_node_and_collector_killed, 240)
     }
     /* The operator talks to another collector; the order travels over NATS. */
     char path[128], an[64];
-    agent_name(HALTED, an, sizeof an);
+    tt_test_agent_name("scale", HALTED, an, sizeof an);
     snprintf(path, sizeof path, "/api/v1/agents/%s/halt", an);
     char *body = NULL;
     CHECK_EQ(tt_test_http(col[2].http, "POST", path, "{\"reason\":\"scale-out halt\"}", &body),

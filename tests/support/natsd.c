@@ -176,3 +176,35 @@ void tt_nats_restart(struct tt_nats *ns, int i)
     spawn(ns, i);
     wait_healthy(ns, i);
 }
+
+void tt_nats_connect(struct tt_nats_conn *t, const struct tt_nats *ns, int64_t js_wait_ms)
+{
+    char urls[sizeof ns->urls];
+    snprintf(urls, sizeof urls, "%s", ns->urls);
+    const char *list[TT_NATS_MAX];
+    int n = 0;
+    for (char *save = NULL, *u = strtok_r(urls, ",", &save); u && n < TT_NATS_MAX;
+         u = strtok_r(NULL, ",", &save)) {
+        list[n++] = u;
+    }
+    natsOptions *o;
+    CHECK(natsOptions_Create(&o) == NATS_OK);
+    CHECK(natsOptions_SetServers(o, list, n) == NATS_OK);
+    CHECK(natsOptions_SetToken(o, ns->token) == NATS_OK);
+    CHECK(natsOptions_SetMaxReconnect(o, -1) == NATS_OK);
+    CHECK(natsOptions_SetReconnectWait(o, 100) == NATS_OK);
+    CHECK_MSG(natsConnection_Connect(&t->nc, o) == NATS_OK, "cannot connect to %s", ns->urls);
+    natsOptions_Destroy(o);
+    jsOptions jo;
+    CHECK(jsOptions_Init(&jo) == NATS_OK);
+    if (js_wait_ms > 0) {
+        jo.Wait = js_wait_ms;
+    }
+    CHECK(natsConnection_JetStream(&t->js, t->nc, &jo) == NATS_OK);
+}
+
+void tt_nats_disconnect(struct tt_nats_conn *t)
+{
+    jsCtx_Destroy(t->js);
+    natsConnection_Destroy(t->nc);
+}

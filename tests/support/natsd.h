@@ -13,6 +13,8 @@
 
 #include <sys/types.h>
 
+#include <nats/nats.h>
+
 #define TT_NATS_MAX 5
 
 struct tt_nats_node {
@@ -46,5 +48,15 @@ void tt_nats_restart(struct tt_nats *ns, int i);
 
 /* 1 when node i answers /healthz with JetStream ready. */
 int tt_nats_healthy(const struct tt_nats *ns, int i);
+
+/* A libnats connection of the test's own to every node of ns, with its token, reconnecting
+ * for ever every 100 ms, and its JetStream context, whose calls wait js_wait_ms (0: libnats's
+ * default). */
+struct tt_nats_conn {
+    natsConnection *nc;
+    jsCtx *js;
+};
+void tt_nats_connect(struct tt_nats_conn *t, const struct tt_nats *ns, int64_t js_wait_ms);
+void tt_nats_disconnect(struct tt_nats_conn *t);
 
 #endif

@@ -448,3 +448,30 @@ uint64_t tt_test_count_lines(const char *path, const char *needle)
     fclose(f);
     return n;
 }
+
+void tt_test_agent_name(const char *prefix, int i, char *out, size_t n)
+{
+    snprintf(out, n, "%s-%d", prefix, i);
+}
+
+void tt_test_agent_token(const char *prefix, int i, char *out, size_t n)
+{
+    snprintf(out, n, "tok-%s-%d-0123456789abcdef", prefix, i);
+}
+
+const char *tt_test_tokens_file(const char *prefix, int n)
+{
+    static char path[4096];
+    snprintf(path, sizeof path, "%s/ingest.tokens", tt_test_tmpdir());
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    for (int i = 0; i < n; i++) {
+        char a[128], t[160];
+        tt_test_agent_name(prefix, i, a, sizeof a);
+        tt_test_agent_token(prefix, i, t, sizeof t);
+        fprintf(f, "%s %s\n", a, t);
+    }
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(path, 0600) == 0);
+    return path;
+}

@@ -95,4 +95,11 @@ struct tt_test_body {
 };
 size_t tt_test_curl_body(char *p, size_t size, size_t nmemb, void *cls);
 
+/* Agents of a test: agent i of prefix is "<prefix>-<i>" with the token
+ * "tok-<prefix>-<i>-0123456789abcdef"; tt_test_tokens_file writes the ingest token file
+ * (0600) of agents 0..n-1 in the test's temporary directory and returns its path. */
+void tt_test_agent_name(const char *prefix, int i, char *out, size_t n);
+void tt_test_agent_token(const char *prefix, int i, char *out, size_t n);
+const char *tt_test_tokens_file(const char *prefix, int n);
+
 #endif
