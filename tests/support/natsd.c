@@ -105,17 +105,51 @@ static void spawn(struct tt_nats *ns, int i)
     nd->pid = pid;
 }
 
-static void wait_healthy(struct tt_nats *ns, int i)
+/* Whether the log at path has needle in its first 64 KiB. */
+static int log_says(const char *path, const char *needle)
+{
+    static char buf[65536];
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return 0;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return strstr(buf, needle) != NULL;
+}
+
+/* Wait for node i's health: 0, or 1 when it exited because a port was taken meanwhile. */
+static int wait_up(struct tt_nats *ns, int i)
 {
     double t0 = tt_test_now_ms();
     while (!tt_nats_healthy(ns, i)) {
         int st;
-        CHECK_MSG(waitpid(ns->node[i].pid, &st, WNOHANG) == 0,
-                  "nats-server n%d exited at start (see %s)", i + 1, ns->node[i].log);
+        if (waitpid(ns->node[i].pid, &st, WNOHANG) == ns->node[i].pid) {
+            ns->node[i].pid = 0;
+            CHECK_MSG(log_says(ns->node[i].log, "address already in use"),
+                      "nats-server n%d exited at start (see %s)", i + 1, ns->node[i].log);
+            return 1;
+        }
         CHECK_MSG(tt_test_now_ms() - t0 < 30000, "nats-server n%d not healthy after 30 s (see %s)",
                   i + 1, ns->node[i].log);
         usleep(50000);
     }
+    return 0;
+}
+
+static void wait_healthy(struct tt_nats *ns, int i)
+{
+    CHECK_MSG(wait_up(ns, i) == 0, "nats-server n%d: a port is taken (see %s)", i + 1,
+              ns->node[i].log);
+}
+
+static void pick_ports(struct tt_nats *ns, int i)
+{
+    struct tt_nats_node *nd = &ns->node[i];
+    nd->port = tt_test_free_port();
+    nd->http_port = tt_test_free_port();
+    nd->cluster_port = ns->n > 1 ? tt_test_free_port() : 0;
 }
 
 void tt_nats_start(struct tt_nats *ns, int n)
@@ -138,23 +172,32 @@ void tt_nats_start(struct tt_nats *ns, int n)
     CHECK(fd >= 0 && write(fd, ns->token, strlen(ns->token)) == (ssize_t)strlen(ns->token));
     close(fd);
 
-    size_t off = 0;
     for (int i = 0; i < n; i++) {
         struct tt_nats_node *nd = &ns->node[i];
-        nd->port = tt_test_free_port();
-        nd->http_port = tt_test_free_port();
-        nd->cluster_port = n > 1 ? tt_test_free_port() : 0;
+        pick_ports(ns, i);
         snprintf(nd->conf, sizeof nd->conf, "%s/nats%d.conf", tt_test_tmpdir(), i);
         snprintf(nd->log, sizeof nd->log, "%s/nats%d.log", tt_test_outdir(), i);
-        off += (size_t)snprintf(ns->urls + off, sizeof ns->urls - off, "%snats://127.0.0.1:%d",
-                                i ? "," : "", nd->port);
     }
     for (int i = 0; i < n; i++) {
         write_conf(ns, i);
         spawn(ns, i);
     }
+    /* A node whose port another process took between the pick and its bind starts again on
+     * new ports (its routes to the others find the cluster; theirs to it are retried in vain). */
     for (int i = 0; i < n; i++) {
-        wait_healthy(ns, i);
+        for (int tries = 0; wait_up(ns, i) != 0; tries++) {
+            CHECK_MSG(tries < 5, "nats-server n%d: its ports keep being taken (see %s)", i + 1,
+                      ns->node[i].log);
+            pick_ports(ns, i);
+            write_conf(ns, i);
+            CHECK(truncate(ns->node[i].log, 0) == 0); /* a new try, a new log */
+            spawn(ns, i);
+        }
+    }
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        off += (size_t)snprintf(ns->urls + off, sizeof ns->urls - off, "%snats://127.0.0.1:%d",
+                                i ? "," : "", ns->node[i].port);
     }
 }
 

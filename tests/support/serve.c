@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -37,10 +38,43 @@ static const char *bin(void)
     return b ? b : "build/telltale";
 }
 
-/* A free TCP port on 127.0.0.1 (bound and released; good enough for tests). */
+/* Whether port is free on 127.0.0.1 now (bound and released). */
+static int port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* A free TCP port on 127.0.0.1 for a server a test starts, which binds it a moment later. It is
+ * taken below the kernel's ephemeral range (ip_local_port_range), at random: a port the kernel
+ * hands out (bind to 0) can be given to any outgoing connection in between, an agent's or
+ * another server's, and the server would then fail with "address already in use". */
 int tt_test_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int low = 32768, high = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", &low, &high) != 2) {
+            low = 32768;
+        }
+        fclose(f);
+    }
+    if (low > 11024) {
+        for (int tries = 0; tries < 200; tries++) {
+            uint32_t r;
+            CHECK(getrandom(&r, sizeof r, 0) == (ssize_t)sizeof r);
+            int port = 10000 + (int)(r % (uint32_t)(low - 10000));
+            if (port_free(port)) {
+                return port;
+            }
+        }
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof a;
