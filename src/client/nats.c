@@ -49,6 +49,9 @@
 /* Control messages waiting for the worker: at most this many, of at most this size each. */
 #define CTL_QUEUE_MAX 256
 #define CTL_MSG_MAX (1u << 20)
+/* Order ids remembered, so that an order the collector resent is applied once; and their size. */
+#define ORDERS_SEEN 64
+#define ORDER_ID_MAX 48
 /* Room kept for the message's headers below the server's max_payload. */
 #define HEADER_ROOM 256
 /* The server's max_payload until a connection says otherwise (nats-server's default). */
@@ -256,19 +259,21 @@ struct ctl_msg {
 
 struct mailbox {
     pthread_mutex_t lock;
-    int refs;                       /* lock */
-    int worker_gone;                /* lock: what arrives later is destroyed at once */
-    struct result res[PENDING_MAX]; /* lock: PubAcks and errors, res_head first */
-    uint32_t res_head, res_n;       /* lock */
-    struct ctl_msg *ctl_head;       /* lock */
-    struct ctl_msg *ctl_tail;       /* lock */
-    uint32_t ctl_n;                 /* lock */
-    uint64_t conn_gen;              /* lock: bumped by each connection callback */
-    uint64_t downs;                 /* lock: disconnections (and the close) seen */
-    int wake_fd;                    /* a duplicate of the client's eventfd; immutable */
-    uint64_t backoff_min_ms;        /* immutable */
-    uint64_t backoff_max_ms;        /* immutable */
-    char agent[256];                /* immutable */
+    int refs;                             /* lock */
+    int worker_gone;                      /* lock: what arrives later is destroyed at once */
+    struct result res[PENDING_MAX];       /* lock: PubAcks and errors, res_head first */
+    uint32_t res_head, res_n;             /* lock */
+    struct ctl_msg *ctl_head;             /* lock */
+    struct ctl_msg *ctl_tail;             /* lock */
+    uint32_t ctl_n;                       /* lock */
+    uint64_t conn_gen;                    /* lock: bumped by each connection callback */
+    uint64_t downs;                       /* lock: disconnections (and the close) seen */
+    char seen[ORDERS_SEEN][ORDER_ID_MAX]; /* lock: the latest orders' ids (Tt-Order) */
+    uint32_t seen_next;                   /* lock: the slot the next new id takes */
+    int wake_fd;                          /* a duplicate of the client's eventfd; immutable */
+    uint64_t backoff_min_ms;              /* immutable */
+    uint64_t backoff_max_ms;              /* immutable */
+    char agent[256];                      /* immutable */
 };
 
 static void mailbox_free(struct mailbox *mb)
@@ -325,18 +330,42 @@ static void on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, v
     wake(mb);
 }
 
-/* libnats: a message on the agent's control subject. */
+/* Under mb->lock: 1 when id was seen already, else 0 and id remembered. */
+static int order_seen(struct mailbox *mb, const char *id)
+{
+    for (int i = 0; i < ORDERS_SEEN; i++) {
+        if (strcmp(mb->seen[i], id) == 0) {
+            return 1;
+        }
+    }
+    snprintf(mb->seen[mb->seen_next], ORDER_ID_MAX, "%s", id);
+    mb->seen_next = (mb->seen_next + 1) % ORDERS_SEEN;
+    return 0;
+}
+
+/* libnats: a message on the agent's control subject. A collector resends an order (header
+ * Tt-Order, with a reply subject) until it is confirmed: the confirmation is the id published
+ * to the reply subject, sent on each copy once the order is queued (or was already). */
 static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
-    (void)nc;
     (void)sub;
     struct mailbox *mb = closure;
-    const char *who = NULL;
+    const char *who = NULL, *oid = NULL;
     int len = natsMsg_GetDataLength(msg);
     if (natsMsgHeader_Get(msg, "Tt-Agent", &who) != NATS_OK || !who ||
         strcmp(who, mb->agent) != 0 || len < 0 || (unsigned)len > CTL_MSG_MAX) {
         natsMsg_Destroy(msg); /* another agent's order (a hash collision), or malformed */
         return;
+    }
+    char id[ORDER_ID_MAX] = "";
+    if (natsMsgHeader_Get(msg, "Tt-Order", &oid) == NATS_OK && oid && *oid &&
+        strlen(oid) < sizeof id) {
+        snprintf(id, sizeof id, "%s", oid);
+    }
+    char reply[256] = "";
+    const char *rs = natsMsg_GetReply(msg);
+    if (rs && strlen(rs) < sizeof reply) {
+        snprintf(reply, sizeof reply, "%s", rs);
     }
     struct ctl_msg *m = malloc(sizeof *m + (size_t)len + 1);
     if (m) {
@@ -346,7 +375,7 @@ static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     }
     natsMsg_Destroy(msg);
     if (!m) {
-        return;
+        return; /* not confirmed: the collector resends it */
     }
     pthread_mutex_lock(&mb->lock);
     if (mb->worker_gone || mb->ctl_n >= CTL_QUEUE_MAX) {
@@ -354,15 +383,23 @@ static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
         free(m);
         return;
     }
-    if (mb->ctl_tail) {
-        mb->ctl_tail->next = m;
+    if (id[0] && order_seen(mb, id)) {
+        pthread_mutex_unlock(&mb->lock);
+        free(m); /* a copy of an order queued before: confirmed again, not applied twice */
     } else {
-        mb->ctl_head = m;
+        if (mb->ctl_tail) {
+            mb->ctl_tail->next = m;
+        } else {
+            mb->ctl_head = m;
+        }
+        mb->ctl_tail = m;
+        mb->ctl_n++;
+        pthread_mutex_unlock(&mb->lock);
+        wake(mb);
     }
-    mb->ctl_tail = m;
-    mb->ctl_n++;
-    pthread_mutex_unlock(&mb->lock);
-    wake(mb);
+    if (id[0] && reply[0]) {
+        natsConnection_Publish(nc, reply, id, (int)strlen(id));
+    }
 }
 
 static void on_conn_change(natsConnection *nc, void *closure)

@@ -294,8 +294,23 @@ TEST_T(nats_terminated, 60)
     tt_nats_disconnect(&p);
 }
 
-/* (4) A halt through the API is published on the agent's control subject with Tt-Agent. */
-TEST_T(nats_halt_published, 60)
+/* An agent's part of the order protocol: confirm each order with its Tt-Order id. */
+static void confirm_order(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)sub;
+    (void)closure;
+    const char *id = NULL;
+    if (natsMsgHeader_Get(m, "Tt-Order", &id) == NATS_OK && natsMsg_GetReply(m)) {
+        natsConnection_Publish(nc, natsMsg_GetReply(m), id, (int)strlen(id));
+    }
+    natsMsg_Destroy(m);
+}
+
+/* (4) A halt through the API goes to the agent's control subject with Tt-Agent and Tt-Order,
+ * and is resent until the agent confirms it: an agent that subscribes after the order was
+ * posted (it was reconnecting) still receives it; once confirmed it is sent no more; an order
+ * an agent confirms at once is answered "nats_delivered": true. */
+TEST_T(nats_halt_resent_until_confirmed, 60)
 {
     struct tt_nats ns;
     tt_nats_start(&ns, 1);
@@ -306,25 +321,55 @@ TEST_T(nats_halt_published, 60)
     tt_nats_connect(&p, &ns, 0);
     char subj[64];
     CHECK(nats_control_subject(agents[1], subj, sizeof subj) == 0);
-    natsSubscription *sub = NULL;
-    CHECK(natsConnection_SubscribeSync(&sub, p.nc, subj) == NATS_OK);
-    CHECK(natsConnection_Flush(p.nc) == NATS_OK);
     char *body = NULL;
     char path[128];
     snprintf(path, sizeof path, "/api/v1/agents/%s/halt", agents[1]);
     CHECK_EQ(tt_test_http(s.http, "POST", path, "{\"reason\":\"test halt\"}", &body), 202);
-    CHECK_MSG(strstr(body, "\"nats_published\":true"), "answer: %s", body);
+    CHECK_MSG(strstr(body, "\"nats_published\":true") && strstr(body, "\"nats_delivered\":false"),
+              "answer: %s", body);
     free(body);
+
+    /* The agent comes (back) now: the order reaches it. */
+    natsSubscription *sub = NULL;
+    CHECK(natsConnection_SubscribeSync(&sub, p.nc, subj) == NATS_OK);
+    CHECK(natsConnection_Flush(p.nc) == NATS_OK);
     natsMsg *m = NULL;
     CHECK_MSG(natsSubscription_NextMsg(&m, sub, 5000) == NATS_OK, "no control message on %s", subj);
-    const char *who = NULL;
+    const char *who = NULL, *id = NULL;
     CHECK(natsMsgHeader_Get(m, "Tt-Agent", &who) == NATS_OK);
     CHECK_STR(who, agents[1]);
-    CHECK(natsMsg_GetDataLength(m) > 0);
+    CHECK(natsMsgHeader_Get(m, "Tt-Order", &id) == NATS_OK && id && *id);
+    CHECK(natsMsg_GetReply(m) != NULL);
     CHECK_MSG(memmem(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), "test halt", 9),
               "the halt's reason is not in the payload");
+    CHECK(natsConnection_Publish(p.nc, natsMsg_GetReply(m), id, (int)strlen(id)) == NATS_OK);
+    CHECK(natsConnection_Flush(p.nc) == NATS_OK);
     natsMsg_Destroy(m);
-    CHECK_EQ(nats_status(s.http, "control_published", NULL), 1);
+    double t0 = tt_test_now_ms();
+    while (nats_status(s.http, "control_delivered", NULL) != 1) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 5000, "the confirmation was not taken");
+        usleep(20000);
+    }
+    CHECK(nats_status(s.http, "control_resent", NULL) >= 1);
+    /* Confirmed: sent no more (a copy already on its way may still come). */
+    while (natsSubscription_NextMsg(&m, sub, 300) == NATS_OK) {
+        natsMsg_Destroy(m);
+    }
+    CHECK_MSG(natsSubscription_NextMsg(&m, sub, 1500) == NATS_TIMEOUT,
+              "the order is still sent after its confirmation");
+    natsSubscription_Destroy(sub);
+
+    /* An agent that confirms at once: delivered, in the answer. */
+    CHECK(natsConnection_Subscribe(&sub, p.nc, subj, confirm_order, NULL) == NATS_OK);
+    CHECK(natsConnection_Flush(p.nc) == NATS_OK);
+    snprintf(path, sizeof path, "/api/v1/agents/%s/resume", agents[1]);
+    CHECK_EQ(tt_test_http(s.http, "POST", path, "{\"reason\":\"go on\"}", &body), 202);
+    CHECK_MSG(strstr(body, "\"nats_delivered\":true"), "answer: %s", body);
+    free(body);
+    CHECK_EQ(nats_status(s.http, "control_published", NULL), 2);
+    CHECK_EQ(nats_status(s.http, "control_delivered", NULL), 2);
+    CHECK_EQ(nats_status(s.http, "control_expired", NULL), 0);
+    CHECK_EQ(tt_test_metric(s.http, "telltale_nats_control_delivered_total"), 2);
     natsSubscription_Destroy(sub);
     tt_test_serve_stop(&s);
     tt_nats_disconnect(&p);

@@ -497,12 +497,12 @@ TEST_T(nats_client_cluster_node_killed_loses_nothing, 240)
     tt_nats_disconnect(&t);
 }
 
-/* A Control{halt: Halt{session, reason}} payload (proto/telltale.proto). */
-static size_t halt_payload(uint8_t *out, const char *session, const char *reason)
+/* A Control{halt = 1 | resume = 4: {session, reason}} payload (proto/telltale.proto). */
+static size_t order_payload(uint8_t *out, int field, const char *session, const char *reason)
 {
     size_t sl = strlen(session), rl = strlen(reason);
     size_t inner = 2 + sl + 2 + rl, k = 0;
-    out[k++] = 0x0a;
+    out[k++] = (uint8_t)(field << 3 | 2);
     out[k++] = (uint8_t)inner;
     out[k++] = 0x0a;
     out[k++] = (uint8_t)sl;
@@ -514,19 +514,31 @@ static size_t halt_payload(uint8_t *out, const char *session, const char *reason
     return k + rl;
 }
 
-static void publish_order(struct tt_nats_conn *t, const char *agent_header, const char *session,
-                          const char *reason)
+/* A halt (field 1) or resume (4) for AGENT's subject with header Tt-Agent; with id, also
+ * Tt-Order and the reply subject a collector's courier gives (nats_orders.h). */
+static void publish_order_as(struct tt_nats_conn *t, int field, const char *agent_header,
+                             const char *session, const char *reason, const char *id,
+                             const char *reply)
 {
     char subject[64];
     snprintf(subject, sizeof subject, "telltale.control.%016llx", (unsigned long long)fnv64(AGENT));
     uint8_t payload[256];
-    size_t len = halt_payload(payload, session, reason);
+    size_t len = order_payload(payload, field, session, reason);
     natsMsg *m;
-    CHECK(natsMsg_Create(&m, subject, NULL, (const char *)payload, (int)len) == NATS_OK);
+    CHECK(natsMsg_Create(&m, subject, reply, (const char *)payload, (int)len) == NATS_OK);
     CHECK(natsMsgHeader_Set(m, "Tt-Agent", agent_header) == NATS_OK);
+    if (id) {
+        CHECK(natsMsgHeader_Set(m, "Tt-Order", id) == NATS_OK);
+    }
     CHECK(natsConnection_PublishMsg(t->nc, m) == NATS_OK);
     natsMsg_Destroy(m);
     CHECK(natsConnection_FlushTimeout(t->nc, 5000) == NATS_OK);
+}
+
+static void publish_order(struct tt_nats_conn *t, const char *agent_header, const char *session,
+                          const char *reason)
+{
+    publish_order_as(t, 1, agent_header, session, reason, NULL, NULL);
 }
 
 static tt_verdict next_token(tt_response *r, int i)
@@ -567,6 +579,86 @@ TEST_T(nats_client_control_halt_needs_own_agent_header, 120)
     tt_response_summary s;
     CHECK_OK(tt_response_end(r, &s));
     CHECK_MSG(strstr(s.reason, "nats says stop") != NULL, "reason: %s", s.reason);
+    CHECK_OK(tt_close(c, 5000));
+    tt_nats_disconnect(&t);
+}
+
+/* The next confirmation on the inbox is id. */
+static void expect_confirmation(natsSubscription *inbox, const char *id)
+{
+    natsMsg *m = NULL;
+    CHECK_MSG(natsSubscription_NextMsg(&m, inbox, 10000) == NATS_OK, "no confirmation of %s", id);
+    CHECK_MSG(natsMsg_GetDataLength(m) == (int)strlen(id) &&
+                  memcmp(natsMsg_GetData(m), id, strlen(id)) == 0,
+              "confirmation %.*s, not %s", natsMsg_GetDataLength(m), natsMsg_GetData(m), id);
+    natsMsg_Destroy(m);
+}
+
+/* (4b) An order a collector resends until it is confirmed (Tt-Order and a reply subject:
+ * nats_orders.h) is confirmed on each copy and applied once: a halt, the resume after it, then
+ * a late copy of the halt leave the session running. */
+TEST_T(nats_client_resent_order_confirmed_each_time_applied_once, 120)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_nats_conn t;
+    tt_nats_connect(&t, &ns, 0);
+    make_stream(&t, 1);
+    tt_client *c = open_client(&ns, ns.urls, AGENT);
+    emit_n(c, 0, 10);
+    CHECK_OK(tt_flush(c, 20000));
+    const char *reply = "tt-test.confirm";
+    natsSubscription *inbox = NULL;
+    CHECK(natsConnection_SubscribeSync(&inbox, t.nc, reply) == NATS_OK);
+    CHECK(natsConnection_Flush(t.nc) == NATS_OK);
+
+    tt_response *r;
+    CHECK_OK(tt_response_begin(c, &r, "s1", "m", NULL, 0));
+    int i = 0;
+    CHECK_EQ(next_token(r, i++), TT_PASS);
+    publish_order_as(&t, 1, AGENT, "s1", "halt A", "c0ffee-1", reply);
+    double t0 = tt_test_now_ms();
+    while (next_token(r, i++) != TT_HALT) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000, "no halt after 10 s");
+        usleep(2000);
+    }
+    tt_response_summary s;
+    CHECK_OK(tt_response_end(r, &s));
+    expect_confirmation(inbox, "c0ffee-1");
+
+    publish_order_as(&t, 4, AGENT, "s1", "go on", "c0ffee-2", reply);
+    expect_confirmation(inbox, "c0ffee-2");
+    /* The resume is applied by the worker soon after its confirmation. */
+    t0 = tt_test_now_ms();
+    for (;;) {
+        CHECK_OK(tt_response_begin(c, &r, "s1", "m", NULL, 0));
+        i = 0;
+        if (next_token(r, i++) == TT_PASS) {
+            break;
+        }
+        CHECK_OK(tt_response_end(r, &s));
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000, "session s1 still halted 10 s after the resume");
+        usleep(10000);
+    }
+    /* A late copy of the halt (the courier resent it before it saw the confirmation). */
+    publish_order_as(&t, 1, AGENT, "s1", "halt A", "c0ffee-1", reply);
+    expect_confirmation(inbox, "c0ffee-1");
+    t0 = tt_test_now_ms();
+    while (tt_test_now_ms() - t0 < 1000) {
+        CHECK_MSG(next_token(r, i++) == TT_PASS, "the copy of the halt was applied again");
+        usleep(2000);
+    }
+    /* An order of the same kind with a new id is applied. */
+    publish_order_as(&t, 1, AGENT, "s1", "halt C", "c0ffee-3", reply);
+    expect_confirmation(inbox, "c0ffee-3");
+    t0 = tt_test_now_ms();
+    while (next_token(r, i++) != TT_HALT) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000, "no halt after 10 s");
+        usleep(2000);
+    }
+    CHECK_OK(tt_response_end(r, &s));
+    CHECK_MSG(strstr(s.reason, "halt C") != NULL, "reason: %s", s.reason);
+    natsSubscription_Destroy(inbox);
     CHECK_OK(tt_close(c, 5000));
     tt_nats_disconnect(&t);
 }

@@ -64,7 +64,8 @@ enum MHD_Result api_agent_comply_policy(const struct http_req *r)
     json_decref(o);
     int n = ingest_post_control_wait(r->ctx->ingest, agent, payload, (size_t)(q - payload),
                                      ORDER_WAIT_MS);
-    int nb = nats_publish_control(r->ctx->nats, agent, payload, (size_t)(q - payload));
+    int nb = nats_publish_control(r->ctx->nats, agent, payload, (size_t)(q - payload),
+                                  NATS_CONFIRM_WAIT_MS);
     free(payload);
     tt__buf b;
     tt__buf_init(&b, 4096);
@@ -76,6 +77,7 @@ enum MHD_Result api_agent_comply_policy(const struct http_req *r)
     tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
     if (r->ctx->nats) {
         tt__json_kv_bool(&j, "nats_published", nb > 0);
+        tt__json_kv_bool(&j, "nats_delivered", nb > 1);
     }
     tt__json_kv_bool(&j, "collector", r->ctx->watch && watched == 0);
     tt__json_obj_end(&j);

@@ -13,11 +13,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "collector/source/nats.h"
 #include "collector/api/http.h"
 #include "collector/log.h"
+#include "collector/source/nats.h"
 #include "collector/source/native.h"
 #include "collector/store/store.h"
+#include "common/clock.h"
 #include "common/json.h"
 #include "common/pb.h"
 
@@ -275,27 +276,32 @@ static enum MHD_Result session_order(const struct http_req *r, int field)
     tt__json_kv_cstr(&j, "reason", reason);
     tt__json_key(&j, "agents");
     tt__json_arr_begin(&j);
-    int conns = 0, published = 0;
+    int conns = 0, published = 0, delivered = 0;
+    uint64_t nats_until =
+        tt__mono_ns() + NATS_CONFIRM_WAIT_MS * 1000000ull; /* one wait for all the agents */
     for (int i = 0; i < names.n; i++) {
         const char *agent = names.name[i];
         int n = ingest_post_control_wait(r->ctx->ingest, agent, payload, plen, ORDER_WAIT_MS);
-        int nb = nats_publish_control(r->ctx->nats, agent, payload, plen);
+        uint64_t now = tt__mono_ns();
+        int left = now < nats_until ? (int)((nats_until - now) / 1000000) : 0;
+        int nb = nats_publish_control(r->ctx->nats, agent, payload, plen, left);
         tt__json_obj_begin(&j);
         tt__json_kv_cstr(&j, "agent", agent);
         tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
         if (r->ctx->nats) {
-            if (r->ctx->nats) {
-                tt__json_kv_bool(&j, "nats_published", nb > 0);
-            }
+            tt__json_kv_bool(&j, "nats_published", nb > 0);
+            tt__json_kv_bool(&j, "nats_delivered", nb > 1);
         }
         tt__json_obj_end(&j);
         conns += n > 0 ? n : 0;
         published += nb > 0;
+        delivered += nb > 1;
     }
     tt__json_arr_end(&j);
     tt__json_kv_i64(&j, "connections", conns);
     if (r->ctx->nats) {
         tt__json_kv_i64(&j, "nats_published", published);
+        tt__json_kv_i64(&j, "nats_delivered", delivered);
     }
     tt__json_obj_end(&j);
     audit(field, "session", session, reason, names.n, conns);
@@ -316,7 +322,7 @@ static enum MHD_Result agent_order(const struct http_req *r, int field)
     uint8_t payload[300];
     size_t plen = order_payload(payload, field, "", reason);
     int n = ingest_post_control_wait(r->ctx->ingest, agent, payload, plen, ORDER_WAIT_MS);
-    int nb = nats_publish_control(r->ctx->nats, agent, payload, plen);
+    int nb = nats_publish_control(r->ctx->nats, agent, payload, plen, NATS_CONFIRM_WAIT_MS);
     audit(field, "agent", agent, reason, 1, n < 0 ? 0 : n);
     tt__buf b;
     tt__buf_init(&b, 4096);
@@ -329,6 +335,7 @@ static enum MHD_Result agent_order(const struct http_req *r, int field)
     tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
     if (r->ctx->nats) {
         tt__json_kv_bool(&j, "nats_published", nb > 0);
+        tt__json_kv_bool(&j, "nats_delivered", nb > 1);
     }
     tt__json_obj_end(&j);
     enum MHD_Result rc = j.err ? http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "answer too large")

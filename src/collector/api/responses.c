@@ -381,7 +381,8 @@ enum MHD_Result api_agent_guard_policy(const struct http_req *r)
     uint8_t *p = tt__pb_put_bytes(payload, 2, inner, (size_t)(q - inner));
     int n = ingest_post_control_wait(r->ctx->ingest, agent, payload, (size_t)(p - payload),
                                      HALT_WAIT_MS);
-    int nb = nats_publish_control(r->ctx->nats, agent, payload, (size_t)(p - payload));
+    int nb = nats_publish_control(r->ctx->nats, agent, payload, (size_t)(p - payload),
+                                  NATS_CONFIRM_WAIT_MS);
     tt__buf b;
     tt__buf_init(&b, 4096);
     tt__json j;
@@ -399,6 +400,7 @@ enum MHD_Result api_agent_guard_policy(const struct http_req *r)
     tt__json_kv_i64(&j, "connections", n < 0 ? 0 : n);
     if (r->ctx->nats) {
         tt__json_kv_bool(&j, "nats_published", nb > 0);
+        tt__json_kv_bool(&j, "nats_delivered", nb > 1);
     }
     tt__json_obj_end(&j);
     return reply(r, MHD_HTTP_ACCEPTED, &b, &j);

@@ -28,6 +28,7 @@
 #include "collector/log.h"
 #include "collector/secure.h"
 #include "collector/source/nats_msg.h"
+#include "collector/source/nats_orders.h"
 #include "collector/source/native_conn.h"
 #include "collector/source/source.h"
 #include "common/clock.h"
@@ -37,7 +38,6 @@
 #define NATS_HELD_MAX 1024     /* messages between fetch and ack; also MaxAckPending */
 #define NATS_NAK_DELAY_MS 1000 /* RETRY or FATAL: redelivered after this */
 #define NATS_MAX_SERVERS 16
-#define NATS_CONTROL_FLUSH_MS 1000
 
 enum { ACT_ACK, ACT_NAK, ACT_TERM };
 
@@ -57,7 +57,8 @@ struct nats_src {
     natsConnection *nc;
     jsCtx *js;
     natsSubscription *sub;
-    ZSTD_DCtx *dctx; /* the consumer thread's */
+    struct nats_orders *orders; /* operator orders to agents (nats_orders.h) */
+    ZSTD_DCtx *dctx;            /* the consumer thread's */
     pthread_t th;
     int started;
     pthread_mutex_t mu;
@@ -75,7 +76,6 @@ static struct {
     _Atomic int enabled;
     _Atomic uint64_t received, acked, duplicates, naked, paused, fetch_errors;
     _Atomic uint64_t terminated[NT__COUNT];
-    _Atomic uint64_t control_published, control_failed;
 } nstats;
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -538,7 +538,7 @@ int nats_open(struct nats_src **out, const struct collector_opts *o, struct pipe
         return -1;
     }
     if (connect_all(x, err, errlen) != 0 || stream_ensure(x, err, errlen) != 0 ||
-        subscribe(x, err, errlen) != 0) {
+        subscribe(x, err, errlen) != 0 || nats_orders_start(&x->orders, x->nc, err, errlen) != 0) {
         return -1;
     }
     if (pipeline_attach(pl, &x->src, &nats_ops) != 0) {
@@ -574,6 +574,7 @@ void nats_shutdown(struct nats_src *x)
         return;
     }
     atomic_store(&x->draining, 1);
+    nats_orders_stop(x->orders);
     if (x->started) {
         pthread_mutex_lock(&x->mu);
         x->stop = 1;
@@ -602,6 +603,7 @@ void nats_free(struct nats_src *x)
         natsMsg_Destroy(h->m); /* unacked: redelivered */
         free(h);
     }
+    nats_orders_free(x->orders);
     natsSubscription_Destroy(x->sub);
     jsCtx_Destroy(x->js);
     natsConnection_Destroy(x->nc);
@@ -615,28 +617,26 @@ void nats_free(struct nats_src *x)
 
 /* --- operator orders -------------------------------------------------------------------- */
 
-int nats_publish_control(struct nats_src *x, const char *agent, const uint8_t *payload, size_t n)
+int nats_publish_control(struct nats_src *x, const char *agent, const uint8_t *payload, size_t n,
+                         int wait_ms)
 {
-    if (!x || !x->nc) {
+    if (!x || !x->orders) {
         return 0;
     }
     char subj[64];
-    natsMsg *m = NULL;
-    if (nats_control_subject(agent, subj, sizeof subj) != 0 || n > 65536) {
+    if (nats_control_subject(agent, subj, sizeof subj) != 0) {
         return -EINVAL;
     }
-    natsStatus s = natsMsg_Create(&m, subj, NULL, (const char *)payload, (int)n);
-    s = s == NATS_OK ? natsMsgHeader_Set(m, "Tt-Agent", agent) : s;
-    s = s == NATS_OK ? natsConnection_PublishMsg(x->nc, m) : s;
-    s = s == NATS_OK ? natsConnection_FlushTimeout(x->nc, NATS_CONTROL_FLUSH_MS) : s;
-    natsMsg_Destroy(m);
-    if (s != NATS_OK) {
-        cstat_add(&nstats.control_failed, 1);
-        log_warn("NATS: an order for agent %s not published: %s", agent, natsStatus_GetText(s));
-        return -EIO;
+    uint64_t id;
+    int rc = nats_orders_post(x->orders, subj, agent, payload, n, &id);
+    if (rc < 0) {
+        log_warn("NATS: an order for agent %s not taken: %s", agent,
+                 rc == -EBUSY ? "too many orders wait for their agents' confirmation"
+                              : strerror(-rc));
+        return rc;
     }
-    cstat_add(&nstats.control_published, 1);
-    return 1;
+    int w = nats_orders_wait(x->orders, id, wait_ms);
+    return w > 0 ? 2 : w == 0 ? 1 : -ETIMEDOUT;
 }
 
 /* --- counters --------------------------------------------------------------------------- */
@@ -672,10 +672,18 @@ void nats_metrics(tt__buf *b)
         LD(nstats.paused));
     one(b, "telltale_nats_fetch_errors_total", "counter",
         "Fetches that failed (disconnected, no consumer leader).", LD(nstats.fetch_errors));
+    struct nats_orders_stats os;
+    nats_orders_stats_get(&os);
     one(b, "telltale_nats_control_published_total", "counter",
-        "Operator orders published on agents' control subjects.", LD(nstats.control_published));
+        "Operator orders taken to be published on agents' control subjects.", os.published);
+    one(b, "telltale_nats_control_delivered_total", "counter",
+        "Operator orders an agent confirmed.", os.delivered);
+    one(b, "telltale_nats_control_resent_total", "counter",
+        "Operator orders published again for want of a confirmation.", os.resent);
+    one(b, "telltale_nats_control_expired_total", "counter",
+        "Operator orders dropped unconfirmed after their time to live.", os.expired);
     one(b, "telltale_nats_control_failed_total", "counter",
-        "Operator orders that could not be published.", LD(nstats.control_failed));
+        "Operator orders refused (too many unconfirmed, bad input, no memory).", os.failed);
 }
 
 void nats_status_json(tt__json *j)
@@ -695,7 +703,12 @@ void nats_status_json(tt__json *j)
     tt__json_obj_end(j);
     tt__json_kv_u64(j, "fetch_pauses", LD(nstats.paused));
     tt__json_kv_u64(j, "fetch_errors", LD(nstats.fetch_errors));
-    tt__json_kv_u64(j, "control_published", LD(nstats.control_published));
-    tt__json_kv_u64(j, "control_failed", LD(nstats.control_failed));
+    struct nats_orders_stats os;
+    nats_orders_stats_get(&os);
+    tt__json_kv_u64(j, "control_published", os.published);
+    tt__json_kv_u64(j, "control_delivered", os.delivered);
+    tt__json_kv_u64(j, "control_resent", os.resent);
+    tt__json_kv_u64(j, "control_expired", os.expired);
+    tt__json_kv_u64(j, "control_failed", os.failed);
     tt__json_obj_end(j);
 }

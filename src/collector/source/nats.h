@@ -8,7 +8,8 @@
  *
  * Threads: one consumer thread fetches, decodes, authenticates and submits, and performs the
  * acks; the completions (loop thread) only queue them for it and wake it. The API threads
- * publish operator orders on an agent's control subject (nats_publish_control).
+ * send operator orders to an agent's control subject (nats_publish_control), which a courier
+ * thread resends until the agent confirms (nats_orders.h).
  *
  * Identity: a NATS agent has no peer the collector can see, so its hello must carry a valid
  * ingest token (--ingest-tokens); its identity is then "token:AGENT" as on TCP. Without a token
@@ -49,9 +50,14 @@ void nats_shutdown(struct nats_src *x);
 /* After the store closed: frees what completions never came for. x may be NULL. */
 void nats_free(struct nats_src *x);
 
-/* Publish a CONTROL payload on agent's control subject with header Tt-Agent (any thread).
- * 1 when the server took it (flushed), 0 without --nats, negative on an error. */
-int nats_publish_control(struct nats_src *x, const char *agent, const uint8_t *payload, size_t n);
+/* Send a CONTROL payload to agent on its control subject (headers Tt-Agent, Tt-Order; resent
+ * until the agent confirms: nats_orders.h) and wait up to wait_ms for the confirmation (any
+ * thread). 2 confirmed, 1 published and not yet confirmed (resent for up to
+ * NATS_ORDER_TTL_MS), 0 without --nats, negative on an error (not sent). */
+int nats_publish_control(struct nats_src *x, const char *agent, const uint8_t *payload, size_t n,
+                         int wait_ms);
+/* How long the API waits for a NATS agent's confirmation of an order (then it answers). */
+#define NATS_CONFIRM_WAIT_MS 1000
 
 /* The source's counters for /metrics and /api/v1/status (zeros without --nats). */
 void nats_metrics(tt__buf *b);
