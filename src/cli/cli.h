@@ -48,6 +48,13 @@ struct cli_auth {
     }
 
 /* The help lines of those options. */
+/* The exit statuses of `telltale halt` and `telltale resume` (cli_order). */
+#define CLI_ORDER_EXIT_HELP                                                                        \
+    "Exit status: 0 the order reached at least one connection, or a collector on NATS took it\n"   \
+    "for the agent's control subject (a note says whether the agent confirmed it); 1 the\n"        \
+    "collector answered with an error (unknown session, bad reason) or no agent of the session\n"  \
+    "is connected; 2 usage error; 3 the collector could not be reached.\n"
+
 #define CLI_AUTH_HELP                                                                              \
     "  --token-file FILE    the operator token, first line of FILE (mode 0600; default\n"          \
     "                       $TELLTALE_TOKEN, $TELLTALE_TOKEN_FILE, or the collector's\n"           \

@@ -27,10 +27,19 @@ static const char usage[] =
     "  --reason R           why (at most 100 bytes; default \"no reason given\")\n"
     "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or "
     "127.0.0.1:7371)\n" CLI_AUTH_HELP "  --help               this text\n"
-    "\n"
-    "Exit status: 0 the order reached at least one connection; 1 the collector answered with an\n"
-    "error (unknown session, bad reason) or no agent of the session is connected; 2 usage\n"
-    "error; 3 the collector could not be reached.\n";
+    "\n" CLI_ORDER_EXIT_HELP;
+
+/* The value after the last "key": in a JSON answer, or NULL. */
+static const char *last_value(const char *json, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *v = NULL;
+    for (const char *q = json; (q = strstr(q, pat)) != NULL; q++) {
+        v = q + strlen(pat);
+    }
+    return v;
+}
 
 int cli_order(int argc, char **argv, const char *verb, const char *help)
 {
@@ -120,28 +129,22 @@ int cli_order(int argc, char **argv, const char *verb, const char *help)
         return EXIT_FAIL;
     }
     printf("%s\n", out.buf);
-    /* The total is the last "connections" of the answer. */
-    const char *p = NULL, *q = out.buf;
-    while ((q = strstr(q, "\"connections\":")) != NULL) {
-        p = q;
-        q++;
-    }
-    /* With --nats the collector also published it on the agent's control subject (the last
-     * "nats_published": true, or the session's count): sent, though NATS does not confirm
-     * that the agent listens. */
-    const char *np = NULL;
-    for (q = out.buf; (q = strstr(q, "\"nats_published\":")) != NULL; q++) {
-        np = q + 17;
-    }
+    /* The totals are the last "connections", "nats_published" and "nats_delivered" of the
+     * answer (true, or a session's count). */
+    const char *p = last_value(out.buf, "connections");
+    const char *np = last_value(out.buf, "nats_published");
+    const char *nd = last_value(out.buf, "nats_delivered");
     int nats = np && (strncmp(np, "true", 4) == 0 || strtol(np, NULL, 10) > 0);
-    if ((!p || strtol(p + 14, NULL, 10) <= 0) && nats) {
+    int confirmed = nd && (strncmp(nd, "true", 4) == 0 || strtol(nd, NULL, 10) > 0);
+    if ((!p || strtol(p, NULL, 10) <= 0) && nats) {
         fprintf(stderr,
-                "telltale %s: published on NATS (no native connection; NATS does not "
-                "confirm that the agent listens)\n",
+                confirmed ? "telltale %s: delivered over NATS (the agent confirmed it)\n"
+                          : "telltale %s: published on NATS; no agent confirmed it yet (the "
+                            "collector resends it for up to 2 minutes)\n",
                 verb);
         return EXIT_OK;
     }
-    if (!p || strtol(p + 14, NULL, 10) <= 0) {
+    if (!p || strtol(p, NULL, 10) <= 0) {
         fprintf(stderr,
                 session ? "telltale %s: no agent of session %s is connected\n"
                         : "telltale %s: agent %s is not connected\n",

@@ -18,10 +18,7 @@ static const char usage[] =
     "  --reason R           why, for the collector's log (at most 100 bytes)\n"
     "  --http HOST:PORT     the collector's HTTP API (default $TELLTALE_HTTP or "
     "127.0.0.1:7371)\n" CLI_AUTH_HELP "  --help               this text\n"
-    "\n"
-    "Exit status: 0 the order reached at least one connection; 1 the collector answered with an\n"
-    "error (unknown session, bad reason) or no agent of the session is connected; 2 usage\n"
-    "error; 3 the collector could not be reached.\n";
+    "\n" CLI_ORDER_EXIT_HELP;
 
 int cmd_resume(int argc, char **argv)
 {

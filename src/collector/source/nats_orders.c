@@ -156,8 +156,8 @@ static void pass(struct nats_orders *o, uint64_t now)
         if (r->state == PENDING && now >= r->expires_ns) {
             r->state = DROPPED;
             ADD(ostats.expired);
-            log_warn("NATS: an order for agent %s was not confirmed within %d s; dropped",
-                     r->agent, NATS_ORDER_TTL_MS / 1000);
+            log_warn("NATS: an order for agent %s was not confirmed within %d s; dropped", r->agent,
+                     NATS_ORDER_TTL_MS / 1000);
             pthread_cond_broadcast(&o->settled);
         }
         if (r->state == PENDING && now >= r->due_ns && first_of_agent(o, r)) {
