@@ -548,18 +548,26 @@ static tt_verdict next_token(tt_response *r, int i)
     return v;
 }
 
+/* A server with the stream, a test connection t to it and AGENT's client, connected and
+ * subscribed to its control subject. */
+static tt_client *control_agent(struct tt_nats *ns, struct tt_nats_conn *t)
+{
+    tt_nats_start(ns, 1);
+    tt_nats_connect(t, ns, 0);
+    make_stream(t, 1);
+    tt_client *c = open_client(ns, ns->urls, AGENT);
+    emit_n(c, 0, 10);
+    CHECK_OK(tt_flush(c, 20000)); /* connected, and its subscription is at the server */
+    return c;
+}
+
 /* (4) A halt on the agent's control subject halts its responses when its Tt-Agent header is
  * the agent's name, and not when it names another agent. */
 TEST_T(nats_client_control_halt_needs_own_agent_header, 120)
 {
     struct tt_nats ns;
-    tt_nats_start(&ns, 1);
     struct tt_nats_conn t;
-    tt_nats_connect(&t, &ns, 0);
-    make_stream(&t, 1);
-    tt_client *c = open_client(&ns, ns.urls, AGENT);
-    emit_n(c, 0, 10);
-    CHECK_OK(tt_flush(c, 20000)); /* connected, and its subscription is at the server */
+    tt_client *c = control_agent(&ns, &t);
     tt_response *r;
     CHECK_OK(tt_response_begin(c, &r, "s1", "m", NULL, 0));
     int i = 0;
@@ -600,13 +608,8 @@ static void expect_confirmation(natsSubscription *inbox, const char *id)
 TEST_T(nats_client_resent_order_confirmed_each_time_applied_once, 120)
 {
     struct tt_nats ns;
-    tt_nats_start(&ns, 1);
     struct tt_nats_conn t;
-    tt_nats_connect(&t, &ns, 0);
-    make_stream(&t, 1);
-    tt_client *c = open_client(&ns, ns.urls, AGENT);
-    emit_n(c, 0, 10);
-    CHECK_OK(tt_flush(c, 20000));
+    tt_client *c = control_agent(&ns, &t);
     const char *reply = "tt-test.confirm";
     natsSubscription *inbox = NULL;
     CHECK(natsConnection_SubscribeSync(&inbox, t.nc, reply) == NATS_OK);
