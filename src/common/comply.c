@@ -647,8 +647,8 @@ static int find_email(const char *s, size_t n, size_t at, size_t from, struct tt
 }
 
 /* Digits from s[i], with single spaces or dashes between groups: a card number of 13-19 digits
- * passing the Luhn check. */
-static int find_card(const char *s, size_t n, size_t i, struct tt__comply_find *f)
+ * passing the Luhn check. Nothing before s[from] is looked at. */
+static int find_card(const char *s, size_t n, size_t from, size_t i, struct tt__comply_find *f)
 {
     if (i > 0 && (is_alnum((unsigned char)s[i - 1]))) {
         return 0;
@@ -684,7 +684,18 @@ static int find_card(const char *s, size_t n, size_t i, struct tt__comply_find *
     if (sum % 10 != 0) {
         return 0;
     }
-    *f = (struct tt__comply_find){i, end - i, TT_PII_CARD};
+    /* A card that ends a longer run of digit groups ("00000000000000000-4111111111111111"):
+     * the run as a whole is masked, or masking the card alone would leave its head standing as a
+     * number of card length that the run hid. */
+    size_t b = i;
+    while (b >= from + 2 && (s[b - 1] == ' ' || s[b - 1] == '-') &&
+           is_digit((unsigned char)s[b - 2])) {
+        b -= 2;
+        while (b > from && is_digit((unsigned char)s[b - 1])) {
+            b--;
+        }
+    }
+    *f = (struct tt__comply_find){b, end - b, TT_PII_CARD};
     return 1;
 }
 
@@ -821,7 +832,7 @@ int tt__comply_pii_find(const char *s, size_t n, size_t from, uint32_t kinds,
         int alnum = is_alnum(c);
         if (alnum && !prev_alnum) {
             if (is_digit(c)) {
-                if ((kinds & TT_PII_CARD) && find_card(s, n, i, f)) {
+                if ((kinds & TT_PII_CARD) && find_card(s, n, from, i, f)) {
                     return 1;
                 }
             } else {

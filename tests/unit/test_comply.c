@@ -151,6 +151,21 @@ TEST(comply_redaction_masks_every_value_and_counts_them)
     n = tt__comply_redact(s, strlen(s), TT_PII_ALL, tiny, sizeof tiny, NULL);
     CHECK_EQ(n, sizeof tiny);
     CHECK(memcmp(tiny, "mail [em", 8) == 0);
+    /* a card that ends a longer run of digit groups: the whole run goes, or its head (17 zeros,
+     * a card by Luhn once the tail is masked) would survive redaction (found by fuzz_comply) */
+    const char *run = "ref 00000000000000000-00000000000000 end";
+    masked = 0;
+    n = tt__comply_redact(run, strlen(run), TT_PII_ALL, out, sizeof out, &masked);
+    out[n] = 0;
+    CHECK_STR(out, "ref [card] end");
+    CHECK_EQ_U64(masked, 1);
+    struct tt__comply_find f;
+    CHECK(!tt__comply_pii_find(out, n, 0, TT_PII_ALL, &f));
+    /* a card after a plain number and a word is still a card on its own */
+    const char *apart = "ref 12 x 4111 1111 1111 1111";
+    n = tt__comply_redact(apart, strlen(apart), TT_PII_ALL, out, sizeof out, NULL);
+    out[n] = 0;
+    CHECK_STR(out, "ref 12 x [card]");
 }
 
 static const char policy_text[] = "# a typical policy\n"
