@@ -178,7 +178,8 @@ static char *masked(tt_client *c, uint32_t kinds, const char *text, const char *
     if (!tt__comply_pii_find(text, n, 0, kinds, &f)) {
         return NULL;
     }
-    /* A value is at least 6 bytes and its mark at most 9: 1.5 n + 16 always holds the result. */
+    /* A value is at least 6 bytes and its mark at most 9: 1.5 n + 16 holds the first pass's
+     * result; a later pass (values that masking exposed) is cut at cap, never overruns it. */
     size_t cap = n + n / 2 + 16;
     char *buf = malloc(cap + 1);
     if (!buf) {

@@ -874,8 +874,8 @@ const char *tt__comply_pii_name(uint32_t kind)
     }
 }
 
-size_t tt__comply_redact(const char *s, size_t n, uint32_t kinds, char *out, size_t cap,
-                         uint64_t *masked)
+static size_t redact_pass(const char *s, size_t n, uint32_t kinds, char *out, size_t cap,
+                          uint64_t *masked)
 {
     size_t o = 0, i = 0;
     struct tt__comply_find f;
@@ -897,6 +897,38 @@ size_t tt__comply_redact(const char *s, size_t n, uint32_t kinds, char *out, siz
         size_t take = n - i < cap - o ? n - i : cap - o;
         memcpy(out + o, s + i, take);
         o += take;
+    }
+    return o;
+}
+
+/* Passes over what the first one left, at most: enough for any chain of neighbours seen. */
+#define REDACT_PASSES 8
+
+size_t tt__comply_redact(const char *s, size_t n, uint32_t kinds, char *out, size_t cap,
+                         uint64_t *masked)
+{
+    uint64_t count = 0;
+    size_t o = redact_pass(s, n, kinds, out, cap, &count);
+    /* Masking a value changes what its neighbours look like: "1234 5698 76554 3u@host.example"
+     * holds no card (the digits run into the address), but once the address is masked the
+     * digits stand alone and are one. The output is redacted again until nothing is found. */
+    struct tt__comply_find f;
+    for (int pass = 0; count && tt__comply_pii_find(out, o, 0, kinds, &f); pass++) {
+        char *prev = pass < REDACT_PASSES ? malloc(o) : NULL;
+        if (!prev) {
+            /* out of memory or of passes: nothing of the text rather than a value in it */
+            static const char all[] = "[redacted]";
+            o = sizeof all - 1 < cap ? sizeof all - 1 : cap;
+            memcpy(out, all, o);
+            count++;
+            break;
+        }
+        memcpy(prev, out, o);
+        o = redact_pass(prev, o, kinds, out, cap, &count);
+        free(prev);
+    }
+    if (masked) {
+        *masked += count;
     }
     return o;
 }
