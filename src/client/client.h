@@ -182,9 +182,9 @@ struct tt__comply_policy;
 struct tt__comply_client;
 /* comply.c: a step under a policy (tt_step_begin's slow path), a log or step end whose text
  * may need masking, and the state's release at close. */
-int tt__comply_step_begin(tt_client *c, const struct tt__comply_policy *p, tt_step *step,
-                          const tt_step *parent, tt_step_kind kind, const char *session,
-                          const char *name, const char *query, const uint8_t *trace_ctx);
+int tt__comply_step_begin(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
+                          const char *session, const char *name, const char *query,
+                          const uint8_t *trace_ctx);
 int tt__comply_log(tt_client *c, uint32_t kinds, const char *session, tt_severity severity,
                    const char *message, const tt_attr *attrs, size_t nattrs);
 int tt__comply_step_end(tt_client *c, uint32_t kinds, const tt_step *step, tt_status status,
@@ -217,8 +217,9 @@ struct tt_client {
     _Atomic int closing;                 /* release by tt_close, acquire on the hot path */
     uint64_t max_record;
     pthread_key_t key; /* this client's ring of the calling thread */
-    /* The compliance policy (comply.c), NULL when none: set with a release store, never freed
-     * before tt_close (replaced ones are kept on comply.old). redact: its PII kinds to mask. */
+    /* The compliance policy (policy.c), NULL when none: published with a seq_cst store; a
+     * step reads it only inside policy.c's reader section, which a replacement waits out
+     * before freeing the old one. redact: its PII kinds to mask. */
     _Atomic(const struct tt__comply_policy *) comply_policy;
     _Atomic uint32_t comply_redact;
 

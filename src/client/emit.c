@@ -473,7 +473,7 @@ TT_API int tt_step_begin(tt_client *c, tt_step *step, const tt_step *parent, tt_
     const struct tt__comply_policy *pol =
         atomic_load_explicit(&c->comply_policy, memory_order_acquire);
     if (TT_UNLIKELY(pol != NULL)) {
-        return tt__comply_step_begin(c, pol, step, parent, kind, session, name, query, NULL);
+        return tt__comply_step_begin(c, step, parent, kind, session, name, query, NULL);
     }
     return tt__step_begin_raw(c, step, parent, kind, session, name, query, NULL);
 }
@@ -496,7 +496,7 @@ TT_API int tt_step_begin_ctx(tt_client *c, tt_step *step, const tt_step *parent,
     const struct tt__comply_policy *pol =
         atomic_load_explicit(&c->comply_policy, memory_order_acquire);
     if (TT_UNLIKELY(pol != NULL)) {
-        return tt__comply_step_begin(c, pol, step, parent, kind, session, name, query, ctx);
+        return tt__comply_step_begin(c, step, parent, kind, session, name, query, ctx);
     }
     return tt__step_begin_raw(c, step, parent, kind, session, name, query, ctx);
 }
@@ -581,7 +581,7 @@ TT_API int tt_step_record(tt_client *c, const tt_step *parent, tt_step_kind kind
     if (pol != NULL) {
         /* The rules see it as at tt_step_begin (a block ends it as cancelled: too late to stop
          * it, but decided and logged); its begin is stamped now, its end carries duration_ns. */
-        rc = tt__comply_step_begin(c, pol, &s, parent, kind, session, name, query, NULL);
+        rc = tt__comply_step_begin(c, &s, parent, kind, session, name, query, NULL);
         s.start = start;
     } else {
         rc = step_begin_at(c, &s, parent, kind, session, name, query, start, NULL);

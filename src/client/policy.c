@@ -5,9 +5,13 @@
  * src/common/comply.c.
  *
  * The hot path pays one relaxed or acquire load per call while no policy is set (emit.c). A
- * policy is immutable once published; a replaced one stays allocated until tt_close (event
- * calls on other threads may still read it): each tt_comply_policy_set keeps one
- * struct tt__comply_policy (about 270 KB) until then. A text that holds a value to mask is
+ * policy is immutable once published. A step under a policy reads it inside a reader section
+ * (two counters, by the parity of an epoch: count in, load the policy, use it, count out); a
+ * replacement swaps the pointer, then flips the epoch twice, each time waiting for the
+ * counter of the parity it left to reach zero, which no reader that loaded the old policy can
+ * pass without leaving; then the old policy (about 270 KB) is freed. A reader that stays
+ * inside longer than RETIRE_WAIT_MS (a thread stopped mid-call) leaves its policy retired
+ * until tt_close instead. A text that holds a value to mask is
  * masked into a temporary heap copy (the one allocation of an event call, only then; if it
  * fails the event is dropped and counted as oom rather than sent unmasked).
  */
@@ -17,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client/client.h"
@@ -35,10 +40,32 @@ struct session_count {
 };
 
 struct tt__comply_client {
-    struct old_policy *policies;  /* every policy ever set, the current first (under the lock) */
+    struct old_policy *current;   /* under comply_lock */
+    struct old_policy *retired;   /* under comply_lock: replaced ones a reader still held */
     struct session_count *counts; /* SESSION_SLOTS, allocated with the first limit rule */
     _Atomic uint64_t blocked, flagged, masked;
+    pthread_mutex_t set_lock;    /* one replacement at a time (readers never take it) */
+    _Atomic unsigned epoch;      /* its parity picks the readers' counter */
+    _Atomic uint64_t readers[2]; /* steps inside a reader section, by parity */
 };
+
+#define RETIRE_WAIT_MS 200
+
+/* Flip the epoch and wait for the readers counted under the parity it left. 0 when they all
+ * left, -1 when one stayed RETIRE_WAIT_MS. */
+static int flip_and_drain(struct tt__comply_client *cc)
+{
+    unsigned e = atomic_fetch_add_explicit(&cc->epoch, 1, memory_order_seq_cst) & 1;
+    for (int waited_us = 0;
+         atomic_load_explicit(&cc->readers[e], memory_order_seq_cst) != 0; waited_us += 50) {
+        if (waited_us >= RETIRE_WAIT_MS * 1000) {
+            return -1;
+        }
+        struct timespec ts = {0, 50000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
 
 static uint64_t hash_session(const char *s)
 {
@@ -82,12 +109,18 @@ TT_API int tt_comply_policy_set(tt_client *c, const char *text, size_t len, char
             free(n);
             return TT_ENOMEM;
         }
+        pthread_mutex_init(&c->comply->set_lock, NULL);
     }
     struct tt__comply_client *cc = c->comply;
+    pthread_mutex_unlock(&c->comply_lock);
+
+    pthread_mutex_lock(&cc->set_lock);
+    pthread_mutex_lock(&c->comply_lock);
     if (n && n->p.n_limits && !cc->counts) {
         cc->counts = calloc(SESSION_SLOTS, sizeof *cc->counts);
         if (!cc->counts) {
             pthread_mutex_unlock(&c->comply_lock);
+            pthread_mutex_unlock(&cc->set_lock);
             free(n);
             return TT_ENOMEM;
         }
@@ -95,13 +128,21 @@ TT_API int tt_comply_policy_set(tt_client *c, const char *text, size_t len, char
     if (cc->counts) {
         memset(cc->counts, 0, SESSION_SLOTS * sizeof *cc->counts); /* a new policy counts anew */
     }
-    if (n) {
-        n->next = cc->policies;
-        cc->policies = n;
-    }
+    struct old_policy *old = cc->current;
+    cc->current = n;
     atomic_store_explicit(&c->comply_redact, n ? n->p.redact_pii : 0, memory_order_relaxed);
-    atomic_store_explicit(&c->comply_policy, n ? &n->p : NULL, memory_order_release);
+    atomic_store_explicit(&c->comply_policy, n ? &n->p : NULL, memory_order_seq_cst);
     pthread_mutex_unlock(&c->comply_lock);
+    /* Outside comply_lock: a reader may wait for it (its limit counters) inside its section. */
+    if (old && (flip_and_drain(cc) != 0 || flip_and_drain(cc) != 0)) {
+        pthread_mutex_lock(&c->comply_lock);
+        old->next = cc->retired;
+        cc->retired = old;
+        pthread_mutex_unlock(&c->comply_lock);
+        old = NULL;
+    }
+    pthread_mutex_unlock(&cc->set_lock);
+    free(old);
     return 0;
 }
 
@@ -145,10 +186,12 @@ void tt__comply_fini(tt_client *c)
     if (!cc) {
         return;
     }
-    for (struct old_policy *p = cc->policies, *next; p; p = next) {
+    free(cc->current);
+    for (struct old_policy *p = cc->retired, *next; p; p = next) {
         next = p->next;
         free(p);
     }
+    pthread_mutex_destroy(&cc->set_lock);
     free(cc->counts);
     free(cc);
     c->comply = NULL;
@@ -284,9 +327,29 @@ static void log_decision(tt_client *c, const struct tt__comply_policy *p,
     tt__log_raw(c, session, v->action == TT_COMPLY_BLOCK ? TT_ERROR : TT_WARN, msg, a, 6);
 }
 
-int tt__comply_step_begin(tt_client *c, const struct tt__comply_policy *p, tt_step *step,
-                          const tt_step *parent, tt_step_kind kind, const char *session,
-                          const char *name, const char *query, const uint8_t *trace_ctx)
+static int step_under(tt_client *c, const struct tt__comply_policy *p, tt_step *step,
+                      const tt_step *parent, tt_step_kind kind, const char *session,
+                      const char *name, const char *query, const uint8_t *trace_ctx);
+
+int tt__comply_step_begin(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
+                          const char *session, const char *name, const char *query,
+                          const uint8_t *trace_ctx)
+{
+    /* The caller saw a policy (acquire): c->comply is set and stays until tt_close. */
+    struct tt__comply_client *cc = c->comply;
+    unsigned e = atomic_load_explicit(&cc->epoch, memory_order_seq_cst) & 1;
+    atomic_fetch_add_explicit(&cc->readers[e], 1, memory_order_seq_cst);
+    const struct tt__comply_policy *p =
+        atomic_load_explicit(&c->comply_policy, memory_order_seq_cst);
+    int rc = p ? step_under(c, p, step, parent, kind, session, name, query, trace_ctx)
+               : tt__step_begin_raw(c, step, parent, kind, session, name, query, trace_ctx);
+    atomic_fetch_sub_explicit(&cc->readers[e], 1, memory_order_release);
+    return rc;
+}
+
+static int step_under(tt_client *c, const struct tt__comply_policy *p, tt_step *step,
+                      const tt_step *parent, tt_step_kind kind, const char *session,
+                      const char *name, const char *query, const uint8_t *trace_ctx)
 {
     struct tt__comply_client *cc = c->comply;
     uint64_t calls[TT_COMPLY_MAX_LIMITS] = {0};

@@ -3,9 +3,12 @@
  * the step before it runs (TT_EBLOCKED) and the stream records the blocked step and the
  * decision; a flagging rule lets it run and records the decision; a call limit per session
  * holds; with redaction on, no planted secret reaches the store (the SQLite file's bytes are
- * searched) while the masked events arrive; the policy file loads at tt_open.
+ * searched) while the masked events arrive; the policy file loads at tt_open; a policy replaced
+ * thousands of times under running steps keeps the agent's memory bounded.
  */
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,4 +266,88 @@ TEST_T(comply_policy_set_by_the_operator_reaches_the_agent, 60)
     tt_step_end(c, &st, TT_STATUS_OK, 0, NULL);
     tt_close(c, 5000);
     tt_test_serve_stop(&s);
+}
+
+struct stepper {
+    tt_client *c;
+    _Atomic int *stop;
+    long blocked, ran, wrong;
+};
+
+static void *steps_under_policies(void *arg)
+{
+    struct stepper *s = arg;
+    while (!atomic_load(s->stop)) {
+        tt_step st;
+        int rc = tt_step_begin(s->c, &st, NULL, TT_STEP_API, NULL, "x", "SELECT 1");
+        if (rc == TT_EBLOCKED) {
+            s->blocked++;
+        } else if (rc == 0 || rc == TT_ENOBUFS) {
+            s->ran++;
+            tt_step_end(s->c, &st, TT_STATUS_OK, 0, NULL);
+        } else {
+            s->wrong++;
+        }
+    }
+    return NULL;
+}
+
+static long rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = atol(line + 6);
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    return kb;
+}
+
+/* A policy replaced thousands of times (each about 270 KB) while two threads run steps under
+ * it: every step sees one whole policy or the other, and the agent's memory stays bounded (a
+ * replaced policy is freed once no step can still read it; kept until tt_close before, which
+ * fuzz_client's out-of-memory found). */
+TEST_T(comply_policy_replaced_many_times_under_steps_keeps_memory_bounded, 120)
+{
+    enum { THREADS = 2, SETS = 2000 };
+    tt_client *c = tt_test_client("unix:/nonexistent/telltale.sock", "replaced", NULL);
+    CHECK(c != NULL);
+    const char *block = "[rule.x]\nmatch = kind\nkinds = api\naction = block\n";
+    const char *allow = "[rule.y]\nmatch = kind\nkinds = tool\naction = block\n";
+    CHECK_OK(tt_comply_policy_set(c, block, strlen(block), NULL, 0));
+    _Atomic int stop = 0;
+    pthread_t th[THREADS];
+    struct stepper st[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        st[i] = (struct stepper){c, &stop, 0, 0, 0};
+        CHECK_EQ(pthread_create(&th[i], NULL, steps_under_policies, &st[i]), 0);
+    }
+    long before = rss_kb();
+    for (int i = 0; i < SETS; i++) {
+        const char *p = i % 2 ? block : allow;
+        CHECK_OK(tt_comply_policy_set(c, p, strlen(p), NULL, 0));
+    }
+    long after = rss_kb();
+    atomic_store(&stop, 1);
+    long blocked = 0, ran = 0, wrong = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        blocked += st[i].blocked;
+        ran += st[i].ran;
+        wrong += st[i].wrong;
+    }
+    fprintf(stderr, "%d replacements: RSS %ld -> %ld KiB; steps blocked %ld, ran %ld\n", SETS,
+            before, after, blocked, ran);
+    CHECK_EQ(wrong, 0);
+    CHECK(blocked > 0);
+    CHECK(ran > 0);
+    /* kept, they would take SETS x 270 KB = 540 MB; freed, at most what ASan's quarantine
+     * (256 MB) holds back */
+    CHECK_MSG(after - before < 400 * 1024, "RSS grew by %ld KiB", after - before);
+    tt_close(c, 100);
 }
