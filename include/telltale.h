@@ -569,7 +569,10 @@ TT_API int tt_guard_policy_get(tt_client *c, tt_guard_policy *out);
  * Set the policy from its text (len bytes, at most 64 KiB), or clear it with text NULL.
  * Returns 0, or TT_EINVAL with a message naming the line in err (errlen bytes, may be 0),
  * TT_E2BIG for a text over 64 KiB. The config key comply.policy_file loads one at tt_open.
- * Thread-safe; steps begun on other threads see the new policy from their next step. */
+ * Thread-safe; steps begun on other threads see the new policy from their next step. The
+ * replaced policy is freed once no step can still read it: the call waits for steps under way
+ * on other threads (microseconds; at most 0.4 s for a thread stopped mid-step, whose policy is
+ * then kept until tt_close). */
 TT_API int tt_comply_policy_set(tt_client *c, const char *text, size_t len, char *err,
                                 size_t errlen);
 
