@@ -56,8 +56,8 @@ struct tt__comply_client {
 static int flip_and_drain(struct tt__comply_client *cc)
 {
     unsigned e = atomic_fetch_add_explicit(&cc->epoch, 1, memory_order_seq_cst) & 1;
-    for (int waited_us = 0;
-         atomic_load_explicit(&cc->readers[e], memory_order_seq_cst) != 0; waited_us += 50) {
+    for (int waited_us = 0; atomic_load_explicit(&cc->readers[e], memory_order_seq_cst) != 0;
+         waited_us += 50) {
         if (waited_us >= RETIRE_WAIT_MS * 1000) {
             return -1;
         }

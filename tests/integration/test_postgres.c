@@ -6,11 +6,16 @@
  * check of tests/support/serve.c, read from PostgreSQL), dedup across a collector restart, an
  * overlapping range refused, the API's agents, sessions, events and incidents answering as
  * with SQLite for the same stream, and the server stopped mid-stream (no acknowledgement while it is
- * down, everything stored once after it returns).
+ * down, everything stored once after it returns), and the API's readers held to a bounded pool
+ * of connections.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "collector/store/postgres.h"
 #include "pgcluster.h"
 #include "serve.h"
 #include "test.h"
@@ -614,6 +619,106 @@ TEST_T(postgres_store_sqlstate_disk_full_is_transient_corruption_fatal, 120)
     tt_pg_check_store(&pg, inst, &sc);
     CHECK_EQ_U64(sc.events, 500);
     tt_close(c, 500);
+    tt_test_serve_stop(&s);
+    tt_pg_stop(&pg, 1);
+}
+
+/* The collector's own connections to the server now (application_name "telltale"). */
+static int telltale_conns(const struct tt_pg *pg)
+{
+    char n[32];
+    tt_pg_query(pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'telltale'", n,
+                sizeof n);
+    return atoi(n);
+}
+
+/* An export (format=ndjson, no limit) asked for on a socket that is then never read: the
+ * collector's reader stays open while the stream waits for the client. */
+static int stalled_export(const char *http)
+{
+    char host[64];
+    snprintf(host, sizeof host, "%s", http);
+    char *colon = strrchr(host, ':');
+    CHECK(colon != NULL);
+    *colon = 0;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    CHECK(inet_pton(AF_INET, host, &a.sin_addr) == 1);
+    CHECK_MSG(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect %s", http);
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "GET /api/v1/events?format=ndjson&limit=0 HTTP/1.1\r\nHost: %s\r\n"
+                     "Authorization: Bearer %s\r\n\r\n",
+                     http, tt_test_token(http));
+    CHECK(write(fd, req, (size_t)n) == n);
+    return fd;
+}
+
+/* Exports left unread by more clients than the readers' pool holds: the collector never holds
+ * more than its pool (PG_READERS_MAX) and its few writers' connections, where one connection
+ * per request would take the server's max_connections from every collector sharing it; reads
+ * answer again once the exports end; idle pooled connections lost with a server restart are
+ * replaced at the next read. */
+TEST_T(postgres_store_api_readers_share_a_bounded_pool, 150)
+{
+    enum { EXPORTS = PG_READERS_MAX + 8, WRITERS = 4 /* writer, operator, alerts, retention */ };
+    struct tt_pg pg;
+    tt_pg_start(&pg);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "pg_pool", "--store", pg.url, NULL);
+    tt_client *c = tt_test_client(s.endpoint, "pooled", NULL);
+    CHECK(c != NULL);
+    char msg[400];
+    memset(msg, 'x', sizeof msg - 1);
+    msg[sizeof msg - 1] = 0;
+    for (int i = 0; i < 30000; i++) {
+        CHECK_OK(tt_log(c, "s1", TT_INFO, msg, NULL, 0));
+        if (i % 2000 == 1999) {
+            usleep(20000); /* the ring drains */
+        }
+    }
+    tt_stats st;
+    wait_settled(c, 60000, &st);
+    CHECK_EQ_U64(st.acked, 30000);
+
+    int fds[EXPORTS];
+    for (int i = 0; i < EXPORTS; i++) {
+        fds[i] = stalled_export(s.http);
+    }
+    int most = 0;
+    for (int k = 0; k < 30; k++) {
+        int n = telltale_conns(&pg);
+        most = n > most ? n : most;
+        usleep(100000);
+    }
+    fprintf(stderr, "collector's connections at most %d with %d exports stalled\n", most, EXPORTS);
+    CHECK_MSG(most >= PG_READERS_MAX, "only %d connections: the exports did not stall", most);
+    CHECK_MSG(most <= PG_READERS_MAX + WRITERS, "%d connections (pool %d)", most, PG_READERS_MAX);
+    for (int i = 0; i < EXPORTS; i++) {
+        close(fds[i]);
+    }
+    /* the exports end as their sockets fail; then reads have connections again */
+    long code = 0;
+    for (int k = 0; k < 100 && code != 200; k++) {
+        char *body = NULL;
+        code = tt_test_http(s.http, "GET", "/api/v1/agents", NULL, &body);
+        free(body);
+        if (code != 200) {
+            usleep(200000);
+        }
+    }
+    CHECK_EQ(code, 200);
+
+    /* the server restarted: the idle pooled connections are dead, the next reads open new */
+    tt_pg_stop(&pg, 0);
+    tt_pg_restart(&pg);
+    for (int i = 0; i < 2 * PG_READERS_IDLE; i++) {
+        free(get(&s, "/api/v1/agents"));
+    }
+    tt_close(c, 2000);
     tt_test_serve_stop(&s);
     tt_pg_stop(&pg, 1);
 }

@@ -113,6 +113,12 @@ struct pg_store {
     char failure[512];    /* the fatal error, "" when healthy (kept until close) */
     char refusing[512];   /* the transient refusal under way, "" when none */
 
+    /* readers' connections (pg_conn_take) */
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cv;
+    PGconn *idle[PG_READERS_IDLE]; /* pool_mu */
+    int n_idle, n_out;             /* pool_mu: idle ones, ones taken (or being opened) */
+
     struct pg_rollup *rollup; /* postgres_rollup.c: the writer's */
     struct pg_retain *retain; /* postgres_retain.c */
 
@@ -331,6 +337,79 @@ PGconn *pg_connect(const struct store *base, char *err, size_t errlen)
     return c;
 }
 
+/* --- readers' pool ------------------------------------------------------------------------- */
+
+PGconn *pg_conn_take(struct store *base, char *err, size_t errlen)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += PG_READERS_WAIT_MS / 1000;
+    until.tv_nsec += (long)(PG_READERS_WAIT_MS % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->pool_mu);
+    for (;;) {
+        PGconn *c = NULL;
+        if (s->n_idle > 0) {
+            c = s->idle[--s->n_idle];
+        } else if (s->n_idle + s->n_out >= PG_READERS_MAX) {
+            if (pthread_cond_timedwait(&s->pool_cv, &s->pool_mu, &until) == ETIMEDOUT &&
+                s->n_idle == 0 && s->n_out >= PG_READERS_MAX) {
+                pthread_mutex_unlock(&s->pool_mu);
+                snprintf(err, errlen,
+                         "PostgreSQL %s: all %d reader connections of this collector are busy",
+                         s->shown, PG_READERS_MAX);
+                return NULL;
+            }
+            continue;
+        }
+        s->n_out++;
+        pthread_mutex_unlock(&s->pool_mu);
+        if (c) {
+            /* An idle connection may have lost its server (a restart, a failover, an idle
+             * timeout): one empty statement, a round trip (far cheaper than a new connection's
+             * authentication), tells, and a new one is opened instead. */
+            PGresult *res = PQexec(c, "");
+            int alive = res && PQresultStatus(res) == PGRES_EMPTY_QUERY;
+            PQclear(res);
+            if (alive && PQstatus(c) == CONNECTION_OK) {
+                return c;
+            }
+            PQfinish(c);
+        }
+        c = pg_connect(base, err, errlen);
+        if (c) {
+            return c;
+        }
+        pthread_mutex_lock(&s->pool_mu);
+        s->n_out--;
+        pthread_cond_signal(&s->pool_cv);
+        pthread_mutex_unlock(&s->pool_mu);
+        return NULL;
+    }
+}
+
+void pg_conn_give(struct store *base, PGconn *c)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    if (!c) {
+        return;
+    }
+    int keep = PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE;
+    pthread_mutex_lock(&s->pool_mu);
+    s->n_out--;
+    if (keep && s->n_idle < PG_READERS_IDLE) {
+        s->idle[s->n_idle++] = c;
+        c = NULL;
+    }
+    pthread_cond_signal(&s->pool_cv);
+    pthread_mutex_unlock(&s->pool_mu);
+    PQfinish(c);
+}
+
 /* --- opening ------------------------------------------------------------------------------- */
 
 static const char *sync_promise(int level)
@@ -525,6 +604,12 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
     int qerr = store_queue_init(&s->q);
     s->base.queue = &s->q;
     pthread_mutex_init(&s->aux.lock, NULL);
+    pthread_mutex_init(&s->pool_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->pool_cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (strlen(cfg->url) >= sizeof s->url) {
         snprintf(err, errlen, "store URL too long (at most %zu bytes)", sizeof s->url - 1);
         pg_close(&s->base);
@@ -1516,6 +1601,11 @@ static void pg_close(struct store *base)
     }
     PQfinish(s->wconn);
     PQfinish(s->aux.c);
+    while (s->n_idle > 0) {
+        PQfinish(s->idle[--s->n_idle]);
+    }
+    pthread_mutex_destroy(&s->pool_mu);
+    pthread_cond_destroy(&s->pool_cv);
     pg_rollup_free(s->rollup);
     pg_retain_free(s->retain);
     pthread_mutex_destroy(&s->aux.lock);

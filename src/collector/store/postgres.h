@@ -39,6 +39,22 @@
 /* A connection to the store's server, or NULL with the reason in err (no password in it). */
 PGconn *pg_connect(const struct store *s, char *err, size_t errlen);
 
+/* Readers' connections (the API's reads, exports, the hello's ownership check) come from a
+ * pool: at most PG_READERS_MAX open at once per collector, so that a burst of API requests
+ * (up to the HTTP layer's 1024 connections) cannot take the server's max_connections from the
+ * writers of every collector sharing it; a reader waits up to PG_READERS_WAIT_MS for one to be
+ * given back, then is refused (the API answers 503). An idle connection is kept for the next
+ * reader (up to PG_READERS_IDLE) unless it was lost or left inside a transaction. */
+#define PG_READERS_MAX 16
+#define PG_READERS_IDLE 8
+#define PG_READERS_WAIT_MS 5000
+
+/* A reader's connection from the pool, or NULL with the reason in err. */
+PGconn *pg_conn_take(struct store *s, char *err, size_t errlen);
+
+/* Gives back what pg_conn_take returned (NULL is ignored). */
+void pg_conn_give(struct store *s, PGconn *c);
+
 /* A SQLSTATE (or the connection's state when res has none) as a negative errno of the
  * classes of store.h: connection loss, lock and serialization conflicts, disk full, out of
  * memory are transient; data corruption, I/O errors and anything unknown are fatal. */

@@ -1,6 +1,7 @@
 /*
  * postgres_read.c - the PostgreSQL store's readers (store.h's store_read) and events iterator:
- * each opens a connection of its own (one thread at a time), so it sees committed data only.
+ * each takes a connection of its own from the readers' pool (postgres.h; one thread at a time),
+ * so it sees committed data only.
  * Each list function runs its statement with binary results and hands rows to the caller as
  * plain structs pointing into the result (libpq ends every value with a NUL byte).
  */
@@ -27,7 +28,7 @@ int pg_read_open(struct store *s, struct store_read **out)
     }
     r->base.store = s;
     char err[512];
-    r->c = pg_connect(s, err, sizeof err);
+    r->c = pg_conn_take(s, err, sizeof err);
     if (!r->c) {
         free(r);
         return -EAGAIN;
@@ -39,7 +40,7 @@ int pg_read_open(struct store *s, struct store_read **out)
 void pg_read_close(struct store_read *base)
 {
     struct reader *r = (struct reader *)base;
-    PQfinish(r->c);
+    pg_conn_give(r->base.store, r->c);
     free(r);
 }
 
@@ -409,6 +410,7 @@ int pg_response_guard(struct store_read *r, int64_t instance_key, uint64_t id, s
 
 struct query {
     struct store_events base; /* first: the seam's view */
+    struct store *store;
     PGconn *c;
     struct store_filter f;
     int64_t agent_id;   /* -1: any; -2: an unknown agent, which matches nothing */
@@ -450,7 +452,7 @@ static void query_close(struct query *q)
         return;
     }
     PQclear(q->page);
-    PQfinish(q->c);
+    pg_conn_give(q->store, q->c);
     ZSTD_freeDCtx(q->dctx);
     free(q->raw);
     free(q);
@@ -477,7 +479,8 @@ int pg_events_open(struct store *s, const struct store_filter *f, struct store_e
         query_close(q);
         return -ENOMEM;
     }
-    q->c = pg_connect(s, err, errlen);
+    q->store = s;
+    q->c = pg_conn_take(s, err, errlen);
     if (!q->c) {
         query_close(q);
         return -EAGAIN;
@@ -628,7 +631,7 @@ int64_t pg_events_count(struct store *s, const struct store_filter *f, char *err
     if (!f->session[0] && !f->kinds && !f->min_severity && !f->has_instance &&
         f->since == INT64_MIN && f->until == INT64_MAX && f->after_frame == 0) {
         /* Without filters below frame level, the frames' event counts give the answer. */
-        PGconn *c = pg_connect(s, err, errlen);
+        PGconn *c = pg_conn_take(s, err, errlen);
         if (!c) {
             return -EAGAIN;
         }
@@ -647,7 +650,7 @@ int64_t pg_events_count(struct store *s, const struct store_filter *f, char *err
             snprintf(err, errlen, "cannot read the store");
         }
         PQclear(res);
-        PQfinish(c);
+        pg_conn_give(s, c);
         return n;
     }
     struct store_events *q;
