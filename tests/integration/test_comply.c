@@ -346,8 +346,11 @@ TEST_T(comply_policy_replaced_many_times_under_steps_keeps_memory_bounded, 120)
     CHECK_EQ(wrong, 0);
     CHECK(blocked > 0);
     CHECK(ran > 0);
-    /* kept, they would take SETS x 270 KB = 540 MB; freed, at most what ASan's quarantine
-     * (256 MB) holds back */
-    CHECK_MSG(after - before < 400 * 1024, "RSS grew by %ld KiB", after - before);
+    /* Kept, they would take SETS x 270 KB = 540 MB; freed, the growth is the allocator's
+     * (about 20 MB here, 100 MB under TSan). ASan holds freed memory back in its quarantine (256
+     * MB): there the check is that no step reads a freed policy. */
+#if !defined(__SANITIZE_ADDRESS__)
+    CHECK_MSG(after - before < 200 * 1024, "RSS grew by %ld KiB", after - before);
+#endif
     tt_close(c, 100);
 }
