@@ -636,7 +636,7 @@ static int telltale_conns(const struct tt_pg *pg)
  * collector's reader stays open while the stream waits for the client. */
 static int stalled_export(const char *http)
 {
-    char host[64];
+    char host[320];
     snprintf(host, sizeof host, "%s", http);
     char *colon = strrchr(host, ':');
     CHECK(colon != NULL);
