@@ -824,6 +824,11 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         fprintf(stderr, "telltale serve: cannot start the store thread\n");
         return -1;
     }
+    /* The loop's reader (hook_owner_ok), opened now: opened at the first hello, it could wait
+     * on the loop thread for a PostgreSQL reader connection that API requests hold. */
+    if (store_read_open(r->store, &r->reader) != 0) {
+        r->reader = NULL; /* opened at the first hello instead */
+    }
     if (start_retention(o, r->store) != 0) {
         return -1;
     }

@@ -659,9 +659,9 @@ static int stalled_export(const char *http)
 
 /* Exports left unread by more clients than the readers' pool holds: the collector never holds
  * more than its pool (PG_READERS_MAX) and its few writers' connections, where one connection
- * per request would take the server's max_connections from every collector sharing it; reads
- * answer again once the exports end; idle pooled connections lost with a server restart are
- * replaced at the next read. */
+ * per request would take the server's max_connections from every collector sharing it; an
+ * agent connecting meanwhile is served at once; reads answer again once the exports end; idle
+ * pooled connections lost with a server restart are replaced at the next read. */
 TEST_T(postgres_store_api_readers_share_a_bounded_pool, 150)
 {
     enum { EXPORTS = PG_READERS_MAX + 8, WRITERS = 4 /* writer, operator, alerts, retention */ };
@@ -684,6 +684,11 @@ TEST_T(postgres_store_api_readers_share_a_bounded_pool, 150)
     wait_settled(c, 60000, &st);
     CHECK_EQ_U64(st.acked, 30000);
 
+    tt_close(c, 2000);
+    /* A collector started on that database: its readers are busy with stalled exports before
+     * any agent says hello. */
+    tt_test_serve_stop(&s);
+    tt_test_serve_start(&s, "pg_pool2", "--store", pg.url, NULL);
     int fds[EXPORTS];
     for (int i = 0; i < EXPORTS; i++) {
         fds[i] = stalled_export(s.http);
@@ -697,6 +702,13 @@ TEST_T(postgres_store_api_readers_share_a_bounded_pool, 150)
     fprintf(stderr, "collector's connections at most %d with %d exports stalled\n", most, EXPORTS);
     CHECK_MSG(most >= PG_READERS_MAX, "only %d connections: the exports did not stall", most);
     CHECK_MSG(most <= PG_READERS_MAX + WRITERS, "%d connections (pool %d)", most, PG_READERS_MAX);
+    /* meanwhile an agent's hello and batches go through at once: the ingest loop never waits
+     * for a reader connection (its own was opened at start) */
+    c = tt_test_client(s.endpoint, "late", NULL);
+    CHECK(c != NULL);
+    CHECK_EQ(emit_logs(c, 10, "s2"), 0);
+    wait_settled(c, 3000, &st);
+    CHECK_EQ_U64(st.acked, 10);
     for (int i = 0; i < EXPORTS; i++) {
         close(fds[i]);
     }
