@@ -342,14 +342,7 @@ PGconn *pg_connect(const struct store *base, char *err, size_t errlen)
 PGconn *pg_conn_take(struct store *base, char *err, size_t errlen)
 {
     struct pg_store *s = (struct pg_store *)base;
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += PG_READERS_WAIT_MS / 1000;
-    until.tv_nsec += (long)(PG_READERS_WAIT_MS % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = tt__deadline_ms(CLOCK_MONOTONIC, PG_READERS_WAIT_MS);
     pthread_mutex_lock(&s->pool_mu);
     for (;;) {
         PGconn *c = NULL;
