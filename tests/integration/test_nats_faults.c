@@ -116,6 +116,59 @@ static uint64_t acked_total(struct agent *ag)
     return n;
 }
 
+/* What the test knows when a check fails: the stream's and the durable's state and each
+ * collector's answers, so that a failure in CI says where the events went. */
+static struct {
+    struct tt_nats_conn *t;
+    struct tt_test_serve *col;
+    int ncol;
+} diag;
+
+static void explain(void)
+{
+    if (diag.t) {
+        jsStreamInfo *si = NULL;
+        jsErrCode jerr = 0;
+        if (js_GetStreamInfo(&si, diag.t->js, STREAM, NULL, &jerr) == NATS_OK) {
+            printf("stream %s: %llu messages, seq %llu..%llu, %llu deleted, leader %s\n", STREAM,
+                   (unsigned long long)si->State.Msgs, (unsigned long long)si->State.FirstSeq,
+                   (unsigned long long)si->State.LastSeq, (unsigned long long)si->State.NumDeleted,
+                   si->Cluster && si->Cluster->Leader ? si->Cluster->Leader : "-");
+            jsStreamInfo_Destroy(si);
+        } else {
+            printf("stream %s: no answer (%d)\n", STREAM, (int)jerr);
+        }
+        jsConsumerInfo *ci = NULL;
+        if (js_GetConsumerInfo(&ci, diag.t->js, STREAM, "telltale", NULL, &jerr) == NATS_OK) {
+            printf("durable telltale: pending %llu, ack pending %lld, redelivered %lld, "
+                   "delivered stream seq %llu, ack floor stream seq %llu\n",
+                   (unsigned long long)ci->NumPending, (long long)ci->NumAckPending,
+                   (long long)ci->NumRedelivered, (unsigned long long)ci->Delivered.Stream,
+                   (unsigned long long)ci->AckFloor.Stream);
+            jsConsumerInfo_Destroy(ci);
+        } else {
+            printf("durable telltale: no answer (%d)\n", (int)jerr);
+        }
+    }
+    static const char *const samples[] = {
+        "telltale_nats_messages_total",
+        "telltale_nats_answered_total{result=\"ack_committed\"}",
+        "telltale_nats_answered_total{result=\"ack_duplicate\"}",
+        "telltale_nats_answered_total{result=\"nak\"}",
+        "telltale_nats_terminated_total{reason=\"refused\"}",
+        "telltale_nats_terminated_total{reason=\"malformed\"}",
+        "telltale_nats_terminated_total{reason=\"auth\"}",
+        "telltale_nats_fetch_errors_total",
+    };
+    for (int k = 0; k < diag.ncol; k++) {
+        for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++) {
+            printf("collector %d: %s %llu\n", k, samples[i],
+                   (unsigned long long)tt_test_metric(diag.col[k].http, samples[i]));
+        }
+    }
+    fflush(stdout);
+}
+
 /* Flush every agent (everything acknowledged by JetStream), then wait until its events are in
  * the store (pg, or the SQLite db) and check each once, no gap, conservation. */
 static void check_agents(struct agent *ag, const struct tt_pg *pg, const char *db)
@@ -142,6 +195,15 @@ static void check_agents(struct agent *ag, const struct tt_pg *pg, const char *d
                 break;
             }
             usleep(100000);
+        }
+        if (sc.events != st.emitted || sc.overlaps || sc.gaps) {
+            printf("agent %d: emitted %llu, stored %llu up to seq %llu (%llu gaps): %llu acked "
+                   "(%llu frames sent, %llu reconnects, %llu spooled)\n",
+                   i, (unsigned long long)st.emitted, (unsigned long long)sc.events,
+                   (unsigned long long)sc.max_seq, (unsigned long long)sc.gaps,
+                   (unsigned long long)st.acked, (unsigned long long)st.frames_sent,
+                   (unsigned long long)st.reconnects, (unsigned long long)st.spooled);
+            explain();
         }
         CHECK_MSG(sc.events == st.emitted && sc.overlaps == 0 && sc.gaps == 0,
                   "agent %d: emitted %llu, stored %llu, overlaps %llu, gaps %llu", i,
@@ -186,6 +248,9 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
     tt_test_serve_start(&col, "s21", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens",
                         tt_test_tokens_file("faults", AGENTS), "--nats", ns.urls,
                         "--nats-token-file", ns.token_file, "--nats-ack-wait", "3000", NULL);
+    diag.t = NULL; /* its connection is gone by the check */
+    diag.col = &col;
+    diag.ncol = 1;
     static struct agent ag[AGENTS];
     agents_start(ag, &ns);
     double t0 = tt_test_now_ms();
@@ -263,6 +328,9 @@ static void s20_run(double seconds, int period_ms)
     }
     struct tt_nats_conn t;
     tt_nats_connect(&t, &ns, 1000);
+    diag.t = &t;
+    diag.col = col;
+    diag.ncol = 2;
     static struct agent ag[AGENTS];
     agents_start(ag, &ns);
     /* A kill per period: as many as the duration holds, however long the restarts take. */
