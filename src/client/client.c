@@ -21,6 +21,7 @@
 #include "client/nats.h"
 #include "client/spool.h"
 #include "client/trace.h"
+#include "common/clock.h"
 
 __thread struct tt__tls_cache tt__tls __attribute__((tls_model("initial-exec")));
 
@@ -250,16 +251,6 @@ TT_API int tt_instance_id(tt_client *c, uint8_t out[16])
     return 0;
 }
 
-/* Condition variables here wait on the monotonic clock, like every deadline of the library. */
-static void cond_init_mono(pthread_cond_t *cv)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-}
-
 /* --- fork ---------------------------------------------------------------------------------- */
 
 static void atfork_prepare(void)
@@ -360,7 +351,7 @@ void tt__client_after_fork(tt_client *c)
         close(c->wake_fd);
     }
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    cond_init_mono(&c->ctl_cond);
+    tt__cond_init_mono(&c->ctl_cond);
     c->flush_req = c->flush_done = 0;
     c->worker_exited = 0;
     c->close_deadline_ns = 0;
@@ -430,7 +421,7 @@ TT_API int tt_open(tt_client **out, const tt_config *cfg)
     }
     pthread_mutex_init(&c->reg_lock, NULL);
     pthread_mutex_init(&c->ctl_lock, NULL);
-    cond_init_mono(&c->ctl_cond);
+    tt__cond_init_mono(&c->ctl_cond);
     tt__guard_init(c);
     pthread_mutex_init(&c->comply_lock, NULL);
     pthread_mutex_init(&c->trace_lock, NULL);

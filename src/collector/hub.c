@@ -361,11 +361,7 @@ struct hub_sub *hub_subscribe(struct hub *h, const struct hub_filter *f)
     s->hub = h;
     s->f = *f;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cond, &a);
-    pthread_condattr_destroy(&a);
+    tt__cond_init_mono(&s->cond);
     tt__buf_init(&s->q, h->queue_bytes + 4096);
     pthread_mutex_lock(&h->lock);
     if (h->shutdown || h->n_subs >= h->max_subs) {

@@ -116,3 +116,12 @@ uint64_t tt__ticks_ago(uint64_t ns)
     double back = (double)ns / ns_per_tick;
     return back < (double)t ? t - (uint64_t)back : 0;
 }
+
+void tt__cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}

@@ -10,6 +10,7 @@
 #ifndef TT_COMMON_CLOCK_H
 #define TT_COMMON_CLOCK_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -33,6 +34,10 @@ static inline uint64_t tt__mono_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+/* Initialize cv to wait on CLOCK_MONOTONIC (deadlines from tt__deadline_ms(CLOCK_MONOTONIC,
+ * ...)), so that a wall-clock step neither shortens nor stretches a wait. */
+void tt__cond_init_mono(pthread_cond_t *cv);
 
 /* The time ms milliseconds from now on clock clk (the clock of the condition variable it is
  * for), as pthread_cond_timedwait wants it. */

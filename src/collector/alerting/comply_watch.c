@@ -631,11 +631,7 @@ static struct watch *watch_new(struct tt__comply_policy *global, char *err, size
     }
     pthread_mutex_init(&w->lock, NULL);
     pthread_mutex_init(&w->pol_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    tt__cond_init_mono(&w->cond);
     return w;
 }
 

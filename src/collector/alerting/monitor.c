@@ -705,11 +705,7 @@ int monitor_open(struct monitor **out, const struct mon_config *cfg, struct aler
         m->watch_decisions |= !strcmp(u->ops->type, "comply");
     }
     pthread_mutex_init(&m->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&m->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    tt__cond_init_mono(&m->cond);
     if (need_timer) {
         m->timer_started = pthread_create(&m->timer, NULL, timer_main, m) == 0;
         if (!m->timer_started) {

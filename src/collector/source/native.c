@@ -441,11 +441,7 @@ int ingest_open(struct ingest **out, struct collector_opts *o, struct pipeline *
     mallopt(M_MMAP_THRESHOLD, 256 << 10);
     g->sigfd = -1;
     pthread_mutex_init(&g->ctl_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&g->ctl_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    tt__cond_init_mono(&g->ctl_cond);
     g->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     g->conns_cap = o->max_conns + 64 + 1024;
     g->conns = calloc(g->conns_cap, sizeof *g->conns);

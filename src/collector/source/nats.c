@@ -526,11 +526,7 @@ int nats_open(struct nats_src **out, const struct collector_opts *o, struct pipe
     x->o = o;
     x->auth = auth;
     pthread_mutex_init(&x->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&x->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    tt__cond_init_mono(&x->cv);
     snprintf(x->subject, sizeof x->subject, "%s.>", o->nats_subject);
     *out = x; /* nats_shutdown and nats_free clean up whatever started */
     if (!(x->dctx = ZSTD_createDCtx())) {

@@ -210,12 +210,8 @@ int nats_orders_start(struct nats_orders **out, natsConnection *nc, char *err, s
     }
     o->nc = nc;
     pthread_mutex_init(&o->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&o->cv, &ca);
-    pthread_cond_init(&o->settled, &ca);
-    pthread_condattr_destroy(&ca);
+    tt__cond_init_mono(&o->cv);
+    tt__cond_init_mono(&o->settled);
     o->inbox_done = 1; /* until the subscription exists */
     *out = o;
     natsInbox *inbox = NULL;

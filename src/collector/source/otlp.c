@@ -31,6 +31,7 @@
 #include "collector/source/identity.h"
 #include "collector/source/otlp_decode.h"
 #include "collector/source/source.h"
+#include "common/clock.h"
 #include "common/json.h"
 #include "common/pb.h"
 
@@ -117,11 +118,7 @@ int otlp_open(struct otlp **out, const struct collector_opts *o, struct pipeline
     x->o = o;
     x->auth = auth;
     pthread_mutex_init(&x->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&x->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    tt__cond_init_mono(&x->cv);
     if (pipeline_attach(pl, &x->src, &otlp_ops) != 0) {
         otlp_free(x);
         return -1;

@@ -598,11 +598,7 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
     s->base.queue = &s->q;
     pthread_mutex_init(&s->aux.lock, NULL);
     pthread_mutex_init(&s->pool_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->pool_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    tt__cond_init_mono(&s->pool_cv);
     if (strlen(cfg->url) >= sizeof s->url) {
         snprintf(err, errlen, "store URL too long (at most %zu bytes)", sizeof s->url - 1);
         pg_close(&s->base);
