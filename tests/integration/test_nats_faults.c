@@ -47,7 +47,7 @@ struct agent {
     pthread_t th;
 };
 
-static tt_client *open_agent(const struct tt_nats *ns, int i)
+static tt_client *open_agent(const struct tt_nats *ns, int i, const char *spool)
 {
     char a[64], t[64];
     tt_test_agent_name("faults", i, a, sizeof a);
@@ -62,6 +62,12 @@ static tt_client *open_agent(const struct tt_nats *ns, int i)
     CHECK_OK(tt_config_set(cfg, "ring_bytes", "16777216"));
     CHECK_OK(tt_config_set(cfg, "ack_timeout_ms", "2000"));
     CHECK_OK(tt_config_set(cfg, "backoff_max_ms", "500"));
+    if (spool) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/agent%d", spool, i);
+        CHECK_OK(tt_config_set(cfg, "spool_dir", dir));
+        CHECK_OK(tt_config_set(cfg, "spool_max_bytes", "1073741824"));
+    }
     tt_client *c;
     CHECK_OK(tt_open(&c, cfg));
     tt_config_free(cfg);
@@ -85,12 +91,13 @@ static void *run_agent(void *arg)
     return NULL;
 }
 
-static void agents_start(struct agent *ag, const struct tt_nats *ns)
+/* Start the agents, each with a spool under spool when it is not NULL. */
+static void agents_start(struct agent *ag, const struct tt_nats *ns, const char *spool)
 {
     for (int i = 0; i < AGENTS; i++) {
         memset(&ag[i], 0, sizeof ag[i]);
         ag[i].i = i;
-        ag[i].c = open_agent(ns, i);
+        ag[i].c = open_agent(ns, i, spool);
         CHECK(pthread_create(&ag[i].th, NULL, run_agent, &ag[i]) == 0);
     }
 }
@@ -173,8 +180,9 @@ static void explain(void)
  * the store (pg, or the SQLite db) and check each once, no gap, conservation. */
 static void check_agents(struct agent *ag, const struct tt_pg *pg, const char *db)
 {
+    double wait_ms = soak() ? 600000 : 60000; /* a soak replays minutes of spool */
     for (int i = 0; i < AGENTS; i++) {
-        CHECK_OK(tt_flush(ag[i].c, 60000));
+        CHECK_OK(tt_flush(ag[i].c, (uint32_t)wait_ms));
     }
     for (int i = 0; i < AGENTS; i++) {
         tt_stats st;
@@ -191,7 +199,7 @@ static void check_agents(struct agent *ag, const struct tt_pg *pg, const char *d
             } else {
                 tt_test_check_store(db, inst, &sc);
             }
-            if (sc.events >= st.emitted || tt_test_now_ms() - t0 > 60000) {
+            if (sc.events >= st.emitted || tt_test_now_ms() - t0 > wait_ms) {
                 break;
             }
             usleep(100000);
@@ -221,9 +229,13 @@ static void agents_close(struct agent *ag)
 }
 
 /* S21: the stream made here with a 1 s duplicate window and work-queue retention; the server
- * down 3 s with batches in flight. */
+ * down 3 s with batches in flight. In `make soak`, the anchor's own figures: JetStream's
+ * default window (2 min) and the server down 5 min, the agents going on emitting into their
+ * spools meanwhile. */
 TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once, 120)
 {
+    int64_t window_s = soak() ? 120 : 1;
+    unsigned outage_s = soak() ? 300 : 3;
     struct tt_nats ns;
     tt_nats_start(&ns, 1);
     struct tt_nats_conn t;
@@ -236,7 +248,7 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
     cfg.SubjectsLen = 1;
     cfg.Storage = js_FileStorage;
     cfg.Retention = js_WorkQueuePolicy;
-    cfg.Duplicates = (int64_t)1000 * 1000000; /* 1 s */
+    cfg.Duplicates = window_s * 1000000000;
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_AddStream(&si, t.js, &cfg, NULL, &jerr);
@@ -252,7 +264,10 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
     diag.col = &col;
     diag.ncol = 1;
     static struct agent ag[AGENTS];
-    agents_start(ag, &ns);
+    char spool[4096];
+    snprintf(spool, sizeof spool, "%s/spool", tt_test_tmpdir());
+    CHECK(mkdir(spool, 0700) == 0);
+    agents_start(ag, &ns, soak() ? spool : NULL);
     double t0 = tt_test_now_ms();
     while (acked_total(ag) < 3000) {
         CHECK_MSG(tt_test_now_ms() - t0 < 30000, "nothing acked after 30 s");
@@ -262,7 +277,7 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
     tt_nats_kill(&ns, 0, 1);
     usleep(200000);
     uint64_t at_kill = acked_total(ag);
-    sleep(3);
+    sleep(outage_s);
     CHECK_EQ_U64(acked_total(ag), at_kill); /* no PubAck without a server */
     tt_nats_restart(&ns, 0);
     sleep(2);
@@ -273,7 +288,7 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
     tt_nats_connect(&t, &ns, 1000);
     si = NULL;
     CHECK(js_GetStreamInfo(&si, t.js, STREAM, NULL, &jerr) == NATS_OK);
-    CHECK_EQ(si->Config->Duplicates, (int64_t)1000 * 1000000);
+    CHECK_EQ(si->Config->Duplicates, window_s * 1000000000);
     CHECK_EQ((int)si->Config->Retention, (int)js_WorkQueuePolicy);
     jsStreamInfo_Destroy(si);
     tt_nats_disconnect(&t);
@@ -286,11 +301,11 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
     for (int i = 0; i < AGENTS; i++) {
         emitted += atomic_load(&ag[i].emitted);
     }
-    printf("S21: %llu events stored once; collector: %llu messages committed, %llu acked as "
-           "duplicates (delivered twice by JetStream, removed by the store's dedup); %llu "
-           "acked by JetStream before the outage\n",
-           (unsigned long long)emitted, (unsigned long long)com, (unsigned long long)dup,
-           (unsigned long long)at_kill);
+    printf("S21: %u s outage past a %lld s window: %llu events stored once; collector: %llu "
+           "messages committed, %llu acked as duplicates (delivered twice by JetStream, removed "
+           "by the store's dedup); %llu acked by JetStream before the outage\n",
+           outage_s, (long long)window_s, (unsigned long long)emitted, (unsigned long long)com,
+           (unsigned long long)dup, (unsigned long long)at_kill);
     fflush(stdout);
     agents_close(ag);
     tt_test_serve_stop(&col);
@@ -332,7 +347,7 @@ static void s20_run(double seconds, int period_ms)
     diag.col = col;
     diag.ncol = 2;
     static struct agent ag[AGENTS];
-    agents_start(ag, &ns);
+    agents_start(ag, &ns, NULL);
     /* A kill per period: as many as the duration holds, however long the restarts take. */
     int target = (int)(seconds * 1000 / period_ms);
     int down = -1, kills = 0, leaders = 0, rr = 0;
