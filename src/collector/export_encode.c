@@ -18,6 +18,7 @@
 
 #include "collector/export.h"
 #include "common/batch.h"
+#include "common/compat.h"
 #include "common/pb.h"
 #include "telltale.h"
 
@@ -465,7 +466,8 @@ static void step_span(struct pbw *w, const struct open_entry *b, const tt__ev_st
     }
     w_str(w, 5, name);
     w_uint(w, 6, b->kind == TT_STEP_LLM ? SPAN_KIND_CLIENT : SPAN_KIND_INTERNAL);
-    int64_t end = e->duration_ns ? b->t_begin + (int64_t)e->duration_ns : t_end_event;
+    int64_t end =
+        e->duration_ns ? tt__add_sat_i64(b->t_begin, tt__dur_i64(e->duration_ns)) : t_end_event;
     if (end < b->t_begin) {
         end = b->t_begin;
     }
@@ -595,7 +597,8 @@ static void response_events(struct pbw *w, const struct open_entry *b, const tt_
 static int64_t response_end_time(const struct open_entry *b, const tt__ev_response_end *e,
                                  int64_t t_end_event)
 {
-    int64_t end = e->duration_ns ? b->t_begin + (int64_t)e->duration_ns : t_end_event;
+    int64_t end =
+        e->duration_ns ? tt__add_sat_i64(b->t_begin, tt__dur_i64(e->duration_ns)) : t_end_event;
     return end < b->t_begin ? b->t_begin : end;
 }
 

@@ -1,7 +1,8 @@
 /*
  * compat.h - small helpers shared by the library, the collector and the CLI: branch hints,
  * cache-line alignment, little-endian loads and stores for anything on the wire or on disk,
- * and TT_ASSERT, which checks programmer errors in debug and sanitizer builds only.
+ * saturating time arithmetic for values from outside, and TT_ASSERT, which checks programmer
+ * errors in debug and sanitizer builds only.
  */
 #ifndef TT_COMMON_COMPAT_H
 #define TT_COMMON_COMPAT_H
@@ -17,6 +18,25 @@
 #define TT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define TT_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define TT_INTERNAL __attribute__((visibility("hidden")))
+
+/* Times and durations an agent sent (nanoseconds) combined without signed overflow: a + b and
+ * a - b clamped to the int64 range; a duration above INT64_MAX counts as INT64_MAX. */
+static inline int64_t tt__dur_i64(uint64_t d)
+{
+    return d > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)d;
+}
+
+static inline int64_t tt__add_sat_i64(int64_t a, int64_t b)
+{
+    int64_t r;
+    return __builtin_add_overflow(a, b, &r) ? (b > 0 ? INT64_MAX : INT64_MIN) : r;
+}
+
+static inline int64_t tt__sub_sat_i64(int64_t a, int64_t b)
+{
+    int64_t r;
+    return __builtin_sub_overflow(a, b, &r) ? (b < 0 ? INT64_MAX : INT64_MIN) : r;
+}
 
 #if defined(TT_DEBUG) || defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #include <stdio.h>

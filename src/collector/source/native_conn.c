@@ -330,7 +330,7 @@ static int64_t clock_skew_ms(const tt__hello *h, const char *agent)
     if (!h->now_unix_ns) {
         return 0; /* an agent of before the field */
     }
-    int64_t ms = ((int64_t)h->now_unix_ns - (int64_t)tt__wall_ns()) / 1000000;
+    int64_t ms = tt__sub_sat_i64(tt__dur_i64(h->now_unix_ns), (int64_t)tt__wall_ns()) / 1000000;
     if (ms > -CLOCK_SKEW_FLAG_MS && ms < CLOCK_SKEW_FLAG_MS) {
         return 0;
     }

@@ -273,7 +273,7 @@ static int64_t skew_ms(const tt__hello *h)
     if (!h->now_unix_ns) {
         return 0;
     }
-    int64_t ms = ((int64_t)h->now_unix_ns - (int64_t)tt__wall_ns()) / 1000000;
+    int64_t ms = tt__sub_sat_i64(tt__dur_i64(h->now_unix_ns), (int64_t)tt__wall_ns()) / 1000000;
     return ms > -CLOCK_SKEW_FLAG_MS && ms < CLOCK_SKEW_FLAG_MS ? 0 : ms;
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "collector/store/sqlite.h"
+#include "common/compat.h"
 
 const char derive_schema[] =
     "CREATE TABLE IF NOT EXISTS sessions(agent_id INTEGER NOT NULL, name TEXT NOT NULL,"
@@ -240,7 +241,7 @@ static int step_end(struct derive *d, const tt__event *ev, int64_t agent, int64_
     sqlite3_bind_int64(st, 6, se.result_bytes);
     bind_str(st, 7, se.error);
     /* Without its begin, the start is the end minus the duration. */
-    sqlite3_bind_int64(st, 8, ev->time - (int64_t)se.duration_ns);
+    sqlite3_bind_int64(st, 8, tt__sub_sat_i64(ev->time, tt__dur_i64(se.duration_ns)));
     /* Ends from clients since 0.2 carry the begin's session, kind and name: a step whose begin
      * was lost still has them. */
     bind_str(st, 9, ev->session);

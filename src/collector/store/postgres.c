@@ -1143,7 +1143,8 @@ static int step_end(struct pg_store *s, struct wstate *w, const tt__event *ev, i
     pg_p_i64(&p, se.status);
     pg_p_i64(&p, se.result_bytes);
     p_bstr(&p, se.error);
-    pg_p_i64(&p, ev->time - (int64_t)se.duration_ns); /* without its begin: end - duration */
+    /* without its begin: end - duration */
+    pg_p_i64(&p, tt__sub_sat_i64(ev->time, tt__dur_i64(se.duration_ns)));
     p_bstr(&p, ev->session);
     if (se.kind) {
         pg_p_i64(&p, se.kind);

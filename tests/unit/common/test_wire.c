@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 
+#include "common/compat.h"
 #include "common/crc32c.h"
 #include "common/json.h"
 #include "common/pb.h"
@@ -176,4 +177,20 @@ TEST(buf_never_grows_past_its_maximum)
     CHECK(b.cap <= 100);
     CHECK_EQ(tt__buf_reserve(&b, SIZE_MAX), -E2BIG);
     tt__buf_fini(&b);
+}
+
+TEST(time_arithmetic_on_agent_values_saturates_instead_of_overflowing)
+{
+    /* A duration above INT64_MAX (a uint64 field on the wire) counts as INT64_MAX. */
+    CHECK_EQ(tt__dur_i64(5), 5);
+    CHECK_EQ(tt__dur_i64((uint64_t)INT64_MAX), INT64_MAX);
+    CHECK_EQ(tt__dur_i64((uint64_t)INT64_MAX + 1), INT64_MAX);
+    CHECK_EQ(tt__dur_i64(UINT64_MAX), INT64_MAX);
+    /* The sum fuzz_export found: a step's begin plus its duration, past INT64_MAX. */
+    CHECK_EQ(tt__add_sat_i64(1796000000000000045LL, 7868985847297520639LL), INT64_MAX);
+    CHECK_EQ(tt__add_sat_i64(INT64_MIN, -1), INT64_MIN);
+    CHECK_EQ(tt__add_sat_i64(-5, 3), -2);
+    CHECK_EQ(tt__sub_sat_i64(INT64_MIN + 10, INT64_MAX), INT64_MIN);
+    CHECK_EQ(tt__sub_sat_i64(INT64_MAX, -1), INT64_MAX);
+    CHECK_EQ(tt__sub_sat_i64(1700000000000000000LL, 1000), 1699999999999999000LL);
 }
