@@ -443,6 +443,14 @@ static void span_ids(struct pbw *w, const uint8_t trace_id[16], uint64_t span, u
 
 enum { SPAN_KIND_INTERNAL = 1, SPAN_KIND_CLIENT = 3 };
 
+/* A step's or response's end: its begin plus the duration its end event gives (saturated), else
+ * the end event's own time; never before the begin. */
+static int64_t span_end(int64_t t_begin, uint64_t duration_ns, int64_t t_end_event)
+{
+    int64_t end = duration_ns ? tt__add_sat_i64(t_begin, tt__dur_i64(duration_ns)) : t_end_event;
+    return end < t_begin ? t_begin : end;
+}
+
 static void step_span(struct pbw *w, const struct open_entry *b, const tt__ev_step_end *e,
                       int64_t t_end_event)
 {
@@ -466,11 +474,7 @@ static void step_span(struct pbw *w, const struct open_entry *b, const tt__ev_st
     }
     w_str(w, 5, name);
     w_uint(w, 6, b->kind == TT_STEP_LLM ? SPAN_KIND_CLIENT : SPAN_KIND_INTERNAL);
-    int64_t end =
-        e->duration_ns ? tt__add_sat_i64(b->t_begin, tt__dur_i64(e->duration_ns)) : t_end_event;
-    if (end < b->t_begin) {
-        end = b->t_begin;
-    }
+    int64_t end = span_end(b->t_begin, e->duration_ns, t_end_event);
     w_fixed64(w, 7, (uint64_t)b->t_begin);
     w_fixed64(w, 8, (uint64_t)end);
     if (op) {
@@ -597,9 +601,7 @@ static void response_events(struct pbw *w, const struct open_entry *b, const tt_
 static int64_t response_end_time(const struct open_entry *b, const tt__ev_response_end *e,
                                  int64_t t_end_event)
 {
-    int64_t end =
-        e->duration_ns ? tt__add_sat_i64(b->t_begin, tt__dur_i64(e->duration_ns)) : t_end_event;
-    return end < b->t_begin ? b->t_begin : end;
+    return span_end(b->t_begin, e->duration_ns, t_end_event);
 }
 
 static void response_span(struct pbw *w, const struct open_entry *b, const tt__ev_response_end *e,

@@ -322,16 +322,22 @@ static int check_hello(struct conn_owner *ow, const struct conn *c, const tt__fr
     return reason;
 }
 
-/* The agent's clock against ours at its hello (the hello leaves the agent right after its
- * connection is up, so the link's delay is far below the tolerance). Logged at most once a
- * minute, whatever the number of agents and reconnections. */
-static int64_t clock_skew_ms(const tt__hello *h, const char *agent)
+int64_t hello_clock_skew_ms(const tt__hello *h)
 {
     if (!h->now_unix_ns) {
         return 0; /* an agent of before the field */
     }
     int64_t ms = tt__sub_sat_i64(tt__dur_i64(h->now_unix_ns), (int64_t)tt__wall_ns()) / 1000000;
-    if (ms > -CLOCK_SKEW_FLAG_MS && ms < CLOCK_SKEW_FLAG_MS) {
+    return ms > -CLOCK_SKEW_FLAG_MS && ms < CLOCK_SKEW_FLAG_MS ? 0 : ms;
+}
+
+/* The agent's clock against ours at its hello (the hello leaves the agent right after its
+ * connection is up, so the link's delay is far below the tolerance). Logged at most once a
+ * minute, whatever the number of agents and reconnections. */
+static int64_t clock_skew_ms(const tt__hello *h, const char *agent)
+{
+    int64_t ms = hello_clock_skew_ms(h);
+    if (!ms) {
         return 0;
     }
     cstat_add(&cstats.skewed_hellos, 1);

@@ -139,6 +139,10 @@ void conn_budget_wake(struct conn_owner *ow);
 
 /* Hello and idle timeouts at monotonic time now; a connection holding an admitted partial frame
  * that receives nothing for hello_timeout_ms is closed (slow_frame). */
+/* The agent's clock against ours when it sent hello h, in ms: 0 within CLOCK_SKEW_FLAG_MS or
+ * when the agent did not say (any source's hello; computed without overflow whatever it says). */
+int64_t hello_clock_skew_ms(const tt__hello *h);
+
 void conn_check_timeouts(struct conn_owner *ow, struct conn *c, uint64_t now);
 
 #endif

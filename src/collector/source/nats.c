@@ -267,16 +267,6 @@ static void term(natsMsg *m, int reason, const char *why)
     natsMsg_Destroy(m);
 }
 
-/* The agent's clock against ours when it published (0 within the tolerance). */
-static int64_t skew_ms(const tt__hello *h)
-{
-    if (!h->now_unix_ns) {
-        return 0;
-    }
-    int64_t ms = tt__sub_sat_i64(tt__dur_i64(h->now_unix_ns), (int64_t)tt__wall_ns()) / 1000000;
-    return ms > -CLOCK_SKEW_FLAG_MS && ms < CLOCK_SKEW_FLAG_MS ? 0 : ms;
-}
-
 /* One fetched message: decoded, authenticated, submitted, or answered here. */
 static void take(struct nats_src *x, natsMsg *m)
 {
@@ -318,7 +308,7 @@ static void take(struct nats_src *x, natsMsg *m)
     }
     snprintf(it->ident.agent, sizeof it->ident.agent, "%s", agent);
     snprintf(it->ident.identity, sizeof it->ident.identity, "token:%s", agent);
-    it->ident.clock_skew_ms = skew_ms(&h);
+    it->ident.clock_skew_ms = hello_clock_skew_ms(&h); /* when it published */
     it->batch.clock_skew_ms = it->ident.clock_skew_ms;
     it->received_ns = tt__wall_ns();
     struct hold *hd = calloc(1, sizeof *hd);
