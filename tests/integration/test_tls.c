@@ -568,6 +568,43 @@ static void raw_tls_close(struct raw_tls *t)
     close(t->fd);
 }
 
+/* A frame sent all but its last bytes, so that it sits on the partial-frame budget. The
+ * collector drops a partial frame that receives nothing for --hello-timeout's 10 s (a slow
+ * frame may not hold the budget), so while the test waits the holder sends one more byte of it
+ * a second (never the last one): slow runs (sanitizers on a loaded machine) keep it held. */
+struct holder {
+    struct raw_tls *t;
+    const uint8_t *frame;
+    size_t len, sent;
+    double last_ms;
+};
+
+static void holder_start(struct holder *h, struct raw_tls *t, const uint8_t *frame, size_t len)
+{
+    enum { SPARE = 512 }; /* one byte a second: more than 8 minutes of holding */
+    h->t = t;
+    h->frame = frame;
+    h->len = len;
+    h->sent = len - SPARE;
+    raw_send(t, frame, h->sent);
+    h->last_ms = tt_test_now_ms();
+}
+
+static void holder_keep(struct holder *h)
+{
+    if (h->sent + 1 < h->len && tt_test_now_ms() - h->last_ms >= 1000) {
+        raw_send(h->t, h->frame + h->sent, 1);
+        h->sent++;
+        h->last_ms = tt_test_now_ms();
+    }
+}
+
+static void holder_finish(struct holder *h)
+{
+    raw_send(h->t, h->frame + h->sent, h->len - h->sent);
+    h->sent = h->len;
+}
+
 /* TLS reads go through the same admission as TCP (docs/operations.md, "Memory bound"): a raw
  * TLS agent holds a frame of almost the whole partial-frame budget half-sent, so a libtelltale
  * agent's large batches over tls:// cannot be admitted and its connection waits (its records
@@ -593,7 +630,7 @@ TEST_T(tls_reads_wait_for_the_ingest_budget_and_lose_nothing, 120)
     }
     CHECK(limit >= (1u << 20) && limit < (2u << 20)); /* one frame of --max-frame */
 
-    /* The holder: a batch frame of 1 MiB, all but its last byte. */
+    /* The holder: a batch frame of 1 MiB, all but its last bytes (struct holder). */
     struct raw_tls h;
     raw_tls_hello(&h, ep, pki_file(pki, "ca.pem"), "holder");
     size_t body = 1u << 20;
@@ -604,11 +641,13 @@ TEST_T(tls_reads_wait_for_the_ingest_budget_and_lose_nothing, 120)
     frame[2] = (uint8_t)(body >> 16);
     frame[3] = (uint8_t)(body >> 24);
     frame[8] = TT_FT_BATCH;
-    raw_send(&h, frame, TT_FRAME_PREFIX + body - 1);
+    struct holder hold;
+    holder_start(&hold, &h, frame, TT_FRAME_PREFIX + body);
     t0 = tt_test_now_ms();
     while (tt_test_metric(s.http, "telltale_ingest_budget_used_bytes{pool=\"partial_frames\"}") <
            limit / 2) {
         CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "the holder's frame was not admitted");
+        holder_keep(&hold);
         usleep(20000);
     }
 
@@ -621,6 +660,7 @@ TEST_T(tls_reads_wait_for_the_ingest_budget_and_lose_nothing, 120)
     CHECK_OK(tt_instance_id(c, inst));
     uint32_t x = 12345;
     uint64_t refused = 0; /* TT_ENOBUFS: counted as dropped (ring full), emitted again */
+    double t_emit = tt_test_now_ms();
     for (int i = 0; i < EVENTS; i++) {
         for (size_t j = 0; j + 1 < sizeof msg; j++) {
             x = x * 1103515245u + 12345u; /* random letters: batches stay large compressed */
@@ -629,21 +669,39 @@ TEST_T(tls_reads_wait_for_the_ingest_budget_and_lose_nothing, 120)
         msg[sizeof msg - 1] = 0;
         while (tt_log(c, "s", TT_INFO, msg, NULL, 0) == TT_ENOBUFS) {
             refused++;
+            holder_keep(&hold);
             usleep(1000);
         }
-    }
-    t0 = tt_test_now_ms();
-    while (tt_test_metric(s.http, "telltale_ingest_budget_waits_total") == 0) {
-        CHECK_MSG(tt_test_now_ms() - t0 < 10000 * mult(), "the agent's connection never waited");
-        usleep(20000);
+        holder_keep(&hold);
     }
     tt_stats st;
+    t0 = tt_test_now_ms();
+    t_emit = t0 - t_emit;
+    while (tt_test_metric(s.http, "telltale_ingest_budget_waits_total") == 0) {
+        if (tt_test_now_ms() - t0 >= 10000 * mult()) {
+            CHECK_OK(tt_stats_get(c, &st, sizeof st));
+            CHECK_MSG(0,
+                      "the agent's connection never waited: %.0f ms after %llu events (emitted in "
+                      "%.0f ms), the agent "
+                      "connected %llu, frames sent %llu (%llu bytes, %llu events), acked %llu, "
+                      "refused by the ring %llu; partial frames %llu of %llu bytes",
+                      (double)(tt_test_now_ms() - t0), (unsigned long long)EVENTS, t_emit,
+                      (unsigned long long)st.connected, (unsigned long long)st.frames_sent,
+                      (unsigned long long)st.bytes_sent, (unsigned long long)st.sent,
+                      (unsigned long long)st.acked, (unsigned long long)refused,
+                      (unsigned long long)tt_test_metric(
+                          s.http, "telltale_ingest_budget_used_bytes{pool=\"partial_frames\"}"),
+                      (unsigned long long)limit);
+        }
+        holder_keep(&hold);
+        usleep(20000);
+    }
     CHECK_OK(tt_stats_get(c, &st, sizeof st));
     CHECK_MSG(st.acked < EVENTS, "all %llu acked while blocked", (unsigned long long)st.acked);
 
-    /* The holder's last byte: its frame is complete (and refused: zeros are no batch), the
+    /* The rest of the holder's frame: it is complete (and refused: zeros are no batch), the
      * budget returns, the agent is resumed. */
-    raw_send(&h, frame + TT_FRAME_PREFIX + body - 1, 1);
+    holder_finish(&hold);
     free(frame);
     CHECK_OK(tt_flush(c, (uint32_t)(30000 * mult())));
     CHECK_OK(tt_close_stats(c, 5000, &st, sizeof st));
