@@ -406,3 +406,79 @@ TEST_T(memory_100_partial_16_mib_frames_before_hello, 300)
 {
     partial_frames(0);
 }
+
+/* A partial frame may sit on the budget only while its bytes keep coming (docs/operations.md,
+ * "Memory bound"; docs/wire-format.md, limits): one that receives nothing for 10 s is closed as
+ * slow_frame and its budget returns; one that trickles a byte every 2 s is a slow but live peer
+ * and keeps its place. */
+TEST_T(memory_a_partial_frame_that_stops_arriving_is_closed_a_trickling_one_is_not, 120)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "slowframe", NULL);
+    const char *used = "telltale_ingest_budget_used_bytes{pool=\"partial_frames\"}";
+    const char *slow = "telltale_rejected_total{reason=\"slow_frame\"}";
+    size_t body = 1u << 20;
+    uint8_t *frame = calloc(1, TT_FRAME_PREFIX + body);
+    CHECK(frame != NULL);
+    frame[0] = (uint8_t)body;
+    frame[1] = (uint8_t)(body >> 8);
+    frame[2] = (uint8_t)(body >> 16);
+    frame[3] = (uint8_t)(body >> 24);
+    frame[8] = TT_FT_BATCH;
+    uint8_t inst[16];
+    int silent = hello(&s, "silent", 1, inst), trickle = hello(&s, "trickle", 2, inst);
+    /* A frame is charged for what it needs beyond the 64 KiB every connection reads into
+     * without admission (CONN_RBUF_BASE). */
+    uint64_t per = TT_FRAME_PREFIX + body - (64u << 10);
+    size_t start = TT_FRAME_PREFIX + (64u << 10) + 100;
+    write_all(silent, frame, start);
+    write_all(trickle, frame, start);
+    double t_last = tt_test_now_ms();
+    while (tt_test_metric(s.http, used) < 2 * per) {
+        CHECK_MSG(tt_test_now_ms() - t_last < 10000 * tt_test_mult(),
+                  "the two partial frames were not admitted (%llu bytes charged)",
+                  (unsigned long long)tt_test_metric(s.http, used));
+        usleep(20000);
+    }
+
+    /* The silent one is closed after its 10 s, not before; the trickling one stays. */
+    size_t off = start;
+    double t_byte = tt_test_now_ms();
+    while (tt_test_metric(s.http, slow) == 0) {
+        CHECK_MSG(tt_test_now_ms() - t_last < 30000 * tt_test_mult(),
+                  "a partial frame silent for %.0f ms is still open", tt_test_now_ms() - t_last);
+        if (tt_test_now_ms() - t_byte >= 2000) {
+            write_all(trickle, frame + off++, 1);
+            t_byte = tt_test_now_ms();
+        }
+        usleep(20000);
+    }
+    double silent_ms = tt_test_now_ms() - t_last;
+    CHECK_MSG(silent_ms >= 9500, "closed as slow after %.0f ms of silence (the rule says 10 s)",
+              silent_ms);
+    CHECK_EQ(read_frame(silent, NULL, 10000), 0); /* closed without a word */
+    /* The trickling one has been open as long and keeps going for 4 s more. */
+    double t_more = tt_test_now_ms();
+    while (tt_test_now_ms() - t_more < 4000) {
+        if (tt_test_now_ms() - t_byte >= 2000) {
+            write_all(trickle, frame + off++, 1);
+            t_byte = tt_test_now_ms();
+        }
+        usleep(20000);
+    }
+    CHECK_EQ_U64(tt_test_metric(s.http, slow), 1);
+    CHECK_EQ_U64(tt_test_metric(s.http, used), per); /* the trickling frame's alone */
+
+    /* Its last bytes: the frame is complete (zeros are no batch: refused), the budget returns. */
+    write_all(trickle, frame + off, TT_FRAME_PREFIX + body - off);
+    double t0 = tt_test_now_ms();
+    while (tt_test_metric(s.http, used) != 0) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 10000 * tt_test_mult(), "budget not given back");
+        usleep(20000);
+    }
+    CHECK_EQ_U64(tt_test_metric(s.http, slow), 1);
+    close(silent);
+    close(trickle);
+    free(frame);
+    tt_test_serve_stop(&s);
+}

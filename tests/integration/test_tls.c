@@ -569,7 +569,7 @@ static void raw_tls_close(struct raw_tls *t)
 }
 
 /* A frame sent all but its last bytes, so that it sits on the partial-frame budget. The
- * collector drops a partial frame that receives nothing for --hello-timeout's 10 s (a slow
+ * collector drops a partial frame that receives nothing for 10 s (slow_frame: a slow
  * frame may not hold the budget), so while the test waits the holder sends one more byte of it
  * a second (never the last one): slow runs (sanitizers on a loaded machine) keep it held. */
 struct holder {
