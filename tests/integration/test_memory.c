@@ -325,13 +325,7 @@ TEST_T(memory_48_legal_decompression_bombs, 900)
 static void hold_partial_frames(const struct tt_test_serve *s, int with_hello, int *fds)
 {
     size_t body = 16u << 20;
-    uint8_t *frame = calloc(1, TT_FRAME_PREFIX + body);
-    CHECK(frame != NULL);
-    frame[0] = (uint8_t)body;
-    frame[1] = (uint8_t)(body >> 8);
-    frame[2] = (uint8_t)(body >> 16);
-    frame[3] = (uint8_t)(body >> 24);
-    frame[8] = TT_FT_BATCH;
+    uint8_t *frame = tt_test_blank_batch_frame(body);
     size_t sent[HOLDERS] = {0}, total = TT_FRAME_PREFIX + body - 1;
     for (int i = 0; i < HOLDERS; i++) {
         uint8_t inst[16];
@@ -418,13 +412,7 @@ TEST_T(memory_a_partial_frame_that_stops_arriving_is_closed_a_trickling_one_is_n
     const char *used = "telltale_ingest_budget_used_bytes{pool=\"partial_frames\"}";
     const char *slow = "telltale_rejected_total{reason=\"slow_frame\"}";
     size_t body = 1u << 20;
-    uint8_t *frame = calloc(1, TT_FRAME_PREFIX + body);
-    CHECK(frame != NULL);
-    frame[0] = (uint8_t)body;
-    frame[1] = (uint8_t)(body >> 8);
-    frame[2] = (uint8_t)(body >> 16);
-    frame[3] = (uint8_t)(body >> 24);
-    frame[8] = TT_FT_BATCH;
+    uint8_t *frame = tt_test_blank_batch_frame(body);
     uint8_t inst[16];
     int silent = hello(&s, "silent", 1, inst), trickle = hello(&s, "trickle", 2, inst);
     /* A frame is charged for what it needs beyond the 64 KiB every connection reads into

@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "batches.h"
 #include "common/wire.h"
 #include "operator.h"
 #include "serve.h"
@@ -634,13 +635,7 @@ TEST_T(tls_reads_wait_for_the_ingest_budget_and_lose_nothing, 120)
     struct raw_tls h;
     raw_tls_hello(&h, ep, pki_file(pki, "ca.pem"), "holder");
     size_t body = 1u << 20;
-    uint8_t *frame = calloc(1, TT_FRAME_PREFIX + body);
-    CHECK(frame != NULL);
-    frame[0] = (uint8_t)body;
-    frame[1] = (uint8_t)(body >> 8);
-    frame[2] = (uint8_t)(body >> 16);
-    frame[3] = (uint8_t)(body >> 24);
-    frame[8] = TT_FT_BATCH;
+    uint8_t *frame = tt_test_blank_batch_frame(body);
     struct holder hold;
     holder_start(&hold, &h, frame, TT_FRAME_PREFIX + body);
     t0 = tt_test_now_ms();

@@ -3,7 +3,10 @@
  */
 #include "batches.h"
 
+#include <stdlib.h>
+
 #include "common/pb.h"
+#include "common/wire.h"
 #include "test.h"
 
 void tt_test_batch_payload(tt__buf *out, const uint8_t inst[16], uint64_t first_seq, int n)
@@ -31,4 +34,16 @@ void tt_test_batch_payload_at(tt__buf *out, const uint8_t inst[16], uint64_t fir
         uint8_t *q = tt__pb_put_bytes(one, 4, ev, en); /* Batch.events */
         CHECK_OK(tt__buf_append(out, one, (size_t)(q - one)));
     }
+}
+
+uint8_t *tt_test_blank_batch_frame(size_t body)
+{
+    uint8_t *frame = calloc(1, TT_FRAME_PREFIX + body);
+    CHECK(frame != NULL);
+    frame[0] = (uint8_t)body;
+    frame[1] = (uint8_t)(body >> 8);
+    frame[2] = (uint8_t)(body >> 16);
+    frame[3] = (uint8_t)(body >> 24);
+    frame[8] = TT_FT_BATCH;
+    return frame;
 }
