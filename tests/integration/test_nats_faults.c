@@ -126,6 +126,7 @@ static uint64_t acked_total(struct agent *ag)
 /* What the test knows when a check fails: the stream's and the durable's state and each
  * collector's answers, so that a failure in CI says where the events went. */
 static struct {
+    const struct tt_nats *ns;
     struct tt_nats_conn *t;
     struct tt_test_serve *col;
     int ncol;
@@ -148,10 +149,11 @@ static void explain(void)
         jsConsumerInfo *ci = NULL;
         if (js_GetConsumerInfo(&ci, diag.t->js, STREAM, "telltale", NULL, &jerr) == NATS_OK) {
             printf("durable telltale: pending %llu, ack pending %lld, redelivered %lld, "
-                   "delivered stream seq %llu, ack floor stream seq %llu\n",
+                   "delivered stream seq %llu, ack floor stream seq %llu, leader %s\n",
                    (unsigned long long)ci->NumPending, (long long)ci->NumAckPending,
                    (long long)ci->NumRedelivered, (unsigned long long)ci->Delivered.Stream,
-                   (unsigned long long)ci->AckFloor.Stream);
+                   (unsigned long long)ci->AckFloor.Stream,
+                   ci->Cluster && ci->Cluster->Leader ? ci->Cluster->Leader : "-");
             jsConsumerInfo_Destroy(ci);
         } else {
             printf("durable telltale: no answer (%d)\n", (int)jerr);
@@ -172,6 +174,9 @@ static void explain(void)
             printf("collector %d: %s %llu\n", k, samples[i],
                    (unsigned long long)tt_test_metric(diag.col[k].http, samples[i]));
         }
+    }
+    if (diag.ns) {
+        tt_nats_explain(diag.ns);
     }
     fflush(stdout);
 }
@@ -260,6 +265,7 @@ TEST_T(nats_faults_s21_outage_longer_than_the_dup_window_stores_each_event_once,
     tt_test_serve_start(&col, "s21", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens",
                         tt_test_tokens_file("faults", AGENTS), "--nats", ns.urls,
                         "--nats-token-file", ns.token_file, "--nats-ack-wait", "3000", NULL);
+    diag.ns = &ns;
     diag.t = NULL; /* its connection is gone by the check */
     diag.col = &col;
     diag.ncol = 1;
@@ -343,6 +349,7 @@ static void s20_run(double seconds, int period_ms)
     }
     struct tt_nats_conn t;
     tt_nats_connect(&t, &ns, 1000);
+    diag.ns = &ns;
     diag.t = &t;
     diag.col = col;
     diag.ncol = 2;

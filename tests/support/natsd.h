@@ -49,6 +49,10 @@ void tt_nats_restart(struct tt_nats *ns, int i);
 /* 1 when node i answers /healthz with JetStream ready. */
 int tt_nats_healthy(const struct tt_nats *ns, int i);
 
+/* Print, for a failing test, what each node's JetStream says of the streams and consumers
+ * (its /jsz) and the last warnings and errors of its log. */
+void tt_nats_explain(const struct tt_nats *ns);
+
 /* A libnats connection of the test's own to every node of ns, with its token, reconnecting
  * for ever every 100 ms, and its JetStream context, whose calls wait js_wait_ms (0: libnats's
  * default). */
