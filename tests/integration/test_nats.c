@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "batches.h"
+#include "collector/source/nats.h"
 #include "collector/source/nats_msg.h"
 #include "common/wire.h"
 #include "natsd.h"
@@ -250,6 +251,59 @@ TEST_T(nats_single_exactly_once, 60)
     CHECK_EQ(nats_status(s.http, "acked_duplicate", NULL), 3 * MSGS);
     CHECK_EQ(tt_test_metric(s.http, "telltale_nats_answered_total{result=\"ack_duplicate\"}"),
              3 * MSGS);
+    tt_test_serve_stop(&s);
+    tt_nats_disconnect(&p);
+}
+
+/* (1b) The stalled-durable check (nats.h) looks at an idle durable every NATS_STALL_IDLE_MS and
+ * leaves a healthy one alone, also in a stream shared with other publishers whose messages
+ * came after the durable's own; the durable keeps consuming after the looks. */
+TEST_T(nats_idle_durable_checked_and_left_alone_when_healthy, 60)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_nats_conn p;
+    tt_nats_connect(&p, &ns, 0);
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[2] = {PREFIX ".>", "elsewhere.>"};
+    sc.Name = STREAM;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 2;
+    sc.Storage = js_FileStorage;
+    sc.Retention = js_WorkQueuePolicy;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    CHECK(js_AddStream(&si, p.js, &sc, NULL, &jerr) == NATS_OK);
+    jsStreamInfo_Destroy(si);
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "idle", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, NULL);
+    uint8_t inst[16];
+    instance_of(inst, 0, 0);
+    for (int k = 0; k < 3; k++) {
+        CHECK_EQ(publish(&p, 0, inst, 1 + (uint64_t)k * EVENTS, EVENTS, MSG_OK), 0);
+    }
+    /* Messages the durable never sees, after its own: past what it delivered. */
+    for (int k = 0; k < 5; k++) {
+        CHECK(js_Publish(NULL, p.js, "elsewhere.x", "not telltale's", 14, NULL, &jerr) == NATS_OK);
+    }
+    wait_all_acked(&p, 20000);
+    /* Idle: the first look after NATS_STALL_IDLE_MS, then one every NATS_STALL_IDLE_MS; a stuck
+     * durable would be stepped down at the second. */
+    double t0 = tt_test_now_ms();
+    while (nats_status(s.http, "consumer_checks", NULL) < 3) {
+        CHECK_MSG(tt_test_now_ms() - t0 < 6 * NATS_STALL_IDLE_MS, "%lld looks after %.0f ms",
+                  (long long)nats_status(s.http, "consumer_checks", NULL), tt_test_now_ms() - t0);
+        usleep(200000);
+    }
+    CHECK_EQ(nats_status(s.http, "consumer_stepdowns", NULL), 0);
+    CHECK_EQ(tt_test_metric(s.http, "telltale_nats_consumer_stepdowns_total"), 0);
+    CHECK(tt_test_metric(s.http, "telltale_nats_consumer_checks_total") >= 3);
+    CHECK_EQ(publish(&p, 0, inst, 1 + 3 * EVENTS, EVENTS, MSG_OK), 0);
+    wait_all_acked(&p, 20000);
+    check_instance(s.db, NULL, inst, 4 * EVENTS);
+    CHECK_EQ(nats_status(s.http, "consumer_stepdowns", NULL), 0);
     tt_test_serve_stop(&s);
     tt_nats_disconnect(&p);
 }

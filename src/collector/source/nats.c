@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -38,6 +39,7 @@
 #define NATS_HELD_MAX 1024     /* messages between fetch and ack; also MaxAckPending */
 #define NATS_NAK_DELAY_MS 1000 /* RETRY or FATAL: redelivered after this */
 #define NATS_MAX_SERVERS 16
+#define NATS_STALL_ASK_MS 1000 /* each request of the stalled-durable check waits this long */
 
 enum { ACT_ACK, ACT_NAK, ACT_TERM };
 
@@ -74,7 +76,7 @@ struct nats_src {
 /* Counters: /metrics and /api/v1/status. */
 static struct {
     _Atomic int enabled;
-    _Atomic uint64_t received, acked, duplicates, naked, paused, fetch_errors;
+    _Atomic uint64_t received, acked, duplicates, naked, paused, fetch_errors, looks, stepdowns;
     _Atomic uint64_t terminated[NT__COUNT];
 } nstats;
 
@@ -362,9 +364,107 @@ static int fetch_batch(void)
     return b;
 }
 
+/* --- the stalled-durable check (nats.h) ------------------------------------------------- */
+
+void nats_stall_reset(struct nats_stall *st)
+{
+    st->delivered = 0;
+    st->suspect = 0;
+    st->wait_ms = NATS_STALL_IDLE_MS;
+}
+
+int nats_stall_look(struct nats_stall *st, uint64_t next_seq, uint64_t delivered, uint64_t pending,
+                    uint64_t ack_pending)
+{
+    int symptom = next_seq > delivered && pending == 0 && ack_pending == 0;
+    if (!symptom) {
+        nats_stall_reset(st);
+        return 0;
+    }
+    if (st->suspect && st->delivered == delivered) {
+        st->suspect = 0;
+        st->wait_ms =
+            st->wait_ms >= NATS_STALL_WAIT_MAX_MS / 2 ? NATS_STALL_WAIT_MAX_MS : st->wait_ms * 2;
+        return 1;
+    }
+    st->suspect = 1;
+    st->delivered = delivered;
+    return 0;
+}
+
+/* The stream sequence of the first message on the durable's subjects after seq, as the
+ * stream's leader sees it: 0 when there is none or no answer. */
+static uint64_t next_on_subjects(struct nats_src *x, uint64_t seq)
+{
+    char subj[300], req[300];
+    snprintf(subj, sizeof subj, "$JS.API.STREAM.MSG.GET.%s", x->o->nats_stream);
+    int n = snprintf(req, sizeof req, "{\"seq\":%llu,\"next_by_subj\":\"%s\"}",
+                     (unsigned long long)seq + 1, x->subject);
+    natsMsg *reply = NULL;
+    if (n <= 0 || (size_t)n >= sizeof req ||
+        natsConnection_Request(&reply, x->nc, subj, req, n, NATS_STALL_ASK_MS) != NATS_OK) {
+        return 0;
+    }
+    uint64_t found = 0;
+    json_t *root =
+        json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, NULL);
+    json_t *sq = json_object_get(json_object_get(root, "message"), "seq");
+    if (json_is_integer(sq) && json_integer_value(sq) > 0) {
+        found = (uint64_t)json_integer_value(sq);
+    }
+    json_decref(root);
+    natsMsg_Destroy(reply);
+    return found;
+}
+
+/* Look at the durable and the stream; ask the durable's leader to step down when the check
+ * says so. Consumer thread, after NATS_STALL_IDLE_MS of empty fetches. */
+static void stall_look(struct nats_src *x, struct nats_stall *st)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = NATS_STALL_ASK_MS;
+    if (js_GetConsumerInfo(&ci, x->js, x->o->nats_stream, x->o->nats_durable, &jo, &jerr) !=
+        NATS_OK) {
+        return; /* no leader now: the fetches say so too; look again later */
+    }
+    cstat_add(&nstats.looks, 1);
+    uint64_t delivered = ci->Delivered.Stream, pending = ci->NumPending;
+    uint64_t ack_pending = ci->NumAckPending > 0 ? (uint64_t)ci->NumAckPending : 0;
+    char leader[64];
+    snprintf(leader, sizeof leader, "%s",
+             ci->Cluster && ci->Cluster->Leader ? ci->Cluster->Leader : "?");
+    jsConsumerInfo_Destroy(ci);
+    uint64_t next = pending == 0 && ack_pending == 0 ? next_on_subjects(x, delivered) : 0;
+    if (!nats_stall_look(st, next, delivered, pending, ack_pending)) {
+        return;
+    }
+    char subj[300];
+    snprintf(subj, sizeof subj, "$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s", x->o->nats_stream,
+             x->o->nats_durable);
+    natsMsg *reply = NULL;
+    natsStatus s = natsConnection_Request(&reply, x->nc, subj, NULL, 0, NATS_STALL_ASK_MS);
+    int ok = s == NATS_OK && reply && natsMsg_GetDataLength(reply) > 0 &&
+             memmem(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply),
+                    "\"success\":true", 14) != NULL;
+    natsMsg_Destroy(reply);
+    cstat_add(&nstats.stepdowns, 1);
+    log_warn("NATS: durable %s delivered up to stream sequence %llu, stream %s holds message %llu "
+             "on its subjects and the durable's leader (%s) counts none pending: asked it to "
+             "step down (%s); next look in %u ms",
+             x->o->nats_durable, (unsigned long long)delivered, x->o->nats_stream,
+             (unsigned long long)next, leader, ok ? "done" : "no answer", st->wait_ms);
+}
+
 static void *consumer(void *arg)
 {
     struct nats_src *x = arg;
+    struct nats_stall st;
+    nats_stall_reset(&st);
+    double busy = (double)tt__mono_ns() / 1e6; /* the last fetch that returned messages */
+    double looked = busy;
     for (;;) {
         answer_done(x);
         pthread_mutex_lock(&x->mu);
@@ -381,6 +481,7 @@ static void *consumer(void *arg)
                 cstat_add(&nstats.paused, 1);
             }
             wait_a_little(x, 50);
+            busy = (double)tt__mono_ns() / 1e6; /* not fetching: not idle */
             continue;
         }
         int want = (int)(NATS_HELD_MAX - held);
@@ -389,6 +490,19 @@ static void *consumer(void *arg)
         jsErrCode jerr = 0;
         natsStatus s = natsSubscription_Fetch(&list, x->sub, want < batch ? want : batch,
                                               NATS_FETCH_WAIT_MS, &jerr);
+        double now = (double)tt__mono_ns() / 1e6;
+        if (s == NATS_OK && list.Count > 0) {
+            busy = now;
+            if (st.wait_ms != NATS_STALL_IDLE_MS || st.suspect) {
+                nats_stall_reset(&st);
+            }
+        } else if ((s == NATS_OK || s == NATS_TIMEOUT) && now - busy >= NATS_STALL_IDLE_MS &&
+                   now - looked >= st.wait_ms) {
+            /* Connected and idle (not while disconnected: the looks would wait out their
+             * timeouts and hold back the queued acks). */
+            looked = now;
+            stall_look(x, &st);
+        }
         if (s == NATS_OK) {
             for (int i = 0; i < list.Count; i++) {
                 natsMsg *m = list.Msgs[i];
@@ -658,6 +772,14 @@ void nats_metrics(tt__buf *b)
         LD(nstats.paused));
     one(b, "telltale_nats_fetch_errors_total", "counter",
         "Fetches that failed (disconnected, no consumer leader).", LD(nstats.fetch_errors));
+    one(b, "telltale_nats_consumer_checks_total", "counter",
+        "Looks at the durable after fetches returned nothing for a while (the stalled-durable "
+        "check).",
+        LD(nstats.looks));
+    one(b, "telltale_nats_consumer_stepdowns_total", "counter",
+        "Times the durable's leader was asked to step down: it counted nothing pending while the "
+        "stream held a message past what it delivered.",
+        LD(nstats.stepdowns));
     struct nats_orders_stats os;
     nats_orders_stats_get(&os);
     one(b, "telltale_nats_control_published_total", "counter",
@@ -689,6 +811,8 @@ void nats_status_json(tt__json *j)
     tt__json_obj_end(j);
     tt__json_kv_u64(j, "fetch_pauses", LD(nstats.paused));
     tt__json_kv_u64(j, "fetch_errors", LD(nstats.fetch_errors));
+    tt__json_kv_u64(j, "consumer_checks", LD(nstats.looks));
+    tt__json_kv_u64(j, "consumer_stepdowns", LD(nstats.stepdowns));
     struct nats_orders_stats os;
     nats_orders_stats_get(&os);
     tt__json_kv_u64(j, "control_published", os.published);

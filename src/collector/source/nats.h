@@ -59,6 +59,34 @@ int nats_publish_control(struct nats_src *x, const char *agent, const uint8_t *p
 /* How long the API waits for a NATS agent's confirmation of an order (then it answers). */
 #define NATS_CONFIRM_WAIT_MS 1000
 
+/* The stalled-durable check. nats-server 2.9 (Debian 12's) can leave the durable's leader on a
+ * replica whose copy of the stream stopped catching up after a node was killed: the stream's
+ * leader holds messages past what the durable delivered, the durable's leader counts none
+ * pending, and fetches return nothing for ever (seen in tests/integration/test_nats_faults.c,
+ * S20; nats-server issue #3299 asks the server to do this itself). When fetches have returned
+ * nothing for NATS_STALL_IDLE_MS, the consumer thread looks:
+ * the durable's info (from its leader), then the first message on the durable's subjects past
+ * what it delivered (from the stream's leader). Two looks in a row that find such a message
+ * while the durable counts nothing pending and nothing awaiting an ack, with no delivery
+ * between them, make it ask the durable's leader to step down, so another replica leads it.
+ * A look that does not see this, or a message fetched, resets the check; each step-down
+ * doubles the wait before the next look, up to NATS_STALL_WAIT_MAX_MS. */
+#define NATS_STALL_IDLE_MS 3000
+#define NATS_STALL_WAIT_MAX_MS 60000
+struct nats_stall {
+    uint64_t delivered; /* the durable's last delivered stream sequence at the previous look */
+    int suspect;        /* the previous look saw the symptom */
+    unsigned wait_ms;   /* between looks */
+};
+void nats_stall_reset(struct nats_stall *st);
+
+/* One look: the stream sequence of the first message on the durable's subjects past what it
+ * delivered (0: none), the durable's last delivered stream sequence, its pending count and
+ * its count of messages delivered and not yet acknowledged. 1 when the durable's leader should
+ * step down now, else 0. */
+int nats_stall_look(struct nats_stall *st, uint64_t next_seq, uint64_t delivered, uint64_t pending,
+                    uint64_t ack_pending);
+
 /* The source's counters for /metrics and /api/v1/status (zeros without --nats). */
 void nats_metrics(tt__buf *b);
 void nats_status_json(tt__json *j);
