@@ -105,3 +105,12 @@ $(FUZZ_DIR)/fuzz_nats_msg: tests/fuzz/fuzz_nats_msg.c $(FUZZ_SRC) $(FUZZ_NATS_SR
 		$(wildcard src/*/*.h src/collector/*/*.h include/*.h) | $(DEPS_FUZZ)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) $(FUZZ_NATS_SRC) -lzstd -lsqlite3 -lpq -lmicrohttpd -lm -pthread
+
+# fuzz_nats_stored: the decoder of STREAM.MSG.GET replies the NATS source's sweep reads
+# (source/nats_stored.c: jansson, GnuTLS's base64).
+$(FUZZ_DIR)/fuzz_nats_stored: tests/fuzz/fuzz_nats_stored.c $(FUZZ_SRC) \
+		src/collector/source/nats_stored.c $(wildcard src/*/*.h src/collector/*/*.h include/*.h) \
+		| $(DEPS_FUZZ)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC) src/collector/source/nats_stored.c -ljansson \
+		-lgnutls -lzstd -lmicrohttpd -lm -pthread

@@ -308,6 +308,101 @@ TEST_T(nats_idle_durable_checked_and_left_alone_when_healthy, 60)
     tt_nats_disconnect(&p);
 }
 
+/* (1c) A message JetStream will never deliver again (left in the work queue below what the
+ * durable delivered, neither pending nor awaiting an ack: how nats-server 2.9 leaves a message
+ * skipped by a new leader, made here by a durable with MaxDeliver 1 whose one delivery went
+ * to a reader that never answered) is swept by the stalled-durable check: read from the
+ * stream, stored once, deleted from the stream. */
+TEST_T(nats_message_the_durable_skipped_is_swept_from_the_stream_and_stored, 60)
+{
+    struct tt_nats ns;
+    tt_nats_start(&ns, 1);
+    struct tt_nats_conn p;
+    tt_nats_connect(&p, &ns, 0);
+    make_stream(&p, 1, 1000);
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = DURABLE;
+    cc.AckPolicy = js_AckExplicit;
+    cc.AckWait = 1000 * 1000000LL;
+    cc.MaxDeliver = 1;
+    cc.MaxAckPending = 1024;
+    cc.FilterSubject = PREFIX ".>";
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    CHECK(js_AddConsumer(&ci, p.js, STREAM, &cc, NULL, &jerr) == NATS_OK);
+    jsConsumerInfo_Destroy(ci);
+    uint8_t inst[16];
+    instance_of(inst, 1, 0);
+    CHECK_EQ(publish(&p, 1, inst, 1, EVENTS, MSG_OK), 0);
+    /* Its one delivery, to a reader that never answers. */
+    natsMsg *got = NULL;
+    CHECK(natsConnection_RequestString(&got, p.nc, "$JS.API.CONSUMER.MSG.NEXT." STREAM "." DURABLE,
+                                       "1", 2000) == NATS_OK);
+    CHECK(natsMsg_GetDataLength(got) > 100); /* the message itself, not a status */
+    natsMsg_Destroy(got);
+    /* Past AckWait, with MaxDeliver reached, JetStream gives up on it (at the next request for
+     * messages, which finds none). */
+    double t1 = tt_test_now_ms();
+    for (;;) {
+        usleep(200000);
+        natsMsg *none = NULL;
+        natsConnection_RequestString(&none, p.nc, "$JS.API.CONSUMER.MSG.NEXT." STREAM "." DURABLE,
+                                     "{\"batch\":1,\"no_wait\":true}", 2000);
+        CHECK(natsMsg_GetDataLength(none) == 0); /* a status: no message */
+        natsMsg_Destroy(none);
+        CHECK(js_GetConsumerInfo(&ci, p.js, STREAM, DURABLE, NULL, &jerr) == NATS_OK);
+        if (ci->NumAckPending == 0) {
+            break;
+        }
+        jsConsumerInfo_Destroy(ci);
+        CHECK_MSG(tt_test_now_ms() - t1 < 20000, "still awaiting its ack after 20 s");
+    }
+    CHECK_EQ(ci->NumPending, 0);
+    CHECK_EQ(ci->Delivered.Stream, 1);
+    jsConsumerInfo_Destroy(ci);
+    /* Back to the collector's own settings (redeliver for ever): the message stays skipped. */
+    cc.MaxDeliver = -1;
+    CHECK(js_UpdateConsumer(&ci, p.js, STREAM, &cc, NULL, &jerr) == NATS_OK);
+    jsConsumerInfo_Destroy(ci);
+
+    struct tt_test_serve s;
+    char log[4096];
+    snprintf(log, sizeof log, "%s/serve-swept.log", tt_test_outdir());
+    uint64_t lines_before = tt_test_count_lines(log, "swept from sequence 1"); /* a rerun's */
+    tt_test_serve_start(&s, "swept", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
+                        "--nats", ns.urls, "--nats-token-file", ns.token_file, "--nats-ack-wait",
+                        "1000", NULL);
+    CHECK_EQ(publish(&p, 1, inst, 1 + EVENTS, EVENTS, MSG_OK), 0); /* delivered as usual */
+    double t0 = tt_test_now_ms();
+    for (;;) {
+        jsStreamInfo *si = NULL;
+        CHECK(js_GetStreamInfo(&si, p.js, STREAM, NULL, &jerr) == NATS_OK);
+        uint64_t left = si->State.Msgs;
+        jsStreamInfo_Destroy(si);
+        if (left == 0) {
+            break;
+        }
+        CHECK_MSG(tt_test_now_ms() - t0 < 8 * NATS_STALL_IDLE_MS,
+                  "%llu messages left after %.0f ms", (unsigned long long)left,
+                  tt_test_now_ms() - t0);
+        usleep(200000);
+    }
+    check_instance(s.db, NULL, inst, 2 * EVENTS);
+    /* Swept: the skipped message, and any acked copy nats-server 2.9 left behind it in the work
+     * queue (the delivered one here: its ack did not remove it while the skipped one held the
+     * ack floor), which the store's dedup answers as a duplicate. */
+    int64_t swept = nats_status(s.http, "swept", NULL);
+    CHECK(swept >= 1);
+    CHECK_EQ(tt_test_metric(s.http, "telltale_nats_swept_total"), (uint64_t)swept);
+    CHECK_EQ(nats_status(s.http, "acked", NULL), 2); /* each message committed once */
+    CHECK_EQ(nats_status(s.http, "acked_duplicate", NULL), swept - 1);
+    CHECK_EQ(nats_status(s.http, "consumer_stepdowns", NULL), 0);
+    tt_test_serve_stop(&s);
+    CHECK_EQ_U64(tt_test_count_lines(s.log, "swept from sequence 1") - lines_before, 1);
+    tt_nats_disconnect(&p);
+}
+
 /* (2) A malformed message, a hello with a bad token and one without Nats-Msg-Id are
  * terminated and counted, nothing of them stored, and the rest goes on. The collector creates
  * the stream itself. */

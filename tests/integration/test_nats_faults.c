@@ -170,6 +170,7 @@ static void explain(void)
         "telltale_nats_fetch_errors_total",
         "telltale_nats_consumer_checks_total",
         "telltale_nats_consumer_stepdowns_total",
+        "telltale_nats_swept_total",
     };
     for (int k = 0; k < diag.ncol; k++) {
         for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++) {
@@ -395,9 +396,10 @@ static void s20_run(double seconds, int period_ms)
     for (int i = 0; i < AGENTS; i++) {
         emitted += atomic_load(&ag[i].emitted);
     }
-    uint64_t dup = 0, com = 0, downs = 0;
+    uint64_t dup = 0, com = 0, downs = 0, swept = 0;
     for (int k = 0; k < 2; k++) {
         downs += tt_test_metric(col[k].http, "telltale_nats_consumer_stepdowns_total");
+        swept += tt_test_metric(col[k].http, "telltale_nats_swept_total");
         dup +=
             tt_test_metric(col[k].http, "telltale_nats_answered_total{result=\"ack_duplicate\"}");
         com +=
@@ -405,9 +407,10 @@ static void s20_run(double seconds, int period_ms)
     }
     printf("S20: %.0f s, %d kills -9 (%d of the stream's leader), %llu periods without a new "
            "ack; %llu events stored once; collectors: %llu committed, %llu duplicates, %llu "
-           "step-downs of a stalled durable\n",
+           "step-downs of a stalled durable, %llu messages swept\n",
            seconds, kills, leaders, (unsigned long long)stalls, (unsigned long long)emitted,
-           (unsigned long long)com, (unsigned long long)dup, (unsigned long long)downs);
+           (unsigned long long)com, (unsigned long long)dup, (unsigned long long)downs,
+           (unsigned long long)swept);
     fflush(stdout);
     CHECK_MSG(leaders >= 1, "no kill found the stream's leader (%d kills)", kills);
     tt_nats_disconnect(&t);

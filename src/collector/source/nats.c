@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -30,6 +29,7 @@
 #include "collector/secure.h"
 #include "collector/source/nats_msg.h"
 #include "collector/source/nats_orders.h"
+#include "collector/source/nats_stored.h"
 #include "collector/source/native_conn.h"
 #include "collector/source/source.h"
 #include "common/clock.h"
@@ -48,6 +48,7 @@ struct hold {
     struct hold *prev, *next; /* x->holds (under x->mu) */
     struct hold *qnext;       /* x->done: answered by the pipeline, waiting for the thread */
     natsMsg *m;
+    uint64_t swept; /* read from the stream by the sweep (its sequence), not fetched: 0 */
     int act;
 };
 
@@ -76,7 +77,8 @@ struct nats_src {
 /* Counters: /metrics and /api/v1/status. */
 static struct {
     _Atomic int enabled;
-    _Atomic uint64_t received, acked, duplicates, naked, paused, fetch_errors, looks, stepdowns;
+    _Atomic uint64_t received, acked, duplicates, naked, paused, fetch_errors, looks, stepdowns,
+        swept;
     _Atomic uint64_t terminated[NT__COUNT];
 } nstats;
 
@@ -235,6 +237,21 @@ static void hold_unlink(struct nats_src *x, struct hold *h)
     }
 }
 
+/* Delete message seq from the stream (it is stored, or can never be). */
+static void stream_delete(struct nats_src *x, uint64_t seq)
+{
+    char subj[300], req[64];
+    snprintf(subj, sizeof subj, "$JS.API.STREAM.MSG.DELETE.%s", x->o->nats_stream);
+    int n = snprintf(req, sizeof req, "{\"seq\":%llu,\"no_erase\":true}", (unsigned long long)seq);
+    natsMsg *reply = NULL;
+    natsStatus s = natsConnection_Request(&reply, x->nc, subj, req, n, NATS_STALL_ASK_MS);
+    if (s != NATS_OK) {
+        log_debug("nats: deleting swept message %llu: %s", (unsigned long long)seq,
+                  natsStatus_GetText(s));
+    }
+    natsMsg_Destroy(reply);
+}
+
 /* Answer what the completions queued (consumer thread). */
 static void answer_done(struct nats_src *x)
 {
@@ -248,9 +265,16 @@ static void answer_done(struct nats_src *x)
     while (q) {
         struct hold *h = q;
         q = h->qnext;
-        natsStatus s = h->act == ACT_ACK   ? natsMsg_Ack(h->m, NULL)
-                       : h->act == ACT_NAK ? natsMsg_NakWithDelay(h->m, NATS_NAK_DELAY_MS, NULL)
-                                           : natsMsg_Term(h->m, NULL);
+        natsStatus s = NATS_OK;
+        if (h->swept) {
+            if (h->act != ACT_NAK) {
+                stream_delete(x, h->swept); /* stored, or never storable */
+            } /* else left in the stream: the next look sweeps it again */
+        } else {
+            s = h->act == ACT_ACK   ? natsMsg_Ack(h->m, NULL)
+                : h->act == ACT_NAK ? natsMsg_NakWithDelay(h->m, NATS_NAK_DELAY_MS, NULL)
+                                    : natsMsg_Term(h->m, NULL);
+        }
         if (s != NATS_OK) {
             /* Not delivered to the server: it redelivers after AckWait. */
             log_debug("nats: answering a message: %s", natsStatus_GetText(s));
@@ -261,16 +285,31 @@ static void answer_done(struct nats_src *x)
     }
 }
 
-static void term(natsMsg *m, int reason, const char *why)
+static void term(struct nats_src *x, natsMsg *m, uint64_t swept, int reason, const char *why)
 {
     cstat_add(&nstats.terminated[reason], 1);
     log_debug("nats: message terminated (%s): %s", nats_term_name(reason), why);
-    natsMsg_Term(m, NULL);
+    if (swept) {
+        stream_delete(x, swept);
+    } else {
+        natsMsg_Term(m, NULL);
+    }
     natsMsg_Destroy(m);
 }
 
-/* One fetched message: decoded, authenticated, submitted, or answered here. */
-static void take(struct nats_src *x, natsMsg *m)
+/* Put a message off: redelivered after NATS_NAK_DELAY_MS (a swept one: swept again). */
+static void nak(natsMsg *m, uint64_t swept)
+{
+    cstat_add(&nstats.naked, 1);
+    if (!swept) {
+        natsMsg_NakWithDelay(m, NATS_NAK_DELAY_MS, NULL);
+    }
+    natsMsg_Destroy(m);
+}
+
+/* One fetched message (or one the sweep read from the stream: swept is its sequence):
+ * decoded, authenticated, submitted, or answered here. */
+static void take(struct nats_src *x, natsMsg *m, uint64_t swept)
 {
     cstat_add(&nstats.received, 1);
     const char *mid = NULL;
@@ -280,7 +319,7 @@ static void take(struct nats_src *x, natsMsg *m)
     int len = natsMsg_GetDataLength(m);
     const uint8_t *data = (const uint8_t *)natsMsg_GetData(m);
     if (len < 0 || (size_t)len > x->o->max_frame + CONN_HELLO_FRAME_MAX + 2 * TT_FRAME_PREFIX) {
-        term(m, NT_TOO_LARGE, "message above the largest hello and frame");
+        term(x, m, swept, NT_TOO_LARGE, "message above the largest hello and frame");
         return;
     }
     cstat_add(&cstats.bytes, (uint64_t)len);
@@ -291,13 +330,11 @@ static void take(struct nats_src *x, natsMsg *m)
     const char *why = "";
     int rc = nats_msg_decode(&lim, x->dctx, data, (size_t)len, mid, &h, &it, &why);
     if (rc < 0) {
-        cstat_add(&nstats.naked, 1);
-        natsMsg_NakWithDelay(m, NATS_NAK_DELAY_MS, NULL);
-        natsMsg_Destroy(m);
+        nak(m, swept);
         return;
     }
     if (rc > 0) {
-        term(m, rc, why);
+        term(x, m, swept, rc, why);
         return;
     }
     char agent[256] = "", err[256] = "";
@@ -305,7 +342,8 @@ static void take(struct nats_src *x, natsMsg *m)
     explicit_bzero(h.token, sizeof h.token);
     if (ok <= 0) {
         store_item_free(it);
-        term(m, NT_AUTH, ok < 0 ? err : "no ingest token: NATS agents need one (--ingest-tokens)");
+        term(x, m, swept, NT_AUTH,
+             ok < 0 ? err : "no ingest token: NATS agents need one (--ingest-tokens)");
         return;
     }
     snprintf(it->ident.agent, sizeof it->ident.agent, "%s", agent);
@@ -316,12 +354,11 @@ static void take(struct nats_src *x, natsMsg *m)
     struct hold *hd = calloc(1, sizeof *hd);
     if (!hd) {
         store_item_free(it);
-        cstat_add(&nstats.naked, 1);
-        natsMsg_NakWithDelay(m, NATS_NAK_DELAY_MS, NULL);
-        natsMsg_Destroy(m);
+        nak(m, swept);
         return;
     }
     hd->m = m;
+    hd->swept = swept;
     pthread_mutex_lock(&x->mu);
     hd->next = x->holds;
     if (x->holds) {
@@ -368,56 +405,100 @@ static int fetch_batch(void)
 
 void nats_stall_reset(struct nats_stall *st)
 {
+    st->first = 0;
     st->delivered = 0;
-    st->suspect = 0;
+    st->suspect = NATS_STALL_NONE;
     st->wait_ms = NATS_STALL_IDLE_MS;
 }
 
-int nats_stall_look(struct nats_stall *st, uint64_t next_seq, uint64_t delivered, uint64_t pending,
-                    uint64_t ack_pending)
+enum nats_stall_act nats_stall_look(struct nats_stall *st, uint64_t first, uint64_t delivered,
+                                    uint64_t pending, uint64_t ack_pending)
 {
-    int symptom = next_seq > delivered && pending == 0 && ack_pending == 0;
-    if (!symptom) {
+    if (!first || pending || ack_pending) {
         nats_stall_reset(st);
-        return 0;
+        return NATS_STALL_NONE;
     }
-    if (st->suspect && st->delivered == delivered) {
-        st->suspect = 0;
-        st->wait_ms =
-            st->wait_ms >= NATS_STALL_WAIT_MAX_MS / 2 ? NATS_STALL_WAIT_MAX_MS : st->wait_ms * 2;
-        return 1;
+    enum nats_stall_act seen = first > delivered ? NATS_STALL_STEPDOWN : NATS_STALL_SWEEP;
+    if (st->suspect == (int)seen && st->first == first && st->delivered == delivered) {
+        st->suspect = NATS_STALL_NONE;
+        if (seen == NATS_STALL_STEPDOWN) {
+            st->wait_ms = st->wait_ms >= NATS_STALL_WAIT_MAX_MS / 2 ? NATS_STALL_WAIT_MAX_MS
+                                                                    : st->wait_ms * 2;
+        }
+        return seen;
     }
-    st->suspect = 1;
+    st->suspect = (int)seen;
+    st->first = first;
     st->delivered = delivered;
-    return 0;
+    return NATS_STALL_NONE;
 }
 
-/* The stream sequence of the first message on the durable's subjects after seq, as the
- * stream's leader sees it: 0 when there is none or no answer. */
-static uint64_t next_on_subjects(struct nats_src *x, uint64_t seq)
+/* Ask the stream's leader for the first message on the durable's subjects at or after seq.
+ * 0 with *sm filled (free with nats_stored_free), 1 when there is none, -1 when there is no
+ * answer now, -2 when the answer cannot be decoded (a malformed or oversized message, whose
+ * sequence, when the reply had one, is in sm->seq). */
+static int stream_next(struct nats_src *x, uint64_t seq, struct nats_stored *sm)
 {
+    memset(sm, 0, sizeof *sm);
     char subj[300], req[300];
     snprintf(subj, sizeof subj, "$JS.API.STREAM.MSG.GET.%s", x->o->nats_stream);
     int n = snprintf(req, sizeof req, "{\"seq\":%llu,\"next_by_subj\":\"%s\"}",
-                     (unsigned long long)seq + 1, x->subject);
+                     (unsigned long long)seq, x->subject);
     natsMsg *reply = NULL;
     if (n <= 0 || (size_t)n >= sizeof req ||
         natsConnection_Request(&reply, x->nc, subj, req, n, NATS_STALL_ASK_MS) != NATS_OK) {
-        return 0;
+        return -1;
     }
-    uint64_t found = 0;
-    json_t *root =
-        json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, NULL);
-    json_t *sq = json_object_get(json_object_get(root, "message"), "seq");
-    if (json_is_integer(sq) && json_integer_value(sq) > 0) {
-        found = (uint64_t)json_integer_value(sq);
+    const char *why = "";
+    int rc =
+        nats_stored_parse(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply),
+                          x->o->max_frame + CONN_HELLO_FRAME_MAX + 2 * TT_FRAME_PREFIX, sm, &why);
+    if (rc < 0) {
+        log_debug("nats: a stored message from %llu: %s", (unsigned long long)seq, why);
     }
-    json_decref(root);
     natsMsg_Destroy(reply);
-    return found;
+    return rc == 0 ? 0 : rc > 0 ? 1 : -2;
 }
 
-/* Look at the durable and the stream; ask the durable's leader to step down when the check
+/* Sweep the messages on the durable's subjects from first up to delivered (at most
+ * NATS_SWEEP_MAX): each submitted like a fetched one and deleted once stored. */
+static void sweep(struct nats_src *x, uint64_t first, uint64_t delivered)
+{
+    int n = 0;
+    for (uint64_t seq = first; seq <= delivered && n < NATS_SWEEP_MAX; n++) {
+        struct nats_stored sm;
+        int rc = stream_next(x, seq, &sm);
+        if (rc == -2 && sm.seq && sm.seq <= delivered) {
+            /* Never readable by any collector: removed, and counted. */
+            cstat_add(&nstats.swept, 1);
+            cstat_add(&nstats.terminated[NT_MALFORMED], 1);
+            stream_delete(x, sm.seq);
+            seq = sm.seq + 1;
+            continue;
+        }
+        if (rc != 0 || sm.seq > delivered) {
+            nats_stored_free(&sm);
+            break;
+        }
+        natsMsg *m = NULL;
+        if (natsMsg_Create(&m, sm.subject, NULL, (const char *)sm.data, (int)sm.len) != NATS_OK ||
+            (sm.has_msg_id && natsMsgHeader_Set(m, "Nats-Msg-Id", sm.msg_id) != NATS_OK)) {
+            natsMsg_Destroy(m); /* out of memory: the next look tries again */
+            nats_stored_free(&sm);
+            break;
+        }
+        cstat_add(&nstats.swept, 1);
+        take(x, m, sm.seq);
+        seq = sm.seq + 1;
+        nats_stored_free(&sm);
+    }
+    log_warn("NATS: %d message%s of stream %s at or below what durable %s delivered (%llu) "
+             "neither pending nor awaiting an ack: swept from sequence %llu",
+             n, n == 1 ? "" : "s", x->o->nats_stream, x->o->nats_durable,
+             (unsigned long long)delivered, (unsigned long long)first);
+}
+
+/* Look at the durable and the stream; step the durable's leader down or sweep when the check
  * says so. Consumer thread, after NATS_STALL_IDLE_MS of empty fetches. */
 static void stall_look(struct nats_src *x, struct nats_stall *st)
 {
@@ -437,8 +518,19 @@ static void stall_look(struct nats_src *x, struct nats_stall *st)
     snprintf(leader, sizeof leader, "%s",
              ci->Cluster && ci->Cluster->Leader ? ci->Cluster->Leader : "?");
     jsConsumerInfo_Destroy(ci);
-    uint64_t next = pending == 0 && ack_pending == 0 ? next_on_subjects(x, delivered) : 0;
-    if (!nats_stall_look(st, next, delivered, pending, ack_pending)) {
+    uint64_t first = 0;
+    if (pending == 0 && ack_pending == 0) {
+        struct nats_stored sm;
+        int rc = stream_next(x, 1, &sm);
+        first = rc == 0 || rc == -2 ? sm.seq : 0;
+        nats_stored_free(&sm);
+    }
+    enum nats_stall_act act = nats_stall_look(st, first, delivered, pending, ack_pending);
+    if (act == NATS_STALL_SWEEP) {
+        sweep(x, first, delivered);
+        return;
+    }
+    if (act != NATS_STALL_STEPDOWN) {
         return;
     }
     char subj[300];
@@ -455,7 +547,7 @@ static void stall_look(struct nats_src *x, struct nats_stall *st)
              "on its subjects and the durable's leader (%s) counts none pending: asked it to "
              "step down (%s); next look in %u ms",
              x->o->nats_durable, (unsigned long long)delivered, x->o->nats_stream,
-             (unsigned long long)next, leader, ok ? "done" : "no answer", st->wait_ms);
+             (unsigned long long)first, leader, ok ? "done" : "no answer", st->wait_ms);
 }
 
 static void *consumer(void *arg)
@@ -507,7 +599,7 @@ static void *consumer(void *arg)
             for (int i = 0; i < list.Count; i++) {
                 natsMsg *m = list.Msgs[i];
                 list.Msgs[i] = NULL;
-                take(x, m);
+                take(x, m, 0);
             }
         } else if (s != NATS_TIMEOUT) {
             cstat_add(&nstats.fetch_errors, 1);
@@ -776,6 +868,10 @@ void nats_metrics(tt__buf *b)
         "Looks at the durable after fetches returned nothing for a while (the stalled-durable "
         "check).",
         LD(nstats.looks));
+    one(b, "telltale_nats_swept_total", "counter",
+        "Messages the stalled-durable check read from the stream because the durable would "
+        "never deliver them again (stored, then deleted from the stream).",
+        LD(nstats.swept));
     one(b, "telltale_nats_consumer_stepdowns_total", "counter",
         "Times the durable's leader was asked to step down: it counted nothing pending while the "
         "stream held a message past what it delivered.",
@@ -813,6 +909,7 @@ void nats_status_json(tt__json *j)
     tt__json_kv_u64(j, "fetch_errors", LD(nstats.fetch_errors));
     tt__json_kv_u64(j, "consumer_checks", LD(nstats.looks));
     tt__json_kv_u64(j, "consumer_stepdowns", LD(nstats.stepdowns));
+    tt__json_kv_u64(j, "swept", LD(nstats.swept));
     struct nats_orders_stats os;
     nats_orders_stats_get(&os);
     tt__json_kv_u64(j, "control_published", os.published);

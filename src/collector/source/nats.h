@@ -59,33 +59,43 @@ int nats_publish_control(struct nats_src *x, const char *agent, const uint8_t *p
 /* How long the API waits for a NATS agent's confirmation of an order (then it answers). */
 #define NATS_CONFIRM_WAIT_MS 1000
 
-/* The stalled-durable check. nats-server 2.9 (Debian 12's) can leave the durable's leader on a
- * replica whose copy of the stream stopped catching up after a node was killed: the stream's
- * leader holds messages past what the durable delivered, the durable's leader counts none
- * pending, and fetches return nothing for ever (seen in tests/integration/test_nats_faults.c,
- * S20; nats-server issue #3299 asks the server to do this itself). When fetches have returned
- * nothing for NATS_STALL_IDLE_MS, the consumer thread looks:
- * the durable's info (from its leader), then the first message on the durable's subjects past
- * what it delivered (from the stream's leader). Two looks in a row that find such a message
- * while the durable counts nothing pending and nothing awaiting an ack, with no delivery
- * between them, make it ask the durable's leader to step down, so another replica leads it.
- * A look that does not see this, or a message fetched, resets the check; each step-down
- * doubles the wait before the next look, up to NATS_STALL_WAIT_MAX_MS. */
+/* The stalled-durable check. nats-server 2.9 (Debian 12's) has two ways to leave stored-to-be
+ * messages in the stream for ever after a node dies, both seen in
+ * tests/integration/test_nats_faults.c (S20):
+ * - the durable's leader sits on a replica whose copy of the stream stopped catching up: the
+ *   stream's leader holds messages past what the durable delivered, the durable counts none
+ *   pending, fetches return nothing (nats-server issue #3299 asks the server to step such a
+ *   leader down itself);
+ * - a message delivered without the replicas agreeing is skipped by the next leader: it stays
+ *   in the work queue below what the durable delivered, neither pending nor awaiting an ack,
+ *   never redelivered (fixed in nats-server 2.10.26 and 2.11: #6469, #6566).
+ * When fetches have returned nothing for NATS_STALL_IDLE_MS, the consumer thread looks: the
+ * durable's info (from its leader), then the first message on the durable's subjects (from the
+ * stream's leader). Two looks in a row that see the same first message while the durable
+ * counts nothing pending and nothing awaiting an ack, with no delivery between them, act: a
+ * message past what the durable delivered makes it ask the durable's leader to step down, so
+ * another replica leads it; messages at or below it are swept: read from the stream by
+ * sequence (at most NATS_SWEEP_MAX a look), submitted like fetched ones, and deleted from the
+ * stream once the store has them (the store's dedup makes a stale copy harmless). A look that
+ * sees neither, or a message fetched, resets the check; each step-down doubles the wait
+ * before the next look, up to NATS_STALL_WAIT_MAX_MS. */
 #define NATS_STALL_IDLE_MS 3000
 #define NATS_STALL_WAIT_MAX_MS 60000
+#define NATS_SWEEP_MAX 64
+enum nats_stall_act { NATS_STALL_NONE, NATS_STALL_STEPDOWN, NATS_STALL_SWEEP };
 struct nats_stall {
-    uint64_t delivered; /* the durable's last delivered stream sequence at the previous look */
-    int suspect;        /* the previous look saw the symptom */
+    uint64_t first;     /* the first message on the durable's subjects at the previous look */
+    uint64_t delivered; /* the durable's last delivered stream sequence then */
+    int suspect;        /* what the previous look saw (enum nats_stall_act) */
     unsigned wait_ms;   /* between looks */
 };
 void nats_stall_reset(struct nats_stall *st);
 
-/* One look: the stream sequence of the first message on the durable's subjects past what it
- * delivered (0: none), the durable's last delivered stream sequence, its pending count and
- * its count of messages delivered and not yet acknowledged. 1 when the durable's leader should
- * step down now, else 0. */
-int nats_stall_look(struct nats_stall *st, uint64_t next_seq, uint64_t delivered, uint64_t pending,
-                    uint64_t ack_pending);
+/* One look: the stream sequence of the first message on the durable's subjects (0: none), the
+ * durable's last delivered stream sequence, its pending count and its count of messages
+ * delivered and not yet acknowledged. What to do now. */
+enum nats_stall_act nats_stall_look(struct nats_stall *st, uint64_t first, uint64_t delivered,
+                                    uint64_t pending, uint64_t ack_pending);
 
 /* The source's counters for /metrics and /api/v1/status (zeros without --nats). */
 void nats_metrics(tt__buf *b);

@@ -1,57 +1,81 @@
 /*
  * test_nats_stall.c - the stalled-durable check of the NATS source (nats.h, nats_stall_look):
- * when the durable's leader counts nothing pending while the stream's leader holds a message
- * past what it delivered, twice in a row with no delivery between, the leader is asked to step
- * down; anything else resets the check, and step-downs back off.
+ * two looks in a row that see the same first message on the durable's subjects while the
+ * durable counts nothing pending nor awaiting an ack ask for a step-down (the message is past
+ * what the durable delivered) or a sweep (it is at or below); anything else resets the check,
+ * and step-downs back off.
  */
 #include "collector/source/nats.h"
 #include "test.h"
 
-TEST(nats_stall_two_looks_in_a_row_at_the_same_point_ask_for_a_step_down)
+TEST(nats_stall_a_message_past_what_was_delivered_twice_asks_for_a_step_down)
 {
     struct nats_stall st;
     nats_stall_reset(&st);
     CHECK_EQ(st.wait_ms, NATS_STALL_IDLE_MS);
     /* Message 3467 waits while the durable delivered up to 3466 and counts nothing pending. */
-    CHECK_EQ(nats_stall_look(&st, 3467, 3466, 0, 0), 0); /* once: it may be on its way */
-    CHECK_EQ(nats_stall_look(&st, 3467, 3466, 0, 0), 1); /* twice, no delivery: stuck */
+    CHECK_EQ(nats_stall_look(&st, 3467, 3466, 0, 0), NATS_STALL_NONE);     /* may be on its way */
+    CHECK_EQ(nats_stall_look(&st, 3467, 3466, 0, 0), NATS_STALL_STEPDOWN); /* stuck */
     CHECK_EQ(st.wait_ms, 2 * NATS_STALL_IDLE_MS);
     /* After the step-down the check starts over: two more looks before the next one. */
-    CHECK_EQ(nats_stall_look(&st, 3467, 3466, 0, 0), 0);
-    CHECK_EQ(nats_stall_look(&st, 3467, 3466, 0, 0), 1);
+    CHECK_EQ(nats_stall_look(&st, 3467, 3466, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 3467, 3466, 0, 0), NATS_STALL_STEPDOWN);
     CHECK_EQ(st.wait_ms, 4 * NATS_STALL_IDLE_MS);
 }
 
-TEST(nats_stall_a_healthy_durable_is_never_stepped_down)
+TEST(nats_stall_a_message_left_below_what_was_delivered_twice_is_swept)
+{
+    struct nats_stall st;
+    nats_stall_reset(&st);
+    /* Message 700 is still in the work queue though the durable delivered up to 3466 and awaits
+     * no ack: skipped by a new leader (or a copy the stream's leader kept). */
+    CHECK_EQ(nats_stall_look(&st, 700, 3466, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 700, 3466, 0, 0), NATS_STALL_SWEEP);
+    CHECK_EQ(st.wait_ms, NATS_STALL_IDLE_MS); /* a sweep is progress: no back-off */
+    /* The durable's delivered point equal to the message: still below or at it, swept. */
+    CHECK_EQ(nats_stall_look(&st, 3466, 3466, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 3466, 3466, 0, 0), NATS_STALL_SWEEP);
+}
+
+TEST(nats_stall_a_healthy_durable_is_never_acted_on)
 {
     struct nats_stall st;
     nats_stall_reset(&st);
     for (int i = 0; i < 10; i++) {
-        /* Nothing past what it delivered (0: the stream's leader found none). */
-        CHECK_EQ(nats_stall_look(&st, 0, 5000, 0, 0), 0);
+        /* The stream holds nothing on its subjects (0: the stream's leader found none). */
+        CHECK_EQ(nats_stall_look(&st, 0, 5000, 0, 0), NATS_STALL_NONE);
         /* Messages pending: it is delivering them. */
-        CHECK_EQ(nats_stall_look(&st, 5001, 5000, 7, 0), 0);
-        /* Delivered, awaiting a collector's ack (a slow store): not stuck. */
-        CHECK_EQ(nats_stall_look(&st, 5001, 5000, 0, 3), 0);
-        /* Only a message at or before what it delivered (a stale copy): not for it. */
-        CHECK_EQ(nats_stall_look(&st, 4990, 5000, 0, 0), 0);
+        CHECK_EQ(nats_stall_look(&st, 5001, 5000, 7, 0), NATS_STALL_NONE);
+        /* Delivered, awaiting a collector's ack (a slow store): not stuck, not orphans. */
+        CHECK_EQ(nats_stall_look(&st, 4990, 5000, 0, 3), NATS_STALL_NONE);
+        CHECK_EQ(nats_stall_look(&st, 5001, 5000, 0, 3), NATS_STALL_NONE);
     }
     CHECK_EQ(st.wait_ms, NATS_STALL_IDLE_MS);
 }
 
-TEST(nats_stall_a_delivery_between_two_looks_starts_the_check_over)
+TEST(nats_stall_anything_moving_between_two_looks_starts_the_check_over)
 {
     struct nats_stall st;
     nats_stall_reset(&st);
-    CHECK_EQ(nats_stall_look(&st, 101, 100, 0, 0), 0);
-    CHECK_EQ(nats_stall_look(&st, 201, 200, 0, 0), 0); /* it moved: suspect anew */
-    CHECK_EQ(nats_stall_look(&st, 201, 200, 0, 0), 1);
-    /* A healthy look between two stuck ones: no step-down, and the wait is back to its base. */
-    CHECK_EQ(nats_stall_look(&st, 301, 300, 0, 0), 0);
-    CHECK_EQ(nats_stall_look(&st, 0, 301, 0, 0), 0);
+    /* The durable delivered more between the looks. */
+    CHECK_EQ(nats_stall_look(&st, 101, 100, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 201, 200, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 201, 200, 0, 0), NATS_STALL_STEPDOWN);
+    /* The first message changed between the looks (one was acked and removed). */
+    CHECK_EQ(nats_stall_look(&st, 50, 300, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 51, 300, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 51, 300, 0, 0), NATS_STALL_SWEEP);
+    /* A different verdict on the same message (the durable moved past it). */
+    CHECK_EQ(nats_stall_look(&st, 400, 399, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 400, 400, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 400, 400, 0, 0), NATS_STALL_SWEEP);
+    /* A healthy look between two stuck ones: nothing, and the wait is back to its base. */
+    CHECK_EQ(nats_stall_look(&st, 501, 500, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 501, 500, 0, 0), NATS_STALL_STEPDOWN);
+    CHECK_EQ(nats_stall_look(&st, 0, 501, 0, 0), NATS_STALL_NONE);
     CHECK_EQ(st.wait_ms, NATS_STALL_IDLE_MS);
-    CHECK_EQ(nats_stall_look(&st, 302, 301, 0, 0), 0);
-    CHECK_EQ(nats_stall_look(&st, 302, 301, 0, 0), 1);
+    CHECK_EQ(nats_stall_look(&st, 502, 501, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 502, 501, 0, 0), NATS_STALL_STEPDOWN);
 }
 
 TEST(nats_stall_step_downs_back_off_to_the_cap)
@@ -60,8 +84,8 @@ TEST(nats_stall_step_downs_back_off_to_the_cap)
     nats_stall_reset(&st);
     unsigned prev = st.wait_ms;
     for (int i = 0; i < 20; i++) {
-        CHECK_EQ(nats_stall_look(&st, 10, 9, 0, 0), 0);
-        CHECK_EQ(nats_stall_look(&st, 10, 9, 0, 0), 1);
+        CHECK_EQ(nats_stall_look(&st, 10, 9, 0, 0), NATS_STALL_NONE);
+        CHECK_EQ(nats_stall_look(&st, 10, 9, 0, 0), NATS_STALL_STEPDOWN);
         CHECK(st.wait_ms >= prev && st.wait_ms <= NATS_STALL_WAIT_MAX_MS);
         prev = st.wait_ms;
     }
