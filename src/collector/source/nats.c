@@ -589,9 +589,9 @@ static void *consumer(void *arg)
                 nats_stall_reset(&st);
             }
         } else if ((s == NATS_OK || s == NATS_TIMEOUT) && now - busy >= NATS_STALL_IDLE_MS &&
-                   now - looked >= st.wait_ms) {
-            /* Connected and idle (not while disconnected: the looks would wait out their
-             * timeouts and hold back the queued acks). */
+                   now - looked >= st.wait_ms && atomic_load(&x->held) == 0) {
+            /* Connected, idle, and holding no message (a look can wait out its requests'
+             * timeouts: no ack may wait behind it). */
             looked = now;
             stall_look(x, &st);
         }

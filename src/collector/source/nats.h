@@ -69,9 +69,9 @@ int nats_publish_control(struct nats_src *x, const char *agent, const uint8_t *p
  * - a message delivered without the replicas agreeing is skipped by the next leader: it stays
  *   in the work queue below what the durable delivered, neither pending nor awaiting an ack,
  *   never redelivered (fixed in nats-server 2.10.26 and 2.11: #6469, #6566).
- * When fetches have returned nothing for NATS_STALL_IDLE_MS, the consumer thread looks: the
- * durable's info (from its leader), then the first message on the durable's subjects (from the
- * stream's leader). Two looks in a row that see the same first message while the durable
+ * When fetches have returned nothing for NATS_STALL_IDLE_MS and no message awaits its answer
+ * (so that no ack waits behind a look), the consumer thread looks: the durable's info (from its
+ * leader), then the first message on the durable's subjects (from the stream's leader). Two looks in a row that see the same first message while the durable
  * counts nothing pending and nothing awaiting an ack, with no delivery between them, act: a
  * message past what the durable delivered makes it ask the durable's leader to step down, so
  * another replica leads it; messages at or below it are swept: read from the stream by

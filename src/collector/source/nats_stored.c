@@ -128,9 +128,8 @@ int nats_stored_parse(const char *json, size_t n, size_t max_data, struct nats_s
         }
         out->has_msg_id = got;
     }
-    if (data &&
-        b64(json_string_value(data), json_string_length(data), max_data, &out->data, &out->len) !=
-            0) {
+    if (data && b64(json_string_value(data), json_string_length(data), max_data, &out->data,
+                    &out->len) != 0) {
         *why = "body not base64 or too large";
         goto out;
     }

@@ -55,8 +55,8 @@ TEST(nats_stored_no_message_malformed_and_oversized_replies_are_told_apart)
              1);
     CHECK_EQ(parse("", 1024, &m), -1);
     CHECK_EQ(parse("[1,2]", 1024, &m), -1);
-    CHECK_EQ(parse("{\"message\":{\"seq\":1}}", 1024, &m), -1);                     /* no subject */
-    CHECK_EQ(parse("{\"message\":{\"subject\":\"s\",\"seq\":0}}", 1024, &m), -1);    /* seq 0 */
+    CHECK_EQ(parse("{\"message\":{\"seq\":1}}", 1024, &m), -1);                   /* no subject */
+    CHECK_EQ(parse("{\"message\":{\"subject\":\"s\",\"seq\":0}}", 1024, &m), -1); /* seq 0 */
     CHECK_EQ(parse("{\"message\":{\"subject\":\"s\",\"seq\":\"1\"}}", 1024, &m), -1); /* a string */
     CHECK_EQ(parse("{\"message\":{\"subject\":\"s\",\"seq\":1,\"data\":\"!!!\"}}", 1024, &m), -1);
     /* The body limit: "aGVsbG8=" is 5 bytes. */
