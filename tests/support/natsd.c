@@ -293,6 +293,23 @@ void tt_nats_restart(struct tt_nats *ns, int i)
     wait_healthy(ns, i);
 }
 
+int tt_nats_restart_wait(struct tt_nats *ns, int i, int wait_ms)
+{
+    CHECK(ns->node[i].pid == 0);
+    spawn(ns, i);
+    double t0 = tt_test_now_ms();
+    while (!tt_nats_healthy(ns, i)) {
+        int st;
+        CHECK_MSG(waitpid(ns->node[i].pid, &st, WNOHANG) == 0, "nats-server n%d exited (see %s)",
+                  i + 1, ns->node[i].log);
+        if (tt_test_now_ms() - t0 >= wait_ms) {
+            return 0;
+        }
+        usleep(50000);
+    }
+    return 1;
+}
+
 void tt_nats_connect(struct tt_nats_conn *t, const struct tt_nats *ns, int64_t js_wait_ms)
 {
     char urls[sizeof ns->urls];

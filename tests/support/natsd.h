@@ -46,6 +46,10 @@ void tt_nats_kill(struct tt_nats *ns, int i, int hard);
 /* Start node i again with the same configuration and store; waits for /healthz. */
 void tt_nats_restart(struct tt_nats *ns, int i);
 
+/* Start node i again and wait up to wait_ms for /healthz: 1 healthy, 0 not yet (it runs on:
+ * nats-server 2.9 can take long to bring a replica current after a kill -9). */
+int tt_nats_restart_wait(struct tt_nats *ns, int i, int wait_ms);
+
 /* 1 when node i answers /healthz with JetStream ready. */
 int tt_nats_healthy(const struct tt_nats *ns, int i);
 
