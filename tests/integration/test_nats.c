@@ -369,7 +369,9 @@ TEST_T(nats_message_the_durable_skipped_is_swept_from_the_stream_and_stored, 60)
     struct tt_test_serve s;
     char log[4096];
     snprintf(log, sizeof log, "%s/serve-swept.log", tt_test_outdir());
-    uint64_t lines_before = tt_test_count_lines(log, "swept from sequence 1"); /* a rerun's */
+    uint64_t lines_before = access(log, F_OK) == 0
+                                ? tt_test_count_lines(log, "swept from sequence 1")
+                                : 0; /* a rerun's */
     tt_test_serve_start(&s, "swept", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", tokens_file(),
                         "--nats", ns.urls, "--nats-token-file", ns.token_file, "--nats-ack-wait",
                         "1000", NULL);
