@@ -308,6 +308,9 @@ TEST_T(nats_client_server_restart_resends_same_ids, 180)
     tt_client *c = open_client(&ns, ns.urls, AGENT);
     const uint64_t half = 8000, n = 2 * half;
     emit_n(c, 0, half);
+    /* Connected and acknowledged before the server goes (the worker connects on its own time:
+     * a slow run, under ThreadSanitizer, could kill the server before its first attempt). */
+    wait_acked(c, 1, 30000);
     tt_nats_kill(&ns, 0, 0);
     tt_stats before, st;
     usleep(300000);
