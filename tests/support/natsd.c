@@ -85,44 +85,18 @@ int tt_nats_healthy(const struct tt_nats *ns, int i)
     return status == 200;
 }
 
-struct grab {
-    char *p;
-    size_t n, cap;
-};
-
-static size_t keep(char *p, size_t size, size_t n, void *ud)
-{
-    struct grab *g = ud;
-    size_t k = size * n;
-    size_t room = g->cap - 1 - g->n;
-    memcpy(g->p + g->n, p, k < room ? k : room);
-    g->n += k < room ? k : room;
-    g->p[g->n] = 0;
-    return k;
-}
-
 void tt_nats_explain(const struct tt_nats *ns)
 {
-    static char body[16384];
     for (int i = 0; i < ns->n; i++) {
         const struct tt_nats_node *nd = &ns->node[i];
         if (!nd->pid) {
             printf("n%d: down\n", i + 1);
         } else {
-            char url[160];
-            snprintf(url, sizeof url,
-                     "http://127.0.0.1:%d/jsz?accounts=true&streams=true&consumers=true",
-                     nd->http_port);
-            struct grab g = {body, 0, sizeof body};
-            body[0] = 0;
-            CURL *c = curl_easy_init();
-            CHECK(c != NULL);
-            curl_easy_setopt(c, CURLOPT_URL, url);
-            curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
-            curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep);
-            curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
-            curl_easy_perform(c);
-            curl_easy_cleanup(c);
+            char addr[64];
+            snprintf(addr, sizeof addr, "127.0.0.1:%d", nd->http_port);
+            char *body = NULL;
+            tt_test_http(addr, "GET", "/jsz?accounts=true&streams=true&consumers=true", NULL,
+                         &body);
             /* One line: whitespace squeezed, the account's streams and consumers as JetStream
              * sees them on this node. */
             char *w = body;
@@ -136,6 +110,7 @@ void tt_nats_explain(const struct tt_nats *ns)
             *w = 0;
             const char *from = strstr(body, "\"account_details\"");
             printf("n%d /jsz: %s\n", i + 1, from ? from : body);
+            free(body);
         }
         /* The node's warnings and errors, the last 12. */
         FILE *f = fopen(nd->log, "r");
