@@ -469,7 +469,8 @@ static void sweep(struct nats_src *x, uint64_t first, uint64_t delivered)
         struct nats_stored sm;
         int rc = stream_next(x, seq, &sm);
         if (rc == -2 && sm.seq && sm.seq <= delivered) {
-            /* Never readable by any collector: removed, and counted. */
+            /* Never readable by any collector (not JSON as JetStream writes it, or above the
+             * largest message the collector takes): removed, and counted. */
             cstat_add(&nstats.swept, 1);
             cstat_add(&nstats.terminated[NT_MALFORMED], 1);
             stream_delete(x, sm.seq);
@@ -491,6 +492,9 @@ static void sweep(struct nats_src *x, uint64_t first, uint64_t delivered)
         take(x, m, sm.seq);
         seq = sm.seq + 1;
         nats_stored_free(&sm);
+    }
+    if (n == 0) {
+        return; /* gone since the look (acknowledged after all) */
     }
     log_warn("NATS: %d message%s of stream %s at or below what durable %s delivered (%llu) "
              "neither pending nor awaiting an ack: swept from sequence %llu",
