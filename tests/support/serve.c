@@ -3,6 +3,7 @@
  */
 #include "serve.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <arpa/inet.h>
@@ -171,26 +172,74 @@ static pid_t fork_serve(const struct tt_test_serve *s, const char *ready)
     return pid;
 }
 
-static void spawn(struct tt_test_serve *s)
+/* Whether the collector's log at path, from offset on, says that address addr ("H:P") was
+ * taken when it tried to listen on it. */
+static int log_says_taken(const char *path, long offset, const char *addr)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return 0;
+    }
+    int taken = 0;
+    char line[1024];
+    if (fseek(f, offset, SEEK_SET) == 0) {
+        while (fgets(line, sizeof line, f)) {
+            const char *at = strstr(line, addr);
+            size_t n = strlen(addr);
+            taken |= strstr(line, "Address already in use") && at && !isdigit((unsigned char)at[n]);
+        }
+    }
+    fclose(f);
+    return taken;
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
+/* Start it and wait for its ready file. When repick, a port the harness picked that another
+ * process took meanwhile is picked again (a restart keeps its endpoints). */
+static void spawn(struct tt_test_serve *s, int repick)
 {
     char ready[800];
     snprintf(ready, sizeof ready, "%s/ready.json", s->dir);
-    unlink(ready);
-    pid_t pid = fork_serve(s, ready);
-    s->pid = pid;
-    for (int i = 0; i < 1000; i++) {
-        if (access(ready, F_OK) == 0) {
-            read_token(s);
-            return;
+    for (int attempt = 0;; attempt++) {
+        unlink(ready);
+        long offset = file_size(s->log);
+        pid_t pid = fork_serve(s, ready);
+        s->pid = pid;
+        for (int i = 0; i < 1000; i++) {
+            if (access(ready, F_OK) == 0) {
+                read_token(s);
+                return;
+            }
+            int st;
+            if (waitpid(pid, &st, WNOHANG) == pid) {
+                s->pid = 0;
+                /* A port the harness picked, taken by another process between its pick and
+                 * the collector's bind (a port the test gave is the test's to pick again). */
+                int tcp = log_says_taken(s->log, offset, s->tcp + strlen("tcp://"));
+                int http = !tcp && log_says_taken(s->log, offset, s->http);
+                if ((tcp || http) && repick && attempt < 5) {
+                    if (tcp) {
+                        snprintf(s->tcp, sizeof s->tcp, "tcp://127.0.0.1:%d", tt_test_free_port());
+                    } else {
+                        snprintf(s->http, sizeof s->http, "127.0.0.1:%d", tt_test_free_port());
+                    }
+                    break;
+                }
+                tt_test_fail(__FILE__, __LINE__, "telltale serve exited at startup (see %s)",
+                             s->log);
+            }
+            usleep(10000);
         }
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            s->pid = 0;
-            tt_test_fail(__FILE__, __LINE__, "telltale serve exited at startup (see %s)", s->log);
+        if (s->pid) {
+            tt_test_fail(__FILE__, __LINE__, "telltale serve not ready after 10 s (see %s)",
+                         s->log);
         }
-        usleep(10000);
     }
-    tt_test_fail(__FILE__, __LINE__, "telltale serve not ready after 10 s (see %s)", s->log);
 }
 
 void tt_test_serve_start(struct tt_test_serve *s, const char *name, ...)
@@ -217,12 +266,12 @@ void tt_test_serve_start(struct tt_test_serve *s, const char *name, ...)
         }
     }
     va_end(ap);
-    spawn(s);
+    spawn(s, 1);
 }
 
 void tt_test_serve_restart(struct tt_test_serve *s)
 {
-    spawn(s);
+    spawn(s, 0);
 }
 
 int tt_test_serve_restart_refused(struct tt_test_serve *s)
