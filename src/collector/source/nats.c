@@ -240,16 +240,15 @@ static void hold_unlink(struct nats_src *x, struct hold *h)
 /* Delete message seq from the stream (it is stored, or can never be). */
 static void stream_delete(struct nats_src *x, uint64_t seq)
 {
-    char subj[300], req[64];
-    snprintf(subj, sizeof subj, "$JS.API.STREAM.MSG.DELETE.%s", x->o->nats_stream);
-    int n = snprintf(req, sizeof req, "{\"seq\":%llu,\"no_erase\":true}", (unsigned long long)seq);
-    natsMsg *reply = NULL;
-    natsStatus s = natsConnection_Request(&reply, x->nc, subj, req, n, NATS_STALL_ASK_MS);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = NATS_STALL_ASK_MS;
+    jsErrCode jerr = 0;
+    natsStatus s = js_DeleteMsg(x->js, x->o->nats_stream, seq, &jo, &jerr);
     if (s != NATS_OK) {
-        log_debug("nats: deleting swept message %llu: %s", (unsigned long long)seq,
-                  natsStatus_GetText(s));
+        log_debug("nats: deleting swept message %llu: %s (error %d)", (unsigned long long)seq,
+                  natsStatus_GetText(s), (int)jerr);
     }
-    natsMsg_Destroy(reply);
 }
 
 /* Answer what the completions queued (consumer thread). */
@@ -589,9 +588,7 @@ static void *consumer(void *arg)
         double now = (double)tt__mono_ns() / 1e6;
         if (s == NATS_OK && list.Count > 0) {
             busy = now;
-            if (st.wait_ms != NATS_STALL_IDLE_MS || st.suspect) {
-                nats_stall_reset(&st);
-            }
+            nats_stall_reset(&st);
         } else if ((s == NATS_OK || s == NATS_TIMEOUT) && now - busy >= NATS_STALL_IDLE_MS &&
                    now - looked >= st.wait_ms && atomic_load(&x->held) == 0) {
             /* Connected, idle, and holding no message (a look can wait out its requests'
