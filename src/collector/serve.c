@@ -21,6 +21,7 @@
 #include "collector/alerting/alerts.h"
 #include "collector/api/auth.h"
 #include "collector/api/http.h"
+#include "collector/alerting/follow.h"
 #include "collector/alerting/monitor.h"
 #include "collector/alerting/comply_watch.h"
 #include "collector/export.h"
@@ -575,6 +576,7 @@ struct running {
     struct auth *auth;
     struct alerts *alerts;
     struct monitor *monitor;
+    struct follow *follow;          /* several collectors on one store: the monitor follows it */
     struct tls_server *tls;         /* --tls-cert and --tls-key, or NULL */
     struct watch *watch;            /* the collector's compliance checks */
     struct store_read *reader;      /* the loop thread's, for hook_owner_ok */
@@ -598,8 +600,10 @@ static void stop_all(struct running *r)
     ingest_close(r->ingest);
     retain_stop(); /* no pass under way when the store closes */
     pipeline_free(r->pipeline);
+    follow_stop(r->follow);    /* the monitor is fed no more (the lead is kept) */
     monitor_close(r->monitor); /* no more alerts raised */
     alerts_close(r->alerts);   /* stores, streams and posts what was raised */
+    follow_free(r->follow);    /* then another collector may lead */
     store_read_close(r->reader);
     store_close(r->store); /* commits what was submitted; no user is left */
 
@@ -682,7 +686,9 @@ static uint64_t hook_pending(void *ctx)
 static void hook_commit(void *ctx, const struct store_item *it)
 {
     const struct running *r = ctx;
-    monitor_on_commit(r->monitor, it);
+    if (!r->follow) { /* else the follower feeds it every collector's commits */
+        monitor_on_commit(r->monitor, it);
+    }
     watch_on_commit(r->watch, it);
     export_on_commit(it);
 }
@@ -745,6 +751,14 @@ static int start_operator(struct collector_opts *o, struct running *r, char *err
     if (alerts_open(&r->alerts, r->store, r->hub, cfg.hooks, cfg.n_hooks, err, errlen) != 0 ||
         monitor_open(&r->monitor, &cfg, r->alerts, err, errlen) != 0) {
         return -1;
+    }
+    int rc = follow_start(&r->follow, r->store, r->monitor, err, errlen);
+    if (rc != 0 && rc != -ENOTSUP) {
+        return -1;
+    }
+    if (r->follow) {
+        log_info("incidents: the detectors follow every commit to the shared store, whichever "
+                 "collector made it; one collector leads and raises incidents");
     }
     log_info("%d detectors, %d webhooks%s%s", cfg.n_units, cfg.n_hooks,
              auth_operator_required(r->auth) ? ", operator token required" : "",
@@ -844,6 +858,7 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
         ctx.ingest = r->ingest;
         ctx.auth = r->auth;
         ctx.monitor = r->monitor;
+        ctx.follow = r->follow;
         ctx.alerts = r->alerts;
         ctx.watch = r->watch;
         if (otlp_open(&r->otlp, o, r->pipeline, r->auth) != 0) {

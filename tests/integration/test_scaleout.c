@@ -7,7 +7,8 @@
  * publishing to nats:// endpoints. In the middle of the stream one NATS node and one collector
  * are killed with SIGKILL; an operator halts one agent's response through another collector.
  * At the end every event each agent emitted is in PostgreSQL exactly once (no gap, no overlap),
- * the client's conservation law holds with the store's view, and the halt reached the agent.
+ * the client's conservation law holds with the store's view, the halt reached the agent, and
+ * each agent's incident (a metric over a threshold, sampled all along) was raised once.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "natsd.h"
+#include "operator.h"
 #include "pgcluster.h"
 #include "serve.h"
 #include "telltale.h"
@@ -67,6 +69,9 @@ static void emit_some(struct agent *g, uint64_t n)
         snprintf(msg, sizeof msg, "agent %d event %llu, padded to about sixty-four bytes", g->i,
                  (unsigned long long)i);
         CHECK_OK(tt_log(g->c, NULL, TT_INFO, msg, NULL, 0));
+        if (i % 500 == 0) { /* over the "hot" detector's bound: one incident per agent */
+            CHECK_OK(tt_metric(g->c, NULL, TT_GAUGE, "scale.temp", 100.0, "C", NULL, 0));
+        }
         if (i % 256 == 255) {
             usleep(2000); /* spread the stream over the kills; no ring-full drop */
         }
@@ -110,13 +115,18 @@ TEST_T(scaleout_8_agents_3_collectors_node_and_collector_killed, 240)
     struct tt_pg pg;
     tt_pg_start(&pg);
     const char *toks = tt_test_tokens_file("scale", AGENTS);
+    char cfg[600];
+    snprintf(cfg, sizeof cfg, "%s/scale.conf", tt_test_tmpdir());
+    tt_test_write_file(cfg, "[detector.hot]\ntype = threshold\nsignal = metric:scale.temp\n"
+                            "max = 50\n");
     struct tt_test_serve col[COLLECTORS];
     for (int k = 0; k < COLLECTORS; k++) {
         char name[16];
         snprintf(name, sizeof name, "col%d", k);
         tt_test_serve_start(&col[k], name, TT_TEST_NO_INGEST_OPEN, "--ingest-tokens", toks,
                             "--store", pg.url, "--nats", ns.urls, "--nats-token-file",
-                            ns.token_file, "--nats-replicas", "3", "--nats-ack-wait", "3000", NULL);
+                            ns.token_file, "--nats-replicas", "3", "--nats-ack-wait", "3000",
+                            "--config", cfg, NULL);
     }
     static struct agent ag[AGENTS];
     pthread_t th[AGENTS];
@@ -184,6 +194,28 @@ TEST_T(scaleout_8_agents_3_collectors_node_and_collector_killed, 240)
                                  "telltale_nats_answered_total{result=\"ack_committed\"}") > 0,
                   "collector %d acknowledged nothing", k);
     }
+    /* Each agent's incident raised once, whichever collectors took its batches and although
+     * the first collector (the first to lead) died: the others' detectors followed the whole
+     * stream, and the one that took the lead took the stored incidents over. */
+    char out[512];
+    for (int i = 0; i < AGENTS; i++) {
+        char an2[64], sql[512];
+        tt_test_agent_name("scale", i, an2, sizeof an2);
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) || ':' || coalesce(sum(count), 0) FROM alerts WHERE"
+                 " detector = 'hot'::bytea AND agent = '%s'::bytea",
+                 an2);
+        tt_pg_query(&pg, sql, out, sizeof out);
+        CHECK_MSG(strncmp(out, "1:", 2) == 0, "agent %d: incidents:repeats %s", i, out);
+    }
+    int leads = 0;
+    for (int k = 1; k < COLLECTORS; k++) {
+        char *st = NULL;
+        CHECK_EQ(tt_test_http(col[k].http, "GET", "/api/v1/status", NULL, &st), 200);
+        leads += strstr(st, "\"leading\":true") != NULL;
+        free(st);
+    }
+    CHECK_EQ(leads, 1);
     for (int i = 0; i < AGENTS; i++) {
         CHECK_OK(tt_close(ag[i].c, 5000));
     }

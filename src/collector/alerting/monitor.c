@@ -109,6 +109,8 @@ struct monitor {
     uint64_t unchecked_since; /* signals skipped since that line */
     uint64_t inc_events[3];   /* notices by enum incident_event */
     uint64_t inc_unplaced;    /* raises with no incident slot free */
+    int following;            /* another collector leads: notices are held, not sent */
+    uint64_t inc_held;        /* notices held while following */
     int watch_metrics;        /* some unit watches a metric or a score */
     int watch_decisions;      /* some unit watches compliance decisions (type comply) */
 };
@@ -172,6 +174,10 @@ static void notify(struct monitor *m, struct incident *in, int event, int64_t no
     if (event != INC_RESOLVED) {
         in->notified_ns = now;
         in->pending = 0;
+    }
+    if (m->following) {
+        m->inc_held++; /* the leader, watching the same stream, sends it */
+        return;
     }
     m->inc_events[event]++;
     alerts_raise(m->alerts, &in->al);
@@ -742,6 +748,94 @@ void monitor_close(struct monitor *m)
     free(m);
 }
 
+/* --- several collectors: following and leading --------------------------------------------- */
+
+void monitor_follow(struct monitor *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->following = 1;
+    pthread_mutex_unlock(&m->lock);
+}
+
+int monitor_leading(struct monitor *m)
+{
+    pthread_mutex_lock(&m->lock);
+    int leading = !m->following;
+    pthread_mutex_unlock(&m->lock);
+    return leading;
+}
+
+int monitor_incidents(struct monitor *m, struct mon_incident_ref **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&m->lock);
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_agents; i++) {
+        for (int k = 0; k < MON_INCIDENTS; k++) {
+            n += m->agents[i]->inc[k] != NULL;
+        }
+    }
+    struct mon_incident_ref *r = n ? calloc(n, sizeof *r) : NULL;
+    if (n && !r) {
+        pthread_mutex_unlock(&m->lock);
+        return -1;
+    }
+    size_t j = 0;
+    for (size_t i = 0; i < m->n_agents; i++) {
+        for (int k = 0; k < MON_INCIDENTS; k++) {
+            const struct incident *in = m->agents[i]->inc[k];
+            if (in) {
+                snprintf(r[j].agent, sizeof r[j].agent, "%s", in->al.agent);
+                snprintf(r[j].detector, sizeof r[j].detector, "%s", in->al.detector);
+                snprintf(r[j].key, sizeof r[j].key, "%s", in->al.key);
+                r[j].id = in->al.id;
+                r[j].resolved = in->resolved;
+                j++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    *out = r;
+    return (int)j;
+}
+
+static int ref_cmp(const void *a, const void *b)
+{
+    int64_t x = ((const struct mon_incident_ref *)a)->id;
+    int64_t y = ((const struct mon_incident_ref *)b)->id;
+    return (x > y) - (x < y);
+}
+
+void monitor_lead(struct monitor *m, struct mon_incident_ref *refs, int n)
+{
+    if (n > 0) {
+        qsort(refs, (size_t)n, sizeof *refs, ref_cmp);
+    }
+    int64_t now = wall_ns();
+    pthread_mutex_lock(&m->lock);
+    m->following = 0;
+    for (size_t i = 0; i < m->n_agents; i++) {
+        for (int k = 0; k < MON_INCIDENTS; k++) {
+            struct incident *in = m->agents[i]->inc[k];
+            if (!in) {
+                continue;
+            }
+            struct mon_incident_ref key = {.id = in->al.id};
+            const struct mon_incident_ref *r =
+                n > 0 ? bsearch(&key, refs, (size_t)n, sizeof *refs, ref_cmp) : NULL;
+            int taken = r && r->taken;
+            if (!in->resolved && !taken) {
+                notify(m, in, INC_FIRING, now); /* the leader that saw it never stored it */
+            } else if (in->resolved && taken) {
+                notify(m, in, INC_RESOLVED, now); /* stored firing, clear here since */
+            } else if (!in->resolved && in->pending) {
+                notify(m, in, INC_UPDATED, now);
+            }
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
 int monitor_agent(struct monitor *m, const char *agent, struct mon_agent_view *out)
 {
     memset(out, 0, sizeof *out);
@@ -931,6 +1025,15 @@ void monitor_metrics(struct monitor *m, tt__buf *b)
                    (unsigned long long)m->inc_events[INC_FIRING],
                    (unsigned long long)m->inc_events[INC_UPDATED],
                    (unsigned long long)m->inc_events[INC_RESOLVED]);
+    tt__buf_printf(b,
+                   "# HELP telltale_incident_events_held_total Incident notices not sent because "
+                   "another collector sharing the store leads (it sends them).\n"
+                   "# TYPE telltale_incident_events_held_total counter\n"
+                   "telltale_incident_events_held_total %llu\n"
+                   "# HELP telltale_incidents_leading 1 when this collector raises incidents, 0 "
+                   "while another collector sharing the store does.\n"
+                   "# TYPE telltale_incidents_leading gauge\ntelltale_incidents_leading %d\n",
+                   (unsigned long long)m->inc_held, !m->following);
     tt__buf_printf(b,
                    "# HELP telltale_agents_untracked_total Agents beyond the monitor's table.\n"
                    "# TYPE telltale_agents_untracked_total counter\n"

@@ -251,6 +251,31 @@ void monitor_close(struct monitor *m);
 /* The ingest hook: every committed batch (ctx is the monitor). */
 void monitor_on_commit(void *ctx, const struct store_item *it);
 
+/* Several collectors sharing one store (store.h's store_follow; docs/design.md, "Several
+ * collectors"): each follows every batch committed by any of them, so each monitor sees the
+ * same stream and reaches the same incidents, and only the leader sends them. A following
+ * monitor keeps its incidents and holds their notices (counted); when it takes the lead, the
+ * caller takes over in the store what the previous leader stored (mon_incident_ref.taken)
+ * and monitor_lead sends what the store lacks. A monitor leads from its open until
+ * monitor_follow. */
+struct mon_incident_ref {
+    char agent[256];
+    char detector[MON_NAME_MAX];
+    char key[128];
+    int64_t id;   /* this monitor's number for it */
+    int resolved; /* clear here (kept for the flap time) */
+    int taken;    /* set by the caller: the stored incident is this monitor's now */
+};
+void monitor_follow(struct monitor *m);
+int monitor_leading(struct monitor *m);
+/* The incidents held now, firing or resolved (a malloc'd array in *out): their count, -1 when
+ * out of memory. */
+int monitor_incidents(struct monitor *m, struct mon_incident_ref **out);
+/* Lead from now on: a firing incident not taken over was never stored and fires now; a
+ * resolved one taken over resolves; a taken one with repeats held sends an update. refs is
+ * sorted in place. */
+void monitor_lead(struct monitor *m, struct mon_incident_ref *refs, int n);
+
 /* What one agent looks like now. */
 struct mon_agent_view {
     int64_t last_seen_ns; /* Unix ns of the last batch */

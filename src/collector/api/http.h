@@ -30,6 +30,7 @@ struct http_ctx {
     struct ingest *ingest;
     const struct auth *auth;  /* operator token for /api/ and /metrics (NULL: none) */
     struct monitor *monitor;  /* live per-agent figures (NULL: none) */
+    struct follow *follow;    /* the monitor follows a shared store (NULL: its own commits) */
     struct alerts *alerts;    /* alert counters (NULL: none) */
     struct watch *watch;      /* the collector's compliance checks (NULL: none) */
     struct otlp *otlp;        /* OTLP ingest on /v1/ (source/otlp.h; NULL: none) */

@@ -3,6 +3,7 @@
  * commits, refused input by reason, live-stream subscribers, retention: horizons, what was
  * pruned, bytes on disk). /metrics carries the same figures for Prometheus.
  */
+#include "collector/alerting/follow.h"
 #include "collector/collector.h"
 #include "collector/api/http.h"
 #include "collector/hub.h"
@@ -58,6 +59,18 @@ enum MHD_Result api_status(const struct http_req *r)
     tt__json_kv_u64(&j, "stream_events_skipped", hc.events_skipped);
     tt__json_kv_u64(&j, "stream_fields_truncated", hc.fields_truncated);
     tt__json_kv_u64(&j, "stream_events_truncated", hc.events_truncated);
+    /* Several collectors on one store: who raises incidents (docs/operations.md). */
+    struct follow_status fs;
+    follow_status(r->ctx->follow, &fs);
+    tt__json_key(&j, "incidents");
+    tt__json_obj_begin(&j);
+    tt__json_kv_bool(&j, "shared_store", r->ctx->follow != NULL);
+    tt__json_kv_bool(&j, "leading", r->ctx->follow ? fs.leading : 1);
+    tt__json_kv_u64(&j, "followed_batches", fs.batches);
+    tt__json_kv_u64(&j, "follow_errors", fs.errors);
+    tt__json_kv_u64(&j, "leads", fs.leads);
+    tt__json_kv_u64(&j, "taken_over", fs.taken);
+    tt__json_obj_end(&j);
     retain_status_json(&j);
     export_status_json(&j);
     nats_status_json(&j);

@@ -632,8 +632,7 @@ static int pg_open(struct store **out, const struct store_config *cfg, char *err
     }
     s->wconn = pg_connect(&s->base, err, errlen);
     if (!s->wconn || make_schema(s, err, errlen) != 0 || set_sync(s, s->wconn, err, errlen) != 0 ||
-        !(s->aux.c = pg_connect(&s->base, err, errlen)) ||
-        pg_alerts_open(&s->base, err, errlen) != 0) {
+        !(s->aux.c = pg_connect(&s->base, err, errlen))) {
         pg_close(&s->base);
         return -EIO;
     }
@@ -1636,6 +1635,12 @@ const struct store_ops store_postgres_ops = {
     .alert_ack = pg_alert_ack,
     .alert_put = pg_alert_put,
     .alert_max_id = pg_alert_max_id,
+    .follow_open = pg_follow_open,
+    .follow_next = pg_follow_next,
+    .follow_lead = pg_follow_lead,
+    .follow_adopt = pg_follow_adopt,
+    .follow_settle = pg_follow_settle,
+    .follow_close = pg_follow_close,
     .retention_run = pg_retention_run,
     .rollups = pg_rollups,
 };

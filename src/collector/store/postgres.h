@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <zstd.h>
 
 #include "collector/store/store.h"
 
@@ -101,9 +102,8 @@ struct pg_aux *pg_store_aux(struct store *s);
 #define PG_COLLECTOR_ID_FILE "collector-id"
 const char *pg_store_collector(const struct store *s);
 extern const char pg_alerts_schema[];
-/* At open: incidents this collector left firing in an earlier run are resolved now (as the
- * SQLite store); those of other collectors are theirs to resolve. */
-int pg_alerts_open(struct store *s, char *err, size_t errlen);
+/* Incidents left firing by an earlier run are resolved by the leader when it takes the lead
+ * (postgres_follow.c), not at open as with SQLite. */
 int pg_alert_add(struct store *s, const struct store_alert *al, int64_t *id);
 int pg_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
 int pg_alert_put(struct store *s, const struct store_alert *al, int64_t *id);
@@ -136,6 +136,24 @@ void pg_retain_free(struct pg_retain *r);
 struct pg_retain *pg_store_retain(struct store *s);
 int pg_retention_run(struct store *s, const struct store_retention *policy, int64_t now_ns,
                      struct store_retention_report *out);
+
+/* A stored frame's payload (frames.data, compressed when codec is 1) into *buf, grown to
+ * raw_len as needed: 0; -EINVAL when it is not what ingest stores (longer than
+ * TT_FRAME_RAW_MAX, or not raw_len once decompressed); -ENOMEM. */
+int pg_frame_payload(ZSTD_DCtx *dctx, int64_t codec, size_t raw_len, const char *data,
+                     size_t data_len, uint8_t **buf, size_t *cap);
+
+/* Following every collector's commits (postgres_follow.c; store.h's store_follow): the
+ * leader holds the session advisory lock PG_LEADER_LOCK on its follower's connection. */
+#define PG_LEADER_LOCK 0x74742d6c65616472LL /* "tt-leadr" */
+#define PG_FOLLOW_ROWS 64 /* frames read per statement (the events iterator's page) */
+int pg_follow_open(struct store *s, struct store_follow **out, char *err, size_t errlen);
+int pg_follow_next(struct store_follow *f, int max, store_follow_fn fn, void *ctx);
+int pg_follow_lead(struct store_follow *f);
+int pg_follow_adopt(struct store_follow *f, const char *agent, const char *detector,
+                    const char *key, int64_t local_id);
+int pg_follow_settle(struct store_follow *f, const int64_t *keep, int n, int64_t now_ns);
+void pg_follow_close(struct store_follow *f);
 
 /* Readers and the events iterator (postgres_read.c). */
 int pg_read_open(struct store *s, struct store_read **out);

@@ -4,14 +4,15 @@
  * their acknowledgements, as sqlite_alerts.c does. They use a connection of their own (struct
  * pg_aux) under a mutex, reconnected when it was lost; reads go through the readers.
  *
- * Several collectors may share the database (docs/operations.md, "Several collectors"). Each
- * numbers its incidents itself (alerts.c, from pg_alert_max_id up), and a row carries its
- * collector's id (collector, DATA/collector-id) and that number (local_id): a collector
- * inserts, updates and resolves only the rows of its own collector id. The id the API shows
- * and acknowledges comes from the sequence alerts_id_seq, shared by all, taken by the row's
- * first event only; pg_alert_put hands it back so that the stream and webhooks show it too.
- * Rows written before collector ids existed carry collector '' and are resolved at the start
- * of any collector.
+ * Several collectors may share the database (docs/operations.md, "Several collectors"); one of
+ * them leads and raises the incidents (postgres_follow.c). A collector numbers its incidents
+ * itself (alerts.c, from pg_alert_max_id up), and a row carries its collector's id
+ * (collector, DATA/collector-id) and that number (local_id): a collector inserts and updates
+ * only the rows of its own collector id; a new leader takes over the firing rows of the one
+ * before (re-keyed to its id and number) and resolves the rest. The id the API shows and
+ * acknowledges comes from the sequence alerts_id_seq, shared by all, taken by the row's first
+ * event only; pg_alert_put hands it back so that the stream and webhooks show it too. Rows
+ * written before collector ids existed carry collector '' (resolved by the next leader).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -79,28 +80,6 @@ static PGresult *aux_exec(struct store *s, const char *sql, const struct pg_para
     }
     *rc = 0;
     return r;
-}
-
-int pg_alerts_open(struct store *s, char *err, size_t errlen)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct pg_params p = {0};
-    pg_p_i64(&p, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
-    pg_p_str(&p, pg_store_collector(s));
-    struct pg_aux *a = pg_store_aux(s);
-    pthread_mutex_lock(&a->lock);
-    int rc;
-    PGresult *r = aux_exec(s,
-                           "UPDATE alerts SET status = 'resolved', resolved_ns = $1"
-                           " WHERE status = 'firing' AND collector IN ($2::text, '')",
-                           &p, &rc, "resolve the incidents of an earlier run");
-    pthread_mutex_unlock(&a->lock);
-    PQclear(r);
-    if (rc) {
-        snprintf(err, errlen, "alerts: cannot resolve the incidents of an earlier run");
-    }
-    return rc;
 }
 
 static void put_text(struct pg_params *p, const char *s)

@@ -404,6 +404,33 @@ int pg_response_guard(struct store_read *r, int64_t instance_key, uint64_t id, s
                 &p, guard_row, (void *)fn, ctx);
 }
 
+/* --- stored frames ------------------------------------------------------------------------ */
+
+int pg_frame_payload(ZSTD_DCtx *dctx, int64_t codec, size_t raw_len, const char *data,
+                     size_t data_len, uint8_t **buf, size_t *cap)
+{
+    if (raw_len > TT_FRAME_RAW_MAX || !data) {
+        return -EINVAL;
+    }
+    if (raw_len > *cap || !*buf) {
+        uint8_t *p = realloc(*buf, raw_len ? raw_len : 1);
+        if (!p) {
+            return -ENOMEM;
+        }
+        *buf = p;
+        *cap = raw_len;
+    }
+    if (codec == 1) {
+        size_t n = ZSTD_decompressDCtx(dctx, *buf, raw_len, data, data_len);
+        return ZSTD_isError(n) || n != raw_len ? -EINVAL : 0;
+    }
+    if (data_len != raw_len) {
+        return -EINVAL;
+    }
+    memcpy(*buf, data, raw_len);
+    return 0;
+}
+
 /* --- events -------------------------------------------------------------------------------- */
 
 #define PAGE 64
@@ -548,25 +575,14 @@ static int next_frame(struct query *q)
         const char *data = pg_bytes(r, i, 3, &data_len);
         const char *uuid = pg_bytes(r, i, 4, &uuid_len);
         const char *name = pg_bytes(r, i, 5, &name_len);
-        if (raw_len > TT_FRAME_RAW_MAX || !data || !uuid || uuid_len != 16) {
+        if (!uuid || uuid_len != 16) {
             continue; /* not something ingest would have stored: skip it */
         }
-        if (raw_len > q->raw_cap) {
-            uint8_t *p = realloc(q->raw, raw_len ? raw_len : 1);
-            if (!p) {
-                return -1;
-            }
-            q->raw = p;
-            q->raw_cap = raw_len;
+        int rc = pg_frame_payload(q->dctx, codec, raw_len, data, data_len, &q->raw, &q->raw_cap);
+        if (rc == -ENOMEM) {
+            return -1;
         }
-        if (codec == 1) {
-            size_t n = ZSTD_decompressDCtx(q->dctx, q->raw, raw_len, data, data_len);
-            if (ZSTD_isError(n) || n != raw_len) {
-                continue;
-            }
-        } else if (data_len == raw_len) {
-            memcpy(q->raw, data, raw_len);
-        } else {
+        if (rc != 0) {
             continue;
         }
         tt__batch_limits lim = {UINT32_MAX, UINT32_MAX};

@@ -308,6 +308,47 @@ int64_t store_alert_max_id(struct store *s)
     return s->ops->alert_max_id(s);
 }
 
+/* --- following ---------------------------------------------------------------------------- */
+
+int store_follow_open(struct store *s, struct store_follow **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!s->ops->follow_open) {
+        snprintf(err, errlen, "the %s store is one collector's own: nothing to follow",
+                 s->ops->scheme);
+        return -ENOTSUP;
+    }
+    return s->ops->follow_open(s, out, err, errlen);
+}
+
+int store_follow_next(struct store_follow *f, int max, store_follow_fn fn, void *ctx)
+{
+    return f->ops->follow_next(f, max, fn, ctx);
+}
+
+int store_follow_lead(struct store_follow *f)
+{
+    return f->ops->follow_lead(f);
+}
+
+int store_follow_adopt(struct store_follow *f, const char *agent, const char *detector,
+                       const char *key, int64_t local_id)
+{
+    return f->ops->follow_adopt(f, agent, detector, key, local_id);
+}
+
+int store_follow_settle(struct store_follow *f, const int64_t *keep, int n, int64_t now_ns)
+{
+    return f->ops->follow_settle(f, keep, n, now_ns);
+}
+
+void store_follow_close(struct store_follow *f)
+{
+    if (f) {
+        f->ops->follow_close(f);
+    }
+}
+
 /* --- hooks --------------------------------------------------------------------------------- */
 
 int store_retention_run(struct store *s, const struct store_retention *policy, int64_t now_ns,

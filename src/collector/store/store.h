@@ -332,6 +332,37 @@ int64_t store_alert_max_id(struct store *s);
  * hand the row to fn. -ENOENT when there is no such alert. */
 int store_alert_ack(struct store *s, int64_t id, int64_t now_ns, store_alert_fn fn, void *ctx);
 
+/* --- following every collector's commits ---------------------------------------------------
+ * A store that several collectors share (PostgreSQL) lets each of them follow every batch
+ * committed, by any collector, in commit order, so that each collector's detectors see every
+ * agent's whole stream; and it lets one of them lead: only the leader raises incidents, so
+ * each is raised once (docs/design.md, "Several collectors"). An implementation without it
+ * (SQLite: one collector per store) answers -ENOTSUP at open, and the monitor watches the
+ * collector's own commits. A follower is used by one thread at a time. */
+struct store_follow;
+int store_follow_open(struct store *s, struct store_follow **out, char *err, size_t errlen);
+/* Hand fn, one at a time, up to max batches committed after the last one handed (at the first
+ * call: after the last one committed when the follower opened), in commit order: each a
+ * store_item with ident.agent, ident.instance, received_ns, batch and raw set, valid during
+ * the call only (one buffer, reused). Returns how many, 0 when there is nothing new, negative
+ * on a storage error (the follower reconnects at its next call and, having lost its
+ * connection, no longer leads). */
+typedef void (*store_follow_fn)(void *ctx, const struct store_item *it);
+int store_follow_next(struct store_follow *f, int max, store_follow_fn fn, void *ctx);
+/* Try to lead, without waiting: 1 leading (until the follower's connection is lost: the next
+ * store_follow_next failing says so), 0 another collector leads, negative: cannot tell. */
+int store_follow_lead(struct store_follow *f);
+/* The leader takes over the firing incident (agent, detector, key) that an earlier leader
+ * stored (this collector in an earlier run or lead included), as its own number local_id
+ * (store_alert_put then updates it): 1 taken over, 0 there is none, negative on error. */
+int store_follow_adopt(struct store_follow *f, const char *agent, const char *detector,
+                       const char *key, int64_t local_id);
+/* Then resolve at now_ns every incident still firing but this collector's numbers in keep
+ * (n of them): what earlier leaders left firing and no detector holds any more. The count
+ * resolved, or negative on error. */
+int store_follow_settle(struct store_follow *f, const int64_t *keep, int n, int64_t now_ns);
+void store_follow_close(struct store_follow *f);
+
 /* --- hooks for retention (issue 13) and rollups (issue 15) --------------------------------- */
 
 /*
@@ -521,6 +552,15 @@ struct store_ops {
     int (*alert_put)(struct store *s, const struct store_alert *al, int64_t *id);
     int64_t (*alert_max_id)(struct store *s);
 
+    /* following: NULL when the store is one collector's own */
+    int (*follow_open)(struct store *s, struct store_follow **out, char *err, size_t errlen);
+    int (*follow_next)(struct store_follow *f, int max, store_follow_fn fn, void *ctx);
+    int (*follow_lead)(struct store_follow *f);
+    int (*follow_adopt)(struct store_follow *f, const char *agent, const char *detector,
+                        const char *key, int64_t local_id);
+    int (*follow_settle)(struct store_follow *f, const int64_t *keep, int n, int64_t now_ns);
+    void (*follow_close)(struct store_follow *f);
+
     /* hooks: NULL until implemented */
     int (*retention_run)(struct store *s, const struct store_retention *policy, int64_t now_ns,
                          struct store_retention_report *out);
@@ -540,6 +580,9 @@ struct store_read {
     struct store *store;
 };
 struct store_events {
+    const struct store_ops *ops;
+};
+struct store_follow {
     const struct store_ops *ops;
 };
 
