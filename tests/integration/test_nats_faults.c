@@ -177,6 +177,14 @@ static void explain(void)
             printf("collector %d: %s %llu\n", k, samples[i],
                    (unsigned long long)tt_test_metric(diag.col[k].http, samples[i]));
         }
+        /* Its NATS source as it sees itself: the last look of the stalled-durable check
+         * (what it saw and decided), looks put off or failed, the last fetch error. */
+        char *body = NULL;
+        if (tt_test_http(diag.col[k].http, "GET", "/api/v1/status", NULL, &body) == 200 && body) {
+            const char *n = strstr(body, "\"nats\":");
+            printf("collector %d: %s\n", k, n ? n : body);
+        }
+        free(body);
     }
     if (diag.ns) {
         tt_nats_explain(diag.ns);

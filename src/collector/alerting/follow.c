@@ -116,8 +116,7 @@ static void *follow_main(void *arg)
     return NULL;
 }
 
-int follow_start(struct follow **out, struct store *s, struct monitor *m, char *err,
-                 size_t errlen)
+int follow_start(struct follow **out, struct store *s, struct monitor *m, char *err, size_t errlen)
 {
     *out = NULL;
     struct store_follow *sf;

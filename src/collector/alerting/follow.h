@@ -25,8 +25,7 @@ struct monitor;
 /* Follow the store's commits when it can be followed: 0 and *out (the monitor now follows:
  * it raises only while this collector leads); -ENOTSUP when the store is this collector's own
  * (*out NULL: the monitor watches this collector's commits); another negative with err. */
-int follow_start(struct follow **out, struct store *s, struct monitor *m, char *err,
-                 size_t errlen);
+int follow_start(struct follow **out, struct store *s, struct monitor *m, char *err, size_t errlen);
 /* Stop the thread (NULL is ignored): the monitor is fed no more; the lead is kept until
  * follow_free, so that a stopping leader's last notices are stored before another takes over. */
 void follow_stop(struct follow *f);

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <nats/nats.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,9 +79,40 @@ struct nats_src {
 static struct {
     _Atomic int enabled;
     _Atomic uint64_t received, acked, duplicates, naked, paused, fetch_errors, looks, stepdowns,
-        swept;
+        swept, look_failures, looks_put_off;
     _Atomic uint64_t terminated[NT__COUNT];
 } nstats;
+
+/* The stalled-durable check's last look, for /api/v1/status (what it saw and did). */
+static struct {
+    pthread_mutex_t mu;
+    int64_t at_ns; /* Unix ns; 0: none yet */
+    uint64_t first, delivered, pending, ack_pending;
+    char leader[64];
+    char outcome[160];
+    int64_t fetch_error_ns; /* the last fetch that failed otherwise than by timing out */
+    char fetch_error[96];
+} nlast = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void last_look(uint64_t first, uint64_t delivered, uint64_t pending, uint64_t ack_pending,
+                      const char *leader, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void last_look(uint64_t first, uint64_t delivered, uint64_t pending, uint64_t ack_pending,
+                      const char *leader, const char *fmt, ...)
+{
+    pthread_mutex_lock(&nlast.mu);
+    nlast.at_ns = (int64_t)tt__wall_ns();
+    nlast.first = first;
+    nlast.delivered = delivered;
+    nlast.pending = pending;
+    nlast.ack_pending = ack_pending;
+    snprintf(nlast.leader, sizeof nlast.leader, "%s", leader);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(nlast.outcome, sizeof nlast.outcome, fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&nlast.mu);
+}
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
@@ -510,9 +542,14 @@ static void stall_look(struct nats_src *x, struct nats_stall *st)
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = NATS_STALL_ASK_MS;
-    if (js_GetConsumerInfo(&ci, x->js, x->o->nats_stream, x->o->nats_durable, &jo, &jerr) !=
-        NATS_OK) {
-        return; /* no leader now: the fetches say so too; look again later */
+    natsStatus cs =
+        js_GetConsumerInfo(&ci, x->js, x->o->nats_stream, x->o->nats_durable, &jo, &jerr);
+    if (cs != NATS_OK) {
+        /* No leader now, or no answer: look again later, the suspicion kept. */
+        cstat_add(&nstats.look_failures, 1);
+        last_look(0, 0, 0, 0, "?", "the durable's info: %s (JetStream error %d)",
+                  natsStatus_GetText(cs), (int)jerr);
+        return;
     }
     cstat_add(&nstats.looks, 1);
     uint64_t delivered = ci->Delivered.Stream, pending = ci->NumPending;
@@ -527,8 +564,19 @@ static void stall_look(struct nats_src *x, struct nats_stall *st)
         int rc = stream_next(x, 1, &sm);
         first = rc == 0 || rc == -2 ? sm.seq : 0;
         nats_stored_free(&sm);
+        if (rc == -1) {
+            cstat_add(&nstats.look_failures, 1);
+            last_look(0, delivered, pending, ack_pending, leader,
+                      "the stream's first message: no answer");
+            return; /* unknown: the suspicion kept */
+        }
     }
     enum nats_stall_act act = nats_stall_look(st, first, delivered, pending, ack_pending);
+    last_look(first, delivered, pending, ack_pending, leader, "%s",
+              act == NATS_STALL_SWEEP          ? "sweep"
+              : act == NATS_STALL_STEPDOWN     ? "step down"
+              : st->suspect != NATS_STALL_NONE ? "suspect: look again"
+                                               : "healthy");
     if (act == NATS_STALL_SWEEP) {
         sweep(x, first, delivered);
         return;
@@ -546,6 +594,8 @@ static void stall_look(struct nats_src *x, struct nats_stall *st)
                     "\"success\":true", 14) != NULL;
     natsMsg_Destroy(reply);
     cstat_add(&nstats.stepdowns, 1);
+    last_look(first, delivered, pending, ack_pending, leader, "step down: %s",
+              ok ? "done" : "no answer");
     log_warn("NATS: durable %s delivered up to stream sequence %llu, stream %s holds message %llu "
              "on its subjects and the durable's leader (%s) counts none pending: asked it to "
              "step down (%s); next look in %u ms",
@@ -589,12 +639,19 @@ static void *consumer(void *arg)
         if (s == NATS_OK && list.Count > 0) {
             busy = now;
             nats_stall_reset(&st);
-        } else if ((s == NATS_OK || s == NATS_TIMEOUT) && now - busy >= NATS_STALL_IDLE_MS &&
-                   now - looked >= st.wait_ms && atomic_load(&x->held) == 0) {
-            /* Connected, idle, and holding no message (a look can wait out its requests'
-             * timeouts: no ack may wait behind it). */
+        } else if (now - busy >= NATS_STALL_IDLE_MS && now - looked >= st.wait_ms) {
+            /* Idle (a fetch that fails counts: a durable whose leader sits on a node that
+             * cannot serve may answer so), and holding no message: a look can wait out its
+             * requests' timeouts, and no ack may wait behind it. */
             looked = now;
-            stall_look(x, &st);
+            uint64_t h = atomic_load(&x->held);
+            if (h == 0) {
+                stall_look(x, &st);
+            } else {
+                cstat_add(&nstats.looks_put_off, 1);
+                last_look(0, 0, 0, 0, "?", "put off: %llu message%s awaiting the store",
+                          (unsigned long long)h, h == 1 ? "" : "s");
+            }
         }
         if (s == NATS_OK) {
             for (int i = 0; i < list.Count; i++) {
@@ -604,6 +661,11 @@ static void *consumer(void *arg)
             }
         } else if (s != NATS_TIMEOUT) {
             cstat_add(&nstats.fetch_errors, 1);
+            pthread_mutex_lock(&nlast.mu);
+            nlast.fetch_error_ns = (int64_t)tt__wall_ns();
+            snprintf(nlast.fetch_error, sizeof nlast.fetch_error, "%s (JetStream error %d)",
+                     natsStatus_GetText(s), (int)jerr);
+            pthread_mutex_unlock(&nlast.mu);
             wait_a_little(x, 200); /* disconnected, or the consumer's leader moves */
         }
         natsMsgList_Destroy(&list);
@@ -877,6 +939,12 @@ void nats_metrics(tt__buf *b)
         "Times the durable's leader was asked to step down: it counted nothing pending while the "
         "stream held a message past what it delivered.",
         LD(nstats.stepdowns));
+    one(b, "telltale_nats_consumer_check_failures_total", "counter",
+        "Looks of the stalled-durable check whose request had no answer (nothing decided).",
+        LD(nstats.look_failures));
+    one(b, "telltale_nats_consumer_checks_put_off_total", "counter",
+        "Looks of the stalled-durable check put off while messages awaited the store.",
+        LD(nstats.looks_put_off));
     struct nats_orders_stats os;
     nats_orders_stats_get(&os);
     one(b, "telltale_nats_control_published_total", "counter",
@@ -911,6 +979,22 @@ void nats_status_json(tt__json *j)
     tt__json_kv_u64(j, "consumer_checks", LD(nstats.looks));
     tt__json_kv_u64(j, "consumer_stepdowns", LD(nstats.stepdowns));
     tt__json_kv_u64(j, "swept", LD(nstats.swept));
+    tt__json_kv_u64(j, "consumer_check_failures", LD(nstats.look_failures));
+    tt__json_kv_u64(j, "consumer_checks_put_off", LD(nstats.looks_put_off));
+    pthread_mutex_lock(&nlast.mu);
+    tt__json_key(j, "last_check");
+    tt__json_obj_begin(j);
+    tt__json_kv_i64(j, "time_unix_ns", nlast.at_ns);
+    tt__json_kv_u64(j, "first", nlast.first);
+    tt__json_kv_u64(j, "delivered", nlast.delivered);
+    tt__json_kv_u64(j, "pending", nlast.pending);
+    tt__json_kv_u64(j, "ack_pending", nlast.ack_pending);
+    tt__json_kv_cstr(j, "leader", nlast.leader);
+    tt__json_kv_cstr(j, "outcome", nlast.outcome);
+    tt__json_obj_end(j);
+    tt__json_kv_i64(j, "last_fetch_error_unix_ns", nlast.fetch_error_ns);
+    tt__json_kv_cstr(j, "last_fetch_error", nlast.fetch_error);
+    pthread_mutex_unlock(&nlast.mu);
     struct nats_orders_stats os;
     nats_orders_stats_get(&os);
     tt__json_kv_u64(j, "control_published", os.published);
