@@ -44,7 +44,8 @@ struct hub_counters {
 struct hub *hub_new(size_t max_subs, size_t queue_bytes);
 void hub_free(struct hub *h);
 
-/* Publish a committed batch (ingest thread): copies what it needs and returns at once. */
+/* Publish a committed batch (the ingest thread, or the follower of a shared store: follow.h):
+ * copies what it needs and returns at once. */
 void hub_publish(struct hub *h, const struct store_item *it);
 
 /* Publish one ready JSON object as an SSE event of the given type (alerts, ...). */

@@ -752,13 +752,13 @@ static int start_operator(struct collector_opts *o, struct running *r, char *err
         monitor_open(&r->monitor, &cfg, r->alerts, err, errlen) != 0) {
         return -1;
     }
-    int rc = follow_start(&r->follow, r->store, r->monitor, err, errlen);
+    int rc = follow_start(&r->follow, r->store, r->monitor, r->hub, err, errlen);
     if (rc != 0 && rc != -ENOTSUP) {
         return -1;
     }
     if (r->follow) {
-        log_info("incidents: the detectors follow every commit to the shared store, whichever "
-                 "collector made it; one collector leads and raises incidents");
+        log_info("incidents: the detectors and the live stream follow every commit to the shared "
+                 "store, whichever collector made it; one collector leads and raises incidents");
     }
     log_info("%d detectors, %d webhooks%s%s", cfg.n_units, cfg.n_hooks,
              auth_operator_required(r->auth) ? ", operator token required" : "",
@@ -807,7 +807,7 @@ static int start_all(struct collector_opts *o, struct running *r, char *http_bou
     }
     explicit_bzero(&ec, sizeof ec);
     struct pipeline_hooks ph = {r, hook_commit};
-    if (pipeline_new(&r->pipeline, r->store, r->hub, &ph, o->queue_bytes) != 0) {
+    if (pipeline_new(&r->pipeline, r->store, r->follow ? NULL : r->hub, &ph, o->queue_bytes) != 0) {
         fprintf(stderr, "telltale serve: out of memory\n");
         return -1;
     }

@@ -7,7 +7,7 @@
  * another collector, and the same batches sent to two collectors at once (one stores them,
  * the other answers a duplicate: both acknowledge); incidents of streams sent to each
  * collector raised once, by the one collector that leads, and shown by the API of every
- * collector; the leader killed, another takes the lead and its incidents over (the same
+ * collector, whose live stream shows every collector's batches; the leader killed, another takes the lead and its incidents over (the same
  * rows), the dead one restarted follows and moves nothing.
  */
 #include <fcntl.h>
@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "operator.h"
 #include "pgcluster.h"
 #include "serve.h"
 #include "test.h"
@@ -288,6 +289,8 @@ TEST_T(postgres_collectors_share_one_database_incidents_raised_once, 120)
      * raises them (docs/design.md, "Several collectors"). A loop of tool calls sent to each
      * collector: three incidents, each raised once and by the leader, listed by every API. */
     int lead = leader_of(s, -1);
+    /* The live stream of one collector shows what the others stored too. */
+    struct tt_test_sse *live = tt_test_sse_open(s[1].http, NULL, NULL);
     setenv("TT_WIRE_STEPS", "1", 1);
     for (int i = 0; i < COLLECTORS; i++) {
         char agent[32], inst[40];
@@ -296,6 +299,15 @@ TEST_T(postgres_collectors_share_one_database_incidents_raised_once, 120)
         wire(s[i].endpoint, agent, inst, 1, 4, 25, out, sizeof out);
         CHECK_MSG(count_of(out, "ack ") == 4, "%s", out);
     }
+    for (int i = 0; i < COLLECTORS; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\"agent\":\"loop-%d\"", i);
+        int from = 0;
+        char *ev = tt_test_sse_wait(live, want, &from, 10000 * tt_test_mult());
+        CHECK_MSG(ev != NULL, "collector 1's live stream lacks %s (sent to collector %d)", want, i);
+        free(ev);
+    }
+    tt_test_sse_close(live);
     _Static_assert(COLLECTORS == 3, "the condition below counts 3");
     wait_incidents(&pg, LOOPS ") = 3");
     usleep(500000); /* the followers' detectors have seen the same by now: nothing more */

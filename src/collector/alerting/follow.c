@@ -1,8 +1,8 @@
 /*
  * follow.c - the monitor fed from the store's commit sequence (follow.h).
  *
- * One thread: it reads what was committed since its last read, feeds the monitor in commit
- * order, tries to lead every FOLLOW_LEAD_MS while it does not, and gives up the lead the moment
+ * One thread: it reads what was committed since its last read, feeds the monitor and the live
+ * stream in commit order, tries to lead every FOLLOW_LEAD_MS while it does not, and gives up the lead the moment
  * its connection fails (the server then frees the lock for another collector). Taking the lead
  * happens between two reads, so the monitor's incidents do not move under it.
  */
@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "collector/alerting/monitor.h"
+#include "collector/hub.h"
 #include "collector/log.h"
 #include "collector/store/store.h"
 #include "common/clock.h"
@@ -23,6 +24,7 @@
 struct follow {
     struct store_follow *sf;
     struct monitor *m;
+    struct hub *hub; /* the live stream, or NULL */
     pthread_t thread;
     pthread_mutex_t lock; /* guards stop and st */
     pthread_cond_t cond;
@@ -73,6 +75,16 @@ static void take_lead(struct follow *f, struct follow_status *st)
              taken, settled > 0 ? settled : 0);
 }
 
+/* One batch any collector committed: to the detectors and the live stream. */
+static void feed(void *ctx, const struct store_item *it)
+{
+    const struct follow *f = ctx;
+    monitor_on_commit(f->m, it);
+    if (f->hub) {
+        hub_publish(f->hub, it);
+    }
+}
+
 static void *follow_main(void *arg)
 {
     struct follow *f = arg;
@@ -89,7 +101,7 @@ static void *follow_main(void *arg)
                 take_lead(f, &st);
             }
         }
-        int n = store_follow_next(f->sf, FOLLOW_BATCHES, monitor_on_commit, f->m);
+        int n = store_follow_next(f->sf, FOLLOW_BATCHES, feed, f);
         if (n > 0) {
             st.batches += (uint64_t)n;
         } else if (n < 0) {
@@ -116,7 +128,8 @@ static void *follow_main(void *arg)
     return NULL;
 }
 
-int follow_start(struct follow **out, struct store *s, struct monitor *m, char *err, size_t errlen)
+int follow_start(struct follow **out, struct store *s, struct monitor *m, struct hub *hub,
+                 char *err, size_t errlen)
 {
     *out = NULL;
     struct store_follow *sf;
@@ -132,6 +145,7 @@ int follow_start(struct follow **out, struct store *s, struct monitor *m, char *
     }
     f->sf = sf;
     f->m = m;
+    f->hub = hub;
     pthread_mutex_init(&f->lock, NULL);
     tt__cond_init_mono(&f->cond);
     monitor_follow(m); /* until this collector takes the lead */

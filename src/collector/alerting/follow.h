@@ -1,8 +1,8 @@
 /*
- * follow.h - the monitor fed from the store's commit sequence, when several collectors share
- * the store (PostgreSQL; store.h's store_follow): a thread of its own reads every batch any
- * collector committed, in commit order, and hands it to the monitor, so every collector's
- * detectors see each agent's whole stream. One collector leads and raises incidents; the others
+ * follow.h - the monitor and the live stream fed from the store's commit sequence, when
+ * several collectors share the store (PostgreSQL; store.h's store_follow): a thread of its own
+ * reads every batch any collector committed, in commit order, and hands it to the monitor and
+ * the hub, so every collector's detectors and live stream see each agent's whole stream. One collector leads and raises incidents; the others
  * hold theirs. When the leader dies, another takes the lead within FOLLOW_LEAD_MS, takes over
  * the incidents it had stored and raises only what the store lacks (docs/design.md, "Several
  * collectors").
@@ -23,9 +23,12 @@ struct store;
 struct monitor;
 
 /* Follow the store's commits when it can be followed: 0 and *out (the monitor now follows:
- * it raises only while this collector leads); -ENOTSUP when the store is this collector's own
- * (*out NULL: the monitor watches this collector's commits); another negative with err. */
-int follow_start(struct follow **out, struct store *s, struct monitor *m, char *err, size_t errlen);
+ * it raises only while this collector leads; hub, when not NULL, is fed here and not by the
+ * pipeline); -ENOTSUP when the store is this collector's own (*out NULL: the monitor and hub
+ * take this collector's commits); another negative with err. */
+struct hub;
+int follow_start(struct follow **out, struct store *s, struct monitor *m, struct hub *hub,
+                 char *err, size_t errlen);
 /* Stop the thread (NULL is ignored): the monitor is fed no more; the lead is kept until
  * follow_free, so that a stopping leader's last notices are stored before another takes over. */
 void follow_stop(struct follow *f);

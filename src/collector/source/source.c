@@ -92,7 +92,9 @@ void pipeline_dispatch(struct pipeline *pl)
         next = it->next;
         enum source_result r = map_result(it->result);
         if (r == SOURCE_COMMITTED) {
-            hub_publish(pl->hub, it);
+            if (pl->hub) { /* NULL: the live stream follows the shared store instead */
+                hub_publish(pl->hub, it);
+            }
             if (pl->hooks.on_commit) {
                 pl->hooks.on_commit(pl->hooks.ctx, it);
             }
