@@ -2,9 +2,10 @@
  * follow.c - the monitor fed from the store's commit sequence (follow.h).
  *
  * One thread: it reads what was committed since its last read, feeds the monitor and the live
- * stream in commit order, tries to lead every FOLLOW_LEAD_MS while it does not, and gives up the lead the moment
- * its connection fails (the server then frees the lock for another collector). Taking the lead
- * happens between two reads, so the monitor's incidents do not move under it.
+ * stream in commit order, tries to lead every FOLLOW_LEAD_MS while it does not, and gives up
+ * the lead the moment its connection fails (the server then frees the lock for another
+ * collector). Taking the lead happens between two reads, so the monitor's incidents do not
+ * move under it (only the tick's, which monitor_lead handles).
  */
 #include "collector/alerting/follow.h"
 
@@ -47,24 +48,31 @@ static int64_t wall_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* This collector leads from now: take over what the earlier leader stored, raise the rest. */
+/* This collector leads from now: take over what the earlier leader stored, raise the rest.
+ * Out of memory, or the lead lost on the way: nothing sent, tried again at the next try. */
 static void take_lead(struct follow *f, struct follow_status *st)
 {
-    struct mon_incident_ref *refs;
+    struct mon_incident_ref *refs = NULL;
     int n = monitor_incidents(f->m, &refs);
+    int64_t *keep = n > 0 ? malloc((size_t)n * sizeof *keep) : NULL;
+    if (n < 0 || (n > 0 && !keep)) {
+        free(refs);
+        return;
+    }
     int taken = 0;
     for (int i = 0; i < n; i++) {
         refs[i].taken = store_follow_adopt(f->sf, refs[i].agent, refs[i].detector, refs[i].key,
                                            refs[i].id) == 1;
         taken += refs[i].taken;
-    }
-    int64_t *keep = n > 0 ? malloc((size_t)n * sizeof *keep) : NULL;
-    for (int i = 0; keep && i < n; i++) {
         keep[i] = refs[i].id;
     }
-    int settled = store_follow_settle(f->sf, keep, keep ? n : 0, wall_now_ns());
+    int settled = store_follow_settle(f->sf, keep, n, wall_now_ns());
     free(keep);
-    monitor_lead(f->m, refs, n > 0 ? n : 0);
+    if (store_follow_lead(f->sf) != 1) {
+        free(refs); /* the connection went on the way: another collector may lead now */
+        return;
+    }
+    monitor_lead(f->m, refs, n);
     free(refs);
     st->leading = 1;
     st->leads++;
