@@ -169,6 +169,8 @@ static void explain(void)
         "telltale_nats_terminated_total{reason=\"auth\"}",
         "telltale_nats_fetch_errors_total",
         "telltale_nats_consumer_checks_total",
+        "telltale_nats_consumer_check_failures_total",
+        "telltale_nats_consumer_checks_put_off_total",
         "telltale_nats_consumer_stepdowns_total",
         "telltale_nats_swept_total",
     };
@@ -416,9 +418,11 @@ static void s20_run(double seconds, int period_ms)
     for (int i = 0; i < AGENTS; i++) {
         emitted += atomic_load(&ag[i].emitted);
     }
-    uint64_t dup = 0, com = 0, downs = 0, swept = 0, looks = 0;
+    uint64_t dup = 0, com = 0, downs = 0, swept = 0, looks = 0, failed = 0, put_off = 0;
     for (int k = 0; k < 2; k++) {
         looks += tt_test_metric(col[k].http, "telltale_nats_consumer_checks_total");
+        failed += tt_test_metric(col[k].http, "telltale_nats_consumer_check_failures_total");
+        put_off += tt_test_metric(col[k].http, "telltale_nats_consumer_checks_put_off_total");
         downs += tt_test_metric(col[k].http, "telltale_nats_consumer_stepdowns_total");
         swept += tt_test_metric(col[k].http, "telltale_nats_swept_total");
         dup +=
@@ -429,10 +433,12 @@ static void s20_run(double seconds, int period_ms)
     printf("S20: %.0f s, %d kills -9 (%d of the stream's leader), %d periods waiting for a node "
            "to be current, %llu periods without a new ack; %llu events stored once; collectors: "
            "%llu committed, %llu duplicates, %llu "
-           "step-downs of a stalled durable (after %llu looks), %llu messages swept\n",
+           "step-downs of a stalled durable (after %llu looks; %llu failed, %llu put off), %llu "
+           "messages swept\n",
            seconds, kills, leaders, waits, (unsigned long long)stalls, (unsigned long long)emitted,
            (unsigned long long)com, (unsigned long long)dup, (unsigned long long)downs,
-           (unsigned long long)looks, (unsigned long long)swept);
+           (unsigned long long)looks, (unsigned long long)failed, (unsigned long long)put_off,
+           (unsigned long long)swept);
     fflush(stdout);
     CHECK_MSG(leaders >= 1, "no kill found the stream's leader (%d kills)", kills);
     CHECK_MSG(kills >= 1, "no kill: a node not current for %d periods", waits);
