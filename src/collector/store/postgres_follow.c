@@ -36,6 +36,17 @@ struct pg_follow {
     size_t cap;
 };
 
+/* Drop the connection (and with it the lead), saying why when it led. */
+static void lose(struct pg_follow *f, const char *why)
+{
+    PQfinish(f->c);
+    f->c = NULL;
+    if (f->leading) {
+        f->leading = 0;
+        log_warn("incidents: %s; no longer leading", why);
+    }
+}
+
 /* The connection, (re)opened: NULL when the server cannot be reached. A lost connection takes
  * the leader's lock with it. */
 static PGconn *conn(struct pg_follow *f)
@@ -44,29 +55,11 @@ static PGconn *conn(struct pg_follow *f)
         return f->c;
     }
     if (f->c) {
-        PQfinish(f->c);
-        f->c = NULL;
-        if (f->leading) {
-            f->leading = 0;
-            log_warn("incidents: the connection to PostgreSQL was lost; no longer leading");
-        }
+        lose(f, "the connection to PostgreSQL was lost");
     }
     char err[512];
     f->c = pg_connect(f->store, err, sizeof err);
     return f->c;
-}
-
-/* After a failed statement: drop the connection (and with it the lead). */
-static void lose(struct pg_follow *f)
-{
-    if (f->c) {
-        PQfinish(f->c);
-        f->c = NULL;
-    }
-    if (f->leading) {
-        f->leading = 0;
-        log_warn("incidents: reading PostgreSQL failed; no longer leading");
-    }
 }
 
 int pg_follow_open(struct store *s, struct store_follow **out, char *err, size_t errlen)
@@ -153,7 +146,7 @@ int pg_follow_next(struct store_follow *base, int max, store_follow_fn fn, void 
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
         int rc = pg_errno(c, r);
         PQclear(r);
-        lose(f);
+        lose(f, "reading PostgreSQL failed");
         return rc < 0 ? rc : -EIO;
     }
     int n = 0, rows = PQntuples(r);
@@ -189,7 +182,7 @@ int pg_follow_lead(struct store_follow *base)
     PGresult *r = pg_exec(c, NULL, "SELECT pg_try_advisory_lock($1)::int", &p);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         PQclear(r);
-        lose(f);
+        lose(f, "reading PostgreSQL failed");
         return -EIO;
     }
     f->leading = pg_i64(r, 0, 0) == 1;
