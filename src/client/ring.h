@@ -30,6 +30,7 @@
 #define TT_CLIENT_RING_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/compat.h"
@@ -54,25 +55,32 @@ typedef struct tt__rec_hdr {
 #define TT_REC_HDR ((uint32_t)sizeof(tt__rec_hdr))
 
 typedef struct tt__ring {
-    /* producer's cache line */
+    /* The producer's line: all that an event call reads or writes in the ring's header, so that
+     * the first call after a pause waits for one line of it, not two (docs/benchmarks.md,
+     * "emit: the tail against Quill"). data, size, mask and max_record are set at creation, then
+     * read-only. */
     _Alignas(TT_CACHELINE) _Atomic uint64_t head;
-    _Atomic uint64_t committed;     /* events put in the ring */
-    _Atomic uint64_t dropped_full;  /* events refused: ring full */
+    _Atomic uint64_t committed; /* events put in the ring */
+    uint64_t cached_tail;       /* producer's last view of tail */
+    uint8_t *data;
+    uint64_t size;
+    uint64_t mask;
+    uint64_t max_record;
+    uint64_t step_seq; /* step ids made on this ring */
+    /* the producer's drops, written only when an event is refused */
+    _Alignas(TT_CACHELINE) _Atomic uint64_t dropped_full; /* events refused: ring full */
     _Atomic uint64_t dropped_large; /* events refused: larger than max_event_bytes */
-    uint64_t cached_tail;           /* producer's last view of tail */
-    uint64_t step_seq;              /* step ids made on this ring */
     /* worker's cache line */
     _Alignas(TT_CACHELINE) _Atomic uint64_t tail;
     _Atomic uint64_t drained; /* events taken out by the worker */
     /* set at creation, then read-only (next and orphaned excepted) */
-    _Alignas(TT_CACHELINE) uint8_t *data;
-    uint64_t size;
-    uint64_t mask;
-    uint64_t max_record;
-    uint32_t id;
+    _Alignas(TT_CACHELINE) uint32_t id;
     _Atomic int orphaned;  /* release by tt__ring_orphan, acquire by tt__ring_reapable */
     struct tt__ring *next; /* guarded by the client's reg_lock */
 } tt__ring;
+
+_Static_assert(offsetof(tt__ring, step_seq) + sizeof(uint64_t) <= TT_CACHELINE,
+               "the producer's fields share one cache line");
 
 /* --- making and freeing (ring.c) ------------------------------------------------------------ */
 
