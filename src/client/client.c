@@ -137,6 +137,7 @@ tt__ring *tt__client_ring(tt_client *c, int *rc)
     tt__tls.c = c;
     tt__tls.uid = atomic_load_explicit((_Atomic uint64_t *)&c->uid, memory_order_relaxed);
     tt__tls.r = r;
+    tt__tls.tsc = tt__clock_tsc;
     return r;
 }
 

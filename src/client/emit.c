@@ -311,6 +311,18 @@ static inline __attribute__((always_inline)) tt__ring *wr_begin(tt_client *c, ui
     return r;
 }
 
+/* The one-pass writer's timestamp: tt__ticks() with the clock's kind read from the thread's own
+ * cache line (tt__tls.tsc) rather than from the global. The benchmark build that stamps a
+ * constant (bench/emit_nots.h) defines tt__ticks as a macro, which is kept. */
+#ifdef tt__ticks
+#define wr_ticks() tt__ticks()
+#else
+static inline __attribute__((always_inline)) uint64_t wr_ticks(void)
+{
+    return TT_LIKELY(tt__tls.tsc) ? __builtin_ia32_rdtsc() : tt__mono_ns();
+}
+#endif
+
 /* Stamps the record written at base up to p and publishes it. Returns 0, or -1 when its
  * payload is over the limit (nothing published: the exact path counts the drop). */
 static inline __attribute__((always_inline)) int wr_commit(tt__ring *r, uint64_t head,
@@ -384,7 +396,7 @@ int tt__log_raw(tt_client *c, const char *session, tt_severity severity, const c
     uint64_t head;
     tt__ring *r = wr_begin(c, &base, &end, &head);
     if (TT_LIKELY(r)) {
-        uint64_t ticks = tt__ticks();
+        uint64_t ticks = wr_ticks();
         uint8_t *p = wr_str(base + TT_REC_HDR, session, end);
         p = p ? wr_str(p, message, end) : NULL;
         p = p ? wr_attrs(p, attrs, nattrs, end) : NULL;
@@ -444,7 +456,7 @@ TT_API int tt_metric(tt_client *c, const char *session, tt_metric_kind kind, con
     uint64_t head;
     tt__ring *r = wr_begin(c, &base, &end, &head);
     if (TT_LIKELY(r)) {
-        uint64_t ticks = tt__ticks();
+        uint64_t ticks = wr_ticks();
         uint8_t *p = NULL;
         if (TT_LIKELY(end - base >= TT_REC_HDR + 8)) {
             memcpy(base + TT_REC_HDR, &value, 8);
