@@ -138,6 +138,7 @@ tt__ring *tt__client_ring(tt_client *c, int *rc)
     tt__tls.uid = atomic_load_explicit((_Atomic uint64_t *)&c->uid, memory_order_relaxed);
     tt__tls.r = r;
     tt__tls.tsc = tt__clock_tsc;
+    tt__ring_view_set(r);
     return r;
 }
 

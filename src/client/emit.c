@@ -307,7 +307,10 @@ static inline __attribute__((always_inline)) tt__ring *wr_begin(tt_client *c, ui
         return NULL;
     }
     tt__ring *r = tt__tls.r;
-    tt__ring_span(r, base, end, head);
+    if (TT_UNLIKELY(tt__view.r != r)) {
+        tt__ring_view_set(r);
+    }
+    tt__ring_span(&tt__view, base, end, head);
     return r;
 }
 
@@ -331,7 +334,7 @@ static inline __attribute__((always_inline)) int wr_commit(tt__ring *r, uint64_t
                                                            uint64_t ticks)
 {
     uint64_t payload = (uint64_t)(p - base) - TT_REC_HDR;
-    if (TT_UNLIKELY(payload > r->max_record)) {
+    if (TT_UNLIKELY(payload > tt__view.max_record)) {
         return -1;
     }
     uint64_t len = (TT_REC_HDR + payload + 7) & ~(uint64_t)7;

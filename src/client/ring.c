@@ -93,8 +93,25 @@ int tt__ring_reapable(tt__ring *r)
     return atomic_load_explicit(&r->head, memory_order_acquire) == LD(r->tail);
 }
 
+__thread tt__ring_view tt__view __attribute__((tls_model("initial-exec")));
+
+void tt__ring_view_set(tt__ring *r)
+{
+    tt__view.r = r;
+    tt__view.data = r->data;
+    tt__view.size = r->size;
+    tt__view.mask = r->mask;
+    tt__view.max_record = r->max_record;
+    tt__view.head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    tt__view.limit = r->cached_tail + r->size;
+    tt__view.committed = atomic_load_explicit(&r->committed, memory_order_relaxed);
+}
+
 void tt__ring_reset(tt__ring *r)
 {
+    if (tt__view.r == r) {
+        tt__view.r = NULL; /* its head and counters change here */
+    }
 #ifdef MADV_POPULATE_WRITE
     /* After fork the ring's pages are shared with the parent until written: copy them now
      * rather than in the child's next event calls (see data_map). */

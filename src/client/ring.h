@@ -113,6 +113,35 @@ uint64_t tt__ring_settle(tt__ring *r);
 
 /* --- producer side (the owning thread) ------------------------------------------------------ */
 
+/*
+ * The calling thread's copy of what the one-pass writer needs of its current ring (the ring of
+ * client.h's thread-local cache), so that an event call reads nothing of the ring's header:
+ * after a pause the header's line is often gone from the core (the worker and the collector
+ * run there meanwhile), and the first call waited 60-280 ns for it. The call still writes head
+ * and committed there, but a store does not wait for its line. The copy is the thread's own:
+ * - head and committed equal the ring's whenever r is the ring: only the owning thread changes
+ *   them, and only through tt__ring_commit, which updates the copy too;
+ * - limit is cached_tail + size or less (cached_tail only grows; tt__ring_reserve updates it);
+ * - data, size, mask and max_record do not change.
+ * It is set when the thread's cache entry is filled (tt__ring_view_set) and dropped when the ring
+ * is reset after fork.
+ */
+typedef struct tt__ring_view {
+    tt__ring *r; /* the ring copied, or NULL */
+    uint8_t *data;
+    uint64_t size;
+    uint64_t mask;
+    uint64_t max_record;
+    uint64_t head;
+    uint64_t limit;
+    uint64_t committed;
+} tt__ring_view;
+
+extern __thread tt__ring_view tt__view __attribute__((tls_model("initial-exec")));
+
+/* Copy r into the calling thread's view. Owning thread. */
+void tt__ring_view_set(tt__ring *r);
+
 /* Reserve a record of payload bytes. Returns the record (its len is set) and the head to commit
  * in *new_head, or NULL if the ring is full. */
 static inline uint8_t *tt__ring_reserve(tt__ring *r, uint32_t payload, uint64_t *new_head)
@@ -125,6 +154,9 @@ static inline uint8_t *tt__ring_reserve(tt__ring *r, uint32_t payload, uint64_t 
     if (TT_UNLIKELY(head + need - r->cached_tail > r->size)) {
         /* Pairs with the worker's release store of tail in tt__ring_release. */
         r->cached_tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+        if (tt__view.r == r) {
+            tt__view.limit = r->cached_tail + r->size;
+        }
         if (head + need - r->cached_tail > r->size) {
             return NULL;
         }
@@ -175,13 +207,15 @@ static inline __attribute__((always_inline)) void tt__ring_prefetch_w(const uint
 /* The one-pass span: where the producer may write its next record without reserving it first,
  * [*base, *end): the room it knows of before the wrap point (from its cached view of tail), at
  * most the largest record plus slack for 16-byte stores. *head receives the current head. The
- * producer then writes the record, stamps its header and commits head + len, or abandons it. */
-static inline __attribute__((always_inline)) void tt__ring_span(tt__ring *r, uint8_t **base,
-                                                                const uint8_t **end, uint64_t *head)
+ * producer then writes the record, stamps its header and commits head + len, or abandons it.
+ * Read from the thread's view v of the ring (v->r is the ring). */
+static inline __attribute__((always_inline)) void
+tt__ring_span(const tt__ring_view *v, uint8_t **base, const uint8_t **end, uint64_t *head)
 {
-    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    const tt__ring_view *r = v; /* the same names as the ring's fields */
+    uint64_t h = r->head;
     uint64_t off = h & r->mask;
-    uint64_t room = r->size - (h - r->cached_tail);
+    uint64_t room = r->limit - h;
     uint64_t contig = r->size - off;
     uint64_t cap = TT_REC_HDR + r->max_record + 32;
     room = room < contig ? room : contig;
@@ -198,9 +232,14 @@ static inline __attribute__((always_inline)) void tt__ring_span(tt__ring *r, uin
 /* Publish the records written up to new_head, and count one event. */
 static inline void tt__ring_commit(tt__ring *r, uint64_t new_head)
 {
-    atomic_store_explicit(&r->committed,
-                          atomic_load_explicit(&r->committed, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    uint64_t n;
+    if (TT_LIKELY(tt__view.r == r)) {
+        n = ++tt__view.committed;
+        tt__view.head = new_head;
+    } else {
+        n = atomic_load_explicit(&r->committed, memory_order_relaxed) + 1;
+    }
+    atomic_store_explicit(&r->committed, n, memory_order_relaxed);
     /* Pairs with the worker's acquire load of head in tt__ring_read. */
     atomic_store_explicit(&r->head, new_head, memory_order_release);
 }
