@@ -488,7 +488,9 @@ int alerts_open(struct alerts **out, struct store *store, struct hub *hub,
     atomic_store(&a->next_id, store_alert_max_id(store));
     a->hub = hub;
     a->n_hooks = n_hooks < MON_HOOKS_MAX ? n_hooks : MON_HOOKS_MAX;
-    memcpy(a->hooks, hooks, (size_t)a->n_hooks * sizeof *hooks);
+    if (a->n_hooks > 0) { /* hooks may be NULL when there are none */
+        memcpy(a->hooks, hooks, (size_t)a->n_hooks * sizeof *hooks);
+    }
     for (int i = 0; i < a->n_hooks; i++) {
         if (hooks[i].alertmanager && hooks[i].generator_url[0]) {
             snprintf(a->generator_url, sizeof a->generator_url, "%s", hooks[i].generator_url);
