@@ -50,14 +50,14 @@ static int64_t wall_now_ns(void)
 
 /* This collector leads from now: take over what the earlier leader stored, raise the rest.
  * Out of memory, or the lead lost on the way: nothing sent, tried again at the next try. */
-static void take_lead(struct follow *f, struct follow_status *st)
+static int take_lead(struct follow *f, struct follow_status *st)
 {
     struct mon_incident_ref *refs = NULL;
     int n = monitor_incidents(f->m, &refs);
     int64_t *keep = n > 0 ? malloc((size_t)n * sizeof *keep) : NULL;
     if (n < 0 || (n > 0 && !keep)) {
         free(refs);
-        return;
+        return 0;
     }
     int taken = 0;
     for (int i = 0; i < n; i++) {
@@ -70,17 +70,17 @@ static void take_lead(struct follow *f, struct follow_status *st)
     free(keep);
     if (store_follow_lead(f->sf) != 1) {
         free(refs); /* the connection went on the way: another collector may lead now */
-        return;
+        return 0;
     }
     monitor_lead(f->m, refs, n);
     free(refs);
-    st->leading = 1;
     st->leads++;
     st->taken += (uint64_t)taken;
     log_info("incidents: this collector leads now (raises the incidents of every collector "
              "sharing the store); %d taken over from the earlier leader, %d it left firing "
              "resolved",
              taken, settled > 0 ? settled : 0);
+    return 1;
 }
 
 /* One batch any collector committed: to the detectors and the live stream. */
@@ -97,16 +97,17 @@ static void *follow_main(void *arg)
 {
     struct follow *f = arg;
     struct follow_status st = {0};
+    int leading = 0; /* the monitor's own state says the same (monitor_leading) */
     uint64_t next_try = 0;
     for (;;) {
         uint64_t now = tt__mono_ns() / 1000000;
-        if (st.leading && store_follow_lead(f->sf) != 1) {
-            st.leading = 0;
+        if (leading && store_follow_lead(f->sf) != 1) {
+            leading = 0;
             monitor_follow(f->m);
-        } else if (!st.leading && now >= next_try) {
+        } else if (!leading && now >= next_try) {
             next_try = now + FOLLOW_LEAD_MS;
             if (store_follow_lead(f->sf) == 1) {
-                take_lead(f, &st);
+                leading = take_lead(f, &st);
             }
         }
         int n = store_follow_next(f->sf, FOLLOW_BATCHES, feed, f);

@@ -34,8 +34,8 @@ int follow_start(struct follow **out, struct store *s, struct monitor *m, struct
 void follow_stop(struct follow *f);
 void follow_free(struct follow *f);
 
+/* Whether this collector leads is the monitor's to say (monitor_leading). */
 struct follow_status {
-    int leading;
     uint64_t batches; /* batches read from the store (and handed to the monitor) */
     uint64_t errors;  /* failed reads */
     uint64_t leads;   /* times this collector took the lead */

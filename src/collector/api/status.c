@@ -4,6 +4,7 @@
  * pruned, bytes on disk). /metrics carries the same figures for Prometheus.
  */
 #include "collector/alerting/follow.h"
+#include "collector/alerting/monitor.h"
 #include "collector/collector.h"
 #include "collector/api/http.h"
 #include "collector/hub.h"
@@ -65,7 +66,7 @@ enum MHD_Result api_status(const struct http_req *r)
     tt__json_key(&j, "incidents");
     tt__json_obj_begin(&j);
     tt__json_kv_bool(&j, "shared_store", r->ctx->follow != NULL);
-    tt__json_kv_bool(&j, "leading", r->ctx->follow ? fs.leading : 1);
+    tt__json_kv_bool(&j, "leading", !r->ctx->monitor || monitor_leading(r->ctx->monitor));
     tt__json_kv_u64(&j, "followed_batches", fs.batches);
     tt__json_kv_u64(&j, "follow_errors", fs.errors);
     tt__json_kv_u64(&j, "leads", fs.leads);

@@ -40,7 +40,12 @@
 #define NATS_HELD_MAX 1024     /* messages between fetch and ack; also MaxAckPending */
 #define NATS_NAK_DELAY_MS 1000 /* RETRY or FATAL: redelivered after this */
 #define NATS_MAX_SERVERS 16
-#define NATS_STALL_ASK_MS 1000 /* each request of the stalled-durable check waits this long */
+/* Each request of the stalled-durable check waits this long, and after a look whose request
+ * got no answer, the next look waits up to NATS_STALL_ASK_SLOW_MS (libnats's own default for
+ * JetStream requests): a node that answers slowly after a kill must not keep every look
+ * from deciding. */
+#define NATS_STALL_ASK_MS 1000
+#define NATS_STALL_ASK_SLOW_MS 5000
 
 enum { ACT_ACK, ACT_NAK, ACT_TERM };
 
@@ -72,6 +77,7 @@ struct nats_src {
     int stop;                      /* the thread ends once the queued answers are out */
     _Atomic int draining;          /* SIGTERM: fetch no more */
     _Atomic uint64_t held;         /* fetched, not yet answered */
+    unsigned ask_ms;               /* the check's requests wait this long (consumer thread) */
     char subject[160];             /* "<prefix>.>" */
 };
 
@@ -477,7 +483,7 @@ static int stream_next(struct nats_src *x, uint64_t seq, struct nats_stored *sm)
                      (unsigned long long)seq, x->subject);
     natsMsg *reply = NULL;
     if (n <= 0 || (size_t)n >= sizeof req ||
-        natsConnection_Request(&reply, x->nc, subj, req, n, NATS_STALL_ASK_MS) != NATS_OK) {
+        natsConnection_Request(&reply, x->nc, subj, req, n, (int64_t)x->ask_ms) != NATS_OK) {
         return -1;
     }
     const char *why = "";
@@ -541,11 +547,13 @@ static void stall_look(struct nats_src *x, struct nats_stall *st)
     jsErrCode jerr = 0;
     jsOptions jo;
     jsOptions_Init(&jo);
-    jo.Wait = NATS_STALL_ASK_MS;
+    jo.Wait = (int64_t)x->ask_ms;
     natsStatus cs =
         js_GetConsumerInfo(&ci, x->js, x->o->nats_stream, x->o->nats_durable, &jo, &jerr);
     if (cs != NATS_OK) {
-        /* No leader now, or no answer: look again later, the suspicion kept. */
+        /* No leader now, or no answer: look again later (waiting longer), the suspicion
+         * kept. */
+        x->ask_ms = NATS_STALL_ASK_SLOW_MS;
         cstat_add(&nstats.look_failures, 1);
         last_look(0, 0, 0, 0, "?", "the durable's info: %s (JetStream error %d)",
                   natsStatus_GetText(cs), (int)jerr);
@@ -565,12 +573,14 @@ static void stall_look(struct nats_src *x, struct nats_stall *st)
         first = rc == 0 || rc == -2 ? sm.seq : 0;
         nats_stored_free(&sm);
         if (rc == -1) {
+            x->ask_ms = NATS_STALL_ASK_SLOW_MS;
             cstat_add(&nstats.look_failures, 1);
             last_look(0, delivered, pending, ack_pending, leader,
                       "the stream's first message: no answer");
             return; /* unknown: the suspicion kept */
         }
     }
+    x->ask_ms = NATS_STALL_ASK_MS; /* answered */
     enum nats_stall_act act = nats_stall_look(st, first, delivered, pending, ack_pending);
     last_look(first, delivered, pending, ack_pending, leader, "%s",
               act == NATS_STALL_SWEEP          ? "sweep"
@@ -588,7 +598,7 @@ static void stall_look(struct nats_src *x, struct nats_stall *st)
     snprintf(subj, sizeof subj, "$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s", x->o->nats_stream,
              x->o->nats_durable);
     natsMsg *reply = NULL;
-    natsStatus s = natsConnection_Request(&reply, x->nc, subj, NULL, 0, NATS_STALL_ASK_MS);
+    natsStatus s = natsConnection_Request(&reply, x->nc, subj, NULL, 0, (int64_t)x->ask_ms);
     int ok = s == NATS_OK && reply && natsMsg_GetDataLength(reply) > 0 &&
              memmem(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply),
                     "\"success\":true", 14) != NULL;
@@ -784,6 +794,7 @@ int nats_open(struct nats_src **out, const struct collector_opts *o, struct pipe
     }
     x->o = o;
     x->auth = auth;
+    x->ask_ms = NATS_STALL_ASK_MS;
     pthread_mutex_init(&x->mu, NULL);
     tt__cond_init_mono(&x->cv);
     snprintf(x->subject, sizeof x->subject, "%s.>", o->nats_subject);
