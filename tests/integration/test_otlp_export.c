@@ -585,7 +585,10 @@ TEST_T(otlp_export_takes_the_standard_variables_and_the_option_wins_over_them, 9
     CHECK_OK(tt_flush(c, 10000));
     json_decref(wait_accounted(s.http, 4, 1, 1, 30000));
     json_t *reqs = receiver_requests(&a);
-    CHECK_EQ(json_array_size(reqs), 3);
+    /* The client may send the turn in more than one batch (a slow build does), and the
+     * exporter may then send a signal in more than one request: count items, not requests. */
+    size_t sent_to_a = json_array_size(reqs);
+    CHECK(sent_to_a >= 3);
     CHECK_EQ(json_array_size(items_of(reqs, "/base/v1/traces", 200)), 4);
     CHECK_EQ(json_array_size(items_of(reqs, "/base/v1/logs", 200)), 1);
     CHECK_EQ(json_array_size(items_of(reqs, "/own/v1/metrics", 200)), 1); /* used as it is */
@@ -593,6 +596,10 @@ TEST_T(otlp_export_takes_the_standard_variables_and_the_option_wins_over_them, 9
     json_t *rq;
     json_array_foreach(reqs, i, rq)
     {
+        const char *path = str(rq, "path");
+        CHECK_MSG(!strcmp(path, "/base/v1/traces") || !strcmp(path, "/base/v1/logs") ||
+                      !strcmp(path, "/own/v1/metrics"),
+                  "request to an unexpected path %s", path);
         CHECK_STR(str(rq, "authorization"), "Bearer sekret-4711");
         CHECK_STR(str(rq, "tenant"), "acme");
         CHECK_STR(str(rq, "encoding"), strcmp(str(rq, "path"), "/base/v1/logs") ? "gzip" : "");
@@ -613,7 +620,7 @@ TEST_T(otlp_export_takes_the_standard_variables_and_the_option_wins_over_them, 9
     CHECK_EQ(json_array_size(items_of(reqs, "/v1/metrics", 200)), 1);
     json_decref(reqs);
     reqs = receiver_requests(&a);
-    CHECK_EQ(json_array_size(reqs), 3); /* nothing more */
+    CHECK_EQ(json_array_size(reqs), sent_to_a); /* nothing more */
     json_decref(reqs);
     tt_close(c, 5000);
     tt_test_serve_stop(&s2);
