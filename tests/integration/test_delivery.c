@@ -470,7 +470,7 @@ TEST_T(delivery_s1_stalled_collector_keeps_emit_fast_and_counts_drops_exactly, 1
 {
     struct tt_test_serve s;
     tt_test_serve_start(&s, "s1", NULL);
-    tt_client *c = tt_test_client(s.tcp, "stalled", "ring_bytes=262144", "max_event_bytes=4096",
+    tt_client *c = tt_test_client(s.tcp, "stalled", "ring_bytes=524288", "max_event_bytes=4096",
                                   "window_bytes=65536", "ack_timeout_ms=60000", NULL);
     uint8_t inst[16];
     tt_instance_id(c, inst);
@@ -1138,5 +1138,94 @@ TEST_T(delivery_collector_states_sync_level_and_drains_on_sigterm, 120)
     check_client(&s, inst, &st, &sc);
     CHECK_EQ_U64(sc.events, st.acked);
     tt_close(c, 2000);
+    tt_test_serve_stop(&s);
+}
+
+/* --- one thread, two clients ------------------------------------------------------------------ */
+
+/* The count of the collector's events for one agent, session and kind. */
+static uint64_t stored_count(const struct tt_test_serve *s, const char *agent, const char *session,
+                             const char *kind)
+{
+    char path[256], *body = NULL;
+    snprintf(path, sizeof path, "/api/v1/events/count?agent=%s&session=%s&kind=%s", agent, session,
+             kind);
+    CHECK_EQ(tt_test_http(s->http, "GET", path, NULL, &body), 200);
+    const char *p = body ? strstr(body, "\"count\":") : NULL;
+    CHECK_MSG(p, "%s: %s", path, body ? body : "(no body)");
+    uint64_t n = strtoull(p + 8, NULL, 10);
+    free(body);
+    return n;
+}
+
+/* The one-pass writer keeps a thread-local view of the ring it writes (docs/design.md). One
+ * thread switching between two clients on every few calls, with one-pass events (short logs
+ * and metrics), exact-path ones (strings longer than the one-pass bound) and steps, small rings
+ * that wrap often: each client's events reach its own stream, all of them, once. */
+TEST_T(delivery_one_thread_two_clients_keep_their_own_streams, 180)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "twocli", NULL);
+    static const char *const agent[2] = {"pair-a", "pair-b"}, *const sess[2] = {"sess-a", "sess-b"};
+    tt_client *c[2];
+    uint8_t inst[2][16];
+    for (int i = 0; i < 2; i++) {
+        c[i] = tt_test_client(s.endpoint, agent[i], "ring_bytes=524288", NULL);
+        tt_instance_id(c[i], inst[i]);
+    }
+    static char big[3001];
+    memset(big, 'y', sizeof big - 1);
+    uint64_t calls[2] = {0, 0}, logs[2] = {0, 0}, metrics[2] = {0, 0}, steps[2] = {0, 0};
+    enum { N = 20000, FLUSH_EVERY = 64 }; /* 64 events of at most ~3 KB fit a 512 KiB ring */
+    for (int k = 0; k < N; k++) {
+        int i = (k * 7 / 3) & 1; /* runs of one, two and three calls on a client */
+        tt_attr a[2] = {TT_INT("k", k), TT_STR("s", k % 5 ? "short" : big)};
+        switch (k % 4) {
+        case 0:
+            CHECK_OK(tt_log(c[i], sess[i], TT_INFO, "hello", a, 2));
+            logs[i]++;
+            break;
+        case 1:
+            CHECK_OK(tt_metric(c[i], sess[i], TT_GAUGE, "m", k, "ms", a, 1));
+            metrics[i]++;
+            break;
+        case 2: {
+            tt_step st;
+            CHECK_OK(tt_step_begin(c[i], &st, NULL, TT_STEP_TOOL, sess[i], "tool", "q"));
+            CHECK_OK(tt_step_end(c[i], &st, TT_STATUS_OK, 1, NULL));
+            steps[i] += 2;
+            calls[i]++;
+            break;
+        }
+        default:
+            CHECK_OK(tt_log(c[i], sess[i], TT_WARN, k % 3 ? "x" : big, NULL, 0));
+            logs[i]++;
+            break;
+        }
+        calls[i]++;
+        if (k % FLUSH_EVERY == FLUSH_EVERY - 1) {
+            CHECK_OK(tt_flush(c[0], 10000));
+            CHECK_OK(tt_flush(c[1], 10000));
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(tt_flush(c[i], 20000));
+        tt_stats st;
+        wait_settled(c[i], 20000, &st);
+        CHECK_EQ_U64(st.emitted, calls[i]);
+        CHECK_EQ_U64(st.acked, calls[i]);
+        CHECK_EQ_U64(st.dropped_total, 0);
+        struct tt_store_check sc;
+        check_client(&s, inst[i], &st, &sc);
+        CHECK_EQ_U64(sc.events, calls[i]);
+        CHECK_EQ_U64(sc.decoded, calls[i]);
+        /* each event in its own client's session, none in the other's */
+        CHECK_EQ_U64(stored_count(&s, agent[i], sess[i], "log"), logs[i]);
+        CHECK_EQ_U64(stored_count(&s, agent[i], sess[i], "metric"), metrics[i]);
+        CHECK_EQ_U64(stored_count(&s, agent[i], sess[i], "step"), steps[i]);
+        CHECK_EQ_U64(stored_count(&s, agent[i], sess[1 - i], "log"), 0);
+        CHECK_EQ_U64(stored_count(&s, agent[i], sess[1 - i], "metric"), 0);
+        tt_close(c[i], 5000);
+    }
     tt_test_serve_stop(&s);
 }
