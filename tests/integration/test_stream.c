@@ -170,27 +170,38 @@ TEST_T(stream_emit_never_blocks_when_the_collector_is_stopped, 120)
     tt_test_serve_stop(&s);
 }
 
-/* The raw payload of the first stored batch of an agent, decompressed. */
-static size_t first_payload(const char *db, uint8_t **out)
+/* Each stored batch, decompressed, in the order stored, written to DIR/batch-N.bin; returns how
+ * many. The client may send a few events in more than one batch (a slow build does). */
+static int write_payloads(const char *db, const char *dir)
 {
     sqlite3 *h;
     sqlite3_stmt *st;
     CHECK(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
-    CHECK(sqlite3_prepare_v2(h, "SELECT codec, raw_len, data FROM frames ORDER BY id LIMIT 1", -1,
-                             &st, NULL) == SQLITE_OK);
-    CHECK(sqlite3_step(st) == SQLITE_ROW);
-    size_t raw_len = (size_t)sqlite3_column_int64(st, 1);
-    *out = malloc(raw_len);
-    if (sqlite3_column_int(st, 0) == 1) {
-        CHECK_EQ(ZSTD_decompress(*out, raw_len, sqlite3_column_blob(st, 2),
-                                 (size_t)sqlite3_column_bytes(st, 2)),
-                 raw_len);
-    } else {
-        memcpy(*out, sqlite3_column_blob(st, 2), raw_len);
+    CHECK(sqlite3_prepare_v2(h, "SELECT codec, raw_len, data FROM frames ORDER BY id", -1, &st,
+                             NULL) == SQLITE_OK);
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        size_t raw_len = (size_t)sqlite3_column_int64(st, 1);
+        CHECK(raw_len > 0 && raw_len < (64u << 20));
+        uint8_t *raw = malloc(raw_len);
+        CHECK(raw);
+        if (sqlite3_column_int(st, 0) == 1) {
+            CHECK_EQ(ZSTD_decompress(raw, raw_len, sqlite3_column_blob(st, 2),
+                                     (size_t)sqlite3_column_bytes(st, 2)),
+                     raw_len);
+        } else {
+            memcpy(raw, sqlite3_column_blob(st, 2), raw_len);
+        }
+        char path[700];
+        snprintf(path, sizeof path, "%s/batch-%d.bin", dir, n++);
+        FILE *f = fopen(path, "wb");
+        CHECK(f && fwrite(raw, 1, raw_len, f) == raw_len);
+        fclose(f);
+        free(raw);
     }
     sqlite3_finalize(st);
     sqlite3_close(h);
-    return raw_len;
+    return n;
 }
 
 TEST_T(stream_batches_decode_with_stock_protoc, 60)
@@ -208,22 +219,21 @@ TEST_T(stream_batches_decode_with_stock_protoc, 60)
     CHECK_OK(tt_step_end(c, &step, TT_STATUS_ERROR, 77, "boom"));
     CHECK_OK(tt_flush(c, 10000));
     tt_close(c, 1000);
-    uint8_t *raw;
-    size_t n = first_payload(s.db, &raw);
-    char path[600], out[600], cmd[2000];
-    snprintf(path, sizeof path, "%s/batch.bin", tt_test_tmpdir());
-    snprintf(out, sizeof out, "%s/batch.txt", tt_test_outdir());
-    FILE *f = fopen(path, "wb");
-    CHECK(f && fwrite(raw, 1, n, f) == n);
-    fclose(f);
-    free(raw);
-    snprintf(
-        cmd, sizeof cmd,
-        "protoc --proto_path=%s/proto --decode=telltale.v1.Batch telltale.proto < %s > %s 2>&1",
-        getenv("TT_SRCDIR") ? getenv("TT_SRCDIR") : ".", path, out);
-    CHECK_MSG(system(cmd) == 0, "protoc failed, see %s", out);
-    f = fopen(out, "r");
-    char text[8192];
+    /* Every batch decoded by protoc, one after the other, into one text. */
+    int batches = write_payloads(s.db, tt_test_tmpdir());
+    CHECK(batches >= 1 && batches <= 4);
+    char out[600], cmd[2000];
+    snprintf(out, sizeof out, "%s/batches.txt", tt_test_outdir());
+    for (int b = 0; b < batches; b++) {
+        snprintf(cmd, sizeof cmd,
+                 "protoc --proto_path=%s/proto --decode=telltale.v1.Batch telltale.proto "
+                 "< %s/batch-%d.bin >> %s 2>&1",
+                 getenv("TT_SRCDIR") ? getenv("TT_SRCDIR") : ".", tt_test_tmpdir(), b, out);
+        CHECK_MSG(system(cmd) == 0, "protoc failed on batch %d, see %s", b, out);
+    }
+    FILE *f = fopen(out, "r");
+    CHECK(f);
+    static char text[32768];
     size_t len = fread(text, 1, sizeof text - 1, f);
     fclose(f);
     text[len] = 0;
