@@ -3,7 +3,8 @@
  * so that a crash or a hang fails one test instead of the run. Closes with the line
  * "N passed, N failed".
  *
- *   runner [--list] [--jobs N] [PATTERN...]   run the tests whose name or file contains a PATTERN
+ *   runner [--list] [-x EXCLUDED]... [PATTERN...]   run the tests whose name or file contains
+ *   a PATTERN (all without one), except those whose name or file contains an EXCLUDED one
  *
  * Each test gets an output directory ($TT_TEST_OUTROOT/<name>, kept) and a private temporary
  * directory (removed afterwards). TT_TEST_TIMEOUT_MULT scales every timeout (sanitizer builds).
