@@ -1147,15 +1147,9 @@ TEST_T(delivery_collector_states_sync_level_and_drains_on_sigterm, 120)
 static uint64_t stored_count(const struct tt_test_serve *s, const char *agent, const char *session,
                              const char *kind)
 {
-    char path[256], *body = NULL;
-    snprintf(path, sizeof path, "/api/v1/events/count?agent=%s&session=%s&kind=%s", agent, session,
-             kind);
-    CHECK_EQ(tt_test_http(s->http, "GET", path, NULL, &body), 200);
-    const char *p = body ? strstr(body, "\"count\":") : NULL;
-    CHECK_MSG(p, "%s: %s", path, body ? body : "(no body)");
-    uint64_t n = strtoull(p + 8, NULL, 10);
-    free(body);
-    return n;
+    char q[256];
+    snprintf(q, sizeof q, "agent=%s&session=%s&kind=%s", agent, session, kind);
+    return tt_test_events_count(s->http, q);
 }
 
 /* The one-pass writer keeps a thread-local view of the ring it writes (docs/design.md). One

@@ -33,13 +33,10 @@ static json_t *get_json(const struct tt_test_serve *s, const char *path, long wa
 static int64_t count_events(const struct tt_test_serve *s, const char *agent, int64_t since,
                             int64_t until_incl)
 {
-    char path[256];
-    snprintf(path, sizeof path, "/api/v1/events/count?agent=%s&since=%lld&until=%lld", agent,
-             (long long)since, (long long)until_incl);
-    json_t *j = get_json(s, path, 200);
-    int64_t n = json_integer_value(json_object_get(j, "count"));
-    json_decref(j);
-    return n;
+    char q[256];
+    snprintf(q, sizeof q, "agent=%s&since=%lld&until=%lld", agent, (long long)since,
+             (long long)until_incl);
+    return (int64_t)tt_test_events_count(s->http, q);
 }
 
 static uint64_t sum_array(json_t *a)

@@ -86,12 +86,7 @@ static int64_t status_i64(const struct tt_test_serve *s, const char *key)
 
 static int64_t events_count(const struct tt_test_serve *s, const char *query)
 {
-    char path[600], *body = NULL;
-    snprintf(path, sizeof path, "/api/v1/events/count?%s", query);
-    CHECK_EQ(tt_test_http(s->http, "GET", path, NULL, &body), 200);
-    int64_t n = json_i64(body, NULL, "count");
-    free(body);
-    return n;
+    return (int64_t)tt_test_events_count(s->http, query);
 }
 
 /*

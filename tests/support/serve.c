@@ -394,6 +394,19 @@ uint64_t tt_test_metric(const char *http, const char *sample)
     return v;
 }
 
+uint64_t tt_test_events_count(const char *http, const char *query)
+{
+    char path[1024], *body = NULL;
+    CHECK(snprintf(path, sizeof path, "/api/v1/events/count?%s", query) < (int)sizeof path);
+    long st = tt_test_http(http, "GET", path, NULL, &body);
+    CHECK_MSG(st == 200, "GET %s: %ld %s", path, st, body ? body : "");
+    const char *p = body ? strstr(body, "\"count\":") : NULL;
+    CHECK_MSG(p != NULL, "GET %s: no count in %s", path, body ? body : "(no body)");
+    uint64_t n = strtoull(p + 8, NULL, 10);
+    free(body);
+    return n;
+}
+
 tt_client *tt_test_client(const char *endpoint, const char *agent, ...)
 {
     tt_config *cfg;

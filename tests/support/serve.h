@@ -56,6 +56,10 @@ long tt_test_http(const char *http, const char *method, const char *path, const 
  * the test when /metrics does not answer or lacks it. */
 uint64_t tt_test_metric(const char *http, const char *sample);
 
+/* What GET /api/v1/events/count?QUERY of the collector at HTTP answers: the count of the stored
+ * events the query selects; fails the test unless it answers 200 with a count. */
+uint64_t tt_test_events_count(const char *http, const char *query);
+
 /* A client on endpoint with agent name and extra key=value settings (NULL-terminated). */
 tt_client *tt_test_client(const char *endpoint, const char *agent, ...);
 
