@@ -264,8 +264,31 @@ done:
 /* Result of wr_attrs when an attribute has an unknown type. */
 #define WR_BAD ((uint8_t *)1)
 
+#if TT_OVERREAD
+/* How many bytes of s come before its terminator, when fewer than 16 and its next 16 bytes lie
+ * in one page; -1 otherwise (NULL, a longer string, a page boundary). *x receives the bytes. */
+static inline __attribute__((always_inline)) int short_len(const char *s, __m128i *x)
+{
+    if (TT_UNLIKELY(!s || ((uintptr_t)s & (PAGE_SIZE_MIN - 1)) > PAGE_SIZE_MIN - 16)) {
+        return -1;
+    }
+    *x = _mm_loadu_si128((const __m128i *)(const void *)s);
+    unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(*x, _mm_setzero_si128()));
+    return TT_LIKELY(m) ? __builtin_ctz(m) : -1;
+}
+
+/* The most room an attribute takes when its strings are shorter than 16 bytes: key 4 + 16
+ * (a 16-byte store), type 1, value 4 + 16. */
+#define WR_ATTR_SHORT 41
+#endif
+
 /* Writes the attribute list at p, never past end. Returns the byte after it, NULL when it does
- * not fit, WR_BAD for an attribute of an unknown type. */
+ * not fit, WR_BAD for an attribute of an unknown type.
+ *
+ * The usual attribute has a key and a string value shorter than 16 bytes: when the room holds
+ * n of those at their largest, the attributes are written without a room check per field,
+ * each string with one 16-byte load and store, until one is not short; from there on (or when
+ * the room is smaller) each field is checked. */
 static inline __attribute__((always_inline)) uint8_t *wr_attrs(uint8_t *p, const tt_attr *a,
                                                                size_t n, const uint8_t *end)
 {
@@ -273,7 +296,45 @@ static inline __attribute__((always_inline)) uint8_t *wr_attrs(uint8_t *p, const
         return NULL;
     }
     p = put_u32(p, (uint32_t)n);
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+#if TT_OVERREAD
+    if (TT_LIKELY((size_t)(end - p) >= n * WR_ATTR_SHORT)) {
+        for (; i < n; i++) {
+            __m128i x;
+            int kl = short_len(a[i].key, &x);
+            if (TT_UNLIKELY(kl < 0)) {
+                break; /* the checked loop writes this attribute */
+            }
+            put_u32(p, (uint32_t)kl);
+            _mm_storeu_si128((__m128i *)(void *)(p + 4), x);
+            p += 4 + kl;
+            uint32_t t = (uint32_t)a[i].type;
+            *p++ = (uint8_t)t;
+            if (TT_LIKELY(t - TT_ATTR_INT <= TT_ATTR_DOUBLE - TT_ATTR_INT)) {
+                memcpy(p, &a[i].v, 8);
+                p += 8;
+            } else if (t == TT_ATTR_STR) {
+                int vl = short_len(a[i].v.s, &x);
+                if (TT_UNLIKELY(vl < 0)) {
+                    p = wr_str(p, a[i].v.s, end); /* the rest is checked */
+                    if (TT_UNLIKELY(!p)) {
+                        return NULL;
+                    }
+                    i++;
+                    break;
+                }
+                put_u32(p, (uint32_t)vl);
+                _mm_storeu_si128((__m128i *)(void *)(p + 4), x);
+                p += 4 + vl;
+            } else if (t == TT_ATTR_BOOL) {
+                *p++ = a[i].v.b ? 1 : 0;
+            } else {
+                return WR_BAD;
+            }
+        }
+    }
+#endif
+    for (; i < n; i++) {
         p = wr_str(p, a[i].key, end);
         if (TT_UNLIKELY(!p || end - p < 16)) {
             return NULL;
