@@ -24,14 +24,6 @@
 #include "test.h"
 
 /* The number in "key":N of the first occurrence of "key" in s, or -1. */
-static long long json_int(const char *s, const char *key)
-{
-    char needle[64];
-    snprintf(needle, sizeof needle, "\"%s\":", key);
-    const char *p = s ? strstr(s, needle) : NULL;
-    return p ? strtoll(p + strlen(needle), NULL, 10) : -1;
-}
-
 static char *get(const char *http, const char *path)
 {
     char *body = NULL;
@@ -66,7 +58,7 @@ TEST_T(incidents_lasting_fall_is_one_incident_updated_resolved_reopened, 120)
     CHECK_OK(tt_flush(c, 10000));
     char *firing = tt_test_sse_wait(sse, "\"event\":\"firing\"", &from, 10000 * tt_test_mult());
     CHECK_MSG(firing != NULL, "no incident after a lasting one-sigma fall");
-    long long id = json_int(firing, "id");
+    long long id = tt_test_json_i64(firing, NULL, "id");
     CHECK(id > 0);
     /* The message explains: agent, signal and meaning, direction, magnitude in units and in
      * sigma, when it began, baseline and recent mean with counts; links to the evidence. */
@@ -101,14 +93,15 @@ TEST_T(incidents_lasting_fall_is_one_incident_updated_resolved_reopened, 120)
     CHECK_OK(tt_flush(c, 10000));
     char *updated = tt_test_sse_wait(sse, "\"event\":\"updated\"", &from, 5000 * tt_test_mult());
     CHECK_MSG(updated != NULL, "no update while the fall lasted");
-    CHECK_EQ(json_int(updated, "id"), id);
-    CHECK(json_int(updated, "count") > 1);
+    CHECK_EQ(tt_test_json_i64(updated, NULL, "id"), id);
+    CHECK(tt_test_json_i64(updated, NULL, "count") > 1);
     CHECK_EQ(tt_test_sse_count(sse, "\"event\":\"firing\""), 1);
     char path[128];
     snprintf(path, sizeof path, "/api/v1/incidents/%lld", id);
     char *one = get(s.http, path);
     CHECK(strstr(one, "\"status\":\"firing\"") != NULL);
-    CHECK(json_int(one, "last_unix_ns") > json_int(one, "time_unix_ns"));
+    CHECK(tt_test_json_i64(one, NULL, "last_unix_ns") >
+          tt_test_json_i64(one, NULL, "time_unix_ns"));
     free(one);
     /* Back to normal: the detector returns in control, and 1.5 s later the incident resolves. */
     for (int i = 0; i < 400; i++) {
@@ -117,8 +110,8 @@ TEST_T(incidents_lasting_fall_is_one_incident_updated_resolved_reopened, 120)
     CHECK_OK(tt_flush(c, 10000));
     char *resolved = tt_test_sse_wait(sse, "\"event\":\"resolved\"", &from, 10000 * tt_test_mult());
     CHECK_MSG(resolved != NULL, "the incident did not resolve once the stream was back");
-    CHECK_EQ(json_int(resolved, "id"), id);
-    CHECK(json_int(resolved, "resolved_unix_ns") > 0);
+    CHECK_EQ(tt_test_json_i64(resolved, NULL, "id"), id);
+    CHECK(tt_test_json_i64(resolved, NULL, "resolved_unix_ns") > 0);
     one = get(s.http, path);
     CHECK(strstr(one, "\"status\":\"resolved\"") != NULL);
     free(one);
@@ -132,10 +125,10 @@ TEST_T(incidents_lasting_fall_is_one_incident_updated_resolved_reopened, 120)
     CHECK_OK(tt_flush(c, 10000));
     char *again = tt_test_sse_wait(sse, "\"event\":\"firing\"", &from, 10000 * tt_test_mult());
     CHECK_MSG(again != NULL, "the returning fall raised nothing");
-    CHECK_EQ(json_int(again, "id"), id);
-    CHECK_EQ(json_int(again, "flaps"), 1);
+    CHECK_EQ(tt_test_json_i64(again, NULL, "id"), id);
+    CHECK_EQ(tt_test_json_i64(again, NULL, "flaps"), 1);
     body = get(s.http, "/api/v1/incidents?agent=drifty");
-    CHECK_EQ(json_int(body, "id"), id);
+    CHECK_EQ(tt_test_json_i64(body, NULL, "id"), id);
     CHECK(strstr(strstr(body, "\"id\":") + 5, "\"id\":") == NULL); /* one incident in all */
     free(body);
     body = get(s.http, "/metrics");
@@ -198,7 +191,7 @@ TEST_T(incidents_low_confidence_repeats_update_one_incident, 60)
     int from = 0;
     char *resolved = tt_test_sse_wait(sse, "\"event\":\"resolved\"", &from, 10000 * tt_test_mult());
     CHECK_MSG(resolved != NULL, "no resolution a second after the last low response");
-    CHECK_EQ(json_int(resolved, "count"), 30);
+    CHECK_EQ(tt_test_json_i64(resolved, NULL, "count"), 30);
     CHECK_EQ(tt_test_sse_count(sse, "\"event\":\"firing\""), 1);
     CHECK(tt_test_sse_count(sse, "\"event\":\"updated\"") >= 1);
     char *body = get(s.http, "/api/v1/alerts?agent=unsure");

@@ -48,25 +48,6 @@ static int64_t pg_i64(const struct tt_pg *pg, const char *sql)
     return *out ? strtoll(out, NULL, 10) : -1;
 }
 
-/* A number after "key": in body (after `after` when given); -1 when absent. */
-static int64_t json_i64(const char *body, const char *after, const char *key)
-{
-    const char *p = after ? strstr(body, after) : body;
-    char k[80];
-    snprintf(k, sizeof k, "\"%s\":", key);
-    p = p ? strstr(p, k) : NULL;
-    return p ? strtoll(p + strlen(k), NULL, 10) : -1;
-}
-
-static int64_t status_i64(const struct tt_test_serve *s, const char *key)
-{
-    char *body = NULL;
-    CHECK_EQ(tt_test_http(s->http, "GET", "/api/v1/status", NULL, &body), 200);
-    int64_t v = json_i64(body, "\"retention\"", key);
-    free(body);
-    return v;
-}
-
 static int64_t events_count(const struct tt_test_serve *s, const char *query)
 {
     return (int64_t)tt_test_events_count(s->http, query);
@@ -529,11 +510,11 @@ TEST_T(postgres_retention_by_age_keeps_flagged_and_alerted_while_ingest_goes_on,
     CHECK_EQ(session_events(&s, "keeper", "lowconf"), lowconf);
     CHECK_EQ(session_events(&s, "keeper", "alerted"), alerted);
     /* The pass that removed them reports when it ends (its steps commit one by one). */
-    while (status_i64(&s, "batches") < 2) {
+    while (tt_test_retention_i64(s.http, "batches") < 2) {
         CHECK_MSG(tt_test_now_ms() - t0 < 30000 * tt_test_mult(), "no pass reported the removal");
         usleep(100000);
     }
-    CHECK(status_i64(&s, "pruned_through_ns") >= 1700000000000000000ll);
+    CHECK(tt_test_retention_i64(s.http, "pruned_through_ns") >= 1700000000000000000ll);
     CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/responses?agent=keeper", NULL, &body), 200);
     CHECK_MSG(strstr(body, "\"session\":\"flagged\"") && strstr(body, "\"session\":\"lowconf\"") &&
                   !strstr(body, "\"session\":\"ordinary\""),
@@ -607,20 +588,21 @@ TEST_T(postgres_retention_max_bytes_holds_the_tables_near_the_limit_while_stream
         peak = d > peak ? d : peak;
         usleep(100000);
     }
-    int64_t pruned_events = status_i64(&s, "events");
+    int64_t pruned_events = tt_test_retention_i64(s.http, "events");
     printf(
         "    streamed %llu events in %.0f s; pruned %lld; tables %.2f MiB at most (%.2f MiB live "
         "at the end) for --max-bytes %.2f MiB\n",
         (unsigned long long)w.events, 8 * mult, (long long)pruned_events, (double)peak / 1048576.0,
-        (double)status_i64(&s, "used_bytes") / 1048576.0, (double)max / 1048576.0);
+        (double)tt_test_retention_i64(s.http, "used_bytes") / 1048576.0, (double)max / 1048576.0);
     CHECK_MSG(pruned_events > 0 && (uint64_t)pruned_events < w.events,
               "pruned %lld of %llu events: the test did not fill the limit",
               (long long)pruned_events, (unsigned long long)w.events);
     CHECK_MSG((double)peak <= (double)max * (1 + PG_SIZE_SLACK),
               "peak %llu bytes in the tables for --max-bytes %llu", (unsigned long long)peak,
               (unsigned long long)max);
-    CHECK_MSG((uint64_t)status_i64(&s, "used_bytes") <= max, "%lld bytes live for %llu",
-              (long long)status_i64(&s, "used_bytes"), (unsigned long long)max);
+    CHECK_MSG((uint64_t)tt_test_retention_i64(s.http, "used_bytes") <= max,
+              "%lld bytes live for %llu", (long long)tt_test_retention_i64(s.http, "used_bytes"),
+              (unsigned long long)max);
     CHECK_EQ(session_events(&s, "keeper", "flagged"), flagged);
     CHECK_EQ(session_events(&s, "keeper", "lowconf"), lowconf);
     CHECK_EQ(session_events(&s, "keeper", "alerted"), alerted);

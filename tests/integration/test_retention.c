@@ -65,25 +65,6 @@ static int64_t sql_i64(const char *db, const char *sql)
     return v;
 }
 
-/* A number after "key": in body (after `after` when given); -1 when absent. */
-static int64_t json_i64(const char *body, const char *after, const char *key)
-{
-    const char *p = after ? strstr(body, after) : body;
-    char k[80];
-    snprintf(k, sizeof k, "\"%s\":", key);
-    p = p ? strstr(p, k) : NULL;
-    return p ? strtoll(p + strlen(k), NULL, 10) : -1;
-}
-
-static int64_t status_i64(const struct tt_test_serve *s, const char *key)
-{
-    char *body = NULL;
-    CHECK_EQ(tt_test_http(s->http, "GET", "/api/v1/status", NULL, &body), 200);
-    int64_t v = json_i64(body, "\"retention\"", key);
-    free(body);
-    return v;
-}
-
 static int64_t events_count(const struct tt_test_serve *s, const char *query)
 {
     return (int64_t)tt_test_events_count(s->http, query);
@@ -274,9 +255,9 @@ TEST_T(retention_max_bytes_holds_the_store_under_the_limit_while_streaming, 240)
            (long long)sql_i64(s.db, "PRAGMA freelist_count"),
            (long long)sql_i64(s.db, "SELECT count(*) FROM frames"),
            (long long)sql_i64(s.db, "SELECT sum(length(data)) FROM frames"),
-           (long long)status_i64(&s, "used_bytes"));
-    int64_t pruned = status_i64(&s, "batches");
-    int64_t pruned_events = status_i64(&s, "events");
+           (long long)tt_test_retention_i64(s.http, "used_bytes"));
+    int64_t pruned = tt_test_retention_i64(s.http, "batches");
+    int64_t pruned_events = tt_test_retention_i64(s.http, "events");
     printf("    streamed %llu events in %.0f s; pruned %lld batches (%lld events); "
            "peak on disk %.2f MiB (WAL peak %.2f MiB) for --max-bytes %.2f MiB\n",
            (unsigned long long)w.events, seconds, (long long)pruned, (long long)pruned_events,
@@ -447,8 +428,8 @@ TEST_T(retention_by_age_prunes_old_batches_keeps_flagged_and_alerted_longer, 120
     CHECK_EQ(session_events(&s, "keeper", "lowconf"), lowconf);
     CHECK_EQ(session_events(&s, "keeper", "alerted"), alerted);
     CHECK(session_events(&s, "keeper", "live") > 0);
-    CHECK(status_i64(&s, "batches") >= 2);
-    CHECK(status_i64(&s, "pruned_through_ns") >= 1700000000000000000ll);
+    CHECK(tt_test_retention_i64(s.http, "batches") >= 2);
+    CHECK(tt_test_retention_i64(s.http, "pruned_through_ns") >= 1700000000000000000ll);
     char *body = NULL;
     CHECK_EQ(tt_test_http(s.http, "GET", "/api/v1/status", NULL, &body), 200);
     CHECK_MSG(strstr(body, "\"horizon_ns\":{\"ordinary\":") != NULL, "%s", body);

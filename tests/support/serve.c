@@ -407,6 +407,25 @@ uint64_t tt_test_events_count(const char *http, const char *query)
     return n;
 }
 
+int64_t tt_test_json_i64(const char *body, const char *after, const char *key)
+{
+    const char *p = body && after ? strstr(body, after) : body;
+    char k[128];
+    CHECK(snprintf(k, sizeof k, "\"%s\":", key) < (int)sizeof k);
+    p = p ? strstr(p, k) : NULL;
+    return p ? strtoll(p + strlen(k), NULL, 10) : -1;
+}
+
+int64_t tt_test_retention_i64(const char *http, const char *key)
+{
+    char *body = NULL;
+    long st = tt_test_http(http, "GET", "/api/v1/status", NULL, &body);
+    CHECK_MSG(st == 200, "GET /api/v1/status: %ld %s", st, body ? body : "");
+    int64_t v = tt_test_json_i64(body, "\"retention\"", key);
+    free(body);
+    return v;
+}
+
 tt_client *tt_test_client(const char *endpoint, const char *agent, ...)
 {
     tt_config *cfg;

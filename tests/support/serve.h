@@ -60,6 +60,14 @@ uint64_t tt_test_metric(const char *http, const char *sample);
  * events the query selects; fails the test unless it answers 200 with a count. */
 uint64_t tt_test_events_count(const char *http, const char *query);
 
+/* The integer after "key": in a JSON body, after the first `after` in it when not NULL;
+ * -1 when absent (or body is NULL). */
+int64_t tt_test_json_i64(const char *body, const char *after, const char *key);
+
+/* A number of the "retention" object in GET /api/v1/status of the collector at HTTP; -1 when
+ * absent. Fails the test unless the status answers 200. */
+int64_t tt_test_retention_i64(const char *http, const char *key);
+
 /* A client on endpoint with agent name and extra key=value settings (NULL-terminated). */
 tt_client *tt_test_client(const char *endpoint, const char *agent, ...);
 
