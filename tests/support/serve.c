@@ -450,6 +450,26 @@ tt_client *tt_test_client(const char *endpoint, const char *agent, ...)
     return c;
 }
 
+tt_client *tt_test_ring_client(const char *ring_bytes, const char *max_event_bytes)
+{
+    tt_config *cfg = NULL;
+    CHECK_OK(tt_config_new(&cfg));
+    char ep[4200];
+    snprintf(ep, sizeof ep, "unix:%s/nobody-listens.sock", tt_test_tmpdir());
+    CHECK_OK(tt_config_set(cfg, "endpoint", ep));
+    if (ring_bytes) {
+        CHECK_OK(tt_config_set(cfg, "ring_bytes", ring_bytes));
+    }
+    if (max_event_bytes) {
+        CHECK_OK(tt_config_set(cfg, "max_event_bytes", max_event_bytes));
+    }
+    tt_client *c = NULL;
+    CHECK_OK(tt_open(&c, cfg));
+    tt_config_free(cfg);
+    CHECK_OK(tt_log(c, NULL, TT_INFO, "first", NULL, 0));
+    return c;
+}
+
 struct range {
     uint64_t first, n;
 };

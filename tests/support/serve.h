@@ -71,6 +71,11 @@ int64_t tt_test_retention_i64(const char *http, const char *key);
 /* A client on endpoint with agent name and extra key=value settings (NULL-terminated). */
 tt_client *tt_test_client(const char *endpoint, const char *agent, ...);
 
+/* A client whose endpoint nobody listens on, so that what the calling thread emits stays in its
+ * ring for the test to read back (tt__tls.r): ring_bytes and max_event_bytes as settings (NULL:
+ * the defaults). The thread's ring is made by one event, a log "first". */
+tt_client *tt_test_ring_client(const char *ring_bytes, const char *max_event_bytes);
+
 /* What the store holds for one instance, checked frame by frame. */
 struct tt_store_check {
     uint64_t frames;

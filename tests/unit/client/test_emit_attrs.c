@@ -9,6 +9,7 @@
 #include "test.h"
 
 #include "client/client.h"
+#include "serve.h"
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -59,17 +60,7 @@ static int pick_len(uint64_t *s)
 
 static void run(const char *max_event_bytes, uint64_t seed)
 {
-    tt_config *cfg = NULL;
-    tt_client *c = NULL;
-    CHECK_OK(tt_config_new(&cfg));
-    char ep[4200];
-    snprintf(ep, sizeof ep, "unix:%s/nobody-listens.sock", tt_test_tmpdir());
-    CHECK_OK(tt_config_set(cfg, "endpoint", ep));
-    CHECK_OK(tt_config_set(cfg, "ring_bytes", "4194304"));
-    CHECK_OK(tt_config_set(cfg, "max_event_bytes", max_event_bytes));
-    CHECK_OK(tt_open(&c, cfg));
-    tt_config_free(cfg);
-    CHECK_OK(tt_log(c, NULL, TT_INFO, "first", NULL, 0)); /* creates the thread's ring */
+    tt_client *c = tt_test_ring_client("4194304", max_event_bytes);
     tt__ring *r = tt__tls.r;
     CHECK(r && tt__tls.c == c);
 

@@ -12,6 +12,7 @@
 #include "test.h"
 
 #include "client/client.h"
+#include "serve.h"
 
 static const uint8_t *get_str(const uint8_t *p, const char *want)
 {
@@ -20,21 +21,6 @@ static const uint8_t *get_str(const uint8_t *p, const char *want)
     CHECK_EQ(n, strlen(want));
     CHECK(memcmp(p + 4, want, n) == 0);
     return p + 4 + n;
-}
-
-static tt_client *open_client(void)
-{
-    tt_config *cfg = NULL;
-    tt_client *c = NULL;
-    CHECK_OK(tt_config_new(&cfg));
-    char ep[4200];
-    snprintf(ep, sizeof ep, "unix:%s/nobody-listens.sock", tt_test_tmpdir());
-    CHECK_OK(tt_config_set(cfg, "endpoint", ep));
-    CHECK_OK(tt_config_set(cfg, "ring_bytes", "4194304"));
-    CHECK_OK(tt_open(&c, cfg));
-    tt_config_free(cfg);
-    CHECK_OK(tt_log(c, NULL, TT_INFO, "first", NULL, 0)); /* creates the thread's ring */
-    return c;
 }
 
 /* A string of n bytes whose terminator is the last readable byte before a PROT_NONE page. */
@@ -57,7 +43,7 @@ TEST(emit_reads_no_byte_past_a_page_that_ends_a_string)
     for (int i = 0; i < 5; i++) {
         CHECK_OK(mprotect(m + (2 * i + 1) * ps, ps, PROT_NONE));
     }
-    tt_client *c = open_client();
+    tt_client *c = tt_test_ring_client("4194304", NULL);
     tt__ring *r = tt__tls.r;
     uint64_t start = atomic_load(&r->head);
     for (uint32_t n = 0; n <= 40; n++) {
@@ -115,7 +101,7 @@ TEST(emit_reads_no_byte_past_a_page_that_ends_a_string)
 
 TEST(emit_copies_long_strings_up_to_the_event_limit_and_drops_beyond)
 {
-    tt_client *c = open_client();
+    tt_client *c = tt_test_ring_client("4194304", NULL);
     tt__ring *r = tt__tls.r;
     uint64_t max = r->max_record;
     char *big = malloc(max + 64);
@@ -156,7 +142,7 @@ TEST(emit_copies_long_strings_up_to_the_event_limit_and_drops_beyond)
 
 TEST(emit_refuses_an_attribute_of_unknown_type_without_writing)
 {
-    tt_client *c = open_client();
+    tt_client *c = tt_test_ring_client("4194304", NULL);
     tt__ring *r = tt__tls.r;
     uint64_t h0 = atomic_load(&r->head);
     tt_attr a[2] = {TT_INT("a", 1), TT_INT("b", 2)};

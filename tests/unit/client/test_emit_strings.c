@@ -9,6 +9,7 @@
 #include "test.h"
 
 #include "client/client.h"
+#include "serve.h"
 
 /* A NUL-terminated string of n bytes, each different from its neighbours. */
 static void fill(char *s, uint32_t n, char base)
@@ -30,15 +31,7 @@ static const uint8_t *get_str(const uint8_t *p, const char *want)
 
 TEST(emit_copies_strings_of_every_length)
 {
-    tt_config *cfg = NULL;
-    tt_client *c = NULL;
-    CHECK_OK(tt_config_new(&cfg));
-    char ep[4200];
-    snprintf(ep, sizeof ep, "unix:%s/nobody-listens.sock", tt_test_tmpdir());
-    CHECK_OK(tt_config_set(cfg, "endpoint", ep));
-    CHECK_OK(tt_open(&c, cfg));
-    tt_config_free(cfg);
-    CHECK_OK(tt_log(c, NULL, TT_INFO, "first", NULL, 0)); /* creates the thread's ring */
+    tt_client *c = tt_test_ring_client(NULL, NULL);
     tt__ring *r = tt__tls.r;
     CHECK(r && tt__tls.c == c);
     uint64_t start = atomic_load(&r->head);
