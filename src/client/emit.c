@@ -277,6 +277,15 @@ static inline __attribute__((always_inline)) int short_len(const char *s, __m128
     return TT_LIKELY(m) ? __builtin_ctz(m) : -1;
 }
 
+/* Writes a string measured by short_len (n bytes, held in x) as its length and one 16-byte store.
+ * Returns the byte after it. */
+static inline __attribute__((always_inline)) uint8_t *put_short(uint8_t *p, int n, __m128i x)
+{
+    put_u32(p, (uint32_t)n);
+    _mm_storeu_si128((__m128i *)(void *)(p + 4), x);
+    return p + 4 + n;
+}
+
 /* The most room an attribute takes when its strings are shorter than 16 bytes: key 4 + 16
  * (a 16-byte store), type 1, value 4 + 16. */
 #define WR_ATTR_SHORT 41
@@ -305,9 +314,7 @@ static inline __attribute__((always_inline)) uint8_t *wr_attrs(uint8_t *p, const
             if (TT_UNLIKELY(kl < 0)) {
                 break; /* the checked loop writes this attribute */
             }
-            put_u32(p, (uint32_t)kl);
-            _mm_storeu_si128((__m128i *)(void *)(p + 4), x);
-            p += 4 + kl;
+            p = put_short(p, kl, x);
             uint32_t t = (uint32_t)a[i].type;
             *p++ = (uint8_t)t;
             if (TT_LIKELY(t - TT_ATTR_INT <= TT_ATTR_DOUBLE - TT_ATTR_INT)) {
@@ -323,9 +330,7 @@ static inline __attribute__((always_inline)) uint8_t *wr_attrs(uint8_t *p, const
                     i++;
                     break;
                 }
-                put_u32(p, (uint32_t)vl);
-                _mm_storeu_si128((__m128i *)(void *)(p + 4), x);
-                p += 4 + vl;
+                p = put_short(p, vl, x);
             } else if (t == TT_ATTR_BOOL) {
                 *p++ = a[i].v.b ? 1 : 0;
             } else {

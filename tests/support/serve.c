@@ -470,6 +470,16 @@ tt_client *tt_test_ring_client(const char *ring_bytes, const char *max_event_byt
     return c;
 }
 
+const uint8_t *tt_test_ring_str(const uint8_t *p, const char *want)
+{
+    uint32_t n;
+    memcpy(&n, p, 4);
+    size_t wl = want ? strlen(want) : 0;
+    CHECK_EQ(n, wl);
+    CHECK(n == 0 || memcmp(p + 4, want, n) == 0);
+    return p + 4 + n;
+}
+
 struct range {
     uint64_t first, n;
 };

@@ -76,6 +76,10 @@ tt_client *tt_test_client(const char *endpoint, const char *agent, ...);
  * the defaults). The thread's ring is made by one event, a log "first". */
 tt_client *tt_test_ring_client(const char *ring_bytes, const char *max_event_bytes);
 
+/* Checks that a ring record's string at p (a 4-byte length, then the bytes) is want (NULL: the
+ * empty string); returns the byte after it. */
+const uint8_t *tt_test_ring_str(const uint8_t *p, const char *want);
+
 /* What the store holds for one instance, checked frame by frame. */
 struct tt_store_check {
     uint64_t frames;

@@ -9,15 +9,8 @@
 #include "test.h"
 
 #include "client/client.h"
+#include "common/rng.h"
 #include "serve.h"
-
-static uint64_t rng_next(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
 
 /* A string of n bytes (n < 0: NULL), each different from its neighbours. */
 static const char *make_str(char *buf, int n, char base)
@@ -32,30 +25,20 @@ static const char *make_str(char *buf, int n, char base)
     return buf;
 }
 
-static const uint8_t *get_str(const uint8_t *p, const char *want)
-{
-    uint32_t n;
-    memcpy(&n, p, 4);
-    size_t wl = want ? strlen(want) : 0;
-    CHECK_EQ(n, wl);
-    CHECK(n == 0 || memcmp(p + 4, want, n) == 0);
-    return p + 4 + n;
-}
-
 /* A length for a key or a string value: mostly short, some 15-17 and longer, some NULL. */
-static int pick_len(uint64_t *s)
+static int pick_len(tt__rng *s)
 {
-    uint64_t x = rng_next(s) % 16;
+    uint64_t x = tt__rng_next(s) % 16;
     if (x == 0) {
         return -1;
     }
     if (x < 10) {
-        return (int)(rng_next(s) % 16);
+        return (int)(tt__rng_next(s) % 16);
     }
     if (x < 14) {
-        return 14 + (int)(rng_next(s) % 5);
+        return 14 + (int)(tt__rng_next(s) % 5);
     }
-    return 18 + (int)(rng_next(s) % 40);
+    return 18 + (int)(tt__rng_next(s) % 40);
 }
 
 static void run(const char *max_event_bytes, uint64_t seed)
@@ -66,25 +49,26 @@ static void run(const char *max_event_bytes, uint64_t seed)
 
     enum { MAXN = 12 };
     char keys[MAXN][64], vals[MAXN][64];
-    uint64_t s = seed;
+    tt__rng s;
+    tt__rng_seed(&s, seed);
     unsigned written = 0, too_large = 0;
     for (int iter = 0; iter < 3000; iter++) {
-        size_t n = (size_t)(rng_next(&s) % (MAXN + 1));
+        size_t n = (size_t)(tt__rng_next(&s) % (MAXN + 1));
         tt_attr a[MAXN];
         for (size_t i = 0; i < n; i++) {
             const char *k = make_str(keys[i], pick_len(&s), (char)('A' + i));
-            switch (rng_next(&s) % 4) {
+            switch (tt__rng_next(&s) % 4) {
             case 0:
                 a[i] = (tt_attr)TT_STR(k, make_str(vals[i], pick_len(&s), (char)('a' + i)));
                 break;
             case 1:
-                a[i] = (tt_attr)TT_INT(k, (int64_t)rng_next(&s));
+                a[i] = (tt_attr)TT_INT(k, (int64_t)tt__rng_next(&s));
                 break;
             case 2:
-                a[i] = (tt_attr)TT_DOUBLE(k, (double)(int64_t)rng_next(&s) / 7.0);
+                a[i] = (tt_attr)TT_DOUBLE(k, (double)(int64_t)tt__rng_next(&s) / 7.0);
                 break;
             default:
-                a[i] = (tt_attr)TT_BOOL(k, (int)(rng_next(&s) & 1));
+                a[i] = (tt_attr)TT_BOOL(k, (int)(tt__rng_next(&s) & 1));
                 break;
             }
         }
@@ -106,22 +90,22 @@ static void run(const char *max_event_bytes, uint64_t seed)
         const uint8_t *p = (const uint8_t *)h + TT_REC_HDR;
         if (is_metric) {
             CHECK_EQ(h->kind, TT_REC_METRIC);
-            p = get_str(get_str(get_str(p + 8, "sess"), "m"), NULL);
+            p = tt_test_ring_str(tt_test_ring_str(tt_test_ring_str(p + 8, "sess"), "m"), NULL);
         } else {
             CHECK_EQ(h->kind, TT_REC_LOG);
-            p = get_str(get_str(p, NULL), "a message");
+            p = tt_test_ring_str(tt_test_ring_str(p, NULL), "a message");
         }
         uint32_t na;
         memcpy(&na, p, 4);
         CHECK_EQ(na, n);
         p += 4;
         for (size_t i = 0; i < n; i++) {
-            p = get_str(p, a[i].key);
+            p = tt_test_ring_str(p, a[i].key);
             CHECK_EQ(*p, a[i].type);
             p++;
             switch (a[i].type) {
             case TT_ATTR_STR:
-                p = get_str(p, a[i].v.s);
+                p = tt_test_ring_str(p, a[i].v.s);
                 break;
             case TT_ATTR_INT:
             case TT_ATTR_DOUBLE:

@@ -14,15 +14,6 @@
 #include "client/client.h"
 #include "serve.h"
 
-static const uint8_t *get_str(const uint8_t *p, const char *want)
-{
-    uint32_t n;
-    memcpy(&n, p, 4);
-    CHECK_EQ(n, strlen(want));
-    CHECK(memcmp(p + 4, want, n) == 0);
-    return p + 4 + n;
-}
-
 /* A string of n bytes whose terminator is the last readable byte before a PROT_NONE page. */
 static char *at_page_end(uint8_t *page, size_t ps, uint32_t n, char base)
 {
@@ -65,15 +56,15 @@ TEST(emit_reads_no_byte_past_a_page_that_ends_a_string)
         char *unit = at_page_end(m + 8 * ps, ps, n, 'u');
         const tt__rec_hdr *h = (const void *)(r->data + (pos & r->mask));
         CHECK_EQ(h->kind, TT_REC_LOG);
-        const uint8_t *p = get_str((const uint8_t *)h + TT_REC_HDR, ses);
-        p = get_str(p, msg);
+        const uint8_t *p = tt_test_ring_str((const uint8_t *)h + TT_REC_HDR, ses);
+        p = tt_test_ring_str(p, msg);
         uint32_t na;
         memcpy(&na, p, 4);
         CHECK_EQ(na, 2);
-        p = get_str(p + 4, key);
+        p = tt_test_ring_str(p + 4, key);
         CHECK_EQ(*p, TT_ATTR_STR);
-        p = get_str(p + 1, val);
-        p = get_str(p, key);
+        p = tt_test_ring_str(p + 1, val);
+        p = tt_test_ring_str(p, key);
         CHECK_EQ(*p, TT_ATTR_INT);
         CHECK((size_t)(p + 9 - (const uint8_t *)h) <= h->len);
         pos += h->len;
@@ -83,14 +74,14 @@ TEST(emit_reads_no_byte_past_a_page_that_ends_a_string)
         double v;
         memcpy(&v, (const uint8_t *)h + TT_REC_HDR, 8);
         CHECK(v == (double)n);
-        p = get_str((const uint8_t *)h + TT_REC_HDR + 8, ses);
-        p = get_str(p, msg);
-        p = get_str(p, unit);
+        p = tt_test_ring_str((const uint8_t *)h + TT_REC_HDR + 8, ses);
+        p = tt_test_ring_str(p, msg);
+        p = tt_test_ring_str(p, unit);
         memcpy(&na, p, 4);
         CHECK_EQ(na, 1);
-        p = get_str(p + 4, key);
+        p = tt_test_ring_str(p + 4, key);
         CHECK_EQ(*p, TT_ATTR_STR);
-        p = get_str(p + 1, val);
+        p = tt_test_ring_str(p + 1, val);
         CHECK((size_t)(p - (const uint8_t *)h) <= h->len);
         pos += h->len;
     }
@@ -126,8 +117,8 @@ TEST(emit_copies_long_strings_up_to_the_event_limit_and_drops_beyond)
                 h = (const void *)(r->data);
             }
             CHECK_EQ(h->kind, TT_REC_LOG);
-            const uint8_t *p = get_str((const uint8_t *)h + TT_REC_HDR, "");
-            p = get_str(p, big);
+            const uint8_t *p = tt_test_ring_str((const uint8_t *)h + TT_REC_HDR, "");
+            p = tt_test_ring_str(p, big);
             CHECK_EQ_U64(s1.dropped[TT_DROP_TOO_LARGE], s0.dropped[TT_DROP_TOO_LARGE]);
         } else {
             CHECK_EQ(rc, TT_E2BIG);

@@ -20,15 +20,6 @@ static void fill(char *s, uint32_t n, char base)
     s[n] = 0;
 }
 
-static const uint8_t *get_str(const uint8_t *p, const char *want)
-{
-    uint32_t n;
-    memcpy(&n, p, 4);
-    CHECK_EQ(n, strlen(want));
-    CHECK(memcmp(p + 4, want, n) == 0);
-    return p + 4 + n;
-}
-
 TEST(emit_copies_strings_of_every_length)
 {
     tt_client *c = tt_test_ring_client(NULL, NULL);
@@ -51,15 +42,15 @@ TEST(emit_copies_strings_of_every_length)
         fill(key, n, 'A');
         fill(val, n, '0');
         const uint8_t *p = (const uint8_t *)h + TT_REC_HDR;
-        p = get_str(p, n % 2 ? "s" : "");
-        p = get_str(p, msg);
+        p = tt_test_ring_str(p, n % 2 ? "s" : "");
+        p = tt_test_ring_str(p, msg);
         uint32_t na;
         memcpy(&na, p, 4);
         CHECK_EQ(na, 2);
-        p = get_str(p + 4, key);
+        p = tt_test_ring_str(p + 4, key);
         CHECK_EQ(*p, TT_ATTR_STR);
-        p = get_str(p + 1, val);
-        p = get_str(p, "i");
+        p = tt_test_ring_str(p + 1, val);
+        p = tt_test_ring_str(p, "i");
         CHECK_EQ(*p, TT_ATTR_INT);
         int64_t iv;
         memcpy(&iv, p + 1, 8);
