@@ -6,6 +6,9 @@
  *        [--wait-connect MS] [harness options]
  *
  * log     tt_log(c, NULL, TT_INFO, "example", {TT_INT a, TT_INT b, TT_DOUBLE x}, 3)
+ * log_genai  the same call with the GenAI conventions' keys, 20-26 bytes long
+ *         ({TT_STR gen_ai.request.model "llama-3-8b", TT_INT gen_ai.usage.input_tokens a,
+ *         TT_INT gen_ai.usage.output_tokens b}): the attributes agents send
  * metric  tt_metric(c, NULL, TT_GAUGE, "example", x, NULL, {TT_INT a, TT_INT b}, 2)
  * token   tt_response_token_logprobs(r, id, lp, 5 top ids and log-probs): the token path by id
  * token_text  the same with each token's text and its alternatives' (tt_response_token_logprobs_
@@ -42,6 +45,15 @@ static inline int call_log(void *ctx, int64_t a, int64_t b, double x)
 {
     tt_attr attrs[3] = {TT_INT("a", a), TT_INT("b", b), TT_DOUBLE("x", x)};
     return tt_log((tt_client *)ctx, NULL, TT_INFO, "example", attrs, 3);
+}
+
+static inline int call_log_genai(void *ctx, int64_t a, int64_t b, double x)
+{
+    (void)x;
+    tt_attr attrs[3] = {TT_STR("gen_ai.request.model", "llama-3-8b"),
+                        TT_INT("gen_ai.usage.input_tokens", a),
+                        TT_INT("gen_ai.usage.output_tokens", b)};
+    return tt_log((tt_client *)ctx, NULL, TT_INFO, "chat completed", attrs, 3);
 }
 
 static inline int call_metric(void *ctx, int64_t a, int64_t b, double x)
@@ -125,6 +137,7 @@ static inline void call_rdtsc(void *ctx, int64_t a, int64_t b, double x)
 }
 
 EH_DEFINE_LOOP(loop_log, call_log)
+EH_DEFINE_LOOP(loop_log_genai, call_log_genai)
 EH_DEFINE_LOOP(loop_metric, call_metric)
 EH_DEFINE_LOOP(loop_token, call_token)
 #ifndef EMIT_NO_TEXT
@@ -199,7 +212,8 @@ int main(int argc, char **argv)
             continue;
         } else {
             fprintf(stderr,
-                    "usage: emit --mode log|metric|token|token_text|empty|rdtsc [--endpoint E] "
+                    "usage: emit --mode log|log_genai|metric|token|token_text|empty|rdtsc "
+                    "[--endpoint E] "
                     "[--ring-bytes N] [--max-event-bytes N] [--wait-connect MS] " EH_USAGE "\n");
             return 2;
         }
@@ -216,6 +230,8 @@ int main(int argc, char **argv)
         return eh_run(&o, strcmp(mode, "empty") == 0 ? loop_empty : loop_rdtsc, NULL, NULL) ? 1 : 0;
     } else if (strcmp(mode, "log") == 0) {
         body = loop_log;
+    } else if (strcmp(mode, "log_genai") == 0) {
+        body = loop_log_genai;
     } else if (strcmp(mode, "metric") == 0) {
         body = loop_metric;
     } else if (strcmp(mode, "token") == 0) {
