@@ -265,39 +265,61 @@ done:
 #define WR_BAD ((uint8_t *)1)
 
 #if TT_OVERREAD
-/* How many bytes of s come before its terminator, when fewer than 16 and its next 16 bytes lie
- * in one page; -1 otherwise (NULL, a longer string, a page boundary). *x receives the bytes. */
-static inline __attribute__((always_inline)) int short_len(const char *s, __m128i *x)
+/* A string of fewer than 32 bytes, as short_len read it: n bytes, in x[0] and (n >= 16) x[1]. */
+typedef struct short_str {
+    __m128i x[2];
+} short_str;
+
+/* How many bytes of s come before its terminator, when fewer than 32 and the 16-byte blocks that
+ * hold them lie in one page; -1 otherwise (NULL, a longer string, a page boundary). *v receives
+ * the bytes: one 16-byte load for a string of up to 15 bytes, two for 16 to 31 (the attribute
+ * keys of the GenAI conventions, gen_ai.usage.input_tokens and the like, are 17 to 31). */
+static inline __attribute__((always_inline)) int short_len(const char *s, short_str *v)
 {
-    if (TT_UNLIKELY(!s || ((uintptr_t)s & (PAGE_SIZE_MIN - 1)) > PAGE_SIZE_MIN - 16)) {
+    uintptr_t in_page = (uintptr_t)s & (PAGE_SIZE_MIN - 1);
+    if (TT_UNLIKELY(!s || in_page > PAGE_SIZE_MIN - 16)) {
         return -1;
     }
-    *x = _mm_loadu_si128((const __m128i *)(const void *)s);
-    unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(*x, _mm_setzero_si128()));
-    return TT_LIKELY(m) ? __builtin_ctz(m) : -1;
+    const __m128i zero = _mm_setzero_si128();
+    v->x[0] = _mm_loadu_si128((const __m128i *)(const void *)s);
+    unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v->x[0], zero));
+    v->x[1] = zero; /* not stored (put_short stores it for n >= 16 only) */
+    if (TT_LIKELY(m)) {
+        return __builtin_ctz(m);
+    }
+    if (TT_UNLIKELY(in_page > PAGE_SIZE_MIN - 32)) {
+        return -1;
+    }
+    v->x[1] = _mm_loadu_si128((const __m128i *)(const void *)(s + 16));
+    m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v->x[1], zero));
+    return m ? 16 + __builtin_ctz(m) : -1;
 }
 
-/* Writes a string measured by short_len (n bytes, held in x) as its length and one 16-byte store.
- * Returns the byte after it. */
-static inline __attribute__((always_inline)) uint8_t *put_short(uint8_t *p, int n, __m128i x)
+/* Writes a string measured by short_len (n bytes, held in v) as its length and one or two
+ * 16-byte stores. Returns the byte after it. */
+static inline __attribute__((always_inline)) uint8_t *put_short(uint8_t *p, int n,
+                                                                const short_str *v)
 {
     put_u32(p, (uint32_t)n);
-    _mm_storeu_si128((__m128i *)(void *)(p + 4), x);
+    _mm_storeu_si128((__m128i *)(void *)(p + 4), v->x[0]);
+    if (n >= 16) {
+        _mm_storeu_si128((__m128i *)(void *)(p + 20), v->x[1]);
+    }
     return p + 4 + n;
 }
 
-/* The most room an attribute takes when its strings are shorter than 16 bytes: key 4 + 16
- * (a 16-byte store), type 1, value 4 + 16. */
-#define WR_ATTR_SHORT 41
+/* The most room an attribute takes when its strings are shorter than 32 bytes: key 4 + 32
+ * (two 16-byte stores), type 1, value 4 + 32. */
+#define WR_ATTR_SHORT 73
 #endif
 
 /* Writes the attribute list at p, never past end. Returns the byte after it, NULL when it does
  * not fit, WR_BAD for an attribute of an unknown type.
  *
- * The usual attribute has a key and a string value shorter than 16 bytes: when the room holds
+ * The usual attribute has a key and a string value shorter than 32 bytes: when the room holds
  * n of those at their largest, the attributes are written without a room check per field,
- * each string with one 16-byte load and store, until one is not short; from there on (or when
- * the room is smaller) each field is checked. */
+ * each string with one or two 16-byte loads and stores, until one is not short; from there on
+ * (or when the room is smaller) each field is checked. */
 static inline __attribute__((always_inline)) uint8_t *wr_attrs(uint8_t *p, const tt_attr *a,
                                                                size_t n, const uint8_t *end)
 {
@@ -309,12 +331,12 @@ static inline __attribute__((always_inline)) uint8_t *wr_attrs(uint8_t *p, const
 #if TT_OVERREAD
     if (TT_LIKELY((size_t)(end - p) >= n * WR_ATTR_SHORT)) {
         for (; i < n; i++) {
-            __m128i x;
+            short_str x;
             int kl = short_len(a[i].key, &x);
             if (TT_UNLIKELY(kl < 0)) {
                 break; /* the checked loop writes this attribute */
             }
-            p = put_short(p, kl, x);
+            p = put_short(p, kl, &x);
             uint32_t t = (uint32_t)a[i].type;
             *p++ = (uint8_t)t;
             if (TT_LIKELY(t - TT_ATTR_INT <= TT_ATTR_DOUBLE - TT_ATTR_INT)) {
@@ -330,7 +352,7 @@ static inline __attribute__((always_inline)) uint8_t *wr_attrs(uint8_t *p, const
                     i++;
                     break;
                 }
-                p = put_short(p, vl, x);
+                p = put_short(p, vl, &x);
             } else if (t == TT_ATTR_BOOL) {
                 *p++ = a[i].v.b ? 1 : 0;
             } else {

@@ -1,10 +1,11 @@
 /*
  * test_emit_attrs.c - attribute lists of every shape are copied into the ring exactly: keys and
- * string values short (one 16-byte copy, no room check per field) and long (the checked copy)
- * mixed in any order, NULL keys and values (written as empty strings), all four types, lists of
- * 0 to 12, with the largest event large enough that the unchecked writer is taken and small
- * enough that it is not (max_event_bytes 256: a list of 6 short attributes already does not fit
- * its bound). Every event is read back from the ring right after its call.
+ * string values short (one or two 16-byte copies, no room check per field) and long (the checked
+ * copy) mixed in any order, lengths on both sides of 16 and of 32, NULL keys and values (written
+ * as empty strings), all four types, lists of 0 to 12, with the largest event large enough that
+ * the unchecked writer is taken and small enough that it is not (max_event_bytes 256: a list of
+ * 4 short attributes already does not fit its bound). Every event is read back from the ring
+ * right after its call.
  */
 #include "test.h"
 
@@ -25,18 +26,22 @@ static const char *make_str(char *buf, int n, char base)
     return buf;
 }
 
-/* A length for a key or a string value: mostly short, some 15-17 and longer, some NULL. */
+/* A length for a key or a string value: mostly under 16, some 14-17 and 29-34 (the edges of the
+ * one- and two-copy cases), some longer, some NULL. */
 static int pick_len(tt__rng *s)
 {
     uint64_t x = tt__rng_next(s) % 16;
     if (x == 0) {
         return -1;
     }
-    if (x < 10) {
+    if (x < 9) {
         return (int)(tt__rng_next(s) % 16);
     }
-    if (x < 14) {
-        return 14 + (int)(tt__rng_next(s) % 5);
+    if (x < 11) {
+        return 14 + (int)(tt__rng_next(s) % 4);
+    }
+    if (x < 13) {
+        return 29 + (int)(tt__rng_next(s) % 6);
     }
     return 18 + (int)(tt__rng_next(s) % 40);
 }
