@@ -93,23 +93,24 @@ static struct {
 static struct {
     pthread_mutex_t mu;
     int64_t at_ns; /* Unix ns; 0: none yet */
-    uint64_t first, delivered, pending, ack_pending;
+    uint64_t first, delivered, ack_floor, pending, ack_pending;
     char leader[64];
     char outcome[160];
     int64_t fetch_error_ns; /* the last fetch that failed otherwise than by timing out */
     char fetch_error[96];
 } nlast = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static void last_look(uint64_t first, uint64_t delivered, uint64_t pending, uint64_t ack_pending,
-                      const char *leader, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static void last_look(uint64_t first, uint64_t delivered, uint64_t pending, uint64_t ack_pending,
-                      const char *leader, const char *fmt, ...)
+static void last_look(uint64_t first, uint64_t delivered, uint64_t ack_floor, uint64_t pending,
+                      uint64_t ack_pending, const char *leader, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+static void last_look(uint64_t first, uint64_t delivered, uint64_t ack_floor, uint64_t pending,
+                      uint64_t ack_pending, const char *leader, const char *fmt, ...)
 {
     pthread_mutex_lock(&nlast.mu);
     nlast.at_ns = (int64_t)tt__wall_ns();
     nlast.first = first;
     nlast.delivered = delivered;
+    nlast.ack_floor = ack_floor;
     nlast.pending = pending;
     nlast.ack_pending = ack_pending;
     snprintf(nlast.leader, sizeof nlast.leader, "%s", leader);
@@ -446,25 +447,48 @@ void nats_stall_reset(struct nats_stall *st)
     st->delivered = 0;
     st->suspect = NATS_STALL_NONE;
     st->wait_ms = NATS_STALL_IDLE_MS;
+    st->orphan = 0;
+    st->sweep_to = 0;
+}
+
+void nats_stall_moved(struct nats_stall *st)
+{
+    uint64_t orphan = st->orphan;
+    nats_stall_reset(st);
+    st->orphan = orphan;
 }
 
 enum nats_stall_act nats_stall_look(struct nats_stall *st, uint64_t first, uint64_t delivered,
-                                    uint64_t pending, uint64_t ack_pending)
+                                    uint64_t ack_floor, uint64_t pending, uint64_t ack_pending)
 {
+    if (first && (first <= ack_floor || (first <= delivered && ack_pending == 0))) {
+        /* Delivered and acknowledged as far as the durable knows, or delivered with nothing
+         * awaiting an ack (skipped, or given up on), and still in the work queue. */
+        uint64_t to = ack_pending == 0 ? delivered : ack_floor;
+        if (st->orphan == first) {
+            nats_stall_reset(st);
+            st->sweep_to = to;
+            return NATS_STALL_SWEEP;
+        }
+        unsigned keep = st->wait_ms;
+        nats_stall_reset(st);
+        st->wait_ms = keep;
+        st->orphan = first;
+        return NATS_STALL_NONE;
+    }
     if (!first || pending || ack_pending) {
         nats_stall_reset(st);
         return NATS_STALL_NONE;
     }
-    enum nats_stall_act seen = first > delivered ? NATS_STALL_STEPDOWN : NATS_STALL_SWEEP;
-    if (st->suspect == (int)seen && st->first == first && st->delivered == delivered) {
+    /* Past what the durable delivered, none pending, none awaiting an ack. */
+    st->orphan = 0;
+    if (st->suspect == NATS_STALL_STEPDOWN && st->first == first && st->delivered == delivered) {
         st->suspect = NATS_STALL_NONE;
-        if (seen == NATS_STALL_STEPDOWN) {
-            st->wait_ms = st->wait_ms >= NATS_STALL_WAIT_MAX_MS / 2 ? NATS_STALL_WAIT_MAX_MS
-                                                                    : st->wait_ms * 2;
-        }
-        return seen;
+        st->wait_ms =
+            st->wait_ms >= NATS_STALL_WAIT_MAX_MS / 2 ? NATS_STALL_WAIT_MAX_MS : st->wait_ms * 2;
+        return NATS_STALL_STEPDOWN;
     }
-    st->suspect = (int)seen;
+    st->suspect = NATS_STALL_STEPDOWN;
     st->first = first;
     st->delivered = delivered;
     return NATS_STALL_NONE;
@@ -497,15 +521,16 @@ static int stream_next(struct nats_src *x, uint64_t seq, struct nats_stored *sm)
     return rc == 0 ? 0 : rc > 0 ? 1 : -2;
 }
 
-/* Sweep the messages on the durable's subjects from first up to delivered (at most
- * NATS_SWEEP_MAX): each submitted like a fetched one and deleted once stored. */
-static void sweep(struct nats_src *x, uint64_t first, uint64_t delivered)
+/* Sweep the messages on the durable's subjects from first up to last (what the durable
+ * delivered, or its ack floor; at most NATS_SWEEP_MAX): each submitted like a fetched one and
+ * deleted once stored. */
+static void sweep(struct nats_src *x, uint64_t first, uint64_t last)
 {
     int n = 0;
-    for (uint64_t seq = first; seq <= delivered && n < NATS_SWEEP_MAX; n++) {
+    for (uint64_t seq = first; seq <= last && n < NATS_SWEEP_MAX; n++) {
         struct nats_stored sm;
         int rc = stream_next(x, seq, &sm);
-        if (rc == -2 && sm.seq && sm.seq <= delivered) {
+        if (rc == -2 && sm.seq && sm.seq <= last) {
             /* Never readable by any collector (not JSON as JetStream writes it, or above the
              * largest message the collector takes): removed, and counted. */
             cstat_add(&nstats.swept, 1);
@@ -514,7 +539,7 @@ static void sweep(struct nats_src *x, uint64_t first, uint64_t delivered)
             seq = sm.seq + 1;
             continue;
         }
-        if (rc != 0 || sm.seq > delivered) {
+        if (rc != 0 || sm.seq > last) {
             nats_stored_free(&sm);
             break;
         }
@@ -533,10 +558,10 @@ static void sweep(struct nats_src *x, uint64_t first, uint64_t delivered)
     if (n == 0) {
         return; /* gone since the look (acknowledged after all) */
     }
-    log_warn("NATS: %d message%s of stream %s at or below what durable %s delivered (%llu) "
-             "neither pending nor awaiting an ack: swept from sequence %llu",
-             n, n == 1 ? "" : "s", x->o->nats_stream, x->o->nats_durable,
-             (unsigned long long)delivered, (unsigned long long)first);
+    log_warn("NATS: %d message%s of stream %s left at or below what durable %s delivered and "
+             "acknowledged (up to %llu), never to be redelivered: swept from sequence %llu",
+             n, n == 1 ? "" : "s", x->o->nats_stream, x->o->nats_durable, (unsigned long long)last,
+             (unsigned long long)first);
 }
 
 /* Look at the durable and the stream; step the durable's leader down or sweep when the check
@@ -555,40 +580,41 @@ static void stall_look(struct nats_src *x, struct nats_stall *st)
          * kept. */
         x->ask_ms = NATS_STALL_ASK_SLOW_MS;
         cstat_add(&nstats.look_failures, 1);
-        last_look(0, 0, 0, 0, "?", "the durable's info: %s (JetStream error %d)",
+        last_look(0, 0, 0, 0, 0, "?", "the durable's info: %s (JetStream error %d)",
                   natsStatus_GetText(cs), (int)jerr);
         return;
     }
     cstat_add(&nstats.looks, 1);
-    uint64_t delivered = ci->Delivered.Stream, pending = ci->NumPending;
+    uint64_t delivered = ci->Delivered.Stream, ack_floor = ci->AckFloor.Stream;
+    uint64_t pending = ci->NumPending;
     uint64_t ack_pending = ci->NumAckPending > 0 ? (uint64_t)ci->NumAckPending : 0;
     char leader[64];
     snprintf(leader, sizeof leader, "%s",
              ci->Cluster && ci->Cluster->Leader ? ci->Cluster->Leader : "?");
     jsConsumerInfo_Destroy(ci);
-    uint64_t first = 0;
-    if (pending == 0 && ack_pending == 0) {
-        struct nats_stored sm;
-        int rc = stream_next(x, 1, &sm);
-        first = rc == 0 || rc == -2 ? sm.seq : 0;
-        nats_stored_free(&sm);
-        if (rc == -1) {
-            x->ask_ms = NATS_STALL_ASK_SLOW_MS;
-            cstat_add(&nstats.look_failures, 1);
-            last_look(0, delivered, pending, ack_pending, leader,
-                      "the stream's first message: no answer");
-            return; /* unknown: the suspicion kept */
-        }
+    /* The first message on the durable's subjects, asked even while the durable delivers: one
+     * at or below its ack floor is an orphan whatever else moves. */
+    struct nats_stored sm;
+    int rc = stream_next(x, 1, &sm);
+    uint64_t first = rc == 0 || rc == -2 ? sm.seq : 0;
+    nats_stored_free(&sm);
+    if (rc == -1) {
+        x->ask_ms = NATS_STALL_ASK_SLOW_MS;
+        cstat_add(&nstats.look_failures, 1);
+        last_look(0, delivered, ack_floor, pending, ack_pending, leader,
+                  "the stream's first message: no answer");
+        return; /* unknown: the suspicion kept */
     }
     x->ask_ms = NATS_STALL_ASK_MS; /* answered */
-    enum nats_stall_act act = nats_stall_look(st, first, delivered, pending, ack_pending);
-    last_look(first, delivered, pending, ack_pending, leader, "%s",
-              act == NATS_STALL_SWEEP          ? "sweep"
-              : act == NATS_STALL_STEPDOWN     ? "step down"
-              : st->suspect != NATS_STALL_NONE ? "suspect: look again"
-                                               : "healthy");
+    enum nats_stall_act act =
+        nats_stall_look(st, first, delivered, ack_floor, pending, ack_pending);
+    last_look(first, delivered, ack_floor, pending, ack_pending, leader, "%s",
+              act == NATS_STALL_SWEEP                        ? "sweep"
+              : act == NATS_STALL_STEPDOWN                   ? "step down"
+              : st->suspect != NATS_STALL_NONE || st->orphan ? "suspect: look again"
+                                                             : "healthy");
     if (act == NATS_STALL_SWEEP) {
-        sweep(x, first, delivered);
+        sweep(x, first, st->sweep_to);
         return;
     }
     if (act != NATS_STALL_STEPDOWN) {
@@ -604,7 +630,7 @@ static void stall_look(struct nats_src *x, struct nats_stall *st)
                     "\"success\":true", 14) != NULL;
     natsMsg_Destroy(reply);
     cstat_add(&nstats.stepdowns, 1);
-    last_look(first, delivered, pending, ack_pending, leader, "step down: %s",
+    last_look(first, delivered, ack_floor, pending, ack_pending, leader, "step down: %s",
               ok ? "done" : "no answer");
     log_warn("NATS: durable %s delivered up to stream sequence %llu, stream %s holds message %llu "
              "on its subjects and the durable's leader (%s) counts none pending: asked it to "
@@ -648,18 +674,20 @@ static void *consumer(void *arg)
         double now = (double)tt__mono_ns() / 1e6;
         if (s == NATS_OK && list.Count > 0) {
             busy = now;
-            nats_stall_reset(&st);
-        } else if (now - busy >= NATS_STALL_IDLE_MS && now - looked >= st.wait_ms) {
+            nats_stall_moved(&st);
+        } else if (now - looked >=
+                   (now - busy >= NATS_STALL_IDLE_MS ? st.wait_ms : NATS_STALL_BUSY_MS)) {
             /* Idle (a fetch that fails counts: a durable whose leader sits on a node that
-             * cannot serve may answer so), and holding no message: a look can wait out its
-             * requests' timeouts, and no ack may wait behind it. */
+             * cannot serve may answer so), or delivering but not for the last fetch and not
+             * looked at for NATS_STALL_BUSY_MS (nats.h); and holding no message: a look can
+             * wait out its requests' timeouts, and no ack may wait behind it. */
             looked = now;
             uint64_t h = atomic_load(&x->held);
             if (h == 0) {
                 stall_look(x, &st);
             } else {
                 cstat_add(&nstats.looks_put_off, 1);
-                last_look(0, 0, 0, 0, "?", "put off: %llu message%s awaiting the store",
+                last_look(0, 0, 0, 0, 0, "?", "put off: %llu message%s awaiting the store",
                           (unsigned long long)h, h == 1 ? "" : "s");
             }
         }
@@ -998,6 +1026,7 @@ void nats_status_json(tt__json *j)
     tt__json_kv_i64(j, "time_unix_ns", nlast.at_ns);
     tt__json_kv_u64(j, "first", nlast.first);
     tt__json_kv_u64(j, "delivered", nlast.delivered);
+    tt__json_kv_u64(j, "ack_floor", nlast.ack_floor);
     tt__json_kv_u64(j, "pending", nlast.pending);
     tt__json_kv_u64(j, "ack_pending", nlast.ack_pending);
     tt__json_kv_cstr(j, "leader", nlast.leader);

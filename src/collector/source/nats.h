@@ -71,15 +71,27 @@ int nats_publish_control(struct nats_src *x, const char *agent, const uint8_t *p
  *   never redelivered (fixed in nats-server 2.10.26 and 2.11: #6469, #6566).
  * When fetches have returned nothing for NATS_STALL_IDLE_MS and no message awaits its answer
  * (so that no ack waits behind a look), the consumer thread looks: the durable's info (from its
- * leader), then the first message on the durable's subjects (from the stream's leader). Two looks in a row that see the same first message while the durable
- * counts nothing pending and nothing awaiting an ack, with no delivery between them, act: a
- * message past what the durable delivered makes it ask the durable's leader to step down, so
- * another replica leads it; messages at or below it are swept: read from the stream by
- * sequence (at most NATS_SWEEP_MAX a look), submitted like fetched ones, and deleted from the
- * stream once the store has them (the store's dedup makes a stale copy harmless). A look that
- * sees neither, or a message fetched, resets the check; each step-down doubles the wait
- * before the next look, up to NATS_STALL_WAIT_MAX_MS. */
+ * leader), then the first message on the durable's subjects (from the stream's leader). Two
+ * looks in a row that see the same first message while the durable counts nothing pending and
+ * nothing awaiting an ack, with no delivery between them, act: a message past what the durable
+ * delivered makes it ask the durable's leader to step down, so another replica leads it;
+ * messages at or below it are swept: read from the stream by sequence (at most NATS_SWEEP_MAX a
+ * look), submitted like fetched ones, and deleted from the stream once the store has them (the
+ * store's dedup makes a stale copy harmless). A look that sees neither, or a message fetched,
+ * resets the check; each step-down doubles the wait before the next look, up to
+ * NATS_STALL_WAIT_MAX_MS.
+ *
+ * A durable that keeps delivering is looked at too, every NATS_STALL_BUSY_MS (after a fetch
+ * that returned nothing, no message awaiting its answer): agents connected but quiet send a
+ * heartbeat a second, so a durable with agents is seldom idle for NATS_STALL_IDLE_MS, and a
+ * skipped message would otherwise stay in the stream as long as any agent is connected. A
+ * first message that the durable acknowledged (at or below its ack floor), or delivered while
+ * nothing awaits an ack, is an orphan whatever else moves: two looks in a row that see the
+ * same orphan sweep from it up to what was delivered (nothing awaiting an ack) or the ack floor
+ * (what is above it may be on its way to a collector). Deliveries between the looks do not
+ * start that check over. */
 #define NATS_STALL_IDLE_MS 3000
+#define NATS_STALL_BUSY_MS 10000
 #define NATS_STALL_WAIT_MAX_MS 60000
 #define NATS_SWEEP_MAX 64
 enum nats_stall_act { NATS_STALL_NONE, NATS_STALL_STEPDOWN, NATS_STALL_SWEEP };
@@ -88,14 +100,21 @@ struct nats_stall {
     uint64_t delivered; /* the durable's last delivered stream sequence then */
     int suspect;        /* what the previous look saw (enum nats_stall_act) */
     unsigned wait_ms;   /* between looks */
+    uint64_t orphan;    /* the first message at or below the ack floor at the previous look, 0 */
+    uint64_t sweep_to;  /* after NATS_STALL_SWEEP: the last sequence to sweep */
 };
+/* Start the check over (the orphan suspicion included). */
 void nats_stall_reset(struct nats_stall *st);
+/* A message was fetched: the idle durable's check starts over; an orphan stays suspect
+ * (deliveries above it do not move it). */
+void nats_stall_moved(struct nats_stall *st);
 
 /* One look: the stream sequence of the first message on the durable's subjects (0: none), the
- * durable's last delivered stream sequence, its pending count and its count of messages
- * delivered and not yet acknowledged. What to do now. */
+ * durable's last delivered stream sequence, its ack floor (the stream sequence up to which
+ * everything is acknowledged), its pending count and its count of messages delivered and not
+ * yet acknowledged. What to do now; after NATS_STALL_SWEEP, sweep from first to st->sweep_to. */
 enum nats_stall_act nats_stall_look(struct nats_stall *st, uint64_t first, uint64_t delivered,
-                                    uint64_t pending, uint64_t ack_pending);
+                                    uint64_t ack_floor, uint64_t pending, uint64_t ack_pending);
 
 /* The source's counters for /metrics and /api/v1/status (zeros without --nats). */
 void nats_metrics(tt__buf *b);
