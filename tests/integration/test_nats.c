@@ -308,12 +308,38 @@ TEST_T(nats_idle_durable_checked_and_left_alone_when_healthy, 60)
     tt_nats_disconnect(&p);
 }
 
+/* A publisher that keeps the durable delivering (as connected agents' heartbeats do): a
+ * message of BUSY_EVENTS events for its own instance every 300 ms until told to stop. */
+#define BUSY_EVENTS 2
+struct busy {
+    struct tt_nats_conn p;
+    pthread_t th;
+    atomic_int stop;
+    uint8_t inst[16];
+    int msgs;
+};
+
+static void *busy_main(void *arg)
+{
+    struct busy *b = arg;
+    while (!atomic_load(&b->stop)) {
+        CHECK_EQ(
+            publish(&b->p, 2, b->inst, 1 + (uint64_t)b->msgs * BUSY_EVENTS, BUSY_EVENTS, MSG_OK),
+            0);
+        b->msgs++;
+        usleep(300000);
+    }
+    return NULL;
+}
+
 /* (1c) A message JetStream will never deliver again (left in the work queue below what the
  * durable delivered, neither pending nor awaiting an ack: how nats-server 2.9 leaves a message
  * skipped by a new leader, made here by a durable with MaxDeliver 1 whose one delivery went
  * to a reader that never answered) is swept by the stalled-durable check: read from the
- * stream, stored once, deleted from the stream. */
-TEST_T(nats_message_the_durable_skipped_is_swept_from_the_stream_and_stored, 60)
+ * stream, stored once, deleted from the stream. With busy, other messages keep the durable
+ * delivering all along (it is never idle for NATS_STALL_IDLE_MS): the check looks every
+ * NATS_STALL_BUSY_MS and sweeps it all the same. */
+static void skipped_is_swept(int busy)
 {
     struct tt_nats ns;
     tt_nats_start(&ns, 1);
@@ -376,6 +402,27 @@ TEST_T(nats_message_the_durable_skipped_is_swept_from_the_stream_and_stored, 60)
                         "--nats", ns.urls, "--nats-token-file", ns.token_file, "--nats-ack-wait",
                         "1000", NULL);
     CHECK_EQ(publish(&p, 1, inst, 1 + EVENTS, EVENTS, MSG_OK), 0); /* delivered as usual */
+    static struct busy b;
+    memset(&b, 0, sizeof b);
+    if (busy) {
+        instance_of(b.inst, 2, 0);
+        tt_nats_connect(&b.p, &ns, 0);
+        CHECK(pthread_create(&b.th, NULL, busy_main, &b) == 0);
+        /* Until both of the skipped message's events are stored: two busy looks and slack. */
+        struct tt_store_check sc = {0};
+        double t0 = tt_test_now_ms();
+        while (sc.events < 2 * EVENTS) {
+            CHECK_MSG(tt_test_now_ms() - t0 < 4 * NATS_STALL_BUSY_MS,
+                      "%llu of %d events stored after %.0f ms", (unsigned long long)sc.events,
+                      2 * EVENTS, tt_test_now_ms() - t0);
+            usleep(200000);
+            tt_test_check_store(s.db, inst, &sc);
+        }
+        atomic_store(&b.stop, 1);
+        CHECK(pthread_join(b.th, NULL) == 0);
+        tt_nats_disconnect(&b.p);
+        wait_all_acked(&p, 20000);
+    }
     double t0 = tt_test_now_ms();
     uint64_t left = UINT64_MAX; /* as last read */
     int info_failed = 0;
@@ -399,6 +446,18 @@ TEST_T(nats_message_the_durable_skipped_is_swept_from_the_stream_and_stored, 60)
         usleep(200000);
     }
     check_instance(s.db, NULL, inst, 2 * EVENTS);
+    if (busy) {
+        uint8_t binst[16];
+        instance_of(binst, 2, 0);
+        check_instance(s.db, NULL, binst, (uint64_t)b.msgs * BUSY_EVENTS);
+        CHECK(nats_status(s.http, "swept", NULL) >= 1);
+        CHECK_EQ(nats_status(s.http, "acked", NULL), 2 + b.msgs); /* each committed once */
+        CHECK_EQ(nats_status(s.http, "consumer_stepdowns", NULL), 0);
+        tt_test_serve_stop(&s);
+        CHECK(tt_test_count_lines(s.log, "swept from sequence 1") - lines_before >= 1);
+        tt_nats_disconnect(&p);
+        return;
+    }
     /* Swept: the skipped message, and any acked copy nats-server 2.9 left behind it in the work
      * queue (the delivered one here: its ack did not remove it while the skipped one held the
      * ack floor), which the store's dedup answers as a duplicate. */
@@ -411,6 +470,16 @@ TEST_T(nats_message_the_durable_skipped_is_swept_from_the_stream_and_stored, 60)
     tt_test_serve_stop(&s);
     CHECK_EQ_U64(tt_test_count_lines(s.log, "swept from sequence 1") - lines_before, 1);
     tt_nats_disconnect(&p);
+}
+
+TEST_T(nats_message_the_durable_skipped_is_swept_from_the_stream_and_stored, 60)
+{
+    skipped_is_swept(0);
+}
+
+TEST_T(nats_message_the_durable_skipped_is_swept_while_it_goes_on_delivering, 90)
+{
+    skipped_is_swept(1);
 }
 
 /* (2) A malformed message, a hello with a bad token and one without Nats-Msg-Id are
