@@ -450,25 +450,25 @@ static void skipped_is_swept(int busy)
         uint8_t binst[16];
         instance_of(binst, 2, 0);
         check_instance(s.db, NULL, binst, (uint64_t)b.msgs * BUSY_EVENTS);
-        CHECK(nats_status(s.http, "swept", NULL) >= 1);
-        CHECK_EQ(nats_status(s.http, "acked", NULL), 2 + b.msgs); /* each committed once */
-        CHECK_EQ(nats_status(s.http, "consumer_stepdowns", NULL), 0);
-        tt_test_serve_stop(&s);
-        CHECK(tt_test_count_lines(s.log, "swept from sequence 1") - lines_before >= 1);
-        tt_nats_disconnect(&p);
-        return;
     }
     /* Swept: the skipped message, and any acked copy nats-server 2.9 left behind it in the work
      * queue (the delivered one here: its ack did not remove it while the skipped one held the
      * ack floor), which the store's dedup answers as a duplicate. */
     int64_t swept = nats_status(s.http, "swept", NULL);
     CHECK(swept >= 1);
-    CHECK_EQ(tt_test_metric(s.http, "telltale_nats_swept_total"), (uint64_t)swept);
-    CHECK_EQ(nats_status(s.http, "acked", NULL), 2); /* each message committed once */
-    CHECK_EQ(nats_status(s.http, "acked_duplicate", NULL), swept - 1);
+    CHECK_EQ(nats_status(s.http, "acked", NULL), 2 + b.msgs); /* each message committed once */
     CHECK_EQ(nats_status(s.http, "consumer_stepdowns", NULL), 0);
+    if (!busy) {
+        CHECK_EQ(tt_test_metric(s.http, "telltale_nats_swept_total"), (uint64_t)swept);
+        CHECK_EQ(nats_status(s.http, "acked_duplicate", NULL), swept - 1);
+    }
     tt_test_serve_stop(&s);
-    CHECK_EQ_U64(tt_test_count_lines(s.log, "swept from sequence 1") - lines_before, 1);
+    uint64_t sweeps = tt_test_count_lines(s.log, "swept from sequence 1") - lines_before;
+    if (busy) {
+        CHECK(sweeps >= 1);
+    } else {
+        CHECK_EQ_U64(sweeps, 1);
+    }
     tt_nats_disconnect(&p);
 }
 
