@@ -5,9 +5,11 @@
  * RAII scopes and attribute helpers should have made of it: every attribute with its C++ type,
  * the steps nested and ended by their scopes (normally, after fail(), by an exception or an
  * early return), the response ended by its scope, and nothing of the calls it refused. The
- * C++ example of docs/api.md compiles the same way (-fno-exceptions) and does what it says.
+ * C++ example of docs/api.md compiles the same way (-fno-exceptions) and does what it says, and
+ * so does the README's C example, built with the link lines the README and docs/api.md give.
  */
 #include <jansson.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -361,4 +363,144 @@ TEST_T(cpp_attr_refuses_at_compile_time_what_it_cannot_keep_exactly, 240)
                   refused[i].stmt, refused[i].why, log);
         free(log);
     }
+}
+
+/* The whole of a text file, NUL-terminated (malloc'd). */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f, "cannot read %s", path);
+    static const size_t max = 1 << 20;
+    char *s = malloc(max);
+    CHECK(s);
+    size_t n = fread(s, 1, max - 1, f);
+    CHECK(feof(f));
+    fclose(f);
+    s[n] = 0;
+    return s;
+}
+
+/* The text between the first "`" at or after the first occurrence of after in doc and the next
+ * "`", its line breaks as spaces (malloc'd). */
+static char *code_span(const char *doc, const char *after, const char *name)
+{
+    const char *p = strstr(doc, after);
+    CHECK_MSG(p, "%s no longer says \"%s\"", name, after);
+    const char *a = strchr(p, '`'), *b = a ? strchr(a + 1, '`') : NULL;
+    CHECK_MSG(a && b, "%s: no `code` after \"%s\"", name, after);
+    char *s = strndup(a + 1, (size_t)(b - a - 1));
+    CHECK(s);
+    for (char *q = s; *q; q++) {
+        *q = *q == '\n' ? ' ' : *q;
+    }
+    return s;
+}
+
+/* Run cmd with sh -c in dir; its exit status. */
+static int run_in(const char *dir, const char *cmd)
+{
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        if (chdir(dir) != 0) {
+            _exit(126);
+        }
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The README's C example, built in a checkout-like directory (include/, build/) with the link
+ * line the README gives, and again with the static link line of docs/api.md, then run against
+ * a real collector where `make run` puts its socket (run-data/telltale.sock): it exits 0 and its
+ * four events are stored as written. */
+TEST_T(readme_c_example_builds_as_documented_and_is_stored, 120)
+{
+    const char *src = getenv("TT_SRCDIR"), *build = getenv("TT_BUILD");
+    const char *san = getenv("TT_SANITIZE");
+    src = src && *src ? src : ".";
+    build = build && *build ? build : "build";
+    char path[4200], dir[4096], link[4200], real[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/checkout", tt_test_tmpdir());
+    CHECK(mkdir(dir, 0700) == 0);
+    snprintf(path, sizeof path, "%s/include", src);
+    snprintf(link, sizeof link, "%s/include", dir);
+    CHECK(symlink(path, link) == 0);
+    CHECK(realpath(build, real));
+    snprintf(link, sizeof link, "%s/build", dir);
+    CHECK(symlink(real, link) == 0);
+
+    snprintf(path, sizeof path, "%s/README.md", src);
+    char *readme = slurp(path);
+    const char *c = strstr(readme, "## Using the library from C");
+    CHECK_MSG(c, "README.md has no \"## Using the library from C\"");
+    const char *begin = strstr(c, "```c\n"), *end = begin ? strstr(begin, "\n```\n") : NULL;
+    CHECK_MSG(begin && end, "README.md has no ```c block under \"## Using the library from C\"");
+    begin += 5;
+    snprintf(path, sizeof path, "%s/app.c", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    CHECK(fwrite(begin, 1, (size_t)(end + 1 - begin), f) == (size_t)(end + 1 - begin));
+    fclose(f);
+
+    /* "`cc -Iinclude app.c build/libtelltale.a ...`" as written, and "cc -Iinclude app.c build/"
+     * followed by what docs/api.md says a static link takes. */
+    char *readme_cmd = code_span(readme, "or against the build tree with", "README.md");
+    CHECK_MSG(strstr(readme_cmd, "build/libtelltale.a") && strstr(readme_cmd, "app.c"),
+              "README.md's build-tree command is now `%s`", readme_cmd);
+    snprintf(path, sizeof path, "%s/docs/api.md", src);
+    char *api = slurp(path);
+    char *api_libs = code_span(api, "or statically with", "docs/api.md");
+    CHECK_MSG(strncmp(api_libs, "libtelltale.a ", 14) == 0, "docs/api.md's static line is `%s`",
+              api_libs);
+    char sanflag[256] = "";
+    if (san && *san) {
+        snprintf(sanflag, sizeof sanflag, " -fsanitize=%s", san);
+    }
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "%s%s -o app 2>'%s/readme-cc.log'", readme_cmd, sanflag,
+             tt_test_outdir());
+    CHECK_MSG(run_in(dir, cmd) == 0, "README.md's command failed in %s: %s (readme-cc.log)", dir,
+              readme_cmd);
+    snprintf(cmd, sizeof cmd, "cc -Iinclude app.c build/%s%s -o app_api 2>'%s/api-cc.log'",
+             api_libs, sanflag, tt_test_outdir());
+    CHECK_MSG(run_in(dir, cmd) == 0, "docs/api.md's static link line failed in %s: %s (api-cc.log)",
+              dir, cmd);
+
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "serve", NULL);
+    snprintf(path, sizeof path, "%s/run-data", dir);
+    CHECK(mkdir(path, 0700) == 0);
+    snprintf(link, sizeof link, "%s/run-data/telltale.sock", dir);
+    CHECK(symlink(s.sock, link) == 0);
+    CHECK_MSG(run_in(dir, "./app") == 0, "the README's example failed");
+
+    json_t *ev[MAX_EVENTS];
+    size_t nev = fetch_events(s.http, "my-agent", ev);
+    CHECK_EQ(nev, 4); /* the log, the step's begin and end, the metric */
+    json_t *log = find(ev, nev, "log", "message", "turn started");
+    CHECK(log);
+    CHECK_STR(str(log, "session"), "conversation-42");
+    CHECK_STR(str(json_object_get(log, "attrs"), "user"), "alice");
+    CHECK_EQ(json_integer_value(json_object_get(json_object_get(log, "attrs"), "turn")), 3);
+    json_t *step = find(ev, nev, "step_begin", "name", "sql");
+    CHECK(step);
+    CHECK_STR(str(step, "query"), "SELECT name FROM products WHERE stock > 0");
+    check_step_end(ev, nev, step, "ok", "", 512);
+    json_t *metric = find(ev, nev, "metric", "name", "answer.tokens");
+    CHECK(metric);
+    CHECK_STR(str(metric, "metric_kind"), "histogram");
+    CHECK_NEAR(json_number_value(json_object_get(metric, "value")), 128.0, 0);
+    CHECK_STR(str(metric, "unit"), "{token}");
+    for (size_t i = 0; i < nev; i++) {
+        json_decref(ev[i]);
+    }
+    tt_test_serve_stop(&s);
+    free(readme_cmd);
+    free(api_libs);
+    free(readme);
+    free(api);
 }
