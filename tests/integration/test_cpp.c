@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "operator.h"
 #include "serve.h"
 #include "test.h"
 
@@ -365,21 +366,6 @@ TEST_T(cpp_attr_refuses_at_compile_time_what_it_cannot_keep_exactly, 240)
     }
 }
 
-/* The whole of a text file, NUL-terminated (malloc'd). */
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    CHECK_MSG(f, "cannot read %s", path);
-    static const size_t max = 1 << 20;
-    char *s = malloc(max);
-    CHECK(s);
-    size_t n = fread(s, 1, max - 1, f);
-    CHECK(feof(f));
-    fclose(f);
-    s[n] = 0;
-    return s;
-}
-
 /* The text between the first "`" at or after the first occurrence of after in doc and the next
  * "`", its line breaks as spaces (malloc'd). */
 static char *code_span(const char *doc, const char *after, const char *name)
@@ -434,7 +420,7 @@ TEST_T(readme_c_example_builds_as_documented_and_is_stored, 120)
     CHECK(symlink(real, link) == 0);
 
     snprintf(path, sizeof path, "%s/README.md", src);
-    char *readme = slurp(path);
+    char *readme = tt_test_read_file(path);
     const char *c = strstr(readme, "## Using the library from C");
     CHECK_MSG(c, "README.md has no \"## Using the library from C\"");
     const char *begin = strstr(c, "```c\n"), *end = begin ? strstr(begin, "\n```\n") : NULL;
@@ -452,7 +438,7 @@ TEST_T(readme_c_example_builds_as_documented_and_is_stored, 120)
     CHECK_MSG(strstr(readme_cmd, "build/libtelltale.a") && strstr(readme_cmd, "app.c"),
               "README.md's build-tree command is now `%s`", readme_cmd);
     snprintf(path, sizeof path, "%s/docs/api.md", src);
-    char *api = slurp(path);
+    char *api = tt_test_read_file(path);
     char *api_libs = code_span(api, "or statically with", "docs/api.md");
     CHECK_MSG(strncmp(api_libs, "libtelltale.a ", 14) == 0, "docs/api.md's static line is `%s`",
               api_libs);

@@ -38,6 +38,20 @@ void tt_test_write_file(const char *path, const char *text)
     fclose(f);
 }
 
+char *tt_test_read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f != NULL, "cannot read %s", path);
+    static const size_t max = 16u << 20;
+    char *s = malloc(max + 1);
+    CHECK(s != NULL);
+    size_t n = fread(s, 1, max, f);
+    CHECK_MSG(!ferror(f) && feof(f), "%s: unreadable or over 16 MiB", path);
+    fclose(f);
+    s[n] = 0;
+    return s;
+}
+
 long tt_test_http_auth(const char *http, const char *method, const char *path, const char *token,
                        char **body)
 {

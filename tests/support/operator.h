@@ -51,6 +51,10 @@ void tt_test_hook_stop(struct tt_test_hook *h);
 /* Write text to path (fails the test if it cannot). */
 void tt_test_write_file(const char *path, const char *text);
 
+/* The whole of a file, NUL-terminated (malloc'd; at most 16 MiB); fails the test if it cannot
+ * be read. */
+char *tt_test_read_file(const char *path);
+
 /* The timeout multiplier for slow (sanitizer) builds, >= 1. */
 double tt_test_mult(void);
 
