@@ -38,6 +38,10 @@ struct cli_auth {
     const char *token_file; /* --token-file */
     const char *data_dir;   /* --data */
     char token[300];
+    /* Set by cli_auth_token: where the token came from ("" when none was found), and the file
+     * looked for when none was (for cli_http_failed's advice on a 401). */
+    char from[4300];
+    char looked[4300];
 };
 
 /* The long options of struct cli_auth, for a subcommand's option table. */
@@ -81,9 +85,11 @@ int cli_path_add(char *path, size_t cap, const char *segment);
 /* Append "&name=value" (URL-encoded) to a query string under construction. */
 int cli_qs_add(char *qs, size_t cap, const char *name, const char *value);
 
-/* GET http://HOST:PORT/PATH?QS, handing the body to sink as it arrives (return nonzero from
- * sink to stop). Returns the HTTP status, or -1 with err set when the collector was not
- * reached. timeout_s 0 means none (streams). */
+/* GET http://HOST:PORT/PATH?QS, handing the body of a 2xx answer to sink as it arrives (return
+ * nonzero from sink to stop). Returns the HTTP status, or -1 with err set when the collector was
+ * not reached. Any other answer's body never reaches sink: err receives "HTTP N: " and its
+ * "error" text (or the start of the body), without control characters. timeout_s 0 means none
+ * (streams). */
 typedef int (*cli_sink)(void *ctx, const char *data, size_t n);
 long cli_http_get(const char *hostport, const char *path, const char *qs, const char *token,
                   long timeout_s, cli_sink sink, void *ctx, char *err, size_t errlen);
@@ -91,6 +97,11 @@ long cli_http_get(const char *hostport, const char *path, const char *qs, const 
 /* POST body (JSON) to http://HOST:PORT/PATH; as cli_http_get otherwise. */
 long cli_http_post(const char *hostport, const char *path, const char *token, const char *body,
                    long timeout_s, cli_sink sink, void *ctx, char *err, size_t errlen);
+
+/* Print, prefixed with cmd, why a request failed: err as the http helpers set it for status,
+ * and for a 401 what to do about the operator token (where a (may be NULL) found it, or where
+ * it looked). */
+void cli_http_failed(const char *cmd, long status, const char *err, const struct cli_auth *a);
 
 /* Replace control characters (ANSI escapes included) before text reaches a terminal. */
 void cli_sanitize(char *s);

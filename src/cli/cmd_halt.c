@@ -125,7 +125,12 @@ int cli_order(int argc, char **argv, const char *verb, const char *help)
     }
     cli_sanitize(out.buf);
     if (status != 202) {
-        fprintf(stderr, "telltale %s: HTTP %ld %s\n", verb, status, out.buf);
+        char cmd[64];
+        snprintf(cmd, sizeof cmd, "telltale %s", verb);
+        if (status >= 200 && status <= 299) {
+            snprintf(err, sizeof err, "HTTP %ld: %.400s", status, out.buf);
+        }
+        cli_http_failed(cmd, status, err, &auth);
         return EXIT_FAIL;
     }
     printf("%s\n", out.buf);

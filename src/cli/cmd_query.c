@@ -112,6 +112,10 @@ int cmd_query(int argc, char **argv)
             fprintf(stderr, "telltale query: %s\n", err);
             return EXIT_UNREACHABLE;
         }
+        if (status != 200 && status != 404) {
+            cli_http_failed("telltale query", status, err, &auth);
+            return EXIT_FAIL;
+        }
         if (status == 404) {
             char shown[300];
             snprintf(shown, sizeof shown, "%s", agent);
@@ -141,11 +145,12 @@ int cmd_query(int argc, char **argv)
             fprintf(stderr, "telltale query: %s\n", err);
             return EXIT_UNREACHABLE;
         }
-        putchar('\n');
         if (status != 200) {
-            fprintf(stderr, "telltale query: HTTP %ld (the error is printed above)\n", status);
+            cli_http_failed("telltale query", status, err, &auth);
+            return EXIT_FAIL;
         }
-        return status == 200 && fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
+        putchar('\n');
+        return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
     }
     if (count) {
         status = cli_http_get(http, "/api/v1/events/count", qs, token, 600, cli_collect_sink, &body,
@@ -161,8 +166,7 @@ int cmd_query(int argc, char **argv)
         return EXIT_UNREACHABLE;
     }
     if (status != 200) {
-        cli_sanitize(body.buf);
-        fprintf(stderr, "telltale query: HTTP %ld %s\n", status, body.buf);
+        cli_http_failed("telltale query", status, err, &auth);
         return EXIT_FAIL;
     }
     if (count) {

@@ -36,7 +36,6 @@ struct tail_state {
     char line[1u << 20];
     size_t len;
     int overflow;
-    char errbody[1024];
 };
 
 static void print_human(struct tail_state *t, const char *data)
@@ -98,10 +97,6 @@ static int on_line(struct tail_state *t, char *line)
 static int tail_sink(void *ctx, const char *data, size_t n)
 {
     struct tail_state *t = ctx;
-    if (t->errbody[0] == 0 && n && data[0] == '{' && t->len == 0) {
-        /* An error answer is one JSON object, not a stream. */
-        snprintf(t->errbody, sizeof t->errbody, "%.*s", (int)(n < 1000 ? n : 1000), data);
-    }
     for (size_t i = 0; i < n; i++) {
         if (data[i] == '\n') {
             t->line[t->len] = 0;
@@ -174,16 +169,14 @@ int cmd_tail(int argc, char **argv)
     }
     for (;;) {
         char err[512];
-        t->errbody[0] = 0;
         t->len = 0;
         long status =
             cli_http_get(http, "/api/v1/stream", qs, token, 0, tail_sink, t, err, sizeof err);
         if (t->remaining == 0) {
             break;
         }
-        if (status >= 400) {
-            cli_sanitize(t->errbody);
-            fprintf(stderr, "telltale tail: HTTP %ld %s\n", status, t->errbody);
+        if (status >= 300) {
+            cli_http_failed("telltale tail", status, err, &auth);
             rc = EXIT_FAIL;
             break;
         }

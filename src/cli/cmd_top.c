@@ -67,6 +67,7 @@ static int sink(void *ctx, const char *data, size_t n)
 
 struct top {
     const char *http, *token;
+    const struct cli_auth *auth; /* where the token came from */
     int width, color;
 };
 
@@ -77,16 +78,9 @@ static json_t *get_json(const struct top *t, const char *path, const char *qs, l
     struct body b = {NULL, 0};
     *status = cli_http_get(t->http, path, qs, t->token, 10, sink, &b, err, errlen);
     json_t *o = NULL;
-    if (*status >= 0 && b.p) {
+    if (*status == 200 && b.p) {
         json_error_t jerr;
         o = json_loads(b.p, 0, &jerr);
-        if (*status != 200) {
-            json_t *e = o ? json_object_get(o, "error") : NULL;
-            snprintf(err, errlen, "HTTP %ld: %s", *status,
-                     json_is_string(e) ? json_string_value(e) : "error");
-            json_decref(o);
-            o = NULL;
-        }
     }
     free(b.p);
     return o;
@@ -237,7 +231,8 @@ static int draw(const struct top *t)
         agents ? get_json(t, "/api/v1/incidents", "state=open&limit=100", &st2, err, sizeof err)
                : NULL;
     if (!agents || !alerts) {
-        fprintf(stderr, "telltale top: %s\n", err[0] ? err : "unreadable answer");
+        long st = agents ? st2 : st1;
+        cli_http_failed("telltale top", st, err[0] ? err : "unreadable answer", t->auth);
         json_decref(agents);
         json_decref(alerts);
         return st1 < 0 ? EXIT_UNREACHABLE : EXIT_FAIL;
@@ -293,7 +288,7 @@ int cmd_top(int argc, char **argv)
                                              {"width", required_argument, NULL, 'w'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    struct top t = {cli_http_default(), NULL, 0, 0};
+    struct top t = {.http = cli_http_default()};
     struct cli_auth auth = {0};
     int once = 0, opt;
     long interval = 1000, width = 0;
@@ -338,6 +333,7 @@ int cmd_top(int argc, char **argv)
     }
     int failed;
     t.token = cli_auth_token(&auth, "telltale top", &failed);
+    t.auth = &auth;
     if (failed) {
         return EXIT_FAIL;
     }

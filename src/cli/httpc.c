@@ -4,6 +4,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,24 +68,34 @@ int cli_read_token_file(const char *path, char *out, size_t cap, int may_be_miss
     return 0;
 }
 
+/* The token of file (may_be_missing: 1 when it does not exist, then a->looked names it). */
+static const char *from_file(struct cli_auth *a, const char *file, int may_be_missing,
+                             const char *cmd, int *failed)
+{
+    int rc = cli_read_token_file(file, a->token, sizeof a->token, may_be_missing, cmd);
+    *failed = rc < 0;
+    snprintf(rc == 0 ? a->from : a->looked, sizeof a->from, "%s", file);
+    return rc == 0 ? a->token : NULL;
+}
+
 static const char *from_dir(struct cli_auth *a, const char *dir, int may_be_missing,
                             const char *cmd, int *failed)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/operator.token", dir);
-    int rc = cli_read_token_file(path, a->token, sizeof a->token, may_be_missing, cmd);
-    *failed = rc < 0;
-    return rc == 0 ? a->token : NULL;
+    return from_file(a, path, may_be_missing, cmd, failed);
 }
 
 const char *cli_auth_token(struct cli_auth *a, const char *cmd, int *failed)
 {
     *failed = 0;
+    a->from[0] = a->looked[0] = 0;
     if (a->token_opt) {
         fprintf(stderr,
                 "%s: warning: --token is deprecated: every local user sees a command "
                 "line; use --token-file, --data or TELLTALE_TOKEN_FILE\n",
                 cmd);
+        snprintf(a->from, sizeof a->from, "--token");
         return a->token_opt;
     }
     const char *file = a->token_file ? a->token_file : NULL;
@@ -93,13 +104,13 @@ const char *cli_auth_token(struct cli_auth *a, const char *cmd, int *failed)
     }
     const char *env = getenv("TELLTALE_TOKEN");
     if (!file && env && *env) {
+        snprintf(a->from, sizeof a->from, "$TELLTALE_TOKEN");
         return env;
     }
     env = getenv("TELLTALE_TOKEN_FILE");
     file = file ? file : env && *env ? env : NULL;
     if (file) {
-        *failed = cli_read_token_file(file, a->token, sizeof a->token, 0, cmd) != 0;
-        return *failed ? NULL : a->token;
+        return from_file(a, file, 0, cmd, failed);
     }
     env = getenv("TELLTALE_DATA");
     return from_dir(a, env && *env ? env : "telltale-data", 1, cmd, failed);
@@ -135,13 +146,57 @@ int cli_qs_add(char *qs, size_t cap, const char *name, const char *value)
 struct sink_ctx {
     cli_sink sink;
     void *ctx;
+    CURL *h;
+    long status;              /* the answer's, read at its first byte */
+    struct cli_collect error; /* the body of an answer other than 2xx */
 };
 
 static size_t on_data(char *p, size_t size, size_t nmemb, void *cls)
 {
     struct sink_ctx *s = cls;
     size_t n = size * nmemb;
+    if (!s->status) {
+        curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &s->status);
+    }
+    if (s->status < 200 || s->status > 299) {
+        cli_collect_sink(&s->error, p, n);
+        return n;
+    }
     return s->sink(s->ctx, p, n) == 0 ? n : 0;
+}
+
+/* err = "HTTP status: " and the "error" text of the JSON body, else the body's start. */
+static void refusal(char *err, size_t errlen, long status, const char *body)
+{
+    json_error_t jerr;
+    json_t *o = json_loads(body, 0, &jerr);
+    const char *e = json_string_value(json_object_get(o, "error"));
+    snprintf(err, errlen, "HTTP %ld: %s", status, e ? e : *body ? body : "(no body)");
+    json_decref(o);
+    char *nl = strchr(err, '\n');
+    if (nl && !nl[strspn(nl, "\r\n")]) {
+        *nl = 0; /* a trailing line break */
+    }
+    cli_sanitize(err);
+}
+
+void cli_http_failed(const char *cmd, long status, const char *err, const struct cli_auth *a)
+{
+    fprintf(stderr, "%s: %s\n", cmd, err);
+    if (status != 401 || !a) {
+        return;
+    }
+    if (a->from[0]) {
+        fprintf(stderr,
+                "%s: the collector refused the operator token from %s: a collector generates "
+                "its own at first start, DIR/operator.token in its data directory (--data DIR)\n",
+                cmd, a->from);
+    } else {
+        fprintf(stderr,
+                "%s: no operator token was found (no %s): give the collector's data directory "
+                "with --data DIR (it holds operator.token), or --token-file FILE\n",
+                cmd, a->looked[0] ? a->looked : "token file");
+    }
 }
 
 static long request(const char *hostport, const char *path, const char *qs, const char *token,
@@ -164,7 +219,7 @@ static long request(const char *hostport, const char *path, const char *qs, cons
         snprintf(err, errlen, "cannot start libcurl");
         return -1;
     }
-    struct sink_ctx s = {sink, ctx};
+    struct sink_ctx s = {.sink = sink, .ctx = ctx, .h = h};
     struct curl_slist *hdrs = NULL;
     char auth[600];
     if (token) {
@@ -190,6 +245,9 @@ static long request(const char *hostport, const char *path, const char *qs, cons
     long status = -1;
     if (rc == CURLE_OK || rc == CURLE_WRITE_ERROR) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        if (status < 200 || status > 299) {
+            refusal(err, errlen, status, s.error.buf);
+        }
     } else {
         snprintf(err, errlen, "http://%s: %s", hostport, ebuf[0] ? ebuf : curl_easy_strerror(rc));
     }

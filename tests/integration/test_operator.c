@@ -3,10 +3,12 @@
  * bad requests that get a JSON error and change nothing, a session's execution path as a tree,
  * /metrics accepted by promtool, and `telltale top --once`.
  */
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -384,6 +386,62 @@ TEST(operator_top_once_prints_agents_and_alerts_without_control_sequences)
              getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", s.http);
     CHECK_EQ(run(cmd, &out), 1);
     CHECK(strstr(out, "401") != NULL);
+    free(out);
+    tt_test_serve_stop(&s);
+}
+
+/* Every CLI verb that asks the HTTP API, run where no token is to be found (no telltale-data in
+ * its directory, no TELLTALE_* variable): it exits 1, prints nothing on standard output, and its
+ * error says where it looked and what to give; with a token file the collector refuses, it names
+ * that file; given the collector's data directory (--data), it is answered. */
+TEST(operator_cli_refused_says_where_the_token_was_sought_and_prints_no_data)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "cli401", NULL); /* its token generated in s.dir/operator.token */
+    CHECK(s.token[0]);
+    char dir[600], wrong[700], outp[700], errp[700];
+    snprintf(dir, sizeof dir, "%s/elsewhere", tt_test_tmpdir());
+    CHECK(mkdir(dir, 0700) == 0);
+    snprintf(wrong, sizeof wrong, "%s/wrong.token", tt_test_tmpdir());
+    tt_test_write_file(wrong, "not-the-token\n");
+    snprintf(outp, sizeof outp, "%s/out", tt_test_tmpdir());
+    snprintf(errp, sizeof errp, "%s/err", tt_test_tmpdir());
+    char bin[4096];
+    CHECK(realpath(getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", bin));
+    static const char *const verbs[] = {
+        "query --agent a", "query --count",     "query --responses",   "tail --count 1",
+        "top --once",      "halt --session s1", "resume --session s1",
+    };
+    char cmd[12000], *out, *err;
+    for (size_t i = 0; i < sizeof verbs / sizeof *verbs; i++) {
+        for (int with_file = 0; with_file < 2; with_file++) {
+            snprintf(cmd, sizeof cmd,
+                     "cd '%s' && env -u TELLTALE_TOKEN -u TELLTALE_TOKEN_FILE -u TELLTALE_DATA "
+                     "'%s' %s --http %s %s%s >'%s' 2>'%s'",
+                     dir, bin, verbs[i], s.http, with_file ? "--token-file " : "",
+                     with_file ? wrong : "", outp, errp);
+            CHECK_EQ(run(cmd, &out), 1);
+            free(out);
+            out = tt_test_read_file(outp);
+            err = tt_test_read_file(errp);
+            CHECK_MSG(out[0] == 0, "%s printed on stdout: %s", verbs[i], out);
+            CHECK_MSG(strstr(err, "HTTP 401: "), "%s: %s", verbs[i], err);
+            if (with_file) {
+                CHECK_MSG(strstr(err, "refused the operator token from ") && strstr(err, wrong),
+                          "%s: %s", verbs[i], err);
+            } else {
+                CHECK_MSG(strstr(err, "no telltale-data/operator.token") &&
+                              strstr(err, "--data DIR"),
+                          "%s: %s", verbs[i], err);
+            }
+            free(out);
+            free(err);
+        }
+    }
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' query --count --http %s --data '%s'", dir, bin,
+             s.http, s.dir);
+    CHECK_EQ(run(cmd, &out), 0);
+    CHECK_STR(out, "0\n");
     free(out);
     tt_test_serve_stop(&s);
 }
