@@ -103,6 +103,12 @@ long cli_http_post(const char *hostport, const char *path, const char *token, co
  * it looked). */
 void cli_http_failed(const char *cmd, long status, const char *err, const struct cli_auth *a);
 
+/* Print, prefixed with cmd, why client c is not connected (tt_connection_error) when that
+ * differs from what the previous call printed (last, cap bytes, "" at first), and that it is
+ * connected again after an error was printed. */
+struct tt_client;
+void cli_connection_watch(const char *cmd, struct tt_client *c, char *last, size_t cap);
+
 /* Replace control characters (ANSI escapes included) before text reaches a terminal. */
 void cli_sanitize(char *s);
 

@@ -140,6 +140,8 @@ int cmd_demo(int argc, char **argv)
     signal(SIGTERM, on_signal);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    char why[600] = "";
+    long watched = 0; /* seconds since t0 at the last look at the connection */
     for (long n = 1; !stop; n++) {
         char session[32];
         snprintf(session, sizeof session, "session-%ld", 1 + (n / 50) % 5);
@@ -147,6 +149,11 @@ int cmd_demo(int argc, char **argv)
         sleep_ns((uint64_t)(1e9 / rate));
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec > watched) {
+            /* Once a second: an agent the collector refuses says so while it runs. */
+            watched = now.tv_sec - t0.tv_sec;
+            cli_connection_watch("telltale demo", c, why, sizeof why);
+        }
         if (duration > 0 &&
             (double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9 >= duration) {
             break;
@@ -154,6 +161,7 @@ int cmd_demo(int argc, char **argv)
     }
     tt_stats s;
     tt_stats_get(c, &s, sizeof s);
+    cli_connection_watch("telltale demo", c, why, sizeof why);
     rc = tt_close(c, 2000);
     fprintf(stderr, "telltale demo: %llu events emitted, %llu acknowledged, %llu dropped\n",
             (unsigned long long)s.emitted, (unsigned long long)s.acked,

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "telltale.h"
 
 const char *cli_http_default(void)
 {
@@ -267,6 +268,21 @@ long cli_http_post(const char *hostport, const char *path, const char *token, co
 {
     return request(hostport, path, NULL, token, body ? body : "", timeout_s, sink, ctx, err,
                    errlen);
+}
+
+void cli_connection_watch(const char *cmd, struct tt_client *c, char *last, size_t cap)
+{
+    char why[600];
+    if (tt_connection_error(c, why, sizeof why) < 0 || strcmp(why, last) == 0) {
+        return;
+    }
+    cli_sanitize(why);
+    if (why[0]) {
+        fprintf(stderr, "%s: not connected: %s\n", cmd, why);
+    } else {
+        fprintf(stderr, "%s: connected\n", cmd);
+    }
+    snprintf(last, cap, "%s", why);
 }
 
 void cli_sanitize(char *s)

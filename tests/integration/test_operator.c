@@ -1,7 +1,8 @@
 /*
  * test_operator.c - the operator's view against a real `telltale serve`: the operator token,
  * bad requests that get a JSON error and change nothing, a session's execution path as a tree,
- * /metrics accepted by promtool, and `telltale top --once`.
+ * /metrics accepted by promtool, `telltale top --once`, and what the CLI says when the collector
+ * refuses it (a missing or wrong operator token, an agent without an ingest token).
  */
 #include <limits.h>
 #include <sqlite3.h>
@@ -442,6 +443,41 @@ TEST(operator_cli_refused_says_where_the_token_was_sought_and_prints_no_data)
              s.http, s.dir);
     CHECK_EQ(run(cmd, &out), 0);
     CHECK_STR(out, "0\n");
+    free(out);
+    tt_test_serve_stop(&s);
+}
+
+/* `telltale emit` and `telltale demo` against a collector that refuses them (TCP without an
+ * ingest token): each says why, from the library's tt_connection_error, while it runs or when
+ * it gives up, instead of counting unacknowledged events in silence. */
+TEST_T(operator_cli_emit_and_demo_say_why_the_collector_refuses_them, 60)
+{
+    struct tt_test_serve s;
+    tt_test_serve_start(&s, "refuses", TT_TEST_NO_INGEST_OPEN, NULL);
+    char bin[4096], cmd[6000], *out;
+    CHECK(realpath(getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", bin));
+    snprintf(cmd, sizeof cmd,
+             "echo '{\"kind\":\"log\",\"message\":\"m\"}' | '%s' emit --endpoint %s --agent e "
+             "--timeout-ms 2000 2>&1",
+             bin, s.tcp);
+    CHECK_EQ(run(cmd, &out), 3);
+    CHECK_MSG(strstr(out, "telltale emit: not connected: hello refused: ") &&
+                  strstr(out, "ingest token") && strstr(out, "0 of 1 events acknowledged"),
+              "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' demo --endpoint %s --duration 3 2>&1", bin, s.tcp);
+    CHECK_EQ(run(cmd, &out), 0);
+    CHECK_MSG(strstr(out, "telltale demo: not connected: hello refused: ") &&
+                  strstr(out, " 0 acknowledged"),
+              "%s", out);
+    free(out);
+    /* Accepted, they say nothing of the kind. */
+    snprintf(cmd, sizeof cmd,
+             "echo '{\"kind\":\"log\",\"message\":\"m\"}' | '%s' emit --endpoint %s --agent e "
+             "2>&1",
+             bin, s.endpoint);
+    CHECK_EQ(run(cmd, &out), 0);
+    CHECK_MSG(!strstr(out, "not connected"), "%s", out);
     free(out);
     tt_test_serve_stop(&s);
 }
