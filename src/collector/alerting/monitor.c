@@ -537,8 +537,11 @@ static void track_loss(struct monitor *m, struct mon_agent *a, const tt__batch *
     }
     if (b->first_seq > in->max_seq + 1) {
         uint64_t lost = b->first_seq - in->max_seq - 1;
-        struct mon_signal s = {
-            .type = SIG_GAP, .time_ns = b->t_min, .value = (double)lost, .id = in->max_seq + 1};
+        struct mon_signal s = {.type = SIG_GAP,
+                               .time_ns = b->t_min,
+                               .value = (double)lost,
+                               .id = in->max_seq + 1,
+                               .n = lost};
         feed(m, a, &s);
     }
     if (below < in->base) {

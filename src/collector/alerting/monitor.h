@@ -54,6 +54,7 @@ struct mon_signal {
     tt__bstr session;
     tt__bstr step; /* SIG_DECISION: the step's name */
     uint64_t id;   /* response id, step id, or first missing seq */
+    uint64_t n;    /* SIG_GAP: the events never received, exactly (value rounds it) */
 };
 
 /* What happened to an incident (alert.event). */

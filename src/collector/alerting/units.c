@@ -682,9 +682,10 @@ static int gap_feed(const struct unit *u, void *state, const struct mon_signal *
     a->value = s->value;
     a->threshold = (double)u->cfg.gap.min_events;
     snprintf(a->unit, sizeof a->unit, "events");
-    snprintf(a->message, sizeof a->message, "loss: %.0f events never received (seq %llu..%llu)",
-             s->value, (unsigned long long)s->id,
-             (unsigned long long)(s->id + (uint64_t)s->value - 1));
+    /* From the exact count: a gap of 2^64 - 2 events is no double's exact value. */
+    snprintf(a->message, sizeof a->message, "loss: %llu events never received (seq %llu..%llu)",
+             (unsigned long long)s->n, (unsigned long long)s->id,
+             (unsigned long long)(s->id + s->n - 1));
     return 1;
 }
 

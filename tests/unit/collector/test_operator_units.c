@@ -127,6 +127,10 @@ static int feed(struct unit_rig *r, int type, double v, int error, const char *n
                 const char *query, struct alert *a)
 {
     struct mon_signal s = {.type = type, .value = v, .error = error};
+    if (type == SIG_GAP) {
+        s.id = 1;
+        s.n = (uint64_t)v; /* as monitor.c gives them: the count, exactly */
+    }
     s.name = (tt__bstr){(const uint8_t *)name, name ? strlen(name) : 0};
     s.query = (tt__bstr){(const uint8_t *)query, query ? strlen(query) : 0};
     const struct unit *u = &r->c.units[0];
@@ -159,6 +163,15 @@ TEST(units_loop_error_rate_threshold_gap_and_silence_fire_when_they_should)
     rig(&r, "[detector.g]\ntype = gap\nmin_events = 10\n");
     CHECK_EQ(feed(&r, SIG_GAP, 9, 0, NULL, NULL, &a), 0);
     CHECK_EQ(feed(&r, SIG_GAP, 10, 0, NULL, NULL, &a), 1);
+    CHECK_MSG(strstr(a.message, "loss: 10 events never received (seq 1..10)"), "%s", a.message);
+    /* A hole of 2^64 - 3 events (seq 2 .. 2^64 - 2, an agent that jumped to the top): no double
+     * holds that count exactly, and converting one back was undefined (found by fuzz_monitor). */
+    struct mon_signal huge = {
+        .type = SIG_GAP, .value = (double)(UINT64_MAX - 2), .id = 2, .n = UINT64_MAX - 2};
+    CHECK_EQ(r.c.units[0].ops->feed(&r.c.units[0], r.state, &huge, &a), 1);
+    CHECK_MSG(strstr(a.message, "loss: 18446744073709551613 events never received "
+                                "(seq 2..18446744073709551614)"),
+              "%s", a.message);
     rig(&r, "[detector.s]\ntype = silence\nseconds = 2\n");
     const struct unit *u = &r.c.units[0];
     int64_t seen = 1000000000000;
