@@ -634,12 +634,13 @@ int cmd_emit(int argc, char **argv)
     int flushed = tt_flush(c, (uint32_t)o.timeout_ms);
     tt_stats s;
     tt_stats_get(c, &s, sizeof s);
+    int unacked = flushed != 0 || s.acked < (uint64_t)sent;
     char why[600] = "";
-    if (flushed != 0 || s.acked < (uint64_t)sent) {
-        cli_connection_watch("telltale emit", c, why, sizeof why);
+    if (unacked) {
+        cli_connection_watch("telltale emit", c, why, sizeof why); /* c is gone after close */
     }
     tt_close(c, 1000);
-    if (flushed != 0 || s.acked < (uint64_t)sent) {
+    if (unacked) {
         fprintf(stderr, "telltale emit: %llu of %ld events acknowledged before the timeout\n",
                 (unsigned long long)s.acked, sent);
         return EXIT_UNREACHABLE;
