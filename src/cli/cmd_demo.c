@@ -20,13 +20,17 @@ static const char usage[] =
     "Run a synthetic agent that streams logs, steps (tool calls with their queries) and\n"
     "metrics into a collector until interrupted.\n"
     "\n"
-    "  --endpoint ENDPOINT  unix:PATH or tcp://HOST:PORT (default tcp://127.0.0.1:7370)\n"
+    "  --endpoint ENDPOINT  unix:PATH or tcp://HOST:PORT (default tcp://127.0.0.1:7370; a\n"
+    "                       collector takes TCP agents with an ingest token or --ingest-open,\n"
+    "                       and its own user's on its Unix socket, DATA/telltale.sock)\n"
     "  --agent NAME         agent name (default demo-agent)\n"
     "  --rate N             turns per second (default 20)\n"
     "  --duration S         stop after S seconds (default: run until interrupted)\n"
     "  --spool-dir DIR      spool unacknowledged events there while the collector is away\n"
+    "  --token-file FILE    the ingest token, first line of FILE (mode 0600)\n"
     "  --help               this text\n"
     "\n"
+    "While the collector refuses or cannot be reached, the demo says why on stderr.\n"
     "Exit status: 0 after the duration or an interrupt; 2 usage error; 1 other errors.\n";
 
 static volatile sig_atomic_t stop;
@@ -85,6 +89,7 @@ int cmd_demo(int argc, char **argv)
                                              {"rate", required_argument, NULL, 'r'},
                                              {"duration", required_argument, NULL, 'd'},
                                              {"spool-dir", required_argument, NULL, 's'},
+                                             {"token-file", required_argument, NULL, 'F'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     tt_config *cfg;
@@ -107,6 +112,16 @@ int cmd_demo(int argc, char **argv)
         case 's':
             rc = tt_config_set(cfg, "spool_dir", optarg);
             break;
+        case 'F': {
+            char token[300];
+            if (cli_read_token_file(optarg, token, sizeof token, 0, "telltale demo") != 0) {
+                tt_config_free(cfg);
+                return EXIT_FAIL;
+            }
+            rc = tt_config_set(cfg, "token", token);
+            memset(token, 0, sizeof token);
+            break;
+        }
         case 'r':
             rate = strtod(optarg, &end);
             rc = (*end || rate <= 0 || rate > 100000) ? -1 : 0;

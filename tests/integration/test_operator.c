@@ -449,11 +449,13 @@ TEST(operator_cli_refused_says_where_the_token_was_sought_and_prints_no_data)
 
 /* `telltale emit` and `telltale demo` against a collector that refuses them (TCP without an
  * ingest token): each says why, from the library's tt_connection_error, while it runs or when
- * it gives up, instead of counting unacknowledged events in silence. */
+ * it gives up, instead of counting unacknowledged events in silence; the demo with its token
+ * file is taken. */
 TEST_T(operator_cli_emit_and_demo_say_why_the_collector_refuses_them, 60)
 {
     struct tt_test_serve s;
-    tt_test_serve_start(&s, "refuses", TT_TEST_NO_INGEST_OPEN, NULL);
+    tt_test_serve_start(&s, "refuses", TT_TEST_NO_INGEST_OPEN, "--ingest-tokens",
+                        tt_test_tokens_file("demo", 1), NULL);
     char bin[4096], cmd[6000], *out;
     CHECK(realpath(getenv("TT_BIN") ? getenv("TT_BIN") : "build/telltale", bin));
     snprintf(cmd, sizeof cmd,
@@ -471,11 +473,21 @@ TEST_T(operator_cli_emit_and_demo_say_why_the_collector_refuses_them, 60)
                   strstr(out, " 0 acknowledged"),
               "%s", out);
     free(out);
-    /* Accepted, they say nothing of the kind. */
+    char tok[160], tokfile[700];
+    tt_test_agent_token("demo", 0, tok, sizeof tok);
+    snprintf(tokfile, sizeof tokfile, "%s/demo.token", tt_test_tmpdir());
+    strcat(tok, "\n");
+    tt_test_write_file(tokfile, tok);
+    /* With the token, both are taken and say nothing of the kind. */
+    snprintf(cmd, sizeof cmd, "'%s' demo --endpoint %s --duration 2 --token-file '%s' 2>&1", bin,
+             s.tcp, tokfile);
+    CHECK_EQ(run(cmd, &out), 0);
+    CHECK_MSG(!strstr(out, "not connected") && !strstr(out, " 0 acknowledged"), "%s", out);
+    free(out);
     snprintf(cmd, sizeof cmd,
              "echo '{\"kind\":\"log\",\"message\":\"m\"}' | '%s' emit --endpoint %s --agent e "
-             "2>&1",
-             bin, s.endpoint);
+             "--token-file '%s' 2>&1",
+             bin, s.tcp, tokfile);
     CHECK_EQ(run(cmd, &out), 0);
     CHECK_MSG(!strstr(out, "not connected"), "%s", out);
     free(out);
