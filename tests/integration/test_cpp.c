@@ -385,18 +385,10 @@ static char *code_span(const char *doc, const char *after, const char *name)
 /* Run cmd with sh -c in dir; its exit status. */
 static int run_in(const char *dir, const char *cmd)
 {
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        if (chdir(dir) != 0) {
-            _exit(126);
-        }
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    int st;
-    CHECK(waitpid(pid, &st, 0) == pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    char line[20000];
+    CHECK((size_t)snprintf(line, sizeof line, "cd '%s' && %s", dir, cmd) < sizeof line);
+    char *argv[] = {"sh", "-c", line, NULL};
+    return run(argv);
 }
 
 /* The README's C example, built in a checkout-like directory (include/, build/) with the link
