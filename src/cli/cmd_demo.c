@@ -119,7 +119,7 @@ int cmd_demo(int argc, char **argv)
                 return EXIT_FAIL;
             }
             rc = tt_config_set(cfg, "token", token);
-            memset(token, 0, sizeof token);
+            explicit_bzero(token, sizeof token); /* a dead store memset may be elided */
             break;
         }
         case 'r':
