@@ -273,10 +273,18 @@ long cli_http_post(const char *hostport, const char *path, const char *token, co
 void cli_connection_watch(const char *cmd, struct tt_client *c, char *last, size_t cap)
 {
     char why[600];
-    if (tt_connection_error(c, why, sizeof why) < 0 || strcmp(why, last) == 0) {
+    if (cap == 0 || tt_connection_error(c, why, sizeof why) < 0) {
         return;
     }
+    /* Compared as it is kept: sanitized and cut to cap, or a reason with a control character
+     * or a long one would be printed again on every call. */
     cli_sanitize(why);
+    if (strlen(why) >= cap) {
+        why[cap - 1] = 0;
+    }
+    if (strcmp(why, last) == 0) {
+        return;
+    }
     if (why[0]) {
         fprintf(stderr, "%s: not connected: %s\n", cmd, why);
     } else {
