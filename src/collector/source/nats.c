@@ -449,13 +449,15 @@ void nats_stall_reset(struct nats_stall *st)
     st->wait_ms = NATS_STALL_IDLE_MS;
     st->orphan = 0;
     st->sweep_to = 0;
+    st->more_from = 0;
 }
 
 void nats_stall_moved(struct nats_stall *st)
 {
-    uint64_t orphan = st->orphan;
+    uint64_t orphan = st->orphan, more_from = st->more_from;
     nats_stall_reset(st);
     st->orphan = orphan;
+    st->more_from = more_from;
 }
 
 enum nats_stall_act nats_stall_look(struct nats_stall *st, uint64_t first, uint64_t delivered,
@@ -465,7 +467,7 @@ enum nats_stall_act nats_stall_look(struct nats_stall *st, uint64_t first, uint6
         /* Delivered and acknowledged as far as the durable knows, or delivered with nothing
          * awaiting an ack (skipped, or given up on), and still in the work queue. */
         uint64_t to = ack_pending == 0 ? delivered : ack_floor;
-        if (st->orphan == first) {
+        if (st->orphan == first || (st->more_from && first >= st->more_from)) {
             nats_stall_reset(st);
             st->sweep_to = to;
             return NATS_STALL_SWEEP;
@@ -482,6 +484,7 @@ enum nats_stall_act nats_stall_look(struct nats_stall *st, uint64_t first, uint6
     }
     /* Past what the durable delivered, none pending, none awaiting an ack. */
     st->orphan = 0;
+    st->more_from = 0;
     if (st->suspect == NATS_STALL_STEPDOWN && st->first == first && st->delivered == delivered) {
         st->suspect = NATS_STALL_NONE;
         st->wait_ms =
@@ -523,11 +526,13 @@ static int stream_next(struct nats_src *x, uint64_t seq, struct nats_stored *sm)
 
 /* Sweep the messages on the durable's subjects from first up to last (what the durable
  * delivered, or its ack floor; at most NATS_SWEEP_MAX): each submitted like a fetched one and
- * deleted once stored. */
-static void sweep(struct nats_src *x, uint64_t first, uint64_t last)
+ * deleted once stored. Returns the sequence to go on from when it stopped at NATS_SWEEP_MAX
+ * below last, else 0. */
+static uint64_t sweep(struct nats_src *x, uint64_t first, uint64_t last)
 {
     int n = 0;
-    for (uint64_t seq = first; seq <= last && n < NATS_SWEEP_MAX; n++) {
+    uint64_t seq = first;
+    for (; seq <= last && n < NATS_SWEEP_MAX; n++) {
         struct nats_stored sm;
         int rc = stream_next(x, seq, &sm);
         if (rc == -2 && sm.seq && sm.seq <= last) {
@@ -556,12 +561,14 @@ static void sweep(struct nats_src *x, uint64_t first, uint64_t last)
         nats_stored_free(&sm);
     }
     if (n == 0) {
-        return; /* gone since the look (acknowledged after all) */
+        return 0; /* gone since the look (acknowledged after all) */
     }
+    uint64_t more = n == NATS_SWEEP_MAX && seq <= last ? seq : 0;
     log_warn("NATS: %d message%s of stream %s left at or below what durable %s delivered and "
-             "acknowledged (up to %llu), never to be redelivered: swept from sequence %llu",
+             "acknowledged (up to %llu), never to be redelivered: swept from sequence %llu%s",
              n, n == 1 ? "" : "s", x->o->nats_stream, x->o->nats_durable, (unsigned long long)last,
-             (unsigned long long)first);
+             (unsigned long long)first, more ? ", more to sweep" : "");
+    return more;
 }
 
 /* Look at the durable and the stream; step the durable's leader down or sweep when the check
@@ -614,7 +621,7 @@ static void stall_look(struct nats_src *x, struct nats_stall *st)
               : st->suspect != NATS_STALL_NONE || st->orphan ? "suspect: look again"
                                                              : "healthy");
     if (act == NATS_STALL_SWEEP) {
-        sweep(x, first, st->sweep_to);
+        st->more_from = sweep(x, first, st->sweep_to);
         return;
     }
     if (act != NATS_STALL_STEPDOWN) {
@@ -675,17 +682,20 @@ static void *consumer(void *arg)
         if (s == NATS_OK && list.Count > 0) {
             busy = now;
             nats_stall_moved(&st);
-        } else if (now - looked >=
-                   (now - busy >= NATS_STALL_IDLE_MS ? st.wait_ms : NATS_STALL_BUSY_MS)) {
+        } else if (now - looked >= (st.more_from                       ? NATS_SWEEP_AGAIN_MS
+                                    : now - busy >= NATS_STALL_IDLE_MS ? st.wait_ms
+                                                                       : NATS_STALL_BUSY_MS)) {
             /* Idle (a fetch that fails counts: a durable whose leader sits on a node that
              * cannot serve may answer so), or delivering but not for the last fetch and not
-             * looked at for NATS_STALL_BUSY_MS (nats.h); and holding no message: a look can
-             * wait out its requests' timeouts, and no ack may wait behind it. */
-            looked = now;
+             * looked at for NATS_STALL_BUSY_MS, or a sweep to go on with (nats.h); and holding
+             * no message: a look can wait out its requests' timeouts, no ack may wait behind
+             * it, and a sweep goes on once the store has what it swept before. */
             uint64_t h = atomic_load(&x->held);
             if (h == 0) {
+                looked = now;
                 stall_look(x, &st);
-            } else {
+            } else if (!st.more_from) {
+                looked = now;
                 cstat_add(&nstats.looks_put_off, 1);
                 last_look(0, 0, 0, 0, 0, "?", "put off: %llu message%s awaiting the store",
                           (unsigned long long)h, h == 1 ? "" : "s");

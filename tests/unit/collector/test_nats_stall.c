@@ -171,3 +171,34 @@ TEST(nats_stall_a_skipped_message_holding_the_ack_floor_is_swept_while_the_durab
         CHECK_EQ(nats_stall_look(&st, 1, 70, 0, 0, 2), NATS_STALL_NONE);
     }
 }
+
+TEST(nats_stall_a_sweep_cut_at_its_cap_goes_on_at_the_next_look)
+{
+    struct nats_stall st;
+    nats_stall_reset(&st);
+    /* 725 orphans, 937 to 1661, below what the durable delivered (8291). */
+    CHECK_EQ(nats_stall_look(&st, 937, 8291, 8291, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(nats_stall_look(&st, 937, 8291, 8291, 0, 0), NATS_STALL_SWEEP);
+    CHECK_EQ(st.more_from, 0); /* the consumer sets it when the sweep stops at its cap */
+    st.more_from = 937 + NATS_SWEEP_MAX;
+    /* The next look sweeps on at once, a fetch between the looks or not. */
+    nats_stall_moved(&st);
+    CHECK_EQ(nats_stall_look(&st, 937 + NATS_SWEEP_MAX, 8291, 8291, 0, 0), NATS_STALL_SWEEP);
+    CHECK_EQ(st.sweep_to, 8291);
+    st.more_from = 937 + 2 * NATS_SWEEP_MAX;
+    CHECK_EQ(nats_stall_look(&st, 2000, 8300, 8291, 0, 3), NATS_STALL_SWEEP); /* further on */
+    CHECK_EQ(st.sweep_to, 8291); /* awaiting acks: up to the ack floor only */
+    /* A first message below where the sweep stopped (its delete not yet applied) is not swept
+     * again at once: two looks, as for any orphan. */
+    st.more_from = 2000 + NATS_SWEEP_MAX;
+    CHECK_EQ(nats_stall_look(&st, 2001, 8300, 8291, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(st.more_from, 0);
+    CHECK_EQ(nats_stall_look(&st, 2001, 8300, 8291, 0, 0), NATS_STALL_SWEEP);
+    /* Nothing left to sweep, or a message that is no orphan: the continuation ends. */
+    st.more_from = 3000;
+    CHECK_EQ(nats_stall_look(&st, 0, 8300, 8300, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(st.more_from, 0);
+    st.more_from = 3000;
+    CHECK_EQ(nats_stall_look(&st, 8301, 8300, 8300, 0, 0), NATS_STALL_NONE);
+    CHECK_EQ(st.more_from, 0);
+}
