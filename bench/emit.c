@@ -2,10 +2,13 @@
  * emit.c - per-call latency of telltale's event calls, one contender of the emit benchmark
  * (scripts/bench-emit runs it beside spdlog and LTTng-UST and prints the ratios).
  *
- *   emit --mode log|metric|empty|rdtsc [--endpoint E] [--ring-bytes N] [--max-event-bytes N]
+ *   emit --mode log|log_site|log_genai|metric|token|token_text|empty|rdtsc [--endpoint E] [--ring-bytes N] [--max-event-bytes N]
  *        [--wait-connect MS] [harness options]
  *
  * log     tt_log(c, NULL, TT_INFO, "example", {TT_INT a, TT_INT b, TT_DOUBLE x}, 3)
+ * log_site  the same event by TT_LOG(c, NULL, TT_INFO, "example", TT_LOG_INT a, TT_LOG_INT b,
+ *         TT_LOG_DOUBLE x): the call site's message and keys registered once, values only
+ *         written per call
  * log_genai  the same call with the GenAI conventions' keys, 20-26 bytes long
  *         ({TT_STR gen_ai.request.model "llama-3-8b", TT_INT gen_ai.usage.input_tokens a,
  *         TT_INT gen_ai.usage.output_tokens b}): the attributes agents send
@@ -45,6 +48,12 @@ static inline int call_log(void *ctx, int64_t a, int64_t b, double x)
 {
     tt_attr attrs[3] = {TT_INT("a", a), TT_INT("b", b), TT_DOUBLE("x", x)};
     return tt_log((tt_client *)ctx, NULL, TT_INFO, "example", attrs, 3);
+}
+
+static inline int call_log_site(void *ctx, int64_t a, int64_t b, double x)
+{
+    return TT_LOG((tt_client *)ctx, NULL, TT_INFO, "example", TT_LOG_INT("a", a),
+                  TT_LOG_INT("b", b), TT_LOG_DOUBLE("x", x));
 }
 
 static inline int call_log_genai(void *ctx, int64_t a, int64_t b, double x)
@@ -137,6 +146,7 @@ static inline void call_rdtsc(void *ctx, int64_t a, int64_t b, double x)
 }
 
 EH_DEFINE_LOOP(loop_log, call_log)
+EH_DEFINE_LOOP(loop_log_site, call_log_site)
 EH_DEFINE_LOOP(loop_log_genai, call_log_genai)
 EH_DEFINE_LOOP(loop_metric, call_metric)
 EH_DEFINE_LOOP(loop_token, call_token)
@@ -212,7 +222,7 @@ int main(int argc, char **argv)
             continue;
         } else {
             fprintf(stderr,
-                    "usage: emit --mode log|log_genai|metric|token|token_text|empty|rdtsc "
+                    "usage: emit --mode log|log_site|log_genai|metric|token|token_text|empty|rdtsc "
                     "[--endpoint E] "
                     "[--ring-bytes N] [--max-event-bytes N] [--wait-connect MS] " EH_USAGE "\n");
             return 2;
@@ -230,6 +240,8 @@ int main(int argc, char **argv)
         return eh_run(&o, strcmp(mode, "empty") == 0 ? loop_empty : loop_rdtsc, NULL, NULL) ? 1 : 0;
     } else if (strcmp(mode, "log") == 0) {
         body = loop_log;
+    } else if (strcmp(mode, "log_site") == 0) {
+        body = loop_log_site;
     } else if (strcmp(mode, "log_genai") == 0) {
         body = loop_log_genai;
     } else if (strcmp(mode, "metric") == 0) {

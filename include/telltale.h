@@ -39,9 +39,9 @@ extern "C" {
 #endif
 
 #define TT_VERSION_MAJOR 0
-#define TT_VERSION_MINOR 6
+#define TT_VERSION_MINOR 7
 #define TT_VERSION_PATCH 0
-#define TT_VERSION_STRING "0.6.0"
+#define TT_VERSION_STRING "0.7.0"
 
 /* ---------------------------------------------------------------------------------------------
  * Errors (since 0.1)
@@ -207,6 +207,109 @@ typedef enum tt_severity {
 /* A log record. Since 0.1. */
 TT_API int tt_log(tt_client *c, const char *session, tt_severity severity, const char *message,
                   const tt_attr *attrs, size_t nattrs);
+
+/* ---------------------------------------------------------------------------------------------
+ * Log call sites (since 0.7): TT_LOG is tt_log for a call site whose message and attribute
+ * keys are string literals, for the hottest loops. The site's message, keys and types are
+ * registered once, at its first call; every call after that writes only the session and the
+ * values in the ring, and the library's worker puts the rest back: the event stored is the
+ * one tt_log would have stored, with the same counters, limits, drops and compliance policy.
+ *
+ *   TT_LOG(c, session, TT_INFO, "request done", TT_LOG_INT("tokens", n),
+ *          TT_LOG_DOUBLE("latency_ms", ms), TT_LOG_STR("model", model));
+ *
+ * The message and each key must be string literals (checked at compile time); values are any
+ * expressions, evaluated once. Up to TT_LOG_MAX_ATTRS attributes. The first call of a site
+ * allocates its registration (a few hundred bytes, kept until the process ends); later calls
+ * never allocate, never block and make no system call, like tt_log. C only (it needs a GNU
+ * statement expression: gcc or clang); C++ uses tt_log. Returns what tt_log returns.
+ */
+#define TT_LOG_MAX_ATTRS 8
+
+typedef union tt_attr_value {
+    const char *s;
+    int64_t i;
+    double d;
+    int b;
+} tt_attr_value;
+
+/* A call site, made by TT_LOG as a static object: its fields are the library's. */
+typedef struct tt_log_site {
+    uint32_t abi; /* TT_LOG_SITE_ABI */
+    uint32_t nattrs;
+    const char *message;
+    const char *const *keys;
+    const unsigned char *types; /* tt_attr_type of each */
+    uint32_t id;                /* the registration, set at the first call */
+    uint32_t fixed;             /* bytes of the event but the session and strings: with id */
+    uint32_t strs;              /* how many attributes are strings: with id */
+} tt_log_site;
+
+#define TT_LOG_SITE_ABI 1
+
+/* The call behind TT_LOG: values holds site->nattrs values, in the site's order and types.
+ * Since 0.7. */
+TT_API int tt_log_at(tt_client *c, tt_log_site *site, const char *session, tt_severity severity,
+                     const tt_attr_value *values);
+
+#if !defined(__cplusplus) && defined(__GNUC__)
+#define TT_LOG_STR(k, x) (TT_ATTR_STR, k, x)
+#define TT_LOG_INT(k, x) (TT_ATTR_INT, k, x)
+#define TT_LOG_DOUBLE(k, x) (TT_ATTR_DOUBLE, k, x)
+#define TT_LOG_BOOL(k, x) (TT_ATTR_BOOL, k, x)
+
+#define TT_LOG(c, session, severity, ...)                                                          \
+    __extension__({                                                                                \
+        static const char *const tt__log_keys[] = {TT__LOG_EACH(TT__LOG_KEY, __VA_ARGS__) 0};      \
+        static const unsigned char tt__log_types[] = {TT__LOG_EACH(TT__LOG_TYPE, __VA_ARGS__) 0};  \
+        static tt_log_site tt__log_site = {TT_LOG_SITE_ABI,                                        \
+                                           TT__LOG_NATTRS(__VA_ARGS__),                            \
+                                           "" TT__LOG_FIRST(__VA_ARGS__, 0),                       \
+                                           tt__log_keys,                                           \
+                                           tt__log_types,                                          \
+                                           0,                                                      \
+                                           0,                                                      \
+                                           0};                                                     \
+        const tt_attr_value tt__log_values[] = {TT__LOG_EACH(TT__LOG_VALUE, __VA_ARGS__){0}};      \
+        tt_log_at((c), &tt__log_site, (session), (severity), tt__log_values);                      \
+    })
+
+/* The machinery of TT_LOG: the message, then up to 8 attributes, each (type, key, value). */
+#define TT__LOG_FIRST(m, ...) m
+#define TT__LOG_NATTRS(...) TT__LOG_NTH(__VA_ARGS__, 8, 7, 6, 5, 4, 3, 2, 1, 0, _)
+#define TT__LOG_NTH(_m, _1, _2, _3, _4, _5, _6, _7, _8, n, ...) n
+#define TT__LOG_CAT(a, b) TT__LOG_CAT_(a, b)
+#define TT__LOG_CAT_(a, b) a##b
+#define TT__LOG_EACH(f, ...) TT__LOG_CAT(TT__LOG_EACH_, TT__LOG_NATTRS(__VA_ARGS__))(f, __VA_ARGS__)
+#define TT__LOG_EACH_0(f, m)
+#define TT__LOG_EACH_1(f, m, a) f a
+#define TT__LOG_EACH_2(f, m, a, ...) f a TT__LOG_EACH_1(f, m, __VA_ARGS__)
+#define TT__LOG_EACH_3(f, m, a, ...) f a TT__LOG_EACH_2(f, m, __VA_ARGS__)
+#define TT__LOG_EACH_4(f, m, a, ...) f a TT__LOG_EACH_3(f, m, __VA_ARGS__)
+#define TT__LOG_EACH_5(f, m, a, ...) f a TT__LOG_EACH_4(f, m, __VA_ARGS__)
+#define TT__LOG_EACH_6(f, m, a, ...) f a TT__LOG_EACH_5(f, m, __VA_ARGS__)
+#define TT__LOG_EACH_7(f, m, a, ...) f a TT__LOG_EACH_6(f, m, __VA_ARGS__)
+#define TT__LOG_EACH_8(f, m, a, ...) f a TT__LOG_EACH_7(f, m, __VA_ARGS__)
+#define TT__LOG_KEY(t, k, x) "" k,
+#define TT__LOG_TYPE(t, k, x) t,
+#define TT__LOG_VALUE(t, k, x) TT__LOG_VALUE_##t(x),
+#define TT__LOG_VALUE_TT_ATTR_STR(x)                                                               \
+    {                                                                                              \
+        .s = (x)                                                                                   \
+    }
+#define TT__LOG_VALUE_TT_ATTR_INT(x)                                                               \
+    {                                                                                              \
+        .i = (x)                                                                                   \
+    }
+#define TT__LOG_VALUE_TT_ATTR_DOUBLE(x)                                                            \
+    {                                                                                              \
+        .d = (x)                                                                                   \
+    }
+#define TT__LOG_VALUE_TT_ATTR_BOOL(x)                                                              \
+    {                                                                                              \
+        .b = (x)                                                                                   \
+    }
+#endif
 
 typedef enum tt_metric_kind {
     TT_COUNTER = 1,   /* a delta to add */

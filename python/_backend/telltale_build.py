@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 
 NAME = "telltale"
-VERSION = "0.6.0"
+VERSION = "0.7.0"
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIST_INFO = "%s-%s.dist-info" % (NAME, VERSION)
 PURE_TAG = "py3-none-any"

@@ -31,7 +31,7 @@ from . import _ctypes_core, _lib, _torch
 __all__ = ["Client", "Step", "Response", "Verdict", "Halted", "Error", "GuardPolicy",
            "Summary", "TokenStats", "Stats", "library_path", "library_version",
            "implementation", "token_batch"]
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 library_path = _lib.path
 

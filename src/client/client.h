@@ -193,6 +193,26 @@ void tt__comply_stats(tt_client *c, tt_stats *s);
 void tt__comply_fini(tt_client *c);
 /* Load the policy file of comply.policy_file (tt_open): 0, or TT_EINVAL / TT_E2BIG / -errno. */
 int tt__comply_load_file(tt_client *c, const char *path);
+/* TT_LOG's call sites (site.c). A site's id: 0 before its registration, 1..TT__SITES_MAX
+ * after, TT__SITE_WHOLE when its events go through tt_log whole (registry full, a string too
+ * long), TT__SITE_INVALID (not stored) for a site that is not one. */
+#define TT__SITES_MAX 16384u
+#define TT__SITE_WHOLE UINT32_MAX
+#define TT__SITE_INVALID (UINT32_MAX - 1)
+typedef struct tt__site_entry {
+    uint32_t nattrs;
+    uint32_t message_len;
+    const char *message;
+    const char *keys[TT_LOG_MAX_ATTRS];
+    uint32_t key_len[TT_LOG_MAX_ATTRS];
+    uint8_t types[TT_LOG_MAX_ATTRS];
+    char data[]; /* the message and the keys, each with its terminator */
+} tt__site_entry;
+/* Registers site (cold: one allocation); returns its id as above (0: out of memory now). */
+uint32_t tt__site_register(tt_log_site *site);
+/* The entry of a registered id, or NULL. */
+const tt__site_entry *tt__site_get(uint32_t id);
+
 /* emit.c: the event calls without the compliance checks. */
 int tt__step_begin_raw(tt_client *c, tt_step *step, const tt_step *parent, tt_step_kind kind,
                        const char *session, const char *name, const char *query,

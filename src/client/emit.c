@@ -502,6 +502,93 @@ int tt__log_raw(tt_client *c, const char *session, tt_severity severity, const c
     return log_exact(c, session, severity, message, attrs, nattrs);
 }
 
+/* --- TT_LOG's call sites (include/telltale.h, site.c) --------------------------------------
+ *
+ * A registered site's event is written as its id, the session and the values: the message and
+ * the keys stay in the registry, and the worker's encoder puts them back (encode.c), so the
+ * event stored is the one tt_log would store. Everything else (the site's first call, a site
+ * past the registry's size, a compliance policy that redacts, a ring without room for the
+ * one-pass writer, an event over max_event_bytes) goes through tt_log whole, which counts
+ * and drops exactly as for any log. */
+
+static __attribute__((noinline)) int log_site_whole(tt_client *c, tt_log_site *site,
+                                                    const char *session, tt_severity severity,
+                                                    const tt_attr_value *values)
+{
+    uint32_t id = __atomic_load_n(&site->id, __ATOMIC_ACQUIRE);
+    if (id == 0) {
+        id = tt__site_register(site);
+    }
+    if (id == TT__SITE_INVALID || site->nattrs > TT_LOG_MAX_ATTRS) {
+        return TT_EINVAL;
+    }
+    tt_attr attrs[TT_LOG_MAX_ATTRS];
+    for (uint32_t i = 0; i < site->nattrs; i++) {
+        attrs[i].key = site->keys[i];
+        attrs[i].type = (tt_attr_type)site->types[i];
+        memcpy(&attrs[i].v, &values[i], sizeof attrs[i].v);
+    }
+    return tt_log(c, session, severity, site->message, attrs, site->nattrs);
+}
+
+TT_API int tt_log_at(tt_client *c, tt_log_site *site, const char *session, tt_severity severity,
+                     const tt_attr_value *values)
+{
+    if (TT_UNLIKELY(!c || !site || !values)) {
+        return TT_EINVAL;
+    }
+    uint32_t id = __atomic_load_n(&site->id, __ATOMIC_ACQUIRE);
+    if (TT_UNLIKELY(id - 1 >= TT__SITES_MAX ||
+                    atomic_load_explicit(&c->comply_redact, memory_order_relaxed) != 0)) {
+        return log_site_whole(c, site, session, severity, values);
+    }
+    uint8_t *base;
+    const uint8_t *end;
+    uint64_t head;
+    tt__ring *r = wr_begin(c, &base, &end, &head);
+    if (TT_LIKELY(r)) {
+        uint64_t ticks = wr_ticks();
+        uint8_t *s = base + TT_REC_HDR + 4;
+        /* The id, then the session (wr_str checks its own room), then the values: each a
+         * string (its length and bytes) or the 8 bytes of its tt_attr_value. */
+        uint8_t *p = wr_str(s, session, end); /* room for the id too, when not NULL */
+        uint32_t n = site->nattrs;
+        if (TT_LIKELY(p && end - p >= 8 * (ptrdiff_t)n)) {
+            put_u32(s - 4, id);
+            /* The bytes of the event as tt_log would write it (max_event_bytes): the site's
+             * fixed part, the session, the strings (below). */
+            uint64_t size = __atomic_load_n(&site->fixed, __ATOMIC_RELAXED) + (uint64_t)(p - s);
+            if (TT_LIKELY(__atomic_load_n(&site->strs, __ATOMIC_RELAXED) == 0)) {
+                for (uint32_t i = 0; i < n; i++) {
+                    memcpy(p + 8 * i, &values[i], 8);
+                }
+                p += 8 * n;
+            } else {
+                const unsigned char *types = site->types;
+                for (uint32_t i = 0; p && i < n; i++) {
+                    if (types[i] != TT_ATTR_STR) {
+                        if (TT_UNLIKELY(end - p < 8)) {
+                            p = NULL;
+                            break;
+                        }
+                        memcpy(p, &values[i], 8);
+                        p += 8;
+                    } else {
+                        uint8_t *q = wr_str(p, values[i].s, end);
+                        size += q ? (uint64_t)(q - p) : 0;
+                        p = q;
+                    }
+                }
+            }
+            if (TT_LIKELY(p) && size <= tt__view.max_record &&
+                wr_commit(r, head, base, p, TT_REC_LOG_SITE, (uint16_t)severity, ticks) == 0) {
+                return 0;
+            }
+        }
+    }
+    return log_site_whole(c, site, session, severity, values);
+}
+
 static __attribute__((noinline)) int metric_exact(tt_client *c, const char *session,
                                                   tt_metric_kind kind, const char *name,
                                                   double value, const char *unit,

@@ -98,35 +98,41 @@ static void put_raw(pw *w, const uint8_t *s, size_t n)
     w->pos += n;
 }
 
+/* An attribute's value, of type, as emit.c wrote it (tt_log and TT_LOG alike). */
+static void encode_value(pw *w, rr *r, uint8_t type)
+{
+    uint32_t sl;
+    double d;
+    switch (type) {
+    case TT_ATTR_STR: {
+        const uint8_t *s = rr_str(r, &sl);
+        /* An empty string value still has to say it is a string. */
+        w->pos = (size_t)(tt__pb_put_bytes(w->base + w->pos, 2, s, sl) - w->base);
+        break;
+    }
+    case TT_ATTR_INT:
+        put_sint(w, 3, (int64_t)rr_u64(r));
+        break;
+    case TT_ATTR_DOUBLE:
+        memcpy(&d, r->p, 8);
+        r->p += 8;
+        put_double(w, 4, d);
+        break;
+    case TT_ATTR_BOOL:
+        put_uint(w, 5, *r->p++ ? 1 : 0);
+        break;
+    }
+}
+
 static void encode_attrs(pw *w, rr *r, uint32_t field)
 {
     uint32_t n = rr_u32(r);
     for (uint32_t i = 0; i < n; i++) {
         size_t m = lp_begin(w, field);
-        uint32_t kl, sl;
+        uint32_t kl;
         const uint8_t *k = rr_str(r, &kl);
         put_str(w, 1, k, kl);
-        uint8_t type = *r->p++;
-        double d;
-        switch (type) {
-        case TT_ATTR_STR: {
-            const uint8_t *s = rr_str(r, &sl);
-            /* An empty string value still has to say it is a string. */
-            w->pos = (size_t)(tt__pb_put_bytes(w->base + w->pos, 2, s, sl) - w->base);
-            break;
-        }
-        case TT_ATTR_INT:
-            put_sint(w, 3, (int64_t)rr_u64(r));
-            break;
-        case TT_ATTR_DOUBLE:
-            memcpy(&d, r->p, 8);
-            r->p += 8;
-            put_double(w, 4, d);
-            break;
-        case TT_ATTR_BOOL:
-            put_uint(w, 5, *r->p++ ? 1 : 0);
-            break;
-        }
+        encode_value(w, r, *r->p++);
         lp_end(w, m);
     }
 }
@@ -141,6 +147,36 @@ static void encode_log(pw *w, const tt__rec_hdr *h, rr *r)
     const uint8_t *msg = rr_str(r, &lm);
     put_str(w, 2, msg, lm);
     encode_attrs(w, r, 3);
+    lp_end(w, m);
+}
+
+/* A log of a TT_LOG site: the message and the keys from the site's registry entry, the rest
+ * from the record (each value a string, or the 8 bytes of its tt_attr_value); the same fields
+ * as encode_log writes. */
+static void encode_log_site(pw *w, const tt__rec_hdr *h, rr *r)
+{
+    const tt__site_entry *e = tt__site_get(rr_u32(r));
+    uint32_t ls;
+    const uint8_t *session = rr_str(r, &ls);
+    put_str(w, 2, session, ls);
+    size_t m = lp_begin(w, 3);
+    put_uint(w, 1, h->aux);
+    if (e) { /* always: the id was registered before the record was written */
+        put_str(w, 2, (const uint8_t *)e->message, e->message_len);
+        for (uint32_t i = 0; i < e->nattrs; i++) {
+            size_t ma = lp_begin(w, 3);
+            put_str(w, 1, (const uint8_t *)e->keys[i], e->key_len[i]);
+            if (e->types[i] == TT_ATTR_BOOL) { /* the 8 bytes of its tt_attr_value */
+                tt_attr_value v;
+                memcpy(&v, r->p, 8);
+                r->p += 8;
+                put_uint(w, 5, v.b ? 1 : 0);
+            } else {
+                encode_value(w, r, e->types[i]);
+            }
+            lp_end(w, ma);
+        }
+    }
     lp_end(w, m);
 }
 
@@ -315,6 +351,9 @@ void tt__encode_record(tt__buf *b, const tt__rec_hdr *h, uint64_t time, uint64_t
     switch (h->kind) {
     case TT_REC_LOG:
         encode_log(&w, h, &r);
+        break;
+    case TT_REC_LOG_SITE:
+        encode_log_site(&w, h, &r);
         break;
     case TT_REC_METRIC:
         encode_metric(&w, h, &r);

@@ -42,7 +42,8 @@ enum tt__rec_kind {
     TT_REC_METRIC = 2,
     TT_REC_STEP_BEGIN = 3,
     TT_REC_STEP_END = 4,
-    TT_REC_ENCODED = 5 /* payload is Event fields 2.. already in protobuf (session + body) */
+    TT_REC_ENCODED = 5, /* payload is Event fields 2.. already in protobuf (session + body) */
+    TT_REC_LOG_SITE = 6 /* a log of a TT_LOG site: its id, the session, the values (emit.c) */
 };
 
 typedef struct tt__rec_hdr {

@@ -9,8 +9,9 @@
  * Each producer thread makes its first event before the start marker (the first event of a
  * thread creates its ring: that one may allocate), then marks the start with
  * write(-1, "tt-hot-path-begin", 17), emits its share of TOTAL events (default 10,000,000) as a
- * mix of tt_log with attributes, tt_metric and tt_step_begin/end (tt_step_begin_ctx for half
- * the steps), marks the end with
+ * mix of tt_log with attributes (half of them through a TT_LOG call site, registered by a
+ * call before the start marker: a site's first call allocates), tt_metric and
+ * tt_step_begin/end (tt_step_begin_ctx for half the steps), marks the end with
  * write(-1, "tt-hot-path-end", 15) and exits. Both markers fail with EBADF and have no other
  * effect. --inject-syscall makes a getppid() every EVERY events of the loop, so the test can
  * show that its check catches a system call. --tokens 1 makes the loop add tokens to one
@@ -55,6 +56,10 @@ static int emit_one(tt_client *c, uint64_t i)
 {
     switch (i % 4) {
     case 0: {
+        if (i % 8 == 4) {
+            return TT_LOG(c, "session-1", TT_INFO, "example", TT_LOG_INT("i", (int64_t)i),
+                          TT_LOG_STR("tool", "search"), TT_LOG_DOUBLE("score", (double)i * 0.5));
+        }
         tt_attr a[3] = {TT_INT("i", (int64_t)i), TT_STR("tool", "search"),
                         TT_DOUBLE("score", (double)i * 0.5)};
         return tt_log(c, "session-1", TT_INFO, "example", a, 3);
@@ -83,6 +88,7 @@ static void *producer_main(void *arg)
     producer *p = arg;
     /* The thread's first event creates its ring, outside the measured loop. */
     tt_log(p->c, NULL, TT_DEBUG, "producer start", NULL, 0);
+    emit_one(p->c, 4); /* and registers the TT_LOG site (its first call allocates) */
     tt_response *r = NULL;
     static __thread float row[ROW];
     if (p->tokens && tt_response_begin(p->c, &r, "session-1", "model", NULL, 0) != 0) {
