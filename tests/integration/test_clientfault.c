@@ -327,6 +327,11 @@ TEST(clientfault_s6_null_arguments_everywhere_in_the_public_api_are_refused)
     CHECK_EQ(tt_log(c, "s", TT_INFO, "m", NULL, 2), TT_EINVAL);
     CHECK_OK(tt_log(c, NULL, TT_INFO, NULL, NULL, 0));  /* an empty log record */
     CHECK_OK(tt_log(c, NULL, TT_INFO, NULL, nulls, 2)); /* empty keys and strings */
+    CHECK_EQ(TT_LOG(NULL, "s", TT_INFO, "m", TT_LOG_INT("n", 1)), TT_EINVAL);
+    CHECK_OK(TT_LOG(c, NULL, TT_INFO, "m", TT_LOG_STR("s", NULL))); /* an empty string */
+    const tt_attr_value one[1] = {{.i = 1}};
+    CHECK_EQ(tt_log_at(NULL, NULL, NULL, TT_INFO, NULL), TT_EINVAL);
+    CHECK_EQ(tt_log_at(c, NULL, "s", TT_INFO, one), TT_EINVAL);
     CHECK_EQ(tt_metric(NULL, "s", TT_GAUGE, "m", 1, NULL, NULL, 0), TT_EINVAL);
     CHECK_EQ(tt_metric(c, "s", TT_GAUGE, NULL, 1, NULL, NULL, 0), TT_EINVAL);
     CHECK_EQ(tt_metric(c, "s", TT_GAUGE, "m", 1, NULL, NULL, 3), TT_EINVAL);

@@ -22,10 +22,14 @@ struct emitter {
     int t;
 };
 
-static const char *const models[] = {"llama-3-8b", "", NULL, "mistral-7b-instruct-v0.3 (q4)",
-                                     "caf\xc3\xa9 \xe2\x98\x95", "a model name longer than "
-                                                                 "thirty-two bytes, to be copied "
-                                                                 "by the checked path"};
+static const char *const models[] = {"llama-3-8b",
+                                     "",
+                                     NULL,
+                                     "mistral-7b-instruct-v0.3 (q4)",
+                                     "caf\xc3\xa9 \xe2\x98\x95",
+                                     "a model name longer than "
+                                     "thirty-two bytes, to be copied "
+                                     "by the checked path"};
 
 static void *emit_pairs(void *arg)
 {
@@ -43,7 +47,8 @@ static void *emit_pairs(void *arg)
             CHECK_OK(tt_log(e->c, log, TT_WARN, "no attributes", NULL, 0));
             continue;
         }
-        CHECK_OK(TT_LOG(e->c, site, TT_INFO, "request done", TT_LOG_STR("gen_ai.request.model", model),
+        CHECK_OK(TT_LOG(e->c, site, TT_INFO, "request done",
+                        TT_LOG_STR("gen_ai.request.model", model),
                         TT_LOG_INT("gen_ai.usage.output_tokens", tokens),
                         TT_LOG_DOUBLE("latency_ms", ms), TT_LOG_BOOL("cached", cached)));
         tt_attr a[] = {TT_STR("gen_ai.request.model", model),
@@ -163,9 +168,9 @@ TEST_T(log_site_secrets_are_masked_when_the_policy_redacts, 60)
     CHECK_OK(tt_flush(c, 10000));
     a = session_events(s.http, "plain");
     CHECK_EQ(json_array_size(a), 1);
-    CHECK_STR(json_string_value(json_object_get(json_object_get(json_array_get(a, 0), "attrs"),
-                                                "card")),
-              "none");
+    CHECK_STR(
+        json_string_value(json_object_get(json_object_get(json_array_get(a, 0), "attrs"), "card")),
+        "none");
     json_decref(a);
     CHECK_OK(tt_close(c, 2000));
     tt_test_serve_stop(&s);

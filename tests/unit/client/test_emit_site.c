@@ -106,8 +106,8 @@ static int by_log(tt_client *c, int k, const char *sess, const struct vals *v)
                        TT_STR("k7", v->s[2]),
                        TT_STR("k8", v->s[3])};
         return tt_log(c, sess, TT_ERROR,
-                      "a message longer than the one-pass writer's sixteen and thirty-two bytes",
-                      a, 8);
+                      "a message longer than the one-pass writer's sixteen and thirty-two bytes", a,
+                      8);
     }
     default: {
         tt_attr a[] = {TT_BOOL("b", v->b), TT_STR("s", v->s[1])};
@@ -162,7 +162,8 @@ static void run(const char *max_event_bytes, uint64_t seed)
     }
     /* The registered sites wrote their values only (a site's first call, and calls where the
      * one-pass writer lacks room, go through tt_log whole). */
-    CHECK_MSG(site_records > (4000 - too_large) * 9 / 10, "%u of %u", site_records, 4000 - too_large);
+    CHECK_MSG(site_records > (4000 - too_large) * 9 / 10, "%u of %u", site_records,
+              4000 - too_large);
     if (strcmp(max_event_bytes, "256") == 0) {
         CHECK(too_large > 100);
     }
