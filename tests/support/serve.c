@@ -620,3 +620,15 @@ const char *tt_test_tokens_file(const char *prefix, int n)
     CHECK(chmod(path, 0600) == 0);
     return path;
 }
+
+const char *tt_test_make_str(char *buf, int n, char base)
+{
+    if (n < 0) {
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        buf[i] = (char)(base + (char)(i % 23));
+    }
+    buf[n] = 0;
+    return buf;
+}

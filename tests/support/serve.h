@@ -79,6 +79,9 @@ tt_client *tt_test_ring_client(const char *ring_bytes, const char *max_event_byt
 /* Checks that a ring record's string at p (a 4-byte length, then the bytes) is want (NULL: the
  * empty string); returns the byte after it. */
 const uint8_t *tt_test_ring_str(const uint8_t *p, const char *want);
+/* Fills buf with a string of n bytes, each different from its neighbours, from base on; NULL
+ * when n < 0 (buf holds n + 1 bytes). */
+const char *tt_test_make_str(char *buf, int n, char base);
 
 /* What the store holds for one instance, checked frame by frame. */
 struct tt_store_check {

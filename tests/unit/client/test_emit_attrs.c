@@ -13,19 +13,6 @@
 #include "common/rng.h"
 #include "serve.h"
 
-/* A string of n bytes (n < 0: NULL), each different from its neighbours. */
-static const char *make_str(char *buf, int n, char base)
-{
-    if (n < 0) {
-        return NULL;
-    }
-    for (int i = 0; i < n; i++) {
-        buf[i] = (char)(base + (char)(i % 23));
-    }
-    buf[n] = 0;
-    return buf;
-}
-
 /* A length for a key or a string value: mostly under 16, some 14-17 and 29-34 (the edges of the
  * one- and two-copy cases), some longer, some NULL. */
 static int pick_len(tt__rng *s)
@@ -61,10 +48,10 @@ static void run(const char *max_event_bytes, uint64_t seed)
         size_t n = (size_t)(tt__rng_next(&s) % (MAXN + 1));
         tt_attr a[MAXN];
         for (size_t i = 0; i < n; i++) {
-            const char *k = make_str(keys[i], pick_len(&s), (char)('A' + i));
+            const char *k = tt_test_make_str(keys[i], pick_len(&s), (char)('A' + i));
             switch (tt__rng_next(&s) % 4) {
             case 0:
-                a[i] = (tt_attr)TT_STR(k, make_str(vals[i], pick_len(&s), (char)('a' + i)));
+                a[i] = (tt_attr)TT_STR(k, tt_test_make_str(vals[i], pick_len(&s), (char)('a' + i)));
                 break;
             case 1:
                 a[i] = (tt_attr)TT_INT(k, (int64_t)tt__rng_next(&s));

@@ -13,19 +13,6 @@
 #include "common/rng.h"
 #include "serve.h"
 
-/* A string of n bytes (n < 0: NULL). */
-static const char *make_str(char *buf, int n, char base)
-{
-    if (n < 0) {
-        return NULL;
-    }
-    for (int i = 0; i < n; i++) {
-        buf[i] = (char)(base + (char)(i % 23));
-    }
-    buf[n] = 0;
-    return buf;
-}
-
 static int pick_len(tt__rng *s)
 {
     uint64_t x = tt__rng_next(s) % 12;
@@ -129,13 +116,13 @@ static void run(const char *max_event_bytes, uint64_t seed)
     for (int iter = 0; iter < 4000; iter++) {
         struct vals v;
         for (int i = 0; i < 4; i++) {
-            v.s[i] = make_str(sbuf[i], pick_len(&s), (char)('a' + i));
+            v.s[i] = tt_test_make_str(sbuf[i], pick_len(&s), (char)('a' + i));
         }
         v.i[0] = (int64_t)tt__rng_next(&s);
         v.i[1] = -(int64_t)(tt__rng_next(&s) % 1000);
         v.d = (double)(int64_t)tt__rng_next(&s) / 3.0;
         v.b = (int)(tt__rng_next(&s) % 3); /* 2: true as well */
-        const char *se = make_str(sess, pick_len(&s), 'S');
+        const char *se = tt_test_make_str(sess, pick_len(&s), 'S');
         int k = (int)(tt__rng_next(&s) % 5);
         uint64_t large0 = atomic_load(&r->dropped_large);
         uint64_t h0 = atomic_load(&r->head);
