@@ -11,8 +11,9 @@
  * - Ownership: arguments are borrowed for the duration of the call; the library copies what it
  *   keeps. Memory the library returns is released with tt_free(). Release functions accept NULL.
  * - Threads: a tt_client may be used from any number of threads at once. Event calls (tt_log,
- *   tt_metric, tt_step_begin, tt_step_end, tt_response_token...) never block, never allocate,
- *   never make a system call and never log after a thread's first event; when the thread's ring
+ *   tt_metric, tt_step_begin, tt_step_end, tt_response_token..., TT_LOG) never block, never
+ *   allocate, never make a system call and never log after a thread's first event (and a
+ *   TT_LOG call site's first call, which registers the site); when the thread's ring
  *   is full the event is dropped and counted (tt_stats_get). tt_close must not race with other
  *   calls on the same client.
  * - Signals: the library installs no signal handler and blocks signals in its worker thread.
