@@ -98,8 +98,9 @@ static void put_raw(pw *w, const uint8_t *s, size_t n)
     w->pos += n;
 }
 
-/* An attribute's value, of type, as emit.c wrote it (tt_log and TT_LOG alike). */
-static void encode_value(pw *w, rr *r, uint8_t type)
+/* An attribute's value, of type, as emit.c wrote it: a bool in bool_bytes bytes (1 in a
+ * tt_log record, the 8 of its tt_attr_value in a TT_LOG site's), the rest alike. */
+static void encode_value(pw *w, rr *r, uint8_t type, size_t bool_bytes)
 {
     uint32_t sl;
     double d;
@@ -118,9 +119,13 @@ static void encode_value(pw *w, rr *r, uint8_t type)
         r->p += 8;
         put_double(w, 4, d);
         break;
-    case TT_ATTR_BOOL:
-        put_uint(w, 5, *r->p++ ? 1 : 0);
+    case TT_ATTR_BOOL: {
+        int b = 0; /* the first bytes of a tt_attr_value are its int b */
+        memcpy(&b, r->p, bool_bytes == 1 ? 1 : sizeof b);
+        r->p += bool_bytes;
+        put_uint(w, 5, b ? 1 : 0);
         break;
+    }
     }
 }
 
@@ -132,7 +137,8 @@ static void encode_attrs(pw *w, rr *r, uint32_t field)
         uint32_t kl;
         const uint8_t *k = rr_str(r, &kl);
         put_str(w, 1, k, kl);
-        encode_value(w, r, *r->p++);
+        uint8_t type = *r->p++;
+        encode_value(w, r, type, 1);
         lp_end(w, m);
     }
 }
@@ -166,14 +172,7 @@ static void encode_log_site(pw *w, const tt__rec_hdr *h, rr *r)
         for (uint32_t i = 0; i < e->nattrs; i++) {
             size_t ma = lp_begin(w, 3);
             put_str(w, 1, (const uint8_t *)e->keys[i], e->key_len[i]);
-            if (e->types[i] == TT_ATTR_BOOL) { /* the 8 bytes of its tt_attr_value */
-                tt_attr_value v;
-                memcpy(&v, r->p, 8);
-                r->p += 8;
-                put_uint(w, 5, v.b ? 1 : 0);
-            } else {
-                encode_value(w, r, e->types[i]);
-            }
+            encode_value(w, r, e->types[i], sizeof(tt_attr_value));
             lp_end(w, ma);
         }
     }
